@@ -1,0 +1,51 @@
+# The two commands of the README: `make demo` and `make test`. Everything
+# they need is installed and started from here (nothing by hand).
+SHELL := /bin/bash
+PY := .venv/bin/python
+MANAGE := $(PY) manage.py
+WEB_PORT ?= 8000
+
+.PHONY: bootstrap system venv node services services-stop services-status migrate demo test check clean-var
+
+bootstrap: system venv node services
+
+system:
+	@scripts/bootstrap-system.sh
+
+venv: .venv/.installed
+.venv/.installed: requirements.txt
+	@test -x $(PY) || python3 -m venv .venv
+	$(PY) -m pip install -q --disable-pip-version-check -r requirements.txt
+	@touch $@
+
+node: node_modules/.package-lock.json
+node_modules/.package-lock.json: package.json package-lock.json
+	npm ci --no-audit --no-fund --loglevel=error
+
+services: system venv
+	@$(MANAGE) services up
+
+services-stop: venv
+	@$(MANAGE) services down
+
+services-status: venv
+	@$(MANAGE) services status
+
+migrate: venv
+	@$(MANAGE) migrate --noinput -v 0
+
+check: venv
+	$(MANAGE) check
+
+demo: bootstrap migrate
+	@echo
+	@echo "  Dashboard:  http://127.0.0.1:$(WEB_PORT)/    (admin: /admin/, make a user with: $(MANAGE) createsuperuser)"
+	@echo "  Ctrl-C stops the pipeline; 'make services-stop' stops Kafka and Redis."
+	@echo
+	WEB_PORT=$(WEB_PORT) .venv/bin/honcho start -f Procfile
+
+test: bootstrap
+	.venv/bin/pytest
+
+clean-var: services-stop
+	rm -rf var

@@ -1,0 +1,99 @@
+"""System checks for settings that are wrong only in combination.
+
+Each single value is already validated where it is read (fogsite.env);
+these catch the mistakes that span several, with one clear message each.
+"""
+
+from urllib.parse import urlsplit
+
+from django.conf import settings
+from django.core.checks import Error, Tags, Warning, register
+
+LOOPBACK = {"127.0.0.1", "localhost", "::1"}
+
+
+def _redis_target(url):
+    parts = urlsplit(url)
+    db = parts.path.lstrip("/") or "0"
+    return (parts.hostname or "", parts.port or 6379, db)
+
+
+def _parse_edge_secrets(value):
+    pairs, problems = {}, []
+    for item in filter(None, (p.strip() for p in value.split(","))):
+        edge_id, sep, secret = item.partition(":")
+        if not sep or not edge_id or not secret:
+            problems.append(item.split(":")[0] + ":…")
+        else:
+            pairs[edge_id] = secret
+    return pairs, problems
+
+
+@register(Tags.compatibility)
+def check_pipeline_settings(app_configs, **kwargs):
+    errors = []
+    if settings.FOG_HEARTBEAT_PORT == settings.FOG_DATA_PORT:
+        errors.append(
+            Error(
+                f"FOG_HEARTBEAT_PORT and FOG_DATA_PORT are both {settings.FOG_DATA_PORT}.",
+                hint="The cloud binds two sockets; give them different ports (defaults 63270 and 63271).",
+                id="fog.E001",
+            )
+        )
+    if _redis_target(settings.FOG_EDGE_REDIS_URL) == _redis_target(settings.FOG_CLOUD_REDIS_URL):
+        errors.append(
+            Error(
+                "FOG_EDGE_REDIS_URL and FOG_CLOUD_REDIS_URL name the same Redis database.",
+                hint="The edge's job queue and the cloud's tuple store must not share a database "
+                "(defaults: db 0 and db 1); a FLUSHDB on one would wipe the other.",
+                id="fog.E002",
+            )
+        )
+    pairs, problems = _parse_edge_secrets(settings.FOG_EDGE_SECRETS)
+    if problems:
+        errors.append(
+            Error(
+                f"FOG_EDGE_SECRETS has entries that are not id:secret pairs: {', '.join(problems)}",
+                hint="Write it as edge-1:secret1,edge-2:secret2.",
+                id="fog.E003",
+            )
+        )
+    if not settings.FOG_TOPIC.replace("-", "").replace("_", "").replace(".", "").isalnum():
+        errors.append(
+            Error(
+                f"FOG_TOPIC={settings.FOG_TOPIC!r} is not a legal Kafka topic name.",
+                hint="Use letters, digits, '.', '_' and '-'.",
+                id="fog.E004",
+            )
+        )
+    if settings.FOG_GRACE_SECONDS >= 10 * settings.FOG_WINDOW_SECONDS:
+        errors.append(
+            Warning(
+                f"FOG_GRACE_SECONDS={settings.FOG_GRACE_SECONDS} is ten windows or more.",
+                hint="Every open window holds its readings in memory and its Kafka offsets uncommitted.",
+                id="fog.W001",
+            )
+        )
+    return errors
+
+
+@register(Tags.security, deploy=True)
+def check_pipeline_secrets(app_configs, **kwargs):
+    errors = []
+    if settings.FOG_EDGE_SECRET == settings.DEV_EDGE_SECRET:
+        errors.append(
+            Warning(
+                "FOG_EDGE_SECRET is the development default.",
+                hint="Set FOG_EDGE_SECRET (and the matching entry in FOG_EDGE_SECRETS on the cloud).",
+                id="fog.W002",
+            )
+        )
+    if settings.FOG_CLOUD_BIND not in LOOPBACK and settings.FOG_EDGE_SECRET == settings.DEV_EDGE_SECRET:
+        errors.append(
+            Error(
+                f"The cloud binds to {settings.FOG_CLOUD_BIND}, beyond loopback, with the development edge secret.",
+                hint="Anyone who can reach the port could deliver tuples; set real secrets first.",
+                id="fog.E005",
+            )
+        )
+    return errors

@@ -1,0 +1,379 @@
+"""The local Kafka broker and Redis server that `make services` runs.
+
+Both live under var/ (jars, data, pid files, logs under var/log/), both are
+idempotent (a service that already answers is left alone) and both are
+waited for until they answer. A service whose address in the settings is
+not on this machine is never started: the same code then runs against the
+user's own cluster.
+
+Kafka: Apache Kafka's own broker jars, resolved once from Maven Central by
+services/kafka/pom.xml into var/kafka/libs, formatted once (KRaft, one
+combined broker+controller node), run with a heap of at most 512 MiB.
+Redis: the Debian package's redis-server with AOF and `appendfsync always`,
+so a reply the cloud sends after a write never covers data a crash can
+take back.
+"""
+
+import base64
+import os
+import shutil
+import signal
+import socket
+import struct
+import subprocess
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlsplit
+
+LOOPBACK = {"127.0.0.1", "localhost", "::1"}
+KAFKA_READY_SECONDS = 90
+REDIS_READY_SECONDS = 20
+STOP_SECONDS = 30
+KAFKA_HEAP = ["-Xms128m", "-Xmx512m", "-XX:+UseSerialGC"]
+
+
+class ServiceError(Exception):
+    """A service could not be installed, started or stopped; the message says why."""
+
+
+@dataclass
+class Paths:
+    base: Path  # the project root (services/kafka/pom.xml lives there)
+    var: Path
+
+    @property
+    def run(self):
+        return self.var / "run"
+
+    @property
+    def log(self):
+        return self.var / "log"
+
+    @property
+    def kafka(self):
+        return self.var / "kafka"
+
+    @property
+    def kafka_libs(self):
+        return self.kafka / "libs"
+
+
+def _split_hostport(address):
+    host, _, port = address.split(",")[0].strip().rpartition(":")
+    return host.strip("[]"), int(port)
+
+
+def _redis_hostport(url):
+    parts = urlsplit(url)
+    return parts.hostname or "127.0.0.1", parts.port or 6379
+
+
+def port_open(host, port, timeout=0.5):
+    try:
+        with socket.create_connection((host, port), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def kafka_api_versions_ok(host, port, timeout=2.0):
+    """True when a Kafka broker answers an ApiVersions (v0) request."""
+    client_id = b"fog-services"
+    body = struct.pack(">hhih", 18, 0, 1, len(client_id)) + client_id
+    try:
+        with socket.create_connection((host, port), timeout=timeout) as sock:
+            sock.sendall(struct.pack(">i", len(body)) + body)
+            header = _recv_exact(sock, 4)
+            size = struct.unpack(">i", header)[0]
+            payload = _recv_exact(sock, size)
+    except (OSError, ConnectionError):
+        return False
+    correlation, error_code = struct.unpack(">ih", payload[:6])
+    return correlation == 1 and error_code == 0
+
+
+def redis_ping_ok(host, port, timeout=1.0):
+    try:
+        with socket.create_connection((host, port), timeout=timeout) as sock:
+            sock.sendall(b"*1\r\n$4\r\nPING\r\n")
+            return sock.recv(64).startswith(b"+PONG")
+    except OSError:
+        return False
+
+
+def _recv_exact(sock, size):
+    chunks, remaining = [], size
+    while remaining:
+        chunk = sock.recv(remaining)
+        if not chunk:
+            raise ConnectionError("connection closed")
+        chunks.append(chunk)
+        remaining -= len(chunk)
+    return b"".join(chunks)
+
+
+def _read_pid(pidfile):
+    try:
+        return int(pidfile.read_text().strip())
+    except (OSError, ValueError):
+        return None
+
+
+def _pid_runs(pid, marker):
+    """The pid is alive and its command line contains `marker` (pids get reused)."""
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ")
+    except OSError:
+        return False
+    return marker.encode() in cmdline
+
+
+def _wait(predicate, seconds, what, logfile):
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.25)
+    raise ServiceError(f"{what} did not become ready within {seconds} s; see {logfile}")
+
+
+class Service:
+    name = ""
+    marker = ""  # a word in the process's command line, to recognise our pid
+
+    def __init__(self, paths, host, port):
+        self.paths, self.host, self.port = paths, host, port
+
+    @property
+    def local(self):
+        return self.host in LOOPBACK
+
+    @property
+    def pidfile(self):
+        return self.paths.run / f"{self.name}.pid"
+
+    @property
+    def logfile(self):
+        return self.paths.log / f"{self.name}.log"
+
+    def ready(self):
+        raise NotImplementedError
+
+    def our_pid(self):
+        pid = _read_pid(self.pidfile)
+        return pid if pid and _pid_runs(pid, self.marker) else None
+
+    def status(self):
+        where = f"{self.host}:{self.port}"
+        if not self.local:
+            return f"{self.name}: external at {where} ({'answers' if self.ready() else 'NOT answering'})"
+        pid = self.our_pid()
+        answering = self.ready()
+        if pid and answering:
+            return f"{self.name}: running, pid {pid}, {where}"
+        if pid:
+            return f"{self.name}: pid {pid} alive but not answering on {where}; see {self.logfile}"
+        if answering:
+            return f"{self.name}: something not started by us answers on {where}"
+        return f"{self.name}: stopped"
+
+    def up(self, out):
+        where = f"{self.host}:{self.port}"
+        if not self.local:
+            out(f"{self.name}: {where} is not on this machine; nothing started")
+            return False
+        if self.ready():
+            pid = self.our_pid()
+            out(f"{self.name}: already running on {where}" + (f" (pid {pid})" if pid else " (not started by us)"))
+            return False
+        if port_open(self.host, self.port):
+            raise ServiceError(f"{self.name}: port {where} is taken by something that is not {self.name}")
+        self.paths.run.mkdir(parents=True, exist_ok=True)
+        self.paths.log.mkdir(parents=True, exist_ok=True)
+        started = time.monotonic()
+        self.start(out)
+        _wait(self.ready, self.ready_seconds, f"{self.name} on {where}", self.logfile)
+        out(f"{self.name}: started on {where}, pid {self.our_pid()}, in {time.monotonic() - started:.1f} s")
+        return True
+
+    def down(self, out):
+        pid = self.our_pid()
+        if not pid:
+            self.pidfile.unlink(missing_ok=True)
+            out(f"{self.name}: not running (no live pid file)")
+            return False
+        os.kill(pid, signal.SIGTERM)
+        deadline = time.monotonic() + STOP_SECONDS
+        while time.monotonic() < deadline and _pid_runs(pid, self.marker):
+            time.sleep(0.2)
+        if _pid_runs(pid, self.marker):
+            os.kill(pid, signal.SIGKILL)
+            out(f"{self.name}: pid {pid} ignored SIGTERM for {STOP_SECONDS} s; killed")
+        else:
+            out(f"{self.name}: stopped pid {pid}")
+        self.pidfile.unlink(missing_ok=True)
+        return True
+
+
+class Redis(Service):
+    marker = "redis-server"
+    ready_seconds = REDIS_READY_SECONDS
+
+    def __init__(self, paths, host, port):
+        super().__init__(paths, host, port)
+        self.name = "redis" if port == 6379 else f"redis-{port}"
+        self.data_dir = paths.var / self.name
+
+    def ready(self):
+        return redis_ping_ok(self.host, self.port)
+
+    def config(self):
+        return "\n".join(
+            [
+                f"bind {self.host if self.host != 'localhost' else '127.0.0.1'}",
+                f"port {self.port}",
+                "protected-mode yes",
+                "daemonize yes",
+                f"pidfile {self.pidfile}",
+                f"logfile {self.logfile}",
+                f"dir {self.data_dir}",
+                "databases 32",
+                # The cloud answers an edge only after its write: with every
+                # write fsynced first, an ACK never covers data a crash loses.
+                "appendonly yes",
+                "appendfsync always",
+                "appendfilename appendonly.aof",
+                "save 900 1",
+                "",
+            ]
+        )
+
+    def start(self, out):
+        binary = shutil.which("redis-server")
+        if not binary:
+            raise ServiceError("redis-server is missing: install it with `apt-get install redis-server` "
+                               "(`make bootstrap` does so when run as root)")
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        conf = self.data_dir / "redis.conf"
+        conf.write_text(self.config())
+        result = subprocess.run([binary, str(conf)], capture_output=True, text=True)
+        if result.returncode != 0:
+            raise ServiceError(f"redis-server failed to start: {result.stderr.strip() or result.stdout.strip()}")
+
+
+class Kafka(Service):
+    name = "kafka"
+    marker = "kafka.Kafka"
+    ready_seconds = KAFKA_READY_SECONDS
+
+    @property
+    def controller_port(self):
+        return self.port + 1
+
+    def ready(self):
+        return kafka_api_versions_ok(self.host, self.port)
+
+    def config(self):
+        host = "127.0.0.1" if self.host == "localhost" else self.host
+        data = self.paths.kafka / "data"
+        return "\n".join(
+            [
+                "process.roles=broker,controller",
+                "node.id=1",
+                f"controller.quorum.bootstrap.servers={host}:{self.controller_port}",
+                f"listeners=PLAINTEXT://{host}:{self.port},CONTROLLER://{host}:{self.controller_port}",
+                f"advertised.listeners=PLAINTEXT://{host}:{self.port},CONTROLLER://{host}:{self.controller_port}",
+                "controller.listener.names=CONTROLLER",
+                "inter.broker.listener.name=PLAINTEXT",
+                "listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT",
+                f"log.dirs={data}",
+                "num.partitions=4",
+                "offsets.topic.replication.factor=1",
+                # 50 offset partitions cost seconds on the first consumer group.
+                "offsets.topic.num.partitions=4",
+                "transaction.state.log.replication.factor=1",
+                "transaction.state.log.min.isr=1",
+                "share.coordinator.state.topic.replication.factor=1",
+                "share.coordinator.state.topic.min.isr=1",
+                "group.initial.rebalance.delay.ms=0",
+                # The cleaner's default 128 MiB buffer does not fit a small heap.
+                "log.cleaner.dedupe.buffer.size=16777216",
+                "num.network.threads=2",
+                "num.io.threads=2",
+                "auto.create.topics.enable=true",
+                "",
+            ]
+        )
+
+    def _java(self):
+        java = shutil.which("java")
+        if not java:
+            raise ServiceError("java is missing: install a JDK 17+ (`apt-get install default-jre-headless`)")
+        return java
+
+    def fetch_jars(self, out):
+        stamp = self.paths.kafka_libs / ".resolved"
+        pom = self.paths.base / "services" / "kafka" / "pom.xml"
+        if stamp.exists() and stamp.read_text() == pom.read_text():
+            return
+        mvn = shutil.which("mvn")
+        if not mvn:
+            raise ServiceError("mvn is missing: install Maven (`apt-get install maven`) to fetch the Kafka jars")
+        out("kafka: resolving Apache Kafka's jars from Maven Central (once)")
+        if self.paths.kafka_libs.exists():
+            shutil.rmtree(self.paths.kafka_libs)
+        self.paths.kafka_libs.mkdir(parents=True)
+        cmd = [mvn, "-q", "-B", "-f", str(pom), "dependency:copy-dependencies", "-DincludeScope=runtime",
+               f"-DoutputDirectory={self.paths.kafka_libs}"]
+        result = subprocess.run(cmd, capture_output=True, text=True)
+        if result.returncode != 0:
+            raise ServiceError(f"Maven could not fetch the Kafka jars:\n{(result.stdout + result.stderr)[-1500:]}")
+        stamp.write_text(pom.read_text())
+
+    def format_once(self, out):
+        config = self.paths.kafka / "server.properties"
+        config.write_text(self.config())
+        if (self.paths.kafka / "data" / "meta.properties").exists():
+            return config
+        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
+        out(f"kafka: formatting the log folder (cluster {cluster_id})")
+        cmd = [self._java(), "-cp", f"{self.paths.kafka_libs}/*", "kafka.tools.StorageTool", "format",
+               "--standalone", "-t", cluster_id, "-c", str(config)]
+        result = subprocess.run(cmd, capture_output=True, text=True)
+        if result.returncode != 0:
+            raise ServiceError(f"formatting Kafka's storage failed:\n{(result.stdout + result.stderr)[-1500:]}")
+        return config
+
+    def start(self, out):
+        self.fetch_jars(out)
+        config = self.format_once(out)
+        if port_open(self.host, self.controller_port):
+            raise ServiceError(f"kafka: controller port {self.host}:{self.controller_port} is taken")
+        log = open(self.logfile, "ab")
+        cmd = [self._java(), *KAFKA_HEAP, f"-Dkafka.logs.dir={self.paths.log}", "-cp",
+               f"{self.paths.kafka_libs}/*", "kafka.Kafka", str(config)]
+        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                start_new_session=True, cwd=self.paths.kafka)
+        self.pidfile.write_text(str(proc.pid))
+
+        def ready_or_dead():
+            if proc.poll() is not None:
+                raise ServiceError(f"kafka exited with code {proc.returncode} while starting; see {self.logfile}")
+            return self.ready()
+
+        _wait(ready_or_dead, KAFKA_READY_SECONDS, f"kafka on {self.host}:{self.port}", self.logfile)
+
+
+def services(settings, base_dir, var_dir):
+    paths = Paths(Path(base_dir), Path(var_dir))
+    kafka_host, kafka_port = _split_hostport(settings.FOG_KAFKA_BOOTSTRAP)
+    result = [Kafka(paths, kafka_host, kafka_port)]
+    seen = set()
+    for url in (settings.FOG_EDGE_REDIS_URL, settings.FOG_CLOUD_REDIS_URL):
+        host, port = _redis_hostport(url)
+        if (host, port) not in seen:
+            seen.add((host, port))
+            result.append(Redis(paths, host, port))
+    return result

@@ -1,0 +1,3 @@
+"""Websocket URL routes, gathered from the apps that serve websockets."""
+
+websocket_urlpatterns = []

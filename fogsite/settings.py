@@ -1,0 +1,152 @@
+"""Settings of the fog pipeline, read from the environment (see README).
+
+With no environment at all this is the embedded default: every role on one
+machine, SQLite under var/, the local Kafka and Redis that `make services`
+starts. Cross-setting mistakes are system checks in fogsite/checks.py.
+"""
+
+from pathlib import Path
+
+import dj_database_url
+
+from fogsite.env import env_bool, env_float, env_hostport, env_int, env_list, env_str, env_url
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+VAR_DIR = Path(env_str("FOG_VAR_DIR", str(BASE_DIR / "var")))
+
+# A fixed development key keeps `manage.py` usable with no environment; the
+# deploy checks (and fogsite.checks) flag it when DEBUG is off.
+DEV_SECRET_KEY = "django-insecure-fog-pipeline-development-key-do-not-deploy"
+SECRET_KEY = env_str("DJANGO_SECRET_KEY", DEV_SECRET_KEY)
+DEBUG = env_bool("DJANGO_DEBUG", False)
+ALLOWED_HOSTS = env_list("DJANGO_ALLOWED_HOSTS", ["localhost", "127.0.0.1", "[::1]"])
+
+# --- the pipeline ---------------------------------------------------------
+FOG_KAFKA_BOOTSTRAP = env_hostport("FOG_KAFKA_BOOTSTRAP", "127.0.0.1:9092")
+FOG_TOPIC = env_str("FOG_TOPIC", "power")
+FOG_EDGE_REDIS_URL = env_url("FOG_EDGE_REDIS_URL", "redis://127.0.0.1:6379/0", schemes=("redis", "rediss", "unix"))
+FOG_CLOUD_REDIS_URL = env_url("FOG_CLOUD_REDIS_URL", "redis://127.0.0.1:6379/1", schemes=("redis", "rediss", "unix"))
+FOG_EDGE_ID = env_str("FOG_EDGE_ID", "edge-1")
+DEV_EDGE_SECRET = "dev-edge-secret-change-me"
+FOG_EDGE_SECRET = env_str("FOG_EDGE_SECRET", DEV_EDGE_SECRET)
+# The cloud's view: which edges may deliver, as id:secret pairs. By default
+# the one embedded edge, so the single-machine pipeline works out of the box.
+FOG_EDGE_SECRETS = env_str("FOG_EDGE_SECRETS", f"{FOG_EDGE_ID}:{FOG_EDGE_SECRET}")
+FOG_CLOUD_HOST = env_str("FOG_CLOUD_HOST", "127.0.0.1")
+FOG_CLOUD_BIND = env_str("FOG_CLOUD_BIND", "127.0.0.1")
+FOG_HEARTBEAT_PORT = env_int("FOG_HEARTBEAT_PORT", 63270, minimum=1, maximum=65535)
+FOG_DATA_PORT = env_int("FOG_DATA_PORT", 63271, minimum=1, maximum=65535)
+FOG_WINDOW_SECONDS = env_int("FOG_WINDOW_SECONDS", 5, minimum=1, maximum=3600)
+FOG_GRACE_SECONDS = env_float("FOG_GRACE_SECONDS", 2.0, minimum=0)
+FOG_EDGE_RETENTION_DAYS = env_int("FOG_EDGE_RETENTION_DAYS", 7, minimum=1)
+FOG_PRICE_EUR_PER_KWH = env_float("FOG_PRICE_EUR_PER_KWH", 0.30, minimum=0)
+
+# --- Django ---------------------------------------------------------------
+INSTALLED_APPS = [
+    "daphne",
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "rest_framework",
+    "channels",
+    "django_rq",
+    "fogsite",
+    "edge_app",
+    "cloud_app",
+    "simulation",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "whitenoise.middleware.WhiteNoiseMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+ROOT_URLCONF = "fogsite.urls"
+WSGI_APPLICATION = "fogsite.wsgi.application"
+ASGI_APPLICATION = "fogsite.asgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+DATABASES = {
+    "default": dj_database_url.parse(
+        env_str("FOG_DATABASE_URL", f"sqlite:///{VAR_DIR / 'edge.sqlite3'}"), conn_max_age=600
+    )
+}
+if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
+    # WAL lets the ingest and sender workers write while the admin reads;
+    # the busy timeout makes a writer wait for the lock instead of failing.
+    DATABASES["default"]["CONN_MAX_AGE"] = 0
+    DATABASES["default"]["OPTIONS"] = {
+        "timeout": 30,
+        "transaction_mode": "IMMEDIATE",
+        "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
+    }
+
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = True
+USE_TZ = True
+
+STATIC_URL = "static/"
+# Chart.js comes from the npm registry (package.json) and is served from
+# here, never from a CDN.
+# WhiteNoise serves straight from the finders, so the ASGI server needs no
+# collectstatic step and no DEBUG to serve the page's scripts.
+WHITENOISE_USE_FINDERS = True
+STATICFILES_DIRS = [
+    BASE_DIR / "static",
+    ("vendor/chartjs", BASE_DIR / "node_modules" / "chart.js" / "dist"),
+]
+
+CHANNEL_LAYERS = {
+    "default": {
+        "BACKEND": "channels_redis.core.RedisChannelLayer",
+        "CONFIG": {"hosts": [FOG_CLOUD_REDIS_URL], "prefix": "fog:asgi"},
+    }
+}
+
+RQ_QUEUES = {
+    "edge": {"URL": FOG_EDGE_REDIS_URL, "DEFAULT_TIMEOUT": -1},
+}
+
+REST_FRAMEWORK = {
+    "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticatedOrReadOnly"],
+    "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer", "rest_framework.renderers.BrowsableAPIRenderer"],
+}
+
+LOG_LEVEL = env_str("FOG_LOG_LEVEL", "INFO").upper()
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "loggers": {
+        "fog": {"handlers": ["console"], "level": LOG_LEVEL, "propagate": False},
+        "kafka": {"handlers": ["console"], "level": "WARNING", "propagate": False},
+    },
+    "root": {"handlers": ["console"], "level": "WARNING"},
+}

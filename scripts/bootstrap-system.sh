@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# System packages the local services need: redis-server (Debian), a JDK and
+# Maven for the Kafka broker, Node.js/npm for the page's packages. Installs
+# what is missing when run as root; otherwise says in one line what to install.
+set -euo pipefail
+
+missing=()
+command -v redis-server >/dev/null || missing+=(redis-server)
+command -v java >/dev/null || missing+=(default-jre-headless)
+command -v mvn >/dev/null || missing+=(maven)
+command -v npm >/dev/null || missing+=(npm)
+python3 -c 'import venv, ensurepip' 2>/dev/null || missing+=(python3-venv)
+
+[ ${#missing[@]} -eq 0 ] && exit 0
+
+if [ "$(id -u)" -ne 0 ]; then
+  echo "bootstrap: missing system packages; install them with: sudo apt-get install -y ${missing[*]}" >&2
+  exit 1
+fi
+echo "bootstrap: installing ${missing[*]} (apt-get)"
+export DEBIAN_FRONTEND=noninteractive
+apt-get update -qq
+apt-get install -y -qq "${missing[@]}" >/dev/null

@@ -1,0 +1,38 @@
+from tests.conftest import run_manage
+
+
+def test_it_passes_the_checks_with_no_environment():
+    result = run_manage("check")
+    assert result.returncode == 0, result.stderr
+    assert "no issues" in result.stdout
+
+
+def test_it_refuses_equal_heartbeat_and_data_ports():
+    result = run_manage("check", env={"FOG_HEARTBEAT_PORT": "7000", "FOG_DATA_PORT": "7000"})
+    assert result.returncode != 0
+    assert "fog.E001" in result.stderr
+    assert "FOG_HEARTBEAT_PORT and FOG_DATA_PORT are both 7000" in result.stderr
+
+
+def test_it_refuses_one_redis_database_for_edge_and_cloud():
+    same = "redis://127.0.0.1:6379/3"
+    result = run_manage("check", env={"FOG_EDGE_REDIS_URL": same, "FOG_CLOUD_REDIS_URL": same})
+    assert result.returncode != 0
+    assert "fog.E002" in result.stderr
+
+
+def test_it_names_the_variable_of_a_malformed_value():
+    result = run_manage("check", env={"FOG_WINDOW_SECONDS": "five"})
+    assert result.returncode != 0
+    assert "FOG_WINDOW_SECONDS='five': expected a whole number" in result.stderr
+
+
+def test_it_refuses_a_port_out_of_range():
+    result = run_manage("check", env={"FOG_DATA_PORT": "70000"})
+    assert result.returncode != 0
+    assert "FOG_DATA_PORT=70000: expected 1..65535" in result.stderr
+
+
+def test_it_warns_about_the_development_edge_secret_on_deploy():
+    result = run_manage("check", "--deploy", env={"DJANGO_SECRET_KEY": "x" * 60})
+    assert "fog.W002" in result.stderr + result.stdout

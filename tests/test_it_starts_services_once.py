@@ -1,0 +1,33 @@
+from pathlib import Path
+
+from django.conf import settings
+
+from tests.conftest import run_manage
+
+
+def _pids():
+    run = Path(settings.VAR_DIR) / "run"
+    return {p.name: p.read_text() for p in run.glob("*.pid")}
+
+
+def test_it_starts_nothing_when_everything_already_runs(services):
+    before = _pids()
+    result = run_manage("services", "up")
+    assert result.returncode == 0, result.stderr
+    assert "kafka: already running" in result.stdout
+    assert "redis: already running" in result.stdout
+    assert "started on" not in result.stdout
+    assert _pids() == before
+
+
+def test_it_reports_what_runs(services):
+    result = run_manage("services", "status")
+    assert result.returncode == 0, result.stderr
+    assert "kafka: running" in result.stdout or "kafka: something not started by us" in result.stdout
+    assert "redis: running" in result.stdout or "redis: something not started by us" in result.stdout
+
+
+def test_it_leaves_an_external_broker_alone(tmp_path):
+    result = run_manage("services", "status", env={"FOG_KAFKA_BOOTSTRAP": "kafka.example.invalid:9092",
+                                                   "FOG_VAR_DIR": str(tmp_path)})
+    assert "kafka: external at kafka.example.invalid:9092" in result.stdout
