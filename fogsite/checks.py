@@ -9,6 +9,8 @@ from urllib.parse import urlsplit
 from django.conf import settings
 from django.core.checks import Error, Tags, Warning, register
 
+from fogsite.env import parse_edge_secrets
+
 LOOPBACK = {"127.0.0.1", "localhost", "::1"}
 
 
@@ -16,17 +18,6 @@ def _redis_target(url):
     parts = urlsplit(url)
     db = parts.path.lstrip("/") or "0"
     return (parts.hostname or "", parts.port or 6379, db)
-
-
-def _parse_edge_secrets(value):
-    pairs, problems = {}, []
-    for item in filter(None, (p.strip() for p in value.split(","))):
-        edge_id, sep, secret = item.partition(":")
-        if not sep or not edge_id or not secret:
-            problems.append(item.split(":")[0] + ":…")
-        else:
-            pairs[edge_id] = secret
-    return pairs, problems
 
 
 @register(Tags.compatibility)
@@ -49,11 +40,18 @@ def check_pipeline_settings(app_configs, **kwargs):
                 id="fog.E002",
             )
         )
-    pairs, problems = _parse_edge_secrets(settings.FOG_EDGE_SECRETS)
+    text = settings.FOG_EDGE_SECRETS
+    if settings.FOG_EDGE_SECRETS_FILE:
+        try:
+            with open(settings.FOG_EDGE_SECRETS_FILE, encoding="utf-8") as handle:
+                text = handle.read()
+        except OSError as exc:
+            errors.append(Error(f"FOG_EDGE_SECRETS_FILE can't be read: {exc.strerror}", id="fog.E006"))
+    _, problems = parse_edge_secrets(text)
     if problems:
         errors.append(
             Error(
-                f"FOG_EDGE_SECRETS has entries that are not id:secret pairs: {', '.join(problems)}",
+                f"FOG_EDGE_SECRETS has entries that are not id:secret pairs (edge ids: {', '.join(problems)})",
                 hint="Write it as edge-1:secret1,edge-2:secret2.",
                 id="fog.E003",
             )

@@ -32,6 +32,10 @@ FOG_EDGE_SECRET = env_str("FOG_EDGE_SECRET", DEV_EDGE_SECRET)
 # The cloud's view: which edges may deliver, as id:secret pairs. By default
 # the one embedded edge, so the single-machine pipeline works out of the box.
 FOG_EDGE_SECRETS = env_str("FOG_EDGE_SECRETS", f"{FOG_EDGE_ID}:{FOG_EDGE_SECRET}")
+# ... or one pair a line in a file (keeps secrets out of the environment).
+FOG_EDGE_SECRETS_FILE = env_str("FOG_EDGE_SECRETS_FILE", "")
+# Every cloud key starts with this, so several clouds (or tests) can share a Redis.
+FOG_CLOUD_KEY_PREFIX = env_str("FOG_CLOUD_KEY_PREFIX", "fog:")
 FOG_CLOUD_HOST = env_str("FOG_CLOUD_HOST", "127.0.0.1")
 FOG_CLOUD_BIND = env_str("FOG_CLOUD_BIND", "127.0.0.1")
 FOG_HEARTBEAT_PORT = env_int("FOG_HEARTBEAT_PORT", 63270, minimum=1, maximum=65535)

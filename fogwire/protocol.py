@@ -66,6 +66,8 @@ BATCH_COLUMNS = ("id", "hh", "ws", "we", "avg", "n")
 LEGACY_HEARTBEAT = b"heartbeat"
 LEGACY_ACK = b"ack"
 POSTAL_CODE_RE = re.compile(r"^[0-9]{5}$")
+# Edge ids become parts of storage keys and records: a plain alphabet only.
+EDGE_ID_RE = re.compile(r"^[A-Za-z0-9._-]{1,%d}$" % MAX_EDGE_ID)
 
 
 class ProtocolError(ValueError):
@@ -103,9 +105,9 @@ def _secret_bytes(secret):
 
 def seal(edge_id, secret, payload):
     """Encode `payload` (a dict) into a tagged v2 frame for or from `edge_id`."""
+    if not EDGE_ID_RE.match(edge_id):
+        raise ValueError(f"edge id {edge_id!r} must be 1..{MAX_EDGE_ID} of A-Z a-z 0-9 . _ -")
     edge_bytes = edge_id.encode()
-    if not 0 < len(edge_bytes) <= MAX_EDGE_ID:
-        raise ValueError(f"edge id must be 1..{MAX_EDGE_ID} bytes, got {len(edge_bytes)}")
     body = msgpack.packb(payload, use_bin_type=True)
     tag = _tag(_secret_bytes(secret), edge_bytes, body) if secret else bytes(TAG_BYTES)
     frame = b"".join((MAGIC, bytes((len(edge_bytes),)), edge_bytes, tag, body))
@@ -128,10 +130,9 @@ def split(frame, max_bytes=MAX_FRAME_BYTES):
     header_end = 5 + size + TAG_BYTES
     if size == 0 or size > MAX_EDGE_ID or len(frame) < header_end:
         raise ProtocolError(R_BAD_FRAME, f"truncated header in a frame of {len(frame)} bytes")
-    try:
-        edge = frame[5 : 5 + size].decode()
-    except UnicodeDecodeError:
-        raise ProtocolError(R_BAD_FRAME, "edge id is not UTF-8") from None
+    edge = frame[5 : 5 + size].decode("ascii", errors="replace")
+    if not EDGE_ID_RE.match(edge):
+        raise ProtocolError(R_BAD_FRAME, "edge id has characters outside A-Z a-z 0-9 . _ -")
     return edge, frame[5 + size : header_end], frame[header_end:]
 
 
@@ -249,7 +250,7 @@ def reply_frame(edge_id, secret, postal_codes, reasons):
 
 def error_frame(edge_id, reason, detail):
     """A reply to a frame that could not be used at all. Untagged: the sender may be unknown."""
-    edge_id = edge_id if edge_id and len(edge_id.encode()) <= MAX_EDGE_ID else "?"
+    edge_id = edge_id if edge_id and EDGE_ID_RE.match(edge_id) else "unknown"
     return seal(edge_id, None, {"v": VERSION, "kind": KIND_ERROR, "reason": reason, "detail": detail[:500]})
 
 

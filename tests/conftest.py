@@ -92,3 +92,96 @@ def wait_for(predicate, timeout=10.0, interval=0.05):
             return True
         time.sleep(interval)
     return predicate()
+
+
+EDGE_ID = "edge-test"
+EDGE_SECRET = "test-secret-0123456789"
+
+
+class CloudThread:
+    """A real CloudServer on real pynng sockets and a real Redis, in a thread of its own."""
+
+    def __init__(self, redis_url, prefix, secrets, legacy_edge=None, publish=False, ports=None):
+        import threading
+
+        self.redis_url, self.prefix, self.secrets = redis_url, prefix, secrets
+        self.legacy_edge, self.publish = legacy_edge, publish
+        hb, data = ports or (_free_port(), _free_port())
+        self.hb_addr, self.data_addr = f"tcp://127.0.0.1:{hb}", f"tcp://127.0.0.1:{data}"
+        self.ready, self.server, self.error = threading.Event(), None, None
+        self.thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self):
+        import asyncio
+
+        try:
+            asyncio.run(self._main())
+        except BaseException as exc:  # surfaced to the test by start()
+            self.error = exc
+            self.ready.set()
+
+    async def _main(self):
+        import asyncio
+
+        import redis.asyncio as aioredis
+
+        from cloud_app.server import CloudServer
+        from cloud_app.store import CloudStore
+
+        client = aioredis.Redis.from_url(self.redis_url)
+        layer = None
+        if self.publish:
+            from channels.layers import get_channel_layer
+            layer = get_channel_layer()
+        self.server = CloudServer(CloudStore(client, self.prefix), self.secrets, legacy_edge=self.legacy_edge,
+                                  channel_layer=layer)
+        self.loop, self.stop_event = asyncio.get_running_loop(), asyncio.Event()
+        serving = asyncio.create_task(self.server.serve(self.hb_addr, self.data_addr, self.stop_event, workers=4))
+        await asyncio.sleep(0.2)
+        self.ready.set()
+        await serving
+        await client.aclose()
+
+    def start(self):
+        self.thread.start()
+        self.ready.wait(10)
+        if self.error:
+            raise self.error
+        return self
+
+    def stop(self):
+        if self.thread.is_alive():
+            self.loop.call_soon_threadsafe(self.stop_event.set)
+            self.thread.join(10)
+
+    def request(self, frame, data=True, timeout_ms=5000):
+        import pynng
+
+        with pynng.Req0(dial=self.data_addr if data else self.hb_addr, recv_timeout=timeout_ms,
+                        send_timeout=timeout_ms, recv_max_size=0) as sock:
+            sock.send(frame)
+            return sock.recv()
+
+
+def _free_port():
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture
+def cloud_prefix():
+    return f"test:{uuid.uuid4().hex[:8]}:"
+
+
+@pytest.fixture
+def cloud(redis_url, cloud_prefix):
+    server = CloudThread(redis_url, cloud_prefix, {EDGE_ID: EDGE_SECRET, "edge-other": "other-secret"}).start()
+    yield server
+    server.stop()
+
+
+def make_rows(count, household="hh", start_id=0, base_ms=1_577_142_000_000, power=100.0):
+    """`count` valid tuples (id, household, ws, we, avg, n) of consecutive 5 s windows."""
+    return [(start_id + i, f"{household}-{i % 5}", base_ms + i * 5000, base_ms + (i + 1) * 5000,
+             power + i * 0.25, 3) for i in range(count)]

@@ -1,0 +1,50 @@
+import asyncio
+import logging
+
+from django.conf import settings
+from django.core.management.base import BaseCommand, CommandError
+
+from cloud_app.run import CloudStartError, run_cloud
+
+LOG_LEVELS = {0: logging.WARNING, 1: logging.INFO, 2: logging.DEBUG, 3: logging.DEBUG}
+
+
+class Command(BaseCommand):
+    help = (
+        "Run the cloud node: pynng Rep sockets for heartbeats and data batches from edges, "
+        "stored in the cloud Redis before each reply. Stops cleanly on SIGINT/SIGTERM."
+    )
+
+    def add_arguments(self, parser):
+        parser.add_argument("--bind", default=settings.FOG_CLOUD_BIND,
+                            help="address to listen on (default FOG_CLOUD_BIND, %(default)s)")
+        parser.add_argument("--heartbeat-port", type=int, default=settings.FOG_HEARTBEAT_PORT,
+                            help="heartbeat port (default FOG_HEARTBEAT_PORT, %(default)s)")
+        parser.add_argument("--data-port", type=int, default=settings.FOG_DATA_PORT,
+                            help="data port (default FOG_DATA_PORT, %(default)s)")
+        parser.add_argument("--workers", type=int, default=8,
+                            help="data requests served at once (pynng contexts; default %(default)s)")
+        parser.add_argument("--allow-volatile", action="store_true",
+                            help="start even if the cloud Redis does not fsync every write (ACKs may then "
+                            "cover data a Redis crash loses)")
+        parser.add_argument("--legacy-v1", action="store_true",
+                            help="also answer the original prototype's v1 formats on the same ports")
+        parser.add_argument("--legacy-edge-id", default="legacy",
+                            help="edge id under which v1 tuples are stored (default %(default)s)")
+        parser.add_argument("--until", type=float, default=None, metavar="SECONDS",
+                            help="stop by itself after this many seconds (for tests and benchmarks)")
+
+    def handle(self, *args, **options):
+        logging.getLogger("fog").setLevel(LOG_LEVELS.get(options["verbosity"], logging.INFO))
+        if options["heartbeat_port"] == options["data_port"]:
+            raise CommandError("--heartbeat-port and --data-port must differ")
+        try:
+            counts = asyncio.run(run_cloud(
+                bind=options["bind"], heartbeat_port=options["heartbeat_port"], data_port=options["data_port"],
+                workers=options["workers"], allow_volatile=options["allow_volatile"],
+                legacy_edge=options["legacy_edge_id"] if options["legacy_v1"] else None, until=options["until"],
+            ))
+        except CloudStartError as exc:
+            raise CommandError(str(exc)) from None
+        if options["verbosity"]:
+            self.stdout.write("cloud stopped: " + ", ".join(f"{k}={v}" for k, v in sorted(counts.items())))

@@ -1,0 +1,45 @@
+"""An edge of the original prototype (pynng Req, its exact formats) talks to the new cloud."""
+
+import json
+import re
+
+import pynng
+import pytest
+
+from cloud_app.postal import locate
+from tests.conftest import EDGE_ID, EDGE_SECRET, CloudThread
+
+
+@pytest.fixture
+def legacy_cloud(redis_url, cloud_prefix):
+    server = CloudThread(redis_url, cloud_prefix, {EDGE_ID: EDGE_SECRET}, legacy_edge="old-edge").start()
+    yield server
+    server.stop()
+
+
+def test_it_acks_a_heartbeat_and_answers_data_with_a_postal_code(legacy_cloud, redis_client):
+    with pynng.Req0(dial=legacy_cloud.hb_addr, recv_timeout=3000) as heartbeat:
+        heartbeat.send(b"heartbeat")
+        assert heartbeat.recv() == b"ack"
+    with pynng.Req0(dial=legacy_cloud.data_addr, recv_timeout=3000) as data:
+        data.send(json.dumps({"id": 17, "node_id": "household-a", "average": 231.5}).encode())
+        reply = data.recv().decode()
+    match = re.fullmatch(r"PLZ for id: 17 - PLZ: (\d{5})", reply)
+    assert match and match.group(1) == locate("household-a")[0]
+    assert redis_client.hlen(f"{legacy_cloud.prefix}t:old-edge") == 1
+
+
+def test_it_answers_a_broken_v1_request_with_an_error_and_serves_on(legacy_cloud):
+    with pynng.Req0(dial=legacy_cloud.data_addr, recv_timeout=3000) as data:
+        data.send(b'{"id": "x", "node_id": "h", "average": 1}')
+        assert data.recv().startswith(b"ERROR: bad-body")
+        data.send(b'{"id": 1, "node_id": "h", "average": NaN}')
+        assert data.recv().startswith(b"ERROR: not-finite")
+        data.send(json.dumps({"id": 2, "node_id": "h", "average": 5.0}).encode())
+        assert data.recv().startswith(b"PLZ for id: 2 - PLZ: ")
+
+
+def test_it_refuses_v1_when_legacy_is_off(cloud):
+    with pynng.Req0(dial=cloud.hb_addr, recv_timeout=3000) as heartbeat:
+        heartbeat.send(b"heartbeat")
+        assert heartbeat.recv() != b"ack"

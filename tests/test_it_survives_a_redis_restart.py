@@ -1,0 +1,44 @@
+"""Every tuple the cloud acknowledged is still there after Redis is killed and restarts from its AOF."""
+
+import os
+import signal
+import time
+from pathlib import Path
+
+import pytest
+import redis as redis_lib
+
+from fogsite.localservices import Paths, Redis
+from fogwire import protocol as wire
+from tests.conftest import EDGE_ID, EDGE_SECRET, CloudThread, _free_port, make_rows, wait_for
+
+
+@pytest.fixture
+def own_redis(tmp_path):
+    """A Redis of this test's own (same config as `make services`), so killing it disturbs no one."""
+    server = Redis(Paths(Path("."), tmp_path), "127.0.0.1", _free_port())
+    server.up(lambda line: None)
+    yield server
+    server.down(lambda line: None)
+
+
+def test_it_keeps_every_acked_tuple_across_a_redis_kill(own_redis):
+    url = f"redis://127.0.0.1:{own_redis.port}/0"
+    cloud = CloudThread(url, "fog:", {EDGE_ID: EDGE_SECRET}).start()
+    acked = 0
+    try:
+        for batch in range(20):
+            rows = make_rows(250, start_id=batch * 250)
+            codes, reasons = wire.read_reply(cloud.request(wire.batch_frame(EDGE_ID, EDGE_SECRET, rows)),
+                                             EDGE_ID, EDGE_SECRET, len(rows))
+            acked += sum(1 for c in codes if c)
+    finally:
+        cloud.stop()
+    os.kill(own_redis.our_pid(), signal.SIGKILL)  # no shutdown save: only the AOF can bring it back
+    assert wait_for(lambda: not own_redis.ready(), timeout=5)
+    own_redis.pidfile.unlink()
+    own_redis.up(lambda line: None)
+    client = redis_lib.Redis.from_url(url)
+    assert acked == 5000
+    assert client.hlen(f"fog:t:{EDGE_ID}") == acked
+    assert sum(int(v) for k, v in client.hgetall("fog:states").items() if k.endswith(b":count")) == acked
