@@ -27,45 +27,97 @@ RECENT_MAX = 200
 DEFAULT_PREFIX = "fog:"
 
 STORE_BATCH = """
+-- Set-wise: a handful of calls per batch, not per tuple (per-tuple calls
+-- made the script 13 ms per 1000 tuples; this is a few).
 local edge, now, recent_max = ARGV[1], ARGV[2], tonumber(ARGV[3])
 local n = (#ARGV - 3) / 8
-local codes, touched = {}, {}
+local CHUNK = 1000  -- unpack() has a stack limit
+
+local function hmget(key, fields)
+  local out = {}
+  for i = 1, #fields, CHUNK do
+    local got = redis.call('HMGET', key, unpack(fields, i, math.min(i + CHUNK - 1, #fields)))
+    for k = 1, #got do out[i + k - 1] = got[k] end
+  end
+  return out
+end
+
+local function hset(key, pairs)
+  for i = 1, #pairs, 2 * CHUNK do
+    redis.call('HSET', key, unpack(pairs, i, math.min(i + 2 * CHUNK - 1, #pairs)))
+  end
+end
+
+local ids = {}
+for i = 0, n - 1 do ids[i + 1] = ARGV[4 + i * 8] end
+local existing = hmget(KEYS[1], ids)
+
+local codes, tuples, recent = {}, {}, {}
+local sums, counts, state_of, best, households = {}, {}, {}, {}, {}
 local new, dups = 0, 0
 for i = 0, n - 1 do
   local b = 3 + i * 8
   local id, hh, ws, we, avg = ARGV[b + 1], ARGV[b + 2], ARGV[b + 3], ARGV[b + 4], ARGV[b + 5]
   local cnt, plz, st = ARGV[b + 6], ARGV[b + 7], ARGV[b + 8]
-  local record = plz .. '|' .. st .. '|' .. ws .. '|' .. we .. '|' .. avg .. '|' .. cnt .. '|' .. now .. '|' .. hh
-  if redis.call('HSETNX', KEYS[1], id, record) == 1 then
+  if existing[i + 1] then
+    dups = dups + 1
+    codes[i + 1] = string.sub(existing[i + 1], 1, 5)
+  else
     new = new + 1
     codes[i + 1] = plz
-    touched[st] = true
-    redis.call('HINCRBYFLOAT', KEYS[2], st .. ':sum', avg)
-    redis.call('HINCRBY', KEYS[2], st .. ':count', 1)
-    if redis.call('HSETNX', KEYS[3], hh, st) == 1 then
-      redis.call('HINCRBY', KEYS[2], st .. ':households', 1)
+    tuples[#tuples + 1] = id
+    tuples[#tuples + 1] = plz .. '|' .. st .. '|' .. ws .. '|' .. we .. '|' .. avg .. '|' .. cnt .. '|' .. now .. '|' .. hh
+    sums[st] = (sums[st] or 0) + tonumber(avg)
+    counts[st] = (counts[st] or 0) + 1
+    if not state_of[hh] then
+      state_of[hh] = st
+      households[#households + 1] = hh
     end
-    local prev = redis.call('HGET', KEYS[4], hh)
-    if (not prev) or tonumber(string.match(prev, '^(%d+)')) <= tonumber(ws) then
-      redis.call('HSET', KEYS[4], hh, ws .. '|' .. we .. '|' .. avg .. '|' .. plz .. '|' .. st .. '|' .. edge .. '|' .. now)
+    local wsn = tonumber(ws)
+    if (not best[hh]) or best[hh][1] <= wsn then
+      best[hh] = {wsn, ws .. '|' .. we .. '|' .. avg .. '|' .. plz .. '|' .. st .. '|' .. edge .. '|' .. now}
     end
     if i >= n - recent_max then
-      redis.call('LPUSH', KEYS[5], edge .. '|' .. id .. '|' .. plz .. '|' .. st .. '|' .. ws .. '|' .. we .. '|' .. avg .. '|' .. cnt .. '|' .. hh)
+      recent[#recent + 1] = edge .. '|' .. id .. '|' .. plz .. '|' .. st .. '|' .. ws .. '|' .. we .. '|' .. avg .. '|' .. cnt .. '|' .. hh
     end
-  else
-    dups = dups + 1
-    codes[i + 1] = string.sub(redis.call('HGET', KEYS[1], id), 1, 5)
   end
 end
-if new > 0 then redis.call('LTRIM', KEYS[5], 0, recent_max - 1) end
+
+if new > 0 then
+  hset(KEYS[1], tuples)
+  for st, total in pairs(sums) do
+    redis.call('HINCRBYFLOAT', KEYS[2], st .. ':sum', string.format('%.17g', total))
+    redis.call('HINCRBY', KEYS[2], st .. ':count', counts[st])
+  end
+  local known = hmget(KEYS[3], households)
+  local fresh, per_state = {}, {}
+  local latest = hmget(KEYS[4], households)
+  local newer = {}
+  for k, hh in ipairs(households) do
+    if not known[k] then
+      fresh[#fresh + 1] = hh
+      fresh[#fresh + 1] = state_of[hh]
+      per_state[state_of[hh]] = (per_state[state_of[hh]] or 0) + 1
+    end
+    if (not latest[k]) or tonumber(string.match(latest[k], '^(%d+)')) <= best[hh][1] then
+      newer[#newer + 1] = hh
+      newer[#newer + 1] = best[hh][2]
+    end
+  end
+  if #fresh > 0 then hset(KEYS[3], fresh) end
+  for st, added in pairs(per_state) do redis.call('HINCRBY', KEYS[2], st .. ':households', added) end
+  if #newer > 0 then hset(KEYS[4], newer) end
+  if #recent > 0 then redis.call('LPUSH', KEYS[5], unpack(recent)) end  -- newest ends up first
+  redis.call('LTRIM', KEYS[5], 0, recent_max - 1)
+  redis.call('HINCRBY', KEYS[6], 'tuples', new)
+end
 redis.call('HINCRBY', KEYS[6], 'batches', 1)
-if new > 0 then redis.call('HINCRBY', KEYS[6], 'tuples', new) end
 if dups > 0 then redis.call('HINCRBY', KEYS[6], 'dedup_hits', dups) end
 redis.call('HINCRBY', KEYS[7], 'acked', new)
 local states = {}
-for st, _ in pairs(touched) do
-  table.insert(states, st)
-  table.insert(states, redis.call('HMGET', KEYS[2], st .. ':households', st .. ':sum', st .. ':count'))
+for st, _ in pairs(counts) do
+  states[#states + 1] = st
+  states[#states + 1] = redis.call('HMGET', KEYS[2], st .. ':households', st .. ':sum', st .. ':count')
 end
 return {codes, new, dups, states}
 """

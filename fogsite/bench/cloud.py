@@ -1,0 +1,73 @@
+"""`bench cloud`: the cloud alone (decode, verify, Redis write, reply), batches vs one tuple a request."""
+
+import asyncio
+import time
+import uuid
+
+import pynng
+from django.conf import settings
+
+from fogsite.localservices import port_open
+from fogsite.bench.common import Figure, delete_prefix, free_port, manage, peak_rss_mib, stop, wait_until
+from fogwire import protocol as wire
+
+EDGE, SECRET = "bench-edge", "bench-secret-not-for-production"
+BASE_MS = 1_577_142_000_000
+
+
+def _rows(first_id, count):
+    return [(i, f"household-{i % 1000}", BASE_MS + (i // 1000) * 5000, BASE_MS + (i // 1000 + 1) * 5000,
+             200.0 + (i % 97) * 0.5, 3) for i in range(first_id, first_id + count)]
+
+
+async def _send_all(address, frames, in_flight):
+    """Send every frame over `in_flight` concurrent Req contexts; returns seconds taken."""
+    queue = list(reversed(frames))
+    with pynng.Req0(dial=address, recv_timeout=30000, recv_max_size=0) as sock:
+        async def client():
+            ctx = sock.new_context()
+            try:
+                while queue:
+                    frame = queue.pop()
+                    await ctx.asend(frame)
+                    reply = await ctx.arecv()
+                    if reply[:4] == wire.MAGIC and b"error" in reply[:80]:
+                        raise RuntimeError(f"cloud refused a benchmark batch: {reply[:200]!r}")
+            finally:
+                ctx.close()
+
+        started = time.perf_counter()
+        await asyncio.gather(*(client() for _ in range(in_flight)))
+        return time.perf_counter() - started
+
+
+def _heartbeat_answers(address):
+    host, port = address.rsplit("/", 1)[1].split(":")
+    if not port_open(host, int(port)):  # pynng prints a traceback when a first dial is refused
+        return False
+    try:
+        with pynng.Req0(dial=address, recv_timeout=1000, send_timeout=1000) as sock:
+            sock.send(wire.heartbeat(EDGE, SECRET))
+            return bool(sock.recv())
+    except pynng.NNGException:
+        return False
+
+
+def run(tuples=100_000, batch=1000, in_flight=4, baseline_tuples=2000, out=print):
+    prefix = f"bench:{uuid.uuid4().hex[:8]}:"
+    hb, data = free_port(), free_port()
+    proc = manage("runcloud", "--heartbeat-port", str(hb), "--data-port", str(data), "--workers", str(in_flight * 2),
+                  "-v", "0", env={"FOG_CLOUD_KEY_PREFIX": prefix, "FOG_EDGE_SECRETS": f"{EDGE}:{SECRET}"})
+    try:
+        wait_until(lambda: _heartbeat_answers(f"tcp://127.0.0.1:{hb}"), 30, "runcloud")
+        frames = [wire.batch_frame(EDGE, SECRET, _rows(i, min(batch, tuples - i))) for i in range(0, tuples, batch)]
+        single = [wire.batch_frame(EDGE, SECRET, _rows(tuples + i, 1)) for i in range(baseline_tuples)]
+        out(f"cloud: {tuples:,} tuples in batches of {batch} over {in_flight} contexts; "
+            f"baseline {baseline_tuples:,} tuples one a request")
+        seconds = asyncio.run(_send_all(f"tcp://127.0.0.1:{data}", frames, in_flight))
+        base_seconds = asyncio.run(_send_all(f"tcp://127.0.0.1:{data}", single, 1))
+        return [Figure("cloud", tuples / seconds, "tuples/s", baseline_tuples / base_seconds, ">= 100,000 tuples/s",
+                       {"seconds": round(seconds, 2), "cloud peak RSS MiB": round(peak_rss_mib(proc.pid) or 0, 1)})]
+    finally:
+        stop(proc)
+        delete_prefix(settings.FOG_CLOUD_REDIS_URL, prefix)

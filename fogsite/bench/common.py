@@ -1,0 +1,97 @@
+"""Helpers the benchmarks share: child processes, readiness, memory, cleanup."""
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import redis as redis_lib
+
+ROOT = Path(__file__).resolve().parent.parent.parent
+
+
+@dataclass
+class Figure:
+    name: str
+    value: float
+    unit: str
+    baseline: float | None = None
+    target: str = ""
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def ratio(self):
+        return self.value / self.baseline if self.baseline else None
+
+    def line(self):
+        text = f"{self.name}: {self.value:,.1f} {self.unit}"
+        if self.baseline:
+            text += f"  | baseline {self.baseline:,.1f} {self.unit}  | x{self.ratio:,.1f}"
+        if self.target:
+            text += f"  | target {self.target}"
+        for key, value in self.extra.items():
+            text += f"  | {key} {value}"
+        return text
+
+    def as_dict(self):
+        return {"name": self.name, "value": self.value, "unit": self.unit, "baseline": self.baseline,
+                "ratio": self.ratio, "target": self.target, **self.extra}
+
+
+def free_port():
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def manage(*args, env=None, **popen):
+    """Start `manage.py ARGS` as a child process."""
+    return subprocess.Popen([sys.executable, str(ROOT / "manage.py"), *args], cwd=ROOT,
+                            env={**os.environ, **(env or {})}, **popen)
+
+
+def stop(proc, timeout=10):
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def peak_rss_mib(pid):
+    """High-water mark of a process's resident memory (VmHWM), in MiB."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return None
+
+
+def wait_until(predicate, timeout, what):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.1)
+    raise RuntimeError(f"{what} not ready within {timeout} s")
+
+
+def delete_prefix(url, prefix):
+    client = redis_lib.Redis.from_url(url)
+    batch = []
+    for key in client.scan_iter(match=f"{prefix}*", count=1000):
+        batch.append(key)
+        if len(batch) >= 1000:
+            client.unlink(*batch)
+            batch.clear()
+    if batch:
+        client.unlink(*batch)
+    client.close()

@@ -1,0 +1,20 @@
+"""Benchmarks are not tests: this only proves each still runs, at a small size."""
+
+import json
+
+import pytest
+
+from tests.conftest import run_manage
+
+SMALL = {
+    "cloud": ["--tuples", "3000", "--baseline-tuples", "50"],
+}
+
+
+@pytest.mark.parametrize("name", SMALL)
+def test_it_runs_the_benchmark_and_prints_a_figure_beside_its_baseline(services, name):
+    result = run_manage("bench", name, *SMALL[name], "--json", timeout=300)
+    assert result.returncode == 0, result.stderr
+    figures = json.loads(result.stdout)
+    assert figures and all(f["value"] > 0 for f in figures)
+    assert all(f["baseline"] is None or f["baseline"] > 0 for f in figures)
