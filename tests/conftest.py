@@ -185,3 +185,88 @@ def make_rows(count, household="hh", start_id=0, base_ms=1_577_142_000_000, powe
     """`count` valid tuples (id, household, ws, we, avg, n) of consecutive 5 s windows."""
     return [(start_id + i, f"{household}-{i % 5}", base_ms + i * 5000, base_ms + (i + 1) * 5000,
              power + i * 0.25, 3) for i in range(count)]
+
+
+def produce(bootstrap, topic, messages):
+    """Send (key, value-bytes) pairs to `topic` and wait until Kafka has them all."""
+    from kafka import KafkaProducer
+
+    producer = KafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=10, batch_size=512 * 1024)
+    for key, value in messages:
+        producer.send(topic, key=key.encode() if isinstance(key, str) else key, value=value)
+    producer.flush(timeout=60)
+    producer.close()
+
+
+def reading(household, ts, power):
+    import json
+
+    return household, json.dumps({"household": household, "ts": ts, "power_w": power}).encode()
+
+
+def ingest_to_end(bootstrap, topic, edge_id="edge-test", idle_seconds=60):
+    """Run the real Ingestor over everything in `topic` and store the windows (a burst run, in process)."""
+    from edge_app.ingest import Ingestor
+
+    ingest = Ingestor(edge_id=edge_id, topic=topic, bootstrap=bootstrap, window_seconds=5, grace_seconds=2,
+                      idle_seconds=idle_seconds)
+    ingest.connect()
+    end = ingest.end_offsets()
+    while not ingest.at_end(end):
+        ingest.handle_one_poll()
+    ingest.finish()
+    ingest.close()
+    return ingest
+
+
+def sample_data_dir():
+    """FOG_SAMPLE_DATA, or a skip saying why when it is unset outside CI (in CI it must be there)."""
+    folder = os.environ.get("FOG_SAMPLE_DATA")
+    if not folder:
+        if os.environ.get("CI"):
+            pytest.fail("FOG_SAMPLE_DATA is not set in CI; .ci/run must point it at the Gem House sample", pytrace=False)
+        pytest.skip("FOG_SAMPLE_DATA is unset: set it to a folder of Gem House CSV files to run this test")
+    path = Path(folder)
+    if not path.is_dir() or not list(path.glob("*.csv")):
+        pytest.fail(f"FOG_SAMPLE_DATA={folder} holds no .csv files", pytrace=False)
+    return path
+
+
+TEST_EDGE_REDIS_DB = int(os.environ.get("FOG_TEST_EDGE_REDIS_DB", "14"))
+
+
+@pytest.fixture
+def edge_env(tmp_path, services):
+    """Environment for an edge node in child processes: its own database file, edge id and RQ database."""
+    edge_id = f"edge-{uuid.uuid4().hex[:8]}"
+    base = settings.FOG_EDGE_REDIS_URL.rsplit("/", 1)[0]
+    env = {
+        "FOG_DATABASE_URL": f"sqlite:///{tmp_path / 'edge.sqlite3'}",
+        "FOG_EDGE_ID": edge_id,
+        "FOG_EDGE_SECRET": EDGE_SECRET,
+        "FOG_EDGE_REDIS_URL": f"{base}/{TEST_EDGE_REDIS_DB}",
+    }
+    result = run_manage("migrate", "-v", "0", env=env)
+    assert result.returncode == 0, result.stderr
+    env["_db"] = str(tmp_path / "edge.sqlite3")
+    return env
+
+
+def edge_db(env):
+    """A read-only connection to a child edge's database file."""
+    import sqlite3
+
+    connection = sqlite3.connect(f"file:{env['_db']}?mode=ro", uri=True, timeout=30)
+    return connection
+
+
+def edge_cloud(env, redis_url, prefix):
+    """A cloud that knows the child edge, its ports put into the edge's environment."""
+    cloud = CloudThread(redis_url, prefix, {env["FOG_EDGE_ID"]: EDGE_SECRET}).start()
+    env["FOG_HEARTBEAT_PORT"] = cloud.hb_addr.rsplit(":", 1)[1]
+    env["FOG_DATA_PORT"] = cloud.data_addr.rsplit(":", 1)[1]
+    return cloud
+
+
+def child_env(env):
+    return {**os.environ, **{k: v for k, v in env.items() if not k.startswith("_")}}

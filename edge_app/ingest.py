@@ -1,0 +1,206 @@
+"""The ingest loop: Kafka readings -> event-time windows -> PENDING tuples.
+
+Closed windows are written in bulk, and in the same transaction each
+partition's resume position (the oldest offset still inside an open window)
+is stored. On start the consumer seeks to those positions, so a crash at any
+moment replays the open windows and nothing else is lost; the unique key on
+(household, window_start) absorbs replays of windows already stored.
+"""
+
+import json
+import logging
+import math
+import time
+from datetime import datetime, timezone as dt_timezone
+
+from django.db import transaction
+from django.db.models import F
+from django.utils import timezone
+from kafka import KafkaConsumer, TopicPartition
+from kafka.errors import KafkaError
+from kafka.structs import OffsetAndMetadata
+
+from edge_app.models import EdgeStatus, IngestPosition, WindowAggregate
+from edge_app.windows import WindowBook
+
+log = logging.getLogger("fog.edge.ingest")
+
+EARLIEST_MS = 946_684_800_000  # 2000-01-01
+FUTURE_SLACK_MS = 24 * 3600 * 1000
+MAX_HOUSEHOLD = 128
+FLUSH_EVERY_SECONDS = 0.5
+FLUSH_AT_WINDOWS = 5000
+IDLE_CHECK_SECONDS = 1.0
+POLL_MS = 200
+MAX_POLL_RECORDS = 20000
+
+
+class MalformedReading(ValueError):
+    pass
+
+
+def parse_reading(raw, now_ms):
+    """(household, ts, power_w) of one Kafka message value, or MalformedReading saying what is wrong."""
+    try:
+        message = json.loads(raw)
+    except (UnicodeDecodeError, ValueError, TypeError):
+        raise MalformedReading("not JSON") from None
+    if not isinstance(message, dict):
+        raise MalformedReading(f"not a JSON object but a {type(message).__name__}")
+    household, ts, power = message.get("household"), message.get("ts"), message.get("power_w")
+    if not isinstance(household, str) or not 0 < len(household) <= MAX_HOUSEHOLD or not household.isprintable():
+        raise MalformedReading(f"'household' must be a printable string of 1..{MAX_HOUSEHOLD} characters")
+    if type(ts) is not int:
+        raise MalformedReading(f"'ts' must be an integer (epoch ms), got {type(ts).__name__}")
+    if not EARLIEST_MS <= ts <= now_ms + FUTURE_SLACK_MS:
+        raise MalformedReading(f"'ts' {ts} is not a plausible epoch-ms time (2000 .. now + 1 day)")
+    if type(power) not in (int, float):
+        raise MalformedReading(f"'power_w' must be a number, got {type(power).__name__}")
+    if not math.isfinite(power):
+        raise MalformedReading("'power_w' is not finite")
+    if power < 0:
+        raise MalformedReading(f"'power_w' is negative ({power})")
+    return household, ts, float(power)
+
+
+def _day(start_ms, cache={}):
+    key = start_ms // 86_400_000
+    day = cache.get(key)
+    if day is None:
+        day = cache[key] = datetime.fromtimestamp(key * 86_400, tz=dt_timezone.utc).date()
+    return day
+
+
+class Ingestor:
+    def __init__(self, *, edge_id, topic, bootstrap, window_seconds, grace_seconds, idle_seconds):
+        self.edge_id, self.topic, self.bootstrap = edge_id, topic, bootstrap
+        self.book = WindowBook(window_seconds * 1000, int(grace_seconds * 1000), idle_seconds)
+        self.consumer = None
+        self.partitions = []
+        self.next_offsets = {}  # partition -> next offset to read
+        self.counted = {}  # partition -> first offset not yet counted
+        self.pending = {"readings": 0, "late": 0, "malformed": 0}
+        self.totals = {"readings": 0, "late": 0, "malformed": 0, "windows": 0}
+        self.last_flush = self.last_idle_check = time.monotonic()
+        self.dirty = False
+
+    # --- start ----------------------------------------------------------
+
+    def connect(self, wait_seconds=30):
+        """Create the consumer, wait for the topic, seek every partition to its stored position."""
+        self.consumer = KafkaConsumer(
+            bootstrap_servers=self.bootstrap, group_id=f"edge-{self.edge_id}", client_id=f"edge-{self.edge_id}",
+            enable_auto_commit=False, auto_offset_reset="earliest", max_poll_records=MAX_POLL_RECORDS,
+            fetch_max_bytes=64 * 1024 * 1024, max_partition_fetch_bytes=16 * 1024 * 1024, fetch_max_wait_ms=100,
+        )
+        deadline = time.monotonic() + wait_seconds
+        partitions = self.consumer.partitions_for_topic(self.topic)
+        while not partitions and time.monotonic() < deadline:
+            time.sleep(0.5)  # the topic may not exist until the simulation first sends
+            partitions = self.consumer.partitions_for_topic(self.topic)
+        if not partitions:
+            raise KafkaError(f"topic {self.topic!r} does not exist on {self.bootstrap}")
+        self.partitions = [TopicPartition(self.topic, p) for p in sorted(partitions)]
+        # Manual assignment: a restarted ingest owns its partitions at once,
+        # without waiting for the dead member's session to time out.
+        self.consumer.assign(self.partitions)
+        stored = {p.partition: p for p in IngestPosition.objects.filter(edge_id=self.edge_id, topic=self.topic)}
+        beginning = self.consumer.beginning_offsets(self.partitions)
+        for tp in self.partitions:
+            position = stored.get(tp.partition)
+            offset = max(position.resume_offset, beginning[tp]) if position else beginning[tp]
+            self.consumer.seek(tp, offset)
+            self.next_offsets[tp.partition] = offset
+            self.counted[tp.partition] = position.counted_offset if position else offset
+        EdgeStatus.for_edge(self.edge_id)
+        log.info("ingest of %s: partitions %s from offsets %s", self.topic, [tp.partition for tp in self.partitions],
+                 self.next_offsets)
+
+    def end_offsets(self):
+        return {tp.partition: offset for tp, offset in self.consumer.end_offsets(self.partitions).items()}
+
+    # --- one step ---------------------------------------------------------
+
+    def handle_one_poll(self, timeout_ms=POLL_MS):
+        """Poll once, apply what came, flush if due. True if any message was read."""
+        batches = self.consumer.poll(timeout_ms=timeout_ms, max_records=MAX_POLL_RECORDS)
+        now = time.monotonic()
+        now_ms = int(time.time() * 1000)
+        read = 0
+        for tp, messages in batches.items():
+            read += len(messages)
+            self._apply(tp.partition, messages, now, now_ms)
+        if now - self.last_idle_check >= IDLE_CHECK_SECONDS:
+            self.last_idle_check = now
+            self.book.close_idle(now)
+        if self.book.closed and (len(self.book.closed) >= FLUSH_AT_WINDOWS or now - self.last_flush >= FLUSH_EVERY_SECONDS):
+            self.flush()
+        elif self.dirty and now - self.last_flush >= FLUSH_EVERY_SECONDS:
+            self.flush()
+        return read > 0
+
+    def _apply(self, partition, messages, now, now_ms):
+        add = self.book.add
+        counted_from = self.counted.get(partition, 0)
+        pending = self.pending
+        for message in messages:
+            count = message.offset >= counted_from
+            try:
+                household, ts, power = parse_reading(message.value, now_ms)
+            except MalformedReading as exc:
+                if count:
+                    pending["malformed"] += 1
+                    log.warning("malformed reading at %s[%d] offset %d: %s", self.topic, partition, message.offset, exc)
+                continue
+            if not add(household, ts, power, partition, message.offset, now) and count:
+                pending["late"] += 1
+            if count:
+                pending["readings"] += 1
+        if messages:
+            self.next_offsets[partition] = messages[-1].offset + 1
+            self.dirty = True
+
+    def flush(self):
+        """Store closed windows and the resume positions in one transaction."""
+        closed = self.book.take_closed()
+        resume = self.book.resume_offsets(self.next_offsets)
+        now = timezone.now()
+        rows = [WindowAggregate(household=w.household, window_start=w.start, window_end=w.end, day=_day(w.start),
+                                average_w=w.average, readings=w.count, created_at=now) for w in closed]
+        positions = [IngestPosition(edge_id=self.edge_id, topic=self.topic, partition=p, resume_offset=resume[p],
+                                    counted_offset=max(self.next_offsets[p], self.counted.get(p, 0)))
+                     for p in self.next_offsets]
+        with transaction.atomic():
+            WindowAggregate.objects.bulk_create(rows, ignore_conflicts=True, batch_size=2000)
+            IngestPosition.objects.bulk_create(positions, update_conflicts=True,
+                                               unique_fields=["edge_id", "topic", "partition"],
+                                               update_fields=["resume_offset", "counted_offset"])
+            if any(self.pending.values()):
+                EdgeStatus.objects.filter(edge_id=self.edge_id).update(
+                    **{name: F(name) + value for name, value in self.pending.items() if value})
+        for position in positions:
+            self.counted[position.partition] = position.counted_offset
+        for name, value in self.pending.items():
+            self.totals[name] += value
+            self.pending[name] = 0
+        self.totals["windows"] += len(rows)
+        self.last_flush = time.monotonic()
+        self.dirty = False
+        try:  # for Kafka's own lag tools; the database holds the position that counts
+            self.consumer.commit_async({TopicPartition(self.topic, p): OffsetAndMetadata(o, "", -1)
+                                        for p, o in resume.items()})
+        except KafkaError as exc:
+            log.debug("offset commit to Kafka skipped: %s", exc)
+        return len(rows)
+
+    def finish(self):
+        """Close every open window and store it: the end of a burst run."""
+        self.book.close_all()
+        return self.flush()
+
+    def at_end(self, end_offsets):
+        return all(self.next_offsets.get(p, 0) >= offset for p, offset in end_offsets.items())
+
+    def close(self):
+        if self.consumer is not None:
+            self.consumer.close(autocommit=False)

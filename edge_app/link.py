@@ -1,0 +1,69 @@
+"""The heartbeat loop: is the cloud there? The sender reads the answer from EdgeStatus.
+
+The link is down after DOWN_AFTER missed beats in a row and up after one
+answered beat. Each beat carries the backlog, so the cloud shows it too.
+"""
+
+import logging
+
+import pynng
+from django.utils import timezone
+
+from edge_app.models import EdgeStatus, WindowAggregate
+from fogwire import protocol as wire
+
+log = logging.getLogger("fog.edge.link")
+
+DOWN_AFTER = 2
+BEAT_TIMEOUT_MS = 800
+
+
+def req_socket(address, timeout_ms):
+    """A Req socket that dials in the background and keeps redialling quickly."""
+    sock = pynng.Req0(recv_timeout=timeout_ms, send_timeout=timeout_ms, recv_max_size=0,
+                      reconnect_time_min=100, reconnect_time_max=1000)
+    sock.dial(address, block=False)
+    return sock
+
+
+class Heartbeat:
+    def __init__(self, *, edge_id, secret, address, timeout_ms=BEAT_TIMEOUT_MS):
+        self.edge_id, self.secret, self.address = edge_id, secret, address
+        self.sock = req_socket(address, timeout_ms)
+        self.missed = 0
+        EdgeStatus.for_edge(edge_id)
+
+    def handle_one_beat(self):
+        """Send one heartbeat, record the outcome. True if the cloud answered."""
+        backlog = WindowAggregate.objects.backlog().count()
+        error = ""
+        try:
+            self.sock.send(wire.heartbeat(self.edge_id, self.secret, backlog=backlog))
+            edge, payload = wire.open_frame(self.sock.recv(), {self.edge_id: self.secret}.get)
+            if payload.get("kind") != wire.KIND_HEARTBEAT:
+                error = f"unexpected reply kind {payload.get('kind')!r}"
+        except pynng.Timeout:
+            error = f"no answer from {self.address} within {self.sock.recv_timeout} ms"
+        except pynng.NNGException as exc:
+            error = f"{self.address}: {exc}"
+        except wire.ProtocolError as exc:
+            error = str(exc)
+        self.missed = self.missed + 1 if error else 0
+        status = EdgeStatus.for_edge(self.edge_id)
+        now = timezone.now()
+        changes = {"backlog": backlog}
+        if not error:
+            changes.update(last_heartbeat_at=now, last_error="")
+            if not status.connected:
+                changes.update(connected=True, since=now)
+                log.info("link to the cloud is up (%s)", self.address)
+        elif self.missed >= DOWN_AFTER and status.connected:
+            changes.update(connected=False, since=now, last_error=error[:300])
+            log.warning("link to the cloud is down: %s", error)
+        elif error:
+            changes["last_error"] = error[:300]
+        EdgeStatus.objects.filter(pk=status.pk).update(**changes)
+        return not error
+
+    def close(self):
+        self.sock.close()

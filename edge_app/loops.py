@@ -1,0 +1,208 @@
+"""The edge's three loops as RQ jobs, and their control through the edge Redis.
+
+`run_loop` is the job: it takes the loop's lock (so one edge never runs two
+copies of a loop), then repeats the loop's small step until the stop flag is
+set or, in burst mode, its work is done. RQ cannot interrupt a running job,
+so stopping goes through a Redis key every loop checks about every second.
+"""
+
+import logging
+import os
+import time
+import uuid
+
+import django_rq
+from django.conf import settings
+
+log = logging.getLogger("fog.edge")
+
+LOOPS = ("ingest", "sender", "heartbeat")
+QUEUE = "edge"
+LOCK_TTL_MS = 3000
+RENEW_SECONDS = 1.0
+STOP_CHECK_SECONDS = 0.5
+IDLE_SLEEP = {"ingest": 0.0, "sender": 0.05, "heartbeat": 1.0}  # seconds between steps that did nothing
+
+
+class EdgeControl:
+    """Stop flag, one-copy locks and burst-done marks of one edge's loops, in the edge Redis."""
+
+    def __init__(self, edge_id, connection=None):
+        self.edge_id = edge_id
+        self.redis = connection or django_rq.get_connection(QUEUE)
+        self.prefix = f"fog:edge:{edge_id}:"
+        self._stop_checked, self._stop = 0.0, False
+
+    def request_stop(self):
+        self.redis.set(self.prefix + "stop", 1)
+
+    def reset(self):
+        self.redis.delete(self.prefix + "stop", *(self.prefix + f"done:{loop}" for loop in LOOPS))
+
+    def stop_requested(self):
+        now = time.monotonic()
+        if now - self._stop_checked >= STOP_CHECK_SECONDS:
+            self._stop = bool(self.redis.exists(self.prefix + "stop"))
+            self._stop_checked = now
+        return self._stop
+
+    def acquire(self, loop, token, wait_seconds):
+        deadline = time.monotonic() + wait_seconds
+        while True:
+            if self.redis.set(self.prefix + f"lock:{loop}", token, nx=True, px=LOCK_TTL_MS):
+                return True
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(0.2)
+
+    def renew(self, loop, token):
+        key = self.prefix + f"lock:{loop}"
+        held = self.redis.get(key)
+        if held is None or held.decode() != token:
+            return False
+        self.redis.pexpire(key, LOCK_TTL_MS)
+        return True
+
+    def release(self, loop, token):
+        key = self.prefix + f"lock:{loop}"
+        held = self.redis.get(key)
+        if held is not None and held.decode() == token:
+            self.redis.delete(key)
+
+    def holder_pid(self, loop):
+        held = self.redis.get(self.prefix + f"lock:{loop}")
+        return int(held.split(b":")[0]) if held else None
+
+    def running(self, loop):
+        return bool(self.redis.exists(self.prefix + f"lock:{loop}"))
+
+    def mark_done(self, loop):
+        self.redis.set(self.prefix + f"done:{loop}", 1, ex=3600)
+
+    def done(self, loop):
+        return bool(self.redis.exists(self.prefix + f"done:{loop}"))
+
+
+def cloud_address(port):
+    return f"tcp://{settings.FOG_CLOUD_HOST}:{port}"
+
+
+class IngestStep:
+    def __init__(self, options, control):
+        from edge_app.ingest import Ingestor
+
+        self.ingest = Ingestor(edge_id=settings.FOG_EDGE_ID, topic=options.get("topic") or settings.FOG_TOPIC,
+                               bootstrap=settings.FOG_KAFKA_BOOTSTRAP, window_seconds=settings.FOG_WINDOW_SECONDS,
+                               grace_seconds=settings.FOG_GRACE_SECONDS, idle_seconds=options.get("idle", 10))
+        self.ingest.connect()
+        self.end = self.ingest.end_offsets() if options.get("burst") else None
+
+    def step(self):
+        return self.ingest.handle_one_poll()
+
+    def finished(self, control):
+        if not self.ingest.at_end(self.end):
+            return False
+        self.ingest.finish()
+        return True
+
+    def close(self):
+        if self.ingest.dirty or self.ingest.book.closed:
+            self.ingest.flush()
+        self.ingest.close()
+
+
+class SenderStep:
+    def __init__(self, options, control):
+        from edge_app.sender import Sender
+
+        self.sender = Sender(edge_id=settings.FOG_EDGE_ID, secret=settings.FOG_EDGE_SECRET,
+                             address=cloud_address(settings.FOG_DATA_PORT), batch=options.get("batch", 1000),
+                             in_flight=options.get("in_flight", 4))
+        requeued = self.sender.requeue_sent()
+        if requeued:
+            log.info("sending again %d tuples left SENT by an earlier run", requeued)
+
+    def step(self):
+        return self.sender.handle_one_round() > 0
+
+    def finished(self, control):
+        from edge_app.models import WindowAggregate
+
+        return control.done("ingest") and not WindowAggregate.objects.backlog().exists()
+
+    def close(self):
+        self.sender.close()
+
+
+class HeartbeatStep:
+    RETENTION_EVERY_SECONDS = 600
+
+    def __init__(self, options, control):
+        from edge_app.link import Heartbeat
+
+        self.beat = Heartbeat(edge_id=settings.FOG_EDGE_ID, secret=settings.FOG_EDGE_SECRET,
+                              address=cloud_address(settings.FOG_HEARTBEAT_PORT))
+        self.next_retention = 0.0
+
+    def step(self):
+        self.beat.handle_one_beat()
+        if time.monotonic() >= self.next_retention:
+            from edge_app.retention import delete_expired
+
+            delete_expired(settings.FOG_EDGE_RETENTION_DAYS)
+            self.next_retention = time.monotonic() + self.RETENTION_EVERY_SECONDS
+        return False  # one beat a second: always rest after it
+
+    def finished(self, control):
+        return control.done("sender")
+
+    def close(self):
+        self.beat.close()
+
+
+STEPS = {"ingest": IngestStep, "sender": SenderStep, "heartbeat": HeartbeatStep}
+
+
+def run_loop(loop, edge_id, options=None):
+    """The RQ job: run one loop of one edge until stopped (or, with options['burst'], done)."""
+    options = options or {}
+    control = EdgeControl(edge_id)
+    token = f"{os.getpid()}:{uuid.uuid4().hex}"  # the pid tells operators (and fault tests) who holds it
+    # A killed copy's lock expires after LOCK_TTL_MS; wait that long before giving up.
+    if not control.acquire(loop, token, wait_seconds=LOCK_TTL_MS / 1000 + 1):
+        log.warning("%s loop of edge %s already runs elsewhere; this copy exits", loop, edge_id)
+        return "duplicate"
+    runner = None
+    try:
+        runner = STEPS[loop](options, control)
+        log.info("%s loop of edge %s started%s", loop, edge_id, " (burst)" if options.get("burst") else "")
+        renewed = time.monotonic()
+        while not control.stop_requested():
+            did = runner.step()
+            if time.monotonic() - renewed >= RENEW_SECONDS:
+                if not control.renew(loop, token):
+                    log.error("%s loop of edge %s lost its lock; exiting", loop, edge_id)
+                    return "lost-lock"
+                renewed = time.monotonic()
+            if options.get("burst") and runner.finished(control):
+                control.mark_done(loop)
+                return "done"
+            if not did and IDLE_SLEEP[loop]:
+                _sleep(IDLE_SLEEP[loop], control)
+        return "stopped"
+    finally:
+        if runner is not None:
+            runner.close()
+        control.release(loop, token)
+        log.info("%s loop of edge %s ended", loop, edge_id)
+
+
+def _sleep(seconds, control):
+    """Sleep in slices of at most 0.25 s, so a stop request is seen quickly."""
+    deadline = time.monotonic() + seconds
+    while not control.stop_requested():
+        left = deadline - time.monotonic()
+        if left <= 0:
+            return
+        time.sleep(min(left, 0.25))

@@ -1,0 +1,120 @@
+"""The edge's database: window tuples with their delivery state, the link
+state and the edge's counters, and the Kafka positions the ingest resumes from.
+
+Event times are kept as epoch milliseconds, exactly as they travel on the
+wire; `day` (UTC) is derived once at insert for the admin's date filter.
+"""
+
+from django.db import models
+from django.db.models import Count, Q
+from django.utils import timezone
+
+
+class Status(models.IntegerChoices):
+    PENDING = 0, "pending"
+    SENT = 1, "sent"
+    ACKED = 2, "acknowledged"
+
+
+class WindowAggregateQuerySet(models.QuerySet):
+    def sendable(self, now=None):
+        """PENDING tuples whose backoff (after a refusal) has passed, oldest first."""
+        now = now or timezone.now()
+        return self.filter(Q(next_attempt_at__isnull=True) | Q(next_attempt_at__lte=now),
+                           status=Status.PENDING).order_by("id")
+
+    def backlog(self):
+        return self.filter(status__in=(Status.PENDING, Status.SENT))
+
+    def counts_by_status(self):
+        counts = {status.label: 0 for status in Status}
+        for row in self.order_by().values("status").annotate(n=Count("id")):
+            counts[Status(row["status"]).label] = row["n"]
+        return counts
+
+    def expired(self, before):
+        """ACKED tuples acknowledged before `before`: the only ones retention may delete."""
+        return self.filter(status=Status.ACKED, acked_at__lt=before)
+
+
+class WindowAggregate(models.Model):
+    household = models.CharField(max_length=128)
+    window_start = models.BigIntegerField(help_text="event time, epoch ms, inclusive")
+    window_end = models.BigIntegerField(help_text="event time, epoch ms, exclusive")
+    day = models.DateField(help_text="UTC day of window_start")
+    average_w = models.FloatField()
+    readings = models.PositiveIntegerField()
+    status = models.PositiveSmallIntegerField(choices=Status.choices, default=Status.PENDING)
+    postal_code = models.CharField(max_length=5, blank=True)
+    refusal = models.CharField(max_length=64, blank=True, help_text="the cloud's last reason for refusing it")
+    created_at = models.DateTimeField(default=timezone.now)
+    sent_at = models.DateTimeField(null=True, blank=True)
+    acked_at = models.DateTimeField(null=True, blank=True)
+    next_attempt_at = models.DateTimeField(null=True, blank=True, help_text="backoff after a refusal")
+    attempts = models.PositiveIntegerField(default=0)
+
+    objects = WindowAggregateQuerySet.as_manager()
+
+    class Meta:
+        constraints = [
+            # Replays of closed windows from Kafka after a crash are absorbed here.
+            models.UniqueConstraint(fields=["household", "window_start"], name="one_tuple_per_household_window"),
+        ]
+        indexes = [
+            # The sender: next PENDING tuples in id order; the backlog count.
+            models.Index(fields=["status", "id"], name="sender_next"),
+            # Retention: ACKED tuples older than the cut-off.
+            models.Index(fields=["status", "acked_at"], name="retention"),
+            # The admin's date filter.
+            models.Index(fields=["day"], name="admin_day"),
+        ]
+
+    def __str__(self):
+        return f"{self.household} @ {self.window_start} ({self.get_status_display()})"
+
+
+class EdgeStatus(models.Model):
+    """The link to the cloud as the heartbeat sees it, and the edge's running counters."""
+
+    edge_id = models.CharField(max_length=64, unique=True)
+    connected = models.BooleanField(default=False)
+    since = models.DateTimeField(default=timezone.now, help_text="when `connected` last changed")
+    last_heartbeat_at = models.DateTimeField(null=True, blank=True)
+    last_error = models.CharField(max_length=300, blank=True)
+    backlog = models.PositiveIntegerField(default=0)
+    readings = models.PositiveBigIntegerField(default=0)
+    late = models.PositiveBigIntegerField(default=0)
+    malformed = models.PositiveBigIntegerField(default=0)
+    sent = models.PositiveBigIntegerField(default=0)
+    acked = models.PositiveBigIntegerField(default=0)
+    refused = models.PositiveBigIntegerField(default=0)
+
+    class Meta:
+        verbose_name_plural = "edge status"
+
+    def __str__(self):
+        return f"{self.edge_id}: {'connected' if self.connected else 'offline'}"
+
+    @classmethod
+    def for_edge(cls, edge_id):
+        return cls.objects.get_or_create(edge_id=edge_id)[0]
+
+
+class IngestPosition(models.Model):
+    """Where the ingest resumes per partition, written with the aggregates it covers.
+
+    `resume_offset` is the oldest offset still inside an open window (replayed
+    after a crash); `counted_offset` is the first not yet counted, so replays
+    are not counted twice in the edge's counters.
+    """
+
+    edge_id = models.CharField(max_length=64)
+    topic = models.CharField(max_length=249)
+    partition = models.PositiveIntegerField()
+    resume_offset = models.BigIntegerField()
+    counted_offset = models.BigIntegerField()
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["edge_id", "topic", "partition"], name="one_position_per_partition"),
+        ]

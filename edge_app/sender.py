@@ -1,0 +1,150 @@
+"""The sender loop: PENDING tuples -> batches to the cloud -> ACKED with postal codes.
+
+One round takes up to `in_flight` batches, marks them SENT, sends them on
+as many Req contexts at once, then applies every reply: ACKED with the
+postal code, or back to PENDING with a backoff and the cloud's reason. A
+reply that does not come within the ack timeout puts its tuples back to
+PENDING; so does a restart (SENT tuples are sent again, and the cloud's
+dedup makes that safe).
+"""
+
+import logging
+import time
+from datetime import timedelta
+
+import pynng
+from django.db import connection, transaction
+from django.db.models import F, Max
+from django.utils import timezone
+
+from edge_app.link import req_socket
+from edge_app.models import EdgeStatus, Status, WindowAggregate
+from fogwire import protocol as wire
+
+log = logging.getLogger("fog.edge.sender")
+
+ACK_TIMEOUT_MS = 3000
+MAX_BACKOFF_SECONDS = 600
+LINK_CHECK_SECONDS = 0.25
+CHUNK = 900  # ids in one `IN (...)`, under SQLite's variable limit on old builds
+
+
+def _chunks(items, size):
+    for i in range(0, len(items), size):
+        yield items[i : i + size]
+
+
+class Sender:
+    def __init__(self, *, edge_id, secret, address, batch=1000, in_flight=4, ack_timeout_ms=ACK_TIMEOUT_MS):
+        self.edge_id, self.secret, self.address = edge_id, secret, address
+        self.batch, self.in_flight = batch, in_flight
+        self.sock = req_socket(address, ack_timeout_ms)
+        self.contexts = [self.sock.new_context() for _ in range(in_flight)]
+        for ctx in self.contexts:
+            ctx.recv_timeout = ack_timeout_ms
+            ctx.send_timeout = ack_timeout_ms
+        self._link, self._link_checked = False, 0.0
+        self.totals = {"sent": 0, "acked": 0, "refused": 0, "timeouts": 0}
+        EdgeStatus.for_edge(edge_id)
+
+    def requeue_sent(self):
+        """Tuples left SENT by an earlier run never got their reply: send them again."""
+        return WindowAggregate.objects.filter(status=Status.SENT).update(status=Status.PENDING)
+
+    def link_up(self):
+        now = time.monotonic()
+        if now - self._link_checked >= LINK_CHECK_SECONDS:
+            self._link = EdgeStatus.objects.filter(edge_id=self.edge_id).values_list("connected", flat=True).first()
+            self._link_checked = now
+        return bool(self._link)
+
+    def handle_one_round(self):
+        """Send up to `in_flight` batches and apply their replies. Returns the number acknowledged."""
+        if not self.link_up():
+            return 0
+        rows = list(WindowAggregate.objects.sendable().values_list(
+            "id", "household", "window_start", "window_end", "average_w", "readings")[: self.batch * self.in_flight])
+        if not rows:
+            return 0
+        batches = list(_chunks(rows, self.batch))
+        now = timezone.now()
+        with transaction.atomic():
+            for ids in _chunks([r[0] for r in rows], CHUNK):
+                WindowAggregate.objects.filter(id__in=ids).update(status=Status.SENT, sent_at=now,
+                                                                  attempts=F("attempts") + 1)
+        in_flight = []
+        for ctx, batch in zip(self.contexts, batches):
+            try:
+                ctx.send(wire.batch_frame(self.edge_id, self.secret, batch))
+                in_flight.append((ctx, batch))
+            except pynng.NNGException as exc:
+                self._back_to_pending(batch, f"send failed: {exc}", backoff=False)
+        acked = 0
+        for ctx, batch in in_flight:
+            acked += self._receive(ctx, batch)
+        return acked
+
+    def _receive(self, ctx, batch):
+        try:
+            codes, reasons = wire.read_reply(ctx.recv(), self.edge_id, self.secret, len(batch))
+        except pynng.Timeout:
+            self.totals["timeouts"] += 1
+            self._link_checked = 0.0
+            self._back_to_pending(batch, "", backoff=False)
+            log.warning("no reply for a batch of %d within the ack timeout; will send again", len(batch))
+            return 0
+        except pynng.NNGException as exc:
+            self._back_to_pending(batch, "", backoff=False)
+            log.warning("batch of %d not delivered: %s", len(batch), exc)
+            return 0
+        except wire.ProtocolError as exc:
+            self._back_to_pending(batch, exc.reason, backoff=True)
+            log.error("cloud refused a batch of %d: %s", len(batch), exc)
+            return 0
+        return self._apply(batch, codes, reasons)
+
+    def _apply(self, batch, codes, reasons):
+        now = timezone.now()
+        table = WindowAggregate._meta.db_table
+        acked = [(code, now, row[0]) for row, code, why in zip(batch, codes, reasons) if not why and code]
+        refused = [(row, why or "no-postal-code") for row, code, why in zip(batch, codes, reasons) if why or not code]
+        with transaction.atomic():
+            with connection.cursor() as cursor:
+                cursor.executemany(f"UPDATE {table} SET status = {int(Status.ACKED)}, postal_code = %s, acked_at = %s, "
+                                   f"refusal = '', next_attempt_at = NULL WHERE id = %s", acked)
+            by_reason = {}
+            for row, why in refused:
+                by_reason.setdefault(why, []).append(row[0])
+            for why, ids in by_reason.items():
+                self._refuse(ids, why, now)
+            EdgeStatus.objects.filter(edge_id=self.edge_id).update(
+                sent=F("sent") + len(batch), acked=F("acked") + len(acked), refused=F("refused") + len(refused))
+        if refused:
+            log.warning("cloud refused %d of %d tuples (%s)", len(refused), len(batch),
+                        ", ".join(sorted({why for _, why in refused})))
+        self.totals["sent"] += len(batch)
+        self.totals["acked"] += len(acked)
+        self.totals["refused"] += len(refused)
+        return len(acked)
+
+    def _refuse(self, ids, why, now):
+        """Back to PENDING with the reason, not to be tried again before an exponential backoff."""
+        for chunk in _chunks(ids, CHUNK):
+            tuples = WindowAggregate.objects.filter(id__in=chunk)
+            attempts = tuples.aggregate(most=Max("attempts"))["most"] or 1
+            delay = min(2 ** min(attempts, 20), MAX_BACKOFF_SECONDS)
+            tuples.update(status=Status.PENDING, refusal=why[:64], next_attempt_at=now + timedelta(seconds=delay))
+
+    def _back_to_pending(self, batch, why, backoff):
+        now = timezone.now()
+        with transaction.atomic():
+            if backoff:
+                self._refuse([r[0] for r in batch], why, now)
+            else:
+                for ids in _chunks([r[0] for r in batch], CHUNK):
+                    WindowAggregate.objects.filter(id__in=ids, status=Status.SENT).update(status=Status.PENDING)
+
+    def close(self):
+        for ctx in self.contexts:
+            ctx.close()
+        self.sock.close()

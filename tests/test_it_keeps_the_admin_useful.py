@@ -1,0 +1,68 @@
+from datetime import timedelta
+
+import pytest
+from django.utils import timezone
+
+from edge_app.models import EdgeStatus, Status, WindowAggregate
+from edge_app.retention import delete_expired
+
+T0 = 1_577_142_000_000
+
+
+@pytest.fixture
+def tuples(db):
+    now = timezone.now()
+    rows = []
+    for i, status in enumerate([Status.PENDING] * 3 + [Status.SENT] * 2 + [Status.ACKED] * 4):
+        rows.append(WindowAggregate(household=f"house-{i % 2}", window_start=T0 + i * 5000,
+                                    window_end=T0 + i * 5000 + 5000, day="2019-12-24", average_w=10.0 + i, readings=2,
+                                    status=status, postal_code="80331" if status == Status.ACKED else "",
+                                    acked_at=now - timedelta(days=10 if i % 2 else 1) if status == Status.ACKED else None))
+    WindowAggregate.objects.bulk_create(rows)
+    EdgeStatus.for_edge("edge-1")
+    return WindowAggregate.objects.order_by("id")
+
+
+def test_it_asks_for_a_login(client):
+    response = client.get("/admin/edge_app/windowaggregate/")
+    assert response.status_code == 302 and "/admin/login/" in response["Location"]
+
+
+def test_it_lists_tuples_with_counts_per_status_in_the_header(admin_client, tuples):
+    page = admin_client.get("/admin/edge_app/windowaggregate/").content.decode()
+    assert "3 pending, 2 sent, 4 acknowledged" in page
+    assert "house-0" in page
+
+
+def test_it_filters_by_status_household_and_day(admin_client, tuples):
+    by_status = admin_client.get("/admin/edge_app/windowaggregate/?status__exact=2")
+    assert len(by_status.context["cl"].result_list) == 4
+    by_household = admin_client.get("/admin/edge_app/windowaggregate/?q=house-1")
+    assert {t.household for t in by_household.context["cl"].result_list} == {"house-1"}
+    by_day = admin_client.get("/admin/edge_app/windowaggregate/?day__year=2019&day__month=12&day__day=24")
+    assert len(by_day.context["cl"].result_list) == 9
+
+
+def test_it_shows_every_field_read_only(admin_client, tuples):
+    first = tuples.first()
+    page = admin_client.get(f"/admin/edge_app/windowaggregate/{first.id}/change/").content.decode()
+    assert 'name="average_w"' not in page  # no input: read-only
+    assert admin_client.get("/admin/edge_app/windowaggregate/add/").status_code == 403
+
+
+def test_it_sets_selected_tuples_back_to_pending(admin_client, tuples):
+    acked = list(tuples.filter(status=Status.ACKED).values_list("id", flat=True)[:2])
+    admin_client.post("/admin/edge_app/windowaggregate/", {"action": "send_again", "_selected_action": acked})
+    assert set(WindowAggregate.objects.filter(id__in=acked).values_list("status", flat=True)) == {Status.PENDING}
+
+
+def test_it_shows_the_edge_status(admin_client, tuples):
+    page = admin_client.get("/admin/edge_app/edgestatus/").content.decode()
+    assert "edge-1" in page
+
+
+def test_it_deletes_only_acknowledged_tuples_past_retention(tuples):
+    assert delete_expired(days=7) == 2
+    remaining = WindowAggregate.objects.all()
+    assert remaining.filter(status=Status.ACKED).count() == 2
+    assert remaining.exclude(status=Status.ACKED).count() == 5

@@ -1,0 +1,102 @@
+"""The window rules, on the pure WindowBook (no Kafka, no database)."""
+
+from edge_app.windows import WindowBook
+
+T0 = 1_577_142_000_000  # 2019-12-24 00:00 Europe/Berlin, a multiple of 5 s
+
+
+def book(grace_ms=2000, idle=10):
+    return WindowBook(5000, grace_ms, idle)
+
+
+def add(b, ts, power, household="h", offset=0, now=0.0):
+    return b.add(household, ts, power, 0, offset, now)
+
+
+def test_it_aligns_windows_to_the_epoch():
+    b = book()
+    add(b, T0 + 3_999, 10.0)
+    b.close_all()
+    (window,) = b.take_closed()
+    assert (window.start, window.end) == (T0, T0 + 5000)
+    assert window.start % 5000 == 0
+
+
+def test_it_puts_a_reading_on_the_boundary_into_the_next_window():
+    b = book()
+    add(b, T0 + 4_999, 1.0)
+    add(b, T0 + 5_000, 3.0)
+    b.close_all()
+    assert [(w.start, w.average) for w in b.take_closed()] == [(T0, 1.0), (T0 + 5000, 3.0)]
+
+
+def test_it_closes_a_window_only_when_event_time_passes_end_plus_grace():
+    b = book()
+    add(b, T0, 10.0)
+    add(b, T0 + 6_999, 20.0)  # end + grace not reached yet
+    assert b.take_closed() == []
+    add(b, T0 + 7_000, 30.0)
+    (window,) = b.take_closed()
+    assert (window.start, window.average, window.count) == (T0, 10.0, 1)
+
+
+def test_it_applies_a_straggler_within_grace():
+    b = book()
+    add(b, T0, 10.0)
+    add(b, T0 + 6_000, 99.0)  # the next window, while the first still waits
+    assert add(b, T0 + 4_000, 20.0)
+    add(b, T0 + 7_000, 99.0)
+    assert b.take_closed()[0].average == 15.0
+
+
+def test_it_counts_a_reading_for_a_closed_window_as_late_and_never_applies_it():
+    b = book()
+    add(b, T0, 10.0)
+    add(b, T0 + 7_000, 1.0)
+    (closed,) = b.take_closed()
+    assert not add(b, T0 + 1_000, 1000.0)
+    assert closed.average == 10.0
+    b.close_all()
+    assert [w.start for w in b.take_closed()] == [T0 + 5000]
+
+
+def test_it_counts_a_reading_for_a_window_past_its_deadline_as_late():
+    b = book()
+    add(b, T0 + 20_000, 1.0)
+    assert not add(b, T0, 5.0)  # that window would have closed long ago
+
+
+def test_it_closes_a_silent_households_windows_after_the_idle_timeout():
+    b = book(idle=10)
+    add(b, T0, 10.0, household="quiet", now=100.0)
+    add(b, T0, 20.0, household="busy", now=108.0)
+    assert b.close_idle(now=109.0) == 0
+    assert b.close_idle(now=110.0) == 1
+    assert [w.household for w in b.take_closed()] == ["quiet"]
+    assert not add(b, T0 + 1000, 5.0, household="quiet", now=111.0)  # its window is closed now
+
+
+def test_it_averages_a_household_with_one_reading():
+    b = book()
+    add(b, T0 + 2_000, 249.05)
+    b.close_all()
+    (window,) = b.take_closed()
+    assert (window.average, window.count) == (249.05, 1)
+
+
+def test_it_keeps_households_apart():
+    b = book()
+    add(b, T0, 10.0, household="a")
+    add(b, T0, 30.0, household="b")
+    add(b, T0 + 10_000, 0.0, household="a")
+    assert [(w.household, w.average) for w in b.take_closed()] == [("a", 10.0)]
+
+
+def test_it_resumes_from_the_oldest_offset_still_in_an_open_window():
+    b = book()
+    b.add("a", T0, 1.0, 0, 10, 0.0)
+    b.add("b", T0, 1.0, 0, 11, 0.0)
+    b.add("a", T0 + 7_000, 1.0, 0, 12, 0.0)  # closes a's first window (offset 10)
+    assert b.resume_offsets({0: 13}) == {0: 11}
+    b.close_all()
+    assert b.resume_offsets({0: 13}) == {0: 13}
