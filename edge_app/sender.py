@@ -10,6 +10,7 @@ dedup makes that safe).
 
 import logging
 import time
+from collections import deque
 from datetime import timedelta
 
 import pynng
@@ -27,6 +28,7 @@ ACK_TIMEOUT_MS = 3000
 MAX_BACKOFF_SECONDS = 600
 LINK_CHECK_SECONDS = 0.25
 CHUNK = 900  # ids in one `IN (...)`, under SQLite's variable limit on old builds
+TABLE = WindowAggregate._meta.db_table
 
 
 def _chunks(items, size):
@@ -43,6 +45,8 @@ class Sender:
         for ctx in self.contexts:
             ctx.recv_timeout = ack_timeout_ms
             ctx.send_timeout = ack_timeout_ms
+        self.idle = list(self.contexts)
+        self.in_flight = deque()  # (context, batch) in the order sent
         self._link, self._link_checked = False, 0.0
         self.totals = {"sent": 0, "acked": 0, "refused": 0, "timeouts": 0}
         EdgeStatus.for_edge(edge_id)
@@ -59,30 +63,51 @@ class Sender:
         return bool(self._link)
 
     def handle_one_round(self):
-        """Send up to `in_flight` batches and apply their replies. Returns the number acknowledged."""
+        """Keep every context busy with a batch, then apply the oldest reply. Returns the number acknowledged.
+
+        Requests stay outstanding while the edge commits a reply, so the
+        cloud works on the next batches in the meantime.
+        """
         if not self.link_up():
-            return 0
-        rows = list(WindowAggregate.objects.sendable().values_list(
-            "id", "household", "window_start", "window_end", "average_w", "readings")[: self.batch * self.in_flight])
-        if not rows:
-            return 0
-        batches = list(_chunks(rows, self.batch))
-        now = timezone.now()
-        with transaction.atomic():
-            for ids in _chunks([r[0] for r in rows], CHUNK):
-                WindowAggregate.objects.filter(id__in=ids).update(status=Status.SENT, sent_at=now,
-                                                                  attempts=F("attempts") + 1)
-        in_flight = []
-        for ctx, batch in zip(self.contexts, batches):
+            return self._drain_in_flight()
+        while self.idle:
+            batch = self._next_batch()
+            if not batch:
+                break
+            ctx = self.idle.pop()
             try:
                 ctx.send(wire.batch_frame(self.edge_id, self.secret, batch))
-                in_flight.append((ctx, batch))
             except pynng.NNGException as exc:
+                self.idle.append(ctx)
                 self._back_to_pending(batch, f"send failed: {exc}", backoff=False)
+                break
+            self.in_flight.append((ctx, batch))
+        if not self.in_flight:
+            return 0
+        ctx, batch = self.in_flight.popleft()
+        try:
+            return self._receive(ctx, batch)
+        finally:
+            self.idle.append(ctx)
+
+    def _drain_in_flight(self):
         acked = 0
-        for ctx, batch in in_flight:
+        while self.in_flight:
+            ctx, batch = self.in_flight.popleft()
             acked += self._receive(ctx, batch)
+            self.idle.append(ctx)
         return acked
+
+    def _next_batch(self):
+        batch = list(WindowAggregate.objects.sendable().values_list(
+            "id", "household", "window_start", "window_end", "average_w", "readings")[: self.batch])
+        if batch:
+            now = connection.ops.adapt_datetimefield_value(timezone.now())
+            with transaction.atomic(), connection.cursor() as cursor:
+                for ids in _chunks([r[0] for r in batch], CHUNK):
+                    cursor.execute(f"UPDATE {TABLE} SET status = {int(Status.SENT)}, sent_at = %s, "
+                                   f"attempts = attempts + 1 WHERE id IN ({', '.join(['%s'] * len(ids))})", [now, *ids])
+        return batch
 
     def _receive(self, ctx, batch):
         try:
@@ -105,12 +130,12 @@ class Sender:
 
     def _apply(self, batch, codes, reasons):
         now = timezone.now()
-        table = WindowAggregate._meta.db_table
-        acked = [(code, now, row[0]) for row, code, why in zip(batch, codes, reasons) if not why and code]
+        stamp = connection.ops.adapt_datetimefield_value(now)
+        acked = [(code, stamp, row[0]) for row, code, why in zip(batch, codes, reasons) if not why and code]
         refused = [(row, why or "no-postal-code") for row, code, why in zip(batch, codes, reasons) if why or not code]
         with transaction.atomic():
             with connection.cursor() as cursor:
-                cursor.executemany(f"UPDATE {table} SET status = {int(Status.ACKED)}, postal_code = %s, acked_at = %s, "
+                cursor.executemany(f"UPDATE {TABLE} SET status = {int(Status.ACKED)}, postal_code = %s, acked_at = %s, "
                                    f"refusal = '', next_attempt_at = NULL WHERE id = %s", acked)
             by_reason = {}
             for row, why in refused:
@@ -145,6 +170,10 @@ class Sender:
                     WindowAggregate.objects.filter(id__in=ids, status=Status.SENT).update(status=Status.PENDING)
 
     def close(self):
+        """Put what is still in flight back to PENDING (it will be sent again), then close the socket."""
+        for _, batch in self.in_flight:
+            self._back_to_pending(batch, "", backoff=False)
+        self.in_flight.clear()
         for ctx in self.contexts:
             ctx.close()
         self.sock.close()

@@ -8,6 +8,8 @@ from tests.conftest import run_manage
 
 SMALL = {
     "cloud": ["--tuples", "3000", "--baseline-tuples", "50"],
+    "drain": ["--tuples", "3000", "--baseline-tuples", "50"],
+    "ingest": ["--readings", "5000", "--households", "50", "--baseline-readings", "500"],
 }
 
 

@@ -3,38 +3,64 @@ import logging
 
 from django.core.management.base import BaseCommand, CommandError
 
-from fogsite.bench import cloud
+from fogsite.bench import cloud, edge
 
+
+def sizes(text):
+    """'10000,100000' -> [10000, 100000]: run the benchmark at each size, to see how its cost grows."""
+    try:
+        values = [int(part.replace("_", "")) for part in text.split(",")]
+    except ValueError:
+        raise ValueError(f"expected whole numbers separated by commas, got {text!r}") from None
+    if any(v <= 0 for v in values):
+        raise ValueError("sizes must be positive")
+    return values
+
+
+# name: (function, help, [(option, type, default, help), ...])
 BENCHMARKS = {
-    "cloud": (cloud.run, "the cloud alone: batch decode, verify, Redis write, reply (target >= 100,000 tuples/s)"),
+    "cloud": (cloud.run, "the cloud alone: decode, verify, Redis write, reply (target >= 100,000 tuples/s)", [
+        ("--tuples", int, 100_000, "tuples to store"),
+        ("--batch", int, 1000, "tuples a request"),
+        ("--in-flight", int, 4, "requests at once"),
+        ("--baseline-tuples", int, 2000, "tuples sent one a request for the baseline"),
+    ]),
+    "drain": (edge.run_drain, "a PENDING backlog edge -> real cloud until all ACKED (target >= 50,000 tuples/s)", [
+        ("--tuples", sizes, [100_000], "backlog size(s), comma-separated to see the growth, e.g. 10000,100000,1000000"),
+        ("--batch", int, 1000, "tuples a request"),
+        ("--in-flight", int, 4, "requests at once"),
+        ("--baseline-tuples", int, 1000, "tuples sent one request + one commit each for the baseline"),
+    ]),
+    "ingest": (edge.run_ingest, "Kafka readings -> closed windows stored (target >= 50,000 readings/s)", [
+        ("--readings", int, 500_000, "readings to produce and ingest"),
+        ("--households", int, 1000, "households they come from"),
+        ("--baseline-readings", int, 20_000, "readings processed one by one, a commit per window, for the baseline"),
+    ]),
 }
 
 
 class Command(BaseCommand):
     help = ("Run a benchmark against the real local broker, Redis and pynng sockets, and print its figure "
-            "next to a naive baseline measured in the same run.")
+            "next to a naive baseline measured in the same run. Benchmarks are not tests.")
 
     def add_arguments(self, parser):
         sub = parser.add_subparsers(dest="name", required=True, metavar="NAME")
-        cloud_parser = sub.add_parser("cloud", help=BENCHMARKS["cloud"][1])
-        cloud_parser.add_argument("--tuples", type=int, default=100_000, help="tuples to store (default %(default)s)")
-        cloud_parser.add_argument("--batch", type=int, default=1000, help="tuples a request (default %(default)s)")
-        cloud_parser.add_argument("--in-flight", type=int, default=4, help="requests at once (default %(default)s)")
-        cloud_parser.add_argument("--baseline-tuples", type=int, default=2000,
-                                  help="tuples sent one a request for the baseline (default %(default)s)")
-        for p in sub.choices.values():
-            p.add_argument("--json", action="store_true", help="print the figures as JSON")
+        for name, (_, text, arguments) in BENCHMARKS.items():
+            child = sub.add_parser(name, help=text, description=text)
+            for option, kind, default, option_help in arguments:
+                child.add_argument(option, type=kind, default=default, help=f"{option_help} (default %(default)s)")
+            child.add_argument("--json", action="store_true", help="print the figures as JSON")
 
     def handle(self, *args, name, **options):
         logging.getLogger("fog").setLevel(logging.WARNING if options["verbosity"] < 2 else logging.DEBUG)
-        as_json = options.pop("json")
-        run = BENCHMARKS[name][0]
-        keys = {"cloud": ("tuples", "batch", "in_flight", "baseline_tuples")}[name]
+        function, _, arguments = BENCHMARKS[name]
+        keys = [option.lstrip("-").replace("-", "_") for option, *_ in arguments]
+        out = (lambda line: None) if options["json"] else self.stdout.write
         try:
-            figures = run(**{k: options[k] for k in keys}, out=(lambda line: None) if as_json else self.stdout.write)
+            figures = function(**{key: options[key] for key in keys}, out=out)
         except RuntimeError as exc:
             raise CommandError(str(exc)) from None
-        if as_json:
+        if options["json"]:
             self.stdout.write(json.dumps([f.as_dict() for f in figures], indent=2))
         else:
             for figure in figures:

@@ -1,0 +1,189 @@
+"""`bench drain` and `bench ingest`: the edge's two hot paths, each beside its naive baseline.
+
+The measured work runs in a child process (`manage.py benchchild`) with a
+database file of its own, so a benchmark never touches the user's edge
+database; the cloud is a real `runcloud` process.
+"""
+
+import json
+import shutil
+import tempfile
+import time
+import uuid
+
+from django.conf import settings
+from django.db import connection, transaction
+
+from fogsite.bench.common import Figure, delete_prefix, free_port, manage, peak_rss_mib, stop, wait_until
+from fogsite.localservices import port_open
+
+EDGE, SECRET = "bench-edge", "bench-secret-not-for-production"
+T0 = 1_577_142_000_000
+
+
+def _child(kind, args, extra_env=None):
+    folder = tempfile.mkdtemp(prefix="fog-bench-")
+    env = {"FOG_DATABASE_URL": f"sqlite:///{folder}/edge.sqlite3", "FOG_EDGE_ID": EDGE, "FOG_EDGE_SECRET": SECRET,
+           **(extra_env or {})}
+    try:
+        proc = manage("benchchild", kind, json.dumps(args), env=env, stdout=-1, stderr=-1, text=True)
+        out, err = proc.communicate(timeout=1800)
+        if proc.returncode != 0:
+            raise RuntimeError(f"benchmark child failed:\n{err[-2000:]}")
+        return json.loads(out.strip().splitlines()[-1])
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def _cloud(in_flight):
+    prefix = f"bench:{uuid.uuid4().hex[:8]}:"
+    hb, data = free_port(), free_port()
+    proc = manage("runcloud", "--heartbeat-port", str(hb), "--data-port", str(data), "--workers", str(in_flight * 2),
+                  "-v", "0", env={"FOG_CLOUD_KEY_PREFIX": prefix, "FOG_EDGE_SECRETS": f"{EDGE}:{SECRET}"})
+    wait_until(lambda: port_open("127.0.0.1", data), 30, "runcloud")
+    return proc, prefix, hb, data
+
+
+def run_drain(tuples=100_000, batch=1000, in_flight=4, baseline_tuples=1000, out=print):
+    figures = []
+    sizes = tuples if isinstance(tuples, list) else [tuples]
+    for size in sizes:
+        cloud, prefix, hb, data = _cloud(in_flight)
+        try:
+            out(f"drain: {size:,} PENDING tuples, batches of {batch}, {in_flight} in flight; "
+                f"baseline {baseline_tuples:,} tuples one request + one commit each")
+            result = _child("drain", {"tuples": size, "batch": batch, "in_flight": in_flight,
+                                      "baseline_tuples": baseline_tuples, "data_port": data})
+            figures.append(Figure(f"drain {size:,}", result["rate"], "tuples/s", result["baseline_rate"],
+                                  ">= 50,000 tuples/s", {"seconds": result["seconds"],
+                                                         "edge peak RSS MiB": result["rss_mib"],
+                                                         "cloud peak RSS MiB": round(peak_rss_mib(cloud.pid) or 0, 1),
+                                                         "us/tuple": round(1e6 / result["rate"], 1)}))
+        finally:
+            stop(cloud)
+            delete_prefix(settings.FOG_CLOUD_REDIS_URL, prefix)
+    return figures
+
+
+def run_ingest(readings=500_000, households=1000, baseline_readings=20_000, out=print):
+    from kafka import KafkaProducer
+    from kafka.admin import KafkaAdminClient, NewTopic
+
+    topic = f"bench-ingest-{uuid.uuid4().hex[:8]}"
+    admin = KafkaAdminClient(bootstrap_servers=settings.FOG_KAFKA_BOOTSTRAP, client_id="fog-bench")
+    admin.create_topics([NewTopic(topic, num_partitions=4, replication_factor=1)])
+    try:
+        out(f"ingest: producing {readings:,} readings of {households:,} households to {topic}")
+        producer = KafkaProducer(bootstrap_servers=settings.FOG_KAFKA_BOOTSTRAP, linger_ms=20,
+                                 batch_size=1024 * 1024, acks=1)
+        for i in range(readings):
+            h = i % households
+            ts = T0 + (i // households) * 2000
+            producer.send(topic, key=b"h%d" % h,
+                          value=b'{"household":"h%d","ts":%d,"power_w":%.2f}' % (h, ts, 100 + h % 50 + (i % 7) * 0.3))
+        producer.flush()
+        producer.close()
+        out(f"ingest: consuming into closed windows; baseline {baseline_readings:,} readings one at a time, "
+            "a commit per window")
+        result = _child("ingest", {"topic": topic, "baseline_readings": baseline_readings})
+    finally:
+        admin.delete_topics([topic])
+        admin.close()
+    return [Figure("ingest", result["rate"], "readings/s", result["baseline_rate"], ">= 50,000 readings/s",
+                   {"windows": result["windows"], "seconds": result["seconds"], "edge peak RSS MiB": result["rss_mib"]})]
+
+
+# --- the child's side -------------------------------------------------------
+
+
+def _seed(count, first=0):
+    from edge_app.models import WindowAggregate
+
+    for start in range(first, first + count, 20000):
+        WindowAggregate.objects.bulk_create([
+            WindowAggregate(household=f"house-{i % 1000}", window_start=T0 + (i // 1000) * 5000,
+                            window_end=T0 + (i // 1000) * 5000 + 5000, day="2019-12-24",
+                            average_w=100.0 + i % 97, readings=3)
+            for i in range(start, min(first + count, start + 20000))], batch_size=5000)
+
+
+def child_drain(tuples, batch, in_flight, baseline_tuples, data_port):
+    import pynng
+
+    from edge_app.models import EdgeStatus, Status, WindowAggregate
+    from edge_app.sender import Sender
+    from fogwire import protocol as wire
+
+    _seed(tuples)
+    EdgeStatus.objects.update_or_create(edge_id=EDGE, defaults={"connected": True})
+    sender = Sender(edge_id=EDGE, secret=SECRET, address=f"tcp://127.0.0.1:{data_port}", batch=batch,
+                    in_flight=in_flight)
+    time.sleep(0.3)  # let the socket dial
+    started = time.perf_counter()
+    while sender.handle_one_round():
+        pass
+    seconds = time.perf_counter() - started
+    acked = WindowAggregate.objects.filter(status=Status.ACKED).count()
+    if acked != tuples:
+        raise RuntimeError(f"drain acknowledged {acked} of {tuples} tuples")
+    sender.close()
+
+    # Baseline, the original prototype's pattern: one tuple, one request, one commit.
+    _seed(baseline_tuples, first=tuples)
+    table = WindowAggregate._meta.db_table
+    with pynng.Req0(dial=f"tcp://127.0.0.1:{data_port}", recv_timeout=5000) as sock:
+        started = time.perf_counter()
+        for row in WindowAggregate.objects.filter(status=Status.PENDING).values_list(
+                "id", "household", "window_start", "window_end", "average_w", "readings"):
+            sock.send(wire.batch_frame(EDGE, SECRET, [row]))
+            codes, _ = wire.read_reply(sock.recv(), EDGE, SECRET, 1)
+            with transaction.atomic(), connection.cursor() as cursor:
+                cursor.execute(f"UPDATE {table} SET status = 2, postal_code = %s WHERE id = %s", [codes[0], row[0]])
+        base_seconds = time.perf_counter() - started
+    return {"rate": tuples / seconds, "seconds": round(seconds, 2), "baseline_rate": baseline_tuples / base_seconds,
+            "rss_mib": round(peak_rss_mib("self") or 0, 1)}
+
+
+def child_ingest(topic, baseline_readings):
+    from edge_app.ingest import Ingestor, parse_reading
+    from edge_app.models import IngestPosition, WindowAggregate
+    from edge_app.windows import WindowBook
+
+    ingest = Ingestor(edge_id=EDGE, topic=topic, bootstrap=settings.FOG_KAFKA_BOOTSTRAP,
+                      window_seconds=settings.FOG_WINDOW_SECONDS, grace_seconds=settings.FOG_GRACE_SECONDS,
+                      idle_seconds=60)
+    ingest.connect()
+    end = ingest.end_offsets()
+    started = time.perf_counter()
+    while not ingest.at_end(end):
+        ingest.handle_one_poll()
+    ingest.finish()
+    seconds = time.perf_counter() - started
+    ingest.close()
+    windows = WindowAggregate.objects.count()
+
+    # Baseline: message by message, each closed window in a transaction of its own.
+    WindowAggregate.objects.all().delete()
+    from kafka import KafkaConsumer
+
+    consumer = KafkaConsumer(topic, bootstrap_servers=settings.FOG_KAFKA_BOOTSTRAP, auto_offset_reset="earliest",
+                             enable_auto_commit=False, group_id=None)
+    book = WindowBook(settings.FOG_WINDOW_SECONDS * 1000, int(settings.FOG_GRACE_SECONDS * 1000), 60)
+    started = time.perf_counter()
+    for count, message in enumerate(consumer, start=1):
+        household, ts, power = parse_reading(message.value, int(time.time() * 1000))
+        book.add(household, ts, power, message.partition, message.offset, time.monotonic())
+        for window in book.take_closed():
+            with transaction.atomic():
+                WindowAggregate.objects.create(household=window.household, window_start=window.start,
+                                               window_end=window.end, day="2019-12-24", average_w=window.average,
+                                               readings=window.count)
+                IngestPosition.objects.update_or_create(
+                    edge_id=EDGE, topic=topic, partition=message.partition,
+                    defaults={"resume_offset": message.offset, "counted_offset": message.offset + 1})
+        if count >= baseline_readings:
+            break
+    base_seconds = time.perf_counter() - started
+    consumer.close()
+    return {"rate": ingest.totals["readings"] / seconds, "seconds": round(seconds, 2), "windows": windows,
+            "baseline_rate": baseline_readings / base_seconds, "rss_mib": round(peak_rss_mib("self") or 0, 1)}
