@@ -270,3 +270,29 @@ def edge_cloud(env, redis_url, prefix):
 
 def child_env(env):
     return {**os.environ, **{k: v for k, v in env.items() if not k.startswith("_")}}
+
+
+GEM_HEADER = "household\ndate,timestamp,energy,power,power1,power2,power3\n"
+
+
+def write_gem_csv(path, rows, header=GEM_HEADER):
+    """A file in the Gem House format: rows of (local date text, power in mW)."""
+    lines = [f"{date},0,{1000 + i},{mw},{mw // 3},{mw // 3},{mw - 2 * (mw // 3)}" for i, (date, mw) in enumerate(rows)]
+    path.write_text(header + "\n".join(lines) + "\n")
+    return path
+
+
+def consume_all(bootstrap, topic, expected, timeout_ms=10000):
+    from kafka import KafkaConsumer
+
+    consumer = KafkaConsumer(topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest",
+                             enable_auto_commit=False, consumer_timeout_ms=timeout_ms)
+    messages = []
+    for message in consumer:
+        messages.append(message)
+        if len(messages) >= expected:
+            break
+    extra = consumer.poll(timeout_ms=1000)  # anything beyond what was expected?
+    messages += [m for batch in extra.values() for m in batch]
+    consumer.close()
+    return messages

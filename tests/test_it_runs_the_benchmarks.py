@@ -10,6 +10,8 @@ SMALL = {
     "cloud": ["--tuples", "3000", "--baseline-tuples", "50"],
     "drain": ["--tuples", "3000", "--baseline-tuples", "50"],
     "ingest": ["--readings", "5000", "--households", "50", "--baseline-readings", "500"],
+    "simulate": ["--households", "200", "--until", "20", "--baseline-readings", "50"],
+    "realtime": ["--households", "100", "--until", "3"],
 }
 
 

@@ -3,7 +3,7 @@ import logging
 
 from django.core.management.base import BaseCommand, CommandError
 
-from fogsite.bench import cloud, edge
+from fogsite.bench import cloud, edge, simulate
 
 
 def sizes(text):
@@ -35,6 +35,15 @@ BENCHMARKS = {
         ("--readings", int, 500_000, "readings to produce and ingest"),
         ("--households", int, 1000, "households they come from"),
         ("--baseline-readings", int, 20_000, "readings processed one by one, a commit per window, for the baseline"),
+    ]),
+    "simulate": (simulate.run_simulate, "runsimulation --speed max into Kafka (target >= 100,000 readings/s)", [
+        ("--households", sizes, [10_000], "household count(s), comma-separated, e.g. 1000,10000,50000"),
+        ("--until", int, 60, "simulated seconds"),
+        ("--baseline-readings", int, 2000, "readings sent one produce + flush each for the baseline"),
+    ]),
+    "realtime": (simulate.run_realtime, "runsimulation --speed 1 at a 1 s step: largest lag (target < 1 s)", [
+        ("--households", int, 10_000, "households"),
+        ("--until", int, 60, "seconds of real time"),
     ]),
 }
 

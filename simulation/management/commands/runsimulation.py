@@ -1,0 +1,78 @@
+import logging
+import sys
+
+from django.conf import settings
+from django.core.management.base import BaseCommand, CommandError
+
+from simulation.producer import CLIENTS, KafkaUnavailable
+from simulation.scenario import Options, run
+from simulation.sources import DataError
+
+LOG_LEVELS = {0: logging.WARNING, 1: logging.INFO, 2: logging.DEBUG, 3: logging.DEBUG}
+
+
+def speed(text):
+    if text == "max":
+        return None
+    try:
+        value = float(text)
+    except ValueError:
+        raise ValueError(f"--speed takes a positive number or 'max', got {text!r}") from None
+    return value
+
+
+class Command(BaseCommand):
+    help = ("Simulate households in a mosaik co-simulation and stream their power readings into Kafka, "
+            "from Gem House CSV files (--data) or synthetic load profiles.")
+
+    def add_arguments(self, parser):
+        parser.add_argument("--data", metavar="DIR", help="folder of Gem House CSV files (household id = file "
+                            "name without .csv); without it, synthetic households")
+        parser.add_argument("--households", type=int, default=10, help="synthetic households (default %(default)s)")
+        parser.add_argument("--until", type=float, default=None, metavar="SECONDS",
+                            help="simulated seconds to run (default: the files' span, or 3600 for synthetic)")
+        parser.add_argument("--speed", type=speed, default=None, metavar="X|max",
+                            help="1 = real time, 60 = a minute per second, max = as fast as possible (default max)")
+        parser.add_argument("--step", type=int, default=2, help="seconds per step; synthetic households send one "
+                            "reading a step (default %(default)s, like the real files)")
+        parser.add_argument("--seed", type=int, default=0, help="seed of the synthetic households (default %(default)s)")
+        parser.add_argument("--start", default="2019-12-24 00:00:00",
+                            help="event time of the first synthetic reading, in --tz (default %(default)s)")
+        parser.add_argument("--tz", default="Europe/Berlin", help="time zone of CSV dates and --start (default %(default)s)")
+        parser.add_argument("--topic", default=settings.FOG_TOPIC, help="Kafka topic (default FOG_TOPIC, %(default)s)")
+        parser.add_argument("--bootstrap", default=settings.FOG_KAFKA_BOOTSTRAP,
+                            help="Kafka bootstrap address (default FOG_KAFKA_BOOTSTRAP, %(default)s)")
+        parser.add_argument("--client", choices=sorted(CLIENTS), default="confluent",
+                            help="Kafka client library (default %(default)s; see simulation/producer.py)")
+        parser.add_argument("--skip-bad-lines", action="store_true",
+                            help="count and skip malformed CSV lines instead of stopping at the first")
+        parser.add_argument("--collect", action="store_true",
+                            help="print a per-household summary (count, min, mean, max W) at the end")
+        parser.add_argument("--no-progress", action="store_true", help="no progress bar even on a terminal")
+
+    def handle(self, *args, **o):
+        logging.getLogger("fog").setLevel(LOG_LEVELS.get(o["verbosity"], logging.INFO))
+        _quiet_mosaik()
+        options = Options(until=o["until"], speed=o["speed"], households=o["households"], data=o["data"],
+                          step=o["step"], seed=o["seed"], start=o["start"], tz=o["tz"], topic=o["topic"],
+                          bootstrap=o["bootstrap"], client=o["client"], skip_bad_lines=o["skip_bad_lines"],
+                          collect=o["collect"], progress=sys.stderr.isatty() and not o["no_progress"])
+        try:
+            result = run(options)
+        except (DataError, KafkaUnavailable) as exc:
+            raise CommandError(str(exc)) from None
+        if result.summary:
+            self.stdout.write(f"{'household':<70} {'count':>7} {'min W':>9} {'mean W':>9} {'max W':>9}")
+            for household, (count, low, total, high) in sorted(result.summary.items()):
+                self.stdout.write(f"{household:<70} {count:>7} {low:>9.1f} {total / count:>9.1f} {high:>9.1f}")
+        self.stdout.write(result.line())
+        if result.failed:
+            raise CommandError(f"{result.failed} readings were not accepted by Kafka (first error: {result.first_error})")
+
+
+def _quiet_mosaik():
+    """mosaik logs through loguru at DEBUG by default; keep its warnings only."""
+    from loguru import logger
+
+    logger.remove()
+    logger.add(sys.stderr, level="WARNING")

@@ -1,0 +1,164 @@
+"""The mosaik scenario behind `runsimulation`: households -> Kafka adapter (-> collector)."""
+
+import logging
+import sys
+import time
+from dataclasses import dataclass, field
+from datetime import datetime
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+import mosaik
+import mosaik.util
+
+from simulation.producer import CLIENTS
+from simulation.sources import DataError, read_folder
+
+log = logging.getLogger("fog.simulation")
+
+SIM_CONFIG = {
+    "Household": {"python": "simulation.sims:HouseholdSim"},
+    "Kafka": {"python": "simulation.sims:KafkaAdapter"},
+    "Collector": {"python": "simulation.sims:Collector"},
+}
+PROGRESS_EVERY_S = 0.5
+
+
+@dataclass
+class Options:
+    until: float | None = None
+    speed: float | None = None  # None: as fast as possible
+    households: int = 10
+    data: str | None = None
+    step: int = 2
+    seed: int = 0
+    start: str = "2019-12-24 00:00:00"
+    tz: str = "Europe/Berlin"
+    topic: str = "power"
+    bootstrap: str = "127.0.0.1:9092"
+    client: str = "confluent"
+    skip_bad_lines: bool = False
+    collect: bool = False
+    progress: bool = False
+
+
+@dataclass
+class RunStats:
+    """Throughput, progress and the real-time clock of one run.
+
+    With --speed, the household simulator waits until each step is due on
+    this clock (`pace`) and the adapter measures how late the readings of
+    that step went out (`step_done`). mosaik's own rt_factor advances in
+    polls of up to rt_factor seconds, too coarse for a lag under a second.
+    """
+
+    until: float
+    progress: bool = False
+    readings: int = 0
+    max_lag: float = 0.0
+    started: float = field(default_factory=time.monotonic)
+    clock: float | None = None  # wall time of simulated second 0, set by the first step
+    _shown: float = 0.0
+
+    def pace(self, time_s, speed):
+        now = time.monotonic()
+        if self.clock is None:
+            self.clock = now
+        due = self.clock + time_s / speed
+        while now < due:
+            time.sleep(min(due - now, 0.25))
+            now = time.monotonic()
+
+    def step_done(self, time_s, count, speed):
+        self.readings += count
+        now = time.monotonic()
+        if speed and self.clock is not None:
+            self.max_lag = max(self.max_lag, now - (self.clock + time_s / speed))
+        if self.progress and now - self._shown >= PROGRESS_EVERY_S:
+            self._shown = now
+            done = min(1.0, time_s / self.until) if self.until else 0
+            rate = self.readings / max(now - self.started, 1e-9)
+            bar = "#" * int(done * 30)
+            sys.stderr.write(f"\r[{bar:<30}] {done:6.1%}  {self.readings:,} readings  {rate:,.0f}/s ")
+            sys.stderr.flush()
+
+
+@dataclass
+class Result:
+    sent: int
+    failed: int
+    seconds: float
+    skipped_lines: int
+    max_lag: float | None
+    first_error: str | None
+    summary: dict | None
+
+    @property
+    def rate(self):
+        return self.sent / self.seconds if self.seconds else 0.0
+
+    def line(self):
+        text = (f"simulation: sent={self.sent} failed={self.failed} seconds={self.seconds:.1f} "
+                f"readings/s={self.rate:,.0f}")
+        if self.skipped_lines:
+            text += f" skipped_lines={self.skipped_lines}"
+        if self.max_lag is not None:
+            text += f" max_lag_s={self.max_lag:.3f}"
+        return text
+
+
+def prepare(options):
+    """Check everything that can be checked before a byte is sent. Raises DataError."""
+    if options.until is not None and options.until <= 0:
+        raise DataError(f"--until must be positive, got {options.until:g}")
+    if options.step <= 0:
+        raise DataError(f"--step must be a positive number of seconds, got {options.step}")
+    if options.speed is not None and options.speed <= 0:
+        raise DataError(f"--speed must be positive or 'max', got {options.speed:g}")
+    try:
+        zone = ZoneInfo(options.tz)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise DataError(f"--tz {options.tz!r} is not a known time zone (e.g. Europe/Berlin, UTC)") from None
+    if options.data:
+        households, skipped = read_folder(options.data, zone, options.skip_bad_lines)
+        start_ms = min(h.timestamps[0] for h in households)
+        start_ms -= start_ms % (options.step * 1000)
+        end_ms = max(h.timestamps[-1] for h in households)
+        until = options.until or (end_ms - start_ms) / 1000 + options.step
+        return households, start_ms, int(until), zone, skipped
+    if options.households <= 0:
+        raise DataError(f"--households must be positive, got {options.households}")
+    try:
+        start = datetime.fromisoformat(options.start).replace(tzinfo=zone)
+    except ValueError:
+        raise DataError(f"--start {options.start!r} is not YYYY-MM-DD HH:MM:SS") from None
+    start_ms = int(start.timestamp() * 1000)
+    source = ("synthetic", options.seed, options.households, start_ms, zone)
+    return source, start_ms, int(options.until or 3600), zone, 0
+
+
+def run(options):
+    source, start_ms, until, zone, skipped = prepare(options)
+    producer = CLIENTS[options.client](options.bootstrap, options.topic)  # raises KafkaUnavailable
+    stats = RunStats(until=until, progress=options.progress)
+    summary = {} if options.collect else None
+    world = mosaik.World(SIM_CONFIG, skip_greetings=True, configure_logging=False)
+    try:
+        households_sim = world.start("Household", source=source, step=options.step, start_ms=start_ms, zone=zone,
+                                     pacer=stats if options.speed else None, speed=options.speed)
+        count = len(source) if isinstance(source, list) else options.households
+        households = households_sim.Household.create(count)
+        adapter = world.start("Kafka", producer=producer, stats=stats, step=options.step,
+                              speed=options.speed).Sink()
+        mosaik.util.connect_many_to_one(world, households, adapter, "readings")
+        if summary is not None:
+            collector = world.start("Collector", summary=summary, step=options.step).Sink()
+            mosaik.util.connect_many_to_one(world, households, collector, "readings")
+        stats.started = time.monotonic()
+        world.run(until=until, print_progress=False)
+    finally:
+        failed = producer.close()
+        if options.progress:
+            sys.stderr.write("\n")
+    seconds = time.monotonic() - stats.started
+    return Result(producer.sent, failed, seconds, skipped, stats.max_lag if options.speed else None,
+                  producer.first_error, summary)

@@ -1,0 +1,80 @@
+"""The Gem House format, read from fixtures written in it: watts, local time, and clear errors."""
+
+from zoneinfo import ZoneInfo
+
+import pytest
+
+from simulation.sources import DataError, read_csv, read_folder
+from tests.conftest import GEM_HEADER, sample_data_dir, write_gem_csv
+
+BERLIN = ZoneInfo("Europe/Berlin")
+
+
+def test_it_converts_milliwatts_to_watts_and_local_time_to_epoch_ms(tmp_path):
+    household, skipped = read_csv(write_gem_csv(tmp_path / "house-a.csv", [
+        ("2019-12-24 00:00:01", 249050), ("2019-12-24 00:00:03", 248820)]), BERLIN)
+    assert household.household == "house-a" and skipped == 0
+    assert list(household.powers) == [249.05, 248.82]
+    assert list(household.timestamps) == [1_577_142_001_000, 1_577_142_003_000]  # 23:00:01 UTC the day before
+
+
+def test_it_follows_the_clock_back_through_the_repeated_hour(tmp_path):
+    # 2019-10-27: at 03:00 CEST clocks go back to 02:00 CET; 02:xx happens twice.
+    rows = [("2019-10-27 01:59:58", 1000), ("2019-10-27 02:30:00", 2000), ("2019-10-27 02:59:58", 3000),
+            ("2019-10-27 02:00:00", 4000), ("2019-10-27 02:30:00", 5000), ("2019-10-27 03:00:00", 6000)]
+    stamps = list(read_csv(write_gem_csv(tmp_path / "h.csv", rows), BERLIN)[0].timestamps)
+    assert stamps == [1_572_134_398_000, 1_572_136_200_000, 1_572_137_998_000,
+                      1_572_138_000_000, 1_572_139_800_000, 1_572_141_600_000]
+    assert all(b > a for a, b in zip(stamps, stamps[1:]))
+
+
+def test_it_skips_the_missing_hour_when_clocks_go_forward(tmp_path):
+    # 2019-03-31: at 02:00 CET clocks jump to 03:00 CEST; one real second separates these two lines.
+    rows = [("2019-03-31 01:59:59", 1000), ("2019-03-31 03:00:00", 2000)]
+    stamps = list(read_csv(write_gem_csv(tmp_path / "h.csv", rows), BERLIN)[0].timestamps)
+    assert stamps[1] - stamps[0] == 1000
+
+
+def test_it_reads_the_real_sample_files():
+    households, skipped = read_folder(sample_data_dir(), BERLIN)
+    assert skipped == 0 and len(households) >= 2
+    first = households[0]
+    assert len(first.timestamps) >= 43_000
+    assert first.timestamps[0] == 1_577_142_001_000  # 2019-12-24 00:00:01 in Berlin
+    assert 0 < min(first.powers) and max(first.powers) < 50_000  # watts, not milliwatts
+
+
+@pytest.mark.parametrize("content, message", [
+    ("", "expected the two header lines"),
+    ("date,timestamp,energy,power,power1,power2,power3\n2019-12-24 00:00:01,0,1,2,3,4,5\n",
+     "expected the two header lines"),
+    (GEM_HEADER, "no readings after the two header lines"),
+])
+def test_it_refuses_a_file_without_its_headers_or_readings(tmp_path, content, message):
+    (tmp_path / "h.csv").write_text(content)
+    with pytest.raises(DataError, match=message):
+        read_csv(tmp_path / "h.csv", BERLIN)
+
+
+@pytest.mark.parametrize("line, message", [
+    ("2019-12-24 00:00:05,0,1,2", "expected 7 fields, found 4"),
+    ("24.12.2019 00:00:05,0,1,200,1,1,1", "bad date"),
+    ("2019-12-24 00:00:05,0,1,lots,1,1,1", "bad power 'lots'"),
+    ("2019-12-24 00:00:05,0,1,-5,1,1,1", "is not a non-negative number"),
+    ("2019-12-24 00:00:05,0,1,nan,1,1,1", "is not a non-negative number"),
+    ("2019-12-24 00:00:01,0,1,200,1,1,1", "does not come after the line before"),
+])
+def test_it_names_file_and_line_of_a_malformed_line(tmp_path, line, message):
+    path = write_gem_csv(tmp_path / "h.csv", [("2019-12-24 00:00:01", 100), ("2019-12-24 00:00:03", 100)])
+    path.write_text(path.read_text() + line + "\n" + "2019-12-24 00:00:07,0,1,300,1,1,1\n")
+    with pytest.raises(DataError, match=rf"h\.csv:5: .*{message}"):
+        read_csv(path, BERLIN)
+    household, skipped = read_csv(path, BERLIN, skip_bad_lines=True)
+    assert skipped == 1 and list(household.powers) == [0.1, 0.1, 0.3]
+
+
+def test_it_refuses_a_missing_or_empty_folder(tmp_path):
+    with pytest.raises(DataError, match="no such directory"):
+        read_folder(tmp_path / "nowhere", BERLIN)
+    with pytest.raises(DataError, match="no .csv files"):
+        read_folder(tmp_path, BERLIN)

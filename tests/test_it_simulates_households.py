@@ -1,0 +1,75 @@
+"""`runsimulation`: synthetic households are deterministic, and a run sends exactly its source rows."""
+
+import json
+import time
+from collections import defaultdict
+from zoneinfo import ZoneInfo
+
+from simulation.sources import SyntheticHousehold, read_folder
+from tests.conftest import consume_all, run_manage, write_gem_csv
+
+T0 = 1_577_142_000_000
+
+
+def test_it_gives_the_same_values_for_the_same_seed_and_others_for_another():
+    def series(seed):
+        return [SyntheticHousehold(seed, i).power(T0 + s * 2000, (s * 2) // 60) for i in range(5) for s in range(300)]
+
+    assert series(7) == series(7)
+    assert series(7) != series(8)
+    assert 50 < sum(series(7)) / 1500 < 1500  # household-sized watts
+
+
+def test_it_makes_households_differ_and_follow_the_day():
+    households = [SyntheticHousehold(1, i) for i in range(50)]
+    assert len({round(h.scale) for h in households}) > 40
+    night = sum(h.power(T0 + i, 3 * 60) for h in households for i in range(0, 600_000, 2000))
+    evening = sum(h.power(T0 + i, 19 * 60) for h in households for i in range(0, 600_000, 2000))
+    assert evening > 2 * night
+
+
+def test_it_sends_exactly_the_source_rows_keyed_by_household(kafka_bootstrap, topic, tmp_path):
+    expected = {}
+    for h in range(3):
+        rows = [(f"2019-12-24 00:{s * 2 // 60:02d}:{s * 2 % 60:02d}", 100_000 + h * 1000 + s) for s in range(60)]
+        write_gem_csv(tmp_path / f"house-{h}.csv", rows)
+    for household in read_folder(tmp_path, ZoneInfo("Europe/Berlin"))[0]:
+        expected[household.household] = list(zip(household.timestamps, household.powers))
+
+    result = run_manage("runsimulation", "--data", str(tmp_path), "--until", "120", "--topic", topic,
+                        "--bootstrap", kafka_bootstrap)
+    assert result.returncode == 0, result.stderr
+    assert "sent=180 failed=0" in result.stdout
+
+    received = defaultdict(list)
+    for message in consume_all(kafka_bootstrap, topic, 180):
+        value = json.loads(message.value)
+        assert message.key.decode() == value["household"]
+        received[value["household"]].append((value["ts"], value["power_w"]))
+    assert {k: sorted(v) for k, v in received.items()} == expected
+    assert expected["house-0"][0] == (1_577_142_000_000, 100.0)  # 00:00:00 Berlin, 100,000 mW
+
+
+def test_it_sends_one_reading_per_household_per_step(kafka_bootstrap, topic):
+    result = run_manage("runsimulation", "--households", "3", "--until", "120", "--topic", topic, "--seed", "4",
+                        "--bootstrap", kafka_bootstrap, "--collect")
+    assert result.returncode == 0, result.stderr
+    assert "sent=180 failed=0" in result.stdout
+    assert result.stdout.count("syn4-") == 3  # the collector's summary, a line per household
+    messages = consume_all(kafka_bootstrap, topic, 180)
+    assert len(messages) == 180
+    stamps = defaultdict(list)
+    for message in messages:
+        value = json.loads(message.value)
+        stamps[value["household"]].append(value["ts"])
+    assert all(sorted(v) == [T0 + s * 2000 for s in range(60)] for v in stamps.values())
+
+
+def test_it_paces_a_speed_run_against_the_clock_and_reports_its_lag(kafka_bootstrap, topic):
+    started = time.monotonic()
+    result = run_manage("runsimulation", "--households", "5", "--until", "8", "--speed", "4", "--topic", topic,
+                        "--bootstrap", kafka_bootstrap)
+    elapsed = time.monotonic() - started
+    assert result.returncode == 0, result.stderr
+    assert "sent=20 failed=0" in result.stdout and "max_lag_s=" in result.stdout
+    assert elapsed >= 1.5  # the last step (6 s simulated) is due 1.5 s after the first at 4x
