@@ -71,8 +71,9 @@ def _queued(job):
 
 
 class Supervisor:
-    def __init__(self, options, stop_flag, out=print):
+    def __init__(self, options, stop_flag, out=print, worker_verbosity=0):
         self.options, self.stop_flag, self.out = options, stop_flag, out
+        self.worker_verbosity = worker_verbosity
         self.control = EdgeControl(settings.FOG_EDGE_ID)
         self.jobs, self.lapsed, self.workers = {}, {}, {}
 
@@ -95,7 +96,7 @@ class Supervisor:
     def _start_worker(self, number):
         name = f"edge-{settings.FOG_EDGE_ID}-{number}-{os.getpid()}-{int(time.time() * 1000) % 100000}"
         cmd = [sys.executable, str(ROOT / "manage.py"), "rqworker", QUEUE, "--worker-class", "rq.worker.SimpleWorker",
-               "--name", name]
+               "--name", name, "-v", str(self.worker_verbosity)]
         if self.options.get("burst"):
             cmd.append("--burst")
         return subprocess.Popen(cmd, cwd=ROOT, start_new_session=True)

@@ -127,11 +127,15 @@ def prepare(options):
         return households, start_ms, int(until), zone, skipped
     if options.households <= 0:
         raise DataError(f"--households must be positive, got {options.households}")
-    try:
-        start = datetime.fromisoformat(options.start).replace(tzinfo=zone)
-    except ValueError:
-        raise DataError(f"--start {options.start!r} is not YYYY-MM-DD HH:MM:SS") from None
-    start_ms = int(start.timestamp() * 1000)
+    if options.start == "now":
+        start_ms = int(time.time() * 1000)
+        start_ms -= start_ms % (options.step * 1000)
+    else:
+        try:
+            start = datetime.fromisoformat(options.start).replace(tzinfo=zone)
+        except ValueError:
+            raise DataError(f"--start {options.start!r} is not YYYY-MM-DD HH:MM:SS or 'now'") from None
+        start_ms = int(start.timestamp() * 1000)
     source = ("synthetic", options.seed, options.households, start_ms, zone)
     return source, start_ms, int(options.until or 3600), zone, 0
 

@@ -48,7 +48,8 @@ class Command(BaseCommand):
         signal.signal(signal.SIGTERM, on_signal)
         loop_options = {"burst": options["burst"], "batch": options["batch"], "in_flight": options["in_flight"],
                         "idle": options["idle"], "topic": options["topic"]}
-        supervisor = Supervisor(loop_options, stop_flag=lambda: bool(stopping), out=self.stdout.write)
+        supervisor = Supervisor(loop_options, stop_flag=lambda: bool(stopping), out=self.stdout.write,
+                                worker_verbosity=2 if options["verbosity"] >= 2 else 0)
         try:
             supervisor.start(with_workers=not options["no_workers"])
         except EdgeStartError as exc:

@@ -37,7 +37,8 @@ class Command(BaseCommand):
                             "reading a step (default %(default)s, like the real files)")
         parser.add_argument("--seed", type=int, default=0, help="seed of the synthetic households (default %(default)s)")
         parser.add_argument("--start", default="2019-12-24 00:00:00",
-                            help="event time of the first synthetic reading, in --tz (default %(default)s)")
+                            help="event time of the first synthetic reading, in --tz, or 'now' "
+                            "(default %(default)s, the sample files' day)")
         parser.add_argument("--tz", default="Europe/Berlin", help="time zone of CSV dates and --start (default %(default)s)")
         parser.add_argument("--topic", default=settings.FOG_TOPIC, help="Kafka topic (default FOG_TOPIC, %(default)s)")
         parser.add_argument("--bootstrap", default=settings.FOG_KAFKA_BOOTSTRAP,
