@@ -57,6 +57,7 @@ class CloudServer:
             await self.store.heartbeat(edge, backlog)
         except redis.exceptions.RedisError as exc:
             log.warning("heartbeat from %s not recorded: Redis: %s", edge, exc)
+        self._merge_beat(edge, backlog)
         self.counts["heartbeats"] += 1
         return wire.heartbeat_reply(edge, self.secrets[edge])
 
@@ -131,15 +132,25 @@ class CloudServer:
 
     # --- dashboard updates ----------------------------------------------
 
+    def _pending_update(self):
+        if self._update is None:
+            self._update = {"type": "pipeline.update", "acked": 0, "edges": {}, "states": {}, "beats": {}}
+        return self._update
+
+    def _merge_beat(self, edge, backlog):
+        if self.channel_layer is not None:
+            update = self._pending_update()
+            update["beats"][edge] = {"backlog": backlog, "ts": int(time.time() * 1000)}
+            update["ts"] = int(time.time() * 1000)
+
     def _merge_update(self, edge, result):
         if self.channel_layer is None or not result.new:
             return
-        update = self._update or {"type": "pipeline.update", "acked": 0, "edges": {}, "states": {}}
+        update = self._pending_update()
         update["acked"] += result.new
         update["edges"][edge] = update["edges"].get(edge, 0) + result.new
         update["states"].update({state: list(sums) for state, sums in result.states.items()})
         update["ts"] = int(time.time() * 1000)
-        self._update = update
 
     async def publish_pending(self):
         """Send the merged update, if any, to the dashboard group. True if one was sent."""

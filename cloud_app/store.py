@@ -12,6 +12,9 @@ share one Redis):
     {p}recent      list  "edge|id|plz|state|ws|we|avg|n|household", newest first, capped
     {p}stats       hash  batches, tuples, dedup_hits, refused:{reason}, ...
     {p}edge:{edge} hash  last_heartbeat_ms, backlog, acked
+    {p}edges       set   every edge that has spoken
+    {p}hhidx       zset  every household (score 0, so ordered by name): paging the API
+    {p}acks:{edge}:{second}  tuples first stored in that second (expire after 2 min)
 
 The script runs atomically, so a batch is all written or not at all, and
 Redis (AOF, appendfsync always) has it on disk before the call returns; the
@@ -104,13 +107,26 @@ if new > 0 then
       newer[#newer + 1] = best[hh][2]
     end
   end
-  if #fresh > 0 then hset(KEYS[3], fresh) end
+  if #fresh > 0 then
+    hset(KEYS[3], fresh)
+    local scored = {}
+    for k = 1, #fresh, 2 do
+      scored[#scored + 1] = 0
+      scored[#scored + 1] = fresh[k]
+    end
+    for i = 1, #scored, 2 * CHUNK do
+      redis.call('ZADD', KEYS[8], unpack(scored, i, math.min(i + 2 * CHUNK - 1, #scored)))
+    end
+  end
   for st, added in pairs(per_state) do redis.call('HINCRBY', KEYS[2], st .. ':households', added) end
   if #newer > 0 then hset(KEYS[4], newer) end
   if #recent > 0 then redis.call('LPUSH', KEYS[5], unpack(recent)) end  -- newest ends up first
   redis.call('LTRIM', KEYS[5], 0, recent_max - 1)
   redis.call('HINCRBY', KEYS[6], 'tuples', new)
+  redis.call('INCRBY', KEYS[10], new)
+  redis.call('EXPIRE', KEYS[10], 120)
 end
+redis.call('SADD', KEYS[9], edge)
 redis.call('HINCRBY', KEYS[6], 'batches', 1)
 if dups > 0 then redis.call('HINCRBY', KEYS[6], 'dedup_hits', dups) end
 redis.call('HINCRBY', KEYS[7], 'acked', new)
@@ -139,6 +155,8 @@ class Keys:
         self.latest = f"{prefix}latest"
         self.recent = f"{prefix}recent"
         self.stats = f"{prefix}stats"
+        self.edges = f"{prefix}edges"
+        self.household_index = f"{prefix}hhidx"
 
     def tuples(self, edge):
         return f"{self.prefix}t:{edge}"
@@ -146,8 +164,8 @@ class Keys:
     def edge(self, edge):
         return f"{self.prefix}edge:{edge}"
 
-    def edges_pattern(self):
-        return f"{self.prefix}edge:*"
+    def acks(self, edge, second):
+        return f"{self.prefix}acks:{edge}:{second}"
 
 
 class CloudStore:
@@ -166,7 +184,8 @@ class CloudStore:
             plz, state = locate(household)
             args += (tid, household, start, end, repr(float(average)), count, plz, state)
         keys = [self.keys.tuples(edge), self.keys.states, self.keys.households, self.keys.latest,
-                self.keys.recent, self.keys.stats, self.keys.edge(edge)]
+                self.keys.recent, self.keys.stats, self.keys.edge(edge), self.keys.household_index,
+                self.keys.edges, self.keys.acks(edge, now_ms // 1000)]
         codes, new, dups, flat = await self._script(keys=keys, args=args)
         states = {}
         for i in range(0, len(flat), 2):
@@ -179,7 +198,10 @@ class CloudStore:
 
     async def heartbeat(self, edge, backlog, now_ms=None):
         now_ms = now_ms or int(time.time() * 1000)
-        await self.redis.hset(self.keys.edge(edge), mapping={"last_heartbeat_ms": now_ms, "backlog": backlog})
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.hset(self.keys.edge(edge), mapping={"last_heartbeat_ms": now_ms, "backlog": backlog})
+            pipe.sadd(self.keys.edges, edge)
+            await pipe.execute()
 
     async def check_durable(self):
         """'' when writes are fsynced before Redis answers; otherwise what is wrong."""
@@ -191,13 +213,3 @@ class CloudStore:
                     "an ACK could cover up to a second of writes a crash loses")
         return ""
 
-
-def summary_from_sums(states_hash):
-    """Per-state figures from the running sums hash ({b'BY:sum': b'..', ...})."""
-    result = {}
-    for state in STATES:
-        households = int(states_hash.get(f"{state}:households".encode(), 0))
-        total = float(states_hash.get(f"{state}:sum".encode(), 0))
-        count = int(states_hash.get(f"{state}:count".encode(), 0))
-        result[state] = (households, total, count)
-    return result

@@ -1,5 +1,6 @@
-"""ASGI entry point: Django for HTTP, Channels for websockets (daphne serves both)."""
+"""ASGI entry point: Django for HTTP, Channels for websockets (uvicorn or daphne serves both)."""
 
+import gc
 import os
 
 from django.core.asgi import get_asgi_application
@@ -20,3 +21,9 @@ application = ProtocolTypeRouter(
         "websocket": AllowedHostsOriginValidator(AuthMiddlewareStack(URLRouter(websocket_urlpatterns))),
     }
 )
+
+# Everything built so far (modules, settings, URL and middleware objects)
+# lives as long as the process. Freezing it keeps the collector's full passes
+# from walking it: those passes stalled requests by up to 60 ms (bench api:
+# /api/states/ p99 72 ms -> 25 ms with 8 clients on one process).
+gc.freeze()

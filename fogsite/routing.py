@@ -1,3 +1,5 @@
 """Websocket URL routes, gathered from the apps that serve websockets."""
 
-websocket_urlpatterns = []
+from cloud_app.routing import websocket_urlpatterns as cloud_routes
+
+websocket_urlpatterns = [*cloud_routes]

@@ -55,6 +55,8 @@ INSTALLED_APPS = [
     "django.contrib.messages",
     "django.contrib.staticfiles",
     "rest_framework",
+    "drf_spectacular",
+    "drf_spectacular_sidecar",  # Swagger UI's files, served locally (no CDN)
     "channels",
     "django_rq",
     "fogsite",
@@ -72,6 +74,7 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "fogsite.middleware.SyncChain",  # keep last: see its docstring
 ]
 
 ROOT_URLCONF = "fogsite.urls"
@@ -129,7 +132,7 @@ STATICFILES_DIRS = [
 CHANNEL_LAYERS = {
     "default": {
         "BACKEND": "channels_redis.core.RedisChannelLayer",
-        "CONFIG": {"hosts": [FOG_CLOUD_REDIS_URL], "prefix": "fog:asgi"},
+        "CONFIG": {"hosts": [FOG_CLOUD_REDIS_URL], "prefix": f"{FOG_CLOUD_KEY_PREFIX}asgi"},
     }
 }
 
@@ -138,8 +141,19 @@ RQ_QUEUES = {
 }
 
 REST_FRAMEWORK = {
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticatedOrReadOnly"],
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer", "rest_framework.renderers.BrowsableAPIRenderer"],
+}
+
+SPECTACULAR_SETTINGS = {
+    "TITLE": "Fog pipeline API",
+    "DESCRIPTION": "Read-only figures of the cloud node: per German state, households, edges, recent tuples.",
+    "VERSION": "1",
+    "SERVE_INCLUDE_SCHEMA": False,
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
 }
 
 LOG_LEVEL = env_str("FOG_LOG_LEVEL", "INFO").upper()

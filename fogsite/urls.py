@@ -1,8 +1,10 @@
 from django.contrib import admin
-from django.urls import path
-from django.views.generic import TemplateView
+from django.urls import include, path
+
+from fogsite.metrics import metrics
 
 urlpatterns = [
-    path("", TemplateView.as_view(template_name="index.html"), name="index"),
+    path("", include("cloud_app.urls")),
+    path("metrics", metrics, name="metrics"),
     path("admin/", admin.site.urls),
 ]

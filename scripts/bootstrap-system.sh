@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # System packages the local services need: redis-server (Debian), a JDK and
-# Maven for the Kafka broker, Node.js/npm for the page's packages. Installs
+# Maven for the Kafka broker, Node.js/npm for the page's packages, and
+# Debian's chromium for the dashboard's browser test. Installs
 # what is missing when run as root; otherwise says in one line what to install.
 set -euo pipefail
 
@@ -9,6 +10,7 @@ command -v redis-server >/dev/null || missing+=(redis-server)
 command -v java >/dev/null || missing+=(default-jre-headless)
 command -v mvn >/dev/null || missing+=(maven)
 command -v npm >/dev/null || missing+=(npm)
+command -v chromium >/dev/null || missing+=(chromium)
 python3 -c 'import venv, ensurepip' 2>/dev/null || missing+=(python3-venv)
 
 [ ${#missing[@]} -eq 0 ] && exit 0

@@ -3,7 +3,7 @@ import logging
 
 from django.core.management.base import BaseCommand, CommandError
 
-from fogsite.bench import cloud, edge, simulate
+from fogsite.bench import api, cloud, edge, simulate
 
 
 def sizes(text):
@@ -44,6 +44,13 @@ BENCHMARKS = {
     "realtime": (simulate.run_realtime, "runsimulation --speed 1 at a 1 s step: largest lag (target < 1 s)", [
         ("--households", int, 10_000, "households"),
         ("--until", int, 60, "seconds of real time"),
+    ]),
+    "api": (api.run, "/api/states/ p50/p99 under concurrent clients, many tuples stored (target p99 <= 20 ms)", [
+        ("--tuples", int, 1_000_000, "tuples stored through the cloud's store first"),
+        ("--households", int, 10_000, "households they belong to"),
+        ("--clients", int, 8, "concurrent clients (threads of a second process)"),
+        ("--requests", int, 250, "requests per client"),
+        ("--baseline-calls", int, 2, "naive full scans timed for the baseline"),
     ]),
 }
 

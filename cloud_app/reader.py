@@ -1,0 +1,94 @@
+"""What the API, the dashboard and the metrics read from the cloud Redis.
+
+Every read costs O(states), O(page) or O(edges), never a scan of tuples:
+the per-state running sums, the household index, the capped recent feed
+and the per-second ack counters are kept by the store for exactly this.
+"""
+
+import time
+
+from cloud_app.postal import STATE_NAMES, STATES
+from cloud_app.store import Keys
+
+HOURS_PER_YEAR_KILO = 8.76  # W x 8760 h / 1000 = kWh a year
+CONNECTED_WITHIN_MS = 3000  # an edge that beat within this is connected
+RATE_SECONDS = 10  # acked/s is the mean over the last complete seconds
+
+
+def _int(value):
+    return int(value) if value is not None else 0
+
+
+def state_figures(state, households, total, count, price):
+    mean = total / count if count else 0.0
+    annual_kwh = mean * HOURS_PER_YEAR_KILO
+    return {"state": state, "name": STATE_NAMES[state], "households": households, "tuples": count,
+            "mean_power_w": round(mean, 3), "annual_kwh": round(annual_kwh, 3),
+            "annual_cost_eur": round(annual_kwh * price, 2)}
+
+
+class CloudReader:
+    def __init__(self, redis, prefix, price_eur_per_kwh):
+        self.redis, self.keys, self.price = redis, Keys(prefix), price_eur_per_kwh
+
+    def states(self):
+        sums = self.redis.hgetall(self.keys.states)
+        rows = []
+        for state in STATES:
+            rows.append(state_figures(state, _int(sums.get(f"{state}:households".encode())),
+                                      float(sums.get(f"{state}:sum".encode(), 0)),
+                                      _int(sums.get(f"{state}:count".encode())), self.price))
+        return rows
+
+    def households(self, offset, limit):
+        """(total, rows) of one page of households, in name order."""
+        with self.redis.pipeline(transaction=False) as pipe:
+            pipe.zcard(self.keys.household_index)
+            pipe.zrange(self.keys.household_index, offset, offset + limit - 1)
+            total, names = pipe.execute()
+        if not names:
+            return total, []
+        latest = self.redis.hmget(self.keys.latest, names)
+        rows = []
+        for name, record in zip(names, latest):
+            if record is None:
+                continue
+            ws, we, avg, plz, state, edge, acked = record.decode().split("|")
+            rows.append({"household": name.decode(), "state": state, "postal_code": plz, "power_w": float(avg),
+                         "window_start": int(ws), "window_end": int(we), "edge": edge, "last_seen": int(acked)})
+        return total, rows
+
+    def edges(self, now_ms=None):
+        now_ms = now_ms or int(time.time() * 1000)
+        names = sorted(e.decode() for e in self.redis.smembers(self.keys.edges))
+        second = now_ms // 1000
+        with self.redis.pipeline(transaction=False) as pipe:
+            for edge in names:
+                pipe.hgetall(self.keys.edge(edge))
+                pipe.mget([self.keys.acks(edge, s) for s in range(second - RATE_SECONDS, second)])
+            replies = pipe.execute()
+        rows = []
+        for i, edge in enumerate(names):
+            status, recent = replies[2 * i], replies[2 * i + 1]
+            beat = _int(status.get(b"last_heartbeat_ms"))
+            rows.append({"edge": edge, "connected": bool(beat) and now_ms - beat <= CONNECTED_WITHIN_MS,
+                         "last_heartbeat": beat or None, "backlog": _int(status.get(b"backlog")),
+                         "acked": _int(status.get(b"acked")),
+                         "acked_per_second": round(sum(_int(v) for v in recent) / RATE_SECONDS, 1)})
+        return rows
+
+    def recent(self, limit):
+        rows = []
+        for record in self.redis.lrange(self.keys.recent, 0, limit - 1):
+            edge, tid, plz, state, ws, we, avg, count, household = record.decode().split("|", 8)
+            rows.append({"edge": edge, "id": int(tid), "postal_code": plz, "state": state, "window_start": int(ws),
+                         "window_end": int(we), "power_w": float(avg), "readings": int(count), "household": household})
+        return rows
+
+    def stats(self):
+        return {k.decode(): int(v) for k, v in self.redis.hgetall(self.keys.stats).items()}
+
+    def summary(self, recent=20):
+        """Everything the dashboard paints first."""
+        return {"price_eur_per_kwh": self.price, "states": self.states(), "edges": self.edges(),
+                "recent": self.recent(recent), "ts": int(time.time() * 1000)}

@@ -1,0 +1,14 @@
+from django.urls import path
+from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
+
+from cloud_app import api, views
+
+urlpatterns = [
+    path("", views.dashboard, name="dashboard"),
+    path("api/states/", api.StatesView.as_view(), name="api-states"),
+    path("api/households/", api.HouseholdsView.as_view(), name="api-households"),
+    path("api/edges/", api.EdgesView.as_view(), name="api-edges"),
+    path("api/tuples/recent/", api.RecentTuplesView.as_view(), name="api-recent"),
+    path("api/schema/", SpectacularAPIView.as_view(), name="api-schema"),
+    path("api/docs/", SpectacularSwaggerView.as_view(url_name="api-schema"), name="api-docs"),
+]

@@ -1,0 +1,34 @@
+"""Prometheus figures of the edge, read from where they are kept: the edge database."""
+
+from django.utils import timezone
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
+from edge_app.models import EdgeStatus, WindowAggregate
+
+
+class EdgeCollector:
+    def collect(self):
+        backlog = GaugeMetricFamily("fog_edge_tuples", "Tuples in the edge database by delivery status",
+                                    labels=["status"])
+        for status, count in WindowAggregate.objects.counts_by_status().items():
+            backlog.add_metric([status], count)
+        yield backlog
+        counters = {
+            "readings": "Readings consumed from Kafka", "late": "Readings for an already closed window",
+            "malformed": "Kafka messages that were not valid readings", "sent": "Tuples handed to the cloud",
+            "acked": "Tuples the cloud acknowledged", "refused": "Tuples the cloud refused",
+        }
+        families = {name: CounterMetricFamily(f"fog_edge_{name}", text, labels=["edge"])
+                    for name, text in counters.items()}
+        link = GaugeMetricFamily("fog_edge_link_up", "1 while the heartbeat reaches the cloud", labels=["edge"])
+        offline = GaugeMetricFamily("fog_edge_offline_seconds", "Seconds since the link went down (0 while up)",
+                                    labels=["edge"])
+        now = timezone.now()
+        for status in EdgeStatus.objects.all():
+            for name, family in families.items():
+                family.add_metric([status.edge_id], getattr(status, name))
+            link.add_metric([status.edge_id], 1 if status.connected else 0)
+            offline.add_metric([status.edge_id], 0 if status.connected else (now - status.since).total_seconds())
+        yield from families.values()
+        yield link
+        yield offline

@@ -1,0 +1,95 @@
+"""The API's figures equal what the test computes from the tuples it stored through the real cloud."""
+
+import subprocess
+import sys
+
+import pytest
+import yaml
+
+from cloud_app.postal import STATES, locate
+from tests.conftest import EDGE_ID, EDGE_SECRET, ROOT, make_rows, store_through_cloud
+from fogwire import protocol as wire
+
+
+@pytest.fixture
+def stored(cloud_settings, cloud):
+    rows = make_rows(400, household="api") + make_rows(100, household="more", start_id=400, power=900.0)
+    store_through_cloud(cloud, rows)
+    cloud.request(wire.heartbeat(EDGE_ID, EDGE_SECRET, backlog=17), data=False)
+    return rows
+
+
+def test_it_gives_each_states_households_power_energy_and_cost(client, stored, settings):
+    expected = {state: [set(), 0.0, 0] for state in STATES}
+    for _, household, _, _, average, _ in stored:
+        row = expected[locate(household)[1]]
+        row[0].add(household)
+        row[1] += average
+        row[2] += 1
+    body = client.get("/api/states/").json()
+    assert body["count"] == 16
+    for figures in body["results"]:
+        households, total, count = expected[figures["state"]]
+        mean = total / count if count else 0.0
+        assert figures["households"] == len(households)
+        assert figures["tuples"] == count
+        assert figures["mean_power_w"] == pytest.approx(mean, abs=1e-3)
+        assert figures["annual_kwh"] == pytest.approx(mean * 8.76, abs=1e-2)
+        assert figures["annual_cost_eur"] == pytest.approx(mean * 8.76 * settings.FOG_PRICE_EUR_PER_KWH, abs=0.01)
+
+
+def test_it_pages_households_with_their_latest_window(client, stored):
+    first = client.get("/api/households/?page=1&page_size=6").json()
+    second = client.get(first["next"]).json()
+    assert first["count"] == 10 and len(first["results"]) == 6 and len(second["results"]) == 4
+    assert second["next"] is None and second["previous"]
+    rows = {r["household"]: r for r in first["results"] + second["results"]}
+    latest = max((r for r in stored if r[1] == "api-3"), key=lambda r: r[2])
+    assert rows["api-3"]["window_start"] == latest[2]
+    assert rows["api-3"]["power_w"] == pytest.approx(latest[4])
+    assert (rows["api-3"]["postal_code"], rows["api-3"]["state"]) == locate("api-3")
+
+
+def test_it_lists_edges_with_link_backlog_and_rate(client, stored):
+    (edge,) = client.get("/api/edges/").json()
+    assert (edge["edge"], edge["connected"], edge["backlog"], edge["acked"]) == (EDGE_ID, True, 17, 500)
+    assert edge["acked_per_second"] >= 0
+
+
+def test_it_lists_the_latest_tuples_newest_first(client, stored):
+    recent = client.get("/api/tuples/recent/?limit=5").json()
+    assert [t["id"] for t in recent] == [499, 498, 497, 496, 495]
+    assert client.get("/api/tuples/recent/?limit=0").status_code == 400
+
+
+def test_it_is_read_only_for_anonymous_users(client, stored):
+    assert client.post("/api/states/", {}).status_code == 405
+    assert client.delete("/api/edges/").status_code == 405
+
+
+def test_it_publishes_a_valid_openapi_schema_listing_every_endpoint(tmp_path):
+    target = tmp_path / "schema.yaml"
+    result = subprocess.run([sys.executable, str(ROOT / "manage.py"), "spectacular", "--validate", "--fail-on-warn",
+                             "--file", str(target)], cwd=ROOT, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    paths = yaml.safe_load(target.read_text())["paths"]
+    assert {"/api/states/", "/api/households/", "/api/edges/", "/api/tuples/recent/"} <= set(paths)
+
+
+def test_it_serves_the_api_docs_without_any_cdn(client):
+    page = client.get("/api/docs/").content.decode()
+    assert "swagger-ui" in page
+    assert "cdn.jsdelivr" not in page and "unpkg.com" not in page
+
+
+def test_it_exposes_edge_and_cloud_metrics(client, stored, db):
+    from edge_app.models import EdgeStatus
+
+    EdgeStatus.objects.create(edge_id="edge-m", readings=12, late=2, malformed=1, acked=9, connected=False)
+    text = client.get("/metrics").content.decode()
+    assert 'fog_edge_readings_total{edge="edge-m"} 12.0' in text
+    assert 'fog_edge_late_total{edge="edge-m"} 2.0' in text
+    assert 'fog_edge_link_up{edge="edge-m"} 0.0' in text
+    assert 'fog_edge_tuples{status="pending"}' in text
+    assert "fog_cloud_tuples_total 500.0" in text
+    assert f'fog_cloud_edge_backlog{{edge="{EDGE_ID}"}} 17.0' in text

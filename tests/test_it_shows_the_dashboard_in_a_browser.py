@@ -1,0 +1,104 @@
+"""The dashboard in headless Chromium (Debian's), driven by Playwright: real page, real websocket, real data."""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import pytest
+from django.conf import settings as django_settings
+
+from cloud_app.postal import STATES, locate
+from tests.conftest import EDGE_ID, EDGE_SECRET, ROOT, CloudThread, _free_port, make_rows, store_through_cloud, wait_for
+from fogsite.localservices import port_open
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
+         "--disable-component-update", "--disable-sync"]
+STATES_DATA = "JSON.stringify(Chart.getChart('states-chart').data.datasets[0].data)"
+
+
+def expected_kwh(rows):
+    sums = {s: [0.0, 0] for s in STATES}
+    for _, household, _, _, average, _ in rows:
+        entry = sums[locate(household)[1]]
+        entry[0] += average
+        entry[1] += 1
+    return [(total / count) * 8.76 if count else 0 for total, count in sums.values()]
+
+
+@pytest.fixture
+def web(cloud_settings, redis_url, cloud_prefix):
+    port = _free_port()
+    env = {**os.environ, "FOG_CLOUD_REDIS_URL": redis_url, "FOG_CLOUD_KEY_PREFIX": cloud_prefix}
+    proc = subprocess.Popen([sys.executable, "-m", "uvicorn", "fogsite.asgi:application", "--host", "127.0.0.1",
+                             "--port", str(port), "--log-level", "warning"], cwd=ROOT, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        assert wait_for(lambda: port_open("127.0.0.1", port), timeout=30, interval=0.2), "the web server did not start"
+        yield f"http://127.0.0.1:{port}/"
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+def test_it_shows_stored_data_and_changes_live_without_reload(web, redis_url, cloud_prefix):
+    from playwright.sync_api import sync_playwright
+
+    assert Path(CHROMIUM).exists(), "chromium is missing: make test installs Debian's chromium"
+    cloud = CloudThread(redis_url, cloud_prefix, {EDGE_ID: EDGE_SECRET}, publish=True).start()
+    rows = make_rows(300, household="page")
+    store_through_cloud(cloud, rows)
+    errors, requests = [], []
+    try:
+        with sync_playwright() as playwright:
+            browser = playwright.chromium.launch(executable_path=CHROMIUM, args=FLAGS, headless=True)
+            page = browser.new_page(viewport={"width": 1280, "height": 1000})
+            page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+            page.on("pageerror", lambda e: errors.append(str(e)))
+            page.on("request", lambda r: requests.append(r.url))
+            page.goto(web)
+            page.wait_for_function("document.getElementById('link').classList.contains('link-live')", timeout=15000)
+            shown = json.loads(page.evaluate(STATES_DATA))
+            assert shown == pytest.approx(expected_kwh(rows), abs=1e-6)
+
+            more = make_rows(200, household="newcomer", start_id=1000, power=2500.0)
+            store_through_cloud(cloud, more)
+            page.wait_for_function(f"{STATES_DATA} !== {json.dumps(json.dumps(shown, separators=(',', ':')))}",
+                                   timeout=10000)
+            page.wait_for_timeout(300)
+            assert json.loads(page.evaluate(STATES_DATA)) == pytest.approx(expected_kwh(rows + more), abs=1e-6)
+            assert page.locator("#recent tr").count() >= 10
+            screenshots = Path(django_settings.VAR_DIR) / "screenshots"
+            screenshots.mkdir(parents=True, exist_ok=True)
+            page.screenshot(path=str(screenshots / "dashboard.png"), full_page=True)
+            phone = browser.new_page(viewport={"width": 390, "height": 844})
+            phone.goto(web)
+            phone.wait_for_function("document.getElementById('link').classList.contains('link-live')")
+            assert phone.evaluate("document.documentElement.scrollWidth") <= 390  # no sideways scrolling
+            phone.screenshot(path=str(screenshots / "dashboard-phone.png"), full_page=True)
+            browser.close()
+    finally:
+        cloud.stop()
+    assert errors == []
+    outside = [u for u in requests if urlsplit(u).scheme != "data"
+               and urlsplit(u).hostname not in ("127.0.0.1", "localhost")]
+    assert outside == []
+
+
+def test_it_says_when_the_websocket_is_down(web):
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=FLAGS, headless=True)
+        page = browser.new_page()
+        page.route("**/ws/dashboard/", lambda route: route.abort())
+        page.add_init_script("window.WebSocket = class extends WebSocket { constructor(url) { "
+                             "super(url.replace('/ws/dashboard/', '/ws/nowhere/')); } };")
+        page.goto(web)
+        page.wait_for_function("document.getElementById('link').classList.contains('link-down')", timeout=10000)
+        assert "Reconnecting" in page.inner_text("#link")
+        browser.close()
