@@ -24,8 +24,6 @@ DASHBOARD_GROUP = "dashboard"
 PUBLISH_EVERY_SECONDS = 0.5
 SHUTDOWN_SECONDS = 4.0
 HEARTBEAT_WORKERS = 2
-R_STORE_DOWN = "store-unavailable"
-R_INTERNAL = "internal-error"
 # nng drops anything above its own limit without a word; leave room so an
 # oversized frame reaches us and gets a reply that says so.
 NNG_RECV_MAX = 2 * wire.MAX_FRAME_BYTES
@@ -81,8 +79,8 @@ class CloudServer:
                 result = await self.store.store(edge, rows)
             except redis.exceptions.RedisError as exc:
                 log.error("batch of %d from %s not stored: Redis: %s", len(batch), edge, exc)
-                self.counts[f"refused:{R_STORE_DOWN}"] += 1
-                return wire.error_frame(edge, R_STORE_DOWN, "the cloud store is unavailable; retry later")
+                self.counts[f"refused:{wire.R_STORE_DOWN}"] += 1
+                return wire.error_frame(edge, wire.R_STORE_DOWN, "the cloud store is unavailable; retry later")
             accepted = iter(result.postal_codes)
             codes = [next(accepted) if not why else "" for why in reasons]
             self.counts["tuples"] += result.new
@@ -108,7 +106,7 @@ class CloudServer:
             result = await self.store.store(self.legacy_edge, [(tid, node, now - self.window_ms, now, average, 1)])
         except redis.exceptions.RedisError as exc:
             log.error("legacy v1 tuple %s not stored: Redis: %s", tid, exc)
-            return f"ERROR: {R_STORE_DOWN}".encode()
+            return f"ERROR: {wire.R_STORE_DOWN}".encode()
         self._merge_update(self.legacy_edge, result)
         return wire.legacy_reply(tid, result.postal_codes[0])
 
@@ -202,7 +200,7 @@ class CloudServer:
                         reply = await handler(frame)
                     except Exception:
                         log.exception("request of %d bytes failed", len(frame))
-                        reply = wire.error_frame(None, R_INTERNAL, "the cloud failed on this request")
+                        reply = wire.error_frame(None, wire.R_INTERNAL, "the cloud failed on this request")
                     await ctx.asend(reply)
                 finally:
                     busy.discard(me)

@@ -26,6 +26,7 @@ log = logging.getLogger("fog.edge.sender")
 
 ACK_TIMEOUT_MS = 3000
 MAX_BACKOFF_SECONDS = 600
+TRANSIENT_PAUSE_SECONDS = 0.5
 LINK_CHECK_SECONDS = 0.25
 CHUNK = 900  # ids in one `IN (...)`, under SQLite's variable limit on old builds
 TABLE = WindowAggregate._meta.db_table
@@ -48,6 +49,7 @@ class Sender:
         self.idle = list(self.contexts)
         self.in_flight = deque()  # (context, batch) in the order sent
         self._link, self._link_checked = False, 0.0
+        self.pause_until = 0.0
         self.totals = {"sent": 0, "acked": 0, "refused": 0, "timeouts": 0}
         EdgeStatus.for_edge(edge_id)
 
@@ -68,7 +70,7 @@ class Sender:
         Requests stay outstanding while the edge commits a reply, so the
         cloud works on the next batches in the meantime.
         """
-        if not self.link_up():
+        if not self.link_up() or time.monotonic() < self.pause_until:
             return self._drain_in_flight()
         while self.idle:
             batch = self._next_batch()
@@ -123,8 +125,14 @@ class Sender:
             log.warning("batch of %d not delivered: %s", len(batch), exc)
             return 0
         except wire.ProtocolError as exc:
-            self._back_to_pending(batch, exc.reason, backoff=True)
-            log.error("cloud refused a batch of %d: %s", len(batch), exc)
+            if exc.reason in wire.TRANSIENT:
+                # Nothing wrong with the data: send it again as soon as the cloud recovers.
+                self._back_to_pending(batch, "", backoff=False)
+                self.pause_until = time.monotonic() + TRANSIENT_PAUSE_SECONDS
+                log.warning("cloud could not take a batch of %d (%s); retrying shortly", len(batch), exc.reason)
+            else:
+                self._back_to_pending(batch, exc.reason, backoff=True)
+                log.error("cloud refused a batch of %d: %s", len(batch), exc)
             return 0
         return self._apply(batch, codes, reasons)
 

@@ -42,6 +42,7 @@ class ServiceError(Exception):
 class Paths:
     base: Path  # the project root (services/kafka/pom.xml lives there)
     var: Path
+    libs: Path | None = None  # Kafka's jars, when shared with another var folder
 
     @property
     def run(self):
@@ -57,7 +58,7 @@ class Paths:
 
     @property
     def kafka_libs(self):
-        return self.kafka / "libs"
+        return self.libs or self.kafka / "libs"
 
 
 def _split_hostport(address):

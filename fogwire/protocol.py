@@ -60,6 +60,9 @@ R_FUTURE = "future-window"
 R_BAD_COUNT = "bad-count"
 R_BAD_HOUSEHOLD = "bad-household"
 R_DUPLICATE_ID = "duplicate-id"
+R_STORE_DOWN = "store-unavailable"  # the cloud's store is down: nothing wrong with the data, send again soon
+R_INTERNAL = "internal-error"
+TRANSIENT = {R_STORE_DOWN, R_INTERNAL}
 
 BATCH_COLUMNS = ("id", "hh", "ws", "we", "avg", "n")
 

@@ -55,11 +55,10 @@ def topic(kafka_bootstrap):
 
 @pytest.fixture
 def redis_url(services):
-    """URL of a Redis database reserved for tests, emptied before each test."""
+    """URL of a Redis database reserved for tests. Tests keep to their own key prefix (cloud_prefix),
+    so two test sessions on one machine never see each other's data."""
     base = settings.FOG_CLOUD_REDIS_URL.rsplit("/", 1)[0]
-    url = f"{base}/{TEST_REDIS_DB}"
-    redis_lib.Redis.from_url(url).flushdb()
-    return url
+    return f"{base}/{TEST_REDIS_DB}"
 
 
 @pytest.fixture
@@ -170,8 +169,14 @@ def _free_port():
 
 
 @pytest.fixture
-def cloud_prefix():
-    return f"test:{uuid.uuid4().hex[:8]}:"
+def cloud_prefix(redis_url):
+    prefix = f"test:{uuid.uuid4().hex[:8]}:"
+    yield prefix
+    client = redis_lib.Redis.from_url(redis_url)
+    keys = list(client.scan_iter(match=f"{prefix}*", count=1000))
+    for i in range(0, len(keys), 1000):
+        client.unlink(*keys[i:i + 1000])
+    client.close()
 
 
 @pytest.fixture

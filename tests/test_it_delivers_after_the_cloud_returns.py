@@ -160,3 +160,27 @@ def test_it_refuses_to_trust_a_cloud_that_does_not_know_its_secret(edge, ports, 
         cloud.stop()
     assert set(WindowAggregate.objects.values_list("refusal", flat=True)) == {"bad-tag"}
     assert not redis_client.exists(f"{cloud_prefix}t:{EDGE_ID}")
+
+
+@pytest.mark.django_db(transaction=True)
+def test_it_sends_again_at_once_when_the_clouds_store_was_down(edge, ports, redis_url, cloud_prefix, redis_client):
+    beat, sender = edge
+    add_tuples(50)
+    dead_store = f"redis://127.0.0.1:{_free_port()}/0"  # nothing listens there
+    cloud = CloudThread(dead_store, cloud_prefix, {EDGE_ID: EDGE_SECRET}, ports=ports).start()
+    try:
+        assert link_comes_up(beat)  # heartbeats still answer
+        assert fresh(sender).handle_one_round() == 0
+    finally:
+        cloud.stop()
+    waiting = WindowAggregate.objects.all()
+    assert {t.status for t in waiting} == {Status.PENDING}
+    assert {t.next_attempt_at for t in waiting} == {None}  # no per-tuple backoff for the cloud's own outage
+    assert {t.refusal for t in waiting} == {""}
+
+    cloud = CloudThread(redis_url, cloud_prefix, {EDGE_ID: EDGE_SECRET}, ports=ports).start()
+    try:
+        sender.pause_until = 0.0
+        assert drain(fresh(sender)) == 50
+    finally:
+        cloud.stop()

@@ -1,6 +1,10 @@
+import uuid
+
+
 def test_it_round_trips_a_value(redis_client):
-    redis_client.set("fog:test:key", "value")
-    assert redis_client.get("fog:test:key") == b"value"
+    key = f"test:{uuid.uuid4().hex}"
+    redis_client.set(key, "value", ex=60)
+    assert redis_client.get(key) == b"value"
 
 
 def test_it_runs_redis_with_an_fsynced_append_only_file(redis_client):

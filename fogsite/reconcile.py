@@ -1,0 +1,119 @@
+"""Compare what the edge stored with what the cloud holds.
+
+Per household: the windows the edge stored (expected), how many it has as
+ACKED and as pending (PENDING or SENT), which ACKED ones the cloud lacks
+(missing), and windows the cloud holds more than once under different tuple
+ids (duplicated). Then the cloud's running per-state sums against the same
+sums recomputed from every tuple it stores. Loss, duplicates and mismatches
+are failures; pending tuples are a failure only when asked (`strict`), after
+the pipeline has gone quiet.
+"""
+
+from collections import Counter, defaultdict
+from dataclasses import asdict, dataclass, field
+
+from cloud_app.store import Keys
+from edge_app.models import Status, WindowAggregate
+
+SUM_TOLERANCE = 1e-6  # relative: the Lua sums add in another order
+
+
+@dataclass
+class HouseholdRow:
+    household: str
+    expected: int = 0
+    acked: int = 0
+    pending: int = 0
+    missing_in_cloud: int = 0
+    duplicated: int = 0
+
+    @property
+    def bad(self):
+        return self.missing_in_cloud or self.duplicated
+
+
+@dataclass
+class Report:
+    edge: str
+    households: list
+    cloud_tuples: int
+    unknown_to_edge: int  # cloud tuples of this edge the edge no longer has (retention) or never had
+    sum_mismatches: list = field(default_factory=list)
+
+    @property
+    def totals(self):
+        total = HouseholdRow("TOTAL")
+        for row in self.households:
+            for name in ("expected", "acked", "pending", "missing_in_cloud", "duplicated"):
+                setattr(total, name, getattr(total, name) + getattr(row, name))
+        return total
+
+    def ok(self, strict=False):
+        totals = self.totals
+        return not (totals.missing_in_cloud or totals.duplicated or self.sum_mismatches
+                    or (strict and totals.pending))
+
+    def as_dict(self):
+        return {"edge": self.edge, "ok": self.ok(), "totals": asdict(self.totals), "cloud_tuples": self.cloud_tuples,
+                "unknown_to_edge": self.unknown_to_edge, "sum_mismatches": self.sum_mismatches,
+                "households": [asdict(row) for row in self.households]}
+
+
+def reconcile(edge_id, redis, prefix):
+    keys = Keys(prefix)
+    cloud = {}  # tuple id -> (household, window start)
+    for tid, record in redis.hscan_iter(keys.tuples(edge_id), count=10_000):
+        fields = record.split(b"|", 7)
+        cloud[int(tid)] = (fields[7].decode(), int(fields[2]))
+
+    rows = defaultdict(lambda: None)
+    edge_ids = set()
+    for tid, household, status in WindowAggregate.objects.values_list("id", "household", "status").iterator(
+            chunk_size=20_000):
+        row = rows[household] or HouseholdRow(household)
+        rows[household] = row
+        row.expected += 1
+        edge_ids.add(tid)
+        if status == Status.ACKED:
+            row.acked += 1
+            if tid not in cloud:
+                row.missing_in_cloud += 1
+        else:
+            row.pending += 1
+
+    windows = Counter(cloud.values())
+    for (household, _), copies in windows.items():
+        if copies > 1:
+            row = rows[household] or HouseholdRow(household)
+            rows[household] = row
+            row.duplicated += copies - 1
+    report = Report(edge_id, sorted((r for r in rows.values() if r), key=lambda r: r.household), len(cloud),
+                    len(cloud.keys() - edge_ids))
+    report.sum_mismatches = check_sums(redis, keys)
+    return report
+
+
+def check_sums(redis, keys):
+    """The running per-state sums against the sums of every stored tuple (all edges)."""
+    recomputed = defaultdict(lambda: [0.0, 0])
+    households = defaultdict(set)
+    for key in redis.scan_iter(match=f"{keys.prefix}t:*", count=1000):
+        for _, record in redis.hscan_iter(key, count=10_000):
+            fields = record.split(b"|", 7)
+            state = fields[1].decode()
+            recomputed[state][0] += float(fields[4])
+            recomputed[state][1] += 1
+            households[state].add(fields[7])
+    stored = {k.decode(): v for k, v in redis.hgetall(keys.states).items()}
+    problems = []
+    for state in sorted(set(recomputed) | {k.split(":")[0] for k in stored}):
+        total, count = recomputed[state]
+        kept_total = float(stored.get(f"{state}:sum", 0))
+        kept_count = int(stored.get(f"{state}:count", 0))
+        kept_households = int(stored.get(f"{state}:households", 0))
+        if kept_count != count or abs(kept_total - total) > SUM_TOLERANCE * max(1.0, abs(total)):
+            problems.append(f"{state}: running sum {kept_total:.3f} over {kept_count} tuples, "
+                            f"stored tuples give {total:.3f} over {count}")
+        if kept_households != len(households[state]):
+            problems.append(f"{state}: counts {kept_households} households, stored tuples have {len(households[state])}")
+    return problems

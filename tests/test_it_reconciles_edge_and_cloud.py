@@ -1,0 +1,74 @@
+"""`manage.py reconcile` finds loss, duplicates and sum mismatches between the edge and the cloud."""
+
+import json
+
+import pytest
+from django.core.management import CommandError, call_command
+
+from edge_app.models import Status, WindowAggregate
+from fogsite.reconcile import reconcile
+from tests.conftest import EDGE_ID, store_through_cloud
+
+T0 = 1_577_142_000_000
+
+
+@pytest.fixture
+def delivered(db, cloud_settings, cloud, redis_client):
+    """40 windows stored on the edge and delivered through the real cloud, ACKED with their codes."""
+    WindowAggregate.objects.bulk_create([
+        WindowAggregate(household=f"house-{i % 4}", window_start=T0 + i * 5000, window_end=T0 + i * 5000 + 5000,
+                        day="2019-12-24", average_w=100.0 + i, readings=2) for i in range(40)])
+    rows = list(WindowAggregate.objects.order_by("id").values_list(
+        "id", "household", "window_start", "window_end", "average_w", "readings"))
+    codes = store_through_cloud(cloud, rows)
+    for (tid, *_), code in zip(rows, codes):
+        WindowAggregate.objects.filter(id=tid).update(status=Status.ACKED, postal_code=code)
+    return rows
+
+
+def run(cloud_settings, *args):
+    cloud_settings.FOG_EDGE_ID = EDGE_ID
+    return call_command("reconcile", *args)
+
+
+def test_it_passes_when_everything_acked_is_in_the_cloud(delivered, redis_client, cloud_prefix, cloud_settings, capsys):
+    report = reconcile(EDGE_ID, redis_client, cloud_prefix)
+    assert report.ok(strict=True)
+    assert (report.totals.expected, report.totals.acked, report.cloud_tuples) == (40, 40, 40)
+    run(cloud_settings)
+    assert "per-state sums match" in capsys.readouterr().out
+
+
+def test_it_fails_on_an_acked_tuple_the_cloud_lacks(delivered, redis_client, cloud_prefix, cloud_settings):
+    redis_client.hdel(f"{cloud_prefix}t:{EDGE_ID}", delivered[3][0])
+    report = reconcile(EDGE_ID, redis_client, cloud_prefix)
+    assert report.totals.missing_in_cloud == 1
+    assert [r.household for r in report.households if r.missing_in_cloud] == [delivered[3][1]]
+    with pytest.raises(CommandError, match="1 missing in cloud"):
+        run(cloud_settings)
+
+
+def test_it_fails_on_a_window_the_cloud_holds_twice(delivered, redis_client, cloud_prefix, cloud_settings):
+    key = f"{cloud_prefix}t:{EDGE_ID}"
+    redis_client.hset(key, 999_999, redis_client.hget(key, delivered[0][0]))  # same window, another id
+    report = reconcile(EDGE_ID, redis_client, cloud_prefix)
+    assert report.totals.duplicated == 1
+    with pytest.raises(CommandError, match="1 duplicated"):
+        run(cloud_settings)
+
+
+def test_it_fails_when_the_running_sums_drift(delivered, redis_client, cloud_prefix, cloud_settings):
+    state = next(k for k in redis_client.hkeys(f"{cloud_prefix}states") if k.endswith(b":sum")).decode()
+    redis_client.hincrbyfloat(f"{cloud_prefix}states", state, 5.0)
+    report = reconcile(EDGE_ID, redis_client, cloud_prefix)
+    assert len(report.sum_mismatches) == 1 and report.sum_mismatches[0].startswith(state.split(":")[0])
+    with pytest.raises(CommandError, match="1 sum mismatches"):
+        run(cloud_settings)
+
+
+def test_it_counts_pending_as_a_failure_only_when_strict(delivered, cloud_settings, capsys):
+    WindowAggregate.objects.filter(id=delivered[0][0]).update(status=Status.PENDING)
+    run(cloud_settings, "--json")
+    assert json.loads(capsys.readouterr().out)["totals"]["pending"] == 1
+    with pytest.raises(CommandError, match="1 pending"):
+        run(cloud_settings, "--strict")
