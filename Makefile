@@ -5,7 +5,7 @@ PY := .venv/bin/python
 MANAGE := $(PY) manage.py
 WEB_PORT ?= 8000
 
-.PHONY: bootstrap system venv node services services-stop services-status migrate demo test check clean-var
+.PHONY: bootstrap system venv node services services-stop services-status migrate demo test chaos check clean-var
 
 bootstrap: system venv node services
 
@@ -46,6 +46,10 @@ demo: bootstrap migrate
 
 test: bootstrap
 	.venv/bin/pytest
+
+# The fault matrix, every scenario three times; writes docs/RELIABILITY.md.
+chaos: bootstrap
+	$(MANAGE) chaos --repeat 3 --write docs/RELIABILITY.md
 
 clean-var: services-stop
 	rm -rf var

@@ -334,6 +334,7 @@ class Kafka(Service):
         stamp.write_text(pom.read_text())
 
     def format_once(self, out):
+        self.paths.kafka.mkdir(parents=True, exist_ok=True)
         config = self.paths.kafka / "server.properties"
         config.write_text(self.config())
         if (self.paths.kafka / "data" / "meta.properties").exists():

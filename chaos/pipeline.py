@@ -1,0 +1,255 @@
+"""One pipeline of real processes for a fault scenario: cloud, edge (with its workers), simulation.
+
+Every pipeline has its own topic, edge id, edge database file, cloud key
+prefix and ports; the edge reaches the cloud through a Proxy the harness
+can cut. The broker and the cloud Redis are the harness's own
+(ChaosServices), so killing them disturbs nothing else.
+"""
+
+import json
+import os
+import shutil
+import signal
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+from chaos.proxy import Proxy
+from fogsite.bench.common import free_port
+from fogsite.localservices import Kafka, Paths, Redis
+
+ROOT = Path(__file__).resolve().parent.parent
+SECRET = "chaos-secret-not-for-production"
+LOOPS = ("ingest", "sender", "heartbeat")
+
+
+class ChaosServices:
+    """A Kafka broker and a cloud Redis of the harness's own, in a temporary folder."""
+
+    def __init__(self, libs):
+        self.folder = Path(tempfile.mkdtemp(prefix="fog-chaos-"))
+        paths = Paths(ROOT, self.folder, libs=libs)
+        self.kafka = Kafka(paths, "127.0.0.1", _free_pair())
+        self.redis = Redis(paths, "127.0.0.1", free_port())
+
+    def up(self, out=lambda line: None):
+        self.kafka.up(out)
+        self.redis.up(out)
+        return self
+
+    def down(self):
+        for service in (self.redis, self.kafka):
+            try:
+                service.down(lambda line: None)
+            except Exception:
+                pass
+        shutil.rmtree(self.folder, ignore_errors=True)
+
+    @property
+    def bootstrap(self):
+        return f"127.0.0.1:{self.kafka.port}"
+
+    @property
+    def redis_url(self):
+        return f"redis://127.0.0.1:{self.redis.port}/0"
+
+    def kill(self, service):
+        """SIGKILL, then start again from what is on disk; returns when it answers."""
+        os.kill(service.our_pid(), signal.SIGKILL)
+        deadline = time.monotonic() + 10
+        while service.ready() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        service.pidfile.unlink(missing_ok=True)
+
+    def restart(self, service):
+        service.up(lambda line: None)
+
+
+def _free_pair():
+    """A port whose successor is free too (Kafka's controller listens on port + 1)."""
+    while True:
+        port = free_port()
+        try:
+            import socket
+
+            with socket.socket() as sock:
+                sock.bind(("127.0.0.1", port + 1))
+            return port
+        except OSError:
+            continue
+
+
+class Pipeline:
+    def __init__(self, services, edge_redis_url, households=300, until=900, speed=30.0):
+        self.services = services
+        self.households, self.until, self.speed = households, until, speed
+        self.folder = Path(tempfile.mkdtemp(prefix="fog-chaos-edge-"))
+        self.edge_id = f"chaos-{uuid.uuid4().hex[:8]}"
+        self.hb, self.data = free_port(), free_port()
+        self.proxy_hb, self.proxy_data = Proxy(free_port(), self.hb).start(), Proxy(free_port(), self.data).start()
+        self.env = {
+            **os.environ,
+            "FOG_DATABASE_URL": f"sqlite:///{self.folder / 'edge.sqlite3'}",
+            "FOG_EDGE_ID": self.edge_id, "FOG_EDGE_SECRET": SECRET, "FOG_EDGE_SECRETS": f"{self.edge_id}:{SECRET}",
+            "FOG_KAFKA_BOOTSTRAP": services.bootstrap, "FOG_TOPIC": f"chaos-{uuid.uuid4().hex[:8]}",
+            "FOG_CLOUD_REDIS_URL": services.redis_url, "FOG_CLOUD_KEY_PREFIX": f"{self.edge_id}:",
+            "FOG_EDGE_REDIS_URL": edge_redis_url, "FOG_CLOUD_HOST": "127.0.0.1",
+        }
+        self.cloud = self.edge = self.simulation = None
+        self._manage("migrate", "-v", "0").wait(60)
+
+    # --- processes ------------------------------------------------------------
+
+    def _manage(self, *args, env=None):
+        log = open(self.folder / f"{args[0]}.log", "ab")
+        return subprocess.Popen([sys.executable, str(ROOT / "manage.py"), *args], cwd=ROOT, env={**self.env, **(env or {})},
+                                stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+
+    def start_cloud(self):
+        self.cloud = self._manage("runcloud", "-v", "0",
+                                  env={"FOG_HEARTBEAT_PORT": str(self.hb), "FOG_DATA_PORT": str(self.data)})
+
+    def start_edge(self):
+        self.edge = self._manage("runedge", "--idle", "2", "-v", "0",
+                                 env={"FOG_HEARTBEAT_PORT": str(self.proxy_hb.listen_port),
+                                      "FOG_DATA_PORT": str(self.proxy_data.listen_port)})
+
+    def start_simulation(self):
+        self.simulation = self._manage("runsimulation", "--households", str(self.households), "--until",
+                                       str(self.until), "--speed", str(self.speed), "--no-progress")
+
+    def kill_cloud(self):
+        _kill(self.cloud)
+
+    def loop_pid(self, loop):
+        import redis
+
+        held = redis.Redis.from_url(self.env["FOG_EDGE_REDIS_URL"]).get(f"fog:edge:{self.edge_id}:lock:{loop}")
+        return int(held.split(b":")[0]) if held else None
+
+    def kill_loop(self, loop):
+        """SIGKILL the worker process that runs one of the edge's loops."""
+        pid = self.wait_for(lambda: self.loop_pid(loop), 60, f"the {loop} loop to run")
+        os.kill(pid, signal.SIGKILL)
+        return pid
+
+    def kill_edge(self):
+        """The whole edge at once: the supervisor and every worker."""
+        pids = [self.loop_pid(loop) for loop in LOOPS]
+        _kill(self.edge)
+        for pid in filter(None, pids):
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+
+    # --- the edge database ------------------------------------------------
+
+    def counts(self):
+        """{status: count} of the edge's tuples (0 pending, 1 sent, 2 acked)."""
+        path = self.folder / "edge.sqlite3"
+        try:
+            with sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=30) as db:
+                return dict(db.execute("select status, count(*) from edge_app_windowaggregate group by status"))
+        except sqlite3.OperationalError:
+            return {}
+
+    def seed_backlog(self, count):
+        """`count` PENDING tuples, as an edge whose cloud was away a long time would have."""
+        path = self.folder / "edge.sqlite3"
+        t0 = 1_577_142_000_000
+        with sqlite3.connect(path) as db:
+            db.executemany(
+                "insert into edge_app_windowaggregate (household, window_start, window_end, day, average_w, readings, "
+                "status, postal_code, refusal, attempts, created_at) values (?, ?, ?, '2019-12-24', ?, 3, 0, '', '', 0, "
+                "'2019-12-24 00:00:00')",
+                ((f"backlog-{i % 1000}", t0 + (i // 1000) * 5000, t0 + (i // 1000) * 5000 + 5000, 100.0 + i % 89)
+                 for i in range(count)))
+
+    def expected_windows(self):
+        """What the simulation must produce: its households x the 5 s windows its readings fall in."""
+        from datetime import datetime
+        from zoneinfo import ZoneInfo
+
+        start = int(datetime(2019, 12, 24, tzinfo=ZoneInfo("Europe/Berlin")).timestamp() * 1000)
+        return self.households * len({(start + t * 1000) // 5000 for t in range(0, self.until, 2)})
+
+    # --- waiting ----------------------------------------------------------------
+
+    @staticmethod
+    def wait_for(predicate, timeout, what):
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            value = predicate()
+            if value:
+                return value
+            time.sleep(0.05)
+        raise TimeoutError(f"timed out after {timeout} s waiting for {what}")
+
+    def wait_quiet(self, expected, timeout=240):
+        """Until every expected window is ACKED (or `timeout`); returns the seconds it took, or None."""
+        started = time.monotonic()
+        deadline = started + timeout
+        while time.monotonic() < deadline:
+            counts = self.counts()
+            if counts.get(2, 0) >= expected and not counts.get(0) and not counts.get(1):
+                return time.monotonic() - started
+            time.sleep(0.25)
+        return None
+
+    def _query(self, sql):
+        path = self.folder / "edge.sqlite3"
+        with sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=30) as db:
+            return db.execute(sql).fetchone()[0]
+
+    def wait_recovered(self, threshold, new_windows, timeout=240):
+        """Seconds from now until the pipeline works again: something stored after this moment is
+        acknowledged (a new window, or with `new_windows` False any further ACK), and the backlog
+        (PENDING + SENT) is back to what is normally in flight."""
+        started = time.monotonic()
+        last_id = self._query("select coalesce(max(id), 0) from edge_app_windowaggregate")
+        acked = self.counts().get(2, 0)
+        while time.monotonic() - started < timeout:
+            counts = self.counts()
+            if new_windows:
+                moving = self._query(f"select count(*) from edge_app_windowaggregate where id > {last_id} and status = 2")
+            else:
+                moving = counts.get(2, 0) > acked
+            if moving and counts.get(0, 0) + counts.get(1, 0) <= threshold:
+                return time.monotonic() - started
+            time.sleep(0.1)
+        return None
+
+    def reconcile(self):
+        result = subprocess.run([sys.executable, str(ROOT / "manage.py"), "reconcile", "--json", "--strict"],
+                                cwd=ROOT, env=self.env, capture_output=True, text=True, timeout=300)
+        return json.loads(result.stdout)
+
+    def close(self, keep_logs=False):
+        for proc in (self.simulation, self.edge, self.cloud):
+            if proc is not None:
+                _kill(proc)
+        for loop in LOOPS:
+            pid = self.loop_pid(loop)
+            if pid:
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+        self.proxy_hb.stop()
+        self.proxy_data.stop()
+        if not keep_logs:
+            shutil.rmtree(self.folder, ignore_errors=True)
+
+
+def _kill(proc):
+    if proc is not None and proc.poll() is None:
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        proc.wait(10)

@@ -1,0 +1,65 @@
+"""A TCP proxy the harness can cut and restore: the link between edge and cloud."""
+
+import asyncio
+import threading
+
+
+class Proxy:
+    def __init__(self, listen_port, target_port, host="127.0.0.1"):
+        self.listen_port, self.target_port, self.host = listen_port, target_port, host
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self.server = None
+        self.writers = set()
+
+    def start(self):
+        self.thread.start()
+        self.restore()
+        return self
+
+    def _call(self, coroutine):
+        return asyncio.run_coroutine_threadsafe(coroutine, self.loop).result(10)
+
+    def restore(self):
+        async def listen():
+            self.server = await asyncio.start_server(self._serve, self.host, self.listen_port, reuse_address=True)
+        self._call(listen())
+
+    def cut(self):
+        """Refuse new connections and drop every open one, as a dead link would."""
+        async def close():
+            if self.server is not None:
+                self.server.close()
+                await self.server.wait_closed()
+                self.server = None
+            for writer in list(self.writers):
+                writer.transport.abort()
+            self.writers.clear()
+        self._call(close())
+
+    def stop(self):
+        self.cut()
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(5)
+
+    async def _serve(self, reader, writer):
+        try:
+            up_reader, up_writer = await asyncio.open_connection(self.host, self.target_port)
+        except OSError:
+            writer.transport.abort()
+            return
+        self.writers.update((writer, up_writer))
+
+        async def pipe(source, sink):
+            try:
+                while chunk := await source.read(65536):
+                    sink.write(chunk)
+                    await sink.drain()
+            except (ConnectionError, OSError):
+                pass
+            finally:
+                sink.transport.abort()
+
+        await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))
+        self.writers.discard(writer)
+        self.writers.discard(up_writer)

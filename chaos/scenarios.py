@@ -1,0 +1,145 @@
+"""The fault matrix. Each scenario runs the real pipeline, injects one fault, lifts it, and
+returns when the fault ended; the runner then waits for quiescence and reconciles."""
+
+import time
+from dataclasses import dataclass
+
+from chaos.pipeline import Pipeline
+
+FIRST_ACKS = 1000  # inject the fault only once delivery is under way
+CAUGHT_UP = 2000  # a backlog this small is what is normally in flight: recovered
+BACKLOG = 100_000
+
+
+@dataclass
+class Outcome:
+    scenario: str
+    readings: int
+    windows: int
+    acked: int
+    lost: int
+    duplicated: int
+    recovery_s: float | None
+    detail: str = ""
+
+    @property
+    def ok(self):
+        return self.lost == 0 and self.duplicated == 0 and self.recovery_s is not None and not self.detail
+
+
+def _running(p):
+    p.start_cloud()
+    p.start_edge()
+    p.start_simulation()
+    p.wait_for(lambda: p.counts().get(2, 0) >= FIRST_ACKS, 120, "the first acknowledgements")
+
+
+def cloud_kill(p, services, options):
+    """The cloud is SIGKILLed mid-drain and comes back after a pause."""
+    _running(p)
+    p.kill_cloud()
+    time.sleep(3)
+    p.start_cloud()
+    return time.monotonic()
+
+
+def ingest_kill(p, services, options):
+    """The worker running the edge's ingest loop is SIGKILLed mid-stream; the supervisor restarts it."""
+    _running(p)
+    p.kill_loop("ingest")
+    return time.monotonic()
+
+
+def sender_kill(p, services, options):
+    """The sender's worker dies while tuples are SENT and not yet ACKED."""
+    _running(p)
+    p.wait_for(lambda: p.counts().get(1, 0) > 0, 60, "tuples in the SENT state")
+    p.kill_loop("sender")
+    return time.monotonic()
+
+
+def link_cut(p, services, options):
+    """No connection between edge and cloud for a while (a proxy the harness closes)."""
+    _running(p)
+    p.proxy_hb.cut()
+    p.proxy_data.cut()
+    time.sleep(options.get("cut_seconds", 30))
+    p.proxy_hb.restore()
+    p.proxy_data.restore()
+    return time.monotonic()
+
+
+def redis_kill(p, services, options):
+    """The cloud's Redis is SIGKILLed and restarts from its append-only file."""
+    _running(p)
+    services.kill(services.redis)
+    time.sleep(1)
+    services.restart(services.redis)
+    return time.monotonic()
+
+
+def kafka_restart(p, services, options):
+    """The broker is SIGKILLed and started again while readings stream."""
+    _running(p)
+    services.kill(services.kafka)
+    time.sleep(2)
+    services.restart(services.kafka)
+    return time.monotonic()
+
+
+def backlog_restart(p, services, options):
+    """An edge with a backlog of 100,000 tuples is killed while draining and started again."""
+    p.seed_backlog(options.get("backlog", BACKLOG))
+    p.start_cloud()
+    p.start_edge()
+    p.wait_for(lambda: p.counts().get(2, 0) >= options.get("backlog", BACKLOG) // 5, 120, "part of the drain")
+    p.kill_edge()
+    time.sleep(1)
+    p.start_edge()
+    return time.monotonic()
+
+
+SCENARIOS = {
+    "cloud-kill": cloud_kill,
+    "ingest-kill": ingest_kill,
+    "sender-kill": sender_kill,
+    "link-cut": link_cut,
+    "redis-kill": redis_kill,
+    "kafka-restart": kafka_restart,
+    "backlog-restart": backlog_restart,
+}
+
+
+def run_scenario(name, services, edge_redis_url, options=None, out=print):
+    options = options or {}
+    pipeline = Pipeline(services, edge_redis_url, households=options.get("households", 300),
+                        until=options.get("until", 900), speed=options.get("speed", 30.0))
+    backlog = name == "backlog-restart"
+    expected = options.get("backlog", BACKLOG) if backlog else pipeline.expected_windows()
+    readings = 0 if backlog else pipeline.households * (pipeline.until // 2)
+    keep_logs = False
+    try:
+        SCENARIOS[name](pipeline, services, options)
+        caught_up = pipeline.wait_recovered(CAUGHT_UP, new_windows=not backlog,
+                                            timeout=options.get("quiet_timeout", 240))
+        quiet = pipeline.wait_quiet(expected, timeout=options.get("quiet_timeout", 240))
+        recovery = None if quiet is None or caught_up is None else round(caught_up, 2)
+        report = pipeline.reconcile()
+        totals = report["totals"]
+        in_cloud = report["cloud_tuples"] - totals["duplicated"]
+        lost = max(expected - in_cloud, totals["missing_in_cloud"], 0)
+        detail = "; ".join(report["sum_mismatches"]) or ("" if quiet is not None else
+                                                        f"not quiet after the timeout: {pipeline.counts()}")
+        outcome = Outcome(name, readings, totals["expected"], totals["acked"], lost, totals["duplicated"],
+                          recovery, detail)
+    except Exception as exc:  # a scenario that breaks is a failed run, reported as such
+        outcome = Outcome(name, readings, 0, 0, expected, 0, None, f"{type(exc).__name__}: {exc}")
+        keep_logs = True
+    finally:
+        pipeline.close(keep_logs=keep_logs or not outcome.ok)
+    if not outcome.ok:
+        out(f"{name}: the processes' logs are kept in {pipeline.folder}")
+    out(f"{name}: windows={outcome.windows} acked={outcome.acked} lost={outcome.lost} "
+        f"duplicated={outcome.duplicated} recovery_s={outcome.recovery_s} {'OK' if outcome.ok else 'FAILED'}"
+        + (f" ({outcome.detail})" if outcome.detail else ""))
+    return outcome
