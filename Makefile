@@ -5,7 +5,7 @@ PY := .venv/bin/python
 MANAGE := $(PY) manage.py
 WEB_PORT ?= 8000
 
-.PHONY: bootstrap system venv node services services-stop services-status migrate demo test chaos check clean-var
+.PHONY: bootstrap system venv node services services-stop services-status migrate demo test chaos bench check clean-var
 
 bootstrap: system venv node services
 
@@ -46,6 +46,10 @@ demo: bootstrap migrate
 
 test: bootstrap
 	.venv/bin/pytest
+
+# Every benchmark at its default size beside its baseline; writes docs/BENCHMARKS.md.
+bench: bootstrap
+	$(MANAGE) bench all --write docs/BENCHMARKS.md
 
 # The fault matrix, every scenario three times; writes docs/RELIABILITY.md.
 chaos: bootstrap

@@ -84,9 +84,11 @@ def _free_pair():
 
 
 class Pipeline:
-    def __init__(self, services, edge_redis_url, households=300, until=900, speed=30.0):
+    def __init__(self, services, edge_redis_url, households=300, until=900, speed=30.0, proxied=True,
+                 simulation_args=()):
         self.services = services
         self.households, self.until, self.speed = households, until, speed
+        self.proxied, self.simulation_args = proxied, list(simulation_args)
         self.folder = Path(tempfile.mkdtemp(prefix="fog-chaos-edge-"))
         self.edge_id = f"chaos-{uuid.uuid4().hex[:8]}"
         self.hb, self.data = free_port(), free_port()
@@ -114,13 +116,14 @@ class Pipeline:
                                   env={"FOG_HEARTBEAT_PORT": str(self.hb), "FOG_DATA_PORT": str(self.data)})
 
     def start_edge(self):
+        hb, data = (self.proxy_hb.listen_port, self.proxy_data.listen_port) if self.proxied else (self.hb, self.data)
         self.edge = self._manage("runedge", "--idle", "2", "-v", "0",
-                                 env={"FOG_HEARTBEAT_PORT": str(self.proxy_hb.listen_port),
-                                      "FOG_DATA_PORT": str(self.proxy_data.listen_port)})
+                                 env={"FOG_HEARTBEAT_PORT": str(hb), "FOG_DATA_PORT": str(data)})
 
     def start_simulation(self):
         self.simulation = self._manage("runsimulation", "--households", str(self.households), "--until",
-                                       str(self.until), "--speed", str(self.speed), "--no-progress")
+                                       str(self.until), "--speed", str(self.speed), "--no-progress",
+                                       *self.simulation_args)
 
     def kill_cloud(self):
         _kill(self.cloud)
@@ -202,9 +205,12 @@ class Pipeline:
         return None
 
     def _query(self, sql):
+        return self.rows(sql)[0][0]
+
+    def rows(self, sql):
         path = self.folder / "edge.sqlite3"
         with sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=30) as db:
-            return db.execute(sql).fetchone()[0]
+            return db.execute(sql).fetchall()
 
     def wait_recovered(self, threshold, new_windows, timeout=240):
         """Seconds from now until the pipeline works again: something stored after this moment is

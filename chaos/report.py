@@ -1,18 +1,16 @@
 """docs/RELIABILITY.md from the outcomes of `manage.py chaos`."""
 
-import os
-import platform
 from collections import defaultdict
 from datetime import date
 
 from chaos.scenarios import SCENARIOS
+from fogsite.bench.common import machine
 
 
 def markdown(outcomes, command, options):
     runs = defaultdict(list)
     for outcome in outcomes:
         runs[outcome.scenario].append(outcome)
-    memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
     lines = [
         "# Reliability",
         "",
@@ -22,8 +20,7 @@ def markdown(outcomes, command, options):
         "`runedge` with its RQ workers, `runsimulation`), injects one fault, waits until every window is",
         "acknowledged and runs `manage.py reconcile --strict`.",
         "",
-        f"Measured on {date.today().isoformat()}, {os.cpu_count()} cores, {memory:.0f} GiB, Python "
-        f"{platform.python_version()}; {options['households']} synthetic households x {options['until']} simulated s "
+        f"Measured on {date.today().isoformat()}, {machine()}; {options['households']} synthetic households x {options['until']} simulated s "
         f"at {options['speed']:g}x (a scenario produces {options['households'] * options['until'] // 2:,} readings, "
         f"{options['households'] * options['until'] // 5:,} windows; backlog-restart starts from 100,000 PENDING tuples).",
         "",

@@ -10,7 +10,7 @@ from django.conf import settings
 
 from cloud_app.server import CloudServer
 from cloud_app.store import CloudStore
-from fogsite.env import parse_edge_secrets
+from fogsite.env import edge_secrets_text, parse_edge_secrets
 
 log = logging.getLogger("fog.cloud")
 
@@ -20,13 +20,10 @@ class CloudStartError(Exception):
 
 
 def edge_secrets():
-    text = settings.FOG_EDGE_SECRETS
-    if settings.FOG_EDGE_SECRETS_FILE:
-        try:
-            with open(settings.FOG_EDGE_SECRETS_FILE, encoding="utf-8") as handle:
-                text = handle.read()
-        except OSError as exc:
-            raise CloudStartError(f"FOG_EDGE_SECRETS_FILE {settings.FOG_EDGE_SECRETS_FILE}: {exc.strerror}") from None
+    try:
+        text = edge_secrets_text(settings.FOG_EDGE_SECRETS, settings.FOG_EDGE_SECRETS_FILE)
+    except OSError as exc:
+        raise CloudStartError(f"FOG_EDGE_SECRETS_FILE {settings.FOG_EDGE_SECRETS_FILE}: {exc.strerror}") from None
     pairs, bad = parse_edge_secrets(text)
     if bad:
         raise CloudStartError(f"edge secrets: entries for {', '.join(bad)} are not id:secret pairs")

@@ -9,7 +9,7 @@ from urllib.parse import urlsplit
 from django.conf import settings
 from django.core.checks import Error, Tags, Warning, register
 
-from fogsite.env import parse_edge_secrets
+from fogsite.env import edge_secrets_text, parse_edge_secrets
 
 LOOPBACK = {"127.0.0.1", "localhost", "::1"}
 
@@ -40,13 +40,11 @@ def check_pipeline_settings(app_configs, **kwargs):
                 id="fog.E002",
             )
         )
-    text = settings.FOG_EDGE_SECRETS
-    if settings.FOG_EDGE_SECRETS_FILE:
-        try:
-            with open(settings.FOG_EDGE_SECRETS_FILE, encoding="utf-8") as handle:
-                text = handle.read()
-        except OSError as exc:
-            errors.append(Error(f"FOG_EDGE_SECRETS_FILE can't be read: {exc.strerror}", id="fog.E006"))
+    text = ""
+    try:
+        text = edge_secrets_text(settings.FOG_EDGE_SECRETS, settings.FOG_EDGE_SECRETS_FILE)
+    except OSError as exc:
+        errors.append(Error(f"FOG_EDGE_SECRETS_FILE can't be read: {exc.strerror}", id="fog.E006"))
     _, problems = parse_edge_secrets(text)
     if problems:
         errors.append(

@@ -87,6 +87,14 @@ def env_hostport(name, default):
     return value
 
 
+def edge_secrets_text(inline, path):
+    """The id:secret pairs' text: from the file at `path` when set (OSError if unreadable), else `inline`."""
+    if not path:
+        return inline
+    with open(path, encoding="utf-8") as handle:
+        return handle.read()
+
+
 def parse_edge_secrets(text):
     """{edge id: secret} from `id:secret` pairs separated by commas or new lines.
 

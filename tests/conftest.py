@@ -93,8 +93,7 @@ def wait_for(predicate, timeout=10.0, interval=0.05):
     return predicate()
 
 
-EDGE_ID = "edge-test"
-EDGE_SECRET = "test-secret-0123456789"
+from tests.corpus import EDGE_ID, EDGE_SECRET, GEM_HEADER  # noqa: E402  (shared with the corpus)
 
 
 class CloudThread:
@@ -275,9 +274,6 @@ def edge_cloud(env, redis_url, prefix):
 
 def child_env(env):
     return {**os.environ, **{k: v for k, v in env.items() if not k.startswith("_")}}
-
-
-GEM_HEADER = "household\ndate,timestamp,energy,power,power1,power2,power3\n"
 
 
 def write_gem_csv(path, rows, header=GEM_HEADER):

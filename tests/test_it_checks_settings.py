@@ -36,3 +36,14 @@ def test_it_refuses_a_port_out_of_range():
 def test_it_warns_about_the_development_edge_secret_on_deploy():
     result = run_manage("check", "--deploy", env={"DJANGO_SECRET_KEY": "x" * 60})
     assert "fog.W002" in result.stderr + result.stdout
+
+
+def test_it_reads_edge_secrets_from_a_file_and_names_an_unreadable_one(tmp_path):
+    missing = run_manage("check", env={"FOG_EDGE_SECRETS_FILE": str(tmp_path / "absent")})
+    assert missing.returncode != 0 and "fog.E006" in missing.stderr
+    secrets = tmp_path / "secrets"
+    secrets.write_text("# one pair a line\nedge-1:first-secret\nedge-2:second-secret\n")
+    assert run_manage("check", env={"FOG_EDGE_SECRETS_FILE": str(secrets)}).returncode == 0
+    secrets.write_text("edge-1\n")
+    broken = run_manage("check", env={"FOG_EDGE_SECRETS_FILE": str(secrets)})
+    assert "fog.E003" in broken.stderr and "edge ids: edge-1" in broken.stderr

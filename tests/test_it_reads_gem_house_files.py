@@ -5,7 +5,8 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from simulation.sources import DataError, read_csv, read_folder
-from tests.conftest import GEM_HEADER, sample_data_dir, write_gem_csv
+from tests.conftest import sample_data_dir, write_gem_csv
+from tests.corpus import CSV_FILES, CSV_LINES
 
 BERLIN = ZoneInfo("Europe/Berlin")
 
@@ -44,26 +45,14 @@ def test_it_reads_the_real_sample_files():
     assert 0 < min(first.powers) and max(first.powers) < 50_000  # watts, not milliwatts
 
 
-@pytest.mark.parametrize("content, message", [
-    ("", "expected the two header lines"),
-    ("date,timestamp,energy,power,power1,power2,power3\n2019-12-24 00:00:01,0,1,2,3,4,5\n",
-     "expected the two header lines"),
-    (GEM_HEADER, "no readings after the two header lines"),
-])
+@pytest.mark.parametrize("content, message", CSV_FILES.values(), ids=CSV_FILES.keys())
 def test_it_refuses_a_file_without_its_headers_or_readings(tmp_path, content, message):
     (tmp_path / "h.csv").write_text(content)
     with pytest.raises(DataError, match=message):
         read_csv(tmp_path / "h.csv", BERLIN)
 
 
-@pytest.mark.parametrize("line, message", [
-    ("2019-12-24 00:00:05,0,1,2", "expected 7 fields, found 4"),
-    ("24.12.2019 00:00:05,0,1,200,1,1,1", "bad date"),
-    ("2019-12-24 00:00:05,0,1,lots,1,1,1", "bad power 'lots'"),
-    ("2019-12-24 00:00:05,0,1,-5,1,1,1", "is not a non-negative number"),
-    ("2019-12-24 00:00:05,0,1,nan,1,1,1", "is not a non-negative number"),
-    ("2019-12-24 00:00:01,0,1,200,1,1,1", "does not come after the line before"),
-])
+@pytest.mark.parametrize("line, message", CSV_LINES.values(), ids=CSV_LINES.keys())
 def test_it_names_file_and_line_of_a_malformed_line(tmp_path, line, message):
     path = write_gem_csv(tmp_path / "h.csv", [("2019-12-24 00:00:01", 100), ("2019-12-24 00:00:03", 100)])
     path.write_text(path.read_text() + line + "\n" + "2019-12-24 00:00:07,0,1,300,1,1,1\n")

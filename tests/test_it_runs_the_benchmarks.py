@@ -12,6 +12,7 @@ SMALL = {
     "ingest": ["--readings", "5000", "--households", "50", "--baseline-readings", "500"],
     "simulate": ["--households", "200", "--until", "20", "--baseline-readings", "50"],
     "realtime": ["--households", "100", "--until", "3"],
+    "latency": ["--households", "20", "--seconds", "8"],
     "api": ["--tuples", "5000", "--households", "100", "--clients", "2", "--requests", "20", "--baseline-calls", "1"],
 }
 

@@ -1,32 +1,13 @@
 """Each kind of bad Kafka message is counted and skipped; the good ones around it all arrive."""
 
-import json
-
 import pytest
 
 from edge_app.models import EdgeStatus, WindowAggregate
 from tests.conftest import ingest_to_end, produce, reading
 
-T0 = 1_577_142_000_000
+from tests.corpus import KAFKA_MESSAGES as BAD_MESSAGES
 
-BAD_MESSAGES = {
-    "not JSON": b"power=12",
-    "not UTF-8": b"\xff\xfe\x00",
-    "empty": b"",
-    "JSON list": b"[1, 2]",
-    "missing household": json.dumps({"ts": T0, "power_w": 1.0}).encode(),
-    "household a number": json.dumps({"household": 7, "ts": T0, "power_w": 1.0}).encode(),
-    "missing ts": json.dumps({"household": "h", "power_w": 1.0}).encode(),
-    "ts a string": json.dumps({"household": "h", "ts": str(T0), "power_w": 1.0}).encode(),
-    "ts a float": json.dumps({"household": "h", "ts": T0 + 0.5, "power_w": 1.0}).encode(),
-    "ts in seconds": json.dumps({"household": "h", "ts": T0 // 1000, "power_w": 1.0}).encode(),
-    "ts far future": json.dumps({"household": "h", "ts": 4_102_444_800_000, "power_w": 1.0}).encode(),
-    "power a string": json.dumps({"household": "h", "ts": T0, "power_w": "1.0"}).encode(),
-    "power NaN": b'{"household": "h", "ts": 1577142000000, "power_w": NaN}',
-    "power Infinity": b'{"household": "h", "ts": 1577142000000, "power_w": Infinity}',
-    "power negative": json.dumps({"household": "h", "ts": T0, "power_w": -3.0}).encode(),
-    "power missing": json.dumps({"household": "h", "ts": T0}).encode(),
-}
+T0 = 1_577_142_000_000
 
 
 @pytest.mark.django_db(transaction=True)

@@ -42,6 +42,14 @@ class Figure:
                 "ratio": self.ratio, "target": self.target, **self.extra}
 
 
+def machine():
+    """'2 cores, 23 GiB, Python 3.11.7': the machine a figure was measured on."""
+    import platform
+
+    memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+    return f"{os.cpu_count()} cores, {memory:.0f} GiB, Python {platform.python_version()}"
+
+
 def free_port():
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

@@ -1,0 +1,43 @@
+"""`bench latency`: window close -> ACK in the edge database, at real time, through the real pipeline."""
+
+import time
+from datetime import datetime
+from types import SimpleNamespace
+
+from django.conf import settings
+
+from chaos.pipeline import Pipeline
+from fogsite.bench.common import Figure
+
+
+def _ms(text):
+    return datetime.fromisoformat(text).timestamp() * 1000
+
+
+def _percentile(values, share):
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(share * len(ordered)))]
+
+
+def run(households=1000, seconds=60, out=print):
+    services = SimpleNamespace(bootstrap=settings.FOG_KAFKA_BOOTSTRAP, redis_url=settings.FOG_CLOUD_REDIS_URL)
+    edge_redis = settings.FOG_EDGE_REDIS_URL.rsplit("/", 1)[0] + "/13"
+    pipeline = Pipeline(services, edge_redis, households=households, until=seconds, speed=1.0, proxied=False,
+                        simulation_args=["--start", "now"])
+    try:
+        pipeline.start_cloud()
+        pipeline.start_edge()
+        time.sleep(3)  # workers up and the link reported before the first window closes
+        out(f"latency: {households:,} households at real time for {seconds} s")
+        pipeline.start_simulation()
+        pipeline.simulation.wait(seconds + 60)
+        time.sleep(5)  # the last windows close (grace, idle) and are delivered
+        rows = pipeline.rows("select created_at, acked_at from edge_app_windowaggregate where status = 2")
+    finally:
+        pipeline.close()
+    if not rows:
+        raise RuntimeError("no window was acknowledged")
+    latencies = [_ms(acked) - _ms(created) for created, acked in rows]
+    return [Figure("latency stored -> ACK p99", _percentile(latencies, 0.99), "ms", None, "p99 <= 100 ms",
+                   {"p50 ms": round(_percentile(latencies, 0.5), 1), "max ms": round(max(latencies), 1),
+                    "windows": len(rows)})]

@@ -1,0 +1,33 @@
+"""docs/BENCHMARKS.md from a `bench all` run."""
+
+from datetime import date
+
+from fogsite.bench.common import machine
+
+
+def markdown(sections, command, notes):
+    lines = [
+        "# Benchmarks",
+        "",
+        f"Measured on {date.today().isoformat()}: {machine()}, against the local Kafka broker, Redis and pynng "
+        "sockets that "
+        "`make services` starts. The machine is shared and noisy: each figure stands next to a naive baseline "
+        "measured in the same run, and the ratio is what carries over.",
+        "",
+        "Reproduce:",
+        "",
+        "```sh",
+        command,
+        "```",
+        "",
+        "| benchmark | figure | baseline (same run) | ratio | target | details |",
+        "|---|---|---|---|---|---|",
+    ]
+    for figure in (f for figures in sections.values() for f in figures):
+        baseline = f"{figure.baseline:,.1f} {figure.unit}" if figure.baseline else "-"
+        ratio = f"x{figure.ratio:,.1f}" if figure.ratio else "-"
+        details = ", ".join(f"{k} {v:,}" if isinstance(v, (int, float)) else f"{k} {v}" for k, v in figure.extra.items())
+        lines.append(f"| {figure.name} | {figure.value:,.1f} {figure.unit} | {baseline} | {ratio} | {figure.target} "
+                     f"| {details} |")
+    lines += ["", *notes, ""]
+    return "\n".join(lines)

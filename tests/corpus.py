@@ -1,0 +1,112 @@
+"""The bad-input corpus: every malformed input the pipeline must refuse clearly, in one place.
+
+Kafka messages (the ingest counts and skips them), cloud frames v2 (a refusal
+reason for the frame, or per tuple) and legacy v1 (an ERROR reply), and CSV
+lines and files (DataError naming file and line). The per-feature tests
+and test_it_survives_the_bad_input_corpus.py both draw from here.
+"""
+
+import json
+import math
+
+from fogwire import protocol as wire
+
+T0 = 1_577_142_000_000
+EDGE_ID = "edge-test"
+EDGE_SECRET = "test-secret-0123456789"
+
+
+def _reading(**fields):
+    return json.dumps(fields).encode()
+
+
+KAFKA_MESSAGES = {
+    "not JSON": b"power=12",
+    "not UTF-8": b"\xff\xfe\x00",
+    "empty": b"",
+    "JSON list": b"[1, 2]",
+    "missing household": _reading(ts=T0, power_w=1.0),
+    "household a number": _reading(household=7, ts=T0, power_w=1.0),
+    "missing ts": _reading(household="h", power_w=1.0),
+    "ts a string": _reading(household="h", ts=str(T0), power_w=1.0),
+    "ts a float": _reading(household="h", ts=T0 + 0.5, power_w=1.0),
+    "ts in seconds": _reading(household="h", ts=T0 // 1000, power_w=1.0),
+    "ts far future": _reading(household="h", ts=4_102_444_800_000, power_w=1.0),
+    "power a string": _reading(household="h", ts=T0, power_w="1.0"),
+    "power NaN": b'{"household": "h", "ts": 1577142000000, "power_w": NaN}',
+    "power Infinity": b'{"household": "h", "ts": 1577142000000, "power_w": Infinity}',
+    "power negative": _reading(household="h", ts=T0, power_w=-3.0),
+    "power missing": _reading(household="h", ts=T0),
+}
+
+
+def _columns(**override):
+    payload = {"v": 2, "kind": "batch", "id": [1], "hh": ["h"], "ws": [T0], "we": [T0 + 5000], "avg": [1.5], "n": [2]}
+    payload.update(override)
+    return payload
+
+
+def _one_row():
+    return [(0, "h-0", T0, T0 + 5000, 100.0, 3)]
+
+
+V2_FRAMES = {
+    "garbage": (b"\x00\xffnot a frame at all", wire.R_BAD_FRAME),
+    "empty": (b"", wire.R_BAD_FRAME),
+    "truncated header": (wire.MAGIC + b"\x09edge", wire.R_BAD_FRAME),
+    "edge id with a bar": (wire.MAGIC + b"\x03a|b" + bytes(wire.TAG_BYTES) + b"\x80", wire.R_BAD_FRAME),
+    "unknown edge": (wire.batch_frame("edge-nobody", EDGE_SECRET, _one_row()), wire.R_UNKNOWN_EDGE),
+    "wrong secret": (wire.batch_frame(EDGE_ID, "not-the-secret", _one_row()), wire.R_BAD_TAG),
+    "wrong version": (wire.seal(EDGE_ID, EDGE_SECRET, {**_columns(), "v": 1}), wire.R_BAD_VERSION),
+    "body not msgpack": (wire.MAGIC + bytes([len(EDGE_ID)]) + EDGE_ID.encode()
+                         + wire._tag(EDGE_SECRET.encode(), EDGE_ID.encode(), b"\xc1\xc1") + b"\xc1\xc1",
+                         wire.R_BAD_BODY),
+    "body a list": (wire.seal(EDGE_ID, EDGE_SECRET, [1, 2]), wire.R_BAD_BODY),
+    "wrong kind": (wire.seal(EDGE_ID, EDGE_SECRET, _columns(kind="hb")), wire.R_BAD_BODY),
+    "missing column": (wire.seal(EDGE_ID, EDGE_SECRET, {k: v for k, v in _columns().items() if k != "avg"}),
+                       wire.R_BAD_BODY),
+    "string power": (wire.seal(EDGE_ID, EDGE_SECRET, _columns(avg=["12.5"])), wire.R_BAD_BODY),
+    "float id": (wire.seal(EDGE_ID, EDGE_SECRET, _columns(id=[1.0])), wire.R_BAD_BODY),
+    "columns of unequal length": (wire.seal(EDGE_ID, EDGE_SECRET, _columns(id=[1, 2])), wire.R_BAD_BODY),
+    "empty batch": (wire.batch_frame(EDGE_ID, EDGE_SECRET, []), wire.R_EMPTY),
+}
+
+V2_TUPLES = {
+    "nan": ((7, "h", T0, T0 + 5000, math.nan, 3), wire.R_NOT_FINITE),
+    "inf": ((7, "h", T0, T0 + 5000, math.inf, 3), wire.R_NOT_FINITE),
+    "negative power": ((7, "h", T0, T0 + 5000, -1.0, 3), wire.R_NEGATIVE),
+    "far future": ((7, "h", 4_102_444_800_000, 4_102_444_805_000, 1.0, 3), wire.R_FUTURE),
+    "end before start": ((7, "h", T0, T0 - 5000, 1.0, 3), wire.R_BAD_WINDOW),
+    "seconds not ms": ((7, "h", T0 // 1000, T0 // 1000 + 5, 1.0, 3), wire.R_BAD_WINDOW),
+    "no readings": ((7, "h", T0, T0 + 5000, 1.0, 0), wire.R_BAD_COUNT),
+    "empty household": ((7, "", T0, T0 + 5000, 1.0, 3), wire.R_BAD_HOUSEHOLD),
+}
+
+LEGACY_V1 = {
+    "not JSON": (b"average=3", b"ERROR: bad-body"),
+    "a JSON list": (b"[1, 2, 3]", b"ERROR: bad-body"),
+    "id a string": (b'{"id": "x", "node_id": "h", "average": 1}', b"ERROR: bad-body"),
+    "average NaN": (b'{"id": 1, "node_id": "h", "average": NaN}', b"ERROR: not-finite"),
+    "average negative": (b'{"id": 1, "node_id": "h", "average": -2.5}', b"ERROR: negative-power"),
+    "node_id missing": (b'{"id": 1, "average": 2.5}', b"ERROR: bad-household"),
+}
+
+CSV_LINES = {
+    "too few fields": ("2019-12-24 00:00:05,0,1,2", "expected 7 fields, found 4"),
+    "foreign date": ("24.12.2019 00:00:05,0,1,200,1,1,1", "bad date"),
+    "power a word": ("2019-12-24 00:00:05,0,1,lots,1,1,1", "bad power 'lots'"),
+    "power negative": ("2019-12-24 00:00:05,0,1,-5,1,1,1", "is not a non-negative number"),
+    "power nan": ("2019-12-24 00:00:05,0,1,nan,1,1,1", "is not a non-negative number"),
+    "time going back": ("2019-12-24 00:00:01,0,1,200,1,1,1", "does not come after the line before"),
+}
+
+GEM_HEADER = "household\ndate,timestamp,energy,power,power1,power2,power3\n"
+
+CSV_FILES = {
+    "empty file": ("", "expected the two header lines"),
+    "no model line": ("date,timestamp,energy,power,power1,power2,power3\n2019-12-24 00:00:01,0,1,2,3,4,5\n",
+                      "expected the two header lines"),
+    "headers only": (GEM_HEADER, "no readings after the two header lines"),
+}
+
+SIZE = sum(map(len, (KAFKA_MESSAGES, V2_FRAMES, V2_TUPLES, LEGACY_V1, CSV_LINES, CSV_FILES)))

@@ -1,0 +1,83 @@
+"""The whole bad-input corpus against one live pipeline, then a normal run: every case refused
+clearly, nothing stored from it, and every good window delivered once."""
+
+import pynng
+import pytest
+
+from cloud_app.postal import locate
+from edge_app.link import Heartbeat
+from edge_app.models import Status, WindowAggregate
+from edge_app.sender import Sender
+from fogsite.reconcile import reconcile
+from fogwire import protocol as wire
+from simulation.sources import DataError, read_csv
+from tests import corpus
+from tests.conftest import (EDGE_ID, EDGE_SECRET, CloudThread, ingest_to_end, produce, reading, wait_for,
+                            write_gem_csv)
+
+T0 = corpus.T0
+
+
+def test_it_holds_at_least_forty_cases():
+    assert corpus.SIZE >= 40
+
+
+@pytest.mark.django_db(transaction=True)
+def test_it_refuses_every_bad_input_then_delivers_a_normal_run(kafka_bootstrap, topic, redis_url, cloud_prefix,
+                                                               redis_client, tmp_path):
+    from zoneinfo import ZoneInfo
+
+    cloud = CloudThread(redis_url, cloud_prefix, {EDGE_ID: EDGE_SECRET}, legacy_edge="legacy").start()
+    try:
+        for name, (frame, reason) in corpus.V2_FRAMES.items():
+            with pytest.raises(wire.ProtocolError) as refused:
+                wire.read_reply(cloud.request(frame), EDGE_ID, EDGE_SECRET, 1)
+            assert refused.value.reason == reason, name
+        bad_rows = [row for row, _ in corpus.V2_TUPLES.values()]
+        bad_rows = [(1_000_000 + i,) + row[1:] for i, row in enumerate(bad_rows)]
+        codes, reasons = wire.read_reply(cloud.request(wire.batch_frame(EDGE_ID, EDGE_SECRET, bad_rows)),
+                                         EDGE_ID, EDGE_SECRET, len(bad_rows))
+        assert reasons == [reason for _, reason in corpus.V2_TUPLES.values()] and set(codes) == {""}
+        with pynng.Req0(dial=cloud.data_addr, recv_timeout=3000) as legacy:
+            for name, (request, reply) in corpus.LEGACY_V1.items():
+                legacy.send(request)
+                assert legacy.recv().startswith(reply), name
+        assert not redis_client.exists(f"{cloud_prefix}t:{EDGE_ID}")  # nothing of all that was stored
+        assert not redis_client.exists(f"{cloud_prefix}t:legacy")
+
+        for name, (line, message) in corpus.CSV_LINES.items():
+            path = write_gem_csv(tmp_path / f"{len(name)}-{name.replace(' ', '_')}.csv",
+                                 [("2019-12-24 00:00:01", 100), ("2019-12-24 00:00:03", 100)])
+            path.write_text(path.read_text() + line + "\n")
+            with pytest.raises(DataError, match=rf"{path.name}:5: .*{message}"):
+                read_csv(path, ZoneInfo("Europe/Berlin"))
+
+        # The normal run: good readings around every bad Kafka message, through ingest, sender and cloud.
+        messages = []
+        for i, bad in enumerate(corpus.KAFKA_MESSAGES.values()):
+            messages += [reading(f"house-{i % 3}", T0 + i * 5000, 100.0 + i), ("house-x", bad),
+                         reading(f"house-{i % 3}", T0 + i * 5000 + 2500, 300.0 + i)]
+        produce(kafka_bootstrap, topic, messages)
+        ingest = ingest_to_end(kafka_bootstrap, topic, edge_id=EDGE_ID)
+        assert ingest.totals["malformed"] == len(corpus.KAFKA_MESSAGES)
+        assert WindowAggregate.objects.count() == len(corpus.KAFKA_MESSAGES)
+
+        beat = Heartbeat(edge_id=EDGE_ID, secret=EDGE_SECRET, address=cloud.hb_addr, timeout_ms=300)
+        sender = Sender(edge_id=EDGE_ID, secret=EDGE_SECRET, address=cloud.data_addr)
+        try:
+            assert wait_for(beat.handle_one_beat, timeout=5, interval=0.1)
+            sender._link_checked = -1e9
+            while sender.handle_one_round():
+                pass
+        finally:
+            beat.close()
+            sender.close()
+    finally:
+        cloud.stop()
+
+    assert WindowAggregate.objects.exclude(status=Status.ACKED).count() == 0
+    for tuple_ in WindowAggregate.objects.all():
+        assert tuple_.average_w == 200.0 + (tuple_.window_start - T0) // 5000  # (100 + i + 300 + i) / 2
+        assert tuple_.postal_code == locate(tuple_.household)[0]
+    report = reconcile(EDGE_ID, redis_client, cloud_prefix)
+    assert report.ok(strict=True) and report.cloud_tuples == len(corpus.KAFKA_MESSAGES)
