@@ -56,9 +56,13 @@ class EdgeControl:
             time.sleep(0.2)
 
     def renew(self, loop, token):
+        """Extend our lock. A lock that lapsed during a slow step (an ACK timeout is as long as
+        the lock lives) is taken back if nobody else took it; False only if another copy holds it."""
         key = self.prefix + f"lock:{loop}"
         held = self.redis.get(key)
-        if held is None or held.decode() != token:
+        if held is None:
+            return bool(self.redis.set(key, token, nx=True, px=LOCK_TTL_MS))
+        if held.decode() != token:
             return False
         self.redis.pexpire(key, LOCK_TTL_MS)
         return True
