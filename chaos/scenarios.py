@@ -59,7 +59,7 @@ def sender_kill(p, services, options):
 
 
 def link_cut(p, services, options):
-    """No connection between edge and cloud for a while (a proxy the harness closes)."""
+    """No connection between edge and cloud for 30 s (--cut-seconds; a proxy the harness closes)."""
     _running(p)
     p.proxy_hb.cut()
     p.proxy_data.cut()

@@ -105,6 +105,9 @@ class Ingestor:
             bootstrap_servers=self.bootstrap, group_id=f"edge-{self.edge_id}", client_id=f"edge-{self.edge_id}",
             enable_auto_commit=False, auto_offset_reset="earliest", max_poll_records=MAX_POLL_RECORDS,
             fetch_max_bytes=64 * 1024 * 1024, max_partition_fetch_bytes=16 * 1024 * 1024, fetch_max_wait_ms=100,
+            # Reconnect within a second once a restarted broker is back (the default backoff
+            # grows to 30 s, a long stall after a short outage).
+            reconnect_backoff_max_ms=1000,
         )
         deadline = time.monotonic() + wait_seconds
         partitions = self.consumer.partitions_for_topic(self.topic)

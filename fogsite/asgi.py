@@ -3,11 +3,12 @@
 import gc
 import os
 
-from django.core.asgi import get_asgi_application
-
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "fogsite.settings")
+
+from fogsite.http import get_one_hop_asgi_application  # noqa: E402
+
 # Django must be set up before anything imports models (the consumers do).
-django_asgi_app = get_asgi_application()
+django_asgi_app = get_one_hop_asgi_application()
 
 from channels.auth import AuthMiddlewareStack  # noqa: E402
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
@@ -25,5 +26,5 @@ application = ProtocolTypeRouter(
 # Everything built so far (modules, settings, URL and middleware objects)
 # lives as long as the process. Freezing it keeps the collector's full passes
 # from walking it: those passes stalled requests by up to 60 ms (bench api:
-# /api/states/ p99 72 ms -> 25 ms with 8 clients on one process).
+# /api/states/ p99 72 ms -> 25 ms with 8 clients on one daphne process).
 gc.freeze()

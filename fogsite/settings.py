@@ -74,7 +74,6 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
-    "fogsite.middleware.SyncChain",  # keep last: see its docstring
 ]
 
 ROOT_URLCONF = "fogsite.urls"

@@ -34,7 +34,9 @@ class ConfluentProducer:
         self.topic = topic
         self.sent = self.failed = 0
         self.first_error = None
-        config = {"bootstrap.servers": bootstrap, "socket.connection.setup.timeout.ms": CONNECT_TIMEOUT_S * 1000}
+        # A restarted broker is retried within a second (librdkafka's default backoff grows to 10 s).
+        config = {"bootstrap.servers": bootstrap, "socket.connection.setup.timeout.ms": CONNECT_TIMEOUT_S * 1000,
+                  "reconnect.backoff.max.ms": 1000}
         admin = AdminClient({**config, "log_level": 0, "logger": _quiet})
         try:
             metadata = admin.list_topics(timeout=CONNECT_TIMEOUT_S)

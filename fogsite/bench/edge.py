@@ -75,7 +75,7 @@ def run_ingest(readings=500_000, households=1000, baseline_readings=20_000, out=
     try:
         out(f"ingest: producing {readings:,} readings of {households:,} households to {topic}")
         producer = KafkaProducer(bootstrap_servers=settings.FOG_KAFKA_BOOTSTRAP, linger_ms=20,
-                                 batch_size=1024 * 1024, acks=1)
+                                 batch_size=1024 * 1024, acks="all")
         for i in range(readings):
             h = i % households
             ts = T0 + (i // households) * 2000

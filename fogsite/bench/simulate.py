@@ -38,15 +38,17 @@ def _baseline(readings):
     return readings / (time.perf_counter() - started)
 
 
-def run_simulate(households=(10_000,), until=60, baseline_readings=2000, out=print):
+def run_simulate(households=(10_000,), until=60, baseline_readings=2000, client="confluent", out=print):
     base = _baseline(baseline_readings)
     figures = []
     for count in households:
-        out(f"simulate: {count:,} synthetic households, {until} simulated seconds at a 2 s step, --speed max")
-        match, rss = _simulation(["--households", str(count), "--until", str(until),
+        out(f"simulate: {count:,} synthetic households, {until} simulated seconds at a 2 s step, --speed max, "
+            f"{client} client")
+        match, rss = _simulation(["--households", str(count), "--until", str(until), "--client", client,
                                   "--topic", f"bench-sim-{uuid.uuid4().hex[:8]}"])
         rate = float(match.group(4).replace(",", ""))
-        figures.append(Figure(f"simulate {count:,} households", rate, "readings/s", base, ">= 100,000 readings/s",
+        label = "" if client == "confluent" else f" ({client})"
+        figures.append(Figure(f"simulate {count:,} households{label}", rate, "readings/s", base, ">= 100,000 readings/s",
                               {"readings": int(match.group(1)), "peak RSS MiB": rss, "us/reading": round(1e6 / rate, 2)}))
     return figures
 
