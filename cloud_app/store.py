@@ -24,7 +24,7 @@ caller replies to the edge only after that.
 import time
 from dataclasses import dataclass
 
-from cloud_app.postal import STATES, locate
+from cloud_app.postal import locate
 
 RECENT_MAX = 200
 DEFAULT_PREFIX = "fog:"

@@ -8,7 +8,6 @@ and the collector, if asked for, keeps a compact summary.
 """
 
 import json
-import time
 
 import mosaik_api_v3
 

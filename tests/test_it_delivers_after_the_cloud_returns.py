@@ -1,6 +1,5 @@
 """The link goes down with the cloud, the backlog waits, and everything is delivered once when it returns."""
 
-import threading
 
 import pynng
 import pytest
@@ -102,7 +101,7 @@ def test_it_sends_again_what_got_no_reply(edge, ports, redis_url, cloud_prefix, 
     hb, data = ports
     add_tuples(300)
     EdgeStatus.objects.filter(edge_id=EDGE_ID).update(connected=True)
-    with pynng.Rep0(listen=f"tcp://127.0.0.1:{data}") as black_hole:  # takes requests, never answers
+    with pynng.Rep0(listen=f"tcp://127.0.0.1:{data}"):  # takes requests, never answers
         assert fresh(sender).handle_one_round() == 0
     tuples = WindowAggregate.objects.all()
     assert {t.status for t in tuples} == {Status.PENDING} and {t.attempts for t in tuples} == {1}

@@ -4,7 +4,7 @@ import time
 
 import pytest
 
-from tests.conftest import GEM_HEADER, consume_all, run_manage, write_gem_csv
+from tests.conftest import consume_all, run_manage, write_gem_csv
 
 
 def _run(*args):

@@ -6,7 +6,6 @@ import time
 from pathlib import Path
 
 import pynng
-import pytest
 
 from fogsite.localservices import Paths, Redis
 from fogwire import protocol as wire
