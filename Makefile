@@ -4,6 +4,7 @@ SHELL := /bin/bash
 PY := .venv/bin/python
 MANAGE := $(PY) manage.py
 WEB_PORT ?= 8000
+REPEAT ?= 3
 
 .PHONY: bootstrap system venv node services services-stop services-status migrate demo test chaos bench check clean-var
 
@@ -51,9 +52,9 @@ test: bootstrap
 bench: bootstrap
 	$(MANAGE) bench all --write docs/BENCHMARKS.md
 
-# The fault matrix, every scenario three times; writes docs/RELIABILITY.md.
+# The fault matrix, every scenario REPEAT times (default 3); writes docs/RELIABILITY.md.
 chaos: bootstrap
-	$(MANAGE) chaos --repeat 3 --write docs/RELIABILITY.md
+	$(MANAGE) chaos --repeat $(REPEAT) --write docs/RELIABILITY.md
 
 clean-var: services-stop
 	rm -rf var

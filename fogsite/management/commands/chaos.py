@@ -43,9 +43,9 @@ class Command(BaseCommand):
         finally:
             services.down()
         if options["write"]:
-            command = "make chaos" if not options["scenario"] and options["repeat"] == 3 else \
-                "python manage.py chaos " + " ".join(
-                    [f"--repeat {options['repeat']}"] + [f"--scenario {n}" for n in options["scenario"] or []])
+            command = (f"make chaos REPEAT={options['repeat']}" if not options["scenario"] else
+                       "python manage.py chaos " + " ".join(
+                           [f"--repeat {options['repeat']}"] + [f"--scenario {n}" for n in options["scenario"]]))
             Path(options["write"]).parent.mkdir(parents=True, exist_ok=True)
             Path(options["write"]).write_text(markdown(outcomes, command, run_options))
             self.stdout.write(f"chaos: wrote {options['write']}")
