@@ -25,6 +25,7 @@ log = logging.getLogger("fog.edge")
 ROOT = Path(__file__).resolve().parent.parent
 SLICE = 0.25
 STOP_SECONDS = 4.5
+CHECK_SECONDS = 0.5
 LAPSE_CHECKS = 3  # a loop with no lock for this many checks in a row (not queued) is enqueued again
 
 
@@ -109,6 +110,7 @@ class Supervisor:
         for number, proc in list(self.workers.items()):
             if proc.poll() is not None and not (burst and proc.returncode == 0):
                 log.warning("edge worker %d exited with code %s; starting it again", number, proc.returncode)
+                self._take_over(proc.pid)
                 self.workers[number] = self._start_worker(number)
             elif proc.poll() is not None and burst and not all(self.control.done(loop) for loop in LOOPS):
                 self.workers[number] = self._start_worker(number)  # a burst worker left before the work was done
@@ -123,12 +125,22 @@ class Supervisor:
                 self.lapsed[loop] = 0
         return False
 
+    def _take_over(self, dead_pid):
+        """A worker we started has died: free the locks it held and enqueue its loops at once,
+        rather than waiting for the locks to lapse (3 s) and the lapse checks (3 s)."""
+        for loop in LOOPS:
+            if self.control.holder_pid(loop) == dead_pid:
+                self.control.redis.delete(self.control.prefix + f"lock:{loop}")
+                log.warning("%s loop of edge %s died with its worker; enqueueing it again", loop, settings.FOG_EDGE_ID)
+                self.jobs[loop] = enqueue(loop, self.options, attempt=dead_pid)
+                self.lapsed[loop] = 0
+
     def run(self, timeout=None):
         started = time.monotonic()
         completed = False
         last_check = 0.0
         while not self.stop_flag():
-            if time.monotonic() - last_check >= 1.0:
+            if time.monotonic() - last_check >= CHECK_SECONDS:
                 last_check = time.monotonic()
                 if self.handle_one_check():
                     completed = True
