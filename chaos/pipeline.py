@@ -212,19 +212,19 @@ class Pipeline:
         with sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=30) as db:
             return db.execute(sql).fetchall()
 
-    def wait_recovered(self, threshold, new_windows, timeout=240):
-        """Seconds from now until the pipeline works again: something stored after this moment is
-        acknowledged (a new window, or with `new_windows` False any further ACK), and the backlog
-        (PENDING + SENT) is back to what is normally in flight."""
+    def wait_recovered(self, threshold, timeout=240):
+        """Seconds from now until the pipeline works again and the backlog (PENDING + SENT) is back
+        to what is normally in flight. Working again: a window stored after this moment has been
+        acknowledged; or, if none has been stored since (the stream ended during the fault, or
+        there is none), acknowledgements have resumed."""
         started = time.monotonic()
         last_id = self._query("select coalesce(max(id), 0) from edge_app_windowaggregate")
         acked = self.counts().get(2, 0)
         while time.monotonic() - started < timeout:
             counts = self.counts()
-            if new_windows:
-                moving = self._query(f"select count(*) from edge_app_windowaggregate where id > {last_id} and status = 2")
-            else:
-                moving = counts.get(2, 0) > acked
+            new, new_acked = self.rows("select count(*), coalesce(sum(status = 2), 0) from edge_app_windowaggregate "
+                                       f"where id > {last_id}")[0]
+            moving = new_acked > 0 if new else counts.get(2, 0) > acked
             if moving and counts.get(0, 0) + counts.get(1, 0) <= threshold:
                 return time.monotonic() - started
             time.sleep(0.1)

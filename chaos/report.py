@@ -38,8 +38,8 @@ def markdown(outcomes, command, options):
                      f"{sum(o.lost for o in done)} | {sum(o.duplicated for o in done)} | {slowest} |")
     lines += [
         "",
-        "Recovery: seconds from lifting the fault until a window stored after it is acknowledged (for the",
-        "backlog restart: until acknowledgements resume) and the backlog is back to what is normally in flight",
+        "Recovery: seconds from lifting the fault until a window stored after it is acknowledged (if none was",
+        "stored after it, until acknowledgements resume) and the backlog is back to what is normally in flight",
         "(at most 2,000 tuples).",
         "",
         "Reproduce:",

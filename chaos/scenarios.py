@@ -120,8 +120,7 @@ def run_scenario(name, services, edge_redis_url, options=None, out=print):
     keep_logs = False
     try:
         SCENARIOS[name](pipeline, services, options)
-        caught_up = pipeline.wait_recovered(CAUGHT_UP, new_windows=not backlog,
-                                            timeout=options.get("quiet_timeout", 240))
+        caught_up = pipeline.wait_recovered(CAUGHT_UP, timeout=options.get("quiet_timeout", 240))
         quiet = pipeline.wait_quiet(expected, timeout=options.get("quiet_timeout", 240))
         recovery = None if quiet is None or caught_up is None else round(caught_up, 2)
         report = pipeline.reconcile()

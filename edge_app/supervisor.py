@@ -108,12 +108,14 @@ class Supervisor:
         if burst and all(self.control.done(loop) for loop in LOOPS):
             return True
         for number, proc in list(self.workers.items()):
-            if proc.poll() is not None and not (burst and proc.returncode == 0):
-                log.warning("edge worker %d exited with code %s; starting it again", number, proc.returncode)
-                self._take_over(proc.pid)
-                self.workers[number] = self._start_worker(number)
-            elif proc.poll() is not None and burst and not all(self.control.done(loop) for loop in LOOPS):
-                self.workers[number] = self._start_worker(number)  # a burst worker left before the work was done
+            if proc.poll() is None:
+                continue
+            if burst and proc.returncode == 0:
+                del self.workers[number]  # its loop is done and the queue empty: a burst worker leaves
+                continue
+            log.warning("edge worker %d exited with code %s; starting it again", number, proc.returncode)
+            self._take_over(proc.pid)
+            self.workers[number] = self._start_worker(number)
         for loop in LOOPS:
             if self.control.running(loop) or (burst and self.control.done(loop)) or _queued(self.jobs.get(loop)):
                 self.lapsed[loop] = 0
@@ -123,6 +125,11 @@ class Supervisor:
                 log.warning("%s loop of edge %s is not running; enqueueing it again", loop, settings.FOG_EDGE_ID)
                 self.jobs[loop] = enqueue(loop, self.options, attempt=self.lapsed[loop])
                 self.lapsed[loop] = 0
+        if burst:  # every loop still to finish needs a live worker (they leave once theirs is done)
+            unfinished = sum(1 for loop in LOOPS if not self.control.done(loop))
+            for _ in range(unfinished - len(self.workers)):
+                number = max(self.workers, default=-1) + 1
+                self.workers[number] = self._start_worker(number)
         return False
 
     def _take_over(self, dead_pid):

@@ -1,4 +1,5 @@
 import logging
+import signal
 from pathlib import Path
 
 from django.conf import settings
@@ -28,6 +29,7 @@ class Command(BaseCommand):
 
     def handle(self, *args, **options):
         logging.getLogger("fog").setLevel(logging.WARNING)
+        signal.signal(signal.SIGTERM, _interrupt)  # like Ctrl-C: the finally below stops our services
         names = options["scenario"] or list(SCENARIOS)
         run_options = {"cut_seconds": options["cut_seconds"], "households": options["households"],
                        "until": options["until"], "speed": options["speed"]}
@@ -53,3 +55,7 @@ class Command(BaseCommand):
         if failed:
             raise CommandError(f"{len(failed)} of {len(outcomes)} runs lost or duplicated windows, or did not recover")
         self.stdout.write(f"chaos: {len(outcomes)} runs, 0 lost, 0 duplicated")
+
+
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt
