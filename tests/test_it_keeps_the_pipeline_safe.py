@@ -27,7 +27,7 @@ def _listening(port):
 
 
 def test_it_keeps_debug_off_unless_asked():
-    show = ["shell", "-c", "from django.conf import settings; print(settings.DEBUG)"]
+    show = ["shell", "--no-imports", "-c", "from django.conf import settings; print(settings.DEBUG)"]
     assert run_manage(*show).stdout.strip() == "False"
     assert run_manage(*show, env={"DJANGO_DEBUG": "1"}).stdout.strip() == "True"
 
