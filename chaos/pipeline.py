@@ -10,13 +10,16 @@ import json
 import os
 import shutil
 import signal
+import socket
 import sqlite3
 import subprocess
 import sys
 import tempfile
 import time
 import uuid
+from datetime import datetime
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 from chaos.proxy import Proxy
 from fogsite.bench.common import free_port
@@ -74,8 +77,6 @@ def _free_pair():
     while True:
         port = free_port()
         try:
-            import socket
-
             with socket.socket() as sock:
                 sock.bind(("127.0.0.1", port + 1))
             return port
@@ -175,9 +176,6 @@ class Pipeline:
 
     def expected_windows(self):
         """What the simulation must produce: its households x the 5 s windows its readings fall in."""
-        from datetime import datetime
-        from zoneinfo import ZoneInfo
-
         start = int(datetime(2019, 12, 24, tzinfo=ZoneInfo("Europe/Berlin")).timestamp() * 1000)
         return self.households * len({(start + t * 1000) // 5000 for t in range(0, self.until, 2)})
 

@@ -6,6 +6,7 @@ import signal
 
 import redis.asyncio as aioredis
 import redis.exceptions
+from channels.layers import get_channel_layer
 from django.conf import settings
 
 from cloud_app.server import CloudServer
@@ -32,12 +33,6 @@ def edge_secrets():
     return pairs
 
 
-def channel_layer_or_none():
-    from channels.layers import get_channel_layer
-
-    return get_channel_layer()
-
-
 async def run_cloud(*, bind, heartbeat_port, data_port, workers=8, allow_volatile=False, legacy_edge=None,
                     until=None, redis_url=None, key_prefix=None, publish=True):
     """Serve until SIGINT/SIGTERM (or `until` seconds). Raises CloudStartError for known start-up faults."""
@@ -56,7 +51,7 @@ async def run_cloud(*, bind, heartbeat_port, data_port, workers=8, allow_volatil
         if problem:
             log.warning("running on a volatile Redis (--allow-volatile): %s", problem)
         server = CloudServer(store, secrets, window_seconds=settings.FOG_WINDOW_SECONDS, legacy_edge=legacy_edge,
-                             channel_layer=channel_layer_or_none() if publish else None)
+                             channel_layer=get_channel_layer() if publish else None)
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGINT, signal.SIGTERM):

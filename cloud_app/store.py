@@ -168,6 +168,18 @@ class Keys:
         return f"{self.prefix}acks:{edge}:{second}"
 
 
+def delete_prefix(client, prefix):
+    """Remove every key under `prefix` (a test's or a benchmark's), a thousand at a time."""
+    batch = []
+    for key in client.scan_iter(match=f"{prefix}*", count=1000):
+        batch.append(key)
+        if len(batch) >= 1000:
+            client.unlink(*batch)
+            batch.clear()
+    if batch:
+        client.unlink(*batch)
+
+
 class CloudStore:
     """Writes batches and heartbeats into the cloud Redis (an asyncio client)."""
 

@@ -268,9 +268,14 @@ def read_reply(frame, edge_id, secret, expected):
         payload = msgpack.unpackb(body, raw=False)
     except Exception:
         raise ProtocolError(R_BAD_BODY, "reply body is not MessagePack") from None
-    if isinstance(payload, dict) and payload.get("kind") == KIND_ERROR:
+    if not isinstance(payload, dict):
+        raise ProtocolError(R_BAD_BODY, f"reply body is a {type(payload).__name__}, not a map")
+    if payload.get("kind") == KIND_ERROR:
         raise ProtocolError(str(payload.get("reason")), f"cloud refused the request: {payload.get('detail')}")
-    _, payload = open_frame(frame, lambda e: secret if e == edge_id else None)
+    if edge != edge_id or not hmac.compare_digest(tag, _tag(_secret_bytes(secret), edge.encode(), body)):
+        raise ProtocolError(R_BAD_TAG, f"reply is not tagged with edge {edge_id!r}'s secret")
+    if payload.get("v") != VERSION:
+        raise ProtocolError(R_BAD_VERSION, f"reply has protocol version {payload.get('v')!r}")
     codes, reasons = payload.get("plz"), payload.get("why")
     if not (isinstance(codes, list) and isinstance(reasons, list) and len(codes) == len(reasons) == expected):
         raise ProtocolError(R_BAD_BODY, f"reply does not list {expected} tuples")

@@ -8,6 +8,7 @@ and the collector, if asked for, keeps a compact summary.
 """
 
 import json
+from datetime import datetime
 
 import mosaik_api_v3
 
@@ -92,8 +93,6 @@ def _local_minute(ts_ms, zone):
     key = ts_ms // 60000
     minute = _minute_cache.get(key)
     if minute is None:
-        from datetime import datetime
-
         local = datetime.fromtimestamp(ts_ms / 1000, tz=zone)
         minute = _minute_cache[key] = local.hour * 60 + local.minute
         if len(_minute_cache) > 100_000:

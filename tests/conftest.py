@@ -171,11 +171,9 @@ def _free_port():
 def cloud_prefix(redis_url):
     prefix = f"test:{uuid.uuid4().hex[:8]}:"
     yield prefix
-    client = redis_lib.Redis.from_url(redis_url)
-    keys = list(client.scan_iter(match=f"{prefix}*", count=1000))
-    for i in range(0, len(keys), 1000):
-        client.unlink(*keys[i:i + 1000])
-    client.close()
+    from fogsite.bench.common import delete_prefix
+
+    delete_prefix(redis_url, prefix)
 
 
 @pytest.fixture

@@ -14,7 +14,7 @@ import redis.asyncio as aioredis
 from django.conf import settings
 
 from cloud_app.store import CloudStore, Keys
-from fogsite.bench.common import ROOT, Figure, delete_prefix, free_port, stop, wait_until
+from fogsite.bench.common import ROOT, Figure, delete_prefix, free_port, percentile, stop, wait_until
 from fogsite.localservices import port_open
 
 T0 = 1_577_142_000_000
@@ -49,10 +49,6 @@ def naive_states(prefix):
     return sums
 
 
-def _percentile(values, share):
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(share * len(ordered)))]
-
 
 def run(tuples=1_000_000, households=10_000, clients=8, requests=250, baseline_calls=2, out=print):
     prefix = f"bench:{uuid.uuid4().hex[:8]}:"
@@ -80,7 +76,7 @@ def run(tuples=1_000_000, households=10_000, clients=8, requests=250, baseline_c
             began = time.perf_counter()
             naive_states(prefix)
             scans.append((time.perf_counter() - began) * 1000)
-        p50, p99 = _percentile(latencies, 0.50), _percentile(latencies, 0.99)
+        p50, p99 = percentile(latencies, 0.50), percentile(latencies, 0.99)
         return [Figure("api /api/states/ p99", p99, "ms", None, "<= 20 ms",
                        {"p50 ms": round(p50, 2), "requests/s": round(len(latencies) / result["seconds"]),
                         "tuples": tuples, "naive scan ms/call": round(statistics.median(scans), 1),

@@ -11,6 +11,8 @@ from pathlib import Path
 
 import redis as redis_lib
 
+from cloud_app import store
+
 ROOT = Path(__file__).resolve().parent.parent.parent
 
 
@@ -48,6 +50,11 @@ def machine():
 
     memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
     return f"{os.cpu_count()} cores, {memory:.0f} GiB, Python {platform.python_version()}"
+
+
+def percentile(values, share):
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(share * len(ordered)))]
 
 
 def free_port():
@@ -94,12 +101,7 @@ def wait_until(predicate, timeout, what):
 
 def delete_prefix(url, prefix):
     client = redis_lib.Redis.from_url(url)
-    batch = []
-    for key in client.scan_iter(match=f"{prefix}*", count=1000):
-        batch.append(key)
-        if len(batch) >= 1000:
-            client.unlink(*batch)
-            batch.clear()
-    if batch:
-        client.unlink(*batch)
-    client.close()
+    try:
+        store.delete_prefix(client, prefix)
+    finally:
+        client.close()

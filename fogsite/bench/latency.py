@@ -7,16 +7,12 @@ from types import SimpleNamespace
 from django.conf import settings
 
 from chaos.pipeline import Pipeline
-from fogsite.bench.common import Figure
+from fogsite.bench.common import Figure, percentile
 
 
 def _ms(text):
     return datetime.fromisoformat(text).timestamp() * 1000
 
-
-def _percentile(values, share):
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(share * len(ordered)))]
 
 
 def run(households=1000, seconds=60, out=print):
@@ -38,6 +34,6 @@ def run(households=1000, seconds=60, out=print):
     if not rows:
         raise RuntimeError("no window was acknowledged")
     latencies = [_ms(acked) - _ms(created) for created, acked in rows]
-    return [Figure("latency stored -> ACK p99", _percentile(latencies, 0.99), "ms", None, "p99 <= 100 ms",
-                   {"p50 ms": round(_percentile(latencies, 0.5), 1), "max ms": round(max(latencies), 1),
+    return [Figure("latency stored -> ACK p99", percentile(latencies, 0.99), "ms", None, "p99 <= 100 ms",
+                   {"p50 ms": round(percentile(latencies, 0.5), 1), "max ms": round(max(latencies), 1),
                     "windows": len(rows)})]
