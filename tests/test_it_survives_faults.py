@@ -5,8 +5,8 @@ from pathlib import Path
 import pytest
 from django.conf import settings
 
-from chaos.pipeline import ChaosServices
-from chaos.scenarios import SCENARIOS, run_scenario
+from tooling.chaos.pipeline import ChaosServices
+from tooling.chaos.scenarios import SCENARIOS, run_scenario
 from fogsite.management.commands.chaos import EDGE_REDIS_DB
 
 
