@@ -31,7 +31,9 @@ def check_pipeline_settings(app_configs, **kwargs):
                 id="fog.E001",
             )
         )
-    if _redis_target(settings.FOG_EDGE_REDIS_URL) == _redis_target(settings.FOG_CLOUD_REDIS_URL):
+    # Only a host running both sides uses both Redis URLs (FOG_ROLE=all).
+    if settings.FOG_ROLE == "all" and _redis_target(settings.FOG_EDGE_REDIS_URL) == _redis_target(
+            settings.FOG_CLOUD_REDIS_URL):
         errors.append(
             Error(
                 "FOG_EDGE_REDIS_URL and FOG_CLOUD_REDIS_URL name the same Redis database.",

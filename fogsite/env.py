@@ -85,3 +85,27 @@ def env_hostport(name, default):
         if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
             raise ImproperlyConfigured(f"{name}={value!r}: expected host:port[,host:port...]")
     return value
+
+
+def env_choice(name, default, choices):
+    """One word out of `choices`."""
+    value = env_str(name, default).lower()
+    if value not in choices:
+        raise ImproperlyConfigured(f"{name}={value!r}: expected one of {', '.join(choices)}")
+    return value
+
+
+def env_endpoints(name, default, default_ports, port_names):
+    """A comma-separated list of `host` or `host:port:port` (e.g. the cloud replicas' heartbeat and data
+    ports) as (host, port, port) tuples; a bare host takes `default_ports`."""
+    value = env_str(name, default)
+    endpoints = []
+    for part in (p.strip() for p in value.split(",")):
+        fields = part.split(":")
+        ports = fields[1:] if len(fields) == 1 + len(default_ports) else None
+        if not fields[0] or len(fields) != 1 and (ports is None or not all(
+                p.isdigit() and 0 < int(p) < 65536 for p in ports)):
+            raise ImproperlyConfigured(
+                f"{name}={value!r}: {part!r} is not host or host:{':'.join(port_names)}")
+        endpoints.append((fields[0], *(tuple(int(p) for p in ports) if ports else default_ports)))
+    return endpoints

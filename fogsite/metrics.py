@@ -1,15 +1,22 @@
-"""/metrics in the Prometheus text format: the edge's and the cloud's figures side by side."""
+"""/metrics in the Prometheus text format: the figures of the side(s) this host serves (FOG_ROLE).
 
+An edge host reads only its database, a cloud host only its Redis; with FOG_ROLE=all both, side by side.
+"""
+
+from django.conf import settings
 from django.http import HttpResponse
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
-
-from cloud_app.api import reader
-from cloud_app.metrics import CloudCollector
-from edge_app.metrics import EdgeCollector
 
 
 def metrics(request):
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(EdgeCollector())
-    registry.register(CloudCollector(reader()))
+    if settings.FOG_SERVES_EDGE:
+        from edge_app.metrics import EdgeCollector
+
+        registry.register(EdgeCollector())
+    if settings.FOG_SERVES_CLOUD:
+        from cloud_app.api import reader
+        from cloud_app.metrics import CloudCollector
+
+        registry.register(CloudCollector(reader()))
     return HttpResponse(generate_latest(registry), content_type=CONTENT_TYPE_LATEST)

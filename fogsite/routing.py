@@ -1,5 +1,9 @@
-"""Websocket URL routes, gathered from the apps that serve websockets."""
+"""Websocket URL routes, gathered from the apps this host serves (FOG_ROLE): only the cloud has any."""
 
-from cloud_app.routing import websocket_urlpatterns as cloud_routes
+from django.conf import settings
 
-websocket_urlpatterns = [*cloud_routes]
+websocket_urlpatterns = []
+if settings.FOG_SERVES_CLOUD:
+    from cloud_app.routing import websocket_urlpatterns as cloud_routes
+
+    websocket_urlpatterns += cloud_routes

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import dj_database_url
 
-from fogsite.env import env_bool, env_float, env_hostport, env_int, env_list, env_str, env_url
+from fogsite.env import env_bool, env_choice, env_endpoints, env_float, env_hostport, env_int, env_list, env_str, env_url
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 VAR_DIR = Path(env_str("FOG_VAR_DIR", str(BASE_DIR / "var")))
@@ -22,6 +22,13 @@ DEBUG = env_bool("DJANGO_DEBUG", False)
 ALLOWED_HOSTS = env_list("DJANGO_ALLOWED_HOSTS", ["localhost", "127.0.0.1", "[::1]"])
 
 # --- the pipeline ---------------------------------------------------------
+# Which side this host's web process serves. An edge host serves the admin, the edge's health page
+# and metrics; a cloud host the dashboard, API, websocket and the cloud's metrics. Neither opens
+# the other's store, so the two can run on machines that cannot reach each other's.
+FOG_ROLES = ("all", "edge", "cloud")
+FOG_ROLE = env_choice("FOG_ROLE", "all", FOG_ROLES)
+FOG_SERVES_EDGE = FOG_ROLE in ("all", "edge")
+FOG_SERVES_CLOUD = FOG_ROLE in ("all", "cloud")
 FOG_KAFKA_BOOTSTRAP = env_hostport("FOG_KAFKA_BOOTSTRAP", "127.0.0.1:9092")
 FOG_TOPIC = env_str("FOG_TOPIC", "power")
 FOG_EDGE_REDIS_URL = env_url("FOG_EDGE_REDIS_URL", "redis://127.0.0.1:6379/0", schemes=("redis", "rediss", "unix"))
@@ -40,6 +47,9 @@ FOG_CLOUD_HOST = env_str("FOG_CLOUD_HOST", "127.0.0.1")
 FOG_CLOUD_BIND = env_str("FOG_CLOUD_BIND", "127.0.0.1")
 FOG_HEARTBEAT_PORT = env_int("FOG_HEARTBEAT_PORT", 63270, minimum=1, maximum=65535)
 FOG_DATA_PORT = env_int("FOG_DATA_PORT", 63271, minimum=1, maximum=65535)
+# The cloud replicas the edge dials: `host` (the ports above) or `host:heartbeat_port:data_port`, comma-separated.
+FOG_CLOUD_ENDPOINTS = env_endpoints("FOG_CLOUD_HOST", "127.0.0.1", (FOG_HEARTBEAT_PORT, FOG_DATA_PORT),
+                                    ("heartbeat_port", "data_port"))
 FOG_WINDOW_SECONDS = env_int("FOG_WINDOW_SECONDS", 5, minimum=1, maximum=3600)
 FOG_GRACE_SECONDS = env_float("FOG_GRACE_SECONDS", 2.0, minimum=0)
 FOG_EDGE_RETENTION_DAYS = env_int("FOG_EDGE_RETENTION_DAYS", 7, minimum=1)

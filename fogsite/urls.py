@@ -1,10 +1,16 @@
+"""The web process's routes, by FOG_ROLE: an edge host serves the admin and the edge's health page,
+a cloud host the dashboard and the API; both serve /metrics for their own side (fogsite.metrics)."""
+
+from django.conf import settings
 from django.contrib import admin
 from django.urls import include, path
 
 from fogsite.metrics import metrics
 
-urlpatterns = [
-    path("", include("cloud_app.urls")),
-    path("metrics", metrics, name="metrics"),
-    path("admin/", admin.site.urls),
-]
+urlpatterns = [path("metrics", metrics, name="metrics")]
+if settings.FOG_SERVES_EDGE:
+    from edge_app.views import health
+
+    urlpatterns += [path("admin/", admin.site.urls), path("edge/health", health, name="edge-health")]
+if settings.FOG_SERVES_CLOUD:
+    urlpatterns.append(path("", include("cloud_app.urls")))
