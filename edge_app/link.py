@@ -18,11 +18,16 @@ DOWN_AFTER = 2
 BEAT_TIMEOUT_MS = 800
 
 
-def req_socket(address, timeout_ms):
-    """A Req socket that dials in the background and keeps redialling quickly."""
+def req_socket(addresses, timeout_ms):
+    """A Req socket that dials every cloud replica in the background and keeps redialling quickly.
+
+    nng's Req socket spreads requests over the pipes it has and drops a dead replica's pipe, so
+    one socket with one dial per replica is the whole load balancing and failover.
+    """
     sock = pynng.Req0(recv_timeout=timeout_ms, send_timeout=timeout_ms, recv_max_size=0,
                       reconnect_time_min=100, reconnect_time_max=1000)
-    sock.dial(address, block=False)
+    for address in addresses.split(","):
+        sock.dial(address, block=False)
     return sock
 
 

@@ -21,6 +21,7 @@ QUEUE = "edge"
 LOCK_TTL_MS = 3000
 RENEW_SECONDS = 1.0
 STOP_CHECK_SECONDS = 0.5
+HEARTBEAT, DATA = 1, 2  # places of the ports in a FOG_CLOUD_ENDPOINTS entry
 IDLE_SLEEP = {"ingest": 0.0, "sender": 0.05, "heartbeat": 1.0}  # seconds between steps that did nothing
 
 
@@ -87,8 +88,9 @@ class EdgeControl:
         return bool(self.redis.exists(self.prefix + f"done:{loop}"))
 
 
-def cloud_address(port):
-    return f"tcp://{settings.FOG_CLOUD_HOST}:{port}"
+def cloud_address(port_index):
+    """Every cloud replica's heartbeat (1) or data (2) address, comma-separated (FOG_CLOUD_HOST)."""
+    return ",".join(f"tcp://{endpoint[0]}:{endpoint[port_index]}" for endpoint in settings.FOG_CLOUD_ENDPOINTS)
 
 
 class IngestStep:
@@ -121,7 +123,7 @@ class SenderStep:
         from edge_app.sender import Sender
 
         self.sender = Sender(edge_id=settings.FOG_EDGE_ID, secret=settings.FOG_EDGE_SECRET,
-                             address=cloud_address(settings.FOG_DATA_PORT), batch=options.get("batch", 1000),
+                             address=cloud_address(DATA), batch=options.get("batch", 1000),
                              in_flight=options.get("in_flight", 4))
         requeued = self.sender.requeue_sent()
         if requeued:
@@ -146,7 +148,7 @@ class HeartbeatStep:
         from edge_app.link import Heartbeat
 
         self.beat = Heartbeat(edge_id=settings.FOG_EDGE_ID, secret=settings.FOG_EDGE_SECRET,
-                              address=cloud_address(settings.FOG_HEARTBEAT_PORT))
+                              address=cloud_address(HEARTBEAT))
         self.next_retention = 0.0
 
     def step(self):
