@@ -1,0 +1,60 @@
+"""Three edges, each with its own id, secret, database, topic and queue, deliver into one cloud: real
+`runedge --burst` children into a real `runcloud`. Every window of every edge arrives exactly once, and
+the API and the dashboard's first message show each edge."""
+
+import pytest
+
+from tooling.fleet import T0_MS, Fleet
+
+HOUSEHOLDS, SECONDS = 12, 150  # 360 windows an edge; T0_MS starts a window
+
+
+@pytest.fixture
+def fleet(kafka_bootstrap, redis_url):
+    from django.conf import settings
+
+    fleet = Fleet(bootstrap=kafka_bootstrap, cloud_redis_url=redis_url, edge_redis_url=settings.FOG_EDGE_REDIS_URL,
+                  edges=3)
+    yield fleet
+    fleet.close()
+
+
+def test_it_stores_every_window_of_every_edge_exactly_once(fleet, settings, client):
+    from channels.layers import channel_layers
+
+    from cloud_app.api import reader
+
+    fleet.produce(HOUSEHOLDS, SECONDS)
+    fleet.start_replicas(1)
+    fleet.start_edges("--timeout", "240")
+    codes = fleet.wait_edges(300)
+    for edge in fleet.edges:
+        assert codes[edge.edge_id] == 0, fleet.log(edge.edge_id)
+
+    for edge in fleet.edges:
+        expected = {(household, start) for household in edge.households(HOUSEHOLDS)
+                    for start in range(T0_MS, T0_MS + SECONDS * 1000, 5000)}
+        copies = fleet.cloud_windows(edge)
+        assert set(copies) == expected, edge.edge_id
+        assert set(copies.values()) == {1}, edge.edge_id
+        report = fleet.reconcile(edge)
+        assert report["ok"], report
+        assert report["totals"]["expected"] == report["totals"]["acked"] == len(expected)
+
+    settings.FOG_CLOUD_REDIS_URL = fleet.cloud_redis_url
+    settings.FOG_CLOUD_KEY_PREFIX = fleet.prefix
+    channel_layers.backends = {}
+    reader.cache_clear()
+    try:
+        edges = {row["edge"]: row for row in client.get("/api/edges/").json()}
+        shown = {row["edge"] for row in reader().summary()["edges"]}  # the dashboard's first websocket message
+    finally:
+        reader.cache_clear()
+    assert set(edges) == shown == {edge.edge_id for edge in fleet.edges}
+    for edge in fleet.edges:
+        assert edges[edge.edge_id]["acked"] == HOUSEHOLDS * SECONDS // 5
+        assert edges[edge.edge_id]["backlog"] == 0
+    states = client.get("/api/states/").json()["results"]
+    assert sum(row["tuples"] for row in states) == 3 * HOUSEHOLDS * SECONDS // 5
+    assert sum(row["households"] for row in states) == 3 * HOUSEHOLDS
+

@@ -1,0 +1,275 @@
+"""Several edges and several cloud replicas as real processes on this host: what `bench scale` measures
+and what the many-edges and replica tests run.
+
+Every edge has its own id, secret, SQLite database, Kafka topic and edge Redis database (its RQ queue
+and loop locks); every cloud replica is a `runcloud` of its own ports, and all replicas share one
+cloud store (a Redis URL and key prefix). The edges dial every replica (FOG_CLOUD_HOST lists them).
+`close()` ends every process the fleet started, workers included, and removes what it created.
+"""
+
+import json
+import os
+import shutil
+import signal
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+import redis as redis_lib
+
+from tooling.bench.common import delete_prefix, free_port
+
+ROOT = Path(__file__).resolve().parent.parent
+T0_MS = 1_577_142_000_000  # 2019-12-23 23:00 UTC: the readings' first event time
+WINDOW_MS = 5000
+# The edges' RQ queues and locks: one Redis database each, from here up (the local Redis has 32).
+EDGE_REDIS_DB_FIRST = 20
+MAX_EDGES = 10
+LOOPS = ("ingest", "sender", "heartbeat")
+STOP_SECONDS = 15
+
+
+class Edge:
+    def __init__(self, fleet, number):
+        self.number = number
+        self.edge_id = f"fleet-{fleet.run}-{number}"
+        self.secret = uuid.uuid4().hex
+        self.topic = f"fleet-{fleet.run}-{number}"
+        self.db = fleet.folder / f"{self.edge_id}.sqlite3"
+        self.redis_url = f"{fleet.edge_redis_base}/{EDGE_REDIS_DB_FIRST + number}"
+        self.env = {**fleet.base_env, "FOG_EDGE_ID": self.edge_id, "FOG_EDGE_SECRET": self.secret,
+                    "FOG_DATABASE_URL": f"sqlite:///{self.db}", "FOG_TOPIC": self.topic,
+                    "FOG_EDGE_REDIS_URL": self.redis_url}
+        self.proc = None
+        self.windows = 0  # windows its readings fall in
+
+    def households(self, count):
+        return [f"{self.edge_id}-h{h}" for h in range(count)]
+
+    def counts(self):
+        """{status: count} of the edge's tuples (0 pending, 1 sent, 2 acked)."""
+        try:
+            with sqlite3.connect(f"file:{self.db}?mode=ro", uri=True, timeout=30) as db:
+                return dict(db.execute("select status, count(*) from edge_app_windowaggregate group by status"))
+        except sqlite3.OperationalError:
+            return {}
+
+    def loop_pids(self):
+        client = redis_lib.Redis.from_url(self.redis_url)
+        try:
+            held = [client.get(f"fog:edge:{self.edge_id}:lock:{loop}") for loop in LOOPS]
+        finally:
+            client.close()
+        return [int(h.split(b":")[0]) for h in held if h]
+
+
+class Fleet:
+    def __init__(self, *, bootstrap, cloud_redis_url, edge_redis_url, edges=3, partitions=3):
+        if not 1 <= edges <= MAX_EDGES:
+            raise ValueError(f"a fleet has 1..{MAX_EDGES} edges, not {edges}")
+        self.run = uuid.uuid4().hex[:8]
+        self.folder = Path(tempfile.mkdtemp(prefix="fog-fleet-"))
+        self.bootstrap, self.cloud_redis_url = bootstrap, cloud_redis_url
+        self.edge_redis_base = edge_redis_url.rsplit("/", 1)[0]
+        self.prefix = f"fleet:{self.run}:"
+        self.base_env = {"FOG_KAFKA_BOOTSTRAP": bootstrap, "FOG_CLOUD_REDIS_URL": cloud_redis_url,
+                         "FOG_CLOUD_KEY_PREFIX": self.prefix, "FOG_VAR_DIR": str(self.folder)}
+        self.edges = [Edge(self, n) for n in range(edges)]
+        secrets = ",".join(f"{e.edge_id}:{e.secret}" for e in self.edges)
+        self.base_env["FOG_EDGE_SECRETS"] = secrets
+        for edge in self.edges:
+            edge.env["FOG_EDGE_SECRETS"] = secrets
+        self.replicas = []  # [(proc, heartbeat port, data port)]
+        self._create_topics(partitions)
+        for edge in self.edges:
+            self._flush_edge_redis(edge)
+            self._run("migrate", "-v", "0", env=edge.env)
+
+    # --- setup ---------------------------------------------------------------
+
+    def _create_topics(self, partitions):
+        from kafka.admin import KafkaAdminClient, NewTopic
+
+        admin = KafkaAdminClient(bootstrap_servers=self.bootstrap, client_id="fog-fleet")
+        try:
+            admin.create_topics([NewTopic(e.topic, num_partitions=partitions, replication_factor=1) for e in self.edges])
+        finally:
+            admin.close()
+
+    @staticmethod
+    def _flush_edge_redis(edge):
+        """Jobs an interrupted fleet run left queued in this edge's own Redis database (only fleets use it),
+        and this edge's loop flags."""
+        client = redis_lib.Redis.from_url(edge.redis_url)
+        try:
+            client.delete("rq:queue:edge", *client.scan_iter(match=f"fog:edge:{edge.edge_id}:*", count=1000))
+        finally:
+            client.close()
+
+    def _run(self, *args, env):
+        result = subprocess.run([sys.executable, str(ROOT / "manage.py"), *args], cwd=ROOT, env={**os.environ, **env},
+                                capture_output=True, text=True, timeout=300)
+        if result.returncode:
+            raise RuntimeError(f"manage.py {' '.join(args)} failed: {result.stderr[-2000:]}")
+        return result.stdout
+
+    def _start(self, name, *args, env):
+        log = open(self.folder / f"{name}.log", "ab")
+        return subprocess.Popen([sys.executable, str(ROOT / "manage.py"), *args], cwd=ROOT, env={**os.environ, **env},
+                                stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+
+    def produce(self, households, seconds):
+        """One reading a second per household for `seconds` into every edge's topic; returns the readings sent."""
+        from kafka import KafkaProducer
+
+        producer = KafkaProducer(bootstrap_servers=self.bootstrap, acks="all", linger_ms=20, batch_size=512 * 1024)
+        sent = 0
+        for edge in self.edges:
+            for household in edge.households(households):
+                key = household.encode()
+                for s in range(seconds):
+                    value = {"household": household, "ts": T0_MS + s * 1000, "power_w": 100.0 + (s % 50)}
+                    producer.send(edge.topic, key=key, value=json.dumps(value).encode())
+                    sent += 1
+            edge.windows = households * len({(T0_MS + s * 1000) // WINDOW_MS for s in range(seconds)})
+        producer.flush(timeout=120)
+        producer.close()
+        return sent
+
+    # --- processes ---------------------------------------------------------------
+
+    def start_replicas(self, count, workers=8):
+        for number in range(count):
+            hb, data = free_port(), free_port()
+            proc = self._start(f"cloud-{len(self.replicas)}", "runcloud", "-v", "1", "--heartbeat-port", str(hb),
+                               "--data-port", str(data), "--workers", str(workers), env=self.base_env)
+            self.replicas.append((proc, hb, data))
+        self.wait(lambda: all(_listening(hb) and _listening(data) for _, hb, data in self.replicas), 60,
+                  "the cloud replicas to listen")
+
+    def cloud_hosts(self):
+        return ",".join(f"127.0.0.1:{hb}:{data}" for _, hb, data in self.replicas)
+
+    def start_edges(self, *args):
+        hosts = self.cloud_hosts()
+        for edge in self.edges:
+            edge.proc = self._start(edge.edge_id, "runedge", "--burst", "-v", "0", *args,
+                                    env={**edge.env, "FOG_CLOUD_HOST": hosts})
+
+    def kill_replica(self, number):
+        """SIGKILL one replica: no goodbye, requests in its hands are lost with it."""
+        proc = self.replicas[number][0]
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(10)
+
+    def stop_replica(self, number):
+        """SIGTERM one replica; returns its own counters from its last line (batches, tuples, dedup_hits)."""
+        proc = self.replicas[number][0]
+        _stop(proc)
+        lines = (self.folder / f"cloud-{number}.log").read_text().splitlines()
+        last = next((line for line in reversed(lines) if line.startswith("cloud stopped: ")), "")
+        return {k: int(v) for k, v in (pair.split("=") for pair in last[len("cloud stopped: "):].split(", ") if "=" in pair)}
+
+    def wait_edges(self, timeout):
+        """Until every edge's burst run exits; returns {edge id: exit code} (None: still running)."""
+        deadline = time.monotonic() + timeout
+        for edge in self.edges:
+            try:
+                edge.proc.wait(max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                pass
+        return {edge.edge_id: edge.proc.poll() for edge in self.edges}
+
+    # --- what arrived ------------------------------------------------------------
+
+    def stored(self, edge=None):
+        client = redis_lib.Redis.from_url(self.cloud_redis_url)
+        try:
+            edges = [edge] if edge else self.edges
+            return sum(client.hlen(f"{self.prefix}t:{e.edge_id}") for e in edges)
+        finally:
+            client.close()
+
+    def cloud_windows(self, edge):
+        """{(household, window start): copies} of one edge's tuples in the cloud store."""
+        client = redis_lib.Redis.from_url(self.cloud_redis_url)
+        copies = {}
+        try:
+            for _, record in client.hscan_iter(f"{self.prefix}t:{edge.edge_id}", count=10_000):
+                fields = record.decode().split("|", 7)
+                window = (fields[7], int(fields[2]))
+                copies[window] = copies.get(window, 0) + 1
+        finally:
+            client.close()
+        return copies
+
+    def reconcile(self, edge):
+        result = subprocess.run([sys.executable, str(ROOT / "manage.py"), "reconcile", "--json", "--strict"],
+                                cwd=ROOT, env={**os.environ, **edge.env}, capture_output=True, text=True, timeout=300)
+        return json.loads(result.stdout)
+
+    def log(self, name):
+        path = self.folder / f"{name}.log"
+        return path.read_text(errors="replace")[-3000:] if path.exists() else ""
+
+    @staticmethod
+    def wait(predicate, timeout, what):
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if predicate():
+                return
+            time.sleep(0.05)
+        raise TimeoutError(f"timed out after {timeout} s waiting for {what}")
+
+    # --- the end -------------------------------------------------------------------
+
+    def close(self):
+        for edge in self.edges:
+            if edge.proc is not None:
+                _stop(edge.proc)
+            for pid in edge.loop_pids():
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+        for proc, _, _ in self.replicas:
+            _stop(proc)
+        from kafka.admin import KafkaAdminClient
+
+        admin = KafkaAdminClient(bootstrap_servers=self.bootstrap, client_id="fog-fleet")
+        try:
+            admin.delete_topics([e.topic for e in self.edges])
+        except Exception:  # a topic that was never made; nothing to clean
+            pass
+        finally:
+            admin.close()
+        for edge in self.edges:
+            self._flush_edge_redis(edge)
+        delete_prefix(self.cloud_redis_url, self.prefix)
+        shutil.rmtree(self.folder, ignore_errors=True)
+
+
+def _listening(port):
+    import socket
+
+    with socket.socket() as sock:
+        sock.settimeout(0.5)
+        return sock.connect_ex(("127.0.0.1", port)) == 0
+
+
+def _stop(proc):
+    """SIGTERM the process group, SIGKILL it after STOP_SECONDS."""
+    if proc.poll() is not None:
+        return
+    try:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(STOP_SECONDS)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(10)
+    except ProcessLookupError:
+        pass
