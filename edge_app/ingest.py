@@ -23,6 +23,7 @@ from kafka import KafkaConsumer, TopicPartition
 from kafka.errors import KafkaError
 from kafka.structs import OffsetAndMetadata
 
+from edge_app.merge import PartitionMerge
 from edge_app.models import EdgeStatus, IngestPosition, WindowAggregate
 from edge_app.windows import WindowBook
 
@@ -35,6 +36,7 @@ FLUSH_EVERY_SECONDS = 0.5
 IDLE_CHECK_SECONDS = 1.0
 POLL_MS = 200
 MAX_POLL_RECORDS = 20000
+LEGACY_BUFFER_MAX = 20000  # unkeyed input: messages a partition may have waiting in the merge before it is paused
 
 
 class MalformedReading(ValueError):
@@ -65,6 +67,25 @@ def parse_reading(raw, now_ms):
     return household, ts, float(power)
 
 
+def parse_legacy_reading(raw, timestamp_ms, now_ms):
+    """(household, ts, power_w) of one of the original prototype's messages, `{"node_id": str,
+    "power_value": number}`: no key and no time of its own, so the Kafka record's timestamp is the event time."""
+    try:
+        message = json.loads(raw)
+    except (UnicodeDecodeError, ValueError, TypeError):
+        raise MalformedReading("not JSON") from None
+    if not isinstance(message, dict):
+        raise MalformedReading(f"not a JSON object but a {type(message).__name__}")
+    node, power = message.get("node_id"), message.get("power_value")
+    if not isinstance(node, str) or not 0 < len(node) <= MAX_HOUSEHOLD or not node.isprintable():
+        raise MalformedReading(f"'node_id' must be a printable string of 1..{MAX_HOUSEHOLD} characters")
+    if type(power) not in (int, float) or not math.isfinite(power) or power < 0:
+        raise MalformedReading(f"'power_value' must be a finite number >= 0, got {power!r}"[:200])
+    if not EARLIEST_MS <= timestamp_ms <= now_ms + FUTURE_SLACK_MS:
+        raise MalformedReading(f"record timestamp {timestamp_ms} is not a plausible epoch-ms time (2000 .. now + 1 day)")
+    return node, timestamp_ms, float(power)
+
+
 def _day(start_ms, cache={}):
     key = start_ms // 86_400_000
     day = cache.get(key)
@@ -85,8 +106,10 @@ INSERT_WINDOWS = (
 
 
 class Ingestor:
-    def __init__(self, *, edge_id, topic, bootstrap, window_seconds, grace_seconds, idle_seconds):
+    def __init__(self, *, edge_id, topic, bootstrap, window_seconds, grace_seconds, idle_seconds, legacy=False):
         self.edge_id, self.topic, self.bootstrap = edge_id, topic, bootstrap
+        self.legacy = legacy  # the prototype's unkeyed {"node_id", "power_value"}, merged across partitions
+        self.merge = PartitionMerge() if legacy else None
         self.book = WindowBook(window_seconds * 1000, int(grace_seconds * 1000), idle_seconds)
         self.consumer = None
         self.partitions = []
@@ -145,7 +168,12 @@ class Ingestor:
         read = 0
         for tp, messages in batches.items():
             read += len(messages)
-            self._apply(tp.partition, messages, now, now_ms)
+            if self.merge is None:
+                self._apply(tp.partition, messages, now, now_ms)
+            else:
+                self.merge.add(tp.partition, [(m.timestamp, m) for m in messages])
+        if self.merge is not None:
+            self._apply_merged(now, now_ms)
         if now - self.last_idle_check >= IDLE_CHECK_SECONDS:
             self.last_idle_check = now
             self.book.close_idle(now)
@@ -162,7 +190,10 @@ class Ingestor:
         for message in messages:
             count = message.offset >= counted_from
             try:
-                household, ts, power = parse_reading(message.value, now_ms)
+                if self.legacy:
+                    household, ts, power = parse_legacy_reading(message.value, message.timestamp, now_ms)
+                else:
+                    household, ts, power = parse_reading(message.value, now_ms)
             except MalformedReading as exc:
                 if count:
                     pending["malformed"] += 1
@@ -175,6 +206,27 @@ class Ingestor:
         if messages:
             self.next_offsets[partition] = messages[-1].offset + 1
             self.dirty = True
+
+    def _apply_merged(self, now, now_ms):
+        """Apply what the merge releases, in runs of one partition; pause partitions that ran far ahead."""
+        consumer = self.consumer
+        lagging = [tp.partition for tp in self.partitions
+                   if consumer.highwater(tp) is None or consumer.position(tp) < consumer.highwater(tp)]
+        run, partition = [], None
+        for p, message in self.merge.release(lagging):
+            if p != partition and run:
+                self._apply(partition, run, now, now_ms)
+                run = []
+            partition = p
+            run.append(message)
+        if run:
+            self._apply(partition, run, now, now_ms)
+        ahead = {tp for tp in self.partitions if self.merge.buffered(tp.partition) > LEGACY_BUFFER_MAX}
+        paused = consumer.paused()
+        if ahead - paused:
+            consumer.pause(*(ahead - paused))
+        if paused - ahead:
+            consumer.resume(*(paused - ahead))
 
     def flush(self):
         """Store closed windows and the resume positions in one transaction."""

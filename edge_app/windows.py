@@ -6,8 +6,10 @@ event time reaches the window's end plus the grace period, or when the
 household has been silent (wall clock) for the idle timeout. A reading whose
 window has closed, or would have, is late: counted, never applied.
 
-Every open window remembers the Kafka offset of its first reading, so the
-consumer can resume from the oldest offset still inside an open window.
+Every open window remembers the Kafka offset of its first reading (in each
+partition it has readings from: unkeyed input spreads a household over all
+of them), so the consumer can resume from the oldest offset still inside an
+open window.
 """
 
 from dataclasses import dataclass, field
@@ -20,6 +22,7 @@ class OpenWindow:
     first_offset: int
     total: float = 0.0
     count: int = 0
+    others: dict | None = None  # partition -> first offset, for readings from other partitions than the first
 
 
 @dataclass(slots=True)
@@ -59,6 +62,10 @@ class WindowBook:
         window = state.windows.get(start)
         if window is None:
             window = state.windows[start] = OpenWindow(start, partition, offset)
+        elif partition != window.partition:
+            if window.others is None:
+                window.others = {}
+            window.others.setdefault(partition, offset)
         window.total += power
         window.count += 1
         state.last_seen = now
@@ -103,4 +110,7 @@ class WindowBook:
             for window in state.windows.values():
                 if window.first_offset < resume.get(window.partition, window.first_offset + 1):
                     resume[window.partition] = window.first_offset
+                for partition, offset in (window.others or {}).items():
+                    if offset < resume.get(partition, offset + 1):
+                        resume[partition] = offset
         return resume

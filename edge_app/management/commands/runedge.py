@@ -30,6 +30,10 @@ class Command(BaseCommand):
         parser.add_argument("--idle", type=float, default=10.0, metavar="SECONDS",
                             help="close a household's windows after this much wall-clock silence (default %(default)s)")
         parser.add_argument("--topic", default=None, help="Kafka topic to consume (default FOG_TOPIC)")
+        parser.add_argument("--legacy-input", action="store_true",
+                            help="read the original prototype's messages, {\"node_id\": ..., \"power_value\": W} with "
+                            "no key and no time field: node_id is the household, the Kafka record timestamp the "
+                            "event time")
 
     def handle(self, *args, **options):
         logging.getLogger("fog").setLevel(LOG_LEVELS.get(options["verbosity"], logging.INFO))
@@ -47,7 +51,8 @@ class Command(BaseCommand):
         signal.signal(signal.SIGINT, on_signal)
         signal.signal(signal.SIGTERM, on_signal)
         loop_options = {"burst": options["burst"], "batch": options["batch"], "in_flight": options["in_flight"],
-                        "idle": options["idle"], "topic": options["topic"]}
+                        "idle": options["idle"], "topic": options["topic"],
+                        "legacy_input": options["legacy_input"]}
         supervisor = Supervisor(loop_options, stop_flag=lambda: bool(stopping), out=self.stdout.write,
                                 worker_verbosity=2 if options["verbosity"] >= 2 else 0)
         try:

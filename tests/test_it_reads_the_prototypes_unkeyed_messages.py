@@ -1,0 +1,74 @@
+"""`runedge --legacy-input`: the original prototype's Kafka adapter sends `{"node_id": "...", "power_value": W}`
+with no key and no time field. Kafka spreads such messages over every partition; the edge takes the record
+timestamp as event time, merges the partitions in time order, and stores exactly the windows a keyed
+stream would give."""
+
+import json
+
+from kafka import KafkaProducer
+
+from edge_app.merge import PartitionMerge
+from edge_app.windows import WindowBook
+from tests.conftest import child_env, edge_cloud, edge_db, run_manage
+
+T0 = 1_577_142_000_000
+NODES, SECONDS = 6, 240
+BAD = [b'{"node_id": "n-bad", "power_value": "high"}', b'{"power_value": 10.0}', b"not json"]
+
+
+def power(node, second):
+    return float(100 * node + second % 7)
+
+
+def test_it_windows_unkeyed_prototype_messages_by_their_record_time(kafka_bootstrap, topic, edge_env, redis_url,
+                                                                    cloud_prefix, redis_client):
+    producer = KafkaProducer(bootstrap_servers=kafka_bootstrap, acks="all", linger_ms=5)
+    for second in range(SECONDS):
+        for node in range(NODES):
+            value = json.dumps({"node_id": f"n-{node}", "power_value": power(node, second)}).encode()
+            producer.send(topic, value=value, timestamp_ms=T0 + second * 1000)  # no key, as the prototype sends
+        if second % 60 == 30:
+            producer.send(topic, value=BAD[second // 60 % len(BAD)], timestamp_ms=T0 + second * 1000)
+    producer.flush(60)
+    producer.close()
+
+    cloud = edge_cloud(edge_env, redis_url, cloud_prefix)
+    try:
+        result = run_manage("runedge", "--burst", "--legacy-input", "--timeout", "120", "--topic", topic, "-v", "0",
+                            env=child_env(edge_env), timeout=180)
+    finally:
+        cloud.stop()
+    assert result.returncode == 0, result.stderr[-3000:]
+    windows = SECONDS // 5
+    assert f"readings={NODES * SECONDS} windows={NODES * windows} late=0 malformed=4 " \
+           f"acked={NODES * windows} pending=0" in result.stdout, result.stdout
+
+    with edge_db(edge_env) as db:
+        stored = {(h, ws): (avg, n) for h, ws, avg, n in db.execute(
+            "select household, window_start, average_w, readings from edge_app_windowaggregate")}
+        partitions = db.execute("select count(*) from edge_app_ingestposition").fetchone()[0]
+    expected = {(f"n-{node}", T0 + w * 5000): (sum(power(node, s) for s in range(w * 5, w * 5 + 5)) / 5, 5)
+                for node in range(NODES) for w in range(windows)}
+    assert stored == expected
+    assert partitions == 3  # the messages really were spread over every partition
+    assert redis_client.hlen(f"{cloud_prefix}t:{edge_env['FOG_EDGE_ID']}") == NODES * windows
+
+
+def test_it_releases_partitions_in_time_order_only_up_to_the_slowest():
+    merge = PartitionMerge()
+    merge.add(0, [(t, ("p0", t)) for t in (1, 5, 9, 20)])
+    merge.add(1, [(t, ("p1", t)) for t in (2, 3)])
+    # Partition 1 may have more to read: nothing past its newest time (3) is safe yet.
+    assert merge.release(lagging=[0, 1]) == [(0, ("p0", 1)), (1, ("p1", 2)), (1, ("p1", 3))]
+    merge.add(1, [(10, ("p1", 10))])
+    assert merge.release(lagging=[0, 1]) == [(0, ("p0", 5)), (0, ("p0", 9)), (1, ("p1", 10))]
+    # Caught up everywhere: the rest goes out.
+    assert merge.release(lagging=[]) == [(0, ("p0", 20))]
+
+
+def test_it_resumes_every_partition_a_window_has_readings_from():
+    book = WindowBook(5000, 2000, 60)
+    book.add("n", T0, 1.0, 0, 40, 0.0)
+    book.add("n", T0 + 1000, 1.0, 2, 17, 0.0)
+    book.add("n", T0 + 2000, 1.0, 2, 18, 0.0)
+    assert book.resume_offsets({0: 41, 1: 9, 2: 19}) == {0: 40, 1: 9, 2: 17}
