@@ -14,6 +14,7 @@ SMALL = {
     "realtime": ["--households", "100", "--until", "3"],
     "latency": ["--households", "20", "--seconds", "8"],
     "api": ["--tuples", "5000", "--households", "100", "--clients", "2", "--requests", "20", "--baseline-calls", "1"],
+    "scale": ["--replicas", "1,2", "--edges", "1,2", "--tuples", "3000", "--tuples-per-edge", "500"],
 }
 
 
@@ -24,3 +25,18 @@ def test_it_runs_the_benchmark_and_prints_a_figure_beside_its_baseline(services,
     figures = json.loads(result.stdout)
     assert figures and all(f["value"] > 0 for f in figures)
     assert all(f["baseline"] is None or f["baseline"] > 0 for f in figures)
+
+
+def test_it_writes_the_scale_figures_into_the_generated_section_only(tmp_path):
+    from tooling.bench.common import Figure
+    from tooling.bench.scale import BEGIN, END, section, write_section
+
+    doc = tmp_path / "SCALING.md"
+    doc.write_text("# Scaling\n\nProse before.\n")
+    write_section(doc, section([Figure("scale cloud, 1 replica", 1234.0, "tuples/s")], "bench scale"))
+    write_section(doc, section([Figure("scale cloud, 1 replica", 5678.0, "tuples/s"),
+                                Figure("scale cloud, 2 replicas", 9000.0, "tuples/s", 5678.0)], "bench scale"))
+    text = doc.read_text()
+    assert text.startswith("# Scaling\n\nProse before.\n") and text.count(BEGIN) == text.count(END) == 1
+    assert "1,234" not in text and "| scale cloud, 2 replicas | 9,000 | x1.59 |" in text
+    assert "best cloud figure (scale cloud, 2 replicas: 9,000 tuples/s" in text

@@ -58,6 +58,25 @@ class Edge:
         except sqlite3.OperationalError:
             return {}
 
+    def seed_backlog(self, count):
+        """`count` PENDING tuples, as an edge that could not reach the cloud for a while has."""
+        with sqlite3.connect(self.db, timeout=30) as db:
+            db.executemany(
+                "insert into edge_app_windowaggregate (household, window_start, window_end, day, average_w, readings, "
+                "status, postal_code, refusal, attempts, created_at) values (?, ?, ?, '2019-12-24', ?, 5, 0, '', '', 0, "
+                "'2019-12-24 00:00:00')",
+                ((f"{self.edge_id}-h{i % 1000}", T0_MS + (i // 1000) * WINDOW_MS, T0_MS + (i // 1000 + 1) * WINDOW_MS,
+                  100.0 + i % 89) for i in range(count)))
+        self.windows += count
+
+    def delivery_span(self):
+        """(first sent, last acknowledged) of the edge's tuples, as datetimes, or None before any ACK."""
+        from datetime import datetime
+
+        with sqlite3.connect(f"file:{self.db}?mode=ro", uri=True, timeout=30) as db:
+            first, last = db.execute("select min(sent_at), max(acked_at) from edge_app_windowaggregate").fetchone()
+        return (datetime.fromisoformat(first), datetime.fromisoformat(last)) if first and last else None
+
     def loop_pids(self):
         client = redis_lib.Redis.from_url(self.redis_url)
         try:
@@ -83,7 +102,7 @@ class Fleet:
         self.base_env["FOG_EDGE_SECRETS"] = secrets
         for edge in self.edges:
             edge.env["FOG_EDGE_SECRETS"] = secrets
-        self.replicas = []  # [(proc, heartbeat port, data port)]
+        self.replicas = []  # [process (None until started), heartbeat port, data port]
         self._create_topics(partitions)
         for edge in self.edges:
             self._flush_edge_redis(edge)
@@ -142,12 +161,17 @@ class Fleet:
 
     # --- processes ---------------------------------------------------------------
 
-    def start_replicas(self, count, workers=8):
-        for number in range(count):
-            hb, data = free_port(), free_port()
-            proc = self._start(f"cloud-{len(self.replicas)}", "runcloud", "-v", "1", "--heartbeat-port", str(hb),
-                               "--data-port", str(data), "--workers", str(workers), env=self.base_env)
-            self.replicas.append((proc, hb, data))
+    def plan_replicas(self, count):
+        """Ports for `count` more replicas, started later by start_replicas (edges may dial them before)."""
+        self.replicas += [[None, free_port(), free_port()] for _ in range(count)]
+
+    def start_replicas(self, count=0, workers=8):
+        """Start `count` more replicas, and any planned ones; returns when all listen."""
+        self.plan_replicas(count)
+        for number, replica in enumerate(self.replicas):
+            if replica[0] is None:
+                replica[0] = self._start(f"cloud-{number}", "runcloud", "-v", "1", "--heartbeat-port", str(replica[1]),
+                                         "--data-port", str(replica[2]), "--workers", str(workers), env=self.base_env)
         self.wait(lambda: all(_listening(hb) and _listening(data) for _, hb, data in self.replicas), 60,
                   "the cloud replicas to listen")
 
@@ -237,7 +261,8 @@ class Fleet:
                 except ProcessLookupError:
                     pass
         for proc, _, _ in self.replicas:
-            _stop(proc)
+            if proc is not None:
+                _stop(proc)
         from kafka.admin import KafkaAdminClient
 
         admin = KafkaAdminClient(bootstrap_servers=self.bootstrap, client_id="fog-fleet")

@@ -21,9 +21,12 @@ def _rows(first_id, count):
 
 
 async def _send_all(address, frames, in_flight):
-    """Send every frame over `in_flight` concurrent Req contexts; returns seconds taken."""
+    """Send every frame over `in_flight` concurrent Req contexts; returns seconds taken.
+    `address` may list several cloud replicas, comma-separated: one Req socket dials them all."""
     queue = list(reversed(frames))
-    with pynng.Req0(dial=address, recv_timeout=30000, recv_max_size=0) as sock:
+    with pynng.Req0(recv_timeout=30000, recv_max_size=0) as sock:
+        for one in address.split(","):
+            sock.dial(one, block=True)
         async def client():
             ctx = sock.new_context()
             try:

@@ -1,9 +1,10 @@
 import json
 import logging
+import sys
 
 from django.core.management.base import BaseCommand, CommandError
 
-from tooling.bench import api, cloud, edge, latency, simulate
+from tooling.bench import api, cloud, edge, latency, scale, simulate
 
 
 def sizes(text):
@@ -57,6 +58,15 @@ BENCHMARKS = {
         ("--requests", int, 250, "requests per client"),
         ("--baseline-calls", int, 2, "naive full scans timed for the baseline"),
     ]),
+    "scale": (scale.run, "the cloud with 1/2/4 replicas on one store, and 1/3/10 edges delivering at once "
+              "(each series against its first)", [
+        ("--replicas", sizes, [1, 2, 4], "cloud replica counts, comma-separated"),
+        ("--edges", sizes, [1, 3, 10], f"edge counts, comma-separated (at most {scale.MAX_EDGES})"),
+        ("--tuples", int, 100_000, "tuples sent into the replicas"),
+        ("--tuples-per-edge", int, 20_000, "PENDING backlog each edge drains"),
+        ("--batch", int, 1000, "tuples a request"),
+        ("--in-flight", int, 8, "requests at once into the replicas (in total)"),
+    ]),
 }
 
 
@@ -70,6 +80,7 @@ ALL = [
     ("realtime", {}),
     ("latency", {}),
     ("api", {}),
+    ("scale", {}),
 ]
 
 NOTES = [
@@ -106,6 +117,10 @@ class Command(BaseCommand):
             for option, kind, default, option_help in arguments:
                 child.add_argument(option, type=kind, default=default, help=f"{option_help} (default %(default)s)")
             child.add_argument("--json", action="store_true", help="print the figures as JSON")
+            if name == "scale":
+                child.add_argument("--write", action="append", metavar="PATH", default=[],
+                                   help="put the figures into the generated section of PATH (again for another "
+                                   "file), e.g. --write docs/BENCHMARKS.md --write docs/SCALING.md")
 
     def handle(self, *args, name, **options):
         logging.getLogger("fog").setLevel(logging.WARNING if options["verbosity"] < 2 else logging.DEBUG)
@@ -124,6 +139,9 @@ class Command(BaseCommand):
         else:
             for figure in figures:
                 self.stdout.write(figure.line())
+        for path in options.get("write") or []:
+            scale.write_section(path, scale.section(figures, "python manage.py " + " ".join(sys.argv[1:])))
+            out(f"bench: wrote the {name} section of {path}")
 
     def _all(self, options):
         out = (lambda line: None) if options["json"] else self.stdout.write

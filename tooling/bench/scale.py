@@ -1,0 +1,140 @@
+"""`bench scale`: the cloud with 1, 2, 4 replicas on one store, and 1, 3, 10 edges delivering at once.
+
+Replicas: the same tuples in the same batches over the same number of Req contexts, from one Req socket
+that dials every replica (as an edge does); only the replica count differs, and 1 replica is the
+baseline. Edges: every edge (a real `runedge --burst` with its workers) drains a PENDING backlog of the
+same size into one `runcloud`; the rate is all tuples over the span from the first SENT to the last
+ACK in the edges' databases (process start-up is not in it), and 1 edge is the baseline.
+"""
+
+import asyncio
+import time
+
+from django.conf import settings
+
+from tooling.bench.cloud import _rows, _send_all
+from tooling.bench.common import Figure, peak_rss_mib
+from tooling.fleet import MAX_EDGES, Fleet  # noqa: F401  (bench --help names the limit)
+from fogwire import protocol as wire
+
+SECTION = "scale"
+
+
+def _fleet(edges):
+    return Fleet(bootstrap=settings.FOG_KAFKA_BOOTSTRAP, cloud_redis_url=settings.FOG_CLOUD_REDIS_URL,
+                 edge_redis_url=settings.FOG_EDGE_REDIS_URL, edges=edges, partitions=1)
+
+
+def run_replicas(replicas, tuples, batch, in_flight, out):
+    rates = {}
+    figures = []
+    for count in replicas:
+        fleet = _fleet(1)
+        try:
+            fleet.start_replicas(count, workers=max(2, 2 * in_flight // count))
+            edge = fleet.edges[0]
+            frames = [wire.batch_frame(edge.edge_id, edge.secret, _rows(i, min(batch, tuples - i)))
+                      for i in range(0, tuples, batch)]
+            addresses = ",".join(f"tcp://127.0.0.1:{data}" for _, _, data in fleet.replicas)
+            out(f"scale: {tuples:,} tuples in batches of {batch} over {in_flight} contexts into {count} replica(s)")
+            seconds = asyncio.run(_send_all(addresses, frames, in_flight))
+            if fleet.stored() != tuples:
+                raise RuntimeError(f"{count} replicas stored {fleet.stored()} of {tuples} tuples")
+            rss = [round(peak_rss_mib(proc.pid) or 0, 1) for proc, _, _ in fleet.replicas]
+            served = [fleet.stop_replica(n).get("tuples", 0) for n in range(count)]
+        finally:
+            fleet.close()
+        rates[count] = tuples / seconds
+        figures.append(Figure(f"scale cloud, {count} replica{'s' if count > 1 else ''}", rates[count], "tuples/s",
+                              rates.get(1) if count != 1 else None, "",
+                              {"seconds": round(seconds, 2), "tuples per replica": "/".join(map(str, served)),
+                               "peak RSS MiB per replica": "/".join(map(str, rss))}))
+    return figures
+
+
+def run_edges(edges, tuples_per_edge, batch, in_flight, out):
+    rates = {}
+    figures = []
+    for count in edges:
+        fleet = _fleet(count)
+        try:
+            for edge in fleet.edges:
+                edge.seed_backlog(tuples_per_edge)
+            out(f"scale: {count} edge(s) at once, each draining {tuples_per_edge:,} PENDING tuples into one cloud")
+            started = time.monotonic()
+            # The edges start while the cloud is not there yet, so they all begin sending within a heartbeat
+            # of each other once it is, and no edge's start-up stretches the measured span.
+            fleet.plan_replicas(1)
+            fleet.start_edges("--batch", str(batch), "--in-flight", str(in_flight), "--timeout", "1500")
+            fleet.wait(lambda: all(len(edge.loop_pids()) == 3 for edge in fleet.edges), 300, "every edge's loops")
+            fleet.start_replicas()
+            codes = fleet.wait_edges(1800)
+            wall = time.monotonic() - started
+            failed = [edge.edge_id for edge in fleet.edges if codes[edge.edge_id] != 0]
+            if failed:
+                raise RuntimeError(f"edges {', '.join(failed)} did not finish:\n{fleet.log(failed[0])}")
+            total = count * tuples_per_edge
+            if fleet.stored() != total:
+                raise RuntimeError(f"{count} edges: the cloud holds {fleet.stored()} of {total} tuples")
+            spans = [edge.delivery_span() for edge in fleet.edges]
+            seconds = (max(last for _, last in spans) - min(first for first, _ in spans)).total_seconds()
+        finally:
+            fleet.close()
+        rates[count] = total / seconds
+        figures.append(Figure(f"scale edges, {count} at once", rates[count], "tuples/s",
+                              rates.get(1) if count != 1 else None, "",
+                              {"tuples": total, "first SENT to last ACK s": round(seconds, 2),
+                               "wall s with start-up": round(wall, 1)}))
+    return figures
+
+
+def run(replicas=(1, 2, 4), edges=(1, 3, 10), tuples=100_000, tuples_per_edge=20_000, batch=1000, in_flight=8,
+        out=print):
+    return (run_replicas(replicas, tuples, batch, in_flight, out)
+            + run_edges(edges, tuples_per_edge, batch, 4, out))
+
+
+# --- the generated section (docs/BENCHMARKS.md and docs/SCALING.md) ------------------------------------
+
+BEGIN, END = f"<!-- begin generated: bench {SECTION} -->", f"<!-- end generated: bench {SECTION} -->"
+TARGET_EDGES = 100_000
+HOUSEHOLDS_PER_EDGE = 100  # an edge for a street or a block
+WINDOW_SECONDS = 5
+
+
+def section(figures, command):
+    """Markdown of one `bench scale` run: its figures, and what 100,000 edges would ask of the cloud at those
+    figures (arithmetic on this run's numbers, nothing typed in)."""
+    from datetime import date
+
+    from tooling.bench.common import machine
+
+    lines = [BEGIN, "", f"`{command}` on {date.today().isoformat()} ({machine()}, one local Redis, one Kafka "
+             "broker; every process on the same machine):", "",
+             "| run | tuples/s | against the first of its series | details |", "|---|---|---|---|"]
+    for figure in figures:
+        ratio = f"x{figure.ratio:,.2f}" if figure.ratio else "baseline"
+        details = ", ".join(f"{k} {v:,}" if isinstance(v, (int, float)) else f"{k} {v}" for k, v in figure.extra.items())
+        lines.append(f"| {figure.name} | {figure.value:,.0f} | {ratio} | {details} |")
+    cloud = [f for f in figures if f.name.startswith("scale cloud")]
+    if cloud:
+        best = max(cloud, key=lambda f: f.value)
+        load = TARGET_EDGES * HOUSEHOLDS_PER_EDGE / WINDOW_SECONDS
+        lines += ["", f"{TARGET_EDGES:,} edges of {HOUSEHOLDS_PER_EDGE} households, one tuple per household every "
+                  f"{WINDOW_SECONDS} s: {load:,.0f} tuples/s into the cloud. At this run's best cloud figure "
+                  f"({best.name}: {best.value:,.0f} tuples/s on this machine) that is "
+                  f"{load / best.value:,.1f} times what this machine's one Redis took."]
+    return "\n".join(lines + ["", END])
+
+
+def write_section(path, text):
+    """Put `text` between the markers in `path`, or at its end if it has none yet."""
+    from pathlib import Path
+
+    path = Path(path)
+    old = path.read_text() if path.exists() else ""
+    if BEGIN in old and END in old:
+        new = old[:old.index(BEGIN)] + text + old[old.index(END) + len(END):]
+    else:
+        new = old.rstrip("\n") + ("\n\n" if old else "") + text + "\n"
+    path.write_text(new)
