@@ -43,14 +43,19 @@ class MalformedReading(ValueError):
     pass
 
 
-def parse_reading(raw, now_ms):
-    """(household, ts, power_w) of one Kafka message value, or MalformedReading saying what is wrong."""
+def _json_object(raw):
     try:
         message = json.loads(raw)
     except (UnicodeDecodeError, ValueError, TypeError):
         raise MalformedReading("not JSON") from None
     if not isinstance(message, dict):
         raise MalformedReading(f"not a JSON object but a {type(message).__name__}")
+    return message
+
+
+def parse_reading(raw, now_ms):
+    """(household, ts, power_w) of one Kafka message value, or MalformedReading saying what is wrong."""
+    message = _json_object(raw)
     household, ts, power = message.get("household"), message.get("ts"), message.get("power_w")
     if not isinstance(household, str) or not 0 < len(household) <= MAX_HOUSEHOLD or not household.isprintable():
         raise MalformedReading(f"'household' must be a printable string of 1..{MAX_HOUSEHOLD} characters")
@@ -70,12 +75,7 @@ def parse_reading(raw, now_ms):
 def parse_legacy_reading(raw, timestamp_ms, now_ms):
     """(household, ts, power_w) of one of the original prototype's messages, `{"node_id": str,
     "power_value": number}`: no key and no time of its own, so the Kafka record's timestamp is the event time."""
-    try:
-        message = json.loads(raw)
-    except (UnicodeDecodeError, ValueError, TypeError):
-        raise MalformedReading("not JSON") from None
-    if not isinstance(message, dict):
-        raise MalformedReading(f"not a JSON object but a {type(message).__name__}")
+    message = _json_object(raw)
     node, power = message.get("node_id"), message.get("power_value")
     if not isinstance(node, str) or not 0 < len(node) <= MAX_HOUSEHOLD or not node.isprintable():
         raise MalformedReading(f"'node_id' must be a printable string of 1..{MAX_HOUSEHOLD} characters")

@@ -322,3 +322,21 @@ def store_through_cloud(cloud, rows, edge=EDGE_ID, secret=EDGE_SECRET):
     codes, reasons = wire.read_reply(cloud.request(wire.batch_frame(edge, secret, rows)), edge, secret, len(rows))
     assert reasons == [""] * len(rows)
     return codes
+
+
+@pytest.fixture
+def fleet_of(kafka_bootstrap, redis_url):
+    """`fleet_of(n)`: n real edges and the cloud replicas a test starts (tooling.fleet), on this test's
+    cloud Redis; every process ended and everything removed afterwards."""
+    from tooling.fleet import Fleet
+
+    made = []
+
+    def make(edges):
+        made.append(Fleet(bootstrap=kafka_bootstrap, cloud_redis_url=redis_url,
+                          edge_redis_url=settings.FOG_EDGE_REDIS_URL, edges=edges))
+        return made[-1]
+
+    yield make
+    for fleet in made:
+        fleet.close()

@@ -4,19 +4,14 @@ the API and the dashboard's first message show each edge."""
 
 import pytest
 
-from tooling.fleet import T0_MS, Fleet
+from tooling.fleet import T0_MS
 
 HOUSEHOLDS, SECONDS = 12, 150  # 360 windows an edge; T0_MS starts a window
 
 
 @pytest.fixture
-def fleet(kafka_bootstrap, redis_url):
-    from django.conf import settings
-
-    fleet = Fleet(bootstrap=kafka_bootstrap, cloud_redis_url=redis_url, edge_redis_url=settings.FOG_EDGE_REDIS_URL,
-                  edges=3)
-    yield fleet
-    fleet.close()
+def fleet(fleet_of):
+    return fleet_of(3)
 
 
 def test_it_stores_every_window_of_every_edge_exactly_once(fleet, settings, client):

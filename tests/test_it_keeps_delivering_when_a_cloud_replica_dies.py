@@ -4,20 +4,15 @@ is in the cloud exactly once: 0 lost, 0 duplicated."""
 
 import pytest
 
-from tooling.fleet import T0_MS, Fleet
+from tooling.fleet import T0_MS
 
 HOUSEHOLDS, SECONDS = 20, 400  # 1600 windows an edge, in batches of 20: a drain of many requests
 KILL_AT = 0.3  # share of all windows stored when the first replica dies
 
 
 @pytest.fixture
-def fleet(kafka_bootstrap, redis_url):
-    from django.conf import settings
-
-    fleet = Fleet(bootstrap=kafka_bootstrap, cloud_redis_url=redis_url, edge_redis_url=settings.FOG_EDGE_REDIS_URL,
-                  edges=2)
-    yield fleet
-    fleet.close()
+def fleet(fleet_of):
+    return fleet_of(2)
 
 
 def test_it_delivers_every_window_exactly_once_when_a_replica_dies_mid_drain(fleet):

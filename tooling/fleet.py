@@ -21,7 +21,7 @@ from pathlib import Path
 
 import redis as redis_lib
 
-from tooling.bench.common import delete_prefix, free_port
+from tooling.bench.common import delete_prefix, free_port, wait_until
 
 ROOT = Path(__file__).resolve().parent.parent
 T0_MS = 1_577_142_000_000  # 2019-12-23 23:00 UTC: the readings' first event time
@@ -77,13 +77,17 @@ class Edge:
             first, last = db.execute("select min(sent_at), max(acked_at) from edge_app_windowaggregate").fetchone()
         return (datetime.fromisoformat(first), datetime.fromisoformat(last)) if first and last else None
 
-    def loop_pids(self):
+    def loop_pids(self, loops=LOOPS):
+        """Pids of the worker processes that hold this edge's loops now."""
         client = redis_lib.Redis.from_url(self.redis_url)
         try:
-            held = [client.get(f"fog:edge:{self.edge_id}:lock:{loop}") for loop in LOOPS]
+            held = [client.get(f"fog:edge:{self.edge_id}:lock:{loop}") for loop in loops]
         finally:
             client.close()
         return [int(h.split(b":")[0]) for h in held if h]
+
+    def running(self, loop):
+        return bool(self.loop_pids([loop]))
 
 
 class Fleet:
@@ -242,12 +246,7 @@ class Fleet:
 
     @staticmethod
     def wait(predicate, timeout, what):
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if predicate():
-                return
-            time.sleep(0.05)
-        raise TimeoutError(f"timed out after {timeout} s waiting for {what}")
+        wait_until(predicate, timeout, what)
 
     # --- the end -------------------------------------------------------------------
 
