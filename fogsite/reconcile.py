@@ -12,7 +12,7 @@ the pipeline has gone quiet.
 from collections import Counter, defaultdict
 from dataclasses import asdict, dataclass, field
 
-from cloud_app.store import Keys
+from cloud_app.store import Keys, Record
 from edge_app.models import Status, WindowAggregate
 
 SUM_TOLERANCE = 1e-6  # relative: the Lua sums add in another order
@@ -62,9 +62,9 @@ class Report:
 def reconcile(edge_id, redis, prefix):
     keys = Keys(prefix)
     cloud = {}  # tuple id -> (household, window start)
-    for tid, record in redis.hscan_iter(keys.tuples(edge_id), count=10_000):
-        fields = record.split(b"|", 7)
-        cloud[int(tid)] = (fields[7].decode(), int(fields[2]))
+    for tid, raw in redis.hscan_iter(keys.tuples(edge_id), count=10_000):
+        record = Record.decode(raw)
+        cloud[int(tid)] = (record.household, record.ws)
 
     rows = defaultdict(lambda: None)
     edge_ids = set()
@@ -97,13 +97,12 @@ def check_sums(redis, keys):
     """The running per-state sums against the sums of every stored tuple (all edges)."""
     recomputed = defaultdict(lambda: [0.0, 0])
     households = defaultdict(set)
-    for key in redis.scan_iter(match=f"{keys.prefix}t:*", count=1000):
-        for _, record in redis.hscan_iter(key, count=10_000):
-            fields = record.split(b"|", 7)
-            state = fields[1].decode()
-            recomputed[state][0] += float(fields[4])
-            recomputed[state][1] += 1
-            households[state].add(fields[7])
+    for key in redis.scan_iter(match=keys.all_tuples(), count=1000):
+        for _, raw in redis.hscan_iter(key, count=10_000):
+            record = Record.decode(raw)
+            recomputed[record.state][0] += record.avg
+            recomputed[record.state][1] += 1
+            households[record.state].add(record.household)
     stored = {k.decode(): v for k, v in redis.hgetall(keys.states).items()}
     problems = []
     for state in sorted(set(recomputed) | {k.split(":")[0] for k in stored}):
