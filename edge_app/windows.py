@@ -16,10 +16,11 @@ household's following genuine readings late; its window closes by the idle
 timeout, or when the clock catches up. A household's first reading sets its
 clock.
 
-Memory: a household with no open window that has been silent for the idle
-timeout is forgotten. Should it send a reading for a window already stored,
-that window opens again and the database's unique key absorbs it; resume
-offsets only ever depend on open windows, so forgetting changes none.
+Memory: a household silent for FORGET_AFTER_IDLES idle timeouts (its
+windows all closed long before) is forgotten. Until then a straggler for a
+closed window is late; after it, such a reading opens that window again and
+the database's unique key absorbs the copy (nothing is counted twice).
+Resume offsets only ever depend on open windows, so forgetting changes none.
 
 Every open window remembers the Kafka offset of its first reading, so the
 consumer can resume from the oldest offset still inside an open window.
@@ -30,6 +31,7 @@ from dataclasses import dataclass, field
 from fogwire.limits import MAX_POWER_W
 
 MAX_JUMP_MS = 10 * 60 * 1000  # further ahead than this, a lone reading does not move its household's clock
+FORGET_AFTER_IDLES = 6  # idle timeouts of silence after which a household leaves memory
 
 
 @dataclass(slots=True)
@@ -116,12 +118,14 @@ class WindowBook:
         """
         before = len(self.closed)
         cutoff = now - self.idle_seconds
+        forget = now - self.idle_seconds * FORGET_AFTER_IDLES
         silent = []
         for household, state in self.households.items():
             if state.last_seen <= cutoff:
                 if state.windows:
                     self._close_due(household, state, everything=True)
-                silent.append(household)
+                if state.last_seen <= forget:
+                    silent.append(household)
                 continue
             stale = [s for s, w in state.windows.items() if w.touched <= cutoff]
             for start in sorted(stale):

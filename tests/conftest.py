@@ -99,10 +99,14 @@ from tests.corpus import EDGE_ID, EDGE_SECRET, GEM_HEADER  # noqa: E402  (shared
 class CloudThread:
     """A real CloudServer on real pynng sockets and a real Redis, in a thread of its own."""
 
-    def __init__(self, redis_url, prefix, secrets, legacy_edge=None, publish=False, ports=None):
+    def __init__(self, redis_url, prefix, secrets, legacy_edge=None, publish=False, ports=None,
+                 households_per_edge=None):
         import threading
 
+        from fogwire.limits import DEFAULT_HOUSEHOLDS_PER_EDGE
+
         self.redis_url, self.prefix, self.secrets = redis_url, prefix, secrets
+        self.households_per_edge = households_per_edge or DEFAULT_HOUSEHOLDS_PER_EDGE
         self.legacy_edge, self.publish = legacy_edge, publish
         hb, data = ports or (_free_port(), _free_port())
         self.hb_addr, self.data_addr = f"tcp://127.0.0.1:{hb}", f"tcp://127.0.0.1:{data}"
@@ -131,7 +135,7 @@ class CloudThread:
         if self.publish:
             from channels.layers import get_channel_layer
             layer = get_channel_layer()
-        self.server = CloudServer(CloudStore(client, self.prefix), self.secrets, legacy_edge=self.legacy_edge,
+        self.server = CloudServer(CloudStore(client, self.prefix, self.households_per_edge), self.secrets, legacy_edge=self.legacy_edge,
                                   channel_layer=layer)
         self.loop, self.stop_event = asyncio.get_running_loop(), asyncio.Event()
         serving = asyncio.create_task(self.server.serve(self.hb_addr, self.data_addr, self.stop_event, workers=4))

@@ -130,24 +130,6 @@ def test_it_sends_again_what_a_restart_left_sent(edge, ports, redis_url, cloud_p
 
 
 @pytest.mark.django_db(transaction=True)
-def test_it_keeps_refused_tuples_visible_and_backs_off(edge, ports, redis_url, cloud_prefix):
-    beat, sender = edge
-    add_tuples(10)
-    WindowAggregate.objects.filter(id=WindowAggregate.objects.order_by("id")[0].id).update(average_w=-5.0)
-    cloud = CloudThread(redis_url, cloud_prefix, {EDGE_ID: EDGE_SECRET}, ports=ports).start()
-    try:
-        assert link_comes_up(beat)
-        assert drain(fresh(sender)) == 9
-        assert fresh(sender).handle_one_round() == 0  # the refused one waits out its backoff
-    finally:
-        cloud.stop()
-    refused = WindowAggregate.objects.get(average_w=-5.0)
-    assert (refused.status, refused.refusal) == (Status.PENDING, "negative-power")
-    assert refused.next_attempt_at is not None
-    assert EdgeStatus.objects.get(edge_id=EDGE_ID).refused == 1
-
-
-@pytest.mark.django_db(transaction=True)
 def test_it_refuses_to_trust_a_cloud_that_does_not_know_its_secret(edge, ports, redis_url, cloud_prefix, redis_client):
     beat, sender = edge
     add_tuples(5)
