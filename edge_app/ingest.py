@@ -117,8 +117,8 @@ def _day(start_ms, cache={}):
 # windows replayed after a crash.
 INSERT_WINDOWS = (
     f"INSERT INTO {WindowAggregate._meta.db_table} (household, window_start, window_end, day, average_w, readings, "
-    f"status, postal_code, refusal, attempts, created_at) VALUES (%s, %s, %s, %s, %s, %s, {int(Status.PENDING)}, '', '', "
-    "0, %s) "
+    "status, postal_code, refusal, attempts, created_at) "
+    f"VALUES (%s, %s, %s, %s, %s, %s, {int(Status.PENDING)}, '', '', 0, %s) "
     "ON CONFLICT (household, window_start) DO NOTHING"
 )
 

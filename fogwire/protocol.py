@@ -215,7 +215,7 @@ def read_batch(edge, payload):
 
 
 def refusals(batch, now_ms=None):
-    """One reason per tuple ('' = acceptable), by the limits every node shares. Bad tuples are refused, the rest stored."""
+    """One reason per tuple ('' = acceptable), by the limits all nodes share. Bad tuples are refused, the rest stored."""
     now_ms = now_ms or int(time.time() * 1000)
     seen = set()
     reasons = []

@@ -135,7 +135,8 @@ class CloudThread:
         if self.publish:
             from channels.layers import get_channel_layer
             layer = get_channel_layer()
-        self.server = CloudServer(CloudStore(client, self.prefix, self.households_per_edge), self.secrets, legacy_edge=self.legacy_edge,
+        store = CloudStore(client, self.prefix, self.households_per_edge)
+        self.server = CloudServer(store, self.secrets, legacy_edge=self.legacy_edge,
                                   channel_layer=layer)
         self.loop, self.stop_event = asyncio.get_running_loop(), asyncio.Event()
         serving = asyncio.create_task(self.server.serve(self.hb_addr, self.data_addr, self.stop_event, workers=4))

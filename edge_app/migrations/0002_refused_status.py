@@ -13,6 +13,7 @@ class Migration(migrations.Migration):
         migrations.AlterField(
             model_name='windowaggregate',
             name='status',
-            field=models.PositiveSmallIntegerField(choices=[(0, 'pending'), (1, 'sent'), (2, 'acknowledged'), (3, 'refused')], default=0),
+            field=models.PositiveSmallIntegerField(
+                choices=[(0, "pending"), (1, "sent"), (2, "acknowledged"), (3, "refused")], default=0),
         ),
     ]
