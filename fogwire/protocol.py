@@ -14,6 +14,9 @@ MessagePack rows 0.17 / 0.45 ms, MessagePack columns 0.07 / 0.08 ms /
 97 kB. Columns also make strict validation cheap: a few length and type
 checks per list instead of per-row dict checks.
 
+Every value a tuple carries is checked against fogwire.limits, the limits
+the simulation and the edge's ingest use too (`refusals`).
+
 Legacy v1 (the original prototype, opt-in on the cloud): b"heartbeat" ->
 b"ack"; JSON {"id", "node_id", "average"} -> b"PLZ for id: <id> - PLZ: <plz>".
 
