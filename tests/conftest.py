@@ -215,14 +215,19 @@ def ingest_to_end(bootstrap, topic, edge_id="edge-test", idle_seconds=60):
     """Run the real Ingestor over everything in `topic` and store the windows (a burst run, in process)."""
     from edge_app.ingest import Ingestor
 
-    ingest = Ingestor(edge_id=edge_id, topic=topic, bootstrap=bootstrap, window_seconds=5, grace_seconds=2,
-                      idle_seconds=idle_seconds)
+    ingest = read_to_end(Ingestor(edge_id=edge_id, topic=topic, bootstrap=bootstrap, window_seconds=5,
+                                  grace_seconds=2, idle_seconds=idle_seconds))
+    ingest.finish()
+    ingest.close()
+    return ingest
+
+
+def read_to_end(ingest):
+    """Connect an Ingestor and poll until it has read everything its topic held when it connected."""
     ingest.connect()
     end = ingest.end_offsets()
     while not ingest.at_end(end):
         ingest.handle_one_poll()
-    ingest.finish()
-    ingest.close()
     return ingest
 
 

@@ -13,7 +13,7 @@ from edge_app.ingest import Ingestor, MalformedReading, RateLimitedLog, parse_re
 from edge_app.models import IngestPosition, WindowAggregate
 from edge_app.windows import MAX_JUMP_MS, WindowBook
 from tests.conftest import (EDGE_SECRET, CloudThread, child_env, edge_db, ingest_to_end, produce, reading,
-                            run_manage, store_through_cloud)
+                            read_to_end, run_manage, store_through_cloud)
 
 T0 = 1_577_142_000_000
 HOUR = 3_600_000
@@ -96,12 +96,8 @@ def test_it_resumes_exactly_after_forgetting_silent_households(kafka_bootstrap, 
     early = [reading(f"early-{h}", T0 + h, 10.0 + h) for h in range(40)]
     steady = [reading("steady", T0 + i * 1000, float(i)) for i in range(60)]
     produce(kafka_bootstrap, topic, early + steady[:30])
-    first = Ingestor(edge_id="edge-evict", topic=topic, bootstrap=kafka_bootstrap, window_seconds=5,
-                     grace_seconds=2, idle_seconds=60)
-    first.connect()
-    end = first.end_offsets()
-    while not first.at_end(end):
-        first.handle_one_poll()
+    first = read_to_end(Ingestor(edge_id="edge-evict", topic=topic, bootstrap=kafka_bootstrap, window_seconds=5,
+                                 grace_seconds=2, idle_seconds=60))
     for household, state in first.book.households.items():
         if household.startswith("early"):
             state.last_seen -= 3600  # they fell silent an hour ago (wall clock)
@@ -111,14 +107,7 @@ def test_it_resumes_exactly_after_forgetting_silent_households(kafka_bootstrap, 
     first.close()  # a stop without finish(): the open window is replayed by the next run
 
     produce(kafka_bootstrap, topic, steady[30:])
-    second = Ingestor(edge_id="edge-evict", topic=topic, bootstrap=kafka_bootstrap, window_seconds=5,
-                      grace_seconds=2, idle_seconds=60)
-    second.connect()
-    end = second.end_offsets()
-    while not second.at_end(end):
-        second.handle_one_poll()
-    second.finish()
-    second.close()
+    ingest_to_end(kafka_bootstrap, topic, edge_id="edge-evict")
     stored = sorted(WindowAggregate.objects.values_list("household", "window_start", "readings", "average_w"))
     expected = sorted([(f"early-{h}", T0, 1, 10.0 + h) for h in range(40)]
                       + [("steady", T0 + w * 5000, 5, float(sum(range(w * 5, w * 5 + 5))) / 5) for w in range(12)])
