@@ -8,7 +8,7 @@ import pytest
 import redis as redis_lib
 
 from cloud_app.store import DEFAULT_PREFIX, Keys
-from fogsite.localservices import Paths, Redis
+from tooling.localservices import Paths, Redis
 from fogwire import protocol as wire
 from tests.conftest import EDGE_ID, EDGE_SECRET, CloudThread, _free_port, make_rows, wait_for
 
