@@ -7,6 +7,7 @@ import json
 
 from kafka import KafkaProducer
 
+from cloud_app.store import Keys
 from edge_app.merge import PartitionMerge
 from edge_app.windows import WindowBook
 from tests.conftest import child_env, edge_cloud, edge_db, run_manage
@@ -51,7 +52,7 @@ def test_it_windows_unkeyed_prototype_messages_by_their_record_time(kafka_bootst
                 for node in range(NODES) for w in range(windows)}
     assert stored == expected
     assert partitions == 3  # the messages really were spread over every partition
-    assert redis_client.hlen(f"{cloud_prefix}t:{edge_env['FOG_EDGE_ID']}") == NODES * windows
+    assert redis_client.hlen(Keys(cloud_prefix).tuples(edge_env["FOG_EDGE_ID"])) == NODES * windows
 
 
 def test_it_releases_partitions_in_time_order_only_up_to_the_slowest():

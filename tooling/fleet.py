@@ -21,6 +21,7 @@ from pathlib import Path
 
 import redis as redis_lib
 
+from cloud_app.store import Keys, Record
 from tooling.bench.common import delete_prefix, free_port, wait_until
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -79,12 +80,14 @@ class Edge:
 
     def loop_pids(self, loops=LOOPS):
         """Pids of the worker processes that hold this edge's loops now."""
+        from edge_app.loops import EdgeControl
+
         client = redis_lib.Redis.from_url(self.redis_url)
         try:
-            held = [client.get(f"fog:edge:{self.edge_id}:lock:{loop}") for loop in loops]
+            control = EdgeControl(self.edge_id, connection=client)
+            return [pid for pid in (control.holder_pid(loop) for loop in loops) if pid]
         finally:
             client.close()
-        return [int(h.split(b":")[0]) for h in held if h]
 
     def running(self, loop):
         return bool(self.loop_pids([loop]))
@@ -127,9 +130,12 @@ class Fleet:
     def _flush_edge_redis(edge):
         """Jobs an interrupted fleet run left queued in this edge's own Redis database (only fleets use it),
         and this edge's loop flags."""
+        from edge_app.loops import EdgeControl
+
         client = redis_lib.Redis.from_url(edge.redis_url)
         try:
-            client.delete("rq:queue:edge", *client.scan_iter(match=f"fog:edge:{edge.edge_id}:*", count=1000))
+            prefix = EdgeControl(edge.edge_id, connection=client).prefix
+            client.delete("rq:queue:edge", *client.scan_iter(match=f"{prefix}*", count=1000))
         finally:
             client.close()
 
@@ -218,7 +224,7 @@ class Fleet:
         client = redis_lib.Redis.from_url(self.cloud_redis_url)
         try:
             edges = [edge] if edge else self.edges
-            return sum(client.hlen(f"{self.prefix}t:{e.edge_id}") for e in edges)
+            return sum(client.hlen(Keys(self.prefix).tuples(e.edge_id)) for e in edges)
         finally:
             client.close()
 
@@ -227,9 +233,9 @@ class Fleet:
         client = redis_lib.Redis.from_url(self.cloud_redis_url)
         copies = {}
         try:
-            for _, record in client.hscan_iter(f"{self.prefix}t:{edge.edge_id}", count=10_000):
-                fields = record.decode().split("|", 7)
-                window = (fields[7], int(fields[2]))
+            for _, raw in client.hscan_iter(Keys(self.prefix).tuples(edge.edge_id), count=10_000):
+                record = Record.decode(raw)
+                window = (record.household, record.ws)
                 copies[window] = copies.get(window, 0) + 1
         finally:
             client.close()
