@@ -128,10 +128,19 @@ STATICFILES_DIRS = [
     ("vendor/chartjs", BASE_DIR / "node_modules" / "chart.js" / "dist"),
 ]
 
+# channels-redis waits for a message with a 5 s blocking pop; redis-py 8's
+# default 5 s read timeout lost that race whenever nothing was published, and
+# every idle dashboard socket was closed with 1011 (django/channels_redis#422,
+# redis/redis-py#4091). A read timeout well above the pop still notices a
+# Redis that stopped answering.
+CHANNEL_LAYER_SOCKET_TIMEOUT = 30
 CHANNEL_LAYERS = {
     "default": {
         "BACKEND": "channels_redis.core.RedisChannelLayer",
-        "CONFIG": {"hosts": [FOG_CLOUD_REDIS_URL], "prefix": f"{FOG_CLOUD_KEY_PREFIX}asgi"},
+        "CONFIG": {
+            "hosts": [{"address": FOG_CLOUD_REDIS_URL, "socket_timeout": CHANNEL_LAYER_SOCKET_TIMEOUT}],
+            "prefix": f"{FOG_CLOUD_KEY_PREFIX}asgi",
+        },
     }
 }
 

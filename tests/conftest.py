@@ -6,6 +6,7 @@ a skip. Each test gets its own Kafka topic and a freshly emptied Redis
 database reserved for tests, so tests never see each other's data.
 """
 
+import copy
 import os
 import socket
 import subprocess
@@ -306,8 +307,11 @@ def cloud_settings(settings, redis_url, cloud_prefix):
 
     settings.FOG_CLOUD_REDIS_URL = redis_url
     settings.FOG_CLOUD_KEY_PREFIX = cloud_prefix
-    settings.CHANNEL_LAYERS = {"default": {"BACKEND": "channels_redis.core.RedisChannelLayer",
-                                           "CONFIG": {"hosts": [redis_url], "prefix": f"{cloud_prefix}asgi"}}}
+    # The project's own layer settings (connection options included), pointed at the test's database.
+    layer = copy.deepcopy(settings.CHANNEL_LAYERS["default"])
+    layer["CONFIG"]["hosts"] = [{**host, "address": redis_url} for host in layer["CONFIG"]["hosts"]]
+    layer["CONFIG"]["prefix"] = f"{cloud_prefix}asgi"
+    settings.CHANNEL_LAYERS = {"default": layer}
     channel_layers.backends = {}
     reader.cache_clear()
     yield settings

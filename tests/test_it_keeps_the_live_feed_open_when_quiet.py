@@ -1,0 +1,43 @@
+"""The dashboard's websocket stays open through silence (issue 19.1).
+
+redis-py 8 reads with a 5 s socket timeout by default, and channels-redis
+waits for a message with a 5 s blocking pop: with nothing to send, the read
+timed out first and the server closed the socket (1011) every ~5 s. This
+holds a socket open on the real ASGI app and the real Redis channel layer for
+longer than several such rounds, then checks the next update still arrives.
+"""
+
+import asyncio
+
+from channels.testing import WebsocketCommunicator
+
+from tests.conftest import EDGE_ID, EDGE_SECRET, CloudThread, make_rows, store_through_cloud
+
+SILENCE_SECONDS = 20
+
+
+def test_it_delivers_an_update_after_20_seconds_of_silence(cloud_settings, redis_url, cloud_prefix):
+    from fogsite.asgi import application
+
+    cloud = CloudThread(redis_url, cloud_prefix, {EDGE_ID: EDGE_SECRET}, publish=True).start()
+
+    async def scenario():
+        socket = WebsocketCommunicator(application, "/ws/dashboard/", headers=[(b"origin", b"http://localhost"),
+                                                                                (b"host", b"localhost")])
+        connected, _ = await socket.connect()
+        assert connected
+        assert (await socket.receive_json_from(timeout=10))["type"] == "summary"
+        # Nothing is published for a while; the server must neither send nor close.
+        assert await socket.receive_nothing(timeout=SILENCE_SECONDS, interval=0.5)
+        await asyncio.get_running_loop().run_in_executor(
+            None, store_through_cloud, cloud, make_rows(7, household="after-silence"))
+        update = await socket.receive_json_from(timeout=15)
+        await socket.disconnect()
+        return update
+
+    try:
+        update = asyncio.run(scenario())
+    finally:
+        cloud.stop()
+    assert update["type"] == "update"
+    assert update["acked"] == 7 and update["edges"] == {EDGE_ID: 7}
