@@ -54,14 +54,6 @@ def check_pipeline_settings(app_configs, **kwargs):
                 id="fog.E003",
             )
         )
-    if not settings.FOG_TOPIC.replace("-", "").replace("_", "").replace(".", "").isalnum():
-        errors.append(
-            Error(
-                f"FOG_TOPIC={settings.FOG_TOPIC!r} is not a legal Kafka topic name.",
-                hint="Use letters, digits, '.', '_' and '-'.",
-                id="fog.E004",
-            )
-        )
     if settings.FOG_GRACE_SECONDS >= 10 * settings.FOG_WINDOW_SECONDS:
         errors.append(
             Warning(
