@@ -179,7 +179,11 @@ LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
     "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    # Third-party libraries' repeats (kafka-python's slow-task warnings) become one line a minute;
+    # the pipeline's own `fog.*` lines always show (fogsite/lognoise.py).
+    "filters": {"third_party_summary": {"()": "fogsite.lognoise.ThirdPartySummary"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain",
+                             "filters": ["third_party_summary"]}},
     "loggers": {
         "fog": {"handlers": ["console"], "level": LOG_LEVEL, "propagate": False},
         "kafka": {"handlers": ["console"], "level": "WARNING", "propagate": False},

@@ -35,7 +35,7 @@ def web(cloud_settings, redis_url, cloud_prefix):
     port = _free_port()
     env = {**os.environ, "FOG_CLOUD_REDIS_URL": redis_url, "FOG_CLOUD_KEY_PREFIX": cloud_prefix}
     proc = subprocess.Popen([sys.executable, "-m", "uvicorn", "fogsite.asgi:application", "--host", "127.0.0.1",
-                             "--port", str(port), "--log-level", "warning"], cwd=ROOT, env=env,
+                             "--port", str(port), "--lifespan", "off", "--log-level", "warning"], cwd=ROOT, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     try:
         assert wait_for(lambda: port_open("127.0.0.1", port), timeout=30, interval=0.2), "the web server did not start"
