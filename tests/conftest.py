@@ -326,3 +326,25 @@ def store_through_cloud(cloud, rows, edge=EDGE_ID, secret=EDGE_SECRET):
     codes, reasons = wire.read_reply(cloud.request(wire.batch_frame(edge, secret, rows)), edge, secret, len(rows))
     assert reasons == [""] * len(rows)
     return codes
+
+
+async def open_dashboard():
+    """A websocket on the real ASGI app's /ws/dashboard/, connected, and the summary it sends first."""
+    from channels.testing import WebsocketCommunicator
+
+    from fogsite.asgi import application
+
+    socket = WebsocketCommunicator(application, "/ws/dashboard/", headers=[(b"origin", b"http://localhost"),
+                                                                            (b"host", b"localhost")])
+    connected, _ = await socket.connect()
+    assert connected
+    summary = await socket.receive_json_from(timeout=10)
+    assert summary["type"] == "summary"
+    return socket, summary
+
+
+async def store_meanwhile(cloud, rows):
+    """store_through_cloud from inside a running event loop (in a thread, so the loop keeps serving)."""
+    import asyncio
+
+    return await asyncio.get_running_loop().run_in_executor(None, store_through_cloud, cloud, rows)

@@ -9,28 +9,19 @@ longer than several such rounds, then checks the next update still arrives.
 
 import asyncio
 
-from channels.testing import WebsocketCommunicator
-
-from tests.conftest import EDGE_ID, EDGE_SECRET, CloudThread, make_rows, store_through_cloud
+from tests.conftest import EDGE_ID, EDGE_SECRET, CloudThread, make_rows, open_dashboard, store_meanwhile
 
 SILENCE_SECONDS = 20
 
 
 def test_it_delivers_an_update_after_20_seconds_of_silence(cloud_settings, redis_url, cloud_prefix):
-    from fogsite.asgi import application
-
     cloud = CloudThread(redis_url, cloud_prefix, {EDGE_ID: EDGE_SECRET}, publish=True).start()
 
     async def scenario():
-        socket = WebsocketCommunicator(application, "/ws/dashboard/", headers=[(b"origin", b"http://localhost"),
-                                                                                (b"host", b"localhost")])
-        connected, _ = await socket.connect()
-        assert connected
-        assert (await socket.receive_json_from(timeout=10))["type"] == "summary"
+        socket, _ = await open_dashboard()
         # Nothing is published for a while; the server must neither send nor close.
         assert await socket.receive_nothing(timeout=SILENCE_SECONDS, interval=0.5)
-        await asyncio.get_running_loop().run_in_executor(
-            None, store_through_cloud, cloud, make_rows(7, household="after-silence"))
+        await store_meanwhile(cloud, make_rows(7, household="after-silence"))
         update = await socket.receive_json_from(timeout=15)
         await socket.disconnect()
         return update
