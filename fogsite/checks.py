@@ -10,7 +10,7 @@ from django.conf import settings
 from django.core.checks import Error, Tags, Warning, register
 from redis.connection import parse_url
 
-from fogsite.env import edge_secrets_text, parse_edge_secrets
+from cloud_app.secrets import edge_secrets_text, parse_edge_secrets
 
 LOOPBACK = {"127.0.0.1", "localhost", "::1", "[::1]", "ip6-localhost"}
 
