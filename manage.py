@@ -18,7 +18,7 @@ def main():
     from fogsite.env import SETTING_ERROR_STATUS, SettingError
 
     try:
-        settings.INSTALLED_APPS  # reads the environment once, before any command runs
+        _ = settings.INSTALLED_APPS  # reads the environment once, before any command runs
     except SettingError as exc:
         sys.stderr.write(f"{exc}\n")
         sys.exit(SETTING_ERROR_STATUS)

@@ -7,6 +7,7 @@ with one line naming the variable, its value and what it expected
 """
 
 import ipaddress
+import math
 import os
 import re
 from urllib.parse import parse_qs, urlsplit
@@ -62,7 +63,7 @@ def env_float(name, default, *, minimum=None):
         number = float(value)
     except ValueError:
         raise SettingError(f"{name}={value!r}: expected a number") from None
-    if number != number or number in (float("inf"), float("-inf")) or (minimum is not None and number < minimum):
+    if not math.isfinite(number) or (minimum is not None and number < minimum):
         raise SettingError(f"{name}={value!r}: expected a number >= {minimum}")
     return number
 
@@ -119,7 +120,7 @@ def env_url(name, default, *, schemes):
     if parts.scheme not in schemes:
         raise SettingError(f"{name}={value!r}: expected a URL starting with {' or '.join(s + '://' for s in schemes)}")
     try:
-        parts.port
+        _ = parts.port  # urlsplit checks the port only when asked
     except ValueError:
         raise SettingError(f"{name}={value!r}: expected a port number 1..65535 after the host") from None
     return value

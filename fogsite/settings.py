@@ -9,8 +9,18 @@ import re
 from pathlib import Path
 
 from fogsite.env import (
-    ensure_folder, env_bool, env_choice, env_database, env_float, env_host, env_hostport, env_int, env_list,
-    env_match, env_redis_url, env_str,
+    ensure_folder,
+    env_bool,
+    env_choice,
+    env_database,
+    env_float,
+    env_host,
+    env_hostport,
+    env_int,
+    env_list,
+    env_match,
+    env_redis_url,
+    env_str,
 )
 from fogwire.protocol import EDGE_ID_RE, MAX_EDGE_ID
 

@@ -343,8 +343,20 @@ async def open_dashboard():
     return socket, summary
 
 
-async def store_meanwhile(cloud, rows):
-    """store_through_cloud from inside a running event loop (in a thread, so the loop keeps serving)."""
+async def update_after_storing(socket, cloud, rows, timeout):
+    """Store `rows` through `cloud` from inside the socket's event loop (in a thread, so the loop keeps
+    serving), then return the update the dashboard socket receives, and close the socket."""
     import asyncio
 
-    return await asyncio.get_running_loop().run_in_executor(None, store_through_cloud, cloud, rows)
+    await asyncio.get_running_loop().run_in_executor(None, store_through_cloud, cloud, rows)
+    update = await socket.receive_json_from(timeout=timeout)
+    await socket.disconnect()
+    return update
+
+
+@pytest.fixture
+def publishing_cloud(cloud_settings, redis_url, cloud_prefix):
+    """A real cloud that publishes its updates to the dashboard group through the real channel layer."""
+    cloud = CloudThread(redis_url, cloud_prefix, {EDGE_ID: EDGE_SECRET}, publish=True).start()
+    yield cloud
+    cloud.stop()

@@ -9,26 +9,18 @@ longer than several such rounds, then checks the next update still arrives.
 
 import asyncio
 
-from tests.conftest import EDGE_ID, EDGE_SECRET, CloudThread, make_rows, open_dashboard, store_meanwhile
+from tests.conftest import EDGE_ID, make_rows, open_dashboard, update_after_storing
 
 SILENCE_SECONDS = 20
 
 
-def test_it_delivers_an_update_after_20_seconds_of_silence(cloud_settings, redis_url, cloud_prefix):
-    cloud = CloudThread(redis_url, cloud_prefix, {EDGE_ID: EDGE_SECRET}, publish=True).start()
-
+def test_it_delivers_an_update_after_20_seconds_of_silence(publishing_cloud):
     async def scenario():
         socket, _ = await open_dashboard()
         # Nothing is published for a while; the server must neither send nor close.
         assert await socket.receive_nothing(timeout=SILENCE_SECONDS, interval=0.5)
-        await store_meanwhile(cloud, make_rows(7, household="after-silence"))
-        update = await socket.receive_json_from(timeout=15)
-        await socket.disconnect()
-        return update
+        return await update_after_storing(socket, publishing_cloud, make_rows(7, household="after-silence"), 15)
 
-    try:
-        update = asyncio.run(scenario())
-    finally:
-        cloud.stop()
+    update = asyncio.run(scenario())
     assert update["type"] == "update"
     assert update["acked"] == 7 and update["edges"] == {EDGE_ID: 7}

@@ -23,7 +23,7 @@ def documented_commands():
     """{command: {options}} from the commands table and from every `manage.py ...` span."""
     commands = defaultdict(set)
     table = README.split("## The commands", 1)[1].split("\n#", 1)[0]
-    for row in re.findall(r"^\| `manage\.py ([a-z_]+)[^`]*` \|(.*)\|\s*$", table, re.M):
+    for row in re.findall(r"^\| `manage\.py ([a-z_]+)[^`]*` \|(.*)\|\s*$", table, re.MULTILINE):
         name, text = row
         commands[name]
         for span in SPAN.findall(text):
@@ -54,7 +54,7 @@ def test_it_has_every_option_the_readme_names(command):
 
 def test_it_has_every_make_target_the_readme_names():
     makefile = (ROOT / "Makefile").read_text()
-    targets = set(re.findall(r"^([a-z][a-z-]*):", makefile, re.M))
+    targets = set(re.findall(r"^([a-z][a-z-]*):", makefile, re.MULTILINE))
     named = {span.split()[1] for span in SPAN.findall(README) if re.match(r"make [a-z]", span)}
     assert {"demo", "test"} <= named
     assert named - targets == set()

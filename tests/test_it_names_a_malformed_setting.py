@@ -16,10 +16,10 @@ BAD_VALUES = {
     "FOG_KAFKA_BOOTSTRAP": ("kafka-without-port", "FOG_KAFKA_BOOTSTRAP='kafka-without-port': expected host:port"),
     "FOG_TOPIC": ("power readings", "FOG_TOPIC='power readings': expected 1..249 of A-Z a-z 0-9 . _ -"),
     "FOG_DATABASE_URL": ("foo", "FOG_DATABASE_URL='foo': expected a database URL such as sqlite:///"),
-    "FOG_EDGE_REDIS_URL": ("http://127.0.0.1:6379/0", "FOG_EDGE_REDIS_URL='http://127.0.0.1:6379/0': expected a URL "
-                                                     "starting with redis://"),
-    "FOG_CLOUD_REDIS_URL": ("redis://127.0.0.1:6379/one", "FOG_CLOUD_REDIS_URL='redis://127.0.0.1:6379/one': "
-                                                          "expected a database number"),
+    "FOG_EDGE_REDIS_URL": ("http://127.0.0.1:6379/0",
+                           "FOG_EDGE_REDIS_URL='http://127.0.0.1:6379/0': expected a URL starting with redis://"),
+    "FOG_CLOUD_REDIS_URL": ("redis://127.0.0.1:6379/one",
+                            "FOG_CLOUD_REDIS_URL='redis://127.0.0.1:6379/one': expected a database number"),
     "FOG_EDGE_ID": ("edge 1", "FOG_EDGE_ID='edge 1': expected 1..64 of A-Z a-z 0-9 . _ -"),
     "FOG_CLOUD_HOST": ("tcp://cloud:63271", "FOG_CLOUD_HOST='tcp://cloud:63271': expected a host name or IP address"),
     "FOG_CLOUD_BIND": ("0.0.0.0:80", "FOG_CLOUD_BIND='0.0.0.0:80': expected a host name or IP address"),
@@ -42,7 +42,7 @@ FREE_OR_CHECKED = {"FOG_EDGE_SECRET", "FOG_EDGE_SECRETS", "FOG_EDGE_SECRETS_FILE
 def readme_settings():
     text = (ROOT / "README.md").read_text()
     table = text.split("## Configuration", 1)[1].split("\n## ", 1)[0]
-    return set(re.findall(r"^\| `([A-Z][A-Z0-9_]+)` \|", table, re.M))
+    return set(re.findall(r"^\| `([A-Z][A-Z0-9_]+)` \|", table, re.MULTILINE))
 
 
 def test_it_has_a_malformed_example_for_every_setting_the_readme_lists():

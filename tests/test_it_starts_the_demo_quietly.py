@@ -11,8 +11,8 @@ import signal
 import subprocess
 import uuid
 
-import redis
 import pytest
+import redis
 
 from tests.conftest import ROOT, _free_port, child_env, run_manage, wait_for
 
