@@ -113,4 +113,4 @@ def test_it_serves_a_cloud_host_without_reaching_the_edge_database_or_queue(web_
 def test_it_refuses_an_unknown_role_naming_the_variable():
     result = run_manage("check", env={"FOG_ROLE": "fog"})
     assert result.returncode != 0
-    assert "FOG_ROLE='fog': expected one of all, edge, cloud" in result.stderr
+    assert "FOG_ROLE='fog': expected one of ALL, EDGE, CLOUD" in result.stderr
