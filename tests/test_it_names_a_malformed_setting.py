@@ -22,6 +22,7 @@ BAD_VALUES = {
                             "FOG_CLOUD_REDIS_URL='redis://127.0.0.1:6379/one': expected a database number"),
     "FOG_EDGE_ID": ("edge 1", "FOG_EDGE_ID='edge 1': expected 1..64 of A-Z a-z 0-9 . _ -"),
     "FOG_CLOUD_HOST": ("tcp://cloud:63271", "FOG_CLOUD_HOST='tcp://cloud:63271': expected a host name or IP address"),
+    "FOG_ROLE": ("fog", "FOG_ROLE='fog': expected one of ALL, EDGE, CLOUD"),
     "FOG_CLOUD_BIND": ("0.0.0.0:80", "FOG_CLOUD_BIND='0.0.0.0:80': expected a host name or IP address"),
     "FOG_CLOUD_HOUSEHOLDS_PER_EDGE": ("0", "FOG_CLOUD_HOUSEHOLDS_PER_EDGE=0: expected a whole number >= 1"),
     "FOG_HEARTBEAT_PORT": ("0", "FOG_HEARTBEAT_PORT=0: expected 1..65535"),
