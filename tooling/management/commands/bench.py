@@ -169,5 +169,10 @@ class Command(BaseCommand):
             Path(options["write"]).write_text(markdown(sections, "make bench   # = python manage.py bench all "
                                                                  "--write docs/BENCHMARKS.md", NOTES))
             out(f"bench: wrote {options['write']}")
+            scaling = Path(options["write"]).parent / "SCALING.md"  # its figures are this run's too
+            figures = [f for (_, name), fs in sections.items() if name == "scale" for f in fs]
+            if figures and scaling.exists():
+                scale.write_section(scaling, scale.section(figures, "make bench"))
+                out(f"bench: wrote the scale section of {scaling}")
         if options["json"]:
             self.stdout.write(json.dumps([f.as_dict() for figures in sections.values() for f in figures], indent=2))
