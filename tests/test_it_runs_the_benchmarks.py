@@ -14,7 +14,7 @@ SMALL = {
     "realtime": ["--households", "100", "--until", "3"],
     "latency": ["--households", "20", "--seconds", "8"],
     "api": ["--tuples", "5000", "--households", "100", "--clients", "2", "--requests", "20", "--baseline-calls", "1"],
-    "scale": ["--replicas", "1,2", "--edges", "2", "--tuples", "3000", "--tuples-per-edge", "500"],
+    "scale": ["--replicas", "2", "--edges", "2", "--tuples", "3000", "--tuples-per-edge", "500"],
 }
 
 
