@@ -373,16 +373,16 @@ def publishing_cloud(cloud_settings, redis_url, cloud_prefix):
 
 
 @pytest.fixture
-def fleet_of(kafka_bootstrap, redis_url):
+def fleet_of(kafka_bootstrap, redis_url, cloud_prefix):
     """`fleet_of(n)`: n real edges and the cloud replicas a test starts (tooling.fleet), on this test's
-    cloud Redis; every process ended and everything removed afterwards."""
+    cloud Redis and key prefix; every process ended and everything removed afterwards."""
     from tooling.fleet import Fleet
 
     made = []
 
     def make(edges):
         made.append(Fleet(bootstrap=kafka_bootstrap, cloud_redis_url=redis_url,
-                          edge_redis_url=settings.FOG_EDGE_REDIS_URL, edges=edges))
+                          edge_redis_url=settings.FOG_EDGE_REDIS_URL, edges=edges, prefix=cloud_prefix))
         return made[-1]
 
     yield make

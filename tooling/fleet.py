@@ -94,14 +94,14 @@ class Edge:
 
 
 class Fleet:
-    def __init__(self, *, bootstrap, cloud_redis_url, edge_redis_url, edges=3, partitions=3):
+    def __init__(self, *, bootstrap, cloud_redis_url, edge_redis_url, edges=3, partitions=3, prefix=None):
         if not 1 <= edges <= MAX_EDGES:
             raise ValueError(f"a fleet has 1..{MAX_EDGES} edges, not {edges}")
         self.run = uuid.uuid4().hex[:8]
         self.folder = Path(tempfile.mkdtemp(prefix="fog-fleet-"))
         self.bootstrap, self.cloud_redis_url = bootstrap, cloud_redis_url
         self.edge_redis_base = edge_redis_url.rsplit("/", 1)[0]
-        self.prefix = f"fleet:{self.run}:"
+        self.prefix = prefix or f"fleet:{self.run}:"
         self.base_env = {"FOG_KAFKA_BOOTSTRAP": bootstrap, "FOG_CLOUD_REDIS_URL": cloud_redis_url,
                          "FOG_CLOUD_KEY_PREFIX": self.prefix, "FOG_VAR_DIR": str(self.folder)}
         self.edges = [Edge(self, n) for n in range(edges)]
