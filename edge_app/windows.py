@@ -84,6 +84,11 @@ class WindowBook:
                 self._close_due(household, state, everything=True)
         return len(self.closed) - before
 
+    def shift_idle(self, seconds):
+        """Forget `seconds` of silence: the ingest paused (for its budget), the households did not."""
+        for state in self.households.values():
+            state.last_seen += seconds
+
     def close_all(self):
         for household, state in self.households.items():
             if state.windows:

@@ -43,6 +43,12 @@ FOG_DATA_PORT = env_int("FOG_DATA_PORT", 63271, minimum=1, maximum=65535)
 FOG_WINDOW_SECONDS = env_int("FOG_WINDOW_SECONDS", 5, minimum=1, maximum=3600)
 FOG_GRACE_SECONDS = env_float("FOG_GRACE_SECONDS", 2.0, minimum=0)
 FOG_EDGE_RETENTION_DAYS = env_int("FOG_EDGE_RETENTION_DAYS", 7, minimum=1)
+# Long outages (edge_app/budget.py): the backlog the edge holds before it stops reading Kafka
+# (0: derived from free disk space when the ingest starts), where it reads again, and how close
+# Kafka's retention may come to unread data before a warning.
+FOG_EDGE_BUDGET_TUPLES = env_int("FOG_EDGE_BUDGET_TUPLES", 0, minimum=0)
+FOG_EDGE_BUDGET_LOW_WATER_PERCENT = env_int("FOG_EDGE_BUDGET_LOW_WATER_PERCENT", 80, minimum=1, maximum=99)
+FOG_EDGE_RETENTION_MARGIN_HOURS = env_float("FOG_EDGE_RETENTION_MARGIN_HOURS", 6.0, minimum=0)
 FOG_PRICE_EUR_PER_KWH = env_float("FOG_PRICE_EUR_PER_KWH", 0.30, minimum=0)
 
 # --- Django ---------------------------------------------------------------

@@ -90,9 +90,9 @@
       const edge = edges[name];
       const up = edge.last_heartbeat && now - edge.last_heartbeat <= CONNECTED_WITHIN_MS;
       const badge = document.createElement("span");
-      badge.className = "badge " + (up ? "up" : "down");
+      badge.className = "badge " + (up ? (edge.paused ? "paused" : "up") : "down");
       badge.textContent = up
-        ? `${name}: connected · backlog ${edge.backlog}`
+        ? `${name}: connected · backlog ${edge.backlog}` + (edge.paused ? " · paused for its disk budget" : "")
         : edge.last_heartbeat ? `${name}: offline since ${new Date(edge.last_heartbeat).toLocaleTimeString()}`
                               : `${name}: offline (no heartbeat yet)`;
       return badge;
@@ -121,7 +121,9 @@
       // The API gives the mean; keep sums so updates (absolute sums) fold in the same way.
       sums[s.state] = [s.households, s.mean_power_w * s.tuples, s.tuples];
     });
-    summary.edges.forEach((e) => { edges[e.edge] = { last_heartbeat: e.last_heartbeat, backlog: e.backlog }; });
+    summary.edges.forEach((e) => {
+      edges[e.edge] = { last_heartbeat: e.last_heartbeat, backlog: e.backlog, paused: e.paused };
+    });
     paintStates();
     paintEdges();
     paintRecent(summary.recent);
@@ -131,7 +133,7 @@
   function applyUpdate(update) {
     Object.entries(update.states || {}).forEach(([state, triple]) => { sums[state] = triple; });
     Object.entries(update.beats || {}).forEach(([edge, beat]) => {
-      edges[edge] = { last_heartbeat: beat.ts, backlog: beat.backlog };
+      edges[edge] = { last_heartbeat: beat.ts, backlog: beat.backlog, paused: beat.paused };
     });
     ackedThisSecond += update.acked;
     paintStates();
