@@ -22,6 +22,7 @@ left is the smaller. Below a margin it warns, once per crossing.
 """
 
 import math
+from pathlib import Path
 
 # Every limit of the outage logic lives here or in settings (FOG_EDGE_BUDGET_*).
 BYTES_PER_TUPLE = 512  # a generous bound for one tuple row with its three indexes
@@ -34,6 +35,11 @@ RETENTION_CHECK_SECONDS = 30.0  # how often the retention watch asks the broker
 def derived_budget(free_bytes):
     """The default budget in tuples for a disk with `free_bytes` free."""
     return max(MIN_DERIVED_TUPLES, int(free_bytes * DISK_SHARE) // BYTES_PER_TUPLE)
+
+
+def budget_folder(database, var_dir):
+    """The folder whose free disk space the backlog uses: a SQLite file's, else (a server database) var/."""
+    return Path(database["NAME"]).parent if database["ENGINE"].endswith("sqlite3") else Path(var_dir)
 
 
 def low_water(budget, percent):

@@ -11,12 +11,11 @@ import os
 import shutil
 import time
 import uuid
-from pathlib import Path
 
 import django_rq
 from django.conf import settings
 
-from edge_app.budget import derived_budget, low_water
+from edge_app.budget import budget_folder, derived_budget, low_water
 
 log = logging.getLogger("fog.edge")
 
@@ -132,8 +131,7 @@ def edge_budget():
     """(budget, low-water mark) in tuples: FOG_EDGE_BUDGET_TUPLES, or derived from the free disk space now."""
     budget = settings.FOG_EDGE_BUDGET_TUPLES
     if not budget:
-        name = settings.DATABASES["default"]["NAME"]
-        folder = Path(name).parent if settings.DATABASES["default"]["ENGINE"].endswith("sqlite3") else settings.VAR_DIR
+        folder = budget_folder(settings.DATABASES["default"], settings.VAR_DIR)
         budget = derived_budget(shutil.disk_usage(folder).free)
     return budget, low_water(budget, settings.FOG_EDGE_BUDGET_LOW_WATER_PERCENT)
 

@@ -7,7 +7,7 @@ from edge_app.ingest import Ingestor
 from edge_app.link import Heartbeat
 from edge_app.models import EdgeStatus, Status, WindowAggregate
 from edge_app.sender import Sender
-from tests.conftest import EDGE_ID, EDGE_SECRET, CloudThread, _free_port, produce, reading, wait_for
+from tests.conftest import EDGE_ID, EDGE_SECRET, CloudThread, _free_port, produce, reading, run_manage, wait_for
 
 T0 = 1_577_142_000_000  # a multiple of 5 s
 HOUSEHOLDS = 20
@@ -38,6 +38,13 @@ def test_it_derives_a_default_budget_from_free_disk_space():
     assert low_water(1000, 80) == 800
     with pytest.raises(ValueError):
         BudgetGate(100, 100)
+
+
+def test_it_warns_of_a_budget_the_disk_cannot_hold_and_names_a_bad_low_water_mark():
+    result = run_manage("check", env={"FOG_EDGE_BUDGET_TUPLES": str(10**15)})
+    assert "fog.W003" in result.stderr and "FOG_EDGE_BUDGET_TUPLES=" in result.stderr
+    result = run_manage("check", env={"FOG_EDGE_BUDGET_LOW_WATER_PERCENT": "100"})
+    assert result.returncode != 0 and "FOG_EDGE_BUDGET_LOW_WATER_PERCENT=100: expected 1..99" in result.stderr
 
 
 # --- the real ingest, Kafka, database and cloud --------------------------------
@@ -102,17 +109,19 @@ def test_it_stops_reading_kafka_at_the_budget_and_delivers_every_window_once_whe
         # The cloud heard that this edge waits for its budget (the dashboard's badge says so).
         assert redis_client.hget(f"{cloud_prefix}edge:{EDGE_ID}", "paused") == b"1"
         end = ingest.end_offsets()
+        finished = False
 
         def step():
-            nonlocal peak
+            nonlocal peak, finished
             sender._link_checked = -1e9
             sender.handle_one_round()
             if ingest.at_end(end):
-                ingest.finish()
+                ingest.finish()  # the end of the stream closes the last open windows
+                finished = True
             else:
                 ingest.handle_one_poll()
             peak = max(peak, backlog())
-            return ingest.at_end(end) and not WindowAggregate.objects.backlog().exists()
+            return finished and not WindowAggregate.objects.backlog().exists()
 
         assert wait_for(step, timeout=240, interval=0)
         assert EdgeStatus.objects.get(edge_id=EDGE_ID).paused is False

@@ -16,13 +16,13 @@ from django.conf import settings
 from kafka import KafkaConsumer, TopicPartition
 from kafka.admin import KafkaAdminClient, NewTopic
 
-from chaos.pipeline import _free_pair
 from edge_app.budget import RetentionAlarm, retention_seconds_left, unread_lost
 from edge_app.ingest import Ingestor
 from edge_app.kafka_retention import RetentionWatch
 from edge_app.models import EdgeStatus
-from fogsite.localservices import Kafka, Paths
 from tests.conftest import EDGE_ID, ROOT, produce, reading, wait_for
+from tooling.chaos.pipeline import _free_pair
+from tooling.localservices import Kafka, Paths
 
 T0 = 1_577_142_000_000
 RETENTION_MS = 30_000
