@@ -104,7 +104,7 @@ class Ingestor:
         self.last_flush = self.last_idle_check = time.monotonic()
         self.dirty = False
         self.gate = None  # no budget until set_budget
-        self.backlog_at = (0, 0, -RECOUNT_SECONDS)  # (counted backlog, totals["windows"] then, when)
+        self.backlog_at = None  # (counted backlog, totals["windows"] then, when), from set_budget on
         self.paused_at = None
 
     # --- start ----------------------------------------------------------
@@ -179,6 +179,7 @@ class Ingestor:
     def set_budget(self, budget, low_water_mark):
         """Stop reading Kafka while the backlog is at `budget` tuples, until it is below the low-water mark."""
         self.gate = BudgetGate(budget, low_water_mark)
+        self.backlog_at = (WindowAggregate.objects.backlog().count(), self.totals["windows"], time.monotonic())
         EdgeStatus.objects.filter(edge_id=self.edge_id).update(budget=budget, paused=False)
 
     def _room(self):
@@ -186,13 +187,16 @@ class Ingestor:
         if self.gate is None:
             return MAX_POLL_RECORDS
         counted, windows_then, when = self.backlog_at
-        if time.monotonic() - when >= RECOUNT_SECONDS:
+        # Windows stored since the count only add (the sender only takes away): an upper bound, so the
+        # database is counted again only near the budget or while paused (a count is O(backlog)).
+        backlog, open_windows = counted + self.totals["windows"] - windows_then, self.book.open_windows()
+        near = self.gate.paused or backlog + open_windows + MAX_POLL_RECORDS >= self.gate.budget
+        if near and time.monotonic() - when >= RECOUNT_SECONDS:
             counted, windows_then = WindowAggregate.objects.backlog().count(), self.totals["windows"]
             self.backlog_at = (counted, windows_then, time.monotonic())
-        # Windows stored since the count only add (the sender only takes away): an upper bound.
-        backlog = counted + self.totals["windows"] - windows_then
+            backlog = counted
         was_paused = self.gate.paused
-        room = self.gate.allowed(backlog, self.book.open_windows())
+        room = self.gate.allowed(backlog, open_windows)
         if self.gate.paused and not was_paused:
             self.consumer.pause(*self.partitions)
             self.paused_at = time.monotonic()
