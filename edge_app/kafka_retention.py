@@ -26,6 +26,10 @@ log = logging.getLogger("fog.edge.retention")
 
 RECORD_OVERHEAD_BYTES = 70  # a record's share of Kafka's batch and record headers, roughly
 FETCH_TIMEOUT_MS = 2000
+# The check runs in the ingest loop: while the broker is away it gives up quickly rather than stall it.
+KAFKA_TIMEOUT_MS = 5000
+CLIENT_LIMITS = {"request_timeout_ms": KAFKA_TIMEOUT_MS, "bootstrap_timeout_ms": KAFKA_TIMEOUT_MS,
+                 "reconnect_backoff_max_ms": 1000}
 
 
 class RetentionWatch:
@@ -43,11 +47,12 @@ class RetentionWatch:
 
     def _connect(self):
         if self.admin is None:
-            self.admin = KafkaAdminClient(bootstrap_servers=self.bootstrap, client_id=f"edge-{self.edge_id}-retention")
+            self.admin = KafkaAdminClient(bootstrap_servers=self.bootstrap, client_id=f"edge-{self.edge_id}-retention",
+                                          **CLIENT_LIMITS)
         if self.reader is None:
             self.reader = KafkaConsumer(bootstrap_servers=self.bootstrap, client_id=f"edge-{self.edge_id}-retention",
                                         group_id=None, enable_auto_commit=False, auto_offset_reset="none",
-                                        max_partition_fetch_bytes=256 * 1024, fetch_max_wait_ms=100)
+                                        max_partition_fetch_bytes=256 * 1024, fetch_max_wait_ms=100, **CLIENT_LIMITS)
 
     def retention(self):
         """(retention.ms, retention.bytes) of the topic; -1 means no limit."""
@@ -75,7 +80,8 @@ class RetentionWatch:
             self._connect()
             retention_ms, retention_bytes = self.retention()
             tps = [TopicPartition(self.topic, p) for p in sorted(needed)]
-            earliest, end = self.reader.beginning_offsets(tps), self.reader.end_offsets(tps)
+            earliest = self.reader.beginning_offsets(tps, timeout_ms=KAFKA_TIMEOUT_MS)
+            end = self.reader.end_offsets(tps, timeout_ms=KAFKA_TIMEOUT_MS)
             left = {tp.partition: self._partition(tp, needed[tp.partition], earliest[tp], end[tp], retention_ms,
                                                   retention_bytes) for tp in tps}
         except KafkaError as exc:

@@ -108,6 +108,11 @@ def test_it_warns_before_retention_deletes_unread_readings_and_counts_those_it_d
     ingest = Ingestor(edge_id=EDGE_ID, topic=short_topic, bootstrap=broker, window_seconds=5, grace_seconds=2,
                       idle_seconds=600)
     watch = RetentionWatch(edge_id=EDGE_ID, topic=short_topic, bootstrap=broker, margin_seconds=MARGIN_SECONDS)
+    stopped = Ingestor(edge_id="edge-stopped", topic=short_topic, bootstrap=broker, window_seconds=5,
+                       grace_seconds=2, idle_seconds=600)
+    stopped.connect()  # another edge stores its position at offset 0 and is not running while Kafka deletes
+    stopped.flush()
+    stopped.close()
     try:
         ingest.connect()  # behind: it has read nothing, as an edge paused by its budget
         with caplog.at_level(logging.WARNING, logger="fog.edge"):
@@ -133,6 +138,12 @@ def test_it_warns_before_retention_deletes_unread_readings_and_counts_those_it_d
         status = EdgeStatus.objects.get(edge_id=EDGE_ID)
         assert status.lost_to_retention == 40  # counted once, by the ingest that had to go past them
         assert ingest.totals["readings"] + ingest.pending["readings"] == 10  # and it went on with what is there
+
+        restarted = Ingestor(edge_id="edge-stopped", topic=short_topic, bootstrap=broker, window_seconds=5,
+                             grace_seconds=2, idle_seconds=600)
+        restarted.connect()  # its stored position is gone from Kafka: counted on start, too
+        restarted.close()
+        assert EdgeStatus.objects.get(edge_id="edge-stopped").lost_to_retention == 40
     finally:
         ingest.close()
         watch.close()
