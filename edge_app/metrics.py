@@ -24,16 +24,19 @@ class EdgeCollector:
         offline = GaugeMetricFamily("fog_edge_offline_seconds", "Seconds since the link went down (0 while up)",
                                     labels=["edge"])
         families["lost_to_retention"] = CounterMetricFamily(
-            "fog_edge_lost_to_retention", "Readings Kafka's retention deleted before the edge read them", labels=["edge"])
+            "fog_edge_lost_to_retention", "Readings Kafka's retention deleted before the edge read them",
+            labels=["edge"])
         outage = {
             "backlog": GaugeMetricFamily("fog_edge_backlog_tuples", "PENDING + SENT tuples, as the last heartbeat "
                                          "counted them", labels=["edge"]),
-            "budget": GaugeMetricFamily("fog_edge_budget_tuples", "Backlog at which the ingest pauses", labels=["edge"]),
+            "budget": GaugeMetricFamily("fog_edge_budget_tuples", "Backlog at which the ingest pauses",
+                                        labels=["edge"]),
             "paused": GaugeMetricFamily("fog_edge_ingest_paused", "1 while the ingest waits for the backlog to fall "
                                         "below the low-water mark", labels=["edge"]),
         }
         retention = GaugeMetricFamily("fog_edge_retention_seconds_left", "Seconds before Kafka may delete the oldest "
-                                      "reading the edge still needs (absent: none unread, or no limit)", labels=["edge"])
+                                      "reading the edge still needs (absent: none unread, or no limit)",
+                                      labels=["edge"])
         now = timezone.now()
         for status in EdgeStatus.objects.all():
             for name, family in families.items():

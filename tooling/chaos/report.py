@@ -65,7 +65,8 @@ def markdown(outcomes, command, options, previous=""):
     if notes:
         lines += sorted(notes, key=lambda line: list(SCENARIOS).index(line[2:].split(",")[0])) + [""]
     if kept_rows:
-        lines += ["Rows of scenarios this run did not repeat are kept from the earlier run (the first command", "below).", ""]
+        lines += ["Rows of scenarios this run did not repeat are kept from the earlier run (the first command",
+                  "below).", ""]
     lines += ["Reproduce:", "", "```sh", *[c for c in commands if c != command], command, "```", ""]
     failures = [o for o in outcomes if not o.ok]
     if failures:
