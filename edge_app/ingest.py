@@ -214,12 +214,16 @@ class Ingestor:
     def _deleted_unread(self, tp, needed, earliest):
         """Kafka deleted [needed, earliest) before the edge read it: say so loudly, count it, go on."""
         lost = max(0, earliest - needed)
-        log.error("Kafka's retention deleted %d readings of %s[%d] (offsets %d..%d) before this edge read them",
-                  lost, tp.topic, tp.partition, needed, earliest - 1)
-        EdgeStatus.for_edge(self.edge_id)
-        EdgeStatus.objects.filter(edge_id=self.edge_id).update(lost_to_retention=F("lost_to_retention") + lost)
+        if lost:
+            log.error("Kafka's retention deleted %d readings of %s[%d] (offsets %d..%d) before this edge read them",
+                      lost, tp.topic, tp.partition, needed, earliest - 1)
+            EdgeStatus.for_edge(self.edge_id)
+            EdgeStatus.objects.filter(edge_id=self.edge_id).update(lost_to_retention=F("lost_to_retention") + lost)
+        else:  # past the end: the topic was truncated or made anew
+            log.error("offset %d of %s[%d] is not in the broker's log; reading again from its earliest offset %d",
+                      needed, tp.topic, tp.partition, earliest)
         self.consumer.seek(tp, earliest)
-        self.next_offsets[tp.partition] = max(self.next_offsets.get(tp.partition, earliest), earliest)
+        self.next_offsets[tp.partition] = earliest
 
     def needed_offsets(self):
         """Per partition, the oldest offset the edge still needs (what a restart would resume from)."""
