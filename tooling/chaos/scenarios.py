@@ -143,7 +143,7 @@ def run_scenario(name, services, edge_redis_url, options=None, out=print):
     backlog = name == "backlog-restart"
     expected = options.get("backlog", BACKLOG) if backlog else pipeline.expected_windows()
     readings = 0 if backlog else pipeline.households * (pipeline.until // 2)
-    keep_logs = False
+    keep_logs, outcome = False, None
     try:
         SCENARIOS[name](pipeline, services, options)
         caught_up = pipeline.wait_recovered(CAUGHT_UP, timeout=options.get("quiet_timeout", 240))
@@ -162,7 +162,8 @@ def run_scenario(name, services, edge_redis_url, options=None, out=print):
         outcome = Outcome(name, readings, 0, 0, expected, 0, None, f"{type(exc).__name__}: {exc}")
         keep_logs = True
     finally:
-        pipeline.close(keep_logs=keep_logs or not outcome.ok)
+        # Also on Ctrl-C (no outcome yet): the pipeline's processes must not outlive the harness.
+        pipeline.close(keep_logs=keep_logs or outcome is None or not outcome.ok)
     if not outcome.ok:
         out(f"{name}: the processes' logs are kept in {pipeline.folder}")
     out(f"{name}: windows={outcome.windows} acked={outcome.acked} lost={outcome.lost} "
