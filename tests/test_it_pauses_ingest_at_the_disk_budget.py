@@ -2,6 +2,7 @@
 
 import pytest
 
+from cloud_app.store import Keys
 from edge_app.budget import MIN_DERIVED_TUPLES, BudgetGate, derived_budget, low_water
 from edge_app.ingest import Ingestor
 from edge_app.link import Heartbeat
@@ -107,7 +108,7 @@ def test_it_stops_reading_kafka_at_the_budget_and_delivers_every_window_once_whe
     try:
         assert wait_for(beat.handle_one_beat, timeout=10, interval=0.1)
         # The cloud heard that this edge waits for its budget (the dashboard's badge says so).
-        assert redis_client.hget(f"{cloud_prefix}edge:{EDGE_ID}", "paused") == b"1"
+        assert redis_client.hget(Keys(cloud_prefix).edge(EDGE_ID), "paused") == b"1"
         end = ingest.end_offsets()
         finished = False
 
@@ -126,15 +127,15 @@ def test_it_stops_reading_kafka_at_the_budget_and_delivers_every_window_once_whe
         assert wait_for(step, timeout=240, interval=0)
         assert EdgeStatus.objects.get(edge_id=EDGE_ID).paused is False
         beat.handle_one_beat()
-        assert redis_client.hget(f"{cloud_prefix}edge:{EDGE_ID}", "paused") == b"0"
+        assert redis_client.hget(Keys(cloud_prefix).edge(EDGE_ID), "paused") == b"0"
     finally:
         cloud.stop()
 
     assert peak <= BUDGET
     assert WindowAggregate.objects.filter(status=Status.ACKED).count() == WINDOWS
     assert set(WindowAggregate.objects.values_list("readings", flat=True)) == {5}  # no window split by the pause
-    assert redis_client.hlen(f"{cloud_prefix}t:{EDGE_ID}") == WINDOWS
-    stats = redis_client.hgetall(f"{cloud_prefix}stats")
+    assert redis_client.hlen(Keys(cloud_prefix).tuples(EDGE_ID)) == WINDOWS
+    stats = redis_client.hgetall(Keys(cloud_prefix).stats)
     assert int(stats[b"tuples"]) == WINDOWS and b"dedup_hits" not in stats
     counters = EdgeStatus.objects.get(edge_id=EDGE_ID)
     assert (counters.readings, counters.late, counters.lost_to_retention) == (HOUSEHOLDS * SECONDS, 0, 0)
