@@ -16,12 +16,14 @@ from collections import Counter
 import pynng
 import redis.exceptions
 
+from cloud_app.postal import locate
 from fogwire import protocol as wire
 
 log = logging.getLogger("fog.cloud")
 
 DASHBOARD_GROUP = "dashboard"
 PUBLISH_EVERY_SECONDS = 0.5
+RECENT_PUBLISHED = 15  # newest tuples carried by each dashboard update (the page's table)
 SHUTDOWN_SECONDS = 4.0
 HEARTBEAT_WORKERS = 2
 # nng drops anything above its own limit without a word; leave room so an
@@ -85,7 +87,7 @@ class CloudServer:
             codes = [next(accepted) if not why else "" for why in reasons]
             self.counts["tuples"] += result.new
             self.counts["dedup_hits"] += result.duplicates
-            self._merge_update(edge, result)
+            self._merge_update(edge, result, rows)
         refused = Counter(why for why in reasons if why)
         if refused:
             log.warning("edge %s: refused %d of %d tuples: %s", edge, sum(refused.values()), len(reasons),
@@ -107,7 +109,7 @@ class CloudServer:
         except redis.exceptions.RedisError as exc:
             log.error("legacy v1 tuple %s not stored: Redis: %s", tid, exc)
             return f"ERROR: {wire.R_STORE_DOWN}".encode()
-        self._merge_update(self.legacy_edge, result)
+        self._merge_update(self.legacy_edge, result, [(tid, node, now - self.window_ms, now, average, 1)])
         return wire.legacy_reply(tid, result.postal_codes[0])
 
     async def _refuse_frame(self, frame, exc, port):
@@ -132,7 +134,8 @@ class CloudServer:
 
     def _pending_update(self):
         if self._update is None:
-            self._update = {"type": "pipeline.update", "acked": 0, "edges": {}, "states": {}, "beats": {}}
+            self._update = {"type": "pipeline.update", "acked": 0, "edges": {}, "states": {}, "beats": {},
+                            "power": {}, "recent": []}
         return self._update
 
     def _merge_beat(self, edge, backlog):
@@ -141,13 +144,24 @@ class CloudServer:
             update["beats"][edge] = {"backlog": backlog, "ts": int(time.time() * 1000)}
             update["ts"] = int(time.time() * 1000)
 
-    def _merge_update(self, edge, result):
+    def _merge_update(self, edge, result, rows):
+        """Fold a stored batch into the pending update: counts, state sums, the minutes' power added
+        (W·ms, as the store's roll-ups) and the newest tuples, all from the tuples stored for the first time."""
         if self.channel_layer is None or not result.new:
             return
         update = self._pending_update()
         update["acked"] += result.new
         update["edges"][edge] = update["edges"].get(edge, 0) + result.new
         update["states"].update({state: list(sums) for state, sums in result.states.items()})
+        fresh = [rows[i] for i in (result.fresh or [])]
+        for _, _, start, end, average, _ in fresh:
+            minute = str(start // 60000 * 60000)
+            update["power"][minute] = update["power"].get(minute, 0.0) + float(average) * (end - start)
+        stored = [{"edge": edge, "id": tid, "household": household, "postal_code": code, "state": state,
+                   "window_start": start, "window_end": end, "power_w": float(average), "readings": count}
+                  for (tid, household, start, end, average, count), (code, state)
+                  in ((row, locate(row[1])) for row in fresh[-RECENT_PUBLISHED:])]
+        update["recent"] = (stored[::-1] + update["recent"])[:RECENT_PUBLISHED]
         update["ts"] = int(time.time() * 1000)
 
     async def publish_pending(self):

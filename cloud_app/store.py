@@ -15,6 +15,16 @@ share one Redis):
     {p}edges       set   every edge that has spoken
     {p}hhidx       zset  every household (score 0, so ordered by name): paging the API
     {p}acks:{edge}:{second}  tuples first stored in that second (expire after 2 min)
+    {p}hhidx:{state}  zset  the households of one state (the map's "list its households")
+    {p}series:{household}  list  "ws|we|avg" of its newest SERIES_MAX windows, newest first
+    {p}pw:{minute}  string  sum of avg x (we - ws) over the windows that start in that minute
+                         (W·ms; / 60,000 is the mean total power), expires after ROLLUP_KEEP_S
+    {p}am:{edge}:{minute}  string  tuples first stored in that minute, expires likewise
+    {p}eb:{edge}:{minute}  string  the edge's backlog at its last beat of that minute, likewise
+    {p}off:{edge}  list  "from_ms|to_ms" gaps between heartbeats longer than OFFLINE_AFTER_MS
+
+The series, the state index and the roll-ups are written by the same script
+as the tuples, so a batch adds to them exactly once, like to the sums.
 
 The script runs atomically, so a batch is all written or not at all, and
 Redis (AOF, appendfsync always) has it on disk before the call returns; the
@@ -28,12 +38,17 @@ from cloud_app.postal import locate
 
 RECENT_MAX = 200
 DEFAULT_PREFIX = "fog:"
+SERIES_MAX = 720  # an hour of 5 s windows per household: a bounded cost per household
+ROLLUP_KEEP_S = 2 * 3600  # per-minute roll-ups live this long (the page shows the last hour)
+OFFLINE_AFTER_MS = 3000  # no heartbeat for this long: the edge was offline (as the reader's "connected")
+OFFLINE_MAX = 50  # offline periods kept per edge
 
 STORE_BATCH = """
 -- Set-wise: a handful of calls per batch, not per tuple (per-tuple calls
 -- made the script 13 ms per 1000 tuples; this is a few).
 local edge, now, recent_max = ARGV[1], ARGV[2], tonumber(ARGV[3])
-local n = (#ARGV - 3) / 8
+local prefix, series_max, keep = ARGV[#ARGV - 2], tonumber(ARGV[#ARGV - 1]), tonumber(ARGV[#ARGV])
+local n = (#ARGV - 6) / 8
 local CHUNK = 1000  -- unpack() has a stack limit
 
 local function hmget(key, fields)
@@ -58,6 +73,7 @@ local existing = hmget(KEYS[1], ids)
 local codes, tuples, recent = {}, {}, {}
 local sums, counts, state_of, best, households = {}, {}, {}, {}, {}
 local new, dups = 0, 0
+local fresh_idx, series, power = {}, {}, {}
 for i = 0, n - 1 do
   local b = 3 + i * 8
   local id, hh, ws, we, avg = ARGV[b + 1], ARGV[b + 2], ARGV[b + 3], ARGV[b + 4], ARGV[b + 5]
@@ -67,7 +83,13 @@ for i = 0, n - 1 do
     codes[i + 1] = string.sub(existing[i + 1], 1, 5)
   else
     new = new + 1
+    fresh_idx[#fresh_idx + 1] = i
     codes[i + 1] = plz
+    if not series[hh] then series[hh] = {} end
+    local points = series[hh]
+    points[#points + 1] = ws .. '|' .. we .. '|' .. avg
+    local minute = math.floor(tonumber(ws) / 60000)
+    power[minute] = (power[minute] or 0) + tonumber(avg) * (tonumber(we) - tonumber(ws))
     tuples[#tuples + 1] = id
     tuples[#tuples + 1] = plz .. '|' .. st .. '|' .. ws .. '|' .. we .. '|' .. avg .. '|' .. cnt .. '|' .. now .. '|' .. hh
     sums[st] = (sums[st] or 0) + tonumber(avg)
@@ -109,6 +131,7 @@ if new > 0 then
   end
   if #fresh > 0 then
     hset(KEYS[3], fresh)
+    for k = 1, #fresh, 2 do redis.call('ZADD', prefix .. 'hhidx:' .. fresh[k + 1], 0, fresh[k]) end
     local scored = {}
     for k = 1, #fresh, 2 do
       scored[#scored + 1] = 0
@@ -125,6 +148,22 @@ if new > 0 then
   redis.call('HINCRBY', KEYS[6], 'tuples', new)
   redis.call('INCRBY', KEYS[10], new)
   redis.call('EXPIRE', KEYS[10], 120)
+  for hh, points in pairs(series) do  -- points in batch order; the reader sorts by window start
+    local key = prefix .. 'series:' .. hh
+    redis.call('LPUSH', key, unpack(points))
+    redis.call('LTRIM', key, 0, series_max - 1)
+  end
+  local oldest = math.floor(tonumber(now) / 60000) - keep / 60
+  for minute, wms in pairs(power) do
+    if minute >= oldest then  -- a backlog older than the roll-ups' life adds nothing that would last
+      local key = prefix .. 'pw:' .. minute
+      redis.call('INCRBYFLOAT', key, string.format('%.17g', wms))
+      redis.call('EXPIRE', key, keep)
+    end
+  end
+  local acks = prefix .. 'am:' .. edge .. ':' .. math.floor(tonumber(now) / 60000)
+  redis.call('INCRBY', acks, new)
+  redis.call('EXPIRE', acks, keep)
 end
 redis.call('SADD', KEYS[9], edge)
 redis.call('HINCRBY', KEYS[6], 'batches', 1)
@@ -135,7 +174,22 @@ for st, _ in pairs(counts) do
   states[#states + 1] = st
   states[#states + 1] = redis.call('HMGET', KEYS[2], st .. ':households', st .. ':sum', st .. ':count')
 end
-return {codes, new, dups, states}
+return {codes, new, dups, states, fresh_idx}
+"""
+
+
+HEARTBEAT = """
+local last = redis.call('HGET', KEYS[1], 'last_heartbeat_ms')
+local now, gap = tonumber(ARGV[1]), tonumber(ARGV[3])
+if last and now - tonumber(last) > gap then
+  redis.call('LPUSH', KEYS[3], last .. '|' .. ARGV[1])
+  redis.call('LTRIM', KEYS[3], 0, tonumber(ARGV[6]) - 1)
+end
+if (not last) or now > tonumber(last) then
+  redis.call('HSET', KEYS[1], 'last_heartbeat_ms', ARGV[1], 'backlog', ARGV[2])
+end
+redis.call('SADD', KEYS[2], ARGV[5])
+redis.call('SET', KEYS[4], ARGV[2], 'EX', tonumber(ARGV[4]))
 """
 
 
@@ -145,6 +199,7 @@ class StoreResult:
     new: int
     duplicates: int
     states: dict  # state -> (households, sum, count), for the states this batch touched
+    fresh: list = None  # indices (into the rows given) of the tuples stored for the first time
 
 
 class Keys:
@@ -167,6 +222,24 @@ class Keys:
     def acks(self, edge, second):
         return f"{self.prefix}acks:{edge}:{second}"
 
+    def state_households(self, state):
+        return f"{self.prefix}hhidx:{state}"
+
+    def series(self, household):
+        return f"{self.prefix}series:{household}"
+
+    def power_minute(self, minute):
+        return f"{self.prefix}pw:{minute}"
+
+    def acks_minute(self, edge, minute):
+        return f"{self.prefix}am:{edge}:{minute}"
+
+    def backlog_minute(self, edge, minute):
+        return f"{self.prefix}eb:{edge}:{minute}"
+
+    def offline(self, edge):
+        return f"{self.prefix}off:{edge}"
+
 
 def delete_prefix(client, prefix):
     """Remove every key under `prefix` (a test's or a benchmark's), a thousand at a time."""
@@ -187,6 +260,7 @@ class CloudStore:
         self.redis = redis
         self.keys = Keys(prefix)
         self._script = redis.register_script(STORE_BATCH)
+        self._beat = redis.register_script(HEARTBEAT)
 
     async def store(self, edge, rows, now_ms=None):
         """rows: (id, household, ws, we, avg, n) tuples already validated. Returns a StoreResult."""
@@ -195,25 +269,26 @@ class CloudStore:
         for tid, household, start, end, average, count in rows:
             plz, state = locate(household)
             args += (tid, household, start, end, repr(float(average)), count, plz, state)
+        args += (self.keys.prefix, SERIES_MAX, ROLLUP_KEEP_S)
         keys = [self.keys.tuples(edge), self.keys.states, self.keys.households, self.keys.latest,
                 self.keys.recent, self.keys.stats, self.keys.edge(edge), self.keys.household_index,
                 self.keys.edges, self.keys.acks(edge, now_ms // 1000)]
-        codes, new, dups, flat = await self._script(keys=keys, args=args)
+        codes, new, dups, flat, fresh = await self._script(keys=keys, args=args)
         states = {}
         for i in range(0, len(flat), 2):
             households, total, count = flat[i + 1]
             states[flat[i].decode()] = (int(households or 0), float(total or 0), int(count or 0))
-        return StoreResult([c.decode() for c in codes], new, dups, states)
+        return StoreResult([c.decode() for c in codes], new, dups, states, list(fresh))
 
     async def count(self, name, amount=1):
         await self.redis.hincrby(self.keys.stats, name, amount)
 
     async def heartbeat(self, edge, backlog, now_ms=None):
+        """Record a beat; a gap of more than OFFLINE_AFTER_MS since the last one is an offline period."""
         now_ms = now_ms or int(time.time() * 1000)
-        async with self.redis.pipeline(transaction=False) as pipe:
-            pipe.hset(self.keys.edge(edge), mapping={"last_heartbeat_ms": now_ms, "backlog": backlog})
-            pipe.sadd(self.keys.edges, edge)
-            await pipe.execute()
+        keys = [self.keys.edge(edge), self.keys.edges, self.keys.offline(edge),
+                self.keys.backlog_minute(edge, now_ms // 60000)]
+        await self._beat(keys=keys, args=[now_ms, int(backlog), OFFLINE_AFTER_MS, ROLLUP_KEEP_S, edge, OFFLINE_MAX])
 
     async def check_durable(self):
         """'' when writes are fsynced before Redis answers; otherwise what is wrong."""
