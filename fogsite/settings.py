@@ -123,7 +123,7 @@ USE_I18N = True
 USE_TZ = True
 
 STATIC_URL = "static/"
-# Chart.js comes from the npm registry (package.json) and is served from
+# Chart.js and the map come from the npm registry (package.json) and is served from
 # here, never from a CDN.
 # WhiteNoise serves straight from the finders, so the ASGI server needs no
 # collectstatic step and no DEBUG to serve the page's scripts.
@@ -131,6 +131,8 @@ WHITENOISE_USE_FINDERS = True
 STATICFILES_DIRS = [
     BASE_DIR / "static",
     ("vendor/chartjs", BASE_DIR / "node_modules" / "chart.js" / "dist"),
+    # Germany's state boundaries (CC BY 4.0, credited on the page), also from npm.
+    ("vendor/svg-maps-germany", BASE_DIR / "node_modules" / "@svg-maps" / "germany"),
 ]
 
 CHANNEL_LAYERS = {
