@@ -29,12 +29,14 @@ WATCH_POINTS = 24  # newest windows sent to a watching client with each update (
 def merge(pending, update):
     """Fold `update` into `pending` (both as published by the cloud server)."""
     if pending is None:
-        pending = {"acked": 0, "edges": {}, "states": {}, "beats": {}, "power": {}, "recent": []}
+        pending = {"acked": 0, "edges": {}, "states": {}, "beats": {}, "power": {}, "recent": [], "ends": {}}
     pending["acked"] += update.get("acked", 0)
     for edge, count in update.get("edges", {}).items():
         pending["edges"][edge] = pending["edges"].get(edge, 0) + count
     for minute, wms in update.get("power", {}).items():
         pending["power"][minute] = pending["power"].get(minute, 0.0) + wms
+    for end, count in update.get("ends", {}).items():
+        pending["ends"][end] = pending["ends"].get(end, 0) + count
     pending["states"].update(update.get("states", {}))
     pending["beats"].update(update.get("beats", {}))
     pending["recent"] = (update.get("recent", []) + pending["recent"])[:RECENT_KEEP]

@@ -24,6 +24,9 @@ log = logging.getLogger("fog.cloud")
 DASHBOARD_GROUP = "dashboard"
 PUBLISH_EVERY_SECONDS = 0.5
 RECENT_PUBLISHED = 15  # newest tuples carried by each dashboard update (the page's table)
+# Window end -> tuples, so a client can tell how fresh every tuple is (bench e2e). At real time an
+# update holds one or two distinct ends; a drained backlog is capped here.
+ENDS_MAX = 64
 SHUTDOWN_SECONDS = 4.0
 HEARTBEAT_WORKERS = 2
 # nng drops anything above its own limit without a word; leave room so an
@@ -135,7 +138,7 @@ class CloudServer:
     def _pending_update(self):
         if self._update is None:
             self._update = {"type": "pipeline.update", "acked": 0, "edges": {}, "states": {}, "beats": {},
-                            "power": {}, "recent": []}
+                            "power": {}, "recent": [], "ends": {}}
         return self._update
 
     def _merge_beat(self, edge, backlog):
@@ -146,7 +149,8 @@ class CloudServer:
 
     def _merge_update(self, edge, result, rows):
         """Fold a stored batch into the pending update: counts, state sums, the minutes' power added
-        (W·ms, as the store's roll-ups) and the newest tuples, all from the tuples stored for the first time."""
+        (W·ms, as the store's roll-ups), the newest tuples and the count per window end, all from the
+        tuples stored for the first time."""
         if self.channel_layer is None or not result.new:
             return
         update = self._pending_update()
@@ -157,6 +161,8 @@ class CloudServer:
         for _, _, start, end, average, _ in fresh:
             minute = str(start // 60000 * 60000)
             update["power"][minute] = update["power"].get(minute, 0.0) + float(average) * (end - start)
+            if str(end) in update["ends"] or len(update["ends"]) < ENDS_MAX:
+                update["ends"][str(end)] = update["ends"].get(str(end), 0) + 1
         stored = [{"edge": edge, "id": tid, "household": household, "postal_code": code, "state": state,
                    "window_start": start, "window_end": end, "power_w": float(average), "readings": count}
                   for (tid, household, start, end, average, count), (code, state)

@@ -3,7 +3,7 @@ import logging
 
 from django.core.management.base import BaseCommand, CommandError
 
-from tooling.bench import api, cloud, edge, latency, simulate
+from tooling.bench import api, cloud, e2e, edge, latency, simulate
 
 
 def sizes(text):
@@ -49,6 +49,14 @@ BENCHMARKS = {
     "latency": (latency.run, "window stored -> ACK in the edge DB at real time, p50/p99 (target p99 <= 100 ms)", [
         ("--households", int, 1000, "households"),
         ("--seconds", int, 60, "seconds of real time"),
+    ]),
+    "e2e": (e2e.run, "the whole pipeline at real time, window end -> dashboard websocket: freshness p50/p99/max, "
+                     "readings and tuples/s, CPU and RSS per process (target p99 <= 3 s)", [
+        ("--households", int, 1000, "households"),
+        ("--seconds", int, 60, "seconds measured after a warm-up"),
+        ("--step", int, 2, "seconds between a household's readings (whole seconds, as runsimulation --step)"),
+        ("--find-capacity", "flag", False, "search for the largest number of households that keeps p99 "
+                                           "freshness <= 5 s and pace, each trial measured 2 minutes"),
     ]),
     "api": (api.run, "/api/states/ p50/p99 under concurrent clients, many tuples stored (target p99 <= 20 ms)", [
         ("--tuples", int, 1_000_000, "tuples stored through the cloud's store first"),
@@ -104,7 +112,10 @@ class Command(BaseCommand):
         for name, (_, text, arguments) in BENCHMARKS.items():
             child = sub.add_parser(name, help=text, description=text)
             for option, kind, default, option_help in arguments:
-                child.add_argument(option, type=kind, default=default, help=f"{option_help} (default %(default)s)")
+                if kind == "flag":
+                    child.add_argument(option, action="store_true", help=option_help)
+                else:
+                    child.add_argument(option, type=kind, default=default, help=f"{option_help} (default %(default)s)")
             child.add_argument("--json", action="store_true", help="print the figures as JSON")
 
     def handle(self, *args, name, **options):
