@@ -8,7 +8,7 @@ and the per-second ack counters are kept by the store for exactly this.
 import time
 
 from cloud_app.postal import STATE_NAMES, STATES
-from cloud_app.store import OFFLINE_AFTER_MS, SERIES_MAX, Keys
+from cloud_app.store import OFFLINE_AFTER_MS, SERIES_MAX, Keys, Record
 
 HOURS_PER_YEAR_KILO = 8.76  # W x 8760 h / 1000 = kWh a year
 CONNECTED_WITHIN_MS = OFFLINE_AFTER_MS  # an edge that beat within this is connected
@@ -26,10 +26,10 @@ def _last_minutes(now_ms=None):
     return list(range(current - HISTORY_MINUTES + 1, current + 1))
 
 
-def _latest_row(household, record):
-    ws, we, avg, plz, state, edge, acked = record.decode().split("|")
-    return {"household": household, "state": state, "postal_code": plz, "power_w": float(avg),
-            "window_start": int(ws), "window_end": int(we), "edge": edge, "last_seen": int(acked)}
+def _latest_row(raw):
+    r = Record.decode(raw)
+    return {"household": r.household, "state": r.state, "postal_code": r.plz, "power_w": r.avg,
+            "window_start": r.ws, "window_end": r.we, "edge": r.edge, "last_seen": r.acked_ms}
 
 
 def state_figures(state, households, total, count, price):
@@ -63,7 +63,7 @@ class CloudReader:
         if not names:
             return total, []
         latest = self.redis.hmget(self.keys.latest, names)
-        return total, [_latest_row(name.decode(), record) for name, record in zip(names, latest) if record]
+        return total, [_latest_row(record) for record in latest if record]
 
     def household(self, household):
         """One household's latest window and its last hour of windows (oldest first), or None.
@@ -74,7 +74,7 @@ class CloudReader:
             record, points = pipe.execute()
         if record is None:
             return None
-        row = _latest_row(household, record)
+        row = _latest_row(record)
         series = sorted({(int(ws), int(we), float(avg)) for ws, we, avg in
                          (p.decode().split("|") for p in points)})
         newest_end = series[-1][1] if series else row["window_end"]
@@ -130,10 +130,10 @@ class CloudReader:
 
     def recent(self, limit):
         rows = []
-        for record in self.redis.lrange(self.keys.recent, 0, limit - 1):
-            edge, tid, plz, state, ws, we, avg, count, household = record.decode().split("|", 8)
-            rows.append({"edge": edge, "id": int(tid), "postal_code": plz, "state": state, "window_start": int(ws),
-                         "window_end": int(we), "power_w": float(avg), "readings": int(count), "household": household})
+        for raw in self.redis.lrange(self.keys.recent, 0, limit - 1):
+            r = Record.decode(raw)
+            rows.append({"edge": r.edge, "id": r.id, "postal_code": r.plz, "state": r.state, "window_start": r.ws,
+                         "window_end": r.we, "power_w": r.avg, "readings": r.n, "household": r.household})
         return rows
 
     def stats(self):
