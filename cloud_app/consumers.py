@@ -1,6 +1,6 @@
 """The dashboard's websocket: the current summary on connect, then the cloud's updates.
 
-The cloud publishes a merged update to the group about every half second;
+The cloud publishes a merged update to the group about every quarter second;
 each client additionally gets at most MAX_PER_SECOND messages, merged, so a
 slow browser never builds a queue.
 
@@ -19,7 +19,7 @@ from channels.generic.websocket import AsyncJsonWebsocketConsumer
 from cloud_app.api import reader
 from cloud_app.server import DASHBOARD_GROUP
 
-MAX_PER_SECOND = 2
+MAX_PER_SECOND = 4
 
 
 RECENT_KEEP = 15  # the page's "latest tuples" table

@@ -23,7 +23,7 @@ from fogwire import protocol as wire
 log = logging.getLogger("fog.cloud")
 
 DASHBOARD_GROUP = "dashboard"
-PUBLISH_EVERY_SECONDS = 0.5
+PUBLISH_EVERY_SECONDS = 0.25  # with the page's 4 a second, at most half a second of the freshness budget
 RECENT_PUBLISHED = 15  # newest tuples carried by each dashboard update (the page's table)
 # Window end -> tuples, so a client can tell how fresh every tuple is (bench e2e). At real time an
 # update holds one or two distinct ends; a drained backlog is capped here.
