@@ -81,6 +81,24 @@ def test_it_stores_a_real_time_window_grace_after_its_end(kafka_bootstrap, topic
 
 
 @pytest.mark.django_db(transaction=True)
+def test_it_keeps_to_event_time_when_live_windows_are_off(kafka_bootstrap, topic):
+    from edge_app.ingest import Ingestor
+
+    ingest = Ingestor(edge_id="edge-off", topic=topic, bootstrap=kafka_bootstrap, window_seconds=5,
+                      grace_seconds=2, idle_seconds=600, live_windows=False)
+    ingest.connect()
+    try:
+        now = int(time.time() * 1000)
+        produce(kafka_bootstrap, topic, [reading("off-0", now, 1.0)])
+        deadline = time.monotonic() + W / 1000 + GRACE / 1000 + 5
+        while time.monotonic() < deadline:
+            ingest.handle_one_poll(timeout_ms=100)
+        assert ingest.book.open_windows() == 1 and not ingest.book.take_closed()
+    finally:
+        ingest.close()
+
+
+@pytest.mark.django_db(transaction=True)
 def test_it_keeps_to_event_time_until_it_has_read_everything(kafka_bootstrap, topic):
     from edge_app.ingest import Ingestor
 

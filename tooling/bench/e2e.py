@@ -164,13 +164,14 @@ def _weighted_percentile(samples, share):
     return ordered[-1][0]
 
 
-def measure(households, seconds, step=2, out=print):
+def measure(households, seconds, step=2, out=print, live_windows=True):
     """One run: returns a dict of the figures (see the module docstring)."""
     services = SimpleNamespace(bootstrap=settings.FOG_KAFKA_BOOTSTRAP, redis_url=settings.FOG_CLOUD_REDIS_URL)
     edge_redis = settings.FOG_EDGE_REDIS_URL.rsplit("/", 1)[0] + "/13"
     until = WARMUP_S + seconds + 10
     pipeline = Pipeline(services, edge_redis, households=households, until=until, speed=1.0, proxied=False,
                         simulation_args=["--start", "now", "--step", str(step)])
+    pipeline.env["FOG_LIVE_WINDOWS"] = "on" if live_windows else "off"
     web_port = free_port()
     web = feed = None
     try:
@@ -184,8 +185,8 @@ def measure(households, seconds, step=2, out=print):
         feed = FeedClient(f"ws://127.0.0.1:{web_port}/ws/dashboard/").start()
         time.sleep(3)  # workers up and the link reported before the first window closes
         pipeline.start_simulation()
-        out(f"e2e: {households:,} households, a reading every {step:g} s, at real time: "
-            f"{WARMUP_S} s warm-up, then {seconds} s measured")
+        out(f"e2e: {households:,} households, a reading every {step:g} s, at real time, live windows "
+            f"{'on' if live_windows else 'off'}: {WARMUP_S} s warm-up, then {seconds} s measured")
         time.sleep(WARMUP_S)
         roots = {"simulation": pipeline.simulation.pid, "edge": pipeline.edge.pid, "cloud": pipeline.cloud.pid,
                  "web": web.pid}
@@ -240,9 +241,12 @@ def _figures(result, label=""):
                   "p99 <= 3 s at real time", extra)
 
 
-def run(households=1000, seconds=60, step=2, find_capacity=False, out=print):
+def run(households=1000, seconds=60, step=2, find_capacity=False, baseline=False, out=print):
     if not find_capacity:
-        return [_figures(measure(households, seconds, step, out))]
+        figure = _figures(measure(households, seconds, step, out))
+        if baseline:  # the same run with windows closing by event time alone (FOG_LIVE_WINDOWS=off)
+            figure.baseline = measure(households, seconds, step, out, live_windows=False)["freshness_p99_s"]
+        return [figure]
     good, bad, results = None, None, []
     size = households if households > 1000 else CAPACITY_START
     while True:

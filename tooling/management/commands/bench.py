@@ -57,6 +57,8 @@ BENCHMARKS = {
         ("--step", int, 2, "seconds between a household's readings (whole seconds, as runsimulation --step)"),
         ("--find-capacity", "flag", False, "search for the largest number of households that keeps p99 "
                                            "freshness <= 5 s and pace, each trial measured 2 minutes"),
+        ("--baseline", "flag", False, "also run the same households with FOG_LIVE_WINDOWS=off (windows close by "
+                                      "event time alone) as the baseline"),
     ]),
     "api": (api.run, "/api/states/ p50/p99 under concurrent clients, many tuples stored (target p99 <= 20 ms)", [
         ("--tuples", int, 1_000_000, "tuples stored through the cloud's store first"),
@@ -78,6 +80,7 @@ ALL = [
     ("realtime", {}),
     ("latency", {}),
     ("api", {}),
+    ("e2e", {"baseline": True}),
 ]
 
 NOTES = [
