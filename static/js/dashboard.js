@@ -30,7 +30,6 @@
   const el = (tag, text, cls) => { const e = document.createElement(tag); if (text !== undefined) e.textContent = text; if (cls) e.className = cls; return e; };
   const getJSON = (url) => fetch(url).then((r) => { if (!r.ok) throw new Error(`${url}: HTTP ${r.status}`); return r.json(); });
   const annualKwh = (s) => { const [, total, count] = sums[s] || [0, 0, 0]; return count ? (total / count) * KWH_PER_W : 0; };
-  document.querySelectorAll("h2 small").forEach((s) => { if (/second|minute|hour|window/.test(s.textContent)) s.textContent += ` · times in ${ZONE}`; });
 
   function lineChart(canvas, datasets, yTitle, extra = {}) {
     return new Chart(canvas, {
@@ -40,6 +39,19 @@
                  scales: { y: { beginAtZero: true, title: { display: !!yTitle, text: yTitle } }, ...(extra.scales || {}) } },
     });
   }
+
+  // --- time zone ----------------------------------------------------------
+  // Every time on the page is formatted in the browser's zone; say which, since
+  // the pipeline's operators need not sit where its households are.
+  function showTimeZone() {
+    const minutes = -new Date().getTimezoneOffset();
+    const abs = Math.abs(minutes);
+    const offset = `UTC${minutes < 0 ? "-" : "+"}${String(Math.floor(abs / 60)).padStart(2, "0")}:` +
+      String(abs % 60).padStart(2, "0");
+    document.getElementById("time-zone").textContent =
+      `Times are shown in ${ZONE} (${offset}), this browser's time zone.`;
+  }
+  showTimeZone();
 
   // --- charts ------------------------------------------------------------
   const statesChart = new Chart(document.getElementById("states-chart"), {
@@ -291,7 +303,7 @@
     socket = new WebSocket((location.protocol === "https:" ? "wss://" : "ws://") + location.host + "/ws/dashboard/");
     socket.onopen = () => {
       pause = 1000;
-      showLink("live", `Live: updates arrive as the cloud stores tuples. Times in ${ZONE}.`);
+      showLink("live", "Live: updates arrive as the cloud stores tuples.");
       if (watching) socket.send(JSON.stringify({ watch: watching }));
     };
     socket.onmessage = (event) => {

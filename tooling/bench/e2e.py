@@ -173,13 +173,14 @@ def measure(households, seconds, step=2, out=print, live_windows=True):
                         simulation_args=["--start", "now", "--step", str(step)])
     pipeline.env["FOG_LIVE_WINDOWS"] = "on" if live_windows else "off"
     web_port = free_port()
+    web_log = open(pipeline.folder / "web.log", "ab")
     web = feed = None
     try:
         pipeline.start_cloud()
         pipeline.start_edge()
         web = subprocess.Popen([sys.executable, "-m", "uvicorn", "fogsite.asgi:application", "--host", "127.0.0.1",
                                 "--port", str(web_port), "--lifespan", "off", "--log-level", "warning"],
-                               cwd=ROOT, env=pipeline.env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                               cwd=ROOT, env=pipeline.env, stdout=web_log, stderr=subprocess.STDOUT,
                                start_new_session=True)
         wait_until(lambda: port_open("127.0.0.1", web_port), 30, "the web server")
         feed = FeedClient(f"ws://127.0.0.1:{web_port}/ws/dashboard/").start()
