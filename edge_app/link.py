@@ -41,9 +41,10 @@ class Heartbeat:
     def handle_one_beat(self):
         """Send one heartbeat, record the outcome. True if the cloud answered."""
         backlog = WindowAggregate.objects.backlog().count()
+        status = EdgeStatus.for_edge(self.edge_id)
         error = ""
         try:
-            self.sock.send(wire.heartbeat(self.edge_id, self.secret, backlog=backlog))
+            self.sock.send(wire.heartbeat(self.edge_id, self.secret, backlog=backlog, paused=status.paused))
             edge, payload = wire.open_frame(self.sock.recv(), {self.edge_id: self.secret}.get)
             if payload.get("kind") != wire.KIND_HEARTBEAT:
                 error = f"unexpected reply kind {payload.get('kind')!r}"
@@ -54,7 +55,6 @@ class Heartbeat:
         except wire.ProtocolError as exc:
             error = str(exc)
         self.missed = self.missed + 1 if error else 0
-        status = EdgeStatus.for_edge(self.edge_id)
         now = timezone.now()
         changes = {"backlog": backlog}
         if not error:

@@ -1,28 +1,40 @@
-"""The edge host's health page: is the edge database readable, is the link to the cloud up, what waits.
+"""The edge's health page: backlog, budget, pause and Kafka retention at a glance.
 
-For load balancers and operators on an edge host (FOG_ROLE=edge or all). It reads only the edge
-database: 200 with the figures while the database answers, 503 saying why when it does not.
+Login-free and read-only, like /metrics: it shows figures an operator needs
+during an outage (often without an admin account at hand) and nothing
+secret; it takes GET and HEAD only.
 """
 
 from django.conf import settings
-from django.db import DatabaseError
-from django.http import JsonResponse
-from django.utils import timezone
+from django.shortcuts import render
+from django.views.decorators.http import require_safe
 
 from edge_app.models import EdgeStatus, WindowAggregate
 
 
+def duration(seconds):
+    """'2 d 3 h', '4 h 12 min', '35 s'; None stays None."""
+    if seconds is None:
+        return None
+    seconds = int(seconds)
+    days, rest = divmod(seconds, 86400)
+    hours, rest = divmod(rest, 3600)
+    minutes, secs = divmod(rest, 60)
+    if days:
+        return f"{days} d {hours} h"
+    if hours:
+        return f"{hours} h {minutes} min"
+    return f"{minutes} min {secs} s" if minutes else f"{secs} s"
+
+
+@require_safe
 def health(request):
-    try:
-        counts = WindowAggregate.objects.counts_by_status()
-        status = EdgeStatus.objects.filter(edge_id=settings.FOG_EDGE_ID).first()
-    except DatabaseError as exc:
-        return JsonResponse({"edge": settings.FOG_EDGE_ID, "ok": False,
-                             "error": f"edge database: {exc}"[:300]}, status=503)
-    link = {"connected": False, "since": None, "last_heartbeat": None, "last_error": ""}
-    if status is not None:
-        link = {"connected": status.connected, "since": status.since.isoformat(),
-                "last_heartbeat": status.last_heartbeat_at.isoformat() if status.last_heartbeat_at else None,
-                "last_error": status.last_error}
-    return JsonResponse({"edge": settings.FOG_EDGE_ID, "ok": True, "now": timezone.now().isoformat(),
-                         "link": link, "tuples": counts, "backlog": counts["pending"] + counts["sent"]})
+    margin = settings.FOG_EDGE_RETENTION_MARGIN_HOURS * 3600
+    edges = [{
+        "status": status,
+        "retention_left": duration(status.retention_left_seconds),
+        "retention_short": status.retention_left_seconds is not None and status.retention_left_seconds < margin,
+    } for status in EdgeStatus.objects.order_by("edge_id")]
+    return render(request, "edge_app/health.html", {
+        "edges": edges, "counts": WindowAggregate.objects.counts_by_status(), "margin": duration(margin),
+    })

@@ -9,8 +9,6 @@ from fogsite.metrics import metrics
 
 urlpatterns = [path("metrics", metrics, name="metrics")]
 if settings.FOG_SERVES_EDGE:
-    from edge_app.views import health
-
-    urlpatterns += [path("admin/", admin.site.urls), path("edge/health", health, name="edge-health")]
+    urlpatterns += [path("edge/", include("edge_app.urls")), path("admin/", admin.site.urls)]
 if settings.FOG_SERVES_CLOUD:
     urlpatterns.append(path("", include("cloud_app.urls")))

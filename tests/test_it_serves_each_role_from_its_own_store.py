@@ -61,11 +61,10 @@ def web_role(tmp_path):
 def test_it_serves_an_edge_host_without_reaching_the_cloud_redis(web_role, tmp_path):
     base = web_role("edge", {"FOG_DATABASE_URL": f"sqlite:///{tmp_path / 'edge.sqlite3'}", "FOG_EDGE_ID": "edge-far",
                              "FOG_CLOUD_REDIS_URL": f"redis://127.0.0.1:{closed_port()}/0"})
-    status, body = get(f"{base}/edge/health")
+    status, body = get(f"{base}/edge/health/")
     assert status == 200, body
-    health = json.loads(body)
-    assert health["edge"] == "edge-far" and health["ok"] is True and health["backlog"] == 0
-    assert health["link"]["connected"] is False
+    assert "Edge health" in body and "0 pending" in body
+    assert "/api/docs/" not in body and 'href="/"' not in body  # no links to what a cloud host serves
 
     status, body = get(f"{base}/metrics")
     assert status == 200, body
@@ -106,6 +105,6 @@ def test_it_serves_a_cloud_host_without_reaching_the_edge_database_or_queue(web_
     assert summary["type"] == "summary"
     assert sum(row["tuples"] for row in summary["states"]) == 40
 
-    for edge_only in ("/admin/login/", "/edge/health"):
+    for edge_only in ("/admin/login/", "/edge/health/"):
         assert get(base + edge_only)[0] == 404, edge_only
 

@@ -4,7 +4,7 @@ import sys
 
 from django.core.management.base import BaseCommand, CommandError
 
-from tooling.bench import api, cloud, edge, latency, scale, simulate
+from tooling.bench import api, cloud, e2e, edge, latency, scale, simulate
 
 
 def sizes(text):
@@ -51,6 +51,16 @@ BENCHMARKS = {
         ("--households", int, 1000, "households"),
         ("--seconds", int, 60, "seconds of real time"),
     ]),
+    "e2e": (e2e.run, "the whole pipeline at real time, window end -> dashboard websocket: freshness p50/p99/max, "
+                     "readings and tuples/s, CPU and RSS per process (target p99 <= 3 s)", [
+        ("--households", int, 1000, "households"),
+        ("--seconds", int, 60, "seconds measured after a warm-up"),
+        ("--step", int, 2, "seconds between a household's readings (whole seconds, as runsimulation --step)"),
+        ("--find-capacity", "flag", False, "search for the largest number of households that keeps p99 "
+                                           "freshness <= 5 s and pace, each trial measured 2 minutes"),
+        ("--baseline", "flag", False, "also run the same households with FOG_LIVE_WINDOWS=off (windows close by "
+                                      "event time alone) as the baseline"),
+    ]),
     "api": (api.run, "/api/states/ p50/p99 under concurrent clients, many tuples stored (target p99 <= 20 ms)", [
         ("--tuples", int, 1_000_000, "tuples stored through the cloud's store first"),
         ("--households", int, 10_000, "households they belong to"),
@@ -80,6 +90,7 @@ ALL = [
     ("realtime", {}),
     ("latency", {}),
     ("api", {}),
+    ("e2e", {"baseline": True}),
     ("scale", {}),
 ]
 
@@ -119,7 +130,10 @@ class Command(BaseCommand):
         for name, (_, text, arguments) in BENCHMARKS.items():
             child = sub.add_parser(name, help=text, description=text)
             for option, kind, default, option_help in arguments:
-                child.add_argument(option, type=kind, default=default, help=f"{option_help} (default %(default)s)")
+                if kind == "flag":
+                    child.add_argument(option, action="store_true", help=option_help)
+                else:
+                    child.add_argument(option, type=kind, default=default, help=f"{option_help} (default %(default)s)")
             child.add_argument("--json", action="store_true", help="print the figures as JSON")
             if name == "scale":
                 child.add_argument("--write", action="append", metavar="PATH", default=[],
