@@ -87,6 +87,18 @@ def env_hostport(name, default):
     return value
 
 
+def env_timezone(name, default):
+    """An IANA time zone name such as Europe/Berlin."""
+    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+    value = env_str(name, default)
+    try:
+        ZoneInfo(value)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ImproperlyConfigured(f"{name}={value!r}: expected a time zone name such as Europe/Berlin or UTC") from None
+    return value
+
+
 def edge_secrets_text(inline, path):
     """The id:secret pairs' text: from the file at `path` when set (OSError if unreadable), else `inline`."""
     if not path:

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import dj_database_url
 
-from fogsite.env import env_bool, env_float, env_hostport, env_int, env_list, env_str, env_url
+from fogsite.env import env_bool, env_float, env_hostport, env_int, env_list, env_str, env_timezone, env_url
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 VAR_DIR = Path(env_str("FOG_VAR_DIR", str(BASE_DIR / "var")))
@@ -113,7 +113,8 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 LANGUAGE_CODE = "en-us"
-TIME_ZONE = "UTC"
+# The operator's zone: the admin shows times in it (UTC on hover); stored times stay UTC.
+TIME_ZONE = env_timezone("FOG_TIME_ZONE", "UTC")
 USE_I18N = True
 USE_TZ = True
 
