@@ -209,6 +209,20 @@ class Service:
         out(f"{self.name}: started on {where}, pid {self.our_pid()}, in {time.monotonic() - started:.1f} s")
         return True
 
+    def spawn(self, cmd, **popen):
+        """Run the server in a session of its own, logging to its log file; wait until it answers."""
+        with open(self.logfile, "ab") as log:
+            proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                    start_new_session=True, **popen)
+        self.pidfile.write_text(str(proc.pid))
+
+        def ready_or_dead():
+            if proc.poll() is not None:
+                raise ServiceError(f"{self.name} exited with code {proc.returncode} while starting; see {self.logfile}")
+            return self.ready()
+
+        _wait(ready_or_dead, self.ready_seconds, f"{self.name} on {self.host}:{self.port}", self.logfile)
+
     def down(self, out):
         pid = self.our_pid()
         if not pid:
@@ -363,19 +377,8 @@ class Kafka(Service):
         config = self.format_once(out)
         if port_open(self.host, self.controller_port):
             raise ServiceError(f"kafka: controller port {self.host}:{self.controller_port} is taken")
-        log = open(self.logfile, "ab")
-        cmd = [self._java(), *KAFKA_HEAP, f"-Dkafka.logs.dir={self.paths.log}", "-cp",
-               f"{self.paths.kafka_libs}/*", "kafka.Kafka", str(config)]
-        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                start_new_session=True, cwd=self.paths.kafka)
-        self.pidfile.write_text(str(proc.pid))
-
-        def ready_or_dead():
-            if proc.poll() is not None:
-                raise ServiceError(f"kafka exited with code {proc.returncode} while starting; see {self.logfile}")
-            return self.ready()
-
-        _wait(ready_or_dead, KAFKA_READY_SECONDS, f"kafka on {self.host}:{self.port}", self.logfile)
+        self.spawn([self._java(), *KAFKA_HEAP, f"-Dkafka.logs.dir={self.paths.log}", "-cp",
+                    f"{self.paths.kafka_libs}/*", "kafka.Kafka", str(config)], cwd=self.paths.kafka)
 
 
 def _postgres_binary(name):
@@ -456,20 +459,9 @@ class Postgres(Service):
 
     def start(self, out):
         self.init_once(out)
-        log = open(self.logfile, "ab")
-        cmd = [_postgres_binary("postgres"), "-D", str(self.cluster), "-p", str(self.port),
-               "-c", f"listen_addresses={self.host}", "-c", f"unix_socket_directories={self.cluster}",
-               "-c", "max_wal_size=2GB"]
-        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                start_new_session=True, **self._as_server_user())
-        self.pidfile.write_text(str(proc.pid))
-
-        def ready_or_dead():
-            if proc.poll() is not None:
-                raise ServiceError(f"postgres exited with code {proc.returncode} while starting; see {self.logfile}")
-            return self.ready()
-
-        _wait(ready_or_dead, POSTGRES_READY_SECONDS, f"postgres on {self.host}:{self.port}", self.logfile)
+        self.spawn([_postgres_binary("postgres"), "-D", str(self.cluster), "-p", str(self.port),
+                    "-c", f"listen_addresses={self.host}", "-c", f"unix_socket_directories={self.cluster}",
+                    "-c", "max_wal_size=2GB"], **self._as_server_user())
 
     def up(self, out):
         started = super().up(out)
