@@ -17,6 +17,7 @@ from urllib.parse import urlencode
 
 from django.contrib import admin, messages
 from django.contrib.admin import ShowFacets
+from django.contrib.admin.options import IncorrectLookupParameters
 from django.contrib.admin.views.main import ChangeList
 from django.core.paginator import Paginator
 from django.utils import timezone
@@ -113,9 +114,12 @@ class DayFilter(admin.SimpleListFilter):
                 for i in range(count)]
 
     def queryset(self, request, queryset):
-        if self.value():
+        if not self.value():
+            return queryset
+        try:
             return queryset.filter(day=date.fromisoformat(self.value()))
-        return queryset
+        except ValueError:
+            raise IncorrectLookupParameters(f"day={self.value()!r}: expected a date such as 2019-12-24") from None
 
 
 class HouseholdFilter(admin.SimpleListFilter):

@@ -109,6 +109,8 @@ def test_it_offers_the_days_that_hold_tuples(admin_client, tuples):
     page = admin_client.get(TUPLES).content.decode()
     assert "?day=2019-12-25" in page and "?day=2019-12-24" in page and "?day=2019-12-23" not in page
     assert len(admin_client.get(f"{TUPLES}?day=2019-12-25").context["cl"].result_list) == 30
+    bad = admin_client.get(f"{TUPLES}?day=24.12.2019")  # the admin's "invalid lookup" page, not a 500
+    assert bad.status_code == 302 and bad["Location"].endswith("?e=1")
 
 
 def test_it_shows_figures_readably_in_the_operators_time_zone(admin_client, tuples, settings):
