@@ -170,7 +170,7 @@ def test_it_keeps_the_admin_fast_on_postgresql(tmp_path):
 
     from django.conf import settings
 
-    from fogsite.localservices import Paths, Postgres
+    from tooling.localservices import Paths, Postgres
     from tests.conftest import ROOT, _free_port
 
     # The server runs as the postgres user, which cannot enter pytest's private tmp folders.

@@ -28,7 +28,7 @@ def test_it_runs_the_benchmark_and_prints_a_figure_beside_its_baseline(services,
 
 
 def test_it_writes_the_admin_table_into_its_own_section_and_keeps_the_others(services, tmp_path):
-    from fogsite.bench.admin import keep_section
+    from tooling.bench.admin import keep_section
 
     target = tmp_path / "BENCHMARKS.md"
     target.write_text("# Benchmarks\n\n| bench all's table |\n\n<!-- bench admin: begin -->\n"

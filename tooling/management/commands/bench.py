@@ -3,7 +3,7 @@ import logging
 
 from django.core.management.base import BaseCommand, CommandError
 
-from fogsite.bench import admin, api, cloud, edge, latency, simulate
+from tooling.bench import admin, api, cloud, edge, latency, simulate
 
 
 def sizes(text):
@@ -154,8 +154,8 @@ class Command(BaseCommand):
         if options["write"]:
             from pathlib import Path
 
-            from fogsite.bench.admin import keep_section
-            from fogsite.bench.report import markdown
+            from tooling.bench.admin import keep_section
+            from tooling.bench.report import markdown
 
             target = Path(options["write"])
             target.parent.mkdir(parents=True, exist_ok=True)
