@@ -15,6 +15,9 @@ from cloud_app.reader import CloudReader
 
 PAGE_SIZE = 50
 MAX_PAGE_SIZE = 500
+# Redis ranges take 64-bit offsets; 10^9 pages of 500 stay far inside them, and far beyond any real page.
+MAX_PAGE = 1_000_000_000
+MAX_NUMBER_TEXT = 20  # digits of a query number read at all: int() of a longer text costs time for nothing
 
 
 @lru_cache(maxsize=1)
@@ -81,18 +84,21 @@ def _envelope(serializer):
         "previous": serializers.URLField(allow_null=True), "results": serializer(many=True)})
 
 
-def _positive(request, name, default, maximum=None):
+def _positive(request, name, default, maximum):
+    """A whole number 1..maximum from the query string, or a 400 that names the parameter."""
     raw = request.query_params.get(name, default)
     try:
-        value = int(raw)
+        value = int(raw) if len(str(raw)) <= MAX_NUMBER_TEXT else None
     except (TypeError, ValueError):
-        raise ValidationError({name: f"expected a whole number, got {raw!r}"}) from None
-    if value < 1 or (maximum and value > maximum):
-        raise ValidationError({name: f"expected 1..{maximum or 'n'}, got {value}"})
+        value = None
+    if value is None:
+        raise ValidationError({name: f"expected a whole number, got {str(raw)[:MAX_NUMBER_TEXT]!r}"})
+    if not 1 <= value <= maximum:
+        raise ValidationError({name: f"expected 1..{maximum}, got {str(raw)[:MAX_NUMBER_TEXT]}"})
     return value
 
 
-PAGING = [OpenApiParameter("page", int, description="page number, from 1"),
+PAGING = [OpenApiParameter("page", int, description=f"page number, 1..{MAX_PAGE}"),
           OpenApiParameter("page_size", int, description=f"items a page (default {PAGE_SIZE}, at most {MAX_PAGE_SIZE})")]
 
 
@@ -112,7 +118,7 @@ class HouseholdsView(ReadOnlyView):
     @extend_schema(parameters=PAGING, responses=_envelope(HouseholdSerializer),
                    summary="Each household's latest window, state and postal code")
     def get(self, request):
-        page = _positive(request, "page", 1)
+        page = _positive(request, "page", 1, MAX_PAGE)
         size = _positive(request, "page_size", PAGE_SIZE, MAX_PAGE_SIZE)
         count, rows = reader().households((page - 1) * size, size)
         return Response(_page(rows, count, request, page, size))

@@ -25,6 +25,7 @@ from django.utils.functional import cached_property
 from django.utils.html import format_html, format_html_join
 
 from edge_app.models import LINK_HISTORY_KEEP, EdgeStatus, LinkChange, Status, WindowAggregate
+from fogwire import protocol as wire
 
 # Counts stop here: an index range of this many entries costs milliseconds on
 # either database, while an exact count of 10 million rows costs seconds.
@@ -97,6 +98,21 @@ class BoundedChangeList(ChangeList):
             self.result_list = self.result_list[:max(self.list_per_page, self.list_max_show_all)]
 
 
+class RefusalFilter(admin.SimpleListFilter):
+    """Refused tuples by the cloud's reason. The choices are fogwire's permanent reason words (no
+    DISTINCT over the table); the filter reads REFUSED tuples only, through the (status, id) index."""
+
+    title = "refusal reason"
+    parameter_name = "refusal"
+
+    def lookups(self, request, model_admin):
+        words = {value for name, value in vars(wire).items() if name.startswith("R_")} - wire.TRANSIENT
+        return [(word, word) for word in sorted(words)]
+
+    def queryset(self, request, queryset):
+        return queryset.filter(status=Status.REFUSED, refusal=self.value()) if self.value() else queryset
+
+
 class DayFilter(admin.SimpleListFilter):
     """Single UTC days, newest first: the (day, id) index serves each in id order."""
 
@@ -139,8 +155,8 @@ class HouseholdFilter(admin.SimpleListFilter):
 @admin.register(WindowAggregate)
 class WindowAggregateAdmin(admin.ModelAdmin):
     list_display = ("id", "household_link", "window_start_local", "average", "readings", "status", "postal_code",
-                    "attempts", "latency", "acked")
-    list_filter = ("status", DayFilter, HouseholdFilter)
+                    "attempts", "refusal", "latency", "acked")
+    list_filter = ("status", RefusalFilter, DayFilter, HouseholdFilter)
     search_fields = ("household",)  # the box; get_search_results makes it a prefix range
     search_help_text = "Households whose name starts with this (case-sensitive)."
     ordering = ("-id",)
@@ -224,8 +240,9 @@ class WindowAggregateAdmin(admin.ModelAdmin):
     def acknowledged(self, obj):
         return when_in_full(obj.acked_at)
 
-    @admin.action(description="Send again (set back to pending; the cloud's dedup makes it safe)")
+    @admin.action(description="Send again (also refused ones, after a fix; the cloud's dedup makes it safe)")
     def send_again(self, request, queryset):
+        """Back to PENDING: for a REFUSED tuple once its cause is fixed (the cloud's limits, its owner, the quota)."""
         changed = queryset.update(status=Status.PENDING, next_attempt_at=None, refusal="")
         self.message_user(request, f"{changed} tuples set back to pending.", messages.SUCCESS)
 

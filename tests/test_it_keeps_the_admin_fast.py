@@ -43,6 +43,7 @@ def pages(first_id):
         "day": f"{TUPLES}?day=2019-12-24",
         "search": f"{TUPLES}?q=house-1",
         "household": f"{TUPLES}?household=house-2",
+        "refusal": f"{TUPLES}?refusal=negative-power",
         "status and search": f"{TUPLES}?status__exact={Status.PENDING}&q=house-1",
         "change": f"{TUPLES}{first_id}/change/",
         "edge status": "/admin/edge_app/edgestatus/",
@@ -76,7 +77,8 @@ def _plan(queryset):
     return queryset.explain()
 
 
-@pytest.mark.parametrize("query", ["", "status__exact=2", "day=2019-12-24", "q=house-1", "household=house-2"])
+@pytest.mark.parametrize("query", ["", "status__exact=2", "day=2019-12-24", "q=house-1", "household=house-2",
+                                   "refusal=negative-power"])
 def test_it_serves_each_filter_in_index_order(admin_client, tuples, query):
     """No plan reads all matching rows to sort them: the list comes in index order, LIMIT 100 stops it early."""
     changelist = admin_client.get(f"{TUPLES}?{query}").context["cl"]

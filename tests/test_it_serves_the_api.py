@@ -50,6 +50,21 @@ def test_it_pages_households_with_their_latest_window(client, stored):
     assert (rows["api-3"]["postal_code"], rows["api-3"]["state"]) == locate("api-3")
 
 
+def test_it_answers_200_or_400_to_any_query_string(client, stored):
+    from tests.corpus import API_QUERIES
+
+    for query, status in API_QUERIES.items():
+        assert client.get(query).status_code == status, query
+    odd = ["0", "-0", "+1", " 1", "1_000", "٣", "1e2", "0x10", "inf", "nan", "", "9" * 19, "9" * 20, "%FF", "'", "[]"]
+    for path in ("/api/households/", "/api/tuples/recent/", "/api/states/", "/api/edges/"):
+        for name in ("page", "page_size", "limit", "x"):
+            for value in odd:
+                response = client.get(f"{path}?{name}={value}")
+                assert response.status_code in (200, 400), (path, name, value, response.status_code)
+                if response.status_code == 400:
+                    assert name in response.json(), (path, name, value)  # the error names the parameter
+
+
 def test_it_lists_edges_with_link_backlog_and_rate(client, stored):
     (edge,) = client.get("/api/edges/").json()
     assert (edge["edge"], edge["connected"], edge["backlog"], edge["acked"]) == (EDGE_ID, True, 17, 500)
