@@ -9,7 +9,7 @@ import logging
 import pynng
 from django.utils import timezone
 
-from edge_app.models import EdgeStatus, WindowAggregate
+from edge_app.models import EdgeStatus, LinkChange, WindowAggregate
 from fogwire import protocol as wire
 
 log = logging.getLogger("fog.edge.link")
@@ -56,9 +56,11 @@ class Heartbeat:
             changes.update(last_heartbeat_at=now, last_error="")
             if not status.connected:
                 changes.update(connected=True, since=now)
+                LinkChange.record(self.edge_id, True, now)
                 log.info("link to the cloud is up (%s)", self.address)
         elif self.missed >= DOWN_AFTER and status.connected:
             changes.update(connected=False, since=now, last_error=error[:300])
+            LinkChange.record(self.edge_id, False, now, error)
             log.warning("link to the cloud is down: %s", error)
         elif error:
             changes["last_error"] = error[:300]

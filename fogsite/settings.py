@@ -21,6 +21,7 @@ from fogsite.env import (
     env_match,
     env_redis_url,
     env_str,
+    env_timezone,
 )
 from fogwire import limits
 from fogwire.protocol import EDGE_ID_RE, MAX_EDGE_ID
@@ -149,7 +150,8 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 LANGUAGE_CODE = "en-us"
-TIME_ZONE = "UTC"
+# The operator's zone: the admin shows times in it (UTC on hover); stored times stay UTC.
+TIME_ZONE = env_timezone("FOG_TIME_ZONE", "UTC")
 USE_I18N = True
 USE_TZ = True
 

@@ -37,6 +37,7 @@ BAD_VALUES = {
     "FOG_TOOLING": ("sometimes", "FOG_TOOLING='sometimes': expected one of 1/0, true/false"),
     "FOG_LIVE_WINDOWS": ("maybe", "FOG_LIVE_WINDOWS='maybe': expected one of 1/0, true/false"),
     "DJANGO_DEBUG": ("maybe", "DJANGO_DEBUG='maybe': expected one of 1/0, true/false"),
+    "FOG_TIME_ZONE": ("Mars/Base", "FOG_TIME_ZONE='Mars/Base': expected a time zone name such as Europe/Berlin"),
 }
 # Settings any text is good for, or whose mistakes span settings (system checks, tests/test_it_checks_settings.py),
 # or that are checked where they are used (FOG_VAR_DIR: tests/test_it_creates_the_var_folder.py).
