@@ -11,7 +11,7 @@ share one Redis):
     {p}latest      hash  household -> "ws|we|avg|plz|state|edge|acked_ms"
     {p}recent      list  "edge|id|plz|state|ws|we|avg|n|household", newest first, capped
     {p}stats       hash  batches, tuples, dedup_hits, refused:{reason}, ...
-    {p}edge:{edge} hash  last_heartbeat_ms, backlog, acked
+    {p}edge:{edge} hash  last_heartbeat_ms, the edge state its heartbeats carry (backlog, ...), acked
     {p}edges       set   every edge that has spoken
     {p}hhidx       zset  every household (score 0, so ordered by name): paging the API
     {p}acks:{edge}:{second}  tuples first stored in that second (expire after 2 min)
@@ -208,10 +208,11 @@ class CloudStore:
     async def count(self, name, amount=1):
         await self.redis.hincrby(self.keys.stats, name, amount)
 
-    async def heartbeat(self, edge, backlog, now_ms=None):
+    async def heartbeat(self, edge, state, now_ms=None):
+        """Record a heartbeat and the edge state it carried (wire.HEARTBEAT_STATE fields, as numbers)."""
         now_ms = now_ms or int(time.time() * 1000)
         async with self.redis.pipeline(transaction=False) as pipe:
-            pipe.hset(self.keys.edge(edge), mapping={"last_heartbeat_ms": now_ms, "backlog": backlog})
+            pipe.hset(self.keys.edge(edge), mapping={"last_heartbeat_ms": now_ms, **state})
             pipe.sadd(self.keys.edges, edge)
             await pipe.execute()
 

@@ -5,11 +5,13 @@ with no environment at all; a value that is set but wrong stops start-up
 with one line naming the variable and what it expected.
 """
 
+import ipaddress
 import os
 from urllib.parse import urlsplit
 
 from django.core.exceptions import ImproperlyConfigured
 
+MIN_SECRET_BYTES = 32  # an edge secret on a reachable cloud: 256 bits, as long as the HMAC's key block needs
 TRUE_WORDS = {"1", "true", "yes", "on"}
 FALSE_WORDS = {"0", "false", "no", "off", ""}
 
@@ -111,3 +113,19 @@ def parse_edge_secrets(text):
         else:
             pairs[edge_id.strip()] = secret.strip()
     return pairs, bad
+
+
+def is_loopback(host):
+    """True for an address only this machine can reach (127.0.0.0/8, ::1, localhost)."""
+    if host.strip("[]") == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False  # a host name: it may resolve to anything
+
+
+def weak_secrets(pairs, dev_secret):
+    """Edge ids (never the secrets) whose secret is the development default or shorter than MIN_SECRET_BYTES."""
+    return [edge for edge, secret in pairs.items()
+            if secret == dev_secret or len(secret.encode()) < MIN_SECRET_BYTES]

@@ -315,10 +315,23 @@ def cloud_settings(settings, redis_url, cloud_prefix):
     reader.cache_clear()
 
 
-def store_through_cloud(cloud, rows, edge=EDGE_ID, secret=EDGE_SECRET):
-    """Deliver rows the way an edge does, through the real cloud server; returns the postal codes."""
+def deliver(cloud, rows, edge=EDGE_ID, secret=EDGE_SECRET):
+    """(postal codes, reasons) for rows delivered the way an edge does, through the real cloud server."""
     from fogwire import protocol as wire
 
-    codes, reasons = wire.read_reply(cloud.request(wire.batch_frame(edge, secret, rows)), edge, secret, len(rows))
+    request = wire.batch_frame(edge, secret, rows)
+    return wire.read_reply(cloud.request(request), request, secret, len(rows))
+
+
+def refusal(reply):
+    """The reason an error reply names (whoever tagged it, or nobody)."""
+    from fogwire import protocol as wire
+
+    return wire.read_error(reply)[0]
+
+
+def store_through_cloud(cloud, rows, edge=EDGE_ID, secret=EDGE_SECRET):
+    """Deliver rows the way an edge does, through the real cloud server; returns the postal codes."""
+    codes, reasons = deliver(cloud, rows, edge, secret)
     assert reasons == [""] * len(rows)
     return codes

@@ -135,8 +135,9 @@ def child_drain(tuples, batch, in_flight, baseline_tuples, data_port):
         started = time.perf_counter()
         for row in WindowAggregate.objects.filter(status=Status.PENDING).values_list(
                 "id", "household", "window_start", "window_end", "average_w", "readings"):
-            sock.send(wire.batch_frame(EDGE, SECRET, [row]))
-            codes, _ = wire.read_reply(sock.recv(), EDGE, SECRET, 1)
+            request = wire.batch_frame(EDGE, SECRET, [row])
+            sock.send(request)
+            codes, _ = wire.read_reply(sock.recv(), request, SECRET, 1)
             with transaction.atomic(), connection.cursor() as cursor:
                 cursor.execute(f"UPDATE {table} SET status = 2, postal_code = %s WHERE id = %s", [codes[0], row[0]])
         base_seconds = time.perf_counter() - started
