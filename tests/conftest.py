@@ -99,13 +99,15 @@ from tests.corpus import EDGE_ID, EDGE_SECRET, GEM_HEADER  # noqa: E402  (shared
 class CloudThread:
     """A real CloudServer on real pynng sockets and a real Redis, in a thread of its own."""
 
-    def __init__(self, redis_url, prefix, secrets, legacy_edge=None, publish=False, ports=None):
+    def __init__(self, redis_url, prefix, secrets, legacy_edge=None, publish=False, ports=None, tls=None,
+                 max_connections=None):
         import threading
 
         self.redis_url, self.prefix, self.secrets = redis_url, prefix, secrets
-        self.legacy_edge, self.publish = legacy_edge, publish
+        self.legacy_edge, self.publish, self.tls, self.max_connections = legacy_edge, publish, tls, max_connections
         hb, data = ports or (_free_port(), _free_port())
-        self.hb_addr, self.data_addr = f"tcp://127.0.0.1:{hb}", f"tcp://127.0.0.1:{data}"
+        scheme = "tls+tcp" if tls else "tcp"
+        self.hb_addr, self.data_addr = f"{scheme}://127.0.0.1:{hb}", f"{scheme}://127.0.0.1:{data}"
         self.ready, self.server, self.error = threading.Event(), None, None
         self.thread = threading.Thread(target=self._run, daemon=True)
 
@@ -131,10 +133,12 @@ class CloudThread:
         if self.publish:
             from channels.layers import get_channel_layer
             layer = get_channel_layer()
+        limits = {"max_connections": self.max_connections} if self.max_connections else {}
         self.server = CloudServer(CloudStore(client, self.prefix), self.secrets, legacy_edge=self.legacy_edge,
-                                  channel_layer=layer)
+                                  channel_layer=layer, **limits)
         self.loop, self.stop_event = asyncio.get_running_loop(), asyncio.Event()
-        serving = asyncio.create_task(self.server.serve(self.hb_addr, self.data_addr, self.stop_event, workers=4))
+        serving = asyncio.create_task(self.server.serve(self.hb_addr, self.data_addr, self.stop_event, workers=4,
+                                                        tls=self.tls))
         await asyncio.sleep(0.2)
         self.ready.set()
         await serving
