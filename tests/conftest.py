@@ -339,3 +339,71 @@ def store_through_cloud(cloud, rows, edge=EDGE_ID, secret=EDGE_SECRET):
     codes, reasons = deliver(cloud, rows, edge, secret)
     assert reasons == [""] * len(rows)
     return codes
+
+
+class FakeCloud:
+    """A pynng Rep socket on a free port that answers each request with `answer(request)`, in a thread.
+
+    Stands where the cloud should be, to show what the edge does with replies
+    a real cloud never sends. `served` lists the requests answered.
+    """
+
+    def __init__(self, answer):
+        import threading
+
+        import pynng
+
+        self.answer, self.served = answer, []
+        self.address = f"tcp://127.0.0.1:{_free_port()}"
+        self.sock = pynng.Rep0(listen=self.address)
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+
+    def _serve(self):
+        import pynng
+
+        try:
+            while True:
+                request = self.sock.recv()
+                self.sock.send(self.answer(request))
+                self.served.append(request)
+        except pynng.NNGException:
+            pass  # closed
+
+    def __enter__(self):
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.sock.close()
+        self.thread.join(5)
+
+
+def edge_sender(address, **options):
+    """A Sender for EDGE_ID on `address`, its link marked up so it sends at once (needs the django_db mark)."""
+    from edge_app.models import EdgeStatus
+    from edge_app.sender import Sender
+
+    sender = Sender(edge_id=EDGE_ID, secret=EDGE_SECRET, address=address, **options)
+    EdgeStatus.objects.filter(edge_id=EDGE_ID).update(connected=True)
+    sender._link_checked = -1e9
+    return sender
+
+
+def add_pending(count, households=40, base_ms=1_577_142_000_000):
+    """`count` PENDING tuples in the edge database, consecutive windows over `households` households."""
+    from edge_app.models import WindowAggregate
+
+    WindowAggregate.objects.bulk_create([
+        WindowAggregate(household=f"house-{i % households}", window_start=base_ms + i * 5000,
+                        window_end=base_ms + i * 5000 + 5000, day="2019-12-24", average_w=100.0 + i % 13, readings=3)
+        for i in range(count)])
+
+
+def send_until_all_acked(sender, timeout=60):
+    """Run the sender's rounds until no tuple is left unacknowledged; False if that takes longer than `timeout`."""
+    from edge_app.models import Status, WindowAggregate
+
+    def all_acked():
+        sender.handle_one_round()
+        return not WindowAggregate.objects.exclude(status=Status.ACKED).exists()
+    return wait_for(all_acked, timeout=timeout, interval=0.05)

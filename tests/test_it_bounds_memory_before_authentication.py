@@ -7,15 +7,14 @@ port. Raw TCP clients speak nng's SP framing by hand here, as an attacker would.
 
 import socket
 import struct
-import threading
 
 import pynng
 import pytest
 
-from edge_app.models import EdgeStatus, Status, WindowAggregate
-from edge_app.sender import Sender
+from edge_app.models import Status, WindowAggregate
 from fogwire import protocol as wire
-from tests.conftest import EDGE_ID, EDGE_SECRET, CloudThread, _free_port, deliver, make_rows, wait_for
+from tests.conftest import (EDGE_ID, EDGE_SECRET, CloudThread, FakeCloud, add_pending, deliver, edge_sender, make_rows,
+                            wait_for)
 
 REQ0_HANDSHAKE = b"\x00SP\x00\x00\x30\x00\x00"  # an SP peer speaking Req0 (protocol 48)
 
@@ -85,29 +84,12 @@ def _deliverable(cloud):
 @pytest.mark.django_db(transaction=True)
 def test_the_edge_reads_no_reply_over_its_limit():
     """A fake cloud answers with a reply far over wire.MAX_REPLY_BYTES: the edge never takes it in."""
-    port, answered = _free_port(), threading.Event()
-
-    def fake_cloud(sock):
+    add_pending(1)
+    with FakeCloud(lambda request: wire.MAGIC + bytes((wire.KIND_REPLY,)) + bytes(8 * 1024 * 1024)) as fake:
+        sender = edge_sender(fake.address, batch=10, in_flight=1, ack_timeout_ms=1500)
         try:
-            sock.recv()
-            sock.send(wire.MAGIC + bytes((wire.KIND_REPLY,)) + bytes(8 * 1024 * 1024))
-            answered.set()
-        except pynng.NNGException:
-            pass
-
-    with pynng.Rep0(listen=f"tcp://127.0.0.1:{port}", recv_timeout=10000) as fake:
-        thread = threading.Thread(target=fake_cloud, args=(fake,), daemon=True)
-        thread.start()
-        WindowAggregate.objects.create(household="h", window_start=1_577_142_000_000,
-                                       window_end=1_577_142_005_000, day="2019-12-24", average_w=1.0, readings=1)
-        sender = Sender(edge_id=EDGE_ID, secret=EDGE_SECRET, address=f"tcp://127.0.0.1:{port}", batch=10,
-                        in_flight=1, ack_timeout_ms=1500)
-        EdgeStatus.objects.filter(edge_id=EDGE_ID).update(connected=True)
-        try:
-            assert wait_for(lambda: sender.handle_one_round() == 0 and answered.is_set(), timeout=15)
+            assert wait_for(lambda: sender.handle_one_round() == 0 and fake.served, timeout=15)
         finally:
             sender.close()
-            fake.close()
-            thread.join(5)
     assert sender.totals["timeouts"] >= 1 and sender.totals["acked"] == 0
     assert WindowAggregate.objects.get().status == Status.PENDING  # sent again later, never taken as an answer

@@ -8,12 +8,11 @@ must (the cloud's certificate, or its own under mutual TLS) delivers nothing.
 import pytest
 
 from edge_app.link import Heartbeat
-from edge_app.models import EdgeStatus, Status, WindowAggregate
-from edge_app.sender import Sender
+from edge_app.models import EdgeStatus
 from fogwire import tls as wire_tls
-from tests.conftest import EDGE_ID, EDGE_SECRET, CloudThread, run_manage, wait_for
+from tests.conftest import (EDGE_ID, EDGE_SECRET, CloudThread, add_pending, edge_sender, run_manage, send_until_all_acked,
+                            wait_for)
 
-T0 = 1_577_142_000_000
 TUPLES = 600
 
 
@@ -28,25 +27,11 @@ def certs(tmp_path_factory):
     return folder, other
 
 
-def _seed():
-    WindowAggregate.objects.bulk_create([
-        WindowAggregate(household=f"house-{i % 30}", window_start=T0 + i * 5000, window_end=T0 + i * 5000 + 5000,
-                        day="2019-12-24", average_w=50.0 + i % 7, readings=3) for i in range(TUPLES)])
-
-
 def _deliver(cloud, client_tls):
     beat = Heartbeat(edge_id=EDGE_ID, secret=EDGE_SECRET, address=cloud.hb_addr, timeout_ms=1000, tls=client_tls)
-    sender = Sender(edge_id=EDGE_ID, secret=EDGE_SECRET, address=cloud.data_addr, batch=200, in_flight=2,
-                    ack_timeout_ms=2000, tls=client_tls)
+    sender = edge_sender(cloud.data_addr, batch=200, in_flight=2, ack_timeout_ms=2000, tls=client_tls)
     try:
-        if not wait_for(beat.handle_one_beat, timeout=10, interval=0.2):
-            return False
-        sender._link_checked = -1e9
-
-        def all_acked():
-            sender.handle_one_round()
-            return not WindowAggregate.objects.exclude(status=Status.ACKED).exists()
-        return wait_for(all_acked, timeout=60, interval=0.05)
+        return wait_for(beat.handle_one_beat, timeout=10, interval=0.2) and send_until_all_acked(sender)
     finally:
         sender.close()
         beat.close()
@@ -63,7 +48,7 @@ def test_it_delivers_every_tuple(mode, certs, redis_url, cloud_prefix, redis_cli
         client_tls = wire_tls.client_config(folder / "ca.pem", "127.0.0.1",
                                             folder / f"edge-{EDGE_ID}.pem" if mutual else None)
     cloud = CloudThread(redis_url, cloud_prefix, {EDGE_ID: EDGE_SECRET}, tls=server_tls).start()
-    _seed()
+    add_pending(TUPLES)
     try:
         assert _deliver(cloud, client_tls)
     finally:
@@ -82,7 +67,7 @@ def test_it_delivers_nothing_to_or_from_a_peer_it_cannot_verify(client, certs, r
     client_tls = {"plain tcp": None,
                   "another CA": wire_tls.client_config(other / "ca.pem", "127.0.0.1", folder / f"edge-{EDGE_ID}.pem"),
                   "no client certificate": wire_tls.client_config(folder / "ca.pem", "127.0.0.1")}[client]
-    _seed()
+    add_pending(TUPLES)
     try:
         if client == "plain tcp":
             cloud.hb_addr, cloud.data_addr = (a.replace("tls+tcp://", "tcp://") for a in (cloud.hb_addr, cloud.data_addr))

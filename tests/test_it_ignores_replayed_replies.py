@@ -14,11 +14,9 @@ import struct
 import pytest
 
 from chaos.proxy import Proxy
-from edge_app.models import EdgeStatus, Status, WindowAggregate
-from edge_app.sender import Sender
-from tests.conftest import EDGE_ID, EDGE_SECRET, CloudThread, _free_port, wait_for
+from edge_app.models import Status, WindowAggregate
+from tests.conftest import EDGE_ID, EDGE_SECRET, CloudThread, _free_port, add_pending, edge_sender, send_until_all_acked
 
-T0 = 1_577_142_000_000
 TUPLES = 1000
 REPLAY_EVERY = 3  # every third reply from the cloud is swapped for the first one
 MOST_REPLAYS = 6
@@ -29,34 +27,20 @@ class ReplayingProxy(Proxy):
         super().__init__(listen_port, target_port)
         self.first_reply, self.replies, self.replayed = None, 0, 0
 
-    async def _serve(self, reader, writer):
+    async def _forward(self, source, sink, to_client):
         try:
-            up_reader, up_writer = await asyncio.open_connection(self.host, self.target_port)
-        except OSError:
-            writer.transport.abort()
-            return
-        self.writers.update((writer, up_writer))
-
-        async def forward(source, sink, replies):
-            try:
-                sink.write(await source.readexactly(8))  # the SP handshake
-                while True:
-                    header = await source.readexactly(8)
-                    message = await source.readexactly(struct.unpack(">Q", header)[0])
-                    if replies:
-                        message = self._tamper(message)
-                        if message is None:
-                            continue
-                    sink.write(struct.pack(">Q", len(message)) + message)
-                    await sink.drain()
-            except (asyncio.IncompleteReadError, ConnectionError, OSError):
-                pass
-            finally:
-                sink.transport.abort()
-
-        await asyncio.gather(forward(reader, up_writer, False), forward(up_reader, writer, True))
-        self.writers.discard(writer)
-        self.writers.discard(up_writer)
+            sink.write(await source.readexactly(8))  # the SP handshake
+            while True:
+                header = await source.readexactly(8)
+                message = await source.readexactly(struct.unpack(">Q", header)[0])
+                if to_client:
+                    message = self._tamper(message)
+                sink.write(struct.pack(">Q", len(message)) + message)
+                await sink.drain()
+        except (asyncio.IncompleteReadError, ConnectionError, OSError):
+            pass
+        finally:
+            sink.transport.abort()
 
     def _tamper(self, message):
         """The reply to send on instead of `message` (a request id + the cloud's reply)."""
@@ -73,17 +57,10 @@ class ReplayingProxy(Proxy):
 def test_it_acks_nothing_the_cloud_lacks_when_replies_are_replayed(redis_url, cloud_prefix, redis_client):
     cloud = CloudThread(redis_url, cloud_prefix, {EDGE_ID: EDGE_SECRET}).start()
     proxy = ReplayingProxy(_free_port(), int(cloud.data_addr.rsplit(":", 1)[1])).start()
-    WindowAggregate.objects.bulk_create([
-        WindowAggregate(household=f"house-{i % 40}", window_start=T0 + i * 5000, window_end=T0 + i * 5000 + 5000,
-                        day="2019-12-24", average_w=100.0 + i % 13, readings=3) for i in range(TUPLES)])
-    sender = Sender(edge_id=EDGE_ID, secret=EDGE_SECRET, address=f"tcp://127.0.0.1:{proxy.listen_port}", batch=50,
-                    in_flight=3, ack_timeout_ms=2000)
-    EdgeStatus.objects.filter(edge_id=EDGE_ID).update(connected=True)
+    add_pending(TUPLES)
+    sender = edge_sender(f"tcp://127.0.0.1:{proxy.listen_port}", batch=50, in_flight=3, ack_timeout_ms=2000)
     try:
-        def all_acked():
-            sender.handle_one_round()
-            return not WindowAggregate.objects.exclude(status=Status.ACKED).exists()
-        assert wait_for(all_acked, timeout=120, interval=0.05)
+        assert send_until_all_acked(sender, timeout=120)
     finally:
         sender.close()
         proxy.stop()

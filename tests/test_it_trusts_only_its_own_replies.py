@@ -90,35 +90,16 @@ def test_it_refuses_an_oversized_reply_before_decoding_it():
 @pytest.mark.django_db(transaction=True)
 def test_a_peer_that_bounces_heartbeats_back_never_brings_the_link_up():
     """Finding 2 on real sockets: a mirror where the cloud should be answers every beat with the beat itself."""
-    import threading
-
-    import pynng
-
     from edge_app.link import Heartbeat
     from edge_app.models import EdgeStatus
-    from tests.conftest import _free_port
+    from tests.conftest import FakeCloud
 
-    port, mirrored = _free_port(), []
-
-    def mirror(sock):
-        try:
-            while True:
-                beat = sock.recv()
-                sock.send(beat)
-                mirrored.append(beat)
-        except pynng.NNGException:
-            pass
-
-    with pynng.Rep0(listen=f"tcp://127.0.0.1:{port}") as sock:
-        thread = threading.Thread(target=mirror, args=(sock,), daemon=True)
-        thread.start()
-        beat = Heartbeat(edge_id=EDGE, secret=SECRET, address=f"tcp://127.0.0.1:{port}", timeout_ms=500)
+    with FakeCloud(lambda beat: beat) as mirror:
+        beat = Heartbeat(edge_id=EDGE, secret=SECRET, address=mirror.address, timeout_ms=500)
         try:
             answers = [beat.handle_one_beat() for _ in range(4)]
         finally:
             beat.close()
-            sock.close()
-            thread.join(5)
-    assert mirrored and not any(answers)
+    assert mirror.served and not any(answers)
     status = EdgeStatus.objects.get(edge_id=EDGE)
     assert not status.connected and wire.R_WRONG_KIND in status.last_error
