@@ -15,9 +15,10 @@ import redis.exceptions
 from channels.layers import get_channel_layer
 from django.conf import settings
 
+from cloud_app.secrets import MIN_SECRET_BYTES, edge_secrets_text, parse_edge_secrets, weak_secrets
 from cloud_app.server import CloudServer
 from cloud_app.store import CloudStore
-from fogsite.env import MIN_SECRET_BYTES, edge_secrets_text, is_loopback, parse_edge_secrets, weak_secrets
+from fogsite.env import is_loopback
 from fogwire import tls as wire_tls
 
 log = logging.getLogger("fog.cloud")

@@ -10,7 +10,8 @@ from urllib.parse import urlsplit
 from django.conf import settings
 from django.core.checks import Error, Tags, Warning, register
 
-from fogsite.env import MIN_SECRET_BYTES, edge_secrets_text, is_loopback, parse_edge_secrets, weak_secrets
+from cloud_app.secrets import MIN_SECRET_BYTES, edge_secrets_text, parse_edge_secrets, weak_secrets
+from fogsite.env import is_loopback
 
 
 def _redis_target(url):

@@ -24,7 +24,7 @@ TEST_REDIS_DB = int(os.environ.get("FOG_TEST_REDIS_DB", "15"))
 
 @pytest.fixture(scope="session")
 def services():
-    from fogsite.localservices import services as all_services
+    from tooling.localservices import services as all_services
 
     for service in all_services(settings, settings.BASE_DIR, settings.VAR_DIR):
         service.up(lambda line: None)
@@ -175,7 +175,7 @@ def _free_port():
 def cloud_prefix(redis_url):
     prefix = f"test:{uuid.uuid4().hex[:8]}:"
     yield prefix
-    from fogsite.bench.common import delete_prefix
+    from tooling.bench.common import delete_prefix
 
     delete_prefix(redis_url, prefix)
 

@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 import redis as redis_lib
 
-from fogsite.localservices import Paths, Redis
 from tests.conftest import EDGE_ID, EDGE_SECRET, CloudThread, _free_port, deliver, make_rows, wait_for
+from tooling.localservices import Paths, Redis
 
 
 @pytest.fixture

@@ -5,9 +5,9 @@ from pathlib import Path
 import pytest
 from django.conf import settings
 
-from chaos.pipeline import ChaosServices
-from chaos.scenarios import SCENARIOS, run_scenario
-from fogsite.management.commands.chaos import EDGE_REDIS_DB
+from tooling.chaos.pipeline import ChaosServices
+from tooling.chaos.scenarios import SCENARIOS, run_scenario
+from tooling.management.commands.chaos import EDGE_REDIS_DB
 
 
 @pytest.fixture(scope="session")
