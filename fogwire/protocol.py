@@ -16,8 +16,11 @@ v3 frame (every frame, both directions)::
 
 What each part stops:
 
-- The tag covers the edge id and the body, so the cloud looks the secret up
-  and verifies before it decodes a byte of the body.
+- The tag covers everything after the magic, so the cloud looks the secret
+  up by edge id and verifies before it decodes a byte of the body.
+- A heartbeat may carry further edge state (HEARTBEAT_STATE: `backlog`,
+  `paused`); the cloud keeps the known fields of the right type and ignores
+  the rest, so an older cloud takes a newer edge's heartbeat.
 - The direction label and the kind are inside the tag, so no frame is
   valid in the other direction or as another kind: a heartbeat bounced
   back is not the cloud's answer, a reply sent in is not a heartbeat.
@@ -27,8 +30,9 @@ What each part stops:
 - A heartbeat's `ts` must be within HEARTBEAT_SKEW_MS of the cloud's clock
   and its nonce new (ReplayGuard), so a recorded heartbeat can't hide an outage.
 - Each kind has a size limit (MAX_FRAME_BYTES), checked on the length
-  before anything is parsed; a batch holds at most MAX_BATCH_TUPLES, which
-  bounds the reply.
+  before anything is parsed (and, on the sockets, by nng's recv_max_size
+  before a message is buffered); a batch holds at most MAX_BATCH_TUPLES,
+  which bounds the reply.
 - An error frame whose tag does not verify may come from anyone: the edge
   treats it as transient (a short pause), never as a reason to back off.
 - A v2 edge (b"FOG2") gets a v2 error frame, reason `bad-version`, that
