@@ -36,13 +36,13 @@ HEARTBEAT_WORKERS = 2
 # limit reaches us and gets a reply that says so.
 NNG_HEADROOM = 64 * 1024
 NNG_RECV_MAX = {"heartbeat": wire.MAX_HEARTBEAT_BYTES + NNG_HEADROOM, "data": wire.MAX_DATA_BYTES + NNG_HEADROOM}
-MAX_CONNECTIONS = 64  # peers per port; each may hold one message of NNG_RECV_MAX in memory
 LEGACY_DETAIL = 120  # characters of a legacy refusal sent back and logged
 
 
 class CloudServer:
-    def __init__(self, store, secrets, *, window_seconds=5, legacy_edge=None, channel_layer=None,
-                 max_connections=MAX_CONNECTIONS):
+    def __init__(self, store, secrets, *, max_connections, window_seconds=5, legacy_edge=None, channel_layer=None):
+        """`max_connections`: peers per port (FOG_CLOUD_MAX_CONNECTIONS); each may hold one message of
+        NNG_RECV_MAX in memory before it is authenticated."""
         self.store = store
         self.secrets = dict(secrets)
         self.max_connections = max_connections

@@ -133,9 +133,9 @@ class CloudThread:
         if self.publish:
             from channels.layers import get_channel_layer
             layer = get_channel_layer()
-        limits = {"max_connections": self.max_connections} if self.max_connections else {}
         self.server = CloudServer(CloudStore(client, self.prefix), self.secrets, legacy_edge=self.legacy_edge,
-                                  channel_layer=layer, **limits)
+                                  channel_layer=layer,
+                                  max_connections=self.max_connections or settings.FOG_CLOUD_MAX_CONNECTIONS)
         self.loop, self.stop_event = asyncio.get_running_loop(), asyncio.Event()
         serving = asyncio.create_task(self.server.serve(self.hb_addr, self.data_addr, self.stop_event, workers=4,
                                                         tls=self.tls))
