@@ -3,6 +3,7 @@
 import msgpack
 import pytest
 
+from cloud_app.store import Keys
 from fogwire import protocol as wire
 from tests.conftest import EDGE_ID, EDGE_SECRET, deliver, make_rows, refusal
 from tests.corpus import FRAMES as FRAME_CASES
@@ -19,8 +20,8 @@ def _still_serves(cloud):
 def test_it_refuses_a_frame_it_cannot_use_and_serves_on(cloud, redis_client, case):
     frame, reason = FRAME_CASES[case]
     assert refusal(cloud.request(frame)) == reason
-    assert redis_client.hlen(f"{cloud.prefix}t:{EDGE_ID}") == 0  # nothing half-written
-    assert int(redis_client.hget(f"{cloud.prefix}stats", f"refused:{reason}")) == 1
+    assert redis_client.hlen(Keys(cloud.prefix).tuples(EDGE_ID)) == 0  # nothing half-written
+    assert int(redis_client.hget(Keys(cloud.prefix).stats, f"refused:{reason}")) == 1
     assert _still_serves(cloud)
 
 
@@ -71,8 +72,8 @@ def test_it_refuses_a_bad_tuple_and_stores_its_neighbours(cloud, redis_client, c
     codes, reasons = deliver(cloud, make_rows(2, "good") + [bad])
     assert reasons == ["", "", reason]
     assert codes[2] == "" and all(len(c) == 5 for c in codes[:2])
-    assert redis_client.hlen(f"{cloud.prefix}t:{EDGE_ID}") == 2
-    assert int(redis_client.hget(f"{cloud.prefix}stats", f"refused:{reason}")) == 1
+    assert redis_client.hlen(Keys(cloud.prefix).tuples(EDGE_ID)) == 2
+    assert int(redis_client.hget(Keys(cloud.prefix).stats, f"refused:{reason}")) == 1
 
 
 def test_it_refuses_the_second_of_two_tuples_with_one_id(cloud, redis_client):
@@ -80,4 +81,4 @@ def test_it_refuses_the_second_of_two_tuples_with_one_id(cloud, redis_client):
     rows[1] = (rows[0][0],) + rows[1][1:]
     _, reasons = deliver(cloud, rows)
     assert reasons == ["", wire.R_DUPLICATE_ID]
-    assert redis_client.hlen(f"{cloud.prefix}t:{EDGE_ID}") == 1
+    assert redis_client.hlen(Keys(cloud.prefix).tuples(EDGE_ID)) == 1

@@ -5,11 +5,11 @@ import pynng
 import pytest
 
 from cloud_app.postal import locate
+from cloud_app.store import Keys
 from edge_app.link import Heartbeat
 from edge_app.models import Status, WindowAggregate
 from edge_app.sender import Sender
 from fogsite.reconcile import reconcile
-from fogwire import protocol as wire
 from simulation.sources import DataError, read_csv
 from tests import corpus
 from tests.conftest import (EDGE_ID, EDGE_SECRET, CloudThread, deliver, ingest_to_end, produce, reading, refusal,
@@ -24,10 +24,12 @@ def test_it_holds_at_least_forty_cases():
 
 @pytest.mark.django_db(transaction=True)
 def test_it_refuses_every_bad_input_then_delivers_a_normal_run(kafka_bootstrap, topic, redis_url, cloud_prefix,
-                                                               redis_client, tmp_path):
+                                                               redis_client, tmp_path, client, cloud_settings):
     from zoneinfo import ZoneInfo
 
-    cloud = CloudThread(redis_url, cloud_prefix, {EDGE_ID: EDGE_SECRET}, legacy_edge="legacy").start()
+    keys = Keys(cloud_prefix)
+    cloud = CloudThread(redis_url, cloud_prefix, {EDGE_ID: EDGE_SECRET, "edge-second": EDGE_SECRET},
+                        legacy_edge="legacy").start()
     try:
         for name, (frame, reason) in corpus.FRAMES.items():
             reply = cloud.request(frame, timeout_ms=20000)
@@ -46,9 +48,19 @@ def test_it_refuses_every_bad_input_then_delivers_a_normal_run(kafka_bootstrap, 
                 legacy.send(request)
                 answer = legacy.recv()
                 assert answer.startswith(reply) and len(answer) <= 200, name  # input is never echoed at length
-        assert not redis_client.exists(f"{cloud_prefix}t:{EDGE_ID}")  # nothing of all that was stored
-        assert not redis_client.exists(f"{cloud_prefix}edge:{EDGE_ID}")  # no refused heartbeat was recorded
-        assert not redis_client.exists(f"{cloud_prefix}t:legacy")
+        assert not redis_client.exists(keys.tuples(EDGE_ID))  # nothing of all that was stored
+        assert not redis_client.exists(keys.edge(EDGE_ID))  # no refused heartbeat was recorded
+        assert not redis_client.exists(keys.tuples("legacy"))
+        assert not redis_client.exists(keys.states)
+
+        for name, (first, second, reasons) in corpus.STORE_REFUSALS.items():
+            first = [(2_000_000 + i,) + row[1:] for i, row in enumerate(first)]
+            assert deliver(cloud, first, edge="edge-second")[1] == [""] * len(first), name
+            assert deliver(cloud, second)[1] == reasons, name
+        assert not redis_client.exists(keys.tuples(EDGE_ID))
+
+        for query, status in corpus.API_QUERIES.items():
+            assert client.get(query).status_code == status, query
 
         for name, (line, message) in corpus.CSV_LINES.items():
             path = write_gem_csv(tmp_path / f"{len(name)}-{name.replace(' ', '_')}.csv",
