@@ -71,7 +71,7 @@ FOG_TLS_CA = env_str("FOG_TLS_CA", "")
 FOG_CLOUD_TLS_CERT = env_str("FOG_CLOUD_TLS_CERT", "")
 FOG_EDGE_TLS_CERT = env_str("FOG_EDGE_TLS_CERT", "")
 FOG_TLS_MUTUAL = env_bool("FOG_TLS_MUTUAL", False)
-FOG_TLS_SERVER_NAME = env_str("FOG_TLS_SERVER_NAME", FOG_CLOUD_HOST)
+FOG_TLS_SERVER_NAME = env_host("FOG_TLS_SERVER_NAME", FOG_CLOUD_HOST)
 FOG_CLOUD_MAX_CONNECTIONS = env_int("FOG_CLOUD_MAX_CONNECTIONS", 64, minimum=1, maximum=100_000)
 
 # --- Django ---------------------------------------------------------------
