@@ -189,7 +189,8 @@ class CloudServer:
     def _merge_beat(self, edge, state):
         if self.channel_layer is not None:
             update = self._pending_update()
-            update["beats"][edge] = {"backlog": 0, **state, "ts": int(time.time() * 1000)}
+            update["beats"][edge] = {"backlog": state.get("backlog", 0), "paused": bool(state.get("paused")),
+                                     "ts": int(time.time() * 1000)}
             update["ts"] = int(time.time() * 1000)
 
     def _merge_update(self, edge, result, rows):

@@ -42,7 +42,8 @@ class WindowAggregateAdmin(admin.ModelAdmin):
 @admin.register(EdgeStatus)
 class EdgeStatusAdmin(admin.ModelAdmin):
     list_display = ("edge_id", "connected", "since", "last_heartbeat_at", "backlog", "readings", "late", "malformed",
-                    "sent", "acked", "refused", "last_error")
+                    "sent", "acked", "refused", "budget", "paused", "retention_left_seconds", "lost_to_retention",
+                    "last_error")
 
     def get_readonly_fields(self, request, obj=None):
         return [field.name for field in self.model._meta.fields]

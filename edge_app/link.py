@@ -47,9 +47,10 @@ class Heartbeat:
     def handle_one_beat(self):
         """Send one heartbeat, record the outcome. True if the cloud answered."""
         backlog = WindowAggregate.objects.backlog().count()
+        status = EdgeStatus.for_edge(self.edge_id)
         error = ""
         try:
-            beat = wire.heartbeat(self.edge_id, self.secret, backlog=backlog)
+            beat = wire.heartbeat(self.edge_id, self.secret, backlog=backlog, paused=status.paused)
             self.sock.send(beat)
             wire.open_reply(self.sock.recv(), beat, self.secret, wire.KIND_HEARTBEAT)
         except pynng.Timeout:
@@ -59,7 +60,6 @@ class Heartbeat:
         except wire.ProtocolError as exc:
             error = str(exc)
         self.missed = self.missed + 1 if error else 0
-        status = EdgeStatus.for_edge(self.edge_id)
         now = timezone.now()
         changes = {"backlog": backlog}
         if not error:

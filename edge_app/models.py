@@ -94,6 +94,15 @@ class EdgeStatus(models.Model):
     sent = models.PositiveBigIntegerField(default=0)
     acked = models.PositiveBigIntegerField(default=0)
     refused = models.PositiveBigIntegerField(default=0)
+    # Long outages (edge_app/budget.py)
+    budget = models.PositiveBigIntegerField(default=0, help_text="backlog (tuples) at which the ingest pauses")
+    paused = models.BooleanField(default=False, help_text="the ingest stopped reading Kafka: backlog at the budget")
+    retention_left_seconds = models.FloatField(
+        null=True, blank=True, help_text="time before Kafka may delete the oldest reading the edge still needs "
+        "(empty: nothing unread, or no retention limit)")
+    retention_checked_at = models.DateTimeField(null=True, blank=True)
+    lost_to_retention = models.PositiveBigIntegerField(
+        default=0, help_text="readings Kafka deleted before the edge read them")
 
     class Meta:
         verbose_name_plural = "edge status"

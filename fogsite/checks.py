@@ -5,6 +5,7 @@ these catch the mistakes that span several, with one clear message each.
 """
 
 import os
+import shutil
 from pathlib import Path
 
 from django.conf import settings
@@ -12,6 +13,7 @@ from django.core.checks import Error, Tags, Warning, register
 from redis.connection import parse_url
 
 from cloud_app.secrets import MIN_SECRET_BYTES, edge_secrets_text, parse_edge_secrets, weak_secrets
+from edge_app.budget import BYTES_PER_TUPLE, budget_folder
 from fogsite.env import is_loopback
 
 LOOPBACK = {"127.0.0.1", "localhost", "::1", "[::1]", "ip6-localhost"}
@@ -74,6 +76,7 @@ def check_pipeline_settings(app_configs, **kwargs):
                 id="fog.W001",
             )
         )
+    errors += _check_budget()
     return errors + _link_security(pairs)
 
 
@@ -113,6 +116,23 @@ def _link_security(pairs):
         errors.append(Error("FOG_EDGE_TLS_CERT is set but FOG_TLS_CA is not: the edge would not use TLS.",
                             hint="Set FOG_TLS_CA to the CA that signed the cloud's certificate.", id="fog.E013"))
     return errors
+
+
+def _check_budget():
+    """A budget the database's disk can't hold would fail writes before the ingest ever pauses."""
+    budget = settings.FOG_EDGE_BUDGET_TUPLES
+    folder = budget_folder(settings.DATABASES["default"], settings.VAR_DIR)
+    try:
+        free = shutil.disk_usage(folder).free
+    except OSError:
+        return []  # the folder does not exist yet: migrate creates it
+    if budget and budget * BYTES_PER_TUPLE > free:
+        return [Warning(
+            f"FOG_EDGE_BUDGET_TUPLES={budget} may need {budget * BYTES_PER_TUPLE // 2**20} MiB, more than the "
+            f"{free // 2**20} MiB free in {folder}.",
+            hint="Lower the budget (0 derives it from the free space) or give the edge database more disk.",
+            id="fog.W003")]
+    return []
 
 
 @register(Tags.security, deploy=True)

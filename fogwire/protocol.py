@@ -311,8 +311,10 @@ def request_nonce(frame):
 
 
 def heartbeat(edge_id, secret, backlog=0, now_ms=None, **state):
-    """A heartbeat: the edge's clock, its backlog and any further known state (HEARTBEAT_STATE)."""
-    payload = {"ts": now_ms or int(time.time() * 1000), "backlog": int(backlog), **state}
+    """A heartbeat: the edge's clock, its backlog and any further known state (HEARTBEAT_STATE), such as
+    `paused` (the edge stopped reading Kafka because its backlog is at its disk budget). None means unknown."""
+    payload = {"ts": now_ms or int(time.time() * 1000), "backlog": int(backlog),
+               **{name: value for name, value in state.items() if value is not None}}
     return seal(KIND_HEARTBEAT, edge_id, secret, payload)
 
 
