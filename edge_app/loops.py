@@ -95,9 +95,20 @@ class EdgeControl:
         return bool(self.redis.exists(self.prefix + f"done:{loop}"))
 
 
-def cloud_address(port_index):
-    """Every cloud replica's heartbeat (1) or data (2) address, comma-separated (FOG_CLOUD_HOST)."""
-    return ",".join(f"tcp://{endpoint[0]}:{endpoint[port_index]}" for endpoint in settings.FOG_CLOUD_ENDPOINTS)
+def cloud_tls():
+    """The edge's TLS config (FOG_TLS_CA, FOG_TLS_SERVER_NAME, FOG_EDGE_TLS_CERT), or None for plain tcp."""
+    from fogwire.tls import client_config
+
+    if not settings.FOG_TLS_CA:
+        return None
+    return client_config(settings.FOG_TLS_CA, settings.FOG_TLS_SERVER_NAME, settings.FOG_EDGE_TLS_CERT or None)
+
+
+def cloud_address(port_index, tls):
+    """Every cloud replica's heartbeat (HEARTBEAT) or data (DATA) address, comma-separated (FOG_CLOUD_HOST)."""
+    from fogwire.tls import address
+
+    return ",".join(address(endpoint[0], endpoint[port_index], tls) for endpoint in settings.FOG_CLOUD_ENDPOINTS)
 
 
 class IngestStep:
@@ -148,9 +159,10 @@ class SenderStep:
     def __init__(self, options, control):
         from edge_app.sender import Sender
 
+        tls = cloud_tls()
         self.sender = Sender(edge_id=settings.FOG_EDGE_ID, secret=settings.FOG_EDGE_SECRET,
-                             address=cloud_address(DATA), batch=options.get("batch", 1000),
-                             in_flight=options.get("in_flight", 4))
+                             address=cloud_address(DATA, tls), batch=options.get("batch", 1000),
+                             in_flight=options.get("in_flight", 4), tls=tls)
         requeued = self.sender.requeue_sent()
         if requeued:
             log.info("sending again %d tuples left SENT by an earlier run", requeued)
@@ -173,8 +185,9 @@ class HeartbeatStep:
     def __init__(self, options, control):
         from edge_app.link import Heartbeat
 
+        tls = cloud_tls()
         self.beat = Heartbeat(edge_id=settings.FOG_EDGE_ID, secret=settings.FOG_EDGE_SECRET,
-                              address=cloud_address(HEARTBEAT))
+                              address=cloud_address(HEARTBEAT, tls), tls=tls)
         self.next_retention = 0.0
 
     def step(self):

@@ -172,6 +172,28 @@ def env_hostport(name, default):
     return value
 
 
+def env_timezone(name, default):
+    """An IANA time zone name such as Europe/Berlin."""
+    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+    value = env_str(name, default)
+    try:
+        ZoneInfo(value)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise SettingError(f"{name}={value!r}: expected a time zone name such as Europe/Berlin or UTC") from None
+    return value
+
+
+def is_loopback(host):
+    """True for an address only this machine can reach (127.0.0.0/8, ::1, localhost)."""
+    if host.strip("[]") == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False  # a host name: it may resolve to anything
+
+
 def env_endpoints(name, default, default_ports, port_names):
     """A comma-separated list of `host` or `host:port:port` (e.g. the cloud replicas' heartbeat and data
     ports) as (host, port, port) tuples; a bare host takes `default_ports`."""

@@ -22,6 +22,7 @@ from fogsite.env import (
     env_match,
     env_redis_url,
     env_str,
+    env_timezone,
 )
 from fogwire import limits
 from fogwire.protocol import EDGE_ID_RE, MAX_EDGE_ID
@@ -81,6 +82,15 @@ FOG_EDGE_BUDGET_TUPLES = env_int("FOG_EDGE_BUDGET_TUPLES", 0, minimum=0)
 FOG_EDGE_BUDGET_LOW_WATER_PERCENT = env_int("FOG_EDGE_BUDGET_LOW_WATER_PERCENT", 80, minimum=1, maximum=99)
 FOG_EDGE_RETENTION_MARGIN_HOURS = env_float("FOG_EDGE_RETENTION_MARGIN_HOURS", 6.0, minimum=0)
 FOG_PRICE_EUR_PER_KWH = env_float("FOG_PRICE_EUR_PER_KWH", 0.30, minimum=0)
+# TLS on the link (docs/SECURITY.md). The cloud speaks tls+tcp when it has a
+# certificate, an edge when it has the CA to verify the cloud with.
+FOG_TLS_CA = env_str("FOG_TLS_CA", "")
+FOG_CLOUD_TLS_CERT = env_str("FOG_CLOUD_TLS_CERT", "")
+FOG_EDGE_TLS_CERT = env_str("FOG_EDGE_TLS_CERT", "")
+FOG_TLS_MUTUAL = env_bool("FOG_TLS_MUTUAL", False)
+# One name for every replica's certificate (nng sets it per socket); by default the first listed host.
+FOG_TLS_SERVER_NAME = env_host("FOG_TLS_SERVER_NAME", FOG_CLOUD_ENDPOINTS[0][0])
+FOG_CLOUD_MAX_CONNECTIONS = env_int("FOG_CLOUD_MAX_CONNECTIONS", 64, minimum=1, maximum=100_000)
 
 # --- Django ---------------------------------------------------------------
 INSTALLED_APPS = [
@@ -159,7 +169,8 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 LANGUAGE_CODE = "en-us"
-TIME_ZONE = "UTC"
+# The operator's zone: the admin shows times in it (UTC on hover); stored times stay UTC.
+TIME_ZONE = env_timezone("FOG_TIME_ZONE", "UTC")
 USE_I18N = True
 USE_TZ = True
 

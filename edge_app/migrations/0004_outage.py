@@ -6,7 +6,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('edge_app', '0002_refused_status'),
+        ('edge_app', '0003_admin_scale'),
     ]
 
     operations = [

@@ -4,7 +4,7 @@ import sys
 
 from django.core.management.base import BaseCommand, CommandError
 
-from tooling.bench import api, cloud, e2e, edge, latency, scale, simulate
+from tooling.bench import admin, api, cloud, e2e, edge, latency, scale, simulate
 
 
 def sizes(text):
@@ -67,6 +67,20 @@ BENCHMARKS = {
         ("--clients", int, 8, "concurrent clients (threads of a second process)"),
         ("--requests", int, 250, "requests per client"),
         ("--baseline-calls", int, 2, "naive full scans timed for the baseline"),
+    ]),
+    "admin": (admin.run, "the edge's admin pages with N tuples stored: p50/p95 server time per page beside the "
+              "old admin configuration (target p95 <= 300 ms)", [
+        ("--tuples", int, 1_000_000, "tuples in the edge database, filled through the ingest's INSERT"),
+        ("--households", int, 1000, "households they belong to"),
+        ("--days", int, 7, "days they span"),
+        ("--requests", int, 20, "timed requests per page"),
+        ("--baseline-requests", int, 3, "timed requests per page of the old admin (seconds each at millions)"),
+        ("--database", admin.database_kind, "sqlite", "sqlite (a fresh file) or postgres (a fresh database on "
+                                                      "--postgres-url's server, dropped afterwards)"),
+        ("--postgres-url", str, "", "the PostgreSQL server for --database postgres; default: FOG_DATABASE_URL's "
+                                    f"when it names postgres, else {admin.DEFAULT_POSTGRES_URL} (started if down)"),
+        ("--write", str, "", "put the table into this Markdown file's generated admin section, "
+                             "e.g. docs/BENCHMARKS.md"),
     ]),
     "scale": (scale.run, "the cloud with 1/2/4 replicas on one store, and 1/3/10 edges delivering at once "
               "(each series against its first)", [
@@ -158,7 +172,7 @@ class Command(BaseCommand):
         else:
             for figure in figures:
                 self.stdout.write(figure.line())
-        for path in options.get("write") or []:
+        for path in options["write"] if name == "scale" else []:
             scale.write_section(path, scale.section(figures, "python manage.py " + " ".join(sys.argv[1:])))
             out(f"bench: wrote the {name} section of {path}")
 
@@ -177,11 +191,13 @@ class Command(BaseCommand):
         if options["write"]:
             from pathlib import Path
 
+            from tooling.bench.admin import keep_section
             from tooling.bench.report import markdown
 
-            Path(options["write"]).parent.mkdir(parents=True, exist_ok=True)
-            Path(options["write"]).write_text(markdown(sections, "make bench   # = python manage.py bench all "
-                                                                 "--write docs/BENCHMARKS.md", NOTES))
+            target = Path(options["write"])
+            target.parent.mkdir(parents=True, exist_ok=True)
+            text = markdown(sections, "make bench   # = python manage.py bench all --write docs/BENCHMARKS.md", NOTES)
+            target.write_text(keep_section(target.read_text() if target.exists() else "", text))
             out(f"bench: wrote {options['write']}")
             scaling = Path(options["write"]).parent / "SCALING.md"  # its figures are this run's too
             figures = [f for (_, name), fs in sections.items() if name == "scale" for f in fs]
