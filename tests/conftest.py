@@ -4,9 +4,18 @@ The session starts (or finds) the project's own Kafka and Redis through the
 same code as `make services`; a service that can't be had is an error, never
 a skip. Each test gets its own Kafka topic and a freshly emptied Redis
 database reserved for tests, so tests never see each other's data.
+
+Process hygiene: the session puts a marker (FOG_TEST_SESSION) into its
+environment, which every process it starts inherits; other engineers' test
+sessions on the same machine carry other markers. SIGTERM is turned into
+Ctrl-C so every test's `finally` and every fixture's teardown run; the last
+test (test_it_leaves_no_process_behind) asserts that nothing with the marker
+is still alive, and the session's end names and kills any survivor.
 """
 
+import atexit
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -20,14 +29,100 @@ from django.conf import settings
 
 ROOT = Path(__file__).resolve().parent.parent
 TEST_REDIS_DB = int(os.environ.get("FOG_TEST_REDIS_DB", "15"))
+SESSION_ENV = "FOG_TEST_SESSION"
+LAST_TEST_FILE = "test_it_leaves_no_process_behind.py"
+
+os.environ.setdefault(SESSION_ENV, uuid.uuid4().hex)  # inherited by every process the suite starts
+
+
+def session_processes():
+    """{pid: command line} of the live processes (other than this one) that this test session started."""
+    marker = f"{SESSION_ENV}={os.environ[SESSION_ENV]}".encode()
+    found = {}
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            with open(f"/proc/{entry.name}/environ", "rb") as env:
+                if marker not in env.read().split(b"\0"):
+                    continue
+            with open(f"/proc/{entry.name}/stat", "rb") as stat:
+                if stat.read().rsplit(b")", 1)[1].split()[0] == b"Z":
+                    continue  # dead, only not yet reaped
+            with open(f"/proc/{entry.name}/cmdline", "rb") as cmdline:
+                found[int(entry.name)] = cmdline.read().replace(b"\0", b" ").decode(errors="replace").strip()
+        except OSError:  # it ended while we looked, or is not ours to read
+            continue
+    return found
+
+
+def child_pids(pid):
+    """The pids whose parent is `pid`."""
+    children = []
+    for entry in os.scandir("/proc"):
+        if entry.name.isdigit():
+            try:
+                with open(f"/proc/{entry.name}/stat", "rb") as stat:
+                    if int(stat.read().rsplit(b")", 1)[1].split()[1]) == pid:
+                        children.append(int(entry.name))
+            except (OSError, ValueError):
+                continue
+    return children
+
+
+def alive(pid):
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as stat:
+            return stat.read().rsplit(b")", 1)[1].split()[0] != b"Z"
+    except OSError:
+        return False
+
+
+def _kill_survivors():
+    survivors = session_processes()
+    for pid in survivors:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    return survivors
+
+
+def _sigterm_as_ctrl_c(signum, frame):
+    raise KeyboardInterrupt  # so `finally` blocks and fixture teardowns end what the tests started
+
+
+def pytest_configure(config):
+    if hasattr(signal, "SIGTERM"):
+        signal.signal(signal.SIGTERM, _sigterm_as_ctrl_c)
+    atexit.register(_kill_survivors)
+
+
+def pytest_collection_modifyitems(session, config, items):
+    """The process check runs last, after every other test and module-scoped fixture has ended."""
+    items.sort(key=lambda item: item.nodeid.split("::")[0].endswith(LAST_TEST_FILE))
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus, config):
+    survivors = _kill_survivors()
+    if survivors:
+        terminalreporter.write_sep("=", f"{len(survivors)} process(es) this session started outlived it (now killed)",
+                                   red=True)
+        for pid, cmdline in sorted(survivors.items()):
+            terminalreporter.write_line(f"  pid {pid}: {cmdline}")
 
 
 @pytest.fixture(scope="session")
 def services():
     from fogsite.localservices import services as all_services
 
+    marker = os.environ.pop(SESSION_ENV)  # the shared services outlive the session by design (`make services`)
+    try:
+        for service in all_services(settings, settings.BASE_DIR, settings.VAR_DIR):
+            service.up(lambda line: None)
+    finally:
+        os.environ[SESSION_ENV] = marker
     for service in all_services(settings, settings.BASE_DIR, settings.VAR_DIR):
-        service.up(lambda line: None)
         if not service.ready():
             pytest.fail(f"{service.name} is not answering at {service.host}:{service.port}", pytrace=False)
     return settings
