@@ -20,7 +20,7 @@ import socket
 import time
 import uuid
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import django_rq
 from django.conf import settings
@@ -87,7 +87,7 @@ class Holder:
             return cls(int(parts[0]), "", 0.0, token)
 
     def describe(self):
-        when = datetime.fromtimestamp(self.since, timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
+        when = datetime.fromtimestamp(self.since, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
         return f"on {self.host or 'an unknown host'} (pid {self.pid}, since {when})"
 
     def stale(self):
@@ -105,8 +105,9 @@ def _process_alive_since(pid, since):
     except PermissionError:
         return True
     try:  # a reused pid belongs to a process that started after the record was written
-        ticks = int(open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()[19])
-        boot = next(int(line.split()[1]) for line in open("/proc/stat") if line.startswith("btime"))
+        with open(f"/proc/{pid}/stat") as stat, open("/proc/stat") as system:
+            ticks = int(stat.read().rsplit(")", 1)[1].split()[19])
+            boot = next(int(line.split()[1]) for line in system if line.startswith("btime"))
         return boot + ticks / os.sysconf("SC_CLK_TCK") <= since + 2
     except (OSError, ValueError, StopIteration):
         return True

@@ -10,7 +10,16 @@ import time
 import pytest
 import redis as redis_lib
 
-from tests.conftest import ROOT, alive, child_env, child_pids, edge_cloud, produce, reading, wait_for
+from tests.conftest import (
+    ROOT,
+    alive,
+    child_env,
+    child_pids,
+    edge_cloud,
+    produce,
+    reading,
+    wait_for,
+)
 
 T0 = 1_577_142_000_000
 LOOPS = ("ingest", "sender", "heartbeat")
@@ -70,7 +79,7 @@ def test_it_gives_up_on_workers_that_keep_dying(kafka_bootstrap, topic, edge_env
     cloud = edge_cloud(edge_env, redis_url, cloud_prefix)
     proc, killed = None, set()
     try:
-        proc, workers = _running_edge(edge_env, topic)
+        proc, _ = _running_edge(edge_env, topic)
         deadline = time.monotonic() + 120
         while proc.poll() is None and time.monotonic() < deadline:  # every worker dies as soon as it appears
             for pid in set(child_pids(proc.pid)) - killed:

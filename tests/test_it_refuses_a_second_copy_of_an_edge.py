@@ -9,7 +9,15 @@ import time
 import redis as redis_lib
 from rq import Worker
 
-from tests.conftest import ROOT, child_env, edge_cloud, produce, reading, run_manage, wait_for
+from tests.conftest import (
+    ROOT,
+    child_env,
+    edge_cloud,
+    produce,
+    reading,
+    run_manage,
+    wait_for,
+)
 
 T0 = 1_577_142_000_000
 LOOPS = ("ingest", "sender", "heartbeat")
