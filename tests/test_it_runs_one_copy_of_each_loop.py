@@ -1,10 +1,16 @@
-"""The edge's loop locks: one copy per loop and edge, kept through a slow step, taken over after a death."""
+"""The edge's loop locks: one copy per loop and edge, kept through a slow step, taken over after a death,
+checked by token in one Lua script each."""
 
+import os
+import socket
+import subprocess
+import sys
+import time
 import uuid
 
 import redis as redis_lib
 
-from edge_app.loops import EdgeControl
+from edge_app.control import EdgeControl, Holder
 
 
 def _control(redis_url):
@@ -34,3 +40,34 @@ def test_it_gives_up_a_loop_another_copy_took_over(redis_url):
     assert not control.renew("sender", "1:a")
     control.release("sender", "1:a")  # must not free the other copy's lock
     assert control.holder_pid("sender") == 2
+
+
+def test_it_takes_over_at_once_from_a_holder_on_this_host_that_is_gone(redis_url):
+    control = _control(redis_url)
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    assert control.acquire("ingest", f"{gone.pid}:{socket.gethostname()}:{time.time():.3f}:x", wait_seconds=0)
+    mine = Holder.new()
+    assert control.acquire("ingest", mine.token, wait_seconds=0)
+    assert control.holder("ingest").token == mine.token
+
+
+def test_it_waits_for_a_live_holder_here_and_any_holder_on_another_host(redis_url):
+    control = _control(redis_url)
+    assert control.acquire("ingest", f"{os.getpid()}:{socket.gethostname()}:{time.time():.3f}:me", wait_seconds=0)
+    assert not control.acquire("ingest", Holder.new().token, wait_seconds=0)
+    other = _control(redis_url)
+    assert other.acquire("sender", f"1:another-host:{time.time():.3f}:x", wait_seconds=0)
+    assert not other.acquire("sender", Holder.new().token, wait_seconds=0)
+    assert other.holder("sender").describe().startswith("on another-host (pid 1, since ")
+
+
+def test_it_keeps_its_lock_longer_than_the_longest_step():
+    from django.conf import settings
+
+    from edge_app.control import lock_ttl_ms
+    from edge_app.sender import ACK_TIMEOUT_MS
+
+    db_wait_ms = settings.DATABASES["default"].get("OPTIONS", {}).get("timeout", 0) * 1000
+    for in_flight in (1, 4, 16):
+        assert lock_ttl_ms(in_flight) > max(in_flight * ACK_TIMEOUT_MS, db_wait_ms)
