@@ -5,10 +5,19 @@ import time
 from dataclasses import dataclass
 
 from chaos.pipeline import Pipeline
+from fogsite.processes import alive
 
 FIRST_ACKS = 1000  # inject the fault only once delivery is under way
 CAUGHT_UP = 2000  # a backlog this small is what is normally in flight: recovered
 BACKLOG = 100_000
+FOLLOW_SECONDS = 2.0  # a killed supervisor's workers must be gone by then
+CRASHES, CRASH_WINDOW_SECONDS = 5, 60  # repeated-crash: this many whole-edge crashes within this time
+CRASH_GAP_SECONDS = 2.0  # how long the edge works between two crashes once its loops run again
+SLOWER = {"repeated-crash": 2}  # stream this many times slower, so readings still stream at the last crash
+
+
+class ScenarioError(Exception):
+    """The fault did not behave as the scenario requires (for example, workers outlived their supervisor)."""
 
 
 @dataclass
@@ -99,6 +108,59 @@ def backlog_restart(p, services, options):
     return time.monotonic()
 
 
+def edge_host_crash(p, services, options):
+    """The edge host crashes mid-drain: its supervisor and every worker SIGKILLed together; the edge starts again"""
+    _running(p)
+    p.wait_for(lambda: p.counts().get(0, 0) + p.counts().get(1, 0) > 0, 60, "tuples waiting for their ACK")
+    p.kill_edge()
+    time.sleep(1)
+    p.start_edge()
+    return time.monotonic()
+
+
+def supervisor_kill(p, services, options):
+    """Only `runedge` is SIGKILLed; its workers must end within 2 s, then the edge starts again"""
+    _running(p)
+    workers = p.kill_supervisor()
+    if not workers:
+        raise ScenarioError("the supervisor had no workers to watch")
+    killed = time.monotonic()
+    while any(alive(pid) for pid in workers) and time.monotonic() - killed < FOLLOW_SECONDS + 5:
+        time.sleep(0.05)
+    took = time.monotonic() - killed
+    if took > FOLLOW_SECONDS:
+        raise ScenarioError(f"workers {workers} outlived their supervisor by {took:.1f} s")
+    p.start_edge()
+    return time.monotonic()
+
+
+def repeated_crash(p, services, options):
+    """Five whole-edge crashes within 60 s while readings stream (the stream at half speed)"""
+    _running(p)
+    first = time.monotonic()
+    for crash in range(CRASHES):
+        p.wait_for(p.loops_running, 30, f"the edge's loops to run before crash {crash + 1}")
+        time.sleep(CRASH_GAP_SECONDS)
+        if p.simulation.poll() is not None:
+            raise ScenarioError(f"the stream had ended before crash {crash + 1}")
+        p.kill_edge()
+        p.start_edge()
+    took = time.monotonic() - first
+    if took > CRASH_WINDOW_SECONDS:
+        raise ScenarioError(f"{CRASHES} crashes took {took:.0f} s, more than {CRASH_WINDOW_SECONDS} s")
+    return time.monotonic()
+
+
+def cloud_host_crash(p, services, options):
+    """The cloud host crashes: `runcloud` and its Redis SIGKILLed together; Redis restarts from its append-only file"""
+    _running(p)
+    p.kill_cloud_host()
+    time.sleep(1)
+    services.restart(services.redis)
+    p.start_cloud()
+    return time.monotonic()
+
+
 SCENARIOS = {
     "cloud-kill": cloud_kill,
     "ingest-kill": ingest_kill,
@@ -107,17 +169,21 @@ SCENARIOS = {
     "redis-kill": redis_kill,
     "kafka-restart": kafka_restart,
     "backlog-restart": backlog_restart,
+    "edge-host-crash": edge_host_crash,
+    "supervisor-kill": supervisor_kill,
+    "repeated-crash": repeated_crash,
+    "cloud-host-crash": cloud_host_crash,
 }
 
 
 def run_scenario(name, services, edge_redis_url, options=None, out=print):
     options = options or {}
     pipeline = Pipeline(services, edge_redis_url, households=options.get("households", 300),
-                        until=options.get("until", 900), speed=options.get("speed", 30.0))
+                        until=options.get("until", 900), speed=options.get("speed", 30.0) / SLOWER.get(name, 1))
     backlog = name == "backlog-restart"
     expected = options.get("backlog", BACKLOG) if backlog else pipeline.expected_windows()
     readings = 0 if backlog else pipeline.households * (pipeline.until // 2)
-    keep_logs = False
+    outcome = None  # stays None if Ctrl-C, SIGTERM or a test timeout interrupts the scenario
     try:
         SCENARIOS[name](pipeline, services, options)
         caught_up = pipeline.wait_recovered(CAUGHT_UP, timeout=options.get("quiet_timeout", 240))
@@ -133,9 +199,8 @@ def run_scenario(name, services, edge_redis_url, options=None, out=print):
                           recovery, detail)
     except Exception as exc:  # a scenario that breaks is a failed run, reported as such
         outcome = Outcome(name, readings, 0, 0, expected, 0, None, f"{type(exc).__name__}: {exc}")
-        keep_logs = True
-    finally:
-        pipeline.close(keep_logs=keep_logs or not outcome.ok)
+    finally:  # also on KeyboardInterrupt: every process the pipeline started ends here
+        pipeline.close(keep_logs=outcome is None or not outcome.ok)
     if not outcome.ok:
         out(f"{name}: the processes' logs are kept in {pipeline.folder}")
     out(f"{name}: windows={outcome.windows} acked={outcome.acked} lost={outcome.lost} "

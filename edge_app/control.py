@@ -26,6 +26,7 @@ import django_rq
 from django.conf import settings
 
 from edge_app.sender import ACK_TIMEOUT_MS
+from fogsite.processes import alive
 
 LOOPS = ("ingest", "sender", "heartbeat")
 CONNECTION = "edge"  # django-rq's name for the edge Redis connection (RQ_QUEUES)
@@ -98,12 +99,8 @@ class Holder:
 
 
 def _process_alive_since(pid, since):
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
+    if not alive(pid):  # gone, or a zombie nobody has reaped yet
         return False
-    except PermissionError:
-        return True
     try:  # a reused pid belongs to a process that started after the record was written
         with open(f"/proc/{pid}/stat") as stat, open("/proc/stat") as system:
             ticks = int(stat.read().rsplit(")", 1)[1].split()[19])

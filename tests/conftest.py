@@ -27,6 +27,8 @@ import pytest
 import redis as redis_lib
 from django.conf import settings
 
+from fogsite.processes import alive, child_pids, with_environment  # noqa: F401  (for the tests)
+
 ROOT = Path(__file__).resolve().parent.parent
 TEST_REDIS_DB = int(os.environ.get("FOG_TEST_REDIS_DB", "15"))
 SESSION_ENV = "FOG_TEST_SESSION"
@@ -37,45 +39,7 @@ os.environ.setdefault(SESSION_ENV, uuid.uuid4().hex)  # inherited by every proce
 
 def session_processes():
     """{pid: command line} of the live processes (other than this one) that this test session started."""
-    marker = f"{SESSION_ENV}={os.environ[SESSION_ENV]}".encode()
-    found = {}
-    for entry in os.scandir("/proc"):
-        if not entry.name.isdigit() or int(entry.name) == os.getpid():
-            continue
-        try:
-            with open(f"/proc/{entry.name}/environ", "rb") as env:
-                if marker not in env.read().split(b"\0"):
-                    continue
-            with open(f"/proc/{entry.name}/stat", "rb") as stat:
-                if stat.read().rsplit(b")", 1)[1].split()[0] == b"Z":
-                    continue  # dead, only not yet reaped
-            with open(f"/proc/{entry.name}/cmdline", "rb") as cmdline:
-                found[int(entry.name)] = cmdline.read().replace(b"\0", b" ").decode(errors="replace").strip()
-        except OSError:  # it ended while we looked, or is not ours to read
-            continue
-    return found
-
-
-def child_pids(pid):
-    """The pids whose parent is `pid`."""
-    children = []
-    for entry in os.scandir("/proc"):
-        if entry.name.isdigit():
-            try:
-                with open(f"/proc/{entry.name}/stat", "rb") as stat:
-                    if int(stat.read().rsplit(b")", 1)[1].split()[1]) == pid:
-                        children.append(int(entry.name))
-            except (OSError, ValueError):
-                continue
-    return children
-
-
-def alive(pid):
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as stat:
-            return stat.read().rsplit(b")", 1)[1].split()[0] != b"Z"
-    except OSError:
-        return False
+    return with_environment(SESSION_ENV, os.environ[SESSION_ENV])
 
 
 def _kill_survivors():
