@@ -7,7 +7,24 @@ from chaos.scenarios import SCENARIOS
 from fogsite.bench.common import machine
 
 
-def markdown(outcomes, command, options):
+def previous_rows(text):
+    """The scenario rows and the reproduce commands of an existing RELIABILITY.md, to keep with --update."""
+    rows, commands, in_sh = {}, [], False
+    for line in text.splitlines():
+        if line.startswith("| ") and not line.startswith("| scenario |"):
+            rows[line.split("|")[1].strip()] = line
+        elif line.startswith("```sh"):
+            in_sh = True
+        elif line.startswith("```"):
+            in_sh = False
+        elif in_sh and line.strip():
+            commands.append(line.strip())
+    return rows, commands
+
+
+def markdown(outcomes, command, options, previous=None):
+    """The whole document; `previous` (from previous_rows) keeps the rows of scenarios this run left out."""
+    kept_rows, commands = previous or ({}, [])
     runs = defaultdict(list)
     for outcome in outcomes:
         runs[outcome.scenario].append(outcome)
@@ -23,12 +40,16 @@ def markdown(outcomes, command, options):
         f"Measured on {date.today().isoformat()}, {machine()}; {options['households']} synthetic households x {options['until']} simulated s "
         f"at {options['speed']:g}x (a scenario produces {options['households'] * options['until'] // 2:,} readings, "
         f"{options['households'] * options['until'] // 5:,} windows; backlog-restart starts from 100,000 PENDING tuples).",
+        *([f"The rows of {', '.join(sorted(set(kept_rows) - set(runs)))} are kept from the file's earlier run(s)."]
+          if set(kept_rows) - set(runs) else []),
         "",
         "| scenario | what happens | runs | windows (all runs) | lost | duplicated | slowest recovery (s) |",
         "|---|---|---|---|---|---|---|",
     ]
     for name, function in SCENARIOS.items():
         if name not in runs:
+            if name in kept_rows:
+                lines.append(kept_rows[name])
             continue
         done = runs[name]
         recoveries = [o.recovery_s for o in done if o.recovery_s is not None]
@@ -42,9 +63,11 @@ def markdown(outcomes, command, options):
         "stored after it, until acknowledgements resume) and the backlog is back to what is normally in flight",
         "(at most 2,000 tuples).",
         "",
-        "Reproduce:",
+        "Reproduce" + (" (the rows of scenarios a command did not run come from the commands before it, "
+                       "with the same households, length and speed):" if kept_rows else ":"),
         "",
         "```sh",
+        *[c for c in commands if c != command],
         command,
         "```",
         "",

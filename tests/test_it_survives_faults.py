@@ -26,3 +26,17 @@ def test_it_acknowledges_every_window_exactly_once_after(chaos_services, scenari
     assert (outcome.lost, outcome.duplicated, outcome.detail) == (0, 0, "")
     assert outcome.acked == outcome.windows
     assert outcome.recovery_s is not None
+
+
+def test_it_adds_new_scenarios_to_the_report_and_keeps_the_earlier_rows():
+    from chaos.report import markdown, previous_rows
+    from chaos.scenarios import Outcome
+
+    options = {"households": 300, "until": 900, "speed": 30}
+    first = markdown([Outcome("cloud-kill", 1, 10, 10, 0, 0, 1.5)], "make chaos REPEAT=1", options)
+    second = markdown([Outcome("supervisor-kill", 1, 20, 20, 0, 0, 2.5)], "python manage.py chaos --update",
+                      options, previous_rows(first))
+    rows = [line for line in second.splitlines() if line.startswith("| ") and "scenario |" not in line]
+    assert [row.split("|")[1].strip() for row in rows] == ["cloud-kill", "supervisor-kill"]
+    assert "| 1 | 10 | 0 | 0 | 1.5 |" in rows[0] and "| 1 | 20 | 0 | 0 | 2.5 |" in rows[1]
+    assert "make chaos REPEAT=1\npython manage.py chaos --update\n```" in second

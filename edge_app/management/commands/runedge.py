@@ -25,7 +25,8 @@ class Command(BaseCommand):
                             help="give up after this many seconds (exit code 1 with --burst)")
         parser.add_argument("--no-workers", action="store_true",
                             help=f"only enqueue the loops; then start exactly {len(LOOPS)} workers (each loop holds "
-                            "one for as long as it runs) with the command this prints")
+                            "one for as long as it runs), each with the command this prints: `manage.py rqworker "
+                            "edge:<FOG_EDGE_ID> --worker-class rq.worker.SimpleWorker`")
         parser.add_argument("--stop", action="store_true",
                             help="stop this edge's loops and its supervisor, on this host or any other that uses the "
                             "same edge Redis (FOG_EDGE_REDIS_URL), and exit")

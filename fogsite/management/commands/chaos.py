@@ -6,7 +6,7 @@ from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
 from chaos.pipeline import ChaosServices
-from chaos.report import markdown
+from chaos.report import markdown, previous_rows
 from chaos.scenarios import SCENARIOS, run_scenario
 
 EDGE_REDIS_DB = 13  # the harness's edges keep their RQ state here, apart from a running demo's
@@ -26,8 +26,12 @@ class Command(BaseCommand):
         parser.add_argument("--speed", type=float, default=30, help="simulation speed (default %(default)s)")
         parser.add_argument("--write", metavar="PATH", help="write the table to this Markdown file "
                             "(e.g. docs/RELIABILITY.md)")
+        parser.add_argument("--update", action="store_true", help="with --write: keep the rows of the scenarios "
+                            "this run leaves out (from the file's earlier runs) and replace or add only the ones it ran")
 
     def handle(self, *args, **options):
+        if options["update"] and not options["write"]:
+            raise CommandError("--update needs --write PATH")
         logging.getLogger("fog").setLevel(logging.WARNING)
         signal.signal(signal.SIGTERM, _interrupt)  # like Ctrl-C: the finally below stops our services
         names = options["scenario"] or list(SCENARIOS)
@@ -45,11 +49,14 @@ class Command(BaseCommand):
         finally:
             services.down()
         if options["write"]:
+            target = Path(options["write"])
             command = (f"make chaos REPEAT={options['repeat']}" if not options["scenario"] else
                        "python manage.py chaos " + " ".join(
-                           [f"--repeat {options['repeat']}"] + [f"--scenario {n}" for n in options["scenario"]]))
-            Path(options["write"]).parent.mkdir(parents=True, exist_ok=True)
-            Path(options["write"]).write_text(markdown(outcomes, command, run_options))
+                           [f"--repeat {options['repeat']}"] + [f"--scenario {n}" for n in options["scenario"]]
+                           + (["--update"] if options["update"] else []) + [f"--write {options['write']}"]))
+            previous = previous_rows(target.read_text()) if options["update"] and target.exists() else None
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_text(markdown(outcomes, command, run_options, previous))
             self.stdout.write(f"chaos: wrote {options['write']}")
         failed = [o for o in outcomes if not o.ok]
         if failed:
