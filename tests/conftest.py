@@ -333,6 +333,30 @@ def child_env(env):
     return {**os.environ, **{k: v for k, v in env.items() if not k.startswith("_")}}
 
 
+EDGE_LOOPS = ("ingest", "sender", "heartbeat")
+
+
+def held_loops(env):
+    """The loops of a child edge whose lock is held now."""
+    control = redis_lib.Redis.from_url(env["FOG_EDGE_REDIS_URL"])
+    try:
+        return [loop for loop in EDGE_LOOPS if control.exists(f"fog:edge:{env['FOG_EDGE_ID']}:lock:{loop}")]
+    finally:
+        control.close()
+
+
+def start_edge(env, topic, **popen):
+    """A child edge's `manage.py runedge` (not burst), returned once every loop runs; the caller ends it."""
+    proc = subprocess.Popen([sys.executable, str(ROOT / "manage.py"), "runedge", "--topic", topic, "-v", "0"],
+                            cwd=ROOT, env=child_env(env), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            **popen)
+    if not wait_for(lambda: len(held_loops(env)) == len(EDGE_LOOPS), timeout=60, interval=0.2):
+        proc.kill()
+        out, err = proc.communicate()
+        pytest.fail(f"runedge's loops did not all start within 60 s: {out[-2000:]} {err[-2000:]}")
+    return proc
+
+
 def write_gem_csv(path, rows, header=GEM_HEADER):
     """A file in the Gem House format: rows of (local date text, power in mW)."""
     lines = [f"{date},0,{1000 + i},{mw},{mw // 3},{mw // 3},{mw - 2 * (mw // 3)}" for i, (date, mw) in enumerate(rows)]

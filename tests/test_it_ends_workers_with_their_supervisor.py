@@ -3,36 +3,18 @@
 import os
 import re
 import signal
-import subprocess
-import sys
 import time
 
 import pytest
-import redis as redis_lib
 
-from tests.conftest import (
-    ROOT,
-    alive,
-    child_env,
-    child_pids,
-    edge_cloud,
-    produce,
-    reading,
-    wait_for,
-)
+from tests.conftest import alive, child_pids, edge_cloud, produce, reading, start_edge, wait_for
 
 T0 = 1_577_142_000_000
-LOOPS = ("ingest", "sender", "heartbeat")
 FOLLOW_SECONDS = 2.0
 
 
 def _running_edge(edge_env, topic):
-    proc = subprocess.Popen([sys.executable, str(ROOT / "manage.py"), "runedge", "--topic", topic, "-v", "0"],
-                            cwd=ROOT, env=child_env(edge_env), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True, start_new_session=True)
-    control = redis_lib.Redis.from_url(edge_env["FOG_EDGE_REDIS_URL"])
-    lock = f"fog:edge:{edge_env['FOG_EDGE_ID']}:lock:"
-    assert wait_for(lambda: all(control.exists(lock + loop) for loop in LOOPS), timeout=60, interval=0.2)
+    proc = start_edge(edge_env, topic, start_new_session=True)  # a group of its own, to kill whole
     workers = child_pids(proc.pid)
     assert len(workers) == 3, workers
     return proc, workers

@@ -7,17 +7,9 @@ import sys
 import time
 
 import redis as redis_lib
-from rq import Worker
+from rq import Queue, Worker
 
-from tests.conftest import (
-    ROOT,
-    child_env,
-    edge_cloud,
-    produce,
-    reading,
-    run_manage,
-    wait_for,
-)
+from tests.conftest import child_env, edge_cloud, produce, reading, run_manage, start_edge
 
 T0 = 1_577_142_000_000
 LOOPS = ("ingest", "sender", "heartbeat")
@@ -27,12 +19,11 @@ def test_it_names_the_running_copy_and_starts_no_worker(kafka_bootstrap, topic, 
     produce(kafka_bootstrap, topic, [reading("h", T0, 1.0)])
     cloud = edge_cloud(edge_env, redis_url, cloud_prefix)
     control = redis_lib.Redis.from_url(edge_env["FOG_EDGE_REDIS_URL"])
-    lock = f"fog:edge:{edge_env['FOG_EDGE_ID']}:lock:"
-    first = subprocess.Popen([sys.executable, str(ROOT / "manage.py"), "runedge", "--topic", topic, "-v", "0"],
-                             cwd=ROOT, env=child_env(edge_env), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    first = start_edge(edge_env, topic)
     try:
-        assert wait_for(lambda: all(control.exists(lock + loop) for loop in LOOPS), timeout=60, interval=0.2)
-        workers_before = Worker.count(connection=control)
+        queue = Queue(f"edge:{edge_env['FOG_EDGE_ID']}", connection=control)
+        workers_before = Worker.count(queue=queue)
+        assert workers_before == 3
         for mode in (["--burst"], ["--no-workers"], []):
             started = time.monotonic()
             again = run_manage("runedge", "--topic", topic, *mode, env=child_env(edge_env), timeout=60)
@@ -44,7 +35,7 @@ def test_it_names_the_running_copy_and_starts_no_worker(kafka_bootstrap, topic, 
                                 rf"{re.escape(socket.gethostname())} \(pid {first.pid}, since \d{{4}}-\d\d-\d\d "
                                 r"\d\d:\d\d:\d\d UTC\); not starting another copy \(`manage.py runedge --stop` "
                                 r"stops it\)", lines[0]), lines[0]
-            assert Worker.count(connection=control) == workers_before  # no worker was started
+            assert Worker.count(queue=queue) == workers_before  # no worker was started
         assert first.poll() is None  # the running copy is undisturbed
     finally:
         first.kill()

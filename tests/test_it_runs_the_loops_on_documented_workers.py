@@ -12,16 +12,7 @@ from pathlib import Path
 import redis as redis_lib
 from rq import Queue
 
-from tests.conftest import (
-    ROOT,
-    child_env,
-    edge_cloud,
-    edge_db,
-    produce,
-    reading,
-    run_manage,
-    wait_for,
-)
+from tests.conftest import ROOT, child_env, edge_cloud, edge_db, produce, reading, run_manage, wait_for
 
 T0 = 1_577_142_000_000
 
