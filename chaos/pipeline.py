@@ -31,7 +31,7 @@ from zoneinfo import ZoneInfo
 from chaos.proxy import Proxy
 from fogsite.bench.common import free_port
 from fogsite.localservices import Kafka, Paths, Redis
-from fogsite.processes import alive, child_pids
+from edge_app.processes import alive, child_pids
 
 ROOT = Path(__file__).resolve().parent.parent
 SECRET = "chaos-secret-not-for-production"

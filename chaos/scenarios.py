@@ -5,7 +5,7 @@ import time
 from dataclasses import dataclass
 
 from chaos.pipeline import Pipeline
-from fogsite.processes import alive
+from edge_app.processes import alive
 
 FIRST_ACKS = 1000  # inject the fault only once delivery is under way
 CAUGHT_UP = 2000  # a backlog this small is what is normally in flight: recovered

@@ -26,7 +26,7 @@ import django_rq
 from django.conf import settings
 
 from edge_app.sender import ACK_TIMEOUT_MS
-from fogsite.processes import alive
+from edge_app.processes import alive
 
 LOOPS = ("ingest", "sender", "heartbeat")
 CONNECTION = "edge"  # django-rq's name for the edge Redis connection (RQ_QUEUES)

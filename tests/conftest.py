@@ -27,7 +27,7 @@ import pytest
 import redis as redis_lib
 from django.conf import settings
 
-from fogsite.processes import alive, child_pids, with_environment  # noqa: F401  (for the tests)
+from edge_app.processes import alive, child_pids, with_environment  # noqa: F401  (for the tests)
 
 ROOT = Path(__file__).resolve().parent.parent
 TEST_REDIS_DB = int(os.environ.get("FOG_TEST_REDIS_DB", "15"))

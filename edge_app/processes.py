@@ -1,4 +1,4 @@
-"""Which processes run, read from Linux's /proc: for supervisors, the fault harness and the suite's hygiene."""
+"""Which processes run, read from Linux's /proc: for the supervisor, and for the fault harness and the suite's hygiene."""
 
 import os
 
