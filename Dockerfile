@@ -11,3 +11,5 @@ COPY requirements.txt ./
 RUN pip install --no-cache-dir -r requirements.txt
 COPY --from=assets /app/node_modules ./node_modules
 COPY . .
+# A deployment image runs the product only: the developer tooling app stays out.
+ENV FOG_TOOLING=off

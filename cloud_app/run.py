@@ -11,7 +11,7 @@ from django.conf import settings
 
 from cloud_app.server import CloudServer
 from cloud_app.store import CloudStore
-from fogsite.env import edge_secrets_text, parse_edge_secrets
+from cloud_app.secrets import edge_secrets_text, parse_edge_secrets
 
 log = logging.getLogger("fog.cloud")
 

@@ -9,7 +9,7 @@ from urllib.parse import urlsplit
 from django.conf import settings
 from django.core.checks import Error, Tags, Warning, register
 
-from fogsite.env import edge_secrets_text, parse_edge_secrets
+from cloud_app.secrets import edge_secrets_text, parse_edge_secrets
 
 LOOPBACK = {"127.0.0.1", "localhost", "::1"}
 

@@ -64,6 +64,11 @@ INSTALLED_APPS = [
     "cloud_app",
     "simulation",
 ]
+# The developer's tools (local services, benchmarks, the fault harness and their commands).
+# A deployment leaves them out with FOG_TOOLING=off; nothing in the product imports them.
+FOG_TOOLING = env_bool("FOG_TOOLING", True)
+if FOG_TOOLING:
+    INSTALLED_APPS.append("tooling")
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",

@@ -78,7 +78,7 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config):
 
 @pytest.fixture(scope="session")
 def services():
-    from fogsite.localservices import services as all_services
+    from tooling.localservices import services as all_services
 
     marker = os.environ.pop(SESSION_ENV)  # the shared services outlive the session by design (`make services`)
     try:
@@ -230,7 +230,7 @@ def _free_port():
 def cloud_prefix(redis_url):
     prefix = f"test:{uuid.uuid4().hex[:8]}:"
     yield prefix
-    from fogsite.bench.common import delete_prefix
+    from tooling.bench.common import delete_prefix
 
     delete_prefix(redis_url, prefix)
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pynng
 
-from fogsite.localservices import port_open
+from tooling.localservices import port_open
 from fogwire import protocol as wire
 from tests.conftest import ROOT, _free_port, run_manage, wait_for
 

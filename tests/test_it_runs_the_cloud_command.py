@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pynng
 
-from fogsite.localservices import Paths, Redis
+from tooling.localservices import Paths, Redis
 from fogwire import protocol as wire
 from tests.conftest import ROOT, _free_port, run_manage, wait_for
 

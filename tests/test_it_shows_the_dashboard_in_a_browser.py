@@ -13,7 +13,7 @@ from django.conf import settings as django_settings
 
 from cloud_app.postal import STATES, locate
 from tests.conftest import EDGE_ID, EDGE_SECRET, ROOT, CloudThread, _free_port, make_rows, store_through_cloud, wait_for
-from fogsite.localservices import port_open
+from tooling.localservices import port_open
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",

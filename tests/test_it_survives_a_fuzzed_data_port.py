@@ -11,7 +11,7 @@ import msgpack
 import pynng
 import pytest
 
-from fogsite.localservices import port_open
+from tooling.localservices import port_open
 from fogwire import protocol as wire
 from tests.conftest import ROOT, _free_port, make_rows, wait_for
 

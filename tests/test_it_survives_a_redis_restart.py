@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import redis as redis_lib
 
-from fogsite.localservices import Paths, Redis
+from tooling.localservices import Paths, Redis
 from fogwire import protocol as wire
 from tests.conftest import EDGE_ID, EDGE_SECRET, CloudThread, _free_port, make_rows, wait_for
 

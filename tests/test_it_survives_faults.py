@@ -5,9 +5,9 @@ from pathlib import Path
 import pytest
 from django.conf import settings
 
-from chaos.pipeline import ChaosServices
-from chaos.scenarios import SCENARIOS, run_scenario
-from fogsite.management.commands.chaos import EDGE_REDIS_DB
+from tooling.chaos.pipeline import ChaosServices
+from tooling.chaos.scenarios import SCENARIOS, run_scenario
+from tooling.management.commands.chaos import EDGE_REDIS_DB
 
 
 @pytest.fixture(scope="module")  # ends with this module: the suite's last test checks nothing outlived it
@@ -29,8 +29,8 @@ def test_it_acknowledges_every_window_exactly_once_after(chaos_services, scenari
 
 
 def test_it_adds_new_scenarios_to_the_report_and_keeps_the_earlier_rows():
-    from chaos.report import markdown, previous_rows
-    from chaos.scenarios import Outcome
+    from tooling.chaos.report import markdown, previous_rows
+    from tooling.chaos.scenarios import Outcome
 
     options = {"households": 300, "until": 900, "speed": 30}
     first = markdown([Outcome("cloud-kill", 1, 10, 10, 0, 0, 1.5)], "make chaos REPEAT=1", options)

@@ -3,7 +3,7 @@ import logging
 
 from django.core.management.base import BaseCommand, CommandError
 
-from fogsite.bench import api, cloud, edge, latency, simulate
+from tooling.bench import api, cloud, edge, latency, simulate
 
 
 def sizes(text):
@@ -140,7 +140,7 @@ class Command(BaseCommand):
         if options["write"]:
             from pathlib import Path
 
-            from fogsite.bench.report import markdown
+            from tooling.bench.report import markdown
 
             Path(options["write"]).parent.mkdir(parents=True, exist_ok=True)
             Path(options["write"]).write_text(markdown(sections, "make bench   # = python manage.py bench all "

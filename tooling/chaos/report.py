@@ -3,8 +3,8 @@
 from collections import defaultdict
 from datetime import date
 
-from chaos.scenarios import SCENARIOS
-from fogsite.bench.common import machine
+from tooling.chaos.scenarios import SCENARIOS
+from tooling.bench.common import machine
 
 
 def previous_rows(text):

@@ -1,6 +1,6 @@
 """A load of concurrent HTTP clients, run as a second process by `bench api`.
 
-    python -m fogsite.bench.load URL CLIENTS REQUESTS_EACH  -> JSON latencies (ms)
+    python -m tooling.bench.load URL CLIENTS REQUESTS_EACH  -> JSON latencies (ms)
 
 One thread, asyncio, raw keep-alive connections: client threads would fight
 over the GIL and add their own scheduling delays to the measured tail.

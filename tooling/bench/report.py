@@ -2,7 +2,7 @@
 
 from datetime import date
 
-from fogsite.bench.common import machine
+from tooling.bench.common import machine
 
 
 def markdown(sections, command, notes):

@@ -5,9 +5,9 @@ from pathlib import Path
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
-from chaos.pipeline import ChaosServices
-from chaos.report import markdown, previous_rows
-from chaos.scenarios import SCENARIOS, run_scenario
+from tooling.chaos.pipeline import ChaosServices
+from tooling.chaos.report import markdown, previous_rows
+from tooling.chaos.scenarios import SCENARIOS, run_scenario
 
 EDGE_REDIS_DB = 13  # the harness's edges keep their RQ state here, apart from a running demo's
 

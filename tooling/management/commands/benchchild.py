@@ -3,7 +3,7 @@ import json
 from django.core.management import call_command
 from django.core.management.base import BaseCommand
 
-from fogsite.bench import edge
+from tooling.bench import edge
 
 CHILDREN = {"drain": edge.child_drain, "ingest": edge.child_ingest}
 

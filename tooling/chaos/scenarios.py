@@ -4,8 +4,8 @@ returns when the fault ended; the runner then waits for quiescence and reconcile
 import time
 from dataclasses import dataclass
 
-from chaos.pipeline import Pipeline
 from edge_app.processes import alive
+from tooling.chaos.pipeline import Pipeline
 
 FIRST_ACKS = 1000  # inject the fault only once delivery is under way
 CAUGHT_UP = 2000  # a backlog this small is what is normally in flight: recovered

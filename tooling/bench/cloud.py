@@ -7,8 +7,8 @@ import uuid
 import pynng
 from django.conf import settings
 
-from fogsite.localservices import port_open
-from fogsite.bench.common import Figure, delete_prefix, free_port, manage, peak_rss_mib, stop, wait_until
+from tooling.localservices import port_open
+from tooling.bench.common import Figure, delete_prefix, free_port, manage, peak_rss_mib, stop, wait_until
 from fogwire import protocol as wire
 
 EDGE, SECRET = "bench-edge", "bench-secret-not-for-production"

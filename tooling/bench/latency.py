@@ -6,8 +6,8 @@ from types import SimpleNamespace
 
 from django.conf import settings
 
-from chaos.pipeline import Pipeline
-from fogsite.bench.common import Figure, percentile
+from tooling.chaos.pipeline import Pipeline
+from tooling.bench.common import Figure, percentile
 
 
 def _ms(text):

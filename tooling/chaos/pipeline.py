@@ -28,12 +28,12 @@ from datetime import datetime
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
-from chaos.proxy import Proxy
-from fogsite.bench.common import free_port
-from fogsite.localservices import Kafka, Paths, Redis
 from edge_app.processes import alive, child_pids
+from tooling.bench.common import free_port
+from tooling.chaos.proxy import Proxy
+from tooling.localservices import Kafka, Paths, Redis
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parent.parent.parent
 SECRET = "chaos-secret-not-for-production"
 LOOPS = ("ingest", "sender", "heartbeat")
 STARTED = set()  # every process a Pipeline started and has not yet reaped

@@ -14,8 +14,8 @@ import redis.asyncio as aioredis
 from django.conf import settings
 
 from cloud_app.store import CloudStore, Keys
-from fogsite.bench.common import ROOT, Figure, delete_prefix, free_port, percentile, stop, wait_until
-from fogsite.localservices import port_open
+from tooling.bench.common import ROOT, Figure, delete_prefix, free_port, percentile, stop, wait_until
+from tooling.localservices import port_open
 
 T0 = 1_577_142_000_000
 # The web server as `make demo` runs it (Procfile).
@@ -64,10 +64,10 @@ def run(tuples=1_000_000, households=10_000, clients=8, requests=250, baseline_c
                                env={**os.environ, "FOG_CLOUD_KEY_PREFIX": prefix})
         wait_until(lambda: port_open("127.0.0.1", port), 30, "uvicorn")
         url = f"http://127.0.0.1:{port}/api/states/"
-        subprocess.run([sys.executable, "-m", "fogsite.bench.load", url, "2", "20"], cwd=ROOT, check=True,
+        subprocess.run([sys.executable, "-m", "tooling.bench.load", url, "2", "20"], cwd=ROOT, check=True,
                        capture_output=True)  # warm-up
         out(f"api: {clients} clients x {requests} requests from a second process")
-        load = subprocess.run([sys.executable, "-m", "fogsite.bench.load", url, str(clients), str(requests)],
+        load = subprocess.run([sys.executable, "-m", "tooling.bench.load", url, str(clients), str(requests)],
                               cwd=ROOT, check=True, capture_output=True, text=True)
         result = json.loads(load.stdout)
         latencies = result["latencies"]

@@ -1,7 +1,7 @@
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
-from fogsite.localservices import ServiceError, services
+from tooling.localservices import ServiceError, services
 
 
 class Command(BaseCommand):

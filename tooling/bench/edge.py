@@ -14,8 +14,8 @@ import uuid
 from django.conf import settings
 from django.db import connection, transaction
 
-from fogsite.bench.common import Figure, delete_prefix, free_port, manage, peak_rss_mib, stop, wait_until
-from fogsite.localservices import port_open
+from tooling.bench.common import Figure, delete_prefix, free_port, manage, peak_rss_mib, stop, wait_until
+from tooling.localservices import port_open
 
 EDGE, SECRET = "bench-edge", "bench-secret-not-for-production"
 T0 = 1_577_142_000_000

@@ -6,7 +6,7 @@ import uuid
 
 from django.conf import settings
 
-from fogsite.bench.common import Figure, manage, peak_rss_mib
+from tooling.bench.common import Figure, manage, peak_rss_mib
 
 SUMMARY = re.compile(r"sent=(\d+) failed=(\d+) seconds=([\d.]+) readings/s=([\d,]+)(?:.*max_lag_s=([\d.]+))?")
 
