@@ -233,12 +233,13 @@ class Supervisor:
                 time.sleep(SLICE)
         if self.failure:
             self.out(f"edge: {self.failure}")
-        self.stop()
-        now = Counts.now()
+        deadline = self.stop_loops()
+        now = Counts.now()  # while the workers exit
+        self.stop(deadline)
         return Summary(ended, _since(self.baseline, now), now, time.monotonic() - started, self.worker_starts)
 
-    def stop(self):
-        """Ask every loop to stop, wait for them briefly, then end the workers."""
+    def stop_loops(self):
+        """Ask every loop to stop, wait for them briefly, then tell the workers to end. Returns the deadline."""
         self.control.request_stop()
         deadline = time.monotonic() + STOP_SECONDS
         while time.monotonic() < deadline and any(self.control.running(loop) for loop in LOOPS):
@@ -246,6 +247,11 @@ class Supervisor:
         for proc in self.workers.values():
             if proc.poll() is None:
                 proc.send_signal(signal.SIGTERM)
+        return deadline
+
+    def stop(self, deadline=None):
+        """End the loops (unless stop_loops did) and the workers, cancel jobs nobody took, leave the record."""
+        deadline = deadline or self.stop_loops()
         for proc in self.workers.values():
             try:
                 proc.wait(timeout=max(0.1, deadline - time.monotonic()))

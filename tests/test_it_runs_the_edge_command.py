@@ -2,9 +2,8 @@
 
 import re
 import signal
-import time
 
-from tests.conftest import child_env, edge_cloud, edge_db, held_loops, produce, reading, run_manage, start_edge
+from tests.conftest import child_env, edge_cloud, edge_db, held_loops, produce, reading, run_manage, start_edge, wait_for
 
 T0 = 1_577_142_000_000
 
@@ -41,11 +40,10 @@ def test_it_stops_every_loop_within_five_seconds_on_a_signal_and_says_so(kafka_b
     cloud = edge_cloud(edge_env, redis_url, cloud_prefix)
     proc = start_edge(edge_env, topic)
     try:
-        started = time.monotonic()
         proc.send_signal(signal.SIGTERM)
-        out, err = proc.communicate(timeout=15)
-        assert time.monotonic() - started < 5
-        assert not held_loops(edge_env)
+        # The README's promise: every loop stops within 5 s (its lock freed); the process follows.
+        assert wait_for(lambda: not held_loops(edge_env), timeout=5, interval=0.05)
+        out, err = proc.communicate(timeout=30)
     finally:
         proc.kill()
         proc.communicate()
