@@ -12,8 +12,8 @@ CAUGHT_UP = 2000  # a backlog this small is what is normally in flight: recovere
 BACKLOG = 100_000
 FOLLOW_SECONDS = 2.0  # a killed supervisor's workers must be gone by then
 CRASHES, CRASH_WINDOW_SECONDS = 5, 60  # repeated-crash: this many whole-edge crashes within this time
-CRASH_GAP_SECONDS = 2.0  # how long the edge works between two crashes once its loops run again
-SLOWER = {"repeated-crash": 2}  # stream this many times slower, so readings still stream at the last crash
+CRASH_GAP_SECONDS = 1.5  # how long the edge works between two crashes once its loops run again
+SLOWER = {"repeated-crash": 3}  # stream this many times slower, so readings still stream at the last crash
 
 
 class ScenarioError(Exception):
@@ -135,7 +135,7 @@ def supervisor_kill(p, services, options):
 
 
 def repeated_crash(p, services, options):
-    """Five whole-edge crashes within 60 s while readings stream (the stream at half speed)"""
+    """Five whole-edge crashes within 60 s while readings stream (the stream at a third of the speed)"""
     _running(p)
     first = time.monotonic()
     for crash in range(CRASHES):
