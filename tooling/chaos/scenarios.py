@@ -137,17 +137,18 @@ def supervisor_kill(p, services, options):
 def repeated_crash(p, services, options):
     """Five whole-edge crashes within 60 s while readings stream (the stream at a third of the speed)"""
     _running(p)
-    first = time.monotonic()
+    crashed = []
     for crash in range(CRASHES):
         p.wait_for(p.loops_running, 30, f"the edge's loops to run before crash {crash + 1}")
         time.sleep(CRASH_GAP_SECONDS)
         if p.simulation.poll() is not None:
             raise ScenarioError(f"the stream had ended before crash {crash + 1}")
         p.kill_edge()
+        crashed.append(time.monotonic())
         p.start_edge()
-    took = time.monotonic() - first
-    if took > CRASH_WINDOW_SECONDS:
-        raise ScenarioError(f"{CRASHES} crashes took {took:.0f} s, more than {CRASH_WINDOW_SECONDS} s")
+    if crashed[-1] - crashed[0] > CRASH_WINDOW_SECONDS:
+        raise ScenarioError(f"{CRASHES} crashes spanned {crashed[-1] - crashed[0]:.0f} s, more than "
+                            f"{CRASH_WINDOW_SECONDS} s")
     return time.monotonic()
 
 
