@@ -122,7 +122,8 @@ class EdgeControl:
         self._replace = self.redis.register_script(REPLACE)
         self._stop_checked, self._stop = 0.0, False
 
-    def _lock(self, loop):
+    def lock_key(self, loop):
+        """The key of one loop's one-copy lock (its value is a holder record, `pid:host:since:nonce`)."""
         return self.prefix + f"lock:{loop}"
 
     # --- runs and stopping ---------------------------------------------------------
@@ -159,7 +160,7 @@ class EdgeControl:
     # --- holder records and locks ------------------------------------------------------
 
     def holder(self, loop):
-        raw = self.redis.get(self._lock(loop))
+        raw = self.redis.get(self.lock_key(loop))
         return Holder.parse(raw) if raw else None
 
     def holder_pid(self, loop):
@@ -167,16 +168,16 @@ class EdgeControl:
         return held.pid if held else None
 
     def running(self, loop):
-        return bool(self.redis.exists(self._lock(loop)))
+        return bool(self.redis.exists(self.lock_key(loop)))
 
     def acquire(self, loop, token, wait_seconds, ttl_ms=None):
         """Take the loop's lock, replacing a stale holder on this host; wait up to `wait_seconds`."""
         deadline, ttl = time.monotonic() + wait_seconds, ttl_ms or self.ttl_ms
         while True:
-            if self.redis.set(self._lock(loop), token, nx=True, px=ttl):
+            if self.redis.set(self.lock_key(loop), token, nx=True, px=ttl):
                 return True
             held = self.holder(loop)
-            if held is not None and held.stale() and self._replace(keys=[self._lock(loop)], args=[held.token, token, ttl]):
+            if held is not None and held.stale() and self._replace(keys=[self.lock_key(loop)], args=[held.token, token, ttl]):
                 return True
             if time.monotonic() >= deadline:
                 return False
@@ -185,10 +186,10 @@ class EdgeControl:
     def renew(self, loop, token, ttl_ms=None):
         """Extend our lock; one that lapsed during a slow step is taken back if nobody else took it.
         False only if another copy holds it."""
-        return bool(self._extend(keys=[self._lock(loop)], args=[token, ttl_ms or self.ttl_ms]))
+        return bool(self._extend(keys=[self.lock_key(loop)], args=[token, ttl_ms or self.ttl_ms]))
 
     def release(self, loop, token):
-        return bool(self._release(keys=[self._lock(loop)], args=[token]))
+        return bool(self._release(keys=[self.lock_key(loop)], args=[token]))
 
     def clear_stale(self, loop):
         """Free the lock of a holder on this host that is gone. Returns the holder it freed, or None."""

@@ -52,6 +52,7 @@ class Counts:
     malformed: int
     windows: int
     acked: int
+    refused: int  # refused by the cloud for good (status refused): not pending, so a burst run still ends
     pending: int
 
     @classmethod
@@ -59,7 +60,7 @@ class Counts:
         status = EdgeStatus.for_edge(settings.FOG_EDGE_ID)
         by_status = WindowAggregate.objects.counts_by_status()
         return cls(status.readings, status.late, status.malformed, sum(by_status.values()), by_status["acknowledged"],
-                   by_status["pending"] + by_status["sent"])
+                   by_status["refused"], by_status["pending"] + by_status["sent"])
 
 
 @dataclass
@@ -78,8 +79,8 @@ class Summary:
         r, t = self.run, self.lifetime
         return (f"edge {settings.FOG_EDGE_ID}: ended={self.ended} seconds={self.seconds:.1f} "
                 f"worker_starts={self.worker_starts}; this run: readings={r.readings} windows={r.windows} "
-                f"late={r.late} malformed={r.malformed} acked={r.acked}; lifetime: readings={t.readings} "
-                f"windows={t.windows} acked={t.acked} pending={t.pending}")
+                f"late={r.late} malformed={r.malformed} acked={r.acked} refused={r.refused}; lifetime: "
+                f"readings={t.readings} windows={t.windows} acked={t.acked} pending={t.pending} refused={t.refused}")
 
 
 def _since(before, after):

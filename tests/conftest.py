@@ -14,6 +14,7 @@ is still alive, and the session's end names and kills any survivor.
 """
 
 import atexit
+import copy
 import os
 import signal
 import socket
@@ -158,10 +159,14 @@ from tests.corpus import EDGE_ID, EDGE_SECRET, GEM_HEADER  # noqa: E402  (shared
 class CloudThread:
     """A real CloudServer on real pynng sockets and a real Redis, in a thread of its own."""
 
-    def __init__(self, redis_url, prefix, secrets, legacy_edge=None, publish=False, ports=None):
+    def __init__(self, redis_url, prefix, secrets, legacy_edge=None, publish=False, ports=None,
+                 households_per_edge=None):
         import threading
 
+        from fogwire.limits import DEFAULT_HOUSEHOLDS_PER_EDGE
+
         self.redis_url, self.prefix, self.secrets = redis_url, prefix, secrets
+        self.households_per_edge = households_per_edge or DEFAULT_HOUSEHOLDS_PER_EDGE
         self.legacy_edge, self.publish = legacy_edge, publish
         hb, data = ports or (_free_port(), _free_port())
         self.hb_addr, self.data_addr = f"tcp://127.0.0.1:{hb}", f"tcp://127.0.0.1:{data}"
@@ -190,7 +195,8 @@ class CloudThread:
         if self.publish:
             from channels.layers import get_channel_layer
             layer = get_channel_layer()
-        self.server = CloudServer(CloudStore(client, self.prefix), self.secrets, legacy_edge=self.legacy_edge,
+        store = CloudStore(client, self.prefix, self.households_per_edge)
+        self.server = CloudServer(store, self.secrets, legacy_edge=self.legacy_edge,
                                   channel_layer=layer)
         self.loop, self.stop_event = asyncio.get_running_loop(), asyncio.Event()
         serving = asyncio.create_task(self.server.serve(self.hb_addr, self.data_addr, self.stop_event, workers=4))
@@ -269,14 +275,19 @@ def ingest_to_end(bootstrap, topic, edge_id="edge-test", idle_seconds=60):
     """Run the real Ingestor over everything in `topic` and store the windows (a burst run, in process)."""
     from edge_app.ingest import Ingestor
 
-    ingest = Ingestor(edge_id=edge_id, topic=topic, bootstrap=bootstrap, window_seconds=5, grace_seconds=2,
-                      idle_seconds=idle_seconds)
+    ingest = read_to_end(Ingestor(edge_id=edge_id, topic=topic, bootstrap=bootstrap, window_seconds=5,
+                                  grace_seconds=2, idle_seconds=idle_seconds))
+    ingest.finish()
+    ingest.close()
+    return ingest
+
+
+def read_to_end(ingest):
+    """Connect an Ingestor and poll until it has read everything its topic held when it connected."""
     ingest.connect()
     end = ingest.end_offsets()
     while not ingest.at_end(end):
         ingest.handle_one_poll()
-    ingest.finish()
-    ingest.close()
     return ingest
 
 
@@ -338,11 +349,14 @@ EDGE_LOOPS = ("ingest", "sender", "heartbeat")
 
 def held_loops(env):
     """The loops of a child edge whose lock is held now."""
-    control = redis_lib.Redis.from_url(env["FOG_EDGE_REDIS_URL"])
+    from edge_app.control import EdgeControl
+
+    connection = redis_lib.Redis.from_url(env["FOG_EDGE_REDIS_URL"])
     try:
-        return [loop for loop in EDGE_LOOPS if control.exists(f"fog:edge:{env['FOG_EDGE_ID']}:lock:{loop}")]
+        control = EdgeControl(env["FOG_EDGE_ID"], connection)
+        return [loop for loop in EDGE_LOOPS if control.running(loop)]
     finally:
-        control.close()
+        connection.close()
 
 
 def start_edge(env, topic, **popen):
@@ -389,8 +403,11 @@ def cloud_settings(settings, redis_url, cloud_prefix):
 
     settings.FOG_CLOUD_REDIS_URL = redis_url
     settings.FOG_CLOUD_KEY_PREFIX = cloud_prefix
-    settings.CHANNEL_LAYERS = {"default": {"BACKEND": "channels_redis.core.RedisChannelLayer",
-                                           "CONFIG": {"hosts": [redis_url], "prefix": f"{cloud_prefix}asgi"}}}
+    # The project's own layer settings (connection options included), pointed at the test's database.
+    layer = copy.deepcopy(settings.CHANNEL_LAYERS["default"])
+    layer["CONFIG"]["hosts"] = [{**host, "address": redis_url} for host in layer["CONFIG"]["hosts"]]
+    layer["CONFIG"]["prefix"] = f"{cloud_prefix}asgi"
+    settings.CHANNEL_LAYERS = {"default": layer}
     channel_layers.backends = {}
     reader.cache_clear()
     yield settings
@@ -405,3 +422,37 @@ def store_through_cloud(cloud, rows, edge=EDGE_ID, secret=EDGE_SECRET):
     codes, reasons = wire.read_reply(cloud.request(wire.batch_frame(edge, secret, rows)), edge, secret, len(rows))
     assert reasons == [""] * len(rows)
     return codes
+
+
+async def open_dashboard():
+    """A websocket on the real ASGI app's /ws/dashboard/, connected, and the summary it sends first."""
+    from channels.testing import WebsocketCommunicator
+
+    from fogsite.asgi import application
+
+    socket = WebsocketCommunicator(application, "/ws/dashboard/", headers=[(b"origin", b"http://localhost"),
+                                                                            (b"host", b"localhost")])
+    connected, _ = await socket.connect()
+    assert connected
+    summary = await socket.receive_json_from(timeout=10)
+    assert summary["type"] == "summary"
+    return socket, summary
+
+
+async def update_after_storing(socket, cloud, rows, timeout):
+    """Store `rows` through `cloud` from inside the socket's event loop (in a thread, so the loop keeps
+    serving), then return the update the dashboard socket receives, and close the socket."""
+    import asyncio
+
+    await asyncio.get_running_loop().run_in_executor(None, store_through_cloud, cloud, rows)
+    update = await socket.receive_json_from(timeout=timeout)
+    await socket.disconnect()
+    return update
+
+
+@pytest.fixture
+def publishing_cloud(cloud_settings, redis_url, cloud_prefix):
+    """A real cloud that publishes its updates to the dashboard group through the real channel layer."""
+    cloud = CloudThread(redis_url, cloud_prefix, {EDGE_ID: EDGE_SECRET}, publish=True).start()
+    yield cloud
+    cloud.stop()

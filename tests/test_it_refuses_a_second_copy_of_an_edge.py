@@ -9,6 +9,7 @@ import time
 import redis as redis_lib
 from rq import Queue, Worker
 
+from edge_app.control import EdgeControl, Holder, queue_name
 from tests.conftest import child_env, edge_cloud, produce, reading, run_manage, start_edge
 
 T0 = 1_577_142_000_000
@@ -21,7 +22,7 @@ def test_it_names_the_running_copy_and_starts_no_worker(kafka_bootstrap, topic, 
     control = redis_lib.Redis.from_url(edge_env["FOG_EDGE_REDIS_URL"])
     first = start_edge(edge_env, topic)
     try:
-        queue = Queue(f"edge:{edge_env['FOG_EDGE_ID']}", connection=control)
+        queue = Queue(queue_name(edge_env["FOG_EDGE_ID"]), connection=control)
         workers_before = Worker.count(queue=queue)
         assert workers_before == 3
         for mode in (["--burst"], ["--no-workers"], []):
@@ -49,11 +50,11 @@ def test_it_starts_after_a_crash_left_locks_of_processes_that_are_gone(edge_env,
     produce(kafka_bootstrap, topic, [reading("h", T0 + i * 1000, 1.0) for i in range(20)])
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()
-    control = redis_lib.Redis.from_url(edge_env["FOG_EDGE_REDIS_URL"])
-    prefix = f"fog:edge:{edge_env['FOG_EDGE_ID']}:"
-    token = f"{dead.pid}:{socket.gethostname()}:{time.time() - 5:.3f}:gone"
-    for key in ("supervisor", *(f"lock:{loop}" for loop in LOOPS)):
-        control.set(prefix + key, token, px=600_000)
+    control = EdgeControl(edge_env["FOG_EDGE_ID"], redis_lib.Redis.from_url(edge_env["FOG_EDGE_REDIS_URL"]))
+    gone = Holder.parse(f"{dead.pid}:{socket.gethostname()}:{time.time() - 5:.3f}:gone")
+    assert control.claim_supervisor(gone)
+    for loop in LOOPS:
+        assert control.acquire(loop, gone.token, wait_seconds=0, ttl_ms=600_000)
     cloud = edge_cloud(edge_env, redis_url, cloud_prefix)
     try:
         started = time.monotonic()

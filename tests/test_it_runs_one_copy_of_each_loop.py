@@ -27,7 +27,7 @@ def test_it_lets_only_one_copy_hold_a_loop(redis_url):
 def test_it_takes_back_a_lock_that_lapsed_during_a_slow_step(redis_url):
     control = _control(redis_url)
     assert control.acquire("sender", "1:a", wait_seconds=0)
-    control.redis.delete(control.prefix + "lock:sender")  # as if its 3 s ran out mid-step
+    control.redis.delete(control.lock_key("sender"))  # as if its 3 s ran out mid-step
     assert control.renew("sender", "1:a")
     assert control.holder_pid("sender") == 1
 
@@ -35,7 +35,7 @@ def test_it_takes_back_a_lock_that_lapsed_during_a_slow_step(redis_url):
 def test_it_gives_up_a_loop_another_copy_took_over(redis_url):
     control = _control(redis_url)
     assert control.acquire("sender", "1:a", wait_seconds=0)
-    control.redis.delete(control.prefix + "lock:sender")
+    control.redis.delete(control.lock_key("sender"))
     assert control.acquire("sender", "2:b", wait_seconds=0)  # the supervisor's replacement
     assert not control.renew("sender", "1:a")
     control.release("sender", "1:a")  # must not free the other copy's lock

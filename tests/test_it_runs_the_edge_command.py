@@ -3,6 +3,7 @@
 import re
 import signal
 
+from cloud_app.store import Keys
 from tests.conftest import child_env, edge_cloud, edge_db, held_loops, produce, reading, run_manage, start_edge, wait_for
 
 T0 = 1_577_142_000_000
@@ -22,16 +23,16 @@ def test_it_runs_a_burst_to_the_end_and_summarises(kafka_bootstrap, topic, edge_
     assert result.returncode == 0, result.stderr[-3000:]
     line = result.stdout.strip().splitlines()[-1]
     assert re.search(r"ended=done .*worker_starts=3; this run: readings=600 windows=120 late=0 malformed=0 "
-                     r"acked=120; lifetime: readings=600 windows=120 acked=120 pending=0$", line), line
+                     r"acked=120 refused=0; lifetime: readings=600 windows=120 acked=120 pending=0 refused=0$", line), line
     # Closing the Kafka consumer at the end of a burst is quiet: no cancelled offset commit reported as an error.
     assert "OffsetCommitRequest" not in result.stderr and "ERROR" not in result.stderr, result.stderr[-3000:]
-    assert redis_client.hlen(f"{cloud_prefix}t:{edge_env['FOG_EDGE_ID']}") == 120
+    assert redis_client.hlen(Keys(cloud_prefix).tuples(edge_env["FOG_EDGE_ID"])) == 120
     with edge_db(edge_env) as db:
         assert db.execute("select count(*), min(status), max(status) from edge_app_windowaggregate").fetchone() == (120, 2, 2)
     # A second run finds nothing new: its own counts are zero, the lifetime ones unchanged.
     assert again.returncode == 0, again.stderr[-3000:]
-    assert re.search(r"this run: readings=0 windows=0 late=0 malformed=0 acked=0; lifetime: readings=600 "
-                     r"windows=120 acked=120 pending=0$", again.stdout.strip().splitlines()[-1]), again.stdout
+    assert re.search(r"this run: readings=0 windows=0 late=0 malformed=0 acked=0 refused=0; lifetime: "
+                     r"readings=600 windows=120 acked=120 pending=0 refused=0$", again.stdout.strip().splitlines()[-1]), again.stdout
 
 
 def test_it_stops_every_loop_within_five_seconds_on_a_signal_and_says_so(kafka_bootstrap, topic, edge_env,

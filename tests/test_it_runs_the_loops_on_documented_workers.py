@@ -12,7 +12,9 @@ from pathlib import Path
 import redis as redis_lib
 from rq import Queue
 
-from tests.conftest import ROOT, child_env, edge_cloud, edge_db, produce, reading, run_manage, wait_for
+from cloud_app.store import Keys
+from edge_app.control import queue_name
+from tests.conftest import ROOT, child_env, edge_cloud, edge_db, held_loops, produce, reading, run_manage, wait_for
 
 T0 = 1_577_142_000_000
 
@@ -42,20 +44,18 @@ def test_it_delivers_with_the_workers_the_message_names(kafka_bootstrap, topic, 
                 return db.execute("select count(*), coalesce(min(status), 0) from edge_app_windowaggregate").fetchone() == (24, 2)
 
         assert wait_for(delivered, timeout=120, interval=0.5)
-        assert redis_client.hlen(f"{cloud_prefix}t:{edge_env['FOG_EDGE_ID']}") == 24
+        assert redis_client.hlen(Keys(cloud_prefix).tuples(edge_env["FOG_EDGE_ID"])) == 24
         edge_redis = redis_lib.Redis.from_url(edge_env["FOG_EDGE_REDIS_URL"])
-        assert Queue(f"edge:{other['FOG_EDGE_ID']}", connection=edge_redis).count == 3  # untouched
+        assert Queue(queue_name(other["FOG_EDGE_ID"]), connection=edge_redis).count == 3  # untouched
         stop = run_manage("runedge", "--stop", env=child_env(edge_env))
         assert stop.returncode == 0, stop.stderr
-        lock = f"fog:edge:{edge_env['FOG_EDGE_ID']}:lock:"
-        assert wait_for(lambda: not any(edge_redis.exists(lock + loop) for loop in ("ingest", "sender", "heartbeat")),
-                        timeout=20, interval=0.2)
+        assert wait_for(lambda: not held_loops(edge_env), timeout=20, interval=0.2)
     finally:
         for proc in workers:
             if proc.poll() is None:
                 os.killpg(proc.pid, signal.SIGTERM)
         logs = "".join(proc.communicate(timeout=30)[0] for proc in workers)
         cloud.stop()
-        Queue(f"edge:{other['FOG_EDGE_ID']}", connection=redis_lib.Redis.from_url(edge_env["FOG_EDGE_REDIS_URL"])).empty()
+        Queue(queue_name(other["FOG_EDGE_ID"]), connection=redis_lib.Redis.from_url(edge_env["FOG_EDGE_REDIS_URL"])).empty()
     # The earlier run's three jobs were taken from the queue and discarded, not run with that run's options.
     assert len(re.findall(r"job of edge \S+ belongs to run \w+, not the current run \w+; discarded", logs)) == 3, logs

@@ -50,6 +50,21 @@ def test_it_pages_households_with_their_latest_window(client, stored):
     assert (rows["api-3"]["postal_code"], rows["api-3"]["state"]) == locate("api-3")
 
 
+def test_it_answers_200_or_400_to_any_query_string(client, stored):
+    from tests.corpus import API_QUERIES
+
+    for query, status in API_QUERIES.items():
+        assert client.get(query).status_code == status, query
+    odd = ["0", "-0", "+1", " 1", "1_000", "٣", "1e2", "0x10", "inf", "nan", "", "9" * 19, "9" * 20, "%FF", "'", "[]"]
+    for path in ("/api/households/", "/api/tuples/recent/", "/api/states/", "/api/edges/"):
+        for name in ("page", "page_size", "limit", "x"):
+            for value in odd:
+                response = client.get(f"{path}?{name}={value}")
+                assert response.status_code in (200, 400), (path, name, value, response.status_code)
+                if response.status_code == 400:
+                    assert name in response.json(), (path, name, value)  # the error names the parameter
+
+
 def test_it_lists_edges_with_link_backlog_and_rate(client, stored):
     (edge,) = client.get("/api/edges/").json()
     assert (edge["edge"], edge["connected"], edge["backlog"], edge["acked"]) == (EDGE_ID, True, 17, 500)
@@ -73,7 +88,9 @@ def test_it_publishes_a_valid_openapi_schema_listing_every_endpoint(tmp_path):
                              "--file", str(target)], cwd=ROOT, capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
     paths = yaml.safe_load(target.read_text())["paths"]
-    assert {"/api/states/", "/api/households/", "/api/edges/", "/api/tuples/recent/"} <= set(paths)
+    assert {"/api/states/", "/api/households/", "/api/edges/", "/api/tuples/recent/", "/api/power/",
+            "/api/households/{household}/", "/api/states/{state}/households/",
+            "/api/edges/{edge}/history/"} <= set(paths)
 
 
 def test_it_serves_the_api_docs_without_any_cdn(client):

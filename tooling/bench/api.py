@@ -13,14 +13,14 @@ import redis
 import redis.asyncio as aioredis
 from django.conf import settings
 
-from cloud_app.store import CloudStore, Keys
+from cloud_app.store import CloudStore, Keys, Record
 from tooling.bench.common import ROOT, Figure, delete_prefix, free_port, percentile, stop, wait_until
 from tooling.localservices import port_open
 
 T0 = 1_577_142_000_000
 # The web server as `make demo` runs it (Procfile).
 WEB_ARGS = ["fogsite.asgi:application", "--host", "127.0.0.1", "--workers", "2", "--no-access-log",
-            "--log-level", "warning"]
+            "--lifespan", "off", "--log-level", "warning"]
 
 
 async def _seed(prefix, tuples, households, out):
@@ -40,11 +40,10 @@ def naive_states(prefix):
     """The original prototype's way: read every tuple, sum per state, per call."""
     client = redis.Redis.from_url(settings.FOG_CLOUD_REDIS_URL)
     sums = {}
-    for tid, record in client.hscan_iter(Keys(prefix).tuples("bench-edge"), count=5000):
-        fields = record.split(b"|", 7)
-        state = fields[1]
-        total, count = sums.get(state, (0.0, 0))
-        sums[state] = (total + float(fields[4]), count + 1)
+    for tid, raw in client.hscan_iter(Keys(prefix).tuples("bench-edge"), count=5000):
+        record = Record.decode(raw)
+        total, count = sums.get(record.state, (0.0, 0))
+        sums[record.state] = (total + record.avg, count + 1)
     client.close()
     return sums
 
