@@ -1,98 +1,28 @@
-"""The edge's three loops as RQ jobs, and their control through the edge Redis.
+"""The edge's three loops as RQ jobs.
 
-`run_loop` is the job: it takes the loop's lock (so one edge never runs two
-copies of a loop), then repeats the loop's small step until the stop flag is
-set or, in burst mode, its work is done. RQ cannot interrupt a running job,
-so stopping goes through a Redis key every loop checks about every second.
+`run_loop` is the job: it checks that it belongs to the current run (a job
+left in the queue by a killed run is discarded), takes the loop's lock (so
+one edge never runs two copies of a loop), then repeats the loop's small
+step until the stop flag is set or, in burst mode, its work is done. RQ
+cannot interrupt a running job, so stopping goes through a Redis key every
+loop checks about every half second (edge_app/control.py).
 """
 
 import logging
-import os
 import shutil
 import time
-import uuid
 
-import django_rq
 from django.conf import settings
 
 from edge_app.budget import budget_folder, derived_budget, low_water
+from edge_app.control import LOOPS, EdgeControl, Holder, queue_name  # noqa: F401  (the loops' public names)
 
 log = logging.getLogger("fog.edge")
 
-LOOPS = ("ingest", "sender", "heartbeat")
-QUEUE = "edge"
-LOCK_TTL_MS = 3000
 RENEW_SECONDS = 1.0
-STOP_CHECK_SECONDS = 0.5
+COMMIT_WAIT_MS = 2000  # the final offset commit of a closing ingest loop
 HEARTBEAT, DATA = 1, 2  # places of the ports in a FOG_CLOUD_ENDPOINTS entry
 IDLE_SLEEP = {"ingest": 0.0, "sender": 0.05, "heartbeat": 1.0}  # seconds between steps that did nothing
-
-
-class EdgeControl:
-    """Stop flag, one-copy locks and burst-done marks of one edge's loops, in the edge Redis."""
-
-    def __init__(self, edge_id, connection=None):
-        self.edge_id = edge_id
-        self.redis = connection or django_rq.get_connection(QUEUE)
-        self.prefix = f"fog:edge:{edge_id}:"
-        self._stop_checked, self._stop = 0.0, False
-
-    def lock_key(self, loop):
-        """The key of one loop's one-copy lock (its value is "<pid>:<token>")."""
-        return self.prefix + f"lock:{loop}"
-
-    def request_stop(self):
-        self.redis.set(self.prefix + "stop", 1)
-
-    def reset(self):
-        self.redis.delete(self.prefix + "stop", *(self.prefix + f"done:{loop}" for loop in LOOPS))
-
-    def stop_requested(self):
-        now = time.monotonic()
-        if now - self._stop_checked >= STOP_CHECK_SECONDS:
-            self._stop = bool(self.redis.exists(self.prefix + "stop"))
-            self._stop_checked = now
-        return self._stop
-
-    def acquire(self, loop, token, wait_seconds):
-        deadline = time.monotonic() + wait_seconds
-        while True:
-            if self.redis.set(self.lock_key(loop), token, nx=True, px=LOCK_TTL_MS):
-                return True
-            if time.monotonic() >= deadline:
-                return False
-            time.sleep(0.2)
-
-    def renew(self, loop, token):
-        """Extend our lock. A lock that lapsed during a slow step (an ACK timeout is as long as
-        the lock lives) is taken back if nobody else took it; False only if another copy holds it."""
-        key = self.lock_key(loop)
-        held = self.redis.get(key)
-        if held is None:
-            return bool(self.redis.set(key, token, nx=True, px=LOCK_TTL_MS))
-        if held.decode() != token:
-            return False
-        self.redis.pexpire(key, LOCK_TTL_MS)
-        return True
-
-    def release(self, loop, token):
-        key = self.lock_key(loop)
-        held = self.redis.get(key)
-        if held is not None and held.decode() == token:
-            self.redis.delete(key)
-
-    def holder_pid(self, loop):
-        held = self.redis.get(self.prefix + f"lock:{loop}")
-        return int(held.split(b":")[0]) if held else None
-
-    def running(self, loop):
-        return bool(self.redis.exists(self.prefix + f"lock:{loop}"))
-
-    def mark_done(self, loop):
-        self.redis.set(self.prefix + f"done:{loop}", 1, ex=3600)
-
-    def done(self, loop):
-        return bool(self.redis.exists(self.prefix + f"done:{loop}"))
 
 
 def cloud_tls():
@@ -142,8 +72,26 @@ class IngestStep:
     def close(self):
         if self.ingest.dirty or self.ingest.book.closed:
             self.ingest.flush()
+        self._settle_commits()
         self.ingest.close()
         self.watch.close()
+
+
+    def _settle_commits(self):
+        """Commit the resume positions synchronously: that also completes the asynchronous commits still in
+        flight, which closing the consumer would otherwise cancel and kafka-python log as an ERROR."""
+        from kafka import OffsetAndMetadata, TopicPartition
+        from kafka.errors import KafkaError
+
+        ingest = self.ingest
+        if ingest.consumer is None or not ingest.next_offsets:
+            return
+        resume = ingest.book.resume_offsets(ingest.next_offsets)
+        try:
+            ingest.consumer.commit({TopicPartition(ingest.topic, p): OffsetAndMetadata(o, "", -1)
+                                    for p, o in resume.items()}, timeout_ms=COMMIT_WAIT_MS)
+        except (KafkaError, AssertionError) as exc:  # informational only: the database holds the position
+            log.debug("final offset commit to Kafka skipped: %s", exc)
 
 
 def edge_budget():
@@ -212,14 +160,19 @@ STEPS = {"ingest": IngestStep, "sender": SenderStep, "heartbeat": HeartbeatStep}
 def run_loop(loop, edge_id, options=None):
     """The RQ job: run one loop of one edge until stopped (or, with options['burst'], done)."""
     options = options or {}
-    control = EdgeControl(edge_id)
-    token = f"{os.getpid()}:{uuid.uuid4().hex}"  # the pid tells operators (and fault tests) who holds it
-    # A killed copy's lock expires after LOCK_TTL_MS; wait that long before giving up.
-    if not control.acquire(loop, token, wait_seconds=LOCK_TTL_MS / 1000 + 1):
-        log.warning("%s loop of edge %s already runs elsewhere; this copy exits", loop, edge_id)
+    control = EdgeControl(edge_id, in_flight=options.get("in_flight", 4))
+    if _stale(control, loop, options):
+        return "stale"
+    token = Holder.new().token  # pid, host and start time tell operators (and fault tests) who holds it
+    # A copy on another host that died keeps its lock for one TTL; wait that long before giving up.
+    if not control.acquire(loop, token, wait_seconds=control.ttl_ms / 1000 + 1):
+        log.warning("%s loop of edge %s already runs %s; this copy exits", loop, edge_id,
+                    (control.holder(loop) or Holder(0, "", 0, "")).describe())
         return "duplicate"
     runner = None
     try:
+        if _stale(control, loop, options):  # a newer run began while we waited for the lock
+            return "stale"
         runner = STEPS[loop](options, control)
         log.info("%s loop of edge %s started%s", loop, edge_id, " (burst)" if options.get("burst") else "")
         renewed = time.monotonic()
@@ -241,6 +194,15 @@ def run_loop(loop, edge_id, options=None):
             runner.close()
         control.release(loop, token)
         log.info("%s loop of edge %s ended", loop, edge_id)
+
+
+def _stale(control, loop, options):
+    run, current = options.get("run"), control.current_run()
+    if run is None or run == current:
+        return False
+    log.warning("%s job of edge %s belongs to run %s, not the current run %s; discarded", loop, control.edge_id,
+                run, current)
+    return True
 
 
 def _sleep(seconds, control):

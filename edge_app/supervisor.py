@@ -1,8 +1,14 @@
 """What `runedge` does: enqueue the loops, run and watch the workers, stop cleanly.
 
-By default runedge starts one RQ worker process per loop (RQ's SimpleWorker:
-the loop runs in the worker process itself) and supervises them: a dead
-worker is started again and a loop whose lock has lapsed is enqueued again.
+By default runedge starts one RQ worker process per loop (edge_app/worker.py:
+a SimpleWorker that runs the loop in its own process and dies with its
+supervisor) and supervises them: a dead worker is started again (at most
+WORKER_RESTARTS within RESTART_WINDOW_SECONDS, then the run ends as failed)
+and a loop whose lock has lapsed is enqueued again.
+
+An edge whose loops already run (a live supervisor, or a live holder of a
+loop lock) is not started twice: runedge says who runs them and exits.
+Holders on this host whose process is gone are cleared at once.
 """
 
 import logging
@@ -11,14 +17,17 @@ import signal
 import subprocess
 import sys
 import time
+from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
 
-import django_rq
 from django.conf import settings
+from rq import Queue
 
-from edge_app.loops import LOOPS, QUEUE, EdgeControl, run_loop
+from edge_app.control import LOOPS, EdgeControl, Holder, queue_name
+from edge_app.loops import run_loop
 from edge_app.models import EdgeStatus, WindowAggregate
+from edge_app.worker import SUPERVISOR_ENV, set_parent_death_signal
 
 log = logging.getLogger("fog.edge")
 
@@ -27,6 +36,9 @@ SLICE = 0.25
 STOP_SECONDS = 4.5
 CHECK_SECONDS = 0.5
 LAPSE_CHECKS = 3  # a loop with no lock for this many checks in a row (not queued) is enqueued again
+WORKER_RESTARTS = 10  # restarts allowed within RESTART_WINDOW_SECONDS; one more ends the run as failed
+RESTART_WINDOW_SECONDS = 60
+ENDED = ("done", "signal", "stop", "timeout", "failed")  # the summary's `ended=` word
 
 
 class EdgeStartError(Exception):
@@ -34,35 +46,46 @@ class EdgeStartError(Exception):
 
 
 @dataclass
-class Summary:
+class Counts:
     readings: int
-    windows: int
     late: int
     malformed: int
+    windows: int
     acked: int
+    refused: int  # refused by the cloud for good (status refused): not pending, so a burst run still ends
     pending: int
+
+    @classmethod
+    def now(cls):
+        status = EdgeStatus.for_edge(settings.FOG_EDGE_ID)
+        by_status = WindowAggregate.objects.counts_by_status()
+        return cls(status.readings, status.late, status.malformed, sum(by_status.values()), by_status["acknowledged"],
+                   by_status["refused"], by_status["pending"] + by_status["sent"])
+
+
+@dataclass
+class Summary:
+    ended: str
+    run: Counts  # this run's figures: the difference between its end and its start
+    lifetime: Counts
     seconds: float
-    completed: bool
-    refused: int = 0  # refused by the cloud for good (status refused): not pending, so a burst run still ends
+    worker_starts: int
+
+    @property
+    def completed(self):
+        return self.ended == "done"
 
     def line(self):
-        return (f"edge {settings.FOG_EDGE_ID}: readings={self.readings} windows={self.windows} late={self.late} "
-                f"malformed={self.malformed} acked={self.acked} pending={self.pending} refused={self.refused} "
-                f"seconds={self.seconds:.1f}"
-                + ("" if self.completed else " (timed out)"))
+        r, t = self.run, self.lifetime
+        return (f"edge {settings.FOG_EDGE_ID}: ended={self.ended} seconds={self.seconds:.1f} "
+                f"worker_starts={self.worker_starts}; this run: readings={r.readings} windows={r.windows} "
+                f"late={r.late} malformed={r.malformed} acked={r.acked} refused={r.refused}; lifetime: "
+                f"readings={t.readings} windows={t.windows} acked={t.acked} pending={t.pending} refused={t.refused}")
 
 
-def summary(started, completed):
-    status = EdgeStatus.for_edge(settings.FOG_EDGE_ID)
-    counts = WindowAggregate.objects.counts_by_status()
-    return Summary(status.readings, sum(counts.values()), status.late, status.malformed, counts["acknowledged"],
-                   counts["pending"] + counts["sent"], time.monotonic() - started, completed, counts["refused"])
-
-
-def enqueue(loop, options, attempt=0):
-    queue = django_rq.get_queue(QUEUE)
-    return queue.enqueue(run_loop, loop, settings.FOG_EDGE_ID, options, job_timeout=-1, result_ttl=300,
-                         failure_ttl=3600, job_id=f"fog-edge-{settings.FOG_EDGE_ID}-{loop}-{int(time.time())}-{attempt}")
+def _since(before, after):
+    return Counts(*(getattr(after, f) - getattr(before, f) for f in Counts.__dataclass_fields__ if f != "pending"),
+                  after.pending)
 
 
 def _queued(job):
@@ -75,48 +98,97 @@ def _queued(job):
 
 class Supervisor:
     def __init__(self, options, stop_flag, out=print, worker_verbosity=0):
-        self.options, self.stop_flag, self.out = options, stop_flag, out
+        self.options, self.stop_flag, self.out = dict(options), stop_flag, out
         self.worker_verbosity = worker_verbosity
-        self.control = EdgeControl(settings.FOG_EDGE_ID)
+        self.control = EdgeControl(settings.FOG_EDGE_ID, in_flight=options.get("in_flight", 4))
+        self.queue = Queue(queue_name(settings.FOG_EDGE_ID), connection=self.control.redis)
+        self.holder = Holder.new()
         self.jobs, self.lapsed, self.workers = {}, {}, {}
+        self.worker_starts, self.restarts = 0, deque()
+        self.failure, self.baseline, self.claimed = None, None, False
 
     def start(self, with_workers=True):
         try:
             self.control.redis.ping()
         except Exception as exc:
             raise EdgeStartError(f"edge Redis at {settings.FOG_EDGE_REDIS_URL} is unreachable: {exc}") from None
-        self.control.reset()
+        self._refuse_if_running()
         for loop in LOOPS:
-            if self.control.running(loop):
-                self.out(f"{loop} loop of edge {settings.FOG_EDGE_ID} already runs; not enqueued again")
-            else:
-                self.jobs[loop] = enqueue(loop, self.options)
-                self.lapsed[loop] = 0
+            gone = self.control.clear_stale(loop)
+            if gone:
+                self.out(f"{loop} loop of edge {settings.FOG_EDGE_ID}: freed the lock of a process that is gone "
+                         f"(pid {gone.pid})")
+        if with_workers:
+            if not self.control.claim_supervisor(self.holder):
+                self._refuse_if_running()  # another supervisor started in the meantime
+                raise EdgeStartError(f"edge {settings.FOG_EDGE_ID}: could not claim its supervisor record; try again")
+            self.claimed = True
+        self.control.reset()
+        self.options["run"] = self.control.new_run()
+        self.baseline = Counts.now()
+        for loop in LOOPS:
+            self.jobs[loop] = self.enqueue(loop)
+            self.lapsed[loop] = 0
         if with_workers:
             for number in range(len(LOOPS)):
                 self.workers[number] = self._start_worker(number)
 
+    def _refuse_if_running(self):
+        held = self.control.live_holder()
+        if held is not None:
+            raise EdgeStartError(f"edge {settings.FOG_EDGE_ID} already runs {held.describe()}; not starting "
+                                 "another copy (`manage.py runedge --stop` stops it)")
+
+    def enqueue(self, loop, attempt=0):
+        return self.queue.enqueue(run_loop, loop, settings.FOG_EDGE_ID, self.options, job_timeout=-1,
+                                  result_ttl=300, failure_ttl=3600,
+                                  job_id=f"fog-edge-{settings.FOG_EDGE_ID}-{self.options['run']}-{loop}-{attempt}")
+
+    def worker_command(self, number):
+        name = f"edge-{settings.FOG_EDGE_ID}-{number}-{os.getpid()}-{self.worker_starts}"
+        cmd = [sys.executable, str(ROOT / "manage.py"), "rqworker", self.queue.name, "--worker-class",
+               "edge_app.worker.EdgeWorker", "--name", name, "-v", str(self.worker_verbosity)]
+        return cmd + (["--burst"] if self.options.get("burst") else [])
+
     def _start_worker(self, number):
-        name = f"edge-{settings.FOG_EDGE_ID}-{number}-{os.getpid()}-{int(time.time() * 1000) % 100000}"
-        cmd = [sys.executable, str(ROOT / "manage.py"), "rqworker", QUEUE, "--worker-class", "rq.worker.SimpleWorker",
-               "--name", name, "-v", str(self.worker_verbosity)]
-        if self.options.get("burst"):
-            cmd.append("--burst")
-        return subprocess.Popen(cmd, cwd=ROOT, start_new_session=True)
+        self.worker_starts += 1
+        # Own session: a terminal's Ctrl-C reaches only the supervisor, which stops the loops in order.
+        # The parent-death signal and the worker's parent watch end the worker if the supervisor dies.
+        return subprocess.Popen(self.worker_command(number), cwd=ROOT, start_new_session=True,
+                                env={**os.environ, SUPERVISOR_ENV: str(os.getpid())},
+                                preexec_fn=set_parent_death_signal)
+
+    def _restart_allowed(self):
+        now = time.monotonic()
+        while self.restarts and now - self.restarts[0] > RESTART_WINDOW_SECONDS:
+            self.restarts.popleft()
+        if len(self.restarts) >= WORKER_RESTARTS:
+            self.failure = (f"edge workers died {len(self.restarts) + 1} times within {RESTART_WINDOW_SECONDS} s; "
+                            "giving up (see the workers' log lines above)")
+            return False
+        self.restarts.append(now)
+        return True
 
     def handle_one_check(self):
-        """Restart dead workers, re-enqueue lapsed loops. True when a burst run has finished."""
+        """Restart dead workers, re-enqueue lapsed loops. Returns the `ended` word once the run is over, else None."""
         burst = self.options.get("burst")
         if burst and all(self.control.done(loop) for loop in LOOPS):
-            return True
+            return "done"
+        if self.control.stop_requested():  # `runedge --stop`, from here or another host
+            return "stop"
+        if self.claimed and not self.control.refresh_supervisor(self.holder):
+            self.failure = f"another supervisor took over edge {settings.FOG_EDGE_ID}: {self.control.supervisor()}"
+            return "failed"
         for number, proc in list(self.workers.items()):
             if proc.poll() is None:
                 continue
+            del self.workers[number]
             if burst and proc.returncode == 0:
-                del self.workers[number]  # its loop is done and the queue empty: a burst worker leaves
-                continue
+                continue  # its loop is done and the queue empty: a burst worker leaves
             log.warning("edge worker %d exited with code %s; starting it again", number, proc.returncode)
             self._take_over(proc.pid)
+            if not self._restart_allowed():
+                return "failed"
             self.workers[number] = self._start_worker(number)
         for loop in LOOPS:
             if self.control.running(loop) or (burst and self.control.done(loop)) or _queued(self.jobs.get(loop)):
@@ -125,44 +197,50 @@ class Supervisor:
             self.lapsed[loop] = self.lapsed.get(loop, 0) + 1
             if self.lapsed[loop] >= LAPSE_CHECKS:
                 log.warning("%s loop of edge %s is not running; enqueueing it again", loop, settings.FOG_EDGE_ID)
-                self.jobs[loop] = enqueue(loop, self.options, attempt=self.lapsed[loop])
+                self.jobs[loop] = self.enqueue(loop, attempt=f"lapsed{int(time.time())}")
                 self.lapsed[loop] = 0
-        if burst:  # every loop still to finish needs a live worker (they leave once theirs is done)
+        if burst and self.queue.count:  # a queued loop needs a worker (burst workers leave once theirs is done)
             unfinished = sum(1 for loop in LOOPS if not self.control.done(loop))
-            for _ in range(unfinished - len(self.workers)):
+            for _ in range(min(unfinished - len(self.workers), self.queue.count)):
+                if not self._restart_allowed():
+                    return "failed"
                 number = max(self.workers, default=-1) + 1
                 self.workers[number] = self._start_worker(number)
-        return False
+        return None
 
     def _take_over(self, dead_pid):
         """A worker we started has died: free the locks it held and enqueue its loops at once,
-        rather than waiting for the locks to lapse (3 s) and the lapse checks (3 s)."""
+        rather than waiting for the locks to lapse and the lapse checks."""
         for loop in LOOPS:
-            if self.control.holder_pid(loop) == dead_pid:
-                self.control.redis.delete(self.control.prefix + f"lock:{loop}")
+            held = self.control.holder(loop)
+            if held is not None and held.pid == dead_pid and self.control.release(loop, held.token):
                 log.warning("%s loop of edge %s died with its worker; enqueueing it again", loop, settings.FOG_EDGE_ID)
-                self.jobs[loop] = enqueue(loop, self.options, attempt=dead_pid)
+                self.jobs[loop] = self.enqueue(loop, attempt=f"pid{dead_pid}")
                 self.lapsed[loop] = 0
 
     def run(self, timeout=None):
         started = time.monotonic()
-        completed = False
-        last_check = 0.0
-        while not self.stop_flag():
-            if time.monotonic() - last_check >= CHECK_SECONDS:
-                last_check = time.monotonic()
-                if self.handle_one_check():
-                    completed = True
-                    break
-            if timeout and time.monotonic() - started >= timeout:
+        ended, last_check = None, 0.0
+        while ended is None:
+            if self.stop_flag():
+                ended = "signal"
+            elif timeout and time.monotonic() - started >= timeout:
                 self.out(f"edge: --timeout {timeout:g} s passed before the work was done")
-                break
-            time.sleep(SLICE)
-        self.stop()
-        return summary(started, completed)
+                ended = "timeout"
+            elif time.monotonic() - last_check >= CHECK_SECONDS:
+                last_check = time.monotonic()
+                ended = self.handle_one_check()
+            if ended is None:
+                time.sleep(SLICE)
+        if self.failure:
+            self.out(f"edge: {self.failure}")
+        deadline = self.stop_loops()
+        now = Counts.now()  # while the workers exit
+        self.stop(deadline)
+        return Summary(ended, _since(self.baseline, now), now, time.monotonic() - started, self.worker_starts)
 
-    def stop(self):
-        """Ask every loop to stop, wait for them briefly, then end the workers."""
+    def stop_loops(self):
+        """Ask every loop to stop, wait for them briefly, then tell the workers to end. Returns the deadline."""
         self.control.request_stop()
         deadline = time.monotonic() + STOP_SECONDS
         while time.monotonic() < deadline and any(self.control.running(loop) for loop in LOOPS):
@@ -170,12 +248,20 @@ class Supervisor:
         for proc in self.workers.values():
             if proc.poll() is None:
                 proc.send_signal(signal.SIGTERM)
+        return deadline
+
+    def stop(self, deadline=None):
+        """End the loops (unless stop_loops did) and the workers, cancel jobs nobody took, leave the record."""
+        deadline = deadline or self.stop_loops()
         for proc in self.workers.values():
             try:
                 proc.wait(timeout=max(0.1, deadline - time.monotonic()))
             except subprocess.TimeoutExpired:
                 proc.kill()
-        # Jobs nobody picked up must not start loops after we are gone.
+                proc.wait()
+        # Jobs nobody picked up must not start loops after we are gone (and are of a finished run anyway).
         for job in self.jobs.values():
             if _queued(job):
                 job.cancel()
+        if self.claimed:
+            self.control.release_supervisor(self.holder)

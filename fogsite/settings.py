@@ -205,6 +205,9 @@ CHANNEL_LAYERS = {
 
 RQ_QUEUES = {
     "edge": {"URL": FOG_EDGE_REDIS_URL, "DEFAULT_TIMEOUT": -1},
+    # Each edge's loops have a queue of their own (edge_app.control.queue_name), so edges sharing one
+    # Redis never run each other's jobs; listed here so `manage.py rqworker edge:<FOG_EDGE_ID>` finds it.
+    f"edge:{FOG_EDGE_ID}": {"URL": FOG_EDGE_REDIS_URL, "DEFAULT_TIMEOUT": -1},
 }
 
 REST_FRAMEWORK = {

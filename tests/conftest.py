@@ -4,10 +4,19 @@ The session starts (or finds) the project's own Kafka and Redis through the
 same code as `make services`; a service that can't be had is an error, never
 a skip. Each test gets its own Kafka topic and a freshly emptied Redis
 database reserved for tests, so tests never see each other's data.
+
+Process hygiene: the session puts a marker (FOG_TEST_SESSION) into its
+environment, which every process it starts inherits; other engineers' test
+sessions on the same machine carry other markers. SIGTERM is turned into
+Ctrl-C so every test's `finally` and every fixture's teardown run; the last
+test (test_it_leaves_no_process_behind) asserts that nothing with the marker
+is still alive, and the session's end names and kills any survivor.
 """
 
+import atexit
 import copy
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -19,16 +28,66 @@ import pytest
 import redis as redis_lib
 from django.conf import settings
 
+from edge_app.processes import alive, child_pids, with_environment  # noqa: F401  (for the tests)
+
 ROOT = Path(__file__).resolve().parent.parent
 TEST_REDIS_DB = int(os.environ.get("FOG_TEST_REDIS_DB", "15"))
+SESSION_ENV = "FOG_TEST_SESSION"
+LAST_TEST_FILE = "test_it_leaves_no_process_behind.py"
+
+os.environ.setdefault(SESSION_ENV, uuid.uuid4().hex)  # inherited by every process the suite starts
+
+
+def session_processes():
+    """{pid: command line} of the live processes (other than this one) that this test session started."""
+    return with_environment(SESSION_ENV, os.environ[SESSION_ENV])
+
+
+def _kill_survivors():
+    survivors = session_processes()
+    for pid in survivors:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    return survivors
+
+
+def _sigterm_as_ctrl_c(signum, frame):
+    raise KeyboardInterrupt  # so `finally` blocks and fixture teardowns end what the tests started
+
+
+def pytest_configure(config):
+    if hasattr(signal, "SIGTERM"):
+        signal.signal(signal.SIGTERM, _sigterm_as_ctrl_c)
+    atexit.register(_kill_survivors)
+
+
+def pytest_collection_modifyitems(session, config, items):
+    """The process check runs last, after every other test and module-scoped fixture has ended."""
+    items.sort(key=lambda item: item.nodeid.split("::")[0].endswith(LAST_TEST_FILE))
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus, config):
+    survivors = _kill_survivors()
+    if survivors:
+        terminalreporter.write_sep("=", f"{len(survivors)} process(es) this session started outlived it (now killed)",
+                                   red=True)
+        for pid, cmdline in sorted(survivors.items()):
+            terminalreporter.write_line(f"  pid {pid}: {cmdline}")
 
 
 @pytest.fixture(scope="session")
 def services():
     from tooling.localservices import services as all_services
 
+    marker = os.environ.pop(SESSION_ENV)  # the shared services outlive the session by design (`make services`)
+    try:
+        for service in all_services(settings, settings.BASE_DIR, settings.VAR_DIR):
+            service.up(lambda line: None)
+    finally:
+        os.environ[SESSION_ENV] = marker
     for service in all_services(settings, settings.BASE_DIR, settings.VAR_DIR):
-        service.up(lambda line: None)
         if not service.ready():
             pytest.fail(f"{service.name} is not answering at {service.host}:{service.port}", pytrace=False)
     return settings
@@ -291,6 +350,33 @@ def edge_cloud(env, redis_url, prefix):
 
 def child_env(env):
     return {**os.environ, **{k: v for k, v in env.items() if not k.startswith("_")}}
+
+
+EDGE_LOOPS = ("ingest", "sender", "heartbeat")
+
+
+def held_loops(env):
+    """The loops of a child edge whose lock is held now."""
+    from edge_app.control import EdgeControl
+
+    connection = redis_lib.Redis.from_url(env["FOG_EDGE_REDIS_URL"])
+    try:
+        control = EdgeControl(env["FOG_EDGE_ID"], connection)
+        return [loop for loop in EDGE_LOOPS if control.running(loop)]
+    finally:
+        connection.close()
+
+
+def start_edge(env, topic, **popen):
+    """A child edge's `manage.py runedge` (not burst), returned once every loop runs; the caller ends it."""
+    proc = subprocess.Popen([sys.executable, str(ROOT / "manage.py"), "runedge", "--topic", topic, "-v", "0"],
+                            cwd=ROOT, env=child_env(env), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            **popen)
+    if not wait_for(lambda: len(held_loops(env)) == len(EDGE_LOOPS), timeout=60, interval=0.2):
+        proc.kill()
+        out, err = proc.communicate()
+        pytest.fail(f"runedge's loops did not all start within 60 s: {out[-2000:]} {err[-2000:]}")
+    return proc
 
 
 def write_gem_csv(path, rows, header=GEM_HEADER):

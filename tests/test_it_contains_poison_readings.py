@@ -128,7 +128,7 @@ def test_it_ends_a_burst_run_with_a_tuple_the_cloud_refuses_for_good(kafka_boots
     finally:
         cloud.stop()
     assert result.returncode == 0, result.stderr[-3000:]
-    assert re.search(r"acked=4 pending=0 refused=2 ", result.stdout), result.stdout
+    assert re.search(r"lifetime: .*acked=4 pending=0 refused=2$", result.stdout.strip()), result.stdout
     with edge_db(edge_env) as db:
         assert db.execute("select distinct household, refusal from edge_app_windowaggregate where status = 3"
                           ).fetchall() == [("h1", "household-of-another-edge")]

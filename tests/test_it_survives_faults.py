@@ -10,7 +10,7 @@ from tooling.chaos.scenarios import SCENARIOS, run_scenario
 from tooling.management.commands.chaos import EDGE_REDIS_DB
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")  # ends with this module: the suite's last test checks nothing outlived it
 def chaos_services(services):
     started = ChaosServices(Path(settings.VAR_DIR) / "kafka" / "libs").up()
     yield started

@@ -1,8 +1,8 @@
 """Several edges and several cloud replicas as real processes on this host: what `bench scale` measures
 and what the many-edges and replica tests run.
 
-Every edge has its own id, secret, SQLite database, Kafka topic and edge Redis database (its RQ queue
-and loop locks); every cloud replica is a `runcloud` of its own ports, and all replicas share one
+Every edge has its own id, secret, SQLite database, Kafka topic, and RQ queue and loop locks in the
+edge Redis; every cloud replica is a `runcloud` of its own ports, and all replicas share one
 cloud store (a Redis URL and key prefix). The edges dial every replica (FOG_CLOUD_HOST lists them).
 `close()` ends every process the fleet started, workers included, and removes what it created.
 """
@@ -27,8 +27,6 @@ from tooling.bench.common import delete_prefix, free_port, wait_until
 ROOT = Path(__file__).resolve().parent.parent
 T0_MS = 1_577_142_000_000  # 2019-12-23 23:00 UTC: the readings' first event time
 WINDOW_MS = 5000
-# The edges' RQ queues and locks: one Redis database each, from here up (the local Redis has 32).
-EDGE_REDIS_DB_FIRST = 20
 MAX_EDGES = 10
 LOOPS = ("ingest", "sender", "heartbeat")
 STOP_SECONDS = 15
@@ -41,7 +39,7 @@ class Edge:
         self.secret = uuid.uuid4().hex
         self.topic = f"fleet-{fleet.run}-{number}"
         self.db = fleet.folder / f"{self.edge_id}.sqlite3"
-        self.redis_url = f"{fleet.edge_redis_base}/{EDGE_REDIS_DB_FIRST + number}"
+        self.redis_url = fleet.edge_redis_url  # each edge has its own queue and keys in it
         self.env = {**fleet.base_env, "FOG_EDGE_ID": self.edge_id, "FOG_EDGE_SECRET": self.secret,
                     "FOG_DATABASE_URL": f"sqlite:///{self.db}", "FOG_TOPIC": self.topic,
                     "FOG_EDGE_REDIS_URL": self.redis_url}
@@ -80,7 +78,7 @@ class Edge:
 
     def loop_pids(self, loops=LOOPS):
         """Pids of the worker processes that hold this edge's loops now."""
-        from edge_app.loops import EdgeControl
+        from edge_app.control import EdgeControl
 
         client = redis_lib.Redis.from_url(self.redis_url)
         try:
@@ -100,7 +98,7 @@ class Fleet:
         self.run = uuid.uuid4().hex[:8]
         self.folder = Path(tempfile.mkdtemp(prefix="fog-fleet-"))
         self.bootstrap, self.cloud_redis_url = bootstrap, cloud_redis_url
-        self.edge_redis_base = edge_redis_url.rsplit("/", 1)[0]
+        self.edge_redis_url = edge_redis_url
         self.prefix = prefix or f"fleet:{self.run}:"
         self.base_env = {"FOG_KAFKA_BOOTSTRAP": bootstrap, "FOG_CLOUD_REDIS_URL": cloud_redis_url,
                          "FOG_CLOUD_KEY_PREFIX": self.prefix, "FOG_VAR_DIR": str(self.folder)}
@@ -128,14 +126,13 @@ class Fleet:
 
     @staticmethod
     def _flush_edge_redis(edge):
-        """Jobs an interrupted fleet run left queued in this edge's own Redis database (only fleets use it),
-        and this edge's loop flags."""
-        from edge_app.loops import EdgeControl
+        """Jobs an interrupted fleet run left in this edge's queue, and this edge's loop flags."""
+        from edge_app.control import EdgeControl, queue_name
 
         client = redis_lib.Redis.from_url(edge.redis_url)
         try:
             prefix = EdgeControl(edge.edge_id, connection=client).prefix
-            client.delete("rq:queue:edge", *client.scan_iter(match=f"{prefix}*", count=1000))
+            client.delete(f"rq:queue:{queue_name(edge.edge_id)}", *client.scan_iter(match=f"{prefix}*", count=1000))
         finally:
             client.close()
 

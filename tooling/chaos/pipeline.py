@@ -4,8 +4,15 @@ Every pipeline has its own topic, edge id, edge database file, cloud key
 prefix and ports; the edge reaches the cloud through a Proxy the harness
 can cut. The broker and the cloud Redis are the harness's own
 (ChaosServices), so killing them disturbs nothing else.
+
+The processes run in sessions of their own (so a fault hits exactly the
+process it means to), which also means a terminal's Ctrl-C never reaches
+them: every process a Pipeline starts is tracked and killed by its close(),
+and, should that not run (an interrupted harness), at interpreter exit.
+The edge's RQ workers die with their supervisor (edge_app/worker.py).
 """
 
+import atexit
 import json
 import os
 import shutil
@@ -22,13 +29,21 @@ from datetime import datetime
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
-from tooling.chaos.proxy import Proxy
+from edge_app.processes import alive, child_pids
 from tooling.bench.common import free_port
+from tooling.chaos.proxy import Proxy
 from tooling.localservices import Kafka, Paths, Redis
 
 ROOT = Path(__file__).resolve().parent.parent.parent
 SECRET = "chaos-secret-not-for-production"
 LOOPS = ("ingest", "sender", "heartbeat")
+STARTED = set()  # every process a Pipeline started and has not yet reaped
+
+
+@atexit.register
+def _kill_started():
+    for proc in list(STARTED):
+        _kill(proc)
 
 
 class ChaosServices:
@@ -111,9 +126,12 @@ class Pipeline:
     # --- processes ------------------------------------------------------------
 
     def _manage(self, *args, env=None):
-        log = open(self.folder / f"{args[0]}.log", "ab")
-        return subprocess.Popen([sys.executable, str(ROOT / "manage.py"), *args], cwd=ROOT, env={**self.env, **(env or {})},
-                                stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        with open(self.folder / f"{args[0]}.log", "ab") as log:
+            proc = subprocess.Popen([sys.executable, str(ROOT / "manage.py"), *args], cwd=ROOT,
+                                    env={**self.env, **(env or {})}, stdout=log, stderr=subprocess.STDOUT,
+                                    start_new_session=True)
+        STARTED.add(proc)
+        return proc
 
     def start_cloud(self):
         self.cloud = self._manage("runcloud", "-v", "0",
@@ -132,6 +150,12 @@ class Pipeline:
     def kill_cloud(self):
         _kill(self.cloud)
 
+    def kill_cloud_host(self):
+        """`runcloud` and its Redis SIGKILLed together; Redis starts again from its append-only file."""
+        _signal(self.cloud.pid)
+        self.services.kill(self.services.redis)
+        _kill(self.cloud)
+
     def loop_pid(self, loop):
         import redis
 
@@ -147,15 +171,28 @@ class Pipeline:
         os.kill(pid, signal.SIGKILL)
         return pid
 
+    def worker_pids(self):
+        """The edge's RQ workers: the supervisor's children."""
+        return child_pids(self.edge.pid) if self.edge is not None else []
+
     def kill_edge(self):
-        """The whole edge at once: the supervisor and every worker."""
-        pids = [self.loop_pid(loop) for loop in LOOPS]
+        """The whole edge host at once: the supervisor and every worker, SIGKILLed together."""
+        pids = set(self.worker_pids()) | {pid for pid in map(self.loop_pid, LOOPS) if pid}
+        _signal(self.edge.pid)
+        for pid in pids:
+            _signal(pid)
         _kill(self.edge)
-        for pid in filter(None, pids):
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
+
+    def kill_supervisor(self):
+        """SIGKILL only `runedge` itself; returns its workers' pids (they are to follow it)."""
+        workers = self.worker_pids()
+        _kill(self.edge)
+        return workers
+
+    def loops_running(self):
+        """True once every loop of the edge is held by a live process."""
+        pids = [self.loop_pid(loop) for loop in LOOPS]
+        return all(pid and alive(pid) for pid in pids)
 
     # --- the edge database ------------------------------------------------
 
@@ -267,10 +304,7 @@ class Pipeline:
         for loop in LOOPS:
             pid = self.loop_pid(loop)
             if pid:
-                try:
-                    os.kill(pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
+                _signal(pid)
         self.proxy_hb.stop()
         self.proxy_data.stop()
         if not keep_logs:
@@ -284,3 +318,12 @@ def _kill(proc):
         except ProcessLookupError:
             pass
         proc.wait(10)
+    STARTED.discard(proc)
+
+
+def _signal(pid, signum=signal.SIGKILL):
+    try:
+        os.kill(pid, signum)
+    except ProcessLookupError:
+        pass
+

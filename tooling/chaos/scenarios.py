@@ -4,6 +4,7 @@ returns when the fault ended; the runner then waits for quiescence and reconcile
 import time
 from dataclasses import dataclass
 
+from edge_app.processes import alive
 from tooling.chaos.pipeline import Pipeline
 
 FIRST_ACKS = 1000  # inject the fault only once delivery is under way
@@ -11,6 +12,14 @@ CAUGHT_UP = 2000  # a backlog this small is what is normally in flight: recovere
 BACKLOG = 100_000
 OUTAGE_SECONDS = 600  # budget-outage: simulated seconds the cloud is away
 BUDGET_SHARE = 4  # budget-outage: the budget holds a quarter of the backlog the outage builds
+FOLLOW_SECONDS = 2.0  # a killed supervisor's workers must be gone by then
+CRASHES, CRASH_WINDOW_SECONDS = 5, 60  # repeated-crash: this many whole-edge crashes within this time
+CRASH_GAP_SECONDS = 1.5  # how long the edge works between two crashes once its loops run again
+SLOWER = {"repeated-crash": 3}  # stream this many times slower, so readings still stream at the last crash
+
+
+class ScenarioError(Exception):
+    """The fault did not behave as the scenario requires (for example, workers outlived their supervisor)."""
 
 
 @dataclass
@@ -113,6 +122,60 @@ def budget_outage(p, services, options):
     return time.monotonic()
 
 
+def edge_host_crash(p, services, options):
+    """The edge host crashes mid-drain: its supervisor and every worker SIGKILLed together; the edge starts again"""
+    _running(p)
+    p.wait_for(lambda: p.counts().get(0, 0) + p.counts().get(1, 0) > 0, 60, "tuples waiting for their ACK")
+    p.kill_edge()
+    time.sleep(1)
+    p.start_edge()
+    return time.monotonic()
+
+
+def supervisor_kill(p, services, options):
+    """Only `runedge` is SIGKILLed; its workers must end within 2 s, then the edge starts again"""
+    _running(p)
+    workers = p.kill_supervisor()
+    if not workers:
+        raise ScenarioError("the supervisor had no workers to watch")
+    killed = time.monotonic()
+    while any(alive(pid) for pid in workers) and time.monotonic() - killed < FOLLOW_SECONDS + 5:
+        time.sleep(0.05)
+    took = time.monotonic() - killed
+    if took > FOLLOW_SECONDS:
+        raise ScenarioError(f"workers {workers} outlived their supervisor by {took:.1f} s")
+    p.start_edge()
+    return time.monotonic()
+
+
+def repeated_crash(p, services, options):
+    """Five whole-edge crashes within 60 s while readings stream (the stream at a third of the speed)"""
+    _running(p)
+    crashed = []
+    for crash in range(CRASHES):
+        p.wait_for(p.loops_running, 30, f"the edge's loops to run before crash {crash + 1}")
+        time.sleep(CRASH_GAP_SECONDS)
+        if p.simulation.poll() is not None:
+            raise ScenarioError(f"the stream had ended before crash {crash + 1}")
+        p.kill_edge()
+        crashed.append(time.monotonic())
+        p.start_edge()
+    if crashed[-1] - crashed[0] > CRASH_WINDOW_SECONDS:
+        raise ScenarioError(f"{CRASHES} crashes spanned {crashed[-1] - crashed[0]:.0f} s, more than "
+                            f"{CRASH_WINDOW_SECONDS} s")
+    return time.monotonic()
+
+
+def cloud_host_crash(p, services, options):
+    """The cloud host crashes: `runcloud` and its Redis SIGKILLed together; Redis restarts from its append-only file"""
+    _running(p)
+    p.kill_cloud_host()
+    time.sleep(1)
+    services.restart(services.redis)
+    p.start_cloud()
+    return time.monotonic()
+
+
 def budget_verdict(p):
     """(notes, problem) of a run with a budget: its peak backlog against the budget, and whether it paused."""
     notes = f"peak backlog {p.peak_backlog:,} tuples, budget {p.budget:,} tuples; ingest paused: " + \
@@ -133,17 +196,21 @@ SCENARIOS = {
     "kafka-restart": kafka_restart,
     "backlog-restart": backlog_restart,
     "budget-outage": budget_outage,
+    "edge-host-crash": edge_host_crash,
+    "supervisor-kill": supervisor_kill,
+    "repeated-crash": repeated_crash,
+    "cloud-host-crash": cloud_host_crash,
 }
 
 
 def run_scenario(name, services, edge_redis_url, options=None, out=print):
     options = options or {}
     pipeline = Pipeline(services, edge_redis_url, households=options.get("households", 300),
-                        until=options.get("until", 900), speed=options.get("speed", 30.0))
+                        until=options.get("until", 900), speed=options.get("speed", 30.0) / SLOWER.get(name, 1))
     backlog = name == "backlog-restart"
     expected = options.get("backlog", BACKLOG) if backlog else pipeline.expected_windows()
     readings = 0 if backlog else pipeline.households * (pipeline.until // 2)
-    keep_logs, outcome = False, None
+    keep_logs, outcome = False, None  # outcome stays None if Ctrl-C, SIGTERM or a test timeout interrupts
     try:
         SCENARIOS[name](pipeline, services, options)
         caught_up = pipeline.wait_recovered(CAUGHT_UP, timeout=options.get("quiet_timeout", 240))

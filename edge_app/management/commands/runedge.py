@@ -4,7 +4,7 @@ import signal
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
-from edge_app.loops import EdgeControl
+from edge_app.control import LOOPS, EdgeControl, queue_name
 from edge_app.supervisor import EdgeStartError, Supervisor
 from fogwire.protocol import MAX_BATCH_TUPLES
 
@@ -14,7 +14,9 @@ LOG_LEVELS = {0: logging.WARNING, 1: logging.INFO, 2: logging.DEBUG, 3: logging.
 class Command(BaseCommand):
     help = ("Run the edge node: the ingest (Kafka -> 5 s windows -> tuples), sender (tuples -> cloud) and "
             "heartbeat loops as RQ jobs, in RQ workers this command starts and supervises. "
-            "SIGINT/SIGTERM stops every loop within 5 s.")
+            "SIGINT/SIGTERM stops every loop within 5 s. The summary line starts with `ended=WORD` "
+            "(done, signal, stop, timeout or failed) and gives this run's counts, then the lifetime ones. "
+            "An edge whose loops already run is not started twice: runedge says where they run and exits 1.")
 
     def add_arguments(self, parser):
         parser.add_argument("--burst", action="store_true",
@@ -23,9 +25,12 @@ class Command(BaseCommand):
         parser.add_argument("--timeout", type=float, default=None, metavar="SECONDS",
                             help="give up after this many seconds (exit code 1 with --burst)")
         parser.add_argument("--no-workers", action="store_true",
-                            help="only enqueue the loops, for workers started with `manage.py rqworker edge`")
+                            help=f"only enqueue the loops; then start exactly {len(LOOPS)} workers (each loop holds "
+                            "one for as long as it runs), each with the command this prints: `manage.py rqworker "
+                            "edge:<FOG_EDGE_ID> --worker-class rq.worker.SimpleWorker`")
         parser.add_argument("--stop", action="store_true",
-                            help="ask the loops of this edge (wherever they run) to stop, and exit")
+                            help="stop this edge's loops and its supervisor, on this host or any other that uses the "
+                            "same edge Redis (FOG_EDGE_REDIS_URL), and exit")
         parser.add_argument("--batch", type=int, default=1000, help="tuples per request to the cloud, at most 5000 (default %(default)s)")
         parser.add_argument("--in-flight", type=int, default=4, help="requests to the cloud at once (default %(default)s)")
         parser.add_argument("--idle", type=float, default=10.0, metavar="SECONDS",
@@ -40,7 +45,8 @@ class Command(BaseCommand):
         logging.getLogger("fog").setLevel(LOG_LEVELS.get(options["verbosity"], logging.INFO))
         if options["stop"]:
             EdgeControl(settings.FOG_EDGE_ID).request_stop()
-            self.stdout.write("stop requested")
+            self.stdout.write(f"stop requested: the loops of edge {settings.FOG_EDGE_ID} and their supervisor, "
+                              "wherever they run on this edge Redis, stop within 5 s")
             return
         if not 0 < options["batch"] <= MAX_BATCH_TUPLES or options["in_flight"] < 1:
             raise CommandError(f"--batch must be 1..{MAX_BATCH_TUPLES} and --in-flight at least 1")
@@ -61,10 +67,16 @@ class Command(BaseCommand):
         except EdgeStartError as exc:
             raise CommandError(str(exc)) from None
         if options["no_workers"]:
-            self.stdout.write("loops enqueued on the 'edge' queue; start workers with: manage.py rqworker edge "
-                              "--worker-class rq.worker.SimpleWorker")
+            self.stdout.write(no_workers_message(settings.FOG_EDGE_ID, options["burst"]))
             return
         result = supervisor.run(timeout=options["timeout"])
         self.stdout.write(result.line())
-        if options["burst"] and not result.completed and not stopping:
-            raise CommandError("the burst run did not finish in time")
+        if result.ended == "failed" or (options["burst"] and result.ended == "timeout"):
+            raise CommandError(f"the run ended as {result.ended}")
+
+
+def no_workers_message(edge_id, burst):
+    command = (f"python manage.py rqworker {queue_name(edge_id)} --worker-class rq.worker.SimpleWorker"
+               + (" --burst" if burst else ""))
+    return (f"loops enqueued on the queue '{queue_name(edge_id)}'. Each loop keeps its worker for as long as it runs, "
+            f"so start exactly {len(LOOPS)} workers, each with:\n  {command}")

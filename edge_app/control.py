@@ -1,0 +1,224 @@
+"""One edge's control state in the edge Redis: its queue, run generation, holder records, locks, stop flag.
+
+Every edge has a queue of its own (`queue_name`), so edges sharing one Redis
+never run each other's jobs with their own settings.
+
+A lock's value is a holder record, `pid:host:since:nonce`: it says who runs
+the loop (for operators, the supervisor and the fault tests), and the nonce
+makes it a token. Extend, release and take-over are one Lua script each,
+so a copy can never delete or extend a lock another copy holds. A holder on
+this host whose process is gone is stale and may be replaced at once; one
+on another host is trusted until its TTL runs out.
+
+Each `runedge` start is a new run: its id is stored here and given to the
+jobs it enqueues; a job whose run is not the current one (left in the queue
+by a killed run) is discarded instead of running with that run's options.
+"""
+
+import os
+import socket
+import time
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+import django_rq
+from django.conf import settings
+
+from edge_app.sender import ACK_TIMEOUT_MS
+from edge_app.processes import alive
+
+LOOPS = ("ingest", "sender", "heartbeat")
+CONNECTION = "edge"  # django-rq's name for the edge Redis connection (RQ_QUEUES)
+STOP_CHECK_SECONDS = 0.5
+SUPERVISOR_TTL_MS = 10_000  # a supervisor refreshes its record every check (0.5 s)
+LOCK_MARGIN = 2  # a lock lives this many times the longest step
+
+
+def queue_name(edge_id):
+    """The RQ queue of one edge's loops (the name `manage.py rqworker` takes)."""
+    return f"edge:{edge_id}"
+
+
+def lock_ttl_ms(in_flight=4):
+    """Longer than the longest step a loop takes between two renewals: the sender waiting out the ack
+    timeout of every request in flight, or a database write waiting for SQLite's busy timeout."""
+    db_wait_ms = settings.DATABASES["default"].get("OPTIONS", {}).get("timeout", 0) * 1000
+    return int(LOCK_MARGIN * max(in_flight * ACK_TIMEOUT_MS, db_wait_ms, ACK_TIMEOUT_MS))
+
+
+# KEYS[1] the lock; ARGV: token, ttl ms. Ours: extend. Gone (lapsed in a slow step): take it back.
+EXTEND = """
+local held = redis.call('GET', KEYS[1])
+if held == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
+if not held then return redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2]) and 1 or 0 end
+return 0
+"""
+# KEYS[1] the lock; ARGV: token. Deletes it only if it is still ours.
+RELEASE = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"""
+# KEYS[1] the lock; ARGV: stale token, new token, ttl ms. Replaces a dead holder, nobody else.
+REPLACE = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3]) and 1 or 0 end
+return 0
+"""
+
+
+@dataclass(frozen=True)
+class Holder:
+    pid: int
+    host: str
+    since: float
+    token: str
+
+    @classmethod
+    def new(cls):
+        pid, host, since = os.getpid(), socket.gethostname(), time.time()
+        return cls(pid, host, since, f"{pid}:{host}:{since:.3f}:{uuid.uuid4().hex[:12]}")
+
+    @classmethod
+    def parse(cls, raw):
+        token = raw.decode() if isinstance(raw, bytes) else raw
+        parts = token.split(":")
+        try:
+            return cls(int(parts[0]), parts[1], float(parts[2]), token)
+        except (IndexError, ValueError):  # a record of an older version: only the pid is known
+            return cls(int(parts[0]), "", 0.0, token)
+
+    def describe(self):
+        when = datetime.fromtimestamp(self.since, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+        return f"on {self.host or 'an unknown host'} (pid {self.pid}, since {when})"
+
+    def stale(self):
+        """True if this holder ran on this host and its process is gone (or the pid is a newer process)."""
+        if self.host != socket.gethostname():
+            return False
+        return not _process_alive_since(self.pid, self.since)
+
+
+def _process_alive_since(pid, since):
+    if not alive(pid):  # gone, or a zombie nobody has reaped yet
+        return False
+    try:  # a reused pid belongs to a process that started after the record was written
+        with open(f"/proc/{pid}/stat") as stat, open("/proc/stat") as system:
+            ticks = int(stat.read().rsplit(")", 1)[1].split()[19])
+            boot = next(int(line.split()[1]) for line in system if line.startswith("btime"))
+        return boot + ticks / os.sysconf("SC_CLK_TCK") <= since + 2
+    except (OSError, ValueError, StopIteration):
+        return True
+
+
+class EdgeControl:
+    """Run id, supervisor record, one-copy locks, stop flag and burst-done marks of one edge."""
+
+    def __init__(self, edge_id, connection=None, in_flight=4):
+        self.edge_id = edge_id
+        self.redis = connection or django_rq.get_connection(CONNECTION)
+        self.prefix = f"fog:edge:{edge_id}:"
+        self.ttl_ms = lock_ttl_ms(in_flight)
+        self._extend, self._release = self.redis.register_script(EXTEND), self.redis.register_script(RELEASE)
+        self._replace = self.redis.register_script(REPLACE)
+        self._stop_checked, self._stop = 0.0, False
+
+    def lock_key(self, loop):
+        """The key of one loop's one-copy lock (its value is a holder record, `pid:host:since:nonce`)."""
+        return self.prefix + f"lock:{loop}"
+
+    # --- runs and stopping ---------------------------------------------------------
+
+    def new_run(self):
+        run = uuid.uuid4().hex[:12]
+        self.redis.set(self.prefix + "run", run)
+        return run
+
+    def current_run(self):
+        raw = self.redis.get(self.prefix + "run")
+        return raw.decode() if raw else None
+
+    def request_stop(self):
+        self.redis.set(self.prefix + "stop", 1)
+
+    def reset(self):
+        self.redis.delete(self.prefix + "stop", *(self.prefix + f"done:{loop}" for loop in LOOPS))
+        self._stop_checked, self._stop = 0.0, False
+
+    def stop_requested(self):
+        now = time.monotonic()
+        if now - self._stop_checked >= STOP_CHECK_SECONDS:
+            self._stop = bool(self.redis.exists(self.prefix + "stop"))
+            self._stop_checked = now
+        return self._stop
+
+    def mark_done(self, loop):
+        self.redis.set(self.prefix + f"done:{loop}", 1, ex=3600)
+
+    def done(self, loop):
+        return bool(self.redis.exists(self.prefix + f"done:{loop}"))
+
+    # --- holder records and locks ------------------------------------------------------
+
+    def holder(self, loop):
+        raw = self.redis.get(self.lock_key(loop))
+        return Holder.parse(raw) if raw else None
+
+    def holder_pid(self, loop):
+        held = self.holder(loop)
+        return held.pid if held else None
+
+    def running(self, loop):
+        return bool(self.redis.exists(self.lock_key(loop)))
+
+    def acquire(self, loop, token, wait_seconds, ttl_ms=None):
+        """Take the loop's lock, replacing a stale holder on this host; wait up to `wait_seconds`."""
+        deadline, ttl = time.monotonic() + wait_seconds, ttl_ms or self.ttl_ms
+        while True:
+            if self.redis.set(self.lock_key(loop), token, nx=True, px=ttl):
+                return True
+            held = self.holder(loop)
+            if held is not None and held.stale() and self._replace(keys=[self.lock_key(loop)], args=[held.token, token, ttl]):
+                return True
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(0.2)
+
+    def renew(self, loop, token, ttl_ms=None):
+        """Extend our lock; one that lapsed during a slow step is taken back if nobody else took it.
+        False only if another copy holds it."""
+        return bool(self._extend(keys=[self.lock_key(loop)], args=[token, ttl_ms or self.ttl_ms]))
+
+    def release(self, loop, token):
+        return bool(self._release(keys=[self.lock_key(loop)], args=[token]))
+
+    def clear_stale(self, loop):
+        """Free the lock of a holder on this host that is gone. Returns the holder it freed, or None."""
+        held = self.holder(loop)
+        if held is not None and held.stale() and self.release(loop, held.token):
+            return held
+        return None
+
+    # --- the supervisor's record ------------------------------------------------------
+
+    def claim_supervisor(self, holder):
+        key = self.prefix + "supervisor"
+        if self.redis.set(key, holder.token, nx=True, px=SUPERVISOR_TTL_MS):
+            return True
+        held = self.supervisor()
+        return bool(held and held.stale() and self._replace(keys=[key], args=[held.token, holder.token,
+                                                                              SUPERVISOR_TTL_MS]))
+
+    def supervisor(self):
+        raw = self.redis.get(self.prefix + "supervisor")
+        return Holder.parse(raw) if raw else None
+
+    def refresh_supervisor(self, holder):
+        return bool(self._extend(keys=[self.prefix + "supervisor"], args=[holder.token, SUPERVISOR_TTL_MS]))
+
+    def release_supervisor(self, holder):
+        self._release(keys=[self.prefix + "supervisor"], args=[holder.token])
+
+    def live_holder(self):
+        """Who runs this edge's loops now, if anyone live: its supervisor, else any loop's holder."""
+        candidates = [self.supervisor()] + [self.holder(loop) for loop in LOOPS]
+        return next((held for held in candidates if held is not None and not held.stale()), None)

@@ -1,0 +1,52 @@
+"""Which processes run, read from Linux's /proc: for the supervisor, and for the fault harness and the suite's hygiene."""
+
+import os
+
+
+def _stat(pid):
+    """The fields of /proc/PID/stat after the command name (state first, then the parent pid)."""
+    with open(f"/proc/{pid}/stat", "rb") as stat:
+        return stat.read().rsplit(b")", 1)[1].split()
+
+
+def alive(pid):
+    """True if `pid` runs (a zombie, dead but not yet reaped, does not)."""
+    try:
+        return _stat(pid)[0] != b"Z"
+    except OSError:
+        return False
+
+
+def _pids():
+    return (int(entry.name) for entry in os.scandir("/proc") if entry.name.isdigit())
+
+
+def child_pids(pid):
+    """The pids whose parent is `pid`."""
+    children = []
+    for child in _pids():
+        try:
+            if int(_stat(child)[1]) == pid:
+                children.append(child)
+        except (OSError, ValueError, IndexError):
+            continue
+    return children
+
+
+def with_environment(name, value):
+    """{pid: command line} of the live processes (but this one) started with NAME=VALUE in their environment,
+    which every child inherits: how a test session finds what it started among other sessions' processes."""
+    marker = f"{name}={value}".encode()
+    found = {}
+    for pid in _pids():
+        if pid == os.getpid():
+            continue
+        try:
+            with open(f"/proc/{pid}/environ", "rb") as env:
+                if marker not in env.read().split(b"\0") or not alive(pid):
+                    continue
+            with open(f"/proc/{pid}/cmdline", "rb") as cmdline:
+                found[pid] = cmdline.read().replace(b"\0", b" ").decode(errors="replace").strip()
+        except OSError:  # it ended while we looked, or is not ours to read
+            continue
+    return found

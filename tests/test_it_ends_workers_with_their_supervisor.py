@@ -1,0 +1,80 @@
+"""However `runedge` dies, its RQ workers follow within 2 s; a worker that keeps dying is not restarted forever."""
+
+import os
+import re
+import signal
+import time
+
+import pytest
+
+from tests.conftest import alive, child_pids, edge_cloud, produce, reading, start_edge, wait_for
+
+T0 = 1_577_142_000_000
+FOLLOW_SECONDS = 2.0
+
+
+def _running_edge(edge_env, topic):
+    proc = start_edge(edge_env, topic, start_new_session=True)  # a group of its own, to kill whole
+    workers = child_pids(proc.pid)
+    assert len(workers) == 3, workers
+    return proc, workers
+
+
+def _end(proc, pids):
+    for pid in pids:
+        if alive(pid):
+            os.kill(pid, signal.SIGKILL)
+    if proc.poll() is None:
+        proc.kill()
+    proc.communicate()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("kill", ["supervisor", "process group"])
+def test_it_ends_every_worker_within_two_seconds_of_a_sigkill_of_the(kill, kafka_bootstrap, topic, edge_env,
+                                                                     redis_url, cloud_prefix):
+    produce(kafka_bootstrap, topic, [reading("h", T0, 1.0)])
+    cloud = edge_cloud(edge_env, redis_url, cloud_prefix)
+    proc, workers = None, []
+    try:
+        proc, workers = _running_edge(edge_env, topic)
+        if kill == "supervisor":
+            os.kill(proc.pid, signal.SIGKILL)
+        else:
+            os.killpg(proc.pid, signal.SIGKILL)
+        killed = time.monotonic()
+        proc.wait(10)
+        gone = wait_for(lambda: not any(alive(pid) for pid in workers), timeout=FOLLOW_SECONDS + 3, interval=0.05)
+        took = time.monotonic() - killed
+        assert gone and took <= FOLLOW_SECONDS, f"workers {workers} still alive {took:.1f} s after the kill"
+    finally:
+        if proc is not None:
+            _end(proc, workers)
+        cloud.stop()
+
+
+@pytest.mark.slow
+def test_it_gives_up_on_workers_that_keep_dying(kafka_bootstrap, topic, edge_env, redis_url, cloud_prefix):
+    from edge_app.supervisor import WORKER_RESTARTS
+
+    produce(kafka_bootstrap, topic, [reading("h", T0, 1.0)])
+    cloud = edge_cloud(edge_env, redis_url, cloud_prefix)
+    proc, killed = None, set()
+    try:
+        proc, _ = _running_edge(edge_env, topic)
+        deadline = time.monotonic() + 120
+        while proc.poll() is None and time.monotonic() < deadline:  # every worker dies as soon as it appears
+            for pid in set(child_pids(proc.pid)) - killed:
+                os.kill(pid, signal.SIGKILL)
+                killed.add(pid)
+            time.sleep(0.05)
+        out, err = proc.communicate(timeout=30)
+    finally:
+        if proc is not None:
+            _end(proc, killed)
+        cloud.stop()
+    assert proc.returncode == 1, err[-3000:]
+    assert f"edge workers died {WORKER_RESTARTS + 1} times within 60 s; giving up" in out
+    summary = out.strip().splitlines()[-1]
+    assert re.search(rf"ended=failed .*worker_starts={3 + WORKER_RESTARTS};", summary), summary
+    assert len(killed) <= 3 + WORKER_RESTARTS

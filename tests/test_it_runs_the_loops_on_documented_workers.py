@@ -1,0 +1,61 @@
+"""`runedge --no-workers` then the workers its message asks for, exactly as written: every loop runs and
+delivers; jobs of an earlier run are discarded; another edge's jobs on the same Redis are never taken."""
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+
+import redis as redis_lib
+from rq import Queue
+
+from cloud_app.store import Keys
+from edge_app.control import queue_name
+from tests.conftest import ROOT, child_env, edge_cloud, edge_db, held_loops, produce, reading, run_manage, wait_for
+
+T0 = 1_577_142_000_000
+
+
+def test_it_delivers_with_the_workers_the_message_names(kafka_bootstrap, topic, edge_env, redis_url, cloud_prefix,
+                                                       redis_client):
+    produce(kafka_bootstrap, topic, [reading(f"h{h}", T0 + i * 1000, 10.0 + h) for i in range(30) for h in range(4)])
+    other = {**edge_env, "FOG_EDGE_ID": f"edge-{uuid.uuid4().hex[:8]}"}  # a second edge on the same Redis
+    enqueue = ("runedge", "--no-workers", "--topic", topic, "--idle", "1")
+    earlier = run_manage(*enqueue, env=child_env(edge_env))  # a run whose workers never came
+    current = run_manage(*enqueue, env=child_env(edge_env))
+    neighbour = run_manage(*enqueue, env=child_env(other))
+    for result in (earlier, current, neighbour):
+        assert result.returncode == 0, result.stderr
+    match = re.search(r"start exactly (\d+) workers, each with:\n  (.+)\n", current.stdout)
+    assert match, current.stdout
+    count, command = int(match.group(1)), match.group(2)
+    assert count == 3
+
+    cloud = edge_cloud(edge_env, redis_url, cloud_prefix)
+    shell_env = {**child_env(edge_env), "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
+    workers = [subprocess.Popen(command, shell=True, cwd=ROOT, env=shell_env, stdout=subprocess.PIPE,
+                                stderr=subprocess.STDOUT, text=True, start_new_session=True) for _ in range(count)]
+    try:
+        def delivered():
+            with edge_db(edge_env) as db:
+                return db.execute("select count(*), coalesce(min(status), 0) from edge_app_windowaggregate").fetchone() == (24, 2)
+
+        assert wait_for(delivered, timeout=120, interval=0.5)
+        assert redis_client.hlen(Keys(cloud_prefix).tuples(edge_env["FOG_EDGE_ID"])) == 24
+        edge_redis = redis_lib.Redis.from_url(edge_env["FOG_EDGE_REDIS_URL"])
+        assert Queue(queue_name(other["FOG_EDGE_ID"]), connection=edge_redis).count == 3  # untouched
+        stop = run_manage("runedge", "--stop", env=child_env(edge_env))
+        assert stop.returncode == 0, stop.stderr
+        assert wait_for(lambda: not held_loops(edge_env), timeout=20, interval=0.2)
+    finally:
+        for proc in workers:
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGTERM)
+        logs = "".join(proc.communicate(timeout=30)[0] for proc in workers)
+        cloud.stop()
+        Queue(queue_name(other["FOG_EDGE_ID"]), connection=redis_lib.Redis.from_url(edge_env["FOG_EDGE_REDIS_URL"])).empty()
+    # The earlier run's three jobs were taken from the queue and discarded, not run with that run's options.
+    assert len(re.findall(r"job of edge \S+ belongs to run \w+, not the current run \w+; discarded", logs)) == 3, logs
