@@ -1,131 +1,104 @@
-"""The read-only JSON API over the cloud's Redis (DRF, with an OpenAPI schema)."""
+"""The read-only JSON API over the cloud's Redis (DRF, with an OpenAPI schema).
 
-from functools import lru_cache
+Every reply goes through the serializers in cloud_app/serializers.py and every query parameter through a
+query serializer, so the schema drf-spectacular derives states each bound and each status code, and any
+query string gets a 200 or a 400 naming the parameter, never a 500. Each view reads Redis through its
+`readers` attribute (a ReaderSource), resolved per request from the settings.
+"""
 
-import redis
-from django.conf import settings
-from drf_spectacular.utils import OpenApiParameter, extend_schema, inline_serializer
-from rest_framework import serializers
-from rest_framework.exceptions import ValidationError
+from django.core.paginator import Page
+from drf_spectacular.utils import OpenApiResponse, extend_schema
+from rest_framework.pagination import PageNumberPagination
 from rest_framework.permissions import AllowAny
 from rest_framework.response import Response
+from rest_framework.generics import GenericAPIView
 from rest_framework.views import APIView
 
-from cloud_app.reader import CloudReader
-
-PAGE_SIZE = 50
-MAX_PAGE_SIZE = 500
-
-
-@lru_cache(maxsize=1)
-def reader():
-    client = redis.Redis.from_url(settings.FOG_CLOUD_REDIS_URL, socket_timeout=5)
-    return CloudReader(client, settings.FOG_CLOUD_KEY_PREFIX, settings.FOG_PRICE_EUR_PER_KWH)
-
-
-class StateSerializer(serializers.Serializer):
-    state = serializers.CharField(help_text="two-letter code, e.g. BY")
-    name = serializers.CharField()
-    households = serializers.IntegerField()
-    tuples = serializers.IntegerField(help_text="5 s averages stored")
-    mean_power_w = serializers.FloatField(help_text="mean household power over all stored windows")
-    annual_kwh = serializers.FloatField(help_text="mean_power_w x 8.76")
-    annual_cost_eur = serializers.FloatField(help_text="annual_kwh x FOG_PRICE_EUR_PER_KWH")
+from cloud_app.reader import HouseholdIndex, ReaderSource
+from cloud_app.serializers import (
+    MAX_PAGE_SIZE,
+    PAGE_SIZE,
+    EdgeSerializer,
+    HouseholdSerializer,
+    PageQuerySerializer,
+    RecentQuerySerializer,
+    StateSerializer,
+    TupleSerializer,
+    error_serializer,
+)
 
 
-class HouseholdSerializer(serializers.Serializer):
-    household = serializers.CharField()
-    state = serializers.CharField()
-    postal_code = serializers.CharField()
-    power_w = serializers.FloatField(help_text="the latest window's average")
-    window_start = serializers.IntegerField(help_text="epoch ms")
-    window_end = serializers.IntegerField(help_text="epoch ms")
-    edge = serializers.CharField()
-    last_seen = serializers.IntegerField(help_text="epoch ms the cloud stored it")
+class PastTheEnd(Page):
+    """A page beyond the last: empty, and its previous page is the last one."""
+
+    def previous_page_number(self):
+        return max(1, self.paginator.num_pages)
 
 
-class EdgeSerializer(serializers.Serializer):
-    edge = serializers.CharField()
-    connected = serializers.BooleanField(help_text="a heartbeat within the last 3 s")
-    last_heartbeat = serializers.IntegerField(allow_null=True, help_text="epoch ms")
-    backlog = serializers.IntegerField(help_text="tuples not yet acknowledged, as the edge last said")
-    acked = serializers.IntegerField()
-    acked_per_second = serializers.FloatField(help_text="mean over the last 10 s")
+class HouseholdPagination(PageNumberPagination):
+    """DRF's page-number pagination with its parameters validated, not silently replaced: a bad `page` or
+    `page_size` is a 400 naming it, and a page past the end is empty (DRF would answer 404)."""
+
+    page_size = PAGE_SIZE
+    page_size_query_param = "page_size"
+    max_page_size = MAX_PAGE_SIZE
+
+    def paginate_queryset(self, queryset, request, view=None):
+        query = PageQuerySerializer(data=request.query_params)
+        query.is_valid(raise_exception=True)
+        self.request = request
+        number, size = query.validated_data["page"], query.validated_data["page_size"]
+        paginator = self.django_paginator_class(queryset, size)
+        if number > max(1, paginator.num_pages):
+            self.page = PastTheEnd([], number, paginator)
+        else:
+            self.page = paginator.page(number)
+        return list(self.page)
+
+    def get_schema_operation_parameters(self, view):
+        return []  # stated by PageQuerySerializer in the view's extend_schema
 
 
-class TupleSerializer(serializers.Serializer):
-    edge = serializers.CharField()
-    id = serializers.IntegerField()
-    household = serializers.CharField()
-    postal_code = serializers.CharField()
-    state = serializers.CharField()
-    window_start = serializers.IntegerField()
-    window_end = serializers.IntegerField()
-    power_w = serializers.FloatField()
-    readings = serializers.IntegerField()
-
-
-def _page(results, count, request, page, size):
-    base = request.build_absolute_uri(request.path)
-    last = (count + size - 1) // size
-    return {"count": count, "page": page, "page_size": size,
-            "next": f"{base}?page={page + 1}&page_size={size}" if page < last else None,
-            "previous": f"{base}?page={page - 1}&page_size={size}" if page > 1 else None,
-            "results": results}
-
-
-def _envelope(serializer):
-    return inline_serializer(f"Paginated{serializer.__name__.replace('Serializer', '')}", fields={
-        "count": serializers.IntegerField(), "page": serializers.IntegerField(),
-        "page_size": serializers.IntegerField(), "next": serializers.URLField(allow_null=True),
-        "previous": serializers.URLField(allow_null=True), "results": serializer(many=True)})
-
-
-def _positive(request, name, default, maximum=None):
-    raw = request.query_params.get(name, default)
-    try:
-        value = int(raw)
-    except (TypeError, ValueError):
-        raise ValidationError({name: f"expected a whole number, got {raw!r}"}) from None
-    if value < 1 or (maximum and value > maximum):
-        raise ValidationError({name: f"expected 1..{maximum or 'n'}, got {value}"})
-    return value
-
-
-PAGING = [OpenApiParameter("page", int, description="page number, from 1"),
-          OpenApiParameter("page_size", int, description=f"items a page (default {PAGE_SIZE}, at most {MAX_PAGE_SIZE})")]
+def _bad_query(query):
+    return OpenApiResponse(error_serializer(query), description="a query parameter is malformed or out of bounds")
 
 
 class ReadOnlyView(APIView):
+    authentication_classes = []  # public figures: no credentials asked, so none can be wrong
     permission_classes = [AllowAny]
     http_method_names = ["get", "head", "options"]
+    readers = ReaderSource()
 
 
 class StatesView(ReadOnlyView):
-    @extend_schema(responses=_envelope(StateSerializer), summary="Per German state: households, power, energy, cost")
+    @extend_schema(responses=StateSerializer(many=True), summary="Per German state: households, power, energy, cost")
     def get(self, request):
-        rows = reader().states()
-        return Response(_page(rows, len(rows), request, 1, len(rows)))
+        return Response(StateSerializer(self.readers().states(), many=True).data)
 
 
-class HouseholdsView(ReadOnlyView):
-    @extend_schema(parameters=PAGING, responses=_envelope(HouseholdSerializer),
+class HouseholdsView(ReadOnlyView, GenericAPIView):
+    pagination_class = HouseholdPagination
+    serializer_class = HouseholdSerializer
+
+    @extend_schema(parameters=[PageQuerySerializer],
+                   responses={200: HouseholdSerializer(many=True), 400: _bad_query(PageQuerySerializer)},
                    summary="Each household's latest window, state and postal code")
     def get(self, request):
-        page = _positive(request, "page", 1)
-        size = _positive(request, "page_size", PAGE_SIZE, MAX_PAGE_SIZE)
-        count, rows = reader().households((page - 1) * size, size)
-        return Response(_page(rows, count, request, page, size))
+        rows = self.paginate_queryset(HouseholdIndex(self.readers()))
+        return self.get_paginated_response(self.get_serializer(rows, many=True).data)
 
 
 class EdgesView(ReadOnlyView):
     @extend_schema(responses=EdgeSerializer(many=True), summary="Edges: link, backlog, acknowledged per second")
     def get(self, request):
-        return Response(reader().edges())
+        return Response(EdgeSerializer(self.readers().edges(), many=True).data)
 
 
 class RecentTuplesView(ReadOnlyView):
-    @extend_schema(parameters=[OpenApiParameter("limit", int, description="at most 200 (default 50)")],
-                   responses=TupleSerializer(many=True), summary="The latest tuples stored, newest first")
+    @extend_schema(parameters=[RecentQuerySerializer],
+                   responses={200: TupleSerializer(many=True), 400: _bad_query(RecentQuerySerializer)},
+                   summary="The latest tuples stored, newest first")
     def get(self, request):
-        return Response(reader().recent(_positive(request, "limit", 50, 200)))
+        query = RecentQuerySerializer(data=request.query_params)
+        query.is_valid(raise_exception=True)
+        return Response(TupleSerializer(self.readers().recent(query.validated_data["limit"]), many=True).data)

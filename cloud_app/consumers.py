@@ -11,7 +11,7 @@ import time
 from asgiref.sync import sync_to_async
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
 
-from cloud_app.api import reader
+from cloud_app.reader import ReaderSource
 from cloud_app.server import DASHBOARD_GROUP
 
 MAX_PER_SECOND = 2
@@ -33,11 +33,13 @@ def merge(pending, update):
 
 
 class DashboardConsumer(AsyncJsonWebsocketConsumer):
+    readers = ReaderSource()
+
     async def connect(self):
         self.pending, self.flush_task, self.last_sent = None, None, 0.0
         await self.accept()
         await self.channel_layer.group_add(DASHBOARD_GROUP, self.channel_name)
-        summary = await sync_to_async(reader().summary)()
+        summary = await sync_to_async(lambda: self.readers().summary())()
         await self.send_json({"type": "summary", **summary})
 
     async def disconnect(self, code):

@@ -7,16 +7,16 @@ database reserved for tests, so tests never see each other's data.
 """
 
 import os
-import socket
 import subprocess
 import sys
-import time
 import uuid
 from pathlib import Path
 
 import pytest
 import redis as redis_lib
 from django.conf import settings
+
+from tooling.net import free_port, wait_for  # noqa: F401  (tests import them from here too)
 
 ROOT = Path(__file__).resolve().parent.parent
 TEST_REDIS_DB = int(os.environ.get("FOG_TEST_REDIS_DB", "15"))
@@ -68,13 +68,6 @@ def redis_client(redis_url):
     client.close()
 
 
-@pytest.fixture
-def free_port():
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def run_manage(*args, env=None, timeout=120):
     """Run `manage.py` as a user would, in a child process."""
     full_env = {**os.environ, **(env or {})}
@@ -82,15 +75,6 @@ def run_manage(*args, env=None, timeout=120):
         [sys.executable, str(ROOT / "manage.py"), *args],
         cwd=ROOT, env=full_env, capture_output=True, text=True, timeout=timeout,
     )
-
-
-def wait_for(predicate, timeout=10.0, interval=0.05):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(interval)
-    return predicate()
 
 
 from tests.corpus import EDGE_ID, EDGE_SECRET, GEM_HEADER  # noqa: E402  (shared with the corpus)
@@ -104,7 +88,7 @@ class CloudThread:
 
         self.redis_url, self.prefix, self.secrets = redis_url, prefix, secrets
         self.legacy_edge, self.publish = legacy_edge, publish
-        hb, data = ports or (_free_port(), _free_port())
+        hb, data = ports or (free_port(), free_port())
         self.hb_addr, self.data_addr = f"tcp://127.0.0.1:{hb}", f"tcp://127.0.0.1:{data}"
         self.ready, self.server, self.error = threading.Event(), None, None
         self.thread = threading.Thread(target=self._run, daemon=True)
@@ -159,12 +143,6 @@ class CloudThread:
                         send_timeout=timeout_ms, recv_max_size=0) as sock:
             sock.send(frame)
             return sock.recv()
-
-
-def _free_port():
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @pytest.fixture
@@ -302,17 +280,13 @@ def cloud_settings(settings, redis_url, cloud_prefix):
     """Point this process's API, channel layer and metrics at the test's cloud Redis and prefix."""
     from channels.layers import channel_layers
 
-    from cloud_app.api import reader
-
     settings.FOG_CLOUD_REDIS_URL = redis_url
     settings.FOG_CLOUD_KEY_PREFIX = cloud_prefix
     settings.CHANNEL_LAYERS = {"default": {"BACKEND": "channels_redis.core.RedisChannelLayer",
                                            "CONFIG": {"hosts": [redis_url], "prefix": f"{cloud_prefix}asgi"}}}
     channel_layers.backends = {}
-    reader.cache_clear()
     yield settings
     channel_layers.backends = {}
-    reader.cache_clear()
 
 
 def store_through_cloud(cloud, rows, edge=EDGE_ID, secret=EDGE_SECRET):

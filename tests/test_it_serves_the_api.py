@@ -27,8 +27,8 @@ def test_it_gives_each_states_households_power_energy_and_cost(client, stored, s
         row[1] += average
         row[2] += 1
     body = client.get("/api/states/").json()
-    assert body["count"] == 16
-    for figures in body["results"]:
+    assert sorted(figures["state"] for figures in body) == sorted(STATES)
+    for figures in body:
         households, total, count = expected[figures["state"]]
         mean = total / count if count else 0.0
         assert figures["households"] == len(households)
@@ -59,7 +59,27 @@ def test_it_lists_edges_with_link_backlog_and_rate(client, stored):
 def test_it_lists_the_latest_tuples_newest_first(client, stored):
     recent = client.get("/api/tuples/recent/?limit=5").json()
     assert [t["id"] for t in recent] == [499, 498, 497, 496, 495]
-    assert client.get("/api/tuples/recent/?limit=0").status_code == 400
+
+
+
+@pytest.mark.parametrize("query", ["page=0", "page=-1", "page=x", "page=1.0", "page_size=0", "page_size=501",
+                                   "page=" + "9" * 1001])
+def test_it_refuses_a_bad_page_with_a_400_naming_the_parameter(client, stored, query):
+    response = client.get(f"/api/households/?{query}")
+    assert response.status_code == 400
+    assert set(response.json()) == {query.split("=")[0]}
+
+
+@pytest.mark.parametrize("query", ["limit=0", "limit=201", "limit=ten"])
+def test_it_refuses_a_bad_limit_with_a_400_naming_it(client, stored, query):
+    response = client.get(f"/api/tuples/recent/?{query}")
+    assert response.status_code == 400 and set(response.json()) == {"limit"}
+
+
+def test_it_answers_a_page_past_the_last_with_no_results(client, stored):
+    body = client.get("/api/households/?page=99999999999999999999&page_size=6").json()
+    assert (body["count"], body["results"], body["next"]) == (10, [], None)
+    assert client.get(body["previous"]).json()["results"]  # the last page, which has some
 
 
 def test_it_is_read_only_for_anonymous_users(client, stored):

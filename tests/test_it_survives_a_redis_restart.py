@@ -9,13 +9,13 @@ import redis as redis_lib
 
 from tooling.localservices import Paths, Redis
 from fogwire import protocol as wire
-from tests.conftest import EDGE_ID, EDGE_SECRET, CloudThread, _free_port, make_rows, wait_for
+from tests.conftest import EDGE_ID, EDGE_SECRET, CloudThread, free_port, make_rows, wait_for
 
 
 @pytest.fixture
 def own_redis(tmp_path):
     """A Redis of this test's own (same config as `make services`), so killing it disturbs no one."""
-    server = Redis(Paths(Path("."), tmp_path), "127.0.0.1", _free_port())
+    server = Redis(Paths(Path("."), tmp_path), "127.0.0.1", free_port())
     server.up(lambda line: None)
     yield server
     server.down(lambda line: None)

@@ -27,6 +27,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from tooling.net import port_open, wait_for
+
 LOOPBACK = {"127.0.0.1", "localhost", "::1"}
 KAFKA_READY_SECONDS = 90
 REDIS_READY_SECONDS = 20
@@ -69,14 +71,6 @@ def _split_hostport(address):
 def _redis_hostport(url):
     parts = urlsplit(url)
     return parts.hostname or "127.0.0.1", parts.port or 6379
-
-
-def port_open(host, port, timeout=0.5):
-    try:
-        with socket.create_connection((host, port), timeout=timeout):
-            return True
-    except OSError:
-        return False
 
 
 def kafka_api_versions_ok(host, port, timeout=2.0):
@@ -132,12 +126,8 @@ def _pid_runs(pid, marker):
 
 
 def _wait(predicate, seconds, what, logfile):
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.25)
-    raise ServiceError(f"{what} did not become ready within {seconds} s; see {logfile}")
+    if not wait_for(predicate, seconds, interval=0.25):
+        raise ServiceError(f"{what} did not become ready within {seconds} s; see {logfile}")
 
 
 class Service:

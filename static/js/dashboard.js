@@ -144,7 +144,7 @@
 
   // --- first paint from the API, then the websocket ------------------------
   Promise.all(["/api/states/", "/api/edges/", "/api/tuples/recent/?limit=15"].map((u) => fetch(u).then((r) => r.json())))
-    .then(([states, edgeRows, recent]) => applySummary({ states: states.results, edges: edgeRows, recent, ts: Date.now() }))
+    .then(([states, edgeRows, recent]) => applySummary({ states, edges: edgeRows, recent, ts: Date.now() }))
     .catch(() => {});
 
   const link = document.getElementById("link");

@@ -14,8 +14,8 @@ import redis.asyncio as aioredis
 from django.conf import settings
 
 from cloud_app.store import CloudStore, Keys
-from tooling.bench.common import ROOT, Figure, delete_prefix, free_port, percentile, stop, wait_until
-from tooling.localservices import port_open
+from tooling.bench.common import ROOT, Figure, delete_prefix, percentile, stop
+from tooling.net import free_port, port_open, wait_for
 
 T0 = 1_577_142_000_000
 # The web server as `make demo` runs it (Procfile).
@@ -62,7 +62,7 @@ def run(tuples=1_000_000, households=10_000, clients=8, requests=250, baseline_c
                                cwd=ROOT, stdout=subprocess.DEVNULL,
                                stderr=subprocess.DEVNULL,
                                env={**os.environ, "FOG_CLOUD_KEY_PREFIX": prefix})
-        wait_until(lambda: port_open("127.0.0.1", port), 30, "uvicorn")
+        wait_for(lambda: port_open("127.0.0.1", port), 30, "uvicorn")
         url = f"http://127.0.0.1:{port}/api/states/"
         subprocess.run([sys.executable, "-m", "tooling.bench.load", url, "2", "20"], cwd=ROOT, check=True,
                        capture_output=True)  # warm-up

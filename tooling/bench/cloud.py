@@ -7,8 +7,8 @@ import uuid
 import pynng
 from django.conf import settings
 
-from tooling.localservices import port_open
-from tooling.bench.common import Figure, delete_prefix, free_port, manage, peak_rss_mib, stop, wait_until
+from tooling.bench.common import Figure, delete_prefix, manage, peak_rss_mib, stop
+from tooling.net import free_port, port_open, wait_for
 from fogwire import protocol as wire
 
 EDGE, SECRET = "bench-edge", "bench-secret-not-for-production"
@@ -59,7 +59,7 @@ def run(tuples=100_000, batch=1000, in_flight=4, baseline_tuples=2000, out=print
     proc = manage("runcloud", "--heartbeat-port", str(hb), "--data-port", str(data), "--workers", str(in_flight * 2),
                   "-v", "0", env={"FOG_CLOUD_KEY_PREFIX": prefix, "FOG_EDGE_SECRETS": f"{EDGE}:{SECRET}"})
     try:
-        wait_until(lambda: _heartbeat_answers(f"tcp://127.0.0.1:{hb}"), 30, "runcloud")
+        wait_for(lambda: _heartbeat_answers(f"tcp://127.0.0.1:{hb}"), 30, "runcloud")
         frames = [wire.batch_frame(EDGE, SECRET, _rows(i, min(batch, tuples - i))) for i in range(0, tuples, batch)]
         single = [wire.batch_frame(EDGE, SECRET, _rows(tuples + i, 1)) for i in range(baseline_tuples)]
         out(f"cloud: {tuples:,} tuples in batches of {batch} over {in_flight} contexts; "

@@ -2,10 +2,8 @@
 
 import os
 import signal
-import socket
 import subprocess
 import sys
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -57,12 +55,6 @@ def percentile(values, share):
     return ordered[min(len(ordered) - 1, int(share * len(ordered)))]
 
 
-def free_port():
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def manage(*args, env=None, **popen):
     """Start `manage.py ARGS` as a child process."""
     return subprocess.Popen([sys.executable, str(ROOT / "manage.py"), *args], cwd=ROOT,
@@ -88,15 +80,6 @@ def peak_rss_mib(pid):
     except OSError:
         pass
     return None
-
-
-def wait_until(predicate, timeout, what):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.1)
-    raise RuntimeError(f"{what} not ready within {timeout} s")
 
 
 def delete_prefix(url, prefix):

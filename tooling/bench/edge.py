@@ -14,8 +14,8 @@ import uuid
 from django.conf import settings
 from django.db import connection, transaction
 
-from tooling.bench.common import Figure, delete_prefix, free_port, manage, peak_rss_mib, stop, wait_until
-from tooling.localservices import port_open
+from tooling.bench.common import Figure, delete_prefix, manage, peak_rss_mib, stop
+from tooling.net import free_port, port_open, wait_for
 
 EDGE, SECRET = "bench-edge", "bench-secret-not-for-production"
 T0 = 1_577_142_000_000
@@ -40,7 +40,7 @@ def _cloud(in_flight):
     hb, data = free_port(), free_port()
     proc = manage("runcloud", "--heartbeat-port", str(hb), "--data-port", str(data), "--workers", str(in_flight * 2),
                   "-v", "0", env={"FOG_CLOUD_KEY_PREFIX": prefix, "FOG_EDGE_SECRETS": f"{EDGE}:{SECRET}"})
-    wait_until(lambda: port_open("127.0.0.1", data), 30, "runcloud")
+    wait_for(lambda: port_open("127.0.0.1", data), 30, "runcloud")
     return proc, prefix, hb, data
 
 

@@ -22,7 +22,7 @@ from pathlib import Path
 from zoneinfo import ZoneInfo
 
 from tooling.chaos.proxy import Proxy
-from tooling.bench.common import free_port
+from tooling.net import free_port, wait_for
 from tooling.localservices import Kafka, Paths, Redis
 
 ROOT = Path(__file__).resolve().parent.parent.parent
@@ -63,9 +63,7 @@ class ChaosServices:
     def kill(self, service):
         """SIGKILL, then start again from what is on disk; returns when it answers."""
         os.kill(service.our_pid(), signal.SIGKILL)
-        deadline = time.monotonic() + 10
-        while service.ready() and time.monotonic() < deadline:
-            time.sleep(0.1)
+        wait_for(lambda: not service.ready(), 10, interval=0.1)
         service.pidfile.unlink(missing_ok=True)
 
     def restart(self, service):
@@ -181,26 +179,16 @@ class Pipeline:
 
     # --- waiting ----------------------------------------------------------------
 
-    @staticmethod
-    def wait_for(predicate, timeout, what):
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            value = predicate()
-            if value:
-                return value
-            time.sleep(0.05)
-        raise TimeoutError(f"timed out after {timeout} s waiting for {what}")
+    wait_for = staticmethod(wait_for)
 
     def wait_quiet(self, expected, timeout=240):
         """Until every expected window is ACKED (or `timeout`); returns the seconds it took, or None."""
-        started = time.monotonic()
-        deadline = started + timeout
-        while time.monotonic() < deadline:
+        def quiet():
             counts = self.counts()
-            if counts.get(2, 0) >= expected and not counts.get(0) and not counts.get(1):
-                return time.monotonic() - started
-            time.sleep(0.25)
-        return None
+            return counts.get(2, 0) >= expected and not counts.get(0) and not counts.get(1)
+
+        started = time.monotonic()
+        return time.monotonic() - started if wait_for(quiet, timeout, interval=0.25) else None
 
     def _query(self, sql):
         return self.rows(sql)[0][0]

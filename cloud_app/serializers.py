@@ -1,0 +1,84 @@
+"""The API's shapes: what each endpoint answers and which query parameters it takes, with their bounds.
+
+The views serialize every reply through these, so the OpenAPI schema drf-spectacular derives from them
+is what the API sends; the query serializers validate parameters and give the schema their limits.
+"""
+
+from rest_framework import serializers
+
+PAGE_SIZE = 50
+MAX_PAGE_SIZE = 500
+RECENT_LIMIT = 50
+MAX_RECENT_LIMIT = 200
+
+
+class WholeNumberField(serializers.IntegerField):
+    """An integer written in digits only: DRF's IntegerField would also take '1.0' or ' 1 ', which the
+    schema's `integer` does not allow."""
+
+    def to_internal_value(self, data):
+        if isinstance(data, str) and not (data.isascii() and data.isdigit()):
+            self.fail("invalid")
+        return super().to_internal_value(data)
+
+
+class PageQuerySerializer(serializers.Serializer):
+    page = WholeNumberField(min_value=1, default=1, help_text="page number, from 1; past the last page the "
+                                                               "results are empty")
+    page_size = WholeNumberField(min_value=1, max_value=MAX_PAGE_SIZE, default=PAGE_SIZE,
+                                 help_text="items a page")
+
+
+class RecentQuerySerializer(serializers.Serializer):
+    limit = WholeNumberField(min_value=1, max_value=MAX_RECENT_LIMIT, default=RECENT_LIMIT,
+                             help_text="how many tuples, newest first")
+
+
+class StateSerializer(serializers.Serializer):
+    state = serializers.CharField(help_text="two-letter code, e.g. BY")
+    name = serializers.CharField()
+    households = serializers.IntegerField(min_value=0)
+    tuples = serializers.IntegerField(min_value=0, help_text="5 s averages stored")
+    mean_power_w = serializers.FloatField(help_text="mean household power over all stored windows")
+    annual_kwh = serializers.FloatField(help_text="mean_power_w x 8.76")
+    annual_cost_eur = serializers.FloatField(help_text="annual_kwh x FOG_PRICE_EUR_PER_KWH")
+
+
+class HouseholdSerializer(serializers.Serializer):
+    household = serializers.CharField()
+    state = serializers.CharField()
+    postal_code = serializers.CharField()
+    power_w = serializers.FloatField(help_text="the latest window's average")
+    window_start = serializers.IntegerField(help_text="epoch ms")
+    window_end = serializers.IntegerField(help_text="epoch ms")
+    edge = serializers.CharField()
+    last_seen = serializers.IntegerField(help_text="epoch ms the cloud stored it")
+
+
+class EdgeSerializer(serializers.Serializer):
+    edge = serializers.CharField()
+    connected = serializers.BooleanField(help_text="a heartbeat within the last 3 s")
+    last_heartbeat = serializers.IntegerField(allow_null=True, help_text="epoch ms")
+    backlog = serializers.IntegerField(help_text="tuples not yet acknowledged, as the edge last said")
+    acked = serializers.IntegerField()
+    acked_per_second = serializers.FloatField(help_text="mean over the last 10 s")
+
+
+class TupleSerializer(serializers.Serializer):
+    edge = serializers.CharField()
+    id = serializers.IntegerField()
+    household = serializers.CharField()
+    postal_code = serializers.CharField()
+    state = serializers.CharField()
+    window_start = serializers.IntegerField()
+    window_end = serializers.IntegerField()
+    power_w = serializers.FloatField()
+    readings = serializers.IntegerField()
+
+
+def error_serializer(query):
+    """The 400 a query serializer's errors make: each bad parameter with its messages."""
+    fields = {name: serializers.ListField(child=serializers.CharField(), required=False)
+              for name in query().fields}
+    name = query.__name__.replace("QuerySerializer", "QueryError")
+    return type(name, (serializers.Serializer,), {**fields, "__doc__": "Each bad parameter with what was wrong."})
