@@ -1,4 +1,4 @@
-from datetime import datetime, timezone
+from datetime import datetime, UTC
 
 from django.contrib import admin, messages
 
@@ -25,7 +25,7 @@ class WindowAggregateAdmin(admin.ModelAdmin):
 
     @admin.display(description="window start (UTC)", ordering="window_start")
     def window_start_utc(self, obj):
-        return datetime.fromtimestamp(obj.window_start / 1000, tz=timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
+        return datetime.fromtimestamp(obj.window_start / 1000, tz=UTC).strftime("%Y-%m-%d %H:%M:%S")
 
     @admin.action(description="Send again (set back to pending; the cloud's dedup makes it safe)")
     def send_again(self, request, queryset):

@@ -70,7 +70,7 @@ LEGACY_HEARTBEAT = b"heartbeat"
 LEGACY_ACK = b"ack"
 POSTAL_CODE_RE = re.compile(r"^[0-9]{5}$")
 # Edge ids become parts of storage keys and records: a plain alphabet only.
-EDGE_ID_RE = re.compile(r"^[A-Za-z0-9._-]{1,%d}$" % MAX_EDGE_ID)
+EDGE_ID_RE = re.compile(rf"^[A-Za-z0-9._-]{{1,{MAX_EDGE_ID}}}$")
 
 
 class ProtocolError(ValueError):

@@ -40,7 +40,7 @@ def naive_states(prefix):
     """The original prototype's way: read every tuple, sum per state, per call."""
     client = redis.Redis.from_url(settings.FOG_CLOUD_REDIS_URL)
     sums = {}
-    for tid, record in client.hscan_iter(Keys(prefix).tuples("bench-edge"), count=5000):
+    for _id, record in client.hscan_iter(Keys(prefix).tuples("bench-edge"), count=5000):
         fields = record.split(b"|", 7)
         state = fields[1]
         total, count = sums.get(state, (0.0, 0))
