@@ -146,6 +146,18 @@ class CloudThread:
 
 
 @pytest.fixture
+def own_redis(tmp_path):
+    """A redis-server of the test's own (same config as `make services`) in a tmp var dir on its own port, so
+    killing it or changing its settings disturbs no one; stopped at the end."""
+    from tooling.localservices import Paths, Redis
+
+    server = Redis(Paths(Path("."), tmp_path), "127.0.0.1", free_port())
+    server.up(lambda line: None)
+    yield server
+    server.down(lambda line: None)
+
+
+@pytest.fixture
 def cloud_prefix(redis_url):
     prefix = f"test:{uuid.uuid4().hex[:8]}:"
     yield prefix
