@@ -6,6 +6,7 @@ from types import SimpleNamespace
 
 from django.conf import settings
 
+from edge_app.models import Status
 from tooling.chaos.pipeline import Pipeline
 from tooling.bench.common import Figure, percentile
 
@@ -28,7 +29,7 @@ def run(households=1000, seconds=60, out=print):
         pipeline.start_simulation()
         pipeline.simulation.wait(seconds + 60)
         time.sleep(5)  # the last windows close (grace, idle) and are delivered
-        rows = pipeline.rows("select created_at, acked_at from edge_app_windowaggregate where status = 2")
+        rows = pipeline.rows(f"select created_at, acked_at from edge_app_windowaggregate where status = {int(Status.ACKED)}")
     finally:
         pipeline.close()
     if not rows:

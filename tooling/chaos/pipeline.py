@@ -22,6 +22,7 @@ from pathlib import Path
 from zoneinfo import ZoneInfo
 
 from tooling.chaos.proxy import Proxy
+from edge_app.models import Status
 from tooling.net import free_port, wait_for
 from tooling.localservices import Kafka, Paths, Redis
 
@@ -152,7 +153,7 @@ class Pipeline:
     # --- the edge database ------------------------------------------------
 
     def counts(self):
-        """{status: count} of the edge's tuples (0 pending, 1 sent, 2 acked)."""
+        """{Status: count} of the edge's tuples."""
         path = self.folder / "edge.sqlite3"
         try:
             with sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=30) as db:
@@ -167,8 +168,8 @@ class Pipeline:
         with sqlite3.connect(path) as db:
             db.executemany(
                 "insert into edge_app_windowaggregate (household, window_start, window_end, day, average_w, readings, "
-                "status, postal_code, refusal, attempts, created_at) values (?, ?, ?, '2019-12-24', ?, 3, 0, '', '', 0, "
-                "'2019-12-24 00:00:00')",
+                "status, postal_code, refusal, attempts, created_at) values (?, ?, ?, '2019-12-24', ?, 3, "
+                f"{int(Status.PENDING)}, '', '', 0, '2019-12-24 00:00:00')",
                 ((f"backlog-{i % 1000}", t0 + (i // 1000) * 5000, t0 + (i // 1000) * 5000 + 5000, 100.0 + i % 89)
                  for i in range(count)))
 
@@ -185,7 +186,8 @@ class Pipeline:
         """Until every expected window is ACKED (or `timeout`); returns the seconds it took, or None."""
         def quiet():
             counts = self.counts()
-            return counts.get(2, 0) >= expected and not counts.get(0) and not counts.get(1)
+            return (counts.get(Status.ACKED, 0) >= expected and not counts.get(Status.PENDING)
+                    and not counts.get(Status.SENT))
 
         started = time.monotonic()
         return time.monotonic() - started if wait_for(quiet, timeout, interval=0.25) else None
@@ -205,13 +207,13 @@ class Pipeline:
         there is none), acknowledgements have resumed."""
         started = time.monotonic()
         last_id = self._query("select coalesce(max(id), 0) from edge_app_windowaggregate")
-        acked = self.counts().get(2, 0)
+        acked = self.counts().get(Status.ACKED, 0)
         while time.monotonic() - started < timeout:
             counts = self.counts()
-            new, new_acked = self.rows("select count(*), coalesce(sum(status = 2), 0) from edge_app_windowaggregate "
-                                       f"where id > {last_id}")[0]
-            moving = new_acked > 0 if new else counts.get(2, 0) > acked
-            if moving and counts.get(0, 0) + counts.get(1, 0) <= threshold:
+            new, new_acked = self.rows(f"select count(*), coalesce(sum(status = {int(Status.ACKED)}), 0) "
+                                       f"from edge_app_windowaggregate where id > {last_id}")[0]
+            moving = new_acked > 0 if new else counts.get(Status.ACKED, 0) > acked
+            if moving and counts.get(Status.PENDING, 0) + counts.get(Status.SENT, 0) <= threshold:
                 return time.monotonic() - started
             time.sleep(0.1)
         return None
