@@ -23,7 +23,7 @@ from kafka import KafkaConsumer, TopicPartition
 from kafka.errors import KafkaError
 from kafka.structs import OffsetAndMetadata
 
-from edge_app.models import EdgeStatus, IngestPosition, WindowAggregate
+from edge_app.models import EdgeStatus, IngestPosition, Status, WindowAggregate
 from edge_app.windows import WindowBook
 
 log = logging.getLogger("fog.edge.ingest")
@@ -35,6 +35,10 @@ FLUSH_EVERY_SECONDS = 0.5
 IDLE_CHECK_SECONDS = 1.0
 POLL_MS = 200
 MAX_POLL_RECORDS = 20000
+# kafka-python's defaults fetch 1 MiB a partition and 500 records a poll; these let one poll take a large
+# batch at once (`bench ingest` measures them against the defaults).
+CONSUMER_TUNING = {"max_poll_records": MAX_POLL_RECORDS, "fetch_max_bytes": 64 * 1024 * 1024,
+                   "max_partition_fetch_bytes": 16 * 1024 * 1024, "fetch_max_wait_ms": 100}
 
 
 class MalformedReading(ValueError):
@@ -73,18 +77,21 @@ def _day(start_ms, cache={}):  # noqa: B006  (the shared default is the point: a
     return day
 
 
-# The ORM's bulk_create compiles every field of every row (half the ingest's
-# time in a profile); one prepared statement run over all rows does not. ON
+# The ORM's bulk_create compiles every field of every row; one prepared
+# statement run over all rows does not (`bench ingest` measures both). ON
 # CONFLICT DO NOTHING (SQLite and PostgreSQL) lets the unique key absorb
 # windows replayed after a crash.
 INSERT_WINDOWS = (
     f"INSERT INTO {WindowAggregate._meta.db_table} (household, window_start, window_end, day, average_w, readings, "
-    f"status, postal_code, refusal, attempts, created_at) VALUES (%s, %s, %s, %s, %s, %s, 0, '', '', 0, %s) "
+    f"status, postal_code, refusal, attempts, created_at) "
+    f"VALUES (%s, %s, %s, %s, %s, %s, {int(Status.PENDING)}, '', '', 0, %s) "
     "ON CONFLICT (household, window_start) DO NOTHING"
 )
 
 
 class Ingestor:
+    consumer_tuning = CONSUMER_TUNING
+
     def __init__(self, *, edge_id, topic, bootstrap, window_seconds, grace_seconds, idle_seconds):
         self.edge_id, self.topic, self.bootstrap = edge_id, topic, bootstrap
         self.book = WindowBook(window_seconds * 1000, int(grace_seconds * 1000), idle_seconds)
@@ -103,8 +110,7 @@ class Ingestor:
         """Create the consumer, wait for the topic, seek every partition to its stored position."""
         self.consumer = KafkaConsumer(
             bootstrap_servers=self.bootstrap, group_id=f"edge-{self.edge_id}", client_id=f"edge-{self.edge_id}",
-            enable_auto_commit=False, auto_offset_reset="earliest", max_poll_records=MAX_POLL_RECORDS,
-            fetch_max_bytes=64 * 1024 * 1024, max_partition_fetch_bytes=16 * 1024 * 1024, fetch_max_wait_ms=100,
+            enable_auto_commit=False, auto_offset_reset="earliest", **self.consumer_tuning,
             # Reconnect within a second once a restarted broker is back (the default backoff
             # grows to 30 s, a long stall after a short outage).
             reconnect_backoff_max_ms=1000,
@@ -188,8 +194,7 @@ class Ingestor:
                      for p in self.next_offsets]
         with transaction.atomic():
             if rows:
-                with connection.cursor() as cursor:
-                    cursor.executemany(INSERT_WINDOWS, rows)
+                self.insert_windows(rows)
             IngestPosition.objects.bulk_create(positions, update_conflicts=True,
                                                unique_fields=["edge_id", "topic", "partition"],
                                                update_fields=["resume_offset", "counted_offset"])
@@ -210,6 +215,10 @@ class Ingestor:
         except KafkaError as exc:
             log.debug("offset commit to Kafka skipped: %s", exc)
         return len(rows)
+
+    def insert_windows(self, rows):
+        with connection.cursor() as cursor:
+            cursor.executemany(INSERT_WINDOWS, rows)
 
     def finish(self):
         """Close every open window and store it: the end of a burst run."""

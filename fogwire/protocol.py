@@ -7,12 +7,10 @@ v2 frame (both directions)::
 The tag covers the edge id and the body with that edge's secret, so the
 cloud can look the secret up and verify before it decodes a byte of the
 body, and the edge can tell a genuine ACK from a forged one. The body is
-MessagePack, and a batch is *columnar* (one list per field). Measured on
-this machine for a batch of 1000 tuples (encode / decode / size):
-stdlib JSON rows 1.11 / 0.71 ms / 161 kB, orjson rows 0.09 / 0.26 ms,
-MessagePack rows 0.17 / 0.45 ms, MessagePack columns 0.07 / 0.08 ms /
-97 kB. Columns also make strict validation cheap: a few length and type
-checks per list instead of per-row dict checks.
+MessagePack, and a batch is *columnar* (one list per field): one short
+list per field encodes, decodes and travels smaller than a dict per row,
+and makes strict validation cheap: a few length and type checks per list
+instead of per-row dict checks.
 
 Legacy v1 (the original prototype, opt-in on the cloud): b"heartbeat" ->
 b"ack"; JSON {"id", "node_id", "average"} -> b"PLZ for id: <id> - PLZ: <plz>".

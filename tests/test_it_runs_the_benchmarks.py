@@ -1,6 +1,12 @@
-"""Benchmarks are not tests: this only proves each still runs, at a small size."""
+"""Each benchmark runs at a small size, prints its figures beside a baseline that differs in one thing, and meets
+what can be promised at that size: the simulation's real-time lag and the stored -> ACK latency targets hold (they
+do not depend on size), batching beats one tuple a request, and one INSERT over all rows beats the ORM's
+bulk_create. The throughput targets (>= N items/s), several requests in flight, the consumer tuning and the API's
+p99 are promises at the default sizes, where start-up, the first batches and the first requests to a cold worker
+no longer dominate; `make bench` shows them there."""
 
 import json
+import re
 
 import pytest
 
@@ -9,18 +15,26 @@ from tests.conftest import run_manage
 SMALL = {
     "cloud": ["--tuples", "3000", "--baseline-tuples", "50"],
     "drain": ["--tuples", "3000", "--baseline-tuples", "50"],
-    "ingest": ["--readings", "5000", "--households", "50", "--baseline-readings", "500"],
+    "ingest": ["--readings", "5000", "--households", "50"],
     "simulate": ["--households", "200", "--until", "20", "--baseline-readings", "50"],
     "realtime": ["--households", "100", "--until", "3"],
     "latency": ["--households", "20", "--seconds", "8"],
-    "api": ["--tuples", "5000", "--households", "100", "--clients", "2", "--requests", "20", "--baseline-calls", "1"],
+    "api": ["--tuples", "5000", "--households", "100", "--clients", "2", "--requests", "20"],
 }
+LATENCY_TARGETS = {"realtime", "latency"}  # "< 1 s", "p99 <= 100 ms"
+TARGET = re.compile(r"(<=|<)\s*([\d,.]+)")
 
 
 @pytest.mark.parametrize("name", SMALL)
-def test_it_runs_the_benchmark_and_prints_a_figure_beside_its_baseline(services, name):
-    result = run_manage("bench", name, *SMALL[name], "--json", timeout=300)
+def test_it_runs_the_benchmark_beside_its_baseline_and_meets_what_it_promises(services, name):
+    result = run_manage("bench", name, *SMALL[name], "--json", timeout=600)
     assert result.returncode == 0, result.stderr
     figures = json.loads(result.stdout)
-    assert figures and all(f["value"] > 0 for f in figures)
-    assert all(f["baseline"] is None or f["baseline"] > 0 for f in figures)
+    assert figures
+    for figure in figures:
+        if name in LATENCY_TARGETS:
+            comparison, bound = TARGET.search(figure["target"]).groups()
+            bound = float(bound.replace(",", ""))
+            assert figure["value"] <= bound if comparison == "<=" else figure["value"] < bound, figure
+        if figure.get("baseline") in ("one tuple a request, 1 in flight", "the ORM's bulk_create, same consumer"):
+            assert figure["ratio"] > 1, figure
