@@ -68,6 +68,6 @@ def run(tuples=1_000_000, households=10_000, clients=8, requests=250, out=print)
         p50, p99 = percentile(latencies, 0.50), percentile(latencies, 0.99)
         return [Figure("api /api/states/ p99", p99, "ms", percentile(stock, 0.99), "<= 20 ms",
                        {"p50 ms": round(p50, 2), "requests/s": round(len(latencies) / seconds), "tuples": tuples,
-                        "baseline": "Django's stock ASGIHandler, all else the same"})]
+                        "against": "Django's stock ASGIHandler, all else the same"})]
     finally:
         delete_prefix(settings.FOG_CLOUD_REDIS_URL, prefix)

@@ -75,9 +75,9 @@ def run(tuples=100_000, batch=1000, in_flight=4, baseline_tuples=2000, out=print
         return [Figure(f"cloud, {in_flight} in flight", tuples / seconds, "tuples/s", tuples / one_seconds,
                        ">= 100,000 tuples/s",
                        {"seconds": round(seconds, 2), "cloud peak RSS MiB": round(peak_rss_mib(proc.pid) or 0, 1),
-                        "baseline": f"the same batches of {batch}, 1 in flight"}),
+                        "against": f"the same batches of {batch}, 1 in flight"}),
                 Figure(f"cloud, batches of {batch}", tuples / one_seconds, "tuples/s",
-                       baseline_tuples / single_seconds, "", {"baseline": "one tuple a request, 1 in flight"})]
+                       baseline_tuples / single_seconds, "", {"against": "one tuple a request, 1 in flight"})]
     finally:
         stop(proc)
         delete_prefix(settings.FOG_CLOUD_REDIS_URL, prefix)

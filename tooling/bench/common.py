@@ -12,6 +12,7 @@ import redis as redis_lib
 from cloud_app import store
 
 ROOT = Path(__file__).resolve().parent.parent.parent
+LOWER_IS_BETTER = {"ms", "s"}  # units of times; every other unit is a rate
 
 
 @dataclass
@@ -22,10 +23,14 @@ class Figure:
     baseline: float | None = None
     target: str = ""
     extra: dict = field(default_factory=dict)
+    profile: str = ""  # pyinstrument's text, taken in the same run
 
     @property
     def ratio(self):
-        return self.value / self.baseline if self.baseline else None
+        """How many times better than the baseline: a rate over the baseline's, a baseline's time over this."""
+        if not self.baseline or not self.value:
+            return None
+        return self.baseline / self.value if self.unit in LOWER_IS_BETTER else self.value / self.baseline
 
     def line(self):
         text = f"{self.name}: {self.value:,.1f} {self.unit}"
@@ -39,7 +44,7 @@ class Figure:
 
     def as_dict(self):
         return {"name": self.name, "value": self.value, "unit": self.unit, "baseline": self.baseline,
-                "ratio": self.ratio, "target": self.target, **self.extra}
+                "ratio": self.ratio, "target": self.target, **self.extra, "profile": self.profile}
 
 
 def machine():
