@@ -1,8 +1,10 @@
 """Deterministic postal codes: the same household gets the same German
 postal code on every edge, in every run, in every process.
 
-A SHA-256 of the household id picks one of the sixteen states, and a second
-part of the same digest picks one real postal code of that state. The codes
+A SHA-256 of the household id picks one of the sixteen states, weighted by
+each state's population (so Nordrhein-Westfalen gets about 26 times as many
+households as Bremen), and a second part of the same digest picks one real
+postal code of that state. The codes
 are delivery postal codes of each state's larger cities, from Deutsche Post's
 postal code directory (Postleitzahlenverzeichnis, as listed per city in the
 German Wikipedia's city articles). STATE_RANGES are the coarse postal-code
@@ -11,7 +13,9 @@ code of the table against them, so a typo that strays into another state's
 region is caught.
 """
 
+import bisect
 import hashlib
+import itertools
 from functools import lru_cache
 
 STATE_NAMES = {
@@ -33,6 +37,17 @@ STATE_NAMES = {
     "TH": "Thüringen",
 }
 STATES = tuple(STATE_NAMES)
+
+# Inhabitants in thousands, annual mean 2018 (Fortschreibung des Bevölkerungsstandes auf der Basis
+# des Zensus 2011), Statistisches Bundesamt and the statistical offices of the Länder, table
+# "Einwohner/-innen im Jahresmittel nach Bundesländern", statistikportal.de (UGRdL). Only the
+# proportions matter: they decide how many simulated households live in each state.
+POPULATION_THOUSANDS = {
+    "BW": 11046, "BY": 13037, "BE": 3629, "BB": 2508, "HB": 682, "HH": 1836, "HE": 6255, "MV": 1610,
+    "NI": 7973, "NW": 17922, "RP": 4079, "SL": 992, "SN": 4080, "ST": 2216, "SH": 2893, "TH": 2147,
+}
+_TOTAL = sum(POPULATION_THOUSANDS.values())
+_CUMULATIVE = tuple(itertools.accumulate(POPULATION_THOUSANDS[state] for state in STATES))
 
 STATE_RANGES = {
     "BW": ((68000, 69999), (70000, 79999), (88000, 89999)),
@@ -133,6 +148,8 @@ POSTAL_CODES = {state: tuple(codes.split()) for state, codes in _CODES.items()}
 def locate(household):
     """(postal code, state code) of a household id, the same everywhere and always."""
     digest = hashlib.sha256(household.encode("utf-8")).digest()
-    state = STATES[int.from_bytes(digest[:8], "big") % len(STATES)]
+    # A point in [0, total) from 64 uniform bits; its bucket in the cumulative populations is the state.
+    point = (int.from_bytes(digest[:8], "big") * _TOTAL) >> 64
+    state = STATES[bisect.bisect_right(_CUMULATIVE, point)]
     codes = POSTAL_CODES[state]
     return codes[int.from_bytes(digest[8:16], "big") % len(codes)], state

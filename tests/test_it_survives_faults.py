@@ -7,7 +7,7 @@ from django.conf import settings
 
 from tooling.chaos.pipeline import ChaosServices
 from tooling.chaos.scenarios import SCENARIOS, run_scenario
-from fogsite.management.commands.chaos import EDGE_REDIS_DB
+from tooling.management.commands.chaos import EDGE_REDIS_DB
 
 
 @pytest.fixture(scope="session")
