@@ -196,10 +196,7 @@ class Service:
             out(f"{self.name}: not running (no live pid file)")
             return False
         os.kill(pid, signal.SIGTERM)
-        deadline = time.monotonic() + STOP_SECONDS
-        while time.monotonic() < deadline and _pid_runs(pid, self.marker):
-            time.sleep(0.2)
-        if _pid_runs(pid, self.marker):
+        if not wait_for(lambda: not _pid_runs(pid, self.marker), STOP_SECONDS, interval=0.2):
             os.kill(pid, signal.SIGKILL)
             out(f"{self.name}: pid {pid} ignored SIGTERM for {STOP_SECONDS} s; killed")
         else:

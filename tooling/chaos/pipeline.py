@@ -208,15 +208,15 @@ class Pipeline:
         started = time.monotonic()
         last_id = self._query("select coalesce(max(id), 0) from edge_app_windowaggregate")
         acked = self.counts().get(Status.ACKED, 0)
-        while time.monotonic() - started < timeout:
+
+        def recovered():
             counts = self.counts()
             new, new_acked = self.rows(f"select count(*), coalesce(sum(status = {int(Status.ACKED)}), 0) "
                                        f"from edge_app_windowaggregate where id > {last_id}")[0]
             moving = new_acked > 0 if new else counts.get(Status.ACKED, 0) > acked
-            if moving and counts.get(Status.PENDING, 0) + counts.get(Status.SENT, 0) <= threshold:
-                return time.monotonic() - started
-            time.sleep(0.1)
-        return None
+            return moving and counts.get(Status.PENDING, 0) + counts.get(Status.SENT, 0) <= threshold
+
+        return time.monotonic() - started if wait_for(recovered, timeout, interval=0.1) else None
 
     def reconcile(self):
         result = subprocess.run([sys.executable, str(ROOT / "manage.py"), "reconcile", "--json", "--strict"],
