@@ -3,8 +3,7 @@
 Every middleware Django ships is both sync- and async-capable, so under its
 stock ASGI handler each process_request/process_response hook of a
 MiddlewareMixin runs through a thread hop of its own, and the view through
-more; the hops, not the view, were most of a request's time in a profile.
-`bench api` measures this handler against the stock one.
+more. `bench api` measures this handler against the stock one.
 Built in sync mode, the chain runs as it does under WSGI; the whole of
 `get_response` (middleware and view) then crosses into a thread once.
 Websockets are untouched: Channels routes them past this handler.
