@@ -94,6 +94,12 @@ def test_it_publishes_a_valid_openapi_schema_listing_every_endpoint(tmp_path):
     assert result.returncode == 0, result.stderr
     paths = yaml.safe_load(target.read_text())["paths"]
     assert {"/api/states/", "/api/households/", "/api/edges/", "/api/tuples/recent/"} <= set(paths)
+    bounds = {(path, p["name"]): (p["schema"].get("minimum"), p["schema"].get("maximum"))
+              for path, item in paths.items() for p in item["get"].get("parameters", [])}
+    assert bounds == {("/api/households/", "page"): (1, None), ("/api/households/", "page_size"): (1, 500),
+                      ("/api/tuples/recent/", "limit"): (1, 200)}
+    for path in {path for path, _ in bounds}:
+        assert set(paths[path]["get"]["responses"]) == {"200", "400"}, path
 
 
 def test_it_serves_the_api_docs_without_any_cdn(client):
