@@ -16,7 +16,7 @@ SMALL = {
     "cloud": ["--tuples", "3000", "--baseline-tuples", "50"],
     "drain": ["--tuples", "3000", "--baseline-tuples", "50"],
     "ingest": ["--readings", "5000", "--households", "50"],
-    "simulate": ["--households", "200", "--until", "20", "--baseline-readings", "50"],
+    "simulate": ["--households", "200", "--until", "20"],
     "realtime": ["--households", "100", "--until", "3"],
     "latency": ["--households", "20", "--seconds", "8"],
     "api": ["--tuples", "5000", "--households", "100", "--clients", "2", "--requests", "20"],
