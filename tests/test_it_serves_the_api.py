@@ -76,6 +76,13 @@ def test_it_refuses_a_bad_limit_with_a_400_naming_it(client, stored, query):
     assert response.status_code == 400 and set(response.json()) == {"limit"}
 
 
+@pytest.mark.parametrize("query", ["format=xml", "format=api", "unknown=1", "page_size="])
+def test_it_answers_a_query_string_it_does_not_use_with_its_json(client, stored, query):
+    response = client.get(f"/api/households/?{query}")
+    assert response.status_code == 200 and response["Content-Type"] == "application/json"
+    assert len(response.json()["results"]) == 10
+
+
 def test_it_answers_a_page_past_the_last_with_no_results(client, stored):
     body = client.get("/api/households/?page=99999999999999999999&page_size=6").json()
     assert (body["count"], body["results"], body["next"]) == (10, [], None)
