@@ -126,3 +126,13 @@ def test_it_exposes_edge_and_cloud_metrics(client, stored, db):
     assert 'fog_edge_tuples{status="pending"}' in text
     assert "fog_cloud_tuples_total 500.0" in text
     assert f'fog_cloud_edge_backlog{{edge="{EDGE_ID}"}} 17.0' in text
+
+
+def test_it_reads_through_the_reader_a_view_is_given(stored, redis_client, cloud_prefix, rf):
+    from cloud_app.api import StatesView
+    from cloud_app.reader import CloudReader
+
+    view = StatesView.as_view(readers=lambda: CloudReader(redis_client, cloud_prefix, price_eur_per_kwh=1.0))
+    figures = view(rf.get("/api/states/")).data
+    assert sum(f["tuples"] for f in figures) == len(stored)
+    assert all(f["annual_cost_eur"] == pytest.approx(f["annual_kwh"], abs=0.01) for f in figures)
