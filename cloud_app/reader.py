@@ -11,7 +11,7 @@ import time
 import redis as redis_lib
 
 from cloud_app.postal import STATE_NAMES, STATES
-from cloud_app.store import Keys
+from cloud_app.store import Keys, Record
 
 HOURS_PER_YEAR_KILO = 8.76  # W x 8760 h / 1000 = kWh a year
 CONNECTED_WITHIN_MS = 3000  # an edge that beat within this is connected
@@ -54,12 +54,12 @@ class CloudReader:
             return total, []
         latest = self.redis.hmget(self.keys.latest, names)
         rows = []
-        for name, record in zip(names, latest):
-            if record is None:
+        for raw in latest:
+            if raw is None:
                 continue
-            ws, we, avg, plz, state, edge, acked = record.decode().split("|")
-            rows.append({"household": name.decode(), "state": state, "postal_code": plz, "power_w": float(avg),
-                         "window_start": int(ws), "window_end": int(we), "edge": edge, "last_seen": int(acked)})
+            r = Record.decode(raw)
+            rows.append({"household": r.household, "state": r.state, "postal_code": r.plz, "power_w": r.avg,
+                         "window_start": r.ws, "window_end": r.we, "edge": r.edge, "last_seen": r.acked_ms})
         return total, rows
 
     def edges(self, now_ms=None):
@@ -83,10 +83,10 @@ class CloudReader:
 
     def recent(self, limit):
         rows = []
-        for record in self.redis.lrange(self.keys.recent, 0, limit - 1):
-            edge, tid, plz, state, ws, we, avg, count, household = record.decode().split("|", 8)
-            rows.append({"edge": edge, "id": int(tid), "postal_code": plz, "state": state, "window_start": int(ws),
-                         "window_end": int(we), "power_w": float(avg), "readings": int(count), "household": household})
+        for raw in self.redis.lrange(self.keys.recent, 0, limit - 1):
+            r = Record.decode(raw)
+            rows.append({"edge": r.edge, "id": r.id, "postal_code": r.plz, "state": r.state, "window_start": r.ws,
+                         "window_end": r.we, "power_w": r.avg, "readings": r.n, "household": r.household})
         return rows
 
     def stats(self):

@@ -38,7 +38,8 @@ async def run_cloud(*, bind, heartbeat_port, data_port, workers=8, allow_volatil
     """Serve until SIGINT/SIGTERM (or `until` seconds). Raises CloudStartError for known start-up faults."""
     secrets = edge_secrets()
     client = aioredis.Redis.from_url(redis_url or settings.FOG_CLOUD_REDIS_URL, socket_connect_timeout=5)
-    store = CloudStore(client, key_prefix or settings.FOG_CLOUD_KEY_PREFIX)
+    store = CloudStore(client, key_prefix or settings.FOG_CLOUD_KEY_PREFIX,
+                       households_per_edge=settings.FOG_CLOUD_HOUSEHOLDS_PER_EDGE)
     try:
         try:
             problem = await store.check_durable()

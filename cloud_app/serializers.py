@@ -8,13 +8,23 @@ from rest_framework import serializers
 
 PAGE_SIZE = 50
 MAX_PAGE_SIZE = 500
+# Redis ranges take 64-bit offsets; 10^9 pages of 500 stay far inside them, and far beyond any real page.
+MAX_PAGE = 1_000_000_000
+MAX_NUMBER_TEXT = 20  # digits of a query number read at all: int() of a longer text costs time for nothing
 RECENT_LIMIT = 50
 MAX_RECENT_LIMIT = 200
 
 
 class WholeNumberField(serializers.IntegerField):
     """An integer written in digits only: DRF's IntegerField would also take '1.0' or ' 1 ', which the
-    schema's `integer` does not allow."""
+    schema's `integer` does not allow, and would read `?page=` as no page at all."""
+
+    MAX_STRING_LENGTH = MAX_NUMBER_TEXT
+
+    def get_value(self, dictionary):
+        if dictionary.get(self.field_name) == "":
+            return ""  # given but empty: a malformed number, not an absent one
+        return super().get_value(dictionary)
 
     def to_internal_value(self, data):
         if isinstance(data, str) and not (data.isascii() and data.isdigit()):
@@ -23,7 +33,7 @@ class WholeNumberField(serializers.IntegerField):
 
 
 class PageQuerySerializer(serializers.Serializer):
-    page = WholeNumberField(min_value=1, default=1, help_text="page number, from 1; past the last page the "
+    page = WholeNumberField(min_value=1, max_value=MAX_PAGE, default=1, help_text="page number, from 1; past the last page the "
                                                                "results are empty")
     page_size = WholeNumberField(min_value=1, max_value=MAX_PAGE_SIZE, default=PAGE_SIZE,
                                  help_text="items a page")

@@ -16,6 +16,7 @@ from collections import Counter
 import pynng
 import redis.exceptions
 
+from cloud_app.store import StoreRefused
 from fogwire import protocol as wire
 
 log = logging.getLogger("fog.cloud")
@@ -81,8 +82,12 @@ class CloudServer:
                 log.error("batch of %d from %s not stored: Redis: %s", len(batch), edge, exc)
                 self.counts[f"refused:{wire.R_STORE_DOWN}"] += 1
                 return wire.error_frame(edge, wire.R_STORE_DOWN, "the cloud store is unavailable; retry later")
-            accepted = iter(result.postal_codes)
-            codes = [next(accepted) if not why else "" for why in reasons]
+            except StoreRefused as exc:
+                return await self._refuse_frame(frame, wire.ProtocolError(exc.reason, exc.detail), "data")
+            # The store's own refusals (ownership, quota) fill the places the limits left acceptable.
+            stored = iter(zip(result.postal_codes, result.reasons))
+            outcome = [next(stored) if not why else ("", why) for why in reasons]
+            codes, reasons = [c for c, _ in outcome], [w for _, w in outcome]
             self.counts["tuples"] += result.new
             self.counts["dedup_hits"] += result.duplicates
             self._merge_update(edge, result)
@@ -107,6 +112,13 @@ class CloudServer:
         except redis.exceptions.RedisError as exc:
             log.error("legacy v1 tuple %s not stored: Redis: %s", tid, exc)
             return f"ERROR: {wire.R_STORE_DOWN}".encode()
+        except StoreRefused as exc:
+            result, reason = None, exc.reason
+        else:
+            reason = result.reasons[0]
+        if reason:
+            await self._count_refusals(Counter({reason: 1}))
+            return f"ERROR: {reason}".encode()
         self._merge_update(self.legacy_edge, result)
         return wire.legacy_reply(tid, result.postal_codes[0])
 

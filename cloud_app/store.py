@@ -1,39 +1,52 @@
 """The cloud's Redis layout, written one Lua script per batch.
 
 Keys (all under a prefix, `fog:` by default, so tests and several clouds can
-share one Redis):
+share one Redis; `Keys` is the only place that spells them):
 
-    {p}t:{edge}    hash  tuple id -> "plz|state|ws|we|avg|n|acked_ms|household"
-                         the stored tuple and its dedup record in one (HSETNX)
+    {p}t:{edge}    hash  tuple id -> Record: the stored tuple and its dedup record in one
     {p}states      hash  "{state}:households" / ":sum" / ":count" running sums,
                          so a summary costs O(states) at any number of tuples
     {p}hh          hash  household -> state (who has been counted already)
-    {p}latest      hash  household -> "ws|we|avg|plz|state|edge|acked_ms"
-    {p}recent      list  "edge|id|plz|state|ws|we|avg|n|household", newest first, capped
+    {p}owner       hash  household -> the edge that delivered it first (the only one it takes it from)
+    {p}owned       hash  edge -> how many households it owns (its quota's count)
+    {p}latest      hash  household -> Record of its newest window
+    {p}recent      list  Records, newest first, capped
     {p}stats       hash  batches, tuples, dedup_hits, refused:{reason}, ...
     {p}edge:{edge} hash  last_heartbeat_ms, backlog, acked
     {p}edges       set   every edge that has spoken
     {p}hhidx       zset  every household (score 0, so ordered by name): paging the API
     {p}acks:{edge}:{second}  tuples first stored in that second (expire after 2 min)
 
-The script runs atomically, so a batch is all written or not at all, and
-Redis (AOF, appendfsync always) has it on disk before the call returns; the
-caller replies to the edge only after that.
+Every stored value is one `Record` ("ws|we|avg|n|plz|state|acked_ms|edge|id|household"),
+encoded and decoded only by that class; the Lua script copies records whole
+and reads no field but the leading window start.
+
+The script checks everything before it writes anything: per tuple, that the
+household is this edge's or nobody's yet and within the edge's quota; per
+batch, that no running sum would become infinite. So a batch is all written
+or not at all, and Redis (AOF, appendfsync always) has it on disk before the
+call returns; the caller replies to the edge only after that.
 """
 
 import time
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from cloud_app.postal import locate
+from fogwire import protocol as wire
+from fogwire.limits import DEFAULT_HOUSEHOLDS_PER_EDGE
 
 RECENT_MAX = 200
 DEFAULT_PREFIX = "fog:"
 
 STORE_BATCH = """
 -- Set-wise: a handful of calls per batch, not per tuple (`bench cloud`
--- measures the whole write path).
-local edge, now, recent_max = ARGV[1], ARGV[2], tonumber(ARGV[3])
-local n = (#ARGV - 3) / 8
+-- measures the whole write path). Nothing is written until every check has
+-- passed.
+local edge, recent_max, quota = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
+local R_NOT_OWNER, R_QUOTA, R_SUM = ARGV[4], ARGV[5], ARGV[6]
+local W = 6  -- arguments a tuple: id, household, window start, average, state, record
+local n = (#ARGV - 6) / W
 local CHUNK = 1000  -- unpack() has a stack limit
 
 local function hmget(key, fields)
@@ -51,41 +64,78 @@ local function hset(key, pairs)
   end
 end
 
-local ids = {}
-for i = 0, n - 1 do ids[i + 1] = ARGV[4 + i * 8] end
+local function finite(x) return x == x and x ~= math.huge and x ~= -math.huge end
+
+local ids, arg = {}, {}
+for i = 1, n do
+  local b = 6 + (i - 1) * W
+  arg[i] = {ARGV[b + 1], ARGV[b + 2], tonumber(ARGV[b + 3]), tonumber(ARGV[b + 4]), ARGV[b + 5], ARGV[b + 6]}
+  ids[i] = arg[i][1]
+end
 local existing = hmget(KEYS[1], ids)
 
-local codes, tuples, recent = {}, {}, {}
+-- 1. Ownership and quota, per household this batch brings new.
+local asked, asked_list = {}, {}
+for i = 1, n do
+  local hh = arg[i][2]
+  if not existing[i] and not asked[hh] then
+    asked[hh] = true
+    asked_list[#asked_list + 1] = hh
+  end
+end
+local owners = hmget(KEYS[11], asked_list)
+local owned = tonumber(redis.call('HGET', KEYS[12], edge) or '0')
+local refusal, claimed = {}, {}
+for k, hh in ipairs(asked_list) do
+  local owner = owners[k]
+  if owner and owner ~= edge then
+    refusal[hh] = R_NOT_OWNER
+  elseif not owner then
+    if owned + #claimed < quota then claimed[#claimed + 1] = hh else refusal[hh] = R_QUOTA end
+  end
+end
+
+-- 2. What would be stored, and whether every running sum stays finite.
+local outcome, tuples, recent = {}, {}, {}
 local sums, counts, state_of, best, households = {}, {}, {}, {}, {}
 local new, dups = 0, 0
-for i = 0, n - 1 do
-  local b = 3 + i * 8
-  local id, hh, ws, we, avg = ARGV[b + 1], ARGV[b + 2], ARGV[b + 3], ARGV[b + 4], ARGV[b + 5]
-  local cnt, plz, st = ARGV[b + 6], ARGV[b + 7], ARGV[b + 8]
-  if existing[i + 1] then
+for i = 1, n do
+  local id, hh, ws, avg, st, record = unpack(arg[i])
+  if existing[i] then
     dups = dups + 1
-    codes[i + 1] = string.sub(existing[i + 1], 1, 5)
+    outcome[i] = '=' .. existing[i]
+  elseif refusal[hh] then
+    outcome[i] = refusal[hh]
   else
     new = new + 1
-    codes[i + 1] = plz
+    outcome[i] = ''
     tuples[#tuples + 1] = id
-    tuples[#tuples + 1] = plz .. '|' .. st .. '|' .. ws .. '|' .. we .. '|' .. avg .. '|' .. cnt .. '|' .. now .. '|' .. hh
-    sums[st] = (sums[st] or 0) + tonumber(avg)
+    tuples[#tuples + 1] = record
+    sums[st] = (sums[st] or 0) + avg
     counts[st] = (counts[st] or 0) + 1
     if not state_of[hh] then
       state_of[hh] = st
       households[#households + 1] = hh
     end
-    local wsn = tonumber(ws)
-    if (not best[hh]) or best[hh][1] <= wsn then
-      best[hh] = {wsn, ws .. '|' .. we .. '|' .. avg .. '|' .. plz .. '|' .. st .. '|' .. edge .. '|' .. now}
-    end
-    if i >= n - recent_max then
-      recent[#recent + 1] = edge .. '|' .. id .. '|' .. plz .. '|' .. st .. '|' .. ws .. '|' .. we .. '|' .. avg .. '|' .. cnt .. '|' .. hh
-    end
+    if (not best[hh]) or best[hh][1] <= ws then best[hh] = {ws, record} end
+    if i > n - recent_max then recent[#recent + 1] = record end
   end
 end
+for st, total in pairs(sums) do
+  local kept = tonumber(redis.call('HGET', KEYS[2], st .. ':sum') or '0')
+  if not (finite(total) and finite(kept + total)) then return {R_SUM} end
+end
 
+-- 3. Write.
+if #claimed > 0 then
+  local pairs_ = {}
+  for _, hh in ipairs(claimed) do
+    pairs_[#pairs_ + 1] = hh
+    pairs_[#pairs_ + 1] = edge
+  end
+  hset(KEYS[11], pairs_)
+  redis.call('HINCRBY', KEYS[12], edge, #claimed)
+end
 if new > 0 then
   hset(KEYS[1], tuples)
   for st, total in pairs(sums) do
@@ -135,13 +185,47 @@ for st, _ in pairs(counts) do
   states[#states + 1] = st
   states[#states + 1] = redis.call('HMGET', KEYS[2], st .. ':households', st .. ':sum', st .. ':count')
 end
-return {codes, new, dups, states}
+return {'', outcome, new, dups, states}
 """
+
+
+class StoreRefused(Exception):
+    """The store refused a whole batch and wrote nothing of it; `reason` is a wire R_* word."""
+
+    def __init__(self, reason, detail):
+        super().__init__(f"{reason}: {detail}")
+        self.reason, self.detail = reason, detail
+
+
+class Record(NamedTuple):
+    """One stored tuple, as the cloud keeps it in its tuple hash, `latest` and `recent`."""
+
+    ws: int
+    we: int
+    avg: float
+    n: int
+    plz: str
+    state: str
+    acked_ms: int
+    edge: str
+    id: int
+    household: str  # last: split at most len(_fields) - 1 times
+
+    def encode(self):
+        return "|".join((str(self.ws), str(self.we), repr(float(self.avg)), str(self.n), self.plz, self.state,
+                         str(self.acked_ms), self.edge, str(self.id), self.household))
+
+    @classmethod
+    def decode(cls, raw):
+        text = raw.decode() if isinstance(raw, bytes) else raw
+        ws, we, avg, n, plz, state, acked, edge, tid, household = text.split("|", len(cls._fields) - 1)
+        return cls(int(ws), int(we), float(avg), int(n), plz, state, int(acked), edge, int(tid), household)
 
 
 @dataclass
 class StoreResult:
-    postal_codes: list  # per accepted tuple, in order
+    postal_codes: list  # per tuple, in order ('' where refused)
+    reasons: list  # per tuple: '' or the store's refusal reason (wire.R_NOT_OWNER, wire.R_QUOTA)
     new: int
     duplicates: int
     states: dict  # state -> (households, sum, count), for the states this batch touched
@@ -157,9 +241,15 @@ class Keys:
         self.stats = f"{prefix}stats"
         self.edges = f"{prefix}edges"
         self.household_index = f"{prefix}hhidx"
+        self.owners = f"{prefix}owner"
+        self.owned = f"{prefix}owned"
 
     def tuples(self, edge):
         return f"{self.prefix}t:{edge}"
+
+    def all_tuples(self):
+        """A SCAN pattern matching every edge's tuple hash."""
+        return f"{self.prefix}t:*"
 
     def edge(self, edge):
         return f"{self.prefix}edge:{edge}"
@@ -183,27 +273,50 @@ def delete_prefix(client, prefix):
 class CloudStore:
     """Writes batches and heartbeats into the cloud Redis (an asyncio client)."""
 
-    def __init__(self, redis, prefix=DEFAULT_PREFIX):
+    def __init__(self, redis, prefix=DEFAULT_PREFIX, households_per_edge=DEFAULT_HOUSEHOLDS_PER_EDGE):
         self.redis = redis
         self.keys = Keys(prefix)
+        self.households_per_edge = households_per_edge
         self._script = redis.register_script(STORE_BATCH)
 
     async def store(self, edge, rows, now_ms=None):
-        """rows: (id, household, ws, we, avg, n) tuples already validated. Returns a StoreResult."""
+        """rows: (id, household, ws, we, avg, n) tuples whose values passed the limits. Returns a StoreResult.
+
+        Raises StoreRefused, having written nothing, if the batch would make a running sum infinite.
+        """
         now_ms = now_ms or int(time.time() * 1000)
-        args = [edge, now_ms, RECENT_MAX]
+        args = [edge, RECENT_MAX, self.households_per_edge, wire.R_NOT_OWNER, wire.R_QUOTA, wire.R_SUM_NOT_FINITE]
+        located = []
         for tid, household, start, end, average, count in rows:
             plz, state = locate(household)
-            args += (tid, household, start, end, repr(float(average)), count, plz, state)
+            located.append(plz)
+            average = float(average)
+            args += (tid, household, start, repr(average), state,
+                     Record(start, end, average, count, plz, state, now_ms, edge, tid, household).encode())
         keys = [self.keys.tuples(edge), self.keys.states, self.keys.households, self.keys.latest,
                 self.keys.recent, self.keys.stats, self.keys.edge(edge), self.keys.household_index,
-                self.keys.edges, self.keys.acks(edge, now_ms // 1000)]
-        codes, new, dups, flat = await self._script(keys=keys, args=args)
+                self.keys.edges, self.keys.acks(edge, now_ms // 1000), self.keys.owners, self.keys.owned]
+        reply = await self._script(keys=keys, args=args)
+        if reply[0]:
+            raise StoreRefused(reply[0].decode(), f"a batch of {len(rows)} from {edge} would make a per-state "
+                                                  "running sum infinite; nothing of it was stored")
+        _, outcomes, new, dups, flat = reply
+        codes, reasons = [], []
+        for plz, outcome in zip(located, outcomes):
+            if not outcome:
+                codes.append(plz)
+                reasons.append("")
+            elif outcome.startswith(b"="):
+                codes.append(Record.decode(outcome[1:]).plz)
+                reasons.append("")
+            else:
+                codes.append("")
+                reasons.append(outcome.decode())
         states = {}
         for i in range(0, len(flat), 2):
             households, total, count = flat[i + 1]
             states[flat[i].decode()] = (int(households or 0), float(total or 0), int(count or 0))
-        return StoreResult([c.decode() for c in codes], new, dups, states)
+        return StoreResult(codes, reasons, new, dups, states)
 
     async def count(self, name, amount=1):
         await self.redis.hincrby(self.keys.stats, name, amount)

@@ -9,7 +9,7 @@ from edge_app.models import EdgeStatus, Status, WindowAggregate
 class WindowAggregateAdmin(admin.ModelAdmin):
     list_display = ("id", "household", "window_start_utc", "average_w", "readings", "status", "postal_code",
                     "attempts", "refusal", "acked_at")
-    list_filter = ("status", "day")
+    list_filter = ("status", "refusal", "day")
     date_hierarchy = "day"
     search_fields = ("household",)  # prefix of the unique (household, window_start) index
     ordering = ("-id",)
@@ -27,8 +27,9 @@ class WindowAggregateAdmin(admin.ModelAdmin):
     def window_start_utc(self, obj):
         return datetime.fromtimestamp(obj.window_start / 1000, tz=UTC).strftime("%Y-%m-%d %H:%M:%S")
 
-    @admin.action(description="Send again (set back to pending; the cloud's dedup makes it safe)")
+    @admin.action(description="Send again (also refused ones, after a fix; the cloud's dedup makes it safe)")
     def send_again(self, request, queryset):
+        """Back to PENDING: for a REFUSED tuple once its cause is fixed (the cloud's limits, its owner, the quota)."""
         changed = queryset.update(status=Status.PENDING, next_attempt_at=None, refusal="")
         self.message_user(request, f"{changed} tuples set back to pending.", messages.SUCCESS)
 

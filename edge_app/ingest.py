@@ -8,11 +8,17 @@ partition's resume position (the oldest offset still inside an open window)
 is stored. On start the consumer seeks to those positions, so a crash at any
 moment replays the open windows and nothing else is lost; the unique key on
 (household, window_start) absorbs replays of windows already stored.
+
+A message that is not a reading within fogwire.limits (longer than
+MAX_READING_BYTES, not JSON, any exception while parsing it, a value out of
+bounds) is malformed: counted, logged (at most a few lines a minute, with a
+summary of the rest) and skipped, so no message can stop ingest at its
+offset. The window book's rules (far-ahead readings, idle households
+leaving memory) are in edge_app/windows.py.
 """
 
 import json
 import logging
-import math
 import time
 from datetime import datetime, UTC
 
@@ -25,12 +31,10 @@ from kafka.structs import OffsetAndMetadata
 
 from edge_app.models import EdgeStatus, IngestPosition, Status, WindowAggregate
 from edge_app.windows import WindowBook
+from fogwire import limits
 
 log = logging.getLogger("fog.edge.ingest")
 
-EARLIEST_MS = 946_684_800_000  # 2000-01-01
-FUTURE_SLACK_MS = 24 * 3600 * 1000
-MAX_HOUSEHOLD = 128
 FLUSH_EVERY_SECONDS = 0.5
 IDLE_CHECK_SECONDS = 1.0
 POLL_MS = 200
@@ -39,6 +43,8 @@ MAX_POLL_RECORDS = 20000
 # batch at once (`bench ingest` measures them against the defaults).
 CONSUMER_TUNING = {"max_poll_records": MAX_POLL_RECORDS, "fetch_max_bytes": 64 * 1024 * 1024,
                    "max_partition_fetch_bytes": 16 * 1024 * 1024, "fetch_max_wait_ms": 100}
+MALFORMED_LOG_LINES = 5  # at most this many malformed-reading lines per MALFORMED_LOG_SECONDS
+MALFORMED_LOG_SECONDS = 60.0
 
 
 class MalformedReading(ValueError):
@@ -46,27 +52,59 @@ class MalformedReading(ValueError):
 
 
 def parse_reading(raw, now_ms):
-    """(household, ts, power_w) of one Kafka message value, or MalformedReading saying what is wrong."""
+    """(household, ts, power_w) of one Kafka message value, or MalformedReading saying what is wrong.
+
+    Any exception on the way (a recursion limit, an integer too large for a
+    float, ...) is a MalformedReading too: no message may stop the loop.
+    """
+    try:
+        return _parse_reading(raw, now_ms)
+    except MalformedReading:
+        raise
+    except Exception as exc:
+        raise MalformedReading(f"unreadable ({type(exc).__name__}: {str(exc)[:80]})") from None
+
+
+def _parse_reading(raw, now_ms):
+    if raw is None:
+        raise MalformedReading("no value (a tombstone)")
+    if len(raw) > limits.MAX_READING_BYTES:
+        raise MalformedReading(f"{len(raw)} bytes, more than a reading's {limits.MAX_READING_BYTES}")
     try:
         message = json.loads(raw)
-    except (UnicodeDecodeError, ValueError, TypeError):
-        raise MalformedReading("not JSON") from None
+    except Exception as exc:  # whatever the parser raises (RecursionError too), the message is unusable
+        raise MalformedReading(f"not JSON ({type(exc).__name__})") from None
     if not isinstance(message, dict):
         raise MalformedReading(f"not a JSON object but a {type(message).__name__}")
     household, ts, power = message.get("household"), message.get("ts"), message.get("power_w")
-    if not isinstance(household, str) or not 0 < len(household) <= MAX_HOUSEHOLD or not household.isprintable():
-        raise MalformedReading(f"'household' must be a printable string of 1..{MAX_HOUSEHOLD} characters")
     if type(ts) is not int:
         raise MalformedReading(f"'ts' must be an integer (epoch ms), got {type(ts).__name__}")
-    if not EARLIEST_MS <= ts <= now_ms + FUTURE_SLACK_MS:
-        raise MalformedReading(f"'ts' {ts} is not a plausible epoch-ms time (2000 .. now + 1 day)")
     if type(power) not in (int, float):
         raise MalformedReading(f"'power_w' must be a number, got {type(power).__name__}")
-    if not math.isfinite(power):
-        raise MalformedReading("'power_w' is not finite")
-    if power < 0:
-        raise MalformedReading(f"'power_w' is negative ({power})")
+    problem = limits.reading_problem(household, ts, power, now_ms)
+    if problem:
+        raise MalformedReading(problem)
     return household, ts, float(power)
+
+
+class RateLimitedLog:
+    """At most `lines` log lines per `seconds`; then one line saying how many were left out."""
+
+    def __init__(self, logger, lines=MALFORMED_LOG_LINES, seconds=MALFORMED_LOG_SECONDS, clock=time.monotonic):
+        self.logger, self.lines, self.seconds, self.clock = logger, lines, seconds, clock
+        self.started, self.written, self.suppressed = -seconds, 0, 0
+
+    def warning(self, message, *args):
+        now = self.clock()
+        if now - self.started >= self.seconds:
+            if self.suppressed:
+                self.logger.warning("... and %d more like it in the last %.0f s", self.suppressed, self.seconds)
+            self.started, self.written, self.suppressed = now, 0, 0
+        if self.written < self.lines:
+            self.written += 1
+            self.logger.warning(message, *args)
+        else:
+            self.suppressed += 1
 
 
 def _day(start_ms, cache={}):  # noqa: B006  (the shared default is the point: a per-process memo)
@@ -83,7 +121,7 @@ def _day(start_ms, cache={}):  # noqa: B006  (the shared default is the point: a
 # windows replayed after a crash.
 INSERT_WINDOWS = (
     f"INSERT INTO {WindowAggregate._meta.db_table} (household, window_start, window_end, day, average_w, readings, "
-    f"status, postal_code, refusal, attempts, created_at) "
+    "status, postal_code, refusal, attempts, created_at) "
     f"VALUES (%s, %s, %s, %s, %s, %s, {int(Status.PENDING)}, '', '', 0, %s) "
     "ON CONFLICT (household, window_start) DO NOTHING"
 )
@@ -103,6 +141,7 @@ class Ingestor:
         self.totals = {"readings": 0, "late": 0, "malformed": 0, "windows": 0}
         self.last_flush = self.last_idle_check = time.monotonic()
         self.dirty = False
+        self.malformed_log = RateLimitedLog(log)
 
     # --- start ----------------------------------------------------------
 
@@ -172,7 +211,8 @@ class Ingestor:
             except MalformedReading as exc:
                 if count:
                     pending["malformed"] += 1
-                    log.warning("malformed reading at %s[%d] offset %d: %s", self.topic, partition, message.offset, exc)
+                    self.malformed_log.warning("malformed reading at %s[%d] offset %d: %s", self.topic, partition,
+                                               message.offset, exc)
                 continue
             if not add(household, ts, power, partition, message.offset, now) and count:
                 pending["late"] += 1

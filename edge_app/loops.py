@@ -33,6 +33,10 @@ class EdgeControl:
         self.prefix = f"fog:edge:{edge_id}:"
         self._stop_checked, self._stop = 0.0, False
 
+    def lock_key(self, loop):
+        """The key of one loop's one-copy lock (its value is "<pid>:<token>")."""
+        return self.prefix + f"lock:{loop}"
+
     def request_stop(self):
         self.redis.set(self.prefix + "stop", 1)
 
@@ -49,7 +53,7 @@ class EdgeControl:
     def acquire(self, loop, token, wait_seconds):
         deadline = time.monotonic() + wait_seconds
         while True:
-            if self.redis.set(self.prefix + f"lock:{loop}", token, nx=True, px=LOCK_TTL_MS):
+            if self.redis.set(self.lock_key(loop), token, nx=True, px=LOCK_TTL_MS):
                 return True
             if time.monotonic() >= deadline:
                 return False
@@ -58,7 +62,7 @@ class EdgeControl:
     def renew(self, loop, token):
         """Extend our lock. A lock that lapsed during a slow step (an ACK timeout is as long as
         the lock lives) is taken back if nobody else took it; False only if another copy holds it."""
-        key = self.prefix + f"lock:{loop}"
+        key = self.lock_key(loop)
         held = self.redis.get(key)
         if held is None:
             return bool(self.redis.set(key, token, nx=True, px=LOCK_TTL_MS))
@@ -68,7 +72,7 @@ class EdgeControl:
         return True
 
     def release(self, loop, token):
-        key = self.prefix + f"lock:{loop}"
+        key = self.lock_key(loop)
         held = self.redis.get(key)
         if held is not None and held.decode() == token:
             self.redis.delete(key)

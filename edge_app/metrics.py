@@ -13,6 +13,11 @@ class EdgeCollector:
         for status, count in WindowAggregate.objects.counts_by_status().items():
             backlog.add_metric([status], count)
         yield backlog
+        refused = GaugeMetricFamily("fog_edge_refused_tuples", "Tuples the cloud refused for good (status refused), "
+                                    "by its reason", labels=["reason"])
+        for reason, count in WindowAggregate.objects.refused_by_reason().items():
+            refused.add_metric([reason], count)
+        yield refused
         counters = {
             "readings": "Readings consumed from Kafka", "late": "Readings for an already closed window",
             "malformed": "Kafka messages that were not valid readings", "sent": "Tuples handed to the cloud",

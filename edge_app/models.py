@@ -14,6 +14,7 @@ class Status(models.IntegerChoices):
     PENDING = 0, "pending"
     SENT = 1, "sent"
     ACKED = 2, "acknowledged"
+    REFUSED = 3, "refused"  # the cloud refused it for a permanent reason (kept in `refusal`): not sent again
 
 
 class WindowAggregateQuerySet(models.QuerySet):
@@ -22,6 +23,11 @@ class WindowAggregateQuerySet(models.QuerySet):
         now = now or timezone.now()
         return self.filter(Q(next_attempt_at__isnull=True) | Q(next_attempt_at__lte=now),
                            status=Status.PENDING).order_by("id")
+
+    def refused_by_reason(self):
+        """{reason: number} of REFUSED tuples."""
+        rows = self.filter(status=Status.REFUSED).order_by().values("refusal").annotate(n=Count("id"))
+        return {row["refusal"]: row["n"] for row in rows}
 
     def backlog(self):
         return self.filter(status__in=(Status.PENDING, Status.SENT))

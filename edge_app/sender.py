@@ -2,7 +2,10 @@
 
 One round takes up to `in_flight` batches, marks them SENT, sends them on
 as many Req contexts at once, then applies every reply: ACKED with the
-postal code, or back to PENDING with a backoff and the cloud's reason. A
+postal code; REFUSED with the cloud's reason when the reason is permanent
+(a value outside the limits, a household another edge owns, the quota),
+never to be sent again unless someone sends it again from the admin after a
+fix; or back to PENDING with a backoff when the reason is transient. A
 reply that does not come within the ack timeout puts its tuples back to
 PENDING; so does a restart (SENT tuples are sent again, and the cloud's
 dedup makes that safe).
@@ -30,6 +33,15 @@ TRANSIENT_PAUSE_SECONDS = 0.5
 LINK_CHECK_SECONDS = 0.25
 CHUNK = 900  # ids in one `IN (...)`, under SQLite's variable limit on old builds
 TABLE = WindowAggregate._meta.db_table
+
+
+NO_POSTAL_CODE = "no-postal-code"
+
+
+def _permanent(reason):
+    """A reason the same tuple would meet again. A reply without a code and without a reason is the
+    cloud's fault, not the tuple's, so it is retried like the transient ones."""
+    return reason not in wire.TRANSIENT and reason != NO_POSTAL_CODE
 
 
 def _chunks(items, size):
@@ -140,7 +152,8 @@ class Sender:
         now = timezone.now()
         stamp = connection.ops.adapt_datetimefield_value(now)
         acked = [(code, stamp, row[0]) for row, code, why in zip(batch, codes, reasons) if not why and code]
-        refused = [(row, why or "no-postal-code") for row, code, why in zip(batch, codes, reasons) if why or not code]
+        refused = [(row, why or NO_POSTAL_CODE) for row, code, why in zip(batch, codes, reasons) if why or not code]
+        permanent = sum(1 for _, why in refused if _permanent(why))
         with transaction.atomic():
             with connection.cursor() as cursor:
                 cursor.executemany(f"UPDATE {TABLE} SET status = {int(Status.ACKED)}, postal_code = %s, acked_at = %s, "
@@ -149,12 +162,18 @@ class Sender:
             for row, why in refused:
                 by_reason.setdefault(why, []).append(row[0])
             for why, ids in by_reason.items():
-                self._refuse(ids, why, now)
+                if _permanent(why):
+                    for chunk in _chunks(ids, CHUNK):
+                        WindowAggregate.objects.filter(id__in=chunk).update(
+                            status=Status.REFUSED, refusal=why[:64], next_attempt_at=None)
+                else:
+                    self._refuse(ids, why, now)
             EdgeStatus.objects.filter(edge_id=self.edge_id).update(
                 sent=F("sent") + len(batch), acked=F("acked") + len(acked), refused=F("refused") + len(refused))
         if refused:
-            log.warning("cloud refused %d of %d tuples (%s)", len(refused), len(batch),
-                        ", ".join(sorted({why for _, why in refused})))
+            log.warning("cloud refused %d of %d tuples (%s)%s", len(refused), len(batch),
+                        ", ".join(sorted({why for _, why in refused})),
+                        f"; {permanent} for good (status refused)" if permanent else "")
         self.totals["sent"] += len(batch)
         self.totals["acked"] += len(acked)
         self.totals["refused"] += len(refused)

@@ -43,10 +43,12 @@ class Summary:
     pending: int
     seconds: float
     completed: bool
+    refused: int = 0  # refused by the cloud for good (status refused): not pending, so a burst run still ends
 
     def line(self):
         return (f"edge {settings.FOG_EDGE_ID}: readings={self.readings} windows={self.windows} late={self.late} "
-                f"malformed={self.malformed} acked={self.acked} pending={self.pending} seconds={self.seconds:.1f}"
+                f"malformed={self.malformed} acked={self.acked} pending={self.pending} refused={self.refused} "
+                f"seconds={self.seconds:.1f}"
                 + ("" if self.completed else " (timed out)"))
 
 
@@ -54,7 +56,7 @@ def summary(started, completed):
     status = EdgeStatus.for_edge(settings.FOG_EDGE_ID)
     counts = WindowAggregate.objects.counts_by_status()
     return Summary(status.readings, sum(counts.values()), status.late, status.malformed, counts["acknowledged"],
-                   counts["pending"] + counts["sent"], time.monotonic() - started, completed)
+                   counts["pending"] + counts["sent"], time.monotonic() - started, completed, counts["refused"])
 
 
 def enqueue(loop, options, attempt=0):

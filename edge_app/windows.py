@@ -1,16 +1,37 @@
 """Event-time tumbling windows per household, with no I/O.
 
 A reading at `ts` (epoch ms) belongs to the window starting at
-floor(ts / W) * W. A household's window closes when that household's newest
-event time reaches the window's end plus the grace period, or when the
-household has been silent (wall clock) for the idle timeout. A reading whose
-window has closed, or would have, is late: counted, never applied.
+floor(ts / W) * W. Each household has an event clock, the newest event time
+of its stream. A window closes when its household's clock reaches the
+window's end plus the grace period, or when no reading has come to it for
+the idle timeout (wall clock). A reading whose window has closed, or would
+have, is late: counted, never applied.
+
+Far-ahead readings: a reading more than MAX_JUMP_MS ahead of its
+household's clock is applied to its own window but does not move the clock,
+unless the household's previous far-ahead reading lies within MAX_JUMP_MS of
+it (two readings agree: the stream really jumped, e.g. a meter back after an
+outage). So one reading with a wrong clock (23 h ahead, say) cannot make the
+household's following genuine readings late; its window closes by the idle
+timeout, or when the clock catches up. A household's first reading sets its
+clock.
+
+Memory: a household silent for FORGET_AFTER_IDLES idle timeouts (its
+windows all closed long before) is forgotten. Until then a straggler for a
+closed window is late; after it, such a reading opens that window again and
+the database's unique key absorbs the copy (nothing is counted twice).
+Resume offsets only ever depend on open windows, so forgetting changes none.
 
 Every open window remembers the Kafka offset of its first reading, so the
 consumer can resume from the oldest offset still inside an open window.
 """
 
 from dataclasses import dataclass, field
+
+from fogwire.limits import MAX_POWER_W
+
+MAX_JUMP_MS = 10 * 60 * 1000  # further ahead than this, a lone reading does not move its household's clock
+FORGET_AFTER_IDLES = 6  # idle timeouts of silence after which a household leaves memory
 
 
 @dataclass(slots=True)
@@ -20,6 +41,7 @@ class OpenWindow:
     first_offset: int
     total: float = 0.0
     count: int = 0
+    touched: float = 0.0  # wall clock (monotonic seconds) of its latest reading
 
 
 @dataclass(slots=True)
@@ -35,7 +57,9 @@ class ClosedWindow:
 class Household:
     windows: dict = field(default_factory=dict)  # start -> OpenWindow
     newest_ts: int = -1
-    closed_until: int = -1  # end of the newest closed window
+    closed_until: int = -1  # end of the newest window closed by the clock
+    closed_ahead: set = field(default_factory=set)  # starts of far-ahead windows closed by the idle timeout
+    ahead_ts: int = -1  # the latest far-ahead reading, waiting for a second one to agree
     last_seen: float = 0.0  # wall clock (monotonic seconds)
 
 
@@ -54,34 +78,64 @@ class WindowBook:
             state = self.households[household] = Household()
         start = ts - ts % self.window_ms
         end = start + self.window_ms
-        if end <= state.closed_until or end + self.grace_ms <= state.newest_ts:
+        if end <= state.closed_until or end + self.grace_ms <= state.newest_ts or start in state.closed_ahead:
             return False
         window = state.windows.get(start)
         if window is None:
             window = state.windows[start] = OpenWindow(start, partition, offset)
         window.total += power
         window.count += 1
-        state.last_seen = now
+        window.touched = state.last_seen = now
         if ts > state.newest_ts:
-            state.newest_ts = ts
-            self._close_due(household, state)
+            if state.newest_ts < 0 or ts - state.newest_ts <= MAX_JUMP_MS or abs(ts - state.ahead_ts) <= MAX_JUMP_MS:
+                state.newest_ts, state.ahead_ts = ts, -1
+                self._close_due(household, state)
+            else:
+                state.ahead_ts = ts  # a lone reading far ahead: wait for a second one before believing it
         return True
+
+    def _close(self, household, state, start):
+        window = state.windows.pop(start)
+        # Every reading is at most MAX_POWER_W, so the true mean is too; min() only removes rounding.
+        average = min(window.total / window.count, MAX_POWER_W)
+        self.closed.append(ClosedWindow(household, start, start + self.window_ms, average, window.count))
 
     def _close_due(self, household, state, everything=False):
         due = [s for s in state.windows if everything or s + self.window_ms + self.grace_ms <= state.newest_ts]
         for start in sorted(due):
-            window = state.windows.pop(start)
-            end = start + self.window_ms
-            self.closed.append(ClosedWindow(household, start, end, window.total / window.count, window.count))
-            state.closed_until = max(state.closed_until, end)
+            self._close(household, state, start)
+            if start <= state.newest_ts:
+                state.closed_until = max(state.closed_until, start + self.window_ms)
+            else:
+                state.closed_ahead.add(start)
+        if state.closed_ahead:
+            state.closed_ahead = {s for s in state.closed_ahead if s >= state.closed_until}
 
     def close_idle(self, now):
-        """Close every window of households silent for the idle timeout; returns how many closed."""
+        """Close every window no reading came to for the idle timeout, and forget silent households.
+
+        Returns how many windows closed.
+        """
         before = len(self.closed)
         cutoff = now - self.idle_seconds
+        forget = now - self.idle_seconds * FORGET_AFTER_IDLES
+        silent = []
         for household, state in self.households.items():
-            if state.windows and state.last_seen <= cutoff:
-                self._close_due(household, state, everything=True)
+            if state.last_seen <= cutoff:
+                if state.windows:
+                    self._close_due(household, state, everything=True)
+                if state.last_seen <= forget:
+                    silent.append(household)
+                continue
+            stale = [s for s, w in state.windows.items() if w.touched <= cutoff]
+            for start in sorted(stale):
+                self._close(household, state, start)
+                if start > state.newest_ts:
+                    state.closed_ahead.add(start)
+                else:
+                    state.closed_until = max(state.closed_until, start + self.window_ms)
+        for household in silent:
+            del self.households[household]
         return len(self.closed) - before
 
     def close_all(self):

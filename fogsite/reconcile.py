@@ -1,18 +1,19 @@
 """Compare what the edge stored with what the cloud holds.
 
 Per household: the windows the edge stored (expected), how many it has as
-ACKED and as pending (PENDING or SENT), which ACKED ones the cloud lacks
+ACKED, as pending (PENDING or SENT) and as refused (REFUSED: the cloud
+refused them for good, each with its reason), which ACKED ones the cloud lacks
 (missing), and windows the cloud holds more than once under different tuple
 ids (duplicated). Then the cloud's running per-state sums against the same
 sums recomputed from every tuple it stores. Loss, duplicates and mismatches
-are failures; pending tuples are a failure only when asked (`strict`), after
-the pipeline has gone quiet.
+are failures; pending and refused tuples are a failure only when asked
+(`strict`), after the pipeline has gone quiet.
 """
 
 from collections import Counter, defaultdict
 from dataclasses import asdict, dataclass, field
 
-from cloud_app.store import Keys
+from cloud_app.store import Keys, Record
 from edge_app.models import Status, WindowAggregate
 
 SUM_TOLERANCE = 1e-6  # relative: the Lua sums add in another order
@@ -24,12 +25,13 @@ class HouseholdRow:
     expected: int = 0
     acked: int = 0
     pending: int = 0
+    refused: int = 0
     missing_in_cloud: int = 0
     duplicated: int = 0
 
     @property
     def bad(self):
-        return self.missing_in_cloud or self.duplicated
+        return self.missing_in_cloud or self.duplicated or self.refused
 
 
 @dataclass
@@ -39,37 +41,40 @@ class Report:
     cloud_tuples: int
     unknown_to_edge: int  # cloud tuples of this edge the edge no longer has (retention) or never had
     sum_mismatches: list = field(default_factory=list)
+    refusals: dict = field(default_factory=dict)  # reason -> REFUSED tuples
 
     @property
     def totals(self):
         total = HouseholdRow("TOTAL")
         for row in self.households:
-            for name in ("expected", "acked", "pending", "missing_in_cloud", "duplicated"):
+            for name in ("expected", "acked", "pending", "refused", "missing_in_cloud", "duplicated"):
                 setattr(total, name, getattr(total, name) + getattr(row, name))
         return total
 
     def ok(self, strict=False):
         totals = self.totals
         return not (totals.missing_in_cloud or totals.duplicated or self.sum_mismatches
-                    or (strict and totals.pending))
+                    or (strict and (totals.pending or totals.refused)))
 
     def as_dict(self):
         return {"edge": self.edge, "ok": self.ok(), "totals": asdict(self.totals), "cloud_tuples": self.cloud_tuples,
                 "unknown_to_edge": self.unknown_to_edge, "sum_mismatches": self.sum_mismatches,
+                "refusals": self.refusals,
                 "households": [asdict(row) for row in self.households]}
 
 
 def reconcile(edge_id, redis, prefix):
     keys = Keys(prefix)
     cloud = {}  # tuple id -> (household, window start)
-    for tid, record in redis.hscan_iter(keys.tuples(edge_id), count=10_000):
-        fields = record.split(b"|", 7)
-        cloud[int(tid)] = (fields[7].decode(), int(fields[2]))
+    for tid, raw in redis.hscan_iter(keys.tuples(edge_id), count=10_000):
+        record = Record.decode(raw)
+        cloud[int(tid)] = (record.household, record.ws)
 
     rows = defaultdict(lambda: None)
     edge_ids = set()
-    for tid, household, status in WindowAggregate.objects.values_list("id", "household", "status").iterator(
-            chunk_size=20_000):
+    refusals = Counter()
+    for tid, household, status, refusal in WindowAggregate.objects.values_list(
+            "id", "household", "status", "refusal").iterator(chunk_size=20_000):
         row = rows[household] or HouseholdRow(household)
         rows[household] = row
         row.expected += 1
@@ -78,6 +83,9 @@ def reconcile(edge_id, redis, prefix):
             row.acked += 1
             if tid not in cloud:
                 row.missing_in_cloud += 1
+        elif status == Status.REFUSED:
+            row.refused += 1
+            refusals[refusal] += 1
         else:
             row.pending += 1
 
@@ -90,6 +98,7 @@ def reconcile(edge_id, redis, prefix):
     report = Report(edge_id, sorted((r for r in rows.values() if r), key=lambda r: r.household), len(cloud),
                     len(cloud.keys() - edge_ids))
     report.sum_mismatches = check_sums(redis, keys)
+    report.refusals = dict(refusals)
     return report
 
 
@@ -97,13 +106,12 @@ def check_sums(redis, keys):
     """The running per-state sums against the sums of every stored tuple (all edges)."""
     recomputed = defaultdict(lambda: [0.0, 0])
     households = defaultdict(set)
-    for key in redis.scan_iter(match=f"{keys.prefix}t:*", count=1000):
-        for _, record in redis.hscan_iter(key, count=10_000):
-            fields = record.split(b"|", 7)
-            state = fields[1].decode()
-            recomputed[state][0] += float(fields[4])
-            recomputed[state][1] += 1
-            households[state].add(fields[7])
+    for key in redis.scan_iter(match=keys.all_tuples(), count=1000):
+        for _, raw in redis.hscan_iter(key, count=10_000):
+            record = Record.decode(raw)
+            recomputed[record.state][0] += record.avg
+            recomputed[record.state][1] += 1
+            households[record.state].add(record.household)
     stored = {k.decode(): v for k, v in redis.hgetall(keys.states).items()}
     problems = []
     for state in sorted(set(recomputed) | {k.split(":")[0] for k in stored}):

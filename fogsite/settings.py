@@ -9,6 +9,7 @@ from pathlib import Path
 
 import dj_database_url
 
+from fogwire import limits
 from fogsite.env import env_bool, env_float, env_hostport, env_int, env_list, env_str, env_url
 
 BASE_DIR = Path(__file__).resolve().parent.parent
@@ -36,11 +37,13 @@ FOG_EDGE_SECRETS = env_str("FOG_EDGE_SECRETS", f"{FOG_EDGE_ID}:{FOG_EDGE_SECRET}
 FOG_EDGE_SECRETS_FILE = env_str("FOG_EDGE_SECRETS_FILE", "")
 # Every cloud key starts with this, so several clouds (or tests) can share a Redis.
 FOG_CLOUD_KEY_PREFIX = env_str("FOG_CLOUD_KEY_PREFIX", "fog:")
+# How many households one edge may bring to the cloud (the first edge to deliver a household owns it).
+FOG_CLOUD_HOUSEHOLDS_PER_EDGE = env_int("FOG_CLOUD_HOUSEHOLDS_PER_EDGE", limits.DEFAULT_HOUSEHOLDS_PER_EDGE, minimum=1)
 FOG_CLOUD_HOST = env_str("FOG_CLOUD_HOST", "127.0.0.1")
 FOG_CLOUD_BIND = env_str("FOG_CLOUD_BIND", "127.0.0.1")
 FOG_HEARTBEAT_PORT = env_int("FOG_HEARTBEAT_PORT", 63270, minimum=1, maximum=65535)
 FOG_DATA_PORT = env_int("FOG_DATA_PORT", 63271, minimum=1, maximum=65535)
-FOG_WINDOW_SECONDS = env_int("FOG_WINDOW_SECONDS", 5, minimum=1, maximum=3600)
+FOG_WINDOW_SECONDS = env_int("FOG_WINDOW_SECONDS", 5, minimum=1, maximum=limits.MAX_WINDOW_MS // 1000)
 FOG_GRACE_SECONDS = env_float("FOG_GRACE_SECONDS", 2.0, minimum=0)
 FOG_EDGE_RETENTION_DAYS = env_int("FOG_EDGE_RETENTION_DAYS", 7, minimum=1)
 FOG_PRICE_EUR_PER_KWH = env_float("FOG_PRICE_EUR_PER_KWH", 0.30, minimum=0)

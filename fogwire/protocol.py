@@ -12,6 +12,9 @@ list per field encodes, decodes and travels smaller than a dict per row,
 and makes strict validation cheap: a few length and type checks per list
 instead of per-row dict checks.
 
+Every value a tuple carries is checked against fogwire.limits, the limits
+the simulation and the edge's ingest use too (`refusals`).
+
 Legacy v1 (the original prototype, opt-in on the cloud): b"heartbeat" ->
 b"ack"; JSON {"id", "node_id", "average"} -> b"PLZ for id: <id> - PLZ: <plz>".
 
@@ -21,22 +24,21 @@ This module imports neither edge_app nor cloud_app (nor Django).
 import hashlib
 import hmac
 import json
-import math
 import re
 import time
 from dataclasses import dataclass
 
 import msgpack
 
+from fogwire import limits
+from fogwire.limits import (MAX_HOUSEHOLD_ID, R_BAD_COUNT, R_BAD_HOUSEHOLD, R_BAD_WINDOW, R_FUTURE,  # noqa: F401
+                            R_NEGATIVE, R_NOT_FINITE, R_TOO_POWERFUL)
+
 VERSION = 2
 MAGIC = b"FOG2"
 TAG_BYTES = 32
 MAX_FRAME_BYTES = 16 * 1024 * 1024
 MAX_EDGE_ID = 64
-MAX_HOUSEHOLD_ID = 128
-MAX_WINDOW_MS = 24 * 3600 * 1000
-EARLIEST_MS = 946_684_800_000  # 2000-01-01: older is a clock or unit mistake
-FUTURE_SLACK_MS = 24 * 3600 * 1000  # windows from more than a day ahead are refused
 
 KIND_HEARTBEAT = "hb"
 KIND_BATCH = "batch"
@@ -51,13 +53,11 @@ R_UNKNOWN_EDGE = "unknown-edge"
 R_BAD_TAG = "bad-tag"
 R_BAD_BODY = "bad-body"
 R_EMPTY = "empty-batch"
-R_NOT_FINITE = "not-finite"
-R_NEGATIVE = "negative-power"
-R_BAD_WINDOW = "bad-window"
-R_FUTURE = "future-window"
-R_BAD_COUNT = "bad-count"
-R_BAD_HOUSEHOLD = "bad-household"
 R_DUPLICATE_ID = "duplicate-id"
+# Refused by the cloud's store (ownership and quota are checked where they are kept).
+R_NOT_OWNER = "household-of-another-edge"  # another edge delivered this household first
+R_QUOTA = "household-quota"  # the edge already owns as many households as FOG_CLOUD_HOUSEHOLDS_PER_EDGE allows
+R_SUM_NOT_FINITE = "sum-not-finite"  # the batch would make a running sum infinite: nothing of it stored
 R_STORE_DOWN = "store-unavailable"  # the cloud's store is down: nothing wrong with the data, send again soon
 R_INTERNAL = "internal-error"
 TRANSIENT = {R_STORE_DOWN, R_INTERNAL}
@@ -216,29 +216,14 @@ def read_batch(edge, payload):
 
 
 def refusals(batch, now_ms=None):
-    """One reason per tuple ('' = acceptable). Bad tuples are refused, the rest stored."""
-    horizon = (now_ms or int(time.time() * 1000)) + FUTURE_SLACK_MS
+    """One reason per tuple ('' = acceptable), by the limits all nodes share. Bad tuples are refused, the rest stored."""
+    now_ms = now_ms or int(time.time() * 1000)
     seen = set()
     reasons = []
     for tid, household, start, end, average, count in zip(
         batch.ids, batch.households, batch.starts, batch.ends, batch.averages, batch.counts
     ):
-        if tid in seen:
-            reason = R_DUPLICATE_ID
-        elif not 0 < len(household) <= MAX_HOUSEHOLD_ID or not household.isprintable():
-            reason = R_BAD_HOUSEHOLD
-        elif not math.isfinite(average):
-            reason = R_NOT_FINITE
-        elif average < 0:
-            reason = R_NEGATIVE
-        elif not (EARLIEST_MS <= start < end and end - start <= MAX_WINDOW_MS):
-            reason = R_BAD_WINDOW
-        elif start > horizon:
-            reason = R_FUTURE
-        elif count < 1:
-            reason = R_BAD_COUNT
-        else:
-            reason = ""
+        reason = R_DUPLICATE_ID if tid in seen else limits.tuple_problem(household, start, end, average, count, now_ms)
         seen.add(tid)
         reasons.append(reason)
     return reasons
@@ -294,14 +279,14 @@ def read_legacy_data(frame):
     tid, node, average = message.get("id"), message.get("node_id"), message.get("average")
     if type(tid) is not int or tid < 0:
         raise ProtocolError(R_BAD_BODY, f"v1 'id' must be a non-negative integer, got {tid!r}")
-    if not isinstance(node, str) or not 0 < len(node) <= MAX_HOUSEHOLD_ID:
-        raise ProtocolError(R_BAD_HOUSEHOLD, f"v1 'node_id' must be a non-empty string, got {node!r}")
+    if limits.household_problem(node):
+        raise ProtocolError(R_BAD_HOUSEHOLD, "v1 'node_id' must be a household id of "
+                            f"1..{MAX_HOUSEHOLD_ID} characters of {limits.HOUSEHOLD_ALPHABET}")
     if type(average) not in (int, float):
         raise ProtocolError(R_BAD_BODY, f"v1 'average' must be a number, got {average!r}")
-    if not math.isfinite(average):
-        raise ProtocolError(R_NOT_FINITE, "v1 'average' is not finite")
-    if average < 0:
-        raise ProtocolError(R_NEGATIVE, "v1 'average' is negative")
+    reason, text = limits.power_problem(average)
+    if reason:
+        raise ProtocolError(reason, f"v1 'average': {text}")
     return tid, node, float(average)
 
 

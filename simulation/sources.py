@@ -17,10 +17,11 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
+from fogwire import limits
+
 HEADER_MODEL = "household"
 HEADER_COLUMNS = ["date", "timestamp", "energy", "power", "power1", "power2", "power3"]
 POWER_COLUMN = HEADER_COLUMNS.index("power")
-MAX_HOUSEHOLD_ID = 128
 
 # A typical German household's day (standard load profile H0, hourly, as
 # multiples of the day's mean): low at night, a morning and an evening peak.
@@ -59,8 +60,9 @@ def read_csv(path, zone, skip_bad_lines=False):
     """Parse one Gem House file. Returns (CsvHousehold, number of skipped bad lines)."""
     path = Path(path)
     household = path.stem
-    if not 0 < len(household) <= MAX_HOUSEHOLD_ID or not household.isprintable():
-        raise DataError(f"{path}: the file name does not make a usable household id")
+    problem = limits.household_problem(household)
+    if problem:
+        raise DataError(f"{path}: the file name does not make a usable household id ({problem})")
     timestamps, powers = array("q"), array("d")
     skipped = 0
     previous = None
@@ -88,6 +90,9 @@ def read_csv(path, zone, skip_bad_lines=False):
                     raise DataError(f"bad power {fields[POWER_COLUMN][:30]!r}") from None
                 if not math.isfinite(milliwatts) or milliwatts < 0:
                     raise DataError(f"power {fields[POWER_COLUMN]!r} is not a non-negative number")
+                if milliwatts / 1000.0 > limits.MAX_POWER_W:
+                    raise DataError(f"power {fields[POWER_COLUMN]!r} mW is above one household's "
+                                    f"{limits.MAX_POWER_W} W")
                 if previous is not None and ts <= previous:
                     raise DataError(f"time {fields[0]} does not come after the line before")
             except DataError as exc:

@@ -83,10 +83,14 @@ from tests.corpus import EDGE_ID, EDGE_SECRET, GEM_HEADER  # noqa: E402  (shared
 class CloudThread:
     """A real CloudServer on real pynng sockets and a real Redis, in a thread of its own."""
 
-    def __init__(self, redis_url, prefix, secrets, legacy_edge=None, publish=False, ports=None):
+    def __init__(self, redis_url, prefix, secrets, legacy_edge=None, publish=False, ports=None,
+                 households_per_edge=None):
         import threading
 
+        from fogwire.limits import DEFAULT_HOUSEHOLDS_PER_EDGE
+
         self.redis_url, self.prefix, self.secrets = redis_url, prefix, secrets
+        self.households_per_edge = households_per_edge or DEFAULT_HOUSEHOLDS_PER_EDGE
         self.legacy_edge, self.publish = legacy_edge, publish
         hb, data = ports or (free_port(), free_port())
         self.hb_addr, self.data_addr = f"tcp://127.0.0.1:{hb}", f"tcp://127.0.0.1:{data}"
@@ -115,7 +119,8 @@ class CloudThread:
         if self.publish:
             from channels.layers import get_channel_layer
             layer = get_channel_layer()
-        self.server = CloudServer(CloudStore(client, self.prefix), self.secrets, legacy_edge=self.legacy_edge,
+        store = CloudStore(client, self.prefix, self.households_per_edge)
+        self.server = CloudServer(store, self.secrets, legacy_edge=self.legacy_edge,
                                   channel_layer=layer)
         self.loop, self.stop_event = asyncio.get_running_loop(), asyncio.Event()
         serving = asyncio.create_task(self.server.serve(self.hb_addr, self.data_addr, self.stop_event, workers=4))
@@ -200,14 +205,19 @@ def ingest_to_end(bootstrap, topic, edge_id="edge-test", idle_seconds=60):
     """Run the real Ingestor over everything in `topic` and store the windows (a burst run, in process)."""
     from edge_app.ingest import Ingestor
 
-    ingest = Ingestor(edge_id=edge_id, topic=topic, bootstrap=bootstrap, window_seconds=5, grace_seconds=2,
-                      idle_seconds=idle_seconds)
+    ingest = read_to_end(Ingestor(edge_id=edge_id, topic=topic, bootstrap=bootstrap, window_seconds=5,
+                                  grace_seconds=2, idle_seconds=idle_seconds))
+    ingest.finish()
+    ingest.close()
+    return ingest
+
+
+def read_to_end(ingest):
+    """Connect an Ingestor and poll until it has read everything its topic held when it connected."""
     ingest.connect()
     end = ingest.end_offsets()
     while not ingest.at_end(end):
         ingest.handle_one_poll()
-    ingest.finish()
-    ingest.close()
     return ingest
 
 

@@ -37,6 +37,15 @@ KAFKA_MESSAGES = {
     "power Infinity": b'{"household": "h", "ts": 1577142000000, "power_w": Infinity}',
     "power negative": _reading(household="h", ts=T0, power_w=-3.0),
     "power missing": _reading(household="h", ts=T0),
+    # Issue 12, finding 6: each once stalled ingest, or made an infinite average.
+    "200,000 brackets": b"[" * 200_000,
+    "nesting past the parser's recursion limit": b"[" * 4000,
+    "larger than any reading": _reading(household="h", ts=T0, power_w=1.0, pad="x" * 5000),
+    "power an integer too large for a float": _reading(household="h", ts=T0, power_w=10 ** 400),
+    "power 1e308": _reading(household="h", ts=T0, power_w=1e308),
+    "power above a house connection": _reading(household="h", ts=T0, power_w=50_000.0),
+    "household with a bar": _reading(household="a|b", ts=T0, power_w=1.0),
+    "no value (tombstone)": None,
 }
 
 
@@ -80,6 +89,35 @@ V2_TUPLES = {
     "seconds not ms": ((7, "h", T0 // 1000, T0 // 1000 + 5, 1.0, 3), wire.R_BAD_WINDOW),
     "no readings": ((7, "h", T0, T0 + 5000, 1.0, 0), wire.R_BAD_COUNT),
     "empty household": ((7, "", T0, T0 + 5000, 1.0, 3), wire.R_BAD_HOUSEHOLD),
+    # Issue 12, findings 4 and 5.
+    "1e308": ((7, "h", T0, T0 + 5000, 1e308, 3), wire.R_TOO_POWERFUL),
+    "1e308 again in the same state": ((8, "h", T0 + 5000, T0 + 10000, 1e308, 3), wire.R_TOO_POWERFUL),
+    "above a house connection": ((7, "h", T0, T0 + 5000, 43_470.5, 3), wire.R_TOO_POWERFUL),
+    "household with a bar": ((7, "a|b", T0, T0 + 5000, 1.0, 3), wire.R_BAD_HOUSEHOLD),
+    "window longer than an hour": ((7, "h", T0, T0 + 3_600_001, 1.0, 3), wire.R_BAD_WINDOW),
+}
+
+# Tuples the cloud's store refuses by who sends them (finding 4): (rows of the first edge, rows of a second
+# edge with its own secret, the second edge's reasons).
+STORE_REFUSALS = {
+    "a household another edge owns": ([(1, "owned", T0, T0 + 5000, 1.0, 1)],
+                                      [(1, "owned", T0 + 5000, T0 + 10000, 40_000.0, 1)], [wire.R_NOT_OWNER]),
+}
+
+# Query strings the API must answer with 200 or 400, never 500 (finding 10).
+API_QUERIES = {
+    "/api/households/?page=99999999999999999999": 400,
+    "/api/households/?page=" + "9" * 5000: 400,
+    "/api/households/?page=1000000000": 200,
+    "/api/households/?page=-1": 400,
+    "/api/households/?page=1.5": 400,
+    "/api/households/?page=%00": 400,
+    "/api/households/?page_size=500&page=2": 200,
+    "/api/households/?page_size=501": 400,
+    "/api/households/?page_size=": 400,
+    "/api/tuples/recent/?limit=1e3": 400,
+    "/api/tuples/recent/?limit=99999999999999999999999": 400,
+    "/api/states/?page=abc": 200,
 }
 
 LEGACY_V1 = {
@@ -89,6 +127,8 @@ LEGACY_V1 = {
     "average NaN": (b'{"id": 1, "node_id": "h", "average": NaN}', b"ERROR: not-finite"),
     "average negative": (b'{"id": 1, "node_id": "h", "average": -2.5}', b"ERROR: negative-power"),
     "node_id missing": (b'{"id": 1, "average": 2.5}', b"ERROR: bad-household"),
+    "average 1e308": (b'{"id": 1, "node_id": "h", "average": 1e308}', b"ERROR: implausible-power"),
+    "node_id with a bar": (b'{"id": 1, "node_id": "a|b", "average": 2.5}', b"ERROR: bad-household"),
 }
 
 CSV_LINES = {
@@ -97,6 +137,7 @@ CSV_LINES = {
     "power a word": ("2019-12-24 00:00:05,0,1,lots,1,1,1", "bad power 'lots'"),
     "power negative": ("2019-12-24 00:00:05,0,1,-5,1,1,1", "is not a non-negative number"),
     "power nan": ("2019-12-24 00:00:05,0,1,nan,1,1,1", "is not a non-negative number"),
+    "power above a house connection": ("2019-12-24 00:00:05,0,1,43470001,1,1,1", "above one household"),
     "time going back": ("2019-12-24 00:00:01,0,1,200,1,1,1", "does not come after the line before"),
 }
 
@@ -109,4 +150,5 @@ CSV_FILES = {
     "headers only": (GEM_HEADER, "no readings after the two header lines"),
 }
 
-SIZE = sum(map(len, (KAFKA_MESSAGES, V2_FRAMES, V2_TUPLES, LEGACY_V1, CSV_LINES, CSV_FILES)))
+SIZE = sum(map(len, (KAFKA_MESSAGES, V2_FRAMES, V2_TUPLES, LEGACY_V1, CSV_LINES, CSV_FILES, STORE_REFUSALS,
+                     API_QUERIES)))

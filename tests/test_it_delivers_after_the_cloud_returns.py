@@ -5,6 +5,7 @@ import pynng
 import pytest
 
 from cloud_app.postal import locate
+from cloud_app.store import Keys
 from edge_app.link import Heartbeat
 from edge_app.models import EdgeStatus, Status, WindowAggregate
 from edge_app.sender import Sender
@@ -90,8 +91,8 @@ def test_it_holds_the_backlog_while_the_cloud_is_down_and_delivers_it_once(edge,
     assert WindowAggregate.objects.exclude(status=Status.ACKED).count() == 0
     for household, code in WindowAggregate.objects.values_list("household", "postal_code").distinct():
         assert code == locate(household)[0]
-    assert redis_client.hlen(f"{cloud_prefix}t:{EDGE_ID}") == 3500
-    stats = redis_client.hgetall(f"{cloud_prefix}stats")
+    assert redis_client.hlen(Keys(cloud_prefix).tuples(EDGE_ID)) == 3500
+    stats = redis_client.hgetall(Keys(cloud_prefix).stats)
     assert int(stats[b"tuples"]) == 3500 and b"dedup_hits" not in stats  # nothing reached the store twice
 
 
@@ -111,7 +112,7 @@ def test_it_sends_again_what_got_no_reply(edge, ports, redis_url, cloud_prefix, 
         assert drain(fresh(sender)) == 300
     finally:
         cloud.stop()
-    assert redis_client.hlen(f"{cloud_prefix}t:{EDGE_ID}") == 300
+    assert redis_client.hlen(Keys(cloud_prefix).tuples(EDGE_ID)) == 300
 
 
 @pytest.mark.django_db(transaction=True)
@@ -130,24 +131,6 @@ def test_it_sends_again_what_a_restart_left_sent(edge, ports, redis_url, cloud_p
 
 
 @pytest.mark.django_db(transaction=True)
-def test_it_keeps_refused_tuples_visible_and_backs_off(edge, ports, redis_url, cloud_prefix):
-    beat, sender = edge
-    add_tuples(10)
-    WindowAggregate.objects.filter(id=WindowAggregate.objects.order_by("id")[0].id).update(average_w=-5.0)
-    cloud = CloudThread(redis_url, cloud_prefix, {EDGE_ID: EDGE_SECRET}, ports=ports).start()
-    try:
-        assert link_comes_up(beat)
-        assert drain(fresh(sender)) == 9
-        assert fresh(sender).handle_one_round() == 0  # the refused one waits out its backoff
-    finally:
-        cloud.stop()
-    refused = WindowAggregate.objects.get(average_w=-5.0)
-    assert (refused.status, refused.refusal) == (Status.PENDING, "negative-power")
-    assert refused.next_attempt_at is not None
-    assert EdgeStatus.objects.get(edge_id=EDGE_ID).refused == 1
-
-
-@pytest.mark.django_db(transaction=True)
 def test_it_refuses_to_trust_a_cloud_that_does_not_know_its_secret(edge, ports, redis_url, cloud_prefix, redis_client):
     beat, sender = edge
     add_tuples(5)
@@ -158,7 +141,7 @@ def test_it_refuses_to_trust_a_cloud_that_does_not_know_its_secret(edge, ports, 
     finally:
         cloud.stop()
     assert set(WindowAggregate.objects.values_list("refusal", flat=True)) == {"bad-tag"}
-    assert not redis_client.exists(f"{cloud_prefix}t:{EDGE_ID}")
+    assert not redis_client.exists(Keys(cloud_prefix).tuples(EDGE_ID))
 
 
 @pytest.mark.django_db(transaction=True)

@@ -5,6 +5,7 @@ import json
 import pytest
 from django.core.management import CommandError, call_command
 
+from cloud_app.store import Keys
 from edge_app.models import Status, WindowAggregate
 from fogsite.reconcile import reconcile
 from tests.conftest import EDGE_ID, store_through_cloud
@@ -40,7 +41,7 @@ def test_it_passes_when_everything_acked_is_in_the_cloud(delivered, redis_client
 
 
 def test_it_fails_on_an_acked_tuple_the_cloud_lacks(delivered, redis_client, cloud_prefix, cloud_settings):
-    redis_client.hdel(f"{cloud_prefix}t:{EDGE_ID}", delivered[3][0])
+    redis_client.hdel(Keys(cloud_prefix).tuples(EDGE_ID), delivered[3][0])
     report = reconcile(EDGE_ID, redis_client, cloud_prefix)
     assert report.totals.missing_in_cloud == 1
     assert [r.household for r in report.households if r.missing_in_cloud] == [delivered[3][1]]
@@ -49,7 +50,7 @@ def test_it_fails_on_an_acked_tuple_the_cloud_lacks(delivered, redis_client, clo
 
 
 def test_it_fails_on_a_window_the_cloud_holds_twice(delivered, redis_client, cloud_prefix, cloud_settings):
-    key = f"{cloud_prefix}t:{EDGE_ID}"
+    key = Keys(cloud_prefix).tuples(EDGE_ID)
     redis_client.hset(key, 999_999, redis_client.hget(key, delivered[0][0]))  # same window, another id
     report = reconcile(EDGE_ID, redis_client, cloud_prefix)
     assert report.totals.duplicated == 1
@@ -58,8 +59,8 @@ def test_it_fails_on_a_window_the_cloud_holds_twice(delivered, redis_client, clo
 
 
 def test_it_fails_when_the_running_sums_drift(delivered, redis_client, cloud_prefix, cloud_settings):
-    state = next(k for k in redis_client.hkeys(f"{cloud_prefix}states") if k.endswith(b":sum")).decode()
-    redis_client.hincrbyfloat(f"{cloud_prefix}states", state, 5.0)
+    state = next(k for k in redis_client.hkeys(Keys(cloud_prefix).states) if k.endswith(b":sum")).decode()
+    redis_client.hincrbyfloat(Keys(cloud_prefix).states, state, 5.0)
     report = reconcile(EDGE_ID, redis_client, cloud_prefix)
     assert len(report.sum_mismatches) == 1 and report.sum_mismatches[0].startswith(state.split(":")[0])
     with pytest.raises(CommandError, match="1 sum mismatches"):

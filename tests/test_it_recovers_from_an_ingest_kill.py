@@ -9,6 +9,8 @@ from collections import defaultdict
 import pytest
 import redis as redis_lib
 
+from cloud_app.store import Keys
+from edge_app.loops import EdgeControl
 from edge_app.models import Status
 from tests.conftest import ROOT, child_env, edge_cloud, edge_db, produce, reading, wait_for
 
@@ -30,7 +32,7 @@ def test_it_stores_every_window_once_with_its_average_after_a_kill(kafka_bootstr
 
     cloud = edge_cloud(edge_env, redis_url, cloud_prefix)
     control = redis_lib.Redis.from_url(edge_env["FOG_EDGE_REDIS_URL"])
-    lock = f"fog:edge:{edge_env['FOG_EDGE_ID']}:lock:ingest"
+    lock = EdgeControl(edge_env["FOG_EDGE_ID"], control).lock_key("ingest")
     proc = subprocess.Popen([sys.executable, str(ROOT / "manage.py"), "runedge", "--burst", "--timeout", "240",
                              "--topic", topic, "-v", "0"], cwd=ROOT, env=child_env(edge_env),
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -59,4 +61,4 @@ def test_it_stores_every_window_once_with_its_average_after_a_kill(kafka_bootstr
     assert all(stored[key] == pytest.approx(avg, rel=1e-12) for key, avg in expected.items())
     assert {status for *_, status in rows} == {Status.ACKED}
     assert readings == len(messages)  # replayed readings are not counted twice
-    assert redis_client.hlen(f"{cloud_prefix}t:{edge_env['FOG_EDGE_ID']}") == len(expected)
+    assert redis_client.hlen(Keys(cloud_prefix).tuples(edge_env['FOG_EDGE_ID'])) == len(expected)

@@ -50,6 +50,21 @@ def test_it_pages_households_with_their_latest_window(client, stored):
     assert (rows["api-3"]["postal_code"], rows["api-3"]["state"]) == locate("api-3")
 
 
+def test_it_answers_200_or_400_to_any_query_string(client, stored):
+    from tests.corpus import API_QUERIES
+
+    for query, status in API_QUERIES.items():
+        assert client.get(query).status_code == status, query
+    odd = ["0", "-0", "+1", " 1", "1_000", "٣", "1e2", "0x10", "inf", "nan", "", "9" * 19, "9" * 20, "%FF", "'", "[]"]
+    for path in ("/api/households/", "/api/tuples/recent/", "/api/states/", "/api/edges/"):
+        for name in ("page", "page_size", "limit", "x"):
+            for value in odd:
+                response = client.get(f"{path}?{name}={value}")
+                assert response.status_code in (200, 400), (path, name, value, response.status_code)
+                if response.status_code == 400:
+                    assert name in response.json(), (path, name, value)  # the error names the parameter
+
+
 def test_it_lists_edges_with_link_backlog_and_rate(client, stored):
     (edge,) = client.get("/api/edges/").json()
     assert (edge["edge"], edge["connected"], edge["backlog"], edge["acked"]) == (EDGE_ID, True, 17, 500)
@@ -61,9 +76,8 @@ def test_it_lists_the_latest_tuples_newest_first(client, stored):
     assert [t["id"] for t in recent] == [499, 498, 497, 496, 495]
 
 
-
 @pytest.mark.parametrize("query", ["page=0", "page=-1", "page=x", "page=1.0", "page_size=0", "page_size=501",
-                                   "page=" + "9" * 1001])
+                                   "page_size=", "page=1000000001", "page=" + "9" * 21])
 def test_it_refuses_a_bad_page_with_a_400_naming_the_parameter(client, stored, query):
     response = client.get(f"/api/households/?{query}")
     assert response.status_code == 400
@@ -76,7 +90,7 @@ def test_it_refuses_a_bad_limit_with_a_400_naming_it(client, stored, query):
     assert response.status_code == 400 and set(response.json()) == {"limit"}
 
 
-@pytest.mark.parametrize("query", ["format=xml", "format=api", "unknown=1", "page_size="])
+@pytest.mark.parametrize("query", ["format=xml", "format=api", "unknown=1"])
 def test_it_answers_a_query_string_it_does_not_use_with_its_json(client, stored, query):
     response = client.get(f"/api/households/?{query}")
     assert response.status_code == 200 and response["Content-Type"] == "application/json"
@@ -84,7 +98,7 @@ def test_it_answers_a_query_string_it_does_not_use_with_its_json(client, stored,
 
 
 def test_it_answers_a_page_past_the_last_with_no_results(client, stored):
-    body = client.get("/api/households/?page=99999999999999999999&page_size=6").json()
+    body = client.get("/api/households/?page=1000000000&page_size=6").json()
     assert (body["count"], body["results"], body["next"]) == (10, [], None)
     assert client.get(body["previous"]).json()["results"]  # the last page, which has some
 
@@ -103,7 +117,7 @@ def test_it_publishes_a_valid_openapi_schema_listing_every_endpoint(tmp_path):
     assert {"/api/states/", "/api/households/", "/api/edges/", "/api/tuples/recent/"} <= set(paths)
     bounds = {(path, p["name"]): (p["schema"].get("minimum"), p["schema"].get("maximum"))
               for path, item in paths.items() for p in item["get"].get("parameters", [])}
-    assert bounds == {("/api/households/", "page"): (1, None), ("/api/households/", "page_size"): (1, 500),
+    assert bounds == {("/api/households/", "page"): (1, 1_000_000_000), ("/api/households/", "page_size"): (1, 500),
                       ("/api/tuples/recent/", "limit"): (1, 200)}
     for path in {path for path, _ in bounds}:
         assert set(paths[path]["get"]["responses"]) == {"200", "400"}, path

@@ -7,6 +7,7 @@ import pynng
 import pytest
 
 from cloud_app.postal import locate
+from cloud_app.store import Keys
 from tests.conftest import EDGE_ID, EDGE_SECRET, CloudThread
 
 
@@ -26,7 +27,7 @@ def test_it_acks_a_heartbeat_and_answers_data_with_a_postal_code(legacy_cloud, r
         reply = data.recv().decode()
     match = re.fullmatch(r"PLZ for id: 17 - PLZ: (\d{5})", reply)
     assert match and match.group(1) == locate("household-a")[0]
-    assert redis_client.hlen(f"{legacy_cloud.prefix}t:old-edge") == 1
+    assert redis_client.hlen(Keys(legacy_cloud.prefix).tuples("old-edge")) == 1
 
 
 def test_it_answers_a_broken_v1_request_with_an_error_and_serves_on(legacy_cloud):

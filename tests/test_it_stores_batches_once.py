@@ -1,6 +1,7 @@
 """The cloud stores a batch once, answers repeats with the same postal codes, and keeps edges apart."""
 
 from cloud_app.postal import locate
+from cloud_app.store import Keys, Record
 from fogwire import protocol as wire
 from tests.conftest import EDGE_ID, EDGE_SECRET, make_rows
 
@@ -11,7 +12,7 @@ def _send(cloud, rows, edge=EDGE_ID, secret=EDGE_SECRET):
 
 
 def _states(redis_client, prefix):
-    return {k.decode(): float(v) for k, v in redis_client.hgetall(f"{prefix}states").items()}
+    return {k.decode(): float(v) for k, v in redis_client.hgetall(Keys(prefix).states).items()}
 
 
 def test_it_answers_each_tuple_with_its_households_postal_code(cloud, redis_client):
@@ -19,7 +20,7 @@ def test_it_answers_each_tuple_with_its_households_postal_code(cloud, redis_clie
     codes, reasons = _send(cloud, rows)
     assert reasons == [""] * 20
     assert codes == [locate(household)[0] for _, household, *_ in rows]
-    assert redis_client.hlen(f"{cloud.prefix}t:{EDGE_ID}") == 20
+    assert redis_client.hlen(Keys(cloud.prefix).tuples(EDGE_ID)) == 20
 
 
 def test_it_keeps_the_per_state_sums_of_what_it_stored(cloud, redis_client):
@@ -44,29 +45,29 @@ def test_it_changes_nothing_when_the_same_batch_comes_again(cloud, redis_client)
     second = _send(cloud, rows)
     assert second == first
     assert _states(redis_client, cloud.prefix) == before
-    assert redis_client.hlen(f"{cloud.prefix}t:{EDGE_ID}") == 30
-    assert int(redis_client.hget(f"{cloud.prefix}stats", "dedup_hits")) == 30
+    assert redis_client.hlen(Keys(cloud.prefix).tuples(EDGE_ID)) == 30
+    assert int(redis_client.hget(Keys(cloud.prefix).stats, "dedup_hits")) == 30
 
 
 def test_it_keeps_two_edges_with_the_same_tuple_ids_apart(cloud, redis_client):
     _send(cloud, make_rows(10))
     _send(cloud, make_rows(10, household="other"), edge="edge-other", secret="other-secret")
-    assert redis_client.hlen(f"{cloud.prefix}t:{EDGE_ID}") == 10
-    assert redis_client.hlen(f"{cloud.prefix}t:edge-other") == 10
-    assert int(redis_client.hget(f"{cloud.prefix}stats", "tuples")) == 20
+    assert redis_client.hlen(Keys(cloud.prefix).tuples(EDGE_ID)) == 10
+    assert redis_client.hlen(Keys(cloud.prefix).tuples("edge-other")) == 10
+    assert int(redis_client.hget(Keys(cloud.prefix).stats, "tuples")) == 20
 
 
 def test_it_records_heartbeats_per_edge(cloud, redis_client):
     reply = cloud.request(wire.heartbeat(EDGE_ID, EDGE_SECRET, backlog=42), data=False)
     edge, payload = wire.open_frame(reply, {EDGE_ID: EDGE_SECRET}.get)
     assert (edge, payload["kind"]) == (EDGE_ID, wire.KIND_HEARTBEAT)
-    assert redis_client.hget(f"{cloud.prefix}edge:{EDGE_ID}", "backlog") == b"42"
+    assert redis_client.hget(Keys(cloud.prefix).edge(EDGE_ID), "backlog") == b"42"
 
 
 def test_it_keeps_the_latest_window_per_household_and_a_capped_feed(cloud, redis_client):
     rows = make_rows(300, household="one")
     _send(cloud, list(reversed(rows)))  # arrival order must not decide "latest"
-    latest = redis_client.hget(f"{cloud.prefix}latest", "one-4").decode().split("|")
+    latest = Record.decode(redis_client.hget(Keys(cloud.prefix).latest, "one-4"))
     newest_of_one_4 = max(r for r in rows if r[1] == "one-4")
     assert int(latest[0]) == newest_of_one_4[2]
-    assert redis_client.llen(f"{cloud.prefix}recent") == 200
+    assert redis_client.llen(Keys(cloud.prefix).recent) == 200

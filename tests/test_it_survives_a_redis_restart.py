@@ -5,13 +5,14 @@ import signal
 
 import redis as redis_lib
 
+from cloud_app.store import DEFAULT_PREFIX, Keys
 from fogwire import protocol as wire
 from tests.conftest import EDGE_ID, EDGE_SECRET, CloudThread, make_rows, wait_for
 
 
 def test_it_keeps_every_acked_tuple_across_a_redis_kill(own_redis):
     url = f"redis://127.0.0.1:{own_redis.port}/0"
-    cloud = CloudThread(url, "fog:", {EDGE_ID: EDGE_SECRET}).start()
+    cloud = CloudThread(url, DEFAULT_PREFIX, {EDGE_ID: EDGE_SECRET}).start()
     acked = 0
     try:
         for batch in range(20):
@@ -27,5 +28,5 @@ def test_it_keeps_every_acked_tuple_across_a_redis_kill(own_redis):
     own_redis.up(lambda line: None)
     client = redis_lib.Redis.from_url(url)
     assert acked == 5000
-    assert client.hlen(f"fog:t:{EDGE_ID}") == acked
-    assert sum(int(v) for k, v in client.hgetall("fog:states").items() if k.endswith(b":count")) == acked
+    assert client.hlen(Keys(DEFAULT_PREFIX).tuples(EDGE_ID)) == acked
+    assert sum(int(v) for k, v in client.hgetall(Keys(DEFAULT_PREFIX).states).items() if k.endswith(b":count")) == acked

@@ -5,6 +5,7 @@ import pynng
 import pytest
 
 from cloud_app.postal import locate
+from cloud_app.store import Keys
 from edge_app.link import Heartbeat
 from edge_app.models import Status, WindowAggregate
 from edge_app.sender import Sender
@@ -20,10 +21,12 @@ T0 = corpus.T0
 
 @pytest.mark.django_db(transaction=True)
 def test_it_refuses_every_bad_input_then_delivers_a_normal_run(kafka_bootstrap, topic, redis_url, cloud_prefix,
-                                                               redis_client, tmp_path):
+                                                               redis_client, tmp_path, client, cloud_settings):
     from zoneinfo import ZoneInfo
 
-    cloud = CloudThread(redis_url, cloud_prefix, {EDGE_ID: EDGE_SECRET}, legacy_edge="legacy").start()
+    keys = Keys(cloud_prefix)
+    cloud = CloudThread(redis_url, cloud_prefix, {EDGE_ID: EDGE_SECRET, "edge-second": EDGE_SECRET},
+                        legacy_edge="legacy").start()
     try:
         for name, (frame, reason) in corpus.V2_FRAMES.items():
             with pytest.raises(wire.ProtocolError) as refused:
@@ -38,8 +41,21 @@ def test_it_refuses_every_bad_input_then_delivers_a_normal_run(kafka_bootstrap, 
             for name, (request, reply) in corpus.LEGACY_V1.items():
                 legacy.send(request)
                 assert legacy.recv().startswith(reply), name
-        assert not redis_client.exists(f"{cloud_prefix}t:{EDGE_ID}")  # nothing of all that was stored
-        assert not redis_client.exists(f"{cloud_prefix}t:legacy")
+        assert not redis_client.exists(keys.tuples(EDGE_ID))  # nothing of all that was stored
+        assert not redis_client.exists(keys.tuples("legacy"))
+        assert not redis_client.exists(keys.states)
+
+        for name, (first, second, reasons) in corpus.STORE_REFUSALS.items():
+            first = [(2_000_000 + i,) + row[1:] for i, row in enumerate(first)]
+            assert wire.read_reply(cloud.request(wire.batch_frame("edge-second", EDGE_SECRET, first)), "edge-second",
+                                   EDGE_SECRET, len(first))[1] == [""] * len(first), name
+            _, got = wire.read_reply(cloud.request(wire.batch_frame(EDGE_ID, EDGE_SECRET, second)), EDGE_ID,
+                                     EDGE_SECRET, len(second))
+            assert got == reasons, name
+        assert not redis_client.exists(keys.tuples(EDGE_ID))
+
+        for query, status in corpus.API_QUERIES.items():
+            assert client.get(query).status_code == status, query
 
         for name, (line, message) in corpus.CSV_LINES.items():
             path = write_gem_csv(tmp_path / f"{len(name)}-{name.replace(' ', '_')}.csv",

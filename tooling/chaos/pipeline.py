@@ -131,7 +131,10 @@ class Pipeline:
     def loop_pid(self, loop):
         import redis
 
-        held = redis.Redis.from_url(self.env["FOG_EDGE_REDIS_URL"]).get(f"fog:edge:{self.edge_id}:lock:{loop}")
+        from edge_app.loops import EdgeControl
+
+        client = redis.Redis.from_url(self.env["FOG_EDGE_REDIS_URL"])
+        held = client.get(EdgeControl(self.edge_id, client).lock_key(loop))
         return int(held.split(b":")[0]) if held else None
 
     def kill_loop(self, loop):

@@ -6,7 +6,7 @@ from django.core.management.base import BaseCommand, CommandError
 
 from fogsite.reconcile import reconcile
 
-COLUMNS = ("expected", "acked", "pending", "missing_in_cloud", "duplicated")
+COLUMNS = ("expected", "acked", "pending", "refused", "missing_in_cloud", "duplicated")
 
 
 class Command(BaseCommand):
@@ -16,7 +16,7 @@ class Command(BaseCommand):
     def add_arguments(self, parser):
         parser.add_argument("--edge-id", default=settings.FOG_EDGE_ID, help="edge to check (default FOG_EDGE_ID, %(default)s)")
         parser.add_argument("--strict", action="store_true",
-                            help="also fail while tuples are pending (use once the pipeline is quiet)")
+                            help="also fail while tuples are pending or refused (use once the pipeline is quiet)")
         parser.add_argument("--all", action="store_true", help="list every household, not only those with problems")
         parser.add_argument("--json", action="store_true", help="print the report as JSON")
 
@@ -34,7 +34,7 @@ class Command(BaseCommand):
             totals = report.totals
             raise CommandError(f"reconcile failed: {totals.missing_in_cloud} missing in cloud, {totals.duplicated} "
                                f"duplicated, {len(report.sum_mismatches)} sum mismatches"
-                               + (f", {totals.pending} pending" if strict else ""))
+                               + (f", {totals.pending} pending, {totals.refused} refused" if strict else ""))
 
     def _table(self, report, everyone):
         width = max([len("household")] + [len(r.household) for r in report.households[:1000]] + [5])
@@ -49,6 +49,9 @@ class Command(BaseCommand):
         self.stdout.write(f"{'TOTAL':<{width}} " + " ".join(f"{getattr(totals, c):>16}" for c in COLUMNS))
         self.stdout.write(f"cloud holds {report.cloud_tuples} tuples of edge {report.edge}"
                           + (f" ({report.unknown_to_edge} no longer on the edge)" if report.unknown_to_edge else ""))
+        for reason, number in sorted(report.refusals.items()):
+            self.stdout.write(f"refused by the cloud for good: {number} tuples ({reason}); "
+                              "the admin's 'Send again' action retries them after a fix")
         for problem in report.sum_mismatches:
             self.stdout.write(f"sum mismatch: {problem}")
         if not report.sum_mismatches:

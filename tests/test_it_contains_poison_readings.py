@@ -1,0 +1,135 @@
+"""Finding 6: no Kafka message can stop ingest, one far-ahead reading does not make its household's genuine
+readings late, huge powers never make an infinite average, a burst run with a refused tuple ends, and
+silent households leave memory with resume positions still exact."""
+
+import json
+import re
+import time
+
+import pytest
+
+from cloud_app.store import Keys
+from edge_app.ingest import Ingestor, MalformedReading, RateLimitedLog, parse_reading
+from edge_app.models import IngestPosition, WindowAggregate
+from edge_app.windows import MAX_JUMP_MS, WindowBook
+from tests.conftest import (EDGE_SECRET, CloudThread, child_env, edge_db, ingest_to_end, produce, reading,
+                            read_to_end, run_manage, store_through_cloud)
+
+T0 = 1_577_142_000_000
+HOUR = 3_600_000
+
+
+@pytest.mark.django_db(transaction=True)
+def test_it_skips_200000_brackets_and_reads_on(kafka_bootstrap, topic):
+    produce(kafka_bootstrap, topic, [reading("h", T0, 100.0), ("h", b"[" * 200_000), reading("h", T0 + 1000, 300.0)])
+    for run in range(2):  # and again from the same offsets, as a restarted edge would
+        IngestPosition.objects.all().delete()
+        ingest = ingest_to_end(kafka_bootstrap, topic, edge_id=f"edge-poison-{run}")
+        assert ingest.totals["malformed"] == 1 and ingest.totals["readings"] == 2
+    assert list(WindowAggregate.objects.values_list("average_w", "readings")) == [(200.0, 2)]
+
+
+@pytest.mark.parametrize("raw, says", [
+    (b"[" * 4000, "not JSON (RecursionError)"),  # under the size cap, over the parser's recursion limit
+    (b"{" * 5000, "more than a reading's"),
+    (json.dumps({"household": "h", "ts": T0, "power_w": 10 ** 400}).encode(), "unreadable (OverflowError"),
+    (None, "tombstone"),
+])
+def test_it_makes_any_parsing_failure_a_malformed_reading(raw, says):
+    with pytest.raises(MalformedReading, match=re.escape(says)):
+        parse_reading(raw, T0)
+
+
+def test_it_logs_malformed_readings_without_flooding(caplog):
+    clock = [0.0]
+    limited = RateLimitedLog(__import__("logging").getLogger("fog.test"), lines=3, seconds=60, clock=lambda: clock[0])
+    with caplog.at_level("WARNING", logger="fog.test"):
+        for i in range(1000):
+            limited.warning("bad %d", i)
+        clock[0] = 61.0
+        limited.warning("bad again")
+    assert [r.getMessage() for r in caplog.records] == ["bad 0", "bad 1", "bad 2",
+                                                         "... and 997 more like it in the last 60 s", "bad again"]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_it_accepts_the_genuine_readings_after_one_far_ahead(kafka_bootstrap, topic):
+    messages = [reading("h", T0 + i * 1000, 100.0) for i in range(10)]
+    messages.append(reading("h", T0 + 23 * HOUR, 5000.0))  # a wrong clock
+    messages += [reading("h", T0 + (10 + i) * 1000, 200.0) for i in range(100)]
+    produce(kafka_bootstrap, topic, messages)
+    ingest = ingest_to_end(kafka_bootstrap, topic, edge_id="edge-ahead")
+    assert (ingest.totals["readings"], ingest.totals["late"]) == (111, 0)
+    stored = dict(WindowAggregate.objects.values_list("window_start", "readings"))
+    assert sum(stored.values()) == 111 and stored[T0 + 23 * HOUR] == 1
+    assert stored[T0 + 10_000] == 5  # genuine readings after the stray one, windowed as usual
+
+
+def test_it_believes_a_jump_two_readings_agree_on():
+    book = WindowBook(5000, 2000, 60)
+    for i in range(10):
+        book.add("h", T0 + i * 1000, 1.0, 0, i, 0.0)
+    jump = T0 + MAX_JUMP_MS + HOUR  # the meter was off for an hour
+    assert book.add("h", jump, 1.0, 0, 10, 0.0) and book.add("h", jump + 1000, 1.0, 0, 11, 0.0)
+    assert not book.add("h", T0 + 10_000, 1.0, 0, 12, 0.0)  # now old readings are late
+    assert {w.start for w in book.take_closed()} == {T0, T0 + 5000}
+
+
+def test_it_closes_a_stray_window_and_forgets_silent_households():
+    book = WindowBook(5000, 2000, idle_seconds=10)
+    book.add("steady", T0, 1.0, 0, 0, 0.0)
+    book.add("steady", T0 + 23 * HOUR, 9.0, 0, 1, 0.0)  # stray
+    book.add("gone", T0, 1.0, 0, 2, 0.0)
+    for second in range(1, 100):
+        book.add("steady", T0 + second * 1000, 1.0, 0, 2 + second, float(second))
+        book.close_idle(float(second))
+    assert set(book.households) == {"steady"}  # "gone" left memory
+    stray = [w for w in book.take_closed() if w.start == T0 + 23 * HOUR]
+    assert [(w.household, w.average) for w in stray] == [("steady", 9.0)]  # closed by the idle timeout
+    assert book.resume_offsets({0: 200}) == {0: 2 + 95}  # the open window's first reading, not the stray one's
+
+
+@pytest.mark.django_db(transaction=True)
+def test_it_resumes_exactly_after_forgetting_silent_households(kafka_bootstrap, topic):
+    # 40 households speak once early and fall silent; one speaks throughout. The edge stops halfway,
+    # having forgotten the silent ones, and a new one resumes from the stored positions.
+    early = [reading(f"early-{h}", T0 + h, 10.0 + h) for h in range(40)]
+    steady = [reading("steady", T0 + i * 1000, float(i)) for i in range(60)]
+    produce(kafka_bootstrap, topic, early + steady[:30])
+    first = read_to_end(Ingestor(edge_id="edge-evict", topic=topic, bootstrap=kafka_bootstrap, window_seconds=5,
+                                 grace_seconds=2, idle_seconds=60))
+    for household, state in first.book.households.items():
+        if household.startswith("early"):
+            state.last_seen -= 3600  # they fell silent an hour ago (wall clock)
+    first.book.close_idle(time.monotonic())
+    first.flush()
+    assert set(first.book.households) == {"steady"} and first.book.open_windows() == 1
+    first.close()  # a stop without finish(): the open window is replayed by the next run
+
+    produce(kafka_bootstrap, topic, steady[30:])
+    ingest_to_end(kafka_bootstrap, topic, edge_id="edge-evict")
+    stored = sorted(WindowAggregate.objects.values_list("household", "window_start", "readings", "average_w"))
+    expected = sorted([(f"early-{h}", T0, 1, 10.0 + h) for h in range(40)]
+                      + [("steady", T0 + w * 5000, 5, float(sum(range(w * 5, w * 5 + 5))) / 5) for w in range(12)])
+    assert stored == expected
+
+
+def test_it_ends_a_burst_run_with_a_tuple_the_cloud_refuses_for_good(kafka_bootstrap, topic, edge_env, redis_url,
+                                                                    cloud_prefix, redis_client):
+    produce(kafka_bootstrap, topic, [reading(f"h{h}", T0 + i * 1000, 50.0) for i in range(10) for h in range(3)])
+    cloud = CloudThread(redis_url, cloud_prefix, {edge_env["FOG_EDGE_ID"]: EDGE_SECRET, "edge-first": EDGE_SECRET})
+    cloud.start()
+    edge_env["FOG_HEARTBEAT_PORT"], edge_env["FOG_DATA_PORT"] = (a.rsplit(":", 1)[1] for a in (cloud.hb_addr,
+                                                                                             cloud.data_addr))
+    try:
+        store_through_cloud(cloud, [(1, "h1", T0 - 5000, T0, 1.0, 1)], edge="edge-first")  # h1 is another edge's
+        result = run_manage("runedge", "--burst", "--timeout", "90", "--topic", topic, "-v", "0",
+                            env=child_env(edge_env), timeout=150)
+    finally:
+        cloud.stop()
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert re.search(r"acked=4 pending=0 refused=2 ", result.stdout), result.stdout
+    with edge_db(edge_env) as db:
+        assert db.execute("select distinct household, refusal from edge_app_windowaggregate where status = 3"
+                          ).fetchall() == [("h1", "household-of-another-edge")]
+    assert redis_client.hlen(Keys(cloud_prefix).tuples(edge_env["FOG_EDGE_ID"])) == 4

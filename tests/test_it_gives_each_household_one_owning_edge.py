@@ -1,0 +1,62 @@
+"""Finding 4: the first edge to deliver a household owns it; another edge's tuples for it are refused with
+a stable reason and change nothing it shows. Each edge brings at most its quota of households."""
+
+import pytest
+
+from cloud_app.store import Keys, Record
+from fogwire import protocol as wire
+from tests.conftest import EDGE_ID, EDGE_SECRET, CloudThread, make_rows
+
+OTHER, OTHER_SECRET = "edge-other", "other-secret"
+
+
+def _send(cloud, rows, edge=EDGE_ID, secret=EDGE_SECRET):
+    return wire.read_reply(cloud.request(wire.batch_frame(edge, secret, rows)), edge, secret, len(rows))
+
+
+def test_it_refuses_another_edges_tuples_for_a_household_it_does_not_own(cloud, redis_client, client, cloud_settings):
+    keys = Keys(cloud.prefix)
+    mine = make_rows(5, household="mine")  # mine-0 .. mine-4
+    assert _send(cloud, mine)[1] == [""] * 5
+    latest_before = redis_client.hgetall(keys.latest)
+    states_before = redis_client.hgetall(keys.states)
+
+    # A later window of an owned household, with a fake value, next to a household nobody has delivered yet.
+    forged = [(0, "mine-2", mine[-1][2] + 3_600_000, mine[-1][3] + 3_600_000, 43_000.0, 1),
+              (1, "theirs-0", mine[0][2], mine[0][3], 50.0, 1)]
+    codes, reasons = _send(cloud, forged, OTHER, OTHER_SECRET)
+    assert reasons == [wire.R_NOT_OWNER, ""] and codes[0] == "" and codes[1]
+
+    latest = redis_client.hgetall(keys.latest)
+    assert {k: v for k, v in latest.items() if k != b"theirs-0"} == latest_before
+    assert Record.decode(latest[b"theirs-0"]).edge == OTHER
+    assert redis_client.hlen(keys.tuples(OTHER)) == 1
+    assert redis_client.hget(keys.owners, "mine-2") == EDGE_ID.encode()
+    assert int(redis_client.hget(keys.stats, f"refused:{wire.R_NOT_OWNER}")) == 1
+    total = sum(float(v) for k, v in redis_client.hgetall(keys.states).items() if k.endswith(b":sum"))
+    assert total == pytest.approx(sum(float(v) for k, v in states_before.items() if k.endswith(b":sum")) + 50.0)
+    shown = client.get("/api/households/?page_size=500").json()["results"]
+    assert {row["household"]: row["edge"] for row in shown}["mine-2"] == EDGE_ID
+
+    # The owner goes on delivering it.
+    later = [(100, "mine-2", forged[0][2], forged[0][3], 120.0, 4)]
+    assert _send(cloud, later)[1] == [""]
+
+
+def test_it_refuses_households_beyond_an_edges_quota_and_keeps_the_ones_within(redis_url, cloud_prefix,
+                                                                              redis_client):
+    keys = Keys(cloud_prefix)
+    cloud = CloudThread(redis_url, cloud_prefix, {EDGE_ID: EDGE_SECRET, OTHER: OTHER_SECRET},
+                        households_per_edge=3).start()
+    try:
+        first = _send(cloud, make_rows(4, household="q"))  # q-0 .. q-3: one too many
+        again = _send(cloud, make_rows(2, household="q", start_id=10))  # q-0, q-1 again: owned, so within quota
+        other = _send(cloud, make_rows(3, household="o"), OTHER, OTHER_SECRET)  # a quota per edge
+    finally:
+        cloud.stop()
+    assert first[1] == ["", "", "", wire.R_QUOTA]
+    assert again[1] == ["", ""]
+    assert other[1] == ["", "", ""]
+    assert int(redis_client.hget(keys.owned, EDGE_ID)) == 3
+    assert not redis_client.hexists(keys.owners, "q-3")
+    assert redis_client.hlen(keys.tuples(EDGE_ID)) == 5
