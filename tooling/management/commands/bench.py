@@ -91,8 +91,8 @@ NOTES = [
 
 
 class Command(BaseCommand):
-    help = ("Run a benchmark against the real local broker, Redis and pynng sockets, and print its figure "
-            "next to a naive baseline measured in the same run. Benchmarks are not tests.")
+    help = ("Run a benchmark against the real local broker, Redis and pynng sockets, and print each figure next "
+            "to a baseline measured in the same run that differs from it in one thing. Benchmarks are not tests.")
 
     def add_arguments(self, parser):
         sub = parser.add_subparsers(dest="name", required=True, metavar="NAME")
