@@ -43,21 +43,26 @@ def _cloud(in_flight):
     return proc, prefix, hb, data
 
 
-def run_drain(tuples=100_000, batch=1000, in_flight=4, baseline_tuples=1000, out=print):
+def run_drain(tuples=100_000, batch=1000, in_flight=4, baseline_tuples=1000, orm_tuples=10_000, out=print):
     figures = []
     sizes = tuples if isinstance(tuples, list) else [tuples]
     for size in sizes:
         cloud, prefix, hb, data = _cloud(in_flight)
         try:
-            out(f"drain: {size:,} PENDING tuples, batches of {batch}, {in_flight} in flight; the same with 1 in "
-                f"flight; then {baseline_tuples:,} tuples one a request, 1 in flight")
+            orm_size = min(size, orm_tuples)
+            out(f"drain: {size:,} PENDING tuples, batches of {batch}, {in_flight} in flight; {orm_size:,} marked "
+                f"ACKED by the shipped UPDATE, then by the ORM; the same batches with 1 in flight; then "
+                f"{baseline_tuples:,} tuples one a request, 1 in flight")
             result = _child("drain", {"tuples": size, "batch": batch, "in_flight": in_flight,
-                                      "baseline_tuples": baseline_tuples, "data_port": data})
+                                      "baseline_tuples": baseline_tuples, "orm_tuples": orm_size, "data_port": data})
             figures.append(Figure(f"drain {size:,}, {in_flight} in flight", result["rate"], "tuples/s",
                                   result["one_in_flight_rate"], ">= 50,000 tuples/s",
                                   {"seconds": result["seconds"], "edge peak RSS MiB": result["rss_mib"],
                                    "cloud peak RSS MiB": round(peak_rss_mib(cloud.pid) or 0, 1),
                                    "against": f"the same batches of {batch}, 1 in flight"}))
+            figures.append(Figure(f"drain {orm_size:,}, one UPDATE over all ACKs", result["orm_shipped_rate"],
+                                  "tuples/s", result["orm_rate"], "",
+                                  {"against": "an ORM update a row, all else the same"}))
             figures.append(Figure(f"drain {size:,}, batches of {batch}", result["one_in_flight_rate"], "tuples/s",
                                   result["unbatched_rate"], "", {"against": "one tuple a request, 1 in flight"}))
         finally:
@@ -113,14 +118,16 @@ def _seed(count, first=0):
             for i in range(start, min(first + count, start + 20000))], batch_size=5000)
 
 
-def _drain_pass(count, batch, in_flight, data_port):
-    """Seed `count` new PENDING tuples and run the shipped Sender until all are ACKED; seconds taken."""
+def _drain_pass(count, batch, in_flight, data_port, sender_class=None):
+    """Seed `count` new PENDING tuples and run the Sender (or `sender_class`) until all are ACKED; seconds taken."""
     from edge_app.models import Status, WindowAggregate
     from edge_app.sender import Sender
 
+    sender_class = sender_class or Sender
+
     first = WindowAggregate.objects.count()
     _seed(count, first=first)
-    sender = Sender(edge_id=EDGE, secret=SECRET, address=f"tcp://127.0.0.1:{data_port}", batch=batch,
+    sender = sender_class(edge_id=EDGE, secret=SECRET, address=f"tcp://127.0.0.1:{data_port}", batch=batch,
                     in_flight=in_flight)
     time.sleep(0.3)  # let the socket dial
     started = time.perf_counter()
@@ -134,16 +141,31 @@ def _drain_pass(count, batch, in_flight, data_port):
     return seconds
 
 
-def child_drain(tuples, batch, in_flight, baseline_tuples, data_port):
-    """The Sender as shipped; the same batches with one in flight; then one tuple a request, one in flight."""
-    from edge_app.models import EdgeStatus
+def child_drain(tuples, batch, in_flight, baseline_tuples, orm_tuples, data_port):
+    """The Sender as shipped; the same with the ORM's bulk_update marking ACKs; the same batches with one in
+    flight; then one tuple a request, one in flight."""
+    from django.utils import timezone
+
+    from edge_app.models import EdgeStatus, Status, WindowAggregate
+    from edge_app.sender import Sender
+
+    class OrmAck(Sender):
+        def mark_acked(self, acked):  # each row has its own code: one ORM update a row
+            now = timezone.now()
+            for code, _, tid in acked:
+                WindowAggregate.objects.filter(id=tid).update(status=Status.ACKED, postal_code=code, acked_at=now,
+                                                              refusal="", next_attempt_at=None)
 
     EdgeStatus.objects.update_or_create(edge_id=EDGE, defaults={"connected": True})
     shipped = _drain_pass(tuples, batch, in_flight, data_port)
+    orm_shipped = _drain_pass(orm_tuples, batch, in_flight, data_port)  # the same size as the ORM's pass
+    orm = _drain_pass(orm_tuples, batch, in_flight, data_port, OrmAck)
     one_in_flight = _drain_pass(tuples, batch, 1, data_port)
     unbatched = _drain_pass(baseline_tuples, 1, 1, data_port)
-    return {"rate": tuples / shipped, "seconds": round(shipped, 2), "one_in_flight_rate": tuples / one_in_flight,
-            "unbatched_rate": baseline_tuples / unbatched, "rss_mib": round(peak_rss_mib("self") or 0, 1)}
+    return {"rate": tuples / shipped, "seconds": round(shipped, 2), "orm_shipped_rate": orm_tuples / orm_shipped,
+            "orm_rate": orm_tuples / orm,
+            "one_in_flight_rate": tuples / one_in_flight, "unbatched_rate": baseline_tuples / unbatched,
+            "rss_mib": round(peak_rss_mib("self") or 0, 1)}
 
 
 def _ingest_pass(ingestor_class, edge_id, topic, profiler=None):

@@ -27,11 +27,14 @@ BENCHMARKS = {
         ("--baseline-tuples", int, 2000, "tuples sent one a request, 1 in flight, for the batching baseline"),
     ]),
     "drain": (edge.run_drain, "a PENDING backlog edge -> real cloud until all ACKED (target >= 50,000 tuples/s); "
-              "beside the same batches 1 in flight, and those beside one tuple a request", [
+              "beside an ORM update a row marking ACKs, the same batches 1 in flight, and those beside one "
+              "tuple a request", [
         ("--tuples", sizes, [100_000], "backlog size(s), comma-separated to see the growth, e.g. 10000,100000,1000000"),
         ("--batch", int, 1000, "tuples a request"),
         ("--in-flight", int, 4, "requests at once"),
         ("--baseline-tuples", int, 1000, "tuples sent one a request, 1 in flight, for the batching baseline"),
+        ("--orm-tuples", int, 10_000, "tuples (at most the backlog) marked ACKED by the shipped UPDATE, then by "
+                                       "an ORM update a row"),
     ]),
     "ingest": (edge.run_ingest, "Kafka readings -> closed windows stored (target >= 50,000 readings/s); beside "
                "kafka-python's default consumer settings, and beside the ORM's bulk_create", [
@@ -79,7 +82,8 @@ NOTES = [
     "Each baseline differs from its figure in one thing only, and runs in the same process on the same data:",
     "",
     "- cloud and drain: the same batches with one request in flight instead of several; then those batches",
-    "  against one tuple a request (both with one in flight).",
+    "  against one tuple a request (both with one in flight). drain also: an ORM update a row marking",
+    "  the ACKs instead of the one prepared UPDATE run over them all (both over --orm-tuples).",
     "- ingest: kafka-python's default consumer settings instead of `edge_app.ingest.CONSUMER_TUNING`; and,",
     "  separately, the ORM's `bulk_create` instead of the one prepared INSERT run over all rows.",
     "- api: Django's stock `ASGIHandler` instead of `fogsite.http.OneHopASGIHandler`, same server and load.",
