@@ -9,6 +9,7 @@ import threading
 import time
 
 import redis as redis_lib
+from django.conf import settings
 
 from cloud_app.postal import STATE_NAMES, STATES
 from cloud_app.store import Keys, Record
@@ -121,11 +122,9 @@ class ReaderSource:
         self._clients, self._lock = {}, threading.Lock()
 
     def __call__(self):
-        from django.conf import settings as config
-
-        url = config.FOG_CLOUD_REDIS_URL
+        url = settings.FOG_CLOUD_REDIS_URL
         with self._lock:
             client = self._clients.get(url)
             if client is None:
                 client = self._clients[url] = redis_lib.Redis.from_url(url, socket_timeout=SOCKET_TIMEOUT_S)
-        return CloudReader(client, config.FOG_CLOUD_KEY_PREFIX, config.FOG_PRICE_EUR_PER_KWH)
+        return CloudReader(client, settings.FOG_CLOUD_KEY_PREFIX, settings.FOG_PRICE_EUR_PER_KWH)
