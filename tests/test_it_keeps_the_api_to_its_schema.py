@@ -23,7 +23,7 @@ def test_it_answers_every_query_string_as_its_schema_says(cloud, redis_url, clou
     port = free_port()
     env = {**os.environ, "FOG_CLOUD_REDIS_URL": redis_url, "FOG_CLOUD_KEY_PREFIX": cloud_prefix}
     web = subprocess.Popen([sys.executable, "-m", "uvicorn", "fogsite.asgi:application", "--host", "127.0.0.1",
-                            "--port", str(port), "--no-access-log", "--log-level", "warning"],
+                            "--port", str(port), "--no-access-log", "--lifespan", "off", "--log-level", "warning"],
                            cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     try:
         assert wait_for(lambda: port_open("127.0.0.1", port) or web.poll() is not None, timeout=60)

@@ -40,3 +40,9 @@ def test_it_runs_the_benchmark_beside_its_baseline_and_meets_what_it_promises(se
         if figure.get("against") in ("one tuple a request, 1 in flight", "the ORM's bulk_create, same consumer",
                                     "an ORM update a row, all else the same"):
             assert figure["ratio"] > 1, figure
+
+
+def test_it_takes_json_before_the_benchmark_name_too(services):
+    result = run_manage("bench", "--json", "cloud", *SMALL["cloud"], timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)[0]["value"] > 0  # JSON alone on stdout, no progress lines

@@ -35,7 +35,7 @@ def web(cloud_settings, redis_url, cloud_prefix):
     port = free_port()
     env = {**os.environ, "FOG_CLOUD_REDIS_URL": redis_url, "FOG_CLOUD_KEY_PREFIX": cloud_prefix}
     proc = subprocess.Popen([sys.executable, "-m", "uvicorn", "fogsite.asgi:application", "--host", "127.0.0.1",
-                             "--port", str(port), "--log-level", "warning"], cwd=ROOT, env=env,
+                             "--port", str(port), "--lifespan", "off", "--log-level", "warning"], cwd=ROOT, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     try:
         assert wait_for(lambda: port_open("127.0.0.1", port), timeout=30, interval=0.2), "the web server did not start"
@@ -62,6 +62,8 @@ def test_it_shows_stored_data_and_changes_live_without_reload(web, redis_url, cl
             page.on("request", lambda r: requests.append(r.url))
             page.goto(web)
             page.wait_for_function("document.getElementById('link').classList.contains('link-live')", timeout=15000)
+            # The socket opens before its summary (or the API's first paint) arrives: wait for the figures.
+            page.wait_for_function(f"{STATES_DATA} !== {json.dumps(json.dumps([0] * 16))}", timeout=15000)
             shown = json.loads(page.evaluate(STATES_DATA))
             assert shown == pytest.approx(expected_kwh(rows), abs=1e-6)
 
@@ -101,4 +103,16 @@ def test_it_says_when_the_websocket_is_down(web):
         page.goto(web)
         page.wait_for_function("document.getElementById('link').classList.contains('link-down')", timeout=10000)
         assert "Reconnecting" in page.inner_text("#link")
+        browser.close()
+
+
+def test_it_names_the_time_zone_of_the_times_it_shows(web):
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=FLAGS, headless=True)
+        page = browser.new_page(timezone_id="America/Sao_Paulo")  # no daylight saving: always UTC-03:00
+        page.goto(web)
+        assert page.inner_text("#time-zone") == ("Times are shown in America/Sao_Paulo (UTC-03:00), "
+                                                 "this browser's time zone.")
         browser.close()

@@ -59,6 +59,20 @@
     } },
   });
 
+  // --- time zone ----------------------------------------------------------
+  // Every time on the page is formatted in the browser's zone; say which, since
+  // the pipeline's operators need not sit where its households are.
+  function showTimeZone() {
+    const zone = Intl.DateTimeFormat().resolvedOptions().timeZone || "local time";
+    const minutes = -new Date().getTimezoneOffset();
+    const abs = Math.abs(minutes);
+    const offset = `UTC${minutes < 0 ? "-" : "+"}${String(Math.floor(abs / 60)).padStart(2, "0")}:` +
+      String(abs % 60).padStart(2, "0");
+    document.getElementById("time-zone").textContent =
+      `Times are shown in ${zone} (${offset}), this browser's time zone.`;
+  }
+  showTimeZone();
+
   // --- painting -----------------------------------------------------------
   function paintStates() {
     statesChart.data.datasets[0].data = STATES.map((s) => {

@@ -20,7 +20,7 @@ T0 = 1_577_142_000_000
 SHIPPED_APP = "fogsite.asgi:application"
 STOCK_APP = "tooling.bench.stock_asgi:application"
 # The web server as `make demo` runs it (Procfile).
-WEB_ARGS = ["--host", "127.0.0.1", "--workers", "2", "--no-access-log",
+WEB_ARGS = ["--host", "127.0.0.1", "--workers", "2", "--no-access-log", "--lifespan", "off",
             "--log-level", "warning"]
 
 

@@ -99,6 +99,10 @@ class Command(BaseCommand):
             "to a baseline measured in the same run that differs from it in one thing. Benchmarks are not tests.")
 
     def add_arguments(self, parser):
+        # Also before NAME (`bench --json cloud`), as users of --json flags expect. Its own dest: a
+        # subcommand's defaults overwrite the namespace, which would reset a shared `json` to False.
+        parser.add_argument("--json", dest="json_before_name", action="store_true",
+                            help="print the figures as JSON (also accepted after NAME)")
         sub = parser.add_subparsers(dest="name", required=True, metavar="NAME")
         every = sub.add_parser("all", help="every benchmark at its default size, with the growth series "
                                "(drain at 10k/100k/1M tuples, simulate at 1k/10k/50k households)")
@@ -113,7 +117,8 @@ class Command(BaseCommand):
                     child.add_argument(option, type=kind, default=default, help=f"{option_help} (default %(default)s)")
             child.add_argument("--json", action="store_true", help="print the figures as JSON")
 
-    def handle(self, *args, name, **options):
+    def handle(self, *args, name, json_before_name=False, **options):
+        options["json"] = options.get("json") or json_before_name
         logging.getLogger("fog").setLevel(logging.WARNING if options["verbosity"] < 2 else logging.DEBUG)
         logging.getLogger("kafka").setLevel(logging.ERROR)  # the benchmark's own producers' chatter
         if name == "all":
