@@ -86,9 +86,50 @@ class TupleSerializer(serializers.Serializer):
     readings = serializers.IntegerField()
 
 
+class WindowPointSerializer(serializers.Serializer):
+    window_start = serializers.IntegerField(help_text="epoch ms")
+    window_end = serializers.IntegerField(help_text="epoch ms")
+    power_w = serializers.FloatField(help_text="the window's average")
+
+
+class HouseholdDetailSerializer(HouseholdSerializer):
+    series = WindowPointSerializer(many=True, help_text="its windows of the last hour, oldest first")
+
+
+class PowerPointSerializer(serializers.Serializer):
+    minute = serializers.IntegerField(help_text="epoch ms of the minute's start")
+    power_w = serializers.FloatField(allow_null=True, help_text="mean total power of all households in that "
+                                                                "minute; null when no window started in it")
+
+
+class OfflinePeriodSerializer(serializers.Serializer):
+    start = serializers.IntegerField(help_text="epoch ms of the last heartbeat before the gap")
+    end = serializers.IntegerField(allow_null=True, help_text="epoch ms of the first beat after it; null: still offline")
+
+
+class EdgeHistorySerializer(serializers.Serializer):
+    edge = serializers.CharField()
+    minutes = serializers.ListField(child=serializers.IntegerField(), help_text="epoch ms of each minute's start")
+    backlog = serializers.ListField(child=serializers.IntegerField(allow_null=True),
+                                    help_text="backlog at the last beat of each minute; null: no beat")
+    acked = serializers.ListField(child=serializers.IntegerField(), help_text="tuples acknowledged in each minute")
+    offline = OfflinePeriodSerializer(many=True, help_text="gaps between heartbeats in the last hour, oldest first")
+
+
+class NotFoundSerializer(serializers.Serializer):
+    """A 404: what was asked for and is not there."""
+
+    detail = serializers.CharField()
+
+
 def error_serializer(query):
     """The 400 a query serializer's errors make: each bad parameter with its messages."""
     fields = {name: serializers.ListField(child=serializers.CharField(), required=False)
               for name in query().fields}
     name = query.__name__.replace("QuerySerializer", "QueryError")
-    return type(name, (serializers.Serializer,), {**fields, "__doc__": "Each bad parameter with what was wrong."})
+    return type(name, (serializers.Serializer,), {**fields, "__doc__": "Each bad parameter with what was wrong.",
+                                                   "__module__": __name__})
+
+
+PageQueryError = error_serializer(PageQuerySerializer)
+RecentQueryError = error_serializer(RecentQuerySerializer)

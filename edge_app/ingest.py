@@ -130,8 +130,9 @@ INSERT_WINDOWS = (
 class Ingestor:
     consumer_tuning = CONSUMER_TUNING
 
-    def __init__(self, *, edge_id, topic, bootstrap, window_seconds, grace_seconds, idle_seconds):
+    def __init__(self, *, edge_id, topic, bootstrap, window_seconds, grace_seconds, idle_seconds, live_windows=True):
         self.edge_id, self.topic, self.bootstrap = edge_id, topic, bootstrap
+        self.live_windows = live_windows
         self.book = WindowBook(window_seconds * 1000, int(grace_seconds * 1000), idle_seconds)
         self.consumer = None
         self.partitions = []
@@ -191,6 +192,8 @@ class Ingestor:
         for tp, messages in batches.items():
             read += len(messages)
             self._apply(tp.partition, messages, now, now_ms)
+        if self.live_windows and self.book.live_due and self.caught_up():
+            self.book.close_live(now_ms)
         if now - self.last_idle_check >= IDLE_CHECK_SECONDS:
             self.last_idle_check = now
             self.book.close_idle(now)
@@ -202,6 +205,7 @@ class Ingestor:
 
     def _apply(self, partition, messages, now, now_ms):
         add = self.book.add
+        live_ms = now_ms if self.live_windows else None  # None: this reading can never close by the clock
         counted_from = self.counted.get(partition, 0)
         pending = self.pending
         for message in messages:
@@ -214,13 +218,22 @@ class Ingestor:
                     self.malformed_log.warning("malformed reading at %s[%d] offset %d: %s", self.topic, partition,
                                                message.offset, exc)
                 continue
-            if not add(household, ts, power, partition, message.offset, now) and count:
+            if not add(household, ts, power, partition, message.offset, now, live_ms) and count:
                 pending["late"] += 1
             if count:
                 pending["readings"] += 1
         if messages:
             self.next_offsets[partition] = messages[-1].offset + 1
             self.dirty = True
+
+    def caught_up(self):
+        """True when every partition has been read up to the broker's high watermark, as the last fetch
+        saw it: only then may live windows close by the wall clock (see edge_app/windows.py)."""
+        for tp in self.partitions:
+            high = self.consumer.highwater(tp)
+            if high is None or self.next_offsets.get(tp.partition, 0) < high:
+                return False
+        return True
 
     def flush(self):
         """Store closed windows and the resume positions in one transaction."""

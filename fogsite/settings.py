@@ -61,6 +61,8 @@ FOG_HEARTBEAT_PORT = env_int("FOG_HEARTBEAT_PORT", 63270, minimum=1, maximum=655
 FOG_DATA_PORT = env_int("FOG_DATA_PORT", 63271, minimum=1, maximum=65535)
 FOG_WINDOW_SECONDS = env_int("FOG_WINDOW_SECONDS", 5, minimum=1, maximum=limits.MAX_WINDOW_MS // 1000)
 FOG_GRACE_SECONDS = env_float("FOG_GRACE_SECONDS", 2.0, minimum=0)
+# Live streams' windows close by the edge's clock at end + grace (edge_app/windows.py); off: event time only.
+FOG_LIVE_WINDOWS = env_bool("FOG_LIVE_WINDOWS", True)
 FOG_EDGE_RETENTION_DAYS = env_int("FOG_EDGE_RETENTION_DAYS", 7, minimum=1)
 FOG_PRICE_EUR_PER_KWH = env_float("FOG_PRICE_EUR_PER_KWH", 0.30, minimum=0)
 
@@ -146,7 +148,7 @@ USE_I18N = True
 USE_TZ = True
 
 STATIC_URL = "static/"
-# Chart.js comes from the npm registry (package.json) and is served from
+# Chart.js and the map come from the npm registry (package.json) and is served from
 # here, never from a CDN.
 # WhiteNoise serves straight from the finders, so the ASGI server needs no
 # collectstatic step and no DEBUG to serve the page's scripts.
@@ -154,6 +156,8 @@ WHITENOISE_USE_FINDERS = True
 STATICFILES_DIRS = [
     BASE_DIR / "static",
     ("vendor/chartjs", BASE_DIR / "node_modules" / "chart.js" / "dist"),
+    # Germany's state boundaries (CC BY 4.0, credited on the page), also from npm.
+    ("vendor/svg-maps-germany", BASE_DIR / "node_modules" / "@svg-maps" / "germany"),
 ]
 
 # channels-redis waits for a message with a 5 s blocking pop; redis-py 8's

@@ -32,6 +32,7 @@ BAD_VALUES = {
     "FOG_PRICE_EUR_PER_KWH": ("0,30", "FOG_PRICE_EUR_PER_KWH='0,30': expected a number"),
     "FOG_LOG_LEVEL": ("LOUD", "FOG_LOG_LEVEL='LOUD': expected one of DEBUG, INFO, WARNING, ERROR, CRITICAL"),
     "FOG_TOOLING": ("sometimes", "FOG_TOOLING='sometimes': expected one of 1/0, true/false"),
+    "FOG_LIVE_WINDOWS": ("maybe", "FOG_LIVE_WINDOWS='maybe': expected one of 1/0, true/false"),
     "DJANGO_DEBUG": ("maybe", "DJANGO_DEBUG='maybe': expected one of 1/0, true/false"),
 }
 # Settings any text is good for, or whose mistakes span settings (system checks, tests/test_it_checks_settings.py),

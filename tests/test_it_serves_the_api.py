@@ -114,13 +114,19 @@ def test_it_publishes_a_valid_openapi_schema_listing_every_endpoint(tmp_path):
                              "--file", str(target)], cwd=ROOT, capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
     paths = yaml.safe_load(target.read_text())["paths"]
-    assert {"/api/states/", "/api/households/", "/api/edges/", "/api/tuples/recent/"} <= set(paths)
+    assert {"/api/states/", "/api/households/", "/api/edges/", "/api/tuples/recent/", "/api/power/",
+            "/api/households/{household}/", "/api/states/{state}/households/",
+            "/api/edges/{edge}/history/"} <= set(paths)
     bounds = {(path, p["name"]): (p["schema"].get("minimum"), p["schema"].get("maximum"))
-              for path, item in paths.items() for p in item["get"].get("parameters", [])}
-    assert bounds == {("/api/households/", "page"): (1, 1_000_000_000), ("/api/households/", "page_size"): (1, 500),
+              for path, item in paths.items() for p in item["get"].get("parameters", []) if p["in"] == "query"}
+    paging = {"page": (1, 1_000_000_000), "page_size": (1, 500)}
+    assert bounds == {**{("/api/households/", name): b for name, b in paging.items()},
+                      **{("/api/states/{state}/households/", name): b for name, b in paging.items()},
                       ("/api/tuples/recent/", "limit"): (1, 200)}
     for path in {path for path, _ in bounds}:
-        assert set(paths[path]["get"]["responses"]) == {"200", "400"}, path
+        assert {"200", "400"} <= set(paths[path]["get"]["responses"]), path
+    for path in ("/api/households/{household}/", "/api/states/{state}/households/", "/api/edges/{edge}/history/"):
+        assert "404" in paths[path]["get"]["responses"], path
 
 
 def test_it_serves_the_api_docs_without_any_cdn(client):
@@ -150,3 +156,10 @@ def test_it_reads_through_the_reader_a_view_is_given(stored, redis_client, cloud
     figures = view(rf.get("/api/states/")).data
     assert sum(f["tuples"] for f in figures) == len(stored)
     assert all(f["annual_cost_eur"] == pytest.approx(f["annual_kwh"], abs=0.01) for f in figures)
+
+
+@pytest.mark.parametrize("path", ["/api/households/a%0Ab/", "/api/states/B%2FY/households/", "/api/nothing/"])
+def test_it_answers_an_api_path_no_route_matches_with_a_json_404(client, path):
+    response = client.get(path)
+    assert response.status_code == 404 and response["Content-Type"] == "application/json"
+    assert "detail" in response.json()

@@ -3,7 +3,7 @@ import logging
 
 from django.core.management.base import BaseCommand, CommandError
 
-from tooling.bench import api, cloud, edge, latency, simulate
+from tooling.bench import api, cloud, e2e, edge, latency, simulate
 
 
 def sizes(text):
@@ -40,7 +40,7 @@ BENCHMARKS = {
                "kafka-python's default consumer settings, and beside the ORM's bulk_create", [
         ("--readings", int, 500_000, "readings to produce and ingest (each of the three passes reads them all)"),
         ("--households", int, 1000, "households they come from"),
-        ("--profile", bool, False, "also profile the shipped ingest with pyinstrument in a pass of its own"),
+        ("--profile", "flag", False, "also profile the shipped ingest with pyinstrument in a pass of its own"),
     ]),
     "simulate": (simulate.run_simulate, "runsimulation --speed max into Kafka (target >= 100,000 readings/s); "
                  "beside the same run with the other Kafka client", [
@@ -56,6 +56,16 @@ BENCHMARKS = {
     "latency": (latency.run, "window stored -> ACK in the edge DB at real time, p50/p99 (target p99 <= 100 ms)", [
         ("--households", int, 1000, "households"),
         ("--seconds", int, 60, "seconds of real time"),
+    ]),
+    "e2e": (e2e.run, "the whole pipeline at real time, window end -> dashboard websocket: freshness p50/p99/max, "
+                     "readings and tuples/s, CPU and RSS per process (target p99 <= 3 s)", [
+        ("--households", int, 1000, "households"),
+        ("--seconds", int, 60, "seconds measured after a warm-up"),
+        ("--step", int, 2, "seconds between a household's readings (whole seconds, as runsimulation --step)"),
+        ("--find-capacity", "flag", False, "search for the largest number of households that keeps p99 "
+                                           "freshness <= 5 s and pace, each trial measured 2 minutes"),
+        ("--baseline", "flag", False, "also run the same households with FOG_LIVE_WINDOWS=off (windows close by "
+                                      "event time alone) as the baseline"),
     ]),
     "api": (api.run, "/api/states/ p50/p99 under concurrent clients, many tuples stored (target p99 <= 20 ms); "
             "beside Django's stock ASGIHandler", [
@@ -76,6 +86,7 @@ ALL = [
     ("realtime", {}),
     ("latency", {}),
     ("api", {}),
+    ("e2e", {"baseline": True}),
 ]
 
 NOTES = [
@@ -87,6 +98,7 @@ NOTES = [
     "- ingest: kafka-python's default consumer settings instead of `edge_app.ingest.CONSUMER_TUNING`; and,",
     "  separately, the ORM's `bulk_create` instead of the one prepared INSERT run over all rows.",
     "- api: Django's stock `ASGIHandler` instead of `fogsite.http.OneHopASGIHandler`, same server and load.",
+    "- e2e: the same households with `FOG_LIVE_WINDOWS=off` (windows close by event time alone).",
     "- simulate: the same simulation with kafka-python's producer instead of confluent-kafka's.",
     "",
     "Where the time goes: the profiles below were taken by pyinstrument in the run that wrote this file; a",
@@ -111,7 +123,7 @@ class Command(BaseCommand):
         for name, (_, text, arguments) in BENCHMARKS.items():
             child = sub.add_parser(name, help=text, description=text)
             for option, kind, default, option_help in arguments:
-                if kind is bool:
+                if kind == "flag":
                     child.add_argument(option, action="store_true", help=option_help)
                 else:
                     child.add_argument(option, type=kind, default=default, help=f"{option_help} (default %(default)s)")
