@@ -55,6 +55,11 @@ def machine():
     return f"{os.cpu_count()} cores, {memory:.0f} GiB, Python {platform.python_version()}"
 
 
+def reproduce(command):
+    """The lines of a report that show the command which wrote it."""
+    return ["Reproduce:", "", "```sh", command, "```", ""]
+
+
 def percentile(values, share):
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(share * len(ordered)))]

@@ -2,7 +2,7 @@
 
 from datetime import date
 
-from tooling.bench.common import machine
+from tooling.bench.common import machine, reproduce
 
 
 def markdown(sections, command, notes):
@@ -15,12 +15,7 @@ def markdown(sections, command, notes):
         "the same run that differs from it in one thing (named in its details), and the gain, how many times better "
         "the figure is than that baseline, is what carries over.",
         "",
-        "Reproduce:",
-        "",
-        "```sh",
-        command,
-        "```",
-        "",
+        *reproduce(command),
         "| benchmark | figure | baseline (same run) | gain | target | details |",
         "|---|---|---|---|---|---|",
     ]

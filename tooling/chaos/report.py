@@ -4,7 +4,7 @@ from collections import defaultdict
 from datetime import date
 
 from tooling.chaos.scenarios import SCENARIOS
-from tooling.bench.common import machine
+from tooling.bench.common import machine, reproduce
 
 
 def markdown(outcomes, command, options):
@@ -43,12 +43,7 @@ def markdown(outcomes, command, options):
         "stored after it, until acknowledgements resume) and the backlog is back to what is normally in flight",
         "(at most 2,000 tuples).",
         "",
-        "Reproduce:",
-        "",
-        "```sh",
-        command,
-        "```",
-        "",
+        *reproduce(command),
     ]
     failures = [o for o in outcomes if not o.ok]
     if failures:
