@@ -15,6 +15,12 @@ bounds) is malformed: counted, logged (at most a few lines a minute, with a
 summary of the rest) and skipped, so no message can stop ingest at its
 offset. The window book's rules (far-ahead readings, idle households
 leaving memory) are in edge_app/windows.py.
+
+With a budget (set_budget, edge_app/budget.py) the ingest stops reading while
+the backlog is at the budget; the readings wait in Kafka. Readings Kafka
+deleted before they were read are never skipped silently: the consumer has
+no reset policy, so it stops at the gap, and the ingest logs an ERROR, counts
+them (EdgeStatus.lost_to_retention) and goes on from the broker's earliest.
 """
 
 import json
@@ -26,9 +32,10 @@ from django.db import connection, transaction
 from django.db.models import F
 from django.utils import timezone
 from kafka import KafkaConsumer, TopicPartition
-from kafka.errors import KafkaError
+from kafka.errors import KafkaError, OffsetOutOfRangeError
 from kafka.structs import OffsetAndMetadata
 
+from edge_app.budget import RECOUNT_SECONDS, BudgetGate
 from edge_app.models import EdgeStatus, IngestPosition, Status, WindowAggregate
 from edge_app.windows import WindowBook
 from fogwire import limits
@@ -143,6 +150,9 @@ class Ingestor:
         self.last_flush = self.last_idle_check = time.monotonic()
         self.dirty = False
         self.malformed_log = RateLimitedLog(log)
+        self.gate = None  # no budget until set_budget
+        self.backlog_at = None  # (counted backlog, totals["windows"] then, when), from set_budget on
+        self.paused_at = None
 
     # --- start ----------------------------------------------------------
 
@@ -150,7 +160,8 @@ class Ingestor:
         """Create the consumer, wait for the topic, seek every partition to its stored position."""
         self.consumer = KafkaConsumer(
             bootstrap_servers=self.bootstrap, group_id=f"edge-{self.edge_id}", client_id=f"edge-{self.edge_id}",
-            enable_auto_commit=False, auto_offset_reset="earliest", **self.consumer_tuning,
+            # No reset policy: a position Kafka deleted raises, and is counted, never skipped.
+            enable_auto_commit=False, auto_offset_reset="none", **self.consumer_tuning,
             # Reconnect within a second once a restarted broker is back (the default backoff
             # grows to 30 s, a long stall after a short outage).
             reconnect_backoff_max_ms=1000,
@@ -171,6 +182,8 @@ class Ingestor:
         for tp in self.partitions:
             position = stored.get(tp.partition)
             offset = max(position.resume_offset, beginning[tp]) if position else beginning[tp]
+            if position and beginning[tp] > position.resume_offset:
+                self._deleted_unread(tp, position.resume_offset, beginning[tp])
             self.consumer.seek(tp, offset)
             self.next_offsets[tp.partition] = offset
             self.counted[tp.partition] = position.counted_offset if position else offset
@@ -185,7 +198,13 @@ class Ingestor:
 
     def handle_one_poll(self, timeout_ms=POLL_MS):
         """Poll once, apply what came, flush if due. True if any message was read."""
-        batches = self.consumer.poll(timeout_ms=timeout_ms, max_records=MAX_POLL_RECORDS)
+        room = self._room()  # while paused the partitions are paused: the poll only waits
+        try:
+            batches = self.consumer.poll(timeout_ms=timeout_ms, max_records=max(room, 1))
+        except OffsetOutOfRangeError as exc:
+            for tp, offset in exc.args[0].items():
+                self._deleted_unread(tp, offset, self.consumer.beginning_offsets([tp])[tp])
+            return False
         now = time.monotonic()
         now_ms = int(time.time() * 1000)
         read = 0
@@ -194,7 +213,7 @@ class Ingestor:
             self._apply(tp.partition, messages, now, now_ms)
         if self.live_windows and self.book.live_due and self.caught_up():
             self.book.close_live(now_ms)
-        if now - self.last_idle_check >= IDLE_CHECK_SECONDS:
+        if now - self.last_idle_check >= IDLE_CHECK_SECONDS and self.paused_at is None:
             self.last_idle_check = now
             self.book.close_idle(now)
         # Closed windows are stored on the poll that closed them (window close -> ACK is a latency
@@ -202,6 +221,61 @@ class Ingestor:
         if self.book.closed or (self.dirty and now - self.last_flush >= FLUSH_EVERY_SECONDS):
             self.flush()
         return read > 0
+
+    # --- the budget and readings Kafka deleted (edge_app/budget.py) -------
+
+    def set_budget(self, budget, low_water_mark):
+        """Stop reading Kafka while the backlog is at `budget` tuples, until it is below the low-water mark."""
+        self.gate = BudgetGate(budget, low_water_mark)
+        self.backlog_at = (WindowAggregate.objects.backlog().count(), self.totals["windows"], time.monotonic())
+        EdgeStatus.objects.filter(edge_id=self.edge_id).update(budget=budget, paused=False)
+
+    def _room(self):
+        """Readings the next poll may take; pauses or resumes the partitions at the budget's marks."""
+        if self.gate is None:
+            return MAX_POLL_RECORDS
+        counted, windows_then, when = self.backlog_at
+        # Windows stored since the count only add (the sender only takes away): an upper bound, so the
+        # database is counted again only near the budget or while paused (a count is O(backlog)).
+        backlog, open_windows = counted + self.totals["windows"] - windows_then, self.book.open_windows()
+        near = self.gate.paused or backlog + open_windows + MAX_POLL_RECORDS >= self.gate.budget
+        if near and time.monotonic() - when >= RECOUNT_SECONDS:
+            counted, windows_then = WindowAggregate.objects.backlog().count(), self.totals["windows"]
+            self.backlog_at = (counted, windows_then, time.monotonic())
+            backlog = counted
+        was_paused = self.gate.paused
+        room = self.gate.allowed(backlog, open_windows)
+        if self.gate.paused and not was_paused:
+            self.consumer.pause(*self.partitions)
+            self.paused_at = time.monotonic()
+            log.warning("ingest paused: backlog %d tuples reached the budget of %d; readings wait in Kafka",
+                        backlog, self.gate.budget)
+        elif was_paused and not self.gate.paused:
+            self.consumer.resume(*self.partitions)
+            self.book.shift_idle(time.monotonic() - self.paused_at)  # a pause is not a household's silence
+            self.paused_at = None
+            log.info("ingest resumed: backlog %d tuples is below the low-water mark %d", backlog, self.gate.low_water)
+        if self.gate.paused != was_paused:
+            EdgeStatus.objects.filter(edge_id=self.edge_id).update(paused=self.gate.paused)
+        return min(room, MAX_POLL_RECORDS)
+
+    def _deleted_unread(self, tp, needed, earliest):
+        """Kafka deleted [needed, earliest) before the edge read it: say so loudly, count it, go on."""
+        lost = max(0, earliest - needed)
+        if lost:
+            log.error("Kafka's retention deleted %d readings of %s[%d] (offsets %d..%d) before this edge read them",
+                      lost, tp.topic, tp.partition, needed, earliest - 1)
+            EdgeStatus.for_edge(self.edge_id)
+            EdgeStatus.objects.filter(edge_id=self.edge_id).update(lost_to_retention=F("lost_to_retention") + lost)
+        else:  # past the end: the topic was truncated or made anew
+            log.error("offset %d of %s[%d] is not in the broker's log; reading again from its earliest offset %d",
+                      needed, tp.topic, tp.partition, earliest)
+        self.consumer.seek(tp, earliest)
+        self.next_offsets[tp.partition] = earliest
+
+    def needed_offsets(self):
+        """Per partition, the oldest offset the edge still needs (what a restart would resume from)."""
+        return self.book.resume_offsets(self.next_offsets)
 
     def _apply(self, partition, messages, now, now_ms):
         add = self.book.add

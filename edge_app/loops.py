@@ -8,11 +8,14 @@ so stopping goes through a Redis key every loop checks about every second.
 
 import logging
 import os
+import shutil
 import time
 import uuid
 
 import django_rq
 from django.conf import settings
+
+from edge_app.budget import budget_folder, derived_budget, low_water
 
 log = logging.getLogger("fog.edge")
 
@@ -91,22 +94,40 @@ class EdgeControl:
         return bool(self.redis.exists(self.prefix + f"done:{loop}"))
 
 
-def cloud_address(port):
-    return f"tcp://{settings.FOG_CLOUD_HOST}:{port}"
+def cloud_tls():
+    """The edge's TLS config (FOG_TLS_CA, FOG_TLS_SERVER_NAME, FOG_EDGE_TLS_CERT), or None for plain tcp."""
+    from fogwire.tls import client_config
+
+    if not settings.FOG_TLS_CA:
+        return None
+    return client_config(settings.FOG_TLS_CA, settings.FOG_TLS_SERVER_NAME, settings.FOG_EDGE_TLS_CERT or None)
+
+
+def cloud_address(port, tls):
+    from fogwire.tls import address
+
+    return address(settings.FOG_CLOUD_HOST, port, tls)
 
 
 class IngestStep:
     def __init__(self, options, control):
         from edge_app.ingest import Ingestor
+        from edge_app.kafka_retention import RetentionWatch
 
         self.ingest = Ingestor(edge_id=settings.FOG_EDGE_ID, topic=options.get("topic") or settings.FOG_TOPIC,
                                bootstrap=settings.FOG_KAFKA_BOOTSTRAP, window_seconds=settings.FOG_WINDOW_SECONDS,
                                grace_seconds=settings.FOG_GRACE_SECONDS, idle_seconds=options.get("idle", 10),
                                live_windows=settings.FOG_LIVE_WINDOWS)
         self.ingest.connect()
+        self.ingest.set_budget(*edge_budget())
+        self.watch = RetentionWatch(edge_id=settings.FOG_EDGE_ID, topic=self.ingest.topic,
+                                    bootstrap=settings.FOG_KAFKA_BOOTSTRAP,
+                                    margin_seconds=settings.FOG_EDGE_RETENTION_MARGIN_HOURS * 3600)
         self.end = self.ingest.end_offsets() if options.get("burst") else None
 
     def step(self):
+        if self.watch.due():
+            self.watch.handle_one_check(self.ingest.needed_offsets())
         return self.ingest.handle_one_poll()
 
     def finished(self, control):
@@ -119,15 +140,26 @@ class IngestStep:
         if self.ingest.dirty or self.ingest.book.closed:
             self.ingest.flush()
         self.ingest.close()
+        self.watch.close()
+
+
+def edge_budget():
+    """(budget, low-water mark) in tuples: FOG_EDGE_BUDGET_TUPLES, or derived from the free disk space now."""
+    budget = settings.FOG_EDGE_BUDGET_TUPLES
+    if not budget:
+        folder = budget_folder(settings.DATABASES["default"], settings.VAR_DIR)
+        budget = derived_budget(shutil.disk_usage(folder).free)
+    return budget, low_water(budget, settings.FOG_EDGE_BUDGET_LOW_WATER_PERCENT)
 
 
 class SenderStep:
     def __init__(self, options, control):
         from edge_app.sender import Sender
 
+        tls = cloud_tls()
         self.sender = Sender(edge_id=settings.FOG_EDGE_ID, secret=settings.FOG_EDGE_SECRET,
-                             address=cloud_address(settings.FOG_DATA_PORT), batch=options.get("batch", 1000),
-                             in_flight=options.get("in_flight", 4))
+                             address=cloud_address(settings.FOG_DATA_PORT, tls), batch=options.get("batch", 1000),
+                             in_flight=options.get("in_flight", 4), tls=tls)
         requeued = self.sender.requeue_sent()
         if requeued:
             log.info("sending again %d tuples left SENT by an earlier run", requeued)
@@ -150,8 +182,9 @@ class HeartbeatStep:
     def __init__(self, options, control):
         from edge_app.link import Heartbeat
 
+        tls = cloud_tls()
         self.beat = Heartbeat(edge_id=settings.FOG_EDGE_ID, secret=settings.FOG_EDGE_SECRET,
-                              address=cloud_address(settings.FOG_HEARTBEAT_PORT))
+                              address=cloud_address(settings.FOG_HEARTBEAT_PORT, tls), tls=tls)
         self.next_retention = 0.0
 
     def step(self):

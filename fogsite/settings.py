@@ -21,6 +21,7 @@ from fogsite.env import (
     env_match,
     env_redis_url,
     env_str,
+    env_timezone,
 )
 from fogwire import limits
 from fogwire.protocol import EDGE_ID_RE, MAX_EDGE_ID
@@ -64,7 +65,21 @@ FOG_GRACE_SECONDS = env_float("FOG_GRACE_SECONDS", 2.0, minimum=0)
 # Live streams' windows close by the edge's clock at end + grace (edge_app/windows.py); off: event time only.
 FOG_LIVE_WINDOWS = env_bool("FOG_LIVE_WINDOWS", True)
 FOG_EDGE_RETENTION_DAYS = env_int("FOG_EDGE_RETENTION_DAYS", 7, minimum=1)
+# Long outages (edge_app/budget.py): the backlog the edge holds before it stops reading Kafka
+# (0: derived from free disk space when the ingest starts), where it reads again, and how close
+# Kafka's retention may come to unread data before a warning.
+FOG_EDGE_BUDGET_TUPLES = env_int("FOG_EDGE_BUDGET_TUPLES", 0, minimum=0)
+FOG_EDGE_BUDGET_LOW_WATER_PERCENT = env_int("FOG_EDGE_BUDGET_LOW_WATER_PERCENT", 80, minimum=1, maximum=99)
+FOG_EDGE_RETENTION_MARGIN_HOURS = env_float("FOG_EDGE_RETENTION_MARGIN_HOURS", 6.0, minimum=0)
 FOG_PRICE_EUR_PER_KWH = env_float("FOG_PRICE_EUR_PER_KWH", 0.30, minimum=0)
+# TLS on the link (docs/SECURITY.md). The cloud speaks tls+tcp when it has a
+# certificate, an edge when it has the CA to verify the cloud with.
+FOG_TLS_CA = env_str("FOG_TLS_CA", "")
+FOG_CLOUD_TLS_CERT = env_str("FOG_CLOUD_TLS_CERT", "")
+FOG_EDGE_TLS_CERT = env_str("FOG_EDGE_TLS_CERT", "")
+FOG_TLS_MUTUAL = env_bool("FOG_TLS_MUTUAL", False)
+FOG_TLS_SERVER_NAME = env_host("FOG_TLS_SERVER_NAME", FOG_CLOUD_HOST)
+FOG_CLOUD_MAX_CONNECTIONS = env_int("FOG_CLOUD_MAX_CONNECTIONS", 64, minimum=1, maximum=100_000)
 
 # --- Django ---------------------------------------------------------------
 INSTALLED_APPS = [
@@ -143,7 +158,8 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 LANGUAGE_CODE = "en-us"
-TIME_ZONE = "UTC"
+# The operator's zone: the admin shows times in it (UTC on hover); stored times stay UTC.
+TIME_ZONE = env_timezone("FOG_TIME_ZONE", "UTC")
 USE_I18N = True
 USE_TZ = True
 

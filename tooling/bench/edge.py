@@ -2,7 +2,9 @@
 
 The measured work runs in a child process (`manage.py benchchild`) with a
 database file of its own, so a benchmark never touches the user's edge
-database; the cloud is a real `runcloud` process.
+database; the cloud is a real `runcloud` process. `drain` also runs the
+shipped sender over tls+tcp (certificates from fogsite.certs) beside the same
+drain in clear: the two runs differ only in TLS.
 """
 
 import json
@@ -34,11 +36,21 @@ def _child(kind, args, extra_env=None):
         shutil.rmtree(folder, ignore_errors=True)
 
 
-def _cloud(in_flight):
+def _tls_env(folder):
+    """Cloud and edge settings for TLS on loopback, with a fresh development CA in `folder`."""
+    from fogsite.certs import write_set
+
+    write_set(folder, ["127.0.0.1"], [])
+    return {"FOG_CLOUD_TLS_CERT": f"{folder}/cloud.pem", "FOG_TLS_CA": f"{folder}/ca.pem",
+            "FOG_TLS_SERVER_NAME": "127.0.0.1"}
+
+
+def _cloud(in_flight, tls_env=None):
     prefix = f"bench:{uuid.uuid4().hex[:8]}:"
     hb, data = free_port(), free_port()
     proc = manage("runcloud", "--heartbeat-port", str(hb), "--data-port", str(data), "--workers", str(in_flight * 2),
-                  "-v", "0", env={"FOG_CLOUD_KEY_PREFIX": prefix, "FOG_EDGE_SECRETS": f"{EDGE}:{SECRET}"})
+                  "-v", "0", env={"FOG_CLOUD_KEY_PREFIX": prefix, "FOG_EDGE_SECRETS": f"{EDGE}:{SECRET}",
+                                  **(tls_env or {})})
     wait_for(lambda: port_open("127.0.0.1", data), 30, "runcloud")
     return proc, prefix, hb, data
 
@@ -46,29 +58,43 @@ def _cloud(in_flight):
 def run_drain(tuples=100_000, batch=1000, in_flight=4, baseline_tuples=1000, orm_tuples=10_000, out=print):
     figures = []
     sizes = tuples if isinstance(tuples, list) else [tuples]
-    for size in sizes:
-        cloud, prefix, hb, data = _cloud(in_flight)
-        try:
+    tls_folder = tempfile.mkdtemp(prefix="fog-bench-tls-")
+    try:
+        tls_env = _tls_env(tls_folder)
+        for size in sizes:
             orm_size = min(size, orm_tuples)
             out(f"drain: {size:,} PENDING tuples, batches of {batch}, {in_flight} in flight; {orm_size:,} marked "
                 f"ACKED by the shipped UPDATE, then by the ORM; the same batches with 1 in flight; then "
-                f"{baseline_tuples:,} tuples one a request, 1 in flight")
-            result = _child("drain", {"tuples": size, "batch": batch, "in_flight": in_flight,
-                                      "baseline_tuples": baseline_tuples, "orm_tuples": orm_size, "data_port": data})
+                f"{baseline_tuples:,} tuples one a request, 1 in flight; then the first drain over TLS")
+            result, cloud_rss = _drain_once({"tuples": size, "batch": batch, "in_flight": in_flight,
+                                             "baseline_tuples": baseline_tuples, "orm_tuples": orm_size}, None)
             figures.append(Figure(f"drain {size:,}, {in_flight} in flight", result["rate"], "tuples/s",
                                   result["one_in_flight_rate"], ">= 50,000 tuples/s",
                                   {"seconds": result["seconds"], "edge peak RSS MiB": result["rss_mib"],
-                                   "cloud peak RSS MiB": round(peak_rss_mib(cloud.pid) or 0, 1),
+                                   "cloud peak RSS MiB": cloud_rss,
                                    "against": f"the same batches of {batch}, 1 in flight"}))
             figures.append(Figure(f"drain {orm_size:,}, one UPDATE over all ACKs", result["orm_shipped_rate"],
                                   "tuples/s", result["orm_rate"], "",
                                   {"against": "an ORM update a row, all else the same"}))
             figures.append(Figure(f"drain {size:,}, batches of {batch}", result["one_in_flight_rate"], "tuples/s",
                                   result["unbatched_rate"], "", {"against": "one tuple a request, 1 in flight"}))
-        finally:
-            stop(cloud)
-            delete_prefix(settings.FOG_CLOUD_REDIS_URL, prefix)
+            tls, _ = _drain_once({"tuples": size, "batch": batch, "in_flight": in_flight, "baseline_tuples": 0,
+                                  "orm_tuples": 0}, tls_env)
+            figures.append(Figure(f"drain {size:,} over TLS", tls["rate"], "tuples/s", result["rate"],
+                                  "reported beside plain", {"against": "the same drain in clear (tcp)"}))
+    finally:
+        shutil.rmtree(tls_folder, ignore_errors=True)
     return figures
+
+
+def _drain_once(args, tls_env):
+    """One child run against a fresh runcloud; (its result, the cloud's peak RSS in MiB)."""
+    cloud, prefix, hb, data = _cloud(args["in_flight"], tls_env)
+    try:
+        return _child("drain", {**args, "data_port": data}, tls_env), round(peak_rss_mib(cloud.pid) or 0, 1)
+    finally:
+        stop(cloud)
+        delete_prefix(settings.FOG_CLOUD_REDIS_URL, prefix)
 
 
 def run_ingest(readings=500_000, households=1000, profile=False, out=print):
@@ -120,15 +146,18 @@ def _seed(count, first=0):
 
 def _drain_pass(count, batch, in_flight, data_port, sender_class=None):
     """Seed `count` new PENDING tuples and run the Sender (or `sender_class`) until all are ACKED; seconds taken."""
+    from edge_app.loops import cloud_tls
     from edge_app.models import Status, WindowAggregate
     from edge_app.sender import Sender
+    from fogwire.tls import address
 
     sender_class = sender_class or Sender
+    tls = cloud_tls()  # from FOG_TLS_CA, set only for the TLS run
 
     first = WindowAggregate.objects.count()
     _seed(count, first=first)
-    sender = sender_class(edge_id=EDGE, secret=SECRET, address=f"tcp://127.0.0.1:{data_port}", batch=batch,
-                    in_flight=in_flight)
+    sender = sender_class(edge_id=EDGE, secret=SECRET, address=address("127.0.0.1", data_port, tls), batch=batch,
+                          in_flight=in_flight, tls=tls)
     time.sleep(0.3)  # let the socket dial
     started = time.perf_counter()
     while sender.handle_one_round():
@@ -158,6 +187,8 @@ def child_drain(tuples, batch, in_flight, baseline_tuples, orm_tuples, data_port
 
     EdgeStatus.objects.update_or_create(edge_id=EDGE, defaults={"connected": True})
     shipped = _drain_pass(tuples, batch, in_flight, data_port)
+    if not orm_tuples:  # the TLS run: the shipped drain alone
+        return {"rate": tuples / shipped, "seconds": round(shipped, 2), "rss_mib": round(peak_rss_mib("self") or 0, 1)}
     orm_shipped = _drain_pass(orm_tuples, batch, in_flight, data_port)  # the same size as the ORM's pass
     orm = _drain_pass(orm_tuples, batch, in_flight, data_port, OrmAck)
     one_in_flight = _drain_pass(tuples, batch, 1, data_port)
