@@ -173,12 +173,12 @@ def test_it_keeps_the_admin_fast_on_postgresql(tmp_path):
     from django.conf import settings
 
     from tooling.localservices import Paths, Postgres
-    from tests.conftest import ROOT, _free_port
+    from tests.conftest import ROOT, free_port
 
     # The server runs as the postgres user, which cannot enter pytest's private tmp folders.
     var = Path(tempfile.mkdtemp(prefix="fog-pg-test-"))
     var.chmod(0o755)
-    password, port = secrets.token_urlsafe(16), _free_port()
+    password, port = secrets.token_urlsafe(16), free_port()
     server = Postgres(Paths(Path(settings.BASE_DIR), var), "127.0.0.1", port, "fog", password, "fog")
     try:
         server.up(lambda line: None)
