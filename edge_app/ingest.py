@@ -26,7 +26,7 @@ them (EdgeStatus.lost_to_retention) and goes on from the broker's earliest.
 import json
 import logging
 import time
-from datetime import datetime, timezone as dt_timezone
+from datetime import datetime, UTC
 
 from django.db import connection, transaction
 from django.db.models import F
@@ -46,6 +46,10 @@ FLUSH_EVERY_SECONDS = 0.5
 IDLE_CHECK_SECONDS = 1.0
 POLL_MS = 200
 MAX_POLL_RECORDS = 20000
+# kafka-python's defaults fetch 1 MiB a partition and 500 records a poll; these let one poll take a large
+# batch at once (`bench ingest` measures them against the defaults).
+CONSUMER_TUNING = {"max_poll_records": MAX_POLL_RECORDS, "fetch_max_bytes": 64 * 1024 * 1024,
+                   "max_partition_fetch_bytes": 16 * 1024 * 1024, "fetch_max_wait_ms": 100}
 MALFORMED_LOG_LINES = 5  # at most this many malformed-reading lines per MALFORMED_LOG_SECONDS
 MALFORMED_LOG_SECONDS = 60.0
 
@@ -110,16 +114,16 @@ class RateLimitedLog:
             self.suppressed += 1
 
 
-def _day(start_ms, cache={}):
+def _day(start_ms, cache={}):  # noqa: B006  (the shared default is the point: a per-process memo)
     key = start_ms // 86_400_000
     day = cache.get(key)
     if day is None:
-        day = cache[key] = datetime.fromtimestamp(key * 86_400, tz=dt_timezone.utc).date().isoformat()
+        day = cache[key] = datetime.fromtimestamp(key * 86_400, tz=UTC).date().isoformat()
     return day
 
 
-# The ORM's bulk_create compiles every field of every row (half the ingest's
-# time in a profile); one prepared statement run over all rows does not. ON
+# The ORM's bulk_create compiles every field of every row; one prepared
+# statement run over all rows does not (`bench ingest` measures both). ON
 # CONFLICT DO NOTHING (SQLite and PostgreSQL) lets the unique key absorb
 # windows replayed after a crash.
 INSERT_WINDOWS = (
@@ -131,6 +135,8 @@ INSERT_WINDOWS = (
 
 
 class Ingestor:
+    consumer_tuning = CONSUMER_TUNING
+
     def __init__(self, *, edge_id, topic, bootstrap, window_seconds, grace_seconds, idle_seconds, live_windows=True):
         self.edge_id, self.topic, self.bootstrap = edge_id, topic, bootstrap
         self.live_windows = live_windows
@@ -155,8 +161,7 @@ class Ingestor:
         self.consumer = KafkaConsumer(
             bootstrap_servers=self.bootstrap, group_id=f"edge-{self.edge_id}", client_id=f"edge-{self.edge_id}",
             # No reset policy: a position Kafka deleted raises, and is counted, never skipped.
-            enable_auto_commit=False, auto_offset_reset="none", max_poll_records=MAX_POLL_RECORDS,
-            fetch_max_bytes=64 * 1024 * 1024, max_partition_fetch_bytes=16 * 1024 * 1024, fetch_max_wait_ms=100,
+            enable_auto_commit=False, auto_offset_reset="none", **self.consumer_tuning,
             # Reconnect within a second once a restarted broker is back (the default backoff
             # grows to 30 s, a long stall after a short outage).
             reconnect_backoff_max_ms=1000,
@@ -316,8 +321,7 @@ class Ingestor:
                      for p in self.next_offsets]
         with transaction.atomic():
             if rows:
-                with connection.cursor() as cursor:
-                    cursor.executemany(INSERT_WINDOWS, rows)
+                self.insert_windows(rows)
             IngestPosition.objects.bulk_create(positions, update_conflicts=True,
                                                unique_fields=["edge_id", "topic", "partition"],
                                                update_fields=["resume_offset", "counted_offset"])
@@ -338,6 +342,10 @@ class Ingestor:
         except KafkaError as exc:
             log.debug("offset commit to Kafka skipped: %s", exc)
         return len(rows)
+
+    def insert_windows(self, rows):
+        with connection.cursor() as cursor:
+            cursor.executemany(INSERT_WINDOWS, rows)
 
     def finish(self):
         """Close every open window and store it: the end of a burst run."""

@@ -9,3 +9,5 @@ urlpatterns = [
     path("metrics", metrics, name="metrics"),
     path("admin/", admin.site.urls),
 ]
+
+handler404 = "cloud_app.api.not_found"  # JSON under /api/, as the schema says

@@ -31,7 +31,8 @@ class Command(BaseCommand):
         parser.add_argument("--stop", action="store_true",
                             help="stop this edge's loops and its supervisor, on this host or any other that uses the "
                             "same edge Redis (FOG_EDGE_REDIS_URL), and exit")
-        parser.add_argument("--batch", type=int, default=1000, help="tuples per request to the cloud, at most 5000 (default %(default)s)")
+        parser.add_argument("--batch", type=int, default=1000,
+                            help="tuples per request to the cloud, at most 5000 (default %(default)s)")
         parser.add_argument("--in-flight", type=int, default=4, help="requests to the cloud at once (default %(default)s)")
         parser.add_argument("--idle", type=float, default=10.0, metavar="SECONDS",
                             help="close a household's windows after this much wall-clock silence (default %(default)s)")
