@@ -15,6 +15,10 @@ bounds) is malformed: counted, logged (at most a few lines a minute, with a
 summary of the rest) and skipped, so no message can stop ingest at its
 offset. The window book's rules (far-ahead readings, idle households
 leaving memory) are in edge_app/windows.py.
+
+The Kafka client sits behind edge_app/kafka_source.py (confluent-kafka or
+kafka-python, FOG_EDGE_KAFKA_CLIENT); this module only sees offsets and
+values, so `handle_one_poll` stays the one step whatever the client.
 """
 
 import json
@@ -25,10 +29,9 @@ from datetime import datetime, timezone as dt_timezone
 from django.db import connection, transaction
 from django.db.models import F
 from django.utils import timezone
-from kafka import KafkaConsumer, TopicPartition
-from kafka.errors import KafkaError
-from kafka.structs import OffsetAndMetadata
+from django.conf import settings
 
+from edge_app.kafka_source import MAX_POLL_RECORDS, open_source, wait_for_partitions
 from edge_app.models import EdgeStatus, IngestPosition, Status, WindowAggregate
 from edge_app.windows import WindowBook
 from fogwire import limits
@@ -38,7 +41,6 @@ log = logging.getLogger("fog.edge.ingest")
 FLUSH_EVERY_SECONDS = 0.5
 IDLE_CHECK_SECONDS = 1.0
 POLL_MS = 200
-MAX_POLL_RECORDS = 20000
 MALFORMED_LOG_LINES = 5  # at most this many malformed-reading lines per MALFORMED_LOG_SECONDS
 MALFORMED_LOG_SECONDS = 60.0
 
@@ -124,11 +126,11 @@ INSERT_WINDOWS = (
 
 
 class Ingestor:
-    def __init__(self, *, edge_id, topic, bootstrap, window_seconds, grace_seconds, idle_seconds):
+    def __init__(self, *, edge_id, topic, bootstrap, window_seconds, grace_seconds, idle_seconds, client=None):
         self.edge_id, self.topic, self.bootstrap = edge_id, topic, bootstrap
+        self.client = client or settings.FOG_EDGE_KAFKA_CLIENT
         self.book = WindowBook(window_seconds * 1000, int(grace_seconds * 1000), idle_seconds)
-        self.consumer = None
-        self.partitions = []
+        self.source = None
         self.next_offsets = {}  # partition -> next offset to read
         self.counted = {}  # partition -> first offset not yet counted
         self.pending = {"readings": 0, "late": 0, "malformed": 0}
@@ -140,52 +142,43 @@ class Ingestor:
     # --- start ----------------------------------------------------------
 
     def connect(self, wait_seconds=30):
-        """Create the consumer, wait for the topic, seek every partition to its stored position."""
-        self.consumer = KafkaConsumer(
-            bootstrap_servers=self.bootstrap, group_id=f"edge-{self.edge_id}", client_id=f"edge-{self.edge_id}",
-            enable_auto_commit=False, auto_offset_reset="earliest", max_poll_records=MAX_POLL_RECORDS,
-            fetch_max_bytes=64 * 1024 * 1024, max_partition_fetch_bytes=16 * 1024 * 1024, fetch_max_wait_ms=100,
-            # Reconnect within a second once a restarted broker is back (the default backoff
-            # grows to 30 s, a long stall after a short outage).
-            reconnect_backoff_max_ms=1000,
-        )
-        deadline = time.monotonic() + wait_seconds
-        partitions = self.consumer.partitions_for_topic(self.topic)
-        while not partitions and time.monotonic() < deadline:
-            time.sleep(0.5)  # the topic may not exist until the simulation first sends
-            partitions = self.consumer.partitions_for_topic(self.topic)
-        if not partitions:
-            raise KafkaError(f"topic {self.topic!r} does not exist on {self.bootstrap}")
-        self.partitions = [TopicPartition(self.topic, p) for p in sorted(partitions)]
-        # Manual assignment: a restarted ingest owns its partitions at once,
-        # without waiting for the dead member's session to time out.
-        self.consumer.assign(self.partitions)
+        """Open the consumer, wait for the topic, assign every partition at its stored position."""
+        self.source = open_source(self.client, self.bootstrap, client_id=f"edge-{self.edge_id}",
+                                  group_id=f"edge-{self.edge_id}")
+        partitions = wait_for_partitions(self.source, self.topic, wait_seconds)
         stored = {p.partition: p for p in IngestPosition.objects.filter(edge_id=self.edge_id, topic=self.topic)}
-        beginning = self.consumer.beginning_offsets(self.partitions)
-        for tp in self.partitions:
-            position = stored.get(tp.partition)
-            offset = max(position.resume_offset, beginning[tp]) if position else beginning[tp]
-            self.consumer.seek(tp, offset)
-            self.next_offsets[tp.partition] = offset
-            self.counted[tp.partition] = position.counted_offset if position else offset
+        beginning = self.source.low_offsets(self.topic, partitions)
+        for partition in partitions:
+            position = stored.get(partition)
+            offset = max(position.resume_offset, beginning[partition]) if position else beginning[partition]
+            self.next_offsets[partition] = offset
+            self.counted[partition] = position.counted_offset if position else offset
+        self.source.assign(self.topic, dict(self.next_offsets))
         EdgeStatus.for_edge(self.edge_id)
-        log.info("ingest of %s: partitions %s from offsets %s", self.topic, [tp.partition for tp in self.partitions],
+        log.info("ingest of %s (%s): partitions %s from offsets %s", self.topic, self.source.name, partitions,
                  self.next_offsets)
 
     def end_offsets(self):
-        return {tp.partition: offset for tp, offset in self.consumer.end_offsets(self.partitions).items()}
+        """{partition: the broker's end offset now}: where a burst run stops."""
+        return self.source.end_offsets()
+
+    def caught_up(self):
+        """True when every partition has been read up to the high watermark of its last fetch: nothing
+        older than this poll waits in Kafka. Answered from the fetch responses, without a broker call."""
+        marks = self.source.high_watermarks()
+        return all(high is not None and self.next_offsets.get(p, 0) >= high for p, high in marks.items())
 
     # --- one step ---------------------------------------------------------
 
     def handle_one_poll(self, timeout_ms=POLL_MS):
         """Poll once, apply what came, flush if due. True if any message was read."""
-        batches = self.consumer.poll(timeout_ms=timeout_ms, max_records=MAX_POLL_RECORDS)
+        batches = self.source.poll(timeout_ms, MAX_POLL_RECORDS)
         now = time.monotonic()
         now_ms = int(time.time() * 1000)
         read = 0
-        for tp, messages in batches.items():
+        for partition, messages in batches.items():
             read += len(messages)
-            self._apply(tp.partition, messages, now, now_ms)
+            self._apply(partition, messages, now, now_ms)
         if now - self.last_idle_check >= IDLE_CHECK_SECONDS:
             self.last_idle_check = now
             self.book.close_idle(now)
@@ -196,25 +189,26 @@ class Ingestor:
         return read > 0
 
     def _apply(self, partition, messages, now, now_ms):
+        """Apply one partition's (offset, value) pairs in offset order."""
         add = self.book.add
         counted_from = self.counted.get(partition, 0)
         pending = self.pending
-        for message in messages:
-            count = message.offset >= counted_from
+        for offset, value in messages:
+            count = offset >= counted_from
             try:
-                household, ts, power = parse_reading(message.value, now_ms)
+                household, ts, power = parse_reading(value, now_ms)
             except MalformedReading as exc:
                 if count:
                     pending["malformed"] += 1
                     self.malformed_log.warning("malformed reading at %s[%d] offset %d: %s", self.topic, partition,
-                                               message.offset, exc)
+                                               offset, exc)
                 continue
-            if not add(household, ts, power, partition, message.offset, now) and count:
+            if not add(household, ts, power, partition, offset, now) and count:
                 pending["late"] += 1
             if count:
                 pending["readings"] += 1
         if messages:
-            self.next_offsets[partition] = messages[-1].offset + 1
+            self.next_offsets[partition] = messages[-1][0] + 1
             self.dirty = True
 
     def flush(self):
@@ -245,11 +239,7 @@ class Ingestor:
         self.totals["windows"] += len(rows)
         self.last_flush = time.monotonic()
         self.dirty = False
-        try:  # for Kafka's own lag tools; the database holds the position that counts
-            self.consumer.commit_async({TopicPartition(self.topic, p): OffsetAndMetadata(o, "", -1)
-                                        for p, o in resume.items()})
-        except KafkaError as exc:
-            log.debug("offset commit to Kafka skipped: %s", exc)
+        self.source.commit(resume)  # for Kafka's own lag tools; the database holds the position that counts
         return len(rows)
 
     def finish(self):
@@ -261,5 +251,5 @@ class Ingestor:
         return all(self.next_offsets.get(p, 0) >= offset for p, offset in end_offsets.items())
 
     def close(self):
-        if self.consumer is not None:
-            self.consumer.close(autocommit=False)
+        if self.source is not None:
+            self.source.close()

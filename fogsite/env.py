@@ -62,6 +62,14 @@ def env_bool(name, default):
     raise ImproperlyConfigured(f"{name}={value!r}: expected one of 1/0, true/false, yes/no, on/off")
 
 
+def env_choice(name, default, choices):
+    """One of a fixed set of words, e.g. a client library's name."""
+    value = env_str(name, default)
+    if value not in choices:
+        raise ImproperlyConfigured(f"{name}={value!r}: expected one of {', '.join(choices)}")
+    return value
+
+
 def env_list(name, default):
     value = _raw(name)
     if value is None or value == "":

@@ -9,8 +9,9 @@ from pathlib import Path
 
 import dj_database_url
 
+from edge_app import kafka_source
 from fogwire import limits
-from fogsite.env import env_bool, env_float, env_hostport, env_int, env_list, env_str, env_url
+from fogsite.env import env_bool, env_choice, env_float, env_hostport, env_int, env_list, env_str, env_url
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 VAR_DIR = Path(env_str("FOG_VAR_DIR", str(BASE_DIR / "var")))
@@ -25,6 +26,8 @@ ALLOWED_HOSTS = env_list("DJANGO_ALLOWED_HOSTS", ["localhost", "127.0.0.1", "[::
 # --- the pipeline ---------------------------------------------------------
 FOG_KAFKA_BOOTSTRAP = env_hostport("FOG_KAFKA_BOOTSTRAP", "127.0.0.1:9092")
 FOG_TOPIC = env_str("FOG_TOPIC", "power")
+# The edge ingest's Kafka client (edge_app/kafka_source.py); `bench ingest` measures both.
+FOG_EDGE_KAFKA_CLIENT = env_choice("FOG_EDGE_KAFKA_CLIENT", kafka_source.DEFAULT_CLIENT, list(kafka_source.SOURCES))
 FOG_EDGE_REDIS_URL = env_url("FOG_EDGE_REDIS_URL", "redis://127.0.0.1:6379/0", schemes=("redis", "rediss", "unix"))
 FOG_CLOUD_REDIS_URL = env_url("FOG_CLOUD_REDIS_URL", "redis://127.0.0.1:6379/1", schemes=("redis", "rediss", "unix"))
 FOG_EDGE_ID = env_str("FOG_EDGE_ID", "edge-1")
