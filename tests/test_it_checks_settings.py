@@ -27,6 +27,12 @@ def test_it_names_the_variable_of_a_malformed_value():
     assert "FOG_WINDOW_SECONDS='five': expected a whole number" in result.stderr
 
 
+def test_it_refuses_an_unknown_kafka_client_naming_the_variable():
+    result = run_manage("check", env={"FOG_EDGE_KAFKA_CLIENT": "librdkafka"})
+    assert result.returncode != 0
+    assert "FOG_EDGE_KAFKA_CLIENT='librdkafka': expected one of confluent, kafka-python" in result.stderr
+
+
 def test_it_refuses_a_port_out_of_range():
     result = run_manage("check", env={"FOG_DATA_PORT": "70000"})
     assert result.returncode != 0

@@ -1,13 +1,12 @@
 """The edge's ingest on confluent-kafka and on kafka-python: the one chosen is the one used, the
-caught-up check follows the broker's high watermarks, a missing topic says so, and a wrong choice
-stops start-up naming the variable. (The other ingest tests run on both clients through the
-kafka_client fixture.)"""
+caught-up check follows the broker's high watermarks, and a missing topic says so. (The other
+ingest tests run on both clients through the kafka_client fixture.)"""
 
 import pytest
 
 from edge_app.ingest import Ingestor
 from edge_app.kafka_source import KafkaSourceError
-from tests.conftest import produce, reading, run_manage, wait_for
+from tests.conftest import produce, reading, wait_for
 
 T0 = 1_577_142_000_000
 
@@ -55,8 +54,3 @@ def test_it_names_a_topic_that_does_not_exist(kafka_client, kafka_bootstrap):
         ingest.connect(wait_seconds=1)
     ingest.close()
 
-
-def test_it_refuses_an_unknown_client_naming_the_variable():
-    result = run_manage("check", env={"FOG_EDGE_KAFKA_CLIENT": "librdkafka"})
-    assert result.returncode != 0
-    assert "FOG_EDGE_KAFKA_CLIENT='librdkafka': expected one of confluent, kafka-python" in result.stderr

@@ -34,7 +34,12 @@ BENCHMARKS = {
     "ingest": (edge.run_ingest, "Kafka readings -> closed windows stored (target >= 50,000 readings/s)", [
         ("--readings", int, 500_000, "readings to produce and ingest"),
         ("--households", int, 1000, "households they come from"),
-        ("--baseline-readings", int, 20_000, "readings processed one by one, a commit per window, for the baseline"),
+        ("--baseline-readings", int, 20_000, "with one --client: readings processed one by one, a commit per "
+         "window, for the baseline"),
+        ("--client", ["both", *edge.INGEST_CLIENTS], "both", "Kafka client: both (the faster is the figure, the other the baseline, same "
+         "readings), confluent or kafka-python"),
+        ("--profile", bool, False, "also profile each client with pyinstrument (an untimed run) and print where "
+         "the time goes"),
     ]),
     "simulate": (simulate.run_simulate, "runsimulation --speed max into Kafka (target >= 100,000 readings/s)", [
         ("--households", sizes, [10_000], "household count(s), comma-separated, e.g. 1000,10000,50000"),
@@ -64,7 +69,7 @@ BENCHMARKS = {
 ALL = [
     ("cloud", {}),
     ("drain", {"tuples": [10_000, 100_000, 1_000_000]}),
-    ("ingest", {}),
+    ("ingest", {"profile": True}),
     ("simulate", {"households": [1_000, 10_000, 50_000]}),
     ("simulate", {"households": [10_000], "client": "kafka-python"}),
     ("realtime", {}),
@@ -75,11 +80,11 @@ ALL = [
 NOTES = [
     "Where the time goes (profiles on this machine: pyinstrument for ingest, cProfile for the rest):",
     "",
-    "- ingest, the slowest stage per item (pyinstrument, 200,000 readings in 4.56 s in one process):",
-    "  kafka-python's `poll`, i.e. its pure-Python record decoding, 52%; reading and checking each JSON",
-    "  message 22%; the window book 11%; storing closed windows with one `executemany` 12%. The ORM's",
-    "  per-row compilation in `bulk_create` was half the time until that `executemany`, and pure-Python",
-    "  CRC-32C checks were next until the `crc32c` C package took them over.",
+    "- ingest, the slowest stage per item: its row compares the edge's two Kafka clients on the same",
+    "  readings, and its `kafka poll %`, `parse %`, `windows %` and `store %` are the faster client's shares",
+    "  of a separate pyinstrument run (`bench ingest --profile` prints both clients' whole profiles).",
+    "  The ORM's per-row compilation in `bulk_create` was half the time until one prepared `executemany`",
+    "  replaced it, and pure-Python CRC-32C checks were next until the `crc32c` C package took them over.",
     "- drain: the edge's SQLite updates (mark SENT, ACK) and the cloud's Lua script; pipelining keeps both",
     "  busy at once. The Lua script went from 13 ms to about 3 ms per 1,000 tuples by working set-wise.",
     "- simulate: the synthetic profile (one splitmix64 hash a reading) and librdkafka's produce call, about",
@@ -104,7 +109,13 @@ class Command(BaseCommand):
         for name, (_, text, arguments) in BENCHMARKS.items():
             child = sub.add_parser(name, help=text, description=text)
             for option, kind, default, option_help in arguments:
-                child.add_argument(option, type=kind, default=default, help=f"{option_help} (default %(default)s)")
+                if kind is bool:
+                    child.add_argument(option, action="store_true", help=option_help)
+                elif isinstance(kind, list):  # a choice of words
+                    child.add_argument(option, choices=kind, default=default,
+                                       help=f"{option_help} (default %(default)s)")
+                else:
+                    child.add_argument(option, type=kind, default=default, help=f"{option_help} (default %(default)s)")
             child.add_argument("--json", action="store_true", help="print the figures as JSON")
 
     def handle(self, *args, name, **options):
