@@ -165,8 +165,16 @@ class ConfluentSource:
         return marks
 
     def poll(self, timeout_ms, max_records=MAX_POLL_RECORDS):
+        # consume() waits out its whole timeout unless the batch fills, which would hold every window
+        # close back by up to timeout_ms: take what is queued, and wait only for the first message.
+        messages = self.consumer.consume(max_records, 0)
+        if not messages:
+            first = self.consumer.poll(timeout_ms / 1000)
+            if first is None:
+                return {}
+            messages = [first, *self.consumer.consume(max_records - 1, 0)]
         batches = {}
-        for message in self.consumer.consume(num_messages=max_records, timeout=timeout_ms / 1000):
+        for message in messages:
             error = message.error()
             if error is not None:
                 # Errors in the stream (a broker gone, a partition moved) are retried by librdkafka;

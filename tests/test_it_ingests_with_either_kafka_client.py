@@ -2,6 +2,8 @@
 caught-up check follows the broker's high watermarks, and a missing topic says so. (The other
 ingest tests run on both clients through the kafka_client fixture.)"""
 
+import time
+
 import pytest
 
 from edge_app.ingest import Ingestor
@@ -54,3 +56,20 @@ def test_it_names_a_topic_that_does_not_exist(kafka_client, kafka_bootstrap):
         ingest.connect(wait_seconds=1)
     ingest.close()
 
+
+
+@pytest.mark.django_db(transaction=True)
+def test_it_hands_over_readings_without_waiting_out_the_poll_timeout(kafka_client, kafka_bootstrap, topic):
+    """A poll returns as soon as readings are there (a batch call that waited for a full batch would hold
+    every window close back by the whole timeout)."""
+    produce(kafka_bootstrap, topic, [reading("h1", T0 + i * 1000, 100.0) for i in range(10)])
+    ingest = _ingestor(topic, kafka_bootstrap)
+    ingest.connect()
+    try:
+        started = time.monotonic()
+        while not ingest.handle_one_poll(timeout_ms=60_000) and time.monotonic() - started < 60:
+            pass
+        assert ingest.totals["readings"] + ingest.pending["readings"] == 10
+        assert time.monotonic() - started < 30, "the poll waited out its timeout with readings at hand"
+    finally:
+        ingest.close()
