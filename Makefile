@@ -6,7 +6,7 @@ MANAGE := $(PY) manage.py
 WEB_PORT ?= 8000
 REPEAT ?= 3
 
-.PHONY: bootstrap system venv node services services-stop services-status migrate demo test chaos bench check clean-var
+.PHONY: bootstrap system venv node services services-stop services-status migrate admin demo test chaos bench check clean-var
 
 bootstrap: system venv node services
 
@@ -38,9 +38,13 @@ migrate: venv
 check: venv
 	$(MANAGE) check
 
+# A local admin for /admin/ with a generated password, printed once (never a fixed one).
+admin: venv migrate
+	@$(MANAGE) localadmin
+
 demo: bootstrap migrate
 	@echo
-	@echo "  Dashboard:  http://127.0.0.1:$(WEB_PORT)/    (admin: /admin/, make a user with: $(MANAGE) createsuperuser)"
+	@echo "  Dashboard:  http://127.0.0.1:$(WEB_PORT)/    (admin: /admin/; a user for it: make admin)"
 	@echo "  Ctrl-C stops the pipeline; 'make services-stop' stops Kafka and Redis."
 	@echo
 	WEB_PORT=$(WEB_PORT) .venv/bin/honcho start -f Procfile

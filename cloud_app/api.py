@@ -6,11 +6,12 @@ import redis
 from django.conf import settings
 from drf_spectacular.utils import OpenApiParameter, extend_schema, inline_serializer
 from rest_framework import serializers
-from rest_framework.exceptions import ValidationError
+from rest_framework.exceptions import NotFound, ValidationError
 from rest_framework.permissions import AllowAny
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from cloud_app.postal import STATE_NAMES
 from cloud_app.reader import CloudReader
 
 PAGE_SIZE = 50
@@ -98,6 +99,7 @@ def _positive(request, name, default, maximum):
     return value
 
 
+HOUSEHOLD_PAGE = _envelope(HouseholdSerializer)
 PAGING = [OpenApiParameter("page", int, description=f"page number, 1..{MAX_PAGE}"),
           OpenApiParameter("page_size", int, description=f"items a page (default {PAGE_SIZE}, at most {MAX_PAGE_SIZE})")]
 
@@ -115,7 +117,7 @@ class StatesView(ReadOnlyView):
 
 
 class HouseholdsView(ReadOnlyView):
-    @extend_schema(parameters=PAGING, responses=_envelope(HouseholdSerializer),
+    @extend_schema(parameters=PAGING, responses=HOUSEHOLD_PAGE,
                    summary="Each household's latest window, state and postal code")
     def get(self, request):
         page = _positive(request, "page", 1, MAX_PAGE)
@@ -135,3 +137,71 @@ class RecentTuplesView(ReadOnlyView):
                    responses=TupleSerializer(many=True), summary="The latest tuples stored, newest first")
     def get(self, request):
         return Response(reader().recent(_positive(request, "limit", 50, 200)))
+
+
+class WindowPointSerializer(serializers.Serializer):
+    window_start = serializers.IntegerField(help_text="epoch ms")
+    window_end = serializers.IntegerField(help_text="epoch ms")
+    power_w = serializers.FloatField(help_text="the window's average")
+
+
+class HouseholdDetailSerializer(HouseholdSerializer):
+    series = WindowPointSerializer(many=True, help_text="its windows of the last hour, oldest first")
+
+
+class PowerPointSerializer(serializers.Serializer):
+    minute = serializers.IntegerField(help_text="epoch ms of the minute's start")
+    power_w = serializers.FloatField(allow_null=True, help_text="mean total power of all households in that "
+                                                                "minute; null when no window started in it")
+
+
+class OfflinePeriodSerializer(serializers.Serializer):
+    start = serializers.IntegerField(help_text="epoch ms of the last heartbeat before the gap")
+    end = serializers.IntegerField(allow_null=True, help_text="epoch ms of the first beat after it; null: still offline")
+
+
+class EdgeHistorySerializer(serializers.Serializer):
+    edge = serializers.CharField()
+    minutes = serializers.ListField(child=serializers.IntegerField(), help_text="epoch ms of each minute's start")
+    backlog = serializers.ListField(child=serializers.IntegerField(allow_null=True),
+                                    help_text="backlog at the last beat of each minute; null: no beat")
+    acked = serializers.ListField(child=serializers.IntegerField(), help_text="tuples acknowledged in each minute")
+    offline = OfflinePeriodSerializer(many=True, help_text="gaps between heartbeats in the last hour, oldest first")
+
+
+class HouseholdView(ReadOnlyView):
+    @extend_schema(responses={200: HouseholdDetailSerializer, 404: None}, operation_id="household_detail",
+                   summary="One household: postal code, state, edge and its last hour of 5 s windows")
+    def get(self, request, household):
+        row = reader().household(household)
+        if row is None:
+            raise NotFound(f"no household {household[:128]!r} has been stored")
+        return Response(row)
+
+
+class StateHouseholdsView(ReadOnlyView):
+    @extend_schema(parameters=PAGING, responses={200: HOUSEHOLD_PAGE, 404: None},
+                   summary="The households of one state, in name order")
+    def get(self, request, state):
+        if state not in STATE_NAMES:
+            raise NotFound(f"no state {state[:8]!r}; states are two-letter codes such as BY")
+        page = _positive(request, "page", 1, MAX_PAGE)
+        size = _positive(request, "page_size", PAGE_SIZE, MAX_PAGE_SIZE)
+        count, rows = reader().households((page - 1) * size, size, state=state)
+        return Response(_page(rows, count, request, page, size))
+
+
+class PowerView(ReadOnlyView):
+    @extend_schema(responses=PowerPointSerializer(many=True),
+                   summary="Total power of all households, minute by minute, over the last hour")
+    def get(self, request):
+        return Response(reader().power())
+
+
+class EdgeHistoryView(ReadOnlyView):
+    @extend_schema(responses={200: EdgeHistorySerializer, 404: None},
+                   summary="One edge's last hour: backlog, acknowledged per minute, offline periods")
+    def get(self, request, edge):
+        if edge not in {row["edge"] for row in reader().edges()}:
+            raise NotFound(f"no edge {edge[:64]!r} has spoken")
+        return Response(reader().edge_history(edge))

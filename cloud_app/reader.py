@@ -8,15 +8,28 @@ and the per-second ack counters are kept by the store for exactly this.
 import time
 
 from cloud_app.postal import STATE_NAMES, STATES
-from cloud_app.store import Keys, Record
+from cloud_app.store import OFFLINE_AFTER_MS, SERIES_MAX, Keys, Record
 
 HOURS_PER_YEAR_KILO = 8.76  # W x 8760 h / 1000 = kWh a year
-CONNECTED_WITHIN_MS = 3000  # an edge that beat within this is connected
+CONNECTED_WITHIN_MS = OFFLINE_AFTER_MS  # an edge that beat within this is connected
 RATE_SECONDS = 10  # acked/s is the mean over the last complete seconds
+HISTORY_MINUTES = 60  # the page's "last hour", minute by minute
+MINUTE_MS = 60_000
 
 
 def _int(value):
     return int(value) if value is not None else 0
+
+
+def _last_minutes(now_ms=None):
+    current = (now_ms or int(time.time() * 1000)) // MINUTE_MS
+    return list(range(current - HISTORY_MINUTES + 1, current + 1))
+
+
+def _latest_row(raw):
+    r = Record.decode(raw)
+    return {"household": r.household, "state": r.state, "postal_code": r.plz, "power_w": r.avg,
+            "window_start": r.ws, "window_end": r.we, "edge": r.edge, "last_seen": r.acked_ms}
 
 
 def state_figures(state, households, total, count, price):
@@ -40,23 +53,42 @@ class CloudReader:
                                       _int(sums.get(f"{state}:count".encode())), self.price))
         return rows
 
-    def households(self, offset, limit):
-        """(total, rows) of one page of households, in name order."""
+    def households(self, offset, limit, state=None):
+        """(total, rows) of one page of households (of one state, when given), in name order."""
+        index = self.keys.state_households(state) if state else self.keys.household_index
         with self.redis.pipeline(transaction=False) as pipe:
-            pipe.zcard(self.keys.household_index)
-            pipe.zrange(self.keys.household_index, offset, offset + limit - 1)
+            pipe.zcard(index)
+            pipe.zrange(index, offset, offset + limit - 1)
             total, names = pipe.execute()
         if not names:
             return total, []
         latest = self.redis.hmget(self.keys.latest, names)
-        rows = []
-        for raw in latest:
-            if raw is None:
-                continue
-            r = Record.decode(raw)
-            rows.append({"household": r.household, "state": r.state, "postal_code": r.plz, "power_w": r.avg,
-                         "window_start": r.ws, "window_end": r.we, "edge": r.edge, "last_seen": r.acked_ms})
-        return total, rows
+        return total, [_latest_row(record) for record in latest if record]
+
+    def household(self, household):
+        """One household's latest window and its last hour of windows (oldest first), or None.
+        Cost: one HGET and one LRANGE of at most SERIES_MAX entries, whatever the number of households."""
+        with self.redis.pipeline(transaction=False) as pipe:
+            pipe.hget(self.keys.latest, household)
+            pipe.lrange(self.keys.series(household), 0, SERIES_MAX - 1)
+            record, points = pipe.execute()
+        if record is None:
+            return None
+        row = _latest_row(record)
+        series = sorted({(int(ws), int(we), float(avg)) for ws, we, avg in
+                         (p.decode().split("|") for p in points)})
+        newest_end = series[-1][1] if series else row["window_end"]
+        row["series"] = [{"window_start": ws, "window_end": we, "power_w": avg}
+                         for ws, we, avg in series if we > newest_end - HISTORY_MINUTES * MINUTE_MS]
+        return row
+
+    def power(self, now_ms=None):
+        """Total power of all households per minute of the last hour, oldest first: the mean over the
+        minute of the summed household power, from the per-minute roll-ups (one MGET of 60 keys)."""
+        minutes = _last_minutes(now_ms)
+        values = self.redis.mget([self.keys.power_minute(m) for m in minutes])
+        return [{"minute": m * MINUTE_MS, "power_w": round(float(v) / MINUTE_MS, 3) if v is not None else None}
+                for m, v in zip(minutes, values)]
 
     def edges(self, now_ms=None):
         now_ms = now_ms or int(time.time() * 1000)
@@ -76,6 +108,25 @@ class CloudReader:
                          "acked": _int(status.get(b"acked")),
                          "acked_per_second": round(sum(_int(v) for v in recent) / RATE_SECONDS, 1)})
         return rows
+
+    def edge_history(self, edge, now_ms=None):
+        """One edge's last hour: backlog and acknowledged tuples per minute, and its offline periods
+        (gaps between heartbeats) that overlap the hour, the current one open-ended."""
+        now_ms = now_ms or int(time.time() * 1000)
+        minutes = _last_minutes(now_ms)
+        with self.redis.pipeline(transaction=False) as pipe:
+            pipe.mget([self.keys.backlog_minute(edge, m) for m in minutes])
+            pipe.mget([self.keys.acks_minute(edge, m) for m in minutes])
+            pipe.lrange(self.keys.offline(edge), 0, -1)
+            pipe.hget(self.keys.edge(edge), "last_heartbeat_ms")
+            backlog, acked, gaps, beat = pipe.execute()
+        since = minutes[0] * MINUTE_MS
+        offline = [{"start": int(a), "end": int(b)} for a, b in (g.decode().split("|") for g in gaps) if int(b) > since]
+        if beat is not None and now_ms - int(beat) > CONNECTED_WITHIN_MS:
+            offline.insert(0, {"start": int(beat), "end": None})
+        return {"edge": edge, "minutes": [m * MINUTE_MS for m in minutes],
+                "backlog": [_int(v) if v is not None else None for v in backlog],
+                "acked": [_int(v) for v in acked], "offline": offline[::-1]}
 
     def recent(self, limit):
         rows = []

@@ -16,6 +16,13 @@ share one Redis; `Keys` is the only place that spells them):
     {p}edges       set   every edge that has spoken
     {p}hhidx       zset  every household (score 0, so ordered by name): paging the API
     {p}acks:{edge}:{second}  tuples first stored in that second (expire after 2 min)
+    {p}hhidx:{state}  zset  the households of one state (the map's "list its households")
+    {p}series:{household}  list  "ws|we|avg" of its newest SERIES_MAX windows, newest first
+    {p}pw:{minute}  string  sum of avg x (we - ws) over the windows that start in that minute
+                         (W·ms; / 60,000 is the mean total power), expires after ROLLUP_KEEP_S
+    {p}am:{edge}:{minute}  string  tuples first stored in that minute, expires likewise
+    {p}eb:{edge}:{minute}  string  the edge's backlog at its last beat of that minute, likewise
+    {p}off:{edge}  list  "from_ms|to_ms" gaps between heartbeats longer than OFFLINE_AFTER_MS
 
 Every stored value is one `Record` ("ws|we|avg|n|plz|state|acked_ms|edge|id|household"),
 encoded and decoded only by that class; the Lua script copies records whole
@@ -25,7 +32,9 @@ The script checks everything before it writes anything: per tuple, that the
 household is this edge's or nobody's yet and within the edge's quota; per
 batch, that no running sum would become infinite. So a batch is all written
 or not at all, and Redis (AOF, appendfsync always) has it on disk before the
-call returns; the caller replies to the edge only after that.
+call returns; the caller replies to the edge only after that. The series,
+the state index and the roll-ups are written by the same script, so a batch
+adds to them exactly once, like to the sums.
 """
 
 import time
@@ -38,6 +47,10 @@ from fogwire.limits import DEFAULT_HOUSEHOLDS_PER_EDGE
 
 RECENT_MAX = 200
 DEFAULT_PREFIX = "fog:"
+SERIES_MAX = 720  # an hour of 5 s windows per household: a bounded cost per household
+ROLLUP_KEEP_S = 2 * 3600  # per-minute roll-ups live this long (the page shows the last hour)
+OFFLINE_AFTER_MS = 3000  # no heartbeat for this long: the edge was offline (as the reader's "connected")
+OFFLINE_MAX = 50  # offline periods kept per edge
 
 STORE_BATCH = """
 -- Set-wise: a handful of calls per batch, not per tuple (per-tuple calls
@@ -46,7 +59,8 @@ STORE_BATCH = """
 local edge, recent_max, quota = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
 local R_NOT_OWNER, R_QUOTA, R_SUM = ARGV[4], ARGV[5], ARGV[6]
 local W = 6  -- arguments a tuple: id, household, window start, average, state, record
-local n = (#ARGV - 6) / W
+local n = (#ARGV - 9) / W
+local prefix, series_max, keep = ARGV[#ARGV - 2], tonumber(ARGV[#ARGV - 1]), tonumber(ARGV[#ARGV])
 local CHUNK = 1000  -- unpack() has a stack limit
 
 local function hmget(key, fields)
@@ -99,6 +113,7 @@ end
 local outcome, tuples, recent = {}, {}, {}
 local sums, counts, state_of, best, households = {}, {}, {}, {}, {}
 local new, dups = 0, 0
+local series, power = {}, {}
 for i = 1, n do
   local id, hh, ws, avg, st, record = unpack(arg[i])
   if existing[i] then
@@ -118,6 +133,11 @@ for i = 1, n do
       households[#households + 1] = hh
     end
     if (not best[hh]) or best[hh][1] <= ws then best[hh] = {ws, record} end
+    local point = string.match(record, '^([^|]*|[^|]*|[^|]*)')  -- the record's "ws|we|avg"
+    if not series[hh] then series[hh] = {} end
+    series[hh][#series[hh] + 1] = point
+    local minute = math.floor(ws / 60000)
+    power[minute] = (power[minute] or 0) + avg * (tonumber(string.match(point, '^[^|]*|([^|]*)')) - ws)
     if i > n - recent_max then recent[#recent + 1] = record end
   end
 end
@@ -159,6 +179,7 @@ if new > 0 then
   end
   if #fresh > 0 then
     hset(KEYS[3], fresh)
+    for k = 1, #fresh, 2 do redis.call('ZADD', prefix .. 'hhidx:' .. fresh[k + 1], 0, fresh[k]) end
     local scored = {}
     for k = 1, #fresh, 2 do
       scored[#scored + 1] = 0
@@ -175,6 +196,22 @@ if new > 0 then
   redis.call('HINCRBY', KEYS[6], 'tuples', new)
   redis.call('INCRBY', KEYS[10], new)
   redis.call('EXPIRE', KEYS[10], 120)
+  for hh, points in pairs(series) do  -- points in batch order; the reader sorts by window start
+    local key = prefix .. 'series:' .. hh
+    redis.call('LPUSH', key, unpack(points))
+    redis.call('LTRIM', key, 0, series_max - 1)
+  end
+  local now_minute = math.floor(tonumber(redis.call('TIME')[1]) / 60)
+  for minute, wms in pairs(power) do
+    if minute >= now_minute - keep / 60 then  -- a backlog older than the roll-ups' life adds nothing lasting
+      local key = prefix .. 'pw:' .. string.format('%d', minute)
+      redis.call('INCRBYFLOAT', key, string.format('%.17g', wms))
+      redis.call('EXPIRE', key, keep)
+    end
+  end
+  local acks = prefix .. 'am:' .. edge .. ':' .. string.format('%d', now_minute)
+  redis.call('INCRBY', acks, new)
+  redis.call('EXPIRE', acks, keep)
 end
 redis.call('SADD', KEYS[9], edge)
 redis.call('HINCRBY', KEYS[6], 'batches', 1)
@@ -186,6 +223,21 @@ for st, _ in pairs(counts) do
   states[#states + 1] = redis.call('HMGET', KEYS[2], st .. ':households', st .. ':sum', st .. ':count')
 end
 return {'', outcome, new, dups, states}
+"""
+
+
+HEARTBEAT = """
+local last = redis.call('HGET', KEYS[1], 'last_heartbeat_ms')
+local now, gap = tonumber(ARGV[1]), tonumber(ARGV[3])
+if last and now - tonumber(last) > gap then
+  redis.call('LPUSH', KEYS[3], last .. '|' .. ARGV[1])
+  redis.call('LTRIM', KEYS[3], 0, tonumber(ARGV[6]) - 1)
+end
+if (not last) or now > tonumber(last) then
+  redis.call('HSET', KEYS[1], 'last_heartbeat_ms', ARGV[1], 'backlog', ARGV[2])
+end
+redis.call('SADD', KEYS[2], ARGV[5])
+redis.call('SET', KEYS[4], ARGV[2], 'EX', tonumber(ARGV[4]))
 """
 
 
@@ -229,6 +281,7 @@ class StoreResult:
     new: int
     duplicates: int
     states: dict  # state -> (households, sum, count), for the states this batch touched
+    fresh: list = None  # indices (into the rows given) of the tuples stored for the first time
 
 
 class Keys:
@@ -257,6 +310,24 @@ class Keys:
     def acks(self, edge, second):
         return f"{self.prefix}acks:{edge}:{second}"
 
+    def state_households(self, state):
+        return f"{self.prefix}hhidx:{state}"
+
+    def series(self, household):
+        return f"{self.prefix}series:{household}"
+
+    def power_minute(self, minute):
+        return f"{self.prefix}pw:{minute}"
+
+    def acks_minute(self, edge, minute):
+        return f"{self.prefix}am:{edge}:{minute}"
+
+    def backlog_minute(self, edge, minute):
+        return f"{self.prefix}eb:{edge}:{minute}"
+
+    def offline(self, edge):
+        return f"{self.prefix}off:{edge}"
+
 
 def delete_prefix(client, prefix):
     """Remove every key under `prefix` (a test's or a benchmark's), a thousand at a time."""
@@ -278,6 +349,7 @@ class CloudStore:
         self.keys = Keys(prefix)
         self.households_per_edge = households_per_edge
         self._script = redis.register_script(STORE_BATCH)
+        self._beat = redis.register_script(HEARTBEAT)
 
     async def store(self, edge, rows, now_ms=None):
         """rows: (id, household, ws, we, avg, n) tuples whose values passed the limits. Returns a StoreResult.
@@ -293,6 +365,7 @@ class CloudStore:
             average = float(average)
             args += (tid, household, start, repr(average), state,
                      Record(start, end, average, count, plz, state, now_ms, edge, tid, household).encode())
+        args += (self.keys.prefix, SERIES_MAX, ROLLUP_KEEP_S)
         keys = [self.keys.tuples(edge), self.keys.states, self.keys.households, self.keys.latest,
                 self.keys.recent, self.keys.stats, self.keys.edge(edge), self.keys.household_index,
                 self.keys.edges, self.keys.acks(edge, now_ms // 1000), self.keys.owners, self.keys.owned]
@@ -301,11 +374,12 @@ class CloudStore:
             raise StoreRefused(reply[0].decode(), f"a batch of {len(rows)} from {edge} would make a per-state "
                                                   "running sum infinite; nothing of it was stored")
         _, outcomes, new, dups, flat = reply
-        codes, reasons = [], []
-        for plz, outcome in zip(located, outcomes):
+        codes, reasons, fresh = [], [], []
+        for index, (plz, outcome) in enumerate(zip(located, outcomes)):
             if not outcome:
                 codes.append(plz)
                 reasons.append("")
+                fresh.append(index)
             elif outcome.startswith(b"="):
                 codes.append(Record.decode(outcome[1:]).plz)
                 reasons.append("")
@@ -316,17 +390,17 @@ class CloudStore:
         for i in range(0, len(flat), 2):
             households, total, count = flat[i + 1]
             states[flat[i].decode()] = (int(households or 0), float(total or 0), int(count or 0))
-        return StoreResult(codes, reasons, new, dups, states)
+        return StoreResult(codes, reasons, new, dups, states, fresh)
 
     async def count(self, name, amount=1):
         await self.redis.hincrby(self.keys.stats, name, amount)
 
     async def heartbeat(self, edge, backlog, now_ms=None):
+        """Record a beat; a gap of more than OFFLINE_AFTER_MS since the last one is an offline period."""
         now_ms = now_ms or int(time.time() * 1000)
-        async with self.redis.pipeline(transaction=False) as pipe:
-            pipe.hset(self.keys.edge(edge), mapping={"last_heartbeat_ms": now_ms, "backlog": backlog})
-            pipe.sadd(self.keys.edges, edge)
-            await pipe.execute()
+        keys = [self.keys.edge(edge), self.keys.edges, self.keys.offline(edge),
+                self.keys.backlog_minute(edge, now_ms // 60000)]
+        await self._beat(keys=keys, args=[now_ms, int(backlog), OFFLINE_AFTER_MS, ROLLUP_KEEP_S, edge, OFFLINE_MAX])
 
     async def check_durable(self):
         """'' when writes are fsynced before Redis answers; otherwise what is wrong."""

@@ -126,8 +126,10 @@ INSERT_WINDOWS = (
 
 
 class Ingestor:
-    def __init__(self, *, edge_id, topic, bootstrap, window_seconds, grace_seconds, idle_seconds, client=None):
+    def __init__(self, *, edge_id, topic, bootstrap, window_seconds, grace_seconds, idle_seconds, live_windows=True,
+                 client=None):
         self.edge_id, self.topic, self.bootstrap = edge_id, topic, bootstrap
+        self.live_windows = live_windows
         self.client = client or settings.FOG_EDGE_KAFKA_CLIENT
         self.book = WindowBook(window_seconds * 1000, int(grace_seconds * 1000), idle_seconds)
         self.source = None
@@ -163,8 +165,9 @@ class Ingestor:
         return self.source.end_offsets()
 
     def caught_up(self):
-        """True when every partition has been read up to the high watermark of its last fetch: nothing
-        older than this poll waits in Kafka. Answered from the fetch responses, without a broker call."""
+        """True when every partition has been read up to the broker's high watermark, as the last fetch
+        saw it (no broker call; see edge_app/kafka_source.py): only then may live windows close by the
+        wall clock (see edge_app/windows.py)."""
         marks = self.source.high_watermarks()
         return all(high is not None and self.next_offsets.get(p, 0) >= high for p, high in marks.items())
 
@@ -179,6 +182,8 @@ class Ingestor:
         for partition, messages in batches.items():
             read += len(messages)
             self._apply(partition, messages, now, now_ms)
+        if self.live_windows and self.book.live_due and self.caught_up():
+            self.book.close_live(now_ms)
         if now - self.last_idle_check >= IDLE_CHECK_SECONDS:
             self.last_idle_check = now
             self.book.close_idle(now)
@@ -191,6 +196,7 @@ class Ingestor:
     def _apply(self, partition, messages, now, now_ms):
         """Apply one partition's (offset, value) pairs in offset order."""
         add = self.book.add
+        live_ms = now_ms if self.live_windows else None  # None: this reading can never close by the clock
         counted_from = self.counted.get(partition, 0)
         pending = self.pending
         for offset, value in messages:
@@ -203,7 +209,7 @@ class Ingestor:
                     self.malformed_log.warning("malformed reading at %s[%d] offset %d: %s", self.topic, partition,
                                                offset, exc)
                 continue
-            if not add(household, ts, power, partition, offset, now) and count:
+            if not add(household, ts, power, partition, offset, now, live_ms) and count:
                 pending["late"] += 1
             if count:
                 pending["readings"] += 1

@@ -102,7 +102,7 @@ class IngestStep:
         self.ingest = Ingestor(edge_id=settings.FOG_EDGE_ID, topic=options.get("topic") or settings.FOG_TOPIC,
                                bootstrap=settings.FOG_KAFKA_BOOTSTRAP, window_seconds=settings.FOG_WINDOW_SECONDS,
                                grace_seconds=settings.FOG_GRACE_SECONDS, idle_seconds=options.get("idle", 10),
-                               client=options.get("kafka_client"))
+                               live_windows=settings.FOG_LIVE_WINDOWS, client=options.get("kafka_client"))
         self.ingest.connect()
         self.end = self.ingest.end_offsets() if options.get("burst") else None
 

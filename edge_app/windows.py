@@ -16,6 +16,17 @@ household's following genuine readings late; its window closes by the idle
 timeout, or when the clock catches up. A household's first reading sets its
 clock.
 
+Live streams: a household whose readings carry event times within
+LIVE_WITHIN_MS of the edge's clock when they arrive is live, and its event
+clock also advances with the wall clock between its readings (its newest
+event time plus the wall time since that reading came). `close_live` closes
+the windows that clock has carried past their end plus the grace period, so
+at real time a window is stored `grace` after its end instead of waiting for
+the household's next reading. The ingest calls it only while it has read
+everything the broker holds, so a consumer that lags (catching up after a
+restart, or overloaded) never closes a window whose readings are still
+unread; replays of past data are never live and follow event time alone.
+
 Memory: a household silent for FORGET_AFTER_IDLES idle timeouts (its
 windows all closed long before) is forgotten. Until then a straggler for a
 closed window is late; after it, such a reading opens that window again and
@@ -30,6 +41,7 @@ from dataclasses import dataclass, field
 
 from fogwire.limits import MAX_POWER_W
 
+LIVE_WITHIN_MS = 30_000  # event time this close to the edge's clock on arrival: the stream is live
 MAX_JUMP_MS = 10 * 60 * 1000  # further ahead than this, a lone reading does not move its household's clock
 FORGET_AFTER_IDLES = 6  # idle timeouts of silence after which a household leaves memory
 
@@ -61,6 +73,7 @@ class Household:
     closed_ahead: set = field(default_factory=set)  # starts of far-ahead windows closed by the idle timeout
     ahead_ts: int = -1  # the latest far-ahead reading, waiting for a second one to agree
     last_seen: float = 0.0  # wall clock (monotonic seconds)
+    newest_at: int = 0  # the edge's clock (epoch ms) when the reading at newest_ts arrived
 
 
 class WindowBook:
@@ -70,9 +83,11 @@ class WindowBook:
         self.window_ms, self.grace_ms, self.idle_seconds = window_ms, grace_ms, idle_seconds
         self.households = {}
         self.closed = []
+        self.live_due = {}  # window end -> households with a live window ending then
 
-    def add(self, household, ts, power, partition, offset, now):
-        """Apply one reading. Returns False (and applies nothing) if it is late."""
+    def add(self, household, ts, power, partition, offset, now, wall_ms=None):
+        """Apply one reading that arrived at `now` (monotonic s) and `wall_ms` (the edge's clock, epoch ms;
+        None: no live closing). Returns False (and applies nothing) if it is late."""
         state = self.households.get(household)
         if state is None:
             state = self.households[household] = Household()
@@ -83,12 +98,15 @@ class WindowBook:
         window = state.windows.get(start)
         if window is None:
             window = state.windows[start] = OpenWindow(start, partition, offset)
+            if wall_ms is not None and abs(ts - wall_ms) <= LIVE_WITHIN_MS:
+                self.live_due.setdefault(end, set()).add(household)
         window.total += power
         window.count += 1
         window.touched = state.last_seen = now
         if ts > state.newest_ts:
             if state.newest_ts < 0 or ts - state.newest_ts <= MAX_JUMP_MS or abs(ts - state.ahead_ts) <= MAX_JUMP_MS:
                 state.newest_ts, state.ahead_ts = ts, -1
+                state.newest_at = wall_ms or 0
                 self._close_due(household, state)
             else:
                 state.ahead_ts = ts  # a lone reading far ahead: wait for a second one before believing it
@@ -136,6 +154,25 @@ class WindowBook:
                     state.closed_until = max(state.closed_until, start + self.window_ms)
         for household in silent:
             del self.households[household]
+        return len(self.closed) - before
+
+    def close_live(self, wall_ms):
+        """Close the live windows whose household's clock, advanced by the wall clock since its newest
+        reading, has passed their end plus the grace period. Returns how many closed."""
+        before = len(self.closed)
+        for end in sorted(e for e in self.live_due if e + self.grace_ms <= wall_ms):
+            waiting = self.live_due.pop(end)
+            for household in list(waiting):
+                state = self.households.get(household)
+                start = end - self.window_ms
+                if state is None or start not in state.windows:
+                    waiting.discard(household)  # closed already, by its clock or the idle timeout
+                elif state.newest_at and state.newest_ts + (wall_ms - state.newest_at) >= end + self.grace_ms:
+                    self._close(household, state, start)
+                    state.closed_until = max(state.closed_until, end)
+                    waiting.discard(household)
+            if waiting:  # households whose stream runs behind the edge's clock: their turn comes later
+                self.live_due[end] = waiting
         return len(self.closed) - before
 
     def close_all(self):

@@ -2,16 +2,34 @@
 
 Every helper takes the variable's name and a default, so the project runs
 with no environment at all; a value that is set but wrong stops start-up
-with one line naming the variable and what it expected.
+with one line naming the variable, its value and what it expected
+(manage.py prints that line alone and exits with status 2).
 """
 
+import ipaddress
+import math
 import os
-from urllib.parse import urlsplit
+import re
+from urllib.parse import parse_qs, urlsplit
 
 from django.core.exceptions import ImproperlyConfigured
 
 TRUE_WORDS = {"1", "true", "yes", "on"}
 FALSE_WORDS = {"0", "false", "no", "off", ""}
+HOSTNAME_RE = re.compile(r"^(?=.{1,253}$)[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$")
+SETTING_ERROR_STATUS = 2
+
+
+class SettingError(ImproperlyConfigured):
+    """One setting's value is malformed; the message is the whole story (no traceback needed)."""
+
+
+def _range_text(minimum, maximum):
+    if minimum is not None and maximum is not None:
+        return f"{minimum}..{maximum}"
+    if minimum is not None:
+        return f"a whole number >= {minimum}"
+    return f"a whole number <= {maximum}"
 
 
 def _raw(name):
@@ -31,9 +49,9 @@ def env_int(name, default, *, minimum=None, maximum=None):
     try:
         number = int(value)
     except ValueError:
-        raise ImproperlyConfigured(f"{name}={value!r}: expected a whole number") from None
+        raise SettingError(f"{name}={value!r}: expected a whole number") from None
     if minimum is not None and number < minimum or maximum is not None and number > maximum:
-        raise ImproperlyConfigured(f"{name}={number}: expected {minimum}..{maximum}")
+        raise SettingError(f"{name}={number}: expected {_range_text(minimum, maximum)}")
     return number
 
 
@@ -44,9 +62,9 @@ def env_float(name, default, *, minimum=None):
     try:
         number = float(value)
     except ValueError:
-        raise ImproperlyConfigured(f"{name}={value!r}: expected a number") from None
-    if number != number or (minimum is not None and number < minimum):
-        raise ImproperlyConfigured(f"{name}={value!r}: expected a number >= {minimum}")
+        raise SettingError(f"{name}={value!r}: expected a number") from None
+    if not math.isfinite(number) or (minimum is not None and number < minimum):
+        raise SettingError(f"{name}={value!r}: expected a number >= {minimum}")
     return number
 
 
@@ -59,15 +77,7 @@ def env_bool(name, default):
         return True
     if lowered in FALSE_WORDS:
         return False
-    raise ImproperlyConfigured(f"{name}={value!r}: expected one of 1/0, true/false, yes/no, on/off")
-
-
-def env_choice(name, default, choices):
-    """One of a fixed set of words, e.g. a client library's name."""
-    value = env_str(name, default)
-    if value not in choices:
-        raise ImproperlyConfigured(f"{name}={value!r}: expected one of {', '.join(choices)}")
-    return value
+    raise SettingError(f"{name}={value!r}: expected one of 1/0, true/false, yes/no, on/off")
 
 
 def env_list(name, default):
@@ -77,12 +87,75 @@ def env_list(name, default):
     return [item.strip() for item in value.split(",") if item.strip()]
 
 
+def env_choice(name, default, choices, *, fold=str.upper):
+    """One of `choices`, after `fold` (upper-case by default, so `info` reads as INFO; str.lower for
+    lower-case words such as a client library's name)."""
+    text = env_str(name, default)
+    if fold(text) not in choices:
+        raise SettingError(f"{name}={text!r}: expected one of {', '.join(choices)}")
+    return fold(text)
+
+
+def env_match(name, default, pattern, expected):
+    """A string that must match `pattern` (a compiled regex); `expected` says what in words."""
+    value = env_str(name, default)
+    if not pattern.match(value):
+        raise SettingError(f"{name}={value!r}: expected {expected}")
+    return value
+
+
+def env_host(name, default):
+    """A host name or an IPv4/IPv6 address, without scheme, port or path."""
+    value = env_str(name, default)
+    try:
+        ipaddress.ip_address(value.strip("[]"))
+    except ValueError:
+        if not HOSTNAME_RE.match(value):
+            raise SettingError(f"{name}={value!r}: expected a host name or IP address (no scheme, port or path)") from None
+    return value
+
+
 def env_url(name, default, *, schemes):
     value = env_str(name, default)
-    scheme = urlsplit(value).scheme
-    if scheme not in schemes:
-        raise ImproperlyConfigured(f"{name}={value!r}: expected a URL starting with {' or '.join(s + '://' for s in schemes)}")
+    parts = urlsplit(value)
+    if parts.scheme not in schemes:
+        raise SettingError(f"{name}={value!r}: expected a URL starting with {' or '.join(s + '://' for s in schemes)}")
+    try:
+        _ = parts.port  # urlsplit checks the port only when asked
+    except ValueError:
+        raise SettingError(f"{name}={value!r}: expected a port number 1..65535 after the host") from None
     return value
+
+
+def env_redis_url(name, default):
+    """A redis://, rediss:// or unix:// URL whose database (the path) is a number."""
+    value = env_url(name, default, schemes=("redis", "rediss", "unix"))
+    parts = urlsplit(value)
+    db = parts.path.lstrip("/") if parts.scheme != "unix" else parse_qs(parts.query).get("db", ["0"])[0]
+    if not (db or "0").isdigit():
+        raise SettingError(f"{name}={value!r}: expected a database number after the host, as in redis://host:6379/0")
+    return value
+
+
+def env_database(name, default, **options):
+    """Django's DATABASES entry from a database URL (dj-database-url), its errors named after the variable."""
+    import dj_database_url
+
+    value = env_str(name, default)
+    try:
+        return dj_database_url.parse(value, **options)
+    except ValueError:
+        raise SettingError(f"{name}={value!r}: expected a database URL such as sqlite:///path/edge.sqlite3 "
+                           "or postgres://user:password@host:5432/name") from None
+
+
+def ensure_folder(path, name, value):
+    """Create the folder `path` (and its parents) unless it exists; if it can't be, a SettingError
+    naming the setting `name` (whose value `value` put the folder there)."""
+    try:
+        os.makedirs(path, exist_ok=True)
+    except OSError as exc:
+        raise SettingError(f"{name}={value!r}: can't create the folder {path} ({exc.strerror})") from None
 
 
 def env_hostport(name, default):
@@ -91,5 +164,5 @@ def env_hostport(name, default):
     for part in value.split(","):
         host, sep, port = part.strip().rpartition(":")
         if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
-            raise ImproperlyConfigured(f"{name}={value!r}: expected host:port[,host:port...]")
+            raise SettingError(f"{name}={value!r}: expected host:port[,host:port...] with ports 1..65535")
     return value

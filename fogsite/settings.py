@@ -5,13 +5,29 @@ machine, SQLite under var/, the local Kafka and Redis that `make services`
 starts. Cross-setting mistakes are system checks in fogsite/checks.py.
 """
 
+import re
 from pathlib import Path
 
-import dj_database_url
-
+from fogsite.env import (
+    ensure_folder,
+    env_bool,
+    env_choice,
+    env_database,
+    env_float,
+    env_host,
+    env_hostport,
+    env_int,
+    env_list,
+    env_match,
+    env_redis_url,
+    env_str,
+)
 from edge_app import kafka_source
 from fogwire import limits
-from fogsite.env import env_bool, env_choice, env_float, env_hostport, env_int, env_list, env_str, env_url
+from fogwire.protocol import EDGE_ID_RE, MAX_EDGE_ID
+
+# Kafka's own rule for topic names.
+TOPIC_RE = re.compile(r"^[A-Za-z0-9._-]{1,249}$")
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 VAR_DIR = Path(env_str("FOG_VAR_DIR", str(BASE_DIR / "var")))
@@ -25,12 +41,13 @@ ALLOWED_HOSTS = env_list("DJANGO_ALLOWED_HOSTS", ["localhost", "127.0.0.1", "[::
 
 # --- the pipeline ---------------------------------------------------------
 FOG_KAFKA_BOOTSTRAP = env_hostport("FOG_KAFKA_BOOTSTRAP", "127.0.0.1:9092")
-FOG_TOPIC = env_str("FOG_TOPIC", "power")
+FOG_TOPIC = env_match("FOG_TOPIC", "power", TOPIC_RE, "1..249 of A-Z a-z 0-9 . _ - (a Kafka topic name)")
 # The edge ingest's Kafka client (edge_app/kafka_source.py); `bench ingest` measures both.
-FOG_EDGE_KAFKA_CLIENT = env_choice("FOG_EDGE_KAFKA_CLIENT", kafka_source.DEFAULT_CLIENT, list(kafka_source.SOURCES))
-FOG_EDGE_REDIS_URL = env_url("FOG_EDGE_REDIS_URL", "redis://127.0.0.1:6379/0", schemes=("redis", "rediss", "unix"))
-FOG_CLOUD_REDIS_URL = env_url("FOG_CLOUD_REDIS_URL", "redis://127.0.0.1:6379/1", schemes=("redis", "rediss", "unix"))
-FOG_EDGE_ID = env_str("FOG_EDGE_ID", "edge-1")
+FOG_EDGE_KAFKA_CLIENT = env_choice("FOG_EDGE_KAFKA_CLIENT", kafka_source.DEFAULT_CLIENT, list(kafka_source.SOURCES),
+                                   fold=str.lower)
+FOG_EDGE_REDIS_URL = env_redis_url("FOG_EDGE_REDIS_URL", "redis://127.0.0.1:6379/0")
+FOG_CLOUD_REDIS_URL = env_redis_url("FOG_CLOUD_REDIS_URL", "redis://127.0.0.1:6379/1")
+FOG_EDGE_ID = env_match("FOG_EDGE_ID", "edge-1", EDGE_ID_RE, f"1..{MAX_EDGE_ID} of A-Z a-z 0-9 . _ -")
 DEV_EDGE_SECRET = "dev-edge-secret-change-me"
 FOG_EDGE_SECRET = env_str("FOG_EDGE_SECRET", DEV_EDGE_SECRET)
 # The cloud's view: which edges may deliver, as id:secret pairs. By default
@@ -42,12 +59,14 @@ FOG_EDGE_SECRETS_FILE = env_str("FOG_EDGE_SECRETS_FILE", "")
 FOG_CLOUD_KEY_PREFIX = env_str("FOG_CLOUD_KEY_PREFIX", "fog:")
 # How many households one edge may bring to the cloud (the first edge to deliver a household owns it).
 FOG_CLOUD_HOUSEHOLDS_PER_EDGE = env_int("FOG_CLOUD_HOUSEHOLDS_PER_EDGE", limits.DEFAULT_HOUSEHOLDS_PER_EDGE, minimum=1)
-FOG_CLOUD_HOST = env_str("FOG_CLOUD_HOST", "127.0.0.1")
-FOG_CLOUD_BIND = env_str("FOG_CLOUD_BIND", "127.0.0.1")
+FOG_CLOUD_HOST = env_host("FOG_CLOUD_HOST", "127.0.0.1")
+FOG_CLOUD_BIND = env_host("FOG_CLOUD_BIND", "127.0.0.1")
 FOG_HEARTBEAT_PORT = env_int("FOG_HEARTBEAT_PORT", 63270, minimum=1, maximum=65535)
 FOG_DATA_PORT = env_int("FOG_DATA_PORT", 63271, minimum=1, maximum=65535)
 FOG_WINDOW_SECONDS = env_int("FOG_WINDOW_SECONDS", 5, minimum=1, maximum=limits.MAX_WINDOW_MS // 1000)
 FOG_GRACE_SECONDS = env_float("FOG_GRACE_SECONDS", 2.0, minimum=0)
+# Live streams' windows close by the edge's clock at end + grace (edge_app/windows.py); off: event time only.
+FOG_LIVE_WINDOWS = env_bool("FOG_LIVE_WINDOWS", True)
 FOG_EDGE_RETENTION_DAYS = env_int("FOG_EDGE_RETENTION_DAYS", 7, minimum=1)
 FOG_PRICE_EUR_PER_KWH = env_float("FOG_PRICE_EUR_PER_KWH", 0.30, minimum=0)
 
@@ -106,12 +125,16 @@ TEMPLATES = [
     },
 ]
 
-DATABASES = {
-    "default": dj_database_url.parse(
-        env_str("FOG_DATABASE_URL", f"sqlite:///{VAR_DIR / 'edge.sqlite3'}"), conn_max_age=600
-    )
-}
+DATABASES = {"default": env_database("FOG_DATABASE_URL", f"sqlite:///{VAR_DIR / 'edge.sqlite3'}", conn_max_age=600)}
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
+    # SQLite can't create the folder of its file: make it here, so `migrate`
+    # works before `make` ever ran, or name the setting that put it there.
+    if DATABASES["default"]["NAME"] not in ("", ":memory:"):
+        _folder = Path(DATABASES["default"]["NAME"]).parent
+        if _folder == VAR_DIR:
+            ensure_folder(_folder, "FOG_VAR_DIR", str(VAR_DIR))
+        else:
+            ensure_folder(_folder, "FOG_DATABASE_URL", env_str("FOG_DATABASE_URL", ""))
     # WAL lets the ingest and sender workers write while the admin reads;
     # the busy timeout makes a writer wait for the lock instead of failing.
     DATABASES["default"]["CONN_MAX_AGE"] = 0
@@ -129,7 +152,7 @@ USE_I18N = True
 USE_TZ = True
 
 STATIC_URL = "static/"
-# Chart.js comes from the npm registry (package.json) and is served from
+# Chart.js and the map come from the npm registry (package.json) and is served from
 # here, never from a CDN.
 # WhiteNoise serves straight from the finders, so the ASGI server needs no
 # collectstatic step and no DEBUG to serve the page's scripts.
@@ -137,12 +160,23 @@ WHITENOISE_USE_FINDERS = True
 STATICFILES_DIRS = [
     BASE_DIR / "static",
     ("vendor/chartjs", BASE_DIR / "node_modules" / "chart.js" / "dist"),
+    # Germany's state boundaries (CC BY 4.0, credited on the page), also from npm.
+    ("vendor/svg-maps-germany", BASE_DIR / "node_modules" / "@svg-maps" / "germany"),
 ]
 
+# channels-redis waits for a message with a 5 s blocking pop; redis-py 8's
+# default 5 s read timeout lost that race whenever nothing was published, and
+# every idle dashboard socket was closed with 1011 (django/channels_redis#422,
+# redis/redis-py#4091). A read timeout well above the pop still notices a
+# Redis that stopped answering.
+CHANNEL_LAYER_SOCKET_TIMEOUT = 30
 CHANNEL_LAYERS = {
     "default": {
         "BACKEND": "channels_redis.core.RedisChannelLayer",
-        "CONFIG": {"hosts": [FOG_CLOUD_REDIS_URL], "prefix": f"{FOG_CLOUD_KEY_PREFIX}asgi"},
+        "CONFIG": {
+            "hosts": [{"address": FOG_CLOUD_REDIS_URL, "socket_timeout": CHANNEL_LAYER_SOCKET_TIMEOUT}],
+            "prefix": f"{FOG_CLOUD_KEY_PREFIX}asgi",
+        },
     }
 }
 
@@ -166,12 +200,16 @@ SPECTACULAR_SETTINGS = {
     "REDOC_DIST": "SIDECAR",
 }
 
-LOG_LEVEL = env_str("FOG_LOG_LEVEL", "INFO").upper()
+LOG_LEVEL = env_choice("FOG_LOG_LEVEL", "INFO", ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"))
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
     "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    # Third-party libraries' repeats (kafka-python's slow-task warnings) become one line a minute;
+    # the pipeline's own `fog.*` lines always show (fogsite/lognoise.py).
+    "filters": {"third_party_summary": {"()": "fogsite.lognoise.ThirdPartySummary"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain",
+                             "filters": ["third_party_summary"]}},
     "loggers": {
         "fog": {"handlers": ["console"], "level": LOG_LEVEL, "propagate": False},
         "kafka": {"handlers": ["console"], "level": "WARNING", "propagate": False},

@@ -3,6 +3,7 @@
 import logging
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -57,6 +58,7 @@ class RunStats:
     max_lag: float = 0.0
     started: float = field(default_factory=time.monotonic)
     clock: float | None = None  # wall time of simulated second 0, set by the first step
+    stop_flag: Callable[[], str | None] = lambda: None  # the name of the signal that asked to stop, if any
     _shown: float = 0.0
 
     def pace(self, time_s, speed):
@@ -64,7 +66,7 @@ class RunStats:
         if self.clock is None:
             self.clock = now
         due = self.clock + time_s / speed
-        while now < due:
+        while now < due and not self.stop_flag():
             time.sleep(min(due - now, 0.25))
             now = time.monotonic()
 
@@ -91,13 +93,14 @@ class Result:
     max_lag: float | None
     first_error: str | None
     summary: dict | None
+    ended: str = "until"  # or the signal that stopped the run early (SIGINT, SIGTERM)
 
     @property
     def rate(self):
         return self.sent / self.seconds if self.seconds else 0.0
 
     def line(self):
-        text = (f"simulation: sent={self.sent} failed={self.failed} seconds={self.seconds:.1f} "
+        text = (f"simulation: ended={self.ended} sent={self.sent} failed={self.failed} seconds={self.seconds:.1f} "
                 f"readings/s={self.rate:,.0f}")
         if self.skipped_lines:
             text += f" skipped_lines={self.skipped_lines}"
@@ -140,22 +143,24 @@ def prepare(options):
     return source, start_ms, int(options.until or 3600), zone, 0
 
 
-def run(options):
+def run(options, stop_flag=lambda: None):
+    """Run the scenario to `until`, or until `stop_flag()` names a signal: then every simulator ends at
+    its next step, the producer flushes what was sent, and Result.ended says which signal it was."""
     source, start_ms, until, zone, skipped = prepare(options)
     producer = CLIENTS[options.client](options.bootstrap, options.topic)  # raises KafkaUnavailable
-    stats = RunStats(until=until, progress=options.progress)
+    stats = RunStats(until=until, progress=options.progress, stop_flag=stop_flag)
     summary = {} if options.collect else None
     world = mosaik.World(SIM_CONFIG, skip_greetings=True, configure_logging=False)
     try:
         households_sim = world.start("Household", source=source, step=options.step, start_ms=start_ms, zone=zone,
-                                     pacer=stats if options.speed else None, speed=options.speed)
+                                     pacer=stats if options.speed else None, speed=options.speed, stats=stats)
         count = len(source) if isinstance(source, list) else options.households
         households = households_sim.Household.create(count)
         adapter = world.start("Kafka", producer=producer, stats=stats, step=options.step,
                               speed=options.speed).Sink()
         mosaik.util.connect_many_to_one(world, households, adapter, "readings")
         if summary is not None:
-            collector = world.start("Collector", summary=summary, step=options.step).Sink()
+            collector = world.start("Collector", summary=summary, step=options.step, stats=stats).Sink()
             mosaik.util.connect_many_to_one(world, households, collector, "readings")
         stats.started = time.monotonic()
         world.run(until=until, print_progress=False)
@@ -165,4 +170,4 @@ def run(options):
             sys.stderr.write("\n")
     seconds = time.monotonic() - stats.started
     return Result(producer.sent, failed, seconds, skipped, stats.max_lag if options.speed else None,
-                  producer.first_error, summary)
+                  producer.first_error, summary, stop_flag() or "until")

@@ -14,6 +14,10 @@ import mosaik_api_v3
 
 from simulation.sources import SyntheticHousehold
 
+# A next step past any `until`: mosaik schedules no further step of a simulator that returns it,
+# so once a stop is requested each simulator ends at its next step and `world.run` returns.
+END_OF_TIME = 2**62
+
 HOUSEHOLD_META = {
     "type": "time-based",
     "models": {"Household": {"public": True, "params": [], "attrs": ["readings"]}},
@@ -31,9 +35,10 @@ class HouseholdSim(mosaik_api_v3.Simulator):
         super().__init__(HOUSEHOLD_META)
         self.entities = {}
 
-    def init(self, sid, time_resolution=1.0, *, source, step, start_ms, zone=None, pacer=None, speed=None):
+    def init(self, sid, time_resolution=1.0, *, source, step, start_ms, zone=None, pacer=None, speed=None,
+             stats=None):
         self.step_s, self.start_ms = step, start_ms
-        self.pacer, self.speed = pacer, speed
+        self.pacer, self.speed, self.stats = pacer, speed, stats
         self.synthetic = isinstance(source, tuple)
         if self.synthetic:
             _, seed, count, _, self.zone = source
@@ -57,6 +62,9 @@ class HouseholdSim(mosaik_api_v3.Simulator):
     def step(self, time_s, inputs, max_advance):
         if self.pacer is not None:
             self.pacer.pace(time_s, self.speed)  # real time (or a multiple): wait until the step is due
+        if _stopping(self.stats):
+            self.current = {}  # a step that was not due yet sends nothing
+            return END_OF_TIME
         lo = self.start_ms + time_s * 1000
         hi = lo + self.step_s * 1000
         current = {}
@@ -132,7 +140,7 @@ class KafkaAdapter(mosaik_api_v3.Simulator):
                 count += len(readings)
         self.producer.poll()
         self.stats.step_done(time_s, count, self.speed)
-        return time_s + self.step_s
+        return END_OF_TIME if _stopping(self.stats) else time_s + self.step_s
 
 
 class Collector(mosaik_api_v3.Simulator):
@@ -141,8 +149,8 @@ class Collector(mosaik_api_v3.Simulator):
     def __init__(self):
         super().__init__(SINK_META)
 
-    def init(self, sid, time_resolution=1.0, *, summary, step):
-        self.summary, self.step_s = summary, step
+    def init(self, sid, time_resolution=1.0, *, summary, step, stats=None):
+        self.summary, self.step_s, self.stats = summary, step, stats
         return self.meta
 
     def create(self, num, model):
@@ -163,4 +171,8 @@ class Collector(mosaik_api_v3.Simulator):
                     row[1] = min(row[1], watts)
                     row[2] += watts
                     row[3] = max(row[3], watts)
-        return time_s + self.step_s
+        return END_OF_TIME if _stopping(self.stats) else time_s + self.step_s
+
+
+def _stopping(stats):
+    return stats is not None and stats.stop_flag()

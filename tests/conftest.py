@@ -6,6 +6,7 @@ a skip. Each test gets its own Kafka topic and a freshly emptied Redis
 database reserved for tests, so tests never see each other's data.
 """
 
+import copy
 import os
 import socket
 import subprocess
@@ -327,8 +328,11 @@ def cloud_settings(settings, redis_url, cloud_prefix):
 
     settings.FOG_CLOUD_REDIS_URL = redis_url
     settings.FOG_CLOUD_KEY_PREFIX = cloud_prefix
-    settings.CHANNEL_LAYERS = {"default": {"BACKEND": "channels_redis.core.RedisChannelLayer",
-                                           "CONFIG": {"hosts": [redis_url], "prefix": f"{cloud_prefix}asgi"}}}
+    # The project's own layer settings (connection options included), pointed at the test's database.
+    layer = copy.deepcopy(settings.CHANNEL_LAYERS["default"])
+    layer["CONFIG"]["hosts"] = [{**host, "address": redis_url} for host in layer["CONFIG"]["hosts"]]
+    layer["CONFIG"]["prefix"] = f"{cloud_prefix}asgi"
+    settings.CHANNEL_LAYERS = {"default": layer}
     channel_layers.backends = {}
     reader.cache_clear()
     yield settings
@@ -343,3 +347,37 @@ def store_through_cloud(cloud, rows, edge=EDGE_ID, secret=EDGE_SECRET):
     codes, reasons = wire.read_reply(cloud.request(wire.batch_frame(edge, secret, rows)), edge, secret, len(rows))
     assert reasons == [""] * len(rows)
     return codes
+
+
+async def open_dashboard():
+    """A websocket on the real ASGI app's /ws/dashboard/, connected, and the summary it sends first."""
+    from channels.testing import WebsocketCommunicator
+
+    from fogsite.asgi import application
+
+    socket = WebsocketCommunicator(application, "/ws/dashboard/", headers=[(b"origin", b"http://localhost"),
+                                                                            (b"host", b"localhost")])
+    connected, _ = await socket.connect()
+    assert connected
+    summary = await socket.receive_json_from(timeout=10)
+    assert summary["type"] == "summary"
+    return socket, summary
+
+
+async def update_after_storing(socket, cloud, rows, timeout):
+    """Store `rows` through `cloud` from inside the socket's event loop (in a thread, so the loop keeps
+    serving), then return the update the dashboard socket receives, and close the socket."""
+    import asyncio
+
+    await asyncio.get_running_loop().run_in_executor(None, store_through_cloud, cloud, rows)
+    update = await socket.receive_json_from(timeout=timeout)
+    await socket.disconnect()
+    return update
+
+
+@pytest.fixture
+def publishing_cloud(cloud_settings, redis_url, cloud_prefix):
+    """A real cloud that publishes its updates to the dashboard group through the real channel layer."""
+    cloud = CloudThread(redis_url, cloud_prefix, {EDGE_ID: EDGE_SECRET}, publish=True).start()
+    yield cloud
+    cloud.stop()

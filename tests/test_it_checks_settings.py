@@ -1,3 +1,5 @@
+import pytest
+
 from tests.conftest import run_manage
 
 
@@ -27,12 +29,6 @@ def test_it_names_the_variable_of_a_malformed_value():
     assert "FOG_WINDOW_SECONDS='five': expected a whole number" in result.stderr
 
 
-def test_it_refuses_an_unknown_kafka_client_naming_the_variable():
-    result = run_manage("check", env={"FOG_EDGE_KAFKA_CLIENT": "librdkafka"})
-    assert result.returncode != 0
-    assert "FOG_EDGE_KAFKA_CLIENT='librdkafka': expected one of confluent, kafka-python" in result.stderr
-
-
 def test_it_refuses_a_port_out_of_range():
     result = run_manage("check", env={"FOG_DATA_PORT": "70000"})
     assert result.returncode != 0
@@ -53,3 +49,20 @@ def test_it_reads_edge_secrets_from_a_file_and_names_an_unreadable_one(tmp_path)
     secrets.write_text("edge-1\n")
     broken = run_manage("check", env={"FOG_EDGE_SECRETS_FILE": str(secrets)})
     assert "fog.E003" in broken.stderr and "edge ids: edge-1" in broken.stderr
+
+
+@pytest.mark.parametrize("edge, cloud", [
+    ("redis://localhost:6379/20", "redis://127.0.0.1:6379/20"),  # two names of one loopback
+    ("redis://127.0.0.1:6379/0", "redis://127.0.0.1"),  # default port and database written out or left out
+    ("redis://127.0.0.1:6379/5", "redis://LOCALHOST/?db=5"),  # database as a query
+])
+def test_it_sees_one_redis_database_under_two_spellings(edge, cloud):
+    result = run_manage("check", env={"FOG_EDGE_REDIS_URL": edge, "FOG_CLOUD_REDIS_URL": cloud})
+    assert result.returncode != 0
+    assert "fog.E002" in result.stderr
+
+
+def test_it_accepts_two_databases_of_one_redis():
+    result = run_manage("check", env={"FOG_EDGE_REDIS_URL": "redis://localhost/20",
+                                      "FOG_CLOUD_REDIS_URL": "redis://127.0.0.1:6379/21"})
+    assert result.returncode == 0, result.stderr

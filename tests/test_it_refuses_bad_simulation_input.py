@@ -57,3 +57,9 @@ def test_it_says_within_fifteen_seconds_that_kafka_is_unreachable(free_port):
     message = _run("--bootstrap", f"127.0.0.1:{free_port}", "--until", "10")
     assert time.monotonic() - started < 15
     assert f"Kafka at 127.0.0.1:{free_port} is unreachable" in message
+
+
+def test_it_refuses_households_with_data_instead_of_ignoring_it(tmp_path):
+    write_gem_csv(tmp_path / "h.csv", [("2019-12-24 00:00:01", 100)])
+    assert "argument --households: not allowed with argument --data" in _run("--data", str(tmp_path),
+                                                                             "--households", "3")

@@ -24,3 +24,9 @@ def test_it_runs_the_benchmark_and_prints_a_figure_beside_its_baseline(services,
     figures = json.loads(result.stdout)
     assert figures and all(f["value"] > 0 for f in figures)
     assert all(f["baseline"] is None or f["baseline"] > 0 for f in figures)
+
+
+def test_it_takes_json_before_the_benchmark_name_too(services):
+    result = run_manage("bench", "--json", "cloud", *SMALL["cloud"], timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)[0]["value"] > 0  # JSON alone on stdout, no progress lines

@@ -88,7 +88,9 @@ def test_it_publishes_a_valid_openapi_schema_listing_every_endpoint(tmp_path):
                              "--file", str(target)], cwd=ROOT, capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
     paths = yaml.safe_load(target.read_text())["paths"]
-    assert {"/api/states/", "/api/households/", "/api/edges/", "/api/tuples/recent/"} <= set(paths)
+    assert {"/api/states/", "/api/households/", "/api/edges/", "/api/tuples/recent/", "/api/power/",
+            "/api/households/{household}/", "/api/states/{state}/households/",
+            "/api/edges/{edge}/history/"} <= set(paths)
 
 
 def test_it_serves_the_api_docs_without_any_cdn(client):

@@ -5,6 +5,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -35,7 +36,7 @@ def web(cloud_settings, redis_url, cloud_prefix):
     port = _free_port()
     env = {**os.environ, "FOG_CLOUD_REDIS_URL": redis_url, "FOG_CLOUD_KEY_PREFIX": cloud_prefix}
     proc = subprocess.Popen([sys.executable, "-m", "uvicorn", "fogsite.asgi:application", "--host", "127.0.0.1",
-                             "--port", str(port), "--log-level", "warning"], cwd=ROOT, env=env,
+                             "--port", str(port), "--lifespan", "off", "--log-level", "warning"], cwd=ROOT, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     try:
         assert wait_for(lambda: port_open("127.0.0.1", port), timeout=30, interval=0.2), "the web server did not start"
@@ -62,6 +63,9 @@ def test_it_shows_stored_data_and_changes_live_without_reload(web, redis_url, cl
             page.on("request", lambda r: requests.append(r.url))
             page.goto(web)
             page.wait_for_function("document.getElementById('link').classList.contains('link-live')", timeout=15000)
+            # The socket opens before its summary (or the API's first paint) arrives: wait for the figures.
+            page.wait_for_function(f"{STATES_DATA} !== {json.dumps(json.dumps([0] * 16, separators=(',', ':')))}",
+                                   timeout=15000)
             shown = json.loads(page.evaluate(STATES_DATA))
             assert shown == pytest.approx(expected_kwh(rows), abs=1e-6)
 
@@ -71,7 +75,7 @@ def test_it_shows_stored_data_and_changes_live_without_reload(web, redis_url, cl
                                    timeout=10000)
             page.wait_for_timeout(300)
             assert json.loads(page.evaluate(STATES_DATA)) == pytest.approx(expected_kwh(rows + more), abs=1e-6)
-            assert page.locator("#recent tr").count() >= 10
+            assert page.locator("#recent tr").count() == 15  # the newest, first paint and live ones merged
             screenshots = Path(django_settings.VAR_DIR) / "screenshots"
             screenshots.mkdir(parents=True, exist_ok=True)
             page.screenshot(path=str(screenshots / "dashboard.png"), full_page=True)
@@ -101,4 +105,65 @@ def test_it_says_when_the_websocket_is_down(web):
         page.goto(web)
         page.wait_for_function("document.getElementById('link').classList.contains('link-down')", timeout=10000)
         assert "Reconnecting" in page.inner_text("#link")
+        browser.close()
+
+
+def test_it_shows_the_map_a_states_households_and_one_households_live_chart(web, redis_url, cloud_prefix):
+    from playwright.sync_api import sync_playwright
+
+    cloud = CloudThread(redis_url, cloud_prefix, {EDGE_ID: EDGE_SECRET}, publish=True).start()
+    now = int(time.time() * 1000) // 5000 * 5000
+    rows = make_rows(120, household="map", base_ms=now - 600_000)  # ten minutes of windows, up to now
+    store_through_cloud(cloud, rows)
+    household = "map-2"
+    state = locate(household)[1]
+    errors = []
+    try:
+        with sync_playwright() as playwright:
+            browser = playwright.chromium.launch(executable_path=CHROMIUM, args=FLAGS, headless=True)
+            page = browser.new_page(viewport={"width": 1280, "height": 1000})
+            page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+            page.on("pageerror", lambda e: errors.append(str(e)))
+            page.goto(web)
+            page.wait_for_function("document.getElementById('link').classList.contains('link-live')", timeout=15000)
+            page.wait_for_function("document.querySelectorAll('#map svg path').length === 16", timeout=10000)
+            fill = page.eval_on_selector(f"#map path#{state.lower()}", "p => p.style.fill")
+            assert fill and fill != "rgb(229, 231, 235)", "a state with data is coloured"
+            assert "kWh" in page.inner_text("#legend") and "CC BY 4.0" in page.inner_text(".credit")
+            page.hover(f"#map path#{state.lower()}")
+            assert "households" in page.inner_text("#map-tip")
+
+            page.click(f"#map path#{state.lower()}")
+            page.wait_for_selector(f"#state-households tr:has-text('{household}')", timeout=10000)
+            page.click(f"#state-households tr:has-text('{household}')")
+            page.wait_for_function("Chart.getChart('household-chart').data.datasets[0].data.length > 0", timeout=10000)
+            points = page.evaluate("Chart.getChart('household-chart').data.datasets[0].data.length")
+            assert points == sum(1 for r in rows if r[1] == household)
+            assert locate(household)[0] in page.inner_text("#household-facts")
+            power = page.evaluate("Chart.getChart('power-chart').data.datasets[0].data.filter(v => v !== null).length")
+            assert power >= 10  # ten minutes of windows in the last hour
+
+            newer = [(10_000 + i, household, now + i * 5000, now + (i + 1) * 5000, 4000.0, 3) for i in range(1, 4)]
+            store_through_cloud(cloud, newer)  # the watched household's chart grows by websocket
+            page.wait_for_function(f"Chart.getChart('household-chart').data.datasets[0].data.length === {points + 3}",
+                                   timeout=10000)
+            page.wait_for_selector("#edges .edge-card", timeout=5000)
+            screenshots = Path(django_settings.VAR_DIR) / "screenshots"
+            screenshots.mkdir(parents=True, exist_ok=True)
+            page.screenshot(path=str(screenshots / "dashboard-household.png"), full_page=True)
+            browser.close()
+    finally:
+        cloud.stop()
+    assert errors == []
+
+
+def test_it_names_the_time_zone_of_the_times_it_shows(web):
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=FLAGS, headless=True)
+        page = browser.new_page(timezone_id="America/Sao_Paulo")  # no daylight saving: always UTC-03:00
+        page.goto(web)
+        assert page.inner_text("#time-zone") == ("Times are shown in America/Sao_Paulo (UTC-03:00), "
+                                                 "this browser's time zone.")
         browser.close()

@@ -1,6 +1,7 @@
 // The live dashboard: first paint from the REST API, then the websocket's
-// summary and updates. Says plainly when the websocket is down and
-// reconnects by itself with a growing pause.
+// summary and updates; nothing polls. Says plainly when the websocket is down
+// and reconnects by itself with a growing pause. Times are shown in the
+// browser's time zone, which the page names.
 "use strict";
 
 (function () {
@@ -8,6 +9,8 @@
   const KWH_PER_W = 8.76;
   const CONNECTED_WITHIN_MS = 3000;
   const FLOW_POINTS = 120;
+  const MINUTE = 60000;
+  const HOUR = 60 * MINUTE;
   const STATE_NAMES = {
     BW: "Baden-Württemberg", BY: "Bayern", BE: "Berlin", BB: "Brandenburg", HB: "Bremen", HH: "Hamburg",
     HE: "Hessen", MV: "Mecklenburg-Vorpommern", NI: "Niedersachsen", NW: "Nordrhein-Westfalen",
@@ -15,10 +18,40 @@
     TH: "Thüringen",
   };
   const STATES = Object.keys(STATE_NAMES);
+  const ZONE = Intl.DateTimeFormat().resolvedOptions().timeZone || "local time";
 
   const sums = {};   // state -> [households, sum of averages, count]
-  const edges = {};  // edge -> {last_heartbeat, backlog}
+  const edges = {};  // edge -> {last_heartbeat, backlog, history: {minutes, backlog, acked, offline}, chart}
   let ackedThisSecond = 0;
+  let socket = null;
+  let watching = null;  // the household shown in the household view
+
+  const time = (ms) => new Date(ms).toLocaleTimeString();
+  const el = (tag, text, cls) => { const e = document.createElement(tag); if (text !== undefined) e.textContent = text; if (cls) e.className = cls; return e; };
+  const getJSON = (url) => fetch(url).then((r) => { if (!r.ok) throw new Error(`${url}: HTTP ${r.status}`); return r.json(); });
+  const annualKwh = (s) => { const [, total, count] = sums[s] || [0, 0, 0]; return count ? (total / count) * KWH_PER_W : 0; };
+
+  function lineChart(canvas, datasets, yTitle, extra = {}) {
+    return new Chart(canvas, {
+      type: "line",
+      data: { labels: [], datasets: datasets.map((d) => ({ pointRadius: 0, tension: .2, spanGaps: false, ...d })) },
+      options: { animation: false, maintainAspectRatio: false, ...extra,
+                 scales: { y: { beginAtZero: true, title: { display: !!yTitle, text: yTitle } }, ...(extra.scales || {}) } },
+    });
+  }
+
+  // --- time zone ----------------------------------------------------------
+  // Every time on the page is formatted in the browser's zone; say which, since
+  // the pipeline's operators need not sit where its households are.
+  function showTimeZone() {
+    const minutes = -new Date().getTimezoneOffset();
+    const abs = Math.abs(minutes);
+    const offset = `UTC${minutes < 0 ? "-" : "+"}${String(Math.floor(abs / 60)).padStart(2, "0")}:` +
+      String(abs % 60).padStart(2, "0");
+    document.getElementById("time-zone").textContent =
+      `Times are shown in ${ZONE} (${offset}), this browser's time zone.`;
+  }
+  showTimeZone();
 
   // --- charts ------------------------------------------------------------
   const statesChart = new Chart(document.getElementById("states-chart"), {
@@ -36,115 +69,230 @@
                   scale.min = y.min * PRICE; scale.max = y.max * PRICE;
                 } },
       },
-      plugins: { tooltip: { callbacks: {
-        title: (items) => STATE_NAMES[items[0].label],
-        label: (item) => {
-          const [households, total, count] = sums[item.label] || [0, 0, 0];
-          const mean = count ? total / count : 0;
-          return [`${item.parsed.y.toFixed(0)} kWh/year · ${(item.parsed.y * PRICE).toFixed(2)} €/year`,
-                  `mean ${mean.toFixed(1)} W · ${households} households · ${count} windows`];
-        } } } },
+      plugins: { tooltip: { callbacks: { title: (items) => STATE_NAMES[items[0].label], label: (item) => describe(item.label).split("\n").slice(1) } } },
     },
   });
-  const flowChart = new Chart(document.getElementById("flow-chart"), {
-    type: "line",
-    data: { labels: [], datasets: [
-      { label: "acknowledged / s", data: [], borderColor: "#17692f", yAxisID: "y", pointRadius: 0, tension: .2 },
-      { label: "backlog", data: [], borderColor: "#c2410c", yAxisID: "backlog", pointRadius: 0, tension: .2 },
-    ] },
-    options: { animation: false, maintainAspectRatio: false, scales: {
-      y: { beginAtZero: true, title: { display: true, text: "tuples / s" } },
-      backlog: { position: "right", beginAtZero: true, grid: { drawOnChartArea: false },
-                 title: { display: true, text: "backlog" } },
-    } },
+  const flowChart = lineChart(document.getElementById("flow-chart"), [
+    { label: "acknowledged / s", data: [], borderColor: "#17692f", yAxisID: "y" },
+    { label: "backlog", data: [], borderColor: "#c2410c", yAxisID: "backlog" },
+  ], "tuples / s", { scales: { backlog: { position: "right", beginAtZero: true, grid: { drawOnChartArea: false },
+                                          title: { display: true, text: "backlog" } } } });
+  const powerChart = lineChart(document.getElementById("power-chart"),
+    [{ label: "total power (kW)", data: [], borderColor: "#7c3aed", fill: true, backgroundColor: "rgba(124,58,237,.08)" }], "kW");
+  const householdChart = lineChart(document.getElementById("household-chart"),
+    [{ label: "power (W), 5 s windows", data: [], borderColor: "#0f766e", pointRadius: 1 }], "W");
+
+  function describe(state) {
+    const [households, total, count] = sums[state] || [0, 0, 0];
+    const mean = count ? total / count : 0;
+    const kwh = mean * KWH_PER_W;
+    return `${STATE_NAMES[state]}\n${kwh.toFixed(0)} kWh/year · ${(kwh * PRICE).toFixed(2)} €/year\n` +
+           `mean ${mean.toFixed(1)} W · ${households} households · ${count} windows`;
+  }
+
+  // --- map and a state's households ------------------------------------------
+  const map = FogMap.create(document.getElementById("map"), document.getElementById("legend"),
+                            document.getElementById("map-tip"), { describe, onChoose: (s) => showState(s, 1) });
+
+  function showState(state, page) {
+    document.getElementById("state-title").replaceChildren(el("span", `Households in ${STATE_NAMES[state]} `),
+      el("small", "click one for its last hour"));
+    getJSON(`/api/states/${state}/households/?page=${page}&page_size=50`).then((body) => {
+      const rows = body.results.map((h) => {
+        const tr = el("tr", undefined, "clickable");
+        [h.household, h.postal_code, h.power_w.toFixed(1), h.edge].forEach((t, i) => tr.appendChild(el("td", t, i === 2 ? "num" : "")));
+        tr.addEventListener("click", () => showHousehold(h.household));
+        return tr;
+      });
+      const body_ = document.getElementById("state-households");
+      body_.replaceChildren(...(rows.length ? rows : [el("tr")]));
+      if (!rows.length) body_.firstChild.appendChild(el("td", "No household of this state yet.", "muted"));
+      const pages = document.getElementById("state-pages");
+      pages.replaceChildren(el("span", `${body.count} households`));
+      if (body.previous) { const a = el("a", "‹ previous"); a.onclick = () => showState(state, page - 1); pages.appendChild(a); }
+      if (body.next) { const a = el("a", "next ›"); a.onclick = () => showState(state, page + 1); pages.appendChild(a); }
+    }).catch((e) => { document.getElementById("state-households").replaceChildren(el("tr")).appendChild(el("td", e.message, "muted")); });
+  }
+
+  // --- one household -----------------------------------------------------------
+  let householdPoints = new Map();  // window_start -> power
+  function paintHousehold() {
+    const starts = [...householdPoints.keys()].sort((a, b) => a - b);
+    const newest = starts[starts.length - 1] || 0;
+    starts.filter((s) => s < newest - HOUR).forEach((s) => householdPoints.delete(s));
+    const kept = starts.filter((s) => s >= newest - HOUR);
+    householdChart.data.labels = kept.map(time);
+    householdChart.data.datasets[0].data = kept.map((s) => householdPoints.get(s));
+    householdChart.update();
+  }
+  function showHousehold(id) {
+    const card = document.getElementById("household");
+    getJSON(`/api/households/${encodeURIComponent(id)}/`).then((h) => {
+      card.hidden = false;
+      watching = h.household;
+      document.getElementById("household-title").textContent = `Household ${h.household}`;
+      document.getElementById("household-facts").textContent =
+        `PLZ ${h.postal_code} · ${STATE_NAMES[h.state] || h.state} · edge ${h.edge} · latest ${h.power_w.toFixed(1)} W ` +
+        `(window from ${time(h.window_start)}, ${ZONE})`;
+      householdPoints = new Map(h.series.map((p) => [p.window_start, p.power_w]));
+      paintHousehold();
+      if (socket && socket.readyState === WebSocket.OPEN) socket.send(JSON.stringify({ watch: watching }));
+      card.scrollIntoView({ behavior: "smooth", block: "nearest" });
+    }).catch(() => {
+      card.hidden = false;
+      document.getElementById("household-title").textContent = `No household "${id}" has been stored yet.`;
+      document.getElementById("household-facts").textContent = "";
+      householdPoints = new Map();
+      paintHousehold();
+    });
+  }
+  document.getElementById("search").addEventListener("submit", (e) => {
+    e.preventDefault();
+    const id = document.getElementById("search-id").value.trim();
+    if (id) showHousehold(id);
   });
 
-  // --- painting -----------------------------------------------------------
-  function paintStates() {
-    statesChart.data.datasets[0].data = STATES.map((s) => {
-      const [, total, count] = sums[s] || [0, 0, 0];
-      return count ? (total / count) * KWH_PER_W : 0;
-    });
-    statesChart.update();
-  }
-
-  function pushFlow(ts, rate) {
-    const backlog = Object.values(edges).reduce((a, e) => a + (e.backlog || 0), 0);
-    const labels = flowChart.data.labels;
-    labels.push(new Date(ts).toLocaleTimeString());
-    flowChart.data.datasets[0].data.push(rate);
-    flowChart.data.datasets[1].data.push(backlog);
-    if (labels.length > FLOW_POINTS) {
-      labels.shift();
-      flowChart.data.datasets.forEach((d) => d.data.shift());
+  // --- power over time ---------------------------------------------------------
+  let powerMinutes = [];  // [minute ms, W·ms sum or null]
+  function paintPower() {
+    const current = Math.floor(Date.now() / MINUTE) * MINUTE;
+    while (powerMinutes.length && powerMinutes[powerMinutes.length - 1][0] < current) {
+      powerMinutes.push([powerMinutes[powerMinutes.length - 1][0] + MINUTE, null]);
     }
-    flowChart.update();
+    powerMinutes = powerMinutes.slice(-60);
+    powerChart.data.labels = powerMinutes.map(([m]) => time(m));
+    powerChart.data.datasets[0].data = powerMinutes.map(([, wms]) => (wms === null ? null : wms / MINUTE / 1000));
+    powerChart.update();
+  }
+  function addPower(deltas) {
+    Object.entries(deltas || {}).forEach(([minute, wms]) => {
+      const point = powerMinutes.find(([m]) => m === Number(minute));
+      if (point) point[1] = (point[1] || 0) + wms;
+    });
   }
 
+  // --- edges ---------------------------------------------------------------------
+  function loadEdgeHistory(name) {
+    return getJSON(`/api/edges/${encodeURIComponent(name)}/history/`).then((h) => { edges[name].history = h; paintEdges(); })
+      .catch(() => {});
+  }
+  function ensureEdge(name) {
+    if (!edges[name]) { edges[name] = { last_heartbeat: null, backlog: 0, rate: 0, history: null }; loadEdgeHistory(name); }
+    return edges[name];
+  }
+  function minuteSlot(history, ms) {
+    const current = Math.floor(ms / MINUTE) * MINUTE;
+    while (history.minutes[history.minutes.length - 1] < current) {
+      history.minutes.push(history.minutes[history.minutes.length - 1] + MINUTE);
+      history.backlog.push(null); history.acked.push(0);
+      history.minutes.shift(); history.backlog.shift(); history.acked.shift();
+    }
+    return history.minutes.indexOf(current);
+  }
+  function beat(name, ts, backlog) {
+    const edge = ensureEdge(name);
+    if (edge.last_heartbeat && ts - edge.last_heartbeat > CONNECTED_WITHIN_MS && edge.history) {
+      edge.history.offline = edge.history.offline.filter((p) => p.end !== null);
+      edge.history.offline.push({ start: edge.last_heartbeat, end: ts });
+    }
+    edge.last_heartbeat = ts; edge.backlog = backlog;
+    if (edge.history) { const i = minuteSlot(edge.history, ts); if (i >= 0) edge.history.backlog[i] = backlog; }
+  }
+  function acked(name, count) {
+    const edge = ensureEdge(name);
+    edge.ackedNow = (edge.ackedNow || 0) + count;
+    if (edge.history) { const i = minuteSlot(edge.history, Date.now()); if (i >= 0) edge.history.acked[i] += count; }
+  }
   function paintEdges() {
     const box = document.getElementById("edges");
     const names = Object.keys(edges).sort();
     if (!names.length) return;
     const now = Date.now();
-    box.replaceChildren(...names.map((name) => {
+    names.forEach((name) => {
       const edge = edges[name];
+      if (!edge.card) {
+        edge.card = el("div", undefined, "edge-card");
+        edge.card.dataset.edge = name;
+        edge.badge = el("span", "", "badge");
+        const spark = el("div", undefined, "spark");
+        const canvas = el("canvas");
+        canvas.setAttribute("aria-label", `backlog of ${name} over the last hour`);
+        spark.appendChild(canvas);
+        edge.list = el("ul");
+        edge.card.append(edge.badge, spark, edge.list);
+        edge.chart = lineChart(canvas, [{ label: "backlog", data: [], borderColor: "#c2410c", borderWidth: 1.5 }], "",
+          { plugins: { legend: { display: false } }, scales: { x: { display: false }, y: { beginAtZero: true, ticks: { maxTicksLimit: 3 } } } });
+      }
       const up = edge.last_heartbeat && now - edge.last_heartbeat <= CONNECTED_WITHIN_MS;
-      const badge = document.createElement("span");
-      badge.className = "badge " + (up ? "up" : "down");
-      badge.textContent = up
-        ? `${name}: connected · backlog ${edge.backlog}`
-        : edge.last_heartbeat ? `${name}: offline since ${new Date(edge.last_heartbeat).toLocaleTimeString()}`
-                              : `${name}: offline (no heartbeat yet)`;
-      return badge;
-    }));
+      edge.badge.className = "badge " + (up ? "up" : "down");
+      edge.badge.textContent = up ? `${name}: connected · ${edge.rate.toFixed(0)} acked/s · backlog ${edge.backlog}`
+        : edge.last_heartbeat ? `${name}: offline since ${time(edge.last_heartbeat)}` : `${name}: offline (no heartbeat yet)`;
+      if (edge.history) {
+        edge.chart.data.labels = edge.history.minutes.map(time);
+        edge.chart.data.datasets[0].data = edge.history.backlog;
+        edge.chart.update();
+        const periods = edge.history.offline.filter((p) => p.end === null || p.end > now - HOUR).slice(-3);
+        edge.list.replaceChildren(...(periods.length ? periods.map((p) => el("li", p.end === null
+          ? `offline since ${time(p.start)}` : `offline ${time(p.start)}–${time(p.end)} (${Math.round((p.end - p.start) / 1000)} s)`))
+          : [el("li", "no offline period in the last hour")]));
+      }
+    });
+    const cards = names.map((n) => edges[n].card);
+    if (box.children.length !== cards.length || cards.some((c, i) => box.children[i] !== c)) box.replaceChildren(...cards);
   }
 
-  function paintRecent(rows) {
-    const body = document.getElementById("recent");
+  // --- latest tuples -------------------------------------------------------------
+  let recentRows = [];
+  function paintRecent(rows, replace) {
     if (!rows.length) return;
-    body.replaceChildren(...rows.slice(0, 15).map((t) => {
-      const tr = document.createElement("tr");
-      const cells = [new Date(t.window_start).toLocaleString(), t.household.slice(0, 16), t.state, t.postal_code,
-                     t.power_w.toFixed(1)];
-      cells.forEach((text, i) => {
-        const td = document.createElement("td");
-        td.textContent = text;
-        if (i === 4) td.className = "num";
-        tr.appendChild(td);
-      });
+    recentRows = (replace ? rows : rows.concat(recentRows)).slice(0, 15);
+    document.getElementById("recent").replaceChildren(...recentRows.map((t) => {
+      const tr = el("tr", undefined, "clickable");
+      [new Date(t.window_start).toLocaleString(), t.household.slice(0, 24), t.state, t.postal_code, t.power_w.toFixed(1), t.edge]
+        .forEach((text, i) => tr.appendChild(el("td", text, i === 4 ? "num" : "")));
+      tr.addEventListener("click", () => showHousehold(t.household));
       return tr;
     }));
   }
 
-  function applySummary(summary) {
-    summary.states.forEach((s) => {
-      // The API gives the mean; keep sums so updates (absolute sums) fold in the same way.
-      sums[s.state] = [s.households, s.mean_power_w * s.tuples, s.tuples];
-    });
-    summary.edges.forEach((e) => { edges[e.edge] = { last_heartbeat: e.last_heartbeat, backlog: e.backlog }; });
-    paintStates();
-    paintEdges();
-    paintRecent(summary.recent);
+  // --- applying what arrives -------------------------------------------------------
+  function paintStates() {
+    statesChart.data.datasets[0].data = STATES.map(annualKwh);
+    statesChart.update();
+    map.update(Object.fromEntries(STATES.map((s) => [s, annualKwh(s)])));
   }
 
-  let recentDue = 0;
+  function applySummary(summary) {
+    summary.states.forEach((s) => { sums[s.state] = [s.households, s.mean_power_w * s.tuples, s.tuples]; });
+    summary.edges.forEach((e) => {
+      const edge = ensureEdge(e.edge);
+      edge.last_heartbeat = e.last_heartbeat; edge.backlog = e.backlog; edge.rate = e.acked_per_second;
+    });
+    paintStates(); paintEdges(); paintRecent(summary.recent, true);
+  }
+
   function applyUpdate(update) {
     Object.entries(update.states || {}).forEach(([state, triple]) => { sums[state] = triple; });
-    Object.entries(update.beats || {}).forEach(([edge, beat]) => {
-      edges[edge] = { last_heartbeat: beat.ts, backlog: beat.backlog };
-    });
+    Object.entries(update.beats || {}).forEach(([edge, b]) => beat(edge, b.ts, b.backlog));
+    Object.entries(update.edges || {}).forEach(([edge, count]) => acked(edge, count));
     ackedThisSecond += update.acked;
-    paintStates();
-    paintEdges();
-    if (update.acked && Date.now() >= recentDue) {
-      recentDue = Date.now() + 2000;
-      fetch("/api/tuples/recent/?limit=15").then((r) => r.json()).then(paintRecent).catch(() => {});
-    }
+    addPower(update.power);
+    paintStates(); paintEdges(); paintRecent(update.recent || []);
   }
 
-  // --- first paint from the API, then the websocket ------------------------
-  Promise.all(["/api/states/", "/api/edges/", "/api/tuples/recent/?limit=15"].map((u) => fetch(u).then((r) => r.json())))
-    .then(([states, edgeRows, recent]) => applySummary({ states: states.results, edges: edgeRows, recent, ts: Date.now() }))
+  function applyHousehold(h) {
+    if (h.household !== watching) return;
+    h.series.forEach((p) => householdPoints.set(p.window_start, p.power_w));
+    paintHousehold();
+  }
+
+  // --- first paint from the API, then the websocket ------------------------------
+  Promise.all([getJSON("/api/states/"), getJSON("/api/edges/"), getJSON("/api/tuples/recent/?limit=15"), getJSON("/api/power/")])
+    .then(([states, edgeRows, recent, power]) => {
+      powerMinutes = power.map((p) => [p.minute, p.power_w === null ? null : p.power_w * MINUTE]);
+      paintPower();
+      applySummary({ states: states.results, edges: edgeRows, recent });
+    })
     .catch(() => {});
 
   const link = document.getElementById("link");
@@ -152,12 +300,17 @@
 
   let pause = 1000;
   function connect() {
-    const socket = new WebSocket((location.protocol === "https:" ? "wss://" : "ws://") + location.host + "/ws/dashboard/");
-    socket.onopen = () => { pause = 1000; showLink("live", "Live: updates arrive as the cloud stores tuples."); };
+    socket = new WebSocket((location.protocol === "https:" ? "wss://" : "ws://") + location.host + "/ws/dashboard/");
+    socket.onopen = () => {
+      pause = 1000;
+      showLink("live", "Live: updates arrive as the cloud stores tuples.");
+      if (watching) socket.send(JSON.stringify({ watch: watching }));
+    };
     socket.onmessage = (event) => {
       const message = JSON.parse(event.data);
       if (message.type === "summary") applySummary(message);
       else if (message.type === "update") applyUpdate(message);
+      else if (message.type === "household") applyHousehold(message);
     };
     socket.onclose = () => {
       showLink("down", `Live updates are down: the websocket closed. Reconnecting in ${Math.round(pause / 1000)} s…`);
@@ -167,8 +320,15 @@
   }
   connect();
   setInterval(() => {  // a point a second, and "offline since" without waiting for a message
-    pushFlow(Date.now(), ackedThisSecond);
+    const backlog = Object.values(edges).reduce((a, e) => a + (e.backlog || 0), 0);
+    flowChart.data.labels.push(time(Date.now()));
+    flowChart.data.datasets[0].data.push(ackedThisSecond);
+    flowChart.data.datasets[1].data.push(backlog);
+    if (flowChart.data.labels.length > FLOW_POINTS) { flowChart.data.labels.shift(); flowChart.data.datasets.forEach((d) => d.data.shift()); }
+    flowChart.update();
     ackedThisSecond = 0;
+    Object.values(edges).forEach((e) => { e.rate = 0.8 * (e.rate || 0) + 0.2 * (e.ackedNow || 0); e.ackedNow = 0; });
     paintEdges();
+    paintPower();
   }, 1000);
 })();

@@ -20,7 +20,7 @@ from tooling.localservices import port_open
 T0 = 1_577_142_000_000
 # The web server as `make demo` runs it (Procfile).
 WEB_ARGS = ["fogsite.asgi:application", "--host", "127.0.0.1", "--workers", "2", "--no-access-log",
-            "--log-level", "warning"]
+            "--lifespan", "off", "--log-level", "warning"]
 
 
 async def _seed(prefix, tuples, households, out):

@@ -1,4 +1,5 @@
 import logging
+import signal
 import sys
 
 from django.conf import settings
@@ -23,12 +24,16 @@ def speed(text):
 
 class Command(BaseCommand):
     help = ("Simulate households in a mosaik co-simulation and stream their power readings into Kafka, "
-            "from Gem House CSV files (--data) or synthetic load profiles.")
+            "from Gem House CSV files (--data) or synthetic load profiles. SIGINT or SIGTERM stops it "
+            "cleanly: what was sent is flushed, the summary line says ended=SIGINT (or SIGTERM), exit status 0.")
 
     def add_arguments(self, parser):
-        parser.add_argument("--data", metavar="DIR", help="folder of Gem House CSV files (household id = file "
-                            "name without .csv); without it, synthetic households")
-        parser.add_argument("--households", type=int, default=10, help="synthetic households (default %(default)s)")
+        source = parser.add_mutually_exclusive_group()
+        source.add_argument("--data", metavar="DIR", help="folder of Gem House CSV files (household id = file "
+                            "name without .csv), every file a household; without it, synthetic households")
+        source.add_argument("--households", type=int, default=10,
+                            help="synthetic households (default %(default)s); not with --data, whose files are "
+                            "the households")
         parser.add_argument("--until", type=float, default=None, metavar="SECONDS",
                             help="simulated seconds to run (default: the files' span, or 3600 for synthetic)")
         parser.add_argument("--speed", type=speed, default=None, metavar="X|max",
@@ -58,8 +63,15 @@ class Command(BaseCommand):
                           step=o["step"], seed=o["seed"], start=o["start"], tz=o["tz"], topic=o["topic"],
                           bootstrap=o["bootstrap"], client=o["client"], skip_bad_lines=o["skip_bad_lines"],
                           collect=o["collect"], progress=sys.stderr.isatty() and not o["no_progress"])
+        stopped = []
+
+        def on_signal(signum, frame):
+            stopped.append(signal.Signals(signum).name)  # the handler only sets the flag
+
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(signum, on_signal)
         try:
-            result = run(options)
+            result = run(options, stop_flag=lambda: stopped[0] if stopped else None)
         except (DataError, KafkaUnavailable) as exc:
             raise CommandError(str(exc)) from None
         if result.summary:

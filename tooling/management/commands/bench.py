@@ -3,7 +3,7 @@ import logging
 
 from django.core.management.base import BaseCommand, CommandError
 
-from tooling.bench import api, cloud, edge, latency, simulate
+from tooling.bench import api, cloud, e2e, edge, latency, simulate
 
 
 def sizes(text):
@@ -38,7 +38,7 @@ BENCHMARKS = {
          "window, for the baseline"),
         ("--client", ["both", *edge.INGEST_CLIENTS], "both", "Kafka client: both (the faster is the figure, the other the baseline, same "
          "readings), confluent or kafka-python"),
-        ("--profile", bool, False, "also profile each client with pyinstrument (an untimed run) and print where "
+        ("--profile", "flag", False, "also profile each client with pyinstrument (an untimed run) and print where "
          "the time goes"),
     ]),
     "simulate": (simulate.run_simulate, "runsimulation --speed max into Kafka (target >= 100,000 readings/s)", [
@@ -54,6 +54,16 @@ BENCHMARKS = {
     "latency": (latency.run, "window stored -> ACK in the edge DB at real time, p50/p99 (target p99 <= 100 ms)", [
         ("--households", int, 1000, "households"),
         ("--seconds", int, 60, "seconds of real time"),
+    ]),
+    "e2e": (e2e.run, "the whole pipeline at real time, window end -> dashboard websocket: freshness p50/p99/max, "
+                     "readings and tuples/s, CPU and RSS per process (target p99 <= 3 s)", [
+        ("--households", int, 1000, "households"),
+        ("--seconds", int, 60, "seconds measured after a warm-up"),
+        ("--step", int, 2, "seconds between a household's readings (whole seconds, as runsimulation --step)"),
+        ("--find-capacity", "flag", False, "search for the largest number of households that keeps p99 "
+                                           "freshness <= 5 s and pace, each trial measured 2 minutes"),
+        ("--baseline", "flag", False, "also run the same households with FOG_LIVE_WINDOWS=off (windows close by "
+                                      "event time alone) as the baseline"),
     ]),
     "api": (api.run, "/api/states/ p50/p99 under concurrent clients, many tuples stored (target p99 <= 20 ms)", [
         ("--tuples", int, 1_000_000, "tuples stored through the cloud's store first"),
@@ -75,6 +85,7 @@ ALL = [
     ("realtime", {}),
     ("latency", {}),
     ("api", {}),
+    ("e2e", {"baseline": True}),
 ]
 
 NOTES = [
@@ -101,6 +112,10 @@ class Command(BaseCommand):
             "next to a naive baseline measured in the same run. Benchmarks are not tests.")
 
     def add_arguments(self, parser):
+        # Also before NAME (`bench --json cloud`), as users of --json flags expect. Its own dest: a
+        # subcommand's defaults overwrite the namespace, which would reset a shared `json` to False.
+        parser.add_argument("--json", dest="json_before_name", action="store_true",
+                            help="print the figures as JSON (also accepted after NAME)")
         sub = parser.add_subparsers(dest="name", required=True, metavar="NAME")
         every = sub.add_parser("all", help="every benchmark at its default size, with the growth series "
                                "(drain at 10k/100k/1M tuples, simulate at 1k/10k/50k households)")
@@ -109,7 +124,7 @@ class Command(BaseCommand):
         for name, (_, text, arguments) in BENCHMARKS.items():
             child = sub.add_parser(name, help=text, description=text)
             for option, kind, default, option_help in arguments:
-                if kind is bool:
+                if kind == "flag":
                     child.add_argument(option, action="store_true", help=option_help)
                 elif isinstance(kind, list):  # a choice of words
                     child.add_argument(option, choices=kind, default=default,
@@ -118,7 +133,8 @@ class Command(BaseCommand):
                     child.add_argument(option, type=kind, default=default, help=f"{option_help} (default %(default)s)")
             child.add_argument("--json", action="store_true", help="print the figures as JSON")
 
-    def handle(self, *args, name, **options):
+    def handle(self, *args, name, json_before_name=False, **options):
+        options["json"] = options.get("json") or json_before_name
         logging.getLogger("fog").setLevel(logging.WARNING if options["verbosity"] < 2 else logging.DEBUG)
         logging.getLogger("kafka").setLevel(logging.ERROR)  # the benchmark's own producers' chatter
         if name == "all":

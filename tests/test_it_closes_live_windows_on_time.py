@@ -1,0 +1,114 @@
+"""At real time a window is stored `grace` after its end, not when its household's next reading comes;
+replays, lagging streams and a consumer that has not caught up keep to event time."""
+
+import time
+
+import pytest
+
+from edge_app.windows import LIVE_WITHIN_MS, WindowBook
+from tests.conftest import produce, reading
+
+W, GRACE = 5000, 2000
+NOW = 1_800_000_000_000  # the edge's clock in the pure tests: a multiple of 5 s
+
+
+def test_it_closes_a_live_window_by_the_wall_clock_at_end_plus_grace():
+    book = WindowBook(W, GRACE, 60)
+    book.add("h", NOW + 1000, 10.0, 0, 0, 0.0, wall_ms=NOW + 1010)
+    book.add("h", NOW + 3000, 30.0, 0, 1, 0.0, wall_ms=NOW + 3010)  # the household's last reading for a while
+    assert book.close_live(NOW + W + GRACE - 20) == 0  # its clock: 3000 + (6980 - 3010) < 7000
+    assert book.close_live(NOW + W + GRACE + 10) == 1
+    (window,) = book.take_closed()
+    assert (window.start, window.average, window.count) == (NOW, 20.0, 2)
+    assert not book.add("h", NOW + 4000, 99.0, 0, 2, 0.0, wall_ms=NOW + 7100)  # a straggler is late, as ever
+
+
+def test_it_never_closes_a_replay_of_past_data_by_the_wall_clock():
+    book = WindowBook(W, GRACE, 60)
+    past = NOW - 10 * LIVE_WITHIN_MS
+    book.add("h", past + 1000, 10.0, 0, 0, 0.0, wall_ms=NOW)
+    assert book.close_live(NOW + 3600_000) == 0
+    assert book.open_windows() == 1
+
+
+def test_it_waits_for_a_stream_that_runs_behind_the_edges_clock():
+    book = WindowBook(W, GRACE, 60)
+    delay = 10_000  # this household's readings arrive 10 s after their event time
+    book.add("late-meter", NOW + 1000, 10.0, 0, 0, 0.0, wall_ms=NOW + 1000 + delay)
+    assert book.close_live(NOW + W + GRACE + 100) == 0
+    assert book.close_live(NOW + W + GRACE + delay - 1100) == 0
+    assert book.close_live(NOW + W + GRACE + delay) == 1
+
+
+def test_it_closes_a_live_window_once_whatever_else_closes_it(tmp_path):
+    book = WindowBook(W, GRACE, 60)
+    book.add("h", NOW + 1000, 10.0, 0, 0, 0.0, wall_ms=NOW + 1000)
+    book.add("h", NOW + 7500, 20.0, 0, 1, 0.0, wall_ms=NOW + 7500)  # event time closes it first
+    assert len(book.take_closed()) == 1
+    assert book.close_live(NOW + 60_000) == 1  # only the second window, never the first again
+    assert [w.start for w in book.take_closed()] == [NOW + W]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_it_stores_a_real_time_window_grace_after_its_end(kafka_bootstrap, topic):
+    from edge_app.ingest import Ingestor
+    from edge_app.models import WindowAggregate
+
+    ingest = Ingestor(edge_id="edge-live", topic=topic, bootstrap=kafka_bootstrap, window_seconds=5,
+                      grace_seconds=2, idle_seconds=600)
+    ingest.connect()
+    try:
+        now = int(time.time() * 1000)
+        start = now - now % W
+        produce(kafka_bootstrap, topic, [reading(f"live-{i}", now, 100.0 + i) for i in range(3)])
+        deadline = time.monotonic() + 30
+        while not ingest.caught_up() and time.monotonic() < deadline:
+            ingest.handle_one_poll()
+        assert ingest.caught_up()
+        assert not WindowAggregate.objects.exists()  # nothing is due before end + grace
+        # The stream's delay as the edge saw it (here mostly the test producer's start-up); at real time
+        # the simulation stamps readings as it sends them, so this is about the broker's transit.
+        delay = ingest.book.households["live-0"].newest_at - now
+        while not WindowAggregate.objects.exists() and time.monotonic() < deadline:
+            ingest.handle_one_poll(timeout_ms=50)
+        stored_at = time.time() * 1000
+        stored = sorted(WindowAggregate.objects.values_list("household", "window_start", "average_w"))
+        assert stored == [(f"live-{i}", start, 100.0 + i) for i in range(3)]  # with no further reading
+        due = start + W + GRACE + delay
+        assert due <= stored_at < due + 1000  # not before its time, and within a poll or two of it
+    finally:
+        ingest.close()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_it_keeps_to_event_time_when_live_windows_are_off(kafka_bootstrap, topic):
+    from edge_app.ingest import Ingestor
+
+    ingest = Ingestor(edge_id="edge-off", topic=topic, bootstrap=kafka_bootstrap, window_seconds=5,
+                      grace_seconds=2, idle_seconds=600, live_windows=False)
+    ingest.connect()
+    try:
+        now = int(time.time() * 1000)
+        produce(kafka_bootstrap, topic, [reading("off-0", now, 1.0)])
+        deadline = time.monotonic() + W / 1000 + GRACE / 1000 + 5
+        while time.monotonic() < deadline:
+            ingest.handle_one_poll(timeout_ms=100)
+        assert ingest.book.open_windows() == 1 and not ingest.book.take_closed()
+    finally:
+        ingest.close()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_it_keeps_to_event_time_until_it_has_read_everything(kafka_bootstrap, topic):
+    from edge_app.ingest import Ingestor
+
+    ingest = Ingestor(edge_id="edge-behind", topic=topic, bootstrap=kafka_bootstrap, window_seconds=5,
+                      grace_seconds=2, idle_seconds=600)
+    ingest.connect()
+    try:
+        now = int(time.time() * 1000)
+        produce(kafka_bootstrap, topic, [reading(f"hh-{i % 50}", now - 5000 + i % 20, 1.0) for i in range(30_000)])
+        ingest.handle_one_poll(timeout_ms=2000)  # one poll reads at most part of what is there
+        assert not ingest.caught_up()
+    finally:
+        ingest.close()

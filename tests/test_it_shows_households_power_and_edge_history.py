@@ -1,0 +1,100 @@
+"""The page's drill-downs, read through the API from what the real cloud stored: one household's
+last hour, a state's households, total power per minute, and an edge's last hour."""
+
+import asyncio
+import time
+
+import pytest
+import redis.asyncio as aioredis
+
+from cloud_app.postal import locate
+from cloud_app.store import SERIES_MAX, CloudStore
+from tests.conftest import EDGE_ID, store_through_cloud
+
+MINUTE = 60_000
+
+
+def windows(household, count, start_ms, start_id, power=100.0):
+    return [(start_id + i, household, start_ms + i * 5000, start_ms + (i + 1) * 5000, power + i, 4)
+            for i in range(count)]
+
+
+@pytest.fixture
+def now_minute():
+    return int(time.time() * 1000) // MINUTE * MINUTE
+
+
+def test_it_shows_one_households_last_hour_oldest_first(client, cloud_settings, cloud, now_minute):
+    start = now_minute - 10 * MINUTE
+    rows = windows("hh-view", 30, start, 0)
+    store_through_cloud(cloud, rows[15:])  # out of order: the newer half first
+    store_through_cloud(cloud, rows[:15])
+    store_through_cloud(cloud, rows[:15])  # a resend adds nothing
+    body = client.get("/api/households/hh-view/").json()
+    assert (body["postal_code"], body["state"]) == locate("hh-view")
+    assert body["edge"] == EDGE_ID and body["window_start"] == rows[-1][2]
+    assert [(p["window_start"], p["power_w"]) for p in body["series"]] == [(r[2], r[4]) for r in rows]
+
+
+def test_it_keeps_a_bounded_series_of_the_last_hour(client, cloud_settings, cloud, now_minute):
+    start = now_minute - 2 * 3600 * 1000
+    rows = windows("hh-long", SERIES_MAX + 100, start, 0)
+    for i in range(0, len(rows), 200):
+        store_through_cloud(cloud, rows[i:i + 200])
+    series = client.get("/api/households/hh-long/").json()["series"]
+    newest_end = rows[-1][3]
+    expected = [r[2] for r in rows if r[3] > newest_end - 3600 * 1000]
+    assert [p["window_start"] for p in series] == expected
+    assert len(series) <= SERIES_MAX
+
+
+def test_it_refuses_unknown_households_states_and_edges(client, cloud_settings, cloud):
+    assert client.get("/api/households/nobody/").status_code == 404
+    assert client.get("/api/states/XX/households/").status_code == 404
+    assert client.get("/api/edges/no-such-edge/history/").status_code == 404
+
+
+def test_it_lists_exactly_the_households_of_a_state(client, cloud_settings, cloud, now_minute):
+    households = [f"hh-state-{i}" for i in range(60)]
+    store_through_cloud(cloud, [(i, hh, now_minute, now_minute + 5000, 50.0, 1) for i, hh in enumerate(households)])
+    for state in {locate(hh)[1] for hh in households}:
+        body = client.get(f"/api/states/{state}/households/?page_size=500").json()
+        assert sorted(r["household"] for r in body["results"]) == sorted(h for h in households if locate(h)[1] == state)
+        assert body["count"] == len(body["results"])
+
+
+def test_it_rolls_up_total_power_per_minute_exactly_once(client, cloud_settings, cloud, now_minute):
+    a = windows("hh-power-a", 24, now_minute - 3 * MINUTE, 0, power=600.0)  # two minutes of 5 s windows
+    b = windows("hh-power-b", 12, now_minute - 3 * MINUTE, 100, power=1200.0)  # the first of those minutes
+    store_through_cloud(cloud, a + b)
+    store_through_cloud(cloud, b)  # a resend is not counted again
+    points = {p["minute"]: p["power_w"] for p in client.get("/api/power/").json()}
+    assert len(points) == 60
+    for minute in (now_minute - 3 * MINUTE, now_minute - 2 * MINUTE):
+        expected = sum(avg * (we - ws) for _, _, ws, we, avg, _ in a + b if ws // MINUTE * MINUTE == minute) / MINUTE
+        assert points[minute] == pytest.approx(expected)
+    assert points[now_minute - 10 * MINUTE] is None
+
+
+def test_it_records_an_edges_backlog_acks_and_offline_periods(client, cloud_settings, cloud, redis_url,
+                                                             cloud_prefix, now_minute):
+    store_through_cloud(cloud, windows("hh-edge", 7, now_minute - MINUTE, 0))
+    now = int(time.time() * 1000)
+    beats = [(now - 20_000, 40), (now - 19_000, 38), (now - 9_000, 12), (now - 8_000, 10)]  # a 10 s gap
+
+    async def beat():
+        client_ = aioredis.Redis.from_url(redis_url)
+        store = CloudStore(client_, cloud_prefix)
+        for at, backlog in beats:
+            await store.heartbeat("edge-h", backlog, now_ms=at)
+        await client_.aclose()
+
+    asyncio.run(beat())
+    history = client.get("/api/edges/edge-h/history/").json()
+    assert history["minutes"][-1] == now // MINUTE * MINUTE
+    backlog = dict(zip(history["minutes"], history["backlog"]))
+    assert backlog[(now - 8_000) // MINUTE * MINUTE] == 10  # the minute's last beat
+    assert {"start": now - 19_000, "end": now - 9_000} in history["offline"]
+    assert history["offline"][-1] == {"start": now - 8_000, "end": None}  # no beat since: offline now
+    acked = client.get(f"/api/edges/{EDGE_ID}/history/").json()["acked"]
+    assert sum(acked) == 7

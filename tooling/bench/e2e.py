@@ -1,0 +1,278 @@
+"""`bench e2e`: the whole pipeline at real time on this machine, measured where a user sees it.
+
+runsimulation -> Kafka -> runedge (and its RQ workers) -> runcloud -> Redis -> uvicorn -> a websocket
+client that reads the dashboard's live feed, all real processes on the local broker and Redis.
+
+- Freshness: for every tuple stored, the time from its window's end to the arrival, at the websocket
+  client, of the dashboard update that carries it. The cloud's updates count the window ends of the
+  tuples they carry (`ends`), so every tuple is measured, not a sample. Grace, closing, delivery,
+  storing, publishing and the page's own rate limit are all inside it.
+- Throughput: readings/s produced (Kafka's end offsets) and tuples/s acknowledged (the live feed).
+- Cost: CPU seconds per wall second and peak RSS of each process (with its children), Kafka and Redis
+  included.
+
+A run "holds" when, over the measured span, the p99 freshness stays within HOLD_FRESHNESS_S and the
+tuples acknowledged keep pace with the households (at least HOLD_PACE of households / window per
+second). `--find-capacity` doubles the households until a run does not hold, then bisects.
+"""
+
+import asyncio
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+from types import SimpleNamespace
+
+from django.conf import settings
+
+from tooling.bench.common import ROOT, Figure, free_port, percentile, wait_until
+from tooling.chaos.pipeline import Pipeline
+from tooling.localservices import port_open, services as local_services
+
+WARMUP_S = 20  # the first windows close, workers and sockets settle, before anything counts
+HOLD_FRESHNESS_S = 5.0
+HOLD_PACE = 0.95
+CAPACITY_SECONDS = 120  # each --find-capacity trial is measured this long
+CAPACITY_START = 10_000
+CAPACITY_RESOLUTION = 0.1  # bisect until the bounds are this close (relative)
+
+
+class FeedClient:
+    """Reads the dashboard's websocket in a thread of its own; records every update's arrival."""
+
+    def __init__(self, url):
+        self.url, self.updates, self.error, self.drops = url, [], None, 0
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=lambda: asyncio.run(self._run()), daemon=True)
+
+    async def _run(self):
+        import websockets
+
+        while not self.stop.is_set():  # like the page: a dropped feed is reconnected, and counted
+            try:
+                async with websockets.connect(self.url, origin="http://127.0.0.1", max_size=2**24) as socket:
+                    while not self.stop.is_set():
+                        try:
+                            raw = await asyncio.wait_for(socket.recv(), 0.5)
+                        except asyncio.TimeoutError:
+                            continue
+                        arrived = time.time() * 1000
+                        message = json.loads(raw)
+                        if message.get("type") == "update":
+                            self.updates.append((arrived, message.get("acked", 0), message.get("ends", {})))
+            except (OSError, websockets.ConnectionClosed) as exc:
+                self.drops += 1
+                self.error = exc
+                await asyncio.sleep(0.5)
+
+    def start(self):
+        self.thread.start()
+        return self
+
+    def close(self):
+        self.stop.set()
+        self.thread.join(5)
+
+
+def _tree(pid):
+    """pid and every descendant's pid (the edge's workers, uvicorn's workers)."""
+    found, todo = [], [pid]
+    while todo:
+        current = todo.pop()
+        found.append(current)
+        for task in _listdir(f"/proc/{current}/task"):
+            try:
+                with open(f"/proc/{current}/task/{task}/children") as handle:
+                    todo += [int(c) for c in handle.read().split()]
+            except OSError:
+                pass
+    return found
+
+
+def _listdir(path):
+    try:
+        return os.listdir(path)
+    except OSError:
+        return []
+
+
+def _cpu_seconds(pid):
+    try:
+        with open(f"/proc/{pid}/stat") as handle:
+            fields = handle.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, IndexError, ValueError):
+        return 0.0
+
+
+def _rss_mib(pid):
+    try:
+        with open(f"/proc/{pid}/status") as handle:
+            for line in handle:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return 0.0
+
+
+class Meter:
+    """CPU seconds and peak RSS of named process trees, sampled about once a second."""
+
+    def __init__(self, roots):
+        self.roots = roots  # name -> pid
+        self.peak = {name: 0.0 for name in roots}
+        self.cpu_start = {}
+
+    def _cpu(self):
+        return {name: sum(_cpu_seconds(p) for p in _tree(pid)) for name, pid in self.roots.items()}
+
+    def start(self):
+        self.cpu_start, self.started = self._cpu(), time.monotonic()
+
+    def sample(self):
+        for name, pid in self.roots.items():
+            self.peak[name] = max(self.peak[name], sum(_rss_mib(p) for p in _tree(pid)))
+
+    def result(self):
+        elapsed = time.monotonic() - self.started
+        end = self._cpu()
+        return {name: {"cpu": round((end[name] - self.cpu_start[name]) / elapsed, 2),
+                       "rss_mib": round(self.peak[name], 1)} for name in self.roots}
+
+
+def _produced(bootstrap, topic):
+    from kafka import KafkaConsumer, TopicPartition
+
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap)
+    try:
+        parts = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or ()]
+        return sum(consumer.end_offsets(parts).values()) if parts else 0
+    finally:
+        consumer.close()
+
+
+def _weighted_percentile(samples, share):
+    total = sum(count for _, count in samples)
+    ordered, seen = sorted(samples), 0
+    for value, count in ordered:
+        seen += count
+        if seen >= share * total:
+            return value
+    return ordered[-1][0]
+
+
+def measure(households, seconds, step=2, out=print, live_windows=True):
+    """One run: returns a dict of the figures (see the module docstring)."""
+    services = SimpleNamespace(bootstrap=settings.FOG_KAFKA_BOOTSTRAP, redis_url=settings.FOG_CLOUD_REDIS_URL)
+    edge_redis = settings.FOG_EDGE_REDIS_URL.rsplit("/", 1)[0] + "/13"
+    until = WARMUP_S + seconds + 10
+    pipeline = Pipeline(services, edge_redis, households=households, until=until, speed=1.0, proxied=False,
+                        simulation_args=["--start", "now", "--step", str(step)])
+    pipeline.env["FOG_LIVE_WINDOWS"] = "on" if live_windows else "off"
+    web_port = free_port()
+    web_log = open(pipeline.folder / "web.log", "ab")
+    web = feed = None
+    try:
+        pipeline.start_cloud()
+        pipeline.start_edge()
+        web = subprocess.Popen([sys.executable, "-m", "uvicorn", "fogsite.asgi:application", "--host", "127.0.0.1",
+                                "--port", str(web_port), "--lifespan", "off", "--log-level", "warning"],
+                               cwd=ROOT, env=pipeline.env, stdout=web_log, stderr=subprocess.STDOUT,
+                               start_new_session=True)
+        wait_until(lambda: port_open("127.0.0.1", web_port), 30, "the web server")
+        feed = FeedClient(f"ws://127.0.0.1:{web_port}/ws/dashboard/").start()
+        time.sleep(3)  # workers up and the link reported before the first window closes
+        pipeline.start_simulation()
+        out(f"e2e: {households:,} households, a reading every {step:g} s, at real time, live windows "
+            f"{'on' if live_windows else 'off'}: {WARMUP_S} s warm-up, then {seconds} s measured")
+        time.sleep(WARMUP_S)
+        roots = {"simulation": pipeline.simulation.pid, "edge": pipeline.edge.pid, "cloud": pipeline.cloud.pid,
+                 "web": web.pid}
+        roots.update({s.name: s.our_pid() for s in local_services(settings, settings.BASE_DIR, settings.VAR_DIR)
+                      if s.our_pid()})
+        meter = Meter(roots)
+        meter.start()
+        produced_before, started_ms, first = _produced(services.bootstrap, pipeline.env["FOG_TOPIC"]), time.time() * 1000, len(feed.updates)
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            meter.sample()
+            if pipeline.simulation.poll() is not None:
+                raise RuntimeError(f"runsimulation ended early (exit {pipeline.simulation.returncode})")
+            time.sleep(1.0)
+        elapsed_s = (time.time() * 1000 - started_ms) / 1000
+        produced = _produced(services.bootstrap, pipeline.env["FOG_TOPIC"]) - produced_before
+        updates = feed.updates[first:]
+        costs = meter.result()
+        drops = feed.drops
+    finally:
+        if feed:
+            feed.close()
+        if web and web.poll() is None:
+            os.killpg(web.pid, 9)
+            web.wait(10)
+        pipeline.close(keep_logs=bool(os.environ.get("FOG_BENCH_KEEP_LOGS")))
+    samples = [(arrived - int(end), count) for arrived, _, ends in updates for end, count in ends.items()
+               if end.isdigit()]
+    if not samples:
+        raise RuntimeError("no tuple reached the dashboard's websocket")
+    acked = sum(acked for _, acked, _ in updates)
+    window_s = settings.FOG_WINDOW_SECONDS
+    result = {"households": households, "step_s": step, "seconds": round(elapsed_s, 1),
+              "readings_per_s": round(produced / elapsed_s), "tuples_per_s": round(acked / elapsed_s),
+              "needed_tuples_per_s": round(households / window_s),
+              "freshness_p50_s": round(_weighted_percentile(samples, 0.5) / 1000, 2),
+              "freshness_p99_s": round(_weighted_percentile(samples, 0.99) / 1000, 2),
+              "freshness_max_s": round(max(v for v, _ in samples) / 1000, 2), "feed_drops": drops,
+              "processes": costs}
+    result["holds"] = (result["freshness_p99_s"] <= HOLD_FRESHNESS_S
+                       and result["tuples_per_s"] >= HOLD_PACE * result["needed_tuples_per_s"])
+    return result
+
+
+def _figures(result, label=""):
+    extra = {"p50 s": result["freshness_p50_s"], "max s": result["freshness_max_s"],
+             "households": f"{result['households']:,}", "readings/s": f"{result['readings_per_s']:,}",
+             "tuples/s": f"{result['tuples_per_s']:,} of {result['needed_tuples_per_s']:,} needed",
+             "holds": result["holds"], "feed drops": result["feed_drops"]}
+    extra.update({f"{name} cpu/rss": f"{c['cpu']:.2f} / {c['rss_mib']:.0f} MiB" for name, c in result["processes"].items()})
+    return Figure(f"e2e freshness p99{label} (window end -> page)", result["freshness_p99_s"], "s", None,
+                  "p99 <= 3 s at real time", extra)
+
+
+def run(households=1000, seconds=60, step=2, find_capacity=False, baseline=False, out=print):
+    if not find_capacity:
+        figure = _figures(measure(households, seconds, step, out))
+        if baseline:  # the same run with windows closing by event time alone (FOG_LIVE_WINDOWS=off)
+            figure.baseline = measure(households, seconds, step, out, live_windows=False)["freshness_p99_s"]
+        return [figure]
+    good, bad, results = None, None, []
+    size = households if households > 1000 else CAPACITY_START
+    while True:
+        result = measure(size, CAPACITY_SECONDS, step, out)
+        results.append(result)
+        out(f"e2e: {size:,} households {'hold' if result['holds'] else 'do not hold'} "
+            f"(p99 {result['freshness_p99_s']} s, {result['tuples_per_s']:,}/{result['needed_tuples_per_s']:,} tuples/s)")
+        if result["holds"]:
+            good = result
+        else:
+            bad = result
+        if bad is None:
+            size *= 2
+        elif good is None:
+            size //= 2
+            if size < 100:
+                break
+        elif (bad["households"] - good["households"]) / good["households"] <= CAPACITY_RESOLUTION:
+            break
+        else:
+            size = (good["households"] + bad["households"]) // 2
+    if good is None:
+        raise RuntimeError("not even the smallest trial held")
+    figure = Figure("e2e capacity (households at real time, p99 freshness <= 5 s, keeping pace)",
+                    good["households"], "households", None, ">= 100,000 at a reading every 2 s",
+                    {"first that did not hold": f"{bad['households']:,}" if bad else "none tried",
+                     "trials": ", ".join(f"{r['households']:,}{'' if r['holds'] else ' (no)'}" for r in results)})
+    return [figure, _figures(good, " at capacity")]
