@@ -118,12 +118,20 @@ class ConfluentSource:
             log.debug("Kafka client (will retry): %s", error)
 
     def _call(self, what, function, *args, **kwargs):
+        """function(...), retried while its error is a passing one (a new topic's leader not elected
+        yet, a broker restarting) for up to METADATA_TIMEOUT_S; then a KafkaSourceError saying what failed."""
         from confluent_kafka import KafkaException
 
-        try:
-            return function(*args, **kwargs)
-        except KafkaException as exc:
-            raise KafkaSourceError(f"{what} on {self.bootstrap}: {exc.args[0].str()}") from None
+        deadline = time.monotonic() + METADATA_TIMEOUT_S
+        while True:
+            try:
+                return function(*args, **kwargs)
+            except KafkaException as exc:
+                error = exc.args[0]
+                if error.fatal() or time.monotonic() >= deadline:
+                    raise KafkaSourceError(f"{what} on {self.bootstrap}: {error.str()}") from None
+                log.debug("%s: %s; retrying", what, error.str())
+                time.sleep(TOPIC_POLL_SECONDS)
 
     def partitions(self, topic):
         metadata = self._call(f"metadata of topic {topic!r}", self.consumer.list_topics, topic,
