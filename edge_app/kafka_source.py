@@ -8,7 +8,9 @@ waiting out a dead member's session), poll batches as
 {partition: [(offset, value), ...]}, tell the broker's ends and high
 watermarks, and commit offsets for Kafka's own lag tools (the database holds
 the position that counts). FOG_EDGE_KAFKA_CLIENT picks one; `bench ingest`
-measures both on the same readings.
+measures both on the same readings, and the default is the one it found
+faster (confluent-kafka: librdkafka decodes the record batches in C, where
+kafka-python's pure-Python decoding was its largest share of the profile).
 
 caught_up() needs each partition's high watermark after every poll, so both
 sources answer it from what the last fetch response carried instead of asking
