@@ -53,6 +53,7 @@ class EdgeSerializer(serializers.Serializer):
     connected = serializers.BooleanField(help_text="a heartbeat within the last 3 s")
     last_heartbeat = serializers.IntegerField(allow_null=True, help_text="epoch ms")
     backlog = serializers.IntegerField(help_text="tuples not yet acknowledged, as the edge last said")
+    paused = serializers.BooleanField(help_text="the edge stopped reading Kafka: its backlog is at its disk budget")
     acked = serializers.IntegerField()
     acked_per_second = serializers.FloatField(help_text="mean over the last 10 s")
 

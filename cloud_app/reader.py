@@ -105,6 +105,7 @@ class CloudReader:
             beat = _int(status.get(b"last_heartbeat_ms"))
             rows.append({"edge": edge, "connected": bool(beat) and now_ms - beat <= CONNECTED_WITHIN_MS,
                          "last_heartbeat": beat or None, "backlog": _int(status.get(b"backlog")),
+                         "paused": bool(_int(status.get(b"paused"))),
                          "acked": _int(status.get(b"acked")),
                          "acked_per_second": round(sum(_int(v) for v in recent) / RATE_SECONDS, 1)})
         return rows

@@ -57,11 +57,12 @@ class CloudServer:
         except wire.ProtocolError as exc:
             return await self._refuse_frame(frame, exc, "heartbeat")
         backlog = payload.get("backlog") if type(payload.get("backlog")) is int else 0
+        paused = payload.get("paused") is True  # optional: the edge's ingest waits for its disk budget
         try:
-            await self.store.heartbeat(edge, backlog)
+            await self.store.heartbeat(edge, backlog, paused=paused)
         except redis.exceptions.RedisError as exc:
             log.warning("heartbeat from %s not recorded: Redis: %s", edge, exc)
-        self._merge_beat(edge, backlog)
+        self._merge_beat(edge, backlog, paused)
         self.counts["heartbeats"] += 1
         return wire.heartbeat_reply(edge, self.secrets[edge])
 
@@ -153,10 +154,10 @@ class CloudServer:
                             "power": {}, "recent": [], "ends": {}}
         return self._update
 
-    def _merge_beat(self, edge, backlog):
+    def _merge_beat(self, edge, backlog, paused=False):
         if self.channel_layer is not None:
             update = self._pending_update()
-            update["beats"][edge] = {"backlog": backlog, "ts": int(time.time() * 1000)}
+            update["beats"][edge] = {"backlog": backlog, "paused": paused, "ts": int(time.time() * 1000)}
             update["ts"] = int(time.time() * 1000)
 
     def _merge_update(self, edge, result, rows):

@@ -12,7 +12,7 @@ share one Redis; `Keys` is the only place that spells them):
     {p}latest      hash  household -> Record of its newest window
     {p}recent      list  Records, newest first, capped
     {p}stats       hash  batches, tuples, dedup_hits, refused:{reason}, ...
-    {p}edge:{edge} hash  last_heartbeat_ms, backlog, acked
+    {p}edge:{edge} hash  last_heartbeat_ms, backlog, paused (0/1), acked
     {p}edges       set   every edge that has spoken
     {p}hhidx       zset  every household (score 0, so ordered by name): paging the API
     {p}acks:{edge}:{second}  tuples first stored in that second (expire after 2 min)
@@ -234,7 +234,7 @@ if last and now - tonumber(last) > gap then
   redis.call('LTRIM', KEYS[3], 0, tonumber(ARGV[6]) - 1)
 end
 if (not last) or now > tonumber(last) then
-  redis.call('HSET', KEYS[1], 'last_heartbeat_ms', ARGV[1], 'backlog', ARGV[2])
+  redis.call('HSET', KEYS[1], 'last_heartbeat_ms', ARGV[1], 'backlog', ARGV[2], 'paused', ARGV[7])
 end
 redis.call('SADD', KEYS[2], ARGV[5])
 redis.call('SET', KEYS[4], ARGV[2], 'EX', tonumber(ARGV[4]))
@@ -395,12 +395,14 @@ class CloudStore:
     async def count(self, name, amount=1):
         await self.redis.hincrby(self.keys.stats, name, amount)
 
-    async def heartbeat(self, edge, backlog, now_ms=None):
-        """Record a beat; a gap of more than OFFLINE_AFTER_MS since the last one is an offline period."""
+    async def heartbeat(self, edge, backlog, now_ms=None, paused=False):
+        """Record a beat; a gap of more than OFFLINE_AFTER_MS since the last one is an offline period.
+        `paused`: the edge's ingest waits for its disk budget."""
         now_ms = now_ms or int(time.time() * 1000)
         keys = [self.keys.edge(edge), self.keys.edges, self.keys.offline(edge),
                 self.keys.backlog_minute(edge, now_ms // 60000)]
-        await self._beat(keys=keys, args=[now_ms, int(backlog), OFFLINE_AFTER_MS, ROLLUP_KEEP_S, edge, OFFLINE_MAX])
+        await self._beat(keys=keys, args=[now_ms, int(backlog), OFFLINE_AFTER_MS, ROLLUP_KEEP_S, edge, OFFLINE_MAX,
+                                             int(paused)])
 
     async def check_durable(self):
         """'' when writes are fsynced before Redis answers; otherwise what is wrong."""

@@ -16,9 +16,15 @@ summary of the rest) and skipped, so no message can stop ingest at its
 offset. The window book's rules (far-ahead readings, idle households
 leaving memory) are in edge_app/windows.py.
 
+With a budget (set_budget, edge_app/budget.py) the ingest stops reading while
+the backlog is at the budget; the readings wait in Kafka. Readings Kafka
+deleted before they were read are never skipped silently: the consumer has
+no reset policy, so it stops at the gap, and the ingest logs an ERROR, counts
+them (EdgeStatus.lost_to_retention) and goes on from the broker's earliest.
+
 The Kafka client sits behind edge_app/kafka_source.py (confluent-kafka or
-kafka-python, FOG_EDGE_KAFKA_CLIENT); this module only sees offsets and
-values, so `handle_one_poll` stays the one step whatever the client.
+kafka-python, FOG_EDGE_KAFKA_CLIENT); this module only sees partitions,
+offsets and values, so `handle_one_poll` stays the one step whatever the client.
 """
 
 import json
@@ -28,10 +34,11 @@ from datetime import datetime, timezone as dt_timezone
 
 from django.db import connection, transaction
 from django.db.models import F
-from django.utils import timezone
 from django.conf import settings
+from django.utils import timezone
 
-from edge_app.kafka_source import MAX_POLL_RECORDS, open_source, wait_for_partitions
+from edge_app.budget import RECOUNT_SECONDS, BudgetGate
+from edge_app.kafka_source import MAX_POLL_RECORDS, OffsetsDeleted, open_source, wait_for_partitions
 from edge_app.models import EdgeStatus, IngestPosition, Status, WindowAggregate
 from edge_app.windows import WindowBook
 from fogwire import limits
@@ -129,8 +136,8 @@ class Ingestor:
     def __init__(self, *, edge_id, topic, bootstrap, window_seconds, grace_seconds, idle_seconds, live_windows=True,
                  client=None):
         self.edge_id, self.topic, self.bootstrap = edge_id, topic, bootstrap
-        self.live_windows = live_windows
         self.client = client or settings.FOG_EDGE_KAFKA_CLIENT
+        self.live_windows = live_windows
         self.book = WindowBook(window_seconds * 1000, int(grace_seconds * 1000), idle_seconds)
         self.source = None
         self.next_offsets = {}  # partition -> next offset to read
@@ -140,21 +147,30 @@ class Ingestor:
         self.last_flush = self.last_idle_check = time.monotonic()
         self.dirty = False
         self.malformed_log = RateLimitedLog(log)
+        self.gate = None  # no budget until set_budget
+        self.backlog_at = None  # (counted backlog, totals["windows"] then, when), from set_budget on
+        self.paused_at = None
 
     # --- start ----------------------------------------------------------
 
     def connect(self, wait_seconds=30):
         """Open the consumer, wait for the topic, assign every partition at its stored position."""
+        # No reset policy (kafka_source): a position Kafka deleted is reported, counted, never skipped.
         self.source = open_source(self.client, self.bootstrap, client_id=f"edge-{self.edge_id}",
                                   group_id=f"edge-{self.edge_id}")
         partitions = wait_for_partitions(self.source, self.topic, wait_seconds)
         stored = {p.partition: p for p in IngestPosition.objects.filter(edge_id=self.edge_id, topic=self.topic)}
         beginning = self.source.low_offsets(self.topic, partitions)
+        deleted = []
         for partition in partitions:
             position = stored.get(partition)
             offset = max(position.resume_offset, beginning[partition]) if position else beginning[partition]
+            if position and beginning[partition] > position.resume_offset:
+                deleted.append((partition, position.resume_offset, beginning[partition]))
             self.next_offsets[partition] = offset
             self.counted[partition] = position.counted_offset if position else offset
+        for partition, needed, earliest in deleted:
+            self._deleted_unread(partition, needed, earliest, seek=False)  # assigned at `earliest` just below
         self.source.assign(self.topic, dict(self.next_offsets))
         EdgeStatus.for_edge(self.edge_id)
         log.info("ingest of %s (%s): partitions %s from offsets %s", self.topic, self.source.name, partitions,
@@ -175,7 +191,15 @@ class Ingestor:
 
     def handle_one_poll(self, timeout_ms=POLL_MS):
         """Poll once, apply what came, flush if due. True if any message was read."""
-        batches = self.source.poll(timeout_ms, MAX_POLL_RECORDS)
+        room = self._room()  # while paused the partitions are paused: the poll only waits
+        try:
+            batches = self.source.poll(timeout_ms, max(room, 1))
+        except OffsetsDeleted as exc:
+            earliest = self.source.low_offsets(self.topic, list(exc.offsets))
+            for partition, offset in exc.offsets.items():
+                needed = self.next_offsets.get(partition, 0) if offset is None else offset
+                self._deleted_unread(partition, needed, earliest[partition])
+            batches = exc.batches
         now = time.monotonic()
         now_ms = int(time.time() * 1000)
         read = 0
@@ -184,7 +208,7 @@ class Ingestor:
             self._apply(partition, messages, now, now_ms)
         if self.live_windows and self.book.live_due and self.caught_up():
             self.book.close_live(now_ms)
-        if now - self.last_idle_check >= IDLE_CHECK_SECONDS:
+        if now - self.last_idle_check >= IDLE_CHECK_SECONDS and self.paused_at is None:
             self.last_idle_check = now
             self.book.close_idle(now)
         # Closed windows are stored on the poll that closed them (window close -> ACK is a latency
@@ -192,6 +216,62 @@ class Ingestor:
         if self.book.closed or (self.dirty and now - self.last_flush >= FLUSH_EVERY_SECONDS):
             self.flush()
         return read > 0
+
+    # --- the budget and readings Kafka deleted (edge_app/budget.py) -------
+
+    def set_budget(self, budget, low_water_mark):
+        """Stop reading Kafka while the backlog is at `budget` tuples, until it is below the low-water mark."""
+        self.gate = BudgetGate(budget, low_water_mark)
+        self.backlog_at = (WindowAggregate.objects.backlog().count(), self.totals["windows"], time.monotonic())
+        EdgeStatus.objects.filter(edge_id=self.edge_id).update(budget=budget, paused=False)
+
+    def _room(self):
+        """Readings the next poll may take; pauses or resumes the partitions at the budget's marks."""
+        if self.gate is None:
+            return MAX_POLL_RECORDS
+        counted, windows_then, when = self.backlog_at
+        # Windows stored since the count only add (the sender only takes away): an upper bound, so the
+        # database is counted again only near the budget or while paused (a count is O(backlog)).
+        backlog, open_windows = counted + self.totals["windows"] - windows_then, self.book.open_windows()
+        near = self.gate.paused or backlog + open_windows + MAX_POLL_RECORDS >= self.gate.budget
+        if near and time.monotonic() - when >= RECOUNT_SECONDS:
+            counted, windows_then = WindowAggregate.objects.backlog().count(), self.totals["windows"]
+            self.backlog_at = (counted, windows_then, time.monotonic())
+            backlog = counted
+        was_paused = self.gate.paused
+        room = self.gate.allowed(backlog, open_windows)
+        if self.gate.paused and not was_paused:
+            self.source.pause()
+            self.paused_at = time.monotonic()
+            log.warning("ingest paused: backlog %d tuples reached the budget of %d; readings wait in Kafka",
+                        backlog, self.gate.budget)
+        elif was_paused and not self.gate.paused:
+            self.source.resume()
+            self.book.shift_idle(time.monotonic() - self.paused_at)  # a pause is not a household's silence
+            self.paused_at = None
+            log.info("ingest resumed: backlog %d tuples is below the low-water mark %d", backlog, self.gate.low_water)
+        if self.gate.paused != was_paused:
+            EdgeStatus.objects.filter(edge_id=self.edge_id).update(paused=self.gate.paused)
+        return min(room, MAX_POLL_RECORDS)
+
+    def _deleted_unread(self, partition, needed, earliest, seek=True):
+        """Kafka deleted [needed, earliest) before the edge read it: say so loudly, count it, go on."""
+        lost = max(0, earliest - needed)
+        if lost:
+            log.error("Kafka's retention deleted %d readings of %s[%d] (offsets %d..%d) before this edge read them",
+                      lost, self.topic, partition, needed, earliest - 1)
+            EdgeStatus.for_edge(self.edge_id)
+            EdgeStatus.objects.filter(edge_id=self.edge_id).update(lost_to_retention=F("lost_to_retention") + lost)
+        else:  # past the end: the topic was truncated or made anew
+            log.error("offset %d of %s[%d] is not in the broker's log; reading again from its earliest offset %d",
+                      needed, self.topic, partition, earliest)
+        if seek:
+            self.source.seek(partition, earliest)
+        self.next_offsets[partition] = earliest
+
+    def needed_offsets(self):
+        """Per partition, the oldest offset the edge still needs (what a restart would resume from)."""
+        return self.book.resume_offsets(self.next_offsets)
 
     def _apply(self, partition, messages, now, now_ms):
         """Apply one partition's (offset, value) pairs in offset order."""

@@ -41,6 +41,17 @@ class KafkaSourceError(Exception):
     """The source cannot go on (no such topic, a broker that never answers)."""
 
 
+class OffsetsDeleted(Exception):
+    """The positions of these partitions are no longer in the broker's log (retention deleted them, or the
+    topic was made anew): {partition: the offset asked for, None where the client does not say}. Neither
+    client resets on its own (no auto offset reset), so the ingest counts the gap and seeks on. `batches`
+    holds what the same poll read from other partitions (it is not delivered again)."""
+
+    def __init__(self, offsets, batches=None):
+        super().__init__(offsets)
+        self.offsets, self.batches = offsets, batches or {}
+
+
 class KafkaPythonSource:
     name = "kafka-python"
 
@@ -50,7 +61,7 @@ class KafkaPythonSource:
         self.bootstrap, self.topic, self.tps = bootstrap, None, {}
         self.consumer = KafkaConsumer(
             bootstrap_servers=bootstrap, group_id=group_id, client_id=client_id, enable_auto_commit=False,
-            auto_offset_reset="earliest", max_poll_records=MAX_POLL_RECORDS, fetch_max_bytes=FETCH_MAX_BYTES,
+            auto_offset_reset="none", max_poll_records=MAX_POLL_RECORDS, fetch_max_bytes=FETCH_MAX_BYTES,
             max_partition_fetch_bytes=PARTITION_FETCH_BYTES, fetch_max_wait_ms=FETCH_WAIT_MS,
             reconnect_backoff_max_ms=RECONNECT_BACKOFF_MAX_MS)
 
@@ -79,8 +90,22 @@ class KafkaPythonSource:
         """{partition: high watermark} from the last fetch responses; None where none came yet."""
         return {p: self.consumer.highwater(tp) for p, tp in self.tps.items()}
 
+    def seek(self, partition, offset):
+        self.consumer.seek(self.tps[partition], offset)
+
+    def pause(self):
+        self.consumer.pause(*self.tps.values())
+
+    def resume(self):
+        self.consumer.resume(*self.tps.values())
+
     def poll(self, timeout_ms, max_records=MAX_POLL_RECORDS):
-        batches = self.consumer.poll(timeout_ms=timeout_ms, max_records=max_records)
+        from kafka.errors import OffsetOutOfRangeError
+
+        try:
+            batches = self.consumer.poll(timeout_ms=timeout_ms, max_records=max_records)
+        except OffsetOutOfRangeError as exc:
+            raise OffsetsDeleted({tp.partition: offset for tp, offset in exc.args[0].items()}) from None
         return {tp.partition: [(m.offset, m.value) for m in messages] for tp, messages in batches.items()}
 
     def commit(self, offsets):
@@ -105,7 +130,7 @@ class ConfluentSource:
         self.bootstrap, self.topic, self.tps = bootstrap, None, {}
         self.consumer = Consumer({
             "bootstrap.servers": bootstrap, "group.id": group_id, "client.id": client_id,
-            "enable.auto.commit": False, "enable.auto.offset.store": False, "auto.offset.reset": "earliest",
+            "enable.auto.commit": False, "enable.auto.offset.store": False, "auto.offset.reset": "error",
             "fetch.max.bytes": FETCH_MAX_BYTES, "max.partition.fetch.bytes": PARTITION_FETCH_BYTES,
             "fetch.wait.max.ms": FETCH_WAIT_MS, "reconnect.backoff.max.ms": RECONNECT_BACKOFF_MAX_MS,
             # librdkafka logs a broker that is down on every retry; the loop's own errors say it once.
@@ -163,6 +188,21 @@ class ConfluentSource:
     def end_offsets(self):
         return {p: self._watermarks(self.topic, p)[1] for p in self.tps}
 
+    def seek(self, partition, offset):
+        """Read `partition` from `offset` on. After an offset-reset error its fetcher is stopped and refuses
+        a seek, so the partition is assigned afresh at that offset instead."""
+        from confluent_kafka import TopicPartition
+
+        what = f"seeking {self.topic}[{partition}] to {offset}"
+        self._call(what, self.consumer.incremental_unassign, [TopicPartition(self.topic, partition)])
+        self._call(what, self.consumer.incremental_assign, [TopicPartition(self.topic, partition, offset)])
+
+    def pause(self):
+        self.consumer.pause(list(self.tps.values()))
+
+    def resume(self):
+        self.consumer.resume(list(self.tps.values()))
+
     def high_watermarks(self):
         """{partition: high watermark} cached from the last fetch responses; None where none came yet."""
         marks = {}
@@ -175,6 +215,8 @@ class ConfluentSource:
         return marks
 
     def poll(self, timeout_ms, max_records=MAX_POLL_RECORDS):
+        from confluent_kafka import KafkaError
+
         # consume() waits out its whole timeout unless the batch fills, which would hold every window
         # close back by up to timeout_ms: take what is queued, and wait only for the first message.
         messages = self.consumer.consume(max_records, 0)
@@ -183,10 +225,14 @@ class ConfluentSource:
             if first is None:
                 return {}
             messages = [first, *self.consumer.consume(max_records - 1, 0)]
-        batches = {}
+        batches, deleted = {}, {}
         for message in messages:
             error = message.error()
             if error is not None:
+                if error.code() == KafkaError._AUTO_OFFSET_RESET:  # "error" reset policy: the offset is gone
+                    offset = message.offset()
+                    deleted[message.partition()] = offset if offset is not None and offset >= 0 else None
+                    continue
                 # Errors in the stream (a broker gone, a partition moved) are retried by librdkafka;
                 # a fatal one means this consumer cannot go on.
                 if error.fatal():
@@ -197,6 +243,8 @@ class ConfluentSource:
             if batch is None:
                 batch = batches[message.partition()] = []
             batch.append((message.offset(), message.value()))
+        if deleted:
+            raise OffsetsDeleted(deleted, batches)
         return batches
 
     def commit(self, offsets):

@@ -9,7 +9,7 @@ import logging
 import pynng
 from django.utils import timezone
 
-from edge_app.models import EdgeStatus, WindowAggregate
+from edge_app.models import EdgeStatus, LinkChange, WindowAggregate
 from fogwire import protocol as wire
 
 log = logging.getLogger("fog.edge.link")
@@ -36,9 +36,10 @@ class Heartbeat:
     def handle_one_beat(self):
         """Send one heartbeat, record the outcome. True if the cloud answered."""
         backlog = WindowAggregate.objects.backlog().count()
+        status = EdgeStatus.for_edge(self.edge_id)
         error = ""
         try:
-            self.sock.send(wire.heartbeat(self.edge_id, self.secret, backlog=backlog))
+            self.sock.send(wire.heartbeat(self.edge_id, self.secret, backlog=backlog, paused=status.paused))
             edge, payload = wire.open_frame(self.sock.recv(), {self.edge_id: self.secret}.get)
             if payload.get("kind") != wire.KIND_HEARTBEAT:
                 error = f"unexpected reply kind {payload.get('kind')!r}"
@@ -49,16 +50,17 @@ class Heartbeat:
         except wire.ProtocolError as exc:
             error = str(exc)
         self.missed = self.missed + 1 if error else 0
-        status = EdgeStatus.for_edge(self.edge_id)
         now = timezone.now()
         changes = {"backlog": backlog}
         if not error:
             changes.update(last_heartbeat_at=now, last_error="")
             if not status.connected:
                 changes.update(connected=True, since=now)
+                LinkChange.record(self.edge_id, True, now)
                 log.info("link to the cloud is up (%s)", self.address)
         elif self.missed >= DOWN_AFTER and status.connected:
             changes.update(connected=False, since=now, last_error=error[:300])
+            LinkChange.record(self.edge_id, False, now, error)
             log.warning("link to the cloud is down: %s", error)
         elif error:
             changes["last_error"] = error[:300]

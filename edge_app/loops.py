@@ -8,11 +8,14 @@ so stopping goes through a Redis key every loop checks about every second.
 
 import logging
 import os
+import shutil
 import time
 import uuid
 
 import django_rq
 from django.conf import settings
+
+from edge_app.budget import budget_folder, derived_budget, low_water
 
 log = logging.getLogger("fog.edge")
 
@@ -98,15 +101,22 @@ def cloud_address(port):
 class IngestStep:
     def __init__(self, options, control):
         from edge_app.ingest import Ingestor
+        from edge_app.kafka_retention import RetentionWatch
 
         self.ingest = Ingestor(edge_id=settings.FOG_EDGE_ID, topic=options.get("topic") or settings.FOG_TOPIC,
                                bootstrap=settings.FOG_KAFKA_BOOTSTRAP, window_seconds=settings.FOG_WINDOW_SECONDS,
                                grace_seconds=settings.FOG_GRACE_SECONDS, idle_seconds=options.get("idle", 10),
                                live_windows=settings.FOG_LIVE_WINDOWS, client=options.get("kafka_client"))
         self.ingest.connect()
+        self.ingest.set_budget(*edge_budget())
+        self.watch = RetentionWatch(edge_id=settings.FOG_EDGE_ID, topic=self.ingest.topic,
+                                    bootstrap=settings.FOG_KAFKA_BOOTSTRAP,
+                                    margin_seconds=settings.FOG_EDGE_RETENTION_MARGIN_HOURS * 3600)
         self.end = self.ingest.end_offsets() if options.get("burst") else None
 
     def step(self):
+        if self.watch.due():
+            self.watch.handle_one_check(self.ingest.needed_offsets())
         return self.ingest.handle_one_poll()
 
     def finished(self, control):
@@ -119,6 +129,16 @@ class IngestStep:
         if self.ingest.dirty or self.ingest.book.closed:
             self.ingest.flush()
         self.ingest.close()
+        self.watch.close()
+
+
+def edge_budget():
+    """(budget, low-water mark) in tuples: FOG_EDGE_BUDGET_TUPLES, or derived from the free disk space now."""
+    budget = settings.FOG_EDGE_BUDGET_TUPLES
+    if not budget:
+        folder = budget_folder(settings.DATABASES["default"], settings.VAR_DIR)
+        budget = derived_budget(shutil.disk_usage(folder).free)
+    return budget, low_water(budget, settings.FOG_EDGE_BUDGET_LOW_WATER_PERCENT)
 
 
 class SenderStep:

@@ -28,12 +28,32 @@ class EdgeCollector:
         link = GaugeMetricFamily("fog_edge_link_up", "1 while the heartbeat reaches the cloud", labels=["edge"])
         offline = GaugeMetricFamily("fog_edge_offline_seconds", "Seconds since the link went down (0 while up)",
                                     labels=["edge"])
+        families["lost_to_retention"] = CounterMetricFamily(
+            "fog_edge_lost_to_retention", "Readings Kafka's retention deleted before the edge read them",
+            labels=["edge"])
+        outage = {
+            "backlog": GaugeMetricFamily("fog_edge_backlog_tuples", "PENDING + SENT tuples, as the last heartbeat "
+                                         "counted them", labels=["edge"]),
+            "budget": GaugeMetricFamily("fog_edge_budget_tuples", "Backlog at which the ingest pauses",
+                                        labels=["edge"]),
+            "paused": GaugeMetricFamily("fog_edge_ingest_paused", "1 while the ingest waits for the backlog to fall "
+                                        "below the low-water mark", labels=["edge"]),
+        }
+        retention = GaugeMetricFamily("fog_edge_retention_seconds_left", "Seconds before Kafka may delete the oldest "
+                                      "reading the edge still needs (absent: none unread, or no limit)",
+                                      labels=["edge"])
         now = timezone.now()
         for status in EdgeStatus.objects.all():
             for name, family in families.items():
                 family.add_metric([status.edge_id], getattr(status, name))
+            for name, family in outage.items():
+                family.add_metric([status.edge_id], int(getattr(status, name)))
+            if status.retention_left_seconds is not None:
+                retention.add_metric([status.edge_id], status.retention_left_seconds)
             link.add_metric([status.edge_id], 1 if status.connected else 0)
             offline.add_metric([status.edge_id], 0 if status.connected else (now - status.since).total_seconds())
         yield from families.values()
+        yield from outage.values()
+        yield retention
         yield link
         yield offline

@@ -38,6 +38,14 @@ class WindowAggregateQuerySet(models.QuerySet):
             counts[Status(row["status"]).label] = row["n"]
         return counts
 
+    def capped_count(self, cap):
+        """How many rows match, counting no further than `cap` (an index range of at most cap entries)."""
+        return self.order_by().values("pk")[:cap].count()
+
+    def capped_counts_by_status(self, cap):
+        """{label: count} per status, each capped at `cap`: the (status, id) index, never a scan of the table."""
+        return {status.label: self.filter(status=status).capped_count(cap) for status in Status}
+
     def expired(self, before):
         """ACKED tuples acknowledged before `before`: the only ones retention may delete."""
         return self.filter(status=Status.ACKED, acked_at__lt=before)
@@ -71,8 +79,9 @@ class WindowAggregate(models.Model):
             models.Index(fields=["status", "id"], name="sender_next"),
             # Retention: ACKED tuples older than the cut-off.
             models.Index(fields=["status", "acked_at"], name="retention"),
-            # The admin's date filter.
-            models.Index(fields=["day"], name="admin_day"),
+            # The admin's day filter, newest first within the day (SQLite's index
+            # carries the rowid anyway; PostgreSQL needs id in the key to skip a sort).
+            models.Index(fields=["day", "id"], name="admin_day_id"),
         ]
 
     def __str__(self):
@@ -94,6 +103,15 @@ class EdgeStatus(models.Model):
     sent = models.PositiveBigIntegerField(default=0)
     acked = models.PositiveBigIntegerField(default=0)
     refused = models.PositiveBigIntegerField(default=0)
+    # Long outages (edge_app/budget.py)
+    budget = models.PositiveBigIntegerField(default=0, help_text="backlog (tuples) at which the ingest pauses")
+    paused = models.BooleanField(default=False, help_text="the ingest stopped reading Kafka: backlog at the budget")
+    retention_left_seconds = models.FloatField(
+        null=True, blank=True, help_text="time before Kafka may delete the oldest reading the edge still needs "
+        "(empty: nothing unread, or no retention limit)")
+    retention_checked_at = models.DateTimeField(null=True, blank=True)
+    lost_to_retention = models.PositiveBigIntegerField(
+        default=0, help_text="readings Kafka deleted before the edge read them")
 
     class Meta:
         verbose_name_plural = "edge status"
@@ -104,6 +122,36 @@ class EdgeStatus(models.Model):
     @classmethod
     def for_edge(cls, edge_id):
         return cls.objects.get_or_create(edge_id=edge_id)[0]
+
+
+# The link history is for an operator's eyes (when was the link down, for
+# how long); it is kept short so a flapping link cannot grow the database.
+LINK_HISTORY_KEEP = 200
+
+
+class LinkChange(models.Model):
+    """One up/down transition of the link to the cloud, as the heartbeat saw it."""
+
+    edge_id = models.CharField(max_length=64)
+    at = models.DateTimeField()
+    connected = models.BooleanField()
+    error = models.CharField(max_length=300, blank=True, help_text="why the link went down")
+
+    class Meta:
+        indexes = [models.Index(fields=["edge_id", "-at"], name="link_history")]
+        ordering = ["-at"]
+
+    def __str__(self):
+        return f"{self.edge_id} {'up' if self.connected else 'down'} at {self.at:%Y-%m-%d %H:%M:%S}"
+
+    @classmethod
+    def record(cls, edge_id, connected, at, error=""):
+        """Add one transition and drop this edge's oldest beyond LINK_HISTORY_KEEP."""
+        cls.objects.create(edge_id=edge_id, connected=connected, at=at, error=error[:300])
+        cut = cls.objects.filter(edge_id=edge_id).order_by("-at").values_list("at", flat=True)[
+            LINK_HISTORY_KEEP:LINK_HISTORY_KEEP + 1]
+        if cut:
+            cls.objects.filter(edge_id=edge_id, at__lte=cut[0]).delete()
 
 
 class IngestPosition(models.Model):

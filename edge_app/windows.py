@@ -175,6 +175,15 @@ class WindowBook:
                 self.live_due[end] = waiting
         return len(self.closed) - before
 
+    def shift_idle(self, seconds):
+        """Forget `seconds` of silence: the ingest paused (for its budget), the households did not."""
+        for state in self.households.values():
+            state.last_seen += seconds
+            if state.newest_at:
+                state.newest_at += int(seconds * 1000)
+            for window in state.windows.values():
+                window.touched += seconds
+
     def close_all(self):
         for household, state in self.households.items():
             if state.windows:

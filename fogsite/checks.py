@@ -5,12 +5,14 @@ these catch the mistakes that span several, with one clear message each.
 """
 
 import os
+import shutil
 
 from django.conf import settings
 from django.core.checks import Error, Tags, Warning, register
 from redis.connection import parse_url
 
 from cloud_app.secrets import edge_secrets_text, parse_edge_secrets
+from edge_app.budget import BYTES_PER_TUPLE, budget_folder
 
 LOOPBACK = {"127.0.0.1", "localhost", "::1", "[::1]", "ip6-localhost"}
 
@@ -72,7 +74,25 @@ def check_pipeline_settings(app_configs, **kwargs):
                 id="fog.W001",
             )
         )
+    errors += _check_budget()
     return errors
+
+
+def _check_budget():
+    """A budget the database's disk can't hold would fail writes before the ingest ever pauses."""
+    budget = settings.FOG_EDGE_BUDGET_TUPLES
+    folder = budget_folder(settings.DATABASES["default"], settings.VAR_DIR)
+    try:
+        free = shutil.disk_usage(folder).free
+    except OSError:
+        return []  # the folder does not exist yet: migrate creates it
+    if budget and budget * BYTES_PER_TUPLE > free:
+        return [Warning(
+            f"FOG_EDGE_BUDGET_TUPLES={budget} may need {budget * BYTES_PER_TUPLE // 2**20} MiB, more than the "
+            f"{free // 2**20} MiB free in {folder}.",
+            hint="Lower the budget (0 derives it from the free space) or give the edge database more disk.",
+            id="fog.W003")]
+    return []
 
 
 @register(Tags.security, deploy=True)

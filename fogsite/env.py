@@ -166,3 +166,16 @@ def env_hostport(name, default):
         if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
             raise SettingError(f"{name}={value!r}: expected host:port[,host:port...] with ports 1..65535")
     return value
+
+
+def env_timezone(name, default):
+    """An IANA time zone name such as Europe/Berlin."""
+    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+    value = env_str(name, default)
+    try:
+        ZoneInfo(value)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise SettingError(f"{name}={value!r}: expected a time zone name such as Europe/Berlin or UTC") from None
+    return value
+

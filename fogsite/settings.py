@@ -21,6 +21,7 @@ from fogsite.env import (
     env_match,
     env_redis_url,
     env_str,
+    env_timezone,
 )
 from edge_app import kafka_source
 from fogwire import limits
@@ -68,6 +69,12 @@ FOG_GRACE_SECONDS = env_float("FOG_GRACE_SECONDS", 2.0, minimum=0)
 # Live streams' windows close by the edge's clock at end + grace (edge_app/windows.py); off: event time only.
 FOG_LIVE_WINDOWS = env_bool("FOG_LIVE_WINDOWS", True)
 FOG_EDGE_RETENTION_DAYS = env_int("FOG_EDGE_RETENTION_DAYS", 7, minimum=1)
+# Long outages (edge_app/budget.py): the backlog the edge holds before it stops reading Kafka
+# (0: derived from free disk space when the ingest starts), where it reads again, and how close
+# Kafka's retention may come to unread data before a warning.
+FOG_EDGE_BUDGET_TUPLES = env_int("FOG_EDGE_BUDGET_TUPLES", 0, minimum=0)
+FOG_EDGE_BUDGET_LOW_WATER_PERCENT = env_int("FOG_EDGE_BUDGET_LOW_WATER_PERCENT", 80, minimum=1, maximum=99)
+FOG_EDGE_RETENTION_MARGIN_HOURS = env_float("FOG_EDGE_RETENTION_MARGIN_HOURS", 6.0, minimum=0)
 FOG_PRICE_EUR_PER_KWH = env_float("FOG_PRICE_EUR_PER_KWH", 0.30, minimum=0)
 
 # --- Django ---------------------------------------------------------------
@@ -147,7 +154,8 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 LANGUAGE_CODE = "en-us"
-TIME_ZONE = "UTC"
+# The operator's zone: the admin shows times in it (UTC on hover); stored times stay UTC.
+TIME_ZONE = env_timezone("FOG_TIME_ZONE", "UTC")
 USE_I18N = True
 USE_TZ = True
 

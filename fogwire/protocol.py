@@ -165,8 +165,11 @@ def open_frame(frame, secret_for, max_bytes=MAX_FRAME_BYTES):
 # --- heartbeat -----------------------------------------------------------
 
 
-def heartbeat(edge_id, secret, backlog=0, now_ms=None):
+def heartbeat(edge_id, secret, backlog=0, now_ms=None, paused=None):
+    """`paused` (optional): the edge stopped reading Kafka because its backlog is at its disk budget."""
     payload = {"v": VERSION, "kind": KIND_HEARTBEAT, "ts": now_ms or int(time.time() * 1000), "backlog": int(backlog)}
+    if paused is not None:
+        payload["paused"] = bool(paused)
     return seal(edge_id, secret, payload)
 
 

@@ -35,6 +35,12 @@ def services():
 
 
 @pytest.fixture(scope="session")
+def django_db_setup(services, django_db_setup):  # noqa: F811  (pytest-django's, after the services)
+    """A PostgreSQL that FOG_DATABASE_URL names on this host is started before the test database is made."""
+    yield
+
+
+@pytest.fixture(scope="session")
 def kafka_bootstrap(services):
     return settings.FOG_KAFKA_BOOTSTRAP
 

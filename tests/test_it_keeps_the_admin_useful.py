@@ -39,7 +39,7 @@ def test_it_filters_by_status_household_and_day(admin_client, tuples):
     assert len(by_status.context["cl"].result_list) == 4
     by_household = admin_client.get("/admin/edge_app/windowaggregate/?q=house-1")
     assert {t.household for t in by_household.context["cl"].result_list} == {"house-1"}
-    by_day = admin_client.get("/admin/edge_app/windowaggregate/?day__year=2019&day__month=12&day__day=24")
+    by_day = admin_client.get("/admin/edge_app/windowaggregate/?day=2019-12-24")
     assert len(by_day.context["cl"].result_list) == 9
 
 

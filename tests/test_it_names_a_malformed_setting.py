@@ -31,11 +31,15 @@ BAD_VALUES = {
     "FOG_WINDOW_SECONDS": ("five", "FOG_WINDOW_SECONDS='five': expected a whole number"),
     "FOG_GRACE_SECONDS": ("-1", "FOG_GRACE_SECONDS='-1': expected a number >= 0"),
     "FOG_EDGE_RETENTION_DAYS": ("0", "FOG_EDGE_RETENTION_DAYS=0: expected a whole number >= 1"),
+    "FOG_EDGE_BUDGET_TUPLES": ("-5", "FOG_EDGE_BUDGET_TUPLES=-5: expected a whole number >= 0"),
+    "FOG_EDGE_BUDGET_LOW_WATER_PERCENT": ("100", "FOG_EDGE_BUDGET_LOW_WATER_PERCENT=100: expected 1..99"),
+    "FOG_EDGE_RETENTION_MARGIN_HOURS": ("soon", "FOG_EDGE_RETENTION_MARGIN_HOURS='soon': expected a number"),
     "FOG_PRICE_EUR_PER_KWH": ("0,30", "FOG_PRICE_EUR_PER_KWH='0,30': expected a number"),
     "FOG_LOG_LEVEL": ("LOUD", "FOG_LOG_LEVEL='LOUD': expected one of DEBUG, INFO, WARNING, ERROR, CRITICAL"),
     "FOG_TOOLING": ("sometimes", "FOG_TOOLING='sometimes': expected one of 1/0, true/false"),
     "FOG_LIVE_WINDOWS": ("maybe", "FOG_LIVE_WINDOWS='maybe': expected one of 1/0, true/false"),
     "DJANGO_DEBUG": ("maybe", "DJANGO_DEBUG='maybe': expected one of 1/0, true/false"),
+    "FOG_TIME_ZONE": ("Mars/Base", "FOG_TIME_ZONE='Mars/Base': expected a time zone name such as Europe/Berlin"),
 }
 # Settings any text is good for, or whose mistakes span settings (system checks, tests/test_it_checks_settings.py),
 # or that are checked where they are used (FOG_VAR_DIR: tests/test_it_creates_the_var_folder.py).

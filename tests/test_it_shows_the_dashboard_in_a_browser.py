@@ -13,6 +13,7 @@ import pytest
 from django.conf import settings as django_settings
 
 from cloud_app.postal import STATES, locate
+from fogwire import protocol as wire
 from tests.conftest import EDGE_ID, EDGE_SECRET, ROOT, CloudThread, _free_port, make_rows, store_through_cloud, wait_for
 from tooling.localservices import port_open
 
@@ -76,6 +77,10 @@ def test_it_shows_stored_data_and_changes_live_without_reload(web, redis_url, cl
             page.wait_for_timeout(300)
             assert json.loads(page.evaluate(STATES_DATA)) == pytest.approx(expected_kwh(rows + more), abs=1e-6)
             assert page.locator("#recent tr").count() == 15  # the newest, first paint and live ones merged
+            # An edge whose ingest waits for its disk budget says so in its heartbeat; the badge shows it.
+            cloud.request(wire.heartbeat(EDGE_ID, EDGE_SECRET, backlog=5, paused=True), data=False)
+            page.wait_for_function("[...document.querySelectorAll('#edges .badge.paused')]"
+                                   ".some((b) => b.textContent.includes('paused for its disk budget'))", timeout=10000)
             screenshots = Path(django_settings.VAR_DIR) / "screenshots"
             screenshots.mkdir(parents=True, exist_ok=True)
             page.screenshot(path=str(screenshots / "dashboard.png"), full_page=True)

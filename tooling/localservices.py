@@ -12,10 +12,16 @@ combined broker+controller node), run with a heap of at most 512 MiB.
 Redis: the Debian package's redis-server with AOF and `appendfsync always`,
 so a reply the cloud sends after a write never covers data a crash can
 take back.
+PostgreSQL (only when FOG_DATABASE_URL names postgres on this machine):
+Debian's PostgreSQL 15, its own cluster under var/postgres (initdb once,
+C collation so a household prefix is an index range), listening on the
+URL's loopback address and port (5433 in the README, so it cannot clash
+with a system cluster), password-checked when the URL carries one.
 """
 
 import base64
 import os
+import pwd
 import shutil
 import signal
 import socket
@@ -25,13 +31,16 @@ import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 LOOPBACK = {"127.0.0.1", "localhost", "::1"}
 KAFKA_READY_SECONDS = 90
 REDIS_READY_SECONDS = 20
 STOP_SECONDS = 30
 KAFKA_HEAP = ["-Xms128m", "-Xmx512m", "-XX:+UseSerialGC"]
+POSTGRES_READY_SECONDS = 60
+POSTGRES_VERSION = "15"
+POSTGRES_SYSTEM_USER = "postgres"  # the server refuses to run as root; a root `make services` runs it as this user
 
 
 class ServiceError(Exception):
@@ -143,6 +152,7 @@ def _wait(predicate, seconds, what, logfile):
 class Service:
     name = ""
     marker = ""  # a word in the process's command line, to recognise our pid
+    stop_signal = signal.SIGTERM
 
     def __init__(self, paths, host, port):
         self.paths, self.host, self.port = paths, host, port
@@ -199,13 +209,27 @@ class Service:
         out(f"{self.name}: started on {where}, pid {self.our_pid()}, in {time.monotonic() - started:.1f} s")
         return True
 
+    def spawn(self, cmd, **popen):
+        """Run the server in a session of its own, logging to its log file; wait until it answers."""
+        with open(self.logfile, "ab") as log:
+            proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                    start_new_session=True, **popen)
+        self.pidfile.write_text(str(proc.pid))
+
+        def ready_or_dead():
+            if proc.poll() is not None:
+                raise ServiceError(f"{self.name} exited with code {proc.returncode} while starting; see {self.logfile}")
+            return self.ready()
+
+        _wait(ready_or_dead, self.ready_seconds, f"{self.name} on {self.host}:{self.port}", self.logfile)
+
     def down(self, out):
         pid = self.our_pid()
         if not pid:
             self.pidfile.unlink(missing_ok=True)
             out(f"{self.name}: not running (no live pid file)")
             return False
-        os.kill(pid, signal.SIGTERM)
+        os.kill(pid, self.stop_signal)
         deadline = time.monotonic() + STOP_SECONDS
         while time.monotonic() < deadline and _pid_runs(pid, self.marker):
             time.sleep(0.2)
@@ -353,19 +377,112 @@ class Kafka(Service):
         config = self.format_once(out)
         if port_open(self.host, self.controller_port):
             raise ServiceError(f"kafka: controller port {self.host}:{self.controller_port} is taken")
-        log = open(self.logfile, "ab")
-        cmd = [self._java(), *KAFKA_HEAP, f"-Dkafka.logs.dir={self.paths.log}", "-cp",
-               f"{self.paths.kafka_libs}/*", "kafka.Kafka", str(config)]
-        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                start_new_session=True, cwd=self.paths.kafka)
-        self.pidfile.write_text(str(proc.pid))
+        self.spawn([self._java(), *KAFKA_HEAP, f"-Dkafka.logs.dir={self.paths.log}", "-cp",
+                    f"{self.paths.kafka_libs}/*", "kafka.Kafka", str(config)], cwd=self.paths.kafka)
 
-        def ready_or_dead():
-            if proc.poll() is not None:
-                raise ServiceError(f"kafka exited with code {proc.returncode} while starting; see {self.logfile}")
-            return self.ready()
 
-        _wait(ready_or_dead, KAFKA_READY_SECONDS, f"kafka on {self.host}:{self.port}", self.logfile)
+def _postgres_binary(name):
+    """Debian keeps the server's programs off PATH, under /usr/lib/postgresql/<version>/bin."""
+    packaged = Path(f"/usr/lib/postgresql/{POSTGRES_VERSION}/bin/{name}")
+    found = str(packaged) if packaged.exists() else shutil.which(name)
+    if not found:
+        raise ServiceError(f"PostgreSQL's {name} is missing: install it with `apt-get install postgresql` "
+                           "(`make bootstrap` does so when run as root)")
+    return found
+
+
+class Postgres(Service):
+    ready_seconds = POSTGRES_READY_SECONDS
+    stop_signal = signal.SIGINT  # "fast" shutdown; SIGTERM ("smart") waits for every client to leave
+
+    def __init__(self, paths, host, port, user, password, dbname):
+        super().__init__(paths, "127.0.0.1" if host == "localhost" else host, port)
+        self.user, self.password, self.dbname = user or "fog", password or "", dbname or "fog"
+        self.name = "postgres" if port == 5433 else f"postgres-{port}"
+        self.data_dir = paths.var / self.name
+        self.marker = str(self.data_dir)
+
+    def _connect(self, dbname):
+        import psycopg
+
+        return psycopg.connect(host=self.host, port=self.port, user=self.user, password=self.password or None,
+                               dbname=dbname, connect_timeout=2, autocommit=True)
+
+    def ready(self):
+        try:
+            with self._connect("postgres") as conn:
+                return conn.execute("SELECT 1").fetchone() == (1,)
+        except Exception:  # psycopg.Error, or anything else answering on the port
+            return False
+
+    def _as_server_user(self):
+        """Popen arguments that run the server as its own user when we are root."""
+        if os.geteuid() != 0:
+            return {}
+        return {"user": POSTGRES_SYSTEM_USER, "group": pwd.getpwnam(POSTGRES_SYSTEM_USER).pw_gid, "extra_groups": []}
+
+    def _hand_over(self, path):
+        if os.geteuid() == 0:
+            entry = pwd.getpwnam(POSTGRES_SYSTEM_USER)
+            os.chown(path, entry.pw_uid, entry.pw_gid)
+
+    @property
+    def cluster(self):
+        return self.data_dir / "cluster"
+
+    def init_once(self, out):
+        if (self.cluster / "PG_VERSION").exists():
+            return
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self.data_dir.chmod(0o700)
+        self._hand_over(self.data_dir)
+        if os.geteuid() == 0 and subprocess.run(["test", "-w", str(self.data_dir)], **self._as_server_user()).returncode:
+            raise ServiceError(f"postgres: user {POSTGRES_SYSTEM_USER!r} cannot write {self.data_dir}; "
+                               "the folders above it (FOG_VAR_DIR) must be searchable by that user")
+        out(f"postgres: creating a cluster in {self.cluster} (once)")
+        auth = "scram-sha-256" if self.password else "trust"
+        cmd = [_postgres_binary("initdb"), "-D", str(self.cluster), "-U", self.user, "-E", "UTF8", "--locale=C",
+               f"--auth-host={auth}", f"--auth-local={auth}"]
+        pwfile = self.data_dir / "initial-password"
+        if self.password:
+            pwfile.write_text(self.password + "\n")
+            pwfile.chmod(0o600)
+            self._hand_over(pwfile)
+            cmd.append(f"--pwfile={pwfile}")
+        try:
+            result = subprocess.run(cmd, capture_output=True, text=True, **self._as_server_user())
+        finally:
+            pwfile.unlink(missing_ok=True)
+        if result.returncode != 0:
+            shutil.rmtree(self.cluster, ignore_errors=True)  # initdb needs an empty folder next time
+            raise ServiceError(f"initdb failed:\n{(result.stdout + result.stderr)[-1500:]}")
+
+    def start(self, out):
+        self.init_once(out)
+        self.spawn([_postgres_binary("postgres"), "-D", str(self.cluster), "-p", str(self.port),
+                    "-c", f"listen_addresses={self.host}", "-c", f"unix_socket_directories={self.cluster}",
+                    "-c", "max_wal_size=2GB"], **self._as_server_user())
+
+    def up(self, out):
+        started = super().up(out)
+        if self.local:
+            self.ensure_database()
+        return started
+
+    def ensure_database(self):
+        from psycopg import sql
+
+        with self._connect("postgres") as conn:
+            if not conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", [self.dbname]).fetchone():
+                conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(self.dbname)))
+
+
+def postgres_for(database, paths):
+    """The local PostgreSQL service for Django's DATABASES entry, or None when it is not postgres over TCP."""
+    if "postgresql" not in database.get("ENGINE", "") or not database.get("HOST"):
+        return None
+    return Postgres(paths, database["HOST"], int(database.get("PORT") or 5432), database.get("USER"),
+                    database.get("PASSWORD"), database.get("NAME"))
 
 
 def services(settings, base_dir, var_dir):
@@ -378,4 +495,7 @@ def services(settings, base_dir, var_dir):
         if (host, port) not in seen:
             seen.add((host, port))
             result.append(Redis(paths, host, port))
+    postgres = postgres_for(settings.DATABASES["default"], paths)
+    if postgres is not None:
+        result.append(postgres)
     return result

@@ -189,13 +189,13 @@
     }
     return history.minutes.indexOf(current);
   }
-  function beat(name, ts, backlog) {
+  function beat(name, ts, backlog, paused) {
     const edge = ensureEdge(name);
     if (edge.last_heartbeat && ts - edge.last_heartbeat > CONNECTED_WITHIN_MS && edge.history) {
       edge.history.offline = edge.history.offline.filter((p) => p.end !== null);
       edge.history.offline.push({ start: edge.last_heartbeat, end: ts });
     }
-    edge.last_heartbeat = ts; edge.backlog = backlog;
+    edge.last_heartbeat = ts; edge.backlog = backlog; edge.paused = paused;
     if (edge.history) { const i = minuteSlot(edge.history, ts); if (i >= 0) edge.history.backlog[i] = backlog; }
   }
   function acked(name, count) {
@@ -224,8 +224,9 @@
           { plugins: { legend: { display: false } }, scales: { x: { display: false }, y: { beginAtZero: true, ticks: { maxTicksLimit: 3 } } } });
       }
       const up = edge.last_heartbeat && now - edge.last_heartbeat <= CONNECTED_WITHIN_MS;
-      edge.badge.className = "badge " + (up ? "up" : "down");
+      edge.badge.className = "badge " + (up ? (edge.paused ? "paused" : "up") : "down");
       edge.badge.textContent = up ? `${name}: connected · ${edge.rate.toFixed(0)} acked/s · backlog ${edge.backlog}`
+          + (edge.paused ? " · paused for its disk budget" : "")
         : edge.last_heartbeat ? `${name}: offline since ${time(edge.last_heartbeat)}` : `${name}: offline (no heartbeat yet)`;
       if (edge.history) {
         edge.chart.data.labels = edge.history.minutes.map(time);
@@ -267,13 +268,14 @@
     summary.edges.forEach((e) => {
       const edge = ensureEdge(e.edge);
       edge.last_heartbeat = e.last_heartbeat; edge.backlog = e.backlog; edge.rate = e.acked_per_second;
+      edge.paused = e.paused;
     });
     paintStates(); paintEdges(); paintRecent(summary.recent, true);
   }
 
   function applyUpdate(update) {
     Object.entries(update.states || {}).forEach(([state, triple]) => { sums[state] = triple; });
-    Object.entries(update.beats || {}).forEach(([edge, b]) => beat(edge, b.ts, b.backlog));
+    Object.entries(update.beats || {}).forEach(([edge, b]) => beat(edge, b.ts, b.backlog, b.paused));
     Object.entries(update.edges || {}).forEach(([edge, count]) => acked(edge, count));
     ackedThisSecond += update.acked;
     addPower(update.power);

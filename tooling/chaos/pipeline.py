@@ -15,6 +15,7 @@ import sqlite3
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import uuid
 from datetime import datetime
@@ -103,6 +104,8 @@ class Pipeline:
             "FOG_EDGE_REDIS_URL": edge_redis_url, "FOG_CLOUD_HOST": "127.0.0.1",
         }
         self.cloud = self.edge = self.simulation = None
+        self.budget, self.peak_backlog, self.paused_seen = None, 0, False
+        self._watching = None
         self._manage("migrate", "-v", "0").wait(60)
 
     # --- processes ------------------------------------------------------------
@@ -231,12 +234,33 @@ class Pipeline:
             time.sleep(0.1)
         return None
 
+    def watch_backlog(self, budget):
+        """Give the edge a disk budget and sample its backlog's peak (and whether it paused) until close."""
+        self.budget = budget
+        self.env["FOG_EDGE_BUDGET_TUPLES"] = str(budget)
+        self._watching = threading.Event()
+
+        def sample():
+            while not self._watching.wait(0.1):
+                try:
+                    backlog, paused = self.rows(
+                        "select (select count(*) from edge_app_windowaggregate where status in (0, 1)), "
+                        "(select coalesce(max(paused), 0) from edge_app_edgestatus)")[0]
+                except sqlite3.OperationalError:
+                    continue
+                self.peak_backlog = max(self.peak_backlog, backlog)
+                self.paused_seen = self.paused_seen or bool(paused)
+
+        threading.Thread(target=sample, daemon=True).start()
+
     def reconcile(self):
         result = subprocess.run([sys.executable, str(ROOT / "manage.py"), "reconcile", "--json", "--strict"],
                                 cwd=ROOT, env=self.env, capture_output=True, text=True, timeout=300)
         return json.loads(result.stdout)
 
     def close(self, keep_logs=False):
+        if self._watching is not None:
+            self._watching.set()
         for proc in (self.simulation, self.edge, self.cloud):
             if proc is not None:
                 _kill(proc)

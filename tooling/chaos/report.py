@@ -7,7 +7,22 @@ from tooling.chaos.scenarios import SCENARIOS
 from tooling.bench.common import machine
 
 
-def markdown(outcomes, command, options):
+def _kept(previous, runs):
+    """From an earlier report: the table rows, notes and commands of scenarios this run did not repeat."""
+    rows, notes, commands, block = [], [], [], False
+    for line in previous.splitlines():
+        if line.startswith("```"):
+            block = not block
+        elif block and line.strip():
+            commands.append(line)
+        for name in SCENARIOS:
+            if name not in runs and (line.startswith(f"| {name} |") or line.startswith(f"- {name}, run ")):
+                (rows if line.startswith("|") else notes).append(line)
+    return rows, notes, commands
+
+
+def markdown(outcomes, command, options, previous=""):
+    """The report; with `previous` (an earlier report), scenarios not run now keep their earlier rows."""
     runs = defaultdict(list)
     for outcome in outcomes:
         runs[outcome.scenario].append(outcome)
@@ -27,8 +42,10 @@ def markdown(outcomes, command, options):
         "| scenario | what happens | runs | windows (all runs) | lost | duplicated | slowest recovery (s) |",
         "|---|---|---|---|---|---|---|",
     ]
+    kept_rows, kept_notes, commands = _kept(previous, runs) if previous else ([], [], [])
     for name, function in SCENARIOS.items():
         if name not in runs:
+            lines += [row for row in kept_rows if row.startswith(f"| {name} |")]
             continue
         done = runs[name]
         recoveries = [o.recovery_s for o in done if o.recovery_s is not None]
@@ -42,13 +59,15 @@ def markdown(outcomes, command, options):
         "stored after it, until acknowledgements resume) and the backlog is back to what is normally in flight",
         "(at most 2,000 tuples).",
         "",
-        "Reproduce:",
-        "",
-        "```sh",
-        command,
-        "```",
-        "",
     ]
+    notes = kept_notes + [f"- {o.scenario}, run {i}: {o.notes}" for name, done in runs.items()
+                          for i, o in enumerate(done, 1) if o.notes]
+    if notes:
+        lines += sorted(notes, key=lambda line: list(SCENARIOS).index(line[2:].split(",")[0])) + [""]
+    if kept_rows:
+        lines += ["Rows of scenarios this run did not repeat are kept from the earlier run (the first command",
+                  "below).", ""]
+    lines += ["Reproduce:", "", "```sh", *[c for c in commands if c != command], command, "```", ""]
     failures = [o for o in outcomes if not o.ok]
     if failures:
         lines += ["Failures:", ""] + [f"- {o.scenario}: lost {o.lost}, duplicated {o.duplicated}. {o.detail}"

@@ -9,6 +9,8 @@ from tooling.chaos.pipeline import Pipeline
 FIRST_ACKS = 1000  # inject the fault only once delivery is under way
 CAUGHT_UP = 2000  # a backlog this small is what is normally in flight: recovered
 BACKLOG = 100_000
+OUTAGE_SECONDS = 600  # budget-outage: simulated seconds the cloud is away
+BUDGET_SHARE = 4  # budget-outage: the budget holds a quarter of the backlog the outage builds
 
 
 @dataclass
@@ -21,6 +23,7 @@ class Outcome:
     duplicated: int
     recovery_s: float | None
     detail: str = ""
+    notes: str = ""  # what the report says beside the table (budget-outage: peak backlog against the budget)
 
     @property
     def ok(self):
@@ -99,6 +102,28 @@ def backlog_restart(p, services, options):
     return time.monotonic()
 
 
+def budget_outage(p, services, options):
+    """The cloud is away for 10 simulated minutes (--outage-seconds) and the edge's disk budget holds a quarter of the backlog that builds; its ingest pauses and the readings wait in Kafka"""
+    outage = options.get("outage_seconds", OUTAGE_SECONDS)
+    p.watch_backlog(max(1, p.households * int(outage) // 5 // BUDGET_SHARE))
+    _running(p)
+    p.kill_cloud()
+    time.sleep(outage / p.speed)
+    p.start_cloud()
+    return time.monotonic()
+
+
+def budget_verdict(p):
+    """(notes, problem) of a run with a budget: its peak backlog against the budget, and whether it paused."""
+    notes = f"peak backlog {p.peak_backlog:,} tuples, budget {p.budget:,} tuples; ingest paused: " + \
+        ("yes" if p.paused_seen else "no")
+    if p.peak_backlog > p.budget:
+        return notes, f"the backlog peaked at {p.peak_backlog:,} tuples, above the budget of {p.budget:,}"
+    if not p.paused_seen:
+        return notes, "the ingest never paused: the outage did not reach the budget"
+    return notes, ""
+
+
 SCENARIOS = {
     "cloud-kill": cloud_kill,
     "ingest-kill": ingest_kill,
@@ -107,6 +132,7 @@ SCENARIOS = {
     "redis-kill": redis_kill,
     "kafka-restart": kafka_restart,
     "backlog-restart": backlog_restart,
+    "budget-outage": budget_outage,
 }
 
 
@@ -117,7 +143,7 @@ def run_scenario(name, services, edge_redis_url, options=None, out=print):
     backlog = name == "backlog-restart"
     expected = options.get("backlog", BACKLOG) if backlog else pipeline.expected_windows()
     readings = 0 if backlog else pipeline.households * (pipeline.until // 2)
-    keep_logs = False
+    keep_logs, outcome = False, None
     try:
         SCENARIOS[name](pipeline, services, options)
         caught_up = pipeline.wait_recovered(CAUGHT_UP, timeout=options.get("quiet_timeout", 240))
@@ -129,16 +155,18 @@ def run_scenario(name, services, edge_redis_url, options=None, out=print):
         lost = max(expected - in_cloud, totals["missing_in_cloud"], 0)
         detail = "; ".join(report["sum_mismatches"]) or ("" if quiet is not None else
                                                         f"not quiet after the timeout: {pipeline.counts()}")
+        notes, problem = budget_verdict(pipeline) if pipeline.budget else ("", "")
         outcome = Outcome(name, readings, totals["expected"], totals["acked"], lost, totals["duplicated"],
-                          recovery, detail)
+                          recovery, "; ".join(filter(None, (detail, problem))), notes)
     except Exception as exc:  # a scenario that breaks is a failed run, reported as such
         outcome = Outcome(name, readings, 0, 0, expected, 0, None, f"{type(exc).__name__}: {exc}")
         keep_logs = True
     finally:
-        pipeline.close(keep_logs=keep_logs or not outcome.ok)
+        # Also on Ctrl-C (no outcome yet): the pipeline's processes must not outlive the harness.
+        pipeline.close(keep_logs=keep_logs or outcome is None or not outcome.ok)
     if not outcome.ok:
         out(f"{name}: the processes' logs are kept in {pipeline.folder}")
     out(f"{name}: windows={outcome.windows} acked={outcome.acked} lost={outcome.lost} "
         f"duplicated={outcome.duplicated} recovery_s={outcome.recovery_s} {'OK' if outcome.ok else 'FAILED'}"
-        + (f" ({outcome.detail})" if outcome.detail else ""))
+        + (f" ({outcome.detail})" if outcome.detail else "") + (f" [{outcome.notes}]" if outcome.notes else ""))
     return outcome

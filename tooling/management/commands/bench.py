@@ -3,7 +3,7 @@ import logging
 
 from django.core.management.base import BaseCommand, CommandError
 
-from tooling.bench import api, cloud, e2e, edge, latency, simulate
+from tooling.bench import admin, api, cloud, e2e, edge, latency, simulate
 
 
 def sizes(text):
@@ -71,6 +71,20 @@ BENCHMARKS = {
         ("--clients", int, 8, "concurrent clients (threads of a second process)"),
         ("--requests", int, 250, "requests per client"),
         ("--baseline-calls", int, 2, "naive full scans timed for the baseline"),
+    ]),
+    "admin": (admin.run, "the edge's admin pages with N tuples stored: p50/p95 server time per page beside the "
+              "old admin configuration (target p95 <= 300 ms)", [
+        ("--tuples", int, 1_000_000, "tuples in the edge database, filled through the ingest's INSERT"),
+        ("--households", int, 1000, "households they belong to"),
+        ("--days", int, 7, "days they span"),
+        ("--requests", int, 20, "timed requests per page"),
+        ("--baseline-requests", int, 3, "timed requests per page of the old admin (seconds each at millions)"),
+        ("--database", admin.database_kind, "sqlite", "sqlite (a fresh file) or postgres (a fresh database on "
+                                                      "--postgres-url's server, dropped afterwards)"),
+        ("--postgres-url", str, "", "the PostgreSQL server for --database postgres; default: FOG_DATABASE_URL's "
+                                    f"when it names postgres, else {admin.DEFAULT_POSTGRES_URL} (started if down)"),
+        ("--write", str, "", "put the table into this Markdown file's generated admin section, "
+                             "e.g. docs/BENCHMARKS.md"),
     ]),
 }
 
@@ -167,11 +181,13 @@ class Command(BaseCommand):
         if options["write"]:
             from pathlib import Path
 
+            from tooling.bench.admin import keep_section
             from tooling.bench.report import markdown
 
-            Path(options["write"]).parent.mkdir(parents=True, exist_ok=True)
-            Path(options["write"]).write_text(markdown(sections, "make bench   # = python manage.py bench all "
-                                                                 "--write docs/BENCHMARKS.md", NOTES))
+            target = Path(options["write"])
+            target.parent.mkdir(parents=True, exist_ok=True)
+            text = markdown(sections, "make bench   # = python manage.py bench all --write docs/BENCHMARKS.md", NOTES)
+            target.write_text(keep_section(target.read_text() if target.exists() else "", text))
             out(f"bench: wrote {options['write']}")
         if options["json"]:
             self.stdout.write(json.dumps([f.as_dict() for figures in sections.values() for f in figures], indent=2))

@@ -21,6 +21,8 @@ class Command(BaseCommand):
         parser.add_argument("--scenario", action="append", choices=sorted(SCENARIOS),
                             help="run only this scenario (may be given several times; default: all)")
         parser.add_argument("--cut-seconds", type=float, default=30, help="length of the link cut (default %(default)s)")
+        parser.add_argument("--outage-seconds", type=float, default=600,
+                            help="budget-outage: simulated seconds the cloud is away (default %(default)s)")
         parser.add_argument("--households", type=int, default=300, help="simulated households (default %(default)s)")
         parser.add_argument("--until", type=int, default=900, help="simulated seconds (default %(default)s)")
         parser.add_argument("--speed", type=float, default=30, help="simulation speed (default %(default)s)")
@@ -31,7 +33,8 @@ class Command(BaseCommand):
         logging.getLogger("fog").setLevel(logging.WARNING)
         signal.signal(signal.SIGTERM, _interrupt)  # like Ctrl-C: the finally below stops our services
         names = options["scenario"] or list(SCENARIOS)
-        run_options = {"cut_seconds": options["cut_seconds"], "households": options["households"],
+        run_options = {"cut_seconds": options["cut_seconds"], "outage_seconds": options["outage_seconds"],
+                       "households": options["households"],
                        "until": options["until"], "speed": options["speed"]}
         edge_redis = settings.FOG_EDGE_REDIS_URL.rsplit("/", 1)[0] + f"/{EDGE_REDIS_DB}"
         self.stdout.write("chaos: starting a Kafka broker and a cloud Redis of its own")
@@ -49,7 +52,10 @@ class Command(BaseCommand):
                        "python manage.py chaos " + " ".join(
                            [f"--repeat {options['repeat']}"] + [f"--scenario {n}" for n in options["scenario"]]))
             Path(options["write"]).parent.mkdir(parents=True, exist_ok=True)
-            Path(options["write"]).write_text(markdown(outcomes, command, run_options))
+            target = Path(options["write"])
+            # A subset of the scenarios keeps the other scenarios' rows from the report already there.
+            previous = target.read_text() if options["scenario"] and target.exists() else ""
+            target.write_text(markdown(outcomes, command, run_options, previous))
             self.stdout.write(f"chaos: wrote {options['write']}")
         failed = [o for o in outcomes if not o.ok]
         if failed:

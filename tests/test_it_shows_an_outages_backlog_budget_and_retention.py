@@ -1,0 +1,57 @@
+"""What an operator sees during a long outage: health page, metrics, admin, and the cloud's view of a paused edge."""
+
+import pytest
+from django.utils import timezone
+
+from edge_app.models import EdgeStatus
+from fogwire import protocol as wire
+from tests.conftest import EDGE_ID, EDGE_SECRET
+
+
+@pytest.fixture
+def paused_edge(db):
+    EdgeStatus.for_edge("edge-far")
+    EdgeStatus.objects.filter(edge_id="edge-far").update(
+        connected=True, backlog=9000, budget=10000, paused=True, retention_left_seconds=2 * 3600 + 5 * 60,
+        retention_checked_at=timezone.now(), lost_to_retention=0)
+    EdgeStatus.for_edge("edge-lost")
+    EdgeStatus.objects.filter(edge_id="edge-lost").update(budget=500, lost_to_retention=42)
+
+
+def test_it_shows_backlog_budget_pause_and_retention_on_the_health_page(client, paused_edge):
+    page = client.get("/edge/health/").content.decode()
+    far = page[page.index("edge-far"):page.index("edge-lost")]
+    assert "ingest paused for its disk budget" in far
+    assert ">9000<" in far and ">10000<" in far
+    assert "2 h 5 min" in far and "less than the 6 h 0 min margin" in far
+    lost = page[page.index("edge-lost"):]
+    assert "<strong>42</strong>" in lost and "no limit in sight" in lost and "not yet" in lost
+
+
+def test_it_serves_the_health_page_read_only(client, paused_edge):
+    assert client.post("/edge/health/").status_code == 405
+
+
+def test_it_exports_backlog_budget_pause_retention_and_loss_as_metrics(client, paused_edge):
+    lines = set(client.get("/metrics").content.decode().splitlines())
+    assert {'fog_edge_backlog_tuples{edge="edge-far"} 9000.0', 'fog_edge_budget_tuples{edge="edge-far"} 10000.0',
+            'fog_edge_ingest_paused{edge="edge-far"} 1.0', 'fog_edge_ingest_paused{edge="edge-lost"} 0.0',
+            'fog_edge_retention_seconds_left{edge="edge-far"} 7500.0',
+            'fog_edge_lost_to_retention_total{edge="edge-lost"} 42.0'} <= lines
+    assert not any(line.startswith('fog_edge_retention_seconds_left{edge="edge-lost"}') for line in lines)  # unknown
+
+
+def test_it_lists_the_outage_fields_in_the_admin(admin_client, paused_edge):
+    page = admin_client.get("/admin/edge_app/edgestatus/").content.decode()
+    for column in ("Budget", "Paused", "Retention left seconds", "Lost to retention"):
+        assert column in page
+    assert "7500.0" in page
+
+
+def test_it_tells_the_clouds_api_that_an_edge_is_paused(client, cloud_settings, cloud):
+    cloud.request(wire.heartbeat(EDGE_ID, EDGE_SECRET, backlog=17, paused=True), data=False)
+    (edge,) = client.get("/api/edges/").json()
+    assert (edge["edge"], edge["backlog"], edge["paused"]) == (EDGE_ID, 17, True)
+    cloud.request(wire.heartbeat(EDGE_ID, EDGE_SECRET, backlog=3), data=False)  # an edge that does not say
+    (edge,) = client.get("/api/edges/").json()
+    assert edge["paused"] is False
