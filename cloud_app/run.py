@@ -1,4 +1,10 @@
-"""Start-up of the cloud node: settings -> Redis, secrets, server; signals -> stop flag."""
+"""Start-up of the cloud node: settings -> Redis, secrets, TLS, server; signals -> stop flag.
+
+What it refuses before a socket is opened, each with one line that says why:
+a bind beyond loopback with a development or short edge secret, or without
+TLS (unless `insecure_plaintext`); legacy v1 beyond loopback (unless
+`legacy_public`), or under the id of a v2 edge.
+"""
 
 import asyncio
 import logging
@@ -9,9 +15,11 @@ import redis.exceptions
 from channels.layers import get_channel_layer
 from django.conf import settings
 
+from cloud_app.secrets import MIN_SECRET_BYTES, edge_secrets_text, parse_edge_secrets, weak_secrets
 from cloud_app.server import CloudServer
 from cloud_app.store import CloudStore
-from cloud_app.secrets import edge_secrets_text, parse_edge_secrets
+from fogsite.env import is_loopback
+from fogwire import tls as wire_tls
 
 log = logging.getLogger("fog.cloud")
 
@@ -33,10 +41,50 @@ def edge_secrets():
     return pairs
 
 
+def tls_config():
+    """The cloud's TLS config from FOG_CLOUD_TLS_CERT (+ FOG_TLS_CA, FOG_TLS_MUTUAL), or None for plain tcp."""
+    if not settings.FOG_CLOUD_TLS_CERT:
+        return None
+    try:
+        return wire_tls.server_config(settings.FOG_CLOUD_TLS_CERT, settings.FOG_TLS_CA or None,
+                                      settings.FOG_TLS_MUTUAL)
+    except wire_tls.TLSSetupError as exc:
+        raise CloudStartError(f"TLS: {exc}") from None
+
+
+def check_exposure(bind, secrets, tls, *, insecure_plaintext=False, legacy_edge=None, legacy_public=False):
+    """Refuse what would expose the cloud; warn about what the operator chose to risk."""
+    public = not is_loopback(bind)
+    weak = weak_secrets(secrets, settings.DEV_EDGE_SECRET)
+    if public and weak:
+        raise CloudStartError(f"refusing to listen on {bind} (beyond loopback): the secrets of edges "
+                              f"{', '.join(weak)} are the development default or shorter than {MIN_SECRET_BYTES} "
+                              "bytes; set strong secrets in FOG_EDGE_SECRETS(_FILE)")
+    if public and tls is None and not insecure_plaintext:
+        raise CloudStartError(f"refusing to listen on {bind} (beyond loopback) without TLS: set FOG_CLOUD_TLS_CERT "
+                              "(manage.py makecerts), or pass --insecure-plaintext to accept clear text")
+    if public and tls is None:
+        log.warning("--insecure-plaintext: readings cross the network to %s in clear text", bind)
+    if legacy_edge is None:
+        return
+    if legacy_edge in secrets:
+        raise CloudStartError(f"--legacy-edge-id {legacy_edge!r} is a v2 edge's id: anonymous v1 clients could "
+                              "take its tuple ids; choose another id")
+    if public and not legacy_public:
+        raise CloudStartError(f"refusing legacy v1 on {bind} (beyond loopback): v1 has no authentication; "
+                              "pass --legacy-v1-public to accept anyone who can reach the port")
+    log.warning("legacy v1 is on: ANYONE who can reach %s can store tuples as edge %r without a secret "
+                "(the original prototype's protocol has no authentication)", bind, legacy_edge)
+
+
 async def run_cloud(*, bind, heartbeat_port, data_port, workers=8, allow_volatile=False, legacy_edge=None,
-                    until=None, redis_url=None, key_prefix=None, publish=True):
+                    until=None, redis_url=None, key_prefix=None, publish=True, insecure_plaintext=False,
+                    legacy_public=False):
     """Serve until SIGINT/SIGTERM (or `until` seconds). Raises CloudStartError for known start-up faults."""
     secrets = edge_secrets()
+    tls = tls_config()
+    check_exposure(bind, secrets, tls, insecure_plaintext=insecure_plaintext, legacy_edge=legacy_edge,
+                   legacy_public=legacy_public)
     client = aioredis.Redis.from_url(redis_url or settings.FOG_CLOUD_REDIS_URL, socket_connect_timeout=5)
     store = CloudStore(client, key_prefix or settings.FOG_CLOUD_KEY_PREFIX,
                        households_per_edge=settings.FOG_CLOUD_HOUSEHOLDS_PER_EDGE)
@@ -52,7 +100,8 @@ async def run_cloud(*, bind, heartbeat_port, data_port, workers=8, allow_volatil
         if problem:
             log.warning("running on a volatile Redis (--allow-volatile): %s", problem)
         server = CloudServer(store, secrets, window_seconds=settings.FOG_WINDOW_SECONDS, legacy_edge=legacy_edge,
-                             channel_layer=get_channel_layer() if publish else None)
+                             channel_layer=get_channel_layer() if publish else None,
+                             max_connections=settings.FOG_CLOUD_MAX_CONNECTIONS)
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGINT, signal.SIGTERM):
@@ -60,7 +109,8 @@ async def run_cloud(*, bind, heartbeat_port, data_port, workers=8, allow_volatil
         if until:
             loop.call_later(until, stop.set)
         try:
-            await server.serve(f"tcp://{bind}:{heartbeat_port}", f"tcp://{bind}:{data_port}", stop, workers=workers)
+            await server.serve(wire_tls.address(bind, heartbeat_port, tls), wire_tls.address(bind, data_port, tls),
+                               stop, workers=workers, tls=tls)
         except Exception as exc:  # pynng raises its own types for a taken port
             if "Address in use" in str(exc) or "AddressInUse" in type(exc).__name__:
                 raise CloudStartError(f"port {heartbeat_port} or {data_port} on {bind} is already in use") from None

@@ -1,5 +1,7 @@
 """The cloud's list of edges allowed to deliver: `id:secret` pairs, inline or from a file."""
 
+MIN_SECRET_BYTES = 32  # an edge secret on a reachable cloud: 256 bits, the HMAC-SHA256 tag's own strength
+
 
 def edge_secrets_text(inline, path):
     """The id:secret pairs' text: from the file at `path` when set (OSError if unreadable), else `inline`."""
@@ -25,3 +27,9 @@ def parse_edge_secrets(text):
         else:
             pairs[edge_id.strip()] = secret.strip()
     return pairs, bad
+
+
+def weak_secrets(pairs, dev_secret):
+    """Edge ids (never the secrets) whose secret is the development default or shorter than MIN_SECRET_BYTES."""
+    return [edge for edge, secret in pairs.items()
+            if secret == dev_secret or len(secret.encode()) < MIN_SECRET_BYTES]

@@ -2,10 +2,17 @@
 
 Each socket is served by several contexts at once, so several batches can
 be in flight. A batch is verified (HMAC) before it is decoded, validated,
-stored in one Lua call, and only then answered: an ACK never covers data
-that is not yet on disk. `handle_heartbeat` and `handle_data` take a frame
+stored in one Lua call, and only then answered, with a reply bound to the
+request's nonce: an ACK never covers data that is not yet on disk, and
+never another request's. `handle_heartbeat` and `handle_data` take a frame
 and return the reply, so tests call them directly; `serve` runs them on the
 sockets until `stop` is set.
+
+Before any of that, nng itself drops a message longer than its port's
+limit (wire.MAX_FRAME_BYTES plus a little headroom, so a slightly larger
+frame still gets a reply that says so) without buffering it, and each port
+takes at most `max_connections` peers: memory is bounded before anyone is
+authenticated. With a TLS config both ports speak tls+tcp.
 """
 
 import asyncio
@@ -30,15 +37,22 @@ RECENT_PUBLISHED = 15  # newest tuples carried by each dashboard update (the pag
 ENDS_MAX = 64
 SHUTDOWN_SECONDS = 4.0
 HEARTBEAT_WORKERS = 2
-# nng drops anything above its own limit without a word; leave room so an
-# oversized frame reaches us and gets a reply that says so.
-NNG_RECV_MAX = 2 * wire.MAX_FRAME_BYTES
+# nng drops anything above its own limit without a word (and without
+# buffering it); leave a little room so a frame just over the protocol's
+# limit reaches us and gets a reply that says so.
+NNG_HEADROOM = 64 * 1024
+NNG_RECV_MAX = {"heartbeat": wire.MAX_HEARTBEAT_BYTES + NNG_HEADROOM, "data": wire.MAX_DATA_BYTES + NNG_HEADROOM}
+LEGACY_DETAIL = 120  # characters of a legacy refusal sent back and logged
 
 
 class CloudServer:
-    def __init__(self, store, secrets, *, window_seconds=5, legacy_edge=None, channel_layer=None):
+    def __init__(self, store, secrets, *, max_connections, window_seconds=5, legacy_edge=None, channel_layer=None):
+        """`max_connections`: peers per port (FOG_CLOUD_MAX_CONNECTIONS); each may hold one message of
+        NNG_RECV_MAX in memory before it is authenticated."""
         self.store = store
         self.secrets = dict(secrets)
+        self.max_connections = max_connections
+        self.replays = wire.ReplayGuard()
         self.window_ms = window_seconds * 1000
         self.legacy_edge = legacy_edge  # None: legacy v1 is off
         self.channel_layer = channel_layer
@@ -50,33 +64,35 @@ class CloudServer:
     async def handle_heartbeat(self, frame):
         if self.legacy_edge and frame == wire.LEGACY_HEARTBEAT:
             return wire.LEGACY_ACK
+        if frame[:4] == wire.MAGIC_V2:
+            return await self._refuse_v2(frame, "heartbeat")
+        edge = None
         try:
-            edge, payload = wire.open_frame(frame, self.secrets.get)
-            if payload.get("kind") != wire.KIND_HEARTBEAT:
-                raise wire.ProtocolError(wire.R_BAD_BODY, f"expected a heartbeat, got {payload.get('kind')!r}")
+            edge, nonce, payload = wire.open_request(frame, self.secrets.get, wire.KIND_HEARTBEAT)
+            state = wire.read_heartbeat(payload)
+            if not self.replays.fresh(edge, nonce):
+                raise wire.ProtocolError(wire.R_REPLAYED, "this heartbeat was seen before")
         except wire.ProtocolError as exc:
-            return await self._refuse_frame(frame, exc, "heartbeat")
-        backlog = payload.get("backlog") if type(payload.get("backlog")) is int else 0
-        paused = payload.get("paused") is True  # optional: the edge's ingest waits for its disk budget
+            return await self._refuse_frame(frame, exc, "heartbeat", edge)
         try:
-            await self.store.heartbeat(edge, backlog, paused=paused)
+            await self.store.heartbeat(edge, state)
         except redis.exceptions.RedisError as exc:
             log.warning("heartbeat from %s not recorded: Redis: %s", edge, exc)
-        self._merge_beat(edge, backlog, paused)
+        self._merge_beat(edge, state)
         self.counts["heartbeats"] += 1
-        return wire.heartbeat_reply(edge, self.secrets[edge])
+        return wire.heartbeat_reply(edge, self.secrets[edge], nonce)
 
     async def handle_data(self, frame):
-        if not wire.is_v2(frame):
-            if self.legacy_edge:
-                return await self._handle_legacy(frame)
-            return await self._refuse_frame(frame, wire.ProtocolError(
-                wire.R_BAD_FRAME, f"frame of {len(frame)} bytes is not a v2 frame (legacy v1 is off)"), "data")
+        if frame[:4] == wire.MAGIC_V2:
+            return await self._refuse_v2(frame, "data")
+        if frame[:3] != wire.MAGIC[:3] and self.legacy_edge:
+            return await self._handle_legacy(frame)
+        edge = None
         try:
-            edge, payload = wire.open_frame(frame, self.secrets.get)
+            edge, nonce, payload = wire.open_request(frame, self.secrets.get, wire.KIND_BATCH)
             batch = wire.read_batch(edge, payload)
         except wire.ProtocolError as exc:
-            return await self._refuse_frame(frame, exc, "data")
+            return await self._refuse_frame(frame, exc, "data", edge)
         reasons = wire.refusals(batch)
         rows = [row for row, why in zip(zip(batch.ids, batch.households, batch.starts, batch.ends,
                                             batch.averages, batch.counts), reasons) if not why]
@@ -87,9 +103,10 @@ class CloudServer:
             except redis.exceptions.RedisError as exc:
                 log.error("batch of %d from %s not stored: Redis: %s", len(batch), edge, exc)
                 self.counts[f"refused:{wire.R_STORE_DOWN}"] += 1
-                return wire.error_frame(edge, wire.R_STORE_DOWN, "the cloud store is unavailable; retry later")
+                return wire.error_frame(edge, nonce, wire.R_STORE_DOWN, "the cloud store is unavailable; retry later",
+                                        self.secrets[edge])
             except StoreRefused as exc:
-                return await self._refuse_frame(frame, wire.ProtocolError(exc.reason, exc.detail), "data")
+                return await self._refuse_frame(frame, wire.ProtocolError(exc.reason, exc.detail), "data", edge)
             # The store's own refusals (ownership, quota) fill the places the limits left acceptable.
             stored = iter(zip(result.postal_codes, result.reasons))
             outcome = [next(stored) if not why else ("", why) for why in reasons]
@@ -103,18 +120,24 @@ class CloudServer:
                         ", ".join(f"{k} x{v}" for k, v in refused.items()))
             await self._count_refusals(refused)
         self.counts["batches"] += 1
-        return wire.reply_frame(edge, self.secrets[edge], codes, reasons)
+        return wire.reply_frame(edge, self.secrets[edge], nonce, codes, reasons)
 
     async def _handle_legacy(self, frame):
-        try:
-            tid, node, average = wire.read_legacy_data(frame)
-        except wire.ProtocolError as exc:
-            await self._count_refusals(Counter({exc.reason: 1}))
-            log.warning("legacy v1 request refused: %s", exc)
-            return f"ERROR: {exc}".encode()
+        """A v1 request: no authentication at all, so the same limits as v2 and nothing echoed at length."""
         now = int(time.time() * 1000)
         try:
-            result = await self.store.store(self.legacy_edge, [(tid, node, now - self.window_ms, now, average, 1)])
+            tid, node, average = wire.read_legacy_data(frame)
+            row = (tid, node, now - self.window_ms, now, average, 1)
+            why = wire.refusals(wire.Batch(self.legacy_edge, *([value] for value in row)), now)[0]
+            if why:
+                raise wire.ProtocolError(why, f"v1 tuple {tid} refused")
+        except wire.ProtocolError as exc:
+            await self._count_refusals(Counter({exc.reason: 1}))
+            message = f"ERROR: {exc}"[:LEGACY_DETAIL]
+            log.warning("legacy v1 request of %d bytes refused: %s", len(frame), message)
+            return message.encode()
+        try:
+            result = await self.store.store(self.legacy_edge, [row])
         except redis.exceptions.RedisError as exc:
             log.error("legacy v1 tuple %s not stored: Redis: %s", tid, exc)
             return f"ERROR: {wire.R_STORE_DOWN}".encode()
@@ -128,15 +151,24 @@ class CloudServer:
         self._merge_update(self.legacy_edge, result, [(tid, node, now - self.window_ms, now, average, 1)])
         return wire.legacy_reply(tid, result.postal_codes[0])
 
-    async def _refuse_frame(self, frame, exc, port):
-        edge = None
-        try:
-            edge = wire.split(frame)[0]
-        except wire.ProtocolError:
-            pass
-        log.warning("%s frame of %d bytes from edge %s refused: %s", port, len(frame), edge or "?", exc)
+    async def _refuse_v2(self, frame, port):
+        exc = wire.ProtocolError(wire.R_BAD_VERSION, "a protocol v2 edge: upgrade it to v3")
+        log.warning("%s frame of %d bytes refused: %s", port, len(frame), exc)
         await self._count_refusals(Counter({exc.reason: 1}))
-        return wire.error_frame(edge, exc.reason, exc.detail)
+        return wire.v2_upgrade_reply(frame)
+
+    async def _refuse_frame(self, frame, exc, port, edge=None):
+        """An error reply. Tagged (the edge may act on it) only if the request was authenticated (`edge`)."""
+        shown = edge
+        if shown is None:
+            try:
+                shown = wire.split(frame).edge
+            except wire.ProtocolError:
+                pass
+        log.warning("%s frame of %d bytes from edge %s refused: %s", port, len(frame), shown or "?", exc)
+        await self._count_refusals(Counter({exc.reason: 1}))
+        return wire.error_frame(shown, wire.request_nonce(frame), exc.reason, exc.detail,
+                                self.secrets.get(edge) if edge else None)
 
     async def _count_refusals(self, reasons):
         for reason, number in reasons.items():
@@ -154,10 +186,11 @@ class CloudServer:
                             "power": {}, "recent": [], "ends": {}}
         return self._update
 
-    def _merge_beat(self, edge, backlog, paused=False):
+    def _merge_beat(self, edge, state):
         if self.channel_layer is not None:
             update = self._pending_update()
-            update["beats"][edge] = {"backlog": backlog, "paused": paused, "ts": int(time.time() * 1000)}
+            update["beats"][edge] = {"backlog": state.get("backlog", 0), "paused": bool(state.get("paused")),
+                                     "ts": int(time.time() * 1000)}
             update["ts"] = int(time.time() * 1000)
 
     def _merge_update(self, edge, result, rows):
@@ -197,10 +230,29 @@ class CloudServer:
 
     # --- sockets ----------------------------------------------------------
 
-    async def serve(self, heartbeat_addr, data_addr, stop, workers=8):
-        """Serve until `stop` (an asyncio.Event) is set; finish requests in hand, then return."""
-        with pynng.Rep0(listen=heartbeat_addr, recv_max_size=NNG_RECV_MAX) as hb_sock, \
-                pynng.Rep0(listen=data_addr, recv_max_size=NNG_RECV_MAX) as data_sock:
+    def _socket(self, address, port, tls):
+        sock = pynng.Rep0(recv_max_size=NNG_RECV_MAX[port], **({"tls_config": tls} if tls else {}))
+        sock.add_pre_pipe_connect_cb(self._admit)
+        try:
+            sock.listen(address)
+        except BaseException:
+            sock.close()
+            raise
+        return sock
+
+    def _admit(self, pipe):
+        """nng's pre-connect hook: close a peer beyond `max_connections` on its port before it sends a byte."""
+        if len(pipe.socket.pipes) > self.max_connections:
+            self.counts["connections_refused"] += 1
+            pipe.close()
+
+    async def serve(self, heartbeat_addr, data_addr, stop, workers=8, tls=None):
+        """Serve until `stop` (an asyncio.Event) is set; finish requests in hand, then return.
+
+        `tls` (a pynng.TLSConfig in server mode) is needed for tls+tcp:// addresses.
+        """
+        with self._socket(heartbeat_addr, "heartbeat", tls) as hb_sock, \
+                self._socket(data_addr, "data", tls) as data_sock:
             busy = set()
             tasks = [asyncio.create_task(self._worker(hb_sock, self.handle_heartbeat, busy))
                      for _ in range(HEARTBEAT_WORKERS)]
@@ -233,7 +285,8 @@ class CloudServer:
                         reply = await handler(frame)
                     except Exception:
                         log.exception("request of %d bytes failed", len(frame))
-                        reply = wire.error_frame(None, wire.R_INTERNAL, "the cloud failed on this request")
+                        reply = wire.error_frame(None, wire.request_nonce(frame), wire.R_INTERNAL,
+                                                 "the cloud failed on this request")
                     await ctx.asend(reply)
                 finally:
                     busy.discard(me)

@@ -12,7 +12,7 @@ share one Redis; `Keys` is the only place that spells them):
     {p}latest      hash  household -> Record of its newest window
     {p}recent      list  Records, newest first, capped
     {p}stats       hash  batches, tuples, dedup_hits, refused:{reason}, ...
-    {p}edge:{edge} hash  last_heartbeat_ms, backlog, paused (0/1), acked
+    {p}edge:{edge} hash  last_heartbeat_ms, backlog, paused (0/1), further edge state its heartbeats carry, acked
     {p}edges       set   every edge that has spoken
     {p}hhidx       zset  every household (score 0, so ordered by name): paging the API
     {p}acks:{edge}:{second}  tuples first stored in that second (expire after 2 min)
@@ -395,14 +395,18 @@ class CloudStore:
     async def count(self, name, amount=1):
         await self.redis.hincrby(self.keys.stats, name, amount)
 
-    async def heartbeat(self, edge, backlog, now_ms=None, paused=False):
-        """Record a beat; a gap of more than OFFLINE_AFTER_MS since the last one is an offline period.
-        `paused`: the edge's ingest waits for its disk budget."""
+    async def heartbeat(self, edge, state, now_ms=None):
+        """Record a beat and the edge state it carried (wire.HEARTBEAT_STATE fields, as numbers; `paused`:
+        the edge's ingest waits for its disk budget); a gap of more than OFFLINE_AFTER_MS since the last one
+        is an offline period."""
         now_ms = now_ms or int(time.time() * 1000)
         keys = [self.keys.edge(edge), self.keys.edges, self.keys.offline(edge),
                 self.keys.backlog_minute(edge, now_ms // 60000)]
-        await self._beat(keys=keys, args=[now_ms, int(backlog), OFFLINE_AFTER_MS, ROLLUP_KEEP_S, edge, OFFLINE_MAX,
-                                             int(paused)])
+        await self._beat(keys=keys, args=[now_ms, int(state.get("backlog", 0)), OFFLINE_AFTER_MS, ROLLUP_KEEP_S,
+                                          edge, OFFLINE_MAX, int(state.get("paused", 0))])
+        extra = {name: value for name, value in state.items() if name not in ("backlog", "paused")}
+        if extra:
+            await self.redis.hset(self.keys.edge(edge), mapping=extra)
 
     async def check_durable(self):
         """'' when writes are fsynced before Redis answers; otherwise what is wrong."""

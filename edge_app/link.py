@@ -1,7 +1,10 @@
 """The heartbeat loop: is the cloud there? The sender reads the answer from EdgeStatus.
 
 The link is down after DOWN_AFTER missed beats in a row and up after one
-answered beat. Each beat carries the backlog, so the cloud shows it too.
+answered beat. Each beat carries the backlog, so the cloud shows it too. An
+answer counts only if it is the cloud's reply to this very beat (tagged
+with the edge's secret in the cloud-to-edge direction, naming the beat's
+nonce): a beat bounced back or a recorded answer is a missed beat.
 """
 
 import logging
@@ -18,18 +21,26 @@ DOWN_AFTER = 2
 BEAT_TIMEOUT_MS = 800
 
 
-def req_socket(address, timeout_ms):
-    """A Req socket that dials in the background and keeps redialling quickly."""
-    sock = pynng.Req0(recv_timeout=timeout_ms, send_timeout=timeout_ms, recv_max_size=0,
-                      reconnect_time_min=100, reconnect_time_max=1000)
-    sock.dial(address, block=False)
+def req_socket(address, timeout_ms, max_reply_bytes, tls=None):
+    """A Req socket that dials in the background and keeps redialling quickly.
+
+    nng drops a reply longer than `max_reply_bytes` unread (the request then
+    times out and is sent again), so a peer can't make the edge buffer more.
+    """
+    sock = pynng.Req0(recv_timeout=timeout_ms, send_timeout=timeout_ms, recv_max_size=max_reply_bytes,
+                      reconnect_time_min=100, reconnect_time_max=1000, **({"tls_config": tls} if tls else {}))
+    try:
+        sock.dial(address, block=False)
+    except BaseException:
+        sock.close()
+        raise
     return sock
 
 
 class Heartbeat:
-    def __init__(self, *, edge_id, secret, address, timeout_ms=BEAT_TIMEOUT_MS):
+    def __init__(self, *, edge_id, secret, address, timeout_ms=BEAT_TIMEOUT_MS, tls=None):
         self.edge_id, self.secret, self.address = edge_id, secret, address
-        self.sock = req_socket(address, timeout_ms)
+        self.sock = req_socket(address, timeout_ms, wire.MAX_HEARTBEAT_BYTES, tls)
         self.missed = 0
         EdgeStatus.for_edge(edge_id)
 
@@ -39,10 +50,9 @@ class Heartbeat:
         status = EdgeStatus.for_edge(self.edge_id)
         error = ""
         try:
-            self.sock.send(wire.heartbeat(self.edge_id, self.secret, backlog=backlog, paused=status.paused))
-            edge, payload = wire.open_frame(self.sock.recv(), {self.edge_id: self.secret}.get)
-            if payload.get("kind") != wire.KIND_HEARTBEAT:
-                error = f"unexpected reply kind {payload.get('kind')!r}"
+            beat = wire.heartbeat(self.edge_id, self.secret, backlog=backlog, paused=status.paused)
+            self.sock.send(beat)
+            wire.open_reply(self.sock.recv(), beat, self.secret, wire.KIND_HEARTBEAT)
         except pynng.Timeout:
             error = f"no answer from {self.address} within {self.sock.recv_timeout} ms"
         except pynng.NNGException as exc:

@@ -94,8 +94,19 @@ class EdgeControl:
         return bool(self.redis.exists(self.prefix + f"done:{loop}"))
 
 
-def cloud_address(port):
-    return f"tcp://{settings.FOG_CLOUD_HOST}:{port}"
+def cloud_tls():
+    """The edge's TLS config (FOG_TLS_CA, FOG_TLS_SERVER_NAME, FOG_EDGE_TLS_CERT), or None for plain tcp."""
+    from fogwire.tls import client_config
+
+    if not settings.FOG_TLS_CA:
+        return None
+    return client_config(settings.FOG_TLS_CA, settings.FOG_TLS_SERVER_NAME, settings.FOG_EDGE_TLS_CERT or None)
+
+
+def cloud_address(port, tls):
+    from fogwire.tls import address
+
+    return address(settings.FOG_CLOUD_HOST, port, tls)
 
 
 class IngestStep:
@@ -145,9 +156,10 @@ class SenderStep:
     def __init__(self, options, control):
         from edge_app.sender import Sender
 
+        tls = cloud_tls()
         self.sender = Sender(edge_id=settings.FOG_EDGE_ID, secret=settings.FOG_EDGE_SECRET,
-                             address=cloud_address(settings.FOG_DATA_PORT), batch=options.get("batch", 1000),
-                             in_flight=options.get("in_flight", 4))
+                             address=cloud_address(settings.FOG_DATA_PORT, tls), batch=options.get("batch", 1000),
+                             in_flight=options.get("in_flight", 4), tls=tls)
         requeued = self.sender.requeue_sent()
         if requeued:
             log.info("sending again %d tuples left SENT by an earlier run", requeued)
@@ -170,8 +182,9 @@ class HeartbeatStep:
     def __init__(self, options, control):
         from edge_app.link import Heartbeat
 
+        tls = cloud_tls()
         self.beat = Heartbeat(edge_id=settings.FOG_EDGE_ID, secret=settings.FOG_EDGE_SECRET,
-                              address=cloud_address(settings.FOG_HEARTBEAT_PORT))
+                              address=cloud_address(settings.FOG_HEARTBEAT_PORT, tls), tls=tls)
         self.next_retention = 0.0
 
     def step(self):

@@ -9,6 +9,12 @@ fix; or back to PENDING with a backoff when the reason is transient. A
 reply that does not come within the ack timeout puts its tuples back to
 PENDING; so does a restart (SENT tuples are sent again, and the cloud's
 dedup makes that safe).
+
+Only the cloud's reply to the very request sent on a context is applied
+(wire.read_reply checks the tag and the request's nonce). Anything else --
+a replayed or forged reply, an error frame the cloud did not tag -- may
+come from anyone on the path: its tuples go back to PENDING and sending
+pauses briefly (UNTRUSTED_PAUSE_SECONDS), never for a long backoff.
 """
 
 import logging
@@ -30,6 +36,7 @@ log = logging.getLogger("fog.edge.sender")
 ACK_TIMEOUT_MS = 3000
 MAX_BACKOFF_SECONDS = 600
 TRANSIENT_PAUSE_SECONDS = 0.5
+UNTRUSTED_PAUSE_SECONDS = 2.0  # an untagged error or a reply that isn't ours: short, whoever sent it
 LINK_CHECK_SECONDS = 0.25
 CHUNK = 900  # ids in one `IN (...)`, under SQLite's variable limit on old builds
 TABLE = WindowAggregate._meta.db_table
@@ -50,19 +57,22 @@ def _chunks(items, size):
 
 
 class Sender:
-    def __init__(self, *, edge_id, secret, address, batch=1000, in_flight=4, ack_timeout_ms=ACK_TIMEOUT_MS):
+    def __init__(self, *, edge_id, secret, address, batch=1000, in_flight=4, ack_timeout_ms=ACK_TIMEOUT_MS,
+                 tls=None):
+        if not 0 < batch <= wire.MAX_BATCH_TUPLES:
+            raise ValueError(f"batch must be 1..{wire.MAX_BATCH_TUPLES} tuples, not {batch}")
         self.edge_id, self.secret, self.address = edge_id, secret, address
         self.batch, self.in_flight = batch, in_flight
-        self.sock = req_socket(address, ack_timeout_ms)
+        self.sock = req_socket(address, ack_timeout_ms, wire.MAX_REPLY_BYTES, tls)
         self.contexts = [self.sock.new_context() for _ in range(in_flight)]
         for ctx in self.contexts:
             ctx.recv_timeout = ack_timeout_ms
             ctx.send_timeout = ack_timeout_ms
         self.idle = list(self.contexts)
-        self.in_flight = deque()  # (context, batch) in the order sent
+        self.in_flight = deque()  # (context, batch, request frame) in the order sent
         self._link, self._link_checked = False, 0.0
         self.pause_until = 0.0
-        self.totals = {"sent": 0, "acked": 0, "refused": 0, "timeouts": 0}
+        self.totals = {"sent": 0, "acked": 0, "refused": 0, "timeouts": 0, "untrusted": 0}
         EdgeStatus.for_edge(edge_id)
 
     def requeue_sent(self):
@@ -89,26 +99,27 @@ class Sender:
             if not batch:
                 break
             ctx = self.idle.pop()
+            request = wire.batch_frame(self.edge_id, self.secret, batch)
             try:
-                ctx.send(wire.batch_frame(self.edge_id, self.secret, batch))
+                ctx.send(request)
             except pynng.NNGException as exc:
                 self.idle.append(ctx)
                 self._back_to_pending(batch, f"send failed: {exc}", backoff=False)
                 break
-            self.in_flight.append((ctx, batch))
+            self.in_flight.append((ctx, batch, request))
         if not self.in_flight:
             return 0
-        ctx, batch = self.in_flight.popleft()
+        ctx, batch, request = self.in_flight.popleft()
         try:
-            return self._receive(ctx, batch)
+            return self._receive(ctx, batch, request)
         finally:
             self.idle.append(ctx)
 
     def _drain_in_flight(self):
         acked = 0
         while self.in_flight:
-            ctx, batch = self.in_flight.popleft()
-            acked += self._receive(ctx, batch)
+            ctx, batch, request = self.in_flight.popleft()
+            acked += self._receive(ctx, batch, request)
             self.idle.append(ctx)
         return acked
 
@@ -123,9 +134,9 @@ class Sender:
                                    f"attempts = attempts + 1 WHERE id IN ({', '.join(['%s'] * len(ids))})", [now, *ids])
         return batch
 
-    def _receive(self, ctx, batch):
+    def _receive(self, ctx, batch, request):
         try:
-            codes, reasons = wire.read_reply(ctx.recv(), self.edge_id, self.secret, len(batch))
+            codes, reasons = wire.read_reply(ctx.recv(), request, self.secret, len(batch))
         except pynng.Timeout:
             self.totals["timeouts"] += 1
             self._link_checked = 0.0
@@ -137,7 +148,13 @@ class Sender:
             log.warning("batch of %d not delivered: %s", len(batch), exc)
             return 0
         except wire.ProtocolError as exc:
-            if exc.reason in wire.TRANSIENT:
+            if not exc.trusted:
+                # Not provably the cloud's answer to this request: never act on what it says.
+                self.totals["untrusted"] += 1
+                self._back_to_pending(batch, "", backoff=False)
+                self.pause_until = time.monotonic() + UNTRUSTED_PAUSE_SECONDS
+                log.warning("reply to a batch of %d not trusted (%s); sending again shortly", len(batch), exc)
+            elif exc.reason in wire.TRANSIENT:
                 # Nothing wrong with the data: send it again as soon as the cloud recovers.
                 self._back_to_pending(batch, "", backoff=False)
                 self.pause_until = time.monotonic() + TRANSIENT_PAUSE_SECONDS
@@ -198,7 +215,7 @@ class Sender:
 
     def close(self):
         """Put what is still in flight back to PENDING (it will be sent again), then close the socket."""
-        for _, batch in self.in_flight:
+        for _, batch, _ in self.in_flight:
             self._back_to_pending(batch, "", backoff=False)
         self.in_flight.clear()
         for ctx in self.contexts:

@@ -6,13 +6,15 @@ these catch the mistakes that span several, with one clear message each.
 
 import os
 import shutil
+from pathlib import Path
 
 from django.conf import settings
 from django.core.checks import Error, Tags, Warning, register
 from redis.connection import parse_url
 
-from cloud_app.secrets import edge_secrets_text, parse_edge_secrets
+from cloud_app.secrets import MIN_SECRET_BYTES, edge_secrets_text, parse_edge_secrets, weak_secrets
 from edge_app.budget import BYTES_PER_TUPLE, budget_folder
+from fogsite.env import is_loopback
 
 LOOPBACK = {"127.0.0.1", "localhost", "::1", "[::1]", "ip6-localhost"}
 
@@ -57,7 +59,7 @@ def check_pipeline_settings(app_configs, **kwargs):
         text = edge_secrets_text(settings.FOG_EDGE_SECRETS, settings.FOG_EDGE_SECRETS_FILE)
     except OSError as exc:
         errors.append(Error(f"FOG_EDGE_SECRETS_FILE can't be read: {exc.strerror}", id="fog.E006"))
-    _, problems = parse_edge_secrets(text)
+    pairs, problems = parse_edge_secrets(text)
     if problems:
         errors.append(
             Error(
@@ -75,6 +77,44 @@ def check_pipeline_settings(app_configs, **kwargs):
             )
         )
     errors += _check_budget()
+    return errors + _link_security(pairs)
+
+
+def _link_security(pairs):
+    """Secrets and TLS: reported by every `check`, since runcloud refuses the same mistakes at start."""
+    errors = []
+    public = not is_loopback(settings.FOG_CLOUD_BIND)
+    weak = weak_secrets(pairs, settings.DEV_EDGE_SECRET)
+    if public and weak:
+        errors.append(
+            Error(
+                f"The cloud binds to {settings.FOG_CLOUD_BIND}, beyond loopback, and the secrets of edges "
+                f"{', '.join(weak)} are the development default or shorter than {MIN_SECRET_BYTES} bytes.",
+                hint="Anyone who can reach the port could guess them; give each edge a random secret "
+                "(python -c 'import secrets; print(secrets.token_urlsafe(32))'). runcloud refuses to start.",
+                id="fog.E010",
+            )
+        )
+    if public and not settings.FOG_CLOUD_TLS_CERT:
+        errors.append(
+            Warning(
+                f"The cloud binds to {settings.FOG_CLOUD_BIND}, beyond loopback, without TLS.",
+                hint="Household power readings would cross the network in clear text; set FOG_CLOUD_TLS_CERT "
+                "and FOG_TLS_CA (manage.py makecerts). runcloud refuses unless --insecure-plaintext.",
+                id="fog.W010",
+            )
+        )
+    for name in ("FOG_TLS_CA", "FOG_CLOUD_TLS_CERT", "FOG_EDGE_TLS_CERT"):
+        path = getattr(settings, name)
+        if path and not Path(path).is_file():
+            errors.append(Error(f"{name}={path}: no such file.", hint="manage.py makecerts writes them.",
+                                id="fog.E011"))
+    if settings.FOG_TLS_MUTUAL and not settings.FOG_TLS_CA:
+        errors.append(Error("FOG_TLS_MUTUAL is on but FOG_TLS_CA is not set.",
+                            hint="The cloud needs the CA that signed the edges' certificates.", id="fog.E012"))
+    if settings.FOG_EDGE_TLS_CERT and not settings.FOG_TLS_CA:
+        errors.append(Error("FOG_EDGE_TLS_CERT is set but FOG_TLS_CA is not: the edge would not use TLS.",
+                            hint="Set FOG_TLS_CA to the CA that signed the cloud's certificate.", id="fog.E013"))
     return errors
 
 
@@ -104,14 +144,6 @@ def check_pipeline_secrets(app_configs, **kwargs):
                 "FOG_EDGE_SECRET is the development default.",
                 hint="Set FOG_EDGE_SECRET (and the matching entry in FOG_EDGE_SECRETS on the cloud).",
                 id="fog.W002",
-            )
-        )
-    if settings.FOG_CLOUD_BIND not in LOOPBACK and settings.FOG_EDGE_SECRET == settings.DEV_EDGE_SECRET:
-        errors.append(
-            Error(
-                f"The cloud binds to {settings.FOG_CLOUD_BIND}, beyond loopback, with the development edge secret.",
-                hint="Anyone who can reach the port could deliver tuples; set real secrets first.",
-                id="fog.E005",
             )
         )
     return errors

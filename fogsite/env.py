@@ -179,3 +179,12 @@ def env_timezone(name, default):
         raise SettingError(f"{name}={value!r}: expected a time zone name such as Europe/Berlin or UTC") from None
     return value
 
+
+def is_loopback(host):
+    """True for an address only this machine can reach (127.0.0.0/8, ::1, localhost)."""
+    if host.strip("[]") == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False  # a host name: it may resolve to anything

@@ -76,6 +76,14 @@ FOG_EDGE_BUDGET_TUPLES = env_int("FOG_EDGE_BUDGET_TUPLES", 0, minimum=0)
 FOG_EDGE_BUDGET_LOW_WATER_PERCENT = env_int("FOG_EDGE_BUDGET_LOW_WATER_PERCENT", 80, minimum=1, maximum=99)
 FOG_EDGE_RETENTION_MARGIN_HOURS = env_float("FOG_EDGE_RETENTION_MARGIN_HOURS", 6.0, minimum=0)
 FOG_PRICE_EUR_PER_KWH = env_float("FOG_PRICE_EUR_PER_KWH", 0.30, minimum=0)
+# TLS on the link (docs/SECURITY.md). The cloud speaks tls+tcp when it has a
+# certificate, an edge when it has the CA to verify the cloud with.
+FOG_TLS_CA = env_str("FOG_TLS_CA", "")
+FOG_CLOUD_TLS_CERT = env_str("FOG_CLOUD_TLS_CERT", "")
+FOG_EDGE_TLS_CERT = env_str("FOG_EDGE_TLS_CERT", "")
+FOG_TLS_MUTUAL = env_bool("FOG_TLS_MUTUAL", False)
+FOG_TLS_SERVER_NAME = env_host("FOG_TLS_SERVER_NAME", FOG_CLOUD_HOST)
+FOG_CLOUD_MAX_CONNECTIONS = env_int("FOG_CLOUD_MAX_CONNECTIONS", 64, minimum=1, maximum=100_000)
 
 # --- Django ---------------------------------------------------------------
 INSTALLED_APPS = [

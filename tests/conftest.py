@@ -115,16 +115,17 @@ class CloudThread:
     """A real CloudServer on real pynng sockets and a real Redis, in a thread of its own."""
 
     def __init__(self, redis_url, prefix, secrets, legacy_edge=None, publish=False, ports=None,
-                 households_per_edge=None):
+                 households_per_edge=None, tls=None, max_connections=None):
         import threading
 
         from fogwire.limits import DEFAULT_HOUSEHOLDS_PER_EDGE
 
         self.redis_url, self.prefix, self.secrets = redis_url, prefix, secrets
         self.households_per_edge = households_per_edge or DEFAULT_HOUSEHOLDS_PER_EDGE
-        self.legacy_edge, self.publish = legacy_edge, publish
+        self.legacy_edge, self.publish, self.tls, self.max_connections = legacy_edge, publish, tls, max_connections
         hb, data = ports or (_free_port(), _free_port())
-        self.hb_addr, self.data_addr = f"tcp://127.0.0.1:{hb}", f"tcp://127.0.0.1:{data}"
+        scheme = "tls+tcp" if tls else "tcp"
+        self.hb_addr, self.data_addr = f"{scheme}://127.0.0.1:{hb}", f"{scheme}://127.0.0.1:{data}"
         self.ready, self.server, self.error = threading.Event(), None, None
         self.thread = threading.Thread(target=self._run, daemon=True)
 
@@ -151,10 +152,11 @@ class CloudThread:
             from channels.layers import get_channel_layer
             layer = get_channel_layer()
         store = CloudStore(client, self.prefix, self.households_per_edge)
-        self.server = CloudServer(store, self.secrets, legacy_edge=self.legacy_edge,
-                                  channel_layer=layer)
+        self.server = CloudServer(store, self.secrets, legacy_edge=self.legacy_edge, channel_layer=layer,
+                                  max_connections=self.max_connections or settings.FOG_CLOUD_MAX_CONNECTIONS)
         self.loop, self.stop_event = asyncio.get_running_loop(), asyncio.Event()
-        serving = asyncio.create_task(self.server.serve(self.hb_addr, self.data_addr, self.stop_event, workers=4))
+        serving = asyncio.create_task(self.server.serve(self.hb_addr, self.data_addr, self.stop_event, workers=4,
+                                                        tls=self.tls))
         await asyncio.sleep(0.2)
         self.ready.set()
         await serving
@@ -346,11 +348,24 @@ def cloud_settings(settings, redis_url, cloud_prefix):
     reader.cache_clear()
 
 
-def store_through_cloud(cloud, rows, edge=EDGE_ID, secret=EDGE_SECRET):
-    """Deliver rows the way an edge does, through the real cloud server; returns the postal codes."""
+def deliver(cloud, rows, edge=EDGE_ID, secret=EDGE_SECRET):
+    """(postal codes, reasons) for rows delivered the way an edge does, through the real cloud server."""
     from fogwire import protocol as wire
 
-    codes, reasons = wire.read_reply(cloud.request(wire.batch_frame(edge, secret, rows)), edge, secret, len(rows))
+    request = wire.batch_frame(edge, secret, rows)
+    return wire.read_reply(cloud.request(request), request, secret, len(rows))
+
+
+def refusal(reply):
+    """The reason an error reply names (whoever tagged it, or nobody)."""
+    from fogwire import protocol as wire
+
+    return wire.read_error(reply)[0]
+
+
+def store_through_cloud(cloud, rows, edge=EDGE_ID, secret=EDGE_SECRET):
+    """Deliver rows the way an edge does, through the real cloud server; returns the postal codes."""
+    codes, reasons = deliver(cloud, rows, edge, secret)
     assert reasons == [""] * len(rows)
     return codes
 
@@ -387,3 +402,71 @@ def publishing_cloud(cloud_settings, redis_url, cloud_prefix):
     cloud = CloudThread(redis_url, cloud_prefix, {EDGE_ID: EDGE_SECRET}, publish=True).start()
     yield cloud
     cloud.stop()
+
+
+class FakeCloud:
+    """A pynng Rep socket on a free port that answers each request with `answer(request)`, in a thread.
+
+    Stands where the cloud should be, to show what the edge does with replies
+    a real cloud never sends. `served` lists the requests answered.
+    """
+
+    def __init__(self, answer):
+        import threading
+
+        import pynng
+
+        self.answer, self.served = answer, []
+        self.address = f"tcp://127.0.0.1:{_free_port()}"
+        self.sock = pynng.Rep0(listen=self.address)
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+
+    def _serve(self):
+        import pynng
+
+        try:
+            while True:
+                request = self.sock.recv()
+                self.sock.send(self.answer(request))
+                self.served.append(request)
+        except pynng.NNGException:
+            pass  # closed
+
+    def __enter__(self):
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.sock.close()
+        self.thread.join(5)
+
+
+def edge_sender(address, **options):
+    """A Sender for EDGE_ID on `address`, its link marked up so it sends at once (needs the django_db mark)."""
+    from edge_app.models import EdgeStatus
+    from edge_app.sender import Sender
+
+    sender = Sender(edge_id=EDGE_ID, secret=EDGE_SECRET, address=address, **options)
+    EdgeStatus.objects.filter(edge_id=EDGE_ID).update(connected=True)
+    sender._link_checked = -1e9
+    return sender
+
+
+def add_pending(count, households=40, base_ms=1_577_142_000_000):
+    """`count` PENDING tuples in the edge database, consecutive windows over `households` households."""
+    from edge_app.models import WindowAggregate
+
+    WindowAggregate.objects.bulk_create([
+        WindowAggregate(household=f"house-{i % households}", window_start=base_ms + i * 5000,
+                        window_end=base_ms + i * 5000 + 5000, day="2019-12-24", average_w=100.0 + i % 13, readings=3)
+        for i in range(count)])
+
+
+def send_until_all_acked(sender, timeout=60):
+    """Run the sender's rounds until no tuple is left unacknowledged; False if that takes longer than `timeout`."""
+    from edge_app.models import Status, WindowAggregate
+
+    def all_acked():
+        sender.handle_one_round()
+        return not WindowAggregate.objects.exclude(status=Status.ACKED).exists()
+    return wait_for(all_acked, timeout=timeout, interval=0.05)

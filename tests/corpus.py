@@ -1,7 +1,8 @@
 """The bad-input corpus: every malformed input the pipeline must refuse clearly, in one place.
 
-Kafka messages (the ingest counts and skips them), cloud frames v2 (a refusal
-reason for the frame, or per tuple) and legacy v1 (an ERROR reply), and CSV
+Kafka messages (the ingest counts and skips them), cloud frames v3 (a refusal
+reason for the frame, or per tuple; heartbeats too) and legacy v1 (an ERROR
+reply, never echoing more than a little of the input), and CSV
 lines and files (DataError naming file and line). The per-feature tests
 and test_it_survives_the_bad_input_corpus.py both draw from here.
 """
@@ -50,7 +51,7 @@ KAFKA_MESSAGES = {
 
 
 def _columns(**override):
-    payload = {"v": 2, "kind": "batch", "id": [1], "hh": ["h"], "ws": [T0], "we": [T0 + 5000], "avg": [1.5], "n": [2]}
+    payload = {"id": [1], "hh": ["h"], "ws": [T0], "we": [T0 + 5000], "avg": [1.5], "n": [2]}
     payload.update(override)
     return payload
 
@@ -59,25 +60,58 @@ def _one_row():
     return [(0, "h-0", T0, T0 + 5000, 100.0, 3)]
 
 
-V2_FRAMES = {
+def _batch(payload):
+    return wire.seal(wire.KIND_BATCH, EDGE_ID, EDGE_SECRET, payload)
+
+
+def _tagged_as(frame, kind):
+    """`frame` with its tag made for another kind (and so, maybe, the other direction)."""
+    parts = wire.split(frame)
+    tag = wire._tag(EDGE_SECRET, kind, parts.head, parts.body)
+    return frame[:len(frame) - len(parts.body) - wire.TAG_BYTES] + tag + parts.body
+
+
+def _raw(kind, body, edge=EDGE_ID):
+    """A frame with a correct tag over any body bytes."""
+    head = bytes((kind, len(edge))) + edge.encode() + bytes(wire.NONCE_BYTES)
+    return wire.MAGIC + head + wire._tag(EDGE_SECRET, kind, head, body) + body
+
+
+FRAMES = {
     "garbage": (b"\x00\xffnot a frame at all", wire.R_BAD_FRAME),
     "empty": (b"", wire.R_BAD_FRAME),
-    "truncated header": (wire.MAGIC + b"\x09edge", wire.R_BAD_FRAME),
-    "edge id with a bar": (wire.MAGIC + b"\x03a|b" + bytes(wire.TAG_BYTES) + b"\x80", wire.R_BAD_FRAME),
+    "truncated header": (wire.MAGIC + b"\x03\x09edge", wire.R_BAD_FRAME),
+    "edge id with a bar": (wire.MAGIC + b"\x03\x03a|b" + bytes(wire.NONCE_BYTES + wire.TAG_BYTES) + b"\x80",
+                           wire.R_BAD_FRAME),
+    "a future version": (b"FOG9" + bytes(60), wire.R_BAD_VERSION),
     "unknown edge": (wire.batch_frame("edge-nobody", EDGE_SECRET, _one_row()), wire.R_UNKNOWN_EDGE),
     "wrong secret": (wire.batch_frame(EDGE_ID, "not-the-secret", _one_row()), wire.R_BAD_TAG),
-    "wrong version": (wire.seal(EDGE_ID, EDGE_SECRET, {**_columns(), "v": 1}), wire.R_BAD_VERSION),
-    "body not msgpack": (wire.MAGIC + bytes([len(EDGE_ID)]) + EDGE_ID.encode()
-                         + wire._tag(EDGE_SECRET.encode(), EDGE_ID.encode(), b"\xc1\xc1") + b"\xc1\xc1",
-                         wire.R_BAD_BODY),
-    "body a list": (wire.seal(EDGE_ID, EDGE_SECRET, [1, 2]), wire.R_BAD_BODY),
-    "wrong kind": (wire.seal(EDGE_ID, EDGE_SECRET, _columns(kind="hb")), wire.R_BAD_BODY),
-    "missing column": (wire.seal(EDGE_ID, EDGE_SECRET, {k: v for k, v in _columns().items() if k != "avg"}),
-                       wire.R_BAD_BODY),
-    "string power": (wire.seal(EDGE_ID, EDGE_SECRET, _columns(avg=["12.5"])), wire.R_BAD_BODY),
-    "float id": (wire.seal(EDGE_ID, EDGE_SECRET, _columns(id=[1.0])), wire.R_BAD_BODY),
-    "columns of unequal length": (wire.seal(EDGE_ID, EDGE_SECRET, _columns(id=[1, 2])), wire.R_BAD_BODY),
+    "a heartbeat on the data port": (wire.heartbeat(EDGE_ID, EDGE_SECRET), wire.R_WRONG_KIND),
+    "the cloud's reply sent back in": (wire.reply_frame(EDGE_ID, EDGE_SECRET, bytes(16), ["80331"], [""]),
+                                       wire.R_WRONG_KIND),
+    "unknown kind": (wire.MAGIC + b"\x09" + bytes(60), wire.R_WRONG_KIND),
+    "tagged for the other direction": (_tagged_as(wire.batch_frame(EDGE_ID, EDGE_SECRET, _one_row()),
+                                                  wire.KIND_REPLY), wire.R_BAD_TAG),
+    "body not msgpack": (_raw(wire.KIND_BATCH, b"\xc1\xc1"), wire.R_BAD_BODY),
+    "body a list": (_batch([1, 2]), wire.R_BAD_BODY),
+    "missing column": (_batch({k: v for k, v in _columns().items() if k != "avg"}), wire.R_BAD_BODY),
+    "string power": (_batch(_columns(avg=["12.5"])), wire.R_BAD_BODY),
+    "float id": (_batch(_columns(id=[1.0])), wire.R_BAD_BODY),
+    "columns of unequal length": (_batch(_columns(id=[1, 2])), wire.R_BAD_BODY),
     "empty batch": (wire.batch_frame(EDGE_ID, EDGE_SECRET, []), wire.R_EMPTY),
+    "too many tuples": (_batch({name: [value[0]] * (wire.MAX_BATCH_TUPLES + 1) for name, value in _columns().items()}),
+                        wire.R_TOO_MANY),
+}
+
+# Frames on the heartbeat port: each refused, the edge's record untouched.
+HEARTBEATS = {
+    "wrong secret": (wire.heartbeat(EDGE_ID, "wrong"), wire.R_BAD_TAG),
+    "a minute old": (wire.heartbeat(EDGE_ID, EDGE_SECRET, now_ms=1), wire.R_STALE),
+    "time a string": (wire.seal(wire.KIND_HEARTBEAT, EDGE_ID, EDGE_SECRET, {"ts": "now", "backlog": 1}),
+                      wire.R_BAD_BODY),
+    "a batch on the heartbeat port": (wire.batch_frame(EDGE_ID, EDGE_SECRET, _one_row()), wire.R_WRONG_KIND),
+    "the cloud's answer sent back in": (wire.heartbeat_reply(EDGE_ID, EDGE_SECRET, bytes(16)), wire.R_WRONG_KIND),
+    "oversized": (wire.MAGIC + bytes((wire.KIND_HEARTBEAT,)) + bytes(wire.MAX_HEARTBEAT_BYTES), wire.R_TOO_LARGE),
 }
 
 V2_TUPLES = {
@@ -129,6 +163,9 @@ LEGACY_V1 = {
     "node_id missing": (b'{"id": 1, "average": 2.5}', b"ERROR: bad-household"),
     "average 1e308": (b'{"id": 1, "node_id": "h", "average": 1e308}', b"ERROR: implausible-power"),
     "node_id with a bar": (b'{"id": 1, "node_id": "a|b", "average": 2.5}', b"ERROR: bad-household"),
+    "node_id of a megabyte": (json.dumps({"id": 1, "node_id": "x" * 1_000_000, "average": 1.0}).encode(),
+                              b"ERROR: bad-household"),
+    "id beyond 64 bits": (json.dumps({"id": 2**70, "node_id": "h", "average": 1.0}).encode(), b"ERROR: bad-body"),
 }
 
 CSV_LINES = {
@@ -150,5 +187,5 @@ CSV_FILES = {
     "headers only": (GEM_HEADER, "no readings after the two header lines"),
 }
 
-SIZE = sum(map(len, (KAFKA_MESSAGES, V2_FRAMES, V2_TUPLES, LEGACY_V1, CSV_LINES, CSV_FILES, STORE_REFUSALS,
+SIZE = sum(map(len, (KAFKA_MESSAGES, FRAMES, HEARTBEATS, V2_TUPLES, LEGACY_V1, CSV_LINES, CSV_FILES, STORE_REFUSALS,
                      API_QUERIES)))

@@ -138,9 +138,16 @@ def test_it_refuses_to_trust_a_cloud_that_does_not_know_its_secret(edge, ports, 
     cloud = CloudThread(redis_url, cloud_prefix, {EDGE_ID: "another-secret"}, ports=ports).start()
     try:
         assert fresh(sender).handle_one_round() == 0
+        assert not any(beat.handle_one_beat() for _ in range(3))
     finally:
         cloud.stop()
-    assert set(WindowAggregate.objects.values_list("refusal", flat=True)) == {"bad-tag"}
+    # The cloud's "bad-tag" is untagged (it could come from anyone): no backoff is recorded against the
+    # tuples, the sender only pauses briefly, and the link status says why.
+    assert set(WindowAggregate.objects.values_list("status", "refusal", "next_attempt_at")) == {
+        (Status.PENDING, "", None)}
+    assert sender.totals["untrusted"] == 1
+    status = EdgeStatus.objects.get(edge_id=EDGE_ID)
+    assert not status.connected and "bad-tag" in status.last_error
     assert not redis_client.exists(Keys(cloud_prefix).tuples(EDGE_ID))
 
 

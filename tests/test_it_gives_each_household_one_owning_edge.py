@@ -5,13 +5,13 @@ import pytest
 
 from cloud_app.store import Keys, Record
 from fogwire import protocol as wire
-from tests.conftest import EDGE_ID, EDGE_SECRET, CloudThread, make_rows
+from tests.conftest import EDGE_ID, EDGE_SECRET, CloudThread, deliver, make_rows
 
 OTHER, OTHER_SECRET = "edge-other", "other-secret"
 
 
 def _send(cloud, rows, edge=EDGE_ID, secret=EDGE_SECRET):
-    return wire.read_reply(cloud.request(wire.batch_frame(edge, secret, rows)), edge, secret, len(rows))
+    return deliver(cloud, rows, edge, secret)
 
 
 def test_it_refuses_another_edges_tuples_for_a_household_it_does_not_own(cloud, redis_client, client, cloud_settings):

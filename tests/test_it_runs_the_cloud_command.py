@@ -40,8 +40,9 @@ def test_it_stops_within_five_seconds_of_sigterm(services, tmp_path):
         with pynng.Req0(dial=f"tcp://127.0.0.1:{hb}", recv_timeout=2000) as sock:
             def answers():
                 try:
-                    sock.send(wire.heartbeat("e1", "Zq7-unlogged-secret"))
-                    return wire.open_frame(sock.recv(), {"e1": "Zq7-unlogged-secret"}.get)[0] == "e1"
+                    beat = wire.heartbeat("e1", "Zq7-unlogged-secret")
+                    sock.send(beat)
+                    return "ts" in wire.open_reply(sock.recv(), beat, "Zq7-unlogged-secret", wire.KIND_HEARTBEAT)
                 except pynng.NNGException:
                     return False
             assert wait_for(answers, timeout=20, interval=0.2)

@@ -9,7 +9,7 @@ from edge_app.models import EdgeStatus, Status, WindowAggregate
 from edge_app.sender import Sender
 from fogsite.reconcile import reconcile
 from fogwire import protocol as wire
-from tests.conftest import EDGE_ID, EDGE_SECRET, CloudThread, wait_for
+from tests.conftest import EDGE_ID, EDGE_SECRET, CloudThread, deliver, wait_for
 
 T0 = 1_577_142_000_000
 
@@ -82,8 +82,7 @@ def test_it_sets_aside_tuples_of_a_household_another_edge_owns(delivery, redis_c
     cloud, sender = delivery
     cloud.server.secrets["edge-first"] = "first-secret"
     rows = [(1, "house-2", T0 - 5000, T0, 1.0, 1)]
-    wire.read_reply(cloud.request(wire.batch_frame("edge-first", "first-secret", rows)), "edge-first",
-                    "first-secret", 1)
+    deliver(cloud, rows, "edge-first", "first-secret")
     _add(8)
     assert _drain(sender) == 8
     refused = WindowAggregate.objects.filter(status=Status.REFUSED)

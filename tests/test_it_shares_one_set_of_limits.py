@@ -9,9 +9,8 @@ import pytest
 from edge_app.ingest import MalformedReading, parse_reading
 from edge_app.windows import WindowBook
 from fogwire import limits
-from fogwire import protocol as wire
 from simulation.sources import DataError, read_csv
-from tests.conftest import EDGE_ID, EDGE_SECRET, reading, write_gem_csv
+from tests.conftest import deliver, reading, write_gem_csv
 
 LONGEST_ID = "a-Z.0_9:@" * 14 + "x" * 2  # 128 characters of the whole alphabet
 
@@ -42,8 +41,7 @@ def test_it_stores_in_the_cloud_every_window_the_edge_accepts_at_the_boundaries(
     windows = _edge_windows(_boundary_readings(now_ms), now_ms, window_seconds * 1000)
     assert len(windows) >= 3
     rows = [(i, w.household, w.start, w.end, w.average, w.count) for i, w in enumerate(windows)]
-    codes, reasons = wire.read_reply(cloud.request(wire.batch_frame(EDGE_ID, EDGE_SECRET, rows)), EDGE_ID,
-                                     EDGE_SECRET, len(rows))
+    codes, reasons = deliver(cloud, rows)
     assert reasons == [""] * len(rows) and all(codes)
 
 
@@ -67,7 +65,7 @@ def test_it_refuses_a_value_beyond_a_limit_on_the_edge_and_in_the_cloud(name, cl
         parse_reading(reading(household, ts, power)[1], int(time.time() * 1000))
     start = ts - ts % 5000
     rows = [(1, household, start, start + 5000, power, 1)]
-    _, reasons = wire.read_reply(cloud.request(wire.batch_frame(EDGE_ID, EDGE_SECRET, rows)), EDGE_ID, EDGE_SECRET, 1)
+    _, reasons = deliver(cloud, rows)
     assert reasons == [cloud_reason]
 
 
@@ -80,7 +78,7 @@ def test_it_refuses_times_beyond_the_limits_on_the_edge_and_in_the_cloud(cloud):
     too_late = now_ms + limits.FUTURE_SLACK_MS + limits.CLOCK_SKEW_MS + 5000
     rows = [(1, "h", too_early, too_early + 5000, 1.0, 1), (2, "h", too_late, too_late + 5000, 1.0, 1),
             (3, "h", too_late - 2 * limits.MAX_WINDOW_MS, too_late, 1.0, 1)]
-    _, reasons = wire.read_reply(cloud.request(wire.batch_frame(EDGE_ID, EDGE_SECRET, rows)), EDGE_ID, EDGE_SECRET, 3)
+    _, reasons = deliver(cloud, rows)
     assert reasons == [limits.R_BAD_WINDOW, limits.R_FUTURE, limits.R_BAD_WINDOW]
 
 

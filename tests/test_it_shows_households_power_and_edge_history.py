@@ -86,7 +86,7 @@ def test_it_records_an_edges_backlog_acks_and_offline_periods(client, cloud_sett
         client_ = aioredis.Redis.from_url(redis_url)
         store = CloudStore(client_, cloud_prefix)
         for at, backlog in beats:
-            await store.heartbeat("edge-h", backlog, now_ms=at)
+            await store.heartbeat("edge-h", {"backlog": backlog}, now_ms=at)
         await client_.aclose()
 
     asyncio.run(beat())

@@ -44,3 +44,40 @@ def test_it_refuses_v1_when_legacy_is_off(cloud):
     with pynng.Req0(dial=cloud.hb_addr, recv_timeout=3000) as heartbeat:
         heartbeat.send(b"heartbeat")
         assert heartbeat.recv() != b"ack"
+
+
+# --- finding 7: legacy v1 is opt-in, loud, loopback-only and bounded -----------------------------------
+
+
+def test_it_cuts_echoed_input_short_and_applies_the_v2_limits(legacy_cloud, redis_client):
+    with pynng.Req0(dial=legacy_cloud.data_addr, recv_timeout=3000) as data:
+        data.send(json.dumps({"id": 3, "node_id": "n" * 1_000_000, "average": 1.0}).encode())
+        reply = data.recv()
+        assert reply.startswith(b"ERROR: bad-household") and len(reply) <= 200
+        data.send(json.dumps({"id": 4, "node_id": "tab\there", "average": 1.0}).encode())  # a v2 check
+        assert data.recv().startswith(b"ERROR: bad-household")
+    assert not redis_client.exists(f"{legacy_cloud.prefix}t:old-edge")
+
+
+def _runcloud(*args, env):
+    from tests.conftest import _free_port, run_manage
+
+    return run_manage("runcloud", "--until", "1", "--heartbeat-port", str(_free_port()), "--data-port",
+                      str(_free_port()), "--legacy-v1", *args, env={"FOG_CLOUD_KEY_PREFIX": "test:legacy:", **env})
+
+
+def test_it_warns_at_start_that_anyone_can_deliver(services):
+    result = _runcloud(env={})
+    assert result.returncode == 0, result.stderr
+    assert "WARNING" in result.stderr and "ANYONE who can reach" in result.stderr
+
+
+def test_it_refuses_a_legacy_id_that_is_a_v2_edges():
+    result = _runcloud("--legacy-edge-id", "edge-7", env={"FOG_EDGE_SECRETS": f"edge-7:{'s' * 32}"})
+    assert result.returncode == 1 and "is a v2 edge's id" in result.stderr
+
+
+def test_it_keeps_legacy_on_loopback_unless_told():
+    env = {"FOG_EDGE_SECRETS": f"edge-7:{'s' * 32}"}
+    result = _runcloud("--bind", "0.0.0.0", "--insecure-plaintext", env=env)
+    assert result.returncode == 1 and "--legacy-v1-public" in result.stderr

@@ -8,7 +8,7 @@ import redis.asyncio as aioredis
 
 from cloud_app.store import CloudStore, Keys, StoreRefused
 from fogwire import protocol as wire
-from tests.conftest import EDGE_ID, EDGE_SECRET, make_rows
+from tests.conftest import EDGE_ID, deliver, make_rows
 
 
 def _snapshot(redis_client, prefix):
@@ -20,8 +20,7 @@ def test_it_refuses_two_huge_averages_and_stores_the_rest_of_the_batch(cloud, re
     rows = make_rows(6)
     rows[1] = rows[1][:4] + (1e308, 3)
     rows[4] = rows[4][:4] + (1e308, 3)
-    codes, reasons = wire.read_reply(cloud.request(wire.batch_frame(EDGE_ID, EDGE_SECRET, rows)), EDGE_ID,
-                                     EDGE_SECRET, len(rows))
+    codes, reasons = deliver(cloud, rows)
     assert reasons == ["", wire.R_TOO_POWERFUL, "", "", wire.R_TOO_POWERFUL, ""]
     assert codes[1] == codes[4] == "" and all(codes[i] for i in (0, 2, 3, 5))
     assert sorted(int(k) for k in redis_client.hkeys(keys.tuples(EDGE_ID))) == [0, 2, 3, 5]

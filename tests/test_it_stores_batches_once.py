@@ -4,11 +4,7 @@ from cloud_app.postal import locate
 from cloud_app.store import Keys, Record
 from fogwire import protocol as wire
 from tests.conftest import EDGE_ID, EDGE_SECRET, make_rows
-
-
-def _send(cloud, rows, edge=EDGE_ID, secret=EDGE_SECRET):
-    reply = cloud.request(wire.batch_frame(edge, secret, rows))
-    return wire.read_reply(reply, edge, secret, len(rows))
+from tests.conftest import deliver as _send
 
 
 def _states(redis_client, prefix):
@@ -58,9 +54,8 @@ def test_it_keeps_two_edges_with_the_same_tuple_ids_apart(cloud, redis_client):
 
 
 def test_it_records_heartbeats_per_edge(cloud, redis_client):
-    reply = cloud.request(wire.heartbeat(EDGE_ID, EDGE_SECRET, backlog=42), data=False)
-    edge, payload = wire.open_frame(reply, {EDGE_ID: EDGE_SECRET}.get)
-    assert (edge, payload["kind"]) == (EDGE_ID, wire.KIND_HEARTBEAT)
+    beat = wire.heartbeat(EDGE_ID, EDGE_SECRET, backlog=42)
+    assert "ts" in wire.open_reply(cloud.request(beat, data=False), beat, EDGE_SECRET, wire.KIND_HEARTBEAT)
     assert redis_client.hget(Keys(cloud.prefix).edge(EDGE_ID), "backlog") == b"42"
 
 

@@ -8,9 +8,8 @@ import pytest
 import redis as redis_lib
 
 from cloud_app.store import DEFAULT_PREFIX, Keys
+from tests.conftest import EDGE_ID, EDGE_SECRET, CloudThread, _free_port, deliver, make_rows, wait_for
 from tooling.localservices import Paths, Redis
-from fogwire import protocol as wire
-from tests.conftest import EDGE_ID, EDGE_SECRET, CloudThread, _free_port, make_rows, wait_for
 
 
 @pytest.fixture
@@ -29,8 +28,7 @@ def test_it_keeps_every_acked_tuple_across_a_redis_kill(own_redis):
     try:
         for batch in range(20):
             rows = make_rows(250, start_id=batch * 250)
-            codes, reasons = wire.read_reply(cloud.request(wire.batch_frame(EDGE_ID, EDGE_SECRET, rows)),
-                                             EDGE_ID, EDGE_SECRET, len(rows))
+            codes, reasons = deliver(cloud, rows)
             acked += sum(1 for c in codes if c)
     finally:
         cloud.stop()

@@ -1,34 +1,105 @@
-"""The edge takes an ACK only from a reply tagged with its own secret and addressed to it."""
+"""The edge takes an ACK only from the cloud's reply to the very request it sent (finding 1, 2, 9).
+
+A reply must be tagged with the edge's secret in the cloud-to-edge
+direction and name the request's nonce; anything else is refused, and an
+error frame nobody can vouch for is never trusted.
+"""
 
 import pytest
 
 from fogwire import protocol as wire
 
 EDGE, SECRET = "edge-a", "secret-a"
+ROWS = [(1, "h", 1_577_142_000_000, 1_577_142_005_000, 10.0, 2), (2, "h", 1_577_142_005_000, 1_577_142_010_000, 11.0, 2)]
 
 
-def test_it_reads_a_genuine_reply():
-    frame = wire.reply_frame(EDGE, SECRET, ["80331", ""], ["", wire.R_NEGATIVE])
-    assert wire.read_reply(frame, EDGE, SECRET, 2) == (["80331", ""], ["", wire.R_NEGATIVE])
+def _request(rows=ROWS):
+    return wire.batch_frame(EDGE, SECRET, rows)
 
 
-@pytest.mark.parametrize("frame", [
-    wire.reply_frame(EDGE, "someone-else", ["80331"], [""]),  # forged: another secret
-    wire.reply_frame("edge-b", SECRET, ["80331"], [""]),  # meant for another edge
-    wire.seal(EDGE, None, {"v": 2, "kind": wire.KIND_REPLY, "plz": ["80331"], "why": [""]}),  # untagged
-])
-def test_it_refuses_a_reply_it_cannot_trust_as_an_ack(frame):
+def _nonce(frame):
+    return wire.split(frame).nonce
+
+
+def test_it_reads_the_genuine_reply_to_its_request():
+    request = _request()
+    reply = wire.reply_frame(EDGE, SECRET, _nonce(request), ["80331", ""], ["", wire.R_NEGATIVE])
+    assert wire.read_reply(reply, request, SECRET, 2) == (["80331", ""], ["", wire.R_NEGATIVE])
+
+
+def test_it_refuses_a_genuine_reply_to_an_earlier_request():
+    earlier, later = _request(), _request()  # the same tuples sent twice: still two requests
+    replayed = wire.reply_frame(EDGE, SECRET, _nonce(earlier), ["80331", "80331"], ["", ""])
     with pytest.raises(wire.ProtocolError) as refused:
-        wire.read_reply(frame, EDGE, SECRET, 1)
-    assert refused.value.reason == wire.R_BAD_TAG
+        wire.read_reply(replayed, later, SECRET, 2)
+    assert refused.value.reason == wire.R_NOT_THE_REPLY and not refused.value.trusted
 
 
-def test_it_raises_the_clouds_reason_for_an_error_reply():
+@pytest.mark.parametrize("name", ["another secret", "another edge", "untagged", "its own request bounced back"])
+def test_it_refuses_a_reply_it_cannot_trust_as_an_ack(name):
+    request = _request()
+    nonce = _nonce(request)
+    frame = {
+        "another secret": wire.reply_frame(EDGE, "someone-else", nonce, ["80331"] * 2, [""] * 2),
+        "another edge": wire.reply_frame("edge-b", SECRET, nonce, ["80331"] * 2, [""] * 2),
+        "untagged": wire.seal(wire.KIND_REPLY, EDGE, None, {"plz": ["80331"] * 2, "why": [""] * 2}, nonce=nonce),
+        "its own request bounced back": request,
+    }[name]
     with pytest.raises(wire.ProtocolError) as refused:
-        wire.read_reply(wire.error_frame(EDGE, wire.R_STORE_DOWN, "later"), EDGE, SECRET, 1)
-    assert refused.value.reason == wire.R_STORE_DOWN
+        wire.read_reply(frame, request, SECRET, 2)
+    assert refused.value.reason in (wire.R_BAD_TAG, wire.R_WRONG_KIND) and not refused.value.trusted
+
+
+def test_it_refuses_its_own_heartbeat_reflected_as_the_clouds_answer():
+    beat = wire.heartbeat(EDGE, SECRET, backlog=3)
+    with pytest.raises(wire.ProtocolError) as refused:
+        wire.open_reply(beat, beat, SECRET, wire.KIND_HEARTBEAT)
+    assert refused.value.reason == wire.R_WRONG_KIND
+    # Even with the kind byte changed, the tag is for the other direction.
+    parts = wire.split(beat)
+    forged = beat[:4] + bytes((wire.KIND_HEARTBEAT_REPLY,)) + beat[5:]
+    with pytest.raises(wire.ProtocolError) as refused:
+        wire.open_reply(forged, beat, SECRET, wire.KIND_HEARTBEAT)
+    assert refused.value.reason == wire.R_BAD_TAG and parts.nonce == wire.split(forged).nonce
+
+
+def test_it_trusts_only_a_tagged_error_that_names_its_request():
+    request = _request()
+    tagged = wire.error_frame(EDGE, _nonce(request), wire.R_STORE_DOWN, "later", SECRET)
+    untagged = wire.error_frame(EDGE, _nonce(request), wire.R_BAD_BODY, "from anyone")
+    for frame, trusted, reason in ((tagged, True, wire.R_STORE_DOWN), (untagged, False, wire.R_BAD_BODY)):
+        with pytest.raises(wire.ProtocolError) as refused:
+            wire.read_reply(frame, request, SECRET, 2)
+        assert (refused.value.reason, refused.value.trusted) == (reason, trusted)
 
 
 def test_it_refuses_a_reply_that_lists_another_number_of_tuples():
-    with pytest.raises(wire.ProtocolError, match="does not list 3 tuples"):
-        wire.read_reply(wire.reply_frame(EDGE, SECRET, ["80331"], [""]), EDGE, SECRET, 3)
+    request = _request()
+    with pytest.raises(wire.ProtocolError, match="does not list 2 tuples"):
+        wire.read_reply(wire.reply_frame(EDGE, SECRET, _nonce(request), ["80331"], [""]), request, SECRET, 2)
+
+
+def test_it_refuses_an_oversized_reply_before_decoding_it():
+    request = _request()
+    huge = wire.MAGIC + bytes((wire.KIND_REPLY,)) + bytes(wire.MAX_REPLY_BYTES)
+    with pytest.raises(wire.ProtocolError) as refused:
+        wire.read_reply(huge, request, SECRET, 2)
+    assert refused.value.reason == wire.R_TOO_LARGE
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_peer_that_bounces_heartbeats_back_never_brings_the_link_up():
+    """Finding 2 on real sockets: a mirror where the cloud should be answers every beat with the beat itself."""
+    from edge_app.link import Heartbeat
+    from edge_app.models import EdgeStatus
+    from tests.conftest import FakeCloud
+
+    with FakeCloud(lambda beat: beat) as mirror:
+        beat = Heartbeat(edge_id=EDGE, secret=SECRET, address=mirror.address, timeout_ms=500)
+        try:
+            answers = [beat.handle_one_beat() for _ in range(4)]
+        finally:
+            beat.close()
+    assert mirror.served and not any(answers)
+    status = EdgeStatus.objects.get(edge_id=EDGE)
+    assert not status.connected and wire.R_WRONG_KIND in status.last_error

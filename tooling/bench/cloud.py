@@ -31,7 +31,7 @@ async def _send_all(address, frames, in_flight):
                     frame = queue.pop()
                     await ctx.asend(frame)
                     reply = await ctx.arecv()
-                    if reply[:4] == wire.MAGIC and b"error" in reply[:80]:
+                    if reply[:4] == wire.MAGIC and reply[4] == wire.KIND_ERROR:
                         raise RuntimeError(f"cloud refused a benchmark batch: {reply[:200]!r}")
             finally:
                 ctx.close()

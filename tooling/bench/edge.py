@@ -8,7 +8,10 @@ of Kafka polling, parsing, the window book and storing into the figure.
 
 The measured work runs in a child process (`manage.py benchchild`) with a
 database file of its own, so a benchmark never touches the user's edge
-database; the cloud is a real `runcloud` process.
+database; the cloud is a real `runcloud` process. `drain` runs twice per
+size in the same run, plain tcp and then tls+tcp (certificates from
+fogsite.certs), and reports the TLS rate with the plain one as its
+baseline: the two runs differ only in TLS.
 """
 
 import json
@@ -43,11 +46,21 @@ def _child(kind, args, extra_env=None):
         shutil.rmtree(folder, ignore_errors=True)
 
 
-def _cloud(in_flight):
+def _tls_env(folder):
+    """Cloud and edge settings for TLS on loopback, with a fresh development CA in `folder`."""
+    from fogsite.certs import write_set
+
+    write_set(folder, ["127.0.0.1"], [])
+    return {"FOG_CLOUD_TLS_CERT": f"{folder}/cloud.pem", "FOG_TLS_CA": f"{folder}/ca.pem",
+            "FOG_TLS_SERVER_NAME": "127.0.0.1"}
+
+
+def _cloud(in_flight, tls_env=None):
     prefix = f"bench:{uuid.uuid4().hex[:8]}:"
     hb, data = free_port(), free_port()
     proc = manage("runcloud", "--heartbeat-port", str(hb), "--data-port", str(data), "--workers", str(in_flight * 2),
-                  "-v", "0", env={"FOG_CLOUD_KEY_PREFIX": prefix, "FOG_EDGE_SECRETS": f"{EDGE}:{SECRET}"})
+                  "-v", "0", env={"FOG_CLOUD_KEY_PREFIX": prefix, "FOG_EDGE_SECRETS": f"{EDGE}:{SECRET}",
+                                  **(tls_env or {})})
     wait_until(lambda: port_open("127.0.0.1", data), 30, "runcloud")
     return proc, prefix, hb, data
 
@@ -55,22 +68,35 @@ def _cloud(in_flight):
 def run_drain(tuples=100_000, batch=1000, in_flight=4, baseline_tuples=1000, out=print):
     figures = []
     sizes = tuples if isinstance(tuples, list) else [tuples]
-    for size in sizes:
-        cloud, prefix, hb, data = _cloud(in_flight)
-        try:
+    tls_folder = tempfile.mkdtemp(prefix="fog-bench-tls-")
+    try:
+        tls_env = _tls_env(tls_folder)
+        for size in sizes:
             out(f"drain: {size:,} PENDING tuples, batches of {batch}, {in_flight} in flight; "
-                f"baseline {baseline_tuples:,} tuples one request + one commit each")
-            result = _child("drain", {"tuples": size, "batch": batch, "in_flight": in_flight,
-                                      "baseline_tuples": baseline_tuples, "data_port": data})
-            figures.append(Figure(f"drain {size:,}", result["rate"], "tuples/s", result["baseline_rate"],
-                                  ">= 50,000 tuples/s", {"seconds": result["seconds"],
-                                                         "edge peak RSS MiB": result["rss_mib"],
-                                                         "cloud peak RSS MiB": round(peak_rss_mib(cloud.pid) or 0, 1),
-                                                         "us/tuple": round(1e6 / result["rate"], 1)}))
-        finally:
-            stop(cloud)
-            delete_prefix(settings.FOG_CLOUD_REDIS_URL, prefix)
+                f"baseline {baseline_tuples:,} tuples one request + one commit each; then the same over TLS")
+            plain = _drain_once(size, batch, in_flight, baseline_tuples, None)
+            figures.append(Figure(f"drain {size:,}", plain["rate"], "tuples/s", plain["baseline_rate"],
+                                  ">= 50,000 tuples/s", plain["extra"]))
+            tls = _drain_once(size, batch, in_flight, 0, tls_env)
+            figures.append(Figure(f"drain {size:,} over TLS", tls["rate"], "tuples/s", plain["rate"],
+                                  "reported beside plain (baseline: the plain run above)", tls["extra"]))
+    finally:
+        shutil.rmtree(tls_folder, ignore_errors=True)
     return figures
+
+
+def _drain_once(size, batch, in_flight, baseline_tuples, tls_env):
+    cloud, prefix, hb, data = _cloud(in_flight, tls_env)
+    try:
+        result = _child("drain", {"tuples": size, "batch": batch, "in_flight": in_flight,
+                                  "baseline_tuples": baseline_tuples, "data_port": data}, tls_env)
+        result["extra"] = {"seconds": result["seconds"], "edge peak RSS MiB": result["rss_mib"],
+                           "cloud peak RSS MiB": round(peak_rss_mib(cloud.pid) or 0, 1),
+                           "us/tuple": round(1e6 / result["rate"], 1)}
+        return result
+    finally:
+        stop(cloud)
+        delete_prefix(settings.FOG_CLOUD_REDIS_URL, prefix)
 
 
 def run_ingest(readings=500_000, households=1000, baseline_readings=20_000, client="both", profile=False,
@@ -144,10 +170,14 @@ def child_drain(tuples, batch, in_flight, baseline_tuples, data_port):
     from edge_app.sender import Sender
     from fogwire import protocol as wire
 
+    from edge_app.loops import cloud_tls
+    from fogwire.tls import address
+
     _seed(tuples)
     EdgeStatus.objects.update_or_create(edge_id=EDGE, defaults={"connected": True})
-    sender = Sender(edge_id=EDGE, secret=SECRET, address=f"tcp://127.0.0.1:{data_port}", batch=batch,
-                    in_flight=in_flight)
+    tls = cloud_tls()  # from FOG_TLS_CA, set only for the TLS run
+    sender = Sender(edge_id=EDGE, secret=SECRET, address=address("127.0.0.1", data_port, tls), batch=batch,
+                    in_flight=in_flight, tls=tls)
     time.sleep(0.3)  # let the socket dial
     started = time.perf_counter()
     while sender.handle_one_round():
@@ -157,6 +187,9 @@ def child_drain(tuples, batch, in_flight, baseline_tuples, data_port):
     if acked != tuples:
         raise RuntimeError(f"drain acknowledged {acked} of {tuples} tuples")
     sender.close()
+    if not baseline_tuples:
+        return {"rate": tuples / seconds, "seconds": round(seconds, 2), "baseline_rate": None,
+                "rss_mib": round(peak_rss_mib("self") or 0, 1)}
 
     # Baseline, the original prototype's pattern: one tuple, one request, one commit.
     _seed(baseline_tuples, first=tuples)
@@ -165,8 +198,9 @@ def child_drain(tuples, batch, in_flight, baseline_tuples, data_port):
         started = time.perf_counter()
         for row in WindowAggregate.objects.filter(status=Status.PENDING).values_list(
                 "id", "household", "window_start", "window_end", "average_w", "readings"):
-            sock.send(wire.batch_frame(EDGE, SECRET, [row]))
-            codes, _ = wire.read_reply(sock.recv(), EDGE, SECRET, 1)
+            request = wire.batch_frame(EDGE, SECRET, [row])
+            sock.send(request)
+            codes, _ = wire.read_reply(sock.recv(), request, SECRET, 1)
             with transaction.atomic(), connection.cursor() as cursor:
                 cursor.execute(f"UPDATE {table} SET status = 2, postal_code = %s WHERE id = %s", [codes[0], row[0]])
         base_seconds = time.perf_counter() - started

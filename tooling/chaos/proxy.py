@@ -49,17 +49,18 @@ class Proxy:
             writer.transport.abort()
             return
         self.writers.update((writer, up_writer))
-
-        async def pipe(source, sink):
-            try:
-                while chunk := await source.read(65536):
-                    sink.write(chunk)
-                    await sink.drain()
-            except (ConnectionError, OSError):
-                pass
-            finally:
-                sink.transport.abort()
-
-        await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))
+        await asyncio.gather(self._forward(reader, up_writer, to_client=False),
+                             self._forward(up_reader, writer, to_client=True))
         self.writers.discard(writer)
         self.writers.discard(up_writer)
+
+    async def _forward(self, source, sink, to_client):
+        """Copy one direction of a connection as it comes; a subclass may read and rewrite what passes."""
+        try:
+            while chunk := await source.read(65536):
+                sink.write(chunk)
+                await sink.drain()
+        except (ConnectionError, OSError):
+            pass
+        finally:
+            sink.transport.abort()

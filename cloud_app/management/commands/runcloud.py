@@ -12,7 +12,8 @@ LOG_LEVELS = {0: logging.WARNING, 1: logging.INFO, 2: logging.DEBUG, 3: logging.
 class Command(BaseCommand):
     help = (
         "Run the cloud node: pynng Rep sockets for heartbeats and data batches from edges, "
-        "stored in the cloud Redis before each reply. Stops cleanly on SIGINT/SIGTERM."
+        "stored in the cloud Redis before each reply; tls+tcp when FOG_CLOUD_TLS_CERT is set. Refuses a bind "
+        "beyond loopback with weak edge secrets or without TLS. Stops cleanly on SIGINT/SIGTERM."
     )
 
     def add_arguments(self, parser):
@@ -27,10 +28,17 @@ class Command(BaseCommand):
         parser.add_argument("--allow-volatile", action="store_true",
                             help="start even if the cloud Redis does not fsync every write (ACKs may then "
                             "cover data a Redis crash loses)")
+        parser.add_argument("--insecure-plaintext", action="store_true",
+                            help="allow a bind beyond loopback without TLS (readings then cross the network in "
+                            "clear text)")
         parser.add_argument("--legacy-v1", action="store_true",
-                            help="also answer the original prototype's v1 formats on the same ports")
+                            help="also answer the original prototype's v1 formats on the same ports (no "
+                            "authentication: anyone who can reach them can store tuples); loopback only")
+        parser.add_argument("--legacy-v1-public", action="store_true",
+                            help="allow --legacy-v1 on a bind beyond loopback")
         parser.add_argument("--legacy-edge-id", default="legacy",
-                            help="edge id under which v1 tuples are stored (default %(default)s)")
+                            help="edge id under which v1 tuples are stored; must not be a v2 edge's id "
+                            "(default %(default)s)")
         parser.add_argument("--until", type=float, default=None, metavar="SECONDS",
                             help="stop by itself after this many seconds (for tests and benchmarks)")
 
@@ -38,11 +46,14 @@ class Command(BaseCommand):
         logging.getLogger("fog").setLevel(LOG_LEVELS.get(options["verbosity"], logging.INFO))
         if options["heartbeat_port"] == options["data_port"]:
             raise CommandError("--heartbeat-port and --data-port must differ")
+        if options["legacy_v1_public"] and not options["legacy_v1"]:
+            raise CommandError("--legacy-v1-public only makes sense with --legacy-v1")
         try:
             counts = asyncio.run(run_cloud(
                 bind=options["bind"], heartbeat_port=options["heartbeat_port"], data_port=options["data_port"],
                 workers=options["workers"], allow_volatile=options["allow_volatile"],
                 legacy_edge=options["legacy_edge_id"] if options["legacy_v1"] else None, until=options["until"],
+                insecure_plaintext=options["insecure_plaintext"], legacy_public=options["legacy_v1_public"],
             ))
         except CloudStartError as exc:
             raise CommandError(str(exc)) from None

@@ -7,6 +7,7 @@ from django.core.management.base import BaseCommand, CommandError
 from edge_app.kafka_source import SOURCES
 from edge_app.loops import EdgeControl
 from edge_app.supervisor import EdgeStartError, Supervisor
+from fogwire.protocol import MAX_BATCH_TUPLES
 
 LOG_LEVELS = {0: logging.WARNING, 1: logging.INFO, 2: logging.DEBUG, 3: logging.DEBUG}
 
@@ -26,7 +27,7 @@ class Command(BaseCommand):
                             help="only enqueue the loops, for workers started with `manage.py rqworker edge`")
         parser.add_argument("--stop", action="store_true",
                             help="ask the loops of this edge (wherever they run) to stop, and exit")
-        parser.add_argument("--batch", type=int, default=1000, help="tuples per request to the cloud (default %(default)s)")
+        parser.add_argument("--batch", type=int, default=1000, help="tuples per request to the cloud, at most 5000 (default %(default)s)")
         parser.add_argument("--in-flight", type=int, default=4, help="requests to the cloud at once (default %(default)s)")
         parser.add_argument("--idle", type=float, default=10.0, metavar="SECONDS",
                             help="close a household's windows after this much wall-clock silence (default %(default)s)")
@@ -41,8 +42,8 @@ class Command(BaseCommand):
             EdgeControl(settings.FOG_EDGE_ID).request_stop()
             self.stdout.write("stop requested")
             return
-        if options["batch"] < 1 or options["in_flight"] < 1:
-            raise CommandError("--batch and --in-flight must be at least 1")
+        if not 0 < options["batch"] <= MAX_BATCH_TUPLES or options["in_flight"] < 1:
+            raise CommandError(f"--batch must be 1..{MAX_BATCH_TUPLES} and --in-flight at least 1")
         stopping = []
 
         def on_signal(signum, frame):

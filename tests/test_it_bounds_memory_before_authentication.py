@@ -1,0 +1,95 @@
+"""Finding 3: nobody can make the cloud or the edge hold large messages before being authenticated.
+
+nng checks a message's announced length against the port's limit before it
+buffers a byte of it, and the cloud takes a bounded number of peers per
+port. Raw TCP clients speak nng's SP framing by hand here, as an attacker would.
+"""
+
+import socket
+import struct
+
+import pynng
+import pytest
+
+from edge_app.models import Status, WindowAggregate
+from fogwire import protocol as wire
+from tests.conftest import (EDGE_ID, EDGE_SECRET, CloudThread, FakeCloud, add_pending, deliver, edge_sender, make_rows,
+                            wait_for)
+
+REQ0_HANDSHAKE = b"\x00SP\x00\x00\x30\x00\x00"  # an SP peer speaking Req0 (protocol 48)
+
+
+def _peer(address):
+    host, port = address.rsplit("/", 1)[1].split(":")
+    sock = socket.create_connection((host, int(port)), timeout=5)
+    sock.sendall(REQ0_HANDSHAKE)
+    assert len(sock.recv(8)) == 8  # the cloud's half of the handshake
+    return sock
+
+
+def _closed_by_the_cloud(sock, seconds=5.0):
+    sock.settimeout(seconds)
+    try:
+        return sock.recv(1) == b""
+    except socket.timeout:
+        return False
+    except ConnectionError:
+        return True
+
+
+@pytest.fixture
+def small_cloud(redis_url, cloud_prefix):
+    server = CloudThread(redis_url, cloud_prefix, {EDGE_ID: EDGE_SECRET}, max_connections=4).start()
+    yield server
+    server.stop()
+
+
+@pytest.mark.parametrize("port, announced", [("data", 30 * 1024 * 1024), ("heartbeat", 1024 * 1024)])
+def test_it_drops_a_peer_that_announces_a_message_over_the_limit(small_cloud, port, announced):
+    peers = []
+    try:
+        for _ in range(3):
+            peer = _peer(small_cloud.data_addr if port == "data" else small_cloud.hb_addr)
+            peer.sendall(struct.pack(">Q", announced) + b"\x80\x00\x00\x01" + bytes(64 * 1024))
+            peers.append(peer)
+        assert all(_closed_by_the_cloud(peer) for peer in peers)  # dropped at the header, nothing buffered
+    finally:
+        for peer in peers:
+            peer.close()
+    assert deliver(small_cloud, make_rows(1))[1] == [""]
+
+
+def test_it_takes_a_bounded_number_of_peers_per_port(small_cloud):
+    peers = [_peer(small_cloud.data_addr)]
+    try:
+        # A partial message within the limit is held: that costs at most the limit per peer.
+        peers[0].sendall(struct.pack(">Q", wire.MAX_DATA_BYTES) + b"\x80\x00\x00\x01" + bytes(1024))
+        peers += [_peer(small_cloud.data_addr) for _ in range(5)]
+        assert wait_for(lambda: small_cloud.server.counts["connections_refused"] >= 2, timeout=10)
+        assert sum(_closed_by_the_cloud(peer, 1.0) for peer in peers) == 2  # 4 kept, the rest turned away
+    finally:
+        for peer in peers:
+            peer.close()
+    # Their slots are free again once they go.
+    assert wait_for(lambda: _deliverable(small_cloud), timeout=15, interval=0.3)
+
+
+def _deliverable(cloud):
+    try:
+        return deliver(cloud, make_rows(1, household="later"))[1] == [""]
+    except pynng.NNGException:
+        return False
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_edge_reads_no_reply_over_its_limit():
+    """A fake cloud answers with a reply far over wire.MAX_REPLY_BYTES: the edge never takes it in."""
+    add_pending(1)
+    with FakeCloud(lambda request: wire.MAGIC + bytes((wire.KIND_REPLY,)) + bytes(8 * 1024 * 1024)) as fake:
+        sender = edge_sender(fake.address, batch=10, in_flight=1, ack_timeout_ms=1500)
+        try:
+            assert wait_for(lambda: sender.handle_one_round() == 0 and fake.served, timeout=15)
+        finally:
+            sender.close()
+    assert sender.totals["timeouts"] >= 1 and sender.totals["acked"] == 0
+    assert WindowAggregate.objects.get().status == Status.PENDING  # sent again later, never taken as an answer

@@ -1,0 +1,44 @@
+"""Finding 8: a cloud reachable beyond loopback needs strong edge secrets and TLS, and `check` says so.
+
+Every case here is refused before a socket is opened, so nothing listens
+beyond loopback during the test.
+"""
+
+import pytest
+
+from tests.conftest import _free_port, run_manage
+
+STRONG = "k3T9vQ2xLm8pR4sZ7wY1bN6cF0hJ5dG2"  # 32 bytes
+
+
+def _runcloud(*args, **env):
+    return run_manage("runcloud", "--until", "1", "--heartbeat-port", str(_free_port()), "--data-port",
+                      str(_free_port()), *args, env={"FOG_CLOUD_KEY_PREFIX": "test:expose:", **env}, timeout=60)
+
+
+@pytest.mark.parametrize("secrets", [None, "edge-1:dev-edge-secret-change-me", f"edge-1:{STRONG},edge-2:short-secret-20bytes"])
+def test_it_refuses_a_public_bind_with_a_weak_secret(secrets):
+    result = _runcloud("--bind", "0.0.0.0", "--insecure-plaintext", **({"FOG_EDGE_SECRETS": secrets} if secrets else {}))
+    assert result.returncode == 1
+    assert "refusing to listen on 0.0.0.0" in result.stderr and "shorter than 32 bytes" in result.stderr
+    named = "edge-2" if secrets and "edge-2" in secrets else "edge-1"
+    assert named in result.stderr and "short-secret-20bytes" not in result.stderr  # ids named, secrets never
+
+
+def test_it_refuses_a_public_bind_without_tls_unless_told():
+    result = _runcloud("--bind", "0.0.0.0", FOG_EDGE_SECRETS=f"edge-1:{STRONG}")
+    assert result.returncode == 1
+    assert "without TLS" in result.stderr and "--insecure-plaintext" in result.stderr
+
+
+def test_check_reports_a_weak_secret_on_a_public_bind_without_deploy():
+    result = run_manage("check", env={"FOG_CLOUD_BIND": "0.0.0.0"})
+    assert result.returncode == 1 and "fog.E010" in result.stderr and "fog.W010" in result.stderr
+    quiet = run_manage("check", env={"FOG_CLOUD_BIND": "127.0.0.1"})
+    assert quiet.returncode == 0 and "fog.E010" not in quiet.stderr + quiet.stdout
+
+
+def test_check_names_a_missing_tls_file(tmp_path):
+    result = run_manage("check", env={"FOG_CLOUD_TLS_CERT": str(tmp_path / "absent.pem"), "FOG_TLS_MUTUAL": "1"})
+    assert result.returncode == 1
+    assert "fog.E011" in result.stderr and "absent.pem" in result.stderr and "fog.E012" in result.stderr
