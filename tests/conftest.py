@@ -118,6 +118,14 @@ def topic(kafka_bootstrap):
         admin.close()
 
 
+@pytest.fixture(params=["confluent", "kafka-python"])
+def kafka_client(request, settings):
+    """Run the test once per ingest Kafka client: in this process (the setting) and in child edges
+    (edge_env carries FOG_EDGE_KAFKA_CLIENT when a test asks for both fixtures)."""
+    settings.FOG_EDGE_KAFKA_CLIENT = request.param
+    return request.param
+
+
 @pytest.fixture
 def redis_url(services):
     """URL of a Redis database reserved for tests. Tests keep to their own key prefix (cloud_prefix),
@@ -305,8 +313,9 @@ TEST_EDGE_REDIS_DB = int(os.environ.get("FOG_TEST_EDGE_REDIS_DB", "14"))
 
 
 @pytest.fixture
-def edge_env(tmp_path, services):
-    """Environment for an edge node in child processes: its own database file, edge id and RQ database."""
+def edge_env(request, tmp_path, services):
+    """Environment for an edge node in child processes: its own database file, edge id and RQ database
+    (and the test's Kafka client, if it asks for kafka_client)."""
     edge_id = f"edge-{uuid.uuid4().hex[:8]}"
     base = settings.FOG_EDGE_REDIS_URL.rsplit("/", 1)[0]
     env = {
@@ -315,6 +324,8 @@ def edge_env(tmp_path, services):
         "FOG_EDGE_SECRET": EDGE_SECRET,
         "FOG_EDGE_REDIS_URL": f"{base}/{TEST_EDGE_REDIS_DB}",
     }
+    if "kafka_client" in request.fixturenames:
+        env["FOG_EDGE_KAFKA_CLIENT"] = request.getfixturevalue("kafka_client")
     result = run_manage("migrate", "-v", "0", env=env)
     assert result.returncode == 0, result.stderr
     env["_db"] = str(tmp_path / "edge.sqlite3")

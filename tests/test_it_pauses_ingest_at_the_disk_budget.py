@@ -78,7 +78,7 @@ def backlog():
 
 @pytest.mark.django_db(transaction=True)
 def test_it_stops_reading_kafka_at_the_budget_and_delivers_every_window_once_when_the_cloud_returns(
-        edge, redis_url, cloud_prefix, redis_client):
+        kafka_client, edge, redis_url, cloud_prefix, redis_client):
     ingest, beat, sender, ports = edge
     beat.handle_one_beat()
     beat.handle_one_beat()  # two missed beats: the link is down, the sender holds everything

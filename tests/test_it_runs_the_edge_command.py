@@ -10,7 +10,7 @@ from tests.conftest import child_env, edge_cloud, edge_db, held_loops, produce, 
 T0 = 1_577_142_000_000
 
 
-def test_it_runs_a_burst_to_the_end_and_summarises(kafka_bootstrap, topic, edge_env, redis_url, cloud_prefix,
+def test_it_runs_a_burst_to_the_end_and_summarises(kafka_client, kafka_bootstrap, topic, edge_env, redis_url, cloud_prefix,
                                                   redis_client):
     produce(kafka_bootstrap, topic, [reading(f"h{h}", T0 + i * 1000, 50.0 + h) for i in range(60) for h in range(10)])
     cloud = edge_cloud(edge_env, redis_url, cloud_prefix)

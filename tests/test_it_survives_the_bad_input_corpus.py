@@ -19,7 +19,7 @@ T0 = corpus.T0
 
 
 @pytest.mark.django_db(transaction=True)
-def test_it_refuses_every_bad_input_then_delivers_a_normal_run(kafka_bootstrap, topic, redis_url, cloud_prefix,
+def test_it_refuses_every_bad_input_then_delivers_a_normal_run(kafka_client, kafka_bootstrap, topic, redis_url, cloud_prefix,
                                                                redis_client, tmp_path, client, cloud_settings):
     from zoneinfo import ZoneInfo
 

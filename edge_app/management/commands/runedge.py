@@ -5,6 +5,7 @@ from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
 from edge_app.control import LOOPS, EdgeControl, queue_name
+from edge_app.kafka_source import SOURCES
 from edge_app.supervisor import EdgeStartError, Supervisor
 from fogwire.protocol import MAX_BATCH_TUPLES
 
@@ -37,6 +38,9 @@ class Command(BaseCommand):
         parser.add_argument("--idle", type=float, default=10.0, metavar="SECONDS",
                             help="close a household's windows after this much wall-clock silence (default %(default)s)")
         parser.add_argument("--topic", default=None, help="Kafka topic to consume (default FOG_TOPIC)")
+        parser.add_argument("--kafka-client", choices=list(SOURCES), default=None,
+                            help="the ingest's Kafka client library (default FOG_EDGE_KAFKA_CLIENT, "
+                            f"{settings.FOG_EDGE_KAFKA_CLIENT} now)")
 
     def handle(self, *args, **options):
         logging.getLogger("fog").setLevel(LOG_LEVELS.get(options["verbosity"], logging.INFO))
@@ -55,7 +59,7 @@ class Command(BaseCommand):
         signal.signal(signal.SIGINT, on_signal)
         signal.signal(signal.SIGTERM, on_signal)
         loop_options = {"burst": options["burst"], "batch": options["batch"], "in_flight": options["in_flight"],
-                        "idle": options["idle"], "topic": options["topic"]}
+                        "idle": options["idle"], "topic": options["topic"], "kafka_client": options["kafka_client"]}
         supervisor = Supervisor(loop_options, stop_flag=lambda: bool(stopping), out=self.stdout.write,
                                 worker_verbosity=2 if options["verbosity"] >= 2 else 0)
         try:

@@ -40,7 +40,12 @@ BENCHMARKS = {
                "kafka-python's default consumer settings, and beside the ORM's bulk_create", [
         ("--readings", int, 500_000, "readings to produce and ingest (each of the three passes reads them all)"),
         ("--households", int, 1000, "households they come from"),
-        ("--profile", "flag", False, "also profile the shipped ingest with pyinstrument in a pass of its own"),
+        ("--baseline-readings", int, 20_000, "with one --client: readings processed one by one, a commit per "
+         "window, for the baseline"),
+        ("--client", ["both", *edge.INGEST_CLIENTS], "both", "Kafka client: both (the faster is the figure, the "
+         "other the baseline, same readings), confluent or kafka-python"),
+        ("--profile", "flag", False, "also profile each client with pyinstrument (an untimed run) and print where "
+         "the time goes"),
     ]),
     "simulate": (simulate.run_simulate, "runsimulation --speed max into Kafka (target >= 100,000 readings/s); "
                  "beside the same run with the other Kafka client", [
@@ -109,7 +114,7 @@ NOTES = [
     "- cloud and drain: the same batches with one request in flight instead of several; then those batches",
     "  against one tuple a request (both with one in flight). drain also: an ORM update a row marking",
     "  the ACKs instead of the one prepared UPDATE run over them all (both over --orm-tuples).",
-    "- ingest: kafka-python's default consumer settings instead of `edge_app.ingest.CONSUMER_TUNING`; and,",
+    "- ingest: the edge's other Kafka client (confluent-kafka or kafka-python) on the same readings; and,",
     "  separately, the ORM's `bulk_create` instead of the one prepared INSERT run over all rows.",
     "- api: Django's stock `ASGIHandler` instead of `fogsite.http.OneHopASGIHandler`, same server and load.",
     "- e2e: the same households with `FOG_LIVE_WINDOWS=off` (windows close by event time alone).",
@@ -139,6 +144,9 @@ class Command(BaseCommand):
             for option, kind, default, option_help in arguments:
                 if kind == "flag":
                     child.add_argument(option, action="store_true", help=option_help)
+                elif isinstance(kind, list):  # a choice of words
+                    child.add_argument(option, choices=kind, default=default,
+                                       help=f"{option_help} (default %(default)s)")
                 else:
                     child.add_argument(option, type=kind, default=default, help=f"{option_help} (default %(default)s)")
             child.add_argument("--json", action="store_true", help="print the figures as JSON")
