@@ -36,6 +36,7 @@ migrate: venv
 	@$(MANAGE) migrate --noinput -v 0
 
 check: venv
+	.venv/bin/ruff check .
 	$(MANAGE) check
 
 # A local admin for /admin/ with a generated password, printed once (never a fixed one).

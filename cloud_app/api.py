@@ -1,208 +1,168 @@
-"""The read-only JSON API over the cloud's Redis (DRF, with an OpenAPI schema)."""
+"""The read-only JSON API over the cloud's Redis (DRF, with an OpenAPI schema).
 
-from functools import lru_cache
+Every reply goes through the serializers in cloud_app/serializers.py and every query parameter through a
+query serializer, so the schema drf-spectacular derives states each bound and each status code, and any
+query string gets a 200 or a 400 naming the parameter, never a 500. Each view reads Redis through its
+`readers` attribute (a ReaderSource), resolved per request from the settings.
+"""
 
-import redis
-from django.conf import settings
-from drf_spectacular.utils import OpenApiParameter, extend_schema, inline_serializer
-from rest_framework import serializers
-from rest_framework.exceptions import NotFound, ValidationError
+from django.core.paginator import Page
+from django.http import JsonResponse
+from django.views.defaults import page_not_found
+from drf_spectacular.utils import OpenApiResponse, extend_schema
+from rest_framework.exceptions import NotFound
+from rest_framework.pagination import PageNumberPagination
 from rest_framework.permissions import AllowAny
 from rest_framework.response import Response
+from rest_framework.generics import GenericAPIView
 from rest_framework.views import APIView
 
 from cloud_app.postal import STATE_NAMES
-from cloud_app.reader import CloudReader
-
-PAGE_SIZE = 50
-MAX_PAGE_SIZE = 500
-# Redis ranges take 64-bit offsets; 10^9 pages of 500 stay far inside them, and far beyond any real page.
-MAX_PAGE = 1_000_000_000
-MAX_NUMBER_TEXT = 20  # digits of a query number read at all: int() of a longer text costs time for nothing
-
-
-@lru_cache(maxsize=1)
-def reader():
-    client = redis.Redis.from_url(settings.FOG_CLOUD_REDIS_URL, socket_timeout=5)
-    return CloudReader(client, settings.FOG_CLOUD_KEY_PREFIX, settings.FOG_PRICE_EUR_PER_KWH)
-
-
-class StateSerializer(serializers.Serializer):
-    state = serializers.CharField(help_text="two-letter code, e.g. BY")
-    name = serializers.CharField()
-    households = serializers.IntegerField()
-    tuples = serializers.IntegerField(help_text="5 s averages stored")
-    mean_power_w = serializers.FloatField(help_text="mean household power over all stored windows")
-    annual_kwh = serializers.FloatField(help_text="mean_power_w x 8.76")
-    annual_cost_eur = serializers.FloatField(help_text="annual_kwh x FOG_PRICE_EUR_PER_KWH")
+from cloud_app.reader import HouseholdIndex, ReaderSource
+from cloud_app.serializers import (
+    MAX_PAGE_SIZE,
+    PAGE_SIZE,
+    EdgeHistorySerializer,
+    EdgeSerializer,
+    HouseholdDetailSerializer,
+    HouseholdSerializer,
+    NotFoundSerializer,
+    PageQueryError,
+    PageQuerySerializer,
+    PowerPointSerializer,
+    RecentQueryError,
+    RecentQuerySerializer,
+    StateSerializer,
+    TupleSerializer,
+)
 
 
-class HouseholdSerializer(serializers.Serializer):
-    household = serializers.CharField()
-    state = serializers.CharField()
-    postal_code = serializers.CharField()
-    power_w = serializers.FloatField(help_text="the latest window's average")
-    window_start = serializers.IntegerField(help_text="epoch ms")
-    window_end = serializers.IntegerField(help_text="epoch ms")
-    edge = serializers.CharField()
-    last_seen = serializers.IntegerField(help_text="epoch ms the cloud stored it")
+class PastTheEnd(Page):
+    """A page beyond the last: empty, and its previous page is the last one."""
+
+    def previous_page_number(self):
+        return max(1, self.paginator.num_pages)
 
 
-class EdgeSerializer(serializers.Serializer):
-    edge = serializers.CharField()
-    connected = serializers.BooleanField(help_text="a heartbeat within the last 3 s")
-    last_heartbeat = serializers.IntegerField(allow_null=True, help_text="epoch ms")
-    backlog = serializers.IntegerField(help_text="tuples not yet acknowledged, as the edge last said")
-    paused = serializers.BooleanField(help_text="the edge stopped reading Kafka: its backlog is at its disk budget")
-    acked = serializers.IntegerField()
-    acked_per_second = serializers.FloatField(help_text="mean over the last 10 s")
+class HouseholdPagination(PageNumberPagination):
+    """DRF's page-number pagination with its parameters validated, not silently replaced: a bad `page` or
+    `page_size` is a 400 naming it, and a page past the end is empty (DRF would answer 404)."""
+
+    page_size = PAGE_SIZE
+    page_size_query_param = "page_size"
+    max_page_size = MAX_PAGE_SIZE
+
+    def paginate_queryset(self, queryset, request, view=None):
+        query = PageQuerySerializer(data=request.query_params)
+        query.is_valid(raise_exception=True)
+        self.request = request
+        number, size = query.validated_data["page"], query.validated_data["page_size"]
+        paginator = self.django_paginator_class(queryset, size)
+        if number > max(1, paginator.num_pages):
+            self.page = PastTheEnd([], number, paginator)
+        else:
+            self.page = paginator.page(number)
+        return list(self.page)
+
+    def get_schema_operation_parameters(self, view):
+        return []  # stated by PageQuerySerializer in the view's extend_schema
 
 
-class TupleSerializer(serializers.Serializer):
-    edge = serializers.CharField()
-    id = serializers.IntegerField()
-    household = serializers.CharField()
-    postal_code = serializers.CharField()
-    state = serializers.CharField()
-    window_start = serializers.IntegerField()
-    window_end = serializers.IntegerField()
-    power_w = serializers.FloatField()
-    readings = serializers.IntegerField()
+def _bad_query(error):
+    return OpenApiResponse(error, description="a query parameter is malformed or out of bounds")
 
 
-def _page(results, count, request, page, size):
-    base = request.build_absolute_uri(request.path)
-    last = (count + size - 1) // size
-    return {"count": count, "page": page, "page_size": size,
-            "next": f"{base}?page={page + 1}&page_size={size}" if page < last else None,
-            "previous": f"{base}?page={page - 1}&page_size={size}" if page > 1 else None,
-            "results": results}
+def not_found(request, exception=None):
+    """The project's 404: under /api/ the schema's JSON (a path no route matches, e.g. a household id with a
+    line break), elsewhere Django's page."""
+    if request.path.startswith("/api/"):
+        return JsonResponse({"detail": f"no such API path: {request.path[:200]!r}"}, status=404)
+    return page_not_found(request, exception)
 
 
-def _envelope(serializer):
-    return inline_serializer(f"Paginated{serializer.__name__.replace('Serializer', '')}", fields={
-        "count": serializers.IntegerField(), "page": serializers.IntegerField(),
-        "page_size": serializers.IntegerField(), "next": serializers.URLField(allow_null=True),
-        "previous": serializers.URLField(allow_null=True), "results": serializer(many=True)})
-
-
-def _positive(request, name, default, maximum):
-    """A whole number 1..maximum from the query string, or a 400 that names the parameter."""
-    raw = request.query_params.get(name, default)
-    try:
-        value = int(raw) if len(str(raw)) <= MAX_NUMBER_TEXT else None
-    except (TypeError, ValueError):
-        value = None
-    if value is None:
-        raise ValidationError({name: f"expected a whole number, got {str(raw)[:MAX_NUMBER_TEXT]!r}"})
-    if not 1 <= value <= maximum:
-        raise ValidationError({name: f"expected 1..{maximum}, got {str(raw)[:MAX_NUMBER_TEXT]}"})
-    return value
-
-
-HOUSEHOLD_PAGE = _envelope(HouseholdSerializer)
-PAGING = [OpenApiParameter("page", int, description=f"page number, 1..{MAX_PAGE}"),
-          OpenApiParameter("page_size", int, description=f"items a page (default {PAGE_SIZE}, at most {MAX_PAGE_SIZE})")]
+def _not_found(what):
+    return OpenApiResponse(NotFoundSerializer, description=f"no such {what}")
 
 
 class ReadOnlyView(APIView):
+    authentication_classes = []  # public figures: no credentials asked, so none can be wrong
     permission_classes = [AllowAny]
     http_method_names = ["get", "head", "options"]
+    readers = ReaderSource()
 
 
 class StatesView(ReadOnlyView):
-    @extend_schema(responses=_envelope(StateSerializer), summary="Per German state: households, power, energy, cost")
+    @extend_schema(responses=StateSerializer(many=True), summary="Per German state: households, power, energy, cost")
     def get(self, request):
-        rows = reader().states()
-        return Response(_page(rows, len(rows), request, 1, len(rows)))
+        return Response(StateSerializer(self.readers().states(), many=True).data)
 
 
-class HouseholdsView(ReadOnlyView):
-    @extend_schema(parameters=PAGING, responses=HOUSEHOLD_PAGE,
+class HouseholdsView(ReadOnlyView, GenericAPIView):
+    pagination_class = HouseholdPagination
+    serializer_class = HouseholdSerializer
+
+    @extend_schema(parameters=[PageQuerySerializer],
+                   responses={200: HouseholdSerializer(many=True), 400: _bad_query(PageQueryError)},
                    summary="Each household's latest window, state and postal code")
     def get(self, request):
-        page = _positive(request, "page", 1, MAX_PAGE)
-        size = _positive(request, "page_size", PAGE_SIZE, MAX_PAGE_SIZE)
-        count, rows = reader().households((page - 1) * size, size)
-        return Response(_page(rows, count, request, page, size))
+        rows = self.paginate_queryset(HouseholdIndex(self.readers()))
+        return self.get_paginated_response(self.get_serializer(rows, many=True).data)
 
 
 class EdgesView(ReadOnlyView):
     @extend_schema(responses=EdgeSerializer(many=True), summary="Edges: link, backlog, acknowledged per second")
     def get(self, request):
-        return Response(reader().edges())
+        return Response(EdgeSerializer(self.readers().edges(), many=True).data)
 
 
 class RecentTuplesView(ReadOnlyView):
-    @extend_schema(parameters=[OpenApiParameter("limit", int, description="at most 200 (default 50)")],
-                   responses=TupleSerializer(many=True), summary="The latest tuples stored, newest first")
+    @extend_schema(parameters=[RecentQuerySerializer],
+                   responses={200: TupleSerializer(many=True), 400: _bad_query(RecentQueryError)},
+                   summary="The latest tuples stored, newest first")
     def get(self, request):
-        return Response(reader().recent(_positive(request, "limit", 50, 200)))
-
-
-class WindowPointSerializer(serializers.Serializer):
-    window_start = serializers.IntegerField(help_text="epoch ms")
-    window_end = serializers.IntegerField(help_text="epoch ms")
-    power_w = serializers.FloatField(help_text="the window's average")
-
-
-class HouseholdDetailSerializer(HouseholdSerializer):
-    series = WindowPointSerializer(many=True, help_text="its windows of the last hour, oldest first")
-
-
-class PowerPointSerializer(serializers.Serializer):
-    minute = serializers.IntegerField(help_text="epoch ms of the minute's start")
-    power_w = serializers.FloatField(allow_null=True, help_text="mean total power of all households in that "
-                                                                "minute; null when no window started in it")
-
-
-class OfflinePeriodSerializer(serializers.Serializer):
-    start = serializers.IntegerField(help_text="epoch ms of the last heartbeat before the gap")
-    end = serializers.IntegerField(allow_null=True, help_text="epoch ms of the first beat after it; null: still offline")
-
-
-class EdgeHistorySerializer(serializers.Serializer):
-    edge = serializers.CharField()
-    minutes = serializers.ListField(child=serializers.IntegerField(), help_text="epoch ms of each minute's start")
-    backlog = serializers.ListField(child=serializers.IntegerField(allow_null=True),
-                                    help_text="backlog at the last beat of each minute; null: no beat")
-    acked = serializers.ListField(child=serializers.IntegerField(), help_text="tuples acknowledged in each minute")
-    offline = OfflinePeriodSerializer(many=True, help_text="gaps between heartbeats in the last hour, oldest first")
+        query = RecentQuerySerializer(data=request.query_params)
+        query.is_valid(raise_exception=True)
+        return Response(TupleSerializer(self.readers().recent(query.validated_data["limit"]), many=True).data)
 
 
 class HouseholdView(ReadOnlyView):
-    @extend_schema(responses={200: HouseholdDetailSerializer, 404: None}, operation_id="household_detail",
+    @extend_schema(responses={200: HouseholdDetailSerializer, 404: _not_found("household has been stored")},
+                   operation_id="household_detail",
                    summary="One household: postal code, state, edge and its last hour of 5 s windows")
     def get(self, request, household):
-        row = reader().household(household)
+        row = self.readers().household(household)
         if row is None:
             raise NotFound(f"no household {household[:128]!r} has been stored")
-        return Response(row)
+        return Response(HouseholdDetailSerializer(row).data)
 
 
-class StateHouseholdsView(ReadOnlyView):
-    @extend_schema(parameters=PAGING, responses={200: HOUSEHOLD_PAGE, 404: None},
+class StateHouseholdsView(ReadOnlyView, GenericAPIView):
+    pagination_class = HouseholdPagination
+    serializer_class = HouseholdSerializer
+
+    @extend_schema(parameters=[PageQuerySerializer],
+                   responses={200: HouseholdSerializer(many=True), 400: _bad_query(PageQueryError),
+                              404: _not_found("state (two-letter codes such as BY)")},
                    summary="The households of one state, in name order")
     def get(self, request, state):
         if state not in STATE_NAMES:
             raise NotFound(f"no state {state[:8]!r}; states are two-letter codes such as BY")
-        page = _positive(request, "page", 1, MAX_PAGE)
-        size = _positive(request, "page_size", PAGE_SIZE, MAX_PAGE_SIZE)
-        count, rows = reader().households((page - 1) * size, size, state=state)
-        return Response(_page(rows, count, request, page, size))
+        rows = self.paginate_queryset(HouseholdIndex(self.readers(), state=state))
+        return self.get_paginated_response(self.get_serializer(rows, many=True).data)
 
 
 class PowerView(ReadOnlyView):
     @extend_schema(responses=PowerPointSerializer(many=True),
                    summary="Total power of all households, minute by minute, over the last hour")
     def get(self, request):
-        return Response(reader().power())
+        return Response(PowerPointSerializer(self.readers().power(), many=True).data)
 
 
 class EdgeHistoryView(ReadOnlyView):
-    @extend_schema(responses={200: EdgeHistorySerializer, 404: None},
+    @extend_schema(responses={200: EdgeHistorySerializer, 404: _not_found("edge has spoken")},
                    summary="One edge's last hour: backlog, acknowledged per minute, offline periods")
     def get(self, request, edge):
-        if edge not in {row["edge"] for row in reader().edges()}:
+        reader = self.readers()
+        if edge not in {row["edge"] for row in reader.edges()}:
             raise NotFound(f"no edge {edge[:64]!r} has spoken")
-        return Response(reader().edge_history(edge))
+        return Response(EdgeHistorySerializer(reader.edge_history(edge)).data)

@@ -16,7 +16,7 @@ import time
 from asgiref.sync import sync_to_async
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
 
-from cloud_app.api import reader
+from cloud_app.reader import ReaderSource
 from cloud_app.server import DASHBOARD_GROUP
 
 MAX_PER_SECOND = 4
@@ -45,11 +45,13 @@ def merge(pending, update):
 
 
 class DashboardConsumer(AsyncJsonWebsocketConsumer):
+    readers = ReaderSource()
+
     async def connect(self):
         self.pending, self.flush_task, self.last_sent, self.watching = None, None, 0.0, None
         await self.accept()
         await self.channel_layer.group_add(DASHBOARD_GROUP, self.channel_name)
-        summary = await sync_to_async(reader().summary)()
+        summary = await sync_to_async(lambda: self.readers().summary())()
         await self.send_json({"type": "summary", **summary})
 
     async def disconnect(self, code):
@@ -73,7 +75,7 @@ class DashboardConsumer(AsyncJsonWebsocketConsumer):
         self.last_sent = time.monotonic()
         await self.send_json({"type": "update", **update})
         if self.watching and update["acked"]:
-            row = await sync_to_async(reader().household)(self.watching)
+            row = await sync_to_async(lambda: self.readers().household(self.watching))()
             if row is not None:
                 row["series"] = row["series"][-WATCH_POINTS:]
                 await self.send_json({"type": "household", **row})

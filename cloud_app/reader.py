@@ -5,7 +5,11 @@ the per-state running sums, the household index, the capped recent feed
 and the per-second ack counters are kept by the store for exactly this.
 """
 
+import threading
 import time
+
+import redis as redis_lib
+from django.conf import settings
 
 from cloud_app.postal import STATE_NAMES, STATES
 from cloud_app.store import OFFLINE_AFTER_MS, SERIES_MAX, Keys, Record
@@ -13,6 +17,7 @@ from cloud_app.store import OFFLINE_AFTER_MS, SERIES_MAX, Keys, Record
 HOURS_PER_YEAR_KILO = 8.76  # W x 8760 h / 1000 = kWh a year
 CONNECTED_WITHIN_MS = OFFLINE_AFTER_MS  # an edge that beat within this is connected
 RATE_SECONDS = 10  # acked/s is the mean over the last complete seconds
+SOCKET_TIMEOUT_S = 5  # a read that takes longer fails the request instead of holding a worker
 HISTORY_MINUTES = 60  # the page's "last hour", minute by minute
 MINUTE_MS = 60_000
 
@@ -144,3 +149,35 @@ class CloudReader:
         """Everything the dashboard paints first."""
         return {"price_eur_per_kwh": self.price, "states": self.states(), "edges": self.edges(),
                 "recent": self.recent(recent), "ts": int(time.time() * 1000)}
+
+
+class HouseholdIndex:
+    """The household index (of one state, when given) as a sequence Django's Paginator can page: its size
+    is one ZCARD, a slice one ZRANGE (the reader never loads the whole index)."""
+
+    def __init__(self, reader, state=None):
+        self.reader, self.state = reader, state
+
+    def count(self):
+        keys = self.reader.keys
+        return self.reader.redis.zcard(keys.state_households(self.state) if self.state else keys.household_index)
+
+    def __getitem__(self, window):
+        return self.reader.households(window.start, window.stop - window.start, state=self.state)[1]
+
+
+class ReaderSource:
+    """Gives each request the CloudReader of the current settings (URL, key prefix, price), with one
+    Redis connection pool per URL. Views and consumers hold one as an attribute, so a test hands them
+    another or changes the settings; nothing is cached behind their back."""
+
+    def __init__(self):
+        self._clients, self._lock = {}, threading.Lock()
+
+    def __call__(self):
+        url = settings.FOG_CLOUD_REDIS_URL
+        with self._lock:
+            client = self._clients.get(url)
+            if client is None:
+                client = self._clients[url] = redis_lib.Redis.from_url(url, socket_timeout=SOCKET_TIMEOUT_S)
+        return CloudReader(client, settings.FOG_CLOUD_KEY_PREFIX, settings.FOG_PRICE_EUR_PER_KWH)

@@ -53,9 +53,9 @@ OFFLINE_AFTER_MS = 3000  # no heartbeat for this long: the edge was offline (as 
 OFFLINE_MAX = 50  # offline periods kept per edge
 
 STORE_BATCH = """
--- Set-wise: a handful of calls per batch, not per tuple (per-tuple calls
--- made the script 13 ms per 1000 tuples; this is a few). Nothing is written
--- until every check has passed.
+-- Set-wise: a handful of calls per batch, not per tuple (`bench cloud`
+-- measures the whole write path). Nothing is written until every check has
+-- passed.
 local edge, recent_max, quota = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
 local R_NOT_OWNER, R_QUOTA, R_SUM = ARGV[4], ARGV[5], ARGV[6]
 local W = 6  -- arguments a tuple: id, household, window start, average, state, record

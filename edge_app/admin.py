@@ -12,7 +12,7 @@ Times are shown in the operator's time zone (FOG_TIME_ZONE) with the UTC
 value on hover and, on the change page, written out.
 """
 
-from datetime import date, datetime, timedelta, timezone as dt_timezone
+from datetime import date, datetime, timedelta, UTC
 from urllib.parse import urlencode
 
 from django.contrib import admin, messages
@@ -39,7 +39,7 @@ def when(moment):
     """A timestamp in the operator's time zone, its UTC value on hover."""
     if moment is None:
         return "-"
-    utc = moment.astimezone(dt_timezone.utc)
+    utc = moment.astimezone(UTC)
     local = timezone.localtime(moment)
     return format_html('<time datetime="{}" title="{} UTC">{}</time>', utc.isoformat(),
                        utc.strftime("%Y-%m-%d %H:%M:%S"), local.strftime("%Y-%m-%d %H:%M:%S %Z"))
@@ -49,13 +49,13 @@ def when_in_full(moment):
     """The change page's form: local time and UTC, both written out."""
     if moment is None:
         return "-"
-    utc = moment.astimezone(dt_timezone.utc)
+    utc = moment.astimezone(UTC)
     return (f"{timezone.localtime(moment).strftime('%Y-%m-%d %H:%M:%S.%f')[:-3]} "
             f"{timezone.localtime(moment).tzname()} ({utc.strftime('%Y-%m-%d %H:%M:%S.%f')[:-3]} UTC)")
 
 
 def epoch_ms(ms):
-    return datetime.fromtimestamp(ms / 1000, tz=dt_timezone.utc)
+    return datetime.fromtimestamp(ms / 1000, tz=UTC)
 
 
 def span(delta):

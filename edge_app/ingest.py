@@ -21,21 +21,24 @@ the backlog is at the budget; the readings wait in Kafka. Readings Kafka
 deleted before they were read are never skipped silently: the consumer has
 no reset policy, so it stops at the gap, and the ingest logs an ERROR, counts
 them (EdgeStatus.lost_to_retention) and goes on from the broker's earliest.
+
+The Kafka client sits behind edge_app/kafka_source.py (confluent-kafka or
+kafka-python, FOG_EDGE_KAFKA_CLIENT); this module only sees partitions,
+offsets and values, so `handle_one_poll` stays the one step whatever the client.
 """
 
 import json
 import logging
 import time
-from datetime import datetime, timezone as dt_timezone
+from datetime import datetime, UTC
 
 from django.db import connection, transaction
 from django.db.models import F
+from django.conf import settings
 from django.utils import timezone
-from kafka import KafkaConsumer, TopicPartition
-from kafka.errors import KafkaError, OffsetOutOfRangeError
-from kafka.structs import OffsetAndMetadata
 
 from edge_app.budget import RECOUNT_SECONDS, BudgetGate
+from edge_app.kafka_source import MAX_POLL_RECORDS, OffsetsDeleted, open_source, wait_for_partitions
 from edge_app.merge import PartitionMerge
 from edge_app.models import EdgeStatus, IngestPosition, Status, WindowAggregate
 from edge_app.windows import WindowBook
@@ -46,7 +49,6 @@ log = logging.getLogger("fog.edge.ingest")
 FLUSH_EVERY_SECONDS = 0.5
 IDLE_CHECK_SECONDS = 1.0
 POLL_MS = 200
-MAX_POLL_RECORDS = 20000
 LEGACY_BUFFER_MAX = 20000  # unkeyed input: messages a partition may have waiting in the merge before it is paused
 MALFORMED_LOG_LINES = 5  # at most this many malformed-reading lines per MALFORMED_LOG_SECONDS
 MALFORMED_LOG_SECONDS = 60.0
@@ -132,16 +134,16 @@ class RateLimitedLog:
             self.suppressed += 1
 
 
-def _day(start_ms, cache={}):
+def _day(start_ms, cache={}):  # noqa: B006  (the shared default is the point: a per-process memo)
     key = start_ms // 86_400_000
     day = cache.get(key)
     if day is None:
-        day = cache[key] = datetime.fromtimestamp(key * 86_400, tz=dt_timezone.utc).date().isoformat()
+        day = cache[key] = datetime.fromtimestamp(key * 86_400, tz=UTC).date().isoformat()
     return day
 
 
-# The ORM's bulk_create compiles every field of every row (half the ingest's
-# time in a profile); one prepared statement run over all rows does not. ON
+# The ORM's bulk_create compiles every field of every row; one prepared
+# statement run over all rows does not (`bench ingest` measures both). ON
 # CONFLICT DO NOTHING (SQLite and PostgreSQL) lets the unique key absorb
 # windows replayed after a crash.
 INSERT_WINDOWS = (
@@ -154,14 +156,15 @@ INSERT_WINDOWS = (
 
 class Ingestor:
     def __init__(self, *, edge_id, topic, bootstrap, window_seconds, grace_seconds, idle_seconds, live_windows=True,
-                 legacy=False):
+                 client=None, legacy=False):
         self.edge_id, self.topic, self.bootstrap = edge_id, topic, bootstrap
+        self.client = client or settings.FOG_EDGE_KAFKA_CLIENT
         self.live_windows = live_windows
         self.legacy = legacy  # the prototype's unkeyed {"node_id", "power_value"}, merged across partitions
         self.merge = PartitionMerge() if legacy else None
+        self.merge_paused = set()  # partitions the merge paused for running ahead
         self.book = WindowBook(window_seconds * 1000, int(grace_seconds * 1000), idle_seconds)
-        self.consumer = None
-        self.partitions = []
+        self.source = None
         self.next_offsets = {}  # partition -> next offset to read
         self.counted = {}  # partition -> first offset not yet counted
         self.pending = {"readings": 0, "late": 0, "malformed": 0}
@@ -176,43 +179,38 @@ class Ingestor:
     # --- start ----------------------------------------------------------
 
     def connect(self, wait_seconds=30):
-        """Create the consumer, wait for the topic, seek every partition to its stored position."""
-        self.consumer = KafkaConsumer(
-            bootstrap_servers=self.bootstrap, group_id=f"edge-{self.edge_id}", client_id=f"edge-{self.edge_id}",
-            # No reset policy: a position Kafka deleted raises, and is counted, never skipped.
-            enable_auto_commit=False, auto_offset_reset="none", max_poll_records=MAX_POLL_RECORDS,
-            fetch_max_bytes=64 * 1024 * 1024, max_partition_fetch_bytes=16 * 1024 * 1024, fetch_max_wait_ms=100,
-            # Reconnect within a second once a restarted broker is back (the default backoff
-            # grows to 30 s, a long stall after a short outage).
-            reconnect_backoff_max_ms=1000,
-        )
-        deadline = time.monotonic() + wait_seconds
-        partitions = self.consumer.partitions_for_topic(self.topic)
-        while not partitions and time.monotonic() < deadline:
-            time.sleep(0.5)  # the topic may not exist until the simulation first sends
-            partitions = self.consumer.partitions_for_topic(self.topic)
-        if not partitions:
-            raise KafkaError(f"topic {self.topic!r} does not exist on {self.bootstrap}")
-        self.partitions = [TopicPartition(self.topic, p) for p in sorted(partitions)]
-        # Manual assignment: a restarted ingest owns its partitions at once,
-        # without waiting for the dead member's session to time out.
-        self.consumer.assign(self.partitions)
+        """Open the consumer, wait for the topic, assign every partition at its stored position."""
+        # No reset policy (kafka_source): a position Kafka deleted is reported, counted, never skipped.
+        self.source = open_source(self.client, self.bootstrap, client_id=f"edge-{self.edge_id}",
+                                  group_id=f"edge-{self.edge_id}", timestamps=self.legacy)
+        partitions = wait_for_partitions(self.source, self.topic, wait_seconds)
         stored = {p.partition: p for p in IngestPosition.objects.filter(edge_id=self.edge_id, topic=self.topic)}
-        beginning = self.consumer.beginning_offsets(self.partitions)
-        for tp in self.partitions:
-            position = stored.get(tp.partition)
-            offset = max(position.resume_offset, beginning[tp]) if position else beginning[tp]
-            if position and beginning[tp] > position.resume_offset:
-                self._deleted_unread(tp, position.resume_offset, beginning[tp])
-            self.consumer.seek(tp, offset)
-            self.next_offsets[tp.partition] = offset
-            self.counted[tp.partition] = position.counted_offset if position else offset
+        beginning = self.source.low_offsets(self.topic, partitions)
+        deleted = []
+        for partition in partitions:
+            position = stored.get(partition)
+            offset = max(position.resume_offset, beginning[partition]) if position else beginning[partition]
+            if position and beginning[partition] > position.resume_offset:
+                deleted.append((partition, position.resume_offset, beginning[partition]))
+            self.next_offsets[partition] = offset
+            self.counted[partition] = position.counted_offset if position else offset
+        for partition, needed, earliest in deleted:
+            self._deleted_unread(partition, needed, earliest, seek=False)  # assigned at `earliest` just below
+        self.source.assign(self.topic, dict(self.next_offsets))
         EdgeStatus.for_edge(self.edge_id)
-        log.info("ingest of %s: partitions %s from offsets %s", self.topic, [tp.partition for tp in self.partitions],
+        log.info("ingest of %s (%s): partitions %s from offsets %s", self.topic, self.source.name, partitions,
                  self.next_offsets)
 
     def end_offsets(self):
-        return {tp.partition: offset for tp, offset in self.consumer.end_offsets(self.partitions).items()}
+        """{partition: the broker's end offset now}: where a burst run stops."""
+        return self.source.end_offsets()
+
+    def caught_up(self):
+        """True when every partition has been read up to the broker's high watermark, as the last fetch
+        saw it (no broker call; see edge_app/kafka_source.py): only then may live windows close by the
+        wall clock (see edge_app/windows.py)."""
+        marks = self.source.high_watermarks()
+        return all(high is not None and self.next_offsets.get(p, 0) >= high for p, high in marks.items())
 
     # --- one step ---------------------------------------------------------
 
@@ -220,20 +218,22 @@ class Ingestor:
         """Poll once, apply what came, flush if due. True if any message was read."""
         room = self._room()  # while paused the partitions are paused: the poll only waits
         try:
-            batches = self.consumer.poll(timeout_ms=timeout_ms, max_records=max(room, 1))
-        except OffsetOutOfRangeError as exc:
-            for tp, offset in exc.args[0].items():
-                self._deleted_unread(tp, offset, self.consumer.beginning_offsets([tp])[tp])
-            return False
+            batches = self.source.poll(timeout_ms, max(room, 1))
+        except OffsetsDeleted as exc:
+            earliest = self.source.low_offsets(self.topic, list(exc.offsets))
+            for partition, offset in exc.offsets.items():
+                needed = self.next_offsets.get(partition, 0) if offset is None else offset
+                self._deleted_unread(partition, needed, earliest[partition])
+            batches = exc.batches
         now = time.monotonic()
         now_ms = int(time.time() * 1000)
         read = 0
-        for tp, messages in batches.items():
+        for partition, messages in batches.items():
             read += len(messages)
             if self.merge is None:
-                self._apply(tp.partition, messages, now, now_ms)
+                self._apply(partition, messages, now, now_ms)
             else:
-                self.merge.add(tp.partition, [(m.timestamp, m) for m in messages])
+                self.merge.add(partition, [(message[1][1], message) for message in messages])
         if self.merge is not None:
             self._apply_merged(now, now_ms)
         if self.live_windows and self.book.live_due and self.caught_up():
@@ -271,12 +271,13 @@ class Ingestor:
         was_paused = self.gate.paused
         room = self.gate.allowed(backlog, open_windows)
         if self.gate.paused and not was_paused:
-            self.consumer.pause(*self.partitions)
+            self.source.pause()
             self.paused_at = time.monotonic()
             log.warning("ingest paused: backlog %d tuples reached the budget of %d; readings wait in Kafka",
                         backlog, self.gate.budget)
         elif was_paused and not self.gate.paused:
-            self.consumer.resume(*self.partitions)
+            self.source.resume()
+            self.merge_paused = set()  # the budget resumed every partition
             self.book.shift_idle(time.monotonic() - self.paused_at)  # a pause is not a household's silence
             self.paused_at = None
             log.info("ingest resumed: backlog %d tuples is below the low-water mark %d", backlog, self.gate.low_water)
@@ -284,61 +285,55 @@ class Ingestor:
             EdgeStatus.objects.filter(edge_id=self.edge_id).update(paused=self.gate.paused)
         return min(room, MAX_POLL_RECORDS)
 
-    def _deleted_unread(self, tp, needed, earliest):
+    def _deleted_unread(self, partition, needed, earliest, seek=True):
         """Kafka deleted [needed, earliest) before the edge read it: say so loudly, count it, go on."""
         lost = max(0, earliest - needed)
         if lost:
             log.error("Kafka's retention deleted %d readings of %s[%d] (offsets %d..%d) before this edge read them",
-                      lost, tp.topic, tp.partition, needed, earliest - 1)
+                      lost, self.topic, partition, needed, earliest - 1)
             EdgeStatus.for_edge(self.edge_id)
             EdgeStatus.objects.filter(edge_id=self.edge_id).update(lost_to_retention=F("lost_to_retention") + lost)
         else:  # past the end: the topic was truncated or made anew
             log.error("offset %d of %s[%d] is not in the broker's log; reading again from its earliest offset %d",
-                      needed, tp.topic, tp.partition, earliest)
-        self.consumer.seek(tp, earliest)
-        self.next_offsets[tp.partition] = earliest
+                      needed, self.topic, partition, earliest)
+        if seek:
+            self.source.seek(partition, earliest)
+        self.next_offsets[partition] = earliest
 
     def needed_offsets(self):
         """Per partition, the oldest offset the edge still needs (what a restart would resume from)."""
         return self.book.resume_offsets(self.next_offsets)
 
     def _apply(self, partition, messages, now, now_ms):
+        """Apply one partition's (offset, value) pairs in offset order."""
         add = self.book.add
         live_ms = now_ms if self.live_windows else None  # None: this reading can never close by the clock
         counted_from = self.counted.get(partition, 0)
         pending, legacy = self.pending, self.legacy
-        for message in messages:
-            count = message.offset >= counted_from
+        for offset, value in messages:
+            count = offset >= counted_from
             try:
-                household, ts, power = parse_reading(message.value, now_ms, message.timestamp if legacy else None)
+                # Legacy input comes as (value, record timestamp) from the source (open_source(timestamps=)).
+                household, ts, power = parse_reading(value[0], now_ms, value[1]) if legacy else parse_reading(
+                    value, now_ms)
             except MalformedReading as exc:
                 if count:
                     pending["malformed"] += 1
                     self.malformed_log.warning("malformed reading at %s[%d] offset %d: %s", self.topic, partition,
-                                               message.offset, exc)
+                                               offset, exc)
                 continue
-            if not add(household, ts, power, partition, message.offset, now, live_ms) and count:
+            if not add(household, ts, power, partition, offset, now, live_ms) and count:
                 pending["late"] += 1
             if count:
                 pending["readings"] += 1
         if messages:
-            self.next_offsets[partition] = messages[-1].offset + 1
+            self.next_offsets[partition] = messages[-1][0] + 1
             self.dirty = True
-
-    def caught_up(self):
-        """True when every partition has been read up to the broker's high watermark, as the last fetch
-        saw it: only then may live windows close by the wall clock (see edge_app/windows.py)."""
-        for tp in self.partitions:
-            high = self.consumer.highwater(tp)
-            if high is None or self.next_offsets.get(tp.partition, 0) < high:
-                return False
-        return True
 
     def _apply_merged(self, now, now_ms):
         """Apply what the merge releases, in runs of one partition; pause partitions that ran far ahead."""
-        consumer = self.consumer
-        lagging = [tp.partition for tp in self.partitions
-                   if consumer.highwater(tp) is None or consumer.position(tp) < consumer.highwater(tp)]
+        marks = self.source.high_watermarks()
+        lagging = [p for p, high in marks.items() if high is None or self.merge.read_to.get(p, 0) < high]
         run, partition = [], None
         for p, message in self.merge.release(lagging):
             if p != partition and run:
@@ -350,12 +345,12 @@ class Ingestor:
             self._apply(partition, run, now, now_ms)
         if self.paused_at is not None:
             return  # the budget has paused every partition; it resumes them all
-        ahead = {tp for tp in self.partitions if self.merge.buffered(tp.partition) > LEGACY_BUFFER_MAX}
-        paused = consumer.paused()
-        if ahead - paused:
-            consumer.pause(*(ahead - paused))
-        if paused - ahead:
-            consumer.resume(*(paused - ahead))
+        ahead = {p for p in marks if self.merge.buffered(p) > LEGACY_BUFFER_MAX}
+        if ahead - self.merge_paused:
+            self.source.pause(sorted(ahead - self.merge_paused))
+        if self.merge_paused - ahead:
+            self.source.resume(sorted(self.merge_paused - ahead))
+        self.merge_paused = ahead
 
     def flush(self):
         """Store closed windows and the resume positions in one transaction."""
@@ -369,8 +364,7 @@ class Ingestor:
                      for p in self.next_offsets]
         with transaction.atomic():
             if rows:
-                with connection.cursor() as cursor:
-                    cursor.executemany(INSERT_WINDOWS, rows)
+                self.insert_windows(rows)
             IngestPosition.objects.bulk_create(positions, update_conflicts=True,
                                                unique_fields=["edge_id", "topic", "partition"],
                                                update_fields=["resume_offset", "counted_offset"])
@@ -385,12 +379,12 @@ class Ingestor:
         self.totals["windows"] += len(rows)
         self.last_flush = time.monotonic()
         self.dirty = False
-        try:  # for Kafka's own lag tools; the database holds the position that counts
-            self.consumer.commit_async({TopicPartition(self.topic, p): OffsetAndMetadata(o, "", -1)
-                                        for p, o in resume.items()})
-        except KafkaError as exc:
-            log.debug("offset commit to Kafka skipped: %s", exc)
+        self.source.commit(resume)  # for Kafka's own lag tools; the database holds the position that counts
         return len(rows)
+
+    def insert_windows(self, rows):
+        with connection.cursor() as cursor:
+            cursor.executemany(INSERT_WINDOWS, rows)
 
     def finish(self):
         """Close every open window and store it: the end of a burst run."""
@@ -401,5 +395,5 @@ class Ingestor:
         return all(self.next_offsets.get(p, 0) >= offset for p, offset in end_offsets.items())
 
     def close(self):
-        if self.consumer is not None:
-            self.consumer.close(autocommit=False)
+        if self.source is not None:
+            self.source.close()

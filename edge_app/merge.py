@@ -21,12 +21,15 @@ class PartitionMerge:
     def __init__(self):
         self.buffers = {}  # partition -> deque of (event time, message), offset order
         self.seen = {}  # partition -> event time of the newest message it gave
+        self.read_to = {}  # partition -> the offset after the last message it gave
 
     def add(self, partition, stamped):
-        """Buffer one partition's messages, as (event time, message) pairs in offset order."""
+        """Buffer one partition's messages, as (event time, message) pairs in offset order; a message is
+        (offset, ...)."""
         if stamped:
             self.buffers.setdefault(partition, deque()).extend(stamped)
             self.seen[partition] = max(self.seen.get(partition, NOT_YET), stamped[-1][0])
+            self.read_to[partition] = stamped[-1][1][0] + 1
 
     def buffered(self, partition):
         return len(self.buffers.get(partition, ()))

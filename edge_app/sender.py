@@ -127,11 +127,11 @@ class Sender:
         batch = list(WindowAggregate.objects.sendable().values_list(
             "id", "household", "window_start", "window_end", "average_w", "readings")[: self.batch])
         if batch:
-            now = connection.ops.adapt_datetimefield_value(timezone.now())
-            with transaction.atomic(), connection.cursor() as cursor:
+            now = timezone.now()
+            with transaction.atomic():  # one UPDATE a chunk either way: the ORM's costs nothing over raw SQL
                 for ids in _chunks([r[0] for r in batch], CHUNK):
-                    cursor.execute(f"UPDATE {TABLE} SET status = {int(Status.SENT)}, sent_at = %s, "
-                                   f"attempts = attempts + 1 WHERE id IN ({', '.join(['%s'] * len(ids))})", [now, *ids])
+                    WindowAggregate.objects.filter(id__in=ids).update(status=Status.SENT, sent_at=now,
+                                                                       attempts=F("attempts") + 1)
         return batch
 
     def _receive(self, ctx, batch, request):
@@ -165,6 +165,13 @@ class Sender:
             return 0
         return self._apply(batch, codes, reasons)
 
+    def mark_acked(self, acked):
+        """(postal code, stamp, id) rows to ACKED with one prepared UPDATE run over them all: each row has
+        its own code, which the ORM would send as an UPDATE a row (`bench drain` measures the two)."""
+        with connection.cursor() as cursor:
+            cursor.executemany(f"UPDATE {TABLE} SET status = {int(Status.ACKED)}, postal_code = %s, acked_at = %s, "
+                               f"refusal = '', next_attempt_at = NULL WHERE id = %s", acked)
+
     def _apply(self, batch, codes, reasons):
         now = timezone.now()
         stamp = connection.ops.adapt_datetimefield_value(now)
@@ -172,9 +179,7 @@ class Sender:
         refused = [(row, why or NO_POSTAL_CODE) for row, code, why in zip(batch, codes, reasons) if why or not code]
         permanent = sum(1 for _, why in refused if _permanent(why))
         with transaction.atomic():
-            with connection.cursor() as cursor:
-                cursor.executemany(f"UPDATE {TABLE} SET status = {int(Status.ACKED)}, postal_code = %s, acked_at = %s, "
-                                   f"refusal = '', next_attempt_at = NULL WHERE id = %s", acked)
+            self.mark_acked(acked)
             by_reason = {}
             for row, why in refused:
                 by_reason.setdefault(why, []).append(row[0])

@@ -25,6 +25,6 @@ application = ProtocolTypeRouter(
 
 # Everything built so far (modules, settings, URL and middleware objects)
 # lives as long as the process. Freezing it keeps the collector's full passes
-# from walking it: those passes stalled requests by up to 60 ms (bench api:
-# /api/states/ p99 72 ms -> 25 ms with 8 clients on one daphne process).
+# from walking it: those passes stalled requests and made the p99 of
+# `bench api`.
 gc.freeze()

@@ -16,7 +16,8 @@ from django.core.exceptions import ImproperlyConfigured
 
 TRUE_WORDS = {"1", "true", "yes", "on"}
 FALSE_WORDS = {"0", "false", "no", "off", ""}
-HOSTNAME_RE = re.compile(r"^(?=.{1,253}$)[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$")
+HOSTNAME_RE = re.compile(r"^(?=.{1,253}$)[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+                         r"(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$")
 SETTING_ERROR_STATUS = 2
 
 
@@ -87,12 +88,13 @@ def env_list(name, default):
     return [item.strip() for item in value.split(",") if item.strip()]
 
 
-def env_choice(name, default, choices):
-    """One of `choices` (upper-cased, so `info` reads as INFO)."""
+def env_choice(name, default, choices, *, fold=str.upper):
+    """One of `choices`, after `fold` (upper-case by default, so `info` reads as INFO; str.lower for
+    lower-case words such as a client library's name)."""
     text = env_str(name, default)
-    if text.upper() not in choices:
+    if fold(text) not in choices:
         raise SettingError(f"{name}={text!r}: expected one of {', '.join(choices)}")
-    return text.upper()
+    return fold(text)
 
 
 def env_match(name, default, pattern, expected):

@@ -3,7 +3,7 @@
 Every middleware Django ships is both sync- and async-capable, so under its
 stock ASGI handler each process_request/process_response hook of a
 MiddlewareMixin runs through a thread hop of its own, and the view through
-more: 32 hops a request in a profile, 2.3 ms of /api/states/'s 2.75 ms.
+more. `bench api` measures this handler against the stock one.
 Built in sync mode, the chain runs as it does under WSGI; the whole of
 `get_response` (middleware and view) then crosses into a thread once.
 Websockets are untouched: Channels routes them past this handler.

@@ -7,16 +7,18 @@ from django.conf import settings
 from django.http import HttpResponse
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
+from cloud_app.metrics import CloudCollector
+from cloud_app.reader import ReaderSource
+from edge_app.metrics import EdgeCollector
+
+
+readers = ReaderSource()  # this view's Redis dependency; resolved per request from the settings
+
 
 def metrics(request):
     registry = CollectorRegistry(auto_describe=False)
     if settings.FOG_SERVES_EDGE:
-        from edge_app.metrics import EdgeCollector
-
         registry.register(EdgeCollector())
     if settings.FOG_SERVES_CLOUD:
-        from cloud_app.api import reader
-        from cloud_app.metrics import CloudCollector
-
-        registry.register(CloudCollector(reader()))
+        registry.register(CloudCollector(readers()))
     return HttpResponse(generate_latest(registry), content_type=CONTENT_TYPE_LATEST)

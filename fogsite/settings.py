@@ -24,6 +24,7 @@ from fogsite.env import (
     env_str,
     env_timezone,
 )
+from edge_app import kafka_source
 from fogwire import limits
 from fogwire.protocol import EDGE_ID_RE, MAX_EDGE_ID
 
@@ -50,6 +51,9 @@ FOG_SERVES_EDGE = FOG_ROLE in ("all", "edge")
 FOG_SERVES_CLOUD = FOG_ROLE in ("all", "cloud")
 FOG_KAFKA_BOOTSTRAP = env_hostport("FOG_KAFKA_BOOTSTRAP", "127.0.0.1:9092")
 FOG_TOPIC = env_match("FOG_TOPIC", "power", TOPIC_RE, "1..249 of A-Z a-z 0-9 . _ - (a Kafka topic name)")
+# The edge ingest's Kafka client (edge_app/kafka_source.py); `bench ingest` measures both.
+FOG_EDGE_KAFKA_CLIENT = env_choice("FOG_EDGE_KAFKA_CLIENT", kafka_source.DEFAULT_CLIENT, list(kafka_source.SOURCES),
+                                   fold=str.lower)
 FOG_EDGE_REDIS_URL = env_redis_url("FOG_EDGE_REDIS_URL", "redis://127.0.0.1:6379/0")
 FOG_CLOUD_REDIS_URL = env_redis_url("FOG_CLOUD_REDIS_URL", "redis://127.0.0.1:6379/1")
 FOG_EDGE_ID = env_match("FOG_EDGE_ID", "edge-1", EDGE_ID_RE, f"1..{MAX_EDGE_ID} of A-Z a-z 0-9 . _ -")
@@ -214,6 +218,7 @@ REST_FRAMEWORK = {
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticatedOrReadOnly"],
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer", "rest_framework.renderers.BrowsableAPIRenderer"],
+    "URL_FORMAT_OVERRIDE": None,  # no ?format=: a query string the schema does not name is ignored, never a 404
 }
 
 SPECTACULAR_SETTINGS = {

@@ -12,3 +12,5 @@ if settings.FOG_SERVES_EDGE:
     urlpatterns += [path("edge/", include("edge_app.urls")), path("admin/", admin.site.urls)]
 if settings.FOG_SERVES_CLOUD:
     urlpatterns.append(path("", include("cloud_app.urls")))
+
+handler404 = "cloud_app.api.not_found"  # JSON under /api/, as the schema says

@@ -1,11 +1,10 @@
 """One batched, asynchronous Kafka producer behind a small interface.
 
 Two clients: confluent-kafka (librdkafka, the default) and kafka-python.
-Measured here on the local broker, keyed 60-byte JSON messages, acks=all:
-kafka-python 74,000 messages/s, confluent-kafka 553,000 messages/s, before
-any simulation work. The simulation's target (100,000 readings/s) is out of
-kafka-python's reach, so confluent-kafka is the default and kafka-python
-stays selectable (`--client kafka-python`) for comparison.
+kafka-python's pure-Python producer falls short of the simulation's target
+(`bench simulate --client kafka-python` against the default shows it), so
+confluent-kafka is the default and kafka-python stays selectable
+(`--client kafka-python`) for comparison.
 
 Every message Kafka refuses is counted (and its first error kept), never
 silently dropped: `close()` says how many were lost.

@@ -17,10 +17,8 @@ import atexit
 import copy
 import os
 import signal
-import socket
 import subprocess
 import sys
-import time
 import uuid
 from pathlib import Path
 
@@ -29,6 +27,7 @@ import redis as redis_lib
 from django.conf import settings
 
 from edge_app.processes import alive, child_pids, with_environment  # noqa: F401  (for the tests)
+from tooling.net import free_port, wait_for  # noqa: F401  (tests import them from here too)
 
 ROOT = Path(__file__).resolve().parent.parent
 TEST_REDIS_DB = int(os.environ.get("FOG_TEST_REDIS_DB", "15"))
@@ -119,6 +118,14 @@ def topic(kafka_bootstrap):
         admin.close()
 
 
+@pytest.fixture(params=["confluent", "kafka-python"])
+def kafka_client(request, settings):
+    """Run the test once per ingest Kafka client: in this process (the setting) and in child edges
+    (edge_env carries FOG_EDGE_KAFKA_CLIENT when a test asks for both fixtures)."""
+    settings.FOG_EDGE_KAFKA_CLIENT = request.param
+    return request.param
+
+
 @pytest.fixture
 def redis_url(services):
     """URL of a Redis database reserved for tests. Tests keep to their own key prefix (cloud_prefix),
@@ -134,13 +141,6 @@ def redis_client(redis_url):
     client.close()
 
 
-@pytest.fixture
-def free_port():
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def run_manage(*args, env=None, timeout=120):
     """Run `manage.py` as a user would, in a child process."""
     full_env = {**os.environ, **(env or {})}
@@ -148,15 +148,6 @@ def run_manage(*args, env=None, timeout=120):
         [sys.executable, str(ROOT / "manage.py"), *args],
         cwd=ROOT, env=full_env, capture_output=True, text=True, timeout=timeout,
     )
-
-
-def wait_for(predicate, timeout=10.0, interval=0.05):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(interval)
-    return predicate()
 
 
 from tests.corpus import EDGE_ID, EDGE_SECRET, GEM_HEADER  # noqa: E402  (shared with the corpus)
@@ -174,7 +165,7 @@ class CloudThread:
         self.redis_url, self.prefix, self.secrets = redis_url, prefix, secrets
         self.households_per_edge = households_per_edge or DEFAULT_HOUSEHOLDS_PER_EDGE
         self.legacy_edge, self.publish, self.tls, self.max_connections = legacy_edge, publish, tls, max_connections
-        hb, data = ports or (_free_port(), _free_port())
+        hb, data = ports or (free_port(), free_port())
         scheme = "tls+tcp" if tls else "tcp"
         self.hb_addr, self.data_addr = f"{scheme}://127.0.0.1:{hb}", f"{scheme}://127.0.0.1:{data}"
         self.ready, self.server, self.error = threading.Event(), None, None
@@ -234,10 +225,16 @@ class CloudThread:
             return sock.recv()
 
 
-def _free_port():
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+@pytest.fixture
+def own_redis(tmp_path):
+    """A redis-server of the test's own (same config as `make services`) in a tmp var dir on its own port, so
+    killing it or changing its settings disturbs no one; stopped at the end."""
+    from tooling.localservices import Paths, Redis
+
+    server = Redis(Paths(Path("."), tmp_path), "127.0.0.1", free_port())
+    server.up(lambda line: None)
+    yield server
+    server.down(lambda line: None)
 
 
 @pytest.fixture
@@ -316,8 +313,9 @@ TEST_EDGE_REDIS_DB = int(os.environ.get("FOG_TEST_EDGE_REDIS_DB", "14"))
 
 
 @pytest.fixture
-def edge_env(tmp_path, services):
-    """Environment for an edge node in child processes: its own database file, edge id and RQ database."""
+def edge_env(request, tmp_path, services):
+    """Environment for an edge node in child processes: its own database file, edge id and RQ database
+    (and the test's Kafka client, if it asks for kafka_client)."""
     edge_id = f"edge-{uuid.uuid4().hex[:8]}"
     base = settings.FOG_EDGE_REDIS_URL.rsplit("/", 1)[0]
     env = {
@@ -326,6 +324,8 @@ def edge_env(tmp_path, services):
         "FOG_EDGE_SECRET": EDGE_SECRET,
         "FOG_EDGE_REDIS_URL": f"{base}/{TEST_EDGE_REDIS_DB}",
     }
+    if "kafka_client" in request.fixturenames:
+        env["FOG_EDGE_KAFKA_CLIENT"] = request.getfixturevalue("kafka_client")
     result = run_manage("migrate", "-v", "0", env=env)
     assert result.returncode == 0, result.stderr
     env["_db"] = str(tmp_path / "edge.sqlite3")
@@ -407,8 +407,6 @@ def cloud_settings(settings, redis_url, cloud_prefix):
     """Point this process's API, channel layer and metrics at the test's cloud Redis and prefix."""
     from channels.layers import channel_layers
 
-    from cloud_app.api import reader
-
     settings.FOG_CLOUD_REDIS_URL = redis_url
     settings.FOG_CLOUD_KEY_PREFIX = cloud_prefix
     # The project's own layer settings (connection options included), pointed at the test's database.
@@ -417,10 +415,8 @@ def cloud_settings(settings, redis_url, cloud_prefix):
     layer["CONFIG"]["prefix"] = f"{cloud_prefix}asgi"
     settings.CHANNEL_LAYERS = {"default": layer}
     channel_layers.backends = {}
-    reader.cache_clear()
     yield settings
     channel_layers.backends = {}
-    reader.cache_clear()
 
 
 def deliver(cloud, rows, edge=EDGE_ID, secret=EDGE_SECRET):
@@ -492,7 +488,7 @@ class FakeCloud:
         import pynng
 
         self.answer, self.served = answer, []
-        self.address = f"tcp://127.0.0.1:{_free_port()}"
+        self.address = f"tcp://127.0.0.1:{free_port()}"
         self.sock = pynng.Rep0(listen=self.address)
         self.thread = threading.Thread(target=self._serve, daemon=True)
 

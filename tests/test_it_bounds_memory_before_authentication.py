@@ -31,7 +31,7 @@ def _closed_by_the_cloud(sock, seconds=5.0):
     sock.settimeout(seconds)
     try:
         return sock.recv(1) == b""
-    except socket.timeout:
+    except TimeoutError:
         return False
     except ConnectionError:
         return True

@@ -50,7 +50,7 @@ def test_it_closes_a_live_window_once_whatever_else_closes_it(tmp_path):
 
 
 @pytest.mark.django_db(transaction=True)
-def test_it_stores_a_real_time_window_grace_after_its_end(kafka_bootstrap, topic):
+def test_it_stores_a_real_time_window_grace_after_its_end(kafka_client, kafka_bootstrap, topic):
     from edge_app.ingest import Ingestor
     from edge_app.models import WindowAggregate
 
@@ -81,7 +81,7 @@ def test_it_stores_a_real_time_window_grace_after_its_end(kafka_bootstrap, topic
 
 
 @pytest.mark.django_db(transaction=True)
-def test_it_keeps_to_event_time_when_live_windows_are_off(kafka_bootstrap, topic):
+def test_it_keeps_to_event_time_when_live_windows_are_off(kafka_client, kafka_bootstrap, topic):
     from edge_app.ingest import Ingestor
 
     ingest = Ingestor(edge_id="edge-off", topic=topic, bootstrap=kafka_bootstrap, window_seconds=5,
@@ -99,7 +99,7 @@ def test_it_keeps_to_event_time_when_live_windows_are_off(kafka_bootstrap, topic
 
 
 @pytest.mark.django_db(transaction=True)
-def test_it_keeps_to_event_time_until_it_has_read_everything(kafka_bootstrap, topic):
+def test_it_keeps_to_event_time_until_it_has_read_everything(kafka_client, kafka_bootstrap, topic):
     from edge_app.ingest import Ingestor
 
     ingest = Ingestor(edge_id="edge-behind", topic=topic, bootstrap=kafka_bootstrap, window_seconds=5,

@@ -20,7 +20,7 @@ HOUR = 3_600_000
 
 
 @pytest.mark.django_db(transaction=True)
-def test_it_skips_200000_brackets_and_reads_on(kafka_bootstrap, topic):
+def test_it_skips_200000_brackets_and_reads_on(kafka_client, kafka_bootstrap, topic):
     produce(kafka_bootstrap, topic, [reading("h", T0, 100.0), ("h", b"[" * 200_000), reading("h", T0 + 1000, 300.0)])
     for run in range(2):  # and again from the same offsets, as a restarted edge would
         IngestPosition.objects.all().delete()
@@ -53,7 +53,7 @@ def test_it_logs_malformed_readings_without_flooding(caplog):
 
 
 @pytest.mark.django_db(transaction=True)
-def test_it_accepts_the_genuine_readings_after_one_far_ahead(kafka_bootstrap, topic):
+def test_it_accepts_the_genuine_readings_after_one_far_ahead(kafka_client, kafka_bootstrap, topic):
     messages = [reading("h", T0 + i * 1000, 100.0) for i in range(10)]
     messages.append(reading("h", T0 + 23 * HOUR, 5000.0))  # a wrong clock
     messages += [reading("h", T0 + (10 + i) * 1000, 200.0) for i in range(100)]
@@ -90,7 +90,7 @@ def test_it_closes_a_stray_window_and_forgets_silent_households():
 
 
 @pytest.mark.django_db(transaction=True)
-def test_it_resumes_exactly_after_forgetting_silent_households(kafka_bootstrap, topic):
+def test_it_resumes_exactly_after_forgetting_silent_households(kafka_client, kafka_bootstrap, topic):
     # 40 households speak once early and fall silent; one speaks throughout. The edge stops halfway,
     # having forgotten the silent ones, and a new one resumes from the stored positions.
     early = [reading(f"early-{h}", T0 + h, 10.0 + h) for h in range(40)]
@@ -114,7 +114,7 @@ def test_it_resumes_exactly_after_forgetting_silent_households(kafka_bootstrap, 
     assert stored == expected
 
 
-def test_it_ends_a_burst_run_with_a_tuple_the_cloud_refuses_for_good(kafka_bootstrap, topic, edge_env, redis_url,
+def test_it_ends_a_burst_run_with_a_tuple_the_cloud_refuses_for_good(kafka_client, kafka_bootstrap, topic, edge_env, redis_url,
                                                                     cloud_prefix, redis_client):
     produce(kafka_bootstrap, topic, [reading(f"h{h}", T0 + i * 1000, 50.0) for i in range(10) for h in range(3)])
     cloud = CloudThread(redis_url, cloud_prefix, {edge_env["FOG_EDGE_ID"]: EDGE_SECRET, "edge-first": EDGE_SECRET})

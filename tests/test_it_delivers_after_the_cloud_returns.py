@@ -9,7 +9,7 @@ from cloud_app.store import Keys
 from edge_app.link import Heartbeat
 from edge_app.models import EdgeStatus, Status, WindowAggregate
 from edge_app.sender import Sender
-from tests.conftest import EDGE_ID, EDGE_SECRET, CloudThread, _free_port, wait_for
+from tests.conftest import EDGE_ID, EDGE_SECRET, CloudThread, free_port, wait_for
 
 T0 = 1_577_142_000_000
 
@@ -33,7 +33,7 @@ def drain(sender, rounds=100):
 
 @pytest.fixture
 def ports():
-    return _free_port(), _free_port()
+    return free_port(), free_port()
 
 
 @pytest.fixture
@@ -155,7 +155,7 @@ def test_it_refuses_to_trust_a_cloud_that_does_not_know_its_secret(edge, ports, 
 def test_it_sends_again_at_once_when_the_clouds_store_was_down(edge, ports, redis_url, cloud_prefix, redis_client):
     beat, sender = edge
     add_tuples(50)
-    dead_store = f"redis://127.0.0.1:{_free_port()}/0"  # nothing listens there
+    dead_store = f"redis://127.0.0.1:{free_port()}/0"  # nothing listens there
     cloud = CloudThread(dead_store, cloud_prefix, {EDGE_ID: EDGE_SECRET}, ports=ports).start()
     try:
         assert link_comes_up(beat)  # heartbeats still answer

@@ -15,7 +15,7 @@ import pytest
 
 from tooling.chaos.proxy import Proxy
 from edge_app.models import Status, WindowAggregate
-from tests.conftest import EDGE_ID, EDGE_SECRET, CloudThread, _free_port, add_pending, edge_sender, send_until_all_acked
+from tests.conftest import EDGE_ID, EDGE_SECRET, CloudThread, free_port, add_pending, edge_sender, send_until_all_acked
 
 TUPLES = 1000
 REPLAY_EVERY = 3  # every third reply from the cloud is swapped for the first one
@@ -56,7 +56,7 @@ class ReplayingProxy(Proxy):
 @pytest.mark.django_db(transaction=True)
 def test_it_acks_nothing_the_cloud_lacks_when_replies_are_replayed(redis_url, cloud_prefix, redis_client):
     cloud = CloudThread(redis_url, cloud_prefix, {EDGE_ID: EDGE_SECRET}).start()
-    proxy = ReplayingProxy(_free_port(), int(cloud.data_addr.rsplit(":", 1)[1])).start()
+    proxy = ReplayingProxy(free_port(), int(cloud.data_addr.rsplit(":", 1)[1])).start()
     add_pending(TUPLES)
     sender = edge_sender(f"tcp://127.0.0.1:{proxy.listen_port}", batch=50, in_flight=3, ack_timeout_ms=2000)
     try:

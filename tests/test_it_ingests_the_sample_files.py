@@ -28,7 +28,7 @@ def first_hour(path):
 
 
 @pytest.mark.django_db(transaction=True)
-def test_it_stores_exactly_the_independently_computed_averages(kafka_bootstrap, topic):
+def test_it_stores_exactly_the_independently_computed_averages(kafka_client, kafka_bootstrap, topic):
     folder = sample_data_dir()
     expected, messages = {}, []
     for path in sorted(folder.glob("*.csv"))[:2]:

@@ -1,13 +1,37 @@
-import uuid
+"""The cloud acknowledges a tuple only once Redis has it on disk, so it refuses to run on a Redis that does not
+fsync every write, unless told --allow-volatile. Shown on a redis-server of the test's own whose settings the
+test changes while it runs (CONFIG SET), as an operator could."""
+
+import redis as redis_lib
+
+from tests.conftest import free_port, run_manage
 
 
-def test_it_round_trips_a_value(redis_client):
-    key = f"test:{uuid.uuid4().hex}"
-    redis_client.set(key, "value", ex=60)
-    assert redis_client.get(key) == b"value"
+def _runcloud(own_redis, *extra):
+    env = {"FOG_CLOUD_REDIS_URL": f"redis://127.0.0.1:{own_redis.port}/1",
+           "FOG_EDGE_REDIS_URL": f"redis://127.0.0.1:{own_redis.port}/0"}
+    return run_manage("runcloud", "--until", "0.5", "--heartbeat-port", str(free_port()), "--data-port",
+                      str(free_port()), *extra, env=env)
 
 
-def test_it_runs_redis_with_an_fsynced_append_only_file(redis_client):
-    # The cloud's ACK promise rests on this: each write is on disk before Redis answers.
-    assert redis_client.config_get("appendonly") == {"appendonly": "yes"}
-    assert redis_client.config_get("appendfsync") == {"appendfsync": "always"}
+def test_it_refuses_a_redis_that_stops_fsyncing_every_write(own_redis):
+    client = redis_lib.Redis(port=own_redis.port)
+    try:
+        durable = _runcloud(own_redis)
+        assert durable.returncode == 0, durable.stderr
+
+        client.config_set("appendfsync", "everysec")
+        refused = _runcloud(own_redis)
+        assert refused.returncode == 1
+        assert "appendfsync is 'everysec'" in refused.stderr and "--allow-volatile" in refused.stderr
+
+        allowed = _runcloud(own_redis, "--allow-volatile")
+        assert allowed.returncode == 0, allowed.stderr
+        assert "volatile Redis" in allowed.stderr
+
+        client.config_set("appendfsync", "always")
+        client.config_set("appendonly", "no")
+        off = _runcloud(own_redis)
+        assert off.returncode == 1 and "persistence is off" in off.stderr
+    finally:
+        client.close()

@@ -7,7 +7,7 @@ the test starts and stops itself.
 
 import os
 import re
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta, UTC
 
 import pytest
 from django.db import connection
@@ -24,7 +24,7 @@ TABLE = WindowAggregate._meta.db_table
 
 @pytest.fixture
 def tuples(db):
-    created = datetime(2019, 12, 24, 0, 0, 7, tzinfo=timezone.utc)
+    created = datetime(2019, 12, 24, 0, 0, 7, tzinfo=UTC)
     rows = [WindowAggregate(household=name, window_start=T0 + i * 5000, window_end=T0 + i * 5000 + 5000,
                             day="2019-12-24" if i < 30 else "2019-12-25", average_w=985.4214999999999 + i,
                             readings=3, status=Status.ACKED if i % 3 else Status.PENDING, created_at=created,
@@ -129,7 +129,7 @@ def test_it_shows_figures_readably_in_the_operators_time_zone(admin_client, tupl
 
 def test_it_keeps_a_short_link_history_and_shows_it(admin_client, tuples, monkeypatch):
     monkeypatch.setattr(edge_models, "LINK_HISTORY_KEEP", 5)
-    began = datetime(2026, 1, 1, 12, 0, tzinfo=timezone.utc)
+    began = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
     for n in range(12):
         LinkChange.record("edge-1", n % 2 == 1, began + timedelta(minutes=10 * n), "" if n % 2 else "no answer")
     history = list(LinkChange.objects.filter(edge_id="edge-1").order_by("at"))
@@ -173,12 +173,12 @@ def test_it_keeps_the_admin_fast_on_postgresql(tmp_path):
     from django.conf import settings
 
     from tooling.localservices import Paths, Postgres
-    from tests.conftest import ROOT, _free_port
+    from tests.conftest import ROOT, free_port
 
     # The server runs as the postgres user, which cannot enter pytest's private tmp folders.
     var = Path(tempfile.mkdtemp(prefix="fog-pg-test-"))
     var.chmod(0o755)
-    password, port = secrets.token_urlsafe(16), _free_port()
+    password, port = secrets.token_urlsafe(16), free_port()
     server = Postgres(Paths(Path(settings.BASE_DIR), var), "127.0.0.1", port, "fog", password, "fog")
     try:
         server.up(lambda line: None)

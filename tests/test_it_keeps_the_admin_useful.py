@@ -35,7 +35,7 @@ def test_it_lists_tuples_with_counts_per_status_in_the_header(admin_client, tupl
 
 
 def test_it_filters_by_status_household_and_day(admin_client, tuples):
-    by_status = admin_client.get("/admin/edge_app/windowaggregate/?status__exact=2")
+    by_status = admin_client.get(f"/admin/edge_app/windowaggregate/?status__exact={int(Status.ACKED)}")
     assert len(by_status.context["cl"].result_list) == 4
     by_household = admin_client.get("/admin/edge_app/windowaggregate/?q=house-1")
     assert {t.household for t in by_household.context["cl"].result_list} == {"house-1"}

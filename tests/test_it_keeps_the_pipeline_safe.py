@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pynng
 
-from tooling.localservices import port_open
+from tooling.net import port_open
 from fogwire import protocol as wire
-from tests.conftest import ROOT, _free_port, run_manage, wait_for
+from tests.conftest import ROOT, free_port, run_manage, wait_for
 
 
 def _listening(port):
@@ -34,7 +34,7 @@ def test_it_keeps_debug_off_unless_asked():
 
 def test_it_binds_the_cloud_to_loopback_and_keeps_secrets_out_of_its_log(services):
     secret, wrong = "Sx7-never-in-a-log", "Wq3-never-in-a-log"
-    hb, data = _free_port(), _free_port()
+    hb, data = free_port(), free_port()
     env = {**os.environ, "FOG_EDGE_SECRETS": f"e1:{secret}", "FOG_CLOUD_KEY_PREFIX": f"sec:{uuid.uuid4().hex[:6]}:"}
     cloud = subprocess.Popen([sys.executable, str(ROOT / "manage.py"), "runcloud", "--heartbeat-port", str(hb),
                               "--data-port", str(data), "-v", "2"], cwd=ROOT, env=env,

@@ -16,6 +16,8 @@ BAD_VALUES = {
     "FOG_KAFKA_BOOTSTRAP": ("kafka-without-port", "FOG_KAFKA_BOOTSTRAP='kafka-without-port': expected host:port"),
     "FOG_TOPIC": ("power readings", "FOG_TOPIC='power readings': expected 1..249 of A-Z a-z 0-9 . _ -"),
     "FOG_DATABASE_URL": ("foo", "FOG_DATABASE_URL='foo': expected a database URL such as sqlite:///"),
+    "FOG_EDGE_KAFKA_CLIENT": ("librdkafka",
+                              "FOG_EDGE_KAFKA_CLIENT='librdkafka': expected one of confluent, kafka-python"),
     "FOG_EDGE_REDIS_URL": ("http://127.0.0.1:6379/0",
                            "FOG_EDGE_REDIS_URL='http://127.0.0.1:6379/0': expected a URL starting with redis://"),
     "FOG_CLOUD_REDIS_URL": ("redis://127.0.0.1:6379/one",

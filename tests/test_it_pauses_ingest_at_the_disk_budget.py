@@ -8,7 +8,7 @@ from edge_app.ingest import Ingestor
 from edge_app.link import Heartbeat
 from edge_app.models import EdgeStatus, Status, WindowAggregate
 from edge_app.sender import Sender
-from tests.conftest import EDGE_ID, EDGE_SECRET, CloudThread, _free_port, produce, reading, run_manage, wait_for
+from tests.conftest import EDGE_ID, EDGE_SECRET, CloudThread, free_port, produce, reading, run_manage, wait_for
 
 T0 = 1_577_142_000_000  # a multiple of 5 s
 HOUSEHOLDS = 20
@@ -58,7 +58,7 @@ def readings(kafka_bootstrap, topic):
 
 @pytest.fixture
 def edge(kafka_bootstrap, readings):
-    hb, data = _free_port(), _free_port()
+    hb, data = free_port(), free_port()
     ingest = Ingestor(edge_id=EDGE_ID, topic=readings, bootstrap=kafka_bootstrap, window_seconds=5,
                       grace_seconds=2, idle_seconds=600)
     ingest.connect()
@@ -78,7 +78,7 @@ def backlog():
 
 @pytest.mark.django_db(transaction=True)
 def test_it_stops_reading_kafka_at_the_budget_and_delivers_every_window_once_when_the_cloud_returns(
-        edge, redis_url, cloud_prefix, redis_client):
+        kafka_client, edge, redis_url, cloud_prefix, redis_client):
     ingest, beat, sender, ports = edge
     beat.handle_one_beat()
     beat.handle_one_beat()  # two missed beats: the link is down, the sender holds everything

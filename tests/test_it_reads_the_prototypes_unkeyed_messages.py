@@ -58,14 +58,15 @@ def test_it_windows_unkeyed_prototype_messages_by_their_record_time(kafka_bootst
 
 def test_it_releases_partitions_in_time_order_only_up_to_the_slowest():
     merge = PartitionMerge()
-    merge.add(0, [(t, ("p0", t)) for t in (1, 5, 9, 20)])
-    merge.add(1, [(t, ("p1", t)) for t in (2, 3)])
+    merge.add(0, [(t, (offset, "p0")) for offset, t in enumerate((1, 5, 9, 20))])
+    merge.add(1, [(t, (offset, "p1")) for offset, t in enumerate((2, 3))])
     # Partition 1 may have more to read: nothing past its newest time (3) is safe yet.
-    assert merge.release(lagging=[0, 1]) == [(0, ("p0", 1)), (1, ("p1", 2)), (1, ("p1", 3))]
-    merge.add(1, [(10, ("p1", 10))])
-    assert merge.release(lagging=[0, 1]) == [(0, ("p0", 5)), (0, ("p0", 9)), (1, ("p1", 10))]
+    assert merge.release(lagging=[0, 1]) == [(0, (0, "p0")), (1, (0, "p1")), (1, (1, "p1"))]
+    merge.add(1, [(10, (2, "p1"))])
+    assert merge.release(lagging=[0, 1]) == [(0, (1, "p0")), (0, (2, "p0")), (1, (2, "p1"))]
+    assert merge.read_to == {0: 4, 1: 3}
     # Caught up everywhere: the rest goes out.
-    assert merge.release(lagging=[]) == [(0, ("p0", 20))]
+    assert merge.release(lagging=[]) == [(0, (3, "p0"))]
 
 
 def test_it_resumes_every_partition_a_window_has_readings_from():

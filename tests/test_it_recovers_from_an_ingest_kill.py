@@ -11,6 +11,7 @@ import redis as redis_lib
 
 from cloud_app.store import Keys
 from edge_app.loops import EdgeControl
+from edge_app.models import Status
 from tests.conftest import ROOT, child_env, edge_cloud, edge_db, produce, reading, wait_for
 
 T0 = 1_577_142_000_000
@@ -18,7 +19,7 @@ HOUSEHOLDS, STEPS = 100, 1500  # 150,000 readings at a 2 s step: 600 windows a h
 
 
 @pytest.mark.slow
-def test_it_stores_every_window_once_with_its_average_after_a_kill(kafka_bootstrap, topic, edge_env, redis_url,
+def test_it_stores_every_window_once_with_its_average_after_a_kill(kafka_client, kafka_bootstrap, topic, edge_env, redis_url,
                                                                    cloud_prefix, redis_client):
     messages, windows = [], defaultdict(list)
     for step in range(STEPS):
@@ -58,6 +59,6 @@ def test_it_stores_every_window_once_with_its_average_after_a_kill(kafka_bootstr
     stored = {(h, start): avg for h, start, avg, _ in rows}
     assert len(rows) == len(stored) == len(expected)  # every window, each once
     assert all(stored[key] == pytest.approx(avg, rel=1e-12) for key, avg in expected.items())
-    assert {status for *_, status in rows} == {2}
+    assert {status for *_, status in rows} == {Status.ACKED}
     assert readings == len(messages)  # replayed readings are not counted twice
     assert redis_client.hlen(Keys(cloud_prefix).tuples(edge_env['FOG_EDGE_ID'])) == len(expected)

@@ -6,14 +6,14 @@ beyond loopback during the test.
 
 import pytest
 
-from tests.conftest import _free_port, run_manage
+from tests.conftest import free_port, run_manage
 
 STRONG = "k3T9vQ2xLm8pR4sZ7wY1bN6cF0hJ5dG2"  # 32 bytes
 
 
 def _runcloud(*args, **env):
-    return run_manage("runcloud", "--until", "1", "--heartbeat-port", str(_free_port()), "--data-port",
-                      str(_free_port()), *args, env={"FOG_CLOUD_KEY_PREFIX": "test:expose:", **env}, timeout=60)
+    return run_manage("runcloud", "--until", "1", "--heartbeat-port", str(free_port()), "--data-port",
+                      str(free_port()), *args, env={"FOG_CLOUD_KEY_PREFIX": "test:expose:", **env}, timeout=60)
 
 
 @pytest.mark.parametrize("secrets", [None, "edge-1:dev-edge-secret-change-me", f"edge-1:{STRONG},edge-2:short-secret-20bytes"])

@@ -1,6 +1,12 @@
-"""Benchmarks are not tests: this only proves each still runs, at a small size."""
+"""Each benchmark runs at a small size, prints its figures beside a baseline that differs in one thing, and meets
+what can be promised at that size on a machine shared with other work: the simulation keeps real time (lag < 1 s,
+with a wide margin), batching beats one tuple a request, and one statement over all rows beats the ORM's (INSERT in
+ingest, UPDATE in drain). The throughput targets (>= N items/s), several requests in flight, the consumer tuning and
+the millisecond targets (stored -> ACK p99, the API's p99) are promises at the default sizes on a quiet machine,
+where start-up, cold workers and the neighbours' load no longer dominate; `make bench` shows them there."""
 
 import json
+import re
 
 import pytest
 
@@ -8,24 +14,34 @@ from tests.conftest import run_manage
 
 SMALL = {
     "cloud": ["--tuples", "3000", "--baseline-tuples", "50"],
-    "drain": ["--tuples", "3000", "--baseline-tuples", "50"],
-    "ingest": ["--readings", "5000", "--households", "50", "--baseline-readings", "500"],
-    "simulate": ["--households", "200", "--until", "20", "--baseline-readings", "50"],
+    "drain": ["--tuples", "3000", "--baseline-tuples", "50", "--orm-tuples", "1000"],
+    "ingest": ["--readings", "5000", "--households", "50"],
+    "simulate": ["--households", "200", "--until", "20"],
     "realtime": ["--households", "100", "--until", "3"],
     "latency": ["--households", "20", "--seconds", "8"],
-    "api": ["--tuples", "5000", "--households", "100", "--clients", "2", "--requests", "20", "--baseline-calls", "1"],
+    "api": ["--tuples", "5000", "--households", "100", "--clients", "2", "--requests", "20"],
     "admin": ["--tuples", "3000", "--households", "50", "--requests", "2", "--baseline-requests", "1"],
     "scale": ["--replicas", "2", "--edges", "2", "--tuples", "3000", "--tuples-per-edge", "500"],
 }
+LATENCY_TARGETS = {"realtime"}  # "< 1 s"
+TARGET = re.compile(r"(<=|<)\s*([\d,.]+)")
 
 
 @pytest.mark.parametrize("name", SMALL)
-def test_it_runs_the_benchmark_and_prints_a_figure_beside_its_baseline(services, name):
-    result = run_manage("bench", name, *SMALL[name], "--json", timeout=300)
+def test_it_runs_the_benchmark_beside_its_baseline_and_meets_what_it_promises(services, name):
+    result = run_manage("bench", name, *SMALL[name], "--json", timeout=600)
     assert result.returncode == 0, result.stderr
     figures = json.loads(result.stdout)
-    assert figures and all(f["value"] > 0 for f in figures)
-    assert all(f["baseline"] is None or f["baseline"] > 0 for f in figures)
+    assert figures
+    for figure in figures:
+        assert figure["baseline"] is None or (figure["baseline"] > 0 and figure["against"]), figure
+        if name in LATENCY_TARGETS:
+            comparison, bound = TARGET.search(figure["target"]).groups()
+            bound = float(bound.replace(",", ""))
+            assert figure["value"] <= bound if comparison == "<=" else figure["value"] < bound, figure
+        if figure.get("against") in ("one tuple a request, 1 in flight", "the ORM's bulk_create, same consumer",
+                                    "an ORM update a row, all else the same"):
+            assert figure["ratio"] > 1, figure
 
 
 def test_it_takes_json_before_the_benchmark_name_too(services):

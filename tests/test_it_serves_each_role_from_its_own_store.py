@@ -12,13 +12,13 @@ import urllib.request
 
 import pytest
 
-from tests.conftest import EDGE_ID, EDGE_SECRET, ROOT, CloudThread, _free_port, make_rows, run_manage, \
+from tests.conftest import EDGE_ID, EDGE_SECRET, ROOT, CloudThread, free_port, make_rows, run_manage, \
     store_through_cloud, wait_for
-from tooling.localservices import port_open
+from tooling.net import port_open
 
 
 def closed_port():
-    return _free_port()  # bound and released: nothing listens there
+    return free_port()  # bound and released: nothing listens there
 
 
 def get(url):
@@ -34,7 +34,7 @@ def web_role(tmp_path):
     procs = []
 
     def start(role, env):
-        port = _free_port()
+        port = free_port()
         var = tmp_path / role
         var.mkdir()
         full = {**os.environ, "FOG_ROLE": role, "FOG_VAR_DIR": str(var), **env}

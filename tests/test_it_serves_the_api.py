@@ -27,8 +27,8 @@ def test_it_gives_each_states_households_power_energy_and_cost(client, stored, s
         row[1] += average
         row[2] += 1
     body = client.get("/api/states/").json()
-    assert body["count"] == 16
-    for figures in body["results"]:
+    assert sorted(figures["state"] for figures in body) == sorted(STATES)
+    for figures in body:
         households, total, count = expected[figures["state"]]
         mean = total / count if count else 0.0
         assert figures["households"] == len(households)
@@ -74,7 +74,33 @@ def test_it_lists_edges_with_link_backlog_and_rate(client, stored):
 def test_it_lists_the_latest_tuples_newest_first(client, stored):
     recent = client.get("/api/tuples/recent/?limit=5").json()
     assert [t["id"] for t in recent] == [499, 498, 497, 496, 495]
-    assert client.get("/api/tuples/recent/?limit=0").status_code == 400
+
+
+@pytest.mark.parametrize("query", ["page=0", "page=-1", "page=x", "page=1.0", "page_size=0", "page_size=501",
+                                   "page_size=", "page=1000000001", "page=" + "9" * 21])
+def test_it_refuses_a_bad_page_with_a_400_naming_the_parameter(client, stored, query):
+    response = client.get(f"/api/households/?{query}")
+    assert response.status_code == 400
+    assert set(response.json()) == {query.split("=")[0]}
+
+
+@pytest.mark.parametrize("query", ["limit=0", "limit=201", "limit=ten"])
+def test_it_refuses_a_bad_limit_with_a_400_naming_it(client, stored, query):
+    response = client.get(f"/api/tuples/recent/?{query}")
+    assert response.status_code == 400 and set(response.json()) == {"limit"}
+
+
+@pytest.mark.parametrize("query", ["format=xml", "format=api", "unknown=1"])
+def test_it_answers_a_query_string_it_does_not_use_with_its_json(client, stored, query):
+    response = client.get(f"/api/households/?{query}")
+    assert response.status_code == 200 and response["Content-Type"] == "application/json"
+    assert len(response.json()["results"]) == 10
+
+
+def test_it_answers_a_page_past_the_last_with_no_results(client, stored):
+    body = client.get("/api/households/?page=1000000000&page_size=6").json()
+    assert (body["count"], body["results"], body["next"]) == (10, [], None)
+    assert client.get(body["previous"]).json()["results"]  # the last page, which has some
 
 
 def test_it_is_read_only_for_anonymous_users(client, stored):
@@ -91,6 +117,16 @@ def test_it_publishes_a_valid_openapi_schema_listing_every_endpoint(tmp_path):
     assert {"/api/states/", "/api/households/", "/api/edges/", "/api/tuples/recent/", "/api/power/",
             "/api/households/{household}/", "/api/states/{state}/households/",
             "/api/edges/{edge}/history/"} <= set(paths)
+    bounds = {(path, p["name"]): (p["schema"].get("minimum"), p["schema"].get("maximum"))
+              for path, item in paths.items() for p in item["get"].get("parameters", []) if p["in"] == "query"}
+    paging = {"page": (1, 1_000_000_000), "page_size": (1, 500)}
+    assert bounds == {**{("/api/households/", name): b for name, b in paging.items()},
+                      **{("/api/states/{state}/households/", name): b for name, b in paging.items()},
+                      ("/api/tuples/recent/", "limit"): (1, 200)}
+    for path in {path for path, _ in bounds}:
+        assert {"200", "400"} <= set(paths[path]["get"]["responses"]), path
+    for path in ("/api/households/{household}/", "/api/states/{state}/households/", "/api/edges/{edge}/history/"):
+        assert "404" in paths[path]["get"]["responses"], path
 
 
 def test_it_serves_the_api_docs_without_any_cdn(client):
@@ -110,3 +146,20 @@ def test_it_exposes_edge_and_cloud_metrics(client, stored, db):
     assert 'fog_edge_tuples{status="pending"}' in text
     assert "fog_cloud_tuples_total 500.0" in text
     assert f'fog_cloud_edge_backlog{{edge="{EDGE_ID}"}} 17.0' in text
+
+
+def test_it_reads_through_the_reader_a_view_is_given(stored, redis_client, cloud_prefix, rf):
+    from cloud_app.api import StatesView
+    from cloud_app.reader import CloudReader
+
+    view = StatesView.as_view(readers=lambda: CloudReader(redis_client, cloud_prefix, price_eur_per_kwh=1.0))
+    figures = view(rf.get("/api/states/")).data
+    assert sum(f["tuples"] for f in figures) == len(stored)
+    assert all(f["annual_cost_eur"] == pytest.approx(f["annual_kwh"], abs=0.01) for f in figures)
+
+
+@pytest.mark.parametrize("path", ["/api/households/a%0Ab/", "/api/states/B%2FY/households/", "/api/nothing/"])
+def test_it_answers_an_api_path_no_route_matches_with_a_json_404(client, path):
+    response = client.get(path)
+    assert response.status_code == 404 and response["Content-Type"] == "application/json"
+    assert "detail" in response.json()

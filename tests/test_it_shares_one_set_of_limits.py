@@ -18,7 +18,7 @@ LONGEST_ID = "a-Z.0_9:@" * 14 + "x" * 2  # 128 characters of the whole alphabet
 def _edge_windows(readings, now_ms, window_ms):
     """What the edge would send for these readings: parsed, windowed and closed as a burst run does."""
     book = WindowBook(window_ms, 2000, 60)
-    for offset, (household, raw) in enumerate(readings):
+    for offset, (_household, raw) in enumerate(readings):
         book.add(*parse_reading(raw, now_ms), 0, offset, 0.0)
     book.close_all()
     return book.take_closed()

@@ -14,8 +14,8 @@ from django.conf import settings as django_settings
 
 from cloud_app.postal import STATES, locate
 from fogwire import protocol as wire
-from tests.conftest import EDGE_ID, EDGE_SECRET, ROOT, CloudThread, _free_port, make_rows, store_through_cloud, wait_for
-from tooling.localservices import port_open
+from tests.conftest import EDGE_ID, EDGE_SECRET, ROOT, CloudThread, free_port, make_rows, store_through_cloud, wait_for
+from tooling.net import port_open
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
@@ -34,7 +34,7 @@ def expected_kwh(rows):
 
 @pytest.fixture
 def web(cloud_settings, redis_url, cloud_prefix):
-    port = _free_port()
+    port = free_port()
     env = {**os.environ, "FOG_CLOUD_REDIS_URL": redis_url, "FOG_CLOUD_KEY_PREFIX": cloud_prefix}
     proc = subprocess.Popen([sys.executable, "-m", "uvicorn", "fogsite.asgi:application", "--host", "127.0.0.1",
                              "--port", str(port), "--lifespan", "off", "--log-level", "warning"], cwd=ROOT, env=env,

@@ -11,7 +11,7 @@ T0 = 1_577_142_000_000
 
 
 @pytest.mark.django_db(transaction=True)
-def test_it_counts_and_skips_each_bad_message_and_keeps_every_good_one(kafka_bootstrap, topic):
+def test_it_counts_and_skips_each_bad_message_and_keeps_every_good_one(kafka_client, kafka_bootstrap, topic):
     messages = []
     for i, bad in enumerate(BAD_MESSAGES.values()):
         messages.append(reading("h", T0 + i * 5000, 100.0))

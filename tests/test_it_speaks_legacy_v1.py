@@ -60,10 +60,10 @@ def test_it_cuts_echoed_input_short_and_applies_the_v2_limits(legacy_cloud, redi
 
 
 def _runcloud(*args, env):
-    from tests.conftest import _free_port, run_manage
+    from tests.conftest import free_port, run_manage
 
-    return run_manage("runcloud", "--until", "1", "--heartbeat-port", str(_free_port()), "--data-port",
-                      str(_free_port()), "--legacy-v1", *args, env={"FOG_CLOUD_KEY_PREFIX": "test:legacy:", **env})
+    return run_manage("runcloud", "--until", "1", "--heartbeat-port", str(free_port()), "--data-port",
+                      str(free_port()), "--legacy-v1", *args, env={"FOG_CLOUD_KEY_PREFIX": "test:legacy:", **env})
 
 
 def test_it_warns_at_start_that_anyone_can_deliver(services):

@@ -14,14 +14,14 @@ import uuid
 import pytest
 import redis
 
-from tests.conftest import ROOT, _free_port, child_env, run_manage, wait_for
+from tests.conftest import ROOT, free_port, child_env, run_manage, wait_for
 
 FIRST_TUPLES_WITHIN_S = 120  # windows close 5 s + grace after their readings; slack for a loaded machine
 
 
 @pytest.fixture
 def own_redis(tmp_path):
-    port = _free_port()
+    port = free_port()
     proc = subprocess.Popen(["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--dir", str(tmp_path),
                              "--appendonly", "yes", "--appendfsync", "always", "--save", ""],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -49,9 +49,9 @@ def test_it_runs_the_demo_without_lifespan_noise_or_tracebacks(tmp_path, topic, 
         "FOG_CLOUD_REDIS_URL": f"redis://127.0.0.1:{own_redis}/1",
         "FOG_TOPIC": topic,
         "FOG_EDGE_ID": f"demo-{uuid.uuid4().hex[:6]}",
-        "FOG_HEARTBEAT_PORT": str(_free_port()),
-        "FOG_DATA_PORT": str(_free_port()),
-        "WEB_PORT": str(_free_port()),
+        "FOG_HEARTBEAT_PORT": str(free_port()),
+        "FOG_DATA_PORT": str(free_port()),
+        "WEB_PORT": str(free_port()),
         "DEMO_HOUSEHOLDS": "20",
         "PYTHONUNBUFFERED": "1",
     }

@@ -11,9 +11,9 @@ import msgpack
 import pynng
 import pytest
 
-from tooling.localservices import port_open
+from tooling.net import port_open
 from fogwire import protocol as wire
-from tests.conftest import ROOT, _free_port, make_rows, wait_for
+from tests.conftest import ROOT, free_port, make_rows, wait_for
 
 SECONDS = float(os.environ.get("FOG_FUZZ_SECONDS", "60"))
 SEED = 20191224
@@ -67,7 +67,7 @@ def _frame(rng):
 
 @pytest.mark.slow
 def test_it_answers_every_random_frame_and_still_stores_a_good_batch(services):
-    hb, data = _free_port(), _free_port()
+    hb, data = free_port(), free_port()
     env = {**os.environ, "FOG_CLOUD_KEY_PREFIX": f"fuzz:{uuid.uuid4().hex[:8]}:", "FOG_EDGE_SECRETS": f"{EDGE}:{SECRET}"}
     cloud = subprocess.Popen([sys.executable, str(ROOT / "manage.py"), "runcloud", "--heartbeat-port", str(hb),
                               "--data-port", str(data), "-v", "0"], cwd=ROOT, env=env, stdout=subprocess.DEVNULL,

@@ -2,23 +2,11 @@
 
 import os
 import signal
-from pathlib import Path
 
-import pytest
 import redis as redis_lib
 
 from cloud_app.store import DEFAULT_PREFIX, Keys
-from tests.conftest import EDGE_ID, EDGE_SECRET, CloudThread, _free_port, deliver, make_rows, wait_for
-from tooling.localservices import Paths, Redis
-
-
-@pytest.fixture
-def own_redis(tmp_path):
-    """A Redis of this test's own (same config as `make services`), so killing it disturbs no one."""
-    server = Redis(Paths(Path("."), tmp_path), "127.0.0.1", _free_port())
-    server.up(lambda line: None)
-    yield server
-    server.down(lambda line: None)
+from tests.conftest import EDGE_ID, EDGE_SECRET, CloudThread, deliver, make_rows, wait_for
 
 
 def test_it_keeps_every_acked_tuple_across_a_redis_kill(own_redis):

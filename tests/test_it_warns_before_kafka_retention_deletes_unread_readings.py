@@ -103,7 +103,7 @@ def messages(caplog, level, text):
 
 
 @pytest.mark.django_db(transaction=True)
-def test_it_warns_before_retention_deletes_unread_readings_and_counts_those_it_deleted(broker, short_topic, caplog):
+def test_it_warns_before_retention_deletes_unread_readings_and_counts_those_it_deleted(kafka_client, broker, short_topic, caplog):
     produce(broker, short_topic, [reading("house-1", T0 + s * 1000, 100.0) for s in range(40)])
     ingest = Ingestor(edge_id=EDGE_ID, topic=short_topic, bootstrap=broker, window_seconds=5, grace_seconds=2,
                       idle_seconds=600)
@@ -115,6 +115,7 @@ def test_it_warns_before_retention_deletes_unread_readings_and_counts_those_it_d
     stopped.close()
     try:
         ingest.connect()  # behind: it has read nothing, as an edge paused by its budget
+        ingest.source.pause()  # paused like that edge, so no client fetches ahead (librdkafka would at once)
         with caplog.at_level(logging.WARNING, logger="fog.edge"):
             left = watch.handle_one_check(ingest.needed_offsets())[0]
             watch.handle_one_check(ingest.needed_offsets())
@@ -129,6 +130,7 @@ def test_it_warns_before_retention_deletes_unread_readings_and_counts_those_it_d
         caplog.clear()
         with caplog.at_level(logging.WARNING, logger="fog.edge"):
             assert watch.handle_one_check(ingest.needed_offsets()) == {0: 0.0}
+            ingest.source.resume()
             produce(broker, short_topic, [reading("house-1", T0 + s * 1000, 100.0) for s in range(100, 110)])
             assert wait_for(lambda: ingest.handle_one_poll() or ingest.totals["readings"] + ingest.pending["readings"]
                             >= 10, timeout=60, interval=0)

@@ -22,7 +22,8 @@ from pathlib import Path
 import redis as redis_lib
 
 from cloud_app.store import Keys, Record
-from tooling.bench.common import delete_prefix, free_port, wait_until
+from tooling.bench.common import delete_prefix
+from tooling.net import free_port, port_open, wait_for
 
 ROOT = Path(__file__).resolve().parent.parent
 T0_MS = 1_577_142_000_000  # 2019-12-23 23:00 UTC: the readings' first event time
@@ -179,7 +180,8 @@ class Fleet:
             if replica[0] is None:
                 replica[0] = self._start(f"cloud-{number}", "runcloud", "-v", "1", "--heartbeat-port", str(replica[1]),
                                          "--data-port", str(replica[2]), "--workers", str(workers), env=self.base_env)
-        self.wait(lambda: all(_listening(hb) and _listening(data) for _, hb, data in self.replicas), 60,
+        self.wait(lambda: all(port_open("127.0.0.1", hb) and port_open("127.0.0.1", data)
+                              for _, hb, data in self.replicas), 60,
                   "the cloud replicas to listen")
 
     def cloud_hosts(self):
@@ -249,7 +251,7 @@ class Fleet:
 
     @staticmethod
     def wait(predicate, timeout, what):
-        wait_until(predicate, timeout, what)
+        wait_for(predicate, timeout, what)
 
     # --- the end -------------------------------------------------------------------
 
@@ -278,14 +280,6 @@ class Fleet:
             self._flush_edge_redis(edge)
         delete_prefix(self.cloud_redis_url, self.prefix)
         shutil.rmtree(self.folder, ignore_errors=True)
-
-
-def _listening(port):
-    import socket
-
-    with socket.socket() as sock:
-        sock.settimeout(0.5)
-        return sock.connect_ex(("127.0.0.1", port)) == 0
 
 
 def _stop(proc):

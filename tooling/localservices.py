@@ -31,7 +31,9 @@ import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import unquote, urlsplit
+from urllib.parse import urlsplit
+
+from tooling.net import port_open, wait_for
 
 LOOPBACK = {"127.0.0.1", "localhost", "::1"}
 KAFKA_READY_SECONDS = 90
@@ -78,14 +80,6 @@ def _split_hostport(address):
 def _redis_hostport(url):
     parts = urlsplit(url)
     return parts.hostname or "127.0.0.1", parts.port or 6379
-
-
-def port_open(host, port, timeout=0.5):
-    try:
-        with socket.create_connection((host, port), timeout=timeout):
-            return True
-    except OSError:
-        return False
 
 
 def kafka_api_versions_ok(host, port, timeout=2.0):
@@ -141,12 +135,8 @@ def _pid_runs(pid, marker):
 
 
 def _wait(predicate, seconds, what, logfile):
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.25)
-    raise ServiceError(f"{what} did not become ready within {seconds} s; see {logfile}")
+    if not wait_for(predicate, seconds, interval=0.25):
+        raise ServiceError(f"{what} did not become ready within {seconds} s; see {logfile}")
 
 
 class Service:
@@ -230,10 +220,7 @@ class Service:
             out(f"{self.name}: not running (no live pid file)")
             return False
         os.kill(pid, self.stop_signal)
-        deadline = time.monotonic() + STOP_SECONDS
-        while time.monotonic() < deadline and _pid_runs(pid, self.marker):
-            time.sleep(0.2)
-        if _pid_runs(pid, self.marker):
+        if not wait_for(lambda: not _pid_runs(pid, self.marker), STOP_SECONDS, interval=0.2):
             os.kill(pid, signal.SIGKILL)
             out(f"{self.name}: pid {pid} ignored SIGTERM for {STOP_SECONDS} s; killed")
         else:

@@ -293,7 +293,7 @@
     .then(([states, edgeRows, recent, power]) => {
       powerMinutes = power.map((p) => [p.minute, p.power_w === null ? null : p.power_w * MINUTE]);
       paintPower();
-      applySummary({ states: states.results, edges: edgeRows, recent });
+      applySummary({ states, edges: edgeRows, recent });
     })
     .catch(() => {});
 

@@ -15,7 +15,7 @@ import os
 import re
 import time
 import uuid
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta, UTC
 from pathlib import Path
 from urllib.parse import quote
 
@@ -149,7 +149,8 @@ def _write(path, database, tuples, result, figures):
             runs[(mark.group(1), int(mark.group(2)))] = block.strip()
     lines = [f"<!-- bench admin run: {database} {tuples} -->",
              f"**{database}, {tuples:,} tuples** ({result['fill_seconds']:,.0f} s to fill; measured "
-             f"{datetime.now(timezone.utc):%Y-%m-%d}, {machine()}, load average {result['load']} at the end; `manage.py bench admin --tuples {tuples} "
+             f"{datetime.now(UTC):%Y-%m-%d}, {machine()}, load average {result['load']} at the end; "
+             f"`manage.py bench admin --tuples {tuples} "
              f"--database {database} --write {path}`)", "",
              "| page | p50 | p95 | CPU p95 | target | queries | old admin p50 | old admin p95 | x faster (p95) |",
              "|---|---|---|---|---|---|---|---|---|"]
@@ -203,7 +204,7 @@ def _fill(tuples, households, days, log):
             start = T0 + (i // households) * step
             rows.append((f"house-{i % households}", start, start + 5000, _day(start), 150.0 + (i % 311) * 1.37,
                          3 + i % 3))
-        closed = datetime.fromtimestamp((rows[-1][2] + 2000) / 1000, tz=timezone.utc)
+        closed = datetime.fromtimestamp((rows[-1][2] + 2000) / 1000, tz=UTC)
         with transaction.atomic(), connection.cursor() as cursor:
             cursor.executemany(INSERT_WINDOWS, [(*row, adapt(closed)) for row in rows])
             # Ids run 1..N in a fresh table: acknowledge this flush up to the backlog, as the sender would.
@@ -220,7 +221,7 @@ def _fill(tuples, households, days, log):
         # What autovacuum does after a bulk insert: statistics, and the visibility map index-only scans use.
         with connection.cursor() as cursor:
             cursor.execute(f"VACUUM ANALYZE {table}")
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     EdgeStatus.objects.update_or_create(edge_id="bench-edge", defaults={
         "connected": True, "since": now - timedelta(minutes=42), "last_heartbeat_at": now, "backlog": tuples - acked_upto,
         "readings": tuples * 3, "sent": tuples, "acked": acked_upto, "late": 12, "malformed": 3})

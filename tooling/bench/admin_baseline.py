@@ -7,7 +7,7 @@ is also the bench child's URLconf: today's admin at /admin/, the baseline at
 /baseline-admin/.
 """
 
-from datetime import datetime, timezone
+from datetime import datetime, UTC
 
 from django.contrib import admin
 from django.urls import path
@@ -35,7 +35,7 @@ class WindowAggregateAdmin(admin.ModelAdmin):
 
     @admin.display(description="window start (UTC)", ordering="window_start")
     def window_start_utc(self, obj):
-        return datetime.fromtimestamp(obj.window_start / 1000, tz=timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
+        return datetime.fromtimestamp(obj.window_start / 1000, tz=UTC).strftime("%Y-%m-%d %H:%M:%S")
 
     def changelist_view(self, request, extra_context=None):
         counts = WindowAggregate.objects.counts_by_status()

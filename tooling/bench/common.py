@@ -2,10 +2,8 @@
 
 import os
 import signal
-import socket
 import subprocess
 import sys
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -14,6 +12,7 @@ import redis as redis_lib
 from cloud_app import store
 
 ROOT = Path(__file__).resolve().parent.parent.parent
+LOWER_IS_BETTER = {"ms", "s"}  # units of times; every other unit is a rate
 
 
 @dataclass
@@ -24,10 +23,14 @@ class Figure:
     baseline: float | None = None
     target: str = ""
     extra: dict = field(default_factory=dict)
+    profile: str = ""  # pyinstrument's text, taken in the same run
 
     @property
     def ratio(self):
-        return self.value / self.baseline if self.baseline else None
+        """How many times better than the baseline: a rate over the baseline's, a baseline's time over this."""
+        if not self.baseline or not self.value:
+            return None
+        return self.baseline / self.value if self.unit in LOWER_IS_BETTER else self.value / self.baseline
 
     def line(self):
         text = f"{self.name}: {self.value:,.1f} {self.unit}"
@@ -41,7 +44,7 @@ class Figure:
 
     def as_dict(self):
         return {"name": self.name, "value": self.value, "unit": self.unit, "baseline": self.baseline,
-                "ratio": self.ratio, "target": self.target, **self.extra}
+                "ratio": self.ratio, "target": self.target, **self.extra, "profile": self.profile}
 
 
 def machine():
@@ -52,15 +55,14 @@ def machine():
     return f"{os.cpu_count()} cores, {memory:.0f} GiB, Python {platform.python_version()}"
 
 
+def reproduce(command):
+    """The lines of a report that show the command which wrote it."""
+    return ["Reproduce:", "", "```sh", command, "```", ""]
+
+
 def percentile(values, share):
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(share * len(ordered)))]
-
-
-def free_port():
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def manage(*args, env=None, **popen):
@@ -88,15 +90,6 @@ def peak_rss_mib(pid):
     except OSError:
         pass
     return None
-
-
-def wait_until(predicate, timeout, what):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.1)
-    raise RuntimeError(f"{what} not ready within {timeout} s")
 
 
 def delete_prefix(url, prefix):

@@ -27,9 +27,10 @@ from types import SimpleNamespace
 
 from django.conf import settings
 
-from tooling.bench.common import ROOT, Figure, free_port, percentile, wait_until
+from tooling.bench.common import ROOT, Figure
 from tooling.chaos.pipeline import Pipeline
-from tooling.localservices import port_open, services as local_services
+from tooling.localservices import services as local_services
+from tooling.net import free_port, port_open, wait_for
 
 WARMUP_S = 20  # the first windows close, workers and sockets settle, before anything counts
 HOLD_FRESHNESS_S = 5.0
@@ -56,7 +57,7 @@ class FeedClient:
                     while not self.stop.is_set():
                         try:
                             raw = await asyncio.wait_for(socket.recv(), 0.5)
-                        except asyncio.TimeoutError:
+                        except TimeoutError:
                             continue
                         arrived = time.time() * 1000
                         message = json.loads(raw)
@@ -182,7 +183,7 @@ def measure(households, seconds, step=2, out=print, live_windows=True):
                                 "--port", str(web_port), "--lifespan", "off", "--log-level", "warning"],
                                cwd=ROOT, env=pipeline.env, stdout=web_log, stderr=subprocess.STDOUT,
                                start_new_session=True)
-        wait_until(lambda: port_open("127.0.0.1", web_port), 30, "the web server")
+        wait_for(lambda: port_open("127.0.0.1", web_port), 30, "the web server")
         feed = FeedClient(f"ws://127.0.0.1:{web_port}/ws/dashboard/").start()
         time.sleep(3)  # workers up and the link reported before the first window closes
         pipeline.start_simulation()
@@ -195,7 +196,8 @@ def measure(households, seconds, step=2, out=print, live_windows=True):
                       if s.our_pid()})
         meter = Meter(roots)
         meter.start()
-        produced_before, started_ms, first = _produced(services.bootstrap, pipeline.env["FOG_TOPIC"]), time.time() * 1000, len(feed.updates)
+        produced_before = _produced(services.bootstrap, pipeline.env["FOG_TOPIC"])
+        started_ms, first = time.time() * 1000, len(feed.updates)
         deadline = time.monotonic() + seconds
         while time.monotonic() < deadline:
             meter.sample()

@@ -2,7 +2,7 @@
 
 from datetime import date
 
-from tooling.bench.common import machine
+from tooling.bench.common import machine, reproduce
 
 
 def markdown(sections, command, notes):
@@ -11,16 +11,12 @@ def markdown(sections, command, notes):
         "",
         f"Measured on {date.today().isoformat()}: {machine()}, against the local Kafka broker, Redis and pynng "
         "sockets that "
-        "`make services` starts. The machine is shared and noisy: each figure stands next to a naive baseline "
-        "measured in the same run, and the ratio is what carries over.",
+        "`make services` starts. The machine is shared and noisy: each figure stands next to a baseline measured in "
+        "the same run that differs from it in one thing (named in its details), and the gain, how many times better "
+        "the figure is than that baseline, is what carries over.",
         "",
-        "Reproduce:",
-        "",
-        "```sh",
-        command,
-        "```",
-        "",
-        "| benchmark | figure | baseline (same run) | ratio | target | details |",
+        *reproduce(command),
+        "| benchmark | figure | baseline (same run) | gain | target | details |",
         "|---|---|---|---|---|---|",
     ]
     for figure in (f for figures in sections.values() for f in figures):
@@ -30,4 +26,6 @@ def markdown(sections, command, notes):
         lines.append(f"| {figure.name} | {figure.value:,.1f} {figure.unit} | {baseline} | {ratio} | {figure.target} "
                      f"| {details} |")
     lines += ["", *notes, ""]
+    for figure in (f for figures in sections.values() for f in figures if f.profile):
+        lines += [f"### {figure.name}", "", "```text", figure.profile.strip(), "```", ""]
     return "\n".join(lines)

@@ -29,9 +29,10 @@ from datetime import datetime
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
+from edge_app.models import Status
 from edge_app.processes import alive, child_pids
-from tooling.bench.common import free_port
 from tooling.chaos.proxy import Proxy
+from tooling.net import free_port, wait_for
 from tooling.localservices import Kafka, Paths, Redis
 
 ROOT = Path(__file__).resolve().parent.parent.parent
@@ -79,9 +80,7 @@ class ChaosServices:
     def kill(self, service):
         """SIGKILL, then start again from what is on disk; returns when it answers."""
         os.kill(service.our_pid(), signal.SIGKILL)
-        deadline = time.monotonic() + 10
-        while service.ready() and time.monotonic() < deadline:
-            time.sleep(0.1)
+        wait_for(lambda: not service.ready(), 10, interval=0.1)
         service.pidfile.unlink(missing_ok=True)
 
     def restart(self, service):
@@ -197,7 +196,7 @@ class Pipeline:
     # --- the edge database ------------------------------------------------
 
     def counts(self):
-        """{status: count} of the edge's tuples (0 pending, 1 sent, 2 acked)."""
+        """{Status: count} of the edge's tuples."""
         path = self.folder / "edge.sqlite3"
         try:
             with sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=30) as db:
@@ -212,8 +211,8 @@ class Pipeline:
         with sqlite3.connect(path) as db:
             db.executemany(
                 "insert into edge_app_windowaggregate (household, window_start, window_end, day, average_w, readings, "
-                "status, postal_code, refusal, attempts, created_at) values (?, ?, ?, '2019-12-24', ?, 3, 0, '', '', 0, "
-                "'2019-12-24 00:00:00')",
+                "status, postal_code, refusal, attempts, created_at) values (?, ?, ?, '2019-12-24', ?, 3, "
+                f"{int(Status.PENDING)}, '', '', 0, '2019-12-24 00:00:00')",
                 ((f"backlog-{i % 1000}", t0 + (i // 1000) * 5000, t0 + (i // 1000) * 5000 + 5000, 100.0 + i % 89)
                  for i in range(count)))
 
@@ -224,26 +223,17 @@ class Pipeline:
 
     # --- waiting ----------------------------------------------------------------
 
-    @staticmethod
-    def wait_for(predicate, timeout, what):
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            value = predicate()
-            if value:
-                return value
-            time.sleep(0.05)
-        raise TimeoutError(f"timed out after {timeout} s waiting for {what}")
+    wait_for = staticmethod(wait_for)
 
     def wait_quiet(self, expected, timeout=240):
         """Until every expected window is ACKED (or `timeout`); returns the seconds it took, or None."""
-        started = time.monotonic()
-        deadline = started + timeout
-        while time.monotonic() < deadline:
+        def quiet():
             counts = self.counts()
-            if counts.get(2, 0) >= expected and not counts.get(0) and not counts.get(1):
-                return time.monotonic() - started
-            time.sleep(0.25)
-        return None
+            return (counts.get(Status.ACKED, 0) >= expected and not counts.get(Status.PENDING)
+                    and not counts.get(Status.SENT))
+
+        started = time.monotonic()
+        return time.monotonic() - started if wait_for(quiet, timeout, interval=0.25) else None
 
     def _query(self, sql):
         return self.rows(sql)[0][0]
@@ -260,16 +250,16 @@ class Pipeline:
         there is none), acknowledgements have resumed."""
         started = time.monotonic()
         last_id = self._query("select coalesce(max(id), 0) from edge_app_windowaggregate")
-        acked = self.counts().get(2, 0)
-        while time.monotonic() - started < timeout:
+        acked = self.counts().get(Status.ACKED, 0)
+
+        def recovered():
             counts = self.counts()
-            new, new_acked = self.rows("select count(*), coalesce(sum(status = 2), 0) from edge_app_windowaggregate "
-                                       f"where id > {last_id}")[0]
-            moving = new_acked > 0 if new else counts.get(2, 0) > acked
-            if moving and counts.get(0, 0) + counts.get(1, 0) <= threshold:
-                return time.monotonic() - started
-            time.sleep(0.1)
-        return None
+            new, new_acked = self.rows(f"select count(*), coalesce(sum(status = {int(Status.ACKED)}), 0) "
+                                       f"from edge_app_windowaggregate where id > {last_id}")[0]
+            moving = new_acked > 0 if new else counts.get(Status.ACKED, 0) > acked
+            return moving and counts.get(Status.PENDING, 0) + counts.get(Status.SENT, 0) <= threshold
+
+        return time.monotonic() - started if wait_for(recovered, timeout, interval=0.1) else None
 
     def watch_backlog(self, budget):
         """Give the edge a disk budget and sample its backlog's peak (and whether it paused) until close."""

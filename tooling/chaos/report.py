@@ -35,7 +35,8 @@ def markdown(outcomes, command, options, previous=""):
         "`runedge` with its RQ workers, `runsimulation`), injects one fault, waits until every window is",
         "acknowledged and runs `manage.py reconcile --strict`.",
         "",
-        f"Measured on {date.today().isoformat()}, {machine()}; {options['households']} synthetic households x {options['until']} simulated s "
+        f"Measured on {date.today().isoformat()}, {machine()}; {options['households']} synthetic households x "
+        f"{options['until']} simulated s "
         f"at {options['speed']:g}x (a scenario produces {options['households'] * options['until'] // 2:,} readings, "
         f"{options['households'] * options['until'] // 5:,} windows; backlog-restart starts from 100,000 PENDING tuples).",
         "",

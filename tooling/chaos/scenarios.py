@@ -5,6 +5,7 @@ import time
 from dataclasses import dataclass
 
 from edge_app.processes import alive
+from edge_app.models import Status
 from tooling.chaos.pipeline import Pipeline
 
 FIRST_ACKS = 1000  # inject the fault only once delivery is under way
@@ -43,7 +44,7 @@ def _running(p):
     p.start_cloud()
     p.start_edge()
     p.start_simulation()
-    p.wait_for(lambda: p.counts().get(2, 0) >= FIRST_ACKS, 120, "the first acknowledgements")
+    p.wait_for(lambda: p.counts().get(Status.ACKED, 0) >= FIRST_ACKS, 120, "the first acknowledgements")
 
 
 def cloud_kill(p, services, options):
@@ -65,7 +66,7 @@ def ingest_kill(p, services, options):
 def sender_kill(p, services, options):
     """The sender's worker dies while tuples are SENT and not yet ACKED."""
     _running(p)
-    p.wait_for(lambda: p.counts().get(1, 0) > 0, 60, "tuples in the SENT state")
+    p.wait_for(lambda: p.counts().get(Status.SENT, 0) > 0, 60, "tuples in the SENT state")
     p.kill_loop("sender")
     return time.monotonic()
 
@@ -104,7 +105,7 @@ def backlog_restart(p, services, options):
     p.seed_backlog(options.get("backlog", BACKLOG))
     p.start_cloud()
     p.start_edge()
-    p.wait_for(lambda: p.counts().get(2, 0) >= options.get("backlog", BACKLOG) // 5, 120, "part of the drain")
+    p.wait_for(lambda: p.counts().get(Status.ACKED, 0) >= options.get("backlog", BACKLOG) // 5, 120, "part of the drain")
     p.kill_edge()
     time.sleep(1)
     p.start_edge()

@@ -5,6 +5,7 @@ from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
 from edge_app.control import LOOPS, EdgeControl, queue_name
+from edge_app.kafka_source import SOURCES
 from edge_app.supervisor import EdgeStartError, Supervisor
 from fogwire.protocol import MAX_BATCH_TUPLES
 
@@ -31,11 +32,15 @@ class Command(BaseCommand):
         parser.add_argument("--stop", action="store_true",
                             help="stop this edge's loops and its supervisor, on this host or any other that uses the "
                             "same edge Redis (FOG_EDGE_REDIS_URL), and exit")
-        parser.add_argument("--batch", type=int, default=1000, help="tuples per request to the cloud, at most 5000 (default %(default)s)")
+        parser.add_argument("--batch", type=int, default=1000,
+                            help="tuples per request to the cloud, at most 5000 (default %(default)s)")
         parser.add_argument("--in-flight", type=int, default=4, help="requests to the cloud at once (default %(default)s)")
         parser.add_argument("--idle", type=float, default=10.0, metavar="SECONDS",
                             help="close a household's windows after this much wall-clock silence (default %(default)s)")
         parser.add_argument("--topic", default=None, help="Kafka topic to consume (default FOG_TOPIC)")
+        parser.add_argument("--kafka-client", choices=list(SOURCES), default=None,
+                            help="the ingest's Kafka client library (default FOG_EDGE_KAFKA_CLIENT, "
+                            f"{settings.FOG_EDGE_KAFKA_CLIENT} now)")
         parser.add_argument("--legacy-input", action="store_true",
                             help="read the original prototype's messages, {\"node_id\": ..., \"power_value\": W} with "
                             "no key and no time field: node_id is the household, the Kafka record timestamp the "
@@ -58,7 +63,7 @@ class Command(BaseCommand):
         signal.signal(signal.SIGINT, on_signal)
         signal.signal(signal.SIGTERM, on_signal)
         loop_options = {"burst": options["burst"], "batch": options["batch"], "in_flight": options["in_flight"],
-                        "idle": options["idle"], "topic": options["topic"],
+                        "idle": options["idle"], "topic": options["topic"], "kafka_client": options["kafka_client"],
                         "legacy_input": options["legacy_input"]}
         supervisor = Supervisor(loop_options, stop_flag=lambda: bool(stopping), out=self.stdout.write,
                                 worker_verbosity=2 if options["verbosity"] >= 2 else 0)

@@ -20,28 +20,40 @@ def sizes(text):
 
 # name: (function, help, [(option, type, default, help), ...])
 BENCHMARKS = {
-    "cloud": (cloud.run, "the cloud alone: decode, verify, Redis write, reply (target >= 100,000 tuples/s)", [
-        ("--tuples", int, 100_000, "tuples to store"),
+    "cloud": (cloud.run, "the cloud alone: decode, verify, Redis write, reply (target >= 100,000 tuples/s); beside "
+              "the same batches 1 in flight, and those beside one tuple a request", [
+        ("--tuples", int, 100_000, "tuples to store (in each of the two batched passes)"),
         ("--batch", int, 1000, "tuples a request"),
         ("--in-flight", int, 4, "requests at once"),
-        ("--baseline-tuples", int, 2000, "tuples sent one a request for the baseline"),
+        ("--baseline-tuples", int, 2000, "tuples sent one a request, 1 in flight, for the batching baseline"),
     ]),
-    "drain": (edge.run_drain, "a PENDING backlog edge -> real cloud until all ACKED (target >= 50,000 tuples/s)", [
+    "drain": (edge.run_drain, "a PENDING backlog edge -> real cloud until all ACKED (target >= 50,000 tuples/s); "
+              "beside an ORM update a row marking ACKs, the same batches 1 in flight, and those beside one "
+              "tuple a request", [
         ("--tuples", sizes, [100_000], "backlog size(s), comma-separated to see the growth, e.g. 10000,100000,1000000"),
         ("--batch", int, 1000, "tuples a request"),
         ("--in-flight", int, 4, "requests at once"),
-        ("--baseline-tuples", int, 1000, "tuples sent one request + one commit each for the baseline"),
+        ("--baseline-tuples", int, 1000, "tuples sent one a request, 1 in flight, for the batching baseline"),
+        ("--orm-tuples", int, 10_000, "tuples (at most the backlog) marked ACKED by the shipped UPDATE, then by "
+                                       "an ORM update a row"),
     ]),
-    "ingest": (edge.run_ingest, "Kafka readings -> closed windows stored (target >= 50,000 readings/s)", [
-        ("--readings", int, 500_000, "readings to produce and ingest"),
+    "ingest": (edge.run_ingest, "Kafka readings -> closed windows stored (target >= 50,000 readings/s); beside "
+               "kafka-python's default consumer settings, and beside the ORM's bulk_create", [
+        ("--readings", int, 500_000, "readings to produce and ingest (each of the three passes reads them all)"),
         ("--households", int, 1000, "households they come from"),
-        ("--baseline-readings", int, 20_000, "readings processed one by one, a commit per window, for the baseline"),
+        ("--baseline-readings", int, 20_000, "with one --client: readings processed one by one, a commit per "
+         "window, for the baseline"),
+        ("--client", ["both", *edge.INGEST_CLIENTS], "both", "Kafka client: both (the faster is the figure, the "
+         "other the baseline, same readings), confluent or kafka-python"),
+        ("--profile", "flag", False, "also profile each client with pyinstrument (an untimed run) and print where "
+         "the time goes"),
     ]),
-    "simulate": (simulate.run_simulate, "runsimulation --speed max into Kafka (target >= 100,000 readings/s)", [
+    "simulate": (simulate.run_simulate, "runsimulation --speed max into Kafka (target >= 100,000 readings/s); "
+                 "beside the same run with the other Kafka client", [
         ("--households", sizes, [10_000], "household count(s), comma-separated, e.g. 1000,10000,50000"),
         ("--until", int, 60, "simulated seconds"),
-        ("--baseline-readings", int, 2000, "readings sent one produce + flush each for the baseline"),
         ("--client", str, "confluent", "Kafka client: confluent or kafka-python"),
+        ("--baseline-client", str, "kafka-python", "Kafka client of the baseline run: kafka-python or confluent"),
     ]),
     "realtime": (simulate.run_realtime, "runsimulation --speed 1 at a 1 s step: largest lag (target < 1 s)", [
         ("--households", int, 10_000, "households"),
@@ -61,12 +73,12 @@ BENCHMARKS = {
         ("--baseline", "flag", False, "also run the same households with FOG_LIVE_WINDOWS=off (windows close by "
                                       "event time alone) as the baseline"),
     ]),
-    "api": (api.run, "/api/states/ p50/p99 under concurrent clients, many tuples stored (target p99 <= 20 ms)", [
+    "api": (api.run, "/api/states/ p50/p99 under concurrent clients, many tuples stored (target p99 <= 20 ms); "
+            "beside Django's stock ASGIHandler", [
         ("--tuples", int, 1_000_000, "tuples stored through the cloud's store first"),
         ("--households", int, 10_000, "households they belong to"),
         ("--clients", int, 8, "concurrent clients (threads of a second process)"),
         ("--requests", int, 250, "requests per client"),
-        ("--baseline-calls", int, 2, "naive full scans timed for the baseline"),
     ]),
     "admin": (admin.run, "the edge's admin pages with N tuples stored: p50/p95 server time per page beside the "
               "old admin configuration (target p95 <= 300 ms)", [
@@ -98,9 +110,8 @@ BENCHMARKS = {
 ALL = [
     ("cloud", {}),
     ("drain", {"tuples": [10_000, 100_000, 1_000_000]}),
-    ("ingest", {}),
+    ("ingest", {"profile": True}),
     ("simulate", {"households": [1_000, 10_000, 50_000]}),
-    ("simulate", {"households": [10_000], "client": "kafka-python"}),
     ("realtime", {}),
     ("latency", {}),
     ("api", {}),
@@ -109,27 +120,25 @@ ALL = [
 ]
 
 NOTES = [
-    "Where the time goes (profiles on this machine: pyinstrument for ingest, cProfile for the rest):",
+    "Each baseline differs from its figure in one thing only, and runs in the same process on the same data:",
     "",
-    "- ingest, the slowest stage per item (pyinstrument, 200,000 readings in 4.56 s in one process):",
-    "  kafka-python's `poll`, i.e. its pure-Python record decoding, 52%; reading and checking each JSON",
-    "  message 22%; the window book 11%; storing closed windows with one `executemany` 12%. The ORM's",
-    "  per-row compilation in `bulk_create` was half the time until that `executemany`, and pure-Python",
-    "  CRC-32C checks were next until the `crc32c` C package took them over.",
-    "- drain: the edge's SQLite updates (mark SENT, ACK) and the cloud's Lua script; pipelining keeps both",
-    "  busy at once. The Lua script went from 13 ms to about 3 ms per 1,000 tuples by working set-wise.",
-    "- simulate: the synthetic profile (one splitmix64 hash a reading) and librdkafka's produce call, about",
-    "  7 us a reading in all; kafka-python's producer managed 74k messages/s alone, confluent-kafka 553k.",
-    "- api: Django's stock ASGI handler ran each sync middleware hook and the view through thread hops of",
-    "  their own (32 a request, 2.3 ms of 2.75 ms); `fogsite.http.OneHopASGIHandler` runs the sync chain and",
-    "  the view in one hop (1.27 ms), `gc.freeze()` after start-up removed the 60 ms GC stalls that made the",
-    "  p99, and two uvicorn workers share the load.",
+    "- cloud and drain: the same batches with one request in flight instead of several; then those batches",
+    "  against one tuple a request (both with one in flight). drain also: an ORM update a row marking",
+    "  the ACKs instead of the one prepared UPDATE run over them all (both over --orm-tuples).",
+    "- ingest: the edge's other Kafka client (confluent-kafka or kafka-python) on the same readings; and,",
+    "  separately, the ORM's `bulk_create` instead of the one prepared INSERT run over all rows.",
+    "- api: Django's stock `ASGIHandler` instead of `fogsite.http.OneHopASGIHandler`, same server and load.",
+    "- e2e: the same households with `FOG_LIVE_WINDOWS=off` (windows close by event time alone).",
+    "- simulate: the same simulation with kafka-python's producer instead of confluent-kafka's.",
+    "",
+    "Where the time goes: the profiles below were taken by pyinstrument in the run that wrote this file; a",
+    "profile not taken by that run is not quoted here.",
 ]
 
 
 class Command(BaseCommand):
-    help = ("Run a benchmark against the real local broker, Redis and pynng sockets, and print its figure "
-            "next to a naive baseline measured in the same run. Benchmarks are not tests.")
+    help = ("Run a benchmark against the real local broker, Redis and pynng sockets, and print each figure next "
+            "to a baseline measured in the same run that differs from it in one thing. Benchmarks are not tests.")
 
     def add_arguments(self, parser):
         # Also before NAME (`bench --json cloud`), as users of --json flags expect. Its own dest: a
@@ -146,6 +155,9 @@ class Command(BaseCommand):
             for option, kind, default, option_help in arguments:
                 if kind == "flag":
                     child.add_argument(option, action="store_true", help=option_help)
+                elif isinstance(kind, list):  # a choice of words
+                    child.add_argument(option, choices=kind, default=default,
+                                       help=f"{option_help} (default %(default)s)")
                 else:
                     child.add_argument(option, type=kind, default=default, help=f"{option_help} (default %(default)s)")
             child.add_argument("--json", action="store_true", help="print the figures as JSON")

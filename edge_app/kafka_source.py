@@ -1,0 +1,294 @@
+"""The ingest's Kafka consumer behind one small interface, for two clients.
+
+`KafkaPythonSource` (kafka-python, pure Python) and `ConfluentSource`
+(confluent-kafka, librdkafka in C) do the same few things the ingest needs:
+find the topic's partitions, assign them by hand at given offsets (no group
+membership, so a restarted ingest owns its partitions at once instead of
+waiting out a dead member's session), poll batches as
+{partition: [(offset, value), ...]}, tell the broker's ends and high
+watermarks, and commit offsets for Kafka's own lag tools (the database holds
+the position that counts). FOG_EDGE_KAFKA_CLIENT picks one; `bench ingest`
+measures both on the same readings, and the default is the one it found
+faster (confluent-kafka: librdkafka decodes the record batches in C, where
+kafka-python's pure-Python decoding was its largest share of the profile).
+
+caught_up() needs each partition's high watermark after every poll, so both
+sources answer it from what the last fetch response carried instead of asking
+the broker: kafka-python's `highwater()` and confluent-kafka's
+`get_watermark_offsets(cached=True)`. librdkafka updates the cached high
+offset with every fetch response, even an empty one, whereas its
+`stats_cb` statistics arrive only every statistics.interval.ms and would add
+a JSON parse of every partition's stats to the loop.
+"""
+
+import logging
+import time
+
+log = logging.getLogger("fog.edge.ingest")
+
+MAX_POLL_RECORDS = 20000
+FETCH_MAX_BYTES = 64 * 1024 * 1024
+PARTITION_FETCH_BYTES = 16 * 1024 * 1024
+FETCH_WAIT_MS = 100
+# Reconnect within a second once a restarted broker is back (both clients' default backoff grows
+# to many seconds, a long stall after a short outage).
+RECONNECT_BACKOFF_MAX_MS = 1000
+METADATA_TIMEOUT_S = 10
+TOPIC_POLL_SECONDS = 0.5
+
+
+class KafkaSourceError(Exception):
+    """The source cannot go on (no such topic, a broker that never answers)."""
+
+
+class OffsetsDeleted(Exception):
+    """The positions of these partitions are no longer in the broker's log (retention deleted them, or the
+    topic was made anew): {partition: the offset asked for, None where the client does not say}. Neither
+    client resets on its own (no auto offset reset), so the ingest counts the gap and seeks on. `batches`
+    holds what the same poll read from other partitions (it is not delivered again)."""
+
+    def __init__(self, offsets, batches=None):
+        super().__init__(offsets)
+        self.offsets, self.batches = offsets, batches or {}
+
+
+class KafkaPythonSource:
+    name = "kafka-python"
+    timestamps = False
+
+    def __init__(self, bootstrap, client_id, group_id):
+        from kafka import KafkaConsumer
+
+        self.bootstrap, self.topic, self.tps = bootstrap, None, {}
+        self.consumer = KafkaConsumer(
+            bootstrap_servers=bootstrap, group_id=group_id, client_id=client_id, enable_auto_commit=False,
+            auto_offset_reset="none", max_poll_records=MAX_POLL_RECORDS, fetch_max_bytes=FETCH_MAX_BYTES,
+            max_partition_fetch_bytes=PARTITION_FETCH_BYTES, fetch_max_wait_ms=FETCH_WAIT_MS,
+            reconnect_backoff_max_ms=RECONNECT_BACKOFF_MAX_MS)
+
+    def partitions(self, topic):
+        return sorted(self.consumer.partitions_for_topic(topic) or ())
+
+    def low_offsets(self, topic, partitions):
+        from kafka import TopicPartition
+
+        found = self.consumer.beginning_offsets([TopicPartition(topic, p) for p in partitions])
+        return {tp.partition: offset for tp, offset in found.items()}
+
+    def assign(self, topic, offsets):
+        from kafka import TopicPartition
+
+        self.topic = topic
+        self.tps = {p: TopicPartition(topic, p) for p in offsets}
+        self.consumer.assign(list(self.tps.values()))
+        for partition, offset in offsets.items():
+            self.consumer.seek(self.tps[partition], offset)
+
+    def end_offsets(self):
+        return {tp.partition: offset for tp, offset in self.consumer.end_offsets(list(self.tps.values())).items()}
+
+    def high_watermarks(self):
+        """{partition: high watermark} from the last fetch responses; None where none came yet."""
+        return {p: self.consumer.highwater(tp) for p, tp in self.tps.items()}
+
+    def seek(self, partition, offset):
+        self.consumer.seek(self.tps[partition], offset)
+
+    def pause(self, partitions=None):
+        self.consumer.pause(*(self.tps[p] for p in (self.tps if partitions is None else partitions)))
+
+    def resume(self, partitions=None):
+        self.consumer.resume(*(self.tps[p] for p in (self.tps if partitions is None else partitions)))
+
+    def poll(self, timeout_ms, max_records=MAX_POLL_RECORDS):
+        from kafka.errors import OffsetOutOfRangeError
+
+        try:
+            batches = self.consumer.poll(timeout_ms=timeout_ms, max_records=max_records)
+        except OffsetOutOfRangeError as exc:
+            raise OffsetsDeleted({tp.partition: offset for tp, offset in exc.args[0].items()}) from None
+        if self.timestamps:
+            return {tp.partition: [(m.offset, (m.value, m.timestamp)) for m in messages]
+                    for tp, messages in batches.items()}
+        return {tp.partition: [(m.offset, m.value) for m in messages] for tp, messages in batches.items()}
+
+    def commit(self, offsets):
+        from kafka.errors import KafkaError
+        from kafka.structs import OffsetAndMetadata
+
+        try:
+            self.consumer.commit_async({self.tps[p]: OffsetAndMetadata(o, "", -1) for p, o in offsets.items()})
+        except KafkaError as exc:
+            log.debug("offset commit to Kafka skipped: %s", exc)
+
+    def close(self):
+        self.consumer.close(autocommit=False)
+
+
+class ConfluentSource:
+    name = "confluent"
+    timestamps = False
+
+    def __init__(self, bootstrap, client_id, group_id):
+        from confluent_kafka import Consumer
+
+        self.bootstrap, self.topic, self.tps = bootstrap, None, {}
+        self.consumer = Consumer({
+            "bootstrap.servers": bootstrap, "group.id": group_id, "client.id": client_id,
+            "enable.auto.commit": False, "enable.auto.offset.store": False, "auto.offset.reset": "error",
+            "fetch.max.bytes": FETCH_MAX_BYTES, "max.partition.fetch.bytes": PARTITION_FETCH_BYTES,
+            "fetch.wait.max.ms": FETCH_WAIT_MS, "reconnect.backoff.max.ms": RECONNECT_BACKOFF_MAX_MS,
+            # librdkafka logs a broker that is down on every retry; the loop's own errors say it once.
+            "log_level": 3, "error_cb": self._client_error,
+        })
+
+    @staticmethod
+    def _client_error(error):
+        if error.fatal():
+            log.error("Kafka consumer: fatal client error: %s", error)
+        else:
+            log.debug("Kafka client (will retry): %s", error)
+
+    def _call(self, what, function, *args, **kwargs):
+        """function(...), retried while its error is a passing one (a new topic's leader not elected
+        yet, a broker restarting) for up to METADATA_TIMEOUT_S; then a KafkaSourceError saying what failed."""
+        from confluent_kafka import KafkaException
+
+        deadline = time.monotonic() + METADATA_TIMEOUT_S
+        while True:
+            try:
+                return function(*args, **kwargs)
+            except KafkaException as exc:
+                error = exc.args[0]
+                if error.fatal() or time.monotonic() >= deadline:
+                    raise KafkaSourceError(f"{what} on {self.bootstrap}: {error.str()}") from None
+                log.debug("%s: %s; retrying", what, error.str())
+                time.sleep(TOPIC_POLL_SECONDS)
+
+    def partitions(self, topic):
+        metadata = self._call(f"metadata of topic {topic!r}", self.consumer.list_topics, topic,
+                              timeout=METADATA_TIMEOUT_S)
+        found = metadata.topics.get(topic)
+        if found is None or found.error is not None:
+            return []
+        return sorted(found.partitions)
+
+    def _watermarks(self, topic, partition, cached=False):
+        from confluent_kafka import TopicPartition
+
+        return self._call(f"offsets of {topic}[{partition}]", self.consumer.get_watermark_offsets,
+                          TopicPartition(topic, partition), timeout=METADATA_TIMEOUT_S, cached=cached)
+
+    def low_offsets(self, topic, partitions):
+        return {p: self._watermarks(topic, p)[0] for p in partitions}
+
+    def assign(self, topic, offsets):
+        from confluent_kafka import TopicPartition
+
+        self.topic = topic
+        self.tps = {p: TopicPartition(topic, p) for p in offsets}
+        self._call(f"assigning {topic}", self.consumer.assign,
+                   [TopicPartition(topic, p, offset) for p, offset in offsets.items()])
+
+    def end_offsets(self):
+        return {p: self._watermarks(self.topic, p)[1] for p in self.tps}
+
+    def seek(self, partition, offset):
+        """Read `partition` from `offset` on. After an offset-reset error its fetcher is stopped and refuses
+        a seek, so the partition is assigned afresh at that offset instead."""
+        from confluent_kafka import TopicPartition
+
+        what = f"seeking {self.topic}[{partition}] to {offset}"
+        self._call(what, self.consumer.incremental_unassign, [TopicPartition(self.topic, partition)])
+        self._call(what, self.consumer.incremental_assign, [TopicPartition(self.topic, partition, offset)])
+
+    def pause(self, partitions=None):
+        self.consumer.pause([self.tps[p] for p in (self.tps if partitions is None else partitions)])
+
+    def resume(self, partitions=None):
+        self.consumer.resume([self.tps[p] for p in (self.tps if partitions is None else partitions)])
+
+    def high_watermarks(self):
+        """{partition: high watermark} cached from the last fetch responses; None where none came yet."""
+        marks = {}
+        for p, tp in self.tps.items():
+            try:
+                high = self.consumer.get_watermark_offsets(tp, cached=True)[1]
+            except Exception:  # noqa: BLE001 -- not known yet is the only answer we need from a failure
+                high = -1
+            marks[p] = high if high >= 0 else None
+        return marks
+
+    def poll(self, timeout_ms, max_records=MAX_POLL_RECORDS):
+        from confluent_kafka import KafkaError
+
+        # consume() waits out its whole timeout unless the batch fills, which would hold every window
+        # close back by up to timeout_ms: take what is queued, and wait only for the first message.
+        messages = self.consumer.consume(max_records, 0)
+        if not messages:
+            first = self.consumer.poll(timeout_ms / 1000)
+            if first is None:
+                return {}
+            messages = [first, *self.consumer.consume(max_records - 1, 0)]
+        batches, deleted = {}, {}
+        for message in messages:
+            error = message.error()
+            if error is not None:
+                if error.code() == KafkaError._AUTO_OFFSET_RESET:  # "error" reset policy: the offset is gone
+                    offset = message.offset()
+                    deleted[message.partition()] = offset if offset is not None and offset >= 0 else None
+                    continue
+                # Errors in the stream (a broker gone, a partition moved) are retried by librdkafka;
+                # a fatal one means this consumer cannot go on.
+                if error.fatal():
+                    raise KafkaSourceError(f"consumer of {self.topic} on {self.bootstrap}: {error.str()}")
+                log.warning("Kafka consumer of %s: %s", self.topic, error.str())
+                continue
+            batch = batches.get(message.partition())
+            if batch is None:
+                batch = batches[message.partition()] = []
+            batch.append((message.offset(), (message.value(), message.timestamp()[1]) if self.timestamps
+                          else message.value()))
+        if deleted:
+            raise OffsetsDeleted(deleted, batches)
+        return batches
+
+    def commit(self, offsets):
+        from confluent_kafka import KafkaException, TopicPartition
+
+        try:
+            self.consumer.commit(offsets=[TopicPartition(self.topic, p, o) for p, o in offsets.items()],
+                                 asynchronous=True)
+        except KafkaException as exc:
+            log.debug("offset commit to Kafka skipped: %s", exc)
+
+    def close(self):
+        self.consumer.close()
+
+
+SOURCES = {source.name: source for source in (ConfluentSource, KafkaPythonSource)}
+DEFAULT_CLIENT = "confluent"
+
+
+def open_source(client, bootstrap, client_id, group_id, timestamps=False):
+    """A source of `client`'s kind. With `timestamps`, each message's value comes as (value, the record's
+    timestamp in epoch ms), for input whose event time is the record's (`runedge --legacy-input`)."""
+    try:
+        source = SOURCES[client]
+    except KeyError:
+        raise KafkaSourceError(f"unknown Kafka client {client!r}; expected one of {', '.join(SOURCES)}") from None
+    opened = source(bootstrap, client_id, group_id)
+    opened.timestamps = timestamps
+    return opened
+
+
+def wait_for_partitions(source, topic, wait_seconds):
+    """The topic's partitions, waiting up to wait_seconds for it to appear (the simulation creates it)."""
+    deadline = time.monotonic() + wait_seconds
+    partitions = source.partitions(topic)
+    while not partitions and time.monotonic() < deadline:
+        time.sleep(TOPIC_POLL_SECONDS)
+        partitions = source.partitions(topic)
+    if not partitions:
+        raise KafkaSourceError(f"topic {topic!r} does not exist on {source.bootstrap}")
+    return partitions

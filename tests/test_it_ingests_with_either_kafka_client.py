@@ -1,0 +1,75 @@
+"""The edge's ingest on confluent-kafka and on kafka-python: the one chosen is the one used, the
+caught-up check follows the broker's high watermarks, and a missing topic says so. (The other
+ingest tests run on both clients through the kafka_client fixture.)"""
+
+import time
+
+import pytest
+
+from edge_app.ingest import Ingestor
+from edge_app.kafka_source import KafkaSourceError
+from tests.conftest import produce, reading, wait_for
+
+T0 = 1_577_142_000_000
+
+
+def _ingestor(topic, bootstrap, edge_id="edge-client"):
+    return Ingestor(edge_id=edge_id, topic=topic, bootstrap=bootstrap, window_seconds=5, grace_seconds=2,
+                    idle_seconds=60)
+
+
+def _poll_until_caught_up(ingest):
+    def polled_and_caught_up():
+        ingest.handle_one_poll()
+        return ingest.caught_up()
+    return wait_for(polled_and_caught_up, timeout=60)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_it_is_caught_up_only_once_it_has_read_to_the_high_watermark(kafka_client, kafka_bootstrap, topic):
+    produce(kafka_bootstrap, topic, [reading(f"h{i % 7}", T0 + i * 1000, 100.0 + i) for i in range(300)])
+    ingest = _ingestor(topic, kafka_bootstrap)
+    ingest.connect()
+    try:
+        assert ingest.source.name == kafka_client
+        assert not ingest.caught_up(), "no fetch has told the high watermark yet"
+        end = ingest.end_offsets()
+        assert sum(end.values()) == 300
+        assert _poll_until_caught_up(ingest)
+        assert ingest.at_end(end) and ingest.next_offsets == end
+
+        produce(kafka_bootstrap, topic, [reading(f"h{i % 7}", T0 + (300 + i) * 1000, 1.0) for i in range(200)])
+        assert wait_for(ingest.handle_one_poll, timeout=60), "the new readings never came"
+        # The fetch that brought new readings also brought the new high watermark: caught up means all read.
+        assert _poll_until_caught_up(ingest)
+        assert ingest.next_offsets == ingest.end_offsets()
+        ingest.finish()
+        assert ingest.totals["readings"] == 500 and ingest.totals["malformed"] == 0
+    finally:
+        ingest.close()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_it_names_a_topic_that_does_not_exist(kafka_client, kafka_bootstrap):
+    ingest = _ingestor("no-such-topic-for-the-edge", kafka_bootstrap)
+    with pytest.raises(KafkaSourceError, match=r"topic 'no-such-topic-for-the-edge' does not exist on 127\.0\.0\.1"):
+        ingest.connect(wait_seconds=1)
+    ingest.close()
+
+
+
+@pytest.mark.django_db(transaction=True)
+def test_it_hands_over_readings_without_waiting_out_the_poll_timeout(kafka_client, kafka_bootstrap, topic):
+    """A poll returns as soon as readings are there (a batch call that waited for a full batch would hold
+    every window close back by the whole timeout)."""
+    produce(kafka_bootstrap, topic, [reading("h1", T0 + i * 1000, 100.0) for i in range(10)])
+    ingest = _ingestor(topic, kafka_bootstrap)
+    ingest.connect()
+    try:
+        started = time.monotonic()
+        while not ingest.handle_one_poll(timeout_ms=60_000) and time.monotonic() - started < 60:
+            pass
+        assert ingest.totals["readings"] + ingest.pending["readings"] == 10
+        assert time.monotonic() - started < 30, "the poll waited out its timeout with readings at hand"
+    finally:
+        ingest.close()
