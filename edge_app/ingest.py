@@ -236,7 +236,9 @@ class Ingestor:
                 self.merge.add(partition, [(message[1][1], message) for message in messages])
         if self.merge is not None:
             self._apply_merged(now, now_ms)
-        if self.live_windows and self.book.live_due and self.caught_up():
+        # Not while paused for the budget: paused partitions are not fetched, so the high watermark the
+        # caught-up test reads is frozen, and unread readings would find their windows closed.
+        if self.live_windows and self.paused_at is None and self.book.live_due and self.caught_up():
             self.book.close_live(now_ms)
         if now - self.last_idle_check >= IDLE_CHECK_SECONDS and self.paused_at is None:
             self.last_idle_check = now
@@ -396,4 +398,6 @@ class Ingestor:
 
     def close(self):
         if self.source is not None:
+            if self.next_offsets:
+                self.source.commit(self.book.resume_offsets(self.next_offsets), wait=True)
             self.source.close()

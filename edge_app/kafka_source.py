@@ -34,6 +34,7 @@ FETCH_WAIT_MS = 100
 # to many seconds, a long stall after a short outage).
 RECONNECT_BACKOFF_MAX_MS = 1000
 METADATA_TIMEOUT_S = 10
+COMMIT_WAIT_MS = 2000  # the final, synchronous offset commit of a closing ingest
 TOPIC_POLL_SECONDS = 0.5
 
 
@@ -112,13 +113,19 @@ class KafkaPythonSource:
                     for tp, messages in batches.items()}
         return {tp.partition: [(m.offset, m.value) for m in messages] for tp, messages in batches.items()}
 
-    def commit(self, offsets):
+    def commit(self, offsets, wait=False):
+        """Informational only (the database holds the positions). `wait`: synchronously, which also settles
+        the asynchronous commits still in flight that closing would cancel and kafka-python log as an ERROR."""
         from kafka.errors import KafkaError
         from kafka.structs import OffsetAndMetadata
 
+        committed = {self.tps[p]: OffsetAndMetadata(o, "", -1) for p, o in offsets.items()}
         try:
-            self.consumer.commit_async({self.tps[p]: OffsetAndMetadata(o, "", -1) for p, o in offsets.items()})
-        except KafkaError as exc:
+            if wait:
+                self.consumer.commit(committed, timeout_ms=COMMIT_WAIT_MS)
+            else:
+                self.consumer.commit_async(committed)
+        except (KafkaError, AssertionError) as exc:
             log.debug("offset commit to Kafka skipped: %s", exc)
 
     def close(self):
@@ -253,12 +260,12 @@ class ConfluentSource:
             raise OffsetsDeleted(deleted, batches)
         return batches
 
-    def commit(self, offsets):
+    def commit(self, offsets, wait=False):
         from confluent_kafka import KafkaException, TopicPartition
 
         try:
             self.consumer.commit(offsets=[TopicPartition(self.topic, p, o) for p, o in offsets.items()],
-                                 asynchronous=True)
+                                 asynchronous=not wait)
         except KafkaException as exc:
             log.debug("offset commit to Kafka skipped: %s", exc)
 

@@ -20,7 +20,6 @@ from edge_app.control import LOOPS, EdgeControl, Holder, queue_name  # noqa: F40
 log = logging.getLogger("fog.edge")
 
 RENEW_SECONDS = 1.0
-COMMIT_WAIT_MS = 2000  # the final offset commit of a closing ingest loop
 HEARTBEAT, DATA = 1, 2  # places of the ports in a FOG_CLOUD_ENDPOINTS entry
 IDLE_SLEEP = {"ingest": 0.0, "sender": 0.05, "heartbeat": 1.0}  # seconds between steps that did nothing
 
@@ -70,28 +69,12 @@ class IngestStep:
         return True
 
     def close(self):
-        if self.ingest.dirty or self.ingest.book.closed:
-            self.ingest.flush()
-        self._settle_commits()
-        self.ingest.close()
-        self.watch.close()
-
-
-    def _settle_commits(self):
-        """Commit the resume positions synchronously: that also completes the asynchronous commits still in
-        flight, which closing the consumer would otherwise cancel and kafka-python log as an ERROR."""
-        from kafka import OffsetAndMetadata, TopicPartition
-        from kafka.errors import KafkaError
-
-        ingest = self.ingest
-        if ingest.consumer is None or not ingest.next_offsets:
-            return
-        resume = ingest.book.resume_offsets(ingest.next_offsets)
         try:
-            ingest.consumer.commit({TopicPartition(ingest.topic, p): OffsetAndMetadata(o, "", -1)
-                                    for p, o in resume.items()}, timeout_ms=COMMIT_WAIT_MS)
-        except (KafkaError, AssertionError) as exc:  # informational only: the database holds the position
-            log.debug("final offset commit to Kafka skipped: %s", exc)
+            if self.ingest.dirty or self.ingest.book.closed:
+                self.ingest.flush()
+        finally:
+            self.ingest.close()
+            self.watch.close()
 
 
 def edge_budget():
@@ -190,10 +173,12 @@ def run_loop(loop, edge_id, options=None):
                 _sleep(IDLE_SLEEP[loop], control)
         return "stopped"
     finally:
-        if runner is not None:
-            runner.close()
-        control.release(loop, token)
-        log.info("%s loop of edge %s ended", loop, edge_id)
+        try:
+            if runner is not None:
+                runner.close()
+        finally:  # the lock goes even if closing failed, so the next copy need not wait out its TTL
+            control.release(loop, token)
+            log.info("%s loop of edge %s ended", loop, edge_id)
 
 
 def _stale(control, loop, options):

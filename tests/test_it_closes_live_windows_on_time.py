@@ -112,3 +112,30 @@ def test_it_keeps_to_event_time_until_it_has_read_everything(kafka_client, kafka
         assert not ingest.caught_up()
     finally:
         ingest.close()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_it_closes_no_live_window_while_the_ingest_is_paused_for_its_budget(kafka_client, kafka_bootstrap, topic):
+    """Paused partitions are not fetched, so the broker's high watermark the ingest last saw is frozen: it must
+    not take that for having read everything, or the readings still in Kafka would find their window closed."""
+    from edge_app.ingest import Ingestor
+    from edge_app.models import EdgeStatus
+
+    EdgeStatus.objects.create(edge_id="edge-paused")
+    ingest = Ingestor(edge_id="edge-paused", topic=topic, bootstrap=kafka_bootstrap, window_seconds=5,
+                      grace_seconds=2, idle_seconds=600, client=kafka_client)
+    ingest.connect()
+    try:
+        now = int(time.time() * 1000)
+        start = now - now % W
+        produce(kafka_bootstrap, topic, [reading("paused-0", now, 1.0)])
+        deadline = time.monotonic() + 30
+        while not ingest.caught_up() and time.monotonic() < deadline:
+            ingest.handle_one_poll()
+        ingest.set_budget(1, 0)  # the one open window fills the budget: the next poll pauses
+        while time.time() * 1000 < start + W + GRACE + 3000:
+            ingest.handle_one_poll(timeout_ms=100)
+        assert ingest.paused_at is not None and ingest.caught_up()  # what a frozen watermark would claim
+        assert ingest.book.open_windows() == 1 and not ingest.book.closed
+    finally:
+        ingest.close()

@@ -4,7 +4,7 @@ Every `manage.py NAME` the README names answers `--help` with exit status 0,
 every option the README names for it appears in that help, and every
 `make TARGET` it names is a Makefile target. The options of a row of the
 commands table belong to that row's command unless the span names another
-(`manage.py rqworker edge --worker-class ...`).
+(`manage.py rqworker edge:<FOG_EDGE_ID> --worker-class ...`).
 """
 
 import re

@@ -38,8 +38,8 @@ BENCHMARKS = {
                                        "an ORM update a row"),
     ]),
     "ingest": (edge.run_ingest, "Kafka readings -> closed windows stored (target >= 50,000 readings/s); beside "
-               "kafka-python's default consumer settings, and beside the ORM's bulk_create", [
-        ("--readings", int, 500_000, "readings to produce and ingest (each of the three passes reads them all)"),
+               "the edge's other Kafka client on the same readings, and beside the ORM's bulk_create", [
+        ("--readings", int, 500_000, "readings to produce and ingest (every pass reads them all)"),
         ("--households", int, 1000, "households they come from"),
         ("--baseline-readings", int, 20_000, "with one --client: readings processed one by one, a commit per "
          "window, for the baseline"),
