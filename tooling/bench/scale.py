@@ -67,7 +67,8 @@ def run_edges(edges, tuples_per_edge, batch, in_flight, out):
             fleet.plan_replicas(1)
             fleet.start_edges("--batch", str(batch), "--in-flight", str(in_flight), "--timeout", "1500")
             # The sender loop (the ingest of an empty topic may already be done): it waits for the link.
-            fleet.wait(lambda: all(edge.running("sender") for edge in fleet.edges), 600, "every edge's sender loop")
+            fleet.wait(lambda edges=fleet.edges: all(edge.running("sender") for edge in edges), 600,
+                       "every edge's sender loop")
             fleet.start_replicas()
             codes = fleet.wait_edges(1800)
             wall = time.monotonic() - started
