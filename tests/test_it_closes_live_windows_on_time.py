@@ -12,6 +12,17 @@ W, GRACE = 5000, 2000
 NOW = 1_800_000_000_000  # the edge's clock in the pure tests: a multiple of 5 s
 
 
+def connected_ingestor(edge_id, topic, bootstrap, **options):
+    """The real Ingestor on a test topic with 5 s windows and 2 s of grace, connected (the client is the
+    setting the kafka_client fixture chose, unless `client` is given)."""
+    from edge_app.ingest import Ingestor
+
+    ingest = Ingestor(edge_id=edge_id, topic=topic, bootstrap=bootstrap, window_seconds=W // 1000,
+                      grace_seconds=GRACE / 1000, idle_seconds=600, **options)
+    ingest.connect()
+    return ingest
+
+
 def test_it_closes_a_live_window_by_the_wall_clock_at_end_plus_grace():
     book = WindowBook(W, GRACE, 60)
     book.add("h", NOW + 1000, 10.0, 0, 0, 0.0, wall_ms=NOW + 1010)
@@ -51,12 +62,9 @@ def test_it_closes_a_live_window_once_whatever_else_closes_it(tmp_path):
 
 @pytest.mark.django_db(transaction=True)
 def test_it_stores_a_real_time_window_grace_after_its_end(kafka_client, kafka_bootstrap, topic):
-    from edge_app.ingest import Ingestor
     from edge_app.models import WindowAggregate
 
-    ingest = Ingestor(edge_id="edge-live", topic=topic, bootstrap=kafka_bootstrap, window_seconds=5,
-                      grace_seconds=2, idle_seconds=600)
-    ingest.connect()
+    ingest = connected_ingestor("edge-live", topic, kafka_bootstrap)
     try:
         now = int(time.time() * 1000)
         start = now - now % W
@@ -82,11 +90,8 @@ def test_it_stores_a_real_time_window_grace_after_its_end(kafka_client, kafka_bo
 
 @pytest.mark.django_db(transaction=True)
 def test_it_keeps_to_event_time_when_live_windows_are_off(kafka_client, kafka_bootstrap, topic):
-    from edge_app.ingest import Ingestor
 
-    ingest = Ingestor(edge_id="edge-off", topic=topic, bootstrap=kafka_bootstrap, window_seconds=5,
-                      grace_seconds=2, idle_seconds=600, live_windows=False)
-    ingest.connect()
+    ingest = connected_ingestor("edge-off", topic, kafka_bootstrap, live_windows=False)
     try:
         now = int(time.time() * 1000)
         produce(kafka_bootstrap, topic, [reading("off-0", now, 1.0)])
@@ -100,11 +105,8 @@ def test_it_keeps_to_event_time_when_live_windows_are_off(kafka_client, kafka_bo
 
 @pytest.mark.django_db(transaction=True)
 def test_it_keeps_to_event_time_until_it_has_read_everything(kafka_client, kafka_bootstrap, topic):
-    from edge_app.ingest import Ingestor
 
-    ingest = Ingestor(edge_id="edge-behind", topic=topic, bootstrap=kafka_bootstrap, window_seconds=5,
-                      grace_seconds=2, idle_seconds=600)
-    ingest.connect()
+    ingest = connected_ingestor("edge-behind", topic, kafka_bootstrap)
     try:
         now = int(time.time() * 1000)
         produce(kafka_bootstrap, topic, [reading(f"hh-{i % 50}", now - 5000 + i % 20, 1.0) for i in range(30_000)])
@@ -118,13 +120,10 @@ def test_it_keeps_to_event_time_until_it_has_read_everything(kafka_client, kafka
 def test_it_closes_no_live_window_while_the_ingest_is_paused_for_its_budget(kafka_client, kafka_bootstrap, topic):
     """Paused partitions are not fetched, so the broker's high watermark the ingest last saw is frozen: it must
     not take that for having read everything, or the readings still in Kafka would find their window closed."""
-    from edge_app.ingest import Ingestor
     from edge_app.models import EdgeStatus
 
     EdgeStatus.objects.create(edge_id="edge-paused")
-    ingest = Ingestor(edge_id="edge-paused", topic=topic, bootstrap=kafka_bootstrap, window_seconds=5,
-                      grace_seconds=2, idle_seconds=600, client=kafka_client)
-    ingest.connect()
+    ingest = connected_ingestor("edge-paused", topic, kafka_bootstrap, client=kafka_client)
     try:
         now = int(time.time() * 1000)
         start = now - now % W
