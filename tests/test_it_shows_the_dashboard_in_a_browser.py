@@ -23,6 +23,14 @@ FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "-
 STATES_DATA = "JSON.stringify(Chart.getChart('states-chart').data.datasets[0].data)"
 
 
+def desktop_page(browser, errors):
+    """A desktop-sized page whose console errors and uncaught exceptions land in `errors`."""
+    page = browser.new_page(viewport={"width": 1280, "height": 1000})
+    page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    return page
+
+
 def expected_kwh(rows):
     sums = {s: [0.0, 0] for s in STATES}
     for _, household, _, _, average, _ in rows:
@@ -58,9 +66,7 @@ def test_it_shows_stored_data_and_changes_live_without_reload(web, redis_url, cl
     try:
         with sync_playwright() as playwright:
             browser = playwright.chromium.launch(executable_path=CHROMIUM, args=FLAGS, headless=True)
-            page = browser.new_page(viewport={"width": 1280, "height": 1000})
-            page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
-            page.on("pageerror", lambda e: errors.append(str(e)))
+            page = desktop_page(browser, errors)
             page.on("request", lambda r: requests.append(r.url))
             page.goto(web)
             page.wait_for_function("document.getElementById('link').classList.contains('link-live')", timeout=15000)
@@ -126,9 +132,7 @@ def test_it_shows_the_map_a_states_households_and_one_households_live_chart(web,
     try:
         with sync_playwright() as playwright:
             browser = playwright.chromium.launch(executable_path=CHROMIUM, args=FLAGS, headless=True)
-            page = browser.new_page(viewport={"width": 1280, "height": 1000})
-            page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
-            page.on("pageerror", lambda e: errors.append(str(e)))
+            page = desktop_page(browser, errors)
             page.goto(web)
             page.wait_for_function("document.getElementById('link').classList.contains('link-live')", timeout=15000)
             page.wait_for_function("document.querySelectorAll('#map svg path').length === 16", timeout=10000)
