@@ -70,7 +70,7 @@ def pytest_configure(config):
 def pytest_collection_modifyitems(session, config, items):
     """The process check runs last, after every other test and module-scoped fixture has ended; the
     PostgreSQL pass keeps what it needs (tests/edge_database.py)."""
-    deselected = edge_database.select(config, items)
+    deselected = edge_database.deselected(config, items)
     if deselected:
         dropped = set(deselected)
         items[:] = [item for item in items if item not in dropped]

@@ -5,7 +5,7 @@
 between the engines (bulk inserts with ON CONFLICT and upserts, the sender's status transitions, a
 whole `runedge` whose workers write at once, crash recovery, retention deletes, the admin's queries
 and plans, migrations, reconcile, the edge's metrics). That pass varies the database only: tests
-parametrized over the Kafka client run with the default one, the first pass covers the other.
+parametrized over the Kafka client run with the configured one; the first pass covers the other.
 
 With `--edge-database postgres` the session starts Debian's PostgreSQL 15 through the same code as
 `make services` (tooling.localservices.Postgres), in a cluster of its own in a temporary folder, on a
@@ -34,7 +34,6 @@ ENGINES = ("sqlite", "postgres")
 MARKER = "edge_db"
 VENDOR = {"sqlite": "sqlite", "postgres": "postgresql"}  # Django's connection.vendor for each engine
 USER, DATABASE = "fog", "fog"
-DEFAULT_KAFKA_CLIENT = "confluent"  # the one the PostgreSQL pass keeps of kafka_client's parameters
 # Fixtures through which a test reaches the session's edge database; an edge_db test without one never would.
 DATABASE_FIXTURES = {"db", "transactional_db", "admin_client", "admin_user", "django_db_setup", "edge_env",
                      "session_postgres"}
@@ -53,9 +52,11 @@ def engine(config):
     return config.getoption(OPTION)
 
 
-def select(config, items):
+def deselected(config, items):
     """On PostgreSQL: refuse an edge_db test that never touches the database (it would pass without running
-    there), and keep the default Kafka client only. Returns the items to deselect."""
+    there), and keep the configured Kafka client only (FOG_EDGE_KAFKA_CLIENT). Returns the items to deselect."""
+    from django.conf import settings
+
     if engine(config) != "postgres":
         return []
     blind = [item.nodeid for item in items if item.get_closest_marker(MARKER)
@@ -63,8 +64,9 @@ def select(config, items):
     if blind:
         raise pytest.UsageError(f"marked {MARKER} but never opens the edge's database, so it cannot run on "
                                 f"PostgreSQL: {', '.join(blind)}")
-    return [item for item in items if getattr(item, "callspec", None)
-            and item.callspec.params.get("kafka_client", DEFAULT_KAFKA_CLIENT) != DEFAULT_KAFKA_CLIENT]
+    client = settings.FOG_EDGE_KAFKA_CLIENT
+    return [item for item in items
+            if getattr(item, "callspec", None) and item.callspec.params.get("kafka_client", client) != client]
 
 
 class SessionPostgres:
