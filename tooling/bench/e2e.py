@@ -198,7 +198,7 @@ def measure(households, seconds, step=2, out=print, live_windows=True):
     edge_redis = settings.FOG_EDGE_REDIS_URL.rsplit("/", 1)[0] + "/13"
     until = WARMUP_S + seconds + 10
     pipeline = Pipeline(services, edge_redis, households=households, until=until, speed=1.0, proxied=False,
-                        simulation_args=["--start", "now", "--step", str(step)])
+                        simulation_args=["--start", "now", "--step", str(step)], idle_seconds=None)  # the edge as users run it
     pipeline.env["FOG_LIVE_WINDOWS"] = "on" if live_windows else "off"
     web_port = free_port()
     web_log = open(pipeline.folder / "web.log", "ab")
