@@ -413,11 +413,12 @@ class CloudStore:
         in one script. Raises StoreRefused, having stored nothing, if the batch would make a running sum
         infinite (its claims stay: they are the edge's, and the same batch sent again finds them).
         """
-        owners = await self.claim(edge, {row[1] for row in rows})
+        owners = await self.claim(edge, list(dict.fromkeys(row[1] for row in rows)))  # batch order: the quota's
         return await self.write(edge, rows, owners, now_ms)
 
     async def claim(self, edge, households):
-        """{household: reason it is refused ('' when the edge owns it)} for `households`, claiming each that
+        """{household: reason it is refused ('' when the edge owns it)} for `households` (a list: the first
+        ones take the quota's last places), claiming each that
         nobody owns yet within the edge's quota: its quota place first (in the edge's slot), then the owner
         (in the household's slot). Both are idempotent, so a batch that failed after them is sent again safely."""
         reasons, unknown = {}, []
@@ -433,15 +434,17 @@ class CloudStore:
         async with self.redis.pipeline(transaction=False) as pipe:
             for shard, names in by_shard.items():
                 pipe.hmget(self.keys.owners(shard), names)
-            known = dict(zip(by_shard, await pipe.execute()))
+            found = await pipe.execute()
+        known = {household: owner for names, owners in zip(by_shard.values(), found)
+                 for household, owner in zip(names, owners)}
         free = []
-        for shard, names in by_shard.items():
-            for household, owner in zip(names, known[shard]):
-                if owner is None:
-                    free.append(household)
-                else:
-                    self._remember(household, owner.decode())
-                    reasons[household] = "" if owner.decode() == edge else wire.R_NOT_OWNER
+        for household in unknown:  # in the batch's order: the first households within the quota are taken
+            owner = known[household]
+            if owner is None:
+                free.append(household)
+            else:
+                self._remember(household, owner.decode())
+                reasons[household] = "" if owner.decode() == edge else wire.R_NOT_OWNER
         if free:
             placed = await self._reserve(keys=[self.keys.owned(edge)], args=[self.households_per_edge, *free])
             won, lost = [], []

@@ -196,6 +196,13 @@ def redis_client(redis_url):
     client.close()
 
 
+def cloud_stats(redis_client, prefix):
+    """The cloud's counters (batches, tuples, dedup_hits, refused:{reason}) summed over its shards."""
+    from cloud_app.reader import CloudReader
+
+    return CloudReader(redis_client, prefix, price_eur_per_kwh=1.0).stats()
+
+
 @pytest.fixture
 def cloud_reader(redis_client, cloud_prefix):
     """The product's reader of the test's cloud store (sums and merges over the shards)."""
