@@ -10,6 +10,8 @@ from cloud_app.postal import STATES, locate
 from tests.conftest import EDGE_ID, EDGE_SECRET, ROOT, make_rows, store_through_cloud
 from fogwire import protocol as wire
 
+pytestmark = pytest.mark.engines  # the reads over the store's shards, on one Redis and on a cluster
+
 
 @pytest.fixture
 def stored(cloud_settings, cloud):
