@@ -133,7 +133,8 @@ def _check_channel_layer():
         return [Error(f"FOG_CHANNEL_REDIS_URL={channel} is a node of the cloud's Redis Cluster ({cloud}).",
                       hint="The channel layer needs a plain Redis of its own beside the cluster "
                       "(default redis://127.0.0.1:6379/2).", id="fog.E021")]
-    if settings.FOG_ROLE == "all" and redis_target(channel) == redis_target(settings.FOG_EDGE_REDIS_URL):
+    if settings.FOG_ROLE == "all" and redis_target(channel) == redis_target(settings.FOG_EDGE_REDIS_URL) != (
+            redis_target(cloud)):  # the same database as the cloud's: fog.E002 says it already
         return [Error("FOG_CHANNEL_REDIS_URL and FOG_EDGE_REDIS_URL name the same Redis database.",
                       hint="The dashboard's channel layer and the edge's job queue must not share a database.",
                       id="fog.E022")]

@@ -163,8 +163,8 @@ def section(figures, command):
 
     from tooling.bench.common import machine
 
-    lines = [BEGIN, "", f"`{command}` on {date.today().isoformat()} ({machine()}, one local Redis, one Kafka "
-             "broker; every process on the same machine):", "",
+    lines = [BEGIN, "", f"`{command}` on {date.today().isoformat()} ({machine()}, one local Redis (and for the "
+             "store rows a local 3-master Redis Cluster), one Kafka broker; every process on the same machine):", "",
              "| run | tuples/s | against the first of its series | details |", "|---|---|---|---|"]
     for figure in figures:
         ratio = f"x{figure.ratio:,.2f}" if figure.ratio else "baseline"
