@@ -144,23 +144,15 @@ def redis_cluster(tmp_path_factory):
     """A local Redis Cluster of this session (own folder, own ports), started through tooling's code; ended
     at the session's end. Like the shared services it runs without the session marker: the session, not
     the last test, ends it."""
-    from tooling.localservices import CLUSTER_BUS_OFFSET, CLUSTER_MASTERS, Paths, RedisCluster
-    from tooling.net import port_open
+    from tooling.localservices import private_cluster
 
-    def ports_free(first):
-        ports = [first + i for i in range(CLUSTER_MASTERS)]
-        return first + CLUSTER_MASTERS + CLUSTER_BUS_OFFSET < 65536 and not any(
-            port_open("127.0.0.1", p) or port_open("127.0.0.1", p + CLUSTER_BUS_OFFSET) for p in ports)
-
-    first = next(p for p in iter(free_port, None) if p + CLUSTER_BUS_OFFSET + CLUSTER_MASTERS < 65536 and ports_free(p))
-    cluster = RedisCluster(Paths(ROOT, tmp_path_factory.mktemp("redis-cluster")), "127.0.0.1", first)
     marker = os.environ.pop(SESSION_ENV)
-    atexit.register(cluster.down, lambda line: None)  # also after an interrupted session
     try:
-        cluster.up(lambda line: None)
+        cluster = private_cluster(tmp_path_factory.mktemp("redis-cluster"), lambda line: None)
     finally:
         os.environ[SESSION_ENV] = marker
-    yield f"redis+cluster://127.0.0.1:{first}/"
+    atexit.register(cluster.down, lambda line: None)  # also after an interrupted session
+    yield cluster.url
     cluster.down(lambda line: None)
 
 

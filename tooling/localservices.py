@@ -38,7 +38,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from cloud_app.engine import is_cluster, node_url
-from tooling.net import port_open, wait_for
+from tooling.net import free_port, port_open, wait_for
 
 LOOPBACK = {"127.0.0.1", "localhost", "::1"}
 KAFKA_READY_SECONDS = 90
@@ -346,6 +346,10 @@ class RedisCluster(Service):
                 raise ServiceError(f"{self.name}: redis-cli --cluster create failed: "
                                    f"{(result.stdout + result.stderr).strip()[-1500:]}")
 
+    @property
+    def url(self):
+        return f"redis+cluster://{self.host}:{self.port}/"
+
     def up(self, out):
         if self.local and not self.ready() and any(node.ready() for node in self.nodes):
             self.start(out)  # some nodes run: start the rest and join them, rather than refuse the taken port
@@ -357,6 +361,24 @@ class RedisCluster(Service):
     def down(self, out):
         stopped = [node.down(out) for node in self.nodes]
         return any(stopped)
+
+
+def private_cluster(folder, out, attempts=3):
+    """A RedisCluster of its own on free ports (node and bus), its files in `folder`, up and answering: for the
+    test session and `bench scale`, which own and end it. Another process may take a port between our look
+    and the server's bind, so it tries other ports a few times."""
+    for attempt in range(1, attempts + 1):
+        first = next(p for p in iter(free_port, None) if p + CLUSTER_MASTERS + CLUSTER_BUS_OFFSET < 65536 and not any(
+            port_open("127.0.0.1", p + i) or port_open("127.0.0.1", p + i + CLUSTER_BUS_OFFSET)
+            for i in range(CLUSTER_MASTERS)))
+        cluster = RedisCluster(Paths(Path(folder), Path(folder) / str(first)), "127.0.0.1", first)
+        try:
+            cluster.up(out)
+            return cluster
+        except BaseException as exc:  # an interrupted start leaves nothing running either
+            cluster.down(out)
+            if not isinstance(exc, ServiceError) or attempt == attempts:
+                raise
 
 
 class Kafka(Service):

@@ -24,8 +24,7 @@ from tooling.bench.cloud import _rows, _send_all
 from tooling.bench.common import Figure, peak_rss_mib
 from cloud_app.engine import is_cluster
 from tooling.fleet import MAX_EDGES, Fleet  # noqa: F401  (bench --help names the limit)
-from tooling.localservices import CLUSTER_BUS_OFFSET, CLUSTER_MASTERS, Paths, RedisCluster
-from tooling.net import free_port, port_open
+from tooling.localservices import CLUSTER_MASTERS, private_cluster
 from fogwire import protocol as wire
 
 SECTION = "scale"
@@ -73,16 +72,14 @@ def run_replicas(replicas, tuples, batch, in_flight, out):
 @contextlib.contextmanager
 def local_cluster(out):
     """A 3-master Redis Cluster on free ports in a folder of its own, for this run only: its URL."""
-    first = next(p for p in iter(free_port, None) if p + CLUSTER_MASTERS + CLUSTER_BUS_OFFSET < 65536 and not any(
-        port_open("127.0.0.1", p + i) or port_open("127.0.0.1", p + i + CLUSTER_BUS_OFFSET)
-        for i in range(CLUSTER_MASTERS)))
     folder = Path(tempfile.mkdtemp(prefix="fog-bench-cluster-"))
-    cluster = RedisCluster(Paths(folder, folder), "127.0.0.1", first)
     try:
-        cluster.up(out)
-        yield f"redis+cluster://127.0.0.1:{first}/"
+        cluster = private_cluster(folder, out)
+        try:
+            yield cluster.url
+        finally:
+            cluster.down(out)
     finally:
-        cluster.down(out)
         shutil.rmtree(folder, ignore_errors=True)
 
 
