@@ -14,7 +14,8 @@ from django.conf import settings
 
 from cloud_app.engine import connect
 from cloud_app.postal import STATE_NAMES, STATES
-from cloud_app.store import OFFLINE_AFTER_MS, RECENT_MAX, SERIES_MAX, SHARDS, Keys, Record, shard_of
+from cloud_app.keys import SHARDS, Keys, shard_of
+from cloud_app.store import OFFLINE_AFTER_MS, RECENT_MAX, SERIES_MAX, Record
 
 HOURS_PER_YEAR_KILO = 8.76  # W x 8760 h / 1000 = kWh a year
 CONNECTED_WITHIN_MS = OFFLINE_AFTER_MS  # an edge that beat within this is connected

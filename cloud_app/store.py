@@ -35,11 +35,9 @@ household counts add up. Every stored value is one `Record` ("ws|we|avg|n|plz|st
 household"), encoded and decoded only by that class; the Lua script copies records whole and reads no
 field but the leading window start.
 
-Ownership is global by nature, so it is not in the batch's slot: `claim` runs first for the households
-this process has not yet seen owned (owners never change, so it remembers them): a place in the edge's
-quota (RESERVE, in the edge's slot), then the owner (CLAIM, HSETNX in the household's slot). Both are
-idempotent: if anything fails after them, the edge gets no reply and sends the batch again, which finds
-its claims and stores the tuples once. The script (`write`) then checks, before it writes anything, that
+Ownership is global by nature, so it is not in the batch's slot: `claim` (cloud_app.ownership) runs
+first, idempotent, so if anything fails after it the edge gets no reply and sends the batch again,
+which finds its claims and stores the tuples once. The script (`write`) then checks, before it writes anything, that
 no running sum would become infinite, so the tuples are all written or none, and Redis (AOF, appendfsync
 always) has them on disk before the call returns; the caller replies to the edge only after that. The
 series, the state index and the roll-ups are written by the same script, so a batch adds to them
@@ -47,26 +45,21 @@ exactly once, like to the sums.
 """
 
 import time
-import zlib
 from dataclasses import dataclass
 from typing import NamedTuple
 
 from cloud_app.engine import config_of_every_primary
+from cloud_app.keys import DEFAULT_PREFIX, SHARDS, Keys, shard_of
+from cloud_app.ownership import Claims
 from cloud_app.postal import locate
 from fogwire import protocol as wire
 from fogwire.limits import DEFAULT_HOUSEHOLDS_PER_EDGE
 
 RECENT_MAX = 200
-DEFAULT_PREFIX = "fog:"
 SERIES_MAX = 720  # an hour of 5 s windows per household: a bounded cost per household
 ROLLUP_KEEP_S = 2 * 3600  # per-minute roll-ups live this long (the page shows the last hour)
 OFFLINE_AFTER_MS = 3000  # no heartbeat for this long: the edge was offline (as the reader's "connected")
 OFFLINE_MAX = 50  # offline periods kept per edge
-# Shards of the global figures (and of household ownership). A read of a global figure sums over them, so
-# /api/states/ costs O(states x SHARDS); more shards spread writes over more cluster slots. Changing it
-# re-homes every key: it is part of the layout, not a tuning knob.
-SHARDS = 16
-OWNER_CACHE_MAX = 1_000_000  # households whose owner a store process remembers (owners never change)
 
 STORE_BATCH = """
 -- Set-wise: a handful of calls per batch, not per tuple (`bench cloud`
@@ -221,37 +214,6 @@ redis.call('SET', KEYS[4], ARGV[2], 'EX', tonumber(ARGV[4]))
 """
 
 
-
-# Step 1 of a batch with households this cloud has not seen owned yet, in the edge's slot: reserve a
-# place in the edge's quota for each (idempotent: a household already reserved keeps its place).
-# KEYS[1] the edge's owned set; ARGV quota, households. Returns 1 (within the quota) or 0 per household.
-RESERVE = """
-local quota, have, out = tonumber(ARGV[1]), redis.call('SCARD', KEYS[1]), {}
-for i = 2, #ARGV do
-  if redis.call('SISMEMBER', KEYS[1], ARGV[i]) == 1 then
-    out[#out + 1] = 1
-  elseif have < quota then
-    redis.call('SADD', KEYS[1], ARGV[i])
-    have = have + 1
-    out[#out + 1] = 1
-  else
-    out[#out + 1] = 0
-  end
-end
-return out
-"""
-
-# Step 2, in one household shard's slot: the first edge to claim a household owns it (HSETNX, so a claim
-# sent again changes nothing). KEYS[1] the shard's owner hash; ARGV edge, households. Returns the owners.
-CLAIM = """
-local out = {}
-for i = 2, #ARGV do
-  redis.call('HSETNX', KEYS[1], ARGV[i], ARGV[1])
-  out[#out + 1] = redis.call('HGET', KEYS[1], ARGV[i])
-end
-return out
-"""
-
 class StoreRefused(Exception):
     """The store refused a whole batch and wrote nothing of it; `reason` is a wire R_* word."""
 
@@ -295,89 +257,6 @@ class StoreResult:
     fresh: list = None  # indices (into the rows given) of the tuples stored for the first time
 
 
-def shard_of(name):
-    """The shard (0..SHARDS-1) of an edge or a household: a stable hash, the same in every process."""
-    return zlib.crc32(name.encode()) % SHARDS
-
-
-class Keys:
-    """Every key name. Keys of one shard carry its hash tag `{n}`, so they share one cluster slot: an edge's
-    keys and the shard of the global figures its batches write live in the edge's shard (one script, one
-    slot); a household's owner lives in the household's shard."""
-
-    def __init__(self, prefix=DEFAULT_PREFIX):
-        self.prefix = prefix
-
-    @staticmethod
-    def tag(shard):
-        return f"{{{shard}}}"
-
-    def _in(self, name, shard):
-        return f"{self.prefix}{name}:{{{shard}}}"
-
-    # One of each per shard: the shards of the global figures (summed by the reader).
-    def states(self, shard):
-        return self._in("states", shard)
-
-    def households(self, shard):
-        return self._in("hh", shard)
-
-    def latest(self, shard):
-        return self._in("latest", shard)
-
-    def recent(self, shard):
-        return self._in("recent", shard)
-
-    def stats(self, shard):
-        return self._in("stats", shard)
-
-    def edges(self, shard):
-        return self._in("edges", shard)
-
-    def household_index(self, shard):
-        return self._in("hhidx", shard)
-
-    def state_households(self, shard, state):
-        return f"{self._in('hhidx', shard)}:{state}"
-
-    def series(self, shard, household):
-        return f"{self._in('series', shard)}:{household}"
-
-    def power_minute(self, shard, minute):
-        return f"{self._in('pw', shard)}:{minute}"
-
-    def owners(self, shard):
-        """household -> its owning edge, for the households of this shard (shard_of(household))."""
-        return self._in("owner", shard)
-
-    # Per edge, in the edge's shard.
-    def tuples(self, edge):
-        return f"{self._in('t', shard_of(edge))}:{edge}"
-
-    def all_tuples(self):
-        """A SCAN pattern matching every edge's tuple hash."""
-        return f"{self.prefix}t:*"
-
-    def owned(self, edge):
-        """The households the edge owns (its quota's count)."""
-        return f"{self._in('owned', shard_of(edge))}:{edge}"
-
-    def edge(self, edge):
-        return f"{self._in('edge', shard_of(edge))}:{edge}"
-
-    def acks(self, edge, second):
-        return f"{self._in('acks', shard_of(edge))}:{edge}:{second}"
-
-    def acks_minute(self, edge, minute):
-        return f"{self._in('am', shard_of(edge))}:{edge}:{minute}"
-
-    def backlog_minute(self, edge, minute):
-        return f"{self._in('eb', shard_of(edge))}:{edge}:{minute}"
-
-    def offline(self, edge):
-        return f"{self._in('off', shard_of(edge))}:{edge}"
-
-
 def delete_prefix(client, prefix):
     """Remove every key under `prefix` (a test's or a benchmark's), a thousand at a time. On a cluster the
     client scans every primary and splits the UNLINK by slot."""
@@ -400,11 +279,7 @@ class CloudStore:
         self.households_per_edge = households_per_edge
         self._script = redis.register_script(STORE_BATCH)
         self._beat = redis.register_script(HEARTBEAT)
-        self._reserve = redis.register_script(RESERVE)
-        self._claim_script = redis.register_script(CLAIM)
-        # household -> owning edge, as claimed: an owner never changes, so a batch of households seen
-        # before needs no claim step (one script a batch, as before sharding).
-        self._owners = {}
+        self.claims = Claims(redis, self.keys, households_per_edge)
 
     async def store(self, edge, rows, now_ms=None):
         """rows: (id, household, ws, we, avg, n) tuples whose values passed the limits. Returns a StoreResult.
@@ -417,57 +292,8 @@ class CloudStore:
         return await self.write(edge, rows, owners, now_ms)
 
     async def claim(self, edge, households):
-        """{household: reason it is refused ('' when the edge owns it)} for `households` (a list: the first
-        ones take the quota's last places), claiming each that
-        nobody owns yet within the edge's quota: its quota place first (in the edge's slot), then the owner
-        (in the household's slot). Both are idempotent, so a batch that failed after them is sent again safely."""
-        reasons, unknown = {}, []
-        for household in households:
-            owner = self._owners.get(household)
-            if owner is None:
-                unknown.append(household)
-            else:
-                reasons[household] = "" if owner == edge else wire.R_NOT_OWNER
-        if not unknown:
-            return reasons
-        by_shard = _by_shard(unknown)
-        async with self.redis.pipeline(transaction=False) as pipe:
-            for shard, names in by_shard.items():
-                pipe.hmget(self.keys.owners(shard), names)
-            found = await pipe.execute()
-        known = {household: owner for names, owners in zip(by_shard.values(), found)
-                 for household, owner in zip(names, owners)}
-        free = []
-        for household in unknown:  # in the batch's order: the first households within the quota are taken
-            owner = known[household]
-            if owner is None:
-                free.append(household)
-            else:
-                self._remember(household, owner.decode())
-                reasons[household] = "" if owner.decode() == edge else wire.R_NOT_OWNER
-        if free:
-            placed = await self._reserve(keys=[self.keys.owned(edge)], args=[self.households_per_edge, *free])
-            won, lost = [], []
-            for household, ok in zip(free, placed):
-                if ok:
-                    won.append(household)
-                else:
-                    reasons[household] = wire.R_QUOTA
-            for shard, names in _by_shard(won).items():
-                owners = await self._claim_script(keys=[self.keys.owners(shard)], args=[edge, *names])
-                for household, owner in zip(names, owners):
-                    self._remember(household, owner.decode())
-                    if owner.decode() != edge:  # another edge claimed it between our read and our claim
-                        lost.append(household)
-                    reasons[household] = "" if owner.decode() == edge else wire.R_NOT_OWNER
-            if lost:
-                await self.redis.srem(self.keys.owned(edge), *lost)  # its quota place back
-        return reasons
-
-    def _remember(self, household, owner):
-        if len(self._owners) >= OWNER_CACHE_MAX:
-            self._owners.clear()
-        self._owners[household] = owner
+        """Step 1 of a batch: see cloud_app.ownership.Claims.claim."""
+        return await self.claims.claim(edge, households)
 
     async def write(self, edge, rows, reasons, now_ms=None):
         """Store the rows whose household the edge owns (`reasons`, from claim) in one script in the edge's
@@ -544,10 +370,3 @@ class CloudStore:
                 return (f"appendfsync is {config.get('appendfsync')!r}, not 'always': "
                         "an ACK could cover up to a second of writes a crash loses")
         return ""
-
-
-def _by_shard(households):
-    grouped = {}
-    for household in households:
-        grouped.setdefault(shard_of(household), []).append(household)
-    return grouped

@@ -14,7 +14,8 @@ from collections import Counter, defaultdict
 from dataclasses import asdict, dataclass, field
 
 from cloud_app.reader import CloudReader
-from cloud_app.store import Keys, Record
+from cloud_app.keys import Keys
+from cloud_app.store import Record
 from edge_app.models import Status, WindowAggregate
 
 SUM_TOLERANCE = 1e-6  # relative: the Lua sums add in another order

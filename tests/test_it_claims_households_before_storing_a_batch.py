@@ -8,7 +8,8 @@ import asyncio
 import pytest
 
 from cloud_app.engine import connect_async
-from cloud_app.store import CloudStore, Keys
+from cloud_app.keys import Keys
+from cloud_app.store import CloudStore
 from fogwire import protocol as wire
 from tests.conftest import EDGE_ID, make_rows
 

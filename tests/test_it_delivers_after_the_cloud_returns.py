@@ -5,7 +5,7 @@ import pynng
 import pytest
 
 from cloud_app.postal import locate
-from cloud_app.store import Keys
+from cloud_app.keys import Keys
 from edge_app.link import Heartbeat
 from edge_app.models import EdgeStatus, Status, WindowAggregate
 from edge_app.sender import Sender

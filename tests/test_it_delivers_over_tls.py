@@ -7,7 +7,7 @@ must (the cloud's certificate, or its own under mutual TLS) delivers nothing.
 
 import pytest
 
-from cloud_app.store import Keys
+from cloud_app.keys import Keys
 from edge_app.link import Heartbeat
 from edge_app.models import EdgeStatus
 from fogwire import tls as wire_tls

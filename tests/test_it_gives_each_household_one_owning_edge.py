@@ -3,7 +3,7 @@ a stable reason and change nothing it shows. Each edge brings at most its quota 
 
 import pytest
 
-from cloud_app.store import Keys, shard_of
+from cloud_app.keys import Keys, shard_of
 from fogwire import protocol as wire
 from tests.conftest import EDGE_ID, EDGE_SECRET, CloudThread, deliver, make_rows
 

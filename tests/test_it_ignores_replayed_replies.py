@@ -13,7 +13,7 @@ import struct
 
 import pytest
 
-from cloud_app.store import Keys
+from cloud_app.keys import Keys
 from tooling.chaos.proxy import Proxy
 from edge_app.models import Status, WindowAggregate
 from tests.conftest import EDGE_ID, EDGE_SECRET, CloudThread, free_port, add_pending, edge_sender, send_until_all_acked

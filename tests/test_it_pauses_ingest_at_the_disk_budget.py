@@ -2,7 +2,7 @@
 
 import pytest
 
-from cloud_app.store import Keys
+from cloud_app.keys import Keys
 from edge_app.budget import MIN_DERIVED_TUPLES, BudgetGate, derived_budget, low_water
 from edge_app.ingest import Ingestor
 from edge_app.link import Heartbeat

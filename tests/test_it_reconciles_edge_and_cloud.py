@@ -5,7 +5,7 @@ import json
 import pytest
 from django.core.management import CommandError, call_command
 
-from cloud_app.store import Keys, shard_of
+from cloud_app.keys import Keys, shard_of
 from edge_app.models import Status, WindowAggregate
 from fogsite.reconcile import reconcile
 from tests.conftest import EDGE_ID, store_through_cloud

@@ -3,7 +3,7 @@
 import msgpack
 import pytest
 
-from cloud_app.store import Keys
+from cloud_app.keys import Keys
 from fogwire import protocol as wire
 from tests.conftest import EDGE_ID, EDGE_SECRET, cloud_stats, deliver, make_rows, refusal
 from tests.corpus import FRAMES as FRAME_CASES

@@ -172,7 +172,8 @@ def test_it_pages_households_of_many_shards_in_one_name_order(redis_url, cloud_p
     import asyncio
 
     from cloud_app.engine import connect_async
-    from cloud_app.store import CloudStore, shard_of
+    from cloud_app.keys import shard_of
+    from cloud_app.store import CloudStore
 
     edges = [f"edge-{n}" for n in range(6)]
     assert len({shard_of(edge) for edge in edges}) > 3  # the households land in several shards

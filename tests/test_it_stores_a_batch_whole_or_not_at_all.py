@@ -5,7 +5,8 @@ import asyncio
 
 import pytest
 from cloud_app.engine import connect_async
-from cloud_app.store import CloudStore, Keys, StoreRefused
+from cloud_app.keys import Keys
+from cloud_app.store import CloudStore, StoreRefused
 from fogwire import protocol as wire
 from tests.conftest import EDGE_ID, deliver, make_rows
 

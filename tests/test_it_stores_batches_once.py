@@ -3,7 +3,7 @@
 import pytest
 
 from cloud_app.postal import locate
-from cloud_app.store import Keys
+from cloud_app.keys import Keys
 from fogwire import protocol as wire
 from tests.conftest import EDGE_ID, EDGE_SECRET, make_rows
 from tests.conftest import deliver as _send

@@ -6,7 +6,7 @@ import signal
 import redis as redis_lib
 
 from cloud_app.reader import CloudReader
-from cloud_app.store import DEFAULT_PREFIX, Keys
+from cloud_app.keys import DEFAULT_PREFIX, Keys
 from tests.conftest import EDGE_ID, EDGE_SECRET, CloudThread, deliver, make_rows, wait_for
 
 

@@ -22,7 +22,8 @@ from pathlib import Path
 import redis as redis_lib
 
 from cloud_app.engine import connect
-from cloud_app.store import Keys, Record
+from cloud_app.keys import Keys
+from cloud_app.store import Record
 from tooling.bench.common import delete_prefix
 from tooling.net import free_port, port_open, wait_for
 
