@@ -132,6 +132,8 @@ NOTES = [
     "- api: Django's stock `ASGIHandler` instead of `fogsite.http.OneHopASGIHandler`, same server and load.",
     "- e2e: the same households with `FOG_LIVE_WINDOWS=off` (windows close by event time alone).",
     "- simulate: the same simulation with kafka-python's producer instead of confluent-kafka's.",
+    "- scale: each series against its first row; the store rows send the same tuples into one replica on the",
+    "  single Redis, then on a local 3-master Redis Cluster (only the store's engine differs).",
     "",
     "Where the time goes: the profiles below were taken by pyinstrument in the run that wrote this file; a",
     "profile not taken by that run is not quoted here.",
