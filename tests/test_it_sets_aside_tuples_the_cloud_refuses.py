@@ -12,6 +12,8 @@ from tests.conftest import EDGE_ID, EDGE_SECRET, CloudThread, cloud_stats, deliv
 
 T0 = 1_577_142_000_000
 
+pytestmark = pytest.mark.edge_db  # REFUSED transitions, the admin's action, the metrics' counts, on PostgreSQL too
+
 
 def _add(count):
     WindowAggregate.objects.bulk_create([
