@@ -21,7 +21,8 @@ SMALL = {
     "latency": ["--households", "20", "--seconds", "8"],
     "api": ["--tuples", "5000", "--households", "100", "--clients", "2", "--requests", "20"],
     "admin": ["--tuples", "3000", "--households", "50", "--requests", "2", "--baseline-requests", "1"],
-    "scale": ["--replicas", "2", "--edges", "2", "--tuples", "3000", "--tuples-per-edge", "500"],
+    "scale": ["--replicas", "2", "--edges", "2", "--tuples", "3000", "--tuples-per-edge", "500",
+              "--engine-tuples", "3000"],
 }
 LATENCY_TARGETS = {"realtime"}  # "< 1 s"
 TARGET = re.compile(r"(<=|<)\s*([\d,.]+)")

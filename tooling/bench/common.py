@@ -7,9 +7,8 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import redis as redis_lib
-
 from cloud_app import store
+from cloud_app.engine import connect
 
 ROOT = Path(__file__).resolve().parent.parent.parent
 LOWER_IS_BETTER = {"ms", "s"}  # units of times; every other unit is a rate
@@ -93,7 +92,7 @@ def peak_rss_mib(pid):
 
 
 def delete_prefix(url, prefix):
-    client = redis_lib.Redis.from_url(url)
+    client = connect(url)
     try:
         store.delete_prefix(client, prefix)
     finally:

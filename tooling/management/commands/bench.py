@@ -94,12 +94,14 @@ BENCHMARKS = {
         ("--write", str, "", "put the table into this Markdown file's generated admin section, "
                              "e.g. docs/BENCHMARKS.md"),
     ]),
-    "scale": (scale.run, "the cloud with 1/2/4 replicas on one store, and 1/3/10 edges delivering at once "
-              "(each series against its first)", [
+    "scale": (scale.run, "the cloud with 1/2/4 replicas on one store, one replica on a single Redis against a "
+              "Redis Cluster, and 1/3/10 edges delivering at once (each series against its first)", [
         ("--replicas", sizes, [1, 2, 4], "cloud replica counts, comma-separated"),
         ("--edges", sizes, [1, 3, 10], f"edge counts, comma-separated (at most {scale.MAX_EDGES})"),
         ("--tuples", int, 100_000, "tuples sent into the replicas"),
         ("--tuples-per-edge", int, 20_000, "PENDING backlog each edge drains"),
+        ("--engine-tuples", int, 100_000, "tuples sent into one replica on the single Redis, then into one on a "
+                                          "local 3-master Redis Cluster the run starts and ends (0: skip)"),
         ("--batch", int, 1000, "tuples a request"),
         ("--in-flight", int, 8, "requests at once into the replicas (in total)"),
     ]),
@@ -130,6 +132,8 @@ NOTES = [
     "- api: Django's stock `ASGIHandler` instead of `fogsite.http.OneHopASGIHandler`, same server and load.",
     "- e2e: the same households with `FOG_LIVE_WINDOWS=off` (windows close by event time alone).",
     "- simulate: the same simulation with kafka-python's producer instead of confluent-kafka's.",
+    "- scale: each series against its first row; the store rows send the same tuples into one replica on the",
+    "  single Redis, then on a local 3-master Redis Cluster (only the store's engine differs).",
     "",
     "Where the time goes: the profiles below were taken by pyinstrument in the run that wrote this file; a",
     "profile not taken by that run is not quoted here.",
