@@ -21,7 +21,7 @@ from pathlib import Path
 from django.conf import settings
 
 from tooling.bench.cloud import _rows, _send_all
-from tooling.bench.common import Figure, peak_rss_mib
+from tooling.bench.common import Figure, peak_rss_mib, write_generated
 from cloud_app.engine import is_cluster
 from tooling.fleet import MAX_EDGES, Fleet  # noqa: F401  (bench --help names the limit)
 from tooling.localservices import CLUSTER_MASTERS, private_cluster
@@ -180,12 +180,4 @@ def section(figures, command):
 
 def write_section(path, text):
     """Put `text` between the markers in `path`, or at its end if it has none yet."""
-    from pathlib import Path
-
-    path = Path(path)
-    old = path.read_text() if path.exists() else ""
-    if BEGIN in old and END in old:
-        new = old[:old.index(BEGIN)] + text + old[old.index(END) + len(END):]
-    else:
-        new = old.rstrip("\n") + ("\n\n" if old else "") + text + "\n"
-    path.write_text(new)
+    write_generated(path, text, BEGIN, END)

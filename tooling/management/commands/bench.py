@@ -5,6 +5,7 @@ import sys
 from django.core.management.base import BaseCommand, CommandError
 
 from tooling.bench import admin, api, cloud, e2e, edge, latency, scale, simulate
+from tooling.bench.common import carry_generated, write_generated
 
 
 def sizes(text):
@@ -72,6 +73,8 @@ BENCHMARKS = {
                                            "freshness <= 5 s and pace, each trial measured 2 minutes"),
         ("--baseline", "flag", False, "also run the same households with FOG_LIVE_WINDOWS=off (windows close by "
                                       "event time alone) as the baseline"),
+        ("--warmup", int, e2e.WARMUP_S, "seconds the pipeline runs before measuring (the first windows close, "
+                                        "workers and sockets settle)"),
     ]),
     "api": (api.run, "/api/states/ p50/p99 under concurrent clients, many tuples stored (target p99 <= 20 ms); "
             "beside Django's stock ASGIHandler", [
@@ -165,10 +168,11 @@ class Command(BaseCommand):
                 else:
                     child.add_argument(option, type=kind, default=default, help=f"{option_help} (default %(default)s)")
             child.add_argument("--json", action="store_true", help="print the figures as JSON")
-            if name == "scale":
+            if name in ("scale", "e2e"):
+                example = "--write docs/BENCHMARKS.md" + (" --write docs/SCALING.md" if name == "scale" else "")
                 child.add_argument("--write", action="append", metavar="PATH", default=[],
-                                   help="put the figures into the generated section of PATH (again for another "
-                                   "file), e.g. --write docs/BENCHMARKS.md --write docs/SCALING.md")
+                                   help=f"put the figures into the generated {name} section of PATH (again for "
+                                   f"another file), e.g. {example}")
 
     def handle(self, *args, name, json_before_name=False, **options):
         options["json"] = options.get("json") or json_before_name
@@ -188,8 +192,12 @@ class Command(BaseCommand):
         else:
             for figure in figures:
                 self.stdout.write(figure.line())
-        for path in options["write"] if name == "scale" else []:
-            scale.write_section(path, scale.section(figures, "python manage.py " + " ".join(sys.argv[1:])))
+        command = "python manage.py " + " ".join(sys.argv[1:])
+        for path in options["write"] if name in ("scale", "e2e") else []:  # admin writes its own (--write)
+            if name == "scale":
+                scale.write_section(path, scale.section(figures, command))
+            else:
+                write_generated(path, e2e.section(figures, command), e2e.BEGIN, e2e.END)
             out(f"bench: wrote the {name} section of {path}")
 
     def _all(self, options):
@@ -213,7 +221,8 @@ class Command(BaseCommand):
             target = Path(options["write"])
             target.parent.mkdir(parents=True, exist_ok=True)
             text = markdown(sections, "make bench   # = python manage.py bench all --write docs/BENCHMARKS.md", NOTES)
-            target.write_text(keep_section(target.read_text() if target.exists() else "", text))
+            old = target.read_text() if target.exists() else ""
+            target.write_text(carry_generated(old, keep_section(old, text), e2e.BEGIN, e2e.END))
             out(f"bench: wrote {options['write']}")
             scaling = Path(options["write"]).parent / "SCALING.md"  # its figures are this run's too
             figures = [f for (_, name), fs in sections.items() if name == "scale" for f in fs]
