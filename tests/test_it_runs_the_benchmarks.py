@@ -93,7 +93,7 @@ def test_it_measures_the_whole_pipeline_from_window_end_to_the_page(services, tm
 
     doc = tmp_path / "BENCHMARKS.md"
     doc.write_text("# Benchmarks\n\nbench all's table\n")
-    result = run_manage("bench", "e2e", "--households", "300", "--seconds", "12", "--warmup", "8",
+    result = run_manage("bench", "e2e", "--households", "300", "--seconds", "8", "--warmup", "6",
                         "--write", str(doc), "--json", timeout=300)
     assert result.returncode == 0, result.stderr
     (figure,) = json.loads(result.stdout)
