@@ -11,8 +11,12 @@ import redis as redis_lib
 import redis.asyncio as aioredis
 from redis.asyncio.cluster import RedisCluster as AsyncRedisCluster
 from redis.cluster import RedisCluster
+from redis.exceptions import RedisClusterException, RedisError
 
 CLUSTER_SCHEMES = {"redis+cluster": "redis", "rediss+cluster": "rediss"}  # -> the nodes' own scheme
+# What a store call raises when the store fails: redis-py's RedisClusterException (a cluster it can't reach
+# or map) is not a RedisError, so a guard that names RedisError alone lets a cluster outage through.
+STORE_ERRORS = (RedisError, RedisClusterException)
 
 
 def is_cluster(url):

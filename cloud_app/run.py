@@ -14,7 +14,7 @@ import redis.exceptions
 from channels.layers import get_channel_layer
 from django.conf import settings
 
-from cloud_app.engine import connect_async
+from cloud_app.engine import STORE_ERRORS, connect_async
 from cloud_app.secrets import MIN_SECRET_BYTES, edge_secrets_text, parse_edge_secrets, weak_secrets
 from cloud_app.server import CloudServer
 from cloud_app.store import CloudStore
@@ -95,6 +95,9 @@ async def run_cloud(*, bind, heartbeat_port, data_port, workers=8, allow_volatil
             raise CloudStartError(f"cloud Redis at {settings.FOG_CLOUD_REDIS_URL} is unreachable: {exc}") from None
         except redis.exceptions.ResponseError as exc:
             problem = f"its persistence can't be checked (CONFIG GET refused: {exc})"
+        except STORE_ERRORS as exc:  # a cluster it can't reach or map
+            raise CloudStartError(f"cloud Redis at {settings.FOG_CLOUD_REDIS_URL} failed: "
+                                  f"{type(exc).__name__}: {exc}") from None
         if problem and not allow_volatile:
             raise CloudStartError(f"cloud Redis refused: {problem}. Fix its config or pass --allow-volatile.")
         if problem:
