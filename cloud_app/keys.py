@@ -31,10 +31,6 @@ class Keys:
     def __init__(self, prefix=DEFAULT_PREFIX):
         self.prefix = prefix
 
-    @staticmethod
-    def tag(shard):
-        return f"{{{shard}}}"
-
     def _in(self, name, shard):
         return f"{self.prefix}{name}:{{{shard}}}"
 
