@@ -62,6 +62,7 @@ SERIES_MAX = 720  # an hour of 5 s windows per household: a bounded cost per hou
 ROLLUP_KEEP_S = 2 * 3600  # per-minute roll-ups live this long (the page shows the last hour)
 OFFLINE_AFTER_MS = 3000  # no heartbeat for this long: the edge was offline (as the reader's "connected")
 OFFLINE_MAX = 50  # offline periods kept per edge
+OLD_LAYOUT_KEYS = ("states", "owner")  # under the prefix, without a shard: what an older cloud left
 
 STORE_BATCH = """
 -- Set-wise: a handful of calls per batch, not per tuple (`bench cloud`
@@ -388,3 +389,16 @@ class CloudStore:
                 return (f"appendfsync is {config.get('appendfsync')!r}, not 'always': "
                         "an ACK could cover up to a second of writes a crash loses")
         return ""
+
+    async def unsharded_keys(self):
+        """The keys of an older cloud's unsharded layout ({prefix}states, {prefix}owner) found in a store that
+        holds no key of the sharded one: data this cloud would not see (its dedup history, its owners)."""
+        old = [self.keys.prefix + name for name in OLD_LAYOUT_KEYS]
+        sharded = [key for shard in range(SHARDS) for key in (self.keys.states(shard), self.keys.owners(shard))]
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for key in old + sharded:
+                pipe.exists(key)
+            found = await pipe.execute()
+        if any(found[len(old):]):
+            return []
+        return [key for key, there in zip(old, found) if there]
