@@ -89,7 +89,9 @@ def test_it_measures_the_whole_pipeline_from_window_end_to_the_page(services, tm
     """`bench e2e` at a small size: every tuple's freshness includes its grace (a window closed before its grace
     is up would lose the readings still on their way), the stages say where the time went, and --write puts the
     run into its own section of the file."""
-    from tooling.bench.e2e import BEGIN, END
+    from tooling.bench.e2e import markers
+
+    begin, end = markers("size")
 
     doc = tmp_path / "BENCHMARKS.md"
     doc.write_text("# Benchmarks\n\nbench all's table\n")
@@ -104,5 +106,5 @@ def test_it_measures_the_whole_pipeline_from_window_end_to_the_page(services, tm
     assert grace <= closing_p50 < grace + 5, figure
     assert int(figure["households"].replace(",", "")) == 300 and figure["feed drops"] == 0
     text = doc.read_text()
-    assert text.startswith("# Benchmarks\n\nbench all's table\n") and text.count(BEGIN) == text.count(END) == 1
+    assert text.startswith("# Benchmarks\n\nbench all's table\n") and text.count(begin) == text.count(end) == 1
     assert "`python manage.py bench e2e --households 300" in text and "| e2e freshness p99" in text

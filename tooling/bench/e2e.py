@@ -313,17 +313,28 @@ def run(households=1000, seconds=60, step=2, find_capacity=False, baseline=False
 
 # --- the generated section of docs/BENCHMARKS.md ---------------------------------------------------
 
-BEGIN, END = "<!-- begin generated: bench e2e -->", "<!-- end generated: bench e2e -->"
+KINDS = {"size": "at one size, beside live windows off", "capacity": "the capacity search"}
+
+
+def markers(kind):
+    """The generated section of one kind of run: a fixed size (`size`) or `--find-capacity` (`capacity`)."""
+    return f"<!-- begin generated: bench e2e {kind} -->", f"<!-- end generated: bench e2e {kind} -->"
+
+
+def kind_of(figures):
+    return "capacity" if any(f.name.startswith("e2e capacity") for f in figures) else "size"
 
 
 def section(figures, command):
-    """Markdown of one `bench e2e` run (a capacity search takes long, so it keeps a section of its own that
-    `bench all --write` carries over)."""
+    """Markdown of one `bench e2e` run, in the section of its kind (runs take long, so each kind keeps a section
+    of its own that `bench all --write` carries over)."""
     from datetime import date
 
     from tooling.bench.common import machine
 
-    lines = [BEGIN, "## The whole pipeline at real time (`bench e2e`)", "",
+    kind = kind_of(figures)
+    begin, end = markers(kind)
+    lines = [begin, f"## The whole pipeline at real time (`bench e2e`): {KINDS[kind]}", "",
              f"`{command}` on {date.today().isoformat()} ({machine()}; simulation, Kafka, the edge and its workers, "
              "the cloud, Redis and the web server all on this machine):", "",
              "| figure | value | baseline (same run) | target | details |", "|---|---|---|---|---|"]
@@ -331,4 +342,4 @@ def section(figures, command):
         baseline = f"{figure.baseline:,.2f} {figure.unit}" if figure.baseline else "-"
         details = ", ".join(f"{k} {v:,}" if isinstance(v, (int, float)) else f"{k} {v}" for k, v in figure.extra.items())
         lines.append(f"| {figure.name} | {figure.value:,.2f} {figure.unit} | {baseline} | {figure.target} | {details} |")
-    return "\n".join(lines + ["", END])
+    return "\n".join(lines + ["", end])

@@ -197,7 +197,7 @@ class Command(BaseCommand):
             if name == "scale":
                 scale.write_section(path, scale.section(figures, command))
             else:
-                write_generated(path, e2e.section(figures, command), e2e.BEGIN, e2e.END)
+                write_generated(path, e2e.section(figures, command), *e2e.markers(e2e.kind_of(figures)))
             out(f"bench: wrote the {name} section of {path}")
 
     def _all(self, options):
@@ -222,7 +222,10 @@ class Command(BaseCommand):
             target.parent.mkdir(parents=True, exist_ok=True)
             text = markdown(sections, "make bench   # = python manage.py bench all --write docs/BENCHMARKS.md", NOTES)
             old = target.read_text() if target.exists() else ""
-            target.write_text(carry_generated(old, keep_section(old, text), e2e.BEGIN, e2e.END))
+            text = keep_section(old, text)
+            for kind in e2e.KINDS:
+                text = carry_generated(old, text, *e2e.markers(kind))
+            target.write_text(text)
             out(f"bench: wrote {options['write']}")
             scaling = Path(options["write"]).parent / "SCALING.md"  # its figures are this run's too
             figures = [f for (_, name), fs in sections.items() if name == "scale" for f in fs]
