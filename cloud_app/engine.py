@@ -11,8 +11,15 @@ import redis as redis_lib
 import redis.asyncio as aioredis
 from redis.asyncio.cluster import RedisCluster as AsyncRedisCluster
 from redis.cluster import RedisCluster
+from redis.exceptions import RedisClusterException, RedisError
 
 CLUSTER_SCHEMES = {"redis+cluster": "redis", "rediss+cluster": "rediss"}  # -> the nodes' own scheme
+# What a store call raises when the store fails: redis-py's RedisClusterException (a cluster it can't reach
+# or map) is not a RedisError, so a guard that names RedisError alone lets a cluster outage through.
+STORE_ERRORS = (RedisError, RedisClusterException)
+# A cluster on this host (tooling.localservices starts it for a loopback redis+cluster:// URL) has this many
+# masters, on the URL's port and the next ones: what the settings checks count as its nodes.
+LOCAL_CLUSTER_MASTERS = 3
 
 
 def is_cluster(url):

@@ -4,9 +4,14 @@ Every key carries a shard's hash tag `{n}`, so the keys one script touches share
 `Keys` is the only place that spells them.
 """
 
+import re
 import zlib
 
 DEFAULT_PREFIX = "fog:"
+# A prefix may hold no brace (a `{` or `}` would move the hash tag, so one script's keys span slots on a
+# cluster), no SCAN glob character (a SCAN for one prefix would match others) and no blank.
+PREFIX_RE = re.compile(r"^[^{}*?\[\]\\\s]{1,64}\Z")
+PREFIX_EXPECTED = "1..64 characters without { } * ? [ ] \\ or blanks"
 # Shards of the global figures (and of household ownership). A read of a global figure sums over them, so
 # /api/states/ costs O(states x SHARDS); more shards spread writes over more cluster slots. Changing it
 # re-homes every key: it is part of the layout, not a tuning knob.
@@ -25,10 +30,6 @@ class Keys:
 
     def __init__(self, prefix=DEFAULT_PREFIX):
         self.prefix = prefix
-
-    @staticmethod
-    def tag(shard):
-        return f"{{{shard}}}"
 
     def _in(self, name, shard):
         return f"{self.prefix}{name}:{{{shard}}}"

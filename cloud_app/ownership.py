@@ -7,7 +7,8 @@ idempotent steps, for the households this process has not seen owned yet:
 1. RESERVE, in the edge's slot: a place in the edge's quota (a set of its households; a household
    already in it keeps its place), in the batch's order, so the first households take the last places;
 2. CLAIM, in each household shard's slot: HSETNX household -> edge; whoever set it first owns it. An
-   edge that lost the race gives its reserved place back.
+   edge that lost the race gives its reserved place back, and so does an edge that finds, in any later
+   batch, a household it holds a place for owned by another edge (a replica died between the two steps).
 
 Then the batch script stores the tuples of the households the edge owns. If anything fails after the
 claims, the edge gets no reply and sends the batch again: RESERVE and CLAIM find what they did and
@@ -64,16 +65,34 @@ class Claims:
         """{household: reason it is refused ('' when the edge owns it)} for `households` (a list: the first
         ones take the quota's last places), claiming each that
         nobody owns yet within the edge's quota: its quota place first (in the edge's slot), then the owner
-        (in the household's slot). Both are idempotent, so a batch that failed after them is sent again safely."""
-        reasons, unknown = {}, []
+        (in the household's slot). Both are idempotent, so a batch that failed after them is sent again safely.
+
+        A household found to belong to another edge (cached, looked up or lost in CLAIM) gives back any place
+        this edge holds for it: a place reserved by a replica that died before its CLAIM, or by a race lost to
+        another replica. A household is refused for the quota only once no place came back, because the edge
+        sets such a tuple aside for good."""
+        reasons, unknown, others = {}, [], []
         for household in households:
             owner = self._owners.get(household)
             if owner is None:
                 unknown.append(household)
             else:
-                reasons[household] = "" if owner == edge else wire.R_NOT_OWNER
+                self._decide(reasons, others, household, owner, edge)
+        free = await self._look_up(edge, unknown, reasons, others)
+        await self._give_back(edge, others)
+        while free:
+            refused, lost = await self._reserve_and_claim(edge, free, reasons)
+            if not refused or not await self._give_back(edge, lost):
+                for household in refused:
+                    reasons[household] = wire.R_QUOTA
+                break
+            free = refused  # places came back: the households refused for the quota in this call try again
+        return reasons
+
+    async def _look_up(self, edge, unknown, reasons, others):
+        """The owners of households this process has not seen owned; returns the ones nobody owns yet."""
         if not unknown:
-            return reasons
+            return []
         by_shard = _by_shard(unknown)
         async with self.redis.pipeline(transaction=False) as pipe:
             for shard, names in by_shard.items():
@@ -88,25 +107,33 @@ class Claims:
                 free.append(household)
             else:
                 self._remember(household, owner.decode())
-                reasons[household] = "" if owner.decode() == edge else wire.R_NOT_OWNER
-        if free:
-            placed = await self._reserve(keys=[self.keys.owned(edge)], args=[self.quota, *free])
-            won, lost = [], []
-            for household, ok in zip(free, placed):
-                if ok:
-                    won.append(household)
-                else:
-                    reasons[household] = wire.R_QUOTA
-            for shard, names in _by_shard(won).items():
-                owners = await self._claim_script(keys=[self.keys.owners(shard)], args=[edge, *names])
-                for household, owner in zip(names, owners):
-                    self._remember(household, owner.decode())
-                    if owner.decode() != edge:  # another edge claimed it between our read and our claim
-                        lost.append(household)
-                    reasons[household] = "" if owner.decode() == edge else wire.R_NOT_OWNER
-            if lost:
-                await self.redis.srem(self.keys.owned(edge), *lost)  # its quota place back
-        return reasons
+                self._decide(reasons, others, household, owner.decode(), edge)
+        return free
+
+    async def _reserve_and_claim(self, edge, free, reasons):
+        """RESERVE then CLAIM `free`; returns (households refused a place, households lost to another edge)."""
+        placed = await self._reserve(keys=[self.keys.owned(edge)], args=[self.quota, *free])
+        won = [household for household, ok in zip(free, placed) if ok]
+        refused = [household for household, ok in zip(free, placed) if not ok]
+        lost = []
+        for shard, names in _by_shard(won).items():
+            owners = await self._claim_script(keys=[self.keys.owners(shard)], args=[edge, *names])
+            for household, owner in zip(names, owners):
+                self._remember(household, owner.decode())
+                self._decide(reasons, lost, household, owner.decode(), edge)  # lost: claimed between read and claim
+        return refused, lost
+
+    async def _give_back(self, edge, others):
+        """Free this edge's quota places held for households other edges own; returns how many came back."""
+        if not others:
+            return 0
+        return await self.redis.srem(self.keys.owned(edge), *others)
+
+    @staticmethod
+    def _decide(reasons, others, household, owner, edge):
+        reasons[household] = "" if owner == edge else wire.R_NOT_OWNER
+        if owner != edge:
+            others.append(household)
 
     def _remember(self, household, owner):
         if len(self._owners) >= OWNER_CACHE_MAX:

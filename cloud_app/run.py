@@ -3,7 +3,9 @@
 What it refuses before a socket is opened, each with one line that says why:
 a bind beyond loopback with a development or short edge secret, or without
 TLS (unless `insecure_plaintext`); legacy v1 beyond loopback (unless
-`legacy_public`), or under the id of a v2 edge.
+`legacy_public`), or under the id of a v2 edge; a store that can't be reached,
+has no persistence (unless `allow_volatile`), or holds only an older cloud's
+unsharded keys.
 """
 
 import asyncio
@@ -14,7 +16,7 @@ import redis.exceptions
 from channels.layers import get_channel_layer
 from django.conf import settings
 
-from cloud_app.engine import connect_async
+from cloud_app.engine import STORE_ERRORS, connect_async
 from cloud_app.secrets import MIN_SECRET_BYTES, edge_secrets_text, parse_edge_secrets, weak_secrets
 from cloud_app.server import CloudServer
 from cloud_app.store import CloudStore
@@ -26,6 +28,10 @@ log = logging.getLogger("fog.cloud")
 
 class CloudStartError(Exception):
     """The cloud can't start; the message says why in one line."""
+
+
+def _store_failed(exc):
+    return CloudStartError(f"cloud Redis at {settings.FOG_CLOUD_REDIS_URL} failed: {type(exc).__name__}: {exc}")
 
 
 def edge_secrets():
@@ -95,6 +101,18 @@ async def run_cloud(*, bind, heartbeat_port, data_port, workers=8, allow_volatil
             raise CloudStartError(f"cloud Redis at {settings.FOG_CLOUD_REDIS_URL} is unreachable: {exc}") from None
         except redis.exceptions.ResponseError as exc:
             problem = f"its persistence can't be checked (CONFIG GET refused: {exc})"
+        except STORE_ERRORS as exc:  # a cluster it can't reach or map
+            raise _store_failed(exc) from None
+        try:
+            old = await store.unsharded_keys()
+        except STORE_ERRORS as exc:
+            raise _store_failed(exc) from None
+        if old:
+            raise CloudStartError(
+                f"cloud Redis at {settings.FOG_CLOUD_REDIS_URL} holds an older cloud's unsharded keys "
+                f"({', '.join(old)}) and none of this version's sharded ones: this cloud would not see that data "
+                "(dedup history, household owners). Keep the older cloud on it, or move its data away (or delete "
+                "those keys if it may go) before starting this one.")
         if problem and not allow_volatile:
             raise CloudStartError(f"cloud Redis refused: {problem}. Fix its config or pass --allow-volatile.")
         if problem:

@@ -21,8 +21,8 @@ import time
 from collections import Counter
 
 import pynng
-import redis.exceptions
 
+from cloud_app.engine import STORE_ERRORS
 from cloud_app.postal import locate
 from cloud_app.store import StoreRefused
 from fogwire import protocol as wire
@@ -76,7 +76,7 @@ class CloudServer:
             return await self._refuse_frame(frame, exc, "heartbeat", edge)
         try:
             await self.store.heartbeat(edge, state)
-        except redis.exceptions.RedisError as exc:
+        except STORE_ERRORS as exc:
             log.warning("heartbeat from %s not recorded: Redis: %s", edge, exc)
         self._merge_beat(edge, state)
         self.counts["heartbeats"] += 1
@@ -100,7 +100,7 @@ class CloudServer:
         if rows:
             try:
                 result = await self.store.store(edge, rows)
-            except redis.exceptions.RedisError as exc:
+            except STORE_ERRORS as exc:
                 log.error("batch of %d from %s not stored: Redis: %s", len(batch), edge, exc)
                 self.counts[f"refused:{wire.R_STORE_DOWN}"] += 1
                 return wire.error_frame(edge, nonce, wire.R_STORE_DOWN, "the cloud store is unavailable; retry later",
@@ -138,7 +138,7 @@ class CloudServer:
             return message.encode()
         try:
             result = await self.store.store(self.legacy_edge, [row])
-        except redis.exceptions.RedisError as exc:
+        except STORE_ERRORS as exc:
             log.error("legacy v1 tuple %s not stored: Redis: %s", tid, exc)
             return f"ERROR: {wire.R_STORE_DOWN}".encode()
         except StoreRefused as exc:
@@ -175,7 +175,7 @@ class CloudServer:
             self.counts[f"refused:{reason}"] += number
             try:
                 await self.store.count(f"refused:{reason}", number)
-            except redis.exceptions.RedisError:
+            except STORE_ERRORS:
                 pass  # kept in self.counts; Redis being down is logged where it matters
 
     # --- dashboard updates ----------------------------------------------
@@ -224,7 +224,7 @@ class CloudServer:
         try:
             # A batch changed its shard's sums; the page shows the totals over every shard.
             totals = await self.store.state_totals(sorted(update["states"])) if update["states"] else {}
-        except redis.exceptions.RedisError as exc:
+        except STORE_ERRORS as exc:
             log.warning("dashboard update without state totals: Redis: %s", exc)
             totals = {}
         update["states"] = {state: list(sums) for state, sums in totals.items()}
@@ -277,7 +277,10 @@ class CloudServer:
                 task.cancel()
             await asyncio.gather(*tasks, publisher, return_exceptions=True)
             if self.channel_layer is not None:
-                await self.publish_pending()
+                try:
+                    await self.publish_pending()
+                except Exception:  # one bad round must not end the dashboard's feed for the server's life
+                    log.exception("dashboard update round failed; the next one follows")
         log.info("cloud stopped: %s", dict(self.counts))
 
     async def _worker(self, sock, handler, busy):
@@ -304,4 +307,7 @@ class CloudServer:
         while not stop.is_set():
             await asyncio.sleep(PUBLISH_EVERY_SECONDS)
             if self.channel_layer is not None:
-                await self.publish_pending()
+                try:
+                    await self.publish_pending()
+                except Exception:  # one bad round must not end the dashboard's feed for the server's life
+                    log.exception("dashboard update round failed; the next one follows")

@@ -41,7 +41,9 @@ which finds its claims and stores the tuples once. The script (`write`) then che
 no running sum would become infinite, so the tuples are all written or none, and Redis (AOF, appendfsync
 always) has them on disk before the call returns; the caller replies to the edge only after that. The
 series, the state index and the roll-ups are written by the same script, so a batch adds to them
-exactly once, like to the sums.
+exactly once, like to the sums. The script names every key it touches in KEYS (and takes the time from its
+caller, not from Redis), so while a reshard moves its slot key by key a cluster refuses the whole call up
+front instead of failing half way: Lua does not roll back.
 """
 
 import time
@@ -60,6 +62,7 @@ SERIES_MAX = 720  # an hour of 5 s windows per household: a bounded cost per hou
 ROLLUP_KEEP_S = 2 * 3600  # per-minute roll-ups live this long (the page shows the last hour)
 OFFLINE_AFTER_MS = 3000  # no heartbeat for this long: the edge was offline (as the reader's "connected")
 OFFLINE_MAX = 50  # offline periods kept per edge
+OLD_LAYOUT_KEYS = ("states", "owner")  # under the prefix, without a shard: what an older cloud left
 
 STORE_BATCH = """
 -- Set-wise: a handful of calls per batch, not per tuple (`bench cloud`
@@ -67,9 +70,8 @@ STORE_BATCH = """
 -- passed.
 local edge, recent_max, R_SUM = ARGV[1], tonumber(ARGV[2]), ARGV[3]
 local W = 6  -- arguments a tuple: id, household, window start, average, state, record
-local n = (#ARGV - 7) / W
-local prefix, tag = ARGV[#ARGV - 3], ARGV[#ARGV - 2]  -- dynamic keys carry the shard's tag: same slot
-local series_max, keep = tonumber(ARGV[#ARGV - 1]), tonumber(ARGV[#ARGV])
+local n = (#ARGV - 6) / W
+local now_ms, series_max, keep = tonumber(ARGV[#ARGV - 2]), tonumber(ARGV[#ARGV - 1]), tonumber(ARGV[#ARGV])
 local CHUNK = 1000  -- unpack() has a stack limit
 
 local function hmget(key, fields)
@@ -89,12 +91,26 @@ end
 
 local function finite(x) return x == x and x ~= math.huge and x ~= -math.huge end
 
+-- Every key the script touches is in KEYS, so a cluster refuses the whole call up front when one of
+-- them is elsewhere (a slot migrating) instead of failing half way. KEYS[12..]: a series per household,
+-- then an index per state, then a roll-up per minute, each in the order of first appearance in ARGV.
 local ids, arg = {}, {}
+local series_key, state_key, minute_key = {}, {}, {}
 for i = 1, n do
   local b = 3 + (i - 1) * W
   arg[i] = {ARGV[b + 1], ARGV[b + 2], tonumber(ARGV[b + 3]), tonumber(ARGV[b + 4]), ARGV[b + 5], ARGV[b + 6]}
   ids[i] = arg[i][1]
 end
+local next_key = 12
+local function declare(map, name)
+  if not map[name] then
+    map[name] = KEYS[next_key]
+    next_key = next_key + 1
+  end
+end
+for i = 1, n do declare(series_key, arg[i][2]) end
+for i = 1, n do declare(state_key, arg[i][5]) end
+for i = 1, n do declare(minute_key, math.floor(arg[i][3] / 60000)) end
 local existing = hmget(KEYS[1], ids)
 
 -- 1. What would be stored, and whether every running sum stays finite. Every tuple here is of a
@@ -157,7 +173,7 @@ if new > 0 then
   end
   if #fresh > 0 then
     hset(KEYS[3], fresh)
-    for k = 1, #fresh, 2 do redis.call('ZADD', prefix .. 'hhidx:' .. tag .. ':' .. fresh[k + 1], 0, fresh[k]) end
+    for k = 1, #fresh, 2 do redis.call('ZADD', state_key[fresh[k + 1]], 0, fresh[k]) end
     local scored = {}
     for k = 1, #fresh, 2 do
       scored[#scored + 1] = 0
@@ -175,21 +191,20 @@ if new > 0 then
   redis.call('INCRBY', KEYS[10], new)
   redis.call('EXPIRE', KEYS[10], 120)
   for hh, points in pairs(series) do  -- points in batch order; the reader sorts by window start
-    local key = prefix .. 'series:' .. tag .. ':' .. hh
+    local key = series_key[hh]
     redis.call('LPUSH', key, unpack(points))
     redis.call('LTRIM', key, 0, series_max - 1)
   end
-  local now_minute = math.floor(tonumber(redis.call('TIME')[1]) / 60)
+  local now_minute = math.floor(now_ms / 60000)
   for minute, wms in pairs(power) do
     if minute >= now_minute - keep / 60 then  -- a backlog older than the roll-ups' life adds nothing lasting
-      local key = prefix .. 'pw:' .. tag .. ':' .. string.format('%d', minute)
+      local key = minute_key[minute]
       redis.call('INCRBYFLOAT', key, string.format('%.17g', wms))
       redis.call('EXPIRE', key, keep)
     end
   end
-  local acks = prefix .. 'am:' .. tag .. ':' .. edge .. ':' .. string.format('%d', now_minute)
-  redis.call('INCRBY', acks, new)
-  redis.call('EXPIRE', acks, keep)
+  redis.call('INCRBY', KEYS[11], new)
+  redis.call('EXPIRE', KEYS[11], keep)
 end
 redis.call('SADD', KEYS[9], edge)
 redis.call('HINCRBY', KEYS[6], 'batches', 1)
@@ -301,19 +316,23 @@ class CloudStore:
         now_ms = now_ms or int(time.time() * 1000)
         shard = shard_of(edge)
         args = [edge, RECENT_MAX, wire.R_SUM_NOT_FINITE]
-        located, admitted = [], []
+        located, admitted, series, indexes, minutes = [], [], {}, {}, {}
         for tid, household, start, end, average, count in rows:
             plz, state = locate(household)
             located.append((plz, state))
             if reasons.get(household) == "":
                 average = float(average)
                 admitted.append(len(located) - 1)
+                series.setdefault(household, self.keys.series(shard, household))  # in first appearance
+                indexes.setdefault(state, self.keys.state_households(shard, state))  # order, as the script
+                minutes.setdefault(start // 60000, self.keys.power_minute(shard, start // 60000))  # maps them
                 args += (tid, household, start, repr(average), state,
                          Record(start, end, average, count, plz, state, now_ms, edge, tid, household).encode())
-        args += (self.keys.prefix, Keys.tag(shard), SERIES_MAX, ROLLUP_KEEP_S)
+        args += (now_ms, SERIES_MAX, ROLLUP_KEEP_S)
         keys = [self.keys.tuples(edge), self.keys.states(shard), self.keys.households(shard),
                 self.keys.latest(shard), self.keys.recent(shard), self.keys.stats(shard), self.keys.edge(edge),
-                self.keys.household_index(shard), self.keys.edges(shard), self.keys.acks(edge, now_ms // 1000)]
+                self.keys.household_index(shard), self.keys.edges(shard), self.keys.acks(edge, now_ms // 1000),
+                self.keys.acks_minute(edge, now_ms // 60000), *series.values(), *indexes.values(), *minutes.values()]
         reply = await self._script(keys=keys, args=args)
         if reply[0]:
             raise StoreRefused(reply[0].decode(), f"a batch of {len(rows)} from {edge} would make a per-state "
@@ -370,3 +389,16 @@ class CloudStore:
                 return (f"appendfsync is {config.get('appendfsync')!r}, not 'always': "
                         "an ACK could cover up to a second of writes a crash loses")
         return ""
+
+    async def unsharded_keys(self):
+        """The keys of an older cloud's unsharded layout ({prefix}states, {prefix}owner) found in a store that
+        holds no key of the sharded one: data this cloud would not see (its dedup history, its owners)."""
+        old = [self.keys.prefix + name for name in OLD_LAYOUT_KEYS]
+        sharded = [key for shard in range(SHARDS) for key in (self.keys.states(shard), self.keys.owners(shard))]
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for key in old + sharded:
+                pipe.exists(key)
+            found = await pipe.execute()
+        if any(found[len(old):]):
+            return []
+        return [key for key, there in zip(old, found) if there]

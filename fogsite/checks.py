@@ -12,7 +12,7 @@ from django.conf import settings
 from django.core.checks import Error, Tags, Warning, register
 from redis.connection import parse_url
 
-from cloud_app.engine import is_cluster, node_url
+from cloud_app.engine import LOCAL_CLUSTER_MASTERS, is_cluster, node_url
 from cloud_app.secrets import MIN_SECRET_BYTES, edge_secrets_text, parse_edge_secrets, weak_secrets
 from edge_app.budget import BYTES_PER_TUPLE, budget_folder
 from fogsite.env import is_loopback
@@ -35,6 +35,17 @@ def redis_target(url):
             int(kwargs.get("port", 6379)), int(kwargs.get("db", 0)))
 
 
+def shares_cloud_store(url, cloud):
+    """Whether the Redis at `url` is (a node of) the cloud store at `cloud`. A cluster URL names one node; on
+    loopback the local cluster's other masters are on the next ports, and a cluster node has only db 0."""
+    target = redis_target(url)
+    if not is_cluster(cloud):
+        return target == redis_target(cloud)
+    host, port, _ = redis_target(cloud)
+    ports = range(port, port + LOCAL_CLUSTER_MASTERS) if host == "loopback" else (port,)
+    return target[0] == host and target[1] in ports
+
+
 @register(Tags.compatibility)
 def check_pipeline_settings(app_configs, **kwargs):
     errors = []
@@ -47,11 +58,10 @@ def check_pipeline_settings(app_configs, **kwargs):
             )
         )
     # Only a host running both sides uses both Redis URLs (FOG_ROLE=all).
-    if settings.FOG_ROLE == "all" and redis_target(settings.FOG_EDGE_REDIS_URL) == redis_target(
-            settings.FOG_CLOUD_REDIS_URL):
+    if settings.FOG_ROLE == "all" and shares_cloud_store(settings.FOG_EDGE_REDIS_URL, settings.FOG_CLOUD_REDIS_URL):
         errors.append(
             Error(
-                "FOG_EDGE_REDIS_URL and FOG_CLOUD_REDIS_URL name the same Redis database.",
+                "FOG_EDGE_REDIS_URL and FOG_CLOUD_REDIS_URL name the same Redis database (or a node of its cluster).",
                 hint="The edge's job queue and the cloud's tuple store must not share a database "
                 "(defaults: db 0 and db 1); a FLUSHDB on one would wipe the other.",
                 id="fog.E002",
@@ -129,7 +139,7 @@ def _check_channel_layer():
         return [Error(f"FOG_CHANNEL_REDIS_URL={channel} names a Redis Cluster.",
                       hint="The channel layer (channels-redis) cannot run on a cluster; give it a plain Redis, "
                       "e.g. redis://127.0.0.1:6379/2.", id="fog.E020")]
-    if is_cluster(cloud) and redis_target(channel)[:2] == redis_target(cloud)[:2]:
+    if is_cluster(cloud) and shares_cloud_store(channel, cloud):
         return [Error(f"FOG_CHANNEL_REDIS_URL={channel} is a node of the cloud's Redis Cluster ({cloud}).",
                       hint="The channel layer needs a plain Redis of its own beside the cluster "
                       "(default redis://127.0.0.1:6379/2).", id="fog.E021")]

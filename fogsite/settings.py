@@ -25,6 +25,7 @@ from fogsite.env import (
     env_str,
     env_timezone,
 )
+from cloud_app.keys import DEFAULT_PREFIX, PREFIX_EXPECTED as KEY_PREFIX_EXPECTED, PREFIX_RE as KEY_PREFIX_RE
 from edge_app import kafka_source
 from fogwire import limits
 from fogwire.protocol import EDGE_ID_RE, MAX_EDGE_ID
@@ -70,7 +71,7 @@ FOG_EDGE_SECRETS = env_str("FOG_EDGE_SECRETS", f"{FOG_EDGE_ID}:{FOG_EDGE_SECRET}
 # ... or one pair a line in a file (keeps secrets out of the environment).
 FOG_EDGE_SECRETS_FILE = env_str("FOG_EDGE_SECRETS_FILE", "")
 # Every cloud key starts with this, so several clouds (or tests) can share a Redis.
-FOG_CLOUD_KEY_PREFIX = env_str("FOG_CLOUD_KEY_PREFIX", "fog:")
+FOG_CLOUD_KEY_PREFIX = env_match("FOG_CLOUD_KEY_PREFIX", DEFAULT_PREFIX, KEY_PREFIX_RE, KEY_PREFIX_EXPECTED)
 # How many households one edge may bring to the cloud (the first edge to deliver a household owns it).
 FOG_CLOUD_HOUSEHOLDS_PER_EDGE = env_int("FOG_CLOUD_HOUSEHOLDS_PER_EDGE", limits.DEFAULT_HOUSEHOLDS_PER_EDGE, minimum=1)
 FOG_CLOUD_BIND = env_host("FOG_CLOUD_BIND", "127.0.0.1")

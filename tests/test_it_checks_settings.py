@@ -81,12 +81,26 @@ def test_it_gives_a_cluster_store_a_plain_channel_layer_redis_by_default():
 
 @pytest.mark.parametrize("channel, error", [
     ("redis://127.0.0.1:7000/0", "fog.E021"),  # a node of the cloud's cluster
+    ("redis://localhost:7002/0", "fog.E021"),  # its third local master
     ("redis://127.0.0.1:6379/0", "fog.E022"),  # the edge's job queue
 ])
 def test_it_refuses_a_channel_layer_redis_it_cannot_use(channel, error):
     result = run_manage("check", env={"FOG_CLOUD_REDIS_URL": CLUSTER, "FOG_CHANNEL_REDIS_URL": channel})
     assert result.returncode != 0
     assert error in result.stderr
+
+
+@pytest.mark.parametrize("edge", ["redis://127.0.0.1:7000/0", "redis://127.0.0.1:7001/5"])
+def test_it_refuses_an_edge_job_queue_on_a_node_of_the_clouds_cluster(edge):
+    result = run_manage("check", env={"FOG_ROLE": "all", "FOG_CLOUD_REDIS_URL": CLUSTER, "FOG_EDGE_REDIS_URL": edge})
+    assert result.returncode != 0
+    assert "fog.E002" in result.stderr
+
+
+def test_it_accepts_an_edge_job_queue_beside_the_clouds_local_cluster():
+    result = run_manage("check", env={"FOG_ROLE": "all", "FOG_CLOUD_REDIS_URL": CLUSTER,
+                                      "FOG_EDGE_REDIS_URL": "redis://127.0.0.1:7003/0"})
+    assert result.returncode == 0, result.stderr
 
 
 def test_it_names_a_cluster_url_with_a_database():

@@ -72,3 +72,59 @@ def test_it_gives_a_household_to_one_of_two_edges_claiming_it_at_once(redis_url,
         assert cloud_reader.household(household)["edge"] in stored_by
     assert mine.new + theirs.new == 10  # every window stored by exactly one edge
     assert sum(count for _, _, count in cloud_reader.state_sums().values()) == 10
+
+
+WS = 1_577_142_000_000
+
+
+def _row(tid, household):
+    return (tid, household, WS + tid * 5000, WS + (tid + 1) * 5000, 100.0, 1)
+
+
+def test_it_gives_back_a_quota_place_reserved_by_a_replica_that_died_before_its_claim(redis_url, cloud_prefix,
+                                                                                     redis_client):
+    async def scenario():
+        client = connect_async(redis_url)
+        try:
+            dying = CloudStore(client, cloud_prefix, households_per_edge=1)
+
+            async def die_before_claim(*args, **kwargs):
+                raise ConnectionError("the replica dies between RESERVE and CLAIM")
+            dying.claims._claim_script = die_before_claim
+            with pytest.raises(ConnectionError):
+                await dying.store(OTHER, [_row(0, "h1")])  # h1's place reserved, no claim, no reply
+            replica = CloudStore(client, cloud_prefix, households_per_edge=1)
+            first = await replica.store(EDGE_ID, [_row(0, "h1")])  # the other edge delivers h1 first
+            resent = await replica.store(OTHER, [_row(0, "h1")])  # the edge's resend: h1 is not its own
+            own = await replica.store(OTHER, [_row(1, "h2")])  # the first household it can own
+            return first, resent, own
+        finally:
+            await client.aclose()
+
+    first, resent, own = asyncio.run(scenario())
+    assert (first.reasons, resent.reasons) == ([""], [wire.R_NOT_OWNER])
+    assert own.reasons == [""]  # within its quota of 1: the dead replica's place came back
+    assert {m.decode() for m in redis_client.smembers(Keys(cloud_prefix).owned(OTHER))} == {"h2"}
+
+
+def test_it_refuses_no_household_within_the_quota_when_another_replica_wins_a_race(redis_url, cloud_prefix,
+                                                                                    redis_client):
+    async def scenario():
+        client = connect_async(redis_url)
+        try:
+            replica_a = CloudStore(client, cloud_prefix)
+            replica_b = CloudStore(client, cloud_prefix, households_per_edge=1)
+            reserve = replica_b.claims._reserve
+
+            async def reserve_after_a_claims(*args, **kwargs):  # replica A's batch lands between B's lookup
+                await replica_a.store(EDGE_ID, [_row(0, "h1")])  # of the owners and B's RESERVE
+                replica_b.claims._reserve = reserve
+                return await reserve(*args, **kwargs)
+            replica_b.claims._reserve = reserve_after_a_claims
+            return await replica_b.store(OTHER, [_row(0, "h1"), _row(1, "h2")])
+        finally:
+            await client.aclose()
+
+    result = asyncio.run(scenario())
+    assert result.reasons == [wire.R_NOT_OWNER, ""]  # h2 is within the quota: stored, not set aside
+    assert (result.new, redis_client.scard(Keys(cloud_prefix).owned(OTHER))) == (1, 1)

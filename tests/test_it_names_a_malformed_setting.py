@@ -46,12 +46,14 @@ BAD_VALUES = {
     "FOG_TIME_ZONE": ("Mars/Base", "FOG_TIME_ZONE='Mars/Base': expected a time zone name such as Europe/Berlin"),
     "FOG_CLOUD_MAX_CONNECTIONS": ("0", "FOG_CLOUD_MAX_CONNECTIONS=0: expected 1..100000"),
     "FOG_TLS_MUTUAL": ("maybe", "FOG_TLS_MUTUAL='maybe': expected one of 1/0, true/false"),
+    "FOG_CLOUD_KEY_PREFIX": ("fog{1}:", "FOG_CLOUD_KEY_PREFIX='fog{1}:': expected 1..64 characters without { } * ? [ ] "
+                             "\\ or blanks"),
     "FOG_TLS_SERVER_NAME": ("https://cloud", "FOG_TLS_SERVER_NAME='https://cloud': expected a host name or IP address"),
 }
 # Settings any text is good for, or whose mistakes span settings (system checks, tests/test_it_checks_settings.py),
 # or that are checked where they are used (FOG_VAR_DIR: tests/test_it_creates_the_var_folder.py; the TLS files:
 # a system check, tests/test_it_refuses_to_expose_the_cloud.py).
-FREE_OR_CHECKED = {"FOG_EDGE_SECRET", "FOG_EDGE_SECRETS", "FOG_EDGE_SECRETS_FILE", "FOG_CLOUD_KEY_PREFIX",
+FREE_OR_CHECKED = {"FOG_EDGE_SECRET", "FOG_EDGE_SECRETS", "FOG_EDGE_SECRETS_FILE",
                    "FOG_VAR_DIR", "DJANGO_SECRET_KEY", "DJANGO_ALLOWED_HOSTS", "FOG_TLS_CA", "FOG_CLOUD_TLS_CERT",
                    "FOG_EDGE_TLS_CERT"}
 

@@ -60,3 +60,64 @@ def test_its_store_writes_nothing_of_a_batch_that_would_make_a_sum_infinite(redi
     first, again = asyncio.run(scenario())
     assert (first.new, again.new, again.duplicates) == (3, 2, 0)
     assert redis_client.hlen(keys.tuples(EDGE_ID)) == 5
+
+
+def test_it_stores_a_batch_whole_while_its_slot_migrates_to_another_cluster_node(tmp_path):
+    """`redis-cli --cluster reshard` (adding a master) moves a slot key by key. The script declares every key
+    it touches, so while some of them have moved the cluster refuses the whole call up front (the edge sends
+    the batch again) instead of failing half way through it: Lua does not roll back."""
+    import atexit
+    import time
+
+    import redis as redis_lib
+
+    from cloud_app.engine import connect
+    from cloud_app.keys import shard_of
+    from cloud_app.postal import locate
+    from cloud_app.reader import CloudReader
+    from tooling.localservices import private_cluster
+
+    cluster = private_cluster(tmp_path, lambda line: None)
+    atexit.register(cluster.down, lambda line: None)  # also after an interrupted session
+    prefix, ws, now_ms = "test:reshard:", 1_577_142_000_000, int(time.time() * 1000)
+    keys, shard = Keys(prefix), shard_of(EDGE_ID)
+    first, second = "mig-1", "mig-12"
+    state = locate(first)[1]
+    assert locate(second)[1] == state  # the second batch's state index exists, so it can move first
+
+    async def store(rows):
+        client = connect_async(cluster.url)
+        try:
+            return await CloudStore(client, prefix).store(EDGE_ID, rows, now_ms=now_ms)
+        finally:
+            await client.aclose()
+
+    nodes = []
+    try:
+        asyncio.run(store([(0, first, ws, ws + 5000, 100.0, 1)]))
+        client = connect(cluster.url)
+        slot = client.keyslot(keys.states(shard))
+        nodes = {node.port: redis_lib.Redis(host=node.host, port=node.port) for node in cluster.nodes}
+        ids = {port: node.execute_command("CLUSTER", "MYID").decode() for port, node in nodes.items()}
+        source = client.get_node_from_key(keys.states(shard)).port
+        target = next(port for port in nodes if port != source)
+        nodes[target].execute_command("CLUSTER", "SETSLOT", slot, "IMPORTING", ids[source])
+        nodes[source].execute_command("CLUSTER", "SETSLOT", slot, "MIGRATING", ids[target])
+        nodes[source].execute_command("MIGRATE", "127.0.0.1", target, keys.state_households(shard, state), 0, 5000)
+        batch = [(1, second, ws + 5000, ws + 10000, 50.0, 1)]
+        with pytest.raises(Exception):  # noqa: B017 (TRYAGAIN or ASK, as the client words it): nothing stored
+            asyncio.run(store(batch))
+        while moving := nodes[source].execute_command("CLUSTER", "GETKEYSINSLOT", slot, 100):
+            nodes[source].execute_command("MIGRATE", "127.0.0.1", target, "", 0, 5000, "KEYS", *moving)
+        for node in nodes.values():
+            node.execute_command("CLUSTER", "SETSLOT", slot, "NODE", ids[target])
+        again = asyncio.run(store(batch))  # the edge sends it again
+        reader = CloudReader(connect(cluster.url), prefix, price_eur_per_kwh=1.0)
+        assert (again.new, again.duplicates) == (1, 0)
+        assert reader.state_sums()[state] == (2, 150.0, 2)
+        assert reader.household_count() == 2
+        assert reader.stats()["tuples"] == 2
+    finally:
+        for node in nodes.values() if nodes else ():
+            node.close()
+        cluster.down(lambda line: None)

@@ -37,7 +37,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from cloud_app.engine import is_cluster, node_url
+from cloud_app.engine import LOCAL_CLUSTER_MASTERS, is_cluster, node_url
 from tooling.net import free_port, port_open, wait_for
 
 LOOPBACK = {"127.0.0.1", "localhost", "::1"}
@@ -45,7 +45,7 @@ KAFKA_READY_SECONDS = 90
 REDIS_READY_SECONDS = 20
 STOP_SECONDS = 30
 KAFKA_HEAP = ["-Xms128m", "-Xmx512m", "-XX:+UseSerialGC"]
-CLUSTER_MASTERS = 3
+CLUSTER_MASTERS = LOCAL_CLUSTER_MASTERS  # the product's settings checks count on it
 CLUSTER_BUS_OFFSET = 10000  # Redis's fixed offset of a node's cluster bus port
 CLUSTER_READY_SECONDS = 60
 POSTGRES_READY_SECONDS = 60

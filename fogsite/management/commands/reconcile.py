@@ -4,7 +4,7 @@ import redis
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
-from cloud_app.engine import connect
+from cloud_app.engine import STORE_ERRORS, connect
 from fogsite.reconcile import reconcile
 
 COLUMNS = ("expected", "acked", "pending", "refused", "missing_in_cloud", "duplicated")
@@ -22,11 +22,14 @@ class Command(BaseCommand):
         parser.add_argument("--json", action="store_true", help="print the report as JSON")
 
     def handle(self, *args, edge_id, strict, all, **options):
-        client = connect(settings.FOG_CLOUD_REDIS_URL, socket_timeout=30)
         try:
+            client = connect(settings.FOG_CLOUD_REDIS_URL, socket_timeout=30)  # a cluster client connects here
             report = reconcile(edge_id, client, settings.FOG_CLOUD_KEY_PREFIX)
         except redis.exceptions.ConnectionError as exc:
             raise CommandError(f"cloud Redis at {settings.FOG_CLOUD_REDIS_URL} is unreachable: {exc}") from None
+        except STORE_ERRORS as exc:  # a cluster it can't reach or map is not a RedisError
+            raise CommandError(f"cloud Redis at {settings.FOG_CLOUD_REDIS_URL} failed: "
+                               f"{type(exc).__name__}: {exc}") from None
         if options["json"]:
             self.stdout.write(json.dumps({**report.as_dict(), "ok": report.ok(strict)}, indent=2))
         else:
