@@ -19,7 +19,8 @@ class EdgeCollector:
             refused.add_metric([reason], count)
         yield refused
         counters = {
-            "readings": "Readings consumed from Kafka", "windows": "Tuples (closed windows) the ingest stored", "late": "Readings for an already closed window",
+            "readings": "Readings consumed from Kafka",
+            "windows": "Tuples (closed windows) the ingest stored", "late": "Readings for an already closed window",
             "malformed": "Kafka messages that were not valid readings", "sent": "Tuples handed to the cloud",
             "acked": "Tuples the cloud acknowledged", "refused": "Tuples the cloud refused",
         }
