@@ -144,6 +144,10 @@ def test_it_serves_each_filter_in_index_order(admin_client, tuples, query, index
         assert "TEMP B-TREE" not in plan and ("SEARCH" in plan or not query), plan
     if index:
         assert (index[connection.vendor] if isinstance(index, dict) else index) in plan, plan
+    if index == "sender_next":
+        # As an equality PostgreSQL takes the status for a constant and, at millions of rows, walks the primary
+        # key over the whole backlog instead (a plan these few rows cannot show): it must stay a range.
+        assert re.search(r'"status" >= \d+ AND "[a-z_]+"\."status" <= \d+', str(changelist.queryset.query))
 
 
 def test_it_caps_the_counts_and_says_so(admin_client, tuples, monkeypatch):
