@@ -50,8 +50,11 @@ demo: bootstrap migrate
 	@echo
 	WEB_PORT=$(WEB_PORT) .venv/bin/honcho start -f Procfile
 
+# The whole suite on SQLite, then the edge's database tests (marker edge_db) once more on a
+# PostgreSQL 15 that this second run starts and stops itself.
 test: bootstrap
 	.venv/bin/pytest
+	.venv/bin/pytest --edge-database postgres -m edge_db
 
 # Every benchmark at its default size beside its baseline; writes docs/BENCHMARKS.md.
 bench: bootstrap

@@ -27,6 +27,7 @@ import redis as redis_lib
 from django.conf import settings
 
 from edge_app.processes import alive, child_pids, with_environment  # noqa: F401  (for the tests)
+from tests import edge_database
 from tooling.net import free_port, wait_for  # noqa: F401  (tests import them from here too)
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -56,6 +57,10 @@ def _sigterm_as_ctrl_c(signum, frame):
     raise KeyboardInterrupt  # so `finally` blocks and fixture teardowns end what the tests started
 
 
+def pytest_addoption(parser):
+    edge_database.add_option(parser)
+
+
 def pytest_configure(config):
     if hasattr(signal, "SIGTERM"):
         signal.signal(signal.SIGTERM, _sigterm_as_ctrl_c)
@@ -63,7 +68,13 @@ def pytest_configure(config):
 
 
 def pytest_collection_modifyitems(session, config, items):
-    """The process check runs last, after every other test and module-scoped fixture has ended."""
+    """The process check runs last, after every other test and module-scoped fixture has ended; the
+    PostgreSQL pass keeps what it needs (tests/edge_database.py)."""
+    deselected = edge_database.deselected(config, items)
+    if deselected:
+        dropped = set(deselected)
+        items[:] = [item for item in items if item not in dropped]
+        config.hook.pytest_deselected(items=deselected)
     items.sort(key=lambda item: item.nodeid.split("::")[0].endswith(LAST_TEST_FILE))
 
 
@@ -96,6 +107,26 @@ def services():
 def django_db_setup(services, django_db_setup):  # noqa: F811  (pytest-django's, after the services)
     """A PostgreSQL that FOG_DATABASE_URL names on this host is started before the test database is made."""
     yield
+
+
+@pytest.fixture(scope="session")
+def session_postgres(request):
+    """With --edge-database postgres, the PostgreSQL 15 this session starts and stops; else None."""
+    if edge_database.engine(request.config) != "postgres":
+        yield None
+        return
+    server = edge_database.SessionPostgres(settings.BASE_DIR).start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def django_db_modify_db_settings(session_postgres, django_db_modify_db_settings_parallel_suffix):
+    """pytest-django's hook before the test database is made: on the session's PostgreSQL when there is one."""
+    if session_postgres:
+        edge_database.point_default_database_at(session_postgres.url())
 
 
 @pytest.fixture(scope="session")
@@ -313,13 +344,14 @@ TEST_EDGE_REDIS_DB = int(os.environ.get("FOG_TEST_EDGE_REDIS_DB", "14"))
 
 
 @pytest.fixture
-def edge_env(request, tmp_path, services):
-    """Environment for an edge node in child processes: its own database file, edge id and RQ database
-    (and the test's Kafka client, if it asks for kafka_client)."""
+def edge_env(request, tmp_path, services, session_postgres):
+    """Environment for an edge node in child processes: its own database (a file, or one on the session's
+    PostgreSQL), edge id and RQ database (and the test's Kafka client, if it asks for kafka_client)."""
     edge_id = f"edge-{uuid.uuid4().hex[:8]}"
     base = settings.FOG_EDGE_REDIS_URL.rsplit("/", 1)[0]
+    database_url = edge_database.child_database_url(session_postgres, tmp_path)
     env = {
-        "FOG_DATABASE_URL": f"sqlite:///{tmp_path / 'edge.sqlite3'}",
+        "FOG_DATABASE_URL": database_url,
         "FOG_EDGE_ID": edge_id,
         "FOG_EDGE_SECRET": EDGE_SECRET,
         "FOG_EDGE_REDIS_URL": f"{base}/{TEST_EDGE_REDIS_DB}",
@@ -328,16 +360,13 @@ def edge_env(request, tmp_path, services):
         env["FOG_EDGE_KAFKA_CLIENT"] = request.getfixturevalue("kafka_client")
     result = run_manage("migrate", "-v", "0", env=env)
     assert result.returncode == 0, result.stderr
-    env["_db"] = str(tmp_path / "edge.sqlite3")
+    env["_db"] = database_url
     return env
 
 
 def edge_db(env):
-    """A read-only connection to a child edge's database file."""
-    import sqlite3
-
-    connection = sqlite3.connect(f"file:{env['_db']}?mode=ro", uri=True, timeout=30)
-    return connection
+    """A read-only connection to a child edge's database, SQLite or PostgreSQL (`with` it)."""
+    return edge_database.connect_read_only(env["_db"])
 
 
 def edge_cloud(env, redis_url, prefix):

@@ -13,6 +13,8 @@ from tests.conftest import EDGE_ID, EDGE_SECRET, CloudThread, free_port, wait_fo
 
 T0 = 1_577_142_000_000
 
+pytestmark = pytest.mark.edge_db  # the sender's status transitions, on PostgreSQL too
+
 
 def add_tuples(count, first=0):
     WindowAggregate.objects.bulk_create([

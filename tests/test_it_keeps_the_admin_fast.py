@@ -1,11 +1,9 @@
 """The admin stays fast at millions of tuples: bounded SQL on every page, index-served filters, readable figures.
 
-Runs on the session's database (SQLite by default) and, through
-test_it_keeps_the_admin_fast_on_postgresql, once more on a PostgreSQL 15
-the test starts and stops itself.
+Runs on SQLite and, in `make test`'s second pass (marker edge_db, tests/edge_database.py), on PostgreSQL 15,
+where the plans are checked for sorts and sequential scans.
 """
 
-import os
 import re
 from datetime import datetime, timedelta, UTC
 
@@ -20,6 +18,8 @@ from edge_app.models import EdgeStatus, LinkChange, Status, WindowAggregate
 T0 = 1_577_142_000_000  # 2019-12-23 23:00 UTC, midnight in Berlin
 TUPLES = "/admin/edge_app/windowaggregate/"
 TABLE = WindowAggregate._meta.db_table
+
+pytestmark = pytest.mark.edge_db
 
 
 @pytest.fixture
@@ -217,39 +217,3 @@ def test_it_records_link_changes_from_the_heartbeat(db, cloud):
     changes = list(LinkChange.objects.filter(edge_id=EDGE_ID).order_by("at"))
     assert [c.connected for c in changes] == [True, False]
     assert "no answer" in changes[1].error
-
-
-@pytest.mark.slow
-def test_it_keeps_the_admin_fast_on_postgresql(tmp_path):
-    """This file and the admin's other tests, run again on a local PostgreSQL 15 that this test owns."""
-    if connection.vendor == "postgresql":
-        pytest.skip("this session already runs on PostgreSQL")
-    import secrets
-    import shutil
-    import subprocess
-    import sys
-    import tempfile
-    from pathlib import Path
-
-    from django.conf import settings
-
-    from tooling.localservices import Paths, Postgres
-    from tests.conftest import ROOT, free_port
-
-    # The server runs as the postgres user, which cannot enter pytest's private tmp folders.
-    var = Path(tempfile.mkdtemp(prefix="fog-pg-test-"))
-    var.chmod(0o755)
-    password, port = secrets.token_urlsafe(16), free_port()
-    server = Postgres(Paths(Path(settings.BASE_DIR), var), "127.0.0.1", port, "fog", password, "fog")
-    try:
-        server.up(lambda line: None)
-        env = {**os.environ, "FOG_DATABASE_URL": f"postgres://fog:{password}@127.0.0.1:{port}/fog"}
-        run = subprocess.run([sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider", "-k",
-                              "not on_postgresql",
-                              "tests/test_it_keeps_the_admin_fast.py", "tests/test_it_keeps_the_admin_useful.py"],
-                             cwd=ROOT, env=env, capture_output=True, text=True, timeout=280)
-        assert run.returncode == 0, run.stdout[-4000:] + run.stderr[-2000:]
-        assert " passed" in run.stdout and "skipped" not in run.stdout, run.stdout[-2000:]
-    finally:
-        server.down(lambda line: None)
-        shutil.rmtree(var, ignore_errors=True)

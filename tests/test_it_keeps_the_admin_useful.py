@@ -28,12 +28,14 @@ def test_it_asks_for_a_login(client):
     assert response.status_code == 302 and "/admin/login/" in response["Location"]
 
 
+@pytest.mark.edge_db
 def test_it_lists_tuples_with_counts_per_status_in_the_header(admin_client, tuples):
     page = admin_client.get("/admin/edge_app/windowaggregate/").content.decode()
     assert "3 pending, 2 sent, 4 acknowledged" in page
     assert "house-0" in page
 
 
+@pytest.mark.edge_db
 def test_it_filters_by_status_household_and_day(admin_client, tuples):
     by_status = admin_client.get(f"/admin/edge_app/windowaggregate/?status__exact={int(Status.ACKED)}")
     assert len(by_status.context["cl"].result_list) == 4
@@ -43,6 +45,7 @@ def test_it_filters_by_status_household_and_day(admin_client, tuples):
     assert len(by_day.context["cl"].result_list) == 9
 
 
+@pytest.mark.edge_db
 def test_it_shows_every_field_read_only(admin_client, tuples):
     first = tuples.first()
     page = admin_client.get(f"/admin/edge_app/windowaggregate/{first.id}/change/").content.decode()
@@ -50,17 +53,20 @@ def test_it_shows_every_field_read_only(admin_client, tuples):
     assert admin_client.get("/admin/edge_app/windowaggregate/add/").status_code == 403
 
 
+@pytest.mark.edge_db
 def test_it_sets_selected_tuples_back_to_pending(admin_client, tuples):
     acked = list(tuples.filter(status=Status.ACKED).values_list("id", flat=True)[:2])
     admin_client.post("/admin/edge_app/windowaggregate/", {"action": "send_again", "_selected_action": acked})
     assert set(WindowAggregate.objects.filter(id__in=acked).values_list("status", flat=True)) == {Status.PENDING}
 
 
+@pytest.mark.edge_db
 def test_it_shows_the_edge_status(admin_client, tuples):
     page = admin_client.get("/admin/edge_app/edgestatus/").content.decode()
     assert "edge-1" in page
 
 
+@pytest.mark.edge_db
 def test_it_deletes_only_acknowledged_tuples_past_retention(tuples):
     assert delete_expired(days=7) == 2
     remaining = WindowAggregate.objects.all()

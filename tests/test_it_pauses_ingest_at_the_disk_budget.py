@@ -76,6 +76,7 @@ def backlog():
     return WindowAggregate.objects.backlog().count()
 
 
+@pytest.mark.edge_db
 @pytest.mark.django_db(transaction=True)
 def test_it_stops_reading_kafka_at_the_budget_and_delivers_every_window_once_when_the_cloud_returns(
         kafka_client, edge, redis_url, cloud_prefix, redis_client):

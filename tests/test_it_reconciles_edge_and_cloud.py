@@ -12,6 +12,8 @@ from tests.conftest import EDGE_ID, store_through_cloud
 
 T0 = 1_577_142_000_000
 
+pytestmark = pytest.mark.edge_db  # reconcile reads the edge's database, on PostgreSQL too
+
 
 @pytest.fixture
 def delivered(db, cloud_settings, cloud, redis_client):

@@ -18,6 +18,7 @@ T0 = 1_577_142_000_000
 HOUSEHOLDS, STEPS = 100, 1500  # 150,000 readings at a 2 s step: 600 windows a household
 
 
+@pytest.mark.edge_db
 @pytest.mark.slow
 def test_it_stores_every_window_once_with_its_average_after_a_kill(kafka_client, kafka_bootstrap, topic, edge_env, redis_url,
                                                                    cloud_prefix, redis_client):

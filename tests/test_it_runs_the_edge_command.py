@@ -3,6 +3,8 @@
 import re
 import signal
 
+import pytest
+
 from cloud_app.store import Keys
 from edge_app.models import Status
 from tests.conftest import child_env, edge_cloud, edge_db, held_loops, produce, reading, run_manage, start_edge, wait_for
@@ -10,6 +12,7 @@ from tests.conftest import child_env, edge_cloud, edge_db, held_loops, produce, 
 T0 = 1_577_142_000_000
 
 
+@pytest.mark.edge_db
 def test_it_runs_a_burst_to_the_end_and_summarises(kafka_client, kafka_bootstrap, topic, edge_env, redis_url, cloud_prefix,
                                                   redis_client):
     produce(kafka_bootstrap, topic, [reading(f"h{h}", T0 + i * 1000, 50.0 + h) for i in range(60) for h in range(10)])

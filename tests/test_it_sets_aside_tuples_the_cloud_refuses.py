@@ -13,6 +13,8 @@ from tests.conftest import EDGE_ID, EDGE_SECRET, CloudThread, deliver, wait_for
 
 T0 = 1_577_142_000_000
 
+pytestmark = pytest.mark.edge_db  # REFUSED transitions, the admin's action, the metrics' counts, on PostgreSQL too
+
 
 def _add(count):
     WindowAggregate.objects.bulk_create([

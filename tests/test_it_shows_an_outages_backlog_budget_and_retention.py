@@ -18,6 +18,7 @@ def paused_edge(db):
     EdgeStatus.objects.filter(edge_id="edge-lost").update(budget=500, lost_to_retention=42)
 
 
+@pytest.mark.edge_db
 def test_it_shows_backlog_budget_pause_and_retention_on_the_health_page(client, paused_edge):
     page = client.get("/edge/health/").content.decode()
     far = page[page.index("edge-far"):page.index("edge-lost")]
@@ -28,10 +29,12 @@ def test_it_shows_backlog_budget_pause_and_retention_on_the_health_page(client, 
     assert "<strong>42</strong>" in lost and "no limit in sight" in lost and "not yet" in lost
 
 
+@pytest.mark.edge_db
 def test_it_serves_the_health_page_read_only(client, paused_edge):
     assert client.post("/edge/health/").status_code == 405
 
 
+@pytest.mark.edge_db
 def test_it_exports_backlog_budget_pause_retention_and_loss_as_metrics(client, paused_edge):
     lines = set(client.get("/metrics").content.decode().splitlines())
     assert {'fog_edge_backlog_tuples{edge="edge-far"} 9000.0', 'fog_edge_budget_tuples{edge="edge-far"} 10000.0',
@@ -41,6 +44,7 @@ def test_it_exports_backlog_budget_pause_retention_and_loss_as_metrics(client, p
     assert not any(line.startswith('fog_edge_retention_seconds_left{edge="edge-lost"}') for line in lines)  # unknown
 
 
+@pytest.mark.edge_db
 def test_it_lists_the_outage_fields_in_the_admin(admin_client, paused_edge):
     page = admin_client.get("/admin/edge_app/edgestatus/").content.decode()
     for column in ("Budget", "Paused", "Retention left seconds", "Lost to retention"):

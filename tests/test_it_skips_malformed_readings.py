@@ -10,6 +10,7 @@ from tests.corpus import KAFKA_MESSAGES as BAD_MESSAGES
 T0 = 1_577_142_000_000
 
 
+@pytest.mark.edge_db
 @pytest.mark.django_db(transaction=True)
 def test_it_counts_and_skips_each_bad_message_and_keeps_every_good_one(kafka_client, kafka_bootstrap, topic):
     messages = []

@@ -155,6 +155,33 @@ def _produced(bootstrap, topic):
         consumer.close()
 
 
+# Each stage of a tuple's way to the page, from the edge's own timestamps (window_end is event time,
+# the others the edge's clock, which at real time the simulation's stamps follow).
+STAGES = {  # name -> the stage's length from (window_end, created_at, sent_at, acked_at), all epoch ms
+    "end -> stored (grace, closing, insert)": lambda end, created, sent, acked: created - end,
+    "stored -> sent (queue)": lambda end, created, sent, acked: sent - created,
+    "sent -> acked (link, cloud, commit)": lambda end, created, sent, acked: acked - sent,
+    "end -> acked": lambda end, created, sent, acked: acked - end,
+}
+
+
+def _stages(pipeline, first_ms, last_ms):
+    """{stage: (p50 s, p99 s)} over the tuples whose window ended in [first_ms, last_ms]: which stage of the
+    edge's part of freshness grows with the load (the rest, acked -> page, is the cloud's publishing)."""
+    ms = "(julianday({}) - 2440587.5) * 86400000.0"
+    rows = pipeline.rows(
+        f"select window_end, {ms.format('created_at')}, {ms.format('sent_at')}, {ms.format('acked_at')} "
+        f"from edge_app_windowaggregate where acked_at is not null "
+        f"and window_end between {int(first_ms)} and {int(last_ms)}")
+    result = {}
+    for name, length in STAGES.items():
+        values = sorted(length(*row) for row in rows)
+        if values:
+            result[name] = tuple(round(values[min(len(values) - 1, int(q * len(values)))] / 1000, 2)
+                                 for q in (0.5, 0.99))
+    return result
+
+
 def _weighted_percentile(samples, share):
     total = sum(count for _, count in samples)
     ordered, seen = sorted(samples), 0
@@ -209,6 +236,7 @@ def measure(households, seconds, step=2, out=print, live_windows=True):
         updates = feed.updates[first:]
         costs = meter.result()
         drops = feed.drops
+        stages = _stages(pipeline, started_ms, started_ms + elapsed_s * 1000)
     finally:
         if feed:
             feed.close()
@@ -228,7 +256,9 @@ def measure(households, seconds, step=2, out=print, live_windows=True):
               "freshness_p50_s": round(_weighted_percentile(samples, 0.5) / 1000, 2),
               "freshness_p99_s": round(_weighted_percentile(samples, 0.99) / 1000, 2),
               "freshness_max_s": round(max(v for v, _ in samples) / 1000, 2), "feed_drops": drops,
-              "processes": costs}
+              "processes": costs, "stages": stages}
+    out("e2e: where the time goes (p50 / p99 s): " + ", ".join(f"{name} {p50} / {p99}"
+                                                             for name, (p50, p99) in stages.items()))
     result["holds"] = (result["freshness_p99_s"] <= HOLD_FRESHNESS_S
                        and result["tuples_per_s"] >= HOLD_PACE * result["needed_tuples_per_s"])
     return result
