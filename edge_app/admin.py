@@ -297,7 +297,7 @@ class WindowAggregateAdmin(admin.ModelAdmin):
 
 @admin.register(EdgeStatus)
 class EdgeStatusAdmin(admin.ModelAdmin):
-    list_display = ("edge_id", "link", "heartbeat", "backlog", "readings", "late", "malformed", "sent", "acked",
+    list_display = ("edge_id", "link", "heartbeat", "backlog", "windows", "readings", "late", "malformed", "sent", "acked",
                     "refused", "budget", "paused", "retention_left_seconds", "lost_to_retention", "last_error")
 
     def get_fields(self, request, obj=None):
