@@ -1,18 +1,21 @@
-"""What the API, the dashboard and the metrics read from the cloud Redis.
+"""What the API, the dashboard and the metrics read from the cloud store (one Redis or a Redis Cluster).
 
-Every read costs O(states), O(page) or O(edges), never a scan of tuples:
-the per-state running sums, the household index, the capped recent feed
-and the per-second ack counters are kept by the store for exactly this.
+Every read costs O(states x shards), O(page x shards) or O(edges), never a scan of tuples: the per-state
+running sums, the household index, the capped recent feed and the per-second ack counters are kept by
+the store for exactly this, one of each per shard (cloud_app.store), and summed or merged here. Each read
+sends its commands for every shard in one pipeline (on a cluster, one round trip per node).
 """
 
+import heapq
 import threading
 import time
 
-import redis as redis_lib
 from django.conf import settings
 
+from cloud_app.engine import connect
 from cloud_app.postal import STATE_NAMES, STATES
-from cloud_app.store import OFFLINE_AFTER_MS, SERIES_MAX, Keys, Record
+from cloud_app.keys import SHARDS, Keys, shard_of
+from cloud_app.store import OFFLINE_AFTER_MS, RECENT_MAX, SERIES_MAX, Record
 
 HOURS_PER_YEAR_KILO = 8.76  # W x 8760 h / 1000 = kWh a year
 CONNECTED_WITHIN_MS = OFFLINE_AFTER_MS  # an edge that beat within this is connected
@@ -37,6 +40,12 @@ def _latest_row(raw):
             "window_start": r.ws, "window_end": r.we, "edge": r.edge, "last_seen": r.acked_ms}
 
 
+def _mget(pipe, keys):
+    """MGET of keys of one slot in a pipeline (redis-py's cluster pipeline refuses its `mget`, which could
+    span slots; these never do)."""
+    return pipe.execute_command("MGET", *keys)
+
+
 def state_figures(state, households, total, count, price):
     mean = total / count if count else 0.0
     annual_kwh = mean * HOURS_PER_YEAR_KILO
@@ -49,33 +58,74 @@ class CloudReader:
     def __init__(self, redis, prefix, price_eur_per_kwh):
         self.redis, self.keys, self.price = redis, Keys(prefix), price_eur_per_kwh
 
+    def _each_shard(self, command):
+        """One command per shard, in one pipeline: `command(pipe, shard)` queues it; returns the replies."""
+        with self.redis.pipeline(transaction=False) as pipe:
+            for shard in range(SHARDS):
+                command(pipe, shard)
+            return pipe.execute()
+
+    def state_sums(self):
+        """{state: (households, sum, count)} summed over the shards."""
+        totals = {}
+        for sums in self._each_shard(lambda pipe, n: pipe.hgetall(self.keys.states(n))):
+            for field, value in sums.items():
+                state, _, part = field.decode().partition(":")
+                households, total, count = totals.get(state, (0, 0.0, 0))
+                if part == "households":
+                    households += int(value)
+                elif part == "sum":
+                    total += float(value)
+                elif part == "count":
+                    count += int(value)
+                totals[state] = (households, total, count)
+        return totals
+
     def states(self):
-        sums = self.redis.hgetall(self.keys.states)
-        rows = []
-        for state in STATES:
-            rows.append(state_figures(state, _int(sums.get(f"{state}:households".encode())),
-                                      float(sums.get(f"{state}:sum".encode(), 0)),
-                                      _int(sums.get(f"{state}:count".encode())), self.price))
-        return rows
+        sums = self.state_sums()
+        return [state_figures(state, *sums.get(state, (0, 0.0, 0)), self.price) for state in STATES]
+
+    def _indexes(self, state):
+        return [self.keys.state_households(n, state) if state else self.keys.household_index(n)
+                for n in range(SHARDS)]
+
+    def household_count(self, state=None):
+        indexes = self._indexes(state)
+        return sum(self._each_shard(lambda pipe, n: pipe.zcard(indexes[n])))
 
     def households(self, offset, limit, state=None):
-        """(total, rows) of one page of households (of one state, when given), in name order."""
-        index = self.keys.state_households(state) if state else self.keys.household_index
+        """(total, rows) of one page of households (of one state, when given), in name order across the shards."""
+        indexes = self._indexes(state)
+        counts = self._each_shard(lambda pipe, n: pipe.zcard(indexes[n]))
+        starts = _split(self.redis, indexes, counts, offset)
         with self.redis.pipeline(transaction=False) as pipe:
-            pipe.zcard(index)
-            pipe.zrange(index, offset, offset + limit - 1)
-            total, names = pipe.execute()
-        if not names:
-            return total, []
-        latest = self.redis.hmget(self.keys.latest, names)
-        return total, [_latest_row(record) for record in latest if record]
+            for key, start in zip(indexes, starts):
+                pipe.zrange(key, start, start + limit - 1)
+            pages = pipe.execute()
+        page = list(heapq.merge(*([(name, n) for name in names] for n, names in enumerate(pages))))[:limit]
+        if not page:
+            return sum(counts), []
+        by_shard = {}
+        for name, n in page:
+            by_shard.setdefault(n, []).append(name)
+        with self.redis.pipeline(transaction=False) as pipe:
+            for n, names in by_shard.items():
+                pipe.hmget(self.keys.latest(n), names)
+            found = dict(zip(by_shard, pipe.execute()))
+        records = {name: record for n, names in by_shard.items() for name, record in zip(names, found[n])}
+        return sum(counts), [_latest_row(records[name]) for name, _ in page if records[name]]
 
     def household(self, household):
         """One household's latest window and its last hour of windows (oldest first), or None.
-        Cost: one HGET and one LRANGE of at most SERIES_MAX entries, whatever the number of households."""
+        Cost: its owner (one HGET), then one HGET and one LRANGE of at most SERIES_MAX entries in the owning
+        edge's shard, whatever the number of households."""
+        owner = self.redis.hget(self.keys.owners(shard_of(household)), household)
+        if owner is None:
+            return None
+        shard = shard_of(owner.decode())
         with self.redis.pipeline(transaction=False) as pipe:
-            pipe.hget(self.keys.latest, household)
-            pipe.lrange(self.keys.series(household), 0, SERIES_MAX - 1)
+            pipe.hget(self.keys.latest(shard), household)
+            pipe.lrange(self.keys.series(shard, household), 0, SERIES_MAX - 1)
             record, points = pipe.execute()
         if record is None:
             return None
@@ -89,20 +139,24 @@ class CloudReader:
 
     def power(self, now_ms=None):
         """Total power of all households per minute of the last hour, oldest first: the mean over the
-        minute of the summed household power, from the per-minute roll-ups (one MGET of 60 keys)."""
+        minute of the summed household power, from the per-minute roll-ups (one MGET of 60 keys a shard)."""
         minutes = _last_minutes(now_ms)
-        values = self.redis.mget([self.keys.power_minute(m) for m in minutes])
-        return [{"minute": m * MINUTE_MS, "power_w": round(float(v) / MINUTE_MS, 3) if v is not None else None}
-                for m, v in zip(minutes, values)]
+        shards = self._each_shard(lambda pipe, n: _mget(pipe, [self.keys.power_minute(n, m) for m in minutes]))
+        rows = []
+        for i, m in enumerate(minutes):
+            values = [float(values[i]) for values in shards if values[i] is not None]
+            rows.append({"minute": m * MINUTE_MS, "power_w": round(sum(values) / MINUTE_MS, 3) if values else None})
+        return rows
 
     def edges(self, now_ms=None):
         now_ms = now_ms or int(time.time() * 1000)
-        names = sorted(e.decode() for e in self.redis.smembers(self.keys.edges))
+        names = sorted(e.decode() for members in self._each_shard(lambda pipe, n: pipe.smembers(self.keys.edges(n)))
+                       for e in members)
         second = now_ms // 1000
         with self.redis.pipeline(transaction=False) as pipe:
             for edge in names:
                 pipe.hgetall(self.keys.edge(edge))
-                pipe.mget([self.keys.acks(edge, s) for s in range(second - RATE_SECONDS, second)])
+                _mget(pipe, [self.keys.acks(edge, s) for s in range(second - RATE_SECONDS, second)])
             replies = pipe.execute()
         rows = []
         for i, edge in enumerate(names):
@@ -121,8 +175,8 @@ class CloudReader:
         now_ms = now_ms or int(time.time() * 1000)
         minutes = _last_minutes(now_ms)
         with self.redis.pipeline(transaction=False) as pipe:
-            pipe.mget([self.keys.backlog_minute(edge, m) for m in minutes])
-            pipe.mget([self.keys.acks_minute(edge, m) for m in minutes])
+            _mget(pipe, [self.keys.backlog_minute(edge, m) for m in minutes])
+            _mget(pipe, [self.keys.acks_minute(edge, m) for m in minutes])
             pipe.lrange(self.keys.offline(edge), 0, -1)
             pipe.hget(self.keys.edge(edge), "last_heartbeat_ms")
             backlog, acked, gaps, beat = pipe.execute()
@@ -135,15 +189,21 @@ class CloudReader:
                 "acked": [_int(v) for v in acked], "offline": offline[::-1]}
 
     def recent(self, limit):
-        rows = []
-        for raw in self.redis.lrange(self.keys.recent, 0, limit - 1):
-            r = Record.decode(raw)
-            rows.append({"edge": r.edge, "id": r.id, "postal_code": r.plz, "state": r.state, "window_start": r.ws,
-                         "window_end": r.we, "power_w": r.avg, "readings": r.n, "household": r.household})
-        return rows
+        """The newest tuples over every shard (each shard keeps its newest RECENT_MAX), newest first."""
+        limit = min(limit, RECENT_MAX)
+        feeds = self._each_shard(lambda pipe, n: pipe.lrange(self.keys.recent(n), 0, limit - 1))
+        records = [Record.decode(raw) for feed in feeds for raw in feed]
+        records.sort(key=lambda r: -r.acked_ms)  # stable: a shard's own order stays within one moment
+        return [{"edge": r.edge, "id": r.id, "postal_code": r.plz, "state": r.state, "window_start": r.ws,
+                 "window_end": r.we, "power_w": r.avg, "readings": r.n, "household": r.household}
+                for r in records[:limit]]
 
     def stats(self):
-        return {k.decode(): int(v) for k, v in self.redis.hgetall(self.keys.stats).items()}
+        totals = {}
+        for stats in self._each_shard(lambda pipe, n: pipe.hgetall(self.keys.stats(n))):
+            for name, value in stats.items():
+                totals[name.decode()] = totals.get(name.decode(), 0) + int(value)
+        return totals
 
     def summary(self, recent=20):
         """Everything the dashboard paints first."""
@@ -153,14 +213,13 @@ class CloudReader:
 
 class HouseholdIndex:
     """The household index (of one state, when given) as a sequence Django's Paginator can page: its size
-    is one ZCARD, a slice one ZRANGE (the reader never loads the whole index)."""
+    is a ZCARD a shard, a slice a merge of the shards' ZRANGEs (the reader never loads the whole index)."""
 
     def __init__(self, reader, state=None):
         self.reader, self.state = reader, state
 
     def count(self):
-        keys = self.reader.keys
-        return self.reader.redis.zcard(keys.state_households(self.state) if self.state else keys.household_index)
+        return self.reader.household_count(self.state)
 
     def __getitem__(self, window):
         return self.reader.households(window.start, window.stop - window.start, state=self.state)[1]
@@ -179,5 +238,32 @@ class ReaderSource:
         with self._lock:
             client = self._clients.get(url)
             if client is None:
-                client = self._clients[url] = redis_lib.Redis.from_url(url, socket_timeout=SOCKET_TIMEOUT_S)
+                client = self._clients[url] = connect(url, socket_timeout=SOCKET_TIMEOUT_S)
         return CloudReader(client, settings.FOG_CLOUD_KEY_PREFIX, settings.FOG_PRICE_EUR_PER_KWH)
+
+
+def _split(redis, indexes, counts, offset):
+    """Per index (sorted sets of distinct names), how many of its names come before the `offset`-th name of
+    them all: where a page starting at `offset` begins in each. A binary search on every index at once,
+    each step one pipeline: a probe name per index, then its rank among all (ZLEXCOUNT a shard): O(shards^2
+    x log(offset)) cheap commands, never a read of the names before the page."""
+    low, high = [0] * len(indexes), [min(count, offset) for count in counts]
+    while True:
+        active = [i for i in range(len(indexes)) if low[i] < high[i]]
+        if not active:
+            return low
+        middle = {i: (low[i] + high[i]) // 2 for i in active}
+        with redis.pipeline(transaction=False) as pipe:
+            for i in active:
+                pipe.zrange(indexes[i], middle[i], middle[i])
+            probes = dict(zip(active, (names[0] for names in pipe.execute())))
+        with redis.pipeline(transaction=False) as pipe:
+            for i in active:
+                for key in indexes:
+                    pipe.zlexcount(key, "-", b"(" + probes[i])
+            below = pipe.execute()
+        for k, i in enumerate(active):
+            if sum(below[k * len(indexes):(k + 1) * len(indexes)]) < offset:
+                low[i] = middle[i] + 1  # the probe comes before the offset-th name: so do the names up to it
+            else:
+                high[i] = middle[i]

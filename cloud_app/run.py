@@ -10,11 +10,11 @@ import asyncio
 import logging
 import signal
 
-import redis.asyncio as aioredis
 import redis.exceptions
 from channels.layers import get_channel_layer
 from django.conf import settings
 
+from cloud_app.engine import connect_async
 from cloud_app.secrets import MIN_SECRET_BYTES, edge_secrets_text, parse_edge_secrets, weak_secrets
 from cloud_app.server import CloudServer
 from cloud_app.store import CloudStore
@@ -85,7 +85,7 @@ async def run_cloud(*, bind, heartbeat_port, data_port, workers=8, allow_volatil
     tls = tls_config()
     check_exposure(bind, secrets, tls, insecure_plaintext=insecure_plaintext, legacy_edge=legacy_edge,
                    legacy_public=legacy_public)
-    client = aioredis.Redis.from_url(redis_url or settings.FOG_CLOUD_REDIS_URL, socket_connect_timeout=5)
+    client = connect_async(redis_url or settings.FOG_CLOUD_REDIS_URL, socket_connect_timeout=5)
     store = CloudStore(client, key_prefix or settings.FOG_CLOUD_KEY_PREFIX,
                        households_per_edge=settings.FOG_CLOUD_HOUSEHOLDS_PER_EDGE)
     try:

@@ -182,7 +182,7 @@ class CloudServer:
 
     def _pending_update(self):
         if self._update is None:
-            self._update = {"type": "pipeline.update", "acked": 0, "edges": {}, "states": {}, "beats": {},
+            self._update = {"type": "pipeline.update", "acked": 0, "edges": {}, "states": set(), "beats": {},
                             "power": {}, "recent": [], "ends": {}}
         return self._update
 
@@ -202,7 +202,7 @@ class CloudServer:
         update = self._pending_update()
         update["acked"] += result.new
         update["edges"][edge] = update["edges"].get(edge, 0) + result.new
-        update["states"].update({state: list(sums) for state, sums in result.states.items()})
+        update["states"].update(result.states)  # names now; their totals over every shard when published
         fresh = [rows[i] for i in (result.fresh or [])]
         for _, _, start, end, average, _ in fresh:
             minute = str(start // 60000 * 60000)
@@ -221,6 +221,13 @@ class CloudServer:
         update, self._update = self._update, None
         if update is None:
             return False
+        try:
+            # A batch changed its shard's sums; the page shows the totals over every shard.
+            totals = await self.store.state_totals(sorted(update["states"])) if update["states"] else {}
+        except redis.exceptions.RedisError as exc:
+            log.warning("dashboard update without state totals: Redis: %s", exc)
+            totals = {}
+        update["states"] = {state: list(sums) for state, sums in totals.items()}
         try:
             await self.channel_layer.group_send(DASHBOARD_GROUP, update)
         except Exception as exc:  # the dashboard is best effort; the data is safe in Redis

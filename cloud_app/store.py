@@ -1,52 +1,61 @@
-"""The cloud's Redis layout, written one Lua script per batch.
+"""The cloud's Redis layout: per batch, an idempotent claim of its new households, then one Lua script.
 
-Keys (all under a prefix, `fog:` by default, so tests and several clouds can
-share one Redis; `Keys` is the only place that spells them):
+The same layout runs on one Redis and on a Redis Cluster (cloud_app.engine). A cluster runs a script
+only if all its keys hash to one slot, so every key carries a shard's hash tag `{n}` (n = 0..SHARDS-1,
+`shard_of(name)` a CRC32 of the edge's or household's name). An edge's keys and the shard of the global
+figures its batches write are in the edge's shard, so a batch is still one atomic script there; a read
+of a global figure sums over the SHARDS shards. Keys (under a prefix, `fog:` by default, so tests and
+several clouds can share one store; `Keys` is the only place that spells them), with {n} the edge's shard:
 
-    {p}t:{edge}    hash  tuple id -> Record: the stored tuple and its dedup record in one
-    {p}states      hash  "{state}:households" / ":sum" / ":count" running sums,
-                         so a summary costs O(states) at any number of tuples
-    {p}hh          hash  household -> state (who has been counted already)
-    {p}owner       hash  household -> the edge that delivered it first (the only one it takes it from)
-    {p}owned       hash  edge -> how many households it owns (its quota's count)
-    {p}latest      hash  household -> Record of its newest window
-    {p}recent      list  Records, newest first, capped
-    {p}stats       hash  batches, tuples, dedup_hits, refused:{reason}, ...
-    {p}edge:{edge} hash  last_heartbeat_ms, backlog, paused (0/1), further edge state its heartbeats carry, acked
-    {p}edges       set   every edge that has spoken
-    {p}hhidx       zset  every household (score 0, so ordered by name): paging the API
-    {p}acks:{edge}:{second}  tuples first stored in that second (expire after 2 min)
-    {p}hhidx:{state}  zset  the households of one state (the map's "list its households")
-    {p}series:{household}  list  "ws|we|avg" of its newest SERIES_MAX windows, newest first
-    {p}pw:{minute}  string  sum of avg x (we - ws) over the windows that start in that minute
-                         (W·ms; / 60,000 is the mean total power), expires after ROLLUP_KEEP_S
-    {p}am:{edge}:{minute}  string  tuples first stored in that minute, expires likewise
-    {p}eb:{edge}:{minute}  string  the edge's backlog at its last beat of that minute, likewise
-    {p}off:{edge}  list  "from_ms|to_ms" gaps between heartbeats longer than OFFLINE_AFTER_MS
+    {p}t:{n}:{edge}      hash  tuple id -> Record: the stored tuple and its dedup record in one
+    {p}edge:{n}:{edge}   hash  last_heartbeat_ms, backlog, paused (0/1), further edge state its heartbeats carry, acked
+    {p}owned:{n}:{edge}  set   the households the edge owns (its quota's count)
+    {p}acks:{n}:{edge}:{second}  tuples first stored in that second (expire after 2 min)
+    {p}am:{n}:{edge}:{minute}  string  tuples first stored in that minute, expires after ROLLUP_KEEP_S
+    {p}eb:{n}:{edge}:{minute}  string  the edge's backlog at its last beat of that minute, likewise
+    {p}off:{n}:{edge}    list  "from_ms|to_ms" gaps between heartbeats longer than OFFLINE_AFTER_MS
+  one shard of each global figure, written by the batches of the edges of shard n:
+    {p}states:{n}        hash  "{state}:households" / ":sum" / ":count" running sums,
+                               so a summary costs O(states x shards) at any number of tuples
+    {p}hh:{n}            hash  household -> state (who has been counted already)
+    {p}latest:{n}        hash  household -> Record of its newest window
+    {p}recent:{n}        list  Records, newest first, capped at RECENT_MAX
+    {p}stats:{n}         hash  batches, tuples, dedup_hits; refused:{reason} in shard_of(reason)
+    {p}edges:{n}         set   every edge of the shard that has spoken
+    {p}hhidx:{n}         zset  the shard's households (score 0, so ordered by name): paging the API
+    {p}hhidx:{n}:{state} zset  the shard's households of one state (the map's "list its households")
+    {p}series:{n}:{household}  list  "ws|we|avg" of its newest SERIES_MAX windows, newest first
+    {p}pw:{n}:{minute}   string  sum of avg x (we - ws) over the shard's windows that start in that
+                               minute (W·ms; / 60,000 is the mean total power), expires after ROLLUP_KEEP_S
+  in the household's shard h = shard_of(household):
+    {p}owner:{h}         hash  household -> the edge that delivered it first (the only one it takes it from)
 
-Every stored value is one `Record` ("ws|we|avg|n|plz|state|acked_ms|edge|id|household"),
-encoded and decoded only by that class; the Lua script copies records whole
-and reads no field but the leading window start.
+A household is stored by one edge only (its owner), so it lives in one shard, and the per-shard
+household counts add up. Every stored value is one `Record` ("ws|we|avg|n|plz|state|acked_ms|edge|id|
+household"), encoded and decoded only by that class; the Lua script copies records whole and reads no
+field but the leading window start.
 
-The script checks everything before it writes anything: per tuple, that the
-household is this edge's or nobody's yet and within the edge's quota; per
-batch, that no running sum would become infinite. So a batch is all written
-or not at all, and Redis (AOF, appendfsync always) has it on disk before the
-call returns; the caller replies to the edge only after that. The series,
-the state index and the roll-ups are written by the same script, so a batch
-adds to them exactly once, like to the sums.
+Ownership is global by nature, so it is not in the batch's slot: `claim` (cloud_app.ownership) runs
+first, idempotent, so if anything fails after it the edge gets no reply and sends the batch again,
+which finds its claims and stores the tuples once. The script (`write`) then checks, before it writes anything, that
+no running sum would become infinite, so the tuples are all written or none, and Redis (AOF, appendfsync
+always) has them on disk before the call returns; the caller replies to the edge only after that. The
+series, the state index and the roll-ups are written by the same script, so a batch adds to them
+exactly once, like to the sums.
 """
 
 import time
 from dataclasses import dataclass
 from typing import NamedTuple
 
+from cloud_app.engine import config_of_every_primary
+from cloud_app.keys import DEFAULT_PREFIX, SHARDS, Keys, shard_of
+from cloud_app.ownership import Claims
 from cloud_app.postal import locate
 from fogwire import protocol as wire
 from fogwire.limits import DEFAULT_HOUSEHOLDS_PER_EDGE
 
 RECENT_MAX = 200
-DEFAULT_PREFIX = "fog:"
 SERIES_MAX = 720  # an hour of 5 s windows per household: a bounded cost per household
 ROLLUP_KEEP_S = 2 * 3600  # per-minute roll-ups live this long (the page shows the last hour)
 OFFLINE_AFTER_MS = 3000  # no heartbeat for this long: the edge was offline (as the reader's "connected")
@@ -56,11 +65,11 @@ STORE_BATCH = """
 -- Set-wise: a handful of calls per batch, not per tuple (`bench cloud`
 -- measures the whole write path). Nothing is written until every check has
 -- passed.
-local edge, recent_max, quota = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
-local R_NOT_OWNER, R_QUOTA, R_SUM = ARGV[4], ARGV[5], ARGV[6]
+local edge, recent_max, R_SUM = ARGV[1], tonumber(ARGV[2]), ARGV[3]
 local W = 6  -- arguments a tuple: id, household, window start, average, state, record
-local n = (#ARGV - 9) / W
-local prefix, series_max, keep = ARGV[#ARGV - 2], tonumber(ARGV[#ARGV - 1]), tonumber(ARGV[#ARGV])
+local n = (#ARGV - 7) / W
+local prefix, tag = ARGV[#ARGV - 3], ARGV[#ARGV - 2]  -- dynamic keys carry the shard's tag: same slot
+local series_max, keep = tonumber(ARGV[#ARGV - 1]), tonumber(ARGV[#ARGV])
 local CHUNK = 1000  -- unpack() has a stack limit
 
 local function hmget(key, fields)
@@ -82,34 +91,14 @@ local function finite(x) return x == x and x ~= math.huge and x ~= -math.huge en
 
 local ids, arg = {}, {}
 for i = 1, n do
-  local b = 6 + (i - 1) * W
+  local b = 3 + (i - 1) * W
   arg[i] = {ARGV[b + 1], ARGV[b + 2], tonumber(ARGV[b + 3]), tonumber(ARGV[b + 4]), ARGV[b + 5], ARGV[b + 6]}
   ids[i] = arg[i][1]
 end
 local existing = hmget(KEYS[1], ids)
 
--- 1. Ownership and quota, per household this batch brings new.
-local asked, asked_list = {}, {}
-for i = 1, n do
-  local hh = arg[i][2]
-  if not existing[i] and not asked[hh] then
-    asked[hh] = true
-    asked_list[#asked_list + 1] = hh
-  end
-end
-local owners = hmget(KEYS[11], asked_list)
-local owned = tonumber(redis.call('HGET', KEYS[12], edge) or '0')
-local refusal, claimed = {}, {}
-for k, hh in ipairs(asked_list) do
-  local owner = owners[k]
-  if owner and owner ~= edge then
-    refusal[hh] = R_NOT_OWNER
-  elseif not owner then
-    if owned + #claimed < quota then claimed[#claimed + 1] = hh else refusal[hh] = R_QUOTA end
-  end
-end
-
--- 2. What would be stored, and whether every running sum stays finite.
+-- 1. What would be stored, and whether every running sum stays finite. Every tuple here is of a
+-- household this edge owns: the claim step (CLAIM) came before, in the households' own slots.
 local outcome, tuples, recent = {}, {}, {}
 local sums, counts, state_of, best, households = {}, {}, {}, {}, {}
 local new, dups = 0, 0
@@ -119,8 +108,6 @@ for i = 1, n do
   if existing[i] then
     dups = dups + 1
     outcome[i] = '=' .. existing[i]
-  elseif refusal[hh] then
-    outcome[i] = refusal[hh]
   else
     new = new + 1
     outcome[i] = ''
@@ -146,16 +133,7 @@ for st, total in pairs(sums) do
   if not (finite(total) and finite(kept + total)) then return {R_SUM} end
 end
 
--- 3. Write.
-if #claimed > 0 then
-  local pairs_ = {}
-  for _, hh in ipairs(claimed) do
-    pairs_[#pairs_ + 1] = hh
-    pairs_[#pairs_ + 1] = edge
-  end
-  hset(KEYS[11], pairs_)
-  redis.call('HINCRBY', KEYS[12], edge, #claimed)
-end
+-- 2. Write.
 if new > 0 then
   hset(KEYS[1], tuples)
   for st, total in pairs(sums) do
@@ -179,7 +157,7 @@ if new > 0 then
   end
   if #fresh > 0 then
     hset(KEYS[3], fresh)
-    for k = 1, #fresh, 2 do redis.call('ZADD', prefix .. 'hhidx:' .. fresh[k + 1], 0, fresh[k]) end
+    for k = 1, #fresh, 2 do redis.call('ZADD', prefix .. 'hhidx:' .. tag .. ':' .. fresh[k + 1], 0, fresh[k]) end
     local scored = {}
     for k = 1, #fresh, 2 do
       scored[#scored + 1] = 0
@@ -197,19 +175,19 @@ if new > 0 then
   redis.call('INCRBY', KEYS[10], new)
   redis.call('EXPIRE', KEYS[10], 120)
   for hh, points in pairs(series) do  -- points in batch order; the reader sorts by window start
-    local key = prefix .. 'series:' .. hh
+    local key = prefix .. 'series:' .. tag .. ':' .. hh
     redis.call('LPUSH', key, unpack(points))
     redis.call('LTRIM', key, 0, series_max - 1)
   end
   local now_minute = math.floor(tonumber(redis.call('TIME')[1]) / 60)
   for minute, wms in pairs(power) do
     if minute >= now_minute - keep / 60 then  -- a backlog older than the roll-ups' life adds nothing lasting
-      local key = prefix .. 'pw:' .. string.format('%d', minute)
+      local key = prefix .. 'pw:' .. tag .. ':' .. string.format('%d', minute)
       redis.call('INCRBYFLOAT', key, string.format('%.17g', wms))
       redis.call('EXPIRE', key, keep)
     end
   end
-  local acks = prefix .. 'am:' .. edge .. ':' .. string.format('%d', now_minute)
+  local acks = prefix .. 'am:' .. tag .. ':' .. edge .. ':' .. string.format('%d', now_minute)
   redis.call('INCRBY', acks, new)
   redis.call('EXPIRE', acks, keep)
 end
@@ -217,12 +195,7 @@ redis.call('SADD', KEYS[9], edge)
 redis.call('HINCRBY', KEYS[6], 'batches', 1)
 if dups > 0 then redis.call('HINCRBY', KEYS[6], 'dedup_hits', dups) end
 redis.call('HINCRBY', KEYS[7], 'acked', new)
-local states = {}
-for st, _ in pairs(counts) do
-  states[#states + 1] = st
-  states[#states + 1] = redis.call('HMGET', KEYS[2], st .. ':households', st .. ':sum', st .. ':count')
-end
-return {'', outcome, new, dups, states}
+return {'', outcome, new, dups}
 """
 
 
@@ -280,57 +253,13 @@ class StoreResult:
     reasons: list  # per tuple: '' or the store's refusal reason (wire.R_NOT_OWNER, wire.R_QUOTA)
     new: int
     duplicates: int
-    states: dict  # state -> (households, sum, count), for the states this batch touched
+    states: set  # the states whose sums this batch changed (store.state_totals reads them over every shard)
     fresh: list = None  # indices (into the rows given) of the tuples stored for the first time
 
 
-class Keys:
-    def __init__(self, prefix=DEFAULT_PREFIX):
-        self.prefix = prefix
-        self.states = f"{prefix}states"
-        self.households = f"{prefix}hh"
-        self.latest = f"{prefix}latest"
-        self.recent = f"{prefix}recent"
-        self.stats = f"{prefix}stats"
-        self.edges = f"{prefix}edges"
-        self.household_index = f"{prefix}hhidx"
-        self.owners = f"{prefix}owner"
-        self.owned = f"{prefix}owned"
-
-    def tuples(self, edge):
-        return f"{self.prefix}t:{edge}"
-
-    def all_tuples(self):
-        """A SCAN pattern matching every edge's tuple hash."""
-        return f"{self.prefix}t:*"
-
-    def edge(self, edge):
-        return f"{self.prefix}edge:{edge}"
-
-    def acks(self, edge, second):
-        return f"{self.prefix}acks:{edge}:{second}"
-
-    def state_households(self, state):
-        return f"{self.prefix}hhidx:{state}"
-
-    def series(self, household):
-        return f"{self.prefix}series:{household}"
-
-    def power_minute(self, minute):
-        return f"{self.prefix}pw:{minute}"
-
-    def acks_minute(self, edge, minute):
-        return f"{self.prefix}am:{edge}:{minute}"
-
-    def backlog_minute(self, edge, minute):
-        return f"{self.prefix}eb:{edge}:{minute}"
-
-    def offline(self, edge):
-        return f"{self.prefix}off:{edge}"
-
-
 def delete_prefix(client, prefix):
-    """Remove every key under `prefix` (a test's or a benchmark's), a thousand at a time."""
+    """Remove every key under `prefix` (a test's or a benchmark's), a thousand at a time. On a cluster the
+    client scans every primary and splits the UNLINK by slot."""
     batch = []
     for key in client.scan_iter(match=f"{prefix}*", count=1000):
         batch.append(key)
@@ -342,7 +271,7 @@ def delete_prefix(client, prefix):
 
 
 class CloudStore:
-    """Writes batches and heartbeats into the cloud Redis (an asyncio client)."""
+    """Writes batches and heartbeats into the cloud Redis or Redis Cluster (an asyncio client)."""
 
     def __init__(self, redis, prefix=DEFAULT_PREFIX, households_per_edge=DEFAULT_HOUSEHOLDS_PER_EDGE):
         self.redis = redis
@@ -350,57 +279,80 @@ class CloudStore:
         self.households_per_edge = households_per_edge
         self._script = redis.register_script(STORE_BATCH)
         self._beat = redis.register_script(HEARTBEAT)
+        self.claims = Claims(redis, self.keys, households_per_edge)
 
     async def store(self, edge, rows, now_ms=None):
         """rows: (id, household, ws, we, avg, n) tuples whose values passed the limits. Returns a StoreResult.
 
-        Raises StoreRefused, having written nothing, if the batch would make a running sum infinite.
+        Two steps: claim the households (idempotent), then store the tuples of the households the edge owns
+        in one script. Raises StoreRefused, having stored nothing, if the batch would make a running sum
+        infinite (its claims stay: they are the edge's, and the same batch sent again finds them).
         """
+        owners = await self.claim(edge, list(dict.fromkeys(row[1] for row in rows)))  # batch order: the quota's
+        return await self.write(edge, rows, owners, now_ms)
+
+    async def claim(self, edge, households):
+        """Step 1 of a batch: see cloud_app.ownership.Claims.claim."""
+        return await self.claims.claim(edge, households)
+
+    async def write(self, edge, rows, reasons, now_ms=None):
+        """Store the rows whose household the edge owns (`reasons`, from claim) in one script in the edge's
+        slot; the others get their refusal."""
         now_ms = now_ms or int(time.time() * 1000)
-        args = [edge, RECENT_MAX, self.households_per_edge, wire.R_NOT_OWNER, wire.R_QUOTA, wire.R_SUM_NOT_FINITE]
-        located = []
+        shard = shard_of(edge)
+        args = [edge, RECENT_MAX, wire.R_SUM_NOT_FINITE]
+        located, admitted = [], []
         for tid, household, start, end, average, count in rows:
             plz, state = locate(household)
-            located.append(plz)
-            average = float(average)
-            args += (tid, household, start, repr(average), state,
-                     Record(start, end, average, count, plz, state, now_ms, edge, tid, household).encode())
-        args += (self.keys.prefix, SERIES_MAX, ROLLUP_KEEP_S)
-        keys = [self.keys.tuples(edge), self.keys.states, self.keys.households, self.keys.latest,
-                self.keys.recent, self.keys.stats, self.keys.edge(edge), self.keys.household_index,
-                self.keys.edges, self.keys.acks(edge, now_ms // 1000), self.keys.owners, self.keys.owned]
+            located.append((plz, state))
+            if reasons.get(household) == "":
+                average = float(average)
+                admitted.append(len(located) - 1)
+                args += (tid, household, start, repr(average), state,
+                         Record(start, end, average, count, plz, state, now_ms, edge, tid, household).encode())
+        args += (self.keys.prefix, Keys.tag(shard), SERIES_MAX, ROLLUP_KEEP_S)
+        keys = [self.keys.tuples(edge), self.keys.states(shard), self.keys.households(shard),
+                self.keys.latest(shard), self.keys.recent(shard), self.keys.stats(shard), self.keys.edge(edge),
+                self.keys.household_index(shard), self.keys.edges(shard), self.keys.acks(edge, now_ms // 1000)]
         reply = await self._script(keys=keys, args=args)
         if reply[0]:
             raise StoreRefused(reply[0].decode(), f"a batch of {len(rows)} from {edge} would make a per-state "
                                                   "running sum infinite; nothing of it was stored")
-        _, outcomes, new, dups, flat = reply
-        codes, reasons, fresh = [], [], []
-        for index, (plz, outcome) in enumerate(zip(located, outcomes)):
+        _, outcomes, new, dups = reply
+        codes, why = [""] * len(rows), [reasons.get(row[1]) or "" for row in rows]
+        fresh, touched = [], set()
+        for index, outcome in zip(admitted, outcomes):
             if not outcome:
-                codes.append(plz)
-                reasons.append("")
+                codes[index] = located[index][0]
                 fresh.append(index)
-            elif outcome.startswith(b"="):
-                codes.append(Record.decode(outcome[1:]).plz)
-                reasons.append("")
+                touched.add(located[index][1])
             else:
-                codes.append("")
-                reasons.append(outcome.decode())
-        states = {}
-        for i in range(0, len(flat), 2):
-            households, total, count = flat[i + 1]
-            states[flat[i].decode()] = (int(households or 0), float(total or 0), int(count or 0))
-        return StoreResult(codes, reasons, new, dups, states, fresh)
+                codes[index] = Record.decode(outcome[1:]).plz
+        return StoreResult(codes, why, new, dups, touched, fresh)
+
+    async def state_totals(self, states):
+        """{state: (households, sum, count)} over every shard, for the states given."""
+        fields = [f"{state}:{part}" for state in states for part in ("households", "sum", "count")]
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for shard in range(SHARDS):
+                pipe.hmget(self.keys.states(shard), fields)
+            replies = await pipe.execute()
+        totals = {}
+        for i, state in enumerate(states):
+            households = sum(int(r[3 * i] or 0) for r in replies)
+            total = sum(float(r[3 * i + 1] or 0) for r in replies)
+            totals[state] = (households, total, sum(int(r[3 * i + 2] or 0) for r in replies))
+        return totals
 
     async def count(self, name, amount=1):
-        await self.redis.hincrby(self.keys.stats, name, amount)
+        await self.redis.hincrby(self.keys.stats(shard_of(name)), name, amount)
 
     async def heartbeat(self, edge, state, now_ms=None):
         """Record a beat and the edge state it carried (wire.HEARTBEAT_STATE fields, as numbers; `paused`:
         the edge's ingest waits for its disk budget); a gap of more than OFFLINE_AFTER_MS since the last one
         is an offline period."""
         now_ms = now_ms or int(time.time() * 1000)
-        keys = [self.keys.edge(edge), self.keys.edges, self.keys.offline(edge),
+        keys = [self.keys.edge(edge), self.keys.edges(shard_of(edge)), self.keys.offline(edge),
                 self.keys.backlog_minute(edge, now_ms // 60000)]
         await self._beat(keys=keys, args=[now_ms, int(state.get("backlog", 0)), OFFLINE_AFTER_MS, ROLLUP_KEEP_S,
                                           edge, OFFLINE_MAX, int(state.get("paused", 0))])
@@ -409,12 +361,12 @@ class CloudStore:
             await self.redis.hset(self.keys.edge(edge), mapping=extra)
 
     async def check_durable(self):
-        """'' when writes are fsynced before Redis answers; otherwise what is wrong."""
-        config = await self.redis.config_get("append*")
-        if config.get("appendonly") != "yes":
-            return "persistence is off (appendonly no): an ACK could cover data a Redis crash loses"
-        if config.get("appendfsync") != "always":
-            return (f"appendfsync is {config.get('appendfsync')!r}, not 'always': "
-                    "an ACK could cover up to a second of writes a crash loses")
+        """'' when writes are fsynced before Redis answers (on a cluster: on every primary); otherwise what
+        is wrong."""
+        for config in await config_of_every_primary(self.redis, "append*"):
+            if config.get("appendonly") != "yes":
+                return "persistence is off (appendonly no): an ACK could cover data a Redis crash loses"
+            if config.get("appendfsync") != "always":
+                return (f"appendfsync is {config.get('appendfsync')!r}, not 'always': "
+                        "an ACK could cover up to a second of writes a crash loses")
         return ""
-

@@ -12,6 +12,7 @@ from django.conf import settings
 from django.core.checks import Error, Tags, Warning, register
 from redis.connection import parse_url
 
+from cloud_app.engine import is_cluster, node_url
 from cloud_app.secrets import MIN_SECRET_BYTES, edge_secrets_text, parse_edge_secrets, weak_secrets
 from edge_app.budget import BYTES_PER_TUPLE, budget_folder
 from fogsite.env import is_loopback
@@ -26,7 +27,7 @@ def redis_target(url):
     db 0, `?db=` queries); every loopback name is one host, so
     `redis://localhost:6379/20` and `redis://127.0.0.1/20` compare equal.
     """
-    kwargs = parse_url(url)
+    kwargs = parse_url(node_url(url))
     if "path" in kwargs:
         return ("unix", os.path.realpath(kwargs["path"]), int(kwargs.get("db", 0)))
     host = kwargs.get("host", "localhost").lower()
@@ -56,6 +57,7 @@ def check_pipeline_settings(app_configs, **kwargs):
                 id="fog.E002",
             )
         )
+    errors += _check_channel_layer()
     text = ""
     try:
         text = edge_secrets_text(settings.FOG_EDGE_SECRETS, settings.FOG_EDGE_SECRETS_FILE)
@@ -118,6 +120,25 @@ def _link_security(pairs):
         errors.append(Error("FOG_EDGE_TLS_CERT is set but FOG_TLS_CA is not: the edge would not use TLS.",
                             hint="Set FOG_TLS_CA to the CA that signed the cloud's certificate.", id="fog.E013"))
     return errors
+
+
+def _check_channel_layer():
+    """channels-redis speaks to one plain Redis: never a cluster node, never the edge's job queue."""
+    channel, cloud = settings.FOG_CHANNEL_REDIS_URL, settings.FOG_CLOUD_REDIS_URL
+    if is_cluster(channel):
+        return [Error(f"FOG_CHANNEL_REDIS_URL={channel} names a Redis Cluster.",
+                      hint="The channel layer (channels-redis) cannot run on a cluster; give it a plain Redis, "
+                      "e.g. redis://127.0.0.1:6379/2.", id="fog.E020")]
+    if is_cluster(cloud) and redis_target(channel)[:2] == redis_target(cloud)[:2]:
+        return [Error(f"FOG_CHANNEL_REDIS_URL={channel} is a node of the cloud's Redis Cluster ({cloud}).",
+                      hint="The channel layer needs a plain Redis of its own beside the cluster "
+                      "(default redis://127.0.0.1:6379/2).", id="fog.E021")]
+    if settings.FOG_ROLE == "all" and redis_target(channel) == redis_target(settings.FOG_EDGE_REDIS_URL) != (
+            redis_target(cloud)):  # the same database as the cloud's: fog.E002 says it already
+        return [Error("FOG_CHANNEL_REDIS_URL and FOG_EDGE_REDIS_URL name the same Redis database.",
+                      hint="The dashboard's channel layer and the edge's job queue must not share a database.",
+                      id="fog.E022")]
+    return []
 
 
 def _check_budget():

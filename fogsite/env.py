@@ -133,10 +133,17 @@ def env_url(name, default, *, schemes):
     return value
 
 
-def env_redis_url(name, default):
-    """A redis://, rediss:// or unix:// URL whose database (the path) is a number."""
-    value = env_url(name, default, schemes=("redis", "rediss", "unix"))
+CLUSTER_SCHEMES = ("redis+cluster", "rediss+cluster")
+
+
+def env_redis_url(name, default, *, cluster=False):
+    """A redis://, rediss:// or unix:// URL whose database (the path) is a number; with `cluster`, also
+    redis+cluster:// or rediss+cluster:// (a node of a Redis Cluster, which has only database 0)."""
+    value = env_url(name, default, schemes=("redis", "rediss", "unix") + (CLUSTER_SCHEMES if cluster else ()))
     parts = urlsplit(value)
+    if parts.scheme in CLUSTER_SCHEMES and parts.path.strip("/") not in ("", "0"):
+        raise SettingError(f"{name}={value!r}: a Redis Cluster has only database 0; write {parts.scheme}://"
+                           f"{parts.netloc}/")
     db = parts.path.lstrip("/") if parts.scheme != "unix" else parse_qs(parts.query).get("db", ["0"])[0]
     if not (db or "0").isdigit():
         raise SettingError(f"{name}={value!r}: expected a database number after the host, as in redis://host:6379/0")

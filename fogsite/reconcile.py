@@ -13,7 +13,9 @@ are failures; pending and refused tuples are a failure only when asked
 from collections import Counter, defaultdict
 from dataclasses import asdict, dataclass, field
 
-from cloud_app.store import Keys, Record
+from cloud_app.reader import CloudReader
+from cloud_app.keys import Keys
+from cloud_app.store import Record
 from edge_app.models import Status, WindowAggregate
 
 SUM_TOLERANCE = 1e-6  # relative: the Lua sums add in another order
@@ -112,13 +114,11 @@ def check_sums(redis, keys):
             recomputed[record.state][0] += record.avg
             recomputed[record.state][1] += 1
             households[record.state].add(record.household)
-    stored = {k.decode(): v for k, v in redis.hgetall(keys.states).items()}
+    stored = CloudReader(redis, keys.prefix, 0).state_sums()  # over every shard
     problems = []
-    for state in sorted(set(recomputed) | {k.split(":")[0] for k in stored}):
+    for state in sorted(set(recomputed) | set(stored)):
         total, count = recomputed[state]
-        kept_total = float(stored.get(f"{state}:sum", 0))
-        kept_count = int(stored.get(f"{state}:count", 0))
-        kept_households = int(stored.get(f"{state}:households", 0))
+        kept_households, kept_total, kept_count = stored.get(state, (0, 0.0, 0))
         if kept_count != count or abs(kept_total - total) > SUM_TOLERANCE * max(1.0, abs(total)):
             problems.append(f"{state}: running sum {kept_total:.3f} over {kept_count} tuples, "
                             f"stored tuples give {total:.3f} over {count}")

@@ -9,6 +9,7 @@ import re
 from pathlib import Path
 
 from fogsite.env import (
+    CLUSTER_SCHEMES,
     ensure_folder,
     env_bool,
     env_choice,
@@ -55,7 +56,11 @@ FOG_TOPIC = env_match("FOG_TOPIC", "power", TOPIC_RE, "1..249 of A-Z a-z 0-9 . _
 FOG_EDGE_KAFKA_CLIENT = env_choice("FOG_EDGE_KAFKA_CLIENT", kafka_source.DEFAULT_CLIENT, list(kafka_source.SOURCES),
                                    fold=str.lower)
 FOG_EDGE_REDIS_URL = env_redis_url("FOG_EDGE_REDIS_URL", "redis://127.0.0.1:6379/0")
-FOG_CLOUD_REDIS_URL = env_redis_url("FOG_CLOUD_REDIS_URL", "redis://127.0.0.1:6379/1")
+FOG_CLOUD_REDIS_URL = env_redis_url("FOG_CLOUD_REDIS_URL", "redis://127.0.0.1:6379/1", cluster=True)
+# The channel layer (channels-redis) needs a plain Redis: the cloud's own, or on a cluster the local one.
+FOG_CHANNEL_REDIS_URL = env_redis_url(
+    "FOG_CHANNEL_REDIS_URL", "redis://127.0.0.1:6379/2" if FOG_CLOUD_REDIS_URL.split(":", 1)[0] in CLUSTER_SCHEMES
+    else FOG_CLOUD_REDIS_URL)
 FOG_EDGE_ID = env_match("FOG_EDGE_ID", "edge-1", EDGE_ID_RE, f"1..{MAX_EDGE_ID} of A-Z a-z 0-9 . _ -")
 DEV_EDGE_SECRET = "dev-edge-secret-change-me"
 FOG_EDGE_SECRET = env_str("FOG_EDGE_SECRET", DEV_EDGE_SECRET)
@@ -201,7 +206,7 @@ CHANNEL_LAYERS = {
     "default": {
         "BACKEND": "channels_redis.core.RedisChannelLayer",
         "CONFIG": {
-            "hosts": [{"address": FOG_CLOUD_REDIS_URL, "socket_timeout": CHANNEL_LAYER_SOCKET_TIMEOUT}],
+            "hosts": [{"address": FOG_CHANNEL_REDIS_URL, "socket_timeout": CHANNEL_LAYER_SOCKET_TIMEOUT}],
             "prefix": f"{FOG_CLOUD_KEY_PREFIX}asgi",
         },
     }

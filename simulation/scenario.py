@@ -58,13 +58,16 @@ class RunStats:
     max_lag: float = 0.0
     started: float = field(default_factory=time.monotonic)
     clock: float | None = None  # wall time of simulated second 0, set by the first step
+    # With --start now: the epoch ms simulated second 0 is due, so each step goes out at the wall time it
+    # stamps its readings with (anchored at the first step instead, they would carry the start-up's delay).
+    anchor_ms: int | None = None
     stop_flag: Callable[[], str | None] = lambda: None  # the name of the signal that asked to stop, if any
     _shown: float = 0.0
 
     def pace(self, time_s, speed):
         now = time.monotonic()
         if self.clock is None:
-            self.clock = now
+            self.clock = now if self.anchor_ms is None else now + self.anchor_ms / 1000 - time.time()
         due = self.clock + time_s / speed
         while now < due and not self.stop_flag():
             time.sleep(min(due - now, 0.25))
@@ -131,8 +134,9 @@ def prepare(options):
     if options.households <= 0:
         raise DataError(f"--households must be positive, got {options.households}")
     if options.start == "now":
-        start_ms = int(time.time() * 1000)
-        start_ms -= start_ms % (options.step * 1000)
+        # The next step boundary: the first readings go out when it comes, stamped with it (see RunStats).
+        step_ms = int(options.step * 1000)
+        start_ms = -(-int(time.time() * 1000) // step_ms) * step_ms
     else:
         try:
             start = datetime.fromisoformat(options.start).replace(tzinfo=zone)
@@ -148,7 +152,8 @@ def run(options, stop_flag=lambda: None):
     its next step, the producer flushes what was sent, and Result.ended says which signal it was."""
     source, start_ms, until, zone, skipped = prepare(options)
     producer = CLIENTS[options.client](options.bootstrap, options.topic)  # raises KafkaUnavailable
-    stats = RunStats(until=until, progress=options.progress, stop_flag=stop_flag)
+    stats = RunStats(until=until, progress=options.progress, stop_flag=stop_flag,
+                     anchor_ms=start_ms if options.start == "now" and not options.data else None)
     summary = {} if options.collect else None
     world = mosaik.World(SIM_CONFIG, skip_greetings=True, configure_logging=False)
     try:

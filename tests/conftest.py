@@ -5,6 +5,10 @@ same code as `make services`; a service that can't be had is an error, never
 a skip. Each test gets its own Kafka topic and a freshly emptied Redis
 database reserved for tests, so tests never see each other's data.
 
+Cloud store tests marked `engines` run twice: on the single Redis and on a local 3-master Redis
+Cluster the session starts on its own free ports (tooling.localservices.RedisCluster, the code of
+`make services`) when the first such test needs it, and ends at its end.
+
 Process hygiene: the session puts a marker (FOG_TEST_SESSION) into its
 environment, which every process it starts inherits; other engineers' test
 sessions on the same machine carry other markers. SIGTERM is turned into
@@ -157,19 +161,77 @@ def kafka_client(request, settings):
     return request.param
 
 
+ENGINES = ("redis", "cluster")
+
+
+def pytest_generate_tests(metafunc):
+    """A test marked `engines` that uses the cloud store runs once per engine."""
+    if metafunc.definition.get_closest_marker("engines") and "engine" in metafunc.fixturenames:
+        metafunc.parametrize("engine", ENGINES, indirect=True)
+
+
+@pytest.fixture(scope="session")
+def redis_cluster(tmp_path_factory):
+    """A local Redis Cluster of this session (own folder, own ports), started through tooling's code; ended
+    at the session's end. Like the shared services it runs without the session marker: the session, not
+    the last test, ends it."""
+    from tooling.localservices import private_cluster
+
+    marker = os.environ.pop(SESSION_ENV)
+    try:
+        cluster = private_cluster(tmp_path_factory.mktemp("redis-cluster"), lambda line: None)
+    finally:
+        os.environ[SESSION_ENV] = marker
+    atexit.register(cluster.down, lambda line: None)  # also after an interrupted session
+    yield cluster.url
+    cluster.down(lambda line: None)
+
+
 @pytest.fixture
-def redis_url(services):
-    """URL of a Redis database reserved for tests. Tests keep to their own key prefix (cloud_prefix),
-    so two test sessions on one machine never see each other's data."""
+def engine(request):
+    """'redis' (the default) or 'cluster': which engine this test's cloud store runs on."""
+    return getattr(request, "param", "redis")
+
+
+@pytest.fixture
+def redis_url(services, engine, request):
+    """URL of the test's cloud store: a Redis database reserved for tests, or the session's cluster. Tests
+    keep to their own key prefix (cloud_prefix), so two test sessions on one machine never see each other's data."""
+    if engine == "cluster":
+        return request.getfixturevalue("redis_cluster")
+    base = settings.FOG_CLOUD_REDIS_URL.rsplit("/", 1)[0]
+    return f"{base}/{TEST_REDIS_DB}"
+
+
+@pytest.fixture
+def channel_redis_url(services):
+    """A plain Redis database for the channel layer of tests (a cluster can't carry one)."""
     base = settings.FOG_CLOUD_REDIS_URL.rsplit("/", 1)[0]
     return f"{base}/{TEST_REDIS_DB}"
 
 
 @pytest.fixture
 def redis_client(redis_url):
-    client = redis_lib.Redis.from_url(redis_url)
+    from cloud_app.engine import connect
+
+    client = connect(redis_url)
     yield client
     client.close()
+
+
+def cloud_stats(redis_client, prefix):
+    """The cloud's counters (batches, tuples, dedup_hits, refused:{reason}) summed over its shards."""
+    from cloud_app.reader import CloudReader
+
+    return CloudReader(redis_client, prefix, price_eur_per_kwh=1.0).stats()
+
+
+@pytest.fixture
+def cloud_reader(redis_client, cloud_prefix):
+    """The product's reader of the test's cloud store (sums and merges over the shards)."""
+    from cloud_app.reader import CloudReader
+
+    return CloudReader(redis_client, cloud_prefix, price_eur_per_kwh=1.0)
 
 
 def run_manage(*args, env=None, timeout=120):
@@ -214,12 +276,11 @@ class CloudThread:
     async def _main(self):
         import asyncio
 
-        import redis.asyncio as aioredis
-
+        from cloud_app.engine import connect_async
         from cloud_app.server import CloudServer
         from cloud_app.store import CloudStore
 
-        client = aioredis.Redis.from_url(self.redis_url)
+        client = connect_async(self.redis_url)
         layer = None
         if self.publish:
             from channels.layers import get_channel_layer
@@ -432,15 +493,16 @@ def consume_all(bootstrap, topic, expected, timeout_ms=10000):
 
 
 @pytest.fixture
-def cloud_settings(settings, redis_url, cloud_prefix):
-    """Point this process's API, channel layer and metrics at the test's cloud Redis and prefix."""
+def cloud_settings(settings, redis_url, channel_redis_url, cloud_prefix):
+    """Point this process's API, channel layer and metrics at the test's cloud store and prefix."""
     from channels.layers import channel_layers
 
     settings.FOG_CLOUD_REDIS_URL = redis_url
+    settings.FOG_CHANNEL_REDIS_URL = channel_redis_url
     settings.FOG_CLOUD_KEY_PREFIX = cloud_prefix
     # The project's own layer settings (connection options included), pointed at the test's database.
     layer = copy.deepcopy(settings.CHANNEL_LAYERS["default"])
-    layer["CONFIG"]["hosts"] = [{**host, "address": redis_url} for host in layer["CONFIG"]["hosts"]]
+    layer["CONFIG"]["hosts"] = [{**host, "address": channel_redis_url} for host in layer["CONFIG"]["hosts"]]
     layer["CONFIG"]["prefix"] = f"{cloud_prefix}asgi"
     settings.CHANNEL_LAYERS = {"default": layer}
     channel_layers.backends = {}

@@ -66,3 +66,31 @@ def test_it_accepts_two_databases_of_one_redis():
     result = run_manage("check", env={"FOG_EDGE_REDIS_URL": "redis://localhost/20",
                                       "FOG_CLOUD_REDIS_URL": "redis://127.0.0.1:6379/21"})
     assert result.returncode == 0, result.stderr
+
+
+CLUSTER = "redis+cluster://127.0.0.1:7000/"
+
+
+def test_it_gives_a_cluster_store_a_plain_channel_layer_redis_by_default():
+    result = run_manage("check", env={"FOG_CLOUD_REDIS_URL": CLUSTER})
+    assert result.returncode == 0, result.stderr
+    result = run_manage("shell", "-c", "from django.conf import settings; print(settings.CHANNEL_LAYERS['default']"
+                        "['CONFIG']['hosts'][0]['address'])", env={"FOG_CLOUD_REDIS_URL": CLUSTER})
+    assert result.stdout.strip().splitlines()[-1] == "redis://127.0.0.1:6379/2", result.stderr
+
+
+@pytest.mark.parametrize("channel, error", [
+    ("redis://127.0.0.1:7000/0", "fog.E021"),  # a node of the cloud's cluster
+    ("redis://127.0.0.1:6379/0", "fog.E022"),  # the edge's job queue
+])
+def test_it_refuses_a_channel_layer_redis_it_cannot_use(channel, error):
+    result = run_manage("check", env={"FOG_CLOUD_REDIS_URL": CLUSTER, "FOG_CHANNEL_REDIS_URL": channel})
+    assert result.returncode != 0
+    assert error in result.stderr
+
+
+def test_it_names_a_cluster_url_with_a_database():
+    result = run_manage("check", env={"FOG_CLOUD_REDIS_URL": "redis+cluster://127.0.0.1:7000/3"})
+    assert result.returncode == 2
+    assert result.stderr.strip() == ("FOG_CLOUD_REDIS_URL='redis+cluster://127.0.0.1:7000/3': a Redis Cluster has "
+                                     "only database 0; write redis+cluster://127.0.0.1:7000/")

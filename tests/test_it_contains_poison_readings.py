@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from cloud_app.store import Keys
+from cloud_app.keys import Keys
 from edge_app.ingest import Ingestor, MalformedReading, RateLimitedLog, parse_reading
 from edge_app.models import IngestPosition, WindowAggregate
 from edge_app.windows import MAX_JUMP_MS, WindowBook

@@ -5,11 +5,11 @@ import pynng
 import pytest
 
 from cloud_app.postal import locate
-from cloud_app.store import Keys
+from cloud_app.keys import Keys
 from edge_app.link import Heartbeat
 from edge_app.models import EdgeStatus, Status, WindowAggregate
 from edge_app.sender import Sender
-from tests.conftest import EDGE_ID, EDGE_SECRET, CloudThread, free_port, wait_for
+from tests.conftest import EDGE_ID, EDGE_SECRET, CloudThread, cloud_stats, free_port, wait_for
 
 T0 = 1_577_142_000_000
 
@@ -94,8 +94,8 @@ def test_it_holds_the_backlog_while_the_cloud_is_down_and_delivers_it_once(edge,
     for household, code in WindowAggregate.objects.values_list("household", "postal_code").distinct():
         assert code == locate(household)[0]
     assert redis_client.hlen(Keys(cloud_prefix).tuples(EDGE_ID)) == 3500
-    stats = redis_client.hgetall(Keys(cloud_prefix).stats)
-    assert int(stats[b"tuples"]) == 3500 and b"dedup_hits" not in stats  # nothing reached the store twice
+    stats = cloud_stats(redis_client, cloud_prefix)
+    assert stats["tuples"] == 3500 and "dedup_hits" not in stats  # nothing reached the store twice
 
 
 @pytest.mark.django_db(transaction=True)

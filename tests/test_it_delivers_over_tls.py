@@ -7,6 +7,7 @@ must (the cloud's certificate, or its own under mutual TLS) delivers nothing.
 
 import pytest
 
+from cloud_app.keys import Keys
 from edge_app.link import Heartbeat
 from edge_app.models import EdgeStatus
 from fogwire import tls as wire_tls
@@ -54,7 +55,7 @@ def test_it_delivers_every_tuple(mode, certs, redis_url, cloud_prefix, redis_cli
     finally:
         cloud.stop()
     assert cloud.data_addr.startswith("tls+tcp://" if server_tls else "tcp://")
-    assert redis_client.hlen(f"{cloud_prefix}t:{EDGE_ID}") == TUPLES
+    assert redis_client.hlen(Keys(cloud_prefix).tuples(EDGE_ID)) == TUPLES
     assert EdgeStatus.objects.get(edge_id=EDGE_ID).acked == TUPLES
 
 
@@ -78,7 +79,7 @@ def test_it_delivers_nothing_to_or_from_a_peer_it_cannot_verify(client, certs, r
             beat.close()
     finally:
         cloud.stop()
-    assert not redis_client.exists(f"{cloud_prefix}edge:{EDGE_ID}")
+    assert not redis_client.exists(Keys(cloud_prefix).edge(EDGE_ID))
 
 
 def test_it_names_a_missing_certificate_file(tmp_path):

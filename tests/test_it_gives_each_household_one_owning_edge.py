@@ -3,23 +3,33 @@ a stable reason and change nothing it shows. Each edge brings at most its quota 
 
 import pytest
 
-from cloud_app.store import Keys, Record
+from cloud_app.keys import Keys, shard_of
 from fogwire import protocol as wire
 from tests.conftest import EDGE_ID, EDGE_SECRET, CloudThread, deliver, make_rows
 
 OTHER, OTHER_SECRET = "edge-other", "other-secret"
+pytestmark = pytest.mark.engines
+
+
+def _latest(reader):
+    return {row["household"]: row for row in reader.households(0, 500)[1]}
+
+
+def _total(reader):
+    return sum(total for _, total, _ in reader.state_sums().values())
 
 
 def _send(cloud, rows, edge=EDGE_ID, secret=EDGE_SECRET):
     return deliver(cloud, rows, edge, secret)
 
 
-def test_it_refuses_another_edges_tuples_for_a_household_it_does_not_own(cloud, redis_client, client, cloud_settings):
+def test_it_refuses_another_edges_tuples_for_a_household_it_does_not_own(cloud, redis_client, client, cloud_settings,
+                                                                           cloud_reader):
     keys = Keys(cloud.prefix)
     mine = make_rows(5, household="mine")  # mine-0 .. mine-4
     assert _send(cloud, mine)[1] == [""] * 5
-    latest_before = redis_client.hgetall(keys.latest)
-    states_before = redis_client.hgetall(keys.states)
+    latest_before = _latest(cloud_reader)
+    total_before = _total(cloud_reader)
 
     # A later window of an owned household, with a fake value, next to a household nobody has delivered yet.
     forged = [(0, "mine-2", mine[-1][2] + 3_600_000, mine[-1][3] + 3_600_000, 43_000.0, 1),
@@ -27,14 +37,13 @@ def test_it_refuses_another_edges_tuples_for_a_household_it_does_not_own(cloud, 
     codes, reasons = _send(cloud, forged, OTHER, OTHER_SECRET)
     assert reasons == [wire.R_NOT_OWNER, ""] and codes[0] == "" and codes[1]
 
-    latest = redis_client.hgetall(keys.latest)
-    assert {k: v for k, v in latest.items() if k != b"theirs-0"} == latest_before
-    assert Record.decode(latest[b"theirs-0"]).edge == OTHER
+    latest = _latest(cloud_reader)
+    assert {k: v for k, v in latest.items() if k != "theirs-0"} == latest_before
+    assert latest["theirs-0"]["edge"] == OTHER
     assert redis_client.hlen(keys.tuples(OTHER)) == 1
-    assert redis_client.hget(keys.owners, "mine-2") == EDGE_ID.encode()
-    assert int(redis_client.hget(keys.stats, f"refused:{wire.R_NOT_OWNER}")) == 1
-    total = sum(float(v) for k, v in redis_client.hgetall(keys.states).items() if k.endswith(b":sum"))
-    assert total == pytest.approx(sum(float(v) for k, v in states_before.items() if k.endswith(b":sum")) + 50.0)
+    assert redis_client.hget(keys.owners(shard_of("mine-2")), "mine-2") == EDGE_ID.encode()
+    assert cloud_reader.stats()[f"refused:{wire.R_NOT_OWNER}"] == 1
+    assert _total(cloud_reader) == pytest.approx(total_before + 50.0)
     shown = client.get("/api/households/?page_size=500").json()["results"]
     assert {row["household"]: row["edge"] for row in shown}["mine-2"] == EDGE_ID
 
@@ -57,6 +66,6 @@ def test_it_refuses_households_beyond_an_edges_quota_and_keeps_the_ones_within(r
     assert first[1] == ["", "", "", wire.R_QUOTA]
     assert again[1] == ["", ""]
     assert other[1] == ["", "", ""]
-    assert int(redis_client.hget(keys.owned, EDGE_ID)) == 3
-    assert not redis_client.hexists(keys.owners, "q-3")
+    assert redis_client.scard(keys.owned(EDGE_ID)) == 3
+    assert not redis_client.hexists(keys.owners(shard_of("q-3")), "q-3")
     assert redis_client.hlen(keys.tuples(EDGE_ID)) == 5

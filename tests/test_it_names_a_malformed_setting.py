@@ -22,6 +22,9 @@ BAD_VALUES = {
                            "FOG_EDGE_REDIS_URL='http://127.0.0.1:6379/0': expected a URL starting with redis://"),
     "FOG_CLOUD_REDIS_URL": ("redis://127.0.0.1:6379/one",
                             "FOG_CLOUD_REDIS_URL='redis://127.0.0.1:6379/one': expected a database number"),
+    "FOG_CHANNEL_REDIS_URL": ("redis+cluster://127.0.0.1:7000/",
+                              "FOG_CHANNEL_REDIS_URL='redis+cluster://127.0.0.1:7000/': expected a URL starting with "
+                              "redis://"),
     "FOG_EDGE_ID": ("edge 1", "FOG_EDGE_ID='edge 1': expected 1..64 of A-Z a-z 0-9 . _ -"),
     "FOG_CLOUD_HOST": ("tcp://cloud:63271", "FOG_CLOUD_HOST='tcp://cloud:63271': expected a host name or IP address"),
     "FOG_ROLE": ("fog", "FOG_ROLE='fog': expected one of ALL, EDGE, CLOUD"),

@@ -2,13 +2,13 @@
 
 import pytest
 
-from cloud_app.store import Keys
+from cloud_app.keys import Keys
 from edge_app.budget import MIN_DERIVED_TUPLES, BudgetGate, derived_budget, low_water
 from edge_app.ingest import Ingestor
 from edge_app.link import Heartbeat
 from edge_app.models import EdgeStatus, Status, WindowAggregate
 from edge_app.sender import Sender
-from tests.conftest import EDGE_ID, EDGE_SECRET, CloudThread, free_port, produce, reading, run_manage, wait_for
+from tests.conftest import EDGE_ID, EDGE_SECRET, CloudThread, cloud_stats, free_port, produce, reading, run_manage, wait_for
 
 T0 = 1_577_142_000_000  # a multiple of 5 s
 HOUSEHOLDS = 20
@@ -134,7 +134,7 @@ def test_it_stops_reading_kafka_at_the_budget_and_delivers_every_window_once_whe
     assert WindowAggregate.objects.filter(status=Status.ACKED).count() == WINDOWS
     assert set(WindowAggregate.objects.values_list("readings", flat=True)) == {5}  # no window split by the pause
     assert redis_client.hlen(Keys(cloud_prefix).tuples(EDGE_ID)) == WINDOWS
-    stats = redis_client.hgetall(Keys(cloud_prefix).stats)
-    assert int(stats[b"tuples"]) == WINDOWS and b"dedup_hits" not in stats
+    stats = cloud_stats(redis_client, cloud_prefix)
+    assert stats["tuples"] == WINDOWS and "dedup_hits" not in stats
     counters = EdgeStatus.objects.get(edge_id=EDGE_ID)
     assert (counters.readings, counters.late, counters.lost_to_retention) == (HOUSEHOLDS * SECONDS, 0, 0)

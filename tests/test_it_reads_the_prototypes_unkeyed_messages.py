@@ -7,7 +7,7 @@ import json
 
 from kafka import KafkaProducer
 
-from cloud_app.store import Keys
+from cloud_app.keys import Keys
 from edge_app.merge import PartitionMerge
 from edge_app.windows import WindowBook
 from tests.conftest import child_env, edge_cloud, edge_db, run_manage

@@ -5,7 +5,7 @@ import json
 import pytest
 from django.core.management import CommandError, call_command
 
-from cloud_app.store import Keys
+from cloud_app.keys import Keys, shard_of
 from edge_app.models import Status, WindowAggregate
 from fogsite.reconcile import reconcile
 from tests.conftest import EDGE_ID, store_through_cloud
@@ -61,8 +61,9 @@ def test_it_fails_on_a_window_the_cloud_holds_twice(delivered, redis_client, clo
 
 
 def test_it_fails_when_the_running_sums_drift(delivered, redis_client, cloud_prefix, cloud_settings):
-    state = next(k for k in redis_client.hkeys(Keys(cloud_prefix).states) if k.endswith(b":sum")).decode()
-    redis_client.hincrbyfloat(Keys(cloud_prefix).states, state, 5.0)
+    sums = Keys(cloud_prefix).states(shard_of(EDGE_ID))  # the shard this edge's batches write
+    state = next(k for k in redis_client.hkeys(sums) if k.endswith(b":sum")).decode()
+    redis_client.hincrbyfloat(sums, state, 5.0)
     report = reconcile(EDGE_ID, redis_client, cloud_prefix)
     assert len(report.sum_mismatches) == 1 and report.sum_mismatches[0].startswith(state.split(":")[0])
     with pytest.raises(CommandError, match="1 sum mismatches"):

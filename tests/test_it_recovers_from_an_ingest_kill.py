@@ -9,7 +9,7 @@ from collections import defaultdict
 import pytest
 import redis as redis_lib
 
-from cloud_app.store import Keys
+from cloud_app.keys import Keys
 from edge_app.loops import EdgeControl
 from edge_app.models import Status
 from tests.conftest import ROOT, child_env, edge_cloud, edge_db, produce, reading, wait_for

@@ -3,9 +3,9 @@
 import msgpack
 import pytest
 
-from cloud_app.store import Keys
+from cloud_app.keys import Keys
 from fogwire import protocol as wire
-from tests.conftest import EDGE_ID, EDGE_SECRET, deliver, make_rows, refusal
+from tests.conftest import EDGE_ID, EDGE_SECRET, cloud_stats, deliver, make_rows, refusal
 from tests.corpus import FRAMES as FRAME_CASES
 from tests.corpus import HEARTBEATS as HEARTBEAT_CASES
 from tests.corpus import V2_TUPLES as TUPLE_CASES
@@ -21,7 +21,7 @@ def test_it_refuses_a_frame_it_cannot_use_and_serves_on(cloud, redis_client, cas
     frame, reason = FRAME_CASES[case]
     assert refusal(cloud.request(frame)) == reason
     assert redis_client.hlen(Keys(cloud.prefix).tuples(EDGE_ID)) == 0  # nothing half-written
-    assert int(redis_client.hget(Keys(cloud.prefix).stats, f"refused:{reason}")) == 1
+    assert cloud_stats(redis_client, cloud.prefix)[f"refused:{reason}"] == 1
     assert _still_serves(cloud)
 
 
@@ -29,23 +29,23 @@ def test_it_refuses_a_frame_it_cannot_use_and_serves_on(cloud, redis_client, cas
 def test_it_refuses_a_heartbeat_it_cannot_use_and_records_nothing(cloud, redis_client, case):
     frame, reason = HEARTBEAT_CASES[case]
     assert refusal(cloud.request(frame, data=False)) == reason
-    assert not redis_client.exists(f"{cloud.prefix}edge:{EDGE_ID}")
-    assert int(redis_client.hget(f"{cloud.prefix}stats", f"refused:{reason}")) == 1
+    assert not redis_client.exists(Keys(cloud.prefix).edge(EDGE_ID))
+    assert cloud_stats(redis_client, cloud.prefix)[f"refused:{reason}"] == 1
 
 
 def test_it_refuses_a_replayed_heartbeat(cloud, redis_client):
     """Finding 2: a recorded heartbeat played again (within the clock window) can't hide an outage."""
     beat = wire.heartbeat(EDGE_ID, EDGE_SECRET, backlog=5)
     assert wire.open_reply(cloud.request(beat, data=False), beat, EDGE_SECRET, wire.KIND_HEARTBEAT)
-    redis_client.hdel(f"{cloud.prefix}edge:{EDGE_ID}", "last_heartbeat_ms")
+    redis_client.hdel(Keys(cloud.prefix).edge(EDGE_ID), "last_heartbeat_ms")
     assert refusal(cloud.request(beat, data=False)) == wire.R_REPLAYED
-    assert not redis_client.hexists(f"{cloud.prefix}edge:{EDGE_ID}", "last_heartbeat_ms")
+    assert not redis_client.hexists(Keys(cloud.prefix).edge(EDGE_ID), "last_heartbeat_ms")
 
 
 def test_it_stores_the_known_edge_state_a_heartbeat_carries(cloud, redis_client):
     beat = wire.heartbeat(EDGE_ID, EDGE_SECRET, backlog=7, paused=True, colour="red")
     wire.open_reply(cloud.request(beat, data=False), beat, EDGE_SECRET, wire.KIND_HEARTBEAT)
-    record = redis_client.hgetall(f"{cloud.prefix}edge:{EDGE_ID}")
+    record = redis_client.hgetall(Keys(cloud.prefix).edge(EDGE_ID))
     assert (record[b"backlog"], record[b"paused"]) == (b"7", b"1") and b"colour" not in record
 
 
@@ -57,7 +57,7 @@ def test_it_tells_a_v2_edge_to_upgrade(cloud, redis_client):
         assert reply[:4] == wire.MAGIC_V2  # in the v2 edge's own format, so it can read and log it
         payload = msgpack.unpackb(reply[5 + len(edge) + wire.TAG_BYTES:])
         assert payload["reason"] == wire.R_BAD_VERSION and "upgrade" in payload["detail"]
-    assert redis_client.hlen(f"{cloud.prefix}t:{EDGE_ID}") == 0
+    assert redis_client.hlen(Keys(cloud.prefix).tuples(EDGE_ID)) == 0
 
 
 def test_it_refuses_an_oversized_frame_before_decoding_it(cloud):
@@ -73,7 +73,7 @@ def test_it_refuses_a_bad_tuple_and_stores_its_neighbours(cloud, redis_client, c
     assert reasons == ["", "", reason]
     assert codes[2] == "" and all(len(c) == 5 for c in codes[:2])
     assert redis_client.hlen(Keys(cloud.prefix).tuples(EDGE_ID)) == 2
-    assert int(redis_client.hget(Keys(cloud.prefix).stats, f"refused:{reason}")) == 1
+    assert cloud_stats(redis_client, cloud.prefix)[f"refused:{reason}"] == 1
 
 
 def test_it_refuses_the_second_of_two_tuples_with_one_id(cloud, redis_client):

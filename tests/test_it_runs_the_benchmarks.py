@@ -21,7 +21,8 @@ SMALL = {
     "latency": ["--households", "20", "--seconds", "8"],
     "api": ["--tuples", "5000", "--households", "100", "--clients", "2", "--requests", "20"],
     "admin": ["--tuples", "3000", "--households", "50", "--requests", "2", "--baseline-requests", "1"],
-    "scale": ["--replicas", "2", "--edges", "2", "--tuples", "3000", "--tuples-per-edge", "500"],
+    "scale": ["--replicas", "2", "--edges", "2", "--tuples", "3000", "--tuples-per-edge", "500",
+              "--engine-tuples", "3000"],
 }
 LATENCY_TARGETS = {"realtime"}  # "< 1 s"
 TARGET = re.compile(r"(<=|<)\s*([\d,.]+)")
@@ -99,3 +100,28 @@ def test_it_writes_the_scale_figures_into_the_generated_section_only(tmp_path):
     assert text.startswith("# Scaling\n\nProse before.\n") and text.count(BEGIN) == text.count(END) == 1
     assert "1,234" not in text and "| scale cloud, 2 replicas | 9,000 | x1.59 |" in text
     assert "best cloud figure (scale cloud, 2 replicas: 9,000 tuples/s" in text
+
+
+def test_it_measures_the_whole_pipeline_from_window_end_to_the_page(services, tmp_path, settings):
+    """`bench e2e` at a small size: every tuple's freshness includes its grace (a window closed before its grace
+    is up would lose the readings still on their way), the stages say where the time went, and --write puts the
+    run into its own section of the file."""
+    from tooling.bench.e2e import markers
+
+    begin, end = markers("size")
+
+    doc = tmp_path / "BENCHMARKS.md"
+    doc.write_text("# Benchmarks\n\nbench all's table\n")
+    result = run_manage("bench", "e2e", "--households", "300", "--seconds", "8", "--warmup", "6",
+                        "--write", str(doc), "--json", timeout=300)
+    assert result.returncode == 0, result.stderr
+    (figure,) = json.loads(result.stdout)
+    assert "freshness" in figure["name"] and "p99" in figure["name"]
+    grace = settings.FOG_GRACE_SECONDS
+    assert grace <= figure["value"] < grace + 10, figure
+    closing_p50 = float(figure["end -> stored (grace, closing, insert) p50/p99 s"].split(" / ")[0])
+    assert grace <= closing_p50 < grace + 5, figure
+    assert int(figure["households"].replace(",", "")) == 300 and figure["feed drops"] == 0
+    text = doc.read_text()
+    assert text.startswith("# Benchmarks\n\nbench all's table\n") and text.count(begin) == text.count(end) == 1
+    assert "`python manage.py bench e2e --households 300" in text and "| e2e freshness p99" in text

@@ -5,7 +5,7 @@ import signal
 
 import pytest
 
-from cloud_app.store import Keys
+from cloud_app.keys import Keys
 from edge_app.models import Status
 from tests.conftest import child_env, edge_cloud, edge_db, held_loops, produce, reading, run_manage, start_edge, wait_for
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import redis as redis_lib
 from rq import Queue
 
-from cloud_app.store import Keys
+from cloud_app.keys import Keys
 from edge_app.control import queue_name
 from tests.conftest import ROOT, child_env, edge_cloud, edge_db, held_loops, produce, reading, run_manage, wait_for
 

@@ -10,6 +10,8 @@ from cloud_app.postal import STATES, locate
 from tests.conftest import EDGE_ID, EDGE_SECRET, ROOT, make_rows, store_through_cloud
 from fogwire import protocol as wire
 
+pytestmark = pytest.mark.engines  # the reads over the store's shards, on one Redis and on a cluster
+
 
 @pytest.fixture
 def stored(cloud_settings, cloud):
@@ -163,3 +165,31 @@ def test_it_answers_an_api_path_no_route_matches_with_a_json_404(client, path):
     response = client.get(path)
     assert response.status_code == 404 and response["Content-Type"] == "application/json"
     assert "detail" in response.json()
+
+
+def test_it_pages_households_of_many_shards_in_one_name_order(redis_url, cloud_prefix, cloud_reader):
+    """Households of edges in different shards: every page, at any offset, is the next slice of one sorted list."""
+    import asyncio
+
+    from cloud_app.engine import connect_async
+    from cloud_app.keys import shard_of
+    from cloud_app.store import CloudStore
+
+    edges = [f"edge-{n}" for n in range(6)]
+    assert len({shard_of(edge) for edge in edges}) > 3  # the households land in several shards
+
+    async def fill():
+        client = connect_async(redis_url)
+        try:
+            store = CloudStore(client, cloud_prefix)
+            for n, edge in enumerate(edges):
+                await store.store(edge, make_rows(9, household=f"h{n * 7 % 5}{n}", start_id=0))
+        finally:
+            await client.aclose()
+
+    asyncio.run(fill())
+    names = sorted(row["household"] for row in cloud_reader.households(0, 1000)[1])
+    assert len(names) == 30 and cloud_reader.household_count() == 30
+    for offset in range(0, 31):
+        total, page = cloud_reader.households(offset, 7)
+        assert total == 30 and [row["household"] for row in page] == names[offset:offset + 7], offset

@@ -5,11 +5,13 @@ import asyncio
 import time
 
 import pytest
-import redis.asyncio as aioredis
+from cloud_app.engine import connect_async
 
 from cloud_app.postal import locate
 from cloud_app.store import SERIES_MAX, CloudStore
 from tests.conftest import EDGE_ID, store_through_cloud
+
+pytestmark = pytest.mark.engines  # the reads over the store's shards, on one Redis and on a cluster
 
 MINUTE = 60_000
 
@@ -83,7 +85,7 @@ def test_it_records_an_edges_backlog_acks_and_offline_periods(client, cloud_sett
     beats = [(now - 20_000, 40), (now - 19_000, 38), (now - 9_000, 12), (now - 8_000, 10)]  # a 10 s gap
 
     async def beat():
-        client_ = aioredis.Redis.from_url(redis_url)
+        client_ = connect_async(redis_url)
         store = CloudStore(client_, cloud_prefix)
         for at, backlog in beats:
             await store.heartbeat("edge-h", {"backlog": backlog}, now_ms=at)

@@ -73,3 +73,19 @@ def test_it_paces_a_speed_run_against_the_clock_and_reports_its_lag(kafka_bootst
     assert result.returncode == 0, result.stderr
     assert "sent=20 failed=0" in result.stdout and "max_lag_s=" in result.stdout
     assert elapsed >= 1.5  # the last step (6 s simulated) is due 1.5 s after the first at 4x
+
+
+def test_it_sends_a_real_time_reading_at_the_moment_it_carries(kafka_bootstrap, topic):
+    """With --start now at real time, each step goes out when the wall clock reaches its event time, not
+    start-up time and a step's rounding later: the edge's live windows wait for exactly that delay."""
+    launched_ms = time.time() * 1000
+    result = run_manage("runsimulation", "--households", "200", "--until", "12", "--step", "4", "--speed", "1",
+                        "--start", "now", "--topic", topic, "--bootstrap", kafka_bootstrap)
+    assert result.returncode == 0, result.stderr
+    messages = consume_all(kafka_bootstrap, topic, 600)
+    assert len(messages) == 600
+    stamps = [json.loads(message.value)["ts"] for message in messages]
+    assert min(stamps) >= launched_ms, "the first step carries a moment before the run began"
+    delays = [message.timestamp - ts for message, ts in zip(messages, stamps)]  # produce time - event time
+    assert min(delays) >= 0, "a reading went out before the moment it carries"
+    assert max(delays) < 500, f"readings went out up to {max(delays)} ms after the moment they carry"

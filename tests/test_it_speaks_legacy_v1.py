@@ -7,7 +7,7 @@ import pynng
 import pytest
 
 from cloud_app.postal import locate
-from cloud_app.store import Keys
+from cloud_app.keys import Keys
 from tests.conftest import EDGE_ID, EDGE_SECRET, CloudThread
 
 

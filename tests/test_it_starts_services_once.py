@@ -31,3 +31,13 @@ def test_it_leaves_an_external_broker_alone(tmp_path):
     result = run_manage("services", "status", env={"FOG_KAFKA_BOOTSTRAP": "kafka.example.invalid:9092",
                                                    "FOG_VAR_DIR": str(tmp_path)})
     assert "kafka: external at kafka.example.invalid:9092" in result.stdout
+
+
+def test_it_runs_a_local_cluster_when_the_clouds_url_asks_for_one(tmp_path):
+    from tooling.net import free_port
+
+    port = free_port()
+    result = run_manage("services", "status", env={"FOG_CLOUD_REDIS_URL": f"redis+cluster://127.0.0.1:{port}/",
+                                                   "FOG_VAR_DIR": str(tmp_path)})
+    assert result.returncode == 0, result.stderr
+    assert f"redis-cluster-{port}: stopped" in result.stdout  # `services up` starts it (as the test session does)

@@ -4,18 +4,22 @@ and should such values reach the store anyway, its script checks every running s
 import asyncio
 
 import pytest
-import redis.asyncio as aioredis
-
-from cloud_app.store import CloudStore, Keys, StoreRefused
+from cloud_app.engine import connect_async
+from cloud_app.keys import Keys
+from cloud_app.store import CloudStore, StoreRefused
 from fogwire import protocol as wire
 from tests.conftest import EDGE_ID, deliver, make_rows
 
-
-def _snapshot(redis_client, prefix):
-    return {key: redis_client.dump(key) for key in sorted(redis_client.scan_iter(match=f"{prefix}*"))}
+pytestmark = pytest.mark.engines
 
 
-def test_it_refuses_two_huge_averages_and_stores_the_rest_of_the_batch(cloud, redis_client):
+def _snapshot(redis_client, prefix, but=()):
+    """Every key under `prefix` (but those named) with its value."""
+    return {key: redis_client.dump(key) for key in sorted(redis_client.scan_iter(match=f"{prefix}*"))
+            if not key.decode().startswith(tuple(but))}
+
+
+def test_it_refuses_two_huge_averages_and_stores_the_rest_of_the_batch(cloud, redis_client, cloud_reader):
     keys = Keys(cloud.prefix)
     rows = make_rows(6)
     rows[1] = rows[1][:4] + (1e308, 3)
@@ -24,28 +28,29 @@ def test_it_refuses_two_huge_averages_and_stores_the_rest_of_the_batch(cloud, re
     assert reasons == ["", wire.R_TOO_POWERFUL, "", "", wire.R_TOO_POWERFUL, ""]
     assert codes[1] == codes[4] == "" and all(codes[i] for i in (0, 2, 3, 5))
     assert sorted(int(k) for k in redis_client.hkeys(keys.tuples(EDGE_ID))) == [0, 2, 3, 5]
-    sums = redis_client.hgetall(keys.states)
-    assert sum(float(v) for k, v in sums.items() if k.endswith(b":sum")) == pytest.approx(
+    assert sum(total for _, total, _ in cloud_reader.state_sums().values()) == pytest.approx(
         sum(r[4] for i, r in enumerate(rows) if i not in (1, 4)))
-    assert int(redis_client.hget(keys.stats, f"refused:{wire.R_TOO_POWERFUL}")) == 2
+    assert cloud_reader.stats()[f"refused:{wire.R_TOO_POWERFUL}"] == 2
 
 
 def test_its_store_writes_nothing_of_a_batch_that_would_make_a_sum_infinite(redis_url, cloud_prefix, redis_client):
-    """The store itself, below the limits: 1e308 twice in one state must not half-store the batch."""
+    """The store itself, below the limits: 1e308 twice in one state must not half-store the batch. Only its
+    households' claims stay (idempotent, they are the edge's), so the same ids come back as new tuples."""
     keys = Keys(cloud_prefix)
 
     async def scenario():
-        client = aioredis.Redis.from_url(redis_url)
+        client = connect_async(redis_url)
         store = CloudStore(client, cloud_prefix)
         try:
             first = await store.store(EDGE_ID, make_rows(3, household="before"))
-            before = _snapshot(redis_client, cloud_prefix)
+            claims = (f"{cloud_prefix}owner:", f"{cloud_prefix}owned:")
+            before = _snapshot(redis_client, cloud_prefix, but=claims)
             huge = [(10 + i, "same-house", 1_577_142_000_000 + i * 5000, 1_577_142_005_000 + i * 5000, 1e308, 1)
                     for i in range(2)]
             with pytest.raises(StoreRefused) as refused:
                 await store.store(EDGE_ID, make_rows(2, household="innocent", start_id=20) + huge)
             assert refused.value.reason == wire.R_SUM_NOT_FINITE
-            assert _snapshot(redis_client, cloud_prefix) == before  # not one key changed
+            assert _snapshot(redis_client, cloud_prefix, but=claims) == before  # not one key changed but claims
             # The same ids, with sane values, are new tuples then, not duplicates of a half-stored batch.
             again = await store.store(EDGE_ID, [row[:4] + (100.0, 1) for row in huge])
             return first, again

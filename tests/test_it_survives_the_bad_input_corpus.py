@@ -5,7 +5,7 @@ import pynng
 import pytest
 
 from cloud_app.postal import locate
-from cloud_app.store import Keys
+from cloud_app.keys import SHARDS, Keys
 from edge_app.link import Heartbeat
 from edge_app.models import Status, WindowAggregate
 from edge_app.sender import Sender
@@ -47,7 +47,7 @@ def test_it_refuses_every_bad_input_then_delivers_a_normal_run(kafka_client, kaf
         assert not redis_client.exists(keys.tuples(EDGE_ID))  # nothing of all that was stored
         assert not redis_client.exists(keys.edge(EDGE_ID))  # no refused heartbeat was recorded
         assert not redis_client.exists(keys.tuples("legacy"))
-        assert not redis_client.exists(keys.states)
+        assert not any(redis_client.exists(keys.states(shard)) for shard in range(SHARDS))
 
         for name, (first, second, reasons) in corpus.STORE_REFUSALS.items():
             first = [(2_000_000 + i,) + row[1:] for i, row in enumerate(first)]

@@ -21,7 +21,9 @@ from pathlib import Path
 
 import redis as redis_lib
 
-from cloud_app.store import Keys, Record
+from cloud_app.engine import connect
+from cloud_app.keys import Keys
+from cloud_app.store import Record
 from tooling.bench.common import delete_prefix
 from tooling.net import free_port, port_open, wait_for
 
@@ -220,7 +222,7 @@ class Fleet:
     # --- what arrived ------------------------------------------------------------
 
     def stored(self, edge=None):
-        client = redis_lib.Redis.from_url(self.cloud_redis_url)
+        client = connect(self.cloud_redis_url)
         try:
             edges = [edge] if edge else self.edges
             return sum(client.hlen(Keys(self.prefix).tuples(e.edge_id)) for e in edges)
@@ -229,7 +231,7 @@ class Fleet:
 
     def cloud_windows(self, edge):
         """{(household, window start): copies} of one edge's tuples in the cloud store."""
-        client = redis_lib.Redis.from_url(self.cloud_redis_url)
+        client = connect(self.cloud_redis_url)
         copies = {}
         try:
             for _, raw in client.hscan_iter(Keys(self.prefix).tuples(edge.edge_id), count=10_000):

@@ -12,6 +12,10 @@ combined broker+controller node), run with a heap of at most 512 MiB.
 Redis: the Debian package's redis-server with AOF and `appendfsync always`,
 so a reply the cloud sends after a write never covers data a crash can
 take back.
+Redis Cluster (only when FOG_CLOUD_REDIS_URL is `redis+cluster://host:port/` on this machine): the same
+redis-server, CLUSTER_MASTERS primaries without replicas on the URL's port and the next ones (their
+cluster bus 10000 above), joined once with `redis-cli --cluster create`; the channel layer then gets the
+plain Redis of FOG_CHANNEL_REDIS_URL.
 PostgreSQL (only when FOG_DATABASE_URL names postgres on this machine):
 Debian's PostgreSQL 15, its own cluster under var/postgres (initdb once,
 C collation so a household prefix is an index range), listening on the
@@ -33,13 +37,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from tooling.net import port_open, wait_for
+from cloud_app.engine import is_cluster, node_url
+from tooling.net import free_port, port_open, wait_for
 
 LOOPBACK = {"127.0.0.1", "localhost", "::1"}
 KAFKA_READY_SECONDS = 90
 REDIS_READY_SECONDS = 20
 STOP_SECONDS = 30
 KAFKA_HEAP = ["-Xms128m", "-Xmx512m", "-XX:+UseSerialGC"]
+CLUSTER_MASTERS = 3
+CLUSTER_BUS_OFFSET = 10000  # Redis's fixed offset of a node's cluster bus port
+CLUSTER_READY_SECONDS = 60
 POSTGRES_READY_SECONDS = 60
 POSTGRES_VERSION = "15"
 POSTGRES_SYSTEM_USER = "postgres"  # the server refuses to run as root; a root `make services` runs it as this user
@@ -78,7 +86,7 @@ def _split_hostport(address):
 
 
 def _redis_hostport(url):
-    parts = urlsplit(url)
+    parts = urlsplit(node_url(url))
     return parts.hostname or "127.0.0.1", parts.port or 6379
 
 
@@ -273,6 +281,104 @@ class Redis(Service):
         result = subprocess.run([binary, str(conf)], capture_output=True, text=True)
         if result.returncode != 0:
             raise ServiceError(f"redis-server failed to start: {result.stderr.strip() or result.stdout.strip()}")
+
+
+class ClusterNode(Redis):
+    """One primary of a local Redis Cluster: the plain Redis config with cluster mode on."""
+
+    def __init__(self, paths, host, port, cluster):
+        super().__init__(paths, host, port)
+        self.name = f"{cluster}-node-{port}"
+        self.data_dir = paths.var / cluster / str(port)
+
+    def config(self):
+        return super().config().replace("databases 32\n", "") + "\n".join(
+            ["cluster-enabled yes", "cluster-config-file nodes.conf", "cluster-node-timeout 5000", ""])
+
+
+class RedisCluster(Service):
+    """CLUSTER_MASTERS ClusterNodes on consecutive ports from `port`, joined into one cluster once."""
+
+    marker = "redis-server"
+    ready_seconds = CLUSTER_READY_SECONDS
+
+    def __init__(self, paths, host, port, masters=CLUSTER_MASTERS):
+        super().__init__(paths, host, port)
+        self.name = "redis-cluster" if port == 7000 else f"redis-cluster-{port}"
+        self.nodes = [ClusterNode(paths, host, port + i, self.name) for i in range(masters)]
+
+    def _info(self, node):
+        """CLUSTER INFO of one node as a dict ({} when it does not answer)."""
+        import redis as redis_lib
+
+        try:
+            with redis_lib.Redis(host=node.host, port=node.port, socket_timeout=2) as client:
+                text = client.execute_command("CLUSTER", "INFO")
+        except redis_lib.RedisError:
+            return {}
+        text = text.decode() if isinstance(text, bytes) else text
+        return dict(line.split(":", 1) for line in text.split() if ":" in line)
+
+    @property
+    def logfile(self):
+        return self.nodes[0].logfile
+
+    def ready(self):
+        return all(self._info(node).get("cluster_state") == "ok" for node in self.nodes)
+
+    def our_pid(self):
+        pids = [node.our_pid() for node in self.nodes]
+        return pids[0] if all(pids) else None
+
+    def start(self, out):
+        for node in self.nodes:
+            bus = node.port + CLUSTER_BUS_OFFSET
+            if not node.ready() and port_open(node.host, bus):
+                raise ServiceError(f"{self.name}: cluster bus port {node.host}:{bus} is taken")
+            node.up(out)
+        if int(self._info(self.nodes[0]).get("cluster_slots_assigned", 0)) == 0:  # formed once, kept in nodes.conf
+            cli = shutil.which("redis-cli")
+            if not cli:
+                raise ServiceError("redis-cli is missing: install it with `apt-get install redis-tools`")
+            result = subprocess.run([cli, "--cluster", "create", *(f"{n.host}:{n.port}" for n in self.nodes),
+                                     "--cluster-replicas", "0", "--cluster-yes"], capture_output=True, text=True)
+            if result.returncode != 0:
+                raise ServiceError(f"{self.name}: redis-cli --cluster create failed: "
+                                   f"{(result.stdout + result.stderr).strip()[-1500:]}")
+
+    @property
+    def url(self):
+        return f"redis+cluster://{self.host}:{self.port}/"
+
+    def up(self, out):
+        if self.local and not self.ready() and any(node.ready() for node in self.nodes):
+            self.start(out)  # some nodes run: start the rest and join them, rather than refuse the taken port
+            _wait(self.ready, self.ready_seconds, self.name, self.nodes[0].logfile)
+            out(f"{self.name}: started on {self.host}:{self.port}..{self.nodes[-1].port}")
+            return True
+        return super().up(out)
+
+    def down(self, out):
+        stopped = [node.down(out) for node in self.nodes]
+        return any(stopped)
+
+
+def private_cluster(folder, out, attempts=3):
+    """A RedisCluster of its own on free ports (node and bus), its files in `folder`, up and answering: for the
+    test session and `bench scale`, which own and end it. Another process may take a port between our look
+    and the server's bind, so it tries other ports a few times."""
+    for attempt in range(1, attempts + 1):
+        first = next(p for p in iter(free_port, None) if p + CLUSTER_MASTERS + CLUSTER_BUS_OFFSET < 65536 and not any(
+            port_open("127.0.0.1", p + i) or port_open("127.0.0.1", p + i + CLUSTER_BUS_OFFSET)
+            for i in range(CLUSTER_MASTERS)))
+        cluster = RedisCluster(Paths(Path(folder), Path(folder) / str(first)), "127.0.0.1", first)
+        try:
+            cluster.up(out)
+            return cluster
+        except BaseException as exc:  # an interrupted start leaves nothing running either
+            cluster.down(out)
+            if not isinstance(exc, ServiceError) or attempt == attempts:
+                raise
 
 
 class Kafka(Service):
@@ -477,11 +583,11 @@ def services(settings, base_dir, var_dir):
     kafka_host, kafka_port = _split_hostport(settings.FOG_KAFKA_BOOTSTRAP)
     result = [Kafka(paths, kafka_host, kafka_port)]
     seen = set()
-    for url in (settings.FOG_EDGE_REDIS_URL, settings.FOG_CLOUD_REDIS_URL):
+    for url in (settings.FOG_EDGE_REDIS_URL, settings.FOG_CLOUD_REDIS_URL, settings.FOG_CHANNEL_REDIS_URL):
         host, port = _redis_hostport(url)
         if (host, port) not in seen:
             seen.add((host, port))
-            result.append(Redis(paths, host, port))
+            result.append((RedisCluster if is_cluster(url) else Redis)(paths, host, port))
     postgres = postgres_for(settings.DATABASES["default"], paths)
     if postgres is not None:
         result.append(postgres)

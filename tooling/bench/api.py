@@ -9,7 +9,7 @@ import sys
 import time
 import uuid
 
-import redis.asyncio as aioredis
+from cloud_app.engine import connect_async
 from django.conf import settings
 
 from cloud_app.store import CloudStore
@@ -25,7 +25,7 @@ WEB_ARGS = ["--host", "127.0.0.1", "--workers", "2", "--no-access-log", "--lifes
 
 
 async def _seed(prefix, tuples, households, out):
-    client = aioredis.Redis.from_url(settings.FOG_CLOUD_REDIS_URL)
+    client = connect_async(settings.FOG_CLOUD_REDIS_URL)
     store = CloudStore(client, prefix)
     batch = 5000
     for first in range(0, tuples, batch):

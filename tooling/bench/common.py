@@ -7,9 +7,8 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import redis as redis_lib
-
 from cloud_app import store
+from cloud_app.engine import connect
 
 ROOT = Path(__file__).resolve().parent.parent.parent
 LOWER_IS_BETTER = {"ms", "s"}  # units of times; every other unit is a rate
@@ -93,8 +92,29 @@ def peak_rss_mib(pid):
 
 
 def delete_prefix(url, prefix):
-    client = redis_lib.Redis.from_url(url)
+    client = connect(url)
     try:
         store.delete_prefix(client, prefix)
     finally:
         client.close()
+
+
+def write_generated(path, text, begin, end):
+    """Put `text` (which starts with `begin` and ends with `end`) between those markers in `path`, or at its
+    end if it has none yet: a benchmark's own generated section, kept apart from the rest of the file."""
+    path = Path(path)
+    old = path.read_text() if path.exists() else ""
+    if begin in old and end in old:
+        new = old[:old.index(begin)] + text + old[old.index(end) + len(end):]
+    else:
+        new = old.rstrip("\n") + ("\n\n" if old else "") + text + "\n"
+    path.write_text(new)
+
+
+def carry_generated(old_text, new_text, begin, end):
+    """`new_text` with the section between `begin` and `end` of `old_text` appended, if it had one (a
+    rewrite of the whole file keeps the sections slow runs wrote)."""
+    if begin not in old_text or end not in old_text:
+        return new_text
+    section = old_text[old_text.index(begin):old_text.index(end) + len(end)]
+    return new_text.rstrip("\n") + "\n\n" + section + "\n"

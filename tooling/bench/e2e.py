@@ -192,13 +192,13 @@ def _weighted_percentile(samples, share):
     return ordered[-1][0]
 
 
-def measure(households, seconds, step=2, out=print, live_windows=True):
+def measure(households, seconds, step=2, out=print, live_windows=True, warmup=WARMUP_S):
     """One run: returns a dict of the figures (see the module docstring)."""
     services = SimpleNamespace(bootstrap=settings.FOG_KAFKA_BOOTSTRAP, redis_url=settings.FOG_CLOUD_REDIS_URL)
     edge_redis = settings.FOG_EDGE_REDIS_URL.rsplit("/", 1)[0] + "/13"
-    until = WARMUP_S + seconds + 10
+    until = warmup + seconds + 10
     pipeline = Pipeline(services, edge_redis, households=households, until=until, speed=1.0, proxied=False,
-                        simulation_args=["--start", "now", "--step", str(step)])
+                        simulation_args=["--start", "now", "--step", str(step)], idle_seconds=None)  # the edge as users run it
     pipeline.env["FOG_LIVE_WINDOWS"] = "on" if live_windows else "off"
     web_port = free_port()
     web_log = open(pipeline.folder / "web.log", "ab")
@@ -215,8 +215,8 @@ def measure(households, seconds, step=2, out=print, live_windows=True):
         time.sleep(3)  # workers up and the link reported before the first window closes
         pipeline.start_simulation()
         out(f"e2e: {households:,} households, a reading every {step:g} s, at real time, live windows "
-            f"{'on' if live_windows else 'off'}: {WARMUP_S} s warm-up, then {seconds} s measured")
-        time.sleep(WARMUP_S)
+            f"{'on' if live_windows else 'off'}: {warmup} s warm-up, then {seconds} s measured")
+        time.sleep(warmup)
         roots = {"simulation": pipeline.simulation.pid, "edge": pipeline.edge.pid, "cloud": pipeline.cloud.pid,
                  "web": web.pid}
         roots.update({s.name: s.our_pid() for s in local_services(settings, settings.BASE_DIR, settings.VAR_DIR)
@@ -270,20 +270,21 @@ def _figures(result, label=""):
              "tuples/s": f"{result['tuples_per_s']:,} of {result['needed_tuples_per_s']:,} needed",
              "holds": result["holds"], "feed drops": result["feed_drops"]}
     extra.update({f"{name} cpu/rss": f"{c['cpu']:.2f} / {c['rss_mib']:.0f} MiB" for name, c in result["processes"].items()})
+    extra.update({f"{name} p50/p99 s": f"{p50} / {p99}" for name, (p50, p99) in result["stages"].items()})
     return Figure(f"e2e freshness p99{label} (window end -> page)", result["freshness_p99_s"], "s", None,
                   "p99 <= 3 s at real time", extra)
 
 
-def run(households=1000, seconds=60, step=2, find_capacity=False, baseline=False, out=print):
+def run(households=1000, seconds=60, step=2, find_capacity=False, baseline=False, warmup=WARMUP_S, out=print):
     if not find_capacity:
-        figure = _figures(measure(households, seconds, step, out))
+        figure = _figures(measure(households, seconds, step, out, warmup=warmup))
         if baseline:  # the same run with windows closing by event time alone (FOG_LIVE_WINDOWS=off)
-            figure.baseline = measure(households, seconds, step, out, live_windows=False)["freshness_p99_s"]
+            figure.baseline = measure(households, seconds, step, out, live_windows=False, warmup=warmup)["freshness_p99_s"]
         return [figure]
     good, bad, results = None, None, []
     size = households if households > 1000 else CAPACITY_START
     while True:
-        result = measure(size, CAPACITY_SECONDS, step, out)
+        result = measure(size, CAPACITY_SECONDS, step, out, warmup=warmup)
         results.append(result)
         out(f"e2e: {size:,} households {'hold' if result['holds'] else 'do not hold'} "
             f"(p99 {result['freshness_p99_s']} s, {result['tuples_per_s']:,}/{result['needed_tuples_per_s']:,} tuples/s)")
@@ -308,3 +309,37 @@ def run(households=1000, seconds=60, step=2, find_capacity=False, baseline=False
                     {"first that did not hold": f"{bad['households']:,}" if bad else "none tried",
                      "trials": ", ".join(f"{r['households']:,}{'' if r['holds'] else ' (no)'}" for r in results)})
     return [figure, _figures(good, " at capacity")]
+
+
+# --- the generated section of docs/BENCHMARKS.md ---------------------------------------------------
+
+KINDS = {"size": "at one size, beside live windows off", "capacity": "the capacity search"}
+
+
+def markers(kind):
+    """The generated section of one kind of run: a fixed size (`size`) or `--find-capacity` (`capacity`)."""
+    return f"<!-- begin generated: bench e2e {kind} -->", f"<!-- end generated: bench e2e {kind} -->"
+
+
+def kind_of(figures):
+    return "capacity" if any(f.name.startswith("e2e capacity") for f in figures) else "size"
+
+
+def section(figures, command):
+    """Markdown of one `bench e2e` run, in the section of its kind (runs take long, so each kind keeps a section
+    of its own that `bench all --write` carries over)."""
+    from datetime import date
+
+    from tooling.bench.common import machine
+
+    kind = kind_of(figures)
+    begin, end = markers(kind)
+    lines = [begin, f"## The whole pipeline at real time (`bench e2e`): {KINDS[kind]}", "",
+             f"`{command}` on {date.today().isoformat()} ({machine()}; simulation, Kafka, the edge and its workers, "
+             "the cloud, Redis and the web server all on this machine):", "",
+             "| figure | value | baseline (same run) | target | details |", "|---|---|---|---|---|"]
+    for figure in figures:
+        baseline = f"{figure.baseline:,.2f} {figure.unit}" if figure.baseline else "-"
+        details = ", ".join(f"{k} {v:,}" if isinstance(v, (int, float)) else f"{k} {v}" for k, v in figure.extra.items())
+        lines.append(f"| {figure.name} | {figure.value:,.2f} {figure.unit} | {baseline} | {figure.target} | {details} |")
+    return "\n".join(lines + ["", end])

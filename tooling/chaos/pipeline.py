@@ -101,8 +101,12 @@ def _free_pair():
 
 class Pipeline:
     def __init__(self, services, edge_redis_url, households=300, until=900, speed=30.0, proxied=True,
-                 simulation_args=()):
+                 simulation_args=(), idle_seconds=2):
         self.services = services
+        # The fault matrix streams at 30x, where 2 s of silence is a minute of simulated time; a real-time
+        # run (bench e2e) passes None for runedge's own default, or windows would close 2 s after their last
+        # reading, before their grace is up.
+        self.idle_seconds = idle_seconds
         self.households, self.until, self.speed = households, until, speed
         self.proxied, self.simulation_args = proxied, list(simulation_args)
         self.folder = Path(tempfile.mkdtemp(prefix="fog-chaos-edge-"))
@@ -138,7 +142,8 @@ class Pipeline:
 
     def start_edge(self):
         hb, data = (self.proxy_hb.listen_port, self.proxy_data.listen_port) if self.proxied else (self.hb, self.data)
-        self.edge = self._manage("runedge", "--idle", "2", "-v", "0",
+        idle = () if self.idle_seconds is None else ("--idle", str(self.idle_seconds))
+        self.edge = self._manage("runedge", *idle, "-v", "0",
                                  env={"FOG_HEARTBEAT_PORT": str(hb), "FOG_DATA_PORT": str(data)})
 
     def start_simulation(self):

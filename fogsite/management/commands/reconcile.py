@@ -4,6 +4,7 @@ import redis
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
+from cloud_app.engine import connect
 from fogsite.reconcile import reconcile
 
 COLUMNS = ("expected", "acked", "pending", "refused", "missing_in_cloud", "duplicated")
@@ -21,7 +22,7 @@ class Command(BaseCommand):
         parser.add_argument("--json", action="store_true", help="print the report as JSON")
 
     def handle(self, *args, edge_id, strict, all, **options):
-        client = redis.Redis.from_url(settings.FOG_CLOUD_REDIS_URL, socket_timeout=30)
+        client = connect(settings.FOG_CLOUD_REDIS_URL, socket_timeout=30)
         try:
             report = reconcile(edge_id, client, settings.FOG_CLOUD_KEY_PREFIX)
         except redis.exceptions.ConnectionError as exc:

@@ -5,6 +5,7 @@ import sys
 from django.core.management.base import BaseCommand, CommandError
 
 from tooling.bench import admin, api, cloud, e2e, edge, latency, scale, simulate
+from tooling.bench.common import carry_generated, write_generated
 
 
 def sizes(text):
@@ -72,6 +73,8 @@ BENCHMARKS = {
                                            "freshness <= 5 s and pace, each trial measured 2 minutes"),
         ("--baseline", "flag", False, "also run the same households with FOG_LIVE_WINDOWS=off (windows close by "
                                       "event time alone) as the baseline"),
+        ("--warmup", int, e2e.WARMUP_S, "seconds the pipeline runs before measuring (the first windows close, "
+                                        "workers and sockets settle)"),
     ]),
     "api": (api.run, "/api/states/ p50/p99 under concurrent clients, many tuples stored (target p99 <= 20 ms); "
             "beside Django's stock ASGIHandler", [
@@ -98,12 +101,14 @@ BENCHMARKS = {
         ("--write", str, "", "put the table into this Markdown file's generated admin section, "
                              "e.g. docs/BENCHMARKS.md"),
     ]),
-    "scale": (scale.run, "the cloud with 1/2/4 replicas on one store, and 1/3/10 edges delivering at once "
-              "(each series against its first)", [
+    "scale": (scale.run, "the cloud with 1/2/4 replicas on one store, one replica on a single Redis against a "
+              "Redis Cluster, and 1/3/10 edges delivering at once (each series against its first)", [
         ("--replicas", sizes, [1, 2, 4], "cloud replica counts, comma-separated"),
         ("--edges", sizes, [1, 3, 10], f"edge counts, comma-separated (at most {scale.MAX_EDGES})"),
         ("--tuples", int, 100_000, "tuples sent into the replicas"),
         ("--tuples-per-edge", int, 20_000, "PENDING backlog each edge drains"),
+        ("--engine-tuples", int, 100_000, "tuples sent into one replica on the single Redis, then into one on a "
+                                          "local 3-master Redis Cluster the run starts and ends (0: skip)"),
         ("--batch", int, 1000, "tuples a request"),
         ("--in-flight", int, 8, "requests at once into the replicas (in total)"),
     ]),
@@ -134,6 +139,8 @@ NOTES = [
     "- api: Django's stock `ASGIHandler` instead of `fogsite.http.OneHopASGIHandler`, same server and load.",
     "- e2e: the same households with `FOG_LIVE_WINDOWS=off` (windows close by event time alone).",
     "- simulate: the same simulation with kafka-python's producer instead of confluent-kafka's.",
+    "- scale: each series against its first row; the store rows send the same tuples into one replica on the",
+    "  single Redis, then on a local 3-master Redis Cluster (only the store's engine differs).",
     "",
     "Where the time goes: the profiles below were taken by pyinstrument in the run that wrote this file; a",
     "profile not taken by that run is not quoted here.",
@@ -165,10 +172,11 @@ class Command(BaseCommand):
                 else:
                     child.add_argument(option, type=kind, default=default, help=f"{option_help} (default %(default)s)")
             child.add_argument("--json", action="store_true", help="print the figures as JSON")
-            if name == "scale":
+            if name in ("scale", "e2e"):
+                example = "--write docs/BENCHMARKS.md" + (" --write docs/SCALING.md" if name == "scale" else "")
                 child.add_argument("--write", action="append", metavar="PATH", default=[],
-                                   help="put the figures into the generated section of PATH (again for another "
-                                   "file), e.g. --write docs/BENCHMARKS.md --write docs/SCALING.md")
+                                   help=f"put the figures into the generated {name} section of PATH (again for "
+                                   f"another file), e.g. {example}")
 
     def handle(self, *args, name, json_before_name=False, **options):
         options["json"] = options.get("json") or json_before_name
@@ -188,8 +196,12 @@ class Command(BaseCommand):
         else:
             for figure in figures:
                 self.stdout.write(figure.line())
-        for path in options["write"] if name == "scale" else []:
-            scale.write_section(path, scale.section(figures, "python manage.py " + " ".join(sys.argv[1:])))
+        command = "python manage.py " + " ".join(sys.argv[1:])
+        for path in options["write"] if name in ("scale", "e2e") else []:  # admin writes its own (--write)
+            if name == "scale":
+                scale.write_section(path, scale.section(figures, command))
+            else:
+                write_generated(path, e2e.section(figures, command), *e2e.markers(e2e.kind_of(figures)))
             out(f"bench: wrote the {name} section of {path}")
 
     def _all(self, options):
@@ -213,7 +225,11 @@ class Command(BaseCommand):
             target = Path(options["write"])
             target.parent.mkdir(parents=True, exist_ok=True)
             text = markdown(sections, "make bench   # = python manage.py bench all --write docs/BENCHMARKS.md", NOTES)
-            target.write_text(keep_section(target.read_text() if target.exists() else "", text))
+            old = target.read_text() if target.exists() else ""
+            text = keep_section(old, text)
+            for kind in e2e.KINDS:
+                text = carry_generated(old, text, *e2e.markers(kind))
+            target.write_text(text)
             out(f"bench: wrote {options['write']}")
             scaling = Path(options["write"]).parent / "SCALING.md"  # its figures are this run's too
             figures = [f for (_, name), fs in sections.items() if name == "scale" for f in fs]

@@ -1,0 +1,121 @@
+"""Household ownership: the first edge to deliver a household owns it, within the edge's quota.
+
+Ownership is global by nature, so on a sharded store (cloud_app.store) it can't live in the slot of the
+batch script, which holds one edge's keys. A batch therefore claims its households first, in two
+idempotent steps, for the households this process has not seen owned yet:
+
+1. RESERVE, in the edge's slot: a place in the edge's quota (a set of its households; a household
+   already in it keeps its place), in the batch's order, so the first households take the last places;
+2. CLAIM, in each household shard's slot: HSETNX household -> edge; whoever set it first owns it. An
+   edge that lost the race gives its reserved place back.
+
+Then the batch script stores the tuples of the households the edge owns. If anything fails after the
+claims, the edge gets no reply and sends the batch again: RESERVE and CLAIM find what they did and
+change nothing, and the batch is stored once. An owner never changes, so a process remembers owners
+(up to OWNER_CACHE_MAX) and a batch of households seen before costs no claim at all.
+"""
+
+from cloud_app.keys import shard_of
+from fogwire import protocol as wire
+
+OWNER_CACHE_MAX = 1_000_000  # households whose owner a process remembers (owners never change)
+
+# Step 1 of a batch with households this cloud has not seen owned yet, in the edge's slot: reserve a
+# place in the edge's quota for each (idempotent: a household already reserved keeps its place).
+# KEYS[1] the edge's owned set; ARGV quota, households. Returns 1 (within the quota) or 0 per household.
+RESERVE = """
+local quota, have, out = tonumber(ARGV[1]), redis.call('SCARD', KEYS[1]), {}
+for i = 2, #ARGV do
+  if redis.call('SISMEMBER', KEYS[1], ARGV[i]) == 1 then
+    out[#out + 1] = 1
+  elseif have < quota then
+    redis.call('SADD', KEYS[1], ARGV[i])
+    have = have + 1
+    out[#out + 1] = 1
+  else
+    out[#out + 1] = 0
+  end
+end
+return out
+"""
+
+# Step 2, in one household shard's slot: the first edge to claim a household owns it (HSETNX, so a claim
+# sent again changes nothing). KEYS[1] the shard's owner hash; ARGV edge, households. Returns the owners.
+CLAIM = """
+local out = {}
+for i = 2, #ARGV do
+  redis.call('HSETNX', KEYS[1], ARGV[i], ARGV[1])
+  out[#out + 1] = redis.call('HGET', KEYS[1], ARGV[i])
+end
+return out
+"""
+
+
+class Claims:
+    """The claim step of one store (an asyncio client, its Keys and the households an edge may own)."""
+
+    def __init__(self, redis, keys, quota):
+        self.redis, self.keys, self.quota = redis, keys, quota
+        self._reserve = redis.register_script(RESERVE)
+        self._claim_script = redis.register_script(CLAIM)
+        self._owners = {}  # household -> owning edge, as claimed
+
+    async def claim(self, edge, households):
+        """{household: reason it is refused ('' when the edge owns it)} for `households` (a list: the first
+        ones take the quota's last places), claiming each that
+        nobody owns yet within the edge's quota: its quota place first (in the edge's slot), then the owner
+        (in the household's slot). Both are idempotent, so a batch that failed after them is sent again safely."""
+        reasons, unknown = {}, []
+        for household in households:
+            owner = self._owners.get(household)
+            if owner is None:
+                unknown.append(household)
+            else:
+                reasons[household] = "" if owner == edge else wire.R_NOT_OWNER
+        if not unknown:
+            return reasons
+        by_shard = _by_shard(unknown)
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for shard, names in by_shard.items():
+                pipe.hmget(self.keys.owners(shard), names)
+            found = await pipe.execute()
+        known = {household: owner for names, owners in zip(by_shard.values(), found)
+                 for household, owner in zip(names, owners)}
+        free = []
+        for household in unknown:  # in the batch's order: the first households within the quota are taken
+            owner = known[household]
+            if owner is None:
+                free.append(household)
+            else:
+                self._remember(household, owner.decode())
+                reasons[household] = "" if owner.decode() == edge else wire.R_NOT_OWNER
+        if free:
+            placed = await self._reserve(keys=[self.keys.owned(edge)], args=[self.quota, *free])
+            won, lost = [], []
+            for household, ok in zip(free, placed):
+                if ok:
+                    won.append(household)
+                else:
+                    reasons[household] = wire.R_QUOTA
+            for shard, names in _by_shard(won).items():
+                owners = await self._claim_script(keys=[self.keys.owners(shard)], args=[edge, *names])
+                for household, owner in zip(names, owners):
+                    self._remember(household, owner.decode())
+                    if owner.decode() != edge:  # another edge claimed it between our read and our claim
+                        lost.append(household)
+                    reasons[household] = "" if owner.decode() == edge else wire.R_NOT_OWNER
+            if lost:
+                await self.redis.srem(self.keys.owned(edge), *lost)  # its quota place back
+        return reasons
+
+    def _remember(self, household, owner):
+        if len(self._owners) >= OWNER_CACHE_MAX:
+            self._owners.clear()
+        self._owners[household] = owner
+
+
+def _by_shard(households):
+    grouped = {}
+    for household in households:
+        grouped.setdefault(shard_of(household), []).append(household)
+    return grouped
