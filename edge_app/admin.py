@@ -16,6 +16,7 @@ from datetime import date, datetime, timedelta, UTC
 from urllib.parse import urlencode
 
 from django.contrib import admin, messages
+from django.contrib.admin import helpers
 from django.contrib.admin import ShowFacets
 from django.contrib.admin.options import IncorrectLookupParameters
 from django.contrib.admin.views.main import ChangeList
@@ -23,6 +24,7 @@ from django.core.paginator import Paginator
 from django.utils import timezone
 from django.utils.functional import cached_property
 from django.utils.html import format_html, format_html_join
+from django.utils.translation import gettext as _
 
 from edge_app.models import LINK_HISTORY_KEEP, EdgeStatus, LinkChange, Status, WindowAggregate
 from fogwire import protocol as wire
@@ -98,6 +100,37 @@ class BoundedChangeList(ChangeList):
             self.result_list = self.result_list[:max(self.list_per_page, self.list_max_show_all)]
 
 
+def one_status(queryset, status):
+    """Tuples of one status, read through the (status, id) index in its order.
+
+    A range, not `status = x`: given an equality PostgreSQL treats the status
+    as a constant, orders by id alone and walks the primary key backwards,
+    stepping over every newer tuple of another status (EXPLAIN ANALYZE at 10
+    million tuples: 100,000 rows removed by the filter before the first
+    acknowledged one, a cost that grows with the backlog). SQLite reads the
+    same index either way.
+    """
+    return queryset.filter(status__gte=status, status__lte=status)
+
+
+class StatusFilter(admin.SimpleListFilter):
+    """By delivery status; the admin's own parameter, so its URLs stay the same."""
+
+    title = "status"
+    parameter_name = "status__exact"
+
+    def lookups(self, request, model_admin):
+        return [(str(int(status)), status.label) for status in Status]
+
+    def queryset(self, request, queryset):
+        if not self.value():
+            return queryset
+        try:
+            return one_status(queryset, Status(int(self.value())))
+        except ValueError:
+            raise IncorrectLookupParameters(f"status={self.value()!r}: expected one of 0, 1, 2, 3") from None
+
+
 class RefusalFilter(admin.SimpleListFilter):
     """Refused tuples by the cloud's reason. The choices are fogwire's permanent reason words (no
     DISTINCT over the table); the filter reads REFUSED tuples only, through the (status, id) index."""
@@ -110,7 +143,7 @@ class RefusalFilter(admin.SimpleListFilter):
         return [(word, word) for word in sorted(words)]
 
     def queryset(self, request, queryset):
-        return queryset.filter(status=Status.REFUSED, refusal=self.value()) if self.value() else queryset
+        return one_status(queryset, Status.REFUSED).filter(refusal=self.value()) if self.value() else queryset
 
 
 class DayFilter(admin.SimpleListFilter):
@@ -156,7 +189,7 @@ class HouseholdFilter(admin.SimpleListFilter):
 class WindowAggregateAdmin(admin.ModelAdmin):
     list_display = ("id", "household_link", "window_start_local", "average", "readings", "status", "postal_code",
                     "attempts", "refusal", "latency", "acked")
-    list_filter = ("status", RefusalFilter, DayFilter, HouseholdFilter)
+    list_filter = (StatusFilter, RefusalFilter, DayFilter, HouseholdFilter)
     search_fields = ("household",)  # the box; get_search_results makes it a prefix range
     search_help_text = "Households whose name starts with this (case-sensitive)."
     ordering = ("-id",)
@@ -185,9 +218,14 @@ class WindowAggregateAdmin(admin.ModelAdmin):
         return False
 
     def get_ordering(self, request):
+        """The order of the index that serves the page's filter, so no page sorts or skips millions of rows."""
         # Within a household the unique (household, window_start) index gives the order for free.
         if request.GET.get("q") or request.GET.get(HouseholdFilter.parameter_name):
             return ("-household", "-window_start")
+        if request.GET.get(DayFilter.parameter_name):
+            return self.ordering  # the (day, id) index
+        if request.GET.get(StatusFilter.parameter_name) or request.GET.get(RefusalFilter.parameter_name):
+            return ("-status", "-id")  # the (status, id) index: see one_status
         return self.ordering
 
     def get_search_results(self, request, queryset, search_term):
@@ -198,6 +236,11 @@ class WindowAggregateAdmin(admin.ModelAdmin):
         # The ingest refuses non-printable names, so no household holds U+10FFFF.
         return queryset.filter(household__gte=term, household__lt=term + "\U0010ffff",
                                household__startswith=term), False
+
+    def action_checkbox(self, obj):
+        # Django renders a form widget's template for this in every row, a quarter of the list's CPU time.
+        return format_html('<input type="checkbox" name="{}" value="{}" class="action-select" aria-label="{}">',
+                           helpers.ACTION_CHECKBOX_NAME, obj.pk, _("Select this object for an action - {}").format(obj))
 
     @admin.display(description="household")
     def household_link(self, obj):
@@ -254,7 +297,7 @@ class WindowAggregateAdmin(admin.ModelAdmin):
 
 @admin.register(EdgeStatus)
 class EdgeStatusAdmin(admin.ModelAdmin):
-    list_display = ("edge_id", "link", "heartbeat", "backlog", "readings", "late", "malformed", "sent", "acked",
+    list_display = ("edge_id", "link", "heartbeat", "backlog", "windows", "readings", "late", "malformed", "sent", "acked",
                     "refused", "budget", "paused", "retention_left_seconds", "lost_to_retention", "last_error")
 
     def get_fields(self, request, obj=None):

@@ -364,15 +364,17 @@ class Ingestor:
         positions = [IngestPosition(edge_id=self.edge_id, topic=self.topic, partition=p, resume_offset=resume[p],
                                     counted_offset=max(self.next_offsets[p], self.counted.get(p, 0)))
                      for p in self.next_offsets]
+        stored = 0
         with transaction.atomic():
             if rows:
-                self.insert_windows(rows)
+                stored = self.insert_windows(rows)
             IngestPosition.objects.bulk_create(positions, update_conflicts=True,
                                                unique_fields=["edge_id", "topic", "partition"],
                                                update_fields=["resume_offset", "counted_offset"])
-            if any(self.pending.values()):
-                EdgeStatus.objects.filter(edge_id=self.edge_id).update(
-                    **{name: F(name) + value for name, value in self.pending.items() if value})
+            # Stored windows are counted here, in the same transaction, so no reader has to count the table.
+            counters = {name: F(name) + value for name, value in {**self.pending, "windows": stored}.items() if value}
+            if counters:
+                EdgeStatus.objects.filter(edge_id=self.edge_id).update(**counters)
         for position in positions:
             self.counted[position.partition] = position.counted_offset
         for name, value in self.pending.items():
@@ -385,8 +387,10 @@ class Ingestor:
         return len(rows)
 
     def insert_windows(self, rows):
+        """Store closed windows; returns how many were new (a replay of a stored window is absorbed)."""
         with connection.cursor() as cursor:
             cursor.executemany(INSERT_WINDOWS, rows)
+            return cursor.rowcount
 
     def finish(self):
         """Close every open window and store it: the end of a burst run."""

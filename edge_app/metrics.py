@@ -8,9 +8,9 @@ from edge_app.models import EdgeStatus, WindowAggregate
 
 class EdgeCollector:
     def collect(self):
-        backlog = GaugeMetricFamily("fog_edge_tuples", "Tuples in the edge database by delivery status",
-                                    labels=["status"])
-        for status, count in WindowAggregate.objects.counts_by_status().items():
+        backlog = GaugeMetricFamily("fog_edge_tuples", "Tuples in the edge database not yet acknowledged, by status "
+                                    "(the acknowledged ones: fog_edge_acked_total)", labels=["status"])
+        for status, count in WindowAggregate.objects.open_counts().items():
             backlog.add_metric([status], count)
         yield backlog
         refused = GaugeMetricFamily("fog_edge_refused_tuples", "Tuples the cloud refused for good (status refused), "
@@ -19,7 +19,8 @@ class EdgeCollector:
             refused.add_metric([reason], count)
         yield refused
         counters = {
-            "readings": "Readings consumed from Kafka", "late": "Readings for an already closed window",
+            "readings": "Readings consumed from Kafka",
+            "windows": "Tuples (closed windows) the ingest stored", "late": "Readings for an already closed window",
             "malformed": "Kafka messages that were not valid readings", "sent": "Tuples handed to the cloud",
             "acked": "Tuples the cloud acknowledged", "refused": "Tuples the cloud refused",
         }

@@ -17,6 +17,9 @@ class Status(models.IntegerChoices):
     REFUSED = 3, "refused"  # the cloud refused it for a permanent reason (kept in `refusal`): not sent again
 
 
+OPEN_STATUSES = (Status.PENDING, Status.SENT, Status.REFUSED)  # counted by index range; ACKED by EdgeStatus.acked
+
+
 class WindowAggregateQuerySet(models.QuerySet):
     def sendable(self, now=None):
         """PENDING tuples whose backoff (after a refusal) has passed, oldest first."""
@@ -32,11 +35,15 @@ class WindowAggregateQuerySet(models.QuerySet):
     def backlog(self):
         return self.filter(status__in=(Status.PENDING, Status.SENT))
 
-    def counts_by_status(self):
-        counts = {status.label: 0 for status in Status}
-        for row in self.order_by().values("status").annotate(n=Count("id")):
-            counts[Status(row["status"]).label] = row["n"]
-        return counts
+    def open_counts(self):
+        """{label: number} of the tuples not acknowledged: pending, sent and refused.
+
+        Each is one range of the (status, id) index, bounded by the disk budget
+        (pending, sent) and the refusals. The acknowledged ones, nearly all the
+        table, are not counted here: a count of them reads millions of index
+        entries, so the edge counts them as it acknowledges them (EdgeStatus.acked).
+        """
+        return {status.label: self.filter(status=status).count() for status in OPEN_STATUSES}
 
     def capped_count(self, cap):
         """How many rows match, counting no further than `cap` (an index range of at most cap entries)."""
@@ -97,6 +104,8 @@ class EdgeStatus(models.Model):
     last_heartbeat_at = models.DateTimeField(null=True, blank=True)
     last_error = models.CharField(max_length=300, blank=True)
     backlog = models.PositiveIntegerField(default=0)
+    windows = models.PositiveBigIntegerField(default=0, help_text="tuples the ingest stored (a replayed window "
+                                             "already stored is not counted again)")
     readings = models.PositiveBigIntegerField(default=0)
     late = models.PositiveBigIntegerField(default=0)
     malformed = models.PositiveBigIntegerField(default=0)

@@ -36,5 +36,5 @@ def health(request):
         "retention_short": status.retention_left_seconds is not None and status.retention_left_seconds < margin,
     } for status in EdgeStatus.objects.order_by("edge_id")]
     return render(request, "edge_app/health.html", {
-        "edges": edges, "counts": WindowAggregate.objects.counts_by_status(), "margin": duration(margin),
+        "edges": edges, "counts": WindowAggregate.objects.open_counts(), "margin": duration(margin),
     })

@@ -70,6 +70,23 @@ def test_it_writes_the_admin_table_into_its_own_section_and_keeps_the_others(ser
     assert "| bench all's table |" not in rewritten
 
 
+def test_it_keeps_the_admin_database_and_reuses_it_only_after_a_complete_fill(services, tmp_path):
+    keep, target = tmp_path / "kept", tmp_path / "BENCHMARKS.md"
+    keep.mkdir()
+    (keep / "admin-sqlite-2000-20-7.sqlite3").write_text("a fill that was cut short")  # no record beside it
+    small = ["bench", "admin", "--tuples", "2000", "--households", "20", "--requests", "2", "--baseline-requests", "1",
+             "--keep", str(keep), "--write", str(target)]
+    first = run_manage(*small, timeout=300)
+    assert first.returncode == 0, first.stderr
+    assert "filled 2,000 of 2,000" in first.stderr and "reusing" not in first.stdout
+    assert f"kept the filled database ({keep / 'admin-sqlite-2000-20-7.sqlite3'})" in first.stdout
+    second = run_manage(*small, timeout=300)
+    assert second.returncode == 0, second.stderr
+    assert "filled" not in second.stderr and "reusing the database an earlier run filled in" in second.stdout
+    text = target.read_text()
+    assert "(a database an earlier run filled in" in text and f"--keep {keep}" in text and "| tuple list |" in text
+
+
 def test_it_writes_the_scale_figures_into_the_generated_section_only(tmp_path):
     from tooling.bench.common import Figure
     from tooling.bench.scale import BEGIN, END, section, write_section

@@ -66,6 +66,7 @@ def test_it_upgrades_an_edge_with_tuples_through_every_migration(transactional_d
     assert WindowAggregate.objects.count() == 30 and WindowAggregate.objects.backlog().count() == 15
     status = EdgeStatus.objects.get(edge_id="edge-1")  # the columns added since, filled in with their defaults
     assert (status.acked, status.budget, status.paused, status.lost_to_retention) == (15, 0, False, 0)
+    assert status.windows == 30  # the stored-windows counter starts at what the edge already holds
     with connection.cursor() as cursor:
         for table, names in EDGE_INDEXES.items():
             assert names <= set(connection.introspection.get_constraints(cursor, table)), table

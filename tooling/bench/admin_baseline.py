@@ -10,9 +10,10 @@ is also the bench child's URLconf: today's admin at /admin/, the baseline at
 from datetime import datetime, UTC
 
 from django.contrib import admin
+from django.db.models import Count
 from django.urls import path
 
-from edge_app.models import EdgeStatus, WindowAggregate
+from edge_app.models import EdgeStatus, Status, WindowAggregate
 
 site = admin.AdminSite(name="baseline")
 
@@ -38,7 +39,9 @@ class WindowAggregateAdmin(admin.ModelAdmin):
         return datetime.fromtimestamp(obj.window_start / 1000, tz=UTC).strftime("%Y-%m-%d %H:%M:%S")
 
     def changelist_view(self, request, extra_context=None):
-        counts = WindowAggregate.objects.counts_by_status()
+        counts = {status.label: 0 for status in Status}
+        for row in WindowAggregate.objects.order_by().values("status").annotate(n=Count("id")):
+            counts[Status(row["status"]).label] = row["n"]
         extra_context = {**(extra_context or {}), "title": "Tuples: " + ", ".join(f"{n} {label}" for label, n in counts.items())}
         return super().changelist_view(request, extra_context=extra_context)
 

@@ -94,6 +94,10 @@ BENCHMARKS = {
                                                       "--postgres-url's server, dropped afterwards)"),
         ("--postgres-url", str, "", "the PostgreSQL server for --database postgres; default: FOG_DATABASE_URL's "
                                     f"when it names postgres, else {admin.DEFAULT_POSTGRES_URL} (started if down)"),
+        ("--keep", str, "", "keep the filled database for later runs, and reuse the one an earlier --keep run "
+                            "left in this folder for the same --database, --tuples, --households and --days "
+                            "(SQLite: a file in the folder; PostgreSQL: a database left on the server); the output "
+                            "and the written table say when a run reused one. Default: fill a fresh one, remove it"),
         ("--write", str, "", "put the table into this Markdown file's generated admin section, "
                              "e.g. docs/BENCHMARKS.md"),
     ]),
