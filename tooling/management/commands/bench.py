@@ -227,7 +227,7 @@ class Command(BaseCommand):
             text = markdown(sections, "make bench   # = python manage.py bench all --write docs/BENCHMARKS.md", NOTES)
             old = target.read_text() if target.exists() else ""
             text = keep_section(old, text)
-            for begin, end in [e2e.markers(kind) for kind in e2e.KINDS]:
+            for begin, end in [*(e2e.markers(kind) for kind in e2e.KINDS), (scale.BEGIN, scale.END)]:
                 text = carry_generated(old, text, begin, end)
             target.write_text(text)
             out(f"bench: wrote {options['write']}")
