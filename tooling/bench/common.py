@@ -41,6 +41,10 @@ class Figure:
             text += f"  | {key} {value}"
         return text
 
+    def details(self):
+        """The extra figures as one Markdown cell: 'key value, key value'."""
+        return ", ".join(f"{k} {v:,}" if isinstance(v, (int, float)) else f"{k} {v}" for k, v in self.extra.items())
+
     def as_dict(self):
         return {"name": self.name, "value": self.value, "unit": self.unit, "baseline": self.baseline,
                 "ratio": self.ratio, "target": self.target, **self.extra, "profile": self.profile}

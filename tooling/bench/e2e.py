@@ -340,6 +340,6 @@ def section(figures, command):
              "| figure | value | baseline (same run) | target | details |", "|---|---|---|---|---|"]
     for figure in figures:
         baseline = f"{figure.baseline:,.2f} {figure.unit}" if figure.baseline else "-"
-        details = ", ".join(f"{k} {v:,}" if isinstance(v, (int, float)) else f"{k} {v}" for k, v in figure.extra.items())
+        details = figure.details()
         lines.append(f"| {figure.name} | {figure.value:,.2f} {figure.unit} | {baseline} | {figure.target} | {details} |")
     return "\n".join(lines + ["", end])

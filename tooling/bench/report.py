@@ -22,7 +22,7 @@ def markdown(sections, command, notes):
     for figure in (f for figures in sections.values() for f in figures):
         baseline = f"{figure.baseline:,.1f} {figure.unit}" if figure.baseline else "-"
         ratio = f"x{figure.ratio:,.1f}" if figure.ratio else "-"
-        details = ", ".join(f"{k} {v:,}" if isinstance(v, (int, float)) else f"{k} {v}" for k, v in figure.extra.items())
+        details = figure.details()
         lines.append(f"| {figure.name} | {figure.value:,.1f} {figure.unit} | {baseline} | {ratio} | {figure.target} "
                      f"| {details} |")
     lines += ["", *notes, ""]

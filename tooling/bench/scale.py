@@ -165,7 +165,7 @@ def section(figures, command):
              "| run | tuples/s | against the first of its series | details |", "|---|---|---|---|"]
     for figure in figures:
         ratio = f"x{figure.ratio:,.2f}" if figure.ratio else "baseline"
-        details = ", ".join(f"{k} {v:,}" if isinstance(v, (int, float)) else f"{k} {v}" for k, v in figure.extra.items())
+        details = figure.details()
         lines.append(f"| {figure.name} | {figure.value:,.0f} | {ratio} | {details} |")
     cloud = [f for f in figures if f.name.startswith("scale cloud")]
     if cloud:
