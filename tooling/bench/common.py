@@ -43,7 +43,12 @@ class Figure:
 
     def details(self):
         """The extra figures as one Markdown cell: 'key value, key value'."""
-        return ", ".join(f"{k} {v:,}" if isinstance(v, (int, float)) else f"{k} {v}" for k, v in self.extra.items())
+        def cell(value):
+            if isinstance(value, bool):
+                return "yes" if value else "no"
+            return f"{value:,}" if isinstance(value, (int, float)) else value
+
+        return ", ".join(f"{k} {cell(v)}" for k, v in self.extra.items())
 
     def as_dict(self):
         return {"name": self.name, "value": self.value, "unit": self.unit, "baseline": self.baseline,
