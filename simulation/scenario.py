@@ -61,13 +61,23 @@ class RunStats:
     # With --start now: the epoch ms simulated second 0 is due, so each step goes out at the wall time it
     # stamps its readings with (anchored at the first step instead, they would carry the start-up's delay).
     anchor_ms: int | None = None
+    step_ms: int = 0
+    # Whole steps the run starts later than anchor_ms, when setting up outlasted the wait for that boundary
+    # (many households, a slow machine): the households add it to their stamps (simulation/sims.py).
+    shift_ms: int = 0
     stop_flag: Callable[[], str | None] = lambda: None  # the name of the signal that asked to stop, if any
     _shown: float = 0.0
 
     def pace(self, time_s, speed):
         now = time.monotonic()
         if self.clock is None:
-            self.clock = now if self.anchor_ms is None else now + self.anchor_ms / 1000 - time.time()
+            if self.anchor_ms is None:
+                self.clock = now
+            else:
+                late = time.time() * 1000 - self.anchor_ms
+                if late > 0:
+                    self.shift_ms = int(-(-late // self.step_ms) * self.step_ms)
+                self.clock = now + (self.anchor_ms + self.shift_ms) / 1000 - time.time()
         due = self.clock + time_s / speed
         while now < due and not self.stop_flag():
             time.sleep(min(due - now, 0.25))
@@ -153,7 +163,8 @@ def run(options, stop_flag=lambda: None):
     source, start_ms, until, zone, skipped = prepare(options)
     producer = CLIENTS[options.client](options.bootstrap, options.topic)  # raises KafkaUnavailable
     stats = RunStats(until=until, progress=options.progress, stop_flag=stop_flag,
-                     anchor_ms=start_ms if options.start == "now" and not options.data else None)
+                     anchor_ms=start_ms if options.start == "now" and not options.data else None,
+                     step_ms=int(options.step * 1000))
     summary = {} if options.collect else None
     world = mosaik.World(SIM_CONFIG, skip_greetings=True, configure_logging=False)
     try:

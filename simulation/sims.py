@@ -65,7 +65,7 @@ class HouseholdSim(mosaik_api_v3.Simulator):
         if _stopping(self.stats):
             self.current = {}  # a step that was not due yet sends nothing
             return END_OF_TIME
-        lo = self.start_ms + time_s * 1000
+        lo = self.start_ms + time_s * 1000 + (self.pacer.shift_ms if self.pacer is not None else 0)
         hi = lo + self.step_s * 1000
         current = {}
         if self.synthetic:

@@ -42,7 +42,7 @@ def test_it_is_caught_up_only_once_it_has_read_to_the_high_watermark(kafka_clien
         end = ingest.end_offsets()
         # A partition's cached watermark can predate the produce by one fetch, so the test reads to the
         # broker's end first; then caught up must follow.
-        assert wait_for(lambda: ingest.handle_one_poll() is not None and ingest.at_end(end), timeout=60)
+        assert wait_for(lambda: (ingest.handle_one_poll(), ingest.at_end(end))[1], timeout=60)
         assert _poll_until_caught_up(ingest)
         assert ingest.next_offsets == end
         ingest.finish()

@@ -89,3 +89,16 @@ def test_it_sends_a_real_time_reading_at_the_moment_it_carries(kafka_bootstrap, 
     delays = [message.timestamp - ts for message, ts in zip(messages, stamps)]  # produce time - event time
     assert min(delays) >= 0, "a reading went out before the moment it carries"
     assert max(delays) < 500, f"readings went out up to {max(delays)} ms after the moment they carry"
+
+
+def test_it_starts_a_real_time_run_at_the_next_step_when_setting_up_outlasted_its_boundary():
+    """Many households take long to set up: if the step boundary --start now chose has passed, the run starts at
+    the next one and stamps its readings with it, instead of sending its first steps late."""
+    from simulation.scenario import RunStats
+
+    anchor = int(time.time() * 1000) - 2500  # setting up took 2.5 s past the boundary
+    stats = RunStats(until=10, anchor_ms=anchor, step_ms=2000)
+    stats.pace(0, 1.0)
+    sent_ms = time.time() * 1000
+    assert stats.shift_ms == 4000  # the next whole step after now
+    assert anchor + stats.shift_ms <= sent_ms < anchor + stats.shift_ms + 300

@@ -227,14 +227,22 @@ class Command(BaseCommand):
             text = markdown(sections, "make bench   # = python manage.py bench all --write docs/BENCHMARKS.md", NOTES)
             old = target.read_text() if target.exists() else ""
             text = keep_section(old, text)
-            for begin, end in [*(e2e.markers(kind) for kind in e2e.KINDS), (scale.BEGIN, scale.END)]:
-                text = carry_generated(old, text, begin, end)
+            measured = {name: [f for (_, n), fs in sections.items() if n == name for f in fs] for name in ("e2e", "scale")}
+            # The e2e and scale sections this run measured are written afresh; a capacity search (not part of
+            # `bench all`) keeps the section its own run wrote.
+            for kind in e2e.KINDS:
+                if kind == e2e.kind_of(measured["e2e"]) and measured["e2e"]:
+                    text = text.rstrip("\n") + "\n\n" + e2e.section(measured["e2e"], "make bench") + "\n"
+                else:
+                    text = carry_generated(old, text, *e2e.markers(kind))
+            if measured["scale"]:
+                text = (text.rstrip("\n") + "\n\n## Scale (`bench scale`)\n\n"
+                        + scale.section(measured["scale"], "make bench") + "\n")
             target.write_text(text)
             out(f"bench: wrote {options['write']}")
             scaling = Path(options["write"]).parent / "SCALING.md"  # its figures are this run's too
-            figures = [f for (_, name), fs in sections.items() if name == "scale" for f in fs]
-            if figures and scaling.exists():
-                scale.write_section(scaling, scale.section(figures, "make bench"))
+            if measured["scale"] and scaling.exists():
+                scale.write_section(scaling, scale.section(measured["scale"], "make bench"))
                 out(f"bench: wrote the scale section of {scaling}")
         if options["json"]:
             self.stdout.write(json.dumps([f.as_dict() for figures in sections.values() for f in figures], indent=2))
