@@ -91,6 +91,7 @@ def test_it_stores_a_real_time_window_grace_after_its_end(kafka_client, kafka_bo
 
 
 @pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize("kafka_client", ["confluent"], indirect=True)  # the setting alone: no client's part
 def test_it_keeps_to_event_time_when_live_windows_are_off(kafka_client, kafka_bootstrap, topic):
 
     ingest = connected_ingestor("edge-off", topic, kafka_bootstrap, live_windows=False)

@@ -18,7 +18,7 @@ SMALL = {
     "ingest": ["--readings", "5000", "--households", "50"],
     "simulate": ["--households", "200", "--until", "20"],
     "realtime": ["--households", "100", "--until", "3"],
-    "latency": ["--households", "20", "--seconds", "8"],
+    "latency": ["--households", "20", "--seconds", "5"],
     "api": ["--tuples", "5000", "--households", "100", "--clients", "2", "--requests", "20"],
     "admin": ["--tuples", "3000", "--households", "50", "--requests", "2", "--baseline-requests", "1"],
     "scale": ["--replicas", "2", "--edges", "2", "--tuples", "3000", "--tuples-per-edge", "500",
@@ -112,7 +112,7 @@ def test_it_measures_the_whole_pipeline_from_window_end_to_the_page(services, tm
 
     doc = tmp_path / "BENCHMARKS.md"
     doc.write_text("# Benchmarks\n\nbench all's table\n")
-    result = run_manage("bench", "e2e", "--households", "300", "--seconds", "8", "--warmup", "6",
+    result = run_manage("bench", "e2e", "--households", "300", "--seconds", "6", "--warmup", "5",
                         "--write", str(doc), "--json", timeout=300)
     assert result.returncode == 0, result.stderr
     (figure,) = json.loads(result.stdout)
