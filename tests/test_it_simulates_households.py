@@ -79,11 +79,11 @@ def test_it_sends_a_real_time_reading_at_the_moment_it_carries(kafka_bootstrap, 
     """With --start now at real time, each step goes out when the wall clock reaches its event time, not
     start-up time and a step's rounding later: the edge's live windows wait for exactly that delay."""
     launched_ms = time.time() * 1000
-    result = run_manage("runsimulation", "--households", "200", "--until", "12", "--step", "4", "--speed", "1",
+    result = run_manage("runsimulation", "--households", "200", "--until", "8", "--step", "4", "--speed", "1",
                         "--start", "now", "--topic", topic, "--bootstrap", kafka_bootstrap)
     assert result.returncode == 0, result.stderr
-    messages = consume_all(kafka_bootstrap, topic, 600)
-    assert len(messages) == 600
+    messages = consume_all(kafka_bootstrap, topic, 400)
+    assert len(messages) == 400
     stamps = [json.loads(message.value)["ts"] for message in messages]
     assert min(stamps) >= launched_ms, "the first step carries a moment before the run began"
     delays = [message.timestamp - ts for message, ts in zip(messages, stamps)]  # produce time - event time

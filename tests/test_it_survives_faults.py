@@ -17,14 +17,14 @@ def chaos_services(services):
     started.down()
 
 
-# Shortened for the suite (a quarter to a half of the stream, a 15 s cut, a 300 s outage, three crashes instead of five), so
+# Shortened for the suite (a quarter to a half of the stream, a 10 s cut, a 300 s outage, three crashes instead of five), so
 # `make test` stays within 15 minutes; `make chaos` runs the full length.
 SHORTER = {name: {"until": 240} for name in SCENARIOS}
 for name in ("budget-outage", "sender-kill", "edge-host-crash"):  # their faults need the stream still running
     SHORTER[name]["until"] = 450
 SHORTER["kafka-restart"]["until"] = 300  # the broker's restart takes seconds; readings still stream after it
 SHORTER["repeated-crash"] = {"until": 450, "crashes": 3}
-SHORTER["link-cut"]["cut_seconds"] = 15
+SHORTER["link-cut"]["cut_seconds"] = 10
 SHORTER["budget-outage"]["outage_seconds"] = 300
 
 
