@@ -63,6 +63,14 @@ def machine():
     return f"{os.cpu_count()} cores, {memory:.0f} GiB, Python {platform.python_version()}"
 
 
+def ran(command, where):
+    """The line a generated section opens with: which command wrote it, when, and on what ('where': the
+    services and processes it ran against)."""
+    from datetime import date
+
+    return f"`{command}` on {date.today().isoformat()} ({machine()}; {where}):"
+
+
 def reproduce(command):
     """The lines of a report that show the command which wrote it."""
     return ["Reproduce:", "", "```sh", command, "```", ""]

@@ -328,18 +328,23 @@ def kind_of(figures):
 def section(figures, command):
     """Markdown of one `bench e2e` run, in the section of its kind (runs take long, so each kind keeps a section
     of its own that `bench all --write` carries over)."""
-    from datetime import date
-
-    from tooling.bench.common import machine
+    from tooling.bench.common import ran
 
     kind = kind_of(figures)
     begin, end = markers(kind)
     lines = [begin, f"## The whole pipeline at real time (`bench e2e`): {KINDS[kind]}", "",
-             f"`{command}` on {date.today().isoformat()} ({machine()}; simulation, Kafka, the edge and its workers, "
-             "the cloud, Redis and the web server all on this machine):", "",
+             ran(command, "simulation, Kafka, the edge and its workers, the cloud, Redis and the web server all on "
+                 "this machine"), "",
              "| figure | value | baseline (same run) | target | details |", "|---|---|---|---|---|"]
     for figure in figures:
         baseline = f"{figure.baseline:,.2f} {figure.unit}" if figure.baseline else "-"
         details = figure.details()
         lines.append(f"| {figure.name} | {figure.value:,.2f} {figure.unit} | {baseline} | {figure.target} | {details} |")
     return "\n".join(lines + ["", end])
+
+
+def write_section(path, figures, command):
+    """Put this run's section into `path`, replacing the one of its kind."""
+    from tooling.bench.common import write_generated
+
+    write_generated(path, section(figures, command), *markers(kind_of(figures)))

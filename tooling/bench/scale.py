@@ -156,12 +156,10 @@ WINDOW_SECONDS = 5
 def section(figures, command):
     """Markdown of one `bench scale` run: its figures, and what 100,000 edges would ask of the cloud at those
     figures (arithmetic on this run's numbers, nothing typed in)."""
-    from datetime import date
+    from tooling.bench.common import ran
 
-    from tooling.bench.common import machine
-
-    lines = [BEGIN, "", f"`{command}` on {date.today().isoformat()} ({machine()}, one local Redis (and for the "
-             "store rows a local 3-master Redis Cluster), one Kafka broker; every process on the same machine):", "",
+    lines = [BEGIN, "", ran(command, "one local Redis (and for the store rows a local 3-master Redis Cluster), one "
+                            "Kafka broker; every process on the same machine"), "",
              "| run | tuples/s | against the first of its series | details |", "|---|---|---|---|"]
     for figure in figures:
         ratio = f"x{figure.ratio:,.2f}" if figure.ratio else "baseline"

@@ -5,7 +5,7 @@ import sys
 from django.core.management.base import BaseCommand, CommandError
 
 from tooling.bench import admin, api, cloud, e2e, edge, latency, scale, simulate
-from tooling.bench.common import carry_generated, write_generated
+from tooling.bench.common import carry_generated
 
 
 def sizes(text):
@@ -201,7 +201,7 @@ class Command(BaseCommand):
             if name == "scale":
                 scale.write_section(path, scale.section(figures, command))
             else:
-                write_generated(path, e2e.section(figures, command), *e2e.markers(e2e.kind_of(figures)))
+                e2e.write_section(path, figures, command)
             out(f"bench: wrote the {name} section of {path}")
 
     def _all(self, options):
@@ -228,17 +228,14 @@ class Command(BaseCommand):
             old = target.read_text() if target.exists() else ""
             text = keep_section(old, text)
             measured = {name: [f for (_, n), fs in sections.items() if n == name for f in fs] for name in ("e2e", "scale")}
-            # The e2e and scale sections this run measured are written afresh; a capacity search (not part of
-            # `bench all`) keeps the section its own run wrote.
-            for kind in e2e.KINDS:
-                if kind == e2e.kind_of(measured["e2e"]) and measured["e2e"]:
-                    text = text.rstrip("\n") + "\n\n" + e2e.section(measured["e2e"], "make bench") + "\n"
-                else:
-                    text = carry_generated(old, text, *e2e.markers(kind))
+            for kind in e2e.KINDS:  # then this run's e2e replaces its kind; a capacity search's stays
+                text = carry_generated(old, text, *e2e.markers(kind))
             if measured["scale"]:
                 text = (text.rstrip("\n") + "\n\n## Scale (`bench scale`)\n\n"
                         + scale.section(measured["scale"], "make bench") + "\n")
             target.write_text(text)
+            if measured["e2e"]:
+                e2e.write_section(target, measured["e2e"], "make bench")
             out(f"bench: wrote {options['write']}")
             scaling = Path(options["write"]).parent / "SCALING.md"  # its figures are this run's too
             if measured["scale"] and scaling.exists():
