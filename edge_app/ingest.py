@@ -49,6 +49,11 @@ log = logging.getLogger("fog.edge.ingest")
 FLUSH_EVERY_SECONDS = 0.5
 IDLE_CHECK_SECONDS = 1.0
 POLL_MS = 200
+# A flush of more closed windows than this commits them in parts of this size first, so the sender can
+# start on the first part of a burst (at real time every household's window closes within a second)
+# while the rest is written. Safe at any moment: a window stored ahead of its resume position is
+# absorbed by the unique key when a crash replays it.
+STORE_PART_ROWS = 5000
 LEGACY_BUFFER_MAX = 20000  # unkeyed input: messages a partition may have waiting in the merge before it is paused
 MALFORMED_LOG_LINES = 5  # at most this many malformed-reading lines per MALFORMED_LOG_SECONDS
 MALFORMED_LOG_SECONDS = 60.0
@@ -156,14 +161,15 @@ INSERT_WINDOWS = (
 
 class Ingestor:
     def __init__(self, *, edge_id, topic, bootstrap, window_seconds, grace_seconds, idle_seconds, live_windows=True,
-                 client=None, legacy=False):
+                 live_grace_seconds=None, client=None, legacy=False):
         self.edge_id, self.topic, self.bootstrap = edge_id, topic, bootstrap
         self.client = client or settings.FOG_EDGE_KAFKA_CLIENT
         self.live_windows = live_windows
         self.legacy = legacy  # the prototype's unkeyed {"node_id", "power_value"}, merged across partitions
         self.merge = PartitionMerge() if legacy else None
         self.merge_paused = set()  # partitions the merge paused for running ahead
-        self.book = WindowBook(window_seconds * 1000, int(grace_seconds * 1000), idle_seconds)
+        self.book = WindowBook(window_seconds * 1000, int(grace_seconds * 1000), idle_seconds,
+                               None if live_grace_seconds is None else int(live_grace_seconds * 1000))
         self.source = None
         self.next_offsets = {}  # partition -> next offset to read
         self.counted = {}  # partition -> first offset not yet counted
@@ -355,7 +361,8 @@ class Ingestor:
         self.merge_paused = ahead
 
     def flush(self):
-        """Store closed windows and the resume positions in one transaction."""
+        """Store closed windows and the resume positions: one transaction, after parts of STORE_PART_ROWS
+        windows each for a burst."""
         closed = self.book.take_closed()
         resume = self.book.resume_offsets(self.next_offsets)
         now = timezone.now()
@@ -364,7 +371,13 @@ class Ingestor:
         positions = [IngestPosition(edge_id=self.edge_id, topic=self.topic, partition=p, resume_offset=resume[p],
                                     counted_offset=max(self.next_offsets[p], self.counted.get(p, 0)))
                      for p in self.next_offsets]
-        stored = 0
+        stored, closed_count = 0, len(rows)
+        while len(rows) > STORE_PART_ROWS:
+            part, rows = rows[:STORE_PART_ROWS], rows[STORE_PART_ROWS:]
+            with transaction.atomic():
+                new = self.insert_windows(part)
+                EdgeStatus.objects.filter(edge_id=self.edge_id).update(windows=F("windows") + new)
+            self.totals["windows"] += len(part)
         with transaction.atomic():
             if rows:
                 stored = self.insert_windows(rows)
@@ -384,7 +397,7 @@ class Ingestor:
         self.last_flush = time.monotonic()
         self.dirty = False
         self.source.commit(resume)  # for Kafka's own lag tools; the database holds the position that counts
-        return len(rows)
+        return closed_count
 
     def insert_windows(self, rows):
         """Store closed windows; returns how many were new (a replay of a stored window is absorbed)."""

@@ -48,7 +48,8 @@ class IngestStep:
         self.ingest = Ingestor(edge_id=settings.FOG_EDGE_ID, topic=options.get("topic") or settings.FOG_TOPIC,
                                bootstrap=settings.FOG_KAFKA_BOOTSTRAP, window_seconds=settings.FOG_WINDOW_SECONDS,
                                grace_seconds=settings.FOG_GRACE_SECONDS, idle_seconds=options.get("idle", 10),
-                               live_windows=settings.FOG_LIVE_WINDOWS, client=options.get("kafka_client"),
+                               live_windows=settings.FOG_LIVE_WINDOWS,
+                               live_grace_seconds=settings.FOG_LIVE_GRACE_SECONDS, client=options.get("kafka_client"),
                                legacy=options.get("legacy_input", False))
         self.ingest.connect()
         self.ingest.set_budget(*edge_budget())

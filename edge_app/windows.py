@@ -20,9 +20,14 @@ Live streams: a household whose readings carry event times within
 LIVE_WITHIN_MS of the edge's clock when they arrive is live, and its event
 clock also advances with the wall clock between its readings (its newest
 event time plus the wall time since that reading came). `close_live` closes
-the windows that clock has carried past their end plus the grace period, so
-at real time a window is stored `grace` after its end instead of waiting for
-the household's next reading. The ingest calls it only while it has read
+the windows that clock has carried past their end plus the live grace, so
+at real time a window is stored `live grace` after its end instead of
+waiting for the household's next reading. The live grace can be shorter
+than the event-time grace: the extrapolated clock already absorbs the
+stream's steady delay (a household whose readings arrive 0.6 s after their
+event time has its windows closed 0.6 s later), so the live grace only
+covers jitter, a reading that comes later than its household's usual. A
+reading that comes later still is late, and counted as such. The ingest calls it only while it has read
 everything the broker holds, so a consumer that lags (catching up after a
 restart, or overloaded) never closes a window whose readings are still
 unread; replays of past data are never live and follow event time alone.
@@ -80,10 +85,11 @@ class Household:
 
 
 class WindowBook:
-    def __init__(self, window_ms, grace_ms, idle_seconds):
+    def __init__(self, window_ms, grace_ms, idle_seconds, live_grace_ms=None):
         if window_ms <= 0:
             raise ValueError("window must be positive")
         self.window_ms, self.grace_ms, self.idle_seconds = window_ms, grace_ms, idle_seconds
+        self.live_grace_ms = grace_ms if live_grace_ms is None else min(live_grace_ms, grace_ms)
         self.households = {}
         self.closed = []
         self.live_due = {}  # window end -> households with a live window ending then
@@ -165,16 +171,17 @@ class WindowBook:
 
     def close_live(self, wall_ms):
         """Close the live windows whose household's clock, advanced by the wall clock since its newest
-        reading, has passed their end plus the grace period. Returns how many closed."""
+        reading, has passed their end plus the live grace. Returns how many closed."""
         before = len(self.closed)
-        for end in sorted(e for e in self.live_due if e + self.grace_ms <= wall_ms):
+        grace = self.live_grace_ms
+        for end in sorted(e for e in self.live_due if e + grace <= wall_ms):
             waiting = self.live_due.pop(end)
             for household in list(waiting):
                 state = self.households.get(household)
                 start = end - self.window_ms
                 if state is None or start not in state.windows:
                     waiting.discard(household)  # closed already, by its clock or the idle timeout
-                elif state.newest_at and state.newest_ts + (wall_ms - state.newest_at) >= end + self.grace_ms:
+                elif state.newest_at and state.newest_ts + (wall_ms - state.newest_at) >= end + grace:
                     self._close(household, state, start)
                     state.closed_until = max(state.closed_until, end)
                     waiting.discard(household)

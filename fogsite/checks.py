@@ -90,6 +90,16 @@ def check_pipeline_settings(app_configs, **kwargs):
                 id="fog.W001",
             )
         )
+    if settings.FOG_LIVE_GRACE_SECONDS > settings.FOG_GRACE_SECONDS:
+        errors.append(
+            Warning(
+                f"FOG_LIVE_GRACE_SECONDS={settings.FOG_LIVE_GRACE_SECONDS} is longer than "
+                f"FOG_GRACE_SECONDS={settings.FOG_GRACE_SECONDS}.",
+                hint="A window closes by event time at its end + FOG_GRACE_SECONDS whatever the live grace; "
+                "live windows use the shorter of the two.",
+                id="fog.W004",
+            )
+        )
     errors += _check_budget()
     return errors + _link_security(pairs)
 

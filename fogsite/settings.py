@@ -82,6 +82,7 @@ FOG_CLOUD_ENDPOINTS = env_endpoints("FOG_CLOUD_HOST", "127.0.0.1", (FOG_HEARTBEA
                                     ("heartbeat_port", "data_port"))
 FOG_WINDOW_SECONDS = env_int("FOG_WINDOW_SECONDS", 5, minimum=1, maximum=limits.MAX_WINDOW_MS // 1000)
 FOG_GRACE_SECONDS = env_float("FOG_GRACE_SECONDS", 2.0, minimum=0)
+FOG_LIVE_GRACE_SECONDS = env_float("FOG_LIVE_GRACE_SECONDS", 1.0, minimum=0)
 # Live streams' windows close by the edge's clock at end + grace (edge_app/windows.py); off: event time only.
 FOG_LIVE_WINDOWS = env_bool("FOG_LIVE_WINDOWS", True)
 FOG_EDGE_RETENTION_DAYS = env_int("FOG_EDGE_RETENTION_DAYS", 7, minimum=1)

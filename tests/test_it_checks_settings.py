@@ -108,3 +108,8 @@ def test_it_names_a_cluster_url_with_a_database():
     assert result.returncode == 2
     assert result.stderr.strip() == ("FOG_CLOUD_REDIS_URL='redis+cluster://127.0.0.1:7000/3': a Redis Cluster has "
                                      "only database 0; write redis+cluster://127.0.0.1:7000/")
+
+
+def test_it_warns_of_a_live_grace_longer_than_the_grace():
+    result = run_manage("check", env={"FOG_GRACE_SECONDS": "1", "FOG_LIVE_GRACE_SECONDS": "3"})
+    assert "fog.W004" in result.stderr and "FOG_LIVE_GRACE_SECONDS=3.0 is longer than" in result.stderr

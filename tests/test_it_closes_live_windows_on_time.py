@@ -34,6 +34,21 @@ def test_it_closes_a_live_window_by_the_wall_clock_at_end_plus_grace():
     assert not book.add("h", NOW + 4000, 99.0, 0, 2, 0.0, wall_ms=NOW + 7100)  # a straggler is late, as ever
 
 
+def test_it_closes_a_live_window_after_the_shorter_live_grace_and_counts_a_later_reading_late():
+    live_grace = 500
+    book = WindowBook(W, GRACE, 60, live_grace_ms=live_grace)
+    delay = 600  # the stream's usual delay, which the household's clock already allows for
+    book.add("h", NOW + 3000, 30.0, 0, 0, 0.0, wall_ms=NOW + 3000 + delay)
+    assert book.close_live(NOW + W + live_grace + delay - 20) == 0
+    assert book.close_live(NOW + W + live_grace + delay) == 1
+    assert not book.add("h", NOW + 4900, 99.0, 0, 1, 0.0, wall_ms=NOW + W + live_grace + delay + 10)
+    # Event time keeps the full grace: a replay of the same readings closes the window only at end + GRACE.
+    replay = WindowBook(W, GRACE, 60, live_grace_ms=live_grace)
+    replay.add("h", NOW + 3000, 30.0, 0, 0, 0.0)
+    replay.add("h", NOW + W + GRACE - 1, 30.0, 0, 1, 0.0)
+    assert replay.add("h", NOW + 4900, 99.0, 0, 2, 0.0) and not replay.take_closed()
+
+
 def test_it_never_closes_a_replay_of_past_data_by_the_wall_clock():
     book = WindowBook(W, GRACE, 60)
     past = NOW - 10 * LIVE_WITHIN_MS
