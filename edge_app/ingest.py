@@ -218,6 +218,19 @@ class Ingestor:
         marks = self.source.high_watermarks()
         return all(high is not None and self.next_offsets.get(p, 0) >= high for p, high in marks.items())
 
+    def read_clock(self):
+        """The time (epoch ms) up to which the ingest has read everything the broker held: None while every
+        partition is read to its high watermark (as the last fetch saw it); else, over the partitions still
+        behind, the oldest timestamp of the newest record read. A partition's log is in the order records
+        reached the broker, and a record is stamped before it gets there, so a record not read yet reached
+        the broker after that time. Live windows close by this clock (see edge_app/windows.py), so the
+        ingest need not stop reading to close them, and one that lags closes nothing it has not read."""
+        marks, read = self.source.high_watermarks(), self.source.read_times
+        behind = [read.get(p, -1) for p, high in marks.items() if high is None or self.next_offsets.get(p, 0) < high]
+        if behind and self.merge is not None:
+            return -1  # unkeyed input: records read may still wait in the merge, unapplied
+        return min(behind) if behind else None
+
     # --- one step ---------------------------------------------------------
 
     def handle_one_poll(self, timeout_ms=POLL_MS):
@@ -244,8 +257,8 @@ class Ingestor:
             self._apply_merged(now, now_ms)
         # Not while paused for the budget: paused partitions are not fetched, so the high watermark the
         # caught-up test reads is frozen, and unread readings would find their windows closed.
-        if self.live_windows and self.paused_at is None and self.book.live_due and self.caught_up():
-            self.book.close_live(now_ms)
+        if self.live_windows and self.paused_at is None and self.book.live_due:
+            self.book.close_live(now_ms, self.read_clock())
         if now - self.last_idle_check >= IDLE_CHECK_SECONDS and self.paused_at is None:
             self.last_idle_check = now
             self.book.close_idle(now)

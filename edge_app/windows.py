@@ -27,10 +27,15 @@ than the event-time grace: the extrapolated clock already absorbs the
 stream's steady delay (a household whose readings arrive 0.6 s after their
 event time has its windows closed 0.6 s later), so the live grace only
 covers jitter, a reading that comes later than its household's usual. A
-reading that comes later still is late, and counted as such. The ingest calls it only while it has read
-everything the broker holds, so a consumer that lags (catching up after a
-restart, or overloaded) never closes a window whose readings are still
-unread; replays of past data are never live and follow event time alone.
+reading that comes later still is late, and counted as such.
+
+The wall clock counts only as far as the consumer has read: while it is
+behind in a partition, up to the timestamp of the newest record it has read
+there (the ingest's `read_clock`). So a consumer that lags (catching up
+after a restart, or overloaded) never closes a window whose readings are
+still unread, and one that keeps up need not stop reading to close windows:
+at real time the next readings stream in while the last windows close.
+Replays of past data are never live and follow event time alone.
 
 Memory: a household silent for FORGET_AFTER_IDLES idle timeouts (its
 windows all closed long before) is forgotten. Until then a straggler for a
@@ -169,11 +174,14 @@ class WindowBook:
             del self.households[household]
         return len(self.closed) - before
 
-    def close_live(self, wall_ms):
+    def close_live(self, wall_ms, read_ms=None):
         """Close the live windows whose household's clock, advanced by the wall clock since its newest
-        reading, has passed their end plus the live grace. Returns how many closed."""
+        reading, has passed their end plus the live grace. `read_ms`: the time up to which the consumer has
+        read everything (None: all of it); the wall clock counts only that far. Returns how many closed."""
         before = len(self.closed)
         grace = self.live_grace_ms
+        if read_ms is not None:
+            wall_ms = min(wall_ms, read_ms)
         for end in sorted(e for e in self.live_due if e + grace <= wall_ms):
             waiting = self.live_due.pop(end)
             for household in list(waiting):
