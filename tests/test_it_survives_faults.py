@@ -1,21 +1,17 @@
-"""The fault matrix, each scenario once (`make chaos` runs each three times): nothing lost, nothing twice."""
+"""The fault matrix, each scenario once (`make chaos` runs each three times): nothing lost, nothing twice.
+
+The scenarios run in two lanes at once (tooling/chaos/lanes.py), each with a Kafka broker, a cloud Redis and
+an edge Redis database of its own; each test waits for its scenario's outcome."""
 
 from pathlib import Path
 
 import pytest
 from django.conf import settings
 
-from tooling.chaos.pipeline import ChaosServices
-from tooling.chaos.scenarios import SCENARIOS, run_scenario
-from tooling.management.commands.chaos import EDGE_REDIS_DB
+from tooling.chaos.lanes import LaneRunner, longest_first, schedule
+from tooling.chaos.scenarios import SCENARIOS
 
-
-@pytest.fixture(scope="module")  # ends with this module: the suite's last test checks nothing outlived it
-def chaos_services(services):
-    started = ChaosServices(Path(settings.VAR_DIR) / "kafka" / "libs").up()
-    yield started
-    started.down()
-
+LANES = 2  # two streams at once on two cores: the matrix takes little more than half as long
 
 # Shortened for the suite (a quarter to a half of the stream, a 10 s cut, a 300 s outage, three crashes instead of five), so
 # `make test` stays within 15 minutes; `make chaos` runs the full length.
@@ -28,11 +24,19 @@ SHORTER["link-cut"]["cut_seconds"] = 10
 SHORTER["budget-outage"]["outage_seconds"] = 300
 
 
+@pytest.fixture(scope="module")  # ends with this module: the suite's last test checks nothing outlived it
+def fault_matrix(services):
+    """Every scenario, started at once in two lanes; closed (every process, both lanes' services) however the
+    module ends: failed tests, a timeout, Ctrl-C or SIGTERM."""
+    jobs = schedule(SCENARIOS, lanes=LANES, per_scenario=SHORTER)
+    with LaneRunner(jobs, Path(settings.VAR_DIR) / "kafka" / "libs", settings.FOG_EDGE_REDIS_URL, LANES) as runner:
+        yield runner
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize("scenario", SCENARIOS)
-def test_it_acknowledges_every_window_exactly_once_after(chaos_services, scenario):
-    edge_redis = settings.FOG_EDGE_REDIS_URL.rsplit("/", 1)[0] + f"/{EDGE_REDIS_DB}"
-    outcome = run_scenario(scenario, chaos_services, edge_redis, SHORTER.get(scenario))
+@pytest.mark.parametrize("scenario", longest_first(list(SCENARIOS)))  # the order the lanes finish them in
+def test_it_acknowledges_every_window_exactly_once_after(fault_matrix, scenario):
+    outcome = fault_matrix.outcome(scenario)
     assert outcome.windows > 0
     assert (outcome.lost, outcome.duplicated, outcome.detail) == (0, 0, "")
     assert outcome.acked == outcome.windows
