@@ -25,10 +25,12 @@ SHORTER["budget-outage"]["outage_seconds"] = 300
 
 
 @pytest.fixture(scope="module")  # ends with this module: the suite's last test checks nothing outlived it
-def fault_matrix(services):
-    """Every scenario, started at once in two lanes; closed (every process, both lanes' services) however the
-    module ends: failed tests, a timeout, Ctrl-C or SIGTERM."""
-    jobs = schedule(SCENARIOS, lanes=LANES, per_scenario=SHORTER)
+def fault_matrix(services, request):
+    """The selected tests' scenarios, started at once in two lanes; closed (every process, both lanes'
+    services) however the module ends: failed tests, a timeout, Ctrl-C or SIGTERM."""
+    selected = [item.callspec.params["scenario"] for item in request.session.items  # e.g. `-k cloud-kill`: only it
+                if item.module is request.module and "scenario" in getattr(getattr(item, "callspec", None), "params", {})]
+    jobs = schedule(selected, lanes=LANES, per_scenario=SHORTER)
     with LaneRunner(jobs, Path(settings.VAR_DIR) / "kafka" / "libs", settings.FOG_EDGE_REDIS_URL, LANES) as runner:
         yield runner
 

@@ -172,11 +172,12 @@ class Pipeline:
 
     def _manage(self, *args, env=None, output=None):
         """Start `manage.py args` (its output to `output`, default a log file named after the command)."""
-        with self._lock, open(self.folder / f"{args[0]}.log", "ab") as log:
+        with self._lock:
             self._check_open()
-            proc = subprocess.Popen([sys.executable, str(ROOT / "manage.py"), *args], cwd=ROOT,
-                                    env={**self.env, **(env or {})}, stdout=output or log, stderr=log,
-                                    start_new_session=True)
+            with open(self.folder / f"{args[0]}.log", "ab") as log:
+                proc = subprocess.Popen([sys.executable, str(ROOT / "manage.py"), *args], cwd=ROOT,
+                                        env={**self.env, **(env or {})}, stdout=output or log, stderr=log,
+                                        start_new_session=True)
             STARTED.add(proc)
             self._procs.append(proc)
         return proc
