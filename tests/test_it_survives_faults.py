@@ -3,14 +3,21 @@
 The scenarios run in two lanes at once (tooling/chaos/lanes.py), each with a Kafka broker, a cloud Redis and
 an edge Redis database of its own; each test waits for its scenario's outcome."""
 
+import os
+import signal
+import subprocess
+import sys
+import uuid
 from pathlib import Path
 
 import pytest
 from django.conf import settings
 
+from tests.conftest import ROOT, alive, child_pids, wait_for, with_environment
 from tooling.chaos.lanes import LaneRunner, longest_first, schedule
 from tooling.chaos.scenarios import SCENARIOS
 
+PROBE = "CHAOS_TEST_PROBE"  # an environment variable that marks one test's processes
 LANES = 2  # two streams at once on two cores: the matrix takes little more than half as long
 
 # Shortened for the suite (a quarter to a half of the stream, a 10 s cut, a 300 s outage, three crashes instead of five), so
@@ -33,6 +40,51 @@ def fault_matrix(services, request):
     jobs = schedule(selected, lanes=LANES, per_scenario=SHORTER)
     with LaneRunner(jobs, Path(settings.VAR_DIR) / "kafka" / "libs", settings.FOG_EDGE_REDIS_URL, LANES) as runner:
         yield runner
+
+
+@pytest.mark.slow
+def test_it_ends_both_lanes_when_the_chaos_command_is_interrupted(fault_matrix, tmp_path):
+    """Ctrl-C while both lanes run a scenario: every pipeline process and both lanes' Kafka and Redis end with
+    the command. It runs beside the matrix (which the fixture has started), so it costs the suite little time."""
+    probe = uuid.uuid4().hex  # every pipeline process the command starts inherits it, and nothing else carries it
+    with open(tmp_path / "chaos.log", "wb") as log:
+        command = subprocess.Popen([sys.executable, str(ROOT / "manage.py"), "chaos", "--lanes", "2", "--repeat", "1",
+                                    "--scenario", "link-cut", "--scenario", "cloud-kill", "--cut-seconds", "600",
+                                    "--households", "50"],
+                                   cwd=ROOT, env={**os.environ, PROBE: probe}, stdout=log, stderr=subprocess.STDOUT)
+    started = {}
+    try:
+        def running(word):
+            return [pid for pid, cmdline in started.items() if word in cmdline]
+
+        def both_lanes_run():
+            # Redis rewrites its environment into its process title, so the command's children name it.
+            started.update(with_environment(PROBE, probe))
+            started.update({pid: _cmdline(pid) for pid in child_pids(command.pid)})
+            return len(running("runedge")) >= 2
+
+        assert wait_for(both_lanes_run, timeout=180), (started, (tmp_path / "chaos.log").read_text())
+        assert (len(running("kafka.Kafka")), len(running("redis-server"))) == (2, 2)  # a broker and a Redis per lane
+        command.send_signal(signal.SIGINT)
+        command.wait(120)
+        assert wait_for(lambda: not [pid for pid in started if alive(pid)], timeout=15), \
+            {pid: cmdline for pid, cmdline in started.items() if alive(pid)}
+        assert not with_environment(PROBE, probe)
+    finally:  # also when an assertion failed: nothing of it may outlive the test
+        if command.poll() is None:
+            command.kill()
+            command.wait(10)
+        started.update(with_environment(PROBE, probe))
+        for pid, cmdline in started.items():
+            if alive(pid) and _cmdline(pid) == cmdline:  # still that process, not a pid since reused
+                os.kill(pid, signal.SIGKILL)
+
+
+def _cmdline(pid):
+    try:
+        return (Path("/proc") / str(pid) / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+    except OSError:
+        return ""
 
 
 @pytest.mark.slow
