@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from django.conf import settings
 
-from tests.conftest import ROOT, alive, child_pids, wait_for, with_environment
+from tests.conftest import ROOT, alive, wait_for, with_environment
 from tooling.chaos.lanes import LaneRunner, longest_first, schedule
 from tooling.chaos.scenarios import SCENARIOS
 
@@ -55,12 +55,13 @@ def test_it_ends_both_lanes_when_the_chaos_command_is_interrupted(fault_matrix, 
     started = {}
     try:
         def running(word):
-            return [pid for pid, cmdline in started.items() if word in cmdline]
+            return [pid for pid, cmdline in started.items() if word in cmdline and alive(pid)]
 
         def both_lanes_run():
-            # Redis rewrites its environment into its process title, so the command's children name it.
             started.update(with_environment(PROBE, probe))
-            started.update({pid: _cmdline(pid) for pid in child_pids(command.pid)})
+            # Redis daemonizes and writes its title over its environment: found by its folder, the lane's.
+            folders = {Path(cmdline.split()[-1]).parent.parent for cmdline in started.values() if "kafka.Kafka" in cmdline}
+            started.update(_redis_servers_in(folders))
             return len(running("runedge")) >= 2
 
         assert wait_for(both_lanes_run, timeout=180), (started, (tmp_path / "chaos.log").read_text())
@@ -72,17 +73,32 @@ def test_it_ends_both_lanes_when_the_chaos_command_is_interrupted(fault_matrix, 
         assert not with_environment(PROBE, probe)
     finally:  # also when an assertion failed: nothing of it may outlive the test
         if command.poll() is None:
-            command.kill()
-            command.wait(10)
+            command.send_signal(signal.SIGINT)  # its own close() first: SIGKILL would leave its services running
+            try:
+                command.wait(120)
+            except subprocess.TimeoutExpired:
+                command.kill()
+                command.wait(10)
         started.update(with_environment(PROBE, probe))
         for pid, cmdline in started.items():
             if alive(pid) and _cmdline(pid) == cmdline:  # still that process, not a pid since reused
                 os.kill(pid, signal.SIGKILL)
 
 
+def _redis_servers_in(folders):
+    found = {}
+    for pid, cmdline in ((pid, _cmdline(pid)) for pid in map(int, filter(str.isdigit, os.listdir("/proc")))):
+        try:
+            if "redis-server" in cmdline and any(Path(os.readlink(f"/proc/{pid}/cwd")).is_relative_to(f) for f in folders):
+                found[pid] = cmdline
+        except OSError:  # gone, or not ours to read
+            continue
+    return found
+
+
 def _cmdline(pid):
     try:
-        return (Path("/proc") / str(pid) / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        return (Path("/proc") / str(pid) / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace").strip()
     except OSError:
         return ""
 

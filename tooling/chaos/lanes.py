@@ -83,7 +83,8 @@ class LaneRunner:
         self.jobs, self._queue = list(jobs), deque(jobs)
         self.repeat = max((job.run for job in self.jobs), default=1)
         self._lock, self._stop, self._out = threading.Lock(), threading.Event(), out
-        self.lanes = [Lane(i + 1, libs, edge_redis_url(edge_redis_base, i)) for i in range(lanes)]
+        # No more lanes than jobs: a lane's services cost a broker's start.
+        self.lanes = [Lane(i + 1, libs, edge_redis_url(edge_redis_base, i)) for i in range(min(lanes, len(self.jobs)))]
         self._starters = []
 
     def __enter__(self):
