@@ -19,6 +19,10 @@ the broker: kafka-python's `highwater()` and confluent-kafka's
 offset with every fetch response, even an empty one, whereas its
 `stats_cb` statistics arrive only every statistics.interval.ms and would add
 a JSON parse of every partition's stats to the loop.
+
+Both also keep, per partition, the timestamp of the newest record read
+(`read_times`): how far in time the ingest has read a partition it has not
+read to the end (edge_app/ingest.py, `read_clock`).
 """
 
 import logging
@@ -61,6 +65,7 @@ class KafkaPythonSource:
         from kafka import KafkaConsumer
 
         self.bootstrap, self.topic, self.tps = bootstrap, None, {}
+        self.read_times = {}  # partition -> the timestamp (epoch ms) of the newest record read from it
         self.consumer = KafkaConsumer(
             bootstrap_servers=bootstrap, group_id=group_id, client_id=client_id, enable_auto_commit=False,
             auto_offset_reset="none", max_poll_records=MAX_POLL_RECORDS, fetch_max_bytes=FETCH_MAX_BYTES,
@@ -108,6 +113,9 @@ class KafkaPythonSource:
             batches = self.consumer.poll(timeout_ms=timeout_ms, max_records=max_records)
         except OffsetOutOfRangeError as exc:
             raise OffsetsDeleted({tp.partition: offset for tp, offset in exc.args[0].items()}) from None
+        for tp, messages in batches.items():
+            if messages:
+                self.read_times[tp.partition] = messages[-1].timestamp
         if self.timestamps:
             return {tp.partition: [(m.offset, (m.value, m.timestamp)) for m in messages]
                     for tp, messages in batches.items()}
@@ -140,6 +148,7 @@ class ConfluentSource:
         from confluent_kafka import Consumer
 
         self.bootstrap, self.topic, self.tps = bootstrap, None, {}
+        self.read_times = {}  # partition -> the timestamp (epoch ms) of the newest record read from it
         self.consumer = Consumer({
             "bootstrap.servers": bootstrap, "group.id": group_id, "client.id": client_id,
             "enable.auto.commit": False, "enable.auto.offset.store": False, "auto.offset.reset": "error",
@@ -237,7 +246,7 @@ class ConfluentSource:
             if first is None:
                 return {}
             messages = [first, *self.consumer.consume(max_records - 1, 0)]
-        batches, deleted = {}, {}
+        batches, deleted, newest = {}, {}, {}
         for message in messages:
             error = message.error()
             if error is not None:
@@ -254,8 +263,11 @@ class ConfluentSource:
             batch = batches.get(message.partition())
             if batch is None:
                 batch = batches[message.partition()] = []
+            newest[message.partition()] = message
             batch.append((message.offset(), (message.value(), message.timestamp()[1]) if self.timestamps
                           else message.value()))
+        for partition, message in newest.items():
+            self.read_times[partition] = message.timestamp()[1]  # -1 where the record has none
         if deleted:
             raise OffsetsDeleted(deleted, batches)
         return batches

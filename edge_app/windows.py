@@ -27,10 +27,15 @@ than the event-time grace: the extrapolated clock already absorbs the
 stream's steady delay (a household whose readings arrive 0.6 s after their
 event time has its windows closed 0.6 s later), so the live grace only
 covers jitter, a reading that comes later than its household's usual. A
-reading that comes later still is late, and counted as such. The ingest calls it only while it has read
-everything the broker holds, so a consumer that lags (catching up after a
-restart, or overloaded) never closes a window whose readings are still
-unread; replays of past data are never live and follow event time alone.
+reading that comes later still is late, and counted as such.
+
+The wall clock counts only as far as the consumer has read: while it is
+behind in a partition, up to the timestamp of the newest record it has read
+there (the ingest's `read_clock`). So a consumer that lags (catching up
+after a restart, or overloaded) never closes a window whose readings are
+still unread, and one that keeps up need not stop reading to close windows:
+at real time the next readings stream in while the last windows close.
+Replays of past data are never live and follow event time alone.
 
 Memory: a household silent for FORGET_AFTER_IDLES idle timeouts (its
 windows all closed long before) is forgotten. Until then a straggler for a
@@ -44,6 +49,7 @@ of them), so the consumer can resume from the oldest offset still inside an
 open window.
 """
 
+import heapq
 from dataclasses import dataclass, field
 
 from fogwire.limits import MAX_POWER_W
@@ -92,7 +98,11 @@ class WindowBook:
         self.live_grace_ms = grace_ms if live_grace_ms is None else min(live_grace_ms, grace_ms)
         self.households = {}
         self.closed = []
-        self.live_due = {}  # window end -> households with a live window ending then
+        self.live_due = []  # heap of (due, window end, household): live windows, by when they may close
+        # partition -> {(household, start): first offset} of the open windows that began there. A partition's
+        # readings are applied in offset order, so each dict's first entry holds its oldest offset.
+        self.opened = {}
+        self.spread = 0  # open windows with readings from more than one partition (unkeyed input)
 
     def add(self, household, ts, power, partition, offset, now, wall_ms=None):
         """Apply one reading that arrived at `now` (monotonic s) and `wall_ms` (the edge's clock, epoch ms;
@@ -107,11 +117,17 @@ class WindowBook:
         window = state.windows.get(start)
         if window is None:
             window = state.windows[start] = OpenWindow(start, partition, offset)
+            opened = self.opened.get(partition)
+            if opened is None:
+                opened = self.opened[partition] = {}
+            opened[household, start] = offset
             if wall_ms is not None and abs(ts - wall_ms) <= LIVE_WITHIN_MS:
-                self.live_due.setdefault(end, set()).add(household)
+                # Due at end + live grace on the household's clock, which runs (wall_ms - ts) behind the edge's.
+                heapq.heappush(self.live_due, (end + self.live_grace_ms + wall_ms - ts, end, household))
         elif partition != window.partition:
             if window.others is None:
                 window.others = {}
+                self.spread += 1
             window.others.setdefault(partition, offset)
         window.total += power
         window.count += 1
@@ -120,13 +136,20 @@ class WindowBook:
             if state.newest_ts < 0 or ts - state.newest_ts <= MAX_JUMP_MS or abs(ts - state.ahead_ts) <= MAX_JUMP_MS:
                 state.newest_ts, state.ahead_ts = ts, -1
                 state.newest_at = wall_ms or 0
-                self._close_due(household, state)
+                reach = ts - self.window_ms - self.grace_ms
+                for open_start in state.windows:  # most readings close nothing: no list, no sort for them
+                    if open_start <= reach:
+                        self._close_due(household, state)
+                        break
             else:
                 state.ahead_ts = ts  # a lone reading far ahead: wait for a second one before believing it
         return True
 
     def _close(self, household, state, start):
         window = state.windows.pop(start)
+        del self.opened[window.partition][household, start]
+        if window.others is not None:
+            self.spread -= 1
         # Every reading is at most MAX_POWER_W, so the true mean is too; min() only removes rounding.
         average = min(window.total / window.count, MAX_POWER_W)
         self.closed.append(ClosedWindow(household, start, start + self.window_ms, average, window.count))
@@ -169,24 +192,29 @@ class WindowBook:
             del self.households[household]
         return len(self.closed) - before
 
-    def close_live(self, wall_ms):
+    def close_live(self, wall_ms, read_ms=None):
         """Close the live windows whose household's clock, advanced by the wall clock since its newest
-        reading, has passed their end plus the live grace. Returns how many closed."""
+        reading, has passed their end plus the live grace. `read_ms`: the time up to which the consumer has
+        read everything (None: all of it); the wall clock counts only that far. Returns how many closed.
+
+        O(windows due) a call: the heap holds each live window once, at the time it was due when it opened;
+        one whose household's stream has since fallen further behind goes back in at its new time.
+        """
         before = len(self.closed)
-        grace = self.live_grace_ms
-        for end in sorted(e for e in self.live_due if e + grace <= wall_ms):
-            waiting = self.live_due.pop(end)
-            for household in list(waiting):
-                state = self.households.get(household)
-                start = end - self.window_ms
-                if state is None or start not in state.windows:
-                    waiting.discard(household)  # closed already, by its clock or the idle timeout
-                elif state.newest_at and state.newest_ts + (wall_ms - state.newest_at) >= end + grace:
-                    self._close(household, state, start)
-                    state.closed_until = max(state.closed_until, end)
-                    waiting.discard(household)
-            if waiting:  # households whose stream runs behind the edge's clock: their turn comes later
-                self.live_due[end] = waiting
+        clock = wall_ms if read_ms is None else min(wall_ms, read_ms)
+        heap, grace = self.live_due, self.live_grace_ms
+        while heap and heap[0][0] <= clock:
+            _, end, household = heapq.heappop(heap)
+            state = self.households.get(household)
+            start = end - self.window_ms
+            if state is None or start not in state.windows or not state.newest_at:
+                continue  # closed already, by its clock or the idle timeout
+            due = end + grace + state.newest_at - state.newest_ts
+            if due > clock:
+                heapq.heappush(heap, (due, end, household))
+                continue
+            self._close(household, state, start)
+            state.closed_until = max(state.closed_until, end)
         return len(self.closed) - before
 
     def shift_idle(self, seconds):
@@ -213,6 +241,13 @@ class WindowBook:
     def resume_offsets(self, next_offsets):
         """Per partition: the oldest offset inside an open window, else the next unread offset."""
         resume = dict(next_offsets)
+        if not self.spread:  # O(partitions): each partition's oldest open window comes first in `opened`
+            for partition, opened in self.opened.items():
+                for offset in opened.values():
+                    if offset < resume.get(partition, offset + 1):
+                        resume[partition] = offset
+                    break
+            return resume
         for state in self.households.values():
             for window in state.windows.values():
                 if window.first_offset < resume.get(window.partition, window.first_offset + 1):

@@ -100,3 +100,25 @@ def test_it_resumes_from_the_oldest_offset_still_in_an_open_window():
     assert b.resume_offsets({0: 13}) == {0: 11}
     b.close_all()
     assert b.resume_offsets({0: 13}) == {0: 13}
+
+
+def test_it_finds_the_same_resume_offsets_as_a_scan_of_every_open_window():
+    import random
+
+    rng = random.Random(7)
+    book = WindowBook(5000, 2000, 30)
+    offsets = {p: 0 for p in range(4)}
+    for step in range(20_000):
+        household = f"h{rng.randrange(300)}"
+        partition = hash(household) % 4  # keyed: a household stays in its partition
+        ts = 1_577_142_000_000 + step * 10 + rng.randrange(-3000, 3000)  # out of order within the grace
+        book.add(household, ts, 1.0, partition, offsets[partition], step / 100)
+        offsets[partition] += 1
+        if step % 997 == 0:
+            book.close_idle(step / 100)
+        if step % 101 == 0:
+            scan = dict(offsets)
+            for state in book.households.values():
+                for window in state.windows.values():
+                    scan[window.partition] = min(scan[window.partition], window.first_offset)
+            assert book.resume_offsets(offsets) == scan
