@@ -8,6 +8,12 @@ its edge Redis database (EDGE_REDIS_DBS). With more than one lane the lanes
 take the scenarios longest-first (LONGEST_FIRST), so the last to start is a
 short one and the lanes end close together; one lane keeps the order given.
 
+The scenarios' timing checks are unchanged by lanes: a killed supervisor's
+workers die by the kernel's parent-death signal (FOLLOW_SECONDS does not
+depend on load), repeated-crash's crashes take a fraction of
+CRASH_WINDOW_SECONDS and of its slowed stream even beside budget-outage,
+and every other wait is a timeout many times what it needs.
+
 Interrupts (Ctrl-C, SIGTERM, a test's timeout: whatever unwinds the thread
 that owns the runner) end in close(): no lane takes another scenario, the
 pipeline each lane runs is closed from the owner's thread (its processes end
