@@ -1,21 +1,24 @@
-"""The fault matrix, each scenario once (`make chaos` runs each three times): nothing lost, nothing twice."""
+"""The fault matrix, each scenario once (`make chaos` runs each three times): nothing lost, nothing twice.
 
+The scenarios run in two lanes at once (tooling/chaos/lanes.py), each with a Kafka broker, a cloud Redis and
+an edge Redis database of its own; each test waits for its scenario's outcome."""
+
+import os
+import signal
+import subprocess
+import sys
+import uuid
 from pathlib import Path
 
 import pytest
 from django.conf import settings
 
-from tooling.chaos.pipeline import ChaosServices
-from tooling.chaos.scenarios import SCENARIOS, run_scenario
-from tooling.management.commands.chaos import EDGE_REDIS_DB
+from tests.conftest import ROOT, alive, wait_for, with_environment
+from tooling.chaos.lanes import LaneRunner, longest_first, schedule
+from tooling.chaos.scenarios import SCENARIOS
 
-
-@pytest.fixture(scope="module")  # ends with this module: the suite's last test checks nothing outlived it
-def chaos_services(services):
-    started = ChaosServices(Path(settings.VAR_DIR) / "kafka" / "libs").up()
-    yield started
-    started.down()
-
+PROBE = "CHAOS_TEST_PROBE"  # an environment variable that marks one test's processes
+LANES = 2  # two streams at once on two cores: the matrix takes little more than half as long
 
 # Shortened for the suite (a quarter to a half of the stream, a 10 s cut, a 300 s outage, three crashes instead of five), so
 # `make test` stays within 15 minutes; `make chaos` runs the full length.
@@ -28,11 +31,82 @@ SHORTER["link-cut"]["cut_seconds"] = 10
 SHORTER["budget-outage"]["outage_seconds"] = 300
 
 
+@pytest.fixture(scope="module")  # ends with this module: the suite's last test checks nothing outlived it
+def fault_matrix(services, request):
+    """The selected tests' scenarios, started at once in two lanes; closed (every process, both lanes'
+    services) however the module ends: failed tests, a timeout, Ctrl-C or SIGTERM."""
+    selected = [item.callspec.params["scenario"] for item in request.session.items  # e.g. `-k cloud-kill`: only it
+                if item.module is request.module and "scenario" in getattr(getattr(item, "callspec", None), "params", {})]
+    jobs = schedule(selected, lanes=LANES, per_scenario=SHORTER)
+    with LaneRunner(jobs, Path(settings.VAR_DIR) / "kafka" / "libs", settings.FOG_EDGE_REDIS_URL, LANES) as runner:
+        yield runner
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize("scenario", SCENARIOS)
-def test_it_acknowledges_every_window_exactly_once_after(chaos_services, scenario):
-    edge_redis = settings.FOG_EDGE_REDIS_URL.rsplit("/", 1)[0] + f"/{EDGE_REDIS_DB}"
-    outcome = run_scenario(scenario, chaos_services, edge_redis, SHORTER.get(scenario))
+def test_it_ends_both_lanes_when_the_chaos_command_is_interrupted(fault_matrix, tmp_path):
+    """Ctrl-C while both lanes run a scenario: every pipeline process and both lanes' Kafka and Redis end with
+    the command. It runs beside the matrix (which the fixture has started), so it costs the suite little time."""
+    probe = uuid.uuid4().hex  # every pipeline process the command starts inherits it, and nothing else carries it
+    with open(tmp_path / "chaos.log", "wb") as log:
+        command = subprocess.Popen([sys.executable, str(ROOT / "manage.py"), "chaos", "--lanes", "2", "--repeat", "1",
+                                    "--scenario", "link-cut", "--scenario", "cloud-kill", "--cut-seconds", "600",
+                                    "--households", "50"],
+                                   cwd=ROOT, env={**os.environ, PROBE: probe}, stdout=log, stderr=subprocess.STDOUT)
+    started = {}
+    try:
+        def running(word):
+            return [pid for pid, cmdline in started.items() if word in cmdline and alive(pid)]
+
+        def both_lanes_run():
+            started.update(with_environment(PROBE, probe))
+            # Redis daemonizes and writes its title over its environment: found by its folder, the lane's.
+            folders = {Path(cmdline.split()[-1]).parent.parent for cmdline in started.values() if "kafka.Kafka" in cmdline}
+            started.update(_redis_servers_in(folders))
+            return len(running("runedge")) >= 2
+
+        assert wait_for(both_lanes_run, timeout=180), (started, (tmp_path / "chaos.log").read_text())
+        assert (len(running("kafka.Kafka")), len(running("redis-server"))) == (2, 2)  # a broker and a Redis per lane
+        command.send_signal(signal.SIGINT)
+        command.wait(120)
+        assert wait_for(lambda: not [pid for pid in started if alive(pid)], timeout=15), \
+            {pid: cmdline for pid, cmdline in started.items() if alive(pid)}
+        assert not with_environment(PROBE, probe)
+    finally:  # also when an assertion failed: nothing of it may outlive the test
+        if command.poll() is None:
+            command.send_signal(signal.SIGINT)  # its own close() first: SIGKILL would leave its services running
+            try:
+                command.wait(120)
+            except subprocess.TimeoutExpired:
+                command.kill()
+                command.wait(10)
+        started.update(with_environment(PROBE, probe))
+        for pid, cmdline in started.items():
+            if alive(pid) and _cmdline(pid) == cmdline:  # still that process, not a pid since reused
+                os.kill(pid, signal.SIGKILL)
+
+
+def _redis_servers_in(folders):
+    found = {}
+    for pid, cmdline in ((pid, _cmdline(pid)) for pid in map(int, filter(str.isdigit, os.listdir("/proc")))):
+        try:
+            if "redis-server" in cmdline and any(Path(os.readlink(f"/proc/{pid}/cwd")).is_relative_to(f) for f in folders):
+                found[pid] = cmdline
+        except OSError:  # gone, or not ours to read
+            continue
+    return found
+
+
+def _cmdline(pid):
+    try:
+        return (Path("/proc") / str(pid) / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace").strip()
+    except OSError:
+        return ""
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("scenario", longest_first(list(SCENARIOS)))  # the order the lanes finish them in
+def test_it_acknowledges_every_window_exactly_once_after(fault_matrix, scenario):
+    outcome = fault_matrix.outcome(scenario)
     assert outcome.windows > 0
     assert (outcome.lost, outcome.duplicated, outcome.detail) == (0, 0, "")
     assert outcome.acked == outcome.windows

@@ -456,7 +456,9 @@ class Kafka(Service):
         config.write_text(self.config())
         if (self.paths.kafka / "data" / "meta.properties").exists():
             return config
-        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
+        cluster_id = "-"
+        while cluster_id.startswith("-"):  # kafka-storage reads an id starting with "-" as an option; Kafka avoids those too
+            cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
         out(f"kafka: formatting the log folder (cluster {cluster_id})")
         cmd = [self._java(), "-cp", f"{self.paths.kafka_libs}/*", "kafka.tools.StorageTool", "format",
                "--standalone", "-t", cluster_id, "-c", str(config)]

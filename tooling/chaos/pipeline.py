@@ -10,6 +10,12 @@ process it means to), which also means a terminal's Ctrl-C never reaches
 them: every process a Pipeline starts is tracked and killed by its close(),
 and, should that not run (an interrupted harness), at interpreter exit.
 The edge's RQ workers die with their supervisor (edge_app/worker.py).
+
+A lane runner (tooling/chaos/lanes.py) runs scenarios in threads, so close()
+may come from another thread than the one running the scenario: it is
+idempotent, and a closed pipeline (or one whose `stop` event is set) starts
+no process any more, and its waits and sleeps raise PipelineClosed, so the
+scenario's thread unwinds instead of carrying on against killed processes.
 """
 
 import atexit
@@ -32,19 +38,34 @@ from zoneinfo import ZoneInfo
 from edge_app.models import Status
 from edge_app.processes import alive, child_pids
 from tooling.chaos.proxy import Proxy
-from tooling.net import free_port, wait_for
+from tooling.net import POLL_INTERVAL_S, free_port, wait_for
 from tooling.localservices import Kafka, Paths, Redis
 
 ROOT = Path(__file__).resolve().parent.parent.parent
 SECRET = "chaos-secret-not-for-production"
 LOOPS = ("ingest", "sender", "heartbeat")
 STARTED = set()  # every process a Pipeline started and has not yet reaped
+_RESERVED = set()  # ports handed out in this process: two lanes picking ports at once never get the same one
+_RESERVING = threading.Lock()
 
 
 @atexit.register
 def _kill_started():
     for proc in list(STARTED):
         _kill(proc)
+
+
+class PipelineClosed(Exception):
+    """The pipeline was closed (or its runner stopped) while its scenario still ran."""
+
+
+def reserve_port():
+    """A free loopback port no other pipeline or lane of this process was given."""
+    with _RESERVING:
+        while (port := free_port()) in _RESERVED:
+            pass
+        _RESERVED.add(port)
+        return port
 
 
 class ChaosServices:
@@ -54,7 +75,7 @@ class ChaosServices:
         self.folder = Path(tempfile.mkdtemp(prefix="fog-chaos-"))
         paths = Paths(ROOT, self.folder, libs=libs)
         self.kafka = Kafka(paths, "127.0.0.1", _free_pair())
-        self.redis = Redis(paths, "127.0.0.1", free_port())
+        self.redis = Redis(paths, "127.0.0.1", reserve_port())
 
     def up(self, out=lambda line: None):
         self.kafka.up(out)
@@ -90,19 +111,26 @@ class ChaosServices:
 def _free_pair():
     """A port whose successor is free too (Kafka's controller listens on port + 1)."""
     while True:
-        port = free_port()
-        try:
-            with socket.socket() as sock:
-                sock.bind(("127.0.0.1", port + 1))
+        port = reserve_port()
+        with _RESERVING:
+            if port + 1 in _RESERVED:
+                continue
+            try:
+                with socket.socket() as sock:
+                    sock.bind(("127.0.0.1", port + 1))
+            except OSError:
+                continue
+            _RESERVED.add(port + 1)
             return port
-        except OSError:
-            continue
 
 
 class Pipeline:
     def __init__(self, services, edge_redis_url, households=300, until=900, speed=30.0, proxied=True,
-                 simulation_args=(), idle_seconds=2):
+                 simulation_args=(), idle_seconds=2, stop=None):
         self.services = services
+        # close() and _manage() hold this lock, so no process starts after close() from any thread.
+        self._lock, self._closed, self._stop = threading.Lock(), threading.Event(), stop
+        self._procs = []  # every process this pipeline started, ended by close()
         # The fault matrix streams at 30x, where 2 s of silence is a minute of simulated time; a real-time
         # run (bench e2e) passes None for runedge's own default, or windows would close 2 s after their last
         # reading, before their grace is up.
@@ -111,8 +139,9 @@ class Pipeline:
         self.proxied, self.simulation_args = proxied, list(simulation_args)
         self.folder = Path(tempfile.mkdtemp(prefix="fog-chaos-edge-"))
         self.edge_id = f"chaos-{uuid.uuid4().hex[:8]}"
-        self.hb, self.data = free_port(), free_port()
-        self.proxy_hb, self.proxy_data = Proxy(free_port(), self.hb).start(), Proxy(free_port(), self.data).start()
+        self.hb, self.data = reserve_port(), reserve_port()
+        self.proxy_hb = Proxy(reserve_port(), self.hb).start()
+        self.proxy_data = Proxy(reserve_port(), self.data).start()
         self.env = {
             **os.environ,
             "FOG_DATABASE_URL": f"sqlite:///{self.folder / 'edge.sqlite3'}",
@@ -124,16 +153,33 @@ class Pipeline:
         self.cloud = self.edge = self.simulation = None
         self.budget, self.peak_backlog, self.paused_seen = None, 0, False
         self._watching = None
-        self._manage("migrate", "-v", "0").wait(60)
+        try:
+            self._manage("migrate", "-v", "0").wait(60)
+        except BaseException:  # stopped (or interrupted) already: the proxies and the folder go too
+            self.close()
+            raise
 
     # --- processes ------------------------------------------------------------
 
-    def _manage(self, *args, env=None):
-        with open(self.folder / f"{args[0]}.log", "ab") as log:
-            proc = subprocess.Popen([sys.executable, str(ROOT / "manage.py"), *args], cwd=ROOT,
-                                    env={**self.env, **(env or {})}, stdout=log, stderr=subprocess.STDOUT,
-                                    start_new_session=True)
-        STARTED.add(proc)
+    @property
+    def closed(self):
+        return self._closed.is_set() or (self._stop is not None and self._stop.is_set())
+
+    def _check_open(self):
+        if self.closed:
+            raise PipelineClosed(f"pipeline {self.edge_id} was closed")
+        return True
+
+    def _manage(self, *args, env=None, output=None):
+        """Start `manage.py args` (its output to `output`, default a log file named after the command)."""
+        with self._lock:
+            self._check_open()
+            with open(self.folder / f"{args[0]}.log", "ab") as log:
+                proc = subprocess.Popen([sys.executable, str(ROOT / "manage.py"), *args], cwd=ROOT,
+                                        env={**self.env, **(env or {})}, stdout=output or log, stderr=log,
+                                        start_new_session=True)
+            STARTED.add(proc)
+            self._procs.append(proc)
         return proc
 
     def start_cloud(self):
@@ -228,7 +274,14 @@ class Pipeline:
 
     # --- waiting ----------------------------------------------------------------
 
-    wait_for = staticmethod(wait_for)
+    def wait_for(self, predicate, timeout=10.0, what=None, *, interval=POLL_INTERVAL_S):
+        """tooling.net.wait_for that raises PipelineClosed as soon as the pipeline is closed."""
+        return wait_for(lambda: self._check_open() and predicate(), timeout, what, interval=interval)
+
+    def sleep(self, seconds):
+        """time.sleep that ends early, raising PipelineClosed, once the pipeline is closed."""
+        self._closed.wait(seconds)
+        self._check_open()
 
     def wait_quiet(self, expected, timeout=240):
         """Until every expected window is ACKED (or `timeout`); returns the seconds it took, or None."""
@@ -238,7 +291,7 @@ class Pipeline:
                     and not counts.get(Status.SENT))
 
         started = time.monotonic()
-        return time.monotonic() - started if wait_for(quiet, timeout, interval=0.25) else None
+        return time.monotonic() - started if self.wait_for(quiet, timeout, interval=0.25) else None
 
     def _query(self, sql):
         return self.rows(sql)[0][0]
@@ -264,7 +317,7 @@ class Pipeline:
             moving = new_acked > 0 if new else counts.get(Status.ACKED, 0) > acked
             return moving and counts.get(Status.PENDING, 0) + counts.get(Status.SENT, 0) <= threshold
 
-        return time.monotonic() - started if wait_for(recovered, timeout, interval=0.1) else None
+        return time.monotonic() - started if self.wait_for(recovered, timeout, interval=0.1) else None
 
     def watch_backlog(self, budget):
         """Give the edge a disk budget and sample its backlog's peak (and whether it paused) until close."""
@@ -286,22 +339,33 @@ class Pipeline:
         threading.Thread(target=sample, daemon=True).start()
 
     def reconcile(self):
-        result = subprocess.run([sys.executable, str(ROOT / "manage.py"), "reconcile", "--json", "--strict"],
-                                cwd=ROOT, env=self.env, capture_output=True, text=True, timeout=300)
-        return json.loads(result.stdout)
+        report = self.folder / "reconcile.json"
+        with open(report, "wb") as output:  # a tracked process, so close() ends it too
+            proc = self._manage("reconcile", "--json", "--strict", output=output)
+        try:
+            proc.wait(300)
+        finally:
+            _kill(proc)
+        self._check_open()
+        return json.loads(report.read_text())
 
     def close(self, keep_logs=False):
-        if self._watching is not None:
-            self._watching.set()
-        for proc in (self.simulation, self.edge, self.cloud):
-            if proc is not None:
+        """End every process of this pipeline; from any thread, any number of times. The folder (the
+        processes' logs) goes unless `keep_logs`; a later call may still remove it."""
+        with self._lock:
+            first = not self._closed.is_set()
+            self._closed.set()
+        if first:
+            if self._watching is not None:
+                self._watching.set()
+            for proc in reversed(self._procs):  # the newest first: the stream, then the edge, then the cloud
                 _kill(proc)
-        for loop in LOOPS:
-            pid = self.loop_pid(loop)
-            if pid:
-                _signal(pid)
-        self.proxy_hb.stop()
-        self.proxy_data.stop()
+            for loop in LOOPS:
+                pid = self.loop_pid(loop)
+                if pid:
+                    _signal(pid)
+            self.proxy_hb.stop()
+            self.proxy_data.stop()
         if not keep_logs:
             shutil.rmtree(self.folder, ignore_errors=True)
 

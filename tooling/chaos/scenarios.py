@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 from edge_app.processes import alive
 from edge_app.models import Status
-from tooling.chaos.pipeline import Pipeline
+from tooling.chaos.pipeline import Pipeline, PipelineClosed
 
 FIRST_ACKS = 1000  # inject the fault only once delivery is under way
 CAUGHT_UP = 2000  # a backlog this small is what is normally in flight: recovered
@@ -51,7 +51,7 @@ def cloud_kill(p, services, options):
     """The cloud is SIGKILLed mid-drain and comes back after a pause."""
     _running(p)
     p.kill_cloud()
-    time.sleep(3)
+    p.sleep(3)
     p.start_cloud()
     return time.monotonic()
 
@@ -76,7 +76,7 @@ def link_cut(p, services, options):
     _running(p)
     p.proxy_hb.cut()
     p.proxy_data.cut()
-    time.sleep(options.get("cut_seconds", 30))
+    p.sleep(options.get("cut_seconds", 30))
     p.proxy_hb.restore()
     p.proxy_data.restore()
     return time.monotonic()
@@ -86,7 +86,7 @@ def redis_kill(p, services, options):
     """The cloud's Redis is SIGKILLed and restarts from its append-only file."""
     _running(p)
     services.kill(services.redis)
-    time.sleep(1)
+    p.sleep(1)
     services.restart(services.redis)
     return time.monotonic()
 
@@ -95,7 +95,7 @@ def kafka_restart(p, services, options):
     """The broker is SIGKILLed and started again while readings stream."""
     _running(p)
     services.kill(services.kafka)
-    time.sleep(2)
+    p.sleep(2)
     services.restart(services.kafka)
     return time.monotonic()
 
@@ -107,7 +107,7 @@ def backlog_restart(p, services, options):
     p.start_edge()
     p.wait_for(lambda: p.counts().get(Status.ACKED, 0) >= options.get("backlog", BACKLOG) // 5, 120, "part of the drain")
     p.kill_edge()
-    time.sleep(1)
+    p.sleep(1)
     p.start_edge()
     return time.monotonic()
 
@@ -118,7 +118,7 @@ def budget_outage(p, services, options):
     p.watch_backlog(max(1, p.households * int(outage) // 5 // BUDGET_SHARE))
     _running(p)
     p.kill_cloud()
-    time.sleep(outage / p.speed)
+    p.sleep(outage / p.speed)
     p.start_cloud()
     return time.monotonic()
 
@@ -128,7 +128,7 @@ def edge_host_crash(p, services, options):
     _running(p)
     p.wait_for(lambda: p.counts().get(0, 0) + p.counts().get(1, 0) > 0, 60, "tuples waiting for their ACK")
     p.kill_edge()
-    time.sleep(1)
+    p.sleep(1)
     p.start_edge()
     return time.monotonic()
 
@@ -141,7 +141,7 @@ def supervisor_kill(p, services, options):
         raise ScenarioError("the supervisor had no workers to watch")
     killed = time.monotonic()
     while any(alive(pid) for pid in workers) and time.monotonic() - killed < FOLLOW_SECONDS + 5:
-        time.sleep(0.05)
+        p.sleep(0.05)
     took = time.monotonic() - killed
     if took > FOLLOW_SECONDS:
         raise ScenarioError(f"workers {workers} outlived their supervisor by {took:.1f} s")
@@ -156,7 +156,7 @@ def repeated_crash(p, services, options):
     crashes = options.get("crashes", CRASHES)
     for crash in range(crashes):
         p.wait_for(p.loops_running, 30, f"the edge's loops to run before crash {crash + 1}")
-        time.sleep(CRASH_GAP_SECONDS)
+        p.sleep(CRASH_GAP_SECONDS)
         if p.simulation.poll() is not None:
             raise ScenarioError(f"the stream had ended before crash {crash + 1}")
         p.kill_edge()
@@ -172,7 +172,7 @@ def cloud_host_crash(p, services, options):
     """The cloud host crashes: `runcloud` and its Redis SIGKILLed together; Redis restarts from its append-only file"""
     _running(p)
     p.kill_cloud_host()
-    time.sleep(1)
+    p.sleep(1)
     services.restart(services.redis)
     p.start_cloud()
     return time.monotonic()
@@ -205,10 +205,16 @@ SCENARIOS = {
 }
 
 
-def run_scenario(name, services, edge_redis_url, options=None, out=print):
+def run_scenario(name, services, edge_redis_url, options=None, out=print, stop=None, started=None):
+    """One run of scenario `name`; its Outcome. With a lane runner (tooling/chaos/lanes.py): `stop`, an Event
+    that ends the run early (PipelineClosed), and `started(pipeline)`, told of the pipeline so that another
+    thread can close it."""
     options = options or {}
     pipeline = Pipeline(services, edge_redis_url, households=options.get("households", 300),
-                        until=options.get("until", 900), speed=options.get("speed", 30.0) / SLOWER.get(name, 1))
+                        until=options.get("until", 900), speed=options.get("speed", 30.0) / SLOWER.get(name, 1),
+                        stop=stop)
+    if started is not None:
+        started(pipeline)
     backlog = name == "backlog-restart"
     expected = options.get("backlog", BACKLOG) if backlog else pipeline.expected_windows()
     readings = 0 if backlog else pipeline.households * (pipeline.until // 2)
@@ -227,6 +233,8 @@ def run_scenario(name, services, edge_redis_url, options=None, out=print):
         notes, problem = budget_verdict(pipeline) if pipeline.budget else ("", "")
         outcome = Outcome(name, readings, totals["expected"], totals["acked"], lost, totals["duplicated"],
                           recovery, "; ".join(filter(None, (detail, problem))), notes)
+    except PipelineClosed:  # the runner stops (Ctrl-C, SIGTERM, a test timeout): no outcome, like an interrupt
+        raise
     except Exception as exc:  # a scenario that breaks is a failed run, reported as such
         outcome = Outcome(name, readings, 0, 0, expected, 0, None, f"{type(exc).__name__}: {exc}")
         keep_logs = True

@@ -5,11 +5,9 @@ from pathlib import Path
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
-from tooling.chaos.pipeline import ChaosServices
+from tooling.chaos.lanes import MAX_LANES, LaneRunner, NotRun, schedule
 from tooling.chaos.report import markdown
-from tooling.chaos.scenarios import SCENARIOS, run_scenario
-
-EDGE_REDIS_DB = 13  # the harness's edges keep their RQ state here, apart from a running demo's
+from tooling.chaos.scenarios import SCENARIOS
 
 
 class Command(BaseCommand):
@@ -26,6 +24,10 @@ class Command(BaseCommand):
         parser.add_argument("--households", type=int, default=300, help="simulated households (default %(default)s)")
         parser.add_argument("--until", type=int, default=900, help="simulated seconds (default %(default)s)")
         parser.add_argument("--speed", type=float, default=30, help="simulation speed (default %(default)s)")
+        parser.add_argument("--lanes", type=int, default=1, choices=range(1, MAX_LANES + 1), metavar="N",
+                            help="run N scenarios at once, each lane with a Kafka broker, a cloud Redis and an "
+                                 "edge Redis database of its own, the longest scenarios first (1 to "
+                                 f"{MAX_LANES}; default %(default)s: one after the other, in the matrix's order)")
         parser.add_argument("--write", metavar="PATH", help="write the table to this Markdown file "
                             "(e.g. docs/RELIABILITY.md)")
 
@@ -36,21 +38,21 @@ class Command(BaseCommand):
         run_options = {"cut_seconds": options["cut_seconds"], "outage_seconds": options["outage_seconds"],
                        "households": options["households"],
                        "until": options["until"], "speed": options["speed"]}
-        edge_redis = settings.FOG_EDGE_REDIS_URL.rsplit("/", 1)[0] + f"/{EDGE_REDIS_DB}"
-        self.stdout.write("chaos: starting a Kafka broker and a cloud Redis of its own")
-        services = ChaosServices(Path(settings.VAR_DIR) / "kafka" / "libs").up()
-        outcomes = []
-        try:
-            for run in range(1, options["repeat"] + 1):
-                for name in names:
-                    self.stdout.write(f"chaos: run {run}/{options['repeat']}, {name}")
-                    outcomes.append(run_scenario(name, services, edge_redis, run_options, out=self.stdout.write))
-        finally:
-            services.down()
+        lanes = options["lanes"]
+        self.stdout.write("chaos: starting a Kafka broker and a cloud Redis of its own" if lanes == 1 else
+                          f"chaos: starting {lanes} lanes, each with a Kafka broker and a cloud Redis of its own")
+        jobs = schedule(names, run_options, options["repeat"], lanes)
+        with LaneRunner(jobs, Path(settings.VAR_DIR) / "kafka" / "libs", settings.FOG_EDGE_REDIS_URL, lanes,
+                        out=self.stdout.write) as runner:
+            try:
+                outcomes = [runner.outcome(job) for job in jobs]
+            except NotRun as exc:
+                raise CommandError(str(exc)) from exc
         if options["write"]:
-            command = (f"make chaos REPEAT={options['repeat']}" if not options["scenario"] else
+            command = (f"make chaos REPEAT={options['repeat']}" if not options["scenario"] and lanes == 1 else
                        "python manage.py chaos " + " ".join(
-                           [f"--repeat {options['repeat']}"] + [f"--scenario {n}" for n in options["scenario"]]))
+                           [f"--repeat {options['repeat']}"] + ([f"--lanes {lanes}"] if lanes > 1 else [])
+                           + [f"--scenario {n}" for n in options["scenario"] or []]))
             Path(options["write"]).parent.mkdir(parents=True, exist_ok=True)
             target = Path(options["write"])
             # A subset of the scenarios keeps the other scenarios' rows from the report already there.
