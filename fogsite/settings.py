@@ -170,14 +170,11 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
             ensure_folder(_folder, "FOG_DATABASE_URL", env_str("FOG_DATABASE_URL", ""))
     # WAL lets the ingest and sender workers write while the admin reads;
     # the busy timeout makes a writer wait for the lock instead of failing.
-    # SQLite's default page cache is 2 MiB: at real time with tens of
-    # thousands of households every burst of inserts and ACK updates walks
-    # index pages that no longer fit, so each connection gets 64 MiB.
     DATABASES["default"]["CONN_MAX_AGE"] = 0
     DATABASES["default"]["OPTIONS"] = {
         "timeout": 30,
         "transaction_mode": "IMMEDIATE",
-        "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; PRAGMA cache_size=-65536;",
+        "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
     }
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
