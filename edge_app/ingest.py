@@ -29,6 +29,7 @@ kafka-python, FOG_EDGE_KAFKA_CLIENT); this module only sees partitions,
 offsets and values, so `handle_one_poll` stays the one step whatever the client.
 """
 
+import json
 import logging
 import time
 from datetime import datetime, UTC
@@ -65,7 +66,9 @@ MALFORMED_LOG_SECONDS = 60.0
 
 
 # orjson parses a reading in a fraction of json's time (the largest share of the ingest's profile);
-# `bench ingest` measures the two on the same readings by setting this to json.loads.
+# `bench ingest` measures the two on the same readings by setting this to json.loads. What orjson
+# refuses goes to json.loads before it is called malformed: json also reads bytes with a BOM or in
+# UTF-16/32, which readings accepted before orjson came in must still be.
 loads = orjson.loads
 
 
@@ -98,8 +101,11 @@ def _json_object(raw):
         raise MalformedReading(f"{len(raw)} bytes, more than a reading's {limits.MAX_READING_BYTES}")
     try:
         message = loads(raw)
-    except Exception as exc:  # whatever the parser raises (RecursionError too), the message is unusable
-        raise MalformedReading(f"not JSON ({type(exc).__name__}: {str(exc)[:80]})") from None
+    except Exception:  # noqa: BLE001 -- orjson's refusal is only a first opinion
+        try:
+            message = json.loads(raw)
+        except Exception as exc:  # whatever the parser raises (RecursionError too), the message is unusable
+            raise MalformedReading(f"not JSON ({type(exc).__name__})") from None
     if not isinstance(message, dict):
         raise MalformedReading(f"not a JSON object but a {type(message).__name__}")
     return message
@@ -235,9 +241,12 @@ class Ingestor:
         behind, the oldest timestamp of the newest record read. A partition's log is in the order records
         reached the broker, and a record is stamped before it gets there, so a record not read yet reached
         the broker after that time. Live windows close by this clock (see edge_app/windows.py), so the
-        ingest need not stop reading to close them, and one that lags closes nothing it has not read."""
+        ingest need not stop reading to close them, and one that lags closes nothing it has not read.
+        Record timestamps are the producers' (CreateTime) unless the topic has the broker stamp them
+        (LogAppendTime): a producer whose clock runs ahead of the edge's hides that much lag."""
         marks, read = self.source.high_watermarks(), self.source.read_times
-        behind = [read.get(p, -1) for p, high in marks.items() if high is None or self.next_offsets.get(p, 0) < high]
+        behind = [read.get(p) for p, high in marks.items() if high is None or self.next_offsets.get(p, 0) < high]
+        behind = [-1 if stamp is None else stamp for stamp in behind]  # nothing read yet, or a record unstamped
         if behind and self.merge is not None:
             return -1  # unkeyed input: records read may still wait in the merge, unapplied
         return min(behind) if behind else None
@@ -389,18 +398,24 @@ class Ingestor:
     def store_closed(self):
         """Store the windows closed so far, in parts of STORE_PART_ROWS, each committed with its count.
 
-        The resume positions stay where they were: older positions are always safe, since a crash then
-        replays windows already stored and the unique key absorbs them. Returns how many were closed."""
-        closed = self.book.take_closed()
+        The resume positions stay where they were until the next flush (marked due here): older positions
+        are always safe, since a crash then replays windows already stored and the unique key absorbs them.
+        A window leaves the book's closed list only once its part is committed, so a part that fails leaves
+        it there for the flush on the way out, and no position can pass it. Returns how many were stored."""
+        closed = self.book.closed
         created = connection.ops.adapt_datetimefield_value(timezone.now())
-        rows = [(w.household, w.start, w.end, _day(w.start), w.average, w.count, created) for w in closed]
-        for first in range(0, len(rows), STORE_PART_ROWS):
-            part = rows[first:first + STORE_PART_ROWS]
+        stored = 0
+        while closed:
+            part = [(w.household, w.start, w.end, _day(w.start), w.average, w.count, created)
+                    for w in closed[:STORE_PART_ROWS]]
             with transaction.atomic():
                 new = self.insert_windows(part)
                 EdgeStatus.objects.filter(edge_id=self.edge_id).update(windows=F("windows") + new)
+            del closed[:len(part)]
             self.totals["windows"] += len(part)
-        return len(rows)
+            stored += len(part)
+            self.dirty = True  # the positions move past these windows at the next flush
+        return stored
 
     def flush(self):
         """Store closed windows (store_closed), then the resume positions and the counters in one transaction."""

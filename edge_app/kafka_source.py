@@ -115,7 +115,8 @@ class KafkaPythonSource:
             raise OffsetsDeleted({tp.partition: offset for tp, offset in exc.args[0].items()}) from None
         for tp, messages in batches.items():
             if messages:
-                self.read_times[tp.partition] = messages[-1].timestamp
+                stamp = messages[-1].timestamp  # None for a record of the oldest message format
+                self.read_times[tp.partition] = -1 if stamp is None else stamp
         if self.timestamps:
             return {tp.partition: [(m.offset, (m.value, m.timestamp)) for m in messages]
                     for tp, messages in batches.items()}

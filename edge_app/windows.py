@@ -102,6 +102,8 @@ class WindowBook:
         # partition -> {(household, start): first offset} of the open windows that began there. A partition's
         # readings are applied in offset order, so each dict's first entry holds its oldest offset.
         self.opened = {}
+        self.last_opened = {}  # partition -> offset of the newest window opened there
+        self.unordered = set()  # partitions read backwards (a topic made anew): their dicts are not in order
         self.spread = 0  # open windows with readings from more than one partition (unkeyed input)
 
     def add(self, household, ts, power, partition, offset, now, wall_ms=None):
@@ -120,6 +122,9 @@ class WindowBook:
             opened = self.opened.get(partition)
             if opened is None:
                 opened = self.opened[partition] = {}
+            if offset < self.last_opened.get(partition, -1):
+                self.unordered.add(partition)
+            self.last_opened[partition] = offset
             opened[household, start] = offset
             if wall_ms is not None and abs(ts - wall_ms) <= LIVE_WITHIN_MS:
                 # Due at end + live grace on the household's clock, which runs (wall_ms - ts) behind the edge's.
@@ -147,7 +152,10 @@ class WindowBook:
 
     def _close(self, household, state, start):
         window = state.windows.pop(start)
-        del self.opened[window.partition][household, start]
+        opened = self.opened[window.partition]
+        del opened[household, start]
+        if not opened:
+            self.unordered.discard(window.partition)
         if window.others is not None:
             self.spread -= 1
         # Every reading is at most MAX_POWER_W, so the true mean is too; min() only removes rounding.
@@ -215,6 +223,8 @@ class WindowBook:
                 continue
             self._close(household, state, start)
             state.closed_until = max(state.closed_until, end)
+            if state.closed_ahead:
+                state.closed_ahead = {s for s in state.closed_ahead if s >= state.closed_until}
         return len(self.closed) - before
 
     def shift_idle(self, seconds):
@@ -243,10 +253,11 @@ class WindowBook:
         resume = dict(next_offsets)
         if not self.spread:  # O(partitions): each partition's oldest open window comes first in `opened`
             for partition, opened in self.opened.items():
-                for offset in opened.values():
-                    if offset < resume.get(partition, offset + 1):
-                        resume[partition] = offset
-                    break
+                if not opened:
+                    continue
+                offset = min(opened.values()) if partition in self.unordered else next(iter(opened.values()))
+                if offset < resume.get(partition, offset + 1):
+                    resume[partition] = offset
             return resume
         for state in self.households.values():
             for window in state.windows.values():

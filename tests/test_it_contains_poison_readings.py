@@ -30,15 +30,21 @@ def test_it_skips_200000_brackets_and_reads_on(kafka_client, kafka_bootstrap, to
 
 
 @pytest.mark.parametrize("raw, says", [
-    (b"[" * 4000, "not JSON (JSONDecodeError: depth limit exceeded"),  # under the size cap, over the depth limit
+    (b"[" * 4000, "not JSON (RecursionError)"),  # under the size cap, over the parser's recursion limit
     (b"{" * 5000, "more than a reading's"),
-    (json.dumps({"household": "h", "ts": T0, "power_w": 10 ** 400}).encode(), "number is infinity"),
-    (b'{"household": "h", "ts": 1577142000000, "power_w": NaN}', "not JSON"),  # not JSON, though Python's json reads it
+    (json.dumps({"household": "h", "ts": T0, "power_w": 10 ** 400}).encode(), "unreadable (OverflowError"),
+    (b'{"household": "h", "ts": 1577142000000, "power_w": NaN}', "is not finite"),  # JSON to Python only
     (None, "tombstone"),
 ])
 def test_it_makes_any_parsing_failure_a_malformed_reading(raw, says):
     with pytest.raises(MalformedReading, match=re.escape(says)):
         parse_reading(raw, T0)
+
+
+@pytest.mark.parametrize("encoding", ["utf-8-sig", "utf-16", "utf-32"])
+def test_it_reads_a_reading_that_orjson_refuses_but_json_reads(encoding):
+    text = json.dumps({"household": "h", "ts": T0, "power_w": 12.5})
+    assert parse_reading(text.encode(encoding), T0) == ("h", T0, 12.5)
 
 
 def test_it_logs_malformed_readings_without_flooding(caplog):

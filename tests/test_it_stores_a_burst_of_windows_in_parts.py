@@ -50,3 +50,30 @@ def test_it_stores_a_burst_in_parts_and_a_crash_between_parts_counts_nothing_twi
     stored = sorted(WindowAggregate.objects.values_list("household", "average_w", "readings"))
     assert stored == sorted((f"h{h}", 10.0 * h + 2, 5) for h in range(HOUSEHOLDS))
     assert EdgeStatus.objects.get(edge_id="edge-parts").windows == HOUSEHOLDS
+
+
+@pytest.mark.django_db(transaction=True)
+def test_it_keeps_the_windows_of_a_failed_part_for_the_flush_on_the_way_out(kafka_bootstrap, topic, monkeypatch):
+    from edge_app.models import IngestPosition
+
+    monkeypatch.setattr(ingest_module, "STORE_PART_ROWS", 5)
+    produce(kafka_bootstrap, topic, [reading(f"h{h}", T0 + i * 1000, 1.0) for h in range(HOUSEHOLDS) for i in range(5)])
+    ingest = read_to_end(_ingestor(topic, kafka_bootstrap))
+    ingest.flush()  # the timer's flush, with every window still open: positions at their first readings
+    ingest.book.close_all()
+    real_insert, calls = Ingestor.insert_windows, []
+
+    def locked_once(self, rows):
+        calls.append(len(rows))
+        if len(calls) == 2:
+            raise RuntimeError("database is locked")
+        return real_insert(self, rows)
+
+    monkeypatch.setattr(Ingestor, "insert_windows", locked_once)
+    with pytest.raises(RuntimeError):
+        ingest.store_closed()
+    assert len(ingest.book.closed) == HOUSEHOLDS - 5 and ingest.dirty  # the failed part is still there
+    ingest.flush()  # what the loop's way out does (IngestStep.close)
+    ingest.close()
+    assert WindowAggregate.objects.count() == HOUSEHOLDS and not ingest.book.closed
+    assert sum(p.resume_offset for p in IngestPosition.objects.filter(edge_id="edge-parts")) == HOUSEHOLDS * 5

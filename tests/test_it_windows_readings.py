@@ -122,3 +122,23 @@ def test_it_finds_the_same_resume_offsets_as_a_scan_of_every_open_window():
                 for window in state.windows.values():
                     scan[window.partition] = min(scan[window.partition], window.first_offset)
             assert book.resume_offsets(offsets) == scan
+
+
+def test_it_resumes_from_the_oldest_offset_after_reading_a_partition_again_from_its_start():
+    book = WindowBook(5000, 2000, 30)
+    book.add("h1", 1_577_142_000_000, 1.0, 0, 5000, 0.0)
+    book.add("h2", 1_577_142_001_000, 1.0, 0, 3, 0.0)  # the topic was made anew: read again from offset 0
+    assert book.resume_offsets({0: 10}) == {0: 3}
+
+
+def test_it_forgets_closed_far_ahead_windows_of_a_live_household():
+    t0, wall = 1_800_000_000_000, 1_800_000_000_000
+    book = WindowBook(5000, 2000, 600, live_grace_ms=1000)
+    for step in range(1000):  # a live meter, a reading every 10 s, each with a stray reading an hour ahead
+        now = t0 + step * 10_000
+        book.add("h", now, 1.0, 0, 2 * step, step * 10.0, wall_ms=now)
+        book.add("h", now + 3_600_000 + 5000, 1.0, 0, 2 * step + 1, step * 10.0, wall_ms=now)
+        book.close_live(now + 9000)
+        book.close_idle(step * 10.0 + 700)  # the stray windows time out
+    # Only the strays of the last hour are remembered (360 readings), not every one since the start.
+    assert len(book.households["h"].closed_ahead) <= 361
