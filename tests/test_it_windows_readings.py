@@ -132,7 +132,7 @@ def test_it_resumes_from_the_oldest_offset_after_reading_a_partition_again_from_
 
 
 def test_it_forgets_closed_far_ahead_windows_of_a_live_household():
-    t0, wall = 1_800_000_000_000, 1_800_000_000_000
+    t0 = 1_800_000_000_000
     book = WindowBook(5000, 2000, 600, live_grace_ms=1000)
     for step in range(1000):  # a live meter, a reading every 10 s, each with a stray reading an hour ahead
         now = t0 + step * 10_000
