@@ -275,8 +275,8 @@ class Ingestor:
                 self.merge.add(partition, [(message[1][1], message) for message in messages])
         if self.merge is not None:
             self._apply_merged(now, now_ms)
-        # Not while paused for the budget: paused partitions are not fetched, so the high watermark the
-        # caught-up test reads is frozen, and unread readings would find their windows closed.
+        # Not while paused for the budget: paused partitions are not fetched, so the high watermarks the
+        # read clock compares with are frozen, and unread readings would find their windows closed.
         if self.live_windows and self.paused_at is None and self.book.live_due:
             self.book.close_live(now_ms, self.read_clock())
         if now - self.last_idle_check >= self.idle_check_seconds and self.paused_at is None:
