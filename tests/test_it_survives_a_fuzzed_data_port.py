@@ -15,7 +15,7 @@ from tooling.net import port_open
 from fogwire import protocol as wire
 from tests.conftest import ROOT, free_port, make_rows, wait_for
 
-SECONDS = float(os.environ.get("FOG_FUZZ_SECONDS", "10"))  # longer: FOG_FUZZ_SECONDS=600
+SECONDS = float(os.environ.get("FOG_FUZZ_SECONDS", "6"))  # longer: FOG_FUZZ_SECONDS=600
 SEED = 20191224
 MAX_FRAME = 64 * 1024
 EDGE, SECRET = "fuzz-edge", "fuzz-secret-0123456789"
