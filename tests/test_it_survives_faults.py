@@ -22,7 +22,7 @@ LANES = 2  # two streams at once on two cores: the matrix takes little more than
 
 # Shortened for the suite (a quarter to a half of the stream, a 10 s cut, a 300 s outage, three crashes instead of five), so
 # `make test` stays within 15 minutes; `make chaos` runs the full length.
-SHORTER = {name: {"until": 240} for name in SCENARIOS}
+SHORTER = {name: {"until": 180} for name in SCENARIOS}
 for name in ("budget-outage", "sender-kill", "edge-host-crash"):  # their faults need the stream still running
     SHORTER[name]["until"] = 450
 SHORTER["kafka-restart"]["until"] = 300  # the broker's restart takes seconds; readings still stream after it
