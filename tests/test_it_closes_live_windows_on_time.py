@@ -8,17 +8,17 @@ import pytest
 from edge_app.windows import LIVE_WITHIN_MS, WindowBook
 from tests.conftest import produce, reading
 
-W, GRACE = 5000, 2000
+W, GRACE, LIVE_GRACE = 5000, 2000, 500
 NOW = 1_800_000_000_000  # the edge's clock in the pure tests: a multiple of 5 s
 
 
 def connected_ingestor(edge_id, topic, bootstrap, **options):
-    """The real Ingestor on a test topic with 5 s windows and 2 s of grace, connected (the client is the
-    setting the kafka_client fixture chose, unless `client` is given)."""
+    """The real Ingestor on a test topic with 5 s windows, 2 s of grace and 0.5 s of live grace, connected (the
+    client is the setting the kafka_client fixture chose, unless `client` is given)."""
     from edge_app.ingest import Ingestor
 
     ingest = Ingestor(edge_id=edge_id, topic=topic, bootstrap=bootstrap, window_seconds=W // 1000,
-                      grace_seconds=GRACE / 1000, idle_seconds=600, **options)
+                      grace_seconds=GRACE / 1000, idle_seconds=600, live_grace_seconds=LIVE_GRACE / 1000, **options)
     ingest.connect()
     return ingest
 
@@ -108,7 +108,7 @@ def test_it_stores_a_real_time_window_grace_after_its_end(kafka_client, kafka_bo
         stored_at = time.time() * 1000
         stored = sorted(WindowAggregate.objects.values_list("household", "window_start", "average_w"))
         assert stored == [(f"live-{i}", start, 100.0 + i) for i in range(3)]  # with no further reading
-        due = start + W + GRACE + delay
+        due = start + W + LIVE_GRACE + delay
         assert due <= stored_at < due + 1000  # not before its time, and within a poll or two of it
     finally:
         ingest.close()
@@ -123,7 +123,7 @@ def test_it_keeps_to_event_time_when_live_windows_are_off(kafka_client, kafka_bo
         now = int(time.time() * 1000)
         produce(kafka_bootstrap, topic, [reading("off-0", now, 1.0)])
         end = now - now % W + W
-        while time.time() * 1000 < end + GRACE + 2000:  # 2 s past the moment a live window would have closed
+        while time.time() * 1000 < end + LIVE_GRACE + 2000:  # 2 s past the moment a live window would have closed
             ingest.handle_one_poll(timeout_ms=100)
         assert ingest.book.open_windows() == 1 and not ingest.book.take_closed()
     finally:
@@ -170,7 +170,7 @@ def test_it_closes_no_live_window_while_the_ingest_is_paused_for_its_budget(kafk
         while not (ingest.caught_up() and ingest.book.open_windows()) and time.monotonic() < deadline:
             ingest.handle_one_poll()
         ingest.set_budget(1, 0)  # the one open window fills the budget: the next poll pauses
-        while time.time() * 1000 < start + W + GRACE + 3000:
+        while time.time() * 1000 < start + W + LIVE_GRACE + 3000:
             ingest.handle_one_poll(timeout_ms=100)
         assert ingest.paused_at is not None and ingest.caught_up()  # what a frozen watermark would claim
         assert ingest.book.open_windows() == 1 and not ingest.book.closed
