@@ -230,10 +230,8 @@ class Ingestor:
 
     def caught_up(self):
         """True when every partition has been read up to the broker's high watermark, as the last fetch
-        saw it (no broker call; see edge_app/kafka_source.py): only then may live windows close by the
-        wall clock (see edge_app/windows.py)."""
-        marks = self.source.high_watermarks()
-        return all(high is not None and self.next_offsets.get(p, 0) >= high for p, high in marks.items())
+        saw it (no broker call; see edge_app/kafka_source.py)."""
+        return self.read_clock() is None
 
     def read_clock(self):
         """The time (epoch ms) up to which the ingest has read everything the broker held: None while every

@@ -185,21 +185,6 @@ def _stages(pipeline, first_ms, last_ms):
     return result
 
 
-def _forget(services, env):
-    """The run's cloud keys and topic: at 100,000 households a run leaves gigabytes in the shared Redis and
-    Kafka, which would slow every later run."""
-    from kafka.admin import KafkaAdminClient
-
-    from tooling.bench.common import delete_prefix
-
-    delete_prefix(services.redis_url, env["FOG_CLOUD_KEY_PREFIX"])
-    admin = KafkaAdminClient(bootstrap_servers=services.bootstrap, client_id="fog-bench")
-    try:
-        admin.delete_topics([env["FOG_TOPIC"]])
-    finally:
-        admin.close()
-
-
 def _late(pipeline):
     """Readings the edge has counted late so far (closed windows they came too late for)."""
     return sum(row[0] for row in pipeline.rows("select late from edge_app_edgestatus"))
@@ -269,7 +254,7 @@ def measure(households, seconds, step=2, out=print, live_windows=True, warmup=WA
             os.killpg(web.pid, 9)
             web.wait(10)
         pipeline.close(keep_logs=bool(os.environ.get("FOG_BENCH_KEEP_LOGS")))
-        _forget(services, pipeline.env)
+        pipeline.forget()
     samples = [(arrived - int(end), count) for arrived, _, ends in updates for end, count in ends.items()
                if end.isdigit()]
     if not samples:

@@ -39,6 +39,7 @@ def run(households=1000, seconds=60, out=print):
         rows = pipeline.rows(f"select created_at, acked_at from edge_app_windowaggregate where status = {int(Status.ACKED)}")
     finally:
         pipeline.close()
+        pipeline.forget()
     if not rows:
         raise RuntimeError("no window was acknowledged")
     latencies = [_ms(acked) - _ms(created) for created, acked in rows]

@@ -349,6 +349,20 @@ class Pipeline:
         self._check_open()
         return json.loads(report.read_text())
 
+    def forget(self):
+        """Delete this run's cloud keys and topic: a benchmark on the shared services (bench e2e, latency)
+        would otherwise leave them there, gigabytes at 100,000 households, slowing every later run."""
+        from kafka.admin import KafkaAdminClient
+
+        from tooling.bench.common import delete_prefix
+
+        delete_prefix(self.env["FOG_CLOUD_REDIS_URL"], self.env["FOG_CLOUD_KEY_PREFIX"])
+        admin = KafkaAdminClient(bootstrap_servers=self.env["FOG_KAFKA_BOOTSTRAP"], client_id="fog-harness")
+        try:
+            admin.delete_topics([self.env["FOG_TOPIC"]])
+        finally:
+            admin.close()
+
     def close(self, keep_logs=False):
         """End every process of this pipeline; from any thread, any number of times. The folder (the
         processes' logs) goes unless `keep_logs`; a later call may still remove it."""
