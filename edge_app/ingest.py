@@ -249,6 +249,13 @@ class Ingestor:
             return -1  # unkeyed input: records read may still wait in the merge, unapplied
         return min(behind) if behind else None
 
+    def room_s(self):
+        """Seconds until the next live window may be due: how long the loop may pause for other work
+        (a full garbage collection, fogsite/fullgc.py). None: no live window is open."""
+        if not (self.live_windows and self.book.live_due):
+            return None
+        return self.book.live_due[0][0] / 1000 - time.time()  # the heap's head: the earliest it can be
+
     # --- one step ---------------------------------------------------------
 
     def handle_one_poll(self, timeout_ms=POLL_MS):

@@ -16,6 +16,7 @@ from django.conf import settings
 
 from edge_app.budget import budget_folder, derived_budget, low_water
 from edge_app.control import LOOPS, EdgeControl, Holder, queue_name  # noqa: F401  (the loops' public names)
+from fogsite.fullgc import FullCollections
 
 log = logging.getLogger("fog.edge")
 
@@ -63,6 +64,9 @@ class IngestStep:
             self.watch.handle_one_check(self.ingest.needed_offsets())
         return self.ingest.handle_one_poll()
 
+    def room_s(self):
+        return self.ingest.room_s()
+
     def finished(self, control):
         if not self.ingest.at_end(self.end):
             return False
@@ -102,6 +106,9 @@ class SenderStep:
     def step(self):
         return self.sender.handle_one_round() > 0
 
+    def room_s(self):
+        return None  # the next windows may be stored any moment; a sender's heap is small
+
     def finished(self, control):
         from edge_app.models import WindowAggregate
 
@@ -131,6 +138,9 @@ class HeartbeatStep:
             self.next_retention = time.monotonic() + self.RETENTION_EVERY_SECONDS
         return False  # one beat a second: always rest after it
 
+    def room_s(self):
+        return None
+
     def finished(self, control):
         return control.done("sender")
 
@@ -154,14 +164,20 @@ def run_loop(loop, edge_id, options=None):
                     (control.holder(loop) or Holder(0, "", 0, "")).describe())
         return "duplicate"
     runner = None
+    collections = FullCollections(settings.FOG_FULL_GC_SECONDS)
     try:
         if _stale(control, loop, options):  # a newer run began while we waited for the lock
             return "stale"
         runner = STEPS[loop](options, control)
         log.info("%s loop of edge %s started%s", loop, edge_id, " (burst)" if options.get("burst") else "")
         renewed = time.monotonic()
+        collections.start()
         while not control.stop_requested():
             did = runner.step()
+            if did:
+                collections.handle_one_step()
+            else:
+                collections.handle_one_pause(runner.room_s())
             if time.monotonic() - renewed >= RENEW_SECONDS:
                 if not control.renew(loop, token):
                     log.error("%s loop of edge %s lost its lock; exiting", loop, edge_id)
@@ -174,6 +190,7 @@ def run_loop(loop, edge_id, options=None):
                 _sleep(IDLE_SLEEP[loop], control)
         return "stopped"
     finally:
+        collections.stop()
         try:
             if runner is not None:
                 runner.close()

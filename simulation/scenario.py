@@ -11,6 +11,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import mosaik
 import mosaik.util
 
+from fogsite.fullgc import FullCollections
 from simulation.producer import CLIENTS
 from simulation.sources import DataError, read_folder
 
@@ -37,6 +38,7 @@ class Options:
     topic: str = "power"
     bootstrap: str = "127.0.0.1:9092"
     client: str = "confluent"
+    full_gc_seconds: int = 0  # FOG_FULL_GC_SECONDS (fogsite/fullgc.py); 0: CPython's own rule
     skip_bad_lines: bool = False
     collect: bool = False
     progress: bool = False
@@ -66,6 +68,8 @@ class RunStats:
     # (many households, a slow machine): the households add it to their stamps (simulation/sims.py).
     shift_ms: int = 0
     stop_flag: Callable[[], str | None] = lambda: None  # the name of the signal that asked to stop, if any
+    # Full garbage collections go where a step waits for its time (an entity per household: a large heap).
+    collections: FullCollections = field(default_factory=lambda: FullCollections(0))
     _shown: float = 0.0
 
     def pace(self, time_s, speed):
@@ -79,12 +83,16 @@ class RunStats:
                     self.shift_ms = int(-(-late // self.step_ms) * self.step_ms)
                 self.clock = now + (self.anchor_ms + self.shift_ms) / 1000 - time.time()
         due = self.clock + time_s / speed
+        if now < due:
+            self.collections.handle_one_pause(due - now)
+            now = time.monotonic()
         while now < due and not self.stop_flag():
             time.sleep(min(due - now, 0.25))
             now = time.monotonic()
 
     def step_done(self, time_s, count, speed):
         self.readings += count
+        self.collections.handle_one_step()
         now = time.monotonic()
         if speed and self.clock is not None:
             self.max_lag = max(self.max_lag, now - (self.clock + time_s / speed))
@@ -164,7 +172,7 @@ def run(options, stop_flag=lambda: None):
     producer = CLIENTS[options.client](options.bootstrap, options.topic)  # raises KafkaUnavailable
     stats = RunStats(until=until, progress=options.progress, stop_flag=stop_flag,
                      anchor_ms=start_ms if options.start == "now" and not options.data else None,
-                     step_ms=int(options.step * 1000))
+                     step_ms=int(options.step * 1000), collections=FullCollections(options.full_gc_seconds))
     summary = {} if options.collect else None
     world = mosaik.World(SIM_CONFIG, skip_greetings=True, configure_logging=False)
     try:
@@ -179,8 +187,10 @@ def run(options, stop_flag=lambda: None):
             collector = world.start("Collector", summary=summary, step=options.step, stats=stats).Sink()
             mosaik.util.connect_many_to_one(world, households, collector, "readings")
         stats.started = time.monotonic()
+        stats.collections.start()
         world.run(until=until, print_progress=False)
     finally:
+        stats.collections.stop()
         failed = producer.close()
         if options.progress:
             sys.stderr.write("\n")

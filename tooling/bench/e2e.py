@@ -41,6 +41,11 @@ HOLD_LATE_SHARE = 0.0001
 CAPACITY_SECONDS = 120  # each --find-capacity trial is measured this long
 CAPACITY_START = 10_000
 CAPACITY_RESOLUTION = 0.1  # bisect until the bounds are this close (relative)
+# --baseline WHAT: the one setting the baseline run changes, and how the figures name it.
+BASELINES = {
+    "live-windows": ({"FOG_LIVE_WINDOWS": "off"}, "FOG_LIVE_WINDOWS=off (windows close by event time alone)"),
+    "gc": ({"FOG_FULL_GC_SECONDS": "0"}, "FOG_FULL_GC_SECONDS=0 (CPython's own full garbage collections)"),
+}
 
 
 class FeedClient:
@@ -200,14 +205,15 @@ def _weighted_percentile(samples, share):
     return ordered[-1][0]
 
 
-def measure(households, seconds, step=2, out=print, live_windows=True, warmup=WARMUP_S):
-    """One run: returns a dict of the figures (see the module docstring)."""
+def measure(households, seconds, step=2, out=print, settings_env=None, warmup=WARMUP_S):
+    """One run, with the pipeline's environment changed by `settings_env`: returns a dict of the figures (see the
+    module docstring)."""
     services = SimpleNamespace(bootstrap=settings.FOG_KAFKA_BOOTSTRAP, redis_url=settings.FOG_CLOUD_REDIS_URL)
     edge_redis = settings.FOG_EDGE_REDIS_URL.rsplit("/", 1)[0] + "/13"
     until = warmup + seconds + 10
     pipeline = Pipeline(services, edge_redis, households=households, until=until, speed=1.0, proxied=False,
                         simulation_args=["--start", "now", "--step", str(step)], idle_seconds=None)  # the edge as users run it
-    pipeline.env["FOG_LIVE_WINDOWS"] = "on" if live_windows else "off"
+    pipeline.env.update(settings_env or {})
     web_port = free_port()
     web_log = open(pipeline.folder / "web.log", "ab")
     web = feed = None
@@ -223,7 +229,9 @@ def measure(households, seconds, step=2, out=print, live_windows=True, warmup=WA
         time.sleep(3)  # workers up and the link reported before the first window closes
         pipeline.start_simulation()
         out(f"e2e: {households:,} households, a reading every {step:g} s, at real time, live windows "
-            f"{'on' if live_windows else 'off'}: {warmup} s warm-up, then {seconds} s measured")
+            f"{pipeline.env.get('FOG_LIVE_WINDOWS', 'on')}"
+            f"{''.join(f', {k}={v}' for k, v in (settings_env or {}).items() if k != 'FOG_LIVE_WINDOWS')}: "
+            f"{warmup} s warm-up, then {seconds} s measured")
         time.sleep(warmup)
         roots = {"simulation": pipeline.simulation.pid, "edge": pipeline.edge.pid, "cloud": pipeline.cloud.pid,
                  "web": web.pid}
@@ -287,11 +295,15 @@ def _figures(result, label=""):
                   "p99 <= 3 s at real time", extra)
 
 
-def run(households=1000, seconds=60, step=2, find_capacity=False, baseline=False, warmup=WARMUP_S, out=print):
+def run(households=1000, seconds=60, step=2, find_capacity=False, baseline=None, warmup=WARMUP_S, out=print):
+    """`baseline`: None, or a key of BASELINES (True, as `bench all` passes it: live-windows)."""
     if not find_capacity:
         figure = _figures(measure(households, seconds, step, out, warmup=warmup))
-        if baseline:  # the same run with windows closing by event time alone (FOG_LIVE_WINDOWS=off)
-            figure.baseline = measure(households, seconds, step, out, live_windows=False, warmup=warmup)["freshness_p99_s"]
+        if baseline:  # the same run with one setting changed
+            changed, described = BASELINES["live-windows" if baseline is True else baseline]
+            figure.baseline = measure(households, seconds, step, out, settings_env=changed,
+                                      warmup=warmup)["freshness_p99_s"]
+            figure.extra["baseline"] = described
         return [figure]
     good, bad, results = None, None, []
     size = households if households > 1000 else CAPACITY_START
@@ -325,7 +337,8 @@ def run(households=1000, seconds=60, step=2, find_capacity=False, baseline=False
 
 # --- the generated section of docs/BENCHMARKS.md ---------------------------------------------------
 
-KINDS = {"size": "at one size, beside live windows off", "capacity": "the capacity search"}
+KINDS = {"size": "at one size, beside live windows off", "capacity": "the capacity search",
+         "gc": "at one size, beside CPython's own full garbage collections"}
 
 
 def markers(kind):
@@ -334,7 +347,9 @@ def markers(kind):
 
 
 def kind_of(figures):
-    return "capacity" if any(f.name.startswith("e2e capacity") for f in figures) else "size"
+    if any(f.name.startswith("e2e capacity") for f in figures):
+        return "capacity"
+    return "gc" if any(f.extra.get("baseline") == BASELINES["gc"][1] for f in figures) else "size"
 
 
 def section(figures, command):

@@ -62,7 +62,8 @@ class Command(BaseCommand):
         options = Options(until=o["until"], speed=o["speed"], households=o["households"], data=o["data"],
                           step=o["step"], seed=o["seed"], start=o["start"], tz=o["tz"], topic=o["topic"],
                           bootstrap=o["bootstrap"], client=o["client"], skip_bad_lines=o["skip_bad_lines"],
-                          collect=o["collect"], progress=sys.stderr.isatty() and not o["no_progress"])
+                          collect=o["collect"], progress=sys.stderr.isatty() and not o["no_progress"],
+                          full_gc_seconds=settings.FOG_FULL_GC_SECONDS)
         stopped = []
 
         def on_signal(signum, frame):

@@ -71,8 +71,9 @@ BENCHMARKS = {
         ("--step", int, 2, "seconds between a household's readings (whole seconds, as runsimulation --step)"),
         ("--find-capacity", "flag", False, "search for the largest number of households that keeps p99 "
                                            "freshness <= 5 s and pace, each trial measured 2 minutes"),
-        ("--baseline", "flag", False, "also run the same households with FOG_LIVE_WINDOWS=off (windows close by "
-                                      "event time alone) as the baseline"),
+        ("--baseline", tuple(e2e.BASELINES), None, "also run the same households with one setting changed, as the "
+         "baseline: live-windows (the default) FOG_LIVE_WINDOWS=off, windows close by event time alone; gc "
+         "FOG_FULL_GC_SECONDS=0, CPython's own full garbage collections"),
         ("--warmup", int, e2e.WARMUP_S, "seconds the pipeline runs before measuring (the first windows close, "
                                         "workers and sockets settle)"),
     ]),
@@ -137,7 +138,8 @@ NOTES = [
     "- ingest: the edge's other Kafka client (confluent-kafka or kafka-python) on the same readings; and,",
     "  separately, the ORM's `bulk_create` instead of the one prepared INSERT run over all rows.",
     "- api: Django's stock `ASGIHandler` instead of `fogsite.http.OneHopASGIHandler`, same server and load.",
-    "- e2e: the same households with `FOG_LIVE_WINDOWS=off` (windows close by event time alone).",
+    "- e2e: the same households with `FOG_LIVE_WINDOWS=off` (windows close by event time alone); with",
+    "  `--baseline gc`, with `FOG_FULL_GC_SECONDS=0` (CPython's own full garbage collections).",
     "- simulate: the same simulation with kafka-python's producer instead of confluent-kafka's.",
     "- scale: each series against its first row; the store rows send the same tuples into one replica on the",
     "  single Redis, then on a local 3-master Redis Cluster (only the store's engine differs).",
@@ -166,6 +168,9 @@ class Command(BaseCommand):
             for option, kind, default, option_help in arguments:
                 if kind == "flag":
                     child.add_argument(option, action="store_true", help=option_help)
+                elif isinstance(kind, tuple):  # a flag that may name one of the words (the first without one)
+                    child.add_argument(option, nargs="?", const=kind[0], choices=kind, default=default,
+                                       metavar="{" + ",".join(kind) + "}", help=option_help)
                 elif isinstance(kind, list):  # a choice of words
                     child.add_argument(option, choices=kind, default=default,
                                        help=f"{option_help} (default %(default)s)")
