@@ -35,8 +35,9 @@ BENCHMARKS = {
         ("--batch", int, 1000, "tuples a request"),
         ("--in-flight", int, 4, "requests at once"),
         ("--baseline-tuples", int, 1000, "tuples sent one a request, 1 in flight, for the batching baseline"),
-        ("--orm-tuples", int, 10_000, "tuples (at most the backlog) marked ACKED by the shipped UPDATE, then by "
-                                       "an ORM update a row"),
+        ("--orm-tuples", int, 10_000, "tuples (at most the backlog) drained as shipped, then with an ORM update a "
+                                       "row marking the ACKs, then with the ORM's SELECT and UPDATE claiming each "
+                                       "batch"),
     ]),
     "ingest": (edge.run_ingest, "Kafka readings -> closed windows stored (target >= 50,000 readings/s); beside "
                "the edge's other Kafka client on the same readings, and beside the ORM's bulk_create", [
@@ -134,7 +135,8 @@ NOTES = [
     "",
     "- cloud and drain: the same batches with one request in flight instead of several; then those batches",
     "  against one tuple a request (both with one in flight). drain also: an ORM update a row marking",
-    "  the ACKs instead of the one prepared UPDATE run over them all (both over --orm-tuples).",
+    "  the ACKs instead of the one prepared UPDATE run over them all (both over --orm-tuples); and the ORM's",
+    "  SELECT of the next batch, then its UPDATE of those rows to SENT, instead of one UPDATE ... RETURNING.",
     "- ingest: the edge's other Kafka client (confluent-kafka or kafka-python) on the same readings; and,",
     "  separately, the ORM's `bulk_create` instead of the one prepared INSERT run over all rows.",
     "- api: Django's stock `ASGIHandler` instead of `fogsite.http.OneHopASGIHandler`, same server and load.",
