@@ -44,7 +44,7 @@ from edge_app.budget import RECOUNT_SECONDS, BudgetGate
 from edge_app.kafka_source import MAX_POLL_RECORDS, OffsetsDeleted, open_source, wait_for_partitions
 from edge_app.merge import PartitionMerge
 from edge_app.models import EdgeStatus, IngestPosition, Status, WindowAggregate
-from edge_app.windows import WindowBook
+from edge_app.windows import LIVE_WITHIN_MS, WindowBook
 from fogwire import limits
 
 log = logging.getLogger("fog.edge.ingest")
@@ -204,8 +204,10 @@ class Ingestor:
     def connect(self, wait_seconds=30):
         """Open the consumer, wait for the topic, assign every partition at its stored position."""
         # No reset policy (kafka_source): a position Kafka deleted is reported, counted, never skipped.
+        # Every value comes with its record's timestamp: the event time of legacy input, and for live
+        # windows the moment a reading reached Kafka (see _apply).
         self.source = open_source(self.client, self.bootstrap, client_id=f"edge-{self.edge_id}",
-                                  group_id=f"edge-{self.edge_id}", timestamps=self.legacy)
+                                  group_id=f"edge-{self.edge_id}", timestamps=True)
         partitions = wait_for_partitions(self.source, self.topic, wait_seconds)
         stored = {p.partition: p for p in IngestPosition.objects.filter(edge_id=self.edge_id, topic=self.topic)}
         beginning = self.source.low_offsets(self.topic, partitions)
@@ -283,7 +285,11 @@ class Ingestor:
         # Not while paused for the budget: paused partitions are not fetched, so the high watermarks the
         # read clock compares with are frozen, and unread readings would find their windows closed.
         if self.live_windows and self.paused_at is None and self.book.live_due:
-            self.book.close_live(now_ms, self.read_clock())
+            # In parts, each stored before the next is closed: at real time every household's window is due
+            # within a second, and the sender can start on the first part while the rest are closed.
+            read_ms = self.read_clock()
+            while self.book.close_live(now_ms, read_ms, limit=STORE_PART_ROWS):
+                self.store_closed()
         if now - self.last_idle_check >= self.idle_check_seconds and self.paused_at is None:
             self.last_idle_check = now
             self.book.close_idle(now)
@@ -353,16 +359,24 @@ class Ingestor:
         return self.book.resume_offsets(self.next_offsets)
 
     def _apply(self, partition, messages, now, now_ms):
-        """Apply one partition's (offset, value) pairs in offset order."""
+        """Apply one partition's (offset, (value, record timestamp)) pairs in offset order.
+
+        A live window's household clock starts from when its newest reading arrived. That is the record's
+        timestamp, when it has one from the last LIVE_WITHIN_MS: the moment it reached Kafka, not the moment
+        this poll came round to it. Otherwise every reading that waited behind a burst (the ingest storing
+        the windows of the last one) would count the wait as its household's usual delay and hold its next
+        window back by as much. The read clock (read_clock) still keeps every window open until what
+        reached Kafka before its close has been read."""
         add = self.book.add
-        live_ms = now_ms if self.live_windows else None  # None: this reading can never close by the clock
+        live = self.live_windows
+        oldest_live = now_ms - LIVE_WITHIN_MS
         counted_from = self.counted.get(partition, 0)
         pending, legacy = self.pending, self.legacy
-        for offset, value in messages:
+        for offset, (value, stamp) in messages:
             count = offset >= counted_from
             try:
-                # Legacy input comes as (value, record timestamp) from the source (open_source(timestamps=)).
-                household, ts, power = parse_reading(value[0], now_ms, value[1]) if legacy else parse_reading(
+                # Legacy input has no time of its own: the record's timestamp is its event time.
+                household, ts, power = parse_reading(value, now_ms, stamp) if legacy else parse_reading(
                     value, now_ms)
             except MalformedReading as exc:
                 if count:
@@ -370,7 +384,13 @@ class Ingestor:
                     self.malformed_log.warning("malformed reading at %s[%d] offset %d: %s", self.topic, partition,
                                                offset, exc)
                 continue
-            if not add(household, ts, power, partition, offset, now, live_ms) and count:
+            if not live:
+                arrived = None  # this reading can never close by the clock
+            elif not legacy and stamp is not None and oldest_live <= stamp <= now_ms:
+                arrived = stamp
+            else:
+                arrived = now_ms
+            if not add(household, ts, power, partition, offset, now, arrived) and count:
                 pending["late"] += 1
             if count:
                 pending["readings"] += 1

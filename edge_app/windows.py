@@ -200,18 +200,20 @@ class WindowBook:
             del self.households[household]
         return len(self.closed) - before
 
-    def close_live(self, wall_ms, read_ms=None):
+    def close_live(self, wall_ms, read_ms=None, limit=None):
         """Close the live windows whose household's clock, advanced by the wall clock since its newest
         reading, has passed their end plus the live grace. `read_ms`: the time up to which the consumer has
-        read everything (None: all of it); the wall clock counts only that far. Returns how many closed.
+        read everything (None: all of it); the wall clock counts only that far. `limit`: close at most this
+        many (the rest stay due for the next call). Returns how many closed.
 
         O(windows due) a call: the heap holds each live window once, at the time it was due when it opened;
         one whose household's stream has since fallen further behind goes back in at its new time.
         """
         before = len(self.closed)
+        stop = before + limit if limit is not None else None
         clock = wall_ms if read_ms is None else min(wall_ms, read_ms)
         heap, grace = self.live_due, self.live_grace_ms
-        while heap and heap[0][0] <= clock:
+        while heap and heap[0][0] <= clock and len(self.closed) != stop:
             _, end, household = heapq.heappop(heap)
             state = self.households.get(household)
             start = end - self.window_ms

@@ -100,8 +100,8 @@ def test_it_stores_a_real_time_window_grace_after_its_end(kafka_client, kafka_bo
             ingest.handle_one_poll()
         assert ingest.caught_up() and len(ingest.book.households) == 3
         assert not WindowAggregate.objects.exists()  # nothing is due before end + grace
-        # The stream's delay as the edge saw it (here mostly the test producer's start-up); at real time
-        # the simulation stamps readings as it sends them, so this is about the broker's transit.
+        # The stream's delay, from the readings' event time to their records' timestamps (here the test
+        # producer's start-up); at real time the simulation stamps readings as it sends them.
         delay = ingest.book.households["live-0"].newest_at - now
         while not WindowAggregate.objects.exists() and time.monotonic() < deadline:
             ingest.handle_one_poll(timeout_ms=50)
@@ -112,6 +112,36 @@ def test_it_stores_a_real_time_window_grace_after_its_end(kafka_client, kafka_bo
         assert due <= stored_at < due + 1000  # not before its time, and within a poll or two of it
     finally:
         ingest.close()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_it_dates_a_reading_from_when_it_reached_kafka_not_from_when_the_ingest_got_to_it(kafka_client,
+                                                                                       kafka_bootstrap, topic):
+    """A reading that waited in Kafka while the ingest was busy (storing the last burst's windows) does not make
+    its household look that much slower: its next window would be held back by the wait."""
+    ingest = connected_ingestor("edge-waited", topic, kafka_bootstrap)
+    try:
+        now = int(time.time() * 1000)
+        produce(kafka_bootstrap, topic, [reading("waited", now, 1.0)])
+        time.sleep(1.5)  # the ingest is busy elsewhere
+        deadline = time.monotonic() + 30
+        while "waited" not in ingest.book.households and time.monotonic() < deadline:
+            ingest.handle_one_poll(timeout_ms=50)
+        read_at = time.time() * 1000
+        assert read_at - now >= 1500
+        assert ingest.book.households["waited"].newest_at - now < 500
+    finally:
+        ingest.close()
+
+
+def test_it_closes_live_windows_a_part_at_a_time():
+    book = WindowBook(W, GRACE, 60, live_grace_ms=LIVE_GRACE)
+    for i in range(7):
+        book.add(f"h{i}", NOW + 1000, 1.0, 0, i, 0.0, wall_ms=NOW + 1000)
+    due = NOW + W + LIVE_GRACE
+    assert book.close_live(due, limit=3) == 3 and book.close_live(due, limit=3) == 3
+    assert book.close_live(due, limit=3) == 1 and book.close_live(due, limit=3) == 0
+    assert sorted(w.household for w in book.take_closed()) == [f"h{i}" for i in range(7)]
 
 
 @pytest.mark.django_db(transaction=True)
