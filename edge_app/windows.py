@@ -27,7 +27,10 @@ than the event-time grace: the extrapolated clock already absorbs the
 stream's steady delay (a household whose readings arrive 0.6 s after their
 event time has its windows closed 0.6 s later), so the live grace only
 covers jitter, a reading that comes later than its household's usual. A
-reading that comes later still is late, and counted as such.
+reading that comes later still is late, and counted as such. When a reading
+"arrives" is the caller's to say (`wall_ms`): the ingest gives its Kafka
+record's timestamp, the moment it reached the broker, so the time a reading
+waited there for a busy ingest does not count as its household's delay.
 
 The wall clock counts only as far as the consumer has read: while it is
 behind in a partition, up to the timestamp of the newest record it has read
@@ -87,7 +90,7 @@ class Household:
     closed_ahead: set = field(default_factory=set)  # starts of far-ahead windows closed by the idle timeout
     ahead_ts: int = -1  # the latest far-ahead reading, waiting for a second one to agree
     last_seen: float = 0.0  # wall clock (monotonic seconds)
-    newest_at: int = 0  # the edge's clock (epoch ms) when the reading at newest_ts arrived
+    newest_at: int = 0  # when the reading at newest_ts arrived (epoch ms, as add's wall_ms)
 
 
 class WindowBook:
