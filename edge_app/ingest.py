@@ -44,7 +44,7 @@ from edge_app.budget import RECOUNT_SECONDS, BudgetGate
 from edge_app.kafka_source import MAX_POLL_RECORDS, OffsetsDeleted, open_source, wait_for_partitions
 from edge_app.merge import PartitionMerge
 from edge_app.models import EdgeStatus, IngestPosition, Status, WindowAggregate
-from edge_app.windows import LIVE_WITHIN_MS, WindowBook
+from edge_app.windows import WindowBook
 from fogwire import limits
 
 log = logging.getLogger("fog.edge.ingest")
@@ -61,6 +61,10 @@ POLL_MS = 200
 # crash replays it.
 STORE_PART_ROWS = 5000
 LEGACY_BUFFER_MAX = 20000  # unkeyed input: messages a partition may have waiting in the merge before it is paused
+# A live reading arrives, on the edge's clock, at its record's timestamp plus the smallest lag (edge clock at
+# the read - record timestamp) its partition showed over the last one to two of these periods: the producer's
+# clock offset and the transit, without the time the reading waited for a busy ingest (see _apply).
+ARRIVAL_LAG_PERIOD_S = 5.0
 MALFORMED_LOG_LINES = 5  # at most this many malformed-reading lines per MALFORMED_LOG_SECONDS
 MALFORMED_LOG_SECONDS = 60.0
 
@@ -198,6 +202,8 @@ class Ingestor:
         self.gate = None  # no budget until set_budget
         self.backlog_at = None  # (counted backlog, totals["windows"] then, when), from set_budget on
         self.paused_at = None
+        self.lags = ({}, {})  # partition -> smallest lag this period, and the period before (ARRIVAL_LAG_PERIOD_S)
+        self.lags_rolled = time.monotonic()
 
     # --- start ----------------------------------------------------------
 
@@ -273,6 +279,8 @@ class Ingestor:
             batches = exc.batches
         now = time.monotonic()
         now_ms = int(time.time() * 1000)
+        if now - self.lags_rolled >= ARRIVAL_LAG_PERIOD_S:
+            self.lags, self.lags_rolled = ({}, self.lags[0]), now
         read = 0
         for partition, messages in batches.items():
             read += len(messages)
@@ -361,15 +369,24 @@ class Ingestor:
     def _apply(self, partition, messages, now, now_ms):
         """Apply one partition's (offset, (value, record timestamp)) pairs in offset order.
 
-        A live window's household clock starts from when its newest reading arrived. That is the record's
-        timestamp, when it has one from the last LIVE_WITHIN_MS: the moment it reached Kafka, not the moment
-        this poll came round to it. Otherwise every reading that waited behind a burst (the ingest storing
-        the windows of the last one) would count the wait as its household's usual delay and hold its next
-        window back by as much. The read clock (read_clock) still keeps every window open until what
-        reached Kafka before its close has been read."""
+        A live window's household clock starts from when its newest reading arrived: not when this poll
+        came round to it, or every reading that waited behind a burst (the ingest storing the windows of
+        the last one) would count the wait as its household's usual delay and hold its next window back by
+        as much. The record's timestamp says when it was sent, on the producer's clock; the smallest lag of
+        the partition's recent reads (ARRIVAL_LAG_PERIOD_S) carries that onto the edge's clock, the producer's
+        offset and the usual transit included, so a producer whose clock runs behind the edge's does not
+        close windows early. The read clock (read_clock) still keeps every window open until what reached
+        Kafka before its close has been read."""
         add = self.book.add
         live = self.live_windows
-        oldest_live = now_ms - LIVE_WITHIN_MS
+        lag = None
+        if live and not self.legacy and messages:
+            newest = messages[-1][1][1]  # the log is in the order records came: the last is about the newest
+            if newest is not None and newest > 0:
+                recent, before = self.lags
+                lag = now_ms - newest
+                recent[partition] = lag = min(recent.get(partition, lag), lag)
+                lag = min(lag, before.get(partition, lag))
         counted_from = self.counted.get(partition, 0)
         pending, legacy = self.pending, self.legacy
         for offset, (value, stamp) in messages:
@@ -386,9 +403,9 @@ class Ingestor:
                 continue
             if not live:
                 arrived = None  # this reading can never close by the clock
-            elif not legacy and stamp is not None and oldest_live <= stamp <= now_ms:
-                arrived = stamp
-            else:
+            elif lag is not None and stamp is not None and stamp > 0:
+                arrived = min(now_ms, stamp + lag)
+            else:  # legacy input, or a record without a timestamp
                 arrived = now_ms
             if not add(household, ts, power, partition, offset, now, arrived) and count:
                 pending["late"] += 1

@@ -56,10 +56,12 @@ class WindowAggregateQuerySet(models.QuerySet):
     def expired(self, before):
         """ACKED tuples acknowledged before `before`: the only ones retention may delete.
 
-        By acked_at alone, which the sender sets with ACKED and nothing else sets: so it is one range of the
-        partial `retention_acked` index. With `status = ACKED` beside it, SQLite (no statistics on an edge's
-        database) would take the (status, id) index instead and read every acknowledged tuple."""
-        return self.filter(acked_at__lt=before)
+        One range of the partial `retention_acked` index (acked_at is set only with ACKED). A tuple sent
+        again from the admin keeps its old acked_at while it is open again, so the open statuses are
+        excluded too: as NOT IN, which SQLite (no statistics on an edge's database) checks row by row in
+        that range, where `status = ACKED` would make it take the (status, id) index and read every
+        acknowledged tuple."""
+        return self.filter(acked_at__lt=before).exclude(status__in=OPEN_STATUSES)
 
 
 class WindowAggregate(models.Model):

@@ -29,8 +29,9 @@ event time has its windows closed 0.6 s later), so the live grace only
 covers jitter, a reading that comes later than its household's usual. A
 reading that comes later still is late, and counted as such. When a reading
 "arrives" is the caller's to say (`wall_ms`): the ingest gives its Kafka
-record's timestamp, the moment it reached the broker, so the time a reading
-waited there for a busy ingest does not count as its household's delay.
+record's timestamp carried onto the edge's clock by the partition's usual
+lag (edge_app/ingest.py), so the time a reading waited in Kafka for a busy
+ingest does not count as its household's delay.
 
 The wall clock counts only as far as the consumer has read: while it is
 behind in a partition, up to the timestamp of the newest record it has read

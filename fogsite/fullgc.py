@@ -24,6 +24,7 @@ log = logging.getLogger("fog.gc")
 NEVER = 2**31 - 1  # a generation-2 threshold CPython's own rule never reaches
 OVERDUE_FACTOR = 3  # a loop that never pauses collects after this many intervals, wherever it is
 ROOM_FACTOR = 2  # a pause must leave this many times the last collection's length before anything is due
+MIN_ROOM_S = 0.5  # and at least this (the first collection's length is not known yet)
 SLOW_COLLECTION_S = 0.05  # collections longer than this are logged at DEBUG, with their length
 
 
@@ -63,7 +64,8 @@ class FullCollections:
         since = self.clock() - self.last
         if since < self.every_s:
             return False
-        if room_s is not None and room_s < ROOM_FACTOR * self.took and since < OVERDUE_FACTOR * self.every_s:
+        if (room_s is not None and room_s < max(ROOM_FACTOR * self.took, MIN_ROOM_S)
+                and since < OVERDUE_FACTOR * self.every_s):
             return False
         self.collect()
         return True

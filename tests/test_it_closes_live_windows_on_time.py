@@ -1,6 +1,7 @@
 """At real time a window is stored `live grace` after its end, not when its household's next reading comes;
 replays, lagging streams and a consumer that has not read that far keep to event time."""
 
+import json
 import time
 
 import pytest
@@ -121,17 +122,49 @@ def test_it_dates_a_reading_from_when_it_reached_kafka_not_from_when_the_ingest_
     its household look that much slower: its next window would be held back by the wait."""
     ingest = connected_ingestor("edge-waited", topic, kafka_bootstrap)
     try:
-        now = int(time.time() * 1000)
-        produce(kafka_bootstrap, topic, [reading("waited", now, 1.0)])
-        time.sleep(1.5)  # the ingest is busy elsewhere
         deadline = time.monotonic() + 30
+        produce(kafka_bootstrap, topic, [reading("waited", int(time.time() * 1000), 1.0)])
         while "waited" not in ingest.book.households and time.monotonic() < deadline:
+            ingest.handle_one_poll(timeout_ms=50)  # read at once: its partition's usual lag
+        now = int(time.time() * 1000)
+        produce(kafka_bootstrap, topic, [reading("waited", now, 1.0)])  # same household, same partition
+        time.sleep(1.5)  # the ingest is busy elsewhere
+        state = ingest.book.households["waited"]
+        while state.newest_ts != now and time.monotonic() < deadline:
             ingest.handle_one_poll(timeout_ms=50)
         read_at = time.time() * 1000
-        assert read_at - now >= 1500
-        assert ingest.book.households["waited"].newest_at - now < 500
+        assert state.newest_ts == now and read_at - now >= 1500
+        assert state.newest_at - now < 500
     finally:
         ingest.close()
+
+
+def _unconnected_ingestor():
+    from edge_app.ingest import Ingestor
+
+    return Ingestor(edge_id="edge-clocks", topic="unused", bootstrap="127.0.0.1:1", window_seconds=W // 1000,
+                    grace_seconds=GRACE / 1000, idle_seconds=600, live_grace_seconds=LIVE_GRACE / 1000)
+
+
+def _records(offset, household, ts, stamp):
+    return [(offset, (json.dumps({"household": household, "ts": ts, "power_w": 1.0}).encode(), stamp))]
+
+
+def test_it_reads_a_producer_clock_that_runs_behind_on_the_edges_clock():
+    """A producer 3 s behind the edge stamps its records 3 s early: its readings, read at once, arrive when the
+    edge read them, and a reading that waited in Kafka for a busy ingest arrives when it would have been read."""
+    ingest = _unconnected_ingestor()
+    behind, transit = 3000, 20
+    for i in range(3):  # readings a second apart, each read as soon as sent
+        ts = NOW + i * 1000  # the producer's clock
+        ingest._apply(0, _records(i, "h", ts, ts), 0.0, ts + behind + transit)
+    assert ingest.book.households["h"].newest_at == NOW + 2000 + behind + transit
+    ts = NOW + 3000
+    ingest._apply(0, _records(3, "h", ts, ts), 0.0, ts + behind + transit + 1500)  # waited 1.5 s in Kafka
+    assert ingest.book.households["h"].newest_at == ts + behind + transit
+    # Its window closes by its household's clock, the skew and transit allowed for, not 3 s early.
+    assert ingest.book.close_live(NOW + W + LIVE_GRACE + behind + transit - 10) == 0
+    assert ingest.book.close_live(NOW + W + LIVE_GRACE + behind + transit + 10) == 1
 
 
 def test_it_closes_live_windows_a_part_at_a_time():

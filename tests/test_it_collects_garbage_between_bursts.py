@@ -89,9 +89,10 @@ def test_it_collects_in_a_pause_once_the_interval_is_up(collections):
 
 def test_it_waits_for_a_pause_with_room_for_the_collection(collections):
     taken, clock = collections
-    taken.took = 0.3  # the last full collection's length
     clock.now += 61
-    assert not taken.handle_one_pause(room_s=0.4)  # a window is due before twice that: not now
+    assert not taken.handle_one_pause(room_s=0.1)  # the first one's length is not known: not in a short pause
+    taken.took = 0.3  # the last full collection's length
+    assert not taken.handle_one_pause(room_s=0.55)  # a window is due before twice that: not now
     assert taken.handle_one_pause(room_s=1.0)
 
 

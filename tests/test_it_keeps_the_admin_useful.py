@@ -74,6 +74,14 @@ def test_it_deletes_only_acknowledged_tuples_past_retention(tuples):
     assert remaining.exclude(status=Status.ACKED).count() == 5
 
 
+@pytest.mark.edge_db
+def test_it_keeps_an_old_tuple_sent_again_from_the_admin_until_it_is_acknowledged_again(admin_client, tuples):
+    old = tuples.filter(status=Status.ACKED, acked_at__lt=timezone.now() - timedelta(days=7)).first()
+    admin_client.post("/admin/edge_app/windowaggregate/", {"action": "send_again", "_selected_action": [old.id]})
+    assert delete_expired(days=7) == 1  # the other old one; this one waits in the backlog again
+    assert WindowAggregate.objects.get(id=old.id).status == Status.PENDING
+
+
 def test_it_finds_expired_tuples_in_one_range_of_the_retention_index(db):
     """SQLite keeps no statistics on an edge's database: the retention must still read the partial index of
     acknowledged tuples by acked_at, not every acknowledged tuple (the millions a week of them make)."""

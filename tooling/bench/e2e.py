@@ -213,6 +213,8 @@ def measure(households, seconds, step=2, out=print, settings_env=None, warmup=WA
     until = warmup + seconds + 10
     pipeline = Pipeline(services, edge_redis, households=households, until=until, speed=1.0, proxied=False,
                         simulation_args=["--start", "now", "--step", str(step)], idle_seconds=None)  # the edge as users run it
+    for name in {name for changed, _ in BASELINES.values() for name in changed}:
+        pipeline.env.pop(name, None)  # the measured run has the defaults, whatever this shell sets
     pipeline.env.update(settings_env or {})
     web_port = free_port()
     web_log = open(pipeline.folder / "web.log", "ab")
