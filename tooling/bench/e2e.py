@@ -257,14 +257,18 @@ def measure(households, seconds, step=2, out=print, settings_env=None, warmup=WA
         drops = feed.drops
         stages = _stages(pipeline, started_ms, started_ms + elapsed_s * 1000)
         late = _late(pipeline) - late_before
-    finally:
-        if feed:
-            feed.close()
-        if web and web.poll() is None:
-            os.killpg(web.pid, 9)
-            web.wait(10)
-        pipeline.close(keep_logs=bool(os.environ.get("FOG_BENCH_KEEP_LOGS")))
-        pipeline.forget()
+    finally:  # nested, so a second Ctrl-C during one step of the cleanup still runs the others
+        try:
+            if web and web.poll() is None:  # first: in a session of its own, nothing else would end it
+                os.killpg(web.pid, 9)
+                web.wait(10)
+        finally:
+            try:
+                if feed:
+                    feed.close()
+            finally:
+                pipeline.close(keep_logs=bool(os.environ.get("FOG_BENCH_KEEP_LOGS")))
+                pipeline.forget()
     samples = [(arrived - int(end), count) for arrived, _, ends in updates for end, count in ends.items()
                if end.isdigit()]
     if not samples:
