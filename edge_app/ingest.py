@@ -211,7 +211,7 @@ class Ingestor:
         """Open the consumer, wait for the topic, assign every partition at its stored position."""
         # No reset policy (kafka_source): a position Kafka deleted is reported, counted, never skipped.
         # Every value comes with its record's timestamp: the event time of legacy input, and for live
-        # windows the moment a reading reached Kafka (see _apply).
+        # windows when a reading was sent (see _apply).
         self.source = open_source(self.client, self.bootstrap, client_id=f"edge-{self.edge_id}",
                                   group_id=f"edge-{self.edge_id}", timestamps=True)
         partitions = wait_for_partitions(self.source, self.topic, wait_seconds)
