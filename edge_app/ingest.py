@@ -259,7 +259,7 @@ class Ingestor:
 
     def room_s(self):
         """Seconds until the next live window may be due: how long the loop may pause for other work
-        (a full garbage collection, fogsite/fullgc.py). None: no live window is open."""
+        (a full garbage collection, fogwire/fullgc.py). None: no live window is open."""
         if not (self.live_windows and self.book.live_due):
             return None
         return self.book.live_due[0][0] / 1000 - time.time()  # the heap's head: the earliest it can be

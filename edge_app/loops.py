@@ -16,7 +16,7 @@ from django.conf import settings
 
 from edge_app.budget import budget_folder, derived_budget, low_water
 from edge_app.control import LOOPS, EdgeControl, Holder, queue_name  # noqa: F401  (the loops' public names)
-from fogsite.fullgc import FullCollections
+from fogwire.fullgc import FullCollections
 
 log = logging.getLogger("fog.edge")
 

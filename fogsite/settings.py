@@ -86,7 +86,7 @@ FOG_LIVE_GRACE_SECONDS = env_float("FOG_LIVE_GRACE_SECONDS", 1.0, minimum=0)
 # Live streams' windows close by the edge's clock at end + grace (edge_app/windows.py); off: event time only.
 FOG_LIVE_WINDOWS = env_bool("FOG_LIVE_WINDOWS", True)
 # The long-running loops' full garbage collections, at most this often, where the loop pauses
-# (fogsite/fullgc.py); 0: CPython's own rule, in the middle of whatever the loop does.
+# (fogwire/fullgc.py); 0: CPython's own rule, in the middle of whatever the loop does.
 FOG_FULL_GC_SECONDS = env_int("FOG_FULL_GC_SECONDS", 60, minimum=0)
 FOG_EDGE_RETENTION_DAYS = env_int("FOG_EDGE_RETENTION_DAYS", 7, minimum=1)
 # Long outages (edge_app/budget.py): the backlog the edge holds before it stops reading Kafka

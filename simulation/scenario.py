@@ -11,7 +11,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import mosaik
 import mosaik.util
 
-from fogsite.fullgc import FullCollections
+from fogwire.fullgc import FullCollections
 from simulation.producer import CLIENTS
 from simulation.sources import DataError, read_folder
 
@@ -38,7 +38,7 @@ class Options:
     topic: str = "power"
     bootstrap: str = "127.0.0.1:9092"
     client: str = "confluent"
-    full_gc_seconds: int = 0  # FOG_FULL_GC_SECONDS (fogsite/fullgc.py); 0: CPython's own rule
+    full_gc_seconds: int = 0  # FOG_FULL_GC_SECONDS (fogwire/fullgc.py); 0: CPython's own rule
     skip_bad_lines: bool = False
     collect: bool = False
     progress: bool = False

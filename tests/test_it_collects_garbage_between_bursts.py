@@ -1,5 +1,5 @@
 """The long-running loops run CPython's full garbage collections where they pause, not in a burst
-(fogsite/fullgc.py): none on their own however much the loop allocates, one where the loop waits once the
+(fogwire/fullgc.py): none on their own however much the loop allocates, one where the loop waits once the
 interval is up and the room allows, one anywhere when long overdue; and FOG_FULL_GC_SECONDS=0 leaves
 everything to CPython."""
 
@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from fogsite.fullgc import NEVER, OVERDUE_FACTOR, FullCollections
+from fogwire.fullgc import NEVER, OVERDUE_FACTOR, FullCollections
 from simulation.scenario import RunStats
 
 

@@ -29,7 +29,7 @@ T0 = 1_577_142_000_000
 SERVER_VERSION = {"sqlite": "select 'sqlite ' || sqlite_version()", "postgres": "select version()"}
 EDGE_MIGRATIONS = sorted(p.stem for p in (ROOT / "edge_app" / "migrations").glob("0*.py"))
 # What the sender, retention, the admin, the link history and the ingest's resume rely on.
-EDGE_INDEXES = {"edge_app_windowaggregate": {"one_tuple_per_household_window", "sender_next", "retention",
+EDGE_INDEXES = {"edge_app_windowaggregate": {"one_tuple_per_household_window", "sender_next", "retention_acked",
                                              "admin_day_id"},
                 "edge_app_linkchange": {"link_history"},
                 "edge_app_ingestposition": {"one_position_per_partition"}}
