@@ -90,7 +90,7 @@ class WindowAggregate(models.Model):
         indexes = [
             # The sender: next PENDING tuples in id order; the backlog count.
             models.Index(fields=["status", "id"], name="sender_next"),
-            # Retention: ACKED tuples older than the cut-off (acked_at is set with ACKED, and only then).
+            # Retention: ACKED tuples older than the cut-off (acked_at is set when a tuple is acknowledged).
             # Partial, so a tuple enters it once, when acknowledged: the ingest's INSERT and the sender's
             # claim leave it alone (a (status, acked_at) index was written at all three).
             models.Index(fields=["acked_at"], condition=Q(acked_at__isnull=False), name="retention_acked"),
