@@ -197,7 +197,7 @@ def _late(pipeline):
 
 def _aof_rewrites(redis_url):
     """How many times the cloud's Redis has rewritten its append-only file (a fork and a copy of the whole
-    dataset, while every write still waits for its fsync): the usual cause of a long tail in freshness."""
+    dataset, while every write still waits for its fsync): one cause of a long tail in freshness."""
     import redis
 
     try:
