@@ -41,7 +41,14 @@ def cloud_address(port_index, tls):
     return ",".join(address(endpoint[0], endpoint[port_index], tls) for endpoint in settings.FOG_CLOUD_ENDPOINTS)
 
 
-class IngestStep:
+class Step:
+    def room_s(self):
+        """Seconds the loop may pause for other work (a full garbage collection) before its next step is
+        due; None: not known (fogwire/fullgc.py)."""
+        return None
+
+
+class IngestStep(Step):
     def __init__(self, options, control):
         from edge_app.ingest import Ingestor
         from edge_app.kafka_retention import RetentionWatch
@@ -91,7 +98,7 @@ def edge_budget():
     return budget, low_water(budget, settings.FOG_EDGE_BUDGET_LOW_WATER_PERCENT)
 
 
-class SenderStep:
+class SenderStep(Step):
     def __init__(self, options, control):
         from edge_app.sender import Sender
 
@@ -106,9 +113,6 @@ class SenderStep:
     def step(self):
         return self.sender.handle_one_round() > 0
 
-    def room_s(self):
-        return None  # the next windows may be stored any moment; a sender's heap is small
-
     def finished(self, control):
         from edge_app.models import WindowAggregate
 
@@ -118,7 +122,7 @@ class SenderStep:
         self.sender.close()
 
 
-class HeartbeatStep:
+class HeartbeatStep(Step):
     RETENTION_EVERY_SECONDS = 600
 
     def __init__(self, options, control):
@@ -137,9 +141,6 @@ class HeartbeatStep:
             delete_expired(settings.FOG_EDGE_RETENTION_DAYS)
             self.next_retention = time.monotonic() + self.RETENTION_EVERY_SECONDS
         return False  # one beat a second: always rest after it
-
-    def room_s(self):
-        return None
 
     def finished(self, control):
         return control.done("sender")

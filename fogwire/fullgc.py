@@ -35,7 +35,6 @@ class FullCollections:
         self.last = clock()
         self.took = 0.0  # seconds the last full collection took
         self.collections = 0
-        self.seconds = 0.0
         self._thresholds = None
 
     def start(self):
@@ -83,7 +82,6 @@ class FullCollections:
         self.took = time.perf_counter() - started
         self.last = self.clock()
         self.collections += 1
-        self.seconds += self.took
         if self.took >= SLOW_COLLECTION_S:
             log.debug("full garbage collection: %.0f ms, %d objects freed", self.took * 1000, found)
         return found

@@ -247,9 +247,8 @@ def measure(households, seconds, step=2, out=print, settings_env=None, warmup=WA
         feed = FeedClient(f"ws://127.0.0.1:{web_port}/ws/dashboard/").start()
         time.sleep(3)  # workers up and the link reported before the first window closes
         pipeline.start_simulation()
-        out(f"e2e: {households:,} households, a reading every {step:g} s, at real time, live windows "
-            f"{pipeline.env.get('FOG_LIVE_WINDOWS', 'on')}"
-            f"{''.join(f', {k}={v}' for k, v in (settings_env or {}).items() if k != 'FOG_LIVE_WINDOWS')}: "
+        out(f"e2e: {households:,} households, a reading every {step:g} s, at real time, "
+            f"{', '.join(f'{k}={v}' for k, v in (settings_env or {}).items()) or 'the default settings'}: "
             f"{warmup} s warm-up, then {seconds} s measured")
         time.sleep(warmup)
         roots = {"simulation": pipeline.simulation.pid, "edge": pipeline.edge.pid, "cloud": pipeline.cloud.pid,
