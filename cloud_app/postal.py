@@ -142,9 +142,12 @@ _CODES = {
           "07545 07546 07548 07549 07551 07552 07554 07557 99423 99425 99427",
 }
 POSTAL_CODES = {state: tuple(codes.split()) for state, codes in _CODES.items()}
+# Every tuple is located, and a burst brings each household once in the same order, which an LRU smaller
+# than the households misses every time; a million (a few hundred bytes each) is the owner cache's bound too.
+LOCATE_CACHE_MAX = 1 << 20
 
 
-@lru_cache(maxsize=1 << 16)
+@lru_cache(maxsize=LOCATE_CACHE_MAX)
 def locate(household):
     """(postal code, state code) of a household id, the same everywhere and always."""
     digest = hashlib.sha256(household.encode("utf-8")).digest()

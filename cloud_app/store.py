@@ -24,7 +24,8 @@ several clouds can share one store; `Keys` is the only place that spells them), 
     {p}edges:{n}         set   every edge of the shard that has spoken
     {p}hhidx:{n}         zset  the shard's households (score 0, so ordered by name): paging the API
     {p}hhidx:{n}:{state} zset  the shard's households of one state (the map's "list its households")
-    {p}series:{n}:{household}  list  "ws|we|avg" of its newest SERIES_MAX windows, newest first
+    {p}series:{n}:{household}  list  "ws|we|avg" of its newest windows, newest first: SERIES_MAX of them,
+                               and up to SERIES_CAP between trims
     {p}pw:{n}:{minute}   string  sum of avg x (we - ws) over the shard's windows that start in that
                                minute (W·ms; / 60,000 is the mean total power), expires after ROLLUP_KEEP_S
   in the household's shard h = shard_of(household):
@@ -59,6 +60,9 @@ from fogwire.limits import DEFAULT_HOUSEHOLDS_PER_EDGE
 
 RECENT_MAX = 200
 SERIES_MAX = 720  # an hour of 5 s windows per household: a bounded cost per household
+# A series is trimmed back to SERIES_MAX once it holds more than this (the reader reads SERIES_MAX): one
+# command a tuple fewer than a trim on every push, for an eighth more memory at most.
+SERIES_CAP = SERIES_MAX + SERIES_MAX // 8
 ROLLUP_KEEP_S = 2 * 3600  # per-minute roll-ups live this long (the page shows the last hour)
 OFFLINE_AFTER_MS = 3000  # no heartbeat for this long: the edge was offline (as the reader's "connected")
 OFFLINE_MAX = 50  # offline periods kept per edge
@@ -70,8 +74,9 @@ STORE_BATCH = """
 -- passed.
 local edge, recent_max, R_SUM = ARGV[1], tonumber(ARGV[2]), ARGV[3]
 local W = 6  -- arguments a tuple: id, household, window start, average, state, record
-local n = (#ARGV - 6) / W
-local now_ms, series_max, keep = tonumber(ARGV[#ARGV - 2]), tonumber(ARGV[#ARGV - 1]), tonumber(ARGV[#ARGV])
+local n = (#ARGV - 7) / W
+local now_ms, series_max, series_cap = tonumber(ARGV[#ARGV - 3]), tonumber(ARGV[#ARGV - 2]), tonumber(ARGV[#ARGV - 1])
+local keep = tonumber(ARGV[#ARGV])
 local CHUNK = 1000  -- unpack() has a stack limit
 
 local function hmget(key, fields)
@@ -192,8 +197,9 @@ if new > 0 then
   redis.call('EXPIRE', KEYS[10], 120)
   for hh, points in pairs(series) do  -- points in batch order; the reader sorts by window start
     local key = series_key[hh]
-    redis.call('LPUSH', key, unpack(points))
-    redis.call('LTRIM', key, 0, series_max - 1)
+    if redis.call('LPUSH', key, unpack(points)) > series_cap then  -- trimmed now and then, not every push
+      redis.call('LTRIM', key, 0, series_max - 1)
+    end
   end
   local now_minute = math.floor(now_ms / 60000)
   for minute, wms in pairs(power) do
@@ -328,7 +334,7 @@ class CloudStore:
                 minutes.setdefault(start // 60000, self.keys.power_minute(shard, start // 60000))  # maps them
                 args += (tid, household, start, repr(average), state,
                          Record(start, end, average, count, plz, state, now_ms, edge, tid, household).encode())
-        args += (now_ms, SERIES_MAX, ROLLUP_KEEP_S)
+        args += (now_ms, SERIES_MAX, SERIES_CAP, ROLLUP_KEEP_S)
         keys = [self.keys.tuples(edge), self.keys.states(shard), self.keys.households(shard),
                 self.keys.latest(shard), self.keys.recent(shard), self.keys.stats(shard), self.keys.edge(edge),
                 self.keys.household_index(shard), self.keys.edges(shard), self.keys.acks(edge, now_ms // 1000),

@@ -5,10 +5,10 @@ import asyncio
 import time
 
 import pytest
-from cloud_app.engine import connect_async
-
+from cloud_app.engine import connect, connect_async
+from cloud_app.keys import Keys, shard_of
 from cloud_app.postal import locate
-from cloud_app.store import SERIES_MAX, CloudStore
+from cloud_app.store import SERIES_CAP, SERIES_MAX, CloudStore
 from tests.conftest import EDGE_ID, store_through_cloud
 
 pytestmark = pytest.mark.engines  # the reads over the store's shards, on one Redis and on a cluster
@@ -48,6 +48,9 @@ def test_it_keeps_a_bounded_series_of_the_last_hour(client, cloud_settings, clou
     expected = [r[2] for r in rows if r[3] > newest_end - 3600 * 1000]
     assert [p["window_start"] for p in series] == expected
     assert len(series) <= SERIES_MAX
+    # What Redis keeps is bounded too: trimmed back to SERIES_MAX once past SERIES_CAP.
+    kept = connect(cloud.redis_url).llen(Keys(cloud.prefix).series(shard_of(EDGE_ID), "hh-long"))
+    assert SERIES_MAX <= kept <= SERIES_CAP
 
 
 def test_it_refuses_unknown_households_states_and_edges(client, cloud_settings, cloud):
