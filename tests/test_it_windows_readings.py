@@ -142,3 +142,23 @@ def test_it_forgets_closed_far_ahead_windows_of_a_live_household():
         book.close_idle(step * 10.0 + 700)  # the stray windows time out
     # Only the strays of the last hour are remembered (360 readings), not every one since the start.
     assert len(book.households["h"].closed_ahead) <= 361
+
+
+def test_it_counts_open_windows_as_a_scan_of_every_household_would():
+    import random
+
+    rng = random.Random(11)
+    book = WindowBook(5000, 2000, 30, live_grace_ms=1000)
+    wall = 1_577_142_000_000
+    for step in range(20_000):
+        household = f"h{rng.randrange(300)}"
+        ts = wall + step * 10 + rng.randrange(-3000, 3000)
+        book.add(household, ts, 1.0, 0, step, step / 100, wall + step * 10 + rng.randrange(0, 800))
+        if step % 13 == 0:
+            book.close_live(wall + step * 10, limit=rng.choice((None, 5)))
+        if step % 997 == 0:
+            book.close_idle(step / 100)
+        if step % 101 == 0:
+            assert book.open_windows() == sum(len(state.windows) for state in book.households.values())
+    book.close_all()
+    assert book.open_windows() == 0
