@@ -79,16 +79,3 @@ def test_it_starts_the_app_only_on_healthy_services_and_after_the_migration():
         depends = services[name]["depends_on"]
         assert depends["migrate"] == {"condition": "service_completed_successfully"}, name
         assert depends["kafka"] == depends["redis"] == {"condition": "service_healthy"}, name
-
-
-def test_it_runs_redis_as_the_benchmarks_and_the_tests_do():
-    """Users of compose get the cloud store the figures were measured on: every write fsynced, and the
-    append-only file rewritten as tooling.localservices rewrites it."""
-    from tooling.localservices import AOF_REWRITE_PERCENTAGE, Paths, Redis
-
-    command = compose()["redis"]["command"]
-    options = dict(zip(command[1::2], command[2::2]))
-    assert options["--appendonly"] == "yes" and options["--appendfsync"] == "always"
-    assert options["--auto-aof-rewrite-percentage"] == str(AOF_REWRITE_PERCENTAGE)
-    local = Redis(Paths(ROOT, ROOT / "var"), "127.0.0.1", 6379).config().splitlines()
-    assert {"appendfsync always", f"auto-aof-rewrite-percentage {AOF_REWRITE_PERCENTAGE}"} <= set(local)

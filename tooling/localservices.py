@@ -49,7 +49,6 @@ CLUSTER_MASTERS = LOCAL_CLUSTER_MASTERS  # the product's settings checks count o
 CLUSTER_BUS_OFFSET = 10000  # Redis's fixed offset of a node's cluster bus port
 CLUSTER_READY_SECONDS = 60
 POSTGRES_READY_SECONDS = 60
-AOF_REWRITE_PERCENTAGE = 400  # the cloud store's, as docker-compose.yml sets it (see RedisService.config)
 POSTGRES_VERSION = "15"
 POSTGRES_SYSTEM_USER = "postgres"  # the server refuses to run as root; a root `make services` runs it as this user
 
@@ -266,11 +265,6 @@ class Redis(Service):
                 "appendonly yes",
                 "appendfsync always",
                 "appendfilename appendonly.aof",
-                # A rewrite forks and copies the whole dataset; the cloud's data grows with every tuple, so
-                # rewriting each time the log doubles (Redis's default, 100) spends CPU in proportion to the
-                # write rate. At 400 the log may reach five times the dataset before it is rewritten, a
-                # quarter as often (`bench e2e --baseline aof` measures the two).
-                f"auto-aof-rewrite-percentage {AOF_REWRITE_PERCENTAGE}",
                 "save 900 1",
                 "",
             ]

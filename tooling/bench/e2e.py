@@ -16,11 +16,6 @@ tuples acknowledged keep pace with the households (at least HOLD_PACE of househo
 second), and the edge counted no more than HOLD_LATE_SHARE of the readings late (a window closed by the
 wall clock before a reading of it came: fresh figures bought by dropping readings do not hold).
 `--find-capacity` doubles the households until a run does not hold, then bisects.
-
-Each run starts from a freshly rewritten append-only file on the cloud's Redis. How often Redis
-rewrites it (a fork and a copy of the whole dataset) depends on the file's size at the last rewrite, so
-without that a run would inherit the rewrites of the runs before it; from a fresh rewrite it meets as
-many as a long-running store writing at the same rate would.
 """
 
 import asyncio
@@ -30,9 +25,7 @@ import subprocess
 import sys
 import threading
 import time
-from contextlib import contextmanager
 from types import SimpleNamespace
-from typing import NamedTuple
 
 from django.conf import settings
 
@@ -48,24 +41,10 @@ HOLD_LATE_SHARE = 0.0001
 CAPACITY_SECONDS = 120  # each --find-capacity trial is measured this long
 CAPACITY_START = 10_000
 CAPACITY_RESOLUTION = 0.1  # bisect until the bounds are this close (relative)
-AOF_REWRITE_WAIT_S = 120  # the rewrite that starts each run, at most this long
-
-
-class Baseline(NamedTuple):
-    """The one setting a baseline run changes: in the pipeline's environment, or in the cloud Redis's
-    configuration (set for that run, then set back)."""
-
-    described: str
-    env: dict = {}
-    redis: dict = {}
-
-
 # --baseline WHAT: the one setting the baseline run changes, and how the figures name it.
 BASELINES = {
-    "live-windows": Baseline("FOG_LIVE_WINDOWS=off (windows close by event time alone)", env={"FOG_LIVE_WINDOWS": "off"}),
-    "gc": Baseline("FOG_FULL_GC_SECONDS=0 (CPython's own full garbage collections)", env={"FOG_FULL_GC_SECONDS": "0"}),
-    "aof": Baseline("Redis's default auto-aof-rewrite-percentage 100 (the append-only file rewritten each time it "
-                    "doubles)", redis={"auto-aof-rewrite-percentage": "100"}),
+    "live-windows": ({"FOG_LIVE_WINDOWS": "off"}, "FOG_LIVE_WINDOWS=off (windows close by event time alone)"),
+    "gc": ({"FOG_FULL_GC_SECONDS": "0"}, "FOG_FULL_GC_SECONDS=0 (CPython's own full garbage collections)"),
 }
 
 
@@ -233,50 +212,6 @@ def _aof_rewrites(redis_url):
         client.close()
 
 
-@contextmanager
-def _redis_for_a_run(redis_url, config):
-    """Rewrite the cloud Redis's append-only file and wait for it (see the module docstring), with `config`
-    set for the run and set back after it. A cluster's URL: left as it is."""
-    import redis
-
-    try:
-        client = redis.Redis.from_url(redis_url)
-    except Exception:  # noqa: BLE001 -- a cluster's URL
-        yield
-        return
-    before = {name: client.config_get(name)[name] for name in config}
-    try:
-        for name, value in config.items():
-            client.config_set(name, value)
-        _rewrite_aof(client)
-        yield
-    finally:
-        try:
-            for name, value in before.items():
-                client.config_set(name, value)
-        finally:
-            client.close()
-
-
-def _rewrite_aof(client):
-    deadline = time.monotonic() + AOF_REWRITE_WAIT_S
-    started = False
-    while time.monotonic() < deadline:
-        state = client.info("persistence")
-        if state.get("aof_rewrite_in_progress") or state.get("aof_rewrite_scheduled"):
-            started = True
-        elif started:
-            return
-        else:
-            try:
-                client.bgrewriteaof()
-                started = True
-            except Exception:  # noqa: BLE001 -- a background save is running: the rewrite waits for it
-                pass
-        time.sleep(0.2)
-    raise RuntimeError(f"the cloud Redis did not finish rewriting its append-only file within {AOF_REWRITE_WAIT_S} s")
-
-
 def _weighted_percentile(samples, share):
     total = sum(count for _, count in samples)
     ordered, seen = sorted(samples), 0
@@ -287,23 +222,17 @@ def _weighted_percentile(samples, share):
     return ordered[-1][0]
 
 
-def measure(households, seconds, step=2, out=print, baseline=None, warmup=WARMUP_S):
-    """One run, with the one setting of `baseline` (a Baseline) changed: returns a dict of the figures (see the
+def measure(households, seconds, step=2, out=print, settings_env=None, warmup=WARMUP_S):
+    """One run, with the pipeline's environment changed by `settings_env`: returns a dict of the figures (see the
     module docstring)."""
-    with _redis_for_a_run(settings.FOG_CLOUD_REDIS_URL, baseline.redis if baseline else {}):
-        return _measure(households, seconds, step, out, baseline, warmup)
-
-
-def _measure(households, seconds, step, out, baseline, warmup):
     services = SimpleNamespace(bootstrap=settings.FOG_KAFKA_BOOTSTRAP, redis_url=settings.FOG_CLOUD_REDIS_URL)
     edge_redis = settings.FOG_EDGE_REDIS_URL.rsplit("/", 1)[0] + "/13"
     until = warmup + seconds + 10
     pipeline = Pipeline(services, edge_redis, households=households, until=until, speed=1.0, proxied=False,
                         simulation_args=["--start", "now", "--step", str(step)], idle_seconds=None)  # the edge as users run it
-    for name in {name for other in BASELINES.values() for name in other.env}:
+    for name in {name for changed, _ in BASELINES.values() for name in changed}:
         pipeline.env.pop(name, None)  # the measured run has the defaults, whatever this shell sets
-    changed = {**(baseline.env if baseline else {}), **(baseline.redis if baseline else {})}
-    pipeline.env.update(baseline.env if baseline else {})
+    pipeline.env.update(settings_env or {})
     web_port = free_port()
     web_log = open(pipeline.folder / "web.log", "ab")
     web = feed = None
@@ -319,7 +248,7 @@ def _measure(households, seconds, step, out, baseline, warmup):
         time.sleep(3)  # workers up and the link reported before the first window closes
         pipeline.start_simulation()
         out(f"e2e: {households:,} households, a reading every {step:g} s, at real time, "
-            f"{', '.join(f'{k}={v}' for k, v in changed.items()) or 'the default settings'}: "
+            f"{', '.join(f'{k}={v}' for k, v in (settings_env or {}).items()) or 'the default settings'}: "
             f"{warmup} s warm-up, then {seconds} s measured")
         time.sleep(warmup)
         roots = {"simulation": pipeline.simulation.pid, "edge": pipeline.edge.pid, "cloud": pipeline.cloud.pid,
@@ -399,12 +328,10 @@ def run(households=1000, seconds=60, step=2, find_capacity=False, baseline=None,
     if not find_capacity:
         figure = _figures(measure(households, seconds, step, out, warmup=warmup))
         if baseline:  # the same run with one setting changed
-            other = BASELINES["live-windows" if baseline is True else baseline]
-            result = measure(households, seconds, step, out, baseline=other, warmup=warmup)
-            figure.baseline = result["freshness_p99_s"]
-            figure.extra["baseline"] = other.described
-            if result.get("redis_aof_rewrites") is not None:
-                figure.extra["redis AOF rewrites during the baseline"] = result["redis_aof_rewrites"]
+            changed, described = BASELINES["live-windows" if baseline is True else baseline]
+            figure.baseline = measure(households, seconds, step, out, settings_env=changed,
+                                      warmup=warmup)["freshness_p99_s"]
+            figure.extra["baseline"] = described
         return [figure]
     good, bad, results = None, None, []
     size = households if households > 1000 else CAPACITY_START
@@ -439,8 +366,7 @@ def run(households=1000, seconds=60, step=2, find_capacity=False, baseline=None,
 # --- the generated section of docs/BENCHMARKS.md ---------------------------------------------------
 
 KINDS = {"size": "at one size, beside live windows off", "capacity": "the capacity search",
-         "gc": "at one size, beside CPython's own full garbage collections",
-         "aof": "at one size, beside Redis's default append-only file rewrites"}
+         "gc": "at one size, beside CPython's own full garbage collections"}
 
 
 def markers(kind):
@@ -451,10 +377,7 @@ def markers(kind):
 def kind_of(figures):
     if any(f.name.startswith("e2e capacity") for f in figures):
         return "capacity"
-    for kind in ("gc", "aof"):
-        if any(f.extra.get("baseline") == BASELINES[kind].described for f in figures):
-            return kind
-    return "size"
+    return "gc" if any(f.extra.get("baseline") == BASELINES["gc"][1] for f in figures) else "size"
 
 
 def section(figures, command):

@@ -74,8 +74,7 @@ BENCHMARKS = {
                                            "freshness <= 5 s and pace, each trial measured 2 minutes"),
         ("--baseline", tuple(e2e.BASELINES), None, "also run the same households with one setting changed, as the "
          "baseline: live-windows (the default) FOG_LIVE_WINDOWS=off, windows close by event time alone; gc "
-         "FOG_FULL_GC_SECONDS=0, CPython's own full garbage collections; aof the cloud Redis's "
-         "auto-aof-rewrite-percentage at Redis's default 100"),
+         "FOG_FULL_GC_SECONDS=0, CPython's own full garbage collections"),
         ("--warmup", int, e2e.WARMUP_S, "seconds the pipeline runs before measuring (the first windows close, "
                                         "workers and sockets settle)"),
     ]),
@@ -142,8 +141,7 @@ NOTES = [
     "  separately, the ORM's `bulk_create` instead of the one prepared INSERT run over all rows.",
     "- api: Django's stock `ASGIHandler` instead of `fogsite.http.OneHopASGIHandler`, same server and load.",
     "- e2e: the same households with `FOG_LIVE_WINDOWS=off` (windows close by event time alone); with",
-    "  `--baseline gc`, with `FOG_FULL_GC_SECONDS=0` (CPython's own full garbage collections); with",
-    "  `--baseline aof`, with the cloud Redis's `auto-aof-rewrite-percentage` at Redis's default 100.",
+    "  `--baseline gc`, with `FOG_FULL_GC_SECONDS=0` (CPython's own full garbage collections).",
     "- simulate: the same simulation with kafka-python's producer instead of confluent-kafka's.",
     "- scale: each series against its first row; the store rows send the same tuples into one replica on the",
     "  single Redis, then on a local 3-master Redis Cluster (only the store's engine differs).",
