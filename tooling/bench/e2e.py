@@ -16,6 +16,10 @@ tuples acknowledged keep pace with the households (at least HOLD_PACE of househo
 second), and the edge counted no more than HOLD_LATE_SHARE of the readings late (a window closed by the
 wall clock before a reading of it came: fresh figures bought by dropping readings do not hold).
 `--find-capacity` doubles the households until a run does not hold, then bisects.
+
+Each run starts from a freshly rewritten append-only file on the cloud's Redis. How often Redis
+rewrites it (a fork and a copy of the whole dataset) depends on the file's size at the last rewrite, so
+without that a run would inherit the rewrites of the runs before it (a trial after a large one, none).
 """
 
 import asyncio
@@ -41,6 +45,7 @@ HOLD_LATE_SHARE = 0.0001
 CAPACITY_SECONDS = 120  # each --find-capacity trial is measured this long
 CAPACITY_START = 10_000
 CAPACITY_RESOLUTION = 0.1  # bisect until the bounds are this close (relative)
+AOF_REWRITE_WAIT_S = 120  # the rewrite that starts each run, at most this long
 # --baseline WHAT: the one setting the baseline run changes, and how the figures name it.
 BASELINES = {
     "live-windows": ({"FOG_LIVE_WINDOWS": "off"}, "FOG_LIVE_WINDOWS=off (windows close by event time alone)"),
@@ -212,6 +217,35 @@ def _aof_rewrites(redis_url):
         client.close()
 
 
+def _rewrite_aof(redis_url):
+    """Rewrite the cloud Redis's append-only file and wait until it is done (see the module docstring).
+    A cluster's URL, or a server that refuses: left as it is."""
+    import redis
+
+    try:
+        client = redis.Redis.from_url(redis_url)
+    except Exception:  # noqa: BLE001 -- a cluster's URL
+        return
+    try:
+        deadline, started = time.monotonic() + AOF_REWRITE_WAIT_S, False
+        while time.monotonic() < deadline:
+            state = client.info("persistence")
+            if state.get("aof_rewrite_in_progress") or state.get("aof_rewrite_scheduled"):
+                started = True
+            elif started:
+                return
+            else:
+                try:
+                    client.bgrewriteaof()
+                    started = True
+                except redis.ResponseError:  # a background save is running: the rewrite waits for it
+                    pass
+            time.sleep(0.2)
+        raise RuntimeError(f"the cloud Redis did not finish rewriting its append-only file in {AOF_REWRITE_WAIT_S} s")
+    finally:
+        client.close()
+
+
 def _weighted_percentile(samples, share):
     total = sum(count for _, count in samples)
     ordered, seen = sorted(samples), 0
@@ -227,6 +261,7 @@ def measure(households, seconds, step=2, out=print, settings_env=None, warmup=WA
     module docstring)."""
     services = SimpleNamespace(bootstrap=settings.FOG_KAFKA_BOOTSTRAP, redis_url=settings.FOG_CLOUD_REDIS_URL)
     edge_redis = settings.FOG_EDGE_REDIS_URL.rsplit("/", 1)[0] + "/13"
+    _rewrite_aof(services.redis_url)
     until = warmup + seconds + 10
     pipeline = Pipeline(services, edge_redis, households=households, until=until, speed=1.0, proxied=False,
                         simulation_args=["--start", "now", "--step", str(step)], idle_seconds=None)  # the edge as users run it
