@@ -7,9 +7,11 @@ from redis.asyncio.connection import Connection, SSLConnection, UnixDomainSocket
 
 from cloud_app.engine import connect_async
 
-# What the batch script is given: ints, floats as repr(), text with non-ASCII households, bytes.
+# What the batch script is given: ints, floats as repr(), text with non-ASCII households, bytes; and the
+# other kinds redis-py accepts.
 ARGS = ("EVALSHA", "a" * 40, 3, "fog:t:{3}:edge-1", b"raw\x00bytes", 1_800_000_000_000, repr(231.25), 231.25,
-        "Haushalt-Müller-7", "1800000000000|1800000005000|231.25|3|80331|BY|1800000001234|edge-1|7|hh")
+        "Haushalt-Müller-7", "1800000000000|1800000005000|231.25|3|80331|BY|1800000001234|edge-1|7|hh",
+        memoryview(b"view"), bytearray(b"array"), float("inf"), -0.0, 2**70)
 
 
 def test_it_keeps_the_url_s_kind_of_connection():
@@ -25,10 +27,12 @@ def test_it_keeps_the_url_s_kind_of_connection():
 
 
 def test_it_packs_the_same_bytes_as_redis_py():
-    client = connect_async("redis://127.0.0.1:6379/0")
-    try:
-        ours = client.connection_pool.make_connection()
-        assert b"".join(ours.pack_command(*ARGS)) == b"".join(Connection().pack_command(*ARGS))
-    finally:
-        asyncio.run(client.aclose())
+    for url, kind in (("redis://127.0.0.1:6379/0", Connection), ("rediss://127.0.0.1:6380/0", SSLConnection)):
+        client = connect_async(url)
+        try:
+            ours = client.connection_pool.make_connection()
+            for args in (ARGS, ("CONFIG GET", "append*")):  # a command name of two words, too
+                assert b"".join(ours.pack_command(*args)) == b"".join(kind().pack_command(*args)), (url, args)
+        finally:
+            asyncio.run(client.aclose())
 

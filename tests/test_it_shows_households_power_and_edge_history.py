@@ -49,7 +49,11 @@ def test_it_keeps_a_bounded_series_of_the_last_hour(client, cloud_settings, clou
     assert [p["window_start"] for p in series] == expected
     assert len(series) <= SERIES_MAX
     # What Redis keeps is bounded too: trimmed back to SERIES_MAX once past SERIES_CAP.
-    kept = connect(cloud.redis_url).llen(Keys(cloud.prefix).series(shard_of(EDGE_ID), "hh-long"))
+    client = connect(cloud.redis_url)
+    try:
+        kept = client.llen(Keys(cloud.prefix).series(shard_of(EDGE_ID), "hh-long"))
+    finally:
+        client.close()
     assert SERIES_MAX <= kept <= SERIES_CAP
 
 
