@@ -56,8 +56,8 @@ def connect_async(url, **options):
 def _hiredis_packing(connection_class):
     """`connection_class` (plain, TLS or unix socket) packing each command with hiredis, as redis-py's
     blocking connections do and its asyncio ones do not yet (redis/redis-py#4176). The batch script takes
-    about seven arguments a tuple, and packing them in Python was a quarter of runcloud's CPU at 100,000
-    households. The same bytes either way; without hiredis the class is left as it is."""
+    about seven arguments a tuple, and packing them in Python was the largest item in runcloud's profile
+    at 100,000 households. The same bytes either way; without hiredis the class is left as it is."""
     if not HIREDIS_AVAILABLE:
         return connection_class
     from redis.connection import HiredisRespSerializer  # it names the hiredis module: only when there is one

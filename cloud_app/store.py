@@ -75,8 +75,8 @@ STORE_BATCH = """
 local edge, recent_max, R_SUM = ARGV[1], tonumber(ARGV[2]), ARGV[3]
 local W = 6  -- arguments a tuple: id, household, window start, average, state, record
 local n = (#ARGV - 7) / W
-local now_ms, series_max, series_cap = tonumber(ARGV[#ARGV - 3]), tonumber(ARGV[#ARGV - 2]), tonumber(ARGV[#ARGV - 1])
-local keep = tonumber(ARGV[#ARGV])
+local now_ms, series_max = tonumber(ARGV[#ARGV - 3]), tonumber(ARGV[#ARGV - 2])
+local series_cap, keep = tonumber(ARGV[#ARGV - 1]), tonumber(ARGV[#ARGV])
 local CHUNK = 1000  -- unpack() has a stack limit
 
 local function hmget(key, fields)

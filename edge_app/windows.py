@@ -62,7 +62,7 @@ LIVE_WITHIN_MS = 30_000  # event time this close to the edge's clock on arrival:
 MAX_JUMP_MS = 10 * 60 * 1000  # further ahead than this, a lone reading does not move its household's clock
 FORGET_AFTER_IDLES = 6  # idle timeouts of silence after which a household leaves memory
 # The live heap holds plain ints, due << SLOT_BITS | slot, with the window in `live_slots[slot]`: at real time
-# every household's window comes due within a second, and an int compares several times faster than a tuple.
+# every household's window comes due within a second, and tuples that tie on the due time compare on.
 SLOT_BITS = 32
 SLOT_MASK = (1 << SLOT_BITS) - 1
 
