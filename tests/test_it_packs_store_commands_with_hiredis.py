@@ -1,5 +1,5 @@
 """The cloud's asyncio Redis connections pack commands with hiredis (cloud_app.engine): the same bytes as
-redis-py's own packing, over plain TCP, TLS and a unix socket alike."""
+redis-py's own packing over plain TCP and TLS, and a unix socket keeps its kind of connection too."""
 
 import asyncio
 
