@@ -4,6 +4,8 @@ The scenarios run in two lanes at once (tooling/chaos/lanes.py), each with a Kaf
 an edge Redis database of its own; each test waits for its scenario's outcome."""
 
 import os
+import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -41,6 +43,8 @@ def fault_matrix(services, request):
     with LaneRunner(jobs, Path(settings.VAR_DIR) / "kafka" / "libs", settings.FOG_EDGE_REDIS_URL, LANES) as runner:
         yield runner
 
+
+KEPT_LOGS = re.compile(r"interrupted; the processes' logs are kept in (\S+)")
 
 @pytest.mark.slow
 def test_it_ends_both_lanes_when_the_chaos_command_is_interrupted(fault_matrix, tmp_path):
@@ -83,6 +87,10 @@ def test_it_ends_both_lanes_when_the_chaos_command_is_interrupted(fault_matrix, 
         for pid, cmdline in started.items():
             if alive(pid) and _cmdline(pid) == cmdline:  # still that process, not a pid since reused
                 os.kill(pid, signal.SIGKILL)
+        for folder in KEPT_LOGS.findall((tmp_path / "chaos.log").read_text(errors="replace")):
+            shutil.rmtree(folder, ignore_errors=True)  # the interrupted scenarios' logs, kept for a user
+    # Each scenario it interrupted says where its logs are kept.
+    assert len(KEPT_LOGS.findall((tmp_path / "chaos.log").read_text(errors="replace"))) == 2
 
 
 def _redis_servers_in(folders):

@@ -241,6 +241,8 @@ def run_scenario(name, services, edge_redis_url, options=None, out=print, stop=N
     finally:
         # Also on Ctrl-C (no outcome yet): the pipeline's processes must not outlive the harness.
         pipeline.close(keep_logs=keep_logs or outcome is None or not outcome.ok)
+        if outcome is None:  # interrupted: the logs may say where it hung, so they stay, and it says where
+            out(f"{name}: interrupted; the processes' logs are kept in {pipeline.folder}")
     if not outcome.ok:
         out(f"{name}: the processes' logs are kept in {pipeline.folder}")
     out(f"{name}: windows={outcome.windows} acked={outcome.acked} lost={outcome.lost} "
