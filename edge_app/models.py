@@ -56,8 +56,8 @@ class WindowAggregateQuerySet(models.QuerySet):
     def expired(self, before):
         """ACKED tuples acknowledged before `before`: the only ones retention may delete.
 
-        One range of the partial `retention_acked` index (acked_at is set only with ACKED). A tuple sent
-        again from the admin keeps its old acked_at while it is open again, so the open statuses are
+        One range of the partial `retention_acked` index (acked_at is set when a tuple is acknowledged). A
+        tuple sent again from the admin keeps its old acked_at while it is open again, so the open statuses are
         excluded too: as NOT IN, which SQLite (no statistics on an edge's database) checks row by row in
         that range, where `status = ACKED` would make it take the (status, id) index and read every
         acknowledged tuple."""

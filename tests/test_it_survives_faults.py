@@ -46,6 +46,7 @@ def fault_matrix(services, request):
 
 KEPT_LOGS = re.compile(r"interrupted; the processes' logs are kept in (\S+)")
 
+
 @pytest.mark.slow
 def test_it_ends_both_lanes_when_the_chaos_command_is_interrupted(fault_matrix, tmp_path):
     """Ctrl-C while both lanes run a scenario: every pipeline process and both lanes' Kafka and Redis end with

@@ -29,6 +29,7 @@ import subprocess
 import sys
 import threading
 import time
+from contextlib import contextmanager
 from types import SimpleNamespace
 
 from django.conf import settings
@@ -200,21 +201,32 @@ def _late(pipeline):
     return sum(row[0] for row in pipeline.rows("select late from edge_app_edgestatus"))
 
 
+@contextmanager
+def _single_redis(redis_url):
+    """A blocking client of the cloud's Redis, closed after; None for a cluster's URL (not looked at)."""
+    import redis
+
+    try:
+        client = redis.Redis.from_url(redis_url)
+    except Exception:  # noqa: BLE001 -- a cluster's URL
+        yield None
+        return
+    try:
+        yield client
+    finally:
+        client.close()
+
+
 def _aof_rewrites(redis_url):
     """How many times the cloud's Redis has rewritten its append-only file (a fork and a copy of the whole
     dataset, while every write still waits for its fsync): one cause of a long tail in freshness."""
     import redis
 
-    try:
-        client = redis.Redis.from_url(redis_url)
-    except Exception:  # noqa: BLE001 -- a cluster's URL: not reported
-        return None
-    try:
-        return client.info("persistence").get("aof_rewrites")
-    except Exception:  # noqa: BLE001 -- a server that does not say: not reported
-        return None
-    finally:
-        client.close()
+    with _single_redis(redis_url) as client:
+        try:
+            return client.info("persistence").get("aof_rewrites") if client else None
+        except redis.RedisError:  # a server that does not say: not reported
+            return None
 
 
 def _rewrite_aof(redis_url):
@@ -222,33 +234,28 @@ def _rewrite_aof(redis_url):
     Left as it is: a cluster's URL, a Redis without an append-only file, or one that refuses the command."""
     import redis
 
-    try:
-        client = redis.Redis.from_url(redis_url)
-    except Exception:  # noqa: BLE001 -- a cluster's URL
-        return
-    try:
-        if not client.info("persistence").get("aof_enabled"):
-            return
+    with _single_redis(redis_url) as client:
         try:
-            client.bgrewriteaof()  # while a background save runs, Redis schedules the rewrite after it
-        except redis.ResponseError as exc:
-            if "in progress" not in str(exc):
-                return  # not allowed here (an ACL, a renamed command)
-        deadline = time.monotonic() + AOF_REWRITE_WAIT_S
-        while True:
-            state = client.info("persistence")
-            if not (state.get("aof_rewrite_in_progress") or state.get("aof_rewrite_scheduled")):
-                break
-            if time.monotonic() >= deadline:
-                raise RuntimeError(f"the cloud Redis did not finish rewriting its append-only file in "
-                                   f"{AOF_REWRITE_WAIT_S} s")
-            time.sleep(0.2)
-        if state.get("aof_last_bgrewrite_status") != "ok":
-            raise RuntimeError("the cloud Redis failed to rewrite its append-only file (see its log)")
-    except redis.RedisError:
-        return  # a server that does not say: the run goes on as it is
-    finally:
-        client.close()
+            if client is None or not client.info("persistence").get("aof_enabled"):
+                return
+            try:
+                client.bgrewriteaof()  # while a background save runs, Redis schedules the rewrite after it
+            except redis.ResponseError as exc:
+                if "in progress" not in str(exc):
+                    return  # not allowed here (an ACL, a renamed command)
+            deadline = time.monotonic() + AOF_REWRITE_WAIT_S
+            while True:
+                state = client.info("persistence")
+                if not (state.get("aof_rewrite_in_progress") or state.get("aof_rewrite_scheduled")):
+                    break
+                if time.monotonic() >= deadline:
+                    raise RuntimeError(f"the cloud Redis did not finish rewriting its append-only file in "
+                                       f"{AOF_REWRITE_WAIT_S} s")
+                time.sleep(0.2)
+            if state.get("aof_last_bgrewrite_status") != "ok":
+                raise RuntimeError("the cloud Redis failed to rewrite its append-only file (see its log)")
+        except redis.RedisError:
+            return  # a server that does not say: the run goes on as it is
 
 
 def _weighted_percentile(samples, share):

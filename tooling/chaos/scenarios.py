@@ -240,11 +240,11 @@ def run_scenario(name, services, edge_redis_url, options=None, out=print, stop=N
         keep_logs = True
     finally:
         # Also on Ctrl-C (no outcome yet): the pipeline's processes must not outlive the harness.
-        pipeline.close(keep_logs=keep_logs or outcome is None or not outcome.ok)
-        if outcome is None:  # interrupted: the logs may say where it hung, so they stay, and it says where
-            out(f"{name}: interrupted; the processes' logs are kept in {pipeline.folder}")
-    if not outcome.ok:
-        out(f"{name}: the processes' logs are kept in {pipeline.folder}")
+        # Kept when it failed or was interrupted (they may say where it hung), and then it says where.
+        kept = keep_logs or outcome is None or not outcome.ok
+        pipeline.close(keep_logs=kept)
+        if kept:
+            out(f"{name}: {'interrupted; ' if outcome is None else ''}the processes' logs are kept in {pipeline.folder}")
     out(f"{name}: windows={outcome.windows} acked={outcome.acked} lost={outcome.lost} "
         f"duplicated={outcome.duplicated} recovery_s={outcome.recovery_s} {'OK' if outcome.ok else 'FAILED'}"
         + (f" ({outcome.detail})" if outcome.detail else "") + (f" [{outcome.notes}]" if outcome.notes else ""))
