@@ -33,6 +33,7 @@ import json
 import logging
 import time
 from datetime import datetime, UTC
+from operator import attrgetter
 
 import orjson
 from django.db import connection, transaction
@@ -157,6 +158,9 @@ class RateLimitedLog:
             self.logger.warning(message, *args)
         else:
             self.suppressed += 1
+
+
+_household = attrgetter("household")
 
 
 def _day(start_ms, cache={}):  # noqa: B006  (the shared default is the point: a per-process memo)
@@ -293,11 +297,9 @@ class Ingestor:
         # Not while paused for the budget: paused partitions are not fetched, so the high watermarks the
         # read clock compares with are frozen, and unread readings would find their windows closed.
         if self.live_windows and self.paused_at is None and self.book.live_due:
-            # In parts, each stored before the next is closed: at real time every household's window is due
-            # within a second, and the sender can start on the first part while the rest are closed.
-            read_ms = self.read_clock()
-            while self.book.close_live(now_ms, read_ms, limit=STORE_PART_ROWS):
-                self.store_closed()
+            # Every window due now, then stored in household order (store_closed): at real time every
+            # household's window is due within a second.
+            self.book.close_live(now_ms, self.read_clock())
         if now - self.last_idle_check >= self.idle_check_seconds and self.paused_at is None:
             self.last_idle_check = now
             self.book.close_idle(now)
@@ -445,6 +447,7 @@ class Ingestor:
         A window leaves the book's closed list only once its part is committed, so a part that fails leaves
         it there for the flush on the way out, and no position can pass it. Returns how many were stored."""
         closed = self.book.closed
+        self.order_closed(closed)
         created = connection.ops.adapt_datetimefield_value(timezone.now())
         stored = 0
         while closed:
@@ -458,6 +461,15 @@ class Ingestor:
             stored += len(part)
             self.dirty = True  # the positions move past these windows at the next flush
         return stored
+
+    def order_closed(self, closed):
+        """Household order, so each part's rows go into one run of the unique (household, window_start) index.
+
+        In the order they closed (by due time: as to household, at random once many producers' delays mix)
+        every row of a part lands on an index page of its own once households have a history, and SQLite's
+        WAL writes each page a commit touches in full, so a burst's parts cost about a page a row, more the
+        longer the edge runs. `bench store` measures the two orders."""
+        closed.sort(key=_household)
 
     def flush(self):
         """Store closed windows (store_closed), then the resume positions and the counters in one transaction."""

@@ -77,3 +77,17 @@ def test_it_keeps_the_windows_of_a_failed_part_for_the_flush_on_the_way_out(kafk
     ingest.close()
     assert WindowAggregate.objects.count() == HOUSEHOLDS and not ingest.book.closed
     assert sum(p.resume_offset for p in IngestPosition.objects.filter(edge_id="edge-parts")) == HOUSEHOLDS * 5
+
+
+@pytest.mark.django_db(transaction=True)
+def test_it_stores_a_burst_in_household_order_whatever_order_it_closed_in(monkeypatch):
+    """Each part's rows then go into one run of the (household, window_start) index (`bench store`)."""
+    from edge_app.windows import ClosedWindow
+
+    monkeypatch.setattr(ingest_module, "STORE_PART_ROWS", 5)
+    ingest = _ingestor("unused", "")
+    names = [f"h{h:02d}" for h in range(HOUSEHOLDS)]
+    closed_order = names[1::2] + names[::-2]  # neither sorted nor reversed
+    ingest.book.closed.extend(ClosedWindow(name, T0, T0 + 5000, 1.0, 3) for name in closed_order)
+    assert ingest.store_closed() == HOUSEHOLDS and not ingest.book.closed
+    assert list(WindowAggregate.objects.order_by("id").values_list("household", flat=True)) == names

@@ -4,7 +4,7 @@ import sys
 
 from django.core.management.base import BaseCommand, CommandError
 
-from tooling.bench import admin, api, cloud, e2e, edge, latency, scale, simulate
+from tooling.bench import admin, api, cloud, e2e, edge, latency, scale, simulate, store
 from tooling.bench.common import carry_generated
 
 
@@ -49,6 +49,11 @@ BENCHMARKS = {
          "other the baseline, same readings), confluent or kafka-python"),
         ("--profile", "flag", False, "also profile each client with pyinstrument (an untimed run) and print where "
          "the time goes"),
+    ]),
+    "store": (store.run, "the ingest's store of a burst of closed windows a window end into an edge database "
+              "with a history, in household order; beside the same bursts in the order they closed", [
+        ("--households", int, 100_000, "households, each with a window closing at every window end"),
+        ("--ends", int, 24, "window ends stored one after another (the last quarter is timed)"),
     ]),
     "simulate": (simulate.run_simulate, "runsimulation --speed max into Kafka (target >= 100,000 readings/s); "
                  "beside the same run with the other Kafka client", [
@@ -122,6 +127,7 @@ ALL = [
     ("cloud", {}),
     ("drain", {"tuples": [10_000, 100_000, 1_000_000]}),
     ("ingest", {"profile": True}),
+    ("store", {}),
     ("simulate", {"households": [1_000, 10_000, 50_000]}),
     ("realtime", {}),
     ("latency", {}),
@@ -139,6 +145,8 @@ NOTES = [
     "  SELECT of the next batch, then its UPDATE of those rows to SENT, instead of one UPDATE ... RETURNING.",
     "- ingest: the edge's other Kafka client (confluent-kafka or kafka-python) on the same readings; and,",
     "  separately, the ORM's `bulk_create` instead of the one prepared INSERT run over all rows.",
+    "- store: the same bursts of closed windows in the order they closed (at random as to household) instead",
+    "  of household order, each order in a fresh database.",
     "- api: Django's stock `ASGIHandler` instead of `fogsite.http.OneHopASGIHandler`, same server and load.",
     "- e2e: the same households with `FOG_LIVE_WINDOWS=off` (windows close by event time alone); with",
     "  `--baseline gc`, with `FOG_FULL_GC_SECONDS=0` (CPython's own full garbage collections).",
