@@ -1,7 +1,7 @@
 """The ingest loop: Kafka readings -> event-time windows -> PENDING tuples.
 
-A tuple's created_at is the moment its window closed (it is stored on the
-same poll), so acked_at - created_at is the delivery latency.
+A tuple's created_at is the moment it was written, on the poll that closed
+its window, so acked_at - created_at is the delivery latency.
 
 Closed windows are written in bulk on the poll that closed them; about
 every FLUSH_EVERY_SECONDS each partition's resume position (the oldest
@@ -61,6 +61,10 @@ POLL_MS = 200
 # Safe at any moment: a window stored ahead of its resume position is absorbed by the unique key when a
 # crash replays it.
 STORE_PART_ROWS = 5000
+# Live windows due at once are closed (and sorted, see Ingestor.order_closed) this many at a time before their
+# parts are stored: a whole window end at the households the edge is sized for, while a backlog released at
+# once (a catch-up) does not hold its first commit back for as long as it takes to close all of it.
+CLOSE_ROWS = 100_000
 LEGACY_BUFFER_MAX = 20000  # unkeyed input: messages a partition may have waiting in the merge before it is paused
 # A live reading arrives, on the edge's clock, at its record's timestamp plus the smallest lag (edge clock at
 # the read - record timestamp) its partition showed over the last one to two of these periods: the producer's
@@ -297,9 +301,11 @@ class Ingestor:
         # Not while paused for the budget: paused partitions are not fetched, so the high watermarks the
         # read clock compares with are frozen, and unread readings would find their windows closed.
         if self.live_windows and self.paused_at is None and self.book.live_due:
-            # Every window due now, then stored in household order (store_closed): at real time every
-            # household's window is due within a second.
-            self.book.close_live(now_ms, self.read_clock())
+            # At real time every household's window is due within a second: up to CLOSE_ROWS of them are
+            # closed, then stored in household order (store_closed), then the next.
+            read_ms = self.read_clock()
+            while self.book.close_live(now_ms, read_ms, limit=CLOSE_ROWS):
+                self.store_closed()
         if now - self.last_idle_check >= self.idle_check_seconds and self.paused_at is None:
             self.last_idle_check = now
             self.book.close_idle(now)
@@ -440,7 +446,8 @@ class Ingestor:
         self.merge_paused = ahead
 
     def store_closed(self):
-        """Store the windows closed so far, in parts of STORE_PART_ROWS, each committed with its count.
+        """Store the windows closed so far, in household order (order_closed) and in parts of
+        STORE_PART_ROWS, each committed with its count.
 
         The resume positions stay where they were until the next flush (marked due here): older positions
         are always safe, since a crash then replays windows already stored and the unique key absorbs them.
@@ -448,9 +455,9 @@ class Ingestor:
         it there for the flush on the way out, and no position can pass it. Returns how many were stored."""
         closed = self.book.closed
         self.order_closed(closed)
-        created = connection.ops.adapt_datetimefield_value(timezone.now())
         stored = 0
         while closed:
+            created = connection.ops.adapt_datetimefield_value(timezone.now())  # each part when it is written
             part = [(w.household, w.start, w.end, _day(w.start), w.average, w.count, created)
                     for w in closed[:STORE_PART_ROWS]]
             with transaction.atomic():

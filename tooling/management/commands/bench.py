@@ -50,8 +50,8 @@ BENCHMARKS = {
         ("--profile", "flag", False, "also profile each client with pyinstrument (an untimed run) and print where "
          "the time goes"),
     ]),
-    "store": (store.run, "the ingest's store of a burst of closed windows a window end into an edge database "
-              "with a history, in household order; beside the same bursts in the order they closed", [
+    "store": (store.run, "the ingest storing, at every window end, a burst of closed windows into an edge "
+              "database with a history, in household order; beside the same bursts in the order they closed", [
         ("--households", int, 100_000, "households, each with a window closing at every window end"),
         ("--ends", int, 24, "window ends stored one after another (the last quarter is timed)"),
     ]),
@@ -137,7 +137,8 @@ ALL = [
 ]
 
 NOTES = [
-    "Each baseline differs from its figure in one thing only, and runs in the same process on the same data:",
+    "Each baseline differs from its figure in one thing only, and runs on the same data, in the same process",
+    "(store: each order in a child process of its own, with a fresh database):",
     "",
     "- cloud and drain: the same batches with one request in flight instead of several; then those batches",
     "  against one tuple a request (both with one in flight). drain also: an ORM update a row marking",
