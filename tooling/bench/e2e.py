@@ -8,8 +8,8 @@ client that reads the dashboard's live feed, all real processes on the local bro
   tuples they carry (`ends`), so every tuple is measured, not a sample. Grace, closing, delivery,
   storing, publishing and the page's own rate limit are all inside it.
 - Throughput: readings/s produced (Kafka's end offsets) and tuples/s acknowledged (the live feed).
-- Cost: CPU seconds per wall second and peak RSS of each process (with its children), Kafka and Redis
-  included.
+- Cost: CPU seconds per wall second and peak RSS of each process (with its children, those that
+  ended during the run too: Redis rewrites its append-only file in one), Kafka and Redis included.
 
 A run "holds" when, over the measured span, the p99 freshness stays within HOLD_FRESHNESS_S, the
 tuples acknowledged keep pace with the households (at least HOLD_PACE of households / window per
@@ -114,10 +114,12 @@ def _listdir(path):
 
 
 def _cpu_seconds(pid):
+    """User and system CPU seconds of `pid` and of its children that have ended and been waited for: a
+    Redis AOF rewrite, say, runs in a child of its own for a second or more and is gone by the next sample."""
     try:
         with open(f"/proc/{pid}/stat") as handle:
             fields = handle.read().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        return sum(int(field) for field in fields[11:15]) / os.sysconf("SC_CLK_TCK")
     except (OSError, IndexError, ValueError):
         return 0.0
 
