@@ -472,7 +472,7 @@ class Ingestor:
     def order_closed(self, closed):
         """Household order, so each part's rows go into one run of the unique (household, window_start) index.
 
-        In the order they closed (by due time: as to household, at random once many producers' delays mix)
+        In the order they closed (their due times, in no order of households once producers' delays differ)
         every row of a part lands on an index page of its own once households have a history, and SQLite's
         WAL writes each page a commit touches in full, so a burst's parts cost about a page a row, more the
         longer the edge runs. `bench store` measures the two orders."""
