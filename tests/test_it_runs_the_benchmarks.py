@@ -47,6 +47,16 @@ def test_it_runs_the_benchmark_beside_its_baseline_and_meets_what_it_promises(se
             assert figure["ratio"] > 1, figure
 
 
+def test_it_measures_one_ingest_client_beside_readings_taken_one_at_a_time(services):
+    """The naive baseline runs after the client's passes stored the same windows, and reads no more readings
+    than there are (its default is more than this topic holds)."""
+    result = run_manage("bench", "ingest", "--client", "confluent", "--readings", "3000", "--households", "30",
+                        "--json", timeout=300)
+    assert result.returncode == 0, result.stderr
+    figure = json.loads(result.stdout)[0]
+    assert figure["against"] == "one reading at a time, a commit per window" and figure["ratio"] > 1, figure
+
+
 def test_it_takes_json_before_the_benchmark_name_too(services):
     result = run_manage("bench", "--json", "cloud", *SMALL["cloud"], timeout=300)
     assert result.returncode == 0, result.stderr

@@ -43,8 +43,8 @@ BENCHMARKS = {
                "the edge's other Kafka client on the same readings, and beside the ORM's bulk_create", [
         ("--readings", int, 500_000, "readings to produce and ingest (every pass reads them all)"),
         ("--households", int, 1000, "households they come from"),
-        ("--baseline-readings", int, 20_000, "with one --client: readings processed one by one, a commit per "
-         "window, for the baseline"),
+        ("--baseline-readings", int, 20_000, "with one --client: readings (at most --readings) processed one by "
+         "one, a commit per window, for the baseline"),
         ("--client", ["both", *edge.INGEST_CLIENTS], "both", "Kafka client: both (the faster is the figure, the "
          "other the baseline, same readings), confluent or kafka-python"),
         ("--profile", "flag", False, "also profile each client with pyinstrument (an untimed run) and print where "
