@@ -138,3 +138,16 @@ def test_it_measures_the_whole_pipeline_from_window_end_to_the_page(services, tm
     text = doc.read_text()
     assert text.startswith("# Benchmarks\n\nbench all's table\n") and text.count(begin) == text.count(end) == 1
     assert "`python manage.py bench e2e --households 300" in text and "| e2e freshness p99" in text
+
+
+def test_it_cleans_up_after_a_run_that_failed_before_its_stream_began(services):
+    """`bench e2e` and `bench latency` forget their run (cloud keys, topic) on the way out, whatever happened:
+    a run that never made its topic must not raise there, or it would hide the error that stopped it."""
+    from types import SimpleNamespace
+
+    from tooling.chaos.pipeline import Pipeline
+
+    shared = SimpleNamespace(bootstrap=services.FOG_KAFKA_BOOTSTRAP, redis_url=services.FOG_CLOUD_REDIS_URL)
+    pipeline = Pipeline(shared, services.FOG_EDGE_REDIS_URL.rsplit("/", 1)[0] + "/13", proxied=False)
+    pipeline.close()
+    pipeline.forget()
