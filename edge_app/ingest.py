@@ -164,9 +164,6 @@ class RateLimitedLog:
             self.suppressed += 1
 
 
-_household = attrgetter("household")
-
-
 def _day(start_ms, cache={}):  # noqa: B006  (the shared default is the point: a per-process memo)
     key = start_ms // 86_400_000
     day = cache.get(key)
@@ -476,7 +473,7 @@ class Ingestor:
         every row of a part lands on an index page of its own once households have a history, and SQLite's
         WAL writes each page a commit touches in full, so a burst's parts cost about a page a row, more the
         longer the edge runs. `bench store` measures the two orders."""
-        closed.sort(key=_household)
+        closed.sort(key=attrgetter("household"))
 
     def flush(self):
         """Store closed windows (store_closed), then the resume positions and the counters in one transaction."""

@@ -34,6 +34,7 @@ from types import SimpleNamespace
 
 from django.conf import settings
 
+from cloud_app.engine import connect, is_cluster
 from tooling.bench.common import ROOT, Figure
 from tooling.chaos.pipeline import Pipeline
 from tooling.localservices import services as local_services
@@ -205,14 +206,11 @@ def _late(pipeline):
 
 @contextmanager
 def _single_redis(redis_url):
-    """A blocking client of the cloud's Redis, closed after; None for a cluster's URL (not looked at)."""
-    import redis
-
-    try:
-        client = redis.Redis.from_url(redis_url)
-    except Exception:  # noqa: BLE001 -- a cluster's URL
+    """A blocking client of the cloud's Redis, closed after; None for a cluster (not looked at)."""
+    if is_cluster(redis_url):
         yield None
         return
+    client = connect(redis_url)
     try:
         yield client
     finally:
