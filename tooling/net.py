@@ -1,9 +1,18 @@
 """The small helpers every harness needs once: a free local port, an open-port probe, and polling until."""
 
+import random
 import socket
 import time
+from pathlib import Path
 
 POLL_INTERVAL_S = 0.05  # short slices: a wait ends soon after its condition holds, and on Ctrl-C
+# Harness ports come from below the kernel's ephemeral range. A port the kernel handed out (bind to 0) lies
+# inside it, and between our check and the server's bind any outgoing connection on the host may be given the
+# same port: a lane's proxy once failed to bind that way while another lane's clients were busy. The same
+# holds for a port a server gives up for a while (a cut link, a killed cloud) and binds again.
+PICK_FLOOR = 20000  # above the fixed ports of the project's own services (the cluster's buses are at 17000+)
+PICK_TRIES = 200
+EPHEMERAL_RANGE = Path("/proc/sys/net/ipv4/ip_local_port_range")
 
 
 class NotReady(TimeoutError, RuntimeError):
@@ -11,10 +20,27 @@ class NotReady(TimeoutError, RuntimeError):
 
 
 def free_port():
-    """A TCP port on loopback that nothing listens on right now."""
+    """A TCP port on loopback that nothing uses right now, and that no outgoing connection will be given."""
+    ceiling = _ephemeral_floor()
+    tries = PICK_TRIES if ceiling - PICK_FLOOR >= 1000 else 0  # a host whose ephemeral range leaves no room below
+    for _ in range(tries):
+        port = random.randrange(PICK_FLOOR, ceiling)
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+def _ephemeral_floor():
+    try:
+        return int(EPHEMERAL_RANGE.read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768  # Linux's default
 
 
 def port_open(host, port, timeout=0.5):

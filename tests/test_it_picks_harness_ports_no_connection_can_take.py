@@ -1,0 +1,28 @@
+"""The harness's ports lie below the kernel's ephemeral range, where no outgoing connection is ever given one,
+so a lane's proxy or a restarted cloud can bind the port it was handed even while other lanes are busy."""
+
+import itertools
+import socket
+
+from tooling import net
+
+
+def test_it_picks_ports_below_the_ephemeral_range_that_a_server_can_listen_on():
+    floor = int(net.EPHEMERAL_RANGE.read_text().split()[0])
+    for _ in range(50):
+        port = net.free_port()
+        assert net.PICK_FLOOR <= port < floor
+        with socket.socket() as server:
+            server.bind(("127.0.0.1", port))
+            server.listen()
+
+
+def test_it_passes_over_a_port_something_listens_on(monkeypatch):
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", net.free_port()))
+        busy.listen()
+        taken = busy.getsockname()[1]
+        other = next(p for p in itertools.count(taken + 1) if not net.port_open("127.0.0.1", p))
+        picks = iter([taken, taken, other])
+        monkeypatch.setattr(net.random, "randrange", lambda low, high: next(picks))
+        assert net.free_port() == other
