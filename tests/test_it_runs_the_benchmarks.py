@@ -10,7 +10,7 @@ import re
 
 import pytest
 
-from tests.conftest import run_manage
+from tests.conftest import free_port, run_manage
 
 SMALL = {
     "cloud": ["--tuples", "3000", "--baseline-tuples", "50"],
@@ -55,6 +55,16 @@ def test_it_measures_one_ingest_client_beside_readings_taken_one_at_a_time(servi
     assert result.returncode == 0, result.stderr
     figure = json.loads(result.stdout)[0]
     assert figure["against"] == "one reading at a time, a commit per window" and figure["ratio"] > 1, figure
+
+
+@pytest.mark.parametrize("name,setting,address", [("e2e", "FOG_KAFKA_BOOTSTRAP", "127.0.0.1:{port}"),
+                                                  ("cloud", "FOG_CLOUD_REDIS_URL", "redis://127.0.0.1:{port}/0")])
+def test_it_names_a_stopped_service_before_it_starts_a_run(name, setting, address):
+    address = address.format(port=free_port())  # nothing listens there
+    result = run_manage("bench", name, env={setting: address}, timeout=60)
+    assert result.returncode == 1
+    assert address in result.stderr and setting in result.stderr and "manage.py services up" in result.stderr
+    assert "Traceback" not in result.stderr
 
 
 def test_it_takes_json_before_the_benchmark_name_too(services):

@@ -1,11 +1,20 @@
 import json
 import logging
 import sys
+from urllib.parse import urlsplit
 
+from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
 from tooling.bench import admin, api, cloud, e2e, edge, latency, scale, simulate, store
 from tooling.bench.common import carry_generated
+from tooling.net import port_open
+
+# The project's own services each benchmark talks to (`python manage.py services up` starts them). They are
+# checked before a run, so a stopped one is named at once, not met as a client's traceback minutes in.
+NEEDS = {"cloud": ("redis",), "drain": ("redis",), "ingest": ("kafka",), "simulate": ("kafka",),
+         "realtime": ("kafka",), "latency": ("kafka", "redis"), "api": ("redis",), "e2e": ("kafka", "redis"),
+         "scale": ("kafka", "redis")}
 
 
 def sizes(text):
@@ -199,7 +208,10 @@ class Command(BaseCommand):
         logging.getLogger("fog").setLevel(logging.WARNING if options["verbosity"] < 2 else logging.DEBUG)
         logging.getLogger("kafka").setLevel(logging.ERROR)  # the benchmark's own producers' chatter
         if name == "all":
+            for each, _ in ALL:
+                self._check_services(each)
             return self._all(options)
+        self._check_services(name)
         function, _, arguments = BENCHMARKS[name]
         keys = [option.lstrip("-").replace("-", "_") for option, *_ in arguments]
         out = (lambda line: None) if options["json"] else self.stdout.write
@@ -219,6 +231,15 @@ class Command(BaseCommand):
             else:
                 e2e.write_section(path, figures, command)
             out(f"bench: wrote the {name} section of {path}")
+
+    def _check_services(self, name):
+        addresses = {"kafka": ("Kafka", "FOG_KAFKA_BOOTSTRAP", settings.FOG_KAFKA_BOOTSTRAP.split(",")),
+                     "redis": ("Redis", "FOG_CLOUD_REDIS_URL", [settings.FOG_CLOUD_REDIS_URL])}
+        for service in NEEDS.get(name, ()):
+            label, setting, targets = addresses[service]
+            if not any(_reachable(target) for target in targets):
+                raise CommandError(f"bench {name} needs the {label} at {', '.join(targets)} ({setting}), and nothing "
+                                   "answers there: start the project's services with `python manage.py services up`")
 
     def _all(self, options):
         out = (lambda line: None) if options["json"] else self.stdout.write
@@ -259,3 +280,17 @@ class Command(BaseCommand):
                 out(f"bench: wrote the scale section of {scaling}")
         if options["json"]:
             self.stdout.write(json.dumps([f.as_dict() for figures in sections.values() for f in figures], indent=2))
+
+
+def _reachable(target):
+    """Something listens at a Kafka bootstrap address (host:port) or a Redis URL; a Unix socket is left to the
+    client to report."""
+    if "://" in target:
+        parts = urlsplit(target)
+        if parts.scheme == "unix":
+            return True
+        return port_open(parts.hostname or "localhost", parts.port or 6379)
+    host, colon, port = target.strip().rpartition(":")
+    if not colon:  # a bare host: Kafka's own port
+        host, port = port, ""
+    return port_open(host.strip("[]") or "localhost", int(port or 9092))
