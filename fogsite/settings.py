@@ -172,7 +172,9 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
         else:
             ensure_folder(_folder, "FOG_DATABASE_URL", env_str("FOG_DATABASE_URL", ""))
     # WAL lets the ingest and sender workers write while the admin reads;
-    # the busy timeout makes a writer wait for the lock instead of failing.
+    # the busy timeout makes a writer wait for the lock instead of failing,
+    # and the engine has the writers' transactions take turns (its docstring).
+    DATABASES["default"]["ENGINE"] = "fogsite.backends.sqlite3"
     DATABASES["default"]["CONN_MAX_AGE"] = 0
     DATABASES["default"]["OPTIONS"] = {
         "timeout": 30,
