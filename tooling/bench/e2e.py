@@ -52,6 +52,7 @@ AOF_REWRITE_WAIT_S = 120  # the rewrite that starts each run, at most this long
 BASELINES = {
     "live-windows": ({"FOG_LIVE_WINDOWS": "off"}, "FOG_LIVE_WINDOWS=off (windows close by event time alone)"),
     "gc": ({"FOG_FULL_GC_SECONDS": "0"}, "FOG_FULL_GC_SECONDS=0 (CPython's own full garbage collections)"),
+    "turns": ({"FOG_SQLITE_TURNS": "off"}, "FOG_SQLITE_TURNS=off (the edge's writers wait in SQLite's busy handler)"),
 }
 
 
