@@ -12,6 +12,7 @@ POLL_INTERVAL_S = 0.05  # short slices: a wait ends soon after its condition hol
 # holds for a port a server gives up for a while (a cut link, a killed cloud) and binds again.
 PICK_FLOOR = 20000  # above the fixed ports of the project's own services (the cluster's buses are at 17000+)
 PICK_TRIES = 200
+_PICKS = random.SystemRandom()  # never seeded: two processes whose `random` a test seeded alike pick apart
 EPHEMERAL_RANGE = Path("/proc/sys/net/ipv4/ip_local_port_range")
 
 
@@ -21,10 +22,10 @@ class NotReady(TimeoutError, RuntimeError):
 
 def free_port():
     """A TCP port on loopback that nothing uses right now, and that no outgoing connection will be given."""
-    ceiling = _ephemeral_floor()
+    ceiling = ephemeral_floor()
     tries = PICK_TRIES if ceiling - PICK_FLOOR >= 1000 else 0  # a host whose ephemeral range leaves no room below
     for _ in range(tries):
-        port = random.randrange(PICK_FLOOR, ceiling)
+        port = _PICKS.randrange(PICK_FLOOR, ceiling)
         with socket.socket() as sock:
             try:
                 sock.bind(("127.0.0.1", port))
@@ -36,7 +37,8 @@ def free_port():
         return sock.getsockname()[1]
 
 
-def _ephemeral_floor():
+def ephemeral_floor():
+    """The lowest port the kernel gives outgoing connections (and a bind to port 0)."""
     try:
         return int(EPHEMERAL_RANGE.read_text().split()[0])
     except (OSError, ValueError, IndexError):
