@@ -124,6 +124,26 @@ def test_it_writes_the_scale_figures_into_the_generated_section_only(tmp_path):
     assert "best cloud figure (scale cloud, 2 replicas: 9,000 tuples/s" in text
 
 
+def test_it_keeps_each_e2e_baseline_in_a_section_of_its_own(tmp_path):
+    """A run beside one setting changed replaces only the section of that setting's runs."""
+    from tooling.bench.common import Figure
+    from tooling.bench.e2e import BASELINES, KINDS, markers, write_section
+
+    doc = tmp_path / "BENCHMARKS.md"
+    for rerun in (1.0, 2.0):
+        for kind, (_, described) in BASELINES.items():
+            write_section(doc, [Figure("e2e freshness p99 (window end -> page)", rerun, "s", 9.0, "",
+                                       {"baseline": described})], f"bench e2e --baseline {kind}")
+    text = doc.read_text()
+    sections = {kind: text[text.index(markers(kind)[0]):text.index(markers(kind)[1])] for kind in KINDS
+                if kind != "capacity"}
+    assert set(sections) == {"size", *BASELINES} - {"live-windows"}
+    for kind, section in sections.items():
+        assert text.count(markers(kind)[0]) == 1 and "| 2.00 s |" in section and "| 1.00 s |" not in section
+        expected = "live-windows" if kind == "size" else kind
+        assert BASELINES[expected][1] in section, kind
+
+
 def test_it_measures_the_whole_pipeline_from_window_end_to_the_page(services, tmp_path, settings):
     """`bench e2e` at a small size: every tuple's freshness includes its grace (a window closed before its grace
     is up would lose the readings still on their way), the stages say where the time went, and --write puts the

@@ -414,7 +414,8 @@ def run(households=1000, seconds=60, step=2, find_capacity=False, baseline=None,
 # --- the generated section of docs/BENCHMARKS.md ---------------------------------------------------
 
 KINDS = {"size": "at one size, beside live windows off", "capacity": "the capacity search",
-         "gc": "at one size, beside CPython's own full garbage collections"}
+         "gc": "at one size, beside CPython's own full garbage collections",
+         "turns": "at one size, beside the edge's writers left to SQLite's busy handler"}
 
 
 def markers(kind):
@@ -423,9 +424,11 @@ def markers(kind):
 
 
 def kind_of(figures):
+    """"capacity", a baseline's own kind (KINDS), or "size": one size beside live windows off (as `bench all`)."""
     if any(f.name.startswith("e2e capacity") for f in figures):
         return "capacity"
-    return "gc" if any(f.extra.get("baseline") == BASELINES["gc"][1] for f in figures) else "size"
+    described = {f.extra.get("baseline") for f in figures}
+    return next((kind for kind, (_, text) in BASELINES.items() if kind in KINDS and text in described), "size")
 
 
 def section(figures, command):
