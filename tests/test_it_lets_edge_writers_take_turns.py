@@ -22,6 +22,17 @@ if role != "waits":  # the waiter writes nothing before its one transaction
     with connection.cursor() as cursor:
         cursor.execute("CREATE TABLE IF NOT EXISTS turns (who TEXT)")
 
+def turn_free():
+    import fcntl, os
+    probe = os.open(f"{connection.settings_dict['NAME']}-turn", os.O_RDWR)  # another open file: another waiter
+    try:
+        fcntl.flock(probe, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        return True
+    except BlockingIOError:
+        return False
+    finally:
+        os.close(probe)
+
 def rows(who):
     with connection.cursor() as cursor:
         cursor.execute("SELECT count(*) FROM turns WHERE who = %s", [who])
@@ -76,14 +87,14 @@ elif role == "fails":
             raise RuntimeError("the transaction fails")
     except RuntimeError:
         pass
-    import fcntl, os
-    probe = os.open(f"{connection.settings_dict['NAME']}-turn", os.O_RDWR)  # another open file: another waiter
-    try:
-        fcntl.flock(probe, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        free = True
-    except BlockingIOError:
-        free = False
-    print(json.dumps({"free": free, "rows": rows("fails")}))
+    print(json.dumps({"free": turn_free(), "rows": rows("fails")}))
+elif role == "manual":  # autocommit off: the sqlite3 module begins a transaction before the first write
+    transaction.set_autocommit(False)
+    with connection.cursor() as cursor:
+        cursor.execute("INSERT INTO turns VALUES ('manual')")
+    during = turn_free()
+    transaction.commit()
+    print(json.dumps({"during": during, "after": turn_free()}))
 """
 
 
@@ -127,6 +138,11 @@ def test_it_gives_up_waiting_for_a_turn_after_the_busy_timeout(tmp_path):
         holder.kill()
     assert result["outcome"].startswith("OperationalError: database is locked"), result
     assert 1 <= result["waited"] < 10, result
+
+
+def test_it_keeps_the_turn_for_a_transaction_of_autocommit_off_until_its_commit(tmp_path):
+    result = json.loads(_child("manual", tmp_path / "edge.sqlite3").communicate(timeout=60)[0])
+    assert result == {"during": False, "after": True}
 
 
 def test_it_gives_the_turn_back_when_a_transaction_fails(tmp_path):

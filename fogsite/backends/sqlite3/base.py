@@ -51,8 +51,8 @@ class Turns:
     def take(self):
         deadline = time.monotonic() + self.timeout
         self.held = True  # before the turn is ours: an interruption after it still gives it back
-        _lock(self.gate, deadline)
-        try:
+        try:  # the gate too: an interruption just after it was taken must not leave it shut
+            _lock(self.gate, deadline)
             _lock(self.turn, deadline)
         finally:
             fcntl.flock(self.gate, fcntl.LOCK_UN)
@@ -100,15 +100,24 @@ class TurnCursor(base.SQLiteCursorWrapper):
             return super().executemany(query, param_list)
 
     def _needs_turn(self, query):
-        return not self.connection.in_transaction and query.lstrip()[:7].upper().startswith(WRITES)
+        # `held`: this connection has its turn already, though SQLite may have ended the transaction on its own
+        # (an automatic rollback): taking it again would wait at the gate behind a writer waiting for us.
+        return (not self.turns.held and not self.connection.in_transaction
+                and query.lstrip()[:7].upper().startswith(WRITES))
 
     def _turn(self):
-        return _Held(self.turns)
+        return _Held(self.turns, self.connection)
 
 
 class _Held:
-    def __init__(self, turns):
-        self.turns = turns
+    """The turn of one write statement outside a transaction. The statement may have begun one (the sqlite3
+    module begins a transaction of its own before a write when autocommit is off): then the turn stays until
+    that transaction's commit or rollback, which give it back. A RETURNING statement keeps SQLite's lock
+    until its rows are read, just after the turn is given back: the next writer waits for those few
+    microseconds in SQLite's busy handler."""
+
+    def __init__(self, turns, connection):
+        self.turns, self.connection = turns, connection
 
     def __enter__(self):
         try:
@@ -118,7 +127,8 @@ class _Held:
             raise
 
     def __exit__(self, *exc):
-        self.turns.give_back()
+        if not self.connection.in_transaction:
+            self.turns.give_back()
 
 
 class DatabaseWrapper(base.DatabaseWrapper):
