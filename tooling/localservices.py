@@ -265,7 +265,9 @@ class Redis(Service):
                 "appendonly yes",
                 "appendfsync always",
                 "appendfilename appendonly.aof",
-                "save 900 1",
+                # No RDB snapshots besides: Redis loads the AOF when both exist, so each would fork and copy
+                # the whole dataset for a second copy no one loads (the AOF's base is an RDB file anyway).
+                'save ""',
                 "",
             ]
         )
