@@ -172,12 +172,7 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
         else:
             ensure_folder(_folder, "FOG_DATABASE_URL", env_str("FOG_DATABASE_URL", ""))
     # WAL lets the ingest and sender workers write while the admin reads;
-    # the busy timeout makes a writer wait for the lock instead of failing,
-    # and the engine has the writers' transactions take turns (its docstring).
-    # Off: SQLite's busy handler alone, for a file system without flock, and
-    # as `bench e2e --baseline turns`.
-    if env_bool("FOG_SQLITE_TURNS", True):
-        DATABASES["default"]["ENGINE"] = "fogsite.backends.sqlite3"
+    # the busy timeout makes a writer wait for the lock instead of failing.
     DATABASES["default"]["CONN_MAX_AGE"] = 0
     DATABASES["default"]["OPTIONS"] = {
         "timeout": 30,

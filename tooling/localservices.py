@@ -38,7 +38,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from cloud_app.engine import LOCAL_CLUSTER_MASTERS, is_cluster, node_url
-from tooling.net import PICK_FLOOR, ephemeral_floor, free_port, port_open, wait_for
+from tooling.net import PICK_FLOOR, PICK_ROOM, ephemeral_floor, free_port, port_open, wait_for
 
 LOOPBACK = {"127.0.0.1", "localhost", "::1"}
 KAFKA_READY_SECONDS = 90
@@ -371,7 +371,7 @@ def private_cluster(folder, out, attempts=3):
     and the server's bind, so it tries other ports a few times."""
     # The buses too below the ephemeral range where it leaves room (tooling/net.py says why).
     ceiling = ephemeral_floor() - CLUSTER_BUS_OFFSET - CLUSTER_MASTERS
-    ceiling = ceiling if ceiling - PICK_FLOOR >= 1000 else 65536 - CLUSTER_BUS_OFFSET - CLUSTER_MASTERS
+    ceiling = ceiling if ceiling - PICK_FLOOR >= PICK_ROOM else 65536 - CLUSTER_BUS_OFFSET - CLUSTER_MASTERS
     for attempt in range(1, attempts + 1):
         first = next(p for p in iter(free_port, None) if p < ceiling and not any(
             port_open("127.0.0.1", p + i) or port_open("127.0.0.1", p + i + CLUSTER_BUS_OFFSET)

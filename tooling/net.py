@@ -11,6 +11,7 @@ POLL_INTERVAL_S = 0.05  # short slices: a wait ends soon after its condition hol
 # same port: a lane's proxy once failed to bind that way while another lane's clients were busy. The same
 # holds for a port a server gives up for a while (a cut link, a killed cloud) and binds again.
 PICK_FLOOR = 20000  # above the fixed ports of the project's own services (the cluster's buses are at 17000+)
+PICK_ROOM = 1000  # fewer free ports than this below the ephemeral range: take the kernel's pick after all
 PICK_TRIES = 200
 _PICKS = random.SystemRandom()  # never seeded: two processes whose `random` a test seeded alike pick apart
 EPHEMERAL_RANGE = Path("/proc/sys/net/ipv4/ip_local_port_range")
@@ -23,7 +24,7 @@ class NotReady(TimeoutError, RuntimeError):
 def free_port():
     """A TCP port on loopback that nothing uses right now, and that no outgoing connection will be given."""
     ceiling = ephemeral_floor()
-    tries = PICK_TRIES if ceiling - PICK_FLOOR >= 1000 else 0  # a host whose ephemeral range leaves no room below
+    tries = PICK_TRIES if ceiling - PICK_FLOOR >= PICK_ROOM else 0
     for _ in range(tries):
         port = _PICKS.randrange(PICK_FLOOR, ceiling)
         with socket.socket() as sock:

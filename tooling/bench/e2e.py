@@ -52,7 +52,6 @@ AOF_REWRITE_WAIT_S = 120  # the rewrite that starts each run, at most this long
 BASELINES = {
     "live-windows": ({"FOG_LIVE_WINDOWS": "off"}, "FOG_LIVE_WINDOWS=off (windows close by event time alone)"),
     "gc": ({"FOG_FULL_GC_SECONDS": "0"}, "FOG_FULL_GC_SECONDS=0 (CPython's own full garbage collections)"),
-    "turns": ({"FOG_SQLITE_TURNS": "off"}, "FOG_SQLITE_TURNS=off (the edge's writers wait in SQLite's busy handler)"),
 }
 
 
@@ -414,8 +413,7 @@ def run(households=1000, seconds=60, step=2, find_capacity=False, baseline=None,
 # --- the generated section of docs/BENCHMARKS.md ---------------------------------------------------
 
 KINDS = {"size": "at one size, beside live windows off", "capacity": "the capacity search",
-         "gc": "at one size, beside CPython's own full garbage collections",
-         "turns": "at one size, beside the edge's writers left to SQLite's busy handler"}
+         "gc": "at one size, beside CPython's own full garbage collections"}
 
 
 def markers(kind):
