@@ -80,12 +80,14 @@ class Paths:
         return self.libs or self.kafka / "libs"
 
 
-def _split_hostport(address):
+def split_hostport(address):
+    """The first host and port of a Kafka bootstrap list."""
     host, _, port = address.split(",")[0].strip().rpartition(":")
     return host.strip("[]"), int(port)
 
 
-def _redis_hostport(url):
+def redis_hostport(url):
+    """The host and port of a Redis URL (a cluster's: the node it names)."""
     parts = urlsplit(node_url(url))
     return parts.hostname or "127.0.0.1", parts.port or 6379
 
@@ -587,11 +589,11 @@ def postgres_for(database, paths):
 
 def services(settings, base_dir, var_dir):
     paths = Paths(Path(base_dir), Path(var_dir))
-    kafka_host, kafka_port = _split_hostport(settings.FOG_KAFKA_BOOTSTRAP)
+    kafka_host, kafka_port = split_hostport(settings.FOG_KAFKA_BOOTSTRAP)
     result = [Kafka(paths, kafka_host, kafka_port)]
     seen = set()
     for url in (settings.FOG_EDGE_REDIS_URL, settings.FOG_CLOUD_REDIS_URL, settings.FOG_CHANNEL_REDIS_URL):
-        host, port = _redis_hostport(url)
+        host, port = redis_hostport(url)
         if (host, port) not in seen:
             seen.add((host, port))
             result.append((RedisCluster if is_cluster(url) else Redis)(paths, host, port))

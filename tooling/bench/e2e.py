@@ -422,11 +422,9 @@ def markers(kind):
 
 
 def kind_of(figures):
-    """"capacity", a baseline's own kind (KINDS), or "size": one size beside live windows off (as `bench all`)."""
     if any(f.name.startswith("e2e capacity") for f in figures):
         return "capacity"
-    described = {f.extra.get("baseline") for f in figures}
-    return next((kind for kind, (_, text) in BASELINES.items() if kind in KINDS and text in described), "size")
+    return "gc" if any(f.extra.get("baseline") == BASELINES["gc"][1] for f in figures) else "size"
 
 
 def section(figures, command):

@@ -1,13 +1,13 @@
 import json
 import logging
 import sys
-from urllib.parse import urlsplit
 
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
 from tooling.bench import admin, api, cloud, e2e, edge, latency, scale, simulate, store
 from tooling.bench.common import carry_generated
+from tooling.localservices import redis_hostport, split_hostport
 from tooling.net import port_open
 
 # The project's own services each benchmark talks to (`python manage.py services up` starts them). They are
@@ -233,13 +233,14 @@ class Command(BaseCommand):
             out(f"bench: wrote the {name} section of {path}")
 
     def _check_services(self, name):
-        addresses = {"kafka": ("Kafka", "FOG_KAFKA_BOOTSTRAP", settings.FOG_KAFKA_BOOTSTRAP.split(",")),
-                     "redis": ("Redis", "FOG_CLOUD_REDIS_URL", [settings.FOG_CLOUD_REDIS_URL])}
+        kafka, redis = settings.FOG_KAFKA_BOOTSTRAP, settings.FOG_CLOUD_REDIS_URL
+        where = {"kafka": ("Kafka", "FOG_KAFKA_BOOTSTRAP", kafka, split_hostport(kafka)),
+                 "redis": ("Redis", "FOG_CLOUD_REDIS_URL", redis, redis_hostport(redis))}
         for service in NEEDS.get(name, ()):
-            label, setting, targets = addresses[service]
-            if not any(_reachable(target) for target in targets):
-                raise CommandError(f"bench {name} needs the {label} at {', '.join(targets)} ({setting}), and nothing "
-                                   "answers there: start the project's services with `python manage.py services up`")
+            label, setting, value, (host, port) = where[service]
+            if not port_open(host, port):
+                raise CommandError(f"bench {name} needs the {label} at {value} ({setting}), and nothing answers "
+                                   "there: start the project's services with `python manage.py services up`")
 
     def _all(self, options):
         out = (lambda line: None) if options["json"] else self.stdout.write
@@ -281,16 +282,3 @@ class Command(BaseCommand):
         if options["json"]:
             self.stdout.write(json.dumps([f.as_dict() for figures in sections.values() for f in figures], indent=2))
 
-
-def _reachable(target):
-    """Something listens at a Kafka bootstrap address (host:port) or a Redis URL; a Unix socket is left to the
-    client to report."""
-    if "://" in target:
-        parts = urlsplit(target)
-        if parts.scheme == "unix":
-            return True
-        return port_open(parts.hostname or "localhost", parts.port or 6379)
-    host, colon, port = target.strip().rpartition(":")
-    if not colon:  # a bare host: Kafka's own port
-        host, port = port, ""
-    return port_open(host.strip("[]") or "localhost", int(port or 9092))
