@@ -209,7 +209,7 @@ STATICFILES_DIRS = [
 CHANNEL_LAYER_SOCKET_TIMEOUT = 30
 CHANNEL_LAYERS = {
     "default": {
-        "BACKEND": "channels_redis.core.RedisChannelLayer",
+        "BACKEND": "fogsite.channel_layer.CancellableRedisChannelLayer",
         "CONFIG": {
             "hosts": [{"address": FOG_CHANNEL_REDIS_URL, "socket_timeout": CHANNEL_LAYER_SOCKET_TIMEOUT}],
             "prefix": f"{FOG_CLOUD_KEY_PREFIX}asgi",
