@@ -287,7 +287,9 @@ class CloudServer:
         ctx = sock.new_context()
         me = asyncio.current_task()
         try:
-            while True:
+            # Python 3.11's wait_for, under redis-py's writes, can swallow the cancel of a
+            # request in hand (cpython#86296): a worker with a cancel outstanding stops here.
+            while not me.cancelling():
                 frame = await ctx.arecv()
                 busy.add(me)
                 try:
