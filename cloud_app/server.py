@@ -287,8 +287,10 @@ class CloudServer:
         ctx = sock.new_context()
         me = asyncio.current_task()
         try:
-            # Python 3.11's wait_for, under redis-py's writes, can swallow the cancel of a
-            # request in hand (cpython#86296): a worker with a cancel outstanding stops here.
+            # A cancel can be lost: Python 3.11's wait_for under redis-py's writes
+            # (cpython#86296), and pynng's aio wait when its receive or send completes
+            # as the cancel comes, return the result instead. A worker with a cancel
+            # outstanding stops here instead of waiting for the next request.
             while not me.cancelling():
                 frame = await ctx.arecv()
                 busy.add(me)

@@ -59,9 +59,12 @@ def test_it_stops_though_a_request_in_hand_lost_its_cancel(redis_url, cloud_pref
         with contextlib.suppress(pynng.NNGException):
             cloud.request(b"any", timeout_ms=3000)
 
-    threading.Thread(target=ask, daemon=True).start()
-    assert entered.wait(5)
-    started = time.monotonic()
-    cloud.stop()
-    assert not cloud.thread.is_alive(), "the cloud went on serving after its stop"
-    assert time.monotonic() - started < 3
+    try:
+        threading.Thread(target=ask, daemon=True).start()
+        assert entered.wait(5)
+        started = time.monotonic()
+        cloud.stop()
+        assert not cloud.thread.is_alive(), "the cloud went on serving after its stop"
+        assert time.monotonic() - started < 3
+    finally:
+        cloud.stop()
