@@ -144,6 +144,29 @@ def test_it_keeps_each_e2e_baseline_in_a_section_of_its_own(tmp_path):
         assert BASELINES[expected][1] in section, kind
 
 
+def test_it_changes_a_redis_setting_for_a_baseline_run_and_puts_it_back(own_redis):
+    """The rdb-compression baseline runs on the cloud Redis as its operator left it but for that one setting."""
+    import redis as redis_lib
+
+    from tooling.bench.e2e import _configure_redis
+
+    url = f"redis://127.0.0.1:{own_redis.port}/1"
+    client = redis_lib.Redis(port=own_redis.port, decode_responses=True)
+    try:
+        assert client.config_get("rdbcompression") == {"rdbcompression": "no"}  # as `make services` starts it
+        restore = _configure_redis(url, {"rdbcompression": "yes"})
+        assert client.config_get("rdbcompression") == {"rdbcompression": "yes"}
+        _configure_redis(url, restore)
+        assert client.config_get("rdbcompression") == {"rdbcompression": "no"}
+        with pytest.raises(RuntimeError, match="no setting named"):
+            _configure_redis(url, {"no-such-setting": "1"})
+        with pytest.raises(RuntimeError, match="refused CONFIG SET"):
+            _configure_redis(url, {"rdbcompression": "perhaps"})
+        assert client.config_get("rdbcompression") == {"rdbcompression": "no"}
+    finally:
+        client.close()
+
+
 def test_it_measures_the_whole_pipeline_from_window_end_to_the_page(services, tmp_path, settings):
     """`bench e2e` at a small size: every tuple's freshness includes its grace (a window closed before its grace
     is up would lose the readings still on their way), the stages say where the time went, and --write puts the

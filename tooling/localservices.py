@@ -270,6 +270,10 @@ class Redis(Service):
                 # No RDB snapshots besides: Redis loads the AOF when both exist, so each would fork and copy
                 # the whole dataset for a second copy no one loads (the AOF's base is an RDB file anyway).
                 'save ""',
+                # The AOF's base is written uncompressed: LZF over every value made each rewrite (a forked
+                # child, on a core the pipeline shares) slower, and a smaller base brought the next rewrite
+                # sooner; `bench e2e --baseline rdb-compression` measures both against `yes`.
+                "rdbcompression no",
                 "",
             ]
         )

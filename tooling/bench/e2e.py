@@ -48,10 +48,15 @@ CAPACITY_SECONDS = 120  # each --find-capacity trial is measured this long
 CAPACITY_START = 10_000
 CAPACITY_RESOLUTION = 0.1  # bisect until the bounds are this close (relative)
 AOF_REWRITE_WAIT_S = 120  # the rewrite that starts each run, at most this long
-# --baseline WHAT: the one setting the baseline run changes, and how the figures name it.
+# --baseline WHAT: the one setting the baseline run changes, and how the figures name it. A name under
+# REDIS_SETTING is a setting of the cloud's Redis (CONFIG SET for the run, then put back); any other, an
+# environment variable of the pipeline's processes.
+REDIS_SETTING = "redis:"
 BASELINES = {
     "live-windows": ({"FOG_LIVE_WINDOWS": "off"}, "FOG_LIVE_WINDOWS=off (windows close by event time alone)"),
     "gc": ({"FOG_FULL_GC_SECONDS": "0"}, "FOG_FULL_GC_SECONDS=0 (CPython's own full garbage collections)"),
+    "rdb-compression": ({f"{REDIS_SETTING}rdbcompression": "yes"},
+                        "rdbcompression yes (the cloud Redis compresses its AOF rewrites, Redis's default)"),
 }
 
 
@@ -258,6 +263,27 @@ def _rewrite_aof(redis_url):
             return  # a server that does not say: the run goes on as it is
 
 
+def _configure_redis(redis_url, changes):
+    """CONFIG SET `changes` on the cloud's Redis; returns what puts it back."""
+    import redis
+
+    if not changes:
+        return {}
+    with _single_redis(redis_url) as client:
+        if client is None:
+            raise RuntimeError(f"a baseline that changes the cloud Redis's {', '.join(changes)} needs a single "
+                               "Redis, not a cluster")
+        try:
+            before = {name: client.config_get(name).get(name) for name in changes}
+            if None in before.values():
+                raise RuntimeError(f"the cloud Redis has no setting named {sorted(k for k, v in before.items() if v is None)}")
+            for name, value in changes.items():
+                client.config_set(name, value)
+        except redis.RedisError as exc:
+            raise RuntimeError(f"the cloud Redis refused CONFIG SET {changes}: {exc}") from exc
+    return before
+
+
 def _weighted_percentile(samples, share):
     total = sum(count for _, count in samples)
     ordered, seen = sorted(samples), 0
@@ -269,8 +295,19 @@ def _weighted_percentile(samples, share):
 
 
 def measure(households, seconds, step=2, out=print, settings_env=None, warmup=WARMUP_S):
-    """One run, with the pipeline's environment changed by `settings_env`: returns a dict of the figures (see the
-    module docstring)."""
+    """One run, with the pipeline's environment (or the cloud Redis's settings, see REDIS_SETTING) changed by
+    `settings_env`: returns a dict of the figures (see the module docstring)."""
+    changes = settings_env or {}
+    redis_changes = {k[len(REDIS_SETTING):]: v for k, v in changes.items() if k.startswith(REDIS_SETTING)}
+    restore = _configure_redis(settings.FOG_CLOUD_REDIS_URL, redis_changes)
+    try:
+        return _measure(households, seconds, step, out,
+                        {k: v for k, v in changes.items() if not k.startswith(REDIS_SETTING)}, warmup)
+    finally:
+        _configure_redis(settings.FOG_CLOUD_REDIS_URL, restore)
+
+
+def _measure(households, seconds, step, out, settings_env, warmup):
     services = SimpleNamespace(bootstrap=settings.FOG_KAFKA_BOOTSTRAP, redis_url=settings.FOG_CLOUD_REDIS_URL)
     edge_redis = settings.FOG_EDGE_REDIS_URL.rsplit("/", 1)[0] + "/13"
     _rewrite_aof(services.redis_url)
@@ -413,7 +450,8 @@ def run(households=1000, seconds=60, step=2, find_capacity=False, baseline=None,
 # --- the generated section of docs/BENCHMARKS.md ---------------------------------------------------
 
 KINDS = {"size": "at one size, beside live windows off", "capacity": "the capacity search",
-         "gc": "at one size, beside CPython's own full garbage collections"}
+         "gc": "at one size, beside CPython's own full garbage collections",
+         "rdb-compression": "at one size, beside the cloud Redis compressing its AOF rewrites"}
 
 
 def markers(kind):
@@ -424,7 +462,8 @@ def markers(kind):
 def kind_of(figures):
     if any(f.name.startswith("e2e capacity") for f in figures):
         return "capacity"
-    return "gc" if any(f.extra.get("baseline") == BASELINES["gc"][1] for f in figures) else "size"
+    own = {described: kind for kind, (_, described) in BASELINES.items() if kind in KINDS}
+    return next((own[f.extra["baseline"]] for f in figures if f.extra.get("baseline") in own), "size")
 
 
 def section(figures, command):

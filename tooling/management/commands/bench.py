@@ -88,7 +88,8 @@ BENCHMARKS = {
                                            "freshness <= 5 s and pace, each trial measured 2 minutes"),
         ("--baseline", tuple(e2e.BASELINES), None, "also run the same households with one setting changed, as the "
          "baseline: live-windows (the default) FOG_LIVE_WINDOWS=off, windows close by event time alone; gc "
-         "FOG_FULL_GC_SECONDS=0, CPython's own full garbage collections"),
+         "FOG_FULL_GC_SECONDS=0, CPython's own full garbage collections; rdb-compression the cloud Redis with "
+         "rdbcompression yes (set for the run, then put back), its AOF rewrites compressed"),
         ("--warmup", int, e2e.WARMUP_S, "seconds the pipeline runs before measuring (the first windows close, "
                                         "workers and sockets settle)"),
     ]),
