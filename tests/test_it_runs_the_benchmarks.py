@@ -144,25 +144,37 @@ def test_it_keeps_each_e2e_baseline_in_a_section_of_its_own(tmp_path):
         assert BASELINES[expected][1] in section, kind
 
 
-def test_it_changes_a_redis_setting_for_a_baseline_run_and_puts_it_back(own_redis):
-    """The rdb-compression baseline runs on the cloud Redis as its operator left it but for that one setting."""
+def test_it_runs_e2e_on_its_redis_settings_and_puts_the_servers_own_back(own_redis, settings, monkeypatch):
+    """Every e2e run sets the cloud Redis's rdbcompression (as `make services` starts it, or the baseline's), so
+    the measured run and the rdb-compression baseline differ in that alone, whatever the server had; the
+    server's own value is back after each run, a failed one too."""
     import redis as redis_lib
 
-    from tooling.bench.e2e import _configure_redis
+    from tooling.bench import e2e
 
-    url = f"redis://127.0.0.1:{own_redis.port}/1"
+    settings.FOG_CLOUD_REDIS_URL = f"redis://127.0.0.1:{own_redis.port}/1"
     client = redis_lib.Redis(port=own_redis.port, decode_responses=True)
+    seen = []
+
+    def failing_run(*args, **kwargs):
+        seen.append(client.config_get("rdbcompression")["rdbcompression"])
+        raise RuntimeError("the run failed")
+
+    monkeypatch.setattr(e2e, "_measure", failing_run)
     try:
-        assert client.config_get("rdbcompression") == {"rdbcompression": "no"}  # as `make services` starts it
-        restore = _configure_redis(url, {"rdbcompression": "yes"})
-        assert client.config_get("rdbcompression") == {"rdbcompression": "yes"}
-        _configure_redis(url, restore)
-        assert client.config_get("rdbcompression") == {"rdbcompression": "no"}
-        with pytest.raises(RuntimeError, match="no setting named"):
-            _configure_redis(url, {"no-such-setting": "1"})
+        for own, changes in (("yes", {}), ("no", e2e.BASELINES["rdb-compression"][0])):
+            client.config_set("rdbcompression", own)
+            with pytest.raises(RuntimeError, match="the run failed"):
+                e2e.measure(10, 1, settings_env=changes, out=lambda line: None)
+            assert client.config_get("rdbcompression")["rdbcompression"] == own
+        assert seen == [e2e.REDIS_TUNING["rdbcompression"], "yes"]
+
+        with pytest.raises(RuntimeError, match="no setting named no-such-setting"):
+            e2e._redis_values(settings.FOG_CLOUD_REDIS_URL, ["no-such-setting"])
+        monkeypatch.setattr(e2e, "REDIS_TUNING", {"rdbcompression": "perhaps"})
         with pytest.raises(RuntimeError, match="refused CONFIG SET"):
-            _configure_redis(url, {"rdbcompression": "perhaps"})
-        assert client.config_get("rdbcompression") == {"rdbcompression": "no"}
+            e2e.measure(10, 1, out=lambda line: None)
+        assert client.config_get("rdbcompression")["rdbcompression"] == "no"
     finally:
         client.close()
 

@@ -50,6 +50,11 @@ CLUSTER_BUS_OFFSET = 10000  # Redis's fixed offset of a node's cluster bus port
 CLUSTER_READY_SECONDS = 60
 POSTGRES_READY_SECONDS = 60
 POSTGRES_VERSION = "15"
+# Settings of the Redis this module starts beyond persistence, as CONFIG names them (`bench e2e` sets them for
+# its measured runs too). rdbcompression: the AOF's base is written uncompressed, since LZF over every value made
+# each rewrite (a forked child, on a core the pipeline shares) slower, and a smaller base brought the next
+# rewrite sooner; `bench e2e --baseline rdb-compression` measures both against `yes`.
+REDIS_TUNING = {"rdbcompression": "no"}
 POSTGRES_SYSTEM_USER = "postgres"  # the server refuses to run as root; a root `make services` runs it as this user
 
 
@@ -270,10 +275,7 @@ class Redis(Service):
                 # No RDB snapshots besides: Redis loads the AOF when both exist, so each would fork and copy
                 # the whole dataset for a second copy no one loads (the AOF's base is an RDB file anyway).
                 'save ""',
-                # The AOF's base is written uncompressed: LZF over every value made each rewrite (a forked
-                # child, on a core the pipeline shares) slower, and a smaller base brought the next rewrite
-                # sooner; `bench e2e --baseline rdb-compression` measures both against `yes`.
-                "rdbcompression no",
+                *(f"{name} {value}" for name, value in REDIS_TUNING.items()),
                 "",
             ]
         )

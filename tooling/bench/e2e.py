@@ -37,6 +37,7 @@ from django.conf import settings
 from cloud_app.engine import connect, is_cluster
 from tooling.bench.common import ROOT, Figure
 from tooling.chaos.pipeline import Pipeline
+from tooling.localservices import REDIS_TUNING
 from tooling.localservices import services as local_services
 from tooling.net import free_port, port_open, wait_for
 
@@ -49,8 +50,9 @@ CAPACITY_START = 10_000
 CAPACITY_RESOLUTION = 0.1  # bisect until the bounds are this close (relative)
 AOF_REWRITE_WAIT_S = 120  # the rewrite that starts each run, at most this long
 # --baseline WHAT: the one setting the baseline run changes, and how the figures name it. A name under
-# REDIS_SETTING is a setting of the cloud's Redis (CONFIG SET for the run, then put back); any other, an
-# environment variable of the pipeline's processes.
+# REDIS_SETTING is a setting of the cloud's Redis: every run sets it (to its REDIS_TUNING value, or the
+# baseline's) with CONFIG SET and puts the server's own value back after. Any other name is an environment
+# variable of the pipeline's processes.
 REDIS_SETTING = "redis:"
 BASELINES = {
     "live-windows": ({"FOG_LIVE_WINDOWS": "off"}, "FOG_LIVE_WINDOWS=off (windows close by event time alone)"),
@@ -263,25 +265,49 @@ def _rewrite_aof(redis_url):
             return  # a server that does not say: the run goes on as it is
 
 
-def _configure_redis(redis_url, changes):
-    """CONFIG SET `changes` on the cloud's Redis; returns what puts it back."""
+def _redis_values(redis_url, names):
+    """{name: value} of the cloud Redis's settings `names`; RuntimeError where that Redis cannot say (a cluster,
+    a setting it lacks, CONFIG refused), which is also where a baseline could not change them."""
     import redis
 
-    if not changes:
-        return {}
     with _single_redis(redis_url) as client:
         if client is None:
-            raise RuntimeError(f"a baseline that changes the cloud Redis's {', '.join(changes)} needs a single "
-                               "Redis, not a cluster")
+            raise RuntimeError(f"the cloud Redis's {', '.join(names)} can be set for a run on a single Redis only, "
+                               "not on a cluster")
         try:
-            before = {name: client.config_get(name).get(name) for name in changes}
-            if None in before.values():
-                raise RuntimeError(f"the cloud Redis has no setting named {sorted(k for k, v in before.items() if v is None)}")
+            values = {name: client.config_get(name).get(name) for name in names}
+        except redis.RedisError as exc:
+            raise RuntimeError(f"the cloud Redis refused CONFIG GET: {exc}") from exc
+    missing = sorted(name for name, value in values.items() if value is None)
+    if missing:
+        raise RuntimeError(f"the cloud Redis has no setting named {', '.join(missing)}")
+    return values
+
+
+def _configure_redis(redis_url, changes):
+    """CONFIG SET `changes` on the cloud's (single) Redis."""
+    import redis
+
+    with _single_redis(redis_url) as client:
+        try:
             for name, value in changes.items():
                 client.config_set(name, value)
         except redis.RedisError as exc:
             raise RuntimeError(f"the cloud Redis refused CONFIG SET {changes}: {exc}") from exc
-    return before
+
+
+def _redis_for_runs(redis_url, baseline_changes, out):
+    """The Redis settings every run sets ({} where they cannot be set and no baseline needs them)."""
+    wanted = {name[len(REDIS_SETTING):] for changed, _ in BASELINES.values() for name in changed
+              if name.startswith(REDIS_SETTING)}
+    try:
+        _redis_values(redis_url, wanted)
+    except RuntimeError as exc:
+        if baseline_changes:
+            raise
+        out(f"e2e: the cloud Redis's {', '.join(sorted(wanted))} left as it is ({exc})")
+        return {}
+    return {name: REDIS_TUNING[name] for name in wanted}
 
 
 def _weighted_percentile(samples, share):
@@ -297,17 +323,23 @@ def _weighted_percentile(samples, share):
 def measure(households, seconds, step=2, out=print, settings_env=None, warmup=WARMUP_S):
     """One run, with the pipeline's environment (or the cloud Redis's settings, see REDIS_SETTING) changed by
     `settings_env`: returns a dict of the figures (see the module docstring)."""
-    changes = settings_env or {}
+    changes, url = settings_env or {}, settings.FOG_CLOUD_REDIS_URL
     redis_changes = {k[len(REDIS_SETTING):]: v for k, v in changes.items() if k.startswith(REDIS_SETTING)}
-    restore = _configure_redis(settings.FOG_CLOUD_REDIS_URL, redis_changes)
+    redis_settings = {**_redis_for_runs(url, redis_changes, out), **redis_changes}
+    restore = _redis_values(url, redis_settings) if redis_settings else {}
     try:
+        _configure_redis(url, redis_settings)
         return _measure(households, seconds, step, out,
-                        {k: v for k, v in changes.items() if not k.startswith(REDIS_SETTING)}, warmup)
+                        {k: v for k, v in changes.items() if not k.startswith(REDIS_SETTING)}, warmup,
+                        described=changes)
     finally:
-        _configure_redis(settings.FOG_CLOUD_REDIS_URL, restore)
+        try:
+            _configure_redis(url, restore)
+        except RuntimeError as exc:  # the run's own error, if any, is the one raised
+            out(f"e2e: could not put the cloud Redis's settings back to {restore} ({exc}): CONFIG SET them by hand")
 
 
-def _measure(households, seconds, step, out, settings_env, warmup):
+def _measure(households, seconds, step, out, settings_env, warmup, described):
     services = SimpleNamespace(bootstrap=settings.FOG_KAFKA_BOOTSTRAP, redis_url=settings.FOG_CLOUD_REDIS_URL)
     edge_redis = settings.FOG_EDGE_REDIS_URL.rsplit("/", 1)[0] + "/13"
     _rewrite_aof(services.redis_url)
@@ -332,7 +364,7 @@ def _measure(households, seconds, step, out, settings_env, warmup):
         time.sleep(3)  # workers up and the link reported before the first window closes
         pipeline.start_simulation()
         out(f"e2e: {households:,} households, a reading every {step:g} s, at real time, "
-            f"{', '.join(f'{k}={v}' for k, v in (settings_env or {}).items()) or 'the default settings'}: "
+            f"{', '.join(f'{k}={v}' for k, v in described.items()) or 'the default settings'}: "
             f"{warmup} s warm-up, then {seconds} s measured")
         time.sleep(warmup)
         roots = {"simulation": pipeline.simulation.pid, "edge": pipeline.edge.pid, "cloud": pipeline.cloud.pid,
@@ -410,9 +442,12 @@ def _figures(result, label=""):
 def run(households=1000, seconds=60, step=2, find_capacity=False, baseline=None, warmup=WARMUP_S, out=print):
     """`baseline`: None, or a key of BASELINES (True, as `bench all` passes it: live-windows)."""
     if not find_capacity:
+        changed, described = BASELINES["live-windows" if baseline is True else baseline] if baseline else ({}, None)
+        redis_names = [name[len(REDIS_SETTING):] for name in changed if name.startswith(REDIS_SETTING)]
+        if redis_names:  # a cluster, or a Redis that refuses CONFIG, is said before the first run, not after it
+            _redis_values(settings.FOG_CLOUD_REDIS_URL, redis_names)
         figure = _figures(measure(households, seconds, step, out, warmup=warmup))
         if baseline:  # the same run with one setting changed
-            changed, described = BASELINES["live-windows" if baseline is True else baseline]
             figure.baseline = measure(households, seconds, step, out, settings_env=changed,
                                       warmup=warmup)["freshness_p99_s"]
             figure.extra["baseline"] = described

@@ -89,7 +89,8 @@ BENCHMARKS = {
         ("--baseline", tuple(e2e.BASELINES), None, "also run the same households with one setting changed, as the "
          "baseline: live-windows (the default) FOG_LIVE_WINDOWS=off, windows close by event time alone; gc "
          "FOG_FULL_GC_SECONDS=0, CPython's own full garbage collections; rdb-compression the cloud Redis with "
-         "rdbcompression yes (set for the run, then put back), its AOF rewrites compressed"),
+         "rdbcompression yes, its AOF rewrites compressed (a single Redis that allows CONFIG SET; every run "
+         "sets the setting and puts it back after)"),
         ("--warmup", int, e2e.WARMUP_S, "seconds the pipeline runs before measuring (the first windows close, "
                                         "workers and sockets settle)"),
     ]),
@@ -160,7 +161,9 @@ NOTES = [
     "  of household order, each order in a fresh database.",
     "- api: Django's stock `ASGIHandler` instead of `fogsite.http.OneHopASGIHandler`, same server and load.",
     "- e2e: the same households with `FOG_LIVE_WINDOWS=off` (windows close by event time alone); with",
-    "  `--baseline gc`, with `FOG_FULL_GC_SECONDS=0` (CPython's own full garbage collections).",
+    "  `--baseline gc`, with `FOG_FULL_GC_SECONDS=0` (CPython's own full garbage collections); with",
+    "  `--baseline rdb-compression`, with the cloud Redis at `rdbcompression yes` (every e2e run sets it, to",
+    "  `no` as `make services` starts Redis, or to the baseline's value, and puts the server's own back).",
     "- simulate: the same simulation with kafka-python's producer instead of confluent-kafka's.",
     "- scale: each series against its first row; the store rows send the same tuples into one replica on the",
     "  single Redis, then on a local 3-master Redis Cluster (only the store's engine differs).",
