@@ -50,9 +50,9 @@ CAPACITY_START = 10_000
 CAPACITY_RESOLUTION = 0.1  # bisect until the bounds are this close (relative)
 AOF_REWRITE_WAIT_S = 120  # the rewrite that starts each run, at most this long
 # --baseline WHAT: the one setting the baseline run changes, and how the figures name it. A name under
-# REDIS_SETTING is a setting of the cloud's Redis: every run sets it (to its REDIS_TUNING value, or the
-# baseline's) with CONFIG SET and puts the server's own value back after. Any other name is an environment
-# variable of the pipeline's processes.
+# REDIS_SETTING is a setting of the cloud's Redis: every run sets REDIS_TUNING (as `make services` starts
+# Redis) and the baseline's, with CONFIG SET, and puts the server's own values back after. Any other name is an
+# environment variable of the pipeline's processes.
 REDIS_SETTING = "redis:"
 BASELINES = {
     "live-windows": ({"FOG_LIVE_WINDOWS": "off"}, "FOG_LIVE_WINDOWS=off (windows close by event time alone)"),
@@ -296,18 +296,9 @@ def _configure_redis(redis_url, changes):
             raise RuntimeError(f"the cloud Redis refused CONFIG SET {changes}: {exc}") from exc
 
 
-def _redis_for_runs(redis_url, baseline_changes, out):
-    """The Redis settings every run sets ({} where they cannot be set and no baseline needs them)."""
-    wanted = {name[len(REDIS_SETTING):] for changed, _ in BASELINES.values() for name in changed
-              if name.startswith(REDIS_SETTING)}
-    try:
-        _redis_values(redis_url, wanted)
-    except RuntimeError as exc:
-        if baseline_changes:
-            raise
-        out(f"e2e: the cloud Redis's {', '.join(sorted(wanted))} left as it is ({exc})")
-        return {}
-    return {name: REDIS_TUNING[name] for name in wanted}
+def _redis_part(changes):
+    """The cloud Redis's settings among a baseline's `changes`, by their CONFIG names."""
+    return {name[len(REDIS_SETTING):]: value for name, value in changes.items() if name.startswith(REDIS_SETTING)}
 
 
 def _weighted_percentile(samples, share):
@@ -324,11 +315,17 @@ def measure(households, seconds, step=2, out=print, settings_env=None, warmup=WA
     """One run, with the pipeline's environment (or the cloud Redis's settings, see REDIS_SETTING) changed by
     `settings_env`: returns a dict of the figures (see the module docstring)."""
     changes, url = settings_env or {}, settings.FOG_CLOUD_REDIS_URL
-    redis_changes = {k[len(REDIS_SETTING):]: v for k, v in changes.items() if k.startswith(REDIS_SETTING)}
-    redis_settings = {**_redis_for_runs(url, redis_changes, out), **redis_changes}
-    restore = _redis_values(url, redis_settings) if redis_settings else {}
+    redis_changes = _redis_part(changes)
+    wanted = {**REDIS_TUNING, **redis_changes}  # as `make services` starts Redis, but for the baseline's change
     try:
-        _configure_redis(url, redis_settings)
+        restore = _redis_values(url, wanted)
+    except RuntimeError as exc:
+        if redis_changes:
+            raise
+        out(f"e2e: the cloud Redis's {', '.join(wanted)} left as it is ({exc})")
+        wanted = restore = {}
+    try:
+        _configure_redis(url, wanted)
         return _measure(households, seconds, step, out,
                         {k: v for k, v in changes.items() if not k.startswith(REDIS_SETTING)}, warmup,
                         described=changes)
@@ -443,9 +440,8 @@ def run(households=1000, seconds=60, step=2, find_capacity=False, baseline=None,
     """`baseline`: None, or a key of BASELINES (True, as `bench all` passes it: live-windows)."""
     if not find_capacity:
         changed, described = BASELINES["live-windows" if baseline is True else baseline] if baseline else ({}, None)
-        redis_names = [name[len(REDIS_SETTING):] for name in changed if name.startswith(REDIS_SETTING)]
-        if redis_names:  # a cluster, or a Redis that refuses CONFIG, is said before the first run, not after it
-            _redis_values(settings.FOG_CLOUD_REDIS_URL, redis_names)
+        if _redis_part(changed):  # a cluster, or a Redis that refuses CONFIG, is said before the first run
+            _redis_values(settings.FOG_CLOUD_REDIS_URL, _redis_part(changed))
         figure = _figures(measure(households, seconds, step, out, warmup=warmup))
         if baseline:  # the same run with one setting changed
             figure.baseline = measure(households, seconds, step, out, settings_env=changed,
