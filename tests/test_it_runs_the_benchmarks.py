@@ -200,6 +200,9 @@ def test_it_measures_the_whole_pipeline_from_window_end_to_the_page(services, tm
     assert grace <= closing_p50 < grace + 5, figure
     assert int(figure["households"].replace(",", "")) == 300 and figure["feed drops"] == 0
     assert figure["late readings"] == "0"
+    each = [float(value.split(" / ")[0]) for name, value in figure.items() if name.endswith(" cpu/rss")]
+    total = float(figure["cpu, all processes"])
+    assert len(each) == 6 and total > 0 and total == pytest.approx(sum(each), abs=0.03), figure  # each is rounded
     text = doc.read_text()
     assert text.startswith("# Benchmarks\n\nbench all's table\n") and text.count(begin) == text.count(end) == 1
     assert "`python manage.py bench e2e --households 300" in text and "| e2e freshness p99" in text
