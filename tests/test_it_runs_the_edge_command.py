@@ -74,3 +74,9 @@ def test_it_stops_a_running_supervisor_with_stop(kafka_bootstrap, topic, edge_en
     assert "enqueueing it again" not in err, err[-3000:]
     assert re.search(r"ended=stop ", out.strip().splitlines()[-1]), out
     assert not held_loops(edge_env)
+
+
+@pytest.mark.parametrize("batch", ["0", "5001"])
+def test_it_refuses_a_batch_the_protocol_does_not_carry(batch, edge_env):
+    result = run_manage("runedge", "--batch", batch, env=child_env(edge_env), timeout=60)
+    assert result.returncode == 1 and "--batch must be 1..5000" in result.stderr, result.stderr[-2000:]
