@@ -203,6 +203,8 @@ def test_it_measures_the_whole_pipeline_from_window_end_to_the_page(services, tm
     each = [float(value.split(" / ")[0]) for name, value in figure.items() if name.endswith(" cpu/rss")]
     total = float(figure["cpu, all processes"])
     assert len(each) == 6 and total > 0 and total == pytest.approx(sum(each), abs=0.03), figure  # each is rounded
+    used, cores = re.fullmatch(r"([\d.]+) of (\d+) cores", figure["machine cpu"]).groups()
+    assert total * 0.5 < float(used) <= int(cores) and re.fullmatch(r"\d+% of the time", figure["all cores busy"])
     text = doc.read_text()
     assert text.startswith("# Benchmarks\n\nbench all's table\n") and text.count(begin) == text.count(end) == 1
     assert "`python manage.py bench e2e --households 300" in text and "| e2e freshness p99" in text

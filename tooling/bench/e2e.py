@@ -9,7 +9,8 @@ client that reads the dashboard's live feed, all real processes on the local bro
   storing, publishing and the page's own rate limit are all inside it.
 - Throughput: readings/s produced (Kafka's end offsets) and tuples/s acknowledged (the live feed).
 - Cost: CPU seconds per wall second and peak RSS of each process (with its children, those that
-  ended during the run too: Redis rewrites its append-only file in one), Kafka and Redis included.
+  ended during the run too: Redis rewrites its append-only file in one), Kafka and Redis included; and
+  the whole machine's CPU, with the share of the time every core was busy (MachineLoad).
 
 A run "holds" when, over the measured span, the p99 freshness stays within HOLD_FRESHNESS_S, the
 tuples acknowledged keep pace with the households (at least HOLD_PACE of households / window per
@@ -49,6 +50,8 @@ CAPACITY_SECONDS = 120  # each --find-capacity trial is measured this long
 CAPACITY_START = 10_000
 CAPACITY_RESOLUTION = 0.1  # bisect until the bounds are this close (relative)
 AOF_REWRITE_WAIT_S = 120  # the rewrite that starts each run, at most this long
+MACHINE_SAMPLE_S = 0.1  # the whole machine's CPU is sampled this often: a window end's burst lasts seconds
+SATURATED = 0.95  # a sample with at least this share of every core busy: all cores busy
 # --baseline WHAT: the one setting the baseline run changes, and how the figures name it. A name under
 # REDIS_SETTING is a setting of the cloud's Redis: every run sets REDIS_TUNING (as `make services` starts
 # Redis) and the baseline's, with CONFIG SET, and puts the server's own values back after. Any other name is an
@@ -168,6 +171,47 @@ class Meter:
         end = self._cpu()
         return {name: {"cpu": round((end[name] - self.cpu_start[name]) / elapsed, 2),
                        "rss_mib": round(self.peak[name], 1)} for name in self.roots}
+
+
+class MachineLoad:
+    """The whole machine's CPU (/proc/stat), every MACHINE_SAMPLE_S in a thread of its own: the mean in
+    cores, and the share of the time every core was busy. While they all are, a stage that is slow is slow
+    because the others took the CPU, so making one process parallel cannot help; only CPU saved anywhere can."""
+
+    def __init__(self):
+        self.samples, self.done = [], threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+
+    @staticmethod
+    def _read():
+        """(total, idle) jiffies of all cores, and how many cores."""
+        with open("/proc/stat") as handle:
+            lines = handle.read().splitlines()
+        fields = [int(x) for x in lines[0].split()[1:]]
+        cores = sum(1 for line in lines[1:] if line.startswith("cpu"))
+        return sum(fields), fields[3] + fields[4], cores  # idle and iowait
+
+    def _run(self):
+        total, idle, _ = self._read()
+        while not self.done.wait(MACHINE_SAMPLE_S):
+            now_total, now_idle, _ = self._read()
+            if now_total > total:
+                self.samples.append(1 - (now_idle - idle) / (now_total - total))
+            total, idle = now_total, now_idle
+
+    def start(self):
+        self.thread.start()
+        return self
+
+    def stop(self):
+        self.done.set()
+        self.thread.join(2)
+
+    def result(self):
+        self.stop()
+        cores, busy = self._read()[2], self.samples or [0.0]
+        return {"cores": cores, "mean_cores": round(sum(busy) / len(busy) * cores, 2),
+                "saturated_share": round(sum(1 for b in busy if b >= SATURATED) / len(busy), 2)}
 
 
 def _produced(bootstrap, topic):
@@ -350,7 +394,7 @@ def _measure(households, seconds, step, out, settings_env, warmup, described):
     pipeline.env.update(settings_env or {})
     web_port = free_port()
     web_log = open(pipeline.folder / "web.log", "ab")
-    web = feed = None
+    web = feed = machine = None
     try:
         pipeline.start_cloud()
         pipeline.start_edge()
@@ -372,6 +416,7 @@ def _measure(households, seconds, step, out, settings_env, warmup, described):
                       if s.our_pid()})
         meter = Meter(roots)
         meter.start()
+        machine = MachineLoad().start()
         late_before = _late(pipeline)
         rewrites_before = _aof_rewrites(services.redis_url)
         produced_before = _produced(services.bootstrap, pipeline.env["FOG_TOPIC"])
@@ -385,7 +430,7 @@ def _measure(households, seconds, step, out, settings_env, warmup, described):
         elapsed_s = (time.time() * 1000 - started_ms) / 1000
         produced = _produced(services.bootstrap, pipeline.env["FOG_TOPIC"]) - produced_before
         updates = feed.updates[first:]
-        costs = meter.result()
+        costs, load = meter.result(), machine.result()
         drops = feed.drops
         stages = _stages(pipeline, started_ms, started_ms + elapsed_s * 1000)
         late = _late(pipeline) - late_before
@@ -393,6 +438,8 @@ def _measure(households, seconds, step, out, settings_env, warmup, described):
         rewrites = None if rewrites is None or rewrites_before is None else rewrites - rewrites_before
     finally:  # nested, so a second Ctrl-C during one step of the cleanup still runs the others
         try:
+            if machine:
+                machine.stop()
             if web and web.poll() is None:  # first: in a session of its own, nothing else would end it
                 os.killpg(web.pid, 9)
                 web.wait(10)
@@ -415,7 +462,7 @@ def _measure(households, seconds, step, out, settings_env, warmup, described):
               "freshness_p50_s": round(_weighted_percentile(samples, 0.5) / 1000, 2),
               "freshness_p99_s": round(_weighted_percentile(samples, 0.99) / 1000, 2),
               "freshness_max_s": round(max(v for v, _ in samples) / 1000, 2), "feed_drops": drops, "late": late,
-              "redis_aof_rewrites": rewrites,
+              "redis_aof_rewrites": rewrites, "machine": load,
               "processes": costs, "stages": stages}
     out("e2e: where the time goes (p50 / p99 s): " + ", ".join(f"{name} {p50} / {p99}"
                                                              for name, (p50, p99) in stages.items()))
@@ -429,11 +476,18 @@ def _cpu_total(result):
     return sum(cost["cpu"] for cost in result["processes"].values())
 
 
+def _machine_extra(result):
+    machine = result["machine"]
+    return {"machine cpu": f"{machine['mean_cores']:.2f} of {machine['cores']} cores",
+            "all cores busy": f"{machine['saturated_share']:.0%} of the time"}
+
+
 def _baseline_extra(result):
     """What the baseline run cost and where its time went, beside the run's own figures: a setting that
     saves CPU shows there even when the freshness of the two differs by less than a run's spread."""
     extra = {"baseline p50 s": result["freshness_p50_s"], "baseline holds": result["holds"],
              "baseline cpu, all processes": f"{_cpu_total(result):.2f}",
+             **{f"baseline {name}": value for name, value in _machine_extra(result).items()},
              "baseline cpu per process": ", ".join(f"{name} {cost['cpu']:.2f}"
                                                    for name, cost in result["processes"].items())}
     if result.get("redis_aof_rewrites") is not None:
@@ -450,6 +504,7 @@ def _figures(result, label=""):
     if result.get("redis_aof_rewrites") is not None:
         extra["redis AOF rewrites during it"] = result["redis_aof_rewrites"]
     extra["cpu, all processes"] = f"{_cpu_total(result):.2f}"
+    extra.update(_machine_extra(result))
     extra.update({f"{name} cpu/rss": f"{c['cpu']:.2f} / {c['rss_mib']:.0f} MiB" for name, c in result["processes"].items()})
     extra.update({f"{name} p50/p99 s": f"{p50} / {p99}" for name, (p50, p99) in result["stages"].items()})
     return Figure(f"e2e freshness p99{label} (window end -> page)", result["freshness_p99_s"], "s", None,
