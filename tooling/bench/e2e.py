@@ -60,8 +60,6 @@ REDIS_SETTING = "redis:"
 BASELINES = {
     "live-windows": ({"FOG_LIVE_WINDOWS": "off"}, "FOG_LIVE_WINDOWS=off (windows close by event time alone)"),
     "gc": ({"FOG_FULL_GC_SECONDS": "0"}, "FOG_FULL_GC_SECONDS=0 (CPython's own full garbage collections)"),
-    "batch": ({"FOG_EDGE_BATCH_TUPLES": "1000"},
-              "FOG_EDGE_BATCH_TUPLES=1000 (the edge's batches as they were before the setting)"),
     "rdb-compression": ({f"{REDIS_SETTING}rdbcompression": "yes"},
                         "rdbcompression yes (the cloud Redis compresses its AOF rewrites, Redis's default)"),
 }
@@ -558,7 +556,6 @@ def run(households=1000, seconds=60, step=2, find_capacity=False, baseline=None,
 
 KINDS = {"size": "at one size, beside live windows off", "capacity": "the capacity search",
          "gc": "at one size, beside CPython's own full garbage collections",
-         "batch": "at one size, beside the edge's batches of 1000",
          "rdb-compression": "at one size, beside the cloud Redis compressing its AOF rewrites"}
 
 
