@@ -16,7 +16,8 @@ A run "holds" when, over the measured span, the p99 freshness stays within HOLD_
 tuples acknowledged keep pace with the households (at least HOLD_PACE of households / window per
 second), and the edge counted no more than HOLD_LATE_SHARE of the readings late (a window closed by the
 wall clock before a reading of it came: fresh figures bought by dropping readings do not hold).
-`--find-capacity` doubles the households until a run does not hold, then bisects.
+`--find-capacity` doubles the households until a run does not hold, then bisects; the size it reports
+has held in two trials (search_capacity), since one trial's spread is about a bisection step.
 
 Each run starts from a freshly rewritten append-only file on the cloud's Redis. How often Redis
 rewrites it (a fork and a copy of the whole dataset) depends on the file's size at the last rewrite, so
@@ -509,6 +510,39 @@ def _figures(result, label=""):
                   "p99 <= 3 s at real time", extra)
 
 
+def search_capacity(trial, start):
+    """(the largest size that held twice, the smallest above it that did not, every trial's result) of
+    trials `trial(size)` (a result with "households" and "holds"): double from `start` until a trial does
+    not hold, then bisect until the bounds are CAPACITY_RESOLUTION apart. The answer is then tried again,
+    since one trial's spread is about a bisection step: a size that held once and not twice does not hold,
+    and the search goes on below it. (None, ...) when even the smallest size did not hold."""
+    results, good, bad = [], None, None
+    size, confirming = start, False
+    while True:
+        result = trial(size)
+        results.append(result)
+        if confirming and result["holds"]:
+            return result, bad, results
+        if result["holds"]:
+            good = result
+        else:
+            bad = result
+            if confirming:  # the best candidate now: the largest size below it that held
+                held = [r for r in results if r["holds"] and r["households"] < size]
+                good = max(held, key=lambda r: r["households"]) if held else None
+        confirming = False
+        if bad is None:
+            size *= 2
+        elif good is None:
+            size = bad["households"] // 2
+            if size < 100:
+                return None, bad, results
+        elif (bad["households"] - good["households"]) / good["households"] <= CAPACITY_RESOLUTION:
+            size, confirming = good["households"], True
+        else:
+            size = (good["households"] + bad["households"]) // 2
+
+
 def run(households=1000, seconds=60, step=2, find_capacity=False, baseline=None, warmup=WARMUP_S, out=print):
     """`baseline`: None, or a key of BASELINES (True, as `bench all` passes it: live-windows)."""
     if not find_capacity:
@@ -522,27 +556,14 @@ def run(households=1000, seconds=60, step=2, find_capacity=False, baseline=None,
             figure.extra["baseline"] = described
             figure.extra.update(_baseline_extra(other))
         return [figure]
-    good, bad, results = None, None, []
-    size = households if households > 1000 else CAPACITY_START
-    while True:
+
+    def trial(size):
         result = measure(size, CAPACITY_SECONDS, step, out, warmup=warmup)
-        results.append(result)
         out(f"e2e: {size:,} households {'hold' if result['holds'] else 'do not hold'} "
             f"(p99 {result['freshness_p99_s']} s, {result['tuples_per_s']:,}/{result['needed_tuples_per_s']:,} tuples/s)")
-        if result["holds"]:
-            good = result
-        else:
-            bad = result
-        if bad is None:
-            size *= 2
-        elif good is None:
-            size //= 2
-            if size < 100:
-                break
-        elif (bad["households"] - good["households"]) / good["households"] <= CAPACITY_RESOLUTION:
-            break
-        else:
-            size = (good["households"] + bad["households"]) // 2
+        return result
+
+    good, bad, results = search_capacity(trial, households if households > 1000 else CAPACITY_START)
     if good is None:
         raise RuntimeError("not even the smallest trial held")
     figure = Figure("e2e capacity (households at real time, p99 freshness <= 5 s, keeping pace)",
