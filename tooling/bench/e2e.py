@@ -183,17 +183,15 @@ class MachineLoad:
 
     @staticmethod
     def _read():
-        """(total, idle) jiffies of all cores, and how many cores."""
+        """(total, idle) jiffies of all cores."""
         with open("/proc/stat") as handle:
-            lines = handle.read().splitlines()
-        fields = [int(x) for x in lines[0].split()[1:]]
-        cores = sum(1 for line in lines[1:] if line.startswith("cpu"))
-        return sum(fields), fields[3] + fields[4], cores  # idle and iowait
+            fields = [int(x) for x in handle.readline().split()[1:]]
+        return sum(fields), fields[3] + fields[4]  # idle and iowait
 
     def _run(self):
-        total, idle, _ = self._read()
+        total, idle = self._read()
         while not self.done.wait(MACHINE_SAMPLE_S):
-            now_total, now_idle, _ = self._read()
+            now_total, now_idle = self._read()
             if now_total > total:
                 self.samples.append(1 - (now_idle - idle) / (now_total - total))
             total, idle = now_total, now_idle
@@ -208,7 +206,9 @@ class MachineLoad:
 
     def result(self):
         self.stop()
-        cores, busy = self._read()[2], self.samples or [0.0]
+        with open("/proc/stat") as handle:  # the lines "cpu0", "cpu1", ... after the total
+            cores = sum(1 for line in handle if line.startswith("cpu")) - 1
+        busy = self.samples or [0.0]
         return {"cores": cores, "mean_cores": round(sum(busy) / len(busy) * cores, 2),
                 "saturated_share": round(sum(1 for b in busy if b >= SATURATED) / len(busy), 2)}
 
@@ -475,24 +475,10 @@ def _cpu_total(result):
     return sum(cost["cpu"] for cost in result["processes"].values())
 
 
-def _machine_extra(result):
-    machine = result["machine"]
-    return {"machine cpu": f"{machine['mean_cores']:.2f} of {machine['cores']} cores",
-            "all cores busy": f"{machine['saturated_share']:.0%} of the time"}
-
-
 def _baseline_extra(result):
-    """What the baseline run cost and where its time went, beside the run's own figures: a setting that
-    saves CPU shows there even when the freshness of the two differs by less than a run's spread."""
-    extra = {"baseline p50 s": result["freshness_p50_s"], "baseline holds": result["holds"],
-             "baseline cpu, all processes": f"{_cpu_total(result):.2f}",
-             **{f"baseline {name}": value for name, value in _machine_extra(result).items()},
-             "baseline cpu per process": ", ".join(f"{name} {cost['cpu']:.2f}"
-                                                   for name, cost in result["processes"].items())}
-    if result.get("redis_aof_rewrites") is not None:
-        extra["baseline redis AOF rewrites"] = result["redis_aof_rewrites"]
-    extra.update({f"baseline {name} p50/p99 s": f"{p50} / {p99}" for name, (p50, p99) in result["stages"].items()})
-    return extra
+    """The baseline run's own figures, named "baseline ...", beside the run's: a setting that saves CPU shows in
+    them even when the freshness of the two differs by less than a run's spread."""
+    return {f"baseline {name}": value for name, value in _figures(result).extra.items() if name != "households"}
 
 
 def _figures(result, label=""):
@@ -502,8 +488,10 @@ def _figures(result, label=""):
              "late readings": f"{result['late']:,}", "holds": result["holds"], "feed drops": result["feed_drops"]}
     if result.get("redis_aof_rewrites") is not None:
         extra["redis AOF rewrites during it"] = result["redis_aof_rewrites"]
+    machine = result["machine"]
     extra["cpu, all processes"] = f"{_cpu_total(result):.2f}"
-    extra.update(_machine_extra(result))
+    extra["machine cpu"] = f"{machine['mean_cores']:.2f} of {machine['cores']} cores"
+    extra["all cores busy"] = f"{machine['saturated_share']:.0%} of the time"
     extra.update({f"{name} cpu/rss": f"{c['cpu']:.2f} / {c['rss_mib']:.0f} MiB" for name, c in result["processes"].items()})
     extra.update({f"{name} p50/p99 s": f"{p50} / {p99}" for name, (p50, p99) in result["stages"].items()})
     return Figure(f"e2e freshness p99{label} (window end -> page)", result["freshness_p99_s"], "s", None,
