@@ -100,7 +100,7 @@ def env_choice(name, default, choices, *, fold=str.upper):
 def env_match(name, default, pattern, expected):
     """A string that must match `pattern` (a compiled regex); `expected` says what in words."""
     value = env_str(name, default)
-    if not pattern.match(value):
+    if not pattern.fullmatch(value):
         raise SettingError(f"{name}={value!r}: expected {expected}")
     return value
 

@@ -98,6 +98,7 @@ MAX_FRAME_BYTES = {KIND_HEARTBEAT: MAX_HEARTBEAT_BYTES, KIND_HEARTBEAT_REPLY: MA
 HEARTBEAT_SKEW_MS = 30_000  # a heartbeat's clock may differ from the cloud's by this much
 # Optional edge state a heartbeat may carry, with its type; the cloud stores the known ones.
 HEARTBEAT_STATE = {"backlog": int, "paused": bool}
+MAX_REASON = 64  # characters of a refusal reason kept (the edge stores it in a field of this size)
 MAX_DETAIL = 200  # characters of a refusal's detail sent back or logged (input is echoed cut short)
 
 # Reasons are stable words: the edge logs and counts them, metrics label by them.
@@ -126,9 +127,9 @@ BATCH_COLUMNS = ("id", "hh", "ws", "we", "avg", "n")
 
 LEGACY_HEARTBEAT = b"heartbeat"
 LEGACY_ACK = b"ack"
-POSTAL_CODE_RE = re.compile(r"^[0-9]{5}$")
+POSTAL_CODE_RE = re.compile(r"[0-9]{5}")  # fullmatch: "$" also matches before a final newline
 # Edge ids become parts of storage keys and records: a plain alphabet only.
-EDGE_ID_RE = re.compile(rf"^[A-Za-z0-9._-]{{1,{MAX_EDGE_ID}}}$")
+EDGE_ID_RE = re.compile(rf"[A-Za-z0-9._-]{{1,{MAX_EDGE_ID}}}")  # fullmatch, as POSTAL_CODE_RE
 
 
 class ProtocolError(ValueError):
@@ -186,7 +187,7 @@ def seal(kind, edge_id, secret, payload, nonce=None):
 
     A request gets a fresh random nonce; a reply passes the request's.
     """
-    if not EDGE_ID_RE.match(edge_id):
+    if not EDGE_ID_RE.fullmatch(edge_id):
         raise ValueError(f"edge id {edge_id!r} must be 1..{MAX_EDGE_ID} of A-Z a-z 0-9 . _ -")
     edge_bytes = edge_id.encode()
     nonce = os.urandom(NONCE_BYTES) if nonce is None else nonce
@@ -216,7 +217,7 @@ def split(frame, kinds=None):
     if size == 0 or size > MAX_EDGE_ID or len(frame) < head_end + TAG_BYTES:
         raise ProtocolError(R_BAD_FRAME, f"truncated header in a frame of {len(frame)} bytes")
     edge = frame[6 : 6 + size].decode("ascii", errors="replace")
-    if not EDGE_ID_RE.match(edge):
+    if not EDGE_ID_RE.fullmatch(edge):
         raise ProtocolError(R_BAD_FRAME, "edge id has characters outside A-Z a-z 0-9 . _ -")
     return Frame(kind, edge, frame[6 + size : head_end], frame[head_end : head_end + TAG_BYTES],
                  frame[head_end + TAG_BYTES :], frame[4:head_end])
@@ -277,12 +278,18 @@ def read_error(reply):
     """(reason, detail) of an error frame, cut short, whoever sent it: for logs, never to act on alone."""
     parts = split(reply, (KIND_ERROR,))
     payload = _decode(parts.body)
-    return str(payload.get("reason"))[:64], str(payload.get("detail"))[:MAX_DETAIL]
+    return _shown(payload.get("reason"), MAX_REASON), _shown(payload.get("detail"), MAX_DETAIL)
+
+
+def _shown(value, limit):
+    """A text field of someone else's frame, for a log line: only a string is shown. str() of anything else
+    could fail on its own (a list nested a thousand deep raises RecursionError) and stop the caller's loop."""
+    return value[:limit] if isinstance(value, str) else f"<{type(value).__name__}>"
 
 
 def error_frame(edge_id, nonce, reason, detail, secret=None):
     """A reply to a request that could not be used. Tagged only when the request was authenticated."""
-    edge_id = edge_id if edge_id and EDGE_ID_RE.match(edge_id) else "unknown"
+    edge_id = edge_id if edge_id and EDGE_ID_RE.fullmatch(edge_id) else "unknown"
     nonce = nonce if nonce and len(nonce) == NONCE_BYTES else NO_NONCE
     return seal(KIND_ERROR, edge_id, secret, {"reason": reason, "detail": detail[:MAX_DETAIL]}, nonce=nonce)
 
@@ -291,7 +298,7 @@ def v2_upgrade_reply(frame):
     """A v2 error frame a v2 edge can read, telling its operator to upgrade."""
     size = frame[4] if len(frame) > 4 else 0
     edge = frame[5 : 5 + size].decode("ascii", errors="replace")
-    edge_bytes = (edge if EDGE_ID_RE.match(edge) else "unknown").encode()
+    edge_bytes = (edge if EDGE_ID_RE.fullmatch(edge) else "unknown").encode()
     body = msgpack.packb({"v": 2, "kind": "error", "reason": R_BAD_VERSION,
                           "detail": "this cloud speaks protocol v3 only: upgrade the edge"})
     return b"".join((MAGIC_V2, bytes((len(edge_bytes),)), edge_bytes, NO_TAG, body))
@@ -433,6 +440,12 @@ def read_reply(reply, request, secret, expected):
     codes, reasons = payload.get("plz"), payload.get("why")
     if not (isinstance(codes, list) and isinstance(reasons, list) and len(codes) == len(reasons) == expected):
         raise ProtocolError(R_BAD_BODY, f"reply does not list {expected} tuples")
+    # Tagged by the cloud, but the edge stores these: a postal code is five digits or nothing, a reason a word.
+    for code, why in zip(codes, reasons):
+        if not (isinstance(code, str) and (code == "" or POSTAL_CODE_RE.fullmatch(code))):
+            raise ProtocolError(R_BAD_BODY, f"reply has a postal code that is not five digits: {_short(code)}")
+        if not (isinstance(why, str) and len(why) <= MAX_REASON):
+            raise ProtocolError(R_BAD_BODY, f"reply has a reason that is not a word: {_short(why)}")
     return codes, reasons
 
 
@@ -443,7 +456,7 @@ def read_legacy_data(frame):
     """(id, node_id, average) of a v1 data request, strictly checked."""
     try:
         message = json.loads(frame.decode("utf-8"))
-    except (UnicodeDecodeError, ValueError):
+    except (UnicodeDecodeError, ValueError, RecursionError):  # nested past the parser's depth: not a tuple either
         raise ProtocolError(R_BAD_BODY, "v1 request is not JSON") from None
     if not isinstance(message, dict):
         raise ProtocolError(R_BAD_BODY, "v1 request is not a JSON object")
@@ -463,6 +476,8 @@ def read_legacy_data(frame):
 
 def _short(value, most=40):
     """repr() of input, cut short: a reply or log line never echoes more than `most` characters of it."""
+    if isinstance(value, (list, dict)):  # repr() of a deeply nested one fails (RecursionError) or runs long
+        return f"a {'JSON array' if isinstance(value, list) else 'JSON object'} of {len(value)} items"
     text = repr(value) if not isinstance(value, int) or abs(value) < 10**30 else f"an integer of {len(str(abs(value)))} digits"
     return text if len(text) <= most else f"{text[:most]}... ({len(text)} characters)"
 

@@ -12,7 +12,7 @@ def test_it_lists_codes_only_inside_their_states_ranges():
     for state, codes in POSTAL_CODES.items():
         assert len(set(codes)) == len(codes), f"{state} lists a code twice"
         for code in codes:
-            assert POSTAL_CODE_RE.match(code), code
+            assert POSTAL_CODE_RE.fullmatch(code), code
             assert any(lo <= int(code) <= hi for lo, hi in STATE_RANGES[state]), f"{code} is not in {state}"
 
 

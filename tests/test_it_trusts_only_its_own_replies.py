@@ -73,6 +73,42 @@ def test_it_trusts_only_a_tagged_error_that_names_its_request():
         assert (refused.value.reason, refused.value.trusted) == (reason, trusted)
 
 
+def _nested(depth):
+    value = "x"
+    for _ in range(depth):
+        value = [value]
+    return value
+
+
+@pytest.mark.parametrize("depth", [900, 1023])
+def test_it_refuses_an_untagged_error_whose_reason_is_nested_deep_without_failing(depth):
+    # Under msgpack's own nesting limit, but str() of it raises RecursionError: the loop reading it must not stop.
+    request = _request()
+    poison = wire.seal(wire.KIND_ERROR, EDGE, None, {"reason": _nested(depth), "detail": _nested(depth)},
+                       nonce=_nonce(request))
+    with pytest.raises(wire.ProtocolError) as refused:
+        wire.read_reply(poison, request, SECRET, 2)
+    assert not refused.value.trusted and refused.value.reason == "<list>"
+
+
+@pytest.mark.parametrize("codes, reasons, message", [
+    (["8033", ""], ["", ""], "not five digits"),
+    (["80331\n", ""], ["", ""], "not five digits"),
+    ([80331, ""], ["", ""], "not five digits"),
+    (["80331", ""], ["", ["not-a-word"]], "not a word"),
+    (["80331", ""], ["", "x" * 65], "not a word"),
+])
+def test_it_refuses_a_tagged_reply_whose_codes_or_reasons_the_edge_could_not_store(codes, reasons, message):
+    request = _request()
+    with pytest.raises(wire.ProtocolError, match=message):
+        wire.read_reply(wire.reply_frame(EDGE, SECRET, _nonce(request), codes, reasons), request, SECRET, 2)
+
+
+def test_it_refuses_an_edge_id_with_a_trailing_newline():
+    with pytest.raises(wire.ProtocolError):
+        wire.split(wire.batch_frame(EDGE, SECRET, ROWS).replace(b"edge-a", b"edge-\n", 1))
+
+
 def test_it_refuses_a_reply_that_lists_another_number_of_tuples():
     request = _request()
     with pytest.raises(wire.ProtocolError, match="does not list 2 tuples"):
