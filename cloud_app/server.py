@@ -137,7 +137,7 @@ class CloudServer:
             log.warning("legacy v1 request of %d bytes refused: %s", len(frame), message)
             return message.encode()
         try:
-            result = await self.store.store(self.legacy_edge, [row])
+            result = await self.store.store(self.legacy_edge, [row], by_id=True)
         except STORE_ERRORS as exc:
             log.error("legacy v1 tuple %s not stored: Redis: %s", tid, exc)
             return f"ERROR: {wire.R_STORE_DOWN}".encode()

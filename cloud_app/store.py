@@ -7,8 +7,11 @@ figures its batches write are in the edge's shard, so a batch is still one atomi
 of a global figure sums over the SHARDS shards. Keys (under a prefix, `fog:` by default, so tests and
 several clouds can share one store; `Keys` is the only place that spells them), with {n} the edge's shard:
 
-    {p}t:{n}:{edge}      hash  tuple id -> Record: the stored tuple and its dedup record in one
-    {p}edge:{n}:{edge}   hash  last_heartbeat_ms, backlog, paused (0/1), further edge state its heartbeats carry, acked
+    {p}t:{n}:{edge}      hash  "household|window start" (tuple_field) -> Record: the stored tuple and its
+                               dedup record in one (a v1 tuple's field is its id; a cloud before this
+                               layout used the id alone, marked by the edge hash's dedup = mixed)
+    {p}edge:{n}:{edge}   hash  last_heartbeat_ms, backlog, paused (0/1), further edge state its heartbeats carry, acked,
+                               dedup (window, or mixed: its tuple hash has fields of the older layout)
     {p}owned:{n}:{edge}  set   the households the edge owns (its quota's count)
     {p}acks:{n}:{edge}:{second}  tuples first stored in that second (expire after 2 min)
     {p}am:{n}:{edge}:{minute}  string  tuples first stored in that minute, expires after ROLLUP_KEEP_S
@@ -73,7 +76,7 @@ STORE_BATCH = """
 -- measures the whole write path). Nothing is written until every check has
 -- passed.
 local edge, recent_max, R_SUM = ARGV[1], tonumber(ARGV[2]), ARGV[3]
-local W = 6  -- arguments a tuple: id, household, window start, average, state, record
+local W = 7  -- arguments a tuple: dedup field, id, household, window start, average, state, record
 local n = (#ARGV - 7) / W
 local now_ms, series_max = tonumber(ARGV[#ARGV - 3]), tonumber(ARGV[#ARGV - 2])
 local series_cap, keep = tonumber(ARGV[#ARGV - 1]), tonumber(ARGV[#ARGV])
@@ -99,12 +102,13 @@ local function finite(x) return x == x and x ~= math.huge and x ~= -math.huge en
 -- Every key the script touches is in KEYS, so a cluster refuses the whole call up front when one of
 -- them is elsewhere (a slot migrating) instead of failing half way. KEYS[12..]: a series per household,
 -- then an index per state, then a roll-up per minute, each in the order of first appearance in ARGV.
-local ids, arg = {}, {}
+local fields, arg = {}, {}
 local series_key, state_key, minute_key = {}, {}, {}
 for i = 1, n do
   local b = 3 + (i - 1) * W
-  arg[i] = {ARGV[b + 1], ARGV[b + 2], tonumber(ARGV[b + 3]), tonumber(ARGV[b + 4]), ARGV[b + 5], ARGV[b + 6]}
-  ids[i] = arg[i][1]
+  arg[i] = {ARGV[b + 1], ARGV[b + 2], ARGV[b + 3], tonumber(ARGV[b + 4]), tonumber(ARGV[b + 5]), ARGV[b + 6],
+            ARGV[b + 7]}
+  fields[i] = arg[i][1]
 end
 local next_key = 12
 local function declare(map, name)
@@ -113,26 +117,52 @@ local function declare(map, name)
     next_key = next_key + 1
   end
 end
-for i = 1, n do declare(series_key, arg[i][2]) end
-for i = 1, n do declare(state_key, arg[i][5]) end
-for i = 1, n do declare(minute_key, math.floor(arg[i][3] / 60000)) end
-local existing = hmget(KEYS[1], ids)
+for i = 1, n do declare(series_key, arg[i][3]) end
+for i = 1, n do declare(state_key, arg[i][6]) end
+for i = 1, n do declare(minute_key, math.floor(arg[i][4] / 60000)) end
+local existing = hmget(KEYS[1], fields)
+-- A cloud before dedup by window kept a tuple under its id alone (the edge hash says so: 'mixed'). Such a
+-- record is this tuple only if it is the same household's same window: an edge whose database began
+-- again reuses ids for other windows.
+local layout = redis.call('HGET', KEYS[7], 'dedup')
+if not layout then
+  layout = redis.call('EXISTS', KEYS[1]) == 1 and 'mixed' or 'window'
+  redis.call('HSET', KEYS[7], 'dedup', layout)
+end
+if layout == 'mixed' then
+  local missing, at = {}, {}
+  for i = 1, n do
+    if not existing[i] and arg[i][1] ~= arg[i][2] then
+      missing[#missing + 1] = arg[i][2]
+      at[#at + 1] = i
+    end
+  end
+  local old = hmget(KEYS[1], missing)
+  for k = 1, #missing do
+    local record, i = old[k], at[k]
+    if record and tonumber(string.match(record, '^(%d+)|')) == arg[i][4]
+        and string.match(record, '|([^|]*)$') == arg[i][3] then
+      existing[i] = record
+    end
+  end
+end
 
 -- 1. What would be stored, and whether every running sum stays finite. Every tuple here is of a
 -- household this edge owns: the claim step (CLAIM) came before, in the households' own slots.
 local outcome, tuples, recent = {}, {}, {}
 local sums, counts, state_of, best, households = {}, {}, {}, {}, {}
-local new, dups = 0, 0
+local new, dups, seen = 0, 0, {}
 local series, power = {}, {}
 for i = 1, n do
-  local id, hh, ws, avg, st, record = unpack(arg[i])
-  if existing[i] then
+  local field, id, hh, ws, avg, st, record = unpack(arg[i])
+  if existing[i] or seen[field] then  -- stored before, or earlier in this batch
     dups = dups + 1
-    outcome[i] = '=' .. existing[i]
+    outcome[i] = '=' .. (existing[i] or seen[field])
   else
+    seen[field] = record
     new = new + 1
     outcome[i] = ''
-    tuples[#tuples + 1] = id
+    tuples[#tuples + 1] = field
     tuples[#tuples + 1] = record
     sums[st] = (sums[st] or 0) + avg
     counts[st] = (counts[st] or 0) + 1
@@ -235,6 +265,11 @@ redis.call('SET', KEYS[4], ARGV[2], 'EX', tonumber(ARGV[4]))
 """
 
 
+def tuple_field(household, window_start):
+    """A tuple's field in its edge's tuple hash: its household's window, whatever id the edge gave it."""
+    return f"{household}|{window_start}"
+
+
 class StoreRefused(Exception):
     """The store refused a whole batch and wrote nothing of it; `reason` is a wire R_* word."""
 
@@ -302,21 +337,25 @@ class CloudStore:
         self._beat = redis.register_script(HEARTBEAT)
         self.claims = Claims(redis, self.keys, households_per_edge)
 
-    async def store(self, edge, rows, now_ms=None):
+    async def store(self, edge, rows, now_ms=None, by_id=False):
         """rows: (id, household, ws, we, avg, n) tuples whose values passed the limits. Returns a StoreResult.
+
+        A tuple is the same as one stored before when it is the same household's same window: ids are the
+        edge's database's, and begin again with it (`by_id`: the prototype's v1 tuples, whose window is the
+        moment they came, are the same when their id is).
 
         Two steps: claim the households (idempotent), then store the tuples of the households the edge owns
         in one script. Raises StoreRefused, having stored nothing, if the batch would make a running sum
         infinite (its claims stay: they are the edge's, and the same batch sent again finds them).
         """
         owners = await self.claim(edge, list(dict.fromkeys(row[1] for row in rows)))  # batch order: the quota's
-        return await self.write(edge, rows, owners, now_ms)
+        return await self.write(edge, rows, owners, now_ms, by_id)
 
     async def claim(self, edge, households):
         """Step 1 of a batch: see cloud_app.ownership.Claims.claim."""
         return await self.claims.claim(edge, households)
 
-    async def write(self, edge, rows, reasons, now_ms=None):
+    async def write(self, edge, rows, reasons, now_ms=None, by_id=False):
         """Store the rows whose household the edge owns (`reasons`, from claim) in one script in the edge's
         slot; the others get their refusal."""
         now_ms = now_ms or int(time.time() * 1000)
@@ -332,7 +371,7 @@ class CloudStore:
                 series.setdefault(household, self.keys.series(shard, household))  # in first appearance
                 indexes.setdefault(state, self.keys.state_households(shard, state))  # order, as the script
                 minutes.setdefault(start // 60000, self.keys.power_minute(shard, start // 60000))  # maps them
-                args += (tid, household, start, repr(average), state,
+                args += (tid if by_id else tuple_field(household, start), tid, household, start, repr(average), state,
                          Record(start, end, average, count, plz, state, now_ms, edge, tid, household).encode())
         args += (now_ms, SERIES_MAX, SERIES_CAP, ROLLUP_KEEP_S)
         keys = [self.keys.tuples(edge), self.keys.states(shard), self.keys.households(shard),

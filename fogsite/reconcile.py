@@ -3,8 +3,9 @@
 Per household: the windows the edge stored (expected), how many it has as
 ACKED, as pending (PENDING or SENT) and as refused (REFUSED: the cloud
 refused them for good, each with its reason), which ACKED ones the cloud lacks
-(missing), and windows the cloud holds more than once under different tuple
-ids (duplicated). Then the cloud's running per-state sums against the same
+(missing), and windows the cloud holds more than once (duplicated). A tuple is
+its household's window on both sides: the edge's ids begin again with its
+database, the cloud knows a window by its household and start. Then the cloud's running per-state sums against the same
 sums recomputed from every tuple it stores. Loss, duplicates and mismatches
 are failures; pending and refused tuples are a failure only when asked
 (`strict`), after the pipeline has gone quiet.
@@ -67,23 +68,23 @@ class Report:
 
 def reconcile(edge_id, redis, prefix):
     keys = Keys(prefix)
-    cloud = {}  # tuple id -> (household, window start)
-    for tid, raw in redis.hscan_iter(keys.tuples(edge_id), count=10_000):
+    windows = Counter()  # (household, window start) -> copies the cloud holds
+    for _, raw in redis.hscan_iter(keys.tuples(edge_id), count=10_000):
         record = Record.decode(raw)
-        cloud[int(tid)] = (record.household, record.ws)
+        windows[record.household, record.ws] += 1
 
     rows = defaultdict(lambda: None)
-    edge_ids = set()
+    edge_windows = set()
     refusals = Counter()
-    for tid, household, status, refusal in WindowAggregate.objects.values_list(
-            "id", "household", "status", "refusal").iterator(chunk_size=20_000):
+    for household, start, status, refusal in WindowAggregate.objects.values_list(
+            "household", "window_start", "status", "refusal").iterator(chunk_size=20_000):
         row = rows[household] or HouseholdRow(household)
         rows[household] = row
         row.expected += 1
-        edge_ids.add(tid)
+        edge_windows.add((household, start))
         if status == Status.ACKED:
             row.acked += 1
-            if tid not in cloud:
+            if (household, start) not in windows:
                 row.missing_in_cloud += 1
         elif status == Status.REFUSED:
             row.refused += 1
@@ -91,14 +92,13 @@ def reconcile(edge_id, redis, prefix):
         else:
             row.pending += 1
 
-    windows = Counter(cloud.values())
     for (household, _), copies in windows.items():
         if copies > 1:
             row = rows[household] or HouseholdRow(household)
             rows[household] = row
             row.duplicated += copies - 1
-    report = Report(edge_id, sorted((r for r in rows.values() if r), key=lambda r: r.household), len(cloud),
-                    len(cloud.keys() - edge_ids))
+    report = Report(edge_id, sorted((r for r in rows.values() if r), key=lambda r: r.household),
+                    sum(windows.values()), len(windows.keys() - edge_windows))
     report.sum_mismatches = check_sums(redis, keys)
     report.refusals = dict(refusals)
     return report

@@ -59,7 +59,7 @@ def test_it_refuses_households_beyond_an_edges_quota_and_keeps_the_ones_within(r
                         households_per_edge=3).start()
     try:
         first = _send(cloud, make_rows(4, household="q"))  # q-0 .. q-3: one too many
-        again = _send(cloud, make_rows(2, household="q", start_id=10))  # q-0, q-1 again: owned, so within quota
+        again = _send(cloud, make_rows(2, household="q", start_id=10, base_ms=1_577_145_600_000))  # q-0, q-1: owned
         other = _send(cloud, make_rows(3, household="o"), OTHER, OTHER_SECRET)  # a quota per edge
     finally:
         cloud.stop()

@@ -6,7 +6,7 @@ import asyncio
 import pytest
 from cloud_app.engine import connect_async
 from cloud_app.keys import Keys
-from cloud_app.store import CloudStore, StoreRefused
+from cloud_app.store import CloudStore, Record, StoreRefused
 from fogwire import protocol as wire
 from tests.conftest import EDGE_ID, deliver, make_rows
 
@@ -27,7 +27,7 @@ def test_it_refuses_two_huge_averages_and_stores_the_rest_of_the_batch(cloud, re
     codes, reasons = deliver(cloud, rows)
     assert reasons == ["", wire.R_TOO_POWERFUL, "", "", wire.R_TOO_POWERFUL, ""]
     assert codes[1] == codes[4] == "" and all(codes[i] for i in (0, 2, 3, 5))
-    assert sorted(int(k) for k in redis_client.hkeys(keys.tuples(EDGE_ID))) == [0, 2, 3, 5]
+    assert sorted(Record.decode(v).id for v in redis_client.hvals(keys.tuples(EDGE_ID))) == [0, 2, 3, 5]
     assert sum(total for _, total, _ in cloud_reader.state_sums().values()) == pytest.approx(
         sum(r[4] for i, r in enumerate(rows) if i not in (1, 4)))
     assert cloud_reader.stats()[f"refused:{wire.R_TOO_POWERFUL}"] == 2

@@ -72,3 +72,47 @@ def test_it_keeps_the_latest_window_per_household_and_a_capped_feed(cloud, cloud
     newest_of_one_4 = max(r for r in rows if r[1] == "one-4")
     assert latest["window_start"] == newest_of_one_4[2]
     assert len(cloud_reader.recent(1000)) == 200
+
+
+def test_it_knows_windows_an_edge_sends_again_under_new_ids(cloud, redis_client, cloud_reader):
+    # The edge's database began again (a new disk, a restore): its ids start over, its windows are the same.
+    rows = make_rows(20)
+    first = _send(cloud, rows)
+    before = _states(cloud_reader)
+    again = _send(cloud, make_rows(20, start_id=1000))
+    assert again == first and _states(cloud_reader) == before
+    assert cloud_reader.stats()["dedup_hits"] == 20
+    assert redis_client.hlen(Keys(cloud.prefix).tuples(EDGE_ID)) == 20
+
+
+def test_it_stores_new_windows_that_reuse_an_edges_old_ids(cloud, redis_client, cloud_reader):
+    _send(cloud, make_rows(20))
+    later = make_rows(20, base_ms=1_577_142_000_000 + 3_600_000)  # ids 0..19 again, an hour later
+    codes, reasons = _send(cloud, later)
+    assert reasons == [""] * 20 and all(codes)
+    assert cloud_reader.stats()["tuples"] == 40 and cloud_reader.stats().get("dedup_hits", 0) == 0
+    assert _states(cloud_reader)[f"{locate('hh-0')[1]}:count"] >= 8  # hh-0's 4 windows of each batch
+
+
+def test_it_counts_one_window_sent_twice_in_a_batch_once(cloud, cloud_reader):
+    row = make_rows(1)[0]
+    codes, reasons = _send(cloud, [row, (row[0] + 1, *row[1:])])
+    assert reasons == ["", ""] and codes[0] == codes[1] == locate(row[1])[0]
+    assert cloud_reader.stats()["tuples"] == 1 and cloud_reader.stats()["dedup_hits"] == 1
+
+
+def test_it_knows_the_tuples_a_cloud_kept_under_their_ids_before(cloud, redis_client, cloud_reader):
+    """Stored by a cloud that deduplicated by id alone: the same window is still a repeat after the upgrade,
+    and an old id on another window is not."""
+    from cloud_app.store import Record
+
+    rows = make_rows(10)
+    keys = Keys(cloud.prefix)
+    redis_client.hset(keys.tuples(EDGE_ID), mapping={
+        str(tid): Record(ws, we, avg, n, locate(hh)[0], locate(hh)[1], 1, EDGE_ID, tid, hh).encode()
+        for tid, hh, ws, we, avg, n in rows})
+    codes, _ = _send(cloud, rows[:5] + make_rows(5, start_id=5, base_ms=1_577_142_000_000 + 3_600_000))
+    assert cloud_reader.stats()["dedup_hits"] == 5 and cloud_reader.stats()["tuples"] == 5
+    assert codes == [locate(hh)[0] for _, hh, *_ in rows]
+    assert _send(cloud, rows[5:])[1] == [""] * 5  # their old records still count as stored
+    assert cloud_reader.stats()["dedup_hits"] == 10
