@@ -129,7 +129,7 @@ class KafkaAdapter(mosaik_api_v3.Simulator):
             for source, readings in readings_by_source["readings"].items():
                 if not readings:
                     continue
-                household = source.rsplit(".", 1)[-1]
+                household = source.split(".", 1)[1]  # mosaik's "<sid>.<eid>": a household id may hold dots
                 prefix = prefixes.get(household)
                 if prefix is None:
                     prefix = prefixes[household] = (
@@ -162,7 +162,7 @@ class Collector(mosaik_api_v3.Simulator):
             for source, readings in readings_by_source["readings"].items():
                 if not readings:
                     continue
-                household = source.rsplit(".", 1)[-1]
+                household = source.split(".", 1)[1]  # mosaik's "<sid>.<eid>": a household id may hold dots
                 row = summary.get(household)
                 for _, watts in readings:
                     if row is None:

@@ -32,7 +32,7 @@ def test_it_sends_exactly_the_source_rows_keyed_by_household(kafka_bootstrap, to
     expected = {}
     for h in range(3):
         rows = [(f"2019-12-24 00:{s * 2 // 60:02d}:{s * 2 % 60:02d}", 100_000 + h * 1000 + s) for s in range(60)]
-        write_gem_csv(tmp_path / f"house-{h}.csv", rows)
+        write_gem_csv(tmp_path / f"site-{h}.house.csv", rows)  # ids may hold dots: three households, not one
     for household in read_folder(tmp_path, ZoneInfo("Europe/Berlin"))[0]:
         expected[household.household] = list(zip(household.timestamps, household.powers))
 
@@ -47,7 +47,7 @@ def test_it_sends_exactly_the_source_rows_keyed_by_household(kafka_bootstrap, to
         assert message.key.decode() == value["household"]
         received[value["household"]].append((value["ts"], value["power_w"]))
     assert {k: sorted(v) for k, v in received.items()} == expected
-    assert expected["house-0"][0] == (1_577_142_000_000, 100.0)  # 00:00:00 Berlin, 100,000 mW
+    assert expected["site-0.house"][0] == (1_577_142_000_000, 100.0)  # 00:00:00 Berlin, 100,000 mW
 
 
 def test_it_sends_one_reading_per_household_per_step(kafka_bootstrap, topic):
