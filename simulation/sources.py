@@ -1,7 +1,9 @@
 """Where household readings come from: Gem House CSV files or synthetic profiles.
 
 CSV files are read completely and checked before anything is sent, so a bad
-file stops the run with its name and line number and nothing half-sent.
+file stops the run with its name and line number and nothing half-sent
+(with skip_bad_lines, a bad line costs that line only: each line is decoded
+on its own). A folder's files are its *.csv (any case) that are not hidden.
 Power is converted from milliwatts to watts here, once. Event time is the
 `date` column read in the given time zone (the files' `timestamp` column is
 not used: in the sample it is an hour off local time).
@@ -11,10 +13,13 @@ the same seed gives the same values in any process, whatever the number of
 households, and no per-household state grows with the run.
 """
 
+import codecs
 import math
+import re
+import time
 from array import array
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 
 from fogwire import limits
@@ -22,6 +27,8 @@ from fogwire import limits
 HEADER_MODEL = "household"
 HEADER_COLUMNS = ["date", "timestamp", "energy", "power", "power1", "power2", "power3"]
 POWER_COLUMN = HEADER_COLUMNS.index("power")
+DATE_RE = re.compile(r"\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}")  # local time, no offset: `zone` says which
+MAX_LINE_BYTES = 4096  # a Gem House line is about 70 bytes; a longer one is not a reading, and is not read whole
 
 # A typical German household's day (standard load profile H0, hourly, as
 # multiples of the day's mean): low at night, a morning and an evening peak.
@@ -45,10 +52,42 @@ class CsvHousehold:
     path: Path
 
 
+_hours = {}  # (zone, "YYYY-MM-DD HH") -> epoch ms of that local hour's start, None if a DST change falls in it
+
+
+def _hour_start_ms(hour, zone):
+    """Epoch ms at which local `hour` ("YYYY-MM-DD HH") began in `zone`, or None if the clocks changed within
+    it (one offset throughout, or the caller works the line out on its own). A file's lines share their hours,
+    so each hour is worked out once (zoneinfo's offsets are the larger part of reading a line)."""
+    key = (zone, hour)
+    if key not in _hours:
+        if len(_hours) > 200_000:
+            _hours.clear()
+        start = datetime.fromisoformat(hour + ":00:00")  # ValueError: no such date or hour
+        ends = (start.replace(tzinfo=zone), (start + timedelta(seconds=3599)).replace(tzinfo=zone))
+        offsets = {moment.replace(fold=fold).utcoffset() for moment in ends for fold in (0, 1)}
+        _hours[key] = int(ends[0].timestamp() * 1000) if len(offsets) == 1 else None
+    return _hours[key]
+
+
 def _epoch_ms(text, zone, previous):
     """Local `YYYY-MM-DD HH:MM:SS` in `zone` to epoch ms, following the clock back over a DST change."""
+    if not DATE_RE.fullmatch(text):
+        raise DataError(f"bad date {text[:30]!r} (expected YYYY-MM-DD HH:MM:SS)")
+    minute, second = int(text[14:16]), int(text[17:19])
+    try:
+        if minute > 59 or second > 59:
+            raise ValueError
+        start = _hour_start_ms(text[:13], zone)
+    except ValueError:
+        raise DataError(f"bad date {text!r} (expected YYYY-MM-DD HH:MM:SS)") from None
+    if start is not None:
+        return start + minute * 60_000 + second * 1000
     naive = datetime.fromisoformat(text)
-    ms = int(naive.replace(tzinfo=zone).timestamp() * 1000)
+    aware = naive.replace(tzinfo=zone)
+    ms = int(aware.timestamp() * 1000)
+    if datetime.fromtimestamp(ms / 1000, zone).replace(tzinfo=None) != naive:
+        raise DataError(f"{text} never happened in {zone}: the clocks went forward over it")
     if previous is not None and ms <= previous:
         later = int(naive.replace(tzinfo=zone, fold=1).timestamp() * 1000)
         if later > previous:  # the repeated hour when clocks go back: the second pass
@@ -56,8 +95,49 @@ def _epoch_ms(text, zone, previous):
     return ms
 
 
+def _lines(handle):
+    """(line number, text) for each line of a file opened in binary mode; text is a DataError for a line that
+    is not UTF-8 or is longer than MAX_LINE_BYTES. Each line is decoded on its own, so a bad byte is
+    reported at its line, and skipping costs only that line."""
+    number = 0
+    while raw := handle.readline(MAX_LINE_BYTES + 1):
+        number += 1
+        if len(raw) > MAX_LINE_BYTES and not raw.endswith(b"\n"):
+            while raw and not raw.endswith(b"\n"):  # the rest of the line, a piece at a time
+                raw = handle.readline(MAX_LINE_BYTES + 1)
+            yield number, DataError(f"longer than {MAX_LINE_BYTES} bytes")
+            continue
+        if number == 1 and raw.startswith(codecs.BOM_UTF8):  # as spreadsheet programs save "UTF-8 CSV"
+            raw = raw[len(codecs.BOM_UTF8):]
+        try:
+            yield number, raw.decode("utf-8").rstrip("\r\n")
+        except UnicodeDecodeError as exc:
+            yield number, DataError(f"not UTF-8 text (byte {exc.start + 1} of the line)")
+
+
+def _reading(fields, zone, previous, now_ms):
+    """(epoch ms, watts) of one data line's fields, or DataError saying what is wrong with it."""
+    if len(fields) != len(HEADER_COLUMNS):
+        raise DataError(f"expected {len(HEADER_COLUMNS)} fields, found {len(fields)}")
+    ts = _epoch_ms(fields[0], zone, previous)
+    if limits.time_problem(ts, now_ms):
+        raise DataError(f"date {fields[0]} is before 2000 or more than "
+                        f"{limits.FUTURE_SLACK_MS // 3_600_000} h from now")
+    try:
+        milliwatts = float(fields[POWER_COLUMN])
+    except ValueError:
+        raise DataError(f"bad power {fields[POWER_COLUMN][:30]!r}") from None
+    _, problem = limits.power_problem(milliwatts / 1000.0)
+    if problem:
+        raise DataError(f"power {fields[POWER_COLUMN][:30]!r} mW is not a household's: {problem}")
+    if previous is not None and ts <= previous:
+        raise DataError(f"time {fields[0]} does not come after the line before")
+    return ts, milliwatts / 1000.0
+
+
 def read_csv(path, zone, skip_bad_lines=False):
-    """Parse one Gem House file. Returns (CsvHousehold, number of skipped bad lines)."""
+    """Parse one Gem House file. Returns (CsvHousehold, number of skipped bad lines). Blank lines are
+    no readings and are passed over."""
     path = Path(path)
     household = path.stem
     problem = limits.household_problem(household)
@@ -66,44 +146,35 @@ def read_csv(path, zone, skip_bad_lines=False):
     timestamps, powers = array("q"), array("d")
     skipped = 0
     previous = None
-    with open(path, encoding="utf-8", errors="strict", newline="") as handle:
-        try:
-            first = handle.readline().strip()
-            second = handle.readline().strip()
-        except UnicodeDecodeError:
-            raise DataError(f"{path}:1: not UTF-8 text") from None
+    now_ms = int(time.time() * 1000)
+    try:
+        handle = open(path, "rb")
+    except OSError as exc:
+        raise DataError(f"{path}: can't be read ({exc.strerror or exc})") from None
+    with handle:
+        lines = _lines(handle)
+        header = [next(lines, (number, "")) for number in (1, 2)]
+        for number, text in header:
+            if isinstance(text, DataError):
+                raise DataError(f"{path}:{number}: {text}")
+        first, second = (text.strip() for _, text in header)
         if first != HEADER_MODEL or second.split(",") != HEADER_COLUMNS:
             raise DataError(f"{path}:1: expected the two header lines {HEADER_MODEL!r} and "
                             f"{','.join(HEADER_COLUMNS)!r}, found {first[:40]!r} and {second[:80]!r}")
-        for number, line in enumerate(handle, start=3):
+        for number, text in lines:
             try:
-                fields = line.rstrip("\r\n").split(",")
-                if len(fields) != len(HEADER_COLUMNS):
-                    raise DataError(f"expected {len(HEADER_COLUMNS)} fields, found {len(fields)}")
-                try:
-                    ts = _epoch_ms(fields[0], zone, previous)
-                except ValueError:
-                    raise DataError(f"bad date {fields[0][:30]!r} (expected YYYY-MM-DD HH:MM:SS)") from None
-                try:
-                    milliwatts = float(fields[POWER_COLUMN])
-                except ValueError:
-                    raise DataError(f"bad power {fields[POWER_COLUMN][:30]!r}") from None
-                if not math.isfinite(milliwatts) or milliwatts < 0:
-                    raise DataError(f"power {fields[POWER_COLUMN]!r} is not a non-negative number")
-                if milliwatts / 1000.0 > limits.MAX_POWER_W:
-                    raise DataError(f"power {fields[POWER_COLUMN]!r} mW is above one household's "
-                                    f"{limits.MAX_POWER_W} W")
-                if previous is not None and ts <= previous:
-                    raise DataError(f"time {fields[0]} does not come after the line before")
+                if isinstance(text, DataError):
+                    raise text
+                if not text.strip():
+                    continue
+                ts, watts = _reading(text.split(","), zone, previous, now_ms)
             except DataError as exc:
                 if not skip_bad_lines:
                     raise DataError(f"{path}:{number}: {exc}") from None
                 skipped += 1
                 continue
-            except UnicodeDecodeError:
-                raise DataError(f"{path}:{number}: not UTF-8 text") from None
             timestamps.append(ts)
-            powers.append(milliwatts / 1000.0)
+            powers.append(watts)
             previous = ts
     if not timestamps:
         raise DataError(f"{path}: no readings after the two header lines")
@@ -111,16 +182,22 @@ def read_csv(path, zone, skip_bad_lines=False):
 
 
 def read_folder(folder, zone, skip_bad_lines=False):
-    """Every *.csv file of a folder, parsed and checked. Returns (households, skipped lines)."""
+    """Every *.csv file of a folder (any case, not hidden: `._x.csv` is a macOS note about x.csv), parsed
+    and checked. Returns (households, skipped lines)."""
     folder = Path(folder)
     if not folder.is_dir():
         raise DataError(f"--data {folder}: no such directory")
-    files = sorted(folder.glob("*.csv"))
+    files = sorted(p for p in folder.iterdir() if p.suffix.lower() == ".csv" and not p.name.startswith("."))
     if not files:
         raise DataError(f"--data {folder}: no .csv files in it")
-    households, skipped = [], 0
+    households, skipped, seen = [], 0, {}
     for path in files:
+        if not path.is_file():
+            raise DataError(f"{path}: not a file (a folder, or a link to nothing)")
         household, bad = read_csv(path, zone, skip_bad_lines)
+        if household.household in seen:
+            raise DataError(f"{path}: household {household.household!r} is {seen[household.household]} too")
+        seen[household.household] = path
         households.append(household)
         skipped += bad
     return households, skipped

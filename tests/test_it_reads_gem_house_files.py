@@ -62,6 +62,40 @@ def test_it_names_file_and_line_of_a_malformed_line(tmp_path, line, message):
     assert skipped == 1 and list(household.powers) == [0.1, 0.1, 0.3]
 
 
+def test_it_names_the_line_of_a_byte_that_is_not_utf8_however_far_into_the_file(tmp_path):
+    rows = [(f"2019-12-24 {s // 3600:02d}:{s // 60 % 60:02d}:{s % 60:02d}", 1000) for s in range(0, 600, 2)]
+    path = write_gem_csv(tmp_path / "h.csv", rows)  # 300 readings: the bad byte lies past the first 8 KiB
+    lines = path.read_bytes().split(b"\n")
+    lines[250] = lines[250].replace(b",1000,", b",\xff1000,")
+    path.write_bytes(b"\n".join(lines))
+    with pytest.raises(DataError, match=r"h\.csv:251: not UTF-8 text"):
+        read_csv(path, BERLIN)
+    household, skipped = read_csv(path, BERLIN, skip_bad_lines=True)
+    assert skipped == 1 and len(household.timestamps) == 299
+
+
+def test_it_reads_a_file_saved_with_a_byte_order_mark_and_blank_lines(tmp_path):
+    path = write_gem_csv(tmp_path / "h.csv", [("2019-12-24 00:00:01", 1000), ("2019-12-24 00:00:03", 2000)])
+    path.write_bytes(b"\xef\xbb\xbf" + path.read_bytes().replace(b"\n2019-12-24 00:00:03", b"\n\r\n2019-12-24 00:00:03")
+                     + b"\n\n")
+    household, skipped = read_csv(path, BERLIN)
+    assert skipped == 0 and list(household.powers) == [1.0, 2.0]
+
+
+def test_it_reads_only_the_csv_files_of_a_folder_and_names_what_it_cannot_read(tmp_path):
+    write_gem_csv(tmp_path / "upper.CSV", [("2019-12-24 00:00:01", 1000)])
+    (tmp_path / "._upper.csv").write_bytes(b"\x00\x05\x16\x07 a macOS note")
+    (tmp_path / "notes.txt").write_text("not a household")
+    assert [h.household for h in read_folder(tmp_path, BERLIN)[0]] == ["upper"]
+    (tmp_path / "gone.csv").symlink_to(tmp_path / "nowhere.csv")
+    with pytest.raises(DataError, match=r"gone\.csv: not a file"):
+        read_folder(tmp_path, BERLIN)
+    (tmp_path / "gone.csv").unlink()
+    write_gem_csv(tmp_path / "upper.csv", [("2019-12-24 00:00:01", 1000)])
+    with pytest.raises(DataError, match="household 'upper' is .*upper.CSV too"):
+        read_folder(tmp_path, BERLIN)
+
+
 def test_it_refuses_a_missing_or_empty_folder(tmp_path):
     with pytest.raises(DataError, match="no such directory"):
         read_folder(tmp_path / "nowhere", BERLIN)
