@@ -135,6 +135,8 @@ def _parse_reading(raw, now_ms):
 
 def _parse_legacy_reading(raw, timestamp_ms, now_ms):
     message = _json_object(raw)
+    if timestamp_ms < 0:  # confluent-kafka (and kafka_source for kafka-python) give -1 for none
+        raise MalformedReading("prototype message in a record without a timestamp: it has no time of its own")
     node, power = message.get("node_id"), message.get("power_value")
     if type(power) not in (int, float):
         raise MalformedReading(f"'power_value' must be a number, got {type(power).__name__}")

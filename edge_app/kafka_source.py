@@ -118,7 +118,9 @@ class KafkaPythonSource:
                 stamp = messages[-1].timestamp  # None for a record of the oldest message format
                 self.read_times[tp.partition] = -1 if stamp is None else stamp
         if self.timestamps:
-            return {tp.partition: [(m.offset, (m.value, m.timestamp)) for m in messages]
+            # -1 where a record has no timestamp, as confluent-kafka gives it: legacy input takes its event time
+            # from the stamp, and None would stop its merge (no order against a number).
+            return {tp.partition: [(m.offset, (m.value, -1 if m.timestamp is None else m.timestamp)) for m in messages]
                     for tp, messages in batches.items()}
         return {tp.partition: [(m.offset, m.value) for m in messages] for tp, messages in batches.items()}
 

@@ -5,9 +5,11 @@ stream would give."""
 
 import json
 
+import pytest
 from kafka import KafkaProducer
 
 from cloud_app.keys import Keys
+from edge_app.ingest import MalformedReading, parse_reading
 from edge_app.merge import PartitionMerge
 from edge_app.windows import WindowBook
 from tests.conftest import child_env, edge_cloud, edge_db, run_manage
@@ -67,6 +69,17 @@ def test_it_releases_partitions_in_time_order_only_up_to_the_slowest():
     assert merge.read_to == {0: 4, 1: 3}
     # Caught up everywhere: the rest goes out.
     assert merge.release(lagging=[]) == [(0, (3, "p0"))]
+
+
+def test_it_counts_a_prototype_message_in_a_record_without_a_timestamp_as_malformed():
+    # A record of Kafka's oldest message format has no timestamp (-1): the prototype's message then has no
+    # time at all. It is set aside like any malformed reading, and the merge still orders it.
+    with pytest.raises(MalformedReading, match="without a timestamp"):
+        parse_reading(b'{"node_id": "a", "power_value": 1}', 1_577_142_000_000, -1)
+    merge = PartitionMerge()
+    merge.add(0, [(-1, (0, "stampless")), (7, (1, "p0"))])
+    merge.add(1, [(5, (0, "p1"))])
+    assert merge.release(lagging=[]) == [(0, (0, "stampless")), (1, (0, "p1")), (0, (1, "p0"))]
 
 
 def test_it_resumes_every_partition_a_window_has_readings_from():
