@@ -79,3 +79,18 @@ def test_it_starts_the_app_only_on_healthy_services_and_after_the_migration():
         depends = services[name]["depends_on"]
         assert depends["migrate"] == {"condition": "service_completed_successfully"}, name
         assert depends["kafka"] == depends["redis"] == {"condition": "service_healthy"}, name
+
+
+def test_it_links_edge_and_cloud_containers_over_tls_with_certificates_made_first():
+    """The edge is another container: the cloud must listen beyond loopback, so with TLS, from certificates
+    the certs service has made before the cloud or the migration's checks look for them."""
+    services = compose()
+    env = services["cloud"]["environment"]
+    assert expand(env["FOG_CLOUD_BIND"]) == "0.0.0.0"
+    command = services["certs"]["command"]
+    folder = command[command.index("--dir") + 1]
+    assert command[command.index("--cloud-name") + 1] == env["FOG_CLOUD_HOST"]
+    assert env["FOG_CLOUD_TLS_CERT"] == f"{folder}/cloud.pem" and env["FOG_TLS_CA"] == f"{folder}/ca.pem"
+    for name in ("cloud", "migrate"):  # the edge and the web wait for the migration
+        assert services[name]["depends_on"]["certs"] == {"condition": "service_completed_successfully"}, name
+    assert all(f"tls:{folder}" in service["volumes"] for service in services.values() if "build" in service)
