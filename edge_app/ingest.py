@@ -45,7 +45,7 @@ from edge_app.budget import RECOUNT_SECONDS, BudgetGate
 from edge_app.kafka_source import MAX_POLL_RECORDS, OffsetsDeleted, open_source, wait_for_partitions
 from edge_app.merge import PartitionMerge
 from edge_app.models import EdgeStatus, IngestPosition, Status, WindowAggregate
-from edge_app.windows import WindowBook
+from edge_app.windows import APPLIED, LATE, WindowBook
 from fogwire import limits
 
 log = logging.getLogger("fog.edge.ingest")
@@ -201,8 +201,8 @@ class Ingestor:
         self.source = None
         self.next_offsets = {}  # partition -> next offset to read
         self.counted = {}  # partition -> first offset not yet counted
-        self.pending = {"readings": 0, "late": 0, "malformed": 0}
-        self.totals = {"readings": 0, "late": 0, "malformed": 0, "windows": 0}
+        self.pending = {"readings": 0, "late": 0, "duplicates": 0, "malformed": 0}
+        self.totals = {"readings": 0, "late": 0, "duplicates": 0, "malformed": 0, "windows": 0}
         self.last_flush = self.last_idle_check = time.monotonic()
         self.dirty = False
         self.malformed_log = RateLimitedLog(log)
@@ -414,8 +414,9 @@ class Ingestor:
                 arrived = min(now_ms, stamp + lag)
             else:  # legacy input, or a record without a timestamp
                 arrived = now_ms
-            if not add(household, ts, power, partition, offset, now, arrived) and count:
-                pending["late"] += 1
+            added = add(household, ts, power, partition, offset, now, arrived)
+            if added != APPLIED and count:
+                pending["late" if added == LATE else "duplicates"] += 1
             if count:
                 pending["readings"] += 1
         if messages:

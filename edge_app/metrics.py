@@ -21,6 +21,7 @@ class EdgeCollector:
         counters = {
             "readings": "Readings consumed from Kafka",
             "windows": "Tuples (closed windows) the ingest stored", "late": "Readings for an already closed window",
+            "duplicates": "Readings at a time their household's open window already had (not applied)",
             "malformed": "Kafka messages that were not valid readings", "sent": "Tuples handed to the cloud",
             "acked": "Tuples the cloud acknowledged", "refused": "Tuples the cloud refused",
         }

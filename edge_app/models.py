@@ -116,6 +116,8 @@ class EdgeStatus(models.Model):
                                              "already stored is not counted again)")
     readings = models.PositiveBigIntegerField(default=0)
     late = models.PositiveBigIntegerField(default=0)
+    duplicates = models.PositiveBigIntegerField(default=0, help_text="readings at a time their household's open "
+                                                "window already had a reading for (not applied)")
     malformed = models.PositiveBigIntegerField(default=0)
     sent = models.PositiveBigIntegerField(default=0)
     acked = models.PositiveBigIntegerField(default=0)

@@ -5,7 +5,10 @@ floor(ts / W) * W. Each household has an event clock, the newest event time
 of its stream. A window closes when its household's clock reaches the
 window's end plus the grace period, or when no reading has come to it for
 the idle timeout (wall clock). A reading whose window has closed, or would
-have, is late: counted, never applied.
+have, is late: counted, never applied. A reading at a time its household's
+open window already has a reading for is a duplicate (a producer's retry,
+the same message in two partitions): counted, never applied, so no reading
+weighs twice in an average; the first one stands.
 
 Far-ahead readings: a reading more than MAX_JUMP_MS ahead of its
 household's clock is applied to its own window but does not move the clock,
@@ -65,6 +68,7 @@ FORGET_AFTER_IDLES = 6  # idle timeouts of silence after which a household leave
 # every household's window comes due within a second, and tuples that tie on the due time compare on.
 SLOT_BITS = 32
 SLOT_MASK = (1 << SLOT_BITS) - 1
+LATE, APPLIED, DUPLICATE = 0, 1, 2  # what add() did with a reading (LATE is falsy, APPLIED truthy)
 
 
 @dataclass(slots=True)
@@ -76,6 +80,8 @@ class OpenWindow:
     count: int = 0
     touched: float = 0.0  # wall clock (monotonic seconds) of its latest reading
     others: dict | None = None  # partition -> first offset, for readings from other partitions than the first
+    newest: int = -1  # the newest event time applied: a later one can't be a duplicate, so most need no look
+    stamps: list | None = None  # the event times applied, in the order they came
 
 
 @dataclass(slots=True)
@@ -119,17 +125,17 @@ class WindowBook:
 
     def add(self, household, ts, power, partition, offset, now, wall_ms=None):
         """Apply one reading that arrived at `now` (monotonic s) and `wall_ms` (the edge's clock, epoch ms;
-        None: no live closing). Returns False (and applies nothing) if it is late."""
+        None: no live closing). Returns APPLIED, or LATE or DUPLICATE having applied nothing."""
         state = self.households.get(household)
         if state is None:
             state = self.households[household] = Household()
         start = ts - ts % self.window_ms
         end = start + self.window_ms
         if end <= state.closed_until or end + self.grace_ms <= state.newest_ts or start in state.closed_ahead:
-            return False
+            return LATE
         window = state.windows.get(start)
         if window is None:
-            window = state.windows[start] = OpenWindow(start, partition, offset)
+            window = state.windows[start] = OpenWindow(start, partition, offset, stamps=[])
             self.open_count += 1
             opened = self.opened.get(partition)
             if opened is None:
@@ -141,11 +147,17 @@ class WindowBook:
             if wall_ms is not None and abs(ts - wall_ms) <= LIVE_WITHIN_MS:
                 # Due at end + live grace on the household's clock, which runs (wall_ms - ts) behind the edge's.
                 self._push_live(end + self.live_grace_ms + wall_ms - ts, end, household)
-        elif partition != window.partition:
-            if window.others is None:
-                window.others = {}
-                self.spread += 1
-            window.others.setdefault(partition, offset)
+        else:
+            if ts <= window.newest and ts in window.stamps:
+                return DUPLICATE
+            if partition != window.partition:
+                if window.others is None:
+                    window.others = {}
+                    self.spread += 1
+                window.others.setdefault(partition, offset)
+        window.stamps.append(ts)
+        if ts > window.newest:
+            window.newest = ts
         window.total += power
         window.count += 1
         window.touched = state.last_seen = now
@@ -160,7 +172,7 @@ class WindowBook:
                         break
             else:
                 state.ahead_ts = ts  # a lone reading far ahead: wait for a second one before believing it
-        return True
+        return APPLIED
 
     def _push_live(self, due, end, household):
         if self.free_slots:
