@@ -71,7 +71,9 @@ def test_it_ends_both_lanes_when_the_chaos_command_is_interrupted(fault_matrix, 
 
         assert wait_for(both_lanes_run, timeout=180), (started, (tmp_path / "chaos.log").read_text())
         assert (len(running("kafka.Kafka")), len(running("redis-server"))) == (2, 2)  # a broker and a Redis per lane
-        command.send_signal(signal.SIGINT)
+        command.send_signal(signal.SIGHUP)  # the terminal closed: stopped as by Ctrl-C
+        wait_for(lambda: "stopping; cleaning up" in (tmp_path / "chaos.log").read_text(errors="replace"), timeout=10)
+        command.send_signal(signal.SIGINT)  # impatient: ignored while it cleans up
         command.wait(120)
         assert wait_for(lambda: not [pid for pid in started if alive(pid)], timeout=15), \
             {pid: cmdline for pid, cmdline in started.items() if alive(pid)}

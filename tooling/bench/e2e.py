@@ -391,10 +391,10 @@ def _measure(households, seconds, step, out, settings_env, warmup, described):
     for name in {name for changed, _ in BASELINES.values() for name in changed}:
         pipeline.env.pop(name, None)  # the measured run has the defaults, whatever this shell sets
     pipeline.env.update(settings_env or {})
-    web_port = free_port()
-    web_log = open(pipeline.folder / "web.log", "ab")
-    web = feed = machine = None
+    web = feed = machine = web_log = None
     try:
+        web_port = free_port()
+        web_log = open(pipeline.folder / "web.log", "ab")
         pipeline.start_cloud()
         pipeline.start_edge()
         web = subprocess.Popen([sys.executable, "-m", "uvicorn", "fogsite.asgi:application", "--host", "127.0.0.1",
@@ -447,8 +447,12 @@ def _measure(households, seconds, step, out, settings_env, warmup, described):
                 if feed:
                     feed.close()
             finally:
-                pipeline.close(keep_logs=bool(os.environ.get("FOG_BENCH_KEEP_LOGS")))
-                pipeline.forget()
+                try:
+                    pipeline.close(keep_logs=bool(os.environ.get("FOG_BENCH_KEEP_LOGS")))
+                finally:  # the topic and the cloud keys (gigabytes at capacity) go even if a process would not
+                    pipeline.forget()
+                    if web_log:
+                        web_log.close()
     samples = [(arrived - int(end), count) for arrived, _, ends in updates for end, count in ends.items()
                if end.isdigit()]
     if not samples:

@@ -38,8 +38,10 @@ def run(households=1000, seconds=60, out=print):
         wait_for(lambda: _delivered(pipeline.counts()), SETTLE_SECONDS)  # and are delivered, however busy the machine
         rows = pipeline.rows(f"select created_at, acked_at from edge_app_windowaggregate where status = {int(Status.ACKED)}")
     finally:
-        pipeline.close()
-        pipeline.forget()
+        try:
+            pipeline.close()
+        finally:  # the topic and the cloud keys go even if a process would not
+            pipeline.forget()
     if not rows:
         raise RuntimeError("no window was acknowledged")
     latencies = [_ms(acked) - _ms(created) for created, acked in rows]

@@ -9,6 +9,7 @@ from tooling.bench import admin, api, cloud, e2e, edge, latency, scale, simulate
 from tooling.bench.common import carry_generated
 from tooling.localservices import redis_hostport, split_hostport
 from tooling.net import port_open
+from tooling.signals import stop_on_signals
 
 # The project's own services each benchmark talks to (`python manage.py services up` starts them). They are
 # checked before a run, so a stopped one is named at once, not met as a client's traceback minutes in.
@@ -211,6 +212,7 @@ class Command(BaseCommand):
 
     def handle(self, *args, name, json_before_name=False, **options):
         options["json"] = options.get("json") or json_before_name
+        stop_on_signals(self.stderr.write)  # SIGTERM and SIGHUP like Ctrl-C: each run's finally stops its pipeline
         logging.getLogger("fog").setLevel(logging.WARNING if options["verbosity"] < 2 else logging.DEBUG)
         logging.getLogger("kafka").setLevel(logging.ERROR)  # the benchmark's own producers' chatter
         if name == "all":

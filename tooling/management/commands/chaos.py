@@ -1,5 +1,4 @@
 import logging
-import signal
 from pathlib import Path
 
 from django.conf import settings
@@ -8,6 +7,7 @@ from django.core.management.base import BaseCommand, CommandError
 from tooling.chaos.lanes import MAX_LANES, LaneRunner, NotRun, schedule
 from tooling.chaos.report import markdown
 from tooling.chaos.scenarios import SCENARIOS
+from tooling.signals import stop_on_signals
 
 
 class Command(BaseCommand):
@@ -33,7 +33,7 @@ class Command(BaseCommand):
 
     def handle(self, *args, **options):
         logging.getLogger("fog").setLevel(logging.WARNING)
-        signal.signal(signal.SIGTERM, _interrupt)  # like Ctrl-C: the finally below stops our services
+        stop_on_signals(self.stdout.write)  # SIGTERM and SIGHUP like Ctrl-C: the finally below stops our services
         names = options["scenario"] or list(SCENARIOS)
         run_options = {"cut_seconds": options["cut_seconds"], "outage_seconds": options["outage_seconds"],
                        "households": options["households"],
@@ -63,7 +63,3 @@ class Command(BaseCommand):
         if failed:
             raise CommandError(f"{len(failed)} of {len(outcomes)} runs lost or duplicated windows, or did not recover")
         self.stdout.write(f"chaos: {len(outcomes)} runs, 0 lost, 0 duplicated")
-
-
-def _interrupt(signum, frame):
-    raise KeyboardInterrupt

@@ -1,0 +1,43 @@
+"""A benchmark stopped by SIGTERM (a cancelled CI job, `timeout`) or SIGHUP (a closed terminal) stops the
+pipeline it started, as Ctrl-C does; a second signal while it cleans up does not cut the cleanup short."""
+
+import os
+import signal
+import subprocess
+import sys
+import uuid
+
+import pytest
+
+from tests.conftest import ROOT, alive, wait_for, with_environment
+
+PROBE = "BENCH_TEST_PROBE"  # marks this test's processes
+
+
+@pytest.mark.parametrize("first", [signal.SIGTERM, signal.SIGHUP])
+def test_it_stops_every_process_of_a_benchmark_stopped_by_a_signal(tmp_path, first):
+    probe = uuid.uuid4().hex
+    with open(tmp_path / "bench.log", "wb") as log:
+        command = subprocess.Popen([sys.executable, str(ROOT / "manage.py"), "bench", "latency", "--households", "30",
+                                    "--seconds", "300"], cwd=ROOT, env={**os.environ, PROBE: probe}, stdout=log,
+                                   stderr=subprocess.STDOUT)
+    started = {}
+    try:
+        def edge_runs():
+            started.update(with_environment(PROBE, probe))
+            return any("runedge" in cmdline for pid, cmdline in started.items() if alive(pid))
+
+        assert wait_for(edge_runs, timeout=120), (tmp_path / "bench.log").read_text()
+        command.send_signal(first)
+        wait_for(lambda: "stopping; cleaning up" in (tmp_path / "bench.log").read_text(), timeout=10)
+        command.send_signal(signal.SIGINT)  # impatient: ignored while it cleans up
+        assert command.wait(120) != 0
+        assert wait_for(lambda: not with_environment(PROBE, probe), timeout=15), with_environment(PROBE, probe)
+        assert f"{signal.Signals(first).name}: stopping" in (tmp_path / "bench.log").read_text()
+    finally:  # also when an assertion failed: nothing of it may outlive the test
+        if command.poll() is None:
+            command.kill()
+            command.wait(10)
+        for pid in {**started, **with_environment(PROBE, probe)}:
+            if alive(pid):
+                os.kill(pid, signal.SIGKILL)
