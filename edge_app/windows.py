@@ -17,7 +17,9 @@ it (two readings agree: the stream really jumped, e.g. a meter back after an
 outage). So one reading with a wrong clock (23 h ahead, say) cannot make the
 household's following genuine readings late; its window closes by the idle
 timeout, or when the clock catches up. A household's first reading sets its
-clock.
+clock, but only until the next one: a second reading more than MAX_JUMP_MS
+behind it shows the first was the stray one, whose time is then forgotten
+(as a far-ahead reading's) and the second's taken.
 
 Live streams: a household whose readings carry event times within
 LIVE_WITHIN_MS of the edge's clock when they arrive is live, and its event
@@ -102,6 +104,7 @@ class Household:
     ahead_ts: int = -1  # the latest far-ahead reading, waiting for a second one to agree
     last_seen: float = 0.0  # wall clock (monotonic seconds)
     newest_at: int = 0  # when the reading at newest_ts arrived (epoch ms, as add's wall_ms)
+    confirmed: bool = False  # a second reading within MAX_JUMP_MS of the clock has come: it is not one stray
 
 
 class WindowBook:
@@ -129,6 +132,13 @@ class WindowBook:
         state = self.households.get(household)
         if state is None:
             state = self.households[household] = Household()
+        if not state.confirmed and state.newest_ts >= 0:
+            if state.newest_ts - ts > MAX_JUMP_MS:
+                # The clock stands on the first reading alone, this far ahead of the second: that one was the
+                # stray. Nothing but its window can have closed by it; that window now closes by the idle timeout.
+                state.ahead_ts, state.newest_ts, state.newest_at, state.closed_until = state.newest_ts, -1, 0, -1
+            elif ts - state.newest_ts <= MAX_JUMP_MS:
+                state.confirmed = True
         start = ts - ts % self.window_ms
         end = start + self.window_ms
         if end <= state.closed_until or end + self.grace_ms <= state.newest_ts or start in state.closed_ahead:
@@ -149,6 +159,7 @@ class WindowBook:
                 self._push_live(end + self.live_grace_ms + wall_ms - ts, end, household)
         else:
             if ts <= window.newest and ts in window.stamps:
+                window.touched = state.last_seen = now  # a copy still says the household is there (idle timeout)
                 return DUPLICATE
             if partition != window.partition:
                 if window.others is None:

@@ -199,7 +199,10 @@ def test_it_keeps_to_event_time_until_it_has_read_everything(kafka_client, kafka
     ingest = connected_ingestor("edge-behind", topic, kafka_bootstrap)
     try:
         now = int(time.time() * 1000)
-        produce(kafka_bootstrap, topic, [reading(f"hh-{i % 50}", now - 5000 + i % 20, 1.0) for i in range(30_000)])
+        # At the start of a window: each is due a whole window (and the live grace) after its readings came, so
+        # none is due by the wall clock before the ingest can have read them all, wherever `now` falls.
+        start = now - 5000 - (now - 5000) % W
+        produce(kafka_bootstrap, topic, [reading(f"hh-{i % 50}", start + i % 20, 1.0) for i in range(30_000)])
         ingest.handle_one_poll(timeout_ms=2000)  # one poll reads at most part of what is there
         assert not ingest.caught_up()
         # Read at most as far as records stamped about now (-1 while a partition has given nothing): windows
@@ -239,7 +242,8 @@ def test_it_closes_no_live_window_while_paused_for_its_budget_nor_before_it_read
         ingest.set_budget(1, 0)  # the one open window fills the budget: the next poll pauses
         ingest.handle_one_poll(timeout_ms=100)
         assert ingest.paused_at is not None
-        produce(kafka_bootstrap, topic, [reading("paused-0", now, 3.0)])  # its window, sent while paused
+        later = now + 1 if (now + 1) % W else now - 1  # its window, another moment (one moment comes once)
+        produce(kafka_bootstrap, topic, [reading("paused-0", later, 3.0)])  # sent while paused
         while time.time() * 1000 < start + W + LIVE_GRACE + 3000:
             ingest.handle_one_poll(timeout_ms=100)
         assert ingest.paused_at is not None and ingest.caught_up()  # what a frozen watermark would claim

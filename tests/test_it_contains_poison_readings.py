@@ -11,7 +11,7 @@ import pytest
 from cloud_app.keys import Keys
 from edge_app.ingest import Ingestor, MalformedReading, RateLimitedLog, parse_reading
 from edge_app.models import IngestPosition, WindowAggregate
-from edge_app.windows import MAX_JUMP_MS, WindowBook
+from edge_app.windows import APPLIED, LATE, MAX_JUMP_MS, WindowBook
 from tests.conftest import (EDGE_SECRET, CloudThread, child_env, edge_db, ingest_to_end, produce, reading,
                             read_to_end, run_manage, store_through_cloud)
 
@@ -80,6 +80,17 @@ def test_it_believes_a_jump_two_readings_agree_on():
     assert book.add("h", jump, 1.0, 0, 10, 0.0) and book.add("h", jump + 1000, 1.0, 0, 11, 0.0)
     assert not book.add("h", T0 + 10_000, 1.0, 0, 12, 0.0)  # now old readings are late
     assert {w.start for w in book.take_closed()} == {T0, T0 + 5000}
+
+
+def test_it_takes_a_households_genuine_readings_after_a_stray_first_one():
+    book = WindowBook(5000, 2000, idle_seconds=10)
+    assert book.add("h", T0 + 23 * HOUR, 9.0, 0, 0, 0.0) == APPLIED  # its first reading, 23 h ahead
+    added = [book.add("h", T0 + second * 1000, 1.0, 0, second, float(second)) for second in range(1, 31)]
+    assert added == [APPLIED] * 30  # not late: the stray one no longer sets the household's clock
+    book.close_idle(40.0)
+    closed = {(w.start, w.count) for w in book.take_closed()}
+    assert (T0 + 23 * HOUR, 1) in closed and (T0 + 5000, 5) in closed and (T0 + 20_000, 5) in closed
+    assert book.add("h", T0 + 3000, 1.0, 0, 99, 41.0) == LATE  # its clock is the genuine one's now
 
 
 def test_it_closes_a_stray_window_and_forgets_silent_households():
