@@ -14,6 +14,7 @@ import struct
 import pytest
 
 from cloud_app.keys import Keys
+from cloud_app.store import Record
 from tooling.chaos.proxy import Proxy
 from edge_app.models import Status, WindowAggregate
 from tests.conftest import EDGE_ID, EDGE_SECRET, CloudThread, free_port, add_pending, edge_sender, send_until_all_acked
@@ -67,6 +68,6 @@ def test_it_acks_nothing_the_cloud_lacks_when_replies_are_replayed(redis_url, cl
         proxy.stop()
         cloud.stop()
     assert proxy.replayed >= 3 and sender.totals["untrusted"] >= proxy.replayed
-    acked = set(WindowAggregate.objects.filter(status=Status.ACKED).values_list("id", flat=True))
-    stored = {int(key) for key in redis_client.hkeys(Keys(cloud_prefix).tuples(EDGE_ID))}
+    acked = set(WindowAggregate.objects.filter(status=Status.ACKED).values_list("household", "window_start"))
+    stored = {(r.household, r.ws) for r in map(Record.decode, redis_client.hvals(Keys(cloud_prefix).tuples(EDGE_ID)))}
     assert len(acked) == TUPLES and acked - stored == set()  # 0 tuples ACKED that the cloud lacks

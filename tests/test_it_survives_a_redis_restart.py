@@ -16,7 +16,7 @@ def test_it_keeps_every_acked_tuple_across_a_redis_kill(own_redis):
     acked = 0
     try:
         for batch in range(20):
-            rows = make_rows(250, start_id=batch * 250)
+            rows = make_rows(250, start_id=batch * 250, base_ms=1_577_142_000_000 + batch * 250 * 5000)  # new windows
             codes, reasons = deliver(cloud, rows)
             acked += sum(1 for c in codes if c)
     finally:
