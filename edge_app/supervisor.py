@@ -2,9 +2,11 @@
 
 By default runedge starts one RQ worker process per loop (edge_app/worker.py:
 a SimpleWorker that runs the loop in its own process and dies with its
-supervisor) and supervises them: a dead worker is started again (at most
-WORKER_RESTARTS within RESTART_WINDOW_SECONDS, then the run ends as failed)
-and a loop whose lock has lapsed is enqueued again.
+supervisor) and supervises them: a dead worker is started again and a loop
+whose lock has lapsed (its job failed) is enqueued again, together at most
+WORKER_RESTARTS times within RESTART_WINDOW_SECONDS; one more ends the run
+as failed, so a loop that fails as it starts (a broken certificate, say)
+does not fill the log and the failed-job registry for ever.
 
 An edge whose loops already run (a live supervisor, or a live holder of a
 loop lock) is not started twice: runedge says who runs them and exits.
@@ -159,12 +161,12 @@ class Supervisor:
                                 env={**os.environ, SUPERVISOR_ENV: str(os.getpid())},
                                 preexec_fn=set_parent_death_signal)
 
-    def _restart_allowed(self):
+    def _restart_allowed(self, what="edge workers died"):
         now = time.monotonic()
         while self.restarts and now - self.restarts[0] > RESTART_WINDOW_SECONDS:
             self.restarts.popleft()
         if len(self.restarts) >= WORKER_RESTARTS:
-            self.failure = (f"edge workers died {len(self.restarts) + 1} times within {RESTART_WINDOW_SECONDS} s; "
+            self.failure = (f"{what} {len(self.restarts) + 1} times within {RESTART_WINDOW_SECONDS} s; "
                             "giving up (see the workers' log lines above)")
             return False
         self.restarts.append(now)
@@ -197,6 +199,8 @@ class Supervisor:
                 continue
             self.lapsed[loop] = self.lapsed.get(loop, 0) + 1
             if self.lapsed[loop] >= LAPSE_CHECKS:
+                if not self._restart_allowed(f"edge loops ended with an error ({loop} last) or workers died"):
+                    return "failed"
                 log.warning("%s loop of edge %s is not running; enqueueing it again", loop, settings.FOG_EDGE_ID)
                 self.jobs[loop] = self.enqueue(loop, attempt=f"lapsed{int(time.time())}")
                 self.lapsed[loop] = 0

@@ -3,11 +3,13 @@
 import os
 import re
 import signal
+import subprocess
+import sys
 import time
 
 import pytest
 
-from tests.conftest import alive, child_pids, edge_cloud, produce, reading, start_edge, wait_for
+from tests.conftest import ROOT, alive, child_env, child_pids, edge_cloud, produce, reading, start_edge, wait_for
 
 T0 = 1_577_142_000_000
 FOLLOW_SECONDS = 2.0
@@ -78,3 +80,25 @@ def test_it_gives_up_on_workers_that_keep_dying(kafka_bootstrap, topic, edge_env
     summary = out.strip().splitlines()[-1]
     assert re.search(rf"ended=failed .*worker_starts={3 + WORKER_RESTARTS};", summary), summary
     assert len(killed) <= 3 + WORKER_RESTARTS
+
+
+@pytest.mark.slow
+def test_it_gives_up_on_loops_that_fail_as_they_start(tmp_path, kafka_bootstrap, topic, edge_env):
+    """A CA file that is no certificate: the heartbeat and sender loops fail as they start, every time. The run
+    ends as failed within a minute instead of enqueueing them again every second and a half for ever."""
+    from edge_app.supervisor import WORKER_RESTARTS
+
+    broken = tmp_path / "ca.pem"
+    broken.write_text("-----BEGIN CERTIFICATE-----\nnot a certificate\n-----END CERTIFICATE-----\n")
+    proc = subprocess.Popen([sys.executable, str(ROOT / "manage.py"), "runedge", "--topic", topic, "-v", "0"],
+                            cwd=ROOT, env=child_env({**edge_env, "FOG_TLS_CA": str(broken)}), stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, start_new_session=True)  # not start_edge: no loop runs
+    try:
+        out, err = proc.communicate(timeout=90)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.communicate()
+    assert proc.returncode == 1, err[-3000:]
+    assert "edge loops ended with an error" in out and f"{WORKER_RESTARTS + 1} times within 60 s; giving up" in out
+    assert "ended=failed" in out.strip().splitlines()[-1]
