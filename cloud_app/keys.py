@@ -95,3 +95,7 @@ class Keys:
 
     def offline(self, edge):
         return f"{self._in('off', shard_of(edge))}:{edge}"
+
+    def beat_nonce(self, edge, nonce):
+        """A heartbeat's nonce (bytes), kept a while so no replica takes the same heartbeat twice."""
+        return f"{self._in('beat', shard_of(edge))}:{edge}:{nonce.hex()}"

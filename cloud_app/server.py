@@ -75,7 +75,10 @@ class CloudServer:
         except wire.ProtocolError as exc:
             return await self._refuse_frame(frame, exc, "heartbeat", edge)
         try:
-            await self.store.heartbeat(edge, state)
+            if not await self.store.heartbeat(edge, state, nonce=nonce):
+                return await self._refuse_frame(frame, wire.ProtocolError(
+                    wire.R_REPLAYED, "this heartbeat was taken before (by this cloud or another replica)"),
+                    "heartbeat", edge)
         except STORE_ERRORS as exc:
             log.warning("heartbeat from %s not recorded: Redis: %s", edge, exc)
         self._merge_beat(edge, state)

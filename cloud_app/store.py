@@ -17,6 +17,7 @@ several clouds can share one store; `Keys` is the only place that spells them), 
     {p}am:{n}:{edge}:{minute}  string  tuples first stored in that minute, expires after ROLLUP_KEEP_S
     {p}eb:{n}:{edge}:{minute}  string  the edge's backlog at its last beat of that minute, likewise
     {p}off:{n}:{edge}    list  "from_ms|to_ms" gaps between heartbeats longer than OFFLINE_AFTER_MS
+    {p}beat:{n}:{edge}:{nonce}  string  a heartbeat taken, for twice the heartbeat clock skew (replays)
   one shard of each global figure, written by the batches of the edges of shard n:
     {p}states:{n}        hash  "{state}:households" / ":sum" / ":count" running sums,
                                so a summary costs O(states x shards) at any number of tuples
@@ -251,6 +252,8 @@ return {'', outcome, new, dups}
 
 
 HEARTBEAT = """
+-- A nonce seen before, by any replica or before a restart: a replay, which must not refresh the link's state.
+if ARGV[8] ~= '' and not redis.call('SET', KEYS[5], '1', 'NX', 'PX', ARGV[8]) then return 1 end
 local last = redis.call('HGET', KEYS[1], 'last_heartbeat_ms')
 local now, gap = tonumber(ARGV[1]), tonumber(ARGV[3])
 if last and now - tonumber(last) > gap then
@@ -262,6 +265,7 @@ if (not last) or now > tonumber(last) then
 end
 redis.call('SADD', KEYS[2], ARGV[5])
 redis.call('SET', KEYS[4], ARGV[2], 'EX', tonumber(ARGV[4]))
+return 0
 """
 
 
@@ -411,18 +415,24 @@ class CloudStore:
     async def count(self, name, amount=1):
         await self.redis.hincrby(self.keys.stats(shard_of(name)), name, amount)
 
-    async def heartbeat(self, edge, state, now_ms=None):
+    async def heartbeat(self, edge, state, now_ms=None, nonce=None):
         """Record a beat and the edge state it carried (wire.HEARTBEAT_STATE fields, as numbers; `paused`:
         the edge's ingest waits for its disk budget); a gap of more than OFFLINE_AFTER_MS since the last one
-        is an offline period."""
+        is an offline period. With its `nonce`, a beat any replica took before (within the time its clock is
+        accepted) records nothing: returns False, True otherwise."""
         now_ms = now_ms or int(time.time() * 1000)
         keys = [self.keys.edge(edge), self.keys.edges(shard_of(edge)), self.keys.offline(edge),
-                self.keys.backlog_minute(edge, now_ms // 60000)]
-        await self._beat(keys=keys, args=[now_ms, int(state.get("backlog", 0)), OFFLINE_AFTER_MS, ROLLUP_KEEP_S,
-                                          edge, OFFLINE_MAX, int(state.get("paused", 0))])
+                self.keys.backlog_minute(edge, now_ms // 60000),
+                self.keys.beat_nonce(edge, nonce) if nonce else self.keys.edge(edge)]  # unused without a nonce
+        replayed = await self._beat(keys=keys, args=[
+            now_ms, int(state.get("backlog", 0)), OFFLINE_AFTER_MS, ROLLUP_KEEP_S, edge, OFFLINE_MAX,
+            int(state.get("paused", 0)), 2 * wire.HEARTBEAT_SKEW_MS if nonce else ""])
+        if replayed:
+            return False
         extra = {name: value for name, value in state.items() if name not in ("backlog", "paused")}
         if extra:
             await self.redis.hset(self.keys.edge(edge), mapping=extra)
+        return True
 
     async def check_durable(self):
         """'' when writes are fsynced before Redis answers (on a cluster: on every primary); otherwise what

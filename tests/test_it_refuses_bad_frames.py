@@ -5,7 +5,7 @@ import pytest
 
 from cloud_app.keys import Keys
 from fogwire import protocol as wire
-from tests.conftest import EDGE_ID, EDGE_SECRET, cloud_stats, deliver, make_rows, refusal
+from tests.conftest import EDGE_ID, EDGE_SECRET, CloudThread, cloud_stats, deliver, make_rows, refusal
 from tests.corpus import FRAMES as FRAME_CASES
 from tests.corpus import HEARTBEATS as HEARTBEAT_CASES
 from tests.corpus import V2_TUPLES as TUPLE_CASES
@@ -40,6 +40,21 @@ def test_it_refuses_a_replayed_heartbeat(cloud, redis_client):
     redis_client.hdel(Keys(cloud.prefix).edge(EDGE_ID), "last_heartbeat_ms")
     assert refusal(cloud.request(beat, data=False)) == wire.R_REPLAYED
     assert not redis_client.hexists(Keys(cloud.prefix).edge(EDGE_ID), "last_heartbeat_ms")
+
+
+def test_it_refuses_a_heartbeat_replayed_to_another_replica_or_after_a_restart(cloud, redis_url, redis_client):
+    """Each replica remembers the nonces it saw; the store remembers them for all (and across a restart)."""
+    beat = wire.heartbeat(EDGE_ID, EDGE_SECRET, backlog=5)
+    assert wire.open_reply(cloud.request(beat, data=False), beat, EDGE_SECRET, wire.KIND_HEARTBEAT)
+    redis_client.hdel(Keys(cloud.prefix).edge(EDGE_ID), "last_heartbeat_ms")
+    other = CloudThread(redis_url, cloud.prefix, {EDGE_ID: EDGE_SECRET}).start()  # a fresh process's memory
+    try:
+        assert refusal(other.request(beat, data=False)) == wire.R_REPLAYED
+        fresh = wire.heartbeat(EDGE_ID, EDGE_SECRET, backlog=6)
+        assert wire.open_reply(other.request(fresh, data=False), fresh, EDGE_SECRET, wire.KIND_HEARTBEAT)
+    finally:
+        other.stop()
+    assert redis_client.hget(Keys(cloud.prefix).edge(EDGE_ID), "backlog") == b"6"
 
 
 def test_it_stores_the_known_edge_state_a_heartbeat_carries(cloud, redis_client):
