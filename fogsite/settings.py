@@ -36,8 +36,9 @@ TOPIC_RE = re.compile(r"^[A-Za-z0-9._-]{1,249}$")
 BASE_DIR = Path(__file__).resolve().parent.parent
 VAR_DIR = Path(env_str("FOG_VAR_DIR", str(BASE_DIR / "var")))
 
-# A fixed development key keeps `manage.py` usable with no environment; the
-# deploy checks (and fogsite.checks) flag it when DEBUG is off.
+# A fixed development key keeps `manage.py` usable with no environment;
+# `check --deploy` flags it (Django's security.W009: a "django-insecure-" key),
+# and docker-compose.yml requires DJANGO_SECRET_KEY.
 DEV_SECRET_KEY = "django-insecure-fog-pipeline-development-key-do-not-deploy"
 SECRET_KEY = env_str("DJANGO_SECRET_KEY", DEV_SECRET_KEY)
 DEBUG = env_bool("DJANGO_DEBUG", False)

@@ -42,3 +42,13 @@ def test_check_names_a_missing_tls_file(tmp_path):
     result = run_manage("check", env={"FOG_CLOUD_TLS_CERT": str(tmp_path / "absent.pem"), "FOG_TLS_MUTUAL": "1"})
     assert result.returncode == 1
     assert "fog.E011" in result.stderr and "absent.pem" in result.stderr and "fog.E012" in result.stderr
+
+
+@pytest.mark.parametrize("hosts", ["cloud.example", "127.0.0.1,10.1.2.3"])
+def test_an_edge_refuses_to_send_readings_in_clear_text_to_a_cloud_beyond_loopback(hosts):
+    result = run_manage("runedge", "--burst", "--timeout", "5", env={"FOG_CLOUD_HOST": hosts, "FOG_TLS_CA": ""},
+                        timeout=60)
+    assert result.returncode == 1
+    named = hosts.split(",")[-1]
+    assert f"the cloud ({named}) is beyond loopback and FOG_TLS_CA is not set" in result.stderr
+    assert "--insecure-plaintext" in result.stderr

@@ -7,9 +7,11 @@ from django.core.management.base import BaseCommand, CommandError
 from edge_app.control import LOOPS, EdgeControl, queue_name
 from edge_app.kafka_source import SOURCES
 from edge_app.supervisor import EdgeStartError, Supervisor
+from fogsite.env import is_loopback
 from fogwire.protocol import MAX_BATCH_TUPLES
 
 LOG_LEVELS = {0: logging.WARNING, 1: logging.INFO, 2: logging.DEBUG, 3: logging.DEBUG}
+log = logging.getLogger("fog.edge")
 
 
 class Command(BaseCommand):
@@ -41,6 +43,10 @@ class Command(BaseCommand):
         parser.add_argument("--kafka-client", choices=list(SOURCES), default=None,
                             help="the ingest's Kafka client library (default FOG_EDGE_KAFKA_CLIENT, "
                             f"{settings.FOG_EDGE_KAFKA_CLIENT} now)")
+        parser.add_argument("--insecure-plaintext", action="store_true",
+                            help="dial a cloud beyond loopback (FOG_CLOUD_HOST) without TLS (FOG_TLS_CA unset): "
+                            "household readings then cross the network in clear text, to whoever answers there; "
+                            "without this flag runedge refuses to")
         parser.add_argument("--legacy-input", action="store_true",
                             help="read the original prototype's messages, {\"node_id\": ..., \"power_value\": W} with "
                             "no key and no time field: node_id is the household, the Kafka record timestamp the "
@@ -55,6 +61,14 @@ class Command(BaseCommand):
             return
         if not 0 < options["batch"] <= MAX_BATCH_TUPLES or options["in_flight"] < 1:
             raise CommandError(f"--batch must be 1..{MAX_BATCH_TUPLES} and --in-flight at least 1")
+        remote = sorted({host for host, *_ in settings.FOG_CLOUD_ENDPOINTS if not is_loopback(host)})
+        if remote and not settings.FOG_TLS_CA and not options["insecure_plaintext"]:
+            raise CommandError(f"the cloud ({', '.join(remote)}) is beyond loopback and FOG_TLS_CA is not set: "
+                               "household readings would cross the network in clear text, to whoever answers "
+                               "there. Set FOG_TLS_CA to the CA of the cloud's certificate (manage.py makecerts), "
+                               "or pass --insecure-plaintext to accept clear text")
+        if remote and not settings.FOG_TLS_CA:
+            log.warning("--insecure-plaintext: readings cross the network to %s in clear text", ", ".join(remote))
         stopping = []
 
         def on_signal(signum, frame):
