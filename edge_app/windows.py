@@ -18,8 +18,9 @@ outage). So one reading with a wrong clock (23 h ahead, say) cannot make the
 household's following genuine readings late; its window closes by the idle
 timeout, or when the clock catches up. A household's first reading sets its
 clock, but only until the next one: a second reading more than MAX_JUMP_MS
-behind it shows the first was the stray one, whose time is then forgotten
-(as a far-ahead reading's) and the second's taken.
+behind it shows the first was the stray one (unless the first came live, at
+about its own time by the edge's clock), whose time is then forgotten (as a
+far-ahead reading's) and the second's taken.
 
 Live streams: a household whose readings carry event times within
 LIVE_WITHIN_MS of the edge's clock when they arrive is live, and its event
@@ -83,7 +84,7 @@ class OpenWindow:
     touched: float = 0.0  # wall clock (monotonic seconds) of its latest reading
     others: dict | None = None  # partition -> first offset, for readings from other partitions than the first
     newest: int = -1  # the newest event time applied: a later one can't be a duplicate, so most need no look
-    stamps: list | None = None  # the event times applied, in the order they came
+    stamps: set | None = None  # the event times applied (a set: a stream in reverse order costs no scans)
 
 
 @dataclass(slots=True)
@@ -133,11 +134,13 @@ class WindowBook:
         if state is None:
             state = self.households[household] = Household()
         if not state.confirmed and state.newest_ts >= 0:
-            if state.newest_ts - ts > MAX_JUMP_MS:
+            if state.newest_ts - ts > MAX_JUMP_MS and not self._came_live(state):
                 # The clock stands on the first reading alone, this far ahead of the second: that one was the
-                # stray. Nothing but its window can have closed by it; that window now closes by the idle timeout.
-                state.ahead_ts, state.newest_ts, state.newest_at, state.closed_until = state.newest_ts, -1, 0, -1
-            elif ts - state.newest_ts <= MAX_JUMP_MS:
+                # stray. Nothing but its window can have closed by it (not live: by the idle timeout at most),
+                # and that window now closes by the idle timeout. It stays the reading a jump must agree with.
+                state.ahead_ts, state.newest_ts, state.newest_at, state.closed_until = (
+                    state.newest_ts, ts, wall_ms or 0, -1)
+            elif ts != state.newest_ts and ts - state.newest_ts <= MAX_JUMP_MS:  # not a copy of the first
                 state.confirmed = True
         start = ts - ts % self.window_ms
         end = start + self.window_ms
@@ -145,7 +148,7 @@ class WindowBook:
             return LATE
         window = state.windows.get(start)
         if window is None:
-            window = state.windows[start] = OpenWindow(start, partition, offset, stamps=[])
+            window = state.windows[start] = OpenWindow(start, partition, offset, stamps=set())
             self.open_count += 1
             opened = self.opened.get(partition)
             if opened is None:
@@ -166,7 +169,7 @@ class WindowBook:
                     window.others = {}
                     self.spread += 1
                 window.others.setdefault(partition, offset)
-        window.stamps.append(ts)
+        window.stamps.add(ts)
         if ts > window.newest:
             window.newest = ts
         window.total += power
@@ -184,6 +187,12 @@ class WindowBook:
             else:
                 state.ahead_ts = ts  # a lone reading far ahead: wait for a second one before believing it
         return APPLIED
+
+    @staticmethod
+    def _came_live(state):
+        """The household's newest reading came within LIVE_WITHIN_MS of its time, by the edge's clock: a meter
+        whose clock is right, so a reading far behind it is the stray one, not it."""
+        return bool(state.newest_at) and abs(state.newest_at - state.newest_ts) <= LIVE_WITHIN_MS
 
     def _push_live(self, due, end, household):
         if self.free_slots:

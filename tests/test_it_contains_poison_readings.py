@@ -11,7 +11,7 @@ import pytest
 from cloud_app.keys import Keys
 from edge_app.ingest import Ingestor, MalformedReading, RateLimitedLog, parse_reading
 from edge_app.models import IngestPosition, WindowAggregate
-from edge_app.windows import APPLIED, LATE, MAX_JUMP_MS, WindowBook
+from edge_app.windows import APPLIED, DUPLICATE, LATE, MAX_JUMP_MS, WindowBook
 from tests.conftest import (EDGE_SECRET, CloudThread, child_env, edge_db, ingest_to_end, produce, reading,
                             read_to_end, run_manage, store_through_cloud)
 
@@ -91,6 +91,21 @@ def test_it_takes_a_households_genuine_readings_after_a_stray_first_one():
     closed = {(w.start, w.count) for w in book.take_closed()}
     assert (T0 + 23 * HOUR, 1) in closed and (T0 + 5000, 5) in closed and (T0 + 20_000, 5) in closed
     assert book.add("h", T0 + 3000, 1.0, 0, 99, 41.0) == LATE  # its clock is the genuine one's now
+
+
+def test_it_takes_genuine_readings_after_a_stray_first_one_that_came_twice():
+    book = WindowBook(5000, 2000, idle_seconds=10)
+    book.add("h", T0 + 5 * HOUR, 9.0, 0, 0, 0.0)
+    assert book.add("h", T0 + 5 * HOUR, 9.0, 1, 0, 0.0) == DUPLICATE  # a copy confirms nothing
+    assert [book.add("h", T0 + second * 1000, 1.0, 0, second, 0.0) for second in range(1, 11)] == [APPLIED] * 10
+
+
+def test_it_keeps_a_live_households_clock_against_a_stray_reading_far_behind():
+    now = T0 + 24 * HOUR  # the edge's clock: the first reading comes at about its own time
+    book = WindowBook(5000, 2000, idle_seconds=10)
+    assert book.add("h", now, 1.0, 0, 0, 0.0, now + 300) == APPLIED
+    assert book.add("h", now - 2 * HOUR, 9999.0, 0, 1, 0.0, now + 1300) == LATE  # the stray one, not the meter
+    assert book.add("h", now + 2000, 1.0, 0, 2, 0.0, now + 2300) == APPLIED
 
 
 def test_it_closes_a_stray_window_and_forgets_silent_households():
