@@ -7,7 +7,7 @@ figures its batches write are in the edge's shard, so a batch is still one atomi
 of a global figure sums over the SHARDS shards. Keys (under a prefix, `fog:` by default, so tests and
 several clouds can share one store; `Keys` is the only place that spells them), with {n} the edge's shard:
 
-    {p}t:{n}:{edge}      hash  "household|window start" (tuple_field) -> Record: the stored tuple and its
+    {p}t:{n}:{edge}      hash  "household|window start|end" (tuple_field) -> Record: the stored tuple and its
                                dedup record in one (a v1 tuple's field is its id; a cloud before this
                                layout used the id alone, marked by the edge hash's dedup = mixed)
     {p}edge:{n}:{edge}   hash  last_heartbeat_ms, backlog, paused (0/1), further edge state its heartbeats carry, acked,
@@ -126,10 +126,8 @@ local existing = hmget(KEYS[1], fields)
 -- record is this tuple only if it is the same household's same window: an edge whose database began
 -- again reuses ids for other windows.
 local layout = redis.call('HGET', KEYS[7], 'dedup')
-if not layout then
-  layout = redis.call('EXISTS', KEYS[1]) == 1 and 'mixed' or 'window'
-  redis.call('HSET', KEYS[7], 'dedup', layout)
-end
+local new_layout = not layout  -- written with the batch, once every check has passed
+if new_layout then layout = redis.call('EXISTS', KEYS[1]) == 1 and 'mixed' or 'window' end
 if layout == 'mixed' then
   local missing, at = {}, {}
   for i = 1, n do
@@ -141,7 +139,8 @@ if layout == 'mixed' then
   local old = hmget(KEYS[1], missing)
   for k = 1, #missing do
     local record, i = old[k], at[k]
-    if record and tonumber(string.match(record, '^(%d+)|')) == arg[i][4]
+    local ws, we = string.match(record or '', '^(%d+)|(%d+)|')
+    if record and tonumber(ws) == arg[i][4] and we .. '' == string.match(arg[i][1], '|(%d+)$')
         and string.match(record, '|([^|]*)$') == arg[i][3] then
       existing[i] = record
     end
@@ -158,7 +157,8 @@ for i = 1, n do
   local field, id, hh, ws, avg, st, record = unpack(arg[i])
   if existing[i] or seen[field] then  -- stored before, or earlier in this batch
     dups = dups + 1
-    outcome[i] = '=' .. (existing[i] or seen[field])
+    seen[field] = existing[i] or seen[field]
+    outcome[i] = '=' .. seen[field]
   else
     seen[field] = record
     new = new + 1
@@ -186,6 +186,7 @@ for st, total in pairs(sums) do
 end
 
 -- 2. Write.
+if new_layout then redis.call('HSET', KEYS[7], 'dedup', layout) end
 if new > 0 then
   hset(KEYS[1], tuples)
   for st, total in pairs(sums) do
@@ -269,9 +270,11 @@ return 0
 """
 
 
-def tuple_field(household, window_start):
-    """A tuple's field in its edge's tuple hash: its household's window, whatever id the edge gave it."""
-    return f"{household}|{window_start}"
+def tuple_field(household, window_start, window_end):
+    """A tuple's field in its edge's tuple hash: its household's window, whatever id the edge gave it (and
+    with its end: a window of another length from the same start, after FOG_WINDOW_SECONDS changed, is
+    another tuple)."""
+    return f"{household}|{window_start}|{window_end}"
 
 
 class StoreRefused(Exception):
@@ -375,7 +378,7 @@ class CloudStore:
                 series.setdefault(household, self.keys.series(shard, household))  # in first appearance
                 indexes.setdefault(state, self.keys.state_households(shard, state))  # order, as the script
                 minutes.setdefault(start // 60000, self.keys.power_minute(shard, start // 60000))  # maps them
-                args += (tid if by_id else tuple_field(household, start), tid, household, start, repr(average), state,
+                args += (tid if by_id else tuple_field(household, start, end), tid, household, start, repr(average), state,
                          Record(start, end, average, count, plz, state, now_ms, edge, tid, household).encode())
         args += (now_ms, SERIES_MAX, SERIES_CAP, ROLLUP_KEEP_S)
         keys = [self.keys.tuples(edge), self.keys.states(shard), self.keys.households(shard),

@@ -44,7 +44,7 @@ def test_it_passes_when_everything_acked_is_in_the_cloud(delivered, redis_client
 
 
 def test_it_fails_on_an_acked_tuple_the_cloud_lacks(delivered, redis_client, cloud_prefix, cloud_settings):
-    redis_client.hdel(Keys(cloud_prefix).tuples(EDGE_ID), tuple_field(*delivered[3][1:3]))
+    redis_client.hdel(Keys(cloud_prefix).tuples(EDGE_ID), tuple_field(*delivered[3][1:4]))
     report = reconcile(EDGE_ID, redis_client, cloud_prefix)
     assert report.totals.missing_in_cloud == 1
     assert [r.household for r in report.households if r.missing_in_cloud] == [delivered[3][1]]
@@ -54,7 +54,7 @@ def test_it_fails_on_an_acked_tuple_the_cloud_lacks(delivered, redis_client, clo
 
 def test_it_fails_on_a_window_the_cloud_holds_twice(delivered, redis_client, cloud_prefix, cloud_settings):
     key = Keys(cloud_prefix).tuples(EDGE_ID)
-    redis_client.hset(key, 999_999, redis_client.hget(key, tuple_field(*delivered[0][1:3])))  # as an older cloud kept it
+    redis_client.hset(key, 999_999, redis_client.hget(key, tuple_field(*delivered[0][1:4])))  # as an older cloud kept it
     report = reconcile(EDGE_ID, redis_client, cloud_prefix)
     assert report.totals.duplicated == 1
     with pytest.raises(CommandError, match="1 duplicated"):

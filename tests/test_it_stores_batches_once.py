@@ -94,6 +94,14 @@ def test_it_stores_new_windows_that_reuse_an_edges_old_ids(cloud, redis_client, 
     assert _states(cloud_reader)[f"{locate('hh-0')[1]}:count"] >= 8  # hh-0's 4 windows of each batch
 
 
+def test_it_stores_a_window_of_another_length_from_the_same_start(cloud, redis_client, cloud_reader):
+    # FOG_WINDOW_SECONDS changed from 5 to 10, the edge began again: the 10 s window is not the 5 s one.
+    row = make_rows(1)[0]
+    _send(cloud, [row])
+    assert _send(cloud, [(row[0], row[1], row[2], row[2] + 10_000, 50.0, 6)])[1] == [""]
+    assert cloud_reader.stats()["tuples"] == 2 and cloud_reader.stats().get("dedup_hits", 0) == 0
+
+
 def test_it_counts_one_window_sent_twice_in_a_batch_once(cloud, cloud_reader):
     row = make_rows(1)[0]
     codes, reasons = _send(cloud, [row, (row[0] + 1, *row[1:])])
@@ -116,3 +124,5 @@ def test_it_knows_the_tuples_a_cloud_kept_under_their_ids_before(cloud, redis_cl
     assert codes == [locate(hh)[0] for _, hh, *_ in rows]
     assert _send(cloud, rows[5:])[1] == [""] * 5  # their old records still count as stored
     assert cloud_reader.stats()["dedup_hits"] == 10
+    assert _send(cloud, [rows[0], (77, *rows[0][1:])])[1] == ["", ""]  # found by its old id, then again by window
+    assert cloud_reader.stats()["dedup_hits"] == 12 and cloud_reader.stats()["tuples"] == 5
