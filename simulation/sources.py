@@ -27,7 +27,7 @@ from fogwire import limits
 HEADER_MODEL = "household"
 HEADER_COLUMNS = ["date", "timestamp", "energy", "power", "power1", "power2", "power3"]
 POWER_COLUMN = HEADER_COLUMNS.index("power")
-DATE_RE = re.compile(r"\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}")  # local time, no offset: `zone` says which
+DATE_RE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2} [0-9]{2}:[0-9]{2}:[0-9]{2}")  # local, no offset: `zone` says which
 MAX_LINE_BYTES = 4096  # a Gem House line is about 70 bytes; a longer one is not a reading, and is not read whole
 
 # A typical German household's day (standard load profile H0, hourly, as

@@ -177,6 +177,7 @@ CSV_LINES = {
     "power infinite": ("2019-12-24 00:00:05,0,1,1e400,1,1,1", "is not finite"),
     "date with an offset": ("2019-12-24 00:00:05+05:00,0,1,200,1,1,1", "bad date"),
     "date alone": ("2019-12-24,0,1,200,1,1,1", "bad date"),
+    "date in other digits": ("2019-12-24 00:00:\u0660\u0665,0,1,200,1,1,1", "bad date"),
     "date that never happened": ("2019-03-31 02:30:00,0,1,200,1,1,1", "never happened in Europe/Berlin"),
     "date before 2000": ("1970-01-01 01:00:00,0,1,200,1,1,1", "before 2000"),
     "date far ahead": ("2091-12-24 00:00:05,0,1,200,1,1,1", "h from now"),

@@ -14,13 +14,17 @@ from tests.conftest import ROOT, alive, wait_for, with_environment
 PROBE = "BENCH_TEST_PROBE"  # marks this test's processes
 
 
-@pytest.mark.parametrize("first", [signal.SIGTERM, signal.SIGHUP])
-def test_it_stops_every_process_of_a_benchmark_stopped_by_a_signal(tmp_path, first):
+def _ignore_sighup():
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)  # as `nohup` starts a command
+
+
+@pytest.mark.parametrize("first, nohup", [(signal.SIGTERM, False), (signal.SIGHUP, False), (signal.SIGTERM, True)])
+def test_it_stops_every_process_of_a_benchmark_stopped_by_a_signal(tmp_path, first, nohup):
     probe = uuid.uuid4().hex
     with open(tmp_path / "bench.log", "wb") as log:
         command = subprocess.Popen([sys.executable, str(ROOT / "manage.py"), "bench", "latency", "--households", "30",
                                     "--seconds", "300"], cwd=ROOT, env={**os.environ, PROBE: probe}, stdout=log,
-                                   stderr=subprocess.STDOUT)
+                                   stderr=subprocess.STDOUT, preexec_fn=_ignore_sighup if nohup else None)
     started = {}
     try:
         def edge_runs():
@@ -28,6 +32,9 @@ def test_it_stops_every_process_of_a_benchmark_stopped_by_a_signal(tmp_path, fir
             return any("runedge" in cmdline for pid, cmdline in started.items() if alive(pid))
 
         assert wait_for(edge_runs, timeout=120), (tmp_path / "bench.log").read_text()
+        if nohup:  # a closed terminal does not stop a benchmark started under nohup
+            command.send_signal(signal.SIGHUP)
+            assert not wait_for(lambda: command.poll() is not None, timeout=3)
         command.send_signal(first)
         wait_for(lambda: "stopping; cleaning up" in (tmp_path / "bench.log").read_text(), timeout=10)
         command.send_signal(signal.SIGINT)  # impatient: ignored while it cleans up

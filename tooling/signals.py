@@ -11,7 +11,8 @@ Only the first signal does: from then on these signals are ignored, so a
 second Ctrl-C cannot cut the cleanup short and leave a pipeline running
 (SIGKILL still ends the harness, and then its children end by their own
 limits). Processes started after that would inherit the ignoring, so a
-cleanup starts none.
+cleanup starts none. A signal the harness was started ignoring (nohup's
+SIGHUP) stays ignored.
 """
 
 import signal
@@ -30,4 +31,5 @@ def stop_on_signals(out):
         raise KeyboardInterrupt
 
     for each in SIGNALS:
-        signal.signal(each, first)
+        if signal.getsignal(each) is not signal.SIG_IGN:  # `nohup` (SIGHUP), `cmd &` in a script (SIGINT)
+            signal.signal(each, first)
