@@ -11,7 +11,9 @@ several clouds can share one store; `Keys` is the only place that spells them), 
                                dedup record in one (a v1 tuple's field is its id; a cloud before this
                                layout used the id alone, marked by the edge hash's dedup = mixed)
     {p}edge:{n}:{edge}   hash  last_heartbeat_ms, backlog, paused (0/1), further edge state its heartbeats carry, acked,
-                               dedup (window, or mixed: its tuple hash has fields of the older layout)
+                               dedup (window, or mixed: its tuple hash has fields of the older layout; such
+                               a tuple is recognised when resent under its id, so upgrade with every
+                               replica stopped, and not while an edge's database begins again)
     {p}owned:{n}:{edge}  set   the households the edge owns (its quota's count)
     {p}acks:{n}:{edge}:{second}  tuples first stored in that second (expire after 2 min)
     {p}am:{n}:{edge}:{minute}  string  tuples first stored in that minute, expires after ROLLUP_KEEP_S
