@@ -18,13 +18,17 @@ def _ignore_sighup():
     signal.signal(signal.SIGHUP, signal.SIG_IGN)  # as `nohup` starts a command
 
 
+def _default_sighup():
+    signal.signal(signal.SIGHUP, signal.SIG_DFL)  # whether or not this test session runs under nohup
+
+
 @pytest.mark.parametrize("first, nohup", [(signal.SIGTERM, False), (signal.SIGHUP, False), (signal.SIGTERM, True)])
 def test_it_stops_every_process_of_a_benchmark_stopped_by_a_signal(tmp_path, first, nohup):
     probe = uuid.uuid4().hex
     with open(tmp_path / "bench.log", "wb") as log:
         command = subprocess.Popen([sys.executable, str(ROOT / "manage.py"), "bench", "latency", "--households", "30",
                                     "--seconds", "300"], cwd=ROOT, env={**os.environ, PROBE: probe}, stdout=log,
-                                   stderr=subprocess.STDOUT, preexec_fn=_ignore_sighup if nohup else None)
+                                   stderr=subprocess.STDOUT, preexec_fn=_ignore_sighup if nohup else _default_sighup)
     started = {}
     try:
         def edge_runs():

@@ -56,7 +56,8 @@ def test_it_ends_both_lanes_when_the_chaos_command_is_interrupted(fault_matrix, 
         command = subprocess.Popen([sys.executable, str(ROOT / "manage.py"), "chaos", "--lanes", "2", "--repeat", "1",
                                     "--scenario", "link-cut", "--scenario", "cloud-kill", "--cut-seconds", "600",
                                     "--households", "50"],
-                                   cwd=ROOT, env={**os.environ, PROBE: probe}, stdout=log, stderr=subprocess.STDOUT)
+                                   cwd=ROOT, env={**os.environ, PROBE: probe}, stdout=log, stderr=subprocess.STDOUT,
+                                   preexec_fn=lambda: signal.signal(signal.SIGHUP, signal.SIG_DFL))  # even under nohup
     started = {}
     try:
         def running(word):
@@ -75,6 +76,7 @@ def test_it_ends_both_lanes_when_the_chaos_command_is_interrupted(fault_matrix, 
         wait_for(lambda: "stopping; cleaning up" in (tmp_path / "chaos.log").read_text(errors="replace"), timeout=10)
         command.send_signal(signal.SIGINT)  # impatient: ignored while it cleans up
         command.wait(120)
+        assert "SIGHUP: stopping" in (tmp_path / "chaos.log").read_text(errors="replace")
         assert wait_for(lambda: not [pid for pid in started if alive(pid)], timeout=15), \
             {pid: cmdline for pid, cmdline in started.items() if alive(pid)}
         assert not with_environment(PROBE, probe)
