@@ -83,8 +83,7 @@ class OpenWindow:
     count: int = 0
     touched: float = 0.0  # wall clock (monotonic seconds) of its latest reading
     others: dict | None = None  # partition -> first offset, for readings from other partitions than the first
-    newest: int = -1  # the newest event time applied: a later one can't be a duplicate, so most need no look
-    stamps: set | None = None  # the event times applied (a set: a stream in reverse order costs no scans)
+    stamps: set = field(default_factory=set)  # the event times applied: a copy of one is a duplicate
 
 
 @dataclass(slots=True)
@@ -148,7 +147,7 @@ class WindowBook:
             return LATE
         window = state.windows.get(start)
         if window is None:
-            window = state.windows[start] = OpenWindow(start, partition, offset, stamps=set())
+            window = state.windows[start] = OpenWindow(start, partition, offset)
             self.open_count += 1
             opened = self.opened.get(partition)
             if opened is None:
@@ -161,7 +160,7 @@ class WindowBook:
                 # Due at end + live grace on the household's clock, which runs (wall_ms - ts) behind the edge's.
                 self._push_live(end + self.live_grace_ms + wall_ms - ts, end, household)
         else:
-            if ts <= window.newest and ts in window.stamps:
+            if ts in window.stamps:
                 window.touched = state.last_seen = now  # a copy still says the household is there (idle timeout)
                 return DUPLICATE
             if partition != window.partition:
@@ -170,8 +169,6 @@ class WindowBook:
                     self.spread += 1
                 window.others.setdefault(partition, offset)
         window.stamps.add(ts)
-        if ts > window.newest:
-            window.newest = ts
         window.total += power
         window.count += 1
         window.touched = state.last_seen = now
