@@ -59,3 +59,30 @@ def test_it_tells_the_clouds_api_that_an_edge_is_paused(client, cloud_settings, 
     cloud.request(wire.heartbeat(EDGE_ID, EDGE_SECRET, backlog=3), data=False)  # an edge that does not say
     (edge,) = client.get("/api/edges/").json()
     assert edge["paused"] is False
+
+
+@pytest.mark.django_db(transaction=True)
+def test_it_tells_the_cloud_the_backlog_a_burst_ends_with(client, cloud_settings, cloud, redis_url):
+    import uuid
+
+    import redis as redis_lib
+
+    from edge_app.control import EdgeControl
+    from edge_app.loops import HeartbeatStep
+
+    port = {name: int(getattr(cloud, name).rsplit(":", 1)[1]) for name in ("hb_addr", "data_addr")}
+    cloud_settings.FOG_CLOUD_ENDPOINTS = [("127.0.0.1", port["hb_addr"], port["data_addr"])]
+    cloud_settings.FOG_EDGE_ID, cloud_settings.FOG_EDGE_SECRET, cloud_settings.FOG_TLS_CA = EDGE_ID, EDGE_SECRET, ""
+    # The heartbeat loop's last beat counted 360 tuples; the sender emptied the backlog right after it.
+    cloud.request(wire.heartbeat(EDGE_ID, EDGE_SECRET, backlog=360), data=False)
+    control = EdgeControl(f"edge-{uuid.uuid4().hex[:8]}", connection=redis_lib.Redis.from_url(redis_url))
+    step = HeartbeatStep({}, control)
+    try:
+        assert not step.finished(control)  # the sender is still at work: the loop goes on
+        assert client.get("/api/edges/").json()[0]["backlog"] == 360
+        control.mark_done("sender")
+        assert step.finished(control)
+        (edge,) = client.get("/api/edges/").json()
+        assert edge["backlog"] == 0
+    finally:
+        step.close()
