@@ -17,6 +17,7 @@ log = logging.getLogger("fog.simulation")
 CONNECT_TIMEOUT_S = 10
 LINGER_MS = 20
 BATCH_BYTES = 1024 * 1024
+QUEUE_MAX_MESSAGES = 1_000_000  # librdkafka's local queue; full while Kafka is away, then send() waits
 
 
 class KafkaUnavailable(Exception):
@@ -26,11 +27,11 @@ class KafkaUnavailable(Exception):
 class ConfluentProducer:
     name = "confluent-kafka"
 
-    def __init__(self, bootstrap, topic):
+    def __init__(self, bootstrap, topic, stop_flag=lambda: None):
         from confluent_kafka import KafkaException, Producer
         from confluent_kafka.admin import AdminClient, NewTopic
 
-        self.topic = topic
+        self.topic, self.stop_flag = topic, stop_flag
         self.sent = self.failed = 0
         self.first_error = None
         # A restarted broker is retried within a second (librdkafka's default backoff grows to 10 s).
@@ -53,7 +54,7 @@ class ConfluentProducer:
         # message cost more than producing it. Sent = produced - failed, once
         # close() has flushed everything.
         self.producer = Producer({**config, "acks": "all", "enable.idempotence": True, "linger.ms": LINGER_MS,
-                                  "batch.size": BATCH_BYTES, "queue.buffering.max.messages": 1_000_000,
+                                  "batch.size": BATCH_BYTES, "queue.buffering.max.messages": QUEUE_MAX_MESSAGES,
                                   "queue.buffering.max.kbytes": 1024 * 1024, "logger": _quiet,
                                   "delivery.report.only.error": True, "on_delivery": self._failed})
         self.produced = 0
@@ -76,7 +77,12 @@ class ConfluentProducer:
                     self._produce(self.topic, value, key)
                     break
                 except BufferError:
-                    continue
+                    # Kafka may stay away for good: a stop request must not wait for it (the reading is
+                    # counted as not accepted, so the summary says what was lost).
+                    if self.stop_flag():
+                        self._failed(f"stopped ({self.stop_flag()}) while the local queue was full: Kafka "
+                                     "took no readings", None)
+                        break
         self.produced += 1
 
     def poll(self):
@@ -95,11 +101,11 @@ class ConfluentProducer:
 class KafkaPythonProducer:
     name = "kafka-python"
 
-    def __init__(self, bootstrap, topic):
+    def __init__(self, bootstrap, topic, stop_flag=lambda: None):
         from kafka import KafkaProducer
-        from kafka.errors import KafkaError
+        from kafka.errors import KafkaError, KafkaTimeoutError
 
-        self.topic = topic
+        self.topic, self.stop_flag, self._full = topic, stop_flag, KafkaTimeoutError
         self.sent = self.failed = 0
         self.first_error = None
         try:
@@ -120,7 +126,15 @@ class KafkaPythonProducer:
             log.error("Kafka refused a reading (topic %s): %s", self.topic, exc)
 
     def send(self, key, value):
-        self.producer.send(self.topic, key=key, value=value).add_callback(self._ok).add_errback(self._error)
+        if self.failed and self.stop_flag():  # Kafka refuses and a stop is asked for: don't wait max_block_ms again
+            self._error(f"stopped ({self.stop_flag()}) while Kafka took no readings")
+            return
+        try:
+            future = self.producer.send(self.topic, key=key, value=value)
+        except self._full as exc:  # its buffer stayed full (or the topic unknown) for max_block_ms
+            self._error(exc)
+            return
+        future.add_callback(self._ok).add_errback(self._error)
 
     def poll(self):
         pass

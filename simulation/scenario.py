@@ -169,7 +169,7 @@ def run(options, stop_flag=lambda: None):
     """Run the scenario to `until`, or until `stop_flag()` names a signal: then every simulator ends at
     its next step, the producer flushes what was sent, and Result.ended says which signal it was."""
     source, start_ms, until, zone, skipped = prepare(options)
-    producer = CLIENTS[options.client](options.bootstrap, options.topic)  # raises KafkaUnavailable
+    producer = CLIENTS[options.client](options.bootstrap, options.topic, stop_flag)  # raises KafkaUnavailable
     stats = RunStats(until=until, progress=options.progress, stop_flag=stop_flag,
                      anchor_ms=start_ms if options.start == "now" and not options.data else None,
                      step_ms=int(options.step * 1000), collections=FullCollections(options.full_gc_seconds))

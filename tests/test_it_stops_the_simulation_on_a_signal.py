@@ -46,3 +46,24 @@ def test_it_stops_with_a_summary_on_a_signal(kafka_bootstrap, topic, signum):
     sent = int(summary.split("sent=")[1].split()[0])
     assert sent > 0 and "failed=0" in summary
     assert len(consume_all(kafka_bootstrap, topic, sent, timeout_ms=10000)) == sent  # all it counted, no more
+
+
+def test_it_stops_a_send_that_waits_for_kafka_to_take_readings(kafka_bootstrap, topic, monkeypatch):
+    """While Kafka takes nothing the local queue stays full and a send waits: a stop request ends the wait,
+    and the reading it could not hand over is counted as not accepted."""
+    import time
+
+    from simulation import producer as module
+
+    monkeypatch.setattr(module, "QUEUE_MAX_MESSAGES", 1)
+    monkeypatch.setattr(module, "LINGER_MS", 8000)  # the one queued reading stays local that long: the queue is full
+    stop = []
+    producer = module.ConfluentProducer(kafka_bootstrap, topic, stop_flag=lambda: stop[0] if stop else None)
+    producer.send(b"house-1", b"first")
+    stop.append("SIGTERM")
+    started = time.monotonic()
+    producer.send(b"house-1", b"second")
+    assert time.monotonic() - started < 2
+    assert producer.close(timeout=30) == 1
+    assert producer.sent == 1 and "SIGTERM" in producer.first_error
+    assert [message.value for message in consume_all(kafka_bootstrap, topic, 1)] == [b"first"]
