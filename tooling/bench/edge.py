@@ -36,7 +36,10 @@ def _child(kind, args, extra_env=None):
            **(extra_env or {})}
     try:
         proc = manage("benchchild", kind, json.dumps(args), env=env, stdout=-1, stderr=-1, text=True)
-        out, err = proc.communicate(timeout=1800)
+        try:
+            out, err = proc.communicate(timeout=1800)
+        finally:  # a child past its time, or a benchmark interrupted, leaves nothing running
+            stop(proc)
         if proc.returncode != 0:
             raise RuntimeError(f"benchmark child failed:\n{err[-2000:]}")
         return json.loads(out.strip().splitlines()[-1])
