@@ -80,13 +80,15 @@ class Edge:
         return (datetime.fromisoformat(first), datetime.fromisoformat(last)) if first and last else None
 
     def loop_pids(self, loops=LOOPS):
-        """Pids of the worker processes that hold this edge's loops now."""
+        """Pids of the worker processes that hold this edge's loops now: not a lock left by a process that
+        ended, whose pid may belong to another process by now (close() kills these pids)."""
         from edge_app.control import EdgeControl
 
         client = redis_lib.Redis.from_url(self.redis_url)
         try:
             control = EdgeControl(self.edge_id, connection=client)
-            return [pid for pid in (control.holder_pid(loop) for loop in loops) if pid]
+            holders = [control.holder(loop) for loop in loops]
+            return [held.pid for held in holders if held and held.pid and not held.stale()]
         finally:
             client.close()
 
@@ -111,10 +113,14 @@ class Fleet:
         for edge in self.edges:
             edge.env["FOG_EDGE_SECRETS"] = secrets
         self.replicas = []  # [process (None until started), heartbeat port, data port]
-        self._create_topics(partitions)
-        for edge in self.edges:
-            self._flush_edge_redis(edge)
-            self._run("migrate", "-v", "0", env=edge.env)
+        try:
+            self._create_topics(partitions)
+            for edge in self.edges:
+                self._flush_edge_redis(edge)
+                self._run("migrate", "-v", "0", env=edge.env)
+        except BaseException:  # nobody gets a fleet to close: its topics, keys and folder go now
+            self.close()
+            raise
 
     # --- setup ---------------------------------------------------------------
 

@@ -140,8 +140,7 @@ class Pipeline:
         self.folder = Path(tempfile.mkdtemp(prefix="fog-chaos-edge-"))
         self.edge_id = f"chaos-{uuid.uuid4().hex[:8]}"
         self.hb, self.data = reserve_port(), reserve_port()
-        self.proxy_hb = Proxy(reserve_port(), self.hb).start()
-        self.proxy_data = Proxy(reserve_port(), self.data).start()
+        self.proxy_hb = self.proxy_data = None
         self.env = {
             **os.environ,
             "FOG_DATABASE_URL": f"sqlite:///{self.folder / 'edge.sqlite3'}",
@@ -154,6 +153,8 @@ class Pipeline:
         self.budget, self.peak_backlog, self.paused_seen = None, 0, False
         self._watching = None
         try:
+            self.proxy_hb = Proxy(reserve_port(), self.hb).start()
+            self.proxy_data = Proxy(reserve_port(), self.data).start()
             self._manage("migrate", "-v", "0").wait(60)
         except BaseException:  # stopped (or interrupted) already: the proxies and the folder go too
             self.close()
@@ -209,11 +210,15 @@ class Pipeline:
     def loop_pid(self, loop):
         import redis
 
-        from edge_app.loops import EdgeControl
+        from edge_app.control import EdgeControl
 
         client = redis.Redis.from_url(self.env["FOG_EDGE_REDIS_URL"])
-        held = client.get(EdgeControl(self.edge_id, client).lock_key(loop))
-        return int(held.split(b":")[0]) if held else None
+        try:
+            held = EdgeControl(self.edge_id, client).holder(loop)
+        finally:
+            client.close()
+        # A lock its process left behind names a pid that may be another process's by now: not ours to kill.
+        return held.pid if held and held.pid and not held.stale() else None
 
     def kill_loop(self, loop):
         """SIGKILL the worker process that runs one of the edge's loops."""
@@ -381,8 +386,9 @@ class Pipeline:
                 pid = self.loop_pid(loop)
                 if pid:
                     _signal(pid)
-            self.proxy_hb.stop()
-            self.proxy_data.stop()
+            for proxy in (self.proxy_hb, self.proxy_data):
+                if proxy is not None:
+                    proxy.stop()
         if not keep_logs:
             shutil.rmtree(self.folder, ignore_errors=True)
 
