@@ -3,7 +3,7 @@
 Every edge has a queue of its own (`queue_name`), so edges sharing one Redis
 never run each other's jobs with their own settings.
 
-A lock's value is a holder record, `pid:host:since:nonce`: it says who runs
+A lock's value is a holder record, `pid:host:since:nonce:machine`: it says who runs
 the loop (for operators, the supervisor and the fault tests), and the nonce
 makes it a token. Extend, release and take-over are one Lua script each,
 so a copy can never delete or extend a lock another copy holds. A holder on
@@ -15,6 +15,7 @@ jobs it enqueues; a job whose run is not the current one (left in the queue
 by a killed run) is discarded instead of running with that run's options.
 """
 
+import functools
 import os
 import socket
 import time
@@ -31,6 +32,7 @@ from edge_app.processes import alive
 LOOPS = ("ingest", "sender", "heartbeat")
 CONNECTION = "edge"  # django-rq's name for the edge Redis connection (RQ_QUEUES)
 STOP_CHECK_SECONDS = 0.5
+STOP_ANY_RUN = "1"  # the stop key's value that stops every run (what it always held before runs had their own)
 SUPERVISOR_TTL_MS = 10_000  # a supervisor refreshes its record every check (0.5 s)
 LOCK_MARGIN = 2  # a lock lives this many times the longest step
 
@@ -72,18 +74,19 @@ class Holder:
     host: str
     since: float
     token: str
+    machine: str = ""  # /etc/machine-id: two hosts may share a name (cloned images, default names)
 
     @classmethod
     def new(cls):
-        pid, host, since = os.getpid(), socket.gethostname(), time.time()
-        return cls(pid, host, since, f"{pid}:{host}:{since:.3f}:{uuid.uuid4().hex[:12]}")
+        pid, host, since, machine = os.getpid(), socket.gethostname(), time.time(), machine_id()
+        return cls(pid, host, since, f"{pid}:{host}:{since:.3f}:{uuid.uuid4().hex[:12]}:{machine}", machine)
 
     @classmethod
     def parse(cls, raw):
         token = raw.decode() if isinstance(raw, bytes) else raw
         parts = token.split(":")
         try:
-            return cls(int(parts[0]), parts[1], float(parts[2]), token)
+            return cls(int(parts[0]), parts[1], float(parts[2]), token, parts[4] if len(parts) > 4 else "")
         except (IndexError, ValueError):  # a record of an older version: only the pid is known
             return cls(int(parts[0]), "", 0.0, token)
 
@@ -92,10 +95,26 @@ class Holder:
         return f"on {self.host or 'an unknown host'} (pid {self.pid}, since {when})"
 
     def stale(self):
-        """True if this holder ran on this host and its process is gone (or the pid is a newer process)."""
-        if self.host != socket.gethostname():
+        """True if this holder ran on this host and its process is gone (or the pid is a newer process).
+        A holder on a host of the same name but another machine id is another host's: trusted until its
+        TTL runs out, as its pid says nothing here."""
+        if self.host != socket.gethostname() or (self.machine and self.machine != machine_id()):
             return False
         return not _process_alive_since(self.pid, self.since)
+
+
+@functools.cache
+def machine_id():
+    """This machine's id (systemd's /etc/machine-id, or D-Bus's copy), or "" where there is none."""
+    for path in ("/etc/machine-id", "/var/lib/dbus/machine-id"):
+        try:
+            with open(path) as handle:
+                text = handle.read().strip()
+        except OSError:
+            continue
+        if text.isalnum():  # a token field: no ':' may come in
+            return text
+    return ""
 
 
 def _process_alive_since(pid, since):
@@ -113,8 +132,8 @@ def _process_alive_since(pid, since):
 class EdgeControl:
     """Run id, supervisor record, one-copy locks, stop flag and burst-done marks of one edge."""
 
-    def __init__(self, edge_id, connection=None, in_flight=4):
-        self.edge_id = edge_id
+    def __init__(self, edge_id, connection=None, in_flight=4, run=None):
+        self.edge_id, self.run = edge_id, run  # run: the run whose stop requests this one heeds (None: any)
         self.redis = connection or django_rq.get_connection(CONNECTION)
         self.prefix = f"fog:edge:{edge_id}:"
         self.ttl_ms = lock_ttl_ms(in_flight)
@@ -123,7 +142,7 @@ class EdgeControl:
         self._stop_checked, self._stop = 0.0, False
 
     def lock_key(self, loop):
-        """The key of one loop's one-copy lock (its value is a holder record, `pid:host:since:nonce`)."""
+        """The key of one loop's one-copy lock (its value is a holder record, `pid:host:since:nonce:machine`)."""
         return self.prefix + f"lock:{loop}"
 
     # --- runs and stopping ---------------------------------------------------------
@@ -137,8 +156,12 @@ class EdgeControl:
         raw = self.redis.get(self.prefix + "run")
         return raw.decode() if raw else None
 
-    def request_stop(self):
-        self.redis.set(self.prefix + "stop", 1)
+    def request_stop(self, run=None):
+        """Stop the loops of `run`, or (None: `runedge --stop`) of whatever run the edge is in.
+
+        A supervisor stops its own run only: one that stalled and lost its record to a newer supervisor
+        must not stop the run that took over."""
+        self.redis.set(self.prefix + "stop", run or STOP_ANY_RUN)
 
     def reset(self):
         self.redis.delete(self.prefix + "stop", *(self.prefix + f"done:{loop}" for loop in LOOPS))
@@ -147,7 +170,8 @@ class EdgeControl:
     def stop_requested(self):
         now = time.monotonic()
         if now - self._stop_checked >= STOP_CHECK_SECONDS:
-            self._stop = bool(self.redis.exists(self.prefix + "stop"))
+            which = self.redis.get(self.prefix + "stop")
+            self._stop = which is not None and (self.run is None or which.decode() in (STOP_ANY_RUN, self.run))
             self._stop_checked = now
         return self._stop
 

@@ -163,7 +163,7 @@ STEPS = {"ingest": IngestStep, "sender": SenderStep, "heartbeat": HeartbeatStep}
 def run_loop(loop, edge_id, options=None):
     """The RQ job: run one loop of one edge until stopped (or, with options['burst'], done)."""
     options = options or {}
-    control = EdgeControl(edge_id, in_flight=options.get("in_flight", 4))
+    control = EdgeControl(edge_id, in_flight=options.get("in_flight", 4), run=options.get("run"))
     if _stale(control, loop, options):
         return "stale"
     token = Holder.new().token  # pid, host and start time tell operators (and fault tests) who holds it

@@ -127,7 +127,7 @@ class Supervisor:
                 raise EdgeStartError(f"edge {settings.FOG_EDGE_ID}: could not claim its supervisor record; try again")
             self.claimed = True
         self.control.reset()
-        self.options["run"] = self.control.new_run()
+        self.options["run"] = self.control.run = self.control.new_run()
         self.baseline = Counts.now()
         for loop in LOOPS:
             self.jobs[loop] = self.enqueue(loop)
@@ -246,7 +246,7 @@ class Supervisor:
 
     def stop_loops(self):
         """Ask every loop to stop, wait for them briefly, then tell the workers to end. Returns the deadline."""
-        self.control.request_stop()
+        self.control.request_stop(self.options.get("run"))
         deadline = time.monotonic() + STOP_SECONDS
         while time.monotonic() < deadline and any(self.control.running(loop) for loop in LOOPS):
             time.sleep(0.05)

@@ -66,3 +66,22 @@ def test_it_starts_after_a_crash_left_locks_of_processes_that_are_gone(edge_env,
     assert result.stdout.count(f"freed the lock of a process that is gone (pid {dead.pid})") == 3
     assert "ended=done" in result.stdout
     assert time.monotonic() - started < 60  # far less than the locks' ten minutes
+
+
+def test_it_lets_a_supervisor_that_lost_its_record_stop_only_its_own_run(redis_url):
+    """A supervisor that stalled past its record's lifetime finds a newer one in charge and ends: it stops
+    the loops of its own run, not those of the run that took over. `runedge --stop` still stops any run."""
+    import uuid
+
+    connection = redis_lib.Redis.from_url(redis_url)
+    edge = f"edge-{uuid.uuid4().hex[:8]}"
+
+    def loops_of(run):  # what a loop of that run sees (a fresh control: no half-second cache)
+        return EdgeControl(edge, connection, run=run)
+
+    EdgeControl(edge, connection, run="old").request_stop("old")
+    assert loops_of("old").stop_requested()
+    assert not loops_of("new").stop_requested()
+    EdgeControl(edge, connection).request_stop()  # runedge --stop, which knows no run
+    assert loops_of("old").stop_requested() and loops_of("new").stop_requested()
+    connection.delete(EdgeControl(edge, connection).prefix + "stop")

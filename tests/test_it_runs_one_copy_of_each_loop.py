@@ -62,6 +62,24 @@ def test_it_waits_for_a_live_holder_here_and_any_holder_on_another_host(redis_ur
     assert other.holder("sender").describe().startswith("on another-host (pid 1, since ")
 
 
+def test_it_waits_for_a_holder_on_another_machine_of_the_same_name(redis_url):
+    """Cloned images and default names give two hosts one name: a holder there whose pid is dead here (or
+    another process's) is still alive there, as its machine id says."""
+    from edge_app.control import machine_id
+
+    assert Holder.parse(Holder.new().token).machine == machine_id()
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    control = _control(redis_url)
+    twin = f"{gone.pid}:{socket.gethostname()}:{time.time():.3f}:x:{'0' * 31}1"
+    assert control.acquire("ingest", twin, wait_seconds=0)
+    assert not Holder.parse(twin).stale()
+    assert not control.acquire("ingest", Holder.new().token, wait_seconds=0)
+    here = f"{gone.pid}:{socket.gethostname()}:{time.time():.3f}:y:{machine_id()}"  # this machine: gone
+    assert control.acquire("sender", here, wait_seconds=0)
+    assert control.acquire("sender", Holder.new().token, wait_seconds=0)
+
+
 def test_it_keeps_its_lock_longer_than_the_longest_step():
     from django.conf import settings
 
