@@ -18,6 +18,8 @@ CONNECT_TIMEOUT_S = 10
 LINGER_MS = 20
 BATCH_BYTES = 1024 * 1024
 QUEUE_MAX_MESSAGES = 1_000_000  # librdkafka's local queue; full while Kafka is away, then send() waits
+# A stopped run waits this long for Kafka to take what is queued: process managers kill soon after asking.
+STOP_FLUSH_S = 5
 
 
 class KafkaUnavailable(Exception):
@@ -71,18 +73,18 @@ class ConfluentProducer:
         try:
             self._produce(self.topic, value, key)
         except BufferError:  # the local queue is full: let deliveries drain, then retry
-            while True:
+            # Kafka may stay away for good: once a stop is asked for, a reading that finds the queue full is
+            # counted as not accepted at once (the summary says what was lost), without waiting for room.
+            while not self.stop_flag():
                 self.producer.poll(0.05)
                 try:
                     self._produce(self.topic, value, key)
                     break
                 except BufferError:
-                    # Kafka may stay away for good: a stop request must not wait for it (the reading is
-                    # counted as not accepted, so the summary says what was lost).
-                    if self.stop_flag():
-                        self._failed(f"stopped ({self.stop_flag()}) while the local queue was full: Kafka "
-                                     "took no readings", None)
-                        break
+                    continue
+            else:
+                self._failed(f"stopped ({self.stop_flag()}) while the local queue was full: Kafka took no "
+                             "readings", None)
         self.produced += 1
 
     def poll(self):
@@ -90,6 +92,7 @@ class ConfluentProducer:
 
     def close(self, timeout=60):
         """Wait for every message; anything still unsent after `timeout` is counted as failed."""
+        timeout = min(timeout, STOP_FLUSH_S) if self.stop_flag() else timeout
         left = self.producer.flush(timeout)
         if left:
             self.failed += left
@@ -105,9 +108,10 @@ class KafkaPythonProducer:
         from kafka import KafkaProducer
         from kafka.errors import KafkaError, KafkaTimeoutError
 
-        self.topic, self.stop_flag, self._full = topic, stop_flag, KafkaTimeoutError
-        self.sent = self.failed = 0
+        self.topic, self.stop_flag, self._timeout = topic, stop_flag, KafkaTimeoutError
+        self.sent = self.failed = self.produced = 0
         self.first_error = None
+        self._stalled = False  # the last send found no metadata for the topic within max_block_ms
         try:
             self.producer = KafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=LINGER_MS,
                                           batch_size=BATCH_BYTES, max_block_ms=CONNECT_TIMEOUT_S * 1000,
@@ -126,22 +130,35 @@ class KafkaPythonProducer:
             log.error("Kafka refused a reading (topic %s): %s", self.topic, exc)
 
     def send(self, key, value):
-        if self.failed and self.stop_flag():  # Kafka refuses and a stop is asked for: don't wait max_block_ms again
+        self.produced += 1
+        if self._stalled and self.stop_flag():  # Kafka is away and a stop is asked for: don't wait again
             self._error(f"stopped ({self.stop_flag()}) while Kafka took no readings")
             return
         try:
             future = self.producer.send(self.topic, key=key, value=value)
-        except self._full as exc:  # its buffer stayed full (or the topic unknown) for max_block_ms
+        except self._timeout as exc:  # no metadata for the topic within max_block_ms: Kafka is away
+            self._stalled = True
             self._error(exc)
             return
+        self._stalled = False
         future.add_callback(self._ok).add_errback(self._error)
 
     def poll(self):
         pass
 
     def close(self, timeout=60):
-        self.producer.flush(timeout)
-        self.producer.close(timeout)
+        """Wait for every message; anything still unsent after `timeout` is counted as failed."""
+        timeout = min(timeout, STOP_FLUSH_S) if self.stop_flag() else timeout
+        try:
+            self.producer.flush(timeout)
+            flushed = True
+        except self._timeout:
+            flushed = False
+        self.producer.close(timeout if flushed else 0)  # 0: what is left is dropped (and failed) now
+        left = self.produced - self.sent - self.failed
+        if left > 0:
+            self.failed += left
+            self.first_error = self.first_error or f"{left} readings still unsent after {timeout} s"
         return self.failed
 
 

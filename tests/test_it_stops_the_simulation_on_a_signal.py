@@ -62,8 +62,9 @@ def test_it_stops_a_send_that_waits_for_kafka_to_take_readings(kafka_bootstrap, 
     producer.send(b"house-1", b"first")
     stop.append("SIGTERM")
     started = time.monotonic()
-    producer.send(b"house-1", b"second")
+    for number in range(500):  # the rest of the step: a reading of every household
+        producer.send(f"house-{number}".encode(), b"later")
     assert time.monotonic() - started < 2
-    assert producer.close(timeout=30) == 1
+    assert producer.close(timeout=30) == 500
     assert producer.sent == 1 and "SIGTERM" in producer.first_error
     assert [message.value for message in consume_all(kafka_bootstrap, topic, 1)] == [b"first"]
