@@ -75,7 +75,7 @@ class CloudServer:
         except wire.ProtocolError as exc:
             return await self._refuse_frame(frame, exc, "heartbeat", edge)
         try:
-            if not await self.store.heartbeat(edge, state, nonce=nonce):
+            if not await self.store.heartbeat(edge, state, nonce=nonce, sent_ms=payload["ts"]):
                 return await self._refuse_frame(frame, wire.ProtocolError(
                     wire.R_REPLAYED, "this heartbeat was taken before (by this cloud or another replica)"),
                     "heartbeat", edge)

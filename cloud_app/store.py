@@ -10,7 +10,8 @@ several clouds can share one store; `Keys` is the only place that spells them), 
     {p}t:{n}:{edge}      hash  "household|window start|end" (tuple_field) -> Record: the stored tuple and its
                                dedup record in one (a v1 tuple's field is its id; a cloud before this
                                layout used the id alone, marked by the edge hash's dedup = mixed)
-    {p}edge:{n}:{edge}   hash  last_heartbeat_ms, backlog, paused (0/1), further edge state its heartbeats carry, acked,
+    {p}edge:{n}:{edge}   hash  last_heartbeat_ms, backlog, paused (0/1) and beat_sent_ms (the edge's clock: the
+                               newest beat's state wins), further edge state its heartbeats carry, acked,
                                dedup (window, or mixed: its tuple hash has fields of the older layout; such
                                a tuple is recognised when resent under its id, so upgrade with every
                                replica stopped, and not while an edge's database begins again)
@@ -263,8 +264,12 @@ if last and now - tonumber(last) > gap then
   redis.call('LPUSH', KEYS[3], last .. '|' .. ARGV[1])
   redis.call('LTRIM', KEYS[3], 0, tonumber(ARGV[6]) - 1)
 end
-if (not last) or now > tonumber(last) then
-  redis.call('HSET', KEYS[1], 'last_heartbeat_ms', ARGV[1], 'backlog', ARGV[2], 'paused', ARGV[7])
+if (not last) or now > tonumber(last) then redis.call('HSET', KEYS[1], 'last_heartbeat_ms', ARGV[1]) end
+-- The edge's state goes by the edge's own clock: beats that reach replicas whose clocks differ, or come
+-- within one millisecond, keep the order the edge sent them in (the later of two equal ones wins).
+local sent = tonumber(ARGV[9])
+if sent >= tonumber(redis.call('HGET', KEYS[1], 'beat_sent_ms') or '-1') then
+  redis.call('HSET', KEYS[1], 'backlog', ARGV[2], 'paused', ARGV[7], 'beat_sent_ms', ARGV[9])
 end
 redis.call('SADD', KEYS[2], ARGV[5])
 redis.call('SET', KEYS[4], ARGV[2], 'EX', tonumber(ARGV[4]))
@@ -420,10 +425,11 @@ class CloudStore:
     async def count(self, name, amount=1):
         await self.redis.hincrby(self.keys.stats(shard_of(name)), name, amount)
 
-    async def heartbeat(self, edge, state, now_ms=None, nonce=None):
+    async def heartbeat(self, edge, state, now_ms=None, nonce=None, sent_ms=None):
         """Record a beat and the edge state it carried (wire.HEARTBEAT_STATE fields, as numbers; `paused`:
         the edge's ingest waits for its disk budget); a gap of more than OFFLINE_AFTER_MS since the last one
-        is an offline period. With its `nonce`, a beat any replica took before (within the time its clock is
+        is an offline period. The backlog and pause of the beat the edge sent last (`sent_ms`, its clock;
+        default now) are kept. With its `nonce`, a beat any replica took before (within the time its clock is
         accepted) records nothing: returns False, True otherwise."""
         now_ms = now_ms or int(time.time() * 1000)
         keys = [self.keys.edge(edge), self.keys.edges(shard_of(edge)), self.keys.offline(edge),
@@ -431,7 +437,7 @@ class CloudStore:
                 self.keys.beat_nonce(edge, nonce) if nonce else self.keys.edge(edge)]  # unused without a nonce
         replayed = await self._beat(keys=keys, args=[
             now_ms, int(state.get("backlog", 0)), OFFLINE_AFTER_MS, ROLLUP_KEEP_S, edge, OFFLINE_MAX,
-            int(state.get("paused", 0)), 2 * wire.HEARTBEAT_SKEW_MS if nonce else ""])
+            int(state.get("paused", 0)), 2 * wire.HEARTBEAT_SKEW_MS if nonce else "", sent_ms or now_ms])
         if replayed:
             return False
         extra = {name: value for name, value in state.items() if name not in ("backlog", "paused")}

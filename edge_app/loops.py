@@ -149,7 +149,7 @@ class HeartbeatStep(Step):
         # The last beat may have counted the backlog just before the sender emptied it; the cloud would
         # show that stale figure for good. One more answered beat tells it the backlog the burst ends with.
         for _ in range(self.FINAL_BEAT_TRIES):
-            if self.beat.handle_one_beat():
+            if control.stop_requested() or self.beat.handle_one_beat():
                 break
         return True
 

@@ -86,3 +86,28 @@ def test_it_tells_the_cloud_the_backlog_a_burst_ends_with(client, cloud_settings
         assert edge["backlog"] == 0
     finally:
         step.close()
+
+
+def test_it_keeps_the_backlog_of_the_beat_the_edge_sent_last(client, cloud_settings, redis_url, cloud_prefix):
+    """Replicas' clocks differ, and two beats can reach the cloud within one millisecond: the edge's own
+    clock orders them."""
+    import asyncio
+    import time
+
+    from cloud_app.engine import connect_async
+    from cloud_app.store import CloudStore
+
+    now = int(time.time() * 1000)
+
+    async def beats():
+        connection = connect_async(redis_url)
+        store = CloudStore(connection, cloud_prefix)
+        await store.heartbeat(EDGE_ID, {"backlog": 360}, now_ms=now, sent_ms=now - 5)
+        await store.heartbeat(EDGE_ID, {"backlog": 0}, now_ms=now, sent_ms=now - 4)  # the same millisecond here
+        # An older beat, answered late by a replica whose clock is ahead: it changes nothing.
+        await store.heartbeat(EDGE_ID, {"backlog": 200, "paused": 1}, now_ms=now + 700, sent_ms=now - 900)
+        await connection.aclose()
+
+    asyncio.run(beats())
+    (edge,) = client.get("/api/edges/").json()
+    assert (edge["backlog"], edge["paused"]) == (0, False)
