@@ -94,13 +94,19 @@ class Holder:
         when = datetime.fromtimestamp(self.since, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
         return f"on {self.host or 'an unknown host'} (pid {self.pid}, since {when})"
 
+    def here(self):
+        """Whether this holder ran on this host. A host of the same name but another machine id is another
+        host: its pid says nothing here."""
+        return self.host == socket.gethostname() and (not self.machine or self.machine == machine_id())
+
     def stale(self):
-        """True if this holder ran on this host and its process is gone (or the pid is a newer process).
-        A holder on a host of the same name but another machine id is another host's: trusted until its
-        TTL runs out, as its pid says nothing here."""
-        if self.host != socket.gethostname() or (self.machine and self.machine != machine_id()):
-            return False
-        return not _process_alive_since(self.pid, self.since)
+        """True if this holder ran on this host and its process is gone (or the pid is a newer process); a
+        holder elsewhere is trusted until its TTL runs out."""
+        return self.here() and not _process_alive_since(self.pid, self.since)
+
+    def alive_here(self):
+        """True if this holder's process runs on this host now (the one to signal, and nobody else)."""
+        return self.here() and _process_alive_since(self.pid, self.since)
 
 
 @functools.cache

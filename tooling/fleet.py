@@ -7,6 +7,7 @@ cloud store (a Redis URL and key prefix). The edges dial every replica (FOG_CLOU
 `close()` ends every process the fleet started, workers included, and removes what it created.
 """
 
+import contextlib
 import json
 import os
 import shutil
@@ -80,15 +81,15 @@ class Edge:
         return (datetime.fromisoformat(first), datetime.fromisoformat(last)) if first and last else None
 
     def loop_pids(self, loops=LOOPS):
-        """Pids of the worker processes that hold this edge's loops now: not a lock left by a process that
-        ended, whose pid may belong to another process by now (close() kills these pids)."""
+        """Pids of the worker processes on this host that hold this edge's loops now: not a lock left by a
+        process that ended, whose pid may belong to another process by now (close() kills these pids)."""
         from edge_app.control import EdgeControl
 
         client = redis_lib.Redis.from_url(self.redis_url)
         try:
             control = EdgeControl(self.edge_id, connection=client)
             holders = [control.holder(loop) for loop in loops]
-            return [held.pid for held in holders if held and held.pid and not held.stale()]
+            return [held.pid for held in holders if held and held.alive_here()]
         finally:
             client.close()
 
@@ -119,7 +120,8 @@ class Fleet:
                 self._flush_edge_redis(edge)
                 self._run("migrate", "-v", "0", env=edge.env)
         except BaseException:  # nobody gets a fleet to close: its topics, keys and folder go now
-            self.close()
+            with contextlib.suppress(Exception):  # the error that stopped the setup is the one to see
+                self.close()
             raise
 
     # --- setup ---------------------------------------------------------------
@@ -264,17 +266,32 @@ class Fleet:
     # --- the end -------------------------------------------------------------------
 
     def close(self):
+        """End every process, then remove the topics, keys and folder. A step that fails (a service that is
+        down) does not keep the later ones from running; the first failure is raised at the end."""
+        errors = []
+
+        def attempt(step, *args):
+            try:
+                step(*args)
+            except Exception as exc:  # noqa: BLE001 -- raised once everything else was tried
+                errors.append(exc)
+
         for edge in self.edges:
             if edge.proc is not None:
                 _stop(edge.proc)
-            for pid in edge.loop_pids():
-                try:
-                    os.kill(pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
+            attempt(_kill_all, edge.loop_pids)
         for proc, _, _ in self.replicas:
             if proc is not None:
                 _stop(proc)
+        attempt(self._delete_topics)
+        for edge in self.edges:
+            attempt(self._flush_edge_redis, edge)
+        attempt(delete_prefix, self.cloud_redis_url, self.prefix)
+        shutil.rmtree(self.folder, ignore_errors=True)
+        if errors:
+            raise errors[0]
+
+    def _delete_topics(self):
         from kafka.admin import KafkaAdminClient
 
         admin = KafkaAdminClient(bootstrap_servers=self.bootstrap, client_id="fog-fleet")
@@ -284,10 +301,14 @@ class Fleet:
             pass
         finally:
             admin.close()
-        for edge in self.edges:
-            self._flush_edge_redis(edge)
-        delete_prefix(self.cloud_redis_url, self.prefix)
-        shutil.rmtree(self.folder, ignore_errors=True)
+
+
+def _kill_all(pids):
+    for pid in pids():
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
 
 
 def _stop(proc):

@@ -20,6 +20,7 @@ scenario's thread unwinds instead of carrying on against killed processes.
 
 import atexit
 import json
+import logging
 import os
 import shutil
 import signal
@@ -42,6 +43,7 @@ from tooling.net import POLL_INTERVAL_S, free_port, wait_for
 from tooling.localservices import Kafka, Paths, Redis
 
 ROOT = Path(__file__).resolve().parent.parent.parent
+log = logging.getLogger("fog.chaos")
 SECRET = "chaos-secret-not-for-production"
 LOOPS = ("ingest", "sender", "heartbeat")
 STARTED = set()  # every process a Pipeline started and has not yet reaped
@@ -218,7 +220,7 @@ class Pipeline:
         finally:
             client.close()
         # A lock its process left behind names a pid that may be another process's by now: not ours to kill.
-        return held.pid if held and held.pid and not held.stale() else None
+        return held.pid if held and held.alive_here() else None
 
     def kill_loop(self, loop):
         """SIGKILL the worker process that runs one of the edge's loops."""
@@ -383,7 +385,11 @@ class Pipeline:
             for proc in reversed(self._procs):  # the newest first: the stream, then the edge, then the cloud
                 _kill(proc)
             for loop in LOOPS:
-                pid = self.loop_pid(loop)
+                try:
+                    pid = self.loop_pid(loop)
+                except Exception:  # noqa: BLE001 -- the edge Redis is down: the proxies still go
+                    log.warning("could not read who runs the %s loop of %s", loop, self.edge_id, exc_info=True)
+                    continue
                 if pid:
                     _signal(pid)
             for proxy in (self.proxy_hb, self.proxy_data):
