@@ -5,7 +5,7 @@ import sys
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
-from simulation.producer import CLIENTS, KafkaUnavailable
+from simulation.producer import CLIENTS, STOP_FLUSH_S, KafkaUnavailable
 from simulation.scenario import Options, run
 from simulation.sources import DataError
 
@@ -25,7 +25,9 @@ def speed(text):
 class Command(BaseCommand):
     help = ("Simulate households in a mosaik co-simulation and stream their power readings into Kafka, "
             "from Gem House CSV files (--data) or synthetic load profiles. SIGINT or SIGTERM stops it "
-            "cleanly: what was sent is flushed, the summary line says ended=SIGINT (or SIGTERM), exit status 0.")
+            "cleanly: what was sent is flushed, the summary line says ended=SIGINT (or SIGTERM), exit status 0. "
+            f"While Kafka is away a stop waits at most {STOP_FLUSH_S} s for it; the readings it did not take are "
+            "counted as failed (exit status 1).")
 
     def add_arguments(self, parser):
         source = parser.add_mutually_exclusive_group()
