@@ -11,6 +11,8 @@ silently dropped: `close()` says how many were lost.
 """
 
 import logging
+import threading
+import time
 
 log = logging.getLogger("fog.simulation")
 
@@ -20,6 +22,7 @@ BATCH_BYTES = 1024 * 1024
 QUEUE_MAX_MESSAGES = 1_000_000  # librdkafka's local queue; full while Kafka is away, then send() waits
 # A stopped run waits this long for Kafka to take what is queued: process managers kill soon after asking.
 STOP_FLUSH_S = 5
+FLUSH_SLICE_S = 0.25  # a stop request is seen this often while the run's end waits for Kafka
 
 
 class KafkaUnavailable(Exception):
@@ -91,12 +94,13 @@ class ConfluentProducer:
         self.producer.poll(0)
 
     def close(self, timeout=60):
-        """Wait for every message; anything still unsent after `timeout` is counted as failed."""
-        timeout = min(timeout, STOP_FLUSH_S) if self.stop_flag() else timeout
-        left = self.producer.flush(timeout)
+        """Wait for every message; anything still unsent after `timeout` (STOP_FLUSH_S once a stop is asked
+        for) is counted as failed."""
+        flushed = flush_in_slices(lambda seconds: self.producer.flush(seconds) == 0, timeout, self.stop_flag)
+        left = 0 if flushed else len(self.producer)
         if left:
             self.failed += left
-            self.first_error = self.first_error or f"{left} readings still unsent after {timeout} s"
+            self.first_error = self.first_error or f"{left} readings still unsent when the run ended"
         self.sent = self.produced - self.failed
         return self.failed
 
@@ -112,6 +116,7 @@ class KafkaPythonProducer:
         self.sent = self.failed = self.produced = 0
         self.first_error = None
         self._stalled = False  # the last send found no metadata for the topic within max_block_ms
+        self._counting = threading.Lock()
         try:
             self.producer = KafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=LINGER_MS,
                                           batch_size=BATCH_BYTES, max_block_ms=CONNECT_TIMEOUT_S * 1000,
@@ -124,7 +129,8 @@ class KafkaPythonProducer:
         self.sent += 1
 
     def _error(self, exc):
-        self.failed += 1
+        with self._counting:  # errbacks run on kafka-python's I/O thread, a stalled send's on ours
+            self.failed += 1
         if self.first_error is None:
             self.first_error = str(exc)
             log.error("Kafka refused a reading (topic %s): %s", self.topic, exc)
@@ -147,14 +153,26 @@ class KafkaPythonProducer:
         pass
 
     def close(self, timeout=60):
-        """Wait for every message; anything still unsent after `timeout` is counted as failed."""
-        timeout = min(timeout, STOP_FLUSH_S) if self.stop_flag() else timeout
+        """Wait for every message; anything still unsent after `timeout` (STOP_FLUSH_S once a stop is asked
+        for) is counted as failed."""
+
+        def flush(seconds):
+            try:
+                self.producer.flush(seconds)
+            except self._timeout:
+                return False
+            return True
+
+        if not flush_in_slices(flush, timeout, self.stop_flag):
+            # close() would flush again and raise again: end the I/O thread without sending instead. It fails
+            # what is left (their errbacks run on it) before the join returns, so nothing is counted twice.
+            self.producer._sender.force_close()
+            self.producer._sender.join(CONNECT_TIMEOUT_S)
+            timeout = 0
         try:
-            self.producer.flush(timeout)
-            flushed = True
-        except self._timeout:
-            flushed = False
-        self.producer.close(timeout if flushed else 0)  # 0: what is left is dropped (and failed) now
+            self.producer.close(timeout)
+        except self._timeout:  # its I/O thread outlived the join: what it holds is counted below
+            pass
         left = self.produced - self.sent - self.failed
         if left > 0:
             self.failed += left
@@ -163,6 +181,19 @@ class KafkaPythonProducer:
 
 
 CLIENTS = {"confluent": ConfluentProducer, "kafka-python": KafkaPythonProducer}
+
+
+def flush_in_slices(flush, timeout, stop_flag):
+    """Call `flush(seconds)` in short slices until it says all went out (True) or `timeout` is up (False);
+    a stop request, also one that comes while it waits, cuts the time left to STOP_FLUSH_S."""
+    deadline, cut = time.monotonic() + timeout, False
+    while True:
+        if not cut and stop_flag():
+            deadline, cut = min(deadline, time.monotonic() + STOP_FLUSH_S), True
+        if flush(max(0.0, min(FLUSH_SLICE_S, deadline - time.monotonic()))):
+            return True
+        if time.monotonic() >= deadline:
+            return False
 
 
 class _QuietLogger:
