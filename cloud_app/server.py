@@ -24,7 +24,7 @@ import pynng
 
 from cloud_app.engine import STORE_ERRORS
 from cloud_app.postal import locate
-from cloud_app.store import StoreRefused
+from cloud_app.store import BEAT_NEW, BEAT_REPLAYED, StoreRefused
 from fogwire import protocol as wire
 
 log = logging.getLogger("fog.cloud")
@@ -75,13 +75,16 @@ class CloudServer:
         except wire.ProtocolError as exc:
             return await self._refuse_frame(frame, exc, "heartbeat", edge)
         try:
-            if not await self.store.heartbeat(edge, state, nonce=nonce, sent_ms=payload["ts"]):
+            taken = await self.store.heartbeat(edge, state, nonce=nonce, sent_ms=payload["ts"])
+            if taken == BEAT_REPLAYED:
                 return await self._refuse_frame(frame, wire.ProtocolError(
                     wire.R_REPLAYED, "this heartbeat was taken before (by this cloud or another replica)"),
                     "heartbeat", edge)
         except STORE_ERRORS as exc:
             log.warning("heartbeat from %s not recorded: Redis: %s", edge, exc)
-        self._merge_beat(edge, state)
+            taken = BEAT_NEW  # the live page still hears of it
+        if taken == BEAT_NEW:  # an older beat that came late must not show its state on the live page either
+            self._merge_beat(edge, state)
         self.counts["heartbeats"] += 1
         return wire.heartbeat_reply(edge, self.secrets[edge], nonce)
 

@@ -267,14 +267,14 @@ end
 if (not last) or now > tonumber(last) then redis.call('HSET', KEYS[1], 'last_heartbeat_ms', ARGV[1]) end
 -- The edge's state goes by the edge's own clock: beats that reach replicas whose clocks differ, or come
 -- within one millisecond, keep the order the edge sent them in (the later of two equal ones wins).
-local sent = tonumber(ARGV[9])
-if sent >= tonumber(redis.call('HGET', KEYS[1], 'beat_sent_ms') or '-1') then
-  redis.call('HSET', KEYS[1], 'backlog', ARGV[2], 'paused', ARGV[7], 'beat_sent_ms', ARGV[9])
-end
 redis.call('SADD', KEYS[2], ARGV[5])
+local sent = tonumber(ARGV[9])
+if sent < tonumber(redis.call('HGET', KEYS[1], 'beat_sent_ms') or '-1') then return 2 end
+redis.call('HSET', KEYS[1], 'backlog', ARGV[2], 'paused', ARGV[7], 'beat_sent_ms', ARGV[9])
 redis.call('SET', KEYS[4], ARGV[2], 'EX', tonumber(ARGV[4]))
 return 0
 """
+BEAT_NEW, BEAT_REPLAYED, BEAT_OLDER = "new", "replayed", "older"  # what CloudStore.heartbeat made of a beat
 
 
 def tuple_field(household, window_start, window_end):
@@ -428,22 +428,23 @@ class CloudStore:
     async def heartbeat(self, edge, state, now_ms=None, nonce=None, sent_ms=None):
         """Record a beat and the edge state it carried (wire.HEARTBEAT_STATE fields, as numbers; `paused`:
         the edge's ingest waits for its disk budget); a gap of more than OFFLINE_AFTER_MS since the last one
-        is an offline period. The backlog and pause of the beat the edge sent last (`sent_ms`, its clock;
-        default now) are kept. With its `nonce`, a beat any replica took before (within the time its clock is
-        accepted) records nothing: returns False, True otherwise."""
+        is an offline period. The state of the beat the edge sent last (`sent_ms`, its clock; default now) is
+        kept: an older beat that comes late counts as a beat, its state does not (BEAT_OLDER). With its
+        `nonce`, a beat any replica took before (within the time its clock is accepted) records nothing
+        (BEAT_REPLAYED). Otherwise BEAT_NEW."""
         now_ms = now_ms or int(time.time() * 1000)
         keys = [self.keys.edge(edge), self.keys.edges(shard_of(edge)), self.keys.offline(edge),
                 self.keys.backlog_minute(edge, now_ms // 60000),
                 self.keys.beat_nonce(edge, nonce) if nonce else self.keys.edge(edge)]  # unused without a nonce
-        replayed = await self._beat(keys=keys, args=[
+        outcome = await self._beat(keys=keys, args=[
             now_ms, int(state.get("backlog", 0)), OFFLINE_AFTER_MS, ROLLUP_KEEP_S, edge, OFFLINE_MAX,
             int(state.get("paused", 0)), 2 * wire.HEARTBEAT_SKEW_MS if nonce else "", sent_ms or now_ms])
-        if replayed:
-            return False
+        if outcome:
+            return BEAT_REPLAYED if outcome == 1 else BEAT_OLDER
         extra = {name: value for name, value in state.items() if name not in ("backlog", "paused")}
         if extra:
             await self.redis.hset(self.keys.edge(edge), mapping=extra)
-        return True
+        return BEAT_NEW
 
     async def check_durable(self):
         """'' when writes are fsynced before Redis answers (on a cluster: on every primary); otherwise what

@@ -95,19 +95,23 @@ def test_it_keeps_the_backlog_of_the_beat_the_edge_sent_last(client, cloud_setti
     import time
 
     from cloud_app.engine import connect_async
-    from cloud_app.store import CloudStore
+    from cloud_app.store import BEAT_NEW, BEAT_OLDER, CloudStore
 
     now = int(time.time() * 1000)
 
     async def beats():
         connection = connect_async(redis_url)
         store = CloudStore(connection, cloud_prefix)
-        await store.heartbeat(EDGE_ID, {"backlog": 360}, now_ms=now, sent_ms=now - 5)
-        await store.heartbeat(EDGE_ID, {"backlog": 0}, now_ms=now, sent_ms=now - 4)  # the same millisecond here
+        taken = [await store.heartbeat(EDGE_ID, {"backlog": 360}, now_ms=now, sent_ms=now - 5),
+                 await store.heartbeat(EDGE_ID, {"backlog": 0}, now_ms=now, sent_ms=now - 4)]  # the same ms here
         # An older beat, answered late by a replica whose clock is ahead: it changes nothing.
-        await store.heartbeat(EDGE_ID, {"backlog": 200, "paused": 1}, now_ms=now + 700, sent_ms=now - 900)
+        taken.append(await store.heartbeat(EDGE_ID, {"backlog": 200, "paused": 1}, now_ms=now + 700,
+                                           sent_ms=now - 900))
         await connection.aclose()
+        return taken
 
-    asyncio.run(beats())
+    assert asyncio.run(beats()) == [BEAT_NEW, BEAT_NEW, BEAT_OLDER]  # the server shows the live page only new ones
     (edge,) = client.get("/api/edges/").json()
     assert (edge["backlog"], edge["paused"]) == (0, False)
+    history = client.get(f"/api/edges/{EDGE_ID}/history/").json()
+    assert [value for value in history["backlog"] if value is not None][-1] == 0
