@@ -32,7 +32,7 @@ from edge_app.processes import alive
 LOOPS = ("ingest", "sender", "heartbeat")
 CONNECTION = "edge"  # django-rq's name for the edge Redis connection (RQ_QUEUES)
 STOP_CHECK_SECONDS = 0.5
-STOP_ANY_RUN = "1"  # the stop key's value that stops every run (what it always held before runs had their own)
+STOP_ANY_RUN = "*"  # the stop request that stops every run (`runedge --stop`)
 SUPERVISOR_TTL_MS = 10_000  # a supervisor refreshes its record every check (0.5 s)
 LOCK_MARGIN = 2  # a lock lives this many times the longest step
 
@@ -166,18 +166,23 @@ class EdgeControl:
         """Stop the loops of `run`, or (None: `runedge --stop`) of whatever run the edge is in.
 
         A supervisor stops its own run only: one that stalled and lost its record to a newer supervisor
-        must not stop the run that took over."""
-        self.redis.set(self.prefix + "stop", run or STOP_ANY_RUN)
+        must not stop the run that took over. Requests add up (a set), so none overwrites another."""
+        self.redis.sadd(self.prefix + "stops", run or STOP_ANY_RUN)
 
     def reset(self):
-        self.redis.delete(self.prefix + "stop", *(self.prefix + f"done:{loop}" for loop in LOOPS))
+        self.redis.delete(self.prefix + "stop", self.prefix + "stops", *(self.prefix + f"done:{loop}" for loop in LOOPS))
         self._stop_checked, self._stop = 0.0, False
 
     def stop_requested(self):
+        """Whether a stop request names this run (or any run); once it has, it stays so."""
         now = time.monotonic()
-        if now - self._stop_checked >= STOP_CHECK_SECONDS:
-            which = self.redis.get(self.prefix + "stop")
-            self._stop = which is not None and (self.run is None or which.decode() in (STOP_ANY_RUN, self.run))
+        if not self._stop and now - self._stop_checked >= STOP_CHECK_SECONDS:
+            pipe = self.redis.pipeline(transaction=False)
+            pipe.smembers(self.prefix + "stops")
+            pipe.exists(self.prefix + "stop")  # what `runedge --stop` of an older version sets: any run
+            runs, older = pipe.execute()
+            runs = {run.decode() for run in runs}
+            self._stop = bool(older) or STOP_ANY_RUN in runs or (bool(runs) if self.run is None else self.run in runs)
             self._stop_checked = now
         return self._stop
 

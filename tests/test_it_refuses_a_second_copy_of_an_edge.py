@@ -82,6 +82,10 @@ def test_it_lets_a_supervisor_that_lost_its_record_stop_only_its_own_run(redis_u
     EdgeControl(edge, connection, run="old").request_stop("old")
     assert loops_of("old").stop_requested()
     assert not loops_of("new").stop_requested()
+    new = loops_of("new")
     EdgeControl(edge, connection).request_stop()  # runedge --stop, which knows no run
-    assert loops_of("old").stop_requested() and loops_of("new").stop_requested()
-    connection.delete(EdgeControl(edge, connection).prefix + "stop")
+    EdgeControl(edge, connection, run="old").request_stop("old")  # a late one of the old run overwrites nothing
+    assert loops_of("old").stop_requested() and new.stop_requested()
+    connection.delete(EdgeControl(edge, connection).prefix + "stops")
+    assert new.stop_requested()  # once seen, a stop stays seen while the loop winds down
+    connection.delete(EdgeControl(edge, connection).prefix + "stops")
