@@ -118,7 +118,7 @@ def machine_id():
                 text = handle.read().strip()
         except OSError:
             continue
-        if text.isalnum():  # a token field: no ':' may come in
+        if text.isalnum() and text != "uninitialized":  # a token field: no ':'; systemd's placeholder is no id
             return text
     return ""
 
