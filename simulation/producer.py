@@ -176,7 +176,7 @@ class KafkaPythonProducer:
         left = self.produced - self.sent - self.failed
         if left > 0:
             self.failed += left
-            self.first_error = self.first_error or f"{left} readings still unsent after {timeout} s"
+            self.first_error = self.first_error or f"{left} readings still unsent when the run ended"
         return self.failed
 
 
