@@ -170,19 +170,15 @@ class EdgeControl:
         self.redis.sadd(self.prefix + "stops", run or STOP_ANY_RUN)
 
     def reset(self):
-        self.redis.delete(self.prefix + "stop", self.prefix + "stops", *(self.prefix + f"done:{loop}" for loop in LOOPS))
+        self.redis.delete(self.prefix + "stops", *(self.prefix + f"done:{loop}" for loop in LOOPS))
         self._stop_checked, self._stop = 0.0, False
 
     def stop_requested(self):
         """Whether a stop request names this run (or any run); once it has, it stays so."""
         now = time.monotonic()
         if not self._stop and now - self._stop_checked >= STOP_CHECK_SECONDS:
-            pipe = self.redis.pipeline(transaction=False)
-            pipe.smembers(self.prefix + "stops")
-            pipe.exists(self.prefix + "stop")  # what `runedge --stop` of an older version sets: any run
-            runs, older = pipe.execute()
-            runs = {run.decode() for run in runs}
-            self._stop = bool(older) or STOP_ANY_RUN in runs or (bool(runs) if self.run is None else self.run in runs)
+            runs = {run.decode() for run in self.redis.smembers(self.prefix + "stops")}
+            self._stop = STOP_ANY_RUN in runs or (bool(runs) if self.run is None else self.run in runs)
             self._stop_checked = now
         return self._stop
 
@@ -197,6 +193,12 @@ class EdgeControl:
     def holder(self, loop):
         raw = self.redis.get(self.lock_key(loop))
         return Holder.parse(raw) if raw else None
+
+    def pids_here(self, loops=LOOPS):
+        """Pids of the processes on this host that hold these loops now. Not those of other hosts, nor a pid
+        named by a lock whose process ended (it may be another process's by now): the ones to signal."""
+        holders = [self.holder(loop) for loop in loops]
+        return [held.pid for held in holders if held is not None and held.alive_here()]
 
     def holder_pid(self, loop):
         held = self.holder(loop)

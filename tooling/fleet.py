@@ -81,15 +81,12 @@ class Edge:
         return (datetime.fromisoformat(first), datetime.fromisoformat(last)) if first and last else None
 
     def loop_pids(self, loops=LOOPS):
-        """Pids of the worker processes on this host that hold this edge's loops now: not a lock left by a
-        process that ended, whose pid may belong to another process by now (close() kills these pids)."""
+        """Pids of the worker processes on this host that hold this edge's loops now (EdgeControl.pids_here)."""
         from edge_app.control import EdgeControl
 
         client = redis_lib.Redis.from_url(self.redis_url)
         try:
-            control = EdgeControl(self.edge_id, connection=client)
-            holders = [control.holder(loop) for loop in loops]
-            return [held.pid for held in holders if held and held.alive_here()]
+            return EdgeControl(self.edge_id, connection=client).pids_here(loops)
         finally:
             client.close()
 

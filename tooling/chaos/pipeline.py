@@ -216,11 +216,9 @@ class Pipeline:
 
         client = redis.Redis.from_url(self.env["FOG_EDGE_REDIS_URL"])
         try:
-            held = EdgeControl(self.edge_id, client).holder(loop)
+            return next(iter(EdgeControl(self.edge_id, client).pids_here([loop])), None)
         finally:
             client.close()
-        # A lock its process left behind names a pid that may be another process's by now: not ours to kill.
-        return held.pid if held and held.alive_here() else None
 
     def kill_loop(self, loop):
         """SIGKILL the worker process that runs one of the edge's loops."""
