@@ -109,7 +109,7 @@ FOG_CLOUD_MAX_CONNECTIONS = env_int("FOG_CLOUD_MAX_CONNECTIONS", 64, minimum=1, 
 
 # --- Django ---------------------------------------------------------------
 INSTALLED_APPS = [
-    "daphne",
+    "fogsite",  # first: its runserver (Daphne's, for websockets) wins over staticfiles' (fogsite/management)
     "django.contrib.admin",
     "django.contrib.auth",
     "django.contrib.contenttypes",
@@ -121,7 +121,6 @@ INSTALLED_APPS = [
     "drf_spectacular_sidecar",  # Swagger UI's files, served locally (no CDN)
     "channels",
     "django_rq",
-    "fogsite",
     "edge_app",
     "cloud_app",
     "simulation",
