@@ -1,8 +1,9 @@
+import threading
 from pathlib import Path
 
 from django.conf import settings
 
-from tests.conftest import run_manage
+from tests.conftest import ROOT, free_port, run_manage
 
 
 def _pids():
@@ -41,3 +42,31 @@ def test_it_runs_a_local_cluster_when_the_clouds_url_asks_for_one(tmp_path):
                                                    "FOG_VAR_DIR": str(tmp_path)})
     assert result.returncode == 0, result.stderr
     assert f"redis-cluster-{port}: stopped" in result.stdout  # `services up` starts it (as the test session does)
+
+
+
+def test_it_starts_one_server_when_two_ups_run_at_once(tmp_path):
+    """Two terminals, or the two workers of `make test`, asking at the same moment."""
+    from tooling.localservices import Paths, Redis
+
+    port = free_port()
+    together = threading.Barrier(2)
+    started, errors = [], []
+
+    def up():
+        service = Redis(Paths(ROOT, tmp_path), "127.0.0.1", port)
+        together.wait()
+        try:
+            started.append(service.up(lambda line: None))
+        except Exception as error:  # noqa: BLE001 -- the assertion below names it
+            errors.append(error)
+
+    ups = [threading.Thread(target=up) for _ in range(2)]
+    try:
+        for thread in ups:
+            thread.start()
+        for thread in ups:
+            thread.join(60)
+        assert not errors and sorted(started) == [False, True], (errors, started)  # one started it, one found it
+    finally:
+        Redis(Paths(ROOT, tmp_path), "127.0.0.1", port).down(lambda line: None)

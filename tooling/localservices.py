@@ -24,6 +24,7 @@ with a system cluster), password-checked when the URL carries one.
 """
 
 import base64
+import fcntl
 import os
 import pwd
 import shutil
@@ -200,13 +201,20 @@ class Service:
         if not self.local:
             out(f"{self.name}: {where} is not on this machine; nothing started")
             return False
+        self.paths.run.mkdir(parents=True, exist_ok=True)
+        # Two `up`s at once (two terminals, the workers of a parallel test run) start one server: the
+        # second waits here, then finds it running.
+        with open(self.paths.run / f"{self.name}.lock", "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            return self._up(out, where)
+
+    def _up(self, out, where):
         if self.ready():
             pid = self.our_pid()
             out(f"{self.name}: already running on {where}" + (f" (pid {pid})" if pid else " (not started by us)"))
             return False
         if port_open(self.host, self.port):
             raise ServiceError(f"{self.name}: port {where} is taken by something that is not {self.name}")
-        self.paths.run.mkdir(parents=True, exist_ok=True)
         self.paths.log.mkdir(parents=True, exist_ok=True)
         started = time.monotonic()
         self.start(out)
