@@ -33,9 +33,10 @@ def child_pids(pid):
     return children
 
 
-def with_environment(name, value):
+def with_environment(name, value, prefix=False):
     """{pid: command line} of the live processes (but this one) started with NAME=VALUE in their environment,
-    which every child inherits: how a test session finds what it started among other sessions' processes."""
+    which every child inherits: how a test session finds what it started among other sessions' processes.
+    With prefix=True a value that merely starts with VALUE matches too (a parallel session's workers)."""
     marker = f"{name}={value}".encode()
     found = {}
     for pid in _pids():
@@ -43,8 +44,9 @@ def with_environment(name, value):
             continue
         try:
             with open(f"/proc/{pid}/environ", "rb") as env:
-                if marker not in env.read().split(b"\0") or not alive(pid):
-                    continue
+                entries = env.read().split(b"\0")
+            if not any(entry == marker or (prefix and entry.startswith(marker)) for entry in entries) or not alive(pid):
+                continue
             with open(f"/proc/{pid}/cmdline", "rb") as cmdline:
                 found[pid] = cmdline.read().replace(b"\0", b" ").decode(errors="replace").strip()
         except OSError:  # it ended while we looked, or is not ours to read

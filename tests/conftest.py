@@ -14,7 +14,9 @@ environment, which every process it starts inherits; other engineers' test
 sessions on the same machine carry other markers. SIGTERM is turned into
 Ctrl-C so every test's `finally` and every fixture's teardown run; the last
 test (test_it_leaves_no_process_behind) asserts that nothing with the marker
-is still alive, and the session's end names and kills any survivor.
+is still alive, and the session's end names and kills any survivor and fails
+the session. A parallel run (`make test`) keeps the same rules per worker:
+tests/parallel.py.
 """
 
 import atexit
@@ -31,20 +33,29 @@ import redis as redis_lib
 from django.conf import settings
 
 from edge_app.processes import alive, child_pids, with_environment  # noqa: F401  (for the tests)
-from tests import edge_database
+from tests import edge_database, parallel
 from tooling.net import free_port, wait_for  # noqa: F401  (tests import them from here too)
 
 ROOT = Path(__file__).resolve().parent.parent
 TEST_REDIS_DB = int(os.environ.get("FOG_TEST_REDIS_DB", "15"))
 SESSION_ENV = "FOG_TEST_SESSION"
+_SESSION = {}  # the running session, whose exit status the process check may set
 LAST_TEST_FILE = "test_it_leaves_no_process_behind.py"
+# The longest files go first, so that in a parallel run (`make test`) the other worker fills the time beside them
+# rather than one worker running them alone at the end: the fault matrix, the benchmarks, the kills of processes.
+FIRST_TEST_FILES = ("test_it_survives_faults.py", "test_it_runs_the_benchmarks.py",
+                    "test_it_recovers_from_an_ingest_kill.py", "test_it_ends_workers_with_their_supervisor.py")
 
 os.environ.setdefault(SESSION_ENV, uuid.uuid4().hex)  # inherited by every process the suite starts
 
 
 def session_processes():
-    """{pid: command line} of the live processes (other than this one) that this test session started."""
-    return with_environment(SESSION_ENV, os.environ[SESSION_ENV])
+    """{pid: command line} of the live processes (other than this one) that this test session started. A
+    parallel run's controller starts none itself: it looks for its workers' (tests/parallel.py)."""
+    marker = os.environ[SESSION_ENV]
+    if parallel.RUN["controller"]:
+        return with_environment(SESSION_ENV, f"{marker}-", prefix=True)
+    return with_environment(SESSION_ENV, marker)
 
 
 def _kill_survivors():
@@ -66,29 +77,41 @@ def pytest_addoption(parser):
 
 
 def pytest_configure(config):
+    parallel.configure(config, SESSION_ENV, session_processes, _kill_survivors, wait_for)
     if hasattr(signal, "SIGTERM"):
         signal.signal(signal.SIGTERM, _sigterm_as_ctrl_c)
     atexit.register(_kill_survivors)
 
 
 def pytest_collection_modifyitems(session, config, items):
-    """The process check runs last, after every other test and module-scoped fixture has ended; the
-    PostgreSQL pass keeps what it needs (tests/edge_database.py)."""
+    """The process check runs last, after every other test and module-scoped fixture has ended, and the
+    longest files first; the PostgreSQL pass keeps what it needs (tests/edge_database.py)."""
     deselected = edge_database.deselected(config, items)
     if deselected:
         dropped = set(deselected)
         items[:] = [item for item in items if item not in dropped]
         config.hook.pytest_deselected(items=deselected)
-    items.sort(key=lambda item: item.nodeid.split("::")[0].endswith(LAST_TEST_FILE))
+    items.sort(key=lambda item: (item.nodeid.split("::")[0].endswith(LAST_TEST_FILE),
+                                 not item.nodeid.split("::")[0].endswith(FIRST_TEST_FILES)))
+
+
+def pytest_sessionstart(session):
+    _SESSION["session"] = session
 
 
 def pytest_terminal_summary(terminalreporter, exitstatus, config):
-    survivors = _kill_survivors()
+    """Names and kills what the session left running (in a parallel run: what the workers reported, and
+    anything of theirs still alive), and fails the session for it."""
+    if parallel.worker_id(config):
+        return  # the worker has reported its own to the controller (tests/parallel.py)
+    survivors = {**parallel.reported_survivors(config), **_kill_survivors()}
     if survivors:
         terminalreporter.write_sep("=", f"{len(survivors)} process(es) this session started outlived it (now killed)",
                                    red=True)
-        for pid, cmdline in sorted(survivors.items()):
+        for pid, cmdline in sorted(survivors.items(), key=lambda survivor: int(survivor[0])):
             terminalreporter.write_line(f"  pid {pid}: {cmdline}")
+        if not _SESSION["session"].exitstatus:
+            _SESSION["session"].exitstatus = pytest.ExitCode.TESTS_FAILED
 
 
 @pytest.fixture(scope="session")

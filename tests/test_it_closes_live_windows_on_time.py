@@ -9,6 +9,8 @@ import pytest
 from edge_app.windows import LIVE_WITHIN_MS, WindowBook
 from tests.conftest import produce, reading
 
+pytestmark = pytest.mark.serial  # windows must close within a poll of their wall-clock due time
+
 W, GRACE, LIVE_GRACE = 5000, 2000, 500
 NOW = 1_800_000_000_000  # the edge's clock in the pure tests: a multiple of 5 s
 

@@ -107,6 +107,7 @@ def test_it_collects_anywhere_when_long_overdue(collections):
     assert taken.handle_one_step()  # overdue: even in the middle of the work
 
 
+@pytest.mark.serial  # wall-clock time to 50 ms
 def test_it_gives_the_ingest_the_time_to_its_next_live_window():
     from edge_app.ingest import Ingestor
 
@@ -121,6 +122,7 @@ def test_it_gives_the_ingest_the_time_to_its_next_live_window():
     assert ingest.room_s() == pytest.approx(due_s - time.time(), abs=0.05)
 
 
+@pytest.mark.serial  # wall-clock time to 100 ms
 def test_it_offers_the_simulation_s_wait_for_its_next_step():
     offered = []
 

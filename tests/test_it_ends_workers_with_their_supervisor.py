@@ -32,6 +32,7 @@ def _end(proc, pids):
 
 
 @pytest.mark.slow
+@pytest.mark.serial  # a wall-clock bound: the workers follow within FOLLOW_SECONDS
 @pytest.mark.parametrize("kill", ["supervisor", "process group"])
 def test_it_ends_every_worker_within_two_seconds_of_a_sigkill_of_the(kill, kafka_bootstrap, topic, edge_env,
                                                                      redis_url, cloud_prefix):

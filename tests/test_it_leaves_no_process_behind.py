@@ -11,6 +11,8 @@ import pytest
 from tests.conftest import session_processes, wait_for
 from tests.edge_database import owned_server_pids
 
+pytestmark = pytest.mark.serial  # the serial pass's last test; a parallel run's controller checks its workers
+
 
 def survivors():
     owned = owned_server_pids()

@@ -1,5 +1,6 @@
 """The suite's own hygiene, run on a small session of its own: a process a test leaves behind is named and
-killed when the session ends, also when the session is stopped by SIGTERM."""
+killed when the session ends, which fails the session, also when it is stopped by SIGTERM; in a parallel
+run (tests/parallel.py) too, where a stopped run's workers still finish their teardown."""
 
 import os
 import re
@@ -7,25 +8,40 @@ import signal
 import subprocess
 import sys
 
+import pytest
+
 from tests.conftest import ROOT, SESSION_ENV, alive, wait_for
 
 LEAKY = '''
 import subprocess, time
 
-def test_leaves_a_process():
+import pytest
+
+
+@pytest.fixture
+def slow_teardown():
+    yield
+    time.sleep({teardown})  # an interrupted parallel run's worker gets this long (xdist alone would give ~15 s)
+    open({done!r}, "w").close()
+
+
+def test_leaves_a_process(slow_teardown):
     subprocess.Popen(["sleep", "{seconds}"], start_new_session=True)  # out of reach of a terminal's Ctrl-C
     time.sleep({wait})
 '''
+PARALLEL = ["-n", "2", "--dist", "loadfile", "--no-loadscope-reorder"]  # as `make test` runs the suite
+SLOWER_THAN_XDIST_WAITS_S = 17
 
 
-def _session(tmp_path, wait):
-    seconds = 300 + os.getpid() % 1000  # a command line this test can tell apart from any other
-    (tmp_path / "test_leaky.py").write_text(LEAKY.format(seconds=seconds, wait=wait))
+def _session(tmp_path, wait, options=(), teardown=0, **popen):
+    seconds = 300 + (os.getpid() + len(options)) % 1000  # a command line this test can tell apart from any other
+    (tmp_path / "test_leaky.py").write_text(LEAKY.format(seconds=seconds, wait=wait, teardown=teardown,
+                                                         done=str(tmp_path / "torn-down")))
     env = {k: v for k, v in os.environ.items() if k != SESSION_ENV}  # its own marker, not ours
     env.update(DJANGO_SETTINGS_MODULE="fogsite.settings", PYTHONPATH=str(ROOT))
     proc = subprocess.Popen([sys.executable, "-m", "pytest", "-p", "tests.conftest", str(tmp_path / "test_leaky.py"),
-                             "-q", "-p", "no:cacheprovider", "--rootdir", str(tmp_path)], cwd=ROOT, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+                             "-q", "-p", "no:cacheprovider", "--rootdir", str(tmp_path), *options], cwd=ROOT, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, **popen)
     return proc, f"sleep {seconds}"
 
 
@@ -35,11 +51,13 @@ def _reported_pid(out, command):
     return int(match.group(1))
 
 
-def test_it_names_and_kills_a_survivor_at_the_end(tmp_path):
-    proc, command = _session(tmp_path, wait=0)
+@pytest.mark.parametrize("options", [(), PARALLEL], ids=["serial", "parallel"])
+def test_it_names_and_kills_a_survivor_at_the_end_and_fails_the_run(tmp_path, options):
+    proc, command = _session(tmp_path, wait=0, options=options)
     out, _ = proc.communicate(timeout=120)
     pid = _reported_pid(out, command)
     assert wait_for(lambda: not alive(pid), timeout=10)
+    assert proc.returncode == pytest.ExitCode.TESTS_FAILED and "1 passed" in out, out
 
 
 def test_it_ends_a_survivor_when_the_session_is_stopped_by_sigterm(tmp_path):
@@ -53,3 +71,19 @@ def test_it_ends_a_survivor_when_the_session_is_stopped_by_sigterm(tmp_path):
         proc.kill()
     pid = _reported_pid(out, command)
     assert wait_for(lambda: not alive(pid), timeout=10)
+
+
+def test_it_lets_each_worker_of_a_parallel_run_finish_its_teardown_when_stopped_by_sigterm(tmp_path):
+    proc, command = _session(tmp_path, wait=120, options=PARALLEL, teardown=SLOWER_THAN_XDIST_WAITS_S,
+                             preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))  # as `make test &` runs
+    try:
+        assert wait_for(lambda: subprocess.run(["pgrep", "-f", f"^{command}$"], capture_output=True).returncode == 0,
+                        timeout=60, interval=0.2)
+        proc.send_signal(signal.SIGTERM)  # to the controller only, as a CI runner stops a job
+        out, _ = proc.communicate(timeout=120)
+    finally:
+        proc.kill()
+    pid = _reported_pid(out, command)
+    assert wait_for(lambda: not alive(pid), timeout=10)
+    assert (tmp_path / "torn-down").exists(), out  # the worker's fixture ran to its end
+    assert proc.returncode == pytest.ExitCode.INTERRUPTED, out

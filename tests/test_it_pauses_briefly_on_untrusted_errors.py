@@ -25,6 +25,7 @@ ERRORS = {
 }
 
 
+@pytest.mark.serial  # the pause is measured against the wall clock
 @pytest.mark.django_db(transaction=True)
 @pytest.mark.parametrize("error", ERRORS)
 def test_it_backs_off_long_only_for_the_clouds_own_refusal(error):

@@ -52,6 +52,7 @@ def test_it_refuses_a_non_positive_duration(until):
     assert "--until must be positive" in _run("--until", until)
 
 
+@pytest.mark.serial  # a wall-clock bound
 def test_it_says_within_fifteen_seconds_that_kafka_is_unreachable():
     port = free_port()
     started = time.monotonic()

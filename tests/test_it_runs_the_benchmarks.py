@@ -30,7 +30,8 @@ LATENCY_TARGETS = {"realtime"}  # "< 1 s"
 TARGET = re.compile(r"(<=|<)\s*([\d,.]+)")
 
 
-@pytest.mark.parametrize("name", SMALL)
+@pytest.mark.parametrize("name", [pytest.param(name, marks=[pytest.mark.serial] if name in LATENCY_TARGETS else [])
+                                  for name in SMALL])  # serial: a latency target is wall-clock time
 def test_it_runs_the_benchmark_beside_its_baseline_and_meets_what_it_promises(services, name):
     result = run_manage("bench", name, *SMALL[name], "--json", timeout=600)
     assert result.returncode == 0, result.stderr
@@ -201,6 +202,7 @@ def test_it_runs_e2e_on_its_redis_settings_and_puts_the_servers_own_back(own_red
         client.close()
 
 
+@pytest.mark.serial  # freshness is wall-clock time
 def test_it_measures_the_whole_pipeline_from_window_end_to_the_page(services, tmp_path, settings):
     """`bench e2e` at a small size: every tuple's freshness includes its grace (a window closed before its grace
     is up would lose the readings still on their way), the stages say where the time went, and --write puts the

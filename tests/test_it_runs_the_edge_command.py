@@ -41,6 +41,7 @@ def test_it_runs_a_burst_to_the_end_and_summarises(kafka_client, kafka_bootstrap
                      again.stdout.strip().splitlines()[-1]), again.stdout
 
 
+@pytest.mark.serial  # a wall-clock bound
 def test_it_stops_every_loop_within_five_seconds_on_a_signal_and_says_so(kafka_bootstrap, topic, edge_env,
                                                                         redis_url, cloud_prefix):
     produce(kafka_bootstrap, topic, [reading("h", T0, 1.0)])

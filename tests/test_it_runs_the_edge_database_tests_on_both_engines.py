@@ -9,6 +9,7 @@ stops its server and removes its folder.
 
 import os
 import re
+import shlex
 import signal
 import subprocess
 import sys
@@ -107,6 +108,7 @@ def test_it_stops_its_postgresql_and_removes_its_folder_when_interrupted():
 
 def test_it_runs_the_edge_database_tests_again_on_postgresql_in_make_test():
     recipe = (ROOT / "Makefile").read_text().split("\ntest:", 1)[1].split("\n\n", 1)[0]
-    runs = [line.split() for line in recipe.splitlines() if "pytest" in line]
-    assert len(runs) == 2 and not {OPTION, "-m"} & set(runs[0]), runs  # the whole suite on SQLite first
-    assert " ".join(runs[1]).endswith(f"{OPTION} postgres -m edge_db"), runs
+    *sqlite, postgres = [shlex.split(line) for line in recipe.splitlines() if "pytest" in line]
+    assert sqlite and not any(OPTION in run for run in sqlite), recipe  # the whole suite on SQLite first,
+    assert sorted(run[run.index("-m") + 1] for run in sqlite) == ["not serial", "serial"], recipe  # each test once
+    assert " ".join(postgres).endswith(f"{OPTION} postgres -m edge_db"), recipe

@@ -5,6 +5,8 @@ import time
 from collections import defaultdict
 from zoneinfo import ZoneInfo
 
+import pytest
+
 from simulation.sources import SyntheticHousehold, read_folder
 from tests.conftest import consume_all, run_manage, write_gem_csv
 
@@ -75,6 +77,7 @@ def test_it_paces_a_speed_run_against_the_clock_and_reports_its_lag(kafka_bootst
     assert elapsed >= 1.5  # the last step (6 s simulated) is due 1.5 s after the first at 4x
 
 
+@pytest.mark.serial  # a wall-clock bound: within 500 ms of the moment it carries
 def test_it_sends_a_real_time_reading_at_the_moment_it_carries(kafka_bootstrap, topic):
     """With --start now at real time, each step goes out when the wall clock reaches its event time, not
     start-up time and a step's rounding later: the edge's live windows wait for exactly that delay."""
@@ -91,6 +94,7 @@ def test_it_sends_a_real_time_reading_at_the_moment_it_carries(kafka_bootstrap, 
     assert max(delays) < 500, f"readings went out up to {max(delays)} ms after the moment they carry"
 
 
+@pytest.mark.serial  # a wall-clock bound: within 300 ms
 def test_it_starts_a_real_time_run_at_the_next_step_when_setting_up_outlasted_its_boundary():
     """Many households take long to set up: if the step boundary --start now chose has passed, the run starts at
     the next one and stamps its readings with it, instead of sending its first steps late."""

@@ -66,6 +66,7 @@ def _frame(rng):
 
 
 @pytest.mark.slow
+@pytest.mark.serial  # a rate: over 1,000 frames in the fuzz's seconds
 def test_it_answers_every_random_frame_and_still_stores_a_good_batch(services):
     hb, data = free_port(), free_port()
     env = {**os.environ, "FOG_CLOUD_KEY_PREFIX": f"fuzz:{uuid.uuid4().hex[:8]}:", "FOG_EDGE_SECRETS": f"{EDGE}:{SECRET}"}
