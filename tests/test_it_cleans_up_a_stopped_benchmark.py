@@ -52,3 +52,26 @@ def test_it_stops_every_process_of_a_benchmark_stopped_by_a_signal(tmp_path, fir
         for pid in {**started, **with_environment(PROBE, probe)}:
             if alive(pid):
                 os.kill(pid, signal.SIGKILL)
+
+
+def test_it_lets_a_stop_wait_until_the_child_it_is_starting_is_recorded():
+    """The stop that failed a loaded run: a signal between a child's fork and its recording left a simulation
+    no cleanup knew of. Now the stop is raised once the child is recorded, where `finally` can end it."""
+    from tooling.bench import common
+    from tooling.signals import SIGNALS, stop_on_signals
+
+    handlers = {each: signal.getsignal(each) for each in SIGNALS}
+    proc = None
+    try:
+        stop_on_signals(lambda line: None)
+        with pytest.raises(KeyboardInterrupt):
+            try:
+                proc = common.manage("help", "runedge", stdout=subprocess.DEVNULL, env={PROBE: uuid.uuid4().hex},
+                                     preexec_fn=lambda: os.kill(os.getppid(), signal.SIGTERM))  # mid-start
+            finally:
+                assert proc is None  # it never reached its caller...
+        started = [each for each in common.STARTED if "runedge" in " ".join(each.args)]
+        assert started and started[-1].wait(60) == 0  # ...but the run has it, and its exit would end it
+    finally:
+        for each, handler in handlers.items():
+            signal.signal(each, handler)

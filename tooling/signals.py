@@ -16,8 +16,29 @@ SIGHUP) stays ignored.
 """
 
 import signal
+import threading
+from contextlib import contextmanager
 
 SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+_HELD = {"depth": 0, "stop": False}  # the main thread's steps a stop must not split, and a stop they held back
+
+
+@contextmanager
+def uninterrupted():
+    """A step of the main thread that a stop must not split, such as starting a child process and recording
+    it: interrupted between the two, the child would be known to no cleanup and outlive the run. A stop
+    that comes meanwhile raises its KeyboardInterrupt when the step is done. Other threads never get one."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    _HELD["depth"] += 1
+    try:
+        yield
+    finally:
+        _HELD["depth"] -= 1
+        if not _HELD["depth"] and _HELD["stop"]:
+            _HELD["stop"] = False
+            raise KeyboardInterrupt
 
 
 def stop_on_signals(out):
@@ -28,6 +49,9 @@ def stop_on_signals(out):
             signal.signal(each, signal.SIG_IGN)
         out(f"{signal.Signals(signum).name}: stopping; cleaning up what this run started "
             "(further signals are ignored until it is done)")
+        if _HELD["depth"]:
+            _HELD["stop"] = True
+            return
         raise KeyboardInterrupt
 
     for each in SIGNALS:

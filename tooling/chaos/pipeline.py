@@ -41,6 +41,7 @@ from edge_app.processes import alive, child_pids
 from tooling.chaos.proxy import Proxy
 from tooling.net import POLL_INTERVAL_S, free_port, wait_for
 from tooling.localservices import Kafka, Paths, Redis
+from tooling.signals import uninterrupted
 
 ROOT = Path(__file__).resolve().parent.parent.parent
 log = logging.getLogger("fog.chaos")
@@ -175,7 +176,7 @@ class Pipeline:
 
     def _manage(self, *args, env=None, output=None):
         """Start `manage.py args` (its output to `output`, default a log file named after the command)."""
-        with self._lock:
+        with self._lock, uninterrupted():  # a stop waits until close() can find the process
             self._check_open()
             with open(self.folder / f"{args[0]}.log", "ab") as log:
                 proc = subprocess.Popen([sys.executable, str(ROOT / "manage.py"), *args], cwd=ROOT,
