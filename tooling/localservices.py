@@ -202,10 +202,18 @@ class Service:
             out(f"{self.name}: {where} is not on this machine; nothing started")
             return False
         self.paths.run.mkdir(parents=True, exist_ok=True)
+        try:
+            lock = open(self.paths.run / f"{self.name}.lock", "a")
+        except PermissionError:  # another user's var/run: it can only tell what runs, as before
+            return self._up(out, where)
         # Two `up`s at once (two terminals, the workers of a parallel test run) start one server: the
         # second waits here, then finds it running.
-        with open(self.paths.run / f"{self.name}.lock", "w") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)
+        with lock:
+            try:
+                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                out(f"{self.name}: another 'services up' is starting it; waiting")
+                fcntl.flock(lock, fcntl.LOCK_EX)
             return self._up(out, where)
 
     def _up(self, out, where):
@@ -368,13 +376,13 @@ class RedisCluster(Service):
     def url(self):
         return f"redis+cluster://{self.host}:{self.port}/"
 
-    def up(self, out):
-        if self.local and not self.ready() and any(node.ready() for node in self.nodes):
+    def _up(self, out, where):
+        if not self.ready() and any(node.ready() for node in self.nodes):
             self.start(out)  # some nodes run: start the rest and join them, rather than refuse the taken port
             _wait(self.ready, self.ready_seconds, self.name, self.nodes[0].logfile)
             out(f"{self.name}: started on {self.host}:{self.port}..{self.nodes[-1].port}")
             return True
-        return super().up(out)
+        return super()._up(out, where)
 
     def down(self, out):
         stopped = [node.down(out) for node in self.nodes]
@@ -579,10 +587,9 @@ class Postgres(Service):
                     "-c", f"listen_addresses={self.host}", "-c", f"unix_socket_directories={self.cluster}",
                     "-c", "max_wal_size=2GB"], **self._as_server_user())
 
-    def up(self, out):
-        started = super().up(out)
-        if self.local:
-            self.ensure_database()
+    def _up(self, out, where):
+        started = super()._up(out, where)
+        self.ensure_database()  # under the service's lock: two `up`s never both create it
         return started
 
     def ensure_database(self):
