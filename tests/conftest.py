@@ -104,7 +104,7 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config):
     anything of theirs still alive), and fails the session for it."""
     if parallel.worker_id(config):
         return  # the worker has reported its own to the controller (tests/parallel.py)
-    survivors = {**parallel.reported_survivors(config), **_kill_survivors()}
+    survivors = {**parallel.reported_survivors(config), **{str(pid): cmd for pid, cmd in _kill_survivors().items()}}
     if survivors:
         terminalreporter.write_sep("=", f"{len(survivors)} process(es) this session started outlived it (now killed)",
                                    red=True)

@@ -40,12 +40,17 @@ def configure(config, marker_env, session_processes, kill_survivors, wait_for):
     if worker:
         os.environ[marker_env] = f"{os.environ[marker_env]}-{worker}"
         config.pluginmanager.register(Worker(worker, kill_survivors, session_processes, wait_for), "fog-worker")
-    elif config.getoption("dist", default="no") != "no":
+    elif (config.getoption("dist", default="no") != "no" and config.getoption("tx", default=None)
+          and not config.getoption("collectonly")):  # xdist starts workers only with both (plugin.py)
         folder = tempfile.mkdtemp(prefix="fog-test-workers-")
         os.environ[FOLDER_ENV] = folder  # before xdist starts the workers, in pytest_sessionstart
         config.add_cleanup(lambda: _remove(folder))
         config.pluginmanager.register(Controller(Path(folder), wait_for), "fog-controller")
         RUN["controller"] = True
+
+
+def _once_is_enough(signum, frame):
+    pass
 
 
 def reported_survivors(config):
@@ -70,16 +75,17 @@ class Worker:
 
     def pytest_keyboard_interrupt(self):
         # One interrupt ends the run; a second one (the controller's, or execnet's own after 5 s) must not
-        # cut short the teardown that ends what the tests started.
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        # cut short the teardown that ends what the tests started. A handler, not SIG_IGN: the processes a
+        # teardown starts would inherit SIG_IGN and could not be stopped.
+        signal.signal(signal.SIGINT, _once_is_enough)
+        signal.signal(signal.SIGTERM, _once_is_enough)
 
     @pytest.hookimpl(trylast=True)  # after the session's fixtures are torn down
     def pytest_sessionfinish(self, session):
         self.wait_for(lambda: not self.session_processes(), timeout=SETTLE_S, interval=0.5)
         survivors = self.kill_survivors()
         if self.folder:  # a file, not xdist's workeroutput: an interrupted controller no longer reads those
-            (self.folder / f"{self.worker}.survivors").write_text(json.dumps(survivors))
+            (self.folder / f"{self.worker}.survivors").write_text(json.dumps(survivors))  # pids become strings
             (self.folder / f"{self.worker}.done").touch()
 
 
