@@ -50,12 +50,14 @@ demo: bootstrap migrate
 	@echo
 	WEB_PORT=$(WEB_PORT) .venv/bin/honcho start -f Procfile
 
-# The whole suite on SQLite: two workers share the tests (pytest-xdist, a test file at a time, in the
-# suite's order: the longest first; tests/parallel.py keeps the process hygiene), then
-# the tests that time the machine run alone (marker serial). Then the edge's database tests (marker
-# edge_db) once more on a PostgreSQL 15 that each worker of this last run starts and stops itself.
+# The whole suite on SQLite: TEST_WORKERS workers share the tests (pytest-xdist, a test file at a time,
+# the longest first; tests/parallel.py keeps the process hygiene): more than the 2 cores, as many tests
+# wait on windows that close at wall-clock time. Then the tests that time the machine run alone (marker
+# serial). Then the edge's database tests (marker edge_db) once more on a PostgreSQL 15 that each
+# worker of this last run starts and stops itself.
+TEST_WORKERS ?= 3
 test: bootstrap
-	.venv/bin/pytest -n 2 --dist loadfile --no-loadscope-reorder -m "not serial"
+	.venv/bin/pytest -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder -m "not serial"
 	.venv/bin/pytest -m serial
 	.venv/bin/pytest -n 2 --dist loadfile --no-loadscope-reorder --edge-database postgres -m edge_db
 
