@@ -41,7 +41,7 @@ TEST_REDIS_DB = int(os.environ.get("FOG_TEST_REDIS_DB", "15"))
 SESSION_ENV = "FOG_TEST_SESSION"
 _SESSION = {}  # the running session, whose exit status the process check may set
 LAST_TEST_FILE = "test_it_leaves_no_process_behind.py"
-# The longest files go first, so that in a parallel run (`make test`) the other worker fills the time beside them
+# The longest files go first, so that in a parallel run (`make test`) the other workers fill the time beside them
 # rather than one worker running them alone at the end: the fault matrix, the benchmarks, the kills of processes.
 FIRST_TEST_FILES = ("test_it_survives_faults.py", "test_it_runs_the_benchmarks.py",
                     "test_it_recovers_from_an_ingest_kill.py", "test_it_ends_workers_with_their_supervisor.py")

@@ -1,4 +1,4 @@
-"""A parallel run of the suite (`make test`: pytest-xdist, `-n 2 --dist loadfile`) keeps the serial run's
+"""A parallel run of the suite (`make test`: pytest-xdist, `-n TEST_WORKERS --dist loadfile`) keeps the serial run's
 process hygiene.
 
 - Each worker marks what it starts with the session's marker plus its own id, so neither worker's check
@@ -70,8 +70,9 @@ class Worker:
         self.worker, self.kill_survivors, self.session_processes, self.wait_for = (
             worker, kill_survivors, session_processes, wait_for)
         self.folder = Path(os.environ[FOLDER_ENV]) if os.environ.get(FOLDER_ENV) else None
-        if self.folder:
-            (self.folder / f"{worker}.pid").write_text(str(os.getpid()))
+        if self.folder:  # whole or not at all: the controller may read it at any moment
+            (self.folder / f"{worker}.pid.part").write_text(str(os.getpid()))
+            (self.folder / f"{worker}.pid.part").rename(self.folder / f"{worker}.pid")
 
     def pytest_keyboard_interrupt(self):
         # One interrupt ends the run; a second one (the controller's, or execnet's own after 5 s) must not

@@ -70,8 +70,8 @@ def test_it_lets_a_stop_wait_until_the_child_it_is_starting_is_recorded():
                                      preexec_fn=lambda: os.kill(os.getppid(), signal.SIGTERM))  # mid-start
             finally:
                 assert proc is None  # it never reached its caller...
-        started = [each for each in common.STARTED if "runedge" in " ".join(each.args)]
-        assert started and started[-1].wait(60) == 0  # ...but the run has it, and its exit would end it
-    finally:
+    finally:  # this session's own handlers back at once: the stop left every signal ignored
         for each, handler in handlers.items():
             signal.signal(each, handler)
+    started = [each for each in common.STARTED if "runedge" in " ".join(each.args)]
+    assert len(started) == 1 and started[0].wait(60) == 0  # ...but the run has it, and its exit would end it

@@ -46,7 +46,7 @@ def test_it_runs_a_local_cluster_when_the_clouds_url_asks_for_one(tmp_path):
 
 
 def test_it_starts_one_server_when_two_ups_run_at_once(tmp_path):
-    """Two terminals, or the two workers of `make test`, asking at the same moment."""
+    """Two terminals, or the workers of `make test`, asking at the same moment."""
     from tooling.localservices import Paths, Redis
 
     port = free_port()

@@ -201,10 +201,10 @@ class Service:
         if not self.local:
             out(f"{self.name}: {where} is not on this machine; nothing started")
             return False
-        self.paths.run.mkdir(parents=True, exist_ok=True)
         try:
+            self.paths.run.mkdir(parents=True, exist_ok=True)
             lock = open(self.paths.run / f"{self.name}.lock", "a")
-        except PermissionError:  # another user's var/run: it can only tell what runs, as before
+        except OSError:  # another user's or a read-only var/: it can only tell what runs, as before
             return self._up(out, where)
         # Two `up`s at once (two terminals, the workers of a parallel test run) start one server: the
         # second waits here, then finds it running.

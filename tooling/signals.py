@@ -11,7 +11,8 @@ Only the first signal does: from then on these signals are ignored, so a
 second Ctrl-C cannot cut the cleanup short and leave a pipeline running
 (SIGKILL still ends the harness, and then its children end by their own
 limits). Processes started after that would inherit the ignoring, so a
-cleanup starts none. A signal the harness was started ignoring (nohup's
+cleanup starts none; a child whose start a stop waited for (uninterrupted())
+inherits it too, which is why the cleanups end children with SIGKILL. A signal the harness was started ignoring (nohup's
 SIGHUP) stays ignored.
 """
 

@@ -96,7 +96,7 @@ def manage(*args, env=None, **popen):
 
 @atexit.register
 def _end_started():
-    for proc in STARTED:
+    for proc in list(STARTED):
         if proc.poll() is None:
             proc.kill()
             proc.wait()
