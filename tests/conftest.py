@@ -21,6 +21,7 @@ tests/parallel.py.
 
 import atexit
 import copy
+import json
 import os
 import signal
 import subprocess
@@ -553,6 +554,23 @@ def store_through_cloud(cloud, rows, edge=EDGE_ID, secret=EDGE_SECRET):
     codes, reasons = deliver(cloud, rows, edge, secret)
     assert reasons == [""] * len(rows)
     return codes
+
+
+def stored_by_a_cloud(redis_url, prefix, rows):
+    """Rows a cloud server of its own (started and stopped here) stored under `prefix`, as an edge delivers them."""
+    cloud = CloudThread(redis_url, prefix, {EDGE_ID: EDGE_SECRET}).start()
+    try:
+        return store_through_cloud(cloud, rows)
+    finally:
+        cloud.stop()
+
+
+def dashboard_summary(base):
+    """The summary a web server at `base` (http://host:port) sends first on its dashboard websocket."""
+    from websockets.sync.client import connect
+
+    with connect(base.replace("http", "ws", 1) + "/ws/dashboard/", origin=base, open_timeout=20) as socket:
+        return json.loads(socket.recv(timeout=20))
 
 
 async def open_dashboard():

@@ -58,7 +58,7 @@ def test_it_lets_a_stop_wait_until_the_child_it_is_starting_is_recorded():
     """The stop that failed a loaded run: a signal between a child's fork and its recording left a simulation
     no cleanup knew of. Now the stop is raised once the child is recorded, where `finally` can end it."""
     from tooling.bench import common
-    from tooling.signals import SIGNALS, stop_on_signals
+    from tooling.signals import CHILDREN, SIGNALS, stop_on_signals
 
     handlers = {each: signal.getsignal(each) for each in SIGNALS}
     proc = None
@@ -73,5 +73,5 @@ def test_it_lets_a_stop_wait_until_the_child_it_is_starting_is_recorded():
     finally:  # this session's own handlers back at once: the stop left every signal ignored
         for each, handler in handlers.items():
             signal.signal(each, handler)
-    started = [each for each in common.STARTED if "runedge" in " ".join(each.args)]
+    started = [each for each in CHILDREN if "runedge" in " ".join(each.args)]
     assert len(started) == 1 and started[0].wait(60) == 0  # ...but the run has it, and its exit would end it

@@ -12,8 +12,8 @@ import urllib.request
 
 import pytest
 
-from tests.conftest import EDGE_ID, EDGE_SECRET, ROOT, CloudThread, free_port, make_rows, run_manage, \
-    store_through_cloud, wait_for
+from tests.conftest import EDGE_ID, ROOT, dashboard_summary, free_port, make_rows, run_manage, stored_by_a_cloud, \
+    wait_for
 from tooling.net import port_open
 
 
@@ -77,13 +77,7 @@ def test_it_serves_an_edge_host_without_reaching_the_cloud_redis(web_role, tmp_p
 
 
 def test_it_serves_a_cloud_host_without_reaching_the_edge_database_or_queue(web_role, redis_url, cloud_prefix):
-    from websockets.sync.client import connect
-
-    cloud = CloudThread(redis_url, cloud_prefix, {EDGE_ID: EDGE_SECRET}).start()
-    try:
-        store_through_cloud(cloud, make_rows(40, household="role"))
-    finally:
-        cloud.stop()
+    stored_by_a_cloud(redis_url, cloud_prefix, make_rows(40, household="role"))
     closed = closed_port()
     base = web_role("cloud", {"FOG_CLOUD_REDIS_URL": redis_url, "FOG_CLOUD_KEY_PREFIX": cloud_prefix,
                               "FOG_DATABASE_URL": f"postgres://fog:fog@127.0.0.1:{closed}/edge",
@@ -100,8 +94,7 @@ def test_it_serves_a_cloud_host_without_reaching_the_edge_database_or_queue(web_
     assert "fog_cloud_tuples_total 40.0" in body
     assert "fog_edge_" not in body
 
-    with connect(base.replace("http", "ws") + "/ws/dashboard/", origin=base, open_timeout=20) as socket:
-        summary = json.loads(socket.recv(timeout=20))
+    summary = dashboard_summary(base)
     assert summary["type"] == "summary"
     assert sum(row["tuples"] for row in summary["states"]) == 40
 

@@ -2,13 +2,11 @@
 restarts after a crash, the cloud, the simulation, each `manage.py` call) starts without them; and
 `runserver` still serves the dashboard's websocket."""
 
-import json
 import os
 import subprocess
 import sys
 
-from tests.conftest import EDGE_ID, EDGE_SECRET, ROOT, CloudThread, free_port, make_rows, store_through_cloud, \
-    wait_for
+from tests.conftest import ROOT, dashboard_summary, free_port, make_rows, stored_by_a_cloud, wait_for
 from tooling.net import port_open
 
 LOADED = """
@@ -32,13 +30,7 @@ def test_it_starts_the_pipelines_commands_without_daphne_or_twisted():
 
 
 def test_it_serves_the_dashboards_websocket_from_runserver(tmp_path, redis_url, cloud_prefix):
-    from websockets.sync.client import connect
-
-    cloud = CloudThread(redis_url, cloud_prefix, {EDGE_ID: EDGE_SECRET}).start()
-    try:
-        store_through_cloud(cloud, make_rows(12, household="runserver"))
-    finally:
-        cloud.stop()
+    stored_by_a_cloud(redis_url, cloud_prefix, make_rows(12, household="runserver"))
     port = free_port()
     env = {**os.environ, "FOG_ROLE": "cloud", "FOG_VAR_DIR": str(tmp_path), "FOG_CLOUD_REDIS_URL": redis_url,
            "FOG_CLOUD_KEY_PREFIX": cloud_prefix}
@@ -48,9 +40,7 @@ def test_it_serves_the_dashboards_websocket_from_runserver(tmp_path, redis_url, 
     try:
         assert wait_for(lambda: port_open("127.0.0.1", port), timeout=60, interval=0.2), \
             (tmp_path / "runserver.log").read_text()
-        base = f"http://127.0.0.1:{port}"
-        with connect(f"ws://127.0.0.1:{port}/ws/dashboard/", origin=base, open_timeout=20) as socket:
-            summary = json.loads(socket.recv(timeout=20))
+        summary = dashboard_summary(f"http://127.0.0.1:{port}")
     finally:
         server.terminate()
         server.wait(10)

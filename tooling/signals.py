@@ -16,12 +16,16 @@ inherits it too, which is why the cleanups end children with SIGKILL. A signal t
 SIGHUP) stays ignored.
 """
 
+import atexit
+import os
 import signal
+import subprocess
 import threading
 from contextlib import contextmanager
 
 SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 _HELD = {"depth": 0, "stop": False}  # the main thread's steps a stop must not split, and a stop they held back
+CHILDREN = set()  # every child start_child() started and end_child() has not ended: the harness's exit ends them
 
 
 @contextmanager
@@ -58,3 +62,32 @@ def stop_on_signals(out):
     for each in SIGNALS:
         if signal.getsignal(each) is not signal.SIG_IGN:  # `nohup` (SIGHUP), `cmd &` in a script (SIGINT)
             signal.signal(each, first)
+
+
+def start_child(args, **popen):
+    """subprocess.Popen(args, **popen), recorded in CHILDREN before a stop can be raised (uninterrupted()):
+    whatever the caller gets to do, the harness's exit ends it."""
+    with uninterrupted():
+        proc = subprocess.Popen(args, **popen)
+        CHILDREN.add(proc)
+    return proc
+
+
+def end_child(proc, timeout=10):
+    """SIGKILL a child (with its own session's processes, if it leads one) and reap it."""
+    if proc.poll() is None:
+        try:
+            if os.getpgid(proc.pid) == proc.pid:
+                os.killpg(proc.pid, signal.SIGKILL)
+            else:
+                proc.kill()
+        except ProcessLookupError:
+            pass
+        proc.wait(timeout)
+    CHILDREN.discard(proc)
+
+
+@atexit.register
+def _end_children():
+    for proc in list(CHILDREN):
+        end_child(proc)

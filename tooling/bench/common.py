@@ -1,6 +1,5 @@
 """Helpers the benchmarks share: child processes, readiness, memory, cleanup."""
 
-import atexit
 import os
 import signal
 import subprocess
@@ -10,10 +9,9 @@ from pathlib import Path
 
 from cloud_app import store
 from cloud_app.engine import connect
-from tooling.signals import uninterrupted
+from tooling.signals import start_child
 
 ROOT = Path(__file__).resolve().parent.parent.parent
-STARTED = set()  # every child manage() started in this run: the run's exit ends those still running
 LOWER_IS_BETTER = {"ms", "s"}  # units of times; every other unit is a rate
 
 
@@ -85,21 +83,10 @@ def percentile(values, share):
 
 
 def manage(*args, env=None, **popen):
-    """Start `manage.py ARGS` as a child process. A stop (tooling/signals.py) that comes while it starts is
-    raised once it is recorded, and the run's exit ends a recorded child its caller never got to stop."""
-    with uninterrupted():
-        proc = subprocess.Popen([sys.executable, str(ROOT / "manage.py"), *args], cwd=ROOT,
-                                env={**os.environ, **(env or {})}, **popen)
-        STARTED.add(proc)
-    return proc
-
-
-@atexit.register
-def _end_started():
-    for proc in list(STARTED):
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+    """Start `manage.py ARGS` as a child process, which the run's exit ends if nothing else did
+    (tooling.signals.start_child)."""
+    return start_child([sys.executable, str(ROOT / "manage.py"), *args], cwd=ROOT,
+                       env={**os.environ, **(env or {})}, **popen)
 
 
 def stop(proc, timeout=10):

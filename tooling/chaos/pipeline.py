@@ -18,7 +18,6 @@ no process any more, and its waits and sleeps raise PipelineClosed, so the
 scenario's thread unwinds instead of carrying on against killed processes.
 """
 
-import atexit
 import json
 import logging
 import os
@@ -26,7 +25,6 @@ import shutil
 import signal
 import socket
 import sqlite3
-import subprocess
 import sys
 import tempfile
 import threading
@@ -41,21 +39,14 @@ from edge_app.processes import alive, child_pids
 from tooling.chaos.proxy import Proxy
 from tooling.net import POLL_INTERVAL_S, free_port, wait_for
 from tooling.localservices import Kafka, Paths, Redis
-from tooling.signals import uninterrupted
+from tooling.signals import end_child, start_child, uninterrupted
 
 ROOT = Path(__file__).resolve().parent.parent.parent
 log = logging.getLogger("fog.chaos")
 SECRET = "chaos-secret-not-for-production"
 LOOPS = ("ingest", "sender", "heartbeat")
-STARTED = set()  # every process a Pipeline started and has not yet reaped
 _RESERVED = set()  # ports handed out in this process: two lanes picking ports at once never get the same one
 _RESERVING = threading.Lock()
-
-
-@atexit.register
-def _kill_started():
-    for proc in list(STARTED):
-        _kill(proc)
 
 
 class PipelineClosed(Exception):
@@ -179,10 +170,9 @@ class Pipeline:
         with self._lock, uninterrupted():  # a stop waits until close() can find the process
             self._check_open()
             with open(self.folder / f"{args[0]}.log", "ab") as log:
-                proc = subprocess.Popen([sys.executable, str(ROOT / "manage.py"), *args], cwd=ROOT,
-                                        env={**self.env, **(env or {})}, stdout=output or log, stderr=log,
-                                        start_new_session=True)
-            STARTED.add(proc)
+                proc = start_child([sys.executable, str(ROOT / "manage.py"), *args], cwd=ROOT,
+                                   env={**self.env, **(env or {})}, stdout=output or log, stderr=log,
+                                   start_new_session=True)
             self._procs.append(proc)
         return proc
 
@@ -399,13 +389,8 @@ class Pipeline:
 
 
 def _kill(proc):
-    if proc is not None and proc.poll() is None:
-        try:
-            os.killpg(proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-        proc.wait(10)
-    STARTED.discard(proc)
+    if proc is not None:
+        end_child(proc)  # its whole session: the supervisor's workers too
 
 
 def _signal(pid, signum=signal.SIGKILL):
