@@ -15,6 +15,7 @@ from django.conf import settings
 from cloud_app.store import CloudStore
 from tooling.bench.common import ROOT, Figure, delete_prefix, percentile, stop
 from tooling.net import free_port, port_open, wait_for
+from tooling.signals import start_child
 
 T0 = 1_577_142_000_000
 SHIPPED_APP = "fogsite.asgi:application"
@@ -40,9 +41,9 @@ async def _seed(prefix, tuples, households, out):
 def _serve_and_load(app, prefix, clients, requests):
     """uvicorn serving `app` as `make demo` does; the latencies (ms) and seconds of the load from a second process."""
     port = free_port()
-    web = subprocess.Popen([sys.executable, "-m", "uvicorn", app, *WEB_ARGS, "--port", str(port)], cwd=ROOT,
-                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                           env={**os.environ, "FOG_CLOUD_KEY_PREFIX": prefix})
+    web = start_child([sys.executable, "-m", "uvicorn", app, *WEB_ARGS, "--port", str(port)], cwd=ROOT,
+                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                      env={**os.environ, "FOG_CLOUD_KEY_PREFIX": prefix})
     try:
         wait_for(lambda: port_open("127.0.0.1", port), 30, "uvicorn")
         url = f"http://127.0.0.1:{port}/api/states/"

@@ -42,6 +42,7 @@ from tooling.chaos.pipeline import Pipeline
 from tooling.localservices import REDIS_TUNING
 from tooling.localservices import services as local_services
 from tooling.net import free_port, port_open, wait_for
+from tooling.signals import end_child, start_child
 
 WARMUP_S = 20  # the first windows close, workers and sockets settle, before anything counts
 HOLD_FRESHNESS_S = 5.0
@@ -397,10 +398,10 @@ def _measure(households, seconds, step, out, settings_env, warmup, described):
         web_log = open(pipeline.folder / "web.log", "ab")
         pipeline.start_cloud()
         pipeline.start_edge()
-        web = subprocess.Popen([sys.executable, "-m", "uvicorn", "fogsite.asgi:application", "--host", "127.0.0.1",
-                                "--port", str(web_port), "--lifespan", "off", "--log-level", "warning"],
-                               cwd=ROOT, env=pipeline.env, stdout=web_log, stderr=subprocess.STDOUT,
-                               start_new_session=True)
+        web = start_child([sys.executable, "-m", "uvicorn", "fogsite.asgi:application", "--host", "127.0.0.1",
+                           "--port", str(web_port), "--lifespan", "off", "--log-level", "warning"],
+                          cwd=ROOT, env=pipeline.env, stdout=web_log, stderr=subprocess.STDOUT,
+                          start_new_session=True)
         wait_for(lambda: port_open("127.0.0.1", web_port), 30, "the web server")
         feed = FeedClient(f"ws://127.0.0.1:{web_port}/ws/dashboard/").start()
         time.sleep(3)  # workers up and the link reported before the first window closes
@@ -439,9 +440,8 @@ def _measure(households, seconds, step, out, settings_env, warmup, described):
         try:
             if machine:
                 machine.stop()
-            if web and web.poll() is None:  # first: in a session of its own, nothing else would end it
-                os.killpg(web.pid, 9)
-                web.wait(10)
+            if web:  # first: in a session of its own, nothing else would end it
+                end_child(web)
         finally:
             try:
                 if feed:
