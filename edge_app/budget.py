@@ -4,10 +4,13 @@ While the cloud is away the backlog (PENDING + SENT tuples) grows with every
 closed window. The budget bounds it: when the backlog reaches the budget, the
 ingest stops reading Kafka (the readings wait there, nothing is dropped) and
 keeps its positions and its open windows; it reads again once the backlog is
-below the low-water mark. Each poll may read at most as many readings as
+below the low-water mark. Each poll may apply at most as many readings as
 there is room for windows (one reading closes at most one window of its own,
 and every open window may close), so the backlog stays within the budget
-whenever the budget exceeds the open windows (about one per household).
+whenever the budget exceeds the open windows (about one per household). A
+batch of readings (one Kafka message) is applied whole, so by up to
+fogwire.limits.MAX_READINGS_PER_MESSAGE - 1 more; what a poll brought beyond
+its room waits in the ingest for the next one.
 
 The budget is FOG_EDGE_BUDGET_TUPLES; 0 (the default) derives it when the
 ingest starts from the free disk space of the database's folder: a share

@@ -11,12 +11,20 @@ moment replays the open windows (and perhaps some stored since) and nothing
 else is lost; the unique key on (household, window_start) absorbs replays
 of windows already stored.
 
-A message that is not a reading within fogwire.limits (longer than
+A message is one reading, or a batch of them (`{"readings": [[household,
+ts, power_w], ...]}`, as the simulation sends by default: one Kafka record,
+one parse and one delivery for many readings; `bench ingest` measures both on
+the same readings). A reading that is not within fogwire.limits (longer than
 MAX_READING_BYTES, not JSON, any exception while parsing it, a value out of
 bounds) is malformed: counted, logged (at most a few lines a minute, with a
 summary of the rest) and skipped, so no message can stop ingest at its
-offset. The window book's rules (far-ahead readings, idle households
-leaving memory) are in edge_app/windows.py.
+offset. A batch's readings are checked one by one: a bad one is set aside
+and the rest of its batch applied; a batch that cannot be read at all (not
+JSON, over MAX_MESSAGE_BYTES or MAX_READINGS_PER_MESSAGE) counts as one.
+Like a key, a batch keeps each of its households in one partition (the
+simulation routes them as their ids as keys would go). The window book's
+rules (far-ahead readings, idle households leaving memory) are in
+edge_app/windows.py.
 
 With a budget (set_budget, edge_app/budget.py) the ingest stops reading while
 the backlog is at the budget; the readings wait in Kafka. Readings Kafka
@@ -31,6 +39,7 @@ offsets and values, so `handle_one_poll` stays the one step whatever the client.
 
 import json
 import logging
+import math
 import time
 from datetime import datetime, UTC
 from operator import attrgetter
@@ -79,6 +88,9 @@ MALFORMED_LOG_SECONDS = 60.0
 # refuses goes to json.loads before it is called malformed: json also reads bytes with a BOM or in
 # UTF-16/32, which readings accepted before orjson came in must still be.
 loads = orjson.loads
+BATCH_FIELD = "readings"  # a message with this field is a batch of readings (fogwire.limits)
+BATCH_MARK = b'"readings"'  # a message without it is no batch: longer than a reading, it is refused unparsed
+SINGLE_FIELDS = ("household", "ts", "power_w")
 
 
 class MalformedReading(ValueError):
@@ -103,11 +115,51 @@ def parse_reading(raw, now_ms, legacy_ts=None):
         raise MalformedReading(f"unreadable ({type(exc).__name__}: {str(exc)[:80]})") from None
 
 
-def _json_object(raw):
+def parse_message(raw, now_ms, legacy_ts=None):
+    """([(household, ts, power_w), ...], [(index, problem), ...]) of one Kafka message value: its readings, and
+    those of a batch that were set aside, each with its place in the batch and what is wrong with it.
+    MalformedReading when nothing of the message can be used."""
+    if legacy_ts is not None or (raw is not None and len(raw) > limits.MAX_READING_BYTES
+                                 and BATCH_MARK not in raw):  # too long for a reading, and no batch: unparsed
+        return [parse_reading(raw, now_ms, legacy_ts)], ()
+    try:
+        message = _json_object(raw, limits.MAX_MESSAGE_BYTES)
+        batch = message.get(BATCH_FIELD)
+        if batch is None:
+            if len(raw) > limits.MAX_READING_BYTES:
+                raise MalformedReading(f"{len(raw)} bytes, more than a reading's {limits.MAX_READING_BYTES}")
+            return [_reading(message, now_ms)], ()
+    except MalformedReading:
+        raise
+    except Exception as exc:
+        raise MalformedReading(f"unreadable ({type(exc).__name__}: {str(exc)[:80]})") from None
+    if type(batch) is not list:
+        raise MalformedReading(f"'{BATCH_FIELD}' must be a list of [household, ts, power_w], got {type(batch).__name__}")
+    if not batch:
+        raise MalformedReading("a batch of no readings")
+    if len(batch) > limits.MAX_READINGS_PER_MESSAGE:
+        raise MalformedReading(f"a batch of {len(batch)} readings, more than {limits.MAX_READINGS_PER_MESSAGE}")
+    if any(field in message for field in SINGLE_FIELDS):  # a reading with a batch in it, or the other way round
+        raise MalformedReading(f"both a batch ('{BATCH_FIELD}') and a reading's fields ({', '.join(SINGLE_FIELDS)})")
+    readings, problems = [], []
+    for index, item in enumerate(batch):
+        try:
+            if type(item) is not list or len(item) != 3:
+                raise MalformedReading("not a [household, ts, power_w] list")
+            readings.append(_checked(*item, now_ms))
+        except MalformedReading as exc:
+            problems.append((index, str(exc)))
+        except Exception as exc:  # noqa: BLE001 -- as in parse_reading: no value may stop the loop
+            problems.append((index, f"unreadable ({type(exc).__name__}: {str(exc)[:80]})"))
+    return readings, problems
+
+
+def _json_object(raw, max_bytes=limits.MAX_READING_BYTES):
     if raw is None:
         raise MalformedReading("no value (a tombstone)")
-    if len(raw) > limits.MAX_READING_BYTES:
-        raise MalformedReading(f"{len(raw)} bytes, more than a reading's {limits.MAX_READING_BYTES}")
+    if len(raw) > max_bytes:
+        what = "a reading's" if max_bytes == limits.MAX_READING_BYTES else "a message's"
+        raise MalformedReading(f"{len(raw)} bytes, more than {what} {max_bytes}")
     try:
         message = loads(raw)
     except Exception:  # noqa: BLE001 -- orjson's refusal is only a first opinion
@@ -121,8 +173,14 @@ def _json_object(raw):
 
 
 def _parse_reading(raw, now_ms):
-    message = _json_object(raw)
-    household, ts, power = message.get("household"), message.get("ts"), message.get("power_w")
+    return _reading(_json_object(raw), now_ms)
+
+
+def _reading(message, now_ms):
+    return _checked(message.get("household"), message.get("ts"), message.get("power_w"), now_ms)
+
+
+def _checked(household, ts, power, now_ms):
     if type(ts) is not int:
         raise MalformedReading(f"'ts' must be an integer (epoch ms), got {type(ts).__name__}")
     if type(power) not in (int, float):
@@ -211,6 +269,11 @@ class Ingestor:
         self.paused_at = None
         self.lags = ({}, {})  # partition -> smallest lag this period, and the period before (ARRIVAL_LAG_PERIOD_S)
         self.lags_rolled = time.monotonic()
+        # Readings a message held lately, to size polls (the room is in readings, a poll takes messages), and
+        # the messages a poll brought beyond its room: applied, in order, before anything more is polled.
+        self.per_message, self.largest = limits.MAX_READINGS_PER_MESSAGE, 0
+        self.carry = {}  # partition -> [(offset, (value, timestamp)), ...] read but not applied yet
+        self.room_left = math.inf  # readings the poll being applied may still apply (handle_one_poll)
 
     # --- start ----------------------------------------------------------
 
@@ -260,8 +323,8 @@ class Ingestor:
         marks, read = self.source.high_watermarks(), self.source.read_times
         behind = [read.get(p) for p, high in marks.items() if high is None or self.next_offsets.get(p, 0) < high]
         behind = [-1 if stamp is None else stamp for stamp in behind]  # nothing read yet, or a record unstamped
-        if behind and self.merge is not None:
-            return -1  # unkeyed input: records read may still wait in the merge, unapplied
+        if behind and (self.merge is not None or self.carry):
+            return -1  # records read may still wait, unapplied: in the merge (unkeyed input) or carried over
         return min(behind) if behind else None
 
     def room_s(self):
@@ -276,8 +339,16 @@ class Ingestor:
     def handle_one_poll(self, timeout_ms=POLL_MS):
         """Poll once, apply what came, flush if due. True if any message was read."""
         room = self._room()  # while paused the partitions are paused: the poll only waits
+        self.room_left = max(room, 1)
         try:
-            batches = self.source.poll(timeout_ms, max(room, 1))
+            if self.carry:  # what the last poll brought beyond its room comes first, and nothing new before it
+                batches, self.carry = self.carry, {}
+                if not room:
+                    self.carry = batches
+                    batches = {}
+                    time.sleep(timeout_ms / 1000)
+            else:
+                batches = self.source.poll(timeout_ms, max(room // self.per_message, 1))
         except OffsetsDeleted as exc:
             earliest = self.source.low_offsets(self.topic, list(exc.offsets))
             for partition, offset in exc.offsets.items():
@@ -290,13 +361,16 @@ class Ingestor:
             self.lags, self.lags_rolled = ({}, self.lags[0]), now
         read = 0
         for partition, messages in batches.items():
-            read += len(messages)
+            read += len(messages)  # carried-over messages count again where they are applied: only a flag
             if self.merge is None:
                 self._apply(partition, messages, now, now_ms)
             else:
                 self.merge.add(partition, [(message[1][1], message) for message in messages])
         if self.merge is not None:
             self._apply_merged(now, now_ms)
+        self.room_left = math.inf
+        if read:  # the most readings a message held lately: input may change from batches to single readings
+            self.per_message, self.largest = max(self.largest, self.per_message // 2, 1), 0
         # Not while paused for the budget: paused partitions are not fetched, so the high watermarks the
         # read clock compares with are frozen, and unread readings would find their windows closed.
         if self.live_windows and self.paused_at is None and self.book.live_due:
@@ -358,7 +432,8 @@ class Ingestor:
         """Kafka deleted [needed, earliest) before the edge read it: say so loudly, count it, go on."""
         lost = max(0, earliest - needed)
         if lost:
-            log.error("Kafka's retention deleted %d readings of %s[%d] (offsets %d..%d) before this edge read them",
+            log.error("Kafka's retention deleted %d records (readings or batches of them) of %s[%d] (offsets %d..%d) "
+                      "before this edge read them",
                       lost, self.topic, partition, needed, earliest - 1)
             EdgeStatus.for_edge(self.edge_id)
             EdgeStatus.objects.filter(edge_id=self.edge_id).update(lost_to_retention=F("lost_to_retention") + lost)
@@ -396,31 +471,47 @@ class Ingestor:
                 lag = min(lag, before.get(partition, lag))
         counted_from = self.counted.get(partition, 0)
         pending, legacy = self.pending, self.legacy
-        for offset, (value, stamp) in messages:
+        # The poll's room (readings) is spent message by message: a batch is applied whole, and what is left
+        # over waits for the next poll (unkeyed input is single readings, sized by the poll itself).
+        carry = self.merge is None
+        applied = None
+        for index, (offset, (value, stamp)) in enumerate(messages):
+            if carry and self.room_left <= 0:
+                self.carry[partition] = messages[index:]
+                break
+            applied = offset
             count = offset >= counted_from
             try:
                 # Legacy input has no time of its own: the record's timestamp is its event time.
-                household, ts, power = parse_reading(value, now_ms, stamp) if legacy else parse_reading(
-                    value, now_ms)
+                readings, problems = parse_message(value, now_ms, stamp if legacy else None)
             except MalformedReading as exc:
                 if count:
                     pending["malformed"] += 1
                     self.malformed_log.warning("malformed reading at %s[%d] offset %d: %s", self.topic, partition,
                                                offset, exc)
                 continue
+            if problems and count:
+                pending["malformed"] += len(problems)
+                for index, problem in problems:
+                    self.malformed_log.warning("malformed reading at %s[%d] offset %d, reading %d of its batch: %s",
+                                               self.topic, partition, offset, index, problem)
             if not live:
                 arrived = None  # this reading can never close by the clock
             elif lag is not None and stamp is not None and stamp > 0:
                 arrived = min(now_ms, stamp + lag)
             else:  # legacy input, or a record without a timestamp
                 arrived = now_ms
-            added = add(household, ts, power, partition, offset, now, arrived)
-            if added != APPLIED and count:
-                pending["late" if added == LATE else "duplicates"] += 1
+            if len(readings) > self.largest:
+                self.largest = len(readings)
+            self.room_left -= len(readings)
+            for household, ts, power in readings:
+                added = add(household, ts, power, partition, offset, now, arrived)
+                if added != APPLIED and count:
+                    pending["late" if added == LATE else "duplicates"] += 1
             if count:
-                pending["readings"] += 1
-        if messages:
-            self.next_offsets[partition] = messages[-1][0] + 1
+                pending["readings"] += len(readings)
+        if applied is not None:
+            self.next_offsets[partition] = applied + 1
             self.dirty = True
 
     def _apply_merged(self, now, now_ms):

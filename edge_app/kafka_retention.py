@@ -105,7 +105,8 @@ class RetentionWatch:
         self.last_end[tp.partition] = (end, now)
         rate = (end - previous[0]) / (now - previous[1]) if previous and now > previous[1] else 0.0
         if earliest > needed:
-            log.error("Kafka's retention deleted %d readings of %s[%d] (offsets %d..%d) the edge has not read",
+            log.error("Kafka's retention deleted %d records (readings or batches of them) of %s[%d] (offsets %d..%d) "
+                      "the edge has not read",
                       earliest - needed, tp.topic, tp.partition, needed, earliest - 1)
             return 0.0
         timestamp, size = self._record(tp, needed) if needed < end else (None, None)

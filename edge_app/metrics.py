@@ -22,7 +22,8 @@ class EdgeCollector:
             "readings": "Readings consumed from Kafka",
             "windows": "Tuples (closed windows) the ingest stored", "late": "Readings for an already closed window",
             "duplicates": "Readings at a time their household's open window already had (not applied)",
-            "malformed": "Kafka messages that were not valid readings", "sent": "Tuples handed to the cloud",
+            "malformed": "Readings set aside as malformed (a Kafka message unreadable as a whole counts once)",
+            "sent": "Tuples handed to the cloud",
             "acked": "Tuples the cloud acknowledged", "refused": "Tuples the cloud refused",
         }
         families = {name: CounterMetricFamily(f"fog_edge_{name}", text, labels=["edge"])
@@ -31,7 +32,8 @@ class EdgeCollector:
         offline = GaugeMetricFamily("fog_edge_offline_seconds", "Seconds since the link went down (0 while up)",
                                     labels=["edge"])
         families["lost_to_retention"] = CounterMetricFamily(
-            "fog_edge_lost_to_retention", "Readings Kafka's retention deleted before the edge read them",
+            "fog_edge_lost_to_retention", "Kafka records (a reading, or a batch of readings) "
+            "Kafka's retention deleted before the edge read them",
             labels=["edge"])
         outage = {
             "backlog": GaugeMetricFamily("fog_edge_backlog_tuples", "PENDING + SENT tuples, as the last heartbeat "

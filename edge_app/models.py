@@ -130,7 +130,8 @@ class EdgeStatus(models.Model):
         "(empty: nothing unread, or no retention limit)")
     retention_checked_at = models.DateTimeField(null=True, blank=True)
     lost_to_retention = models.PositiveBigIntegerField(
-        default=0, help_text="readings Kafka deleted before the edge read them")
+        default=0, help_text="Kafka records (a reading, or a batch of readings) Kafka deleted before the edge "
+        "read them")
 
     class Meta:
         verbose_name_plural = "edge status"

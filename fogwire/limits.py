@@ -19,8 +19,12 @@ passed `reading_problem`, and such a window always passes `tuple_problem`).
   of the wall clock at `--speed max`). The cloud adds CLOCK_SKEW_MS for the
   edge's clock being ahead of its own.
 - Window: start < end, at most MAX_WINDOW_MS long, at least one reading.
-- A Kafka message (one reading as JSON) is at most MAX_READING_BYTES; the
-  ingest refuses anything longer before parsing it.
+- A Kafka message is one reading as a JSON object, at most MAX_READING_BYTES,
+  or a batch `{"readings": [[household, ts, power_w], ...]}` of at most
+  MAX_READINGS_PER_MESSAGE readings in at most MAX_MESSAGE_BYTES (under
+  Kafka's default message.max.bytes, so a broker left at its defaults takes
+  every batch the simulation sends). The ingest refuses a longer message before
+  parsing it, and checks each reading of a batch on its own.
 
 This module imports nothing of the project, nor Django.
 """
@@ -37,6 +41,8 @@ FUTURE_SLACK_MS = 24 * 3600 * 1000
 CLOCK_SKEW_MS = 5 * 60 * 1000  # how far an edge's clock may run ahead of the cloud's
 MAX_WINDOW_MS = 3600 * 1000  # FOG_WINDOW_SECONDS is bounded by this too
 MAX_READING_BYTES = 4096  # a reading is about 80 bytes; the household id at most 128
+MAX_READINGS_PER_MESSAGE = 1000  # a batch of the longest ids (128 characters) is still under MAX_MESSAGE_BYTES
+MAX_MESSAGE_BYTES = 1_000_000  # Kafka's default message.max.bytes is 1,048,588
 DEFAULT_HOUSEHOLDS_PER_EDGE = 100_000  # FOG_CLOUD_HOUSEHOLDS_PER_EDGE's default
 
 # Refusal reasons are stable words: logged, counted, labelled in metrics, stored on the edge.

@@ -6,13 +6,20 @@ kafka-python's pure-Python producer falls short of the simulation's target
 confluent-kafka is the default and kafka-python stays selectable
 (`--client kafka-python`) for comparison.
 
-Every message Kafka refuses is counted (and its first error kept), never
-silently dropped: `close()` says how many were lost.
+Readings go one a message, keyed by household, or, by default, in batches:
+`send_batch` puts many readings into one message for the partition
+`partition_of` names, the one the client's own partitioner would choose for
+the household's id as a key, so a household's readings stay in one
+partition whichever way they are sent. Every reading in a message
+Kafka refuses is counted (and the first error kept), never silently dropped:
+`close()` says how many were lost.
 """
 
 import logging
 import threading
 import time
+import zlib
+from functools import partial
 
 log = logging.getLogger("fog.simulation")
 
@@ -20,6 +27,9 @@ CONNECT_TIMEOUT_S = 10
 LINGER_MS = 20
 BATCH_BYTES = 1024 * 1024
 QUEUE_MAX_MESSAGES = 1_000_000  # librdkafka's local queue; full while Kafka is away, then send() waits
+QUEUE_MAX_KBYTES = 1024 * 1024  # ... or at this many KiB, which batches reach first:
+QUEUE_MAX_KBYTES_BATCHED = 128 * 1024  # about a million readings, as many as one a message
+TOPIC_WAIT_S = 10  # a topic made just now may show no partitions for a moment
 # A stopped run waits this long for Kafka to take what is queued: process managers kill soon after asking.
 STOP_FLUSH_S = 5
 FLUSH_SLICE_S = 0.25  # a stop request is seen this often while the run's end waits for Kafka
@@ -29,15 +39,27 @@ class KafkaUnavailable(Exception):
     pass
 
 
+def _partitions(count_now, topic, bootstrap):
+    """The topic's partition count, asked again for up to TOPIC_WAIT_S while it is 0 (a topic made just now)."""
+    deadline = time.monotonic() + TOPIC_WAIT_S
+    while True:
+        count = count_now()
+        if count:
+            return count
+        if time.monotonic() >= deadline:
+            raise KafkaUnavailable(f"topic {topic!r} on {bootstrap} shows no partitions")
+        time.sleep(0.1)
+
+
 class ConfluentProducer:
     name = "confluent-kafka"
 
-    def __init__(self, bootstrap, topic, stop_flag=lambda: None):
+    def __init__(self, bootstrap, topic, stop_flag=lambda: None, batched=False):
         from confluent_kafka import KafkaException, Producer
         from confluent_kafka.admin import AdminClient, NewTopic
 
-        self.topic, self.stop_flag = topic, stop_flag
-        self.sent = self.failed = 0
+        self.topic, self.stop_flag, self.batched = topic, stop_flag, batched
+        self.sent = self.failed = self.delivered = 0
         self.first_error = None
         # A restarted broker is retried within a second (librdkafka's default backoff grows to 10 s).
         config = {"bootstrap.servers": bootstrap, "socket.connection.setup.timeout.ms": CONNECT_TIMEOUT_S * 1000,
@@ -55,40 +77,66 @@ class ConfluentProducer:
             except KafkaException as exc:
                 if "TOPIC_ALREADY_EXISTS" not in str(exc):
                     raise KafkaUnavailable(f"topic {topic!r} can't be created on {bootstrap}: {exc}") from None
-        # Delivery reports for failures only: a Python callback per delivered
-        # message cost more than producing it. Sent = produced - failed, once
-        # close() has flushed everything.
+
+        def count_now():
+            found = admin.list_topics(topic, timeout=CONNECT_TIMEOUT_S).topics.get(topic)
+            return 0 if found is None or found.error is not None else len(found.partitions)
+
+        self.partitions = _partitions(count_now, topic, bootstrap)
+        # One reading a message: delivery reports for failures only, as a Python callback per delivered
+        # message cost more than producing it; sent = produced - failed, once close() has flushed everything.
+        # Batches: a report for each (a few a second), which says how many readings it carried.
         self.producer = Producer({**config, "acks": "all", "enable.idempotence": True, "linger.ms": LINGER_MS,
                                   "batch.size": BATCH_BYTES, "queue.buffering.max.messages": QUEUE_MAX_MESSAGES,
-                                  "queue.buffering.max.kbytes": 1024 * 1024, "logger": _quiet,
-                                  "delivery.report.only.error": True, "on_delivery": self._failed})
+                                  "queue.buffering.max.kbytes": QUEUE_MAX_KBYTES_BATCHED if batched else QUEUE_MAX_KBYTES,
+                                  "logger": _quiet,
+                                  "delivery.report.only.error": not batched, "on_delivery": self._failed})
         self.produced = 0
         self._produce = self.producer.produce
 
-    def _failed(self, err, msg):
+    def _failed(self, err, msg, readings=1):
         if err is not None:
-            self.failed += 1
+            self.failed += readings
             if self.first_error is None:
                 self.first_error = str(err)
-                log.error("Kafka refused a reading (topic %s): %s", self.topic, err)
+                log.error("Kafka refused %s (topic %s): %s", "a reading" if readings == 1 else f"{readings} readings",
+                          self.topic, err)
+
+    def _reported(self, readings, err, msg):
+        if err is None:
+            self.delivered += readings
+        else:
+            self._failed(err, msg, readings)
+
+    def partition_of(self, household):
+        """librdkafka's default partitioner (consistent_random) for a key: CRC-32 of it."""
+        return zlib.crc32(household.encode()) % self.partitions
 
     def send(self, key, value):
+        self._handed(1, self.topic, value, key)
+
+    def send_batch(self, partition, value, readings):
+        """One message of `readings` readings, to `partition`."""
+        self._handed(readings, self.topic, value, None, partition=partition, on_delivery=partial(self._reported,
+                                                                                                 readings))
+
+    def _handed(self, readings, *message, **named):
         try:
-            self._produce(self.topic, value, key)
+            self._produce(*message, **named)
         except BufferError:  # the local queue is full: let deliveries drain, then retry
             # Kafka may stay away for good: once a stop is asked for, a reading that finds the queue full is
             # counted as not accepted at once (the summary says what was lost), without waiting for room.
             while not self.stop_flag():
                 self.producer.poll(0.05)
                 try:
-                    self._produce(self.topic, value, key)
+                    self._produce(*message, **named)
                     break
                 except BufferError:
                     continue
             else:
                 self._failed(f"stopped ({self.stop_flag()}) while the local queue was full: Kafka took no "
-                             "readings", None)
-        self.produced += 1
+                             "readings", None, readings)
+        self.produced += readings
 
     def poll(self):
         self.producer.poll(0)
@@ -97,7 +145,10 @@ class ConfluentProducer:
         """Wait for every message; anything still unsent after `timeout` (STOP_FLUSH_S once a stop is asked
         for) is counted as failed."""
         flushed = flush_in_slices(lambda seconds: self.producer.flush(seconds) == 0, timeout, self.stop_flag)
-        left = 0 if flushed else len(self.producer)
+        if self.batched:  # every batch handed over was reported, or is lost
+            left = self.produced - self.delivered - self.failed
+        else:
+            left = 0 if flushed else len(self.producer)
         if left:
             self.failed += left
             self.first_error = self.first_error or f"{left} readings still unsent when the run ended"
@@ -108,11 +159,13 @@ class ConfluentProducer:
 class KafkaPythonProducer:
     name = "kafka-python"
 
-    def __init__(self, bootstrap, topic, stop_flag=lambda: None):
+    def __init__(self, bootstrap, topic, stop_flag=lambda: None, batched=False):
         from kafka import KafkaProducer
         from kafka.errors import KafkaError, KafkaTimeoutError
+        from kafka.partitioner.default import murmur2
 
-        self.topic, self.stop_flag, self._timeout = topic, stop_flag, KafkaTimeoutError
+        self.topic, self.stop_flag, self._timeout, self.batched = topic, stop_flag, KafkaTimeoutError, batched
+        self._murmur2 = murmur2
         self.sent = self.failed = self.produced = 0
         self.first_error = None
         self._stalled = False  # the last send found no metadata for the topic within max_block_ms
@@ -121,33 +174,46 @@ class KafkaPythonProducer:
             self.producer = KafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=LINGER_MS,
                                           batch_size=BATCH_BYTES, max_block_ms=CONNECT_TIMEOUT_S * 1000,
                                           request_timeout_ms=CONNECT_TIMEOUT_S * 1000)
-            self.producer.partitions_for(topic)
+            self.partitions = _partitions(lambda: len(self.producer.partitions_for(topic) or ()), topic, bootstrap)
         except KafkaError as exc:
             raise KafkaUnavailable(f"Kafka at {bootstrap} is unreachable: {exc}") from None
 
-    def _ok(self, _metadata):
-        self.sent += 1
+    def partition_of(self, household):
+        """kafka-python's default partitioner for a key: murmur2 of it."""
+        return (self._murmur2(household.encode()) & 0x7FFFFFFF) % self.partitions
 
-    def _error(self, exc):
+    def _ok(self, readings, _metadata):
+        with self._counting:  # as _error: on kafka-python's I/O thread, or on ours if the send is done already
+            self.sent += readings
+
+    def _error(self, readings, exc):
         with self._counting:  # errbacks run on kafka-python's I/O thread, a stalled send's on ours
-            self.failed += 1
+            self.failed += readings
         if self.first_error is None:
             self.first_error = str(exc)
-            log.error("Kafka refused a reading (topic %s): %s", self.topic, exc)
+            log.error("Kafka refused %s (topic %s): %s", "a reading" if readings == 1 else f"{readings} readings",
+                      self.topic, exc)
 
     def send(self, key, value):
-        self.produced += 1
+        self._handed(1, key=key, value=value)
+
+    def send_batch(self, partition, value, readings):
+        """One message of `readings` readings, to `partition`."""
+        self._handed(readings, value=value, partition=partition)
+
+    def _handed(self, readings, **message):
+        self.produced += readings
         if self._stalled and self.stop_flag():  # Kafka is away and a stop is asked for: don't wait again
-            self._error(f"stopped ({self.stop_flag()}) while Kafka took no readings")
+            self._error(readings, f"stopped ({self.stop_flag()}) while Kafka took no readings")
             return
         try:
-            future = self.producer.send(self.topic, key=key, value=value)
+            future = self.producer.send(self.topic, **message)
         except self._timeout as exc:  # no metadata for the topic within max_block_ms: Kafka is away
             self._stalled = True
-            self._error(exc)
+            self._error(readings, exc)
             return
         self._stalled = False
-        future.add_callback(self._ok).add_errback(self._error)
+        future.add_callback(self._ok, readings).add_errback(self._error, readings)
 
     def poll(self):
         pass

@@ -12,6 +12,7 @@ import mosaik
 import mosaik.util
 
 from fogwire.fullgc import FullCollections
+from fogwire.limits import MAX_READINGS_PER_MESSAGE
 from simulation.producer import CLIENTS
 from simulation.sources import DataError, read_folder
 
@@ -38,6 +39,7 @@ class Options:
     topic: str = "power"
     bootstrap: str = "127.0.0.1:9092"
     client: str = "confluent"
+    per_message: int = MAX_READINGS_PER_MESSAGE  # readings a Kafka message; 1: a message a reading, keyed
     full_gc_seconds: int = 0  # FOG_FULL_GC_SECONDS (fogwire/fullgc.py); 0: CPython's own rule
     skip_bad_lines: bool = False
     collect: bool = False
@@ -169,7 +171,10 @@ def run(options, stop_flag=lambda: None):
     """Run the scenario to `until`, or until `stop_flag()` names a signal: then every simulator ends at
     its next step, the producer flushes what was sent, and Result.ended says which signal it was."""
     source, start_ms, until, zone, skipped = prepare(options)
-    producer = CLIENTS[options.client](options.bootstrap, options.topic, stop_flag)  # raises KafkaUnavailable
+    if not 1 <= options.per_message <= MAX_READINGS_PER_MESSAGE:
+        raise DataError(f"readings per message must be 1..{MAX_READINGS_PER_MESSAGE}, not {options.per_message}")
+    producer = CLIENTS[options.client](options.bootstrap, options.topic, stop_flag,  # raises KafkaUnavailable
+                                       batched=options.per_message > 1)
     stats = RunStats(until=until, progress=options.progress, stop_flag=stop_flag,
                      anchor_ms=start_ms if options.start == "now" and not options.data else None,
                      step_ms=int(options.step * 1000), collections=FullCollections(options.full_gc_seconds))
@@ -180,8 +185,8 @@ def run(options, stop_flag=lambda: None):
                                      pacer=stats if options.speed else None, speed=options.speed, stats=stats)
         count = len(source) if isinstance(source, list) else options.households
         households = households_sim.Household.create(count)
-        adapter = world.start("Kafka", producer=producer, stats=stats, step=options.step,
-                              speed=options.speed).Sink()
+        adapter = world.start("Kafka", producer=producer, stats=stats, step=options.step, speed=options.speed,
+                              per_message=options.per_message).Sink()
         mosaik.util.connect_many_to_one(world, households, adapter, "readings")
         if summary is not None:
             collector = world.start("Collector", summary=summary, step=options.step, stats=stats).Sink()

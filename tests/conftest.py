@@ -164,7 +164,7 @@ def kafka_bootstrap(services):
 
 @pytest.fixture
 def topic(kafka_bootstrap):
-    """A fresh topic with 3 partitions, deleted afterwards."""
+    """A fresh topic with 3 partitions, deleted afterwards with any topic a test named after it (`{name}-...`)."""
     from kafka.admin import KafkaAdminClient, NewTopic
 
     name = f"test-{uuid.uuid4().hex[:12]}"
@@ -172,7 +172,7 @@ def topic(kafka_bootstrap):
     admin.create_topics([NewTopic(name, num_partitions=3, replication_factor=1)])
     yield name
     try:
-        admin.delete_topics([name])
+        admin.delete_topics([t for t in admin.list_topics() if t == name or t.startswith(f"{name}-")])
     finally:
         admin.close()
 
@@ -514,6 +514,32 @@ def consume_all(bootstrap, topic, expected, timeout_ms=10000):
     messages += [m for batch in extra.values() for m in batch]
     consumer.close()
     return messages
+
+
+def consume_readings(bootstrap, topic, expected, timeout_ms=10000):
+    """(household, ts, power_w, record) of every reading in `topic`, sent one a record or in batches, once
+    `expected` of them have come (and whatever else comes within a second)."""
+    from kafka import KafkaConsumer
+
+    consumer = KafkaConsumer(topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest",
+                             enable_auto_commit=False, consumer_timeout_ms=timeout_ms)
+    readings = []
+    for record in consumer:
+        readings += _readings_of(record)
+        if len(readings) >= expected:
+            break
+    for batch in consumer.poll(timeout_ms=1000).values():  # anything beyond what was expected?
+        for record in batch:
+            readings += _readings_of(record)
+    consumer.close()
+    return readings
+
+
+def _readings_of(record):
+    value = json.loads(record.value)
+    if "readings" in value:
+        return [(household, ts, power, record) for household, ts, power in value["readings"]]
+    return [(value["household"], value["ts"], value["power_w"], record)]
 
 
 @pytest.fixture

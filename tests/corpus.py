@@ -11,6 +11,7 @@ import json
 import math
 
 from fogwire import protocol as wire
+from fogwire.limits import MAX_MESSAGE_BYTES, MAX_READINGS_PER_MESSAGE
 
 T0 = 1_577_142_000_000
 EDGE_ID = "edge-test"
@@ -47,6 +48,30 @@ KAFKA_MESSAGES = {
     "power above a house connection": _reading(household="h", ts=T0, power_w=50_000.0),
     "household with a bar": _reading(household="a|b", ts=T0, power_w=1.0),
     "no value (tombstone)": None,
+    # Batches (fogwire.limits): unusable as a whole, so each counts once.
+    "batch whose readings are not a list": b'{"readings": {"h": [1577142000000, 1.0]}}',
+    "batch of more readings than a message may hold": json.dumps(
+        {"readings": [["h", T0, 1.0]] * (MAX_READINGS_PER_MESSAGE + 1)}).encode(),
+    "batch larger than any message": json.dumps(
+        {"readings": [["h", T0, 1.0]], "pad": "x" * MAX_MESSAGE_BYTES}).encode(),
+}
+
+# Readings inside a batch that are set aside one by one, the rest of their batch kept.
+BATCH_READINGS = {
+    "an object, not a list": {"household": "h", "ts": T0, "power_w": 1.0},
+    "two fields": ["h", T0],
+    "four fields": ["h", T0, 1.0, 2.0],
+    "a string of three characters": "abc",
+    "household a number": [7, T0, 1.0],
+    "household with a bar": ["a|b", T0, 1.0],
+    "ts a string": ["h", str(T0), 1.0],
+    "ts in seconds": ["h", T0 // 1000, 1.0],
+    "ts a boolean": ["h", True, 1.0],
+    "power a string": ["h", T0, "1.0"],
+    "power negative": ["h", T0, -3.0],
+    "power an integer too large for a float": ["h", T0, 10 ** 400],
+    "power above a house connection": ["h", T0, 50_000.0],
+    "null": None,
 }
 
 
@@ -195,5 +220,5 @@ CSV_FILES = {
     "headers only": (GEM_HEADER, "no readings after the two header lines"),
 }
 
-SIZE = sum(map(len, (KAFKA_MESSAGES, FRAMES, HEARTBEATS, V2_TUPLES, LEGACY_V1, CSV_LINES, CSV_FILES, STORE_REFUSALS,
-                     API_QUERIES)))
+SIZE = sum(map(len, (KAFKA_MESSAGES, BATCH_READINGS, FRAMES, HEARTBEATS, V2_TUPLES, LEGACY_V1, CSV_LINES, CSV_FILES,
+                     STORE_REFUSALS, API_QUERIES)))

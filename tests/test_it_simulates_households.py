@@ -2,13 +2,13 @@
 
 import json
 import time
-from collections import defaultdict
+from collections import Counter, defaultdict
 from zoneinfo import ZoneInfo
 
 import pytest
 
 from simulation.sources import SyntheticHousehold, read_folder
-from tests.conftest import consume_all, run_manage, write_gem_csv
+from tests.conftest import consume_all, consume_readings, run_manage, write_gem_csv
 
 T0 = 1_577_142_000_000
 
@@ -39,7 +39,7 @@ def test_it_sends_exactly_the_source_rows_keyed_by_household(kafka_bootstrap, to
         expected[household.household] = list(zip(household.timestamps, household.powers))
 
     result = run_manage("runsimulation", "--data", str(tmp_path), "--until", "120", "--topic", topic,
-                        "--bootstrap", kafka_bootstrap)
+                        "--bootstrap", kafka_bootstrap, "--readings-per-message", "1")
     assert result.returncode == 0, result.stderr
     assert "sent=180 failed=0" in result.stdout
 
@@ -52,18 +52,46 @@ def test_it_sends_exactly_the_source_rows_keyed_by_household(kafka_bootstrap, to
     assert expected["site-0.house"][0] == (1_577_142_000_000, 100.0)  # 00:00:00 Berlin, 100,000 mW
 
 
+@pytest.mark.parametrize("client", ["confluent", "kafka-python"])
+def test_it_sends_the_same_rows_in_batches_a_household_in_the_partition_its_key_chooses(kafka_bootstrap, topic,
+                                                                                         tmp_path, client):
+    for h in range(5):
+        write_gem_csv(tmp_path / f"site-{h}.csv", [(f"2019-12-24 00:00:{s * 2:02d}", 1000 * h + s) for s in range(30)])
+    expected = {household.household: list(zip(household.timestamps, household.powers))
+                for household in read_folder(tmp_path, ZoneInfo("Europe/Berlin"))[0]}
+
+    def run(name, per_message):
+        result = run_manage("runsimulation", "--data", str(tmp_path), "--until", "60", "--topic", name,
+                            "--bootstrap", kafka_bootstrap, "--client", client, "--readings-per-message", per_message)
+        assert result.returncode == 0, result.stderr
+        assert "sent=150 failed=0" in result.stdout
+        readings = consume_readings(kafka_bootstrap, name, 150)
+        received, partitions = defaultdict(list), defaultdict(set)
+        for household, ts, power, record in readings:
+            received[household].append((ts, power))
+            partitions[household].add(record.partition)
+        assert {k: sorted(v) for k, v in received.items()} == expected
+        return readings, partitions
+
+    _, keyed = run(f"{topic}-keyed", "1")
+    readings, batched = run(f"{topic}-batched", "2")  # both made by runsimulation, with the broker's default
+    assert batched == keyed and all(len(found) == 1 for found in batched.values())
+    per_partition = Counter(partition for [partition] in batched.values())
+    steps = 30  # 5 households a step, in batches of at most 2 a partition
+    assert len({id(record) for *_, record in readings}) == steps * sum(-(-n // 2) for n in per_partition.values())
+
+
 def test_it_sends_one_reading_per_household_per_step(kafka_bootstrap, topic):
     result = run_manage("runsimulation", "--households", "3", "--until", "120", "--topic", topic, "--seed", "4",
                         "--bootstrap", kafka_bootstrap, "--collect")
     assert result.returncode == 0, result.stderr
     assert "sent=180 failed=0" in result.stdout
     assert result.stdout.count("syn4-") == 3  # the collector's summary, a line per household
-    messages = consume_all(kafka_bootstrap, topic, 180)
-    assert len(messages) == 180
+    readings = consume_readings(kafka_bootstrap, topic, 180)
+    assert len(readings) == 180
     stamps = defaultdict(list)
-    for message in messages:
-        value = json.loads(message.value)
-        stamps[value["household"]].append(value["ts"])
+    for household, ts, _, _ in readings:
+        stamps[household].append(ts)
     assert all(sorted(v) == [T0 + s * 2000 for s in range(60)] for v in stamps.values())
 
 
@@ -85,11 +113,10 @@ def test_it_sends_a_real_time_reading_at_the_moment_it_carries(kafka_bootstrap, 
     result = run_manage("runsimulation", "--households", "200", "--until", "8", "--step", "4", "--speed", "1",
                         "--start", "now", "--topic", topic, "--bootstrap", kafka_bootstrap)
     assert result.returncode == 0, result.stderr
-    messages = consume_all(kafka_bootstrap, topic, 400)
-    assert len(messages) == 400
-    stamps = [json.loads(message.value)["ts"] for message in messages]
-    assert min(stamps) >= launched_ms, "the first step carries a moment before the run began"
-    delays = [message.timestamp - ts for message, ts in zip(messages, stamps)]  # produce time - event time
+    readings = consume_readings(kafka_bootstrap, topic, 400)
+    assert len(readings) == 400
+    assert min(ts for _, ts, _, _ in readings) >= launched_ms, "the first step carries a moment before the run began"
+    delays = [record.timestamp - ts for _, ts, _, record in readings]  # produce time - event time
     assert min(delays) >= 0, "a reading went out before the moment it carries"
     assert max(delays) < 500, f"readings went out up to {max(delays)} ms after the moment they carry"
 

@@ -11,7 +11,7 @@ import sys
 import pytest
 from kafka import KafkaConsumer, TopicPartition
 
-from tests.conftest import ROOT, child_env, consume_all, wait_for
+from tests.conftest import ROOT, child_env, consume_all, consume_readings, wait_for
 
 STOP_WITHIN_S = 15  # the README promises 5 s; a loaded test machine gets slack
 
@@ -45,7 +45,7 @@ def test_it_stops_with_a_summary_on_a_signal(kafka_bootstrap, topic, signum):
     assert summary.startswith(f"simulation: ended={signum.name} sent="), stdout
     sent = int(summary.split("sent=")[1].split()[0])
     assert sent > 0 and "failed=0" in summary
-    assert len(consume_all(kafka_bootstrap, topic, sent, timeout_ms=10000)) == sent  # all it counted, no more
+    assert len(consume_readings(kafka_bootstrap, topic, sent, timeout_ms=10000)) == sent  # all it counted, no more
 
 
 def test_it_stops_a_send_that_waits_for_kafka_to_take_readings(kafka_bootstrap, topic, monkeypatch):

@@ -1,6 +1,8 @@
 """The whole bad-input corpus against one live pipeline, then a normal run: every case refused
 clearly, nothing stored from it, and every good window delivered once."""
 
+import json
+
 import pynng
 import pytest
 
@@ -70,10 +72,15 @@ def test_it_refuses_every_bad_input_then_delivers_a_normal_run(kafka_client, kaf
         for i, bad in enumerate(corpus.KAFKA_MESSAGES.values()):
             messages += [reading(f"house-{i % 3}", T0 + i * 5000, 100.0 + i), ("house-x", bad),
                          reading(f"house-{i % 3}", T0 + i * 5000 + 2500, 300.0 + i)]
+        # And every bad reading of a batch between two good ones in the same batch.
+        for i, bad in enumerate(corpus.BATCH_READINGS.values(), start=len(corpus.KAFKA_MESSAGES)):
+            good = [[f"house-{i % 3}", T0 + i * 5000, 100.0 + i], [f"house-{i % 3}", T0 + i * 5000 + 2500, 300.0 + i]]
+            messages.append((f"house-{i % 3}", json.dumps({"readings": [good[0], bad, good[1]]}).encode()))
         produce(kafka_bootstrap, topic, messages)
         ingest = ingest_to_end(kafka_bootstrap, topic, edge_id=EDGE_ID)
-        assert ingest.totals["malformed"] == len(corpus.KAFKA_MESSAGES)
-        assert WindowAggregate.objects.count() == len(corpus.KAFKA_MESSAGES)
+        windows = len(corpus.KAFKA_MESSAGES) + len(corpus.BATCH_READINGS)
+        assert ingest.totals["malformed"] == windows
+        assert WindowAggregate.objects.count() == windows
 
         beat = Heartbeat(edge_id=EDGE_ID, secret=EDGE_SECRET, address=cloud.hb_addr, timeout_ms=300)
         sender = Sender(edge_id=EDGE_ID, secret=EDGE_SECRET, address=cloud.data_addr)
@@ -93,4 +100,4 @@ def test_it_refuses_every_bad_input_then_delivers_a_normal_run(kafka_client, kaf
         assert tuple_.average_w == 200.0 + (tuple_.window_start - T0) // 5000  # (100 + i + 300 + i) / 2
         assert tuple_.postal_code == locate(tuple_.household)[0]
     report = reconcile(EDGE_ID, redis_client, cloud_prefix)
-    assert report.ok(strict=True) and report.cloud_tuples == len(corpus.KAFKA_MESSAGES)
+    assert report.ok(strict=True) and report.cloud_tuples == windows

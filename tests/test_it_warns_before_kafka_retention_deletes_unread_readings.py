@@ -136,7 +136,7 @@ def test_it_warns_before_retention_deletes_unread_readings_and_counts_those_it_d
             assert wait_for(lambda: ingest.handle_one_poll() or ingest.totals["readings"] + ingest.pending["readings"]
                             >= 10, timeout=60, interval=0)
             wait_for(lambda: ingest.handle_one_poll() and False, timeout=2, interval=0)
-        errors = messages(caplog, logging.ERROR, "deleted 40 readings")
+        errors = messages(caplog, logging.ERROR, "deleted 40 records")
         assert errors and all("before" in r.getMessage() or "not read" in r.getMessage() for r in errors)
         status = EdgeStatus.objects.get(edge_id=EDGE_ID)
         assert status.lost_to_retention == 40  # counted once, by the ingest that had to go past them

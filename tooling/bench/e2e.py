@@ -7,7 +7,7 @@ client that reads the dashboard's live feed, all real processes on the local bro
   client, of the dashboard update that carries it. The cloud's updates count the window ends of the
   tuples they carry (`ends`), so every tuple is measured, not a sample. Grace, closing, delivery,
   storing, publishing and the page's own rate limit are all inside it.
-- Throughput: readings/s produced (Kafka's end offsets) and tuples/s acknowledged (the live feed).
+- Throughput: readings/s the edge read (its own count) and tuples/s acknowledged (the live feed).
 - Cost: CPU seconds per wall second and peak RSS of each process (with its children, those that
   ended during the run too: Redis rewrites its append-only file in one), Kafka and Redis included; and
   the whole machine's CPU, with the share of the time every core was busy (MachineLoad).
@@ -57,11 +57,15 @@ SATURATED = 0.95  # a sample with at least this share of every core busy: all co
 # --baseline WHAT: the one setting the baseline run changes, and how the figures name it. A name under
 # REDIS_SETTING is a setting of the cloud's Redis: every run sets REDIS_TUNING (as `make services` starts
 # Redis) and the baseline's, with CONFIG SET, and puts the server's own values back after. Any other name is an
-# environment variable of the pipeline's processes.
+# environment variable of the pipeline's processes, or under SIMULATION_OPTION an option of runsimulation.
 REDIS_SETTING = "redis:"
+SIMULATION_OPTION = "runsimulation:"  # a name under it is an option of runsimulation
+SIMULATION_SETTING = f"{SIMULATION_OPTION}--readings-per-message"
 BASELINES = {
     "live-windows": ({"FOG_LIVE_WINDOWS": "off"}, "FOG_LIVE_WINDOWS=off (windows close by event time alone)"),
     "gc": ({"FOG_FULL_GC_SECONDS": "0"}, "FOG_FULL_GC_SECONDS=0 (CPython's own full garbage collections)"),
+    "single-readings": ({SIMULATION_SETTING: "1"},
+                        "runsimulation --readings-per-message 1 (a Kafka message a reading, keyed by household)"),
     "rdb-compression": ({f"{REDIS_SETTING}rdbcompression": "yes"},
                         "rdbcompression yes (the cloud Redis compresses its AOF rewrites, Redis's default)"),
 }
@@ -214,15 +218,9 @@ class MachineLoad:
                 "saturated_share": round(sum(1 for b in busy if b >= SATURATED) / len(busy), 2)}
 
 
-def _produced(bootstrap, topic):
-    from kafka import KafkaConsumer, TopicPartition
-
-    consumer = KafkaConsumer(bootstrap_servers=bootstrap)
-    try:
-        parts = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or ()]
-        return sum(consumer.end_offsets(parts).values()) if parts else 0
-    finally:
-        consumer.close()
+def _read(pipeline):
+    """Readings the edge has counted so far (one a message or batched, as the simulation sent them)."""
+    return sum(row[0] for row in pipeline.rows("select readings from edge_app_edgestatus"))
 
 
 # Each stage of a tuple's way to the page, from the edge's own timestamps (window_end is event time,
@@ -387,11 +385,14 @@ def _measure(households, seconds, step, out, settings_env, warmup, described):
     edge_redis = settings.FOG_EDGE_REDIS_URL.rsplit("/", 1)[0] + "/13"
     _rewrite_aof(services.redis_url)
     until = warmup + seconds + 10
+    options = {k: v for k, v in (settings_env or {}).items() if k.startswith(SIMULATION_OPTION)}
+    simulation_args = [part for name, value in options.items() for part in (name[len(SIMULATION_OPTION):], value)]
     pipeline = Pipeline(services, edge_redis, households=households, until=until, speed=1.0, proxied=False,
-                        simulation_args=["--start", "now", "--step", str(step)], idle_seconds=None)  # the edge as users run it
+                        simulation_args=["--start", "now", "--step", str(step), *simulation_args],
+                        idle_seconds=None)  # the edge as users run it
     for name in {name for changed, _ in BASELINES.values() for name in changed}:
         pipeline.env.pop(name, None)  # the measured run has the defaults, whatever this shell sets
-    pipeline.env.update(settings_env or {})
+    pipeline.env.update({k: v for k, v in (settings_env or {}).items() if k not in options})
     web = feed = machine = web_log = None
     try:
         web_port = free_port()
@@ -419,7 +420,7 @@ def _measure(households, seconds, step, out, settings_env, warmup, described):
         machine = MachineLoad().start()
         late_before = _late(pipeline)
         rewrites_before = _aof_rewrites(services.redis_url)
-        produced_before = _produced(services.bootstrap, pipeline.env["FOG_TOPIC"])
+        produced_before = _read(pipeline)
         started_ms, first = time.time() * 1000, len(feed.updates)
         deadline = time.monotonic() + seconds
         while time.monotonic() < deadline:
@@ -428,7 +429,7 @@ def _measure(households, seconds, step, out, settings_env, warmup, described):
                 raise RuntimeError(f"runsimulation ended early (exit {pipeline.simulation.returncode})")
             time.sleep(1.0)
         elapsed_s = (time.time() * 1000 - started_ms) / 1000
-        produced = _produced(services.bootstrap, pipeline.env["FOG_TOPIC"]) - produced_before
+        produced = _read(pipeline) - produced_before
         updates = feed.updates[first:]
         costs, load = meter.result(), machine.result()
         drops = feed.drops
@@ -569,7 +570,8 @@ def run(households=1000, seconds=60, step=2, find_capacity=False, baseline=None,
 
 KINDS = {"size": "at one size, beside live windows off", "capacity": "the capacity search",
          "gc": "at one size, beside CPython's own full garbage collections",
-         "rdb-compression": "at one size, beside the cloud Redis compressing its AOF rewrites"}
+         "rdb-compression": "at one size, beside the cloud Redis compressing its AOF rewrites",
+         "single-readings": "at one size, beside the simulation sending a Kafka message a reading"}
 
 
 def markers(kind):

@@ -4,6 +4,7 @@ import re
 import time
 import uuid
 
+from fogwire.limits import MAX_READINGS_PER_MESSAGE
 from tooling.bench.common import Figure, manage, peak_rss_mib
 
 SUMMARY = re.compile(r"sent=(\d+) failed=(\d+) seconds=([\d.]+) readings/s=([\d,]+)(?:.*max_lag_s=([\d.]+))?")
@@ -23,9 +24,10 @@ def _simulation(args):
     return match, round(peak, 1)
 
 
-def _rate(count, until, client):
+def _rate(count, until, client, per_message=MAX_READINGS_PER_MESSAGE):
     """runsimulation with `client` as its producer; (readings/s, readings, peak RSS MiB)."""
     match, rss = _simulation(["--households", str(count), "--until", str(until), "--client", client,
+                              "--readings-per-message", str(per_message),
                               "--topic", f"bench-sim-{uuid.uuid4().hex[:8]}"])
     return float(match.group(4).replace(",", "")), int(match.group(1)), rss
 
@@ -34,14 +36,18 @@ def run_simulate(households=(10_000,), until=60, client="confluent", baseline_cl
     figures = []
     for count in households:
         out(f"simulate: {count:,} synthetic households, {until} simulated seconds at a 2 s step, --speed max, "
-            f"{client} client, then the same with {baseline_client}")
+            f"{client} client, then the same with {baseline_client}, then with one reading a message")
         rate, readings, rss = _rate(count, until, client)
         base, _, _ = _rate(count, until, baseline_client)
+        single, _, _ = _rate(count, until, client, per_message=1)
         label = "" if client == "confluent" else f" ({client})"
         figures.append(Figure(f"simulate {count:,} households{label}", rate, "readings/s", base,
                               ">= 100,000 readings/s",
                               {"readings": readings, "peak RSS MiB": rss, "us/reading": round(1e6 / rate, 2),
                                "against": f"the same run with the {baseline_client} producer"}))
+        figures.append(Figure(f"simulate {count:,} households{label}, batches of {MAX_READINGS_PER_MESSAGE}", rate,
+                              "readings/s", single, "",
+                              {"against": "the same run with one reading a message, keyed by household"}))
     return figures
 
 

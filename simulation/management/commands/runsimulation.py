@@ -1,3 +1,4 @@
+import argparse
 import logging
 import signal
 import sys
@@ -5,6 +6,7 @@ import sys
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
+from fogwire.limits import MAX_READINGS_PER_MESSAGE
 from simulation.producer import CLIENTS, STOP_FLUSH_S, KafkaUnavailable
 from simulation.scenario import Options, run
 from simulation.sources import DataError
@@ -19,6 +21,13 @@ def speed(text):
         value = float(text)
     except ValueError:
         raise ValueError(f"--speed takes a positive number or 'max', got {text!r}") from None
+    return value
+
+
+def readings_per_message(text):
+    value = int(text) if text.strip().isdigit() else 0
+    if not 1 <= value <= MAX_READINGS_PER_MESSAGE:
+        raise argparse.ArgumentTypeError(f"--readings-per-message takes 1..{MAX_READINGS_PER_MESSAGE}, got {text!r}")
     return value
 
 
@@ -52,6 +61,11 @@ class Command(BaseCommand):
                             help="Kafka bootstrap address (default FOG_KAFKA_BOOTSTRAP, %(default)s)")
         parser.add_argument("--client", choices=sorted(CLIENTS), default="confluent",
                             help="Kafka client library (default %(default)s; see simulation/producer.py)")
+        parser.add_argument("--readings-per-message", type=readings_per_message, default=MAX_READINGS_PER_MESSAGE, metavar="N",
+                            help="readings in one Kafka message: each step's readings go in batches of up to N, "
+                            "one a partition, a household always in the partition its id as a key would choose "
+                            f"(default and most {MAX_READINGS_PER_MESSAGE}); 1 = a message a reading, keyed by "
+                            "household (an edge reads both; not an edge run with --legacy-input)")
         parser.add_argument("--skip-bad-lines", action="store_true",
                             help="count and skip malformed CSV lines instead of stopping at the first")
         parser.add_argument("--collect", action="store_true",
@@ -63,7 +77,8 @@ class Command(BaseCommand):
         _quiet_mosaik()
         options = Options(until=o["until"], speed=o["speed"], households=o["households"], data=o["data"],
                           step=o["step"], seed=o["seed"], start=o["start"], tz=o["tz"], topic=o["topic"],
-                          bootstrap=o["bootstrap"], client=o["client"], skip_bad_lines=o["skip_bad_lines"],
+                          bootstrap=o["bootstrap"], client=o["client"], per_message=o["readings_per_message"],
+                          skip_bad_lines=o["skip_bad_lines"],
                           collect=o["collect"], progress=sys.stderr.isatty() and not o["no_progress"],
                           full_gc_seconds=settings.FOG_FULL_GC_SECONDS)
         stopped = []

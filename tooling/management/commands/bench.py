@@ -50,7 +50,8 @@ BENCHMARKS = {
                                        "batch"),
     ]),
     "ingest": (edge.run_ingest, "Kafka readings -> closed windows stored (target >= 50,000 readings/s); beside "
-               "the edge's other Kafka client on the same readings, and beside the ORM's bulk_create", [
+               "the edge's other Kafka client on the same readings, beside the ORM's bulk_create, and the same "
+               "readings in batches beside them one a message", [
         ("--readings", int, 500_000, "readings to produce and ingest (every pass reads them all)"),
         ("--households", int, 1000, "households they come from"),
         ("--baseline-readings", int, 20_000, "with one --client: readings (at most --readings) processed one by "
@@ -66,7 +67,7 @@ BENCHMARKS = {
         ("--ends", int, 24, "window ends stored one after another (the last quarter is timed)"),
     ]),
     "simulate": (simulate.run_simulate, "runsimulation --speed max into Kafka (target >= 100,000 readings/s); "
-                 "beside the same run with the other Kafka client", [
+                 "beside the same run with the other Kafka client, and with one reading a message", [
         ("--households", sizes, [10_000], "household count(s), comma-separated, e.g. 1000,10000,50000"),
         ("--until", int, 60, "simulated seconds"),
         ("--client", str, "confluent", "Kafka client: confluent or kafka-python"),
@@ -93,7 +94,8 @@ BENCHMARKS = {
          "baseline: live-windows (the default) FOG_LIVE_WINDOWS=off, windows close by event time alone; gc "
          "FOG_FULL_GC_SECONDS=0, CPython's own full garbage collections; rdb-compression the cloud Redis with "
          "rdbcompression yes, its AOF rewrites compressed (a single Redis that allows CONFIG SET; every run "
-         "sets the setting and puts it back after)"),
+         "sets the setting and puts it back after); single-readings runsimulation --readings-per-message 1, a "
+         "Kafka message a reading instead of batches"),
         ("--warmup", int, e2e.WARMUP_S, "seconds the pipeline runs before measuring (the first windows close, "
                                         "workers and sockets settle)"),
     ]),
@@ -159,15 +161,18 @@ NOTES = [
     "  the ACKs instead of the one prepared UPDATE run over them all (both over --orm-tuples); and the ORM's",
     "  SELECT of the next batch, then its UPDATE of those rows to SENT, instead of one UPDATE ... RETURNING.",
     "- ingest: the edge's other Kafka client (confluent-kafka or kafka-python) on the same readings; and,",
-    "  separately, the ORM's `bulk_create` instead of the one prepared INSERT run over all rows.",
+    "  separately, the ORM's `bulk_create` instead of the one prepared INSERT run over all rows; and the same",
+    "  readings in batches of 1000 a message (the simulation's default) against them one a message.",
     "- store: the same bursts of closed windows in the order they closed (at random as to household) instead",
     "  of household order, each order in a fresh database.",
     "- api: Django's stock `ASGIHandler` instead of `fogsite.http.OneHopASGIHandler`, same server and load.",
     "- e2e: the same households with `FOG_LIVE_WINDOWS=off` (windows close by event time alone); with",
     "  `--baseline gc`, with `FOG_FULL_GC_SECONDS=0` (CPython's own full garbage collections); with",
     "  `--baseline rdb-compression`, with the cloud Redis at `rdbcompression yes` (every e2e run sets it, to",
-    "  `no` as `make services` starts Redis, or to the baseline's value, and puts the server's own back).",
-    "- simulate: the same simulation with kafka-python's producer instead of confluent-kafka's.",
+    "  `no` as `make services` starts Redis, or to the baseline's value, and puts the server's own back); with",
+    "  `--baseline single-readings`, with the simulation sending a Kafka message a reading instead of batches.",
+    "- simulate: the same simulation with kafka-python's producer instead of confluent-kafka's; and with one",
+    "  reading a message instead of batches of 1000.",
     "- scale: each series against its first row; the store rows send the same tuples into one replica on the",
     "  single Redis, then on a local 3-master Redis Cluster (only the store's engine differs).",
     "",

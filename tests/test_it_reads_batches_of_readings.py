@@ -1,0 +1,153 @@
+"""Readings in batches (`{"readings": [[household, ts, power_w], ...]}`, the simulation's default) and one a
+message are the same readings to the edge: the same windows, a bad reading set aside on its own."""
+
+import json
+import zlib
+import pytest
+from kafka import KafkaConsumer, TopicPartition
+
+from edge_app.ingest import Ingestor
+from edge_app.models import EdgeStatus, WindowAggregate
+from fogwire.limits import MAX_MESSAGE_BYTES, MAX_READINGS_PER_MESSAGE
+from tests.conftest import ingest_to_end, produce, read_to_end, reading, run_manage
+
+T0 = 1_577_142_000_000
+
+
+def _batch(*readings):
+    """One key for every batch: a household's readings stay in one partition, as the simulation keeps them."""
+    return "batches", json.dumps({"readings": [list(r) for r in readings]}).encode()
+
+
+def _windows():
+    return sorted(WindowAggregate.objects.values_list("household", "window_start", "average_w", "readings"))
+
+
+@pytest.mark.edge_db
+@pytest.mark.django_db(transaction=True)
+def test_it_keeps_the_rest_of_a_batch_around_a_bad_reading(kafka_bootstrap, topic, caplog):
+    produce(kafka_bootstrap, topic, [
+        _batch(("a", T0, 100.0), ("b", T0, 10.0), ("a", T0 + 2000, "300"), ("a", T0 + 4000, 300.0)),
+        ("batches", reading("b", T0 + 2000, 30.0)[1]),  # a single reading between batches
+        _batch(("b", T0 + 5000, 50.0), [7, T0, 1.0], ("a", T0 + 5000, 500.0)),
+    ])
+
+    ingest = ingest_to_end(kafka_bootstrap, topic)
+
+    assert _windows() == [("a", T0, 200.0, 2), ("a", T0 + 5000, 500.0, 1), ("b", T0, 20.0, 2),
+                          ("b", T0 + 5000, 50.0, 1)]
+    assert ingest.totals["malformed"] == 2 and ingest.totals["readings"] == 6
+    assert EdgeStatus.objects.get(edge_id="edge-test").malformed == 2
+    said = [r.getMessage() for r in caplog.records if "malformed" in r.getMessage()]
+    assert any("offset 0, reading 2 of its batch: 'power_w' must be a number" in line for line in said), said
+    assert any("offset 2, reading 1 of its batch: household id must be" in line for line in said), said
+
+
+@pytest.mark.edge_db
+@pytest.mark.django_db(transaction=True)
+def test_it_counts_a_replayed_batch_once(kafka_bootstrap, topic):
+    """A restart replays from the oldest offset an open window needs: a batch read twice counts once."""
+    produce(kafka_bootstrap, topic, [_batch(("a", T0, 100.0), ("b", T0 + 9000, 1.0)),
+                                     _batch(("a", T0 + 12000, 300.0), ("b", T0 + 10500, 3.0))])
+    first = read_to_end(Ingestor(edge_id="edge-test", topic=topic, bootstrap=kafka_bootstrap, window_seconds=5,
+                                 grace_seconds=2, idle_seconds=60, live_windows=False))
+    first.flush()
+    first.close()
+    assert _windows() == [("a", T0, 100.0, 1)]  # b's [5, 10) s is open: the first batch is needed again
+    [partition] = [p for p, offset in first.next_offsets.items() if offset == 2]
+    assert first.needed_offsets()[partition] == 0
+    again = ingest_to_end(kafka_bootstrap, topic)
+
+    assert _windows() == [("a", T0, 100.0, 1), ("a", T0 + 10000, 300.0, 1), ("b", T0 + 5000, 1.0, 1),
+                          ("b", T0 + 10000, 3.0, 1)]
+    assert first.totals["readings"] + again.totals["readings"] == 4
+    assert EdgeStatus.objects.get(edge_id="edge-test").readings == 4
+
+
+@pytest.mark.edge_db
+@pytest.mark.django_db(transaction=True)
+def test_it_makes_the_same_windows_of_batches_as_of_single_readings(kafka_bootstrap, topic):
+    single, batched = f"{topic}-single", f"{topic}-batched"
+    for name, per_message in ((single, "1"), (batched, str(MAX_READINGS_PER_MESSAGE))):
+        result = run_manage("runsimulation", "--households", "1500", "--until", "20", "--topic", name,
+                            "--bootstrap", kafka_bootstrap, "--readings-per-message", per_message)
+        assert result.returncode == 0, result.stderr
+        assert "sent=15000 failed=0" in result.stdout
+
+    ingest_to_end(kafka_bootstrap, single, edge_id="edge-single")
+    from_single = _windows()
+    WindowAggregate.objects.all().delete()  # one edge database: the second topic's windows start afresh
+    ingest_to_end(kafka_bootstrap, batched, edge_id="edge-batched")
+
+    assert len(from_single) == 1500 * 4 and _windows() == from_single
+    assert dict(EdgeStatus.objects.values_list("edge_id", "readings")) == {"edge-single": 15000, "edge-batched": 15000}
+
+    consumer = KafkaConsumer(bootstrap_servers=kafka_bootstrap)
+    try:
+        partitions = sorted(consumer.partitions_for_topic(batched))
+        consumer.assign([TopicPartition(batched, p) for p in partitions])
+        consumer.seek_to_beginning()
+        seen, sizes = 0, []
+        while seen < 15000:
+            for tp, records in consumer.poll(timeout_ms=5000).items():
+                for record in records:
+                    readings = json.loads(record.value)["readings"]
+                    sizes.append(len(readings))
+                    seen += len(readings)
+                    assert {zlib.crc32(hh.encode()) % len(partitions) for hh, _, _ in readings} == {tp.partition}
+    finally:
+        consumer.close()
+    assert max(sizes) <= MAX_READINGS_PER_MESSAGE and len(sizes) < 15000 / 100
+
+
+@pytest.mark.parametrize("raw,problem", [
+    (json.dumps({"readings": [["h", T0, 1.0]] * MAX_READINGS_PER_MESSAGE}).encode(), None),
+    (json.dumps({"readings": [["h", T0, 1.0]] * (MAX_READINGS_PER_MESSAGE + 1)}).encode(), "more than 1000"),
+    (b'{"readings": []}', "a batch of no readings"),
+    (json.dumps({"household": "h", "ts": T0, "power_w": 1.0, "readings": [["h", T0, 1.0]]}).encode(),
+     "both a batch"),
+    (b'{"household": "h", "ts": 1577142000000, "power_w": 1.0, "pad": "' + b"x" * 5000 + b'"}',
+     "more than a reading's 4096"),
+    (b"{" * 5000, "more than a reading's 4096"),  # no batch in it: refused before it is parsed
+    (json.dumps({"readings": [["h", T0, 1.0]], "pad": "x" * MAX_MESSAGE_BYTES}).encode(), "more than a message's"),
+])
+def test_it_bounds_a_batch_by_its_readings_and_its_bytes(raw, problem):
+    from edge_app.ingest import MalformedReading, parse_message
+
+    if problem is None:
+        readings, problems = parse_message(raw, T0)
+        assert len(readings) == MAX_READINGS_PER_MESSAGE and problems == []
+    else:
+        with pytest.raises(MalformedReading, match=problem):
+            parse_message(raw, T0)
+
+
+@pytest.mark.edge_db
+@pytest.mark.django_db(transaction=True)
+def test_it_keeps_what_a_poll_brought_beyond_its_room_for_the_next(kafka_bootstrap, topic):
+    """Near the disk budget a poll may apply only so many readings: batches beyond that wait, in order, and the
+    windows do not close by a clock that passed readings still waiting."""
+    households = [f"h{i}" for i in range(MAX_READINGS_PER_MESSAGE)]
+    produce(kafka_bootstrap, topic, [_batch(*[(h, T0 + step * 2000, 10.0 * step) for h in households])
+                                     for step in range(3)])
+    ingest = Ingestor(edge_id="edge-test", topic=topic, bootstrap=kafka_bootstrap, window_seconds=5,
+                      grace_seconds=2, idle_seconds=60)
+    ingest.connect()
+    ingest.set_budget(1500, 100)  # room for 1500 readings: two batches (the second applied whole), not three
+    ingest.per_message = 1  # as if the last poll had seen single readings: this one asks for many messages
+    end = ingest.end_offsets()
+    [partition] = [p for p, offset in end.items() if offset]
+    for _ in range(50):  # polls until the three batches have come
+        if ingest.carry or ingest.at_end(end):
+            break
+        ingest.handle_one_poll()
+    assert ingest.next_offsets[partition] == 2 and [m[0] for m in ingest.carry[partition]] == [2]
+    assert ingest.read_clock() == -1
+    while not ingest.at_end(end):
+        ingest.handle_one_poll()
+    ingest.finish()
+    ingest.close()
+
+    assert not ingest.carry and ingest.totals["readings"] == 3 * len(households)
+    assert set(WindowAggregate.objects.values_list("average_w", "readings")) == {(10.0, 3)}
+    assert WindowAggregate.objects.count() == len(households)
