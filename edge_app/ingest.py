@@ -269,9 +269,11 @@ class Ingestor:
         self.paused_at = None
         self.lags = ({}, {})  # partition -> smallest lag this period, and the period before (ARRIVAL_LAG_PERIOD_S)
         self.lags_rolled = time.monotonic()
-        # Readings a message held lately, to size polls (the room is in readings, a poll takes messages), and
-        # the messages a poll brought beyond its room: applied, in order, before anything more is polled.
-        self.per_message, self.largest = limits.MAX_READINGS_PER_MESSAGE, 0
+        # Readings a message held lately (until the first poll, as many as a batch may), to size polls (the room
+        # is in readings, a poll takes messages), and the messages a poll brought beyond its room: applied, in
+        # order, before anything more is polled.
+        self.per_message, self.applied = limits.MAX_READINGS_PER_MESSAGE, [0, 0]  # [messages, readings] this poll
+        self.applied_times = {}  # partition -> the timestamp of the last record applied
         self.carry = {}  # partition -> [(offset, (value, timestamp)), ...] read but not applied yet
         self.room_left = math.inf  # readings the poll being applied may still apply (handle_one_poll)
 
@@ -321,11 +323,14 @@ class Ingestor:
         Record timestamps are the producers' (CreateTime) unless the topic has the broker stamp them
         (LogAppendTime): a producer whose clock runs ahead of the edge's hides that much lag."""
         marks, read = self.source.high_watermarks(), self.source.read_times
-        behind = [read.get(p) for p, high in marks.items() if high is None or self.next_offsets.get(p, 0) < high]
-        behind = [-1 if stamp is None else stamp for stamp in behind]  # nothing read yet, or a record unstamped
-        if behind and (self.merge is not None or self.carry):
-            return -1  # records read may still wait, unapplied: in the merge (unkeyed input) or carried over
-        return min(behind) if behind else None
+        behind = [p for p, high in marks.items() if high is None or self.next_offsets.get(p, 0) < high]
+        if behind and self.merge is not None:
+            return -1  # unkeyed input: records read may still wait in the merge, unapplied
+        # A partition with records carried over (handle_one_poll) has been applied only as far as its last
+        # record applied; the others as far as they were read.
+        stamps = [(self.applied_times if p in self.carry else read).get(p) for p in behind]
+        stamps = [-1 if stamp is None else stamp for stamp in stamps]  # nothing read yet, or a record unstamped
+        return min(stamps) if stamps else None
 
     def room_s(self):
         """Seconds until the next live window may be due: how long the loop may pause for other work
@@ -340,6 +345,7 @@ class Ingestor:
         """Poll once, apply what came, flush if due. True if any message was read."""
         room = self._room()  # while paused the partitions are paused: the poll only waits
         self.room_left = max(room, 1)
+        deleted = None
         try:
             if self.carry:  # what the last poll brought beyond its room comes first, and nothing new before it
                 batches, self.carry = self.carry, {}
@@ -350,11 +356,8 @@ class Ingestor:
             else:
                 batches = self.source.poll(timeout_ms, max(room // self.per_message, 1))
         except OffsetsDeleted as exc:
-            earliest = self.source.low_offsets(self.topic, list(exc.offsets))
-            for partition, offset in exc.offsets.items():
-                needed = self.next_offsets.get(partition, 0) if offset is None else offset
-                self._deleted_unread(partition, needed, earliest[partition])
-            batches = exc.batches
+            # What the poll read before the gap is applied first, all of it (nothing carried past the seek).
+            batches, deleted, self.room_left = exc.batches, exc.offsets, math.inf
         now = time.monotonic()
         now_ms = int(time.time() * 1000)
         if now - self.lags_rolled >= ARRIVAL_LAG_PERIOD_S:
@@ -369,8 +372,14 @@ class Ingestor:
         if self.merge is not None:
             self._apply_merged(now, now_ms)
         self.room_left = math.inf
-        if read:  # the most readings a message held lately: input may change from batches to single readings
-            self.per_message, self.largest = max(self.largest, self.per_message // 2, 1), 0
+        if deleted:
+            earliest = self.source.low_offsets(self.topic, list(deleted))
+            for partition, offset in deleted.items():
+                needed = self.next_offsets.get(partition, 0) if offset is None else offset
+                self._deleted_unread(partition, needed, earliest[partition])
+        if self.applied[0]:  # readings a message held lately, on average: polls are sized by it
+            messages, readings = self.applied
+            self.per_message, self.applied = max(1, round((self.per_message + readings / messages) / 2)), [0, 0]
         # Not while paused for the budget: paused partitions are not fetched, so the high watermarks the
         # read clock compares with are frozen, and unread readings would find their windows closed.
         if self.live_windows and self.paused_at is None and self.book.live_due:
@@ -474,12 +483,12 @@ class Ingestor:
         # The poll's room (readings) is spent message by message: a batch is applied whole, and what is left
         # over waits for the next poll (unkeyed input is single readings, sized by the poll itself).
         carry = self.merge is None
-        applied = None
+        room, applied, last = self.room_left, 0, None  # last: (offset, record timestamp) of the last applied
         for index, (offset, (value, stamp)) in enumerate(messages):
-            if carry and self.room_left <= 0:
+            if carry and room <= 0:
                 self.carry[partition] = messages[index:]
                 break
-            applied = offset
+            last = offset, stamp
             count = offset >= counted_from
             try:
                 # Legacy input has no time of its own: the record's timestamp is its event time.
@@ -492,26 +501,28 @@ class Ingestor:
                 continue
             if problems and count:
                 pending["malformed"] += len(problems)
-                for index, problem in problems:
+                for place, problem in problems:
                     self.malformed_log.warning("malformed reading at %s[%d] offset %d, reading %d of its batch: %s",
-                                               self.topic, partition, offset, index, problem)
+                                               self.topic, partition, offset, place, problem)
             if not live:
                 arrived = None  # this reading can never close by the clock
             elif lag is not None and stamp is not None and stamp > 0:
                 arrived = min(now_ms, stamp + lag)
             else:  # legacy input, or a record without a timestamp
                 arrived = now_ms
-            if len(readings) > self.largest:
-                self.largest = len(readings)
-            self.room_left -= len(readings)
+            room -= len(readings)
+            applied += len(readings)
             for household, ts, power in readings:
                 added = add(household, ts, power, partition, offset, now, arrived)
                 if added != APPLIED and count:
                     pending["late" if added == LATE else "duplicates"] += 1
             if count:
                 pending["readings"] += len(readings)
-        if applied is not None:
-            self.next_offsets[partition] = applied + 1
+        self.room_left = room
+        if last is not None:
+            self.applied[0] += len(messages) - len(self.carry.get(partition, ()))
+            self.applied[1] += applied
+            self.next_offsets[partition], self.applied_times[partition] = last[0] + 1, last[1]
             self.dirty = True
 
     def _apply_merged(self, now, now_ms):

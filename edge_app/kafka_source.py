@@ -248,7 +248,7 @@ class ConfluentSource:
             first = self.consumer.poll(timeout_ms / 1000)
             if first is None:
                 return {}
-            messages = [first, *self.consumer.consume(max_records - 1, 0)]
+            messages = [first, *(self.consumer.consume(max_records - 1, 0) if max_records > 1 else ())]
         batches, deleted, newest = {}, {}, {}
         for message in messages:
             error = message.error()

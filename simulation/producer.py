@@ -79,7 +79,10 @@ class ConfluentProducer:
                     raise KafkaUnavailable(f"topic {topic!r} can't be created on {bootstrap}: {exc}") from None
 
         def count_now():
-            found = admin.list_topics(topic, timeout=CONNECT_TIMEOUT_S).topics.get(topic)
+            try:
+                found = admin.list_topics(topic, timeout=CONNECT_TIMEOUT_S).topics.get(topic)
+            except KafkaException:  # asked again until TOPIC_WAIT_S is up
+                return 0
             return 0 if found is None or found.error is not None else len(found.partitions)
 
         self.partitions = _partitions(count_now, topic, bootstrap)
@@ -146,6 +149,7 @@ class ConfluentProducer:
         for) is counted as failed."""
         flushed = flush_in_slices(lambda seconds: self.producer.flush(seconds) == 0, timeout, self.stop_flag)
         if self.batched:  # every batch handed over was reported, or is lost
+            self.producer.poll(0)  # reports of the last deliveries the flush saw
             left = self.produced - self.delivered - self.failed
         else:
             left = 0 if flushed else len(self.producer)
