@@ -139,23 +139,19 @@ class KafkaAdapter(mosaik_api_v3.Simulator):
         send, per_message, known = self.producer.send_batch, self.per_message, self.partitions
         batches = {}
         count = 0
-        for readings_by_source in inputs.values():
-            for source, readings in readings_by_source["readings"].items():
-                if not readings:
-                    continue
-                household = source.split(".", 1)[1]  # mosaik's "<sid>.<eid>": a household id may hold dots
-                partition = known.get(household)
-                if partition is None:
-                    partition = known[household] = self.producer.partition_of(household)
-                batch = batches.get(partition)
-                if batch is None:
-                    batch = batches[partition] = []
-                for ts, watts in readings:
-                    batch.append((household, ts, round(watts, 3)))
-                    if len(batch) == per_message:
-                        send(partition, orjson.dumps({"readings": batch}), per_message)
-                        batch.clear()
-                count += len(readings)
+        for household, readings in _by_household(inputs):
+            partition = known.get(household)
+            if partition is None:
+                partition = known[household] = self.producer.partition_of(household)
+            batch = batches.get(partition)
+            if batch is None:
+                batch = batches[partition] = []
+            for ts, watts in readings:
+                batch.append((household, ts, round(watts, 3)))
+                if len(batch) == per_message:
+                    send(partition, orjson.dumps({"readings": batch}), per_message)
+                    batch.clear()
+            count += len(readings)
         for partition, batch in batches.items():
             if batch:
                 send(partition, orjson.dumps({"readings": batch}), len(batch))
@@ -164,19 +160,15 @@ class KafkaAdapter(mosaik_api_v3.Simulator):
     def _send_each(self, inputs):
         send, prefixes = self.producer.send, self.prefixes
         count = 0
-        for readings_by_source in inputs.values():
-            for source, readings in readings_by_source["readings"].items():
-                if not readings:
-                    continue
-                household = source.split(".", 1)[1]  # mosaik's "<sid>.<eid>": a household id may hold dots
-                prefix = prefixes.get(household)
-                if prefix is None:
-                    prefix = prefixes[household] = (
-                        f'{{"household":{json.dumps(household)},"ts":'.encode(), household.encode())
-                head, key = prefix
-                for ts, watts in readings:
-                    send(key, b'%s%d,"power_w":%r}' % (head, ts, round(watts, 3)))
-                count += len(readings)
+        for household, readings in _by_household(inputs):
+            prefix = prefixes.get(household)
+            if prefix is None:
+                prefix = prefixes[household] = (
+                    f'{{"household":{json.dumps(household)},"ts":'.encode(), household.encode())
+            head, key = prefix
+            for ts, watts in readings:
+                send(key, b'%s%d,"power_w":%r}' % (head, ts, round(watts, 3)))
+            count += len(readings)
         return count
 
 
@@ -195,20 +187,24 @@ class Collector(mosaik_api_v3.Simulator):
 
     def step(self, time_s, inputs, max_advance):
         summary = self.summary
-        for readings_by_source in inputs.values():
-            for source, readings in readings_by_source["readings"].items():
-                if not readings:
-                    continue
-                household = source.split(".", 1)[1]  # mosaik's "<sid>.<eid>": a household id may hold dots
-                row = summary.get(household)
-                for _, watts in readings:
-                    if row is None:
-                        row = summary[household] = [0, watts, 0.0, watts]
-                    row[0] += 1
-                    row[1] = min(row[1], watts)
-                    row[2] += watts
-                    row[3] = max(row[3], watts)
+        for household, readings in _by_household(inputs):
+            row = summary.get(household)
+            for _, watts in readings:
+                if row is None:
+                    row = summary[household] = [0, watts, 0.0, watts]
+                row[0] += 1
+                row[1] = min(row[1], watts)
+                row[2] += watts
+                row[3] = max(row[3], watts)
         return END_OF_TIME if _stopping(self.stats) else time_s + self.step_s
+
+
+def _by_household(inputs):
+    """(household id, its readings this step) for every household with readings, from mosaik's inputs."""
+    for readings_by_source in inputs.values():
+        for source, readings in readings_by_source["readings"].items():
+            if readings:
+                yield source.split(".", 1)[1], readings  # mosaik's "<sid>.<eid>": a household id may hold dots
 
 
 def _stopping(stats):
