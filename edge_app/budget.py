@@ -71,7 +71,7 @@ class BudgetGate:
             self.paused = True
             return 0
         # Open windows alone fill the budget (more households than it holds): read one
-        # at a time rather than stall; the overshoot is at most the open windows.
+        # message at a time rather than stall; the overshoot is at most the open windows and a batch.
         return 1
 
 

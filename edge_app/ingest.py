@@ -11,20 +11,14 @@ moment replays the open windows (and perhaps some stored since) and nothing
 else is lost; the unique key on (household, window_start) absorbs replays
 of windows already stored.
 
-A message is one reading, or a batch of them (`{"readings": [[household,
-ts, power_w], ...]}`, as the simulation sends by default: one Kafka record,
-one parse and one delivery for many readings; `bench ingest` measures both on
-the same readings). A reading that is not within fogwire.limits (longer than
-MAX_READING_BYTES, not JSON, any exception while parsing it, a value out of
-bounds) is malformed: counted, logged (at most a few lines a minute, with a
+A message is one reading or a batch of them (edge_app/readings.py). A
+malformed reading is counted, logged (at most a few lines a minute, with a
 summary of the rest) and skipped, so no message can stop ingest at its
-offset. A batch's readings are checked one by one: a bad one is set aside
-and the rest of its batch applied; a batch that cannot be read at all (not
-JSON, over MAX_MESSAGE_BYTES or MAX_READINGS_PER_MESSAGE) counts as one.
-Like a key, a batch keeps each of its households in one partition (the
-simulation routes them as their ids as keys would go). The window book's
-rules (far-ahead readings, idle households leaving memory) are in
-edge_app/windows.py.
+offset; a bad reading of a batch is set aside alone, a message unreadable as
+a whole counts once. Like a key, a batch keeps each of its households in one
+partition (the simulation routes them as their ids as keys would go). The
+window book's rules (far-ahead readings, idle households leaving memory) are
+in edge_app/windows.py.
 
 With a budget (set_budget, edge_app/budget.py) the ingest stops reading while
 the backlog is at the budget; the readings wait in Kafka. Readings Kafka
@@ -37,23 +31,22 @@ kafka-python, FOG_EDGE_KAFKA_CLIENT); this module only sees partitions,
 offsets and values, so `handle_one_poll` stays the one step whatever the client.
 """
 
-import json
 import logging
 import math
 import time
 from datetime import datetime, UTC
 from operator import attrgetter
 
-import orjson
 from django.db import connection, transaction
 from django.db.models import F
 from django.conf import settings
 from django.utils import timezone
 
 from edge_app.budget import RECOUNT_SECONDS, BudgetGate
-from edge_app.kafka_source import MAX_POLL_RECORDS, OffsetsDeleted, open_source, wait_for_partitions
+from edge_app.kafka_source import OffsetsDeleted, open_source, wait_for_partitions
 from edge_app.merge import PartitionMerge
 from edge_app.models import EdgeStatus, IngestPosition, Status, WindowAggregate
+from edge_app.readings import MalformedReading, parse_message
 from edge_app.windows import APPLIED, LATE, WindowBook
 from fogwire import limits
 
@@ -65,6 +58,7 @@ FLUSH_EVERY_SECONDS = 0.5
 IDLE_CHECKS = 4
 IDLE_CHECK_MAX_SECONDS = 2.5
 POLL_MS = 200
+MAX_POLL_READINGS = 20_000  # readings one poll may apply: also the headroom the budget keeps (_room)
 # Closed windows are committed in parts of at most this many, so the sender can start on the first part
 # of a burst (at real time every household's window closes within a second) while the rest is written.
 # Safe at any moment: a window stored ahead of its resume position is absorbed by the unique key when a
@@ -81,127 +75,6 @@ LEGACY_BUFFER_MAX = 20000  # unkeyed input: messages a partition may have waitin
 ARRIVAL_LAG_PERIOD_S = 5.0
 MALFORMED_LOG_LINES = 5  # at most this many malformed-reading lines per MALFORMED_LOG_SECONDS
 MALFORMED_LOG_SECONDS = 60.0
-
-
-# orjson parses a reading in a fraction of json's time (the largest share of the ingest's profile);
-# `bench ingest` measures the two on the same readings by setting this to json.loads. What orjson
-# refuses goes to json.loads before it is called malformed: json also reads bytes with a BOM or in
-# UTF-16/32, which readings accepted before orjson came in must still be.
-loads = orjson.loads
-BATCH_FIELD = "readings"  # a message with this field is a batch of readings (fogwire.limits)
-BATCH_MARK = b'"readings"'  # a message without it is no batch: longer than a reading, it is refused unparsed
-SINGLE_FIELDS = ("household", "ts", "power_w")
-
-
-class MalformedReading(ValueError):
-    pass
-
-
-def parse_reading(raw, now_ms, legacy_ts=None):
-    """(household, ts, power_w) of one Kafka message value, or MalformedReading saying what is wrong.
-
-    With `legacy_ts`, the value is one of the original prototype's messages,
-    `{"node_id": str, "power_value": number}` with no key and no time of its
-    own, and `legacy_ts` (the Kafka record's timestamp) is its event time.
-
-    Any exception on the way (a recursion limit, an integer too large for a
-    float, ...) is a MalformedReading too: no message may stop the loop.
-    """
-    try:
-        return _parse_reading(raw, now_ms) if legacy_ts is None else _parse_legacy_reading(raw, legacy_ts, now_ms)
-    except MalformedReading:
-        raise
-    except Exception as exc:
-        raise MalformedReading(f"unreadable ({type(exc).__name__}: {str(exc)[:80]})") from None
-
-
-def parse_message(raw, now_ms, legacy_ts=None):
-    """([(household, ts, power_w), ...], [(index, problem), ...]) of one Kafka message value: its readings, and
-    those of a batch that were set aside, each with its place in the batch and what is wrong with it.
-    MalformedReading when nothing of the message can be used."""
-    if legacy_ts is not None or (raw is not None and len(raw) > limits.MAX_READING_BYTES
-                                 and BATCH_MARK not in raw):  # too long for a reading, and no batch: unparsed
-        return [parse_reading(raw, now_ms, legacy_ts)], ()
-    try:
-        message = _json_object(raw, limits.MAX_MESSAGE_BYTES)
-        batch = message.get(BATCH_FIELD)
-        if batch is None:
-            if len(raw) > limits.MAX_READING_BYTES:
-                raise MalformedReading(f"{len(raw)} bytes, more than a reading's {limits.MAX_READING_BYTES}")
-            return [_reading(message, now_ms)], ()
-    except MalformedReading:
-        raise
-    except Exception as exc:
-        raise MalformedReading(f"unreadable ({type(exc).__name__}: {str(exc)[:80]})") from None
-    if type(batch) is not list:
-        raise MalformedReading(f"'{BATCH_FIELD}' must be a list of [household, ts, power_w], got {type(batch).__name__}")
-    if not batch:
-        raise MalformedReading("a batch of no readings")
-    if len(batch) > limits.MAX_READINGS_PER_MESSAGE:
-        raise MalformedReading(f"a batch of {len(batch)} readings, more than {limits.MAX_READINGS_PER_MESSAGE}")
-    if any(field in message for field in SINGLE_FIELDS):  # a reading with a batch in it, or the other way round
-        raise MalformedReading(f"both a batch ('{BATCH_FIELD}') and a reading's fields ({', '.join(SINGLE_FIELDS)})")
-    readings, problems = [], []
-    for index, item in enumerate(batch):
-        try:
-            if type(item) is not list or len(item) != 3:
-                raise MalformedReading("not a [household, ts, power_w] list")
-            readings.append(_checked(*item, now_ms))
-        except MalformedReading as exc:
-            problems.append((index, str(exc)))
-        except Exception as exc:  # noqa: BLE001 -- as in parse_reading: no value may stop the loop
-            problems.append((index, f"unreadable ({type(exc).__name__}: {str(exc)[:80]})"))
-    return readings, problems
-
-
-def _json_object(raw, max_bytes=limits.MAX_READING_BYTES):
-    if raw is None:
-        raise MalformedReading("no value (a tombstone)")
-    if len(raw) > max_bytes:
-        what = "a reading's" if max_bytes == limits.MAX_READING_BYTES else "a message's"
-        raise MalformedReading(f"{len(raw)} bytes, more than {what} {max_bytes}")
-    try:
-        message = loads(raw)
-    except Exception:  # noqa: BLE001 -- orjson's refusal is only a first opinion
-        try:
-            message = json.loads(raw)
-        except Exception as exc:  # whatever the parser raises (RecursionError too), the message is unusable
-            raise MalformedReading(f"not JSON ({type(exc).__name__})") from None
-    if not isinstance(message, dict):
-        raise MalformedReading(f"not a JSON object but a {type(message).__name__}")
-    return message
-
-
-def _parse_reading(raw, now_ms):
-    return _reading(_json_object(raw), now_ms)
-
-
-def _reading(message, now_ms):
-    return _checked(message.get("household"), message.get("ts"), message.get("power_w"), now_ms)
-
-
-def _checked(household, ts, power, now_ms):
-    if type(ts) is not int:
-        raise MalformedReading(f"'ts' must be an integer (epoch ms), got {type(ts).__name__}")
-    if type(power) not in (int, float):
-        raise MalformedReading(f"'power_w' must be a number, got {type(power).__name__}")
-    problem = limits.reading_problem(household, ts, power, now_ms)
-    if problem:
-        raise MalformedReading(problem)
-    return household, ts, float(power)
-
-
-def _parse_legacy_reading(raw, timestamp_ms, now_ms):
-    message = _json_object(raw)
-    if timestamp_ms < 0:  # confluent-kafka (and kafka_source for kafka-python) give -1 for none
-        raise MalformedReading("prototype message in a record without a timestamp: it has no time of its own")
-    node, power = message.get("node_id"), message.get("power_value")
-    if type(power) not in (int, float):
-        raise MalformedReading(f"'power_value' must be a number, got {type(power).__name__}")
-    problem = limits.reading_problem(node, timestamp_ms, power, now_ms)
-    if problem:
-        raise MalformedReading(f"prototype message (node_id, power_value, record time): {problem}")
-    return node, timestamp_ms, float(power)
 
 
 class RateLimitedLog:
@@ -269,9 +142,9 @@ class Ingestor:
         self.paused_at = None
         self.lags = ({}, {})  # partition -> smallest lag this period, and the period before (ARRIVAL_LAG_PERIOD_S)
         self.lags_rolled = time.monotonic()
-        # Readings a message held lately (until the first poll, as many as a batch may), to size polls (the room
-        # is in readings, a poll takes messages), and the messages a poll brought beyond its room: applied, in
-        # order, before anything more is polled.
+        # Readings a message held in the last poll (until the first, as many as a batch may), to size polls (the
+        # room is in readings, a poll takes messages), and the messages a poll brought beyond its room: applied,
+        # in order, before anything more is polled.
         self.per_message, self.applied = limits.MAX_READINGS_PER_MESSAGE, [0, 0]  # [messages, readings] this poll
         self.applied_times = {}  # partition -> the timestamp of the last record applied
         self.carry = {}  # partition -> [(offset, (value, timestamp)), ...] read but not applied yet
@@ -354,9 +227,10 @@ class Ingestor:
                     batches = {}
                     time.sleep(timeout_ms / 1000)
             else:
-                batches = self.source.poll(timeout_ms, max(room // self.per_message, 1))
+                batches = self.source.poll(timeout_ms, max(int(room / self.per_message), 1))
         except OffsetsDeleted as exc:
-            # What the poll read before the gap is applied first, all of it (nothing carried past the seek).
+            # What the poll read before the gap is applied first, all of it (nothing carried past the seek):
+            # beyond its room by what the poll misjudged, as rare as a gap.
             batches, deleted, self.room_left = exc.batches, exc.offsets, math.inf
         now = time.monotonic()
         now_ms = int(time.time() * 1000)
@@ -377,9 +251,9 @@ class Ingestor:
             for partition, offset in deleted.items():
                 needed = self.next_offsets.get(partition, 0) if offset is None else offset
                 self._deleted_unread(partition, needed, earliest[partition])
-        if self.applied[0]:  # readings a message held lately, on average: polls are sized by it
+        if self.applied[0]:  # readings a message held in this poll: the next is sized by it
             messages, readings = self.applied
-            self.per_message, self.applied = max(1, round((self.per_message + readings / messages) / 2)), [0, 0]
+            self.per_message, self.applied = max(1.0, readings / messages), [0, 0]
         # Not while paused for the budget: paused partitions are not fetched, so the high watermarks the
         # read clock compares with are frozen, and unread readings would find their windows closed.
         if self.live_windows and self.paused_at is None and self.book.live_due:
@@ -410,12 +284,12 @@ class Ingestor:
     def _room(self):
         """Readings the next poll may take; pauses or resumes the partitions at the budget's marks."""
         if self.gate is None:
-            return MAX_POLL_RECORDS
+            return MAX_POLL_READINGS
         counted, windows_then, when = self.backlog_at
         # Windows stored since the count only add (the sender only takes away): an upper bound, so the
         # database is counted again only near the budget or while paused (a count is O(backlog)).
         backlog, open_windows = counted + self.totals["windows"] - windows_then, self.book.open_windows()
-        near = self.gate.paused or backlog + open_windows + MAX_POLL_RECORDS >= self.gate.budget
+        near = self.gate.paused or backlog + open_windows + MAX_POLL_READINGS >= self.gate.budget
         if near and time.monotonic() - when >= RECOUNT_SECONDS:
             counted, windows_then = WindowAggregate.objects.backlog().count(), self.totals["windows"]
             self.backlog_at = (counted, windows_then, time.monotonic())
@@ -435,7 +309,7 @@ class Ingestor:
             log.info("ingest resumed: backlog %d tuples is below the low-water mark %d", backlog, self.gate.low_water)
         if self.gate.paused != was_paused:
             EdgeStatus.objects.filter(edge_id=self.edge_id).update(paused=self.gate.paused)
-        return min(room, MAX_POLL_RECORDS)
+        return min(room, MAX_POLL_READINGS)
 
     def _deleted_unread(self, partition, needed, earliest, seek=True):
         """Kafka deleted [needed, earliest) before the edge read it: say so loudly, count it, go on."""

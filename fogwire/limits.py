@@ -41,6 +41,7 @@ FUTURE_SLACK_MS = 24 * 3600 * 1000
 CLOCK_SKEW_MS = 5 * 60 * 1000  # how far an edge's clock may run ahead of the cloud's
 MAX_WINDOW_MS = 3600 * 1000  # FOG_WINDOW_SECONDS is bounded by this too
 MAX_READING_BYTES = 4096  # a reading is about 80 bytes; the household id at most 128
+READINGS_FIELD = "readings"  # a Kafka message with this field is a batch of readings
 MAX_READINGS_PER_MESSAGE = 1000  # a batch of the longest ids (128 characters) is still under MAX_MESSAGE_BYTES
 MAX_MESSAGE_BYTES = 1_000_000  # Kafka's default message.max.bytes is 1,048,588
 DEFAULT_HOUSEHOLDS_PER_EDGE = 100_000  # FOG_CLOUD_HOUSEHOLDS_PER_EDGE's default

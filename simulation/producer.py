@@ -88,7 +88,7 @@ class ConfluentProducer:
         self.partitions = _partitions(count_now, topic, bootstrap)
         # One reading a message: delivery reports for failures only, as a Python callback per delivered
         # message cost more than producing it; sent = produced - failed, once close() has flushed everything.
-        # Batches: a report for each (a few a second), which says how many readings it carried.
+        # Batches: a report for each (tens a second at real time), which says how many readings it carried.
         self.producer = Producer({**config, "acks": "all", "enable.idempotence": True, "linger.ms": LINGER_MS,
                                   "batch.size": BATCH_BYTES, "queue.buffering.max.messages": QUEUE_MAX_MESSAGES,
                                   "queue.buffering.max.kbytes": QUEUE_MAX_KBYTES_BATCHED if batched else QUEUE_MAX_KBYTES,

@@ -13,6 +13,7 @@ from datetime import datetime
 import mosaik_api_v3
 import orjson
 
+from fogwire.limits import READINGS_FIELD
 from simulation.sources import SyntheticHousehold
 
 # A next step past any `until`: mosaik schedules no further step of a simulator that returns it,
@@ -149,12 +150,12 @@ class KafkaAdapter(mosaik_api_v3.Simulator):
             for ts, watts in readings:
                 batch.append((household, ts, round(watts, 3)))
                 if len(batch) == per_message:
-                    send(partition, orjson.dumps({"readings": batch}), per_message)
+                    send(partition, orjson.dumps({READINGS_FIELD: batch}), per_message)
                     batch.clear()
             count += len(readings)
         for partition, batch in batches.items():
             if batch:
-                send(partition, orjson.dumps({"readings": batch}), len(batch))
+                send(partition, orjson.dumps({READINGS_FIELD: batch}), len(batch))
         return count
 
     def _send_each(self, inputs):

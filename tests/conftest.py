@@ -177,6 +177,17 @@ def topic(kafka_bootstrap):
         admin.close()
 
 
+def make_topic(bootstrap, name, partitions):
+    """A topic of `partitions` partitions (name it `{topic}-...` so the topic fixture deletes it)."""
+    from kafka.admin import KafkaAdminClient, NewTopic
+
+    admin = KafkaAdminClient(bootstrap_servers=bootstrap, client_id="fog-tests")
+    try:
+        admin.create_topics([NewTopic(name, num_partitions=partitions, replication_factor=1)])
+    finally:
+        admin.close()
+
+
 @pytest.fixture(params=["confluent", "kafka-python"])
 def kafka_client(request, settings):
     """Run the test once per ingest Kafka client: in this process (the setting) and in child edges
@@ -536,9 +547,11 @@ def consume_readings(bootstrap, topic, expected, timeout_ms=10000):
 
 
 def _readings_of(record):
+    from fogwire.limits import READINGS_FIELD
+
     value = json.loads(record.value)
-    if "readings" in value:
-        return [(household, ts, power, record) for household, ts, power in value["readings"]]
+    if READINGS_FIELD in value:
+        return [(household, ts, power, record) for household, ts, power in value[READINGS_FIELD]]
     return [(value["household"], value["ts"], value["power_w"], record)]
 
 

@@ -9,7 +9,8 @@ import time
 import pytest
 
 from cloud_app.keys import Keys
-from edge_app.ingest import Ingestor, MalformedReading, RateLimitedLog, parse_reading
+from edge_app.ingest import Ingestor, RateLimitedLog
+from edge_app.readings import MalformedReading, parse_reading
 from edge_app.models import IngestPosition, WindowAggregate
 from edge_app.windows import APPLIED, DUPLICATE, LATE, MAX_JUMP_MS, WindowBook
 from tests.conftest import (EDGE_SECRET, CloudThread, child_env, edge_db, ingest_to_end, produce, reading,

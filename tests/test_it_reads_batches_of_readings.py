@@ -4,13 +4,15 @@ message are the same readings to the edge: the same windows, a bad reading set a
 import json
 import time
 import zlib
+
 import pytest
 from kafka import KafkaConsumer, TopicPartition
 
 from edge_app.ingest import Ingestor
 from edge_app.models import EdgeStatus, WindowAggregate
-from fogwire.limits import MAX_MESSAGE_BYTES, MAX_READINGS_PER_MESSAGE
-from tests.conftest import ingest_to_end, produce, read_to_end, reading, run_manage
+from edge_app.readings import MalformedReading, parse_message
+from fogwire.limits import MAX_MESSAGE_BYTES, MAX_READING_BYTES, MAX_READINGS_PER_MESSAGE
+from tests.conftest import ingest_to_end, make_topic, produce, read_to_end, reading, run_manage
 
 T0 = 1_577_142_000_000
 
@@ -70,6 +72,7 @@ def test_it_counts_a_replayed_batch_once(kafka_bootstrap, topic):
 def test_it_makes_the_same_windows_of_batches_as_of_single_readings(kafka_bootstrap, topic):
     single, batched = f"{topic}-single", f"{topic}-batched"
     for name, per_message in ((single, "1"), (batched, str(MAX_READINGS_PER_MESSAGE))):
+        make_topic(kafka_bootstrap, name, partitions=4)
         result = run_manage("runsimulation", "--households", "1500", "--until", "20", "--topic", name,
                             "--bootstrap", kafka_bootstrap, "--readings-per-message", per_message)
         assert result.returncode == 0, result.stderr
@@ -88,8 +91,8 @@ def test_it_makes_the_same_windows_of_batches_as_of_single_readings(kafka_bootst
         partitions = sorted(consumer.partitions_for_topic(batched))
         consumer.assign([TopicPartition(batched, p) for p in partitions])
         consumer.seek_to_beginning()
-        seen, sizes = 0, []
-        while seen < 15000:
+        seen, sizes, deadline = 0, [], time.monotonic() + 60
+        while seen < 15000 and time.monotonic() < deadline:
             for tp, records in consumer.poll(timeout_ms=5000).items():
                 for record in records:
                     readings = json.loads(record.value)["readings"]
@@ -98,22 +101,23 @@ def test_it_makes_the_same_windows_of_batches_as_of_single_readings(kafka_bootst
                     assert {zlib.crc32(hh.encode()) % len(partitions) for hh, _, _ in readings} == {tp.partition}
     finally:
         consumer.close()
+    assert seen == 15000 and len(partitions) == 4
     assert max(sizes) <= MAX_READINGS_PER_MESSAGE and len(sizes) < 15000 / 100
 
 
 @pytest.mark.parametrize("raw,problem", [
     (json.dumps({"readings": [["h", T0, 1.0]] * MAX_READINGS_PER_MESSAGE}).encode(), None),
-    (json.dumps({"readings": [["h", T0, 1.0]] * (MAX_READINGS_PER_MESSAGE + 1)}).encode(), "more than 1000"),
+    (json.dumps({"readings": [["h", T0, 1.0]] * (MAX_READINGS_PER_MESSAGE + 1)}).encode(),
+     f"more than {MAX_READINGS_PER_MESSAGE}"),
     (b'{"readings": []}', "a batch of no readings"),
     (json.dumps({"household": "h", "ts": T0, "power_w": 1.0, "readings": [["h", T0, 1.0]]}).encode(),
      "both a batch"),
-    (b'{"household": "h", "ts": 1577142000000, "power_w": 1.0, "pad": "' + b"x" * 5000 + b'"}',
-     "more than a reading's 4096"),
-    (b"{" * 5000, "more than a reading's 4096"),  # no batch in it: refused before it is parsed
+    (b'{"household": "h", "ts": 1577142000000, "power_w": 1.0, "pad": "' + b"x" * MAX_READING_BYTES + b'"}',
+     f"more than a reading's {MAX_READING_BYTES}"),
+    (b"{" * (MAX_READING_BYTES + 1), f"more than a reading's {MAX_READING_BYTES}"),  # no batch: refused unparsed
     (json.dumps({"readings": [["h", T0, 1.0]], "pad": "x" * MAX_MESSAGE_BYTES}).encode(), "more than a message's"),
 ])
 def test_it_bounds_a_batch_by_its_readings_and_its_bytes(raw, problem):
-    from edge_app.ingest import MalformedReading, parse_message
 
     if problem is None:
         readings, problems = parse_message(raw, T0)
@@ -139,10 +143,17 @@ def test_it_keeps_what_a_poll_brought_beyond_its_room_for_the_next(kafka_bootstr
     ingest.per_message = 1  # as if the last poll had seen single readings: this one asks for many messages
     end = ingest.end_offsets()
     [partition] = [p for p, offset in end.items() if offset]
-    for _ in range(50):  # polls until the three batches have come
-        if ingest.carry or ingest.at_end(end):
-            break
-        ingest.handle_one_poll()
+    poll = ingest.source.poll
+
+    def all_three(timeout_ms, max_records):  # however Kafka's fetches split them, one poll brings all three
+        came, deadline = [], time.monotonic() + 30
+        while len(came) < 3 and time.monotonic() < deadline:
+            came += poll(timeout_ms, max_records).get(partition, [])
+        ingest.source.poll = poll
+        return {partition: came}
+
+    ingest.source.poll = all_three
+    ingest.handle_one_poll()
     assert ingest.next_offsets[partition] == 2 and [m[0] for m in ingest.carry[partition]] == [2]
     # The clock of live windows stops at the last batch applied, not at the one read and carried.
     assert ingest.read_clock() == ingest.applied_times[partition] < ingest.source.read_times[partition]

@@ -9,7 +9,7 @@ import pytest
 from kafka import KafkaProducer
 
 from cloud_app.keys import Keys
-from edge_app.ingest import MalformedReading, parse_reading
+from edge_app.readings import MalformedReading, parse_reading
 from edge_app.merge import PartitionMerge
 from edge_app.windows import WindowBook
 from tests.conftest import child_env, edge_cloud, edge_db, run_manage

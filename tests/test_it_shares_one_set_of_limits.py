@@ -6,7 +6,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from edge_app.ingest import MalformedReading, parse_reading
+from edge_app.readings import MalformedReading, parse_reading
 from edge_app.windows import WindowBook
 from fogwire import limits
 from simulation.sources import DataError, read_csv

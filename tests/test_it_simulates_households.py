@@ -8,7 +8,8 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from simulation.sources import SyntheticHousehold, read_folder
-from tests.conftest import consume_all, consume_readings, run_manage, write_gem_csv
+from fogwire.limits import READINGS_FIELD
+from tests.conftest import consume_all, consume_readings, make_topic, run_manage, write_gem_csv
 
 T0 = 1_577_142_000_000
 
@@ -61,6 +62,7 @@ def test_it_sends_the_same_rows_in_batches_a_household_in_the_partition_its_key_
                 for household in read_folder(tmp_path, ZoneInfo("Europe/Berlin"))[0]}
 
     def run(name, per_message):
+        make_topic(kafka_bootstrap, name, partitions=4)
         result = run_manage("runsimulation", "--data", str(tmp_path), "--until", "60", "--topic", name,
                             "--bootstrap", kafka_bootstrap, "--client", client, "--readings-per-message", per_message)
         assert result.returncode == 0, result.stderr
@@ -74,8 +76,9 @@ def test_it_sends_the_same_rows_in_batches_a_household_in_the_partition_its_key_
         return readings, partitions
 
     _, keyed = run(f"{topic}-keyed", "1")
-    readings, batched = run(f"{topic}-batched", "2")  # both made by runsimulation, with the broker's default
+    readings, batched = run(f"{topic}-batched", "2")
     assert batched == keyed and all(len(found) == 1 for found in batched.values())
+    assert len({partition for [partition] in batched.values()}) > 1  # the five are spread, not all in one
     per_partition = Counter(partition for [partition] in batched.values())
     steps = 30  # 5 households a step, in batches of at most 2 a partition
     assert len({id(record) for *_, record in readings}) == steps * sum(-(-n // 2) for n in per_partition.values())
@@ -89,6 +92,7 @@ def test_it_sends_one_reading_per_household_per_step(kafka_bootstrap, topic):
     assert result.stdout.count("syn4-") == 3  # the collector's summary, a line per household
     readings = consume_readings(kafka_bootstrap, topic, 180)
     assert len(readings) == 180
+    assert all(READINGS_FIELD in json.loads(record.value) for *_, record in readings)  # batches by default
     stamps = defaultdict(list)
     for household, ts, _, _ in readings:
         stamps[household].append(ts)

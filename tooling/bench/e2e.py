@@ -15,7 +15,9 @@ client that reads the dashboard's live feed, all real processes on the local bro
 A run "holds" when, over the measured span, the p99 freshness stays within HOLD_FRESHNESS_S, the
 tuples acknowledged keep pace with the households (at least HOLD_PACE of households / window per
 second), and the edge counted no more than HOLD_LATE_SHARE of the readings late (a window closed by the
-wall clock before a reading of it came: fresh figures bought by dropping readings do not hold).
+wall clock before a reading of it came: fresh figures bought by dropping readings do not hold). Readings
+are the edge's own count of what it read (a Kafka message may hold one or a batch), so an edge that
+falls behind shows in readings/s too.
 `--find-capacity` doubles the households until a run does not hold, then bisects; the size it reports
 has held in two trials (search_capacity), since one trial's spread is about a bisection step.
 
@@ -59,7 +61,7 @@ SATURATED = 0.95  # a sample with at least this share of every core busy: all co
 # Redis) and the baseline's, with CONFIG SET, and puts the server's own values back after. Any other name is an
 # environment variable of the pipeline's processes, or under SIMULATION_OPTION an option of runsimulation.
 REDIS_SETTING = "redis:"
-SIMULATION_OPTION = "runsimulation:"  # a name under it is an option of runsimulation
+SIMULATION_OPTION = "runsimulation:"
 SIMULATION_SETTING = f"{SIMULATION_OPTION}--readings-per-message"
 BASELINES = {
     "live-windows": ({"FOG_LIVE_WINDOWS": "off"}, "FOG_LIVE_WINDOWS=off (windows close by event time alone)"),
@@ -420,7 +422,7 @@ def _measure(households, seconds, step, out, settings_env, warmup, described):
         machine = MachineLoad().start()
         late_before = _late(pipeline)
         rewrites_before = _aof_rewrites(services.redis_url)
-        produced_before = _read(pipeline)
+        read_before = _read(pipeline)
         started_ms, first = time.time() * 1000, len(feed.updates)
         deadline = time.monotonic() + seconds
         while time.monotonic() < deadline:
@@ -429,7 +431,7 @@ def _measure(households, seconds, step, out, settings_env, warmup, described):
                 raise RuntimeError(f"runsimulation ended early (exit {pipeline.simulation.returncode})")
             time.sleep(1.0)
         elapsed_s = (time.time() * 1000 - started_ms) / 1000
-        produced = _read(pipeline) - produced_before
+        read = _read(pipeline) - read_before
         updates = feed.updates[first:]
         costs, load = meter.result(), machine.result()
         drops = feed.drops
@@ -461,7 +463,7 @@ def _measure(households, seconds, step, out, settings_env, warmup, described):
     acked = sum(acked for _, acked, _ in updates)
     window_s = settings.FOG_WINDOW_SECONDS
     result = {"households": households, "step_s": step, "seconds": round(elapsed_s, 1),
-              "readings_per_s": round(produced / elapsed_s), "tuples_per_s": round(acked / elapsed_s),
+              "readings_per_s": round(read / elapsed_s), "tuples_per_s": round(acked / elapsed_s),
               "needed_tuples_per_s": round(households / window_s),
               "freshness_p50_s": round(_weighted_percentile(samples, 0.5) / 1000, 2),
               "freshness_p99_s": round(_weighted_percentile(samples, 0.99) / 1000, 2),
@@ -472,7 +474,7 @@ def _measure(households, seconds, step, out, settings_env, warmup, described):
                                                              for name, (p50, p99) in stages.items()))
     result["holds"] = (result["freshness_p99_s"] <= HOLD_FRESHNESS_S
                        and result["tuples_per_s"] >= HOLD_PACE * result["needed_tuples_per_s"]
-                       and late <= HOLD_LATE_SHARE * max(produced, 1))
+                       and late <= HOLD_LATE_SHARE * max(read, 1))
     return result
 
 

@@ -24,7 +24,7 @@ import uuid
 import orjson
 from django.conf import settings
 
-from fogwire.limits import MAX_MESSAGE_BYTES, MAX_READINGS_PER_MESSAGE
+from fogwire.limits import MAX_MESSAGE_BYTES, MAX_READINGS_PER_MESSAGE, READINGS_FIELD
 from tooling.bench.common import Figure, delete_prefix, manage, peak_rss_mib, stop
 from tooling.net import free_port, port_open, wait_for
 
@@ -140,15 +140,16 @@ def run_ingest(readings=500_000, households=1000, baseline_readings=20_000, clie
             h = i % households
             ts = T0 + (i // households) * 2000
             power = round(100 + h % 50 + (i % 7) * 0.3, 2)
-            producer.send(topic, key=b"h%d" % h, value=b'{"household":"h%d","ts":%d,"power_w":%r}' % (h, ts, power))
+            producer.send(topic, key=b"h%d" % h, value=b'{"household":"h%d","ts":%d,"power_w":%r}' % (h, ts, power),
+                          partition=h % INGEST_PARTITIONS)  # as its batches below: the packing is the one difference
             batch = batches[h % INGEST_PARTITIONS]
             batch.append((f"h{h}", ts, power))
             if len(batch) == MAX_READINGS_PER_MESSAGE:
-                producer.send(batched, orjson.dumps({"readings": batch}), partition=h % INGEST_PARTITIONS)
+                producer.send(batched, orjson.dumps({READINGS_FIELD: batch}), partition=h % INGEST_PARTITIONS)
                 batch.clear()
         for partition, batch in enumerate(batches):
             if batch:
-                producer.send(batched, orjson.dumps({"readings": batch}), partition=partition)
+                producer.send(batched, orjson.dumps({READINGS_FIELD: batch}), partition=partition)
         producer.flush()
         producer.close()
         if len(clients) > 1:
@@ -268,16 +269,16 @@ def child_drain(tuples, batch, in_flight, baseline_tuples, orm_tuples, data_port
 def _ingest_once(topic, client, profiler=None, ingestor_class=None, parser=None):
     """One client's timed burst over the whole topic into a cleared edge database (with `parser`: that
     function parses each reading's JSON instead of the edge's own)."""
-    from edge_app import ingest as ingest_module
+    from edge_app import readings as readings_module
     from edge_app.ingest import Ingestor
 
-    shipped_parser = ingest_module.loads
+    shipped_parser = readings_module.loads
     if parser is not None:
-        ingest_module.loads = parser
+        readings_module.loads = parser
     try:
         return _timed_ingest(topic, client, profiler, ingestor_class or Ingestor)
     finally:
-        ingest_module.loads = shipped_parser
+        readings_module.loads = shipped_parser
 
 
 def _timed_ingest(topic, client, profiler, ingestor_class):
@@ -306,7 +307,7 @@ def _timed_ingest(topic, client, profiler, ingestor_class):
 
 # Where an ingest's time goes, by the topmost frame of each of these functions (module suffix, name).
 PROFILE_PARTS = {"kafka poll %": ("edge_app/kafka_source.py", "poll"),
-                 "parse %": ("edge_app/ingest.py", "parse_message"),
+                 "parse %": ("edge_app/readings.py", "parse_message"),
                  "windows %": ("edge_app/windows.py", "add"),
                  "store %": ("edge_app/ingest.py", "store_closed")}
 
@@ -342,7 +343,7 @@ def _orm_ingestor():
 
 
 def child_ingest(topic, batched_topic, clients, baseline_readings, profile=False):
-    from edge_app.ingest import parse_reading
+    from edge_app.readings import parse_reading
     from edge_app.models import IngestPosition, WindowAggregate
     from edge_app.windows import WindowBook
 

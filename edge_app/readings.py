@@ -1,0 +1,143 @@
+"""What a Kafka message holds: one reading, or a batch of them, each checked against fogwire.limits.
+
+A message is one reading, `{"household", "ts", "power_w"}`, or a batch,
+`{"readings": [[household, ts, power_w], ...]}` (READINGS_FIELD), as the
+simulation sends by default: one Kafka record, one parse and one delivery for
+many readings (`bench ingest` measures both on the same readings). A
+reading that is not within fogwire.limits (longer than MAX_READING_BYTES,
+not JSON, any exception while parsing it, a value out of bounds) is
+malformed. A batch's readings are checked one by one: a bad one is set aside
+and the rest of its batch kept; a batch that cannot be read at all (not
+JSON, over MAX_MESSAGE_BYTES or MAX_READINGS_PER_MESSAGE, empty, or with a
+single reading's fields beside its own) is malformed as a whole. Nothing here
+raises anything but MalformedReading, whatever the bytes.
+
+The original prototype's messages (`--legacy-input`) are single readings
+with no time of their own: parse_reading with the record's timestamp.
+"""
+
+import json
+
+import orjson
+
+from fogwire import limits
+
+# orjson parses a reading in a fraction of json's time (the largest share of the ingest's profile);
+# `bench ingest` measures the two on the same readings by setting this to json.loads. What orjson
+# refuses goes to json.loads before it is called malformed: json also reads bytes with a BOM or in
+# UTF-16/32, which readings accepted before orjson came in must still be.
+loads = orjson.loads
+BATCH_FIELD = limits.READINGS_FIELD
+BATCH_MARK = f'"{BATCH_FIELD}"'.encode()  # a message without it is no batch: longer than a reading, refused unparsed
+SINGLE_FIELDS = ("household", "ts", "power_w")
+
+
+class MalformedReading(ValueError):
+    pass
+
+
+def parse_reading(raw, now_ms, legacy_ts=None):
+    """(household, ts, power_w) of one Kafka message value, or MalformedReading saying what is wrong.
+
+    With `legacy_ts`, the value is one of the original prototype's messages,
+    `{"node_id": str, "power_value": number}` with no key and no time of its
+    own, and `legacy_ts` (the Kafka record's timestamp) is its event time.
+
+    Any exception on the way (a recursion limit, an integer too large for a
+    float, ...) is a MalformedReading too: no message may stop the loop.
+    """
+    try:
+        return _parse_reading(raw, now_ms) if legacy_ts is None else _parse_legacy_reading(raw, legacy_ts, now_ms)
+    except MalformedReading:
+        raise
+    except Exception as exc:
+        raise MalformedReading(f"unreadable ({type(exc).__name__}: {str(exc)[:80]})") from None
+
+
+def parse_message(raw, now_ms, legacy_ts=None):
+    """([(household, ts, power_w), ...], [(index, problem), ...]) of one Kafka message value: its readings, and
+    those of a batch that were set aside, each with its place in the batch and what is wrong with it.
+    MalformedReading when nothing of the message can be used."""
+    if legacy_ts is not None or (raw is not None and len(raw) > limits.MAX_READING_BYTES
+                                 and BATCH_MARK not in raw):  # too long for a reading, and no batch: unparsed
+        return [parse_reading(raw, now_ms, legacy_ts)], ()
+    try:
+        message = _json_object(raw, limits.MAX_MESSAGE_BYTES)
+        batch = message.get(BATCH_FIELD)
+        if batch is None:
+            if len(raw) > limits.MAX_READING_BYTES:
+                raise MalformedReading(f"{len(raw)} bytes, more than a reading's {limits.MAX_READING_BYTES}")
+            return [_reading(message, now_ms)], ()
+    except MalformedReading:
+        raise
+    except Exception as exc:
+        raise MalformedReading(f"unreadable ({type(exc).__name__}: {str(exc)[:80]})") from None
+    if type(batch) is not list:
+        raise MalformedReading(f"'{BATCH_FIELD}' must be a list of [household, ts, power_w], got {type(batch).__name__}")
+    if not batch:
+        raise MalformedReading("a batch of no readings")
+    if len(batch) > limits.MAX_READINGS_PER_MESSAGE:
+        raise MalformedReading(f"a batch of {len(batch)} readings, more than {limits.MAX_READINGS_PER_MESSAGE}")
+    if any(field in message for field in SINGLE_FIELDS):  # a reading with a batch in it, or the other way round
+        raise MalformedReading(f"both a batch ('{BATCH_FIELD}') and a reading's fields ({', '.join(SINGLE_FIELDS)})")
+    readings, problems = [], []
+    for index, item in enumerate(batch):
+        try:
+            if type(item) is not list or len(item) != 3:
+                raise MalformedReading("not a [household, ts, power_w] list")
+            readings.append(_checked(*item, now_ms))
+        except MalformedReading as exc:
+            problems.append((index, str(exc)))
+        except Exception as exc:  # noqa: BLE001 -- as in parse_reading: no value may stop the loop
+            problems.append((index, f"unreadable ({type(exc).__name__}: {str(exc)[:80]})"))
+    return readings, problems
+
+
+def _json_object(raw, max_bytes=limits.MAX_READING_BYTES):
+    if raw is None:
+        raise MalformedReading("no value (a tombstone)")
+    if len(raw) > max_bytes:
+        what = "a reading's" if max_bytes == limits.MAX_READING_BYTES else "a message's"
+        raise MalformedReading(f"{len(raw)} bytes, more than {what} {max_bytes}")
+    try:
+        message = loads(raw)
+    except Exception:  # noqa: BLE001 -- orjson's refusal is only a first opinion
+        try:
+            message = json.loads(raw)
+        except Exception as exc:  # whatever the parser raises (RecursionError too), the message is unusable
+            raise MalformedReading(f"not JSON ({type(exc).__name__})") from None
+    if not isinstance(message, dict):
+        raise MalformedReading(f"not a JSON object but a {type(message).__name__}")
+    return message
+
+
+def _parse_reading(raw, now_ms):
+    return _reading(_json_object(raw), now_ms)
+
+
+def _reading(message, now_ms):
+    return _checked(message.get("household"), message.get("ts"), message.get("power_w"), now_ms)
+
+
+def _checked(household, ts, power, now_ms):
+    if type(ts) is not int:
+        raise MalformedReading(f"'ts' must be an integer (epoch ms), got {type(ts).__name__}")
+    if type(power) not in (int, float):
+        raise MalformedReading(f"'power_w' must be a number, got {type(power).__name__}")
+    problem = limits.reading_problem(household, ts, power, now_ms)
+    if problem:
+        raise MalformedReading(problem)
+    return household, ts, float(power)
+
+
+def _parse_legacy_reading(raw, timestamp_ms, now_ms):
+    message = _json_object(raw)
+    if timestamp_ms < 0:  # confluent-kafka (and kafka_source for kafka-python) give -1 for none
+        raise MalformedReading("prototype message in a record without a timestamp: it has no time of its own")
+    node, power = message.get("node_id"), message.get("power_value")
+    if type(power) not in (int, float):
+        raise MalformedReading(f"'power_value' must be a number, got {type(power).__name__}")
+    problem = limits.reading_problem(node, timestamp_ms, power, now_ms)
+    if problem:
+        raise MalformedReading(f"prototype message (node_id, power_value, record time): {problem}")
+    return node, timestamp_ms, float(power)
