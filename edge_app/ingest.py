@@ -142,13 +142,12 @@ class Ingestor:
         self.paused_at = None
         self.lags = ({}, {})  # partition -> smallest lag this period, and the period before (ARRIVAL_LAG_PERIOD_S)
         self.lags_rolled = time.monotonic()
-        # Readings a message held in the last poll (until the first, as many as a batch may), to size polls (the
-        # room is in readings, a poll takes messages), and the messages a poll brought beyond its room: applied,
-        # in order, before anything more is polled.
-        self.per_message, self.applied = limits.MAX_READINGS_PER_MESSAGE, [0, 0]  # [messages, readings] this poll
+        # Readings a message held in the last poll, to size polls (the room is in readings, a poll takes
+        # messages): until the first, as many as a batch may, except for the prototype's single readings.
+        self.per_message = 1.0 if legacy else limits.MAX_READINGS_PER_MESSAGE
+        self.applied = [0, 0]  # messages and readings _apply applied in this poll
         self.applied_times = {}  # partition -> the timestamp of the last record applied
-        self.carry = {}  # partition -> [(offset, (value, timestamp)), ...] read but not applied yet
-        self.room_left = math.inf  # readings the poll being applied may still apply (handle_one_poll)
+        self.carry = {}  # partition -> [(offset, (value, timestamp)), ...] a poll brought beyond its room
 
     # --- start ----------------------------------------------------------
 
@@ -217,21 +216,19 @@ class Ingestor:
     def handle_one_poll(self, timeout_ms=POLL_MS):
         """Poll once, apply what came, flush if due. True if any message was read."""
         room = self._room()  # while paused the partitions are paused: the poll only waits
-        self.room_left = max(room, 1)
-        deleted = None
+        left, deleted = max(room, 1), None  # readings this poll may apply
         try:
-            if self.carry:  # what the last poll brought beyond its room comes first, and nothing new before it
+            if self.carry and not room:  # paused: what a poll brought beyond its room waits for room
+                batches = {}
+                time.sleep(timeout_ms / 1000)
+            elif self.carry:  # it comes first, and nothing new before it
                 batches, self.carry = self.carry, {}
-                if not room:
-                    self.carry = batches
-                    batches = {}
-                    time.sleep(timeout_ms / 1000)
             else:
                 batches = self.source.poll(timeout_ms, max(int(room / self.per_message), 1))
         except OffsetsDeleted as exc:
             # What the poll read before the gap is applied first, all of it (nothing carried past the seek):
             # beyond its room by what the poll misjudged, as rare as a gap.
-            batches, deleted, self.room_left = exc.batches, exc.offsets, math.inf
+            batches, deleted, left = exc.batches, exc.offsets, math.inf
         now = time.monotonic()
         now_ms = int(time.time() * 1000)
         if now - self.lags_rolled >= ARRIVAL_LAG_PERIOD_S:
@@ -240,12 +237,11 @@ class Ingestor:
         for partition, messages in batches.items():
             read += len(messages)  # carried-over messages count again where they are applied: only a flag
             if self.merge is None:
-                self._apply(partition, messages, now, now_ms)
-            else:
+                left = self._apply(partition, messages, now, now_ms, left)
+            else:  # the prototype's single readings: a poll brings no more than its room
                 self.merge.add(partition, [(message[1][1], message) for message in messages])
         if self.merge is not None:
             self._apply_merged(now, now_ms)
-        self.room_left = math.inf
         if deleted:
             earliest = self.source.low_offsets(self.topic, list(deleted))
             for partition, offset in deleted.items():
@@ -331,8 +327,10 @@ class Ingestor:
         """Per partition, the oldest offset the edge still needs (what a restart would resume from)."""
         return self.book.resume_offsets(self.next_offsets)
 
-    def _apply(self, partition, messages, now, now_ms):
-        """Apply one partition's (offset, (value, record timestamp)) pairs in offset order.
+    def _apply(self, partition, messages, now, now_ms, room=math.inf):
+        """Apply one partition's (offset, (value, record timestamp)) pairs in offset order, while `room`
+        (readings) lasts: a batch is applied whole, the messages after it are carried over to the next poll.
+        Returns the room left.
 
         A live window's household clock starts from when its newest reading arrived: not when this poll
         came round to it, or every reading that waited behind a burst (the ingest storing the windows of
@@ -354,15 +352,11 @@ class Ingestor:
                 lag = min(lag, before.get(partition, lag))
         counted_from = self.counted.get(partition, 0)
         pending, legacy = self.pending, self.legacy
-        # The poll's room (readings) is spent message by message: a batch is applied whole, and what is left
-        # over waits for the next poll (unkeyed input is single readings, sized by the poll itself).
-        carry = self.merge is None
-        room, applied, last = self.room_left, 0, None  # last: (offset, record timestamp) of the last applied
+        applied, stop = 0, len(messages)  # readings applied; messages[:stop] applied
         for index, (offset, (value, stamp)) in enumerate(messages):
-            if carry and room <= 0:
-                self.carry[partition] = messages[index:]
+            if room <= 0:
+                self.carry[partition], stop = messages[index:], index
                 break
-            last = offset, stamp
             count = offset >= counted_from
             try:
                 # Legacy input has no time of its own: the record's timestamp is its event time.
@@ -392,12 +386,13 @@ class Ingestor:
                     pending["late" if added == LATE else "duplicates"] += 1
             if count:
                 pending["readings"] += len(readings)
-        self.room_left = room
-        if last is not None:
-            self.applied[0] += len(messages) - len(self.carry.get(partition, ()))
+        if stop:
+            offset, (_, stamp) = messages[stop - 1]
+            self.next_offsets[partition], self.applied_times[partition] = offset + 1, stamp
+            self.applied[0] += stop
             self.applied[1] += applied
-            self.next_offsets[partition], self.applied_times[partition] = last[0] + 1, last[1]
             self.dirty = True
+        return room
 
     def _apply_merged(self, now, now_ms):
         """Apply what the merge releases, in runs of one partition; pause partitions that ran far ahead."""

@@ -27,13 +27,16 @@ from fogwire import limits
 # refuses goes to json.loads before it is called malformed: json also reads bytes with a BOM or in
 # UTF-16/32, which readings accepted before orjson came in must still be.
 loads = orjson.loads
-BATCH_FIELD = limits.READINGS_FIELD
-BATCH_MARK = f'"{BATCH_FIELD}"'.encode()  # a message without it is no batch: longer than a reading, refused unparsed
+BATCH_MARK = f'"{limits.READINGS_FIELD}"'.encode()  # a message without it is no batch: longer than a reading, refused unparsed
 SINGLE_FIELDS = ("household", "ts", "power_w")
 
 
 class MalformedReading(ValueError):
     pass
+
+
+def _unreadable(exc):
+    return f"unreadable ({type(exc).__name__}: {str(exc)[:80]})"
 
 
 def parse_reading(raw, now_ms, legacy_ts=None):
@@ -51,7 +54,7 @@ def parse_reading(raw, now_ms, legacy_ts=None):
     except MalformedReading:
         raise
     except Exception as exc:
-        raise MalformedReading(f"unreadable ({type(exc).__name__}: {str(exc)[:80]})") from None
+        raise MalformedReading(_unreadable(exc)) from None
 
 
 def parse_message(raw, now_ms, legacy_ts=None):
@@ -63,7 +66,7 @@ def parse_message(raw, now_ms, legacy_ts=None):
         return [parse_reading(raw, now_ms, legacy_ts)], ()
     try:
         message = _json_object(raw, limits.MAX_MESSAGE_BYTES)
-        batch = message.get(BATCH_FIELD)
+        batch = message.get(limits.READINGS_FIELD)
         if batch is None:
             if len(raw) > limits.MAX_READING_BYTES:
                 raise MalformedReading(f"{len(raw)} bytes, more than a reading's {limits.MAX_READING_BYTES}")
@@ -71,15 +74,16 @@ def parse_message(raw, now_ms, legacy_ts=None):
     except MalformedReading:
         raise
     except Exception as exc:
-        raise MalformedReading(f"unreadable ({type(exc).__name__}: {str(exc)[:80]})") from None
+        raise MalformedReading(_unreadable(exc)) from None
     if type(batch) is not list:
-        raise MalformedReading(f"'{BATCH_FIELD}' must be a list of [household, ts, power_w], got {type(batch).__name__}")
+        raise MalformedReading(f"'{limits.READINGS_FIELD}' must be a list of [household, ts, power_w], "
+                               f"got {type(batch).__name__}")
     if not batch:
         raise MalformedReading("a batch of no readings")
     if len(batch) > limits.MAX_READINGS_PER_MESSAGE:
         raise MalformedReading(f"a batch of {len(batch)} readings, more than {limits.MAX_READINGS_PER_MESSAGE}")
     if any(field in message for field in SINGLE_FIELDS):  # a reading with a batch in it, or the other way round
-        raise MalformedReading(f"both a batch ('{BATCH_FIELD}') and a reading's fields ({', '.join(SINGLE_FIELDS)})")
+        raise MalformedReading(f"both a batch ('{limits.READINGS_FIELD}') and a reading's fields ({', '.join(SINGLE_FIELDS)})")
     readings, problems = [], []
     for index, item in enumerate(batch):
         try:
@@ -89,7 +93,7 @@ def parse_message(raw, now_ms, legacy_ts=None):
         except MalformedReading as exc:
             problems.append((index, str(exc)))
         except Exception as exc:  # noqa: BLE001 -- as in parse_reading: no value may stop the loop
-            problems.append((index, f"unreadable ({type(exc).__name__}: {str(exc)[:80]})"))
+            problems.append((index, _unreadable(exc)))
     return readings, problems
 
 

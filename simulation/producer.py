@@ -59,7 +59,7 @@ class ConfluentProducer:
         from confluent_kafka.admin import AdminClient, NewTopic
 
         self.topic, self.stop_flag, self.batched = topic, stop_flag, batched
-        self.sent = self.failed = self.delivered = 0
+        self.sent = self.failed = 0
         self.first_error = None
         # A restarted broker is retried within a second (librdkafka's default backoff grows to 10 s).
         config = {"bootstrap.servers": bootstrap, "socket.connection.setup.timeout.ms": CONNECT_TIMEOUT_S * 1000,
@@ -107,7 +107,7 @@ class ConfluentProducer:
 
     def _reported(self, readings, err, msg):
         if err is None:
-            self.delivered += readings
+            self.sent += readings
         else:
             self._failed(err, msg, readings)
 
@@ -150,7 +150,7 @@ class ConfluentProducer:
         flushed = flush_in_slices(lambda seconds: self.producer.flush(seconds) == 0, timeout, self.stop_flag)
         if self.batched:  # every batch handed over was reported, or is lost
             self.producer.poll(0)  # reports of the last deliveries the flush saw
-            left = self.produced - self.delivered - self.failed
+            left = self.produced - self.sent - self.failed
         else:
             left = 0 if flushed else len(self.producer)
         if left:

@@ -511,15 +511,18 @@ def write_gem_csv(path, rows, header=GEM_HEADER):
     return path
 
 
-def consume_all(bootstrap, topic, expected, timeout_ms=10000):
+def consume_all(bootstrap, topic, expected, timeout_ms=10000, weigh=lambda record: 1):
+    """The records of `topic`, once what they weigh (one each by default) adds up to `expected`, and whatever
+    else comes within a second."""
     from kafka import KafkaConsumer
 
     consumer = KafkaConsumer(topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest",
                              enable_auto_commit=False, consumer_timeout_ms=timeout_ms)
-    messages = []
+    messages, weight = [], 0
     for message in consumer:
         messages.append(message)
-        if len(messages) >= expected:
+        weight += weigh(message)
+        if weight >= expected:
             break
     extra = consumer.poll(timeout_ms=1000)  # anything beyond what was expected?
     messages += [m for batch in extra.values() for m in batch]
@@ -528,22 +531,9 @@ def consume_all(bootstrap, topic, expected, timeout_ms=10000):
 
 
 def consume_readings(bootstrap, topic, expected, timeout_ms=10000):
-    """(household, ts, power_w, record) of every reading in `topic`, sent one a record or in batches, once
-    `expected` of them have come (and whatever else comes within a second)."""
-    from kafka import KafkaConsumer
-
-    consumer = KafkaConsumer(topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest",
-                             enable_auto_commit=False, consumer_timeout_ms=timeout_ms)
-    readings = []
-    for record in consumer:
-        readings += _readings_of(record)
-        if len(readings) >= expected:
-            break
-    for batch in consumer.poll(timeout_ms=1000).values():  # anything beyond what was expected?
-        for record in batch:
-            readings += _readings_of(record)
-    consumer.close()
-    return readings
+    """(household, ts, power_w, record) of every reading in `topic`, sent one a record or in batches."""
+    records = consume_all(bootstrap, topic, expected, timeout_ms, weigh=lambda record: len(_readings_of(record)))
+    return [reading for record in records for reading in _readings_of(record)]
 
 
 def _readings_of(record):

@@ -118,7 +118,6 @@ def test_it_makes_the_same_windows_of_batches_as_of_single_readings(kafka_bootst
     (json.dumps({"readings": [["h", T0, 1.0]], "pad": "x" * MAX_MESSAGE_BYTES}).encode(), "more than a message's"),
 ])
 def test_it_bounds_a_batch_by_its_readings_and_its_bytes(raw, problem):
-
     if problem is None:
         readings, problems = parse_message(raw, T0)
         assert len(readings) == MAX_READINGS_PER_MESSAGE and problems == []
