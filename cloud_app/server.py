@@ -32,9 +32,10 @@ log = logging.getLogger("fog.cloud")
 DASHBOARD_GROUP = "dashboard"
 PUBLISH_EVERY_SECONDS = 0.25  # with the page's 4 a second, at most half a second of the freshness budget
 RECENT_PUBLISHED = 15  # newest tuples carried by each dashboard update (the page's table)
-# Window end -> tuples, so a client can tell how fresh every tuple is (bench e2e). At real time an
-# update holds one or two distinct ends; a drained backlog is capped here.
-ENDS_MAX = 64
+# Window end -> tuples, so a client can tell how fresh every tuple is (bench e2e). At real time an update holds
+# a few distinct ends (staggered windows end every 0.1 s: edge_app/windows.py); a drained backlog is capped here,
+# past a minute of staggered ends.
+ENDS_MAX = 640
 SHUTDOWN_SECONDS = 4.0
 HEARTBEAT_WORKERS = 2
 # nng drops anything above its own limit without a word (and without

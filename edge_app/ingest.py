@@ -119,7 +119,7 @@ INSERT_WINDOWS = (
 
 class Ingestor:
     def __init__(self, *, edge_id, topic, bootstrap, window_seconds, grace_seconds, idle_seconds, live_windows=True,
-                 live_grace_seconds=None, client=None, legacy=False):
+                 live_grace_seconds=None, client=None, legacy=False, stagger=None):
         self.edge_id, self.topic, self.bootstrap = edge_id, topic, bootstrap
         self.client = client or settings.FOG_EDGE_KAFKA_CLIENT
         self.live_windows = live_windows
@@ -128,7 +128,8 @@ class Ingestor:
         self.merge_paused = set()  # partitions the merge paused for running ahead
         self.idle_check_seconds = min(idle_seconds / IDLE_CHECKS, IDLE_CHECK_MAX_SECONDS)
         self.book = WindowBook(window_seconds * 1000, int(grace_seconds * 1000), idle_seconds,
-                               None if live_grace_seconds is None else int(live_grace_seconds * 1000))
+                               None if live_grace_seconds is None else int(live_grace_seconds * 1000),
+                               stagger=settings.FOG_WINDOW_STAGGER if stagger is None else stagger)
         self.source = None
         self.next_offsets = {}  # partition -> next offset to read
         self.counted = {}  # partition -> first offset not yet counted

@@ -1,7 +1,21 @@
 """Event-time tumbling windows per household, with no I/O.
 
 A reading at `ts` (epoch ms) belongs to the window starting at
-floor(ts / W) * W. Each household has an event clock, the newest event time
+floor(ts / W) * W. Staggered (FOG_WINDOW_STAGGER), each household's windows
+start at a phase of its own instead, floor((ts - phase) / W) * W + phase,
+where the phase is a multiple of PHASE_STEP_MS below W taken from a CRC-32
+of the household's id: the same on every edge and in every run, so a replay
+makes the same windows. Aligned, every household's window ends in the same
+instant, and at real time the edge closes, stores and sends a whole
+window's worth of tuples at once, every W; staggered, as Flink's
+WindowStagger does for its panes, they flow evenly (`bench e2e --stagger
+--baseline aligned-windows` measures the two). A household still has one
+window every W, each reading in exactly one; only where they begin moves.
+Change it, as FOG_WINDOW_SECONDS, only after `runedge --burst` stored every
+window: otherwise the readings a restart replays from Kafka make windows of
+the other kind, which the unique key cannot match with those stored.
+
+Each household has an event clock, the newest event time
 of its stream. A window closes when its household's clock reaches the
 window's end plus the grace period, or when no reading has come to it for
 the idle timeout (wall clock). A reading whose window has closed, or would
@@ -60,6 +74,7 @@ open window.
 """
 
 import heapq
+import zlib
 from dataclasses import dataclass, field
 
 from fogwire.limits import MAX_POWER_W
@@ -71,7 +86,17 @@ FORGET_AFTER_IDLES = 6  # idle timeouts of silence after which a household leave
 # every household's window comes due within a second, and tuples that tie on the due time compare on.
 SLOT_BITS = 32
 SLOT_MASK = (1 << SLOT_BITS) - 1
+# Staggered windows start on this grid: coarse enough that the windows ending in one of the dashboard's
+# updates are a few ends, not thousands (the cloud counts each end's tuples, for `bench e2e`'s freshness).
+PHASE_STEP_MS = 100
 LATE, APPLIED, DUPLICATE = 0, 1, 2  # what add() did with a reading (LATE is falsy, APPLIED truthy)
+
+
+def window_phase(household, window_ms):
+    """Where in every W-long span a household's staggered windows start (ms): a multiple of PHASE_STEP_MS
+    below window_ms, the same wherever and whenever it is asked."""
+    phases = max(window_ms // PHASE_STEP_MS, 1)
+    return zlib.crc32(household.encode()) % phases * PHASE_STEP_MS
 
 
 @dataclass(slots=True)
@@ -105,13 +130,15 @@ class Household:
     last_seen: float = 0.0  # wall clock (monotonic seconds)
     newest_at: int = 0  # when the reading at newest_ts arrived (epoch ms, as add's wall_ms)
     confirmed: bool = False  # a second reading within MAX_JUMP_MS of the clock has come: it is not one stray
+    phase: int = 0  # its windows start at phase + k * W (window_phase; 0 aligned)
 
 
 class WindowBook:
-    def __init__(self, window_ms, grace_ms, idle_seconds, live_grace_ms=None):
+    def __init__(self, window_ms, grace_ms, idle_seconds, live_grace_ms=None, stagger=False):
         if window_ms <= 0:
             raise ValueError("window must be positive")
         self.window_ms, self.grace_ms, self.idle_seconds = window_ms, grace_ms, idle_seconds
+        self.stagger = stagger
         self.live_grace_ms = grace_ms if live_grace_ms is None else min(live_grace_ms, grace_ms)
         self.households = {}
         self.closed = []
@@ -131,7 +158,8 @@ class WindowBook:
         None: no live closing). Returns APPLIED, or LATE or DUPLICATE having applied nothing."""
         state = self.households.get(household)
         if state is None:
-            state = self.households[household] = Household()
+            state = self.households[household] = Household(
+                phase=window_phase(household, self.window_ms) if self.stagger else 0)
         if not state.confirmed and state.newest_ts >= 0:
             if state.newest_ts - ts > MAX_JUMP_MS and not self._came_live(state):
                 # The clock stands on the first reading alone, this far ahead of the second: that one was the
@@ -141,7 +169,7 @@ class WindowBook:
                     state.newest_ts, ts, wall_ms or 0, -1)
             elif ts != state.newest_ts and ts - state.newest_ts <= MAX_JUMP_MS:  # not a copy of the first
                 state.confirmed = True
-        start = ts - ts % self.window_ms
+        start = ts - (ts - state.phase) % self.window_ms
         end = start + self.window_ms
         if end <= state.closed_until or end + self.grace_ms <= state.newest_ts or start in state.closed_ahead:
             return LATE

@@ -86,6 +86,9 @@ FOG_GRACE_SECONDS = env_float("FOG_GRACE_SECONDS", 2.0, minimum=0)
 FOG_LIVE_GRACE_SECONDS = env_float("FOG_LIVE_GRACE_SECONDS", 1.0, minimum=0)
 # Live streams' windows close by the edge's clock at end + grace (edge_app/windows.py); off: event time only.
 FOG_LIVE_WINDOWS = env_bool("FOG_LIVE_WINDOWS", True)
+# Each household's windows start at a phase of its own, so they do not all end at once (edge_app/windows.py);
+# off, every window starts at a multiple of its length since the epoch, as users of windows expect.
+FOG_WINDOW_STAGGER = env_bool("FOG_WINDOW_STAGGER", False)
 # The long-running loops' full garbage collections, at most this often, where the loop pauses
 # (fogwire/fullgc.py); 0: CPython's own rule, in the middle of whatever the loop does.
 FOG_FULL_GC_SECONDS = env_int("FOG_FULL_GC_SECONDS", 60, minimum=0)

@@ -43,6 +43,7 @@ BAD_VALUES = {
     "FOG_LOG_LEVEL": ("LOUD", "FOG_LOG_LEVEL='LOUD': expected one of DEBUG, INFO, WARNING, ERROR, CRITICAL"),
     "FOG_TOOLING": ("sometimes", "FOG_TOOLING='sometimes': expected one of 1/0, true/false"),
     "FOG_LIVE_WINDOWS": ("maybe", "FOG_LIVE_WINDOWS='maybe': expected one of 1/0, true/false"),
+    "FOG_WINDOW_STAGGER": ("maybe", "FOG_WINDOW_STAGGER='maybe': expected one of 1/0, true/false"),
     "FOG_FULL_GC_SECONDS": ("-60", "FOG_FULL_GC_SECONDS=-60: expected a whole number >= 0"),
     "DJANGO_DEBUG": ("maybe", "DJANGO_DEBUG='maybe': expected one of 1/0, true/false"),
     "FOG_TIME_ZONE": ("Mars/Base", "FOG_TIME_ZONE='Mars/Base': expected a time zone name such as Europe/Berlin"),

@@ -169,6 +169,21 @@ def test_it_keeps_each_e2e_baseline_in_a_section_of_its_own(tmp_path):
         assert BASELINES[expected][1] in section, kind
 
 
+def test_it_keeps_runs_with_staggered_windows_apart_from_the_aligned_ones(tmp_path):
+    from tooling.bench.common import Figure
+    from tooling.bench.e2e import STAGGERED_LABEL, markers, write_section
+
+    doc = tmp_path / "BENCHMARKS.md"
+    for label, value in (("", 1.0), (STAGGERED_LABEL, 2.0)):
+        write_section(doc, [Figure(f"e2e capacity{label} (households)", value * 1000, "households", None, "", {}),
+                            Figure(f"e2e freshness p99{label} at capacity", value, "s", None, "", {})], "bench e2e")
+    text = doc.read_text()
+    aligned = text[text.index(markers("capacity")[0]):text.index(markers("capacity")[1])]
+    staggered = text[text.index(markers("capacity-staggered")[0]):text.index(markers("capacity-staggered")[1])]
+    assert "| 1,000.00 households |" in aligned and STAGGERED_LABEL not in aligned
+    assert "| 2,000.00 households |" in staggered and "every run with staggered windows" in staggered
+
+
 def test_it_runs_e2e_on_its_redis_settings_and_puts_the_servers_own_back(own_redis, settings, monkeypatch):
     """Every e2e run sets the cloud Redis's rdbcompression (as `make services` starts it, or the baseline's), so
     the measured run and the rdb-compression baseline differ in that alone, whatever the server had; the
@@ -227,7 +242,7 @@ def test_it_measures_the_whole_pipeline_from_window_end_to_the_page(services, tm
     assert int(figure["households"].replace(",", "")) == 300 and figure["feed drops"] == 0
     # 300 households at a 2 s step: 150 readings/s, counted by the edge in steps of 300 over about 6 s.
     assert 0.5 * 150 <= int(figure["readings/s"].replace(",", "")) <= 1.5 * 150, figure
-    assert figure["late readings"] == "0"
+    assert figure["late readings"] == "0" and figure["tuples timed"] == "100.0%"
     each = [float(value.split(" / ")[0]) for name, value in figure.items() if name.endswith(" cpu/rss")]
     total = float(figure["cpu, all processes"])
     assert len(each) == 6 and total > 0 and total == pytest.approx(sum(each), abs=0.03), figure  # each is rounded

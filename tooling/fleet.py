@@ -104,7 +104,8 @@ class Fleet:
         self.edge_redis_url = edge_redis_url
         self.prefix = prefix or f"fleet:{self.run}:"
         self.base_env = {"FOG_KAFKA_BOOTSTRAP": bootstrap, "FOG_CLOUD_REDIS_URL": cloud_redis_url,
-                         "FOG_CLOUD_KEY_PREFIX": self.prefix, "FOG_VAR_DIR": str(self.folder)}
+                         "FOG_CLOUD_KEY_PREFIX": self.prefix, "FOG_VAR_DIR": str(self.folder),
+                         "FOG_WINDOW_STAGGER": "off"}  # produce() counts aligned windows, whatever the shell sets
         self.edges = [Edge(self, n) for n in range(edges)]
         secrets = ",".join(f"{e.edge_id}:{e.secret}" for e in self.edges)
         self.base_env["FOG_EDGE_SECRETS"] = secrets

@@ -390,7 +390,8 @@ def child_ingest(topic, batched_topic, clients, baseline_readings, profile=False
 
     consumer = KafkaConsumer(topic, bootstrap_servers=settings.FOG_KAFKA_BOOTSTRAP, auto_offset_reset="earliest",
                              enable_auto_commit=False, group_id=None)
-    book = WindowBook(settings.FOG_WINDOW_SECONDS * 1000, int(settings.FOG_GRACE_SECONDS * 1000), 60)
+    book = WindowBook(settings.FOG_WINDOW_SECONDS * 1000, int(settings.FOG_GRACE_SECONDS * 1000), 60,
+                      stagger=settings.FOG_WINDOW_STAGGER)
     started = time.perf_counter()
     for count, message in enumerate(consumer, start=1):
         household, ts, power = parse_reading(message.value, int(time.time() * 1000))

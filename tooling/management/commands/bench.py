@@ -91,13 +91,16 @@ BENCHMARKS = {
                                            "freshness <= 5 s and pace, each trial measured 2 minutes; the "
                                            "size it reports held in two trials"),
         ("--baseline", tuple(e2e.BASELINES), None, "also run the same households with one setting changed, as the "
-         "baseline: live-windows (the default) FOG_LIVE_WINDOWS=off, windows close by event time alone; gc "
+         "baseline: live-windows (the default) FOG_LIVE_WINDOWS=off, windows close by event time alone; "
+         "aligned-windows FOG_WINDOW_STAGGER=off, every household's windows end at once (with --stagger); gc "
          "FOG_FULL_GC_SECONDS=0, CPython's own full garbage collections; rdb-compression the cloud Redis with "
          "rdbcompression yes, its AOF rewrites compressed (a single Redis that allows CONFIG SET; every run "
          "sets the setting and puts it back after); single-readings runsimulation --readings-per-message 1, a "
          "Kafka message a reading instead of batches"),
         ("--warmup", int, e2e.WARMUP_S, "seconds the pipeline runs before measuring (the first windows close, "
                                         "workers and sockets settle)"),
+        ("--stagger", "flag", False, "every run with FOG_WINDOW_STAGGER=on, each household's windows at a phase "
+                                     "of its own (compare with --baseline aligned-windows)"),
     ]),
     "api": (api.run, "/api/states/ p50/p99 under concurrent clients, many tuples stored (target p99 <= 20 ms); "
             "beside Django's stock ASGIHandler", [
@@ -170,7 +173,9 @@ NOTES = [
     "  `--baseline gc`, with `FOG_FULL_GC_SECONDS=0` (CPython's own full garbage collections); with",
     "  `--baseline rdb-compression`, with the cloud Redis at `rdbcompression yes` (every e2e run sets it, to",
     "  `no` as `make services` starts Redis, or to the baseline's value, and puts the server's own back); with",
-    "  `--baseline single-readings`, with the simulation sending a Kafka message a reading instead of batches.",
+    "  `--baseline single-readings`, with the simulation sending a Kafka message a reading instead of batches;",
+    "  with `--stagger --baseline aligned-windows`, staggered windows against `FOG_WINDOW_STAGGER=off`, the",
+    "  default, where every household's windows end at once.",
     "- simulate: the same simulation with kafka-python's producer instead of confluent-kafka's; and with one",
     "  reading a message instead of batches of 1000.",
     "- scale: each series against its first row; the store rows send the same tuples into one replica on the",
@@ -279,7 +284,7 @@ class Command(BaseCommand):
             old = target.read_text() if target.exists() else ""
             text = keep_section(old, text)
             measured = {name: [f for (_, n), fs in sections.items() if n == name for f in fs] for name in ("e2e", "scale")}
-            for kind in e2e.KINDS:  # then this run's e2e replaces its kind; a capacity search's stays
+            for kind in e2e.all_kinds():  # then this run's e2e replaces its kind; a capacity search's stays
                 text = carry_generated(old, text, *e2e.markers(kind))
             if measured["scale"]:
                 text = (text.rstrip("\n") + "\n\n## Scale (`bench scale`)\n\n"
