@@ -149,6 +149,29 @@ def test_it_reports_a_capacity_only_once_it_has_held_twice(flaky, expected, size
     assert [r["households"] for r in results] == tried
 
 
+def test_it_searches_the_capacity_of_the_baseline_too(monkeypatch):
+    """--find-capacity with --baseline: the same search with the one setting changed, its size beside."""
+    from tooling.bench import e2e
+
+    seen = []
+
+    def measure(size, seconds, step, out, settings_env=None, warmup=0):  # aligned holds 30,000, staggered 50,000
+        staggered = (settings_env or {}).get("FOG_WINDOW_STAGGER") == "on"
+        seen.append((size, staggered))
+        holds = size <= (50_000 if staggered else 30_000)
+        return {"households": size, "holds": holds, "freshness_p99_s": 2.0 if holds else 9.0, "freshness_p50_s": 1.0,
+                "freshness_max_s": 3.0, "readings_per_s": size // 2, "tuples_per_s": size // 5,
+                "needed_tuples_per_s": size // 5, "late": 0, "feed_drops": 0, "timed_share": 1.0, "processes": {},
+                "stages": {}, "machine": {"mean_cores": 1.0, "cores": 2, "saturated_share": 0.1}}
+
+    monkeypatch.setattr(e2e, "measure", measure)
+    capacity, at_capacity = e2e.run(find_capacity=True, baseline="aligned-windows", stagger=True, out=lambda line: None)
+    assert (capacity.value, capacity.baseline) == (50_000, 30_000) and capacity.ratio == pytest.approx(50 / 30)
+    assert e2e.STAGGERED_LABEL in capacity.name and e2e.BASELINES["aligned-windows"][1] == capacity.extra["baseline"]
+    assert {staggered for _, staggered in seen} == {True, False} and seen[0] == (10_000, True)
+    assert "(no)" in capacity.extra["baseline trials"] and at_capacity.extra["households"] == "50,000"
+
+
 def test_it_keeps_each_e2e_baseline_in_a_section_of_its_own(tmp_path):
     """A run beside one setting changed replaces only the section of that setting's runs."""
     from tooling.bench.common import Figure

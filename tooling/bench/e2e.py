@@ -556,10 +556,10 @@ def run(households=1000, seconds=60, step=2, find_capacity=False, baseline=None,
     common, label = (STAGGERED, STAGGERED_LABEL) if stagger else ({}, "")
     if baseline == "aligned-windows" and not stagger:
         raise RuntimeError("--baseline aligned-windows is the baseline of --stagger: without it both runs are aligned")
+    changed, described = BASELINES["live-windows" if baseline is True else baseline] if baseline else ({}, None)
+    if _redis_part(changed):  # a cluster, or a Redis that refuses CONFIG, is said before the first run
+        _redis_values(settings.FOG_CLOUD_REDIS_URL, _redis_part(changed))
     if not find_capacity:
-        changed, described = BASELINES["live-windows" if baseline is True else baseline] if baseline else ({}, None)
-        if _redis_part(changed):  # a cluster, or a Redis that refuses CONFIG, is said before the first run
-            _redis_values(settings.FOG_CLOUD_REDIS_URL, _redis_part(changed))
         figure = _figures(measure(households, seconds, step, out, settings_env=common, warmup=warmup), label)
         if baseline:  # the same run with one setting changed
             other = measure(households, seconds, step, out, settings_env={**common, **changed}, warmup=warmup)
@@ -568,19 +568,29 @@ def run(households=1000, seconds=60, step=2, find_capacity=False, baseline=None,
             figure.extra.update(_baseline_extra(other))
         return [figure]
 
-    def trial(size):
-        result = measure(size, CAPACITY_SECONDS, step, out, settings_env=common, warmup=warmup)
-        out(f"e2e: {size:,} households {'hold' if result['holds'] else 'do not hold'} "
-            f"(p99 {result['freshness_p99_s']} s, {result['tuples_per_s']:,}/{result['needed_tuples_per_s']:,} tuples/s)")
-        return result
+    def search(env, who=""):
+        def trial(size):
+            result = measure(size, CAPACITY_SECONDS, step, out, settings_env=env, warmup=warmup)
+            out(f"e2e{who}: {size:,} households {'hold' if result['holds'] else 'do not hold'} (p99 "
+                f"{result['freshness_p99_s']} s, {result['tuples_per_s']:,}/{result['needed_tuples_per_s']:,} tuples/s)")
+            return result
 
-    good, bad, results = search_capacity(trial, households if households > 1000 else CAPACITY_START)
+        return search_capacity(trial, households if households > 1000 else CAPACITY_START)
+
+    def trials(results):
+        return ", ".join(f"{r['households']:,}{'' if r['holds'] else ' (no)'}" for r in results)
+
+    good, bad, results = search(common)
     if good is None:
         raise RuntimeError("not even the smallest trial held")
     figure = Figure(f"e2e capacity{label} (households at real time, p99 freshness <= 5 s, keeping pace)",
                     good["households"], "households", None, ">= 100,000 at a reading every 2 s",
                     {"first that did not hold": f"{bad['households']:,}" if bad else "none tried",
-                     "trials": ", ".join(f"{r['households']:,}{'' if r['holds'] else ' (no)'}" for r in results)})
+                     "trials": trials(results)})
+    if baseline:  # the same search with one setting changed
+        other, _, other_results = search({**common, **changed}, " baseline")
+        figure.baseline = other["households"] if other else None
+        figure.extra.update({"baseline": described, "baseline trials": trials(other_results)})
     return [figure, _figures(good, f"{label} at capacity")]
 
 

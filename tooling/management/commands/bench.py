@@ -90,8 +90,9 @@ BENCHMARKS = {
         ("--find-capacity", "flag", False, "search for the largest number of households that keeps p99 "
                                            "freshness <= 5 s and pace, each trial measured 2 minutes; the "
                                            "size it reports held in two trials"),
-        ("--baseline", tuple(e2e.BASELINES), None, "also run the same households with one setting changed, as the "
-         "baseline: live-windows (the default) FOG_LIVE_WINDOWS=off, windows close by event time alone; "
+        ("--baseline", tuple(e2e.BASELINES), None, "also run the same households (with --find-capacity, the same "
+         "search) with one setting changed, as the baseline: live-windows (the default) FOG_LIVE_WINDOWS=off, "
+         "windows close by event time alone; "
          "aligned-windows FOG_WINDOW_STAGGER=off, every household's windows end at once (with --stagger); gc "
          "FOG_FULL_GC_SECONDS=0, CPython's own full garbage collections; rdb-compression the cloud Redis with "
          "rdbcompression yes, its AOF rewrites compressed (a single Redis that allows CONFIG SET; every run "
