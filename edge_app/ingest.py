@@ -119,7 +119,7 @@ INSERT_WINDOWS = (
 
 class Ingestor:
     def __init__(self, *, edge_id, topic, bootstrap, window_seconds, grace_seconds, idle_seconds, live_windows=True,
-                 live_grace_seconds=None, client=None, legacy=False, stagger=None):
+                 live_grace_seconds=None, client=None, legacy=False, stagger=False):
         self.edge_id, self.topic, self.bootstrap = edge_id, topic, bootstrap
         self.client = client or settings.FOG_EDGE_KAFKA_CLIENT
         self.live_windows = live_windows
@@ -129,7 +129,7 @@ class Ingestor:
         self.idle_check_seconds = min(idle_seconds / IDLE_CHECKS, IDLE_CHECK_MAX_SECONDS)
         self.book = WindowBook(window_seconds * 1000, int(grace_seconds * 1000), idle_seconds,
                                None if live_grace_seconds is None else int(live_grace_seconds * 1000),
-                               stagger=settings.FOG_WINDOW_STAGGER if stagger is None else stagger)
+                               stagger=stagger)
         self.source = None
         self.next_offsets = {}  # partition -> next offset to read
         self.counted = {}  # partition -> first offset not yet counted
@@ -254,8 +254,8 @@ class Ingestor:
         # Not while paused for the budget: paused partitions are not fetched, so the high watermarks the
         # read clock compares with are frozen, and unread readings would find their windows closed.
         if self.live_windows and self.paused_at is None and self.book.live_due:
-            # At real time every household's window is due within a second: up to CLOSE_ROWS of them are
-            # closed, then stored in household order (store_closed), then the next.
+            # At real time every household's aligned window is due within a second: up to CLOSE_ROWS of them
+            # are closed, then stored in household order (store_closed), then the next.
             read_ms = self.read_clock()
             while self.book.close_live(now_ms, read_ms, limit=CLOSE_ROWS):
                 self.store_closed()

@@ -56,7 +56,7 @@ class IngestStep(Step):
         self.ingest = Ingestor(edge_id=settings.FOG_EDGE_ID, topic=options.get("topic") or settings.FOG_TOPIC,
                                bootstrap=settings.FOG_KAFKA_BOOTSTRAP, window_seconds=settings.FOG_WINDOW_SECONDS,
                                grace_seconds=settings.FOG_GRACE_SECONDS, idle_seconds=options.get("idle", 10),
-                               live_windows=settings.FOG_LIVE_WINDOWS,
+                               live_windows=settings.FOG_LIVE_WINDOWS, stagger=settings.FOG_WINDOW_STAGGER,
                                live_grace_seconds=settings.FOG_LIVE_GRACE_SECONDS, client=options.get("kafka_client"),
                                legacy=options.get("legacy_input", False))
         self.ingest.connect()

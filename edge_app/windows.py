@@ -7,8 +7,9 @@ where the phase is a multiple of PHASE_STEP_MS below W taken from a CRC-32
 of the household's id: the same on every edge and in every run, so a replay
 makes the same windows. Aligned, every household's window ends in the same
 instant, and at real time the edge closes, stores and sends a whole
-window's worth of tuples at once, every W; staggered, as Flink's
-WindowStagger does for its panes, they flow evenly (`bench e2e --stagger
+window's worth of tuples at once, every W; staggered (Flink's
+WindowStagger offsets its panes for the same reason; here the offset is
+per household and fixed), they flow evenly (`bench e2e --stagger
 --baseline aligned-windows` measures the two). A household still has one
 window every W, each reading in exactly one; only where they begin moves.
 Change it, as FOG_WINDOW_SECONDS, only after `runedge --burst` stored every
@@ -83,7 +84,7 @@ LIVE_WITHIN_MS = 30_000  # event time this close to the edge's clock on arrival:
 MAX_JUMP_MS = 10 * 60 * 1000  # further ahead than this, a lone reading does not move its household's clock
 FORGET_AFTER_IDLES = 6  # idle timeouts of silence after which a household leaves memory
 # The live heap holds plain ints, due << SLOT_BITS | slot, with the window in `live_slots[slot]`: at real time
-# every household's window comes due within a second, and tuples that tie on the due time compare on.
+# every household's aligned window comes due within a second, and tuples that tie on the due time compare on.
 SLOT_BITS = 32
 SLOT_MASK = (1 << SLOT_BITS) - 1
 # Staggered windows start on this grid: coarse enough that the windows ending in one of the dashboard's

@@ -194,7 +194,7 @@ def test_it_keeps_each_e2e_baseline_in_a_section_of_its_own(tmp_path):
 
 def test_it_keeps_runs_with_staggered_windows_apart_from_the_aligned_ones(tmp_path):
     from tooling.bench.common import Figure
-    from tooling.bench.e2e import STAGGERED_LABEL, markers, write_section
+    from tooling.bench.e2e import BASELINES, STAGGERED_LABEL, markers, write_section
 
     doc = tmp_path / "BENCHMARKS.md"
     for label, value in (("", 1.0), (STAGGERED_LABEL, 2.0)):
@@ -204,7 +204,13 @@ def test_it_keeps_runs_with_staggered_windows_apart_from_the_aligned_ones(tmp_pa
     aligned = text[text.index(markers("capacity")[0]):text.index(markers("capacity")[1])]
     staggered = text[text.index(markers("capacity-staggered")[0]):text.index(markers("capacity-staggered")[1])]
     assert "| 1,000.00 households |" in aligned and STAGGERED_LABEL not in aligned
-    assert "| 2,000.00 households |" in staggered and "every run with staggered windows" in staggered
+    assert "| 2,000.00 households |" in staggered and "capacity search, with staggered windows" in staggered
+    # beside a search with aligned windows, the heading says so (not that every run was staggered)
+    write_section(doc, [Figure(f"e2e capacity{STAGGERED_LABEL} (households)", 3000, "households", 2000, "",
+                               {"baseline": BASELINES["aligned-windows"][1]})], "bench e2e")
+    text = doc.read_text()
+    heading = text[text.index(markers("capacity-staggered")[0]):].splitlines()[1]
+    assert heading.endswith(f"with staggered windows, beside the same search with {BASELINES['aligned-windows'][1]}")
 
 
 def test_it_runs_e2e_on_its_redis_settings_and_puts_the_servers_own_back(own_redis, settings, monkeypatch):

@@ -5,7 +5,8 @@ client that reads the dashboard's live feed, all real processes on the local bro
 
 - Freshness: for every tuple stored, the time from its window's end to the arrival, at the websocket
   client, of the dashboard update that carries it. The cloud's updates count the window ends of the
-  tuples they carry (`ends`), so every tuple is measured, not a sample. Grace, closing, delivery,
+  tuples they carry (`ends`), so every tuple is measured, not a sample (up to ENDS_MAX ends an update: the
+  run reports the share it timed). Grace, closing, delivery,
   storing, publishing and the page's own rate limit are all inside it.
 - Throughput: readings/s the edge read (its own count) and tuples/s acknowledged (the live feed).
 - Cost: CPU seconds per wall second and peak RSS of each process (with its children, those that
@@ -68,6 +69,7 @@ SIMULATION_OPTION = "runsimulation:"
 SIMULATION_SETTING = f"{SIMULATION_OPTION}--readings-per-message"
 STAGGERED = {"FOG_WINDOW_STAGGER": "on"}  # --stagger: every run of the bench, the baseline's too unless it changes it
 STAGGERED_LABEL = " with staggered windows"  # in the names of its figures
+STAGGERED_KIND = "-staggered"  # a kind's run with --stagger, in a section of its own (but aligned-windows: it is one)
 BASELINES = {
     "live-windows": ({"FOG_LIVE_WINDOWS": "off"}, "FOG_LIVE_WINDOWS=off (windows close by event time alone)"),
     "aligned-windows": ({"FOG_WINDOW_STAGGER": "off"},
@@ -502,8 +504,7 @@ def _figures(result, label=""):
              "households": f"{result['households']:,}", "readings/s": f"{result['readings_per_s']:,}",
              "tuples/s": f"{result['tuples_per_s']:,} of {result['needed_tuples_per_s']:,} needed",
              "late readings": f"{result['late']:,}", "holds": result["holds"], "feed drops": result["feed_drops"]}
-    if "timed_share" in result:
-        extra["tuples timed"] = f"{result['timed_share']:.1%}"
+    extra["tuples timed"] = f"{result['timed_share']:.1%}"
     if result.get("redis_aof_rewrites") is not None:
         extra["redis AOF rewrites during it"] = result["redis_aof_rewrites"]
     machine = result["machine"]
@@ -608,16 +609,18 @@ def markers(kind):
     return f"<!-- begin generated: bench e2e {kind} -->", f"<!-- end generated: bench e2e {kind} -->"
 
 
-STAGGERED_KIND = "-staggered"  # a kind's run with --stagger, in a section of its own (but aligned-windows: it is one)
-
-
 def all_kinds():
     return [*KINDS, *(kind + STAGGERED_KIND for kind in KINDS if kind != "aligned-windows")]
 
 
-def title(kind):
+def title(kind, figures=()):
+    """The heading of a kind's section; a capacity search's names its baseline, if it had one."""
     base = kind.removesuffix(STAGGERED_KIND)
-    return KINDS[base] + (", every run with staggered windows" if base != kind else "")
+    text = KINDS[base] + (", with staggered windows" if base != kind else "")
+    baseline = next((f.extra["baseline"] for f in figures if f.extra.get("baseline")), None)
+    if base == "capacity" and baseline:
+        text += f", beside the same search with {baseline}"
+    return text
 
 
 def kind_of(figures):
@@ -637,7 +640,7 @@ def section(figures, command):
 
     kind = kind_of(figures)
     begin, end = markers(kind)
-    lines = [begin, f"## The whole pipeline at real time (`bench e2e`): {title(kind)}", "",
+    lines = [begin, f"## The whole pipeline at real time (`bench e2e`): {title(kind, figures)}", "",
              ran(command, "simulation, Kafka, the edge and its workers, the cloud, Redis and the web server all on "
                  "this machine"), "",
              "| figure | value | baseline (same run) | target | details |", "|---|---|---|---|---|"]

@@ -288,7 +288,7 @@ def _timed_ingest(topic, client, profiler, ingestor_class):
     IngestPosition.objects.all().delete()
     ingest = ingestor_class(edge_id=EDGE, topic=topic, bootstrap=settings.FOG_KAFKA_BOOTSTRAP,
                       window_seconds=settings.FOG_WINDOW_SECONDS, grace_seconds=settings.FOG_GRACE_SECONDS,
-                      idle_seconds=60, client=client)
+                      idle_seconds=60, client=client, stagger=settings.FOG_WINDOW_STAGGER)
     ingest.connect()
     end = ingest.end_offsets()
     if profiler:

@@ -142,7 +142,7 @@ class Pipeline:
             "FOG_KAFKA_BOOTSTRAP": services.bootstrap, "FOG_TOPIC": f"chaos-{uuid.uuid4().hex[:8]}",
             "FOG_CLOUD_REDIS_URL": services.redis_url, "FOG_CLOUD_KEY_PREFIX": f"{self.edge_id}:",
             "FOG_EDGE_REDIS_URL": edge_redis_url, "FOG_CLOUD_HOST": "127.0.0.1",
-            # expected_windows counts aligned windows, whatever this shell sets (bench e2e --stagger sets it)
+            # expected_windows counts aligned windows, whatever this shell sets (bench e2e sets its own)
             "FOG_WINDOW_STAGGER": "off",
         }
         self.cloud = self.edge = self.simulation = None
