@@ -24,6 +24,11 @@ def households(n):
     return [f"house-{i:05d}" for i in range(n)]
 
 
+def staggered_start(household, ts):
+    """The start of the staggered window holding `ts`, computed here from the household's phase."""
+    return ts - (ts - window_phase(household, W)) % W
+
+
 def test_it_gives_each_household_one_phase_on_the_grid_and_spreads_them_over_the_window():
     phases = Counter(window_phase(h, W) for h in households(5000))
     assert set(phases) <= set(range(0, W, PHASE_STEP_MS))
@@ -121,7 +126,7 @@ def test_it_stores_each_reading_once_through_a_restart_that_replays_stored_windo
     # The restart reads again, from each partition's resume offset, readings of windows already stored.
     stored_first = set(WindowAggregate.objects.values_list("household", "window_start"))
     resume = dict(IngestPosition.objects.values_list("partition", "resume_offset"))
-    read_again = [(h, ts - (ts - window_phase(h, W)) % W)
+    read_again = [(h, staggered_start(h, ts))
                   for h, ts, _, record in consume_readings(kafka_bootstrap, topic, len(first))
                   if record.offset >= resume[record.partition]]
     assert stored_first & set(read_again)
@@ -132,8 +137,7 @@ def test_it_stores_each_reading_once_through_a_restart_that_replays_stored_windo
 
     expected = defaultdict(list)
     for h, ts, power in timeline:
-        phase = window_phase(h, W)
-        expected[h, ts - (ts - phase) % W].append(power)
+        expected[h, staggered_start(h, ts)].append(power)
     stored = {(t.household, t.window_start): (t.average_w, t.readings) for t in WindowAggregate.objects.all()}
     assert set(stored) == set(expected)
     for key, powers in expected.items():
