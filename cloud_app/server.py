@@ -26,6 +26,7 @@ from cloud_app.engine import STORE_ERRORS
 from cloud_app.postal import locate
 from cloud_app.store import BEAT_NEW, BEAT_REPLAYED, StoreRefused
 from fogwire import protocol as wire
+from fogwire.ratelog import RateLimitedLog
 
 log = logging.getLogger("fog.cloud")
 
@@ -44,6 +45,13 @@ HEARTBEAT_WORKERS = 2
 NNG_HEADROOM = 64 * 1024
 NNG_RECV_MAX = {"heartbeat": wire.MAX_HEARTBEAT_BYTES + NNG_HEADROOM, "data": wire.MAX_DATA_BYTES + NNG_HEADROOM}
 LEGACY_DETAIL = 120  # characters of a legacy refusal sent back and logged
+# A refused frame needs no secret to send. Its count is saved with its reply when none was saved for this
+# long, else by the next round (at most this late), one write per reason however many came; its warning is one
+# of at most REFUSED_LOG_LINES a REFUSED_LOG_SECONDS. Counted and logged per frame, a flood of junk would cost
+# the store an fsync'd write each (appendfsync always), ahead of the edges' batches, and fill the disk with log.
+COUNTS_SAVE_SECONDS = 1.0
+REFUSED_LOG_LINES = 10
+REFUSED_LOG_SECONDS = 60.0
 
 
 class CloudServer:
@@ -58,6 +66,9 @@ class CloudServer:
         self.legacy_edge = legacy_edge  # None: legacy v1 is off
         self.channel_layer = channel_layer
         self.counts = Counter()  # this process's own counters (Redis may be down)
+        self.unsaved = Counter()  # refusal counts not yet added to the store's (save_counts)
+        self.saved_at = -COUNTS_SAVE_SECONDS  # monotonic time of the last save_counts
+        self.refused_log = RateLimitedLog(log, REFUSED_LOG_LINES, REFUSED_LOG_SECONDS)
         self._update = None  # pending dashboard update, merged until published
 
     # --- one request ------------------------------------------------------
@@ -141,7 +152,7 @@ class CloudServer:
         except wire.ProtocolError as exc:
             await self._count_refusals(Counter({exc.reason: 1}))
             message = f"ERROR: {exc}"[:LEGACY_DETAIL]
-            log.warning("legacy v1 request of %d bytes refused: %s", len(frame), message)
+            self.refused_log.warning("legacy v1 request of %d bytes refused: %s", len(frame), message)
             return message.encode()
         try:
             result = await self.store.store(self.legacy_edge, [row], by_id=True)
@@ -160,7 +171,7 @@ class CloudServer:
 
     async def _refuse_v2(self, frame, port):
         exc = wire.ProtocolError(wire.R_BAD_VERSION, "a protocol v2 edge: upgrade it to v3")
-        log.warning("%s frame of %d bytes refused: %s", port, len(frame), exc)
+        self.refused_log.warning("%s frame of %d bytes refused: %s", port, len(frame), exc)
         await self._count_refusals(Counter({exc.reason: 1}))
         return wire.v2_upgrade_reply(frame)
 
@@ -172,7 +183,7 @@ class CloudServer:
                 shown = wire.split(frame).edge
             except wire.ProtocolError:
                 pass
-        log.warning("%s frame of %d bytes from edge %s refused: %s", port, len(frame), shown or "?", exc)
+        self.refused_log.warning("%s frame of %d bytes from edge %s refused: %s", port, len(frame), shown or "?", exc)
         await self._count_refusals(Counter({exc.reason: 1}))
         return wire.error_frame(shown, wire.request_nonce(frame), exc.reason, exc.detail,
                                 self.secrets.get(edge) if edge else None)
@@ -180,10 +191,21 @@ class CloudServer:
     async def _count_refusals(self, reasons):
         for reason, number in reasons.items():
             self.counts[f"refused:{reason}"] += number
-            try:
-                await self.store.count(f"refused:{reason}", number)
-            except STORE_ERRORS:
-                pass  # kept in self.counts; Redis being down is logged where it matters
+            self.unsaved[f"refused:{reason}"] += number
+        if time.monotonic() - self.saved_at >= COUNTS_SAVE_SECONDS:  # the first after a quiet spell: right away
+            await self.save_counts()
+
+    async def save_counts(self):
+        """Add the refusal counts taken since the last save to the store's. While Redis is away they wait for
+        the next round; a crash loses at most a round of them: counts, never data."""
+        if not self.unsaved:
+            return
+        self.saved_at = time.monotonic()
+        counts, self.unsaved = self.unsaved, Counter()
+        try:
+            await self.store.add_counts(counts)
+        except STORE_ERRORS:
+            self.unsaved.update(counts)  # Redis being down is logged where it matters: a batch not stored
 
     # --- dashboard updates ----------------------------------------------
 
@@ -283,6 +305,7 @@ class CloudServer:
             for task in tasks + [publisher]:
                 task.cancel()
             await asyncio.gather(*tasks, publisher, return_exceptions=True)
+            await self._save_counts_logged()
             if self.channel_layer is not None:
                 try:
                     await self.publish_pending()
@@ -314,9 +337,17 @@ class CloudServer:
         finally:
             ctx.close()
 
+    async def _save_counts_logged(self):
+        try:
+            await self.save_counts()
+        except Exception:  # as a dashboard round: the next one follows
+            log.exception("saving the refusal counts failed; the next round tries again")
+
     async def _publisher(self, stop):
         while not stop.is_set():
             await asyncio.sleep(PUBLISH_EVERY_SECONDS)
+            if time.monotonic() - self.saved_at >= COUNTS_SAVE_SECONDS:
+                await self._save_counts_logged()
             if self.channel_layer is not None:
                 try:
                     await self.publish_pending()

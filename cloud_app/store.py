@@ -422,8 +422,12 @@ class CloudStore:
             totals[state] = (households, total, sum(int(r[3 * i + 2] or 0) for r in replies))
         return totals
 
-    async def count(self, name, amount=1):
-        await self.redis.hincrby(self.keys.stats(shard_of(name)), name, amount)
+    async def add_counts(self, counts):
+        """Add {name: amount} to the counters (each in its shard's stats hash), in one round trip."""
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for name, amount in counts.items():
+                pipe.hincrby(self.keys.stats(shard_of(name)), name, amount)
+            await pipe.execute()
 
     async def heartbeat(self, edge, state, now_ms=None, nonce=None, sent_ms=None):
         """Record a beat and the edge state it carried (wire.HEARTBEAT_STATE fields, as numbers; `paused`:

@@ -49,6 +49,7 @@ from edge_app.models import EdgeStatus, IngestPosition, Status, WindowAggregate
 from edge_app.readings import MalformedReading, parse_message
 from edge_app.windows import APPLIED, LATE, WindowBook
 from fogwire import limits
+from fogwire.ratelog import RateLimitedLog
 
 log = logging.getLogger("fog.edge.ingest")
 
@@ -75,26 +76,6 @@ LEGACY_BUFFER_MAX = 20000  # unkeyed input: messages a partition may have waitin
 ARRIVAL_LAG_PERIOD_S = 5.0
 MALFORMED_LOG_LINES = 5  # at most this many malformed-reading lines per MALFORMED_LOG_SECONDS
 MALFORMED_LOG_SECONDS = 60.0
-
-
-class RateLimitedLog:
-    """At most `lines` log lines per `seconds`; then one line saying how many were left out."""
-
-    def __init__(self, logger, lines=MALFORMED_LOG_LINES, seconds=MALFORMED_LOG_SECONDS, clock=time.monotonic):
-        self.logger, self.lines, self.seconds, self.clock = logger, lines, seconds, clock
-        self.started, self.written, self.suppressed = -seconds, 0, 0
-
-    def warning(self, message, *args):
-        now = self.clock()
-        if now - self.started >= self.seconds:
-            if self.suppressed:
-                self.logger.warning("... and %d more like it in the last %.0f s", self.suppressed, self.seconds)
-            self.started, self.written, self.suppressed = now, 0, 0
-        if self.written < self.lines:
-            self.written += 1
-            self.logger.warning(message, *args)
-        else:
-            self.suppressed += 1
 
 
 def _day(start_ms, cache={}):  # noqa: B006  (the shared default is the point: a per-process memo)
@@ -137,7 +118,7 @@ class Ingestor:
         self.totals = {"readings": 0, "late": 0, "duplicates": 0, "malformed": 0, "windows": 0}
         self.last_flush = self.last_idle_check = time.monotonic()
         self.dirty = False
-        self.malformed_log = RateLimitedLog(log)
+        self.malformed_log = RateLimitedLog(log, MALFORMED_LOG_LINES, MALFORMED_LOG_SECONDS)
         self.gate = None  # no budget until set_budget
         self.backlog_at = None  # (counted backlog, totals["windows"] then, when), from set_budget on
         self.paused_at = None

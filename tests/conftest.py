@@ -261,6 +261,12 @@ def cloud_stats(redis_client, prefix):
     return CloudReader(redis_client, prefix, price_eur_per_kwh=1.0).stats()
 
 
+def counted(stats, name, expected, timeout=5.0):
+    """True once the counter `name` of `stats()` is `expected`: a cloud saves a refusal count with its reply only
+    after a quiet spell, else within a second (cloud_app.server.COUNTS_SAVE_SECONDS)."""
+    return wait_for(lambda: stats().get(name) == expected, timeout)
+
+
 @pytest.fixture
 def cloud_reader(redis_client, cloud_prefix):
     """The product's reader of the test's cloud store (sums and merges over the shards)."""

@@ -9,10 +9,11 @@ import time
 import pytest
 
 from cloud_app.keys import Keys
-from edge_app.ingest import Ingestor, RateLimitedLog
+from edge_app.ingest import Ingestor
 from edge_app.readings import MalformedReading, parse_reading
 from edge_app.models import IngestPosition, WindowAggregate
 from edge_app.windows import APPLIED, DUPLICATE, LATE, MAX_JUMP_MS, WindowBook
+from fogwire.ratelog import RateLimitedLog
 from tests.conftest import (EDGE_SECRET, CloudThread, child_env, edge_db, ingest_to_end, produce, reading,
                             read_to_end, run_manage, store_through_cloud)
 

@@ -5,7 +5,7 @@ import pytest
 
 from cloud_app.keys import Keys, shard_of
 from fogwire import protocol as wire
-from tests.conftest import EDGE_ID, EDGE_SECRET, CloudThread, deliver, make_rows
+from tests.conftest import EDGE_ID, EDGE_SECRET, CloudThread, counted, deliver, make_rows
 
 OTHER, OTHER_SECRET = "edge-other", "other-secret"
 pytestmark = pytest.mark.engines
@@ -42,7 +42,7 @@ def test_it_refuses_another_edges_tuples_for_a_household_it_does_not_own(cloud, 
     assert latest["theirs-0"]["edge"] == OTHER
     assert redis_client.hlen(keys.tuples(OTHER)) == 1
     assert redis_client.hget(keys.owners(shard_of("mine-2")), "mine-2") == EDGE_ID.encode()
-    assert cloud_reader.stats()[f"refused:{wire.R_NOT_OWNER}"] == 1
+    assert counted(cloud_reader.stats, f"refused:{wire.R_NOT_OWNER}", 1)
     assert _total(cloud_reader) == pytest.approx(total_before + 50.0)
     shown = client.get("/api/households/?page_size=500").json()["results"]
     assert {row["household"]: row["edge"] for row in shown}["mine-2"] == EDGE_ID

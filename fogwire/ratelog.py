@@ -1,0 +1,28 @@
+"""Warnings about bad input from outside (Kafka, the network), at a rate no sender of it controls.
+
+Bad input is logged so an operator sees what and where; but one line per
+bad message lets whoever sends them fill the disk and bury the rest of the
+log. Both apps take their lines through this.
+"""
+
+import time
+
+
+class RateLimitedLog:
+    """At most `lines` log lines per `seconds`; then one line saying how many were left out."""
+
+    def __init__(self, logger, lines, seconds, clock=time.monotonic):
+        self.logger, self.lines, self.seconds, self.clock = logger, lines, seconds, clock
+        self.started, self.written, self.suppressed = -seconds, 0, 0
+
+    def warning(self, message, *args):
+        now = self.clock()
+        if now - self.started >= self.seconds:
+            if self.suppressed:
+                self.logger.warning("... and %d more like it in the last %.0f s", self.suppressed, self.seconds)
+            self.started, self.written, self.suppressed = now, 0, 0
+        if self.written < self.lines:
+            self.written += 1
+            self.logger.warning(message, *args)
+        else:
+            self.suppressed += 1
