@@ -45,10 +45,11 @@ HEARTBEAT_WORKERS = 2
 NNG_HEADROOM = 64 * 1024
 NNG_RECV_MAX = {"heartbeat": wire.MAX_HEARTBEAT_BYTES + NNG_HEADROOM, "data": wire.MAX_DATA_BYTES + NNG_HEADROOM}
 LEGACY_DETAIL = 120  # characters of a legacy refusal sent back and logged
-# A refused frame needs no secret to send. Its count is saved with its reply when none was saved for this
-# long, else by the next round (at most this late), one write per reason however many came; its warning is one
-# of at most REFUSED_LOG_LINES a REFUSED_LOG_SECONDS. Counted and logged per frame, a flood of junk would cost
-# the store an fsync'd write each (appendfsync always), ahead of the edges' batches, and fill the disk with log.
+# A refused frame needs no secret to send. It is answered at once; its count is saved beside the reply when none
+# was saved for this long, else by the next round (at most this late), one write per reason however many came;
+# its warning, unless it came from a known edge, is one of at most REFUSED_LOG_LINES a REFUSED_LOG_SECONDS for
+# its reason. Counted and logged per frame, a flood of junk would cost the store an fsync'd write each
+# (appendfsync always), ahead of the edges' batches, and fill the disk with log.
 COUNTS_SAVE_SECONDS = 1.0
 REFUSED_LOG_LINES = 10
 REFUSED_LOG_SECONDS = 60.0
@@ -68,7 +69,9 @@ class CloudServer:
         self.counts = Counter()  # this process's own counters (Redis may be down)
         self.unsaved = Counter()  # refusal counts not yet added to the store's (save_counts)
         self.saved_at = -COUNTS_SAVE_SECONDS  # monotonic time of the last save_counts
-        self.refused_log = RateLimitedLog(log, REFUSED_LOG_LINES, REFUSED_LOG_SECONDS)
+        self._saving = None  # the save started beside a reply (_count_refusals)
+        self._save_lock = asyncio.Lock()  # one save at a time: each copies what the last left
+        self.refused_logs = {}  # reason -> RateLimitedLog for frames no known edge sent
         self._update = None  # pending dashboard update, merged until published
 
     # --- one request ------------------------------------------------------
@@ -136,7 +139,7 @@ class CloudServer:
         if refused:
             log.warning("edge %s: refused %d of %d tuples: %s", edge, sum(refused.values()), len(reasons),
                         ", ".join(f"{k} x{v}" for k, v in refused.items()))
-            await self._count_refusals(refused)
+            self._count_refusals(refused)
         self.counts["batches"] += 1
         return wire.reply_frame(edge, self.secrets[edge], nonce, codes, reasons)
 
@@ -150,9 +153,9 @@ class CloudServer:
             if why:
                 raise wire.ProtocolError(why, f"v1 tuple {tid} refused")
         except wire.ProtocolError as exc:
-            await self._count_refusals(Counter({exc.reason: 1}))
+            self._count_refusals(Counter({exc.reason: 1}))
             message = f"ERROR: {exc}"[:LEGACY_DETAIL]
-            self.refused_log.warning("legacy v1 request of %d bytes refused: %s", len(frame), message)
+            self._refused_log(exc.reason).warning("legacy v1 request of %d bytes refused: %s", len(frame), message)
             return message.encode()
         try:
             result = await self.store.store(self.legacy_edge, [row], by_id=True)
@@ -164,15 +167,15 @@ class CloudServer:
         else:
             reason = result.reasons[0]
         if reason:
-            await self._count_refusals(Counter({reason: 1}))
+            self._count_refusals(Counter({reason: 1}))
             return f"ERROR: {reason}".encode()
         self._merge_update(self.legacy_edge, result, [(tid, node, now - self.window_ms, now, average, 1)])
         return wire.legacy_reply(tid, result.postal_codes[0])
 
     async def _refuse_v2(self, frame, port):
         exc = wire.ProtocolError(wire.R_BAD_VERSION, "a protocol v2 edge: upgrade it to v3")
-        self.refused_log.warning("%s frame of %d bytes refused: %s", port, len(frame), exc)
-        await self._count_refusals(Counter({exc.reason: 1}))
+        self._refused_log(exc.reason).warning("%s frame of %d bytes refused: %s", port, len(frame), exc)
+        self._count_refusals(Counter({exc.reason: 1}))
         return wire.v2_upgrade_reply(frame)
 
     async def _refuse_frame(self, frame, exc, port, edge=None):
@@ -183,29 +186,39 @@ class CloudServer:
                 shown = wire.split(frame).edge
             except wire.ProtocolError:
                 pass
-        self.refused_log.warning("%s frame of %d bytes from edge %s refused: %s", port, len(frame), shown or "?", exc)
-        await self._count_refusals(Counter({exc.reason: 1}))
+        # Only a known edge's own refusals are all logged: anyone can send the others, as often as they like.
+        (log if edge else self._refused_log(exc.reason)).warning(
+            "%s frame of %d bytes from edge %s refused: %s", port, len(frame), shown or "?", exc)
+        self._count_refusals(Counter({exc.reason: 1}))
         return wire.error_frame(shown, wire.request_nonce(frame), exc.reason, exc.detail,
                                 self.secrets.get(edge) if edge else None)
 
-    async def _count_refusals(self, reasons):
+    def _refused_log(self, reason):
+        limited = self.refused_logs.get(reason)
+        if limited is None:  # reasons are the protocol's few words, so this stays small
+            limited = self.refused_logs[reason] = RateLimitedLog(log, REFUSED_LOG_LINES, REFUSED_LOG_SECONDS)
+        return limited
+
+    def _count_refusals(self, reasons):
         for reason, number in reasons.items():
             self.counts[f"refused:{reason}"] += number
             self.unsaved[f"refused:{reason}"] += number
-        if time.monotonic() - self.saved_at >= COUNTS_SAVE_SECONDS:  # the first after a quiet spell: right away
-            await self.save_counts()
+        quiet = time.monotonic() - self.saved_at >= COUNTS_SAVE_SECONDS
+        if quiet and (self._saving is None or self._saving.done()):  # beside the reply, which does not wait
+            self._saving = asyncio.create_task(self._save_counts_logged())
 
     async def save_counts(self):
-        """Add the refusal counts taken since the last save to the store's. While Redis is away they wait for
-        the next round; a crash loses at most a round of them: counts, never data."""
-        if not self.unsaved:
-            return
-        self.saved_at = time.monotonic()
-        counts, self.unsaved = self.unsaved, Counter()
-        try:
+        """Add the refusal counts taken since the last save to the store's. Counts the store did not take (Redis
+        away, a cancel) stay for the next round; one it took whose answer was lost is added again: a counter may
+        count a refusal twice, or lose a round of them in a crash, never data."""
+        async with self._save_lock:
+            if not self.unsaved:
+                return
+            self.saved_at = time.monotonic()
+            counts = Counter(self.unsaved)
             await self.store.add_counts(counts)
-        except STORE_ERRORS:
-            self.unsaved.update(counts)  # Redis being down is logged where it matters: a batch not stored
+            self.unsaved.subtract(counts)
+            self.unsaved = +self.unsaved  # no await since the subtraction: whatever came meanwhile is kept
 
     # --- dashboard updates ----------------------------------------------
 
@@ -305,7 +318,7 @@ class CloudServer:
             for task in tasks + [publisher]:
                 task.cancel()
             await asyncio.gather(*tasks, publisher, return_exceptions=True)
-            await self._save_counts_logged()
+            await self._last_save()
             if self.channel_layer is not None:
                 try:
                     await self.publish_pending()
@@ -340,8 +353,26 @@ class CloudServer:
     async def _save_counts_logged(self):
         try:
             await self.save_counts()
+        except STORE_ERRORS:
+            pass  # Redis being down is logged where it matters: a batch not stored
         except Exception:  # as a dashboard round: the next one follows
             log.exception("saving the refusal counts failed; the next round tries again")
+        for limited in self.refused_logs.values():
+            limited.flush()
+
+    async def _last_save(self):
+        """On the way out: the save in flight, then what is left, within SHUTDOWN_SECONDS."""
+        async def in_turn():
+            if self._saving is not None:
+                await self._saving
+            await self._save_counts_logged()
+
+        try:
+            await asyncio.wait_for(in_turn(), SHUTDOWN_SECONDS)
+        except TimeoutError:
+            pass
+        if self.unsaved:
+            log.warning("refusal counts not saved to the store (it did not answer): %s", dict(self.unsaved))
 
     async def _publisher(self, stop):
         while not stop.is_set():

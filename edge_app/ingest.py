@@ -433,6 +433,7 @@ class Ingestor:
 
     def flush(self):
         """Store closed windows (store_closed), then the resume positions and the counters in one transaction."""
+        self.malformed_log.flush()  # a flood of bad readings that stopped is told of too
         stored = self.store_closed()
         resume = self.book.resume_offsets(self.next_offsets)
         positions = [IngestPosition(edge_id=self.edge_id, topic=self.topic, partition=p, resume_offset=resume[p],

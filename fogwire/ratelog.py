@@ -9,20 +9,26 @@ import time
 
 
 class RateLimitedLog:
-    """At most `lines` log lines per `seconds`; then one line saying how many were left out."""
+    """At most `lines` log lines per `seconds`; then one line saying how many were left out, written by the
+    next warning after the period, or by `flush` (call it now and then, so a flood that stops is told too)."""
 
     def __init__(self, logger, lines, seconds, clock=time.monotonic):
         self.logger, self.lines, self.seconds, self.clock = logger, lines, seconds, clock
         self.started, self.written, self.suppressed = -seconds, 0, 0
 
     def warning(self, message, *args):
-        now = self.clock()
-        if now - self.started >= self.seconds:
-            if self.suppressed:
-                self.logger.warning("... and %d more like it in the last %.0f s", self.suppressed, self.seconds)
-            self.started, self.written, self.suppressed = now, 0, 0
+        self._roll(self.clock())
         if self.written < self.lines:
             self.written += 1
             self.logger.warning(message, *args)
         else:
             self.suppressed += 1
+
+    def flush(self):
+        self._roll(self.clock())
+
+    def _roll(self, now):
+        if now - self.started >= self.seconds:
+            if self.suppressed:
+                self.logger.warning("... and %d more like it within %.0f s", self.suppressed, self.seconds)
+            self.started, self.written, self.suppressed = now, 0, 0

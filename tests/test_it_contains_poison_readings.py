@@ -57,8 +57,14 @@ def test_it_logs_malformed_readings_without_flooding(caplog):
             limited.warning("bad %d", i)
         clock[0] = 61.0
         limited.warning("bad again")
+        for i in range(4):
+            limited.warning("late %d", i)
+        clock[0] = 122.0
+        limited.flush()  # the flood stopped: told without a further warning
+        limited.flush()
     assert [r.getMessage() for r in caplog.records] == ["bad 0", "bad 1", "bad 2",
-                                                         "... and 997 more like it in the last 60 s", "bad again"]
+                                                         "... and 997 more like it within 60 s", "bad again",
+                                                         "late 0", "late 1", "... and 2 more like it within 60 s"]
 
 
 @pytest.mark.django_db(transaction=True)
