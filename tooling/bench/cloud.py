@@ -7,6 +7,7 @@ import uuid
 import pynng
 from django.conf import settings
 
+from cloud_app.engine import connect, is_cluster
 from tooling.bench.common import Figure, delete_prefix, manage, peak_rss_mib, stop
 from tooling.net import free_port, port_open, wait_for
 from fogwire import protocol as wire
@@ -56,6 +57,23 @@ def _heartbeat_answers(address):
         return False
 
 
+def _redis_use(client):
+    """(CPU seconds, bytes of memory) the store's Redis has used so far (INFO, of the whole server, so a busy
+    neighbour shows in the difference); None on a cluster, whose nodes each answer for themselves."""
+    if client is None:
+        return None
+    cpu, memory = client.info("cpu"), client.info("memory")
+    return cpu["used_cpu_user"] + cpu["used_cpu_sys"], memory["used_memory"]
+
+
+def _per_tuple(before, after, tuples):
+    """The store keeps every tuple: what one costs its Redis, in CPU and in memory that stays."""
+    if before is None:
+        return {}
+    return {"redis cpu us/tuple": round((after[0] - before[0]) / tuples * 1e6, 1),
+            "redis memory bytes/tuple": round((after[1] - before[1]) / tuples)}
+
+
 def run(tuples=100_000, batch=1000, in_flight=4, baseline_tuples=2000, out=print):
     prefix = f"bench:{uuid.uuid4().hex[:8]}:"
     hb, data = free_port(), free_port()
@@ -71,13 +89,21 @@ def run(tuples=100_000, batch=1000, in_flight=4, baseline_tuples=2000, out=print
 
         out(f"cloud: {tuples:,} tuples in batches of {batch} over {in_flight} contexts; the same batches over 1; "
             f"then {baseline_tuples:,} tuples one a request over 1")
-        seconds = asyncio.run(_send_all(address, batches(0), in_flight))
+        store = None if is_cluster(settings.FOG_CLOUD_REDIS_URL) else connect(settings.FOG_CLOUD_REDIS_URL)
+        try:
+            before = _redis_use(store)
+            seconds = asyncio.run(_send_all(address, batches(0), in_flight))
+            after = _redis_use(store)
+        finally:
+            if store is not None:
+                store.close()
         one_seconds = asyncio.run(_send_all(address, batches(tuples), 1))
         single = [wire.batch_frame(EDGE, SECRET, _rows(2 * tuples + i, 1)) for i in range(baseline_tuples)]
         single_seconds = asyncio.run(_send_all(address, single, 1))
         return [Figure(f"cloud, {in_flight} in flight", tuples / seconds, "tuples/s", tuples / one_seconds,
                        ">= 100,000 tuples/s",
                        {"seconds": round(seconds, 2), "cloud peak RSS MiB": round(peak_rss_mib(proc.pid) or 0, 1),
+                        **_per_tuple(before, after, tuples),
                         "against": f"the same batches of {batch}, 1 in flight"}),
                 Figure(f"cloud, batches of {batch}", tuples / one_seconds, "tuples/s",
                        baseline_tuples / single_seconds, "", {"against": "one tuple a request, 1 in flight"})]
