@@ -159,8 +159,9 @@ class CloudServer:
             return message.encode()
         try:
             result = await self.store.store(self.legacy_edge, [row], by_id=True)
-        except STORE_ERRORS as exc:
-            log.error("legacy v1 tuple %s not stored: Redis: %s", tid, exc)
+        except STORE_ERRORS as exc:  # anyone may send v1 frames: so many lines, not one a frame
+            self.counts[f"refused:{wire.R_STORE_DOWN}"] += 1
+            self._refused_log(wire.R_STORE_DOWN).warning("legacy v1 tuple %s not stored: Redis: %s", tid, exc)
             return f"ERROR: {wire.R_STORE_DOWN}".encode()
         except StoreRefused as exc:
             result, reason = None, exc.reason
