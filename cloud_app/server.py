@@ -45,11 +45,12 @@ HEARTBEAT_WORKERS = 2
 NNG_HEADROOM = 64 * 1024
 NNG_RECV_MAX = {"heartbeat": wire.MAX_HEARTBEAT_BYTES + NNG_HEADROOM, "data": wire.MAX_DATA_BYTES + NNG_HEADROOM}
 LEGACY_DETAIL = 120  # characters of a legacy refusal sent back and logged
-# A refused frame needs no secret to send. It is answered at once; its count is saved beside the reply when none
-# was saved for this long, else by the next round (at most this late), one write per reason however many came;
-# its warning, unless it came from a known edge, is one of at most REFUSED_LOG_LINES a REFUSED_LOG_SECONDS for
-# its reason. Counted and logged per frame, a flood of junk would cost the store an fsync'd write each
-# (appendfsync always), ahead of the edges' batches, and fill the disk with log.
+# A refused frame needs no secret to send (a replayed one is a known edge's, but anyone on the path can send
+# it). It is answered at once; its count is saved beside the reply when none was saved for this long, else by
+# the publisher's next round, one save at a time and one write per reason however many came; its warning is
+# one of at most REFUSED_LOG_LINES a REFUSED_LOG_SECONDS for its edge (or none) and reason. Counted and logged
+# per frame, a flood would cost the store an fsync'd write each (appendfsync always), ahead of the edges'
+# batches, and fill the disk with log.
 COUNTS_SAVE_SECONDS = 1.0
 REFUSED_LOG_LINES = 10
 REFUSED_LOG_SECONDS = 60.0
@@ -69,9 +70,9 @@ class CloudServer:
         self.counts = Counter()  # this process's own counters (Redis may be down)
         self.unsaved = Counter()  # refusal counts not yet added to the store's (save_counts)
         self.saved_at = -COUNTS_SAVE_SECONDS  # monotonic time of the last save_counts
-        self._saving = None  # the save started beside a reply (_count_refusals)
+        self._saving = None  # the save in flight (_start_save): never cancelled, so never half done
         self._save_lock = asyncio.Lock()  # one save at a time: each copies what the last left
-        self.refused_logs = {}  # reason -> RateLimitedLog for frames no known edge sent
+        self.refused_logs = {}  # (known edge or None, reason) -> RateLimitedLog
         self._update = None  # pending dashboard update, merged until published
 
     # --- one request ------------------------------------------------------
@@ -155,13 +156,13 @@ class CloudServer:
         except wire.ProtocolError as exc:
             self._count_refusals(Counter({exc.reason: 1}))
             message = f"ERROR: {exc}"[:LEGACY_DETAIL]
-            self._refused_log(exc.reason).warning("legacy v1 request of %d bytes refused: %s", len(frame), message)
+            self._refused_log(None, exc.reason).warning("legacy v1 request of %d bytes refused: %s", len(frame), message)
             return message.encode()
         try:
             result = await self.store.store(self.legacy_edge, [row], by_id=True)
         except STORE_ERRORS as exc:  # anyone may send v1 frames: so many lines, not one a frame
             self.counts[f"refused:{wire.R_STORE_DOWN}"] += 1
-            self._refused_log(wire.R_STORE_DOWN).warning("legacy v1 tuple %s not stored: Redis: %s", tid, exc)
+            self._refused_log(None, wire.R_STORE_DOWN).warning("legacy v1 tuple %s not stored: Redis: %s", tid, exc)
             return f"ERROR: {wire.R_STORE_DOWN}".encode()
         except StoreRefused as exc:
             result, reason = None, exc.reason
@@ -175,7 +176,7 @@ class CloudServer:
 
     async def _refuse_v2(self, frame, port):
         exc = wire.ProtocolError(wire.R_BAD_VERSION, "a protocol v2 edge: upgrade it to v3")
-        self._refused_log(exc.reason).warning("%s frame of %d bytes refused: %s", port, len(frame), exc)
+        self._refused_log(None, exc.reason).warning("%s frame of %d bytes refused: %s", port, len(frame), exc)
         self._count_refusals(Counter({exc.reason: 1}))
         return wire.v2_upgrade_reply(frame)
 
@@ -187,31 +188,36 @@ class CloudServer:
                 shown = wire.split(frame).edge
             except wire.ProtocolError:
                 pass
-        # Only a known edge's own refusals are all logged: anyone can send the others, as often as they like.
-        (log if edge else self._refused_log(exc.reason)).warning(
-            "%s frame of %d bytes from edge %s refused: %s", port, len(frame), shown or "?", exc)
+        # By edge too: a flood of junk (no edge) must not hide a known edge's bad tag, nor a replayed frame
+        # of that edge (anyone can send it again) flood the log.
+        self._refused_log(edge, exc.reason).warning("%s frame of %d bytes from edge %s refused: %s", port,
+                                                    len(frame), shown or "?", exc)
         self._count_refusals(Counter({exc.reason: 1}))
         return wire.error_frame(shown, wire.request_nonce(frame), exc.reason, exc.detail,
                                 self.secrets.get(edge) if edge else None)
 
-    def _refused_log(self, reason):
-        limited = self.refused_logs.get(reason)
-        if limited is None:  # reasons are the protocol's few words, so this stays small
-            limited = self.refused_logs[reason] = RateLimitedLog(log, REFUSED_LOG_LINES, REFUSED_LOG_SECONDS)
+    def _refused_log(self, edge, reason):
+        limited = self.refused_logs.get((edge, reason))
+        if limited is None:  # the configured edges and the protocol's few words: this stays small
+            limited = self.refused_logs[edge, reason] = RateLimitedLog(log, REFUSED_LOG_LINES, REFUSED_LOG_SECONDS)
         return limited
 
     def _count_refusals(self, reasons):
         for reason, number in reasons.items():
             self.counts[f"refused:{reason}"] += number
             self.unsaved[f"refused:{reason}"] += number
+        self._start_save()  # beside the reply, which does not wait for it
+
+    def _start_save(self):
+        """Save the counts in a task of its own, unless one was saved within COUNTS_SAVE_SECONDS or is in flight."""
         quiet = time.monotonic() - self.saved_at >= COUNTS_SAVE_SECONDS
-        if quiet and (self._saving is None or self._saving.done()):  # beside the reply, which does not wait
+        if quiet and self.unsaved and (self._saving is None or self._saving.done()):
             self._saving = asyncio.create_task(self._save_counts_logged())
 
     async def save_counts(self):
         """Add the refusal counts taken since the last save to the store's. Counts the store did not take (Redis
-        away, a cancel) stay for the next round; one it took whose answer was lost is added again: a counter may
-        count a refusal twice, or lose a round of them in a crash, never data."""
+        away) stay for the next round; on a cluster whose nodes took some of them, those are added again: a
+        counter may count a refusal twice, or lose a round of them in a crash, never data."""
         async with self._save_lock:
             if not self.unsaved:
                 return
@@ -358,8 +364,6 @@ class CloudServer:
             pass  # Redis being down is logged where it matters: a batch not stored
         except Exception:  # as a dashboard round: the next one follows
             log.exception("saving the refusal counts failed; the next round tries again")
-        for limited in self.refused_logs.values():
-            limited.flush()
 
     async def _last_save(self):
         """On the way out: the save in flight, then what is left, within SHUTDOWN_SECONDS."""
@@ -378,8 +382,9 @@ class CloudServer:
     async def _publisher(self, stop):
         while not stop.is_set():
             await asyncio.sleep(PUBLISH_EVERY_SECONDS)
-            if time.monotonic() - self.saved_at >= COUNTS_SAVE_SECONDS:
-                await self._save_counts_logged()
+            self._start_save()
+            for limited in self.refused_logs.values():
+                limited.flush()  # a flood that stopped is told of too
             if self.channel_layer is not None:
                 try:
                     await self.publish_pending()

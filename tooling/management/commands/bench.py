@@ -67,7 +67,7 @@ BENCHMARKS = {
         ("--ends", int, 24, "window ends stored one after another (the last quarter is timed)"),
         ("--window-first", "flag", False, "also store the same bursts into a database whose unique key is "
          "(window_start, household), beside the shipped (household, window_start) that the admin's household "
-         "filter and search use: what that index costs the ingest"),
+         "filter and search use: what the shipped household-first key costs the ingest against a window-first one"),
     ]),
     "simulate": (simulate.run_simulate, "runsimulation --speed max into Kafka (target >= 100,000 readings/s); "
                  "beside the same run with the other Kafka client, and with one reading a message", [
