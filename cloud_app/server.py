@@ -70,7 +70,7 @@ class CloudServer:
         self.counts = Counter()  # this process's own counters (Redis may be down)
         self.unsaved = Counter()  # refusal counts not yet added to the store's (save_counts)
         self.saved_at = -COUNTS_SAVE_SECONDS  # monotonic time of the last save_counts
-        self._saving = None  # the save in flight (_start_save): never cancelled, so never half done
+        self._saving = None  # the save in flight (_start_save): a task of its own, so the publisher's end leaves it whole
         self._save_lock = asyncio.Lock()  # one save at a time: each copies what the last left
         self.refused_logs = {}  # (known edge or None, reason) -> RateLimitedLog
         self._update = None  # pending dashboard update, merged until published
