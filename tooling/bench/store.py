@@ -16,13 +16,14 @@ windows, which the ingest does before it stores them, is the same for both.
 
 With `--window-first` a second figure stores the same bursts, in household
 order, into a database whose unique key is (window_start, household) instead
-of the shipped (household, window_start), beside the shipped run. Each window
-end's rows then go in at the end of that index instead of into every
-household's run of it, each on a page of its own once households have a
-history (SQLite's WAL writes every page a commit touches in full). It is not
-what the edge ships: the admin's household filter and search are served by
-the household-first key (edge_app/admin.py), and no other index is made for
-them here. The figure says what that index costs the ingest.
+of the shipped (household, window_start), beside the shipped run. With the
+shipped key a window end's rows go into every household's run of the index,
+each on a page of its own once households have a history, and SQLite's WAL
+writes every page a commit touches in full; with the window-first key they go
+in at the index's end. It is not what the edge ships: the admin's household
+filter and search are served by the household-first key (edge_app/admin.py),
+and no other index is made for them here. The figure says what that key costs
+the ingest.
 """
 
 import random
