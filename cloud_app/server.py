@@ -70,8 +70,9 @@ class CloudServer:
         self.counts = Counter()  # this process's own counters (Redis may be down)
         self.unsaved = Counter()  # refusal counts not yet added to the store's (save_counts)
         self.saved_at = -COUNTS_SAVE_SECONDS  # monotonic time of the last save_counts
-        self._saving = None  # the save in flight (_start_save): a task of its own, so the publisher's end leaves it whole
-        self._save_lock = asyncio.Lock()  # one save at a time: each copies what the last left
+        # The one save in flight (_start_save; _last_save waits for it before its own): a task of its own, so
+        # the publisher's end leaves it whole, and never two at once copying the same counts.
+        self._saving = None
         self.refused_logs = {}  # (known edge or None, reason) -> RateLimitedLog
         self._update = None  # pending dashboard update, merged until published
 
@@ -212,20 +213,25 @@ class CloudServer:
         """Save the counts in a task of its own, unless one was saved within COUNTS_SAVE_SECONDS or is in flight."""
         quiet = time.monotonic() - self.saved_at >= COUNTS_SAVE_SECONDS
         if quiet and self.unsaved and (self._saving is None or self._saving.done()):
-            self._saving = asyncio.create_task(self._save_counts_logged())
+            self._saving = asyncio.create_task(self.save_counts())
 
     async def save_counts(self):
         """Add the refusal counts taken since the last save to the store's. Counts the store did not take (Redis
         away) stay for the next round; on a cluster whose nodes took some of them, those are added again: a
         counter may count a refusal twice, or lose a round of them in a crash, never data."""
-        async with self._save_lock:
-            if not self.unsaved:
-                return
-            self.saved_at = time.monotonic()
-            counts = Counter(self.unsaved)
+        if not self.unsaved:
+            return
+        self.saved_at = time.monotonic()
+        counts = Counter(self.unsaved)
+        try:
             await self.store.add_counts(counts)
-            self.unsaved.subtract(counts)
-            self.unsaved = +self.unsaved  # no await since the subtraction: whatever came meanwhile is kept
+        except STORE_ERRORS:
+            return  # Redis being down is logged where it matters: a batch not stored
+        except Exception:  # as a dashboard round: the next one follows
+            log.exception("saving the refusal counts failed; the next round tries again")
+            return
+        self.unsaved.subtract(counts)
+        self.unsaved = +self.unsaved  # no await since the subtraction: whatever came meanwhile is kept
 
     # --- dashboard updates ----------------------------------------------
 
@@ -357,20 +363,12 @@ class CloudServer:
         finally:
             ctx.close()
 
-    async def _save_counts_logged(self):
-        try:
-            await self.save_counts()
-        except STORE_ERRORS:
-            pass  # Redis being down is logged where it matters: a batch not stored
-        except Exception:  # as a dashboard round: the next one follows
-            log.exception("saving the refusal counts failed; the next round tries again")
-
     async def _last_save(self):
         """On the way out: the save in flight, then what is left, within SHUTDOWN_SECONDS."""
         async def in_turn():
             if self._saving is not None:
                 await self._saving
-            await self._save_counts_logged()
+            await self.save_counts()
 
         try:
             await asyncio.wait_for(in_turn(), SHUTDOWN_SECONDS)
