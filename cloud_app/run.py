@@ -4,7 +4,7 @@ What it refuses before a socket is opened, each with one line that says why:
 a bind beyond loopback with a development or short edge secret, or without
 TLS (unless `insecure_plaintext`); legacy v1 beyond loopback (unless
 `legacy_public`), or under the id of a v2 edge; a store that can't be reached,
-has no persistence (unless `allow_volatile`), or holds only an older cloud's
+has no persistence or may evict keys (unless `allow_volatile`), or holds only an older cloud's
 unsharded keys.
 """
 

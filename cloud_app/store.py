@@ -451,14 +451,23 @@ class CloudStore:
         return BEAT_NEW
 
     async def check_durable(self):
-        """'' when writes are fsynced before Redis answers (on a cluster: on every primary); otherwise what
-        is wrong."""
+        """'' when writes are fsynced before Redis answers and no key is ever evicted (on a cluster: on every
+        primary); otherwise what is wrong."""
         for config in await config_of_every_primary(self.redis, "append*"):
             if config.get("appendonly") != "yes":
                 return "persistence is off (appendonly no): an ACK could cover data a Redis crash loses"
             if config.get("appendfsync") != "always":
                 return (f"appendfsync is {config.get('appendfsync')!r}, not 'always': "
                         "an ACK could cover up to a second of writes a crash loses")
+        for config in await config_of_every_primary(self.redis, "maxmemory-policy"):
+            # An evicting Redis (a cache's policy, the default of some managed offerings) drops acknowledged
+            # tuples and their dedup records, owners (a resent batch is then counted twice) and heartbeat nonces
+            # (a replayed beat is then taken). noeviction refuses writes when full: the edges keep their
+            # backlog and send again.
+            if config.get("maxmemory-policy", "noeviction") != "noeviction":
+                return (f"maxmemory-policy is {config['maxmemory-policy']!r}, not 'noeviction': once full, "
+                        "Redis would drop acknowledged tuples and the records that keep a resent one from "
+                        "counting twice")
         return ""
 
     async def unsharded_keys(self):

@@ -1,5 +1,6 @@
-"""The cloud acknowledges a tuple only once Redis has it on disk, so it refuses to run on a Redis that does not
-fsync every write, unless told --allow-volatile. Shown on a redis-server of the test's own whose settings the
+"""The cloud acknowledges a tuple only once Redis has it on disk, and counts it once only while Redis keeps its
+dedup record, so it refuses to run on a Redis that does not fsync every write or may evict keys when full, unless
+told --allow-volatile. Shown on a redis-server of the test's own whose settings the
 test changes while it runs (CONFIG SET), as an operator could."""
 
 import redis as redis_lib
@@ -14,7 +15,7 @@ def _runcloud(own_redis, *extra):
                       str(free_port()), *extra, env=env)
 
 
-def test_it_refuses_a_redis_that_stops_fsyncing_every_write(own_redis):
+def test_it_refuses_a_redis_that_could_lose_an_acknowledged_tuple(own_redis):
     client = redis_lib.Redis(port=own_redis.port)
     try:
         durable = _runcloud(own_redis)
@@ -33,5 +34,11 @@ def test_it_refuses_a_redis_that_stops_fsyncing_every_write(own_redis):
         client.config_set("appendonly", "no")
         off = _runcloud(own_redis)
         assert off.returncode == 1 and "persistence is off" in off.stderr
+
+        client.config_set("appendonly", "yes")
+        client.config_set("maxmemory-policy", "allkeys-lru")
+        evicting = _runcloud(own_redis)
+        assert evicting.returncode == 1
+        assert "maxmemory-policy is 'allkeys-lru'" in evicting.stderr and "--allow-volatile" in evicting.stderr
     finally:
         client.close()

@@ -27,7 +27,8 @@ class Command(BaseCommand):
                             help="data requests served at once (pynng contexts; default %(default)s)")
         parser.add_argument("--allow-volatile", action="store_true",
                             help="start even if the cloud Redis does not fsync every write (ACKs may then "
-                            "cover data a Redis crash loses)")
+                            "cover data a Redis crash loses) or may evict keys when full (maxmemory-policy "
+                            "other than noeviction: stored tuples may then vanish and a resent one count twice)")
         parser.add_argument("--insecure-plaintext", action="store_true",
                             help="allow a bind beyond loopback without TLS (readings then cross the network in "
                             "clear text)")
