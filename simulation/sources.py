@@ -170,7 +170,8 @@ def read_csv(path, zone, skip_bad_lines=False):
                 ts, watts = _reading(text.split(","), zone, previous, now_ms)
             except DataError as exc:
                 if not skip_bad_lines:
-                    raise DataError(f"{path}:{number}: {exc}") from None
+                    raise DataError(f"{path}:{number}: {exc} (nothing was sent; --skip-bad-lines counts and skips "
+                                    "such lines)") from None
                 skipped += 1
                 continue
             timestamps.append(ts)

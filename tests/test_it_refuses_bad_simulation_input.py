@@ -31,7 +31,8 @@ def test_it_names_file_and_line_of_a_malformed_line_and_sends_nothing(tmp_path, 
     write_gem_csv(tmp_path / "good.csv", [("2019-12-24 00:00:01", 100)])
     path = write_gem_csv(tmp_path / "h.csv", [("2019-12-24 00:00:01", 100)])
     path.write_text(path.read_text() + "2019-12-24 00:00:03,0,1,oops,1,1,1\n")
-    assert "h.csv:4: bad power 'oops'" in _run("--data", str(tmp_path), "--topic", topic)
+    error = _run("--data", str(tmp_path), "--topic", topic)
+    assert "h.csv:4: bad power 'oops'" in error and "--skip-bad-lines" in error  # and how to go on past it
     assert consume_all(kafka_bootstrap, topic, 1, timeout_ms=2000) == []  # nothing half-sent
 
 
