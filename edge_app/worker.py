@@ -21,6 +21,7 @@ import signal
 import threading
 import time
 
+from rq.exceptions import StopRequested
 from rq.worker import SimpleWorker
 
 SUPERVISOR_ENV = "FOG_SUPERVISOR_PID"
@@ -59,3 +60,15 @@ class EdgeWorker(SimpleWorker):
                 os._exit(1)
             watch_parent(int(supervisor))
         super().__init__(*args, **kwargs)
+
+    def work(self, *args, **kwargs):
+        # rq's SIGTERM handler raises StopRequested when the worker is not busy. Its loop catches that, but
+        # the supervisor ending a run can signal a worker that is tearing down or already exiting, and the
+        # exception came out of rq's teardown or pynng's atexit as a traceback. The worker was ending anyway.
+        try:
+            return super().work(*args, **kwargs)
+        except StopRequested:
+            return False
+        finally:
+            for signum in (signal.SIGINT, signal.SIGTERM):
+                signal.signal(signum, signal.SIG_IGN)
