@@ -90,7 +90,10 @@ def _epoch_ms(text, zone, previous):
         raise DataError(f"{text} never happened in {zone}: the clocks went forward over it")
     if previous is not None and ms <= previous:
         later = int(naive.replace(tzinfo=zone, fold=1).timestamp() * 1000)
-        if later > previous:  # the repeated hour when clocks go back: the second pass
+        # The repeated hour when clocks go back: the second pass, if that puts this line closer after the
+        # line before than half the shift. Further is likelier a line out of order (a duplicate line would
+        # be a whole shift later): read as the second pass, it would move the rest of the first pass on too.
+        if previous < later <= previous + (later - ms) // 2:
             ms = later
     return ms
 

@@ -29,6 +29,17 @@ def test_it_follows_the_clock_back_through_the_repeated_hour(tmp_path):
     assert all(b > a for a, b in zip(stamps, stamps[1:]))
 
 
+def test_it_blames_a_repeated_line_in_the_repeated_hour_not_the_clock_going_back(tmp_path):
+    rows = [("2019-10-27 02:10:00", 1000), ("2019-10-27 02:10:00", 2000), ("2019-10-27 02:10:02", 3000),
+            ("2019-10-27 02:59:58", 4000), ("2019-10-27 02:00:00", 5000)]
+    with pytest.raises(DataError, match=r"h\.csv:4: time 2019-10-27 02:10:00 does not come after"):
+        read_csv(write_gem_csv(tmp_path / "h.csv", rows), BERLIN)
+    household, skipped = read_csv(tmp_path / "h.csv", BERLIN, skip_bad_lines=True)
+    # The rest of the first pass stays in it (CEST, UTC+2), and the second pass is read as one (CET, UTC+1).
+    assert skipped == 1 and list(household.timestamps) == [
+        1_572_135_000_000, 1_572_135_002_000, 1_572_137_998_000, 1_572_138_000_000]
+
+
 def test_it_skips_the_missing_hour_when_clocks_go_forward(tmp_path):
     # 2019-03-31: at 02:00 CET clocks jump to 03:00 CEST; one real second separates these two lines.
     rows = [("2019-03-31 01:59:59", 1000), ("2019-03-31 03:00:00", 2000)]
