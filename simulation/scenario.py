@@ -24,6 +24,9 @@ SIM_CONFIG = {
     "Collector": {"python": "simulation.sims:Collector"},
 }
 PROGRESS_EVERY_S = 0.5
+# --until's largest value: a century of simulated seconds, far inside mosaik's time (END_OF_TIME, 2**62), so a
+# stop's jump to the end of time always comes after it.
+MAX_UNTIL_S = 100 * 365 * 86400
 
 
 @dataclass
@@ -134,17 +137,17 @@ class Result:
 
 def prepare(options):
     """Check everything that can be checked before a byte is sent. Raises DataError."""
-    if options.until is not None and options.until <= 0:
-        raise DataError(f"--until must be positive, got {options.until:g}")
+    if options.until is not None and not 1 <= options.until <= MAX_UNTIL_S:  # also NaN: no comparison holds
+        raise DataError(f"--until takes simulated seconds from 1 to {MAX_UNTIL_S} (a century), got {options.until:g}")
     if options.step <= 0:
         raise DataError(f"--step must be a positive number of seconds, got {options.step}")
     if options.speed is not None and options.speed <= 0:
         raise DataError(f"--speed must be positive or 'max', got {options.speed:g}")
     try:
         zone = ZoneInfo(options.tz)
-    except (ZoneInfoNotFoundError, ValueError):
+    except (ZoneInfoNotFoundError, ValueError, OSError):  # OSError: a folder of zones, such as Europe
         raise DataError(f"--tz {options.tz!r} is not a known time zone (e.g. Europe/Berlin, UTC)") from None
-    if options.data:
+    if options.data is not None:
         households, skipped = read_folder(options.data, zone, options.skip_bad_lines)
         start_ms = min(h.timestamps[0] for h in households)
         start_ms -= start_ms % (options.step * 1000)

@@ -147,51 +147,59 @@ def read_csv(path, zone, skip_bad_lines=False):
     if problem:
         raise DataError(f"{path}: the file name does not make a usable household id ({problem})")
     timestamps, powers = array("q"), array("d")
-    skipped = 0
-    previous = None
-    now_ms = int(time.time() * 1000)
     try:
-        handle = open(path, "rb")
-    except OSError as exc:
+        with open(path, "rb") as handle:
+            skipped = _read_lines(_lines(handle), path, zone, skip_bad_lines, timestamps, powers)
+    except OSError as exc:  # can't be opened, or a disk, share or USB stick failing part-way through
         raise DataError(f"{path}: can't be read ({exc.strerror or exc})") from None
-    with handle:
-        lines = _lines(handle)
-        header = [next(lines, (number, "")) for number in (1, 2)]
-        for number, text in header:
-            if isinstance(text, DataError):
-                raise DataError(f"{path}:{number}: {text}")
-        first, second = (text.strip() for _, text in header)
-        if first != HEADER_MODEL or second.split(",") != HEADER_COLUMNS:
-            raise DataError(f"{path}:1: expected the two header lines {HEADER_MODEL!r} and "
-                            f"{','.join(HEADER_COLUMNS)!r}, found {first[:40]!r} and {second[:80]!r}")
-        for number, text in lines:
-            try:
-                if isinstance(text, DataError):
-                    raise text
-                if not text.strip():
-                    continue
-                ts, watts = _reading(text.split(","), zone, previous, now_ms)
-            except DataError as exc:
-                if not skip_bad_lines:
-                    raise DataError(f"{path}:{number}: {exc} (nothing was sent; --skip-bad-lines counts and skips "
-                                    "such lines)") from None
-                skipped += 1
-                continue
-            timestamps.append(ts)
-            powers.append(watts)
-            previous = ts
     if not timestamps:
-        raise DataError(f"{path}: no readings after the two header lines")
+        raise DataError(f"{path}: no readings after the two header lines"
+                        + (f" ({skipped} bad lines skipped)" if skipped else ""))
     return CsvHousehold(household, timestamps, powers, path), skipped
+
+
+def _read_lines(lines, path, zone, skip_bad_lines, timestamps, powers):
+    """Check the two header lines, then append each data line's reading; returns the bad lines skipped."""
+    header = [next(lines, (number, "")) for number in (1, 2)]
+    for number, text in header:
+        if isinstance(text, DataError):
+            raise DataError(f"{path}:{number}: {text}")
+    first, second = (text.strip() for _, text in header)
+    if first != HEADER_MODEL or second.split(",") != HEADER_COLUMNS:
+        raise DataError(f"{path}:{1 if first != HEADER_MODEL else 2}: expected the two header lines "
+                        f"{HEADER_MODEL!r} and {','.join(HEADER_COLUMNS)!r}, found {first[:40]!r} and {second[:80]!r}")
+    skipped, previous, now_ms = 0, None, int(time.time() * 1000)
+    for number, text in lines:
+        try:
+            if isinstance(text, DataError):
+                raise text
+            if not text.strip():
+                continue
+            ts, watts = _reading(text.split(","), zone, previous, now_ms)
+        except DataError as exc:
+            if not skip_bad_lines:
+                raise DataError(f"{path}:{number}: {exc} (nothing was sent; --skip-bad-lines counts and skips "
+                                "such lines)") from None
+            skipped += 1
+            continue
+        timestamps.append(ts)
+        powers.append(watts)
+        previous = ts
+    return skipped
 
 
 def read_folder(folder, zone, skip_bad_lines=False):
     """Every *.csv file of a folder (any case, not hidden: `._x.csv` is a macOS note about x.csv), parsed
     and checked. Returns (households, skipped lines)."""
+    if not str(folder).strip():  # an unset $DIR in a script: not the current folder
+        raise DataError("--data is empty: name a folder of Gem House CSV files")
     folder = Path(folder)
     if not folder.is_dir():
         raise DataError(f"--data {folder}: no such directory")
-    files = sorted(p for p in folder.iterdir() if p.suffix.lower() == ".csv" and not p.name.startswith("."))
+    try:
+        files = sorted(p for p in folder.iterdir() if p.suffix.lower() == ".csv" and not p.name.startswith("."))
+    except OSError as exc:
+        raise DataError(f"--data {folder}: can't be read ({exc.strerror or exc})") from None
     if not files:
         raise DataError(f"--data {folder}: no .csv files in it")
     households, skipped, seen = [], 0, {}

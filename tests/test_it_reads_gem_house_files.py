@@ -112,3 +112,10 @@ def test_it_refuses_a_missing_or_empty_folder(tmp_path):
         read_folder(tmp_path / "nowhere", BERLIN)
     with pytest.raises(DataError, match="no .csv files"):
         read_folder(tmp_path, BERLIN)
+
+
+def test_it_names_a_file_that_fails_part_way_through_reading(tmp_path):
+    # /proc/self/mem opens, then fails on the first read (EIO), as a failing disk or share would.
+    (tmp_path / "failing.csv").symlink_to("/proc/self/mem")
+    with pytest.raises(DataError, match=r"failing\.csv: can't be read \(Input/output error\)"):
+        read_csv(tmp_path / "failing.csv", BERLIN)

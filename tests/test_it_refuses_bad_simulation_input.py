@@ -1,10 +1,13 @@
 """Each bad input to `runsimulation` gives one clear line and a non-zero exit, and sends nothing."""
 
+import os
+import subprocess
+import sys
 import time
 
 import pytest
 
-from tests.conftest import consume_all, free_port, run_manage, write_gem_csv
+from tests.conftest import ROOT, consume_all, free_port, run_manage, write_gem_csv
 
 
 def _run(*args):
@@ -44,13 +47,33 @@ def test_it_counts_and_skips_bad_lines_when_asked(tmp_path, kafka_bootstrap, top
     assert "sent=2 failed=0" in result.stdout and "skipped_lines=1" in result.stdout
 
 
-def test_it_names_an_unknown_timezone():
-    assert "--tz 'Mars/Olympus' is not a known time zone" in _run("--tz", "Mars/Olympus")
+@pytest.mark.parametrize("zone", ["Mars/Olympus", "Europe"])  # Europe: a folder of zones, not one
+def test_it_names_an_unknown_timezone(zone):
+    assert f"--tz '{zone}' is not a known time zone" in _run("--tz", zone)
 
 
-@pytest.mark.parametrize("until", ["0", "-5"])
-def test_it_refuses_a_non_positive_duration(until):
-    assert "--until must be positive" in _run("--until", until)
+@pytest.mark.parametrize("until", ["0", "-5", "0.5", "nan", "inf", "1e300"])
+def test_it_refuses_a_duration_it_cannot_run(until):
+    assert "--until takes simulated seconds from 1 to" in _run("--until", until)
+
+
+def test_it_refuses_an_empty_data_folder_name_instead_of_running_synthetic_households(tmp_path):
+    assert "--data is empty" in _run("--data", "")
+
+
+def test_it_names_a_data_folder_it_cannot_list(tmp_path):
+    folder = tmp_path / "locked"
+    folder.mkdir(mode=0)
+    command = [sys.executable, str(ROOT / "manage.py"), "runsimulation", "--no-progress", "--data", str(folder)]
+    if os.geteuid() == 0:  # root reads any folder: run without that right, the way a user runs
+        command = ["setpriv", "--inh-caps=-dac_override,-dac_read_search",
+                   "--bounding-set=-dac_override,-dac_read_search", *command]
+    try:
+        result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=60)
+    finally:
+        folder.chmod(0o700)
+    assert result.returncode != 0 and "Traceback" not in result.stderr, result.stderr[-2000:]
+    assert f"--data {folder}: can't be read (Permission denied)" in result.stderr
 
 
 @pytest.mark.serial  # a wall-clock bound

@@ -46,7 +46,7 @@ class Command(BaseCommand):
                             help="synthetic households (default %(default)s); not with --data, whose files are "
                             "the households")
         parser.add_argument("--until", type=float, default=None, metavar="SECONDS",
-                            help="simulated seconds to run (default: the files' span, or 3600 for synthetic)")
+                            help="simulated seconds to run, 1 to a century (default: the files' span, or 3600 for synthetic)")
         parser.add_argument("--speed", type=speed, default=None, metavar="X|max",
                             help="1 = real time, 60 = a minute per second, max = as fast as possible (default max)")
         parser.add_argument("--step", type=int, default=2, help="seconds per step; synthetic households send one "
