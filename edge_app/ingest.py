@@ -43,7 +43,7 @@ from django.conf import settings
 from django.utils import timezone
 
 from edge_app.budget import RECOUNT_SECONDS, BudgetGate
-from edge_app.kafka_source import OffsetsDeleted, open_source, wait_for_partitions
+from edge_app.kafka_source import TOPIC_POLL_SECONDS, KafkaSourceError, OffsetsDeleted, open_source
 from edge_app.merge import PartitionMerge
 from edge_app.models import EdgeStatus, IngestPosition, Status, WindowAggregate
 from edge_app.readings import MalformedReading, parse_message
@@ -59,6 +59,8 @@ FLUSH_EVERY_SECONDS = 0.5
 IDLE_CHECKS = 4
 IDLE_CHECK_MAX_SECONDS = 2.5
 POLL_MS = 200
+# How long `connect` (and a burst run's ingest loop) waits for the topic to appear: the simulation makes it.
+TOPIC_WAIT_SECONDS = 30
 MAX_POLL_READINGS = 20_000  # readings one poll may apply: also the headroom the budget keeps (_room)
 # Closed windows are committed in parts of at most this many, so the sender can start on the first part
 # of a burst (at real time every household's window closes within a second) while the rest is written.
@@ -133,14 +135,26 @@ class Ingestor:
 
     # --- start ----------------------------------------------------------
 
-    def connect(self, wait_seconds=30):
+    def connect(self, wait_seconds=TOPIC_WAIT_SECONDS):
         """Open the consumer, wait for the topic, assign every partition at its stored position."""
+        deadline = time.monotonic() + wait_seconds
+        while not self.try_connect():
+            if time.monotonic() >= deadline:
+                raise KafkaSourceError(f"topic {self.topic!r} does not exist on {self.bootstrap}")
+            time.sleep(TOPIC_POLL_SECONDS)
+
+    def try_connect(self):
+        """Open the consumer (once). If the topic exists, assign every partition at its stored position and
+        return True; False while it does not exist yet (the simulation makes it)."""
         # No reset policy (kafka_source): a position Kafka deleted is reported, counted, never skipped.
         # Every value comes with its record's timestamp: the event time of legacy input, and for live
         # windows when a reading was sent (see _apply).
-        self.source = open_source(self.client, self.bootstrap, client_id=f"edge-{self.edge_id}",
-                                  group_id=f"edge-{self.edge_id}", timestamps=True)
-        partitions = wait_for_partitions(self.source, self.topic, wait_seconds)
+        if self.source is None:
+            self.source = open_source(self.client, self.bootstrap, client_id=f"edge-{self.edge_id}",
+                                      group_id=f"edge-{self.edge_id}", timestamps=True)
+        partitions = self.source.partitions(self.topic)
+        if not partitions:
+            return False
         stored = {p.partition: p for p in IngestPosition.objects.filter(edge_id=self.edge_id, topic=self.topic)}
         beginning = self.source.low_offsets(self.topic, partitions)
         deleted = []
@@ -157,6 +171,7 @@ class Ingestor:
         EdgeStatus.for_edge(self.edge_id)
         log.info("ingest of %s (%s): partitions %s from offsets %s", self.topic, self.source.name, partitions,
                  self.next_offsets)
+        return True
 
     def end_offsets(self):
         """{partition: the broker's end offset now}: where a burst run stops."""

@@ -302,15 +302,3 @@ def open_source(client, bootstrap, client_id, group_id, timestamps=False):
     opened = source(bootstrap, client_id, group_id)
     opened.timestamps = timestamps
     return opened
-
-
-def wait_for_partitions(source, topic, wait_seconds):
-    """The topic's partitions, waiting up to wait_seconds for it to appear (the simulation creates it)."""
-    deadline = time.monotonic() + wait_seconds
-    partitions = source.partitions(topic)
-    while not partitions and time.monotonic() < deadline:
-        time.sleep(TOPIC_POLL_SECONDS)
-        partitions = source.partitions(topic)
-    if not partitions:
-        raise KafkaSourceError(f"topic {topic!r} does not exist on {source.bootstrap}")
-    return partitions

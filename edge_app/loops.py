@@ -16,6 +16,7 @@ from django.conf import settings
 
 from edge_app.budget import budget_folder, derived_budget, low_water
 from edge_app.control import LOOPS, EdgeControl, Holder, queue_name  # noqa: F401  (the loops' public names)
+from edge_app.kafka_source import KafkaSourceError
 from fogwire.fullgc import FullCollections
 
 log = logging.getLogger("fog.edge")
@@ -51,7 +52,6 @@ class Step:
 class IngestStep(Step):
     def __init__(self, options, control):
         from edge_app.ingest import Ingestor
-        from edge_app.kafka_retention import RetentionWatch
 
         self.ingest = Ingestor(edge_id=settings.FOG_EDGE_ID, topic=options.get("topic") or settings.FOG_TOPIC,
                                bootstrap=settings.FOG_KAFKA_BOOTSTRAP, window_seconds=settings.FOG_WINDOW_SECONDS,
@@ -59,23 +59,49 @@ class IngestStep(Step):
                                live_windows=settings.FOG_LIVE_WINDOWS, stagger=settings.FOG_WINDOW_STAGGER,
                                live_grace_seconds=settings.FOG_LIVE_GRACE_SECONDS, client=options.get("kafka_client"),
                                legacy=options.get("legacy_input", False))
-        self.ingest.connect()
-        self.ingest.set_budget(*edge_budget())
-        self.watch = RetentionWatch(edge_id=settings.FOG_EDGE_ID, topic=self.ingest.topic,
-                                    bootstrap=settings.FOG_KAFKA_BOOTSTRAP,
-                                    margin_seconds=settings.FOG_EDGE_RETENTION_MARGIN_HOURS * 3600)
-        self.end = self.ingest.end_offsets() if options.get("burst") else None
+        self.burst, self.connected, self.waiting_since = options.get("burst"), False, None
+        self.watch = self.end = None
 
     def step(self):
+        if not self.connected:
+            return self.handle_one_connect()
         if self.watch.due():
             self.watch.handle_one_check(self.ingest.needed_offsets())
         return self.ingest.handle_one_poll()
 
+    def handle_one_connect(self):
+        """Start reading once the topic exists. Until then the loop runs (stops, renews its lock) and says
+        once that it waits; a burst run gives up after TOPIC_WAIT_SECONDS, with what is missing."""
+        from edge_app.ingest import TOPIC_WAIT_SECONDS
+        from edge_app.kafka_retention import RetentionWatch
+        from edge_app.kafka_source import TOPIC_POLL_SECONDS
+
+        if not self.ingest.try_connect():
+            now = time.monotonic()
+            if self.waiting_since is None:
+                self.waiting_since = now
+                log.warning("topic %r does not exist on %s yet; the ingest waits for it (runsimulation makes "
+                            "it)", self.ingest.topic, self.ingest.bootstrap)
+            elif self.burst and now - self.waiting_since >= TOPIC_WAIT_SECONDS:
+                raise KafkaSourceError(f"topic {self.ingest.topic!r} does not exist on {self.ingest.bootstrap} "
+                                       f"(waited {TOPIC_WAIT_SECONDS} s)")
+            time.sleep(TOPIC_POLL_SECONDS)
+            return False
+        if self.waiting_since is not None:
+            log.info("topic %r is there; the ingest starts", self.ingest.topic)
+        self.ingest.set_budget(*edge_budget())
+        self.watch = RetentionWatch(edge_id=settings.FOG_EDGE_ID, topic=self.ingest.topic,
+                                    bootstrap=settings.FOG_KAFKA_BOOTSTRAP,
+                                    margin_seconds=settings.FOG_EDGE_RETENTION_MARGIN_HOURS * 3600)
+        self.end = self.ingest.end_offsets() if self.burst else None
+        self.connected = True
+        return True
+
     def room_s(self):
-        return self.ingest.room_s()
+        return self.ingest.room_s() if self.connected else None
 
     def finished(self, control):
-        if not self.ingest.at_end(self.end):
+        if not self.connected or not self.ingest.at_end(self.end):
             return False
         self.ingest.finish()
         return True
@@ -86,7 +112,8 @@ class IngestStep(Step):
                 self.ingest.flush()
         finally:
             self.ingest.close()
-            self.watch.close()
+            if self.watch is not None:
+                self.watch.close()
 
 
 def edge_budget():
@@ -198,6 +225,9 @@ def run_loop(loop, edge_id, options=None):
             if not did and IDLE_SLEEP[loop]:
                 _sleep(IDLE_SLEEP[loop], control)
         return "stopped"
+    except KafkaSourceError as exc:  # Kafka away, or a burst's topic missing: one line, not a traceback
+        log.error("%s loop of edge %s stopped: %s; the supervisor starts it again", loop, edge_id, exc)
+        return "failed"
     finally:
         collections.stop()
         try:

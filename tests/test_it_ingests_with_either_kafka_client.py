@@ -2,13 +2,14 @@
 caught-up check follows the broker's high watermarks, and a missing topic says so. (The other
 ingest tests run on both clients through the kafka_client fixture.)"""
 
+import logging
 import time
 
 import pytest
 
 from edge_app.ingest import Ingestor
 from edge_app.kafka_source import KafkaSourceError
-from tests.conftest import produce, reading, wait_for
+from tests.conftest import make_topic, produce, reading, wait_for
 
 T0 = 1_577_142_000_000
 
@@ -58,6 +59,26 @@ def test_it_names_a_topic_that_does_not_exist(kafka_client, kafka_bootstrap):
         ingest.connect(wait_seconds=1)
     ingest.close()
 
+
+@pytest.mark.django_db(transaction=True)
+def test_its_loop_waits_for_a_missing_topic_and_starts_once_it_is_made(kafka_bootstrap, topic, caplog):
+    from edge_app.loops import IngestStep
+
+    name = f"{topic}-made-late"  # the topic fixture deletes it
+    step = IngestStep({"topic": name, "idle": 60}, control=None)
+    try:
+        with caplog.at_level(logging.INFO, logger="fog.edge"):
+            assert not step.step() and not step.step() and not step.finished(None)  # no traceback, no end
+            make_topic(kafka_bootstrap, name, 2)
+            produce(kafka_bootstrap, name, [reading("h1", T0, 100.0)])
+            assert wait_for(lambda: step.step() or step.connected, timeout=30)
+        said = [r.getMessage() for r in caplog.records]
+        assert sum("does not exist" in line and "waits for it" in line for line in said) == 1  # said once
+        assert any(f"topic {name!r} is there" in line for line in said)
+        assert wait_for(lambda: (step.step(), step.ingest.totals["readings"] + step.ingest.pending["readings"])[1]
+                        == 1, timeout=30)
+    finally:
+        step.close()
 
 
 @pytest.mark.django_db(transaction=True)
