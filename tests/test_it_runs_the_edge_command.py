@@ -81,3 +81,10 @@ def test_it_stops_a_running_supervisor_with_stop(kafka_bootstrap, topic, edge_en
 def test_it_refuses_a_batch_the_protocol_does_not_carry(batch, edge_env):
     result = run_manage("runedge", "--batch", batch, env=child_env(edge_env), timeout=60)
     assert result.returncode == 1 and "--batch must be 1..5000" in result.stderr, result.stderr[-2000:]
+
+
+def test_it_names_an_edge_database_without_its_tables_instead_of_a_traceback(tmp_path, edge_env):
+    env = {**child_env(edge_env), "FOG_DATABASE_URL": f"sqlite:///{tmp_path / 'never-migrated.sqlite3'}"}
+    result = run_manage("runedge", "--burst", "--timeout", "5", env=env, timeout=60)
+    assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr[-2000:]
+    assert "never-migrated.sqlite3) lacks" in result.stderr and "manage.py migrate" in result.stderr

@@ -3,6 +3,8 @@ import signal
 
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
+from django.db import DEFAULT_DB_ALIAS, DatabaseError, connections
+from django.db.migrations.executor import MigrationExecutor
 
 from edge_app.control import LOOPS, EdgeControl, queue_name
 from edge_app.kafka_source import SOURCES
@@ -39,7 +41,8 @@ class Command(BaseCommand):
         parser.add_argument("--in-flight", type=int, default=4, help="requests to the cloud at once (default %(default)s)")
         parser.add_argument("--idle", type=float, default=10.0, metavar="SECONDS",
                             help="close a household's windows after this much wall-clock silence (default %(default)s)")
-        parser.add_argument("--topic", default=None, help="Kafka topic to consume (default FOG_TOPIC)")
+        parser.add_argument("--topic", default=None,
+                            help=f"Kafka topic to consume (default FOG_TOPIC, {settings.FOG_TOPIC} now)")
         parser.add_argument("--kafka-client", choices=list(SOURCES), default=None,
                             help="the ingest's Kafka client library (default FOG_EDGE_KAFKA_CLIENT, "
                             f"{settings.FOG_EDGE_KAFKA_CLIENT} now)")
@@ -59,6 +62,7 @@ class Command(BaseCommand):
             self.stdout.write(f"stop requested: the loops of edge {settings.FOG_EDGE_ID} and their supervisor, "
                               "wherever they run on this edge Redis, stop within 5 s")
             return
+        _check_database()
         if not 0 < options["batch"] <= MAX_BATCH_TUPLES or options["in_flight"] < 1:
             raise CommandError(f"--batch must be 1..{MAX_BATCH_TUPLES} and --in-flight at least 1")
         remote = sorted({host for host, *_ in settings.FOG_CLOUD_ENDPOINTS if not is_loopback(host)})
@@ -92,6 +96,20 @@ class Command(BaseCommand):
         self.stdout.write(result.line())
         if result.ended == "failed" or (options["burst"] and result.ended == "timeout"):
             raise CommandError(f"the run ended as {result.ended}")
+
+
+def _check_database():
+    """Refuse, in one line, an edge database that can't be reached or lacks migrations (every loop needs it)."""
+    database = settings.DATABASES["default"]
+    where = f"{database['ENGINE'].rsplit('.', 1)[-1]} {database['NAME']}"
+    try:
+        executor = MigrationExecutor(connections[DEFAULT_DB_ALIAS])
+        missing = executor.migration_plan(executor.loader.graph.leaf_nodes())
+    except DatabaseError as exc:
+        raise CommandError(f"the edge database ({where}) can't be read: {exc}") from None
+    if missing:
+        raise CommandError(f"the edge database ({where}) lacks {len(missing)} migrations "
+                           f"({missing[0][0].app_label}.{missing[0][0].name} first): run `python manage.py migrate`")
 
 
 def no_workers_message(edge_id, burst):
