@@ -46,27 +46,31 @@ class Heartbeat:
         self.edge_id, self.secret, self.address = edge_id, secret, address
         self.sock = req_socket(address, timeout_ms, wire.MAX_HEARTBEAT_BYTES, tls)
         self.missed = 0
+        # The kind of failure last logged while the link is down: a new edge, or one that starts with the
+        # link down, says why too (a wrong secret, a certificate, nobody there), once a kind, not a beat.
+        self.down_said = None
         EdgeStatus.for_edge(edge_id)
 
     def handle_one_beat(self):
         """Send one heartbeat, record the outcome. True if the cloud answered."""
         backlog = WindowAggregate.objects.backlog().count()
         status = EdgeStatus.for_edge(self.edge_id)
-        error = ""
+        error = kind = ""
         try:
             beat = wire.heartbeat(self.edge_id, self.secret, backlog=backlog, paused=status.paused)
             self.sock.send(beat)
             wire.open_reply(self.sock.recv(), beat, self.secret, wire.KIND_HEARTBEAT)
         except pynng.Timeout:
-            error = f"no answer from {self.address} within {self.sock.recv_timeout} ms"
+            error, kind = f"no answer from {self.address} within {self.sock.recv_timeout} ms", "timeout"
         except pynng.NNGException as exc:
-            error = f"{self.address}: {exc}"
+            error, kind = f"{self.address}: {exc}", type(exc).__name__
         except wire.ProtocolError as exc:
-            error = str(exc)
+            error, kind = str(exc), exc.reason
         self.missed = self.missed + 1 if error else 0
         now = timezone.now()
         changes = {"backlog": backlog}
         if not error:
+            self.down_said = None
             changes.update(last_heartbeat_at=now, last_error="")
             if not status.connected:
                 changes.update(connected=True, since=now)
@@ -76,8 +80,12 @@ class Heartbeat:
             changes.update(connected=False, since=now, last_error=error[:300])
             LinkChange.record(self.edge_id, False, now, error)
             log.warning("link to the cloud is down: %s", error)
-        elif error:
+            self.down_said = kind
+        else:
             changes["last_error"] = error[:300]
+            if self.missed >= DOWN_AFTER and kind != self.down_said:
+                log.warning("the cloud does not answer this edge's heartbeats: %s; tuples wait here", error)
+                self.down_said = kind
         EdgeStatus.objects.filter(pk=status.pk).update(**changes)
         return not error
 
