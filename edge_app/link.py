@@ -8,6 +8,8 @@ nonce): a beat bounced back or a recorded answer is a missed beat.
 """
 
 import logging
+import threading
+import time
 
 import pynng
 from django.utils import timezone
@@ -19,6 +21,29 @@ log = logging.getLogger("fog.edge.link")
 
 DOWN_AFTER = 2
 BEAT_TIMEOUT_MS = 800
+# While beats go unanswered, a dial of each address this often says why when nng can: the background
+# redial keeps a refused connection or a failed TLS handshake to itself, and a beat only times out.
+PROBE_EVERY_SECONDS = 30
+
+
+def probe(addresses, tls=None):
+    """What a blocking dial of each address (comma-separated) says, where it fails: '' if every one connects.
+    It can block as long as the system's TCP connect does (an address nobody answers), so callers run it in a
+    thread of its own (Heartbeat)."""
+    found = []
+    for address in addresses.split(","):
+        sock = pynng.Req0(**({"tls_config": tls} if tls else {}))
+        try:
+            sock.dial(address, block=True)
+        except pynng.CryptoError:
+            found.append(f"{address}: the TLS handshake failed (the cloud's certificate is not from FOG_TLS_CA or "
+                         "does not name FOG_TLS_SERVER_NAME, or the cloud wants this edge's certificate from its CA: "
+                         "FOG_EDGE_TLS_CERT)")
+        except pynng.NNGException as exc:
+            found.append(f"{address}: {exc}")
+        finally:
+            sock.close()
+    return "; ".join(found)
 
 
 def req_socket(addresses, timeout_ms, max_reply_bytes, tls=None):
@@ -43,8 +68,9 @@ def req_socket(addresses, timeout_ms, max_reply_bytes, tls=None):
 
 class Heartbeat:
     def __init__(self, *, edge_id, secret, address, timeout_ms=BEAT_TIMEOUT_MS, tls=None):
-        self.edge_id, self.secret, self.address = edge_id, secret, address
+        self.edge_id, self.secret, self.address, self.tls = edge_id, secret, address, tls
         self.sock = req_socket(address, timeout_ms, wire.MAX_HEARTBEAT_BYTES, tls)
+        self.probed, self.probe_thread, self.probe_found = None, None, ""  # see _why_no_answer
         self.missed = 0
         # The kind of failure last logged while the link is down: a new edge, or one that starts with the
         # link down, says why too (a wrong secret, a certificate, nobody there), once a kind, not a beat.
@@ -67,6 +93,12 @@ class Heartbeat:
         except wire.ProtocolError as exc:
             error, kind = str(exc), exc.reason
         self.missed = self.missed + 1 if error else 0
+        if kind == "timeout" and self.missed >= DOWN_AFTER:
+            found = self._why_no_answer()
+            if found:
+                error, kind = f"{error}: {found}", f"timeout: {found}"
+        elif not error:
+            self.probed, self.probe_found = None, ""
         now = timezone.now()
         changes = {"backlog": backlog}
         if not error:
@@ -88,6 +120,22 @@ class Heartbeat:
                 self.down_said = kind
         EdgeStatus.objects.filter(pk=status.pk).update(**changes)
         return not error
+
+    def _why_no_answer(self):
+        """What the last probe of the addresses found; starts the next one when due (one at a time)."""
+        if self.probe_thread is not None and not self.probe_thread.is_alive():
+            self.probe_thread = None
+        now = time.monotonic()
+        if self.probe_thread is None and (self.probed is None or now - self.probed >= PROBE_EVERY_SECONDS):
+            self.probed = now
+
+            def run():
+                self.probe_found = probe(self.address, self.tls)
+
+            self.probe_thread = threading.Thread(target=run, name="fog-link-probe", daemon=True)
+            self.probe_thread.start()
+            self.probe_thread.join(self.sock.recv_timeout / 1000)  # a handshake refused here takes milliseconds
+        return self.probe_found
 
     def close(self):
         self.sock.close()

@@ -80,6 +80,8 @@ def test_it_delivers_nothing_to_or_from_a_peer_it_cannot_verify(client, certs, r
     finally:
         cloud.stop()
     assert not redis_client.exists(Keys(cloud_prefix).edge(EDGE_ID))
+    if client_tls is not None:  # the operator is told why, not only that nothing answered
+        assert "the TLS handshake failed" in EdgeStatus.for_edge(EDGE_ID).last_error
 
 
 def test_it_names_a_missing_certificate_file(tmp_path):
