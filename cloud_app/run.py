@@ -3,7 +3,7 @@
 What it refuses before a socket is opened, each with one line that says why:
 a bind beyond loopback with a development or short edge secret, or without
 TLS (unless `insecure_plaintext`); legacy v1 beyond loopback (unless
-`legacy_public`), or under the id of a v2 edge; a store that can't be reached,
+`legacy_public`), or under the id of an authenticated edge; a store that can't be reached,
 has no persistence or may evict keys (unless `allow_volatile`), or holds only an older cloud's
 unsharded keys.
 """
@@ -74,8 +74,8 @@ def check_exposure(bind, secrets, tls, *, insecure_plaintext=False, legacy_edge=
     if legacy_edge is None:
         return
     if legacy_edge in secrets:
-        raise CloudStartError(f"--legacy-edge-id {legacy_edge!r} is a v2 edge's id: anonymous v1 clients could "
-                              "take its tuple ids; choose another id")
+        raise CloudStartError(f"--legacy-edge-id {legacy_edge!r} is an authenticated edge's id (FOG_EDGE_SECRETS): "
+                              "anonymous v1 clients could take its tuple ids; choose another id")
     if public and not legacy_public:
         raise CloudStartError(f"refusing legacy v1 on {bind} (beyond loopback): v1 has no authentication; "
                               "pass --legacy-v1-public to accept anyone who can reach the port")

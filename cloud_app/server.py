@@ -337,7 +337,7 @@ class CloudServer:
                     await self.publish_pending()
                 except Exception:  # one bad round must not end the dashboard's feed for the server's life
                     log.exception("dashboard update round failed; the next one follows")
-        log.info("cloud stopped: %s", dict(self.counts))
+        log.info("cloud stopped: %s", dict(self.counts) or "no frame handled")
 
     async def _worker(self, sock, handler, busy):
         ctx = sock.new_context()

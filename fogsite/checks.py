@@ -139,6 +139,22 @@ def _link_security(pairs):
     if settings.FOG_EDGE_TLS_CERT and not settings.FOG_TLS_CA:
         errors.append(Error("FOG_EDGE_TLS_CERT is set but FOG_TLS_CA is not: the edge would not use TLS.",
                             hint="Set FOG_TLS_CA to the CA that signed the cloud's certificate.", id="fog.E013"))
+    remote = sorted({host for host, *_ in settings.FOG_CLOUD_ENDPOINTS if not is_loopback(host)})
+    if remote and not settings.FOG_TLS_CA:
+        errors.append(Warning(f"The edge dials the cloud at {', '.join(remote)}, beyond loopback, without TLS.",
+                              hint="Household power readings would cross the network in clear text; set FOG_TLS_CA "
+                              "to the CA of the cloud's certificate. runedge refuses unless --insecure-plaintext.",
+                              id="fog.W011"))
+    secrets_file = settings.FOG_EDGE_SECRETS_FILE
+    try:
+        shared = secrets_file and os.stat(secrets_file).st_mode & 0o077
+    except OSError:
+        shared = 0  # fog.E006 says it can't be read
+    if shared:
+        errors.append(Warning(f"FOG_EDGE_SECRETS_FILE={secrets_file} can be read by other users of this host "
+                              f"(mode {os.stat(secrets_file).st_mode & 0o777:04o}).",
+                              hint=f"Anyone who reads it can deliver as any edge: chmod 600 {secrets_file}.",
+                              id="fog.W012"))
     return errors
 
 

@@ -44,6 +44,19 @@ def test_check_names_a_missing_tls_file(tmp_path):
     assert "fog.E011" in result.stderr and "absent.pem" in result.stderr and "fog.E012" in result.stderr
 
 
+def test_check_warns_of_an_edge_dialling_in_clear_text_and_of_a_secrets_file_others_can_read(tmp_path):
+    secrets = tmp_path / "edge-secrets"
+    secrets.write_text(f"edge-1:{STRONG}\n")
+    secrets.chmod(0o644)
+    result = run_manage("check", env={"FOG_CLOUD_HOST": "cloud.example", "FOG_TLS_CA": "",
+                                      "FOG_EDGE_SECRETS_FILE": str(secrets)})
+    assert "fog.W011" in result.stderr and "cloud.example" in result.stderr, result.stderr
+    assert "fog.W012" in result.stderr and "(mode 0644)" in result.stderr and "chmod 600" in result.stderr
+    secrets.chmod(0o600)
+    quiet = run_manage("check", env={"FOG_EDGE_SECRETS_FILE": str(secrets)})
+    assert quiet.returncode == 0 and "fog.W01" not in quiet.stderr, quiet.stderr
+
+
 @pytest.mark.parametrize("hosts", ["cloud.example", "127.0.0.1,10.1.2.3"])
 def test_an_edge_refuses_to_send_readings_in_clear_text_to_a_cloud_beyond_loopback(hosts):
     result = run_manage("runedge", "--burst", "--timeout", "5", env={"FOG_CLOUD_HOST": hosts, "FOG_TLS_CA": ""},

@@ -74,7 +74,7 @@ def test_it_warns_at_start_that_anyone_can_deliver(services):
 
 def test_it_refuses_a_legacy_id_that_is_a_v2_edges():
     result = _runcloud("--legacy-edge-id", "edge-7", env={"FOG_EDGE_SECRETS": f"edge-7:{'s' * 32}"})
-    assert result.returncode == 1 and "is a v2 edge's id" in result.stderr
+    assert result.returncode == 1 and "is an authenticated edge's id" in result.stderr
 
 
 def test_it_keeps_legacy_on_loopback_unless_told():

@@ -38,10 +38,15 @@ class Command(BaseCommand):
         parser.add_argument("--legacy-v1-public", action="store_true",
                             help="allow --legacy-v1 on a bind beyond loopback")
         parser.add_argument("--legacy-edge-id", default="legacy",
-                            help="edge id under which v1 tuples are stored; must not be a v2 edge's id "
+                            help="edge id under which v1 tuples are stored; must not be an authenticated (v3) edge's id "
                             "(default %(default)s)")
         parser.add_argument("--until", type=float, default=None, metavar="SECONDS",
                             help="stop by itself after this many seconds (for tests and benchmarks)")
+
+    def execute(self, *args, **options):
+        if options.get("insecure_plaintext"):  # accepted on purpose, and the start logs a WARNING of its own
+            settings.SILENCED_SYSTEM_CHECKS = [*settings.SILENCED_SYSTEM_CHECKS, "fog.W010"]
+        return super().execute(*args, **options)
 
     def handle(self, *args, **options):
         logging.getLogger("fog").setLevel(LOG_LEVELS.get(options["verbosity"], logging.INFO))
@@ -59,4 +64,5 @@ class Command(BaseCommand):
         except CloudStartError as exc:
             raise CommandError(str(exc)) from None
         if options["verbosity"]:
-            self.stdout.write("cloud stopped: " + ", ".join(f"{k}={v}" for k, v in sorted(counts.items())))
+            self.stdout.write("cloud stopped: " + (", ".join(f"{k}={v}" for k, v in sorted(counts.items()))
+                                                   or "no frame handled"))

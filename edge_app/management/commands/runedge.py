@@ -55,6 +55,11 @@ class Command(BaseCommand):
                             "no key and no time field: node_id is the household, the Kafka record timestamp the "
                             "event time")
 
+    def execute(self, *args, **options):
+        if options.get("insecure_plaintext"):  # accepted on purpose, and handle() logs a WARNING of its own
+            settings.SILENCED_SYSTEM_CHECKS = [*settings.SILENCED_SYSTEM_CHECKS, "fog.W011"]
+        return super().execute(*args, **options)
+
     def handle(self, *args, **options):
         logging.getLogger("fog").setLevel(LOG_LEVELS.get(options["verbosity"], logging.INFO))
         if options["stop"]:
@@ -62,7 +67,6 @@ class Command(BaseCommand):
             self.stdout.write(f"stop requested: the loops of edge {settings.FOG_EDGE_ID} and their supervisor, "
                               "wherever they run on this edge Redis, stop within 5 s")
             return
-        _check_database()
         if not 0 < options["batch"] <= MAX_BATCH_TUPLES or options["in_flight"] < 1:
             raise CommandError(f"--batch must be 1..{MAX_BATCH_TUPLES} and --in-flight at least 1")
         remote = sorted({host for host, *_ in settings.FOG_CLOUD_ENDPOINTS if not is_loopback(host)})
@@ -73,6 +77,7 @@ class Command(BaseCommand):
                                "or pass --insecure-plaintext to accept clear text")
         if remote and not settings.FOG_TLS_CA:
             log.warning("--insecure-plaintext: readings cross the network to %s in clear text", ", ".join(remote))
+        _check_database()
         stopping = []
 
         def on_signal(signum, frame):
