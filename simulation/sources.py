@@ -124,10 +124,12 @@ def _reading(fields, zone, previous, now_ms):
         raise DataError(f"expected {len(HEADER_COLUMNS)} fields, found {len(fields)}")
     ts = _epoch_ms(fields[0], zone, previous)
     if limits.time_problem(ts, now_ms):
-        raise DataError(f"date {fields[0]} is before 2000 or more than "
+        raise DataError(f"date {fields[0]} is before 2000-01-01 00:00 UTC or more than "
                         f"{limits.FUTURE_SLACK_MS // 3_600_000} h from now")
     try:
-        milliwatts = float(fields[POWER_COLUMN])
+        if "_" in fields[POWER_COLUMN]:  # float() reads "249_050" as 249050: a typo, not a meter's digits
+            raise ValueError
+        milliwatts = float(fields[POWER_COLUMN]) + 0.0  # + 0.0: "-0" is 0 W, not -0.0
     except ValueError:
         raise DataError(f"bad power {fields[POWER_COLUMN][:30]!r}") from None
     _, problem = limits.power_problem(milliwatts / 1000.0)
