@@ -135,6 +135,12 @@ class Result:
         return text
 
 
+def _show_reading(done, total, files):
+    sys.stderr.write(f"\rreading {files:,} file{'s' if files != 1 else ''}: {done / max(total, 1):6.1%} "
+                     f"of {total / 1e6:,.0f} MB ")
+    sys.stderr.flush()
+
+
 def prepare(options):
     """Check everything that can be checked before a byte is sent. Raises DataError."""
     if options.until is not None and not 1 <= options.until <= MAX_UNTIL_S:  # also NaN: no comparison holds
@@ -148,7 +154,10 @@ def prepare(options):
     except (ZoneInfoNotFoundError, ValueError, OSError):  # OSError: a folder of zones, such as Europe
         raise DataError(f"--tz {options.tz!r} is not a known time zone (e.g. Europe/Berlin, UTC)") from None
     if options.data is not None:
-        households, skipped = read_folder(options.data, zone, options.skip_bad_lines)
+        households, skipped = read_folder(options.data, zone, options.skip_bad_lines,
+                                          _show_reading if options.progress else None)
+        if options.progress:
+            sys.stderr.write("\n")
         start_ms = min(h.timestamps[0] for h in households)
         start_ms -= start_ms % (options.step * 1000)
         end_ms = max(h.timestamps[-1] for h in households)

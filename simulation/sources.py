@@ -28,6 +28,7 @@ HEADER_MODEL = "household"
 HEADER_COLUMNS = ["date", "timestamp", "energy", "power", "power1", "power2", "power3"]
 POWER_COLUMN = HEADER_COLUMNS.index("power")
 DATE_RE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2} [0-9]{2}:[0-9]{2}:[0-9]{2}")  # local, no offset: `zone` says which
+REPORT_LINES = 1 << 16  # lines between two progress reports while a file is read (a few MB)
 MAX_LINE_BYTES = 4096  # a Gem House line is about 70 bytes; a longer one is not a reading, and is not read whole
 
 # A typical German household's day (standard load profile H0, hourly, as
@@ -98,13 +99,15 @@ def _epoch_ms(text, zone, previous):
     return ms
 
 
-def _lines(handle):
+def _lines(handle, report=None):
     """(line number, text) for each line of a file opened in binary mode; text is a DataError for a line that
     is not UTF-8 or is longer than MAX_LINE_BYTES. Each line is decoded on its own, so a bad byte is
-    reported at its line, and skipping costs only that line."""
+    reported at its line, and skipping costs only that line. `report(bytes read)` every REPORT_LINES lines."""
     number = 0
     while raw := handle.readline(MAX_LINE_BYTES + 1):
         number += 1
+        if report is not None and number % REPORT_LINES == 0:
+            report(handle.tell())
         if len(raw) > MAX_LINE_BYTES and not raw.endswith(b"\n"):
             while raw and not raw.endswith(b"\n"):  # the rest of the line, a piece at a time
                 raw = handle.readline(MAX_LINE_BYTES + 1)
@@ -140,9 +143,9 @@ def _reading(fields, zone, previous, now_ms):
     return ts, milliwatts / 1000.0
 
 
-def read_csv(path, zone, skip_bad_lines=False):
+def read_csv(path, zone, skip_bad_lines=False, report=None):
     """Parse one Gem House file. Returns (CsvHousehold, number of skipped bad lines). Blank lines are
-    no readings and are passed over."""
+    no readings and are passed over. `report(bytes read so far)`, if given, now and then."""
     path = Path(path)
     household = path.stem
     problem = limits.household_problem(household)
@@ -151,7 +154,7 @@ def read_csv(path, zone, skip_bad_lines=False):
     timestamps, powers = array("q"), array("d")
     try:
         with open(path, "rb") as handle:
-            skipped = _read_lines(_lines(handle), path, zone, skip_bad_lines, timestamps, powers)
+            skipped = _read_lines(_lines(handle, report), path, zone, skip_bad_lines, timestamps, powers)
     except OSError as exc:  # can't be opened, or a disk, share or USB stick failing part-way through
         raise DataError(f"{path}: can't be read ({exc.strerror or exc})") from None
     if not timestamps:
@@ -190,9 +193,10 @@ def _read_lines(lines, path, zone, skip_bad_lines, timestamps, powers):
     return skipped
 
 
-def read_folder(folder, zone, skip_bad_lines=False):
+def read_folder(folder, zone, skip_bad_lines=False, progress=None):
     """Every *.csv file of a folder (any case, not hidden: `._x.csv` is a macOS note about x.csv), parsed
-    and checked. Returns (households, skipped lines)."""
+    and checked. Returns (households, skipped lines). `progress(bytes read, bytes in all files, files)`, if
+    given, is called as the files are read (a year of one household is most of a GB)."""
     if not str(folder).strip():  # an unset $DIR in a script: not the current folder
         raise DataError("--data is empty: name a folder of Gem House CSV files")
     folder = Path(folder)
@@ -204,11 +208,17 @@ def read_folder(folder, zone, skip_bad_lines=False):
         raise DataError(f"--data {folder}: can't be read ({exc.strerror or exc})") from None
     if not files:
         raise DataError(f"--data {folder}: no .csv files in it")
-    households, skipped, seen = [], 0, {}
     for path in files:
         if not path.is_file():
             raise DataError(f"{path}: not a file (a folder, or a link to nothing)")
-        household, bad = read_csv(path, zone, skip_bad_lines)
+    total, done = sum(path.stat().st_size for path in files), 0
+    households, skipped, seen = [], 0, {}
+    for path in files:
+        report = None if progress is None else (lambda read, before=done: progress(before + read, total, len(files)))
+        household, bad = read_csv(path, zone, skip_bad_lines, report)
+        done += path.stat().st_size
+        if progress is not None:
+            progress(done, total, len(files))
         if household.household in seen:
             raise DataError(f"{path}: household {household.household!r} is {seen[household.household]} too")
         seen[household.household] = path

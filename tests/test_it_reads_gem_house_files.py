@@ -119,3 +119,14 @@ def test_it_names_a_file_that_fails_part_way_through_reading(tmp_path):
     (tmp_path / "failing.csv").symlink_to("/proc/self/mem")
     with pytest.raises(DataError, match=r"failing\.csv: can't be read \(Input/output error\)"):
         read_csv(tmp_path / "failing.csv", BERLIN)
+
+
+def test_it_reports_progress_through_a_long_file_and_to_the_end_of_the_folder(tmp_path, monkeypatch):
+    monkeypatch.setattr("simulation.sources.REPORT_LINES", 100)
+    write_gem_csv(tmp_path / "a.csv", [(f"2019-12-24 00:{i // 30:02d}:{i % 30 * 2:02d}", 1000) for i in range(450)])
+    write_gem_csv(tmp_path / "b.csv", [("2019-12-24 00:00:01", 1000)])
+    seen = []
+    read_folder(tmp_path, BERLIN, progress=lambda done, total, files: seen.append((done, total, files)))
+    total = sum(path.stat().st_size for path in tmp_path.iterdir())
+    assert len(seen) >= 6 and seen[-1] == (total, total, 2)  # within a.csv, after it, after b.csv
+    assert [done for done, _, _ in seen] == sorted(done for done, _, _ in seen)
