@@ -54,6 +54,11 @@ LEGACY_DETAIL = 120  # characters of a legacy refusal sent back and logged
 COUNTS_SAVE_SECONDS = 1.0
 REFUSED_LOG_LINES = 10
 REFUSED_LOG_SECONDS = 60.0
+# A peer that does not read its replies fills its TCP buffers, and the reply's send would then wait forever,
+# holding a worker: one such connection, no secret needed, stopped a port. The reply gets this long (an
+# edge's nng reads replies as they come, and one is at most a few tens of KB), then the peer's connection is
+# closed; an edge would send the request again.
+REPLY_SEND_SECONDS = 2.0
 
 
 class CloudServer:
@@ -74,6 +79,7 @@ class CloudServer:
         # the publisher's end leaves it whole, and never two at once copying the same counts.
         self._saving = None
         self.refused_logs = {}  # (known edge or None, reason) -> RateLimitedLog
+        self.admitted = {}  # id(socket) -> {pipe id: pipe} of the peers _admit let in (see there)
         self._update = None  # pending dashboard update, merged until published
 
     # --- one request ------------------------------------------------------
@@ -294,7 +300,9 @@ class CloudServer:
 
     def _socket(self, address, port, tls):
         sock = pynng.Rep0(recv_max_size=NNG_RECV_MAX[port], **({"tls_config": tls} if tls else {}))
+        self.admitted[id(sock)] = {}
         sock.add_pre_pipe_connect_cb(self._admit)
+        sock.add_post_pipe_remove_cb(self._removed)
         try:
             sock.listen(address)
         except BaseException:
@@ -303,10 +311,25 @@ class CloudServer:
         return sock
 
     def _admit(self, pipe):
-        """nng's pre-connect hook: close a peer beyond `max_connections` on its port before it sends a byte."""
-        if len(pipe.socket.pipes) > self.max_connections:
+        """nng's pre-connect hook: close a peer beyond `max_connections` on its port before it sends a byte.
+
+        The count is the server's own list of the peers it let in, pruned of closed ones when full. pynng's
+        `socket.pipes` keeps peers that closed as fast as they connected (nng's add and remove events can come
+        in either order), and counting those let a burst of quick connections lock every edge out for good.
+        pynng calls this and _removed for one socket at a time."""
+        admitted = self.admitted[id(pipe.socket)]
+        if len(admitted) >= self.max_connections:
+            for number, known in list(admitted.items()):
+                if not _open(known):
+                    del admitted[number]
+        if len(admitted) >= self.max_connections:
             self.counts["connections_refused"] += 1
             pipe.close()
+            return
+        admitted[pipe.id] = pipe
+
+    def _removed(self, pipe):
+        self.admitted[id(pipe.socket)].pop(pipe.id, None)
 
     async def serve(self, heartbeat_addr, data_addr, stop, workers=8, tls=None):
         """Serve until `stop` (an asyncio.Event) is set; finish requests in hand, then return.
@@ -348,7 +371,8 @@ class CloudServer:
             # as the cancel comes, return the result instead. A worker with a cancel
             # outstanding stops here instead of waiting for the next request.
             while not me.cancelling():
-                frame = await ctx.arecv()
+                message = await ctx.arecv_msg()
+                frame = message.bytes
                 busy.add(me)
                 try:
                     try:
@@ -357,11 +381,26 @@ class CloudServer:
                         log.exception("request of %d bytes failed", len(frame))
                         reply = wire.error_frame(None, wire.request_nonce(frame), wire.R_INTERNAL,
                                                  "the cloud failed on this request")
-                    await ctx.asend(reply)
+                    try:
+                        await asyncio.wait_for(ctx.asend(reply), REPLY_SEND_SECONDS)
+                    except TimeoutError:
+                        ctx.close()  # its send may still be queued: a context of its own for the next request
+                        ctx = sock.new_context()
+                        self._drop_reader(message.pipe)
                 finally:
                     busy.discard(me)
         finally:
             ctx.close()
+
+    def _drop_reader(self, pipe):
+        self.counts["replies_unread"] += 1
+        self._refused_log(None, "reply-unread").warning(
+            "a peer did not take its reply within %.0f s; its connection is closed", REPLY_SEND_SECONDS)
+        try:
+            if pipe is not None:  # None: pynng could not tell the message's peer, which had gone already
+                pipe.close()
+        except pynng.NNGException:
+            pass  # it went by itself
 
     async def _last_save(self):
         """On the way out: the save in flight, then what is left, within SHUTDOWN_SECONDS."""
@@ -388,3 +427,11 @@ class CloudServer:
                     await self.publish_pending()
                 except Exception:  # one bad round must not end the dashboard's feed for the server's life
                     log.exception("dashboard update round failed; the next one follows")
+
+
+def _open(pipe):
+    """Whether nng still has this peer's connection: an option of a closed pipe can't be read."""
+    try:
+        return pipe.protocol is not None
+    except pynng.NNGException:
+        return False

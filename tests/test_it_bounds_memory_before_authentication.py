@@ -7,6 +7,8 @@ port. Raw TCP clients speak nng's SP framing by hand here, as an attacker would.
 
 import socket
 import struct
+import threading
+import time
 
 import pynng
 import pytest
@@ -72,6 +74,74 @@ def test_it_takes_a_bounded_number_of_peers_per_port(small_cloud):
             peer.close()
     # Their slots are free again once they go.
     assert wait_for(lambda: _deliverable(small_cloud), timeout=15, interval=0.3)
+
+
+def test_it_closes_a_peer_that_never_reads_its_replies_and_serves_edges_meanwhile(small_cloud):
+    """Each junk frame is answered; a peer that reads none of the answers fills its buffers (in about ten
+    seconds of flooding), and a reply that can't go out must not hold a worker for good: one such
+    connection, no secret needed, once stopped the port."""
+    host, port = small_cloud.data_addr.rsplit("/", 1)[1].split(":")
+    peer = socket.socket()
+    peer.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # before connecting: a small window
+    peer.connect((host, int(port)))
+    peer.sendall(REQ0_HANDSHAKE)
+    junk = wire.MAGIC + bytes((wire.KIND_BATCH,)) + bytes(56)
+    frames = (struct.pack(">QI", 4 + len(junk), 0x80000001) + junk) * 200
+    ended = []
+
+    def flood():
+        peer.settimeout(1.0)
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            try:
+                peer.sendall(frames)
+            except TimeoutError:
+                continue  # the cloud reads no more of it until its replies go out
+            except OSError:
+                ended.append("closed by the cloud")
+                return
+
+    flooding = threading.Thread(target=flood, daemon=True)
+    flooding.start()
+    try:
+        assert wait_for(lambda: small_cloud.server.counts["replies_unread"] >= 1, timeout=60, interval=0.2)
+        assert _deliverable(small_cloud)  # a worker is free for an edge
+        flooding.join(10)
+        assert ended == ["closed by the cloud"]
+    finally:
+        peer.close()
+
+
+def test_it_frees_the_slots_of_peers_that_connect_and_leave_at_once(redis_url, cloud_prefix):
+    """pynng's list of a socket's peers keeps some that closed as fast as they connected; the cloud's count of
+    peers must not, or a burst of quick connections locks every edge out until a restart. One slot: a single
+    such peer would take it."""
+    one_slot = CloudThread(redis_url, cloud_prefix, {EDGE_ID: EDGE_SECRET}, max_connections=1).start()
+    try:
+        _connect_and_leave(one_slot.data_addr)
+        assert wait_for(lambda: _deliverable(one_slot), timeout=15, interval=0.3)
+    finally:
+        one_slot.stop()
+
+
+def _connect_and_leave(address, seconds=4.0):
+    host, port = address.rsplit("/", 1)[1].split(":")
+
+    def burst():
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            with socket.socket() as quick:
+                try:
+                    quick.connect((host, int(port)))
+                    quick.sendall(REQ0_HANDSHAKE)
+                except OSError:
+                    pass
+
+    bursts = [threading.Thread(target=burst) for _ in range(3)]
+    for thread in bursts:
+        thread.start()
+    for thread in bursts:
+        thread.join()
 
 
 def _deliverable(cloud):
