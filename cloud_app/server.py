@@ -145,8 +145,11 @@ class CloudServer:
             self._merge_update(edge, result, rows)
         refused = Counter(why for why in reasons if why)
         if refused:
-            log.warning("edge %s: refused %d of %d tuples: %s", edge, sum(refused.values()), len(reasons),
-                        ", ".join(f"{k} x{v}" for k, v in refused.items()))
+            # Limited like a refused frame's: a replayed batch (anyone on the path) or an edge resending one
+            # brings its refusals again.
+            self._refused_log(edge, "tuples").warning(
+                "edge %s: refused %d of %d tuples: %s", edge, sum(refused.values()), len(reasons),
+                ", ".join(f"{k} x{v}" for k, v in refused.items()))
             self._count_refusals(refused)
         self.counts["batches"] += 1
         return wire.reply_frame(edge, self.secrets[edge], nonce, codes, reasons)

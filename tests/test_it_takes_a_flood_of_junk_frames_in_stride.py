@@ -95,6 +95,17 @@ def test_it_limits_the_lines_of_a_replayed_frame_without_hiding_them_behind_junk
     assert len(_refused_lines(caplog, f"edge {EDGE_ID}", wire.R_REPLAYED)) == REFUSED_LOG_LINES
 
 
+def test_it_limits_the_lines_of_a_replayed_batch_with_a_refused_tuple(own_cloud, caplog):
+    cloud, _, _ = own_cloud
+    rows = make_rows(2, "replayed")
+    rows[1] = (*rows[1][:4], -3.0, rows[1][5])  # a negative power: refused, whatever the frame
+    batch = wire.batch_frame(EDGE_ID, EDGE_SECRET, rows)
+    with caplog.at_level("WARNING", logger="fog.cloud"):
+        for _ in range(3 * REFUSED_LOG_LINES):
+            assert wire.read_reply(cloud.request(batch), batch, EDGE_SECRET, 2)[1] == ["", wire.R_NEGATIVE]
+    assert len(_refused_lines(caplog, f"edge {EDGE_ID}", "1 of 2 tuples", wire.R_NEGATIVE)) == REFUSED_LOG_LINES
+
+
 def test_it_keeps_the_counts_redis_could_not_take_for_a_later_round(own_redis, own_cloud):
     cloud, _, client = own_cloud
     own_redis.down(lambda line: None)
