@@ -96,7 +96,7 @@ class CloudServer:
             if not self.replays.fresh(edge, nonce):
                 raise wire.ProtocolError(wire.R_REPLAYED, "this heartbeat was seen before")
         except wire.ProtocolError as exc:
-            return await self._refuse_frame(frame, exc, "heartbeat", edge)
+            return await self._refuse_frame(frame, exc, "heartbeat", edge or exc.edge)
         try:
             taken = await self.store.heartbeat(edge, state, nonce=nonce, sent_ms=payload["ts"])
             if taken == BEAT_REPLAYED:
@@ -121,7 +121,7 @@ class CloudServer:
             edge, nonce, payload = wire.open_request(frame, self.secrets.get, wire.KIND_BATCH)
             batch = wire.read_batch(edge, payload)
         except wire.ProtocolError as exc:
-            return await self._refuse_frame(frame, exc, "data", edge)
+            return await self._refuse_frame(frame, exc, "data", edge or exc.edge)
         reasons = wire.refusals(batch)
         rows = [row for row, why in zip(zip(batch.ids, batch.households, batch.starts, batch.ends,
                                             batch.averages, batch.counts), reasons) if not why]

@@ -139,6 +139,8 @@ class ProtocolError(ValueError):
     itself said so. Anything else may come from anyone on the path.
     """
 
+    edge = None  # on the cloud: the edge whose tag verified, for a body that then could not be read
+
     def __init__(self, reason, detail, trusted=False):
         super().__init__(f"{reason}: {detail}")
         self.reason = reason
@@ -249,7 +251,11 @@ def open_request(frame, secret_for, kind):
         raise ProtocolError(R_UNKNOWN_EDGE, f"edge {parts.edge!r} is not known here")
     if not _verified(parts, secret):
         raise ProtocolError(R_BAD_TAG, f"authentication tag does not match for edge {parts.edge!r}")
-    return parts.edge, parts.nonce, _decode(parts.body)
+    try:
+        return parts.edge, parts.nonce, _decode(parts.body)
+    except ProtocolError as exc:
+        exc.edge = parts.edge  # the tag held: the cloud may tag its answer, so the edge acts on it
+        raise
 
 
 def open_reply(reply, request, secret, kind):

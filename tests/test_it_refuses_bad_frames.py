@@ -97,3 +97,13 @@ def test_it_refuses_the_second_of_two_tuples_with_one_id(cloud, redis_client):
     _, reasons = deliver(cloud, rows)
     assert reasons == ["", wire.R_DUPLICATE_ID]
     assert redis_client.hlen(Keys(cloud.prefix).tuples(EDGE_ID)) == 1
+
+
+@pytest.mark.parametrize("payload", [[1, 2], "a string", None])
+def test_it_tags_its_refusal_of_an_authenticated_frame_whose_body_is_not_a_map(cloud, payload):
+    """The tag verified, so the refusal is the cloud's to sign: the edge can trust it and set the batch aside
+    instead of sending it again for ever."""
+    frame = wire.seal(wire.KIND_BATCH, EDGE_ID, EDGE_SECRET, payload)
+    with pytest.raises(wire.ProtocolError) as refused:
+        wire.open_reply(cloud.request(frame), frame, EDGE_SECRET, wire.KIND_BATCH)
+    assert refused.value.reason == wire.R_BAD_BODY and refused.value.trusted
