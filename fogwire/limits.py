@@ -98,6 +98,6 @@ def tuple_problem(household, start_ms, end_ms, average_w, count, now_ms):
         return R_BAD_WINDOW
     if start_ms > now_ms + FUTURE_SLACK_MS + CLOCK_SKEW_MS:
         return R_FUTURE
-    if count < 1:
+    if not 1 <= count <= end_ms - start_ms:  # event times are in ms: a reading a millisecond at most
         return R_BAD_COUNT
     return ""

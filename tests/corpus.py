@@ -147,6 +147,8 @@ V2_TUPLES = {
     "end before start": ((7, "h", T0, T0 - 5000, 1.0, 3), wire.R_BAD_WINDOW),
     "seconds not ms": ((7, "h", T0 // 1000, T0 // 1000 + 5, 1.0, 3), wire.R_BAD_WINDOW),
     "no readings": ((7, "h", T0, T0 + 5000, 1.0, 0), wire.R_BAD_COUNT),
+    "more readings than milliseconds": ((8, "h", T0, T0 + 5000, 1.0, 5001), wire.R_BAD_COUNT),
+    "a count past 64 bits": ((9, "h", T0, T0 + 5000, 1.0, 2**64 - 1), wire.R_BAD_COUNT),
     "empty household": ((7, "", T0, T0 + 5000, 1.0, 3), wire.R_BAD_HOUSEHOLD),
     # Issue 12, findings 4 and 5.
     "1e308": ((7, "h", T0, T0 + 5000, 1e308, 3), wire.R_TOO_POWERFUL),
