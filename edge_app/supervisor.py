@@ -24,6 +24,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from django.conf import settings
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 from rq import Queue
 
 from edge_app.control import LOOPS, EdgeControl, Holder, queue_name
@@ -41,6 +43,10 @@ LAPSE_CHECKS = 3  # a loop with no lock for this many checks in a row (not queue
 WORKER_RESTARTS = 10  # restarts allowed within RESTART_WINDOW_SECONDS; one more ends the run as failed
 RESTART_WINDOW_SECONDS = 60
 ENDED = ("done", "signal", "stop", "timeout", "failed")  # the summary's `ended=` word
+# The edge Redis gone (restarting, a network blip, frozen): the supervisor waits for it instead of ending the
+# edge. Its loops fail on their next call to it and are enqueued again once it is back; their data is in the
+# edge database.
+REDIS_AWAY = (RedisConnectionError, RedisTimeoutError)
 
 
 class EdgeStartError(Exception):
@@ -109,6 +115,7 @@ class Supervisor:
         self.jobs, self.lapsed, self.workers = {}, {}, {}
         self.worker_starts, self.restarts = 0, deque()
         self.failure, self.baseline, self.claimed = None, None, False
+        self.redis_away_since = None  # monotonic time the edge Redis stopped answering, while it does not
 
     def start(self, with_workers=True):
         try:
@@ -234,7 +241,7 @@ class Supervisor:
                 ended = "timeout"
             elif time.monotonic() - last_check >= CHECK_SECONDS:
                 last_check = time.monotonic()
-                ended = self.handle_one_check()
+                ended = self.handle_one_round()
             if ended is None:
                 time.sleep(SLICE)
         if self.failure:
@@ -244,12 +251,31 @@ class Supervisor:
         self.stop(deadline)
         return Summary(ended, _since(self.baseline, now), now, time.monotonic() - started, self.worker_starts)
 
+    def handle_one_round(self):
+        """handle_one_check, unless the edge Redis is away: then None, and the run waits for it (said once)."""
+        try:
+            ended = self.handle_one_check()
+        except REDIS_AWAY as exc:
+            if self.redis_away_since is None:
+                self.redis_away_since = time.monotonic()
+                log.warning("edge Redis at %s does not answer (%s); the edge waits for it, its data safe in the edge "
+                            "database", settings.FOG_EDGE_REDIS_URL, exc)
+            return None
+        if self.redis_away_since is not None:
+            log.info("edge Redis is back after %.0f s; loops that stopped meanwhile start again",
+                     time.monotonic() - self.redis_away_since)
+            self.redis_away_since = None
+        return ended
+
     def stop_loops(self):
         """Ask every loop to stop, wait for them briefly, then tell the workers to end. Returns the deadline."""
-        self.control.request_stop(self.options.get("run"))
         deadline = time.monotonic() + STOP_SECONDS
-        while time.monotonic() < deadline and any(self.control.running(loop) for loop in LOOPS):
-            time.sleep(0.05)
+        try:
+            self.control.request_stop(self.options.get("run"))
+            while time.monotonic() < deadline and any(self.control.running(loop) for loop in LOOPS):
+                time.sleep(0.05)
+        except REDIS_AWAY:
+            pass  # the loops can't hear it: SIGTERM below ends them, and their data is crash-safe
         for proc in self.workers.values():
             if proc.poll() is None:
                 proc.send_signal(signal.SIGTERM)
@@ -265,8 +291,12 @@ class Supervisor:
                 proc.kill()
                 proc.wait()
         # Jobs nobody picked up must not start loops after we are gone (and are of a finished run anyway).
-        for job in self.jobs.values():
-            if _queued(job):
-                job.cancel()
-        if self.claimed:
-            self.control.release_supervisor(self.holder)
+        try:
+            for job in self.jobs.values():
+                if _queued(job):
+                    job.cancel()
+            if self.claimed:
+                self.control.release_supervisor(self.holder)
+        except REDIS_AWAY as exc:  # the record lapses by itself
+            log.warning("edge Redis away at the end (%s): this run's jobs and supervisor record expire by themselves",
+                        exc)

@@ -16,13 +16,18 @@ Workers an operator starts by hand (no FOG_SUPERVISOR_PID) are plain SimpleWorke
 """
 
 import ctypes
+import logging
 import os
 import signal
 import threading
 import time
 
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 from rq.exceptions import StopRequested
 from rq.worker import SimpleWorker
+
+log = logging.getLogger("fog.edge")
 
 SUPERVISOR_ENV = "FOG_SUPERVISOR_PID"
 PARENT_WATCH_SECONDS = 0.2
@@ -69,6 +74,11 @@ class EdgeWorker(SimpleWorker):
             return super().work(*args, **kwargs)
         except StopRequested:
             return False
+        except (RedisConnectionError, RedisTimeoutError) as exc:
+            # rq can't record the job's end without its Redis. The supervisor waits for Redis, then starts
+            # another worker; the loop's data is in the edge database.
+            log.error("edge Redis went away (%s); this worker ends, its supervisor starts another", exc)
+            raise SystemExit(1) from None
         finally:
             for signum in (signal.SIGINT, signal.SIGTERM):
                 signal.signal(signum, signal.SIG_IGN)
