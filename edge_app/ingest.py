@@ -114,6 +114,7 @@ class Ingestor:
                                None if live_grace_seconds is None else int(live_grace_seconds * 1000),
                                stagger=stagger)
         self.source = None
+        self.topic_id = ""  # the broker's id of the topic read (try_connect), '' if it can't tell
         self.next_offsets = {}  # partition -> next offset to read
         self.counted = {}  # partition -> first offset not yet counted
         self.pending = {"readings": 0, "late": 0, "duplicates": 0, "malformed": 0}
@@ -156,6 +157,14 @@ class Ingestor:
         if not partitions:
             return False
         stored = {p.partition: p for p in IngestPosition.objects.filter(edge_id=self.edge_id, topic=self.topic)}
+        self.topic_id = self.source.topic_id(self.topic)
+        older = {p.topic_id for p in stored.values()} - {"", self.topic_id}
+        if self.topic_id and older:
+            # Its offsets start again at 0: the old positions would skip the new topic's first readings.
+            log.error("topic %s was deleted and made again since this edge last read it (id %s, then %s); what "
+                      "the old one held and this edge had not read is gone. Reading the new one from its beginning",
+                      self.topic, ", ".join(sorted(older)), self.topic_id)
+            stored = {}
         beginning = self.source.low_offsets(self.topic, partitions)
         deleted = []
         for partition in partitions:
@@ -452,12 +461,13 @@ class Ingestor:
         stored = self.store_closed()
         resume = self.book.resume_offsets(self.next_offsets)
         positions = [IngestPosition(edge_id=self.edge_id, topic=self.topic, partition=p, resume_offset=resume[p],
-                                    counted_offset=max(self.next_offsets[p], self.counted.get(p, 0)))
+                                    counted_offset=max(self.next_offsets[p], self.counted.get(p, 0)),
+                                    topic_id=self.topic_id)
                      for p in self.next_offsets]
         with transaction.atomic():
             IngestPosition.objects.bulk_create(positions, update_conflicts=True,
                                                unique_fields=["edge_id", "topic", "partition"],
-                                               update_fields=["resume_offset", "counted_offset"])
+                                               update_fields=["resume_offset", "counted_offset", "topic_id"])
             # Readings are counted here, in the same transaction as the positions they were counted up to.
             counters = {name: F(name) + value for name, value in self.pending.items() if value}
             if counters:

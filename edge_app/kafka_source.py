@@ -27,6 +27,7 @@ read to the end (edge_app/ingest.py, `read_clock`).
 
 import logging
 import time
+import uuid
 
 log = logging.getLogger("fog.edge.ingest")
 
@@ -74,6 +75,21 @@ class KafkaPythonSource:
 
     def partitions(self, topic):
         return sorted(self.consumer.partitions_for_topic(topic) or ())
+
+    def topic_id(self, topic):
+        """The broker's id of the topic (a UUID: a topic deleted and made again gets a new one), '' if unknown."""
+        from kafka.admin import KafkaAdminClient
+
+        try:
+            admin = KafkaAdminClient(bootstrap_servers=self.bootstrap, client_id="fog-edge-topic-id")
+            try:
+                found = admin.describe_topics([topic])
+            finally:
+                admin.close()
+            return str(found[0].get("topic_id") or "") if found and not found[0].get("error_code") else ""
+        except Exception as exc:  # an older broker, or one away: the check is skipped, never the reading
+            log.debug("topic id of %s not read: %s", topic, exc)
+            return ""
 
     def low_offsets(self, topic, partitions):
         from kafka import TopicPartition
@@ -183,6 +199,20 @@ class ConfluentSource:
                     raise KafkaSourceError(f"{what} on {self.bootstrap}: {error.str()}") from None
                 log.debug("%s: %s; retrying", what, error.str())
                 time.sleep(TOPIC_POLL_SECONDS)
+
+    def topic_id(self, topic):
+        """The broker's id of the topic (a UUID: a topic deleted and made again gets a new one), '' if unknown."""
+        from confluent_kafka import TopicCollection
+        from confluent_kafka.admin import AdminClient
+
+        try:
+            admin = AdminClient({"bootstrap.servers": self.bootstrap, "log_level": 3})  # kept until it answers
+            uid = admin.describe_topics(TopicCollection([topic]))[topic].result(timeout=METADATA_TIMEOUT_S).topic_id
+            bits = (uid.get_most_significant_bits() % 2**64) << 64 | uid.get_least_significant_bits() % 2**64
+            return str(uuid.UUID(int=bits)) if bits else ""
+        except Exception as exc:  # an older broker, or one away: the check is skipped, never the reading
+            log.debug("topic id of %s not read: %s", topic, exc)
+            return ""
 
     def partitions(self, topic):
         metadata = self._call(f"metadata of topic {topic!r}", self.consumer.list_topics, topic,

@@ -187,6 +187,9 @@ class IngestPosition(models.Model):
     partition = models.PositiveIntegerField()
     resume_offset = models.BigIntegerField()
     counted_offset = models.BigIntegerField()
+    topic_id = models.CharField(max_length=36, blank=True, default="",
+                                help_text="the broker's id of the topic these offsets are in ('' if not known): "
+                                "a topic deleted and made again has another, and offsets of its own")
 
     class Meta:
         constraints = [

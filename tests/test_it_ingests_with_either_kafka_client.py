@@ -82,6 +82,52 @@ def test_its_loop_waits_for_a_missing_topic_and_starts_once_it_is_made(kafka_boo
 
 
 @pytest.mark.django_db(transaction=True)
+def test_it_reads_a_topic_made_again_from_its_beginning(kafka_client, kafka_bootstrap, topic, caplog):
+    """Deleted and made again while the edge was away, the topic's offsets start again at 0: positions kept
+    from the old one would skip the new one's first readings, and nothing would say so."""
+    produce(kafka_bootstrap, topic, [reading(f"h{i % 3}", T0 + i * 1000, 1.0) for i in range(30)])
+    first = _ingestor(topic, kafka_bootstrap)
+    first.connect()
+    try:
+        assert _poll_until_caught_up(first)
+        first.finish()
+    finally:
+        first.close()
+    _make_again(kafka_bootstrap, topic)
+    produce(kafka_bootstrap, topic, [reading(f"h{i % 3}", T0 + i * 1000, 2.0) for i in range(90)])
+    again = _ingestor(topic, kafka_bootstrap)
+    with caplog.at_level(logging.ERROR, logger="fog.edge.ingest"):
+        again.connect()
+    try:
+        assert set(again.next_offsets.values()) == {0}
+        assert any("was deleted and made again" in r.getMessage() for r in caplog.records)
+        assert _poll_until_caught_up(again)
+        again.finish()
+        assert again.totals["readings"] == 90  # counted too: the old topic's marks are gone with it
+    finally:
+        again.close()
+
+
+def _make_again(bootstrap, name):
+    from kafka.admin import KafkaAdminClient, NewTopic
+    from kafka.errors import TopicAlreadyExistsError
+
+    admin = KafkaAdminClient(bootstrap_servers=bootstrap, client_id="fog-tests")
+    try:
+        admin.delete_topics([name])
+        deadline = time.monotonic() + 30
+        while True:  # the broker deletes in the background
+            try:
+                admin.create_topics([NewTopic(name, num_partitions=3, replication_factor=1)])
+                return
+            except TopicAlreadyExistsError:
+                assert time.monotonic() < deadline, f"{name} was not deleted within 30 s"
+                time.sleep(0.2)
+    finally:
+        admin.close()
+
+
+@pytest.mark.django_db(transaction=True)
 def test_it_hands_over_readings_without_waiting_out_the_poll_timeout(kafka_client, kafka_bootstrap, topic):
     """A poll returns as soon as readings are there (a batch call that waited for a full batch would hold
     every window close back by the whole timeout)."""
