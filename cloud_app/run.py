@@ -119,7 +119,7 @@ async def run_cloud(*, bind, heartbeat_port, data_port, workers=8, allow_volatil
             log.warning("running on a volatile Redis (--allow-volatile): %s", problem)
         server = CloudServer(store, secrets, window_seconds=settings.FOG_WINDOW_SECONDS, legacy_edge=legacy_edge,
                              channel_layer=get_channel_layer() if publish else None,
-                             max_connections=settings.FOG_CLOUD_MAX_CONNECTIONS)
+                             max_connections=settings.FOG_CLOUD_MAX_CONNECTIONS, watch_durability=not allow_volatile)
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGINT, signal.SIGTERM):

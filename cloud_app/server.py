@@ -59,12 +59,18 @@ REFUSED_LOG_SECONDS = 60.0
 # edge's nng reads replies as they come, and one is at most a few tens of KB), then the peer's connection is
 # closed; an edge would send the request again.
 REPLY_SEND_SECONDS = 2.0
+# runcloud checks the store's persistence at start; a CONFIG SET can turn it off under a running cloud, so the
+# publisher asks again this often. While it is off, batches are answered store-unavailable: an ACK must not
+# cover a write a Redis crash would lose, and the edges keep what is not acknowledged.
+DURABILITY_CHECK_SECONDS = 30.0
 
 
 class CloudServer:
-    def __init__(self, store, secrets, *, max_connections, window_seconds=5, legacy_edge=None, channel_layer=None):
+    def __init__(self, store, secrets, *, max_connections, window_seconds=5, legacy_edge=None, channel_layer=None,
+                 watch_durability=True):
         """`max_connections`: peers per port (FOG_CLOUD_MAX_CONNECTIONS); each may hold one message of
-        NNG_RECV_MAX in memory before it is authenticated."""
+        NNG_RECV_MAX in memory before it is authenticated. `watch_durability`: check_durability now and then
+        (off under runcloud --allow-volatile)."""
         self.store = store
         self.secrets = dict(secrets)
         self.max_connections = max_connections
@@ -80,6 +86,7 @@ class CloudServer:
         self._saving = None
         self.refused_logs = {}  # (known edge or None, reason) -> RateLimitedLog
         self.admitted = {}  # id(socket) -> {pipe id: pipe} of the peers _admit let in (see there)
+        self.watch_durability, self.volatile, self.durability_checked = watch_durability, "", time.monotonic()
         self._update = None  # pending dashboard update, merged until published
 
     # --- one request ------------------------------------------------------
@@ -122,6 +129,13 @@ class CloudServer:
             batch = wire.read_batch(edge, payload)
         except wire.ProtocolError as exc:
             return await self._refuse_frame(frame, exc, "data", edge or exc.edge)
+        if self.volatile:
+            self._refused_log(edge, wire.R_STORE_DOWN).warning(
+                "batch of %d from %s not stored: the store does not keep writes durably (%s)", len(batch), edge,
+                self.volatile)
+            self._count_refusals(Counter({wire.R_STORE_DOWN: 1}))
+            return wire.error_frame(edge, nonce, wire.R_STORE_DOWN, "the cloud store does not keep writes "
+                                    "durably now; retry later", self.secrets[edge])
         reasons = wire.refusals(batch)
         rows = [row for row, why in zip(zip(batch.ids, batch.households, batch.starts, batch.ends,
                                             batch.averages, batch.counts), reasons) if not why]
@@ -419,9 +433,27 @@ class CloudServer:
         if self.unsaved:
             log.warning("refusal counts not saved to the store (it did not answer): %s", dict(self.unsaved))
 
+    async def check_durability(self):
+        """Whether the store still fsyncs every write and evicts no key: self.volatile is '' or what is wrong.
+        A store that can't be asked keeps the last verdict (its outage is answered on its own)."""
+        self.durability_checked = time.monotonic()
+        try:
+            problem = await asyncio.wait_for(self.store.check_durable(), SHUTDOWN_SECONDS)
+        except (TimeoutError, *STORE_ERRORS):
+            return self.volatile
+        if problem and not self.volatile:
+            log.error("the cloud store stopped keeping writes durably: %s. Batches are answered 'store-unavailable' "
+                      "(the edges keep them) until it does again", problem)
+        elif self.volatile and not problem:
+            log.info("the cloud store keeps writes durably again; batches are stored")
+        self.volatile = problem
+        return problem
+
     async def _publisher(self, stop):
         while not stop.is_set():
             await asyncio.sleep(PUBLISH_EVERY_SECONDS)
+            if self.watch_durability and time.monotonic() - self.durability_checked >= DURABILITY_CHECK_SECONDS:
+                await self.check_durability()
             self._start_save()
             for limited in self.refused_logs.values():
                 limited.flush()  # a flood that stopped is told of too

@@ -3,9 +3,15 @@ dedup record, so it refuses to run on a Redis that does not fsync every write or
 told --allow-volatile. Shown on a redis-server of the test's own whose settings the
 test changes while it runs (CONFIG SET), as an operator could."""
 
+import asyncio
+
 import redis as redis_lib
 
-from tests.conftest import free_port, run_manage
+from cloud_app.engine import connect_async
+from cloud_app.server import CloudServer
+from cloud_app.store import CloudStore
+from fogwire import protocol as wire
+from tests.conftest import EDGE_ID, EDGE_SECRET, free_port, make_rows, run_manage
 
 
 def _runcloud(own_redis, *extra):
@@ -42,3 +48,41 @@ def test_it_refuses_a_redis_that_could_lose_an_acknowledged_tuple(own_redis):
         assert "maxmemory-policy is 'allkeys-lru'" in evicting.stderr and "--allow-volatile" in evicting.stderr
     finally:
         client.close()
+
+
+def test_it_stops_acknowledging_while_a_running_store_does_not_fsync_every_write(own_redis):
+    """A CONFIG SET under a running cloud: batches are answered store-unavailable (the edge keeps them) from the
+    next check on, until the store fsyncs again."""
+    url = f"redis://127.0.0.1:{own_redis.port}/1"
+    client = redis_lib.Redis.from_url(url)
+
+    async def scenario():
+        store_client = connect_async(url)
+        server = CloudServer(CloudStore(store_client, "test:durable:"), {EDGE_ID: EDGE_SECRET}, max_connections=8)
+
+        async def deliver(household):
+            request = wire.batch_frame(EDGE_ID, EDGE_SECRET, make_rows(2, household))
+            reply = await server.handle_data(request)
+            try:
+                return wire.read_reply(reply, request, EDGE_SECRET, 2)[1]
+            except wire.ProtocolError as exc:
+                return exc.reason
+
+        try:
+            outcomes = [await server.check_durability(), await deliver("before")]
+            client.config_set("appendfsync", "everysec")
+            outcomes += [await server.check_durability(), await deliver("during")]
+            client.config_set("appendfsync", "always")
+            outcomes += [await server.check_durability(), await deliver("after")]
+            return outcomes
+        finally:
+            await store_client.aclose()
+
+    try:
+        before, stored, problem, during, fixed, after = asyncio.run(scenario())
+    finally:
+        client.config_set("appendfsync", "always")
+        client.close()
+    assert before == "" and stored == ["", ""]
+    assert "appendfsync is 'everysec'" in problem and during == wire.R_STORE_DOWN
+    assert fixed == "" and after == ["", ""]
