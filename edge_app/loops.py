@@ -43,6 +43,8 @@ def cloud_address(port_index, tls):
 
 
 class Step:
+    restart = False  # set by a step: run_loop ends the loop, to be enqueued again by its supervisor
+
     def room_s(self):
         """Seconds the loop may pause for other work (a full garbage collection) before its next step is
         due; None: not known (fogwire/fullgc.py)."""
@@ -67,7 +69,23 @@ class IngestStep(Step):
             return self.handle_one_connect()
         if self.watch.due():
             self.watch.handle_one_check(self.ingest.needed_offsets())
+            self.handle_one_partition_check()
         return self.ingest.handle_one_poll()
+
+    def handle_one_partition_check(self):
+        """Partitions added to the topic since the ingest began (kafka-topics --alter): the loop ends, and its
+        supervisor starts it again, which reads them from their beginning. Left alone, they were read only
+        after a restart, and Kafka's retention could delete their readings first."""
+        from edge_app.kafka_source import KafkaSourceError
+
+        try:
+            added = sorted(set(self.ingest.source.partitions(self.ingest.topic)) - set(self.ingest.next_offsets))
+        except KafkaSourceError:
+            return  # Kafka away: the poll says so
+        if added:
+            log.warning("topic %s has new partitions %s; the ingest starts again to read them", self.ingest.topic,
+                        added)
+            self.restart = True
 
     def handle_one_connect(self):
         """Start reading once the topic exists. Until then the loop runs (stops, renews its lock) and says
@@ -222,6 +240,8 @@ def run_loop(loop, edge_id, options=None):
             if options.get("burst") and runner.finished(control):
                 control.mark_done(loop)
                 return "done"
+            if runner.restart:
+                return "restart"
             if not did and IDLE_SLEEP[loop]:
                 _sleep(IDLE_SLEEP[loop], control)
         return "stopped"

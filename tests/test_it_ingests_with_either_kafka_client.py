@@ -108,6 +108,34 @@ def test_it_reads_a_topic_made_again_from_its_beginning(kafka_client, kafka_boot
         again.close()
 
 
+@pytest.mark.django_db(transaction=True)
+def test_its_loop_starts_again_to_read_partitions_added_to_the_topic(kafka_bootstrap, topic, caplog):
+    from kafka.admin import KafkaAdminClient, NewPartitions
+
+    from edge_app.loops import IngestStep
+
+    step = IngestStep({"topic": topic, "idle": 60}, control=None)
+    try:
+        assert step.step() and not step.restart  # connected, at the topic's 3 partitions
+        step.handle_one_partition_check()
+        assert not step.restart
+        admin = KafkaAdminClient(bootstrap_servers=kafka_bootstrap, client_id="fog-tests")
+        try:
+            admin.create_partitions({topic: NewPartitions(total_count=4)})
+        finally:
+            admin.close()
+        with caplog.at_level(logging.WARNING, logger="fog.edge"):
+            assert wait_for(lambda: (step.handle_one_partition_check(), step.restart)[1], timeout=30)
+        assert any("new partitions [3]" in r.getMessage() for r in caplog.records)
+    finally:
+        step.close()
+    again = IngestStep({"topic": topic, "idle": 60}, control=None)  # what its supervisor starts
+    try:
+        assert again.step() and sorted(again.ingest.next_offsets) == [0, 1, 2, 3]
+    finally:
+        again.close()
+
+
 def _make_again(bootstrap, name):
     from kafka.admin import KafkaAdminClient, NewTopic
     from kafka.errors import TopicAlreadyExistsError
