@@ -21,6 +21,7 @@ import time
 from collections import Counter
 
 import pynng
+from redis.exceptions import RedisError
 
 from cloud_app.engine import STORE_ERRORS
 from cloud_app.postal import locate
@@ -55,14 +56,15 @@ COUNTS_SAVE_SECONDS = 1.0
 REFUSED_LOG_LINES = 10
 REFUSED_LOG_SECONDS = 60.0
 # A peer that does not read its replies fills its TCP buffers, and the reply's send would then wait forever,
-# holding a worker: one such connection, no secret needed, stopped a port. The reply gets this long (an
-# edge's nng reads replies as they come, and one is at most a few tens of KB), then the peer's connection is
-# closed; an edge would send the request again.
-REPLY_SEND_SECONDS = 2.0
+# holding a worker: one such connection, no secret needed, stopped a port. The reply gets this long, an
+# edge's wait for it (edge_app.sender.ACK_TIMEOUT_MS: later it sends the request again anyway), then the
+# peer's connection is closed.
+REPLY_SEND_SECONDS = 3.0
 # runcloud checks the store's persistence at start; a CONFIG SET can turn it off under a running cloud, so the
 # publisher asks again this often. While it is off, batches are answered store-unavailable: an ACK must not
 # cover a write a Redis crash would lose, and the edges keep what is not acknowledged.
 DURABILITY_CHECK_SECONDS = 30.0
+PIPE_TABLE_SLACK = 16  # peers pynng may list beyond twice the limit before _admit prunes its table
 
 
 class CloudServer:
@@ -183,6 +185,8 @@ class CloudServer:
             self._refused_log(None, exc.reason).warning("legacy v1 request of %d bytes refused: %s", len(frame), message)
             return message.encode()
         try:
+            if self.volatile:  # as for v3 batches: no postal code (an ACK) for a write a crash would lose
+                raise RedisError(f"the store does not keep writes durably ({self.volatile})")
             result = await self.store.store(self.legacy_edge, [row], by_id=True)
         except STORE_ERRORS as exc:  # anyone may send v1 frames: so many lines, not one a frame
             self.counts[f"refused:{wire.R_STORE_DOWN}"] += 1
@@ -335,6 +339,14 @@ class CloudServer:
         in either order), and counting those let a burst of quick connections lock every edge out for good.
         pynng calls this and _removed for one socket at a time."""
         admitted = self.admitted[id(pipe.socket)]
+        # pynng's own table of peers keeps those, and those a received message named after they left
+        # (arecv_msg): anyone connecting, sending and leaving in a loop grew it without end. Pruned here, under
+        # the lock pynng holds for this call and for every change it makes to the table.
+        table = pipe.socket._pipes
+        if len(table) > 2 * self.max_connections + PIPE_TABLE_SLACK:
+            for number, known in list(table.items()):
+                if number != pipe.id and not _open(known):
+                    del table[number]
         if len(admitted) >= self.max_connections:
             for number, known in list(admitted.items()):
                 if not _open(known):

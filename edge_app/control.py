@@ -24,12 +24,15 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 import django_rq
+from redis import exceptions as redis_exceptions
 from django.conf import settings
 
 from edge_app.sender import ACK_TIMEOUT_MS
 from edge_app.processes import alive
 
 LOOPS = ("ingest", "sender", "heartbeat")
+# The edge Redis gone (restarting, a network blip, frozen): its callers wait for it or end in one line.
+REDIS_AWAY = (redis_exceptions.ConnectionError, redis_exceptions.TimeoutError)
 CONNECTION = "edge"  # django-rq's name for the edge Redis connection (RQ_QUEUES)
 STOP_CHECK_SECONDS = 0.5
 STOP_ANY_RUN = "*"  # the stop request that stops every run (`runedge --stop`)
@@ -154,7 +157,10 @@ class EdgeControl:
     # --- runs and stopping ---------------------------------------------------------
 
     def new_run(self):
-        run = uuid.uuid4().hex[:12]
+        return self.restore_run(uuid.uuid4().hex[:12])
+
+    def restore_run(self, run):
+        """Make `run` the edge's current run (new_run; or again, after the edge Redis came back empty)."""
         self.redis.set(self.prefix + "run", run)
         return run
 

@@ -157,13 +157,17 @@ class Ingestor:
         if not partitions:
             return False
         stored = {p.partition: p for p in IngestPosition.objects.filter(edge_id=self.edge_id, topic=self.topic)}
+        known = {p.topic_id for p in stored.values()} - {""}
         self.topic_id = self.source.topic_id(self.topic)
-        older = {p.topic_id for p in stored.values()} - {"", self.topic_id}
-        if self.topic_id and older:
+        if not self.topic_id:  # the broker did not say: keep what the positions know, for the next check
+            self.topic_id = next(iter(known)) if len(known) == 1 else ""
+        elif known - {self.topic_id}:
             # Its offsets start again at 0: the old positions would skip the new topic's first readings.
             log.error("topic %s was deleted and made again since this edge last read it (id %s, then %s); what "
                       "the old one held and this edge had not read is gone. Reading the new one from its beginning",
-                      self.topic, ", ".join(sorted(older)), self.topic_id)
+                      self.topic, ", ".join(sorted(known - {self.topic_id})), self.topic_id)
+            # All of the old topic's, also of partitions the new one lacks, or the next start says it again.
+            IngestPosition.objects.filter(edge_id=self.edge_id, topic=self.topic).delete()
             stored = {}
         beginning = self.source.low_offsets(self.topic, partitions)
         deleted = []

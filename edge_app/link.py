@@ -71,6 +71,7 @@ class Heartbeat:
         self.edge_id, self.secret, self.address, self.tls = edge_id, secret, address, tls
         self.sock = req_socket(address, timeout_ms, wire.MAX_HEARTBEAT_BYTES, tls)
         self.probed, self.probe_thread, self.probe_found = None, None, ""  # see _why_no_answer
+        self.probe_round = 0  # a probe still running when the link came back must not write into the next outage
         self.missed = 0
         # The kind of failure last logged while the link is down: a new edge, or one that starts with the
         # link down, says why too (a wrong secret, a certificate, nobody there), once a kind, not a beat.
@@ -98,7 +99,7 @@ class Heartbeat:
             if found:
                 error, kind = f"{error}: {found}", f"timeout: {found}"
         elif not error:
-            self.probed, self.probe_found = None, ""
+            self.probed, self.probe_found, self.probe_round = None, "", self.probe_round + 1
         now = timezone.now()
         changes = {"backlog": backlog}
         if not error:
@@ -129,8 +130,10 @@ class Heartbeat:
         if self.probe_thread is None and (self.probed is None or now - self.probed >= PROBE_EVERY_SECONDS):
             self.probed = now
 
-            def run():
-                self.probe_found = probe(self.address, self.tls)
+            def run(round_=self.probe_round):
+                found = probe(self.address, self.tls)
+                if round_ == self.probe_round:
+                    self.probe_found = found
 
             self.probe_thread = threading.Thread(target=run, name="fog-link-probe", daemon=True)
             self.probe_thread.start()

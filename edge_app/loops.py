@@ -15,7 +15,7 @@ import time
 from django.conf import settings
 
 from edge_app.budget import budget_folder, derived_budget, low_water
-from edge_app.control import LOOPS, EdgeControl, Holder, queue_name  # noqa: F401  (the loops' public names)
+from edge_app.control import LOOPS, REDIS_AWAY, EdgeControl, Holder, queue_name  # noqa: F401  (the loops' public names)
 from edge_app.kafka_source import KafkaSourceError
 from fogwire.fullgc import FullCollections
 
@@ -248,13 +248,20 @@ def run_loop(loop, edge_id, options=None):
     except KafkaSourceError as exc:  # Kafka away, or a burst's topic missing: one line, not a traceback
         log.error("%s loop of edge %s stopped: %s; the supervisor starts it again", loop, edge_id, exc)
         return "failed"
+    except REDIS_AWAY as exc:
+        log.error("%s loop of edge %s stopped: the edge Redis went away (%s); the supervisor starts it again once "
+                  "it is back", loop, edge_id, exc)
+        return "redis-away"
     finally:
         collections.stop()
         try:
             if runner is not None:
                 runner.close()
         finally:  # the lock goes even if closing failed, so the next copy need not wait out its TTL
-            control.release(loop, token)
+            try:
+                control.release(loop, token)
+            except REDIS_AWAY:
+                pass  # it lapses by itself
             log.info("%s loop of edge %s ended", loop, edge_id)
 
 

@@ -23,12 +23,11 @@ from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
 
+import redis
 from django.conf import settings
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import TimeoutError as RedisTimeoutError
 from rq import Queue
 
-from edge_app.control import LOOPS, EdgeControl, Holder, queue_name
+from edge_app.control import LOOPS, REDIS_AWAY, EdgeControl, Holder, queue_name
 from edge_app.loops import run_loop
 from edge_app.models import EdgeStatus, WindowAggregate
 from edge_app.worker import SUPERVISOR_ENV, set_parent_death_signal
@@ -43,10 +42,11 @@ LAPSE_CHECKS = 3  # a loop with no lock for this many checks in a row (not queue
 WORKER_RESTARTS = 10  # restarts allowed within RESTART_WINDOW_SECONDS; one more ends the run as failed
 RESTART_WINDOW_SECONDS = 60
 ENDED = ("done", "signal", "stop", "timeout", "failed")  # the summary's `ended=` word
-# The edge Redis gone (restarting, a network blip, frozen): the supervisor waits for it instead of ending the
-# edge. Its loops fail on their next call to it and are enqueued again once it is back; their data is in the
-# edge database.
-REDIS_AWAY = (RedisConnectionError, RedisTimeoutError)
+# The edge Redis gone (control.REDIS_AWAY): the supervisor waits for it instead of ending the edge. Its loops
+# end on their next call to it and are enqueued again once it is back; their data is in the edge database.
+# The supervisor's own calls to it time out after this: a frozen Redis (or a link that drops packets) would
+# otherwise hold it in a read for ever, deaf to SIGTERM. (Workers wait on the queue far longer: rq sets their own.)
+SUPERVISOR_REDIS_TIMEOUT_S = 5.0
 
 
 class EdgeStartError(Exception):
@@ -109,7 +109,9 @@ class Supervisor:
     def __init__(self, options, stop_flag, out=print, worker_verbosity=0):
         self.options, self.stop_flag, self.out = dict(options), stop_flag, out
         self.worker_verbosity = worker_verbosity
-        self.control = EdgeControl(settings.FOG_EDGE_ID, in_flight=options.get("in_flight", 4))
+        connection = redis.Redis.from_url(settings.FOG_EDGE_REDIS_URL, socket_timeout=SUPERVISOR_REDIS_TIMEOUT_S,
+                                          socket_connect_timeout=SUPERVISOR_REDIS_TIMEOUT_S)
+        self.control = EdgeControl(settings.FOG_EDGE_ID, connection, in_flight=options.get("in_flight", 4))
         self.queue = Queue(queue_name(settings.FOG_EDGE_ID), connection=self.control.redis)
         self.holder = Holder.new()
         self.jobs, self.lapsed, self.workers = {}, {}, {}
@@ -192,11 +194,12 @@ class Supervisor:
         for number, proc in list(self.workers.items()):
             if proc.poll() is None:
                 continue
-            del self.workers[number]
             if burst and proc.returncode == 0:
+                del self.workers[number]
                 continue  # its loop is done and the queue empty: a burst worker leaves
+            self._take_over(proc.pid)  # first: if Redis fails here, the dead worker is still listed for the next check
+            del self.workers[number]
             log.warning("edge worker %d exited with code %s; starting it again", number, proc.returncode)
-            self._take_over(proc.pid)
             if not self._restart_allowed():
                 return "failed"
             self.workers[number] = self._start_worker(number)
@@ -254,6 +257,8 @@ class Supervisor:
     def handle_one_round(self):
         """handle_one_check, unless the edge Redis is away: then None, and the run waits for it (said once)."""
         try:
+            if self.redis_away_since is not None:
+                self._after_redis_away()
             ended = self.handle_one_check()
         except REDIS_AWAY as exc:
             if self.redis_away_since is None:
@@ -266,6 +271,15 @@ class Supervisor:
                      time.monotonic() - self.redis_away_since)
             self.redis_away_since = None
         return ended
+
+    def _after_redis_away(self):
+        """A Redis that came back empty (no AOF, another instance) has lost the run and the supervisor record:
+        without them the loops enqueued again would be discarded as stale, and the next refresh would read as
+        another supervisor's takeover."""
+        if self.control.current_run() is None:
+            self.control.restore_run(self.options["run"])
+        if self.claimed and self.control.supervisor() is None:
+            self.control.claim_supervisor(self.holder)
 
     def stop_loops(self):
         """Ask every loop to stop, wait for them briefly, then tell the workers to end. Returns the deadline."""

@@ -22,10 +22,10 @@ import signal
 import threading
 import time
 
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import TimeoutError as RedisTimeoutError
 from rq.exceptions import StopRequested
 from rq.worker import SimpleWorker
+
+from edge_app.control import REDIS_AWAY
 
 log = logging.getLogger("fog.edge")
 
@@ -74,7 +74,7 @@ class EdgeWorker(SimpleWorker):
             return super().work(*args, **kwargs)
         except StopRequested:
             return False
-        except (RedisConnectionError, RedisTimeoutError) as exc:
+        except REDIS_AWAY as exc:
             # rq can't record the job's end without its Redis. The supervisor waits for Redis, then starts
             # another worker; the loop's data is in the edge database.
             log.error("edge Redis went away (%s); this worker ends, its supervisor starts another", exc)

@@ -137,22 +137,19 @@ def test_its_loop_starts_again_to_read_partitions_added_to_the_topic(kafka_boots
 
 
 def _make_again(bootstrap, name):
-    from kafka.admin import KafkaAdminClient, NewTopic
-    from kafka.errors import TopicAlreadyExistsError
+    from confluent_kafka import KafkaException
+    from confluent_kafka.admin import AdminClient, NewTopic
 
-    admin = KafkaAdminClient(bootstrap_servers=bootstrap, client_id="fog-tests")
-    try:
-        admin.delete_topics([name])
-        deadline = time.monotonic() + 30
-        while True:  # the broker deletes in the background
-            try:
-                admin.create_topics([NewTopic(name, num_partitions=3, replication_factor=1)])
-                return
-            except TopicAlreadyExistsError:
-                assert time.monotonic() < deadline, f"{name} was not deleted within 30 s"
-                time.sleep(0.2)
-    finally:
-        admin.close()
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    admin.delete_topics([name])[name].result(timeout=30)
+    deadline = time.monotonic() + 60
+    while True:  # the broker finishes a deletion in the background
+        try:
+            admin.create_topics([NewTopic(name, num_partitions=3, replication_factor=1)])[name].result(timeout=30)
+            return
+        except KafkaException:
+            assert time.monotonic() < deadline, f"{name} could not be made again within 60 s"
+            time.sleep(0.5)
 
 
 @pytest.mark.django_db(transaction=True)
