@@ -131,22 +131,16 @@ class CloudServer:
             batch = wire.read_batch(edge, payload)
         except wire.ProtocolError as exc:
             return await self._refuse_frame(frame, exc, "data", edge or exc.edge)
-        if self.volatile:
-            self._refused_log(edge, wire.R_STORE_DOWN).warning(
-                "batch of %d from %s not stored: the store does not keep writes durably (%s)", len(batch), edge,
-                self.volatile)
-            self._count_refusals(Counter({wire.R_STORE_DOWN: 1}))
-            return wire.error_frame(edge, nonce, wire.R_STORE_DOWN, "the cloud store does not keep writes "
-                                    "durably now; retry later", self.secrets[edge])
         reasons = wire.refusals(batch)
         rows = [row for row, why in zip(zip(batch.ids, batch.households, batch.starts, batch.ends,
                                             batch.averages, batch.counts), reasons) if not why]
         codes = [""] * len(reasons)
         if rows:
             try:
-                result = await self.store.store(edge, rows)
-            except STORE_ERRORS as exc:
-                log.error("batch of %d from %s not stored: Redis: %s", len(batch), edge, exc)
+                result = await self._store(edge, rows)
+            except STORE_ERRORS as exc:  # one line a batch would repeat every half second while it lasts
+                self._refused_log(edge, wire.R_STORE_DOWN).warning("batch of %d from %s not stored: Redis: %s",
+                                                                   len(batch), edge, exc)
                 self.counts[f"refused:{wire.R_STORE_DOWN}"] += 1
                 return wire.error_frame(edge, nonce, wire.R_STORE_DOWN, "the cloud store is unavailable; retry later",
                                         self.secrets[edge])
@@ -185,9 +179,7 @@ class CloudServer:
             self._refused_log(None, exc.reason).warning("legacy v1 request of %d bytes refused: %s", len(frame), message)
             return message.encode()
         try:
-            if self.volatile:  # as for v3 batches: no postal code (an ACK) for a write a crash would lose
-                raise RedisError(f"the store does not keep writes durably ({self.volatile})")
-            result = await self.store.store(self.legacy_edge, [row], by_id=True)
+            result = await self._store(self.legacy_edge, [row], by_id=True)
         except STORE_ERRORS as exc:  # anyone may send v1 frames: so many lines, not one a frame
             self.counts[f"refused:{wire.R_STORE_DOWN}"] += 1
             self._refused_log(None, wire.R_STORE_DOWN).warning("legacy v1 tuple %s not stored: Redis: %s", tid, exc)
@@ -201,6 +193,13 @@ class CloudServer:
             return f"ERROR: {reason}".encode()
         self._merge_update(self.legacy_edge, result, [(tid, node, now - self.window_ms, now, average, 1)])
         return wire.legacy_reply(tid, result.postal_codes[0])
+
+    async def _store(self, edge, rows, **options):
+        """The store's write, refused as a store that is down while it does not keep writes durably
+        (check_durability): no answer may acknowledge a write a crash would lose."""
+        if self.volatile:
+            raise RedisError(f"the store does not keep writes durably ({self.volatile})")
+        return await self.store.store(edge, rows, **options)
 
     async def _refuse_v2(self, frame, port):
         exc = wire.ProtocolError(wire.R_BAD_VERSION, "a protocol v2 edge: upgrade it to v3")

@@ -147,12 +147,12 @@ def _link_security(pairs):
                               id="fog.W011"))
     secrets_file = settings.FOG_EDGE_SECRETS_FILE
     try:
-        shared = secrets_file and os.stat(secrets_file).st_mode & 0o077
+        mode = os.stat(secrets_file).st_mode & 0o777 if secrets_file else 0
     except OSError:
-        shared = 0  # fog.E006 says it can't be read
-    if shared:
+        mode = 0  # fog.E006 says it can't be read
+    if mode & 0o077:
         errors.append(Warning(f"FOG_EDGE_SECRETS_FILE={secrets_file} can be read by other users of this host "
-                              f"(mode {os.stat(secrets_file).st_mode & 0o777:04o}).",
+                              f"(mode {mode:04o}).",
                               hint=f"Anyone who reads it can deliver as any edge: chmod 600 {secrets_file}.",
                               id="fog.W012"))
     return errors

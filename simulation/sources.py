@@ -211,12 +211,13 @@ def read_folder(folder, zone, skip_bad_lines=False, progress=None):
     for path in files:
         if not path.is_file():
             raise DataError(f"{path}: not a file (a folder, or a link to nothing)")
-    total, done = sum(path.stat().st_size for path in files), 0
+    sizes = [path.stat().st_size for path in files]
+    total, done = sum(sizes), 0
     households, skipped, seen = [], 0, {}
-    for path in files:
+    for path, size in zip(files, sizes):
         report = None if progress is None else (lambda read, before=done: progress(before + read, total, len(files)))
         household, bad = read_csv(path, zone, skip_bad_lines, report)
-        done += path.stat().st_size
+        done += size
         if progress is not None:
             progress(done, total, len(files))
         if household.household in seen:

@@ -577,6 +577,19 @@ def deliver(cloud, rows, edge=EDGE_ID, secret=EDGE_SECRET):
     return wire.read_reply(cloud.request(request), request, secret, len(rows))
 
 
+async def answer(server, rows, edge=EDGE_ID, secret=EDGE_SECRET):
+    """What a CloudServer of this process answers a batch of `rows`: (postal codes, reasons), or the reason of
+    its error reply."""
+    from fogwire import protocol as wire
+
+    request = wire.batch_frame(edge, secret, rows)
+    reply = await server.handle_data(request)
+    try:
+        return wire.read_reply(reply, request, secret, len(rows))
+    except wire.ProtocolError as exc:
+        return exc.reason
+
+
 def refusal(reply):
     """The reason an error reply names (whoever tagged it, or nobody)."""
     from fogwire import protocol as wire

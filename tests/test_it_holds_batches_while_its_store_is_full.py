@@ -12,7 +12,7 @@ from cloud_app.reader import CloudReader
 from cloud_app.server import CloudServer
 from cloud_app.store import CloudStore
 from fogwire import protocol as wire
-from tests.conftest import EDGE_ID, EDGE_SECRET, make_rows, refusal
+from tests.conftest import EDGE_ID, EDGE_SECRET, answer, make_rows
 
 PREFIX = "test:full:"
 
@@ -24,14 +24,9 @@ def test_it_answers_store_unavailable_when_full_and_counts_the_batch_once_when_f
 
     async def deliver():
         store_client = connect_async(url)
-        server = CloudServer(CloudStore(store_client, PREFIX), {EDGE_ID: EDGE_SECRET}, max_connections=8)
         try:
-            request = wire.batch_frame(EDGE_ID, EDGE_SECRET, rows)
-            reply = await server.handle_data(request)
-            try:
-                return wire.read_reply(reply, request, EDGE_SECRET, len(rows))
-            except wire.ProtocolError:
-                return refusal(reply)
+            return await answer(CloudServer(CloudStore(store_client, PREFIX), {EDGE_ID: EDGE_SECRET},
+                                            max_connections=8), rows)
         finally:
             await store_client.aclose()
 

@@ -11,7 +11,7 @@ from cloud_app.engine import connect_async
 from cloud_app.server import CloudServer
 from cloud_app.store import CloudStore
 from fogwire import protocol as wire
-from tests.conftest import EDGE_ID, EDGE_SECRET, free_port, make_rows, run_manage
+from tests.conftest import EDGE_ID, EDGE_SECRET, answer, free_port, make_rows, run_manage
 
 
 def _runcloud(own_redis, *extra):
@@ -61,12 +61,8 @@ def test_it_stops_acknowledging_while_a_running_store_does_not_fsync_every_write
         server = CloudServer(CloudStore(store_client, "test:durable:"), {EDGE_ID: EDGE_SECRET}, max_connections=8)
 
         async def deliver(household):
-            request = wire.batch_frame(EDGE_ID, EDGE_SECRET, make_rows(2, household))
-            reply = await server.handle_data(request)
-            try:
-                return wire.read_reply(reply, request, EDGE_SECRET, 2)[1]
-            except wire.ProtocolError as exc:
-                return exc.reason
+            answered = await answer(server, make_rows(2, household))
+            return answered if isinstance(answered, str) else answered[1]  # the reasons, or the refusal's
 
         try:
             outcomes = [await server.check_durability(), await deliver("before")]
