@@ -13,9 +13,11 @@ import shutil
 import time
 
 from django.conf import settings
+from django.db import connection
 
 from edge_app.budget import budget_folder, derived_budget, low_water
 from edge_app.control import LOOPS, REDIS_AWAY, EdgeControl, Holder, queue_name  # noqa: F401  (the loops' public names)
+from edge_app.database_outage import DATABASE_AWAY, DatabaseOutage
 from edge_app.kafka_source import KafkaSourceError
 from fogwire.fullgc import FullCollections
 
@@ -151,7 +153,11 @@ class SenderStep(Step):
         self.sender = Sender(edge_id=settings.FOG_EDGE_ID, secret=settings.FOG_EDGE_SECRET,
                              address=cloud_address(DATA, tls), batch=options.get("batch", 1000),
                              in_flight=options.get("in_flight", 4), tls=tls)
-        requeued = self.sender.requeue_sent()
+        try:
+            requeued = self.sender.requeue_sent()
+        except BaseException:  # the database failing: the socket goes now, not with its contexts at collection
+            self.sender.close()
+            raise
         if requeued:
             log.info("sending again %d tuples left SENT by an earlier run", requeued)
 
@@ -217,6 +223,38 @@ def run_loop(loop, edge_id, options=None):
         log.warning("%s loop of edge %s already runs %s; this copy exits", loop, edge_id,
                     (control.holder(loop) or Holder(0, "", 0, "")).describe())
         return "duplicate"
+    outage = DatabaseOutage(f"{loop} loop of edge {edge_id}")
+    try:
+        while True:
+            try:
+                return _run_steps(loop, edge_id, options, control, token, outage)
+            except DATABASE_AWAY as exc:
+                _drop_database_connection()
+                wait, line = outage.failed(time.monotonic(), exc)
+                if line:
+                    log.error(line)
+                ended = _wait_holding(loop, control, token, wait)
+                if ended:
+                    return ended
+    except KafkaSourceError as exc:  # Kafka away, or a burst's topic missing: one line, not a traceback
+        log.error("%s loop of edge %s stopped: %s; the supervisor starts it again", loop, edge_id, exc)
+        return "failed"
+    except REDIS_AWAY as exc:
+        log.error("%s loop of edge %s stopped: the edge Redis went away (%s); the supervisor starts it again once "
+                  "it is back", loop, edge_id, exc)
+        return "redis-away"
+    finally:
+        # The worker's next job opens a connection of its own: one kept (CONN_MAX_AGE) may be dead.
+        _drop_database_connection()
+        try:
+            control.release(loop, token)
+        except REDIS_AWAY:
+            pass  # it lapses by itself
+        log.info("%s loop of edge %s ended", loop, edge_id)
+
+
+def _run_steps(loop, edge_id, options, control, token, outage):
+    """Make the loop's runner and repeat its step; the word run_loop returns. Database errors go up."""
     runner = None
     collections = FullCollections(settings.FOG_FULL_GC_SECONDS)
     try:
@@ -228,6 +266,10 @@ def run_loop(loop, edge_id, options=None):
         collections.start()
         while not control.stop_requested():
             did = runner.step()
+            if outage.since is not None:
+                line = outage.step_done(time.monotonic())
+                if line:
+                    log.info(line)
             if did:
                 collections.handle_one_step()
             else:
@@ -245,24 +287,30 @@ def run_loop(loop, edge_id, options=None):
             if not did and IDLE_SLEEP[loop]:
                 _sleep(IDLE_SLEEP[loop], control)
         return "stopped"
-    except KafkaSourceError as exc:  # Kafka away, or a burst's topic missing: one line, not a traceback
-        log.error("%s loop of edge %s stopped: %s; the supervisor starts it again", loop, edge_id, exc)
-        return "failed"
-    except REDIS_AWAY as exc:
-        log.error("%s loop of edge %s stopped: the edge Redis went away (%s); the supervisor starts it again once "
-                  "it is back", loop, edge_id, exc)
-        return "redis-away"
     finally:
         collections.stop()
-        try:
-            if runner is not None:
-                runner.close()
-        finally:  # the lock goes even if closing failed, so the next copy need not wait out its TTL
-            try:
-                control.release(loop, token)
-            except REDIS_AWAY:
-                pass  # it lapses by itself
-            log.info("%s loop of edge %s ended", loop, edge_id)
+        if runner is not None:
+            runner.close()
+
+
+def _wait_holding(loop, control, token, seconds):
+    """Wait out a database outage's pause, keeping the lock: None to try again, else the word to end with."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if control.stop_requested():
+            return "stopped"
+        if not control.renew(loop, token):
+            log.error("%s loop of edge %s lost its lock; exiting", loop, control.edge_id)
+            return "lost-lock"
+        time.sleep(min(0.25, max(0.0, deadline - time.monotonic())))
+    return None
+
+
+def _drop_database_connection():
+    try:
+        connection.close()
+    except DATABASE_AWAY:
+        pass  # it is gone either way
 
 
 def _stale(control, loop, options):

@@ -76,6 +76,7 @@ class Sender:
             raise ValueError(f"batch must be 1..{wire.MAX_BATCH_TUPLES} tuples, not {batch}")
         self.edge_id, self.secret, self.address = edge_id, secret, address
         self.batch, self.in_flight = batch, in_flight
+        EdgeStatus.for_edge(edge_id)  # before the socket: a database that fails here leaves no socket behind
         self.sock = req_socket(address, ack_timeout_ms, wire.MAX_REPLY_BYTES, tls)
         self.contexts = [self.sock.new_context() for _ in range(in_flight)]
         for ctx in self.contexts:
@@ -86,7 +87,6 @@ class Sender:
         self._link, self._link_checked = False, 0.0
         self.pause_until = 0.0
         self.totals = {"sent": 0, "acked": 0, "refused": 0, "timeouts": 0, "untrusted": 0}
-        EdgeStatus.for_edge(edge_id)
 
     def requeue_sent(self):
         """Tuples left SENT by an earlier run never got their reply: send them again."""
@@ -241,10 +241,14 @@ class Sender:
                     WindowAggregate.objects.filter(id__in=ids, status=Status.SENT).update(status=Status.PENDING)
 
     def close(self):
-        """Put what is still in flight back to PENDING (it will be sent again), then close the socket."""
-        for _, batch, _ in self.in_flight:
-            self._back_to_pending(batch, "", backoff=False)
-        self.in_flight.clear()
-        for ctx in self.contexts:
-            ctx.close()
-        self.sock.close()
+        """Put what is still in flight back to PENDING (it will be sent again), then close the socket. If the
+        database fails here, the socket closes all the same (its contexts first: pynng's finalizer would complain
+        of a context outliving it), and the next sender's requeue_sent puts those tuples back."""
+        try:
+            for _, batch, _ in self.in_flight:
+                self._back_to_pending(batch, "", backoff=False)
+            self.in_flight.clear()
+        finally:
+            for ctx in self.contexts:
+                ctx.close()
+            self.sock.close()

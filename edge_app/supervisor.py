@@ -28,6 +28,7 @@ from django.conf import settings
 from rq import Queue
 
 from edge_app.control import LOOPS, REDIS_AWAY, EdgeControl, Holder, queue_name
+from edge_app.database_outage import DATABASE_AWAY, reason
 from edge_app.loops import run_loop
 from edge_app.models import EdgeStatus, WindowAggregate
 from edge_app.worker import SUPERVISOR_ENV, set_parent_death_signal
@@ -75,8 +76,8 @@ class Counts:
 @dataclass
 class Summary:
     ended: str
-    run: Counts  # this run's figures: the difference between its end and its start
-    lifetime: Counts
+    run: Counts | None  # this run's figures: the difference between its end and its start (None: the database failed)
+    lifetime: Counts | None
     seconds: float
     worker_starts: int
 
@@ -86,6 +87,9 @@ class Summary:
 
     def line(self):
         r, t = self.run, self.lifetime
+        if t is None:
+            return (f"edge {settings.FOG_EDGE_ID}: ended={self.ended} seconds={self.seconds:.1f} "
+                    f"worker_starts={self.worker_starts}; counts unavailable")
         return (f"edge {settings.FOG_EDGE_ID}: ended={self.ended} seconds={self.seconds:.1f} "
                 f"worker_starts={self.worker_starts}; this run: readings={r.readings} windows={r.windows} "
                 f"late={r.late} malformed={r.malformed} acked={r.acked} refused={r.refused}; lifetime: "
@@ -250,9 +254,14 @@ class Supervisor:
         if self.failure:
             self.out(f"edge: {self.failure}")
         deadline = self.stop_loops()
-        now = Counts.now()  # while the workers exit
+        try:
+            now = Counts.now()  # while the workers exit
+        except DATABASE_AWAY as exc:
+            now = None
+            self.out(f"edge: the edge database fails ({reason(exc)}): the summary has no counts")
         self.stop(deadline)
-        return Summary(ended, _since(self.baseline, now), now, time.monotonic() - started, self.worker_starts)
+        return Summary(ended, now and _since(self.baseline, now), now, time.monotonic() - started,
+                       self.worker_starts)
 
     def handle_one_round(self):
         """handle_one_check, unless the edge Redis is away: then None, and the run waits for it (said once)."""

@@ -27,6 +27,7 @@ import signal
 import subprocess
 import sys
 import uuid
+from collections import defaultdict
 from pathlib import Path
 
 import pytest
@@ -407,6 +408,41 @@ def reading(household, ts, power):
     import json
 
     return household, json.dumps({"household": household, "ts": ts, "power_w": power}).encode()
+
+
+def household_batches(households, steps, t0, steps_per_message=20):
+    """Readings a 2 s step apart as the simulation sends them: each message a household's readings of
+    `steps_per_message` steps, keyed by it (so in one partition, in order). Returns (messages, the average of
+    every 5 s window by (household, window start))."""
+    from fogwire.limits import READINGS_FIELD
+
+    messages, windows = [], defaultdict(list)
+    for first in range(0, steps, steps_per_message):
+        for h in range(households):
+            batch = []
+            for step in range(first, min(first + steps_per_message, steps)):
+                ts, watts = t0 + step * 2000, 100.0 + h + (step % 17) * 0.5
+                batch.append((f"house-{h}", ts, watts))
+                windows[(f"house-{h}", ts - ts % 5000)].append(watts)
+            messages.append((f"house-{h}", json.dumps({READINGS_FIELD: batch}).encode()))
+    return messages, {key: sum(v) / len(v) for key, v in windows.items()}
+
+
+def assert_delivered_once(env, expected, readings, redis_client, cloud_prefix):
+    """A child edge stored every window of `expected` (household_batches) once, with its average, and had each
+    acknowledged by the cloud, which holds each once; its readings counter counts each reading once."""
+    from cloud_app.keys import Keys
+    from edge_app.models import Status
+
+    with edge_db(env) as db:
+        rows = db.execute("select household, window_start, average_w, status from edge_app_windowaggregate").fetchall()
+        counted = db.execute("select readings from edge_app_edgestatus").fetchone()[0]
+    stored = {(h, start): avg for h, start, avg, _ in rows}
+    assert len(rows) == len(stored) == len(expected)  # every window, each once
+    assert all(stored[key] == pytest.approx(avg, rel=1e-12) for key, avg in expected.items())
+    assert {status for *_, status in rows} == {Status.ACKED}
+    assert counted == readings  # replayed readings are not counted twice
+    assert redis_client.hlen(Keys(cloud_prefix).tuples(env["FOG_EDGE_ID"])) == len(expected)
 
 
 def ingest_to_end(bootstrap, topic, edge_id="edge-test", idle_seconds=60):
