@@ -61,6 +61,29 @@ def test_it_sets_selected_tuples_back_to_pending(admin_client, tuples):
 
 
 @pytest.mark.edge_db
+def test_it_keeps_the_acknowledged_counter_to_tuples_when_acknowledged_ones_are_sent_again(admin_client, tuples):
+    EdgeStatus.objects.filter(edge_id="edge-1").update(acked=4)
+    chosen = [*tuples.filter(status=Status.ACKED).values_list("id", flat=True)[:2],
+              *tuples.filter(status=Status.PENDING).values_list("id", flat=True)[:1]]
+    admin_client.post("/admin/edge_app/windowaggregate/", {"action": "send_again", "_selected_action": chosen})
+    assert EdgeStatus.for_edge("edge-1").acked == 2  # their next acknowledgement counts them again, once
+
+
+@pytest.mark.edge_db
+def test_it_lets_a_user_who_may_only_view_tuples_change_none(client, tuples):
+    from django.contrib.auth.models import Permission, User
+
+    viewer = User.objects.create_user("viewer", password="pw-viewer-1", is_staff=True)
+    viewer.user_permissions.add(Permission.objects.get(codename="view_windowaggregate"))
+    client.force_login(viewer)
+    page = client.get("/admin/edge_app/windowaggregate/")
+    assert page.status_code == 200 and "send_again" not in page.content.decode()
+    acked = list(tuples.filter(status=Status.ACKED).values_list("id", flat=True))
+    client.post("/admin/edge_app/windowaggregate/", {"action": "send_again", "_selected_action": acked})
+    assert set(WindowAggregate.objects.filter(id__in=acked).values_list("status", flat=True)) == {Status.ACKED}
+
+
+@pytest.mark.edge_db
 def test_it_shows_the_edge_status(admin_client, tuples):
     page = admin_client.get("/admin/edge_app/edgestatus/").content.decode()
     assert "edge-1" in page
