@@ -33,8 +33,9 @@ import math
 import re
 
 MAX_HOUSEHOLD_ID = 128
-HOUSEHOLD_ALPHABET = "A-Z a-z 0-9 . _ - : @"
-HOUSEHOLD_ID_RE = re.compile(rf"[A-Za-z0-9._:@-]{{1,{MAX_HOUSEHOLD_ID}}}")
+HOUSEHOLD_ALPHABET = "A-Z a-z 0-9 . _ - : @, not dots alone"
+# Dots alone would be a path's "." or "..": the page's URL of such a household names another resource.
+HOUSEHOLD_ID_RE = re.compile(rf"(?!\.+\Z)[A-Za-z0-9._:@-]{{1,{MAX_HOUSEHOLD_ID}}}")
 MAX_POWER_W = 3 * 63 * 230  # three phases of 63 A at 230 V: see above
 EARLIEST_MS = 946_684_800_000  # 2000-01-01 UTC
 FUTURE_SLACK_MS = 24 * 3600 * 1000

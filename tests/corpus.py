@@ -47,6 +47,7 @@ KAFKA_MESSAGES = {
     "power 1e308": _reading(household="h", ts=T0, power_w=1e308),
     "power above a house connection": _reading(household="h", ts=T0, power_w=50_000.0),
     "household with a bar": _reading(household="a|b", ts=T0, power_w=1.0),
+    "household of dots alone (a path's '..')": _reading(household="..", ts=T0, power_w=1.0),
     "no value (tombstone)": None,
     # Batches (fogwire.limits): unusable as a whole, so each counts once.
     "batch whose readings are not a list": b'{"readings": {"h": [1577142000000, 1.0]}}',
@@ -64,6 +65,7 @@ BATCH_READINGS = {
     "a string of three characters": "abc",
     "household a number": [7, T0, 1.0],
     "household with a bar": ["a|b", T0, 1.0],
+    "household of a dot alone (a path's '.')": [".", T0, 1.0],
     "ts a string": ["h", str(T0), 1.0],
     "ts in seconds": ["h", T0 // 1000, 1.0],
     "ts a boolean": ["h", True, 1.0],
