@@ -100,6 +100,32 @@ INSERT_WINDOWS = (
 )
 
 
+class IngestSetupError(Exception):
+    """The ingest can't start as configured (one line: run_loop says it, runedge refuses up front)."""
+
+
+def window_layout(window_ms, stagger):
+    return f"{window_ms / 1000:g} s{' staggered' if stagger else ''}"
+
+
+def layout_problem(edge_id, topic, layout, positions=None):
+    """'' if the readings the edge would read again in `topic` go into windows laid out as they were, else why
+    they would not. After a stop, each partition resumes at the oldest reading of an open window, before the
+    offset it counted up to. Read again under another FOG_WINDOW_SECONDS or FOG_WINDOW_STAGGER, those readings
+    make windows that overlap stored ones: counted twice, or lost to the unique key where a start is the same.
+    Once every window is stored (a burst's end) nothing is read again, and the layout may change."""
+    if positions is None:
+        positions = IngestPosition.objects.filter(edge_id=edge_id, topic=topic)
+    before = {p.windows for p in positions} - {"", layout}
+    pending = sum(max(p.counted_offset - p.resume_offset, 0) for p in positions)
+    if not before or not pending:
+        return ""
+    return (f"the open windows of edge {edge_id} in topic {topic} are {' and '.join(sorted(before))} windows, and "
+            f"this run's are {layout} (FOG_WINDOW_SECONDS, FOG_WINDOW_STAGGER): the {pending} Kafka records they "
+            "span would be windowed again, overlapping stored windows. Store them first with the settings they "
+            "were made with (`runedge --burst`), then change")
+
+
 class Ingestor:
     def __init__(self, *, edge_id, topic, bootstrap, window_seconds, grace_seconds, idle_seconds, live_windows=True,
                  live_grace_seconds=None, client=None, legacy=False, stagger=False):
@@ -113,6 +139,7 @@ class Ingestor:
         self.book = WindowBook(window_seconds * 1000, int(grace_seconds * 1000), idle_seconds,
                                None if live_grace_seconds is None else int(live_grace_seconds * 1000),
                                stagger=stagger)
+        self.layout = window_layout(self.book.window_ms, stagger)  # stored with the positions: see layout_problem
         self.source = None
         self.topic_id = ""  # the broker's id of the topic read (try_connect), '' if it can't tell
         self.next_offsets = {}  # partition -> next offset to read
@@ -169,6 +196,9 @@ class Ingestor:
             # All of the old topic's, also of partitions the new one lacks, or the next start says it again.
             IngestPosition.objects.filter(edge_id=self.edge_id, topic=self.topic).delete()
             stored = {}
+        problem = layout_problem(self.edge_id, self.topic, self.layout, stored.values())
+        if problem:
+            raise IngestSetupError(problem)
         beginning = self.source.low_offsets(self.topic, partitions)
         deleted = []
         for partition in partitions:
@@ -466,12 +496,12 @@ class Ingestor:
         resume = self.book.resume_offsets(self.next_offsets)
         positions = [IngestPosition(edge_id=self.edge_id, topic=self.topic, partition=p, resume_offset=resume[p],
                                     counted_offset=max(self.next_offsets[p], self.counted.get(p, 0)),
-                                    topic_id=self.topic_id)
+                                    topic_id=self.topic_id, windows=self.layout)
                      for p in self.next_offsets]
         with transaction.atomic():
             IngestPosition.objects.bulk_create(positions, update_conflicts=True,
                                                unique_fields=["edge_id", "topic", "partition"],
-                                               update_fields=["resume_offset", "counted_offset", "topic_id"])
+                                               update_fields=["resume_offset", "counted_offset", "topic_id", "windows"])
             # Readings are counted here, in the same transaction as the positions they were counted up to.
             counters = {name: F(name) + value for name, value in self.pending.items() if value}
             if counters:

@@ -18,6 +18,7 @@ from django.db import connection
 from edge_app.budget import budget_folder, derived_budget, low_water
 from edge_app.control import LOOPS, REDIS_AWAY, EdgeControl, Holder, queue_name  # noqa: F401  (the loops' public names)
 from edge_app.database_outage import DATABASE_AWAY, DatabaseOutage
+from edge_app.ingest import IngestSetupError
 from edge_app.kafka_source import KafkaSourceError
 from fogwire.fullgc import FullCollections
 
@@ -236,7 +237,7 @@ def run_loop(loop, edge_id, options=None):
                 ended = _wait_holding(loop, control, token, wait)
                 if ended:
                     return ended
-    except KafkaSourceError as exc:  # Kafka away, or a burst's topic missing: one line, not a traceback
+    except (KafkaSourceError, IngestSetupError) as exc:  # Kafka away, a burst's topic missing: one line
         log.error("%s loop of edge %s stopped: %s; the supervisor starts it again", loop, edge_id, exc)
         return "failed"
     except REDIS_AWAY as exc:

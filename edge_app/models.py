@@ -190,6 +190,9 @@ class IngestPosition(models.Model):
     topic_id = models.CharField(max_length=36, blank=True, default="",
                                 help_text="the broker's id of the topic these offsets are in ('' if not known): "
                                 "a topic deleted and made again has another, and offsets of its own")
+    windows = models.CharField(max_length=32, blank=True, default="",
+                               help_text="the window layout (FOG_WINDOW_SECONDS, FOG_WINDOW_STAGGER) of the open "
+                               "windows the readings from resume_offset on belong to ('' if not known)")
 
     class Meta:
         constraints = [
