@@ -120,7 +120,11 @@ def _parse_reading(raw, now_ms):
 
 
 def _reading(message, now_ms):
-    return _checked(message.get("household"), message.get("ts"), message.get("power_w"), now_ms)
+    household = message.get("household")
+    if household is None and "node_id" in message:  # the operator's mistake says how to mend it, every time
+        raise MalformedReading("a message of the original prototype (node_id, power_value): an edge reads such a "
+                               "topic with `runedge --legacy-input`")
+    return _checked(household, message.get("ts"), message.get("power_w"), now_ms)
 
 
 def _checked(household, ts, power, now_ms):
@@ -139,6 +143,9 @@ def _parse_legacy_reading(raw, timestamp_ms, now_ms):
     if timestamp_ms < 0:  # confluent-kafka (and kafka_source for kafka-python) give -1 for none
         raise MalformedReading("prototype message in a record without a timestamp: it has no time of its own")
     node, power = message.get("node_id"), message.get("power_value")
+    if node is None and ("household" in message or limits.READINGS_FIELD in message):
+        raise MalformedReading("a message of this pipeline's own format (household, ts, power_w, or a batch of "
+                               "readings), not the prototype's: such a topic is read without --legacy-input")
     if type(power) not in (int, float):
         raise MalformedReading(f"'power_value' must be a number, got {type(power).__name__}")
     problem = limits.reading_problem(node, timestamp_ms, power, now_ms)

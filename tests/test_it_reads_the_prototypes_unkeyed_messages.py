@@ -9,7 +9,7 @@ import pytest
 from kafka import KafkaProducer
 
 from cloud_app.keys import Keys
-from edge_app.readings import MalformedReading, parse_reading
+from edge_app.readings import MalformedReading, parse_message, parse_reading
 from edge_app.merge import PartitionMerge
 from edge_app.windows import WindowBook
 from tests.conftest import child_env, edge_cloud, edge_db, run_manage
@@ -88,3 +88,14 @@ def test_it_resumes_every_partition_a_window_has_readings_from():
     book.add("n", T0 + 1000, 1.0, 2, 17, 0.0)
     book.add("n", T0 + 2000, 1.0, 2, 18, 0.0)
     assert book.resume_offsets({0: 41, 1: 9, 2: 19}) == {0: 40, 1: 9, 2: 17}
+
+
+def test_it_says_which_flag_reads_a_message_read_with_the_wrong_one():
+    # A whole topic read with the wrong flag is set aside message by message: each line must say how to mend it.
+    now = 1_577_142_000_000
+    with pytest.raises(MalformedReading, match="without --legacy-input"):
+        parse_message(b'{"readings": [["h", 1577142000000, 1.0]]}', now, legacy_ts=now)
+    with pytest.raises(MalformedReading, match="without --legacy-input"):
+        parse_reading(b'{"household": "h", "ts": 1577142000000, "power_w": 1.0}', now, now)
+    with pytest.raises(MalformedReading, match="with `runedge --legacy-input`"):
+        parse_message(b'{"node_id": "a", "power_value": 1}', now)
