@@ -20,7 +20,10 @@ from fogwire import protocol as wire
 log = logging.getLogger("fog.edge.link")
 
 DOWN_AFTER = 2
-BEAT_TIMEOUT_MS = 800
+# A beat's answer may take this long: a link of up to about this round trip (a long mobile or satellite hop)
+# is up, which at 800 ms it never was, and the sender gave it nothing. Below the sender's ACK_TIMEOUT_MS, so
+# a link that answers beats answers batches; a dead one is seen after DOWN_AFTER such waits and their pauses.
+BEAT_TIMEOUT_MS = 2000
 # While beats go unanswered, a dial of each address this often says why when nng can: the background
 # redial keeps a refused connection or a failed TLS handshake to itself, and a beat only times out.
 PROBE_EVERY_SECONDS = 30
