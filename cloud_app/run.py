@@ -12,18 +12,21 @@ import asyncio
 import logging
 import signal
 
+import pynng
 import redis.exceptions
 from channels.layers import get_channel_layer
 from django.conf import settings
 
 from cloud_app.engine import STORE_ERRORS, connect_async
-from cloud_app.secrets import MIN_SECRET_BYTES, edge_secrets_text, parse_edge_secrets, weak_secrets
+from cloud_app.secrets import MIN_SECRET_BYTES, read_edge_secrets, weak_secrets
 from cloud_app.server import CloudServer
 from cloud_app.store import CloudStore
-from fogsite.env import is_loopback
+from fogsite.env import is_loopback, url_host
 from fogwire import tls as wire_tls
 
 log = logging.getLogger("fog.cloud")
+
+MAX_WORKERS = 1024  # runcloud --workers: data requests served at once, each a pynng context and a task
 
 
 class CloudStartError(Exception):
@@ -35,15 +38,10 @@ def _store_failed(exc):
 
 
 def edge_secrets():
-    try:
-        text = edge_secrets_text(settings.FOG_EDGE_SECRETS, settings.FOG_EDGE_SECRETS_FILE)
-    except OSError as exc:
-        raise CloudStartError(f"FOG_EDGE_SECRETS_FILE {settings.FOG_EDGE_SECRETS_FILE}: {exc.strerror}") from None
-    pairs, bad = parse_edge_secrets(text)
-    if bad:
-        raise CloudStartError(f"edge secrets: entries for {', '.join(bad)} are not id:secret pairs")
-    if not pairs:
-        raise CloudStartError("no edge secrets configured (FOG_EDGE_SECRETS): no edge could deliver")
+    """The edges' secrets, or CloudStartError with the first problem `manage.py check` reports of them."""
+    pairs, problems = read_edge_secrets(settings.FOG_EDGE_SECRETS, settings.FOG_EDGE_SECRETS_FILE)
+    if problems:
+        raise CloudStartError(problems[0].message)
     return pairs
 
 
@@ -126,13 +124,15 @@ async def run_cloud(*, bind, heartbeat_port, data_port, workers=8, allow_volatil
             loop.add_signal_handler(signum, stop.set)  # the handler only sets the flag
         if until:
             loop.call_later(until, stop.set)
+        host = url_host(bind)  # tcp://[::1]:63270
         try:
-            await server.serve(wire_tls.address(bind, heartbeat_port, tls), wire_tls.address(bind, data_port, tls),
+            await server.serve(wire_tls.address(host, heartbeat_port, tls), wire_tls.address(host, data_port, tls),
                                stop, workers=workers, tls=tls)
-        except Exception as exc:  # pynng raises its own types for a taken port
-            if "Address in use" in str(exc) or "AddressInUse" in type(exc).__name__:
+        except pynng.NNGException as exc:  # only listening raises here: the workers' errors stay in serve()
+            if isinstance(exc, pynng.AddressInUse):
                 raise CloudStartError(f"port {heartbeat_port} or {data_port} on {bind} is already in use") from None
-            raise
+            raise CloudStartError(f"can't listen on {bind} (ports {heartbeat_port} and {data_port}): {exc}; "
+                                  "is it an address of this host?") from None
         return server.counts
     finally:
         await client.aclose()

@@ -1,23 +1,43 @@
 """The cloud's list of edges allowed to deliver: `id:secret` pairs, inline or from a file."""
 
+from collections import Counter
+from dataclasses import dataclass
+
 MIN_SECRET_BYTES = 32  # an edge secret on a reachable cloud: 256 bits, the HMAC-SHA256 tag's own strength
+
+# What can be wrong with the list as a whole; `manage.py check` gives each a check id of its own.
+UNREADABLE, MALFORMED, REPEATED, EMPTY = "unreadable", "malformed", "repeated", "empty"
+
+
+@dataclass(frozen=True)
+class SecretsProblem:
+    kind: str  # UNREADABLE, MALFORMED, REPEATED or EMPTY
+    message: str  # one line naming the setting (and the file), edge ids at most, never a secret
+
+
+def secrets_source(path):
+    """The setting the pairs come from, as a message names it."""
+    return f"FOG_EDGE_SECRETS_FILE={path}" if path else "FOG_EDGE_SECRETS"
 
 
 def edge_secrets_text(inline, path):
-    """The id:secret pairs' text: from the file at `path` when set (OSError if unreadable), else `inline`."""
+    """The id:secret pairs' text: from the file at `path` when set, else `inline`.
+
+    Raises OSError if the file can't be read, UnicodeDecodeError if it is not UTF-8 text."""
     if not path:
         return inline
-    with open(path, encoding="utf-8") as handle:
-        return handle.read()
+    with open(path, "rb") as handle:
+        return handle.read().decode("utf-8")  # decoded whole: an error's byte is the file's
 
 
 def parse_edge_secrets(text):
     """{edge id: secret} from `id:secret` pairs separated by commas or new lines.
 
-    Returns (pairs, bad) where bad lists the edge ids (never the secrets) of
-    entries that are not pairs, so a message can name them safely.
+    Returns (pairs, bad, repeated): bad lists the edge ids (never the secrets) of
+    entries that are not pairs, repeated the ids listed more than once (which
+    secret would count is anyone's guess), so a message can name them safely.
     """
-    pairs, bad = {}, []
+    pairs, bad, seen = {}, [], Counter()
     for item in filter(None, (p.strip() for p in text.replace("\n", ",").split(","))):
         if item.startswith("#"):
             continue
@@ -26,7 +46,30 @@ def parse_edge_secrets(text):
             bad.append(edge_id.strip() or "?")
         else:
             pairs[edge_id.strip()] = secret.strip()
-    return pairs, bad
+            seen[edge_id.strip()] += 1
+    return pairs, bad, [edge for edge, count in seen.items() if count > 1]
+
+
+def read_edge_secrets(inline, path):
+    """(pairs, problems) of FOG_EDGE_SECRETS or FOG_EDGE_SECRETS_FILE: what `check` reports and runcloud
+    refuses, each problem a SecretsProblem whose message is one line."""
+    source = secrets_source(path)
+    try:
+        text = edge_secrets_text(inline, path)
+    except OSError as exc:
+        return {}, [SecretsProblem(UNREADABLE, f"{source}: can't be read ({exc.strerror or exc})")]
+    except UnicodeDecodeError as exc:
+        return {}, [SecretsProblem(UNREADABLE, f"{source}: not UTF-8 text (byte {exc.start + 1} of the file)")]
+    pairs, bad, repeated = parse_edge_secrets(text)
+    problems = []
+    if bad:
+        problems.append(SecretsProblem(MALFORMED, f"{source} has entries that are not id:secret pairs "
+                                                  f"(edge ids: {', '.join(bad)})"))
+    if repeated:
+        problems.append(SecretsProblem(REPEATED, f"{source} lists edge ids more than once: {', '.join(repeated)}"))
+    if not pairs and not bad:
+        problems.append(SecretsProblem(EMPTY, f"{source} holds no id:secret pairs: no edge could deliver"))
+    return pairs, problems
 
 
 def weak_secrets(pairs, dev_secret):

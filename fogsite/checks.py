@@ -13,11 +13,19 @@ from django.core.checks import Error, Tags, Warning, register
 from redis.connection import parse_url
 
 from cloud_app.engine import LOCAL_CLUSTER_MASTERS, is_cluster, node_url
-from cloud_app.secrets import MIN_SECRET_BYTES, edge_secrets_text, parse_edge_secrets, weak_secrets
+from cloud_app.secrets import EMPTY, MALFORMED, MIN_SECRET_BYTES, REPEATED, UNREADABLE, read_edge_secrets, weak_secrets
 from edge_app.budget import BYTES_PER_TUPLE, budget_folder
 from fogsite.env import is_loopback
 
 LOOPBACK = {"127.0.0.1", "localhost", "::1", "[::1]", "ip6-localhost"}
+# The edge secrets' problems (cloud_app/secrets.py): a check id and a hint each.
+SECRETS_CHECKS = {UNREADABLE: "fog.E006", MALFORMED: "fog.E003", REPEATED: "fog.E007", EMPTY: "fog.E008"}
+SECRETS_HINTS = {
+    UNREADABLE: "One id:secret pair a line, in UTF-8, readable by the user who runs the cloud.",
+    MALFORMED: "Write it as edge-1:secret1,edge-2:secret2 (in a file, one pair a line).",
+    REPEATED: "Give each edge one entry: only one of the secrets would count.",
+    EMPTY: "List each edge that delivers to this cloud as id:secret.",
+}
 
 
 def redis_target(url):
@@ -68,20 +76,9 @@ def check_pipeline_settings(app_configs, **kwargs):
             )
         )
     errors += _check_channel_layer()
-    text = ""
-    try:
-        text = edge_secrets_text(settings.FOG_EDGE_SECRETS, settings.FOG_EDGE_SECRETS_FILE)
-    except OSError as exc:
-        errors.append(Error(f"FOG_EDGE_SECRETS_FILE can't be read: {exc.strerror}", id="fog.E006"))
-    pairs, problems = parse_edge_secrets(text)
-    if problems:
-        errors.append(
-            Error(
-                f"FOG_EDGE_SECRETS has entries that are not id:secret pairs (edge ids: {', '.join(problems)})",
-                hint="Write it as edge-1:secret1,edge-2:secret2.",
-                id="fog.E003",
-            )
-        )
+    pairs, problems = read_edge_secrets(settings.FOG_EDGE_SECRETS, settings.FOG_EDGE_SECRETS_FILE)
+    errors += [Error(problem.message, hint=SECRETS_HINTS[problem.kind], id=SECRETS_CHECKS[problem.kind])
+               for problem in problems]
     if settings.FOG_GRACE_SECONDS >= 10 * settings.FOG_WINDOW_SECONDS:
         errors.append(
             Warning(

@@ -5,11 +5,12 @@ machine, SQLite under var/, the local Kafka and Redis that `make services`
 starts. Cross-setting mistakes are system checks in fogsite/checks.py.
 """
 
-import re
 from pathlib import Path
 
 from fogsite.env import (
     CLUSTER_SCHEMES,
+    TOPIC_EXPECTED,
+    TOPIC_RE,
     ensure_folder,
     env_bool,
     env_choice,
@@ -21,6 +22,7 @@ from fogsite.env import (
     env_int,
     env_list,
     env_match,
+    env_port,
     env_redis_url,
     env_str,
     env_timezone,
@@ -29,9 +31,6 @@ from cloud_app.keys import DEFAULT_PREFIX, PREFIX_EXPECTED as KEY_PREFIX_EXPECTE
 from edge_app import kafka_source
 from fogwire import limits
 from fogwire.protocol import EDGE_ID_RE, MAX_EDGE_ID
-
-# Kafka's own rule for topic names.
-TOPIC_RE = re.compile(r"^[A-Za-z0-9._-]{1,249}$")
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 VAR_DIR = Path(env_str("FOG_VAR_DIR", str(BASE_DIR / "var")))
@@ -53,7 +52,7 @@ FOG_ROLE = env_choice("FOG_ROLE", "all", FOG_ROLES).lower()
 FOG_SERVES_EDGE = FOG_ROLE in ("all", "edge")
 FOG_SERVES_CLOUD = FOG_ROLE in ("all", "cloud")
 FOG_KAFKA_BOOTSTRAP = env_hostport("FOG_KAFKA_BOOTSTRAP", "127.0.0.1:9092")
-FOG_TOPIC = env_match("FOG_TOPIC", "power", TOPIC_RE, "1..249 of A-Z a-z 0-9 . _ - (a Kafka topic name)")
+FOG_TOPIC = env_match("FOG_TOPIC", "power", TOPIC_RE, TOPIC_EXPECTED)
 # The edge ingest's Kafka client (edge_app/kafka_source.py); `bench ingest` measures both.
 FOG_EDGE_KAFKA_CLIENT = env_choice("FOG_EDGE_KAFKA_CLIENT", kafka_source.DEFAULT_CLIENT, list(kafka_source.SOURCES),
                                    fold=str.lower)
@@ -76,8 +75,8 @@ FOG_CLOUD_KEY_PREFIX = env_match("FOG_CLOUD_KEY_PREFIX", DEFAULT_PREFIX, KEY_PRE
 # How many households one edge may bring to the cloud (the first edge to deliver a household owns it).
 FOG_CLOUD_HOUSEHOLDS_PER_EDGE = env_int("FOG_CLOUD_HOUSEHOLDS_PER_EDGE", limits.DEFAULT_HOUSEHOLDS_PER_EDGE, minimum=1)
 FOG_CLOUD_BIND = env_host("FOG_CLOUD_BIND", "127.0.0.1")
-FOG_HEARTBEAT_PORT = env_int("FOG_HEARTBEAT_PORT", 63270, minimum=1, maximum=65535)
-FOG_DATA_PORT = env_int("FOG_DATA_PORT", 63271, minimum=1, maximum=65535)
+FOG_HEARTBEAT_PORT = env_port("FOG_HEARTBEAT_PORT", 63270)
+FOG_DATA_PORT = env_port("FOG_DATA_PORT", 63271)
 # The cloud replicas the edge dials: `host` (the ports above) or `host:heartbeat_port:data_port`, comma-separated.
 FOG_CLOUD_ENDPOINTS = env_endpoints("FOG_CLOUD_HOST", "127.0.0.1", (FOG_HEARTBEAT_PORT, FOG_DATA_PORT),
                                     ("heartbeat_port", "data_port"))

@@ -11,6 +11,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import mosaik
 import mosaik.util
 
+from fogwire import limits
 from fogwire.fullgc import FullCollections
 from fogwire.limits import MAX_READINGS_PER_MESSAGE
 from simulation.producer import CLIENTS
@@ -175,6 +176,11 @@ def prepare(options):
         except ValueError:
             raise DataError(f"--start {options.start!r} is not YYYY-MM-DD HH:MM:SS or 'now'") from None
         start_ms = int(start.timestamp() * 1000)
+        # The readings the edge takes (the files' dates are held to the same); with --until at most a
+        # century, the last reading's time stays far inside what dates can hold (year 9999).
+        if limits.time_problem(start_ms, time.time() * 1000):
+            raise DataError(f"--start {options.start!r} is before 2000-01-01 00:00 UTC or more than "
+                            f"{limits.FUTURE_SLACK_MS // 3_600_000} h from now: an edge takes no readings from then")
     source = ("synthetic", options.seed, options.households, start_ms, zone)
     return source, start_ms, int(options.until or 3600), zone, 0
 

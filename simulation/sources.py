@@ -201,7 +201,8 @@ def read_folder(folder, zone, skip_bad_lines=False, progress=None):
         raise DataError("--data is empty: name a folder of Gem House CSV files")
     folder = Path(folder)
     if not folder.is_dir():
-        raise DataError(f"--data {folder}: no such directory")
+        raise DataError(f"--data {folder}: " + ("a file, not a folder: name the folder of Gem House CSV files it is in"
+                                                if folder.exists() else "no such directory"))
     try:
         files = sorted(p for p in folder.iterdir() if p.suffix.lower() == ".csv" and not p.name.startswith("."))
     except OSError as exc:

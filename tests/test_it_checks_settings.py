@@ -1,3 +1,5 @@
+import re
+
 import pytest
 
 from tests.conftest import run_manage
@@ -113,3 +115,34 @@ def test_it_names_a_cluster_url_with_a_database():
 def test_it_warns_of_a_live_grace_longer_than_the_grace():
     result = run_manage("check", env={"FOG_GRACE_SECONDS": "1", "FOG_LIVE_GRACE_SECONDS": "3"})
     assert "fog.W004" in result.stderr and "FOG_LIVE_GRACE_SECONDS=3.0 is longer than" in result.stderr
+
+
+# The edge secrets' mistakes, each named with the file (or FOG_EDGE_SECRETS) by `check`, and by runcloud,
+# which refuses the first; in this process: the checks read the settings as they are when called.
+@pytest.mark.parametrize("content, check, message", [
+    (b"edge-b:\xff\xfe-not-text\n", "fog.E006", "FOG_EDGE_SECRETS_FILE={}: not UTF-8 text (byte 8 of the file)"),
+    (b"edge-a:first-secret\nedge-b:other-secret\nedge-a:second-secret\n", "fog.E007",
+     "FOG_EDGE_SECRETS_FILE={} lists edge ids more than once: edge-a"),
+    (b"", "fog.E008", "FOG_EDGE_SECRETS_FILE={} holds no id:secret pairs: no edge could deliver"),
+    (b"# only a comment\n", "fog.E008", "FOG_EDGE_SECRETS_FILE={} holds no id:secret pairs: no edge could deliver"),
+])
+def test_it_names_an_edge_secrets_file_it_cannot_use(content, check, message, tmp_path, settings):
+    from cloud_app.run import CloudStartError, edge_secrets
+    from fogsite.checks import check_pipeline_settings
+
+    path = tmp_path / "edge-secrets"
+    path.write_bytes(content)
+    path.chmod(0o600)
+    settings.FOG_EDGE_SECRETS_FILE = str(path)
+    found = [(error.id, error.msg) for error in check_pipeline_settings(None) if error.id.startswith("fog.E")]
+    assert found == [(check, message.format(path))]
+    with pytest.raises(CloudStartError, match=re.escape(message.format(path))):
+        edge_secrets()
+
+
+def test_it_names_an_edge_listed_twice_in_the_secrets(settings):
+    from fogsite.checks import check_pipeline_settings
+
+    settings.FOG_EDGE_SECRETS_FILE, settings.FOG_EDGE_SECRETS = "", "e1:one-secret,e2:two-secret,e1:another-secret"
+    assert [(error.id, error.msg) for error in check_pipeline_settings(None) if error.id.startswith("fog.E")] == [
+        ("fog.E007", "FOG_EDGE_SECRETS lists edge ids more than once: e1")]

@@ -6,6 +6,7 @@ must (the cloud's certificate, or its own under mutual TLS) delivers nothing.
 """
 
 import pytest
+from django.core.management import CommandError, call_command
 
 from cloud_app.keys import Keys
 from edge_app.link import Heartbeat
@@ -87,3 +88,14 @@ def test_it_delivers_nothing_to_or_from_a_peer_it_cannot_verify(client, certs, r
 def test_it_names_a_missing_certificate_file(tmp_path):
     with pytest.raises(wire_tls.TLSSetupError, match="nowhere.pem"):
         wire_tls.server_config(tmp_path / "nowhere.pem")
+
+
+@pytest.mark.parametrize("setting", ["FOG_TLS_CA", "FOG_EDGE_TLS_CERT"])
+def test_an_edge_names_an_unusable_tls_file_before_it_starts_a_loop(setting, certs, tmp_path, settings):
+    garbage = tmp_path / "garbage.pem"
+    garbage.write_text("not a certificate\n" * 20)
+    settings.FOG_TLS_CA, settings.FOG_EDGE_TLS_CERT = str(certs[0] / "ca.pem"), ""
+    setattr(settings, setting, str(garbage))
+    # Before the database, the supervisor and its workers: one line, not workers failing one after another.
+    with pytest.raises(CommandError, match=rf"^TLS: (CA file|certificate) {garbage}: "):
+        call_command("runedge", "--burst", "--timeout", "5")

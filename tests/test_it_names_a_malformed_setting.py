@@ -88,3 +88,25 @@ def test_it_stops_every_command_the_same_way(command):
     assert result.returncode == 2
     assert result.stderr == "FOG_LOG_LEVEL='loud': expected one of DEBUG, INFO, WARNING, ERROR, CRITICAL\n"
     assert result.stdout == ""
+
+
+@pytest.mark.parametrize("url", ["mysql://fog:secret@db/fog", "oracle://db/fog", "redis://127.0.0.1:6379/0"])
+def test_it_names_a_database_the_edge_does_not_run_on(url, monkeypatch):
+    # Another engine's URL: the setting's one line naming the two it runs on, not a missing driver's traceback.
+    from fogsite.env import SettingError, env_database
+
+    monkeypatch.setenv("FOG_DATABASE_URL", url)
+    with pytest.raises(SettingError) as raised:
+        env_database("FOG_DATABASE_URL", "sqlite:///edge.sqlite3")
+    assert str(raised.value) == (f"FOG_DATABASE_URL={url!r}: expected a database URL such as "
+                                 "sqlite:///path/edge.sqlite3 or postgres://user:password@host:5432/name "
+                                 "(SQLite or PostgreSQL)")
+
+
+@pytest.mark.parametrize("url", ["sqlite:///var/edge.sqlite3", "postgres://fog:pw@db:5432/fog",
+                                 "postgresql://fog@db/fog"])
+def test_it_reads_the_databases_the_edge_runs_on(url, monkeypatch):
+    from fogsite.env import env_database
+
+    monkeypatch.setenv("FOG_DATABASE_URL", url)
+    assert env_database("FOG_DATABASE_URL", "")["ENGINE"].rsplit(".", 1)[-1] in ("sqlite3", "postgresql")

@@ -6,10 +6,11 @@ import re
 import subprocess
 import sys
 import time
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from simulation.scenario import Options, prepare
+from simulation.scenario import MAX_UNTIL_S, Options, prepare
 from simulation.sources import DataError
 from tests.conftest import ROOT, consume_all, free_port, run_manage, write_gem_csv
 
@@ -64,10 +65,26 @@ def test_it_refuses_a_duration_it_cannot_run():
     ({"tz": "Europe"}, "--tz 'Europe' is not a known time zone"),  # a folder of zones, not one
     *(({"until": until}, "--until takes simulated seconds from 1 to") for until in (0, -5, 0.5, math.inf, 1e300)),
     ({"data": ""}, "--data is empty"),  # an unset $DIR: not synthetic households instead
+    # Readings an edge would refuse, and dates past what a date can hold (an OverflowError deep in a run before).
+    *(({"start": start, "tz": "UTC"}, f"--start '{start}' is before 2000-01-01 00:00 UTC or more than 24 h from now")
+      for start in ("9999-12-31 23:59:59", "1999-12-31 23:59:59", "2999-01-01 00:00:00")),
+    ({"start": "2000-01-01 00:30:00", "tz": "Europe/Berlin"}, "is before 2000-01-01 00:00 UTC"),  # 23:30 UTC
 ])
 def test_it_checks_its_options_before_sending(option, message):
     with pytest.raises(DataError, match=re.escape(message)):
         prepare(Options(**{"until": 10, **option}))
+
+
+def test_it_takes_a_start_from_2000_to_a_day_ahead():
+    assert prepare(Options(until=10, start="2000-01-01 00:00:00", tz="UTC"))[1] == 946_684_800_000
+    ahead = datetime.now(UTC) + timedelta(hours=23)
+    assert prepare(Options(until=MAX_UNTIL_S, start=f"{ahead:%Y-%m-%d %H:%M:%S}", tz="UTC"))[2] == MAX_UNTIL_S
+
+
+def test_it_says_a_data_file_is_not_a_folder(tmp_path):
+    path = write_gem_csv(tmp_path / "h.csv", [("2019-12-24 00:00:01", 100)])
+    with pytest.raises(DataError, match=re.escape(f"--data {path}: a file, not a folder")):
+        prepare(Options(until=10, data=str(path)))
 
 
 def test_it_names_a_data_folder_it_cannot_list(tmp_path):

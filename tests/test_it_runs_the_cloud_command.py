@@ -1,13 +1,17 @@
 import asyncio
 import contextlib
 import os
+import re
 import signal
+import socket
 import subprocess
 import sys
 import threading
 import time
 
 import pynng
+import pytest
+from django.core.management import CommandError, call_command
 
 from cloud_app import server
 from fogwire import protocol as wire
@@ -68,3 +72,45 @@ def test_it_stops_though_a_request_in_hand_lost_its_cancel(redis_url, cloud_pref
         assert time.monotonic() - started < 3
     finally:
         cloud.stop()
+
+
+@pytest.mark.parametrize("option, value, expected", [
+    ("--workers", "0", "expected 1..1024, got 0"),  # the edges would see the link up and no batch served
+    ("--workers", "-3", "expected 1..1024, got -3"),
+    ("--workers", "100000", "expected 1..1024, got 100000"),
+    ("--heartbeat-port", "70000", "expected 1..65535, got 70000"),  # FOG_HEARTBEAT_PORT's range
+    ("--data-port", "0", "expected 1..65535, got 0"),
+    ("--until", "-1", "expected a number > 0, got '-1'"),
+    ("--until", "nan", "expected a number > 0, got 'nan'"),
+    ("--bind", "0.0.0.0:80", "expected a host name or IP address (no scheme, port or path), got '0.0.0.0:80'"),
+])
+def test_it_refuses_an_option_value_it_cannot_serve_with(option, value, expected):
+    # Parsed before anything starts: argparse's one line (exit status 2 from the command line).
+    with pytest.raises(CommandError, match=re.escape(f"argument {option}: {expected}")):
+        call_command("runcloud", option, value)
+
+
+def _ipv6_loopback():
+    try:
+        with socket.socket(socket.AF_INET6) as sock:
+            sock.bind(("::1", 0))
+    except OSError:
+        return False
+    return True
+
+
+@pytest.mark.skipif(not _ipv6_loopback(), reason="this host has no IPv6 loopback")
+@pytest.mark.parametrize("bind", ["::1", "[::1]"])
+def test_it_listens_on_the_ipv6_loopback(bind, cloud_settings, capsys):
+    call_command("runcloud", "--bind", bind, "--heartbeat-port", str(free_port()), "--data-port", str(free_port()),
+                 "--until", "0.3")  # tcp://[::1]:port: nng takes an IPv6 address only in brackets
+    assert "cloud stopped" in capsys.readouterr().out
+
+
+def test_it_names_an_address_it_cannot_listen_on(cloud_settings):
+    hb, data = free_port(), free_port()
+    cloud_settings.FOG_EDGE_SECRETS = f"{EDGE_ID}:{'s' * 40}"  # strong: a bind beyond loopback is not refused first
+    with pytest.raises(CommandError, match=re.escape(f"can't listen on 192.0.2.1 (ports {hb} and {data}): "
+                                                     "Address invalid; is it an address of this host?")):
+        call_command("runcloud", "--bind", "192.0.2.1", "--heartbeat-port", str(hb), "--data-port", str(data),
+                     "--insecure-plaintext", "--until", "0.3")  # 192.0.2.1: TEST-NET-1, no host's address

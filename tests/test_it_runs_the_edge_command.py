@@ -4,6 +4,7 @@ import re
 import signal
 
 import pytest
+from django.core.management import CommandError, call_command
 
 from cloud_app.keys import Keys
 from edge_app.models import Status
@@ -88,3 +89,17 @@ def test_it_names_an_edge_database_without_its_tables_instead_of_a_traceback(tmp
     result = run_manage("runedge", "--burst", "--timeout", "5", env=env, timeout=60)
     assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr[-2000:]
     assert "never-migrated.sqlite3) lacks" in result.stderr and "manage.py migrate" in result.stderr
+
+
+@pytest.mark.parametrize("option, value, expected", [
+    ("--idle", "-1", "expected a number > 0, got '-1'"),
+    ("--idle", "nan", "expected a number > 0, got 'nan'"),
+    ("--timeout", "nan", "expected a number > 0, got 'nan'"),
+    ("--timeout", "-5", "expected a number > 0, got '-5'"),
+    ("--topic", "", "expected 1..249 of A-Z a-z 0-9 . _ - (a Kafka topic name), got ''"),  # FOG_TOPIC's rule
+    ("--topic", "a/b", "expected 1..249 of A-Z a-z 0-9 . _ - (a Kafka topic name), got 'a/b'"),
+])
+def test_it_refuses_an_option_value_it_cannot_run_with(option, value, expected):
+    # Parsed before anything starts: argparse's one line (exit status 2 from the command line).
+    with pytest.raises(CommandError, match=re.escape(f"argument {option}: {expected}")):
+        call_command("runedge", option, value)

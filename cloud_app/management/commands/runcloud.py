@@ -4,7 +4,8 @@ import logging
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
-from cloud_app.run import CloudStartError, run_cloud
+from cloud_app.run import MAX_WORKERS, CloudStartError, run_cloud
+from fogsite.env import option_float, option_host, option_int, option_port
 
 LOG_LEVELS = {0: logging.WARNING, 1: logging.INFO, 2: logging.DEBUG, 3: logging.DEBUG}
 
@@ -17,14 +18,14 @@ class Command(BaseCommand):
     )
 
     def add_arguments(self, parser):
-        parser.add_argument("--bind", default=settings.FOG_CLOUD_BIND,
+        parser.add_argument("--bind", type=option_host, default=settings.FOG_CLOUD_BIND,
                             help="address to listen on (default FOG_CLOUD_BIND, %(default)s)")
-        parser.add_argument("--heartbeat-port", type=int, default=settings.FOG_HEARTBEAT_PORT,
+        parser.add_argument("--heartbeat-port", type=option_port, default=settings.FOG_HEARTBEAT_PORT,
                             help="heartbeat port (default FOG_HEARTBEAT_PORT, %(default)s)")
-        parser.add_argument("--data-port", type=int, default=settings.FOG_DATA_PORT,
+        parser.add_argument("--data-port", type=option_port, default=settings.FOG_DATA_PORT,
                             help="data port (default FOG_DATA_PORT, %(default)s)")
-        parser.add_argument("--workers", type=int, default=8,
-                            help="data requests served at once (pynng contexts; default %(default)s)")
+        parser.add_argument("--workers", type=option_int(1, MAX_WORKERS), default=8,
+                            help=f"data requests served at once (pynng contexts; 1..{MAX_WORKERS}, default %(default)s)")
         parser.add_argument("--allow-volatile", action="store_true",
                             help="start even if the cloud Redis does not fsync every write (ACKs may then "
                             "cover data a Redis crash loses) or may evict keys when full (maxmemory-policy "
@@ -40,7 +41,7 @@ class Command(BaseCommand):
         parser.add_argument("--legacy-edge-id", default="legacy",
                             help="edge id under which v1 tuples are stored; must not be an authenticated (v3) edge's id "
                             "(default %(default)s)")
-        parser.add_argument("--until", type=float, default=None, metavar="SECONDS",
+        parser.add_argument("--until", type=option_float(above=0), default=None, metavar="SECONDS",
                             help="stop by itself after this many seconds (for tests and benchmarks)")
 
     def execute(self, *args, **options):

@@ -5,6 +5,7 @@ from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
 from cloud_app.engine import STORE_ERRORS, connect
+from fogsite.edge_database import check_edge_database
 from fogsite.reconcile import reconcile
 
 COLUMNS = ("expected", "acked", "pending", "refused", "missing_in_cloud", "duplicated")
@@ -24,6 +25,8 @@ class Command(BaseCommand):
     def handle(self, *args, edge_id, strict, all, **options):
         try:
             client = connect(settings.FOG_CLOUD_REDIS_URL, socket_timeout=30)  # a cluster client connects here
+            client.ping()
+            check_edge_database()  # unreachable or unmigrated: one line, not the traceback of the first read
             report = reconcile(edge_id, client, settings.FOG_CLOUD_KEY_PREFIX)
         except redis.exceptions.ConnectionError as exc:
             raise CommandError(f"cloud Redis at {settings.FOG_CLOUD_REDIS_URL} is unreachable: {exc}") from None
