@@ -6,6 +6,7 @@ a 10 s window starting where a stored 5 s one did, lost to the unique key. `reco
 """
 
 import pytest
+from django.core.management import CommandError, call_command
 
 from edge_app.ingest import IngestSetupError, Ingestor
 from edge_app.models import WindowAggregate
@@ -24,7 +25,7 @@ def _ingest(kafka_bootstrap, topic, window_seconds, stagger=False):
 @pytest.mark.django_db(transaction=True)
 @pytest.mark.parametrize("window_seconds, stagger", [(10, False), (5, True)], ids=["10 s", "staggered"])
 def test_it_refuses_another_layout_while_windows_are_open_and_takes_it_once_they_are_stored(
-        kafka_client, kafka_bootstrap, topic, window_seconds, stagger):
+        kafka_client, kafka_bootstrap, topic, window_seconds, stagger, settings):
     messages, expected = household_batches(HOUSEHOLDS, STEPS, T0)
     produce(kafka_bootstrap, topic, messages)
     first = read_to_end(_ingest(kafka_bootstrap, topic, 5))
@@ -40,6 +41,10 @@ def test_it_refuses_another_layout_while_windows_are_open_and_takes_it_once_they
     assert "are 5 s windows, and this run's are" in str(refused.value)
     assert "`runedge --burst`" in str(refused.value)
     assert WindowAggregate.objects.count() == stored  # nothing read, nothing stored
+
+    settings.FOG_EDGE_ID, settings.FOG_WINDOW_SECONDS, settings.FOG_WINDOW_STAGGER = "edge-test", window_seconds, stagger
+    with pytest.raises(CommandError, match="are 5 s windows"):  # runedge says it before starting a worker
+        call_command("runedge", "--burst", "--topic", topic)
 
     same = read_to_end(_ingest(kafka_bootstrap, topic, 5))
     same.finish()  # the end of a burst: every window stored

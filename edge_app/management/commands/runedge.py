@@ -3,14 +3,16 @@ import signal
 
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
-from django.db import DEFAULT_DB_ALIAS, DatabaseError, connections
-from django.db.migrations.executor import MigrationExecutor
 
 from edge_app.control import LOOPS, EdgeControl, queue_name
+from edge_app.ingest import layout_problem, window_layout
 from edge_app.kafka_source import SOURCES
+from edge_app.loops import cloud_tls
 from edge_app.supervisor import EdgeStartError, Supervisor
-from fogsite.env import is_loopback
+from fogsite.edge_database import check_edge_database
+from fogsite.env import TOPIC_EXPECTED, TOPIC_RE, is_loopback, option_float, option_match
 from fogwire.protocol import MAX_BATCH_TUPLES
+from fogwire.tls import TLSSetupError
 
 LOG_LEVELS = {0: logging.WARNING, 1: logging.INFO, 2: logging.DEBUG, 3: logging.DEBUG}
 log = logging.getLogger("fog.edge")
@@ -27,7 +29,7 @@ class Command(BaseCommand):
         parser.add_argument("--burst", action="store_true",
                             help="run until the topic is consumed to its current end, every window is closed and "
                             "every tuple acknowledged; then print a summary and exit")
-        parser.add_argument("--timeout", type=float, default=None, metavar="SECONDS",
+        parser.add_argument("--timeout", type=option_float(above=0), default=None, metavar="SECONDS",
                             help="give up after this many seconds (exit code 1 with --burst)")
         parser.add_argument("--no-workers", action="store_true",
                             help=f"only enqueue the loops; then start exactly {len(LOOPS)} workers (each loop holds "
@@ -39,9 +41,9 @@ class Command(BaseCommand):
         parser.add_argument("--batch", type=int, default=1000,
                             help="tuples per request to the cloud, at most 5000 (default %(default)s)")
         parser.add_argument("--in-flight", type=int, default=4, help="requests to the cloud at once (default %(default)s)")
-        parser.add_argument("--idle", type=float, default=10.0, metavar="SECONDS",
+        parser.add_argument("--idle", type=option_float(above=0), default=10.0, metavar="SECONDS",
                             help="close a household's windows after this much wall-clock silence (default %(default)s)")
-        parser.add_argument("--topic", default=None,
+        parser.add_argument("--topic", type=option_match(TOPIC_RE, TOPIC_EXPECTED), default=None,
                             help=f"Kafka topic to consume (default FOG_TOPIC, {settings.FOG_TOPIC} now)")
         parser.add_argument("--kafka-client", choices=list(SOURCES), default=None,
                             help="the ingest's Kafka client library (default FOG_EDGE_KAFKA_CLIENT, "
@@ -77,7 +79,16 @@ class Command(BaseCommand):
                                "or pass --insecure-plaintext to accept clear text")
         if remote and not settings.FOG_TLS_CA:
             log.warning("--insecure-plaintext: readings cross the network to %s in clear text", ", ".join(remote))
-        _check_database()
+        try:  # the loops' own TLS config, built once here: a bad file is one line, not failing workers
+            cloud_tls()
+        except TLSSetupError as exc:
+            raise CommandError(f"TLS: {exc}") from None
+        check_edge_database()
+        # The ingest refuses it too, but its loop would then be started again and again until the edge gave up.
+        problem = layout_problem(settings.FOG_EDGE_ID, options["topic"] or settings.FOG_TOPIC,
+                                 window_layout(settings.FOG_WINDOW_SECONDS * 1000, settings.FOG_WINDOW_STAGGER))
+        if problem:
+            raise CommandError(problem)
         stopping = []
 
         def on_signal(signum, frame):
@@ -101,20 +112,6 @@ class Command(BaseCommand):
         self.stdout.write(result.line())
         if result.ended == "failed" or (options["burst"] and result.ended == "timeout"):
             raise CommandError(f"the run ended as {result.ended}")
-
-
-def _check_database():
-    """Refuse, in one line, an edge database that can't be reached or lacks migrations (every loop needs it)."""
-    database = settings.DATABASES["default"]
-    where = f"{database['ENGINE'].rsplit('.', 1)[-1]} {database['NAME']}"
-    try:
-        executor = MigrationExecutor(connections[DEFAULT_DB_ALIAS])
-        missing = executor.migration_plan(executor.loader.graph.leaf_nodes())
-    except DatabaseError as exc:
-        raise CommandError(f"the edge database ({where}) can't be read: {exc}") from None
-    if missing:
-        raise CommandError(f"the edge database ({where}) lacks {len(missing)} migrations "
-                           f"({missing[0][0].app_label}.{missing[0][0].name} first): run `python manage.py migrate`")
 
 
 def no_workers_message(edge_id, burst):
