@@ -87,6 +87,7 @@ class CloudServer:
         # the publisher's end leaves it whole, and never two at once copying the same counts.
         self._saving = None
         self.refused_logs = {}  # (known edge or None, reason) -> RateLimitedLog
+        self._unpublished = 0  # dashboard updates not published since the channel layer went down
         self.admitted = {}  # id(socket) -> {pipe id: pipe} of the peers _admit let in (see there)
         self.watch_durability, self.volatile, self.durability_checked = watch_durability, "", time.monotonic()
         self._update = None  # pending dashboard update, merged until published
@@ -306,14 +307,25 @@ class CloudServer:
             # A batch changed its shard's sums; the page shows the totals over every shard.
             totals = await self.store.state_totals(sorted(update["states"])) if update["states"] else {}
         except STORE_ERRORS as exc:
-            log.warning("dashboard update without state totals: Redis: %s", exc)
+            self._refused_log(None, "dashboard-totals").warning("dashboard update without state totals: Redis: %s", exc)
             totals = {}
         update["states"] = {state: list(sums) for state, sums in totals.items()}
+        # One line when the channel layer goes down and one when it is back, through the refusals' limiter so a
+        # flapping layer can't flood the log either; a line a round would be four a second.
+        missed = self._unpublished
         try:
             await self.channel_layer.group_send(DASHBOARD_GROUP, update)
         except Exception as exc:  # the dashboard is best effort; the data is safe in Redis
-            log.warning("dashboard update not published: %s", exc)
+            if not missed:
+                self._refused_log(None, "dashboard-unpublished").warning(
+                    "dashboard updates not published (the live page catches up when it reconnects): %s", exc)
+            self._unpublished = missed + 1
+            self.counts["dashboard_unpublished"] += 1
             return False
+        if missed:
+            self._unpublished = 0
+            self._refused_log(None, "dashboard-unpublished").warning(
+                "dashboard updates are published again; %d were not", missed)
         return True
 
     # --- sockets ----------------------------------------------------------

@@ -1,6 +1,8 @@
 // The live dashboard: first paint from the REST API, then the websocket's
 // summary and updates; nothing polls. Says plainly when the websocket is down
-// and reconnects by itself with a growing pause. Times are shown in the
+// and reconnects by itself with a growing pause; each connect's summary
+// repaints everything the updates only add to (power, the edges' hours), so
+// what came while the socket was down is not missing. Times are shown in the
 // browser's time zone, which the page names.
 "use strict";
 
@@ -20,16 +22,22 @@
   const STATES = Object.keys(STATE_NAMES);
   const ZONE = Intl.DateTimeFormat().resolvedOptions().timeZone || "local time";
 
-  const sums = {};   // state -> [households, sum of averages, count]
-  const edges = {};  // edge -> {last_heartbeat, backlog, history: {minutes, backlog, acked, offline}, chart}
+  const FIRST_PAUSE_MS = 1000;
+  const LONGEST_PAUSE_MS = 15000;
+
+  // Maps, not objects: an edge may call itself "__proto__" or "constructor".
+  const sums = new Map();   // state -> [households, sum of averages, count]
+  const edges = new Map();  // edge -> {last_heartbeat, backlog, history: {minutes, backlog, acked, offline}, chart}
   let ackedThisSecond = 0;
   let socket = null;
+  let live = false;  // a message came on the current socket
+  let summarised = false;  // a socket's summary was painted: the REST first paint is older, if it comes at all
   let watching = null;  // the household shown in the household view
 
   const time = (ms) => new Date(ms).toLocaleTimeString();
   const el = (tag, text, cls) => { const e = document.createElement(tag); if (text !== undefined) e.textContent = text; if (cls) e.className = cls; return e; };
   const getJSON = (url) => fetch(url).then((r) => { if (!r.ok) throw new Error(`${url}: HTTP ${r.status}`); return r.json(); });
-  const annualKwh = (s) => { const [, total, count] = sums[s] || [0, 0, 0]; return count ? (total / count) * KWH_PER_W : 0; };
+  const annualKwh = (s) => { const [, total, count] = sums.get(s) || [0, 0, 0]; return count ? (total / count) * KWH_PER_W : 0; };
 
   function lineChart(canvas, datasets, yTitle, extra = {}) {
     return new Chart(canvas, {
@@ -83,7 +91,7 @@
     [{ label: "power (W), 5 s windows", data: [], borderColor: "#0f766e", pointRadius: 1 }], "W");
 
   function describe(state) {
-    const [households, total, count] = sums[state] || [0, 0, 0];
+    const [households, total, count] = sums.get(state) || [0, 0, 0];
     const mean = count ? total / count : 0;
     const kwh = mean * KWH_PER_W;
     return `${STATE_NAMES[state]}\n${kwh.toFixed(0)} kWh/year · ${(kwh * PRICE).toFixed(2)} €/year\n` +
@@ -125,7 +133,7 @@
     householdChart.data.datasets[0].data = kept.map((s) => householdPoints.get(s));
     householdChart.update();
   }
-  function showHousehold(id) {
+  function showHousehold(id, scroll = true) {
     const card = document.getElementById("household");
     getJSON(`/api/households/${encodeURIComponent(id)}/`).then((h) => {
       card.hidden = false;
@@ -137,7 +145,7 @@
       householdPoints = new Map(h.series.map((p) => [p.window_start, p.power_w]));
       paintHousehold();
       if (socket && socket.readyState === WebSocket.OPEN) socket.send(JSON.stringify({ watch: watching }));
-      card.scrollIntoView({ behavior: "smooth", block: "nearest" });
+      if (scroll) card.scrollIntoView({ behavior: "smooth", block: "nearest" });
     }).catch(() => {
       card.hidden = false;
       document.getElementById("household-title").textContent = `No household "${id}" has been stored yet.`;
@@ -164,6 +172,10 @@
     powerChart.data.datasets[0].data = powerMinutes.map(([, wms]) => (wms === null ? null : wms / MINUTE / 1000));
     powerChart.update();
   }
+  function setPower(rows) {
+    powerMinutes = rows.map((p) => [p.minute, p.power_w === null ? null : p.power_w * MINUTE]);
+    paintPower();
+  }
   function addPower(deltas) {
     Object.entries(deltas || {}).forEach(([minute, wms]) => {
       const point = powerMinutes.find(([m]) => m === Number(minute));
@@ -173,12 +185,21 @@
 
   // --- edges ---------------------------------------------------------------------
   function loadEdgeHistory(name) {
-    return getJSON(`/api/edges/${encodeURIComponent(name)}/history/`).then((h) => { edges[name].history = h; paintEdges(); })
+    // A summary's history, if one came meanwhile, is as new or newer.
+    return getJSON(`/api/edges/${encodeURIComponent(name)}/history/`)
+      .then((h) => { const edge = edges.get(name); if (!edge.history) { edge.history = h; paintEdges(); } })
       .catch(() => {});
   }
-  function ensureEdge(name) {
-    if (!edges[name]) { edges[name] = { last_heartbeat: null, backlog: 0, rate: 0, history: null }; loadEdgeHistory(name); }
-    return edges[name];
+  function ensureEdge(name, history) {
+    let edge = edges.get(name);
+    if (!edge) {
+      edge = { last_heartbeat: null, backlog: 0, rate: 0, history: history || null };
+      edges.set(name, edge);
+      if (!history) loadEdgeHistory(name);
+    } else if (history) {
+      edge.history = history;
+    }
+    return edge;
   }
   function minuteSlot(history, ms) {
     const current = Math.floor(ms / MINUTE) * MINUTE;
@@ -205,11 +226,11 @@
   }
   function paintEdges() {
     const box = document.getElementById("edges");
-    const names = Object.keys(edges).sort();
+    const names = [...edges.keys()].sort();
     if (!names.length) return;
     const now = Date.now();
     names.forEach((name) => {
-      const edge = edges[name];
+      const edge = edges.get(name);
       if (!edge.card) {
         edge.card = el("div", undefined, "edge-card");
         edge.card.dataset.edge = name;
@@ -238,7 +259,7 @@
           : [el("li", "no offline period in the last hour")]));
       }
     });
-    const cards = names.map((n) => edges[n].card);
+    const cards = names.map((n) => edges.get(n).card);
     if (box.children.length !== cards.length || cards.some((c, i) => box.children[i] !== c)) box.replaceChildren(...cards);
   }
 
@@ -264,9 +285,10 @@
   }
 
   function applySummary(summary) {
-    summary.states.forEach((s) => { sums[s.state] = [s.households, s.mean_power_w * s.tuples, s.tuples]; });
+    summary.states.forEach((s) => { sums.set(s.state, [s.households, s.mean_power_w * s.tuples, s.tuples]); });
+    if (summary.power) setPower(summary.power);
     summary.edges.forEach((e) => {
-      const edge = ensureEdge(e.edge);
+      const edge = ensureEdge(e.edge, e.history);
       edge.last_heartbeat = e.last_heartbeat; edge.backlog = e.backlog; edge.rate = e.acked_per_second;
       edge.paused = e.paused;
     });
@@ -274,7 +296,7 @@
   }
 
   function applyUpdate(update) {
-    Object.entries(update.states || {}).forEach(([state, triple]) => { sums[state] = triple; });
+    Object.entries(update.states || {}).forEach(([state, triple]) => { sums.set(state, triple); });
     Object.entries(update.beats || {}).forEach(([edge, b]) => beat(edge, b.ts, b.backlog, b.paused));
     Object.entries(update.edges || {}).forEach(([edge, count]) => acked(edge, count));
     ackedThisSecond += update.acked;
@@ -290,46 +312,53 @@
 
   // --- first paint from the API, then the websocket ------------------------------
   Promise.all([getJSON("/api/states/"), getJSON("/api/edges/"), getJSON("/api/tuples/recent/?limit=15"), getJSON("/api/power/")])
-    .then(([states, edgeRows, recent, power]) => {
-      powerMinutes = power.map((p) => [p.minute, p.power_w === null ? null : p.power_w * MINUTE]);
-      paintPower();
-      applySummary({ states, edges: edgeRows, recent });
-    })
+    .then(([states, edgeRows, recent, power]) => { if (!summarised) applySummary({ states, edges: edgeRows, recent, power }); })
     .catch(() => {});
 
   const link = document.getElementById("link");
   function showLink(kind, text) { link.className = "link link-" + kind; link.textContent = text; }
 
-  let pause = 1000;
+  let pause = FIRST_PAUSE_MS;
   function connect() {
     socket = new WebSocket((location.protocol === "https:" ? "wss://" : "ws://") + location.host + "/ws/dashboard/");
     socket.onopen = () => {
-      pause = 1000;
-      showLink("live", "Live: updates arrive as the cloud stores tuples.");
       if (watching) socket.send(JSON.stringify({ watch: watching }));
     };
     socket.onmessage = (event) => {
+      // Live, and the pause short again, only once the server delivers: one that accepts and then closes
+      // (its channel layer down) must still be retried ever more slowly.
+      if (!live) {
+        live = true;
+        pause = FIRST_PAUSE_MS;
+        showLink("live", "Live: updates arrive as the cloud stores tuples.");
+      }
       const message = JSON.parse(event.data);
-      if (message.type === "summary") applySummary(message);
-      else if (message.type === "update") applyUpdate(message);
+      if (message.type === "summary") {
+        const again = summarised;
+        summarised = true;
+        applySummary(message);
+        if (again && watching) showHousehold(watching, false);  // its windows stored while the socket was down
+      } else if (message.type === "update") applyUpdate(message);
       else if (message.type === "household") applyHousehold(message);
     };
     socket.onclose = () => {
+      live = false;
       showLink("down", `Live updates are down: the websocket closed. Reconnecting in ${Math.round(pause / 1000)} s…`);
       setTimeout(connect, pause);
-      pause = Math.min(pause * 2, 15000);
+      pause = Math.min(pause * 2, LONGEST_PAUSE_MS);
     };
   }
   connect();
   setInterval(() => {  // a point a second, and "offline since" without waiting for a message
-    const backlog = Object.values(edges).reduce((a, e) => a + (e.backlog || 0), 0);
+    const backlog = [...edges.values()].reduce((a, e) => a + (e.backlog || 0), 0);
     flowChart.data.labels.push(time(Date.now()));
-    flowChart.data.datasets[0].data.push(ackedThisSecond);
-    flowChart.data.datasets[1].data.push(backlog);
+    // While the socket is down nothing is known: a gap, not a fall to zero a fresh page would not show.
+    flowChart.data.datasets[0].data.push(live ? ackedThisSecond : null);
+    flowChart.data.datasets[1].data.push(live ? backlog : null);
     if (flowChart.data.labels.length > FLOW_POINTS) { flowChart.data.labels.shift(); flowChart.data.datasets.forEach((d) => d.data.shift()); }
     flowChart.update();
     ackedThisSecond = 0;
-    Object.values(edges).forEach((e) => { e.rate = 0.8 * (e.rate || 0) + 0.2 * (e.ackedNow || 0); e.ackedNow = 0; });
+    edges.forEach((e) => { e.rate = 0.8 * (e.rate || 0) + 0.2 * (e.ackedNow || 0); e.ackedNow = 0; });
     paintEdges();
     paintPower();
   }, 1000);
