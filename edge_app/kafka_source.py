@@ -41,6 +41,7 @@ RECONNECT_BACKOFF_MAX_MS = 1000
 METADATA_TIMEOUT_S = 10
 COMMIT_WAIT_MS = 2000  # the final, synchronous offset commit of a closing ingest
 TOPIC_POLL_SECONDS = 0.5
+LIBRDKAFKA_LOG_LEVEL = 2  # syslog's: critical and worse (a broker away is 3, logged on every retry)
 
 
 class KafkaSourceError(Exception):
@@ -173,8 +174,9 @@ class ConfluentSource:
             "enable.auto.commit": False, "enable.auto.offset.store": False, "auto.offset.reset": "error",
             "fetch.max.bytes": FETCH_MAX_BYTES, "max.partition.fetch.bytes": PARTITION_FETCH_BYTES,
             "fetch.wait.max.ms": FETCH_WAIT_MS, "reconnect.backoff.max.ms": RECONNECT_BACKOFF_MAX_MS,
-            # librdkafka logs a broker that is down on every retry; the loop's own errors say it once.
-            "log_level": 3, "error_cb": self._client_error,
+            # librdkafka logs a broker that is down on every retry, at its error level (%3|...|FAIL|, 200 lines in
+            # 8 s): only what is worse than that here; error_cb and the loop's own errors say it once.
+            "log_level": LIBRDKAFKA_LOG_LEVEL, "error_cb": self._client_error,
         })
 
     @staticmethod
@@ -206,7 +208,7 @@ class ConfluentSource:
         from confluent_kafka.admin import AdminClient
 
         try:
-            admin = AdminClient({"bootstrap.servers": self.bootstrap, "log_level": 3})  # kept until it answers
+            admin = AdminClient({"bootstrap.servers": self.bootstrap, "log_level": LIBRDKAFKA_LOG_LEVEL})
             uid = admin.describe_topics(TopicCollection([topic]))[topic].result(timeout=METADATA_TIMEOUT_S).topic_id
             bits = (uid.get_most_significant_bits() % 2**64) << 64 | uid.get_least_significant_bits() % 2**64
             return str(uuid.UUID(int=bits)) if bits else ""
