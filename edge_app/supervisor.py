@@ -101,6 +101,37 @@ def _since(before, after):
                   after.pending)
 
 
+class DatabaseFileWatch:
+    """Is a SQLite edge database's file still the one the edge opened? Removed or replaced under a running edge
+    (`rm -rf var/`), its workers' open handles keep writing into the unlinked file, acknowledged tuples and
+    all, lost with it, and nothing said so. The watch keeps the file open itself: while it does, the file's
+    inode can't be handed to a new file at the same path, so comparing inodes tells the two apart."""
+
+    def __init__(self):
+        database = settings.DATABASES["default"]
+        self.path, self.fd = str(database["NAME"]), None
+        if "sqlite" in database["ENGINE"]:
+            try:
+                self.fd = os.open(self.path, os.O_RDONLY)
+            except (OSError, ValueError):  # an in-memory database; a missing file is runedge's to report
+                self.fd = None
+
+    def gone(self):
+        if self.fd is None:
+            return False
+        held = os.fstat(self.fd)
+        try:
+            found = os.stat(self.path)
+        except OSError:
+            return True
+        return (found.st_dev, found.st_ino) != (held.st_dev, held.st_ino)
+
+    def close(self):
+        if self.fd is not None:
+            os.close(self.fd)
+            self.fd = None
+
+
 def _queued(job):
     try:
         job.refresh()
@@ -121,6 +152,7 @@ class Supervisor:
         self.jobs, self.lapsed, self.workers = {}, {}, {}
         self.worker_starts, self.restarts = 0, deque()
         self.failure, self.baseline, self.claimed = None, None, False
+        self.database_file = None  # a DatabaseFileWatch from the start on
         self.redis_away_since = None  # monotonic time the edge Redis stopped answering, while it does not
 
     def start(self, with_workers=True):
@@ -142,6 +174,7 @@ class Supervisor:
         self.control.reset()
         self.options["run"] = self.control.run = self.control.new_run()
         self.baseline = Counts.now()
+        self.database_file = DatabaseFileWatch()
         for loop in LOOPS:
             self.jobs[loop] = self.enqueue(loop)
             self.lapsed[loop] = 0
@@ -192,6 +225,12 @@ class Supervisor:
             return "done"
         if self.control.stop_requested():  # `runedge --stop`, from here or another host
             return "stop"
+        if self.database_file and self.database_file.gone():
+            self.failure = (f"the edge database file {self.database_file.path} was removed or replaced while the edge "
+                            "ran: its loops would go on writing into a file nobody can read; stopping. Unsent "
+                            "tuples were in it; `migrate` and a new start read Kafka again from what a new file "
+                            "remembers (the beginning), and the cloud's dedup absorbs what it has")
+            return "failed"
         if self.claimed and not self.control.refresh_supervisor(self.holder):
             self.failure = f"another supervisor took over edge {settings.FOG_EDGE_ID}: {self.control.supervisor()}"
             return "failed"
@@ -306,6 +345,8 @@ class Supervisor:
 
     def stop(self, deadline=None):
         """End the loops (unless stop_loops did) and the workers, cancel jobs nobody took, leave the record."""
+        if self.database_file:
+            self.database_file.close()
         deadline = deadline or self.stop_loops()
         for proc in self.workers.values():
             try:
