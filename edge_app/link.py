@@ -20,10 +20,13 @@ from fogwire import protocol as wire
 log = logging.getLogger("fog.edge.link")
 
 DOWN_AFTER = 2
+BEAT_EVERY_SECONDS = 1.0  # a beat begins this long after the one before began (HeartbeatStep)
 # A beat's answer may take this long: a link of up to about this round trip (a long mobile or satellite hop)
-# is up, which at 800 ms it never was, and the sender gave it nothing. Below the sender's ACK_TIMEOUT_MS, so
-# a link that answers beats answers batches; a dead one is seen after DOWN_AFTER such waits and their pauses.
-BEAT_TIMEOUT_MS = 2000
+# is up, which at 800 ms it never was, and the sender gave it nothing. One beat lost then leaves the cloud a
+# gap of BEAT_EVERY_SECONDS + this between beats, which must stay below its OFFLINE_AFTER_MS (3 s) or each
+# lost beat would be an offline period; and below the sender's ACK_TIMEOUT_MS, so a link that answers beats
+# answers batches.
+BEAT_TIMEOUT_MS = 1500
 # While beats go unanswered, a dial of each address this often says why when nng can: the background
 # redial keeps a refused connection or a failed TLS handshake to itself, and a beat only times out.
 PROBE_EVERY_SECONDS = 30
@@ -72,6 +75,7 @@ def req_socket(addresses, timeout_ms, max_reply_bytes, tls=None):
 class Heartbeat:
     def __init__(self, *, edge_id, secret, address, timeout_ms=BEAT_TIMEOUT_MS, tls=None):
         self.edge_id, self.secret, self.address, self.tls = edge_id, secret, address, tls
+        EdgeStatus.for_edge(edge_id)  # before the socket: a database that fails here leaves no socket behind
         self.sock = req_socket(address, timeout_ms, wire.MAX_HEARTBEAT_BYTES, tls)
         self.probed, self.probe_thread, self.probe_found = None, None, ""  # see _why_no_answer
         self.probe_round = 0  # a probe still running when the link came back must not write into the next outage
@@ -79,7 +83,6 @@ class Heartbeat:
         # The kind of failure last logged while the link is down: a new edge, or one that starts with the
         # link down, says why too (a wrong secret, a certificate, nobody there), once a kind, not a beat.
         self.down_said = None
-        EdgeStatus.for_edge(edge_id)
 
     def handle_one_beat(self):
         """Send one heartbeat, record the outcome. True if the cloud answered."""

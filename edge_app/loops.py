@@ -26,7 +26,8 @@ log = logging.getLogger("fog.edge")
 
 RENEW_SECONDS = 1.0
 HEARTBEAT, DATA = 1, 2  # places of the ports in a FOG_CLOUD_ENDPOINTS entry
-IDLE_SLEEP = {"ingest": 0.0, "sender": 0.05, "heartbeat": 1.0}  # seconds between steps that did nothing
+IDLE_SLEEP = {"ingest": 0.0, "sender": 0.05, "heartbeat": 0.0}  # seconds between steps that did nothing (the
+# heartbeat's own step keeps its beats a second apart)
 
 
 def cloud_tls():
@@ -185,15 +186,21 @@ class HeartbeatStep(Step):
         self.beat = Heartbeat(edge_id=settings.FOG_EDGE_ID, secret=settings.FOG_EDGE_SECRET,
                               address=cloud_address(HEARTBEAT, tls), tls=tls)
         self.next_retention = 0.0
+        self.control = control
 
     def step(self):
+        from edge_app.link import BEAT_EVERY_SECONDS
+
+        began = time.monotonic()
         self.beat.handle_one_beat()
         if time.monotonic() >= self.next_retention:
             from edge_app.retention import delete_expired
 
             delete_expired(settings.FOG_EDGE_RETENTION_DAYS)
             self.next_retention = time.monotonic() + self.RETENTION_EVERY_SECONDS
-        return False  # one beat a second: always rest after it
+        # Counted from when this beat began: a slow answer does not widen the gap the cloud sees between beats.
+        _sleep(BEAT_EVERY_SECONDS - (time.monotonic() - began), self.control)
+        return False
 
     def finished(self, control):
         if not control.done("sender"):

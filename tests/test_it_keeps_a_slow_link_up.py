@@ -9,7 +9,7 @@ from edge_app.link import Heartbeat
 from tests.conftest import EDGE_ID, EDGE_SECRET, CloudThread, free_port
 from tooling.chaos.proxy import Proxy
 
-DELAY_S = 0.6  # each way, on every chunk: a round trip of 1.2 s and more
+DELAY_S = 0.5  # each way, on every chunk: a round trip of a second and more
 
 
 class SlowProxy(Proxy):
