@@ -25,6 +25,7 @@ from pathlib import Path
 
 import redis
 from django.conf import settings
+from django.db import connection
 from rq import Queue
 
 from edge_app.control import LOOPS, REDIS_AWAY, EdgeControl, Holder, queue_name
@@ -294,6 +295,8 @@ class Supervisor:
             self.out(f"edge: {self.failure}")
         deadline = self.stop_loops()
         try:
+            # A connection of its own, opened at the start: a database that restarted since has cut it.
+            connection.close()
             now = Counts.now()  # while the workers exit
         except DATABASE_AWAY as exc:
             now = None

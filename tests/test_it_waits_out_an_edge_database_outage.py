@@ -62,6 +62,7 @@ def test_it_stores_every_window_once_when_its_postgresql_crashes_and_comes_back(
         assert "Traceback" not in err, err
         assert "the edge database fails" in err  # said, in one line a loop
         assert "worker_starts=3;" in out, out  # no worker died, no loop was enqueued again
+        assert f"this run: readings={HOUSEHOLDS * STEPS} " in out, out  # its own connection, cut too, made again
         assert_delivered_once(env, expected, HOUSEHOLDS * STEPS, redis_client, cloud_prefix)
     finally:
         postgres.stop()
