@@ -15,16 +15,12 @@ value on hover and, on the change page, written out.
 from datetime import date, datetime, timedelta, UTC
 from urllib.parse import urlencode
 
-from django.conf import settings
 from django.contrib import admin, messages
 from django.contrib.admin import helpers
 from django.contrib.admin import ShowFacets
 from django.contrib.admin.options import IncorrectLookupParameters
 from django.contrib.admin.views.main import ChangeList
 from django.core.paginator import Paginator
-from django.db import transaction
-from django.db.models import F, Value
-from django.db.models.functions import Greatest
 from django.utils import timezone
 from django.utils.functional import cached_property
 from django.utils.html import format_html, format_html_join
@@ -292,16 +288,9 @@ class WindowAggregateAdmin(admin.ModelAdmin):
                   description="Send again (also refused ones, after a fix; the cloud's dedup makes it safe)")
     def send_again(self, request, queryset):
         """Back to PENDING: for a REFUSED tuple once its cause is fixed (the cloud's limits, its owner, the quota),
-        or an acknowledged one a cloud lost. The latter leave the edge's acknowledged counter, which their next
-        acknowledgement counts again: it counts tuples, not acknowledgements."""
-        back = {"status": Status.PENDING, "next_attempt_at": None, "refusal": ""}
-        with transaction.atomic():
-            changed = queryset.exclude(status=Status.ACKED).update(**back)
-            was_acked = queryset.filter(status=Status.ACKED).update(**back)
-            if was_acked:
-                EdgeStatus.objects.filter(edge_id=settings.FOG_EDGE_ID).update(
-                    acked=Greatest(F("acked") - was_acked, Value(0)))  # a counter of another id's run stays >= 0
-        self.message_user(request, f"{changed + was_acked} tuples set back to pending.", messages.SUCCESS)
+        or an acknowledged one a cloud lost (its next acknowledgement is not counted again: Sender.mark_acked)."""
+        changed = queryset.update(status=Status.PENDING, next_attempt_at=None, refusal="")
+        self.message_user(request, f"{changed} tuples set back to pending.", messages.SUCCESS)
 
     def changelist_view(self, request, extra_context=None):
         counts = WindowAggregate.objects.capped_counts_by_status(COUNT_CAP)

@@ -40,6 +40,8 @@ UNTRUSTED_PAUSE_SECONDS = 2.0  # an untagged error or a reply that isn't ours: s
 LINK_CHECK_SECONDS = 0.25
 CHUNK = 900  # ids in one `IN (...)`, under SQLite's variable limit on old builds
 TABLE = WindowAggregate._meta.db_table
+MARK_ACKED = (f"UPDATE {TABLE} SET status = {int(Status.ACKED)}, postal_code = %s, acked_at = %s, refusal = '', "
+              "next_attempt_at = NULL WHERE id = %s")  # and a condition on acked_at: see Sender.mark_acked
 
 
 NO_POSTAL_CODE = "no-postal-code"
@@ -189,10 +191,17 @@ class Sender:
 
     def mark_acked(self, acked):
         """(postal code, stamp, id) rows to ACKED with one prepared UPDATE run over them all: each row has
-        its own code, which the ORM would send as an UPDATE a row (`bench drain` measures the two)."""
+        its own code, which the ORM would send as an UPDATE a row (`bench drain` measures the two).
+
+        Returns how many were acknowledged for the first time. A tuple the admin sent again keeps its
+        acked_at; it is acknowledged again by a second statement, run only when there are such tuples, and
+        not counted again: EdgeStatus.acked counts tuples, and never goes down (a Prometheus counter)."""
         with connection.cursor() as cursor:
-            cursor.executemany(f"UPDATE {TABLE} SET status = {int(Status.ACKED)}, postal_code = %s, acked_at = %s, "
-                               f"refusal = '', next_attempt_at = NULL WHERE id = %s", acked)
+            cursor.executemany(MARK_ACKED + " AND acked_at IS NULL", acked)
+            first = cursor.rowcount
+            if first < len(acked):
+                cursor.executemany(MARK_ACKED + " AND acked_at IS NOT NULL", acked)
+        return first
 
     def _apply(self, batch, codes, reasons):
         now = timezone.now()
@@ -201,7 +210,7 @@ class Sender:
         refused = [(row, why or NO_POSTAL_CODE) for row, code, why in zip(batch, codes, reasons) if why or not code]
         permanent = sum(1 for _, why in refused if _permanent(why))
         with transaction.atomic():
-            self.mark_acked(acked)
+            first = self.mark_acked(acked)
             by_reason = {}
             for row, why in refused:
                 by_reason.setdefault(why, []).append(row[0])
@@ -213,7 +222,7 @@ class Sender:
                 else:
                     self._refuse(ids, why, now)
             EdgeStatus.objects.filter(edge_id=self.edge_id).update(
-                sent=F("sent") + len(batch), acked=F("acked") + len(acked), refused=F("refused") + len(refused))
+                sent=F("sent") + len(batch), acked=F("acked") + first, refused=F("refused") + len(refused))
         if refused:
             log.warning("cloud refused %d of %d tuples (%s)%s", len(refused), len(batch),
                         ", ".join(sorted({why for _, why in refused})),

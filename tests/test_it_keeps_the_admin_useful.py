@@ -61,15 +61,6 @@ def test_it_sets_selected_tuples_back_to_pending(admin_client, tuples):
 
 
 @pytest.mark.edge_db
-def test_it_keeps_the_acknowledged_counter_to_tuples_when_acknowledged_ones_are_sent_again(admin_client, tuples):
-    EdgeStatus.objects.filter(edge_id="edge-1").update(acked=4)
-    chosen = [*tuples.filter(status=Status.ACKED).values_list("id", flat=True)[:2],
-              *tuples.filter(status=Status.PENDING).values_list("id", flat=True)[:1]]
-    admin_client.post("/admin/edge_app/windowaggregate/", {"action": "send_again", "_selected_action": chosen})
-    assert EdgeStatus.for_edge("edge-1").acked == 2  # their next acknowledgement counts them again, once
-
-
-@pytest.mark.edge_db
 def test_it_lets_a_user_who_may_only_view_tuples_change_none(client, tuples):
     from django.contrib.auth.models import Permission, User
 

@@ -90,3 +90,17 @@ def test_it_sets_aside_tuples_of_a_household_another_edge_owns(delivery, redis_c
     assert set(refused.values_list("household", "refusal")) == {("house-2", wire.R_NOT_OWNER)}
     assert refused.count() == 2 and WindowAggregate.objects.filter(status=Status.ACKED).count() == 6
     assert not WindowAggregate.objects.backlog().exists()  # so a burst run ends
+
+
+@pytest.mark.django_db(transaction=True)
+def test_it_counts_an_acknowledged_tuple_sent_again_once(delivery, admin_client):
+    # The admin sends acknowledged tuples again after a cloud lost them: acknowledged again, but the edge's
+    # counter (fog_edge_acked_total, a Prometheus counter: it never goes down) counts tuples, each once.
+    cloud, sender = delivery
+    _add(10)
+    assert _drain(sender) == 10
+    again = list(WindowAggregate.objects.order_by("id").values_list("id", flat=True)[:3])
+    admin_client.post("/admin/edge_app/windowaggregate/", {"action": "send_again", "_selected_action": again})
+    assert _drain(sender) == 13
+    assert WindowAggregate.objects.filter(status=Status.ACKED).count() == 10
+    assert EdgeStatus.objects.get(edge_id=EDGE_ID).acked == 10
