@@ -101,23 +101,22 @@ INSERT_WINDOWS = (
 
 
 class IngestSetupError(Exception):
-    """The ingest can't start as configured (one line: run_loop says it, runedge refuses up front)."""
+    """The ingest can't start as configured: its loop says so in one line and waits (IngestStep)."""
 
 
 def window_layout(window_ms, stagger):
     return f"{window_ms / 1000:g} s{' staggered' if stagger else ''}"
 
 
-def layout_problem(edge_id, topic, layout, positions=None):
+def layout_problem(edge_id, topic, layout, positions, beginning):
     """'' if the readings the edge would read again in `topic` go into windows laid out as they were, else why
     they would not. After a stop, each partition resumes at the oldest reading of an open window, before the
     offset it counted up to. Read again under another FOG_WINDOW_SECONDS or FOG_WINDOW_STAGGER, those readings
     make windows that overlap stored ones: counted twice, or lost to the unique key where a start is the same.
-    Once every window is stored (a burst's end) nothing is read again, and the layout may change."""
-    if positions is None:
-        positions = IngestPosition.objects.filter(edge_id=edge_id, topic=topic)
+    Once every window is stored (a burst's end) nothing is read again, and the layout may change; nor is
+    what Kafka deleted since (`beginning`: each partition's first offset now)."""
     before = {p.windows for p in positions} - {"", layout}
-    pending = sum(max(p.counted_offset - p.resume_offset, 0) for p in positions)
+    pending = sum(max(p.counted_offset - max(p.resume_offset, beginning.get(p.partition, 0)), 0) for p in positions)
     if not before or not pending:
         return ""
     return (f"the open windows of edge {edge_id} in topic {topic} are {' and '.join(sorted(before))} windows, and "
@@ -196,10 +195,10 @@ class Ingestor:
             # All of the old topic's, also of partitions the new one lacks, or the next start says it again.
             IngestPosition.objects.filter(edge_id=self.edge_id, topic=self.topic).delete()
             stored = {}
-        problem = layout_problem(self.edge_id, self.topic, self.layout, stored.values())
+        beginning = self.source.low_offsets(self.topic, partitions)
+        problem = layout_problem(self.edge_id, self.topic, self.layout, stored.values(), beginning)
         if problem:
             raise IngestSetupError(problem)
-        beginning = self.source.low_offsets(self.topic, partitions)
         deleted = []
         for partition in partitions:
             position = stored.get(partition)

@@ -26,6 +26,7 @@ log = logging.getLogger("fog.edge")
 
 RENEW_SECONDS = 1.0
 HEARTBEAT, DATA = 1, 2  # places of the ports in a FOG_CLOUD_ENDPOINTS entry
+REFUSED_RETRY_SECONDS = 30  # how often an ingest that can't start as configured looks again (a recreated topic)
 IDLE_SLEEP = {"ingest": 0.0, "sender": 0.05, "heartbeat": 0.0}  # seconds between steps that did nothing (the
 # heartbeat's own step keeps its beats a second apart)
 
@@ -66,6 +67,7 @@ class IngestStep(Step):
                                live_grace_seconds=settings.FOG_LIVE_GRACE_SECONDS, client=options.get("kafka_client"),
                                legacy=options.get("legacy_input", False))
         self.burst, self.connected, self.waiting_since = options.get("burst"), False, None
+        self.refused_until, self.refused_said = 0.0, False  # an IngestSetupError: when to look again
         self.watch = self.end = None
 
     def step(self):
@@ -98,7 +100,20 @@ class IngestStep(Step):
         from edge_app.kafka_retention import RetentionWatch
         from edge_app.kafka_source import TOPIC_POLL_SECONDS
 
-        if not self.ingest.try_connect():
+        if time.monotonic() < self.refused_until:
+            time.sleep(TOPIC_POLL_SECONDS)  # short: run_loop sees a stop request between steps
+            return False
+        try:
+            connected = self.ingest.try_connect()
+        except IngestSetupError as exc:
+            # Nothing a running edge can mend (its settings are read at start): said once, while the sender and
+            # the heartbeat go on delivering what is stored. A burst runs into its --timeout.
+            if not self.refused_said:
+                log.error("the ingest can't start: %s. It waits; stop the edge and start it again as it says", exc)
+                self.refused_said = True
+            self.refused_until = time.monotonic() + REFUSED_RETRY_SECONDS
+            return False
+        if not connected:
             now = time.monotonic()
             if self.waiting_since is None:
                 self.waiting_since = now

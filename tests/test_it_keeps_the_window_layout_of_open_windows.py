@@ -5,10 +5,12 @@ or FOG_WINDOW_STAGGER they made windows that overlap stored ones: staggered, cou
 a 10 s window starting where a stored 5 s one did, lost to the unique key. `reconcile` saw neither.
 """
 
+import logging
+
 import pytest
-from django.core.management import CommandError, call_command
 
 from edge_app.ingest import IngestSetupError, Ingestor
+from edge_app.loops import IngestStep
 from edge_app.models import WindowAggregate
 from tests.conftest import household_batches, produce, read_to_end
 
@@ -25,7 +27,7 @@ def _ingest(kafka_bootstrap, topic, window_seconds, stagger=False):
 @pytest.mark.django_db(transaction=True)
 @pytest.mark.parametrize("window_seconds, stagger", [(10, False), (5, True)], ids=["10 s", "staggered"])
 def test_it_refuses_another_layout_while_windows_are_open_and_takes_it_once_they_are_stored(
-        kafka_client, kafka_bootstrap, topic, window_seconds, stagger, settings):
+        kafka_client, kafka_bootstrap, topic, window_seconds, stagger, settings, caplog):
     messages, expected = household_batches(HOUSEHOLDS, STEPS, T0)
     produce(kafka_bootstrap, topic, messages)
     first = read_to_end(_ingest(kafka_bootstrap, topic, 5))
@@ -43,8 +45,14 @@ def test_it_refuses_another_layout_while_windows_are_open_and_takes_it_once_they
     assert WindowAggregate.objects.count() == stored  # nothing read, nothing stored
 
     settings.FOG_EDGE_ID, settings.FOG_WINDOW_SECONDS, settings.FOG_WINDOW_STAGGER = "edge-test", window_seconds, stagger
-    with pytest.raises(CommandError, match="are 5 s windows"):  # runedge says it before starting a worker
-        call_command("runedge", "--burst", "--topic", topic)
+    step = IngestStep({"topic": topic, "kafka_client": kafka_client}, control=None)
+    try:
+        with caplog.at_level(logging.ERROR, logger="fog.edge"):
+            assert not step.step() and not step.step()  # the edge's loop waits, and says why once
+    finally:
+        step.close()
+    said = [r.getMessage() for r in caplog.records if r.name == "fog.edge"]
+    assert len(said) == 1 and "the ingest can't start: the open windows of edge edge-test" in said[0]
 
     same = read_to_end(_ingest(kafka_bootstrap, topic, 5))
     same.finish()  # the end of a burst: every window stored
@@ -54,3 +62,14 @@ def test_it_refuses_another_layout_while_windows_are_open_and_takes_it_once_they
     later = _ingest(kafka_bootstrap, topic, window_seconds, stagger)
     later.connect()  # nothing to read again: the new layout is taken
     later.close()
+
+
+def test_it_takes_another_layout_once_kafka_deleted_what_would_be_read_again():
+    from edge_app.ingest import layout_problem
+    from edge_app.models import IngestPosition
+
+    positions = [IngestPosition(partition=0, resume_offset=10, counted_offset=20, windows="5 s"),
+                 IngestPosition(partition=1, resume_offset=7, counted_offset=7, windows="5 s")]
+    assert "the 10 Kafka records they span" in layout_problem("e", "t", "10 s", positions, {0: 0, 1: 0})
+    assert layout_problem("e", "t", "10 s", positions, {0: 20, 1: 7}) == ""  # retention took them
+    assert layout_problem("e", "t", "5 s", positions, {0: 0, 1: 0}) == ""

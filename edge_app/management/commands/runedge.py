@@ -5,7 +5,6 @@ from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
 from edge_app.control import LOOPS, EdgeControl, queue_name
-from edge_app.ingest import layout_problem, window_layout
 from edge_app.kafka_source import SOURCES
 from edge_app.loops import cloud_tls
 from edge_app.supervisor import EdgeStartError, Supervisor
@@ -84,11 +83,6 @@ class Command(BaseCommand):
         except TLSSetupError as exc:
             raise CommandError(f"TLS: {exc}") from None
         check_edge_database()
-        # The ingest refuses it too, but its loop would then be started again and again until the edge gave up.
-        problem = layout_problem(settings.FOG_EDGE_ID, options["topic"] or settings.FOG_TOPIC,
-                                 window_layout(settings.FOG_WINDOW_SECONDS * 1000, settings.FOG_WINDOW_STAGGER))
-        if problem:
-            raise CommandError(problem)
         stopping = []
 
         def on_signal(signum, frame):
