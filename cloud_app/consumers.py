@@ -94,8 +94,11 @@ class DashboardConsumer(AsyncJsonWebsocketConsumer):
             refused_log.warning("dashboard websocket refused: %s", exc)
             await self.close()
             return
-        await self.accept()
-        await self.send_json({"type": "summary", **first})
+        try:
+            await self.accept()
+            await self.send_json({"type": "summary", **first})
+        except SEND_ERRORS:
+            pass  # the browser left while the summary was read; its disconnect follows
 
     async def disconnect(self, code):
         task, self.flush_task = getattr(self, "flush_task", None), None
