@@ -5,6 +5,8 @@ import threading
 
 
 class Proxy:
+    delay_s = 0.0  # held back before each chunk goes on, each way: a slow link (a subclass sets it)
+
     def __init__(self, listen_port, target_port, host="127.0.0.1"):
         self.listen_port, self.target_port, self.host = listen_port, target_port, host
         self.loop = asyncio.new_event_loop()
@@ -58,6 +60,8 @@ class Proxy:
         """Copy one direction of a connection as it comes; a subclass may read and rewrite what passes."""
         try:
             while chunk := await source.read(65536):
+                if self.delay_s:
+                    await asyncio.sleep(self.delay_s)
                 sink.write(chunk)
                 await sink.drain()
         except (ConnectionError, OSError):
