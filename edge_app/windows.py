@@ -26,7 +26,8 @@ the same message in two partitions): counted, never applied, so no reading
 weighs twice in an average; the first one stands.
 
 Far-ahead readings: a reading more than MAX_JUMP_MS ahead of its
-household's clock is applied to its own window but does not move the clock,
+household's clock (or, in a live stream, more than LIVE_WITHIN_MS ahead of
+the edge's clock) is applied to its own window but does not move the clock,
 unless the household's previous far-ahead reading lies within MAX_JUMP_MS of
 it (two readings agree: the stream really jumped, e.g. a meter back after an
 outage). So one reading with a wrong clock (23 h ahead, say) cannot make the
@@ -202,7 +203,12 @@ class WindowBook:
         window.count += 1
         window.touched = state.last_seen = now
         if ts > state.newest_ts:
-            if state.newest_ts < 0 or ts - state.newest_ts <= MAX_JUMP_MS or abs(ts - state.ahead_ts) <= MAX_JUMP_MS:
+            # Far ahead: beyond MAX_JUMP_MS of the household's clock, or, for a household that came live, beyond
+            # LIVE_WITHIN_MS of the edge's own clock (one reading five minutes ahead closed its open window
+            # and made a minute of its genuine readings late).
+            far = ts - state.newest_ts > MAX_JUMP_MS or (
+                wall_ms is not None and ts - wall_ms > LIVE_WITHIN_MS and self._came_live(state))
+            if state.newest_ts < 0 or not far or abs(ts - state.ahead_ts) <= MAX_JUMP_MS:
                 state.newest_ts, state.ahead_ts = ts, -1
                 state.newest_at = wall_ms or 0
                 reach = ts - self.window_ms - self.grace_ms

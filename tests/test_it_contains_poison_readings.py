@@ -116,6 +116,19 @@ def test_it_keeps_a_live_households_clock_against_a_stray_reading_far_behind():
     assert book.add("h", now + 2000, 1.0, 0, 2, 0.0, now + 2300) == APPLIED
 
 
+def test_it_keeps_a_live_households_clock_against_one_reading_minutes_ahead():
+    # Within MAX_JUMP_MS of the household's clock, but five minutes ahead of the edge's own: a wrong clock.
+    now = T0 + 24 * HOUR  # the edge's clock when the first reading comes, 0.3 s after its time
+    book = WindowBook(5000, 2000, idle_seconds=10, live_grace_ms=1000)
+    assert [book.add("h", now + s * 1000, 1.0, 0, s, float(s), now + s * 1000 + 300) for s in range(10)] == [APPLIED] * 10
+    assert book.add("h", now + 310_000, 9999.0, 0, 10, 10.0, now + 10_300) == APPLIED  # in a window of its own
+    later = [book.add("h", now + s * 1000, 1.0, 0, s + 1, float(s), now + s * 1000 + 300) for s in range(10, 40)]
+    assert later == [APPLIED] * 30  # not late: the stray one did not move the household's clock
+    assert book.add("h", now + 310_500, 2.0, 0, 41, 40.0, now + 40_300) == APPLIED
+    assert book.add("h", now + 311_000, 2.0, 0, 42, 40.5, now + 40_800) == APPLIED  # two in a row: a jump
+    assert book.add("h", now + 41_000, 1.0, 0, 43, 41.0, now + 41_300) == LATE  # believed
+
+
 def test_it_closes_a_stray_window_and_forgets_silent_households():
     book = WindowBook(5000, 2000, idle_seconds=10)
     book.add("steady", T0, 1.0, 0, 0, 0.0)
