@@ -284,7 +284,9 @@ def _run_steps(loop, edge_id, options, control, token, outage):
         if _stale(control, loop, options):  # a newer run began while we waited for the lock
             return "stale"
         runner = STEPS[loop](options, control)
-        log.info("%s loop of edge %s started%s", loop, edge_id, " (burst)" if options.get("burst") else "")
+        # Each try during a database outage starts it again: said once, at the first start.
+        log.log(logging.DEBUG if outage.failures else logging.INFO, "%s loop of edge %s started%s", loop, edge_id,
+                " (burst)" if options.get("burst") else "")
         renewed = time.monotonic()
         collections.start()
         while not control.stop_requested():
