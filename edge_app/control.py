@@ -176,7 +176,7 @@ class EdgeControl:
         self.redis.sadd(self.prefix + "stops", run or STOP_ANY_RUN)
 
     def reset(self):
-        self.redis.delete(self.prefix + "stops", *(self.prefix + f"done:{loop}" for loop in LOOPS))
+        self.redis.delete(self.prefix + "stops", self.prefix + "gave-up", *(self.prefix + f"done:{loop}" for loop in LOOPS))
         self._stop_checked, self._stop = 0.0, False
 
     def stop_requested(self):
@@ -187,6 +187,14 @@ class EdgeControl:
             self._stop = STOP_ANY_RUN in runs or (bool(runs) if self.run is None else self.run in runs)
             self._stop_checked = now
         return self._stop
+
+    def give_up(self, reason):
+        """A loop can't do this run's work as configured: its supervisor ends the run as failed, saying `reason`."""
+        self.redis.set(self.prefix + "gave-up", reason, ex=3600)
+
+    def gave_up(self):
+        raw = self.redis.get(self.prefix + "gave-up")
+        return raw.decode() if raw else None
 
     def mark_done(self, loop):
         self.redis.set(self.prefix + f"done:{loop}", 1, ex=3600)

@@ -116,7 +116,8 @@ def layout_problem(edge_id, topic, layout, positions, beginning):
     Once every window is stored (a burst's end) nothing is read again, and the layout may change; nor is
     what Kafka deleted since (`beginning`: each partition's first offset now)."""
     before = {p.windows for p in positions} - {"", layout}
-    pending = sum(max(p.counted_offset - max(p.resume_offset, beginning.get(p.partition, 0)), 0) for p in positions)
+    pending = sum(max(p.counted_offset - max(p.resume_offset, beginning[p.partition]), 0)
+                  for p in positions if p.partition in beginning)  # not of partitions the topic no longer has
     if not before or not pending:
         return ""
     return (f"the open windows of edge {edge_id} in topic {topic} are {' and '.join(sorted(before))} windows, and "

@@ -68,6 +68,7 @@ class IngestStep(Step):
                                legacy=options.get("legacy_input", False))
         self.burst, self.connected, self.waiting_since = options.get("burst"), False, None
         self.refused_until, self.refused_said = 0.0, False  # an IngestSetupError: when to look again
+        self.control = control
         self.watch = self.end = None
 
     def step(self):
@@ -107,7 +108,10 @@ class IngestStep(Step):
             connected = self.ingest.try_connect()
         except IngestSetupError as exc:
             # Nothing a running edge can mend (its settings are read at start): said once, while the sender and
-            # the heartbeat go on delivering what is stored. A burst runs into its --timeout.
+            # the heartbeat go on delivering what is stored. A burst can't finish: it ends at once, failed.
+            if self.burst:
+                self.control.give_up(f"the ingest can't start: {exc}")
+                raise
             if not self.refused_said:
                 log.error("the ingest can't start: %s. It waits; stop the edge and start it again as it says", exc)
                 self.refused_said = True
@@ -259,7 +263,7 @@ def run_loop(loop, edge_id, options=None):
                 ended = _wait_holding(loop, control, token, wait)
                 if ended:
                     return ended
-    except (KafkaSourceError, IngestSetupError) as exc:  # Kafka away, a burst's topic missing: one line
+    except (KafkaSourceError, IngestSetupError) as exc:  # Kafka away, a burst's topic missing or layout: a line
         log.error("%s loop of edge %s stopped: %s; the supervisor starts it again", loop, edge_id, exc)
         return "failed"
     except REDIS_AWAY as exc:

@@ -175,13 +175,17 @@ class Supervisor:
         self.control.reset()
         self.options["run"] = self.control.run = self.control.new_run()
         self.baseline = Counts.now()
-        self.database_file = DatabaseFileWatch()
-        for loop in LOOPS:
-            self.jobs[loop] = self.enqueue(loop)
-            self.lapsed[loop] = 0
-        if with_workers:
-            for number in range(len(LOOPS)):
-                self.workers[number] = self._start_worker(number)
+        self.database_file = DatabaseFileWatch()  # `runedge --no-workers` leaves at once: its fd goes with it
+        try:
+            for loop in LOOPS:
+                self.jobs[loop] = self.enqueue(loop)
+                self.lapsed[loop] = 0
+            if with_workers:
+                for number in range(len(LOOPS)):
+                    self.workers[number] = self._start_worker(number)
+        except BaseException:
+            self.database_file.close()
+            raise
 
     def _refuse_if_running(self):
         held = self.control.live_holder()
@@ -226,6 +230,10 @@ class Supervisor:
             return "done"
         if self.control.stop_requested():  # `runedge --stop`, from here or another host
             return "stop"
+        reason = self.control.gave_up()
+        if reason:
+            self.failure = reason
+            return "failed"
         if self.database_file and self.database_file.gone():
             self.failure = (f"the edge database file {self.database_file.path} was removed or replaced while the edge "
                             "ran: its loops would go on writing into a file nobody can read; stopping. Unsent "
@@ -348,8 +356,6 @@ class Supervisor:
 
     def stop(self, deadline=None):
         """End the loops (unless stop_loops did) and the workers, cancel jobs nobody took, leave the record."""
-        if self.database_file:
-            self.database_file.close()
         deadline = deadline or self.stop_loops()
         for proc in self.workers.values():
             try:
@@ -367,3 +373,8 @@ class Supervisor:
         except REDIS_AWAY as exc:  # the record lapses by itself
             log.warning("edge Redis away at the end (%s): this run's jobs and supervisor record expire by themselves",
                         exc)
+        if self.database_file:
+            # Last, and after our own connection: closing any descriptor of a file drops every POSIX lock this
+            # process holds on it, SQLite's included.
+            connection.close()
+            self.database_file.close()

@@ -163,7 +163,10 @@ class WindowBook:
             state = self.households[household] = Household(
                 phase=window_phase(household, self.window_ms) if self.stagger else 0)
         if not state.confirmed and state.newest_ts >= 0:
-            if state.newest_ts - ts > MAX_JUMP_MS and not self._came_live(state):
+            # Far behind the first reading: beyond MAX_JUMP_MS, or beyond LIVE_WITHIN_MS when this one comes live
+            # (at about its time by the edge's clock) and the first did not.
+            live = wall_ms is not None and abs(ts - wall_ms) <= LIVE_WITHIN_MS
+            if state.newest_ts - ts > (LIVE_WITHIN_MS if live else MAX_JUMP_MS) and not self._came_live(state):
                 # The clock stands on the first reading alone, this far ahead of the second: that one was the
                 # stray. Nothing but its window can have closed by it (not live: by the idle timeout at most),
                 # and that window now closes by the idle timeout. It stays the reading a jump must agree with.

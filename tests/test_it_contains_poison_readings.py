@@ -129,6 +129,14 @@ def test_it_keeps_a_live_households_clock_against_one_reading_minutes_ahead():
     assert book.add("h", now + 41_000, 1.0, 0, 43, 41.0, now + 41_300) == LATE  # believed
 
 
+def test_it_takes_a_live_households_readings_after_a_first_one_minutes_ahead():
+    now = T0 + 24 * HOUR
+    book = WindowBook(5000, 2000, idle_seconds=10, live_grace_ms=1000)
+    assert book.add("h", now + 300_000, 9999.0, 0, 0, 0.0, now + 300) == APPLIED  # its first: five minutes ahead
+    later = [book.add("h", now + s * 1000, 1.0, 0, s, float(s), now + s * 1000 + 300) for s in range(1, 30)]
+    assert later == [APPLIED] * 29  # the genuine ones, live, set the clock
+
+
 def test_it_closes_a_stray_window_and_forgets_silent_households():
     book = WindowBook(5000, 2000, idle_seconds=10)
     book.add("steady", T0, 1.0, 0, 0, 0.0)

@@ -11,6 +11,7 @@ import pytest
 
 from edge_app.ingest import IngestSetupError, Ingestor
 from edge_app.loops import IngestStep
+from edge_app.supervisor import Supervisor
 from edge_app.models import WindowAggregate
 from tests.conftest import household_batches, produce, read_to_end
 
@@ -27,7 +28,7 @@ def _ingest(kafka_bootstrap, topic, window_seconds, stagger=False):
 @pytest.mark.django_db(transaction=True)
 @pytest.mark.parametrize("window_seconds, stagger", [(10, False), (5, True)], ids=["10 s", "staggered"])
 def test_it_refuses_another_layout_while_windows_are_open_and_takes_it_once_they_are_stored(
-        kafka_client, kafka_bootstrap, topic, window_seconds, stagger, settings, caplog):
+        kafka_client, kafka_bootstrap, topic, window_seconds, stagger, settings, caplog, services):
     messages, expected = household_batches(HOUSEHOLDS, STEPS, T0)
     produce(kafka_bootstrap, topic, messages)
     first = read_to_end(_ingest(kafka_bootstrap, topic, 5))
@@ -53,6 +54,19 @@ def test_it_refuses_another_layout_while_windows_are_open_and_takes_it_once_they
         step.close()
     said = [r.getMessage() for r in caplog.records if r.name == "fog.edge"]
     assert len(said) == 1 and "the ingest can't start: the open windows of edge edge-test" in said[0]
+
+    # A burst can't finish: its supervisor ends the run at once, failed, with that line.
+    supervisor = Supervisor({"burst": True}, stop_flag=lambda: False, out=lambda line: None)
+    supervisor.start(with_workers=False)
+    burst = IngestStep({"topic": topic, "kafka_client": kafka_client, "burst": True}, supervisor.control)
+    try:
+        with pytest.raises(IngestSetupError):
+            burst.step()
+        assert supervisor.handle_one_check() == "failed"
+        assert supervisor.failure.startswith("the ingest can't start: the open windows of edge edge-test")
+    finally:
+        burst.close()
+        supervisor.stop()
 
     same = read_to_end(_ingest(kafka_bootstrap, topic, 5))
     same.finish()  # the end of a burst: every window stored
