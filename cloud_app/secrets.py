@@ -27,7 +27,7 @@ def edge_secrets_text(inline, path):
     if not path:
         return inline
     with open(path, "rb") as handle:
-        return handle.read().decode("utf-8")  # decoded whole: an error's byte is the file's
+        return handle.read().decode("utf-8-sig")  # whole: an error's byte is the file's; a BOM is no id's
 
 
 def parse_edge_secrets(text):
@@ -38,11 +38,13 @@ def parse_edge_secrets(text):
     secret would count is anyone's guess), so a message can name them safely.
     """
     pairs, bad, seen = {}, [], Counter()
-    for item in filter(None, (p.strip() for p in text.replace("\n", ",").split(","))):
+    for number, item in enumerate(filter(None, (p.strip() for p in text.replace("\n", ",").split(","))), 1):
         if item.startswith("#"):
             continue
         edge_id, sep, secret = item.partition(":")
-        if not sep or not edge_id.strip() or not secret.strip():
+        if not sep:  # no id to name: the entry may be a secret alone
+            bad.append(f"entry {number}, which has no ':'")
+        elif not edge_id.strip() or not secret.strip():
             bad.append(edge_id.strip() or "?")
         else:
             pairs[edge_id.strip()] = secret.strip()

@@ -164,11 +164,13 @@ def env_host(name, default):
 
 
 def _is_host(value):
+    if value.startswith("[") != value.endswith("]"):
+        return False
     try:
-        ipaddress.ip_address(value.strip("[]"))
+        address = ipaddress.ip_address(value[1:-1] if value.startswith("[") else value)
     except ValueError:
         return bool(HOSTNAME_RE.match(value))
-    return True
+    return not getattr(address, "scope_id", None)  # nng takes no %zone: fe80::1%eth0 can never be dialled
 
 
 def env_port(name, default):

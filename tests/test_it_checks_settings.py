@@ -48,9 +48,10 @@ def test_it_reads_edge_secrets_from_a_file_and_names_an_unreadable_one(tmp_path)
     secrets = tmp_path / "secrets"
     secrets.write_text("# one pair a line\nedge-1:first-secret\nedge-2:second-secret\n")
     assert run_manage("check", env={"FOG_EDGE_SECRETS_FILE": str(secrets)}).returncode == 0
-    secrets.write_text("edge-1\n")
+    secrets.write_text("edge-1:\nmeant-for-edge-2-0123456789abcdef\n")  # a secret without its id
     broken = run_manage("check", env={"FOG_EDGE_SECRETS_FILE": str(secrets)})
-    assert "fog.E003" in broken.stderr and "edge ids: edge-1" in broken.stderr
+    assert "fog.E003" in broken.stderr and "edge ids: edge-1, entry 2, which has no ':'" in broken.stderr
+    assert "meant-for-edge-2" not in broken.stderr  # a line naming the entry never shows what may be a secret
 
 
 @pytest.mark.parametrize("edge, cloud", [
