@@ -91,7 +91,7 @@ def test_it_names_a_missing_certificate_file(tmp_path):
 
 
 @pytest.mark.parametrize("setting", ["FOG_TLS_CA", "FOG_EDGE_TLS_CERT"])
-def test_an_edge_names_an_unusable_tls_file_before_it_starts_a_loop(setting, certs, tmp_path, settings):
+def test_it_names_an_unusable_tls_file_of_an_edge_before_it_starts_a_loop(setting, certs, tmp_path, settings):
     garbage = tmp_path / "garbage.pem"
     garbage.write_text("not a certificate\n" * 20)
     settings.FOG_TLS_CA, settings.FOG_EDGE_TLS_CERT = str(certs[0] / "ca.pem"), ""

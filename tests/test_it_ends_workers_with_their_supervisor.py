@@ -8,8 +8,10 @@ import sys
 import time
 
 import pytest
+import redis as redis_lib
 
-from tests.conftest import ROOT, alive, child_env, child_pids, edge_cloud, produce, reading, start_edge, wait_for
+from tests.conftest import (ROOT, alive, child_env, child_pids, edge_cloud, produce, reading, run_manage, start_edge,
+                            wait_for)
 
 T0 = 1_577_142_000_000
 FOLLOW_SECONDS = 2.0
@@ -85,16 +87,21 @@ def test_it_gives_up_on_workers_that_keep_dying(kafka_bootstrap, topic, edge_env
 
 @pytest.mark.slow
 def test_it_gives_up_on_loops_that_fail_as_they_start(tmp_path, kafka_bootstrap, topic, edge_env):
-    """A CA file that is no certificate: the heartbeat and sender loops fail as they start, every time. The run
-    ends as failed within a minute instead of enqueueing them again every second and a half for ever."""
+    """A CA file that stops being a certificate once runedge has checked it: the heartbeat and sender loops fail
+    as they start, every time. The run ends as failed within a minute instead of enqueueing them again every
+    second and a half for ever."""
+    from edge_app.control import EdgeControl
     from edge_app.supervisor import WORKER_RESTARTS
 
-    broken = tmp_path / "ca.pem"
-    broken.write_text("-----BEGIN CERTIFICATE-----\nnot a certificate\n-----END CERTIFICATE-----\n")
+    assert run_manage("makecerts", "--dir", str(tmp_path), "--cloud-name", "127.0.0.1").returncode == 0
+    ca = tmp_path / "ca.pem"
     proc = subprocess.Popen([sys.executable, str(ROOT / "manage.py"), "runedge", "--topic", topic, "-v", "0"],
-                            cwd=ROOT, env=child_env({**edge_env, "FOG_TLS_CA": str(broken)}), stdout=subprocess.PIPE,
+                            cwd=ROOT, env=child_env({**edge_env, "FOG_TLS_CA": str(ca)}), stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, start_new_session=True)  # not start_edge: no loop runs
     try:
+        control = EdgeControl(edge_env["FOG_EDGE_ID"], redis_lib.Redis.from_url(edge_env["FOG_EDGE_REDIS_URL"]))
+        assert wait_for(lambda: control.supervisor() is not None, timeout=60, interval=0.02)  # checked, starting
+        ca.write_text("-----BEGIN CERTIFICATE-----\nnot a certificate\n-----END CERTIFICATE-----\n")
         out, err = proc.communicate(timeout=90)
     finally:
         if proc.poll() is None:

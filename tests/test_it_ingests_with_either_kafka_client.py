@@ -141,9 +141,14 @@ def _make_again(bootstrap, name):
     from confluent_kafka.admin import AdminClient, NewTopic
 
     admin = AdminClient({"bootstrap.servers": bootstrap})
-    admin.delete_topics([name])[name].result(timeout=30)
     deadline = time.monotonic() + 60
-    while True:  # the broker finishes a deletion in the background
+    while True:
+        try:
+            admin.delete_topics([name])[name].result(timeout=30)
+        except KafkaException:
+            pass  # gone already
+        # The broker finishes a deletion in the background, and a closing client's last metadata request can
+        # make the topic anew (auto-creation, with the broker's default partitions): delete and try again.
         try:
             admin.create_topics([NewTopic(name, num_partitions=3, replication_factor=1)])[name].result(timeout=30)
             return

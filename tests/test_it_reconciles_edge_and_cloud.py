@@ -9,7 +9,7 @@ from cloud_app.keys import Keys, shard_of
 from cloud_app.store import tuple_field
 from edge_app.models import Status, WindowAggregate
 from fogsite.reconcile import reconcile
-from tests.conftest import EDGE_ID, run_manage, store_through_cloud
+from tests.conftest import EDGE_ID, store_through_cloud
 
 T0 = 1_577_142_000_000
 
@@ -77,15 +77,3 @@ def test_it_counts_pending_as_a_failure_only_when_strict(delivered, cloud_settin
     assert json.loads(capsys.readouterr().out)["totals"]["pending"] == 1
     with pytest.raises(CommandError, match="1 pending"):
         run(cloud_settings, "--strict")
-
-
-@pytest.mark.parametrize("database, said", [
-    ("sqlite:///{tmp}/never-migrated.sqlite3", "never-migrated.sqlite3) lacks"),
-    ("postgres://fog:pw@127.0.0.1:1/fog", "(postgresql fog at 127.0.0.1:1) can't be read: "),  # nobody on port 1
-])
-def test_it_names_an_edge_database_it_cannot_read_instead_of_a_traceback(database, said, tmp_path):
-    # The check runedge makes before its loops start (fogsite/edge_database.py), in one line.
-    result = run_manage("reconcile", env={"FOG_DATABASE_URL": database.format(tmp=tmp_path)}, timeout=60)
-    assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr[-2000:]
-    assert result.stderr.startswith("CommandError: the edge database (") and said in result.stderr, result.stderr
-    assert len(result.stderr.strip().splitlines()) == 1, result.stderr
