@@ -37,7 +37,7 @@ from zoneinfo import ZoneInfo
 from edge_app.models import Status
 from edge_app.processes import alive, child_pids
 from tooling.chaos.proxy import Proxy
-from tooling.net import POLL_INTERVAL_S, free_port, wait_for
+from tooling.net import POLL_INTERVAL_S, free_port, port_open, wait_for
 from tooling.localservices import Kafka, Paths, Redis
 from tooling.signals import end_child, start_child, uninterrupted
 
@@ -45,6 +45,8 @@ ROOT = Path(__file__).resolve().parent.parent.parent
 log = logging.getLogger("fog.chaos")
 SECRET = "chaos-secret-not-for-production"
 LOOPS = ("ingest", "sender", "heartbeat")
+CLOUD_PORT_TRIES = 3  # first starts of the cloud, each on new ports when the last ones were taken meanwhile
+CLOUD_START_S = 30  # how long a first start may take to listen before the edge is started anyway
 _RESERVED = set()  # ports handed out in this process: two lanes picking ports at once never get the same one
 _RESERVING = threading.Lock()
 
@@ -179,8 +181,22 @@ class Pipeline:
         return proc
 
     def start_cloud(self):
-        self.cloud = self._manage("runcloud", "-v", "0",
-                                  env={"FOG_HEARTBEAT_PORT": str(self.hb), "FOG_DATA_PORT": str(self.data)})
+        """Start `runcloud` on this pipeline's ports. Another test or program may have bound one of them since
+        they were reserved (nothing holds a port between its pick and its bind): at the first start the cloud
+        then exits at once, and gets new ones before anything dials them. A restart (a scenario's recovery,
+        timed from here) is not waited for."""
+        first = self.edge is None
+        for _ in range(CLOUD_PORT_TRIES if first else 1):
+            self.cloud = self._manage("runcloud", "-v", "0",
+                                      env={"FOG_HEARTBEAT_PORT": str(self.hb), "FOG_DATA_PORT": str(self.data)})
+            if not first:
+                return
+            wait_for(lambda: self.cloud.poll() is not None or port_open("127.0.0.1", self.data), CLOUD_START_S)
+            if self.cloud.poll() is None:
+                return
+            self.hb, self.data = reserve_port(), reserve_port()
+            if self.proxied:
+                self.proxy_hb.target_port, self.proxy_data.target_port = self.hb, self.data
 
     def start_edge(self):
         hb, data = (self.proxy_hb.listen_port, self.proxy_data.listen_port) if self.proxied else (self.hb, self.data)
