@@ -242,10 +242,15 @@ def child_drain(tuples, batch, in_flight, baseline_tuples, orm_tuples, data_port
 
     class OrmAck(Sender):
         def mark_acked(self, acked):  # each row has its own code: one ORM update a row
-            now = timezone.now()
+            now, first = timezone.now(), 0
             for code, _, tid in acked:
-                WindowAggregate.objects.filter(id=tid).update(status=Status.ACKED, postal_code=code, acked_at=now,
-                                                              refusal="", next_attempt_at=None)
+                fields = {"status": Status.ACKED, "postal_code": code, "acked_at": now, "refusal": "",
+                          "next_attempt_at": None}
+                marked = WindowAggregate.objects.filter(id=tid, acked_at__isnull=True).update(**fields)
+                if not marked:  # sent again from the admin: acknowledged again, counted once (Sender.mark_acked)
+                    WindowAggregate.objects.filter(id=tid).update(**fields)
+                first += marked
+            return first
 
     class OrmClaim(Sender):
         def _next_batch(self):  # the ORM's SELECT of the next batch, then its UPDATE of those rows to SENT
