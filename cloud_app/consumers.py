@@ -68,16 +68,6 @@ def merge(pending, update):
     return pending
 
 
-def summary(reader):
-    """What a page paints on (re)connecting: the reader's summary, each edge with its last hour, and the power
-    per minute (the same figures as /api/edges/<id>/history/ and /api/power/)."""
-    first = reader.summary()
-    for edge in first["edges"]:
-        edge["history"] = reader.edge_history(edge["edge"])
-    first["power"] = reader.power()
-    return first
-
-
 class DashboardConsumer(AsyncJsonWebsocketConsumer):
     readers = ReaderSource()
 
@@ -89,7 +79,7 @@ class DashboardConsumer(AsyncJsonWebsocketConsumer):
         try:
             await self.channel_layer.group_add(DASHBOARD_GROUP, self.channel_name)
             self.joined = True
-            first = await sync_to_async(lambda: summary(self.readers()))()
+            first = await sync_to_async(lambda: self.readers().summary())()
         except LAYER_ERRORS as exc:
             refused_log.warning("dashboard websocket refused: %s", exc)
             await self.close()

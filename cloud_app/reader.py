@@ -206,8 +206,13 @@ class CloudReader:
         return totals
 
     def summary(self, recent=20):
-        """Everything the dashboard paints first."""
-        return {"price_eur_per_kwh": self.price, "states": self.states(), "edges": self.edges(),
+        """Everything the dashboard paints on (re)connecting: with each edge's last hour and the power per minute
+        (as /api/edges/<id>/history/ and /api/power/), which its updates only add to, so a page that was away
+        misses nothing."""
+        edges = self.edges()
+        for edge in edges:
+            edge["history"] = self.edge_history(edge["edge"])
+        return {"price_eur_per_kwh": self.price, "states": self.states(), "edges": edges, "power": self.power(),
                 "recent": self.recent(recent), "ts": int(time.time() * 1000)}
 
 

@@ -73,6 +73,7 @@ def req_socket(addresses, timeout_ms, max_reply_bytes, tls=None):
 
 
 class Heartbeat:
+    every_seconds = BEAT_EVERY_SECONDS  # HeartbeatStep starts a beat this long after the last began
     def __init__(self, *, edge_id, secret, address, timeout_ms=BEAT_TIMEOUT_MS, tls=None):
         self.edge_id, self.secret, self.address, self.tls = edge_id, secret, address, tls
         EdgeStatus.for_edge(edge_id)  # before the socket: a database that fails here leaves no socket behind

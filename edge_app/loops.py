@@ -208,8 +208,6 @@ class HeartbeatStep(Step):
         self.control = control
 
     def step(self):
-        from edge_app.link import BEAT_EVERY_SECONDS
-
         began = time.monotonic()
         self.beat.handle_one_beat()
         if time.monotonic() >= self.next_retention:
@@ -218,7 +216,7 @@ class HeartbeatStep(Step):
             delete_expired(settings.FOG_EDGE_RETENTION_DAYS)
             self.next_retention = time.monotonic() + self.RETENTION_EVERY_SECONDS
         # Counted from when this beat began: a slow answer does not widen the gap the cloud sees between beats.
-        _sleep(BEAT_EVERY_SECONDS - (time.monotonic() - began), self.control)
+        _sleep(self.beat.every_seconds - (time.monotonic() - began), self.control)
         return False
 
     def finished(self, control):
