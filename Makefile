@@ -13,10 +13,14 @@ bootstrap: system venv node services
 system:
 	@scripts/bootstrap-system.sh
 
+# uv (Astral's installer, pinned) installs the lock: the same pinned packages as pip, in a quarter of
+# its time on a fresh clone, which `make test` spends inside its 15 minutes.
+UV_VERSION := 0.13.9
 venv: .venv/.installed
 .venv/.installed: requirements.txt
 	@test -x $(PY) || python3 -m venv .venv
-	$(PY) -m pip install -q --disable-pip-version-check -r requirements.txt
+	@test -x .venv/bin/uv || $(PY) -m pip install -q --disable-pip-version-check uv==$(UV_VERSION)
+	.venv/bin/uv pip install -q --python $(PY) -r requirements.txt
 	@touch $@
 
 node: node_modules/.package-lock.json

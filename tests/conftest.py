@@ -78,7 +78,14 @@ def pytest_addoption(parser):
     edge_database.add_option(parser)
 
 
+# Django's advice for test suites: a password set in a test is hashed with MD5, not with PBKDF2's deliberately
+# slow rounds, which every admin_client would pay for again. Only in this process: the servers the tests start
+# keep the real hashers, and no test logs in to them.
+TEST_PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+
+
 def pytest_configure(config):
+    settings.PASSWORD_HASHERS = TEST_PASSWORD_HASHERS
     parallel.configure(config, SESSION_ENV, session_processes, _kill_survivors, wait_for)
     if hasattr(signal, "SIGTERM"):
         signal.signal(signal.SIGTERM, _sigterm_as_ctrl_c)
