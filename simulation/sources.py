@@ -3,10 +3,17 @@
 CSV files are read completely and checked before anything is sent, so a bad
 file stops the run with its name and line number and nothing half-sent
 (with skip_bad_lines, a bad line costs that line only: each line is decoded
-on its own). A folder's files are its *.csv (any case) that are not hidden.
-Power is converted from milliwatts to watts here, once. Event time is the
-`date` column read in the given time zone (the files' `timestamp` column is
-not used: in the sample it is an hour off local time).
+on its own, and each skipped line is named in a warning, the first
+SKIPPED_SHOWN of a file). A folder's files are its *.csv (any case) that are
+not hidden. Power is converted from milliwatts to watts here, once.
+
+Event time is the `date` column read in the given time zone, to the
+millisecond of the `timestamp` column (`_instant`). A `timestamp` that is the
+date's own instant (epoch ms, as the format describes it) is taken as it is:
+it also tells the two passes of the hour the clocks go back apart. The
+sample's `timestamp` is its date read as UTC instead (an hour off local time
+in winter), so there only its milliseconds are used: a meter can read twice
+within one second of `date`. A `timestamp` that is neither is passed over.
 
 Synthetic households are stateless functions of (seed, household, time):
 the same seed gives the same values in any process, whatever the number of
@@ -14,6 +21,7 @@ households, and no per-household state grows with the run.
 """
 
 import codecs
+import logging
 import math
 import re
 import time
@@ -30,6 +38,14 @@ POWER_COLUMN = HEADER_COLUMNS.index("power")
 DATE_RE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2} [0-9]{2}:[0-9]{2}:[0-9]{2}")  # local, no offset: `zone` says which
 REPORT_LINES = 1 << 16  # lines between two progress reports while a file is read (a few MB)
 MAX_LINE_BYTES = 4096  # a Gem House line is about 70 bytes; a longer one is not a reading, and is not read whole
+STAMP_RE = re.compile(r"[0-9]{1,15}")  # the `timestamp` column: epoch ms
+OFFSET_STEP_S = 900  # every time zone's offset from UTC is a multiple of 15 minutes
+SKIPPED_SHOWN = 20  # skipped lines named one by one in a file's warnings; the rest are counted
+# A line this far ahead of the one before it that the next line goes back from (but not beyond the line
+# before it) is the one out of place, most likely a typo in its date: it is the line blamed, or skipped.
+STRAY_JUMP_MS = 3_600_000
+
+log = logging.getLogger("fog.simulation")
 
 # A typical German household's day (standard load profile H0, hourly, as
 # multiples of the day's mean): low at night, a morning and an evening peak.
@@ -71,8 +87,39 @@ def _hour_start_ms(hour, zone):
     return _hours[key]
 
 
-def _epoch_ms(text, zone, previous):
-    """Local `YYYY-MM-DD HH:MM:SS` in `zone` to epoch ms, following the clock back over a DST change."""
+class NotAfter(DataError):
+    """A line whose time does not come after the line before it (`ts`: its time)."""
+
+    def __init__(self, message, ts):
+        super().__init__(message)
+        self.ts = ts
+
+
+class OutOfPlace(DataError):
+    """A line taken already (`line`: its number) turned out to be out of place."""
+
+    def __init__(self, message, line):
+        super().__init__(message)
+        self.line = line
+
+
+def _instant(local_ms, stamp):
+    """A line's epoch ms from its date (`local_ms`, whole seconds) and its `timestamp` column (None if it is
+    not a number): the timestamp itself when it is the date's instant; the date with the timestamp's
+    milliseconds when the two differ by whole quarter hours, as a date read in another zone does (the
+    sample's is read as UTC); else the date alone."""
+    if stamp is None:
+        return local_ms
+    if 0 <= stamp - local_ms < 1000:
+        return stamp
+    if (stamp // 1000 - local_ms // 1000) % OFFSET_STEP_S == 0:
+        return local_ms + stamp % 1000
+    return local_ms
+
+
+def _epoch_ms(text, zone, previous, stamp=None):
+    """Local `YYYY-MM-DD HH:MM:SS` in `zone` to epoch ms (to the millisecond of `stamp`, the timestamp column
+    if it is a number: `_instant`), following the clock back over a DST change."""
     if not DATE_RE.fullmatch(text):
         raise DataError(f"bad date {text[:30]!r} (expected YYYY-MM-DD HH:MM:SS)")
     minute, second = int(text[14:16]), int(text[17:19])
@@ -83,20 +130,22 @@ def _epoch_ms(text, zone, previous):
     except ValueError:
         raise DataError(f"bad date {text!r} (expected YYYY-MM-DD HH:MM:SS)") from None
     if start is not None:
-        return start + minute * 60_000 + second * 1000
+        return _instant(start + minute * 60_000 + second * 1000, stamp)
     naive = datetime.fromisoformat(text)
     aware = naive.replace(tzinfo=zone)
     ms = int(aware.timestamp() * 1000)
     if datetime.fromtimestamp(ms / 1000, zone).replace(tzinfo=None) != naive:
         raise DataError(f"{text} never happened in {zone}: the clocks went forward over it")
+    later = int(naive.replace(tzinfo=zone, fold=1).timestamp() * 1000)
+    if stamp is not None and any(0 <= stamp - moment < 1000 for moment in (ms, later)):
+        return stamp  # the timestamp says which pass of the repeated hour, however long the meter was silent
     if previous is not None and ms <= previous:
-        later = int(naive.replace(tzinfo=zone, fold=1).timestamp() * 1000)
         # The repeated hour when clocks go back: the second pass, if that puts this line closer after the
         # line before than half the shift. Further is likelier a line out of order (a duplicate line would
         # be a whole shift later): read as the second pass, it would move the rest of the first pass on too.
         if previous < later <= previous + (later - ms) // 2:
             ms = later
-    return ms
+    return _instant(ms, stamp)
 
 
 def _lines(handle, report=None):
@@ -125,7 +174,7 @@ def _reading(fields, zone, previous, now_ms):
     """(epoch ms, watts) of one data line's fields, or DataError saying what is wrong with it."""
     if len(fields) != len(HEADER_COLUMNS):
         raise DataError(f"expected {len(HEADER_COLUMNS)} fields, found {len(fields)}")
-    ts = _epoch_ms(fields[0], zone, previous)
+    ts = _epoch_ms(fields[0], zone, previous, int(fields[1]) if STAMP_RE.fullmatch(fields[1]) else None)
     if limits.time_problem(ts, now_ms):
         raise DataError(f"date {fields[0]} is before 2000-01-01 00:00 UTC or more than "
                         f"{limits.FUTURE_SLACK_MS // 3_600_000} h from now")
@@ -139,7 +188,7 @@ def _reading(fields, zone, previous, now_ms):
     if problem:
         raise DataError(f"power {fields[POWER_COLUMN][:30]!r} mW is not a household's: {problem}")
     if previous is not None and ts <= previous:
-        raise DataError(f"time {fields[0]} does not come after the line before")
+        raise NotAfter(f"time {fields[0]} does not come after the line before", ts)
     return ts, milliwatts / 1000.0
 
 
@@ -174,23 +223,54 @@ def _read_lines(lines, path, zone, skip_bad_lines, timestamps, powers):
         raise DataError(f"{path}:{1 if first != HEADER_MODEL else 2}: expected the two header lines "
                         f"{HEADER_MODEL!r} and {','.join(HEADER_COLUMNS)!r}, found {first[:40]!r} and {second[:80]!r}")
     skipped, previous, now_ms = 0, None, int(time.time() * 1000)
+    last = None  # (number, date text, time of the line before it) of the last line taken
+
+    def skip(number, problem):
+        nonlocal skipped
+        skipped += 1
+        if skipped <= SKIPPED_SHOWN:
+            log.warning("%s:%d: %s (skipped: --skip-bad-lines)", path, number, problem)
+
     for number, text in lines:
         try:
             if isinstance(text, DataError):
                 raise text
             if not text.strip():
                 continue
-            ts, watts = _reading(text.split(","), zone, previous, now_ms)
+            fields = text.split(",")
+            try:
+                ts, watts = _reading(fields, zone, previous, now_ms)
+            except NotAfter as exc:
+                stray = last is not None and last[2] is not None and previous - last[2] > STRAY_JUMP_MS
+                if not (stray and exc.ts > last[2]):
+                    raise
+                # The line before jumped ahead and this one comes back in sequence: that one is out of place.
+                problem = (f"time {last[1]} jumps {_span(previous - last[2])} ahead of the line before it, and "
+                           f"line {number} ({fields[0]}) comes back: a date out of place")
+                if not skip_bad_lines:
+                    raise OutOfPlace(problem, last[0]) from None
+                timestamps.pop()
+                powers.pop()
+                skip(last[0], problem)
+                previous, last = last[2], None
+                ts, watts = _reading(fields, zone, previous, now_ms)
         except DataError as exc:
             if not skip_bad_lines:
-                raise DataError(f"{path}:{number}: {exc} (nothing was sent; --skip-bad-lines counts and skips "
-                                "such lines)") from None
-            skipped += 1
+                raise DataError(f"{path}:{getattr(exc, 'line', number)}: {exc} (nothing was sent; --skip-bad-lines "
+                                "counts and skips such lines)") from None
+            skip(number, exc)
             continue
         timestamps.append(ts)
         powers.append(watts)
+        last = (number, fields[0], previous)
         previous = ts
+    if skipped > SKIPPED_SHOWN:
+        log.warning("%s: %d bad lines skipped in all, the first %d named above", path, skipped, SKIPPED_SHOWN)
     return skipped
+
+
+def _span(ms):
+    return f"{ms / 3_600_000:.1f} h" if ms >= 3_600_000 else f"{ms / 60_000:.0f} min"
 
 
 def read_folder(folder, zone, skip_bad_lines=False, progress=None):

@@ -554,8 +554,10 @@ def start_edge(env, topic, **popen):
 
 
 def write_gem_csv(path, rows, header=GEM_HEADER):
-    """A file in the Gem House format: rows of (local date text, power in mW)."""
-    lines = [f"{date},0,{1000 + i},{mw},{mw // 3},{mw // 3},{mw - 2 * (mw // 3)}" for i, (date, mw) in enumerate(rows)]
+    """A file in the Gem House format: rows of (local date text, power in mW[, timestamp column]); the
+    timestamp column is 0 unless a row gives one."""
+    lines = [f"{date},{stamp[0] if stamp else 0},{1000 + i},{mw},{mw // 3},{mw // 3},{mw - 2 * (mw // 3)}"
+             for i, (date, mw, *stamp) in enumerate(rows)]
     path.write_text(header + "\n".join(lines) + "\n")
     return path
 

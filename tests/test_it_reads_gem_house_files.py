@@ -4,7 +4,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from simulation.sources import DataError, read_csv, read_folder
+from simulation.sources import SKIPPED_SHOWN, DataError, read_csv, read_folder
 from tests.conftest import sample_data_dir, write_gem_csv
 from tests.corpus import CSV_FILES, CSV_LINES
 
@@ -47,12 +47,65 @@ def test_it_skips_the_missing_hour_when_clocks_go_forward(tmp_path):
     assert stamps[1] - stamps[0] == 1000
 
 
+def test_it_takes_the_milliseconds_of_the_timestamp_column_so_two_readings_may_share_a_second(tmp_path):
+    # As in the sample, the timestamp is the date read as UTC (an hour off Berlin in winter), to the ms.
+    day = 1_577_145_600_000  # 2019-12-24 00:00 UTC
+    rows = [("2019-12-24 00:00:01", 1000, day + 1_982), ("2019-12-24 00:00:02", 2000, day + 2_099),
+            ("2019-12-24 00:00:02", 3000, day + 2_801), ("2019-12-24 00:00:04", 4000, "junk")]
+    household, skipped = read_csv(write_gem_csv(tmp_path / "h.csv", rows), BERLIN)
+    local = day - 3_600_000  # midnight in Berlin
+    assert skipped == 0 and list(household.timestamps) == [local + 1_982, local + 2_099, local + 2_801, local + 4_000]
+    # Out of order within its second: still refused, by its line.
+    rows[2] = ("2019-12-24 00:00:02", 3000, day + 2_050)
+    with pytest.raises(DataError, match=r"h\.csv:5: time 2019-12-24 00:00:02 does not come after"):
+        read_csv(write_gem_csv(tmp_path / "h.csv", rows), BERLIN)
+
+
+def test_it_tells_the_two_passes_of_the_repeated_hour_apart_by_a_timestamp_in_epoch_ms(tmp_path):
+    # 2019-10-27: a meter silent from 01:49:58 CEST (23:49:58 UTC) to 02:30:00 CET (01:30 UTC), its timestamps
+    # the true instants: the silence is longer than the rule for dates alone can tell from a line out of order.
+    rows = [("2019-10-27 01:49:58", 1000, 1_572_133_798_250), ("2019-10-27 02:30:00", 2000, 1_572_139_800_250),
+            ("2019-10-27 02:30:02", 3000, 1_572_139_802_250)]
+    stamps = list(read_csv(write_gem_csv(tmp_path / "h.csv", rows), BERLIN)[0].timestamps)
+    assert stamps == [1_572_133_798_250, 1_572_139_800_250, 1_572_139_802_250]
+    # Back 45 minutes after 02:39:58 CEST, at 02:25:00 CET: the second pass, not a line out of order.
+    rows = [("2019-10-27 02:39:58", 1000, 1_572_136_798_000), ("2019-10-27 02:25:00", 2000, 1_572_139_500_000)]
+    assert list(read_csv(write_gem_csv(tmp_path / "h.csv", rows), BERLIN)[0].timestamps) == [
+        1_572_136_798_000, 1_572_139_500_000]
+
+
+def test_it_blames_and_skips_a_date_out_of_place_not_the_lines_after_it(tmp_path, caplog):
+    rows = [(f"2019-12-24 00:{i // 30:02d}:{i % 30 * 2:02d}", 1000 + i) for i in range(90)]
+    rows[40] = ("2019-12-24 09:01:20", 5000)  # a typo in the hour, on file line 43
+    path = write_gem_csv(tmp_path / "h.csv", rows)
+    with pytest.raises(DataError, match=r"h\.csv:43: time 2019-12-24 09:01:20 jumps 9\.0 h ahead of the line "
+                                        r"before it, and line 44 \(2019-12-24 00:01:22\) comes back"):
+        read_csv(path, BERLIN)
+    household, skipped = read_csv(path, BERLIN, skip_bad_lines=True)
+    assert skipped == 1 and len(household.timestamps) == 89 and 5000 / 1000 not in household.powers
+    assert [r.getMessage() for r in caplog.records if "skipped" in r.getMessage()] == [
+        f"{path}:43: time 2019-12-24 09:01:20 jumps 9.0 h ahead of the line before it, and line 44 "
+        "(2019-12-24 00:01:22) comes back: a date out of place (skipped: --skip-bad-lines)"]
+
+
+def test_it_names_each_skipped_line_up_to_a_bound_and_counts_the_rest(tmp_path, caplog):
+    rows = [(f"2019-12-24 00:{i // 30:02d}:{i % 30 * 2:02d}", -1 if i % 2 else 1000) for i in range(2 * SKIPPED_SHOWN + 10)]
+    household, skipped = read_csv(write_gem_csv(tmp_path / "h.csv", rows), BERLIN, skip_bad_lines=True)
+    assert skipped == SKIPPED_SHOWN + 5 and len(household.timestamps) == SKIPPED_SHOWN + 5
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert len(warnings) == SKIPPED_SHOWN + 1
+    assert warnings[0].startswith(f"{tmp_path / 'h.csv'}:4: power '-1' mW is not a household's")
+    assert warnings[-1] == f"{tmp_path / 'h.csv'}: {SKIPPED_SHOWN + 5} bad lines skipped in all, the first " \
+                           f"{SKIPPED_SHOWN} named above"
+
+
 def test_it_reads_the_real_sample_files():
     households, skipped = read_folder(sample_data_dir(), BERLIN)
     assert skipped == 0 and len(households) >= 2
     first = households[0]
     assert len(first.timestamps) >= 43_000
-    assert first.timestamps[0] == 1_577_142_001_000  # 2019-12-24 00:00:01 in Berlin
+    # 2019-12-24 00:00:01 in Berlin, to the millisecond of the timestamp column (the date read as UTC)
+    assert first.timestamps[0] == 1_577_142_001_982
     assert 0 < min(first.powers) and max(first.powers) < 50_000  # watts, not milliwatts
 
 

@@ -9,7 +9,7 @@ from django.core.management.base import BaseCommand, CommandError
 from fogwire.limits import MAX_READINGS_PER_MESSAGE
 from simulation.producer import CLIENTS, STOP_FLUSH_S, KafkaUnavailable
 from simulation.scenario import Options, run
-from simulation.sources import DataError
+from simulation.sources import SKIPPED_SHOWN, DataError
 
 LOG_LEVELS = {0: logging.WARNING, 1: logging.INFO, 2: logging.DEBUG, 3: logging.DEBUG}
 
@@ -67,7 +67,8 @@ class Command(BaseCommand):
                             f"(default and most {MAX_READINGS_PER_MESSAGE}); 1 = a message a reading, keyed by "
                             "household (an edge reads both; not an edge run with --legacy-input)")
         parser.add_argument("--skip-bad-lines", action="store_true",
-                            help="count and skip malformed CSV lines instead of stopping at the first")
+                            help="count and skip malformed CSV lines instead of stopping at the first; each is named in a "
+                            f"warning (file:line: what is wrong), the first {SKIPPED_SHOWN} of a file, then a count")
         parser.add_argument("--collect", action="store_true",
                             help="print a per-household summary (count, min, mean, max W) at the end")
         parser.add_argument("--no-progress", action="store_true", help="no progress bar even on a terminal")
