@@ -76,6 +76,9 @@ LEGACY_BUFFER_MAX = 20000  # unkeyed input: messages a partition may have waitin
 # the read - record timestamp) its partition showed over the last one to two of these periods: the producer's
 # clock offset and the transit, without the time the reading waited for a busy ingest (see _apply).
 ARRIVAL_LAG_PERIOD_S = 5.0
+# The wall clock moved this far against the monotonic one between two polls: a step (NTP setting it), which
+# live windows must not take for time passed. NTP's slewing moves it by well under a millisecond a second.
+CLOCK_STEP_MS = 500
 MALFORMED_LOG_LINES = 5  # at most this many malformed-reading lines per MALFORMED_LOG_SECONDS
 MALFORMED_LOG_SECONDS = 60.0
 
@@ -149,11 +152,13 @@ class Ingestor:
         self.last_flush = self.last_idle_check = time.monotonic()
         self.dirty = False
         self.malformed_log = RateLimitedLog(log, MALFORMED_LOG_LINES, MALFORMED_LOG_SECONDS)
+        self.clock_log = RateLimitedLog(log, MALFORMED_LOG_LINES, MALFORMED_LOG_SECONDS)  # a clock stepping on and on
         self.gate = None  # no budget until set_budget
         self.backlog_at = None  # (counted backlog, totals["windows"] then, when), from set_budget on
         self.paused_at = None
         self.lags = ({}, {})  # partition -> smallest lag this period, and the period before (ARRIVAL_LAG_PERIOD_S)
         self.lags_rolled = time.monotonic()
+        self.clock_offset_ms = None  # wall clock - monotonic clock at the last poll (ms): its steps, see CLOCK_STEP_MS
         # Readings a message held in the last poll, to size polls (the room is in readings, a poll takes
         # messages): until the first, as many as a batch may, except for the prototype's single readings.
         self.per_message = 1.0 if legacy else limits.MAX_READINGS_PER_MESSAGE
@@ -271,6 +276,7 @@ class Ingestor:
             batches, deleted, left = exc.batches, exc.offsets, math.inf
         now = time.monotonic()
         now_ms = int(time.time() * 1000)
+        self._follow_clock_steps(now, now_ms)
         if now - self.lags_rolled >= ARRIVAL_LAG_PERIOD_S:
             self.lags, self.lags_rolled = ({}, self.lags[0]), now
         read = 0
@@ -308,6 +314,21 @@ class Ingestor:
         elif self.book.closed:
             self.store_closed()
         return read > 0
+
+    def _follow_clock_steps(self, now, now_ms):
+        """Carry the live windows over a step of the edge's wall clock: their households' clocks run on the wall
+        clock, so a step forward would close them early and count the readings still to come as late."""
+        offset = now_ms - int(now * 1000)
+        last, self.clock_offset_ms = self.clock_offset_ms, offset
+        if last is None or abs(offset - last) < CLOCK_STEP_MS:
+            return
+        step = offset - last
+        self.book.shift_clock(step)
+        for lags in self.lags:  # the arrival lags measured on the clock before the step
+            for partition in lags:
+                lags[partition] += step
+        self.clock_log.warning("the edge's clock stepped %+.1f s; its live windows keep to the time that passed",
+                               step / 1000)
 
     # --- the budget and readings Kafka deleted (edge_app/budget.py) -------
 

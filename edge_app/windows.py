@@ -61,7 +61,10 @@ there (the ingest's `read_clock`). So a consumer that lags (catching up
 after a restart, or overloaded) never closes a window whose readings are
 still unread, and one that keeps up need not stop reading to close windows:
 at real time the next readings stream in while the last windows close.
-Replays of past data are never live and follow event time alone.
+Replays of past data are never live and follow event time alone. A step of
+the edge's wall clock (NTP setting it) is not time passed: the ingest moves
+every live household's clock with it (`shift_clock`), so a step forward
+closes nothing early.
 
 Memory: a household silent for FORGET_AFTER_IDLES idle timeouts (its
 windows all closed long before) is forgotten. Until then a straggler for a
@@ -327,6 +330,15 @@ class WindowBook:
             if state.closed_ahead:
                 state.closed_ahead = {s for s in state.closed_ahead if s >= state.closed_until}
         return len(self.closed) - before
+
+    def shift_clock(self, ms):
+        """The edge's clock stepped by `ms` (set by NTP, say): each live household's clock keeps to the time that
+        passed, so no live window closes early for a step forward, nor late for one back. The heap's keys move
+        with them (all by the same amount, so its order holds)."""
+        for state in self.households.values():
+            if state.newest_at:
+                state.newest_at += ms
+        self.live_due = [key + (ms << SLOT_BITS) for key in self.live_due]
 
     def shift_idle(self, seconds):
         """Forget `seconds` of silence: the ingest paused (for its budget), the households did not."""
