@@ -12,7 +12,16 @@ it missed while away is not lost (the updates carry only what changed).
 A client may send {"watch": household} (or {"watch": null}): with each
 update that stored tuples, it then also gets that household's newest
 windows, read here from the store (a bounded read), so the page's household
-view is live without the browser polling.
+view is live without the browser polling. That is all the page ever sends: any
+other frame (binary, not JSON, oversized) closes the socket with a close code
+and takes it out of the group at once. Anyone can open the socket, and a frame
+that crashed the consumer used to skip its disconnect, leaving a dead member
+that every update was sent to for the layer's group expiry.
+
+channels-redis drops a group member that was not added again within the
+layer's `group_expiry` (settings.CHANNEL_LAYERS), so a member that dies
+without leaving costs only that long; a live socket therefore adds itself
+again several times within it.
 """
 
 import asyncio
@@ -46,8 +55,20 @@ FLUSH_CANCEL_SECONDS = 1.0
 # RuntimeError): the disconnect that follows ends the consumer.
 SEND_ERRORS = (OSError, RuntimeError)
 LAYER_ERRORS = (RedisError, OSError, *STORE_ERRORS)
+# Renewals of a live socket's membership within one group expiry: one or two failed ones (a layer that blips)
+# still leave it in the group.
+RENEWALS_PER_EXPIRY = 5
+# The page's largest frame is {"watch": household} with a 256-character id, each character at most 6 when
+# JSON-escaped; anything much larger is not the page's.
+MAX_FRAME_CHARS = 4096
+# RFC 6455 close codes for what the page never sends.
+CLOSE_UNSUPPORTED = 1003  # a binary frame
+CLOSE_INVALID = 1007  # text that is not JSON
+CLOSE_TOO_BIG = 1009
 
 refused_log = RateLimitedLog(log, REFUSED_LOG_LINES, REFUSED_LOG_SECONDS)
+# Anyone may send junk frames: so many lines, not one a frame.
+junk_log = RateLimitedLog(log, REFUSED_LOG_LINES, REFUSED_LOG_SECONDS)
 
 
 def merge(pending, update):
@@ -73,7 +94,7 @@ class DashboardConsumer(AsyncJsonWebsocketConsumer):
 
     async def connect(self):
         self.pending, self.flush_task, self.last_sent, self.watching = None, None, 0.0, None
-        self.joined = False
+        self.joined, self.leaving, self.renew_task = False, False, None
         # Accepted only once it can deliver: a socket accepted and then closed looks "live" to the page for a
         # moment, and the page would retry at once, forever, while the channel layer is down.
         try:
@@ -84,6 +105,7 @@ class DashboardConsumer(AsyncJsonWebsocketConsumer):
             refused_log.warning("dashboard websocket refused: %s", exc)
             await self.close()
             return
+        self.renew_task = asyncio.create_task(self._renew())
         try:
             await self.accept()
             await self.send_json({"type": "summary", **first})
@@ -91,21 +113,70 @@ class DashboardConsumer(AsyncJsonWebsocketConsumer):
             pass  # the browser left while the summary was read; its disconnect follows
 
     async def disconnect(self, code):
-        task, self.flush_task = getattr(self, "flush_task", None), None
-        if task is not None:
-            task.cancel()
-            await asyncio.wait([task], timeout=FLUSH_CANCEL_SECONDS)
-        if getattr(self, "joined", False):
-            try:
-                await self.channel_layer.group_discard(DASHBOARD_GROUP, self.channel_name)
-            except LAYER_ERRORS:
-                pass  # the layer is down; its group forgets this channel after its expiry
+        await self._leave()
+
+    async def websocket_receive(self, message):
+        """Every frame, instead of channels' decoding, which raises on a binary frame or on text that is not
+        JSON: the exception ended the application without its disconnect."""
+        text = message.get("text")
+        if not isinstance(text, str):
+            return await self._refuse(CLOSE_UNSUPPORTED, "a binary frame")
+        if len(text) > MAX_FRAME_CHARS:
+            return await self._refuse(CLOSE_TOO_BIG, f"a frame of {len(text)} characters")
+        try:
+            content = await self.decode_json(text)
+        except (ValueError, RecursionError):  # RecursionError: JSON nested deeper than the parser goes
+            return await self._refuse(CLOSE_INVALID, "a text frame that is not JSON")
+        await self.receive_json(content)
 
     async def receive_json(self, content, **kwargs):
         household = content.get("watch") if isinstance(content, dict) else None
         self.watching = household[:256] if isinstance(household, str) and household else None
 
+    async def _refuse(self, code, what):
+        client = self.scope.get("client") or ("?", "?")
+        junk_log.warning("dashboard websocket from %s:%s sent %s; closed with %d", *client[:2], what, code)
+        await self._leave()  # now: a client that never answers the close must not stay a member meanwhile
+        try:
+            await self.close(code)
+        except SEND_ERRORS:
+            pass  # already gone; its disconnect follows
+
+    async def _leave(self):
+        """Ends the socket's flush and renewals, then takes it out of the group: after them, since a renewal
+        still in flight would add it back. Runs once, at the first of a refused frame or the disconnect."""
+        if getattr(self, "leaving", True):
+            return  # left already, or never got as far as connect
+        self.leaving = True
+        tasks = [task for task in (self.flush_task, self.renew_task) if task is not None]
+        self.flush_task = self.renew_task = None
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            await asyncio.wait(tasks, timeout=FLUSH_CANCEL_SECONDS)
+        if self.joined:
+            self.joined = False
+            try:
+                await self.channel_layer.group_discard(DASHBOARD_GROUP, self.channel_name)
+            except LAYER_ERRORS:
+                pass  # the layer is down; its group forgets this channel after its expiry
+
+    async def _renew(self):
+        """Adds the socket to the group again well within the layer's group expiry, which would otherwise drop
+        a socket open longer than that while it is still live."""
+        every = self.channel_layer.group_expiry / RENEWALS_PER_EXPIRY
+        while not self.leaving:
+            await asyncio.sleep(every)
+            if self.leaving:
+                return  # a cancel swallowed in the sleep's last moment (cloud_app's layer, Python 3.11)
+            try:
+                await self.channel_layer.group_add(DASHBOARD_GROUP, self.channel_name)
+            except LAYER_ERRORS as exc:
+                refused_log.warning("dashboard websocket could not renew its group membership: %s", exc)
+
     async def pipeline_update(self, event):
+        if self.leaving:
+            return  # an update already in the channel when the socket left the group
         self.pending = merge(self.pending, event)
         if self.flush_task is None:
             self.flush_task = asyncio.create_task(self._flush())

@@ -209,12 +209,17 @@ STATICFILES_DIRS = [
 # redis/redis-py#4091). A read timeout well above the pop still notices a
 # Redis that stopped answering.
 CHANNEL_LAYER_SOCKET_TIMEOUT = 30
+# channels-redis drops a group member not added again within this; its default, a day, let every dashboard
+# socket that died without leaving be sent every update for a day. Live sockets add themselves again several
+# times within it (cloud_app.consumers.RENEWALS_PER_EXPIRY).
+CHANNEL_GROUP_EXPIRY = 300
 CHANNEL_LAYERS = {
     "default": {
         "BACKEND": "fogsite.channel_layer.CancellableRedisChannelLayer",
         "CONFIG": {
             "hosts": [{"address": FOG_CHANNEL_REDIS_URL, "socket_timeout": CHANNEL_LAYER_SOCKET_TIMEOUT}],
             "prefix": f"{FOG_CLOUD_KEY_PREFIX}asgi",
+            "group_expiry": CHANNEL_GROUP_EXPIRY,
         },
     }
 }
