@@ -101,6 +101,9 @@ class PowerPointSerializer(serializers.Serializer):
     minute = serializers.IntegerField(help_text="epoch ms of the minute's start")
     power_w = serializers.FloatField(allow_null=True, help_text="mean total power of all households in that "
                                                                 "minute; null when no window started in it")
+    complete = serializers.BooleanField(help_text="false while windows that start in the minute may still come "
+                                                  "in (the current minute, and the last one for a few seconds "
+                                                  "after its end): power_w then counts only those stored so far")
 
 
 class OfflinePeriodSerializer(serializers.Serializer):

@@ -1,6 +1,9 @@
 from django.conf import settings
 from django.shortcuts import render
 
+from cloud_app.reader import POWER_SETTLED_MS
+
 
 def dashboard(request):
-    return render(request, "dashboard.html", {"price": settings.FOG_PRICE_EUR_PER_KWH})
+    return render(request, "dashboard.html", {"price": settings.FOG_PRICE_EUR_PER_KWH,
+                                              "power_settled_ms": POWER_SETTLED_MS})

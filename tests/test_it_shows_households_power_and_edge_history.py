@@ -85,6 +85,20 @@ def test_it_rolls_up_total_power_per_minute_exactly_once(client, cloud_settings,
     assert points[now_minute - 10 * MINUTE] is None
 
 
+def test_it_marks_a_minute_whose_windows_may_still_come_as_not_complete(client, cloud_settings, cloud, cloud_reader,
+                                                                        now_minute):
+    from cloud_app.reader import POWER_SETTLED_MS
+
+    # Two windows of the current minute are stored, its other ten are still to come: 200 W over a sixth of it.
+    store_through_cloud(cloud, windows("hh-filling", 2, now_minute, 0, power=1200.0))
+    points = {p["minute"]: p for p in client.get("/api/power/").json()}
+    assert points[now_minute]["complete"] is False and points[now_minute]["power_w"] > 0
+    assert points[now_minute - 2 * MINUTE]["complete"] is True
+    settled = now_minute + MINUTE + POWER_SETTLED_MS  # complete from then on, not a millisecond before
+    assert {p["minute"]: p["complete"] for p in cloud_reader.power(settled - 1)}[now_minute] is False
+    assert {p["minute"]: p["complete"] for p in cloud_reader.power(settled)}[now_minute] is True
+
+
 def test_it_records_an_edges_backlog_acks_and_offline_periods(client, cloud_settings, cloud, redis_url,
                                                              cloud_prefix, now_minute):
     store_through_cloud(cloud, windows("hh-edge", 7, now_minute - MINUTE, 0))

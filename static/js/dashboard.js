@@ -8,6 +8,8 @@
 
 (function () {
   const PRICE = JSON.parse(document.getElementById("price").textContent);
+  // A minute of power is drawn once its windows have all come in (cloud_app/reader.py, POWER_SETTLED_MS).
+  const POWER_SETTLED_MS = JSON.parse(document.getElementById("power-settled-ms").textContent);
   const KWH_PER_W = 8.76;
   const CONNECTED_WITHIN_MS = 3000;
   const FLOW_POINTS = 120;
@@ -36,7 +38,10 @@
 
   const time = (ms) => new Date(ms).toLocaleTimeString();
   const el = (tag, text, cls) => { const e = document.createElement(tag); if (text !== undefined) e.textContent = text; if (cls) e.className = cls; return e; };
-  const getJSON = (url) => fetch(url).then((r) => { if (!r.ok) throw new Error(`${url}: HTTP ${r.status}`); return r.json(); });
+  const getJSON = (url) => fetch(url).then((r) => {
+    if (!r.ok) throw Object.assign(new Error(`${url}: HTTP ${r.status}`), { status: r.status });
+    return r.json();
+  });
   const annualKwh = (s) => { const [, total, count] = sums.get(s) || [0, 0, 0]; return count ? (total / count) * KWH_PER_W : 0; };
 
   function lineChart(canvas, datasets, yTitle, extra = {}) {
@@ -119,7 +124,12 @@
       pages.replaceChildren(el("span", `${body.count} households`));
       if (body.previous) { const a = el("a", "‹ previous"); a.onclick = () => showState(state, page - 1); pages.appendChild(a); }
       if (body.next) { const a = el("a", "next ›"); a.onclick = () => showState(state, page + 1); pages.appendChild(a); }
-    }).catch((e) => { document.getElementById("state-households").replaceChildren(el("tr")).appendChild(el("td", e.message, "muted")); });
+    }).catch((e) => {
+      const row = el("tr");
+      row.appendChild(el("td", `The households could not be loaded (${e.message}).`, "muted"));
+      document.getElementById("state-households").replaceChildren(row);
+      document.getElementById("state-pages").replaceChildren();
+    });
   }
 
   // --- one household -----------------------------------------------------------
@@ -127,8 +137,9 @@
   function paintHousehold() {
     const starts = [...householdPoints.keys()].sort((a, b) => a - b);
     const newest = starts[starts.length - 1] || 0;
-    starts.filter((s) => s < newest - HOUR).forEach((s) => householdPoints.delete(s));
-    const kept = starts.filter((s) => s >= newest - HOUR);
+    // The hour up to its newest window, as its API gives it (cloud_app/reader.py, household).
+    starts.filter((s) => s <= newest - HOUR).forEach((s) => householdPoints.delete(s));
+    const kept = starts.filter((s) => s > newest - HOUR);
     householdChart.data.labels = kept.map(time);
     householdChart.data.datasets[0].data = kept.map((s) => householdPoints.get(s));
     householdChart.update();
@@ -146,9 +157,10 @@
       paintHousehold();
       if (socket && socket.readyState === WebSocket.OPEN) socket.send(JSON.stringify({ watch: watching }));
       if (scroll) card.scrollIntoView({ behavior: "smooth", block: "nearest" });
-    }).catch(() => {
+    }).catch((e) => {
       card.hidden = false;
-      document.getElementById("household-title").textContent = `No household "${id}" has been stored yet.`;
+      document.getElementById("household-title").textContent = e.status === 404
+        ? `No household "${id}" has been stored yet.` : `Household "${id}" could not be loaded (${e.message}).`;
       document.getElementById("household-facts").textContent = "";
       householdPoints = new Map();
       paintHousehold();
@@ -163,13 +175,16 @@
   // --- power over time ---------------------------------------------------------
   let powerMinutes = [];  // [minute ms, W·ms sum or null]
   function paintPower() {
-    const current = Math.floor(Date.now() / MINUTE) * MINUTE;
+    const now = Date.now();
+    const current = Math.floor(now / MINUTE) * MINUTE;
     while (powerMinutes.length && powerMinutes[powerMinutes.length - 1][0] < current) {
       powerMinutes.push([powerMinutes[powerMinutes.length - 1][0] + MINUTE, null]);
     }
     powerMinutes = powerMinutes.slice(-60);
-    powerChart.data.labels = powerMinutes.map(([m]) => time(m));
-    powerChart.data.datasets[0].data = powerMinutes.map(([, wms]) => (wms === null ? null : wms / MINUTE / 1000));
+    // A minute still filling (its later windows not stored yet) would be drawn far too low: it is summed, not shown.
+    const shown = powerMinutes.filter(([m]) => m + MINUTE + POWER_SETTLED_MS <= now);
+    powerChart.data.labels = shown.map(([m]) => time(m));
+    powerChart.data.datasets[0].data = shown.map(([, wms]) => (wms === null ? null : wms / MINUTE / 1000));
     powerChart.update();
   }
   function setPower(rows) {
@@ -245,10 +260,16 @@
           { plugins: { legend: { display: false } }, scales: { x: { display: false }, y: { beginAtZero: true, ticks: { maxTicksLimit: 3 } } } });
       }
       const up = edge.last_heartbeat && now - edge.last_heartbeat <= CONNECTED_WITHIN_MS;
-      edge.badge.className = "badge " + (up ? (edge.paused ? "paused" : "up") : "down");
-      edge.badge.textContent = up ? `${name}: connected · ${edge.rate.toFixed(0)} acked/s · backlog ${edge.backlog}`
-          + (edge.paused ? " · paused for its disk budget" : "")
-        : edge.last_heartbeat ? `${name}: offline since ${time(edge.last_heartbeat)}` : `${name}: offline (no heartbeat yet)`;
+      if (!live) {  // no heartbeat reaches the page while its own feed is down: nothing is known of the edge
+        edge.badge.className = "badge unknown";
+        edge.badge.textContent = `${name}: not known while the live feed is down` +
+          (edge.last_heartbeat ? ` (last heartbeat ${time(edge.last_heartbeat)})` : "");
+      } else {
+        edge.badge.className = "badge " + (up ? (edge.paused ? "paused" : "up") : "down");
+        edge.badge.textContent = up ? `${name}: connected · ${edge.rate.toFixed(0)} acked/s · backlog ${edge.backlog}`
+            + (edge.paused ? " · paused for its disk budget" : "")
+          : edge.last_heartbeat ? `${name}: offline since ${time(edge.last_heartbeat)}` : `${name}: offline (no heartbeat yet)`;
+      }
       if (edge.history) {
         edge.chart.data.labels = edge.history.minutes.map(time);
         edge.chart.data.datasets[0].data = edge.history.backlog;
