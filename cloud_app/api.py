@@ -4,19 +4,28 @@ Every reply goes through the serializers in cloud_app/serializers.py and every q
 query serializer, so the schema drf-spectacular derives states each bound and each status code, and any
 query string gets a 200 or a 400 naming the parameter, never a 500. Each view reads Redis through its
 `readers` attribute (a ReaderSource), resolved per request from the settings.
+
+While the store is unreachable every view answers a JSON 503 `{"detail": "the store is unavailable: ..."}` with a
+Retry-After header, documented on every operation, instead of Django's HTML 500; the log says so once when the
+outage begins and once when it ends, not once a request.
 """
+
+import logging
+import threading
+import time
 
 from django.core.paginator import Page
 from django.http import JsonResponse
 from django.views.defaults import page_not_found
-from drf_spectacular.utils import OpenApiResponse, extend_schema
-from rest_framework.exceptions import NotFound
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
+from rest_framework.exceptions import APIException, NotFound
 from rest_framework.pagination import PageNumberPagination
 from rest_framework.permissions import AllowAny
 from rest_framework.response import Response
 from rest_framework.generics import GenericAPIView
 from rest_framework.views import APIView
 
+from cloud_app.engine import STORE_ERRORS
 from cloud_app.postal import STATE_NAMES
 from cloud_app.reader import HouseholdIndex, ReaderSource
 from cloud_app.serializers import (
@@ -33,8 +42,58 @@ from cloud_app.serializers import (
     RecentQueryError,
     RecentQuerySerializer,
     StateSerializer,
+    StoreUnavailableSerializer,
     TupleSerializer,
 )
+from fogwire.ratelog import RateLimitedLog
+
+log = logging.getLogger("fog.cloud")
+
+# A store that restarts is back within seconds; a client retrying sooner only adds load meanwhile.
+RETRY_AFTER_SECONDS = 5
+# A store that comes and goes writes two lines a flap: so many, not one a flap.
+OUTAGE_LOG_LINES = 6
+OUTAGE_LOG_SECONDS = 60.0
+
+
+class StoreUnavailable(APIException):
+    status_code = 503
+    default_code = "store_unavailable"
+    wait = RETRY_AFTER_SECONDS  # DRF's exception handler makes it the Retry-After header
+
+    def __init__(self, exc):
+        super().__init__(f"the store is unavailable: {type(exc).__name__}")  # its address stays in the log
+
+
+class StoreOutage:
+    """Tells the log once that the API's store went away (with why) and once that it is back (how long, how
+    many requests met it), however many requests come meanwhile."""
+
+    def __init__(self, clock=time.monotonic):
+        self.clock, self.lock, self.since, self.refused = clock, threading.Lock(), None, 0
+        self.log = RateLimitedLog(log, OUTAGE_LOG_LINES, OUTAGE_LOG_SECONDS)
+
+    def failed(self, exc):
+        with self.lock:
+            self.refused += 1
+            if self.since is not None:
+                return
+            self.since = self.clock()
+        reason = " ".join(str(exc).split())[:300] or type(exc).__name__
+        self.log.warning("the API's store is unavailable (%s: %s); answering 503 until it is back",
+                         type(exc).__name__, reason)
+
+    def answered(self):
+        if self.since is None:
+            return  # the usual case, without the lock
+        with self.lock:
+            if self.since is None:
+                return
+            lasted, refused, self.since, self.refused = self.clock() - self.since, self.refused, None, 0
+        self.log.warning("the API's store is back after %.0f s; %d requests were answered 503", lasted, refused)
+
+
+outage = StoreOutage()
 
 
 class PastTheEnd(Page):
@@ -84,15 +143,41 @@ def _not_found(what):
     return OpenApiResponse(NotFoundSerializer, description=f"no such {what}")
 
 
+RETRY_AFTER = OpenApiParameter("Retry-After", int, OpenApiParameter.HEADER, required=True, response=[503],
+                               description="seconds to wait before asking again")
+STORE_UNAVAILABLE = OpenApiResponse(StoreUnavailableSerializer,
+                                    description="the store (the cloud's Redis) cannot be reached; ask again later")
+
+
+def reads_the_store(ok, errors=None, parameters=(), **kwargs):
+    """extend_schema of a view that reads the store: its 200, its own errors, and the 503 every read of the store
+    may answer (each view names its responses, and drf-spectacular takes the method's alone)."""
+    return extend_schema(parameters=[*parameters, RETRY_AFTER],
+                         responses={200: ok, **(errors or {}), 503: STORE_UNAVAILABLE}, **kwargs)
+
+
 class ReadOnlyView(APIView):
     authentication_classes = []  # public figures: no credentials asked, so none can be wrong
     permission_classes = [AllowAny]
     http_method_names = ["get", "head", "options"]
     readers = ReaderSource()
 
+    def handle_exception(self, exc):
+        if not isinstance(exc, STORE_ERRORS):
+            return super().handle_exception(exc)
+        outage.failed(exc)
+        response = super().handle_exception(StoreUnavailable(exc))
+        response._has_been_logged = True  # Django would log each 5xx as an ERROR line; the outage is told once
+        return response
+
+    def finalize_response(self, request, response, *args, **kwargs):
+        if response.status_code == 200 and request.method in ("GET", "HEAD"):
+            outage.answered()  # every 200 of a GET has read the store
+        return super().finalize_response(request, response, *args, **kwargs)
+
 
 class StatesView(ReadOnlyView):
-    @extend_schema(responses=StateSerializer(many=True), summary="Per German state: households, power, energy, cost")
+    @reads_the_store(StateSerializer(many=True), summary="Per German state: households, power, energy, cost")
     def get(self, request):
         return Response(StateSerializer(self.readers().states(), many=True).data)
 
@@ -101,24 +186,22 @@ class HouseholdsView(ReadOnlyView, GenericAPIView):
     pagination_class = HouseholdPagination
     serializer_class = HouseholdSerializer
 
-    @extend_schema(parameters=[PageQuerySerializer],
-                   responses={200: HouseholdSerializer(many=True), 400: _bad_query(PageQueryError)},
-                   summary="Each household's latest window, state and postal code")
+    @reads_the_store(HouseholdSerializer(many=True), {400: _bad_query(PageQueryError)},
+                     parameters=[PageQuerySerializer], summary="Each household's latest window, state and postal code")
     def get(self, request):
         rows = self.paginate_queryset(HouseholdIndex(self.readers()))
         return self.get_paginated_response(self.get_serializer(rows, many=True).data)
 
 
 class EdgesView(ReadOnlyView):
-    @extend_schema(responses=EdgeSerializer(many=True), summary="Edges: link, backlog, acknowledged per second")
+    @reads_the_store(EdgeSerializer(many=True), summary="Edges: link, backlog, acknowledged per second")
     def get(self, request):
         return Response(EdgeSerializer(self.readers().edges(), many=True).data)
 
 
 class RecentTuplesView(ReadOnlyView):
-    @extend_schema(parameters=[RecentQuerySerializer],
-                   responses={200: TupleSerializer(many=True), 400: _bad_query(RecentQueryError)},
-                   summary="The latest tuples stored, newest first")
+    @reads_the_store(TupleSerializer(many=True), {400: _bad_query(RecentQueryError)},
+                     parameters=[RecentQuerySerializer], summary="The latest tuples stored, newest first")
     def get(self, request):
         query = RecentQuerySerializer(data=request.query_params)
         query.is_valid(raise_exception=True)
@@ -126,9 +209,9 @@ class RecentTuplesView(ReadOnlyView):
 
 
 class HouseholdView(ReadOnlyView):
-    @extend_schema(responses={200: HouseholdDetailSerializer, 404: _not_found("household has been stored")},
-                   operation_id="household_detail",
-                   summary="One household: postal code, state, edge and its last hour of 5 s windows")
+    @reads_the_store(HouseholdDetailSerializer, {404: _not_found("household has been stored")},
+                     operation_id="household_detail",
+                     summary="One household: postal code, state, edge and its last hour of 5 s windows")
     def get(self, request, household):
         row = self.readers().household(household)
         if row is None:
@@ -140,10 +223,9 @@ class StateHouseholdsView(ReadOnlyView, GenericAPIView):
     pagination_class = HouseholdPagination
     serializer_class = HouseholdSerializer
 
-    @extend_schema(parameters=[PageQuerySerializer],
-                   responses={200: HouseholdSerializer(many=True), 400: _bad_query(PageQueryError),
-                              404: _not_found("state (two-letter codes such as BY)")},
-                   summary="The households of one state, in name order")
+    @reads_the_store(HouseholdSerializer(many=True),
+                     {400: _bad_query(PageQueryError), 404: _not_found("state (two-letter codes such as BY)")},
+                     parameters=[PageQuerySerializer], summary="The households of one state, in name order")
     def get(self, request, state):
         if state not in STATE_NAMES:
             raise NotFound(f"no state {state[:8]!r}; states are two-letter codes such as BY")
@@ -152,15 +234,15 @@ class StateHouseholdsView(ReadOnlyView, GenericAPIView):
 
 
 class PowerView(ReadOnlyView):
-    @extend_schema(responses=PowerPointSerializer(many=True),
-                   summary="Total power of all households, minute by minute, over the last hour")
+    @reads_the_store(PowerPointSerializer(many=True),
+                     summary="Total power of all households, minute by minute, over the last hour")
     def get(self, request):
         return Response(PowerPointSerializer(self.readers().power(), many=True).data)
 
 
 class EdgeHistoryView(ReadOnlyView):
-    @extend_schema(responses={200: EdgeHistorySerializer, 404: _not_found("edge has spoken")},
-                   summary="One edge's last hour: backlog, acknowledged per minute, offline periods")
+    @reads_the_store(EdgeHistorySerializer, {404: _not_found("edge has spoken")},
+                     summary="One edge's last hour: backlog, acknowledged per minute, offline periods")
     def get(self, request, edge):
         reader = self.readers()
         if edge not in {row["edge"] for row in reader.edges()}:

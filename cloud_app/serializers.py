@@ -126,6 +126,12 @@ class NotFoundSerializer(serializers.Serializer):
     detail = serializers.CharField()
 
 
+class StoreUnavailableSerializer(serializers.Serializer):
+    """A 503: the store cannot be reached; the Retry-After header says when to ask again."""
+
+    detail = serializers.CharField()
+
+
 def error_serializer(query):
     """The 400 a query serializer's errors make: each bad parameter with its messages."""
     fields = {name: serializers.ListField(child=serializers.CharField(), required=False)
