@@ -2,8 +2,10 @@
 
 What it refuses before a socket is opened, each with one line that says why:
 a bind beyond loopback with a development or short edge secret, or without
-TLS (unless `insecure_plaintext`); legacy v1 beyond loopback (unless
-`legacy_public`), or under the id of an authenticated edge; a store that can't be reached,
+TLS (unless `insecure_plaintext`); a certificate or CA expired or not yet
+valid (nng would listen with it, and every edge's handshake fail without
+saying why); legacy v1 beyond loopback (unless `legacy_public`), or under
+the id of an authenticated edge; a store that can't be reached,
 has no persistence or may evict keys (unless `allow_volatile`), or holds only an older cloud's
 unsharded keys.
 """
@@ -21,6 +23,7 @@ from cloud_app.engine import STORE_ERRORS, connect_async
 from cloud_app.secrets import MIN_SECRET_BYTES, read_edge_secrets, weak_secrets
 from cloud_app.server import CloudServer
 from cloud_app.store import CloudStore
+from fogsite.certdates import refusal
 from fogsite.env import is_loopback, url_host
 from fogwire import tls as wire_tls
 
@@ -49,6 +52,8 @@ def tls_config():
     """The cloud's TLS config from FOG_CLOUD_TLS_CERT (+ FOG_TLS_CA, FOG_TLS_MUTUAL), or None for plain tcp."""
     if not settings.FOG_CLOUD_TLS_CERT:
         return None
+    if out_of_date := refusal("FOG_CLOUD_TLS_CERT", "FOG_TLS_CA"):
+        raise CloudStartError(f"TLS: {out_of_date}")
     try:
         return wire_tls.server_config(settings.FOG_CLOUD_TLS_CERT, settings.FOG_TLS_CA or None,
                                       settings.FOG_TLS_MUTUAL)

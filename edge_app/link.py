@@ -15,6 +15,7 @@ import pynng
 from django.utils import timezone
 
 from edge_app.models import EdgeStatus, LinkChange, WindowAggregate
+from fogsite.certdates import refusal
 from fogwire import protocol as wire
 
 log = logging.getLogger("fog.edge.link")
@@ -30,6 +31,17 @@ BEAT_TIMEOUT_MS = 1500
 # While beats go unanswered, a dial of each address this often says why when nng can: the background
 # redial keeps a refused connection or a failed TLS handshake to itself, and a beat only times out.
 PROBE_EVERY_SECONDS = 30
+HANDSHAKE_CAUSES = ("the cloud's certificate is not from FOG_TLS_CA or does not name FOG_TLS_SERVER_NAME, or the "
+                    "cloud wants this edge's certificate from its CA: FOG_EDGE_TLS_CERT, or a certificate expired or "
+                    "not yet valid (on either side; check the clocks too)")
+
+
+def handshake_failed():
+    """Why a handshake failed, as far as this edge can tell: its own certificate or CA out of date, which it sees
+    in its files (this edge's settings); otherwise every cause it can't tell apart (mbedTLS says only that the
+    handshake failed)."""
+    own = refusal("FOG_EDGE_TLS_CERT", "FOG_TLS_CA")
+    return f"the TLS handshake failed: {own}" if own else f"the TLS handshake failed ({HANDSHAKE_CAUSES})"
 
 
 def probe(addresses, tls=None):
@@ -42,9 +54,7 @@ def probe(addresses, tls=None):
         try:
             sock.dial(address, block=True)
         except pynng.CryptoError:
-            found.append(f"{address}: the TLS handshake failed (the cloud's certificate is not from FOG_TLS_CA or "
-                         "does not name FOG_TLS_SERVER_NAME, or the cloud wants this edge's certificate from its CA: "
-                         "FOG_EDGE_TLS_CERT)")
+            found.append(f"{address}: {handshake_failed()}")
         except pynng.NNGException as exc:
             found.append(f"{address}: {exc}")
         finally:

@@ -15,6 +15,8 @@ from redis.connection import parse_url
 from cloud_app.engine import LOCAL_CLUSTER_MASTERS, is_cluster, node_url
 from cloud_app.secrets import EMPTY, MALFORMED, MIN_SECRET_BYTES, REPEATED, UNREADABLE, read_edge_secrets, weak_secrets
 from edge_app.budget import BYTES_PER_TUPLE, budget_folder
+from edge_app.worker import SUPERVISOR_ENV
+from fogsite.certdates import EXPIRY_WARNING_DAYS, TLS_FILE_SETTINGS, setting_problem
 from fogsite.env import is_loopback
 
 LOOPBACK = {"127.0.0.1", "localhost", "::1", "[::1]", "ip6-localhost"}
@@ -130,6 +132,7 @@ def _link_security(pairs):
         if path and not Path(path).is_file():
             errors.append(Error(f"{name}={path}: no such file.", hint="manage.py makecerts writes them.",
                                 id="fog.E011"))
+    errors += _check_certificate_dates()
     if settings.FOG_TLS_MUTUAL and not settings.FOG_TLS_CA:
         errors.append(Error("FOG_TLS_MUTUAL is on but FOG_TLS_CA is not set.",
                             hint="The cloud needs the CA that signed the edges' certificates.", id="fog.E012"))
@@ -152,6 +155,28 @@ def _link_security(pairs):
                               f"(mode {mode:04o}).",
                               hint=f"Anyone who reads it can deliver as any edge: chmod 600 {secrets_file}.",
                               id="fog.W012"))
+    return errors
+
+
+def _check_certificate_dates():
+    """Nothing else notices a certificate out of date before the handshakes fail (fogsite/certdates.py)."""
+    if os.environ.get(SUPERVISOR_ENV):
+        # A worker runedge started, which checked them at its start. One that expired since must not fail the
+        # worker's restart: the ingest stores windows meanwhile, and the link alone waits for a new certificate.
+        return []
+    errors = []
+    for name in TLS_FILE_SETTINGS:
+        problem = setting_problem(name)
+        if problem and problem[0]:
+            errors.append(Error(f"{problem[1]}.", id="fog.E014",
+                                hint="Every TLS handshake that checks it fails, and the other side can't say why. "
+                                "Renew it (the development CA's: manage.py makecerts --skip-checks) and restart; "
+                                "one not yet valid may instead mean a wrong clock, here or where it was signed. "
+                                "runcloud and runedge refuse to start with it."))
+        elif problem:
+            errors.append(Warning(f"{problem[1]}.", id="fog.W013",
+                                  hint=f"Renew it before then (a warning from {EXPIRY_WARNING_DAYS} days before): "
+                                  "from that moment every TLS handshake that checks it fails."))
     return errors
 
 

@@ -8,6 +8,7 @@ from edge_app.control import LOOPS, EdgeControl, queue_name
 from edge_app.kafka_source import SOURCES
 from edge_app.loops import cloud_tls
 from edge_app.supervisor import EdgeStartError, Supervisor
+from fogsite.certdates import refusal
 from fogsite.edge_database import check_edge_database
 from fogsite.env import TOPIC_EXPECTED, TOPIC_RE, is_loopback, option_float, option_match
 from fogwire.protocol import MAX_BATCH_TUPLES
@@ -59,6 +60,9 @@ class Command(BaseCommand):
     def execute(self, *args, **options):
         if options.get("insecure_plaintext"):  # accepted on purpose, and handle() logs a WARNING of its own
             settings.SILENCED_SYSTEM_CHECKS = [*settings.SILENCED_SYSTEM_CHECKS, "fog.W011"]
+        # A certificate out of date: handle() refuses this edge's own in one line, and the cloud's certificate on
+        # this host is runcloud's to refuse.
+        settings.SILENCED_SYSTEM_CHECKS = [*settings.SILENCED_SYSTEM_CHECKS, "fog.E014"]
         return super().execute(*args, **options)
 
     def handle(self, *args, **options):
@@ -82,6 +86,8 @@ class Command(BaseCommand):
             cloud_tls()
         except TLSSetupError as exc:
             raise CommandError(f"TLS: {exc}") from None
+        if settings.FOG_TLS_CA and (out_of_date := refusal("FOG_EDGE_TLS_CERT", "FOG_TLS_CA")):
+            raise CommandError(f"TLS: {out_of_date}")
         check_edge_database()
         stopping = []
 

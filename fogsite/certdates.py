@@ -1,0 +1,82 @@
+"""The link's certificates against the calendar: expired, not yet valid, or expiring soon.
+
+A certificate outside its dates loads without complaint (nng's mbedTLS
+checks dates only in the peer's certificate, during the handshake), so a
+cloud with an expired one listens as if all were well, and the edges see
+only a failed handshake that can't say why. So the system checks
+(fogsite/checks.py), runcloud, runedge and the edge's diagnosis of a failed
+handshake (edge_app/link.py) read the dates from the files here, each
+certificate in a PEM file (a key in it is skipped). A file that holds no
+readable certificate counts as nothing here: loading it fails with its own
+message (fogwire/tls.py).
+"""
+
+import datetime
+
+from cryptography import x509
+from django.conf import settings
+
+# A certificate that expires within this many days is a warning (fog.W013): time to renew it without an outage.
+EXPIRY_WARNING_DAYS = 30
+# The settings that name the link's certificate files, in the order their problems are reported.
+TLS_FILE_SETTINGS = ("FOG_CLOUD_TLS_CERT", "FOG_EDGE_TLS_CERT", "FOG_TLS_CA")
+
+
+def _certificates(path):
+    try:
+        with open(path, "rb") as file:
+            return x509.load_pem_x509_certificates(file.read())
+    except (OSError, ValueError):
+        return []
+
+
+def _when(moment):
+    return moment.strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+def _whose(cert, several):
+    """'the certificate' alone in its file; in a bundle (a CA file) which one, by its common name."""
+    if not several:
+        return "the certificate"
+    names = cert.subject.get_attributes_for_oid(x509.NameOID.COMMON_NAME)
+    return f"the certificate of {names[0].value}" if names else f"the certificate {cert.subject.rfc4514_string()}"
+
+
+def _dated(cert, several, now):
+    """(serious, what) for one certificate, or None while it is valid for longer than EXPIRY_WARNING_DAYS."""
+    before, after = cert.not_valid_before_utc, cert.not_valid_after_utc
+    whose = _whose(cert, several)
+    if now > after:
+        return True, f"{whose} expired on {_when(after)} (notAfter)"
+    if now < before:
+        return True, f"{whose} is not valid before {_when(before)} (notBefore)"
+    left = after - now
+    if left < datetime.timedelta(days=EXPIRY_WARNING_DAYS):
+        days = -(-left // datetime.timedelta(days=1))  # begun days: 5 hours left is "in 1 day", not "in 0 days"
+        return False, f"{whose} expires on {_when(after)} (notAfter), in {days} day{'s' * (days != 1)}"
+    return None
+
+
+def file_problem(path, now=None):
+    """(serious, what) for the first certificate in the PEM file at `path` outside its dates (serious) or
+    expiring within EXPIRY_WARNING_DAYS; None if none is."""
+    now = now or datetime.datetime.now(datetime.UTC)
+    certificates = _certificates(path)
+    found = [problem for cert in certificates if (problem := _dated(cert, len(certificates) > 1, now))]
+    return min(found, key=lambda problem: not problem[0]) if found else None  # an error before a warning
+
+
+def setting_problem(name, now=None):
+    """(serious, 'NAME=path: what') for the certificate file a setting names, or None (unset, or its dates fine)."""
+    path = getattr(settings, name)
+    problem = file_problem(path, now) if path else None
+    return problem and (problem[0], f"{name}={path}: {problem[1]}")
+
+
+def refusal(*names):
+    """One line on the first of these settings' certificates that is expired or not yet valid, or ''."""
+    for name in names:
+        problem = setting_problem(name)
+        if problem and problem[0]:
+            return f"{problem[1]}: handshakes that check it fail; renew it, or set this host's clock right"
+    return ""
