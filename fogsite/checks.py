@@ -170,7 +170,8 @@ def _check_certificate_dates():
         if problem and problem[0]:
             errors.append(Error(f"{problem[1]}.", id="fog.E014",
                                 hint="Every TLS handshake that checks it fails, and the other side can't say why. "
-                                "Renew it (the development CA's: manage.py makecerts --skip-checks) and restart; "
+                                "Renew it (the development CA's: manage.py makecerts, which keeps the CA; --force if the "
+                                "CA itself is out of date) and restart; "
                                 "one not yet valid may instead mean a wrong clock, here or where it was signed. "
                                 "runcloud and runedge refuse to start with it."))
         elif problem:

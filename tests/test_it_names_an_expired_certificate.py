@@ -123,6 +123,14 @@ def test_it_lets_the_edges_workers_restart_with_a_certificate_expired_since_rune
     assert "fog.E014" in run_manage("check", env=env).stderr  # a worker started by hand is checked
 
 
+def test_it_makes_new_certificates_while_the_configured_ones_are_out_of_date(ca, tmp_path):
+    path, _, _ = ca.leaf("cloud", "expired", server=True)
+    result = run_manage("makecerts", "--dir", str(tmp_path / "tls"),
+                        env={"FOG_CLOUD_TLS_CERT": str(path), "FOG_TLS_CA": str(ca.path)})
+    assert result.returncode == 0, result.stderr  # the command that mends it is not refused for it
+    assert (tmp_path / "tls" / "cloud.pem").exists()
+
+
 @pytest.mark.parametrize("case", ["expired", "not yet valid"])
 def test_it_refuses_to_start_the_cloud_in_one_line(case, ca):
     path, before, after = ca.leaf("cloud", case, server=True)
