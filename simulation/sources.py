@@ -27,7 +27,7 @@ import re
 import time
 from array import array
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from fogwire import limits
@@ -39,11 +39,14 @@ DATE_RE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2} [0-9]{2}:[0-9]{2}:[0-9]{2}")  
 REPORT_LINES = 1 << 16  # lines between two progress reports while a file is read (a few MB)
 MAX_LINE_BYTES = 4096  # a Gem House line is about 70 bytes; a longer one is not a reading, and is not read whole
 STAMP_RE = re.compile(r"[0-9]{1,15}")  # the `timestamp` column: epoch ms
-OFFSET_STEP_S = 900  # every time zone's offset from UTC is a multiple of 15 minutes
+OFFSET_STEP_S = 900  # every time zone's offset from UTC is a multiple of 15 minutes,
+MAX_OFFSET_MS = 15 * 3_600_000  # and at most 14 hours
 SKIPPED_SHOWN = 20  # skipped lines named one by one in a file's warnings; the rest are counted
-# A line this far ahead of the one before it that the next line goes back from (but not beyond the line
-# before it) is the one out of place, most likely a typo in its date: it is the line blamed, or skipped.
+# A line this far ahead of the one before it, when the next line comes back to within STRAY_RETURN_MS after
+# that one, is the line out of place, most likely a typo in its date: it is the line blamed, or skipped. (A
+# next line that comes back less far is itself out of place after a meter's genuine silence.)
 STRAY_JUMP_MS = 3_600_000
+STRAY_RETURN_MS = 60_000
 
 log = logging.getLogger("fog.simulation")
 
@@ -108,7 +111,7 @@ def _instant(local_ms, stamp):
     not a number): the timestamp itself when it is the date's instant; the date with the timestamp's
     milliseconds when the two differ by whole quarter hours, as a date read in another zone does (the
     sample's is read as UTC); else the date alone."""
-    if stamp is None:
+    if stamp is None or abs(stamp - local_ms) > MAX_OFFSET_MS:  # e.g. a column of seconds: not this line's
         return local_ms
     if 0 <= stamp - local_ms < 1000:
         return stamp
@@ -137,8 +140,12 @@ def _epoch_ms(text, zone, previous, stamp=None):
     if datetime.fromtimestamp(ms / 1000, zone).replace(tzinfo=None) != naive:
         raise DataError(f"{text} never happened in {zone}: the clocks went forward over it")
     later = int(naive.replace(tzinfo=zone, fold=1).timestamp() * 1000)
-    if stamp is not None and any(0 <= stamp - moment < 1000 for moment in (ms, later)):
-        return stamp  # the timestamp says which pass of the repeated hour, however long the meter was silent
+    # The timestamp says which pass of the repeated hour, however long the meter was silent: unless it is
+    # also the date read as UTC (as the sample's are), which in a zone at UTC+0 on one side of the change
+    # (London, Lisbon) is one pass's instant for the lines of both.
+    as_utc = int(naive.replace(tzinfo=UTC).timestamp() * 1000)
+    if stamp is not None and not 0 <= stamp - as_utc < 1000 and any(0 <= stamp - m < 1000 for m in (ms, later)):
+        return stamp
     if previous is not None and ms <= previous:
         # The repeated hour when clocks go back: the second pass, if that puts this line closer after the
         # line before than half the shift. Further is likelier a line out of order (a duplicate line would
@@ -242,7 +249,7 @@ def _read_lines(lines, path, zone, skip_bad_lines, timestamps, powers):
                 ts, watts = _reading(fields, zone, previous, now_ms)
             except NotAfter as exc:
                 stray = last is not None and last[2] is not None and previous - last[2] > STRAY_JUMP_MS
-                if not (stray and exc.ts > last[2]):
+                if not (stray and last[2] < exc.ts <= last[2] + STRAY_RETURN_MS):
                     raise
                 # The line before jumped ahead and this one comes back in sequence: that one is out of place.
                 problem = (f"time {last[1]} jumps {_span(previous - last[2])} ahead of the line before it, and "

@@ -1,5 +1,6 @@
 """The Gem House format, read from fixtures written in it: watts, local time, and clear errors."""
 
+from datetime import datetime, timedelta
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -72,6 +73,34 @@ def test_it_tells_the_two_passes_of_the_repeated_hour_apart_by_a_timestamp_in_ep
     rows = [("2019-10-27 02:39:58", 1000, 1_572_136_798_000), ("2019-10-27 02:25:00", 2000, 1_572_139_500_000)]
     assert list(read_csv(write_gem_csv(tmp_path / "h.csv", rows), BERLIN)[0].timestamps) == [
         1_572_136_798_000, 1_572_139_500_000]
+
+
+def test_it_reads_the_repeated_hour_of_a_zone_at_utc_on_one_side_of_it_by_the_dates(tmp_path):
+    # Europe/London, 2019-10-27: 01:xx happens in BST, then again in GMT (UTC+0), where the sample's kind of
+    # timestamp (the date read as UTC) is the true instant of the second pass for the lines of both passes.
+    london, utc = ZoneInfo("Europe/London"), ZoneInfo("UTC")
+    first = datetime(2019, 10, 26, 23, 50, tzinfo=utc)  # 00:50 BST
+    instants = [first + timedelta(seconds=60 * i) for i in range(130)]  # through both passes of 01:xx
+    rows = []
+    for moment in instants:
+        date = moment.astimezone(london).strftime("%Y-%m-%d %H:%M:%S")
+        rows.append((date, 1000, int(datetime.fromisoformat(date).replace(tzinfo=utc).timestamp() * 1000) + 250))
+    household, skipped = read_csv(write_gem_csv(tmp_path / "h.csv", rows), london)
+    assert skipped == 0 and list(household.timestamps) == [int(m.timestamp() * 1000) + 250 for m in instants]
+
+
+def test_it_takes_no_milliseconds_from_a_timestamp_column_that_is_not_this_lines(tmp_path):
+    rows = [(f"2019-12-24 00:00:{s:02d}", 1000, 1_577_145_600 + s) for s in range(0, 60, 2)]  # seconds, not ms
+    household, _ = read_csv(write_gem_csv(tmp_path / "h.csv", rows), BERLIN)
+    assert all(ts % 1000 == 0 for ts in household.timestamps)
+
+
+def test_it_blames_the_line_that_goes_back_after_a_meters_genuine_silence(tmp_path):
+    # Silent three hours, back 8 s fast, then set right: the reading after the silence is genuine.
+    rows = [("2019-12-24 10:00:00", 1000), ("2019-12-24 10:00:02", 1000), ("2019-12-24 13:00:05", 1000),
+            ("2019-12-24 12:59:59", 1000)]
+    with pytest.raises(DataError, match=r"h\.csv:6: time 2019-12-24 12:59:59 does not come after the line before"):
+        read_csv(write_gem_csv(tmp_path / "h.csv", rows), BERLIN)
 
 
 def test_it_blames_and_skips_a_date_out_of_place_not_the_lines_after_it(tmp_path, caplog):
