@@ -79,6 +79,11 @@ ARRIVAL_LAG_PERIOD_S = 5.0
 # The wall clock moved this far against the monotonic one between two polls: a step (NTP setting it), which
 # live windows must not take for time passed. NTP's slewing moves it by well under a millisecond a second.
 CLOCK_STEP_MS = 500
+CLOCK_READ_MS = 20  # a reading of the clocks that took longer was interrupted: it is passed over
+
+
+def _since_boot_ms():
+    return time.clock_gettime(time.CLOCK_BOOTTIME) * 1000 if hasattr(time, "CLOCK_BOOTTIME") else time.monotonic() * 1000
 MALFORMED_LOG_LINES = 5  # at most this many malformed-reading lines per MALFORMED_LOG_SECONDS
 MALFORMED_LOG_SECONDS = 60.0
 
@@ -274,9 +279,9 @@ class Ingestor:
             # What the poll read before the gap is applied first, all of it (nothing carried past the seek):
             # beyond its room by what the poll misjudged, as rare as a gap.
             batches, deleted, left = exc.batches, exc.offsets, math.inf
+        self._follow_clock_steps()
         now = time.monotonic()
         now_ms = int(time.time() * 1000)
-        self._follow_clock_steps(now, now_ms)
         if now - self.lags_rolled >= ARRIVAL_LAG_PERIOD_S:
             self.lags, self.lags_rolled = ({}, self.lags[0]), now
         read = 0
@@ -315,14 +320,23 @@ class Ingestor:
             self.store_closed()
         return read > 0
 
-    def _follow_clock_steps(self, now, now_ms):
+    def _follow_clock_steps(self):
         """Carry the live windows over a step of the edge's wall clock: their households' clocks run on the wall
-        clock, so a step forward would close them early and count the readings still to come as late."""
-        offset = now_ms - int(now * 1000)
+        clock, so a step forward would close them early and count the readings still to come as late.
+
+        The wall clock is read between two readings of the boot clock (which, unlike the monotonic one, runs on
+        through a suspend: that time did pass); a reading this process was descheduled in the middle of says
+        nothing and is passed over."""
+        before = _since_boot_ms()
+        wall = time.time() * 1000
+        after = _since_boot_ms()
+        if after - before > CLOCK_READ_MS:
+            return
+        offset = wall - (before + after) / 2
         last, self.clock_offset_ms = self.clock_offset_ms, offset
         if last is None or abs(offset - last) < CLOCK_STEP_MS:
             return
-        step = offset - last
+        step = round(offset - last)
         self.book.shift_clock(step)
         for lags in self.lags:  # the arrival lags measured on the clock before the step
             for partition in lags:
