@@ -12,6 +12,7 @@ message (fogwire/tls.py).
 """
 
 import datetime
+import os
 
 from cryptography import x509
 from django.conf import settings
@@ -23,6 +24,8 @@ TLS_FILE_SETTINGS = ("FOG_CLOUD_TLS_CERT", "FOG_EDGE_TLS_CERT", "FOG_TLS_CA")
 
 
 def _certificates(path):
+    if not os.path.isfile(path):  # missing, a folder or a pipe: fog.E011's to name, and nothing to wait on here
+        return []
     try:
         with open(path, "rb") as file:
             return x509.load_pem_x509_certificates(file.read())
@@ -57,19 +60,25 @@ def _dated(cert, several, now):
     return None
 
 
-def file_problem(path, now=None):
+def file_problem(path, now=None, bundle=False):
     """(serious, what) for the first certificate in the PEM file at `path` outside its dates (serious) or
-    expiring within EXPIRY_WARNING_DAYS; None if none is."""
+    expiring within EXPIRY_WARNING_DAYS; None if none is. In a `bundle` of CAs one out of date is only a
+    warning while another is in date: the handshake takes the one in date (the end of a CA rotation)."""
     now = now or datetime.datetime.now(datetime.UTC)
     certificates = _certificates(path)
     found = [problem for cert in certificates if (problem := _dated(cert, len(certificates) > 1, now))]
-    return min(found, key=lambda problem: not problem[0]) if found else None  # an error before a warning
+    if not found:
+        return None
+    serious, what = min(found, key=lambda problem: not problem[0])  # an error before a warning
+    if serious and bundle and sum(1 for problem in found if problem[0]) < len(certificates):
+        return False, f"{what}; the file's other certificates are in date, and handshakes take those"
+    return serious, what
 
 
 def setting_problem(name, now=None):
     """(serious, 'NAME=path: what') for the certificate file a setting names, or None (unset, or its dates fine)."""
     path = getattr(settings, name)
-    problem = file_problem(path, now) if path else None
+    problem = file_problem(path, now, bundle=name == "FOG_TLS_CA") if path else None
     return problem and (problem[0], f"{name}={path}: {problem[1]}")
 
 

@@ -173,7 +173,7 @@ def _check_certificate_dates():
                                 "Renew it (the development CA's: manage.py makecerts, which keeps the CA; --force if the "
                                 "CA itself is out of date) and restart; "
                                 "one not yet valid may instead mean a wrong clock, here or where it was signed. "
-                                "runcloud and runedge refuse to start with it."))
+                                "runcloud refuses to start with it; runedge starts, stores windows and says so."))
         elif problem:
             errors.append(Warning(f"{problem[1]}.", id="fog.W013",
                                   hint=f"Renew it before then (a warning from {EXPIRY_WARNING_DAYS} days before): "

@@ -106,6 +106,22 @@ def test_it_checks_the_dates_of_the_ca(tmp_path, settings):
     assert message == f"FOG_TLS_CA={old.path}: the certificate expired on {_utc(old.cert.not_valid_after_utc)} (notAfter)."
 
 
+def test_it_only_warns_of_an_expired_ca_beside_one_in_date_in_the_same_file(tmp_path, settings):
+    """The end of a CA rotation: the handshake takes the CA in date, so nothing may refuse to start for the old one."""
+    for folder in ("old", "new"):
+        (tmp_path / folder).mkdir()
+    old, new = CA(tmp_path / "old"), CA(tmp_path / "new")
+    now = datetime.datetime.now(datetime.UTC)
+    expired = (x509.CertificateBuilder().subject_name(old.cert.subject).issuer_name(old.cert.subject)
+               .public_key(old.key.public_key()).serial_number(1).not_valid_before(now - 9 * DAY)
+               .not_valid_after(now - DAY).sign(old.key, hashes.SHA256()))
+    bundle = tmp_path / "bundle.pem"
+    bundle.write_bytes(_pem(expired) + _pem(new.cert))
+    settings.FOG_TLS_CA = str(bundle)
+    [(check_id, message)] = _tls_issues()
+    assert check_id == "fog.W013" and "expired on" in message and "other certificates are in date" in message
+
+
 def test_it_fails_check_on_an_expired_cloud_certificate(ca):
     path, _, after = ca.leaf("cloud-expired", "expired", server=True)
     result = run_manage("check", env={"FOG_CLOUD_BIND": "127.0.0.2", "FOG_CLOUD_TLS_CERT": str(path),
@@ -145,13 +161,15 @@ def test_it_refuses_to_start_the_cloud_in_one_line(case, ca):
         "host's clock right"]
 
 
-def test_it_refuses_to_start_an_edge_with_its_own_expired_certificate_in_one_line(ca):
+def test_it_starts_an_edge_with_its_own_expired_certificate_and_says_so_in_one_line(ca, edge_env):
+    """The ingest needs no certificate: refusing to start would leave the readings to age in Kafka."""
     path, _, after = ca.leaf("edge-1", "expired", server=False)
-    result = run_manage("runedge", "--burst", "--timeout", "5",
-                        env={"FOG_TLS_CA": str(ca.path), "FOG_EDGE_TLS_CERT": str(path)}, timeout=60)
-    assert result.returncode == 1
-    [line] = result.stderr.strip().splitlines()
-    assert line.startswith(f"CommandError: TLS: FOG_EDGE_TLS_CERT={path}: the certificate expired on {_utc(after)}")
+    result = run_manage("runedge", "--burst", "--timeout", "3", "--topic", f"none-{free_port()}",
+                        env={**edge_env, "FOG_TLS_CA": str(ca.path), "FOG_EDGE_TLS_CERT": str(path)}, timeout=90)
+    said = [line for line in result.stderr.splitlines() if "the certificate expired" in line]
+    assert len(said) == 1 and f"ERROR fog.edge: TLS: FOG_EDGE_TLS_CERT={path}: the certificate expired on " \
+        f"{_utc(after)}" in said[0] and "sends them once it is renewed" in said[0], result.stderr
+    assert "ingest loop of edge" in result.stderr and "the run ended as timeout" in result.stderr  # its loops ran
 
 
 def _probe(server_cert, ca, client_cert=None):
