@@ -25,7 +25,9 @@ from rest_framework.response import Response
 from rest_framework.generics import GenericAPIView
 from rest_framework.views import APIView
 
-from cloud_app.engine import STORE_ERRORS
+from redis.exceptions import ClusterDownError, RedisClusterException, TryAgainError
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 from cloud_app.postal import STATE_NAMES
 from cloud_app.reader import HouseholdIndex, ReaderSource
 from cloud_app.serializers import (
@@ -51,6 +53,9 @@ log = logging.getLogger("fog.cloud")
 
 # A store that restarts is back within seconds; a client retrying sooner only adds load meanwhile.
 RETRY_AFTER_SECONDS = 5
+# The store can't be reached (down, restarting, loading, a cluster without a quorum, a slot moving): a 503, to be
+# asked again. A command the store refuses (WRONGTYPE, a script error) is a fault, and stays a 500.
+UNAVAILABLE = (RedisConnectionError, RedisTimeoutError, ClusterDownError, TryAgainError, RedisClusterException)
 # A store that comes and goes writes two lines a flap: so many, not one a flap.
 OUTAGE_LOG_LINES = 6
 OUTAGE_LOG_SECONDS = 60.0
@@ -163,7 +168,7 @@ class ReadOnlyView(APIView):
     readers = ReaderSource()
 
     def handle_exception(self, exc):
-        if not isinstance(exc, STORE_ERRORS):
+        if not isinstance(exc, UNAVAILABLE):  # any other Redis error is a fault to mend: a 500 with its traceback
             return super().handle_exception(exc)
         outage.failed(exc)
         response = super().handle_exception(StoreUnavailable(exc))

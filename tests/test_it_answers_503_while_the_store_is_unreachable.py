@@ -75,3 +75,13 @@ def test_it_documents_the_503_on_every_operation(client):
         assert unavailable["headers"]["Retry-After"]["schema"]["type"] == "integer"
         assert "Retry-After" not in {parameter["name"] for parameter in operation.get("parameters", [])}
     assert schema["components"]["schemas"]["StoreUnavailable"]["required"] == ["detail"]
+
+
+def test_it_answers_a_store_that_refuses_a_command_as_the_fault_it_is(client, cloud_settings, redis_client, outage):
+    """WRONGTYPE is not an outage to wait out: a 500 that says nothing of retrying, and no outage begun."""
+    from cloud_app.keys import Keys
+
+    redis_client.set(Keys(cloud_settings.FOG_CLOUD_KEY_PREFIX).recent(0), "not a list")
+    with pytest.raises(Exception, match="WRONGTYPE"):  # the test client re-raises what Django would log as a 500
+        client.get("/api/tuples/recent/")
+    assert outage.since is None
