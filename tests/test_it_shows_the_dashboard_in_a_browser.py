@@ -205,6 +205,33 @@ def test_it_says_so_when_a_states_list_or_a_household_cannot_be_loaded(web, redi
     assert [e for e in errors if "503" not in e] == []  # the browser's own line per refused request
 
 
+def test_it_settles_the_minutes_of_power_by_the_servers_clock_not_the_browsers(web, redis_url, cloud_prefix):
+    """A browser whose clock runs ten minutes ahead still leaves out the minute that is filling on the server."""
+    from datetime import datetime, timedelta
+
+    from playwright.sync_api import sync_playwright
+
+    cloud = CloudThread(redis_url, cloud_prefix, {EDGE_ID: EDGE_SECRET}, publish=True).start()
+    now = int(time.time() * 1000) // 5000 * 5000
+    store_through_cloud(cloud, make_rows(120, household="ahead", base_ms=now - 595_000))  # up to the current minute
+    errors = []
+    try:
+        with sync_playwright() as playwright:
+            browser = playwright.chromium.launch(executable_path=CHROMIUM, args=FLAGS, headless=True)
+            page = desktop_page(browser, errors)
+            page.clock.set_system_time(datetime.now() + timedelta(minutes=10))
+            page.goto(web)
+            page.wait_for_function("document.getElementById('link').classList.contains('link-live')", timeout=15000)
+            with urllib.request.urlopen(web + "api/power/", timeout=10) as response:
+                complete = [p["power_w"] for p in json.load(response) if p["complete"] and p["power_w"] is not None]
+            newest = "Chart.getChart('power-chart').data.datasets[0].data.filter(v => v !== null).slice(-1)[0]"
+            page.wait_for_function(f"Math.abs({newest} - {complete[-1] / 1000}) < 1e-6", timeout=5000)
+            browser.close()
+    finally:
+        cloud.stop()
+    assert errors == []
+
+
 def test_it_names_the_time_zone_of_the_times_it_shows(web):
     from playwright.sync_api import sync_playwright
 

@@ -174,12 +174,17 @@
 
   // --- power over time ---------------------------------------------------------
   let powerMinutes = [];  // [minute ms, W·ms sum or null]
-  function paintPower() {
-    const now = Date.now();
-    const current = Math.floor(now / MINUTE) * MINUTE;
-    while (powerMinutes.length && powerMinutes[powerMinutes.length - 1][0] < current) {
+  let skewMs = 0;  // the server's clock minus this browser's, from the updates' times
+  const serverNow = () => Date.now() + skewMs;
+  const learnSkew = (ts) => { if (ts) skewMs = ts - Date.now(); };  // which minutes have settled is the server's to say
+  function extendPower(minute) {  // empty minutes up to `minute`, so its updates have a place to add to
+    while (powerMinutes.length && powerMinutes[powerMinutes.length - 1][0] < minute) {
       powerMinutes.push([powerMinutes[powerMinutes.length - 1][0] + MINUTE, null]);
     }
+  }
+  function paintPower() {
+    const now = serverNow();
+    extendPower(Math.floor(now / MINUTE) * MINUTE);
     powerMinutes = powerMinutes.slice(-60);
     // A minute still filling (its later windows not stored yet) would be drawn far too low: it is summed, not shown.
     const shown = powerMinutes.filter(([m]) => m + MINUTE + POWER_SETTLED_MS <= now);
@@ -193,6 +198,7 @@
   }
   function addPower(deltas) {
     Object.entries(deltas || {}).forEach(([minute, wms]) => {
+      extendPower(Number(minute));  // a minute just begun may come before the next paint adds it
       const point = powerMinutes.find(([m]) => m === Number(minute));
       if (point) point[1] = (point[1] || 0) + wms;
     });
@@ -262,7 +268,7 @@
       const up = edge.last_heartbeat && now - edge.last_heartbeat <= CONNECTED_WITHIN_MS;
       if (!live) {  // no heartbeat reaches the page while its own feed is down: nothing is known of the edge
         edge.badge.className = "badge unknown";
-        edge.badge.textContent = `${name}: not known while the live feed is down` +
+        edge.badge.textContent = `${name}: ` + (summarised ? "not known while the live feed is down" : "waiting for the live feed") +
           (edge.last_heartbeat ? ` (last heartbeat ${time(edge.last_heartbeat)})` : "");
       } else {
         edge.badge.className = "badge " + (up ? (edge.paused ? "paused" : "up") : "down");
@@ -306,6 +312,7 @@
   }
 
   function applySummary(summary) {
+    learnSkew(summary.ts);
     summary.states.forEach((s) => { sums.set(s.state, [s.households, s.mean_power_w * s.tuples, s.tuples]); });
     if (summary.power) setPower(summary.power);
     summary.edges.forEach((e) => {
@@ -317,6 +324,7 @@
   }
 
   function applyUpdate(update) {
+    learnSkew(update.ts);
     Object.entries(update.states || {}).forEach(([state, triple]) => { sums.set(state, triple); });
     Object.entries(update.beats || {}).forEach(([edge, b]) => beat(edge, b.ts, b.backlog, b.paused));
     Object.entries(update.edges || {}).forEach(([edge, count]) => acked(edge, count));
