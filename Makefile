@@ -14,13 +14,16 @@ system:
 	@scripts/bootstrap-system.sh
 
 # uv (Astral's installer, pinned) installs the lock: the same pinned packages as pip, in a quarter of
-# its time on a fresh clone, which `make test` spends inside its 15 minutes.
+# its time on a fresh clone, which `make test` spends inside its 15 minutes. Where uv can't be had or
+# can't install (it reads no pip.conf: a mirror set there), pip installs the lock as before.
 UV_VERSION := 0.13.9
+PIP := $(PY) -m pip install -q --disable-pip-version-check
 venv: .venv/.installed
 .venv/.installed: requirements.txt
 	@test -x $(PY) || python3 -m venv .venv
-	@test -x .venv/bin/uv || $(PY) -m pip install -q --disable-pip-version-check uv==$(UV_VERSION)
-	.venv/bin/uv pip install -q --python $(PY) -r requirements.txt
+	@.venv/bin/uv --version 2>/dev/null | grep -q "^uv $(UV_VERSION) " || $(PIP) uv==$(UV_VERSION) || true
+	@if test -x .venv/bin/uv && .venv/bin/uv pip install -q --python $(PY) -r requirements.txt; then :; \
+	else echo "venv: installing requirements.txt with pip"; $(PIP) -r requirements.txt; fi
 	@touch $@
 
 node: node_modules/.package-lock.json
