@@ -76,16 +76,19 @@ LEGACY_BUFFER_MAX = 20000  # unkeyed input: messages a partition may have waitin
 # the read - record timestamp) its partition showed over the last one to two of these periods: the producer's
 # clock offset and the transit, without the time the reading waited for a busy ingest (see _apply).
 ARRIVAL_LAG_PERIOD_S = 5.0
-# The wall clock moved this far against the monotonic one between two polls: a step (NTP setting it), which
-# live windows must not take for time passed. NTP's slewing moves it by well under a millisecond a second.
+# The wall clock moved this far against the boot clock between two polls: a step (NTP setting it), which live
+# windows must not take for time passed. NTP's slewing moves it by well under a millisecond a second.
 CLOCK_STEP_MS = 500
 CLOCK_READ_MS = 20  # a reading of the clocks that took longer was interrupted: it is passed over
+MALFORMED_LOG_LINES = 5  # at most this many malformed-reading lines per MALFORMED_LOG_SECONDS
+MALFORMED_LOG_SECONDS = 60.0
 
 
 def _since_boot_ms():
-    return time.clock_gettime(time.CLOCK_BOOTTIME) * 1000 if hasattr(time, "CLOCK_BOOTTIME") else time.monotonic() * 1000
-MALFORMED_LOG_LINES = 5  # at most this many malformed-reading lines per MALFORMED_LOG_SECONDS
-MALFORMED_LOG_SECONDS = 60.0
+    """The boot clock: monotonic, and on through a suspend (Linux); the monotonic clock elsewhere."""
+    if hasattr(time, "CLOCK_BOOTTIME"):
+        return time.clock_gettime(time.CLOCK_BOOTTIME) * 1000
+    return time.monotonic() * 1000
 
 
 def _day(start_ms, cache={}):  # noqa: B006  (the shared default is the point: a per-process memo)
