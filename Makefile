@@ -14,15 +14,17 @@ system:
 	@scripts/bootstrap-system.sh
 
 # uv (Astral's installer, pinned) installs the lock: the same pinned packages as pip, in a quarter of
-# its time on a fresh clone, which `make test` spends inside its 15 minutes. Where uv can't be had or
-# can't install (it reads no pip.conf: a mirror set there), pip installs the lock as before.
+# its time on a fresh clone, which `make test` spends inside its 15 minutes. It compiles the bytecode as
+# pip does: where Python may not write it (PYTHONDONTWRITEBYTECODE), every process would compile what it
+# imports again, and start twice as slowly. Where uv can't be had or can't install (it reads no pip.conf:
+# a mirror set there), pip installs the lock as before.
 UV_VERSION := 0.13.9
 PIP := $(PY) -m pip install -q --disable-pip-version-check
 venv: .venv/.installed
 .venv/.installed: requirements.txt
 	@test -x $(PY) || python3 -m venv .venv
 	@.venv/bin/uv --version 2>/dev/null | grep -q "^uv $(UV_VERSION) " || $(PIP) uv==$(UV_VERSION) || true
-	@if test -x .venv/bin/uv && .venv/bin/uv pip install -q --python $(PY) -r requirements.txt; then :; \
+	@if test -x .venv/bin/uv && .venv/bin/uv pip install -q --compile-bytecode --python $(PY) -r requirements.txt; then :; \
 	else echo "venv: installing requirements.txt with pip"; $(PIP) -r requirements.txt; fi
 	@touch $@
 
