@@ -169,7 +169,7 @@ def test_it_starts_an_edge_with_its_own_expired_certificate_and_says_so_in_one_l
     said = [line for line in result.stderr.splitlines() if "the certificate expired" in line]
     assert len(said) == 1 and f"ERROR fog.edge: TLS: FOG_EDGE_TLS_CERT={path}: the certificate expired on " \
         f"{_utc(after)}" in said[0] and "sends them once it is renewed" in said[0], result.stderr
-    assert "ingest loop of edge" in result.stderr and "the run ended as timeout" in result.stderr  # its loops ran
+    assert "the run ended as timeout" in result.stderr  # it ran (its topic never came), not refused
 
 
 def _probe(server_cert, ca, client_cert=None):
