@@ -33,6 +33,9 @@ log = logging.getLogger("fog.cloud")
 
 DASHBOARD_GROUP = "dashboard"
 PUBLISH_EVERY_SECONDS = 0.25  # with the page's 4 a second, at most half a second of the freshness budget
+# With nothing to say for this long, the cloud says so all the same (an empty update): a page that hears nothing
+# for several of these knows the cloud, not its own feed, is away (static/js/dashboard.js).
+TICK_EVERY_SECONDS = 2.0
 RECENT_PUBLISHED = 15  # newest tuples carried by each dashboard update (the page's table)
 # Window end -> tuples, so a client can tell how fresh every tuple is (bench e2e). At real time an update holds
 # a few distinct ends (staggered windows end every 0.1 s: edge_app/windows.py); a drained backlog is capped here,
@@ -91,6 +94,7 @@ class CloudServer:
         self.admitted = {}  # id(socket) -> {pipe id: pipe} of the peers _admit let in (see there)
         self.watch_durability, self.volatile, self.durability_checked = watch_durability, "", time.monotonic()
         self._update = None  # pending dashboard update, merged until published
+        self.published_at = 0.0  # monotonic time of the last update published (TICK_EVERY_SECONDS)
 
     # --- one request ------------------------------------------------------
 
@@ -322,6 +326,7 @@ class CloudServer:
             self._unpublished = missed + 1
             self.counts["dashboard_unpublished"] += 1
             return False
+        self.published_at = time.monotonic()
         if missed:
             self._unpublished = 0
             self._refused_log(None, "dashboard-unpublished").warning(
@@ -481,6 +486,8 @@ class CloudServer:
             for limited in self.refused_logs.values():
                 limited.flush()  # a flood that stopped is told of too
             if self.channel_layer is not None:
+                if self._update is None and time.monotonic() - self.published_at >= TICK_EVERY_SECONDS:
+                    self._pending_update()["ts"] = int(time.time() * 1000)  # nothing new: the cloud is here
                 try:
                     await self.publish_pending()
                 except Exception:  # one bad round must not end the dashboard's feed for the server's life

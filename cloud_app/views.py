@@ -2,8 +2,10 @@ from django.conf import settings
 from django.shortcuts import render
 
 from cloud_app.reader import POWER_SETTLED_MS
+from cloud_app.server import TICK_EVERY_SECONDS
 
 
 def dashboard(request):
     return render(request, "dashboard.html", {"price": settings.FOG_PRICE_EUR_PER_KWH,
-                                              "power_settled_ms": POWER_SETTLED_MS})
+                                              "power_settled_ms": POWER_SETTLED_MS,
+                                              "cloud_tick_ms": int(TICK_EVERY_SECONDS * 1000)})

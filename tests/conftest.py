@@ -681,13 +681,21 @@ async def open_dashboard():
     return socket, summary
 
 
+def is_tick(update):
+    """An update that says only that the cloud is there (cloud_app/server.py, TICK_EVERY_SECONDS)."""
+    return not (update.get("acked") or update.get("beats") or update.get("states") or update.get("recent"))
+
+
 async def update_after_storing(socket, cloud, rows, timeout):
     """Store `rows` through `cloud` from inside the socket's event loop (in a thread, so the loop keeps
-    serving), then return the update the dashboard socket receives, and close the socket."""
+    serving), then return the first update the dashboard socket receives that is not a tick, and close the
+    socket."""
     import asyncio
 
     await asyncio.get_running_loop().run_in_executor(None, store_through_cloud, cloud, rows)
     update = await socket.receive_json_from(timeout=timeout)
+    while is_tick(update):
+        update = await socket.receive_json_from(timeout=timeout)
     await socket.disconnect()
     return update
 

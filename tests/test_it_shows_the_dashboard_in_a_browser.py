@@ -232,6 +232,32 @@ def test_it_settles_the_minutes_of_power_by_the_servers_clock_not_the_browsers(w
     assert errors == []
 
 
+def test_it_says_when_the_cloud_falls_silent_and_when_it_speaks_again(web, redis_url, cloud_prefix):
+    """The page's own feed stays up while the cloud is away: it must not go on calling itself live."""
+    from playwright.sync_api import sync_playwright
+
+    from cloud_app.server import TICK_EVERY_SECONDS
+
+    silent_ms = 3 * TICK_EVERY_SECONDS * 1000  # as the page reckons it
+    cloud = CloudThread(redis_url, cloud_prefix, {EDGE_ID: EDGE_SECRET}, publish=True).start()
+    try:
+        with sync_playwright() as playwright:
+            browser = playwright.chromium.launch(executable_path=CHROMIUM, args=FLAGS, headless=True)
+            page = browser.new_page()
+            page.goto(web)
+            page.wait_for_function("document.getElementById('link').classList.contains('link-live')", timeout=15000)
+            page.wait_for_timeout(silent_ms + 1500)  # nothing stored meanwhile: the cloud's ticks keep it live
+            assert "link-live" in page.get_attribute("#link", "class")
+            cloud.stop()
+            page.wait_for_function("document.getElementById('link').textContent.includes('the cloud has sent "
+                                   "nothing since')", timeout=silent_ms + 5000)
+            cloud = CloudThread(redis_url, cloud_prefix, {EDGE_ID: EDGE_SECRET}, publish=True).start()
+            page.wait_for_function("document.getElementById('link').classList.contains('link-live')", timeout=10000)
+            browser.close()
+    finally:
+        cloud.stop()
+
+
 def test_it_names_the_time_zone_of_the_times_it_shows(web):
     from playwright.sync_api import sync_playwright
 

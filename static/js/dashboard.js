@@ -10,6 +10,9 @@
   const PRICE = JSON.parse(document.getElementById("price").textContent);
   // A minute of power is drawn once its windows have all come in (cloud_app/reader.py, POWER_SETTLED_MS).
   const POWER_SETTLED_MS = JSON.parse(document.getElementById("power-settled-ms").textContent);
+  // The cloud sends an update at least this often (cloud_app/server.py, TICK_EVERY_SECONDS); three missed
+  // mean the cloud is away, though this page's own feed is up.
+  const CLOUD_SILENT_MS = 3 * JSON.parse(document.getElementById("cloud-tick-ms").textContent);
   const KWH_PER_W = 8.76;
   const CONNECTED_WITHIN_MS = 3000;
   const FLOW_POINTS = 120;
@@ -33,6 +36,9 @@
   let ackedThisSecond = 0;
   let socket = null;
   let live = false;  // a message came on the current socket
+  let heardAt = 0;  // when the last one came (this browser's clock)
+  let cloudSilent = false;  // the socket is up, but the cloud has sent nothing for CLOUD_SILENT_MS
+  const hearing = () => live && !cloudSilent;
   let summarised = false;  // a socket's summary was painted: the REST first paint is older, if it comes at all
   let watching = null;  // the household shown in the household view
 
@@ -266,9 +272,10 @@
           { plugins: { legend: { display: false } }, scales: { x: { display: false }, y: { beginAtZero: true, ticks: { maxTicksLimit: 3 } } } });
       }
       const up = edge.last_heartbeat && now - edge.last_heartbeat <= CONNECTED_WITHIN_MS;
-      if (!live) {  // no heartbeat reaches the page while its own feed is down: nothing is known of the edge
+      if (!hearing()) {  // no heartbeat reaches the page while its feed or the cloud is down: nothing is known of it
         edge.badge.className = "badge unknown";
-        edge.badge.textContent = `${name}: ` + (summarised ? "not known while the live feed is down" : "waiting for the live feed") +
+        edge.badge.textContent = `${name}: ` + (!summarised ? "waiting for the live feed"
+          : cloudSilent ? "not known while the cloud is silent" : "not known while the live feed is down") +
           (edge.last_heartbeat ? ` (last heartbeat ${time(edge.last_heartbeat)})` : "");
       } else {
         edge.badge.className = "badge " + (up ? (edge.paused ? "paused" : "up") : "down");
@@ -356,8 +363,10 @@
     socket.onmessage = (event) => {
       // Live, and the pause short again, only once the server delivers: one that accepts and then closes
       // (its channel layer down) must still be retried ever more slowly.
-      if (!live) {
+      heardAt = Date.now();
+      if (!hearing()) {
         live = true;
+        cloudSilent = false;
         pause = FIRST_PAUSE_MS;
         showLink("live", "Live: updates arrive as the cloud stores tuples.");
       }
@@ -381,9 +390,14 @@
   setInterval(() => {  // a point a second, and "offline since" without waiting for a message
     const backlog = [...edges.values()].reduce((a, e) => a + (e.backlog || 0), 0);
     flowChart.data.labels.push(time(Date.now()));
-    // While the socket is down nothing is known: a gap, not a fall to zero a fresh page would not show.
-    flowChart.data.datasets[0].data.push(live ? ackedThisSecond : null);
-    flowChart.data.datasets[1].data.push(live ? backlog : null);
+    if (live && !cloudSilent && Date.now() - heardAt > CLOUD_SILENT_MS) {
+      cloudSilent = true;
+      showLink("down", `Live updates have stopped: the cloud has sent nothing since ${time(heardAt)}. ` +
+        "This page stays connected and goes on when the cloud speaks again.");
+    }
+    // While nothing is heard nothing is known: a gap, not a fall to zero a fresh page would not show.
+    flowChart.data.datasets[0].data.push(hearing() ? ackedThisSecond : null);
+    flowChart.data.datasets[1].data.push(hearing() ? backlog : null);
     if (flowChart.data.labels.length > FLOW_POINTS) { flowChart.data.labels.shift(); flowChart.data.datasets.forEach((d) => d.data.shift()); }
     flowChart.update();
     ackedThisSecond = 0;
