@@ -10,7 +10,10 @@ not hidden. Power is converted from milliwatts to watts here, once.
 Event time is the `date` column read in the given time zone, to the
 millisecond of the `timestamp` column (`_instant`). A `timestamp` that is the
 date's own instant (epoch ms, as the format describes it) is taken as it is:
-it also tells the two passes of the hour the clocks go back apart. The
+it also tells the two passes of the hour the clocks go back apart (except in
+a zone at UTC+0 on one side of the change, where such a timestamp is also
+the date read as UTC: there the order of the lines decides, as for dates
+alone). The
 sample's `timestamp` is its date read as UTC instead (an hour off local time
 in winter), so there only its milliseconds are used: a meter can read twice
 within one second of `date`. A `timestamp` that is neither is passed over.
@@ -42,11 +45,10 @@ STAMP_RE = re.compile(r"[0-9]{1,15}")  # the `timestamp` column: epoch ms
 OFFSET_STEP_S = 900  # every time zone's offset from UTC is a multiple of 15 minutes,
 MAX_OFFSET_MS = 15 * 3_600_000  # and at most 14 hours
 SKIPPED_SHOWN = 20  # skipped lines named one by one in a file's warnings; the rest are counted
-# A line this far ahead of the one before it, when the next line comes back to within STRAY_RETURN_MS after
-# that one, is the line out of place, most likely a typo in its date: it is the line blamed, or skipped. (A
-# next line that comes back less far is itself out of place after a meter's genuine silence.)
+# A line this far ahead of the one before it, when the next line comes back to nearer that one than to it, is
+# the line out of place, most likely a typo in its date: it is the line blamed, or skipped. (A next line that
+# comes back only a little, after a meter's genuine silence, is itself the one out of place.)
 STRAY_JUMP_MS = 3_600_000
-STRAY_RETURN_MS = 60_000
 
 log = logging.getLogger("fog.simulation")
 
@@ -249,7 +251,7 @@ def _read_lines(lines, path, zone, skip_bad_lines, timestamps, powers):
                 ts, watts = _reading(fields, zone, previous, now_ms)
             except NotAfter as exc:
                 stray = last is not None and last[2] is not None and previous - last[2] > STRAY_JUMP_MS
-                if not (stray and last[2] < exc.ts <= last[2] + STRAY_RETURN_MS):
+                if not (stray and last[2] < exc.ts < last[2] + (previous - last[2]) // 2):
                     raise
                 # The line before jumped ahead and this one comes back in sequence: that one is out of place.
                 problem = (f"time {last[1]} jumps {_span(previous - last[2])} ahead of the line before it, and "

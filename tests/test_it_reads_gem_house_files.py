@@ -119,6 +119,14 @@ def test_it_blames_and_skips_a_date_out_of_place_not_the_lines_after_it(tmp_path
         "(2019-12-24 00:01:22) comes back: a date out of place (skipped: --skip-bad-lines)"]
 
 
+def test_it_blames_a_date_out_of_place_in_a_meter_that_reads_every_ninety_seconds(tmp_path):
+    start = datetime(2019, 12, 24, 0, 0)
+    rows = [((start + timedelta(seconds=90 * i)).strftime("%Y-%m-%d %H:%M:%S"), 1000) for i in range(6)]
+    rows[2] = ("2019-12-24 19:03:00", 5000)  # file line 5
+    household, skipped = read_csv(write_gem_csv(tmp_path / "h.csv", rows), BERLIN, skip_bad_lines=True)
+    assert skipped == 1 and len(household.timestamps) == 5 and 5.0 not in household.powers
+
+
 def test_it_names_each_skipped_line_up_to_a_bound_and_counts_the_rest(tmp_path, caplog):
     rows = [(f"2019-12-24 00:{i // 30:02d}:{i % 30 * 2:02d}", -1 if i % 2 else 1000) for i in range(2 * SKIPPED_SHOWN + 10)]
     household, skipped = read_csv(write_gem_csv(tmp_path / "h.csv", rows), BERLIN, skip_bad_lines=True)
