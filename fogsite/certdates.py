@@ -63,16 +63,24 @@ def _dated(cert, several, now):
 def file_problem(path, now=None, bundle=False):
     """(serious, what) for the first certificate in the PEM file at `path` outside its dates (serious) or
     expiring within EXPIRY_WARNING_DAYS; None if none is. In a `bundle` of CAs one out of date is only a
-    warning while another is in date: the handshake takes the one in date (the end of a CA rotation)."""
+    warning while another of its name is in date: the handshake takes that one (the end of a CA rotation)."""
     now = now or datetime.datetime.now(datetime.UTC)
     certificates = _certificates(path)
     found = [problem for cert in certificates if (problem := _dated(cert, len(certificates) > 1, now))]
     if not found:
         return None
     serious, what = min(found, key=lambda problem: not problem[0])  # an error before a warning
-    if serious and bundle and sum(1 for problem in found if problem[0]) < len(certificates):
-        return False, f"{what}; the file's other certificates are in date, and handshakes take those"
+    if serious and bundle and all(_replaced(cert, certificates, now) for cert in certificates
+                                  if (_dated(cert, True, now) or (False,))[0]):
+        return False, f"{what}; a certificate of the same name in the file is in date, and handshakes take that"
     return serious, what
+
+
+def _replaced(cert, certificates, now):
+    """Whether another certificate of `cert`'s subject in the file is in date: a CA renewed, the old one not
+    yet taken out (an intermediate expired alone is no such thing: every chain through it fails)."""
+    return any(other is not cert and other.subject == cert.subject
+               and other.not_valid_before_utc <= now <= other.not_valid_after_utc for other in certificates)
 
 
 def setting_problem(name, now=None):

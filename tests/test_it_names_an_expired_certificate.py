@@ -119,7 +119,21 @@ def test_it_only_warns_of_an_expired_ca_beside_one_in_date_in_the_same_file(tmp_
     bundle.write_bytes(_pem(expired) + _pem(new.cert))
     settings.FOG_TLS_CA = str(bundle)
     [(check_id, message)] = _tls_issues()
-    assert check_id == "fog.W013" and "expired on" in message and "other certificates are in date" in message
+    assert check_id == "fog.W013" and "expired on" in message and "of the same name in the file is in date" in message
+
+
+def test_it_refuses_an_expired_certificate_in_a_ca_file_that_nothing_in_it_replaces(ca, tmp_path, settings):
+    """An intermediate expired beside its root in date: every chain through it fails."""
+    now = datetime.datetime.now(datetime.UTC)
+    name = x509.Name([x509.NameAttribute(x509.NameOID.COMMON_NAME, "fog intermediate")])
+    intermediate = (x509.CertificateBuilder().subject_name(name).issuer_name(ca.cert.subject)
+                    .public_key(ca.key.public_key()).serial_number(7).not_valid_before(now - 9 * DAY)
+                    .not_valid_after(now - DAY).sign(ca.key, hashes.SHA256()))
+    bundle = tmp_path / "chain.pem"
+    bundle.write_bytes(_pem(ca.cert) + _pem(intermediate))
+    settings.FOG_TLS_CA = str(bundle)
+    [(check_id, message)] = _tls_issues()
+    assert check_id == "fog.E014" and "the certificate of fog intermediate expired on" in message
 
 
 def test_it_fails_check_on_an_expired_cloud_certificate(ca):
@@ -168,7 +182,7 @@ def test_it_starts_an_edge_with_its_own_expired_certificate_and_says_so_in_one_l
                         env={**edge_env, "FOG_TLS_CA": str(ca.path), "FOG_EDGE_TLS_CERT": str(path)}, timeout=90)
     said = [line for line in result.stderr.splitlines() if "the certificate expired" in line]
     assert len(said) == 1 and f"ERROR fog.edge: TLS: FOG_EDGE_TLS_CERT={path}: the certificate expired on " \
-        f"{_utc(after)}" in said[0] and "sends them once it is renewed" in said[0], result.stderr
+        f"{_utc(after)}" in said[0] and "once it is renewed and runedge started again" in said[0], result.stderr
     assert "the run ended as timeout" in result.stderr  # it ran (its topic never came), not refused
 
 

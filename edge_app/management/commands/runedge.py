@@ -60,8 +60,8 @@ class Command(BaseCommand):
     def execute(self, *args, **options):
         if options.get("insecure_plaintext"):  # accepted on purpose, and handle() logs a WARNING of its own
             settings.SILENCED_SYSTEM_CHECKS = [*settings.SILENCED_SYSTEM_CHECKS, "fog.W011"]
-        # A certificate out of date: handle() refuses this edge's own in one line, and the cloud's certificate on
-        # this host is runcloud's to refuse.
+        # A certificate out of date: handle() says so of this edge's own in one ERROR line and starts (the ingest
+        # needs none), and the cloud's certificate on this host is runcloud's to refuse.
         settings.SILENCED_SYSTEM_CHECKS = [*settings.SILENCED_SYSTEM_CHECKS, "fog.E014"]
         return super().execute(*args, **options)
 
@@ -89,7 +89,8 @@ class Command(BaseCommand):
         if settings.FOG_TLS_CA and (out_of_date := refusal("FOG_EDGE_TLS_CERT", "FOG_TLS_CA")):
             # Said, not refused: the ingest needs no certificate, and readings left in Kafka age toward its
             # retention. The windows wait here until the certificate is renewed (the heartbeat says why).
-            log.error("TLS: %s; the edge stores windows meanwhile and sends them once it is renewed", out_of_date)
+            log.error("TLS: %s; the edge stores windows meanwhile, and sends them once it is renewed and runedge "
+                      "started again", out_of_date)
         check_edge_database()
         stopping = []
 
