@@ -94,7 +94,7 @@ class CloudServer:
         self.admitted = {}  # id(socket) -> {pipe id: pipe} of the peers _admit let in (see there)
         self.watch_durability, self.volatile, self.durability_checked = watch_durability, "", time.monotonic()
         self._update = None  # pending dashboard update, merged until published
-        self.published_at = 0.0  # monotonic time of the last update published (TICK_EVERY_SECONDS)
+        self.published_at = time.monotonic()  # of the last update published, or tick tried (TICK_EVERY_SECONDS)
 
     # --- one request ------------------------------------------------------
 
@@ -302,6 +302,17 @@ class CloudServer:
         update["recent"] = (stored[::-1] + update["recent"])[:RECENT_PUBLISHED]
         update["ts"] = int(time.time() * 1000)
 
+    async def publish_tick(self):
+        """Nothing new to publish for a while: an empty update all the same, so a page can tell a quiet
+        cloud from one that is away. Tried once a period; a channel layer that refuses it is the next real
+        update's to report."""
+        self.published_at = time.monotonic()
+        try:
+            await self.channel_layer.group_send(DASHBOARD_GROUP, {"type": "pipeline.update",
+                                                                  "ts": int(time.time() * 1000)})
+        except Exception:  # noqa: BLE001 -- best effort, as the updates
+            pass
+
     async def publish_pending(self):
         """Send the merged update, if any, to the dashboard group. True if one was sent."""
         update, self._update = self._update, None
@@ -486,9 +497,9 @@ class CloudServer:
             for limited in self.refused_logs.values():
                 limited.flush()  # a flood that stopped is told of too
             if self.channel_layer is not None:
-                if self._update is None and time.monotonic() - self.published_at >= TICK_EVERY_SECONDS:
-                    self._pending_update()["ts"] = int(time.time() * 1000)  # nothing new: the cloud is here
                 try:
+                    if self._update is None and time.monotonic() - self.published_at >= TICK_EVERY_SECONDS:
+                        await self.publish_tick()
                     await self.publish_pending()
                 except Exception:  # one bad round must not end the dashboard's feed for the server's life
                     log.exception("dashboard update round failed; the next one follows")
