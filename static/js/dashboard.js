@@ -38,6 +38,7 @@
   let live = false;  // a message came on the current socket
   let heardAt = 0;  // when the last one came (this browser's clock)
   let cloudSilent = false;  // the socket is up, but the cloud has sent nothing for CLOUD_SILENT_MS
+  let rejoin = false;  // the socket is closed on purpose, to reconnect at once for a summary
   const hearing = () => live && !cloudSilent;
   let summarised = false;  // a socket's summary was painted: the REST first paint is older, if it comes at all
   let watching = null;  // the household shown in the household view
@@ -203,8 +204,11 @@
     paintPower();
   }
   function addPower(deltas) {
+    const current = Math.floor(serverNow() / MINUTE) * MINUTE;
     Object.entries(deltas || {}).forEach(([minute, wms]) => {
-      extendPower(Number(minute));  // a minute just begun may come before the next paint adds it
+      // A minute just begun may come before the next paint adds it; one ahead of the clock (a meter's clock
+      // running fast) has no place on the chart, and must not push the hour off it.
+      if (Number(minute) <= current) extendPower(Number(minute));
       const point = powerMinutes.find(([m]) => m === Number(minute));
       if (point) point[1] = (point[1] || 0) + wms;
     });
@@ -249,13 +253,13 @@
   function acked(name, count) {
     const edge = ensureEdge(name);
     edge.ackedNow = (edge.ackedNow || 0) + count;
-    if (edge.history) { const i = minuteSlot(edge.history, Date.now()); if (i >= 0) edge.history.acked[i] += count; }
+    if (edge.history) { const i = minuteSlot(edge.history, serverNow()); if (i >= 0) edge.history.acked[i] += count; }
   }
   function paintEdges() {
     const box = document.getElementById("edges");
     const names = [...edges.keys()].sort();
     if (!names.length) return;
-    const now = Date.now();
+    const now = serverNow();  // heartbeats carry the server's times
     names.forEach((name) => {
       const edge = edges.get(name);
       if (!edge.card) {
@@ -364,9 +368,15 @@
       // Live, and the pause short again, only once the server delivers: one that accepts and then closes
       // (its channel layer down) must still be retried ever more slowly.
       heardAt = Date.now();
-      if (!hearing()) {
+      if (live && cloudSilent) {
+        // The cloud speaks again: what it may have stored while its updates did not come (a channel layer
+        // it could not reach) is caught up by a new socket's summary.
+        rejoin = true;
+        socket.close();
+        return;
+      }
+      if (!live) {
         live = true;
-        cloudSilent = false;
         pause = FIRST_PAUSE_MS;
         showLink("live", "Live: updates arrive as the cloud stores tuples.");
       }
@@ -381,6 +391,8 @@
     };
     socket.onclose = () => {
       live = false;
+      cloudSilent = false;
+      if (rejoin) { rejoin = false; connect(); return; }
       showLink("down", `Live updates are down: the websocket closed. Reconnecting in ${Math.round(pause / 1000)} s…`);
       setTimeout(connect, pause);
       pause = Math.min(pause * 2, LONGEST_PAUSE_MS);
