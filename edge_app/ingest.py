@@ -166,7 +166,7 @@ class Ingestor:
         self.paused_at = None
         self.lags = ({}, {})  # partition -> smallest lag this period, and the period before (ARRIVAL_LAG_PERIOD_S)
         self.lags_rolled = time.monotonic()
-        self.clock_offset_ms = None  # wall clock - monotonic clock at the last poll (ms): its steps, see CLOCK_STEP_MS
+        self.clock_offset_ms = None  # wall clock - boot clock at the last poll (ms): its steps, see CLOCK_STEP_MS
         # Readings a message held in the last poll, to size polls (the room is in readings, a poll takes
         # messages): until the first, as many as a batch may, except for the prototype's single readings.
         self.per_message = 1.0 if legacy else limits.MAX_READINGS_PER_MESSAGE
