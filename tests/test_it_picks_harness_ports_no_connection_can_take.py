@@ -27,3 +27,23 @@ def test_it_passes_over_a_port_something_listens_on(monkeypatch):
         picks = iter([taken, taken, other])
         monkeypatch.setattr(net._PICKS, "randrange", lambda low, high: next(picks))
         assert net.free_port() == other
+
+
+
+def test_it_starts_a_proxy_on_another_port_when_its_reserved_one_was_taken_meanwhile(monkeypatch):
+    """Another test may bind a port between its reservation and the proxy's start (another process: the
+    reservation can't know), as one did in a CI run."""
+    from tooling.chaos import pipeline
+
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", net.free_port()))
+        busy.listen()
+        taken = busy.getsockname()[1]
+        handed = [taken]
+        reserve = pipeline.reserve_port
+        monkeypatch.setattr(pipeline, "reserve_port", lambda: handed.pop() if handed else reserve())
+        proxy = pipeline._proxy(net.free_port())
+        try:
+            assert proxy.listen_port != taken and proxy.server is not None and proxy.server.is_serving()
+        finally:
+            proxy.stop()

@@ -18,6 +18,7 @@ no process any more, and its waits and sleeps raise PipelineClosed, so the
 scenario's thread unwinds instead of carrying on against killed processes.
 """
 
+import errno
 import json
 import logging
 import os
@@ -46,6 +47,7 @@ log = logging.getLogger("fog.chaos")
 SECRET = "chaos-secret-not-for-production"
 LOOPS = ("ingest", "sender", "heartbeat")
 CLOUD_PORT_TRIES = 3  # first starts of the cloud, each on new ports when the last ones were taken meanwhile
+PROXY_PORT_TRIES = 3  # the link's proxies likewise: a port reserved here may be bound by another test first
 CLOUD_START_S = 30  # how long a first start may take to listen before the edge is started anyway
 _RESERVED = set()  # ports handed out in this process: two lanes picking ports at once never get the same one
 _RESERVING = threading.Lock()
@@ -62,6 +64,19 @@ def reserve_port():
             pass
         _RESERVED.add(port)
         return port
+
+
+def _proxy(target):
+    """A proxy to `target` listening on a port of its own. Nothing dials it before the edge starts, so one that
+    another process bound since it was reserved gives way to a new one."""
+    for attempt in range(PROXY_PORT_TRIES):
+        proxy = Proxy(reserve_port(), target)
+        try:
+            return proxy.start()
+        except OSError as exc:
+            proxy.stop()
+            if exc.errno != errno.EADDRINUSE or attempt == PROXY_PORT_TRIES - 1:
+                raise
 
 
 class ChaosServices:
@@ -151,8 +166,8 @@ class Pipeline:
         self.budget, self.peak_backlog, self.paused_seen = None, 0, False
         self._watching = None
         try:
-            self.proxy_hb = Proxy(reserve_port(), self.hb).start()
-            self.proxy_data = Proxy(reserve_port(), self.data).start()
+            self.proxy_hb = _proxy(self.hb)
+            self.proxy_data = _proxy(self.data)
             self._manage("migrate", "-v", "0").wait(60)
         except BaseException:  # stopped (or interrupted) already: the proxies and the folder go too
             self.close()
