@@ -35,6 +35,7 @@ from redis.exceptions import RedisError
 from cloud_app.engine import STORE_ERRORS
 from cloud_app.reader import ReaderSource
 from cloud_app.server import DASHBOARD_GROUP
+from fogwire.limits import MAX_HOUSEHOLD_ID
 from fogwire.ratelog import RateLimitedLog
 
 log = logging.getLogger("fog.cloud")
@@ -58,8 +59,8 @@ LAYER_ERRORS = (RedisError, OSError, *STORE_ERRORS)
 # Renewals of a live socket's membership within one group expiry: one or two failed ones (a layer that blips)
 # still leave it in the group.
 RENEWALS_PER_EXPIRY = 5
-# The page's largest frame is {"watch": household} with a 256-character id, each character at most 6 when
-# JSON-escaped; anything much larger is not the page's.
+# The page's largest frame is {"watch": household}, an id of at most MAX_HOUSEHOLD_ID characters, each at most
+# 6 when JSON-escaped; anything much larger is not the page's.
 MAX_FRAME_CHARS = 4096
 # RFC 6455 close codes for what the page never sends.
 CLOSE_UNSUPPORTED = 1003  # a binary frame
@@ -131,7 +132,7 @@ class DashboardConsumer(AsyncJsonWebsocketConsumer):
 
     async def receive_json(self, content, **kwargs):
         household = content.get("watch") if isinstance(content, dict) else None
-        self.watching = household[:256] if isinstance(household, str) and household else None
+        self.watching = household[:MAX_HOUSEHOLD_ID] if isinstance(household, str) and household else None
 
     async def _refuse(self, code, what):
         client = self.scope.get("client") or ("?", "?")

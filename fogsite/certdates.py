@@ -71,16 +71,19 @@ def file_problem(path, now=None, bundle=False):
         return None
     serious, what = min(found, key=lambda problem: not problem[0])  # an error before a warning
     if serious and bundle and all(_replaced(cert, certificates, now) for cert in certificates
-                                  if (_dated(cert, True, now) or (False,))[0]):
+                                  if not _in_date(cert, now)):
         return False, f"{what}; a certificate of the same name in the file is in date, and handshakes take that"
     return serious, what
+
+
+def _in_date(cert, now):
+    return cert.not_valid_before_utc <= now <= cert.not_valid_after_utc
 
 
 def _replaced(cert, certificates, now):
     """Whether another certificate of `cert`'s subject in the file is in date: a CA renewed, the old one not
     yet taken out (an intermediate expired alone is no such thing: every chain through it fails)."""
-    return any(other is not cert and other.subject == cert.subject
-               and other.not_valid_before_utc <= now <= other.not_valid_after_utc for other in certificates)
+    return any(other is not cert and other.subject == cert.subject and _in_date(other, now) for other in certificates)
 
 
 def setting_problem(name, now=None):

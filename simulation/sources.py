@@ -13,10 +13,9 @@ date's own instant (epoch ms, as the format describes it) is taken as it is:
 it also tells the two passes of the hour the clocks go back apart (except in
 a zone at UTC+0 on one side of the change, where such a timestamp is also
 the date read as UTC: there the order of the lines decides, as for dates
-alone). The
-sample's `timestamp` is its date read as UTC instead (an hour off local time
-in winter), so there only its milliseconds are used: a meter can read twice
-within one second of `date`. A `timestamp` that is neither is passed over.
+alone). The sample's `timestamp` is its date read as UTC instead (an hour
+off local time in winter), so there only its milliseconds are used: a meter
+can read twice within one second of `date`. A `timestamp` that is neither is passed over.
 
 Synthetic households are stateless functions of (seed, household, time):
 the same seed gives the same values in any process, whatever the number of
@@ -108,6 +107,11 @@ class OutOfPlace(DataError):
         self.line = line
 
 
+def _stamps(stamp, moment_ms):
+    """Whether the timestamp column is this instant (to the second the date gives)."""
+    return 0 <= stamp - moment_ms < 1000
+
+
 def _instant(local_ms, stamp):
     """A line's epoch ms from its date (`local_ms`, whole seconds) and its `timestamp` column (None if it is
     not a number): the timestamp itself when it is the date's instant; the date with the timestamp's
@@ -115,7 +119,7 @@ def _instant(local_ms, stamp):
     sample's is read as UTC); else the date alone."""
     if stamp is None or abs(stamp - local_ms) > MAX_OFFSET_MS:  # e.g. a column of seconds: not this line's
         return local_ms
-    if 0 <= stamp - local_ms < 1000:
+    if _stamps(stamp, local_ms):
         return stamp
     if (stamp // 1000 - local_ms // 1000) % OFFSET_STEP_S == 0:
         return local_ms + stamp % 1000
@@ -146,7 +150,7 @@ def _epoch_ms(text, zone, previous, stamp=None):
     # also the date read as UTC (as the sample's are), which in a zone at UTC+0 on one side of the change
     # (London, Lisbon) is one pass's instant for the lines of both.
     as_utc = int(naive.replace(tzinfo=UTC).timestamp() * 1000)
-    if stamp is not None and not 0 <= stamp - as_utc < 1000 and any(0 <= stamp - m < 1000 for m in (ms, later)):
+    if stamp is not None and not _stamps(stamp, as_utc) and (_stamps(stamp, ms) or _stamps(stamp, later)):
         return stamp
     if previous is not None and ms <= previous:
         # The repeated hour when clocks go back: the second pass, if that puts this line closer after the
