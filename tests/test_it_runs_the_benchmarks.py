@@ -192,6 +192,20 @@ def test_it_keeps_each_e2e_baseline_in_a_section_of_its_own(tmp_path):
         assert BASELINES[expected][1] in section, kind
 
 
+def test_it_names_how_fast_the_machine_ran_python_beside_what_it_measured(tmp_path):
+    """Figures of different days are read together only with the day's speed beside them: this machine is
+    shared, and one day's absolute figures can differ from another's by more than any change did."""
+    from tooling.bench.common import Figure, python_speed
+    from tooling.bench.e2e import markers, write_section
+
+    doc = tmp_path / "BENCHMARKS.md"
+    write_section(doc, [Figure("e2e freshness p99 (window end -> page)", 1.0, "s", None, "", {})], "bench e2e")
+    opening = doc.read_text().split(markers("size")[0])[1].strip().splitlines()[2]
+    speed = re.search(r"Python [\d.]+ at ([\d.]+) M loop steps/s", opening)
+    assert speed, opening
+    assert float(speed[1]) == round(python_speed(), 1) > 0
+
+
 def test_it_keeps_runs_with_staggered_windows_apart_from_the_aligned_ones(tmp_path):
     from tooling.bench.common import Figure
     from tooling.bench.e2e import BASELINES, STAGGERED_LABEL, markers, write_section

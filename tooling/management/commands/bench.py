@@ -6,7 +6,7 @@ from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
 from tooling.bench import admin, api, cloud, e2e, edge, latency, scale, simulate, store
-from tooling.bench.common import carry_generated
+from tooling.bench.common import carry_generated, python_speed
 from tooling.localservices import redis_hostport, split_hostport
 from tooling.net import port_open
 from tooling.signals import stop_on_signals
@@ -233,8 +233,10 @@ class Command(BaseCommand):
         if name == "all":
             for each, _ in ALL:
                 self._check_services(each)
+            python_speed()  # before the run loads the machine: its reports name the speed taken here
             return self._all(options)
         self._check_services(name)
+        python_speed()
         function, _, arguments = BENCHMARKS[name]
         keys = [option.lstrip("-").replace("-", "_") for option, *_ in arguments]
         out = (lambda line: None) if options["json"] else self.stdout.write
