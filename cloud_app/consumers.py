@@ -22,6 +22,15 @@ channels-redis drops a group member that was not added again within the
 layer's `group_expiry` (settings.CHANNEL_LAYERS), so a member that dies
 without leaving costs only that long; a live socket therefore adds itself
 again several times within it.
+
+A socket that nothing was sent on for ALIVE_EVERY_SECONDS gets {"type":
+"alive"} from this consumer itself, whether the cloud speaks or not. The page
+sends nothing it could notice a dead socket by (one the network dropped
+half-open: a laptop asleep, a proxy or NAT that forgot it): without these it
+could not tell such a socket from a cloud that fell silent, and would wait on
+it for ever. With them, silence on the socket means the socket, and the page
+opens a new one; the cloud's own ticks (cloud_app/server.py) still tell
+whether the cloud is there.
 """
 
 import asyncio
@@ -41,6 +50,8 @@ from fogwire.ratelog import RateLimitedLog
 log = logging.getLogger("fog.cloud")
 
 MAX_PER_SECOND = 4
+# Sent on a socket idle this long; the page takes three missed as a dead socket (static/js/dashboard.js).
+ALIVE_EVERY_SECONDS = 2.0
 
 
 RECENT_KEEP = 15  # the page's "latest tuples" table
@@ -95,7 +106,9 @@ class DashboardConsumer(AsyncJsonWebsocketConsumer):
 
     async def connect(self):
         self.pending, self.flush_task, self.last_sent, self.watching = None, None, 0.0, None
-        self.joined, self.leaving, self.renew_task = False, False, None
+        self.joined, self.leaving, self.renew_task, self.alive_task = False, False, None, None
+        # Sends are one at a time: the updates' flush and the keep-alive are separate tasks.
+        self.send_lock, self.sent_at = asyncio.Lock(), time.monotonic()
         # Accepted only once it can deliver: a socket accepted and then closed looks "live" to the page for a
         # moment, and the page would retry at once, forever, while the channel layer is down.
         try:
@@ -111,7 +124,14 @@ class DashboardConsumer(AsyncJsonWebsocketConsumer):
             await self.accept()
             await self.send_json({"type": "summary", **first})
         except SEND_ERRORS:
-            pass  # the browser left while the summary was read; its disconnect follows
+            return  # the browser left while the summary was read; its disconnect follows
+        self.alive_task = asyncio.create_task(self._keep_alive())
+
+    async def send_json(self, content, close=False):
+        """Every message of this consumer goes out here, one at a time."""
+        async with self.send_lock:
+            await super().send_json(content, close)
+            self.sent_at = time.monotonic()
 
     async def disconnect(self, code):
         await self._leave()
@@ -149,8 +169,8 @@ class DashboardConsumer(AsyncJsonWebsocketConsumer):
         if getattr(self, "leaving", True):
             return  # left already, or never got as far as connect
         self.leaving = True
-        tasks = [task for task in (self.flush_task, self.renew_task) if task is not None]
-        self.flush_task = self.renew_task = None
+        tasks = [task for task in (self.flush_task, self.renew_task, self.alive_task) if task is not None]
+        self.flush_task = self.renew_task = self.alive_task = None
         for task in tasks:
             task.cancel()
         if tasks:
@@ -174,6 +194,18 @@ class DashboardConsumer(AsyncJsonWebsocketConsumer):
                 await self.channel_layer.group_add(DASHBOARD_GROUP, self.channel_name)
             except LAYER_ERRORS as exc:
                 refused_log.warning("dashboard websocket could not renew its group membership: %s", exc)
+
+    async def _keep_alive(self):
+        """{"type": "alive"} on a socket nothing was sent on for ALIVE_EVERY_SECONDS (see the module's docstring)."""
+        while not self.leaving:
+            await asyncio.sleep(max(0.0, self.sent_at + ALIVE_EVERY_SECONDS - time.monotonic()))
+            if self.leaving:
+                return
+            if time.monotonic() - self.sent_at >= ALIVE_EVERY_SECONDS:
+                try:
+                    await self.send_json({"type": "alive"})
+                except SEND_ERRORS:
+                    return  # the socket is gone; its disconnect follows
 
     async def pipeline_update(self, event):
         if self.leaving:

@@ -1,6 +1,7 @@
 from django.conf import settings
 from django.shortcuts import render
 
+from cloud_app.consumers import ALIVE_EVERY_SECONDS
 from cloud_app.reader import POWER_SETTLED_MS
 from cloud_app.server import TICK_EVERY_SECONDS
 
@@ -8,4 +9,5 @@ from cloud_app.server import TICK_EVERY_SECONDS
 def dashboard(request):
     return render(request, "dashboard.html", {"price": settings.FOG_PRICE_EUR_PER_KWH,
                                               "power_settled_ms": POWER_SETTLED_MS,
-                                              "cloud_tick_ms": int(TICK_EVERY_SECONDS * 1000)})
+                                              "cloud_tick_ms": int(TICK_EVERY_SECONDS * 1000),
+                                              "socket_alive_ms": int(ALIVE_EVERY_SECONDS * 1000)})

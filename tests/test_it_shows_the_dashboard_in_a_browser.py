@@ -16,6 +16,7 @@ from django.conf import settings as django_settings
 from cloud_app.postal import STATES, locate
 from fogwire import protocol as wire
 from tests.conftest import EDGE_ID, EDGE_SECRET, ROOT, CloudThread, free_port, make_rows, store_through_cloud, wait_for
+from tooling.chaos.proxy import Proxy
 from tooling.net import port_open
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
@@ -266,6 +267,59 @@ def test_it_says_when_the_cloud_falls_silent_and_when_it_speaks_again(web, redis
             browser.close()
     finally:
         cloud.stop()
+
+
+class HalfOpenProxy(Proxy):
+    """A TCP proxy whose connections open at freeze() carry nothing more either way and stay open, as a link
+    the network dropped half-open; connections made after it go through."""
+
+    frozen = frozenset()
+
+    def freeze(self):
+        async def freeze():
+            self.frozen = frozenset(self.writers)
+        self._call(freeze())
+
+    async def _forward(self, source, sink, to_client):
+        try:
+            while chunk := await source.read(65536):
+                if sink not in self.frozen:
+                    sink.write(chunk)
+                    await sink.drain()
+        except (ConnectionError, OSError):
+            pass
+        finally:
+            sink.transport.abort()
+
+
+def test_it_opens_a_new_socket_when_its_socket_dies_on_the_way(web, redis_url, cloud_prefix):
+    """A socket the network dropped half-open (a laptop asleep, a NAT that forgot it) brings nothing and never
+    closes. The web server's own "alive" messages tell the page so: it connects again, instead of waiting on
+    the dead socket for ever and blaming the cloud, which went on speaking all along."""
+    from playwright.sync_api import sync_playwright
+
+    from cloud_app.consumers import ALIVE_EVERY_SECONDS
+
+    dead_ms = 3 * ALIVE_EVERY_SECONDS * 1000  # as the page reckons it
+    proxy = HalfOpenProxy(free_port(), urlsplit(web).port).start()
+    cloud = CloudThread(redis_url, cloud_prefix, {EDGE_ID: EDGE_SECRET}, publish=True).start()
+    try:
+        with sync_playwright() as playwright:
+            browser = playwright.chromium.launch(executable_path=CHROMIUM, args=FLAGS, headless=True)
+            page = browser.new_page()
+            sockets = []
+            page.on("websocket", lambda socket: sockets.append(socket))
+            page.goto(f"http://127.0.0.1:{proxy.listen_port}/")
+            page.wait_for_function("document.getElementById('link').classList.contains('link-live')", timeout=15000)
+            proxy.freeze()
+            page.wait_for_function("document.getElementById('link').textContent.includes('nothing has come on the "
+                                   "websocket since')", timeout=dead_ms + 5000)
+            page.wait_for_function("document.getElementById('link').classList.contains('link-live')", timeout=10000)
+            assert len(sockets) == 2
+            browser.close()
+    finally:
+        cloud.stop()
+        proxy.stop()
 
 
 def test_it_names_the_time_zone_of_the_times_it_shows(web):

@@ -13,6 +13,10 @@
   // The cloud sends an update at least this often (cloud_app/server.py, TICK_EVERY_SECONDS); three missed
   // mean the cloud is away, though this page's own feed is up.
   const CLOUD_SILENT_MS = 3 * JSON.parse(document.getElementById("cloud-tick-ms").textContent);
+  // The web server says "alive" on a socket it sent nothing else on for this long (cloud_app/consumers.py),
+  // whether the cloud speaks or not: three missed mean the socket died on the way (dropped half-open by a
+  // sleeping laptop, a proxy or a NAT), which the browser would not notice for a long time by itself.
+  const SOCKET_DEAD_MS = 3 * JSON.parse(document.getElementById("socket-alive-ms").textContent);
   const KWH_PER_W = 8.76;
   const CONNECTED_WITHIN_MS = 3000;
   const FLOW_POINTS = 120;
@@ -37,6 +41,7 @@
   let socket = null;
   let live = false;  // a message came on the current socket
   let heardAt = 0;  // when the last one came (this browser's clock)
+  let socketHeardAt = 0;  // when anything last came on the current socket, "alive" included
   let cloudSilent = false;  // the socket is up, but the cloud has sent nothing for CLOUD_SILENT_MS
   let rejoin = false;  // the socket is closed on purpose, to reconnect at once for a summary
   const hearing = () => live && !cloudSilent;
@@ -362,9 +367,13 @@
   function connect() {
     socket = new WebSocket((location.protocol === "https:" ? "wss://" : "ws://") + location.host + "/ws/dashboard/");
     socket.onopen = () => {
+      socketHeardAt = Date.now();
       if (watching) socket.send(JSON.stringify({ watch: watching }));
     };
     socket.onmessage = (event) => {
+      socketHeardAt = Date.now();
+      const message = JSON.parse(event.data);
+      if (message.type === "alive") return;  // the web server's, not the cloud's: says only that the socket is up
       // Live, and the pause short again, only once the server delivers: one that accepts and then closes
       // (its channel layer down) must still be retried ever more slowly.
       heardAt = Date.now();
@@ -380,7 +389,6 @@
         pause = FIRST_PAUSE_MS;
         showLink("live", "Live: updates arrive as the cloud stores tuples.");
       }
-      const message = JSON.parse(event.data);
       if (message.type === "summary") {
         const again = summarised;
         summarised = true;
@@ -398,11 +406,25 @@
       pause = Math.min(pause * 2, LONGEST_PAUSE_MS);
     };
   }
+  function abandon() {
+    // A socket that died on the way may never close by itself: it is left to its fate, unheard, and a new one
+    // opened (its summary catches up what the dead one missed).
+    const dead = socket;
+    dead.onopen = dead.onmessage = dead.onclose = null;
+    dead.close();
+    live = false;
+    cloudSilent = false;
+    showLink("down", `Live updates are down: nothing has come on the websocket since ${time(socketHeardAt)}, ` +
+      `so the connection died on the way. Reconnecting in ${Math.round(pause / 1000)} s…`);
+    setTimeout(connect, pause);
+    pause = Math.min(pause * 2, LONGEST_PAUSE_MS);
+  }
   connect();
   setInterval(() => {  // a point a second, and "offline since" without waiting for a message
     const backlog = [...edges.values()].reduce((a, e) => a + (e.backlog || 0), 0);
     flowChart.data.labels.push(time(Date.now()));
-    if (live && !cloudSilent && Date.now() - heardAt > CLOUD_SILENT_MS) {
+    if (socket.readyState === WebSocket.OPEN && Date.now() - socketHeardAt > SOCKET_DEAD_MS) abandon();
+    else if (live && !cloudSilent && Date.now() - heardAt > CLOUD_SILENT_MS) {
       cloudSilent = true;
       showLink("down", `Live updates have stopped: the cloud has sent nothing since ${time(heardAt)}. ` +
         "This page stays connected and goes on when the cloud speaks again.");
