@@ -96,6 +96,11 @@ class Keys:
     def offline(self, edge):
         return f"{self._in('off', shard_of(edge))}:{edge}"
 
+    def store_id(self, edge):
+        """The identity of the store an edge's tuples are in (its shard's), made on first use: a store emptied
+        or replaced gets a new one, which the edge hears in the heartbeat's reply."""
+        return self._in("store", shard_of(edge))
+
     def beat_nonce(self, edge, nonce):
         """A heartbeat's nonce (bytes), kept a while so no replica takes the same heartbeat twice."""
         return f"{self._in('beat', shard_of(edge))}:{edge}:{nonce.hex()}"

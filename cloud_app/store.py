@@ -21,6 +21,9 @@ several clouds can share one store; `Keys` is the only place that spells them), 
     {p}eb:{n}:{edge}:{minute}  string  the edge's backlog at its last beat of that minute, likewise
     {p}off:{n}:{edge}    list  "from_ms|to_ms" gaps between heartbeats longer than OFFLINE_AFTER_MS
     {p}beat:{n}:{edge}:{nonce}  string  a heartbeat taken, for twice the heartbeat clock skew (replays)
+    {p}store:{n}         string  the shard's store identity, random, made on first use (store_id): told to
+                               the shard's edges with each heartbeat reply, so an edge notices a store that
+                               was emptied or replaced under the same address, and sends again what it acked
   one shard of each global figure, written by the batches of the edges of shard n:
     {p}states:{n}        hash  "{state}:households" / ":sum" / ":count" running sums,
                                so a summary costs O(states x shards) at any number of tuples
@@ -54,6 +57,7 @@ caller, not from Redis), so while a reshard moves its slot key by key a cluster 
 front instead of failing half way: Lua does not roll back.
 """
 
+import secrets
 import time
 from dataclasses import dataclass
 from typing import NamedTuple
@@ -73,6 +77,7 @@ SERIES_CAP = SERIES_MAX + SERIES_MAX // 8
 ROLLUP_KEEP_S = 2 * 3600  # per-minute roll-ups live this long (the page shows the last hour)
 OFFLINE_AFTER_MS = 3000  # no heartbeat for this long: the edge was offline (as the reader's "connected")
 OFFLINE_MAX = 50  # offline periods kept per edge
+STORE_ID_BYTES = 8  # a store identity's random bytes (Keys.store_id), sent as hex
 OLD_LAYOUT_KEYS = ("states", "owner")  # under the prefix, without a shard: what an older cloud left
 
 STORE_BATCH = """
@@ -449,6 +454,13 @@ class CloudStore:
         if extra:
             await self.redis.hset(self.keys.edge(edge), mapping=extra)
         return BEAT_NEW
+
+    async def store_id(self, edge):
+        """The identity of the store `edge`'s tuples are in (Keys.store_id), made now if it has none: a store
+        that lost it lost the rest too (emptied, or a new one under the same address)."""
+        made = secrets.token_hex(STORE_ID_BYTES)
+        kept = await self.redis.set(self.keys.store_id(edge), made, nx=True, get=True)  # one round trip
+        return made if kept is None else kept.decode()
 
     async def check_durable(self):
         """'' when writes are fsynced before Redis answers and no key is ever evicted (on a cluster: on every

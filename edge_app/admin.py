@@ -301,7 +301,8 @@ class WindowAggregateAdmin(admin.ModelAdmin):
 @admin.register(EdgeStatus)
 class EdgeStatusAdmin(admin.ModelAdmin):
     list_display = ("edge_id", "link", "heartbeat", "backlog", "windows", "readings", "late", "duplicates", "malformed",
-                    "sent", "acked", "refused", "budget", "paused", "retention_left_seconds", "lost_to_retention", "last_error")
+                    "sent", "acked", "refused", "budget", "paused", "retention_left_seconds", "lost_to_retention", "sent_again",
+                    "last_error")
 
     def get_fields(self, request, obj=None):
         return ["link", "heartbeat", *(f.name for f in self.model._meta.fields

@@ -35,6 +35,9 @@ class EdgeCollector:
             "fog_edge_lost_to_retention", "Kafka records (a reading, or a batch of readings) "
             "Kafka's retention deleted before the edge read them",
             labels=["edge"])
+        families["sent_again"] = CounterMetricFamily(
+            "fog_edge_sent_again", "Acknowledged tuples sent again because the cloud's store was emptied or "
+            "replaced (the heartbeat's reply named another store)", labels=["edge"])
         outage = {
             "backlog": GaugeMetricFamily("fog_edge_backlog_tuples", "PENDING + SENT tuples, as the last heartbeat "
                                          "counted them", labels=["edge"]),

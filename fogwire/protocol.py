@@ -129,6 +129,7 @@ LEGACY_HEARTBEAT = b"heartbeat"
 LEGACY_ACK = b"ack"
 POSTAL_CODE_RE = re.compile(r"[0-9]{5}")  # fullmatch: "$" also matches before a final newline
 # Edge ids become parts of storage keys and records: a plain alphabet only.
+STORE_ID_RE = re.compile(r"[A-Za-z0-9._-]{1,64}")  # fullmatch: a heartbeat reply's store identity
 EDGE_ID_RE = re.compile(rf"[A-Za-z0-9._-]{{1,{MAX_EDGE_ID}}}")  # fullmatch, as POSTAL_CODE_RE
 
 
@@ -346,8 +347,20 @@ def read_heartbeat(payload, now_ms=None):
     return state
 
 
-def heartbeat_reply(edge_id, secret, nonce, now_ms=None):
-    return seal(KIND_HEARTBEAT_REPLY, edge_id, secret, {"ts": now_ms or int(time.time() * 1000)}, nonce=nonce)
+def heartbeat_reply(edge_id, secret, nonce, now_ms=None, store=None):
+    """The reply to a heartbeat; `store`: the identity of the store the edge's tuples are in (None: not known
+    now, the store being unreachable). An edge that hears another one than before sends again what it acked."""
+    payload = {"ts": now_ms or int(time.time() * 1000)}
+    if store is not None:
+        payload["store"] = store
+    return seal(KIND_HEARTBEAT_REPLY, edge_id, secret, payload, nonce=nonce)
+
+
+def read_store(payload):
+    """The store identity of a heartbeat reply's payload, or '' when it has none (a cloud whose store was
+    unreachable, or from before identities) or one that is not a short printable id."""
+    store = payload.get("store") if isinstance(payload, dict) else None
+    return store if isinstance(store, str) and STORE_ID_RE.fullmatch(store) else ""
 
 
 class ReplayGuard:
