@@ -3,8 +3,10 @@
 # Maven for the Kafka broker, Node.js/npm for the page's packages, and
 # Debian's chromium for the dashboard's browser test, and Debian's PostgreSQL
 # 15 (its own cluster under var/ when FOG_DATABASE_URL names postgres here;
-# `make test`'s second pass runs the edge's database tests on it). Installs
-# what is missing when run as root; otherwise says in one line what to install.
+# `make test`'s second pass runs the edge's database tests on it), and
+# Debian's prometheus package for its promtool, which checks /metrics in the
+# tests (the server it also ships is not started). Installs what is missing
+# when run as root; otherwise says in one line what to install.
 set -euo pipefail
 
 missing=()
@@ -13,6 +15,7 @@ command -v java >/dev/null || missing+=(default-jre-headless)
 command -v mvn >/dev/null || missing+=(maven)
 command -v npm >/dev/null || missing+=(npm)
 command -v chromium >/dev/null || missing+=(chromium)
+command -v promtool >/dev/null || missing+=(prometheus)
 [ -x /usr/lib/postgresql/15/bin/postgres ] || missing+=(postgresql-15)  # the version, not Debian's default
 python3 -c 'import venv, ensurepip' 2>/dev/null || missing+=(python3-venv)
 

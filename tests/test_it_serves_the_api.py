@@ -150,6 +150,20 @@ def test_it_exposes_edge_and_cloud_metrics(client, stored, db):
     assert f'fog_cloud_edge_backlog{{edge="{EDGE_ID}"}} 17.0' in text
 
 
+def test_it_exposes_metrics_that_prometheus_own_checker_accepts(client, stored, db):
+    """`promtool check metrics` (Prometheus's own parser and linter, from Debian's prometheus package, which
+    `make test` installs) reads both halves of /metrics without an error or a lint complaint."""
+    import subprocess
+
+    from edge_app.models import EdgeStatus
+
+    EdgeStatus.objects.create(edge_id="edge-m", readings=12, late=2, acked=9, sent_again=3, connected=True)
+    text = client.get("/metrics").content
+    assert b"fog_edge_sent_again_total" in text and b"fog_cloud_tuples_total" in text
+    checked = subprocess.run(["promtool", "check", "metrics"], input=text, capture_output=True, timeout=30)
+    assert checked.returncode == 0 and not checked.stdout.strip(), (checked.stdout + checked.stderr).decode()
+
+
 def test_it_reads_through_the_reader_a_view_is_given(stored, redis_client, cloud_prefix, rf):
     from cloud_app.api import StatesView
     from cloud_app.reader import CloudReader
