@@ -269,29 +269,6 @@ def test_it_says_when_the_cloud_falls_silent_and_when_it_speaks_again(web, redis
         cloud.stop()
 
 
-class HalfOpenProxy(Proxy):
-    """A TCP proxy whose connections open at freeze() carry nothing more either way and stay open, as a link
-    the network dropped half-open; connections made after it go through."""
-
-    frozen = frozenset()
-
-    def freeze(self):
-        async def freeze():
-            self.frozen = frozenset(self.writers)
-        self._call(freeze())
-
-    async def _forward(self, source, sink, to_client):
-        try:
-            while chunk := await source.read(65536):
-                if sink not in self.frozen:
-                    sink.write(chunk)
-                    await sink.drain()
-        except (ConnectionError, OSError):
-            pass
-        finally:
-            sink.transport.abort()
-
-
 def test_it_opens_a_new_socket_when_its_socket_dies_on_the_way(web, redis_url, cloud_prefix):
     """A socket the network dropped half-open (a laptop asleep, a NAT that forgot it) brings nothing and never
     closes. The web server's own "alive" messages tell the page so: it connects again, instead of waiting on
@@ -301,7 +278,7 @@ def test_it_opens_a_new_socket_when_its_socket_dies_on_the_way(web, redis_url, c
     from cloud_app.consumers import ALIVE_EVERY_SECONDS
 
     dead_ms = 3 * ALIVE_EVERY_SECONDS * 1000  # as the page reckons it
-    proxy = HalfOpenProxy(free_port(), urlsplit(web).port).start()
+    proxy = Proxy(free_port(), urlsplit(web).port).start()
     cloud = CloudThread(redis_url, cloud_prefix, {EDGE_ID: EDGE_SECRET}, publish=True).start()
     try:
         with sync_playwright() as playwright:

@@ -13,6 +13,7 @@ class Proxy:
         self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
         self.server = None
         self.writers = set()
+        self.frozen = frozenset()  # writers of connections that carry nothing more (freeze)
 
     def start(self):
         self.thread.start()
@@ -39,6 +40,13 @@ class Proxy:
             self.writers.clear()
         self._call(close())
 
+    def freeze(self):
+        """The connections open now carry nothing more either way, and stay open, as over a link the network
+        dropped half-open (a laptop asleep, a NAT that forgot it); connections made after this go through."""
+        async def freeze():
+            self.frozen = frozenset(self.writers)
+        self._call(freeze())
+
     def stop(self):
         self.cut()
         self.loop.call_soon_threadsafe(self.loop.stop)
@@ -60,6 +68,8 @@ class Proxy:
         """Copy one direction of a connection as it comes; a subclass may read and rewrite what passes."""
         try:
             while chunk := await source.read(65536):
+                if sink in self.frozen:
+                    continue
                 if self.delay_s:
                     await asyncio.sleep(self.delay_s)
                 sink.write(chunk)
