@@ -42,6 +42,11 @@ BEAT_TIMEOUT_MS = 1500
 # While beats go unanswered, a dial of each address this often says why when nng can: the background
 # redial keeps a refused connection or a failed TLS handshake to itself, and a beat only times out.
 PROBE_EVERY_SECONDS = 30
+# While beats time out, the heartbeat's socket is made anew this often: a connection the network dropped
+# half-open (a NAT or a proxy that forgot it, a peer that hangs) takes the beats without an error, and nng
+# dials again only once the kernel gives up on it, a quarter of an hour later or never. A new socket makes new
+# connections, to the same address.
+REDIAL_EVERY_SECONDS = 5.0
 # A second change of the cloud's store within this long is replicas that disagree, not a store lost again.
 STORE_FLAP_SECONDS = 600
 HANDSHAKE_CAUSES = ("the cloud's certificate is not from FOG_TLS_CA or does not name FOG_TLS_SERVER_NAME, or the "
@@ -108,6 +113,7 @@ class Heartbeat:
         # link down, says why too (a wrong secret, a certificate, nobody there), once a kind, not a beat.
         self.down_said = None
         self.store_changed_at = None  # monotonic: when the cloud last answered from another store
+        self.dialled = time.monotonic()  # when the socket was made (REDIAL_EVERY_SECONDS)
         self.recheck = None  # (monotonic when, acked since): the second pass after a store change
 
     def handle_one_beat(self):
@@ -127,6 +133,7 @@ class Heartbeat:
             error, kind = str(exc), exc.reason
         self.missed = self.missed + 1 if error else 0
         if kind == "timeout" and self.missed >= DOWN_AFTER:
+            self._redial()
             found = self._why_no_answer()
             if found:
                 error, kind = f"{error}: {found}", f"timeout: {found}"
@@ -154,6 +161,15 @@ class Heartbeat:
                 self.down_said = kind
         EdgeStatus.objects.filter(pk=status.pk).update(**changes)
         return not error
+
+    def _redial(self):
+        """A new socket, so new connections, once REDIAL_EVERY_SECONDS have passed since the last one was made."""
+        if time.monotonic() - self.dialled < REDIAL_EVERY_SECONDS:
+            return
+        old, self.dialled = self.sock, time.monotonic()
+        self.sock = req_socket(self.address, old.recv_timeout, wire.MAX_HEARTBEAT_BYTES, self.tls)
+        old.close()
+        log.info("no answer to %d beats in a row: dialled %s again on new connections", self.missed, self.address)
 
     def _hear_store(self, status, store, changes):
         """The store the cloud answered from (see the module's docstring); '' when it did not say."""

@@ -38,6 +38,10 @@ MAX_BACKOFF_SECONDS = 600
 TRANSIENT_PAUSE_SECONDS = 0.5
 UNTRUSTED_PAUSE_SECONDS = 2.0  # an untagged error or a reply that isn't ours: short, whoever sent it
 LINK_CHECK_SECONDS = 0.25
+# Replies that time out this many times in a row: the socket is made anew (its connections too). A connection
+# the network dropped half-open takes the requests without an error, and nng dials again only once the kernel
+# gives up on it, a quarter of an hour later or never (edge_app/link.py's heartbeat does the same).
+REDIAL_AFTER_TIMEOUTS = 2
 CHUNK = 900  # ids in one `IN (...)`, under SQLite's variable limit on old builds
 TABLE = WindowAggregate._meta.db_table
 MARK_ACKED = (f"UPDATE {TABLE} SET status = {int(Status.ACKED)}, postal_code = %s, acked_at = %s, refusal = '', "
@@ -76,19 +80,30 @@ class Sender:
                  tls=None):
         if not 0 < batch <= wire.MAX_BATCH_TUPLES:
             raise ValueError(f"batch must be 1..{wire.MAX_BATCH_TUPLES} tuples, not {batch}")
-        self.edge_id, self.secret, self.address = edge_id, secret, address
-        self.batch, self.in_flight = batch, in_flight
+        self.edge_id, self.secret, self.address, self.tls = edge_id, secret, address, tls
+        self.batch, self.ack_timeout_ms = batch, ack_timeout_ms
         EdgeStatus.for_edge(edge_id)  # before the socket: a database that fails here leaves no socket behind
-        self.sock = req_socket(address, ack_timeout_ms, wire.MAX_REPLY_BYTES, tls)
-        self.contexts = [self.sock.new_context() for _ in range(in_flight)]
-        for ctx in self.contexts:
-            ctx.recv_timeout = ack_timeout_ms
-            ctx.send_timeout = ack_timeout_ms
-        self.idle = list(self.contexts)
         self.in_flight = deque()  # (context, batch, request frame) in the order sent
+        self._dial(in_flight)
+        self.timeouts_in_row = 0  # REDIAL_AFTER_TIMEOUTS
         self._link, self._link_checked = False, 0.0
         self.pause_until = 0.0
         self.totals = {"sent": 0, "acked": 0, "refused": 0, "timeouts": 0, "untrusted": 0}
+
+    def _dial(self, contexts):
+        self.sock = req_socket(self.address, self.ack_timeout_ms, wire.MAX_REPLY_BYTES, self.tls)
+        self.contexts = [self.sock.new_context() for _ in range(contexts)]
+        for ctx in self.contexts:
+            ctx.recv_timeout = ctx.send_timeout = self.ack_timeout_ms
+        self.idle = list(self.contexts)
+
+    def _redial(self):
+        """What is in flight back to PENDING, and a new socket: see REDIAL_AFTER_TIMEOUTS."""
+        log.info("%d replies in a row did not come: dialling %s again on new connections", self.timeouts_in_row,
+                 self.address)
+        self._close_socket()
+        self._dial(len(self.contexts))
+        self.timeouts_in_row = 0
 
     def requeue_sent(self):
         """Tuples left SENT by an earlier run never got their reply: send them again."""
@@ -107,6 +122,8 @@ class Sender:
         Requests stay outstanding while the edge commits a reply, so the
         cloud works on the next batches in the meantime.
         """
+        if self.timeouts_in_row >= REDIAL_AFTER_TIMEOUTS:
+            self._redial()
         if not self.link_up() or time.monotonic() < self.pause_until:
             return self._drain_in_flight()
         while self.idle:
@@ -163,6 +180,7 @@ class Sender:
             codes, reasons = wire.read_reply(ctx.recv(), request, self.secret, len(batch))
         except pynng.Timeout:
             self.totals["timeouts"] += 1
+            self.timeouts_in_row += 1
             self._link_checked = 0.0
             self._back_to_pending(batch, "", backoff=False)
             log.warning("no reply for a batch of %d within the ack timeout; will send again", len(batch))
@@ -187,6 +205,7 @@ class Sender:
                 self._back_to_pending(batch, exc.reason, backoff=True)
                 log.error("cloud refused a batch of %d: %s", len(batch), exc)
             return 0
+        self.timeouts_in_row = 0
         return self._apply(batch, codes, reasons)
 
     def mark_acked(self, acked):
@@ -253,6 +272,9 @@ class Sender:
         """Put what is still in flight back to PENDING (it will be sent again), then close the socket. If the
         database fails here, the socket closes all the same (its contexts first: pynng's finalizer would complain
         of a context outliving it), and the next sender's requeue_sent puts those tuples back."""
+        self._close_socket()
+
+    def _close_socket(self):
         try:
             for _, batch, _ in self.in_flight:
                 self._back_to_pending(batch, "", backoff=False)
