@@ -111,17 +111,19 @@ class CloudServer:
                 raise wire.ProtocolError(wire.R_REPLAYED, "this heartbeat was seen before")
         except wire.ProtocolError as exc:
             return await self._refuse_frame(frame, exc, "heartbeat", edge or exc.edge)
-        store = None
         try:
             taken = await self.store.heartbeat(edge, state, nonce=nonce, sent_ms=payload["ts"])
             if taken == BEAT_REPLAYED:
                 return await self._refuse_frame(frame, wire.ProtocolError(
                     wire.R_REPLAYED, "this heartbeat was taken before (by this cloud or another replica)"),
                     "heartbeat", edge)
-            store = await self.store.store_id(edge)
         except STORE_ERRORS as exc:
             log.warning("heartbeat from %s not recorded: Redis: %s", edge, exc)
             taken = BEAT_NEW  # the live page still hears of it
+        try:
+            store = await self.store.store_id(edge)
+        except STORE_ERRORS:
+            store = None  # the reply names none: the edge keeps the one it has
         if taken == BEAT_NEW:  # an older beat that came late must not show its state on the live page either
             self._merge_beat(edge, state)
         self.counts["heartbeats"] += 1

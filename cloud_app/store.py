@@ -458,11 +458,15 @@ class CloudStore:
     async def store_id(self, edge):
         """The identity of the store `edge`'s tuples are in (Keys.store_id), made now if it has none: a store
         that lost it lost the rest too (emptied, or a new one under the same address)."""
-        key, made = self.keys.store_id(edge), secrets.token_hex(STORE_ID_BYTES)
+        key = self.keys.store_id(edge)
+        kept = await self.redis.get(key)  # one round trip a beat, but on a store's first use
+        if kept is not None:
+            return kept.decode()
+        made = secrets.token_hex(STORE_ID_BYTES)
         if await self.redis.set(key, made, nx=True):  # not SET NX GET in one: Redis before 7.0 refuses it
             return made
-        kept = await self.redis.get(key)
-        return None if kept is None else kept.decode()  # None: deleted just now; the next beat tells
+        kept = await self.redis.get(key)  # another replica made it meanwhile
+        return None if kept is None else kept.decode()
 
     async def check_durable(self):
         """'' when writes are fsynced before Redis answers and no key is ever evicted (on a cluster: on every

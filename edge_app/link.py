@@ -6,15 +6,8 @@ answer counts only if it is the cloud's reply to this very beat (tagged
 with the edge's secret in the cloud-to-edge direction, naming the beat's
 nonce): a beat bounced back or a recorded answer is a missed beat.
 
-The answer also names the cloud store the edge's tuples are in (its identity,
-made at random on the store's first use). The edge keeps the one that
-acknowledged its tuples; when the cloud answers with another one, that store
-was emptied or replaced under the same address, and every acknowledged tuple
-the edge still holds (retention has not deleted) is sent again: the cloud
-stores each once, and counts each once. A reply acknowledged by the old store
-and applied only after the change was noticed is caught by a second pass a
-little later. Two identities taking turns (replicas on different stores) are
-said loudly, without sending everything again at each turn.
+The answer also names the cloud store the edge's tuples are in: an edge that
+hears of another one sends again what it acked (edge_app/cloud_store.py).
 """
 
 import logging
@@ -22,9 +15,9 @@ import threading
 import time
 
 import pynng
-from django.db.models import F
 from django.utils import timezone
 
+from edge_app.cloud_store import StoreWatch
 from edge_app.models import EdgeStatus, LinkChange, WindowAggregate
 from fogsite.certdates import refusal
 from fogwire import protocol as wire
@@ -47,8 +40,6 @@ PROBE_EVERY_SECONDS = 30
 # dials again only once the kernel gives up on it, a quarter of an hour later or never. A new socket makes new
 # connections, to the same address.
 REDIAL_EVERY_SECONDS = 5.0
-# A second change of the cloud's store within this long is replicas that disagree, not a store lost again.
-STORE_FLAP_SECONDS = 600
 HANDSHAKE_CAUSES = ("the cloud's certificate is not from FOG_TLS_CA or does not name FOG_TLS_SERVER_NAME, or the "
                     "cloud wants this edge's certificate from its CA: FOG_EDGE_TLS_CERT, or a certificate expired or "
                     "not yet valid (on either side; check the clocks too)")
@@ -112,9 +103,8 @@ class Heartbeat:
         # The kind of failure last logged while the link is down: a new edge, or one that starts with the
         # link down, says why too (a wrong secret, a certificate, nobody there), once a kind, not a beat.
         self.down_said = None
-        self.store_changed_at = None  # monotonic: when the cloud last answered from another store
+        self.store_watch = StoreWatch()
         self.dialled = time.monotonic()  # when the socket was made (REDIAL_EVERY_SECONDS)
-        self.recheck = None  # (monotonic when, acked since): the second pass after a store change
 
     def handle_one_beat(self):
         """Send one heartbeat, record the outcome. True if the cloud answered."""
@@ -144,7 +134,7 @@ class Heartbeat:
         if not error:
             self.down_said = None
             changes.update(last_heartbeat_at=now, last_error="")
-            self._hear_store(status, store, changes)
+            self.store_watch.hear(status.cloud_store, store, changes)
             if not status.connected:
                 changes.update(connected=True, since=now)
                 LinkChange.record(self.edge_id, True, now)
@@ -170,39 +160,6 @@ class Heartbeat:
         self.sock = req_socket(self.address, old.recv_timeout, wire.MAX_HEARTBEAT_BYTES, self.tls)
         old.close()
         log.info("no answer to %d beats in a row: dialled %s again on new connections", self.missed, self.address)
-
-    def _hear_store(self, status, store, changes):
-        """The store the cloud answered from (see the module's docstring); '' when it did not say."""
-        if self.recheck and time.monotonic() >= self.recheck[0]:
-            again = WindowAggregate.objects.send_acked_again(acked_since=self.recheck[1])
-            self.recheck = None
-            if again:
-                changes["sent_again"] = F("sent_again") + again
-                log.error("%d more acknowledged tuples, whose acknowledgement from the old store was applied as "
-                          "it changed, are sent again", again)
-        if not store or store == status.cloud_store:
-            return
-        changes["cloud_store"] = store
-        if not status.cloud_store:
-            return  # the first answer that names one
-        now = time.monotonic()
-        flapping = self.store_changed_at is not None and now - self.store_changed_at < STORE_FLAP_SECONDS
-        self.store_changed_at = now
-        if flapping:
-            log.error("the cloud answers from store %s, then from %s: do its replicas use different Redis "
-                      "servers? What one acknowledged is not in the other; not sent again while they take turns",
-                      status.cloud_store, store)
-            return
-        from edge_app.sender import ACK_TIMEOUT_MS
-
-        since = timezone.now()
-        again = WindowAggregate.objects.send_acked_again()
-        self.recheck = (now + 2 * ACK_TIMEOUT_MS / 1000, since)
-        changes["sent_again"] = F("sent_again") + again
-        log.error("the cloud's store is not the one that acknowledged this edge's tuples (store %s, now %s): it "
-                  "was emptied or replaced. The %d acknowledged tuples this edge still holds are sent again (the "
-                  "cloud stores each once); any that retention deleted here already can't be", status.cloud_store,
-                  store, again)
 
     def _why_no_answer(self):
         """What the last probe of the addresses found; starts the next one when due (one at a time)."""

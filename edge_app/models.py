@@ -9,6 +9,8 @@ from django.db import models
 from django.db.models import Count, Q
 from django.utils import timezone
 
+from fogwire import protocol as wire
+
 
 class Status(models.IntegerChoices):
     PENDING = 0, "pending"
@@ -52,21 +54,6 @@ class WindowAggregateQuerySet(models.QuerySet):
     def capped_counts_by_status(self, cap):
         """{label: count} per status, each capped at `cap`: the (status, id) index, never a scan of the table."""
         return {status.label: self.filter(status=status).capped_count(cap) for status in Status}
-
-    def send_acked_again(self, acked_since=None, chunk=10_000):
-        """ACKED tuples back to PENDING, to be sent again (the cloud's dedup stores each once): all of them, or
-        those acknowledged at or after `acked_since`. In chunks of `chunk` along the (status, id) index, each
-        its own transaction, so the sender and the ingest go on writing in between. Returns how many."""
-        acked = self.filter(status=Status.ACKED)
-        if acked_since is not None:
-            return acked.filter(acked_at__gte=acked_since).update(status=Status.PENDING, next_attempt_at=None)
-        moved, after = 0, 0
-        while True:
-            ids = list(acked.filter(id__gt=after).order_by("id").values_list("id", flat=True)[:chunk])
-            if not ids:
-                return moved
-            moved += acked.filter(id__gt=after, id__lte=ids[-1]).update(status=Status.PENDING, next_attempt_at=None)
-            after = ids[-1]
 
     def expired(self, before):
         """ACKED tuples acknowledged before `before`: the only ones retention may delete.
@@ -147,7 +134,7 @@ class EdgeStatus(models.Model):
     lost_to_retention = models.PositiveBigIntegerField(
         default=0, help_text="Kafka records (a reading, or a batch of readings) Kafka deleted before the edge "
         "read them")
-    cloud_store = models.CharField(max_length=64, blank=True, help_text="identity of the cloud store that "
+    cloud_store = models.CharField(max_length=wire.MAX_STORE_ID, blank=True, help_text="identity of the cloud store that "
                                    "acknowledged this edge's tuples, from the heartbeat's reply (another one: "
                                    "the store was emptied or replaced, and they are sent again)")
     sent_again = models.PositiveBigIntegerField(default=0, help_text="acknowledged tuples sent again because "

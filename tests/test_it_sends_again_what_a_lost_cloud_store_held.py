@@ -5,6 +5,7 @@ acknowledged tuple it still holds, which the cloud then has once, counted once."
 import pytest
 
 from cloud_app.keys import SHARDS, Keys
+from edge_app import cloud_store
 from edge_app.link import Heartbeat
 from edge_app.models import EdgeStatus, Status, WindowAggregate
 from fogwire import protocol as wire
@@ -12,7 +13,7 @@ from tests.conftest import (EDGE_ID, EDGE_SECRET, CloudThread, add_pending, edge
                             wait_for)
 from tooling.bench.common import delete_prefix
 
-pytestmark = pytest.mark.django_db(transaction=True)
+pytestmark = [pytest.mark.edge_db, pytest.mark.django_db(transaction=True)]
 
 TUPLES = 300
 
@@ -24,38 +25,87 @@ def stored(redis_client, prefix):
     return redis_client.hlen(keys.tuples(EDGE_ID)), counted
 
 
-def test_it_sends_everything_acknowledged_again_to_a_store_that_lost_it(redis_url, redis_client, cloud_prefix):
+@pytest.fixture
+def link(redis_url, cloud_prefix):
     cloud = CloudThread(redis_url, cloud_prefix, {EDGE_ID: EDGE_SECRET}).start()
     beat = Heartbeat(edge_id=EDGE_ID, secret=EDGE_SECRET, address=cloud.hb_addr, timeout_ms=1000)
     sender = edge_sender(cloud.data_addr, batch=100, in_flight=2, ack_timeout_ms=2000)
     try:
         add_pending(TUPLES)
         assert wait_for(beat.handle_one_beat, timeout=5, interval=0.1)
-        first = EdgeStatus.objects.get(edge_id=EDGE_ID).cloud_store
-        assert first  # the store's identity, heard with the first answer: nothing to send again
+        assert EdgeStatus.objects.get(edge_id=EDGE_ID).cloud_store  # heard with the first answer
         assert send_until_all_acked(sender)
-        assert stored(redis_client, cloud_prefix) == (TUPLES, TUPLES)
-
-        delete_prefix(redis_url, cloud_prefix)  # the store loses everything; the cloud goes on running
-        assert beat.handle_one_beat()
-        status = EdgeStatus.objects.get(edge_id=EDGE_ID)
-        assert status.cloud_store not in ("", first) and status.sent_again == TUPLES
-        assert WindowAggregate.objects.filter(status=Status.PENDING).count() == TUPLES
-        assert send_until_all_acked(sender)
-        assert stored(redis_client, cloud_prefix) == (TUPLES, TUPLES)  # each once, counted once
-
-        assert beat.handle_one_beat()  # the same store again: nothing more is sent
-        assert EdgeStatus.objects.get(edge_id=EDGE_ID).sent_again == TUPLES
-        assert not WindowAggregate.objects.exclude(status=Status.ACKED).exists()
+        yield beat, sender
     finally:
         beat.close()
         sender.close()
         cloud.stop()
 
 
+def sent_again():
+    return EdgeStatus.objects.get(edge_id=EDGE_ID).sent_again
+
+
+def store():
+    return EdgeStatus.objects.get(edge_id=EDGE_ID).cloud_store
+
+
+def test_it_sends_everything_acknowledged_again_to_a_store_that_lost_it(link, redis_url, redis_client, cloud_prefix,
+                                                                          monkeypatch):
+    beat, sender = link
+    first = store()
+    assert stored(redis_client, cloud_prefix) == (TUPLES, TUPLES) and sent_again() == 0
+
+    monkeypatch.setattr(cloud_store, "RESEND_CHUNK", 70)  # a few chunks, over several beats
+    monkeypatch.setattr(cloud_store, "RESEND_SECONDS_PER_BEAT", 0)
+    delete_prefix(redis_url, cloud_prefix)  # the store loses everything; the cloud goes on running
+    assert wait_for(lambda: beat.handle_one_beat() and store() != first, timeout=10, interval=0)
+    assert store() and sent_again() == TUPLES  # recorded once every tuple was put back
+    assert WindowAggregate.objects.filter(status=Status.PENDING).count() == TUPLES
+    assert send_until_all_acked(sender)
+    assert stored(redis_client, cloud_prefix) == (TUPLES, TUPLES)  # each once, counted once
+
+    monkeypatch.setattr(cloud_store, "RECHECK_AFTER_SECONDS", 0)
+    assert beat.handle_one_beat()  # the same store again: nothing more is sent
+    assert sent_again() == TUPLES and not WindowAggregate.objects.exclude(status=Status.ACKED).exists()
+
+    second = store()
+    delete_prefix(redis_url, cloud_prefix)  # and lost once more, soon after: sent again once more
+    assert wait_for(lambda: beat.handle_one_beat() and store() != second, timeout=10, interval=0)
+    assert sent_again() == 2 * TUPLES
+    assert send_until_all_acked(sender)
+    assert stored(redis_client, cloud_prefix) == (TUPLES, TUPLES)
+
+
+def test_it_sends_again_what_was_in_flight_when_the_store_changed(link, redis_url, cloud_prefix):
+    """A reply the old store sent before it lost everything, applied by the sender only after the change was
+    heard: those tuples are ACKED only after they were all put back, and are looked at again."""
+    beat, _ = link
+    in_flight = list(WindowAggregate.objects.order_by("id").values_list("id", flat=True)[:10])
+    WindowAggregate.objects.filter(id__in=in_flight).update(status=Status.SENT)
+    delete_prefix(redis_url, cloud_prefix)
+    assert beat.handle_one_beat() and sent_again() == TUPLES - len(in_flight)
+    WindowAggregate.objects.filter(id__in=in_flight).update(status=Status.ACKED)  # the old store's reply lands
+    beat.store_watch.recheck = (0, beat.store_watch.recheck[1])  # its time has come
+    assert beat.handle_one_beat() and sent_again() == TUPLES
+    assert WindowAggregate.objects.filter(status=Status.PENDING).count() == TUPLES
+
+
+def test_it_sends_nothing_again_when_replicas_answer_from_two_stores_in_turn(link, redis_client, cloud_prefix):
+    beat, _ = link
+    key = Keys(cloud_prefix).store_id(EDGE_ID)
+    first = redis_client.get(key)
+    redis_client.set(key, "other-store")
+    assert beat.handle_one_beat() and sent_again() == TUPLES  # a store not heard of before: everything again
+    WindowAggregate.objects.update(status=Status.ACKED)
+    for turn in range(4):
+        redis_client.set(key, first if turn % 2 == 0 else "other-store")
+        assert beat.handle_one_beat()
+    assert sent_again() == TUPLES and not WindowAggregate.objects.exclude(status=Status.ACKED).exists()
+
+
 def test_it_takes_no_store_identity_that_is_not_a_short_printable_id():
-    nonce = b"n" * wire.NONCE_BYTES
     for store, read in (("0123abcd", "0123abcd"), ("", ""), ("x" * 65, ""), ("a b", ""), (7, ""), (None, "")):
-        reply = wire.heartbeat_reply(EDGE_ID, EDGE_SECRET, nonce, store=store)
-        payload = wire._decode(wire.split(reply).body)
-        assert wire.read_store(payload) == read, store
+        beat = wire.heartbeat(EDGE_ID, EDGE_SECRET)
+        reply = wire.heartbeat_reply(EDGE_ID, EDGE_SECRET, wire.request_nonce(beat), store=store)
+        assert wire.read_store(wire.open_reply(reply, beat, EDGE_SECRET, wire.KIND_HEARTBEAT)) == read, store

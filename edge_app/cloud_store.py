@@ -1,0 +1,112 @@
+"""The cloud store the heartbeat's reply names: an edge that hears of another one sends again what it acked.
+
+The cloud keeps an identity with its data (made at random on the store's
+first use; cloud_app.store). The edge records the one that acknowledged its
+tuples (EdgeStatus.cloud_store). When the cloud answers from one it has not
+heard of, that store was emptied or replaced under the same address, and
+every acknowledged tuple the edge still holds (retention has not deleted) is
+put back to PENDING: the cloud stores each once, and counts each once. They
+are put back a chunk at a time, a bounded part of each beat, so the beats go
+on while millions are; the new identity is recorded only once all are, so an
+edge restarted half way starts again. The tuples that were in flight when the
+change was heard are looked at again a little later: a reply the old store
+sent and the sender applied only after the change made them ACKED then.
+
+A store heard of before (replicas on two stores answering in turn, or one
+back) is said, a few times an hour, without sending everything again at each
+turn: what one acknowledged is not in the other, which only mending the
+setup cures.
+"""
+
+import logging
+import time
+
+from django.db.models import F
+
+from edge_app.models import Status, WindowAggregate
+
+log = logging.getLogger("fog.edge.link")
+
+RESEND_CHUNK = 10_000  # acknowledged tuples put back to PENDING in one transaction
+RESEND_SECONDS_PER_BEAT = 0.5  # a beat spends at most about this on it; the rest waits for the next beats
+# The tuples in flight at the change are looked at again after this: twice the sender's ACK_TIMEOUT_MS, by when
+# any reply to them has been applied or has timed out.
+RECHECK_AFTER_SECONDS = 6.0
+IN_CHUNK = 900  # ids in one `IN (...)`, under SQLite's variable limit on old builds
+TURNS_LOG_LINES, TURNS_LOG_SECONDS = 3, 3600
+
+
+class StoreWatch:
+    def __init__(self):
+        self.heard = set()  # the stores this process heard of, the recorded one included
+        self.resend = None  # [store, last id put back, how many, ids in flight at the change] while putting back
+        self.recheck = None  # (monotonic when, ids in flight at the change)
+        self.turns_said = []  # monotonic times of the "stores take turns" lines (TURNS_LOG_*)
+
+    def hear(self, recorded, store, changes):
+        """`recorded`: the store EdgeStatus names ('' none yet); `store`: the one this beat's reply named ('': it
+        did not say). Puts the EdgeStatus fields to update into `changes`."""
+        again = self._recheck()
+        if recorded:
+            self.heard.add(recorded)
+        busy = self.resend[0] if self.resend else None
+        if store and store not in (recorded, busy):
+            if not recorded:
+                changes["cloud_store"] = store  # the first answer that names one: nothing was lost before it
+            elif store in self.heard:
+                changes["cloud_store"] = store
+                self._say_turns(recorded, store)
+            else:
+                in_flight = list(WindowAggregate.objects.filter(status=Status.SENT).values_list("id", flat=True))
+                self.resend = [store, 0, 0, in_flight]
+                log.error("the cloud's store is not the one that acknowledged this edge's tuples (store %s, now %s): "
+                          "it was emptied or replaced. Every acknowledged tuple this edge still holds is sent again "
+                          "(the cloud stores each once); any that retention deleted here already can't be",
+                          recorded, store)
+            self.heard.add(store)
+        if self.resend:
+            again += self._put_back_some(changes)
+        if again:
+            changes["sent_again"] = F("sent_again") + again
+
+    def _put_back_some(self, changes):
+        store, after, moved, in_flight = self.resend
+        deadline, this_beat = time.monotonic() + RESEND_SECONDS_PER_BEAT, 0
+        while True:
+            ids = list(WindowAggregate.objects.filter(status=Status.ACKED, id__gt=after).order_by("id")
+                       .values_list("id", flat=True)[:RESEND_CHUNK])
+            if not ids:
+                break
+            this_beat += WindowAggregate.objects.filter(status=Status.ACKED, id__gt=after, id__lte=ids[-1]).update(
+                status=Status.PENDING, next_attempt_at=None)
+            after = ids[-1]
+            if time.monotonic() >= deadline:
+                self.resend = [store, after, moved + this_beat, in_flight]
+                return this_beat
+        self.resend = None
+        self.heard.add(store)
+        changes["cloud_store"] = store
+        self.recheck = (time.monotonic() + RECHECK_AFTER_SECONDS, in_flight)
+        log.error("%d acknowledged tuples are sent again to the cloud's store %s", moved + this_beat, store)
+        return this_beat
+
+    def _recheck(self):
+        """The tuples in flight at the change that are ACKED now, back to PENDING; returns how many."""
+        if not self.recheck or time.monotonic() < self.recheck[0]:
+            return 0
+        ids, self.recheck = self.recheck[1], None
+        moved = sum(WindowAggregate.objects.filter(id__in=ids[i:i + IN_CHUNK], status=Status.ACKED).update(
+            status=Status.PENDING, next_attempt_at=None) for i in range(0, len(ids), IN_CHUNK))
+        if moved:
+            log.error("%d tuples in flight when the cloud's store changed are sent again too (one the old store "
+                      "acknowledged may have been applied after the change)", moved)
+        return moved
+
+    def _say_turns(self, recorded, store):
+        now = time.monotonic()
+        self.turns_said = [t for t in self.turns_said if now - t < TURNS_LOG_SECONDS]
+        if len(self.turns_said) < TURNS_LOG_LINES:
+            self.turns_said.append(now)
+            log.error("the cloud answers from store %s, then from %s again: do its replicas use different Redis "
+                      "servers? What one acknowledged is not in the other; not sent again each time they take turns",
+                      recorded, store)
