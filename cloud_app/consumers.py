@@ -50,8 +50,9 @@ from fogwire.ratelog import RateLimitedLog
 log = logging.getLogger("fog.cloud")
 
 MAX_PER_SECOND = 4
-# Sent on a socket idle this long; the page takes three missed as a dead socket (static/js/dashboard.js).
-ALIVE_EVERY_SECONDS = 2.0
+# Sent on a socket idle this long; the page takes three missed as a dead socket (static/js/dashboard.js). Longer
+# than the cloud's TICK_EVERY_SECONDS, so a socket the cloud's ticks keep busy never needs one.
+ALIVE_EVERY_SECONDS = 3.0
 
 
 RECENT_KEEP = 15  # the page's "latest tuples" table

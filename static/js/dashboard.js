@@ -424,7 +424,8 @@
     const backlog = [...edges.values()].reduce((a, e) => a + (e.backlog || 0), 0);
     flowChart.data.labels.push(time(Date.now()));
     if (socket.readyState === WebSocket.OPEN && Date.now() - socketHeardAt > SOCKET_DEAD_MS) abandon();
-    else if (live && !cloudSilent && Date.now() - heardAt > CLOUD_SILENT_MS) {
+    // The cloud is silent only while the socket is heard from: an "alive" came after the cloud's last message.
+    else if (live && !cloudSilent && Date.now() - heardAt > CLOUD_SILENT_MS && socketHeardAt > heardAt) {
       cloudSilent = true;
       showLink("down", `Live updates have stopped: the cloud has sent nothing since ${time(heardAt)}. ` +
         "This page stays connected and goes on when the cloud speaks again.");
