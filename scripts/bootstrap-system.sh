@@ -5,8 +5,9 @@
 # 15 (its own cluster under var/ when FOG_DATABASE_URL names postgres here;
 # `make test`'s second pass runs the edge's database tests on it), and
 # Debian's prometheus package for its promtool, which checks /metrics in the
-# tests (the server it also ships is not started). Installs what is missing
-# when run as root; otherwise says in one line what to install.
+# tests; on a host run by systemd the Prometheus server the package starts is
+# stopped and disabled again. Installs what is missing when run as root;
+# otherwise says in one line what to install.
 set -euo pipefail
 
 missing=()
@@ -29,3 +30,6 @@ echo "bootstrap: installing ${missing[*]} (apt-get)"
 export DEBIAN_FRONTEND=noninteractive
 apt-get update -qq
 apt-get install -y -qq "${missing[@]}" >/dev/null
+if [[ " ${missing[*]} " == *" prometheus "* ]] && [ -d /run/systemd/system ]; then
+  systemctl disable --now prometheus >/dev/null 2>&1 || true  # only its promtool is wanted
+fi

@@ -76,28 +76,15 @@ def test_it_takes_json_before_the_benchmark_name_too(services):
     assert json.loads(result.stdout)[0]["value"] > 0  # JSON alone on stdout, no progress lines
 
 
-def test_it_writes_the_admin_table_into_its_own_section_and_keeps_the_others(services, tmp_path):
+def test_it_keeps_the_admin_database_and_reuses_it_only_after_a_complete_fill(services, tmp_path):
+    """And writes its table into a section of its own, keeping the rest of the file and other engines' runs."""
     from tooling.bench.admin import keep_section
 
-    target = tmp_path / "BENCHMARKS.md"
+    keep, target = tmp_path / "kept", tmp_path / "BENCHMARKS.md"
+    keep.mkdir()
     target.write_text("# Benchmarks\n\n| bench all's table |\n\n<!-- bench admin: begin -->\n"
                       "<!-- bench admin run: postgres 10000000 -->\n| an earlier postgres run |\n"
                       "<!-- bench admin: end -->\n")
-    result = run_manage("bench", "admin", "--tuples", "2000", "--households", "20", "--requests", "2",
-                        "--baseline-requests", "1", "--write", str(target), timeout=300)
-    assert result.returncode == 0, result.stderr
-    text = target.read_text()
-    assert "| bench all's table |" in text and "| an earlier postgres run |" in text
-    assert "**sqlite, 2,000 tuples**" in text and "| tuple list |" in text
-    assert text.count("<!-- bench admin: begin -->") == 1 and text.count("<!-- bench admin: end -->") == 1
-    rewritten = keep_section(text, "# Benchmarks\n\n| a new bench all table |\n")
-    assert "| a new bench all table |" in rewritten and "**sqlite, 2,000 tuples**" in rewritten
-    assert "| bench all's table |" not in rewritten
-
-
-def test_it_keeps_the_admin_database_and_reuses_it_only_after_a_complete_fill(services, tmp_path):
-    keep, target = tmp_path / "kept", tmp_path / "BENCHMARKS.md"
-    keep.mkdir()
     (keep / "admin-sqlite-2000-20-7.sqlite3").write_text("a fill that was cut short")  # no record beside it
     small = ["bench", "admin", "--tuples", "2000", "--households", "20", "--requests", "2", "--baseline-requests", "1",
              "--keep", str(keep), "--write", str(target)]
@@ -105,6 +92,13 @@ def test_it_keeps_the_admin_database_and_reuses_it_only_after_a_complete_fill(se
     assert first.returncode == 0, first.stderr
     assert "filled 2,000 of 2,000" in first.stderr and "reusing" not in first.stdout
     assert f"kept the filled database ({keep / 'admin-sqlite-2000-20-7.sqlite3'})" in first.stdout
+    text = target.read_text()
+    assert "| bench all's table |" in text and "| an earlier postgres run |" in text
+    assert "**sqlite, 2,000 tuples**" in text and "| tuple list |" in text
+    assert text.count("<!-- bench admin: begin -->") == 1 and text.count("<!-- bench admin: end -->") == 1
+    rewritten = keep_section(text, "# Benchmarks\n\n| a new bench all table |\n")
+    assert "| a new bench all table |" in rewritten and "**sqlite, 2,000 tuples**" in rewritten
+    assert "| bench all's table |" not in rewritten
     second = run_manage(*small, timeout=300)
     assert second.returncode == 0, second.stderr
     assert "filled" not in second.stderr and "reusing the database an earlier run filled in" in second.stdout

@@ -18,7 +18,7 @@ LOWER_IS_BETTER = {"ms", "s"}  # units of times; every other unit is a rate
 # The machine's speed, beside every report: the same loop timed on every run, so that figures taken on
 # different days can be read together (this machine is shared: a day's absolute figures can differ by
 # twice what any change did). Long enough to time, short enough to run before every report.
-SPEED_STEPS = 2_000_000
+SPEED_STEPS = 1_000_000
 SPEED_TRIES = 3  # the best of them: the machine's speed, not its busiest moment
 
 

@@ -4,6 +4,7 @@ from pathlib import Path
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
+from tooling.bench.common import python_speed
 from tooling.chaos.lanes import MAX_LANES, LaneRunner, NotRun, schedule
 from tooling.chaos.report import markdown
 from tooling.chaos.scenarios import SCENARIOS
@@ -35,6 +36,7 @@ class Command(BaseCommand):
         logging.getLogger("fog").setLevel(logging.WARNING)
         stop_on_signals(self.stdout.write)  # SIGTERM and SIGHUP like Ctrl-C: the finally below stops our services
         names = options["scenario"] or list(SCENARIOS)
+        python_speed()  # before the scenarios load the machine: the report names the speed taken here
         run_options = {"cut_seconds": options["cut_seconds"], "outage_seconds": options["outage_seconds"],
                        "households": options["households"],
                        "until": options["until"], "speed": options["speed"]}
