@@ -459,7 +459,7 @@ class CloudStore:
         """The identity of the store `edge`'s tuples are in (Keys.store_id), made now if it has none: a store
         that lost it lost the rest too (emptied, or a new one under the same address)."""
         key = self.keys.store_id(edge)
-        kept = await self.redis.get(key)  # one round trip a beat, but on a store's first use
+        kept = await self.redis.get(key)  # one round trip a beat (three on the store's first use)
         if kept is not None:
             return kept.decode()
         made = secrets.token_hex(STORE_ID_BYTES)
