@@ -8,9 +8,13 @@ every acknowledged tuple the edge still holds (retention has not deleted) is
 put back to PENDING: the cloud stores each once, and counts each once. They
 are put back a chunk at a time, a bounded part of each beat, so the beats go
 on while millions are; the new identity is recorded only once all are, so an
-edge restarted half way starts again. The tuples that were in flight when the
-change was heard are looked at again a little later: a reply the old store
-sent and the sender applied only after the change made them ACKED then.
+edge restarted half way starts again. Only the tuples stored before the change
+are put back: those stored after it go to the new store. The tuples that were
+in flight when the change was heard are looked at again a little later: a
+reply the old store sent and the sender applied only after the change made
+them ACKED then (one the new store answered is sent once more: the cloud
+absorbs the copy, and `sent_again` counts it). That second look is kept in
+memory only: an edge restarted within it skips it.
 
 A store heard of before (replicas on two stores answering in turn, or one
 back) is said, a few times an hour, without sending everything again at each
@@ -21,25 +25,25 @@ setup cures.
 import logging
 import time
 
-from django.db.models import F
+from django.db.models import F, Max
 
-from edge_app.models import Status, WindowAggregate
+from edge_app.models import IN_CHUNK, Status, WindowAggregate
 
 log = logging.getLogger("fog.edge.link")
 
 RESEND_CHUNK = 10_000  # acknowledged tuples put back to PENDING in one transaction
 RESEND_SECONDS_PER_BEAT = 0.5  # a beat spends at most about this on it; the rest waits for the next beats
-# The tuples in flight at the change are looked at again after this: twice the sender's ACK_TIMEOUT_MS, by when
-# any reply to them has been applied or has timed out.
-RECHECK_AFTER_SECONDS = 6.0
-IN_CHUNK = 900  # ids in one `IN (...)`, under SQLite's variable limit on old builds
+# The tuples in flight at the change are looked at again this long after it: by then any reply to them has
+# been applied or has timed out (the sender waits ACK_TIMEOUT_MS, 3 s, for each of its requests in flight in
+# turn: 4 by default, 10 leave room).
+RECHECK_AFTER_SECONDS = 30.0
 TURNS_LOG_LINES, TURNS_LOG_SECONDS = 3, 3600
 
 
 class StoreWatch:
     def __init__(self):
         self.heard = set()  # the stores this process heard of, the recorded one included
-        self.resend = None  # [store, last id put back, how many, ids in flight at the change] while putting back
+        self.resend = None  # [store, last id put back, how many, newest id at the change] while putting back
         self.recheck = None  # (monotonic when, ids in flight at the change)
         self.turns_said = []  # monotonic times of the "stores take turns" lines (TURNS_LOG_*)
 
@@ -58,7 +62,11 @@ class StoreWatch:
                 self._say_turns(recorded, store)
             else:
                 in_flight = list(WindowAggregate.objects.filter(status=Status.SENT).values_list("id", flat=True))
-                self.resend = [store, 0, 0, in_flight]
+                # Up to the newest tuple now: those stored later go to the new store only.
+                newest = WindowAggregate.objects.aggregate(newest=Max("id"))["newest"] or 0
+                self.resend = [store, 0, 0, newest]
+                earlier = self.recheck[1] if self.recheck else []  # a change heard just before this one
+                self.recheck = (time.monotonic() + RECHECK_AFTER_SECONDS, earlier + in_flight)
                 log.error("the cloud's store is not the one that acknowledged this edge's tuples (store %s, now %s): "
                           "it was emptied or replaced. Every acknowledged tuple this edge still holds is sent again "
                           "(the cloud stores each once); any that retention deleted here already can't be",
@@ -70,23 +78,22 @@ class StoreWatch:
             changes["sent_again"] = F("sent_again") + again
 
     def _put_back_some(self, changes):
-        store, after, moved, in_flight = self.resend
+        store, after, moved, newest = self.resend
         deadline, this_beat = time.monotonic() + RESEND_SECONDS_PER_BEAT, 0
+        acked = WindowAggregate.objects.filter(status=Status.ACKED, id__lte=newest)
         while True:
-            ids = list(WindowAggregate.objects.filter(status=Status.ACKED, id__gt=after).order_by("id")
-                       .values_list("id", flat=True)[:RESEND_CHUNK])
+            ids = list(acked.filter(id__gt=after).order_by("id").values_list("id", flat=True)[:RESEND_CHUNK])
             if not ids:
                 break
-            this_beat += WindowAggregate.objects.filter(status=Status.ACKED, id__gt=after, id__lte=ids[-1]).update(
-                status=Status.PENDING, next_attempt_at=None)
+            this_beat += acked.filter(id__gt=after, id__lte=ids[-1]).update(status=Status.PENDING,
+                                                                            next_attempt_at=None)
             after = ids[-1]
             if time.monotonic() >= deadline:
-                self.resend = [store, after, moved + this_beat, in_flight]
+                self.resend = [store, after, moved + this_beat, newest]
                 return this_beat
         self.resend = None
         self.heard.add(store)
         changes["cloud_store"] = store
-        self.recheck = (time.monotonic() + RECHECK_AFTER_SECONDS, in_flight)
         log.error("%d acknowledged tuples are sent again to the cloud's store %s", moved + this_beat, store)
         return this_beat
 

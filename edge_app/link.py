@@ -13,6 +13,7 @@ hears of another one sends again what it acked (edge_app/cloud_store.py).
 import logging
 import threading
 import time
+from collections import deque
 
 import pynng
 from django.utils import timezone
@@ -35,11 +36,13 @@ BEAT_TIMEOUT_MS = 1500
 # While beats go unanswered, a dial of each address this often says why when nng can: the background
 # redial keeps a refused connection or a failed TLS handshake to itself, and a beat only times out.
 PROBE_EVERY_SECONDS = 30
-# While beats time out, the heartbeat's socket is made anew this often: a connection the network dropped
-# half-open (a NAT or a proxy that forgot it, a peer that hangs) takes the beats without an error, and nng
-# dials again only once the kernel gives up on it, a quarter of an hour later or never. A new socket makes new
-# connections, to the same address.
+# A connection the network dropped half-open (a NAT or a proxy that forgot it, a peer that hangs) takes
+# requests without an error, and nng dials again only once the kernel gives up on it, a quarter of an hour
+# later or never. So the heartbeat and the sender make their socket anew (new connections, to the same
+# addresses) once REDIAL_TIMEOUTS of their last REDIAL_WINDOW requests timed out: not only in a row, since
+# with one of several replicas dropped, nng's turns put an answer between the timeouts. At most this often:
 REDIAL_EVERY_SECONDS = 5.0
+REDIAL_WINDOW, REDIAL_TIMEOUTS = 10, 2
 HANDSHAKE_CAUSES = ("the cloud's certificate is not from FOG_TLS_CA or does not name FOG_TLS_SERVER_NAME, or the "
                     "cloud wants this edge's certificate from its CA: FOG_EDGE_TLS_CERT, or a certificate expired or "
                     "not yet valid (on either side; check the clocks too)")
@@ -69,6 +72,24 @@ def probe(addresses, tls=None):
         finally:
             sock.close()
     return "; ".join(found)
+
+
+class Timeouts:
+    """Which of the last REDIAL_WINDOW requests timed out, and whether that is reason to dial again."""
+
+    def __init__(self):
+        self.recent = deque(maxlen=REDIAL_WINDOW)
+        self.dialled = time.monotonic()  # when the socket was last made
+
+    def note(self, timed_out):
+        self.recent.append(bool(timed_out))
+
+    def redial_due(self):
+        return sum(self.recent) >= REDIAL_TIMEOUTS and time.monotonic() - self.dialled >= REDIAL_EVERY_SECONDS
+
+    def dialled_again(self):
+        self.recent.clear()
+        self.dialled = time.monotonic()
 
 
 def req_socket(addresses, timeout_ms, max_reply_bytes, tls=None):
@@ -104,7 +125,7 @@ class Heartbeat:
         # link down, says why too (a wrong secret, a certificate, nobody there), once a kind, not a beat.
         self.down_said = None
         self.store_watch = StoreWatch()
-        self.dialled = time.monotonic()  # when the socket was made (REDIAL_EVERY_SECONDS)
+        self.timeouts = Timeouts()
 
     def handle_one_beat(self):
         """Send one heartbeat, record the outcome. True if the cloud answered."""
@@ -122,8 +143,10 @@ class Heartbeat:
         except wire.ProtocolError as exc:
             error, kind = str(exc), exc.reason
         self.missed = self.missed + 1 if error else 0
-        if kind == "timeout" and self.missed >= DOWN_AFTER:
+        self.timeouts.note(kind == "timeout")
+        if self.timeouts.redial_due():
             self._redial()
+        if kind == "timeout" and self.missed >= DOWN_AFTER:
             found = self._why_no_answer()
             if found:
                 error, kind = f"{error}: {found}", f"timeout: {found}"
@@ -153,13 +176,12 @@ class Heartbeat:
         return not error
 
     def _redial(self):
-        """A new socket, so new connections, once REDIAL_EVERY_SECONDS have passed since the last one was made."""
-        if time.monotonic() - self.dialled < REDIAL_EVERY_SECONDS:
-            return
-        old, self.dialled = self.sock, time.monotonic()
+        """A new socket, so new connections (see REDIAL_EVERY_SECONDS)."""
+        old = self.sock
         self.sock = req_socket(self.address, old.recv_timeout, wire.MAX_HEARTBEAT_BYTES, self.tls)
         old.close()
-        log.info("no answer to %d beats in a row: dialled %s again on new connections", self.missed, self.address)
+        self.timeouts.dialled_again()
+        log.info("beats went unanswered: dialled %s again on new connections", self.address)
 
     def _why_no_answer(self):
         """What the last probe of the addresses found; starts the next one when due (one at a time)."""

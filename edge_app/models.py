@@ -19,6 +19,7 @@ class Status(models.IntegerChoices):
     REFUSED = 3, "refused"  # the cloud refused it for a permanent reason (kept in `refusal`): not sent again
 
 
+IN_CHUNK = 900  # ids in one `IN (...)`, under SQLite's variable limit on old builds
 OPEN_STATUSES = (Status.PENDING, Status.SENT, Status.REFUSED)  # counted by index range; ACKED by EdgeStatus.acked
 
 

@@ -27,7 +27,8 @@ from django.db import connection, transaction
 from django.db.models import F, Max
 from django.utils import timezone
 
-from edge_app.link import req_socket
+from edge_app.link import Timeouts, req_socket
+from edge_app.models import IN_CHUNK as CHUNK
 from edge_app.models import EdgeStatus, Status, WindowAggregate
 from fogwire import protocol as wire
 
@@ -38,11 +39,6 @@ MAX_BACKOFF_SECONDS = 600
 TRANSIENT_PAUSE_SECONDS = 0.5
 UNTRUSTED_PAUSE_SECONDS = 2.0  # an untagged error or a reply that isn't ours: short, whoever sent it
 LINK_CHECK_SECONDS = 0.25
-# Replies that time out this many times in a row: the socket is made anew (its connections too). A connection
-# the network dropped half-open takes the requests without an error, and nng dials again only once the kernel
-# gives up on it, a quarter of an hour later or never (edge_app/link.py's heartbeat does the same).
-REDIAL_AFTER_TIMEOUTS = 2
-CHUNK = 900  # ids in one `IN (...)`, under SQLite's variable limit on old builds
 TABLE = WindowAggregate._meta.db_table
 MARK_ACKED = (f"UPDATE {TABLE} SET status = {int(Status.ACKED)}, postal_code = %s, acked_at = %s, refusal = '', "
               "next_attempt_at = NULL WHERE id = %s")  # and a condition on acked_at: see Sender.mark_acked
@@ -85,7 +81,7 @@ class Sender:
         EdgeStatus.for_edge(edge_id)  # before the socket: a database that fails here leaves no socket behind
         self.in_flight = deque()  # (context, batch, request frame) in the order sent
         self._dial(in_flight)
-        self.timeouts_in_row = 0  # REDIAL_AFTER_TIMEOUTS
+        self.timeouts = Timeouts()  # replies that did not come: a link dropped half-open (edge_app/link.py)
         self._link, self._link_checked = False, 0.0
         self.pause_until = 0.0
         self.totals = {"sent": 0, "acked": 0, "refused": 0, "timeouts": 0, "untrusted": 0}
@@ -98,12 +94,11 @@ class Sender:
         self.idle = list(self.contexts)
 
     def _redial(self):
-        """What is in flight back to PENDING, and a new socket: see REDIAL_AFTER_TIMEOUTS."""
-        log.info("%d replies in a row did not come: dialling %s again on new connections", self.timeouts_in_row,
-                 self.address)
+        """What is in flight back to PENDING, and a new socket (edge_app/link.py's REDIAL_EVERY_SECONDS)."""
+        log.info("replies did not come: dialling %s again on new connections", self.address)
         self._close_socket()
         self._dial(len(self.contexts))
-        self.timeouts_in_row = 0
+        self.timeouts.dialled_again()
 
     def requeue_sent(self):
         """Tuples left SENT by an earlier run never got their reply: send them again."""
@@ -122,7 +117,7 @@ class Sender:
         Requests stay outstanding while the edge commits a reply, so the
         cloud works on the next batches in the meantime.
         """
-        if self.timeouts_in_row >= REDIAL_AFTER_TIMEOUTS:
+        if self.timeouts.redial_due():
             self._redial()
         if not self.link_up() or time.monotonic() < self.pause_until:
             return self._drain_in_flight()
@@ -180,7 +175,7 @@ class Sender:
             codes, reasons = wire.read_reply(ctx.recv(), request, self.secret, len(batch))
         except pynng.Timeout:
             self.totals["timeouts"] += 1
-            self.timeouts_in_row += 1
+            self.timeouts.note(True)
             self._link_checked = 0.0
             self._back_to_pending(batch, "", backoff=False)
             log.warning("no reply for a batch of %d within the ack timeout; will send again", len(batch))
@@ -205,7 +200,7 @@ class Sender:
                 self._back_to_pending(batch, exc.reason, backoff=True)
                 log.error("cloud refused a batch of %d: %s", len(batch), exc)
             return 0
-        self.timeouts_in_row = 0
+        self.timeouts.note(False)
         return self._apply(batch, codes, reasons)
 
     def mark_acked(self, acked):
