@@ -40,8 +40,11 @@ PROBE_EVERY_SECONDS = 30
 # requests without an error, and nng dials again only once the kernel gives up on it, a quarter of an hour
 # later or never. So the heartbeat and the sender make their socket anew (new connections, to the same
 # addresses) once REDIAL_TIMEOUTS of their last REDIAL_WINDOW requests timed out: not only in a row, since
-# with one of several replicas dropped, nng's turns put an answer between the timeouts. At most this often:
+# with one of several replicas dropped, nng's turns put an answer between the timeouts. At most this often,
+# twice as long after each redial that did not help (a cloud that is only slow gets no handshake storm), up to
+# REDIAL_MAX_SECONDS, and back to this once the last REDIAL_WINDOW were all answered:
 REDIAL_EVERY_SECONDS = 5.0
+REDIAL_MAX_SECONDS = 60.0
 REDIAL_WINDOW, REDIAL_TIMEOUTS = 10, 2
 HANDSHAKE_CAUSES = ("the cloud's certificate is not from FOG_TLS_CA or does not name FOG_TLS_SERVER_NAME, or the "
                     "cloud wants this edge's certificate from its CA: FOG_EDGE_TLS_CERT, or a certificate expired or "
@@ -80,16 +83,20 @@ class Timeouts:
     def __init__(self):
         self.recent = deque(maxlen=REDIAL_WINDOW)
         self.dialled = time.monotonic()  # when the socket was last made
+        self.spacing = REDIAL_EVERY_SECONDS
 
     def note(self, timed_out):
         self.recent.append(bool(timed_out))
+        if len(self.recent) == REDIAL_WINDOW and not any(self.recent):
+            self.spacing = REDIAL_EVERY_SECONDS
 
     def redial_due(self):
-        return sum(self.recent) >= REDIAL_TIMEOUTS and time.monotonic() - self.dialled >= REDIAL_EVERY_SECONDS
+        return sum(self.recent) >= REDIAL_TIMEOUTS and time.monotonic() - self.dialled >= self.spacing
 
     def dialled_again(self):
         self.recent.clear()
         self.dialled = time.monotonic()
+        self.spacing = min(2 * self.spacing, REDIAL_MAX_SECONDS)
 
 
 def req_socket(addresses, timeout_ms, max_reply_bytes, tls=None):

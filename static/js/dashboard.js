@@ -402,10 +402,12 @@
       cloudSilent = false;
       if (rejoin) { rejoin = false; connect(); return; }
       showLink("down", `Live updates are down: the websocket closed. Reconnecting in ${Math.round(pause / 1000)} s…`);
-      setTimeout(connect, pause);
+      setTimeout(connect, jittered(pause));
       pause = Math.min(pause * 2, LONGEST_PAUSE_MS);
     };
   }
+  // A little off the pause, each page its own: after a web server's restart the pages do not all come back at once.
+  const jittered = (ms) => ms * (0.8 + 0.4 * Math.random());
   function abandon() {
     // A socket that died on the way may never close by itself: it is left to its fate, unheard, and a new one
     // opened (its summary catches up what the dead one missed).
@@ -416,7 +418,7 @@
     cloudSilent = false;
     showLink("down", `Live updates are down: nothing has come on the websocket since ${time(socketHeardAt)}, ` +
       `so the connection died on the way. Reconnecting in ${Math.round(pause / 1000)} s…`);
-    setTimeout(connect, pause);
+    setTimeout(connect, jittered(pause));
     pause = Math.min(pause * 2, LONGEST_PAUSE_MS);
   }
   connect();
