@@ -19,7 +19,8 @@ memory only: an edge restarted within it skips it.
 A store heard of before (replicas on two stores answering in turn, or one
 back) is said, a few times an hour, without sending everything again at each
 turn: what one acknowledged is not in the other, which only mending the
-setup cures.
+setup cures. The stores heard of are kept in memory: an edge restarted while
+replicas take turns sends everything once more.
 """
 
 import logging
