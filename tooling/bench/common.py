@@ -16,8 +16,8 @@ from tooling.signals import start_child
 ROOT = Path(__file__).resolve().parent.parent.parent
 LOWER_IS_BETTER = {"ms", "s"}  # units of times; every other unit is a rate
 # The machine's speed, beside every report: the same loop timed on every run, so that figures taken on
-# different days can be read together (this machine is shared: a day's absolute figures can differ by
-# twice what any change did). Long enough to time, short enough to run before every report.
+# different days can be read together (this machine is shared: from one day to another its absolute figures
+# can move by more than a change does). Long enough to time, short enough to run before every report.
 SPEED_STEPS = 1_000_000
 SPEED_TRIES = 3  # the best of them: the machine's speed, not its busiest moment
 
@@ -77,8 +77,8 @@ def python_speed():
 
 
 def machine():
-    """'2 cores, 23 GiB, Python 3.11.7 at 9.8 M loop steps/s': the machine a figure was measured on, and how
-    fast it ran Python that day (python_speed)."""
+    """'2 cores, 23 GiB, Python 3.11.7 at N M loop steps/s': the machine a figure was measured on, and how fast
+    it ran Python that day (python_speed)."""
     import platform
 
     memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
