@@ -325,11 +325,11 @@ class CloudThread:
     async def _main(self):
         import asyncio
 
-        from cloud_app.engine import connect_async
+        from cloud_app.run import store_client
         from cloud_app.server import CloudServer
         from cloud_app.store import CloudStore
 
-        client = connect_async(self.redis_url)
+        client = store_client(self.redis_url)  # as runcloud's: its timeouts too
         layer = None
         if self.publish:
             from channels.layers import get_channel_layer
@@ -341,6 +341,8 @@ class CloudThread:
         serving = asyncio.create_task(self.server.serve(self.hb_addr, self.data_addr, self.stop_event, workers=4,
                                                         tls=self.tls))
         await asyncio.sleep(0.2)
+        if serving.done():
+            serving.result()  # it could not bind its ports: start() raises that, not a later wait for beats
         self.ready.set()
         await serving
         await client.aclose()

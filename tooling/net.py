@@ -1,8 +1,10 @@
 """The small helpers every harness needs once: a free local port, an open-port probe, and polling until."""
 
+import os
 import random
 import socket
 import time
+from collections import deque
 from pathlib import Path
 
 POLL_INTERVAL_S = 0.05  # short slices: a wait ends soon after its condition holds, and on Ctrl-C
@@ -14,6 +16,10 @@ PICK_FLOOR = 20000  # above the fixed ports of the project's own services (the c
 PICK_ROOM = 1000  # fewer free ports than this below the ephemeral range: take the kernel's pick after all
 PICK_TRIES = 200
 _PICKS = random.SystemRandom()  # never seeded: two processes whose `random` a test seeded alike pick apart
+# A port is only checked free, not held, until its server binds it: a process does not hand out one it gave
+# lately again, and each worker of a parallel test run (pytest-xdist, which names them in the environment its
+# children inherit) picks from a share of the range of its own, so two never pick the same one meanwhile.
+_GIVEN = deque(maxlen=512)
 EPHEMERAL_RANGE = Path("/proc/sys/net/ipv4/ip_local_port_range")
 
 
@@ -23,19 +29,32 @@ class NotReady(TimeoutError, RuntimeError):
 
 def free_port():
     """A TCP port on loopback that nothing uses right now, and that no outgoing connection will be given."""
-    ceiling = ephemeral_floor()
-    tries = PICK_TRIES if ceiling - PICK_FLOOR >= PICK_ROOM else 0
+    floor, ceiling = _share(PICK_FLOOR, ephemeral_floor())
+    tries = PICK_TRIES if ceiling - floor >= PICK_ROOM else 0
     for _ in range(tries):
-        port = _PICKS.randrange(PICK_FLOOR, ceiling)
+        port = _PICKS.randrange(floor, ceiling)
+        if port in _GIVEN:
+            continue
         with socket.socket() as sock:
             try:
                 sock.bind(("127.0.0.1", port))
             except OSError:
                 continue
+            _GIVEN.append(port)
             return port
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+def _share(floor, ceiling):
+    """This process's part of [floor, ceiling): all of it, or a parallel test worker's own share."""
+    worker, workers = os.environ.get("PYTEST_XDIST_WORKER", ""), os.environ.get("PYTEST_XDIST_WORKER_COUNT", "")
+    if not (worker.startswith("gw") and worker[2:].isdigit() and workers.isdigit() and int(workers) > 1):
+        return floor, ceiling
+    width = (ceiling - floor) // int(workers)
+    low = floor + int(worker[2:]) % int(workers) * width
+    return low, low + width
 
 
 def ephemeral_floor():
