@@ -29,6 +29,14 @@ from fogwire import tls as wire_tls
 
 log = logging.getLogger("fog.cloud")
 
+# A store call waits at most this long for Redis's answer. A connection dropped half-open on the way (a NAT that
+# forgot it, as cloud NATs do with an idle one after minutes) would otherwise hang the call, and every request
+# waiting on it, until the kernel gives up a quarter of an hour later. A slow fsync (appendfsync always) stays
+# well within it; the call then fails as `store-unavailable`, and the edge sends the batch again.
+STORE_SOCKET_TIMEOUT_S = 10.0
+# A store connection idle this long is checked (PING) before it is used, so one a NAT forgot meanwhile is
+# replaced then, not found dead by the request that needed it.
+STORE_HEALTH_CHECK_S = 30
 MAX_WORKERS = 1024  # runcloud --workers: data requests served at once, each a pynng context and a task
 
 
@@ -86,6 +94,12 @@ def check_exposure(bind, secrets, tls, *, insecure_plaintext=False, legacy_edge=
                 "(the original prototype's protocol has no authentication)", bind, legacy_edge)
 
 
+def store_client(url):
+    """The cloud's asyncio client of its store at `url` (one Redis or a Redis Cluster)."""
+    return connect_async(url, socket_connect_timeout=5, socket_timeout=STORE_SOCKET_TIMEOUT_S,
+                         health_check_interval=STORE_HEALTH_CHECK_S)
+
+
 async def run_cloud(*, bind, heartbeat_port, data_port, workers=8, allow_volatile=False, legacy_edge=None,
                     until=None, redis_url=None, key_prefix=None, publish=True, insecure_plaintext=False,
                     legacy_public=False):
@@ -94,7 +108,7 @@ async def run_cloud(*, bind, heartbeat_port, data_port, workers=8, allow_volatil
     tls = tls_config()
     check_exposure(bind, secrets, tls, insecure_plaintext=insecure_plaintext, legacy_edge=legacy_edge,
                    legacy_public=legacy_public)
-    client = connect_async(redis_url or settings.FOG_CLOUD_REDIS_URL, socket_connect_timeout=5)
+    client = store_client(redis_url or settings.FOG_CLOUD_REDIS_URL)
     store = CloudStore(client, key_prefix or settings.FOG_CLOUD_KEY_PREFIX,
                        households_per_edge=settings.FOG_CLOUD_HOUSEHOLDS_PER_EDGE)
     try:
