@@ -18,7 +18,8 @@ PICK_TRIES = 200
 _PICKS = random.SystemRandom()  # never seeded: two processes whose `random` a test seeded alike pick apart
 # A port is only checked free, not held, until its server binds it: a process does not hand out one it gave
 # lately again, and each worker of a parallel test run (pytest-xdist, which names them in the environment its
-# children inherit) picks from a share of the range of its own, so two never pick the same one meanwhile.
+# children inherit) picks only ports of its own residue (port % workers), so two never pick the same one
+# meanwhile, and each can still pick anywhere in the range (a cluster needs its ports low, for its buses).
 _GIVEN = deque(maxlen=512)
 EPHEMERAL_RANGE = Path("/proc/sys/net/ipv4/ip_local_port_range")
 
@@ -29,11 +30,12 @@ class NotReady(TimeoutError, RuntimeError):
 
 def free_port():
     """A TCP port on loopback that nothing uses right now, and that no outgoing connection will be given."""
-    floor, ceiling = _share(PICK_FLOOR, ephemeral_floor())
-    tries = PICK_TRIES if ceiling - floor >= PICK_ROOM else 0
+    ceiling = ephemeral_floor()
+    tries = PICK_TRIES if ceiling - PICK_FLOOR >= PICK_ROOM else 0
+    worker, workers = _worker()
     for _ in range(tries):
-        port = _PICKS.randrange(floor, ceiling)
-        if port in _GIVEN:
+        port = _PICKS.randrange(PICK_FLOOR, ceiling)
+        if port % workers != worker or port in _GIVEN:
             continue
         with socket.socket() as sock:
             try:
@@ -47,14 +49,12 @@ def free_port():
         return sock.getsockname()[1]
 
 
-def _share(floor, ceiling):
-    """This process's part of [floor, ceiling): all of it, or a parallel test worker's own share."""
+def _worker():
+    """(this parallel test worker's number, how many there are), or (0, 1) outside a parallel test run."""
     worker, workers = os.environ.get("PYTEST_XDIST_WORKER", ""), os.environ.get("PYTEST_XDIST_WORKER_COUNT", "")
     if not (worker.startswith("gw") and worker[2:].isdigit() and workers.isdigit() and int(workers) > 1):
-        return floor, ceiling
-    width = (ceiling - floor) // int(workers)
-    low = floor + int(worker[2:]) % int(workers) * width
-    return low, low + width
+        return 0, 1
+    return int(worker[2:]) % int(workers), int(workers)
 
 
 def ephemeral_floor():
