@@ -28,7 +28,7 @@ import time
 
 from django.db.models import F, Max
 
-from edge_app.models import IN_CHUNK, Status, WindowAggregate
+from edge_app.models import Status, WindowAggregate, chunks
 
 log = logging.getLogger("fog.edge.link")
 
@@ -103,8 +103,8 @@ class StoreWatch:
         if not self.recheck or time.monotonic() < self.recheck[0]:
             return 0
         ids, self.recheck = self.recheck[1], None
-        moved = sum(WindowAggregate.objects.filter(id__in=ids[i:i + IN_CHUNK], status=Status.ACKED).update(
-            status=Status.PENDING, next_attempt_at=None) for i in range(0, len(ids), IN_CHUNK))
+        moved = sum(WindowAggregate.objects.filter(id__in=chunk, status=Status.ACKED).update(
+            status=Status.PENDING, next_attempt_at=None) for chunk in chunks(ids))
         if moved:
             log.error("%d tuples in flight when the cloud's store changed are sent again too (one the old store "
                       "acknowledged may have been applied after the change)", moved)

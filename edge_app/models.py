@@ -20,6 +20,14 @@ class Status(models.IntegerChoices):
 
 
 IN_CHUNK = 900  # ids in one `IN (...)`, under SQLite's variable limit on old builds
+
+
+def chunks(items, size=IN_CHUNK):
+    """`items` in slices of `size`: ids for one `IN (...)` each."""
+    for i in range(0, len(items), size):
+        yield items[i : i + size]
+
+
 OPEN_STATUSES = (Status.PENDING, Status.SENT, Status.REFUSED)  # counted by index range; ACKED by EdgeStatus.acked
 
 

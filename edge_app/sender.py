@@ -29,6 +29,7 @@ from django.utils import timezone
 
 from edge_app.link import Timeouts, req_socket
 from edge_app.models import IN_CHUNK as CHUNK
+from edge_app.models import chunks as _chunks
 from edge_app.models import EdgeStatus, Status, WindowAggregate
 from fogwire import protocol as wire
 
@@ -64,11 +65,6 @@ def _update_returns_rows():
     """UPDATE ... RETURNING: PostgreSQL, and SQLite from 3.35 on (the same version gives INSERT's RETURNING)."""
     return connection.vendor == "postgresql" or (connection.vendor == "sqlite"
                                                  and connection.features.can_return_columns_from_insert)
-
-
-def _chunks(items, size):
-    for i in range(0, len(items), size):
-        yield items[i : i + size]
 
 
 class Sender:

@@ -129,9 +129,10 @@ LEGACY_HEARTBEAT = b"heartbeat"
 LEGACY_ACK = b"ack"
 POSTAL_CODE_RE = re.compile(r"[0-9]{5}")  # fullmatch: "$" also matches before a final newline
 # Edge ids become parts of storage keys and records: a plain alphabet only.
-EDGE_ID_RE = re.compile(rf"[A-Za-z0-9._-]{{1,{MAX_EDGE_ID}}}")  # fullmatch, as POSTAL_CODE_RE
+ID_ALPHABET = "A-Za-z0-9._-"  # of the ids below, as a regex character class's inside
+EDGE_ID_RE = re.compile(rf"[{ID_ALPHABET}]{{1,{MAX_EDGE_ID}}}")  # fullmatch, as POSTAL_CODE_RE
 MAX_STORE_ID = 64  # characters of a cloud store's identity in a heartbeat reply (EdgeStatus.cloud_store)
-STORE_ID_RE = re.compile(rf"[A-Za-z0-9._-]{{1,{MAX_STORE_ID}}}")  # fullmatch, as POSTAL_CODE_RE
+STORE_ID_RE = re.compile(rf"[{ID_ALPHABET}]{{1,{MAX_STORE_ID}}}")  # fullmatch, as POSTAL_CODE_RE
 
 
 class ProtocolError(ValueError):
