@@ -120,14 +120,17 @@ class CloudServer:
         except STORE_ERRORS as exc:
             log.warning("heartbeat from %s not recorded: Redis: %s", edge, exc)
             taken = BEAT_NEW  # the live page still hears of it
+        probes, held = wire.read_probes(payload), None
         try:
             store = await self.store.store_id(edge)
+            if probes:
+                held = await self.store.held(edge, probes)
         except STORE_ERRORS:
             store = None  # the reply names none: the edge keeps the one it has
         if taken == BEAT_NEW:  # an older beat that came late must not show its state on the live page either
             self._merge_beat(edge, state)
         self.counts["heartbeats"] += 1
-        return wire.heartbeat_reply(edge, self.secrets[edge], nonce, store=store)
+        return wire.heartbeat_reply(edge, self.secrets[edge], nonce, store=store, held=held)
 
     async def handle_data(self, frame):
         if frame[:4] == wire.MAGIC_V2:

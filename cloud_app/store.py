@@ -468,6 +468,24 @@ class CloudStore:
         kept = await self.redis.get(key)  # another replica made it meanwhile
         return None if kept is None else kept.decode()
 
+    async def held(self, edge, probes):
+        """Whether the store holds each of `probes`, (id, household, window start, window end) of tuples it
+        acknowledged to `edge` (wire.read_probes): the store never deletes one, so a False is a tuple it lost.
+        One lookup while all are there; under the older layout ('mixed') a tuple may be kept under its id."""
+        key = self.keys.tuples(edge)
+        found = [one is not None for one in await self.redis.hmget(key, [tuple_field(*probe[1:]) for probe in probes])]
+        if all(found) or await self.redis.hget(self.keys.edge(edge), "dedup") != b"mixed":
+            return found
+        by_id = await self.redis.hmget(key, [str(probe[0]) for probe in probes])
+        for index, (raw, (_, household, start, end)) in enumerate(zip(by_id, probes)):
+            if not found[index] and raw is not None:
+                try:
+                    record = Record.decode(raw)
+                except ValueError:  # not a record of this layout: not this tuple, as the store script sees it
+                    continue
+                found[index] = (record.household, record.ws, record.we) == (household, start, end)
+        return found
+
     async def check_durable(self):
         """'' when writes are fsynced before Redis answers and no key is ever evicted (on a cluster: on every
         primary); otherwise what is wrong."""

@@ -16,6 +16,14 @@ them ACKED then (one the new store answered is sent once more: the cloud
 absorbs the copy, and `sent_again` counts it). That second look is kept in
 memory only: an edge restarted within it skips it.
 
+A store can also lose part of what it acknowledged and keep its identity:
+restored from an older copy, a replica promoted before it had everything.
+So each beat names two acknowledged tuples, the newest and one at random,
+and the reply says whether the store holds them (`probes`, `hear`): one it
+no longer holds makes the edge send every acknowledged tuple again, as for a
+new store. The newest finds a store set back in time at the next beat; the
+random one finds a loss of a fraction f of the tuples within about 1/f beats.
+
 A store heard of before (replicas on two stores answering in turn, or one
 back) is said, a few times an hour, without sending everything again at each
 turn: what one acknowledged is not in the other, which only mending the
@@ -24,6 +32,7 @@ replicas take turns sends everything once more.
 """
 
 import logging
+import random
 import time
 
 from django.db.models import F, Max
@@ -39,6 +48,7 @@ RESEND_SECONDS_PER_BEAT = 0.5  # a beat spends at most about this on it; the res
 # turn: 4 by default, 10 leave room).
 RECHECK_AFTER_SECONDS = 30.0
 TURNS_LOG_LINES, TURNS_LOG_SECONDS = 3, 3600
+PROBE_COLUMNS = ("id", "household", "window_start", "window_end")  # a probe, as wire.heartbeat sends it
 
 
 class StoreWatch:
@@ -47,11 +57,30 @@ class StoreWatch:
         self.resend = None  # [store, last id put back, how many, newest id at the change] while putting back
         self.recheck = None  # (monotonic when, ids in flight at the change)
         self.turns_said = []  # monotonic times of the "stores take turns" lines (TURNS_LOG_*)
+        self.turned = None  # monotonic time stores last took turns: probes mean nothing then (see probes)
 
-    def hear(self, recorded, store, changes):
+    def probes(self):
+        """Acknowledged tuples for this beat to ask about: the newest and one at random, as PROBE_COLUMNS. None
+        while tuples are being put back or looked at again (the store may not have them yet), or for
+        TURNS_LOG_SECONDS after stores took turns (each holds what it acknowledged, not what the other did)."""
+        if self.resend or self.recheck or (self.turned is not None
+                                           and time.monotonic() - self.turned < TURNS_LOG_SECONDS):
+            return ()
+        acked = WindowAggregate.objects.filter(status=Status.ACKED).values_list(*PROBE_COLUMNS)
+        newest = acked.order_by("-id").first()
+        if newest is None:
+            return ()
+        oldest = acked.order_by("id").first()
+        some = acked.filter(id__gte=random.randint(oldest[0], newest[0])).order_by("id").first()
+        return (newest,) if some is None or some == newest else (newest, some)
+
+    def hear(self, recorded, store, changes, probes=(), held=None):
         """`recorded`: the store EdgeStatus names ('' none yet); `store`: the one this beat's reply named ('': it
-        did not say). Puts the EdgeStatus fields to update into `changes`."""
+        did not say); `held`: whether it holds each of the beat's `probes` (None: not said). Puts the
+        EdgeStatus fields to update into `changes`."""
         again = self._recheck()
+        if store and store == recorded and not self.resend and held and not all(held):
+            self._lost_some(store, [probe for probe, kept in zip(probes, held) if not kept])
         if recorded:
             self.heard.add(recorded)
         busy = self.resend[0] if self.resend else None
@@ -62,12 +91,7 @@ class StoreWatch:
                 changes["cloud_store"] = store
                 self._say_turns(recorded, store)
             else:
-                in_flight = list(WindowAggregate.objects.filter(status=Status.SENT).values_list("id", flat=True))
-                # Up to the newest tuple now: those stored later go to the new store only.
-                newest = WindowAggregate.objects.aggregate(newest=Max("id"))["newest"] or 0
-                self.resend = [store, 0, 0, newest]
-                earlier = self.recheck[1] if self.recheck else []  # a change heard just before this one
-                self.recheck = (time.monotonic() + RECHECK_AFTER_SECONDS, earlier + in_flight)
+                self._send_all_again(store)
                 log.error("the cloud's store is not the one that acknowledged this edge's tuples (store %s, now %s): "
                           "it was emptied or replaced. Every acknowledged tuple this edge still holds is sent again "
                           "(the cloud stores each once); any that retention deleted here already can't be",
@@ -77,6 +101,27 @@ class StoreWatch:
             again += self._put_back_some(changes)
         if again:
             changes["sent_again"] = F("sent_again") + again
+
+    def _send_all_again(self, store):
+        """Put back, from the next beats on, every acknowledged tuple up to the newest now (those stored later
+        go to `store` only); those in flight now are looked at again later."""
+        in_flight = list(WindowAggregate.objects.filter(status=Status.SENT).values_list("id", flat=True))
+        newest = WindowAggregate.objects.aggregate(newest=Max("id"))["newest"] or 0
+        self.resend = [store, 0, 0, newest]
+        earlier = self.recheck[1] if self.recheck else []  # a change heard just before this one
+        self.recheck = (time.monotonic() + RECHECK_AFTER_SECONDS, earlier + in_flight)
+
+    def _lost_some(self, store, missing):
+        """The store said it does not hold `missing` (probes): those still acknowledged here were lost there."""
+        ids = [probe[0] for probe in missing]
+        lost = [probe for probe in WindowAggregate.objects.filter(id__in=ids, status=Status.ACKED).values_list(
+            *PROBE_COLUMNS) if probe in missing]  # not deleted by retention, or put back, since
+        if lost:
+            self._send_all_again(store)
+            log.error("the cloud's store %s no longer holds tuples it acknowledged (%s): restored from an older "
+                      "copy, or a replica promoted before it had everything? Every acknowledged tuple this edge "
+                      "still holds is sent again (the cloud stores each once)", store,
+                      ", ".join(f"{household} window {start}" for _, household, start, _ in lost))
 
     def _put_back_some(self, changes):
         store, after, moved, newest = self.resend
@@ -111,7 +156,7 @@ class StoreWatch:
         return moved
 
     def _say_turns(self, recorded, store):
-        now = time.monotonic()
+        now = self.turned = time.monotonic()
         self.turns_said = [t for t in self.turns_said if now - t < TURNS_LOG_SECONDS]
         if len(self.turns_said) < TURNS_LOG_LINES:
             self.turns_said.append(now)

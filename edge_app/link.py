@@ -140,9 +140,11 @@ class Heartbeat:
         status = EdgeStatus.for_edge(self.edge_id)
         error = kind = ""
         try:
-            beat = wire.heartbeat(self.edge_id, self.secret, backlog=backlog, paused=status.paused)
+            probes = self.store_watch.probes()
+            beat = wire.heartbeat(self.edge_id, self.secret, backlog=backlog, paused=status.paused, probes=probes)
             self.sock.send(beat)
-            store = wire.read_store(wire.open_reply(self.sock.recv(), beat, self.secret, wire.KIND_HEARTBEAT))
+            reply = wire.open_reply(self.sock.recv(), beat, self.secret, wire.KIND_HEARTBEAT)
+            store, held = wire.read_store(reply), wire.read_held(reply, probes)
         except pynng.Timeout:
             error, kind = f"no answer from {self.address} within {self.sock.recv_timeout} ms", "timeout"
         except pynng.NNGException as exc:
@@ -164,7 +166,7 @@ class Heartbeat:
         if not error:
             self.down_said = None
             changes.update(last_heartbeat_at=now, last_error="")
-            self.store_watch.hear(status.cloud_store, store, changes)
+            self.store_watch.hear(status.cloud_store, store, changes, probes, held)
             if not status.connected:
                 changes.update(connected=True, since=now)
                 LinkChange.record(self.edge_id, True, now)

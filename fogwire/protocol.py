@@ -7,8 +7,10 @@ v3 frame (every frame, both directions)::
     tag = HMAC-SHA256(edge's secret, b"fog3" | direction | kind | len | edge id | nonce | body)
 
     kind  direction       sent by  max bytes         nonce                 body (MessagePack map)
-    1     edge>cloud      edge     MAX_HEARTBEAT     fresh, random         {"ts": ms, "backlog": n, [optional state]}
-    2     cloud>edge      cloud    MAX_HEARTBEAT     the heartbeat's       {"ts": ms}
+    1     edge>cloud      edge     MAX_HEARTBEAT     fresh, random         {"ts": ms, "backlog": n, [optional state],
+                                                                             ["probe": [[id, hh, ws, we], ...]]}
+    2     cloud>edge      cloud    MAX_HEARTBEAT     the heartbeat's       {"ts": ms, ["store": id],
+                                                                             ["held": [bool per probe]]}
     3     edge>cloud      edge     MAX_DATA          fresh, random         columns {"id","hh","ws","we","avg","n"}
     4     cloud>edge      cloud    MAX_REPLY         the batch's           {"plz": [...], "why": [...]} per tuple
     5     cloud>edge      cloud    MAX_REPLY         the request's         {"reason", "detail"}; tag zero if the
@@ -21,6 +23,11 @@ What each part stops:
 - A heartbeat may carry further edge state (HEARTBEAT_STATE: `backlog`,
   `paused`); the cloud keeps the known fields of the right type and ignores
   the rest, so an older cloud takes a newer edge's heartbeat.
+- A heartbeat may name up to MAX_PROBES tuples the cloud acknowledged
+  (`probe`); the reply says which of them its store holds (`held`), so an
+  edge notices a store that lost part of what it acknowledged while keeping
+  its identity (restored from an older copy, a replica promoted before it
+  had everything). A probe that is not well formed is not answered.
 - The direction label and the kind are inside the tag, so no frame is
   valid in the other direction or as another kind: a heartbeat bounced
   back is not the cloud's answer, a reply sent in is not a heartbeat.
@@ -98,6 +105,7 @@ MAX_FRAME_BYTES = {KIND_HEARTBEAT: MAX_HEARTBEAT_BYTES, KIND_HEARTBEAT_REPLY: MA
 HEARTBEAT_SKEW_MS = 30_000  # a heartbeat's clock may differ from the cloud's by this much
 # Optional edge state a heartbeat may carry, with its type; the cloud stores the known ones.
 HEARTBEAT_STATE = {"backlog": int, "paused": bool}
+MAX_PROBES = 4  # acknowledged tuples a heartbeat may ask about: each costs the cloud one hash lookup
 MAX_REASON = 64  # characters of a refusal reason kept (the edge stores it in a field of this size)
 MAX_DETAIL = 200  # characters of a refusal's detail sent back or logged (input is echoed cut short)
 
@@ -324,11 +332,15 @@ def request_nonce(frame):
 # --- heartbeat -----------------------------------------------------------
 
 
-def heartbeat(edge_id, secret, backlog=0, now_ms=None, **state):
+def heartbeat(edge_id, secret, backlog=0, now_ms=None, probes=(), **state):
     """A heartbeat: the edge's clock, its backlog and any further known state (HEARTBEAT_STATE), such as
-    `paused` (the edge stopped reading Kafka because its backlog is at its disk budget). None means unknown."""
+    `paused` (the edge stopped reading Kafka because its backlog is at its disk budget). None means unknown.
+    `probes`: up to MAX_PROBES acknowledged tuples, (id, household, window start, window end), to ask the
+    cloud whether its store still holds them."""
     payload = {"ts": now_ms or int(time.time() * 1000), "backlog": int(backlog),
                **{name: value for name, value in state.items() if value is not None}}
+    if probes:
+        payload["probe"] = [list(probe) for probe in probes[:MAX_PROBES]]
     return seal(KIND_HEARTBEAT, edge_id, secret, payload)
 
 
@@ -349,13 +361,42 @@ def read_heartbeat(payload, now_ms=None):
     return state
 
 
-def heartbeat_reply(edge_id, secret, nonce, now_ms=None, store=None):
+def read_probes(payload):
+    """The probes of a heartbeat's payload as (id, household, window start, window end) tuples; () if it has
+    none, or if any is not well formed (then none is answered: the reply's `held` must match the probes)."""
+    probes = payload.get("probe") if isinstance(payload, dict) else None
+    if not isinstance(probes, list) or not 0 < len(probes) <= MAX_PROBES:
+        return ()
+    read = []
+    for probe in probes:
+        if not (isinstance(probe, list) and len(probe) == 4 and type(probe[1]) is str
+                and all(type(number) is int and 0 <= number < 2**63 for number in (probe[0], probe[2], probe[3]))
+                and not limits.household_problem(probe[1])):
+            return ()
+        read.append(tuple(probe))
+    return tuple(read)
+
+
+def heartbeat_reply(edge_id, secret, nonce, now_ms=None, store=None, held=None):
     """The reply to a heartbeat; `store`: the identity of the store the edge's tuples are in (None: not known
-    now, the store being unreachable). An edge that hears another one than before sends again what it acked."""
+    now, the store being unreachable). An edge that hears another one than before sends again what it acked.
+    `held`: whether that store holds each of the heartbeat's probes, in their order (None: not looked)."""
     payload = {"ts": now_ms or int(time.time() * 1000)}
     if store is not None:
         payload["store"] = store
+        if held is not None:
+            payload["held"] = [bool(one) for one in held]
     return seal(KIND_HEARTBEAT_REPLY, edge_id, secret, payload, nonce=nonce)
+
+
+def read_held(payload, probes):
+    """Whether the store held each of `probes` (the heartbeat's), as a tuple of bools; None if the reply does
+    not say (an older cloud, the store unreachable) or says it for another number of probes."""
+    held = payload.get("held") if isinstance(payload, dict) else None
+    if (isinstance(held, list) and len(held) == len(probes) and probes
+            and all(type(one) is bool for one in held)):
+        return tuple(held)
+    return None
 
 
 def read_store(payload):
