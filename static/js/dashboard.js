@@ -17,6 +17,9 @@
   // whether the cloud speaks or not: three missed mean the socket died on the way (dropped half-open by a
   // sleeping laptop, a proxy or a NAT), which the browser would not notice for a long time by itself.
   const SOCKET_DEAD_MS = 3 * JSON.parse(document.getElementById("socket-alive-ms").textContent);
+  // A socket not open this long after it was made never will be: a proxy or server that took the connection
+  // and does not answer its handshake (the browser itself may wait minutes).
+  const SOCKET_OPEN_MS = SOCKET_DEAD_MS;
   const KWH_PER_W = 8.76;
   const CONNECTED_WITHIN_MS = 3000;
   const FLOW_POINTS = 120;
@@ -42,6 +45,7 @@
   let live = false;  // a message came on the current socket
   let heardAt = 0;  // when the last one came (this browser's clock)
   let socketHeardAt = 0;  // when anything last came on the current socket, "alive" included
+  let socketMadeAt = 0;  // when the current socket was made
   let cloudSilent = false;  // the socket is up, but the cloud has sent nothing for CLOUD_SILENT_MS
   let rejoin = false;  // the socket is closed on purpose, to reconnect at once for a summary
   const hearing = () => live && !cloudSilent;
@@ -366,6 +370,7 @@
   let pause = FIRST_PAUSE_MS;
   function connect() {
     socket = new WebSocket((location.protocol === "https:" ? "wss://" : "ws://") + location.host + "/ws/dashboard/");
+    socketMadeAt = Date.now();
     socket.onopen = () => {
       socketHeardAt = Date.now();
       if (watching) socket.send(JSON.stringify({ watch: watching }));
@@ -408,7 +413,7 @@
   }
   // A little off the pause, each page its own: after a web server's restart the pages do not all come back at once.
   const jittered = (ms) => ms * (0.8 + 0.4 * Math.random());
-  function abandon() {
+  function abandon(why) {
     // A socket that died on the way may never close by itself: it is left to its fate, unheard, and a new one
     // opened (its summary catches up what the dead one missed).
     const dead = socket;
@@ -416,8 +421,7 @@
     dead.close();
     live = false;
     cloudSilent = false;
-    showLink("down", `Live updates are down: nothing has come on the websocket since ${time(socketHeardAt)}, ` +
-      `so the connection died on the way. Reconnecting in ${Math.round(pause / 1000)} s…`);
+    showLink("down", `Live updates are down: ${why}. Reconnecting in ${Math.round(pause / 1000)} s…`);
     setTimeout(connect, jittered(pause));
     pause = Math.min(pause * 2, LONGEST_PAUSE_MS);
   }
@@ -425,7 +429,11 @@
   setInterval(() => {  // a point a second, and "offline since" without waiting for a message
     const backlog = [...edges.values()].reduce((a, e) => a + (e.backlog || 0), 0);
     flowChart.data.labels.push(time(Date.now()));
-    if (socket.readyState === WebSocket.OPEN && Date.now() - socketHeardAt > SOCKET_DEAD_MS) abandon();
+    if (socket.readyState === WebSocket.OPEN && Date.now() - socketHeardAt > SOCKET_DEAD_MS) {
+      abandon(`nothing has come on the websocket since ${time(socketHeardAt)}, so the connection died on the way`);
+    } else if (socket.readyState === WebSocket.CONNECTING && Date.now() - socketMadeAt > SOCKET_OPEN_MS) {
+      abandon(`the websocket did not open within ${Math.round(SOCKET_OPEN_MS / 1000)} s: nothing answered its handshake`);
+    }
     // The cloud is silent only while the socket is heard from: an "alive" came after the cloud's last message.
     else if (live && !cloudSilent && Date.now() - heardAt > CLOUD_SILENT_MS && socketHeardAt > heardAt) {
       cloudSilent = true;

@@ -14,6 +14,7 @@ class Proxy:
         self.server = None
         self.writers = set()
         self.frozen = frozenset()  # writers of connections that carry nothing more (freeze)
+        self.holding = False  # new connections are taken and carry nothing (hold_new)
 
     def start(self):
         self.thread.start()
@@ -47,6 +48,11 @@ class Proxy:
             self.frozen = frozenset(self.writers)
         self._call(freeze())
 
+    def hold_new(self, holding=True):
+        """Connections made from now on (until `hold_new(False)`) are taken and carry nothing either way, for
+        good, as by a server that accepts and never answers."""
+        self.holding = holding
+
     def stop(self):
         self.cut()
         self.loop.call_soon_threadsafe(self.loop.stop)
@@ -59,6 +65,8 @@ class Proxy:
             writer.transport.abort()
             return
         self.writers.update((writer, up_writer))
+        if self.holding:
+            self.frozen |= {writer, up_writer}
         await asyncio.gather(self._forward(reader, up_writer, to_client=False),
                              self._forward(up_reader, writer, to_client=True))
         self.writers.discard(writer)
