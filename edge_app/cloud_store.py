@@ -5,7 +5,9 @@ first use; cloud_app.store). The edge records the one that acknowledged its
 tuples (EdgeStatus.cloud_store). When the cloud answers from one it has not
 heard of, that store was emptied or replaced under the same address, and
 every acknowledged tuple the edge still holds (retention has not deleted) is
-put back to PENDING: the cloud stores each once, and counts each once. They
+put back, as RESEND: sent again where fresh tuples leave room in a batch, so
+the page stays fresh, and not in the backlog, so the ingest does not pause
+for them at its disk budget. The cloud stores each once, and counts each once. They
 are put back a chunk at a time, a bounded part of each beat, so the beats go
 on while millions are; the new identity is recorded only once all are, so an
 edge restarted half way starts again. Only the tuples stored before the change
@@ -41,7 +43,7 @@ from edge_app.models import Status, WindowAggregate, chunks
 
 log = logging.getLogger("fog.edge.link")
 
-RESEND_CHUNK = 10_000  # acknowledged tuples put back to PENDING in one transaction
+RESEND_CHUNK = 10_000  # acknowledged tuples put back to RESEND in one transaction
 RESEND_SECONDS_PER_BEAT = 0.5  # a beat spends at most about this on it; the rest waits for the next beats
 # The tuples in flight at the change are looked at again this long after it: by then any reply to them has
 # been applied or has timed out (the sender waits ACK_TIMEOUT_MS, 3 s, for each of its requests in flight in
@@ -66,7 +68,7 @@ class StoreWatch:
         if self.resend or self.recheck or (self.turned is not None
                                            and time.monotonic() - self.turned < TURNS_LOG_SECONDS):
             return ()
-        acked = WindowAggregate.objects.filter(status=Status.ACKED).values_list(*PROBE_COLUMNS)
+        acked = WindowAggregate.objects.of_status(Status.ACKED).values_list(*PROBE_COLUMNS)
         newest = acked.order_by("-id").first()
         if newest is None:
             return ()
@@ -131,7 +133,7 @@ class StoreWatch:
             ids = list(acked.filter(id__gt=after).order_by("id").values_list("id", flat=True)[:RESEND_CHUNK])
             if not ids:
                 break
-            this_beat += acked.filter(id__gt=after, id__lte=ids[-1]).update(status=Status.PENDING,
+            this_beat += acked.filter(id__gt=after, id__lte=ids[-1]).update(status=Status.RESEND,
                                                                             next_attempt_at=None)
             after = ids[-1]
             if time.monotonic() >= deadline:
@@ -144,12 +146,12 @@ class StoreWatch:
         return this_beat
 
     def _recheck(self):
-        """The tuples in flight at the change that are ACKED now, back to PENDING; returns how many."""
+        """The tuples in flight at the change that are ACKED now, back to RESEND; returns how many."""
         if not self.recheck or time.monotonic() < self.recheck[0]:
             return 0
         ids, self.recheck = self.recheck[1], None
         moved = sum(WindowAggregate.objects.filter(id__in=chunk, status=Status.ACKED).update(
-            status=Status.PENDING, next_attempt_at=None) for chunk in chunks(ids))
+            status=Status.RESEND, next_attempt_at=None) for chunk in chunks(ids))
         if moved:
             log.error("%d tuples in flight when the cloud's store changed are sent again too (one the old store "
                       "acknowledged may have been applied after the change)", moved)

@@ -188,7 +188,7 @@ class SenderStep(Step):
     def finished(self, control):
         from edge_app.models import WindowAggregate
 
-        return control.done("ingest") and not WindowAggregate.objects.backlog().exists()
+        return control.done("ingest") and not WindowAggregate.objects.undelivered().exists()
 
     def close(self):
         self.sender.close()

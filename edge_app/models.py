@@ -17,6 +17,10 @@ class Status(models.IntegerChoices):
     SENT = 1, "sent"
     ACKED = 2, "acknowledged"
     REFUSED = 3, "refused"  # the cloud refused it for a permanent reason (kept in `refusal`): not sent again
+    # Acknowledged by a cloud store that lost it since (edge_app/cloud_store.py): sent again once no PENDING
+    # tuple waits, so the page stays fresh while millions go; not in the backlog, which bounds the disk the
+    # ingest may still fill (these rows are on it already).
+    RESEND = 4, "to resend"
 
 
 IN_CHUNK = 900  # ids in one `IN (...)`, under SQLite's variable limit on old builds
@@ -28,15 +32,28 @@ def chunks(items, size=IN_CHUNK):
         yield items[i : i + size]
 
 
-OPEN_STATUSES = (Status.PENDING, Status.SENT, Status.REFUSED)  # counted by index range; ACKED by EdgeStatus.acked
+# Counted by index range; ACKED by EdgeStatus.acked. Retention deletes none of them.
+OPEN_STATUSES = (Status.PENDING, Status.SENT, Status.REFUSED, Status.RESEND)
 
 
 class WindowAggregateQuerySet(models.QuerySet):
-    def sendable(self, now=None):
-        """PENDING tuples whose backoff (after a refusal) has passed, oldest first."""
+    def sendable(self, now=None, status=Status.PENDING):
+        """Tuples of `status` whose backoff (after a refusal) has passed, oldest first."""
         now = now or timezone.now()
         return self.filter(Q(next_attempt_at__isnull=True) | Q(next_attempt_at__lte=now),
-                           status=Status.PENDING).order_by("id")
+                           status=status).order_by("id")
+
+    def of_status(self, status):
+        """Tuples of one status, read through the (status, id) index in its order.
+
+        A range, not `status = x`: given an equality PostgreSQL treats the status
+        as a constant, orders by id alone and walks the primary key backwards,
+        stepping over every newer tuple of another status (EXPLAIN ANALYZE at 10
+        million tuples: 100,000 rows removed by the filter before the first
+        acknowledged one, a cost that grows with the backlog). SQLite reads the
+        same index either way.
+        """
+        return self.filter(status__gte=status, status__lte=status)
 
     def refused_by_reason(self):
         """{reason: number} of REFUSED tuples."""
@@ -46,8 +63,12 @@ class WindowAggregateQuerySet(models.QuerySet):
     def backlog(self):
         return self.filter(status__in=(Status.PENDING, Status.SENT))
 
+    def undelivered(self):
+        """The backlog and the tuples to resend: what a finite run waits for."""
+        return self.filter(status__in=(Status.PENDING, Status.SENT, Status.RESEND))
+
     def open_counts(self):
-        """{label: number} of the tuples not acknowledged: pending, sent and refused.
+        """{label: number} of the tuples not acknowledged: pending, sent, refused and to resend.
 
         Each is one range of the (status, id) index, bounded by the disk budget
         (pending, sent) and the refusals. The acknowledged ones, nearly all the

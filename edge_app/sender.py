@@ -49,10 +49,12 @@ NO_POSTAL_CODE = "no-postal-code"
 COLUMNS = ("id", "household", "window_start", "window_end", "average_w", "readings")  # a batch's rows
 # One statement claims the next batch: marks it SENT and returns it, where the ORM needs a SELECT and then an
 # UPDATE of the same rows (`bench drain` measures the two). RETURNING (SQLite >= 3.35, PostgreSQL) gives the
-# rows in no set order: the sender sorts them by id, the order they were stored in.
-CLAIM = (f"UPDATE {TABLE} SET status = {int(Status.SENT)}, sent_at = %s, attempts = attempts + 1 WHERE id IN ("
-         f"SELECT id FROM {TABLE} WHERE status = {int(Status.PENDING)} AND (next_attempt_at IS NULL OR "
-         f"next_attempt_at <= %s) ORDER BY id LIMIT %s) RETURNING {', '.join(COLUMNS)}")
+# rows in no set order: the sender sorts them by id, the order they were stored in. The tuples to resend
+# (Status.RESEND) are claimed only where the PENDING ones leave room in a batch.
+CLAIM = {status: f"UPDATE {TABLE} SET status = {int(Status.SENT)}, sent_at = %s, attempts = attempts + 1 WHERE "
+                 f"id IN (SELECT id FROM {TABLE} WHERE status = {int(status)} AND (next_attempt_at IS NULL OR "
+                 f"next_attempt_at <= %s) ORDER BY id LIMIT %s) RETURNING {', '.join(COLUMNS)}"
+         for status in (Status.PENDING, Status.RESEND)}
 
 
 def _permanent(reason):
@@ -147,17 +149,26 @@ class Sender:
         return acked
 
     def _next_batch(self):
-        """The next `batch` sendable tuples in id order, marked SENT: (id, household, start, end, average, readings)."""
+        """The next `batch` sendable tuples in id order, marked SENT: (id, household, start, end, average, readings).
+        PENDING ones first, then those to resend."""
         if not _update_returns_rows():
             return self.claim_with_orm()
         now = connection.ops.adapt_datetimefield_value(timezone.now())
         with transaction.atomic(), connection.cursor() as cursor:
-            cursor.execute(CLAIM, [now, now, self.batch])
-            return sorted(cursor.fetchall())
+            rows = []
+            for claim in CLAIM.values():
+                cursor.execute(claim, [now, now, self.batch - len(rows)])
+                rows += cursor.fetchall()
+                if len(rows) == self.batch:
+                    break
+            return sorted(rows)
 
     def claim_with_orm(self):
         """What _next_batch does, in the ORM's two steps."""
         batch = list(WindowAggregate.objects.sendable().values_list(*COLUMNS)[: self.batch])
+        if len(batch) < self.batch:
+            batch = sorted(batch + list(WindowAggregate.objects.sendable(status=Status.RESEND).values_list(
+                *COLUMNS)[: self.batch - len(batch)]))
         if batch:
             now = timezone.now()
             with transaction.atomic():

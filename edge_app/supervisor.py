@@ -31,7 +31,7 @@ from rq import Queue
 from edge_app.control import LOOPS, REDIS_AWAY, EdgeControl, Holder, queue_name
 from edge_app.database_outage import DATABASE_AWAY, reason
 from edge_app.loops import run_loop
-from edge_app.models import EdgeStatus, WindowAggregate
+from edge_app.models import EdgeStatus, Status, WindowAggregate
 from edge_app.worker import SUPERVISOR_ENV, set_parent_death_signal
 
 log = logging.getLogger("fog.edge")
@@ -63,7 +63,7 @@ class Counts:
     windows: int
     acked: int
     refused: int  # refused by the cloud for good (status refused): not pending, so a burst run still ends
-    pending: int
+    pending: int  # not yet acknowledged: pending, sent and to resend
 
     @classmethod
     def now(cls):
@@ -71,7 +71,7 @@ class Counts:
         status = EdgeStatus.for_edge(settings.FOG_EDGE_ID)
         open_ = WindowAggregate.objects.open_counts()
         return cls(status.readings, status.late, status.malformed, status.windows, status.acked, open_["refused"],
-                   open_["pending"] + open_["sent"])
+                   open_["pending"] + open_["sent"] + open_[Status.RESEND.label])
 
 
 @dataclass

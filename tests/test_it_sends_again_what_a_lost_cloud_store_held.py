@@ -61,7 +61,7 @@ def test_it_sends_everything_acknowledged_again_to_a_store_that_lost_it(link, re
     delete_prefix(redis_url, cloud_prefix)  # the store loses everything; the cloud goes on running
     assert wait_for(lambda: beat.handle_one_beat() and store() != first, timeout=10, interval=0)
     assert store() and sent_again() == TUPLES  # recorded once every tuple was put back
-    assert WindowAggregate.objects.filter(status=Status.PENDING).count() == TUPLES
+    assert WindowAggregate.objects.filter(status=Status.RESEND).count() == TUPLES
     assert send_until_all_acked(sender)
     assert stored(redis_client, cloud_prefix) == (TUPLES, TUPLES)  # each once, counted once
 
@@ -88,7 +88,24 @@ def test_it_sends_again_what_was_in_flight_when_the_store_changed(link, redis_ur
     WindowAggregate.objects.filter(id__in=in_flight).update(status=Status.ACKED)  # the old store's reply lands
     beat.store_watch.recheck = (0, beat.store_watch.recheck[1])  # its time has come
     assert beat.handle_one_beat() and sent_again() == TUPLES
-    assert WindowAggregate.objects.filter(status=Status.PENDING).count() == TUPLES
+    assert WindowAggregate.objects.filter(status=Status.RESEND).count() == TUPLES
+
+
+def test_it_sends_fresh_tuples_before_those_it_sends_again(link, redis_url, redis_client, cloud_prefix):
+    """Millions to send again must not hold up the page's fresh windows, nor pause the ingest at its disk budget
+    (the heartbeat's backlog): fresh tuples go first, the others where a batch has room."""
+    beat, sender = link
+    delete_prefix(redis_url, cloud_prefix)
+    assert beat.handle_one_beat() and sent_again() == TUPLES
+    assert not WindowAggregate.objects.backlog().exists()
+    add_pending(30, base_ms=1_600_000_000_000)
+    fresh = set(WindowAggregate.objects.filter(status=Status.PENDING).values_list("id", flat=True))
+    first = set(row[0] for row in sender._next_batch())
+    assert fresh < first and len(first) == 100  # the fresh ones, then those to send again to fill the batch
+    assert WindowAggregate.objects.backlog().count() == 100  # the batch claimed; the rest wait outside it
+    sender.requeue_sent()  # claimed here, not sent: as after a restart
+    assert send_until_all_acked(sender)
+    assert stored(redis_client, cloud_prefix) == (TUPLES + 30, TUPLES + 30)
 
 
 def test_it_sends_nothing_again_when_replicas_answer_from_two_stores_in_turn(link, redis_client, cloud_prefix):
