@@ -778,6 +778,31 @@ def send_until_all_acked(sender, timeout=60):
     return wait_for(all_acked, timeout=timeout, interval=0.05)
 
 
+ACKED_LINK_TUPLES = 300
+
+
+@pytest.fixture
+def acked_link(redis_url, cloud_prefix):
+    """(a Heartbeat, a Sender) of EDGE_ID on a real cloud, which acknowledged ACKED_LINK_TUPLES tuples and named
+    its store (needs the django_db mark, transaction=True: the cloud runs in a thread of its own)."""
+    from edge_app.link import Heartbeat
+    from edge_app.models import EdgeStatus
+
+    cloud = CloudThread(redis_url, cloud_prefix, {EDGE_ID: EDGE_SECRET}).start()
+    beat = Heartbeat(edge_id=EDGE_ID, secret=EDGE_SECRET, address=cloud.hb_addr, timeout_ms=1000)
+    sender = edge_sender(cloud.data_addr, batch=100, in_flight=2, ack_timeout_ms=2000)
+    try:
+        add_pending(ACKED_LINK_TUPLES)
+        assert wait_for(beat.handle_one_beat, timeout=5, interval=0.1)
+        assert EdgeStatus.objects.get(edge_id=EDGE_ID).cloud_store  # heard with the first answer
+        assert send_until_all_acked(sender)
+        yield beat, sender
+    finally:
+        beat.close()
+        sender.close()
+        cloud.stop()
+
+
 @pytest.fixture
 def fleet_of(kafka_bootstrap, redis_url, cloud_prefix):
     """`fleet_of(n)`: n real edges and the cloud replicas a test starts (tooling.fleet), on this test's

@@ -10,16 +10,15 @@ import pytest
 from cloud_app.engine import connect_async
 from cloud_app.keys import Keys
 from cloud_app.store import CloudStore, Record, tuple_field
-from edge_app.link import Heartbeat
-from edge_app.models import Status, WindowAggregate
+from edge_app.models import WindowAggregate
 from fogwire import protocol as wire
-from tests.conftest import (EDGE_ID, EDGE_SECRET, CloudThread, add_pending, edge_sender, send_until_all_acked,
+from tests.conftest import (ACKED_LINK_TUPLES as BEFORE, EDGE_ID, EDGE_SECRET, add_pending, send_until_all_acked,
                             wait_for)
 from tests.test_it_sends_again_what_a_lost_cloud_store_held import sent_again, store, stored
 
 pytestmark = [pytest.mark.edge_db, pytest.mark.django_db(transaction=True)]
 
-BEFORE, AFTER = 300, 120  # tuples acknowledged before the copy was taken, and after
+AFTER = 120  # tuples acknowledged after the copy was taken (ACKED_LINK_TUPLES before)
 
 
 def snapshot(client, prefix):
@@ -36,24 +35,8 @@ def restore(client, prefix, copy):
         client.restore(key, 0, dumped, replace=True)
 
 
-@pytest.fixture
-def link(redis_url, cloud_prefix):
-    cloud = CloudThread(redis_url, cloud_prefix, {EDGE_ID: EDGE_SECRET}).start()
-    beat = Heartbeat(edge_id=EDGE_ID, secret=EDGE_SECRET, address=cloud.hb_addr, timeout_ms=1000)
-    sender = edge_sender(cloud.data_addr, batch=100, in_flight=2, ack_timeout_ms=2000)
-    try:
-        add_pending(BEFORE)
-        assert wait_for(beat.handle_one_beat, timeout=5, interval=0.1)
-        assert send_until_all_acked(sender)
-        yield beat, sender
-    finally:
-        beat.close()
-        sender.close()
-        cloud.stop()
-
-
-def test_it_sends_everything_again_to_a_store_restored_from_an_older_copy(link, redis_client, cloud_prefix):
-    beat, sender = link
+def test_it_sends_everything_again_to_a_store_restored_from_an_older_copy(acked_link, redis_client, cloud_prefix):
+    beat, sender = acked_link
     first = store()
     copy = snapshot(redis_client, cloud_prefix)
     add_pending(AFTER, base_ms=1_600_000_000_000)
@@ -70,8 +53,8 @@ def test_it_sends_everything_again_to_a_store_restored_from_an_older_copy(link, 
     assert stored(redis_client, cloud_prefix) == (BEFORE + AFTER, BEFORE + AFTER)  # each once, counted once
 
 
-def test_it_finds_a_tuple_lost_in_the_middle_with_its_random_probe(link, redis_client, cloud_prefix):
-    beat, sender = link
+def test_it_finds_a_tuple_lost_in_the_middle_with_its_random_probe(acked_link, redis_client, cloud_prefix):
+    beat, sender = acked_link
     # A fifth of the store's tuples lost, none of them the newest: found within a few beats, not at once.
     newest = WindowAggregate.objects.order_by("-id").first()
     lost = [tuple_field(row.household, row.window_start, row.window_end)
@@ -81,24 +64,6 @@ def test_it_finds_a_tuple_lost_in_the_middle_with_its_random_probe(link, redis_c
     assert sent_again() == BEFORE
     assert send_until_all_acked(sender)
     assert stored(redis_client, cloud_prefix) == (BEFORE, BEFORE + len(lost))  # the lost ones stored again
-
-
-def test_it_asks_nothing_while_stores_take_turns(link, redis_client, cloud_prefix):
-    """Two stores answering in turn each lack what the other acknowledged: that is said (the lost store's test),
-    and is no reason to send everything again at each beat."""
-    beat, sender = link
-    key = Keys(cloud_prefix).store_id(EDGE_ID)
-    first = redis_client.get(key)
-    redis_client.set(key, "other-store")
-    assert beat.handle_one_beat() and sent_again() == BEFORE  # a store not heard of before: everything again
-    WindowAggregate.objects.update(status=Status.ACKED)
-    beat.store_watch.recheck = None
-    redis_client.set(key, first)
-    assert beat.handle_one_beat()  # the first again: stores take turns
-    redis_client.delete(Keys(cloud_prefix).tuples(EDGE_ID))
-    for _ in range(5):
-        assert beat.handle_one_beat() and beat.store_watch.probes() == ()
-    assert sent_again() == BEFORE
 
 
 def test_it_answers_probes_of_tuples_kept_under_their_id_by_an_older_cloud(redis_url, cloud_prefix):

@@ -269,72 +269,61 @@ def test_it_says_when_the_cloud_falls_silent_and_when_it_speaks_again(web, redis
         cloud.stop()
 
 
-def test_it_opens_a_new_socket_when_its_socket_dies_on_the_way(web, redis_url, cloud_prefix):
+@pytest.fixture
+def proxied(web, redis_url, cloud_prefix):
+    """(a live page that reaches the web server through a proxy, the proxy, the page's websockets so far) and
+    how long the page waits on a socket that brings nothing before it gives up on it."""
+    from playwright.sync_api import sync_playwright
+
+    from cloud_app.consumers import ALIVE_EVERY_SECONDS
+
+    proxy = Proxy(free_port(), urlsplit(web).port).start()
+    cloud = CloudThread(redis_url, cloud_prefix, {EDGE_ID: EDGE_SECRET}, publish=True).start()
+    try:
+        with sync_playwright() as playwright:
+            browser = playwright.chromium.launch(executable_path=CHROMIUM, args=FLAGS, headless=True)
+            page = browser.new_page()
+            sockets = []
+            page.on("websocket", lambda socket: sockets.append(socket))
+            page.goto(f"http://127.0.0.1:{proxy.listen_port}/")
+            page.wait_for_function("document.getElementById('link').classList.contains('link-live')", timeout=15000)
+            yield page, proxy, sockets, 3 * ALIVE_EVERY_SECONDS * 1000  # as the page reckons it
+            browser.close()
+    finally:
+        cloud.stop()
+        proxy.stop()
+
+
+def test_it_opens_a_new_socket_when_its_socket_dies_on_the_way(proxied):
     """A socket the network dropped half-open (a laptop asleep, a NAT that forgot it) brings nothing and never
     closes. The web server's own "alive" messages tell the page so: it connects again, instead of waiting on
     the dead socket for ever and blaming the cloud, which went on speaking all along."""
-    from playwright.sync_api import sync_playwright
-
-    from cloud_app.consumers import ALIVE_EVERY_SECONDS
-
-    dead_ms = 3 * ALIVE_EVERY_SECONDS * 1000  # as the page reckons it
-    proxy = Proxy(free_port(), urlsplit(web).port).start()
-    cloud = CloudThread(redis_url, cloud_prefix, {EDGE_ID: EDGE_SECRET}, publish=True).start()
-    try:
-        with sync_playwright() as playwright:
-            browser = playwright.chromium.launch(executable_path=CHROMIUM, args=FLAGS, headless=True)
-            page = browser.new_page()
-            sockets = []
-            page.on("websocket", lambda socket: sockets.append(socket))
-            page.goto(f"http://127.0.0.1:{proxy.listen_port}/")
-            page.wait_for_function("document.getElementById('link').classList.contains('link-live')", timeout=15000)
-            proxy.freeze()
-            page.wait_for_function("document.getElementById('link').textContent.includes('nothing has come on the "
-                                   "websocket since')", timeout=dead_ms + 5000)
-            page.wait_for_function("document.getElementById('link').classList.contains('link-live')", timeout=10000)
-            assert len(sockets) == 2
-            browser.close()
-    finally:
-        cloud.stop()
-        proxy.stop()
+    page, proxy, sockets, dead_ms = proxied
+    proxy.freeze()
+    page.wait_for_function("document.getElementById('link').textContent.includes('nothing has come on the "
+                           "websocket since')", timeout=dead_ms + 5000)
+    page.wait_for_function("document.getElementById('link').classList.contains('link-live')", timeout=10000)
+    assert len(sockets) == 2
 
 
-def test_it_gives_up_on_a_socket_whose_handshake_nobody_answers(web, redis_url, cloud_prefix):
+def test_it_gives_up_on_a_socket_whose_handshake_nobody_answers(proxied):
     """A new socket that a proxy took and never answers stays CONNECTING for as long as the browser likes: the
     page gives up on it as on a dead open one, and the next gets through."""
-    from playwright.sync_api import sync_playwright
-
-    from cloud_app.consumers import ALIVE_EVERY_SECONDS
-
-    dead_ms = 3 * ALIVE_EVERY_SECONDS * 1000  # as the page reckons it, open or not
-    proxy = Proxy(free_port(), urlsplit(web).port).start()
-    cloud = CloudThread(redis_url, cloud_prefix, {EDGE_ID: EDGE_SECRET}, publish=True).start()
-    try:
-        with sync_playwright() as playwright:
-            browser = playwright.chromium.launch(executable_path=CHROMIUM, args=FLAGS, headless=True)
-            page = browser.new_page()
-            sockets = []
-            page.on("websocket", lambda socket: sockets.append(socket))
-            page.goto(f"http://127.0.0.1:{proxy.listen_port}/")
-            page.wait_for_function("document.getElementById('link').classList.contains('link-live')", timeout=15000)
-            proxy.hold_new()
-            proxy.freeze()  # the open socket dies; the page's next one is taken and never answered
-            page.wait_for_function("document.getElementById('link').textContent.includes('nothing has come')",
-                                   timeout=dead_ms + 5000)
-            for _ in range(100):  # the page's events come in while playwright is called
-                if len(sockets) == 2:
-                    break
-                page.wait_for_timeout(100)
-            assert len(sockets) == 2
-            proxy.hold_new(False)
-            page.wait_for_function("document.getElementById('link').textContent.includes('did not open within')",
-                                   timeout=dead_ms + 5000)
-            page.wait_for_function("document.getElementById('link').classList.contains('link-live')", timeout=10000)
-            assert len(sockets) == 3
-            browser.close()
-    finally:
-        cloud.stop()
-        proxy.stop()
+    page, proxy, sockets, dead_ms = proxied
+    proxy.hold_new()
+    proxy.freeze()  # the open socket dies; the page's next one is taken and never answered
+    page.wait_for_function("document.getElementById('link').textContent.includes('nothing has come')",
+                           timeout=dead_ms + 5000)
+    for _ in range(100):  # the page's events come in while playwright is called
+        if len(sockets) == 2:
+            break
+        page.wait_for_timeout(100)
+    assert len(sockets) == 2
+    proxy.hold_new(False)
+    page.wait_for_function("document.getElementById('link').textContent.includes('did not open within')",
+                           timeout=dead_ms + 5000)
+    page.wait_for_function("document.getElementById('link').classList.contains('link-live')", timeout=10000)
+    assert len(sockets) == 3
 
 
 def test_it_names_the_time_zone_of_the_times_it_shows(web):
