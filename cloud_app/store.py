@@ -471,12 +471,17 @@ class CloudStore:
     async def held(self, edge, probes):
         """Whether the store holds each of `probes`, (id, household, window start, window end) of tuples it
         acknowledged to `edge` (wire.read_probes): the store never deletes one, so a False is a tuple it lost.
-        One lookup while all are there; under the older layout ('mixed') a tuple may be kept under its id."""
+        Under the older layout (the edge hash's dedup 'mixed', or unset while tuples exist: the store script's
+        rule) a tuple may be kept under its id. One round trip, the same work whatever is found."""
         key = self.keys.tuples(edge)
-        found = [one is not None for one in await self.redis.hmget(key, [tuple_field(*probe[1:]) for probe in probes])]
-        if all(found) or await self.redis.hget(self.keys.edge(edge), "dedup") != b"mixed":
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.hmget(key, [tuple_field(*probe[1:]) for probe in probes])
+            pipe.hmget(key, [str(probe[0]) for probe in probes])
+            pipe.hget(self.keys.edge(edge), "dedup")
+            by_window, by_id, layout = await pipe.execute()
+        found = [one is not None for one in by_window]
+        if layout == b"window":
             return found
-        by_id = await self.redis.hmget(key, [str(probe[0]) for probe in probes])
         for index, (raw, (_, household, start, end)) in enumerate(zip(by_id, probes)):
             if not found[index] and raw is not None:
                 try:

@@ -20,11 +20,11 @@ memory only: an edge restarted within it skips it.
 
 A store can also lose part of what it acknowledged and keep its identity:
 restored from an older copy, a replica promoted before it had everything.
-So each beat names two acknowledged tuples, the newest and one at random,
-and the reply says whether the store holds them (`probes`, `hear`): one it
-no longer holds makes the edge send every acknowledged tuple again, as for a
-new store. The newest finds a store set back in time at the next beat; the
-random one finds a loss of a fraction f of the tuples within about 1/f beats.
+So each beat asks about a few acknowledged tuples (edge_app/store_probes.py),
+and one the store no longer holds makes the edge send every acknowledged
+tuple again, as for a new store: at most every LOSS_RESEND_EVERY_SECONDS, so
+a store that keeps losing what it takes (evicting it) is not sent everything
+at every beat; the tuples it lacks are asked about until then.
 
 A store heard of before (replicas on two stores answering in turn, or one
 back) is said, a few times an hour, without sending everything again at each
@@ -34,12 +34,13 @@ replicas take turns sends everything once more.
 """
 
 import logging
-import random
 import time
 
 from django.db.models import F, Max
+from django.utils import timezone
 
 from edge_app.models import Status, WindowAggregate, chunks
+from edge_app.store_probes import COLUMNS, StoreProbes
 
 log = logging.getLogger("fog.edge.link")
 
@@ -50,7 +51,7 @@ RESEND_SECONDS_PER_BEAT = 0.5  # a beat spends at most about this on it; the res
 # turn: 4 by default, 10 leave room).
 RECHECK_AFTER_SECONDS = 30.0
 TURNS_LOG_LINES, TURNS_LOG_SECONDS = 3, 3600
-PROBE_COLUMNS = ("id", "household", "window_start", "window_end")  # a probe, as wire.heartbeat sends it
+LOSS_RESEND_EVERY_SECONDS = 600  # everything is sent again for a loss the probes found at most this often
 
 
 class StoreWatch:
@@ -60,37 +61,39 @@ class StoreWatch:
         self.recheck = None  # (monotonic when, ids in flight at the change)
         self.turns_said = []  # monotonic times of the "stores take turns" lines (TURNS_LOG_*)
         self.turned = None  # monotonic time stores last took turns: probes mean nothing then (see probes)
+        self.probing = StoreProbes()
+        self.loss_resent = None  # monotonic time everything was last sent again for a loss the probes found
+        self.loss_waiting = None  # lost tuples asked about again until LOSS_RESEND_EVERY_SECONDS are over
 
-    def probes(self):
-        """Acknowledged tuples for this beat to ask about: the newest and one at random, as PROBE_COLUMNS. None
-        while tuples are being put back or looked at again (the store may not have them yet), or for
-        TURNS_LOG_SECONDS after stores took turns (each holds what it acknowledged, not what the other did)."""
+    def probes(self, since):
+        """The acknowledged tuples this beat asks the store about (edge_app/store_probes.py), those acknowledged
+        at `since` or later (EdgeStatus.cloud_store_since). None while tuples are being put back or looked at
+        again (the store may not have them yet), or for TURNS_LOG_SECONDS after stores took turns (each holds
+        what it acknowledged, not what the other did)."""
         if self.resend or self.recheck or (self.turned is not None
                                            and time.monotonic() - self.turned < TURNS_LOG_SECONDS):
             return ()
-        acked = WindowAggregate.objects.of_status(Status.ACKED).values_list(*PROBE_COLUMNS)
-        newest = acked.order_by("-id").first()
-        if newest is None:
-            return ()
-        oldest = acked.order_by("id").first()
-        some = acked.filter(id__gte=random.randint(oldest[0], newest[0])).order_by("id").first()
-        return (newest,) if some is None or some == newest else (newest, some)
+        return self.probing.pick(since)
 
-    def hear(self, recorded, store, changes, probes=(), held=None):
-        """`recorded`: the store EdgeStatus names ('' none yet); `store`: the one this beat's reply named ('': it
-        did not say); `held`: whether it holds each of the beat's `probes` (None: not said). Puts the
-        EdgeStatus fields to update into `changes`."""
+    def hear(self, recorded, store, changes, probes=(), held=None, since=None):
+        """`recorded`: the store EdgeStatus names ('' none yet), recorded at `since`; `store`: the one this beat's
+        reply named ('': it did not say); `held`: whether it holds each of the beat's `probes` (None: not said).
+        Puts the EdgeStatus fields to update into `changes`."""
         again = self._recheck()
-        if store and store == recorded and not self.resend and held and not all(held):
-            self._lost_some(store, [probe for probe, kept in zip(probes, held) if not kept])
+        if recorded and since is None:
+            changes["cloud_store_since"] = timezone.now()  # recorded by an edge before probes: asked from now on
+        if store and store == recorded and not self.resend and held is not None and probes:
+            missing = self.probing.answered(probes, held)
+            if missing:
+                self._lost_some(store, missing)
         if recorded:
             self.heard.add(recorded)
         busy = self.resend[0] if self.resend else None
         if store and store not in (recorded, busy):
             if not recorded:
-                changes["cloud_store"] = store  # the first answer that names one: nothing was lost before it
+                self._record(changes, store)  # the first answer that names one: nothing was lost before it
             elif store in self.heard:
-                changes["cloud_store"] = store
+                self._record(changes, store)
                 self._say_turns(recorded, store)
             else:
                 self._send_all_again(store)
@@ -104,26 +107,43 @@ class StoreWatch:
         if again:
             changes["sent_again"] = F("sent_again") + again
 
+    def _record(self, changes, store):
+        """EdgeStatus names `store` from now on, and the probes ask it about tuples acknowledged from now on."""
+        changes.update(cloud_store=store, cloud_store_since=timezone.now())
+        self.probing.forget()
+
     def _send_all_again(self, store):
         """Put back, from the next beats on, every acknowledged tuple up to the newest now (those stored later
         go to `store` only); those in flight now are looked at again later."""
         in_flight = list(WindowAggregate.objects.filter(status=Status.SENT).values_list("id", flat=True))
         newest = WindowAggregate.objects.aggregate(newest=Max("id"))["newest"] or 0
         self.resend = [store, 0, 0, newest]
+        self.probing.forget()
         earlier = self.recheck[1] if self.recheck else []  # a change heard just before this one
         self.recheck = (time.monotonic() + RECHECK_AFTER_SECONDS, earlier + in_flight)
 
     def _lost_some(self, store, missing):
         """The store said it does not hold `missing` (probes): those still acknowledged here were lost there."""
-        ids = [probe[0] for probe in missing]
-        lost = [probe for probe in WindowAggregate.objects.filter(id__in=ids, status=Status.ACKED).values_list(
-            *PROBE_COLUMNS) if probe in missing]  # not deleted by retention, or put back, since
-        if lost:
-            self._send_all_again(store)
-            log.error("the cloud's store %s no longer holds tuples it acknowledged (%s): restored from an older "
-                      "copy, or a replica promoted before it had everything? Every acknowledged tuple this edge "
-                      "still holds is sent again (the cloud stores each once)", store,
-                      ", ".join(f"{household} window {start}" for _, household, start, _ in lost))
+        lost = [probe for probe in WindowAggregate.objects.filter(
+            id__in=[probe[0] for probe in missing], status=Status.ACKED).values_list(*COLUMNS)
+            if probe in missing]  # not deleted by retention, or put back, since
+        if not lost:
+            return
+        said = ", ".join(f"{household} window {start}" for _, household, start, _ in lost)
+        now = time.monotonic()
+        if self.loss_resent is not None and now - self.loss_resent < LOSS_RESEND_EVERY_SECONDS:
+            if self.loss_waiting is None:  # said once, not at every beat that asks again
+                log.error("the cloud's store %s lost tuples it acknowledged again (%s): everything is sent again "
+                          "in %.0f s, not sooner; does it keep what it acknowledges?", store, said,
+                          LOSS_RESEND_EVERY_SECONDS - (now - self.loss_resent))
+            self.loss_waiting = lost
+            self.probing.ask_again(lost)
+            return
+        self.loss_resent, self.loss_waiting = now, None
+        self._send_all_again(store)
+        log.error("the cloud's store %s no longer holds tuples it acknowledged (%s): restored from an older copy, "
+                  "or a replica promoted before it had everything? Every acknowledged tuple this edge still holds "
+                  "is sent again (the cloud stores each once)", store, said)
 
     def _put_back_some(self, changes):
         store, after, moved, newest = self.resend
@@ -141,7 +161,7 @@ class StoreWatch:
                 return this_beat
         self.resend = None
         self.heard.add(store)
-        changes["cloud_store"] = store
+        self._record(changes, store)
         log.error("%d acknowledged tuples are sent again to the cloud's store %s", moved + this_beat, store)
         return this_beat
 
@@ -165,3 +185,4 @@ class StoreWatch:
             log.error("the cloud answers from store %s, then from %s again: do its replicas use different Redis "
                       "servers? What one acknowledged is not in the other; not sent again each time they take turns",
                       recorded, store)
+

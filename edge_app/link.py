@@ -140,7 +140,7 @@ class Heartbeat:
         status = EdgeStatus.for_edge(self.edge_id)
         error = kind = ""
         try:
-            probes = self.store_watch.probes()
+            probes = self.store_watch.probes(status.cloud_store_since)
             beat = wire.heartbeat(self.edge_id, self.secret, backlog=backlog, paused=status.paused, probes=probes)
             self.sock.send(beat)
             reply = wire.open_reply(self.sock.recv(), beat, self.secret, wire.KIND_HEARTBEAT)
@@ -166,7 +166,7 @@ class Heartbeat:
         if not error:
             self.down_said = None
             changes.update(last_heartbeat_at=now, last_error="")
-            self.store_watch.hear(status.cloud_store, store, changes, probes, held)
+            self.store_watch.hear(status.cloud_store, store, changes, probes, held, since=status.cloud_store_since)
             if not status.connected:
                 changes.update(connected=True, since=now)
                 LinkChange.record(self.edge_id, True, now)

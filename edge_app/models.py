@@ -55,6 +55,11 @@ class WindowAggregateQuerySet(models.QuerySet):
         """
         return self.filter(status__gte=status, status__lte=status)
 
+    def acked_since(self, since):
+        """ACKED tuples acknowledged at `since` or later: a range of the partial `retention_acked` index, the
+        open statuses excluded as in `expired` (so SQLite does not take the (status, id) index instead)."""
+        return self.filter(acked_at__gte=since).exclude(status__in=OPEN_STATUSES)
+
     def refused_by_reason(self):
         """{reason: number} of REFUSED tuples."""
         rows = self.filter(status=Status.REFUSED).order_by().values("refusal").annotate(n=Count("id"))
@@ -167,8 +172,10 @@ class EdgeStatus(models.Model):
     cloud_store = models.CharField(max_length=wire.MAX_STORE_ID, blank=True, help_text="identity of the cloud store that "
                                    "acknowledged this edge's tuples, from the heartbeat's reply (another one: "
                                    "the store was emptied or replaced, and they are sent again)")
+    cloud_store_since = models.DateTimeField(null=True, blank=True, help_text="when cloud_store was recorded: the "
+                                             "heartbeats ask that store about tuples acknowledged since")
     sent_again = models.PositiveBigIntegerField(default=0, help_text="acknowledged tuples sent again because "
-                                                "the cloud's store was emptied or replaced")
+                                                "the cloud's store was emptied, replaced or set back in time")
 
     class Meta:
         verbose_name_plural = "edge status"

@@ -103,7 +103,7 @@ def test_it_sends_nothing_again_when_replicas_answer_from_two_stores_in_turn(ack
     # stores take turns, or everything would go again at each turn.
     redis_client.delete(Keys(cloud_prefix).tuples(EDGE_ID))
     for _ in range(5):
-        assert beat.handle_one_beat() and beat.store_watch.probes() == ()
+        assert beat.handle_one_beat() and beat.store_watch.probes(EdgeStatus.objects.get().cloud_store_since) == ()
     assert sent_again() == TUPLES
 
 
