@@ -41,6 +41,7 @@ from django.utils import timezone
 
 from edge_app.models import Status, WindowAggregate, chunks
 from edge_app.store_probes import COLUMNS, StoreProbes
+from fogwire.protocol import MAX_STORE_ID
 
 log = logging.getLogger("fog.edge.link")
 
@@ -57,7 +58,8 @@ LOSS_RESEND_EVERY_SECONDS = 600  # everything is sent again for a loss the probe
 class StoreWatch:
     def __init__(self):
         self.heard = set()  # the stores this process heard of, the recorded one included
-        self.resend = None  # [store, last id put back, how many, newest id at the change] while putting back
+        # [store, last id put back, how many, newest id at the change, when it was heard] while putting back
+        self.resend = None
         self.recheck = None  # (monotonic when, ids in flight at the change)
         self.turns_said = []  # monotonic times of the "stores take turns" lines (TURNS_LOG_*)
         self.turned = None  # monotonic time stores last took turns: probes mean nothing then (see probes)
@@ -85,7 +87,7 @@ class StoreWatch:
         if store and store == recorded and not self.resend and held is not None and probes:
             missing = self.probing.answered(probes, held)
             if missing:
-                self._lost_some(store, missing)
+                self._lost_some(store, missing, changes)
         if recorded:
             self.heard.add(recorded)
         busy = self.resend[0] if self.resend else None
@@ -93,8 +95,15 @@ class StoreWatch:
             if not recorded:
                 self._record(changes, store)  # the first answer that names one: nothing was lost before it
             elif store in self.heard:
-                self._record(changes, store)
+                # Since when to ask stays: what the other store acknowledged meanwhile is asked about too (once
+                # stores no longer take turns), so a store failed back to is sent what it lacks.
+                changes["cloud_store"] = store
+                self.probing.forget()
                 self._say_turns(recorded, store)
+            elif recorded == lost_mark(store):
+                self._send_all_again(store)
+                log.error("every acknowledged tuple this edge holds is sent again to the cloud's store %s, which lost "
+                          "some of them: an earlier run began to and did not finish", store)
             else:
                 self._send_all_again(store)
                 log.error("the cloud's store is not the one that acknowledged this edge's tuples (store %s, now %s): "
@@ -107,9 +116,10 @@ class StoreWatch:
         if again:
             changes["sent_again"] = F("sent_again") + again
 
-    def _record(self, changes, store):
-        """EdgeStatus names `store` from now on, and the probes ask it about tuples acknowledged from now on."""
-        changes.update(cloud_store=store, cloud_store_since=timezone.now())
+    def _record(self, changes, store, since=None):
+        """EdgeStatus names `store` from now on, and the probes ask it about tuples acknowledged from `since`
+        (default now) on."""
+        changes.update(cloud_store=store, cloud_store_since=since or timezone.now())
         self.probing.forget()
 
     def _send_all_again(self, store):
@@ -117,13 +127,15 @@ class StoreWatch:
         go to `store` only); those in flight now are looked at again later."""
         in_flight = list(WindowAggregate.objects.filter(status=Status.SENT).values_list("id", flat=True))
         newest = WindowAggregate.objects.aggregate(newest=Max("id"))["newest"] or 0
-        self.resend = [store, 0, 0, newest]
+        self.resend = [store, 0, 0, newest, timezone.now()]
         self.probing.forget()
         earlier = self.recheck[1] if self.recheck else []  # a change heard just before this one
         self.recheck = (time.monotonic() + RECHECK_AFTER_SECONDS, earlier + in_flight)
 
-    def _lost_some(self, store, missing):
-        """The store said it does not hold `missing` (probes): those still acknowledged here were lost there."""
+    def _lost_some(self, store, missing, changes):
+        """The store said it does not hold `missing` (probes): those still acknowledged here were lost there.
+        Until all are put back, EdgeStatus names the store as one that lost them (lost_mark), so an edge
+        restarted half way starts again, as after a change of store."""
         lost = [probe for probe in WindowAggregate.objects.filter(
             id__in=[probe[0] for probe in missing], status=Status.ACKED).values_list(*COLUMNS)
             if probe in missing]  # not deleted by retention, or put back, since
@@ -141,12 +153,13 @@ class StoreWatch:
             return
         self.loss_resent, self.loss_waiting = now, None
         self._send_all_again(store)
+        changes["cloud_store"] = lost_mark(store)
         log.error("the cloud's store %s no longer holds tuples it acknowledged (%s): restored from an older copy, "
                   "or a replica promoted before it had everything? Every acknowledged tuple this edge still holds "
                   "is sent again (the cloud stores each once)", store, said)
 
     def _put_back_some(self, changes):
-        store, after, moved, newest = self.resend
+        store, after, moved, newest, heard_at = self.resend
         deadline, this_beat = time.monotonic() + RESEND_SECONDS_PER_BEAT, 0
         acked = WindowAggregate.objects.filter(status=Status.ACKED, id__lte=newest)
         while True:
@@ -157,11 +170,15 @@ class StoreWatch:
                                                                             next_attempt_at=None)
             after = ids[-1]
             if time.monotonic() >= deadline:
-                self.resend = [store, after, moved + this_beat, newest]
+                self.resend = [store, after, moved + this_beat, newest, heard_at]
                 return this_beat
         self.resend = None
         self.heard.add(store)
-        self._record(changes, store)
+        # Every tuple acknowledged now, or put back to be, is this store's: those acknowledged after it was
+        # heard, and every other one once it is sent again (it keeps its first acknowledgement's time).
+        oldest = WindowAggregate.objects.filter(acked_at__isnull=False).order_by("acked_at").values_list(
+            "acked_at", flat=True).first()
+        self._record(changes, store, since=min(oldest or heard_at, heard_at))
         log.error("%d acknowledged tuples are sent again to the cloud's store %s", moved + this_beat, store)
         return this_beat
 
@@ -186,3 +203,7 @@ class StoreWatch:
                       "servers? What one acknowledged is not in the other; not sent again each time they take turns",
                       recorded, store)
 
+
+def lost_mark(store):
+    """What EdgeStatus.cloud_store names while what `store` lost is put back: no store's identity."""
+    return f"lost-{store}"[:MAX_STORE_ID]

@@ -36,8 +36,9 @@ class EdgeCollector:
             "Kafka's retention deleted before the edge read them",
             labels=["edge"])
         families["sent_again"] = CounterMetricFamily(
-            "fog_edge_sent_again", "Acknowledged tuples sent again because the cloud's store was emptied or "
-            "replaced (the heartbeat's reply named another store)", labels=["edge"])
+            "fog_edge_sent_again", "Acknowledged tuples sent again because the cloud's store was emptied, "
+            "replaced (the heartbeat's reply named another store) or set back (it lacked tuples it had "
+            "acknowledged)", labels=["edge"])
         outage = {
             "backlog": GaugeMetricFamily("fog_edge_backlog_tuples", "PENDING + SENT tuples, as the last heartbeat "
                                          "counted them", labels=["edge"]),

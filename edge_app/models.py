@@ -6,7 +6,7 @@ wire; `day` (UTC) is derived once at insert for the admin's date filter.
 """
 
 from django.db import models
-from django.db.models import Count, Q
+from django.db.models import Case, Count, Q, Value, When
 from django.utils import timezone
 
 from fogwire import protocol as wire
@@ -31,6 +31,10 @@ def chunks(items, size=IN_CHUNK):
     for i in range(0, len(items), size):
         yield items[i : i + size]
 
+
+# What a SENT tuple without an answer goes back to: PENDING, or RESEND if a cloud store acknowledged it before
+# (and lost it since), so a timeout does not move it ahead of the fresh tuples and into the backlog.
+UNANSWERED = Case(When(acked_at__isnull=True, then=Value(Status.PENDING)), default=Value(Status.RESEND))
 
 # Counted by index range; ACKED by EdgeStatus.acked. Retention deletes none of them.
 OPEN_STATUSES = (Status.PENDING, Status.SENT, Status.REFUSED, Status.RESEND)

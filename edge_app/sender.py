@@ -30,7 +30,7 @@ from django.utils import timezone
 from edge_app.link import Timeouts, req_socket
 from edge_app.models import IN_CHUNK as CHUNK
 from edge_app.models import chunks as _chunks
-from edge_app.models import EdgeStatus, Status, WindowAggregate
+from edge_app.models import UNANSWERED, EdgeStatus, Status, WindowAggregate
 from fogwire import protocol as wire
 
 log = logging.getLogger("fog.edge.sender")
@@ -41,8 +41,10 @@ TRANSIENT_PAUSE_SECONDS = 0.5
 UNTRUSTED_PAUSE_SECONDS = 2.0  # an untagged error or a reply that isn't ours: short, whoever sent it
 LINK_CHECK_SECONDS = 0.25
 TABLE = WindowAggregate._meta.db_table
-MARK_ACKED = (f"UPDATE {TABLE} SET status = {int(Status.ACKED)}, postal_code = %s, acked_at = %s, refusal = '', "
-              "next_attempt_at = NULL WHERE id = %s")  # and a condition on acked_at: see Sender.mark_acked
+# The first acknowledgement's time stays: retention counts from it, so tuples sent again (from the admin, or to
+# a store that lost them) are not kept another retention period each time.
+MARK_ACKED = (f"UPDATE {TABLE} SET status = {int(Status.ACKED)}, postal_code = %s, acked_at = COALESCE(acked_at, %s), "
+              "refusal = '', next_attempt_at = NULL WHERE id = %s")  # and a condition on acked_at: see mark_acked
 
 
 NO_POSTAL_CODE = "no-postal-code"
@@ -100,7 +102,7 @@ class Sender:
 
     def requeue_sent(self):
         """Tuples left SENT by an earlier run never got their reply: send them again."""
-        return WindowAggregate.objects.filter(status=Status.SENT).update(status=Status.PENDING)
+        return WindowAggregate.objects.filter(status=Status.SENT).update(status=UNANSWERED)
 
     def link_up(self):
         now = time.monotonic()
@@ -214,9 +216,10 @@ class Sender:
         """(postal code, stamp, id) rows to ACKED with one prepared UPDATE run over them all: each row has
         its own code, which the ORM would send as an UPDATE a row (`bench drain` measures the two).
 
-        Returns how many were acknowledged for the first time. A tuple the admin sent again keeps its
-        acked_at; it is acknowledged again by a second statement, run only when there are such tuples, and
-        not counted again: EdgeStatus.acked counts tuples, and never goes down (a Prometheus counter)."""
+        Returns how many were acknowledged for the first time. A tuple sent again (the admin's action, a cloud
+        store that lost it) keeps its acked_at; it is acknowledged again by a second statement, run only when
+        there are such tuples, and not counted again: EdgeStatus.acked counts tuples, and never goes down (a
+        Prometheus counter)."""
         with connection.cursor() as cursor:
             cursor.executemany(MARK_ACKED + " AND acked_at IS NULL", acked)
             first = cursor.rowcount
@@ -254,12 +257,12 @@ class Sender:
         return len(acked)
 
     def _refuse(self, ids, why, now):
-        """Back to PENDING with the reason, not to be tried again before an exponential backoff."""
+        """Back to PENDING (or RESEND: UNANSWERED) with the reason, not tried again before an exponential backoff."""
         for chunk in _chunks(ids, CHUNK):
             tuples = WindowAggregate.objects.filter(id__in=chunk)
             attempts = tuples.aggregate(most=Max("attempts"))["most"] or 1
             delay = min(2 ** min(attempts, 20), MAX_BACKOFF_SECONDS)
-            tuples.update(status=Status.PENDING, refusal=why[:64], next_attempt_at=now + timedelta(seconds=delay))
+            tuples.update(status=UNANSWERED, refusal=why[:64], next_attempt_at=now + timedelta(seconds=delay))
 
     def _back_to_pending(self, batch, why, backoff):
         now = timezone.now()
@@ -268,7 +271,7 @@ class Sender:
                 self._refuse([r[0] for r in batch], why, now)
             else:
                 for ids in _chunks([r[0] for r in batch], CHUNK):
-                    WindowAggregate.objects.filter(id__in=ids, status=Status.SENT).update(status=Status.PENDING)
+                    WindowAggregate.objects.filter(id__in=ids, status=Status.SENT).update(status=UNANSWERED)
 
     def close(self):
         """Put what is still in flight back to PENDING (it will be sent again), then close the socket. If the

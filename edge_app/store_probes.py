@@ -7,8 +7,9 @@ Each beat asks about:
   answer lacks it, however many tuples it acknowledged since (which a probe of only the newest would find
   there);
 - the newest acknowledged tuple, which becomes the anchor once the store says it holds it;
-- one acknowledged about a random time since the store was recorded (EdgeStatus.cloud_store_since): a
-  scattered loss of a fraction f of the tuples is found within about 1/f beats;
+- one acknowledged about a random time since the store was recorded (EdgeStatus.cloud_store_since): at a
+  steady rate of acknowledgements, a scattered loss of a fraction f of the tuples is found within about 1/f
+  beats (tuples acknowledged in a burst are asked about less), once none waits to be sent again;
 - those a beat asked about that got no answer, first: a reply that does not come can't hide a loss.
 
 Only tuples acknowledged since the store was recorded are asked about: those acknowledged before (by a store
@@ -19,11 +20,11 @@ import random
 
 from django.utils import timezone
 
-from edge_app.models import WindowAggregate
+from edge_app.models import Status, WindowAggregate
 from fogwire import protocol as wire
 
 COLUMNS = ("id", "household", "window_start", "window_end")  # a probe, as wire.heartbeat sends it
-SPREAD = 1000  # the random probe is up to this many index entries on from its random time
+SPREAD = 1000  # the random probe is one of this many acknowledged from its random time on
 
 
 class StoreProbes:
@@ -38,10 +39,15 @@ class StoreProbes:
             return ()
         acked = WindowAggregate.objects.acked_since(since).values_list(*COLUMNS)
         self.newest = acked.order_by("-acked_at").first()
-        # A batch's tuples share one acknowledgement time: a few rows on from the time picked, not its first.
-        later = acked.filter(acked_at__gte=since + (timezone.now() - since) * random.random()).order_by("acked_at")
-        skip = random.randrange(SPREAD)
-        some = next(iter(later[skip:skip + 1]), None) or later.first()
+        some = None
+        # Not while tuples wait to be sent again: they keep their first acknowledgement's time, and a random time
+        # among millions of them would read them all to find acknowledged ones.
+        if not WindowAggregate.objects.of_status(Status.RESEND).exists():
+            # A batch's tuples share one acknowledgement time: any of the next few from the time picked.
+            later = acked.filter(acked_at__gte=since + (timezone.now() - since) * random.random()).order_by(
+                "acked_at")
+            ids = list(later.values_list("id", flat=True)[:SPREAD])
+            some = acked.filter(id=random.choice(ids)).first() if ids else None
         chosen = [*self.asked, self.anchor, self.newest, some]
         self.asked = tuple(dict.fromkeys(probe for probe in chosen if probe is not None))[:wire.MAX_PROBES]
         return self.asked

@@ -1,7 +1,8 @@
 """Compare what the edge stored with what the cloud holds.
 
 Per household: the windows the edge stored (expected), how many it has as
-ACKED, as pending (PENDING or SENT) and as refused (REFUSED: the cloud
+ACKED, as pending (PENDING, SENT, or RESEND: to send again to a store that
+lost it) and as refused (REFUSED: the cloud
 refused them for good, each with its reason), which ACKED ones the cloud lacks
 (missing), and windows the cloud holds more than once (duplicated). A tuple is
 its household's window on both sides: the edge's ids begin again with its

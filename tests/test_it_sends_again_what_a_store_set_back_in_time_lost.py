@@ -65,20 +65,65 @@ def test_it_sends_everything_again_for_a_loss_at_most_every_so_often(acked_link,
     beat, sender = acked_link
     monkeypatch.setattr(cloud_store, "RECHECK_AFTER_SECONDS", 0)
     tuples = Keys(cloud_prefix).tuples(EDGE_ID)
-    for turn in (1, 2):
+
+    def lose_all_then_more_come(base_ms):
         redis_client.delete(tuples)
-        assert wait_for(lambda turn=turn: beat.handle_one_beat() and sent_again() == BEFORE * turn, timeout=30,
-                        interval=0)
+        add_pending(10, base_ms=base_ms)  # acknowledged since: asked about (those sent again keep their time)
         assert send_until_all_acked(sender)
-        assert beat.handle_one_beat() and not beat.store_watch.recheck  # the second look is over
-        if turn == 1:
-            monkeypatch.setattr(cloud_store, "LOSS_RESEND_EVERY_SECONDS", 3600)
-            redis_client.delete(tuples)
-            for _ in range(5):
-                assert beat.handle_one_beat()
-            assert sent_again() == BEFORE and beat.store_watch.probing.asked  # not yet; asked about at each beat
-            monkeypatch.setattr(cloud_store, "LOSS_RESEND_EVERY_SECONDS", 0)
-    assert stored(redis_client, cloud_prefix) == (BEFORE, 3 * BEFORE)  # stored anew each time it lost them
+
+    lose_all_then_more_come(1_600_000_000_000)
+    assert wait_for(lambda: beat.handle_one_beat() and sent_again() > 0, timeout=30, interval=0)
+    assert send_until_all_acked(sender)
+    assert beat.handle_one_beat() and not beat.store_watch.recheck  # the second look is over
+    monkeypatch.setattr(cloud_store, "LOSS_RESEND_EVERY_SECONDS", 3600)
+    lose_all_then_more_come(1_700_000_000_000)
+    for _ in range(5):
+        assert beat.handle_one_beat()
+    assert sent_again() == BEFORE + 10 and beat.store_watch.probing.asked  # not yet; asked about at each beat
+    monkeypatch.setattr(cloud_store, "LOSS_RESEND_EVERY_SECONDS", 0)
+    assert beat.handle_one_beat() and sent_again() == 2 * (BEFORE + 10) + 10
+    assert send_until_all_acked(sender)
+    assert stored(redis_client, cloud_prefix)[0] == BEFORE + 20  # stored anew each time it lost them
+
+
+def test_it_sends_a_store_failed_back_to_what_the_other_acknowledged_meanwhile(acked_link, redis_client,
+                                                                              cloud_prefix, monkeypatch):
+    """Store 1 fails, the cloud is pointed at store 2, then back at store 1, repaired from a copy: what store 2
+    acknowledged meanwhile is not in store 1, and is sent to it once stores no longer take turns."""
+    beat, sender = acked_link
+    monkeypatch.setattr(cloud_store, "RECHECK_AFTER_SECONDS", 0)
+    copy = snapshot(redis_client, cloud_prefix)  # store 1, as it is restored later
+    redis_client.set(Keys(cloud_prefix).store_id(EDGE_ID), "store-2")
+    assert beat.handle_one_beat() and sent_again() == BEFORE  # a new store: everything again
+    assert send_until_all_acked(sender)
+    add_pending(AFTER, base_ms=1_600_000_000_000)  # acknowledged by store 2 only
+    assert send_until_all_acked(sender)
+    restore(redis_client, cloud_prefix, copy)
+    assert beat.handle_one_beat() and beat.store_watch.turned  # store 1, heard before: said, nothing sent
+    assert sent_again() == BEFORE
+    monkeypatch.setattr(cloud_store, "TURNS_LOG_SECONDS", 0)
+    assert wait_for(lambda: beat.handle_one_beat() and sent_again() > BEFORE, timeout=10, interval=0)
+    assert send_until_all_acked(sender)
+    assert stored(redis_client, cloud_prefix)[0] == BEFORE + AFTER
+
+
+def test_it_goes_on_sending_again_what_a_store_lost_after_a_restart(acked_link, redis_client, cloud_prefix,
+                                                                     monkeypatch):
+    beat, sender = acked_link
+    copy = snapshot(redis_client, cloud_prefix)
+    add_pending(AFTER, base_ms=1_600_000_000_000)
+    assert send_until_all_acked(sender)
+    assert beat.handle_one_beat()  # the store says it holds the newest: the anchor
+    restore(redis_client, cloud_prefix, copy)
+    monkeypatch.setattr(cloud_store, "RESEND_CHUNK", 20)
+    monkeypatch.setattr(cloud_store, "RESEND_SECONDS_PER_BEAT", 0)
+    assert beat.handle_one_beat() and sent_again() == 20  # found, and one chunk put back
+    assert store() == cloud_store.lost_mark(beat.store_watch.resend[0])
+    beat.store_watch = cloud_store.StoreWatch()  # the heartbeat's loop begins again
+    assert wait_for(lambda: beat.handle_one_beat() and not store().startswith("lost-"), timeout=10, interval=0)
+    assert sent_again() == BEFORE + AFTER  # the rest too, from the start again: the cloud stores each once
+    assert send_until_all_acked(sender)
+    assert stored(redis_client, cloud_prefix) == (BEFORE + AFTER,) * 2
 
 
 def test_it_asks_a_store_only_about_what_it_acknowledged_since_it_was_recorded(redis_url, cloud_prefix):
@@ -104,14 +149,20 @@ def test_it_asks_a_store_only_about_what_it_acknowledged_since_it_was_recorded(r
 
 
 def test_it_asks_again_about_what_got_no_answer_and_anchors_on_the_newest_held(acked_link):
-    """A reply that does not come (dropped on the way, by accident or not) can't hide a loss."""
-    since = EdgeStatus.objects.get(edge_id=EDGE_ID).cloud_store_since
-    probing = StoreProbes()
-    first = probing.pick(since)
+    """A reply that does not come (dropped on the way, by accident or not), or does not answer, can't hide a
+    loss."""
+    beat, _ = acked_link
+    status = EdgeStatus.objects.get(edge_id=EDGE_ID)
+    since, watch = status.cloud_store_since, beat.store_watch
+    first = watch.probes(since)
     last = WindowAggregate.objects.order_by("-acked_at").values_list("acked_at", flat=True).first()
     newest = set(WindowAggregate.objects.filter(acked_at=last).values_list(*COLUMNS))  # a batch: one time
     assert newest & set(first) and len(first) in (1, 2)  # the newest, and one at random (maybe the same)
-    second = probing.pick(since)
+    watch.hear(status.cloud_store, status.cloud_store, {}, first, None, since=since)  # a reply without an answer
+    assert watch.probes(since)[:len(first)] == first
+    probing = StoreProbes()
+    first = probing.pick(since)
+    second = probing.pick(since)  # the first beat's reply did not come
     assert second[:len(first)] == first
     assert probing.answered(second, [True] * len(second)) == [] and probing.asked == ()
     assert probing.anchor in first and probing.pick(since)[0] == probing.anchor
@@ -119,10 +170,11 @@ def test_it_asks_again_about_what_got_no_answer_and_anchors_on_the_newest_held(a
 
 def test_it_finds_a_tuple_lost_in_the_middle_with_its_random_probe(acked_link, redis_client, cloud_prefix):
     beat, sender = acked_link
-    # A fifth of the store's tuples lost, none of them the newest: found within a few beats, not at once.
-    newest = WindowAggregate.objects.order_by("-id").first()
+    # A fifth of the store's tuples lost, none of the newest (the last batch, acknowledged at one time): found
+    # by the random probe within a few beats.
+    last = WindowAggregate.objects.order_by("-acked_at").values_list("acked_at", flat=True).first()
     lost = [tuple_field(row.household, row.window_start, row.window_end)
-            for row in WindowAggregate.objects.exclude(id=newest.id).order_by("id")[::5]]
+            for row in WindowAggregate.objects.exclude(acked_at=last).order_by("id")[::5]]
     redis_client.hdel(Keys(cloud_prefix).tuples(EDGE_ID), *lost)
     assert wait_for(lambda: beat.handle_one_beat() and sent_again() > 0, timeout=30, interval=0)
     assert sent_again() == BEFORE

@@ -3,6 +3,12 @@
 from django.db import migrations, models
 
 
+def resend_to_pending(apps, schema_editor):
+    """Back past RESEND, those tuples are PENDING: code before it would neither send nor keep a status it
+    does not know (its retention deletes every tuple not open)."""
+    apps.get_model("edge_app", "WindowAggregate").objects.filter(status=4).update(status=0)
+
+
 class Migration(migrations.Migration):
 
     dependencies = [
@@ -15,4 +21,5 @@ class Migration(migrations.Migration):
             name='status',
             field=models.PositiveSmallIntegerField(choices=[(0, 'pending'), (1, 'sent'), (2, 'acknowledged'), (3, 'refused'), (4, 'to resend')], default=0),
         ),
+        migrations.RunPython(migrations.RunPython.noop, reverse_code=resend_to_pending),
     ]
