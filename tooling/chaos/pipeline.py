@@ -330,11 +330,12 @@ class Pipeline:
         with sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=30) as db:
             return db.execute(sql).fetchall()
 
-    def wait_recovered(self, threshold, timeout=240):
+    def wait_recovered(self, threshold, timeout=240, expected=None):
         """Seconds from now until the pipeline works again and the backlog (PENDING + SENT) is back
         to what is normally in flight. Working again: a window stored after this moment has been
         acknowledged; or, if none has been stored since (the stream ended during the fault, or
-        there is none), acknowledgements have resumed."""
+        there is none), acknowledgements have resumed, or every `expected` window is acknowledged
+        already (on a slow machine the edge may have taken the whole stream before the fault)."""
         started = time.monotonic()
         last_id = self._query("select coalesce(max(id), 0) from edge_app_windowaggregate")
         acked = self.counts().get(Status.ACKED, 0)
@@ -343,7 +344,8 @@ class Pipeline:
             counts = self.counts()
             new, new_acked = self.rows(f"select count(*), coalesce(sum(status = {int(Status.ACKED)}), 0) "
                                        f"from edge_app_windowaggregate where id > {last_id}")[0]
-            moving = new_acked > 0 if new else counts.get(Status.ACKED, 0) > acked
+            done = counts.get(Status.ACKED, 0)
+            moving = new_acked > 0 if new else done > acked or (expected is not None and done >= expected)
             return moving and counts.get(Status.PENDING, 0) + counts.get(Status.SENT, 0) <= threshold
 
         return time.monotonic() - started if self.wait_for(recovered, timeout, interval=0.1) else None

@@ -222,7 +222,7 @@ def run_scenario(name, services, edge_redis_url, options=None, out=print, stop=N
     keep_logs, outcome = False, None  # outcome stays None if Ctrl-C, SIGTERM or a test timeout interrupts
     try:
         SCENARIOS[name](pipeline, services, options)
-        caught_up = pipeline.wait_recovered(CAUGHT_UP, timeout=options.get("quiet_timeout", 240))
+        caught_up = pipeline.wait_recovered(CAUGHT_UP, timeout=options.get("quiet_timeout", 240), expected=expected)
         quiet = pipeline.wait_quiet(expected, timeout=options.get("quiet_timeout", 240))
         recovery = None if quiet is None or caught_up is None else round(caught_up, 2)
         report = pipeline.reconcile()
