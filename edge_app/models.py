@@ -175,7 +175,8 @@ class EdgeStatus(models.Model):
         "read them")
     cloud_store = models.CharField(max_length=wire.MAX_STORE_ID, blank=True, help_text="identity of the cloud store that "
                                    "acknowledged this edge's tuples, from the heartbeat's reply (another one: "
-                                   "the store was emptied or replaced, and they are sent again)")
+                                   "the store was emptied or replaced, and they are sent again; lost-<identity> "
+                                   "while what that store lost is sent again)")
     cloud_store_since = models.DateTimeField(null=True, blank=True, help_text="when cloud_store was recorded: the "
                                              "heartbeats ask that store about tuples acknowledged since")
     sent_again = models.PositiveBigIntegerField(default=0, help_text="acknowledged tuples sent again because "

@@ -265,6 +265,7 @@ class Sender:
             tuples.update(status=UNANSWERED, refusal=why[:64], next_attempt_at=now + timedelta(seconds=delay))
 
     def _back_to_pending(self, batch, why, backoff):
+        """A batch without an answer back to PENDING, or RESEND (UNANSWERED); after a backoff if `backoff`."""
         now = timezone.now()
         with transaction.atomic():
             if backoff:
@@ -274,7 +275,7 @@ class Sender:
                     WindowAggregate.objects.filter(id__in=ids, status=Status.SENT).update(status=UNANSWERED)
 
     def close(self):
-        """Put what is still in flight back to PENDING (it will be sent again), then close the socket. If the
+        """Put what is still in flight back (UNANSWERED: it will be sent again), then close the socket. If the
         database fails here, the socket closes all the same (its contexts first: pynng's finalizer would complain
         of a context outliving it), and the next sender's requeue_sent puts those tuples back."""
         self._close_socket()

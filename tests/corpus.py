@@ -202,7 +202,7 @@ CSV_LINES = {
     "foreign date": ("24.12.2019 00:00:05,0,1,200,1,1,1", "bad date"),
     "power a word": ("2019-12-24 00:00:05,0,1,lots,1,1,1", "bad power 'lots'"),
     "power with a digit separator": ("2019-12-24 00:00:05,0,1,249_050,1,1,1", "bad power '249_050'"),
-    "power in another script's digits": ("2019-12-24 00:00:05,0,1,\u0662\u0664\u0669,1,1,1", "bad power"),
+    "power in Arabic-Indic digits": ("2019-12-24 00:00:05,0,1,\u0662\u0664\u0669,1,1,1", "bad power"),
     "power negative": ("2019-12-24 00:00:05,0,1,-5,1,1,1", "is negative"),
     "power nan": ("2019-12-24 00:00:05,0,1,nan,1,1,1", "is not finite"),
     "power infinite": ("2019-12-24 00:00:05,0,1,1e400,1,1,1", "is not finite"),

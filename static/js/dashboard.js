@@ -433,9 +433,8 @@
       abandon(`nothing has come on the websocket since ${time(socketHeardAt)}, so the connection died on the way`);
     } else if (socket.readyState === WebSocket.CONNECTING && Date.now() - socketMadeAt > SOCKET_OPEN_MS) {
       abandon(`the websocket did not open within ${Math.round(SOCKET_OPEN_MS / 1000)} s: nothing answered its handshake`);
-    }
-    // The cloud is silent only while the socket is heard from: an "alive" came after the cloud's last message.
-    else if (live && !cloudSilent && Date.now() - heardAt > CLOUD_SILENT_MS && socketHeardAt > heardAt) {
+    } else if (live && !cloudSilent && Date.now() - heardAt > CLOUD_SILENT_MS && socketHeardAt > heardAt) {
+      // The cloud is silent only while the socket is heard from: an "alive" came after the cloud's last message.
       cloudSilent = true;
       showLink("down", `Live updates have stopped: the cloud has sent nothing since ${time(heardAt)}. ` +
         "This page stays connected and goes on when the cloud speaks again.");
