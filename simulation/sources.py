@@ -46,12 +46,10 @@ MAX_OFFSET_MS = 15 * 3_600_000  # and at most 14 hours
 SKIPPED_SHOWN = 20  # skipped lines named one by one in a file's warnings; the rest are counted
 # A line this far ahead of the one before it, when the next line comes back to nearer that one than to it, is
 # the line out of place, most likely a typo in its date: it is the line blamed, or skipped. (A next line that
-# comes back only a little, after a meter's genuine silence, is itself the one out of place.) So are up to
-# STRAY_LINES such lines in a row, and the first lines of a file this far ahead of the line that follows them.
-STRAY_JUMP_MS = 300_000
-STRAY_LINES = 5
-# A line this far after the one before it is taken, and said: a meter silent for days, or a typo in a date at
-# the end of a file, which would stretch the whole run.
+# comes back only a little, after a meter's genuine silence, is itself the one out of place.)
+STRAY_JUMP_MS = 3_600_000
+# A file's last line this far after the one before it is taken, and said: a meter silent for days, or a typo
+# in its date, which would stretch the whole run (a line in the middle that far ahead is blamed as above).
 GAP_SAID_MS = 7 * 86_400_000
 
 log = logging.getLogger("fog.simulation")
@@ -243,7 +241,7 @@ def _read_lines(lines, path, zone, skip_bad_lines, timestamps, powers):
         raise DataError(f"{path}:{1 if first != HEADER_MODEL else 2}: expected the two header lines "
                         f"{HEADER_MODEL!r} and {','.join(HEADER_COLUMNS)!r}, found {first[:40]!r} and {second[:80]!r}")
     skipped, previous, now_ms = 0, None, int(time.time() * 1000)
-    recent = []  # (number, date text, time of the line before it) of the last STRAY_LINES lines taken
+    last = None  # (number, date text, time of the line before it) of the last line taken
 
     def skip(number, problem):
         nonlocal skipped
@@ -261,27 +259,18 @@ def _read_lines(lines, path, zone, skip_bad_lines, timestamps, powers):
             try:
                 ts, watts = _reading(fields, zone, previous, now_ms)
             except NotAfter as exc:
-                strays = _out_of_place(recent, previous, exc.ts)
-                if not strays:
+                stray = last is not None and last[2] is not None and previous - last[2] > STRAY_JUMP_MS
+                if not (stray and last[2] < exc.ts < last[2] + (previous - last[2]) // 2):
                     raise
-                # The lines before jumped ahead and this one comes back in sequence: those are out of place.
-                first = recent[-strays]
-                also = f" (and the {strays - 1} lines after it)" if strays > 1 else ""
-                if first[2] is None:
-                    problem = (f"time {first[1]}{also}, at the start of the file, lies {_span(previous - exc.ts)} "
-                               f"ahead of line {number} ({fields[0]}): a date out of place")
-                else:
-                    jump = (recent[-strays + 1][2] if strays > 1 else previous) - first[2]
-                    problem = (f"time {first[1]}{also} jumps {_span(jump)} ahead of the line before it, and line "
-                               f"{number} ({fields[0]}) comes back: a date out of place")
+                # The line before jumped ahead and this one comes back in sequence: that one is out of place.
+                problem = (f"time {last[1]} jumps {_span(previous - last[2])} ahead of the line before it, and "
+                           f"line {number} ({fields[0]}) comes back: a date out of place")
                 if not skip_bad_lines:
-                    raise OutOfPlace(problem, first[0]) from None
-                for number_out, _, _ in recent[-strays:]:
-                    timestamps.pop()
-                    powers.pop()
-                    skip(number_out, problem)
-                previous = first[2]
-                del recent[-strays:]
+                    raise OutOfPlace(problem, last[0]) from None
+                timestamps.pop()
+                powers.pop()
+                skip(last[0], problem)
+                previous, last = last[2], None
                 ts, watts = _reading(fields, zone, previous, now_ms)
         except DataError as exc:
             if not skip_bad_lines:
@@ -289,13 +278,14 @@ def _read_lines(lines, path, zone, skip_bad_lines, timestamps, powers):
                                 "counts and skips such lines)") from None
             skip(number, exc)
             continue
-        if previous is not None and ts - previous > GAP_SAID_MS:
-            log.warning("%s:%d: %s is %s after the line before it: a meter silent that long, or a typo in the date? "
-                        "(taken: it lengthens the run)", path, number, fields[0], _span(ts - previous))
         timestamps.append(ts)
         powers.append(watts)
-        recent = [*recent[-(STRAY_LINES - 1):], (number, fields[0], previous)]
+        last = (number, fields[0], previous)
         previous = ts
+    if last is not None and last[2] is not None and previous - last[2] > GAP_SAID_MS:
+        log.warning("%s:%d: %s, the last line, is %s after the line before it: a meter silent that long, or a "
+                    "typo in the date? (taken: it lengthens the run)", path, last[0], last[1],
+                    _span(previous - last[2]))
     if skipped > SKIPPED_SHOWN:
         log.warning("%s: %d bad lines skipped in all, the first %d named above", path, skipped, SKIPPED_SHOWN)
     return skipped
@@ -305,24 +295,6 @@ def _span(ms):
     if ms >= 2 * 86_400_000:
         return f"{ms / 86_400_000:.0f} days"
     return f"{ms / 3_600_000:.1f} h" if ms >= 3_600_000 else f"{ms / 60_000:.0f} min"
-
-
-def _out_of_place(recent, previous, ts):
-    """How many of the last lines taken (`recent`, oldest first; the newest at `previous`) are out of place,
-    given a line at `ts` that does not come after them; 0: none is, and the line at `ts` is the one to blame.
-    Some last lines are when they all lie after `ts` and jumped more than STRAY_JUMP_MS ahead of the line
-    before them, with `ts` back in the first half of that jump; or, the first lines of the file, when they all
-    lie more than STRAY_JUMP_MS after `ts`."""
-    for count in range(1, len(recent) + 1):
-        first = previous if count == 1 else recent[-count + 1][2]  # the time of the earliest of the last `count`
-        if first <= ts:
-            return 0
-        before = recent[-count][2]
-        if before is None:
-            return count if first - ts > STRAY_JUMP_MS else 0
-        if before < ts < before + (first - before) // 2 and first - before > STRAY_JUMP_MS:
-            return count
-    return 0
 
 
 def read_folder(folder, zone, skip_bad_lines=False, progress=None):
