@@ -77,9 +77,11 @@ def test_it_sends_everything_again_for_a_loss_at_most_every_so_often(acked_link,
     assert beat.handle_one_beat() and not beat.store_watch.recheck  # the second look is over
     monkeypatch.setattr(cloud_store, "LOSS_RESEND_EVERY_SECONDS", 3600)
     lose_all_then_more_come(1_700_000_000_000)
-    for _ in range(5):
-        assert beat.handle_one_beat()
-    assert sent_again() == BEFORE + 10 and beat.store_watch.probing.asked  # not yet; asked about at each beat
+    # Found (by the random probe: the newest is there), and asked about again at each beat, not sent yet.
+    assert wait_for(lambda: beat.handle_one_beat() and beat.store_watch.loss_waiting, timeout=30, interval=0)
+    for _ in range(3):
+        assert beat.handle_one_beat() and beat.store_watch.probing.asked
+    assert sent_again() == BEFORE + 10
     monkeypatch.setattr(cloud_store, "LOSS_RESEND_EVERY_SECONDS", 0)
     assert beat.handle_one_beat() and sent_again() == 2 * (BEFORE + 10) + 10
     assert send_until_all_acked(sender)
