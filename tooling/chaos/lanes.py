@@ -11,8 +11,8 @@ short one and the lanes end close together; one lane keeps the order given.
 The scenarios' timing checks are unchanged by lanes: a killed supervisor's
 workers die by the kernel's parent-death signal (FOLLOW_SECONDS does not
 depend on load), repeated-crash's crashes take a fraction of
-CRASH_WINDOW_SECONDS and of its slowed stream even beside budget-outage,
-and every other wait is a timeout many times what it needs.
+CRASH_WINDOW_SECONDS even beside budget-outage (its stream runs until they
+are over), and every other wait is a timeout many times what it needs.
 
 Interrupts (Ctrl-C, SIGTERM, a test's timeout: whatever unwinds the thread
 that owns the runner) end in close(): no lane takes another scenario, the

@@ -49,6 +49,8 @@ LOOPS = ("ingest", "sender", "heartbeat")
 CLOUD_PORT_TRIES = 3  # first starts of the cloud, each on new ports when the last ones were taken meanwhile
 PROXY_PORT_TRIES = 3  # the link's proxies likewise: a port reserved here may be bound by another test first
 CLOUD_START_S = 30  # how long a first start may take to listen before the edge is started anyway
+STEP_S = 2  # the simulation's step: one reading per household every 2 s
+SIMULATION_STOP_S = 60  # how long a stopped simulation may take to flush to Kafka and end
 _RESERVED = set()  # ports handed out in this process: two lanes picking ports at once never get the same one
 _RESERVING = threading.Lock()
 
@@ -221,8 +223,25 @@ class Pipeline:
 
     def start_simulation(self):
         self.simulation = self._manage("runsimulation", "--households", str(self.households), "--until",
-                                       str(self.until), "--speed", str(self.speed), "--no-progress",
+                                       str(self.until), "--step", str(STEP_S), "--speed", str(self.speed), "--no-progress",
                                        *self.simulation_args)
+
+    def stop_simulation(self):
+        """End the stream now rather than at `until`: SIGTERM ends `runsimulation` after a whole step, with
+        every reading it sent in Kafka. `until` becomes the simulated seconds it streamed, so that
+        expected_windows() counts what was sent. For a scenario that needs readings streaming until its
+        fault is over, however long the machine takes to get there."""
+        self.simulation.send_signal(signal.SIGTERM)
+        self.wait_for(lambda: self.simulation.poll() is not None, SIMULATION_STOP_S, "the stopped simulation to end")
+        last = [line for line in (self.folder / "runsimulation.log").read_text(errors="replace").splitlines()
+                if line.startswith("simulation: ended=")]
+        fields = dict(part.split("=", 1) for part in last[-1].split()[1:] if "=" in part) if last else {}
+        sent, failed = int(fields.get("sent", -1)), int(fields.get("failed", -1))
+        if self.simulation.returncode or failed or sent < 0 or sent % self.households:
+            raise RuntimeError(f"the stopped simulation exited {self.simulation.returncode} with "
+                               f"{last[-1] if last else 'no summary line'} ({self.households} households)")
+        self.until = sent // self.households * STEP_S
+        return sent
 
     def kill_cloud(self):
         _kill(self.cloud)
@@ -299,7 +318,7 @@ class Pipeline:
     def expected_windows(self):
         """What the simulation must produce: its households x the 5 s windows its readings fall in."""
         start = int(datetime(2019, 12, 24, tzinfo=ZoneInfo("Europe/Berlin")).timestamp() * 1000)
-        return self.households * len({(start + t * 1000) // 5000 for t in range(0, self.until, 2)})
+        return self.households * len({(start + t * 1000) // 5000 for t in range(0, self.until, STEP_S)})
 
     # --- waiting ----------------------------------------------------------------
 

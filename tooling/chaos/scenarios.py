@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from edge_app.processes import alive
 from edge_app.models import Status
 from fogwire.limits import MAX_READINGS_PER_MESSAGE
-from tooling.chaos.pipeline import Pipeline, PipelineClosed
+from tooling.chaos.pipeline import STEP_S, Pipeline, PipelineClosed
 
 FIRST_ACKS = 1000  # inject the fault only once delivery is under way
 CAUGHT_UP = 2000  # a backlog this small is what is normally in flight: recovered
@@ -17,7 +17,10 @@ BUDGET_SHARE = 4  # budget-outage: the budget holds a quarter of the backlog the
 FOLLOW_SECONDS = 2.0  # a killed supervisor's workers must be gone by then
 CRASHES, CRASH_WINDOW_SECONDS = 5, 60  # repeated-crash: this many whole-edge crashes within this time
 CRASH_GAP_SECONDS = 1.5  # how long the edge works between two crashes once its loops run again
-SLOWER = {"repeated-crash": 3}  # stream this many times slower, so readings still stream at the last crash
+# repeated-crash streams until its last crash is over, however long the edge takes to start again on a slow
+# machine (Pipeline.stop_simulation); `until` only bounds it. A third of the speed keeps the backlog small.
+SLOWER = {"repeated-crash": 3}
+STOPPED_BY_SCENARIO = {"repeated-crash": 7200}  # the bound of a stream the scenario stops itself, simulated s
 
 
 class ScenarioError(Exception):
@@ -151,7 +154,7 @@ def supervisor_kill(p, services, options):
 
 
 def repeated_crash(p, services, options):
-    """Five whole-edge crashes within 60 s while readings stream (the stream at a third of the speed)"""
+    """Five whole-edge crashes within 60 s while readings stream (at a third of the speed, until the last crash)"""
     _running(p)
     crashed = []
     crashes = options.get("crashes", CRASHES)
@@ -163,6 +166,7 @@ def repeated_crash(p, services, options):
         p.kill_edge()
         crashed.append(time.monotonic())
         p.start_edge()
+    p.stop_simulation()
     if crashed[-1] - crashed[0] > CRASH_WINDOW_SECONDS:
         raise ScenarioError(f"{crashes} crashes spanned {crashed[-1] - crashed[0]:.0f} s, more than "
                             f"{CRASH_WINDOW_SECONDS} s")
@@ -211,17 +215,22 @@ def run_scenario(name, services, edge_redis_url, options=None, out=print, stop=N
     that ends the run early (PipelineClosed), and `started(pipeline)`, told of the pipeline so that another
     thread can close it."""
     options = options or {}
-    pipeline = Pipeline(services, edge_redis_url, households=options.get("households", 300),
-                        until=options.get("until", 900), speed=options.get("speed", 30.0) / SLOWER.get(name, 1),
-                        stop=stop)
+    until = STOPPED_BY_SCENARIO.get(name, options.get("until", 900))
+    pipeline = Pipeline(services, edge_redis_url, households=options.get("households", 300), until=until,
+                        speed=options.get("speed", 30.0) / SLOWER.get(name, 1), stop=stop)
     if started is not None:
         started(pipeline)
     backlog = name == "backlog-restart"
-    expected = options.get("backlog", BACKLOG) if backlog else pipeline.expected_windows()
-    readings = 0 if backlog else pipeline.households * (pipeline.until // 2)
+
+    def streamed():  # (readings, windows) the simulation streams, or streamed once a scenario stopped it
+        return ((0, options.get("backlog", BACKLOG)) if backlog else
+                (pipeline.households * (pipeline.until // STEP_S), pipeline.expected_windows()))
+
+    readings, expected = streamed()
     keep_logs, outcome = False, None  # outcome stays None if Ctrl-C, SIGTERM or a test timeout interrupts
     try:
         SCENARIOS[name](pipeline, services, options)
+        readings, expected = streamed()
         caught_up = pipeline.wait_recovered(CAUGHT_UP, timeout=options.get("quiet_timeout", 240), expected=expected)
         quiet = pipeline.wait_quiet(expected, timeout=options.get("quiet_timeout", 240))
         recovery = None if quiet is None or caught_up is None else round(caught_up, 2)

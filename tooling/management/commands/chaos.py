@@ -23,7 +23,8 @@ class Command(BaseCommand):
         parser.add_argument("--outage-seconds", type=float, default=600,
                             help="budget-outage: simulated seconds the cloud is away (default %(default)s)")
         parser.add_argument("--households", type=int, default=300, help="simulated households (default %(default)s)")
-        parser.add_argument("--until", type=int, default=900, help="simulated seconds (default %(default)s)")
+        parser.add_argument("--until", type=int, default=900, help="simulated seconds of the stream (default "
+                            "%(default)s); repeated-crash streams until its last crash instead")
         parser.add_argument("--speed", type=float, default=30, help="simulation speed (default %(default)s)")
         parser.add_argument("--lanes", type=int, default=1, choices=range(1, MAX_LANES + 1), metavar="N",
                             help="run N scenarios at once, each lane with a Kafka broker, a cloud Redis and an "
