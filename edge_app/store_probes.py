@@ -7,9 +7,10 @@ Each beat asks about:
   answer lacks it, however many tuples it acknowledged since (which a probe of only the newest would find
   there);
 - the newest acknowledged tuple, which becomes the anchor once the store says it holds it;
-- one acknowledged about a random time since the store was recorded (EdgeStatus.cloud_store_since): at a
-  steady rate of acknowledgements, a scattered loss of a fraction f of the tuples is found within about 1/f
-  beats (tuples acknowledged in a burst are asked about less), once none waits to be sent again;
+- one acknowledged about a random time between the store's recording (EdgeStatus.cloud_store_since) and the
+  newest acknowledgement: at a steady rate of acknowledgements, a scattered loss of a fraction f of the tuples
+  is found within about 1/f beats (tuples acknowledged in a burst are asked about less), once none waits to
+  be sent again;
 - those a beat asked about that got no answer, first: a reply that does not come can't hide a loss.
 
 Only tuples acknowledged since the store was recorded are asked about: those acknowledged before (by a store
@@ -18,7 +19,6 @@ since replaced, or under another edge id with the same database) were never that
 
 import random
 
-from django.utils import timezone
 
 from edge_app.models import Status, WindowAggregate
 from fogwire import protocol as wire
@@ -38,13 +38,15 @@ class StoreProbes:
         if since is None:
             return ()
         acked = WindowAggregate.objects.acked_since(since).values_list(*COLUMNS)
-        self.newest = acked.order_by("-acked_at").first()
+        newest = acked.order_by("-acked_at").values_list(*COLUMNS, "acked_at").first()
+        self.newest = newest[:-1] if newest else None
         some = None
         # Not while tuples wait to be sent again: they keep their first acknowledgement's time, and a random time
         # among millions of them would read them all to find acknowledged ones.
-        if not WindowAggregate.objects.of_status(Status.RESEND).exists():
-            # A batch's tuples share one acknowledgement time: any of the next few from the time picked.
-            later = acked.filter(acked_at__gte=since + (timezone.now() - since) * random.random()).order_by(
+        if newest is not None and not WindowAggregate.objects.of_status(Status.RESEND).exists():
+            # Up to the newest acknowledgement, not to now: after a burst and a quiet spell every beat still
+            # asks about one. A batch's tuples share one acknowledgement time: any of the next few from it.
+            later = acked.filter(acked_at__gte=since + (newest[-1] - since) * random.random()).order_by(
                 "acked_at")
             ids = list(later.values_list("id", flat=True)[:SPREAD])
             some = acked.filter(id=random.choice(ids)).first() if ids else None

@@ -4,8 +4,10 @@ hold one, and the edge sends again every acknowledged tuple it still holds, whic
 counted once."""
 
 import asyncio
+from datetime import timedelta
 
 import pytest
+from django.db.models import F
 
 from cloud_app.engine import connect_async
 from cloud_app.keys import Keys
@@ -22,6 +24,7 @@ from tests.test_it_sends_again_what_a_lost_cloud_store_held import sent_again, s
 pytestmark = [pytest.mark.edge_db, pytest.mark.django_db(transaction=True)]
 
 AFTER = 120  # tuples acknowledged after the copy was taken (ACKED_LINK_TUPLES before)
+QUIET = timedelta(hours=1)
 
 
 def snapshot(client, prefix):
@@ -171,7 +174,10 @@ def test_it_asks_again_about_what_got_no_answer_and_anchors_on_the_newest_held(a
 
 
 def test_it_finds_a_tuple_lost_in_the_middle_with_its_random_probe(acked_link, redis_client, cloud_prefix):
+    """Also after a quiet spell: the tuples were acknowledged in a burst an hour ago, and nothing since."""
     beat, sender = acked_link
+    WindowAggregate.objects.update(acked_at=F("acked_at") - QUIET)
+    EdgeStatus.objects.filter(edge_id=EDGE_ID).update(cloud_store_since=F("cloud_store_since") - QUIET)
     # A fifth of the store's tuples lost, none of the newest (the last batch, acknowledged at one time): found
     # by the random probe within a few beats.
     last = WindowAggregate.objects.order_by("-acked_at").values_list("acked_at", flat=True).first()
