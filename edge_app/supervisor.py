@@ -200,8 +200,9 @@ class Supervisor:
 
     def worker_command(self, number):
         name = f"edge-{settings.FOG_EDGE_ID}-{number}-{os.getpid()}-{self.worker_starts}"
+        # --skip-checks: runedge checked the same settings as it started; each check is CPU a worker start takes.
         cmd = [sys.executable, str(ROOT / "manage.py"), "rqworker", self.queue.name, "--worker-class",
-               "edge_app.worker.EdgeWorker", "--name", name, "-v", str(self.worker_verbosity)]
+               "edge_app.worker.EdgeWorker", "--name", name, "-v", str(self.worker_verbosity), "--skip-checks"]
         return cmd + (["--burst"] if self.options.get("burst") else [])
 
     def _start_worker(self, number):

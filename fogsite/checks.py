@@ -19,6 +19,11 @@ from edge_app.worker import SUPERVISOR_ENV
 from fogsite.certdates import EXPIRY_WARNING_DAYS, TLS_FILE_SETTINGS, setting_problem
 from fogsite.env import is_loopback
 
+# The checks a command that serves no page runs as it starts (runedge, runcloud): all but the admin's, the
+# templates', the URLs' and the static files', which import every view and template tag library, half a second
+# of CPU a start (the edge's restarts after a crash wait for it). `manage.py check` and the web server run all.
+DAEMON_CHECKS = [Tags.caches, Tags.compatibility, Tags.database, Tags.files, Tags.models, Tags.security,
+                 Tags.signals, Tags.translation]
 LOOPBACK = {"127.0.0.1", "localhost", "::1", "[::1]", "ip6-localhost"}
 # The edge secrets' problems (cloud_app/secrets.py): a check id and a hint each.
 SECRETS_CHECKS = {UNREADABLE: "fog.E006", MALFORMED: "fog.E003", REPEATED: "fog.E007", EMPTY: "fog.E008"}

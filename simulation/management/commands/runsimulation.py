@@ -4,6 +4,7 @@ import signal
 import sys
 
 from django.conf import settings
+from django.core.checks import Tags
 from django.core.management.base import BaseCommand, CommandError
 
 from fogwire.limits import MAX_READINGS_PER_MESSAGE
@@ -32,6 +33,9 @@ def readings_per_message(text):
 
 
 class Command(BaseCommand):
+    # It serves no page and uses no database: the admin's, templates' and URLs' checks import every view and
+    # template tag library, half a second of CPU a start.
+    requires_system_checks = [Tags.compatibility, Tags.files, Tags.security, Tags.signals]
     help = ("Simulate households in a mosaik co-simulation and stream their power readings into Kafka, "
             "from Gem House CSV files (--data) or synthetic load profiles. SIGINT or SIGTERM stops it "
             "cleanly: what was sent is flushed, the summary line says ended=SIGINT (or SIGTERM), exit status 0. "
