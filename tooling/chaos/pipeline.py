@@ -88,6 +88,7 @@ class ChaosServices:
         self.folder = Path(tempfile.mkdtemp(prefix="fog-chaos-"))
         paths = Paths(ROOT, self.folder, libs=libs)
         self.kafka = Kafka(paths, "127.0.0.1", _free_pair())
+        self.kafka.short_lived = True
         self.redis = Redis(paths, "127.0.0.1", reserve_port())
 
     def up(self, out=lambda line: None):
