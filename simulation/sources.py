@@ -28,6 +28,7 @@ import math
 import re
 import time
 from array import array
+from collections import deque
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -48,6 +49,13 @@ SKIPPED_SHOWN = 20  # skipped lines named one by one in a file's warnings; the r
 # the line out of place, most likely a typo in its date: it is the line blamed, or skipped. (A next line that
 # comes back only a little, after a meter's genuine silence, is itself the one out of place.)
 STRAY_JUMP_MS = 3_600_000
+# With skip_bad_lines, when lines in a row come back before the last lines taken, in order among themselves
+# and after the line before those, and outnumber them by CONFIRM_LINES, the lines they come back from are out of
+# place (a typo ahead by less than STRAY_JUMP_MS, on a file's first line, or on two lines in a row), as long as
+# there are at most STRAY_LINES of them. Else the lines that came back are out of place (a typo behind, a
+# meter's clock set back), and each is skipped.
+CONFIRM_LINES = 2
+STRAY_LINES = 2
 # A file's last line this far after the one before it is taken, and said: a meter silent for days, or a typo
 # in its date, which would stretch the whole run (a line in the middle that far ahead is blamed as above).
 GAP_SAID_MS = 7 * 86_400_000
@@ -95,11 +103,11 @@ def _hour_start_ms(hour, zone):
 
 
 class NotAfter(DataError):
-    """A line whose time does not come after the line before it (`ts`: its time)."""
+    """A line whose time does not come after the line before it (`ts`, `watts`: its reading)."""
 
-    def __init__(self, message, ts):
+    def __init__(self, message, ts, watts):
         super().__init__(message)
-        self.ts = ts
+        self.ts, self.watts = ts, watts
 
 
 class OutOfPlace(DataError):
@@ -206,7 +214,7 @@ def _reading(fields, zone, previous, now_ms):
     if problem:
         raise DataError(f"power {fields[POWER_COLUMN][:30]!r} mW is not a household's: {problem}")
     if previous is not None and ts <= previous:
-        raise NotAfter(f"time {fields[0]} does not come after the line before", ts)
+        raise NotAfter(f"time {fields[0]} does not come after the line before", ts, milliwatts / 1000.0)
     return ts, milliwatts / 1000.0
 
 
@@ -242,12 +250,53 @@ def _read_lines(lines, path, zone, skip_bad_lines, timestamps, powers):
                         f"{HEADER_MODEL!r} and {','.join(HEADER_COLUMNS)!r}, found {first[:40]!r} and {second[:80]!r}")
     skipped, previous, now_ms = 0, None, int(time.time() * 1000)
     last = None  # (number, date text, time of the line before it) of the last line taken
+    recent = deque(maxlen=STRAY_LINES)  # (number, date text) of the last lines taken
+    held = []  # (number, date text, time, watts, problem) of lines in a row that came back before the last taken
 
     def skip(number, problem):
         nonlocal skipped
         skipped += 1
         if skipped <= SKIPPED_SHOWN:
             log.warning("%s:%d: %s (skipped: --skip-bad-lines)", path, number, problem)
+
+    def take(number, date, ts, watts):
+        nonlocal last, previous
+        timestamps.append(ts)
+        powers.append(watts)
+        recent.append((number, date))
+        last, previous = (number, date, previous), ts
+
+    def skip_held():
+        for number, _, _, _, problem in held:
+            skip(number, problem)
+        held.clear()
+
+    def hold(number, date, exc):
+        """A line that came back before the last taken (skip_bad_lines): held until the next lines say whether it
+        or the lines it came back from are out of place."""
+        nonlocal previous, last
+        if held and exc.ts <= held[-1][2]:
+            skip_held()
+        held.append((number, date, exc.ts, exc.watts, exc))
+        ahead = 0
+        while ahead < len(timestamps) and timestamps[-1 - ahead] >= held[0][2] and ahead <= STRAY_LINES:
+            ahead += 1
+        if ahead > len(recent):
+            skip_held()
+            return
+        if len(held) < ahead + CONFIRM_LINES:
+            return
+        strays = [recent.pop() for _ in range(ahead)][::-1]
+        lines = f"lines {held[0][0]} to {held[-1][0]}"
+        for stray, stray_date in strays:
+            timestamps.pop()
+            powers.pop()
+            skip(stray, f"time {stray_date} is ahead of {lines} after it, which come back in order: a date "
+                        "out of place")
+        previous = timestamps[-1] if timestamps else None
+        for number, date, ts, watts, _ in held:
+            take(number, date, ts, watts)
+        held.clear()
 
     for number, text in lines:
         try:
@@ -269,6 +318,7 @@ def _read_lines(lines, path, zone, skip_bad_lines, timestamps, powers):
                     raise OutOfPlace(problem, last[0]) from None
                 timestamps.pop()
                 powers.pop()
+                recent.pop()
                 skip(last[0], problem)
                 previous, last = last[2], None
                 ts, watts = _reading(fields, zone, previous, now_ms)
@@ -276,12 +326,14 @@ def _read_lines(lines, path, zone, skip_bad_lines, timestamps, powers):
             if not skip_bad_lines:
                 raise DataError(f"{path}:{getattr(exc, 'line', number)}: {exc} (nothing was sent; --skip-bad-lines "
                                 "counts and skips such lines)") from None
-            skip(number, exc)
+            if isinstance(exc, NotAfter):
+                hold(number, fields[0], exc)
+            else:
+                skip(number, exc)
             continue
-        timestamps.append(ts)
-        powers.append(watts)
-        last = (number, fields[0], previous)
-        previous = ts
+        skip_held()  # this line follows the last taken: the lines that came back before it were out of place
+        take(number, fields[0], ts, watts)
+    skip_held()
     if last is not None and last[2] is not None and previous - last[2] > GAP_SAID_MS:
         log.warning("%s:%d: %s, the last line, is %s after the line before it: a meter silent that long, or a "
                     "typo in the date? (taken: it lengthens the run)", path, last[0], last[1],

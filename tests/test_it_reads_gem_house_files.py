@@ -127,6 +127,52 @@ def test_it_blames_a_date_out_of_place_in_a_meter_that_reads_every_ninety_second
     assert skipped == 1 and len(household.timestamps) == 5 and 5.0 not in household.powers
 
 
+def every_two_seconds(count):
+    start = datetime(2019, 12, 24, 0, 0)
+    return [((start + timedelta(seconds=2 * i)).strftime("%Y-%m-%d %H:%M:%S"), 1000 + i) for i in range(count)]
+
+
+@pytest.mark.parametrize("typos", [
+    {0: "2020-12-24 00:00:00"},  # the first reading a year ahead: no line before it to compare with
+    {40: "2019-12-24 00:31:20"},  # half an hour ahead: less than the jump blamed at once
+    {40: "2019-12-25 00:01:20", 41: "2019-12-25 00:01:22"},  # two lines in a row a day ahead
+], ids=["first line", "less than an hour", "two in a row"])
+def test_it_skips_a_date_typo_ahead_not_the_good_lines_after_it(tmp_path, caplog, typos):
+    rows = every_two_seconds(90)
+    for index, date in typos.items():
+        rows[index] = (date, 5000)
+    household, skipped = read_csv(write_gem_csv(tmp_path / "h.csv", rows), BERLIN, skip_bad_lines=True)
+    assert skipped == len(typos) and len(household.timestamps) == 90 - len(typos) and 5.0 not in household.powers
+    after = max(typos) + 3  # file lines: two header lines, and counted from 1; the next lines outnumber them by 2
+    assert [r.getMessage().split(": ", 1)[1] for r in caplog.records if r.levelname == "WARNING"] == [
+        f"time {date} is ahead of lines {after + 1} to {after + len(typos) + 2} after it, which come back in "
+        "order: a date out of place (skipped: --skip-bad-lines)" for date in typos.values()]
+
+
+@pytest.mark.parametrize("typos", [
+    {2: "2018-12-24 00:00:04", 3: "2018-12-24 00:00:06"},  # two lines a year back after two good ones
+    {1: "2018-12-24 00:00:02", 2: "2018-12-24 00:00:04"},  # and after one good one
+    {40: "2019-12-24 00:01:14", 41: "2019-12-24 00:01:16"},  # two lines a few seconds back
+], ids=["a year back after two", "a year back after one", "seconds back"])
+def test_it_skips_two_date_typos_behind_not_the_good_lines_before_them(tmp_path, typos):
+    rows = every_two_seconds(90)
+    for index, date in typos.items():
+        rows[index] = (date, 5000)
+    household, skipped = read_csv(write_gem_csv(tmp_path / "h.csv", rows), BERLIN, skip_bad_lines=True)
+    assert skipped == 2 and len(household.timestamps) == 88 and 5.0 not in household.powers
+
+
+def test_it_skips_the_lines_of_a_meter_clock_set_back_not_the_lines_before(tmp_path):
+    """Set back 10 s: five readings come back before the last one taken. They are the lines skipped, until the
+    clock passes the last reading taken (not the readings before the clock was set back, more than STRAY_LINES)."""
+    rows = every_two_seconds(30)
+    rows[20:] = [((datetime(2019, 12, 24) + timedelta(seconds=30 + 2 * i)).strftime("%Y-%m-%d %H:%M:%S"), 1)
+                 for i in range(10)]  # 00:00:30 after 00:00:38
+    household, skipped = read_csv(write_gem_csv(tmp_path / "h.csv", rows), BERLIN, skip_bad_lines=True)
+    assert skipped == 5 and list(household.powers[:20]) == [(1000 + i) / 1000 for i in range(20)]
+    assert all(b > a for a, b in zip(household.timestamps, household.timestamps[1:]))
+
+
 def test_it_says_a_gap_of_days_that_lengthens_the_run(tmp_path, caplog):
     rows = [(f"2019-12-24 00:00:{i * 2:02d}", 1000) for i in range(10)] + [("2024-12-24 00:00:20", 1000)]
     household, skipped = read_csv(write_gem_csv(tmp_path / "h.csv", rows), BERLIN)
