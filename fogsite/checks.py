@@ -19,9 +19,10 @@ from edge_app.worker import SUPERVISOR_ENV
 from fogsite.certdates import EXPIRY_WARNING_DAYS, TLS_FILE_SETTINGS, setting_problem
 from fogsite.env import is_loopback
 
-# The checks a command that serves no page runs as it starts (runedge, runcloud): all but the admin's, the
-# templates', the URLs' and the static files', which import every view and template tag library, half a second
-# of CPU a start (the edge's restarts after a crash wait for it). `manage.py check` and the web server run all.
+# The checks a command that serves no page runs as it starts (runedge, runcloud): ours (compatibility) and
+# Django's that concern it, not the admin's, the templates', the URLs' or the static files', which import every
+# view and template tag library, half a second of CPU a start (the edge's restarts after a crash wait for it).
+# `manage.py check` and the web server run them all.
 DAEMON_CHECKS = [Tags.caches, Tags.compatibility, Tags.database, Tags.files, Tags.models, Tags.security,
                  Tags.signals, Tags.translation]
 LOOPBACK = {"127.0.0.1", "localhost", "::1", "[::1]", "ip6-localhost"}

@@ -38,7 +38,8 @@ def markdown(outcomes, command, options, previous=""):
         f"Measured on {date.today().isoformat()}, {machine()}; {options['households']} synthetic households x "
         f"{options['until']} simulated s "
         f"at {options['speed']:g}x (a scenario produces {options['households'] * options['until'] // 2:,} readings, "
-        f"{options['households'] * options['until'] // 5:,} windows; backlog-restart starts from 100,000 PENDING tuples).",
+        f"{options['households'] * options['until'] // 5:,} windows; backlog-restart starts from 100,000 PENDING tuples, "
+        "and repeated-crash streams until its last crash is over).",
         "",
         "| scenario | what happens | runs | windows (all runs) | lost | duplicated | slowest recovery (s) |",
         "|---|---|---|---|---|---|---|",

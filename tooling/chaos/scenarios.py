@@ -166,6 +166,8 @@ def repeated_crash(p, services, options):
         p.kill_edge()
         crashed.append(time.monotonic())
         p.start_edge()
+    p.wait_for(p.loops_running, 30, "the edge's loops to run after the last crash")
+    p.sleep(CRASH_GAP_SECONDS)  # readings still reach the edge that came back last
     p.stop_simulation()
     if crashed[-1] - crashed[0] > CRASH_WINDOW_SECONDS:
         raise ScenarioError(f"{crashes} crashes spanned {crashed[-1] - crashed[0]:.0f} s, more than "
@@ -246,6 +248,12 @@ def run_scenario(name, services, edge_redis_url, options=None, out=print, stop=N
     except PipelineClosed:  # the runner stops (Ctrl-C, SIGTERM, a test timeout): no outcome, like an interrupt
         raise
     except Exception as exc:  # a scenario that breaks is a failed run, reported as such
+        if name in STOPPED_BY_SCENARIO and pipeline.simulation is not None:  # count what it sent, not its bound
+            try:
+                pipeline.stop_simulation()
+            except Exception:
+                pass
+            readings, expected = streamed()
         outcome = Outcome(name, readings, 0, 0, expected, 0, None, f"{type(exc).__name__}: {exc}")
         keep_logs = True
     finally:
