@@ -19,7 +19,6 @@ since replaced, or under another edge id with the same database) were never that
 
 import random
 
-
 from edge_app.models import Status, WindowAggregate
 from fogwire import protocol as wire
 

@@ -274,7 +274,7 @@ def _read_lines(lines, path, zone, skip_bad_lines, timestamps, powers):
     def hold(number, date, exc):
         """A line that came back before the last taken (skip_bad_lines): held until the next lines say whether it
         or the lines it came back from are out of place."""
-        nonlocal previous, last
+        nonlocal previous
         if held and exc.ts <= held[-1][2]:
             skip_held()
         held.append((number, date, exc.ts, exc.watts, exc))
