@@ -117,6 +117,7 @@ class Result:
     failed: int
     seconds: float
     skipped_lines: int
+    skipped_files: int
     max_lag: float | None
     first_error: str | None
     summary: dict | None
@@ -131,6 +132,8 @@ class Result:
                 f"readings/s={self.rate:,.0f}")
         if self.skipped_lines:
             text += f" skipped_lines={self.skipped_lines}"
+        if self.skipped_files:
+            text += f" skipped_files={self.skipped_files}"
         if self.max_lag is not None:
             text += f" max_lag_s={self.max_lag:.3f}"
         return text
@@ -155,15 +158,15 @@ def prepare(options):
     except (ZoneInfoNotFoundError, ValueError, OSError):  # OSError: a folder of zones, such as Europe
         raise DataError(f"--tz {options.tz!r} is not a known time zone (e.g. Europe/Berlin, UTC)") from None
     if options.data is not None:
-        households, skipped = read_folder(options.data, zone, options.skip_bad_lines,
-                                          _show_reading if options.progress else None)
+        households, skipped, set_aside = read_folder(options.data, zone, options.skip_bad_lines,
+                                                     _show_reading if options.progress else None)
         if options.progress:
             sys.stderr.write("\n")
         start_ms = min(h.timestamps[0] for h in households)
         start_ms -= start_ms % (options.step * 1000)
         end_ms = max(h.timestamps[-1] for h in households)
         until = options.until or (end_ms - start_ms) / 1000 + options.step
-        return households, start_ms, int(until), zone, skipped
+        return households, start_ms, int(until), zone, (skipped, set_aside)
     if options.households <= 0:
         raise DataError(f"--households must be positive, got {options.households}")
     if options.start == "now":
@@ -182,7 +185,7 @@ def prepare(options):
             raise DataError(f"--start {options.start!r} is before 2000-01-01 00:00 UTC or more than "
                             f"{limits.FUTURE_SLACK_MS // 3_600_000} h from now: an edge takes no readings from then")
     source = ("synthetic", options.seed, options.households, start_ms, zone)
-    return source, start_ms, int(options.until or 3600), zone, 0
+    return source, start_ms, int(options.until or 3600), zone, (0, 0)
 
 
 def run(options, stop_flag=lambda: None):
@@ -218,5 +221,5 @@ def run(options, stop_flag=lambda: None):
         if options.progress:
             sys.stderr.write("\n")
     seconds = time.monotonic() - stats.started
-    return Result(producer.sent, failed, seconds, skipped, stats.max_lag if options.speed else None,
+    return Result(producer.sent, failed, seconds, *skipped, stats.max_lag if options.speed else None,
                   producer.first_error, summary, stop_flag() or "until")

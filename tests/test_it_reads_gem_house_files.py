@@ -205,8 +205,8 @@ def test_it_names_each_skipped_line_up_to_a_bound_and_counts_the_rest(tmp_path, 
 
 
 def test_it_reads_the_real_sample_files():
-    households, skipped = read_folder(sample_data_dir(), BERLIN)
-    assert skipped == 0 and len(households) >= 2
+    households, skipped, set_aside = read_folder(sample_data_dir(), BERLIN)
+    assert skipped == 0 and set_aside == 0 and len(households) >= 2
     first = households[0]
     assert len(first.timestamps) >= 43_000
     # 2019-12-24 00:00:01 in Berlin, to the millisecond of the timestamp column (the date read as UTC)

@@ -72,7 +72,9 @@ class Command(BaseCommand):
                             "household (an edge reads both; not an edge run with --legacy-input)")
         parser.add_argument("--skip-bad-lines", action="store_true",
                             help="count and skip malformed CSV lines instead of stopping at the first; each is named in a "
-                            f"warning (file:line: what is wrong), the first {SKIPPED_SHOWN} of a file, then a count")
+                            f"warning (file:line: what is wrong), the first {SKIPPED_SHOWN} of a file, then a count. A "
+                            "file that gives no household (no headers or readings, unreadable, a household twice) is "
+                            "named and set aside, and the others are sent; the summary counts both")
         parser.add_argument("--collect", action="store_true",
                             help="print a per-household summary (count, min, mean, max W) at the end")
         parser.add_argument("--no-progress", action="store_true", help="no progress bar even on a terminal")
