@@ -9,8 +9,12 @@ loop checks about every half second (edge_app/control.py).
 """
 
 import logging
+import os
 import shutil
+import subprocess
+import sys
 import time
+from pathlib import Path
 
 from django.conf import settings
 from django.db import connection
@@ -25,6 +29,8 @@ from fogwire.fullgc import FullCollections
 log = logging.getLogger("fog.edge")
 
 RENEW_SECONDS = 1.0
+TLS_CHECK_SECONDS = 60  # for `python -m fogwire.tls` (a fraction of a second) on a loaded machine
+ROOT = Path(__file__).resolve().parent.parent
 HEARTBEAT, DATA = 1, 2  # places of the ports in a FOG_CLOUD_ENDPOINTS entry
 REFUSED_RETRY_SECONDS = 30  # how often an ingest that can't start as configured looks again (a recreated topic)
 IDLE_SLEEP = {"ingest": 0.0, "sender": 0.05, "heartbeat": 0.0}  # seconds between steps that did nothing (the
@@ -38,6 +44,20 @@ def cloud_tls():
     if not settings.FOG_TLS_CA:
         return None
     return client_config(settings.FOG_TLS_CA, settings.FOG_TLS_SERVER_NAME, settings.FOG_EDGE_TLS_CERT or None)
+
+
+def cloud_tls_problem():
+    """What makes the edge's TLS files unusable for the loops, or None. Asked of an interpreter of its own
+    (`python -m fogwire.tls`): nng, started in the supervisor, would panic in every worker forked from it."""
+    if not settings.FOG_TLS_CA:
+        return None
+    path = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
+    result = subprocess.run([sys.executable, "-m", "fogwire.tls", settings.FOG_TLS_CA, settings.FOG_TLS_SERVER_NAME,
+                             settings.FOG_EDGE_TLS_CERT or ""], env={**os.environ, "PYTHONPATH": path},
+                            capture_output=True, text=True, timeout=TLS_CHECK_SECONDS)
+    if result.returncode == 0:
+        return None
+    return result.stdout.strip() or f"checking the TLS files failed: {result.stderr.strip()[-1000:]}"
 
 
 def cloud_address(port_index, tls):

@@ -17,11 +17,9 @@ import logging
 import os
 import signal
 import subprocess
-import sys
 import time
 from collections import deque
 from dataclasses import dataclass
-from pathlib import Path
 
 import redis
 from django.conf import settings
@@ -32,11 +30,10 @@ from edge_app.control import LOOPS, REDIS_AWAY, EdgeControl, Holder, queue_name
 from edge_app.database_outage import DATABASE_AWAY, reason
 from edge_app.loops import run_loop
 from edge_app.models import EdgeStatus, Status, WindowAggregate
-from edge_app.worker import SUPERVISOR_ENV, set_parent_death_signal
+from edge_app.worker import fork_worker
 
 log = logging.getLogger("fog.edge")
 
-ROOT = Path(__file__).resolve().parent.parent
 SLICE = 0.25
 STOP_SECONDS = 4.5
 CHECK_SECONDS = 0.5
@@ -199,19 +196,18 @@ class Supervisor:
                                   job_id=f"fog-edge-{settings.FOG_EDGE_ID}-{self.options['run']}-{loop}-{attempt}")
 
     def worker_command(self, number):
+        """The worker's `manage.py` arguments."""
         name = f"edge-{settings.FOG_EDGE_ID}-{number}-{os.getpid()}-{self.worker_starts}"
-        # --skip-checks: runedge checked the same settings as it started; each check is CPU a worker start takes.
-        cmd = [sys.executable, str(ROOT / "manage.py"), "rqworker", self.queue.name, "--worker-class",
-               "edge_app.worker.EdgeWorker", "--name", name, "-v", str(self.worker_verbosity), "--skip-checks"]
+        # --skip-checks: runedge checked the same settings as it started.
+        cmd = ["rqworker", self.queue.name, "--worker-class", "edge_app.worker.EdgeWorker", "--name", name,
+               "-v", str(self.worker_verbosity), "--skip-checks"]
         return cmd + (["--burst"] if self.options.get("burst") else [])
 
     def _start_worker(self, number):
         self.worker_starts += 1
-        # Own session: a terminal's Ctrl-C reaches only the supervisor, which stops the loops in order.
-        # The parent-death signal and the worker's parent watch end the worker if the supervisor dies.
-        return subprocess.Popen(self.worker_command(number), cwd=ROOT, start_new_session=True,
-                                env={**os.environ, SUPERVISOR_ENV: str(os.getpid())},
-                                preexec_fn=set_parent_death_signal)
+        # Forked (edge_app/worker.py says why), in a session of its own. The parent-death signal and the
+        # worker's parent watch end the worker if the supervisor dies.
+        return fork_worker(self.worker_command(number), os.getpid())
 
     def _restart_allowed(self, what="edge workers died"):
         now = time.monotonic()

@@ -4,23 +4,36 @@ However the supervisor dies (SIGKILL, the OOM killer), its workers must not
 live on holding the loops. Two mechanisms, because each has a gap:
 
 - Linux's parent-death signal (prctl PR_SET_PDEATHSIG), set in the child
-  before exec (`set_parent_death_signal` as Popen's preexec_fn) and again
-  here. It fires when the *thread* that forked the child exits, and not at
-  all if the parent died before the call;
+  as it is forked (`fork_worker`) and again as its worker starts. It fires
+  when the *thread* that forked the child exits, and not at all if the
+  parent died before the call;
 - a parent watch: a thread that ends the worker as soon as its parent pid
   is no longer the supervisor's (FOG_SUPERVISOR_PID).
 
 Both end the worker with SIGKILL-like abruptness (the loops are crash-safe:
 a whole-edge crash loses nothing), within PARENT_WATCH_SECONDS.
 Workers an operator starts by hand (no FOG_SUPERVISOR_PID) are plain SimpleWorkers.
+
+The supervisor forks its workers (`fork_worker`) rather than starting a new
+interpreter for each: a fresh one spends about a CPU-second importing Django,
+rq, redis-py and the loops, which the supervisor has imported already, and an
+edge starts a worker per loop, and again after each crash. The supervisor has
+no thread of its own and closes its database connections before it forks, so
+a child shares no lock and no database session with it; redis-py gives a
+forked child connections of its own. nng must not have started in the
+supervisor (it panics in a child forked from a process it ran in): runedge
+checks the TLS files in a process of their own (edge_app/loops.py).
 """
 
 import ctypes
 import logging
 import os
 import signal
+import subprocess
+import sys
 import threading
 import time
+import traceback
 
 from rq.exceptions import StopRequested
 from rq.worker import SimpleWorker
@@ -32,6 +45,7 @@ log = logging.getLogger("fog.edge")
 SUPERVISOR_ENV = "FOG_SUPERVISOR_PID"
 PARENT_WATCH_SECONDS = 0.2
 PR_SET_PDEATHSIG = 1  # from <linux/prctl.h>
+WAIT_SLICE_SECONDS = 0.01
 
 
 def set_parent_death_signal(signum=signal.SIGKILL):
@@ -54,6 +68,73 @@ def watch_parent(expected_ppid, interval=PARENT_WATCH_SECONDS):
     thread = threading.Thread(target=watch, name="fog-parent-watch", daemon=True)
     thread.start()
     return thread
+
+
+def fork_worker(args, supervisor_pid):
+    """Run `manage.py <args>` (an rqworker command line) in a child forked from this process, in a session of
+    its own as `subprocess.Popen(start_new_session=True)` would, with FOG_SUPERVISOR_PID set. Returns a
+    ForkedWorker. The child never returns into the caller's code: it ends with os._exit."""
+    from django.core.management import call_command
+    from django.db import connections
+
+    connections.close_all()  # each connection anew in the child; the parent opens its own again when it needs one
+    for stream in (sys.stdout, sys.stderr):
+        stream.flush()  # else what is buffered is written twice, once by each process
+    pid = os.fork()
+    if pid:
+        return ForkedWorker(pid)
+    code = 1
+    try:
+        os.setsid()  # a terminal's Ctrl-C reaches only the supervisor, which stops the loops in order
+        set_parent_death_signal()
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(signum, signal.SIG_DFL)  # not the supervisor's handler: rq's worker installs its own
+        os.environ[SUPERVISOR_ENV] = str(supervisor_pid)
+        call_command(*args)
+        code = 0
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else int(exc.code is not None)
+    except BaseException:
+        traceback.print_exc()
+    finally:
+        for stream in (sys.stdout, sys.stderr):
+            try:
+                stream.flush()
+            except Exception:
+                pass
+        os._exit(code)
+
+
+class ForkedWorker:
+    """A forked worker, with the few methods of subprocess.Popen that its supervisor uses."""
+
+    def __init__(self, pid):
+        self.pid, self.returncode = pid, None
+
+    def poll(self):
+        if self.returncode is None:
+            try:
+                pid, status = os.waitpid(self.pid, os.WNOHANG)
+            except ChildProcessError:  # reaped by someone else (SIGCHLD ignored): gone, its status unknown
+                pid, status = self.pid, 0
+            if pid:
+                self.returncode = os.waitstatus_to_exitcode(status)
+        return self.returncode
+
+    def wait(self, timeout=None):
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while self.poll() is None:
+            if deadline is not None and time.monotonic() >= deadline:
+                raise subprocess.TimeoutExpired(f"edge worker {self.pid}", timeout)
+            time.sleep(WAIT_SLICE_SECONDS)
+        return self.returncode
+
+    def send_signal(self, signum):
+        if self.poll() is None:  # never a pid the kernel may since have given to another process
+            os.kill(self.pid, signum)
+
+    def kill(self):
+        self.send_signal(signal.SIGKILL)
 
 
 class EdgeWorker(SimpleWorker):

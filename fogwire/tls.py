@@ -5,7 +5,13 @@ The cloud presents `cert` (its key and certificate in one PEM file); with
 edge verifies the cloud's certificate against `ca` and the name it dials
 (`server_name`), and presents its own `cert` when given. Addresses become
 tls+tcp:// whenever a config is in use. Imports neither app nor Django.
+
+`python -m fogwire.tls CA SERVER_NAME [CERT]` builds an edge's config and
+prints what is wrong with its files (exit status 3), for a process that
+must not start nng itself.
 """
+
+import sys
 
 import pynng
 
@@ -44,3 +50,11 @@ def client_config(ca, server_name, cert=None):
 def address(host, port, tls):
     scheme = "tls+tcp" if tls else "tcp"
     return f"{scheme}://{host}:{port}"
+
+
+if __name__ == "__main__":
+    try:
+        client_config(sys.argv[1], sys.argv[2], sys.argv[3] if len(sys.argv) > 3 and sys.argv[3] else None)
+    except TLSSetupError as exc:
+        print(exc)
+        sys.exit(3)

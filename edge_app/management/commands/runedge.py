@@ -6,14 +6,13 @@ from django.core.management.base import BaseCommand, CommandError
 
 from edge_app.control import LOOPS, EdgeControl, queue_name
 from edge_app.kafka_source import SOURCES
-from edge_app.loops import cloud_tls
+from edge_app.loops import cloud_tls_problem
 from edge_app.supervisor import EdgeStartError, Supervisor
 from fogsite.certdates import refusal
 from fogsite.checks import DAEMON_CHECKS
 from fogsite.edge_database import check_edge_database
 from fogsite.env import TOPIC_EXPECTED, TOPIC_RE, is_loopback, option_float, option_match
 from fogwire.protocol import MAX_BATCH_TUPLES
-from fogwire.tls import TLSSetupError
 
 LOG_LEVELS = {0: logging.WARNING, 1: logging.INFO, 2: logging.DEBUG, 3: logging.DEBUG}
 log = logging.getLogger("fog.edge")
@@ -84,10 +83,9 @@ class Command(BaseCommand):
                                "or pass --insecure-plaintext to accept clear text")
         if remote and not settings.FOG_TLS_CA:
             log.warning("--insecure-plaintext: readings cross the network to %s in clear text", ", ".join(remote))
-        try:  # the loops' own TLS config, built once here: a bad file is one line, not failing workers
-            cloud_tls()
-        except TLSSetupError as exc:
-            raise CommandError(f"TLS: {exc}") from None
+        problem = cloud_tls_problem()  # the loops' own TLS config: a bad file is one line, not failing workers
+        if problem:
+            raise CommandError(f"TLS: {problem}")
         if settings.FOG_TLS_CA and (out_of_date := refusal("FOG_EDGE_TLS_CERT", "FOG_TLS_CA")):
             # Said, not refused: the ingest needs no certificate, and readings left in Kafka age toward its
             # retention. The windows wait here until the certificate is renewed (the heartbeat says why).
