@@ -46,6 +46,7 @@ class Options:
     per_message: int = MAX_READINGS_PER_MESSAGE  # readings a Kafka message; 1: a message a reading, keyed
     full_gc_seconds: int = 0  # FOG_FULL_GC_SECONDS (fogwire/fullgc.py); 0: CPython's own rule
     skip_bad_lines: bool = False
+    skip_bad_files: bool = False
     collect: bool = False
     progress: bool = False
 
@@ -159,7 +160,8 @@ def prepare(options):
         raise DataError(f"--tz {options.tz!r} is not a known time zone (e.g. Europe/Berlin, UTC)") from None
     if options.data is not None:
         households, skipped, set_aside = read_folder(options.data, zone, options.skip_bad_lines,
-                                                     _show_reading if options.progress else None)
+                                                     _show_reading if options.progress else None,
+                                                     skip_bad_files=options.skip_bad_files)
         if options.progress:
             sys.stderr.write("\n")
         start_ms = min(h.timestamps[0] for h in households)

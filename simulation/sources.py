@@ -4,8 +4,8 @@ CSV files are read completely and checked before anything is sent, so a bad
 file stops the run with its name and line number and nothing half-sent
 (with skip_bad_lines, a bad line costs that line only: each line is decoded
 on its own, and each skipped line is named in a warning, the first
-SKIPPED_SHOWN of a file; a file that gives no household is named and set
-aside, and the folder's other files are read). A folder's files are its *.csv (any case) that are
+SKIPPED_SHOWN of a file; with skip_bad_files, a file that can't be read
+whole is named and set aside, and the folder's other files are read). A folder's files are its *.csv (any case) that are
 not hidden. Power is converted from milliwatts to watts here, once.
 
 Event time is the `date` column read in the given time zone, to the
@@ -78,7 +78,7 @@ class DataError(ValueError):
 
 
 class BadLine(DataError):
-    """A data line that can't be used, in strict mode: its message already says how to go on past it."""
+    """A data line that can't be used, when bad lines are not skipped."""
 
 
 @dataclass
@@ -329,8 +329,7 @@ def _read_lines(lines, path, zone, skip_bad_lines, timestamps, powers):
                 ts, watts = _reading(fields, zone, previous, now_ms)
         except DataError as exc:
             if not skip_bad_lines:
-                raise BadLine(f"{path}:{getattr(exc, 'line', number)}: {exc} (nothing was sent; --skip-bad-lines "
-                              "counts and skips such lines)") from None
+                raise BadLine(f"{path}:{getattr(exc, 'line', number)}: {exc}") from None
             if isinstance(exc, NotAfter):
                 hold(number, fields[0], exc)
             else:
@@ -354,13 +353,14 @@ def _span(ms):
     return f"{ms / 3_600_000:.1f} h" if ms >= 3_600_000 else f"{ms / 60_000:.0f} min"
 
 
-def read_folder(folder, zone, skip_bad_lines=False, progress=None):
+def read_folder(folder, zone, skip_bad_lines=False, progress=None, skip_bad_files=False):
     """Every *.csv file of a folder (any case, not hidden: `._x.csv` is a macOS note about x.csv), parsed
-    and checked. Returns (households, skipped lines, files set aside). With skip_bad_lines a file that
-    gives no household (no headers, no reading, unreadable, not a file, a household read already) is named
-    in a warning and set aside, and the others are read: one bad file does not keep a folder's good ones
-    from being sent. `progress(bytes read, bytes in all files, files)`, if given, is called as the files
-    are read (a year of one household is most of a GB)."""
+    and checked. Returns (households, skipped lines, files set aside). With skip_bad_files a file that
+    can't be read whole as asked (no headers, no reading, unreadable, not a file, a name that is no household
+    id, a bad line when bad lines are not skipped) is named in a warning and set aside, and the others are
+    read: one bad file does not keep a folder's good ones from being sent. Two files of one household stop
+    the read either way: which of them holds its readings is the user's to say. `progress(bytes read, bytes
+    in all files, files)`, if given, is called as the files are read (a year of one household is most of a GB)."""
     if not str(folder).strip():  # an unset $DIR in a script: not the current folder
         raise DataError("--data is empty: name a folder of Gem House CSV files")
     folder = Path(folder)
@@ -376,11 +376,13 @@ def read_folder(folder, zone, skip_bad_lines=False, progress=None):
     set_aside = []
 
     def bad_file(exc):
-        if not skip_bad_lines:
-            raise exc if isinstance(exc, BadLine) else DataError(
-                f"{exc} (nothing was sent; --skip-bad-lines sets such a file aside and reads the others)") from None
+        if not skip_bad_files:
+            raise DataError(f"{exc} (nothing was sent; " + ("--skip-bad-lines counts and skips such lines, " if
+                            isinstance(exc, BadLine) else "") + "--skip-bad-files sets such a file aside and sends "
+                            "the others)") from None
         set_aside.append(str(exc))
-        log.warning("%s (file set aside: --skip-bad-lines)", exc)
+        if len(set_aside) <= SKIPPED_SHOWN:
+            log.warning("%s (file set aside: --skip-bad-files)", exc)
 
     sizes = {}
     for path in files:
@@ -389,8 +391,6 @@ def read_folder(folder, zone, skip_bad_lines=False, progress=None):
                 raise DataError(f"{path}: not a file (a folder, or a link to nothing)")
             sizes[path] = path.stat().st_size
         except OSError as exc:  # a folder that can be listed and not entered (chmod -R 644)
-            if not skip_bad_lines:
-                raise DataError(f"--data {folder}: its files can't be reached ({exc.strerror or exc})") from None
             bad_file(DataError(f"{path}: can't be reached ({exc.strerror or exc})"))
         except DataError as exc:
             bad_file(exc)
@@ -400,17 +400,21 @@ def read_folder(folder, zone, skip_bad_lines=False, progress=None):
         report = None if progress is None else (lambda read, before=done: progress(before + read, total, len(sizes)))
         try:
             household, bad = read_csv(path, zone, skip_bad_lines, report)
-            if household.household in seen:
-                raise DataError(f"{path}: household {household.household!r} is {seen[household.household]} too")
         except DataError as exc:
             bad_file(exc)
         else:
+            if household.household in seen:
+                raise DataError(f"{path}: household {household.household!r} is {seen[household.household]} too "
+                                "(nothing was sent: remove or rename one of the two files)")
             seen[household.household] = path
             households.append(household)
             skipped += bad
         done += size
         if progress is not None:
             progress(done, total, len(sizes))
+    if len(set_aside) > SKIPPED_SHOWN:
+        log.warning("--data %s: %d files set aside in all, the first %d named above", folder, len(set_aside),
+                    SKIPPED_SHOWN)
     if not households:
         raise DataError(f"--data {folder}: none of its {len(files)} .csv files gives a household, all set aside "
                         f"(the first: {set_aside[0]})")

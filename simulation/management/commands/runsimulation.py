@@ -72,9 +72,14 @@ class Command(BaseCommand):
                             "household (an edge reads both; not an edge run with --legacy-input)")
         parser.add_argument("--skip-bad-lines", action="store_true",
                             help="count and skip malformed CSV lines instead of stopping at the first; each is named in a "
-                            f"warning (file:line: what is wrong), the first {SKIPPED_SHOWN} of a file, then a count. A "
-                            "file that gives no household (no headers or readings, unreadable, a household twice) is "
-                            "named and set aside, and the others are sent; the summary counts both")
+                            f"warning (file:line: what is wrong), the first {SKIPPED_SHOWN} of a file, then a count "
+                            "(skipped_lines= in the summary)")
+        parser.add_argument("--skip-bad-files", action="store_true",
+                            help="set aside a file of --data that can't be read whole as asked (no header lines, no "
+                            "reading, unreadable, not a file, a name that is no household id, or a bad line without "
+                            "--skip-bad-lines) and send the others, instead of stopping before anything is sent; "
+                            f"each is named in a warning, the first {SKIPPED_SHOWN}, then a count (skipped_files= in "
+                            "the summary). Two files of one household still stop the run")
         parser.add_argument("--collect", action="store_true",
                             help="print a per-household summary (count, min, mean, max W) at the end")
         parser.add_argument("--no-progress", action="store_true", help="no progress bar even on a terminal")
@@ -85,7 +90,7 @@ class Command(BaseCommand):
         options = Options(until=o["until"], speed=o["speed"], households=o["households"], data=o["data"],
                           step=o["step"], seed=o["seed"], start=o["start"], tz=o["tz"], topic=o["topic"],
                           bootstrap=o["bootstrap"], client=o["client"], per_message=o["readings_per_message"],
-                          skip_bad_lines=o["skip_bad_lines"],
+                          skip_bad_lines=o["skip_bad_lines"], skip_bad_files=o["skip_bad_files"],
                           collect=o["collect"], progress=sys.stderr.isatty() and not o["no_progress"],
                           full_gc_seconds=settings.FOG_FULL_GC_SECONDS)
         stopped = []
