@@ -9,7 +9,7 @@ client that reads the dashboard's live feed, all real processes on the local bro
   run reports the share it timed). Grace, closing, delivery,
   storing, publishing and the page's own rate limit are all inside it.
 - Throughput: readings/s the edge read (its own count) and tuples/s acknowledged (the live feed).
-- Cost: CPU seconds per wall second and peak RSS of each process (with its children, those that
+- Cost: CPU seconds per wall second and peak memory (PSS, `_pss_mib`) of each process (with its children, those that
   ended during the run too: Redis rewrites its append-only file in one), Kafka and Redis included; and
   the whole machine's CPU, with the share of the time every core was busy (MachineLoad).
 
@@ -152,11 +152,14 @@ def _cpu_seconds(pid):
         return 0.0
 
 
-def _rss_mib(pid):
+def _pss_mib(pid):
+    """The process's proportional set size: a page shared by n processes counts 1/n in each, so the sum over a
+    tree is what it holds, where RSS counts the pages a fork shares (the edge's workers, Redis's rewrite) in
+    every process again."""
     try:
-        with open(f"/proc/{pid}/status") as handle:
+        with open(f"/proc/{pid}/smaps_rollup") as handle:
             for line in handle:
-                if line.startswith("VmRSS:"):
+                if line.startswith("Pss:"):
                     return int(line.split()[1]) / 1024
     except OSError:
         pass
@@ -164,7 +167,7 @@ def _rss_mib(pid):
 
 
 class Meter:
-    """CPU seconds and peak RSS of named process trees, sampled about once a second."""
+    """CPU seconds and peak memory (PSS) of named process trees, sampled about once a second."""
 
     def __init__(self, roots):
         self.roots = roots  # name -> pid
@@ -179,13 +182,13 @@ class Meter:
 
     def sample(self):
         for name, pid in self.roots.items():
-            self.peak[name] = max(self.peak[name], sum(_rss_mib(p) for p in _tree(pid)))
+            self.peak[name] = max(self.peak[name], sum(_pss_mib(p) for p in _tree(pid)))
 
     def result(self):
         elapsed = time.monotonic() - self.started
         end = self._cpu()
         return {name: {"cpu": round((end[name] - self.cpu_start[name]) / elapsed, 2),
-                       "rss_mib": round(self.peak[name], 1)} for name in self.roots}
+                       "pss_mib": round(self.peak[name], 1)} for name in self.roots}
 
 
 class MachineLoad:
@@ -511,7 +514,7 @@ def _figures(result, label=""):
     extra["cpu, all processes"] = f"{_cpu_total(result):.2f}"
     extra["machine cpu"] = f"{machine['mean_cores']:.2f} of {machine['cores']} cores"
     extra["all cores busy"] = f"{machine['saturated_share']:.0%} of the time"
-    extra.update({f"{name} cpu/rss": f"{c['cpu']:.2f} / {c['rss_mib']:.0f} MiB" for name, c in result["processes"].items()})
+    extra.update({f"{name} cpu/pss": f"{c['cpu']:.2f} / {c['pss_mib']:.0f} MiB" for name, c in result["processes"].items()})
     extra.update({f"{name} p50/p99 s": f"{p50} / {p99}" for name, (p50, p99) in result["stages"].items()})
     return Figure(f"e2e freshness p99{label} (window end -> page)", result["freshness_p99_s"], "s", None,
                   "p99 <= 3 s at real time", extra)

@@ -85,7 +85,7 @@ BENCHMARKS = {
         ("--seconds", int, 60, "seconds of real time"),
     ]),
     "e2e": (e2e.run, "the whole pipeline at real time, window end -> dashboard websocket: freshness p50/p99/max, "
-                     "readings and tuples/s, CPU and RSS per process, the whole machine's CPU and how much of "
+                     "readings and tuples/s, CPU and memory (PSS) per process, the whole machine's CPU and how much of "
                      "the time every core was busy (target p99 <= 3 s)", [
         ("--households", int, 1000, "households"),
         ("--seconds", int, 60, "seconds measured after a warm-up"),
