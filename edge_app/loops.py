@@ -49,15 +49,22 @@ def cloud_tls():
 def cloud_tls_problem():
     """What makes the edge's TLS files unusable for the loops, or None. Asked of an interpreter of its own
     (`python -m fogwire.tls`): nng, started in the supervisor, would panic in every worker forked from it."""
+    from fogwire.tls import TLS_OK, TLS_UNUSABLE
+
     if not settings.FOG_TLS_CA:
         return None
     path = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
-    result = subprocess.run([sys.executable, "-m", "fogwire.tls", settings.FOG_TLS_CA, settings.FOG_TLS_SERVER_NAME,
-                             settings.FOG_EDGE_TLS_CERT or ""], env={**os.environ, "PYTHONPATH": path},
-                            capture_output=True, text=True, timeout=TLS_CHECK_SECONDS)
-    if result.returncode == 0:
+    try:  # -P: this project's fogwire, not one in the working directory
+        result = subprocess.run([sys.executable, "-P", "-m", "fogwire.tls", settings.FOG_TLS_CA,
+                                 settings.FOG_TLS_SERVER_NAME, settings.FOG_EDGE_TLS_CERT or ""],
+                                env={**os.environ, "PYTHONPATH": path}, capture_output=True, text=True,
+                                timeout=TLS_CHECK_SECONDS)
+    except subprocess.TimeoutExpired:
+        return f"checking the TLS files took over {TLS_CHECK_SECONDS} s (python -m fogwire.tls)"
+    if result.returncode == 0 and result.stdout.strip() == TLS_OK:
         return None
-    return result.stdout.strip() or f"checking the TLS files failed: {result.stderr.strip()[-1000:]}"
+    return (result.stdout.strip() if result.returncode == TLS_UNUSABLE else None) or \
+        f"checking the TLS files failed (python -m fogwire.tls, exit {result.returncode}): {result.stderr.strip()[-1000:]}"
 
 
 def cloud_address(port_index, tls):

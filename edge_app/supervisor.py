@@ -207,7 +207,8 @@ class Supervisor:
         self.worker_starts += 1
         # Forked (edge_app/worker.py says why), in a session of its own. The parent-death signal and the
         # worker's parent watch end the worker if the supervisor dies.
-        return fork_worker(self.worker_command(number), os.getpid())
+        watch = self.database_file.fd if self.database_file else None
+        return fork_worker(self.worker_command(number), os.getpid(), close_fds=[] if watch is None else [watch])
 
     def _restart_allowed(self, what="edge workers died"):
         now = time.monotonic()

@@ -45,6 +45,8 @@ log = logging.getLogger("fog.edge")
 SUPERVISOR_ENV = "FOG_SUPERVISOR_PID"
 PARENT_WATCH_SECONDS = 0.2
 PR_SET_PDEATHSIG = 1  # from <linux/prctl.h>
+PR_SET_NAME = 15
+WORKER_NAME = "fog-edge-worker"  # a forked worker's process name (at most 15 bytes); its command line is runedge's
 WAIT_SLICE_SECONDS = 0.01
 
 
@@ -70,38 +72,63 @@ def watch_parent(expected_ppid, interval=PARENT_WATCH_SECONDS):
     return thread
 
 
-def fork_worker(args, supervisor_pid):
+def _flush_stdio():
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (AttributeError, OSError, ValueError):  # closed (runedge >&-), or a pipe nobody reads
+            pass
+
+
+def _set_name(name):
+    """The process's name in ps, top and pgrep (not `pgrep -f`, which reads the command line the fork kept)."""
+    try:
+        ctypes.CDLL(None).prctl(PR_SET_NAME, name.encode()[:15], 0, 0, 0)
+    except (OSError, AttributeError):
+        pass
+
+
+def fork_worker(args, supervisor_pid, close_fds=()):
     """Run `manage.py <args>` (an rqworker command line) in a child forked from this process, in a session of
-    its own as `subprocess.Popen(start_new_session=True)` would, with FOG_SUPERVISOR_PID set. Returns a
+    its own as `subprocess.Popen(start_new_session=True)` would, with FOG_SUPERVISOR_PID set, the descriptors
+    `close_fds` closed and the pipeline's log level of the settings (not the supervisor's -v). Returns a
     ForkedWorker. The child never returns into the caller's code: it ends with os._exit."""
-    from django.core.management import call_command
+    from django.conf import settings
+    from django.core.management import CommandError, call_command
     from django.db import connections
 
+    if threading.active_count() > 1:  # a lock another thread held would stay locked in the child for ever
+        raise RuntimeError("edge workers are forked from a process that runs no other thread; this one runs "
+                           f"{threading.active_count()}")
     connections.close_all()  # each connection anew in the child; the parent opens its own again when it needs one
-    for stream in (sys.stdout, sys.stderr):
-        stream.flush()  # else what is buffered is written twice, once by each process
+    _flush_stdio()  # else what is buffered is written twice, once by each process
     pid = os.fork()
     if pid:
         return ForkedWorker(pid)
     code = 1
     try:
+        for fd in close_fds:  # before the child opens anything: no lock of its own yet that a close would drop
+            os.close(fd)
         os.setsid()  # a terminal's Ctrl-C reaches only the supervisor, which stops the loops in order
         set_parent_death_signal()
         for signum in (signal.SIGINT, signal.SIGTERM):
             signal.signal(signum, signal.SIG_DFL)  # not the supervisor's handler: rq's worker installs its own
+        _set_name(WORKER_NAME)
+        logging.getLogger("fog").setLevel(settings.LOG_LEVEL)
         os.environ[SUPERVISOR_ENV] = str(supervisor_pid)
         call_command(*args)
         code = 0
     except SystemExit as exc:
-        code = exc.code if isinstance(exc.code, int) else int(exc.code is not None)
+        if isinstance(exc.code, int) or exc.code is None:
+            code = exc.code or 0
+        else:
+            print(exc.code, file=sys.stderr)
+    except CommandError as exc:  # as manage.py says it: one line
+        print(f"CommandError: {exc}", file=sys.stderr)
     except BaseException:
         traceback.print_exc()
     finally:
-        for stream in (sys.stdout, sys.stderr):
-            try:
-                stream.flush()
-            except Exception:
-                pass
+        _flush_stdio()
         os._exit(code)
 
 

@@ -7,13 +7,15 @@ edge verifies the cloud's certificate against `ca` and the name it dials
 tls+tcp:// whenever a config is in use. Imports neither app nor Django.
 
 `python -m fogwire.tls CA SERVER_NAME [CERT]` builds an edge's config and
-prints what is wrong with its files (exit status 3), for a process that
-must not start nng itself.
+prints TLS_OK, or what is wrong with its files (exit status TLS_UNUSABLE),
+for a process that must not start nng itself.
 """
 
 import sys
 
 import pynng
+
+TLS_OK, TLS_UNUSABLE = "ok", 3  # what `python -m fogwire.tls` prints for usable files, its exit status otherwise
 
 
 class TLSSetupError(ValueError):
@@ -57,4 +59,5 @@ if __name__ == "__main__":
         client_config(sys.argv[1], sys.argv[2], sys.argv[3] if len(sys.argv) > 3 and sys.argv[3] else None)
     except TLSSetupError as exc:
         print(exc)
-        sys.exit(3)
+        sys.exit(TLS_UNUSABLE)
+    print(TLS_OK)

@@ -10,6 +10,7 @@ from django.core.management import CommandError, call_command
 
 from cloud_app.keys import Keys
 from edge_app.link import Heartbeat
+from edge_app.loops import cloud_tls_problem
 from edge_app.models import EdgeStatus
 from fogwire import tls as wire_tls
 from tests.conftest import (EDGE_ID, EDGE_SECRET, CloudThread, add_pending, edge_sender, run_manage, send_until_all_acked,
@@ -99,3 +100,18 @@ def test_it_names_an_unusable_tls_file_of_an_edge_before_it_starts_a_loop(settin
     # Before the database, the supervisor and its workers: one line, not workers failing one after another.
     with pytest.raises(CommandError, match=rf"^TLS: (CA file|certificate) {garbage}: "):
         call_command("runedge", "--burst", "--timeout", "5")
+
+
+def test_it_checks_the_tls_files_with_this_projects_code_from_any_folder(certs, tmp_path, settings, monkeypatch):
+    # runedge checks them in an interpreter of its own (nng must not start in the supervisor); a `fogwire`
+    # in the folder it runs from must not stand in for the project's and pass a bad file.
+    (tmp_path / "fogwire").mkdir()
+    (tmp_path / "fogwire" / "__init__.py").write_text("")
+    (tmp_path / "fogwire" / "tls.py").write_text("print('ok')\n")
+    garbage = tmp_path / "garbage.pem"
+    garbage.write_text("not a certificate\n")
+    monkeypatch.chdir(tmp_path)
+    settings.FOG_TLS_CA, settings.FOG_EDGE_TLS_CERT = "garbage.pem", ""  # relative: to the folder runedge runs in
+    assert cloud_tls_problem().startswith("CA file garbage.pem: ")
+    settings.FOG_TLS_CA = str(certs[0] / "ca.pem")
+    assert cloud_tls_problem() is None

@@ -6,10 +6,12 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 import redis as redis_lib
 
+from edge_app.worker import WORKER_NAME
 from tests.conftest import (ROOT, alive, child_env, child_pids, edge_cloud, produce, reading, run_manage, start_edge,
                             wait_for)
 
@@ -21,6 +23,9 @@ def _running_edge(edge_env, topic):
     proc = start_edge(edge_env, topic, start_new_session=True)  # a group of its own, to kill whole
     workers = child_pids(proc.pid)
     assert len(workers) == 3, workers
+    # Forked: each in a session of its own (a terminal's Ctrl-C reaches the supervisor only), named in ps
+    assert all(os.getsid(pid) == pid and Path(f"/proc/{pid}/comm").read_text().strip() == WORKER_NAME
+               for pid in workers), workers
     return proc, workers
 
 
@@ -110,3 +115,25 @@ def test_it_gives_up_on_loops_that_fail_as_they_start(tmp_path, kafka_bootstrap,
     assert proc.returncode == 1, err[-3000:]
     assert "edge loops ended with an error" in out and f"{WORKER_RESTARTS + 1} times within 60 s; giving up" in out
     assert "ended=failed" in out.strip().splitlines()[-1]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("level, said", [("INFO", True), ("WARNING", False)])
+def test_it_logs_the_loops_at_the_pipelines_level_not_at_runedges_verbosity(level, said, kafka_bootstrap, topic,
+                                                                          edge_env, redis_url, cloud_prefix):
+    # The workers are forked from a supervisor run with -v 0 (its own lines: warnings only); their loops
+    # log at FOG_LOG_LEVEL, as workers started on their own do.
+    cloud = edge_cloud(edge_env, redis_url, cloud_prefix)
+    proc = None
+    try:
+        proc = start_edge({**edge_env, "FOG_LOG_LEVEL": level}, topic)
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=60)
+    finally:
+        if proc is not None and proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+        cloud.stop()
+    assert proc.returncode == 0, err[-3000:]
+    assert all((f"{loop} loop of edge {edge_env['FOG_EDGE_ID']} started" in err) == said
+               for loop in ("ingest", "sender", "heartbeat")), err[-3000:]

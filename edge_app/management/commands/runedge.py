@@ -83,6 +83,7 @@ class Command(BaseCommand):
                                "or pass --insecure-plaintext to accept clear text")
         if remote and not settings.FOG_TLS_CA:
             log.warning("--insecure-plaintext: readings cross the network to %s in clear text", ", ".join(remote))
+        signal.signal(signal.SIGCHLD, signal.SIG_DFL)  # inherited as ignored, its workers' ends would go unseen
         problem = cloud_tls_problem()  # the loops' own TLS config: a bad file is one line, not failing workers
         if problem:
             raise CommandError(f"TLS: {problem}")
