@@ -5,8 +5,9 @@ file stops the run with its name and line number and nothing half-sent
 (with skip_bad_lines, a bad line costs that line only: each line is decoded
 on its own, and each skipped line is named in a warning, the first
 SKIPPED_SHOWN of a file; with skip_bad_files, a file that can't be read
-whole is named and set aside, and the folder's other files are read). A folder's files are its *.csv (any case) that are
-not hidden. Power is converted from milliwatts to watts here, once.
+whole is named and set aside, and the folder's other files are read). A
+folder's files are its *.csv (any case) that are not hidden. Power is
+converted from milliwatts to watts here, once.
 
 Event time is the `date` column read in the given time zone, to the
 millisecond of the `timestamp` column (`_instant`). A `timestamp` that is the
