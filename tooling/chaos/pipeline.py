@@ -37,6 +37,7 @@ from zoneinfo import ZoneInfo
 
 from edge_app.models import Status
 from edge_app.processes import alive, child_pids
+from tooling.bench.simulate import SUMMARY
 from tooling.chaos.proxy import Proxy
 from tooling.net import POLL_INTERVAL_S, free_port, port_open, wait_for
 from tooling.localservices import Kafka, Paths, Redis
@@ -234,13 +235,11 @@ class Pipeline:
         fault is over, however long the machine takes to get there."""
         self.simulation.send_signal(signal.SIGTERM)
         self.wait_for(lambda: self.simulation.poll() is not None, SIMULATION_STOP_S, "the stopped simulation to end")
-        last = [line for line in (self.folder / "runsimulation.log").read_text(errors="replace").splitlines()
-                if line.startswith("simulation: ended=")]
-        fields = dict(part.split("=", 1) for part in last[-1].split()[1:] if "=" in part) if last else {}
-        sent, failed = int(fields.get("sent", -1)), int(fields.get("failed", -1))
+        summary = SUMMARY.search((self.folder / "runsimulation.log").read_text(errors="replace"))
+        sent, failed = (int(summary[1]), int(summary[2])) if summary else (-1, -1)
         if self.simulation.returncode or failed or sent < 0 or sent % self.households:
             raise RuntimeError(f"the stopped simulation exited {self.simulation.returncode} with "
-                               f"{last[-1] if last else 'no summary line'} ({self.households} households)")
+                               f"{summary[0] if summary else 'no summary line'} ({self.households} households)")
         self.until = sent // self.households * STEP_S
         return sent
 
