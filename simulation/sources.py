@@ -385,18 +385,28 @@ def read_folder(folder, zone, skip_bad_lines=False, progress=None, skip_bad_file
         if len(set_aside) <= SKIPPED_SHOWN:
             log.warning("%s (file set aside: --skip-bad-files)", exc)
 
-    sizes = {}
+    seen = {}
+    for path in files:  # before anything is read or set aside: the one set aside may be the one meant
+        if path.stem in seen:
+            raise DataError(f"{path}: household {path.stem!r} is {seen[path.stem]} too (nothing was sent: remove "
+                            "or rename one of the two files)")
+        seen[path.stem] = path
+    sizes, unreachable = {}, []
     for path in files:
         try:
             if not path.is_file():
                 raise DataError(f"{path}: not a file (a folder, or a link to nothing)")
             sizes[path] = path.stat().st_size
-        except OSError as exc:  # a folder that can be listed and not entered (chmod -R 644)
-            bad_file(DataError(f"{path}: can't be reached ({exc.strerror or exc})"))
+        except OSError as exc:
+            unreachable.append((path, exc))
         except DataError as exc:
             bad_file(exc)
+    if unreachable and len(unreachable) == len(files):  # a folder that can be listed and not entered (chmod -R 644)
+        raise DataError(f"--data {folder}: its files can't be reached ({unreachable[0][1].strerror or unreachable[0][1]})")
+    for path, exc in unreachable:
+        bad_file(DataError(f"{path}: can't be reached ({exc.strerror or exc})"))
     total, done = sum(sizes.values()), 0
-    households, skipped, seen = [], 0, {}
+    households, skipped = [], 0
     for path, size in sizes.items():
         report = None if progress is None else (lambda read, before=done: progress(before + read, total, len(sizes)))
         try:
@@ -404,10 +414,6 @@ def read_folder(folder, zone, skip_bad_lines=False, progress=None, skip_bad_file
         except DataError as exc:
             bad_file(exc)
         else:
-            if household.household in seen:
-                raise DataError(f"{path}: household {household.household!r} is {seen[household.household]} too "
-                                "(nothing was sent: remove or rename one of the two files)")
-            seen[household.household] = path
             households.append(household)
             skipped += bad
         done += size

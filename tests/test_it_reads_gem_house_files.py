@@ -182,15 +182,16 @@ def test_it_says_a_gap_of_days_that_lengthens_the_run(tmp_path, caplog):
         "meter silent that long, or a typo in the date? (taken: it lengthens the run)"]
 
 
-def test_it_names_a_file_of_a_folder_that_cannot_be_reached(tmp_path, monkeypatch):
+def test_it_names_a_folder_whose_files_cannot_be_reached(tmp_path, monkeypatch):
     write_gem_csv(tmp_path / "h.csv", [("2019-12-24 00:00:00", 1000)])
 
     def refused(path):
         raise PermissionError(13, "Permission denied")
 
     monkeypatch.setattr(type(tmp_path), "is_file", refused)  # as in a folder that can be listed, not entered
-    with pytest.raises(DataError, match=r"h\.csv: can't be reached \(Permission denied\)"):
-        read_folder(tmp_path, BERLIN)
+    for skip in (False, True):  # not a file to set aside: the folder
+        with pytest.raises(DataError, match=rf"--data {tmp_path}: its files can't be reached \(Permission denied\)$"):
+            read_folder(tmp_path, BERLIN, skip_bad_files=skip)
 
 
 def test_it_names_each_skipped_line_up_to_a_bound_and_counts_the_rest(tmp_path, caplog):
