@@ -14,7 +14,6 @@ import shutil
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 from django.conf import settings
 from django.db import connection
@@ -30,7 +29,7 @@ log = logging.getLogger("fog.edge")
 
 RENEW_SECONDS = 1.0
 TLS_CHECK_SECONDS = 60  # for `python -m fogwire.tls` (a fraction of a second) on a loaded machine
-ROOT = Path(__file__).resolve().parent.parent
+TLS_CHECK_SAID = 1000  # characters of its stderr a failed check quotes (the end, where the error is)
 HEARTBEAT, DATA = 1, 2  # places of the ports in a FOG_CLOUD_ENDPOINTS entry
 REFUSED_RETRY_SECONDS = 30  # how often an ingest that can't start as configured looks again (a recreated topic)
 IDLE_SLEEP = {"ingest": 0.0, "sender": 0.05, "heartbeat": 0.0}  # seconds between steps that did nothing (the
@@ -53,7 +52,7 @@ def cloud_tls_problem():
 
     if not settings.FOG_TLS_CA:
         return None
-    path = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
+    path = os.pathsep.join(filter(None, [str(settings.BASE_DIR), os.environ.get("PYTHONPATH")]))
     try:  # -P: this project's fogwire, not one in the working directory
         result = subprocess.run([sys.executable, "-P", "-m", "fogwire.tls", settings.FOG_TLS_CA,
                                  settings.FOG_TLS_SERVER_NAME, settings.FOG_EDGE_TLS_CERT or ""],
@@ -63,8 +62,10 @@ def cloud_tls_problem():
         return f"checking the TLS files took over {TLS_CHECK_SECONDS} s (python -m fogwire.tls)"
     if result.returncode == 0 and result.stdout.strip() == TLS_OK:
         return None
-    return (result.stdout.strip() if result.returncode == TLS_UNUSABLE else None) or \
-        f"checking the TLS files failed (python -m fogwire.tls, exit {result.returncode}): {result.stderr.strip()[-1000:]}"
+    if result.returncode == TLS_UNUSABLE and result.stdout.strip():
+        return result.stdout.strip()
+    return (f"checking the TLS files failed (python -m fogwire.tls, exit {result.returncode}): "
+            f"{result.stderr.strip()[-TLS_CHECK_SAID:]}")
 
 
 def cloud_address(port_index, tls):

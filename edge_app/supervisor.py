@@ -208,7 +208,7 @@ class Supervisor:
         # Forked (edge_app/worker.py says why), in a session of its own. The parent-death signal and the
         # worker's parent watch end the worker if the supervisor dies.
         watch = self.database_file.fd if self.database_file else None
-        return fork_worker(self.worker_command(number), os.getpid(), close_fds=[] if watch is None else [watch])
+        return fork_worker(self.worker_command(number), os.getpid(), fds_to_close=[] if watch is None else [watch])
 
     def _restart_allowed(self, what="edge workers died"):
         now = time.monotonic()

@@ -46,7 +46,7 @@ SUPERVISOR_ENV = "FOG_SUPERVISOR_PID"
 PARENT_WATCH_SECONDS = 0.2
 PR_SET_PDEATHSIG = 1  # from <linux/prctl.h>
 PR_SET_NAME = 15
-WORKER_NAME = "fog-edge-worker"  # a forked worker's process name (at most 15 bytes); its command line is runedge's
+WORKER_NAME = "fog-edge-worker"  # a forked worker's process name (15 bytes, all Linux keeps); its command line is runedge's
 WAIT_SLICE_SECONDS = 0.01
 
 
@@ -83,15 +83,15 @@ def _flush_stdio():
 def _set_name(name):
     """The process's name in ps, top and pgrep (not `pgrep -f`, which reads the command line the fork kept)."""
     try:
-        ctypes.CDLL(None).prctl(PR_SET_NAME, name.encode()[:15], 0, 0, 0)
+        ctypes.CDLL(None).prctl(PR_SET_NAME, name.encode(), 0, 0, 0)  # the kernel keeps the first 15 bytes
     except (OSError, AttributeError):
         pass
 
 
-def fork_worker(args, supervisor_pid, close_fds=()):
+def fork_worker(args, supervisor_pid, fds_to_close=()):
     """Run `manage.py <args>` (an rqworker command line) in a child forked from this process, in a session of
     its own as `subprocess.Popen(start_new_session=True)` would, with FOG_SUPERVISOR_PID set, the descriptors
-    `close_fds` closed and the pipeline's log level of the settings (not the supervisor's -v). Returns a
+    `fds_to_close` closed and the pipeline's log level of the settings (not the supervisor's -v). Returns a
     ForkedWorker. The child never returns into the caller's code: it ends with os._exit."""
     from django.conf import settings
     from django.core.management import CommandError, call_command
@@ -107,7 +107,7 @@ def fork_worker(args, supervisor_pid, close_fds=()):
         return ForkedWorker(pid)
     code = 1
     try:
-        for fd in close_fds:  # before the child opens anything: no lock of its own yet that a close would drop
+        for fd in fds_to_close:  # before the child opens anything: no lock of its own yet that a close would drop
             os.close(fd)
         os.setsid()  # a terminal's Ctrl-C reaches only the supervisor, which stops the loops in order
         set_parent_death_signal()
@@ -142,8 +142,9 @@ class ForkedWorker:
         if self.returncode is None:
             try:
                 pid, status = os.waitpid(self.pid, os.WNOHANG)
-            except ChildProcessError:  # reaped by someone else (SIGCHLD ignored): gone, its status unknown
-                pid, status = self.pid, 0
+            except ChildProcessError:  # reaped by someone else (SIGCHLD ignored): gone, its status unknown, so
+                self.returncode = 1  # not a success (a burst worker's 0 says its loop is done)
+                return self.returncode
             if pid:
                 self.returncode = os.waitstatus_to_exitcode(status)
         return self.returncode
@@ -177,7 +178,8 @@ class EdgeWorker(SimpleWorker):
     def work(self, *args, **kwargs):
         # rq's SIGTERM handler raises StopRequested when the worker is not busy. Its loop catches that, but
         # the supervisor ending a run can signal a worker that is tearing down or already exiting, and the
-        # exception came out of rq's teardown or pynng's atexit as a traceback. The worker was ending anyway.
+        # exception came out of rq's teardown (or, in a worker started by hand, pynng's atexit: a forked one
+        # leaves with os._exit) as a traceback. The worker was ending anyway.
         try:
             return super().work(*args, **kwargs)
         except StopRequested:

@@ -15,7 +15,6 @@ from redis.connection import parse_url
 from cloud_app.engine import LOCAL_CLUSTER_MASTERS, is_cluster, node_url
 from cloud_app.secrets import EMPTY, MALFORMED, MIN_SECRET_BYTES, REPEATED, UNREADABLE, read_edge_secrets, weak_secrets
 from edge_app.budget import BYTES_PER_TUPLE, budget_folder
-from edge_app.worker import SUPERVISOR_ENV
 from fogsite.certdates import EXPIRY_WARNING_DAYS, TLS_FILE_SETTINGS, setting_problem
 from fogsite.env import is_loopback
 
@@ -166,10 +165,6 @@ def _link_security(pairs):
 
 def _check_certificate_dates():
     """Nothing else notices a certificate out of date before the handshakes fail (fogsite/certdates.py)."""
-    if os.environ.get(SUPERVISOR_ENV):
-        # A worker runedge started, which checked them at its start. One that expired since must not fail the
-        # worker's restart: the ingest stores windows meanwhile, and the link alone waits for a new certificate.
-        return []
     errors = []
     for name in TLS_FILE_SETTINGS:
         problem = setting_problem(name)

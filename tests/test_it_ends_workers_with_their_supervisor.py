@@ -12,8 +12,8 @@ import pytest
 import redis as redis_lib
 
 from edge_app.worker import WORKER_NAME
-from tests.conftest import (ROOT, alive, child_env, child_pids, edge_cloud, produce, reading, run_manage, start_edge,
-                            wait_for)
+from tests.conftest import (ROOT, alive, child_env, child_pids, edge_cloud, held_loops, produce, reading, run_manage,
+                            start_edge, wait_for)
 
 T0 = 1_577_142_000_000
 FOLLOW_SECONDS = 2.0
@@ -118,19 +118,21 @@ def test_it_gives_up_on_loops_that_fail_as_they_start(tmp_path, kafka_bootstrap,
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("level, said", [("INFO", True), ("WARNING", False)])
-def test_it_logs_the_loops_at_the_pipelines_level_not_at_runedges_verbosity(level, said, kafka_bootstrap, topic,
-                                                                          edge_env, redis_url, cloud_prefix):
-    # The workers are forked from a supervisor run with -v 0 (its own lines: warnings only); their loops
-    # log at FOG_LOG_LEVEL, as workers started on their own do.
+@pytest.mark.parametrize("verbosity, level, said", [("0", "INFO", True), ("1", "WARNING", False)])
+def test_it_logs_the_loops_at_the_pipelines_level_not_at_runedges_verbosity(verbosity, level, said, kafka_bootstrap,
+                                                                          topic, edge_env, redis_url, cloud_prefix):
+    # The workers are forked from a supervisor whose -v sets its own lines' level; their loops log at
+    # FOG_LOG_LEVEL, as workers started on their own do: INFO lines under -v 0, none under -v 1 at WARNING.
+    env = {**edge_env, "FOG_LOG_LEVEL": level}
     cloud = edge_cloud(edge_env, redis_url, cloud_prefix)
-    proc = None
+    proc = subprocess.Popen([sys.executable, str(ROOT / "manage.py"), "runedge", "--topic", topic, "-v", verbosity],
+                            cwd=ROOT, env=child_env(env), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
-        proc = start_edge({**edge_env, "FOG_LOG_LEVEL": level}, topic)
+        assert wait_for(lambda: len(held_loops(env)) == 3, timeout=60, interval=0.2)
         proc.send_signal(signal.SIGTERM)
         out, err = proc.communicate(timeout=60)
     finally:
-        if proc is not None and proc.poll() is None:
+        if proc.poll() is None:
             proc.kill()
             proc.communicate()
         cloud.stop()

@@ -281,6 +281,8 @@ def test_it_measures_the_whole_pipeline_from_window_end_to_the_page(services, tm
     assert 0.5 * 150 <= int(figure["readings/s"].replace(",", "")) <= 1.5 * 150, figure
     assert figure["late readings"] == "0" and figure["tuples timed"] == "100.0%"
     each = [float(value.split(" / ")[0]) for name, value in figure.items() if name.endswith(" cpu/pss")]
+    assert all(float(value.split(" / ")[1].split()[0]) > 0 for name, value in figure.items()
+               if name.endswith(" cpu/pss")), figure  # memory read for every process
     total = float(figure["cpu, all processes"])
     assert len(each) == 6 and total > 0 and total == pytest.approx(sum(each), abs=0.03), figure  # each is rounded
     used, cores = re.fullmatch(r"([\d.]+) of (\d+) cores", figure["machine cpu"]).groups()

@@ -9,9 +9,10 @@ client that reads the dashboard's live feed, all real processes on the local bro
   run reports the share it timed). Grace, closing, delivery,
   storing, publishing and the page's own rate limit are all inside it.
 - Throughput: readings/s the edge read (its own count) and tuples/s acknowledged (the live feed).
-- Cost: CPU seconds per wall second and peak memory (PSS, `_pss_mib`) of each process (with its children, those that
-  ended during the run too: Redis rewrites its append-only file in one), Kafka and Redis included; and
-  the whole machine's CPU, with the share of the time every core was busy (MachineLoad).
+- Cost: CPU seconds per wall second and peak memory (PSS: pages shared after a fork counted once) of
+  each process (with its children, those that ended during the run too: Redis rewrites its append-only
+  file in one), Kafka and Redis included; and the whole machine's CPU, with the share of the time every
+  core was busy (MachineLoad).
 
 A run "holds" when, over the measured span, the p99 freshness stays within HOLD_FRESHNESS_S, the
 tuples acknowledged keep pace with the households (at least HOLD_PACE of households / window per
