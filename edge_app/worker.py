@@ -50,13 +50,17 @@ WORKER_NAME = "fog-edge-worker"  # a forked worker's process name (15 bytes, all
 WAIT_SLICE_SECONDS = 0.01
 
 
+def _prctl(option, value):
+    """Linux's prctl(option, value); False where there is none."""
+    try:
+        return ctypes.CDLL(None, use_errno=True).prctl(option, value, 0, 0, 0) == 0
+    except (OSError, AttributeError):
+        return False
+
+
 def set_parent_death_signal(signum=signal.SIGKILL):
     """Ask the kernel to send `signum` to this process when its parent (thread) exits. Linux only."""
-    try:
-        libc = ctypes.CDLL(None, use_errno=True)
-    except OSError:
-        return False
-    return libc.prctl(PR_SET_PDEATHSIG, int(signum), 0, 0, 0) == 0
+    return _prctl(PR_SET_PDEATHSIG, int(signum))
 
 
 def watch_parent(expected_ppid, interval=PARENT_WATCH_SECONDS):
@@ -78,14 +82,6 @@ def _flush_stdio():
             stream.flush()
         except (AttributeError, OSError, ValueError):  # closed (runedge >&-), or a pipe nobody reads
             pass
-
-
-def _set_name(name):
-    """The process's name in ps, top and pgrep (not `pgrep -f`, which reads the command line the fork kept)."""
-    try:
-        ctypes.CDLL(None).prctl(PR_SET_NAME, name.encode(), 0, 0, 0)  # the kernel keeps the first 15 bytes
-    except (OSError, AttributeError):
-        pass
 
 
 def fork_worker(args, supervisor_pid, fds_to_close=()):
@@ -113,7 +109,8 @@ def fork_worker(args, supervisor_pid, fds_to_close=()):
         set_parent_death_signal()
         for signum in (signal.SIGINT, signal.SIGTERM):
             signal.signal(signum, signal.SIG_DFL)  # not the supervisor's handler: rq's worker installs its own
-        _set_name(WORKER_NAME)
+        # Its name in ps -e, top and pgrep (not `pgrep -f`: the command line is the one the fork kept)
+        _prctl(PR_SET_NAME, WORKER_NAME.encode())
         logging.getLogger("fog").setLevel(settings.LOG_LEVEL)
         os.environ[SUPERVISOR_ENV] = str(supervisor_pid)
         call_command(*args)

@@ -257,7 +257,7 @@ def _read_lines(lines, path, zone, skip_bad_lines, timestamps, powers):
     skipped, previous, now_ms = 0, None, int(time.time() * 1000)
     last = None  # (number, date text, time of the line before it) of the last line taken
     recent = deque(maxlen=STRAY_LINES)  # (number, date text) of the last lines taken
-    held = []  # (number, date text, time, watts, problem) of lines in a row that came back before the last taken
+    held = []  # (number, date text, NotAfter) of lines in a row that came back before the last taken
 
     def skip(number, problem):
         nonlocal skipped
@@ -273,7 +273,7 @@ def _read_lines(lines, path, zone, skip_bad_lines, timestamps, powers):
         last, previous = (number, date, previous), ts
 
     def skip_held():
-        for number, _, _, _, problem in held:
+        for number, _, problem in held:
             skip(number, problem)
         held.clear()
 
@@ -281,11 +281,11 @@ def _read_lines(lines, path, zone, skip_bad_lines, timestamps, powers):
         """A line that came back before the last taken (skip_bad_lines): held until the next lines say whether it
         or the lines it came back from are out of place."""
         nonlocal previous
-        if held and exc.ts <= held[-1][2]:
+        if held and exc.ts <= held[-1][2].ts:
             skip_held()
-        held.append((number, date, exc.ts, exc.watts, exc))
+        held.append((number, date, exc))
         ahead = 0
-        while ahead < len(timestamps) and timestamps[-1 - ahead] >= held[0][2] and ahead <= STRAY_LINES:
+        while ahead < len(timestamps) and timestamps[-1 - ahead] >= held[0][2].ts and ahead <= STRAY_LINES:
             ahead += 1
         if ahead > len(recent):
             skip_held()
@@ -300,8 +300,8 @@ def _read_lines(lines, path, zone, skip_bad_lines, timestamps, powers):
             skip(stray, f"time {stray_date} is ahead of {lines} after it, which come back in order: a date "
                         "out of place")
         previous = timestamps[-1] if timestamps else None
-        for number, date, ts, watts, _ in held:
-            take(number, date, ts, watts)
+        for number, date, came_back in held:
+            take(number, date, came_back.ts, came_back.watts)
         held.clear()
 
     for number, text in lines:

@@ -47,8 +47,8 @@ REDIS_READY_SECONDS = 20
 STOP_SECONDS = 30
 KAFKA_HEAP = ["-Xms128m", "-Xmx512m", "-XX:+UseSerialGC"]
 # A JVM that lives briefly under light load (the storage tool; a fault lane's broker, for its lane's scenarios)
-# spends much of its CPU compiling hot code twice: the first compiler alone took about 40 % less CPU to start a
-# broker and serve a lane's light load.
+# spends much of its CPU compiling hot code twice, for code it leaves before the second compile pays: the first
+# compiler alone takes less CPU to start a broker and serve a lane's light load.
 SHORT_LIVED_JVM = ["-XX:TieredStopAtLevel=1"]
 CLUSTER_MASTERS = LOCAL_CLUSTER_MASTERS  # the product's settings checks count on it
 CLUSTER_BUS_OFFSET = 10000  # Redis's fixed offset of a node's cluster bus port
