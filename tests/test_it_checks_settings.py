@@ -20,7 +20,7 @@ def test_it_refuses_equal_heartbeat_and_data_ports():
 
 @pytest.mark.parametrize("command", ["runedge", "runcloud"])
 def test_it_runs_the_pipelines_checks_as_a_node_starts(command):
-    """A node runs the pipeline's checks, not the pages' (fogsite.checks.DAEMON_CHECKS): a mistake stops it."""
+    """A node runs the pipeline's checks, not the pages' (fogsite.checks.PIPELINE_CHECKS): a mistake stops it."""
     result = run_manage(command, env={"FOG_HEARTBEAT_PORT": "7000", "FOG_DATA_PORT": "7000"}, timeout=60)
     assert result.returncode != 0 and "SystemCheckError" in result.stderr, result.stderr
     assert "fog.E001" in result.stderr and "admin." not in result.stderr

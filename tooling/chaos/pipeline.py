@@ -172,7 +172,7 @@ class Pipeline:
         try:
             self.proxy_hb = _proxy(self.hb)
             self.proxy_data = _proxy(self.data)
-            self._manage("migrate", "-v", "0").wait(60)
+            self._manage("migrate", "--skip-checks", "-v", "0").wait(60)  # the nodes run them as they start
         except BaseException:  # stopped (or interrupted) already: the proxies and the folder go too
             self.close()
             raise

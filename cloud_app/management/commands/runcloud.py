@@ -5,14 +5,14 @@ from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
 from cloud_app.run import MAX_WORKERS, CloudStartError, run_cloud
-from fogsite.checks import DAEMON_CHECKS
+from fogsite.checks import PIPELINE_CHECKS
 from fogsite.env import option_float, option_host, option_int, option_port
 
 LOG_LEVELS = {0: logging.WARNING, 1: logging.INFO, 2: logging.DEBUG, 3: logging.DEBUG}
 
 
 class Command(BaseCommand):
-    requires_system_checks = DAEMON_CHECKS
+    requires_system_checks = PIPELINE_CHECKS
     help = (
         "Run the cloud node: pynng Rep sockets for heartbeats and data batches from edges, "
         "stored in the cloud Redis before each reply; tls+tcp when FOG_CLOUD_TLS_CERT is set. Refuses a bind "

@@ -9,7 +9,7 @@ from edge_app.kafka_source import SOURCES
 from edge_app.loops import cloud_tls_problem
 from edge_app.supervisor import EdgeStartError, Supervisor
 from fogsite.certdates import refusal
-from fogsite.checks import DAEMON_CHECKS
+from fogsite.checks import PIPELINE_CHECKS
 from fogsite.edge_database import check_edge_database
 from fogsite.env import TOPIC_EXPECTED, TOPIC_RE, is_loopback, option_float, option_match
 from fogwire.protocol import MAX_BATCH_TUPLES
@@ -19,7 +19,7 @@ log = logging.getLogger("fog.edge")
 
 
 class Command(BaseCommand):
-    requires_system_checks = DAEMON_CHECKS
+    requires_system_checks = PIPELINE_CHECKS
     help = ("Run the edge node: the ingest (Kafka -> 5 s windows -> tuples), sender (tuples -> cloud) and "
             "heartbeat loops as RQ jobs, in RQ workers this command starts and supervises. "
             "SIGINT/SIGTERM stops every loop within 5 s. The summary line starts with `ended=WORD` "

@@ -10,10 +10,13 @@ import secrets
 from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError
 
+from fogsite.checks import PIPELINE_CHECKS
+
 PASSWORD_BYTES = 18  # 24 URL-safe characters
 
 
 class Command(BaseCommand):
+    requires_system_checks = PIPELINE_CHECKS
     help = ("Create a local Django admin user (staff and superuser) with a generated password and print the "
             "password once; if the user exists, give it a new generated password. For the demo's /admin/.")
 

@@ -5,6 +5,7 @@ from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
 from cloud_app.engine import STORE_ERRORS, connect
+from fogsite.checks import PIPELINE_CHECKS
 from fogsite.edge_database import check_edge_database
 from fogsite.reconcile import reconcile
 
@@ -12,6 +13,7 @@ COLUMNS = ("expected", "acked", "pending", "refused", "missing_in_cloud", "dupli
 
 
 class Command(BaseCommand):
+    requires_system_checks = PIPELINE_CHECKS
     help = ("Compare the windows this edge stored, and their delivery states, with what the cloud holds; "
             "recompute the cloud's per-state sums. Exits 1 on any loss, duplicate or sum mismatch.")
 

@@ -4,6 +4,7 @@ from pathlib import Path
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
+from fogsite.checks import PIPELINE_CHECKS
 from tooling.bench.common import python_speed
 from tooling.chaos.lanes import MAX_LANES, LaneRunner, NotRun, schedule
 from tooling.chaos.report import markdown
@@ -12,6 +13,7 @@ from tooling.signals import stop_on_signals
 
 
 class Command(BaseCommand):
+    requires_system_checks = PIPELINE_CHECKS
     help = ("Run the fault matrix: the real pipeline as real processes, one fault per scenario, then "
             "reconcile. Exits 1 if any window was lost or duplicated.")
 

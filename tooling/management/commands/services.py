@@ -1,10 +1,12 @@
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
+from fogsite.checks import PIPELINE_CHECKS
 from tooling.localservices import ServiceError, services
 
 
 class Command(BaseCommand):
+    requires_system_checks = PIPELINE_CHECKS
     help = (
         "Start, stop or show the local Kafka broker and Redis server under var/. "
         "Services whose address (FOG_KAFKA_BOOTSTRAP, FOG_*_REDIS_URL) is not on this machine are left alone."
