@@ -14,7 +14,6 @@ message (fogwire/tls.py).
 import datetime
 import os
 
-from cryptography import x509
 from django.conf import settings
 
 # A certificate that expires within this many days is a warning (fog.W013): time to renew it without an outage.
@@ -26,6 +25,9 @@ TLS_FILE_SETTINGS = ("FOG_CLOUD_TLS_CERT", "FOG_EDGE_TLS_CERT", "FOG_TLS_CA")
 def _certificates(path):
     if not os.path.isfile(path):  # missing, a folder or a pipe: fog.E011's to name, and nothing to wait on here
         return []
+    # Here, not at the top: every command imports this module for its checks, and most read no certificate.
+    from cryptography import x509
+
     try:
         with open(path, "rb") as file:
             return x509.load_pem_x509_certificates(file.read())
@@ -41,6 +43,8 @@ def _whose(cert, several):
     """'the certificate' alone in its file; in a bundle (a CA file) which one, by its common name."""
     if not several:
         return "the certificate"
+    from cryptography import x509
+
     names = cert.subject.get_attributes_for_oid(x509.NameOID.COMMON_NAME)
     return f"the certificate of {names[0].value}" if names else f"the certificate {cert.subject.rfc4514_string()}"
 
