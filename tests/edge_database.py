@@ -19,9 +19,11 @@ that teardown never run, the session's exit kills them like any other survivor; 
 leaves them alone only because this module still owns them then (owned_server_pids).
 """
 
+import contextlib
 import secrets
 import shutil
 import tempfile
+import time
 from pathlib import Path
 from uuid import uuid4
 
@@ -38,6 +40,7 @@ USER, DATABASE = "fog", "fog"
 DATABASE_FIXTURES = {"db", "transactional_db", "admin_client", "admin_user", "django_db_setup", "edge_env",
                      "session_postgres"}
 
+TEMPLATE_TRIES = 50  # a tenth of a second apart
 _running = []  # the servers this session started and has not stopped yet
 
 
@@ -103,13 +106,25 @@ class SessionPostgres:
     def url(self, name=DATABASE):
         return f"postgres://{USER}:{self.password}@{self.server.host}:{self.server.port}/{name}"
 
-    def new_database(self):
-        """The URL of a fresh, empty database on this server."""
+    def new_database(self, template=None):
+        """The URL of a fresh, empty database on this server, or of a copy of the database `template` (which
+        nobody may be connected to)."""
+        import psycopg
         from psycopg import sql
 
         name = f"edge_{uuid4().hex[:12]}"
+        create = sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name))
+        if template:
+            create += sql.SQL(" TEMPLATE {}").format(sql.Identifier(template))
         with self.server._connect("postgres") as conn:
-            conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+            for attempt in range(TEMPLATE_TRIES):
+                try:
+                    conn.execute(create)
+                    break
+                except psycopg.errors.ObjectInUse:  # the template's last client has left, its backend not yet
+                    if attempt == TEMPLATE_TRIES - 1:
+                        raise
+                    time.sleep(0.1)
         return self.url(name)
 
 
@@ -137,9 +152,20 @@ def point_default_database_at(url):
     connections.configure_settings(settings.DATABASES)  # Django's defaults for the new entry
 
 
-def child_database_url(session_server, tmp_path):
-    """A child edge's own database: a SQLite file in the test's folder, or a fresh database on the session's server."""
-    return session_server.new_database() if session_server else f"sqlite:///{tmp_path / 'edge.sqlite3'}"
+def child_database_url(session_server, tmp_path, template=None):
+    """A child edge's own database: a SQLite file in the test's folder, or a fresh database on the session's server;
+    with `template` (the URL of another such database), a copy of that one."""
+    if session_server:
+        return session_server.new_database(template and template.rsplit("/", 1)[1])
+    path = tmp_path / "edge.sqlite3"
+    if template:
+        import sqlite3
+
+        # SQLite's backup, not a file copy: what the template's writer left in its write-ahead log comes too.
+        with contextlib.closing(sqlite3.connect(template.removeprefix("sqlite:///"))) as source, \
+                contextlib.closing(sqlite3.connect(path)) as copy:
+            source.backup(copy)
+    return f"sqlite:///{path}"
 
 
 def connect_read_only(url):
