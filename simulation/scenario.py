@@ -8,9 +8,6 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-import mosaik
-import mosaik.util
-
 from fogwire import limits
 from fogwire.fullgc import FullCollections
 from fogwire.limits import MAX_READINGS_PER_MESSAGE
@@ -202,6 +199,11 @@ def run(options, stop_flag=lambda: None):
                      anchor_ms=start_ms if options.start == "now" and not options.data else None,
                      step_ms=int(options.step * 1000), collections=FullCollections(options.full_gc_seconds))
     summary = {} if options.collect else None
+    # Here, not at the top: a run its input or Kafka stops, and --help, do without mosaik and networkx, which
+    # are most of what this command imports.
+    import mosaik
+    import mosaik.util
+
     world = mosaik.World(SIM_CONFIG, skip_greetings=True, configure_logging=False)
     try:
         households_sim = world.start("Household", source=source, step=options.step, start_ms=start_ms, zone=zone,
