@@ -18,11 +18,11 @@ from edge_app.budget import BYTES_PER_TUPLE, budget_folder
 from fogsite.certdates import EXPIRY_WARNING_DAYS, TLS_FILE_SETTINGS, setting_problem
 from fogsite.env import is_loopback
 
-# The checks a command that serves no page runs as it starts (the nodes, reconcile, the tools): ours
-# (compatibility) and Django's that concern it, not the admin's, the templates', the URLs' or the static files'.
-# Those import every view and template tag library, and through Django REST framework every optional package it
-# finds installed: most of the CPU such a start spends on its checks, which the edge's restarts after a crash
-# wait for. `manage.py check` and the web server run them all.
+# The checks a command that shows no page runs as it starts (the nodes, reconcile, chaos, services, localadmin):
+# ours (compatibility) and Django's that concern it, not the admin's, the templates', the URLs' or the static
+# files'. Those import every view and template tag library, and through Django REST framework every optional
+# package it finds installed: most of the CPU such a start spends on its checks, which the edge's restarts after a
+# crash wait for. `manage.py check`, `migrate`, `runserver` and `bench` (which times pages) run them all.
 PIPELINE_CHECKS = [Tags.caches, Tags.compatibility, Tags.database, Tags.files, Tags.models, Tags.security,
                    Tags.signals, Tags.translation]
 LOOPBACK = {"127.0.0.1", "localhost", "::1", "[::1]", "ip6-localhost"}

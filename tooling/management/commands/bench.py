@@ -5,7 +5,6 @@ import sys
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
-from fogsite.checks import PIPELINE_CHECKS
 from tooling.bench import admin, api, cloud, e2e, edge, latency, scale, simulate, store
 from tooling.bench.common import carry_generated, python_speed
 from tooling.localservices import redis_hostport, split_hostport
@@ -193,7 +192,6 @@ NOTES = [
 
 
 class Command(BaseCommand):
-    requires_system_checks = PIPELINE_CHECKS
     help = ("Run a benchmark against the real local broker, Redis and pynng sockets, and print each figure next "
             "to a baseline measured in the same run that differs from it in one thing. Benchmarks are not tests.")
 
