@@ -23,7 +23,6 @@ import contextlib
 import secrets
 import shutil
 import tempfile
-import time
 from pathlib import Path
 from uuid import uuid4
 
@@ -40,7 +39,6 @@ USER, DATABASE = "fog", "fog"
 DATABASE_FIXTURES = {"db", "transactional_db", "admin_client", "admin_user", "django_db_setup", "edge_env",
                      "session_postgres"}
 
-TEMPLATE_TRIES = 50  # a tenth of a second apart
 _running = []  # the servers this session started and has not stopped yet
 
 
@@ -109,7 +107,6 @@ class SessionPostgres:
     def new_database(self, template=None):
         """The URL of a fresh, empty database on this server, or of a copy of the database `template` (which
         nobody may be connected to)."""
-        import psycopg
         from psycopg import sql
 
         name = f"edge_{uuid4().hex[:12]}"
@@ -117,14 +114,7 @@ class SessionPostgres:
         if template:
             create += sql.SQL(" TEMPLATE {}").format(sql.Identifier(template))
         with self.server._connect("postgres") as conn:
-            for attempt in range(TEMPLATE_TRIES):
-                try:
-                    conn.execute(create)
-                    break
-                except psycopg.errors.ObjectInUse:  # the template's last client has left, its backend not yet
-                    if attempt == TEMPLATE_TRIES - 1:
-                        raise
-                    time.sleep(0.1)
+            conn.execute(create)  # waits a few seconds itself for a backend of the template's last client to end
         return self.url(name)
 
 

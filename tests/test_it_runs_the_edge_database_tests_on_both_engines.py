@@ -42,7 +42,7 @@ def test_it_runs_in_process_and_in_a_child_edge_on_the_engine_the_session_chose(
     assert connection.vendor == VENDOR[chosen]
     if chosen == "postgres":
         assert connection.pg_version // 10000 == 15, connection.pg_version
-    with edge_db(edge_env) as child:  # the child edge's `migrate` wrote there
+    with edge_db(edge_env) as child:  # a copy of what the worker's `migrate` wrote (migrated_edge_database)
         version = child.execute(SERVER_VERSION[chosen]).fetchone()[0]
         applied = [name for (name,) in child.execute(
             "select name from django_migrations where app = 'edge_app' order by name").fetchall()]
@@ -75,8 +75,10 @@ def test_it_upgrades_an_edge_with_tuples_through_every_migration(transactional_d
 
 def test_it_stops_its_postgresql_and_removes_its_folder_when_interrupted():
     marker = uuid.uuid4().hex  # the nested session's own, so its processes are told apart from ours
+    # This file's edge_db tests: the session starts its PostgreSQL for them as for the whole pass, without first
+    # collecting every test file.
     nested = subprocess.Popen([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", OPTION, "postgres",
-                               "-m", "edge_db"], cwd=ROOT, env={**os.environ, SESSION_ENV: marker},
+                               "-m", "edge_db", __file__], cwd=ROOT, env={**os.environ, SESSION_ENV: marker},
                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
     def listening_server_folder():
