@@ -6,9 +6,9 @@ MANAGE := $(PY) manage.py
 WEB_PORT ?= 8000
 REPEAT ?= 3
 
-.PHONY: bootstrap system venv node services services-stop services-status migrate admin demo test chaos bench check clean-var
+.PHONY: bootstrap system venv node bytecode services services-stop services-status migrate admin demo test chaos bench check clean-var
 
-bootstrap: system venv node services
+bootstrap: system venv node bytecode services
 
 system:
 	@scripts/bootstrap-system.sh
@@ -27,6 +27,12 @@ venv: .venv/.installed
 	@if test -x .venv/bin/uv && .venv/bin/uv pip install -q --compile-bytecode --python $(PY) -r requirements.txt; then :; \
 	else echo "venv: installing requirements.txt with pip"; $(PIP) -r requirements.txt; fi
 	@touch $@
+
+# The project's own modules compiled once, as uv compiles the packages': where Python may not write bytecode
+# (PYTHONDONTWRITEBYTECODE), every process the tests and the demo start would compile each module of ours it
+# imports again. Python still reads what is here, and a file changed since is compiled afresh, in memory, as before.
+bytecode: venv
+	@$(PY) -m compileall -q -j 0 manage.py fogsite edge_app cloud_app fogwire simulation tooling tests
 
 node: node_modules/.package-lock.json
 node_modules/.package-lock.json: package.json package-lock.json
