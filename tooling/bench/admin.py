@@ -369,7 +369,8 @@ def child_admin(tuples, households, days, requests, baseline_requests, fill=True
     with override_settings(PASSWORD_HASHERS=["django.contrib.auth.hashers.MD5PasswordHasher"]):
         User.objects.create_superuser("bench", "bench@example.invalid", password)
         client = Client()
-        client.login(username="bench", password=password)
+        if not client.login(username="bench", password=password):
+            raise RuntimeError("bench admin: its user could not log in")
     newest_day = WindowAggregate.objects.order_by("-day").values_list("day", flat=True)[0]
     # As the web server does once it is set up (fogsite/asgi.py): without it a full collection walks every
     # module and settings object inside whichever request triggers it, a pause the served admin has not.
