@@ -13,10 +13,10 @@ bootstrap: system venv node bytecode services
 system:
 	@scripts/bootstrap-system.sh
 
-# uv (Astral's installer, pinned) installs the lock: the same pinned packages as pip, in a quarter of
+# uv (Astral's installer, pinned) installs the lock: the same pinned packages as pip, in a fraction of
 # its time on a fresh clone, which `make test` spends inside its 15 minutes. It compiles the bytecode as
 # pip does: where Python may not write it (PYTHONDONTWRITEBYTECODE), every process would compile what it
-# imports again, and start twice as slowly. Where uv can't be had or can't install (it reads no pip.conf:
+# imports again, and start far more slowly. Where uv can't be had or can't install (it reads no pip.conf:
 # a mirror set there), pip installs the lock as before.
 UV_VERSION := 0.13.9
 PIP := $(PY) -m pip install -q --disable-pip-version-check
