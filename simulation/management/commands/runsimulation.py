@@ -34,7 +34,7 @@ def readings_per_message(text):
 
 class Command(BaseCommand):
     # It serves no page and uses no database: the admin's, templates' and URLs' checks import every view and
-    # template tag library (fogsite.checks.PIPELINE_CHECKS says more), which would be most of its start's CPU.
+    # template tag library (fogsite.checks.PIPELINE_CHECKS says more), a large share of its start's CPU.
     requires_system_checks = [Tags.compatibility, Tags.files, Tags.security, Tags.signals]
     help = ("Simulate households in a mosaik co-simulation and stream their power readings into Kafka, "
             "from Gem House CSV files (--data) or synthetic load profiles. SIGINT or SIGTERM stops it "
