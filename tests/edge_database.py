@@ -146,16 +146,23 @@ def child_database_url(session_server, tmp_path, template=None):
     """A child edge's own database: a SQLite file in the test's folder, or a fresh database on the session's server;
     with `template` (the URL of another such database), a copy of that one."""
     if session_server:
-        return session_server.new_database(template and template.rsplit("/", 1)[1])
+        return session_server.new_database(template and _name(template))
     path = tmp_path / "edge.sqlite3"
     if template:
         import sqlite3
 
         # SQLite's backup, not a file copy: what the template's writer left in its write-ahead log comes too.
-        with contextlib.closing(sqlite3.connect(template.removeprefix("sqlite:///"))) as source, \
+        with contextlib.closing(sqlite3.connect(_name(template))) as source, \
                 contextlib.closing(sqlite3.connect(path)) as copy:
             source.backup(copy)
     return f"sqlite:///{path}"
+
+
+def _name(url):
+    """The database a URL names, as settings.py reads it: a SQLite file's path, or a PostgreSQL database's name."""
+    import dj_database_url
+
+    return dj_database_url.parse(url)["NAME"]
 
 
 def connect_read_only(url):

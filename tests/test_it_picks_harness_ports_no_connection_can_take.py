@@ -19,15 +19,6 @@ def test_it_picks_ports_below_the_ephemeral_range_that_a_server_can_listen_on():
             server.listen()
 
 
-def _bindable(port):
-    with socket.socket() as sock:
-        try:
-            sock.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
-
-
 def test_it_passes_over_a_port_something_listens_on(monkeypatch):
     with socket.socket() as busy:
         busy.bind(("127.0.0.1", net.free_port()))
@@ -37,7 +28,7 @@ def test_it_passes_over_a_port_something_listens_on(monkeypatch):
         # Passed over for the listener alone, not as a port this process gave lately (earlier tests' picks);
         # the other port is one a bind takes now (not one in TIME_WAIT, which port_open calls closed).
         monkeypatch.setattr(net, "_GIVEN", deque(maxlen=net._GIVEN.maxlen))
-        other = next(p for p in itertools.count(taken + 1) if p % workers == worker and _bindable(p))
+        other = next(p for p in itertools.count(taken + 1) if p % workers == worker and net.bindable(p))
         picks = iter([taken, taken, other])
         monkeypatch.setattr(net._PICKS, "randrange", lambda low, high: next(picks))
         assert net.free_port() == other

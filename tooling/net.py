@@ -35,18 +35,23 @@ def free_port():
     worker, workers = _worker()
     for _ in range(tries):
         port = _PICKS.randrange(PICK_FLOOR, ceiling)
-        if port % workers != worker or port in _GIVEN:
+        if port % workers != worker or port in _GIVEN or not bindable(port):
             continue
-        with socket.socket() as sock:
-            try:
-                sock.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-            _GIVEN.append(port)
-            return port
+        _GIVEN.append(port)
+        return port
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+def bindable(port):
+    """True if a server could bind `port` on loopback now (port_open calls a port in TIME_WAIT closed too)."""
+    with socket.socket() as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
 
 
 def _worker():
