@@ -20,7 +20,7 @@ from channels.layers import get_channel_layer
 from django.conf import settings
 
 from cloud_app.engine import STORE_ERRORS, connect_async
-from cloud_app.secrets import MIN_SECRET_BYTES, read_edge_secrets, weak_secrets
+from cloud_app.secrets import read_edge_secrets, weak_secrets
 from cloud_app.server import CloudServer
 from cloud_app.store import CloudStore
 from fogsite.certdates import refusal
@@ -74,9 +74,8 @@ def check_exposure(bind, secrets, tls, *, insecure_plaintext=False, legacy_edge=
     public = not is_loopback(bind)
     weak = weak_secrets(secrets, settings.DEV_EDGE_SECRET)
     if public and weak:
-        raise CloudStartError(f"refusing to listen on {bind} (beyond loopback): the secrets of edges "
-                              f"{', '.join(weak)} are the development default or shorter than {MIN_SECRET_BYTES} "
-                              "bytes; set strong secrets in FOG_EDGE_SECRETS(_FILE)")
+        raise CloudStartError(f"refusing to listen on {bind} (beyond loopback): weak edge secrets: {', '.join(weak)}; "
+                              "give each edge a random secret of its own in FOG_EDGE_SECRETS(_FILE)")
     if public and tls is None and not insecure_plaintext:
         raise CloudStartError(f"refusing to listen on {bind} (beyond loopback) without TLS: set FOG_CLOUD_TLS_CERT "
                               "(manage.py makecerts), or pass --insecure-plaintext to accept clear text")

@@ -4,6 +4,9 @@ from collections import Counter
 from dataclasses import dataclass
 
 MIN_SECRET_BYTES = 32  # an edge secret on a reachable cloud: 256 bits, the HMAC-SHA256 tag's own strength
+# Fewer different characters than this in a secret of any length is a pattern ("a" * 32), not a random secret: a
+# random one of MIN_SECRET_BYTES characters has more, even when they are hex digits, all but never.
+MIN_SECRET_SYMBOLS = 8
 
 # What can be wrong with the list as a whole; `manage.py check` gives each a check id of its own.
 UNREADABLE, MALFORMED, REPEATED, EMPTY = "unreadable", "malformed", "repeated", "empty"
@@ -75,6 +78,21 @@ def read_edge_secrets(inline, path):
 
 
 def weak_secrets(pairs, dev_secret):
-    """Edge ids (never the secrets) whose secret is the development default or shorter than MIN_SECRET_BYTES."""
-    return [edge for edge, secret in pairs.items()
-            if secret == dev_secret or len(secret.encode()) < MIN_SECRET_BYTES]
+    """Why each weak secret is weak, as "edge id (reason)" (never the secret): the development default, shorter
+    than MIN_SECRET_BYTES, fewer than MIN_SECRET_SYMBOLS different characters, or the secret of another edge
+    too (frames tagged with it open as either edge's, so each could deliver as the other)."""
+    holders = Counter(pairs.values())
+    weak = []
+    for edge, secret in pairs.items():
+        if secret == dev_secret:
+            why = "the development default"
+        elif len(secret.encode()) < MIN_SECRET_BYTES:
+            why = f"shorter than {MIN_SECRET_BYTES} bytes"
+        elif len(set(secret)) < MIN_SECRET_SYMBOLS:
+            why = f"fewer than {MIN_SECRET_SYMBOLS} different characters"
+        elif holders[secret] > 1:
+            why = "shared with another edge"
+        else:
+            continue
+        weak.append(f"{edge} ({why})")
+    return weak

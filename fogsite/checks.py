@@ -13,7 +13,7 @@ from django.core.checks import Error, Tags, Warning, register
 from redis.connection import parse_url
 
 from cloud_app.engine import LOCAL_CLUSTER_MASTERS, is_cluster, node_url
-from cloud_app.secrets import EMPTY, MALFORMED, MIN_SECRET_BYTES, REPEATED, UNREADABLE, read_edge_secrets, weak_secrets
+from cloud_app.secrets import EMPTY, MALFORMED, REPEATED, UNREADABLE, read_edge_secrets, weak_secrets
 from edge_app.budget import BYTES_PER_TUPLE, budget_folder
 from fogsite.certdates import EXPIRY_WARNING_DAYS, TLS_FILE_SETTINGS, setting_problem
 from fogsite.env import is_loopback
@@ -117,9 +117,10 @@ def _link_security(pairs):
     if public and weak:
         errors.append(
             Error(
-                f"The cloud binds to {settings.FOG_CLOUD_BIND}, beyond loopback, and the secrets of edges "
-                f"{', '.join(weak)} are the development default or shorter than {MIN_SECRET_BYTES} bytes.",
-                hint="Anyone who can reach the port could guess them; give each edge a random secret "
+                f"The cloud binds to {settings.FOG_CLOUD_BIND}, beyond loopback, with weak edge secrets: "
+                f"{', '.join(weak)}.",
+                hint="Anyone who can reach the port could guess them, and an edge that shares its secret can "
+                "deliver as the other; give each edge a random secret of its own "
                 "(python -c 'import secrets; print(secrets.token_urlsafe(32))'). runcloud refuses to start.",
                 id="fog.E010",
             )
