@@ -82,7 +82,10 @@ class Claims:
         await self._give_back(edge, others)
         while free:
             refused, lost = await self._reserve_and_claim(edge, free, reasons)
-            if not refused or not await self._give_back(edge, lost):
+            # Always: a place kept for a household lost to another edge is never given back later, since the
+            # edge sets its tuples aside for good and never sends that household again.
+            returned = await self._give_back(edge, lost)
+            if not refused or not returned:
                 for household in refused:
                     reasons[household] = wire.R_QUOTA
                 break

@@ -1,9 +1,13 @@
 """Finding 4: the first edge to deliver a household owns it; another edge's tuples for it are refused with
 a stable reason and change nothing it shows. Each edge brings at most its quota of households."""
 
+import asyncio
+
 import pytest
 
 from cloud_app.keys import Keys, shard_of
+from cloud_app.ownership import Claims
+from cloud_app.run import store_client
 from fogwire import protocol as wire
 from tests.conftest import EDGE_ID, EDGE_SECRET, CloudThread, counted, deliver, make_rows
 
@@ -69,3 +73,33 @@ def test_it_refuses_households_beyond_an_edges_quota_and_keeps_the_ones_within(r
     assert redis_client.scard(keys.owned(EDGE_ID)) == 3
     assert not redis_client.hexists(keys.owners(shard_of("q-3")), "q-3")
     assert redis_client.hlen(keys.tuples(EDGE_ID)) == 5
+
+
+def test_it_gives_back_the_quota_place_of_a_household_another_edge_claimed_first(redis_url, cloud_prefix,
+                                                                                 redis_client):
+    """Two replicas: this edge's reads the household as nobody's, the other edge's claims it before this one's
+    claim lands. The place this edge reserved for it comes back, so its quota still takes a new household."""
+    keys = Keys(cloud_prefix)
+
+    async def race():
+        store = store_client(redis_url)
+        mine, theirs = Claims(store, keys, 2), Claims(store, keys, 2)
+        read = mine._look_up
+
+        async def other_claims_meanwhile(edge, unknown, reasons, others):
+            free = await read(edge, unknown, reasons, others)
+            assert await theirs.claim(OTHER, unknown) == {"raced": ""}
+            return free
+
+        mine._look_up = other_claims_meanwhile
+        lost = await mine.claim(EDGE_ID, ["raced"])
+        mine._look_up = read
+        try:
+            return lost, await mine.claim(EDGE_ID, ["new-0", "new-1"])
+        finally:
+            await store.aclose()
+
+    lost, new = asyncio.run(race())
+    assert lost == {"raced": wire.R_NOT_OWNER}
+    assert new == {"new-0": "", "new-1": ""}  # both places of the quota of 2
+    assert redis_client.smembers(keys.owned(EDGE_ID)) == {b"new-0", b"new-1"}
