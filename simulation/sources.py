@@ -204,7 +204,8 @@ def _reading(fields, zone, previous, now_ms):
     """(epoch ms, watts) of one data line's fields, or DataError saying what is wrong with it."""
     if len(fields) != len(HEADER_COLUMNS):
         raise DataError(f"expected {len(HEADER_COLUMNS)} fields, found {len(fields)}")
-    ts = _epoch_ms(fields[0], zone, previous, int(fields[1]) if STAMP_RE.fullmatch(fields[1]) else None)
+    stamp = fields[1].strip()  # as float() reads the power: " 1577145601100" keeps its milliseconds
+    ts = _epoch_ms(fields[0], zone, previous, int(stamp) if STAMP_RE.fullmatch(stamp) else None)
     if limits.time_problem(ts, now_ms):
         raise DataError(f"date {fields[0]} is before 2000-01-01 00:00 UTC or more than "
                         f"{limits.FUTURE_SLACK_MS // 3_600_000} h from now")
@@ -256,6 +257,7 @@ def _read_lines(lines, path, zone, skip_bad_lines, timestamps, powers):
                         f"{HEADER_MODEL!r} and {','.join(HEADER_COLUMNS)!r}, found {first[:40]!r} and {second[:80]!r}")
     skipped, previous, now_ms = 0, None, int(time.time() * 1000)
     last = None  # (number, date text, time of the line before it) of the last line taken
+    first = None  # (number, date text, time) of the first line taken
     recent = deque(maxlen=STRAY_LINES)  # (number, date text) of the last lines taken
     held = []  # (number, date text, NotAfter) of lines in a row that came back before the last taken
 
@@ -266,7 +268,9 @@ def _read_lines(lines, path, zone, skip_bad_lines, timestamps, powers):
             log.warning("%s:%d: %s (skipped: --skip-bad-lines)", path, number, problem)
 
     def take(number, date, ts, watts):
-        nonlocal last, previous
+        nonlocal last, previous, first
+        if not timestamps:
+            first = (number, date, ts)
         timestamps.append(ts)
         powers.append(watts)
         recent.append((number, date))
@@ -343,6 +347,11 @@ def _read_lines(lines, path, zone, skip_bad_lines, timestamps, powers):
         log.warning("%s:%d: %s, the last line, is %s after the line before it: a meter silent that long, or a "
                     "typo in the date? (taken: it lengthens the run)", path, last[0], last[1],
                     _span(previous - last[2]))
+    if len(timestamps) > 1 and first[2] == timestamps[0] and timestamps[1] - timestamps[0] > GAP_SAID_MS:
+        # The run starts at the earliest reading: a typo in the first line's year adds a year of silence to it.
+        log.warning("%s:%d: %s, the first line, is %s before the line after it: a meter silent that long, or a "
+                    "typo in the date? (taken: the run starts there)", path, first[0], first[1],
+                    _span(timestamps[1] - timestamps[0]))
     if skipped > SKIPPED_SHOWN:
         log.warning("%s: %d bad lines skipped in all, the first %d named above", path, skipped, SKIPPED_SHOWN)
     return skipped
@@ -369,11 +378,18 @@ def read_folder(folder, zone, skip_bad_lines=False, progress=None, skip_bad_file
         raise DataError(f"--data {folder}: " + ("a file, not a folder: name the folder of Gem House CSV files it is in"
                                                 if folder.exists() else "no such directory"))
     try:
-        files = sorted(p for p in folder.iterdir() if p.suffix.lower() == ".csv" and not p.name.startswith("."))
+        entries = sorted(p for p in folder.iterdir() if not p.name.startswith("."))
     except OSError as exc:
         raise DataError(f"--data {folder}: can't be read ({exc.strerror or exc})") from None
+    files = [p for p in entries if p.suffix.lower() == ".csv"]
     if not files:
         raise DataError(f"--data {folder}: no .csv files in it")
+    passed_over = [p.name for p in entries if p.suffix.lower() != ".csv"]
+    if passed_over:  # a household in `h.csv.gz` or a subfolder would otherwise be missing without a word
+        log.warning("--data %s: %s not .csv and not read: %s%s (compressed files are read once decompressed, "
+                    "folders by naming them)", folder, "1 entry is" if len(passed_over) == 1 else
+                    f"{len(passed_over)} entries are",
+                    ", ".join(passed_over[:SKIPPED_SHOWN]), ", ..." if len(passed_over) > SKIPPED_SHOWN else "")
     set_aside = []
 
     def bad_file(exc):
@@ -391,16 +407,23 @@ def read_folder(folder, zone, skip_bad_lines=False, progress=None, skip_bad_file
             raise DataError(f"{path}: household {path.stem!r} is {seen[path.stem]} too (nothing was sent: remove "
                             "or rename one of the two files)")
         seen[path.stem] = path
-    sizes, unreachable = {}, []
+    sizes, unreachable, inodes = {}, [], {}
     for path in files:
         try:
             if not path.is_file():
                 raise DataError(f"{path}: not a file (a folder, or a link to nothing)")
-            sizes[path] = path.stat().st_size
+            stat = path.stat()
         except OSError as exc:
             unreachable.append((path, exc))
+            continue
         except DataError as exc:
             bad_file(exc)
+            continue
+        same = inodes.setdefault((stat.st_dev, stat.st_ino), path)
+        if same != path:  # as two files of one household: which name is the household's is the user's to say
+            raise DataError(f"{path} is the same file as {same} (a link): its readings would be sent twice, as two "
+                            "households (nothing was sent: remove the link or one of the names)")
+        sizes[path] = stat.st_size
     if unreachable and len(unreachable) == len(files):  # a folder that can be listed and not entered (chmod -R 644)
         raise DataError(f"--data {folder}: its files can't be reached ({unreachable[0][1].strerror or unreachable[0][1]})")
     for path, exc in unreachable:

@@ -56,6 +56,9 @@ def test_it_takes_the_milliseconds_of_the_timestamp_column_so_two_readings_may_s
     household, skipped = read_csv(write_gem_csv(tmp_path / "h.csv", rows), BERLIN)
     local = day - 3_600_000  # midnight in Berlin
     assert skipped == 0 and list(household.timestamps) == [local + 1_982, local + 2_099, local + 2_801, local + 4_000]
+    # Spaces around the timestamp, as around a power, which float() reads: its milliseconds still count.
+    spaced = write_gem_csv(tmp_path / "spaced.csv", [(date, mw, f" {stamp} ") for date, mw, stamp in rows])
+    assert list(read_csv(spaced, BERLIN)[0].timestamps) == list(household.timestamps)
     # Out of order within its second: still refused, by its line.
     rows[2] = ("2019-12-24 00:00:02", 3000, day + 2_050)
     with pytest.raises(DataError, match=r"h\.csv:5: time 2019-12-24 00:00:02 does not come after"):
@@ -182,6 +185,15 @@ def test_it_says_a_gap_of_days_that_lengthens_the_run(tmp_path, caplog):
         "meter silent that long, or a typo in the date? (taken: it lengthens the run)"]
 
 
+def test_it_says_a_first_line_days_before_the_rest_where_the_run_starts(tmp_path, caplog):
+    rows = [("2018-12-24 00:00:00", 1000)] + [(f"2019-12-24 00:00:{i * 2:02d}", 1000) for i in range(1, 10)]
+    household, skipped = read_csv(write_gem_csv(tmp_path / "h.csv", rows), BERLIN)
+    assert len(household.timestamps) == 10 and skipped == 0
+    assert [r.getMessage() for r in caplog.records if r.levelname == "WARNING"] == [
+        f"{tmp_path / 'h.csv'}:3: 2018-12-24 00:00:00, the first line, is 365 days before the line after it: a "
+        "meter silent that long, or a typo in the date? (taken: the run starts there)"]
+
+
 def test_it_names_a_folder_whose_files_cannot_be_reached(tmp_path, monkeypatch):
     write_gem_csv(tmp_path / "h.csv", [("2019-12-24 00:00:00", 1000)])
 
@@ -252,11 +264,17 @@ def test_it_reads_a_file_saved_with_a_byte_order_mark_and_blank_lines(tmp_path):
     assert skipped == 0 and list(household.powers) == [1.0, 2.0]
 
 
-def test_it_reads_only_the_csv_files_of_a_folder_and_names_what_it_cannot_read(tmp_path):
+def test_it_reads_only_the_csv_files_of_a_folder_and_names_what_it_cannot_read(tmp_path, caplog):
     write_gem_csv(tmp_path / "upper.CSV", [("2019-12-24 00:00:01", 1000)])
     (tmp_path / "._upper.csv").write_bytes(b"\x00\x05\x16\x07 a macOS note")
     (tmp_path / "notes.txt").write_text("not a household")
+    (tmp_path / "h2.csv.gz").write_bytes(b"\x1f\x8b a household, compressed")
+    (tmp_path / "more").mkdir()
     assert [h.household for h in read_folder(tmp_path, BERLIN)[0]] == ["upper"]
+    # What is not read is said, so a household in a compressed file or a subfolder is not missing in silence.
+    assert [r.getMessage() for r in caplog.records if r.levelname == "WARNING"] == [
+        f"--data {tmp_path}: 3 entries are not .csv and not read: h2.csv.gz, more, notes.txt "
+        "(compressed files are read once decompressed, folders by naming them)"]
     (tmp_path / "gone.csv").symlink_to(tmp_path / "nowhere.csv")
     with pytest.raises(DataError, match=r"gone\.csv: not a file"):
         read_folder(tmp_path, BERLIN)

@@ -100,6 +100,18 @@ def test_it_stops_at_two_files_of_one_household_whatever_it_skips(tmp_path):
             read_folder(tmp_path, BERLIN, skip_bad_lines=skip, skip_bad_files=skip)
 
 
+@pytest.mark.parametrize("link", ["symbolic", "hard"])
+def test_it_stops_at_one_file_under_two_names_whatever_it_skips(tmp_path, link):
+    """Read under both names, each reading would be sent twice, as two households."""
+    write_gem_csv(tmp_path / "a.csv", [("2019-12-24 00:00:01", 1000)])
+    (tmp_path / "b.csv").symlink_to(tmp_path / "a.csv") if link == "symbolic" else (tmp_path / "b.csv").hardlink_to(
+        tmp_path / "a.csv")
+    for skip in (False, True):
+        with pytest.raises(DataError, match=rf"b\.csv is the same file as {re.escape(str(tmp_path / 'a.csv'))} \(a "
+                                            r"link\): its readings would be sent twice"):
+            read_folder(tmp_path, BERLIN, skip_bad_lines=skip, skip_bad_files=skip)
+
+
 def test_it_names_the_first_files_set_aside_and_counts_the_rest(tmp_path, caplog):
     write_gem_csv(tmp_path / "good.csv", [("2019-12-24 00:00:01", 1000)])
     for number in range(SKIPPED_SHOWN + 5):

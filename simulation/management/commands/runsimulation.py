@@ -45,7 +45,8 @@ class Command(BaseCommand):
     def add_arguments(self, parser):
         source = parser.add_mutually_exclusive_group()
         source.add_argument("--data", metavar="DIR", help="folder of Gem House CSV files (household id = file "
-                            "name without .csv), every file a household; without it, synthetic households")
+                            "name without .csv), every .csv file a household (other entries are named and not read; a "
+                            "file linked under two names stops the run); without it, synthetic households")
         source.add_argument("--households", type=int, default=10,
                             help="synthetic households (default %(default)s); not with --data, whose files are "
                             "the households")
