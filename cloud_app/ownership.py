@@ -12,8 +12,9 @@ idempotent steps, for the households this process has not seen owned yet:
 
 Then the batch script stores the tuples of the households the edge owns. If anything fails after the
 claims, the edge gets no reply and sends the batch again: RESERVE and CLAIM find what they did and
-change nothing, and the batch is stored once. An owner never changes, so a process remembers owners
-(up to OWNER_CACHE_MAX) and a batch of households seen before costs no claim at all.
+change nothing, and the batch is stored once. An owner never changes while the store lasts, so a process
+remembers owners (up to OWNER_CACHE_MAX) and a batch of households seen before costs no claim at all; it
+forgets them when the store's identity changes (an emptied or new store: CloudStore._same_store).
 """
 
 from cloud_app.keys import shard_of
@@ -137,6 +138,10 @@ class Claims:
         reasons[household] = "" if owner == edge else wire.R_NOT_OWNER
         if owner != edge:
             others.append(household)
+
+    def forget(self):
+        """Forget every owner remembered: the store they were read from is gone (CloudStore._same_store)."""
+        self._owners.clear()
 
     def _remember(self, household, owner):
         if len(self._owners) >= OWNER_CACHE_MAX:

@@ -57,6 +57,7 @@ caller, not from Redis), so while a reshard moves its slot key by key a cluster 
 front instead of failing half way: Lua does not roll back.
 """
 
+import logging
 import secrets
 import time
 from dataclasses import dataclass
@@ -68,6 +69,8 @@ from cloud_app.ownership import Claims
 from cloud_app.postal import locate
 from fogwire import protocol as wire
 from fogwire.limits import DEFAULT_HOUSEHOLDS_PER_EDGE
+
+log = logging.getLogger("fog.cloud")
 
 RECENT_MAX = 200
 SERIES_MAX = 720  # an hour of 5 s windows per household: a bounded cost per household
@@ -355,6 +358,7 @@ class CloudStore:
         self._script = redis.register_script(STORE_BATCH)
         self._beat = redis.register_script(HEARTBEAT)
         self.claims = Claims(redis, self.keys, households_per_edge)
+        self._identities = {}  # shard -> the store identity (store_id) this process's owner cache was filled under
 
     async def store(self, edge, rows, now_ms=None, by_id=False):
         """rows: (id, household, ws, we, avg, n) tuples whose values passed the limits. Returns a StoreResult.
@@ -367,8 +371,24 @@ class CloudStore:
         in one script. Raises StoreRefused, having stored nothing, if the batch would make a running sum
         infinite (its claims stay: they are the edge's, and the same batch sent again finds them).
         """
+        await self._same_store(edge)
         owners = await self.claim(edge, list(dict.fromkeys(row[1] for row in rows)))  # batch order: the quota's
         return await self.write(edge, rows, owners, now_ms, by_id)
+
+    async def _same_store(self, edge):
+        """Forget the owners this process remembers once the store under it is another (emptied, or replaced
+        behind its address: a new identity), so the edge's next batches claim their households again. Else
+        they would be stored on the word of a memory the store no longer backs, with no owner record and no
+        quota place, and another edge could claim the same households. One GET a batch. (On a Redis Cluster
+        only the edge's own shard's identity is asked; a node that lost its data alone can still hold owners.)"""
+        shard, identity = shard_of(edge), await self.store_id(edge)
+        known = self._identities.get(shard)
+        if known != identity:
+            if known is not None:
+                log.warning("the cloud store's identity changed (%s -> %s): an emptied or new store; this process "
+                            "forgets the household owners it remembered", known, identity)
+                self.claims.forget()
+            self._identities[shard] = identity
 
     async def claim(self, edge, households):
         """Step 1 of a batch: see cloud_app.ownership.Claims.claim."""

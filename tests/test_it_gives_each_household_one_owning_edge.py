@@ -10,6 +10,7 @@ from cloud_app.ownership import Claims
 from cloud_app.run import store_client
 from fogwire import protocol as wire
 from tests.conftest import EDGE_ID, EDGE_SECRET, CloudThread, counted, deliver, make_rows
+from tooling.bench.common import delete_prefix
 
 OTHER, OTHER_SECRET = "edge-other", "other-secret"
 pytestmark = pytest.mark.engines
@@ -103,3 +104,21 @@ def test_it_gives_back_the_quota_place_of_a_household_another_edge_claimed_first
     assert lost == {"raced": wire.R_NOT_OWNER}
     assert new == {"new-0": "", "new-1": ""}  # both places of the quota of 2
     assert redis_client.smembers(keys.owned(EDGE_ID)) == {b"new-0", b"new-1"}
+
+
+def test_it_claims_the_households_again_in_a_store_emptied_under_a_running_cloud(cloud, redis_client, redis_url):
+    """The cloud remembers owners; a store emptied (or replaced behind its address) keeps none of them. The owner
+    sends its tuples again (it hears of the new store in the heartbeat's reply), and they claim their households
+    anew: another edge can't take them through another replica, and each holds a place in the owner's quota."""
+    keys, rows = Keys(cloud.prefix), make_rows(2, household="kept")
+    assert _send(cloud, rows)[1] == ["", ""]
+    delete_prefix(redis_url, cloud.prefix)
+    assert _send(cloud, rows)[1] == ["", ""]
+    replica = CloudThread(redis_url, cloud.prefix, {EDGE_ID: EDGE_SECRET, OTHER: OTHER_SECRET}).start()
+    try:
+        later = [(10, "kept-0", rows[-1][3], rows[-1][3] + 5000, 80.0, 1)]
+        assert _send(replica, later, OTHER, OTHER_SECRET)[1] == [wire.R_NOT_OWNER]
+    finally:
+        replica.stop()
+    assert redis_client.hget(keys.owners(shard_of("kept-0")), "kept-0") == EDGE_ID.encode()
+    assert redis_client.smembers(keys.owned(EDGE_ID)) == {b"kept-0", b"kept-1"}
