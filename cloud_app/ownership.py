@@ -13,8 +13,10 @@ idempotent steps, for the households this process has not seen owned yet:
 Then the batch script stores the tuples of the households the edge owns. If anything fails after the
 claims, the edge gets no reply and sends the batch again: RESERVE and CLAIM find what they did and
 change nothing, and the batch is stored once. An owner never changes while the store lasts, so a process
-remembers owners (up to OWNER_CACHE_MAX) and a batch of households seen before costs no claim at all; it
-forgets them when the store's identity changes (an emptied or new store: CloudStore._same_store).
+remembers owners (up to OWNER_CACHE_MAX), apart for the edges of each shard, and a batch of households seen
+before costs no claim at all. A batch is written only in the store its owners were claimed in (its identity,
+checked by the write script in the edge's slot); in another (emptied, or replaced), the shard's owners are
+forgotten and the batch claims its households again (CloudStore.store).
 """
 
 from cloud_app.keys import shard_of
@@ -60,7 +62,10 @@ class Claims:
         self.redis, self.keys, self.quota = redis, keys, quota
         self._reserve = redis.register_script(RESERVE)
         self._claim_script = redis.register_script(CLAIM)
-        self._owners = {}  # household -> owning edge, as claimed
+        # The edge's shard -> {household: owning edge}, as claimed by the edges of that shard: each shard's part is
+        # checked against its store identity as its batches are written (CloudStore.store), and forgotten apart.
+        self._owners = {}
+        self._remembered = 0
 
     async def claim(self, edge, households):
         """{household: reason it is refused ('' when the edge owns it)} for `households` (a list: the first
@@ -73,8 +78,9 @@ class Claims:
         another replica. A household is refused for the quota only once no place came back, because the edge
         sets such a tuple aside for good."""
         reasons, unknown, others = {}, [], []
+        owners = self._owners.setdefault(shard_of(edge), {})
         for household in households:
-            owner = self._owners.get(household)
+            owner = owners.get(household)
             if owner is None:
                 unknown.append(household)
             else:
@@ -110,7 +116,7 @@ class Claims:
             if owner is None:
                 free.append(household)
             else:
-                self._remember(household, owner.decode())
+                self._remember(edge, household, owner.decode())
                 self._decide(reasons, others, household, owner.decode(), edge)
         return free
 
@@ -123,7 +129,7 @@ class Claims:
         for shard, names in _by_shard(won).items():
             owners = await self._claim_script(keys=[self.keys.owners(shard)], args=[edge, *names])
             for household, owner in zip(names, owners):
-                self._remember(household, owner.decode())
+                self._remember(edge, household, owner.decode())
                 self._decide(reasons, lost, household, owner.decode(), edge)  # lost: claimed between read and claim
         return refused, lost
 
@@ -139,14 +145,17 @@ class Claims:
         if owner != edge:
             others.append(household)
 
-    def forget(self):
-        """Forget every owner remembered: the store they were read from is gone (CloudStore._same_store)."""
-        self._owners.clear()
+    def forget(self, shard):
+        """Forget the owners remembered for the edges of `shard`: the store they were claimed in is gone."""
+        self._remembered -= len(self._owners.pop(shard, {}))
 
-    def _remember(self, household, owner):
-        if len(self._owners) >= OWNER_CACHE_MAX:
-            self._owners.clear()
-        self._owners[household] = owner
+    def _remember(self, edge, household, owner):
+        if self._remembered >= OWNER_CACHE_MAX:
+            self._owners, self._remembered = {}, 0
+        owners = self._owners.setdefault(shard_of(edge), {})
+        if household not in owners:
+            self._remembered += 1
+        owners[household] = owner
 
 
 def _by_shard(households):

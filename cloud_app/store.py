@@ -63,6 +63,8 @@ import time
 from dataclasses import dataclass
 from typing import NamedTuple
 
+from redis.exceptions import RedisError
+
 from cloud_app.engine import config_of_every_primary
 from cloud_app.keys import DEFAULT_PREFIX, SHARDS, Keys, shard_of
 from cloud_app.ownership import Claims
@@ -83,13 +85,20 @@ OFFLINE_MAX = 50  # offline periods kept per edge
 STORE_ID_BYTES = 8  # a store identity's random bytes (Keys.store_id), sent as hex
 OLD_LAYOUT_KEYS = ("states", "owner")  # under the prefix, without a shard: what an older cloud left
 
+STORE_CHANGED = "store-changed"  # STORE_BATCH's answer when the store is not the one the batch was claimed in
+STORE_CHANGED_TRIES = 3  # batches claimed again in a row for a store that changed; then it is answered as down
+
 STORE_BATCH = """
 -- Set-wise: a handful of calls per batch, not per tuple (`bench cloud`
 -- measures the whole write path). Nothing is written until every check has
 -- passed.
-local edge, recent_max, R_SUM = ARGV[1], tonumber(ARGV[2]), ARGV[3]
+local edge, recent_max, R_SUM, known = ARGV[1], tonumber(ARGV[2]), ARGV[3], ARGV[4]
+-- The owners this batch was claimed by may come from the cloud's memory of the store it knew (KEYS[12], its
+-- identity, is ARGV[4]): a store emptied or replaced since holds no owner record for them, so the batch must
+-- claim its households again first (cloud_app.ownership).
+if redis.call('GET', KEYS[12]) ~= known then return {'store-changed'} end  -- STORE_CHANGED
 local W = 7  -- arguments a tuple: dedup field, id, household, window start, average, state, record
-local n = (#ARGV - 7) / W
+local n = (#ARGV - 8) / W
 local now_ms, series_max = tonumber(ARGV[#ARGV - 3]), tonumber(ARGV[#ARGV - 2])
 local series_cap, keep = tonumber(ARGV[#ARGV - 1]), tonumber(ARGV[#ARGV])
 local CHUNK = 1000  -- unpack() has a stack limit
@@ -112,17 +121,17 @@ end
 local function finite(x) return x == x and x ~= math.huge and x ~= -math.huge end
 
 -- Every key the script touches is in KEYS, so a cluster refuses the whole call up front when one of
--- them is elsewhere (a slot migrating) instead of failing half way. KEYS[12..]: a series per household,
+-- them is elsewhere (a slot migrating) instead of failing half way. KEYS[13..]: a series per household,
 -- then an index per state, then a roll-up per minute, each in the order of first appearance in ARGV.
 local fields, arg = {}, {}
 local series_key, state_key, minute_key = {}, {}, {}
 for i = 1, n do
-  local b = 3 + (i - 1) * W
+  local b = 4 + (i - 1) * W
   arg[i] = {ARGV[b + 1], ARGV[b + 2], ARGV[b + 3], tonumber(ARGV[b + 4]), tonumber(ARGV[b + 5]), ARGV[b + 6],
             ARGV[b + 7]}
   fields[i] = arg[i][1]
 end
-local next_key = 12
+local next_key = 13
 local function declare(map, name)
   if not map[name] then
     map[name] = KEYS[next_key]
@@ -292,6 +301,11 @@ def tuple_field(household, window_start, window_end):
     return f"{household}|{window_start}|{window_end}"
 
 
+class StoreChanged(RedisError):
+    """The store is not the one a batch's households were claimed in (emptied, or replaced): nothing was written.
+    A RedisError, so a batch that meets it on every try is answered as a store that is down, and sent again."""
+
+
 class StoreRefused(Exception):
     """The store refused a whole batch and wrote nothing of it; `reason` is a wire R_* word."""
 
@@ -358,7 +372,7 @@ class CloudStore:
         self._script = redis.register_script(STORE_BATCH)
         self._beat = redis.register_script(HEARTBEAT)
         self.claims = Claims(redis, self.keys, households_per_edge)
-        self._identities = {}  # shard -> the store identity (store_id) this process's owner cache was filled under
+        self._identities = {}  # shard -> the store identity (store_id) this process's owners of it were claimed in
 
     async def store(self, edge, rows, now_ms=None, by_id=False):
         """rows: (id, household, ws, we, avg, n) tuples whose values passed the limits. Returns a StoreResult.
@@ -371,35 +385,36 @@ class CloudStore:
         in one script. Raises StoreRefused, having stored nothing, if the batch would make a running sum
         infinite (its claims stay: they are the edge's, and the same batch sent again finds them).
         """
-        await self._same_store(edge)
-        owners = await self.claim(edge, list(dict.fromkeys(row[1] for row in rows)))  # batch order: the quota's
-        return await self.write(edge, rows, owners, now_ms, by_id)
-
-    async def _same_store(self, edge):
-        """Forget the owners this process remembers once the store under it is another (emptied, or replaced
-        behind its address: a new identity), so the edge's next batches claim their households again. Else
-        they would be stored on the word of a memory the store no longer backs, with no owner record and no
-        quota place, and another edge could claim the same households. One GET a batch. (On a Redis Cluster
-        only the edge's own shard's identity is asked; a node that lost its data alone can still hold owners.)"""
-        shard, identity = shard_of(edge), await self.store_id(edge)
-        known = self._identities.get(shard)
-        if known != identity:
-            if known is not None:
-                log.warning("the cloud store's identity changed (%s -> %s): an emptied or new store; this process "
-                            "forgets the household owners it remembered", known, identity)
-                self.claims.forget()
-            self._identities[shard] = identity
+        households, shard = list(dict.fromkeys(row[1] for row in rows)), shard_of(edge)  # batch order: the quota's
+        for _ in range(STORE_CHANGED_TRIES):
+            known = self._identities.get(shard)
+            if known is None:  # owners remembered for the shard until now were claimed in no store known to be it
+                self.claims.forget(shard)
+                known = self._identities[shard] = await self.store_id(edge)
+            owners = await self.claim(edge, households)
+            try:
+                return await self.write(edge, rows, owners, now_ms, by_id, known)
+            except StoreChanged:
+                # Emptied, or another store behind its address: what this process remembers of the old one's
+                # owners is not in it. Claimed again, the households get their owner records and quota places.
+                log.warning("the cloud store of edge %s's shard is not the one this process knew (identity %s): "
+                            "emptied or replaced; its batches claim their households again", edge, known)
+                self.claims.forget(shard)
+                del self._identities[shard]
+        raise StoreChanged(f"the cloud store changed under {STORE_CHANGED_TRIES} tries of one batch")
 
     async def claim(self, edge, households):
-        """Step 1 of a batch: see cloud_app.ownership.Claims.claim."""
+        """Step 1 of a batch: see cloud_app.ownership.Claims.claim (in what this process remembers of the edge's
+        shard's owners)."""
         return await self.claims.claim(edge, households)
 
-    async def write(self, edge, rows, reasons, now_ms=None, by_id=False):
+    async def write(self, edge, rows, reasons, now_ms=None, by_id=False, known=None):
         """Store the rows whose household the edge owns (`reasons`, from claim) in one script in the edge's
-        slot; the others get their refusal."""
+        slot; the others get their refusal. Raises StoreChanged, having written nothing, unless the store's
+        identity (Keys.store_id) is `known`, the one the claims were made in."""
         now_ms = now_ms or int(time.time() * 1000)
         shard = shard_of(edge)
-        args = [edge, RECENT_MAX, wire.R_SUM_NOT_FINITE]
+        args = [edge, RECENT_MAX, wire.R_SUM_NOT_FINITE, known or ""]
         located, admitted, series, indexes, minutes = [], [], {}, {}, {}
         for tid, household, start, end, average, count in rows:
             plz, state = locate(household)
@@ -416,8 +431,11 @@ class CloudStore:
         keys = [self.keys.tuples(edge), self.keys.states(shard), self.keys.households(shard),
                 self.keys.latest(shard), self.keys.recent(shard), self.keys.stats(shard), self.keys.edge(edge),
                 self.keys.household_index(shard), self.keys.edges(shard), self.keys.acks(edge, now_ms // 1000),
-                self.keys.acks_minute(edge, now_ms // 60000), *series.values(), *indexes.values(), *minutes.values()]
+                self.keys.acks_minute(edge, now_ms // 60000), self.keys.store_id(edge), *series.values(),
+                *indexes.values(), *minutes.values()]
         reply = await self._script(keys=keys, args=args)
+        if reply[0] == STORE_CHANGED.encode():
+            raise StoreChanged(f"the store's identity is not {known}")
         if reply[0]:
             raise StoreRefused(reply[0].decode(), f"a batch of {len(rows)} from {edge} would make a per-state "
                                                   "running sum infinite; nothing of it was stored")

@@ -8,6 +8,7 @@ import pytest
 from cloud_app.keys import Keys, shard_of
 from cloud_app.ownership import Claims
 from cloud_app.run import store_client
+from cloud_app.store import CloudStore, StoreChanged
 from fogwire import protocol as wire
 from tests.conftest import EDGE_ID, EDGE_SECRET, CloudThread, counted, deliver, make_rows
 from tooling.bench.common import delete_prefix
@@ -107,18 +108,46 @@ def test_it_gives_back_the_quota_place_of_a_household_another_edge_claimed_first
 
 
 def test_it_claims_the_households_again_in_a_store_emptied_under_a_running_cloud(cloud, redis_client, redis_url):
-    """The cloud remembers owners; a store emptied (or replaced behind its address) keeps none of them. The owner
+    """A cloud remembers owners; a store emptied (or replaced behind its address) keeps none of them. The owner
     sends its tuples again (it hears of the new store in the heartbeat's reply), and they claim their households
-    anew: another edge can't take them through another replica, and each holds a place in the owner's quota."""
+    anew, also through a replica that remembers them from another edge's refused batch: another edge can't take
+    them through a third replica, and each holds a place in the owner's quota."""
     keys, rows = Keys(cloud.prefix), make_rows(2, household="kept")
-    assert _send(cloud, rows)[1] == ["", ""]
-    delete_prefix(redis_url, cloud.prefix)
-    assert _send(cloud, rows)[1] == ["", ""]
-    replica = CloudThread(redis_url, cloud.prefix, {EDGE_ID: EDGE_SECRET, OTHER: OTHER_SECRET}).start()
+    later = [(10, "kept-0", rows[-1][3], rows[-1][3] + 5000, 80.0, 1)]
+    replicas = [CloudThread(redis_url, cloud.prefix, {EDGE_ID: EDGE_SECRET, OTHER: OTHER_SECRET}).start()
+                for _ in range(2)]
     try:
-        later = [(10, "kept-0", rows[-1][3], rows[-1][3] + 5000, 80.0, 1)]
-        assert _send(replica, later, OTHER, OTHER_SECRET)[1] == [wire.R_NOT_OWNER]
+        assert _send(replicas[0], rows)[1] == ["", ""]
+        assert _send(cloud, later, OTHER, OTHER_SECRET)[1] == [wire.R_NOT_OWNER]  # `cloud` remembers the owner
+        delete_prefix(redis_url, cloud.prefix)
+        assert _send(cloud, rows)[1] == ["", ""]
+        assert _send(replicas[1], later, OTHER, OTHER_SECRET)[1] == [wire.R_NOT_OWNER]
     finally:
-        replica.stop()
+        for replica in replicas:
+            replica.stop()
     assert redis_client.hget(keys.owners(shard_of("kept-0")), "kept-0") == EDGE_ID.encode()
     assert redis_client.smembers(keys.owned(EDGE_ID)) == {b"kept-0", b"kept-1"}
+
+
+def test_it_writes_a_batch_only_into_the_store_its_households_were_claimed_in(redis_url, cloud_prefix, redis_client):
+    """Emptied between a batch's claims and its write, the store gets nothing of it: the write says so, and the
+    batch, sent again, claims its households anew."""
+    keys, rows = Keys(cloud_prefix), make_rows(2, household="moved")
+
+    async def emptied_in_between():
+        client = store_client(redis_url)
+        store = CloudStore(client, cloud_prefix)
+        try:
+            known = await store.store_id(EDGE_ID)
+            owners = await store.claim(EDGE_ID, ["moved-0", "moved-1"])
+            delete_prefix(redis_url, cloud_prefix)
+            with pytest.raises(StoreChanged):
+                await store.write(EDGE_ID, rows, owners, known=known)
+            assert not redis_client.exists(keys.tuples(EDGE_ID))
+            return await store.store(EDGE_ID, rows)
+        finally:
+            await client.aclose()
+
+    assert asyncio.run(emptied_in_between()).reasons == ["", ""]
+    assert redis_client.hget(keys.owners(shard_of("moved-0")), "moved-0") == EDGE_ID.encode()
+    assert redis_client.hlen(keys.tuples(EDGE_ID)) == 2
