@@ -79,7 +79,8 @@ def read_edge_secrets(inline, path):
 
 def weak_secrets(pairs, dev_secret):
     """Why each weak secret is weak, as "edge id (reason)" (never the secret): the development default, shorter
-    than MIN_SECRET_BYTES, fewer than MIN_SECRET_SYMBOLS different characters, or the secret of another edge
+    than MIN_SECRET_BYTES, fewer than MIN_SECRET_SYMBOLS different characters, a shorter part repeated
+    ("abcdefgh" * 4), or the secret of another edge
     too (frames tagged with it open as either edge's, so each could deliver as the other)."""
     holders = Counter(pairs.values())
     weak = []
@@ -90,6 +91,8 @@ def weak_secrets(pairs, dev_secret):
             why = f"shorter than {MIN_SECRET_BYTES} bytes"
         elif len(set(secret)) < MIN_SECRET_SYMBOLS:
             why = f"fewer than {MIN_SECRET_SYMBOLS} different characters"
+        elif secret in (secret + secret)[1:-1]:  # a string is in its doubled self, off its ends, iff it is periodic
+            why = "a shorter part repeated"
         elif holders[secret] > 1:
             why = "shared with another edge"
         else:

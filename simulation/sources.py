@@ -61,6 +61,7 @@ STRAY_LINES = 2
 # A file's last line this far after the one before it is taken, and said: a meter silent for days, or a typo
 # in its date, which would stretch the whole run (a line in the middle that far ahead is blamed as above).
 GAP_SAID_MS = 7 * 86_400_000
+PACKED = {".gz", ".bz2", ".xz", ".zst", ".zip", ".7z", ".tar", ".tgz"}  # what a household's file may come packed in
 
 log = logging.getLogger("fog.simulation")
 
@@ -347,7 +348,8 @@ def _read_lines(lines, path, zone, skip_bad_lines, timestamps, powers):
         log.warning("%s:%d: %s, the last line, is %s after the line before it: a meter silent that long, or a "
                     "typo in the date? (taken: it lengthens the run)", path, last[0], last[1],
                     _span(previous - last[2]))
-    if len(timestamps) > 1 and first[2] == timestamps[0] and timestamps[1] - timestamps[0] > GAP_SAID_MS:
+    # (With two lines, the one gap is the last line's, said above.)
+    if len(timestamps) > 2 and first[2] == timestamps[0] and timestamps[1] - timestamps[0] > GAP_SAID_MS:
         # The run starts at the earliest reading: a typo in the first line's year adds a year of silence to it.
         log.warning("%s:%d: %s, the first line, is %s before the line after it: a meter silent that long, or a "
                     "typo in the date? (taken: the run starts there)", path, first[0], first[1],
@@ -384,8 +386,11 @@ def read_folder(folder, zone, skip_bad_lines=False, progress=None, skip_bad_file
     files = [p for p in entries if p.suffix.lower() == ".csv"]
     if not files:
         raise DataError(f"--data {folder}: no .csv files in it")
-    passed_over = [p.name for p in entries if p.suffix.lower() != ".csv"]
-    if passed_over:  # a household in `h.csv.gz` or a subfolder would otherwise be missing without a word
+    # What may hold a household and is not read: said, or a household in `h.csv.gz` or a subfolder would be missing
+    # without a word. A README or a licence beside the files is not.
+    passed_over = [p.name for p in entries if p.suffix.lower() != ".csv" and (
+        ".csv" in p.name.lower() or p.suffix.lower() in PACKED or (p.is_dir() and p.name != "__MACOSX"))]
+    if passed_over:
         log.warning("--data %s: %s not .csv and not read: %s%s (compressed files are read once decompressed, "
                     "folders by naming them)", folder, "1 entry is" if len(passed_over) == 1 else
                     f"{len(passed_over)} entries are",
@@ -419,7 +424,8 @@ def read_folder(folder, zone, skip_bad_lines=False, progress=None, skip_bad_file
         except DataError as exc:
             bad_file(exc)
             continue
-        same = inodes.setdefault((stat.st_dev, stat.st_ino), path)
+        # An inode of 0 names no file (some network and FUSE file systems give every file that one).
+        same = inodes.setdefault((stat.st_dev, stat.st_ino), path) if stat.st_ino else path
         if same != path:  # as two files of one household: which name is the household's is the user's to say
             raise DataError(f"{path} is the same file as {same} (a link): its readings would be sent twice, as two "
                             "households (nothing was sent: remove the link or one of the names)")

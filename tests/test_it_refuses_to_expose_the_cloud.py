@@ -20,7 +20,8 @@ def _runcloud(*args, **env):
     (None, ["edge-1 (the development default)"]),
     ("edge-1:dev-edge-secret-change-me", ["edge-1 (the development default)"]),
     (f"edge-1:{STRONG},edge-2:short-secret-20bytes", ["edge-2 (shorter than 32 bytes)"]),
-    (f"edge-1:{STRONG},edge-2:{'ab' * 20}", ["edge-2 (fewer than 8 different characters)"]),
+    (f"edge-1:{STRONG},edge-2:{'ab' * 20},edge-3:{'abcdefgh' * 4}",
+     ["edge-2 (fewer than 8 different characters)", "edge-3 (a shorter part repeated)"]),
     # Frames tagged with a secret two edges hold open as either's: each could deliver as the other.
     (f"edge-1:{STRONG},edge-2:{STRONG},edge-3:{STRONG[::-1]}",
      ["edge-1 (shared with another edge)", "edge-2 (shared with another edge)"]),

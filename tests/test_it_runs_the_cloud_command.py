@@ -2,6 +2,7 @@ import asyncio
 import contextlib
 import os
 import re
+import secrets
 import signal
 import socket
 import subprocess
@@ -109,7 +110,7 @@ def test_it_listens_on_the_ipv6_loopback(bind, cloud_settings, capsys):
 
 def test_it_names_an_address_it_cannot_listen_on(cloud_settings):
     hb, data = free_port(), free_port()
-    cloud_settings.FOG_EDGE_SECRETS = f"{EDGE_ID}:{'s' * 40}"  # strong: a bind beyond loopback is not refused first
+    cloud_settings.FOG_EDGE_SECRETS = f"{EDGE_ID}:{secrets.token_urlsafe(32)}"  # strong: not refused before the bind
     with pytest.raises(CommandError, match=re.escape(f"can't listen on 192.0.2.1 (ports {hb} and {data}): "
                                                      "Address invalid; is it an address of this host?")):
         call_command("runcloud", "--bind", "192.0.2.1", "--heartbeat-port", str(hb), "--data-port", str(data),

@@ -2,7 +2,9 @@
 from being sent: it is named, counted and set aside. Without it the run stops before anything is sent and
 says how to go on. Two files of one household stop the run either way."""
 
+import os
 import re
+from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -110,6 +112,17 @@ def test_it_stops_at_one_file_under_two_names_whatever_it_skips(tmp_path, link):
         with pytest.raises(DataError, match=rf"b\.csv is the same file as {re.escape(str(tmp_path / 'a.csv'))} \(a "
                                             r"link\): its readings would be sent twice"):
             read_folder(tmp_path, BERLIN, skip_bad_lines=skip, skip_bad_files=skip)
+
+
+def test_it_reads_two_files_on_a_file_system_that_numbers_no_inode(tmp_path, monkeypatch):
+    """Some network and FUSE file systems give every file the inode 0, which names none: not one file twice."""
+    for name in ("a", "b"):
+        write_gem_csv(tmp_path / f"{name}.csv", [("2019-12-24 00:00:01", 1000)])
+    stat = Path.stat
+    monkeypatch.setattr(Path, "stat", lambda path, **kw: os.stat_result((*stat(path, **kw)[:1], 0,
+                                                                         *stat(path, **kw)[2:])))
+    assert [h.household for h in read_folder(tmp_path, BERLIN)[0]] == ["a", "b"]
+
 
 
 def test_it_names_the_first_files_set_aside_and_counts_the_rest(tmp_path, caplog):

@@ -2,6 +2,7 @@
 
 import json
 import re
+import secrets
 
 import pynng
 import pytest
@@ -73,11 +74,11 @@ def test_it_warns_at_start_that_anyone_can_deliver(services):
 
 
 def test_it_refuses_a_legacy_id_that_is_a_v2_edges():
-    result = _runcloud("--legacy-edge-id", "edge-7", env={"FOG_EDGE_SECRETS": f"edge-7:{'s' * 32}"})
+    result = _runcloud("--legacy-edge-id", "edge-7", env={"FOG_EDGE_SECRETS": f"edge-7:{secrets.token_urlsafe(32)}"})
     assert result.returncode == 1 and "is an authenticated edge's id" in result.stderr
 
 
 def test_it_keeps_legacy_on_loopback_unless_told():
-    env = {"FOG_EDGE_SECRETS": f"edge-7:{'s' * 32}"}
+    env = {"FOG_EDGE_SECRETS": f"edge-7:{secrets.token_urlsafe(32)}"}
     result = _runcloud("--bind", "0.0.0.0", "--insecure-plaintext", env=env)
     assert result.returncode == 1 and "--legacy-v1-public" in result.stderr
