@@ -194,8 +194,11 @@ class HouseholdsView(ReadOnlyView, GenericAPIView):
     @reads_the_store(HouseholdSerializer(many=True), {400: _bad_query(PageQueryError)},
                      parameters=[PageQuerySerializer], summary="Each household's latest window, state and postal code")
     def get(self, request):
-        rows = self.paginate_queryset(HouseholdIndex(self.readers()))
+        rows = self.paginate_queryset(self.get_queryset())
         return self.get_paginated_response(self.get_serializer(rows, many=True).data)
+
+    def get_queryset(self):  # what the page is cut from; the HTML API page asks for it too, after the answer
+        return HouseholdIndex(self.readers())
 
 
 class EdgesView(ReadOnlyView):
@@ -234,8 +237,11 @@ class StateHouseholdsView(ReadOnlyView, GenericAPIView):
     def get(self, request, state):
         if state not in STATE_NAMES:
             raise NotFound(f"no state {state[:8]!r}; states are two-letter codes such as BY")
-        rows = self.paginate_queryset(HouseholdIndex(self.readers(), state=state))
+        rows = self.paginate_queryset(self.get_queryset())
         return self.get_paginated_response(self.get_serializer(rows, many=True).data)
+
+    def get_queryset(self):
+        return HouseholdIndex(self.readers(), state=self.kwargs["state"])
 
 
 class PowerView(ReadOnlyView):

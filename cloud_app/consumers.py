@@ -74,6 +74,10 @@ RENEWALS_PER_EXPIRY = 5
 # The page's largest frame is {"watch": household}, an id of at most MAX_HOUSEHOLD_ID characters, each at most
 # 6 when JSON-escaped; anything much larger is not the page's.
 MAX_FRAME_CHARS = 4096
+# The web server's own bound on a frame (uvicorn --ws-max-size, in the Procfile and docker-compose.yml): the
+# consumer sees a frame only once the server has buffered it whole, and uvicorn's default lets every anonymous
+# socket hold 16 MiB half-sent. A frame of MAX_FRAME_CHARS characters is at most 4 bytes each in UTF-8.
+WS_MAX_BYTES = 4 * MAX_FRAME_CHARS
 # RFC 6455 close codes for what the page never sends.
 CLOSE_UNSUPPORTED = 1003  # a binary frame
 CLOSE_INVALID = 1007  # text that is not JSON

@@ -1,6 +1,7 @@
 """What the API, the dashboard and the metrics read from the cloud store (one Redis or a Redis Cluster).
 
-Every read costs O(states x shards), O(page x shards) or O(edges), never a scan of tuples: the per-state
+Every read costs O(states x shards), O(page x shards) (and, for a page past the first, O(shards^2 x log(offset))
+cheap commands to find where it starts: `_split`) or O(edges), never a scan of tuples: the per-state
 running sums, the household index, the capped recent feed and the per-second ack counters are kept by
 the store for exactly this, one of each per shard (cloud_app.store), and summed or merged here. Each read
 sends its commands for every shard in one pipeline (on a cluster, one round trip per node).

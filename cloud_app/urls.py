@@ -8,7 +8,9 @@ urlpatterns = [
     path("api/states/", api.StatesView.as_view(), name="api-states"),
     path("api/states/<str:state>/households/", api.StateHouseholdsView.as_view(), name="api-state-households"),
     path("api/households/", api.HouseholdsView.as_view(), name="api-households"),
-    path("api/households/<path:household>/", api.HouseholdView.as_view(), name="api-household"),
+    # str, not path: no household id holds a '/' (fogwire.limits), and the HTML API page resolves every prefix of
+    # a path with one, recursively: a household "a/a/a/..." made it fail.
+    path("api/households/<str:household>/", api.HouseholdView.as_view(), name="api-household"),
     path("api/power/", api.PowerView.as_view(), name="api-power"),
     path("api/edges/", api.EdgesView.as_view(), name="api-edges"),
     path("api/edges/<str:edge>/history/", api.EdgeHistoryView.as_view(), name="api-edge-history"),

@@ -9,8 +9,15 @@ group is read from Redis as the cloud's publisher sees it.
 """
 
 import asyncio
+import base64
 import copy
 import logging
+import os
+import signal
+import socket
+import struct
+import subprocess
+import sys
 import time
 
 import pytest
@@ -20,9 +27,13 @@ from channels.testing import WebsocketCommunicator
 from django.conf import settings
 
 from cloud_app import consumers
-from cloud_app.consumers import CLOSE_INVALID, CLOSE_TOO_BIG, CLOSE_UNSUPPORTED, MAX_FRAME_CHARS, DashboardConsumer
+from cloud_app.consumers import (CLOSE_INVALID, CLOSE_TOO_BIG, CLOSE_UNSUPPORTED, MAX_FRAME_CHARS, WS_MAX_BYTES,
+                                 DashboardConsumer)
 from cloud_app.server import DASHBOARD_GROUP
 from fogwire.ratelog import RateLimitedLog
+from tests.conftest import ROOT, free_port, wait_for
+from tests.test_it_runs_the_procfile_in_compose import procfile
+from tooling.net import port_open
 
 JUNK = [  # each frame as the ASGI server hands it over
     ({"text": "not json"}, CLOSE_INVALID),
@@ -158,3 +169,56 @@ def test_it_keeps_a_live_socket_in_the_group_past_the_expiry(short_expiry, chann
     started = time.monotonic()
     assert run_watching_the_loop(scenario) == []
     assert time.monotonic() - started < 15
+
+
+def _half_sent_frame(port, declared, sent):
+    """Open a dashboard socket by hand and send the start of a text frame of `declared` bytes, `sent` of them;
+    the close code the server answers with within 3 s, or None if it waits for the rest."""
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as conn:
+        key = base64.b64encode(os.urandom(16)).decode()
+        conn.sendall(f"GET /ws/dashboard/ HTTP/1.1\r\nHost: localhost\r\nOrigin: http://localhost\r\nUpgrade: "
+                     f"websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13"
+                     "\r\n\r\n".encode())
+        answer = b""
+        while b"\r\n\r\n" not in answer:
+            answer += conn.recv(4096)
+        assert answer.startswith(b"HTTP/1.1 101"), answer[:200]
+        mask = os.urandom(4)
+        conn.sendall(bytes([0x81, 0x80 | 127]) + struct.pack("!Q", declared) + mask
+                     + bytes(b ^ mask[i % 4] for i, b in enumerate(b"x" * sent)))
+        got, deadline = answer.split(b"\r\n\r\n", 1)[1], time.monotonic() + 3  # the page's updates come on
+        try:
+            while (left := deadline - time.monotonic()) > 0:
+                conn.settimeout(left)
+                if not (more := conn.recv(65536)):
+                    break
+                got += more
+        except TimeoutError:
+            pass  # still open
+    while len(got) >= 2:  # the server's frames (unmasked): the summary it sends first, then perhaps a close
+        size, at = got[1] & 0x7F, 2
+        if size >= 126:
+            at = 4 if size == 126 else 10
+            size = int.from_bytes(got[2:at], "big")
+        if got[0] & 0x0F == 0x8:
+            return struct.unpack("!H", got[at:at + 2])[0]
+        got = got[at + size:]
+    return None
+
+
+def test_it_refuses_a_frame_beyond_the_pages_largest_in_the_web_server_as_shipped(services):
+    """uvicorn buffers a frame whole before the consumer sees it (16 MiB by default): every anonymous socket
+    could hold that much half-sent. The Procfile's web server, as `make demo` and compose run it, closes a
+    socket as soon as it announces a frame past WS_MAX_BYTES."""
+    command = procfile()["web"]
+    port = free_port()
+    command[command.index("--port") + 1] = str(port)
+    web = subprocess.Popen([sys.executable, "-m", *command], cwd=ROOT, stdout=subprocess.DEVNULL,
+                           stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        assert wait_for(lambda: port_open("127.0.0.1", port), timeout=60, interval=0.2)
+        assert _half_sent_frame(port, declared=1 << 20, sent=WS_MAX_BYTES) == CLOSE_TOO_BIG
+        assert _half_sent_frame(port, declared=WS_MAX_BYTES, sent=WS_MAX_BYTES // 2) is None  # within: awaited
+    finally:
+        os.killpg(web.pid, signal.SIGTERM)
+        web.wait(10)

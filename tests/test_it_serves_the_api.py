@@ -7,9 +7,10 @@ import pytest
 import yaml
 
 from cloud_app.postal import STATES, locate
-from tests.conftest import EDGE_ID, EDGE_SECRET, ROOT, make_rows, store_through_cloud
+from tests.conftest import EDGE_ID, EDGE_SECRET, ROOT, free_port, make_rows, store_through_cloud
 from fogwire import protocol as wire
 
+BROWSER = "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8"  # what a browser's address bar asks
 pytestmark = pytest.mark.engines  # the reads over the store's shards, on one Redis and on a cluster
 
 
@@ -146,8 +147,19 @@ def test_it_exposes_edge_and_cloud_metrics(client, stored, db):
     assert 'fog_edge_late_total{edge="edge-m"} 2.0' in text
     assert 'fog_edge_link_up{edge="edge-m"} 0.0' in text
     assert 'fog_edge_tuples{status="pending"}' in text
-    assert "fog_cloud_tuples_total 500.0" in text
+    assert "fog_cloud_tuples_total 500.0" in text and "fog_cloud_store_up 1.0" in text
     assert f'fog_cloud_edge_backlog{{edge="{EDGE_ID}"}} 17.0' in text
+
+
+def test_it_says_in_the_metrics_that_the_cloud_store_is_down_and_still_gives_the_edges_figures(client, db, settings):
+    from edge_app.models import EdgeStatus
+
+    EdgeStatus.objects.create(edge_id="edge-m", readings=12)
+    settings.FOG_CLOUD_REDIS_URL = f"redis://127.0.0.1:{free_port()}/0"  # nothing listens there
+    response = client.get("/metrics")
+    assert response.status_code == 200
+    text = response.content.decode()
+    assert "fog_cloud_store_up 0.0" in text and 'fog_edge_readings_total{edge="edge-m"} 12.0' in text
 
 
 def test_it_exposes_metrics_that_prometheus_own_checker_accepts(client, stored, db):
@@ -174,11 +186,21 @@ def test_it_reads_through_the_reader_a_view_is_given(stored, redis_client, cloud
     assert all(f["annual_cost_eur"] == pytest.approx(f["annual_kwh"], abs=0.01) for f in figures)
 
 
-@pytest.mark.parametrize("path", ["/api/households/a%0Ab/", "/api/states/B%2FY/households/", "/api/nothing/"])
+@pytest.mark.parametrize("path", ["/api/households/a%0Ab/", "/api/states/B%2FY/households/", "/api/nothing/",
+                                  "/api/households/" + "a/" * 800])  # no household id holds a '/'
 def test_it_answers_an_api_path_no_route_matches_with_a_json_404(client, path):
     response = client.get(path)
     assert response.status_code == 404 and response["Content-Type"] == "application/json"
     assert "detail" in response.json()
+    assert client.get(path, HTTP_ACCEPT=BROWSER).status_code == 404  # as DRF's page of the API, where it is one
+
+
+@pytest.mark.parametrize("path", ["/api/households/?page=2&page_size=2", "/api/states/BY/households/"])
+def test_it_shows_a_browser_the_paged_lists_as_the_api_page(client, stored, path):
+    """A browser asks for HTML, and gets DRF's page of the API, the same figures inside."""
+    response = client.get(path, HTTP_ACCEPT=BROWSER)
+    assert response.status_code == 200 and response["Content-Type"].startswith("text/html")
+    assert client.get(path).json()["results"][0]["household"] in response.content.decode()
 
 
 def test_it_pages_households_of_many_shards_in_one_name_order(redis_url, cloud_prefix, cloud_reader):

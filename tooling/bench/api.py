@@ -9,6 +9,7 @@ import sys
 import time
 import uuid
 
+from cloud_app.consumers import WS_MAX_BYTES
 from cloud_app.engine import connect_async
 from django.conf import settings
 
@@ -22,7 +23,7 @@ SHIPPED_APP = "fogsite.asgi:application"
 STOCK_APP = "tooling.bench.stock_asgi:application"
 # The web server as `make demo` runs it (Procfile).
 WEB_ARGS = ["--host", "127.0.0.1", "--workers", "2", "--no-access-log", "--lifespan", "off",
-            "--log-level", "warning"]
+            "--ws-max-size", str(WS_MAX_BYTES), "--log-level", "warning"]
 
 
 async def _seed(prefix, tuples, households, out):
