@@ -223,7 +223,7 @@ def _check_budget():
 @register(Tags.security, deploy=True)
 def check_pipeline_secrets(app_configs, **kwargs):
     errors = []
-    if settings.FOG_EDGE_SECRET == settings.DEV_EDGE_SECRET:
+    if settings.FOG_SERVES_EDGE and settings.FOG_EDGE_SECRET == settings.DEV_EDGE_SECRET:  # a cloud host has none
         errors.append(
             Warning(
                 "FOG_EDGE_SECRET is the development default.",

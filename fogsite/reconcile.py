@@ -18,7 +18,7 @@ from dataclasses import asdict, dataclass, field
 from cloud_app.reader import CloudReader
 from cloud_app.keys import Keys
 from cloud_app.store import Record
-from edge_app.models import Status, WindowAggregate
+from edge_app.models import EdgeStatus, Status, WindowAggregate
 
 SUM_TOLERANCE = 1e-6  # relative: the Lua sums add in another order
 
@@ -46,6 +46,9 @@ class Report:
     unknown_to_edge: int  # cloud tuples of this edge the edge no longer has (retention) or never had
     sum_mismatches: list = field(default_factory=list)
     refusals: dict = field(default_factory=dict)  # reason -> REFUSED tuples
+    # Why this edge database and this cloud store are not the two to compare ('' when they may be): what a
+    # comparison of the wrong two reports (everything missing, or nothing to check) would say wrongly.
+    not_a_pair: str = ""
 
     @property
     def totals(self):
@@ -57,13 +60,13 @@ class Report:
 
     def ok(self, strict=False):
         totals = self.totals
-        return not (totals.missing_in_cloud or totals.duplicated or self.sum_mismatches
+        return not (totals.missing_in_cloud or totals.duplicated or self.sum_mismatches or self.not_a_pair
                     or (strict and (totals.pending or totals.refused)))
 
     def as_dict(self):
         return {"edge": self.edge, "ok": self.ok(), "totals": asdict(self.totals), "cloud_tuples": self.cloud_tuples,
                 "unknown_to_edge": self.unknown_to_edge, "sum_mismatches": self.sum_mismatches,
-                "refusals": self.refusals,
+                "refusals": self.refusals, "not_a_pair": self.not_a_pair,
                 "households": [asdict(row) for row in self.households]}
 
 
@@ -102,7 +105,29 @@ def reconcile(edge_id, redis, prefix):
                     sum(windows.values()), len(windows.keys() - edge_windows))
     report.sum_mismatches = check_sums(redis, keys)
     report.refusals = dict(refusals)
+    report.not_a_pair = not_a_pair(edge_id, redis, keys, report)
     return report
+
+
+def not_a_pair(edge_id, redis, keys, report):
+    """Why the edge database and the cloud store read are not the edge's and the store that acknowledged its
+    tuples, or ''. reconcile runs where both can be read: on the edge's host, with the cloud store's
+    FOG_CLOUD_REDIS_URL and FOG_CLOUD_KEY_PREFIX."""
+    status = EdgeStatus.objects.filter(edge_id=edge_id).first()
+    if status is None and not report.households and report.cloud_tuples:
+        return (f"this edge database holds nothing of edge {edge_id}, and the cloud store {report.cloud_tuples} of its "
+                "tuples: run reconcile against the edge's own database (on its host, FOG_DATABASE_URL)")
+    recorded = status.cloud_store if status is not None else ""
+    if not recorded or recorded.startswith("lost-"):  # none yet, or a lost store's tuples are being put back
+        return ""
+    named = redis.get(keys.store_id(edge_id))
+    named = named.decode() if named is not None else None
+    if named != recorded:
+        return (f"the cloud store read is not the one that acknowledged edge {edge_id}'s tuples (the edge recorded "
+                f"store {recorded}, this one is {named or 'unnamed'}): another store, or one emptied since (the edge "
+                "sends everything again once it hears of that). Point FOG_CLOUD_REDIS_URL and FOG_CLOUD_KEY_PREFIX "
+                "at the cloud's store")
+    return ""
 
 
 def check_sums(redis, keys):

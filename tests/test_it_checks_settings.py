@@ -56,6 +56,8 @@ def test_it_refuses_a_port_out_of_range():
 def test_it_warns_about_the_development_edge_secret_on_deploy():
     result = run_manage("check", "--deploy", env={"DJANGO_SECRET_KEY": "x" * 60})
     assert "fog.W002" in result.stderr + result.stdout
+    cloud = run_manage("check", "--deploy", env={"DJANGO_SECRET_KEY": "x" * 60, "FOG_ROLE": "cloud"})
+    assert "fog.W002" not in cloud.stderr + cloud.stdout  # a cloud host has no edge secret of its own
 
 
 def test_it_reads_edge_secrets_from_a_file_and_names_an_unreadable_one(tmp_path):

@@ -77,3 +77,25 @@ def test_it_counts_pending_as_a_failure_only_when_strict(delivered, cloud_settin
     assert json.loads(capsys.readouterr().out)["totals"]["pending"] == 1
     with pytest.raises(CommandError, match="1 pending"):
         run(cloud_settings, "--strict")
+
+
+def test_it_fails_against_a_store_that_did_not_acknowledge_the_edges_tuples(delivered, redis_client, cloud_prefix,
+                                                                            cloud_settings):
+    """Another cloud store (another host's, the defaults) or one emptied since: not 'all missing', but why."""
+    from edge_app.models import EdgeStatus
+
+    EdgeStatus.objects.update_or_create(edge_id=EDGE_ID, defaults={"cloud_store": "0123456789abcdef"})
+    redis_client.set(Keys(cloud_prefix).store_id(EDGE_ID), "fedcba9876543210")
+    with pytest.raises(CommandError, match="the cloud store read is not the one that acknowledged edge .* tuples "
+                                           r"\(the edge recorded store 0123456789abcdef, this one is fedcba9876543210\)"):
+        run(cloud_settings)
+    redis_client.set(Keys(cloud_prefix).store_id(EDGE_ID), "0123456789abcdef")
+    run(cloud_settings)
+
+
+def test_it_fails_against_an_edge_database_that_holds_nothing_of_the_edge(delivered, cloud_settings):
+    """The cloud host's own, freshly migrated database, say: not 'nothing to check', but why."""
+    WindowAggregate.objects.all().delete()
+    with pytest.raises(CommandError, match=f"this edge database holds nothing of edge {EDGE_ID}, and the cloud store "
+                                           "40 of its tuples"):
+        run(cloud_settings, "--strict")

@@ -15,7 +15,9 @@ COLUMNS = ("expected", "acked", "pending", "refused", "missing_in_cloud", "dupli
 class Command(BaseCommand):
     requires_system_checks = PIPELINE_CHECKS
     help = ("Compare the windows this edge stored, and their delivery states, with what the cloud holds; "
-            "recompute the cloud's per-state sums. Exits 1 on any loss, duplicate or sum mismatch.")
+            "recompute the cloud's per-state sums. Exits 1 on any loss, duplicate or sum mismatch. Run it on the "
+            "edge's host, with the cloud store's FOG_CLOUD_REDIS_URL and FOG_CLOUD_KEY_PREFIX: it fails when the "
+            "two are not the edge's database and the store that acknowledged its tuples.")
 
     def add_arguments(self, parser):
         parser.add_argument("--edge-id", default=settings.FOG_EDGE_ID, help="edge to check (default FOG_EDGE_ID, %(default)s)")
@@ -39,6 +41,8 @@ class Command(BaseCommand):
             self.stdout.write(json.dumps({**report.as_dict(), "ok": report.ok(strict)}, indent=2))
         else:
             self._table(report, all)
+        if report.not_a_pair:
+            raise CommandError(f"reconcile failed: {report.not_a_pair}")
         if not report.ok(strict):
             totals = report.totals
             raise CommandError(f"reconcile failed: {totals.missing_in_cloud} missing in cloud, {totals.duplicated} "
