@@ -15,12 +15,13 @@ log = RateLimitedLog(logging.getLogger("fog.cloud"), 1, 60.0)  # a line a minute
 
 
 class CloudCollector:
-    def __init__(self, reader):
-        self.reader = reader
+    def __init__(self, readers):
+        self.readers = readers  # gives the reader (a ReaderSource): a Redis Cluster client connects as it is made
 
     def collect(self):
         try:
-            stats, edges = self.reader.stats(), self.reader.edges()
+            reader = self.readers()
+            stats, edges = reader.stats(), reader.edges()
         except STORE_ERRORS as exc:
             log.warning("/metrics: the cloud store can't be read (%s); fog_cloud_store_up is 0", exc)
             yield GaugeMetricFamily("fog_cloud_store_up", "1 if the cloud store (Redis) could be read", value=0)

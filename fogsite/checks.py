@@ -223,7 +223,7 @@ def _check_budget():
 @register(Tags.security, deploy=True)
 def check_pipeline_secrets(app_configs, **kwargs):
     errors = []
-    if settings.FOG_SERVES_EDGE and settings.FOG_EDGE_SECRET == settings.DEV_EDGE_SECRET:  # a cloud host has none
+    if settings.FOG_SERVES_EDGE and settings.FOG_EDGE_SECRET == settings.DEV_EDGE_SECRET:
         errors.append(
             Warning(
                 "FOG_EDGE_SECRET is the development default.",
@@ -231,4 +231,15 @@ def check_pipeline_secrets(app_configs, **kwargs):
                 id="fog.W002",
             )
         )
+    elif settings.FOG_SERVES_CLOUD:  # a cloud host has no edge secret of its own, but takes edges' (the default too)
+        pairs, _ = read_edge_secrets(settings.FOG_EDGE_SECRETS, settings.FOG_EDGE_SECRETS_FILE)
+        public = [edge for edge, secret in pairs.items() if secret == settings.DEV_EDGE_SECRET]
+        if public:
+            errors.append(
+                Warning(
+                    f"The cloud takes the development edge secret for edges {', '.join(public)}.",
+                    hint="Give each edge a random secret in FOG_EDGE_SECRETS(_FILE) (and its FOG_EDGE_SECRET).",
+                    id="fog.W002",
+                )
+            )
     return errors

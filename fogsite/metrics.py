@@ -20,5 +20,5 @@ def metrics(request):
     if settings.FOG_SERVES_EDGE:
         registry.register(EdgeCollector())
     if settings.FOG_SERVES_CLOUD:
-        registry.register(CloudCollector(readers()))
+        registry.register(CloudCollector(readers))  # called inside its guard: a cluster client connects as it is made
     return HttpResponse(generate_latest(registry), content_type=CONTENT_TYPE_LATEST)

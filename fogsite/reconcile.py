@@ -124,9 +124,9 @@ def not_a_pair(edge_id, redis, keys, report):
     named = named.decode() if named is not None else None
     if named != recorded:
         return (f"the cloud store read is not the one that acknowledged edge {edge_id}'s tuples (the edge recorded "
-                f"store {recorded}, this one is {named or 'unnamed'}): another store, or one emptied since (the edge "
-                "sends everything again once it hears of that). Point FOG_CLOUD_REDIS_URL and FOG_CLOUD_KEY_PREFIX "
-                "at the cloud's store")
+                f"store {recorded}, this one is {named or 'unnamed'}): another store, then point FOG_CLOUD_REDIS_URL "
+                "and FOG_CLOUD_KEY_PREFIX at the cloud's; or one emptied since, then the edge is sending everything "
+                "again and records this store once it has: run reconcile again then")
     return ""
 
 

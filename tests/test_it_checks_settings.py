@@ -56,8 +56,12 @@ def test_it_refuses_a_port_out_of_range():
 def test_it_warns_about_the_development_edge_secret_on_deploy():
     result = run_manage("check", "--deploy", env={"DJANGO_SECRET_KEY": "x" * 60})
     assert "fog.W002" in result.stderr + result.stdout
+    # A cloud host has no edge secret of its own: it is warned of the ones it takes (the default's, unset).
     cloud = run_manage("check", "--deploy", env={"DJANGO_SECRET_KEY": "x" * 60, "FOG_ROLE": "cloud"})
-    assert "fog.W002" not in cloud.stderr + cloud.stdout  # a cloud host has no edge secret of its own
+    assert "fog.W002" in cloud.stderr + cloud.stdout and "edges edge-1" in cloud.stderr + cloud.stdout
+    strong = run_manage("check", "--deploy", env={"DJANGO_SECRET_KEY": "x" * 60, "FOG_ROLE": "cloud",
+                                                  "FOG_EDGE_SECRETS": "edge-1:k3T9vQ2xLm8pR4sZ7wY1bN6cF0hJ5dG2"})
+    assert "fog.W002" not in strong.stderr + strong.stdout
 
 
 def test_it_reads_edge_secrets_from_a_file_and_names_an_unreadable_one(tmp_path):

@@ -151,11 +151,13 @@ def test_it_exposes_edge_and_cloud_metrics(client, stored, db):
     assert f'fog_cloud_edge_backlog{{edge="{EDGE_ID}"}} 17.0' in text
 
 
-def test_it_says_in_the_metrics_that_the_cloud_store_is_down_and_still_gives_the_edges_figures(client, db, settings):
+@pytest.mark.parametrize("scheme", ["redis", "redis+cluster"])  # a cluster client connects as it is made
+def test_it_says_in_the_metrics_that_the_cloud_store_is_down_and_still_gives_the_edges_figures(client, db, settings,
+                                                                                             scheme):
     from edge_app.models import EdgeStatus
 
     EdgeStatus.objects.create(edge_id="edge-m", readings=12)
-    settings.FOG_CLOUD_REDIS_URL = f"redis://127.0.0.1:{free_port()}/0"  # nothing listens there
+    settings.FOG_CLOUD_REDIS_URL = f"{scheme}://127.0.0.1:{free_port()}/0"  # nothing listens there
     response = client.get("/metrics")
     assert response.status_code == 200
     text = response.content.decode()

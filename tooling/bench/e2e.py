@@ -42,6 +42,7 @@ from types import SimpleNamespace
 
 from django.conf import settings
 
+from cloud_app.consumers import WS_MAX_BYTES
 from cloud_app.engine import connect, is_cluster
 from tooling.bench.common import ROOT, Figure
 from tooling.chaos.pipeline import Pipeline
@@ -415,7 +416,8 @@ def _measure(households, seconds, step, out, settings_env, warmup, described):
         pipeline.start_cloud()
         pipeline.start_edge()
         web = start_child([sys.executable, "-m", "uvicorn", "fogsite.asgi:application", "--host", "127.0.0.1",
-                           "--port", str(web_port), "--lifespan", "off", "--log-level", "warning"],
+                           "--port", str(web_port), "--lifespan", "off", "--ws-max-size", str(WS_MAX_BYTES),
+                           "--log-level", "warning"],
                           cwd=ROOT, env=pipeline.env, stdout=web_log, stderr=subprocess.STDOUT,
                           start_new_session=True)
         wait_for(lambda: port_open("127.0.0.1", web_port), 30, "the web server")

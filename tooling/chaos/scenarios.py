@@ -240,7 +240,8 @@ def run_scenario(name, services, edge_redis_url, options=None, out=print, stop=N
         totals = report["totals"]
         in_cloud = report["cloud_tuples"] - totals["duplicated"]
         lost = max(expected - in_cloud, totals["missing_in_cloud"], 0)
-        detail = "; ".join(report["sum_mismatches"]) or ("" if quiet is not None else
+        detail = "; ".join(filter(None, [*report["sum_mismatches"], report.get("not_a_pair")])) or (
+            "" if quiet is not None else
                                                         f"not quiet after the timeout: {pipeline.counts()}")
         notes, problem = budget_verdict(pipeline) if pipeline.budget else ("", "")
         outcome = Outcome(name, readings, totals["expected"], totals["acked"], lost, totals["duplicated"],
