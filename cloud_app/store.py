@@ -400,7 +400,7 @@ class CloudStore:
                 log.warning("the cloud store of edge %s's shard is not the one this process knew (identity %s): "
                             "emptied or replaced; its batches claim their households again", edge, known)
                 self.claims.forget(shard)
-                del self._identities[shard]
+                self._identities.pop(shard, None)  # another batch of the shard may have met it first
         raise StoreChanged(f"the cloud store changed under {STORE_CHANGED_TRIES} tries of one batch")
 
     async def claim(self, edge, households):

@@ -365,6 +365,14 @@ def _span(ms):
     return f"{ms / 3_600_000:.1f} h" if ms >= 3_600_000 else f"{ms / 60_000:.0f} min"
 
 
+def _folder(path):
+    """Whether `path` is a folder; False where that can't be told (Path.is_dir raises on a denied stat)."""
+    try:
+        return path.is_dir()
+    except OSError:
+        return False
+
+
 def read_folder(folder, zone, skip_bad_lines=False, progress=None, skip_bad_files=False):
     """Every *.csv file of a folder (any case, not hidden: `._x.csv` is a macOS note about x.csv), parsed
     and checked. Returns (households, skipped lines, files set aside). With skip_bad_files a file that
@@ -389,7 +397,7 @@ def read_folder(folder, zone, skip_bad_lines=False, progress=None, skip_bad_file
     # What may hold a household and is not read: said, or a household in `h.csv.gz` or a subfolder would be missing
     # without a word. A README or a licence beside the files is not.
     passed_over = [p.name for p in entries if p.suffix.lower() != ".csv" and (
-        ".csv" in p.name.lower() or p.suffix.lower() in PACKED or (p.is_dir() and p.name != "__MACOSX"))]
+        ".csv" in p.name.lower() or p.suffix.lower() in PACKED or (_folder(p) and p.name != "__MACOSX"))]
     if passed_over:
         log.warning("--data %s: %s not .csv and not read: %s%s (compressed files are read once decompressed, "
                     "folders by naming them)", folder, "1 entry is" if len(passed_over) == 1 else

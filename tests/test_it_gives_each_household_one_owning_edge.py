@@ -151,3 +151,21 @@ def test_it_writes_a_batch_only_into_the_store_its_households_were_claimed_in(re
     assert asyncio.run(emptied_in_between()).reasons == ["", ""]
     assert redis_client.hget(keys.owners(shard_of("moved-0")), "moved-0") == EDGE_ID.encode()
     assert redis_client.hlen(keys.tuples(EDGE_ID)) == 2
+
+
+def test_it_claims_again_for_batches_of_one_shard_that_meet_an_emptied_store_at_once(redis_url, cloud_prefix):
+    """A cloud process writes several batches of an edge at once (its workers): each that meets the new store
+    claims its households again, whichever met it first."""
+
+    async def at_once():
+        client = store_client(redis_url)
+        store = CloudStore(client, cloud_prefix)
+        try:
+            await store.store(EDGE_ID, make_rows(2, household="before"))
+            delete_prefix(redis_url, cloud_prefix)
+            return await asyncio.gather(*(store.store(EDGE_ID, make_rows(2, household=f"batch{n}", start_id=10 * n))
+                                          for n in range(4)))
+        finally:
+            await client.aclose()
+
+    assert [result.reasons for result in asyncio.run(at_once())] == [["", ""]] * 4
