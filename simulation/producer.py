@@ -59,6 +59,7 @@ class ConfluentProducer:
         from confluent_kafka.admin import AdminClient, NewTopic
 
         self.topic, self.stop_flag, self.batched = topic, stop_flag, batched
+        self._refused = KafkaException  # what produce() raises for a message it will never send (too large)
         self.sent = self.failed = 0
         self.first_error = None
         # A restarted broker is retried within a second (librdkafka's default backoff grows to 10 s).
@@ -126,6 +127,8 @@ class ConfluentProducer:
     def _handed(self, readings, *message, **named):
         try:
             self._produce(*message, **named)
+        except self._refused as exc:  # MSG_SIZE_TOO_LARGE, say: Kafka would refuse it whenever it came
+            self._failed(exc.args[0].str() if exc.args else exc, None, readings)
         except BufferError:  # the local queue is full: let deliveries drain, then retry
             # Kafka may stay away for good: once a stop is asked for, a reading that finds the queue full is
             # counted as not accepted at once (the summary says what was lost), without waiting for room.
@@ -155,7 +158,8 @@ class ConfluentProducer:
             left = 0 if flushed else len(self.producer)
         if left:
             self.failed += left
-            self.first_error = self.first_error or f"{left} readings still unsent when the run ended"
+            self.first_error = self.first_error or (f"{left} readings unconfirmed when the run ended: Kafka may hold "
+                                                     "some of them, so count the topic before sending any again")
         self.sent = self.produced - self.failed
         return self.failed
 
@@ -169,6 +173,7 @@ class KafkaPythonProducer:
         from kafka.partitioner.default import murmur2
 
         self.topic, self.stop_flag, self._timeout, self.batched = topic, stop_flag, KafkaTimeoutError, batched
+        self._kafka_error = KafkaError
         self._murmur2 = murmur2
         self.sent = self.failed = self.produced = 0
         self.first_error = None
@@ -181,6 +186,8 @@ class KafkaPythonProducer:
             self.partitions = _partitions(lambda: len(self.producer.partitions_for(topic) or ()), topic, bootstrap)
         except KafkaError as exc:
             raise KafkaUnavailable(f"Kafka at {bootstrap} is unreachable: {exc}") from None
+        except ValueError as exc:  # kafka-python checks a topic's name as it looks it up
+            raise KafkaUnavailable(f"topic {topic!r}: {exc}") from None
 
     def partition_of(self, household):
         """kafka-python's default partitioner for a key: murmur2 of it."""
@@ -216,6 +223,9 @@ class KafkaPythonProducer:
             self._stalled = True
             self._error(readings, exc)
             return
+        except self._kafka_error as exc:  # MessageSizeTooLargeError, say: Kafka would refuse it whenever it came
+            self._error(readings, exc)
+            return
         self._stalled = False
         future.add_callback(self._ok, readings).add_errback(self._error, readings)
 
@@ -231,6 +241,9 @@ class KafkaPythonProducer:
                 self.producer.flush(seconds)
             except self._timeout:
                 return False
+            except self._kafka_error:  # a batch Kafka found too large, split and sent again, failed (UnknownError)
+                time.sleep(seconds)  # what is left is counted once the time is up, as for a timeout
+                return False
             return True
 
         if not flush_in_slices(flush, timeout, self.stop_flag):
@@ -241,12 +254,13 @@ class KafkaPythonProducer:
             timeout = 0
         try:
             self.producer.close(timeout)
-        except self._timeout:  # its I/O thread outlived the join: what it holds is counted below
+        except self._kafka_error:  # its I/O thread outlived the join, or a last flush failed: counted below
             pass
         left = self.produced - self.sent - self.failed
         if left > 0:
             self.failed += left
-            self.first_error = self.first_error or f"{left} readings still unsent when the run ended"
+            self.first_error = self.first_error or (f"{left} readings unconfirmed when the run ended: Kafka may hold "
+                                                     "some of them, so count the topic before sending any again")
         return self.failed
 
 

@@ -1,6 +1,7 @@
 """The mosaik scenario behind `runsimulation`: households -> Kafka adapter (-> collector)."""
 
 import logging
+import math
 import sys
 import time
 from collections.abc import Callable
@@ -25,6 +26,9 @@ PROGRESS_EVERY_S = 0.5
 # --until's largest value: a century of simulated seconds, far inside mosaik's time (END_OF_TIME, 2**62), so a
 # stop's jump to the end of time always comes after it.
 MAX_UNTIL_S = 100 * 365 * 86400
+# Synthetic households are held in memory, each an object: ten times the most a benchmark runs (bench e2e).
+MAX_SYNTHETIC_HOUSEHOLDS = 1_000_000
+MAX_SEED = 2**63 - 1  # a household id holds the seed (syn<seed>-<n>): within fogwire.limits.MAX_HOUSEHOLD_ID
 
 
 @dataclass
@@ -149,8 +153,8 @@ def prepare(options):
         raise DataError(f"--until takes simulated seconds from 1 to {MAX_UNTIL_S} (a century), got {options.until:g}")
     if options.step <= 0:
         raise DataError(f"--step must be a positive number of seconds, got {options.step}")
-    if options.speed is not None and options.speed <= 0:
-        raise DataError(f"--speed must be positive or 'max', got {options.speed:g}")
+    if options.speed is not None and not 0 < options.speed < math.inf:  # also NaN
+        raise DataError(f"--speed must be a positive number or 'max', got {options.speed:g}")
     try:
         zone = ZoneInfo(options.tz)
     except (ZoneInfoNotFoundError, ValueError, OSError):  # OSError: a folder of zones, such as Europe
@@ -165,26 +169,45 @@ def prepare(options):
         start_ms -= start_ms % (options.step * 1000)
         end_ms = max(h.timestamps[-1] for h in households)
         until = options.until or (end_ms - start_ms) / 1000 + options.step
+        _sent_in_time(start_ms, until, options.speed)
         return households, start_ms, int(until), zone, (skipped, set_aside)
-    if options.households <= 0:
-        raise DataError(f"--households must be positive, got {options.households}")
+    if not 0 < options.households <= MAX_SYNTHETIC_HOUSEHOLDS:
+        raise DataError(f"--households takes 1 to {MAX_SYNTHETIC_HOUSEHOLDS:,}, got {options.households}")
+    if not 0 <= options.seed <= MAX_SEED:
+        raise DataError(f"--seed takes 0 to {MAX_SEED}, got {str(options.seed)[:30]}")
     if options.start == "now":
         # The next step boundary: the first readings go out when it comes, stamped with it (see RunStats).
         step_ms = int(options.step * 1000)
         start_ms = -(-int(time.time() * 1000) // step_ms) * step_ms
     else:
         try:
-            start = datetime.fromisoformat(options.start).replace(tzinfo=zone)
+            start = datetime.fromisoformat(options.start)
         except ValueError:
             raise DataError(f"--start {options.start!r} is not YYYY-MM-DD HH:MM:SS or 'now'") from None
+        if start.tzinfo is None:  # local time in --tz, which must have happened there
+            naive, start = start, start.replace(tzinfo=zone)
+            if datetime.fromtimestamp(start.timestamp(), zone).replace(tzinfo=None) != naive:
+                raise DataError(f"--start {options.start!r} never happened in {zone}: the clocks went forward over it")
         start_ms = int(start.timestamp() * 1000)
         # The readings the edge takes (the files' dates are held to the same); with --until at most a
         # century, the last reading's time stays far inside what dates can hold (year 9999).
         if limits.time_problem(start_ms, time.time() * 1000):
             raise DataError(f"--start {options.start!r} is before 2000-01-01 00:00 UTC or more than "
                             f"{limits.FUTURE_SLACK_MS // 3_600_000} h from now: an edge takes no readings from then")
+    until = int(options.until or 3600)
+    _sent_in_time(start_ms, until, options.speed)
     source = ("synthetic", options.seed, options.households, start_ms, zone)
-    return source, start_ms, int(options.until or 3600), zone, (0, 0)
+    return source, start_ms, until, zone, (0, 0)
+
+
+def _sent_in_time(start_ms, until, speed):
+    """Refuse a run whose last readings would go out further ahead of the clock than an edge takes them
+    (fogwire.limits.FUTURE_SLACK_MS): at `speed` the run's simulated seconds pass that many times as fast."""
+    ahead_ms = start_ms + until * 1000 - (time.time() * 1000 + (until * 1000 / speed if speed else 0))
+    if ahead_ms > limits.FUTURE_SLACK_MS:
+        raise DataError(f"the run's last readings would go out {ahead_ms / 3_600_000:.0f} h ahead of the clock, and an "
+                        f"edge takes none more than {limits.FUTURE_SLACK_MS // 3_600_000} h ahead: lower --until, "
+                        "start earlier (--start), or run slower (--speed)")
 
 
 def run(options, stop_flag=lambda: None):

@@ -69,6 +69,12 @@ def test_it_refuses_a_duration_it_cannot_run():
     *(({"start": start, "tz": "UTC"}, f"--start '{start}' is before 2000-01-01 00:00 UTC or more than 24 h from now")
       for start in ("9999-12-31 23:59:59", "1999-12-31 23:59:59", "2999-01-01 00:00:00")),
     ({"start": "2000-01-01 00:30:00", "tz": "Europe/Berlin"}, "is before 2000-01-01 00:00 UTC"),  # 23:30 UTC
+    ({"start": "2020-03-29 02:30:00", "tz": "Europe/Berlin"}, "never happened in Europe/Berlin"),  # clocks forward
+    *(({"speed": speed}, "--speed must be a positive number or 'max'") for speed in (0, -1, math.nan, math.inf)),
+    ({"households": 10**8}, "--households takes 1 to 1,000,000"),  # held in memory: a MemoryError deep in a run
+    ({"seed": 10**30}, "--seed takes 0 to"),  # the seed is in every household's id, which has a length limit
+    # The last readings would go out days ahead of the clock, which an edge refuses: checked for the run's end too.
+    ({"start": "now", "until": 259_200, "step": 3600}, "the run's last readings would go out 7"),
 ])
 def test_it_checks_its_options_before_sending(option, message):
     with pytest.raises(DataError, match=re.escape(message)):
@@ -77,8 +83,10 @@ def test_it_checks_its_options_before_sending(option, message):
 
 def test_it_takes_a_start_from_2000_to_a_day_ahead():
     assert prepare(Options(until=10, start="2000-01-01 00:00:00", tz="UTC"))[1] == 946_684_800_000
+    # An offset of its own counts, not --tz's: 2019-12-24 00:00 UTC, not Berlin's midnight.
+    assert prepare(Options(until=10, start="2019-12-24T00:00:00+00:00", tz="Europe/Berlin"))[1] == 1_577_145_600_000
     ahead = datetime.now(UTC) + timedelta(hours=23)
-    assert prepare(Options(until=MAX_UNTIL_S, start=f"{ahead:%Y-%m-%d %H:%M:%S}", tz="UTC"))[2] == MAX_UNTIL_S
+    assert prepare(Options(until=MAX_UNTIL_S, start=f"{ahead:%Y-%m-%d %H:%M:%S}", tz="UTC", speed=1))[2] == MAX_UNTIL_S
 
 
 def test_it_says_a_data_file_is_not_a_folder(tmp_path):
@@ -115,3 +123,23 @@ def test_it_refuses_households_with_data_instead_of_ignoring_it(tmp_path):
     write_gem_csv(tmp_path / "h.csv", [("2019-12-24 00:00:01", 100)])
     assert "argument --households: not allowed with argument --data" in _run("--data", str(tmp_path),
                                                                              "--households", "3")
+
+
+@pytest.mark.parametrize("client", ["confluent", "kafka-python"])
+def test_it_counts_batches_a_topic_refuses_as_too_large_and_ends_with_its_summary(kafka_bootstrap, topic, client):
+    """A topic whose messages may hold less than a batch: the run goes on, counts what Kafka did not confirm,
+    and ends with its summary and one error, not a traceback (kafka-python's flush raised one)."""
+    from kafka.admin import KafkaAdminClient, NewTopic
+
+    small = f"{topic}-small"
+    admin = KafkaAdminClient(bootstrap_servers=kafka_bootstrap, client_id="fog-tests")
+    try:
+        admin.create_topics([NewTopic(small, 1, 1, topic_configs={"max.message.bytes": "2000"})])
+    finally:
+        admin.close()
+    result = run_manage("runsimulation", "--bootstrap", kafka_bootstrap, "--topic", small, "--client", client,
+                        "--households", "200", "--until", "20", "--speed", "max", "--no-progress", timeout=240)
+    assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr[-3000:]
+    summary = re.search(r"sent=(\d+) failed=(\d+)", result.stdout + result.stderr)
+    assert summary and int(summary[1]) + int(summary[2]) == 200 * 10, result.stdout + result.stderr[-2000:]
+    assert int(summary[2]) > 0 and "readings were not confirmed by Kafka" in result.stderr

@@ -21,7 +21,7 @@ def speed(text):
     try:
         value = float(text)
     except ValueError:
-        raise ValueError(f"--speed takes a positive number or 'max', got {text!r}") from None
+        raise argparse.ArgumentTypeError(f"--speed takes a positive number or 'max', got {text!r}") from None
     return value
 
 
@@ -111,7 +111,7 @@ class Command(BaseCommand):
                 self.stdout.write(f"{household:<70} {count:>7} {low:>9.1f} {total / count:>9.1f} {high:>9.1f}")
         self.stdout.write(result.line())
         if result.failed:
-            raise CommandError(f"{result.failed} readings were not accepted by Kafka (first error: {result.first_error})")
+            raise CommandError(f"{result.failed} readings were not confirmed by Kafka (first error: {result.first_error})")
 
 
 def _quiet_mosaik():
