@@ -9,7 +9,7 @@ from django.core.management.base import BaseCommand, CommandError
 
 from fogwire.limits import MAX_READINGS_PER_MESSAGE
 from simulation.producer import CLIENTS, STOP_FLUSH_S, KafkaUnavailable
-from simulation.scenario import Options, run
+from simulation.scenario import MAX_SEED, MAX_SYNTHETIC_HOUSEHOLDS, Options, run
 from simulation.sources import SKIPPED_SHOWN, DataError
 
 LOG_LEVELS = {0: logging.WARNING, 1: logging.INFO, 2: logging.DEBUG, 3: logging.DEBUG}
@@ -48,17 +48,20 @@ class Command(BaseCommand):
                             "name without .csv), every .csv file a household (other entries are named and not read; a "
                             "file linked under two names stops the run); without it, synthetic households")
         source.add_argument("--households", type=int, default=10,
-                            help="synthetic households (default %(default)s); not with --data, whose files are "
-                            "the households")
+                            help=f"synthetic households, 1 to {MAX_SYNTHETIC_HOUSEHOLDS:,} (default %(default)s); "
+                            "not with --data, whose files are the households")
         parser.add_argument("--until", type=float, default=None, metavar="SECONDS",
                             help="simulated seconds to run, 1 to a century (default: the files' span, or 3600 for synthetic)")
         parser.add_argument("--speed", type=speed, default=None, metavar="X|max",
-                            help="1 = real time, 60 = a minute per second, max = as fast as possible (default max)")
+                            help="1 = real time, 60 = a minute per second, max = as fast as possible (default max); a run "
+                            "whose last readings would go out over a day ahead of the clock is refused")
         parser.add_argument("--step", type=int, default=2, help="seconds per step; synthetic households send one "
                             "reading a step (default %(default)s, like the real files)")
-        parser.add_argument("--seed", type=int, default=0, help="seed of the synthetic households (default %(default)s)")
+        parser.add_argument("--seed", type=int, default=0,
+                            help=f"seed of the synthetic households, 0 to {MAX_SEED} (default %(default)s)")
         parser.add_argument("--start", default="2019-12-24 00:00:00",
-                            help="event time of the first synthetic reading, in --tz, or 'now' "
+                            help="event time of the first synthetic reading, in --tz unless it has an offset of its "
+                            "own (2019-12-24T00:00:00+00:00), or 'now' "
                             "(default %(default)s, the sample files' day)")
         parser.add_argument("--tz", default="Europe/Berlin", help="time zone of CSV dates and --start (default %(default)s)")
         parser.add_argument("--topic", default=settings.FOG_TOPIC, help="Kafka topic (default FOG_TOPIC, %(default)s)")
