@@ -21,11 +21,13 @@ from kafka.errors import KafkaError
 
 from edge_app.budget import RETENTION_CHECK_SECONDS, RetentionAlarm, retention_seconds_left
 from edge_app.models import EdgeStatus
+from fogwire.ratelog import RateLimitedLog
 
 log = logging.getLogger("fog.edge.retention")
 
 RECORD_OVERHEAD_BYTES = 70  # a record's share of Kafka's batch and record headers, roughly
 FETCH_TIMEOUT_MS = 2000
+COMPACTED_SAID_SECONDS = 600  # a compacted topic is said at most this often (the check runs every RETENTION_CHECK_SECONDS)
 # The check runs in the ingest loop: while the broker is away it gives up quickly rather than stall it.
 KAFKA_TIMEOUT_MS = 5000
 CLIENT_LIMITS = {"request_timeout_ms": KAFKA_TIMEOUT_MS, "bootstrap_timeout_ms": KAFKA_TIMEOUT_MS,
@@ -39,6 +41,7 @@ class RetentionWatch:
         self.alarm = RetentionAlarm(margin_seconds)
         self.admin = self.reader = None
         self.next_check = 0.0
+        self.compacted_log = RateLimitedLog(log, 1, COMPACTED_SAID_SECONDS)
         self.last_end = {}  # partition -> (end offset, monotonic time): the inflow between checks
         self.sizes = {}  # partition -> bytes per record, from the last record read
 
@@ -55,12 +58,13 @@ class RetentionWatch:
                                         max_partition_fetch_bytes=256 * 1024, fetch_max_wait_ms=100, **CLIENT_LIMITS)
 
     def retention(self):
-        """(retention.ms, retention.bytes) of the topic; -1 means no limit."""
-        wanted = {"retention.ms": None, "retention.bytes": None}
+        """(retention.ms, retention.bytes) of the topic, -1 meaning no limit, and whether it is compacted."""
+        wanted = {"retention.ms": None, "retention.bytes": None, "cleanup.policy": None}
         reply = self.admin.describe_configs([ConfigResource(ConfigResourceType.TOPIC, self.topic, wanted)],
                                             config_filter="all")
         configs = reply["topic"][self.topic]
-        return tuple(int(configs.get(name, {}).get("value") or -1) for name in wanted)
+        limits = tuple(int(configs.get(name, {}).get("value") or -1) for name in ("retention.ms", "retention.bytes"))
+        return (*limits, "compact" in (configs.get("cleanup.policy", {}).get("value") or ""))
 
     def _record(self, tp, offset):
         """Timestamp (ms) and size (bytes) of the record at `offset`, or (None, None)."""
@@ -78,7 +82,13 @@ class RetentionWatch:
         self.next_check = time.monotonic() + self.every
         try:
             self._connect()
-            retention_ms, retention_bytes = self.retention()
+            retention_ms, retention_bytes, compacted = self.retention()
+            if compacted:
+                # Kafka keeps only each key's latest record: the readings before it are deleted unread, uncounted.
+                self.compacted_log.warning(
+                    "topic %s is compacted (cleanup.policy compact): Kafka deletes every reading of a household but "
+                    "its latest, read or not, and nobody can count them. Read readings from a topic whose "
+                    "cleanup.policy is delete", self.topic)
             tps = [TopicPartition(self.topic, p) for p in sorted(needed)]
             earliest = self.reader.beginning_offsets(tps, timeout_ms=KAFKA_TIMEOUT_MS)
             end = self.reader.end_offsets(tps, timeout_ms=KAFKA_TIMEOUT_MS)

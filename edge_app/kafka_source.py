@@ -72,7 +72,8 @@ class KafkaPythonSource:
             bootstrap_servers=bootstrap, group_id=group_id, client_id=client_id, enable_auto_commit=False,
             auto_offset_reset="none", max_poll_records=MAX_POLL_RECORDS, fetch_max_bytes=FETCH_MAX_BYTES,
             max_partition_fetch_bytes=PARTITION_FETCH_BYTES, fetch_max_wait_ms=FETCH_WAIT_MS,
-            reconnect_backoff_max_ms=RECONNECT_BACKOFF_MAX_MS)
+            reconnect_backoff_max_ms=RECONNECT_BACKOFF_MAX_MS,
+            isolation_level="read_committed")  # as confluent-kafka's default: no reading of an aborted transaction
 
     def partitions(self, topic):
         return sorted(self.consumer.partitions_for_topic(topic) or ())

@@ -108,9 +108,9 @@ class IngestStep(Step):
         return self.ingest.handle_one_poll()
 
     def handle_one_partition_check(self):
-        """Partitions added to the topic since the ingest began (kafka-topics --alter): the loop ends, and its
-        supervisor starts it again, which reads them from their beginning. Left alone, they were read only
-        after a restart, and Kafka's retention could delete their readings first."""
+        """Partitions added to the topic since the ingest began (kafka-topics --alter), or the topic made anew:
+        the loop ends, and its supervisor starts it again, which reads them from their beginning. Left alone,
+        they were read only after a restart, and Kafka's retention could delete their readings first."""
         from edge_app.kafka_source import KafkaSourceError
 
         try:
@@ -120,6 +120,16 @@ class IngestStep(Step):
         if added:
             log.warning("topic %s has new partitions %s; the ingest starts again to read them", self.ingest.topic,
                         added)
+            self.restart = True
+            return
+        # Deleted and made again while it was read: the consumer goes on at its old offsets, which skip the new
+        # topic's first readings. Started again, the ingest sees the new id and reads the new topic from its
+        # beginning (Ingestor.try_connect), saying what of the old one was lost.
+        now = self.ingest.source.topic_id(self.ingest.topic)
+        if now and self.ingest.topic_id and now != self.ingest.topic_id:
+            log.error("topic %s was deleted and made again while this edge read it (id %s, now %s); the ingest "
+                      "starts again to read the new one from its beginning", self.ingest.topic, self.ingest.topic_id,
+                      now)
             self.restart = True
 
     def handle_one_connect(self):

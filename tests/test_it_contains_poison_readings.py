@@ -195,3 +195,34 @@ def test_it_ends_a_burst_run_with_a_tuple_the_cloud_refuses_for_good(kafka_clien
         assert db.execute("select distinct household, refusal from edge_app_windowaggregate where status = 3"
                           ).fetchall() == [("h1", "household-of-another-edge")]
     assert redis_client.hlen(Keys(cloud_prefix).tuples(edge_env["FOG_EDGE_ID"])) == 4
+
+
+@pytest.mark.django_db(transaction=True)
+def test_it_takes_no_reading_of_an_aborted_transaction_with_either_client(kafka_client, kafka_bootstrap, topic):
+    """A producer that aborts its transaction has its records in the log all the same: read uncommitted (as
+    kafka-python did by default) they were windowed and counted, where confluent-kafka never saw them."""
+    from confluent_kafka import Producer
+
+    for transaction, (household, power, commit) in enumerate([("aborted", 40_000.0, False), ("kept", 100.0, True)]):
+        producer = Producer({"bootstrap.servers": kafka_bootstrap, "transactional.id": f"{topic}-{transaction}"})
+        producer.init_transactions(30)
+        producer.begin_transaction()
+        for i in range(10):
+            producer.produce(topic, key=household.encode(), value=reading(household, T0 + i * 1000, power)[1],
+                             partition=0)
+        producer.flush(30)
+        (producer.commit_transaction if commit else producer.abort_transaction)(30)
+    ingest = Ingestor(edge_id="edge-test", topic=topic, bootstrap=kafka_bootstrap, window_seconds=5, grace_seconds=2,
+                      idle_seconds=600)
+    ingest.connect()
+    try:
+        deadline = time.monotonic() + 20
+        while ingest.totals["readings"] + ingest.pending["readings"] < 10 and time.monotonic() < deadline:
+            ingest.handle_one_poll()
+        for _ in range(5):  # anything after them too
+            ingest.handle_one_poll(timeout_ms=100)
+        ingest.finish()
+    finally:
+        ingest.close()
+    assert set(WindowAggregate.objects.values_list("household", flat=True)) == {"kept"}
+    assert ingest.totals["readings"] == 10

@@ -136,6 +136,25 @@ def test_its_loop_starts_again_to_read_partitions_added_to_the_topic(kafka_boots
         again.close()
 
 
+@pytest.mark.django_db(transaction=True)
+def test_its_loop_starts_again_to_read_a_topic_made_again_while_it_ran(kafka_bootstrap, topic, caplog):
+    """Deleted and made again under a running edge, the topic is read on at the old offsets, which skip the new
+    one's first readings: the loop's check sees the new id and ends, and the loop started again reads it all."""
+    from edge_app.loops import IngestStep
+
+    step = IngestStep({"topic": topic, "idle": 60}, control=None)
+    try:
+        assert step.step()
+        step.handle_one_partition_check()
+        assert not step.restart
+        _make_again(kafka_bootstrap, topic)
+        with caplog.at_level(logging.ERROR, logger="fog.edge"):
+            assert wait_for(lambda: (step.handle_one_partition_check(), step.restart)[1], timeout=30)
+        assert any("was deleted and made again while this edge read it" in r.getMessage() for r in caplog.records)
+    finally:
+        step.close()
+
+
 def _make_again(bootstrap, name):
     from confluent_kafka import KafkaException
     from confluent_kafka.admin import AdminClient, NewTopic

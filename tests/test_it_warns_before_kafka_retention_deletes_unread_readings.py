@@ -150,3 +150,25 @@ def test_it_warns_before_retention_deletes_unread_readings_and_counts_those_it_d
     finally:
         ingest.close()
         watch.close()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_it_says_that_a_compacted_topic_deletes_readings_nobody_can_count(kafka_bootstrap, topic, caplog):
+    """Compaction keeps a household's latest reading only, read or not: the watch says so, at most every so often."""
+    compacted = f"{topic}-compacted"
+    admin = KafkaAdminClient(bootstrap_servers=kafka_bootstrap, client_id="fog-tests")
+    try:
+        admin.create_topics([NewTopic(compacted, 1, 1, topic_configs={"cleanup.policy": "compact"})])
+    finally:
+        admin.close()
+    produce(kafka_bootstrap, compacted, [reading("house-1", T0 + s * 1000, 100.0) for s in range(3)])
+    produce(kafka_bootstrap, topic, [reading("house-1", T0, 100.0)])
+    for name in (compacted, topic, compacted):
+        watch = RetentionWatch(edge_id=EDGE_ID, topic=name, bootstrap=kafka_bootstrap, margin_seconds=MARGIN_SECONDS)
+        try:
+            with caplog.at_level(logging.WARNING, logger="fog.edge"):
+                watch.handle_one_check({0: 0})
+                watch.handle_one_check({0: 0})
+        finally:
+            watch.close()
+    assert len(messages(caplog, logging.WARNING, "is compacted")) == 2  # once a watch, and not for `topic`
