@@ -185,13 +185,15 @@ def topic(kafka_bootstrap):
         admin.close()
 
 
-def make_topic(bootstrap, name, partitions):
-    """A topic of `partitions` partitions (name it `{topic}-...` so the topic fixture deletes it)."""
+def make_topic(bootstrap, name, partitions, **configs):
+    """A topic of `partitions` partitions and the topic configs given (`max.message.bytes` as max_message_bytes);
+    name it `{topic}-...` so the topic fixture deletes it."""
     from kafka.admin import KafkaAdminClient, NewTopic
 
     admin = KafkaAdminClient(bootstrap_servers=bootstrap, client_id="fog-tests")
     try:
-        admin.create_topics([NewTopic(name, num_partitions=partitions, replication_factor=1)])
+        admin.create_topics([NewTopic(name, num_partitions=partitions, replication_factor=1,
+                                      topic_configs={key.replace("_", "."): str(value) for key, value in configs.items()})])
     finally:
         admin.close()
 

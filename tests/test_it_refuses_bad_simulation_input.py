@@ -12,7 +12,7 @@ import pytest
 
 from simulation.scenario import MAX_UNTIL_S, Options, prepare
 from simulation.sources import DataError
-from tests.conftest import ROOT, consume_all, free_port, run_manage, write_gem_csv
+from tests.conftest import ROOT, consume_all, free_port, make_topic, run_manage, write_gem_csv
 
 
 def _run(*args):
@@ -129,14 +129,8 @@ def test_it_refuses_households_with_data_instead_of_ignoring_it(tmp_path):
 def test_it_counts_batches_a_topic_refuses_as_too_large_and_ends_with_its_summary(kafka_bootstrap, topic, client):
     """A topic whose messages may hold less than a batch: the run goes on, counts what Kafka did not confirm,
     and ends with its summary and one error, not a traceback (kafka-python's flush raised one)."""
-    from kafka.admin import KafkaAdminClient, NewTopic
-
     small = f"{topic}-small"
-    admin = KafkaAdminClient(bootstrap_servers=kafka_bootstrap, client_id="fog-tests")
-    try:
-        admin.create_topics([NewTopic(small, 1, 1, topic_configs={"max.message.bytes": "2000"})])
-    finally:
-        admin.close()
+    make_topic(kafka_bootstrap, small, 1, max_message_bytes=2000)
     result = run_manage("runsimulation", "--bootstrap", kafka_bootstrap, "--topic", small, "--client", client,
                         "--households", "200", "--until", "20", "--speed", "max", "--no-progress", timeout=240)
     assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr[-3000:]

@@ -20,7 +20,7 @@ from edge_app.budget import RetentionAlarm, retention_seconds_left, unread_lost
 from edge_app.ingest import Ingestor
 from edge_app.kafka_retention import RetentionWatch
 from edge_app.models import EdgeStatus
-from tests.conftest import EDGE_ID, ROOT, produce, reading, wait_for
+from tests.conftest import EDGE_ID, ROOT, make_topic, produce, reading, wait_for
 from tooling.chaos.pipeline import _free_pair
 from tooling.localservices import Kafka, Paths
 
@@ -156,11 +156,7 @@ def test_it_warns_before_retention_deletes_unread_readings_and_counts_those_it_d
 def test_it_says_that_a_compacted_topic_deletes_readings_nobody_can_count(kafka_bootstrap, topic, caplog):
     """Compaction keeps a household's latest reading only, read or not: the watch says so, at most every so often."""
     compacted = f"{topic}-compacted"
-    admin = KafkaAdminClient(bootstrap_servers=kafka_bootstrap, client_id="fog-tests")
-    try:
-        admin.create_topics([NewTopic(compacted, 1, 1, topic_configs={"cleanup.policy": "compact"})])
-    finally:
-        admin.close()
+    make_topic(kafka_bootstrap, compacted, 1, cleanup_policy="compact")
     produce(kafka_bootstrap, compacted, [reading("house-1", T0 + s * 1000, 100.0) for s in range(3)])
     produce(kafka_bootstrap, topic, [reading("house-1", T0, 100.0)])
     for name in (compacted, topic, compacted):
