@@ -24,9 +24,11 @@ class CloudCollector:
             stats, edges = reader.stats(), reader.edges()
         except STORE_ERRORS as exc:
             log.warning("/metrics: the cloud store can't be read (%s); fog_cloud_store_up is 0", exc)
-            yield GaugeMetricFamily("fog_cloud_store_up", "1 if the cloud store (Redis) could be read", value=0)
+            stats = edges = None
+        yield GaugeMetricFamily("fog_cloud_store_up", "1 if the cloud store (Redis) could be read",
+                                value=0 if stats is None else 1)
+        if stats is None:
             return
-        yield GaugeMetricFamily("fog_cloud_store_up", "1 if the cloud store (Redis) could be read", value=1)
         yield CounterMetricFamily("fog_cloud_batches", "Data requests stored", value=stats.get("batches", 0))
         yield CounterMetricFamily("fog_cloud_tuples", "Tuples stored (each once)", value=stats.get("tuples", 0))
         yield CounterMetricFamily("fog_cloud_dedup_hits", "Tuples that came again and changed nothing",
