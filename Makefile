@@ -71,6 +71,10 @@ demo: bootstrap migrate
 # serial). Then the edge's database tests (marker edge_db) once more on a PostgreSQL 15 that each
 # worker of this last run starts and stops itself.
 TEST_WORKERS ?= 3
+# pytest keeps each test module it rewrote for its asserts only where Python may write bytecode: with
+# PYTHONDONTWRITEBYTECODE set, every worker and every nested session of the suite rewrote and compiled all of
+# them again (seconds of CPU each). Empty, it is unset for Python; the cache lands in the ignored __pycache__.
+test: export PYTHONDONTWRITEBYTECODE :=
 test: bootstrap
 	.venv/bin/pytest -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder -m "not serial"
 	.venv/bin/pytest -m serial

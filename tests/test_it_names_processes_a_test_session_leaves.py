@@ -2,8 +2,10 @@
 killed when the session ends, which fails the session, also when it is stopped by SIGTERM; in a parallel
 run (tests/parallel.py) too, where a stopped run's workers still finish their teardown."""
 
+import configparser
 import os
 import re
+import shlex
 import signal
 import subprocess
 import sys
@@ -33,14 +35,24 @@ PARALLEL = ["-n", "2", "--dist", "loadfile", "--no-loadscope-reorder"]  # as `ma
 SLOWER_THAN_XDIST_WAITS_S = 17
 
 
+def _skipped_plugins():
+    """pytest.ini's `-p no:...`: the nested session reads no pytest.ini (its rootdir is its own), and would load
+    the plugins the suite skips, at seconds of CPU."""
+    parser = configparser.ConfigParser()
+    parser.read(ROOT / "pytest.ini")
+    args = shlex.split(parser["pytest"]["addopts"])
+    return [arg for flag, name in zip(args, args[1:]) if flag == "-p" and name.startswith("no:") for arg in (flag, name)]
+
+
 def _session(tmp_path, wait, options=(), teardown=0, **popen):
     seconds = 300 + (os.getpid() + len(options)) % 1000  # a command line this test can tell apart from any other
     (tmp_path / "test_leaky.py").write_text(LEAKY.format(seconds=seconds, wait=wait, teardown=teardown,
                                                          done=str(tmp_path / "torn-down")))
     env = {k: v for k, v in os.environ.items() if k != SESSION_ENV}  # its own marker, not ours
     env.update(DJANGO_SETTINGS_MODULE="fogsite.settings", PYTHONPATH=str(ROOT))
-    proc = subprocess.Popen([sys.executable, "-m", "pytest", "-p", "tests.conftest", str(tmp_path / "test_leaky.py"),
-                             "-q", "-p", "no:cacheprovider", "--rootdir", str(tmp_path), *options], cwd=ROOT, env=env,
+    proc = subprocess.Popen([sys.executable, "-m", "pytest", *_skipped_plugins(), "-p", "tests.conftest",
+                             str(tmp_path / "test_leaky.py"), "-q", "-p", "no:cacheprovider", "--rootdir", str(tmp_path),
+                             *options], cwd=ROOT, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, **popen)
     return proc, f"sleep {seconds}"
 
