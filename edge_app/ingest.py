@@ -294,6 +294,8 @@ class Ingestor:
                 left = self._apply(partition, messages, now, now_ms, left)
             else:  # the prototype's single readings: a poll brings no more than its room
                 self.merge.add(partition, [(message[1][1], message) for message in messages])
+        if not deleted:  # a gap moves its partition itself, just below
+            self._step_over_what_holds_no_record()
         if self.merge is not None:
             self._apply_merged(now, now_ms)
         if deleted:
@@ -322,6 +324,28 @@ class Ingestor:
         elif self.book.closed:
             self.store_closed()
         return read > 0
+
+    def _step_over_what_holds_no_record(self):
+        """Move each partition read to its last record past the offsets after it that hold none: a transaction's
+        commit or abort marker, an aborted transaction's records (read_committed). The high watermark counts
+        them, so such a partition never looked read to its end: a burst run never ended, and the read clock
+        held live windows back for it. The client's position steps over them; records it gave that wait
+        (carried over, or in the merge of unkeyed input) keep their partition where it is."""
+        marks, merge = self.source.high_watermarks(), self.merge
+        behind = [p for p, high in marks.items() if high is not None and p not in self.carry
+                  and min(self.next_offsets.get(p, 0), merge.read_to.get(p, 0) if merge else math.inf) < high]
+        if not behind:
+            return
+        for partition, position in self.source.positions(behind).items():
+            if position is None:
+                continue
+            if merge is not None:
+                merge.read_to[partition] = max(merge.read_to.get(partition, 0), position)
+                if merge.buffered(partition):
+                    continue
+            if position > self.next_offsets.get(partition, 0):
+                self.next_offsets[partition] = position
+                self.dirty = True
 
     def _follow_clock_steps(self):
         """Carry the live windows over a step of the edge's wall clock: their households' clocks run on the wall

@@ -115,6 +115,20 @@ class KafkaPythonSource:
         """{partition: high watermark} from the last fetch responses; None where none came yet."""
         return {p: self.consumer.highwater(tp) for p, tp in self.tps.items()}
 
+    def positions(self, partitions):
+        """{partition: the client's position, None where it has none}: past the last record it gave, and past
+        the transaction markers and aborted records it passed over after it (read_committed). It asks nothing of
+        the broker (no wait): a position still to be found, or a partition in error, is for the poll to settle."""
+        from kafka.errors import KafkaError
+
+        found = {}
+        for p in partitions:
+            try:
+                found[p] = self.consumer.position(self.tps[p], timeout_ms=0)
+            except KafkaError:
+                found[p] = None
+        return found
+
     def seek(self, partition, offset):
         self.consumer.seek(self.tps[partition], offset)
 
@@ -244,6 +258,12 @@ class ConfluentSource:
 
     def end_offsets(self):
         return {p: self._watermarks(self.topic, p)[1] for p in self.tps}
+
+    def positions(self, partitions):
+        """{partition: the client's position, None where it has none}: past the last record it gave, and past
+        the transaction markers and aborted records it passed over after it (read_committed)."""
+        found = self._call(f"positions in {self.topic}", self.consumer.position, [self.tps[p] for p in partitions])
+        return {tp.partition: tp.offset if tp.offset >= 0 else None for tp in found}
 
     def seek(self, partition, offset):
         """Read `partition` from `offset` on. After an offset-reset error its fetcher is stopped and refuses
