@@ -224,6 +224,8 @@ class Ingestor:
         for partition, needed, earliest in deleted:
             self._deleted_unread(partition, needed, earliest, seek=False)  # assigned at `earliest` just below
         self.source.assign(self.topic, dict(self.next_offsets))
+        if self.merge is not None:  # read up to where it starts: else a partition with nothing new lags for ever
+            self.merge.read_to.update(self.next_offsets)
         EdgeStatus.for_edge(self.edge_id)
         log.info("ingest of %s (%s): partitions %s from offsets %s", self.topic, self.source.name, partitions,
                  self.next_offsets)
@@ -424,6 +426,8 @@ class Ingestor:
         if seek:
             self.source.seek(partition, earliest)
         self.next_offsets[partition] = earliest
+        if self.merge is not None:
+            self.merge.read_to[partition] = earliest  # read from there on
 
     def needed_offsets(self):
         """Per partition, the oldest offset the edge still needs (what a restart would resume from)."""

@@ -118,14 +118,15 @@ class KafkaPythonSource:
     def positions(self, partitions):
         """{partition: the client's position, None where it has none}: past the last record it gave, and past
         the transaction markers and aborted records it passed over after it (read_committed). It asks nothing of
-        the broker (no wait): a position still to be found, or a partition in error, is for the poll to settle."""
-        from kafka.errors import KafkaError
+        the broker (no wait): a position still to be found is None. Any other error (a log truncated under it) is
+        raised as the poll would have raised it: kafka-python raises such an error once."""
+        from kafka.errors import KafkaTimeoutError
 
         found = {}
         for p in partitions:
             try:
                 found[p] = self.consumer.position(self.tps[p], timeout_ms=0)
-            except KafkaError:
+            except KafkaTimeoutError:
                 found[p] = None
         return found
 
