@@ -146,6 +146,7 @@ class Ingestor:
         self.legacy = legacy  # the prototype's unkeyed {"node_id", "power_value"}, merged across partitions
         self.merge = PartitionMerge() if legacy else None
         self.merge_paused = set()  # partitions the merge paused for running ahead
+        self.ends_at_resume = {}  # partition -> the broker's end when the budget resumed it, until read to there
         self.idle_check_seconds = min(idle_seconds / IDLE_CHECKS, IDLE_CHECK_MAX_SECONDS)
         self.book = WindowBook(window_seconds * 1000, int(grace_seconds * 1000), idle_seconds,
                                None if live_grace_seconds is None else int(live_grace_seconds * 1000),
@@ -240,6 +241,26 @@ class Ingestor:
         saw it (no broker call; see edge_app/kafka_source.py)."""
         return self.read_clock() is None
 
+    def high_marks(self):
+        """{partition: high watermark}, as the last fetch saw it (None where none came yet), and after a budget
+        pause at least the broker's end at the resume. A paused partition is not fetched, so its watermark stays
+        where the pause froze it until the first fetch after the resume answers: taken for the end, the
+        readings that came meanwhile would find their live windows closed and count as late."""
+        marks = self.source.high_watermarks()
+        if self.ends_at_resume:
+            self.ends_at_resume = {p: end for p, end in self.ends_at_resume.items() if self.next_offsets.get(p, 0) < end}
+            marks = {p: high if high is None else max(high, self.ends_at_resume.get(p, 0)) for p, high in marks.items()}
+        return marks
+
+    def _ends_now(self):
+        """The broker's end offsets, asked now; {} (the watermarks alone, as before) if it does not answer."""
+        try:
+            return self.source.end_offsets()
+        except Exception as exc:  # noqa: BLE001 -- either client's error; reading goes on, as it did before
+            log.warning("ingest of %s: the broker's ends were not read at the resume (%s); readings that came "
+                        "during the pause may count as late", self.topic, exc)
+            return {}
+
     def read_clock(self):
         """The time (epoch ms) up to which the ingest has read everything the broker held: None while every
         partition is read to its high watermark (as the last fetch saw it); else, over the partitions still
@@ -249,7 +270,7 @@ class Ingestor:
         ingest need not stop reading to close them, and one that lags closes nothing it has not read.
         Record timestamps are the producers' (CreateTime) unless the topic has the broker stamp them
         (LogAppendTime): a producer whose clock runs ahead of the edge's hides that much lag."""
-        marks, read = self.source.high_watermarks(), self.source.read_times
+        marks, read = self.high_marks(), self.source.read_times
         behind = [p for p, high in marks.items() if high is None or self.next_offsets.get(p, 0) < high]
         if behind and self.merge is not None:
             return -1  # unkeyed input: records read may still wait in the merge, unapplied
@@ -333,7 +354,7 @@ class Ingestor:
         them, so such a partition never looked read to its end: a burst run never ended, and the read clock
         held live windows back for it. The client's position steps over them; records it gave that wait
         (carried over, or in the merge of unkeyed input) keep their partition where it is."""
-        marks, merge = self.source.high_watermarks(), self.merge
+        marks, merge = self.high_marks(), self.merge
         behind = [p for p, high in marks.items() if high is not None and p not in self.carry
                   and min(self.next_offsets.get(p, 0), merge.read_to.get(p, 0) if merge else math.inf) < high]
         if not behind:
@@ -404,6 +425,7 @@ class Ingestor:
         elif was_paused and not self.gate.paused:
             self.source.resume()
             self.merge_paused = set()  # the budget resumed every partition
+            self.ends_at_resume = self._ends_now()
             self.book.shift_idle(time.monotonic() - self.paused_at)  # a pause is not a household's silence
             self.paused_at = None
             log.info("ingest resumed: backlog %d tuples is below the low-water mark %d", backlog, self.gate.low_water)
@@ -502,7 +524,7 @@ class Ingestor:
 
     def _apply_merged(self, now, now_ms):
         """Apply what the merge releases, in runs of one partition; pause partitions that ran far ahead."""
-        marks = self.source.high_watermarks()
+        marks = self.high_marks()
         lagging = [p for p, high in marks.items() if high is None or self.merge.read_to.get(p, 0) < high]
         run, partition = [], None
         for p, message in self.merge.release(lagging):
