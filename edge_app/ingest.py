@@ -79,6 +79,9 @@ ARRIVAL_LAG_PERIOD_S = 5.0
 # The wall clock moved this far against the boot clock between two polls: a step (NTP setting it), which live
 # windows must not take for time passed. NTP's slewing moves it by well under a millisecond a second.
 CLOCK_STEP_MS = 500
+# How long the ingest waits, as the budget resumes it, for the broker's ends (Ingestor.high_marks): not for
+# ever, as the loop must go on answering its stop (a broker away then is a WARNING, and the watermarks alone).
+RESUME_ENDS_SECONDS = 2
 CLOCK_READ_MS = 20  # a reading of the clocks that took longer was interrupted: it is passed over
 MALFORMED_LOG_LINES = 5  # at most this many malformed-reading lines per MALFORMED_LOG_SECONDS
 MALFORMED_LOG_SECONDS = 60.0
@@ -253,9 +256,9 @@ class Ingestor:
         return marks
 
     def _ends_now(self):
-        """The broker's end offsets, asked now; {} (the watermarks alone, as before) if it does not answer."""
+        """The broker's end offsets, asked now; {} (the watermarks alone) if it does not answer in time."""
         try:
-            return self.source.end_offsets()
+            return self.source.end_offsets(timeout_s=RESUME_ENDS_SECONDS)
         except Exception as exc:  # noqa: BLE001 -- either client's error; reading goes on, as it did before
             log.warning("ingest of %s: the broker's ends were not read at the resume (%s); readings that came "
                         "during the pause may count as late", self.topic, exc)

@@ -108,8 +108,10 @@ class KafkaPythonSource:
         for partition, offset in offsets.items():
             self.consumer.seek(self.tps[partition], offset)
 
-    def end_offsets(self):
-        return {tp.partition: offset for tp, offset in self.consumer.end_offsets(list(self.tps.values())).items()}
+    def end_offsets(self, timeout_s=None):
+        """{partition: the broker's end offset now}; within `timeout_s` if given, else the client's own."""
+        found = self.consumer.end_offsets(list(self.tps.values()), timeout_ms=None if timeout_s is None else timeout_s * 1000)
+        return {tp.partition: offset for tp, offset in found.items()}
 
     def high_watermarks(self):
         """{partition: high watermark} from the last fetch responses; None where none came yet."""
@@ -257,8 +259,14 @@ class ConfluentSource:
         self._call(f"assigning {topic}", self.consumer.assign,
                    [TopicPartition(topic, p, offset) for p, offset in offsets.items()])
 
-    def end_offsets(self):
-        return {p: self._watermarks(self.topic, p)[1] for p in self.tps}
+    def end_offsets(self, timeout_s=None):
+        """{partition: the broker's end offset now}; within `timeout_s` in all if given (a KafkaException past
+        it), else each partition retried as `_call` does."""
+        if timeout_s is None:
+            return {p: self._watermarks(self.topic, p)[1] for p in self.tps}
+        deadline = time.monotonic() + timeout_s
+        return {p: self.consumer.get_watermark_offsets(tp, timeout=max(deadline - time.monotonic(), 0.001))[1]
+                for p, tp in self.tps.items()}
 
     def positions(self, partitions):
         """{partition: the client's position, None where it has none}: past the last record it gave, and past
