@@ -79,8 +79,9 @@ ARRIVAL_LAG_PERIOD_S = 5.0
 # The wall clock moved this far against the boot clock between two polls: a step (NTP setting it), which live
 # windows must not take for time passed. NTP's slewing moves it by well under a millisecond a second.
 CLOCK_STEP_MS = 500
-# How long the ingest waits, as the budget resumes it, for the broker's ends (Ingestor.high_marks): not for
-# ever, as the loop must go on answering its stop (a broker away then is a WARNING, and the watermarks alone).
+# How long the ingest waits, as it resumes paused partitions (the budget, the merge), for the broker's ends
+# (Ingestor.high_marks): not for ever, as the loop must go on answering its stop (a broker away then is a WARNING,
+# and the watermarks alone).
 RESUME_ENDS_SECONDS = 2
 CLOCK_READ_MS = 20  # a reading of the clocks that took longer was interrupted: it is passed over
 MALFORMED_LOG_LINES = 5  # at most this many malformed-reading lines per MALFORMED_LOG_SECONDS
@@ -149,7 +150,7 @@ class Ingestor:
         self.legacy = legacy  # the prototype's unkeyed {"node_id", "power_value"}, merged across partitions
         self.merge = PartitionMerge() if legacy else None
         self.merge_paused = set()  # partitions the merge paused for running ahead
-        self.ends_at_resume = {}  # partition -> the broker's end when the budget resumed it, until read to there
+        self.ends_at_resume = {}  # partition -> the broker's end when a pause ended, until read to there
         self.idle_check_seconds = min(idle_seconds / IDLE_CHECKS, IDLE_CHECK_MAX_SECONDS)
         self.book = WindowBook(window_seconds * 1000, int(grace_seconds * 1000), idle_seconds,
                                None if live_grace_seconds is None else int(live_grace_seconds * 1000),
@@ -245,24 +246,28 @@ class Ingestor:
         return self.read_clock() is None
 
     def high_marks(self):
-        """{partition: high watermark}, as the last fetch saw it (None where none came yet), and after a budget
-        pause at least the broker's end at the resume. A paused partition is not fetched, so its watermark stays
-        where the pause froze it until the first fetch after the resume answers: taken for the end, the
-        readings that came meanwhile would find their live windows closed and count as late."""
+        """{partition: high watermark}, as the last fetch saw it (None where none came yet), and after a pause
+        (the budget's, the merge's) at least the broker's end at the resume. A paused partition is not fetched,
+        so its watermark stays where the pause froze it until the first fetch after the resume answers: taken
+        for the end, the readings that came meanwhile would find their live windows closed and count as late."""
         marks = self.source.high_watermarks()
         if self.ends_at_resume:
             self.ends_at_resume = {p: end for p, end in self.ends_at_resume.items() if self.next_offsets.get(p, 0) < end}
             marks = {p: high if high is None else max(high, self.ends_at_resume.get(p, 0)) for p, high in marks.items()}
         return marks
 
-    def _ends_now(self):
-        """The broker's end offsets, asked now; {} (the watermarks alone) if it does not answer in time."""
+    def _take_ends_as_floor(self):
+        """After resuming paused partitions: the broker's ends now, under the watermarks until read to (high_marks).
+        A floor not reached yet stays, also when the broker does not answer in time (a WARNING: the watermarks
+        alone then, as before)."""
         try:
-            return self.source.end_offsets(timeout_s=RESUME_ENDS_SECONDS)
+            ends = self.source.end_offsets(timeout_s=RESUME_ENDS_SECONDS)
         except Exception as exc:  # noqa: BLE001 -- either client's error; reading goes on, as it did before
             log.warning("ingest of %s: the broker's ends were not read at the resume (%s); readings that came "
                         "during the pause may count as late", self.topic, exc)
-            return {}
+            return
+        for partition, end in ends.items():
+            self.ends_at_resume[partition] = max(end, self.ends_at_resume.get(partition, end))
 
     def read_clock(self):
         """The time (epoch ms) up to which the ingest has read everything the broker held: None while every
@@ -428,7 +433,7 @@ class Ingestor:
         elif was_paused and not self.gate.paused:
             self.source.resume()
             self.merge_paused = set()  # the budget resumed every partition
-            self.ends_at_resume = self._ends_now()
+            self._take_ends_as_floor()
             self.book.shift_idle(time.monotonic() - self.paused_at)  # a pause is not a household's silence
             self.paused_at = None
             log.info("ingest resumed: backlog %d tuples is below the low-water mark %d", backlog, self.gate.low_water)
@@ -451,6 +456,7 @@ class Ingestor:
         if seek:
             self.source.seek(partition, earliest)
         self.next_offsets[partition] = earliest
+        self.ends_at_resume.pop(partition, None)  # an end of the log before the gap (a topic made anew: far ahead)
         if self.merge is not None:
             self.merge.read_to[partition] = earliest  # read from there on
 
@@ -545,6 +551,7 @@ class Ingestor:
             self.source.pause(sorted(ahead - self.merge_paused))
         if self.merge_paused - ahead:
             self.source.resume(sorted(self.merge_paused - ahead))
+            self._take_ends_as_floor()  # their watermarks froze while paused, as for the budget
         self.merge_paused = ahead
 
     def store_closed(self):

@@ -269,3 +269,43 @@ def test_it_closes_no_live_window_while_paused_for_its_budget_nor_before_it_read
         assert (stored.readings, stored.average_w) == (2, 2.0) and ingest.totals["late"] == 0
     finally:
         ingest.close()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_it_closes_no_live_window_before_it_reads_what_came_while_the_merge_paused_a_partition(
+        kafka_client, kafka_bootstrap, topic):
+    """Unkeyed input: the merge pauses a partition that runs far ahead of the others and resumes it once they
+    have caught up. Its watermark froze meanwhile, as under the budget."""
+    from kafka import KafkaProducer
+
+    from edge_app.models import WindowAggregate
+
+    producer = KafkaProducer(bootstrap_servers=kafka_bootstrap, acks="all")
+
+    def send(stamp, power):
+        producer.send(topic, json.dumps({"node_id": "n-0", "power_value": power}).encode(), partition=0,
+                      timestamp_ms=stamp)
+        producer.flush()
+
+    ingest = connected_ingestor("edge-merge-paused", topic, kafka_bootstrap, client=kafka_client, legacy=True)
+    try:
+        now = int(time.time() * 1000)
+        start = now - now % W
+        send(now, 1.0)
+        deadline = time.monotonic() + 30
+        while not (ingest.caught_up() and ingest.book.open_windows()) and time.monotonic() < deadline:
+            ingest.handle_one_poll()
+        ingest.source.pause([0])
+        ingest.merge_paused = {0}  # as the merge pauses a partition far ahead (LEGACY_BUFFER_MAX)
+        send(now + 1 if (now + 1) % W else now - 1, 3.0)  # its window, sent while paused
+        time.sleep(max(0, (start + W + LIVE_GRACE + 1000) / 1000 - time.time()))  # the window is due
+        deadline = time.monotonic() + 30
+        while not ingest.book.closed and ingest.book.open_windows() and time.monotonic() < deadline:
+            ingest.handle_one_poll(timeout_ms=1)  # the first resumes it; then polls before a fetch is answered
+            assert ingest.totals["readings"] + ingest.pending["readings"] == 2 or not ingest.caught_up()
+        ingest.flush()
+        stored = WindowAggregate.objects.get(household="n-0")
+        assert (stored.readings, stored.average_w) == (2, 2.0) and ingest.totals["late"] == 0
+    finally:
+        ingest.close()
+        producer.close()
