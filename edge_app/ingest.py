@@ -269,16 +269,17 @@ class Ingestor:
         for partition, end in ends.items():
             self.ends_at_resume[partition] = max(end, self.ends_at_resume.get(partition, end))
 
-    def read_clock(self):
+    def read_clock(self, marks=None):
         """The time (epoch ms) up to which the ingest has read everything the broker held: None while every
-        partition is read to its high watermark (as the last fetch saw it); else, over the partitions still
+        partition is read to its high watermark (`marks`, else high_marks(): as the last fetch saw it, and
+        after a pause at least the broker's end at the resume); else, over the partitions still
         behind, the oldest timestamp of the newest record read. A partition's log is in the order records
         reached the broker, and a record is stamped before it gets there, so a record not read yet reached
         the broker after that time. Live windows close by this clock (see edge_app/windows.py), so the
         ingest need not stop reading to close them, and one that lags closes nothing it has not read.
         Record timestamps are the producers' (CreateTime) unless the topic has the broker stamp them
         (LogAppendTime): a producer whose clock runs ahead of the edge's hides that much lag."""
-        marks, read = self.high_marks(), self.source.read_times
+        marks, read = marks or self.high_marks(), self.source.read_times
         behind = [p for p, high in marks.items() if high is None or self.next_offsets.get(p, 0) < high]
         if behind and self.merge is not None:
             return -1  # unkeyed input: records read may still wait in the merge, unapplied
@@ -325,10 +326,11 @@ class Ingestor:
                 left = self._apply(partition, messages, now, now_ms, left)
             else:  # the prototype's single readings: a poll brings no more than its room
                 self.merge.add(partition, [(message[1][1], message) for message in messages])
+        marks = self.high_marks()  # the client's, as of this poll: one look for every use below
         if not deleted:  # a gap moves its partition itself, just below
-            self._step_over_what_holds_no_record()
-        if self.merge is not None:
-            self._apply_merged(now, now_ms)
+            self._step_over_what_holds_no_record(marks)
+        if self.merge is not None and self._apply_merged(now, now_ms, marks):
+            marks = self.high_marks()  # it resumed partitions: their floor counts from now on
         if deleted:
             earliest = self.source.low_offsets(self.topic, list(deleted))
             for partition, offset in deleted.items():
@@ -342,7 +344,7 @@ class Ingestor:
         if self.live_windows and self.paused_at is None and self.book.live_due:
             # At real time every household's aligned window is due within a second: up to CLOSE_ROWS of them
             # are closed, then stored in household order (store_closed), then the next.
-            read_ms = self.read_clock()
+            read_ms = self.read_clock(marks)
             while self.book.close_live(now_ms, read_ms, limit=CLOSE_ROWS):
                 self.store_closed()
         if now - self.last_idle_check >= self.idle_check_seconds and self.paused_at is None:
@@ -356,13 +358,13 @@ class Ingestor:
             self.store_closed()
         return read > 0
 
-    def _step_over_what_holds_no_record(self):
+    def _step_over_what_holds_no_record(self, marks):
         """Move each partition read to its last record past the offsets after it that hold none: a transaction's
         commit or abort marker, an aborted transaction's records (read_committed). The high watermark counts
         them, so such a partition never looked read to its end: a burst run never ended, and the read clock
         held live windows back for it. The client's position steps over them; records it gave that wait
         (carried over, or in the merge of unkeyed input) keep their partition where it is."""
-        marks, merge = self.high_marks(), self.merge
+        merge = self.merge
         behind = [p for p, high in marks.items() if high is not None and p not in self.carry
                   and min(self.next_offsets.get(p, 0), merge.read_to.get(p, 0) if merge else math.inf) < high]
         if not behind:
@@ -531,9 +533,9 @@ class Ingestor:
             self.dirty = True
         return room
 
-    def _apply_merged(self, now, now_ms):
-        """Apply what the merge releases, in runs of one partition; pause partitions that ran far ahead."""
-        marks = self.high_marks()
+    def _apply_merged(self, now, now_ms, marks):
+        """Apply what the merge releases, in runs of one partition; pause partitions that ran far ahead. True if it
+        resumed partitions paused before (_take_ends_as_floor)."""
         lagging = [p for p, high in marks.items() if high is None or self.merge.read_to.get(p, 0) < high]
         run, partition = [], None
         for p, message in self.merge.release(lagging):
@@ -545,14 +547,16 @@ class Ingestor:
         if run:
             self._apply(partition, run, now, now_ms)
         if self.paused_at is not None:
-            return  # the budget has paused every partition; it resumes them all
+            return False  # the budget has paused every partition; it resumes them all
         ahead = {p for p in marks if self.merge.buffered(p) > LEGACY_BUFFER_MAX}
         if ahead - self.merge_paused:
             self.source.pause(sorted(ahead - self.merge_paused))
-        if self.merge_paused - ahead:
-            self.source.resume(sorted(self.merge_paused - ahead))
+        resumed = self.merge_paused - ahead
+        if resumed:
+            self.source.resume(sorted(resumed))
             self._take_ends_as_floor()  # their watermarks froze while paused, as for the budget
         self.merge_paused = ahead
+        return bool(resumed)
 
     def store_closed(self):
         """Store the windows closed so far, in household order (order_closed) and in parts of

@@ -68,6 +68,7 @@ class KafkaPythonSource:
 
         self.bootstrap, self.topic, self.tps = bootstrap, None, {}
         self.read_times = {}  # partition -> the timestamp (epoch ms) of the newest record read from it
+        self.admin = None  # the topic id's admin client, made at the first check (topic_id)
         self.consumer = KafkaConsumer(
             bootstrap_servers=bootstrap, group_id=group_id, client_id=client_id, enable_auto_commit=False,
             auto_offset_reset="none", max_poll_records=MAX_POLL_RECORDS, fetch_max_bytes=FETCH_MAX_BYTES,
@@ -83,15 +84,23 @@ class KafkaPythonSource:
         from kafka.admin import KafkaAdminClient
 
         try:
-            admin = KafkaAdminClient(bootstrap_servers=self.bootstrap, client_id="fog-edge-topic-id")
-            try:
-                found = admin.describe_topics([topic])
-            finally:
-                admin.close()
+            # Kept for the next check (every RETENTION_CHECK_SECONDS): a client made each time connected anew.
+            if self.admin is None:
+                self.admin = KafkaAdminClient(bootstrap_servers=self.bootstrap, client_id="fog-edge-topic-id")
+            found = self.admin.describe_topics([topic])
             return str(found[0].get("topic_id") or "") if found and not found[0].get("error_code") else ""
         except Exception as exc:  # an older broker, or one away: the check is skipped, never the reading
             log.debug("topic id of %s not read: %s", topic, exc)
+            self._close_admin()  # the next check starts from a new one
             return ""
+
+    def _close_admin(self):
+        admin, self.admin = self.admin, None
+        if admin is not None:
+            try:
+                admin.close()
+            except Exception as exc:  # noqa: BLE001 -- a client that failed may fail to close too; it is dropped
+                log.debug("topic id client not closed: %s", exc)
 
     def low_offsets(self, topic, partitions):
         from kafka import TopicPartition
@@ -175,6 +184,7 @@ class KafkaPythonSource:
             log.debug("offset commit to Kafka skipped: %s", exc)
 
     def close(self):
+        self._close_admin()
         self.consumer.close(autocommit=False)
 
 
@@ -187,6 +197,7 @@ class ConfluentSource:
 
         self.bootstrap, self.topic, self.tps = bootstrap, None, {}
         self.read_times = {}  # partition -> the timestamp (epoch ms) of the newest record read from it
+        self.admin = None  # the topic id's admin client, made at the first check (topic_id)
         self.consumer = Consumer({
             "bootstrap.servers": bootstrap, "group.id": group_id, "client.id": client_id,
             "enable.auto.commit": False, "enable.auto.offset.store": False, "auto.offset.reset": "error",
@@ -226,8 +237,9 @@ class ConfluentSource:
         from confluent_kafka.admin import AdminClient
 
         try:
-            admin = AdminClient({"bootstrap.servers": self.bootstrap, "log_level": LIBRDKAFKA_LOG_LEVEL})
-            uid = admin.describe_topics(TopicCollection([topic]))[topic].result(timeout=METADATA_TIMEOUT_S).topic_id
+            if self.admin is None:  # kept for the next check (every RETENTION_CHECK_SECONDS), as its connections
+                self.admin = AdminClient({"bootstrap.servers": self.bootstrap, "log_level": LIBRDKAFKA_LOG_LEVEL})
+            uid = self.admin.describe_topics(TopicCollection([topic]))[topic].result(timeout=METADATA_TIMEOUT_S).topic_id
             bits = (uid.get_most_significant_bits() % 2**64) << 64 | uid.get_least_significant_bits() % 2**64
             return str(uuid.UUID(int=bits)) if bits else ""
         except Exception as exc:  # an older broker, or one away: the check is skipped, never the reading
