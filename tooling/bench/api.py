@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
 
@@ -15,7 +16,7 @@ from django.conf import settings
 
 from cloud_app.store import CloudStore
 from tooling.bench.common import ROOT, Figure, delete_prefix, percentile, stop
-from tooling.net import free_port, port_open, wait_for
+from tooling.net import NotReady, free_port, port_open, wait_for
 from tooling.signals import start_child
 
 T0 = 1_577_142_000_000
@@ -24,6 +25,9 @@ STOCK_APP = "tooling.bench.stock_asgi:application"
 # The web server as `make demo` runs it (Procfile).
 WEB_ARGS = ["--host", "127.0.0.1", "--workers", "2", "--no-access-log", "--lifespan", "off",
             "--ws-max-size", str(WS_MAX_BYTES), "--log-level", "warning"]
+WEB_READY_SECONDS = 60
+# A free port another process of a parallel test run bound first: the server exits at once, and another port is tried.
+WEB_PORT_TRIES = 3
 
 
 async def _seed(prefix, tuples, households, out):
@@ -39,14 +43,30 @@ async def _seed(prefix, tuples, households, out):
     await client.aclose()
 
 
+def _serve(app, prefix):
+    """uvicorn serving `app` on a port of its own, once it listens; why it did not, if it did not."""
+    for attempt in range(WEB_PORT_TRIES):
+        port = free_port()
+        with tempfile.TemporaryFile() as log:
+            web = start_child([sys.executable, "-m", "uvicorn", app, *WEB_ARGS, "--port", str(port)], cwd=ROOT,
+                              stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "FOG_CLOUD_KEY_PREFIX": prefix})
+            wait_for(lambda web=web, port=port: web.poll() is not None or port_open("127.0.0.1", port),
+                     WEB_READY_SECONDS)
+            exited = web.poll()
+            if exited is None and port_open("127.0.0.1", port):
+                return web, port
+            stop(web)
+            log.seek(0)
+            said = log.read().decode(errors="replace").strip()
+        if "address already in use" not in said.lower() or attempt == WEB_PORT_TRIES - 1:
+            why = f"it exited with code {exited}" if exited is not None else f"not within {WEB_READY_SECONDS} s"
+            raise NotReady(f"uvicorn did not listen on 127.0.0.1:{port} ({why})" + (f": {said[-800:]}" if said else ""))
+
+
 def _serve_and_load(app, prefix, clients, requests):
     """uvicorn serving `app` as `make demo` does; the latencies (ms) and seconds of the load from a second process."""
-    port = free_port()
-    web = start_child([sys.executable, "-m", "uvicorn", app, *WEB_ARGS, "--port", str(port)], cwd=ROOT,
-                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                      env={**os.environ, "FOG_CLOUD_KEY_PREFIX": prefix})
+    web, port = _serve(app, prefix)
     try:
-        wait_for(lambda: port_open("127.0.0.1", port), 30, "uvicorn")
         url = f"http://127.0.0.1:{port}/api/states/"
         subprocess.run([sys.executable, "-m", "tooling.bench.load", url, "2", "20"], cwd=ROOT, check=True,
                        capture_output=True)  # warm-up
