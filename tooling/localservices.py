@@ -50,12 +50,6 @@ KAFKA_HEAP = ["-Xms128m", "-Xmx512m", "-XX:+UseSerialGC"]
 # spends much of its CPU compiling hot code twice, for code it leaves before the second compile pays: the first
 # compiler alone takes less CPU to start a broker and serve a lane's light load.
 SHORT_LIVED_JVM = ["-XX:TieredStopAtLevel=1"]
-# Most of a broker's start goes to loading and verifying the classes of Kafka's jars, and the suite starts many
-# brokers and storage tools (a fault lane each, restarts). The first broker started on a set of jars has them
-# written (jcmd VM.cds dynamic_dump, JDK 17) to a class data sharing archive beside the jars, which every later
-# JVM on them maps. Named after the JVM build it was made by: another JVM records its own.
-CLASS_ARCHIVE_GLOB = "classes-*.jsa"
-CLASS_RECORD_SECONDS = 60  # for jcmd to have the broker write its archive, and for a JVM to try it
 CLUSTER_MASTERS = LOCAL_CLUSTER_MASTERS  # the product's settings checks count on it
 CLUSTER_BUS_OFFSET = 10000  # Redis's fixed offset of a node's cluster bus port
 CLUSTER_READY_SECONDS = 60
@@ -500,8 +494,7 @@ class Kafka(Service):
         while cluster_id.startswith("-"):  # kafka-storage reads an id starting with "-" as an option; Kafka avoids those too
             cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
         out(f"kafka: formatting the log folder (cluster {cluster_id})")
-        cmd = [self._java(), *SHORT_LIVED_JVM, *self._shared_classes(), "-cp", f"{self.paths.kafka_libs}/*",
-               "kafka.tools.StorageTool", "format",
+        cmd = [self._java(), *SHORT_LIVED_JVM, "-cp", f"{self.paths.kafka_libs}/*", "kafka.tools.StorageTool", "format",
                "--standalone", "-t", cluster_id, "-c", str(config)]
         result = subprocess.run(cmd, capture_output=True, text=True)
         if result.returncode != 0:
@@ -513,59 +506,9 @@ class Kafka(Service):
         config = self.format_once(out)
         if port_open(self.host, self.controller_port):
             raise ServiceError(f"kafka: controller port {self.host}:{self.controller_port} is taken")
-        archive, jcmd = self.class_archive(), self._jcmd()
-        record = not archive.exists() and jcmd is not None and os.access(self.paths.kafka_libs, os.W_OK)
-        self.spawn(self._broker(config, ["-XX:+RecordDynamicDumpInfo"] if record else self._shared_classes()),
-                   cwd=self.paths.kafka)
-        if record:
-            self._record_classes(jcmd, archive, out)
-
-    def _broker(self, config, class_options):
-        return [self._java(), *KAFKA_HEAP, *(SHORT_LIVED_JVM if self.short_lived else ()), *class_options,
-                f"-Dkafka.logs.dir={self.paths.log}", "-cp", f"{self.paths.kafka_libs}/*", "kafka.Kafka", str(config)]
-
-    def _jcmd(self):
-        """The JDK's jcmd beside this java, or on PATH; None with a JRE alone (no archive is recorded then)."""
-        beside = Path(os.path.realpath(self._java())).parent / "jcmd"
-        return str(beside) if beside.exists() else shutil.which("jcmd")
-
-    def class_archive(self):
-        """The class data sharing archive of these jars for this JVM (it need not exist)."""
-        jvm = Path(os.path.realpath(self._java()))
-        library = jvm.parent.parent / "lib" / "server" / "libjvm.so"  # the JVM build an archive belongs to
-        made = (library if library.exists() else jvm).stat()
-        tag = f"{made.st_size:x}-{int(made.st_mtime):x}"
-        return self.paths.kafka_libs / CLASS_ARCHIVE_GLOB.replace("*", tag)
-
-    def _shared_classes(self):
-        archive = self.class_archive()
-        return [f"-XX:SharedArchiveFile={archive}"] if archive.exists() else []
-
-    def _record_classes(self, jcmd, archive, out):
-        """Have the broker that just started write the classes it loaded; keep the archive once a JVM maps it.
-
-        A JVM crashes on an archive cut short (a full disk): it is written under a name of its own, tried, and
-        only then renamed, so no JVM ever sees a partial one. A failure leaves every broker to start without
-        an archive, as before there was one, and the next start on these jars to try again."""
-        for old in self.paths.kafka_libs.glob(CLASS_ARCHIVE_GLOB):
-            if old != archive:  # another JVM's: this one can't use it
-                old.unlink(missing_ok=True)
-        partial = archive.with_name(f".{archive.name}.{os.getpid()}.part")
-        try:
-            dumped = subprocess.run([jcmd, str(self.our_pid()), "VM.cds", "dynamic_dump", str(partial)],
-                                    capture_output=True, text=True, timeout=CLASS_RECORD_SECONDS)
-            tried = subprocess.run([self._java(), "-Xshare:on", f"-XX:SharedArchiveFile={partial}", "-cp",
-                                    f"{self.paths.kafka_libs}/*", "-version"], capture_output=True, text=True,
-                                   timeout=CLASS_RECORD_SECONDS)
-            if dumped.returncode != 0 or tried.returncode != 0 or not partial.exists():
-                said = (dumped.stdout + dumped.stderr + tried.stdout + tried.stderr).strip()
-                raise ServiceError(said[-300:] or "no archive written")
-            partial.rename(archive)
-            out(f"kafka: recorded its classes for faster starts in {archive}")
-        except (ServiceError, OSError, subprocess.TimeoutExpired) as exc:
-            out(f"kafka: could not record its classes for faster starts: {exc}")
-        finally:
-            partial.unlink(missing_ok=True)
+        self.spawn([self._java(), *KAFKA_HEAP, *(SHORT_LIVED_JVM if self.short_lived else ()),
+                    f"-Dkafka.logs.dir={self.paths.log}", "-cp",
+                    f"{self.paths.kafka_libs}/*", "kafka.Kafka", str(config)], cwd=self.paths.kafka)
 
 
 def _postgres_binary(name):
