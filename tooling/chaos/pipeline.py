@@ -28,7 +28,6 @@ import shutil
 import signal
 import socket
 import sqlite3
-import subprocess
 import sys
 import tempfile
 import threading
@@ -57,9 +56,10 @@ STEP_S = 2  # the simulation's step: one reading per household every 2 s
 SIMULATION_STOP_S = 60  # how long a stopped simulation may take to flush to Kafka and end
 _RESERVED = set()  # ports handed out in this process: two lanes picking ports at once never get the same one
 _RESERVING = threading.Lock()
-MIGRATE_SECONDS = 120
-# One edge database migrated per harness process; every pipeline starts on a copy. A `manage.py migrate` of its
-# own took each pipeline a Python start and every migration again, and the suite and the fault matrix start dozens.
+MIGRATE_SECONDS = 60
+# The first pipeline of a harness process migrates its edge database and keeps a copy; later ones start on a copy
+# of that. A `manage.py migrate` of its own took each pipeline a Python start and every migration again, and the
+# suite and the fault matrix start dozens.
 _TEMPLATE = {}
 _TEMPLATE_LOCK = threading.Lock()
 
@@ -180,7 +180,7 @@ class Pipeline:
         try:
             self.proxy_hb = _proxy(self.hb)
             self.proxy_data = _proxy(self.data)
-            _copy_database(_migrated_template(self.env), self.folder / "edge.sqlite3")  # the edge needs it migrated
+            self._migrate()  # the edge refuses a database that is not
         except BaseException:  # stopped (or interrupted) already: the proxies and the folder go too
             self.close()
             raise
@@ -195,6 +195,26 @@ class Pipeline:
         if self.closed:
             raise PipelineClosed(f"pipeline {self.edge_id} was closed")
         return True
+
+    def _migrate(self):
+        """This pipeline's edge database, migrated: a copy of the process's template, or by `manage.py migrate`
+        (a process of this pipeline's, so close() ends it) which then becomes the template."""
+        database = self.folder / "edge.sqlite3"
+        with _TEMPLATE_LOCK:  # the lanes' pipelines start at once: one migrates, the others wait for its copy
+            if _TEMPLATE.get("path"):
+                try:
+                    return _copy_database(_TEMPLATE["path"], database)
+                except sqlite3.Error:  # the template went (a temp folder cleaner): migrate, as the first did
+                    _TEMPLATE.clear()
+                    database.unlink(missing_ok=True)
+            migrated = self._manage("migrate", "--skip-checks", "-v", "0").wait(MIGRATE_SECONDS) == 0
+            self._check_open()  # close() ends the migrate and removes the folder
+            if not migrated:
+                return  # the edge says so as it starts (the log is in this pipeline's folder); no template of it
+            folder = Path(tempfile.mkdtemp(prefix="fog-chaos-template-"))
+            atexit.register(shutil.rmtree, folder, True)
+            _copy_database(database, folder / "edge.sqlite3")
+            _TEMPLATE["path"] = folder / "edge.sqlite3"
 
     def _manage(self, *args, env=None, output=None):
         """Start `manage.py args` (its output to `output`, default a log file named after the command)."""
@@ -450,31 +470,11 @@ class Pipeline:
             shutil.rmtree(self.folder, ignore_errors=True)
 
 
-def _migrated_template(env):
-    """The path of an edge database `manage.py migrate` left, made once in this process (by any thread)."""
-    with _TEMPLATE_LOCK:
-        if _TEMPLATE.get("path") and _TEMPLATE["path"].exists():
-            return _TEMPLATE["path"]
-        folder = Path(tempfile.mkdtemp(prefix="fog-chaos-template-"))
-        atexit.register(shutil.rmtree, folder, True)
-        path = folder / "edge.sqlite3"
-        with open(folder / "migrate.log", "wb") as log:
-            proc = start_child([sys.executable, str(ROOT / "manage.py"), "migrate", "--skip-checks", "-v", "0"],
-                               cwd=ROOT, env={**env, "FOG_DATABASE_URL": f"sqlite:///{path}"}, stdout=log,
-                               stderr=subprocess.STDOUT, start_new_session=True)
-        try:
-            code = proc.wait(MIGRATE_SECONDS)
-        finally:
-            end_child(proc)
-        if code != 0:
-            raise RuntimeError(f"migrating the pipelines' edge database failed:\n{(folder / 'migrate.log').read_text()[-1500:]}")
-        _TEMPLATE["path"] = path
-        return path
-
-
 def _copy_database(source, target):
-    # SQLite's backup, not a file copy: it reads through the source's write-ahead log, as a reader would.
-    with contextlib.closing(sqlite3.connect(source)) as original, contextlib.closing(sqlite3.connect(target)) as copy:
+    """SQLite's backup, not a file copy: it reads through the source's write-ahead log, as a reader would. Read-only:
+    a source gone raises, where a plain connect would make an empty one."""
+    with contextlib.closing(sqlite3.connect(f"file:{source}?mode=ro", uri=True)) as original, \
+            contextlib.closing(sqlite3.connect(target)) as copy:
         original.backup(copy)
 
 
