@@ -201,12 +201,10 @@ class Pipeline:
         (a process of this pipeline's, so close() ends it) which then becomes the template."""
         database = self.folder / "edge.sqlite3"
         with _TEMPLATE_LOCK:  # the lanes' pipelines start at once: one migrates, the others wait for its copy
-            if _TEMPLATE.get("path"):
-                try:
-                    return _copy_database(_TEMPLATE["path"], database)
-                except sqlite3.Error:  # the template went (a temp folder cleaner): migrate, as the first did
-                    _TEMPLATE.clear()
-                    database.unlink(missing_ok=True)
+            self._check_open()  # closed while it waited for the lock: nothing to copy into
+            template = _TEMPLATE.get("path")
+            if template and template.exists():  # else gone (a temp folder cleaner): migrate, as the first did
+                return _copy_database(template, database)
             migrated = self._manage("migrate", "--skip-checks", "-v", "0").wait(MIGRATE_SECONDS) == 0
             self._check_open()  # close() ends the migrate and removes the folder
             if not migrated:
@@ -473,7 +471,7 @@ class Pipeline:
 def _copy_database(source, target):
     """SQLite's backup, not a file copy: it reads through the source's write-ahead log, as a reader would. Read-only:
     a source gone raises, where a plain connect would make an empty one."""
-    with contextlib.closing(sqlite3.connect(f"file:{source}?mode=ro", uri=True)) as original, \
+    with contextlib.closing(sqlite3.connect(f"{Path(source).resolve().as_uri()}?mode=ro", uri=True)) as original, \
             contextlib.closing(sqlite3.connect(target)) as copy:
         original.backup(copy)
 
