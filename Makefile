@@ -25,7 +25,7 @@ venv: .venv/.installed
 	@rm -f .venv/.compiled
 	@.venv/bin/uv --version 2>/dev/null | grep -q "^uv $(UV_VERSION) " || $(PIP) uv==$(UV_VERSION) || true
 	@if test -x .venv/bin/uv && .venv/bin/uv pip install -q --python $(PY) -r requirements.txt; then :; \
-	else echo "venv: installing requirements.txt with pip"; $(PIP) -r requirements.txt; fi
+	else echo "venv: installing requirements.txt with pip"; $(PIP) --no-compile -r requirements.txt; fi
 	@touch $@
 
 # Bytecode compiled ahead: where Python may not write it (PYTHONDONTWRITEBYTECODE), every process the tests and
@@ -36,7 +36,8 @@ venv: .venv/.installed
 bytecode: venv
 	@$(PY) -m compileall -q -j 0 manage.py fogsite edge_app cloud_app fogwire simulation tooling tests
 	@if [ -n "$$PYTHONDONTWRITEBYTECODE" ] && [ ! -e .venv/.compiled ]; then \
-	  $(PY) -m compileall -q -j 0 .venv/lib && touch .venv/.compiled; fi
+	  $(PY) -m compileall -qq -j 0 .venv/lib || echo "bytecode: some package files could not be compiled"; \
+	  touch .venv/.compiled; fi
 
 node: node_modules/.package-lock.json
 node_modules/.package-lock.json: package.json package-lock.json

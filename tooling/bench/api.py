@@ -9,6 +9,7 @@ import sys
 import tempfile
 import time
 import uuid
+from pathlib import Path
 
 from cloud_app.consumers import WS_MAX_BYTES
 from cloud_app.engine import connect_async
@@ -16,7 +17,7 @@ from django.conf import settings
 
 from cloud_app.store import CloudStore
 from tooling.bench.common import ROOT, Figure, delete_prefix, percentile, stop
-from tooling.net import NotReady, free_port, port_open, wait_for
+from tooling.net import NotReady, free_port, wait_for
 from tooling.signals import start_child
 
 T0 = 1_577_142_000_000
@@ -28,6 +29,7 @@ WEB_ARGS = ["--host", "127.0.0.1", "--workers", "2", "--no-access-log", "--lifes
 WEB_READY_SECONDS = 60
 # A free port another process of a parallel test run bound first: the server exits at once, and another port is tried.
 WEB_PORT_TRIES = 3
+TCP_LISTEN = "0A"  # a socket's state in /proc/net/tcp
 
 
 async def _seed(prefix, tuples, households, out):
@@ -50,17 +52,39 @@ def _serve(app, prefix):
         with tempfile.TemporaryFile() as log:
             web = start_child([sys.executable, "-m", "uvicorn", app, *WEB_ARGS, "--port", str(port)], cwd=ROOT,
                               stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "FOG_CLOUD_KEY_PREFIX": prefix})
-            wait_for(lambda web=web, port=port: web.poll() is not None or port_open("127.0.0.1", port),
-                     WEB_READY_SECONDS)
-            exited = web.poll()
-            if exited is None and port_open("127.0.0.1", port):
+            try:
+                state = wait_for(lambda web=web, port=port: "exited" if web.poll() is not None
+                                 else "serving" if _holds_listener(web.pid, port) else None, WEB_READY_SECONDS)
+            except BaseException:
+                stop(web)
+                raise
+            if state == "serving":
                 return web, port
+            exited = web.poll()
             stop(web)
             log.seek(0)
             said = log.read().decode(errors="replace").strip()
         if "address already in use" not in said.lower() or attempt == WEB_PORT_TRIES - 1:
             why = f"it exited with code {exited}" if exited is not None else f"not within {WEB_READY_SECONDS} s"
             raise NotReady(f"uvicorn did not listen on 127.0.0.1:{port} ({why})" + (f": {said[-800:]}" if said else ""))
+
+
+def _holds_listener(pid, port):
+    """The process holds the socket listening on the port: a server another process started there meanwhile
+    answers a connect as well, and the load would measure it instead."""
+    listening = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            rows = Path(table).read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for fields in (row.split() for row in rows):
+            if fields[3] == TCP_LISTEN and int(fields[1].rsplit(":", 1)[1], 16) == port:
+                listening.add(f"socket:[{fields[9]}]")
+    try:
+        return any(os.readlink(f"/proc/{pid}/fd/{fd}") in listening for fd in os.listdir(f"/proc/{pid}/fd"))
+    except OSError:  # gone, or an fd closed while we looked: the next look tells
+        return False
 
 
 def _serve_and_load(app, prefix, clients, requests):

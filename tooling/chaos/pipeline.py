@@ -204,15 +204,23 @@ class Pipeline:
             self._check_open()  # closed while it waited for the lock: nothing to copy into
             template = _TEMPLATE.get("path")
             if template and template.exists():  # else gone (a temp folder cleaner): migrate, as the first did
-                return _copy_database(template, database)
-            migrated = self._manage("migrate", "--skip-checks", "-v", "0").wait(MIGRATE_SECONDS) == 0
-            self._check_open()  # close() ends the migrate and removes the folder
-            if not migrated:
+                try:
+                    return _copy_database(template, database)
+                except sqlite3.Error as exc:
+                    log.warning("chaos: could not copy the migrated edge database %s (%s); migrating", template, exc)
+                    _TEMPLATE.clear()
+                    _remove_database(database)
+            proc = self._manage("migrate", "--skip-checks", "-v", "0")
+            self.wait_for(lambda: proc.poll() is not None, MIGRATE_SECONDS, "the edge database's migrate")
+            if proc.returncode != 0:
                 return  # the edge says so as it starts (the log is in this pipeline's folder); no template of it
             folder = Path(tempfile.mkdtemp(prefix="fog-chaos-template-"))
             atexit.register(shutil.rmtree, folder, True)
-            _copy_database(database, folder / "edge.sqlite3")
-            _TEMPLATE["path"] = folder / "edge.sqlite3"
+            try:
+                _copy_database(database, folder / "edge.sqlite3")
+                _TEMPLATE["path"] = folder / "edge.sqlite3"
+            except sqlite3.Error as exc:  # this pipeline's database is fine; the next one migrates its own
+                log.warning("chaos: could not keep a copy of the migrated edge database (%s)", exc)
 
     def _manage(self, *args, env=None, output=None):
         """Start `manage.py args` (its output to `output`, default a log file named after the command)."""
@@ -474,6 +482,11 @@ def _copy_database(source, target):
     with contextlib.closing(sqlite3.connect(f"{Path(source).resolve().as_uri()}?mode=ro", uri=True)) as original, \
             contextlib.closing(sqlite3.connect(target)) as copy:
         original.backup(copy)
+
+
+def _remove_database(path):
+    for suffix in ("", "-wal", "-shm", "-journal"):
+        Path(f"{path}{suffix}").unlink(missing_ok=True)
 
 
 def _kill(proc):
