@@ -14,30 +14,25 @@ system:
 	@scripts/bootstrap-system.sh
 
 # uv (Astral's installer, pinned) installs the lock: the same pinned packages as pip, in a fraction of
-# its time on a fresh clone, which `make test` spends inside its 15 minutes. Where uv can't be had or can't
-# install (it reads no pip.conf: a mirror set there), pip installs the lock as before. The packages'
-# bytecode: see `bytecode`.
+# its time on a fresh clone, which `make test` spends inside its 15 minutes. It compiles the bytecode as
+# pip does: where Python may not write it (PYTHONDONTWRITEBYTECODE), every process would compile what it
+# imports again, and start far more slowly. Where uv can't be had or can't install (it reads no pip.conf:
+# a mirror set there), pip installs the lock as before.
 UV_VERSION := 0.13.9
 PIP := $(PY) -m pip install -q --disable-pip-version-check
 venv: .venv/.installed
 .venv/.installed: requirements.txt
 	@test -x $(PY) || python3 -m venv .venv
-	@rm -f .venv/.compiled
 	@.venv/bin/uv --version 2>/dev/null | grep -q "^uv $(UV_VERSION) " || $(PIP) uv==$(UV_VERSION) || true
-	@if test -x .venv/bin/uv && .venv/bin/uv pip install -q --python $(PY) -r requirements.txt; then :; \
-	else echo "venv: installing requirements.txt with pip"; $(PIP) --no-compile -r requirements.txt; fi
+	@if test -x .venv/bin/uv && .venv/bin/uv pip install -q --compile-bytecode --python $(PY) -r requirements.txt; then :; \
+	else echo "venv: installing requirements.txt with pip"; $(PIP) -r requirements.txt; fi
 	@touch $@
 
-# Bytecode compiled ahead: where Python may not write it (PYTHONDONTWRITEBYTECODE), every process the tests and
-# the demo start would compile each module it imports again, and start far more slowly. The project's own modules
-# always; the packages' only then, once per install (compiling all of them took seconds of a fresh clone's
-# `make test`, which unsets it, so its first imports write what they use). Python still reads what is here, and a
-# file changed since is compiled afresh, in memory, as before.
+# The project's own modules compiled once, as uv compiles the packages': where Python may not write bytecode
+# (PYTHONDONTWRITEBYTECODE), every process the tests and the demo start would compile each module of ours it
+# imports again. Python still reads what is here, and a file changed since is compiled afresh, in memory, as before.
 bytecode: venv
 	@$(PY) -m compileall -q -j 0 manage.py fogsite edge_app cloud_app fogwire simulation tooling tests
-	@if [ -n "$$PYTHONDONTWRITEBYTECODE" ] && [ ! -e .venv/.compiled ]; then \
-	  $(PY) -m compileall -qq -j 0 .venv/lib || echo "bytecode: some package files could not be compiled"; \
-	  touch .venv/.compiled; fi
 
 node: node_modules/.package-lock.json
 node_modules/.package-lock.json: package.json package-lock.json
