@@ -303,3 +303,24 @@ def test_it_cleans_up_after_a_run_that_failed_before_its_stream_began(services):
     pipeline = Pipeline(shared, services.FOG_EDGE_REDIS_URL.rsplit("/", 1)[0] + "/13", proxied=False)
     pipeline.close()
     pipeline.forget()
+
+
+def test_it_measures_the_web_server_it_started_not_one_already_on_its_port(monkeypatch):
+    """A port another process bound and listens on since it was picked (free_port's race, in a parallel run)
+    answers a connect too: the bench starts its server on a new port instead of loading the stranger."""
+    import socket
+
+    from tooling.bench import api
+
+    stranger = socket.socket()
+    stranger.bind(("127.0.0.1", 0))
+    stranger.listen()
+    taken = stranger.getsockname()[1]
+    ports, pick = iter([taken]), api.free_port
+    monkeypatch.setattr(api, "free_port", lambda: next(ports, None) or pick())
+    web, port = api._serve(api.SHIPPED_APP, "bench:stranger:")
+    try:
+        assert port != taken and api._holds_listener(web.pid, port) and not api._holds_listener(web.pid, taken)
+    finally:
+        api.stop(web)
+        stranger.close()

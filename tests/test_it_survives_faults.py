@@ -149,3 +149,30 @@ def test_it_keeps_the_rows_of_scenarios_a_partial_run_did_not_repeat():
     assert rows == ["| cloud-kill | 1.5 |", "| link-cut | 9.5 |", "| budget-outage | 3.0 |"]  # matrix order
     assert "- budget-outage, run 1: peak backlog 8 tuples, budget 9" in partial
     assert "make chaos REPEAT=1\npython manage.py chaos --repeat 1 --scenario link-cut" in partial
+
+
+def test_it_starts_every_pipeline_on_a_migrated_edge_database_even_when_the_copy_it_keeps_is_gone():
+    """Pipelines start on a copy of the first one's migrated database (a migrate each was a Python start each);
+    a copy gone from under the harness (a temp folder cleaner) is migrated anew, never left empty."""
+    import sqlite3
+    from types import SimpleNamespace
+
+    from tooling.chaos import pipeline as chaos
+
+    def applied(pipeline):
+        with sqlite3.connect(pipeline.folder / "edge.sqlite3") as db:
+            return sorted(db.execute("SELECT app, name FROM django_migrations"))
+
+    nowhere = SimpleNamespace(bootstrap="127.0.0.1:9", redis_url="redis://127.0.0.1:9/0")  # nothing is started
+    made = []
+    try:
+        made += [chaos.Pipeline(nowhere, settings.FOG_EDGE_REDIS_URL, proxied=False) for _ in range(2)]
+        chaos._TEMPLATE["path"].unlink()
+        made.append(chaos.Pipeline(nowhere, settings.FOG_EDGE_REDIS_URL, proxied=False))
+        assert not (made[1].folder / "migrate.log").exists()  # a copy
+        assert (made[2].folder / "migrate.log").exists() and chaos._TEMPLATE["path"].exists()  # migrated, kept again
+        assert ("edge_app", "0001_initial") in applied(made[2])
+        assert applied(made[0]) == applied(made[1]) == applied(made[2])
+    finally:
+        for pipeline in made:
+            pipeline.close()
