@@ -328,7 +328,7 @@ class Ingestor:
                 self.merge.add(partition, [(message[1][1], message) for message in messages])
         marks = self.high_marks()  # the client's, as of this poll: one look for every use below
         if not deleted:  # a gap moves its partition itself, just below
-            self._step_over_what_holds_no_record(marks)
+            self._step_over_what_holds_no_record(marks, batches)
         if self.merge is not None and self._apply_merged(now, now_ms, marks):
             marks = self.high_marks()  # it resumed partitions: their floor counts from now on
         if deleted:
@@ -358,14 +358,16 @@ class Ingestor:
             self.store_closed()
         return read > 0
 
-    def _step_over_what_holds_no_record(self, marks):
+    def _step_over_what_holds_no_record(self, marks, given):
         """Move each partition read to its last record past the offsets after it that hold none: a transaction's
         commit or abort marker, an aborted transaction's records (read_committed). The high watermark counts
         them, so such a partition never looked read to its end: a burst run never ended, and the read clock
         held live windows back for it. The client's position steps over them; records it gave that wait
-        (carried over, or in the merge of unkeyed input) keep their partition where it is."""
+        (carried over, or in the merge of unkeyed input) keep their partition where it is. Only partitions this
+        poll gave nothing (`given`): one still giving records is not at its end, and a backlog's polls, which
+        give from every partition, ask the client nothing."""
         merge = self.merge
-        behind = [p for p, high in marks.items() if high is not None and p not in self.carry
+        behind = [p for p, high in marks.items() if high is not None and p not in self.carry and p not in given
                   and min(self.next_offsets.get(p, 0), merge.read_to.get(p, 0) if merge else math.inf) < high]
         if not behind:
             return

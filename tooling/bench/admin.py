@@ -26,7 +26,7 @@ from urllib.parse import quote
 
 from django.conf import settings
 
-from tooling.bench.common import Figure, machine, manage, percentile
+from tooling.bench.common import Figure, machine, manage, percentile, remove_sqlite
 
 TARGET_MS = 300
 T0 = 1_577_142_000_000  # 2019-12-24, the Gem House sample's days
@@ -174,8 +174,7 @@ class Kept:
         self.record = None
 
     def remove_sqlite(self):
-        for suffix in ("", "-wal", "-shm"):
-            Path(f"{self.sqlite}{suffix}").unlink(missing_ok=True)
+        remove_sqlite(self.sqlite)
 
 
 def _child(arguments, env):

@@ -121,6 +121,12 @@ def stop(proc, timeout=10):
             proc.wait()
 
 
+def remove_sqlite(path):
+    """A SQLite database file with what SQLite keeps beside it (write-ahead log, shared memory, rollback journal)."""
+    for suffix in ("", "-wal", "-shm", "-journal"):
+        Path(f"{path}{suffix}").unlink(missing_ok=True)
+
+
 def peak_rss_mib(pid):
     """High-water mark of a process's resident memory (VmHWM), in MiB."""
     try:

@@ -39,6 +39,7 @@ from zoneinfo import ZoneInfo
 
 from edge_app.models import Status
 from edge_app.processes import alive, child_pids
+from tooling.bench.common import remove_sqlite
 from tooling.bench.simulate import SUMMARY
 from tooling.chaos.proxy import Proxy
 from tooling.net import POLL_INTERVAL_S, free_port, port_open, wait_for
@@ -209,7 +210,7 @@ class Pipeline:
                 except sqlite3.Error as exc:
                     log.warning("chaos: could not copy the migrated edge database %s (%s); migrating", template, exc)
                     _TEMPLATE.clear()
-                    _remove_database(database)
+                    remove_sqlite(database)
             proc = self._manage("migrate", "--skip-checks", "-v", "0")
             self.wait_for(lambda: proc.poll() is not None, MIGRATE_SECONDS, "the edge database's migrate")
             if proc.returncode != 0:
@@ -482,11 +483,6 @@ def _copy_database(source, target):
     with contextlib.closing(sqlite3.connect(f"{Path(source).resolve().as_uri()}?mode=ro", uri=True)) as original, \
             contextlib.closing(sqlite3.connect(target)) as copy:
         original.backup(copy)
-
-
-def _remove_database(path):
-    for suffix in ("", "-wal", "-shm", "-journal"):
-        Path(f"{path}{suffix}").unlink(missing_ok=True)
 
 
 def _kill(proc):
