@@ -170,14 +170,22 @@ def kafka_bootstrap(services):
     return settings.FOG_KAFKA_BOOTSTRAP
 
 
+# Tests stamp records with the sample's times (T0, December 2019), and the broker deletes by a record's timestamp
+# at its retention check, every five minutes: at default retention a check between a test's produce and its read
+# deleted every record, and the edge rightly began at the log's new start, past them all. Test topics keep
+# their records; a test of retention sets its own (test_it_warns_before_kafka_retention_deletes_unread_readings).
+KEEP_RECORDS = {"retention.ms": "-1"}
+
+
 @pytest.fixture
 def topic(kafka_bootstrap):
-    """A fresh topic with 3 partitions, deleted afterwards with any topic a test named after it (`{name}-...`)."""
+    """A fresh topic with 3 partitions that keeps records of any age (KEEP_RECORDS), deleted afterwards with any
+    topic a test named after it (`{name}-...`)."""
     from kafka.admin import KafkaAdminClient, NewTopic
 
     name = f"test-{uuid.uuid4().hex[:12]}"
     admin = KafkaAdminClient(bootstrap_servers=kafka_bootstrap, client_id="fog-tests")
-    admin.create_topics([NewTopic(name, num_partitions=3, replication_factor=1)])
+    admin.create_topics([NewTopic(name, num_partitions=3, replication_factor=1, topic_configs=KEEP_RECORDS)])
     yield name
     try:
         admin.delete_topics([t for t in admin.list_topics() if t == name or t.startswith(f"{name}-")])
@@ -186,14 +194,15 @@ def topic(kafka_bootstrap):
 
 
 def make_topic(bootstrap, name, partitions, **configs):
-    """A topic of `partitions` partitions and the topic configs given (`max.message.bytes` as max_message_bytes);
-    name it `{topic}-...` so the topic fixture deletes it."""
+    """A topic of `partitions` partitions that keeps records of any age (KEEP_RECORDS) unless the topic configs
+    given say otherwise (`max.message.bytes` as max_message_bytes); name it `{topic}-...` so the topic fixture
+    deletes it."""
     from kafka.admin import KafkaAdminClient, NewTopic
 
     admin = KafkaAdminClient(bootstrap_servers=bootstrap, client_id="fog-tests")
+    configs = {**KEEP_RECORDS, **{key.replace("_", "."): str(value) for key, value in configs.items()}}
     try:
-        admin.create_topics([NewTopic(name, num_partitions=partitions, replication_factor=1,
-                                      topic_configs={key.replace("_", "."): str(value) for key, value in configs.items()})])
+        admin.create_topics([NewTopic(name, num_partitions=partitions, replication_factor=1, topic_configs=configs)])
     finally:
         admin.close()
 

@@ -46,7 +46,7 @@ def test_it_windows_unkeyed_prototype_messages_by_their_record_time(kafka_bootst
     assert result.returncode == 0, result.stderr[-3000:]
     windows = SECONDS // 5
     assert f"this run: readings={NODES * SECONDS} windows={NODES * windows} late=0 malformed=4 " \
-           f"acked={NODES * windows} refused=0;" in result.stdout, result.stdout
+           f"acked={NODES * windows} refused=0;" in result.stdout, result.stdout + result.stderr[-3000:]
     assert "pending=0" in result.stdout.split("lifetime:")[1], result.stdout
 
     with edge_db(edge_env) as db:
