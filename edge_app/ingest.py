@@ -154,7 +154,7 @@ class Ingestor:
         self.idle_check_seconds = min(idle_seconds / IDLE_CHECKS, IDLE_CHECK_MAX_SECONDS)
         self.book = WindowBook(window_seconds * 1000, int(grace_seconds * 1000), idle_seconds,
                                None if live_grace_seconds is None else int(live_grace_seconds * 1000),
-                               stagger=stagger)
+                               stagger=stagger, keyed=not legacy)
         self.layout = window_layout(self.book.window_ms, stagger)  # stored with the positions: see layout_problem
         self.source = None
         self.topic_id = ""  # the broker's id of the topic read (try_connect), '' if it can't tell
@@ -166,6 +166,7 @@ class Ingestor:
         self.dirty = False
         self.malformed_log = RateLimitedLog(log, MALFORMED_LOG_LINES, MALFORMED_LOG_SECONDS)
         self.clock_log = RateLimitedLog(log, MALFORMED_LOG_LINES, MALFORMED_LOG_SECONDS)  # a clock stepping on and on
+        self.moved_log = RateLimitedLog(log, MALFORMED_LOG_LINES, MALFORMED_LOG_SECONDS)  # a topic's keys remapped at once
         self.gate = None  # no budget until set_budget
         self.backlog_at = None  # (counted backlog, totals["windows"] then, when), from set_budget on
         self.paused_at = None
@@ -326,6 +327,8 @@ class Ingestor:
                 left = self._apply(partition, messages, now, now_ms, left)
             else:  # the prototype's single readings: a poll brings no more than its room
                 self.merge.add(partition, [(message[1][1], message) for message in messages])
+        if self.book.moved:
+            self._say_moved()
         marks = self.high_marks()  # the client's, as of this poll: one look for every use below
         if not deleted:  # a gap moves its partition itself, just below
             self._step_over_what_holds_no_record(marks, batches)
@@ -357,6 +360,16 @@ class Ingestor:
         elif self.book.closed:
             self.store_closed()
         return read > 0
+
+    def _say_moved(self):
+        """Warn of households whose readings came from another partition than before (WindowBook.moved)."""
+        for household, (before, now) in self.book.moved.items():
+            self.moved_log.warning(
+                "household %s: a reading in %s[%d] after readings in %s[%d]. A household's readings belong in one "
+                "partition (the same key, and producers that partition alike; adding partitions to a topic moves "
+                "keys): while the edge reads a backlog, those of the partition it reads later may count as late",
+                household, self.topic, now, self.topic, before)
+        self.book.moved.clear()
 
     def _step_over_what_holds_no_record(self, marks, given):
         """Move each partition read to its last record past the offsets after it that hold none: a transaction's
@@ -596,6 +609,7 @@ class Ingestor:
     def flush(self):
         """Store closed windows (store_closed), then the resume positions and the counters in one transaction."""
         self.malformed_log.flush()  # a flood of bad readings that stopped is told of too
+        self.moved_log.flush()
         stored = self.store_closed()
         resume = self.book.resume_offsets(self.next_offsets)
         positions = [IngestPosition(edge_id=self.edge_id, topic=self.topic, partition=p, resume_offset=resume[p],

@@ -76,6 +76,14 @@ Every open window remembers the Kafka offset of its first reading (in each
 partition it has readings from: unkeyed input spreads a household over all
 of them), so the consumer can resume from the oldest offset still inside an
 open window.
+
+Keyed input keeps a household's readings in one partition, in order; only
+across partitions can the ingest read one far ahead of another (a backlog
+comes in chunks per partition). A household whose readings come from a
+second partition (producers that partition differently, or partitions
+added to the topic, which moves keys) can then find its windows closed by
+the other's readings: late. The book notes each such move (`moved`) for
+the ingest to say.
 """
 
 import heapq
@@ -136,10 +144,11 @@ class Household:
     newest_at: int = 0  # when the reading at newest_ts arrived (epoch ms, as add's wall_ms)
     confirmed: bool = False  # a second reading within MAX_JUMP_MS of the clock has come: it is not one stray
     phase: int = 0  # its windows start at phase + k * W (window_phase; 0 aligned)
+    partition: int = -1  # where its latest reading came from (keyed input keeps a household in one)
 
 
 class WindowBook:
-    def __init__(self, window_ms, grace_ms, idle_seconds, live_grace_ms=None, stagger=False):
+    def __init__(self, window_ms, grace_ms, idle_seconds, live_grace_ms=None, stagger=False, keyed=True):
         if window_ms <= 0:
             raise ValueError("window must be positive")
         self.window_ms, self.grace_ms, self.idle_seconds = window_ms, grace_ms, idle_seconds
@@ -157,6 +166,8 @@ class WindowBook:
         self.last_opened = {}  # partition -> offset of the newest window opened there
         self.unordered = set()  # partitions read backwards (a topic made anew): their dicts are not in order
         self.spread = 0  # open windows with readings from more than one partition (unkeyed input)
+        self.keyed = keyed  # a household's readings come from one partition: a move is noted
+        self.moved = {}  # household -> (partition before, partition now), taken by the ingest
 
     def add(self, household, ts, power, partition, offset, now, wall_ms=None):
         """Apply one reading that arrived at `now` (monotonic s) and `wall_ms` (the edge's clock, epoch ms;
@@ -177,6 +188,10 @@ class WindowBook:
                     state.newest_ts, ts, wall_ms or 0, -1)
             elif ts != state.newest_ts and ts - state.newest_ts <= MAX_JUMP_MS:  # not a copy of the first
                 state.confirmed = True
+        if state.partition != partition:  # rare for keyed input; every reading may for unkeyed
+            if state.partition >= 0 and self.keyed:
+                self.moved[household] = (state.partition, partition)
+            state.partition = partition
         start = ts - (ts - state.phase) % self.window_ms
         end = start + self.window_ms
         if end <= state.closed_until or end + self.grace_ms <= state.newest_ts or start in state.closed_ahead:
