@@ -327,13 +327,13 @@ class Ingestor:
                 left = self._apply(partition, messages, now, now_ms, left)
             else:  # the prototype's single readings: a poll brings no more than its room
                 self.merge.add(partition, [(message[1][1], message) for message in messages])
-        if self.book.moved:
-            self._say_moved()
         marks = self.high_marks()  # the client's, as of this poll: one look for every use below
         if not deleted:  # a gap moves its partition itself, just below
             self._step_over_what_holds_no_record(marks, batches)
         if self.merge is not None and self._apply_merged(now, now_ms, marks):
             marks = self.high_marks()  # it resumed partitions: their floor counts from now on
+        if self.book.moved:  # after every way a poll applies readings
+            self._say_moved()
         if deleted:
             earliest = self.source.low_offsets(self.topic, list(deleted))
             for partition, offset in deleted.items():
