@@ -170,10 +170,11 @@ def kafka_bootstrap(services):
     return settings.FOG_KAFKA_BOOTSTRAP
 
 
-# Tests stamp records with the sample's times (T0, December 2019), and the broker deletes by a record's timestamp
-# at its retention check, every five minutes: at default retention a check between a test's produce and its read
-# deleted every record, and the edge rightly began at the log's new start, past them all. Test topics keep
-# their records; a test of retention sets its own (test_it_warns_before_kafka_retention_deletes_unread_readings).
+# Some tests stamp their records with the sample's times (T0, December 2019), and the broker deletes a segment by
+# its records' timestamps at its retention check, every five minutes: at default retention a check between a
+# test's produce and its read deleted every record, and the edge rightly began at the log's new start, past them
+# all. Test topics keep their records; a test of retention sets its own
+# (test_it_warns_before_kafka_retention_deletes_unread_readings).
 KEEP_RECORDS = {"retention.ms": "-1"}
 
 
