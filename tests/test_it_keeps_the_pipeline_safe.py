@@ -5,25 +5,12 @@ import os
 import subprocess
 import sys
 import uuid
-from pathlib import Path
 
 import pynng
 
-from tooling.net import port_open
+from tooling.net import listeners, port_open
 from fogwire import protocol as wire
 from tests.conftest import ROOT, free_port, run_manage, wait_for
-
-
-def _listening(port):
-    """Local addresses listening on `port`, from /proc/net/tcp{,6}."""
-    found = set()
-    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
-        for line in Path(table).read_text().splitlines()[1:]:
-            local, state = line.split()[1], line.split()[3]
-            address, hex_port = local.rsplit(":", 1)
-            if state == "0A" and int(hex_port, 16) == port:
-                found.add(address)
-    return found
 
 
 def test_it_keeps_debug_off_unless_asked():
@@ -41,7 +28,7 @@ def test_it_binds_the_cloud_to_loopback_and_keeps_secrets_out_of_its_log(service
                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         assert wait_for(lambda: port_open("127.0.0.1", data), timeout=30, interval=0.2)
-        assert _listening(data) == {"0100007F"} and _listening(hb) == {"0100007F"}  # 127.0.0.1 only
+        assert set(listeners(data).values()) == {"0100007F"} and set(listeners(hb).values()) == {"0100007F"}  # 127.0.0.1 only
         with pynng.Req0(dial=f"tcp://127.0.0.1:{data}", recv_timeout=3000) as sock:
             for frame in (wire.batch_frame("e1", wrong, [(1, "h", 1_577_142_000_000, 1_577_142_005_000, 1.0, 1)]),
                           wire.heartbeat("e1", wrong), wire.batch_frame("e2", secret, [])):

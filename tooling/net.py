@@ -22,6 +22,7 @@ _PICKS = random.SystemRandom()  # never seeded: two processes whose `random` a t
 # meanwhile, and each can still pick anywhere in the range (a cluster needs its ports low, for its buses).
 _GIVEN = deque(maxlen=512)
 EPHEMERAL_RANGE = Path("/proc/sys/net/ipv4/ip_local_port_range")
+TCP_LISTEN = "0A"  # a listening socket's state in /proc/net/tcp
 
 
 class NotReady(TimeoutError, RuntimeError):
@@ -68,6 +69,22 @@ def ephemeral_floor():
         return int(EPHEMERAL_RANGE.read_text().split()[0])
     except (OSError, ValueError, IndexError):
         return 32768  # Linux's default
+
+
+def listeners(port):
+    """{socket inode: local address as the kernel writes it (hex, "0100007F" for 127.0.0.1)} of the TCP sockets
+    listening on `port`, from /proc/net/tcp and tcp6; a process's fd links to its socket as `socket:[inode]`."""
+    found = {}
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            rows = Path(table).read_text().splitlines()[1:]
+        except OSError:  # no IPv6 on this host
+            continue
+        for fields in (row.split() for row in rows):
+            address, hex_port = fields[1].rsplit(":", 1)
+            if fields[3] == TCP_LISTEN and int(hex_port, 16) == port:
+                found[fields[9]] = address
+    return found
 
 
 def port_open(host, port, timeout=0.5):

@@ -9,7 +9,6 @@ import sys
 import tempfile
 import time
 import uuid
-from pathlib import Path
 
 from cloud_app.consumers import WS_MAX_BYTES
 from cloud_app.engine import connect_async
@@ -17,7 +16,7 @@ from django.conf import settings
 
 from cloud_app.store import CloudStore
 from tooling.bench.common import ROOT, Figure, delete_prefix, percentile, stop
-from tooling.net import NotReady, free_port, wait_for
+from tooling.net import NotReady, free_port, listeners, wait_for
 from tooling.signals import start_child
 
 T0 = 1_577_142_000_000
@@ -29,7 +28,6 @@ WEB_ARGS = ["--host", "127.0.0.1", "--workers", "2", "--no-access-log", "--lifes
 WEB_READY_SECONDS = 60
 # A free port another process of a parallel test run bound first: the server exits at once, and another port is tried.
 WEB_PORT_TRIES = 3
-TCP_LISTEN = "0A"  # a socket's state in /proc/net/tcp
 
 
 async def _seed(prefix, tuples, households, out):
@@ -72,15 +70,7 @@ def _serve(app, prefix):
 def _holds_listener(pid, port):
     """The process holds the socket listening on the port: a server another process started there meanwhile
     answers a connect as well, and the load would measure it instead."""
-    listening = set()
-    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
-        try:
-            rows = Path(table).read_text().splitlines()[1:]
-        except OSError:
-            continue
-        for fields in (row.split() for row in rows):
-            if fields[3] == TCP_LISTEN and int(fields[1].rsplit(":", 1)[1], 16) == port:
-                listening.add(f"socket:[{fields[9]}]")
+    listening = {f"socket:[{inode}]" for inode in listeners(port)}
     try:
         return any(os.readlink(f"/proc/{pid}/fd/{fd}") in listening for fd in os.listdir(f"/proc/{pid}/fd"))
     except OSError:  # gone, or an fd closed while we looked: the next look tells
