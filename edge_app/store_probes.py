@@ -45,8 +45,10 @@ class StoreProbes:
         if newest is not None and not WindowAggregate.objects.of_status(Status.RESEND).exists():
             # Up to the newest acknowledgement, not to now: after a burst and a quiet spell every beat still
             # asks about one. A batch's tuples share one acknowledgement time: any of the next few from it.
-            later = acked.filter(acked_at__gte=since + (newest[-1] - since) * random.random()).order_by(
-                "acked_at")
+            # One lower bound: given two on acked_at, SQLite walks its index from the first (`since`) and filters
+            # by the second, so each beat read every tuple acknowledged between them, more as the edge ran on.
+            at = since + (newest[-1] - since) * random.random()
+            later = WindowAggregate.objects.acked_since(at).order_by("acked_at")
             ids = list(later.values_list("id", flat=True)[:SPREAD])
             some = acked.filter(id=random.choice(ids)).first() if ids else None
         chosen = [*self.asked, self.anchor, self.newest, some]
