@@ -4,6 +4,7 @@ import logging
 import math
 import sys
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -23,6 +24,12 @@ SIM_CONFIG = {
     "Collector": {"python": "simulation.sims:Collector"},
 }
 PROGRESS_EVERY_S = 0.5
+# Built ahead (Options.build_ahead): the households start a step this long before it is due, so the adapter sends
+# its readings at the moment they carry instead of a step's building and mosaik's routing later. The longest
+# build of the last BUILDS_KEPT steps, times BUILD_MARGIN, plus BUILD_SLACK_S; at most half the time between steps.
+BUILDS_KEPT = 5
+BUILD_MARGIN = 1.5
+BUILD_SLACK_S = 0.02
 # --until's largest value: a century of simulated seconds, far inside mosaik's time (END_OF_TIME, 2**62), so a
 # stop's jump to the end of time always comes after it.
 MAX_UNTIL_S = 100 * 365 * 86400
@@ -45,6 +52,7 @@ class Options:
     bootstrap: str = "127.0.0.1:9092"
     client: str = "confluent"
     per_message: int = MAX_READINGS_PER_MESSAGE  # readings a Kafka message; 1: a message a reading, keyed
+    build_ahead: bool = True  # paced runs: build a step before it is due, send it at its moment (RunStats.lead_s)
     full_gc_seconds: int = 0  # FOG_FULL_GC_SECONDS (fogwire/fullgc.py); 0: CPython's own rule
     skip_bad_lines: bool = False
     skip_bad_files: bool = False
@@ -60,6 +68,13 @@ class RunStats:
     this clock (`pace`) and the adapter measures how late the readings of
     that step went out (`step_done`). mosaik's own rt_factor advances in
     polls of up to rt_factor seconds, too coarse for a lag under a second.
+
+    Built ahead (`build_ahead`), the households start each step `lead_s`
+    before it is due and the adapter waits for the moment (`pace` again)
+    before it sends: a reading goes out at the time it carries, not after
+    every household's reading of the step has been built and routed through
+    mosaik (at 100,000 households a good part of a second, which the edge's
+    live windows then wait for: they learn each household's usual delay).
     """
 
     until: float
@@ -78,9 +93,27 @@ class RunStats:
     stop_flag: Callable[[], str | None] = lambda: None  # the name of the signal that asked to stop, if any
     # Full garbage collections go where a step waits for its time (an entity per household: a large heap).
     collections: FullCollections = field(default_factory=lambda: FullCollections(0))
+    build_ahead: bool = False
+    building: float | None = None  # monotonic time the households began building the step now in hand
+    builds: deque = field(default_factory=lambda: deque(maxlen=BUILDS_KEPT))  # seconds from that to the adapter
+    unsent: int | None = None  # a step built ahead that a stop came before: the adapter sent none of it
     _shown: float = 0.0
 
-    def pace(self, time_s, speed):
+    def lead_s(self, speed):
+        """How long before a step is due the households start building it (0 until a step was built)."""
+        if not (self.build_ahead and self.builds):
+            return 0.0
+        return min(max(self.builds) * BUILD_MARGIN + BUILD_SLACK_S, self.step_ms / 1000 / speed / 2)
+
+    def built(self):
+        """The adapter has the step in hand: how long building and routing it took counts for the next lead."""
+        if self.building is not None:
+            self.builds.append(time.monotonic() - self.building)
+            self.building = None
+
+    def pace(self, time_s, speed, ahead_s=0.0, collect=True):
+        """Wait until `ahead_s` before simulated second `time_s` is due, full garbage collections (`collect`) in
+        the wait, and a stop request ending it."""
         now = time.monotonic()
         if self.clock is None:
             if self.anchor_ms is None:
@@ -90,8 +123,8 @@ class RunStats:
                 if late > 0:
                     self.shift_ms = int(-(-late // self.step_ms) * self.step_ms)
                 self.clock = now + (self.anchor_ms + self.shift_ms) / 1000 - time.time()
-        due = self.clock + time_s / speed
-        if now < due:
+        due = self.clock + time_s / speed - ahead_s
+        if now < due and collect:
             self.collections.handle_one_pause(due - now)
             now = time.monotonic()
         while now < due and not self.stop_flag():
@@ -220,7 +253,8 @@ def run(options, stop_flag=lambda: None):
                                        batched=options.per_message > 1)
     stats = RunStats(until=until, progress=options.progress, stop_flag=stop_flag,
                      anchor_ms=start_ms if options.start == "now" and not options.data else None,
-                     step_ms=int(options.step * 1000), collections=FullCollections(options.full_gc_seconds))
+                     step_ms=int(options.step * 1000), collections=FullCollections(options.full_gc_seconds),
+                     build_ahead=options.build_ahead and options.speed is not None)
     summary = {} if options.collect else None
     # Here, not at the top: a run its input or Kafka stops, and --help, do without mosaik and networkx, which
     # are most of what this command imports.

@@ -8,6 +8,7 @@ and the collector, if asked for, keeps a compact summary.
 """
 
 import json
+import time
 from datetime import datetime
 
 import mosaik_api_v3
@@ -63,7 +64,10 @@ class HouseholdSim(mosaik_api_v3.Simulator):
 
     def step(self, time_s, inputs, max_advance):
         if self.pacer is not None:
-            self.pacer.pace(time_s, self.speed)  # real time (or a multiple): wait until the step is due
+            # Real time (or a multiple): wait until the step is due, or built ahead (RunStats) until its lead
+            # before: the adapter then waits for the moment itself.
+            self.pacer.pace(time_s, self.speed, ahead_s=self.pacer.lead_s(self.speed))
+            self.pacer.building = time.monotonic()
         if _stopping(self.stats):
             self.current = {}  # a step that was not due yet sends nothing
             return END_OF_TIME
@@ -131,6 +135,13 @@ class KafkaAdapter(mosaik_api_v3.Simulator):
         return [{"eid": f"kafka-{i}", "type": model} for i in range(num)]
 
     def step(self, time_s, inputs, max_advance):
+        stats = self.stats
+        if stats.build_ahead:  # built ahead of its moment (RunStats): sent at it
+            stats.built()
+            stats.pace(time_s, self.speed, collect=False)
+            if _stopping(stats):  # a stop came first: as a step not due yet, it sends nothing
+                stats.unsent = time_s
+                return END_OF_TIME
         count = self._send_batches(inputs) if self.per_message > 1 else self._send_each(inputs)
         self.producer.poll()
         self.stats.step_done(time_s, count, self.speed)
@@ -187,6 +198,8 @@ class Collector(mosaik_api_v3.Simulator):
         return [{"eid": f"collector-{i}", "type": model} for i in range(num)]
 
     def step(self, time_s, inputs, max_advance):
+        if self.stats is not None and self.stats.unsent == time_s:  # the adapter (started first) sent none of it
+            return END_OF_TIME
         summary = self.summary
         for household, readings in _by_household(inputs):
             row = summary.get(household)

@@ -1,6 +1,7 @@
 """`runsimulation`: synthetic households are deterministic, and a run sends exactly its source rows."""
 
 import json
+import statistics
 import time
 from collections import Counter, defaultdict
 from zoneinfo import ZoneInfo
@@ -123,6 +124,39 @@ def test_it_sends_a_real_time_reading_at_the_moment_it_carries(kafka_bootstrap, 
     delays = [record.timestamp - ts for _, ts, _, record in readings]  # produce time - event time
     assert min(delays) >= 0, "a reading went out before the moment it carries"
     assert max(delays) < 500, f"readings went out up to {max(delays)} ms after the moment they carry"
+
+
+def step_delays(bootstrap, topic, readings):
+    """{event time of a step: produce time - event time of each of its messages (ms)}, the first step left out
+    (it has no build to learn its lead from)."""
+    records = consume_all(bootstrap, topic, readings, weigh=lambda record: len(json.loads(record.value)[READINGS_FIELD]))
+    delays = defaultdict(list)
+    for record in records:
+        ts = json.loads(record.value)[READINGS_FIELD][0][1]  # a step's readings all carry its moment
+        delays[ts].append(record.timestamp - ts)
+    return {ts: delays[ts] for ts in sorted(delays)[1:]}
+
+
+@pytest.mark.serial  # wall-clock delays, each against those of a run beside it
+def test_it_builds_each_step_ahead_and_sends_it_at_the_moment_it_carries(kafka_bootstrap, topic):
+    """Building a step's readings and passing them through mosaik takes long at many households: built when
+    due, a step went out that long after the moment its readings carry, and the edge's live windows waited
+    for it. Built ahead, it goes out at that moment, never before it."""
+    households, steps = 20_000, 4
+    runs = {}
+    for build_ahead in ("on", "off"):
+        name = f"{topic}-{build_ahead}"
+        make_topic(kafka_bootstrap, name, 3)
+        result = run_manage("runsimulation", "--households", str(households), "--until", str(2 * steps), "--step",
+                            "2", "--speed", "1", "--start", "now", "--build-ahead", build_ahead, "--topic", name,
+                            "--bootstrap", kafka_bootstrap)
+        assert result.returncode == 0, result.stderr
+        runs[build_ahead] = step_delays(kafka_bootstrap, name, households * steps)
+    assert min(min(delays) for delays in runs["on"].values()) >= 0, "a step went out before the moment it carries"
+    for ts, delays in runs["on"].items():
+        assert len(delays) >= 3, delays  # each step whole, a batch a partition at least
+    median = {run: statistics.median(d for delays in runs[run].values() for d in delays) for run in runs}
+    assert median["on"] * 2 < median["off"], median
 
 
 @pytest.mark.serial  # a wall-clock bound: within 300 ms

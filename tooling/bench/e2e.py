@@ -79,6 +79,8 @@ BASELINES = {
     "gc": ({"FOG_FULL_GC_SECONDS": "0"}, "FOG_FULL_GC_SECONDS=0 (CPython's own full garbage collections)"),
     "single-readings": ({SIMULATION_SETTING: "1"},
                         "runsimulation --readings-per-message 1 (a Kafka message a reading, keyed by household)"),
+    "built-when-due": ({f"{SIMULATION_OPTION}--build-ahead": "off"},
+                       "runsimulation --build-ahead off (each step built when due, sent once built)"),
     "rdb-compression": ({f"{REDIS_SETTING}rdbcompression": "yes"},
                         "rdbcompression yes (the cloud Redis compresses its AOF rewrites, Redis's default)"),
 }
@@ -607,6 +609,7 @@ KINDS = {"size": "at one size, beside live windows off", "capacity": "the capaci
          "gc": "at one size, beside CPython's own full garbage collections",
          "rdb-compression": "at one size, beside the cloud Redis compressing its AOF rewrites",
          "single-readings": "at one size, beside the simulation sending a Kafka message a reading",
+         "built-when-due": "at one size, beside the simulation building each step when it is due",
          "aligned-windows": "at one size, staggered windows beside aligned ones"}
 
 

@@ -74,6 +74,12 @@ class Command(BaseCommand):
                             "one a partition, a household always in the partition its id as a key would choose "
                             f"(default and most {MAX_READINGS_PER_MESSAGE}); 1 = a message a reading, keyed by "
                             "household (an edge reads both; not an edge run with --legacy-input)")
+        parser.add_argument("--build-ahead", choices=("on", "off"), default="on",
+                            help="with --speed: on (default) builds each step's readings a little before they are "
+                            "due (as long as the last steps took to build, at most half a step) and sends them at "
+                            "the moment they carry; off builds a step when it is due and sends it once built, as "
+                            "long after that moment as building every household's reading and passing them through "
+                            "mosaik takes")
         parser.add_argument("--skip-bad-lines", action="store_true",
                             help="count and skip malformed CSV lines instead of stopping at the first; each is named in a "
                             f"warning (file:line: what is wrong), the first {SKIPPED_SHOWN} of a file, then a count "
@@ -94,6 +100,7 @@ class Command(BaseCommand):
         options = Options(until=o["until"], speed=o["speed"], households=o["households"], data=o["data"],
                           step=o["step"], seed=o["seed"], start=o["start"], tz=o["tz"], topic=o["topic"],
                           bootstrap=o["bootstrap"], client=o["client"], per_message=o["readings_per_message"],
+                          build_ahead=o["build_ahead"] == "on",
                           skip_bad_lines=o["skip_bad_lines"], skip_bad_files=o["skip_bad_files"],
                           collect=o["collect"], progress=sys.stderr.isatty() and not o["no_progress"],
                           full_gc_seconds=settings.FOG_FULL_GC_SECONDS)
