@@ -30,6 +30,7 @@ PROGRESS_EVERY_S = 0.5
 BUILDS_KEPT = 5
 BUILD_MARGIN = 1.5
 BUILD_SLACK_S = 0.02
+SEND_MARGIN_S = 0.001  # sent this long after the moment, not at it: the records' clock may run a hair behind
 # --until's largest value: a century of simulated seconds, far inside mosaik's time (END_OF_TIME, 2**62), so a
 # stop's jump to the end of time always comes after it.
 MAX_UNTIL_S = 100 * 365 * 86400
@@ -52,7 +53,7 @@ class Options:
     bootstrap: str = "127.0.0.1:9092"
     client: str = "confluent"
     per_message: int = MAX_READINGS_PER_MESSAGE  # readings a Kafka message; 1: a message a reading, keyed
-    build_ahead: bool = True  # paced runs: build a step before it is due, send it at its moment (RunStats.lead_s)
+    build_ahead: bool = True  # paced runs: build a step before it is due, send it when due (RunStats.release)
     full_gc_seconds: int = 0  # FOG_FULL_GC_SECONDS (fogwire/fullgc.py); 0: CPython's own rule
     skip_bad_lines: bool = False
     skip_bad_files: bool = False
@@ -70,11 +71,13 @@ class RunStats:
     polls of up to rt_factor seconds, too coarse for a lag under a second.
 
     Built ahead (`build_ahead`), the households start each step `lead_s`
-    before it is due and the adapter waits for the moment (`pace` again)
-    before it sends: a reading goes out at the time it carries, not after
-    every household's reading of the step has been built and routed through
-    mosaik (at 100,000 households a good part of a second, which the edge's
-    live windows then wait for: they learn each household's usual delay).
+    before it is due and the sinks wait for the moment (`release`) before
+    the adapter sends: with --speed 1 --start now, a reading goes out at the
+    time it carries, not after every household's reading of the step has been
+    built and routed through mosaik (at 100,000 households a good part of a
+    second, which the edge's live windows then wait for: they learn each
+    household's usual delay). The first step has no build to learn a lead
+    from, and goes out as built (max_lag).
     """
 
     until: float
@@ -95,8 +98,8 @@ class RunStats:
     collections: FullCollections = field(default_factory=lambda: FullCollections(0))
     build_ahead: bool = False
     building: float | None = None  # monotonic time the households began building the step now in hand
-    builds: deque = field(default_factory=lambda: deque(maxlen=BUILDS_KEPT))  # seconds from that to the adapter
-    unsent: int | None = None  # a step built ahead that a stop came before: the adapter sent none of it
+    builds: deque = field(default_factory=lambda: deque(maxlen=BUILDS_KEPT))  # seconds from that to a sink
+    released: tuple = (None, True)  # (simulated second, whether it went out): the first sink's answer (release)
     _shown: float = 0.0
 
     def lead_s(self, speed):
@@ -105,24 +108,34 @@ class RunStats:
             return 0.0
         return min(max(self.builds) * BUILD_MARGIN + BUILD_SLACK_S, self.step_ms / 1000 / speed / 2)
 
-    def built(self):
-        """The adapter has the step in hand: how long building and routing it took counts for the next lead."""
-        if self.building is not None:
-            self.builds.append(time.monotonic() - self.building)
-            self.building = None
+    def release(self, time_s, speed):
+        """Whether the step of `time_s`, in a sink's hands, goes out. Built ahead, the first sink to ask waits
+        for its moment (a little past it: the wall clock the records are stamped with may run a hair behind
+        the one paced by), and a stop that comes before keeps the whole step back, as for a step not yet due;
+        every other sink of the step gets the same answer, whichever mosaik steps first."""
+        if not self.build_ahead:
+            return True
+        if self.released[0] != time_s:
+            if self.building is not None:  # how long building and routing it took counts for the next lead
+                self.builds.append(time.monotonic() - self.building)
+                self.building = None
+            self.released = (time_s, not self.pace(time_s, speed, ahead_s=-SEND_MARGIN_S, collect=False))
+        return self.released[1]
 
     def pace(self, time_s, speed, ahead_s=0.0, collect=True):
         """Wait until `ahead_s` before simulated second `time_s` is due, full garbage collections (`collect`) in
-        the wait, and a stop request ending it."""
-        now = time.monotonic()
+        the wait. True if a stop request ended the wait before that."""
         if self.clock is None:
             if self.anchor_ms is None:
-                self.clock = now
+                self.clock = time.monotonic()
             else:
-                late = time.time() * 1000 - self.anchor_ms
+                # Both clocks at once: a pause between the readings would put every moment early by as much.
+                wall_ms, mono = time.time() * 1000, time.monotonic()
+                late = wall_ms - self.anchor_ms
                 if late > 0:
                     self.shift_ms = int(-(-late // self.step_ms) * self.step_ms)
-                self.clock = now + (self.anchor_ms + self.shift_ms) / 1000 - time.time()
+                self.clock = mono + (self.anchor_ms + self.shift_ms - wall_ms) / 1000
+        now = time.monotonic()
         due = self.clock + time_s / speed - ahead_s
         if now < due and collect:
             self.collections.handle_one_pause(due - now)
@@ -130,6 +143,7 @@ class RunStats:
         while now < due and not self.stop_flag():
             time.sleep(min(due - now, 0.25))
             now = time.monotonic()
+        return now < due
 
     def step_done(self, time_s, count, speed):
         self.readings += count
@@ -271,7 +285,7 @@ def run(options, stop_flag=lambda: None):
                               per_message=options.per_message).Sink()
         mosaik.util.connect_many_to_one(world, households, adapter, "readings")
         if summary is not None:
-            collector = world.start("Collector", summary=summary, step=options.step, stats=stats).Sink()
+            collector = world.start("Collector", summary=summary, step=options.step, stats=stats, speed=options.speed).Sink()
             mosaik.util.connect_many_to_one(world, households, collector, "readings")
         stats.started = time.monotonic()
         stats.collections.start()

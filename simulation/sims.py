@@ -135,13 +135,8 @@ class KafkaAdapter(mosaik_api_v3.Simulator):
         return [{"eid": f"kafka-{i}", "type": model} for i in range(num)]
 
     def step(self, time_s, inputs, max_advance):
-        stats = self.stats
-        if stats.build_ahead:  # built ahead of its moment (RunStats): sent at it
-            stats.built()
-            stats.pace(time_s, self.speed, collect=False)
-            if _stopping(stats):  # a stop came first: as a step not due yet, it sends nothing
-                stats.unsent = time_s
-                return END_OF_TIME
+        if not self.stats.release(time_s, self.speed):  # built ahead, and a stop came before its moment
+            return END_OF_TIME
         count = self._send_batches(inputs) if self.per_message > 1 else self._send_each(inputs)
         self.producer.poll()
         self.stats.step_done(time_s, count, self.speed)
@@ -190,15 +185,15 @@ class Collector(mosaik_api_v3.Simulator):
     def __init__(self):
         super().__init__(SINK_META)
 
-    def init(self, sid, time_resolution=1.0, *, summary, step, stats=None):
-        self.summary, self.step_s, self.stats = summary, step, stats
+    def init(self, sid, time_resolution=1.0, *, summary, step, stats=None, speed=None):
+        self.summary, self.step_s, self.stats, self.speed = summary, step, stats, speed
         return self.meta
 
     def create(self, num, model):
         return [{"eid": f"collector-{i}", "type": model} for i in range(num)]
 
     def step(self, time_s, inputs, max_advance):
-        if self.stats is not None and self.stats.unsent == time_s:  # the adapter (started first) sent none of it
+        if self.stats is not None and not self.stats.release(time_s, self.speed):  # as the adapter: not sent
             return END_OF_TIME
         summary = self.summary
         for household, readings in _by_household(inputs):

@@ -7,6 +7,7 @@ status 0, and every reading it counted as sent is in Kafka.
 import signal
 import subprocess
 import sys
+import time
 
 import pytest
 from kafka import KafkaConsumer, TopicPartition
@@ -51,8 +52,6 @@ def test_it_stops_with_a_summary_on_a_signal(kafka_bootstrap, topic, signum):
 def test_it_stops_a_send_that_waits_for_kafka_to_take_readings(kafka_bootstrap, topic, monkeypatch):
     """While Kafka takes nothing the local queue stays full and a send waits: a stop request ends the wait,
     and the reading it could not hand over is counted as not accepted."""
-    import time
-
     from simulation import producer as module
 
     monkeypatch.setattr(module, "QUEUE_MAX_MESSAGES", 1)
@@ -68,3 +67,26 @@ def test_it_stops_a_send_that_waits_for_kafka_to_take_readings(kafka_bootstrap, 
     assert producer.close(timeout=30) == 500
     assert producer.sent == 1 and "SIGTERM" in producer.first_error
     assert [message.value for message in consume_all(kafka_bootstrap, topic, 1)] == [b"first"]
+
+
+def test_it_keeps_back_a_whole_step_built_ahead_when_a_stop_comes_before_its_moment():
+    """Built ahead, a step is in the sinks' hands (the Kafka adapter's, --collect's summary's) before its moment:
+    a stop that comes first keeps all of it back, from every sink whichever mosaik steps first (it alternates);
+    one that comes once the step is due, as when building it outlasted its lead, does not."""
+    from simulation.scenario import RunStats
+
+    stop = []
+    stats = RunStats(until=10, step_ms=2000, build_ahead=True, stop_flag=lambda: stop[0] if stop else None)
+    stats.pace(0, 1.0)  # the run's clock starts: the step of second 0 is due now
+    assert stats.release(0, 1.0) and stats.release(0, 1.0)
+    stop.append("SIGTERM")
+    started = time.monotonic()
+    assert not stats.release(2, 1.0) and not stats.release(2, 1.0)  # 2 s before its moment
+    assert time.monotonic() - started < 1  # the stop ends the wait
+
+    stop.clear()
+    fast = RunStats(until=10, step_ms=2000, build_ahead=True, stop_flag=lambda: stop[0] if stop else None)
+    fast.pace(0, 1000.0)  # the step of second 2 is due 2 ms later
+    time.sleep(0.05)
+    stop.append("SIGTERM")
+    assert fast.release(2, 1000.0) and fast.release(2, 1000.0)

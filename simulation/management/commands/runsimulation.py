@@ -75,11 +75,11 @@ class Command(BaseCommand):
                             f"(default and most {MAX_READINGS_PER_MESSAGE}); 1 = a message a reading, keyed by "
                             "household (an edge reads both; not an edge run with --legacy-input)")
         parser.add_argument("--build-ahead", choices=("on", "off"), default="on",
-                            help="with --speed: on (default) builds each step's readings a little before they are "
-                            "due (as long as the last steps took to build, at most half a step) and sends them at "
-                            "the moment they carry; off builds a step when it is due and sends it once built, as "
-                            "long after that moment as building every household's reading and passing them through "
-                            "mosaik takes")
+                            help="with a --speed other than max: on (default) builds each step a little before it "
+                            "is due on the run's clock (1.5 times as long as the last steps took to build, at most "
+                            "half a step) and sends it when due, with --speed 1 --start now at the moment its "
+                            "readings carry; off builds a step when it is due and sends it once built, as long "
+                            "after as building every household's reading and passing them through mosaik takes")
         parser.add_argument("--skip-bad-lines", action="store_true",
                             help="count and skip malformed CSV lines instead of stopping at the first; each is named in a "
                             f"warning (file:line: what is wrong), the first {SKIPPED_SHOWN} of a file, then a count "
