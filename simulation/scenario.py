@@ -25,8 +25,8 @@ SIM_CONFIG = {
 }
 PROGRESS_EVERY_S = 0.5
 # Built ahead (Options.build_ahead): the households start a step this long before it is due, so the adapter sends
-# its readings at the moment they carry instead of a step's building and mosaik's routing later. The longest
-# build of the last BUILDS_KEPT steps, times BUILD_MARGIN, plus BUILD_SLACK_S; at most half the time between steps.
+# it when due instead of a step's building and mosaik's routing later. The longest build of the last BUILDS_KEPT
+# steps, times BUILD_MARGIN, plus BUILD_SLACK_S; at most half the time between steps (RunStats.lead_s).
 BUILDS_KEPT = 5
 BUILD_MARGIN = 1.5
 BUILD_SLACK_S = 0.02
@@ -285,7 +285,8 @@ def run(options, stop_flag=lambda: None):
                               per_message=options.per_message).Sink()
         mosaik.util.connect_many_to_one(world, households, adapter, "readings")
         if summary is not None:
-            collector = world.start("Collector", summary=summary, step=options.step, stats=stats, speed=options.speed).Sink()
+            collector = world.start("Collector", summary=summary, step=options.step, stats=stats,
+                                    speed=options.speed).Sink()
             mosaik.util.connect_many_to_one(world, households, collector, "readings")
         stats.started = time.monotonic()
         stats.collections.start()
