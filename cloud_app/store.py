@@ -422,9 +422,14 @@ class CloudStore:
             if reasons.get(household) == "":
                 average = float(average)
                 admitted.append(len(located) - 1)
-                series.setdefault(household, self.keys.series(shard, household))  # in first appearance
-                indexes.setdefault(state, self.keys.state_households(shard, state))  # order, as the script
-                minutes.setdefault(start // 60000, self.keys.power_minute(shard, start // 60000))  # maps them
+                # In order of first appearance, as the script maps them; each name made once, not a tuple.
+                if household not in series:
+                    series[household] = self.keys.series(shard, household)
+                if state not in indexes:
+                    indexes[state] = self.keys.state_households(shard, state)
+                minute = start // 60000
+                if minute not in minutes:
+                    minutes[minute] = self.keys.power_minute(shard, minute)
                 args += (tid if by_id else tuple_field(household, start, end), tid, household, start, repr(average), state,
                          Record(start, end, average, count, plz, state, now_ms, edge, tid, household).encode())
         args += (now_ms, SERIES_MAX, SERIES_CAP, ROLLUP_KEEP_S)
