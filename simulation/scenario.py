@@ -97,18 +97,26 @@ class RunStats:
     # Full garbage collections go where a step waits for its time (an entity per household: a large heap).
     collections: FullCollections = field(default_factory=lambda: FullCollections(0))
     build_ahead: bool = False
+    speed: float | None = None  # the run's --speed (None: as fast as possible, never paced)
     building: float | None = None  # monotonic time the households began building the step now in hand
     builds: deque = field(default_factory=lambda: deque(maxlen=BUILDS_KEPT))  # seconds from that to a sink
     released: tuple = (None, True)  # (simulated second, whether it went out): the first sink's answer (release)
     _shown: float = 0.0
 
-    def lead_s(self, speed):
+    def lead_s(self):
         """How long before a step is due the households start building it (0 until a step was built)."""
         if not (self.build_ahead and self.builds):
             return 0.0
-        return min(max(self.builds) * BUILD_MARGIN + BUILD_SLACK_S, self.step_ms / 1000 / speed / 2)
+        return min(max(self.builds) * BUILD_MARGIN + BUILD_SLACK_S, self.step_ms / 1000 / self.speed / 2)
 
-    def release(self, time_s, speed):
+    def begin_build(self, time_s):
+        """The households' wait for the step of `time_s`: until it is due, or built ahead until its lead before
+        (the sinks then wait for the moment: release)."""
+        self.pace(time_s, self.speed, ahead_s=self.lead_s())
+        if self.build_ahead:
+            self.building = time.monotonic()
+
+    def release(self, time_s):
         """Whether the step of `time_s`, in a sink's hands, goes out. Built ahead, the first sink to ask waits
         for its moment (a little past it: the wall clock the records are stamped with may run a hair behind
         the one paced by), and a stop that comes before keeps the whole step back, as for a step not yet due;
@@ -119,7 +127,7 @@ class RunStats:
             if self.building is not None:  # how long building and routing it took counts for the next lead
                 self.builds.append(time.monotonic() - self.building)
                 self.building = None
-            self.released = (time_s, not self.pace(time_s, speed, ahead_s=-SEND_MARGIN_S, collect=False))
+            self.released = (time_s, not self.pace(time_s, self.speed, ahead_s=-SEND_MARGIN_S, collect=False))
         return self.released[1]
 
     def pace(self, time_s, speed, ahead_s=0.0, collect=True):
@@ -268,7 +276,7 @@ def run(options, stop_flag=lambda: None):
     stats = RunStats(until=until, progress=options.progress, stop_flag=stop_flag,
                      anchor_ms=start_ms if options.start == "now" and not options.data else None,
                      step_ms=int(options.step * 1000), collections=FullCollections(options.full_gc_seconds),
-                     build_ahead=options.build_ahead and options.speed is not None)
+                     build_ahead=options.build_ahead and options.speed is not None, speed=options.speed)
     summary = {} if options.collect else None
     # Here, not at the top: a run its input or Kafka stops, and --help, do without mosaik and networkx, which
     # are most of what this command imports.
@@ -278,15 +286,14 @@ def run(options, stop_flag=lambda: None):
     world = mosaik.World(SIM_CONFIG, skip_greetings=True, configure_logging=False)
     try:
         households_sim = world.start("Household", source=source, step=options.step, start_ms=start_ms, zone=zone,
-                                     pacer=stats if options.speed else None, speed=options.speed, stats=stats)
+                                     pacer=stats if options.speed else None, stats=stats)
         count = len(source) if isinstance(source, list) else options.households
         households = households_sim.Household.create(count)
         adapter = world.start("Kafka", producer=producer, stats=stats, step=options.step, speed=options.speed,
                               per_message=options.per_message).Sink()
         mosaik.util.connect_many_to_one(world, households, adapter, "readings")
         if summary is not None:
-            collector = world.start("Collector", summary=summary, step=options.step, stats=stats,
-                                    speed=options.speed).Sink()
+            collector = world.start("Collector", summary=summary, step=options.step, stats=stats).Sink()
             mosaik.util.connect_many_to_one(world, households, collector, "readings")
         stats.started = time.monotonic()
         stats.collections.start()

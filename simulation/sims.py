@@ -8,7 +8,6 @@ and the collector, if asked for, keeps a compact summary.
 """
 
 import json
-import time
 from datetime import datetime
 
 import mosaik_api_v3
@@ -38,10 +37,9 @@ class HouseholdSim(mosaik_api_v3.Simulator):
         super().__init__(HOUSEHOLD_META)
         self.entities = {}
 
-    def init(self, sid, time_resolution=1.0, *, source, step, start_ms, zone=None, pacer=None, speed=None,
-             stats=None):
+    def init(self, sid, time_resolution=1.0, *, source, step, start_ms, zone=None, pacer=None, stats=None):
         self.step_s, self.start_ms = step, start_ms
-        self.pacer, self.speed, self.stats = pacer, speed, stats
+        self.pacer, self.stats = pacer, stats  # pacer: the RunStats of a paced run, which knows its speed
         self.synthetic = isinstance(source, tuple)
         if self.synthetic:
             _, seed, count, _, self.zone = source
@@ -64,10 +62,7 @@ class HouseholdSim(mosaik_api_v3.Simulator):
 
     def step(self, time_s, inputs, max_advance):
         if self.pacer is not None:
-            # Real time (or a multiple): wait until the step is due, or built ahead (RunStats) until its lead
-            # before: the adapter then waits for the moment itself.
-            self.pacer.pace(time_s, self.speed, ahead_s=self.pacer.lead_s(self.speed))
-            self.pacer.building = time.monotonic()
+            self.pacer.begin_build(time_s)  # real time (or a multiple): see RunStats
         if _stopping(self.stats):
             self.current = {}  # a step that was not due yet sends nothing
             return END_OF_TIME
@@ -135,7 +130,7 @@ class KafkaAdapter(mosaik_api_v3.Simulator):
         return [{"eid": f"kafka-{i}", "type": model} for i in range(num)]
 
     def step(self, time_s, inputs, max_advance):
-        if not self.stats.release(time_s, self.speed):  # built ahead, and a stop came before its moment
+        if not self.stats.release(time_s):  # built ahead, and a stop came before its moment
             return END_OF_TIME
         count = self._send_batches(inputs) if self.per_message > 1 else self._send_each(inputs)
         self.producer.poll()
@@ -185,15 +180,15 @@ class Collector(mosaik_api_v3.Simulator):
     def __init__(self):
         super().__init__(SINK_META)
 
-    def init(self, sid, time_resolution=1.0, *, summary, step, stats=None, speed=None):
-        self.summary, self.step_s, self.stats, self.speed = summary, step, stats, speed
+    def init(self, sid, time_resolution=1.0, *, summary, step, stats=None):
+        self.summary, self.step_s, self.stats = summary, step, stats
         return self.meta
 
     def create(self, num, model):
         return [{"eid": f"collector-{i}", "type": model} for i in range(num)]
 
     def step(self, time_s, inputs, max_advance):
-        if self.stats is not None and not self.stats.release(time_s, self.speed):  # as the adapter: not sent
+        if self.stats is not None and not self.stats.release(time_s):  # as the adapter: not sent
             return END_OF_TIME
         summary = self.summary
         for household, readings in _by_household(inputs):

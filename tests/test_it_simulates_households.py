@@ -129,12 +129,10 @@ def test_it_sends_a_real_time_reading_at_the_moment_it_carries(kafka_bootstrap, 
 def step_delays(bootstrap, topic, readings):
     """{event time of a step: produce time - event time of each of its messages (ms)}, the first step left out
     (it has no build to learn its lead from)."""
-    records = consume_all(bootstrap, topic, readings, weigh=lambda record: len(json.loads(record.value)[READINGS_FIELD]))
-    delays = defaultdict(list)
-    for record in records:
-        ts = json.loads(record.value)[READINGS_FIELD][0][1]  # a step's readings all carry its moment
-        delays[ts].append(record.timestamp - ts)
-    return {ts: delays[ts] for ts in sorted(delays)[1:]}
+    delays = defaultdict(dict)  # a step's readings all carry its moment: its ts
+    for _, ts, _, record in consume_readings(bootstrap, topic, readings):
+        delays[ts][record.partition, record.offset] = record.timestamp - ts
+    return {ts: list(delays[ts].values()) for ts in sorted(delays)[1:]}
 
 
 @pytest.mark.serial  # wall-clock delays, each against those of a run beside it

@@ -76,17 +76,17 @@ def test_it_keeps_back_a_whole_step_built_ahead_when_a_stop_comes_before_its_mom
     from simulation.scenario import RunStats
 
     stop = []
-    stats = RunStats(until=10, step_ms=2000, build_ahead=True, stop_flag=lambda: stop[0] if stop else None)
+    stats = RunStats(until=10, step_ms=2000, build_ahead=True, speed=1.0, stop_flag=lambda: stop[0] if stop else None)
     stats.pace(0, 1.0)  # the run's clock starts: the step of second 0 is due now
-    assert stats.release(0, 1.0) and stats.release(0, 1.0)
+    assert stats.release(0) and stats.release(0)
     stop.append("SIGTERM")
     started = time.monotonic()
-    assert not stats.release(2, 1.0) and not stats.release(2, 1.0)  # 2 s before its moment
+    assert not stats.release(2) and not stats.release(2)  # 2 s before its moment
     assert time.monotonic() - started < 1  # the stop ends the wait
 
     stop.clear()
-    fast = RunStats(until=10, step_ms=2000, build_ahead=True, stop_flag=lambda: stop[0] if stop else None)
+    fast = RunStats(until=10, step_ms=2000, build_ahead=True, speed=1000.0, stop_flag=lambda: stop[0] if stop else None)
     fast.pace(0, 1000.0)  # the step of second 2 is due 2 ms later
     time.sleep(0.05)
     stop.append("SIGTERM")
-    assert fast.release(2, 1000.0) and fast.release(2, 1000.0)
+    assert fast.release(2) and fast.release(2)
