@@ -15,6 +15,7 @@ from fogwire.fullgc import FullCollections
 from fogwire.limits import MAX_READINGS_PER_MESSAGE
 from simulation.producer import CLIENTS
 from simulation.sources import DataError, read_folder
+from simulation.spread import SpreadSender
 
 log = logging.getLogger("fog.simulation")
 
@@ -54,6 +55,7 @@ class Options:
     client: str = "confluent"
     per_message: int = MAX_READINGS_PER_MESSAGE  # readings a Kafka message; 1: a message a reading, keyed
     build_ahead: bool = True  # paced runs: build a step before it is due, send it when due (RunStats.release)
+    spread: bool = False  # paced runs: a household's reading at a moment of its own in the step, sent then (spread.py)
     full_gc_seconds: int = 0  # FOG_FULL_GC_SECONDS (fogwire/fullgc.py); 0: CPython's own rule
     skip_bad_lines: bool = False
     skip_bad_files: bool = False
@@ -129,6 +131,10 @@ class RunStats:
                 self.building = None
             self.released = (time_s, not self.pace(time_s, self.speed, ahead_s=-SEND_MARGIN_S, collect=False))
         return self.released[1]
+
+    def due(self, time_s):
+        """The monotonic moment the step of `time_s` goes out (as release waits for it), once paced."""
+        return self.clock + time_s / self.speed + SEND_MARGIN_S
 
     def pace(self, time_s, speed, ahead_s=0.0, collect=True):
         """Wait until `ahead_s` before simulated second `time_s` is due, full garbage collections (`collect`) in
@@ -284,13 +290,15 @@ def run(options, stop_flag=lambda: None):
     import mosaik.util
 
     world = mosaik.World(SIM_CONFIG, skip_greetings=True, configure_logging=False)
+    sender = SpreadSender(producer.poll, stop_flag) if options.spread and options.speed is not None else None
+    ran = False
     try:
         households_sim = world.start("Household", source=source, step=options.step, start_ms=start_ms, zone=zone,
-                                     pacer=stats if options.speed else None, stats=stats)
+                                     pacer=stats if options.speed else None, stats=stats, spread=sender is not None)
         count = len(source) if isinstance(source, list) else options.households
         households = households_sim.Household.create(count)
         adapter = world.start("Kafka", producer=producer, stats=stats, step=options.step, speed=options.speed,
-                              per_message=options.per_message).Sink()
+                              per_message=options.per_message, sender=sender, start_ms=start_ms).Sink()
         mosaik.util.connect_many_to_one(world, households, adapter, "readings")
         if summary is not None:
             collector = world.start("Collector", summary=summary, step=options.step, stats=stats).Sink()
@@ -298,11 +306,17 @@ def run(options, stop_flag=lambda: None):
         stats.started = time.monotonic()
         stats.collections.start()
         world.run(until=until, print_progress=False)
+        ran = True
     finally:
         stats.collections.stop()
-        failed = producer.close()
-        if options.progress:
-            sys.stderr.write("\n")
+        try:
+            if sender is not None:  # the last step's moments still to come; everything at once after a failure
+                sender.close(hurry=not ran)
+        finally:
+            failed = producer.close()
+            if options.progress:
+                sys.stderr.write("\n")
     seconds = time.monotonic() - stats.started
-    return Result(producer.sent, failed, seconds, *skipped, stats.max_lag if options.speed else None,
+    max_lag = max(stats.max_lag, sender.max_late if sender is not None else 0.0)
+    return Result(producer.sent, failed, seconds, *skipped, max_lag if options.speed else None,
                   producer.first_error, summary, stop_flag() or "until")

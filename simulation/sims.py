@@ -15,6 +15,7 @@ import orjson
 
 from fogwire.limits import READINGS_FIELD
 from simulation.sources import SyntheticHousehold
+from simulation.spread import SLICE_MS, slices
 
 # A next step past any `until`: mosaik schedules no further step of a simulator that returns it,
 # so once a stop is requested each simulator ends at its next step and `world.run` returns.
@@ -37,8 +38,11 @@ class HouseholdSim(mosaik_api_v3.Simulator):
         super().__init__(HOUSEHOLD_META)
         self.entities = {}
 
-    def init(self, sid, time_resolution=1.0, *, source, step, start_ms, zone=None, pacer=None, stats=None):
+    def init(self, sid, time_resolution=1.0, *, source, step, start_ms, zone=None, pacer=None, stats=None,
+             spread=False):
         self.step_s, self.start_ms = step, start_ms
+        # Spread (simulation/spread.py): household n reads at moment n % moments of each step, SLICE_MS apart.
+        self.moments = slices(int(step * 1000)) if spread else 1
         self.pacer, self.stats = pacer, stats  # pacer: the RunStats of a paced run, which knows its speed
         self.synthetic = isinstance(source, tuple)
         if self.synthetic:
@@ -69,11 +73,18 @@ class HouseholdSim(mosaik_api_v3.Simulator):
         lo = self.start_ms + time_s * 1000 + (self.pacer.shift_ms if self.pacer is not None else 0)
         hi = lo + self.step_s * 1000
         current = {}
-        if self.synthetic:
+        if self.synthetic and self.moments == 1:
             # One reading per household per step, at the step's own event time.
             local_minute = _local_minute(lo, self.zone)
             for eid, index in self.entities.items():
                 current[eid] = {"readings": [(lo, self.households[index].power(lo, local_minute))]}
+        elif self.synthetic:  # one reading per household per step, at the household's own moment of it
+            moments = self.moments
+            stamps = [lo + k * SLICE_MS for k in range(moments)]
+            minutes = [_local_minute(ts, self.zone) for ts in stamps]
+            for eid, index in self.entities.items():
+                k = index % moments
+                current[eid] = {"readings": [(stamps[k], self.households[index].power(stamps[k], minutes[k]))]}
         else:
             for eid, index in self.entities.items():
                 household, i = self.households[index], self.cursor[index]
@@ -114,14 +125,17 @@ class KafkaAdapter(mosaik_api_v3.Simulator):
 
     With `per_message` 1, a message a reading keyed by household; else each step's readings go in batches
     of up to `per_message` (fogwire.limits), one a partition, a household always in the partition its key
-    would choose, so its readings stay in order whichever way they are sent."""
+    would choose, so its readings stay in order whichever way they are sent. With a `sender`
+    (simulation/spread.py) the adapter encodes each step's readings by the moment of the step they carry and
+    hands them to it, to go out at those moments; without, the step goes out at once."""
 
     def __init__(self):
         super().__init__(SINK_META)
 
-    def init(self, sid, time_resolution=1.0, *, producer, stats, step, speed=None, per_message=1):
+    def init(self, sid, time_resolution=1.0, *, producer, stats, step, speed=None, per_message=1, sender=None,
+             start_ms=0):
         self.producer, self.stats, self.step_s, self.speed = producer, stats, step, speed
-        self.per_message = per_message
+        self.per_message, self.sender, self.start_ms = per_message, sender, start_ms
         self.prefixes = {}
         self.partitions = {}  # household -> its partition (batches)
         return self.meta
@@ -132,8 +146,13 @@ class KafkaAdapter(mosaik_api_v3.Simulator):
     def step(self, time_s, inputs, max_advance):
         if not self.stats.release(time_s):  # built ahead, and a stop came before its moment
             return END_OF_TIME
-        count = self._send_batches(inputs) if self.per_message > 1 else self._send_each(inputs)
-        self.producer.poll()
+        if self.sender is None:
+            count = self._send_batches(inputs) if self.per_message > 1 else self._send_each(inputs)
+            self.producer.poll()
+        else:
+            if self.sender.error is not None:
+                raise RuntimeError("the simulation's sender stopped") from self.sender.error
+            count = self._hand_spread(time_s, inputs)
         self.stats.step_done(time_s, count, self.speed)
         return END_OF_TIME if _stopping(self.stats) else time_s + self.step_s
 
@@ -157,6 +176,44 @@ class KafkaAdapter(mosaik_api_v3.Simulator):
         for partition, batch in batches.items():
             if batch:
                 send(partition, orjson.dumps({READINGS_FIELD: batch}), len(batch))
+        return count
+
+    def _hand_spread(self, time_s, inputs):
+        """Encode the step's readings by the moment they carry (its first SLICE_MS, second, ...) and hand them
+        to the sender, each moment's to go out at it; a batch holds one moment's readings of one partition."""
+        step_ms = int(self.step_s * 1000)
+        lo, last = self.start_ms + time_s * 1000 + self.stats.shift_ms, slices(step_ms) - 1
+        per_message, known, batched = self.per_message, self.partitions, self.per_message > 1
+        messages, batches = {}, {}  # slot -> [(send, args), ...]; (slot, partition) -> readings not yet sent
+        count = 0
+        for household, readings in _by_household(inputs):
+            partition = known.get(household)
+            if partition is None:
+                partition = known[household] = self.producer.partition_of(household)
+            for ts, watts in readings:
+                slot = min(max((ts - lo) // SLICE_MS, 0), last)
+                out = messages.get(slot)
+                if out is None:
+                    out = messages[slot] = []
+                if not batched:
+                    out.append((self.producer.send, (household.encode(), orjson.dumps(
+                        {"household": household, "ts": ts, "power_w": round(watts, 3)}))))
+                    continue
+                batch = batches.get((slot, partition))
+                if batch is None:
+                    batch = batches[slot, partition] = []
+                batch.append((household, ts, round(watts, 3)))
+                if len(batch) == per_message:
+                    out.append((self.producer.send_batch, (partition, orjson.dumps({READINGS_FIELD: batch}),
+                                                           per_message)))
+                    batches[slot, partition] = []
+            count += len(readings)
+        for (slot, partition), batch in batches.items():
+            if batch:
+                messages[slot].append((self.producer.send_batch, (partition, orjson.dumps({READINGS_FIELD: batch}),
+                                                                  len(batch))))
+        due, scale = self.stats.due(time_s), SLICE_MS / 1000 / self.speed
+        self.sender.hand([(due + slot * scale, messages[slot]) for slot in sorted(messages)])
         return count
 
     def _send_each(self, inputs):

@@ -81,6 +81,9 @@ BASELINES = {
                         "runsimulation --readings-per-message 1 (a Kafka message a reading, keyed by household)"),
     "built-when-due": ({f"{SIMULATION_OPTION}--build-ahead": "off"},
                        "runsimulation --build-ahead off (each step built when due, sent once built)"),
+    "spread-readings": ({f"{SIMULATION_OPTION}--spread": "on"},
+                        "runsimulation --spread on (each household reads at a moment of its own in the step, "
+                        "sent then)"),
     "rdb-compression": ({f"{REDIS_SETTING}rdbcompression": "yes"},
                         "rdbcompression yes (the cloud Redis compresses its AOF rewrites, Redis's default)"),
 }
@@ -610,6 +613,7 @@ KINDS = {"size": "at one size, beside live windows off", "capacity": "the capaci
          "rdb-compression": "at one size, beside the cloud Redis compressing its AOF rewrites",
          "single-readings": "at one size, beside the simulation sending a Kafka message a reading",
          "built-when-due": "at one size, beside the simulation building each step when it is due",
+         "spread-readings": "at one size, beside each household reading at a moment of its own in the step",
          "aligned-windows": "at one size, staggered windows beside aligned ones"}
 
 

@@ -11,6 +11,7 @@ from fogwire.limits import MAX_READINGS_PER_MESSAGE
 from simulation.producer import CLIENTS, STOP_FLUSH_S, KafkaUnavailable
 from simulation.scenario import MAX_SEED, MAX_SYNTHETIC_HOUSEHOLDS, Options, run
 from simulation.sources import SKIPPED_SHOWN, DataError
+from simulation.spread import SLICE_MS
 
 LOG_LEVELS = {0: logging.WARNING, 1: logging.INFO, 2: logging.DEBUG, 3: logging.DEBUG}
 
@@ -80,6 +81,13 @@ class Command(BaseCommand):
                             "half a step) and sends it when due, with --speed 1 --start now at the moment its "
                             "readings carry; off builds a step when it is due and sends it once built, as long "
                             "after as building every household's reading and passing them through mosaik takes")
+        parser.add_argument("--spread", choices=("on", "off"), default="off",
+                            help="with a --speed other than max: on gives each synthetic household a moment of its "
+                            f"own in every step ({SLICE_MS} ms apart: household n reads at n modulo the step's "
+                            "moments) and sends each reading at the moment it carries (a file's readings at theirs), "
+                            "a steady stream instead of a burst a step; off (default) stamps every synthetic reading "
+                            "of a step with the step's start and sends the whole step at once (`bench e2e --baseline "
+                            "spread-readings` measures the two)")
         parser.add_argument("--skip-bad-lines", action="store_true",
                             help="count and skip malformed CSV lines instead of stopping at the first; each is named in a "
                             f"warning (file:line: what is wrong), the first {SKIPPED_SHOWN} of a file, then a count "
@@ -100,7 +108,7 @@ class Command(BaseCommand):
         options = Options(until=o["until"], speed=o["speed"], households=o["households"], data=o["data"],
                           step=o["step"], seed=o["seed"], start=o["start"], tz=o["tz"], topic=o["topic"],
                           bootstrap=o["bootstrap"], client=o["client"], per_message=o["readings_per_message"],
-                          build_ahead=o["build_ahead"] == "on",
+                          build_ahead=o["build_ahead"] == "on", spread=o["spread"] == "on",
                           skip_bad_lines=o["skip_bad_lines"], skip_bad_files=o["skip_bad_files"],
                           collect=o["collect"], progress=sys.stderr.isatty() and not o["no_progress"],
                           full_gc_seconds=settings.FOG_FULL_GC_SECONDS)

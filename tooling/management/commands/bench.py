@@ -102,7 +102,8 @@ BENCHMARKS = {
          "rdbcompression yes, its AOF rewrites compressed (a single Redis that allows CONFIG SET; every run "
          "sets the setting and puts it back after); single-readings runsimulation --readings-per-message 1, a "
          "Kafka message a reading instead of batches; built-when-due runsimulation --build-ahead off, each step "
-         "built when it is due and sent once built instead of sent at its moment"),
+         "built when it is due and sent once built instead of sent at its moment; spread-readings "
+         "runsimulation --spread on, each household reading at a moment of its own in the step and sent then"),
         ("--warmup", int, e2e.WARMUP_S, "seconds the pipeline runs before measuring (the first windows close, "
                                         "workers and sockets settle)"),
         ("--stagger", "flag", False, "every run with FOG_WINDOW_STAGGER=on, each household's windows at a phase "
@@ -181,7 +182,9 @@ NOTES = [
     "  `no` as `make services` starts Redis, or to the baseline's value, and puts the server's own back); with",
     "  `--baseline single-readings`, with the simulation sending a Kafka message a reading instead of batches;",
     "  with `--baseline built-when-due`, with the simulation building each step when it is due and sending it",
-    "  once built, instead of building it ahead and sending it at the moment its readings carry;",
+    "  once built, instead of building it ahead and sending it at the moment its readings carry; with",
+    "  `--baseline spread-readings`, with each synthetic household reading at a moment of its own in the step",
+    "  and sent then, instead of every household at the step's start and the step sent at once;",
     "  with `--stagger --baseline aligned-windows`, staggered windows against `FOG_WINDOW_STAGGER=off`, the",
     "  default, where every household's windows end at once.",
     "- simulate: the same simulation with kafka-python's producer instead of confluent-kafka's; and with one",

@@ -1,0 +1,83 @@
+"""`runsimulation --spread`: at real time each household reads at a moment of its own in every step, and its
+reading goes out at that moment, so the edge gets a steady stream instead of one burst a step."""
+
+import threading
+import time
+from collections import Counter, defaultdict
+
+import pytest
+
+from simulation.spread import SLICE_MS, SpreadSender, slices
+from tests.conftest import consume_readings, make_topic, run_manage
+
+STEP_MS = 2000
+
+
+def test_it_sends_each_slice_at_its_moment_and_the_rest_at_once_on_a_stop():
+    sent, stop = [], []
+    sender = SpreadSender(lambda: None, lambda: stop[0] if stop else None)
+    start = time.monotonic()
+
+    def send(name):
+        sent.append((name, time.monotonic() - start))
+
+    sender.hand([(start + 0.2, [(send, ("a",))]), (start + 0.4, [(send, ("b",)), (send, ("c",))]),
+                 (start + 30, [(send, ("later",))])])
+    time.sleep(0.6)
+    assert [name for name, _ in sent] == ["a", "b", "c"]
+    assert 0.2 <= sent[0][1] < 0.35 and 0.4 <= sent[1][1] < 0.55, sent  # at its moment, never before
+    stop.append("SIGTERM")  # a step handed over goes out whole: the rest at once
+    sender.close()
+    assert [name for name, _ in sent] == ["a", "b", "c", "later"] and sent[-1][1] < 2, sent
+
+
+def test_it_waits_for_the_last_moment_when_the_run_ends_and_raises_what_a_send_met():
+    sent = []
+    sender = SpreadSender(lambda: None)
+    due = time.monotonic() + 0.3
+    sender.hand([(due, [(sent.append, ("last",))])])
+    sender.close()
+    assert sent == ["last"] and time.monotonic() >= due
+
+    def refuse(_):
+        raise OSError("the producer is gone")
+
+    failing = SpreadSender(lambda: None)
+    failing.hand([(time.monotonic(), [(refuse, ("x",))]), (time.monotonic(), [(sent.append, ("after",))])])
+    with pytest.raises(OSError, match="the producer is gone"):
+        failing.close(hurry=True)
+    assert failing.error is not None and "after" not in sent  # a sender that failed sends nothing more
+    assert not any(t.name == "fog-spread-sender" and t.is_alive() for t in threading.enumerate())
+
+
+@pytest.mark.serial  # wall-clock bounds: each reading within 250 ms after the moment it carries
+def test_it_stamps_each_household_with_its_own_moment_and_sends_it_then(kafka_bootstrap, topic):
+    households, steps = 2000, 3
+    moments = slices(STEP_MS)
+    runs = {}
+    for spread in ("on", "off"):
+        name = f"{topic}-{spread}"
+        make_topic(kafka_bootstrap, name, 2)
+        result = run_manage("runsimulation", "--households", str(households), "--until", str(2 * steps), "--step",
+                            "2", "--speed", "1", "--start", "now", "--spread", spread, "--topic", name,
+                            "--bootstrap", kafka_bootstrap)
+        assert result.returncode == 0, result.stderr
+        runs[spread] = consume_readings(kafka_bootstrap, name, households * steps)
+        assert len(runs[spread]) == households * steps
+
+    readings = runs["on"]
+    for household, ts, _, _ in readings:  # household n reads at moment n % moments of every step
+        assert ts % STEP_MS == int(household.rsplit("-", 1)[1]) % moments * SLICE_MS, (household, ts)
+    per_moment = Counter(ts % STEP_MS for _, ts, _, _ in readings)
+    assert len(per_moment) == moments and max(per_moment.values()) - min(per_moment.values()) <= steps
+    delays = [record.timestamp - ts for _, ts, _, record in readings]  # produce time - event time
+    assert min(delays) >= 0, "a reading went out before the moment it carries"
+    first_step = min(ts for _, ts, _, _ in readings)
+    later = [d for (_, ts, _, _), d in zip(readings, delays, strict=True) if ts >= first_step + STEP_MS]
+    assert max(later) < 250, f"readings went out up to {max(later)} ms after the moment they carry"
+    sent_at = defaultdict(list)  # a step's records go out over the whole step, not in one burst
+    for _, ts, _, record in readings:
+        sent_at[ts - ts % STEP_MS].append(record.timestamp)
+    assert all(max(times) - min(times) >= STEP_MS - 2 * SLICE_MS - 250 for times in sent_at.values())
+
+    assert {ts % STEP_MS for _, ts, _, _ in runs["off"]} == {0}  # off: the step's start, as before
