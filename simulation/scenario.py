@@ -216,6 +216,9 @@ def prepare(options):
         raise DataError(f"--step must be a positive number of seconds, got {options.step}")
     if options.speed is not None and not 0 < options.speed < math.inf:  # also NaN
         raise DataError(f"--speed must be a positive number or 'max', got {options.speed:g}")
+    if options.spread and options.speed is None:
+        raise DataError("--spread on sends each reading at its moment of the step: it takes a --speed (1 for real "
+                        "time), not max")
     try:
         zone = ZoneInfo(options.tz)
     except (ZoneInfoNotFoundError, ValueError, OSError):  # OSError: a folder of zones, such as Europe

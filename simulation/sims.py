@@ -150,8 +150,6 @@ class KafkaAdapter(mosaik_api_v3.Simulator):
             count = self._send_batches(inputs) if self.per_message > 1 else self._send_each(inputs)
             self.producer.poll()
         else:
-            if self.sender.error is not None:
-                raise RuntimeError("the simulation's sender stopped") from self.sender.error
             count = self._hand_spread(time_s, inputs)
         self.stats.step_done(time_s, count, self.speed)
         return END_OF_TIME if _stopping(self.stats) else time_s + self.step_s
@@ -179,8 +177,9 @@ class KafkaAdapter(mosaik_api_v3.Simulator):
         return count
 
     def _hand_spread(self, time_s, inputs):
-        """Encode the step's readings by the moment they carry (its first SLICE_MS, second, ...) and hand them
-        to the sender, each moment's to go out at it; a batch holds one moment's readings of one partition."""
+        """Encode the step's readings by the moment they carry (its first SLICE_MS, second, ...; a file's reading
+        at the last moment not after its time) and hand them to the sender, each moment's to go out at it; a batch
+        holds one moment's readings of one partition."""
         step_ms = int(self.step_s * 1000)
         lo, last = self.start_ms + time_s * 1000 + self.stats.shift_ms, slices(step_ms) - 1
         per_message, known, batched = self.per_message, self.partitions, self.per_message > 1

@@ -13,9 +13,11 @@ spread-readings` measures what that does to freshness and to every process's
 CPU, beside the same run with bursts.
 
 The adapter decides whether a step goes out (RunStats.release) and counts it;
-once handed over, the whole step goes out, each slice at its moment, or at
-once when the run ends. Only the sender's thread touches the producer while
-the run lasts, so delivery reports run on it alone.
+once handed over, the whole step goes out, each slice at its moment; at once,
+before its moments, when a stop comes. A run that ends waits for its last
+step's moments. Only the sender's thread touches the producer while the run
+lasts, so delivery reports run on it alone. A run whose sender fails (a send
+raised something the producer does not count as a refusal) fails with it.
 """
 
 import logging
@@ -26,7 +28,14 @@ from collections import deque
 log = logging.getLogger("fog.simulation")
 
 SLICE_MS = 100  # the grid of a step's moments: at 2 s steps 20 slices, each a twentieth of the households
-WAIT_SLICE_S = 0.25  # the sender looks at its queue at least this often
+WAIT_SLICE_S = 0.25  # the sender looks at its queue, and a hand-over waiting for room at its stop, this often
+# Steps handed over and not yet all taken: the next hand-over waits while this many are, so a sender held up
+# (Kafka away: the producer's queue is full and its send waits) holds up the run, as a send in mosaik's own
+# step did, instead of steps piling up in memory. At real time at most one is pending.
+MAX_PENDING_STEPS = 2
+# After the run failed, the sender has this long to send what it holds before the run ends without it (it may
+# be waiting for a Kafka that is away; the thread is a daemon and ends with the process).
+FAILED_CLOSE_S = 10
 
 
 def slices(step_ms):
@@ -34,44 +43,54 @@ def slices(step_ms):
     return max(step_ms // SLICE_MS, 1)
 
 
-def slot_of(ts_ms, step_start_ms, step_ms):
-    """Which of a step's moments a reading at `ts_ms` goes out at: the last one not after it."""
-    return min(max((ts_ms - step_start_ms) // SLICE_MS, 0), slices(step_ms) - 1)
-
-
 class SpreadSender:
-    """A thread that sends handed-over slices at their moments (monotonic seconds), in order.
+    """A thread that sends handed-over steps, each slice at its moment (monotonic seconds), in order.
 
-    A slice is a list of (send, args): the producer's calls; `poll()` is the producer's too. Once `stop_flag()`
-    names a signal, what is handed over goes out at once, not at its moment. `close(hurry)` waits until
-    everything handed over is sent (`hurry`: at once) and ends the thread; an exception the thread met is
-    raised there, and `error` holds it as soon as it happens (the adapter then stops the run)."""
+    A step is [(due, [(send, args), ...]), ...]: its slices, each the producer's calls; `poll()` is the
+    producer's too. Once `stop_flag()` names a signal, what is handed over goes out at once, before its moments.
+    `close(hurry)` waits until everything handed over is sent (`hurry`, after a failure: at once, and for at
+    most FAILED_CLOSE_S) and ends the thread. An exception a send raises ends the thread, and what it still
+    held with it: `error` holds it, the next hand-over raises it, and so does `close()` (the run fails)."""
 
     def __init__(self, poll, stop_flag=lambda: None):
         self._poll, self._stop_flag = poll, stop_flag
-        self._pending = deque()  # (due, [(send, args), ...]) in order of due
+        self._pending = deque()  # steps, each a deque of (due, [(send, args), ...]) in order of due
         self._cond = threading.Condition()
         self._hurry = self._closing = False
-        self.max_late = 0.0  # seconds the latest slice went out after its moment
+        self.max_late = 0.0  # the most seconds a slice went out after its moment
         self.error = None
         self._thread = threading.Thread(target=self._run, name="fog-spread-sender", daemon=True)
         self._thread.start()
 
-    def hand(self, slices_due):
-        """[(due, messages), ...], in order of due, after everything handed before."""
+    def hand(self, step):
+        """Queue a step's slices, in order of due, after everything handed before; first wait while
+        MAX_PENDING_STEPS are queued (not while a stop is asked for)."""
         with self._cond:
-            self._pending.extend(slices_due)
-            self._cond.notify()
+            while len(self._pending) >= MAX_PENDING_STEPS and self.error is None and not self._stop_flag():
+                self._cond.wait(WAIT_SLICE_S)
+            if self.error is not None:
+                raise RuntimeError("the simulation's sender stopped") from self.error
+            if step:
+                self._pending.append(deque(step))
+                self._cond.notify_all()
 
     def _next(self):
         with self._cond:
             while True:
                 now = time.monotonic()
-                if self._pending and (self._hurry or self._pending[0][0] <= now or self._stop_flag()):
-                    return self._pending.popleft()
-                if self._closing and not self._pending:
+                if self._pending:
+                    step = self._pending[0]
+                    if self._hurry or step[0][0] <= now or self._stop_flag():
+                        item = step.popleft()
+                        if not step:
+                            self._pending.popleft()
+                            self._cond.notify_all()  # room for a hand-over that waits
+                        return item
+                    wait = step[0][0] - now
+                elif self._closing:
                     return None
-                wait = self._pending[0][0] - now if self._pending else WAIT_SLICE_S
+                else:
+                    wait = WAIT_SLICE_S
                 self._cond.wait(min(wait, WAIT_SLICE_S))
 
     def _run(self):
@@ -82,15 +101,17 @@ class SpreadSender:
                 for send, args in messages:
                     send(*args)
                 self._poll()
-        except Exception as exc:  # noqa: BLE001 -- kept for close() to raise in the run's own thread
+        except Exception as exc:  # noqa: BLE001 -- raised again in the run's own thread (hand, close)
             log.exception("the simulation's sender stopped")
-            self.error = exc
+            with self._cond:
+                self.error = exc
+                self._cond.notify_all()
 
     def close(self, hurry=False):
         with self._cond:
             self._closing = True
             self._hurry = self._hurry or hurry
-            self._cond.notify()
-        self._thread.join()
+            self._cond.notify_all()
+        self._thread.join(FAILED_CLOSE_S if hurry else None)
         if self.error is not None:
             raise self.error

@@ -7,10 +7,19 @@ from collections import Counter, defaultdict
 
 import pytest
 
-from simulation.spread import SLICE_MS, SpreadSender, slices
+from simulation.scenario import Options, prepare
+from simulation.sources import DataError
+from simulation.spread import MAX_PENDING_STEPS, SLICE_MS, SpreadSender, slices
 from tests.conftest import consume_readings, run_manage
 
 STEP_MS = 2000
+
+
+def wait_until(condition, timeout=5.0):
+    deadline = time.monotonic() + timeout
+    while not condition() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    return condition()
 
 
 def test_it_sends_each_slice_at_its_moment_and_the_rest_at_once_on_a_stop():
@@ -23,12 +32,31 @@ def test_it_sends_each_slice_at_its_moment_and_the_rest_at_once_on_a_stop():
 
     sender.hand([(start + 0.2, [(send, ("a",))]), (start + 0.4, [(send, ("b",)), (send, ("c",))]),
                  (start + 30, [(send, ("later",))])])
-    time.sleep(0.6)
+    assert wait_until(lambda: len(sent) == 3)
     assert [name for name, _ in sent] == ["a", "b", "c"]
-    assert 0.2 <= sent[0][1] < 0.35 and 0.4 <= sent[1][1] < 0.55, sent  # at its moment, never before
+    assert sent[0][1] >= 0.2 and sent[1][1] >= 0.4, sent  # at its moment, never before
+    stopped_at = time.monotonic() - start
     stop.append("SIGTERM")  # a step handed over goes out whole: the rest at once
     sender.close()
-    assert [name for name, _ in sent] == ["a", "b", "c", "later"] and sent[-1][1] < 2, sent
+    assert [name for name, _ in sent] == ["a", "b", "c", "later"] and sent[-1][1] - stopped_at < 5, sent
+
+
+def test_it_holds_up_the_run_while_its_sender_is_held_up():
+    """Kafka away: the producer's send waits, and so does the run's next step, instead of steps piling up."""
+    kafka_back, stop, sent = threading.Event(), [], []
+    sender = SpreadSender(lambda: None, lambda: stop[0] if stop else None)
+    sender.hand([(time.monotonic(), [(kafka_back.wait, ())])])  # taken at once, and its send waits
+    for step in range(MAX_PENDING_STEPS):
+        sender.hand([(time.monotonic(), [(sent.append, (step,))])])
+    next_step = threading.Thread(target=sender.hand, args=([(time.monotonic(), [(sent.append, ("next",))])],))
+    next_step.start()
+    time.sleep(0.5)
+    assert next_step.is_alive() and not sent, "a step was handed over while the sender was held up"
+    kafka_back.set()
+    next_step.join(5)
+    assert not next_step.is_alive()
+    sender.close()
+    assert sent == [*range(MAX_PENDING_STEPS), "next"]
 
 
 def test_it_waits_for_the_last_moment_when_the_run_ends_and_raises_what_a_send_met():
@@ -44,10 +72,18 @@ def test_it_waits_for_the_last_moment_when_the_run_ends_and_raises_what_a_send_m
 
     failing = SpreadSender(lambda: None)
     failing.hand([(time.monotonic(), [(refuse, ("x",))]), (time.monotonic(), [(sent.append, ("after",))])])
+    assert wait_until(lambda: failing.error is not None)
+    with pytest.raises(RuntimeError, match="sender stopped"):  # the run's next step fails with it
+        failing.hand([(time.monotonic(), [(sent.append, ("next step",))])])
     with pytest.raises(OSError, match="the producer is gone"):
         failing.close(hurry=True)
-    assert failing.error is not None and "after" not in sent  # a sender that failed sends nothing more
+    assert sent == ["last"]  # a sender that failed sends nothing more
     assert not any(t.name == "fog-spread-sender" and t.is_alive() for t in threading.enumerate())
+
+
+def test_it_refuses_to_spread_a_run_that_is_not_paced():
+    with pytest.raises(DataError, match="--spread on .* takes a --speed"):
+        prepare(Options(spread=True, speed=None, until=10))
 
 
 @pytest.mark.serial  # wall-clock bounds: each reading within 250 ms after the moment it carries

@@ -84,8 +84,9 @@ class Command(BaseCommand):
         parser.add_argument("--spread", choices=("on", "off"), default="off",
                             help="with a --speed other than max: on gives each synthetic household a moment of its "
                             f"own in every step ({SLICE_MS} ms apart: household n reads at n modulo the step's "
-                            "moments) and sends each reading at the moment it carries (a file's readings at theirs), "
-                            "a steady stream instead of a burst a step; off (default) stamps every synthetic reading "
+                            "moments) and sends each reading at the moment it carries (a file's reading at the last "
+                            f"{SLICE_MS} ms mark not after its time; on a stop, what a step still holds at once), a "
+                            "steady stream instead of a burst a step; off (default) stamps every synthetic reading "
                             "of a step with the step's start and sends the whole step at once (`bench e2e --baseline "
                             "spread-readings` measures the two)")
         parser.add_argument("--skip-bad-lines", action="store_true",
