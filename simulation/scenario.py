@@ -314,7 +314,12 @@ def run(options, stop_flag=lambda: None):
         stats.collections.stop()
         try:
             if sender is not None:  # the last step's moments still to come; everything at once after a failure
-                sender.close(hurry=not ran)
+                try:
+                    sender.close(hurry=not ran)
+                except Exception:  # noqa: BLE001 -- after a failure, the failure is what the run ends with
+                    if ran:
+                        raise
+                    log.exception("the simulation's sender failed too")
         finally:
             failed = producer.close()
             if options.progress:

@@ -56,7 +56,7 @@ class SpreadSender:
         self._poll, self._stop_flag = poll, stop_flag
         self._pending = deque()  # steps, each a deque of (due, [(send, args), ...]) in order of due
         self._cond = threading.Condition()
-        self._hurry = self._closing = False
+        self._hurry = self._closing = self._abandoned = False
         self.max_late = 0.0  # the most seconds a slice went out after its moment
         self.error = None
         self._thread = threading.Thread(target=self._run, name="fog-spread-sender", daemon=True)
@@ -66,9 +66,10 @@ class SpreadSender:
         """Queue a step's slices, in order of due, after everything handed before; first wait while
         MAX_PENDING_STEPS are queued (not while a stop is asked for)."""
         with self._cond:
-            while len(self._pending) >= MAX_PENDING_STEPS and self.error is None and not self._stop_flag():
+            while (len(self._pending) >= MAX_PENDING_STEPS and self.error is None and self._thread.is_alive()
+                   and not self._stop_flag()):
                 self._cond.wait(WAIT_SLICE_S)
-            if self.error is not None:
+            if self.error is not None or not self._thread.is_alive():
                 raise RuntimeError("the simulation's sender stopped") from self.error
             if step:
                 self._pending.append(deque(step))
@@ -99,9 +100,11 @@ class SpreadSender:
                 due, messages = item
                 self.max_late = max(self.max_late, time.monotonic() - due)
                 for send, args in messages:
+                    if self._abandoned:  # a failed run's close gave up on it: the producer is closing
+                        return
                     send(*args)
                 self._poll()
-        except Exception as exc:  # noqa: BLE001 -- raised again in the run's own thread (hand, close)
+        except BaseException as exc:  # noqa: BLE001 -- whatever ends the thread is raised again in the run's (hand, close)
             log.exception("the simulation's sender stopped")
             with self._cond:
                 self.error = exc
@@ -113,5 +116,9 @@ class SpreadSender:
             self._hurry = self._hurry or hurry
             self._cond.notify_all()
         self._thread.join(FAILED_CLOSE_S if hurry else None)
+        if self._thread.is_alive():
+            self._abandoned = True
+            log.warning("the simulation's sender did not finish within %s s of the run's failure: what it still "
+                        "held is not sent", FAILED_CLOSE_S)
         if self.error is not None:
             raise self.error
