@@ -114,7 +114,7 @@ class RunStats:
     def begin_build(self, time_s):
         """The households' wait for the step of `time_s`: until it is due, or built ahead until its lead before
         (the sinks then wait for the moment: release)."""
-        self.pace(time_s, self.speed, ahead_s=self.lead_s())
+        self.pace(time_s, ahead_s=self.lead_s())
         if self.build_ahead:
             self.building = time.monotonic()
 
@@ -129,14 +129,17 @@ class RunStats:
             if self.building is not None:  # how long building and routing it took counts for the next lead
                 self.builds.append(time.monotonic() - self.building)
                 self.building = None
-            self.released = (time_s, not self.pace(time_s, self.speed, ahead_s=-SEND_MARGIN_S, collect=False))
+            self.released = (time_s, not self.pace(time_s, ahead_s=-SEND_MARGIN_S, collect=False))
         return self.released[1]
 
     def due(self, time_s):
         """The monotonic moment the step of `time_s` goes out (as release waits for it), once paced."""
-        return self.clock + time_s / self.speed + SEND_MARGIN_S
+        return self._moment(time_s) + SEND_MARGIN_S
 
-    def pace(self, time_s, speed, ahead_s=0.0, collect=True):
+    def _moment(self, time_s):
+        return self.clock + time_s / self.speed
+
+    def pace(self, time_s, ahead_s=0.0, collect=True):
         """Wait until `ahead_s` before simulated second `time_s` is due, full garbage collections (`collect`) in
         the wait. True if a stop request ended the wait before that."""
         if self.clock is None:
@@ -150,7 +153,7 @@ class RunStats:
                     self.shift_ms = int(-(-late // self.step_ms) * self.step_ms)
                 self.clock = mono + (self.anchor_ms + self.shift_ms - wall_ms) / 1000
         now = time.monotonic()
-        due = self.clock + time_s / speed - ahead_s
+        due = self._moment(time_s) - ahead_s
         if now < due and collect:
             self.collections.handle_one_pause(due - now)
             now = time.monotonic()
@@ -159,12 +162,12 @@ class RunStats:
             now = time.monotonic()
         return now < due
 
-    def step_done(self, time_s, count, speed):
+    def step_done(self, time_s, count):
         self.readings += count
         self.collections.handle_one_step()
         now = time.monotonic()
-        if speed and self.clock is not None:
-            self.max_lag = max(self.max_lag, now - (self.clock + time_s / speed))
+        if self.speed and self.clock is not None:
+            self.max_lag = max(self.max_lag, now - self._moment(time_s))
         if self.progress and now - self._shown >= PROGRESS_EVERY_S:
             self._shown = now
             done = min(1.0, time_s / self.until) if self.until else 0
@@ -300,7 +303,7 @@ def run(options, stop_flag=lambda: None):
                                      pacer=stats if options.speed else None, stats=stats, spread=sender is not None)
         count = len(source) if isinstance(source, list) else options.households
         households = households_sim.Household.create(count)
-        adapter = world.start("Kafka", producer=producer, stats=stats, step=options.step, speed=options.speed,
+        adapter = world.start("Kafka", producer=producer, stats=stats, step=options.step,
                               per_message=options.per_message, sender=sender, start_ms=start_ms).Sink()
         mosaik.util.connect_many_to_one(world, households, adapter, "readings")
         if summary is not None:

@@ -73,12 +73,8 @@ class HouseholdSim(mosaik_api_v3.Simulator):
         lo = self.start_ms + time_s * 1000 + (self.pacer.shift_ms if self.pacer is not None else 0)
         hi = lo + self.step_s * 1000
         current = {}
-        if self.synthetic and self.moments == 1:
-            # One reading per household per step, at the step's own event time.
-            local_minute = _local_minute(lo, self.zone)
-            for eid, index in self.entities.items():
-                current[eid] = {"readings": [(lo, self.households[index].power(lo, local_minute))]}
-        elif self.synthetic:  # one reading per household per step, at the household's own moment of it
+        if self.synthetic:
+            # One reading per household per step, at the step's start, or spread at the household's own moment.
             moments = self.moments
             stamps = [lo + k * SLICE_MS for k in range(moments)]
             minutes = [_local_minute(ts, self.zone) for ts in stamps]
@@ -132,9 +128,8 @@ class KafkaAdapter(mosaik_api_v3.Simulator):
     def __init__(self):
         super().__init__(SINK_META)
 
-    def init(self, sid, time_resolution=1.0, *, producer, stats, step, speed=None, per_message=1, sender=None,
-             start_ms=0):
-        self.producer, self.stats, self.step_s, self.speed = producer, stats, step, speed
+    def init(self, sid, time_resolution=1.0, *, producer, stats, step, per_message=1, sender=None, start_ms=0):
+        self.producer, self.stats, self.step_s = producer, stats, step
         self.per_message, self.sender, self.start_ms = per_message, sender, start_ms
         self.prefixes = {}
         self.partitions = {}  # household -> its partition (batches)
@@ -147,86 +142,60 @@ class KafkaAdapter(mosaik_api_v3.Simulator):
         if not self.stats.release(time_s):  # built ahead, and a stop came before its moment
             return END_OF_TIME
         if self.sender is None:
-            count = self._send_batches(inputs) if self.per_message > 1 else self._send_each(inputs)
+            count = 0
+            for _, send, args, readings in self._messages(inputs):  # each sent as soon as it is complete
+                send(*args)
+                count += readings
             self.producer.poll()
         else:
             count = self._hand_spread(time_s, inputs)
-        self.stats.step_done(time_s, count, self.speed)
+        self.stats.step_done(time_s, count)
         return END_OF_TIME if _stopping(self.stats) else time_s + self.step_s
 
-    def _send_batches(self, inputs):
+    def _messages(self, inputs, slot_of=None):
+        """(slot, send, args, readings) of each Kafka message of a step's readings, as soon as it is complete: a
+        batch of up to per_message readings of one partition and one slot, or a reading keyed by household.
+        `slot_of(ts)`: the moment of the step a reading goes out at (spread); without it, every reading's is 0."""
+        if self.per_message == 1:
+            send, prefixes = self.producer.send, self.prefixes
+            for household, readings in _by_household(inputs):
+                prefix = prefixes.get(household)
+                if prefix is None:
+                    prefix = prefixes[household] = (
+                        f'{{"household":{json.dumps(household)},"ts":'.encode(), household.encode())
+                head, key = prefix
+                for ts, watts in readings:
+                    yield slot_of(ts) if slot_of else 0, send, (key, b'%s%d,"power_w":%r}' % (head, ts, round(watts, 3))), 1
+            return
         send, per_message, known = self.producer.send_batch, self.per_message, self.partitions
-        batches = {}
-        count = 0
+        batches = {}  # (slot, partition) -> readings not yet in a message
         for household, readings in _by_household(inputs):
             partition = known.get(household)
             if partition is None:
                 partition = known[household] = self.producer.partition_of(household)
-            batch = batches.get(partition)
-            if batch is None:
-                batch = batches[partition] = []
             for ts, watts in readings:
+                key = (slot_of(ts) if slot_of else 0, partition)
+                batch = batches.get(key)
+                if batch is None:
+                    batch = batches[key] = []
                 batch.append((household, ts, round(watts, 3)))
                 if len(batch) == per_message:
-                    send(partition, orjson.dumps({READINGS_FIELD: batch}), per_message)
-                    batch.clear()
-            count += len(readings)
-        for partition, batch in batches.items():
+                    yield key[0], send, (partition, orjson.dumps({READINGS_FIELD: batch}), per_message), per_message
+                    batch.clear()  # dumped already
+        for (slot, partition), batch in batches.items():
             if batch:
-                send(partition, orjson.dumps({READINGS_FIELD: batch}), len(batch))
-        return count
+                yield slot, send, (partition, orjson.dumps({READINGS_FIELD: batch}), len(batch)), len(batch)
 
     def _hand_spread(self, time_s, inputs):
         """Encode the step's readings by the moment they carry (its first SLICE_MS, second, ...; a file's reading
-        at the last moment not after its time) and hand them to the sender, each moment's to go out at it; a batch
-        holds one moment's readings of one partition."""
-        step_ms = int(self.step_s * 1000)
-        lo, last = self.start_ms + time_s * 1000 + self.stats.shift_ms, slices(step_ms) - 1
-        per_message, known, batched = self.per_message, self.partitions, self.per_message > 1
-        messages, batches = {}, {}  # slot -> [(send, args), ...]; (slot, partition) -> readings not yet sent
-        count = 0
-        for household, readings in _by_household(inputs):
-            partition = known.get(household)
-            if partition is None:
-                partition = known[household] = self.producer.partition_of(household)
-            for ts, watts in readings:
-                slot = min(max((ts - lo) // SLICE_MS, 0), last)
-                out = messages.get(slot)
-                if out is None:
-                    out = messages[slot] = []
-                if not batched:
-                    out.append((self.producer.send, (household.encode(), orjson.dumps(
-                        {"household": household, "ts": ts, "power_w": round(watts, 3)}))))
-                    continue
-                batch = batches.get((slot, partition))
-                if batch is None:
-                    batch = batches[slot, partition] = []
-                batch.append((household, ts, round(watts, 3)))
-                if len(batch) == per_message:
-                    out.append((self.producer.send_batch, (partition, orjson.dumps({READINGS_FIELD: batch}),
-                                                           per_message)))
-                    batches[slot, partition] = []
-            count += len(readings)
-        for (slot, partition), batch in batches.items():
-            if batch:
-                messages[slot].append((self.producer.send_batch, (partition, orjson.dumps({READINGS_FIELD: batch}),
-                                                                  len(batch))))
-        due, scale = self.stats.due(time_s), SLICE_MS / 1000 / self.speed
-        self.sender.hand([(due + slot * scale, messages[slot]) for slot in sorted(messages)])
-        return count
-
-    def _send_each(self, inputs):
-        send, prefixes = self.producer.send, self.prefixes
-        count = 0
-        for household, readings in _by_household(inputs):
-            prefix = prefixes.get(household)
-            if prefix is None:
-                prefix = prefixes[household] = (
-                    f'{{"household":{json.dumps(household)},"ts":'.encode(), household.encode())
-            head, key = prefix
-            for ts, watts in readings:
-                send(key, b'%s%d,"power_w":%r}' % (head, ts, round(watts, 3)))
-            count += len(readings)
+        at the last moment not after its time) and hand them to the sender, each moment's to go out at it."""
+        lo, last = self.start_ms + time_s * 1000 + self.stats.shift_ms, slices(int(self.step_s * 1000)) - 1
+        slots, count = {}, 0  # slot -> [(send, args), ...]
+        for slot, send, args, readings in self._messages(inputs, lambda ts: min(max((ts - lo) // SLICE_MS, 0), last)):
+            slots.setdefault(slot, []).append((send, args))
+            count += readings
+        due, scale = self.stats.due(time_s), SLICE_MS / 1000 / self.stats.speed
+        self.sender.hand([(due + slot * scale, slots[slot]) for slot in sorted(slots)])
         return count
 
 

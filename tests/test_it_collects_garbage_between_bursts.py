@@ -131,7 +131,7 @@ def test_it_offers_the_simulation_s_wait_for_its_next_step():
             offered.append(room_s)
             return False
 
-    stats = RunStats(until=10, collections=Recording(60))
-    stats.pace(0, 1.0)  # the first step is due at once: no wait, nothing offered
-    stats.pace(0.3, 1.0)
+    stats = RunStats(until=10, collections=Recording(60), speed=1.0)
+    stats.pace(0)  # the first step is due at once: no wait, nothing offered
+    stats.pace(0.3)
     assert len(offered) == 1 and 0.2 < offered[0] <= 0.3

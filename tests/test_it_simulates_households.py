@@ -164,8 +164,8 @@ def test_it_starts_a_real_time_run_at_the_next_step_when_setting_up_outlasted_it
     from simulation.scenario import RunStats
 
     anchor = int(time.time() * 1000) - 2500  # setting up took 2.5 s past the boundary
-    stats = RunStats(until=10, anchor_ms=anchor, step_ms=2000)
-    stats.pace(0, 1.0)
+    stats = RunStats(until=10, anchor_ms=anchor, step_ms=2000, speed=1.0)
+    stats.pace(0)
     sent_ms = time.time() * 1000
     assert stats.shift_ms == 4000  # the next whole step after now
     # 1 ms below: the simulation sleeps on the monotonic clock, this reads the wall clock (a CI run saw 4 µs)

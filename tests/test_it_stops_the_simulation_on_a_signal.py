@@ -78,7 +78,7 @@ def test_it_keeps_back_a_whole_step_built_ahead_when_a_stop_comes_before_its_mom
 
     stop = []
     stats = RunStats(until=10, step_ms=2000, build_ahead=True, speed=1.0, stop_flag=lambda: stop[0] if stop else None)
-    stats.pace(0, 1.0)  # the run's clock starts: the step of second 0 is due now
+    stats.pace(0)  # the run's clock starts: the step of second 0 is due now
     assert stats.release(0) and stats.release(0)
     stop.append("SIGTERM")
     started = time.monotonic()
@@ -87,7 +87,7 @@ def test_it_keeps_back_a_whole_step_built_ahead_when_a_stop_comes_before_its_mom
 
     stop.clear()
     fast = RunStats(until=10, step_ms=2000, build_ahead=True, speed=1000.0, stop_flag=lambda: stop[0] if stop else None)
-    fast.pace(0, 1000.0)  # the step of second 2 is due 2 ms later
+    fast.pace(0)  # the step of second 2 is due 2 ms later
     time.sleep(0.05)
     stop.append("SIGTERM")
     assert fast.release(2) and fast.release(2)
