@@ -285,17 +285,22 @@ def _read_lines(lines, path, zone, skip_bad_lines, timestamps, powers):
     def hold(number, date, exc):
         """A line that came back before the last taken (skip_bad_lines): held until the next lines say whether it
         or the lines it came back from are out of place."""
-        nonlocal previous
         if held and exc.ts <= held[-1][2].ts:
             skip_held()
         held.append((number, date, exc))
+        settle(CONFIRM_LINES)
+
+    def settle(margin, after_one=False):
+        """The held lines taken in place of the lines they came back from, if they outnumber those by `margin`
+        (and, `after_one`, come after a line taken before those)."""
+        nonlocal previous
         ahead = 0
         while ahead < len(timestamps) and timestamps[-1 - ahead] >= held[0][2].ts and ahead <= STRAY_LINES:
             ahead += 1
         if ahead > len(recent):
             skip_held()
             return
-        if len(held) < ahead + CONFIRM_LINES:
+        if len(held) < ahead + margin or (after_one and ahead == len(timestamps)):
             return
         strays = [recent.pop() for _ in range(ahead)][::-1]
         lines = f"lines {held[0][0]} to {held[-1][0]}"
@@ -343,6 +348,8 @@ def _read_lines(lines, path, zone, skip_bad_lines, timestamps, powers):
             continue
         skip_held()  # this line follows the last taken: the lines that came back before it were out of place
         take(number, fields[0], ts, watts)
+    if held:  # no line is left to confirm them: those that came back are taken if they are the more
+        settle(1, after_one=True)
     skip_held()
     if last is not None and last[2] is not None and previous - last[2] > GAP_SAID_MS:
         log.warning("%s:%d: %s, the last line, is %s after the line before it: a meter silent that long, or a "
@@ -384,25 +391,33 @@ def read_folder(folder, zone, skip_bad_lines=False, progress=None, skip_bad_file
     if not str(folder).strip():  # an unset $DIR in a script: not the current folder
         raise DataError("--data is empty: name a folder of Gem House CSV files")
     folder = Path(folder)
-    if not folder.is_dir():
-        raise DataError(f"--data {folder}: " + ("a file, not a folder: name the folder of Gem House CSV files it is in"
-                                                if folder.exists() else "no such directory"))
     try:
-        entries = sorted(p for p in folder.iterdir() if not p.name.startswith("."))
+        if not folder.is_dir():
+            raise DataError(f"--data {folder}: " + ("a file, not a folder: name the folder of Gem House CSV files it "
+                                                    "is in" if folder.exists() else "no such directory"))
+    except OSError as exc:  # a folder on the way that may not be entered
+        raise DataError(f"--data {folder}: can't be reached ({exc.strerror or exc})") from None
+    try:
+        everything = sorted(folder.iterdir())
     except OSError as exc:
         raise DataError(f"--data {folder}: can't be read ({exc.strerror or exc})") from None
+    entries = [p for p in everything if not p.name.startswith(".")]
     files = [p for p in entries if p.suffix.lower() == ".csv"]
+    # What may hold a household and is not read: said, or a household in `h.csv.gz`, a subfolder or a hidden
+    # `.h.csv` would be missing without a word. A README or a licence beside the files is not, nor `._h.csv`.
+    passed_over = [p.name for p in everything if p.name.startswith(".") and p.suffix.lower() == ".csv" and not
+                   p.name.startswith("._")] + [p.name for p in entries if p.suffix.lower() != ".csv" and (
+                       ".csv" in p.name.lower() or p.suffix.lower() in PACKED or (_folder(p) and p.name != "__MACOSX"))]
+    if passed_over:
+        said = (f"{'1 entry is' if len(passed_over) == 1 else f'{len(passed_over)} entries are'} hidden or not .csv "
+                f"and not read: {', '.join(map(repr, passed_over[:SKIPPED_SHOWN]))}"
+                f"{', ...' if len(passed_over) > SKIPPED_SHOWN else ''} (compressed files are read once decompressed, "
+                "folders by naming them, hidden files once renamed)")
+        if not files:
+            raise DataError(f"--data {folder}: no .csv files in it; {said}")
+        log.warning("--data %s: %s", folder, said)
     if not files:
         raise DataError(f"--data {folder}: no .csv files in it")
-    # What may hold a household and is not read: said, or a household in `h.csv.gz` or a subfolder would be missing
-    # without a word. A README or a licence beside the files is not.
-    passed_over = [p.name for p in entries if p.suffix.lower() != ".csv" and (
-        ".csv" in p.name.lower() or p.suffix.lower() in PACKED or (_folder(p) and p.name != "__MACOSX"))]
-    if passed_over:
-        log.warning("--data %s: %s not .csv and not read: %s%s (compressed files are read once decompressed, "
-                    "folders by naming them)", folder, "1 entry is" if len(passed_over) == 1 else
-                    f"{len(passed_over)} entries are",
-                    ", ".join(passed_over[:SKIPPED_SHOWN]), ", ..." if len(passed_over) > SKIPPED_SHOWN else "")
     set_aside = []
 
     def bad_file(exc):

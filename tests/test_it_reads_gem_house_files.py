@@ -165,6 +165,22 @@ def test_it_skips_two_date_typos_behind_not_the_good_lines_before_them(tmp_path,
     assert skipped == 2 and len(household.timestamps) == 88 and 5.0 not in household.powers
 
 
+def test_it_skips_a_date_typo_ahead_near_the_end_when_the_lines_after_it_outnumber_it(tmp_path, caplog):
+    """No more lines will come to confirm the two that came back: they outnumber the one they came back from,
+    and come after the line before it, so that one is out of place, not they."""
+    rows = every_two_seconds(30)
+    rows[27] = ("2019-12-24 00:10:03", 5000)  # ten minutes ahead: less than the jump blamed at once
+    household, skipped = read_csv(write_gem_csv(tmp_path / "h.csv", rows), BERLIN, skip_bad_lines=True)
+    assert skipped == 1 and len(household.timestamps) == 29 and 5.0 not in household.powers
+    assert [r.getMessage().split(": ", 1)[1] for r in caplog.records if r.levelname == "WARNING"] == [
+        "time 2019-12-24 00:10:03 is ahead of lines 31 to 32 after it, which come back in order: a date out of "
+        "place (skipped: --skip-bad-lines)"]
+    rows = every_two_seconds(30)
+    rows[28] = ("2019-12-24 00:10:03", 5000)  # one line after it: which of the two is out of place, none can say
+    household, skipped = read_csv(write_gem_csv(tmp_path / "h.csv", rows), BERLIN, skip_bad_lines=True)
+    assert skipped == 1 and household.powers[-1] == 5.0  # the line that came back, as before
+
+
 def test_it_skips_the_lines_of_a_meter_clock_set_back_not_the_lines_before(tmp_path):
     """Set back 10 s: five readings come back before the last one taken. They are the lines skipped, until the
     clock passes the last reading taken (not the readings before the clock was set back, more than STRAY_LINES)."""
@@ -270,11 +286,12 @@ def test_it_reads_only_the_csv_files_of_a_folder_and_names_what_it_cannot_read(t
     (tmp_path / "notes.txt").write_text("not a household")
     (tmp_path / "h2.csv.gz").write_bytes(b"\x1f\x8b a household, compressed")
     (tmp_path / "more").mkdir()
+    write_gem_csv(tmp_path / ".hidden.csv", [("2019-12-24 00:00:01", 1000)])
     assert [h.household for h in read_folder(tmp_path, BERLIN)[0]] == ["upper"]
     # What may hold a household and is not read is said, so none is missing in silence; a note beside them is not.
     assert [r.getMessage() for r in caplog.records if r.levelname == "WARNING"] == [
-        f"--data {tmp_path}: 2 entries are not .csv and not read: h2.csv.gz, more "
-        "(compressed files are read once decompressed, folders by naming them)"]
+        f"--data {tmp_path}: 3 entries are hidden or not .csv and not read: '.hidden.csv', 'h2.csv.gz', 'more' "
+        "(compressed files are read once decompressed, folders by naming them, hidden files once renamed)"]
     (tmp_path / "gone.csv").symlink_to(tmp_path / "nowhere.csv")
     with pytest.raises(DataError, match=r"gone\.csv: not a file"):
         read_folder(tmp_path, BERLIN)
@@ -287,7 +304,20 @@ def test_it_reads_only_the_csv_files_of_a_folder_and_names_what_it_cannot_read(t
 def test_it_refuses_a_missing_or_empty_folder(tmp_path):
     with pytest.raises(DataError, match="no such directory"):
         read_folder(tmp_path / "nowhere", BERLIN)
-    with pytest.raises(DataError, match="no .csv files"):
+    with pytest.raises(DataError, match="no .csv files in it$"):
+        read_folder(tmp_path, BERLIN)
+    (tmp_path / "h.csv.gz").write_bytes(b"\x1f\x8b a household, compressed")
+    with pytest.raises(DataError, match=r"no \.csv files in it; 1 entry is hidden or not \.csv and not read: "
+                                        r"'h\.csv\.gz' \(compressed files are read once decompressed"):
+        read_folder(tmp_path, BERLIN)
+
+
+def test_it_names_a_data_folder_it_may_not_enter(tmp_path, monkeypatch):
+    def refused(path):
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(type(tmp_path), "is_dir", refused)  # as a folder on the way that may not be entered
+    with pytest.raises(DataError, match=rf"--data {tmp_path}: can't be reached \(Permission denied\)$"):
         read_folder(tmp_path, BERLIN)
 
 

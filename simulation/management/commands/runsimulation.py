@@ -46,8 +46,9 @@ class Command(BaseCommand):
     def add_arguments(self, parser):
         source = parser.add_mutually_exclusive_group()
         source.add_argument("--data", metavar="DIR", help="folder of Gem House CSV files (household id = file "
-                            "name without .csv), every .csv file a household (other entries are named and not read; a "
-                            "file linked under two names stops the run); without it, synthetic households")
+                            "name without .csv), every .csv file a household (not read: hidden files, and other entries, "
+                            "those that may hold a household named; a file linked under two names stops the run); "
+                            "without it, synthetic households")
         source.add_argument("--households", type=int, default=10,
                             help=f"synthetic households, 1 to {MAX_SYNTHETIC_HOUSEHOLDS:,} (default %(default)s); "
                             "not with --data, whose files are the households")
