@@ -47,6 +47,7 @@ from cloud_app.serializers import (
     StoreUnavailableSerializer,
     TupleSerializer,
 )
+from fogwire.limits import HOUSEHOLD_ALPHABET, HOUSEHOLD_ID_PATTERN, MAX_HOUSEHOLD_ID, household_problem
 from fogwire.ratelog import RateLimitedLog
 
 log = logging.getLogger("fog.cloud")
@@ -216,12 +217,19 @@ class RecentTuplesView(ReadOnlyView):
         return Response(TupleSerializer(self.readers().recent(query.validated_data["limit"]), many=True).data)
 
 
+# The ids a household may have (fogwire.limits), as the schema's path parameter: any other is no household's, and
+# is answered without a read of the store, whatever its length.
+HOUSEHOLD_PARAMETER = OpenApiParameter("household", {"type": "string", "pattern": HOUSEHOLD_ID_PATTERN},
+                                       OpenApiParameter.PATH, description=f"a household id: 1 to {MAX_HOUSEHOLD_ID} "
+                                       f"characters of {HOUSEHOLD_ALPHABET}")
+
+
 class HouseholdView(ReadOnlyView):
     @reads_the_store(HouseholdDetailSerializer, {404: _not_found("household has been stored")},
-                     operation_id="household_detail",
+                     parameters=[HOUSEHOLD_PARAMETER], operation_id="household_detail",
                      summary="One household: postal code, state, edge and its last hour of 5 s windows")
     def get(self, request, household):
-        row = self.readers().household(household)
+        row = None if household_problem(household) else self.readers().household(household)
         if row is None:
             raise NotFound(f"no household {household[:128]!r} has been stored")
         return Response(HouseholdDetailSerializer(row).data)

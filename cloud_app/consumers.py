@@ -44,7 +44,7 @@ from redis.exceptions import RedisError
 from cloud_app.engine import STORE_ERRORS
 from cloud_app.reader import ReaderSource
 from cloud_app.server import DASHBOARD_GROUP
-from fogwire.limits import MAX_HOUSEHOLD_ID
+from fogwire.limits import household_problem
 from fogwire.ratelog import RateLimitedLog
 
 log = logging.getLogger("fog.cloud")
@@ -71,7 +71,7 @@ LAYER_ERRORS = (RedisError, OSError, *STORE_ERRORS)
 # Renewals of a live socket's membership within one group expiry: one or two failed ones (a layer that blips)
 # still leave it in the group.
 RENEWALS_PER_EXPIRY = 5
-# The page's largest frame is {"watch": household}, an id of at most MAX_HOUSEHOLD_ID characters, each at most
+# The page's largest frame is {"watch": household}, an id of at most fogwire.limits.MAX_HOUSEHOLD_ID characters, each at most
 # 6 when JSON-escaped; anything much larger is not the page's.
 MAX_FRAME_CHARS = 4096
 # The web server's own bound on a frame (uvicorn --ws-max-size, in the Procfile and docker-compose.yml): the
@@ -119,7 +119,9 @@ class DashboardConsumer(AsyncJsonWebsocketConsumer):
         try:
             await self.channel_layer.group_add(DASHBOARD_GROUP, self.channel_name)
             self.joined = True
-            first = await sync_to_async(lambda: self.readers().summary())()
+            # Not thread-sensitive: asgiref's one shared thread would take every socket's reads of the store in
+            # turn, so one stalled read held up every other page (the reader's Redis clients are thread-safe).
+            first = await sync_to_async(lambda: self.readers().summary(), thread_sensitive=False)()
         except LAYER_ERRORS as exc:
             refused_log.warning("dashboard websocket refused: %s", exc)
             await self.close()
@@ -157,7 +159,8 @@ class DashboardConsumer(AsyncJsonWebsocketConsumer):
 
     async def receive_json(self, content, **kwargs):
         household = content.get("watch") if isinstance(content, dict) else None
-        self.watching = household[:MAX_HOUSEHOLD_ID] if isinstance(household, str) and household else None
+        # No household has another id: the store is not asked for one (`{"watch": null}` stops watching).
+        self.watching = None if household_problem(household) else household
 
     async def _refuse(self, code, what):
         client = self.scope.get("client") or ("?", "?")
@@ -237,8 +240,9 @@ class DashboardConsumer(AsyncJsonWebsocketConsumer):
                 self.flush_task = None
 
     async def _send_watched(self):
+        watching = self.watching
         try:
-            row = await sync_to_async(lambda: self.readers().household(self.watching))()
+            row = await sync_to_async(lambda: self.readers().household(watching), thread_sensitive=False)()
         except STORE_ERRORS:
             return  # the next update that stores tuples reads it again
         if row is not None:

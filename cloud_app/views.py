@@ -4,10 +4,12 @@ from django.shortcuts import render
 from cloud_app.consumers import ALIVE_EVERY_SECONDS
 from cloud_app.reader import POWER_SETTLED_MS
 from cloud_app.server import TICK_EVERY_SECONDS
+from fogwire.limits import HOUSEHOLD_ID_PATTERN
 
 
 def dashboard(request):
     return render(request, "dashboard.html", {"price": settings.FOG_PRICE_EUR_PER_KWH,
                                               "power_settled_ms": POWER_SETTLED_MS,
                                               "cloud_tick_ms": int(TICK_EVERY_SECONDS * 1000),
-                                              "socket_alive_ms": int(ALIVE_EVERY_SECONDS * 1000)})
+                                              "socket_alive_ms": int(ALIVE_EVERY_SECONDS * 1000),
+                                              "household_id": HOUSEHOLD_ID_PATTERN})

@@ -35,7 +35,10 @@ import re
 MAX_HOUSEHOLD_ID = 128
 HOUSEHOLD_ALPHABET = "A-Z a-z 0-9 . _ - : @, not dots alone"
 # Dots alone would be a path's "." or "..": the page's URL of such a household names another resource.
-HOUSEHOLD_ID_RE = re.compile(rf"(?!\.+\Z)[A-Za-z0-9._:@-]{{1,{MAX_HOUSEHOLD_ID}}}")
+# Written as JSON Schema (ECMA-262) reads it too, for the API's schema: with fullmatch, '$' can't end at a newline
+# (no id character is one).
+HOUSEHOLD_ID_PATTERN = rf"^(?!\.+$)[A-Za-z0-9._:@-]{{1,{MAX_HOUSEHOLD_ID}}}$"
+HOUSEHOLD_ID_RE = re.compile(HOUSEHOLD_ID_PATTERN)
 MAX_POWER_W = 3 * 63 * 230  # three phases of 63 A at 230 V: see above
 EARLIEST_MS = 946_684_800_000  # 2000-01-01 UTC
 FUTURE_SLACK_MS = 24 * 3600 * 1000

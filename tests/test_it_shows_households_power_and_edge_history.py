@@ -5,11 +5,12 @@ import asyncio
 import time
 
 import pytest
+from cloud_app import api
 from cloud_app.engine import connect, connect_async
 from cloud_app.keys import Keys, shard_of
 from cloud_app.postal import locate
 from cloud_app.store import SERIES_CAP, SERIES_MAX, CloudStore
-from tests.conftest import EDGE_ID, store_through_cloud
+from tests.conftest import EDGE_ID, free_port, store_through_cloud
 
 pytestmark = pytest.mark.engines  # the reads over the store's shards, on one Redis and on a cluster
 
@@ -61,6 +62,17 @@ def test_it_refuses_unknown_households_states_and_edges(client, cloud_settings, 
     assert client.get("/api/households/nobody/").status_code == 404
     assert client.get("/api/states/XX/households/").status_code == 404
     assert client.get("/api/edges/no-such-edge/history/").status_code == 404
+
+
+@pytest.mark.parametrize("household", ["a" * 10_000_000, "a" * 129, "x*", "a b", "\u00e4", "%00", "%2E%2E"],
+                         ids=["ten million characters", "one too many", "glob", "space", "umlaut", "nul", "dots"])
+def test_it_answers_an_id_no_household_may_have_with_a_404_and_no_read_of_the_store(client, cloud_settings,
+                                                                                    household, monkeypatch):
+    monkeypatch.setattr(api, "outage", api.StoreOutage())  # this test's outage, not one of the tests after it
+    cloud_settings.FOG_CLOUD_REDIS_URL = f"redis://127.0.0.1:{free_port()}/12"  # nothing listens: a read is a 503
+    response = client.get(f"/api/households/{household}/")
+    assert response.status_code == 404 and response.json()["detail"].startswith("no household ")
+    assert client.get("/api/households/nobody/").status_code == 503  # an id a household may have: read
 
 
 def test_it_lists_exactly_the_households_of_a_state(client, cloud_settings, cloud, now_minute):

@@ -20,6 +20,8 @@
   // A socket not open this long after it was made never will be: a proxy or server that took the connection
   // and does not answer its handshake (the browser itself may wait minutes).
   const SOCKET_OPEN_MS = SOCKET_DEAD_MS;
+  // The ids a household may have (fogwire/limits.py); another is not asked for.
+  const HOUSEHOLD_ID = new RegExp(JSON.parse(document.getElementById("household-id").textContent));
   const KWH_PER_W = 8.76;
   const CONNECTED_WITHIN_MS = 3000;
   const FLOW_POINTS = 120;
@@ -160,18 +162,24 @@
     householdChart.data.datasets[0].data = kept.map((s) => householdPoints.get(s));
     householdChart.update();
   }
+  function watch(household) {  // what the socket sends this page of one household (null: none)
+    watching = household;
+    if (socket && socket.readyState === WebSocket.OPEN) socket.send(JSON.stringify({ watch: watching }));
+  }
   function showHousehold(id, scroll = true) {
     const card = document.getElementById("household");
-    getJSON(`/api/households/${encodeURIComponent(id)}/`).then((h) => {
+    // Not an id a household may have (fogwire/limits.py): not asked for ("." and ".." would name another URL).
+    const lookup = HOUSEHOLD_ID.test(id) ? getJSON(`/api/households/${encodeURIComponent(id)}/`)
+      : Promise.reject(Object.assign(new Error("not a household id"), { status: 404 }));
+    lookup.then((h) => {
       card.hidden = false;
-      watching = h.household;
       document.getElementById("household-title").textContent = `Household ${h.household}`;
       document.getElementById("household-facts").textContent =
         `PLZ ${h.postal_code} · ${STATE_NAMES[h.state] || h.state} · edge ${h.edge} · latest ${h.power_w.toFixed(1)} W ` +
         `(window from ${time(h.window_start)}, ${ZONE})`;
       householdPoints = new Map(h.series.map((p) => [p.window_start, p.power_w]));
       paintHousehold();
-      if (socket && socket.readyState === WebSocket.OPEN) socket.send(JSON.stringify({ watch: watching }));
+      watch(h.household);
       if (scroll) card.scrollIntoView({ behavior: "smooth", block: "nearest" });
     }).catch((e) => {
       card.hidden = false;
@@ -180,6 +188,7 @@
       document.getElementById("household-facts").textContent = "";
       householdPoints = new Map();
       paintHousehold();
+      watch(null);  // the household shown before is no longer on the card: its windows must not be drawn here
     });
   }
   document.getElementById("search").addEventListener("submit", (e) => {
