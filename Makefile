@@ -67,9 +67,10 @@ demo: bootstrap migrate
 
 # The whole suite on SQLite: TEST_WORKERS workers share the tests (pytest-xdist, a test file at a time,
 # the longest first; tests/parallel.py keeps the process hygiene): more than the 2 cores, as many tests
-# wait on windows that close at wall-clock time. Then the tests that time the machine run alone (marker
-# serial). Then the edge's database tests (marker edge_db) once more on a PostgreSQL 15 that each
-# worker of this last run starts and stops itself.
+# wait on windows that close at wall-clock time. Then the tests that time the machine (marker serial) run
+# without those workers, and beside them, at the lowest priority, the edge's database tests (marker edge_db)
+# once more on a PostgreSQL 15 that each worker of that pass starts and stops itself: the serial tests mostly
+# wait on the clock, and the two passes took the sum of their times one after the other.
 TEST_WORKERS ?= 3
 # pytest keeps each test module it rewrote for its asserts only where Python may write bytecode: with
 # PYTHONDONTWRITEBYTECODE set, every worker and every nested session of the suite rewrote and compiled all of
@@ -77,8 +78,9 @@ TEST_WORKERS ?= 3
 test: export PYTHONDONTWRITEBYTECODE :=
 test: bootstrap
 	.venv/bin/pytest -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder -m "not serial"
-	.venv/bin/pytest -m serial
-	.venv/bin/pytest -n 2 --dist loadfile --no-loadscope-reorder --edge-database postgres -m edge_db
+	scripts/alongside.sh var/log/test-postgres.log \
+	  nice -n 19 .venv/bin/pytest -n 2 --dist loadfile --no-loadscope-reorder --edge-database postgres -m edge_db \
+	  -- .venv/bin/pytest -m serial
 
 # Every benchmark at its default size beside its baseline; writes docs/BENCHMARKS.md.
 bench: bootstrap

@@ -108,9 +108,27 @@ def test_it_stops_its_postgresql_and_removes_its_folder_when_interrupted():
     assert not folder.exists()
 
 
+def make_test_runs():
+    """The pytest runs of `make test`, each from `pytest` on: a line's commands, and those scripts/alongside.sh
+    runs side by side (split at `--`)."""
+    recipe = (ROOT / "Makefile").read_text().split("\ntest:", 1)[1].split("\n\n", 1)[0].replace("\\\n", " ")
+    runs = []
+    for line in recipe.splitlines():
+        command = []
+        for word in [*shlex.split(line), "--"]:
+            if word != "--":
+                command.append(word)
+                continue
+            starts = [i for i, w in enumerate(command) if w.endswith("bin/pytest")]
+            if starts:
+                runs.append(command[starts[0]:])
+            command = []
+    return runs, recipe
+
+
 def test_it_runs_the_edge_database_tests_again_on_postgresql_in_make_test():
-    recipe = (ROOT / "Makefile").read_text().split("\ntest:", 1)[1].split("\n\n", 1)[0]
-    *sqlite, postgres = [shlex.split(line) for line in recipe.splitlines() if "pytest" in line]
-    assert sqlite and not any(OPTION in run for run in sqlite), recipe  # the whole suite on SQLite first,
+    runs, recipe = make_test_runs()
+    sqlite = [run for run in runs if OPTION not in run]
+    postgres = [run for run in runs if OPTION in run]
     assert sorted(run[run.index("-m") + 1] for run in sqlite) == ["not serial", "serial"], recipe  # each test once
-    assert " ".join(postgres).endswith(f"{OPTION} postgres -m edge_db"), recipe
+    assert len(postgres) == 1 and " ".join(postgres[0]).endswith(f"{OPTION} postgres -m edge_db"), recipe

@@ -1,0 +1,57 @@
+"""scripts/alongside.sh, which `make test` runs the PostgreSQL pass with, beside the serial pass: both outputs
+shown, either's failure fails it, and a Ctrl-C or a SIGTERM ends both, never one alone."""
+
+import os
+import signal
+import subprocess
+import time
+
+import pytest
+
+from tests.conftest import ROOT, wait_for
+
+SCRIPT = ROOT / "scripts" / "alongside.sh"
+
+
+def alongside(tmp_path, background, foreground, **popen):
+    return subprocess.Popen([str(SCRIPT), str(tmp_path / "log" / "back.log"), "sh", "-c", background, "--", "sh",
+                             "-c", foreground], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **popen)
+
+
+@pytest.mark.parametrize("back, fore, status", [(0, 0, 0), (3, 0, 3), (0, 5, 5), (3, 5, 5)])
+def test_it_shows_both_outputs_and_fails_with_either(tmp_path, back, fore, status):
+    run = alongside(tmp_path, f"echo from-back; exit {back}", f"sleep 0.2; echo from-fore; exit {fore}")
+    out, err = run.communicate(timeout=30)
+    assert run.returncode == status, err
+    assert out.index("from-fore") < out.index("from-back")  # the background's output after, whole
+    assert ("the background command failed" in err) == (back != 0 and fore == 0)
+
+
+def test_it_refuses_a_command_line_without_both_commands(tmp_path):
+    for args in ([], ["log"], ["log", "true"], ["log", "true", "--"]):
+        run = subprocess.run([str(SCRIPT), *args], capture_output=True, text=True, timeout=10)
+        assert run.returncode == 2 and "usage: alongside.sh" in run.stderr
+
+
+@pytest.mark.parametrize("how", ["ctrl-c", "sigterm"])
+def test_it_ends_both_when_stopped_and_outlives_neither(tmp_path, how):
+    # Each writes its pid, then sleeps: `exec`, so the pid is the sleep's, which must end (not only its shell).
+    back, fore = tmp_path / "back.pid", tmp_path / "fore.pid"
+    run = alongside(tmp_path, f"echo $$ > {back}; exec sleep 300", f"echo $$ > {fore}; exec sleep 300",
+                    start_new_session=True)
+    try:
+        wait_for(lambda: back.exists() and fore.exists() and back.read_text() and fore.read_text(), timeout=10)
+        time.sleep(0.3)  # the exec done
+        pids = [int(back.read_text()), int(fore.read_text())]
+        if how == "ctrl-c":  # a terminal sends it to the whole foreground process group
+            os.killpg(run.pid, signal.SIGINT)
+        else:  # to the script alone, as make and CI runners stop a command
+            run.send_signal(signal.SIGTERM)
+        _, err = run.communicate(timeout=15)
+    finally:
+        if run.poll() is None:
+            os.killpg(run.pid, signal.SIGKILL)
+            run.communicate()
+    assert run.returncode == 130 and "stopped by SIG" in err, err
+    for pid in pids:
+        assert not os.path.exists(f"/proc/{pid}"), pid  # ended, and reaped by the script
