@@ -14,8 +14,11 @@ import logging
 import threading
 import time
 
+from django.conf import settings
+from django.core.exceptions import TooManyFieldsSent
 from django.core.paginator import Page
 from django.http import JsonResponse
+from django.views.defaults import bad_request as django_bad_request
 from django.views.defaults import page_not_found
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework.exceptions import APIException, NotFound
@@ -43,6 +46,7 @@ from cloud_app.serializers import (
     PowerPointSerializer,
     RecentQueryError,
     RecentQuerySerializer,
+    RefusedSerializer,
     StateSerializer,
     StoreUnavailableSerializer,
     TupleSerializer,
@@ -145,6 +149,21 @@ def not_found(request, exception=None):
     return page_not_found(request, exception)
 
 
+def bad_request(request, exception=None):
+    """The project's 400 for a request Django refuses before any view (more query parameters than
+    DATA_UPLOAD_MAX_NUMBER_FIELDS): under /api/ the schema's JSON, elsewhere Django's page."""
+    if request.path.startswith("/api/"):
+        detail = (f"more than {settings.DATA_UPLOAD_MAX_NUMBER_FIELDS} query parameters"
+                  if isinstance(exception, TooManyFieldsSent) else f"bad request: {str(exception)[:200]}")
+        return JsonResponse({"detail": detail}, status=400)
+    return django_bad_request(request, exception)
+
+
+# What any operation may answer before its view reads a parameter (bad_request).
+REFUSED_REQUEST = OpenApiResponse(RefusedSerializer, description="a request refused before it is read: more "
+                                  "query parameters than the server reads")
+
+
 def _not_found(what):
     return OpenApiResponse(NotFoundSerializer, description=f"no such {what}")
 
@@ -159,7 +178,7 @@ def reads_the_store(ok, errors=None, parameters=(), **kwargs):
     """extend_schema of a view that reads the store: its 200, its own errors, and the 503 every read of the store
     may answer (each view names its responses, and drf-spectacular takes the method's alone)."""
     return extend_schema(parameters=[*parameters, RETRY_AFTER],
-                         responses={200: ok, **(errors or {}), 503: STORE_UNAVAILABLE}, **kwargs)
+                         responses={200: ok, 400: REFUSED_REQUEST, **(errors or {}), 503: STORE_UNAVAILABLE}, **kwargs)
 
 
 class ReadOnlyView(APIView):

@@ -24,10 +24,15 @@ RATE_SECONDS = 10  # acked/s is the mean over the last complete seconds
 SOCKET_TIMEOUT_S = 5  # a read that takes longer fails the request instead of holding a worker
 HISTORY_MINUTES = 60  # the page's "last hour", minute by minute
 MINUTE_MS = 60_000
-# A minute's power roll-up is complete this long after the minute's end: its last windows (starting in it)
-# end up to a window later, and then wait out their grace and the trip to the cloud. At real time with the
-# default 5 s windows that is well inside it; longer windows, or an edge catching up, fill a minute later.
-POWER_SETTLED_MS = 15_000
+# A minute's power roll-up is complete this long after the minute's end plus a window and its grace: the last
+# window reaching into the minute ends up to a window later, and then waits out its grace and the trip to the
+# cloud. An edge catching up fills a minute later still.
+POWER_DELIVERY_MS = 8_000
+
+
+def power_settled_ms():
+    """How long after a minute's end its power roll-up is complete (15 s with the default 5 s windows)."""
+    return int((settings.FOG_WINDOW_SECONDS + settings.FOG_GRACE_SECONDS) * 1000) + POWER_DELIVERY_MS
 
 
 def _int(value):
@@ -145,16 +150,17 @@ class CloudReader:
     def power(self, now_ms=None):
         """Total power of all households per minute of the last hour, oldest first: the mean over the
         minute of the summed household power, from the per-minute roll-ups (one MGET of 60 keys a shard).
-        A minute is `complete` once POWER_SETTLED_MS have passed since its end; before, its later windows
+        A minute is `complete` once power_settled_ms() have passed since its end; before, its later windows
         are still to come and its power is only what has been stored so far."""
         now_ms = now_ms or int(time.time() * 1000)
+        settled_ms = power_settled_ms()
         minutes = _last_minutes(now_ms)
         shards = self._each_shard(lambda pipe, n: _mget(pipe, [self.keys.power_minute(n, m) for m in minutes]))
         rows = []
         for i, m in enumerate(minutes):
             values = [float(values[i]) for values in shards if values[i] is not None]
             rows.append({"minute": m * MINUTE_MS, "power_w": round(sum(values) / MINUTE_MS, 3) if values else None,
-                         "complete": (m + 1) * MINUTE_MS + POWER_SETTLED_MS <= now_ms})
+                         "complete": (m + 1) * MINUTE_MS + settled_ms <= now_ms})
         return rows
 
     def edges(self, now_ms=None):

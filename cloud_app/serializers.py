@@ -100,10 +100,11 @@ class HouseholdDetailSerializer(HouseholdSerializer):
 class PowerPointSerializer(serializers.Serializer):
     minute = serializers.IntegerField(help_text="epoch ms of the minute's start")
     power_w = serializers.FloatField(allow_null=True, help_text="mean total power of all households in that "
-                                                                "minute; null when no window started in it")
-    complete = serializers.BooleanField(help_text="false while windows that start in the minute may still come "
-                                                  "in (the current minute, and the last one for a few seconds "
-                                                  "after its end): power_w then counts only those stored so far")
+                                                                "minute; null when no window reached into it")
+    complete = serializers.BooleanField(help_text="false while windows that reach into the minute may still "
+                                                  "come in (the current minute, and the last one for a window, "
+                                                  "its grace and a few seconds after its end): power_w then "
+                                                  "counts only those stored so far")
 
 
 class OfflinePeriodSerializer(serializers.Serializer):
@@ -122,6 +123,12 @@ class EdgeHistorySerializer(serializers.Serializer):
 
 class NotFoundSerializer(serializers.Serializer):
     """A 404: what was asked for and is not there."""
+
+    detail = serializers.CharField()
+
+
+class RefusedSerializer(serializers.Serializer):
+    """A 400 before any parameter is read: what was wrong with the request."""
 
     detail = serializers.CharField()
 

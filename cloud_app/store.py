@@ -36,8 +36,8 @@ several clouds can share one store; `Keys` is the only place that spells them), 
     {p}hhidx:{n}:{state} zset  the shard's households of one state (the map's "list its households")
     {p}series:{n}:{household}  list  "ws|we|avg" of its newest windows, newest first: SERIES_MAX of them,
                                and up to SERIES_CAP between trims
-    {p}pw:{n}:{minute}   string  sum of avg x (we - ws) over the shard's windows that start in that
-                               minute (W·ms; / 60,000 is the mean total power), expires after ROLLUP_KEEP_S
+    {p}pw:{n}:{minute}   string  sum of avg x the part of (ws, we) in that minute over the shard's windows
+                               (W·ms; / 60,000 is the mean total power), expires after ROLLUP_KEEP_S
   in the household's shard h = shard_of(household):
     {p}owner:{h}         hash  household -> the edge that delivered it first (the only one it takes it from)
 
@@ -140,7 +140,10 @@ local function declare(map, name)
 end
 for i = 1, n do declare(series_key, arg[i][3]) end
 for i = 1, n do declare(state_key, arg[i][6]) end
-for i = 1, n do declare(minute_key, math.floor(arg[i][4] / 60000)) end
+local function window_end(i) return tonumber(string.match(arg[i][7], '^[^|]*|([^|]*)')) end  -- the record's we
+for i = 1, n do
+  for minute = math.floor(arg[i][4] / 60000), math.floor((window_end(i) - 1) / 60000) do declare(minute_key, minute) end
+end
 local existing = hmget(KEYS[1], fields)
 -- A cloud before dedup by window kept a tuple under its id alone (the edge hash says so: 'mixed'). Such a
 -- record is this tuple only if it is the same household's same window: an edge whose database began
@@ -195,8 +198,12 @@ for i = 1, n do
     local point = string.match(record, '^([^|]*|[^|]*|[^|]*)')  -- the record's "ws|we|avg"
     if not series[hh] then series[hh] = {} end
     series[hh][#series[hh] + 1] = point
+    local we = tonumber(string.match(point, '^[^|]*|([^|]*)'))
     local minute = math.floor(ws / 60000)
-    power[minute] = (power[minute] or 0) + avg * (tonumber(string.match(point, '^[^|]*|([^|]*)')) - ws)
+    while minute * 60000 < we do  -- each minute the window spans gets its share: exact for any window length
+      power[minute] = (power[minute] or 0) + avg * (math.min(we, (minute + 1) * 60000) - math.max(ws, minute * 60000))
+      minute = minute + 1
+    end
     if i > n - recent_max then recent[#recent + 1] = record end
   end
 end
@@ -427,9 +434,9 @@ class CloudStore:
                     series[household] = self.keys.series(shard, household)
                 if state not in indexes:
                     indexes[state] = self.keys.state_households(shard, state)
-                minute = start // 60000
-                if minute not in minutes:
-                    minutes[minute] = self.keys.power_minute(shard, minute)
+                for minute in range(start // 60000, (end - 1) // 60000 + 1):  # each minute the window spans
+                    if minute not in minutes:
+                        minutes[minute] = self.keys.power_minute(shard, minute)
                 args += (tid if by_id else tuple_field(household, start, end), tid, household, start, repr(average), state,
                          Record(start, end, average, count, plz, state, now_ms, edge, tid, household).encode())
         args += (now_ms, SERIES_MAX, SERIES_CAP, ROLLUP_KEEP_S)

@@ -14,3 +14,4 @@ if settings.FOG_SERVES_CLOUD:
     urlpatterns.append(path("", include("cloud_app.urls")))
 
 handler404 = "cloud_app.api.not_found"  # JSON under /api/, as the schema says
+handler400 = "cloud_app.api.bad_request"

@@ -5,6 +5,7 @@ import sys
 
 import pytest
 import yaml
+from django.conf import settings as django_settings
 
 from cloud_app.postal import STATES, locate
 from tests.conftest import EDGE_ID, EDGE_SECRET, ROOT, free_port, make_rows, store_through_cloud
@@ -98,6 +99,14 @@ def test_it_answers_a_query_string_it_does_not_use_with_its_json(client, stored,
     response = client.get(f"/api/households/?{query}")
     assert response.status_code == 200 and response["Content-Type"] == "application/json"
     assert len(response.json()["results"]) == 10
+
+
+@pytest.mark.parametrize("path", ["/api/states/", "/api/power/", "/api/edges/", "/api/households/",
+                                  "/api/tuples/recent/", "/api/households/x/"])
+def test_it_answers_more_query_parameters_than_it_reads_with_its_json_400(client, stored, path):
+    response = client.get(path, {f"p{i}": "1" for i in range(django_settings.DATA_UPLOAD_MAX_NUMBER_FIELDS + 1)})
+    assert response.status_code == 400 and response["Content-Type"] == "application/json"
+    assert response.json()["detail"] == f"more than {django_settings.DATA_UPLOAD_MAX_NUMBER_FIELDS} query parameters"
 
 
 def test_it_answers_a_page_past_the_last_with_no_results(client, stored):

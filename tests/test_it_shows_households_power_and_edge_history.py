@@ -97,18 +97,33 @@ def test_it_rolls_up_total_power_per_minute_exactly_once(client, cloud_settings,
     assert points[now_minute - 10 * MINUTE] is None
 
 
+@pytest.mark.parametrize("seconds", [7, 120])
+def test_it_rolls_up_power_exactly_whatever_the_window_length(client, cloud_settings, cloud, now_minute, seconds):
+    """A window's energy goes to each minute it spans, its share of it: all of it to the minute it starts in made
+    a steady 1000 W read 1050 and 933 W with 7 s windows, 2000 W and nothing with 120 s ones."""
+    length, start = seconds * 1000, now_minute - 10 * MINUTE
+    rows = [(i, "hh-long", start + i * length, start + (i + 1) * length, 1000.0, 3) for i in range(6 * MINUTE // length)]
+    store_through_cloud(cloud, rows)
+    points = {p["minute"]: p["power_w"] for p in client.get("/api/power/").json()}
+    whole = range(start, rows[-1][3] // MINUTE * MINUTE, MINUTE)  # the minutes the windows cover from end to end
+    assert len(whole) >= 5 and [points[m] for m in whole] == [pytest.approx(1000.0)] * len(whole)
+
+
 def test_it_marks_a_minute_whose_windows_may_still_come_as_not_complete(client, cloud_settings, cloud, cloud_reader,
                                                                         now_minute):
-    from cloud_app.reader import POWER_SETTLED_MS
+    from cloud_app.reader import power_settled_ms
 
     # Two windows of the current minute are stored, its other ten are still to come: 200 W over a sixth of it.
     store_through_cloud(cloud, windows("hh-filling", 2, now_minute, 0, power=1200.0))
     points = {p["minute"]: p for p in client.get("/api/power/").json()}
     assert points[now_minute]["complete"] is False and points[now_minute]["power_w"] > 0
     assert points[now_minute - 2 * MINUTE]["complete"] is True
-    settled = now_minute + MINUTE + POWER_SETTLED_MS  # complete from then on, not a millisecond before
-    assert {p["minute"]: p["complete"] for p in cloud_reader.power(settled - 1)}[now_minute] is False
-    assert {p["minute"]: p["complete"] for p in cloud_reader.power(settled)}[now_minute] is True
+    for window_seconds in (5, 120):  # the last window reaching into a minute ends up to a window after it
+        cloud_settings.FOG_WINDOW_SECONDS = window_seconds
+        settled = now_minute + MINUTE + power_settled_ms()  # complete from then on, not a millisecond before
+        assert settled >= now_minute + MINUTE + window_seconds * 1000 + cloud_settings.FOG_GRACE_SECONDS * 1000
+        assert {p["minute"]: p["complete"] for p in cloud_reader.power(settled - 1)}[now_minute] is False
+        assert {p["minute"]: p["complete"] for p in cloud_reader.power(settled)}[now_minute] is True
 
 
 def test_it_records_an_edges_backlog_acks_and_offline_periods(client, cloud_settings, cloud, redis_url,

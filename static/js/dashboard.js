@@ -8,7 +8,7 @@
 
 (function () {
   const PRICE = JSON.parse(document.getElementById("price").textContent);
-  // A minute of power is drawn once its windows have all come in (cloud_app/reader.py, POWER_SETTLED_MS).
+  // A minute of power is drawn once its windows have all come in (cloud_app/reader.py, power_settled_ms).
   const POWER_SETTLED_MS = JSON.parse(document.getElementById("power-settled-ms").textContent);
   // The cloud sends an update at least this often (cloud_app/server.py, TICK_EVERY_SECONDS); three missed
   // mean the cloud is away, though this page's own feed is up.
