@@ -27,12 +27,28 @@ from fogwire import limits
 # refuses goes to json.loads before it is called malformed: json also reads bytes with a BOM or in
 # UTF-16/32, which readings accepted before orjson came in must still be.
 loads = orjson.loads
+# json.loads turns an integer literal into an int digit by digit, and refuses one past 4,300 digits, which lost
+# the good readings of the batch beside it: one longer than any 64-bit integer is kept as its digits, and refused.
+MAX_INTEGER_DIGITS = 20
 BATCH_MARK = f'"{limits.READINGS_FIELD}"'.encode()  # a message without it is no batch: longer than a reading, refused unparsed
 SINGLE_FIELDS = ("household", "ts", "power_w")
 
 
 class MalformedReading(ValueError):
     pass
+
+
+class _LongInteger(str):
+    """An integer literal of more than MAX_INTEGER_DIGITS digits, as its digits: no field takes it."""
+
+
+def _integer(digits):
+    return int(digits) if len(digits) <= MAX_INTEGER_DIGITS else _LongInteger(digits)
+
+
+def _kind(value):
+    """What a field's value is, for a message: its type's name, or what a long integer was."""
+    return f"an integer of {len(value.lstrip('-'))} digits" if type(value) is _LongInteger else type(value).__name__
 
 
 def _unreadable(exc):
@@ -107,7 +123,7 @@ def _json_object(raw, max_bytes=limits.MAX_READING_BYTES):
         message = loads(raw)
     except Exception:  # noqa: BLE001 -- orjson's refusal is only a first opinion
         try:
-            message = json.loads(raw)
+            message = json.loads(raw, parse_int=_integer)
         except Exception as exc:  # whatever the parser raises (RecursionError too), the message is unusable
             raise MalformedReading(f"not JSON ({type(exc).__name__})") from None
     if not isinstance(message, dict):
@@ -129,9 +145,9 @@ def _reading(message, now_ms):
 
 def _checked(household, ts, power, now_ms):
     if type(ts) is not int:
-        raise MalformedReading(f"'ts' must be an integer (epoch ms), got {type(ts).__name__}")
+        raise MalformedReading(f"'ts' must be an integer (epoch ms), got {_kind(ts)}")
     if type(power) not in (int, float):
-        raise MalformedReading(f"'power_w' must be a number, got {type(power).__name__}")
+        raise MalformedReading(f"'power_w' must be a number, got {_kind(power)}")
     problem = limits.reading_problem(household, ts, power, now_ms)
     if problem:
         raise MalformedReading(problem)

@@ -126,6 +126,15 @@ def test_it_bounds_a_batch_by_its_readings_and_its_bytes(raw, problem):
             parse_message(raw, T0)
 
 
+@pytest.mark.parametrize("digits", [400, 5000])  # past a float's range (orjson refuses it), past json's int limit
+def test_it_keeps_the_rest_of_a_batch_around_an_integer_of_thousands_of_digits(digits):
+    raw = b'{"readings": [["h1", %d, 5], ["h2", %s, 1], ["h3", %d, %s]]}' % (T0, b"9" * digits, T0, b"7" * digits)
+    readings, problems = parse_message(raw, T0)
+    assert readings == [("h1", T0, 5.0)]
+    assert problems == [(1, f"'ts' must be an integer (epoch ms), got an integer of {digits} digits"),
+                        (2, f"'power_w' must be a number, got an integer of {digits} digits")]
+
+
 @pytest.mark.edge_db
 @pytest.mark.django_db(transaction=True)
 def test_it_keeps_what_a_poll_brought_beyond_its_room_for_the_next(kafka_bootstrap, topic):
