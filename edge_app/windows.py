@@ -19,7 +19,8 @@ the other kind, which the unique key cannot match with those stored.
 Each household has an event clock, the newest event time
 of its stream. A window closes when its household's clock reaches the
 window's end plus the grace period, or when no reading has come to it for
-the idle timeout (wall clock). A reading whose window has closed, or would
+the idle timeout (wall clock; a live window waits for its household's live
+clock instead, below). A reading whose window has closed, or would
 have, is late: counted, never applied. A reading at a time its household's
 open window already has a reading for is a duplicate (a producer's retry,
 the same message in two partitions): counted, never applied, so no reading
@@ -120,6 +121,7 @@ class OpenWindow:
     total: float = 0.0
     count: int = 0
     touched: float = 0.0  # wall clock (monotonic seconds) of its latest reading
+    live: bool = False  # opened by a live reading: close_live closes it, on its household's clock
     others: dict | None = None  # partition -> first offset, for readings from other partitions than the first
     stamps: set = field(default_factory=set)  # the event times applied: a copy of one is a duplicate
 
@@ -183,7 +185,10 @@ class WindowBook:
             if state.newest_ts - ts > (LIVE_WITHIN_MS if live else MAX_JUMP_MS) and not self._came_live(state):
                 # The clock stands on the first reading alone, this far ahead of the second: that one was the
                 # stray. Nothing but its window can have closed by it (not live: by the idle timeout at most),
-                # and that window now closes by the idle timeout. It stays the reading a jump must agree with.
+                # and that window now closes by the idle timeout, or stays closed (stored: a reading for it is
+                # late). It stays the reading a jump must agree with.
+                if state.closed_until >= 0:
+                    state.closed_ahead.add(state.closed_until - self.window_ms)
                 state.ahead_ts, state.newest_ts, state.newest_at, state.closed_until = (
                     state.newest_ts, ts, wall_ms or 0, -1)
             elif ts != state.newest_ts and ts - state.newest_ts <= MAX_JUMP_MS:  # not a copy of the first
@@ -210,6 +215,7 @@ class WindowBook:
             if wall_ms is not None and abs(ts - wall_ms) <= LIVE_WITHIN_MS:
                 # Due at end + live grace on the household's clock, which runs (wall_ms - ts) behind the edge's.
                 self._push_live(end + self.live_grace_ms + wall_ms - ts, end, household)
+                window.live = True
         else:
             if ts in window.stamps:
                 window.touched = state.last_seen = now  # a copy still says the household is there (idle timeout)
@@ -230,6 +236,8 @@ class WindowBook:
             far = ts - state.newest_ts > MAX_JUMP_MS or (
                 wall_ms is not None and ts - wall_ms > LIVE_WITHIN_MS and self._came_live(state))
             if state.newest_ts < 0 or not far or abs(ts - state.ahead_ts) <= MAX_JUMP_MS:
+                if far and state.newest_ts >= 0:  # two readings agree: the stream jumped, its clock is no lone stray
+                    state.confirmed = True
                 state.newest_ts, state.ahead_ts = ts, -1
                 state.newest_at = wall_ms or 0
                 reach = ts - self.window_ms - self.grace_ms
@@ -274,7 +282,10 @@ class WindowBook:
         self.closed.append(ClosedWindow(household, start, start + self.window_ms, average, window.count))
 
     def _close_due(self, household, state, everything=False):
-        due = [s for s in state.windows if everything or s + self.window_ms + self.grace_ms <= state.newest_ts]
+        self._close_starts(household, state, [
+            s for s in state.windows if everything or s + self.window_ms + self.grace_ms <= state.newest_ts])
+
+    def _close_starts(self, household, state, due):
         for start in sorted(due):
             self._close(household, state, start)
             if start <= state.newest_ts:
@@ -285,7 +296,10 @@ class WindowBook:
             state.closed_ahead = {s for s in state.closed_ahead if s >= state.closed_until}
 
     def close_idle(self, now):
-        """Close every window no reading came to for the idle timeout, and forget silent households.
+        """Close every window no reading came to for the idle timeout, and forget silent households. Not a live
+        window: close_live closes it when its household's clock, which runs on between its readings, passes its
+        end (a meter reading less often than the idle timeout had its long windows closed between readings, and
+        the readings after made late), and never before the consumer has read what came before then.
 
         Returns how many windows closed.
         """
@@ -296,22 +310,17 @@ class WindowBook:
         for household, state in self.households.items():
             if state.last_seen <= cutoff:
                 if state.windows:
-                    self._close_due(household, state, everything=True)
-                if state.last_seen <= forget:
+                    self._close_starts(household, state, [s for s, w in state.windows.items() if not w.live])
+                if state.last_seen <= forget and not state.windows:
                     silent.append(household)
                 continue
             for window in state.windows.values():  # nearly every household's: nothing stale, no list made
-                if window.touched <= cutoff:
+                if window.touched <= cutoff and not window.live:
                     break
             else:
                 continue
-            stale = [s for s, w in state.windows.items() if w.touched <= cutoff]
-            for start in sorted(stale):
-                self._close(household, state, start)
-                if start > state.newest_ts:
-                    state.closed_ahead.add(start)
-                else:
-                    state.closed_until = max(state.closed_until, start + self.window_ms)
+            self._close_starts(household, state, [s for s, w in state.windows.items()
+                                                  if w.touched <= cutoff and not w.live])
         for household in silent:
             del self.households[household]
         return len(self.closed) - before

@@ -226,3 +226,42 @@ def test_it_takes_no_reading_of_an_aborted_transaction_with_either_client(kafka_
         ingest.close()
     assert set(WindowAggregate.objects.values_list("household", flat=True)) == {"kept"}
     assert ingest.totals["readings"] == 10
+
+
+def test_it_keeps_a_window_the_idle_timeout_stored_closed_when_its_first_reading_proves_the_stray():
+    book = WindowBook(5000, 2000, idle_seconds=10)
+    assert book.add("h", T0, 10.0, 0, 0, 0.0) == APPLIED
+    book.close_idle(11.0)
+    assert [(w.start, w.count) for w in book.take_closed()] == [(T0, 1)]  # stored
+    assert book.add("h", T0 - 11 * 60_000, 5.0, 0, 1, 11.5) == APPLIED  # far behind: the first was the stray
+    assert book.add("h", T0 + 200, 20.0, 0, 2, 12.0) == LATE  # its window is stored: late, not a second copy
+    book.close_all()
+    assert [w.start for w in book.take_closed()] == [T0 - 11 * 60_000]  # the genuine reading's alone
+
+
+def test_it_keeps_a_window_closed_after_a_jump_two_readings_agreed_on():
+    book = WindowBook(5000, 2000, idle_seconds=10)
+    book.add("h", T0, 10.0, 0, 0, 0.0)
+    jump = T0 + 20 * 60_000
+    assert book.add("h", jump, 1.0, 0, 1, 1.0) == APPLIED and book.add("h", jump + 1000, 1.0, 0, 2, 2.0) == APPLIED
+    assert [w.start for w in book.take_closed()] == [T0]  # the clock jumped: the window before it closed
+    assert book.add("h", T0 + 300, 30.0, 0, 3, 3.0) == LATE  # not taken for a stray first reading: late
+    book.close_all()
+    assert T0 not in [w.start for w in book.take_closed()]
+
+
+def test_it_keeps_a_live_window_open_for_a_meter_that_reads_less_often_than_the_idle_timeout():
+    """A minute's window of a meter reading every 12 s, idle timeout 10 s: closed between two readings, the
+    rest of its readings were late. A live window closes by its household's clock instead."""
+    window, now = 60_000, T0 + 24 * HOUR
+    book = WindowBook(window, 2000, idle_seconds=10, live_grace_ms=1000)
+    added = []
+    for tick in range(0, window + 1, 2500):  # the ingest's idle checks and live closing, every 2.5 s
+        if tick % 12_000 < 2500 and tick < window:
+            reading_ms = now + tick // 12_000 * 12_000
+            added.append(book.add("h", reading_ms, 100.0, 0, len(added), tick / 1000, reading_ms + 300))
+        book.close_idle(tick / 1000)
+        book.close_live(now + tick)
+    assert added == [APPLIED] * 5 and book.take_closed() == []  # open to its end, its household silent for 12 s
+    book.close_live(now + window + 1000 + 300)
+    assert [(w.start, w.count) for w in book.take_closed()] == [(now - now % window, 5)]
