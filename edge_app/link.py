@@ -150,7 +150,10 @@ class Heartbeat:
         except pynng.NNGException as exc:
             error, kind = f"{self.address}: {exc}", type(exc).__name__
         except wire.ProtocolError as exc:
-            error, kind = str(exc), exc.reason
+            if exc.trusted:
+                error, kind = str(exc), exc.reason
+            else:  # anyone on the path may have written its words: said as such, and one kind however they vary
+                error, kind = f"a reply not provably the cloud's: {exc}", "untrusted"
         self.missed = self.missed + 1 if error else 0
         self.timeouts.note(kind == "timeout")
         if self.timeouts.redial_due():

@@ -30,7 +30,7 @@ from fogsite.env import (
 from cloud_app.keys import DEFAULT_PREFIX, PREFIX_EXPECTED as KEY_PREFIX_EXPECTED, PREFIX_RE as KEY_PREFIX_RE
 from edge_app import kafka_source
 from fogwire import limits
-from fogwire.protocol import EDGE_ID_RE, MAX_EDGE_ID
+from fogwire.protocol import EDGE_ID_EXPECTED, EDGE_ID_RE
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 VAR_DIR = Path(env_str("FOG_VAR_DIR", str(BASE_DIR / "var")))
@@ -62,7 +62,7 @@ FOG_CLOUD_REDIS_URL = env_redis_url("FOG_CLOUD_REDIS_URL", "redis://127.0.0.1:63
 FOG_CHANNEL_REDIS_URL = env_redis_url(
     "FOG_CHANNEL_REDIS_URL", "redis://127.0.0.1:6379/2" if FOG_CLOUD_REDIS_URL.split(":", 1)[0] in CLUSTER_SCHEMES
     else FOG_CLOUD_REDIS_URL)
-FOG_EDGE_ID = env_match("FOG_EDGE_ID", "edge-1", EDGE_ID_RE, f"1..{MAX_EDGE_ID} of A-Z a-z 0-9 . _ -")
+FOG_EDGE_ID = env_match("FOG_EDGE_ID", "edge-1", EDGE_ID_RE, EDGE_ID_EXPECTED)
 DEV_EDGE_SECRET = "dev-edge-secret-change-me"
 FOG_EDGE_SECRET = env_str("FOG_EDGE_SECRET", DEV_EDGE_SECRET)
 # The cloud's view: which edges may deliver, as id:secret pairs. By default

@@ -108,6 +108,10 @@ HEARTBEAT_STATE = {"backlog": int, "paused": bool}
 MAX_PROBES = 4  # acknowledged tuples a heartbeat may ask about: each costs the cloud one hash lookup
 MAX_REASON = 64  # characters of a refusal reason kept (the edge stores it in a field of this size)
 MAX_DETAIL = 200  # characters of a refusal's detail sent back or logged (input is echoed cut short)
+# An error frame's body as a cloud writes it: its reason and detail, at most 4 bytes a character, and their keys.
+# One longer is no cloud's, and if untagged is not decoded: its objects would take many times its bytes.
+MAX_ERROR_BODY = 4 * (MAX_REASON + MAX_DETAIL) + 32
+TUPLE_ID_END = 2**63  # a tuple's id is in 0..TUPLE_ID_END-1: the edge's database key, a signed 64-bit integer
 
 # Reasons are stable words: the edge logs and counts them, metrics label by them.
 R_BAD_FRAME = "bad-frame"
@@ -138,7 +142,9 @@ LEGACY_ACK = b"ack"
 POSTAL_CODE_RE = re.compile(r"[0-9]{5}")  # fullmatch: "$" also matches before a final newline
 # Edge ids become parts of storage keys and records: a plain alphabet only.
 ID_ALPHABET = "A-Za-z0-9._-"  # of the ids below, as a regex character class's inside
-EDGE_ID_RE = re.compile(rf"[{ID_ALPHABET}]{{1,{MAX_EDGE_ID}}}")  # fullmatch, as POSTAL_CODE_RE
+# Not dots alone: "." and ".." in a URL's path (the dashboard's /api/edges/<edge>/history/) name another one.
+EDGE_ID_RE = re.compile(rf"(?!\.+$)[{ID_ALPHABET}]{{1,{MAX_EDGE_ID}}}")  # fullmatch, as POSTAL_CODE_RE
+EDGE_ID_EXPECTED = f"1..{MAX_EDGE_ID} characters of A-Z a-z 0-9 . _ -, not dots alone"
 MAX_STORE_ID = 64  # characters of a cloud store's identity in a heartbeat reply (EdgeStatus.cloud_store)
 STORE_ID_RE = re.compile(rf"[{ID_ALPHABET}]{{1,{MAX_STORE_ID}}}")  # fullmatch, as POSTAL_CODE_RE
 
@@ -201,7 +207,7 @@ def seal(kind, edge_id, secret, payload, nonce=None):
     A request gets a fresh random nonce; a reply passes the request's.
     """
     if not EDGE_ID_RE.fullmatch(edge_id):
-        raise ValueError(f"edge id {edge_id!r} must be 1..{MAX_EDGE_ID} of A-Z a-z 0-9 . _ -")
+        raise ValueError(f"edge id {edge_id!r} must be {EDGE_ID_EXPECTED}")
     edge_bytes = edge_id.encode()
     nonce = os.urandom(NONCE_BYTES) if nonce is None else nonce
     body = msgpack.packb(payload, use_bin_type=True)
@@ -231,7 +237,7 @@ def split(frame, kinds=None):
         raise ProtocolError(R_BAD_FRAME, f"truncated header in a frame of {len(frame)} bytes")
     edge = frame[6 : 6 + size].decode("ascii", errors="replace")
     if not EDGE_ID_RE.fullmatch(edge):
-        raise ProtocolError(R_BAD_FRAME, "edge id has characters outside A-Z a-z 0-9 . _ -")
+        raise ProtocolError(R_BAD_FRAME, f"edge id is not {EDGE_ID_EXPECTED}")
     return Frame(kind, edge, frame[6 + size : head_end], frame[head_end : head_end + TAG_BYTES],
                  frame[head_end + TAG_BYTES :], frame[4:head_end])
 
@@ -281,9 +287,9 @@ def open_reply(reply, request, secret, kind):
     if parts.edge != sent.edge:
         raise ProtocolError(R_BAD_TAG, f"reply is addressed to edge {parts.edge!r}, not {sent.edge!r}")
     if parts.kind == KIND_ERROR:
-        reason, detail = read_error(reply)
-        raise ProtocolError(reason, f"cloud refused the request: {detail}",
-                            trusted=_verified(parts, secret) and parts.nonce == sent.nonce)
+        trusted = _verified(parts, secret) and parts.nonce == sent.nonce
+        reason, detail = _error_fields(parts, trusted)
+        raise ProtocolError(reason, f"cloud refused the request: {detail}", trusted=trusted)
     if not _verified(parts, secret):
         raise ProtocolError(R_BAD_TAG, f"reply is not tagged with edge {sent.edge!r}'s secret")
     if parts.nonce != sent.nonce:
@@ -293,7 +299,13 @@ def open_reply(reply, request, secret, kind):
 
 def read_error(reply):
     """(reason, detail) of an error frame, cut short, whoever sent it: for logs, never to act on alone."""
-    parts = split(reply, (KIND_ERROR,))
+    return _error_fields(split(reply, (KIND_ERROR,)))
+
+
+def _error_fields(parts, trusted=False):
+    """(reason, detail) of an error frame's body; an untagged one longer than a cloud writes is not decoded."""
+    if not trusted and len(parts.body) > MAX_ERROR_BODY:
+        return R_TOO_LARGE, f"an unverified error of {len(parts.body)} bytes, more than a cloud's {MAX_ERROR_BODY}"
     payload = _decode(parts.body)
     return _shown(payload.get("reason"), MAX_REASON), _shown(payload.get("detail"), MAX_DETAIL)
 
@@ -356,7 +368,7 @@ def read_heartbeat(payload, now_ms=None):
     state = {}
     for name, kind in HEARTBEAT_STATE.items():
         value = payload.get(name)
-        if type(value) is kind and (kind is not int or 0 <= value < 2**63):
+        if type(value) is kind and (kind is not int or 0 <= value < TUPLE_ID_END):
             state[name] = int(value) if kind is bool else value
     return state
 
@@ -370,7 +382,7 @@ def read_probes(payload):
     read = []
     for probe in probes:
         if not (isinstance(probe, list) and len(probe) == 4 and type(probe[1]) is str
-                and all(type(number) is int and 0 <= number < 2**63 for number in (probe[0], probe[2], probe[3]))
+                and all(type(number) is int and 0 <= number < TUPLE_ID_END for number in (probe[0], probe[2], probe[3]))
                 and not limits.household_problem(probe[1])):
             return ()
         read.append(tuple(probe))
@@ -470,6 +482,9 @@ def read_batch(edge, payload):
         raise ProtocolError(R_EMPTY, "the batch holds no tuples")
     if len(batch.ids) > MAX_BATCH_TUPLES:
         raise ProtocolError(R_TOO_MANY, f"the batch holds {len(batch.ids)} tuples, at most {MAX_BATCH_TUPLES}")
+    wrong = next((tid for tid in batch.ids if not 0 <= tid < TUPLE_ID_END), None)
+    if wrong is not None:  # no edge's database gives it: the edge's probes of it could never be read
+        raise ProtocolError(R_BAD_BODY, f"'id' must be in 0..2**63-1, got {_short(wrong)}")
     return batch
 
 
@@ -523,7 +538,7 @@ def read_legacy_data(frame):
     if not isinstance(message, dict):
         raise ProtocolError(R_BAD_BODY, "v1 request is not a JSON object")
     tid, node, average = message.get("id"), message.get("node_id"), message.get("average")
-    if type(tid) is not int or not 0 <= tid < 2**63:
+    if type(tid) is not int or not 0 <= tid < TUPLE_ID_END:
         raise ProtocolError(R_BAD_BODY, f"v1 'id' must be an integer in 0..2**63-1, got {_short(tid)}")
     if limits.household_problem(node):
         raise ProtocolError(R_BAD_HOUSEHOLD, "v1 'node_id' must be a household id of "

@@ -25,7 +25,7 @@ BAD_VALUES = {
     "FOG_CHANNEL_REDIS_URL": ("redis+cluster://127.0.0.1:7000/",
                               "FOG_CHANNEL_REDIS_URL='redis+cluster://127.0.0.1:7000/': expected a URL starting with "
                               "redis://"),
-    "FOG_EDGE_ID": ("edge 1", "FOG_EDGE_ID='edge 1': expected 1..64 of A-Z a-z 0-9 . _ -"),
+    "FOG_EDGE_ID": ("edge 1", "FOG_EDGE_ID='edge 1': expected 1..64 characters of A-Z a-z 0-9 . _ -, not dots alone"),
     "FOG_CLOUD_HOST": ("tcp://cloud:63271", "FOG_CLOUD_HOST='tcp://cloud:63271': expected a host name or IP address"),
     "FOG_ROLE": ("fog", "FOG_ROLE='fog': expected one of ALL, EDGE, CLOUD"),
     "FOG_CLOUD_BIND": ("0.0.0.0:80", "FOG_CLOUD_BIND='0.0.0.0:80': expected a host name or IP address"),

@@ -81,14 +81,46 @@ def _nested(depth):
 
 
 @pytest.mark.parametrize("depth", [900, 1023])
-def test_it_refuses_an_untagged_error_whose_reason_is_nested_deep_without_failing(depth):
+@pytest.mark.parametrize("secret, reason", [(SECRET, "<list>"), (None, wire.R_TOO_LARGE)], ids=["tagged", "untagged"])
+def test_it_refuses_an_error_whose_reason_is_nested_deep_without_failing(depth, secret, reason):
     # Under msgpack's own nesting limit, but str() of it raises RecursionError: the loop reading it must not stop.
+    # Untagged, it is longer than any cloud's error, and not even decoded.
     request = _request()
-    poison = wire.seal(wire.KIND_ERROR, EDGE, None, {"reason": _nested(depth), "detail": _nested(depth)},
+    poison = wire.seal(wire.KIND_ERROR, EDGE, secret, {"reason": _nested(depth), "detail": _nested(depth)},
                        nonce=_nonce(request))
     with pytest.raises(wire.ProtocolError) as refused:
         wire.read_reply(poison, request, SECRET, 2)
-    assert not refused.value.trusted and refused.value.reason == "<list>"
+    assert refused.value.reason == reason and refused.value.trusted == (secret is not None)
+
+
+def test_it_never_decodes_an_untagged_error_longer_than_a_clouds():
+    """Anyone on the path may answer with an error: a body of empty maps took 75 times its size to decode."""
+    import tracemalloc
+
+    request = _request()
+    poison = wire.seal(wire.KIND_ERROR, EDGE, None, {"reason": [{}] * 200_000}, nonce=_nonce(request))
+    assert len(poison) < wire.MAX_REPLY_BYTES  # what the edge's socket takes in
+    tracemalloc.start()
+    try:
+        with pytest.raises(wire.ProtocolError) as refused:
+            wire.read_reply(poison, request, SECRET, 2)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert not refused.value.trusted and refused.value.reason == wire.R_TOO_LARGE
+    assert peak < 3 * len(poison), peak  # its bytes copied at most: decoded, it took 75 times them
+    longest = wire.error_frame(EDGE, _nonce(request), "r" * wire.MAX_REASON, "\U0001f600" * wire.MAX_DETAIL)
+    with pytest.raises(wire.ProtocolError) as refused:  # the longest error a cloud writes is still read
+        wire.read_reply(longest, request, SECRET, 2)
+    assert refused.value.reason == "r" * wire.MAX_REASON
+
+
+def test_it_refuses_an_edge_id_of_dots_alone():
+    for edge in (".", ".."):
+        assert not wire.EDGE_ID_RE.fullmatch(edge)
+        with pytest.raises(ValueError, match="not dots alone"):
+            wire.batch_frame(edge, SECRET, ROWS)
+    assert wire.EDGE_ID_RE.fullmatch("edge.1") and wire.EDGE_ID_RE.fullmatch("...a")
 
 
 @pytest.mark.parametrize("codes, reasons, message", [
@@ -139,3 +171,32 @@ def test_a_peer_that_bounces_heartbeats_back_never_brings_the_link_up():
     assert mirror.served and not any(answers)
     status = EdgeStatus.objects.get(edge_id=EDGE)
     assert not status.connected and wire.R_WRONG_KIND in status.last_error
+
+
+@pytest.mark.django_db(transaction=True)
+def test_it_says_a_heartbeats_unverified_refusal_is_unverified_and_once_however_its_words_vary(caplog, monkeypatch):
+    """An untagged error may come from anyone on the path: its words are not shown as the cloud's, and a new
+    reason on each beat is not a new warning each beat."""
+    from edge_app.link import Heartbeat
+    from edge_app.models import EdgeStatus
+    from tests.conftest import FakeCloud
+
+    import logging
+
+    monkeypatch.setattr(logging.getLogger("fog"), "propagate", True)  # to caplog's handler
+    said = iter(range(1000))
+
+    def forger(beat):
+        return wire.error_frame(EDGE, wire.split(beat).nonce, f"reason-{next(said)}", "the cloud is gone for good")
+
+    with FakeCloud(forger) as cloud:
+        beat = Heartbeat(edge_id=EDGE, secret=SECRET, address=cloud.address, timeout_ms=500)
+        try:
+            answers = [beat.handle_one_beat() for _ in range(6)]
+        finally:
+            beat.close()
+    assert cloud.served and not any(answers)
+    status = EdgeStatus.objects.get(edge_id=EDGE)
+    assert not status.connected and status.last_error.startswith("a reply not provably the cloud's: reason-")
+    said_down = {r.created for r in caplog.records if "does not answer" in r.getMessage()}  # a record may show twice
+    assert len(said_down) == 1, [r.getMessage() for r in caplog.records]
