@@ -38,17 +38,23 @@ class MalformedReading(ValueError):
     pass
 
 
-class _LongInteger(str):
-    """An integer literal of more than MAX_INTEGER_DIGITS digits, as its digits: no field takes it."""
+class _LongInteger:
+    """An integer literal of more than MAX_INTEGER_DIGITS digits: no field takes it (not a str: a household id
+    of digits would pass for one)."""
+
+    __slots__ = ("digits",)
+
+    def __init__(self, literal):
+        self.digits = len(literal.lstrip("-"))
 
 
-def _integer(digits):
-    return int(digits) if len(digits) <= MAX_INTEGER_DIGITS else _LongInteger(digits)
+def _integer(literal):
+    return int(literal) if len(literal) <= MAX_INTEGER_DIGITS else _LongInteger(literal)
 
 
 def _kind(value):
     """What a field's value is, for a message: its type's name, or what a long integer was."""
-    return f"an integer of {len(value.lstrip('-'))} digits" if type(value) is _LongInteger else type(value).__name__
+    return f"an integer of {value.digits} digits" if type(value) is _LongInteger else type(value).__name__
 
 
 def _unreadable(exc):

@@ -133,6 +133,11 @@ def test_it_keeps_the_rest_of_a_batch_around_an_integer_of_thousands_of_digits(d
     assert readings == [("h1", T0, 5.0)]
     assert problems == [(1, f"'ts' must be an integer (epoch ms), got an integer of {digits} digits"),
                         (2, f"'power_w' must be a number, got an integer of {digits} digits")]
+    # Nor as a household id, whichever parser reads it (a BOM sends a message to the second).
+    for raw in (b'{"readings": [[%s, %d, 5]]}' % (b"1" * digits, T0), b'\xef\xbb\xbf{"readings": [[%s, %d, 5]]}' % (
+            b"1" * digits, T0), b'\xef\xbb\xbf{"readings": [[-%s, %d, 5]]}' % (b"1" * 25, T0)):
+        readings, problems = parse_message(raw, T0)
+        assert readings == [] and problems[0][1].startswith("household id must be"), problems
 
 
 @pytest.mark.edge_db
