@@ -20,7 +20,7 @@ Each household has an event clock, the newest event time
 of its stream. A window closes when its household's clock reaches the
 window's end plus the grace period, or when no reading has come to it for
 the idle timeout (wall clock; a live window waits for its household's live
-clock instead, below). A reading whose window has closed, or would
+clock instead, below, and for the idle timeout only once it has ended). A reading whose window has closed, or would
 have, is late: counted, never applied. A reading at a time its household's
 open window already has a reading for is a duplicate (a producer's retry,
 the same message in two partitions): counted, never applied, so no reading
@@ -121,7 +121,9 @@ class OpenWindow:
     total: float = 0.0
     count: int = 0
     touched: float = 0.0  # wall clock (monotonic seconds) of its latest reading
-    live: bool = False  # opened by a live reading: close_live closes it, on its household's clock
+    # Opened by a live reading: close_live closes it, on its household's clock; the idle timeout only after this
+    # (monotonic s), the idle timeout after its end and live grace by its first reading's own delay (0: not live).
+    live_until: float = 0.0
     others: dict | None = None  # partition -> first offset, for readings from other partitions than the first
     stamps: set = field(default_factory=set)  # the event times applied: a copy of one is a duplicate
 
@@ -215,7 +217,7 @@ class WindowBook:
             if wall_ms is not None and abs(ts - wall_ms) <= LIVE_WITHIN_MS:
                 # Due at end + live grace on the household's clock, which runs (wall_ms - ts) behind the edge's.
                 self._push_live(end + self.live_grace_ms + wall_ms - ts, end, household)
-                window.live = True
+                window.live_until = now + (end + self.live_grace_ms - ts) / 1000 + self.idle_seconds
         else:
             if ts in window.stamps:
                 window.touched = state.last_seen = now  # a copy still says the household is there (idle timeout)
@@ -296,10 +298,12 @@ class WindowBook:
             state.closed_ahead = {s for s in state.closed_ahead if s >= state.closed_until}
 
     def close_idle(self, now):
-        """Close every window no reading came to for the idle timeout, and forget silent households. Not a live
-        window: close_live closes it when its household's clock, which runs on between its readings, passes its
-        end (a meter reading less often than the idle timeout had its long windows closed between readings, and
-        the readings after made late), and never before the consumer has read what came before then.
+        """Close every window no reading came to for the idle timeout, and forget silent households. A live
+        window only once the idle timeout has passed after its end: close_live closes it before, when its
+        household's clock, which runs on between its readings, passes its end and the consumer has read what
+        came before then (a meter reading less often than the idle timeout had its long windows closed between
+        two readings, and the readings after made late). Past that, a read clock that stands still (a partition
+        that never catches up) keeps no window open for good.
 
         Returns how many windows closed.
         """
@@ -310,17 +314,17 @@ class WindowBook:
         for household, state in self.households.items():
             if state.last_seen <= cutoff:
                 if state.windows:
-                    self._close_starts(household, state, [s for s, w in state.windows.items() if not w.live])
+                    self._close_starts(household, state, [s for s, w in state.windows.items() if w.live_until <= now])
                 if state.last_seen <= forget and not state.windows:
                     silent.append(household)
                 continue
             for window in state.windows.values():  # nearly every household's: nothing stale, no list made
-                if window.touched <= cutoff and not window.live:
+                if window.touched <= cutoff and window.live_until <= now:
                     break
             else:
                 continue
             self._close_starts(household, state, [s for s, w in state.windows.items()
-                                                  if w.touched <= cutoff and not w.live])
+                                                  if w.touched <= cutoff and w.live_until <= now])
         for household in silent:
             del self.households[household]
         return len(self.closed) - before
@@ -347,6 +351,8 @@ class WindowBook:
             if state is None or start not in state.windows or not state.newest_at:
                 slots[slot] = None
                 self.free_slots.append(slot)
+                if state is not None and start in state.windows:
+                    state.windows[start].live_until = 0.0  # no live clock to close it by: the idle timeout does
                 continue  # closed already, by its clock or the idle timeout
             due = end + grace + state.newest_at - state.newest_ts
             if due > clock:

@@ -265,3 +265,15 @@ def test_it_keeps_a_live_window_open_for_a_meter_that_reads_less_often_than_the_
     assert added == [APPLIED] * 5 and book.take_closed() == []  # open to its end, its household silent for 12 s
     book.close_live(now + window + 1000 + 300)
     assert [(w.start, w.count) for w in book.take_closed()] == [(now - now % window, 5)]
+
+
+def test_it_closes_a_live_window_by_the_idle_timeout_once_it_has_ended_when_nothing_else_does():
+    """close_live waits for the consumer's read clock: one that stands still (a partition that never catches
+    up) must not keep a window open for good."""
+    now = T0 + 24 * HOUR  # aligned to the window
+    book = WindowBook(5000, 2000, idle_seconds=10, live_grace_ms=1000)
+    assert book.add("h", now, 1.0, 0, 0, 0.0, now + 300) == APPLIED
+    book.close_idle(15.9)  # its end and live grace (6 s after its reading) and the idle timeout not yet passed
+    assert book.take_closed() == []
+    book.close_idle(16.1)
+    assert [(w.start, w.count) for w in book.take_closed()] == [(now, 1)]

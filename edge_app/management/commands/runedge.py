@@ -44,7 +44,7 @@ class Command(BaseCommand):
         parser.add_argument("--in-flight", type=int, default=4, help="requests to the cloud at once (default %(default)s)")
         parser.add_argument("--idle", type=option_float(above=0), default=10.0, metavar="SECONDS",
                             help="close a household's windows after this much wall-clock silence (default %(default)s); "
-                            "a live window waits for its end and the live grace on its household's clock instead")
+                            "a live window waits for its end and the live grace on its household's clock first")
         parser.add_argument("--topic", type=option_match(TOPIC_RE, TOPIC_EXPECTED), default=None,
                             help=f"Kafka topic to consume (default FOG_TOPIC, {settings.FOG_TOPIC} now)")
         parser.add_argument("--kafka-client", choices=list(SOURCES), default=None,
