@@ -158,29 +158,30 @@ def test_it_refuses_an_oversized_reply_before_decoding_it():
 @pytest.mark.django_db(transaction=True)
 def test_a_peer_that_bounces_heartbeats_back_never_brings_the_link_up():
     """Finding 2 on real sockets: a mirror where the cloud should be answers every beat with the beat itself."""
+    status = beat_against(lambda beat: beat, 4)
+    assert not status.connected and wire.R_WRONG_KIND in status.last_error
+
+
+def beat_against(answer, beats):
+    """The edge's status after `beats` heartbeats to a peer that answers each with answer(beat), none taken."""
     from edge_app.link import Heartbeat
     from edge_app.models import EdgeStatus
     from tests.conftest import FakeCloud
 
-    with FakeCloud(lambda beat: beat) as mirror:
-        beat = Heartbeat(edge_id=EDGE, secret=SECRET, address=mirror.address, timeout_ms=500)
+    with FakeCloud(answer) as peer:
+        beat = Heartbeat(edge_id=EDGE, secret=SECRET, address=peer.address, timeout_ms=500)
         try:
-            answers = [beat.handle_one_beat() for _ in range(4)]
+            answers = [beat.handle_one_beat() for _ in range(beats)]
         finally:
             beat.close()
-    assert mirror.served and not any(answers)
-    status = EdgeStatus.objects.get(edge_id=EDGE)
-    assert not status.connected and wire.R_WRONG_KIND in status.last_error
+    assert peer.served and not any(answers)
+    return EdgeStatus.objects.get(edge_id=EDGE)
 
 
 @pytest.mark.django_db(transaction=True)
 def test_it_says_a_heartbeats_unverified_refusal_is_unverified_and_once_however_its_words_vary(caplog, monkeypatch):
     """An untagged error may come from anyone on the path: its words are not shown as the cloud's, and a new
     reason on each beat is not a new warning each beat."""
-    from edge_app.link import Heartbeat
-    from edge_app.models import EdgeStatus
-    from tests.conftest import FakeCloud
-
     import logging
 
     monkeypatch.setattr(logging.getLogger("fog"), "propagate", True)  # to caplog's handler
@@ -189,14 +190,7 @@ def test_it_says_a_heartbeats_unverified_refusal_is_unverified_and_once_however_
     def forger(beat):
         return wire.error_frame(EDGE, wire.split(beat).nonce, f"reason-{next(said)}", "the cloud is gone for good")
 
-    with FakeCloud(forger) as cloud:
-        beat = Heartbeat(edge_id=EDGE, secret=SECRET, address=cloud.address, timeout_ms=500)
-        try:
-            answers = [beat.handle_one_beat() for _ in range(6)]
-        finally:
-            beat.close()
-    assert cloud.served and not any(answers)
-    status = EdgeStatus.objects.get(edge_id=EDGE)
+    status = beat_against(forger, 6)
     assert not status.connected and status.last_error.startswith("a reply not provably the cloud's: reason-")
     said_down = {r.created for r in caplog.records if "does not answer" in r.getMessage()}  # a record may show twice
     assert len(said_down) == 1, [r.getMessage() for r in caplog.records]
