@@ -383,6 +383,8 @@ class WindowBook:
                 state.newest_at += int(seconds * 1000)
             for window in state.windows.values():
                 window.touched += seconds
+                if window.live_until:
+                    window.live_until += seconds
 
     def close_all(self):
         for household, state in self.households.items():

@@ -277,3 +277,14 @@ def test_it_closes_a_live_window_by_the_idle_timeout_once_it_has_ended_when_noth
     assert book.take_closed() == []
     book.close_idle(16.1)
     assert [(w.start, w.count) for w in book.take_closed()] == [(now, 1)]
+
+
+def test_it_counts_a_pause_for_the_budget_out_of_a_live_windows_idle_timeout():
+    now = T0 + 24 * HOUR
+    book = WindowBook(5000, 2000, idle_seconds=10, live_grace_ms=1000)
+    book.add("h", now, 1.0, 0, 0, 0.0, now + 300)
+    book.shift_idle(100.0)  # the ingest paused 100 s: the readings of meanwhile are still to be read
+    book.close_idle(101.0)
+    assert book.take_closed() == []
+    book.close_idle(116.1)
+    assert [w.start for w in book.take_closed()] == [now]
