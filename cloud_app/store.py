@@ -79,6 +79,11 @@ SERIES_MAX = 720  # an hour of 5 s windows per household: a bounded cost per hou
 # A series is trimmed back to SERIES_MAX once it holds more than this (the reader reads SERIES_MAX): one
 # command a tuple fewer than a trim on every push, for an eighth more memory at most.
 SERIES_CAP = SERIES_MAX + SERIES_MAX // 8
+# A beat's nonce is kept while any replica may still take its `ts`: each takes it within HEARTBEAT_SKEW_MS of its
+# own clock, and replicas whose clocks are up to twice that apart both still hear an edge. Kept for twice the
+# skew, a beat one replica took could be replayed to another whose clock is behind, once its nonce was gone,
+# and count there as a new one.
+BEAT_NONCE_KEEP_MS = 4 * wire.HEARTBEAT_SKEW_MS
 ROLLUP_KEEP_S = 2 * 3600  # per-minute roll-ups live this long (the page shows the last hour)
 OFFLINE_AFTER_MS = 3000  # no heartbeat for this long: the edge was offline (as the reader's "connected")
 OFFLINE_MAX = 50  # offline periods kept per edge
@@ -497,7 +502,7 @@ class CloudStore:
                 self.keys.beat_nonce(edge, nonce) if nonce else self.keys.edge(edge)]  # unused without a nonce
         outcome = await self._beat(keys=keys, args=[
             now_ms, int(state.get("backlog", 0)), OFFLINE_AFTER_MS, ROLLUP_KEEP_S, edge, OFFLINE_MAX,
-            int(state.get("paused", 0)), 2 * wire.HEARTBEAT_SKEW_MS if nonce else "", sent_ms or now_ms])
+            int(state.get("paused", 0)), BEAT_NONCE_KEEP_MS if nonce else "", sent_ms or now_ms])
         if outcome:
             return BEAT_REPLAYED if outcome == 1 else BEAT_OLDER
         extra = {name: value for name, value in state.items() if name not in ("backlog", "paused")}

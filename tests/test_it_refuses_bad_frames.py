@@ -55,6 +55,9 @@ def test_it_refuses_a_heartbeat_replayed_to_another_replica_or_after_a_restart(c
     finally:
         other.stop()
     assert redis_client.hget(Keys(cloud.prefix).edge(EDGE_ID), "backlog") == b"6"
+    # Remembered while a replica whose clock is up to twice the skew behind would still take the beat's time.
+    nonce_key = Keys(cloud.prefix).beat_nonce(EDGE_ID, wire.split(beat).nonce)
+    assert redis_client.pttl(nonce_key) > 4 * wire.HEARTBEAT_SKEW_MS - 10_000
 
 
 def test_it_stores_the_known_edge_state_a_heartbeat_carries(cloud, redis_client):
