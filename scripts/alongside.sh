@@ -6,10 +6,11 @@
 # beside the serial pass, whose tests mostly wait on the clock: the two took their sum of time one after
 # the other. BACKGROUND can't hold a `--` of its own (the first one ends it).
 #
-# Each runs in a process group of its own. A SIGINT or SIGTERM to this script (a terminal's Ctrl-C reaches
-# it, not them) is sent on to both groups as a SIGTERM, once: a command a script starts in the background
-# ignores SIGINT, and a pytest session ends on either as on Ctrl-C. It waits for both, so nothing of their
-# groups outlives it, and exits 128 + the signal's number. Both read no input (/dev/null): run
+# Both stay in this script's process group, so what a terminal sends it (Ctrl-C, Ctrl-Z, a hangup) reaches
+# them as it reaches make's own commands; they take SIGINT as if in the foreground (a script's jobs would
+# ignore it). A SIGTERM to this script alone is sent on to both: each command is to be one process that ends
+# its own children on it, as a pytest session does (`exec` in a shell command). It waits for both either
+# way, and exits 128 + the signal's number if they were stopped. Both read no input (/dev/null): run
 # `pytest -m serial` by itself to use a debugger in a serial test.
 set -uo pipefail
 
@@ -26,50 +27,48 @@ done
 shift
 
 mkdir -p "$(dirname "$log")" && : > "$log" || { echo "alongside.sh: can't write $log" >&2; exit 2; }
-set -m  # each job its own process group, so a signal reaches all of it, and SIGINT is not ignored in it
-"${background[@]}" > "$log" 2>&1 < /dev/null &
+env --default-signal=INT "${background[@]}" > "$log" 2>&1 < /dev/null &
 back=$!
 # A job too, so that a signal is handled at once: bash runs a trap only once a command in the foreground has
 # ended, and `wait` returns as soon as one comes.
-"$@" < /dev/null &
+env --default-signal=INT "$@" < /dev/null &
 fore=$!
-set +m
 
-stopped=0
-stop() {
-    [[ $stopped -ne 0 ]] && return  # once: a second Ctrl-C must not cut the commands' own cleanup short
-    stopped=$1
-    kill -TERM -- "-$fore" "-$back" 2> /dev/null
-}
-trap 'stop 130' INT
-trap 'stop 143' TERM
+signal=0
+trap 'signal=130' INT  # from a terminal, it reached both as well
+trap 'signal=143; kill -TERM "$fore" "$back" 2> /dev/null' TERM
 
-# `wait PID` returns early (above 128) when a trapped signal comes: wait again until the process has ended.
-finish() {
-    local pid=$1 status
-    while true; do
-        wait "$pid"
-        status=$?
-        kill -0 "$pid" 2> /dev/null || return "$status"
-    done
-}
-finish "$fore"
-fore_status=$?
-finish "$back"
-back_status=$?
+# `wait -n -p` (bash 5.1) names the job that ended; a trapped signal makes it return naming none, and it waits
+# again. (A plain `wait PID` returns early for a trap too, and after it the same status again for a job that
+# ended: it can't tell the two apart. Nor can `kill -0`, once a pid is reused.)
+declare -A status_of=()
+while [[ ${#status_of[@]} -lt 2 ]]; do
+    running=()
+    for pid in "$fore" "$back"; do [[ -n ${status_of[$pid]+set} ]] || running+=("$pid"); done
+    wait -n -p ended "${running[@]}" 2> /dev/null
+    status=$?
+    if [[ -n ${ended:-} ]]; then
+        status_of[$ended]=$status
+    elif [[ $status -eq 127 ]]; then  # each ended already, its status taken by bash: a plain `wait` gives it
+        for pid in "${running[@]}"; do
+            wait "$pid"
+            status_of[$pid]=$?
+        done
+    fi
+done
+fore_status=${status_of[$fore]}
+back_status=${status_of[$back]}
 trap - INT TERM
 
 echo
 echo "--- ${background[*]} (beside ${*}; its output, from $log) ---"
 cat "$log"
-if [[ $stopped -ne 0 ]]; then
-    echo "alongside.sh: stopped by a signal" >&2
-    exit "$stopped"
-fi
 if [[ $fore_status -ne 0 ]]; then
+    [[ $signal -ne 0 ]] && echo "alongside.sh: stopped by a signal" >&2 && exit "$signal"
     exit "$fore_status"
 fi
 if [[ $back_status -ne 0 ]]; then
+    [[ $signal -ne 0 ]] && echo "alongside.sh: stopped by a signal" >&2 && exit "$signal"
     echo "alongside.sh: the background command failed (status $back_status): ${background[*]}" >&2
 fi
 exit "$back_status"

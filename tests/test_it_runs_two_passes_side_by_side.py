@@ -4,6 +4,7 @@ shown, either's failure fails it, and a Ctrl-C or a SIGTERM ends both, never one
 import os
 import signal
 import subprocess
+import time
 
 import pytest
 
@@ -26,6 +27,14 @@ def test_it_shows_both_outputs_and_fails_with_either(tmp_path, back, fore, statu
     assert ("the background command failed" in err) == (back != 0 and fore == 0)
 
 
+@pytest.mark.parametrize("back, fore, status", [(3, 0, 3), (0, 5, 5), (3, 5, 5)])
+def test_it_takes_each_status_when_both_end_at_once(tmp_path, back, fore, status):
+    for _ in range(5):  # both reaped before the script asks for either, some of the times
+        run = alongside(tmp_path, f"exit {back}", f"exit {fore}")
+        run.communicate(timeout=30)
+        assert run.returncode == status
+
+
 def test_it_refuses_a_command_line_without_both_commands(tmp_path):
     for args in ([], ["log"], ["log", "true"], ["log", "true", "--"]):
         run = subprocess.run([str(SCRIPT), *args], capture_output=True, text=True, timeout=10)
@@ -40,14 +49,15 @@ def test_it_refuses_a_log_it_cannot_write(tmp_path):
 
 @pytest.mark.parametrize("how, status", [("ctrl-c", 130), ("sigterm", 143)])
 def test_it_ends_both_when_stopped_and_outlives_neither(tmp_path, how, status):
-    # Each command's shell starts a sleep and waits: the sleep, not only the shell, must end.
+    # Each command one process (`exec`), as the Makefile's pytest sessions are.
     back, fore = tmp_path / "back.pid", tmp_path / "fore.pid"
-    run = alongside(tmp_path, f"sleep 300 & echo $! > {back}; wait", f"sleep 300 & echo $! > {fore}; wait",
+    run = alongside(tmp_path, f"echo $$ > {back}; exec sleep 300", f"echo $$ > {fore}; exec sleep 300",
                     start_new_session=True)
     try:
         wait_for(lambda: back.exists() and fore.exists() and back.read_text() and fore.read_text(), timeout=10)
+        time.sleep(0.3)  # the exec done
         pids = [int(back.read_text()), int(fore.read_text())]
-        if how == "ctrl-c":  # a terminal sends it to the foreground process group: the script's (make's)
+        if how == "ctrl-c":  # a terminal sends it to the whole foreground process group
             os.killpg(run.pid, signal.SIGINT)
         else:  # to the script alone, as make and CI runners stop a command
             run.send_signal(signal.SIGTERM)
@@ -58,4 +68,13 @@ def test_it_ends_both_when_stopped_and_outlives_neither(tmp_path, how, status):
             run.communicate()
     assert run.returncode == status and "stopped by a signal" in err, err
     for pid in pids:
-        assert not os.path.exists(f"/proc/{pid}") or "zombie" in open(f"/proc/{pid}/status").read(), pid
+        assert not os.path.exists(f"/proc/{pid}"), pid  # ended, and reaped by the script
+
+
+def test_it_says_no_stop_that_did_not_happen(tmp_path):
+    # A SIGINT to the script alone (not from a terminal, which sends it to the group): both run to their end.
+    run = alongside(tmp_path, "exec sleep 1", "exec sleep 1.5")
+    time.sleep(0.5)
+    run.send_signal(signal.SIGINT)
+    out, err = run.communicate(timeout=15)
+    assert run.returncode == 0 and "stopped" not in err, err
