@@ -96,6 +96,11 @@ from fogwire.limits import MAX_POWER_W
 LIVE_WITHIN_MS = 30_000  # event time this close to the edge's clock on arrival: the stream is live
 MAX_JUMP_MS = 10 * 60 * 1000  # further ahead than this, a lone reading does not move its household's clock
 FORGET_AFTER_IDLES = 6  # idle timeouts of silence after which a household leaves memory
+# close_live closes a live window once the consumer has read what came before its end: the idle timeout closes
+# one only this many idle timeouts after its end, whatever came to it, so that a read clock that stands still
+# (a partition that never catches up) keeps none open for good, while a stall of the loop shorter than that
+# (a slow commit, a pause) does not make late the readings it held up in Kafka.
+LIVE_BACKSTOP_IDLES = FORGET_AFTER_IDLES
 # The live heap holds plain ints, due << SLOT_BITS | slot, with the window in `live_slots[slot]`: at real time
 # every household's aligned window comes due within a second, and tuples that tie on the due time compare on.
 SLOT_BITS = 32
@@ -121,8 +126,9 @@ class OpenWindow:
     total: float = 0.0
     count: int = 0
     touched: float = 0.0  # wall clock (monotonic seconds) of its latest reading
-    # Opened by a live reading: close_live closes it, on its household's clock; the idle timeout only after this
-    # (monotonic s), the idle timeout after its end and live grace by its first reading's own delay (0: not live).
+    # Opened by a live reading: close_live closes it, on its household's clock; close_idle only from this time on
+    # (monotonic s): LIVE_BACKSTOP_IDLES idle timeouts after its end and live grace, by its first reading's own
+    # delay. 0: not live, closed by the idle timeout as usual.
     live_until: float = 0.0
     others: dict | None = None  # partition -> first offset, for readings from other partitions than the first
     stamps: set = field(default_factory=set)  # the event times applied: a copy of one is a duplicate
@@ -217,7 +223,7 @@ class WindowBook:
             if wall_ms is not None and abs(ts - wall_ms) <= LIVE_WITHIN_MS:
                 # Due at end + live grace on the household's clock, which runs (wall_ms - ts) behind the edge's.
                 self._push_live(end + self.live_grace_ms + wall_ms - ts, end, household)
-                window.live_until = now + (end + self.live_grace_ms - ts) / 1000 + self.idle_seconds
+                window.live_until = now + (end + self.live_grace_ms - ts) / 1000 + self.idle_seconds * LIVE_BACKSTOP_IDLES
         else:
             if ts in window.stamps:
                 window.touched = state.last_seen = now  # a copy still says the household is there (idle timeout)
@@ -298,33 +304,28 @@ class WindowBook:
             state.closed_ahead = {s for s in state.closed_ahead if s >= state.closed_until}
 
     def close_idle(self, now):
-        """Close every window no reading came to for the idle timeout, and forget silent households. A live
-        window only once the idle timeout has passed after its end: close_live closes it before, when its
-        household's clock, which runs on between its readings, passes its end and the consumer has read what
-        came before then (a meter reading less often than the idle timeout had its long windows closed between
-        two readings, and the readings after made late). Past that, a read clock that stands still (a partition
-        that never catches up) keeps no window open for good.
+        """Close every window no reading came to for the idle timeout, and forget silent households (once
+        their windows have all closed). A live window is close_live's to close, when its household's clock, which
+        runs on between its readings, passes its end and the consumer has read what came before then (by the
+        idle timeout, a meter reading less often than it had its long windows closed between two readings, and
+        the readings after made late); here only from its `live_until` on (LIVE_BACKSTOP_IDLES).
 
         Returns how many windows closed.
         """
         before = len(self.closed)
         cutoff = now - self.idle_seconds
         forget = now - self.idle_seconds * FORGET_AFTER_IDLES
+
         silent = []
         for household, state in self.households.items():
-            if state.last_seen <= cutoff:
-                if state.windows:
-                    self._close_starts(household, state, [s for s, w in state.windows.items() if w.live_until <= now])
-                if state.last_seen <= forget and not state.windows:
-                    silent.append(household)
-                continue
-            for window in state.windows.values():  # nearly every household's: nothing stale, no list made
-                if window.touched <= cutoff and window.live_until <= now:
+            windows, quiet = state.windows, state.last_seen <= cutoff  # quiet: every window of it is idle
+            for window in windows.values():  # nearly every household's: nothing due, no list made
+                if window.live_until <= now if window.live_until else quiet or window.touched <= cutoff:
+                    self._close_starts(household, state, [s for s, w in windows.items() if (
+                        w.live_until <= now if w.live_until else quiet or w.touched <= cutoff)])
                     break
-            else:
-                continue
-            self._close_starts(household, state, [s for s, w in state.windows.items()
-                                                  if w.touched <= cutoff and w.live_until <= now])
+            if state.last_seen <= forget and not state.windows:
+                silent.append(household)
         for household in silent:
             del self.households[household]
         return len(self.closed) - before

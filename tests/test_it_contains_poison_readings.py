@@ -12,7 +12,7 @@ from cloud_app.keys import Keys
 from edge_app.ingest import Ingestor
 from edge_app.readings import MalformedReading, parse_reading
 from edge_app.models import IngestPosition, WindowAggregate
-from edge_app.windows import APPLIED, DUPLICATE, LATE, MAX_JUMP_MS, WindowBook
+from edge_app.windows import APPLIED, DUPLICATE, LATE, LIVE_BACKSTOP_IDLES, MAX_JUMP_MS, WindowBook
 from fogwire.ratelog import RateLimitedLog
 from tests.conftest import (EDGE_SECRET, CloudThread, child_env, edge_db, ingest_to_end, produce, reading,
                             read_to_end, run_manage, store_through_cloud)
@@ -273,10 +273,23 @@ def test_it_closes_a_live_window_by_the_idle_timeout_once_it_has_ended_when_noth
     now = T0 + 24 * HOUR  # aligned to the window
     book = WindowBook(5000, 2000, idle_seconds=10, live_grace_ms=1000)
     assert book.add("h", now, 1.0, 0, 0, 0.0, now + 300) == APPLIED
-    book.close_idle(15.9)  # its end and live grace (6 s after its reading) and the idle timeout not yet passed
+    backstop = 6 + 10 * LIVE_BACKSTOP_IDLES  # its end and live grace, 6 s after its reading, and the idle timeouts
+    book.close_idle(backstop - 0.1)
     assert book.take_closed() == []
-    book.close_idle(16.1)
+    book.close_idle(backstop + 0.1)
     assert [(w.start, w.count) for w in book.take_closed()] == [(now, 1)]
+
+
+def test_it_takes_the_readings_a_stalled_loop_held_up_in_kafka():
+    """The loop stalled 16 s (a slow commit, a pause of the machine): the live windows' readings of meanwhile
+    wait in Kafka, and are read after it, each in time for its window, not late."""
+    now = T0 + 24 * HOUR
+    book = WindowBook(5000, 2000, idle_seconds=10, live_grace_ms=1000)
+    assert [book.add("h", now + s * 1000, 1.0, 0, s, float(s), now + s * 1000 + 300) for s in range(3)] == [APPLIED] * 3
+    book.close_idle(18.0)  # the first check after the stall; close_live waits for the read clock
+    assert book.take_closed() == []
+    held = [book.add("h", now + s * 1000, 1.0, 0, s, 18.0, now + 18_000) for s in range(3, 8)]
+    assert held == [APPLIED] * 5
 
 
 def test_it_counts_a_pause_for_the_budget_out_of_a_live_windows_idle_timeout():
@@ -284,7 +297,8 @@ def test_it_counts_a_pause_for_the_budget_out_of_a_live_windows_idle_timeout():
     book = WindowBook(5000, 2000, idle_seconds=10, live_grace_ms=1000)
     book.add("h", now, 1.0, 0, 0, 0.0, now + 300)
     book.shift_idle(100.0)  # the ingest paused 100 s: the readings of meanwhile are still to be read
-    book.close_idle(101.0)
+    backstop = 100 + 6 + 10 * LIVE_BACKSTOP_IDLES
+    book.close_idle(backstop - 0.1)
     assert book.take_closed() == []
-    book.close_idle(116.1)
+    book.close_idle(backstop + 0.1)
     assert [w.start for w in book.take_closed()] == [now]
