@@ -20,7 +20,8 @@ Each household has an event clock, the newest event time
 of its stream. A window closes when its household's clock reaches the
 window's end plus the grace period, or when no reading has come to it for
 the idle timeout (wall clock; a live window waits for its household's live
-clock instead, below, and for the idle timeout only once it has ended). A reading whose window has closed, or would
+clock instead, below; the idle timeout closes one only LIVE_BACKSTOP_IDLES
+idle timeouts after its end). A reading whose window has closed, or would
 have, is late: counted, never applied. A reading at a time its household's
 open window already has a reading for is a duplicate (a producer's retry,
 the same message in two partitions): counted, never applied, so no reading
