@@ -99,7 +99,7 @@ def parse_message(raw, now_ms, legacy_ts=None):
         raise MalformedReading(_unreadable(exc)) from None
     if type(batch) is not list:
         raise MalformedReading(f"'{limits.READINGS_FIELD}' must be a list of [household, ts, power_w], "
-                               f"got {type(batch).__name__}")
+                               f"got {_kind(batch)}")
     if not batch:
         raise MalformedReading("a batch of no readings")
     if len(batch) > limits.MAX_READINGS_PER_MESSAGE:
@@ -169,7 +169,7 @@ def _parse_legacy_reading(raw, timestamp_ms, now_ms):
         raise MalformedReading("a message of this pipeline's own format (household, ts, power_w, or a batch of "
                                "readings), not the prototype's: such a topic is read without --legacy-input")
     if type(power) not in (int, float):
-        raise MalformedReading(f"'power_value' must be a number, got {type(power).__name__}")
+        raise MalformedReading(f"'power_value' must be a number, got {_kind(power)}")
     problem = limits.reading_problem(node, timestamp_ms, power, now_ms)
     if problem:
         raise MalformedReading(f"prototype message (node_id, power_value, record time): {problem}")

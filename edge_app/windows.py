@@ -316,7 +316,6 @@ class WindowBook:
         before = len(self.closed)
         cutoff = now - self.idle_seconds
         forget = now - self.idle_seconds * FORGET_AFTER_IDLES
-
         silent = []
         for household, state in self.households.items():
             windows, quiet = state.windows, state.last_seen <= cutoff  # quiet: every window of it is idle

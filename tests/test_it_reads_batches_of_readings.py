@@ -138,6 +138,8 @@ def test_it_keeps_the_rest_of_a_batch_around_an_integer_of_thousands_of_digits(d
             b"1" * digits, T0), b'\xef\xbb\xbf{"readings": [[-%s, %d, 5]]}' % (b"1" * 25, T0)):
         readings, problems = parse_message(raw, T0)
         assert readings == [] and problems[0][1].startswith("household id must be"), problems
+    with pytest.raises(MalformedReading, match=f"must be a list of .*, got an integer of {digits} digits"):
+        parse_message(b'{"readings": %s}' % (b"1" * digits), T0)
 
 
 @pytest.mark.edge_db
