@@ -25,7 +25,8 @@ idle timeouts after its end). A reading whose window has closed, or would
 have, is late: counted, never applied. A reading at a time its household's
 open window already has a reading for is a duplicate (a producer's retry,
 the same message in two partitions): counted, never applied, so no reading
-weighs twice in an average; the first one stands.
+weighs twice in an average; the first one stands, and the copy does not keep
+the window from its idle timeout.
 
 Far-ahead readings: a reading more than MAX_JUMP_MS ahead of its
 household's clock (or, in a live stream, more than LIVE_WITHIN_MS ahead of
@@ -34,7 +35,7 @@ unless the household's previous far-ahead reading lies within MAX_JUMP_MS of
 it (two readings agree: the stream really jumped, e.g. a meter back after an
 outage). So one reading with a wrong clock (23 h ahead, say) cannot make the
 household's following genuine readings late; its window closes by the idle
-timeout, or when the clock catches up. A household's first reading sets its
+timeout (a live one's: LIVE_BACKSTOP_IDLES), or when the clock catches up. A household's first reading sets its
 clock, but only until the next one: a second reading more than MAX_JUMP_MS
 behind it shows the first was the stray one (unless the first came live, at
 about its own time by the edge's clock), whose time is then forgotten (as a
@@ -68,8 +69,9 @@ the edge's wall clock (NTP setting it) is not time passed: the ingest moves
 every live household's clock with it (`shift_clock`), so a step forward
 closes nothing early.
 
-Memory: a household silent for FORGET_AFTER_IDLES idle timeouts (its
-windows all closed long before) is forgotten. Until then a straggler for a
+Memory: a household silent for FORGET_AFTER_IDLES idle timeouts is
+forgotten once its windows have all closed (a live one may close later:
+LIVE_BACKSTOP_IDLES). Until then a straggler for a
 closed window is late; after it, such a reading opens that window again and
 the database's unique key absorbs the copy (nothing is counted twice).
 Resume offsets only ever depend on open windows, so forgetting changes none.
@@ -102,6 +104,7 @@ FORGET_AFTER_IDLES = 6  # idle timeouts of silence after which a household leave
 # (a partition that never catches up) keeps none open for good, while a stall of the loop shorter than that
 # (a slow commit, a pause) does not make late the readings it held up in Kafka.
 LIVE_BACKSTOP_IDLES = FORGET_AFTER_IDLES
+STALE_LIVE_MIN = 10_000  # heap entries of windows closed elsewhere, past which (and half the heap) it is pruned
 # The live heap holds plain ints, due << SLOT_BITS | slot, with the window in `live_slots[slot]`: at real time
 # every household's aligned window comes due within a second, and tuples that tie on the due time compare on.
 SLOT_BITS = 32
@@ -170,6 +173,7 @@ class WindowBook:
         self.live_due = []  # heap of due << SLOT_BITS | slot: live windows, by when they may close
         self.live_slots = []  # slot -> (window end, household), or None when free
         self.free_slots = []
+        self.stale_live = 0  # heap entries of live windows closed by something else than close_live
         self.open_count = 0  # open windows, kept as they open and close (the budget asks every poll)
         # partition -> {(household, start): first offset} of the open windows that began there. A partition's
         # readings are applied in offset order, so each dict's first entry holds its oldest offset.
@@ -227,7 +231,9 @@ class WindowBook:
                 window.live_until = now + (end + self.live_grace_ms - ts) / 1000 + self.idle_seconds * LIVE_BACKSTOP_IDLES
         else:
             if ts in window.stamps:
-                window.touched = state.last_seen = now  # a copy still says the household is there (idle timeout)
+                # A copy says the household is there, not that the window goes on: a meter repeating one reading
+                # (a frozen clock, a producer retrying in a loop) kept it open, and its resume offset, for good.
+                state.last_seen = now
                 return DUPLICATE
             if partition != window.partition:
                 if window.others is None:
@@ -280,6 +286,8 @@ class WindowBook:
     def _close(self, household, state, start):
         window = state.windows.pop(start)
         self.open_count -= 1
+        if window.live_until:
+            self.stale_live += 1  # its heap entry: close_live, closing it, takes that back
         opened = self.opened[window.partition]
         del opened[household, start]
         if not opened:
@@ -328,7 +336,26 @@ class WindowBook:
                 silent.append(household)
         for household in silent:
             del self.households[household]
+        if self.stale_live > STALE_LIVE_MIN and 2 * self.stale_live > len(self.live_due):
+            self._prune_live()
         return len(self.closed) - before
+
+    def _prune_live(self):
+        """The heap without the entries of live windows closed by their clock or the idle timeout: close_live
+        drops each as it comes due, but a read clock that stands still brings none due (a window a second a
+        household, for as long as it stands)."""
+        kept, slots = [], self.live_slots
+        for key in self.live_due:
+            slot = key & SLOT_MASK
+            end, household = slots[slot]
+            state = self.households.get(household)
+            if state is not None and end - self.window_ms in state.windows:
+                kept.append(key)
+            else:
+                slots[slot] = None
+                self.free_slots.append(slot)
+        heapq.heapify(kept)
+        self.live_due, self.stale_live = kept, 0
 
     def close_live(self, wall_ms, read_ms=None, limit=None):
         """Close the live windows whose household's clock, advanced by the wall clock since its newest
@@ -354,6 +381,8 @@ class WindowBook:
                 self.free_slots.append(slot)
                 if state is not None and start in state.windows:
                     state.windows[start].live_until = 0.0  # no live clock to close it by: the idle timeout does
+                else:
+                    self.stale_live = max(self.stale_live - 1, 0)
                 continue  # closed already, by its clock or the idle timeout
             due = end + grace + state.newest_at - state.newest_ts
             if due > clock:
@@ -362,6 +391,7 @@ class WindowBook:
             slots[slot] = None
             self.free_slots.append(slot)
             self._close(household, state, start)
+            self.stale_live -= 1  # its entry, just taken
             state.closed_until = max(state.closed_until, end)
             if state.closed_ahead:
                 state.closed_ahead = {s for s in state.closed_ahead if s >= state.closed_until}

@@ -302,3 +302,32 @@ def test_it_counts_a_pause_for_the_budget_out_of_a_live_windows_idle_timeout():
     assert book.take_closed() == []
     book.close_idle(backstop + 0.1)
     assert [w.start for w in book.take_closed()] == [now]
+
+
+def test_it_closes_a_window_whose_household_repeats_one_reading_for_ever():
+    """A frozen meter (or a producer retrying in a loop) sends the same reading again and again: each copy is a
+    duplicate, and its window still closes an idle timeout after the reading it holds, its resume offset freed."""
+    book = WindowBook(5000, 2000, idle_seconds=10)
+    assert book.add("h", T0, 1.0, 0, 0, 0.0) == APPLIED
+    copies = [book.add("h", T0, 1.0, 0, n, n * 5.0) for n in range(1, 4)]  # 5, 10, 15 s later
+    assert copies[:1] == [DUPLICATE]
+    book.close_idle(10.5)
+    assert [(w.start, w.count) for w in book.take_closed()] == [(T0, 1)]
+    assert book.open_windows() == 0 and book.resume_offsets({0: 4}) == {0: 4}
+
+
+def test_it_drops_the_heap_entries_of_live_windows_closed_while_the_read_clock_stands_still(monkeypatch):
+    from edge_app import windows
+
+    monkeypatch.setattr(windows, "STALE_LIVE_MIN", 20)
+    now = T0 + 24 * HOUR
+    book = WindowBook(5000, 2000, idle_seconds=10, live_grace_ms=500)
+    for second in range(600):  # ten minutes, a reading a second from each of three households
+        for household in ("a", "b", "c"):
+            book.add(household, now + second * 1000, 1.0, 0, second, float(second), now + second * 1000 + 100)
+        book.close_live(now + second * 1000, read_ms=-1)  # a partition that never catches up
+        book.close_idle(float(second))
+    assert len(book.take_closed()) >= 3 * 115  # closed by their households' clocks
+    assert len(book.live_due) <= 2 * (windows.STALE_LIVE_MIN + book.open_windows()) + 3
+    book.close_live(now + 600_000, read_ms=None)  # caught up at last: what is left closes as before
+    assert book.open_windows() == 3 and all(w.count for w in book.take_closed())
