@@ -13,9 +13,16 @@ from tests.conftest import ROOT, wait_for
 SCRIPT = ROOT / "scripts" / "alongside.sh"
 
 
+def _as_from_a_terminal():
+    # make's commands take SIGINT by default; a pytest-xdist worker's children would inherit it ignored, and a
+    # script can't trap a signal it was started ignoring.
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def alongside(tmp_path, background, foreground, **popen):
     return subprocess.Popen([str(SCRIPT), str(tmp_path / "log" / "back.log"), "sh", "-c", background, "--", "sh",
-                             "-c", foreground], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **popen)
+                             "-c", foreground], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=_as_from_a_terminal, **popen)
 
 
 @pytest.mark.parametrize("back, fore, status", [(0, 0, 0), (3, 0, 3), (0, 5, 5), (3, 5, 5)])
