@@ -145,9 +145,10 @@ local function declare(map, name)
 end
 for i = 1, n do declare(series_key, arg[i][3]) end
 for i = 1, n do declare(state_key, arg[i][6]) end
-local function window_end(i) return tonumber(string.match(arg[i][7], '^[^|]*|([^|]*)')) end  -- the record's we
+local ends = {}  -- each tuple's we, from its record ("ws|we|...")
 for i = 1, n do
-  for minute = math.floor(arg[i][4] / 60000), math.floor((window_end(i) - 1) / 60000) do declare(minute_key, minute) end
+  ends[i] = tonumber(string.match(arg[i][7], '^[^|]*|([^|]*)'))
+  for minute = math.floor(arg[i][4] / 60000), math.floor((ends[i] - 1) / 60000) do declare(minute_key, minute) end
 end
 local existing = hmget(KEYS[1], fields)
 -- A cloud before dedup by window kept a tuple under its id alone (the edge hash says so: 'mixed'). Such a
@@ -203,7 +204,7 @@ for i = 1, n do
     local point = string.match(record, '^([^|]*|[^|]*|[^|]*)')  -- the record's "ws|we|avg"
     if not series[hh] then series[hh] = {} end
     series[hh][#series[hh] + 1] = point
-    local we = tonumber(string.match(point, '^[^|]*|([^|]*)'))
+    local we = ends[i]
     local minute = math.floor(ws / 60000)
     while minute * 60000 < we do  -- each minute the window spans gets its share: exact for any window length
       power[minute] = (power[minute] or 0) + avg * (math.min(we, (minute + 1) * 60000) - math.max(ws, minute * 60000))

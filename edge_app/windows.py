@@ -104,7 +104,9 @@ FORGET_AFTER_IDLES = 6  # idle timeouts of silence after which a household leave
 # (a partition that never catches up) keeps none open for good, while a stall of the loop shorter than that
 # (a slow commit, a pause) does not make late the readings it held up in Kafka.
 LIVE_BACKSTOP_IDLES = FORGET_AFTER_IDLES
-STALE_LIVE_MIN = 10_000  # heap entries of windows closed elsewhere, past which (and half the heap) it is pruned
+# Each open live window has one entry in the live heap; past this many more (and as many again as open windows),
+# the heap is pruned of the entries of windows closed elsewhere.
+STALE_LIVE_MIN = 10_000
 # The live heap holds plain ints, due << SLOT_BITS | slot, with the window in `live_slots[slot]`: at real time
 # every household's aligned window comes due within a second, and tuples that tie on the due time compare on.
 SLOT_BITS = 32
@@ -173,7 +175,6 @@ class WindowBook:
         self.live_due = []  # heap of due << SLOT_BITS | slot: live windows, by when they may close
         self.live_slots = []  # slot -> (window end, household), or None when free
         self.free_slots = []
-        self.stale_live = 0  # heap entries of live windows closed by something else than close_live
         self.open_count = 0  # open windows, kept as they open and close (the budget asks every poll)
         # partition -> {(household, start): first offset} of the open windows that began there. A partition's
         # readings are applied in offset order, so each dict's first entry holds its oldest offset.
@@ -286,8 +287,6 @@ class WindowBook:
     def _close(self, household, state, start):
         window = state.windows.pop(start)
         self.open_count -= 1
-        if window.live_until:
-            self.stale_live += 1  # its heap entry: close_live, closing it, takes that back
         opened = self.opened[window.partition]
         del opened[household, start]
         if not opened:
@@ -336,7 +335,7 @@ class WindowBook:
                 silent.append(household)
         for household in silent:
             del self.households[household]
-        if self.stale_live > STALE_LIVE_MIN and 2 * self.stale_live > len(self.live_due):
+        if len(self.live_due) > 2 * self.open_count + STALE_LIVE_MIN:  # most of its entries are for closed windows
             self._prune_live()
         return len(self.closed) - before
 
@@ -355,7 +354,7 @@ class WindowBook:
                 slots[slot] = None
                 self.free_slots.append(slot)
         heapq.heapify(kept)
-        self.live_due, self.stale_live = kept, 0
+        self.live_due = kept
 
     def close_live(self, wall_ms, read_ms=None, limit=None):
         """Close the live windows whose household's clock, advanced by the wall clock since its newest
@@ -381,8 +380,6 @@ class WindowBook:
                 self.free_slots.append(slot)
                 if state is not None and start in state.windows:
                     state.windows[start].live_until = 0.0  # no live clock to close it by: the idle timeout does
-                else:
-                    self.stale_live = max(self.stale_live - 1, 0)
                 continue  # closed already, by its clock or the idle timeout
             due = end + grace + state.newest_at - state.newest_ts
             if due > clock:
@@ -391,7 +388,6 @@ class WindowBook:
             slots[slot] = None
             self.free_slots.append(slot)
             self._close(household, state, start)
-            self.stale_live -= 1  # its entry, just taken
             state.closed_until = max(state.closed_until, end)
             if state.closed_ahead:
                 state.closed_ahead = {s for s in state.closed_ahead if s >= state.closed_until}
