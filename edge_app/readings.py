@@ -107,7 +107,18 @@ def parse_message(raw, now_ms, legacy_ts=None):
     if any(field in message for field in SINGLE_FIELDS):  # a reading with a batch in it, or the other way round
         raise MalformedReading(f"both a batch ('{limits.READINGS_FIELD}') and a reading's fields ({', '.join(SINGLE_FIELDS)})")
     readings, problems = [], []
+    keep, household_ok = readings.append, limits.HOUSEHOLD_ID_RE.fullmatch
+    earliest, latest, most = limits.EARLIEST_MS, now_ms + limits.FUTURE_SLACK_MS, limits.MAX_POWER_W
     for index, item in enumerate(batch):
+        # A good reading passes every check of _checked in this one test (NaN and infinities fail the range), at a
+        # fraction of the cost of its calls: the readings of a batch are most of the ingest's work. Whatever fails
+        # it takes the long way, which says what is wrong.
+        if type(item) is list and len(item) == 3:
+            household, ts, power = item
+            if (type(ts) is int and earliest <= ts <= latest and (type(power) is float or type(power) is int)
+                    and 0 <= power <= most and type(household) is str and household_ok(household)):
+                keep((household, ts, float(power)))
+                continue
         try:
             if type(item) is not list or len(item) != 3:
                 raise MalformedReading("not a [household, ts, power_w] list")

@@ -124,7 +124,7 @@ def window_phase(household, window_ms):
     return zlib.crc32(household.encode()) % phases * PHASE_STEP_MS
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, eq=False)  # compared and hashed as itself: the key of its entry in WindowBook.opened
 class OpenWindow:
     start: int
     partition: int
@@ -176,7 +176,7 @@ class WindowBook:
         self.live_slots = []  # slot -> (window end, household), or None when free
         self.free_slots = []
         self.open_count = 0  # open windows, kept as they open and close (the budget asks every poll)
-        # partition -> {(household, start): first offset} of the open windows that began there. A partition's
+        # partition -> {window: first offset} of the open windows that began there. A partition's
         # readings are applied in offset order, so each dict's first entry holds its oldest offset.
         self.opened = {}
         self.last_opened = {}  # partition -> offset of the newest window opened there
@@ -211,13 +211,27 @@ class WindowBook:
             if state.partition >= 0 and self.keyed:
                 self.moved[household] = (state.partition, partition)
             state.partition = partition
-        start = ts - (ts - state.phase) % self.window_ms
-        end = start + self.window_ms
-        if end <= state.closed_until or end + self.grace_ms <= state.newest_ts or start in state.closed_ahead:
+        # The rest runs for every reading the edge takes: what it reads more than once it reads into locals.
+        window_ms, newest, windows = self.window_ms, state.newest_ts, state.windows
+        start = ts - (ts - state.phase) % window_ms
+        end = start + window_ms
+        if end <= state.closed_until or end + self.grace_ms <= newest or start in state.closed_ahead:
             return LATE
-        window = state.windows.get(start)
+        window = windows.get(start)
         if window is None:
-            window = state.windows[start] = OpenWindow(start, partition, offset)
+            live_until = 0.0
+            if wall_ms is not None and abs(ts - wall_ms) <= LIVE_WITHIN_MS:
+                # Due at end + live grace on the household's clock, which runs (wall_ms - ts) behind the edge's.
+                due = end + self.live_grace_ms + wall_ms - ts
+                if self.free_slots:
+                    slot = self.free_slots.pop()
+                    self.live_slots[slot] = (end, household)
+                else:
+                    slot = len(self.live_slots)
+                    self.live_slots.append((end, household))
+                heapq.heappush(self.live_due, due << SLOT_BITS | slot)
+                live_until = now + (end + self.live_grace_ms - ts) / 1000 + self.idle_seconds * LIVE_BACKSTOP_IDLES
+            window = windows[start] = OpenWindow(start, partition, offset, power, 1, now, live_until, None, {ts})
             self.open_count += 1
             opened = self.opened.get(partition)
             if opened is None:
@@ -225,13 +239,11 @@ class WindowBook:
             if offset < self.last_opened.get(partition, -1):
                 self.unordered.add(partition)
             self.last_opened[partition] = offset
-            opened[household, start] = offset
-            if wall_ms is not None and abs(ts - wall_ms) <= LIVE_WITHIN_MS:
-                # Due at end + live grace on the household's clock, which runs (wall_ms - ts) behind the edge's.
-                self._push_live(end + self.live_grace_ms + wall_ms - ts, end, household)
-                window.live_until = now + (end + self.live_grace_ms - ts) / 1000 + self.idle_seconds * LIVE_BACKSTOP_IDLES
+            opened[window] = offset
+            state.last_seen = now
         else:
-            if ts in window.stamps:
+            stamps = window.stamps
+            if ts in stamps:
                 # A copy says the household is there, not that the window goes on: a meter repeating one reading
                 # (a frozen clock, a producer retrying in a loop) kept it open, and its resume offset, for good.
                 state.last_seen = now
@@ -241,23 +253,23 @@ class WindowBook:
                     window.others = {}
                     self.spread += 1
                 window.others.setdefault(partition, offset)
-        window.stamps.add(ts)
-        window.total += power
-        window.count += 1
-        window.touched = state.last_seen = now
-        if ts > state.newest_ts:
+            stamps.add(ts)
+            window.total += power
+            window.count += 1
+            window.touched = state.last_seen = now
+        if ts > newest:
             # Far ahead: beyond MAX_JUMP_MS of the household's clock, or, for a household that came live, beyond
             # LIVE_WITHIN_MS of the edge's own clock (one reading five minutes ahead closed its open window
             # and made a minute of its genuine readings late).
-            far = ts - state.newest_ts > MAX_JUMP_MS or (
+            far = ts - newest > MAX_JUMP_MS or (
                 wall_ms is not None and ts - wall_ms > LIVE_WITHIN_MS and self._came_live(state))
-            if state.newest_ts < 0 or not far or abs(ts - state.ahead_ts) <= MAX_JUMP_MS:
-                if far and state.newest_ts >= 0:  # two readings agree: the stream jumped, its clock is no lone stray
+            if newest < 0 or not far or abs(ts - state.ahead_ts) <= MAX_JUMP_MS:
+                if far and newest >= 0:  # two readings agree: the stream jumped, its clock is no lone stray
                     state.confirmed = True
                 state.newest_ts, state.ahead_ts = ts, -1
                 state.newest_at = wall_ms or 0
-                reach = ts - self.window_ms - self.grace_ms
-                for open_start in state.windows:  # most readings close nothing: no list, no sort for them
+                reach = ts - window_ms - self.grace_ms
+                for open_start in windows:  # most readings close nothing: no list, no sort for them
                     if open_start <= reach:
                         self._close_due(household, state)
                         break
@@ -271,15 +283,6 @@ class WindowBook:
         whose clock is right, so a reading far behind it is the stray one, not it."""
         return bool(state.newest_at) and abs(state.newest_at - state.newest_ts) <= LIVE_WITHIN_MS
 
-    def _push_live(self, due, end, household):
-        if self.free_slots:
-            slot = self.free_slots.pop()
-            self.live_slots[slot] = (end, household)
-        else:
-            slot = len(self.live_slots)
-            self.live_slots.append((end, household))
-        heapq.heappush(self.live_due, due << SLOT_BITS | slot)
-
     def next_live_due_ms(self):
         """When the earliest live window may close (epoch ms on the edge's clock), or None."""
         return self.live_due[0] >> SLOT_BITS if self.live_due else None
@@ -288,7 +291,7 @@ class WindowBook:
         window = state.windows.pop(start)
         self.open_count -= 1
         opened = self.opened[window.partition]
-        del opened[household, start]
+        del opened[window]
         if not opened:
             self.unordered.discard(window.partition)
         if window.others is not None:

@@ -11,7 +11,10 @@ from kafka import KafkaConsumer, TopicPartition
 from edge_app.ingest import Ingestor
 from edge_app.models import EdgeStatus, WindowAggregate
 from edge_app.readings import MalformedReading, parse_message
-from fogwire.limits import MAX_MESSAGE_BYTES, MAX_READING_BYTES, MAX_READINGS_PER_MESSAGE
+from fogwire.limits import (
+    EARLIEST_MS, FUTURE_SLACK_MS, MAX_HOUSEHOLD_ID, MAX_MESSAGE_BYTES, MAX_POWER_W, MAX_READING_BYTES,
+    MAX_READINGS_PER_MESSAGE,
+)
 from tests.conftest import ingest_to_end, make_topic, produce, read_to_end, reading, run_manage
 
 T0 = 1_577_142_000_000
@@ -124,6 +127,40 @@ def test_it_bounds_a_batch_by_its_readings_and_its_bytes(raw, problem):
     else:
         with pytest.raises(MalformedReading, match=problem):
             parse_message(raw, T0)
+
+
+# Field values as JSON text, each at or just past a bound the edge checks (fogwire.limits), or of a type it refuses.
+HOUSEHOLDS = [b'"h1"', b'""', b'".."', b'"a.b"', b'"%s"' % (b"x" * MAX_HOUSEHOLD_ID), b'"%s"' % (b"x" * (MAX_HOUSEHOLD_ID + 1)),
+              b'"h\\u00fc"', b'"h 1"', b"5", b"null", b"true", b'["h1"]']
+TIMES = [b"%d" % T0, b"%d" % EARLIEST_MS, b"%d" % (EARLIEST_MS - 1), b"%d" % (T0 + FUTURE_SLACK_MS),
+         b"%d" % (T0 + FUTURE_SLACK_MS + 1), b"-1", b"true", b"%d.0" % T0, b'"%d"' % T0, b"null"]
+POWERS = [b"0", b"0.0", b"-0.0", b"-1e-300", b"5", b"123.25", b"%d" % MAX_POWER_W, b"%d.0" % MAX_POWER_W,
+          b"%d.000001" % MAX_POWER_W, b"%d" % (MAX_POWER_W + 1), b"1e400", b"-1e400", b"NaN", b"Infinity",
+          b"-Infinity", b"true", b"false", b'"5"', b"null", b"1" + b"0" * 29]
+
+
+def _alone(household, ts, power):
+    try:
+        return parse_message(b'{"household": %s, "ts": %s, "power_w": %s}' % (household, ts, power), T0)[0]
+    except MalformedReading:
+        return []
+
+
+def test_it_takes_a_reading_from_a_batch_exactly_when_it_takes_it_alone():
+    """Whatever its fields, a reading in a batch is taken, with the same value, exactly when it would be taken
+    sent alone, and the readings beside it are kept: a batch's readings are checked by a quicker path."""
+    cases = [(h, t, p) for h in HOUSEHOLDS for t in TIMES[:2] for p in POWERS[:6]]
+    cases += [(HOUSEHOLDS[0], t, p) for t in TIMES for p in POWERS]
+    for household, ts, power in cases:
+        raw = b'{"readings": [["ok", %d, 1], [%s, %s, %s], ["ok", %d, 2]]}' % (T0, household, ts, power, T0 + 1)
+        readings, problems = parse_message(raw, T0)
+        alone = _alone(household, ts, power)
+        assert readings == [("ok", T0, 1.0), *alone, ("ok", T0 + 1, 2.0)], (household, ts, power)
+        assert [type(value) for reading in readings for value in reading] == [str, int, float] * len(readings)
+        assert [place for place, _ in problems] == ([] if alone else [1]), (household, ts, power, problems)
+    for item in (b"[]", b'["h1", %d]' % T0, b'["h1", %d, 1, 2]' % T0, b'{"household": "h1"}', b'"h1"', b"null"):
+        readings, problems = parse_message(b'{"readings": [%s, ["ok", %d, 1]]}' % (item, T0), T0)
+        assert readings == [("ok", T0, 1.0)] and [place for place, _ in problems] == [0], item
 
 
 @pytest.mark.parametrize("digits", [400, 5000])  # past a float's range (orjson refuses it), past json's int limit
