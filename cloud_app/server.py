@@ -275,8 +275,10 @@ class CloudServer:
 
     def _pending_update(self):
         if self._update is None:
+            # states, power (epoch minutes) and acked_minutes (edge -> epoch minutes) name what the batches
+            # changed; the update carries their totals as the store has them when it is published.
             self._update = {"type": "pipeline.update", "acked": 0, "edges": {}, "states": set(), "beats": {},
-                            "power": {}, "recent": [], "ends": {}}
+                            "power": set(), "acked_minutes": {}, "recent": [], "ends": {}}
         return self._update
 
     def _merge_beat(self, edge, state):
@@ -287,19 +289,20 @@ class CloudServer:
             update["ts"] = int(time.time() * 1000)
 
     def _merge_update(self, edge, result, rows):
-        """Fold a stored batch into the pending update: counts, state sums, the minutes' power added
-        (W·ms, as the store's roll-ups), the newest tuples and the count per window end, all from the
-        tuples stored for the first time."""
+        """Fold a stored batch into the pending update: counts, the states, power minutes and the edge's
+        minute it changed (their totals are read when it is published), the newest tuples and the count per
+        window end, all from the tuples stored for the first time."""
         if self.channel_layer is None or not result.new:
             return
         update = self._pending_update()
         update["acked"] += result.new
         update["edges"][edge] = update["edges"].get(edge, 0) + result.new
-        update["states"].update(result.states)  # names now; their totals over every shard when published
+        update["states"].update(result.states)
+        if result.acked_minute is not None:
+            update["acked_minutes"].setdefault(edge, set()).add(result.acked_minute)
         fresh = [rows[i] for i in (result.fresh or [])]
-        for _, _, start, end, average, _ in fresh:
-            minute = str(start // 60000 * 60000)
-            update["power"][minute] = update["power"].get(minute, 0.0) + float(average) * (end - start)
+        for _, _, start, end, _, _ in fresh:
+            update["power"].update(range(start // 60000, (end - 1) // 60000 + 1))  # each minute it spans, as the store
             if str(end) in update["ends"] or len(update["ends"]) < ENDS_MAX:
                 update["ends"][str(end)] = update["ends"].get(str(end), 0) + 1
         stored = [{"edge": edge, "id": tid, "household": household, "postal_code": code, "state": state,
@@ -326,12 +329,18 @@ class CloudServer:
         if update is None:
             return False
         try:
-            # A batch changed its shard's sums; the page shows the totals over every shard.
-            totals = await self.store.state_totals(sorted(update["states"])) if update["states"] else {}
+            # A batch changed its shard's figures; the page shows the totals over every shard, and sets them:
+            # a page whose summary was read after these batches were stored would count what they added twice.
+            totals, power, acked = await self.store.update_totals(update["states"], update["power"],
+                                                                  update["acked_minutes"])
         except STORE_ERRORS as exc:
-            self._refused_log(None, "dashboard-totals").warning("dashboard update without state totals: Redis: %s", exc)
-            totals = {}
+            # The next update that touches them carries them again; the page keeps what it has meanwhile.
+            self._refused_log(None, "dashboard-totals").warning("dashboard update without its totals: Redis: %s", exc)
+            totals, power, acked = {}, {}, {}
         update["states"] = {state: list(sums) for state, sums in totals.items()}
+        update["power"] = {str(minute * 60000): wms for minute, wms in power.items()}
+        update["acked_minutes"] = {edge: {str(minute * 60000): count for minute, count in counted.items()}
+                                   for edge, counted in acked.items()}
         # One line when the channel layer goes down and one when it is back, through the refusals' limiter so a
         # flapping layer can't flood the log either; a line a round would be four a second.
         missed = self._unpublished

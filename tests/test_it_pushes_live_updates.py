@@ -8,6 +8,9 @@ import pytest
 from cloud_app.consumers import merge
 from tests.conftest import (
     EDGE_ID,
+    EDGE_SECRET,
+    answer,
+    is_tick,
     make_rows,
     open_dashboard,
     store_through_cloud,
@@ -22,26 +25,83 @@ def test_it_sends_the_summary_then_the_update_of_a_stored_batch(publishing_cloud
     async def scenario():
         socket, summary = await open_dashboard()
         assert sum(s["tuples"] for s in summary["states"]) == 10  # a late joiner sees what is there
-        return await update_after_storing(socket, publishing_cloud, make_rows(25, household="live", start_id=100), 5)
+        return await update_after_storing(socket, publishing_cloud, live, 5)
+
+    live = make_rows(25, household="live", start_id=100, base_ms=_minutes_ago(10))  # roll-ups are kept two hours
 
     update = asyncio.run(scenario())
     assert update["type"] == "update"
     assert update["acked"] == 25 and update["edges"] == {EDGE_ID: 25}
     assert update["states"]  # the touched states' absolute sums
     assert [t["id"] for t in update["recent"]] == list(range(124, 109, -1))  # the newest 15, newest first
-    stored = make_rows(25, household="live", start_id=100)
-    assert sum(update["power"].values()) == pytest.approx(sum(avg * (we - ws) for _, _, ws, we, avg, _ in stored))
-    assert update["ends"] == {str(we): 1 for _, _, _, we, _, _ in stored}  # every tuple's window end, counted
+    assert sum(update["power"].values()) == pytest.approx(sum(avg * (we - ws) for _, _, ws, we, avg, _ in live))
+    assert update["ends"] == {str(we): 1 for _, _, _, we, _, _ in live}  # every tuple's window end, counted
+
+
+def _minutes_ago(minutes):
+    return (int(time.time()) // 60 - minutes) * 60000
+
+
+def test_it_counts_nothing_twice_for_a_page_that_joins_before_an_update_of_what_it_was_sent(
+        cloud_settings, redis_url, cloud_prefix):
+    """The socket joins the updates' group, then reads the summary: an update published meanwhile may be of
+    batches the summary holds. It carries totals (the page keeps the larger), so summary and update agree."""
+    from channels.layers import get_channel_layer
+
+    from cloud_app.run import store_client
+    from cloud_app.server import CloudServer
+    from cloud_app.store import CloudStore
+
+    async def scenario():
+        client = store_client(redis_url)
+        server = CloudServer(CloudStore(client, cloud_prefix), {EDGE_ID: EDGE_SECRET}, max_connections=4,
+                             channel_layer=get_channel_layer())
+        try:
+            first = make_rows(12, household="joiner", base_ms=_minutes_ago(5))
+            assert (await answer(server, first))[1] == [""] * 12
+            assert await server.publish_pending()  # nobody listens yet
+            second = make_rows(12, household="other", start_id=12, base_ms=_minutes_ago(5))  # the same minute
+            assert (await answer(server, second))[1] == [""] * 12  # stored; its update not yet published
+            socket, summary = await open_dashboard()  # the summary holds both batches
+            assert await server.publish_pending()
+            update = await socket.receive_json_from(timeout=10)
+            while is_tick(update):
+                update = await socket.receive_json_from(timeout=10)
+            await socket.disconnect()
+            return first + second, summary, update
+        finally:
+            await client.aclose()
+
+    rows, summary, update = asyncio.run(scenario())
+    assert update["acked"] == 12  # what the batch added, for the rates
+    power = {str(p["minute"]): p["power_w"] * 60000 for p in summary["power"] if p["power_w"] is not None}
+    assert set(update["power"]) == {str(_minutes_ago(5))}
+    for minute, wms in update["power"].items():  # every stored tuple's, once
+        assert wms == pytest.approx(power[minute], abs=60) == sum(
+            avg * (we - ws) for _, _, ws, we, avg, _ in rows if ws // 60000 * 60000 == int(minute))
+    [edge] = summary["edges"]
+    counted = dict(zip(map(str, edge["history"]["minutes"]), edge["history"]["acked"]))
+    assert update["acked_minutes"] == {EDGE_ID: {minute: counted[minute] for minute in update["acked_minutes"][EDGE_ID]}}
+    assert sum(counted.values()) == 24 and update["acked_minutes"][EDGE_ID]  # the minute(s) they were stored in
+    for state in summary["states"]:
+        if state["state"] in update["states"]:
+            assert update["states"][state["state"]][2] == state["tuples"]
+    assert {t["id"] for t in update["recent"]} <= {t["id"] for t in summary["recent"]}
 
 
 def test_it_merges_updates_so_a_client_gets_at_most_four_a_second():
     pending = merge(None, {"acked": 3, "edges": {"e": 3}, "states": {"BY": [1, 10.0, 3]}, "beats": {}, "ts": 1,
-                           "power": {"60000": 5.0}, "recent": [{"id": 2}, {"id": 1}], "ends": {"5000": 3}})
+                           "power": {"60000": 5.0}, "acked_minutes": {"e": {"60000": 3}},
+                           "recent": [{"id": 2}, {"id": 1}], "ends": {"5000": 3}})
     pending = merge(pending, {"acked": 2, "edges": {"e": 2, "f": 1}, "states": {"BY": [1, 20.0, 5]},
                               "beats": {"e": {"backlog": 4, "ts": 2}}, "ts": 2,
-                              "power": {"60000": 1.5, "120000": 2.0}, "recent": [{"id": 3}],
-                              "ends": {"5000": 1, "10000": 1}})
-    assert pending == {"acked": 5, "edges": {"e": 5, "f": 1}, "states": {"BY": [1, 20.0, 5]},
-                       "beats": {"e": {"backlog": 4, "ts": 2}}, "ts": 2,
-                       "power": {"60000": 6.5, "120000": 2.0}, "recent": [{"id": 3}, {"id": 2}, {"id": 1}],
-                       "ends": {"5000": 4, "10000": 1}}
+                              "power": {"60000": 6.5, "120000": 2.0}, "acked_minutes": {"e": {"60000": 5}, "f": {"0": 1}},
+                              "recent": [{"id": 3}], "ends": {"5000": 1, "10000": 1}})
+    # Another cloud process's update, read from the store before the last one: its totals are older, smaller.
+    pending = merge(pending, {"acked": 1, "edges": {"f": 1}, "states": {"BY": [1, 15.0, 4]}, "ts": 3,
+                              "power": {"60000": 6.0}, "acked_minutes": {"e": {"60000": 4}}, "ends": {"5000": 1}})
+    # Counts add up; totals keep the newest, whatever the order they came in.
+    assert pending == {"acked": 6, "edges": {"e": 5, "f": 2}, "states": {"BY": [1, 20.0, 5]},
+                       "beats": {"e": {"backlog": 4, "ts": 2}}, "ts": 3,
+                       "power": {"60000": 6.5, "120000": 2.0}, "acked_minutes": {"e": {"60000": 5}, "f": {"0": 1}},
+                       "recent": [{"id": 3}, {"id": 2}, {"id": 1}], "ends": {"5000": 5, "10000": 1}}

@@ -2,8 +2,10 @@
 // summary and updates; nothing polls. Says plainly when the websocket is down
 // and reconnects by itself with a growing pause; each connect's summary
 // repaints everything the updates only add to (power, the edges' hours), so
-// what came while the socket was down is not missing. Times are shown in the
-// browser's time zone, which the page names.
+// what came while the socket was down is not missing. Updates carry the totals
+// of what they changed, and the page keeps the larger (they only grow): an update
+// of batches the summary already held counts nothing twice. Times are shown in
+// the browser's time zone, which the page names.
 "use strict";
 
 (function () {
@@ -221,14 +223,15 @@
     powerMinutes = rows.map((p) => [p.minute, p.power_w === null ? null : p.power_w * MINUTE]);
     paintPower();
   }
-  function addPower(deltas) {
+  function mergePower(totals) {
     const current = Math.floor(serverNow() / MINUTE) * MINUTE;
-    Object.entries(deltas || {}).forEach(([minute, wms]) => {
+    Object.entries(totals || {}).forEach(([minute, wms]) => {
       // A minute just begun may come before the next paint adds it; one ahead of the clock (a meter's clock
       // running fast) has no place on the chart, and must not push the hour off it.
       if (Number(minute) <= current) extendPower(Number(minute));
       const point = powerMinutes.find(([m]) => m === Number(minute));
-      if (point) point[1] = (point[1] || 0) + wms;
+      // Totals, which only grow: an update about batches the summary already holds changes nothing.
+      if (point) point[1] = Math.max(point[1] || 0, wms);
     });
   }
 
@@ -271,7 +274,14 @@
   function acked(name, count) {
     const edge = ensureEdge(name);
     edge.ackedNow = (edge.ackedNow || 0) + count;
-    if (edge.history) { const i = minuteSlot(edge.history, serverNow()); if (i >= 0) edge.history.acked[i] += count; }
+  }
+  function ackedMinutes(name, totals) {
+    const edge = ensureEdge(name);
+    if (!edge.history) return;  // its history, loaded once the edge is first seen, holds them
+    Object.entries(totals).forEach(([minute, count]) => {
+      const i = minuteSlot(edge.history, Number(minute));
+      if (i >= 0) edge.history.acked[i] = Math.max(edge.history.acked[i] || 0, count);
+    });
   }
   function paintEdges() {
     const box = document.getElementById("edges");
@@ -322,6 +332,10 @@
   // --- latest tuples -------------------------------------------------------------
   let recentRows = [];
   function paintRecent(rows, replace) {
+    // An update may carry tuples the summary before it already showed.
+    const key = (t) => `${t.edge}\u0000${t.id}`;
+    const shown = new Set(replace ? [] : recentRows.map(key));
+    rows = rows.filter((t) => !shown.has(key(t)));
     if (!rows.length) return;
     recentRows = (replace ? rows : rows.concat(recentRows)).slice(0, 15);
     document.getElementById("recent").replaceChildren(...recentRows.map((t) => {
@@ -354,11 +368,15 @@
 
   function applyUpdate(update) {
     learnSkew(update.ts);
-    Object.entries(update.states || {}).forEach(([state, triple]) => { sums.set(state, triple); });
+    // A state's totals with more tuples are the newer ones (updates may hold batches the summary had).
+    Object.entries(update.states || {}).forEach(([state, triple]) => {
+      if (!sums.has(state) || triple[2] >= sums.get(state)[2]) sums.set(state, triple);
+    });
     Object.entries(update.beats || {}).forEach(([edge, b]) => beat(edge, b.ts, b.backlog, b.paused));
     Object.entries(update.edges || {}).forEach(([edge, count]) => acked(edge, count));
+    Object.entries(update.acked_minutes || {}).forEach(([edge, totals]) => ackedMinutes(edge, totals));
     ackedThisSecond += update.acked;
-    addPower(update.power);
+    mergePower(update.power);
     paintStates(); paintEdges(); paintRecent(update.recent || []);
   }
 
