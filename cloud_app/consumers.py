@@ -10,11 +10,11 @@ newest tuples. A page that reconnects after a drop paints it again, so what
 it missed while away is not lost (the updates carry only what changed).
 The socket joins the group before the summary is read, so no update falls
 between the two; the updates that come in meanwhile are of batches the
-summary may already hold. So an update carries, for the states, power
-minutes and edge minutes its batches changed, the totals the store has
-when it is published, and the page keeps the larger of what it has and
-what comes (they only grow): nothing is counted twice. The newest tuples
-are told apart by edge and id.
+summary may already hold. So an update carries, for the states and power
+minutes its batches changed, the totals the store has when it is
+published, and the page keeps the larger of what it has and what comes
+(they only grow): nothing is counted twice. The newest tuples are told
+apart by edge and id, and kept in the order the store took them.
 
 A client may send {"watch": household} (or {"watch": null}): with each
 update that stored tuples, it then also gets that household's newest
@@ -97,20 +97,15 @@ junk_log = RateLimitedLog(log, REFUSED_LOG_LINES, REFUSED_LOG_SECONDS)
 
 def merge(pending, update):
     """Fold `update` into `pending` (both as published by the cloud server). Counts (acked, edges, ends) add
-    up; the states, power and acked minutes are totals, which only grow, so the larger is the newer: updates
-    of two cloud processes may arrive in either order."""
+    up; the states and power are totals, which only grow, so the larger is the newer: updates of two cloud
+    processes may arrive in either order."""
     if pending is None:
-        pending = {"acked": 0, "edges": {}, "states": {}, "beats": {}, "power": {}, "acked_minutes": {},
-                   "recent": [], "ends": {}}
+        pending = {"acked": 0, "edges": {}, "states": {}, "beats": {}, "power": {}, "recent": [], "ends": {}}
     pending["acked"] += update.get("acked", 0)
     for edge, count in update.get("edges", {}).items():
         pending["edges"][edge] = pending["edges"].get(edge, 0) + count
     for minute, wms in update.get("power", {}).items():
         pending["power"][minute] = max(pending["power"].get(minute, 0.0), wms)
-    for edge, minutes in update.get("acked_minutes", {}).items():
-        kept = pending["acked_minutes"].setdefault(edge, {})
-        for minute, count in minutes.items():
-            kept[minute] = max(kept.get(minute, 0), count)
     for end, count in update.get("ends", {}).items():
         pending["ends"][end] = pending["ends"].get(end, 0) + count
     for state, sums in update.get("states", {}).items():  # [households, sum, tuples]: more tuples, newer

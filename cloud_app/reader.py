@@ -210,8 +210,8 @@ class CloudReader:
         records = [Record.decode(raw) for feed in feeds for raw in feed]
         records.sort(key=lambda r: -r.acked_ms)  # stable: a shard's own order stays within one moment
         return [{"edge": r.edge, "id": r.id, "postal_code": r.plz, "state": r.state, "window_start": r.ws,
-                 "window_end": r.we, "power_w": r.avg, "readings": r.n, "household": r.household}
-                for r in records[:limit]]
+                 "window_end": r.we, "power_w": r.avg, "readings": r.n, "household": r.household,
+                 "acked_ms": r.acked_ms} for r in records[:limit]]
 
     def stats(self):
         totals = {}

@@ -25,6 +25,7 @@ from redis.exceptions import RedisError
 
 from cloud_app.engine import STORE_ERRORS
 from cloud_app.postal import locate
+from cloud_app.reader import HISTORY_MINUTES
 from cloud_app.store import BEAT_NEW, BEAT_REPLAYED, StoreRefused
 from fogwire import protocol as wire
 from fogwire.ratelog import RateLimitedLog
@@ -275,10 +276,10 @@ class CloudServer:
 
     def _pending_update(self):
         if self._update is None:
-            # states, power (epoch minutes) and acked_minutes (edge -> epoch minutes) name what the batches
-            # changed; the update carries their totals as the store has them when it is published.
+            # states and power (epoch minutes) name what the batches changed; the update carries their totals
+            # as the store has them when it is published.
             self._update = {"type": "pipeline.update", "acked": 0, "edges": {}, "states": set(), "beats": {},
-                            "power": set(), "acked_minutes": {}, "recent": [], "ends": {}}
+                            "power": set(), "recent": [], "ends": {}}
         return self._update
 
     def _merge_beat(self, edge, state):
@@ -289,24 +290,28 @@ class CloudServer:
             update["ts"] = int(time.time() * 1000)
 
     def _merge_update(self, edge, result, rows):
-        """Fold a stored batch into the pending update: counts, the states, power minutes and the edge's
-        minute it changed (their totals are read when it is published), the newest tuples and the count per
-        window end, all from the tuples stored for the first time."""
+        """Fold a stored batch into the pending update: counts, the states and power minutes it changed (their
+        totals are read when it is published), the newest tuples and the count per window end, all from the
+        tuples stored for the first time."""
         if self.channel_layer is None or not result.new:
             return
         update = self._pending_update()
         update["acked"] += result.new
         update["edges"][edge] = update["edges"].get(edge, 0) + result.new
         update["states"].update(result.states)
-        if result.acked_minute is not None:
-            update["acked_minutes"].setdefault(edge, set()).add(result.acked_minute)
+        acked_ms = result.acked_ms or int(time.time() * 1000)
         fresh = [rows[i] for i in (result.fresh or [])]
+        # Each minute a window spans, as the store's roll-ups, within the page's hour: a backlog's older minutes
+        # (or a long window's) would only make the publisher read keys that are not there or not shown.
+        now_minute = int(time.time()) // 60
+        first, last = now_minute - HISTORY_MINUTES, now_minute + 1
         for _, _, start, end, _, _ in fresh:
-            update["power"].update(range(start // 60000, (end - 1) // 60000 + 1))  # each minute it spans, as the store
+            update["power"].update(range(max(start // 60000, first), min((end - 1) // 60000, last) + 1))
             if str(end) in update["ends"] or len(update["ends"]) < ENDS_MAX:
                 update["ends"][str(end)] = update["ends"].get(str(end), 0) + 1
         stored = [{"edge": edge, "id": tid, "household": household, "postal_code": code, "state": state,
-                   "window_start": start, "window_end": end, "power_w": float(average), "readings": count}
+                   "window_start": start, "window_end": end, "power_w": float(average), "readings": count,
+                   "acked_ms": acked_ms}
                   for (tid, household, start, end, average, count), (code, state)
                   in ((row, locate(row[1])) for row in fresh[-RECENT_PUBLISHED:])]
         update["recent"] = (stored[::-1] + update["recent"])[:RECENT_PUBLISHED]
@@ -331,16 +336,17 @@ class CloudServer:
         try:
             # A batch changed its shard's figures; the page shows the totals over every shard, and sets them:
             # a page whose summary was read after these batches were stored would count what they added twice.
-            totals, power, acked = await self.store.update_totals(update["states"], update["power"],
-                                                                  update["acked_minutes"])
+            totals, power = await self.store.update_totals(update["states"], update["power"])
         except STORE_ERRORS as exc:
-            # The next update that touches them carries them again; the page keeps what it has meanwhile.
+            # The next round reads them again (no later batch need touch the same minute); the page keeps what
+            # it has meanwhile.
             self._refused_log(None, "dashboard-totals").warning("dashboard update without its totals: Redis: %s", exc)
-            totals, power, acked = {}, {}, {}
+            again = self._pending_update()
+            again["states"].update(update["states"])
+            again["power"].update(update["power"])
+            totals, power = {}, {}
         update["states"] = {state: list(sums) for state, sums in totals.items()}
         update["power"] = {str(minute * 60000): wms for minute, wms in power.items()}
-        update["acked_minutes"] = {edge: {str(minute * 60000): count for minute, count in counted.items()}
-                                   for edge, counted in acked.items()}
         # One line when the channel layer goes down and one when it is back, through the refusals' limiter so a
         # flapping layer can't flood the log either; a line a round would be four a second.
         missed = self._unpublished

@@ -360,7 +360,7 @@ class StoreResult:
     duplicates: int
     states: set  # the states whose sums this batch changed (store.update_totals reads them over every shard)
     fresh: list = None  # indices (into the rows given) of the tuples stored for the first time
-    acked_minute: int = None  # the minute (epoch minutes) the edge's acknowledged tuples were counted in
+    acked_ms: int = None  # when the store took them (its records' acked_ms)
 
 
 def delete_prefix(client, prefix):
@@ -468,16 +468,14 @@ class CloudStore:
                 touched.add(located[index][1])
             else:
                 codes[index] = Record.decode(outcome[1:]).plz
-        return StoreResult(codes, why, new, dups, touched, fresh, now_ms // 60000)
+        return StoreResult(codes, why, new, dups, touched, fresh, now_ms)
 
-    async def update_totals(self, states, minutes, acked_minutes):
+    async def update_totals(self, states, minutes):
         """The figures of a dashboard update as totals over every shard, in one round trip: {state: (households,
         sum, count)} for `states`, {minute: W·ms} of the power roll-ups for `minutes` (epoch minutes; one
-        expired or never written is left out), {edge: {minute: tuples acknowledged}} for `acked_minutes`
-        ({edge: minutes}). An update that carries totals, not what its batches added, counts nothing twice on
-        a page whose summary was read after those batches were stored."""
+        expired or never written is left out). An update that carries totals, not what its batches added,
+        counts nothing twice on a page whose summary was read after those batches were stored."""
         states, minutes = sorted(states), sorted(minutes)
-        edges = sorted(acked_minutes)
         fields = [f"{state}:{part}" for state in states for part in ("households", "sum", "count")]
         async with self.redis.pipeline(transaction=False) as pipe:
             for shard in range(SHARDS):
@@ -485,11 +483,8 @@ class CloudStore:
                     pipe.hmget(self.keys.states(shard), fields)
                 if minutes:  # keys of one shard, one slot: MGET as a plain command (a cluster pipeline refuses mget)
                     pipe.execute_command("MGET", *[self.keys.power_minute(shard, m) for m in minutes])
-            for edge in edges:
-                pipe.execute_command("MGET", *[self.keys.acks_minute(edge, m) for m in sorted(acked_minutes[edge])])
             replies = iter(await pipe.execute())
             shards = [(next(replies) if fields else None, next(replies) if minutes else None) for _ in range(SHARDS)]
-            acked = {edge: next(replies) for edge in edges}
         totals = {}
         for i, state in enumerate(states):
             totals[state] = (sum(int(r[3 * i] or 0) for r, _ in shards), sum(float(r[3 * i + 1] or 0) for r, _ in shards),
@@ -499,9 +494,7 @@ class CloudStore:
             values = [float(p[i]) for _, p in shards if p[i] is not None]
             if values:
                 power[minute] = sum(values)
-        counted = {edge: {m: int(v) for m, v in zip(sorted(acked_minutes[edge]), acked[edge]) if v is not None}
-                   for edge in edges}
-        return totals, power, counted
+        return totals, power
 
     async def add_counts(self, counts):
         """Add {name: amount} to the counters (each in its shard's stats hash), in one round trip."""

@@ -8,7 +8,7 @@ from channels.layers import get_channel_layer
 
 from cloud_app.engine import connect_async
 from cloud_app.server import DASHBOARD_GROUP, CloudServer
-from cloud_app.store import CloudStore
+from cloud_app.store import CloudStore, StoreResult
 from fogwire import protocol as wire
 from tests.conftest import EDGE_ID, EDGE_SECRET, free_port, make_rows, refusal, run_manage
 
@@ -31,7 +31,7 @@ def test_it_answers_store_unavailable_and_keeps_publishing(cloud_settings):
             reply = await server.handle_data(wire.batch_frame(EDGE_ID, EDGE_SECRET, make_rows(5)))
             beat = await server.handle_heartbeat(wire.heartbeat(EDGE_ID, EDGE_SECRET))  # not recorded, answered
             rows = make_rows(3)
-            server._merge_update(EDGE_ID, type("Stored", (), {"new": 3, "states": {"BY"}, "fresh": []})(), rows)
+            server._merge_update(EDGE_ID, StoreResult([""] * 3, [""] * 3, 3, 0, {"BY"}, []), rows)
             update = await asyncio.wait_for(layer.receive(channel), timeout=30)  # totals unreadable: sent anyway
             await asyncio.sleep(1)
             return refusal(reply), beat, update, publisher.done()

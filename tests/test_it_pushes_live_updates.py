@@ -10,6 +10,7 @@ from tests.conftest import (
     EDGE_ID,
     EDGE_SECRET,
     answer,
+    free_port,
     is_tick,
     make_rows,
     open_dashboard,
@@ -57,10 +58,10 @@ def test_it_counts_nothing_twice_for_a_page_that_joins_before_an_update_of_what_
         server = CloudServer(CloudStore(client, cloud_prefix), {EDGE_ID: EDGE_SECRET}, max_connections=4,
                              channel_layer=get_channel_layer())
         try:
-            first = make_rows(12, household="joiner", base_ms=_minutes_ago(5))
+            first = make_rows(12, household="joiner", base_ms=base)
             assert (await answer(server, first))[1] == [""] * 12
             assert await server.publish_pending()  # nobody listens yet
-            second = make_rows(12, household="other", start_id=12, base_ms=_minutes_ago(5))  # the same minute
+            second = make_rows(12, household="other", start_id=12, base_ms=base)  # the same minute
             assert (await answer(server, second))[1] == [""] * 12  # stored; its update not yet published
             socket, summary = await open_dashboard()  # the summary holds both batches
             assert await server.publish_pending()
@@ -72,36 +73,68 @@ def test_it_counts_nothing_twice_for_a_page_that_joins_before_an_update_of_what_
         finally:
             await client.aclose()
 
+    base = _minutes_ago(5)
     rows, summary, update = asyncio.run(scenario())
     assert update["acked"] == 12  # what the batch added, for the rates
     power = {str(p["minute"]): p["power_w"] * 60000 for p in summary["power"] if p["power_w"] is not None}
-    assert set(update["power"]) == {str(_minutes_ago(5))}
+    assert set(update["power"]) == {str(base)}
     for minute, wms in update["power"].items():  # every stored tuple's, once
         assert wms == pytest.approx(power[minute], abs=60) == sum(
             avg * (we - ws) for _, _, ws, we, avg, _ in rows if ws // 60000 * 60000 == int(minute))
-    [edge] = summary["edges"]
-    counted = dict(zip(map(str, edge["history"]["minutes"]), edge["history"]["acked"]))
-    assert update["acked_minutes"] == {EDGE_ID: {minute: counted[minute] for minute in update["acked_minutes"][EDGE_ID]}}
-    assert sum(counted.values()) == 24 and update["acked_minutes"][EDGE_ID]  # the minute(s) they were stored in
-    for state in summary["states"]:
-        if state["state"] in update["states"]:
-            assert update["states"][state["state"]][2] == state["tuples"]
+    tuples = {state["state"]: state["tuples"] for state in summary["states"]}
+    assert update["states"] and {state: sums[2] for state, sums in update["states"].items()} == {
+        state: tuples[state] for state in update["states"]}
     assert {t["id"] for t in update["recent"]} <= {t["id"] for t in summary["recent"]}
 
 
 def test_it_merges_updates_so_a_client_gets_at_most_four_a_second():
     pending = merge(None, {"acked": 3, "edges": {"e": 3}, "states": {"BY": [1, 10.0, 3]}, "beats": {}, "ts": 1,
-                           "power": {"60000": 5.0}, "acked_minutes": {"e": {"60000": 3}},
-                           "recent": [{"id": 2}, {"id": 1}], "ends": {"5000": 3}})
+                           "power": {"60000": 5.0}, "recent": [{"id": 2}, {"id": 1}], "ends": {"5000": 3}})
     pending = merge(pending, {"acked": 2, "edges": {"e": 2, "f": 1}, "states": {"BY": [1, 20.0, 5]},
                               "beats": {"e": {"backlog": 4, "ts": 2}}, "ts": 2,
-                              "power": {"60000": 6.5, "120000": 2.0}, "acked_minutes": {"e": {"60000": 5}, "f": {"0": 1}},
-                              "recent": [{"id": 3}], "ends": {"5000": 1, "10000": 1}})
+                              "power": {"60000": 6.5, "120000": 2.0}, "recent": [{"id": 3}],
+                              "ends": {"5000": 1, "10000": 1}})
     # Another cloud process's update, read from the store before the last one: its totals are older, smaller.
     pending = merge(pending, {"acked": 1, "edges": {"f": 1}, "states": {"BY": [1, 15.0, 4]}, "ts": 3,
-                              "power": {"60000": 6.0}, "acked_minutes": {"e": {"60000": 4}}, "ends": {"5000": 1}})
+                              "power": {"60000": 6.0}, "ends": {"5000": 1}})
     # Counts add up; totals keep the newest, whatever the order they came in.
     assert pending == {"acked": 6, "edges": {"e": 5, "f": 2}, "states": {"BY": [1, 20.0, 5]},
                        "beats": {"e": {"backlog": 4, "ts": 2}}, "ts": 3,
-                       "power": {"60000": 6.5, "120000": 2.0}, "acked_minutes": {"e": {"60000": 5}, "f": {"0": 1}},
+                       "power": {"60000": 6.5, "120000": 2.0},
                        "recent": [{"id": 3}, {"id": 2}, {"id": 1}], "ends": {"5000": 5, "10000": 1}}
+
+
+def test_it_reads_an_updates_totals_again_when_the_store_did_not_answer(cloud_settings, redis_url, cloud_prefix):
+    """The totals are read when the update is published: if the store does not answer then, the next round reads
+    them (no later batch need touch the same minute or state)."""
+    from channels.layers import get_channel_layer
+
+    from cloud_app.run import store_client
+    from cloud_app.server import CloudServer
+    from cloud_app.store import CloudStore
+
+    async def scenario():
+        client, away = store_client(redis_url), store_client(f"redis://127.0.0.1:{free_port()}/0")  # none there
+        store = CloudStore(client, cloud_prefix)
+        server = CloudServer(store, {EDGE_ID: EDGE_SECRET}, max_connections=4, channel_layer=get_channel_layer())
+        try:
+            assert (await answer(server, rows))[1] == [""] * 12
+            store.redis = away  # the store stops answering before the update goes out
+            assert await server.publish_pending()  # it goes out, without its totals
+            store.redis = client
+            socket, _ = await open_dashboard()
+            assert await server.publish_pending()
+            update = await socket.receive_json_from(timeout=10)
+            while is_tick(update):
+                update = await socket.receive_json_from(timeout=10)
+            await socket.disconnect()
+            return update
+        finally:
+            await client.aclose()
+            await away.aclose()
+
+    base = _minutes_ago(3)
+    rows = make_rows(12, household="again", base_ms=base)
+    update = asyncio.run(scenario())
+    assert update["power"] == {str(base): pytest.approx(sum(avg * (we - ws) for _, _, ws, we, avg, _ in rows))}
+    assert sum(sums[2] for sums in update["states"].values()) == 12

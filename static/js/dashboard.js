@@ -273,15 +273,7 @@
   }
   function acked(name, count) {
     const edge = ensureEdge(name);
-    edge.ackedNow = (edge.ackedNow || 0) + count;
-  }
-  function ackedMinutes(name, totals) {
-    const edge = ensureEdge(name);
-    if (!edge.history) return;  // its history, loaded once the edge is first seen, holds them
-    Object.entries(totals).forEach(([minute, count]) => {
-      const i = minuteSlot(edge.history, Number(minute));
-      if (i >= 0) edge.history.acked[i] = Math.max(edge.history.acked[i] || 0, count);
-    });
+    edge.ackedNow = (edge.ackedNow || 0) + count;  // its rate (the badge's acked/s)
   }
   function paintEdges() {
     const box = document.getElementById("edges");
@@ -332,12 +324,14 @@
   // --- latest tuples -------------------------------------------------------------
   let recentRows = [];
   function paintRecent(rows, replace) {
-    // An update may carry tuples the summary before it already showed.
+    // An update may carry tuples the summary before it already showed, or older ones it had no room for:
+    // each tuple once, newest stored first.
     const key = (t) => `${t.edge}\u0000${t.id}`;
     const shown = new Set(replace ? [] : recentRows.map(key));
     rows = rows.filter((t) => !shown.has(key(t)));
     if (!rows.length) return;
-    recentRows = (replace ? rows : rows.concat(recentRows)).slice(0, 15);
+    recentRows = replace ? rows : rows.concat(recentRows).sort((a, b) => (b.acked_ms || 0) - (a.acked_ms || 0));
+    recentRows = recentRows.slice(0, 15);
     document.getElementById("recent").replaceChildren(...recentRows.map((t) => {
       const tr = el("tr", undefined, "clickable");
       [new Date(t.window_start).toLocaleString(), t.household.slice(0, 24), t.state, t.postal_code, t.power_w.toFixed(1), t.edge]
@@ -374,7 +368,6 @@
     });
     Object.entries(update.beats || {}).forEach(([edge, b]) => beat(edge, b.ts, b.backlog, b.paused));
     Object.entries(update.edges || {}).forEach(([edge, count]) => acked(edge, count));
-    Object.entries(update.acked_minutes || {}).forEach(([edge, totals]) => ackedMinutes(edge, totals));
     ackedThisSecond += update.acked;
     mergePower(update.power);
     paintStates(); paintEdges(); paintRecent(update.recent || []);
