@@ -4,10 +4,10 @@ The cloud publishes a merged update to the group about every quarter second;
 each client additionally gets at most MAX_PER_SECOND messages, merged, so a
 slow browser never builds a queue.
 
-The summary is everything the page shows that updates only add to: the
-states, the edges with each one's last hour, the power per minute and the
-newest tuples. A page that reconnects after a drop paints it again, so what
-it missed while away is not lost (the updates carry only what changed).
+The summary is everything the page shows that updates change: the states,
+the edges with each one's last hour, the power per minute and the newest
+tuples. A page that reconnects after a drop paints it again, so what it
+missed while away is not lost (the updates carry only what changed).
 The socket joins the group before the summary is read, so no update falls
 between the two; the updates that come in meanwhile are of batches the
 summary may already hold. So an update carries, for the states and power
@@ -113,7 +113,13 @@ def merge(pending, update):
         if kept is None or sums[2] >= kept[2]:
             pending["states"][state] = sums
     pending["beats"].update(update.get("beats", {}))
-    pending["recent"] = (update.get("recent", []) + pending["recent"])[:RECENT_KEEP]
+    # Each tuple once, the newest stored first: two cloud processes' updates may come in either order.
+    recent, seen = [], set()
+    for row in sorted(update.get("recent", []) + pending["recent"], key=lambda r: -r.get("acked_ms", 0)):
+        if (row.get("edge"), row.get("id")) not in seen:
+            seen.add((row.get("edge"), row.get("id")))
+            recent.append(row)
+    pending["recent"] = recent[:RECENT_KEEP]
     pending["ts"] = update.get("ts")
     return pending
 

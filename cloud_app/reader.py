@@ -222,8 +222,8 @@ class CloudReader:
 
     def summary(self, recent=20):
         """Everything the dashboard paints on (re)connecting: with each edge's last hour and the power per minute
-        (as /api/edges/<id>/history/ and /api/power/), which its updates only add to, so a page that was away
-        misses nothing."""
+        (as /api/edges/<id>/history/ and /api/power/), which its updates only bring forward, so a page that
+        was away misses nothing."""
         edges = self.edges()
         for edge in edges:
             edge["history"] = self.edge_history(edge["edge"])

@@ -95,6 +95,9 @@ class CloudServer:
         self.admitted = {}  # id(socket) -> {pipe id: pipe} of the peers _admit let in (see there)
         self.watch_durability, self.volatile, self.durability_checked = watch_durability, "", time.monotonic()
         self._update = None  # pending dashboard update, merged until published
+        # The states and power minutes of an update whose totals the store did not give: read with the next
+        # update of a stored batch (the store is back), not before, so an outage costs no reads.
+        self._unread = (set(), set())
         self.published_at = time.monotonic()  # of the last update published, or tick tried (TICK_EVERY_SECONDS)
 
     # --- one request ------------------------------------------------------
@@ -299,13 +302,17 @@ class CloudServer:
         update["acked"] += result.new
         update["edges"][edge] = update["edges"].get(edge, 0) + result.new
         update["states"].update(result.states)
+        if self._unread[0] or self._unread[1]:
+            update["states"].update(self._unread[0])
+            update["power"].update(self._unread[1])
+            self._unread = (set(), set())
         acked_ms = result.acked_ms or int(time.time() * 1000)
         fresh = [rows[i] for i in (result.fresh or [])]
         # Each minute a window spans, as the store's roll-ups, within the page's hour: a backlog's older minutes
         # (or a long window's) would only make the publisher read keys that are not there or not shown.
         now_minute = int(time.time()) // 60
         first, last = now_minute - HISTORY_MINUTES, now_minute + 1
-        for _, _, start, end, _, _ in fresh:
+        for _, _, start, end, _, _ in fresh:  # clipped again when published
             update["power"].update(range(max(start // 60000, first), min((end - 1) // 60000, last) + 1))
             if str(end) in update["ends"] or len(update["ends"]) < ENDS_MAX:
                 update["ends"][str(end)] = update["ends"].get(str(end), 0) + 1
@@ -333,18 +340,21 @@ class CloudServer:
         update, self._update = self._update, None
         if update is None:
             return False
+        now_minute = int(time.time()) // 60  # minutes kept for a later read may have left the page's hour since
+        minutes = {m for m in update["power"] if now_minute - HISTORY_MINUTES <= m <= now_minute + 1}
+        totals, power = {}, {}
         try:
-            # A batch changed its shard's figures; the page shows the totals over every shard, and sets them:
-            # a page whose summary was read after these batches were stored would count what they added twice.
-            totals, power = await self.store.update_totals(update["states"], update["power"])
+            # A batch changed its shard's figures; the page shows the totals over every shard, and keeps the
+            # larger of them and what it has: had it added what the batches added, a page whose summary was
+            # read after they were stored would count it twice.
+            if update["states"] or minutes:
+                totals, power = await self.store.update_totals(update["states"], minutes)
         except STORE_ERRORS as exc:
-            # The next round reads them again (no later batch need touch the same minute); the page keeps what
-            # it has meanwhile.
+            # Read with the next update of a stored batch (no later batch need touch the same minute); the
+            # page keeps what it has meanwhile.
             self._refused_log(None, "dashboard-totals").warning("dashboard update without its totals: Redis: %s", exc)
-            again = self._pending_update()
-            again["states"].update(update["states"])
-            again["power"].update(update["power"])
-            totals, power = {}, {}
+            self._unread[0].update(update["states"])
+            self._unread[1].update(minutes)
         update["states"] = {state: list(sums) for state, sums in totals.items()}
         update["power"] = {str(minute * 60000): wms for minute, wms in power.items()}
         # One line when the channel layer goes down and one when it is back, through the refusals' limiter so a

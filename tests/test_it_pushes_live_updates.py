@@ -102,11 +102,16 @@ def test_it_merges_updates_so_a_client_gets_at_most_four_a_second():
                        "beats": {"e": {"backlog": 4, "ts": 2}}, "ts": 3,
                        "power": {"60000": 6.5, "120000": 2.0},
                        "recent": [{"id": 3}, {"id": 2}, {"id": 1}], "ends": {"5000": 5, "10000": 1}}
+    # The newest tuples: each once, the newest stored first, whichever process's update came first.
+    pending = merge(None, {"recent": [{"edge": "e", "id": 2, "acked_ms": 200}, {"edge": "e", "id": 1, "acked_ms": 200}]})
+    pending = merge(pending, {"recent": [{"edge": "f", "id": 2, "acked_ms": 100}, {"edge": "e", "id": 2, "acked_ms": 200}]})
+    assert [(row["edge"], row["id"]) for row in pending["recent"]] == [("e", 2), ("e", 1), ("f", 2)]
 
 
-def test_it_reads_an_updates_totals_again_when_the_store_did_not_answer(cloud_settings, redis_url, cloud_prefix):
-    """The totals are read when the update is published: if the store does not answer then, the next round reads
-    them (no later batch need touch the same minute or state)."""
+def test_it_reads_an_updates_totals_with_the_next_batch_when_the_store_did_not_answer(
+        cloud_settings, redis_url, cloud_prefix):
+    """The totals are read when the update is published: if the store does not answer then, they are read with
+    the next update of a stored batch (no later batch need touch the same minute or state), and not before."""
     from channels.layers import get_channel_layer
 
     from cloud_app.run import store_client
@@ -118,11 +123,13 @@ def test_it_reads_an_updates_totals_again_when_the_store_did_not_answer(cloud_se
         store = CloudStore(client, cloud_prefix)
         server = CloudServer(store, {EDGE_ID: EDGE_SECRET}, max_connections=4, channel_layer=get_channel_layer())
         try:
-            assert (await answer(server, rows))[1] == [""] * 12
+            assert (await answer(server, first))[1] == [""] * 12
             store.redis = away  # the store stops answering before the update goes out
             assert await server.publish_pending()  # it goes out, without its totals
+            assert not await server.publish_pending()  # nothing read again while nothing is stored
             store.redis = client
             socket, _ = await open_dashboard()
+            assert (await answer(server, second))[1] == [""] * 12  # another minute
             assert await server.publish_pending()
             update = await socket.receive_json_from(timeout=10)
             while is_tick(update):
@@ -134,7 +141,9 @@ def test_it_reads_an_updates_totals_again_when_the_store_did_not_answer(cloud_se
             await away.aclose()
 
     base = _minutes_ago(3)
-    rows = make_rows(12, household="again", base_ms=base)
+    first = make_rows(12, household="again", base_ms=base)
+    second = make_rows(12, household="again", start_id=12, base_ms=base + 60000)
     update = asyncio.run(scenario())
-    assert update["power"] == {str(base): pytest.approx(sum(avg * (we - ws) for _, _, ws, we, avg, _ in rows))}
-    assert sum(sums[2] for sums in update["states"].values()) == 12
+    assert update["power"] == {str(minute): pytest.approx(sum(avg * (we - ws) for _, _, ws, we, avg, _ in rows))
+                               for minute, rows in ((base, first), (base + 60000, second))}
+    assert update["acked"] == 12 and sum(sums[2] for sums in update["states"].values()) == 24

@@ -1,8 +1,8 @@
 // The live dashboard: first paint from the REST API, then the websocket's
 // summary and updates; nothing polls. Says plainly when the websocket is down
 // and reconnects by itself with a growing pause; each connect's summary
-// repaints everything the updates only add to (power, the edges' hours), so
-// what came while the socket was down is not missing. Updates carry the totals
+// repaints everything the updates change (power, the edges' hours), so what
+// came while the socket was down is not missing. Updates carry the totals
 // of what they changed, and the page keeps the larger (they only grow): an update
 // of batches the summary already held counts nothing twice. Times are shown in
 // the browser's time zone, which the page names.
@@ -204,7 +204,7 @@
   let skewMs = 0;  // the server's clock minus this browser's, from the updates' times
   const serverNow = () => Date.now() + skewMs;
   const learnSkew = (ts) => { if (ts) skewMs = ts - Date.now(); };  // which minutes have settled is the server's to say
-  function extendPower(minute) {  // empty minutes up to `minute`, so its updates have a place to add to
+  function extendPower(minute) {  // empty minutes up to `minute`, so its updates have a place to go
     while (powerMinutes.length && powerMinutes[powerMinutes.length - 1][0] < minute) {
       powerMinutes.push([powerMinutes[powerMinutes.length - 1][0] + MINUTE, null]);
     }
