@@ -14,7 +14,8 @@ summary may already hold. So an update carries, for the states and power
 minutes its batches changed, the totals the store has when it is
 published, and the page keeps the larger of what it has and what comes
 (they only grow): nothing is counted twice. The newest tuples are told
-apart by edge and id, and kept in the order the store took them.
+apart as the store does (an edge's household's window), and kept in the
+order the store took them.
 
 A client may send {"watch": household} (or {"watch": null}): with each
 update that stored tuples, it then also gets that household's newest
@@ -95,6 +96,12 @@ refused_log = RateLimitedLog(log, REFUSED_LOG_LINES, REFUSED_LOG_SECONDS)
 junk_log = RateLimitedLog(log, REFUSED_LOG_LINES, REFUSED_LOG_SECONDS)
 
 
+def tuple_key(row):
+    """What tells one stored tuple from another, as the store does: its edge's household's window (an edge's ids
+    begin again with its database)."""
+    return row.get("edge"), row.get("household"), row.get("window_start"), row.get("window_end")
+
+
 def merge(pending, update):
     """Fold `update` into `pending` (both as published by the cloud server). Counts (acked, edges, ends) add
     up; the states and power are totals, which only grow, so the larger is the newer: updates of two cloud
@@ -116,8 +123,8 @@ def merge(pending, update):
     # Each tuple once, the newest stored first: two cloud processes' updates may come in either order.
     recent, seen = [], set()
     for row in sorted(update.get("recent", []) + pending["recent"], key=lambda r: -r.get("acked_ms", 0)):
-        if (row.get("edge"), row.get("id")) not in seen:
-            seen.add((row.get("edge"), row.get("id")))
+        if tuple_key(row) not in seen:
+            seen.add(tuple_key(row))
             recent.append(row)
     pending["recent"] = recent[:RECENT_KEEP]
     pending["ts"] = update.get("ts")

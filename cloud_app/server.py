@@ -96,7 +96,8 @@ class CloudServer:
         self.watch_durability, self.volatile, self.durability_checked = watch_durability, "", time.monotonic()
         self._update = None  # pending dashboard update, merged until published
         # The states and power minutes of an update whose totals the store did not give: read with the next
-        # update of a stored batch (the store is back), not before, so an outage costs no reads.
+        # update that stored a batch (the store is back), not before: beats reach the page during an outage
+        # too, and an outage must cost no reads.
         self._unread = (set(), set())
         self.published_at = time.monotonic()  # of the last update published, or tick tried (TICK_EVERY_SECONDS)
 
@@ -302,10 +303,6 @@ class CloudServer:
         update["acked"] += result.new
         update["edges"][edge] = update["edges"].get(edge, 0) + result.new
         update["states"].update(result.states)
-        if self._unread[0] or self._unread[1]:
-            update["states"].update(self._unread[0])
-            update["power"].update(self._unread[1])
-            self._unread = (set(), set())
         acked_ms = result.acked_ms or int(time.time() * 1000)
         fresh = [rows[i] for i in (result.fresh or [])]
         # Each minute a window spans, as the store's roll-ups, within the page's hour: a backlog's older minutes
@@ -340,6 +337,10 @@ class CloudServer:
         update, self._update = self._update, None
         if update is None:
             return False
+        if update["acked"] and (self._unread[0] or self._unread[1]):  # it stored a batch: the store is back
+            (states, minutes), self._unread = self._unread, (set(), set())
+            update["states"] |= states
+            update["power"] |= minutes
         now_minute = int(time.time()) // 60  # minutes kept for a later read may have left the page's hour since
         minutes = {m for m in update["power"] if now_minute - HISTORY_MINUTES <= m <= now_minute + 1}
         totals, power = {}, {}
@@ -350,7 +351,7 @@ class CloudServer:
             if update["states"] or minutes:
                 totals, power = await self.store.update_totals(update["states"], minutes)
         except STORE_ERRORS as exc:
-            # Read with the next update of a stored batch (no later batch need touch the same minute); the
+            # Read with the next update that stores a batch (no later batch need touch the same minute); the
             # page keeps what it has meanwhile.
             self._refused_log(None, "dashboard-totals").warning("dashboard update without its totals: Redis: %s", exc)
             self._unread[0].update(update["states"])

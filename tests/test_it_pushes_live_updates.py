@@ -6,6 +6,7 @@ import time
 import pytest
 
 from cloud_app.consumers import merge
+from cloud_app.postal import locate
 from tests.conftest import (
     EDGE_ID,
     EDGE_SECRET,
@@ -89,10 +90,11 @@ def test_it_counts_nothing_twice_for_a_page_that_joins_before_an_update_of_what_
 
 def test_it_merges_updates_so_a_client_gets_at_most_four_a_second():
     pending = merge(None, {"acked": 3, "edges": {"e": 3}, "states": {"BY": [1, 10.0, 3]}, "beats": {}, "ts": 1,
-                           "power": {"60000": 5.0}, "recent": [{"id": 2}, {"id": 1}], "ends": {"5000": 3}})
+                           "power": {"60000": 5.0}, "recent": [{"id": 2, "household": "h2"}, {"id": 1, "household": "h1"}],
+                           "ends": {"5000": 3}})
     pending = merge(pending, {"acked": 2, "edges": {"e": 2, "f": 1}, "states": {"BY": [1, 20.0, 5]},
                               "beats": {"e": {"backlog": 4, "ts": 2}}, "ts": 2,
-                              "power": {"60000": 6.5, "120000": 2.0}, "recent": [{"id": 3}],
+                              "power": {"60000": 6.5, "120000": 2.0}, "recent": [{"id": 3, "household": "h3"}],
                               "ends": {"5000": 1, "10000": 1}})
     # Another cloud process's update, read from the store before the last one: its totals are older, smaller.
     pending = merge(pending, {"acked": 1, "edges": {"f": 1}, "states": {"BY": [1, 15.0, 4]}, "ts": 3,
@@ -101,22 +103,31 @@ def test_it_merges_updates_so_a_client_gets_at_most_four_a_second():
     assert pending == {"acked": 6, "edges": {"e": 5, "f": 2}, "states": {"BY": [1, 20.0, 5]},
                        "beats": {"e": {"backlog": 4, "ts": 2}}, "ts": 3,
                        "power": {"60000": 6.5, "120000": 2.0},
-                       "recent": [{"id": 3}, {"id": 2}, {"id": 1}], "ends": {"5000": 5, "10000": 1}}
+                       "recent": [{"id": 3, "household": "h3"}, {"id": 2, "household": "h2"}, {"id": 1, "household": "h1"}],
+                       "ends": {"5000": 5, "10000": 1}}
     # The newest tuples: each once, the newest stored first, whichever process's update came first.
-    pending = merge(None, {"recent": [{"edge": "e", "id": 2, "acked_ms": 200}, {"edge": "e", "id": 1, "acked_ms": 200}]})
-    pending = merge(pending, {"recent": [{"edge": "f", "id": 2, "acked_ms": 100}, {"edge": "e", "id": 2, "acked_ms": 200}]})
-    assert [(row["edge"], row["id"]) for row in pending["recent"]] == [("e", 2), ("e", 1), ("f", 2)]
+    def row(edge, household, start, acked_ms):
+        return {"edge": edge, "household": household, "window_start": start, "window_end": start + 5000,
+                "acked_ms": acked_ms}
+
+    pending = merge(None, {"recent": [row("e", "h1", 5000, 200), row("e", "h1", 0, 200)]})
+    pending = merge(pending, {"recent": [row("f", "h1", 5000, 100), row("e", "h1", 5000, 200)]})
+    assert [(r["edge"], r["window_start"]) for r in pending["recent"]] == [("e", 5000), ("e", 0), ("f", 5000)]
 
 
 def test_it_reads_an_updates_totals_with_the_next_batch_when_the_store_did_not_answer(
-        cloud_settings, redis_url, cloud_prefix):
+        cloud_settings, redis_url, cloud_prefix, caplog):
     """The totals are read when the update is published: if the store does not answer then, they are read with
-    the next update of a stored batch (no later batch need touch the same minute or state), and not before."""
+    the next update that stores a batch (no later batch need touch the same minute or state), and not before:
+    an update of heartbeats alone asks the store nothing."""
     from channels.layers import get_channel_layer
 
     from cloud_app.run import store_client
     from cloud_app.server import CloudServer
     from cloud_app.store import CloudStore
+
+    def failed_reads():
+        return sum("dashboard update without its totals" in r.getMessage() for r in caplog.records)
 
     async def scenario():
         client, away = store_client(redis_url), store_client(f"redis://127.0.0.1:{free_port()}/0")  # none there
@@ -125,11 +136,13 @@ def test_it_reads_an_updates_totals_with_the_next_batch_when_the_store_did_not_a
         try:
             assert (await answer(server, first))[1] == [""] * 12
             store.redis = away  # the store stops answering before the update goes out
-            assert await server.publish_pending()  # it goes out, without its totals
+            assert await server.publish_pending() and failed_reads() == 1  # it goes out, without its totals
             assert not await server.publish_pending()  # nothing read again while nothing is stored
+            server._merge_beat(EDGE_ID, {"backlog": 1})  # the page hears of beats while the store is away
+            assert await server.publish_pending() and failed_reads() == 1  # and they ask it nothing
             store.redis = client
             socket, _ = await open_dashboard()
-            assert (await answer(server, second))[1] == [""] * 12  # another minute
+            assert (await answer(server, second))[1] == [""] * 12  # another minute, other states
             assert await server.publish_pending()
             update = await socket.receive_json_from(timeout=10)
             while is_tick(update):
@@ -142,8 +155,11 @@ def test_it_reads_an_updates_totals_with_the_next_batch_when_the_store_did_not_a
 
     base = _minutes_ago(3)
     first = make_rows(12, household="again", base_ms=base)
-    second = make_rows(12, household="again", start_id=12, base_ms=base + 60000)
+    states = {locate(household)[1] for _, household, *_ in first}
+    prefix = next(f"later{n}" for n in range(1000) if not states & {locate(f"later{n}-{i}")[1] for i in range(5)})
+    second = make_rows(12, household=prefix, start_id=12, base_ms=base + 60000)
     update = asyncio.run(scenario())
     assert update["power"] == {str(minute): pytest.approx(sum(avg * (we - ws) for _, _, ws, we, avg, _ in rows))
                                for minute, rows in ((base, first), (base + 60000, second))}
-    assert update["acked"] == 12 and sum(sums[2] for sums in update["states"].values()) == 24
+    assert update["acked"] == 12 and set(update["states"]) >= states  # the first batch's, read now
+    assert sum(sums[2] for sums in update["states"].values()) == 24

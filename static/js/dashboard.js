@@ -326,7 +326,8 @@
   function paintRecent(rows, replace) {
     // An update may carry tuples the summary before it already showed, or older ones it had no room for:
     // each tuple once, newest stored first.
-    const key = (t) => `${t.edge}\u0000${t.id}`;
+    // A tuple is its edge's household's window, as the store tells them apart (an edge's ids begin again).
+    const key = (t) => [t.edge, t.household, t.window_start, t.window_end].join("\u0000");
     const shown = new Set(replace ? [] : recentRows.map(key));
     rows = rows.filter((t) => !shown.has(key(t)));
     if (!rows.length) return;
