@@ -26,7 +26,7 @@ from redis.exceptions import RedisError
 from cloud_app.engine import STORE_ERRORS
 from cloud_app.postal import locate
 from cloud_app.reader import HISTORY_MINUTES
-from cloud_app.store import BEAT_NEW, BEAT_REPLAYED, StoreRefused
+from cloud_app.store import BEAT_NEW, BEAT_REPLAYED, StoreRefused, window_minutes
 from fogwire import protocol as wire
 from fogwire.ratelog import RateLimitedLog
 
@@ -305,12 +305,11 @@ class CloudServer:
         update["states"].update(result.states)
         acked_ms = result.acked_ms or int(time.time() * 1000)
         fresh = [rows[i] for i in (result.fresh or [])]
-        # Each minute a window spans, as the store's roll-ups, within the page's hour: a backlog's older minutes
-        # (or a long window's) would only make the publisher read keys that are not there or not shown.
-        now_minute = int(time.time()) // 60
-        first, last = now_minute - HISTORY_MINUTES, now_minute + 1
+        # Each minute a window spans, within the page's hour: a backlog's older minutes (or a long window's) would
+        # only make the publisher read keys that are not there or not shown.
+        first, last = _page_minutes()
         for _, _, start, end, _, _ in fresh:  # clipped again when published
-            update["power"].update(range(max(start // 60000, first), min((end - 1) // 60000, last) + 1))
+            update["power"].update(window_minutes(start, end, first, last))
             if str(end) in update["ends"] or len(update["ends"]) < ENDS_MAX:
                 update["ends"][str(end)] = update["ends"].get(str(end), 0) + 1
         stored = [{"edge": edge, "id": tid, "household": household, "postal_code": code, "state": state,
@@ -341,8 +340,8 @@ class CloudServer:
             (states, minutes), self._unread = self._unread, (set(), set())
             update["states"] |= states
             update["power"] |= minutes
-        now_minute = int(time.time()) // 60  # minutes kept for a later read may have left the page's hour since
-        minutes = {m for m in update["power"] if now_minute - HISTORY_MINUTES <= m <= now_minute + 1}
+        first, last = _page_minutes()  # minutes kept for a later read may have left the page's hour since
+        minutes = {m for m in update["power"] if first <= m <= last}
         totals, power = {}, {}
         try:
             # A batch changed its shard's figures; the page shows the totals over every shard, and keeps the
@@ -536,6 +535,13 @@ class CloudServer:
                     await self.publish_pending()
                 except Exception:  # one bad round must not end the dashboard's feed for the server's life
                     log.exception("dashboard update round failed; the next one follows")
+
+
+def _page_minutes():
+    """The epoch minutes the page's power chart shows (its hour, and the next minute for a clock a little
+    behind the edges'), as (first, last)."""
+    now_minute = int(time.time()) // 60
+    return now_minute - HISTORY_MINUTES, now_minute + 1
 
 
 def _open(pipe):

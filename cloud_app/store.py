@@ -363,6 +363,13 @@ class StoreResult:
     acked_ms: int = None  # when the store took them (its records' acked_ms)
 
 
+def window_minutes(start, end, first=None, last=None):
+    """The epoch minutes a window [start, end) ms reaches into, each of which its power roll-ups give a share (as
+    STORE_BATCH does); only those from `first` to `last`, when given."""
+    low, high = start // 60000, (end - 1) // 60000
+    return range(low if first is None else max(low, first), (high if last is None else min(high, last)) + 1)
+
+
 def delete_prefix(client, prefix):
     """Remove every key under `prefix` (a test's or a benchmark's), a thousand at a time. On a cluster the
     client scans every primary and splits the UNLINK by slot."""
@@ -441,7 +448,7 @@ class CloudStore:
                     series[household] = self.keys.series(shard, household)
                 if state not in indexes:
                     indexes[state] = self.keys.state_households(shard, state)
-                for minute in range(start // 60000, (end - 1) // 60000 + 1):  # each minute the window spans
+                for minute in window_minutes(start, end):
                     if minute not in minutes:
                         minutes[minute] = self.keys.power_minute(shard, minute)
                 args += (tid if by_id else tuple_field(household, start, end), tid, household, start, repr(average), state,

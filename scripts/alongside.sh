@@ -63,12 +63,14 @@ trap - INT TERM
 echo
 echo "--- ${background[*]} (beside ${*}; its output, from $log) ---"
 cat "$log"
+if [[ $signal -ne 0 && ( $fore_status -ne 0 || $back_status -ne 0 ) ]]; then  # a signal that stopped nothing is no failure
+    echo "alongside.sh: stopped by a signal" >&2
+    exit "$signal"
+fi
 if [[ $fore_status -ne 0 ]]; then
-    [[ $signal -ne 0 ]] && echo "alongside.sh: stopped by a signal" >&2 && exit "$signal"
     exit "$fore_status"
 fi
 if [[ $back_status -ne 0 ]]; then
-    [[ $signal -ne 0 ]] && echo "alongside.sh: stopped by a signal" >&2 && exit "$signal"
     echo "alongside.sh: the background command failed (status $back_status): ${background[*]}" >&2
 fi
 exit "$back_status"
