@@ -7,6 +7,10 @@ MIN_SECRET_BYTES = 32  # an edge secret on a reachable cloud: 256 bits, the HMAC
 # Fewer different characters than this in a secret of any length is a pattern ("a" * 32), not a random secret: a
 # random one of MIN_SECRET_BYTES characters has more, even when they are hex digits, all but never.
 MIN_SECRET_SYMBOLS = 8
+# A secret whose characters mostly repeat those a fixed distance before them is a pattern with a few changes
+# ("password" * 4 + "1", "1234567890" * 3 + "12", "a" * 35 + "bcdefgh"): in a random one, about one in its
+# alphabet's size does, at any distance.
+MAX_REPEATED_SHARE = 0.5
 
 # What can be wrong with the list as a whole; `manage.py check` gives each a check id of its own.
 UNREADABLE, MALFORMED, REPEATED, EMPTY = "unreadable", "malformed", "repeated", "empty"
@@ -33,15 +37,18 @@ def edge_secrets_text(inline, path):
         return handle.read().decode("utf-8-sig")  # whole: an error's byte is the file's; a BOM is no id's
 
 
-def parse_edge_secrets(text):
-    """{edge id: secret} from `id:secret` pairs separated by commas or new lines.
+def parse_edge_secrets(text, lines_only=False):
+    """{edge id: secret} from `id:secret` pairs separated by commas or new lines (`lines_only`: by new lines
+    alone, as in a file, where a secret may hold a comma: cut there, its rest would be read as a pair of its
+    own, and a message could name a piece of it as an edge id).
 
     Returns (pairs, bad, repeated): bad lists the edge ids (never the secrets) of
     entries that are not pairs, repeated the ids listed more than once (which
     secret would count is anyone's guess), so a message can name them safely.
     """
     pairs, bad, seen = {}, [], Counter()
-    for number, item in enumerate(filter(None, (p.strip() for p in text.replace("\n", ",").split(","))), 1):
+    items = text.splitlines() if lines_only else text.replace("\n", ",").split(",")
+    for number, item in enumerate(filter(None, (p.strip() for p in items)), 1):
         if item.startswith("#"):
             continue
         edge_id, sep, secret = item.partition(":")
@@ -65,7 +72,7 @@ def read_edge_secrets(inline, path):
         return {}, [SecretsProblem(UNREADABLE, f"{source}: can't be read ({exc.strerror or exc})")]
     except UnicodeDecodeError as exc:
         return {}, [SecretsProblem(UNREADABLE, f"{source}: not UTF-8 text (byte {exc.start + 1} of the file)")]
-    pairs, bad, repeated = parse_edge_secrets(text)
+    pairs, bad, repeated = parse_edge_secrets(text, lines_only=bool(path))
     problems = []
     if bad:
         problems.append(SecretsProblem(MALFORMED, f"{source} has entries that are not id:secret pairs "
@@ -80,18 +87,20 @@ def read_edge_secrets(inline, path):
 def weak_secrets(pairs, dev_secret):
     """Why each weak secret is weak, as "edge id (reason)" (never the secret): the development default, shorter
     than MIN_SECRET_BYTES, fewer than MIN_SECRET_SYMBOLS different characters, a shorter part repeated
-    ("abcdefgh" * 4), or the secret of another edge
+    ("abcdefgh" * 4, or most of it: MAX_REPEATED_SHARE), or the secret of another edge
     too (frames tagged with it open as either edge's, so each could deliver as the other)."""
     holders = Counter(pairs.values())
     weak = []
     for edge, secret in pairs.items():
         if secret == dev_secret:
             why = "the development default"
+        elif dev_secret and dev_secret in secret:
+            why = "the development default with more to it"
         elif len(secret.encode()) < MIN_SECRET_BYTES:
             why = f"shorter than {MIN_SECRET_BYTES} bytes"
         elif len(set(secret)) < MIN_SECRET_SYMBOLS:
             why = f"fewer than {MIN_SECRET_SYMBOLS} different characters"
-        elif secret in (secret + secret)[1:-1]:  # a string is in its doubled self, off its ends, iff it is periodic
+        elif _mostly_repeated(secret):
             why = "a shorter part repeated"
         elif holders[secret] > 1:
             why = "shared with another edge"
@@ -99,3 +108,10 @@ def weak_secrets(pairs, dev_secret):
             continue
         weak.append(f"{edge} ({why})")
     return weak
+
+
+def _mostly_repeated(secret):
+    """Whether, at some distance up to half its length, more than MAX_REPEATED_SHARE of a secret's characters
+    are the one that distance before them."""
+    return any(sum(a == b for a, b in zip(secret, secret[shift:])) > MAX_REPEATED_SHARE * (len(secret) - shift)
+               for shift in range(1, len(secret) // 2 + 1))

@@ -465,8 +465,8 @@ class CloudServer:
                 try:
                     try:
                         reply = await handler(frame)
-                    except Exception:
-                        log.exception("request of %d bytes failed", len(frame))
+                    except Exception:  # whoever sends such frames sets how often: not one traceback each
+                        self._refused_log(None, wire.R_INTERNAL).exception("request of %d bytes failed", len(frame))
                         reply = wire.error_frame(None, wire.request_nonce(frame), wire.R_INTERNAL,
                                                  "the cloud failed on this request")
                     try:

@@ -68,7 +68,12 @@ def household_problem(household):
 
 
 def power_problem(power_w):
-    """(reason, text) for a power value in watts that can't be a household's, else ('', '')."""
+    """(reason, text) for a power value in watts that can't be a household's, else ('', ''). Total over ints too:
+    a JSON literal of hundreds of digits is past any float, and isfinite() raises on it."""
+    if type(power_w) is int and power_w.bit_length() > 64:  # before isfinite(), and never repr'd at length
+        return ((R_NEGATIVE, f"power, an integer of {power_w.bit_length()} bits, is negative") if power_w < 0 else
+                (R_TOO_POWERFUL, f"power, an integer of {power_w.bit_length()} bits, is above one household's "
+                                 f"{MAX_POWER_W} W"))
     if not math.isfinite(power_w):
         return R_NOT_FINITE, f"power {power_w!r} is not finite"
     if power_w < 0:

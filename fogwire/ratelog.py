@@ -17,10 +17,17 @@ class RateLimitedLog:
         self.started, self.written, self.suppressed = -seconds, 0, 0
 
     def warning(self, message, *args):
+        self._write(self.logger.warning, message, args)
+
+    def exception(self, message, *args):
+        """An error with its traceback (from an except block), in the same count as the warnings."""
+        self._write(self.logger.exception, message, args)
+
+    def _write(self, method, message, args):
         self._roll(self.clock())
         if self.written < self.lines:
             self.written += 1
-            self.logger.warning(message, *args)
+            method(message, *args)
         else:
             self.suppressed += 1
 

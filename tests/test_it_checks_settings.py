@@ -76,6 +76,15 @@ def test_it_reads_edge_secrets_from_a_file_and_names_an_unreadable_one(tmp_path)
     assert "meant-for-edge-2" not in broken.stderr  # a line naming the entry never shows what may be a secret
 
 
+def test_it_keeps_a_comma_in_a_secrets_file_as_part_of_the_secret(tmp_path):
+    from cloud_app.secrets import read_edge_secrets
+
+    path = tmp_path / "edge-secrets"
+    path.write_text("edge-1:Ab3x,Qk9:Zr7w-rest-of-it\nedge-2:second-secret\n")  # one pair a line, as documented
+    assert read_edge_secrets("", str(path)) == ({"edge-1": "Ab3x,Qk9:Zr7w-rest-of-it", "edge-2": "second-secret"}, [])
+    assert read_edge_secrets("edge-1:one,edge-2:two", "") == ({"edge-1": "one", "edge-2": "two"}, [])  # inline: commas
+
+
 @pytest.mark.parametrize("edge, cloud", [
     ("redis://localhost:6379/20", "redis://127.0.0.1:6379/20"),  # two names of one loopback
     ("redis://127.0.0.1:6379/0", "redis://127.0.0.1"),  # default port and database written out or left out

@@ -22,10 +22,14 @@ def _runcloud(*args, **env):
     (f"edge-1:{STRONG},edge-2:short-secret-20bytes", ["edge-2 (shorter than 32 bytes)"]),
     (f"edge-1:{STRONG},edge-2:{'ab' * 20},edge-3:{'abcdefgh' * 4}",
      ["edge-2 (fewer than 8 different characters)", "edge-3 (a shorter part repeated)"]),
+    # Guessable with a few changes: the development default with more to it, a sequence, a word repeated.
+    (f"edge-1:{STRONG},edge-2:dev-edge-secret-change-me-please-7,edge-3:{'1234567890' * 3}12,"
+     f"edge-4:{'password' * 4}1", ["edge-2 (the development default with more to it)",
+                                  "edge-3 (a shorter part repeated)", "edge-4 (a shorter part repeated)"]),
     # Frames tagged with a secret two edges hold open as either's: each could deliver as the other.
     (f"edge-1:{STRONG},edge-2:{STRONG},edge-3:{STRONG[::-1]}",
      ["edge-1 (shared with another edge)", "edge-2 (shared with another edge)"]),
-], ids=["unset", "development", "short", "pattern", "shared"])
+], ids=["unset", "development", "short", "pattern", "guessable", "shared"])
 def test_it_refuses_a_public_bind_with_a_weak_secret(secrets, weak):
     result = _runcloud("--bind", "0.0.0.0", "--insecure-plaintext", **({"FOG_EDGE_SECRETS": secrets} if secrets else {}))
     assert result.returncode == 1

@@ -60,6 +60,15 @@ def test_it_cuts_echoed_input_short_and_applies_the_v2_limits(legacy_cloud, redi
     assert not redis_client.exists(f"{legacy_cloud.prefix}t:old-edge")
 
 
+def test_it_refuses_an_average_past_any_float(legacy_cloud, redis_client, caplog):
+    with pynng.Req0(dial=legacy_cloud.data_addr, recv_timeout=3000) as data:
+        for sign in (b"", b"-"):  # a JSON integer of 400 digits: Python's float() and isfinite() raise on it
+            data.send(b'{"id": 5, "node_id": "hh-big", "average": ' + sign + b"9" * 400 + b"}")
+            assert data.recv().startswith(b"ERROR: negative-power" if sign else b"ERROR: implausible-power")
+    assert not redis_client.exists(f"{legacy_cloud.prefix}t:old-edge")
+    assert "Traceback" not in caplog.text
+
+
 def _runcloud(*args, env):
     from tests.conftest import free_port, run_manage
 
