@@ -26,6 +26,7 @@ from cloud_app.store import CloudStore
 from fogsite.certdates import refusal
 from fogsite.env import is_loopback, url_host
 from fogwire import tls as wire_tls
+from fogwire.stopsignals import stop_signals
 
 log = logging.getLogger("fog.cloud")
 
@@ -102,7 +103,8 @@ def store_client(url):
 async def run_cloud(*, bind, heartbeat_port, data_port, workers=8, allow_volatile=False, legacy_edge=None,
                     until=None, redis_url=None, key_prefix=None, publish=True, insecure_plaintext=False,
                     legacy_public=False):
-    """Serve until SIGINT/SIGTERM (or `until` seconds). Raises CloudStartError for known start-up faults."""
+    """Serve until SIGINT, SIGTERM or SIGHUP (fogwire.stopsignals), or `until` seconds. Raises CloudStartError for
+    known start-up faults."""
     secrets = edge_secrets()
     tls = tls_config()
     check_exposure(bind, secrets, tls, insecure_plaintext=insecure_plaintext, legacy_edge=legacy_edge,
@@ -110,6 +112,7 @@ async def run_cloud(*, bind, heartbeat_port, data_port, workers=8, allow_volatil
     client = store_client(redis_url or settings.FOG_CLOUD_REDIS_URL)
     store = CloudStore(client, key_prefix or settings.FOG_CLOUD_KEY_PREFIX,
                        households_per_edge=settings.FOG_CLOUD_HOUSEHOLDS_PER_EDGE)
+    before = {}  # signal -> its handler before this call's
     try:
         try:
             problem = await store.check_durable()
@@ -138,7 +141,10 @@ async def run_cloud(*, bind, heartbeat_port, data_port, workers=8, allow_volatil
                              max_connections=settings.FOG_CLOUD_MAX_CONNECTIONS, watch_durability=not allow_volatile)
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
-        for signum in (signal.SIGINT, signal.SIGTERM):
+        # asyncio puts SIG_DFL back when it removes a handler, not what was there: put that back on the way out
+        # (runcloud called in a process that goes on, as a test session, which takes SIGTERM as Ctrl-C).
+        for signum in stop_signals():
+            before[signum] = signal.getsignal(signum)
             loop.add_signal_handler(signum, stop.set)  # the handler only sets the flag
         if until:
             loop.call_later(until, stop.set)
@@ -153,4 +159,7 @@ async def run_cloud(*, bind, heartbeat_port, data_port, workers=8, allow_volatil
                                   "is it an address of this host?") from None
         return server.counts
     finally:
+        for signum, handler in before.items():
+            loop.remove_signal_handler(signum)
+            signal.signal(signum, handler)
         await client.aclose()

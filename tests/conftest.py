@@ -87,8 +87,11 @@ TEST_PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 def pytest_configure(config):
     settings.PASSWORD_HASHERS = TEST_PASSWORD_HASHERS
     parallel.configure(config, SESSION_ENV, session_processes, _kill_survivors, wait_for)
-    if hasattr(signal, "SIGTERM"):
-        signal.signal(signal.SIGTERM, _sigterm_as_ctrl_c)
+    # SIGHUP too (a terminal closed under the run), unless the run was started ignoring it (nohup): its default
+    # action skips every teardown, and what the tests started in sessions of their own would run on.
+    for signum in (signal.SIGTERM, signal.SIGHUP):
+        if signum is signal.SIGTERM or signal.getsignal(signum) is not signal.SIG_IGN:
+            signal.signal(signum, _sigterm_as_ctrl_c)
     atexit.register(_kill_survivors)
 
 

@@ -80,6 +80,8 @@ class Worker:
         # teardown starts would inherit SIG_IGN and could not be stopped.
         signal.signal(signal.SIGINT, _once_is_enough)
         signal.signal(signal.SIGTERM, _once_is_enough)
+        if signal.getsignal(signal.SIGHUP) is not signal.SIG_IGN:
+            signal.signal(signal.SIGHUP, _once_is_enough)
 
     @pytest.hookimpl(trylast=True)  # after the session's fixtures are torn down
     def pytest_sessionfinish(self, session):

@@ -100,6 +100,22 @@ def _ipv6_loopback():
     return True
 
 
+def test_it_leaves_the_signal_handlers_of_the_process_it_ran_in_as_they_were(cloud_settings, capsys):
+    """asyncio puts SIG_DFL back when it removes a handler: a test session that ran runcloud in its own process
+    then died of a SIGTERM instead of taking it as Ctrl-C and ending what it started."""
+    def handler(signum, frame):
+        pass
+
+    before = {signum: signal.signal(signum, handler) for signum in (signal.SIGTERM, signal.SIGHUP)}
+    try:
+        call_command("runcloud", "--heartbeat-port", str(free_port()), "--data-port", str(free_port()), "--until", "0.3")
+        assert "cloud stopped" in capsys.readouterr().out
+        assert signal.getsignal(signal.SIGTERM) is handler and signal.getsignal(signal.SIGHUP) is handler
+    finally:
+        for signum, previous in before.items():
+            signal.signal(signum, previous)
+
+
 @pytest.mark.skipif(not _ipv6_loopback(), reason="this host has no IPv6 loopback")
 @pytest.mark.parametrize("bind", ["::1", "[::1]"])
 def test_it_listens_on_the_ipv6_loopback(bind, cloud_settings, capsys):

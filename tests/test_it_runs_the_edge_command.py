@@ -43,13 +43,14 @@ def test_it_runs_a_burst_to_the_end_and_summarises(kafka_client, kafka_bootstrap
 
 
 @pytest.mark.serial  # a wall-clock bound
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGHUP])  # SIGHUP: its terminal closed
 def test_it_stops_every_loop_within_five_seconds_on_a_signal_and_says_so(kafka_bootstrap, topic, edge_env,
-                                                                        redis_url, cloud_prefix):
+                                                                        redis_url, cloud_prefix, signum):
     produce(kafka_bootstrap, topic, [reading("h", T0, 1.0)])
     cloud = edge_cloud(edge_env, redis_url, cloud_prefix)
     proc = start_edge(edge_env, topic)
     try:
-        proc.send_signal(signal.SIGTERM)
+        proc.send_signal(signum)
         # The README's promise: every loop stops within 5 s (its lock freed); the process follows.
         assert wait_for(lambda: not held_loops(edge_env), timeout=5, interval=0.05)
         out, err = proc.communicate(timeout=30)

@@ -1,4 +1,5 @@
-"""`runsimulation` stopped by SIGINT (Ctrl-C) or SIGTERM (honcho, systemd) ends cleanly (issue 19.6).
+"""`runsimulation` stopped by SIGINT (Ctrl-C), SIGTERM (honcho, systemd) or SIGHUP (its terminal closed) ends
+cleanly (issue 19.6).
 
 No traceback, a summary line that says which signal ended the run, exit
 status 0, and every reading it counted as sent is in Kafka.
@@ -27,7 +28,8 @@ def _in_topic(bootstrap, topic):
 
 
 # A spread run (simulation/spread.py) sends the rest of a step it handed over at once when stopped.
-@pytest.mark.parametrize("signum,spread", [(signal.SIGINT, "off"), (signal.SIGTERM, "on")])
+# SIGHUP: the terminal it ran in closed.
+@pytest.mark.parametrize("signum,spread", [(signal.SIGINT, "off"), (signal.SIGTERM, "on"), (signal.SIGHUP, "off")])
 def test_it_stops_with_a_summary_on_a_signal(kafka_bootstrap, topic, signum, spread):
     child = subprocess.Popen(
         [sys.executable, str(ROOT / "manage.py"), "runsimulation", "--households", "20", "--speed", "1",

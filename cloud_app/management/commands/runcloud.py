@@ -16,7 +16,7 @@ class Command(BaseCommand):
     help = (
         "Run the cloud node: pynng Rep sockets for heartbeats and data batches from edges, "
         "stored in the cloud Redis before each reply; tls+tcp when FOG_CLOUD_TLS_CERT is set. Refuses a bind "
-        "beyond loopback with weak edge secrets or without TLS. Stops cleanly on SIGINT/SIGTERM."
+        "beyond loopback with weak edge secrets or without TLS. Stops cleanly on SIGINT, SIGTERM or SIGHUP."
     )
 
     def add_arguments(self, parser):

@@ -13,6 +13,7 @@ from fogsite.checks import PIPELINE_CHECKS
 from fogsite.edge_database import check_edge_database
 from fogsite.env import TOPIC_EXPECTED, TOPIC_RE, is_loopback, option_float, option_match
 from fogwire.protocol import MAX_BATCH_TUPLES
+from fogwire.stopsignals import stop_signals
 
 LOG_LEVELS = {0: logging.WARNING, 1: logging.INFO, 2: logging.DEBUG, 3: logging.DEBUG}
 log = logging.getLogger("fog.edge")
@@ -22,7 +23,7 @@ class Command(BaseCommand):
     requires_system_checks = PIPELINE_CHECKS
     help = ("Run the edge node: the ingest (Kafka -> 5 s windows -> tuples), sender (tuples -> cloud) and "
             "heartbeat loops as RQ jobs, in RQ workers this command starts and supervises. "
-            "SIGINT/SIGTERM stops every loop within 5 s. The summary line starts with `ended=WORD` "
+            "SIGINT, SIGTERM or SIGHUP stops every loop within 5 s. The summary line starts with `ended=WORD` "
             "(done, signal, stop, timeout or failed) and gives this run's counts, then the lifetime ones. "
             "An edge whose loops already run is not started twice: runedge says where they run and exits 1.")
 
@@ -99,8 +100,8 @@ class Command(BaseCommand):
         def on_signal(signum, frame):
             stopping.append(signum)  # the handler only sets the flag
 
-        signal.signal(signal.SIGINT, on_signal)
-        signal.signal(signal.SIGTERM, on_signal)
+        for signum in stop_signals():
+            signal.signal(signum, on_signal)
         loop_options = {"burst": options["burst"], "batch": options["batch"], "in_flight": options["in_flight"],
                         "idle": options["idle"], "topic": options["topic"], "kafka_client": options["kafka_client"],
                         "legacy_input": options["legacy_input"]}

@@ -8,6 +8,7 @@ from django.core.checks import Tags
 from django.core.management.base import BaseCommand, CommandError
 
 from fogwire.limits import MAX_READINGS_PER_MESSAGE
+from fogwire.stopsignals import stop_signals
 from simulation.producer import CLIENTS, STOP_FLUSH_S, KafkaUnavailable
 from simulation.scenario import MAX_SEED, MAX_SYNTHETIC_HOUSEHOLDS, Options, run
 from simulation.sources import SKIPPED_SHOWN, DataError
@@ -38,8 +39,9 @@ class Command(BaseCommand):
     # template tag library (fogsite.checks.PIPELINE_CHECKS says more), a large share of its start's CPU.
     requires_system_checks = [Tags.compatibility, Tags.files, Tags.security, Tags.signals]
     help = ("Simulate households in a mosaik co-simulation and stream their power readings into Kafka, "
-            "from Gem House CSV files (--data) or synthetic load profiles. SIGINT or SIGTERM stops it "
-            "cleanly: what was sent is flushed, the summary line says ended=SIGINT (or SIGTERM), exit status 0. "
+            "from Gem House CSV files (--data) or synthetic load profiles. SIGINT, SIGTERM or SIGHUP "
+            "stops it cleanly: what was sent is flushed, the summary line says ended=SIGINT (or the other's name), "
+            "exit status 0. "
             f"While Kafka is away a stop waits at most {STOP_FLUSH_S} s for it; the readings it did not take are "
             "counted as failed (exit status 1).")
 
@@ -119,7 +121,7 @@ class Command(BaseCommand):
         def on_signal(signum, frame):
             stopped.append(signal.Signals(signum).name)  # the handler only sets the flag
 
-        for signum in (signal.SIGINT, signal.SIGTERM):
+        for signum in stop_signals():
             signal.signal(signum, on_signal)
         try:
             result = run(options, stop_flag=lambda: stopped[0] if stopped else None)
