@@ -348,6 +348,9 @@ class Ingestor:
             # At real time every household's aligned window is due within a second: up to CLOSE_ROWS of them
             # are closed, then stored in household order (store_closed), then the next.
             read_ms = self.read_clock(marks)
+            away = self.source.away_since_ms()  # what the producers held back meanwhile is stamped since then
+            if away is not None:
+                read_ms = away if read_ms is None else min(read_ms, away)
             while self.book.close_live(now_ms, read_ms, limit=CLOSE_ROWS):
                 self.store_closed()
         if now - self.last_idle_check >= self.idle_check_seconds and self.paused_at is None:

@@ -22,7 +22,12 @@ a JSON parse of every partition's stats to the loop.
 
 Both also keep, per partition, the timestamp of the newest record read
 (`read_times`): how far in time the ingest has read a partition it has not
-read to the end (edge_app/ingest.py, `read_clock`).
+read to the end (edge_app/ingest.py, `read_clock`), and since when the broker
+has been away (`away_since_ms`, a BrokerWatch): a cached high watermark is
+the last one a fetch brought, so with the broker away the ingest looks read to
+the end while the producers hold back what they could not send, stamped with
+its time; live windows closed by the wall clock meanwhile would find those
+readings late once the broker is back.
 """
 
 import logging
@@ -42,6 +47,35 @@ METADATA_TIMEOUT_S = 10
 COMMIT_WAIT_MS = 2000  # the final, synchronous offset commit of a closing ingest
 TOPIC_POLL_SECONDS = 0.5
 LIBRDKAFKA_LOG_LEVEL = 2  # syslog's: critical and worse (a broker away is 3, logged on every retry)
+# A broker back: every partition's fetches have resumed, and their cached high watermarks are fresh, within this
+# (fetches wait at most FETCH_WAIT_MS; a reconnect takes up to RECONNECT_BACKOFF_MAX_MS).
+BACK_SETTLE_S = 2.0
+AWAY_CHECK_S = 0.25  # how often a source asks its client whether a broker answers (kafka-python: every metric)
+
+
+class BrokerWatch:
+    """Since when (epoch ms, the edge's clock) the broker may hold records the consumer has not heard of: from the
+    moment the client found every broker away until BACK_SETTLE_S after it heard from one again. No I/O: the
+    sources tell it what their client says."""
+
+    def __init__(self, clock=time.monotonic, wall=time.time):
+        self.clock, self.wall = clock, wall
+        self.since_ms = self.back_at = None
+
+    def away(self):
+        if self.since_ms is None:
+            self.since_ms = int(self.wall() * 1000)
+        self.back_at = None
+
+    def heard(self):
+        """The client heard from a broker (records came, or it answered)."""
+        if self.since_ms is not None and self.back_at is None:
+            self.back_at = self.clock()
+
+    def away_since_ms(self):
+        if self.back_at is not None and self.clock() - self.back_at >= BACK_SETTLE_S:
+            self.since_ms = self.back_at = None
+        return self.since_ms
 
 
 class KafkaSourceError(Exception):
@@ -75,6 +109,20 @@ class KafkaPythonSource:
             max_partition_fetch_bytes=PARTITION_FETCH_BYTES, fetch_max_wait_ms=FETCH_WAIT_MS,
             reconnect_backoff_max_ms=RECONNECT_BACKOFF_MAX_MS,
             isolation_level="read_committed")  # as confluent-kafka's default: no reading of an aborted transaction
+        self.watch, self._checked = BrokerWatch(), -AWAY_CHECK_S
+
+    def away_since_ms(self):
+        """See BrokerWatch: kafka-python says it in its connection count (a public metric; 0 while every broker
+        is away and it tries again)."""
+        now = time.monotonic()
+        if now - self._checked >= AWAY_CHECK_S:
+            self._checked = now
+            try:
+                connected = self.consumer.metrics()["consumer-metrics"]["connection-count"] >= 1
+            except Exception:  # noqa: BLE001 -- a metric not there (another version): nothing known, nothing held
+                connected = True
+            self.watch.heard() if connected else self.watch.away()
+        return self.watch.away_since_ms()
 
     def partitions(self, topic):
         return sorted(self.consumer.partitions_for_topic(topic) or ())
@@ -207,13 +255,34 @@ class ConfluentSource:
             # 8 s): only what is worse than that here; error_cb and the loop's own errors say it once.
             "log_level": LIBRDKAFKA_LOG_LEVEL, "error_cb": self._client_error,
         })
+        self.watch, self._checked = BrokerWatch(), -AWAY_CHECK_S
 
-    @staticmethod
-    def _client_error(error):
+    def _client_error(self, error):
+        """librdkafka's errors beside the stream (called within poll, on the ingest's thread)."""
+        from confluent_kafka import KafkaError
+
+        if error.code() in (KafkaError._ALL_BROKERS_DOWN, KafkaError._TRANSPORT):
+            self.watch.away()
         if error.fatal():
             log.error("Kafka consumer: fatal client error: %s", error)
         else:
             log.debug("Kafka client (will retry): %s", error)
+
+    def away_since_ms(self):
+        """See BrokerWatch: librdkafka says when every broker is away (error_cb), not when one is back; records
+        coming say it, and while none come a metadata request, asked at most every AWAY_CHECK_S."""
+        from confluent_kafka import KafkaException
+
+        if self.watch.since_ms is not None and self.watch.back_at is None:
+            now = time.monotonic()
+            if now - self._checked >= AWAY_CHECK_S:
+                self._checked = now
+                try:
+                    self.consumer.list_topics(self.topic, timeout=AWAY_CHECK_S)
+                    self.watch.heard()
+                except KafkaException:
+                    pass
+        return self.watch.away_since_ms()
 
     def _call(self, what, function, *args, **kwargs):
         """function(...), retried while its error is a passing one (a new topic's leader not elected
@@ -345,6 +414,8 @@ class ConfluentSource:
                           else message.value()))
         for partition, message in newest.items():
             self.read_times[partition] = message.timestamp()[1]  # -1 where the record has none
+        if newest:
+            self.watch.heard()
         if deleted:
             raise OffsetsDeleted(deleted, batches)
         return batches
