@@ -58,10 +58,18 @@ STRAY_JUMP_MS = 3_600_000
 # meter's clock set back), and each is skipped.
 CONFIRM_LINES = 2
 STRAY_LINES = 2
+# A block of lines that jumped more than STRAY_JUMP_MS ahead of the line before it (or began the file), and that
+# the lines after it come back from, is out of place up to this many lines (a meter's clock wrong for a while,
+# a day mistyped on a few lines): lines that go on from the one before them are out of place only up to
+# STRAY_LINES, and beyond, the lines that came back are (a meter's clock set back).
+STRAY_BLOCK_LINES = 64
 # A file's last line this far after the one before it is taken, and said: a meter silent for days, or a typo
 # in its date, which would stretch the whole run (a line in the middle that far ahead is blamed as above).
 GAP_SAID_MS = 7 * 86_400_000
 PACKED = {".gz", ".bz2", ".xz", ".zst", ".zip", ".7z", ".tar", ".tgz"}  # what a household's file may come packed in
+# The first bytes of a packed file that was given a .csv name: said as such, not as a line that is not UTF-8.
+PACKED_MAGIC = {b"\x1f\x8b": "gzip", b"BZh": "bzip2", b"\xfd7zXZ\x00": "xz", b"\x28\xb5\x2f\xfd": "zstd",
+                b"PK\x03\x04": "zip", b"7z\xbc\xaf\x27\x1c": "7z"}
 
 log = logging.getLogger("fog.simulation")
 
@@ -161,13 +169,16 @@ def _epoch_ms(text, zone, previous, stamp=None):
     naive = datetime.fromisoformat(text)
     aware = naive.replace(tzinfo=zone)
     ms = int(aware.timestamp() * 1000)
+    as_utc = int(naive.replace(tzinfo=UTC).timestamp() * 1000)
     if datetime.fromtimestamp(ms / 1000, zone).replace(tzinfo=None) != naive:
-        raise DataError(f"{text} never happened in {zone}: the clocks went forward over it")
+        # A whole hour of such lines (a year of readings crosses one) says the dates are not this zone's clock.
+        hint = (" (its timestamp is this date read as UTC: are the file's dates in UTC? then read it with --tz UTC)"
+                if stamp is not None and _stamps(stamp, as_utc) else "")
+        raise DataError(f"{text} never happened in {zone}: the clocks went forward over it{hint}")
     later = int(naive.replace(tzinfo=zone, fold=1).timestamp() * 1000)
     # The timestamp says which pass of the repeated hour, however long the meter was silent: unless it is
     # also the date read as UTC (as the sample's are), which in a zone at UTC+0 on one side of the change
     # (London, Lisbon) is one pass's instant for the lines of both.
-    as_utc = int(naive.replace(tzinfo=UTC).timestamp() * 1000)
     if stamp is not None and not _stamps(stamp, as_utc) and (_stamps(stamp, ms) or _stamps(stamp, later)):
         return stamp
     if previous is not None and ms <= previous:
@@ -188,10 +199,17 @@ def _lines(handle, report=None):
         number += 1
         if report is not None and number % REPORT_LINES == 0:
             report(handle.tell())
+        if number == 1:
+            packed = next((name for magic, name in PACKED_MAGIC.items() if raw.startswith(magic)), None)
+            if packed:  # the file as a whole is unusable: its first line says why, and nothing more is read
+                yield number, DataError(f"a {packed} file, not text: decompress it first")
+                return
         if len(raw) > MAX_LINE_BYTES and not raw.endswith(b"\n"):
+            cr = b"\r" in raw[:-1]  # lines that end in a carriage return alone: an old Mac text file
             while raw and not raw.endswith(b"\n"):  # the rest of the line, a piece at a time
                 raw = handle.readline(MAX_LINE_BYTES + 1)
-            yield number, DataError(f"longer than {MAX_LINE_BYTES} bytes")
+            yield number, DataError(f"longer than {MAX_LINE_BYTES} bytes" + (
+                " (its lines end in a carriage return alone, as an old Mac's: convert them to new lines)" if cr else ""))
             continue
         if number == 1 and raw.startswith(codecs.BOM_UTF8):  # as spreadsheet programs save "UTF-8 CSV"
             raw = raw[len(codecs.BOM_UTF8):]
@@ -204,7 +222,11 @@ def _lines(handle, report=None):
 def _reading(fields, zone, previous, now_ms):
     """(epoch ms, watts) of one data line's fields, or DataError saying what is wrong with it."""
     if len(fields) != len(HEADER_COLUMNS):
+        if fields[0].strip() == HEADER_MODEL:
+            raise DataError("the header lines again (two files joined into one?)")
         raise DataError(f"expected {len(HEADER_COLUMNS)} fields, found {len(fields)}")
+    if fields[0].strip() == HEADER_COLUMNS[0] and fields[1].strip() == HEADER_COLUMNS[1]:
+        raise DataError("the header lines again (two files joined into one?)")
     stamp = fields[1].strip()  # as float() reads the power: " 1577145601100" keeps its milliseconds
     ts = _epoch_ms(fields[0], zone, previous, int(stamp) if STAMP_RE.fullmatch(stamp) else None)
     if limits.time_problem(ts, now_ms):
@@ -252,14 +274,15 @@ def _read_lines(lines, path, zone, skip_bad_lines, timestamps, powers):
     for number, text in header:
         if isinstance(text, DataError):
             raise DataError(f"{path}:{number}: {text}")
-    first, second = (text.strip() for _, text in header)
+    # A spreadsheet pads the one-field first line with empty fields to the width of the rest.
+    first, second = header[0][1].strip().rstrip(",").strip(), header[1][1].strip()
     if first != HEADER_MODEL or second.split(",") != HEADER_COLUMNS:
         raise DataError(f"{path}:{1 if first != HEADER_MODEL else 2}: expected the two header lines "
                         f"{HEADER_MODEL!r} and {','.join(HEADER_COLUMNS)!r}, found {first[:40]!r} and {second[:80]!r}")
     skipped, previous, now_ms = 0, None, int(time.time() * 1000)
     last = None  # (number, date text, time of the line before it) of the last line taken
     first = None  # (number, date text, time) of the first line taken
-    recent = deque(maxlen=STRAY_LINES)  # (number, date text) of the last lines taken
+    recent = deque(maxlen=STRAY_BLOCK_LINES)  # (number, date text) of the last lines taken
     held = []  # (number, date text, NotAfter) of lines in a row that came back before the last taken
 
     def skip(number, problem):
@@ -295,9 +318,11 @@ def _read_lines(lines, path, zone, skip_bad_lines, timestamps, powers):
         (and, `after_one`, come after a line taken before those)."""
         nonlocal previous
         ahead = 0
-        while ahead < len(timestamps) and timestamps[-1 - ahead] >= held[0][2].ts and ahead <= STRAY_LINES:
+        while ahead < len(timestamps) and timestamps[-1 - ahead] >= held[0][2].ts and ahead <= STRAY_BLOCK_LINES:
             ahead += 1
-        if ahead > len(recent):
+        first = len(timestamps) - ahead  # the index of the first line the held ones came back from
+        jumped = first == 0 or timestamps[first] - timestamps[first - 1] > STRAY_JUMP_MS
+        if ahead > min(len(recent), STRAY_BLOCK_LINES if jumped else STRAY_LINES):
             skip_held()
             return
         if len(held) < ahead + margin or (after_one and ahead == len(timestamps)):
@@ -326,7 +351,10 @@ def _read_lines(lines, path, zone, skip_bad_lines, timestamps, powers):
             except NotAfter as exc:
                 stray = last is not None and last[2] is not None and previous - last[2] > STRAY_JUMP_MS
                 if not (stray and last[2] < exc.ts < last[2] + (previous - last[2]) // 2):
-                    raise
+                    if last is None:
+                        raise
+                    # Which line it does not come after: the one out of place may be that one, or a block before it.
+                    raise NotAfter(f"{exc} (line {last[0]}, {last[1]})", exc.ts, exc.watts) from None
                 # The line before jumped ahead and this one comes back in sequence: that one is out of place.
                 problem = (f"time {last[1]} jumps {_span(previous - last[2])} ahead of the line before it, and "
                            f"line {number} ({fields[0]}) comes back: a date out of place")
@@ -361,9 +389,35 @@ def _read_lines(lines, path, zone, skip_bad_lines, timestamps, powers):
         log.warning("%s:%d: %s, the first line, is %s before the line after it: a meter silent that long, or a "
                     "typo in the date? (taken: the run starts there)", path, first[0], first[1],
                     _span(timestamps[1] - timestamps[0]))
+    _say_far_blocks(path, zone, timestamps)
     if skipped > SKIPPED_SHOWN:
         log.warning("%s: %d bad lines skipped in all, the first %d named above", path, skipped, SKIPPED_SHOWN)
     return skipped
+
+
+def _say_far_blocks(path, zone, timestamps):
+    """Warn of the first or last readings of a file, 2 to STRAY_BLOCK_LINES of them and fewer than the rest, that
+    are more than GAP_SAID_MS from the rest: a meter's clock wrong for its first readings stretches the run (at
+    --speed max a year is hours of steps with nothing in them). One line apart is said above, with its number."""
+    count = len(timestamps)
+    gaps = [i for i in range(min(count - 1, STRAY_BLOCK_LINES)) if timestamps[i + 1] - timestamps[i] > GAP_SAID_MS]
+    lead = gaps[0] + 1 if gaps else 0
+    gaps = [i for i in range(max(count - 1 - STRAY_BLOCK_LINES, 0), count - 1)
+            if timestamps[i + 1] - timestamps[i] > GAP_SAID_MS]
+    tail = count - 1 - gaps[-1] if gaps else 0
+
+    def date(ms):
+        return datetime.fromtimestamp(ms / 1000, zone).strftime("%Y-%m-%d %H:%M:%S")
+
+    if 2 <= lead < count - lead:
+        log.warning("%s: its first %d readings, %s to %s, are %s before the next (%s): a meter silent that long, "
+                    "or a clock wrong at its start? (taken: the run starts there)", path, lead, date(timestamps[0]),
+                    date(timestamps[lead - 1]), _span(timestamps[lead] - timestamps[lead - 1]), date(timestamps[lead]))
+    if 2 <= tail < count - tail:
+        first = count - tail
+        log.warning("%s: its last %d readings, %s to %s, are %s after the one before (%s): a meter silent that long, "
+                    "or a clock gone wrong? (taken: they lengthen the run)", path, tail, date(timestamps[first]),
+                    date(timestamps[-1]), _span(timestamps[first] - timestamps[first - 1]), date(timestamps[first - 1]))
 
 
 def _span(ms):

@@ -48,6 +48,18 @@ def test_it_skips_the_missing_hour_when_clocks_go_forward(tmp_path):
     assert stamps[1] - stamps[0] == 1000
 
 
+def test_it_says_to_read_a_file_whose_dates_fall_in_the_missing_hour_as_utc_when_its_timestamps_say_so(tmp_path):
+    """A date in the hour the clocks skip is no Berlin clock's; when the timestamp column is that date read as UTC
+    (as the sample's is), the file's dates are most likely in UTC, and the error says how to read them."""
+    utc = int(datetime(2019, 3, 31, 2, 30).replace(tzinfo=ZoneInfo("UTC")).timestamp() * 1000)
+    rows = [("2019-03-31 01:59:58", 1000, utc - 1802_000), ("2019-03-31 02:30:00", 2000, utc)]
+    with pytest.raises(DataError, match=r"h\.csv:4: 2019-03-31 02:30:00 never happened in Europe/Berlin: .* read as "
+                                        r"UTC: .* --tz UTC"):
+        read_csv(write_gem_csv(tmp_path / "h.csv", rows), BERLIN)
+    read = read_csv(write_gem_csv(tmp_path / "h.csv", rows), ZoneInfo("UTC"))[0]
+    assert list(read.timestamps) == [utc - 1802_000, utc]
+
+
 def test_it_takes_the_milliseconds_of_the_timestamp_column_so_two_readings_may_share_a_second(tmp_path):
     # As in the sample, the timestamp is the date read as UTC (an hour off Berlin in winter), to the ms.
     day = 1_577_145_600_000  # 2019-12-24 00:00 UTC
@@ -152,6 +164,27 @@ def test_it_skips_a_date_typo_ahead_not_the_good_lines_after_it(tmp_path, caplog
         "order: a date out of place (skipped: --skip-bad-lines)" for date in typos.values()]
 
 
+@pytest.mark.parametrize("first, count, ahead", [
+    (0, 3, timedelta(days=7)),  # a meter's clock a week ahead for its first three readings
+    (40, 3, timedelta(days=1)),  # a day mistyped on three lines in a row
+    (40, 30, timedelta(days=1)),  # and on thirty
+], ids=["three first", "three", "thirty"])
+def test_it_skips_a_block_of_lines_ahead_not_the_good_lines_after_it(tmp_path, first, count, ahead):
+    """More than STRAY_LINES in a row: a block that jumped ahead of the line before it (or began the file) is
+    out of place up to STRAY_BLOCK_LINES; without --skip-bad-lines the error names the block's last line."""
+    rows = every_two_seconds(200)
+    start = datetime(2019, 12, 24)
+    for index in range(first, first + count):
+        rows[index] = ((start + ahead + timedelta(seconds=2 * index)).strftime("%Y-%m-%d %H:%M:%S"), 5000)
+    path = write_gem_csv(tmp_path / "h.csv", rows)
+    household, skipped = read_csv(path, BERLIN, skip_bad_lines=True)
+    assert skipped == count and len(household.timestamps) == 200 - count and 5.0 not in household.powers
+    last = first + count + 2  # its file line: two header lines, counted from 1
+    with pytest.raises(DataError, match=rf"h\.csv:{last + 1}: time .* does not come after the line before "
+                                        rf"\(line {last}, {rows[first + count - 1][0]}\)"):
+        read_csv(path, BERLIN)
+
+
 @pytest.mark.parametrize("typos", [
     {2: "2018-12-24 00:00:04", 3: "2018-12-24 00:00:06"},  # two lines a year back after two good ones
     {1: "2018-12-24 00:00:02", 2: "2018-12-24 00:00:04"},  # and after one good one
@@ -210,6 +243,20 @@ def test_it_says_a_first_line_days_before_the_rest_where_the_run_starts(tmp_path
         "meter silent that long, or a typo in the date? (taken: the run starts there)"]
 
 
+def test_it_says_first_and_last_readings_days_from_the_rest_where_the_run_starts_and_ends(tmp_path, caplog):
+    rows = ([(f"2019-01-01 00:00:{i * 2:02d}", 1000) for i in range(5)] + every_two_seconds(300)
+            + [(f"2020-01-02 00:00:{i * 2:02d}", 1000) for i in range(3)])
+    household, skipped = read_csv(write_gem_csv(tmp_path / "h.csv", rows), BERLIN)
+    assert len(household.timestamps) == 308 and skipped == 0  # taken: a meter may be silent that long
+    assert [r.getMessage() for r in caplog.records if r.levelname == "WARNING"] == [
+        f"{tmp_path / 'h.csv'}: its first 5 readings, 2019-01-01 00:00:00 to 2019-01-01 00:00:08, are 357 days before "
+        "the next (2019-12-24 00:00:00): a meter silent that long, or a clock wrong at its start? (taken: the run "
+        "starts there)",
+        f"{tmp_path / 'h.csv'}: its last 3 readings, 2020-01-02 00:00:00 to 2020-01-02 00:00:04, are 9 days after the "
+        "one before (2019-12-24 00:09:58): a meter silent that long, or a clock gone wrong? (taken: they lengthen "
+        "the run)"]
+
+
 def test_it_names_a_folder_whose_files_cannot_be_reached(tmp_path, monkeypatch):
     write_gem_csv(tmp_path / "h.csv", [("2019-12-24 00:00:00", 1000)])
 
@@ -248,6 +295,22 @@ def test_it_refuses_a_file_without_its_headers_or_readings(tmp_path, content, me
     (tmp_path / "h.csv").write_text(content)
     with pytest.raises(DataError, match=message):
         read_csv(tmp_path / "h.csv", BERLIN)
+
+
+def test_it_says_what_a_file_that_is_no_text_or_has_other_line_ends_is(tmp_path):
+    import bz2
+    import gzip
+
+    text = write_gem_csv(tmp_path / "h.csv", every_two_seconds(200)).read_bytes()
+    for name, packed in (("gzip", gzip.compress(text)), ("bzip2", bz2.compress(text))):
+        (tmp_path / "h.csv").write_bytes(packed)
+        with pytest.raises(DataError, match=rf"h\.csv:1: a {name} file, not text: decompress it first"):
+            read_csv(tmp_path / "h.csv", BERLIN, skip_bad_lines=True)
+    (tmp_path / "h.csv").write_bytes(text.replace(b"\n", b"\r"))  # an old Mac's line ends
+    with pytest.raises(DataError, match=r"h\.csv:1: longer than 4096 bytes \(its lines end in a carriage return alone"):
+        read_csv(tmp_path / "h.csv", BERLIN)
+    (tmp_path / "h.csv").write_bytes(text.replace(b"household\n", b"household,,,,,,\n", 1))  # a spreadsheet's padding
+    assert len(read_csv(tmp_path / "h.csv", BERLIN)[0].timestamps) == 200
 
 
 @pytest.mark.parametrize("line, message", CSV_LINES.values(), ids=CSV_LINES.keys())
