@@ -160,8 +160,9 @@ class Ingestor:
         self.topic_id = ""  # the broker's id of the topic read (try_connect), '' if it can't tell
         self.next_offsets = {}  # partition -> next offset to read
         self.counted = {}  # partition -> first offset not yet counted
-        self.pending = {"readings": 0, "late": 0, "duplicates": 0, "malformed": 0}
-        self.totals = {"readings": 0, "late": 0, "duplicates": 0, "malformed": 0, "windows": 0}
+        self.pending = {"readings": 0, "late": 0, "duplicates": 0, "malformed": 0, "lost_to_retention": 0}
+        self.totals = {"readings": 0, "late": 0, "duplicates": 0, "malformed": 0, "lost_to_retention": 0,
+                       "windows": 0}
         self.last_flush = self.last_idle_check = time.monotonic()
         self.dirty = False
         self.malformed_log = RateLimitedLog(log, MALFORMED_LOG_LINES, MALFORMED_LOG_SECONDS)
@@ -462,15 +463,25 @@ class Ingestor:
         return min(room, MAX_POLL_READINGS)
 
     def _deleted_unread(self, partition, needed, earliest, seek=True):
-        """Kafka deleted [needed, earliest) before the edge read it: say so loudly, count it, go on."""
-        lost = max(0, earliest - needed)
+        """Kafka deleted [needed, earliest) before the edge read it: say so loudly, count it, go on.
+
+        Counted with the position past it, in the flush's transaction (as the readings are): counted at once, a
+        restart before the next flush found the old position still stored and counted the same records again.
+        Records the edge had read before (below its counted offset: an open window's, when it stopped) are
+        said, not counted as never read."""
+        read_before = min(max(self.counted.get(partition, 0), needed), earliest)
+        lost = earliest - read_before
+        if read_before > needed:
+            log.warning("Kafka's retention deleted offsets %d..%d of %s[%d], which this edge read before it stopped: "
+                        "the windows they were in when it stopped are stored with the readings still in Kafka",
+                        needed, read_before - 1, self.topic, partition)
         if lost:
             log.error("Kafka's retention deleted %d records (readings or batches of them) of %s[%d] (offsets %d..%d) "
                       "before this edge read them",
-                      lost, self.topic, partition, needed, earliest - 1)
-            EdgeStatus.for_edge(self.edge_id)
-            EdgeStatus.objects.filter(edge_id=self.edge_id).update(lost_to_retention=F("lost_to_retention") + lost)
-        else:  # past the end: the topic was truncated or made anew
+                      lost, self.topic, partition, read_before, earliest - 1)
+            self.pending["lost_to_retention"] += lost
+            self.dirty = True
+        elif earliest <= needed:  # past the end: the topic was truncated or made anew
             log.error("offset %d of %s[%d] is not in the broker's log; reading again from its earliest offset %d",
                       needed, self.topic, partition, earliest)
         if seek:

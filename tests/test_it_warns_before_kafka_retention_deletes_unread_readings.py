@@ -142,11 +142,14 @@ def test_it_warns_before_retention_deletes_unread_readings_and_counts_those_it_d
         assert status.lost_to_retention == 40  # counted once, by the ingest that had to go past them
         assert ingest.totals["readings"] + ingest.pending["readings"] == 10  # and it went on with what is there
 
-        restarted = Ingestor(edge_id="edge-stopped", topic=short_topic, bootstrap=broker, window_seconds=5,
-                             grace_seconds=2, idle_seconds=600)
-        restarted.connect()  # its stored position is gone from Kafka: counted on start, too
-        restarted.close()
-        assert EdgeStatus.objects.get(edge_id="edge-stopped").lost_to_retention == 40
+        for _ in range(2):  # its stored position is gone from Kafka: counted on start, too, and only once
+            restarted = Ingestor(edge_id="edge-stopped", topic=short_topic, bootstrap=broker, window_seconds=5,
+                                 grace_seconds=2, idle_seconds=600)
+            restarted.connect()
+            if restarted.dirty:  # as its loop does on the way out (IngestStep.close): the count goes with the position
+                restarted.flush()
+            restarted.close()
+            assert EdgeStatus.objects.get(edge_id="edge-stopped").lost_to_retention == 40
     finally:
         ingest.close()
         watch.close()
