@@ -14,6 +14,7 @@ import uuid
 import pytest
 import redis
 
+from edge_app.processes import with_environment
 from tests.conftest import ROOT, free_port, child_env, run_manage, wait_for
 
 FIRST_TUPLES_WITHIN_S = 120  # windows close 5 s + grace after their readings; slack for a loaded machine
@@ -41,8 +42,8 @@ def _answers(client):
         return False
 
 
-def test_it_runs_the_demo_without_lifespan_noise_or_tracebacks(tmp_path, topic, own_redis):
-    env = {
+def _demo_env(tmp_path, topic, own_redis):
+    return {
         "FOG_VAR_DIR": str(tmp_path / "var"),
         "FOG_DATABASE_URL": f"sqlite:///{tmp_path / 'edge.sqlite3'}",
         "FOG_EDGE_REDIS_URL": f"redis://127.0.0.1:{own_redis}/0",
@@ -55,6 +56,10 @@ def test_it_runs_the_demo_without_lifespan_noise_or_tracebacks(tmp_path, topic, 
         "DEMO_HOUSEHOLDS": "20",
         "PYTHONUNBUFFERED": "1",
     }
+
+
+def test_it_runs_the_demo_without_lifespan_noise_or_tracebacks(tmp_path, topic, own_redis):
+    env = _demo_env(tmp_path, topic, own_redis)
     assert run_manage("migrate", "--noinput", "-v", "0", env=env).returncode == 0
     cloud = redis.Redis(port=own_redis, db=1)
     honcho = subprocess.Popen([str(ROOT / ".venv/bin/honcho"), "start", "-f", "Procfile", "--no-colour"],
@@ -76,3 +81,28 @@ def test_it_runs_the_demo_without_lifespan_noise_or_tracebacks(tmp_path, topic, 
     assert [line for line in lines if "Traceback" in line] == [], "\n".join(lines)
     slow_task = [line for line in lines if "blocking the event loop" in line]
     assert len(slow_task) <= 4, "\n".join(slow_task)  # at most one a minute from each process that logs it
+
+
+def test_it_ends_every_process_of_the_demo_when_its_terminal_closes(tmp_path, topic, own_redis):
+    """A closed terminal sends SIGHUP to honcho and its helpers, not to the Procfile's processes (each in a session
+    of its own): they end by the parent-death signal the Procfile gives them, not run on for a day."""
+    env = _demo_env(tmp_path, topic, own_redis)
+    assert run_manage("migrate", "--noinput", "-v", "0", env=env).returncode == 0
+    honcho = subprocess.Popen([str(ROOT / ".venv/bin/honcho"), "start", "-f", "Procfile", "--no-colour"],
+                              cwd=ROOT, env=child_env(env), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                              start_new_session=True)
+    marker = ("FOG_EDGE_ID", env["FOG_EDGE_ID"])
+    try:
+        # web (uvicorn and its two workers), cloud, edge (and its workers), simulation: all started
+        assert wait_for(lambda: len([cmd for cmd in with_environment(*marker).values() if "manage.py" in cmd]) >= 3,
+                        timeout=60, interval=0.5), with_environment(*marker)
+        os.killpg(honcho.pid, signal.SIGHUP)  # what a terminal that closes sends its foreground process group
+        honcho.wait(30)
+        assert wait_for(lambda: not with_environment(*marker), timeout=30, interval=0.5), with_environment(*marker)
+    finally:
+        for pid in [honcho.pid, *with_environment(*marker)]:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        honcho.wait(10)
