@@ -4,6 +4,7 @@ pipeline it started, as Ctrl-C does; a second signal while it cleans up does not
 import os
 import signal
 import subprocess
+import time
 import sys
 import uuid
 
@@ -75,3 +76,23 @@ def test_it_lets_a_stop_wait_until_the_child_it_is_starting_is_recorded():
             signal.signal(each, handler)
     started = [each for each in CHILDREN if "runedge" in " ".join(each.args)]
     assert len(started) == 1 and started[0].wait(60) == 0  # ...but the run has it, and its exit would end it
+
+
+def test_it_stops_though_it_cannot_say_so():
+    """The terminal that sent SIGHUP is gone: writing the stop's line fails (EIO). That failure must not take
+    the stop's place, or a step that catches OSError (a port probe) would swallow the stop, with every signal
+    ignored from then on."""
+    from tooling.signals import SIGNALS, stop_on_signals
+
+    def hung_up(line):
+        raise OSError(5, "Input/output error")
+
+    handlers = {each: signal.getsignal(each) for each in SIGNALS}
+    try:
+        stop_on_signals(hung_up)
+        with pytest.raises(KeyboardInterrupt):
+            os.kill(os.getpid(), signal.SIGHUP)
+            time.sleep(1)  # the handler runs at the next bytecode; this only bounds a failure
+    finally:
+        for each, handler in handlers.items():
+            signal.signal(each, handler)

@@ -27,6 +27,7 @@ from cloud_app.keys import Keys
 from cloud_app.store import Record
 from tooling.bench.common import delete_prefix
 from tooling.net import free_port, port_open, wait_for
+from tooling.signals import start_child
 
 ROOT = Path(__file__).resolve().parent.parent
 T0_MS = 1_577_142_000_000  # 2019-12-23 23:00 UTC: the readings' first event time
@@ -153,9 +154,10 @@ class Fleet:
         return result.stdout
 
     def _start(self, name, *args, env):
+        # start_child: known to the harness's exit before a stop can interrupt (a replica runs until told).
         log = open(self.folder / f"{name}.log", "ab")
-        return subprocess.Popen([sys.executable, str(ROOT / "manage.py"), *args], cwd=ROOT, env={**os.environ, **env},
-                                stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        return start_child([sys.executable, str(ROOT / "manage.py"), *args], cwd=ROOT, env={**os.environ, **env},
+                           stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
 
     def produce(self, households, seconds):
         """One reading a second per household for `seconds` into every edge's topic; returns the readings sent."""

@@ -52,8 +52,11 @@ def stop_on_signals(out):
     def first(signum, frame):
         for each in SIGNALS:
             signal.signal(each, signal.SIG_IGN)
-        out(f"{signal.Signals(signum).name}: stopping; cleaning up what this run started "
-            "(further signals are ignored until it is done)")
+        try:
+            out(f"{signal.Signals(signum).name}: stopping; cleaning up what this run started "
+                "(further signals are ignored until it is done)")
+        except Exception:  # noqa: BLE001 -- a terminal that hung up (EIO), a closed pipe: the stop goes on, unsaid
+            pass
         if _HELD["depth"]:
             _HELD["stop"] = True
             return
@@ -90,4 +93,7 @@ def end_child(proc, timeout=10):
 @atexit.register
 def _end_children():
     for proc in list(CHILDREN):
-        end_child(proc)
+        try:
+            end_child(proc)
+        except Exception:  # noqa: BLE001 -- one stuck in the kernel (D state) must not spare the others
+            CHILDREN.discard(proc)
