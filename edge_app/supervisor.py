@@ -286,17 +286,23 @@ class Supervisor:
     def run(self, timeout=None):
         started = time.monotonic()
         ended, last_check = None, 0.0
-        while ended is None:
-            if self.stop_flag():
-                ended = "signal"
-            elif timeout and time.monotonic() - started >= timeout:
-                self.out(f"edge: --timeout {timeout:g} s passed before the work was done")
-                ended = "timeout"
-            elif time.monotonic() - last_check >= CHECK_SECONDS:
-                last_check = time.monotonic()
-                ended = self.handle_one_round()
-            if ended is None:
-                time.sleep(SLICE)
+        try:
+            while ended is None:
+                if self.stop_flag():
+                    ended = "signal"
+                elif timeout and time.monotonic() - started >= timeout:
+                    self.out(f"edge: --timeout {timeout:g} s passed before the work was done")
+                    ended = "timeout"
+                elif time.monotonic() - last_check >= CHECK_SECONDS:
+                    last_check = time.monotonic()
+                    ended = self.handle_one_round()
+                if ended is None:
+                    time.sleep(SLICE)
+        except BaseException:
+            # Whatever ended the round (a Redis that refuses writes, a fork that failed): the loops stop and the
+            # workers end with the supervisor, not by the parent-death signal in the middle of a step.
+            self.stop()
+            raise
         if self.failure:
             self.out(f"edge: {self.failure}")
         deadline = self.stop_loops()
@@ -345,7 +351,7 @@ class Supervisor:
             self.control.request_stop(self.options.get("run"))
             while time.monotonic() < deadline and any(self.control.running(loop) for loop in LOOPS):
                 time.sleep(0.05)
-        except REDIS_AWAY:
+        except redis.RedisError:  # away, or refusing writes (MISCONF, READONLY, OOM)
             pass  # the loops can't hear it: SIGTERM below ends them, and their data is crash-safe
         for proc in self.workers.values():
             if proc.poll() is None:
@@ -368,7 +374,7 @@ class Supervisor:
                     job.cancel()
             if self.claimed:
                 self.control.release_supervisor(self.holder)
-        except REDIS_AWAY as exc:  # the record lapses by itself
+        except redis.RedisError as exc:  # away or refusing writes: the record lapses by itself
             log.warning("edge Redis away at the end (%s): this run's jobs and supervisor record expire by themselves",
                         exc)
         if self.database_file:

@@ -34,6 +34,7 @@ from fogwire.protocol import EDGE_ID_EXPECTED, EDGE_ID_RE
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 VAR_DIR = Path(env_str("FOG_VAR_DIR", str(BASE_DIR / "var")))
+POSTGRES_CONNECT_TIMEOUT_S = 10  # an edge database on PostgreSQL: see DATABASES
 
 # A fixed development key keeps `manage.py` usable with no environment;
 # `check --deploy` flags it (Django's security.W009: a "django-insecure-" key),
@@ -181,6 +182,11 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
         "transaction_mode": "IMMEDIATE",
         "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
     }
+
+elif DATABASES["default"]["ENGINE"].startswith("django.db.backends.postgresql"):
+    # A database host that drops packets holds a connect for TCP's own timeout (minutes) otherwise: every loop's
+    # outage handling, and runedge's stop, would wait that long (?connect_timeout= in the URL overrides it).
+    DATABASES["default"].setdefault("OPTIONS", {}).setdefault("connect_timeout", POSTGRES_CONNECT_TIMEOUT_S)
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 

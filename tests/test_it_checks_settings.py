@@ -178,3 +178,13 @@ def test_it_names_an_edge_listed_twice_in_the_secrets(settings):
     settings.FOG_EDGE_SECRETS_FILE, settings.FOG_EDGE_SECRETS = "", "e1:one-secret,e2:two-secret,e1:another-secret"
     assert [(error.id, error.msg) for error in check_pipeline_settings(None) if error.id.startswith("fog.E")] == [
         ("fog.E007", "FOG_EDGE_SECRETS lists edge ids more than once: e1")]
+
+
+@pytest.mark.parametrize("query, timeout", [("", 10), ("?connect_timeout=3", 3)])
+def test_it_bounds_how_long_a_connect_to_an_edge_database_on_postgresql_waits(query, timeout):
+    """A database host that drops packets: without a connect timeout psycopg waits for TCP's own (minutes), and so
+    would every loop's outage handling and runedge's stop."""
+    result = run_manage("shell", "-c", "from django.conf import settings; "
+                        "print(settings.DATABASES['default']['OPTIONS']['connect_timeout'])",
+                        env={"FOG_DATABASE_URL": f"postgres://fog:secret@192.0.2.1:5432/fog{query}"})
+    assert result.returncode == 0 and result.stdout.split()[-1:] == [str(timeout)], result.stderr

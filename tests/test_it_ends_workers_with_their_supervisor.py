@@ -143,3 +143,22 @@ def test_it_logs_the_loops_at_the_pipelines_level_not_at_runedges_verbosity(verb
     assert proc.returncode == 0, err[-3000:]
     assert all((f"{loop} loop of edge {edge_env['FOG_EDGE_ID']} started" in err) == said
                for loop in ("ingest", "sender", "heartbeat")), err[-3000:]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_it_stops_what_it_started_when_a_round_fails_unexpectedly(services):
+    """A round that raises what the supervisor does not wait out (the edge Redis refusing writes: MISCONF when its
+    disk is full) ends the run with its loops asked to stop and their queued jobs cancelled, not left for the
+    next worker to start after the supervisor is gone."""
+    from edge_app.supervisor import Supervisor
+
+    supervisor = Supervisor({"burst": False}, stop_flag=lambda: False, out=lambda line: None)
+    supervisor.start(with_workers=False)
+
+    def refused():
+        raise redis_lib.ResponseError("MISCONF Redis is configured to save RDB snapshots, but it's unable to persist")
+
+    supervisor.handle_one_check = refused
+    with pytest.raises(redis_lib.ResponseError):
+        supervisor.run(timeout=30)
+    assert supervisor.jobs and all(job.get_status(refresh=True) == "canceled" for job in supervisor.jobs.values())
