@@ -179,8 +179,12 @@ class EdgeControl:
         self.redis.delete(self.prefix + "stops", self.prefix + "gave-up", *(self.prefix + f"done:{loop}" for loop in LOOPS))
         self._stop_checked, self._stop = 0.0, False
 
+    def stop_signalled(self):
+        """A stop signal reached the loop's own process (edge_app.loops.signals_stop): a stop request of its own."""
+        self._stop = True
+
     def stop_requested(self):
-        """Whether a stop request names this run (or any run); once it has, it stays so."""
+        """Whether a stop request names this run (or any run), or a stop signal came; once so, it stays so."""
         now = time.monotonic()
         if not self._stop and now - self._stop_checked >= STOP_CHECK_SECONDS:
             runs = {run.decode() for run in self.redis.smembers(self.prefix + "stops")}

@@ -11,9 +11,12 @@ loop checks about every half second (edge_app/control.py).
 import logging
 import os
 import shutil
+import signal
 import subprocess
 import sys
+import threading
 import time
+from contextlib import contextmanager
 
 from django.conf import settings
 from django.db import connection
@@ -290,7 +293,8 @@ def run_loop(loop, edge_id, options=None):
     try:
         while True:
             try:
-                return _run_steps(loop, edge_id, options, control, token, outage)
+                with signals_stop(control):
+                    return _run_steps(loop, edge_id, options, control, token, outage)
             except DATABASE_AWAY as exc:
                 _drop_database_connection()
                 wait, line = outage.failed(time.monotonic(), exc)
@@ -314,6 +318,33 @@ def run_loop(loop, edge_id, options=None):
         except REDIS_AWAY:
             pass  # it lapses by itself
         log.info("%s loop of edge %s ended", loop, edge_id)
+
+
+@contextmanager
+def signals_stop(control):
+    """SIGINT or SIGTERM to the worker's process stops the loop at its next step, as a stop request does. rq's
+    SimpleWorker (the workers `runedge --no-workers` asks for) only notes one that comes during a job, and stops
+    after it: after a loop that runs until stopped, so only a second signal, a cold shutdown in the middle of a
+    step, ended it. rq's handler still runs after this one. Only in the main thread, where handlers run."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    before = {signum: signal.getsignal(signum) for signum in (signal.SIGINT, signal.SIGTERM)}
+
+    def handler(signum, frame):
+        control.stop_signalled()  # sets a flag, no I/O
+        previous = before[signum]
+        if callable(previous):
+            previous(signum, frame)
+
+    for signum in before:
+        signal.signal(signum, handler)
+    try:
+        yield
+    finally:
+        for signum, previous in before.items():
+            if signal.getsignal(signum) is handler:  # rq may have put its own in since (its second-signal stop)
+                signal.signal(signum, previous)
 
 
 def _run_steps(loop, edge_id, options, control, token, outage):

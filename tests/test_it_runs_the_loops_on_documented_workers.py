@@ -59,3 +59,28 @@ def test_it_delivers_with_the_workers_the_message_names(kafka_bootstrap, topic, 
         Queue(queue_name(other["FOG_EDGE_ID"]), connection=redis_lib.Redis.from_url(edge_env["FOG_EDGE_REDIS_URL"])).empty()
     # The earlier run's three jobs were taken from the queue and discarded, not run with that run's options.
     assert len(re.findall(r"job of edge \S+ belongs to run \w+, not the current run \w+; discarded", logs)) == 3, logs
+
+
+def test_it_ends_a_loop_and_its_worker_on_one_sigterm(kafka_bootstrap, topic, edge_env, redis_url, cloud_prefix):
+    """rq's SimpleWorker only notes a SIGTERM that comes during a job and stops after it: after a loop that runs
+    until stopped. One SIGTERM (systemd's, a container's stop) ends the loop at its next step, and the worker."""
+    produce(kafka_bootstrap, topic, [reading("h", T0, 1.0)])
+    result = run_manage("runedge", "--no-workers", "--topic", topic, env=child_env(edge_env))
+    assert result.returncode == 0, result.stderr
+    command = re.search(r"each with:\n  (.+)\n", result.stdout).group(1)
+    cloud = edge_cloud(edge_env, redis_url, cloud_prefix)
+    shell_env = {**child_env(edge_env), "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
+    workers = [subprocess.Popen(f"exec {command}", shell=True, cwd=ROOT, env=shell_env, stdout=subprocess.DEVNULL,
+                                stderr=subprocess.DEVNULL, start_new_session=True) for _ in range(3)]
+    try:
+        assert wait_for(lambda: len(held_loops(edge_env)) == 3, timeout=60, interval=0.2)
+        for proc in workers:
+            proc.send_signal(signal.SIGTERM)  # once
+        assert wait_for(lambda: not held_loops(edge_env), timeout=10, interval=0.1)
+        assert wait_for(lambda: all(proc.poll() is not None for proc in workers), timeout=20, interval=0.2)
+    finally:
+        for proc in workers:
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(10)
+        cloud.stop()
