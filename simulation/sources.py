@@ -66,6 +66,11 @@ STRAY_BLOCK_LINES = 64
 # A file's last line this far after the one before it is taken, and said: a meter silent for days, or a typo
 # in its date, which would stretch the whole run (a line in the middle that far ahead is blamed as above).
 GAP_SAID_MS = 7 * 86_400_000
+# A household's median power below this is no household's (a fridge alone draws more): a file whose power column is
+# in watts or kilowatts, read as the format's milliwatts (249.05 W read as 0.249 W). Said, not changed: the
+# file's unit is its maker's to say. Judged on a sample of at most MEDIAN_SAMPLE readings.
+MIN_MEDIAN_POWER_W = 1.0
+MEDIAN_SAMPLE = 10_001
 PACKED = {".gz", ".bz2", ".xz", ".zst", ".zip", ".7z", ".tar", ".tgz"}  # what a household's file may come packed in
 # The first bytes of a packed file that was given a .csv name: said as such, not as a line that is not UTF-8.
 PACKED_MAGIC = {b"\x1f\x8b": "gzip", b"BZh": "bzip2", b"\xfd7zXZ\x00": "xz", b"\x28\xb5\x2f\xfd": "zstd",
@@ -390,6 +395,12 @@ def _read_lines(lines, path, zone, skip_bad_lines, timestamps, powers):
                     "typo in the date? (taken: the run starts there)", path, first[0], first[1],
                     _span(timestamps[1] - timestamps[0]))
     _say_far_blocks(path, zone, timestamps)
+    if powers:
+        sample = sorted(powers[::max(1, len(powers) // MEDIAN_SAMPLE)])
+        median = sample[len(sample) // 2]
+        if median < MIN_MEDIAN_POWER_W:
+            log.warning("%s: its median power is %.4g W (the power column read as milliwatts, as the format has it): "
+                        "no household's; is the column in watts or kilowatts? (taken as milliwatts)", path, median)
     if skipped > SKIPPED_SHOWN:
         log.warning("%s: %d bad lines skipped in all, the first %d named above", path, skipped, SKIPPED_SHOWN)
     return skipped

@@ -6,7 +6,7 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from simulation.sources import SKIPPED_SHOWN, DataError, read_csv, read_folder
-from tests.conftest import sample_data_dir, write_gem_csv
+from tests.conftest import GEM_HEADER, sample_data_dir, write_gem_csv
 from tests.corpus import CSV_FILES, CSV_LINES
 
 BERLIN = ZoneInfo("Europe/Berlin")
@@ -255,6 +255,19 @@ def test_it_says_first_and_last_readings_days_from_the_rest_where_the_run_starts
         f"{tmp_path / 'h.csv'}: its last 3 readings, 2020-01-02 00:00:00 to 2020-01-02 00:00:04, are 9 days after the "
         "one before (2019-12-24 00:09:58): a meter silent that long, or a clock gone wrong? (taken: they lengthen "
         "the run)"]
+
+
+def test_it_says_a_power_column_that_looks_like_watts_not_milliwatts(tmp_path, caplog):
+    path = tmp_path / "h.csv"
+    path.write_text(GEM_HEADER + "".join(f"2019-12-24 00:00:{2 * i:02d},0,1,{249.05 + i},1,1,1\n" for i in range(20)))
+    household, _ = read_csv(path, BERLIN)
+    assert household.powers[0] == pytest.approx(0.24905)  # read as the format says, and said
+    assert [r.getMessage() for r in caplog.records if r.levelname == "WARNING"] == [
+        f"{path}: its median power is 0.2591 W (the power column read as milliwatts, as the format has it): no "
+        "household's; is the column in watts or kilowatts? (taken as milliwatts)"]
+    caplog.clear()
+    read_csv(write_gem_csv(path, every_two_seconds(20)), BERLIN)  # 1 W and more: nothing said
+    assert not [r for r in caplog.records if r.levelname == "WARNING"]
 
 
 def test_it_names_a_folder_whose_files_cannot_be_reached(tmp_path, monkeypatch):
