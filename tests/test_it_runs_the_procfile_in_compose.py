@@ -18,8 +18,14 @@ def expand(token):
     return DEFAULTED.sub(lambda m: m.group(2), token)
 
 
+# What each Procfile line starts with, for honcho (a container ends with its own process instead).
+UNDER_HONCHO = ["exec", "setpriv", "--pdeathsig", "TERM"]
+
+
 def normalise(tokens):
     tokens = [expand(t) for t in tokens]
+    if tokens[:len(UNDER_HONCHO)] == UNDER_HONCHO:
+        tokens = tokens[len(UNDER_HONCHO):]
     tokens[0] = tokens[0].removeprefix(".venv/bin/")
     return tokens
 
