@@ -65,6 +65,12 @@ ALIVE_EVERY_SECONDS = 3.0
 
 RECENT_KEEP = 15  # the page's "latest tuples" table
 WATCH_POINTS = 24  # newest windows sent to a watching client with each update (two minutes of 5 s windows)
+# Entries of the series read for them: twice as many, as the list is in the order batches came, not window order.
+WATCH_READ = 2 * WATCH_POINTS
+# A household's read after an update is shared by this process's sockets watching it that got the same update:
+# anyone may open sockets, and each one watching the same household read it on every update. Kept for this many
+# households at most (anyone may name any id).
+WATCH_SHARED_MAX = 1000
 # Every page retries while the channel layer or the store is down: one line per attempt would repeat every
 # few seconds per open page.
 REFUSED_LOG_LINES = 5
@@ -133,6 +139,7 @@ def merge(pending, update):
 
 class DashboardConsumer(AsyncJsonWebsocketConsumer):
     readers = ReaderSource()
+    watched = {}  # household -> (the update it is read after, the read): shared by this process's sockets
 
     async def connect(self):
         self.pending, self.flush_task, self.last_sent, self.watching = None, None, 0.0, None
@@ -257,19 +264,30 @@ class DashboardConsumer(AsyncJsonWebsocketConsumer):
                 self.last_sent = time.monotonic()
                 await self.send_json({"type": "update", **update})
                 if self.watching and update["acked"]:
-                    await self._send_watched()
+                    await self._send_watched(update.get("ts"))
         except SEND_ERRORS:
             self.pending = None  # the socket is gone; its disconnect follows
         finally:
             if self.flush_task is asyncio.current_task():
                 self.flush_task = None
 
-    async def _send_watched(self):
+    async def _send_watched(self, after):
+        """The watched household's newest windows, read after the update published at `after` (its "ts"): once for
+        every socket of this process that got that update."""
         watching = self.watching
+        entry = self.watched.get(watching)
+        if (entry is None or after is None or entry[0] != after
+                or entry[1].get_loop() is not asyncio.get_running_loop()):
+            if len(self.watched) >= WATCH_SHARED_MAX:
+                self.watched.clear()
+            read = asyncio.ensure_future(sync_to_async(lambda: self.readers().household(watching, points=WATCH_READ),
+                                                       thread_sensitive=False)())
+            self.watched[watching] = entry = (after, read)
         try:
-            row = await sync_to_async(lambda: self.readers().household(watching), thread_sensitive=False)()
+            row = await asyncio.shield(entry[1])  # a socket that leaves meanwhile does not cancel the others' read
         except STORE_ERRORS:
-            return  # the next update that stores tuples reads it again
+            if self.watched.get(watching) is entry:
+                del self.watched[watching]  # read again by the next socket, or the next update
+            return
         if row is not None:
-            row["series"] = row["series"][-WATCH_POINTS:]
-            await self.send_json({"type": "household", **row})
+            await self.send_json({"type": "household", **row, "series": row["series"][-WATCH_POINTS:]})

@@ -125,9 +125,11 @@ class CloudReader:
         records = {name: record for n, names in by_shard.items() for name, record in zip(names, found[n])}
         return sum(counts), [_latest_row(records[name]) for name, _ in page if records[name]]
 
-    def household(self, household):
-        """One household's latest window and its last hour of windows (oldest first), or None.
-        Cost: its owner (one HGET), then one HGET and one LRANGE of at most SERIES_MAX entries in the owning
+    def household(self, household, points=SERIES_MAX):
+        """One household's latest window and its last hour of windows (oldest first), or None; of the series only
+        its newest `points` entries (the list holds them newest first, but in the order batches came: ask for
+        some more than shown).
+        Cost: its owner (one HGET), then one HGET and one LRANGE of at most `points` entries in the owning
         edge's shard, whatever the number of households."""
         owner = self.redis.hget(self.keys.owners(shard_of(household)), household)
         if owner is None:
@@ -135,7 +137,7 @@ class CloudReader:
         shard = shard_of(owner.decode())
         with self.redis.pipeline(transaction=False) as pipe:
             pipe.hget(self.keys.latest(shard), household)
-            pipe.lrange(self.keys.series(shard, household), 0, SERIES_MAX - 1)
+            pipe.lrange(self.keys.series(shard, household), 0, min(points, SERIES_MAX) - 1)
             record, points = pipe.execute()
         if record is None:
             return None

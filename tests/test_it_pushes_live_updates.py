@@ -163,3 +163,40 @@ def test_it_reads_an_updates_totals_with_the_next_batch_when_the_store_did_not_a
                                for minute, rows in ((base, first), (base + 60000, second))}
     assert update["acked"] == 12 and set(update["states"]) >= states  # the first batch's, read now
     assert sum(sums[2] for sums in update["states"].values()) == 24
+
+
+def test_it_reads_a_watched_household_once_for_every_socket_watching_it(publishing_cloud, monkeypatch):
+    """Anyone may open sockets: each one watching a household read its series on every update. The sockets of one
+    process that got the same update share one read, of the newest few windows only."""
+    from cloud_app import reader
+    from cloud_app.consumers import WATCH_POINTS, WATCH_READ
+
+    reads = []
+    household_of = reader.CloudReader.household
+
+    def counted(self, household, points=reader.SERIES_MAX):
+        reads.append((household, points))
+        return household_of(self, household, points)
+
+    monkeypatch.setattr(reader.CloudReader, "household", counted)
+    rows = make_rows(40, household="watched", base_ms=_minutes_ago(5))  # households watched-0 .. watched-4
+
+    async def scenario():
+        sockets = [(await open_dashboard())[0] for _ in range(3)]
+        for socket in sockets:
+            await socket.send_json_to({"watch": "watched-1"})
+        await asyncio.sleep(0.2)  # the frames are taken before the update comes
+        await asyncio.get_running_loop().run_in_executor(None, store_through_cloud, publishing_cloud, rows)
+        views = []
+        for socket in sockets:
+            message = await socket.receive_json_from(timeout=10)
+            while message["type"] != "household":
+                message = await socket.receive_json_from(timeout=10)
+            views.append(message)
+            await socket.disconnect()
+        return views
+
+    views = asyncio.run(scenario())
+    assert reads == [("watched-1", WATCH_READ)]
+    expected = sorted(ws for _, household, ws, _, _, _ in rows if household == "watched-1")[-WATCH_POINTS:]
+    assert all([p["window_start"] for p in view["series"]] == expected for view in views)
