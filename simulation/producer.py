@@ -39,10 +39,39 @@ class KafkaUnavailable(Exception):
     pass
 
 
-def _partitions(count_now, topic, bootstrap):
+class StoppedBeforeStart(Exception):
+    """A stop request (`signal`: its name) came while the producer waited for Kafka to answer at the start."""
+
+    def __init__(self, signal):
+        super().__init__(signal)
+        self.signal = signal
+
+
+def _answered(ask, stop_flag, refused):
+    """ask(seconds) in slices of FLUSH_SLICE_S until it answers, for up to CONNECT_TIMEOUT_S: what it returned;
+    `refused()` the KafkaUnavailable to raise once the time is up (ask raises `Retry` while Kafka has not
+    answered). A stop request ends the wait at the next slice (StoppedBeforeStart), not after the timeout."""
+    deadline = time.monotonic() + CONNECT_TIMEOUT_S
+    while True:
+        if stop_flag():
+            raise StoppedBeforeStart(stop_flag())
+        try:
+            return ask(FLUSH_SLICE_S)
+        except Retry as exc:
+            if time.monotonic() >= deadline:
+                raise refused(exc.__cause__ or exc) from None
+
+
+class Retry(Exception):
+    """Kafka has not answered this slice of a start-up wait."""
+
+
+def _partitions(count_now, topic, bootstrap, stop_flag=lambda: None):
     """The topic's partition count, asked again for up to TOPIC_WAIT_S while it is 0 (a topic made just now)."""
     deadline = time.monotonic() + TOPIC_WAIT_S
     while True:
+        if stop_flag():
+            raise StoppedBeforeStart(stop_flag())
         count = count_now()
         if count:
             return count
@@ -66,27 +95,40 @@ class ConfluentProducer:
         config = {"bootstrap.servers": bootstrap, "socket.connection.setup.timeout.ms": CONNECT_TIMEOUT_S * 1000,
                   "reconnect.backoff.max.ms": 1000}
         admin = AdminClient({**config, "log_level": 0, "logger": _quiet})
-        try:
-            metadata = admin.list_topics(timeout=CONNECT_TIMEOUT_S)
-        except KafkaException as exc:
-            raise KafkaUnavailable(f"Kafka at {bootstrap} is unreachable: {exc.args[0].str()}") from None
+
+        def topics(seconds):
+            try:
+                return admin.list_topics(timeout=seconds)
+            except KafkaException as exc:
+                raise Retry from exc
+
+        metadata = _answered(topics, stop_flag, lambda exc: KafkaUnavailable(
+            f"Kafka at {bootstrap} is unreachable: {exc.args[0].str() if exc.args else exc}"))
         if topic not in metadata.topics:
             # -1: the broker's own defaults for partitions and replicas.
-            futures = admin.create_topics([NewTopic(topic, num_partitions=-1, replication_factor=-1)])
-            try:
-                futures[topic].result(CONNECT_TIMEOUT_S)
-            except KafkaException as exc:
-                if "TOPIC_ALREADY_EXISTS" not in str(exc):
-                    raise KafkaUnavailable(f"topic {topic!r} can't be created on {bootstrap}: {exc}") from None
+            made = admin.create_topics([NewTopic(topic, num_partitions=-1, replication_factor=-1)])[topic]
+
+            def created(seconds):
+                try:
+                    return made.result(seconds)
+                except TimeoutError as exc:  # concurrent.futures' is the built-in one
+                    raise Retry from exc
+                except KafkaException as exc:
+                    if "TOPIC_ALREADY_EXISTS" not in str(exc):
+                        raise KafkaUnavailable(f"topic {topic!r} can't be created on {bootstrap}: {exc}") from None
+                    return None
+
+            _answered(created, stop_flag, lambda exc: KafkaUnavailable(
+                f"topic {topic!r} can't be created on {bootstrap}: no answer within {CONNECT_TIMEOUT_S} s"))
 
         def count_now():
             try:
-                found = admin.list_topics(topic, timeout=CONNECT_TIMEOUT_S).topics.get(topic)
+                found = admin.list_topics(topic, timeout=FLUSH_SLICE_S).topics.get(topic)
             except KafkaException:  # asked again until TOPIC_WAIT_S is up
                 return 0
             return 0 if found is None or found.error is not None else len(found.partitions)
 
-        self.partitions = _partitions(count_now, topic, bootstrap)
+        self.partitions = _partitions(count_now, topic, bootstrap, stop_flag)
         # One reading a message: delivery reports for failures only, as a Python callback per delivered
         # message cost more than producing it; sent = produced - failed, once close() has flushed everything.
         # Batches: a report for each (tens a second at real time), which says how many readings it carried.

@@ -13,7 +13,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from fogwire import limits
 from fogwire.fullgc import FullCollections
 from fogwire.limits import MAX_READINGS_PER_MESSAGE
-from simulation.producer import CLIENTS
+from simulation.producer import CLIENTS, StoppedBeforeStart
 from simulation.sources import DataError, read_folder
 from simulation.spread import SpreadSender
 
@@ -283,8 +283,11 @@ def run(options, stop_flag=lambda: None):
     source, start_ms, until, zone, skipped = prepare(options)
     if not 1 <= options.per_message <= MAX_READINGS_PER_MESSAGE:
         raise DataError(f"readings per message must be 1..{MAX_READINGS_PER_MESSAGE}, not {options.per_message}")
-    producer = CLIENTS[options.client](options.bootstrap, options.topic, stop_flag,  # raises KafkaUnavailable
-                                       batched=options.per_message > 1)
+    try:
+        producer = CLIENTS[options.client](options.bootstrap, options.topic, stop_flag,  # raises KafkaUnavailable
+                                           batched=options.per_message > 1)
+    except StoppedBeforeStart as exc:  # stopped while Kafka had not answered yet: nothing was sent
+        return Result(0, 0, 0.0, *skipped, None, None, None, exc.signal)
     stats = RunStats(until=until, progress=options.progress, stop_flag=stop_flag,
                      anchor_ms=start_ms if options.start == "now" and not options.data else None,
                      step_ms=int(options.step * 1000), collections=FullCollections(options.full_gc_seconds),

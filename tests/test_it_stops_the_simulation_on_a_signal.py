@@ -93,3 +93,35 @@ def test_it_keeps_back_a_whole_step_built_ahead_when_a_stop_comes_before_its_mom
     time.sleep(0.05)
     stop.append("SIGTERM")
     assert fast.release(2) and fast.release(2)
+
+
+def test_it_stops_within_a_second_while_kafka_has_not_answered_yet(topic):
+    """Before its stream starts the simulation waits up to CONNECT_TIMEOUT_S for Kafka at each of its first
+    steps (the topic's metadata, its creation, its partitions): a stop then ends the wait, with its summary."""
+    from tests.conftest import free_port
+
+    child = subprocess.Popen(
+        [sys.executable, str(ROOT / "manage.py"), "runsimulation", "--households", "5", "--speed", "1", "--start",
+         "now", "--until", "60", "--topic", topic, "--no-progress"],
+        cwd=ROOT, env=child_env({"FOG_KAFKA_BOOTSTRAP": f"127.0.0.1:{free_port()}"}),  # nothing listens there
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert wait_for(lambda: _catches(child.pid, signal.SIGTERM), timeout=60, interval=0.05)
+        time.sleep(0.5)  # on into the producer's wait for an answer
+        asked = time.monotonic()
+        child.send_signal(signal.SIGTERM)
+        stdout, stderr = child.communicate(timeout=STOP_WITHIN_S)
+        took = time.monotonic() - asked
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.communicate()
+    assert child.returncode == 0 and took < 2, (took, stderr)
+    assert stdout.strip().splitlines()[-1].startswith("simulation: ended=SIGTERM sent=0 failed=0"), stdout
+
+
+def _catches(pid, signum):
+    """Whether the process has a handler for `signum` (its SigCgt mask in /proc)."""
+    with open(f"/proc/{pid}/status") as status:
+        caught = next(line for line in status if line.startswith("SigCgt:")).split()[1]
+    return bool(int(caught, 16) >> (signum - 1) & 1)
