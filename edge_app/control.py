@@ -78,18 +78,24 @@ class Holder:
     since: float
     token: str
     machine: str = ""  # /etc/machine-id: two hosts may share a name (cloned images, default names)
+    # When the process started, in clock ticks since boot (/proc/PID/stat): what tells it from a later process
+    # under the same pid whatever the wall clock did since (NTP's first step on a box without an RTC); -1 unknown.
+    ticks: int = -1
 
     @classmethod
     def new(cls):
         pid, host, since, machine = os.getpid(), socket.gethostname(), time.time(), machine_id()
-        return cls(pid, host, since, f"{pid}:{host}:{since:.3f}:{uuid.uuid4().hex[:12]}:{machine}", machine)
+        ticks = _start_ticks(pid)
+        token = f"{pid}:{host}:{since:.3f}:{uuid.uuid4().hex[:12]}:{machine}:{ticks}"
+        return cls(pid, host, since, token, machine, ticks)
 
     @classmethod
     def parse(cls, raw):
         token = raw.decode() if isinstance(raw, bytes) else raw
         parts = token.split(":")
         try:
-            return cls(int(parts[0]), parts[1], float(parts[2]), token, parts[4] if len(parts) > 4 else "")
+            return cls(int(parts[0]), parts[1], float(parts[2]), token, parts[4] if len(parts) > 4 else "",
+                       int(parts[5]) if len(parts) > 5 else -1)
         except (IndexError, ValueError):  # a record of an older version: only the pid is known
             return cls(int(parts[0]), "", 0.0, token)
 
@@ -105,11 +111,11 @@ class Holder:
     def stale(self):
         """True if this holder ran on this host and its process is gone (or the pid is a newer process); a
         holder elsewhere is trusted until its TTL runs out."""
-        return self.here() and not _process_alive_since(self.pid, self.since)
+        return self.here() and not _process_alive_since(self.pid, self.since, self.ticks)
 
     def alive_here(self):
         """True if this holder's process runs on this host now (the one to signal, and nobody else)."""
-        return self.here() and _process_alive_since(self.pid, self.since)
+        return self.here() and _process_alive_since(self.pid, self.since, self.ticks)
 
 
 @functools.cache
@@ -126,10 +132,21 @@ def machine_id():
     return ""
 
 
-def _process_alive_since(pid, since):
+def _start_ticks(pid):
+    """When process `pid` started, in clock ticks since boot (field 22 of /proc/PID/stat), or -1."""
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return int(stat.read().rsplit(")", 1)[1].split()[19])
+    except (OSError, ValueError, IndexError):
+        return -1
+
+
+def _process_alive_since(pid, since, ticks=-1):
     if not alive(pid):  # gone, or a zombie nobody has reaped yet
         return False
-    try:  # a reused pid belongs to a process that started after the record was written
+    if ticks >= 0:  # the record says when its process started: the same process, or a later one under its pid
+        return _start_ticks(pid) == ticks
+    try:  # a record of an older version: a reused pid belongs to a process that started after it was written
         with open(f"/proc/{pid}/stat") as stat, open("/proc/stat") as system:
             ticks = int(stat.read().rsplit(")", 1)[1].split()[19])
             boot = next(int(line.split()[1]) for line in system if line.startswith("btime"))

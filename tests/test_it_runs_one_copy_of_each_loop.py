@@ -62,6 +62,19 @@ def test_it_waits_for_a_live_holder_here_and_any_holder_on_another_host(redis_ur
     assert other.holder("sender").describe().startswith("on another-host (pid 1, since ")
 
 
+def test_it_tells_a_live_holder_from_a_later_process_under_its_pid_whatever_the_wall_clock_did():
+    """The wall clock stepped an hour forward since the record was written (NTP's first sync on a box without a
+    real-time clock): the record's process is still this live one, not a stale holder whose lock a second
+    runedge may free. A record of another process under the same pid (it started at another tick) is stale."""
+    mine = Holder.new()
+    assert mine.ticks > 0
+    fields = mine.token.split(":")
+    stepped = ":".join(fields[:2] + [f"{mine.since - 3600:.3f}"] + fields[3:])
+    assert Holder.parse(stepped).alive_here() and not Holder.parse(stepped).stale()
+    earlier = ":".join(fields[:5] + [str(mine.ticks - 1)])
+    assert Holder.parse(earlier).stale() and not Holder.parse(earlier).alive_here()
+
+
 def test_it_waits_for_a_holder_on_another_machine_of_the_same_name(redis_url):
     """Cloned images and default names give two hosts one name: a holder there whose pid is dead here (or
     another process's) is still alive there, as its machine id says."""
