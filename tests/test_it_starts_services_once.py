@@ -70,3 +70,17 @@ def test_it_starts_one_server_when_two_ups_run_at_once(tmp_path):
         assert not errors and sorted(started) == [False, True], (errors, started)  # one started it, one found it
     finally:
         Redis(Paths(ROOT, tmp_path), "127.0.0.1", port).down(lambda line: None)
+
+
+def test_it_takes_a_stale_pid_file_naming_another_redis_for_none_of_its_own(tmp_path, services):
+    """After a crash a pid file may name a pid since reused by another Redis (the system's, a test's own, a cluster
+    node): `services down` would have killed it, and `status` reported it as ours."""
+    from tooling.localservices import Paths, Redis
+
+    theirs = Redis(Paths(ROOT, Path(settings.VAR_DIR)), "127.0.0.1", 6379).our_pid()  # the suite's own
+    assert theirs
+    mine = Redis(Paths(ROOT, tmp_path), "127.0.0.1", free_port())
+    mine.pidfile.parent.mkdir(parents=True, exist_ok=True)
+    mine.pidfile.write_text(str(theirs))
+    assert mine.our_pid() is None
+    assert "redis-" in mine.status() and "stopped" in mine.status()

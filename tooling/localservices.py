@@ -265,8 +265,17 @@ class Service:
 
 
 class Redis(Service):
-    marker = "redis-server"
     ready_seconds = REDIS_READY_SECONDS
+
+    @property
+    def marker(self):
+        """Redis's process title, "redis-server HOST:PORT": this one's, not any Redis's (the system's, a test's own,
+        a cluster node), whose pid a stale pid file may name after a crash."""
+        return f"redis-server {self.bind}:{self.port}"
+
+    @property
+    def bind(self):
+        return self.host if self.host != "localhost" else "127.0.0.1"
 
     def __init__(self, paths, host, port):
         super().__init__(paths, host, port)
@@ -279,7 +288,7 @@ class Redis(Service):
     def config(self):
         return "\n".join(
             [
-                f"bind {self.host if self.host != 'localhost' else '127.0.0.1'}",
+                f"bind {self.bind}",
                 f"port {self.port}",
                 "protected-mode yes",
                 "daemonize yes",
@@ -416,7 +425,6 @@ def private_cluster(folder, out, attempts=3):
 
 class Kafka(Service):
     name = "kafka"
-    marker = "kafka.Kafka"
     ready_seconds = KAFKA_READY_SECONDS
     short_lived = False  # a broker that lives for one fault lane (tooling/chaos) starts on SHORT_LIVED_JVM
 
@@ -483,6 +491,11 @@ class Kafka(Service):
         if result.returncode != 0:
             raise ServiceError(f"Maven could not fetch the Kafka jars:\n{(result.stdout + result.stderr)[-1500:]}")
         stamp.write_text(pom.read_text())
+
+    @property
+    def marker(self):
+        """Its main class and its config file: this broker's, not any Kafka's (a fault lane's, the user's own)."""
+        return f"kafka.Kafka {self.paths.kafka / 'server.properties'}"
 
     def format_once(self, out):
         self.paths.kafka.mkdir(parents=True, exist_ok=True)
