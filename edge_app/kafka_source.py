@@ -51,6 +51,7 @@ LIBRDKAFKA_LOG_LEVEL = 2  # syslog's: critical and worse (a broker away is 3, lo
 # (fetches wait at most FETCH_WAIT_MS; a reconnect takes up to RECONNECT_BACKOFF_MAX_MS).
 BACK_SETTLE_S = 2.0
 AWAY_CHECK_S = 0.25  # how often a source asks its client whether a broker answers (kafka-python: every metric)
+AWAY_CHECK_MAX_S = 2.0  # confluent: its metadata request waits twice as long after each unanswered one, to this
 
 
 class BrokerWatch:
@@ -112,8 +113,10 @@ class KafkaPythonSource:
         self.watch, self._checked = BrokerWatch(), -AWAY_CHECK_S
 
     def away_since_ms(self):
-        """See BrokerWatch: kafka-python says it in its connection count (a public metric; 0 while every broker
-        is away and it tries again)."""
+        """See BrokerWatch: kafka-python says it in its connection count (a metric of consumer.metrics(), an
+        interface it calls unstable; it is read at most every AWAY_CHECK_S). 0 while a broker that refuses
+        connections (its process down) is away; a host that drops packets counts as connected while each
+        attempt waits, so then, as before, only the idle backstop holds its windows."""
         now = time.monotonic()
         if now - self._checked >= AWAY_CHECK_S:
             self._checked = now
@@ -255,7 +258,7 @@ class ConfluentSource:
             # 8 s): only what is worse than that here; error_cb and the loop's own errors say it once.
             "log_level": LIBRDKAFKA_LOG_LEVEL, "error_cb": self._client_error,
         })
-        self.watch, self._checked = BrokerWatch(), -AWAY_CHECK_S
+        self.watch, self._checked, self._check_s = BrokerWatch(), -AWAY_CHECK_S, AWAY_CHECK_S
 
     def _client_error(self, error):
         """librdkafka's errors beside the stream (called within poll, on the ingest's thread)."""
@@ -269,19 +272,22 @@ class ConfluentSource:
             log.debug("Kafka client (will retry): %s", error)
 
     def away_since_ms(self):
-        """See BrokerWatch: librdkafka says when every broker is away (error_cb), not when one is back; records
-        coming say it, and while none come a metadata request, asked at most every AWAY_CHECK_S."""
+        """See BrokerWatch: librdkafka says when every broker is away (error_cb), not when one is back. A metadata
+        request answered says it, asked every AWAY_CHECK_S, each waiting twice as long as the last unanswered
+        one (to AWAY_CHECK_MAX_S: a broker far away). Not records: librdkafka's local queue hands out what it
+        fetched before the broker went away."""
         from confluent_kafka import KafkaException
 
         if self.watch.since_ms is not None and self.watch.back_at is None:
             now = time.monotonic()
             if now - self._checked >= AWAY_CHECK_S:
-                self._checked = now
                 try:
-                    self.consumer.list_topics(self.topic, timeout=AWAY_CHECK_S)
+                    self.consumer.list_topics(self.topic, timeout=self._check_s)
                     self.watch.heard()
+                    self._check_s = AWAY_CHECK_S
                 except KafkaException:
-                    pass
+                    self._check_s = min(2 * self._check_s, AWAY_CHECK_MAX_S)
+                self._checked = time.monotonic()
         return self.watch.away_since_ms()
 
     def _call(self, what, function, *args, **kwargs):
@@ -414,8 +420,6 @@ class ConfluentSource:
                           else message.value()))
         for partition, message in newest.items():
             self.read_times[partition] = message.timestamp()[1]  # -1 where the record has none
-        if newest:
-            self.watch.heard()
         if deleted:
             raise OffsetsDeleted(deleted, batches)
         return batches
