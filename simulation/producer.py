@@ -33,6 +33,7 @@ TOPIC_WAIT_S = 10  # a topic made just now may show no partitions for a moment
 # A stopped run waits this long for Kafka to take what is queued: process managers kill soon after asking.
 STOP_FLUSH_S = 5
 FLUSH_SLICE_S = 0.25  # a stop request is seen this often while the run's end waits for Kafka
+ANSWER_SLICE_MAX_S = 2.0  # ... and at least this often while its start does (each wait twice the last)
 
 
 class KafkaUnavailable(Exception):
@@ -48,18 +49,21 @@ class StoppedBeforeStart(Exception):
 
 
 def _answered(ask, stop_flag, refused):
-    """ask(seconds) in slices of FLUSH_SLICE_S until it answers, for up to CONNECT_TIMEOUT_S: what it returned;
-    `refused()` the KafkaUnavailable to raise once the time is up (ask raises `Retry` while Kafka has not
-    answered). A stop request ends the wait at the next slice (StoppedBeforeStart), not after the timeout."""
-    deadline = time.monotonic() + CONNECT_TIMEOUT_S
+    """ask(seconds) in slices until it answers, for up to CONNECT_TIMEOUT_S: what it returned; `refused()` the
+    KafkaUnavailable to raise once the time is up (ask raises `Retry` while Kafka has not answered). A stop
+    request ends the wait at the next slice (StoppedBeforeStart), not after the timeout. Each slice is twice the
+    last, from FLUSH_SLICE_S to ANSWER_SLICE_MAX_S: a request's answer is lost with its slice, and a broker
+    far away may take longer than the first ones to answer at all."""
+    deadline, seconds = time.monotonic() + CONNECT_TIMEOUT_S, FLUSH_SLICE_S
     while True:
         if stop_flag():
             raise StoppedBeforeStart(stop_flag())
         try:
-            return ask(FLUSH_SLICE_S)
+            return ask(max(0.0, min(seconds, deadline - time.monotonic())) or FLUSH_SLICE_S)
         except Retry as exc:
             if time.monotonic() >= deadline:
                 raise refused(exc.__cause__ or exc) from None
+            seconds = min(2 * seconds, ANSWER_SLICE_MAX_S)
 
 
 class Retry(Exception):
@@ -123,7 +127,7 @@ class ConfluentProducer:
 
         def count_now():
             try:
-                found = admin.list_topics(topic, timeout=FLUSH_SLICE_S).topics.get(topic)
+                found = admin.list_topics(topic, timeout=ANSWER_SLICE_MAX_S).topics.get(topic)
             except KafkaException:  # asked again until TOPIC_WAIT_S is up
                 return 0
             return 0 if found is None or found.error is not None else len(found.partitions)
