@@ -281,6 +281,11 @@ def run_loop(loop, edge_id, options=None):
     """The RQ job: run one loop of one edge until stopped (or, with options['burst'], done)."""
     options = options or {}
     control = EdgeControl(edge_id, in_flight=options.get("in_flight", 4), run=options.get("run"))
+    with signals_stop(control):  # from the start: a stop while it waits for its lock, or out a database outage
+        return _run_loop(loop, edge_id, options, control)
+
+
+def _run_loop(loop, edge_id, options, control):
     if _stale(control, loop, options):
         return "stale"
     token = Holder.new().token  # pid, host and start time tell operators (and fault tests) who holds it
@@ -293,8 +298,7 @@ def run_loop(loop, edge_id, options=None):
     try:
         while True:
             try:
-                with signals_stop(control):
-                    return _run_steps(loop, edge_id, options, control, token, outage)
+                return _run_steps(loop, edge_id, options, control, token, outage)
             except DATABASE_AWAY as exc:
                 _drop_database_connection()
                 wait, line = outage.failed(time.monotonic(), exc)

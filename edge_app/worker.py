@@ -39,6 +39,7 @@ from rq.exceptions import StopRequested
 from rq.worker import SimpleWorker
 
 from edge_app.control import REDIS_AWAY
+from fogwire.stopsignals import stop_signals
 
 log = logging.getLogger("fog.edge")
 
@@ -107,7 +108,7 @@ def fork_worker(args, supervisor_pid, fds_to_close=()):
             os.close(fd)
         os.setsid()  # a terminal's Ctrl-C reaches only the supervisor, which stops the loops in order
         set_parent_death_signal()
-        for signum in (signal.SIGINT, signal.SIGTERM):
+        for signum in stop_signals():  # SIGHUP too, unless ignored from the start (nohup): it stays ignored
             signal.signal(signum, signal.SIG_DFL)  # not the supervisor's handler: rq's worker installs its own
         # Its name in ps -e, top and pgrep (not `pgrep -f`: the command line is the one the fork kept)
         _prctl(PR_SET_NAME, WORKER_NAME.encode())

@@ -26,7 +26,14 @@ def _running_edge(edge_env, topic):
     # Forked: each in a session of its own (a terminal's Ctrl-C reaches the supervisor only), named in ps
     assert all(os.getsid(pid) == pid and Path(f"/proc/{pid}/comm").read_text().strip() == WORKER_NAME
                for pid in workers), workers
+    # Not runedge's own SIGHUP handler, inherited through the fork: a flag nothing in a worker reads.
+    assert not any(_catches(pid, signal.SIGHUP) for pid in workers), workers
     return proc, workers
+
+
+def _catches(pid, signum):
+    caught = next(line for line in Path(f"/proc/{pid}/status").read_text().splitlines() if line.startswith("SigCgt:"))
+    return bool(int(caught.split()[1], 16) >> (signum - 1) & 1)
 
 
 def _end(proc, pids):
