@@ -226,9 +226,9 @@ def _lines(handle, report=None):
 
 def _reading(fields, zone, previous, now_ms):
     """(epoch ms, watts) of one data line's fields, or DataError saying what is wrong with it."""
+    if fields[0].strip() == HEADER_MODEL:  # alone, or padded by a spreadsheet
+        raise DataError("the header lines again (two files joined into one?)")
     if len(fields) != len(HEADER_COLUMNS):
-        if fields[0].strip() == HEADER_MODEL:
-            raise DataError("the header lines again (two files joined into one?)")
         raise DataError(f"expected {len(HEADER_COLUMNS)} fields, found {len(fields)}")
     if fields[0].strip() == HEADER_COLUMNS[0] and fields[1].strip() == HEADER_COLUMNS[1]:
         raise DataError("the header lines again (two files joined into one?)")
@@ -326,7 +326,9 @@ def _read_lines(lines, path, zone, skip_bad_lines, timestamps, powers):
         while ahead < len(timestamps) and timestamps[-1 - ahead] >= held[0][2].ts and ahead <= STRAY_BLOCK_LINES:
             ahead += 1
         first = len(timestamps) - ahead  # the index of the first line the held ones came back from
-        jumped = first == 0 or timestamps[first] - timestamps[first - 1] > STRAY_JUMP_MS
+        # Jumped ahead of the line before it, or begun the file that far ahead of the lines that come back (a
+        # meter's clock set back a little within its first lines is not a block out of place).
+        jumped = (timestamps[first] - timestamps[first - 1] if first else timestamps[0] - held[0][2].ts) > STRAY_JUMP_MS
         if ahead > min(len(recent), STRAY_BLOCK_LINES if jumped else STRAY_LINES):
             skip_held()
             return

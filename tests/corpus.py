@@ -220,6 +220,7 @@ CSV_LINES = {
     "power above a house connection": ("2019-12-24 00:00:05,0,1,43470001,1,1,1", "above one household"),
     "time going back": ("2019-12-24 00:00:01,0,1,200,1,1,1", "does not come after the line before"),
     "model line again": ("household", "the header lines again"),
+    "model line again as padded": ("household,,,,,,", "the header lines again"),
     "column line again": ("date,timestamp,energy,power,power1,power2,power3", "the header lines again"),
 }
 

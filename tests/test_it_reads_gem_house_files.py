@@ -225,6 +225,15 @@ def test_it_skips_the_lines_of_a_meter_clock_set_back_not_the_lines_before(tmp_p
     assert all(b > a for a, b in zip(household.timestamps, household.timestamps[1:]))
 
 
+def test_it_skips_the_lines_of_a_meter_clock_set_back_within_its_first_lines(tmp_path):
+    """Set back 40 s after its first 15 readings: every line before comes back, as a block at a file's start
+    that jumped would; but it did not jump, so the lines that came back are the ones skipped, as later on."""
+    rows = every_two_seconds(15) + [((datetime(2019, 12, 24) + timedelta(seconds=2 * i - 12)).strftime(
+        "%Y-%m-%d %H:%M:%S"), 1) for i in range(40)]  # 23:59:48 after 00:00:28
+    household, skipped = read_csv(write_gem_csv(tmp_path / "h.csv", rows), BERLIN, skip_bad_lines=True)
+    assert list(household.powers[:15]) == [(1000 + i) / 1000 for i in range(15)] and skipped == 21
+
+
 def test_it_says_a_gap_of_days_that_lengthens_the_run(tmp_path, caplog):
     rows = [(f"2019-12-24 00:00:{i * 2:02d}", 1000) for i in range(10)] + [("2024-12-24 00:00:20", 1000)]
     household, skipped = read_csv(write_gem_csv(tmp_path / "h.csv", rows), BERLIN)
