@@ -133,7 +133,9 @@ def merge(pending, update):
             seen.add(tuple_key(row))
             recent.append(row)
     pending["recent"] = recent[:RECENT_KEEP]
-    pending["ts"] = update.get("ts")
+    # The newest publish time of those merged (the page learns the server's clock from it; a watched household is
+    # read once per such time for every socket that has it): updates of two processes may come in either order.
+    pending["ts"] = max(filter(None, (pending.get("ts"), update.get("ts"))), default=None)
     return pending
 
 
@@ -282,6 +284,8 @@ class DashboardConsumer(AsyncJsonWebsocketConsumer):
                 self.watched.clear()
             read = asyncio.ensure_future(sync_to_async(lambda: self.readers().household(watching, points=WATCH_READ),
                                                        thread_sensitive=False)())
+            # Its failure is each waiting socket's to handle; with none left waiting, asyncio would log it at length.
+            read.add_done_callback(lambda done: done.cancelled() or done.exception())
             self.watched[watching] = entry = (after, read)
         try:
             row = await asyncio.shield(entry[1])  # a socket that leaves meanwhile does not cancel the others' read

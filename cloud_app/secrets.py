@@ -1,5 +1,6 @@
 """The cloud's list of edges allowed to deliver: `id:secret` pairs, inline or from a file."""
 
+import re
 from collections import Counter
 from dataclasses import dataclass
 
@@ -11,6 +12,11 @@ MIN_SECRET_SYMBOLS = 8
 # ("password" * 4 + "1", "1234567890" * 3 + "12", "a" * 35 + "bcdefgh"): in a random one, about one in its
 # alphabet's size does, at any distance.
 MAX_REPEATED_SHARE = 0.5
+
+# In a file's secret: a comma, then what reads as an edge id and its ':'. A file holds one pair a line (a secret may
+# hold a comma); pairs a file put on one line with commas, as the inline setting takes them, would be one edge's
+# secret, and every edge of that line refused.
+PAIR_INSIDE_RE = re.compile(r",\s*[A-Za-z0-9._-]{1,64}:")
 
 # What can be wrong with the list as a whole; `manage.py check` gives each a check id of its own.
 UNREADABLE, MALFORMED, REPEATED, EMPTY = "unreadable", "malformed", "repeated", "empty"
@@ -56,6 +62,8 @@ def parse_edge_secrets(text, lines_only=False):
             bad.append(f"entry {number}, which has no ':'")
         elif not edge_id.strip() or not secret.strip():
             bad.append(edge_id.strip() or "?")
+        elif lines_only and PAIR_INSIDE_RE.search(secret):
+            bad.append(f"{edge_id.strip()} (its line holds more pairs, separated by commas: one pair a line in a file)")
         else:
             pairs[edge_id.strip()] = secret.strip()
             seen[edge_id.strip()] += 1

@@ -80,8 +80,12 @@ def test_it_keeps_a_comma_in_a_secrets_file_as_part_of_the_secret(tmp_path):
     from cloud_app.secrets import read_edge_secrets
 
     path = tmp_path / "edge-secrets"
-    path.write_text("edge-1:Ab3x,Qk9:Zr7w-rest-of-it\nedge-2:second-secret\n")  # one pair a line, as documented
-    assert read_edge_secrets("", str(path)) == ({"edge-1": "Ab3x,Qk9:Zr7w-rest-of-it", "edge-2": "second-secret"}, [])
+    path.write_text("edge-1:Ab3x,Qk9.Zr7w-rest-of-it\nedge-2:second-secret\n")  # one pair a line, as documented
+    assert read_edge_secrets("", str(path)) == ({"edge-1": "Ab3x,Qk9.Zr7w-rest-of-it", "edge-2": "second-secret"}, [])
+    path.write_text("edge-1:first-secret,edge-2:second-secret\n")  # pairs on one line, as the inline setting has them
+    pairs, problems = read_edge_secrets("", str(path))
+    assert "edge-1" not in pairs and [p.kind for p in problems] == ["malformed"]
+    assert "edge-1 (its line holds more pairs" in problems[0].message and "second-secret" not in problems[0].message
     assert read_edge_secrets("edge-1:one,edge-2:two", "") == ({"edge-1": "one", "edge-2": "two"}, [])  # inline: commas
 
 
