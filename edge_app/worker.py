@@ -99,17 +99,24 @@ def fork_worker(args, supervisor_pid, fds_to_close=()):
                            f"{threading.active_count()}")
     connections.close_all()  # each connection anew in the child; the parent opens its own again when it needs one
     _flush_stdio()  # else what is buffered is written twice, once by each process
+    # Held back across the fork: one that reached the child before its handlers were reset would have run the
+    # supervisor's, which only sets a flag nothing in the child reads, and been lost (the supervisor's stop of a
+    # worker it just started). Once reset, a held one takes its default action.
+    stops = stop_signals()
+    signal.pthread_sigmask(signal.SIG_BLOCK, stops)
     pid = os.fork()
     if pid:
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, stops)
         return ForkedWorker(pid)
     code = 1
     try:
+        for signum in stops:  # SIGHUP too, unless ignored from the start (nohup): it stays ignored
+            signal.signal(signum, signal.SIG_DFL)  # not the supervisor's handler: rq's worker installs its own
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, stops)
         for fd in fds_to_close:  # before the child opens anything: no lock of its own yet that a close would drop
             os.close(fd)
         os.setsid()  # a terminal's Ctrl-C reaches only the supervisor, which stops the loops in order
         set_parent_death_signal()
-        for signum in stop_signals():  # SIGHUP too, unless ignored from the start (nohup): it stays ignored
-            signal.signal(signum, signal.SIG_DFL)  # not the supervisor's handler: rq's worker installs its own
         # Its name in ps -e, top and pgrep (not `pgrep -f`: the command line is the one the fork kept)
         _prctl(PR_SET_NAME, WORKER_NAME.encode())
         logging.getLogger("fog").setLevel(settings.LOG_LEVEL)
