@@ -118,7 +118,16 @@ class Controller:
         running = []
         for pidfile in self.folder.glob("*.pid"):
             pid = int(pidfile.read_text())
-            if not (self.folder / f"{pidfile.stem}.done").exists() and alive(pid):
+            if not (self.folder / f"{pidfile.stem}.done").exists() and alive(pid) and self._ours(pid):
                 running.append(pid)
         return running
+
+    def _ours(self, pid):
+        """Whether `pid` is still this run's worker: a worker that died without its mark leaves its pid file, and
+        the pid may be another process's since (this run's folder, in its environment, says which)."""
+        try:
+            with open(f"/proc/{pid}/environ", "rb") as env:
+                return f"{FOLDER_ENV}={self.folder}".encode() in env.read().split(b"\0")
+        except OSError:
+            return False
 

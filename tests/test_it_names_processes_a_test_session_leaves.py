@@ -99,3 +99,17 @@ def test_it_lets_each_worker_of_a_parallel_run_finish_its_teardown_when_stopped_
     assert wait_for(lambda: not alive(pid), timeout=10)
     assert (tmp_path / "torn-down").exists(), out  # the worker's fixture ran to its end
     assert proc.returncode == pytest.ExitCode.INTERRUPTED, out
+
+
+def test_it_signals_no_process_a_dead_workers_pid_file_names_since(tmp_path):
+    """A worker that died without its mark leaves its pid file, and its pid may be another process's since: an
+    interrupted run's controller would have sent it SIGTERM and waited for it."""
+    from tests.parallel import Controller
+
+    stranger = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        (tmp_path / "gw0.pid").write_text(str(stranger.pid))
+        assert Controller(tmp_path, wait_for)._running() == []
+    finally:
+        stranger.kill()
+        stranger.wait()

@@ -487,7 +487,9 @@ def _copy_database(source, target):
 
 def _kill(proc):
     if proc is not None:
-        end_child(proc)  # its whole session: the supervisor's workers too
+        # Its whole session. An edge supervisor's workers are each in a session of their own: they follow it by
+        # their parent-death signal (edge_app/worker.py), as they do a supervisor SIGKILLed by a fault.
+        end_child(proc)
 
 
 def _signal(pid, signum=signal.SIGKILL):

@@ -30,7 +30,8 @@ class Command(BaseCommand):
     def add_arguments(self, parser):
         parser.add_argument("--burst", action="store_true",
                             help="run until the topic is consumed to its current end, every window is closed and "
-                            "every tuple acknowledged; then print a summary and exit")
+                            "every tuple acknowledged; then print a summary and exit (while the cloud is away it "
+                            "waits for it: --timeout bounds the wait)")
         parser.add_argument("--timeout", type=option_float(above=0), default=None, metavar="SECONDS",
                             help="give up after this many seconds (exit code 1 with --burst)")
         parser.add_argument("--no-workers", action="store_true",
