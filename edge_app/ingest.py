@@ -528,11 +528,7 @@ class Ingestor:
             count = offset >= counted_from
             try:
                 # Legacy input has no time of its own: the record's timestamp is its event time.
-                # A reading's time may be up to FUTURE_SLACK_MS past the later of the edge's clock and its record's
-                # timestamp: an edge whose clock is behind by more (a box without a real-time clock, before NTP)
-                # set aside every reading as from the future, for good. (Legacy input's time is the record's.)
-                future_from = stamp if not legacy and stamp is not None and stamp > now_ms else now_ms
-                readings, problems = parse_message(value, future_from, stamp if legacy else None)
+                readings, problems = parse_message(value, now_ms, stamp if legacy else None)
             except MalformedReading as exc:
                 if count:
                     pending["malformed"] += 1

@@ -260,12 +260,10 @@ class WindowBook:
         if ts > newest:
             # Far ahead: beyond MAX_JUMP_MS of the household's clock, or, for a household that came live, beyond
             # LIVE_WITHIN_MS of the edge's own clock (one reading five minutes ahead closed its open window
-            # and made a minute of its genuine readings late). Two that agree are a jump, believed; but not
-            # beyond the edge's clock for a household that came live: readings from its future are strays
-            # however many agree (two of them made a minute of genuine readings late), each kept in its window.
-            beyond = wall_ms is not None and ts - wall_ms > LIVE_WITHIN_MS and self._came_live(state)
-            far = beyond or ts - newest > MAX_JUMP_MS
-            if newest < 0 or not far or (not beyond and abs(ts - state.ahead_ts) <= MAX_JUMP_MS):
+            # and made a minute of its genuine readings late).
+            far = ts - newest > MAX_JUMP_MS or (
+                wall_ms is not None and ts - wall_ms > LIVE_WITHIN_MS and self._came_live(state))
+            if newest < 0 or not far or abs(ts - state.ahead_ts) <= MAX_JUMP_MS:
                 if far and newest >= 0:  # two readings agree: the stream jumped, its clock is no lone stray
                     state.confirmed = True
                 state.newest_ts, state.ahead_ts = ts, -1
