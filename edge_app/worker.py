@@ -103,16 +103,20 @@ def fork_worker(args, supervisor_pid, fds_to_close=()):
     # supervisor's, which only sets a flag nothing in the child reads, and been lost (the supervisor's stop of a
     # worker it just started). Once reset, a held one takes its default action.
     stops = stop_signals()
-    signal.pthread_sigmask(signal.SIG_BLOCK, stops)
-    pid = os.fork()
+    before = signal.pthread_sigmask(signal.SIG_BLOCK, stops)
+    pid = None
+    try:
+        pid = os.fork()
+    finally:
+        if pid != 0:  # the parent, also when the fork failed (EAGAIN): the mask it had
+            signal.pthread_sigmask(signal.SIG_SETMASK, before)
     if pid:
-        signal.pthread_sigmask(signal.SIG_UNBLOCK, stops)
         return ForkedWorker(pid)
     code = 1
     try:
         for signum in stops:  # SIGHUP too, unless ignored from the start (nohup): it stays ignored
             signal.signal(signum, signal.SIG_DFL)  # not the supervisor's handler: rq's worker installs its own
-        signal.pthread_sigmask(signal.SIG_UNBLOCK, stops)
+        signal.pthread_sigmask(signal.SIG_SETMASK, before)
         for fd in fds_to_close:  # before the child opens anything: no lock of its own yet that a close would drop
             os.close(fd)
         os.setsid()  # a terminal's Ctrl-C reaches only the supervisor, which stops the loops in order

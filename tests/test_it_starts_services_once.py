@@ -84,3 +84,6 @@ def test_it_takes_a_stale_pid_file_naming_another_redis_for_none_of_its_own(tmp_
     mine.pidfile.write_text(str(theirs))
     assert mine.our_pid() is None
     assert "redis-" in mine.status() and "stopped" in mine.status()
+    prefix = Redis(Paths(ROOT, tmp_path), "127.0.0.1", 637)  # its port, the suite's but one digit
+    prefix.pidfile.write_text(str(theirs))
+    assert prefix.our_pid() is None

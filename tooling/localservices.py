@@ -146,12 +146,13 @@ def _read_pid(pidfile):
 
 
 def _pid_runs(pid, marker):
-    """The pid is alive and its command line contains `marker` (pids get reused)."""
+    """The pid is alive and its command line contains `marker`, ending where a word ends (pids get reused; the
+    marker of port 6379 must not match a Redis on 63790)."""
     try:
         cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ")
     except OSError:
         return False
-    return marker.encode() in cmdline
+    return marker.encode() + b" " in cmdline + b" "
 
 
 def _wait(predicate, seconds, what, logfile):
