@@ -69,7 +69,7 @@ class BrokerWatch:
         self.back_at = None
 
     def heard(self):
-        """The client heard from a broker (records came, or it answered)."""
+        """The client heard from a broker (it answered a request, or is connected to it again)."""
         if self.since_ms is not None and self.back_at is None:
             self.back_at = self.clock()
 

@@ -333,7 +333,8 @@ def signals_stop(control):
     if threading.current_thread() is not threading.main_thread():
         yield
         return
-    before = {signum: signal.getsignal(signum) for signum in (signal.SIGINT, signal.SIGTERM)}
+    before = {signum: signal.getsignal(signum) for signum in (signal.SIGINT, signal.SIGTERM)
+              if signal.getsignal(signum) is not signal.SIG_IGN}  # ignored from the start: it stays so
 
     def handler(signum, frame):
         control.stop_signalled()  # sets a flag, no I/O
