@@ -12,6 +12,7 @@ MIN_SECRET_SYMBOLS = 8
 # ("password" * 4 + "1", "1234567890" * 3 + "12", "a" * 35 + "bcdefgh"): in a random one, about one in its
 # alphabet's size does, at any distance.
 MAX_REPEATED_SHARE = 0.5
+REPEAT_CHECKED = 256  # characters of a secret that check reads (it takes their square): a long one's start will do
 
 # In a file's secret: a comma, then what reads as an edge id and its ':'. A file holds one pair a line (a secret may
 # hold a comma); pairs a file put on one line with commas, as the inline setting takes them, would be one edge's
@@ -120,6 +121,7 @@ def weak_secrets(pairs, dev_secret):
 
 def _mostly_repeated(secret):
     """Whether, at some distance up to half its length, more than MAX_REPEATED_SHARE of a secret's characters
-    are the one that distance before them."""
+    are the one that distance before them (of its first REPEAT_CHECKED)."""
+    secret = secret[:REPEAT_CHECKED]
     return any(sum(a == b for a, b in zip(secret, secret[shift:])) > MAX_REPEATED_SHARE * (len(secret) - shift)
                for shift in range(1, len(secret) // 2 + 1))
