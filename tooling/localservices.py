@@ -27,6 +27,7 @@ import base64
 import fcntl
 import os
 import pwd
+import re
 import shutil
 import signal
 import socket
@@ -146,13 +147,13 @@ def _read_pid(pidfile):
 
 
 def _pid_runs(pid, marker):
-    """The pid is alive and its command line contains `marker`, ending where a word ends (pids get reused; the
-    marker of port 6379 must not match a Redis on 63790)."""
+    """The pid is alive and its command line contains `marker`, not followed by a letter or digit (pids get
+    reused; the marker of port 6379 must not match a Redis on 63790, while a folder's may go on into its files)."""
     try:
         cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ")
     except OSError:
         return False
-    return marker.encode() + b" " in cmdline + b" "
+    return re.search(re.escape(marker.encode()) + rb"(?![0-9A-Za-z])", cmdline) is not None
 
 
 def _wait(predicate, seconds, what, logfile):
