@@ -16,7 +16,7 @@ from django.conf import settings
 from cloud_app.engine import connect
 from cloud_app.postal import STATE_NAMES, STATES
 from cloud_app.keys import SHARDS, Keys, shard_of
-from cloud_app.store import OFFLINE_AFTER_MS, RECENT_MAX, SERIES_MAX, Record
+from cloud_app.store import OFFLINE_AFTER_MS, RECENT_MAX, SERIES_MAX, Record, mget, minute_sums
 
 HOURS_PER_YEAR_KILO = 8.76  # W x 8760 h / 1000 = kWh a year
 CONNECTED_WITHIN_MS = OFFLINE_AFTER_MS  # an edge that beat within this is connected
@@ -39,21 +39,21 @@ def _int(value):
     return int(value) if value is not None else 0
 
 
-def _last_minutes(now_ms=None):
+def page_minutes(now_ms=None):
+    """(first, last): the epoch minutes of the page's last hour, this one's included."""
     current = (now_ms or int(time.time() * 1000)) // MINUTE_MS
-    return list(range(current - HISTORY_MINUTES + 1, current + 1))
+    return current - HISTORY_MINUTES + 1, current
+
+
+def _last_minutes(now_ms=None):
+    first, last = page_minutes(now_ms)
+    return list(range(first, last + 1))
 
 
 def _latest_row(raw):
     r = Record.decode(raw)
     return {"household": r.household, "state": r.state, "postal_code": r.plz, "power_w": r.avg,
             "window_start": r.ws, "window_end": r.we, "edge": r.edge, "last_seen": r.acked_ms}
-
-
-def _mget(pipe, keys):
-    """MGET of keys of one slot in a pipeline (redis-py's cluster pipeline refuses its `mget`, which could
-    span slots; these never do)."""
-    return pipe.execute_command("MGET", *keys)
 
 
 def state_figures(state, households, total, count, price):
@@ -157,13 +157,10 @@ class CloudReader:
         now_ms = now_ms or int(time.time() * 1000)
         settled_ms = power_settled_ms()
         minutes = _last_minutes(now_ms)
-        shards = self._each_shard(lambda pipe, n: _mget(pipe, [self.keys.power_minute(n, m) for m in minutes]))
-        rows = []
-        for i, m in enumerate(minutes):
-            values = [float(values[i]) for values in shards if values[i] is not None]
-            rows.append({"minute": m * MINUTE_MS, "power_w": round(sum(values) / MINUTE_MS, 3) if values else None,
-                         "complete": (m + 1) * MINUTE_MS + settled_ms <= now_ms})
-        return rows
+        shards = self._each_shard(lambda pipe, n: mget(pipe, [self.keys.power_minute(n, m) for m in minutes]))
+        return [{"minute": m * MINUTE_MS, "power_w": None if wms is None else round(wms / MINUTE_MS, 3),
+                 "complete": (m + 1) * MINUTE_MS + settled_ms <= now_ms}
+                for m, wms in zip(minutes, minute_sums(shards, len(minutes)))]
 
     def edges(self, now_ms=None):
         now_ms = now_ms or int(time.time() * 1000)
@@ -173,7 +170,7 @@ class CloudReader:
         with self.redis.pipeline(transaction=False) as pipe:
             for edge in names:
                 pipe.hgetall(self.keys.edge(edge))
-                _mget(pipe, [self.keys.acks(edge, s) for s in range(second - RATE_SECONDS, second)])
+                mget(pipe, [self.keys.acks(edge, s) for s in range(second - RATE_SECONDS, second)])
             replies = pipe.execute()
         rows = []
         for i, edge in enumerate(names):
@@ -192,8 +189,8 @@ class CloudReader:
         now_ms = now_ms or int(time.time() * 1000)
         minutes = _last_minutes(now_ms)
         with self.redis.pipeline(transaction=False) as pipe:
-            _mget(pipe, [self.keys.backlog_minute(edge, m) for m in minutes])
-            _mget(pipe, [self.keys.acks_minute(edge, m) for m in minutes])
+            mget(pipe, [self.keys.backlog_minute(edge, m) for m in minutes])
+            mget(pipe, [self.keys.acks_minute(edge, m) for m in minutes])
             pipe.lrange(self.keys.offline(edge), 0, -1)
             pipe.hget(self.keys.edge(edge), "last_heartbeat_ms")
             backlog, acked, gaps, beat = pipe.execute()

@@ -25,7 +25,7 @@ from redis.exceptions import RedisError
 
 from cloud_app.engine import STORE_ERRORS
 from cloud_app.postal import locate
-from cloud_app.reader import HISTORY_MINUTES
+from cloud_app.reader import page_minutes
 from cloud_app.store import BEAT_NEW, BEAT_REPLAYED, StoreRefused, window_minutes
 from fogwire import protocol as wire
 from fogwire.ratelog import RateLimitedLog
@@ -303,7 +303,6 @@ class CloudServer:
         update["acked"] += result.new
         update["edges"][edge] = update["edges"].get(edge, 0) + result.new
         update["states"].update(result.states)
-        acked_ms = result.acked_ms or int(time.time() * 1000)
         fresh = [rows[i] for i in (result.fresh or [])]
         # Each minute a window spans, within the page's hour: a backlog's older minutes (or a long window's) would
         # only make the publisher read keys that are not there or not shown.
@@ -314,7 +313,7 @@ class CloudServer:
                 update["ends"][str(end)] = update["ends"].get(str(end), 0) + 1
         stored = [{"edge": edge, "id": tid, "household": household, "postal_code": code, "state": state,
                    "window_start": start, "window_end": end, "power_w": float(average), "readings": count,
-                   "acked_ms": acked_ms}
+                   "acked_ms": result.acked_ms}
                   for (tid, household, start, end, average, count), (code, state)
                   in ((row, locate(row[1])) for row in fresh[-RECENT_PUBLISHED:])]
         update["recent"] = (stored[::-1] + update["recent"])[:RECENT_PUBLISHED]
@@ -538,10 +537,10 @@ class CloudServer:
 
 
 def _page_minutes():
-    """The epoch minutes the page's power chart shows (its hour, and the next minute for a clock a little
-    behind the edges'), as (first, last)."""
-    now_minute = int(time.time()) // 60
-    return now_minute - HISTORY_MINUTES, now_minute + 1
+    """(first, last): the epoch minutes the page's power chart shows (reader.page_minutes), and a minute on each
+    side for clocks a little apart."""
+    first, last = page_minutes()
+    return first - 1, last + 1
 
 
 def _open(pipe):

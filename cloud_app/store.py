@@ -370,6 +370,22 @@ def window_minutes(start, end, first=None, last=None):
     return range(low if first is None else max(low, first), (high if last is None else min(high, last)) + 1)
 
 
+def mget(pipe, keys):
+    """MGET of keys of one slot in a pipeline, sync or asyncio (redis-py's cluster pipeline refuses its `mget`,
+    which could span slots; these never do)."""
+    return pipe.execute_command("MGET", *keys)
+
+
+def minute_sums(shards, count):
+    """The power roll-ups of `count` minutes summed over the shards' MGET replies (W·ms), None for a minute no
+    shard holds."""
+    sums = []
+    for i in range(count):
+        values = [float(reply[i]) for reply in shards if reply[i] is not None]
+        sums.append(sum(values) if values else None)
+    return sums
+
+
 def delete_prefix(client, prefix):
     """Remove every key under `prefix` (a test's or a benchmark's), a thousand at a time. On a cluster the
     client scans every primary and splits the UNLINK by slot."""
@@ -488,20 +504,16 @@ class CloudStore:
             for shard in range(SHARDS):
                 if fields:
                     pipe.hmget(self.keys.states(shard), fields)
-                if minutes:  # keys of one shard, one slot: MGET as a plain command (a cluster pipeline refuses mget)
-                    pipe.execute_command("MGET", *[self.keys.power_minute(shard, m) for m in minutes])
+                if minutes:
+                    mget(pipe, [self.keys.power_minute(shard, m) for m in minutes])
             replies = iter(await pipe.execute())
             shards = [(next(replies) if fields else None, next(replies) if minutes else None) for _ in range(SHARDS)]
         totals = {}
         for i, state in enumerate(states):
             totals[state] = (sum(int(r[3 * i] or 0) for r, _ in shards), sum(float(r[3 * i + 1] or 0) for r, _ in shards),
                              sum(int(r[3 * i + 2] or 0) for r, _ in shards))
-        power = {}
-        for i, minute in enumerate(minutes):
-            values = [float(p[i]) for _, p in shards if p[i] is not None]
-            if values:
-                power[minute] = sum(values)
-        return totals, power
+        sums = minute_sums([p for _, p in shards], len(minutes)) if minutes else []
+        return totals, {minute: wms for minute, wms in zip(minutes, sums) if wms is not None}
 
     async def add_counts(self, counts):
         """Add {name: amount} to the counters (each in its shard's stats hash), in one round trip."""

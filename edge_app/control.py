@@ -28,7 +28,7 @@ from redis import exceptions as redis_exceptions
 from django.conf import settings
 
 from edge_app.sender import ACK_TIMEOUT_MS
-from edge_app.processes import alive
+from edge_app.processes import alive, start_ticks
 
 LOOPS = ("ingest", "sender", "heartbeat")
 # The edge Redis gone (restarting, a network blip, frozen): its callers wait for it or end in one line.
@@ -85,7 +85,7 @@ class Holder:
     @classmethod
     def new(cls):
         pid, host, since, machine = os.getpid(), socket.gethostname(), time.time(), machine_id()
-        ticks = _start_ticks(pid)
+        ticks = start_ticks(pid)
         token = f"{pid}:{host}:{since:.3f}:{uuid.uuid4().hex[:12]}:{machine}:{ticks}"
         return cls(pid, host, since, token, machine, ticks)
 
@@ -132,27 +132,18 @@ def machine_id():
     return ""
 
 
-def _start_ticks(pid):
-    """When process `pid` started, in clock ticks since boot (field 22 of /proc/PID/stat), or -1."""
-    try:
-        with open(f"/proc/{pid}/stat") as stat:
-            return int(stat.read().rsplit(")", 1)[1].split()[19])
-    except (OSError, ValueError, IndexError):
-        return -1
-
-
 def _process_alive_since(pid, since, ticks=-1):
     if not alive(pid):  # gone, or a zombie nobody has reaped yet
         return False
     if ticks >= 0:  # the record says when its process started: the same process, or a later one under its pid
-        return _start_ticks(pid) == ticks
-    try:  # a record of an older version: a reused pid belongs to a process that started after it was written
-        with open(f"/proc/{pid}/stat") as stat, open("/proc/stat") as system:
-            ticks = int(stat.read().rsplit(")", 1)[1].split()[19])
+        return start_ticks(pid) == ticks
+    started = start_ticks(pid)  # a record of an older version: a reused pid's process started after it was written
+    try:
+        with open("/proc/stat") as system:
             boot = next(int(line.split()[1]) for line in system if line.startswith("btime"))
-        return boot + ticks / os.sysconf("SC_CLK_TCK") <= since + 2
     except (OSError, ValueError, StopIteration):
         return True
+    return started < 0 or boot + started / os.sysconf("SC_CLK_TCK") <= since + 2
 
 
 class EdgeControl:

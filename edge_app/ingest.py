@@ -161,8 +161,7 @@ class Ingestor:
         self.next_offsets = {}  # partition -> next offset to read
         self.counted = {}  # partition -> first offset not yet counted
         self.pending = {"readings": 0, "late": 0, "duplicates": 0, "malformed": 0, "lost_to_retention": 0}
-        self.totals = {"readings": 0, "late": 0, "duplicates": 0, "malformed": 0, "lost_to_retention": 0,
-                       "windows": 0}
+        self.totals = dict.fromkeys([*self.pending, "windows"], 0)
         self.last_flush = self.last_idle_check = time.monotonic()
         self.dirty = False
         self.malformed_log = RateLimitedLog(log, MALFORMED_LOG_LINES, MALFORMED_LOG_SECONDS)

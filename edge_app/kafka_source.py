@@ -62,6 +62,18 @@ class BrokerWatch:
     def __init__(self, clock=time.monotonic, wall=time.time):
         self.clock, self.wall = clock, wall
         self.since_ms = self.back_at = None
+        self.asked = -AWAY_CHECK_S  # when a source last asked its client (clock)
+
+    def ask_now(self):
+        """Whether a source's client is due to be asked again (at most every AWAY_CHECK_S)."""
+        if self.clock() - self.asked < AWAY_CHECK_S:
+            return False
+        self.asked = self.clock()
+        return True
+
+    def waiting(self):
+        """Away, and not heard from since."""
+        return self.since_ms is not None and self.back_at is None
 
     def away(self):
         if self.since_ms is None:
@@ -70,7 +82,7 @@ class BrokerWatch:
 
     def heard(self):
         """The client heard from a broker (it answered a request, or is connected to it again)."""
-        if self.since_ms is not None and self.back_at is None:
+        if self.waiting():
             self.back_at = self.clock()
 
     def away_since_ms(self):
@@ -110,16 +122,14 @@ class KafkaPythonSource:
             max_partition_fetch_bytes=PARTITION_FETCH_BYTES, fetch_max_wait_ms=FETCH_WAIT_MS,
             reconnect_backoff_max_ms=RECONNECT_BACKOFF_MAX_MS,
             isolation_level="read_committed")  # as confluent-kafka's default: no reading of an aborted transaction
-        self.watch, self._checked = BrokerWatch(), -AWAY_CHECK_S
+        self.watch = BrokerWatch()
 
     def away_since_ms(self):
         """See BrokerWatch: kafka-python says it in its connection count (a metric of consumer.metrics(), an
         interface it calls unstable; it is read at most every AWAY_CHECK_S). 0 while a broker that refuses
         connections (its process down) is away; a host that drops packets counts as connected while each
         attempt waits, so then, as before, only the idle backstop holds its windows."""
-        now = time.monotonic()
-        if now - self._checked >= AWAY_CHECK_S:
-            self._checked = now
+        if self.watch.ask_now():
             try:
                 connected = self.consumer.metrics()["consumer-metrics"]["connection-count"] >= 1
             except Exception:  # noqa: BLE001 -- a metric not there (another version): nothing known, nothing held
@@ -258,7 +268,7 @@ class ConfluentSource:
             # 8 s): only what is worse than that here; error_cb and the loop's own errors say it once.
             "log_level": LIBRDKAFKA_LOG_LEVEL, "error_cb": self._client_error,
         })
-        self.watch, self._checked, self._check_s = BrokerWatch(), -AWAY_CHECK_S, AWAY_CHECK_S
+        self.watch, self._check_s = BrokerWatch(), AWAY_CHECK_S
 
     def _client_error(self, error):
         """librdkafka's errors beside the stream (called within poll, on the ingest's thread)."""
@@ -278,16 +288,13 @@ class ConfluentSource:
         fetched before the broker went away."""
         from confluent_kafka import KafkaException
 
-        if self.watch.since_ms is not None and self.watch.back_at is None:
-            now = time.monotonic()
-            if now - self._checked >= AWAY_CHECK_S:
-                try:
-                    self.consumer.list_topics(self.topic, timeout=self._check_s)
-                    self.watch.heard()
-                    self._check_s = AWAY_CHECK_S
-                except KafkaException:
-                    self._check_s = min(2 * self._check_s, AWAY_CHECK_MAX_S)
-                self._checked = time.monotonic()
+        if self.watch.waiting() and self.watch.ask_now():
+            try:
+                self.consumer.list_topics(self.topic, timeout=self._check_s)
+                self.watch.heard()
+                self._check_s = AWAY_CHECK_S
+            except KafkaException:
+                self._check_s = min(2 * self._check_s, AWAY_CHECK_MAX_S)
         return self.watch.away_since_ms()
 
     def _call(self, what, function, *args, **kwargs):

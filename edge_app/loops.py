@@ -329,12 +329,14 @@ def signals_stop(control):
     """SIGINT or SIGTERM to the worker's process stops the loop at its next step, as a stop request does. rq's
     SimpleWorker (the workers `runedge --no-workers` asks for) only notes one that comes during a job, and stops
     after it: after a loop that runs until stopped, so only a second signal, a cold shutdown in the middle of a
-    step, ended it. rq's handler still runs after this one. Only in the main thread, where handlers run."""
+    step, ended it. rq's handler, if any, still runs after this one. Only in the main thread, where handlers
+    run."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
+    # The two rq's worker stops on (SIGHUP ends a worker by its default action); one ignored from the start stays so.
     before = {signum: signal.getsignal(signum) for signum in (signal.SIGINT, signal.SIGTERM)
-              if signal.getsignal(signum) is not signal.SIG_IGN}  # ignored from the start: it stays so
+              if signal.getsignal(signum) is not signal.SIG_IGN}
 
     def handler(signum, frame):
         control.stop_signalled()  # sets a flag, no I/O

@@ -17,6 +17,14 @@ def alive(pid):
         return False
 
 
+def start_ticks(pid):
+    """When `pid` started, in clock ticks since boot (field 22 of /proc/PID/stat), or -1 if it can't be read."""
+    try:
+        return int(_stat(pid)[19])
+    except (OSError, ValueError, IndexError):
+        return -1
+
+
 def _pids():
     return (int(entry.name) for entry in os.scandir("/proc") if entry.name.isdigit())
 
@@ -33,20 +41,27 @@ def child_pids(pid):
     return children
 
 
+def has_environment(pid, name, value, prefix=False):
+    """Whether `pid` was started with NAME=VALUE in its environment (with prefix=True, a value starting with
+    VALUE); False for a process gone or not ours to read."""
+    marker = f"{name}={value}".encode()
+    try:
+        with open(f"/proc/{pid}/environ", "rb") as env:
+            entries = env.read().split(b"\0")
+    except OSError:
+        return False
+    return any(entry == marker or (prefix and entry.startswith(marker)) for entry in entries)
+
+
 def with_environment(name, value, prefix=False):
     """{pid: command line} of the live processes (but this one) started with NAME=VALUE in their environment,
     which every child inherits: how a test session finds what it started among other sessions' processes.
     With prefix=True a value that merely starts with VALUE matches too (a parallel session's workers)."""
-    marker = f"{name}={value}".encode()
     found = {}
     for pid in _pids():
-        if pid == os.getpid():
+        if pid == os.getpid() or not has_environment(pid, name, value, prefix) or not alive(pid):
             continue
         try:
-            with open(f"/proc/{pid}/environ", "rb") as env:
-                entries = env.read().split(b"\0")
-            if not any(entry == marker or (prefix and entry.startswith(marker)) for entry in entries) or not alive(pid):
-                continue
             with open(f"/proc/{pid}/cmdline", "rb") as cmdline:
                 found[pid] = cmdline.read().replace(b"\0", b" ").decode(errors="replace").strip()
         except OSError:  # it ended while we looked, or is not ours to read

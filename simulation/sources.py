@@ -40,6 +40,7 @@ from fogwire import limits
 HEADER_MODEL = "household"
 HEADER_COLUMNS = ["date", "timestamp", "energy", "power", "power1", "power2", "power3"]
 POWER_COLUMN = HEADER_COLUMNS.index("power")
+HEADER_AGAIN = "the header lines again (two files joined into one?)"  # a line of them met among the readings
 DATE_RE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2} [0-9]{2}:[0-9]{2}:[0-9]{2}")  # local, no offset: `zone` says which
 REPORT_LINES = 1 << 16  # lines between two progress reports while a file is read (a few MB)
 MAX_LINE_BYTES = 4096  # a Gem House line is about 70 bytes; a longer one is not a reading, and is not read whole
@@ -224,16 +225,22 @@ def _lines(handle, report=None):
             yield number, DataError(f"not UTF-8 text (byte {exc.start + 1} of the line)")
 
 
+def _header(fields):
+    """Whether a line's fields are one of the two header lines' (asked only of a line that is no reading)."""
+    return fields[0].strip() in (HEADER_MODEL, HEADER_COLUMNS[0])
+
+
 def _reading(fields, zone, previous, now_ms):
     """(epoch ms, watts) of one data line's fields, or DataError saying what is wrong with it."""
-    if fields[0].strip() == HEADER_MODEL:  # alone, or padded by a spreadsheet
-        raise DataError("the header lines again (two files joined into one?)")
     if len(fields) != len(HEADER_COLUMNS):
-        raise DataError(f"expected {len(HEADER_COLUMNS)} fields, found {len(fields)}")
-    if fields[0].strip() == HEADER_COLUMNS[0] and fields[1].strip() == HEADER_COLUMNS[1]:
-        raise DataError("the header lines again (two files joined into one?)")
+        raise DataError(HEADER_AGAIN if _header(fields) else f"expected {len(HEADER_COLUMNS)} fields, found {len(fields)}")
     stamp = fields[1].strip()  # as float() reads the power: " 1577145601100" keeps its milliseconds
-    ts = _epoch_ms(fields[0], zone, previous, int(stamp) if STAMP_RE.fullmatch(stamp) else None)
+    try:
+        ts = _epoch_ms(fields[0], zone, previous, int(stamp) if STAMP_RE.fullmatch(stamp) else None)
+    except DataError:  # no date: a header line, padded by a spreadsheet or not, is said as such
+        if _header(fields):
+            raise DataError(HEADER_AGAIN) from None
+        raise
     if limits.time_problem(ts, now_ms):
         raise DataError(f"date {fields[0]} is before 2000-01-01 00:00 UTC or more than "
                         f"{limits.FUTURE_SLACK_MS // 3_600_000} h from now")

@@ -35,6 +35,7 @@ import redis as redis_lib
 from django.conf import settings
 
 from edge_app.processes import alive, child_pids, with_environment  # noqa: F401  (for the tests)
+from fogwire.stopsignals import stop_signals
 from tests import edge_database, parallel
 from tooling.net import free_port, wait_for  # noqa: F401  (tests import them from here too)
 
@@ -89,8 +90,8 @@ def pytest_configure(config):
     parallel.configure(config, SESSION_ENV, session_processes, _kill_survivors, wait_for)
     # SIGHUP too (a terminal closed under the run), unless the run was started ignoring it (nohup): its default
     # action skips every teardown, and what the tests started in sessions of their own would run on.
-    for signum in (signal.SIGTERM, signal.SIGHUP):
-        if signum is signal.SIGTERM or signal.getsignal(signum) is not signal.SIG_IGN:
+    for signum in stop_signals():
+        if signum != signal.SIGINT:  # Ctrl-C is one already
             signal.signal(signum, _sigterm_as_ctrl_c)
     atexit.register(_kill_survivors)
 
@@ -545,6 +546,13 @@ def edge_cloud(env, redis_url, prefix):
     env["FOG_HEARTBEAT_PORT"] = cloud.hb_addr.rsplit(":", 1)[1]
     env["FOG_DATA_PORT"] = cloud.data_addr.rsplit(":", 1)[1]
     return cloud
+
+
+def catches_signal(pid, signum):
+    """Whether process `pid` has a handler for `signum` (its SigCgt mask in /proc)."""
+    with open(f"/proc/{pid}/status") as status:
+        caught = next(line for line in status if line.startswith("SigCgt:")).split()[1]
+    return bool(int(caught, 16) >> (signum - 1) & 1)
 
 
 def child_env(env):

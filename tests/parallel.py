@@ -21,7 +21,8 @@ from pathlib import Path
 
 import pytest
 
-from edge_app.processes import alive
+from edge_app.processes import alive, has_environment
+from fogwire.stopsignals import stop_signals
 
 FOLDER_ENV = "FOG_TEST_WORKERS"  # where workers leave their pid, what they left running, and a mark once done
 WORKER_TEARDOWN_S = 180
@@ -78,10 +79,8 @@ class Worker:
         # One interrupt ends the run; a second one (the controller's, or execnet's own after 5 s) must not
         # cut short the teardown that ends what the tests started. A handler, not SIG_IGN: the processes a
         # teardown starts would inherit SIG_IGN and could not be stopped.
-        signal.signal(signal.SIGINT, _once_is_enough)
-        signal.signal(signal.SIGTERM, _once_is_enough)
-        if signal.getsignal(signal.SIGHUP) is not signal.SIG_IGN:
-            signal.signal(signal.SIGHUP, _once_is_enough)
+        for signum in stop_signals():
+            signal.signal(signum, _once_is_enough)
 
     @pytest.hookimpl(trylast=True)  # after the session's fixtures are torn down
     def pytest_sessionfinish(self, session):
@@ -125,9 +124,5 @@ class Controller:
     def _ours(self, pid):
         """Whether `pid` is still this run's worker: a worker that died without its mark leaves its pid file, and
         the pid may be another process's since (this run's folder, in its environment, says which)."""
-        try:
-            with open(f"/proc/{pid}/environ", "rb") as env:
-                return f"{FOLDER_ENV}={self.folder}".encode() in env.read().split(b"\0")
-        except OSError:
-            return False
+        return has_environment(pid, FOLDER_ENV, str(self.folder))
 

@@ -12,8 +12,8 @@ import pytest
 import redis as redis_lib
 
 from edge_app.worker import WORKER_NAME
-from tests.conftest import (ROOT, alive, child_env, child_pids, edge_cloud, held_loops, produce, reading, run_manage,
-                            start_edge, wait_for)
+from tests.conftest import (ROOT, alive, catches_signal, child_env, child_pids, edge_cloud, held_loops, produce,
+                            reading, run_manage, start_edge, wait_for)
 
 T0 = 1_577_142_000_000
 FOLLOW_SECONDS = 2.0
@@ -27,13 +27,8 @@ def _running_edge(edge_env, topic):
     assert all(os.getsid(pid) == pid and Path(f"/proc/{pid}/comm").read_text().strip() == WORKER_NAME
                for pid in workers), workers
     # Not runedge's own SIGHUP handler, inherited through the fork: a flag nothing in a worker reads.
-    assert not any(_catches(pid, signal.SIGHUP) for pid in workers), workers
+    assert not any(catches_signal(pid, signal.SIGHUP) for pid in workers), workers
     return proc, workers
-
-
-def _catches(pid, signum):
-    caught = next(line for line in Path(f"/proc/{pid}/status").read_text().splitlines() if line.startswith("SigCgt:"))
-    return bool(int(caught.split()[1], 16) >> (signum - 1) & 1)
 
 
 def _end(proc, pids):

@@ -3,6 +3,7 @@ RedisError. The cloud still answers each batch 'store-unavailable' (the edge sen
 dashboard feed going, and its commands say in one line what failed instead of a traceback."""
 
 import asyncio
+import time
 
 from channels.layers import get_channel_layer
 
@@ -31,7 +32,7 @@ def test_it_answers_store_unavailable_and_keeps_publishing(cloud_settings):
             reply = await server.handle_data(wire.batch_frame(EDGE_ID, EDGE_SECRET, make_rows(5)))
             beat = await server.handle_heartbeat(wire.heartbeat(EDGE_ID, EDGE_SECRET))  # not recorded, answered
             rows = make_rows(3)
-            server._merge_update(EDGE_ID, StoreResult([""] * 3, [""] * 3, 3, 0, {"BY"}, []), rows)
+            server._merge_update(EDGE_ID, StoreResult([""] * 3, [""] * 3, 3, 0, {"BY"}, [], int(time.time() * 1000)), rows)
             update = await asyncio.wait_for(layer.receive(channel), timeout=30)  # totals unreadable: sent anyway
             await asyncio.sleep(1)
             return refusal(reply), beat, update, publisher.done()

@@ -13,7 +13,7 @@ import time
 import pytest
 from kafka import KafkaConsumer, TopicPartition
 
-from tests.conftest import ROOT, child_env, consume_all, consume_readings, wait_for
+from tests.conftest import ROOT, catches_signal, child_env, consume_all, consume_readings, wait_for
 
 STOP_WITHIN_S = 15  # the README promises 5 s; a loaded test machine gets slack
 
@@ -106,7 +106,7 @@ def test_it_stops_within_a_second_while_kafka_has_not_answered_yet(topic):
         cwd=ROOT, env=child_env({"FOG_KAFKA_BOOTSTRAP": f"127.0.0.1:{free_port()}"}),  # nothing listens there
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
-        assert wait_for(lambda: _catches(child.pid, signal.SIGTERM), timeout=60, interval=0.05)
+        assert wait_for(lambda: catches_signal(child.pid, signal.SIGTERM), timeout=60, interval=0.05)
         time.sleep(0.5)  # on into the producer's wait for an answer
         asked = time.monotonic()
         child.send_signal(signal.SIGTERM)
@@ -118,10 +118,3 @@ def test_it_stops_within_a_second_while_kafka_has_not_answered_yet(topic):
             child.communicate()
     assert child.returncode == 0 and took < 2, (took, stderr)
     assert stdout.strip().splitlines()[-1].startswith("simulation: ended=SIGTERM sent=0 failed=0"), stdout
-
-
-def _catches(pid, signum):
-    """Whether the process has a handler for `signum` (its SigCgt mask in /proc)."""
-    with open(f"/proc/{pid}/status") as status:
-        caught = next(line for line in status if line.startswith("SigCgt:")).split()[1]
-    return bool(int(caught, 16) >> (signum - 1) & 1)

@@ -43,7 +43,7 @@
 
   // Maps, not objects: an edge may call itself "__proto__" or "constructor".
   const sums = new Map();   // state -> [households, sum of averages, count]
-  const edges = new Map();  // edge -> {last_heartbeat, backlog, history: {minutes, backlog, acked, offline}, chart}
+  const edges = new Map();  // edge -> {last_heartbeat, backlog, history: {minutes, backlog, offline, ...}, chart}
   let ackedThisSecond = 0;
   let socket = null;
   let live = false;  // a message came on the current socket
@@ -257,8 +257,8 @@
     const current = Math.floor(ms / MINUTE) * MINUTE;
     while (history.minutes[history.minutes.length - 1] < current) {
       history.minutes.push(history.minutes[history.minutes.length - 1] + MINUTE);
-      history.backlog.push(null); history.acked.push(0);
-      history.minutes.shift(); history.backlog.shift(); history.acked.shift();
+      history.backlog.push(null);
+      history.minutes.shift(); history.backlog.shift();
     }
     return history.minutes.indexOf(current);
   }
