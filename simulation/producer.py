@@ -21,6 +21,8 @@ import time
 import zlib
 from functools import partial
 
+from fogwire.ratelog import RateLimitedLog
+
 log = logging.getLogger("fog.simulation")
 
 CONNECT_TIMEOUT_S = 10
@@ -30,6 +32,14 @@ QUEUE_MAX_MESSAGES = 1_000_000  # librdkafka's local queue; full while Kafka is 
 QUEUE_MAX_KBYTES = 1024 * 1024  # ... or at this many KiB, which batches reach first:
 QUEUE_MAX_KBYTES_BATCHED = 128 * 1024  # about a million readings, as many as one a message
 TOPIC_WAIT_S = 10  # a topic made just now may show no partitions for a moment
+# A reading waits for Kafka however long it is away (the clients' own defaults give up after 2 or 5 minutes
+# and drop it): the local queue bounds the memory, and a full queue holds the run back until Kafka takes
+# readings again. Only a stop ends the wait; close() counts what is left as not sent.
+QUEUE_MAX_READINGS = 1_000_000  # kafka-python's queue has no bound of its own: readings not yet confirmed
+ROOM_SLICE_S = 0.05  # how often a run held back by a full queue looks for room (and for a stop request)
+HELD_BACK_LOG_S = 60  # ... and says so at most this often
+HELD_BACK = ("Kafka is taking no readings: %s wait in the producer's queue, which is full; the run waits for room "
+             "(a stop ends the wait, counting what is left as not sent)")
 # A stopped run waits this long for Kafka to take what is queued: process managers kill soon after asking.
 STOP_FLUSH_S = 5
 FLUSH_SLICE_S = 0.25  # a stop request is seen this often while the run's end waits for Kafka
@@ -95,6 +105,7 @@ class ConfluentProducer:
         self._refused = KafkaException  # what produce() raises for a message it will never send (too large)
         self.sent = self.failed = 0
         self.first_error = None
+        self._held_log = RateLimitedLog(log, 1, HELD_BACK_LOG_S)
         # A restarted broker is retried within a second (librdkafka's default backoff grows to 10 s).
         config = {"bootstrap.servers": bootstrap, "socket.connection.setup.timeout.ms": CONNECT_TIMEOUT_S * 1000,
                   "reconnect.backoff.max.ms": 1000}
@@ -137,6 +148,7 @@ class ConfluentProducer:
         # message cost more than producing it; sent = produced - failed, once close() has flushed everything.
         # Batches: a report for each (tens a second at real time), which says how many readings it carried.
         self.producer = Producer({**config, "acks": "all", "enable.idempotence": True, "linger.ms": LINGER_MS,
+                                  "message.timeout.ms": 0,  # never: see QUEUE_MAX_READINGS
                                   "batch.size": BATCH_BYTES, "queue.buffering.max.messages": QUEUE_MAX_MESSAGES,
                                   "queue.buffering.max.kbytes": QUEUE_MAX_KBYTES_BATCHED if batched else QUEUE_MAX_KBYTES,
                                   "logger": _quiet,
@@ -178,8 +190,9 @@ class ConfluentProducer:
         except BufferError:  # the local queue is full: let deliveries drain, then retry
             # Kafka may stay away for good: once a stop is asked for, a reading that finds the queue full is
             # counted as not accepted at once (the summary says what was lost), without waiting for room.
+            self._held_log.warning(HELD_BACK, f"{len(self.producer):,} messages")
             while not self.stop_flag():
-                self.producer.poll(0.05)
+                self.producer.poll(ROOM_SLICE_S)
                 try:
                     self._produce(*message, **named)
                     break
@@ -213,7 +226,7 @@ class ConfluentProducer:
 class KafkaPythonProducer:
     name = "kafka-python"
 
-    def __init__(self, bootstrap, topic, stop_flag=lambda: None, batched=False):
+    def __init__(self, bootstrap, topic, stop_flag=lambda: None, batched=False, queue_max=QUEUE_MAX_READINGS):
         from kafka import KafkaProducer
         from kafka.errors import KafkaError, KafkaTimeoutError
         from kafka.partitioner.default import murmur2
@@ -223,12 +236,16 @@ class KafkaPythonProducer:
         self._murmur2 = murmur2
         self.sent = self.failed = self.produced = 0
         self.first_error = None
-        self._stalled = False  # the last send found no metadata for the topic within max_block_ms
+        self._stalled = False  # the last send waited for Kafka (no metadata within max_block_ms, or no room)
+        self.queue_max = queue_max
+        self._held_log = RateLimitedLog(log, 1, HELD_BACK_LOG_S)
         self._counting = threading.Lock()
         try:
             self.producer = KafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=LINGER_MS,
                                           batch_size=BATCH_BYTES, max_block_ms=CONNECT_TIMEOUT_S * 1000,
-                                          request_timeout_ms=CONNECT_TIMEOUT_S * 1000)
+                                          request_timeout_ms=CONNECT_TIMEOUT_S * 1000,
+                                          delivery_timeout_ms=float("inf"),  # never: see QUEUE_MAX_READINGS
+                                          reconnect_backoff_max_ms=1000)  # as librdkafka's: a restarted broker
             self.partitions = _partitions(lambda: len(self.producer.partitions_for(topic) or ()), topic, bootstrap)
         except KafkaError as exc:
             raise KafkaUnavailable(f"Kafka at {bootstrap} is unreachable: {exc}") from None
@@ -260,20 +277,30 @@ class KafkaPythonProducer:
 
     def _handed(self, readings, **message):
         self.produced += readings
-        if self._stalled and self.stop_flag():  # Kafka is away and a stop is asked for: don't wait again
-            self._error(readings, f"stopped ({self.stop_flag()}) while Kafka took no readings")
-            return
-        try:
-            future = self.producer.send(self.topic, **message)
-        except self._timeout as exc:  # no metadata for the topic within max_block_ms: Kafka is away
-            self._stalled = True
-            self._error(readings, exc)
-            return
-        except self._kafka_error as exc:  # MessageSizeTooLargeError, say: Kafka would refuse it whenever it came
-            self._error(readings, exc)
-            return
+        while True:
+            if self._stalled and self.stop_flag():  # Kafka is away and a stop is asked for: don't wait again
+                self._error(readings, f"stopped ({self.stop_flag()}) while Kafka took no readings")
+                return
+            waiting = self.produced - readings - self.sent - self.failed
+            if waiting >= self.queue_max:  # the queue is full: wait for Kafka to confirm some
+                self._held_back(waiting)
+                time.sleep(ROOM_SLICE_S)
+                continue
+            try:
+                future = self.producer.send(self.topic, **message)
+            except self._timeout:  # no metadata for the topic within max_block_ms: Kafka is away, wait on
+                self._held_back(waiting)
+                continue
+            except self._kafka_error as exc:  # MessageSizeTooLargeError, say: Kafka would refuse it whenever it came
+                self._error(readings, exc)
+                return
+            break
         self._stalled = False
         future.add_callback(self._ok, readings).add_errback(self._error, readings)
+
+    def _held_back(self, waiting):
+        self._stalled = True
+        self._held_log.warning(HELD_BACK, f"{waiting:,} readings")
 
     def poll(self):
         pass
