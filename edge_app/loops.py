@@ -114,8 +114,6 @@ class IngestStep(Step):
         """Partitions added to the topic since the ingest began (kafka-topics --alter), or the topic made anew:
         the loop ends, and its supervisor starts it again, which reads them from their beginning. Left alone,
         they were read only after a restart, and Kafka's retention could delete their readings first."""
-        from edge_app.kafka_source import KafkaSourceError
-
         try:
             added = sorted(set(self.ingest.source.partitions(self.ingest.topic)) - set(self.ingest.next_offsets))
         except KafkaSourceError:
@@ -138,7 +136,6 @@ class IngestStep(Step):
     def handle_one_connect(self):
         """Start reading once the topic exists. Until then the loop runs (stops, renews its lock) and says
         once that it waits; a burst run gives up after TOPIC_WAIT_SECONDS, with what is missing."""
-        from edge_app.ingest import TOPIC_WAIT_SECONDS
         from edge_app.kafka_retention import RetentionWatch
         from edge_app.kafka_source import TOPIC_POLL_SECONDS
 
@@ -147,6 +144,10 @@ class IngestStep(Step):
             return False
         try:
             connected = self.ingest.try_connect()
+        except KafkaSourceError as exc:
+            # Kafka away as the ingest starts: it waits in the loop, as for a topic not made yet. Ended, the loop
+            # was enqueued again every few seconds, each a restart counted against WORKER_RESTARTS.
+            return self._wait_for_topic(f"Kafka does not answer ({exc}); the ingest waits for it", exc)
         except IngestSetupError as exc:
             # Nothing a running edge can mend (its settings are read at start): said once, while the sender and
             # the heartbeat go on delivering what is stored. A burst can't finish: it ends at once, failed.
@@ -159,16 +160,8 @@ class IngestStep(Step):
             self.refused_until = time.monotonic() + REFUSED_RETRY_SECONDS
             return False
         if not connected:
-            now = time.monotonic()
-            if self.waiting_since is None:
-                self.waiting_since = now
-                log.warning("topic %r does not exist on %s yet; the ingest waits for it (runsimulation makes "
-                            "it)", self.ingest.topic, self.ingest.bootstrap)
-            elif self.burst and now - self.waiting_since >= TOPIC_WAIT_SECONDS:
-                raise KafkaSourceError(f"topic {self.ingest.topic!r} does not exist on {self.ingest.bootstrap} "
-                                       f"(waited {TOPIC_WAIT_SECONDS} s)")
-            time.sleep(TOPIC_POLL_SECONDS)
-            return False
+            return self._wait_for_topic(f"topic {self.ingest.topic!r} does not exist on {self.ingest.bootstrap} "
+                                        "yet; the ingest waits for it (runsimulation makes it)")
         if self.waiting_since is not None:
             log.info("topic %r is there; the ingest starts", self.ingest.topic)
         self.ingest.set_budget(*edge_budget())
@@ -178,6 +171,21 @@ class IngestStep(Step):
         self.end = self.ingest.end_offsets() if self.burst else None
         self.connected = True
         return True
+
+    def _wait_for_topic(self, why, error=None):
+        """Said once; a burst gives up after TOPIC_WAIT_SECONDS (with `error`, or the topic missing)."""
+        from edge_app.ingest import TOPIC_WAIT_SECONDS
+        from edge_app.kafka_source import TOPIC_POLL_SECONDS
+
+        now = time.monotonic()
+        if self.waiting_since is None:
+            self.waiting_since = now
+            log.warning("%s", why)
+        elif self.burst and now - self.waiting_since >= TOPIC_WAIT_SECONDS:
+            raise error or KafkaSourceError(f"topic {self.ingest.topic!r} does not exist on {self.ingest.bootstrap} "
+                                            f"(waited {TOPIC_WAIT_SECONDS} s)")
+        time.sleep(TOPIC_POLL_SECONDS)
+        return False
 
     def room_s(self):
         return self.ingest.room_s() if self.connected else None

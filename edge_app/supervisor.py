@@ -30,7 +30,7 @@ from edge_app.control import LOOPS, REDIS_AWAY, EdgeControl, Holder, queue_name
 from edge_app.database_outage import DATABASE_AWAY, reason
 from edge_app.loops import run_loop
 from edge_app.models import EdgeStatus, Status, WindowAggregate
-from edge_app.worker import fork_worker
+from edge_app.worker import EXIT_REDIS_AWAY, fork_worker
 
 log = logging.getLogger("fog.edge")
 
@@ -249,9 +249,14 @@ class Supervisor:
                 continue  # its loop is done and the queue empty: a burst worker leaves
             self._take_over(proc.pid)  # first: if Redis fails here, the dead worker is still listed for the next check
             del self.workers[number]
-            log.warning("edge worker %d exited with code %s; starting it again", number, proc.returncode)
-            if not self._restart_allowed():
-                return "failed"
+            if proc.returncode == EXIT_REDIS_AWAY:
+                # rq could not record its job's end: an outage of the edge Redis, not a crash loop of the edge's
+                # own, which WORKER_RESTARTS is for (a Redis that went away again and again ended the edge).
+                log.warning("edge worker %d ended as the edge Redis went away; starting another", number)
+            else:
+                log.warning("edge worker %d exited with code %s; starting it again", number, proc.returncode)
+                if not self._restart_allowed():
+                    return "failed"
             self.workers[number] = self._start_worker(number)
         for loop in LOOPS:
             if self.control.running(loop) or (burst and self.control.done(loop)) or _queued(self.jobs.get(loop)):

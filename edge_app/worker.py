@@ -49,6 +49,7 @@ PR_SET_PDEATHSIG = 1  # from <linux/prctl.h>
 PR_SET_NAME = 15
 WORKER_NAME = "fog-edge-worker"  # a forked worker's process name (15 bytes, all Linux keeps); its command line is runedge's
 WAIT_SLICE_SECONDS = 0.01
+EXIT_REDIS_AWAY = 75  # EX_TEMPFAIL: a worker ended as the edge Redis went away (its supervisor counts no crash)
 
 
 def _prctl(option, value):
@@ -197,7 +198,7 @@ class EdgeWorker(SimpleWorker):
             # rq can't record the job's end without its Redis. The supervisor waits for Redis, then starts
             # another worker; the loop's data is in the edge database.
             log.error("edge Redis went away (%s); this worker ends, its supervisor starts another", exc)
-            raise SystemExit(1) from None
+            raise SystemExit(EXIT_REDIS_AWAY) from None
         finally:
             for signum in (signal.SIGINT, signal.SIGTERM):
                 signal.signal(signum, signal.SIG_IGN)

@@ -104,3 +104,21 @@ def test_it_counts_an_acknowledged_tuple_sent_again_once(delivery, admin_client)
     assert _drain(sender) == 13
     assert WindowAggregate.objects.filter(status=Status.ACKED).count() == 10
     assert EdgeStatus.objects.get(edge_id=EDGE_ID).acked == 10
+
+
+@pytest.mark.django_db(transaction=True)
+def test_it_sends_again_later_a_window_the_clouds_clock_puts_in_its_future(delivery):
+    """A window over a day ahead of the cloud's clock, which the edge's clock found fine: one of the two
+    clocks is wrong (a cloud host before its first time sync), not the tuple, so it waits out a backoff and
+    is sent again, never set aside for good as a tuple the cloud would refuse whenever it came."""
+    import time
+
+    cloud, sender = delivery
+    ahead = (int(time.time() * 1000) + 25 * 3600 * 1000) // 5000 * 5000
+    WindowAggregate.objects.create(household="house-9", window_start=ahead, window_end=ahead + 5000,
+                                   day="2030-01-01", average_w=1.0, readings=2)
+    _drain(sender)
+    waiting = WindowAggregate.objects.get(household="house-9")
+    assert (waiting.status, waiting.refusal) == (Status.PENDING, wire.R_FUTURE)
+    assert waiting.next_attempt_at is not None
+    assert WindowAggregate.objects.backlog().exists()

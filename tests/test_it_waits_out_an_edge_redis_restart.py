@@ -49,3 +49,28 @@ def test_it_waits_out_a_restart_of_the_edge_redis(edge_env, own_redis, topic, co
     assert edge.returncode == 0, err[-3000:]
     assert err.count("does not answer") == 2 and "the edge waits for it" in err, err[-3000:]
     assert "ended=signal" in out
+
+
+def test_it_waits_out_an_edge_redis_that_goes_away_again_and_again(edge_env, own_redis, topic):
+    """Each outage ends every loop's worker (rq can't record its job's end): those are no crash loop of the
+    edge's own, and a Redis that went away five times within a minute ended the edge as failed, its workers
+    having died more than WORKER_RESTARTS times."""
+    env = {**edge_env, "FOG_EDGE_REDIS_URL": f"redis://127.0.0.1:{own_redis.port}/0"}
+    edge = start_edge(env, topic)
+    started = time.monotonic()
+    try:
+        for _ in range(5):
+            before = _holders(env)
+            own_redis.down(lambda line: None)
+            time.sleep(1.5)  # three of the supervisor's checks, and the loops' own calls, find it gone
+            own_redis.up(lambda line: None)
+            assert wait_for(lambda: edge.poll() is not None or all(
+                (now := _holders(env))[loop] and now[loop] != before[loop] for loop in EDGE_LOOPS),
+                timeout=30, interval=0.2)
+            assert edge.poll() is None, "the edge ended after its Redis came back"
+        assert time.monotonic() - started < 60, "the outages were not within one restart window"
+    finally:
+        edge.send_signal(signal.SIGTERM)
+        out, err = edge.communicate(timeout=60)
+    assert edge.returncode == 0, err[-3000:]
+    assert "ended=signal" in out and "giving up" not in out + err, (out + err)[-3000:]
