@@ -81,6 +81,23 @@ def test_its_loop_waits_for_a_missing_topic_and_starts_once_it_is_made(kafka_boo
         step.close()
 
 
+def test_its_loop_waits_for_a_kafka_that_does_not_answer_as_it_starts(settings, caplog):
+    """Ended, the loop was enqueued again every few seconds, each a restart its supervisor counted as a crash,
+    and ten within a minute ended the edge as failed."""
+    from edge_app.loops import IngestStep
+    from tests.conftest import free_port
+
+    settings.FOG_KAFKA_BOOTSTRAP = f"127.0.0.1:{free_port()}"  # nothing listens there
+    step = IngestStep({"topic": "power", "idle": 60}, control=None)
+    try:
+        with caplog.at_level(logging.WARNING, logger="fog.edge"):
+            assert not step.step() and not step.connected  # no end, no traceback
+        said = [r.getMessage() for r in caplog.records]
+        assert sum("Kafka does not answer" in line and "the ingest waits for it" in line for line in said) == 1
+    finally:
+        step.close()
+
+
 @pytest.mark.django_db(transaction=True)
 def test_it_reads_a_topic_made_again_from_its_beginning(kafka_client, kafka_bootstrap, topic, caplog):
     """Deleted and made again while the edge was away, the topic's offsets start again at 0: positions kept
