@@ -2,7 +2,8 @@
 
 The cloud publishes a merged update to the group about every quarter second;
 each client additionally gets at most MAX_PER_SECOND messages, merged, so a
-slow browser never builds a queue.
+slow browser never builds a queue; one that reads nothing for
+SEND_STALL_SECONDS is closed.
 
 The summary is everything the page shows that updates change: the states,
 the edges with each one's last hour, the power per minute and the newest
@@ -51,7 +52,7 @@ from redis.exceptions import RedisError
 
 from cloud_app.engine import STORE_ERRORS
 from cloud_app.reader import ReaderSource
-from cloud_app.server import DASHBOARD_GROUP
+from cloud_app.server import DASHBOARD_GROUP, ENDS_MAX
 from fogwire.limits import household_problem
 from fogwire.ratelog import RateLimitedLog
 
@@ -92,10 +93,14 @@ MAX_FRAME_CHARS = 4096
 # consumer sees a frame only once the server has buffered it whole, and uvicorn's default lets every anonymous
 # socket hold 16 MiB half-sent. A frame of MAX_FRAME_CHARS characters is at most 4 bytes each in UTF-8.
 WS_MAX_BYTES = 4 * MAX_FRAME_CHARS
+# A send that has not gone out after this long (a client that reads nothing, its TCP buffers full): the socket is
+# closed. uvicorn's own keep-alive ping waits behind the stuck send, so nothing else ever ended such a socket.
+SEND_STALL_SECONDS = 30.0
 # RFC 6455 close codes for what the page never sends.
 CLOSE_UNSUPPORTED = 1003  # a binary frame
 CLOSE_INVALID = 1007  # text that is not JSON
 CLOSE_TOO_BIG = 1009
+CLOSE_STALLED = 1008  # policy violation: a client that does not read what it is sent
 
 refused_log = RateLimitedLog(log, REFUSED_LOG_LINES, REFUSED_LOG_SECONDS)
 # Anyone may send junk frames: so many lines, not one a frame.
@@ -119,8 +124,9 @@ def merge(pending, update):
         pending["edges"][edge] = pending["edges"].get(edge, 0) + count
     for minute, wms in update.get("power", {}).items():
         pending["power"][minute] = max(pending["power"].get(minute, 0.0), wms)
-    for end, count in update.get("ends", {}).items():
-        pending["ends"][end] = pending["ends"].get(end, 0) + count
+    for end, count in update.get("ends", {}).items():  # capped as each update is: merged for a socket that
+        if end in pending["ends"] or len(pending["ends"]) < ENDS_MAX:  # reads nothing, they grew without bound
+            pending["ends"][end] = pending["ends"].get(end, 0) + count
     for state, sums in update.get("states", {}).items():  # [households, sum, tuples]: more tuples, newer
         kept = pending["states"].get(state)
         if kept is None or sums[2] >= kept[2]:
@@ -147,7 +153,7 @@ class DashboardConsumer(AsyncJsonWebsocketConsumer):
         self.pending, self.flush_task, self.last_sent, self.watching = None, None, 0.0, None
         self.joined, self.leaving, self.renew_task, self.alive_task = False, False, None, None
         # Sends are one at a time: the updates' flush and the keep-alive are separate tasks.
-        self.send_lock, self.sent_at = asyncio.Lock(), time.monotonic()
+        self.send_lock, self.sent_at, self.stall_task = asyncio.Lock(), time.monotonic(), None
         # Accepted only once it can deliver: a socket accepted and then closed looks "live" to the page for a
         # moment, and the page would retry at once, forever, while the channel layer is down.
         try:
@@ -169,9 +175,16 @@ class DashboardConsumer(AsyncJsonWebsocketConsumer):
         self.alive_task = asyncio.create_task(self._keep_alive())
 
     async def send_json(self, content, close=False):
-        """Every message of this consumer goes out here, one at a time."""
+        """Every message of this consumer goes out here, one at a time. One that has not gone out within
+        SEND_STALL_SECONDS closes the socket and fails as a send to a socket that went away does."""
         async with self.send_lock:
-            await super().send_json(content, close)
+            try:
+                await asyncio.wait_for(super().send_json(content, close), SEND_STALL_SECONDS)
+            except TimeoutError:
+                # Closed by a task of its own: the close ends this socket's flush, which may be the caller.
+                self.stall_task = asyncio.create_task(self._refuse(
+                    CLOSE_STALLED, f"nothing it was sent for {SEND_STALL_SECONDS:g} s", verb="read"))
+                raise ConnectionAbortedError("the client reads nothing") from None
             self.sent_at = time.monotonic()
 
     async def disconnect(self, code):
@@ -196,9 +209,9 @@ class DashboardConsumer(AsyncJsonWebsocketConsumer):
         # No household has another id: the store is not asked for one (`{"watch": null}` stops watching).
         self.watching = None if household_problem(household) else household
 
-    async def _refuse(self, code, what):
+    async def _refuse(self, code, what, verb="sent"):
         client = self.scope.get("client") or ("?", "?")
-        junk_log.warning("dashboard websocket from %s:%s sent %s; closed with %d", *client[:2], what, code)
+        junk_log.warning("dashboard websocket from %s:%s %s %s; closed with %d", *client[:2], verb, what, code)
         await self._leave()  # now: a client that never answers the close must not stay a member meanwhile
         try:
             await self.close(code)

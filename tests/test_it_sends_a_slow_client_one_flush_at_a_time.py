@@ -124,3 +124,33 @@ def test_it_cancels_a_held_flush_on_disconnect(cloud_settings):
         assert flushes() == []
 
     assert run_watching_the_loop(scenario) == []
+
+
+def test_it_closes_a_client_that_reads_nothing_and_keeps_no_more_than_an_update_holds(cloud_settings, monkeypatch):
+    """A socket whose client reads nothing held its consumer for ever (uvicorn's keep-alive ping waits behind
+    the stuck send), and merged every update's window ends into one dict that grew without bound."""
+    from cloud_app import consumers
+    from cloud_app.server import ENDS_MAX
+
+    monkeypatch.setattr(consumers, "SEND_STALL_SECONDS", 1.0)
+    merged = None
+    for n in range(4):  # as a drained backlog's updates come: each with ENDS_MAX ends of its own
+        merged = consumers.merge(merged, {"acked": ENDS_MAX, "ends": {str(n * ENDS_MAX + i): 1 for i in range(ENDS_MAX)}})
+    assert len(merged["ends"]) == ENDS_MAX and merged["acked"] == 4 * ENDS_MAX
+
+    async def scenario():
+        client = HeldClient()
+        socket = await connected(client)
+        client.hold()
+        await publish(3)
+        closed = await socket.receive_output(timeout=5)  # the close is no websocket.send: it is not held
+        assert closed == {"type": "websocket.close", "code": consumers.CLOSE_STALLED}
+        await asyncio.sleep(0.2)
+        assert flushes() == []
+        layer = get_channel_layer()
+        assert not await layer.connection(layer.consistent_hash(DASHBOARD_GROUP)).zcard(
+            layer._group_key(DASHBOARD_GROUP)), "the socket is still in the group"
+        client.release(gone=True)
+        await socket.disconnect()
+
+    assert run_watching_the_loop(scenario) == []
