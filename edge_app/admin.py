@@ -26,7 +26,7 @@ from django.utils.functional import cached_property
 from django.utils.html import format_html, format_html_join
 from django.utils.translation import gettext as _
 
-from edge_app.models import LINK_HISTORY_KEEP, EdgeStatus, LinkChange, Status, WindowAggregate
+from edge_app.models import IN_CHUNK, LINK_HISTORY_KEEP, UNANSWERED, EdgeStatus, LinkChange, Status, WindowAggregate
 from fogwire import protocol as wire
 
 # Counts stop here: an index range of this many entries costs milliseconds on
@@ -205,6 +205,12 @@ class WindowAggregateAdmin(admin.ModelAdmin):
     def has_add_permission(self, request):
         return False
 
+    def has_change_permission(self, request, obj=None):
+        return obj is None and super().has_change_permission(request)  # the action; a tuple's page has no Save
+
+    def has_delete_permission(self, request, obj=None):
+        return False  # retention deletes acknowledged tuples, and nothing else ever does
+
     def get_ordering(self, request):
         """The order of the index that serves the page's filter, so no page sorts or skips millions of rows."""
         # Within a household the unique (household, window_start) index gives the order for free.
@@ -275,10 +281,18 @@ class WindowAggregateAdmin(admin.ModelAdmin):
     @admin.action(permissions=["change"],
                   description="Send again (also refused ones, after a fix; the cloud's dedup makes it safe)")
     def send_again(self, request, queryset):
-        """Back to PENDING: for a REFUSED tuple once its cause is fixed (the cloud's limits, its owner, the quota),
-        or an acknowledged one a cloud lost (its next acknowledgement is not counted again: Sender.mark_acked)."""
-        changed = queryset.update(status=Status.PENDING, next_attempt_at=None, refusal="")
-        self.message_user(request, f"{changed} tuples set back to pending.", messages.SUCCESS)
+        """Back to PENDING: for a REFUSED tuple once its cause is fixed (the cloud's limits, its owner, the quota);
+        an acknowledged one a cloud lost to RESEND, as the sender puts back one it acknowledged before, so a
+        selection of millions does not fill the backlog the disk budget bounds (its next acknowledgement is not
+        counted again: Sender.mark_acked). A SENT tuple is in flight: sent again now it went twice, its reply
+        applied to the other copy. A few hundred rows a statement, each committed: the loops write in between."""
+        queryset, changed, last = queryset.exclude(status=Status.SENT).order_by("id"), 0, 0
+        while ids := list(queryset.filter(id__gt=last).values_list("id", flat=True)[:IN_CHUNK]):
+            changed += WindowAggregate.objects.filter(id__in=ids).exclude(status=Status.SENT).update(
+                status=UNANSWERED, next_attempt_at=None, refusal="")
+            last = ids[-1]
+        self.message_user(request, f"{changed} tuples set to be sent again (tuples in flight are left alone).",
+                          messages.SUCCESS)
 
     def changelist_view(self, request, extra_context=None):
         counts = WindowAggregate.objects.capped_counts_by_status(COUNT_CAP)
@@ -301,6 +315,12 @@ class EdgeStatusAdmin(admin.ModelAdmin):
         return self.get_fields(request, obj)
 
     def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False  # the loops keep these counters: a Save wrote back what it read, undoing what came meanwhile
+
+    def has_delete_permission(self, request, obj=None):
         return False
 
     @admin.display(description="link")

@@ -243,7 +243,7 @@ class Sender:
             for why, ids in by_reason.items():
                 if _permanent(why):
                     for chunk in _chunks(ids, CHUNK):
-                        WindowAggregate.objects.filter(id__in=chunk).update(
+                        WindowAggregate.objects.filter(id__in=chunk, status=Status.SENT).update(
                             status=Status.REFUSED, refusal=why[:64], next_attempt_at=None)
                 else:
                     self._refuse(ids, why, now)
@@ -260,8 +260,8 @@ class Sender:
 
     def _refuse(self, ids, why, now):
         """Back to PENDING (or RESEND: UNANSWERED) with the reason, not tried again before an exponential backoff."""
-        for chunk in _chunks(ids, CHUNK):
-            tuples = WindowAggregate.objects.filter(id__in=chunk)
+        for chunk in _chunks(ids, CHUNK):  # still SENT: ours to put back, whatever else changed it meanwhile
+            tuples = WindowAggregate.objects.filter(id__in=chunk, status=Status.SENT)
             attempts = tuples.aggregate(most=Max("attempts"))["most"] or 1
             delay = min(2 ** min(attempts, 20), MAX_BACKOFF_SECONDS)
             tuples.update(status=UNANSWERED, refusal=why[:64], next_attempt_at=now + timedelta(seconds=delay))

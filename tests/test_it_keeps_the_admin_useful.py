@@ -54,10 +54,44 @@ def test_it_shows_every_field_read_only(admin_client, tuples):
 
 
 @pytest.mark.edge_db
-def test_it_sets_selected_tuples_back_to_pending(admin_client, tuples):
+def test_it_sets_selected_tuples_to_be_sent_again(admin_client, tuples):
+    """Acknowledged ones to RESEND, as the sender puts back one it acknowledged before: PENDING would put a
+    selection of millions into the backlog the disk budget bounds."""
     acked = list(tuples.filter(status=Status.ACKED).values_list("id", flat=True)[:2])
     admin_client.post("/admin/edge_app/windowaggregate/", {"action": "send_again", "_selected_action": acked})
-    assert set(WindowAggregate.objects.filter(id__in=acked).values_list("status", flat=True)) == {Status.PENDING}
+    assert set(WindowAggregate.objects.filter(id__in=acked).values_list("status", flat=True)) == {Status.RESEND}
+
+
+@pytest.mark.edge_db
+def test_it_leaves_a_tuple_in_flight_alone_when_sent_again(admin_client, tuples):
+    """Set back to PENDING while its batch is out, a SENT tuple went in the next batch too, and the first
+    batch's reply applied to the second copy."""
+    in_flight = tuples.filter(status=Status.PENDING).first()
+    WindowAggregate.objects.filter(id=in_flight.id).update(status=Status.SENT)
+    everything = list(tuples.values_list("id", flat=True))
+    admin_client.post("/admin/edge_app/windowaggregate/", {"action": "send_again", "_selected_action": everything})
+    assert WindowAggregate.objects.get(id=in_flight.id).status == Status.SENT
+
+
+@pytest.mark.edge_db
+def test_it_lets_nobody_save_or_delete_a_tuple_or_the_edge_status(admin_client, tuples):
+    """Every field is read-only, yet a Save wrote back the whole row as it was read: an acknowledgement (or a
+    counter's increment) committed in between was undone. Retention is the only thing that deletes tuples."""
+    first = tuples.first()
+    page = admin_client.get(f"/admin/edge_app/windowaggregate/{first.id}/change/")
+    assert page.status_code == 200 and 'name="_save"' not in page.content.decode()
+    assert admin_client.post(f"/admin/edge_app/windowaggregate/{first.id}/change/", {}).status_code == 403
+    assert admin_client.post(f"/admin/edge_app/windowaggregate/{first.id}/delete/", {"post": "yes"}).status_code == 403
+    listing = admin_client.get("/admin/edge_app/windowaggregate/").content.decode()
+    assert "delete_selected" not in listing
+    admin_client.post("/admin/edge_app/windowaggregate/", {"action": "delete_selected", "post": "yes",
+                                                           "_selected_action": [first.id]})
+    assert WindowAggregate.objects.filter(id=first.id).exists()
+    status = EdgeStatus.objects.get()
+    page = admin_client.get(f"/admin/edge_app/edgestatus/{status.pk}/change/")
+    assert page.status_code == 200 and 'name="_save"' not in page.content.decode()
+    assert admin_client.post(f"/admin/edge_app/edgestatus/{status.pk}/change/", {}).status_code == 403
+    assert admin_client.post(f"/admin/edge_app/edgestatus/{status.pk}/delete/", {"post": "yes"}).status_code == 403
 
 
 @pytest.mark.edge_db
@@ -92,8 +126,8 @@ def test_it_deletes_only_acknowledged_tuples_past_retention(tuples):
 def test_it_keeps_an_old_tuple_sent_again_from_the_admin_until_it_is_acknowledged_again(admin_client, tuples):
     old = tuples.filter(status=Status.ACKED, acked_at__lt=timezone.now() - timedelta(days=7)).first()
     admin_client.post("/admin/edge_app/windowaggregate/", {"action": "send_again", "_selected_action": [old.id]})
-    assert delete_expired(days=7) == 1  # the other old one; this one waits in the backlog again
-    assert WindowAggregate.objects.get(id=old.id).status == Status.PENDING
+    assert delete_expired(days=7) == 1  # the other old one; this one waits to be sent again
+    assert WindowAggregate.objects.get(id=old.id).status == Status.RESEND
 
 
 def test_it_finds_expired_tuples_in_one_range_of_the_retention_index(db):
