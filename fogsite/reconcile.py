@@ -10,6 +10,11 @@ database, the cloud knows a window by its household and start. Then the cloud's 
 sums recomputed from every tuple it stores. Loss, duplicates and mismatches
 are failures; pending and refused tuples are a failure only when asked
 (`strict`), after the pipeline has gone quiet.
+
+It may run while the pipeline does: the edge is read first, in one query, and the cloud after, so every
+tuple the edge holds as ACKED was stored before the cloud is read (the other order counted one stored and
+acknowledged between the two reads as missing). The running sums are read before and after the tuples; if
+they moved, the store took tuples meanwhile, and the check is tried again, then left undone, and said so.
 """
 
 from collections import Counter, defaultdict
@@ -21,6 +26,7 @@ from cloud_app.store import Record
 from edge_app.models import EdgeStatus, Status, WindowAggregate
 
 SUM_TOLERANCE = 1e-6  # relative: the Lua sums add in another order
+SUM_TRIES = 3  # reads of every stored tuple while the running sums moved under them; then the check is left undone
 
 
 @dataclass
@@ -46,6 +52,7 @@ class Report:
     unknown_to_edge: int  # cloud tuples of this edge the edge no longer has (retention) or never had
     sum_mismatches: list = field(default_factory=list)
     refusals: dict = field(default_factory=dict)  # reason -> REFUSED tuples
+    sums_unchecked: str = ""  # why the per-state sums were not checked ('' when they were)
     # Why this edge database and this cloud store are not the two to compare ('' when they may be): what a
     # comparison of the wrong two reports (everything missing, or nothing to check) would say wrongly.
     not_a_pair: str = ""
@@ -61,24 +68,19 @@ class Report:
     def ok(self, strict=False):
         totals = self.totals
         return not (totals.missing_in_cloud or totals.duplicated or self.sum_mismatches or self.not_a_pair
-                    or (strict and (totals.pending or totals.refused)))
+                    or (strict and (totals.pending or totals.refused or self.sums_unchecked)))
 
     def as_dict(self):
         return {"edge": self.edge, "ok": self.ok(), "totals": asdict(self.totals), "cloud_tuples": self.cloud_tuples,
                 "unknown_to_edge": self.unknown_to_edge, "sum_mismatches": self.sum_mismatches,
-                "refusals": self.refusals, "not_a_pair": self.not_a_pair,
+                "refusals": self.refusals, "not_a_pair": self.not_a_pair, "sums_unchecked": self.sums_unchecked,
                 "households": [asdict(row) for row in self.households]}
 
 
 def reconcile(edge_id, redis, prefix):
     keys = Keys(prefix)
-    windows = Counter()  # (household, window start) -> copies the cloud holds
-    for _, raw in redis.hscan_iter(keys.tuples(edge_id), count=10_000):
-        record = Record.decode(raw)
-        windows[record.household, record.ws] += 1
-
     rows = defaultdict(lambda: None)
-    edge_windows = set()
+    acked, edge_windows = [], set()
     refusals = Counter()
     for household, start, status, refusal in WindowAggregate.objects.values_list(
             "household", "window_start", "status", "refusal").iterator(chunk_size=20_000):
@@ -88,13 +90,20 @@ def reconcile(edge_id, redis, prefix):
         edge_windows.add((household, start))
         if status == Status.ACKED:
             row.acked += 1
-            if (household, start) not in windows:
-                row.missing_in_cloud += 1
+            acked.append((household, start))
         elif status == Status.REFUSED:
             row.refused += 1
             refusals[refusal] += 1
         else:
             row.pending += 1
+
+    windows = Counter()  # (household, window start) -> copies the cloud holds: read after the edge
+    for _, raw in redis.hscan_iter(keys.tuples(edge_id), count=10_000):
+        record = Record.decode(raw)
+        windows[record.household, record.ws] += 1
+    for window in acked:
+        if window not in windows:
+            rows[window[0]].missing_in_cloud += 1
 
     for (household, _), copies in windows.items():
         if copies > 1:
@@ -103,7 +112,7 @@ def reconcile(edge_id, redis, prefix):
             row.duplicated += copies - 1
     report = Report(edge_id, sorted((r for r in rows.values() if r), key=lambda r: r.household),
                     sum(windows.values()), len(windows.keys() - edge_windows))
-    report.sum_mismatches = check_sums(redis, keys)
+    report.sum_mismatches, report.sums_unchecked = check_sums(redis, keys)
     report.refusals = dict(refusals)
     report.not_a_pair = not_a_pair(edge_id, redis, keys, report)
     return report
@@ -131,16 +140,17 @@ def not_a_pair(edge_id, redis, keys, report):
 
 
 def check_sums(redis, keys):
-    """The running per-state sums against the sums of every stored tuple (all edges)."""
-    recomputed = defaultdict(lambda: [0.0, 0])
-    households = defaultdict(set)
-    for key in redis.scan_iter(match=keys.all_tuples(), count=1000):
-        for _, raw in redis.hscan_iter(key, count=10_000):
-            record = Record.decode(raw)
-            recomputed[record.state][0] += record.avg
-            recomputed[record.state][1] += 1
-            households[record.state].add(record.household)
-    stored = CloudReader(redis, keys.prefix, 0).state_sums()  # over every shard
+    """The running per-state sums against the sums of every stored tuple (all edges): (problems, why unchecked)."""
+    reader = CloudReader(redis, keys.prefix, 0)
+    for _ in range(SUM_TRIES):
+        before = reader.state_sums()  # over every shard
+        recomputed, households = _stored_sums(redis, keys)
+        stored = reader.state_sums()
+        if stored == before:
+            break
+    else:
+        return [], (f"the store took tuples while it was read, {SUM_TRIES} times: the per-state sums were not checked "
+                    "(run reconcile again once the pipeline is quiet)")
     problems = []
     for state in sorted(set(recomputed) | set(stored)):
         total, count = recomputed[state]
@@ -150,4 +160,16 @@ def check_sums(redis, keys):
                             f"stored tuples give {total:.3f} over {count}")
         if kept_households != len(households[state]):
             problems.append(f"{state}: counts {kept_households} households, stored tuples have {len(households[state])}")
-    return problems
+    return problems, ""
+
+
+def _stored_sums(redis, keys):
+    recomputed = defaultdict(lambda: [0.0, 0])
+    households = defaultdict(set)
+    for key in redis.scan_iter(match=keys.all_tuples(), count=1000):
+        for _, raw in redis.hscan_iter(key, count=10_000):
+            record = Record.decode(raw)
+            recomputed[record.state][0] += record.avg
+            recomputed[record.state][1] += 1
+            households[record.state].add(record.household)
+    return recomputed, households

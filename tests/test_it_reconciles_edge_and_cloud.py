@@ -99,3 +99,60 @@ def test_it_fails_against_an_edge_database_that_holds_nothing_of_the_edge(delive
     with pytest.raises(CommandError, match=f"this edge database holds nothing of edge {EDGE_ID}, and the cloud store "
                                            "40 of its tuples"):
         run(cloud_settings, "--strict")
+
+
+ROUNDS = 60  # batches of 8 the writer stores and acknowledges while reconcile runs again and again
+
+
+@pytest.mark.django_db(transaction=True)
+def test_it_finds_nothing_wrong_while_the_pipeline_delivers(cloud_settings, cloud, redis_client, cloud_prefix):
+    """Read in the other order (the cloud, then the edge), a tuple stored and acknowledged in between was
+    'missing in cloud'; and the running sums, read once beside tuples read at another moment, 'mismatched'."""
+    import threading
+    import time
+
+    from django.db import connection
+
+    from django.db import OperationalError, transaction
+
+    done, failures = threading.Event(), []
+
+    def retried(write):  # the test database is SQLite's shared-cache memory one: a read in progress locks its table
+        while True:
+            try:
+                with transaction.atomic():
+                    return write()
+            except OperationalError as exc:
+                if "locked" not in str(exc):
+                    raise
+                time.sleep(0.001)
+
+    def deliver_on():
+        try:
+            for n in range(ROUNDS):
+                retried(lambda: WindowAggregate.objects.bulk_create([
+                    WindowAggregate(household=f"house-{i}", window_start=T0 + n * 5000, window_end=T0 + n * 5000 + 5000,
+                                    day="2019-12-24", average_w=100.0 + i, readings=2) for i in range(8)]))
+                rows = retried(lambda: list(WindowAggregate.objects.filter(status=Status.PENDING).order_by("id")
+                                            .values_list("id", "household", "window_start", "window_end", "average_w",
+                                                         "readings")))
+                codes = store_through_cloud(cloud, rows)
+                retried(lambda: [WindowAggregate.objects.filter(id=tid).update(status=Status.ACKED, postal_code=code)
+                                 for (tid, *_), code in zip(rows, codes)])
+        except Exception as exc:  # noqa: BLE001 -- said by the assertion below
+            failures.append(exc)
+        finally:
+            connection.close()
+            done.set()
+
+    writer = threading.Thread(target=deliver_on)
+    writer.start()
+    reports = []
+    while not done.is_set():
+        reports.append(retried(lambda: reconcile(EDGE_ID, redis_client, cloud_prefix)))
+    writer.join()
+    assert not failures and len(reports) >= 5
+    assert [r.totals.missing_in_cloud for r in reports] == [0] * len(reports)
+    assert [r.sum_mismatches for r in reports] == [[]] * len(reports)
+    quiet = reconcile(EDGE_ID, redis_client, cloud_prefix)
+    assert quiet.ok(strict=True) and not quiet.sums_unchecked and quiet.totals.acked == 8 * ROUNDS

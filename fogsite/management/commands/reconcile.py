@@ -47,7 +47,9 @@ class Command(BaseCommand):
             totals = report.totals
             raise CommandError(f"reconcile failed: {totals.missing_in_cloud} missing in cloud, {totals.duplicated} "
                                f"duplicated, {len(report.sum_mismatches)} sum mismatches"
-                               + (f", {totals.pending} pending, {totals.refused} refused" if strict else ""))
+                               + (f", {totals.pending} pending, {totals.refused} refused" if strict else "")
+                               + (", the sums not checked (the store took tuples while it was read)"
+                                  if strict and report.sums_unchecked else ""))
 
     def _table(self, report, everyone):
         width = max([len("household")] + [len(r.household) for r in report.households[:1000]] + [5])
@@ -67,7 +69,9 @@ class Command(BaseCommand):
                               "the admin's 'Send again' action retries them after a fix")
         for problem in report.sum_mismatches:
             self.stdout.write(f"sum mismatch: {problem}")
-        if not report.sum_mismatches:
+        if report.sums_unchecked:
+            self.stdout.write(report.sums_unchecked)
+        elif not report.sum_mismatches:
             self.stdout.write("per-state sums match the stored tuples")
 
 
