@@ -110,6 +110,7 @@ def test_it_finds_nothing_wrong_while_the_pipeline_delivers(cloud_settings, clou
     'missing in cloud'; and the running sums, read once beside tuples read at another moment, 'mismatched'."""
     import threading
     import time
+    from functools import partial
 
     from django.db import connection
 
@@ -127,18 +128,22 @@ def test_it_finds_nothing_wrong_while_the_pipeline_delivers(cloud_settings, clou
                     raise
                 time.sleep(0.001)
 
+    def acknowledge(rows, codes):
+        for (tid, *_), code in zip(rows, codes):
+            WindowAggregate.objects.filter(id=tid).update(status=Status.ACKED, postal_code=code)
+
     def deliver_on():
         try:
             for n in range(ROUNDS):
-                retried(lambda: WindowAggregate.objects.bulk_create([
-                    WindowAggregate(household=f"house-{i}", window_start=T0 + n * 5000, window_end=T0 + n * 5000 + 5000,
-                                    day="2019-12-24", average_w=100.0 + i, readings=2) for i in range(8)]))
+                batch = [WindowAggregate(household=f"house-{i}", window_start=T0 + n * 5000,
+                                         window_end=T0 + n * 5000 + 5000, day="2019-12-24", average_w=100.0 + i,
+                                         readings=2) for i in range(8)]
+                retried(partial(WindowAggregate.objects.bulk_create, batch))
                 rows = retried(lambda: list(WindowAggregate.objects.filter(status=Status.PENDING).order_by("id")
                                             .values_list("id", "household", "window_start", "window_end", "average_w",
                                                          "readings")))
                 codes = store_through_cloud(cloud, rows)
-                retried(lambda: [WindowAggregate.objects.filter(id=tid).update(status=Status.ACKED, postal_code=code)
-                                 for (tid, *_), code in zip(rows, codes)])
+                retried(partial(acknowledge, rows, codes))
         except Exception as exc:  # noqa: BLE001 -- said by the assertion below
             failures.append(exc)
         finally:

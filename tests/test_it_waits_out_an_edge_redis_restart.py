@@ -5,6 +5,7 @@ data is in the edge database). A supervisor that died there left the edge down u
 import shutil
 import signal
 import time
+from functools import partial
 
 import pytest
 
@@ -51,6 +52,11 @@ def test_it_waits_out_a_restart_of_the_edge_redis(edge_env, own_redis, topic, co
     assert "ended=signal" in out
 
 
+def _ended_or_taken_again(edge, env, before):
+    now = _holders(env)
+    return edge.poll() is not None or all(now[loop] and now[loop] != before[loop] for loop in EDGE_LOOPS)
+
+
 def test_it_waits_out_an_edge_redis_that_goes_away_again_and_again(edge_env, own_redis, topic):
     """Each outage ends every loop's worker (rq can't record its job's end): those are no crash loop of the
     edge's own, and a Redis that went away five times within a minute ended the edge as failed, its workers
@@ -64,9 +70,7 @@ def test_it_waits_out_an_edge_redis_that_goes_away_again_and_again(edge_env, own
             own_redis.down(lambda line: None)
             time.sleep(1.5)  # three of the supervisor's checks, and the loops' own calls, find it gone
             own_redis.up(lambda line: None)
-            assert wait_for(lambda: edge.poll() is not None or all(
-                (now := _holders(env))[loop] and now[loop] != before[loop] for loop in EDGE_LOOPS),
-                timeout=30, interval=0.2)
+            assert wait_for(partial(_ended_or_taken_again, edge, env, before), timeout=30, interval=0.2)
             assert edge.poll() is None, "the edge ended after its Redis came back"
         assert time.monotonic() - started < 60, "the outages were not within one restart window"
     finally:
