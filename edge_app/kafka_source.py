@@ -112,16 +112,22 @@ class KafkaPythonSource:
 
     def __init__(self, bootstrap, client_id, group_id):
         from kafka import KafkaConsumer
+        from kafka.errors import KafkaError
 
         self.bootstrap, self.topic, self.tps = bootstrap, None, {}
         self.read_times = {}  # partition -> the timestamp (epoch ms) of the newest record read from it
         self.admin = None  # the topic id's admin client, made at the first check (topic_id)
-        self.consumer = KafkaConsumer(
-            bootstrap_servers=bootstrap, group_id=group_id, client_id=client_id, enable_auto_commit=False,
-            auto_offset_reset="none", max_poll_records=MAX_POLL_RECORDS, fetch_max_bytes=FETCH_MAX_BYTES,
-            max_partition_fetch_bytes=PARTITION_FETCH_BYTES, fetch_max_wait_ms=FETCH_WAIT_MS,
-            reconnect_backoff_max_ms=RECONNECT_BACKOFF_MAX_MS,
-            isolation_level="read_committed")  # as confluent-kafka's default: no reading of an aborted transaction
+        try:
+            self.consumer = KafkaConsumer(
+                bootstrap_servers=bootstrap, group_id=group_id, client_id=client_id, enable_auto_commit=False,
+                auto_offset_reset="none", max_poll_records=MAX_POLL_RECORDS, fetch_max_bytes=FETCH_MAX_BYTES,
+                max_partition_fetch_bytes=PARTITION_FETCH_BYTES, fetch_max_wait_ms=FETCH_WAIT_MS,
+                reconnect_backoff_max_ms=RECONNECT_BACKOFF_MAX_MS,
+                # As long as confluent's metadata wait, not its own 30 s: within a loop's lock on PostgreSQL.
+                bootstrap_timeout_ms=METADATA_TIMEOUT_S * 1000,
+                isolation_level="read_committed")  # as confluent-kafka's default: no reading of an aborted transaction
+        except KafkaError as exc:  # no broker answered (NoBrokersAvailable, KafkaTimeoutError): the ingest waits
+            raise KafkaSourceError(f"Kafka at {bootstrap} does not answer: {exc}") from None
         self.watch = BrokerWatch()
 
     def away_since_ms(self):

@@ -97,7 +97,7 @@ class IngestStep(Step):
                                live_windows=settings.FOG_LIVE_WINDOWS, stagger=settings.FOG_WINDOW_STAGGER,
                                live_grace_seconds=settings.FOG_LIVE_GRACE_SECONDS, client=options.get("kafka_client"),
                                legacy=options.get("legacy_input", False))
-        self.burst, self.connected, self.waiting_since = options.get("burst"), False, None
+        self.burst, self.connected, self.waiting_since, self.waiting_for = options.get("burst"), False, None, None
         self.refused_until, self.refused_said = 0.0, False  # an IngestSetupError: when to look again
         self.control = control
         self.watch = self.end = None
@@ -147,7 +147,7 @@ class IngestStep(Step):
         except KafkaSourceError as exc:
             # Kafka away as the ingest starts: it waits in the loop, as for a topic not made yet. Ended, the loop
             # was enqueued again every few seconds, each a restart counted against WORKER_RESTARTS.
-            return self._wait_for_topic(f"Kafka does not answer ({exc}); the ingest waits for it", exc)
+            return self._wait_for_topic("kafka", f"Kafka does not answer ({exc}); the ingest waits for it", exc)
         except IngestSetupError as exc:
             # Nothing a running edge can mend (its settings are read at start): said once, while the sender and
             # the heartbeat go on delivering what is stored. A burst can't finish: it ends at once, failed.
@@ -160,8 +160,8 @@ class IngestStep(Step):
             self.refused_until = time.monotonic() + REFUSED_RETRY_SECONDS
             return False
         if not connected:
-            return self._wait_for_topic(f"topic {self.ingest.topic!r} does not exist on {self.ingest.bootstrap} "
-                                        "yet; the ingest waits for it (runsimulation makes it)")
+            return self._wait_for_topic("topic", f"topic {self.ingest.topic!r} does not exist on "
+                                        f"{self.ingest.bootstrap} yet; the ingest waits for it (runsimulation makes it)")
         if self.waiting_since is not None:
             log.info("topic %r is there; the ingest starts", self.ingest.topic)
         self.ingest.set_budget(*edge_budget())
@@ -172,15 +172,18 @@ class IngestStep(Step):
         self.connected = True
         return True
 
-    def _wait_for_topic(self, why, error=None):
-        """Said once; a burst gives up after TOPIC_WAIT_SECONDS (with `error`, or the topic missing)."""
+    def _wait_for_topic(self, kind, why, error=None):
+        """Said once for each `kind` of wait in a row; a burst gives up after TOPIC_WAIT_SECONDS (with `error`, or
+        the topic missing)."""
         from edge_app.ingest import TOPIC_WAIT_SECONDS
         from edge_app.kafka_source import TOPIC_POLL_SECONDS
 
         now = time.monotonic()
+        if kind != self.waiting_for:
+            self.waiting_for = kind
+            log.warning("%s", why)
         if self.waiting_since is None:
             self.waiting_since = now
-            log.warning("%s", why)
         elif self.burst and now - self.waiting_since >= TOPIC_WAIT_SECONDS:
             raise error or KafkaSourceError(f"topic {self.ingest.topic!r} does not exist on {self.ingest.bootstrap} "
                                             f"(waited {TOPIC_WAIT_SECONDS} s)")

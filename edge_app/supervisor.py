@@ -152,6 +152,7 @@ class Supervisor:
         self.failure, self.baseline, self.claimed = None, None, False
         self.database_file = None  # a DatabaseFileWatch from the start on
         self.redis_away_since = None  # monotonic time the edge Redis stopped answering, while it does not
+        self.redis_back_at = None  # ... and when it last answered again after that
 
     def start(self, with_workers=True):
         try:
@@ -249,9 +250,11 @@ class Supervisor:
                 continue  # its loop is done and the queue empty: a burst worker leaves
             self._take_over(proc.pid)  # first: if Redis fails here, the dead worker is still listed for the next check
             del self.workers[number]
-            if proc.returncode == EXIT_REDIS_AWAY:
+            if proc.returncode == EXIT_REDIS_AWAY and self._saw_redis_away():
                 # rq could not record its job's end: an outage of the edge Redis, not a crash loop of the edge's
                 # own, which WORKER_RESTARTS is for (a Redis that went away again and again ended the edge).
+                # Only one this supervisor saw too: workers that fail at once on a Redis it reads well (a changed
+                # password, maxclients) are a crash loop, counted as any other.
                 log.warning("edge worker %d ended as the edge Redis went away; starting another", number)
             else:
                 log.warning("edge worker %d exited with code %s; starting it again", number, proc.returncode)
@@ -337,8 +340,13 @@ class Supervisor:
         if self.redis_away_since is not None:
             log.info("edge Redis is back after %.0f s; loops that stopped meanwhile start again",
                      time.monotonic() - self.redis_away_since)
-            self.redis_away_since = None
+            self.redis_away_since, self.redis_back_at = None, time.monotonic()
         return ended
+
+    def _saw_redis_away(self):
+        """The edge Redis is away, or was within the last RESTART_WINDOW_SECONDS, as this supervisor saw it."""
+        return self.redis_away_since is not None or (
+            self.redis_back_at is not None and time.monotonic() - self.redis_back_at <= RESTART_WINDOW_SECONDS)
 
     def _after_redis_away(self):
         """A Redis that came back empty (no AOF, another instance) has lost the run and the supervisor record:

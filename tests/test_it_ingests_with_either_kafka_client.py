@@ -81,14 +81,15 @@ def test_its_loop_waits_for_a_missing_topic_and_starts_once_it_is_made(kafka_boo
         step.close()
 
 
-def test_its_loop_waits_for_a_kafka_that_does_not_answer_as_it_starts(settings, caplog):
+@pytest.mark.parametrize("client", ["confluent", "kafka-python"])
+def test_its_loop_waits_for_a_kafka_that_does_not_answer_as_it_starts(settings, caplog, client):
     """Ended, the loop was enqueued again every few seconds, each a restart its supervisor counted as a crash,
     and ten within a minute ended the edge as failed."""
     from edge_app.loops import IngestStep
     from tests.conftest import free_port
 
     settings.FOG_KAFKA_BOOTSTRAP = f"127.0.0.1:{free_port()}"  # nothing listens there
-    step = IngestStep({"topic": "power", "idle": 60}, control=None)
+    step = IngestStep({"topic": "power", "idle": 60, "kafka_client": client}, control=None)
     try:
         with caplog.at_level(logging.WARNING, logger="fog.edge"):
             assert not step.step() and not step.connected  # no end, no traceback
