@@ -84,6 +84,9 @@ SERIES_CAP = SERIES_MAX + SERIES_MAX // 8
 # skew, a beat one replica took could be replayed to another whose clock is behind, once its nonce was gone,
 # and count there as a new one.
 BEAT_NONCE_KEEP_MS = 4 * wire.HEARTBEAT_SKEW_MS
+# A beat's time this far behind the last one's: not replicas' clocks that differ (each within the skew of the
+# edge's) nor a beat answered late, but a clock set back (an NTP step, a VM resumed); the beat is the newest.
+CLOCK_SET_BACK_MS = 2 * wire.HEARTBEAT_SKEW_MS
 ROLLUP_KEEP_S = 2 * 3600  # per-minute roll-ups live this long (the page shows the last hour)
 OFFLINE_AFTER_MS = 3000  # no heartbeat for this long: the edge was offline (as the reader's "connected")
 OFFLINE_MAX = 50  # offline periods kept per edge
@@ -294,12 +297,18 @@ if last and now - tonumber(last) > gap then
   redis.call('LPUSH', KEYS[3], last .. '|' .. ARGV[1])
   redis.call('LTRIM', KEYS[3], 0, tonumber(ARGV[6]) - 1)
 end
-if (not last) or now > tonumber(last) then redis.call('HSET', KEYS[1], 'last_heartbeat_ms', ARGV[1]) end
+-- Further back than replicas' clocks may differ (ARGV[10]), a clock was set back: the beat is taken as the
+-- newest, or an edge that died since showed connected until the clock caught up again.
+local step = tonumber(ARGV[10])
+if (not last) or now > tonumber(last) or tonumber(last) - now > step then
+  redis.call('HSET', KEYS[1], 'last_heartbeat_ms', ARGV[1])
+end
 -- The edge's state goes by the edge's own clock: beats that reach replicas whose clocks differ, or come
 -- within one millisecond, keep the order the edge sent them in (the later of two equal ones wins).
 redis.call('SADD', KEYS[2], ARGV[5])
 local sent = tonumber(ARGV[9])
-if sent < tonumber(redis.call('HGET', KEYS[1], 'beat_sent_ms') or '-1') then return 2 end
+local kept = tonumber(redis.call('HGET', KEYS[1], 'beat_sent_ms') or '-1')
+if sent < kept and kept - sent <= step then return 2 end
 redis.call('HSET', KEYS[1], 'backlog', ARGV[2], 'paused', ARGV[7], 'beat_sent_ms', ARGV[9])
 redis.call('SET', KEYS[4], ARGV[2], 'EX', tonumber(ARGV[4]))
 return 0
@@ -535,7 +544,7 @@ class CloudStore:
                 self.keys.beat_nonce(edge, nonce) if nonce else self.keys.edge(edge)]  # unused without a nonce
         outcome = await self._beat(keys=keys, args=[
             now_ms, int(state.get("backlog", 0)), OFFLINE_AFTER_MS, ROLLUP_KEEP_S, edge, OFFLINE_MAX,
-            int(state.get("paused", 0)), BEAT_NONCE_KEEP_MS if nonce else "", sent_ms or now_ms])
+            int(state.get("paused", 0)), BEAT_NONCE_KEEP_MS if nonce else "", sent_ms or now_ms, CLOCK_SET_BACK_MS])
         if outcome:
             return BEAT_REPLAYED if outcome == 1 else BEAT_OLDER
         extra = {name: value for name, value in state.items() if name not in ("backlog", "paused")}

@@ -115,3 +115,30 @@ def test_it_keeps_the_backlog_of_the_beat_the_edge_sent_last(client, cloud_setti
     assert (edge["backlog"], edge["paused"]) == (0, False)
     history = client.get(f"/api/edges/{EDGE_ID}/history/").json()
     assert [value for value in history["backlog"] if value is not None][-1] == 0
+
+
+def test_it_follows_a_clock_set_back(client, cloud_settings, redis_url, cloud_prefix):
+    """A clock set back (an NTP step, a VM resumed) further than replicas' clocks may differ: the cloud's, and
+    an edge that died since showed connected until the clock caught up again; the edge's, and every beat was
+    'older', its backlog frozen as long."""
+    import asyncio
+    import time
+
+    from cloud_app.engine import connect_async
+    from cloud_app.store import BEAT_NEW, CLOCK_SET_BACK_MS, CloudStore
+
+    now = int(time.time() * 1000)
+    back = CLOCK_SET_BACK_MS + 60_000
+
+    async def beats():
+        connection = connect_async(redis_url)
+        store = CloudStore(connection, cloud_prefix)
+        taken = [await store.heartbeat(EDGE_ID, {"backlog": 360}, now_ms=now + back, sent_ms=now + back),
+                 # Both clocks set back; the edge's last beat came 5 s ago, and it has said nothing since.
+                 await store.heartbeat(EDGE_ID, {"backlog": 7}, now_ms=now - 5000, sent_ms=now - 5000)]
+        await connection.aclose()
+        return taken
+
+    assert asyncio.run(beats()) == [BEAT_NEW, BEAT_NEW]
+    (edge,) = client.get("/api/edges/").json()
+    assert (edge["backlog"], edge["connected"]) == (7, False)
