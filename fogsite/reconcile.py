@@ -80,17 +80,16 @@ class Report:
 def reconcile(edge_id, redis, prefix):
     keys = Keys(prefix)
     rows = defaultdict(lambda: None)
-    acked, edge_windows = [], set()
+    edge_windows = {}  # (household, window start) -> whether the edge holds it as ACKED
     refusals = Counter()
     for household, start, status, refusal in WindowAggregate.objects.values_list(
             "household", "window_start", "status", "refusal").iterator(chunk_size=20_000):
         row = rows[household] or HouseholdRow(household)
         rows[household] = row
         row.expected += 1
-        edge_windows.add((household, start))
+        edge_windows[household, start] = status == Status.ACKED
         if status == Status.ACKED:
             row.acked += 1
-            acked.append((household, start))
         elif status == Status.REFUSED:
             row.refused += 1
             refusals[refusal] += 1
@@ -101,8 +100,8 @@ def reconcile(edge_id, redis, prefix):
     for _, raw in redis.hscan_iter(keys.tuples(edge_id), count=10_000):
         record = Record.decode(raw)
         windows[record.household, record.ws] += 1
-    for window in acked:
-        if window not in windows:
+    for window, acked in edge_windows.items():
+        if acked and window not in windows:
             rows[window[0]].missing_in_cloud += 1
 
     for (household, _), copies in windows.items():

@@ -40,6 +40,8 @@ ROOM_SLICE_S = 0.05  # how often a run held back by a full queue looks for room 
 HELD_BACK_LOG_S = 60  # ... and says so at most this often
 HELD_BACK = ("Kafka is taking no readings: %s wait in the producer's queue, which is full; the run waits for room "
              "(a stop ends the wait, counting what is left as not sent)")
+NO_METADATA = ("Kafka has not said where topic %r is within max_block_ms; the run waits for it (a stop ends the "
+               "wait, counting what is left as not sent)")
 # A stopped run waits this long for Kafka to take what is queued: process managers kill soon after asking.
 STOP_FLUSH_S = 5
 FLUSH_SLICE_S = 0.25  # a stop request is seen this often while the run's end waits for Kafka
@@ -283,13 +285,13 @@ class KafkaPythonProducer:
                 return
             waiting = self.produced - readings - self.sent - self.failed
             if waiting >= self.queue_max:  # the queue is full: wait for Kafka to confirm some
-                self._held_back(waiting)
+                self._held_back(HELD_BACK, f"{waiting:,} readings")
                 time.sleep(ROOM_SLICE_S)
                 continue
             try:
                 future = self.producer.send(self.topic, **message)
             except self._timeout:  # no metadata for the topic within max_block_ms: Kafka is away, wait on
-                self._held_back(waiting)
+                self._held_back(NO_METADATA, self.topic)
                 continue
             except self._kafka_error as exc:  # MessageSizeTooLargeError, say: Kafka would refuse it whenever it came
                 self._error(readings, exc)
@@ -298,9 +300,9 @@ class KafkaPythonProducer:
         self._stalled = False
         future.add_callback(self._ok, readings).add_errback(self._error, readings)
 
-    def _held_back(self, waiting):
+    def _held_back(self, message, *args):
         self._stalled = True
-        self._held_log.warning(HELD_BACK, f"{waiting:,} readings")
+        self._held_log.warning(message, *args)
 
     def poll(self):
         pass
