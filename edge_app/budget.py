@@ -12,10 +12,14 @@ batch of readings (one Kafka message) is applied whole, so by up to
 fogwire.limits.MAX_READINGS_PER_MESSAGE - 1 more; what a poll brought beyond
 its room waits in the ingest for the next one.
 
-The budget is FOG_EDGE_BUDGET_TUPLES; 0 (the default) derives it when the
-ingest starts from the free disk space of the database's folder: a share
-DISK_SHARE of the free bytes, divided by BYTES_PER_TUPLE, at least
-MIN_DERIVED_TUPLES.
+The budget is FOG_EDGE_BUDGET_TUPLES; 0 (the default) derives it from the
+free disk space of the database's folder, with the backlog's own bytes
+counted as free (the backlog is what the budget is for): a share DISK_SHARE
+of those bytes, divided by BYTES_PER_TUPLE, at least MIN_DERIVED_TUPLES. It
+is worked out again every BUDGET_CHECK_SECONDS: taken once, when the ingest
+started, a budget worked out on a disk that something else had filled (or
+during a disk-full outage, as the minimum) stayed after the space came back,
+and one worked out on an empty disk stayed as something else filled it.
 
 Waiting in Kafka is safe only within the topic's retention. Per partition
 the edge compares the oldest offset it still needs with the broker's
@@ -33,11 +37,12 @@ DISK_SHARE = 0.5  # the derived budget leaves half the free disk to everything e
 MIN_DERIVED_TUPLES = 10_000
 RECOUNT_SECONDS = 0.5  # how stale the counted backlog may get before the database is asked again
 RETENTION_CHECK_SECONDS = 30.0  # how often the retention watch asks the broker
+BUDGET_CHECK_SECONDS = 60.0  # how often a derived budget is worked out again from the free disk space
 
 
-def derived_budget(free_bytes):
-    """The default budget in tuples for a disk with `free_bytes` free."""
-    return max(MIN_DERIVED_TUPLES, int(free_bytes * DISK_SHARE) // BYTES_PER_TUPLE)
+def derived_budget(free_bytes, backlog=0):
+    """The default budget in tuples for a disk with `free_bytes` free beside a backlog of `backlog` tuples."""
+    return max(MIN_DERIVED_TUPLES, int((free_bytes + backlog * BYTES_PER_TUPLE) * DISK_SHARE) // BYTES_PER_TUPLE)
 
 
 def budget_folder(database, var_dir):

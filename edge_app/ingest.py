@@ -62,6 +62,7 @@ POLL_MS = 200
 # How long `connect` (and a burst run's ingest loop) waits for the topic to appear: the simulation makes it.
 TOPIC_WAIT_SECONDS = 30
 MAX_POLL_READINGS = 20_000  # readings one poll may apply: also the headroom the budget keeps (_room)
+BUDGET_SAID_CHANGE = 10  # a budget worked out again is said when it moved by a tenth or more
 # Closed windows are committed in parts of at most this many, so the sender can start on the first part
 # of a burst (at real time every household's window closes within a second) while the rest is written.
 # Safe at any moment: a window stored ahead of its resume position is absorbed by the unique key when a
@@ -429,6 +430,20 @@ class Ingestor:
         self.gate = BudgetGate(budget, low_water_mark)
         self.backlog_at = (WindowAggregate.objects.backlog().count(), self.totals["windows"], time.monotonic())
         EdgeStatus.objects.filter(edge_id=self.edge_id).update(budget=budget, paused=False)
+
+    def backlog_now(self):
+        """The backlog as _room counts it: the last count, and the windows stored since (an upper bound)."""
+        counted, windows_then, _ = self.backlog_at
+        return counted + self.totals["windows"] - windows_then
+
+    def resize_budget(self, budget, low_water_mark):
+        """A budget worked out again (free disk space changed): paused or not, the ingest keeps to the new marks."""
+        if (budget, low_water_mark) == (self.gate.budget, self.gate.low_water):
+            return
+        if abs(budget - self.gate.budget) * BUDGET_SAID_CHANGE >= self.gate.budget:
+            log.info("edge budget now %d tuples (was %d): the free disk space changed", budget, self.gate.budget)
+        self.gate.budget, self.gate.low_water = budget, low_water_mark
+        EdgeStatus.objects.filter(edge_id=self.edge_id).update(budget=budget)
 
     def _room(self):
         """Readings the next poll may take; pauses or resumes the partitions at the budget's marks."""

@@ -21,7 +21,7 @@ from contextlib import contextmanager
 from django.conf import settings
 from django.db import connection
 
-from edge_app.budget import budget_folder, derived_budget, low_water
+from edge_app.budget import BUDGET_CHECK_SECONDS, budget_folder, derived_budget, low_water
 from edge_app.control import LOOPS, REDIS_AWAY, EdgeControl, Holder, queue_name  # noqa: F401  (the loops' public names)
 from edge_app.database_outage import DATABASE_AWAY, DatabaseOutage
 from edge_app.ingest import IngestSetupError
@@ -108,6 +108,9 @@ class IngestStep(Step):
         if self.watch.due():
             self.watch.handle_one_check(self.ingest.needed_offsets())
             self.handle_one_partition_check()
+        if not settings.FOG_EDGE_BUDGET_TUPLES and time.monotonic() >= self.budget_due:
+            self.budget_due = time.monotonic() + BUDGET_CHECK_SECONDS
+            self.ingest.resize_budget(*edge_budget(self.ingest.backlog_now()))
         return self.ingest.handle_one_poll()
 
     def handle_one_partition_check(self):
@@ -165,6 +168,7 @@ class IngestStep(Step):
         if self.waiting_since is not None:
             log.info("topic %r is there; the ingest starts", self.ingest.topic)
         self.ingest.set_budget(*edge_budget())
+        self.budget_due = time.monotonic() + BUDGET_CHECK_SECONDS
         self.watch = RetentionWatch(edge_id=settings.FOG_EDGE_ID, topic=self.ingest.topic,
                                     bootstrap=settings.FOG_KAFKA_BOOTSTRAP,
                                     margin_seconds=settings.FOG_EDGE_RETENTION_MARGIN_HOURS * 3600)
@@ -209,12 +213,17 @@ class IngestStep(Step):
                 self.watch.close()
 
 
-def edge_budget():
-    """(budget, low-water mark) in tuples: FOG_EDGE_BUDGET_TUPLES, or derived from the free disk space now."""
+def edge_budget(backlog=None):
+    """(budget, low-water mark) in tuples: FOG_EDGE_BUDGET_TUPLES, or derived from the free disk space now and
+    the backlog (counted here unless given)."""
     budget = settings.FOG_EDGE_BUDGET_TUPLES
     if not budget:
+        from edge_app.models import WindowAggregate
+
         folder = budget_folder(settings.DATABASES["default"], settings.VAR_DIR)
-        budget = derived_budget(shutil.disk_usage(folder).free)
+        if backlog is None:
+            backlog = WindowAggregate.objects.backlog().count()
+        budget = derived_budget(shutil.disk_usage(folder).free, backlog)
     return budget, low_water(budget, settings.FOG_EDGE_BUDGET_LOW_WATER_PERCENT)
 
 

@@ -3,7 +3,7 @@
 import pytest
 
 from cloud_app.keys import Keys
-from edge_app.budget import MIN_DERIVED_TUPLES, BudgetGate, derived_budget, low_water
+from edge_app.budget import BYTES_PER_TUPLE, MIN_DERIVED_TUPLES, BudgetGate, derived_budget, low_water
 from edge_app.ingest import Ingestor
 from edge_app.link import Heartbeat
 from edge_app.models import EdgeStatus, Status, WindowAggregate
@@ -39,6 +39,12 @@ def test_it_derives_a_default_budget_from_free_disk_space():
     assert low_water(1000, 80) == 800
     with pytest.raises(ValueError):
         BudgetGate(100, 100)
+
+
+def test_it_counts_the_backlogs_own_bytes_as_free_when_it_derives_the_budget_again():
+    """Worked out again as the backlog fills the disk, the budget is the one it began with, not ever smaller."""
+    free = 10 * 2**30
+    assert derived_budget(free - 1_000_000 * BYTES_PER_TUPLE, backlog=1_000_000) == derived_budget(free)
 
 
 def test_it_warns_of_a_budget_the_disk_cannot_hold():
@@ -138,3 +144,19 @@ def test_it_stops_reading_kafka_at_the_budget_and_delivers_every_window_once_whe
     assert stats["tuples"] == WINDOWS and "dedup_hits" not in stats
     counters = EdgeStatus.objects.get(edge_id=EDGE_ID)
     assert (counters.readings, counters.late, counters.lost_to_retention) == (HOUSEHOLDS * SECONDS, 0, 0)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_it_keeps_to_a_budget_worked_out_again_while_it_waits(edge):
+    """Worked out once as the ingest started, a budget taken on a full disk (the minimum, during a disk-full
+    outage) stayed after the space came back: the ingest keeps to the one worked out again, paused or not."""
+    ingest, beat, _, _ = edge
+    beat.handle_one_beat()
+    beat.handle_one_beat()  # the link is down: nothing leaves the backlog
+    assert wait_for(lambda: (ingest.handle_one_poll(), ingest.gate.paused)[1], timeout=120, interval=0)
+    paused_at = backlog()
+    ingest.resize_budget(2 * BUDGET, low_water(2 * BUDGET, 80))
+    assert EdgeStatus.objects.get(edge_id=EDGE_ID).budget == 2 * BUDGET
+    assert wait_for(lambda: (ingest.handle_one_poll(), backlog() > paused_at and ingest.gate.paused)[1],
+                    timeout=120, interval=0)
+    assert BUDGET < backlog() <= 2 * BUDGET
