@@ -85,8 +85,9 @@ SERIES_CAP = SERIES_MAX + SERIES_MAX // 8
 # and count there as a new one.
 BEAT_NONCE_KEEP_MS = 4 * wire.HEARTBEAT_SKEW_MS
 # A beat's time this far behind the last one's: not replicas' clocks that differ (each within the skew of the
-# edge's) nor a beat answered late, but a clock set back (an NTP step, a VM resumed); the beat is the newest.
-CLOCK_SET_BACK_MS = 2 * wire.HEARTBEAT_SKEW_MS
+# edge's: twice it apart at most) nor a beat answered late, but a clock set back (an NTP step, a VM resumed);
+# the beat is the newest. As long as its nonce is kept, with room to spare over the replicas' differences.
+CLOCK_SET_BACK_MS = BEAT_NONCE_KEEP_MS
 ROLLUP_KEEP_S = 2 * 3600  # per-minute roll-ups live this long (the page shows the last hour)
 OFFLINE_AFTER_MS = 3000  # no heartbeat for this long: the edge was offline (as the reader's "connected")
 OFFLINE_MAX = 50  # offline periods kept per edge

@@ -425,16 +425,14 @@ class Ingestor:
 
     # --- the budget and readings Kafka deleted (edge_app/budget.py) -------
 
-    def set_budget(self, budget, low_water_mark):
-        """Stop reading Kafka while the backlog is at `budget` tuples, until it is below the low-water mark."""
+    def set_budget(self, budget, low_water_mark, counted=None):
+        """Stop reading Kafka while the backlog is at `budget` tuples, until it is below the low-water mark;
+        `counted`: the backlog, if the caller just counted it."""
         self.gate = BudgetGate(budget, low_water_mark)
-        self.backlog_at = (WindowAggregate.objects.backlog().count(), self.totals["windows"], time.monotonic())
+        if counted is None:
+            counted = WindowAggregate.objects.backlog().count()
+        self.backlog_at = (counted, self.totals["windows"], time.monotonic())
         EdgeStatus.objects.filter(edge_id=self.edge_id).update(budget=budget, paused=False)
-
-    def backlog_now(self):
-        """The backlog as _room counts it: the last count, and the windows stored since (an upper bound)."""
-        counted, windows_then, _ = self.backlog_at
-        return counted + self.totals["windows"] - windows_then
 
     def resize_budget(self, budget, low_water_mark):
         """A budget worked out again (free disk space changed): paused or not, the ingest keeps to the new marks."""

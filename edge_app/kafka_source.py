@@ -44,6 +44,7 @@ FETCH_WAIT_MS = 100
 # to many seconds, a long stall after a short outage).
 RECONNECT_BACKOFF_MAX_MS = 1000
 METADATA_TIMEOUT_S = 10
+PROBE_TIMEOUT_S = 2  # kafka-python's source first asks each bootstrap server for a TCP connection this long
 COMMIT_WAIT_MS = 2000  # the final, synchronous offset commit of a closing ingest
 TOPIC_POLL_SECONDS = 0.5
 LIBRDKAFKA_LOG_LEVEL = 2  # syslog's: critical and worse (a broker away is 3, logged on every retry)
@@ -117,8 +118,22 @@ class KafkaPythonSource:
         self.bootstrap, self.topic, self.tps = bootstrap, None, {}
         self.read_times = {}  # partition -> the timestamp (epoch ms) of the newest record read from it
         self.admin = None  # the topic id's admin client, made at the first check (topic_id)
+        _answers(bootstrap)
+
+        class Consumer(KafkaConsumer):
+            def __init__(self, **config):
+                try:
+                    super().__init__(**config)
+                except BaseException:
+                    # Its I/O thread and sockets run from before its bootstrap: a consumer that failed it would
+                    # keep them for ever, one more at each try while the ingest waits for Kafka.
+                    client = getattr(self, "_client", None)
+                    if client is not None:
+                        client.close()
+                    raise
+
         try:
-            self.consumer = KafkaConsumer(
+            self.consumer = Consumer(
                 bootstrap_servers=bootstrap, group_id=group_id, client_id=client_id, enable_auto_commit=False,
                 auto_offset_reset="none", max_poll_records=MAX_POLL_RECORDS, fetch_max_bytes=FETCH_MAX_BYTES,
                 max_partition_fetch_bytes=PARTITION_FETCH_BYTES, fetch_max_wait_ms=FETCH_WAIT_MS,
@@ -452,6 +467,22 @@ class ConfluentSource:
 
 SOURCES = {source.name: source for source in (ConfluentSource, KafkaPythonSource)}
 DEFAULT_CLIENT = "confluent"
+
+
+def _answers(bootstrap):
+    """Some broker of `bootstrap` takes a TCP connection, or a KafkaSourceError says none does: a quiet refusal
+    before kafka-python's consumer, which logs every try of its bootstrap at WARNING and ERROR while it fails."""
+    import socket
+
+    problems = []
+    for server in bootstrap.split(","):
+        host, _, port = server.strip().rpartition(":")
+        try:
+            socket.create_connection((host.strip("[]") or "localhost", int(port)), timeout=PROBE_TIMEOUT_S).close()
+            return
+        except (OSError, ValueError) as exc:
+            problems.append(f"{server.strip()}: {exc}")
+    raise KafkaSourceError(f"Kafka at {bootstrap} does not answer ({'; '.join(problems)})")
 
 
 def open_source(client, bootstrap, client_id, group_id, timestamps=False):

@@ -110,7 +110,7 @@ class IngestStep(Step):
             self.handle_one_partition_check()
         if not settings.FOG_EDGE_BUDGET_TUPLES and time.monotonic() >= self.budget_due:
             self.budget_due = time.monotonic() + BUDGET_CHECK_SECONDS
-            self.ingest.resize_budget(*edge_budget(self.ingest.backlog_now()))
+            self.ingest.resize_budget(*edge_budget())  # counted again: the ingest's own count is an upper bound
         return self.ingest.handle_one_poll()
 
     def handle_one_partition_check(self):
@@ -167,7 +167,10 @@ class IngestStep(Step):
                                         f"{self.ingest.bootstrap} yet; the ingest waits for it (runsimulation makes it)")
         if self.waiting_since is not None:
             log.info("topic %r is there; the ingest starts", self.ingest.topic)
-        self.ingest.set_budget(*edge_budget())
+        from edge_app.models import WindowAggregate
+
+        backlog = WindowAggregate.objects.backlog().count()
+        self.ingest.set_budget(*edge_budget(backlog), counted=backlog)
         self.budget_due = time.monotonic() + BUDGET_CHECK_SECONDS
         self.watch = RetentionWatch(edge_id=settings.FOG_EDGE_ID, topic=self.ingest.topic,
                                     bootstrap=settings.FOG_KAFKA_BOOTSTRAP,

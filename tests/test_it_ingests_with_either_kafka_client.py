@@ -81,22 +81,35 @@ def test_its_loop_waits_for_a_missing_topic_and_starts_once_it_is_made(kafka_boo
         step.close()
 
 
-@pytest.mark.parametrize("client", ["confluent", "kafka-python"])
-def test_its_loop_waits_for_a_kafka_that_does_not_answer_as_it_starts(settings, caplog, client):
+@pytest.mark.parametrize("client, listener", [("confluent", False), ("kafka-python", False), ("kafka-python", True)],
+                         ids=["confluent", "kafka-python", "kafka-python, a port that says nothing"])
+def test_its_loop_waits_for_a_kafka_that_does_not_answer_as_it_starts(settings, caplog, client, listener):
     """Ended, the loop was enqueued again every few seconds, each a restart its supervisor counted as a crash,
-    and ten within a minute ended the edge as failed."""
-    from edge_app.loops import IngestStep
-    from tests.conftest import free_port
+    and ten within a minute ended the edge as failed. Each try leaves nothing running: kafka-python's consumer
+    starts its I/O thread before it finds no broker, and kept it for ever."""
+    import socket
+    import threading
 
-    settings.FOG_KAFKA_BOOTSTRAP = f"127.0.0.1:{free_port()}"  # nothing listens there
+    from edge_app.loops import IngestStep
+
+    silent = socket.create_server(("127.0.0.1", 0))  # takes connections into its backlog, answers none
+    port = silent.getsockname()[1]
+    if not listener:
+        silent.close()  # nothing listens there
+    settings.FOG_KAFKA_BOOTSTRAP = f"127.0.0.1:{port}"
+    threads = set(threading.enumerate())
     step = IngestStep({"topic": "power", "idle": 60, "kafka_client": client}, control=None)
     try:
         with caplog.at_level(logging.WARNING, logger="fog.edge"):
             assert not step.step() and not step.connected  # no end, no traceback
         said = [r.getMessage() for r in caplog.records]
         assert sum("Kafka does not answer" in line and "the ingest waits for it" in line for line in said) == 1
+        if client == "kafka-python":
+            assert wait_for(lambda: set(threading.enumerate()) <= threads, timeout=5), \
+                [t.name for t in set(threading.enumerate()) - threads]
     finally:
         step.close()
+        silent.close()
 
 
 @pytest.mark.django_db(transaction=True)

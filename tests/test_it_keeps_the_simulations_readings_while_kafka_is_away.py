@@ -21,7 +21,7 @@ from django.conf import settings
 from simulation.producer import CLIENTS, KafkaPythonProducer
 from tooling.chaos.pipeline import ChaosServices
 
-pytestmark = pytest.mark.serial  # SIGKILLs a broker and waits on the clock
+
 
 
 @pytest.fixture(scope="module")
