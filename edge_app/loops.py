@@ -26,6 +26,7 @@ from edge_app.control import LOOPS, REDIS_AWAY, EdgeControl, Holder, queue_name 
 from edge_app.database_outage import DATABASE_AWAY, DatabaseOutage
 from edge_app.ingest import IngestSetupError
 from edge_app.kafka_source import KafkaSourceError
+from edge_app.models import WindowAggregate
 from fogwire.fullgc import FullCollections
 
 log = logging.getLogger("fog.edge")
@@ -167,8 +168,6 @@ class IngestStep(Step):
                                         f"{self.ingest.bootstrap} yet; the ingest waits for it (runsimulation makes it)")
         if self.waiting_since is not None:
             log.info("topic %r is there; the ingest starts", self.ingest.topic)
-        from edge_app.models import WindowAggregate
-
         backlog = WindowAggregate.objects.backlog().count()
         self.ingest.set_budget(*edge_budget(backlog), counted=backlog)
         self.budget_due = time.monotonic() + BUDGET_CHECK_SECONDS
@@ -221,8 +220,6 @@ def edge_budget(backlog=None):
     the backlog (counted here unless given)."""
     budget = settings.FOG_EDGE_BUDGET_TUPLES
     if not budget:
-        from edge_app.models import WindowAggregate
-
         folder = budget_folder(settings.DATABASES["default"], settings.VAR_DIR)
         if backlog is None:
             backlog = WindowAggregate.objects.backlog().count()
@@ -250,8 +247,6 @@ class SenderStep(Step):
         return self.sender.handle_one_round() > 0
 
     def finished(self, control):
-        from edge_app.models import WindowAggregate
-
         return control.done("ingest") and not WindowAggregate.objects.undelivered().exists()
 
     def close(self):

@@ -384,6 +384,20 @@ class CloudThread:
             return sock.recv()
 
 
+@pytest.fixture(scope="module")
+def own_kafka():
+    """A Kafka broker of the test module's own (the fault harness's), to SIGKILL or SIGSTOP without disturbing
+    the suite's: `.kafka` the service, `.bootstrap` its address; stopped, and its folder gone, at the end."""
+    from tooling.chaos.pipeline import ChaosServices
+
+    services = ChaosServices(Path(settings.VAR_DIR) / "kafka" / "libs")
+    try:
+        services.kafka.up(lambda line: None)
+        yield services
+    finally:
+        services.down()
+
+
 @pytest.fixture
 def own_redis(tmp_path):
     """A redis-server of the test's own (same config as `make services`) in a tmp var dir on its own port, so

@@ -83,15 +83,18 @@ def test_its_loop_waits_for_a_missing_topic_and_starts_once_it_is_made(kafka_boo
 
 @pytest.mark.parametrize("client, listener", [("confluent", False), ("kafka-python", False), ("kafka-python", True)],
                          ids=["confluent", "kafka-python", "kafka-python, a port that says nothing"])
-def test_its_loop_waits_for_a_kafka_that_does_not_answer_as_it_starts(settings, caplog, client, listener):
+def test_its_loop_waits_for_a_kafka_that_does_not_answer_as_it_starts(settings, caplog, client, listener,
+                                                                       monkeypatch):
     """Ended, the loop was enqueued again every few seconds, each a restart its supervisor counted as a crash,
     and ten within a minute ended the edge as failed. Each try leaves nothing running: kafka-python's consumer
     starts its I/O thread before it finds no broker, and kept it for ever."""
     import socket
     import threading
 
+    from edge_app import kafka_source
     from edge_app.loops import IngestStep
 
+    monkeypatch.setattr(kafka_source, "METADATA_TIMEOUT_S", 2)  # each try's wait for a broker (10 s)
     silent = socket.create_server(("127.0.0.1", 0))  # takes connections into its backlog, answers none
     port = silent.getsockname()[1]
     if not listener:

@@ -10,28 +10,15 @@ import os
 import signal
 import time
 import uuid
-from pathlib import Path
 
 import pytest
 from confluent_kafka import Producer
-from django.conf import settings
 
 from tests.conftest import produce, reading, wait_for
-from tooling.chaos.pipeline import ChaosServices
 
 pytestmark = pytest.mark.serial  # windows close by the wall clock
 
 W, GRACE, LIVE_GRACE = 5000, 2000, 500
-
-
-@pytest.fixture(scope="module")
-def broker():
-    services = ChaosServices(Path(settings.VAR_DIR) / "kafka" / "libs")
-    try:
-        services.kafka.up(lambda line: None)
-        yield services
-    finally:
-        services.down()
 
 
 def _poll_until(ingest, moment_ms):
@@ -41,11 +28,11 @@ def _poll_until(ingest, moment_ms):
 
 @pytest.mark.django_db(transaction=True)
 @pytest.mark.parametrize("client", ["confluent", "kafka-python"])
-def test_it_closes_no_live_window_while_the_broker_is_away(broker, client):
+def test_it_closes_no_live_window_while_the_broker_is_away(own_kafka, client):
     from edge_app.ingest import Ingestor
     from edge_app.models import WindowAggregate
 
-    topic, bootstrap = f"away-{uuid.uuid4().hex[:8]}", broker.bootstrap
+    topic, bootstrap = f"away-{uuid.uuid4().hex[:8]}", own_kafka.bootstrap
     produce(bootstrap, topic, [reading("warm-up", int(time.time() * 1000) - 60_000, 1.0)])  # makes the topic
     ingest = Ingestor(edge_id=f"edge-away-{client}", topic=topic, bootstrap=bootstrap, window_seconds=W // 1000,
                       grace_seconds=GRACE / 1000, idle_seconds=600, live_grace_seconds=LIVE_GRACE / 1000,
@@ -59,15 +46,15 @@ def test_it_closes_no_live_window_while_the_broker_is_away(broker, client):
         start = now - now % W
         produce(bootstrap, topic, [reading("h", now, 10.0)])
         assert wait_for(lambda: (ingest.handle_one_poll(timeout_ms=50), "h" in ingest.book.households)[1], timeout=20)
-        os.kill(broker.kafka.our_pid(), signal.SIGKILL)
+        os.kill(own_kafka.kafka.our_pid(), signal.SIGKILL)
         # Stamped and handed to the producer now, within the window; it reaches the broker once that is back.
         held_back.produce(topic, key=b"h", value=reading("h", start + W - 1000, 30.0)[1])
         held_back.poll(0)
         _poll_until(ingest, start + W + LIVE_GRACE + 3000)  # well past the window's live due time
         assert not WindowAggregate.objects.filter(household="h").exists()
         assert ingest.book.open_windows() >= 1
-        broker.kafka.pidfile.unlink(missing_ok=True)
-        broker.restart(broker.kafka)
+        own_kafka.kafka.pidfile.unlink(missing_ok=True)
+        own_kafka.restart(own_kafka.kafka)
         assert held_back.flush(60) == 0
         deadline = time.monotonic() + 60
         while not WindowAggregate.objects.filter(household="h").exists() and time.monotonic() < deadline:

@@ -1,7 +1,7 @@
 """The simulation's producer keeps every reading handed to it while Kafka is away, however long that lasts.
 
 The clients' own defaults give a message up after 2 (kafka-python) or 5 (librdkafka) minutes and drop its
-readings; kafka-python's queue also grows without bound meanwhile. Readings now wait for the broker, and a
+readings; kafka-python's queue also grows without bound meanwhile. Readings now wait for the own_kafka, and a
 full queue holds the run back until Kafka takes readings again; only a stop ends that wait, counting what
 was not sent. The broker is the test's own (SIGKILLed and started again), not the suite's.
 """
@@ -12,26 +12,12 @@ import signal
 import threading
 import time
 import uuid
-from pathlib import Path
 
-import pytest
 from confluent_kafka import Consumer, TopicPartition
-from django.conf import settings
 
 from simulation.producer import CLIENTS, KafkaPythonProducer
-from tooling.chaos.pipeline import ChaosServices
 
 
-
-
-@pytest.fixture(scope="module")
-def broker():
-    services = ChaosServices(Path(settings.VAR_DIR) / "kafka" / "libs")
-    try:
-        services.kafka.up(lambda line: None)
-        yield services
-    finally:
-        services.down()
 
 
 def _messages_in(bootstrap, topic, partitions):
@@ -46,11 +32,11 @@ def _messages_in(bootstrap, topic, partitions):
         consumer.close()
 
 
-def test_it_sends_every_reading_handed_over_while_kafka_was_away(broker):
+def test_it_sends_every_reading_handed_over_while_kafka_was_away(own_kafka):
     """Both clients through one outage (a broker's restart takes seconds)."""
     topics = {client: f"held-{client}-{uuid.uuid4().hex[:8]}" for client in CLIENTS}
-    producers = {client: CLIENTS[client](broker.bootstrap, topics[client], batched=True) for client in CLIENTS}
-    broker.kill(broker.kafka)
+    producers = {client: CLIENTS[client](own_kafka.bootstrap, topics[client], batched=True) for client in CLIENTS}
+    own_kafka.kill(own_kafka.kafka)
     for producer in producers.values():
         for n in range(3):
             producer.send_batch(n % producer.partitions, b'{"batch": %d}' % n, 10)
@@ -58,20 +44,20 @@ def test_it_sends_every_reading_handed_over_while_kafka_was_away(broker):
     # librdkafka gave these up 300 s after they were handed over, kafka-python 120 s: the wait has no end
     # now, which no test waits out; what this one checks is that nothing handed over is lost meanwhile.
     time.sleep(3)
-    broker.restart(broker.kafka)
+    own_kafka.restart(own_kafka.kafka)
     for client, producer in producers.items():
         assert producer.close(timeout=60) == 0, (client, producer.first_error)
         assert producer.sent == 30, client
-        assert _messages_in(broker.bootstrap, topics[client], producer.partitions) == 3, client
+        assert _messages_in(own_kafka.bootstrap, topics[client], producer.partitions) == 3, client
 
 
-def test_it_holds_the_run_back_once_kafka_pythons_queue_is_full(broker, caplog):
+def test_it_holds_the_run_back_once_kafka_pythons_queue_is_full(own_kafka, caplog):
     """kafka-python's queue has no bound of its own: without one, a run at real time during an outage piles
     up every reading in memory. At the bound a send waits; a stop ends the wait and counts the reading."""
     topic, stop = f"bound-{uuid.uuid4().hex[:8]}", threading.Event()
-    producer = KafkaPythonProducer(broker.bootstrap, topic, stop_flag=lambda: "SIGTERM" if stop.is_set() else None,
+    producer = KafkaPythonProducer(own_kafka.bootstrap, topic, stop_flag=lambda: "SIGTERM" if stop.is_set() else None,
                                    batched=True, queue_max=20)
-    os.kill(broker.kafka.our_pid(), signal.SIGSTOP)  # a broker that hangs: connected, answering nothing
+    os.kill(own_kafka.kafka.our_pid(), signal.SIGSTOP)  # a broker that hangs: connected, answering nothing
     caplog.set_level(logging.WARNING, logger="fog.simulation")
     producer.send_batch(0, b"first", 10)
     producer.send_batch(0, b"second", 10)  # 20 unconfirmed: at the bound
@@ -85,7 +71,7 @@ def test_it_holds_the_run_back_once_kafka_pythons_queue_is_full(broker, caplog):
     assert not held.is_alive(), "a stop did not end the wait"
     assert producer.failed == 10 and "stopped (SIGTERM)" in producer.first_error
     stop.clear()
-    os.kill(broker.kafka.our_pid(), signal.SIGCONT)
+    os.kill(own_kafka.kafka.our_pid(), signal.SIGCONT)
     assert producer.close(timeout=60) == 10
     assert producer.sent == 20
-    assert _messages_in(broker.bootstrap, topic, producer.partitions) == 2
+    assert _messages_in(own_kafka.bootstrap, topic, producer.partitions) == 2
