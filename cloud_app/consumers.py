@@ -52,7 +52,7 @@ from redis.exceptions import RedisError
 
 from cloud_app.engine import STORE_ERRORS
 from cloud_app.reader import ReaderSource
-from cloud_app.server import DASHBOARD_GROUP, ENDS_MAX
+from cloud_app.server import DASHBOARD_GROUP, add_end
 from fogwire.limits import household_problem
 from fogwire.ratelog import RateLimitedLog
 
@@ -125,8 +125,7 @@ def merge(pending, update):
     for minute, wms in update.get("power", {}).items():
         pending["power"][minute] = max(pending["power"].get(minute, 0.0), wms)
     for end, count in update.get("ends", {}).items():  # capped as each update is: merged for a socket that
-        if end in pending["ends"] or len(pending["ends"]) < ENDS_MAX:  # reads nothing, they grew without bound
-            pending["ends"][end] = pending["ends"].get(end, 0) + count
+        add_end(pending["ends"], end, count)  # reads nothing, they grew without bound
     for state, sums in update.get("states", {}).items():  # [households, sum, tuples]: more tuples, newer
         kept = pending["states"].get(state)
         if kept is None or sums[2] >= kept[2]:

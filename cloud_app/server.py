@@ -42,6 +42,12 @@ RECENT_PUBLISHED = 15  # newest tuples carried by each dashboard update (the pag
 # a few distinct ends (staggered windows end every 0.1 s: edge_app/windows.py); a drained backlog is capped here,
 # past a minute of staggered ends.
 ENDS_MAX = 640
+
+
+def add_end(ends, end, count):
+    """Count `count` tuples at window end `end` in `ends`, which holds at most ENDS_MAX ends (the first ones)."""
+    if end in ends or len(ends) < ENDS_MAX:
+        ends[end] = ends.get(end, 0) + count
 SHUTDOWN_SECONDS = 4.0
 HEARTBEAT_WORKERS = 2
 # nng drops anything above its own limit without a word (and without
@@ -309,8 +315,7 @@ class CloudServer:
         first, last = _page_minutes()
         for _, _, start, end, _, _ in fresh:  # clipped again when published
             update["power"].update(window_minutes(start, end, first, last))
-            if str(end) in update["ends"] or len(update["ends"]) < ENDS_MAX:
-                update["ends"][str(end)] = update["ends"].get(str(end), 0) + 1
+            add_end(update["ends"], str(end), 1)
         stored = [{"edge": edge, "id": tid, "household": household, "postal_code": code, "state": state,
                    "window_start": start, "window_end": end, "power_w": float(average), "readings": count,
                    "acked_ms": result.acked_ms}

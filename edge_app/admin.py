@@ -127,7 +127,7 @@ class RefusalFilter(admin.SimpleListFilter):
     parameter_name = "refusal"
 
     def lookups(self, request, model_admin):
-        words = {value for name, value in vars(wire).items() if name.startswith("R_")} - wire.TRANSIENT
+        words = {value for name, value in vars(wire).items() if name.startswith("R_")} - wire.TRANSIENT - wire.RETRIED
         return [(word, word) for word in sorted(words)]
 
     def queryset(self, request, queryset):

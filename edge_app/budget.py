@@ -58,10 +58,14 @@ class BudgetGate:
     """Whether the ingest may read, and how much, given the backlog and its open windows."""
 
     def __init__(self, budget, low_water_mark):
+        self.paused = False
+        self.resize(budget, low_water_mark)
+
+    def resize(self, budget, low_water_mark):
+        """New marks (a budget worked out again); paused or not, it stays so until allowed() says otherwise."""
         if not 0 <= low_water_mark < budget:
             raise ValueError(f"low-water mark {low_water_mark} must be below the budget {budget}")
         self.budget, self.low_water = budget, low_water_mark
-        self.paused = False
 
     def allowed(self, backlog, open_windows):
         """Readings the next poll may take; 0 while paused. Flips `paused` at the marks."""

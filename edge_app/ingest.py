@@ -440,7 +440,7 @@ class Ingestor:
             return
         if abs(budget - self.gate.budget) * BUDGET_SAID_CHANGE >= self.gate.budget:
             log.info("edge budget now %d tuples (was %d): the free disk space changed", budget, self.gate.budget)
-        self.gate.budget, self.gate.low_water = budget, low_water_mark
+        self.gate.resize(budget, low_water_mark)
         EdgeStatus.objects.filter(edge_id=self.edge_id).update(budget=budget)
 
     def _room(self):

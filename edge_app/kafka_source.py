@@ -475,12 +475,12 @@ def _answers(bootstrap):
     import socket
 
     problems = []
-    for server in bootstrap.split(","):
+    for server in bootstrap.split(","):  # each host:port, as the setting's check (fogsite/env.py) made sure
         host, _, port = server.strip().rpartition(":")
         try:
-            socket.create_connection((host.strip("[]") or "localhost", int(port)), timeout=PROBE_TIMEOUT_S).close()
+            socket.create_connection((host.strip("[]"), int(port)), timeout=PROBE_TIMEOUT_S).close()
             return
-        except (OSError, ValueError) as exc:
+        except OSError as exc:
             problems.append(f"{server.strip()}: {exc}")
     raise KafkaSourceError(f"Kafka at {bootstrap} does not answer ({'; '.join(problems)})")
 

@@ -24,8 +24,8 @@ from django.db import connection
 from edge_app.budget import BUDGET_CHECK_SECONDS, budget_folder, derived_budget, low_water
 from edge_app.control import LOOPS, REDIS_AWAY, EdgeControl, Holder, queue_name  # noqa: F401  (the loops' public names)
 from edge_app.database_outage import DATABASE_AWAY, DatabaseOutage
-from edge_app.ingest import IngestSetupError
-from edge_app.kafka_source import KafkaSourceError
+from edge_app.ingest import TOPIC_WAIT_SECONDS, IngestSetupError
+from edge_app.kafka_source import TOPIC_POLL_SECONDS, KafkaSourceError
 from edge_app.models import WindowAggregate
 from fogwire.fullgc import FullCollections
 
@@ -102,6 +102,7 @@ class IngestStep(Step):
         self.refused_until, self.refused_said = 0.0, False  # an IngestSetupError: when to look again
         self.control = control
         self.watch = self.end = None
+        self.budget_due = 0.0  # when a derived budget is worked out again (set as the ingest connects)
 
     def step(self):
         if not self.connected:
@@ -138,10 +139,9 @@ class IngestStep(Step):
             self.restart = True
 
     def handle_one_connect(self):
-        """Start reading once the topic exists. Until then the loop runs (stops, renews its lock) and says
-        once that it waits; a burst run gives up after TOPIC_WAIT_SECONDS, with what is missing."""
+        """Start reading once Kafka answers and the topic exists. Until then the loop runs (stops, renews its
+        lock) and says once that it waits; a burst run gives up after TOPIC_WAIT_SECONDS, with what is missing."""
         from edge_app.kafka_retention import RetentionWatch
-        from edge_app.kafka_source import TOPIC_POLL_SECONDS
 
         if time.monotonic() < self.refused_until:
             time.sleep(TOPIC_POLL_SECONDS)  # short: run_loop sees a stop request between steps
@@ -151,7 +151,7 @@ class IngestStep(Step):
         except KafkaSourceError as exc:
             # Kafka away as the ingest starts: it waits in the loop, as for a topic not made yet. Ended, the loop
             # was enqueued again every few seconds, each a restart counted against WORKER_RESTARTS.
-            return self._wait_for_topic("kafka", f"Kafka does not answer ({exc}); the ingest waits for it", exc)
+            return self._wait_to_connect("kafka", f"Kafka does not answer ({exc}); the ingest waits for it", exc)
         except IngestSetupError as exc:
             # Nothing a running edge can mend (its settings are read at start): said once, while the sender and
             # the heartbeat go on delivering what is stored. A burst can't finish: it ends at once, failed.
@@ -164,10 +164,10 @@ class IngestStep(Step):
             self.refused_until = time.monotonic() + REFUSED_RETRY_SECONDS
             return False
         if not connected:
-            return self._wait_for_topic("topic", f"topic {self.ingest.topic!r} does not exist on "
+            return self._wait_to_connect("topic", f"topic {self.ingest.topic!r} does not exist on "
                                         f"{self.ingest.bootstrap} yet; the ingest waits for it (runsimulation makes it)")
         if self.waiting_since is not None:
-            log.info("topic %r is there; the ingest starts", self.ingest.topic)
+            log.info("Kafka answers and topic %r is there; the ingest starts", self.ingest.topic)
         backlog = WindowAggregate.objects.backlog().count()
         self.ingest.set_budget(*edge_budget(backlog), counted=backlog)
         self.budget_due = time.monotonic() + BUDGET_CHECK_SECONDS
@@ -178,12 +178,9 @@ class IngestStep(Step):
         self.connected = True
         return True
 
-    def _wait_for_topic(self, kind, why, error=None):
+    def _wait_to_connect(self, kind, why, error=None):
         """Said once for each `kind` of wait in a row; a burst gives up after TOPIC_WAIT_SECONDS (with `error`, or
         the topic missing)."""
-        from edge_app.ingest import TOPIC_WAIT_SECONDS
-        from edge_app.kafka_source import TOPIC_POLL_SECONDS
-
         now = time.monotonic()
         if kind != self.waiting_for:
             self.waiting_for = kind

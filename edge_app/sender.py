@@ -61,10 +61,8 @@ CLAIM = {status: f"UPDATE {TABLE} SET status = {int(Status.SENT)}, sent_at = %s,
 
 def _permanent(reason):
     """A reason the same tuple would meet again. A reply without a code and without a reason is the
-    cloud's fault, not the tuple's, so it is retried like the transient ones. So is a window the cloud finds
-    over a day in its future: the edge's clock found it fine against the same bound, so one of the clocks
-    is wrong (a host before its first time sync), and the tuple goes once they agree again."""
-    return reason not in wire.TRANSIENT and reason not in (NO_POSTAL_CODE, wire.R_FUTURE)
+    cloud's fault, not the tuple's, so it is retried like the transient ones; so are wire.RETRIED."""
+    return reason not in wire.TRANSIENT | wire.RETRIED and reason != NO_POSTAL_CODE
 
 
 def _update_returns_rows():

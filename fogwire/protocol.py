@@ -134,6 +134,9 @@ R_SUM_NOT_FINITE = "sum-not-finite"  # the batch would make a running sum infini
 R_STORE_DOWN = "store-unavailable"  # the cloud's store is down: nothing wrong with the data, send again soon
 R_INTERNAL = "internal-error"
 TRANSIENT = {R_STORE_DOWN, R_INTERNAL}
+# Refusals an edge sends again after a backoff, never sets aside: a window over a day in the cloud's future was
+# fine on the edge's clock against the same bound, so a clock is wrong (a host before its first time sync).
+RETRIED = {R_FUTURE}
 
 BATCH_COLUMNS = ("id", "hh", "ws", "we", "avg", "n")
 
