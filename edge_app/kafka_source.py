@@ -474,14 +474,15 @@ def _answers(bootstrap):
     before kafka-python's consumer, which logs every try of its bootstrap at WARNING and ERROR while it fails."""
     import socket
 
+    from fogsite.env import host_ports
+
     problems = []
-    for server in bootstrap.split(","):  # each host:port, as the setting's check (fogsite/env.py) made sure
-        host, _, port = server.strip().rpartition(":")
+    for host, port in host_ports(bootstrap):  # each host:port, as the setting's check (env_hostport) made sure
         try:
-            socket.create_connection((host.strip("[]"), int(port)), timeout=PROBE_TIMEOUT_S).close()
+            socket.create_connection((host, int(port)), timeout=PROBE_TIMEOUT_S).close()
             return
         except OSError as exc:
-            problems.append(f"{server.strip()}: {exc}")
+            problems.append(f"{host}:{port}: {exc}")
     raise KafkaSourceError(f"Kafka at {bootstrap} does not answer ({'; '.join(problems)})")
 
 

@@ -243,12 +243,21 @@ def ensure_folder(path, name, value):
         raise SettingError(f"{name}={value!r}: can't create the folder {path} ({exc.strerror})") from None
 
 
+def host_ports(value):
+    """The (host, port text) pairs of `host:port[,host:port...]`, a host in brackets (IPv6) without them; a pair
+    with no colon has the host ''."""
+    pairs = []
+    for part in value.split(","):
+        host, _, port = part.strip().rpartition(":")
+        pairs.append((host.strip("[]"), port))
+    return pairs
+
+
 def env_hostport(name, default):
     """A `host:port` pair such as a Kafka bootstrap address (comma-separated lists allowed)."""
     value = env_str(name, default)
-    for part in value.split(","):
-        host, sep, port = part.strip().rpartition(":")
-        if not sep or not host or not port.isdigit() or not MIN_PORT <= int(port) <= MAX_PORT:
+    for host, port in host_ports(value):
+        if not host or not port.isdigit() or not MIN_PORT <= int(port) <= MAX_PORT:
             raise SettingError(f"{name}={value!r}: expected host:port[,host:port...] with ports "
                                f"{MIN_PORT}..{MAX_PORT}")
     return value
