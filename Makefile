@@ -65,20 +65,23 @@ demo: bootstrap migrate
 	@echo
 	WEB_PORT=$(WEB_PORT) .venv/bin/honcho start -f Procfile
 
-# The whole suite on SQLite: TEST_WORKERS workers share the tests (pytest-xdist, a test file at a time,
-# the longest first; tests/parallel.py keeps the process hygiene): more than the 2 cores, as many tests
-# wait on windows that close at wall-clock time. Then the tests that time the machine (marker serial) run
-# without those workers, and beside them, at the lowest priority, the edge's database tests (marker edge_db)
-# once more on a PostgreSQL 15 that each worker of that pass starts and stops itself: the serial tests mostly
-# wait on the clock, and the two passes took the sum of their times one after the other.
+# The whole suite on SQLite, and the edge's database tests (marker edge_db) once more on PostgreSQL 15, in three
+# pytest sessions at once (scripts/alongside.sh, nested): in front, the tests that time the machine (marker
+# serial), one at a time; behind them, at the lowest priority (nice 19), the other tests on TEST_WORKERS workers
+# (pytest-xdist, a test file at a time, the longest first; tests/parallel.py keeps the process hygiene), and
+# the PostgreSQL pass, each of whose workers starts and stops a PostgreSQL of its own. The serial tests mostly
+# wait on the clock, and get a core whenever they ask; the others take what is left, more workers than cores,
+# as many wait on windows that close at wall-clock time. One after the other, the passes took the sum of their
+# times, and the suite was CPU-bound only while the parallel pass ran.
 TEST_WORKERS ?= 3
 # pytest keeps each test module it rewrote for its asserts only where Python may write bytecode: with
 # PYTHONDONTWRITEBYTECODE set, every worker and every nested session of the suite rewrote and compiled all of
 # them again (seconds of CPU each). Empty, it is unset for Python; the cache lands in the ignored __pycache__.
 test: export PYTHONDONTWRITEBYTECODE :=
 test: bootstrap
-	.venv/bin/pytest -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder -m "not serial"
-	scripts/alongside.sh var/log/test-postgres.log \
+	scripts/alongside.sh var/log/test-parallel.log \
+	  nice -n 19 .venv/bin/pytest -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder -m "not serial" \
+	  -- scripts/alongside.sh var/log/test-postgres.log \
 	  nice -n 19 .venv/bin/pytest -n 2 --dist loadfile --no-loadscope-reorder --edge-database postgres -m edge_db \
 	  -- .venv/bin/pytest -m serial
 
