@@ -65,14 +65,16 @@ demo: bootstrap migrate
 	@echo
 	WEB_PORT=$(WEB_PORT) .venv/bin/honcho start -f Procfile
 
-# The whole suite on SQLite, and the edge's database tests (marker edge_db) once more on PostgreSQL 15, in three
-# pytest sessions at once (scripts/alongside.sh, nested): in front, the tests that time the machine (marker
-# serial), one at a time; behind them, at the lowest priority (nice 19), the other tests on TEST_WORKERS workers
-# (pytest-xdist, a test file at a time, the longest first; tests/parallel.py keeps the process hygiene), and
-# the PostgreSQL pass, each of whose workers starts and stops a PostgreSQL of its own. The serial tests mostly
-# wait on the clock, and get a core whenever they ask; the others take what is left, more workers than cores,
-# as many wait on windows that close at wall-clock time. One after the other, the passes took the sum of their
-# times, and the suite was CPU-bound only while the parallel pass ran.
+# The whole suite on SQLite, in two pytest sessions at once (scripts/alongside.sh): in front, the tests that time
+# the machine (marker serial), one at a time; behind them, at the lowest priority (nice 19), the other tests on
+# TEST_WORKERS workers (pytest-xdist, a test file at a time, the longest first; tests/parallel.py keeps the
+# process hygiene). The serial tests mostly wait on the clock and get a core whenever they ask; the others take
+# what is left, more workers than cores, as many wait on windows that close at wall-clock time. One after the
+# other, the two took the sum of their times, and the suite was CPU-bound only while the parallel pass ran.
+# Each session picks its harness ports from a share of its own (FOG_TEST_PORT_SHARE, tooling/net.py).
+# Then the edge's database tests (marker edge_db) once more on a PostgreSQL 15 that each worker of that pass
+# starts and stops itself, on the machine alone: behind the others as well, at the lowest priority too, its
+# workers got a fifth of what was left each, and its tests' waits ran out.
 TEST_WORKERS ?= 3
 # pytest keeps each test module it rewrote for its asserts only where Python may write bytecode: with
 # PYTHONDONTWRITEBYTECODE set, every worker and every nested session of the suite rewrote and compiled all of
@@ -80,10 +82,10 @@ TEST_WORKERS ?= 3
 test: export PYTHONDONTWRITEBYTECODE :=
 test: bootstrap
 	scripts/alongside.sh var/log/test-parallel.log \
-	  nice -n 19 .venv/bin/pytest -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder -m "not serial" \
-	  -- scripts/alongside.sh var/log/test-postgres.log \
-	  nice -n 19 .venv/bin/pytest -n 2 --dist loadfile --no-loadscope-reorder --edge-database postgres -m edge_db \
-	  -- .venv/bin/pytest -m serial
+	  env FOG_TEST_PORT_SHARE=1/2 nice -n 19 .venv/bin/pytest -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder \
+	  -m "not serial" \
+	  -- env FOG_TEST_PORT_SHARE=0/2 .venv/bin/pytest -m serial
+	.venv/bin/pytest -n 2 --dist loadfile --no-loadscope-reorder --edge-database postgres -m edge_db
 
 # Every benchmark at its default size beside its baseline; writes docs/BENCHMARKS.md.
 bench: bootstrap

@@ -2,8 +2,8 @@
 # alongside.sh LOG BACKGROUND... -- FOREGROUND...
 #
 # Runs BACKGROUND, its output into LOG, while FOREGROUND runs with its output here; then prints LOG. Fails
-# with FOREGROUND's status if that failed, else with BACKGROUND's. `make test` runs the PostgreSQL pass
-# beside the serial pass, whose tests mostly wait on the clock: the two took their sum of time one after
+# with FOREGROUND's status if that failed, else with BACKGROUND's. `make test` runs the parallel pass
+# behind the serial pass, whose tests mostly wait on the clock: the two took their sum of time one after
 # the other. BACKGROUND can't hold a `--` of its own (the first one ends it).
 #
 # Both stay in this script's process group, so what a terminal sends it (Ctrl-C, Ctrl-Z, a hangup) reaches
@@ -36,6 +36,7 @@ fore=$!
 
 signal=0
 trap 'signal=130' INT  # from a terminal, it reached both as well
+trap 'signal=129' HUP  # the terminal closed: it reached both as well, and each ends itself; wait for them
 trap 'signal=143; kill -TERM "$fore" "$back" 2> /dev/null' TERM
 
 # `wait -n -p` (bash 5.1) names the job that ended; a trapped signal makes it return naming none, and it waits
@@ -58,7 +59,7 @@ while [[ ${#status_of[@]} -lt 2 ]]; do
 done
 fore_status=${status_of[$fore]}
 back_status=${status_of[$back]}
-trap - INT TERM
+trap - INT TERM HUP
 
 echo
 echo "--- ${background[*]} (beside ${*}; its output, from $log) ---"

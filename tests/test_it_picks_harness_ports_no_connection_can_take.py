@@ -5,6 +5,8 @@ import itertools
 import socket
 from collections import deque
 
+import pytest
+
 from tooling import net
 
 
@@ -33,6 +35,23 @@ def test_it_passes_over_a_port_something_listens_on(monkeypatch):
         monkeypatch.setattr(net._PICKS, "randrange", lambda low, high: next(picks))
         assert net.free_port() == other
 
+
+@pytest.mark.parametrize("share, worker, workers, residue, modulus", [
+    ("1/2", "gw2", "3", 5, 6), ("0/2", "gw0", "3", 0, 6), ("1/2", "", "", 1, 2), ("", "gw1", "2", 1, 2)])
+def test_it_picks_only_ports_of_its_sessions_share_and_its_workers_part_of_it(monkeypatch, share, worker, workers,
+                                                                              residue, modulus):
+    """Test sessions side by side (`make test`): no two workers of any of them pick the same port."""
+    monkeypatch.setenv(net.PORT_SHARE_ENV, share)
+    monkeypatch.setenv("PYTEST_XDIST_WORKER", worker)
+    monkeypatch.setenv("PYTEST_XDIST_WORKER_COUNT", workers)
+    assert all(net.free_port() % modulus == residue for _ in range(20))
+
+
+@pytest.mark.parametrize("share", ["2/2", "1", "a/2", "-1/2"])
+def test_it_names_a_malformed_port_share(monkeypatch, share):
+    monkeypatch.setenv(net.PORT_SHARE_ENV, share)
+    with pytest.raises(ValueError, match=f"FOG_TEST_PORT_SHARE={share!r}"):
+        net.free_port()
 
 
 def test_it_starts_a_proxy_on_another_port_when_its_reserved_one_was_taken_meanwhile(monkeypatch):

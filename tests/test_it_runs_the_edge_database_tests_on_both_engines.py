@@ -108,12 +108,13 @@ def test_it_stops_its_postgresql_and_removes_its_folder_when_interrupted():
     assert not folder.exists()
 
 
-def make_test_runs():
+def make_test_runs(with_prefix=False):
     """The pytest runs of `make test`, each from `pytest` on: a line's commands, and those scripts/alongside.sh
-    runs side by side (split at `--`)."""
+    runs side by side (split at `--`). `with_prefix`: each as (the words before `pytest`, the line's number among
+    the recipe's, the run)."""
     recipe = (ROOT / "Makefile").read_text().split("\ntest:", 1)[1].split("\n\n", 1)[0].replace("\\\n", " ")
     runs = []
-    for line in recipe.splitlines():
+    for number, line in enumerate(recipe.splitlines()):
         command = []
         for word in [*shlex.split(line), "--"]:
             if word != "--":
@@ -121,7 +122,8 @@ def make_test_runs():
                 continue
             starts = [i for i, w in enumerate(command) if w.endswith("bin/pytest")]
             if starts:
-                runs.append(command[starts[0]:])
+                run = command[starts[0]:]
+                runs.append((command[:starts[0]], number, run) if with_prefix else run)
             command = []
     return runs, recipe
 

@@ -1,5 +1,6 @@
-"""scripts/alongside.sh, which `make test` runs the PostgreSQL pass with, beside the serial pass: both outputs
-shown, either's failure fails it, and a Ctrl-C or a SIGTERM ends both, never one alone."""
+"""scripts/alongside.sh, which `make test` runs the parallel pass with, behind the serial pass: both outputs
+shown, either's failure fails it, and a Ctrl-C or a SIGTERM ends both, never one alone. The recipe keeps the
+serial pass in front at full priority, and gives each session ports of its own."""
 
 import os
 import signal
@@ -9,6 +10,7 @@ import time
 import pytest
 
 from tests.conftest import ROOT, wait_for
+from tests.test_it_runs_the_edge_database_tests_on_both_engines import make_test_runs
 
 SCRIPT = ROOT / "scripts" / "alongside.sh"
 
@@ -85,3 +87,22 @@ def test_it_says_no_stop_that_did_not_happen(tmp_path):
     run.send_signal(signal.SIGINT)
     out, err = run.communicate(timeout=15)
     assert run.returncode == 0 and "stopped" not in err, err
+
+
+def test_it_runs_the_serial_tests_in_front_and_each_session_beside_them_on_ports_of_its_own():
+    """Behind the serial tests at full priority a session takes only what they leave (nice), and picks its harness
+    ports from a share no other session picks from (FOG_TEST_PORT_SHARE): a port one session's server gave up for
+    a moment (a killed broker, a cut link) is not another's to take."""
+    runs, recipe = make_test_runs(with_prefix=True)
+    lines = {}
+    for prefix, number, run in runs:
+        lines.setdefault(number, []).append((prefix, run))
+    beside = [together for together in lines.values() if len(together) > 1]
+    assert beside, recipe
+    for together in beside:
+        serial = [prefix for prefix, run in together if run[run.index("-m") + 1] == "serial"]
+        assert len(serial) == 1 and "nice" not in serial[0], recipe
+        assert all("nice" in prefix for prefix, run in together if prefix is not serial[0]), recipe
+        shares = [word.split("=", 1)[1] for prefix, _ in together for word in prefix
+                  if word.startswith("FOG_TEST_PORT_SHARE=")]
+        assert sorted(shares) == [f"{k}/{len(together)}" for k in range(len(together))], recipe

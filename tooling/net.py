@@ -21,6 +21,9 @@ _PICKS = random.SystemRandom()  # never seeded: two processes whose `random` a t
 # children inherit) picks only ports of its own residue (port % workers), so two never pick the same one
 # meanwhile, and each can still pick anywhere in the range (a cluster needs its ports low, for its buses).
 _GIVEN = deque(maxlen=512)
+# Test sessions that run side by side (`make test`) split the ports the same way: "k/n" gives a session the
+# ports p with p % n == k, which its workers share out among themselves as above.
+PORT_SHARE_ENV = "FOG_TEST_PORT_SHARE"
 EPHEMERAL_RANGE = Path("/proc/sys/net/ipv4/ip_local_port_range")
 TCP_LISTEN = "0A"  # a listening socket's state in /proc/net/tcp
 
@@ -56,11 +59,24 @@ def bindable(port):
 
 
 def _worker():
-    """(this parallel test worker's number, how many there are), or (0, 1) outside a parallel test run."""
+    """(this picker's residue, the modulus): its parallel test worker's number among how many there are, or (0, 1)
+    outside a parallel test run; within its session's share (PORT_SHARE_ENV) when test sessions run side by side."""
+    share, shares = _share()
     worker, workers = os.environ.get("PYTEST_XDIST_WORKER", ""), os.environ.get("PYTEST_XDIST_WORKER_COUNT", "")
     if not (worker.startswith("gw") and worker[2:].isdigit() and workers.isdigit() and int(workers) > 1):
+        return share, shares
+    return share * int(workers) + int(worker[2:]) % int(workers), shares * int(workers)
+
+
+def _share():
+    """(k, n) from PORT_SHARE_ENV ("k/n"), (0, 1) if unset; a malformed value is an error that names it."""
+    value = os.environ.get(PORT_SHARE_ENV, "")
+    if not value:
         return 0, 1
-    return int(worker[2:]) % int(workers), int(workers)
+    share, _, shares = value.partition("/")
+    if not (share.isdigit() and shares.isdigit() and int(share) < int(shares)):
+        raise ValueError(f"{PORT_SHARE_ENV}={value!r}: expected k/n with 0 <= k < n, e.g. 1/2")
+    return int(share), int(shares)
 
 
 def ephemeral_floor():
