@@ -72,7 +72,16 @@ def _kill_survivors():
 
 
 def _sigterm_as_ctrl_c(signum, frame):
+    # Once: a SIGTERM to a whole process group (`timeout make test`) reaches a session twice, directly and passed
+    # on by scripts/alongside.sh, and a second KeyboardInterrupt would cut short the teardown the first began.
+    for other in stop_signals():
+        if other != signal.SIGINT:
+            signal.signal(other, _stopping_already)
     raise KeyboardInterrupt  # so `finally` blocks and fixture teardowns end what the tests started
+
+
+def _stopping_already(signum, frame):
+    pass  # a handler, not SIG_IGN, which the processes the teardown starts would inherit
 
 
 def pytest_addoption(parser):

@@ -9,6 +9,7 @@ import shlex
 import signal
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -33,6 +34,7 @@ def test_leaves_a_process(slow_teardown):
 '''
 PARALLEL = ["-n", "2", "--dist", "loadfile", "--no-loadscope-reorder"]  # as `make test` runs the suite
 SLOWER_THAN_XDIST_WAITS_S = 17
+TEARDOWN_S = 3  # long enough for a second SIGTERM to land in it
 
 
 def _skipped_plugins():
@@ -73,16 +75,21 @@ def test_it_names_and_kills_a_survivor_at_the_end_and_fails_the_run(tmp_path, op
 
 
 def test_it_ends_a_survivor_when_the_session_is_stopped_by_sigterm(tmp_path):
-    proc, command = _session(tmp_path, wait=120)
+    """Twice, as a SIGTERM to a whole process group reaches a session behind scripts/alongside.sh (directly, and
+    passed on by the script): the second lands in the teardown the first began, and leaves it to finish."""
+    proc, command = _session(tmp_path, wait=120, teardown=TEARDOWN_S)
     try:
         assert wait_for(lambda: subprocess.run(["pgrep", "-f", f"^{command}$"], capture_output=True).returncode == 0,
                         timeout=60, interval=0.2)
+        proc.send_signal(signal.SIGTERM)
+        time.sleep(TEARDOWN_S / 3)
         proc.send_signal(signal.SIGTERM)
         out, _ = proc.communicate(timeout=60)
     finally:
         proc.kill()
     pid = _reported_pid(out, command)
     assert wait_for(lambda: not alive(pid), timeout=10)
+    assert (tmp_path / "torn-down").exists(), out  # the fixture ran to its end
 
 
 def test_it_lets_each_worker_of_a_parallel_run_finish_its_teardown_when_stopped_by_sigterm(tmp_path):
