@@ -9,6 +9,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import uuid
 from pathlib import Path
 
@@ -18,6 +19,7 @@ from django.conf import settings
 from edge_app.worker import WORKER_NAME
 from tests.conftest import ROOT, alive, wait_for, with_environment
 from tooling.chaos.lanes import LaneRunner, longest_first, schedule
+from tooling.chaos.pipeline import environ_now
 from tooling.chaos.scenarios import SCENARIOS
 
 PROBE = "CHAOS_TEST_PROBE"  # an environment variable that marks one test's processes
@@ -176,3 +178,24 @@ def test_it_starts_every_pipeline_on_a_migrated_edge_database_even_when_the_copy
     finally:
         for pipeline in made:
             pipeline.close()
+
+
+def test_it_copies_the_environment_for_a_lanes_pipeline_while_the_session_changes_it(monkeypatch):
+    """A lane starts its pipeline in a thread while pytest sets and removes PYTEST_CURRENT_TEST around each test:
+    a copy of os.environ that met a removal raised KeyError, and the scenario was not run (a CI run)."""
+    monkeypatch.setenv("FOG_TEST_FLIPS", "")  # restored, whatever the thread left
+    stop = threading.Event()
+
+    def flip():
+        while not stop.is_set():
+            os.environ["FOG_TEST_FLIPS"] = "1"
+            os.environ.pop("FOG_TEST_FLIPS", None)
+
+    flipper = threading.Thread(target=flip)
+    flipper.start()
+    try:
+        copies = [environ_now() for _ in range(20_000)]
+    finally:
+        stop.set()
+        flipper.join()
+    assert all(copy["PATH"] == os.environ["PATH"] for copy in copies)

@@ -148,6 +148,18 @@ def _free_pair():
             return port
 
 
+def environ_now():
+    """A copy of os.environ, taken while another thread may change it: a lane starts its pipeline in a thread of
+    the test session, whose pytest sets and removes PYTEST_CURRENT_TEST around each test meanwhile, and a key
+    removed between os.environ's listing of its keys and the reading of one raised KeyError (a CI run). Such a
+    copy is taken again."""
+    while True:
+        try:
+            return dict(os.environ)
+        except KeyError:
+            continue
+
+
 class Pipeline:
     def __init__(self, services, edge_redis_url, households=300, until=900, speed=30.0, proxied=True,
                  simulation_args=(), idle_seconds=2, stop=None):
@@ -166,7 +178,7 @@ class Pipeline:
         self.hb, self.data = reserve_port(), reserve_port()
         self.proxy_hb = self.proxy_data = None
         self.env = {
-            **os.environ,
+            **environ_now(),
             "FOG_DATABASE_URL": f"sqlite:///{self.folder / 'edge.sqlite3'}",
             "FOG_EDGE_ID": self.edge_id, "FOG_EDGE_SECRET": SECRET, "FOG_EDGE_SECRETS": f"{self.edge_id}:{SECRET}",
             "FOG_KAFKA_BOOTSTRAP": services.bootstrap, "FOG_TOPIC": f"chaos-{uuid.uuid4().hex[:8]}",
