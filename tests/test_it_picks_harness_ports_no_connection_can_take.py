@@ -36,15 +36,19 @@ def test_it_passes_over_a_port_something_listens_on(monkeypatch):
         assert net.free_port() == other
 
 
-@pytest.mark.parametrize("share, worker, workers, residue, modulus", [
-    ("1/2", "gw2", "3", 5, 6), ("0/2", "gw0", "3", 0, 6), ("1/2", "", "", 1, 2), ("", "gw1", "2", 1, 2)])
-def test_it_picks_only_ports_of_its_sessions_share_and_its_workers_part_of_it(monkeypatch, share, worker, workers,
-                                                                              residue, modulus):
-    """Test sessions side by side (`make test`): no two workers of any of them pick the same port."""
-    monkeypatch.setenv(net.PORT_SHARE_ENV, share)
-    monkeypatch.setenv("PYTEST_XDIST_WORKER", worker)
-    monkeypatch.setenv("PYTEST_XDIST_WORKER_COUNT", workers)
-    assert all(net.free_port() % modulus == residue for _ in range(20))
+def test_it_picks_only_ports_of_its_sessions_share_and_its_workers_part_of_it(monkeypatch):
+    """Test sessions side by side (`make test`: the serial one, and three workers behind it): each picker keeps to
+    its session's share, and no two of them pick from the same ports."""
+    pickers = [("0/2", "", "")] + [("1/2", f"gw{n}", "3") for n in range(3)]
+    residues = {}
+    for share, worker, workers in pickers:
+        monkeypatch.setenv(net.PORT_SHARE_ENV, share)
+        monkeypatch.setenv("PYTEST_XDIST_WORKER", worker)
+        monkeypatch.setenv("PYTEST_XDIST_WORKER_COUNT", workers)
+        ports = [net.free_port() for _ in range(20)]
+        assert all(port % 2 == int(share[0]) for port in ports), (share, worker, ports)
+        residues[share, worker] = {port % 6 for port in ports}
+    assert all(not residues[a] & residues[b] for a in residues for b in residues if a != b), residues
 
 
 @pytest.mark.parametrize("share", ["2/2", "1", "a/2", "-1/2"])

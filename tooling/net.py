@@ -22,7 +22,8 @@ _PICKS = random.SystemRandom()  # never seeded: two processes whose `random` a t
 # meanwhile, and each can still pick anywhere in the range (a cluster needs its ports low, for its buses).
 _GIVEN = deque(maxlen=512)
 # Test sessions that run side by side (`make test`) split the ports the same way: "k/n" gives a session the
-# ports p with p % n == k, which its workers share out among themselves as above.
+# ports p with p % n == k, which its W workers share out among themselves (worker w: p % (n * W) == k + n * w).
+# Ports derived from a pick (a broker's controller at port + 1, a local cluster's) are not kept to the share.
 PORT_SHARE_ENV = "FOG_TEST_PORT_SHARE"
 EPHEMERAL_RANGE = Path("/proc/sys/net/ipv4/ip_local_port_range")
 TCP_LISTEN = "0A"  # a listening socket's state in /proc/net/tcp
@@ -65,7 +66,7 @@ def _worker():
     worker, workers = os.environ.get("PYTEST_XDIST_WORKER", ""), os.environ.get("PYTEST_XDIST_WORKER_COUNT", "")
     if not (worker.startswith("gw") and worker[2:].isdigit() and workers.isdigit() and int(workers) > 1):
         return share, shares
-    return share * int(workers) + int(worker[2:]) % int(workers), shares * int(workers)
+    return share + shares * (int(worker[2:]) % int(workers)), shares * int(workers)  # still p % shares == share
 
 
 def _share():
