@@ -68,8 +68,9 @@ demo: bootstrap migrate
 # The whole suite on SQLite, in two pytest sessions at once (scripts/alongside.sh): in front, the tests that time
 # the machine (marker serial), one at a time; behind them, at the lowest priority (nice 19), the other tests on
 # TEST_WORKERS workers (pytest-xdist, a test file at a time, the longest first; tests/parallel.py keeps the
-# process hygiene). The serial tests mostly wait on the clock and get a core whenever they ask; the others take
-# what is left, more workers than cores, as many wait on windows that close at wall-clock time. One after the
+# process hygiene). The serial tests mostly wait on the clock; the others take what is left (less what the ones
+# they start in sessions of their own take at the normal weight, under the kernel's autogroup), more workers
+# than cores, as many wait on windows that close at wall-clock time. One after the
 # other, the two took the sum of their times, and the suite was CPU-bound only while the parallel pass ran.
 # Each session picks its harness ports from a share of its own (FOG_TEST_PORT_SHARE, tooling/net.py).
 # Then the edge's database tests (marker edge_db) once more on a PostgreSQL 15 that each worker of that pass

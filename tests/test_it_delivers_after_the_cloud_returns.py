@@ -42,8 +42,8 @@ def ports():
 def edge(ports):
     hb, data = ports
     beat = Heartbeat(edge_id=EDGE_ID, secret=EDGE_SECRET, address=f"tcp://127.0.0.1:{hb}", timeout_ms=300)
-    # The product's ack timeout: 1 s missed a first batch of 500 in CI's PostgreSQL pass (run at nice 19 beside
-    # the serial tests), and drain() ends at a round that acknowledged nothing.
+    # The product's ack timeout: 1 s missed a first batch of 500 in a loaded CI's PostgreSQL pass (then run at
+    # nice 19 beside the serial tests), and drain() ends at a round that acknowledged nothing.
     sender = Sender(edge_id=EDGE_ID, secret=EDGE_SECRET, address=f"tcp://127.0.0.1:{data}", batch=500,
                     in_flight=3, ack_timeout_ms=ACK_TIMEOUT_MS)
     sender._link_checked = -1e9

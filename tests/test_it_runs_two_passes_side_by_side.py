@@ -89,20 +89,23 @@ def test_it_says_no_stop_that_did_not_happen(tmp_path):
     assert run.returncode == 0 and "stopped" not in err, err
 
 
-def test_it_runs_the_serial_tests_in_front_and_each_session_beside_them_on_ports_of_its_own():
-    """Behind the serial tests at full priority a session takes only what they leave (nice), and picks its harness
-    ports from a share no other session picks from (FOG_TEST_PORT_SHARE): a port one session's server gave up for
-    a moment (a killed broker, a cut link) is not another's to take."""
+def test_it_runs_the_serial_tests_in_front_the_others_behind_them_and_the_postgresql_pass_alone_after():
+    """Behind the serial tests at full priority, the parallel pass takes only what they leave (nice 19) and picks its
+    harness ports from a share the serial session does not pick from (FOG_TEST_PORT_SHARE); the PostgreSQL pass
+    runs after both, alone."""
     runs, recipe = make_test_runs(with_prefix=True)
     lines = {}
     for prefix, number, run in runs:
         lines.setdefault(number, []).append((prefix, run))
-    beside = [together for together in lines.values() if len(together) > 1]
-    assert beside, recipe
-    for together in beside:
-        serial = [prefix for prefix, run in together if run[run.index("-m") + 1] == "serial"]
-        assert len(serial) == 1 and "nice" not in serial[0], recipe
-        assert all("nice" in prefix for prefix, run in together if prefix is not serial[0]), recipe
-        shares = [word.split("=", 1)[1] for prefix, _ in together for word in prefix
-                  if word.startswith("FOG_TEST_PORT_SHARE=")]
-        assert sorted(shares) == [f"{k}/{len(together)}" for k in range(len(together))], recipe
+    together = [line for line in lines.values() if len(line) > 1]
+    assert len(together) == 1 and len(together[0]) == 2, recipe
+    (behind, background), (front, foreground) = together[0]
+    assert behind[0].endswith("scripts/alongside.sh") and behind[1].endswith(".log"), recipe
+    assert foreground[foreground.index("-m") + 1] == "serial" and "nice" not in front, recipe
+    assert background[background.index("-m") + 1] == "not serial", recipe
+    assert " nice -n 19 " in f" {' '.join(behind)} ", recipe
+    assert {word for word in behind + front if word.startswith("FOG_TEST_PORT_SHARE=")} == {
+        "FOG_TEST_PORT_SHARE=1/2", "FOG_TEST_PORT_SHARE=0/2"}, recipe
+    alongside_line = next(number for number, line in lines.items() if len(line) > 1)
+    postgres = [(number, prefix) for prefix, number, run in runs if "--edge-database" in run]
+    assert len(postgres) == 1 and postgres[0][0] > alongside_line and postgres[0][1] == [], recipe
