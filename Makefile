@@ -68,14 +68,14 @@ demo: bootstrap migrate
 # The whole suite on SQLite, in two pytest sessions at once (scripts/alongside.sh): in front, the tests that time
 # the machine (marker serial), one at a time; behind them, at the lowest priority (nice 19), the other tests on
 # TEST_WORKERS workers (pytest-xdist, a test file at a time, the longest first; tests/parallel.py keeps the
-# process hygiene). The serial tests mostly wait on the clock; the others take what is left (less what the ones
-# they start in sessions of their own take at the normal weight, under the kernel's autogroup), more workers
-# than cores, as many wait on windows that close at wall-clock time. One after the
-# other, the two took the sum of their times, and the suite was CPU-bound only while the parallel pass ran.
-# Each session picks its harness ports from a share of its own (FOG_TEST_PORT_SHARE, tooling/net.py).
-# Then the edge's database tests (marker edge_db) once more on a PostgreSQL 15 that each worker of that pass
-# starts and stops itself, on the machine alone: behind the others as well, at the lowest priority too, its
-# workers got a fifth of what was left each, and its tests' waits ran out.
+# process hygiene), more workers than cores, as many wait on windows that close at wall-clock time. The serial
+# tests mostly wait on the clock, and the others take what they leave (though a process those start in a
+# session of its own runs at the normal weight, under the kernel's autogroup). One after the other, the two
+# took the sum of their times, and the suite was CPU-bound only while the parallel pass ran. Each session picks
+# its harness ports from a share of its own (FOG_TEST_PORT_SHARE, tooling/net.py).
+# Then the edge's database tests (marker edge_db) once more, on a PostgreSQL 15 that each worker of that pass
+# starts and stops itself, with the machine to themselves: behind the serial tests beside the parallel pass,
+# each of its workers got a fifth of what was left, and a test's wait ran out.
 TEST_WORKERS ?= 3
 # pytest keeps each test module it rewrote for its asserts only where Python may write bytecode: with
 # PYTHONDONTWRITEBYTECODE set, every worker and every nested session of the suite rewrote and compiled all of
