@@ -76,12 +76,8 @@ def _sigterm_as_ctrl_c(signum, frame):
     # on by scripts/alongside.sh, and a second KeyboardInterrupt would cut short the teardown the first began.
     for other in stop_signals():
         if other != signal.SIGINT:
-            signal.signal(other, _stopping_already)
+            signal.signal(other, parallel.once_is_enough)
     raise KeyboardInterrupt  # so `finally` blocks and fixture teardowns end what the tests started
-
-
-def _stopping_already(signum, frame):
-    pass  # a handler, not SIG_IGN, which the processes the teardown starts would inherit
 
 
 def pytest_addoption(parser):

@@ -50,8 +50,8 @@ def configure(config, marker_env, session_processes, kill_survivors, wait_for):
         RUN["controller"] = True
 
 
-def _once_is_enough(signum, frame):
-    pass
+def once_is_enough(signum, frame):
+    pass  # a handler, not SIG_IGN, which the processes a teardown starts would inherit
 
 
 def reported_survivors(config):
@@ -80,7 +80,7 @@ class Worker:
         # cut short the teardown that ends what the tests started. A handler, not SIG_IGN: the processes a
         # teardown starts would inherit SIG_IGN and could not be stopped.
         for signum in stop_signals():
-            signal.signal(signum, _once_is_enough)
+            signal.signal(signum, once_is_enough)
 
     @pytest.hookimpl(trylast=True)  # after the session's fixtures are torn down
     def pytest_sessionfinish(self, session):

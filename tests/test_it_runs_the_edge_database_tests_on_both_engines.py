@@ -108,10 +108,9 @@ def test_it_stops_its_postgresql_and_removes_its_folder_when_interrupted():
     assert not folder.exists()
 
 
-def make_test_runs(with_prefix=False):
-    """The pytest runs of `make test`, each from `pytest` on: a line's commands, and those scripts/alongside.sh
-    runs side by side (split at `--`). `with_prefix`: each as (the words before `pytest`, the line's number among
-    the recipe's, the run)."""
+def make_test_runs():
+    """The pytest runs of `make test`: a line's commands, and those scripts/alongside.sh runs side by side (split at
+    `--`), each as (the words before `pytest`, the line's number in the recipe, the run from `pytest` on)."""
     recipe = (ROOT / "Makefile").read_text().split("\ntest:", 1)[1].split("\n\n", 1)[0].replace("\\\n", " ")
     runs = []
     for number, line in enumerate(recipe.splitlines()):
@@ -123,14 +122,14 @@ def make_test_runs(with_prefix=False):
             starts = [i for i, w in enumerate(command) if w.endswith("bin/pytest")]
             if starts:
                 run = command[starts[0]:]
-                runs.append((command[:starts[0]], number, run) if with_prefix else run)
+                runs.append((command[:starts[0]], number, run))
             command = []
     return runs, recipe
 
 
 def test_it_runs_the_edge_database_tests_again_on_postgresql_in_make_test():
     runs, recipe = make_test_runs()
-    sqlite = [run for run in runs if OPTION not in run]
-    postgres = [run for run in runs if OPTION in run]
+    sqlite = [run for _, _, run in runs if OPTION not in run]
+    postgres = [run for _, _, run in runs if OPTION in run]
     assert sorted(run[run.index("-m") + 1] for run in sqlite) == ["not serial", "serial"], recipe  # each test once
     assert len(postgres) == 1 and " ".join(postgres[0]).endswith(f"{OPTION} postgres -m edge_db"), recipe

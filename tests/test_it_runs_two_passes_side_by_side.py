@@ -93,19 +93,20 @@ def test_it_runs_the_serial_tests_in_front_the_others_behind_them_and_the_postgr
     """Behind the serial tests at full priority, the parallel pass takes only what they leave (nice 19) and picks its
     harness ports from a share the serial session does not pick from (FOG_TEST_PORT_SHARE); the PostgreSQL pass
     runs after both, alone."""
-    runs, recipe = make_test_runs(with_prefix=True)
+    runs, recipe = make_test_runs()
     lines = {}
     for prefix, number, run in runs:
         lines.setdefault(number, []).append((prefix, run))
-    together = [line for line in lines.values() if len(line) > 1]
-    assert len(together) == 1 and len(together[0]) == 2, recipe
-    (behind, background), (front, foreground) = together[0]
+    together = {number: line for number, line in lines.items() if len(line) > 1}
+    assert len(together) == 1, recipe
+    [(alongside_line, line)] = together.items()
+    assert len(line) == 2, recipe
+    (behind, background), (front, foreground) = line
     assert behind[0].endswith("scripts/alongside.sh") and behind[1].endswith(".log"), recipe
     assert foreground[foreground.index("-m") + 1] == "serial" and "nice" not in front, recipe
     assert background[background.index("-m") + 1] == "not serial", recipe
     assert " nice -n 19 " in f" {' '.join(behind)} ", recipe
     assert {word for word in behind + front if word.startswith("FOG_TEST_PORT_SHARE=")} == {
         "FOG_TEST_PORT_SHARE=1/2", "FOG_TEST_PORT_SHARE=0/2"}, recipe
-    alongside_line = next(number for number, line in lines.items() if len(line) > 1)
     postgres = [(number, prefix) for prefix, number, run in runs if "--edge-database" in run]
     assert len(postgres) == 1 and postgres[0][0] > alongside_line and postgres[0][1] == [], recipe
