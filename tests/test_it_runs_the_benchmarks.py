@@ -7,6 +7,7 @@ where start-up, cold workers and the neighbours' load no longer dominate; `make 
 
 import json
 import re
+import time
 
 import pytest
 
@@ -156,7 +157,8 @@ def test_it_searches_the_capacity_of_the_baseline_too(monkeypatch):
         return {"households": size, "holds": holds, "freshness_p99_s": 2.0 if holds else 9.0, "freshness_p50_s": 1.0,
                 "freshness_max_s": 3.0, "readings_per_s": size // 2, "tuples_per_s": size // 5,
                 "needed_tuples_per_s": size // 5, "late": 0, "feed_drops": 0, "timed_share": 1.0, "processes": {},
-                "stages": {}, "machine": {"mean_cores": 1.0, "cores": 2, "saturated_share": 0.1}}
+                "stages": {}, "machine": {"mean_cores": 1.0, "cores": 2, "stolen_cores": 0.0,
+                                                         "saturated_share": 0.1}}
 
     monkeypatch.setattr(e2e, "measure", measure)
     capacity, at_capacity = e2e.run(find_capacity=True, baseline="aligned-windows", stagger=True, out=lambda line: None)
@@ -164,6 +166,27 @@ def test_it_searches_the_capacity_of_the_baseline_too(monkeypatch):
     assert e2e.STAGGERED_LABEL in capacity.name and e2e.BASELINES["aligned-windows"][1] == capacity.extra["baseline"]
     assert {staggered for _, staggered in seen} == {True, False} and seen[0] == (10_000, True)
     assert "(no)" in capacity.extra["baseline trials"] and at_capacity.extra["households"] == "50,000"
+
+
+def test_it_counts_the_cpu_a_virtual_machines_host_took_apart_from_the_machines_own(monkeypatch):
+    """Steal is time a core was not free to run the pipeline, not work the pipeline did: a figure that counted it
+    as the machine's own made a run on a busy host look like one that spent more CPU."""
+    from tooling.bench import e2e
+
+    # (total, idle, steal) jiffies of both cores: 100 a sample, 50 idle, then 50 stolen and none idle; then no
+    # time passes (no sample) until the run ends.
+    readings = [(0, 0, 0), (100, 50, 0), (200, 50, 50), (300, 50, 100)]
+    monkeypatch.setattr(e2e.MachineLoad, "_read", staticmethod(lambda: readings.pop(0) if len(readings) > 1
+                                                                else readings[0]))
+    monkeypatch.setattr(e2e, "MACHINE_SAMPLE_S", 0.01)
+    load, deadline = e2e.MachineLoad().start(), time.monotonic() + 5
+    while len(load.samples) < 3 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    result = load.result()
+    cores = result["cores"]
+    assert result["mean_cores"] == pytest.approx(cores * 0.5, abs=0.01)
+    assert result["stolen_cores"] == pytest.approx(cores / 3, abs=0.01)
+    assert result["saturated_share"] == pytest.approx(2 / 3, abs=0.01)  # a core stolen from was not free either
 
 
 def test_it_keeps_each_e2e_baseline_in_a_section_of_its_own(tmp_path):
@@ -287,6 +310,8 @@ def test_it_measures_the_whole_pipeline_from_window_end_to_the_page(services, tm
     assert len(each) == 6 and total > 0 and total == pytest.approx(sum(each), abs=0.03), figure  # each is rounded
     used, cores = re.fullmatch(r"([\d.]+) of (\d+) cores", figure["machine cpu"]).groups()
     assert total * 0.5 < float(used) <= int(cores) and re.fullmatch(r"\d+% of the time", figure["all cores busy"])
+    stolen = float(re.fullmatch(r"([\d.]+) cores", figure["cpu the host took (steal)"]).group(1))
+    assert float(used) + stolen <= int(cores) + 0.01, figure  # steal is not counted as the machine's own work
     text = doc.read_text()
     assert text.startswith("# Benchmarks\n\nbench all's table\n") and text.count(begin) == text.count(end) == 1
     assert "`python manage.py bench e2e --households 300" in text and "| e2e freshness p99" in text

@@ -12,7 +12,7 @@ client that reads the dashboard's live feed, all real processes on the local bro
 - Cost: CPU seconds per wall second and peak memory (PSS: pages shared after a fork counted once) of
   each process (with its children, those that ended during the run too: Redis rewrites its append-only
   file in one), Kafka and Redis included; and the whole machine's CPU, with the share of the time every
-  core was busy (MachineLoad).
+  core was busy and the CPU a virtual machine's host took for something else (MachineLoad).
 
 A run "holds" when, over the measured span, the p99 freshness stays within HOLD_FRESHNESS_S, the
 tuples acknowledged keep pace with the households (at least HOLD_PACE of households / window per
@@ -201,26 +201,34 @@ class Meter:
 class MachineLoad:
     """The whole machine's CPU (/proc/stat), every MACHINE_SAMPLE_S in a thread of its own: the mean in
     cores, and the share of the time every core was busy. While they all are, a stage that is slow is slow
-    because the others took the CPU, so making one process parallel cannot help; only CPU saved anywhere can."""
+    because the others took the CPU, so making one process parallel cannot help; only CPU saved anywhere can.
+
+    On a virtual machine the host may run something else on a core this machine wanted (steal): the mean
+    in cores counts this machine's own work only, and the time stolen is reported beside it, since it
+    makes a run on a busy host slower than the same run on a quiet one. A core stolen from is busy for the
+    share of the time every core was (it was not free to run the pipeline either)."""
 
     def __init__(self):
-        self.samples, self.done = [], threading.Event()
+        self.samples, self.done = [], threading.Event()  # (busy, stolen) shares of every core's time
         self.thread = threading.Thread(target=self._run, daemon=True)
 
     @staticmethod
     def _read():
-        """(total, idle) jiffies of all cores."""
+        """(total, idle, steal) jiffies of all cores. Guest time is counted in user time already."""
         with open("/proc/stat") as handle:
-            fields = [int(x) for x in handle.readline().split()[1:]]
-        return sum(fields), fields[3] + fields[4]  # idle and iowait
+            fields = [int(x) for x in handle.readline().split()[1:9]]
+        fields += [0] * (8 - len(fields))  # a kernel too old to count steal
+        return sum(fields), fields[3] + fields[4], fields[7]  # idle and iowait; steal
 
     def _run(self):
-        total, idle = self._read()
+        total, idle, steal = self._read()
         while not self.done.wait(MACHINE_SAMPLE_S):
-            now_total, now_idle = self._read()
+            now_total, now_idle, now_steal = self._read()
             if now_total > total:
-                self.samples.append(1 - (now_idle - idle) / (now_total - total))
-            total, idle = now_total, now_idle
+                span = now_total - total
+                stolen = (now_steal - steal) / span
+                self.samples.append((1 - (now_idle - idle) / span - stolen, stolen))
+            total, idle, steal = now_total, now_idle, now_steal
 
     def start(self):
         self.thread.start()
@@ -234,9 +242,10 @@ class MachineLoad:
         self.stop()
         with open("/proc/stat") as handle:  # the lines "cpu0", "cpu1", ... after the total
             cores = sum(1 for line in handle if line.startswith("cpu")) - 1
-        busy = self.samples or [0.0]
-        return {"cores": cores, "mean_cores": round(sum(busy) / len(busy) * cores, 2),
-                "saturated_share": round(sum(1 for b in busy if b >= SATURATED) / len(busy), 2)}
+        samples = self.samples or [(0.0, 0.0)]
+        return {"cores": cores, "mean_cores": round(sum(b for b, _ in samples) / len(samples) * cores, 2),
+                "stolen_cores": round(sum(s for _, s in samples) / len(samples) * cores, 2),
+                "saturated_share": round(sum(1 for b, s in samples if b + s >= SATURATED) / len(samples), 2)}
 
 
 def _read(pipeline):
@@ -522,6 +531,7 @@ def _figures(result, label=""):
     extra["cpu, all processes"] = f"{_cpu_total(result):.2f}"
     extra["machine cpu"] = f"{machine['mean_cores']:.2f} of {machine['cores']} cores"
     extra["all cores busy"] = f"{machine['saturated_share']:.0%} of the time"
+    extra["cpu the host took (steal)"] = f"{machine['stolen_cores']:.2f} cores"
     extra.update({f"{name} cpu/pss": f"{c['cpu']:.2f} / {c['pss_mib']:.0f} MiB" for name, c in result["processes"].items()})
     extra.update({f"{name} p50/p99 s": f"{p50} / {p99}" for name, (p50, p99) in result["stages"].items()})
     return Figure(f"e2e freshness p99{label} (window end -> page)", result["freshness_p99_s"], "s", None,
