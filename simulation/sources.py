@@ -427,7 +427,7 @@ def _say_far_blocks(path, zone, timestamps):
     tail = count - 1 - gaps[-1] if gaps else 0
 
     def date(ms):
-        return datetime.fromtimestamp(ms / 1000, zone).strftime("%Y-%m-%d %H:%M:%S")
+        return _date(ms, zone)
 
     if 2 <= lead < count - lead:
         log.warning("%s: its first %d readings, %s to %s, are %s before the next (%s): a meter silent that long, "
@@ -551,7 +551,31 @@ def read_folder(folder, zone, skip_bad_lines=False, progress=None, skip_bad_file
     if not households:
         raise DataError(f"--data {folder}: none of its {len(files)} .csv files gives a household, all set aside "
                         f"(the first: {set_aside[0]})")
+    _say_time_between_files(folder, zone, households)
     return households, skipped, len(set_aside)
+
+
+def _say_time_between_files(folder, zone, households):
+    """Warn of the longest stretch, if over GAP_SAID_MS, in which no file of the folder has a reading: files of
+    different days or years (the Gem House data spans several) make one run from the earliest reading to the
+    latest, which steps through that time with nothing to send (at --speed max, hours for a year)."""
+    spans = sorted((h.timestamps[0], h.timestamps[-1], h.path.name) for h in households)
+    gap, covered, before = 0, spans[0][1], spans[0][2]  # the longest gap, and the file whose end bounds it
+    for first, last, name in spans[1:]:
+        if first - covered > gap:
+            gap, after, gap_from, gap_to, ended = first - covered, name, covered, first, before
+        if last > covered:
+            covered, before = last, name
+    if gap > GAP_SAID_MS:
+        log.warning("--data %s: no file has a reading for %s, from %s (the last of %s) to %s (the first of %s): "
+                    "the run steps through that time with nothing to send, from %s to %s in all (--until ends it "
+                    "sooner; the files of each period may run on their own)", folder, _span(gap),
+                    _date(gap_from, zone), ended, _date(gap_to, zone), after, _date(spans[0][0], zone),
+                    _date(covered, zone))
+
+
+def _date(ms, zone):
+    return datetime.fromtimestamp(ms / 1000, zone).strftime("%Y-%m-%d %H:%M:%S")
 
 
 # --- synthetic ------------------------------------------------------------

@@ -266,6 +266,26 @@ def test_it_says_first_and_last_readings_days_from_the_rest_where_the_run_starts
         "the run)"]
 
 
+def test_it_says_the_time_in_which_no_file_of_the_folder_has_a_reading(tmp_path, caplog):
+    """Files of different days make one run from the earliest reading to the latest: a year between them was
+    hours of empty steps at --speed max, with no word of why."""
+    for name, day in (("a", "2019-12-24"), ("b", "2019-12-25"), ("c", "2020-12-24")):
+        write_gem_csv(tmp_path / f"{name}.csv", [(f"{day} 00:00:{i * 2:02d}", 1000) for i in range(10)])
+    households, skipped, set_aside = read_folder(tmp_path, BERLIN)
+    assert len(households) == 3 and skipped == set_aside == 0  # taken: a user may mean that timeline
+    assert [r.getMessage() for r in caplog.records if r.levelname == "WARNING"] == [
+        f"--data {tmp_path}: no file has a reading for 365 days, from 2019-12-25 00:00:18 (the last of b.csv) to "
+        "2020-12-24 00:00:00 (the first of c.csv): the run steps through that time with nothing to send, from "
+        "2019-12-24 00:00:00 to 2020-12-24 00:00:18 in all (--until ends it sooner; the files of each period may "
+        "run on their own)"]
+    caplog.clear()
+    # A file whose readings span the time between the others leaves none without a reading.
+    write_gem_csv(tmp_path / "d.csv", [("2019-12-24 12:00:00", 1000)] + [
+        (f"2020-12-23 00:00:{i * 2:02d}", 1000) for i in range(1, 20)])
+    assert len(read_folder(tmp_path, BERLIN)[0]) == 4
+    assert not [r for r in caplog.records if "no file has a reading" in r.getMessage()]
+
+
 def test_it_says_a_power_column_that_looks_like_watts_not_milliwatts(tmp_path, caplog):
     path = tmp_path / "h.csv"
     path.write_text(GEM_HEADER + "".join(f"2019-12-24 00:00:{2 * i:02d},0,1,{249.05 + i},1,1,1\n" for i in range(20)))
@@ -302,9 +322,10 @@ def test_it_names_each_skipped_line_up_to_a_bound_and_counts_the_rest(tmp_path, 
                            f"{SKIPPED_SHOWN} named above"
 
 
-def test_it_reads_the_real_sample_files():
+def test_it_reads_the_real_sample_files(caplog):
     households, skipped, set_aside = read_folder(sample_data_dir(), BERLIN)
     assert skipped == 0 and set_aside == 0 and len(households) >= 2
+    assert not [r for r in caplog.records if r.levelname == "WARNING"]  # one day, every file
     first = households[0]
     assert len(first.timestamps) >= 43_000
     # 2019-12-24 00:00:01 in Berlin, to the millisecond of the timestamp column (the date read as UTC)
