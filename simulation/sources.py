@@ -30,6 +30,7 @@ import math
 import re
 import time
 from array import array
+from bisect import bisect_left
 from collections import deque
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -61,9 +62,10 @@ CONFIRM_LINES = 2
 STRAY_LINES = 2
 # A block of lines that jumped more than STRAY_JUMP_MS ahead of the line before it (or began the file), and that
 # the lines after it come back from, is out of place up to this many lines (a meter's clock wrong for a while,
-# a day mistyped on a few lines): lines that go on from the one before them are out of place only up to
-# STRAY_LINES, and beyond, the lines that came back are (a meter's clock set back).
-STRAY_BLOCK_LINES = 64
+# a day or a year mistyped on many lines): lines that go on from the one before them are out of place only up
+# to STRAY_LINES, and beyond, the lines that came back are (a meter's clock set back). A day of the format's
+# 2 s readings: a longer block is the file's own time, and the lines after it are skipped (each said).
+STRAY_BLOCK_LINES = 43_200
 # A file's last line this far after the one before it is taken, and said: a meter silent for days, or a typo
 # in its date, which would stretch the whole run (a line in the middle that far ahead is blamed as above).
 GAP_SAID_MS = 7 * 86_400_000
@@ -329,9 +331,8 @@ def _read_lines(lines, path, zone, skip_bad_lines, timestamps, powers):
         """The held lines taken in place of the lines they came back from, if they outnumber those by `margin`
         (and, `after_one`, come after a line taken before those)."""
         nonlocal previous
-        ahead = 0
-        while ahead < len(timestamps) and timestamps[-1 - ahead] >= held[0][2].ts and ahead <= STRAY_BLOCK_LINES:
-            ahead += 1
+        # The lines taken are in time order: those at or after the first held one are the last `ahead` of them.
+        ahead = min(len(timestamps) - bisect_left(timestamps, held[0][2].ts), STRAY_BLOCK_LINES + 1)
         first = len(timestamps) - ahead  # the index of the first line the held ones came back from
         # Jumped ahead of the line before it, or begun the file that far ahead of the lines that come back (a
         # meter's clock set back a little within its first lines is not a block out of place).

@@ -164,21 +164,23 @@ def test_it_skips_a_date_typo_ahead_not_the_good_lines_after_it(tmp_path, caplog
         "order: a date out of place (skipped: --skip-bad-lines)" for date in typos.values()]
 
 
-@pytest.mark.parametrize("first, count, ahead", [
-    (0, 3, timedelta(days=7)),  # a meter's clock a week ahead for its first three readings
-    (40, 3, timedelta(days=1)),  # a day mistyped on three lines in a row
-    (40, 30, timedelta(days=1)),  # and on thirty
-], ids=["three first", "three", "thirty"])
-def test_it_skips_a_block_of_lines_ahead_not_the_good_lines_after_it(tmp_path, first, count, ahead):
+@pytest.mark.parametrize("first, count, ahead, lines", [
+    (0, 3, timedelta(days=7), 200),  # a meter's clock a week ahead for its first three readings
+    (40, 3, timedelta(days=1), 200),  # a day mistyped on three lines in a row
+    (40, 30, timedelta(days=1), 200),  # and on thirty
+    (1000, 70, timedelta(days=366), 3000),  # a year on seventy: the rest of the file was skipped, the block kept
+    (1000, 2000, timedelta(days=1), 6000),  # a day on two thousand, outnumbered by the lines that come back
+], ids=["three first", "three", "thirty", "seventy a year", "two thousand"])
+def test_it_skips_a_block_of_lines_ahead_not_the_good_lines_after_it(tmp_path, first, count, ahead, lines):
     """More than STRAY_LINES in a row: a block that jumped ahead of the line before it (or began the file) is
     out of place up to STRAY_BLOCK_LINES; without --skip-bad-lines the error names the block's last line."""
-    rows = every_two_seconds(200)
+    rows = every_two_seconds(lines)
     start = datetime(2019, 12, 24)
-    for index in range(first, first + count):
-        rows[index] = ((start + ahead + timedelta(seconds=2 * index)).strftime("%Y-%m-%d %H:%M:%S"), 5000)
+    for index in range(first, first + count):  # at 42 kW, which no good line reads
+        rows[index] = ((start + ahead + timedelta(seconds=2 * index)).strftime("%Y-%m-%d %H:%M:%S"), 42_000_000)
     path = write_gem_csv(tmp_path / "h.csv", rows)
     household, skipped = read_csv(path, BERLIN, skip_bad_lines=True)
-    assert skipped == count and len(household.timestamps) == 200 - count and 5.0 not in household.powers
+    assert skipped == count and len(household.timestamps) == lines - count and 42_000.0 not in household.powers
     last = first + count + 2  # its file line: two header lines, counted from 1
     with pytest.raises(DataError, match=rf"h\.csv:{last + 1}: time .* does not come after the line before "
                                         rf"\(line {last}, {rows[first + count - 1][0]}\)"):
