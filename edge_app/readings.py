@@ -140,12 +140,23 @@ def _json_object(raw, max_bytes=limits.MAX_READING_BYTES):
         message = loads(raw)
     except Exception:  # noqa: BLE001 -- orjson's refusal is only a first opinion
         try:
-            message = json.loads(raw, parse_int=_integer)
+            message = json.loads(_text(raw), parse_int=_integer)
         except Exception as exc:  # whatever the parser raises (RecursionError too), the message is unusable
             raise MalformedReading(f"not JSON ({type(exc).__name__})") from None
     if not isinstance(message, dict):
         raise MalformedReading(f"not a JSON object but a {type(message).__name__}")
     return message
+
+
+def _text(raw):
+    """The message as json.loads reads it: bytes not UTF-8 in a UTF-8 message are kept as lone surrogates (which
+    no household id, nor any field, takes), so such bytes in one reading's id set that reading aside, not its
+    batch. Bytes in another encoding (a BOM, UTF-16/32) are json's to tell, as before."""
+    if isinstance(raw, (bytes, bytearray, memoryview)):
+        encoding = json.detect_encoding(bytes(raw[:4]))
+        if encoding in ("utf-8", "utf-8-sig"):  # the second drops the BOM
+            return bytes(raw).decode(encoding, "surrogateescape")
+    return raw
 
 
 def _parse_reading(raw, now_ms):

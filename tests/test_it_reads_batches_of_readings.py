@@ -163,6 +163,17 @@ def test_it_takes_a_reading_from_a_batch_exactly_when_it_takes_it_alone():
         assert readings == [("ok", T0, 1.0)] and [place for place, _ in problems] == [0], item
 
 
+@pytest.mark.parametrize("bom", [b"", b"\xef\xbb\xbf"])
+def test_it_keeps_the_rest_of_a_batch_around_a_household_id_that_is_not_utf8(bom):
+    """A Latin-1 id (a meter named in a legacy encoding) in one reading set its whole batch aside, uncounted."""
+    raw = bom + b'{"readings": [["h1", %d, 5], ["M\xfcller", %d, 1], ["h3", %d, 2]]}' % (T0, T0, T0)
+    readings, problems = parse_message(raw, T0)
+    assert readings == [("h1", T0, 5.0), ("h3", T0, 2.0)]
+    assert [place for place, _ in problems] == [1] and problems[0][1].startswith("household id must be")
+    with pytest.raises(MalformedReading, match="not JSON"):  # such a byte outside a string: no JSON at all
+        parse_message(b'{"readings": [["h1", %d, 5]]}\xfc' % T0, T0)
+
+
 @pytest.mark.parametrize("digits", [400, 5000])  # past a float's range (orjson refuses it), past json's int limit
 def test_it_keeps_the_rest_of_a_batch_around_an_integer_of_thousands_of_digits(digits):
     raw = b'{"readings": [["h1", %d, 5], ["h2", %s, 1], ["h3", %d, %s]]}' % (T0, b"9" * digits, T0, b"7" * digits)
