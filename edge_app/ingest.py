@@ -74,8 +74,8 @@ STORE_PART_ROWS = 5000
 CLOSE_ROWS = 100_000
 LEGACY_BUFFER_MAX = 20000  # unkeyed input: messages a partition may have waiting in the merge before it is paused
 # A live reading arrives, on the edge's clock, at its record's timestamp plus the smallest lag (edge clock at
-# the read - record timestamp) its partition showed over the last one to two of these periods: the producer's
-# clock offset and the transit, without the time the reading waited for a busy ingest (see _apply).
+# the read - record timestamp, at least 0) its partition showed over the last one to two of these periods: the
+# producer's clock offset and the transit, without the time the reading waited for a busy ingest (see _apply).
 ARRIVAL_LAG_PERIOD_S = 5.0
 # The wall clock moved this far against the boot clock between two polls: a step (NTP setting it), which live
 # windows must not take for time passed. NTP's slewing moves it by well under a millisecond a second.
@@ -527,7 +527,11 @@ class Ingestor:
             newest = messages[-1][1][1]  # the log is in the order records came: the last is about the newest
             if newest is not None and newest > 0:
                 recent, before = self.lags
-                lag = now_ms - newest
+                # Never below 0: a record stamped ahead of the edge's clock (a producer's clock ahead, or one record
+                # stamped so on purpose) made every reading of its partition arrive that much before it was read,
+                # its household's clock as far ahead, and its windows close that early, for two periods. At 0 a
+                # reading arrives when it was read at the latest: its window may close later, never early.
+                lag = max(0, now_ms - newest)
                 recent[partition] = lag = min(recent.get(partition, lag), lag)
                 lag = min(lag, before.get(partition, lag))
         counted_from = self.counted.get(partition, 0)

@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from edge_app.windows import LIVE_WITHIN_MS, WindowBook
+from edge_app.windows import APPLIED, LIVE_WITHIN_MS, WindowBook
 from tests.conftest import produce, reading
 
 pytestmark = pytest.mark.serial  # windows must close within a poll of their wall-clock due time
@@ -172,6 +172,24 @@ def test_it_reads_a_producer_clock_that_runs_behind_on_the_edges_clock():
     # Its window closes by its household's clock, the skew and transit allowed for, not 3 s early.
     assert ingest.book.close_live(NOW + W + LIVE_GRACE + behind + transit - 10) == 0
     assert ingest.book.close_live(NOW + W + LIVE_GRACE + behind + transit + 10) == 1
+
+
+def test_it_closes_no_window_early_after_a_record_stamped_ahead_of_the_edges_clock():
+    """One record stamped 20 s ahead (a producer's clock, or on purpose; a malformed one too) was the smallest lag
+    of its partition for two periods: every reading of it arrived 20 s before it was read, and its household's
+    window closed 15 s before its end, the rest of its readings late."""
+    ingest = _unconnected_ingestor()
+    transit = 20
+    for i in range(3):  # a live household, read as soon as sent
+        ts = NOW + i * 1000
+        ingest._apply(0, _records(i, "h", ts, ts + transit), 0.0, ts + transit)
+    ingest._apply(0, [(3, (b"junk", NOW + 2500 + 20_000))], 0.0, NOW + 2500 + transit)
+    ts = NOW + 3000
+    ingest._apply(0, _records(4, "h", ts, ts + transit), 0.0, ts + transit)
+    assert ingest.book.households["h"].newest_at == ts + transit  # when it was read, not 20 s before
+    assert ingest.book.close_live(ts + 100) == 0  # the window ends at NOW + 5000
+    assert ingest.book.add("h", NOW + 4000, 1.0, 0, 5, 0.0, NOW + 4000 + transit) == APPLIED
+    assert ingest.book.close_live(NOW + W + LIVE_GRACE + transit + 10) == 1
 
 
 def test_it_closes_live_windows_a_part_at_a_time():
