@@ -78,6 +78,14 @@ PACKED = {".gz", ".bz2", ".xz", ".zst", ".zip", ".7z", ".tar", ".tgz"}  # what a
 # The first bytes of a packed file that was given a .csv name: said as such, not as a line that is not UTF-8.
 PACKED_MAGIC = {b"\x1f\x8b": "gzip", b"BZh": "bzip2", b"\xfd7zXZ\x00": "xz", b"\x28\xb5\x2f\xfd": "zstd",
                 b"PK\x03\x04": "zip", b"7z\xbc\xaf\x27\x1c": "7z"}
+CR_ALONE = "its lines end in a carriage return alone, as an old Mac's: convert them to new lines"
+# ... and of what else a spreadsheet or a crash leaves under a .csv name: said for what it is, and how to mend it.
+OTHER_MAGIC = {
+    b"\xff\xfe": "UTF-16 or UTF-32 text (as a spreadsheet saves \"Unicode text\"), not UTF-8: save it as UTF-8 CSV",
+    b"\xfe\xff": "UTF-16 text, not UTF-8: save it as UTF-8 CSV",
+    b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1": "an Excel 97-2003 workbook (.xls), not CSV: save it as CSV (UTF-8)",
+    b"\x00": "NUL bytes, not text (a file preallocated, or left so by a crash?)",
+}
 
 log = logging.getLogger("fog.simulation")
 
@@ -209,15 +217,17 @@ def _lines(handle, report=None):
             report(handle.tell())
         if number == 1:
             packed = next((name for magic, name in PACKED_MAGIC.items() if raw.startswith(magic)), None)
-            if packed:  # the file as a whole is unusable: its first line says why, and nothing more is read
-                yield number, DataError(f"a {packed} file, not text: decompress it first")
+            other = next((said for magic, said in OTHER_MAGIC.items() if raw.startswith(magic)), None)
+            if b"\r" in raw.rstrip(b"\r\n"):  # lines that end in a carriage return alone: an old Mac text file
+                other = CR_ALONE
+            if packed or other:  # the file as a whole is unusable: its first line says why, and nothing more is read
+                yield number, DataError(f"a {packed} file, not text: decompress it first" if packed else other)
                 return
         if len(raw) > MAX_LINE_BYTES and not raw.endswith(b"\n"):
-            cr = b"\r" in raw[:-1]  # lines that end in a carriage return alone: an old Mac text file
+            cr = b"\r" in raw[:-1]  # carriage returns alone in a line after the first: an old Mac's text pasted in
             while raw and not raw.endswith(b"\n"):  # the rest of the line, a piece at a time
                 raw = handle.readline(MAX_LINE_BYTES + 1)
-            yield number, DataError(f"longer than {MAX_LINE_BYTES} bytes" + (
-                " (its lines end in a carriage return alone, as an old Mac's: convert them to new lines)" if cr else ""))
+            yield number, DataError(f"longer than {MAX_LINE_BYTES} bytes" + (f" ({CR_ALONE})" if cr else ""))
             continue
         if number == 1 and raw.startswith(codecs.BOM_UTF8):  # as spreadsheet programs save "UTF-8 CSV"
             raw = raw[len(codecs.BOM_UTF8):]

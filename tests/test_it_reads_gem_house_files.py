@@ -1,5 +1,6 @@
 """The Gem House format, read from fixtures written in it: watts, local time, and clear errors."""
 
+import re
 from datetime import datetime, timedelta
 from zoneinfo import ZoneInfo
 
@@ -351,9 +352,17 @@ def test_it_says_what_a_file_that_is_no_text_or_has_other_line_ends_is(tmp_path)
         (tmp_path / "h.csv").write_bytes(packed)
         with pytest.raises(DataError, match=rf"h\.csv:1: a {name} file, not text: decompress it first"):
             read_csv(tmp_path / "h.csv", BERLIN, skip_bad_lines=True)
-    (tmp_path / "h.csv").write_bytes(text.replace(b"\n", b"\r"))  # an old Mac's line ends
-    with pytest.raises(DataError, match=r"h\.csv:1: longer than 4096 bytes \(its lines end in a carriage return alone"):
-        read_csv(tmp_path / "h.csv", BERLIN)
+    mac = "its lines end in a carriage return alone"
+    for content, message in (
+        (text.replace(b"\n", b"\r"), mac),  # an old Mac's line ends
+        (text[:300].replace(b"\n", b"\r"), mac),  # ... in a file with no line of over 4096 bytes
+        (text[:300].decode().encode("utf-16"), "UTF-16 or UTF-32 text"),  # a spreadsheet's "Unicode text"
+        (b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1" + bytes(5000), "an Excel 97-2003 workbook (.xls), not CSV"),
+        (bytes(10_000), "NUL bytes, not text"),  # a file preallocated, or left by a crash
+    ):
+        (tmp_path / "h.csv").write_bytes(content)
+        with pytest.raises(DataError, match=rf"h\.csv:1: {re.escape(message)}"):
+            read_csv(tmp_path / "h.csv", BERLIN, skip_bad_lines=True)
     (tmp_path / "h.csv").write_bytes(text.replace(b"household\n", b"household,,,,,,\n", 1))  # a spreadsheet's padding
     assert len(read_csv(tmp_path / "h.csv", BERLIN)[0].timestamps) == 200
 
