@@ -28,6 +28,7 @@ import codecs
 import logging
 import math
 import re
+import stat
 import time
 from array import array
 from bisect import bisect_left
@@ -457,6 +458,17 @@ def _span(ms):
     return f"{ms / 3_600_000:.1f} h" if ms >= 3_600_000 else f"{ms / 60_000:.0f} min"
 
 
+def _what_is(path):
+    """What a path that is not a regular file is, as a warning names it: a pipe or a device is read for ever."""
+    try:
+        mode = path.stat().st_mode
+    except FileNotFoundError:
+        return "a link to nothing"
+    kinds = ((stat.S_ISDIR, "a folder"), (stat.S_ISFIFO, "a named pipe"), (stat.S_ISSOCK, "a socket"),
+             (stat.S_ISCHR, "a device"), (stat.S_ISBLK, "a device"))
+    return next((what for test, what in kinds if test(mode)), "something else")
+
+
 def _folder(path):
     """Whether `path` is a folder; False where that can't be told (Path.is_dir raises on a denied stat)."""
     try:
@@ -524,8 +536,8 @@ def read_folder(folder, zone, skip_bad_lines=False, progress=None, skip_bad_file
     for path in files:
         try:
             if not path.is_file():
-                raise DataError(f"{path}: not a file (a folder, or a link to nothing)")
-            stat = path.stat()
+                raise DataError(f"{path}: not a file but {_what_is(path)}")
+            info = path.stat()
         except OSError as exc:
             unreachable.append((path, exc))
             continue
@@ -533,11 +545,11 @@ def read_folder(folder, zone, skip_bad_lines=False, progress=None, skip_bad_file
             bad_file(exc)
             continue
         # An inode of 0 names no file (some network and FUSE file systems give every file that one).
-        same = inodes.setdefault((stat.st_dev, stat.st_ino), path) if stat.st_ino else path
+        same = inodes.setdefault((info.st_dev, info.st_ino), path) if info.st_ino else path
         if same != path:  # as two files of one household: which name is the household's is the user's to say
             raise DataError(f"{path} is the same file as {same} (a link): its readings would be sent twice, as two "
                             "households (nothing was sent: remove the link or one of the names)")
-        sizes[path] = stat.st_size
+        sizes[path] = info.st_size
     if unreachable and len(unreachable) == len(files):  # a folder that can be listed and not entered (chmod -R 644)
         raise DataError(f"--data {folder}: its files can't be reached ({unreachable[0][1].strerror or unreachable[0][1]})")
     for path, exc in unreachable:

@@ -1,5 +1,6 @@
 """The Gem House format, read from fixtures written in it: watts, local time, and clear errors."""
 
+import os
 import re
 from datetime import datetime, timedelta
 from zoneinfo import ZoneInfo
@@ -410,9 +411,13 @@ def test_it_reads_only_the_csv_files_of_a_folder_and_names_what_it_cannot_read(t
         f"--data {tmp_path}: 3 entries are hidden or not .csv and not read: '.hidden.csv', 'h2.csv.gz', 'more' "
         "(compressed files are read once decompressed, folders by naming them, hidden files once renamed)"]
     (tmp_path / "gone.csv").symlink_to(tmp_path / "nowhere.csv")
-    with pytest.raises(DataError, match=r"gone\.csv: not a file"):
+    with pytest.raises(DataError, match=r"gone\.csv: not a file but a link to nothing"):
         read_folder(tmp_path, BERLIN)
     (tmp_path / "gone.csv").unlink()
+    os.mkfifo(tmp_path / "pipe.csv")  # read, it would never end
+    with pytest.raises(DataError, match=r"pipe\.csv: not a file but a named pipe"):
+        read_folder(tmp_path, BERLIN)
+    (tmp_path / "pipe.csv").unlink()
     write_gem_csv(tmp_path / "upper.csv", [("2019-12-24 00:00:01", 1000)])
     with pytest.raises(DataError, match="household 'upper' is .*upper.CSV too"):
         read_folder(tmp_path, BERLIN)

@@ -22,7 +22,7 @@ BAD_FILES = {
     "headers only": ("b.csv", HEADERS, r"b\.csv: no readings after the two header lines"),
     "not UTF-8 headers": ("b.csv", "\udcff", r"b\.csv:1: not UTF-8 text"),
     "a name that is no household id": ("b c.csv", None, r"b c\.csv: the file name does not make a usable household"),
-    "a folder": ("b.csv", "folder", r"b\.csv: not a file"),
+    "a folder": ("b.csv", "folder", r"b\.csv: not a file but a folder"),
 }
 
 
