@@ -224,6 +224,11 @@ def _lines(handle, report=None):
             if packed or other:  # the file as a whole is unusable: its first line says why, and nothing more is read
                 yield number, DataError(f"a {packed} file, not text: decompress it first" if packed else other)
                 return
+        if len(raw) > MAX_LINE_BYTES and not raw.endswith(b"\n") and number <= 2:
+            # A header line: the file is unusable whatever follows, so the rest (a disk image under a .csv name,
+            # gigabytes without a new line) is not read through before it is said.
+            yield number, DataError(f"longer than {MAX_LINE_BYTES} bytes")
+            return
         if len(raw) > MAX_LINE_BYTES and not raw.endswith(b"\n"):
             cr = b"\r" in raw[:-1]  # carriage returns alone in a line after the first: an old Mac's text pasted in
             while raw and not raw.endswith(b"\n"):  # the rest of the line, a piece at a time

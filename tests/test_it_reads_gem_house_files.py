@@ -368,6 +368,20 @@ def test_it_says_what_a_file_that_is_no_text_or_has_other_line_ends_is(tmp_path)
     assert len(read_csv(tmp_path / "h.csv", BERLIN)[0].timestamps) == 200
 
 
+def test_it_reads_no_further_than_a_header_line_too_long_to_be_one():
+    """Gigabytes with no new line under a .csv name (a disk image) were read through before line 1 was refused."""
+    import io
+
+    from simulation.sources import MAX_LINE_BYTES, _lines
+
+    handle = io.BytesIO(b"x" * (100 * MAX_LINE_BYTES) + b"\n" + GEM_HEADER.encode())
+    ((number, problem),) = list(_lines(handle))
+    assert number == 1 and str(problem) == f"longer than {MAX_LINE_BYTES} bytes"
+    assert handle.tell() <= MAX_LINE_BYTES + 1
+    handle = io.BytesIO(b"household\n" + b"y" * (100 * MAX_LINE_BYTES))  # the second header line
+    assert [n for n, _ in _lines(handle)] == [1, 2] and handle.tell() <= 2 * MAX_LINE_BYTES
+
+
 @pytest.mark.parametrize("line, message", CSV_LINES.values(), ids=CSV_LINES.keys())
 def test_it_names_file_and_line_of_a_malformed_line(tmp_path, line, message):
     path = write_gem_csv(tmp_path / "h.csv", [("2019-12-24 00:00:01", 100), ("2019-12-24 00:00:03", 100)])
