@@ -245,7 +245,7 @@ def _lines(handle, report=None):
 
 def _header(fields):
     """Whether a line's fields are one of the two header lines' (asked only of a line that is no reading)."""
-    return fields[0].strip() in (HEADER_MODEL, HEADER_COLUMNS[0])
+    return fields[0].strip().lstrip("\ufeff") in (HEADER_MODEL, HEADER_COLUMNS[0])  # a file appended with its BOM
 
 
 def _reading(fields, zone, previous, now_ms):

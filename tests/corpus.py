@@ -221,6 +221,7 @@ CSV_LINES = {
     "time going back": ("2019-12-24 00:00:01,0,1,200,1,1,1", "does not come after the line before"),
     "model line again": ("household", "the header lines again"),
     "model line again as padded": ("household,,,,,,", "the header lines again"),
+    "model line again after a BOM": ("\ufeffhousehold", "the header lines again"),  # a "UTF-8 CSV" appended
     "column line again": ("date,timestamp,energy,power,power1,power2,power3", "the header lines again"),
 }
 
