@@ -113,6 +113,10 @@ def test_it_gives_up_on_loops_that_fail_as_they_start(tmp_path, kafka_bootstrap,
         control = EdgeControl(edge_env["FOG_EDGE_ID"], redis_lib.Redis.from_url(edge_env["FOG_EDGE_REDIS_URL"]))
         assert wait_for(lambda: control.supervisor() is not None, timeout=60, interval=0.02)  # checked, starting
         ca.write_text("-----BEGIN CERTIFICATE-----\nnot a certificate\n-----END CERTIFICATE-----\n")
+        # A worker forked before the write may have read the good file already (a test slowed by a busy machine
+        # sees the supervisor late): started again, as any worker that dies is, it reads the bad one.
+        for pid in child_pids(proc.pid):
+            os.kill(pid, signal.SIGKILL)
         out, err = proc.communicate(timeout=90)
     finally:
         if proc.poll() is None:
