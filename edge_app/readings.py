@@ -149,9 +149,10 @@ def _json_object(raw, max_bytes=limits.MAX_READING_BYTES):
 
 
 def _text(raw):
-    """The message as json.loads reads it: bytes not UTF-8 in a UTF-8 message are kept as lone surrogates (which
-    no household id, nor any field, takes), so such bytes in one reading's id set that reading aside, not its
-    batch. Bytes in another encoding (a BOM, UTF-16/32) are json's to tell, as before."""
+    """The message as json.loads reads it: bytes not UTF-8 in a UTF-8 message are kept as lone surrogates, which
+    no household id takes, so such bytes in one reading's id set that reading aside, not its batch (in a field
+    the edge does not read they go unread with it, as orjson would read a message whose bytes are all UTF-8).
+    Bytes in another encoding (UTF-16/32) are json's to tell, as before."""
     if isinstance(raw, (bytes, bytearray, memoryview)):
         encoding = json.detect_encoding(bytes(raw[:4]))
         if encoding in ("utf-8", "utf-8-sig"):  # the second drops the BOM

@@ -65,7 +65,8 @@ STRAY_LINES = 2
 # the lines after it come back from, is out of place up to this many lines (a meter's clock wrong for a while,
 # a day or a year mistyped on many lines): lines that go on from the one before them are out of place only up
 # to STRAY_LINES, and beyond, the lines that came back are (a meter's clock set back). A day of the format's
-# 2 s readings: a longer block is the file's own time, and the lines after it are skipped (each said).
+# 2 s readings: a longer block is taken for the file's own time, and the lines after it that come back before
+# it are skipped (the first SKIPPED_SHOWN named, the rest counted).
 STRAY_BLOCK_LINES = 43_200
 # A file's last line this far after the one before it is taken, and said: a meter silent for days, or a typo
 # in its date, which would stretch the whole run (a line in the middle that far ahead is blamed as above).
@@ -313,7 +314,9 @@ def _read_lines(lines, path, zone, skip_bad_lines, timestamps, powers):
     last = None  # (number, date text, time of the line before it) of the last line taken
     first = None  # (number, date text, time) of the first line taken
     recent = deque(maxlen=STRAY_BLOCK_LINES)  # (number, date text) of the last lines taken
-    held = []  # (number, date text, NotAfter) of lines in a row that came back before the last taken
+    # (number, date text, ts, watts, problem) of lines in a row that came back before the last taken: not the
+    # NotAfter itself, whose traceback keeps the frame of the line's parse alive (a day of lines may be held).
+    held = []
 
     def skip(number, problem):
         nonlocal skipped
@@ -331,16 +334,16 @@ def _read_lines(lines, path, zone, skip_bad_lines, timestamps, powers):
         last, previous = (number, date, previous), ts
 
     def skip_held():
-        for number, _, problem in held:
+        for number, _, _, _, problem in held:
             skip(number, problem)
         held.clear()
 
     def hold(number, date, exc):
         """A line that came back before the last taken (skip_bad_lines): held until the next lines say whether it
         or the lines it came back from are out of place."""
-        if held and exc.ts <= held[-1][2].ts:
+        if held and exc.ts <= held[-1][2]:
             skip_held()
-        held.append((number, date, exc))
+        held.append((number, date, exc.ts, exc.watts, str(exc)))
         settle(CONFIRM_LINES)
 
     def settle(margin, after_one=False):
@@ -348,11 +351,11 @@ def _read_lines(lines, path, zone, skip_bad_lines, timestamps, powers):
         (and, `after_one`, come after a line taken before those)."""
         nonlocal previous
         # The lines taken are in time order: those at or after the first held one are the last `ahead` of them.
-        ahead = min(len(timestamps) - bisect_left(timestamps, held[0][2].ts), STRAY_BLOCK_LINES + 1)
+        ahead = min(len(timestamps) - bisect_left(timestamps, held[0][2]), STRAY_BLOCK_LINES + 1)
         first = len(timestamps) - ahead  # the index of the first line the held ones came back from
         # Jumped ahead of the line before it, or begun the file that far ahead of the lines that come back (a
         # meter's clock set back a little within its first lines is not a block out of place).
-        jumped = (timestamps[first] - timestamps[first - 1] if first else timestamps[0] - held[0][2].ts) > STRAY_JUMP_MS
+        jumped = (timestamps[first] - timestamps[first - 1] if first else timestamps[0] - held[0][2]) > STRAY_JUMP_MS
         if ahead > min(len(recent), STRAY_BLOCK_LINES if jumped else STRAY_LINES):
             skip_held()
             return
@@ -366,8 +369,8 @@ def _read_lines(lines, path, zone, skip_bad_lines, timestamps, powers):
             skip(stray, f"time {stray_date} is ahead of {lines} after it, which come back in order: a date "
                         "out of place")
         previous = timestamps[-1] if timestamps else None
-        for number, date, came_back in held:
-            take(number, date, came_back.ts, came_back.watts)
+        for number, date, ts, watts, _ in held:
+            take(number, date, ts, watts)
         held.clear()
 
     for number, text in lines:
@@ -585,21 +588,28 @@ def read_folder(folder, zone, skip_bad_lines=False, progress=None, skip_bad_file
 
 def _say_time_between_files(folder, zone, households):
     """Warn of the longest stretch, if over GAP_SAID_MS, in which no file of the folder has a reading: files of
-    different days or years (the Gem House data spans several) make one run from the earliest reading to the
-    latest, which steps through that time with nothing to send (at --speed max, hours for a year)."""
-    spans = sorted((h.timestamps[0], h.timestamps[-1], h.path.name) for h in households)
-    gap, covered, before = 0, spans[0][1], spans[0][2]  # the longest gap, and the file whose end bounds it
+    different days or years (the Gem House data spans several), or files each silent for the same months, make
+    one run from the earliest reading to the latest, which steps through that time with nothing to send (at
+    --speed max, hours for a year)."""
+    spans = sorted(span for h in households for span in _stretches(h.timestamps, h.path.name))
+    gap, covered, before = 0, spans[0][1], spans[0][2]  # the longest gap, and the file whose reading bounds it
     for first, last, name in spans[1:]:
         if first - covered > gap:
             gap, after, gap_from, gap_to, ended = first - covered, name, covered, first, before
         if last > covered:
             covered, before = last, name
     if gap > GAP_SAID_MS:
-        log.warning("--data %s: no file has a reading for %s, from %s (the last of %s) to %s (the first of %s): "
-                    "the run steps through that time with nothing to send, from %s to %s in all (--until ends it "
-                    "sooner; the files of each period may run on their own)", folder, _span(gap),
-                    _date(gap_from, zone), ended, _date(gap_to, zone), after, _date(spans[0][0], zone),
-                    _date(covered, zone))
+        log.warning("--data %s: no file has a reading for %s, from %s (in %s) to %s (in %s): the run steps through "
+                    "that time with nothing to send, from %s to %s in all (--until ends it sooner; the files of each "
+                    "period may run on their own)", folder, _span(gap), _date(gap_from, zone), ended,
+                    _date(gap_to, zone), after, _date(spans[0][0], zone), _date(covered, zone))
+
+
+def _stretches(timestamps, name):
+    """(first, last, name) of each run of a file's readings with no gap over GAP_SAID_MS between two of them."""
+    gaps = [i for i, (a, b) in enumerate(zip(timestamps, timestamps[1:]), 1) if b - a > GAP_SAID_MS]
+    bounds = [0, *gaps, len(timestamps)]
+    return [(timestamps[a], timestamps[b - 1], name) for a, b in zip(bounds, bounds[1:])]
 
 
 def _date(ms, zone):

@@ -189,6 +189,20 @@ def test_it_skips_a_block_of_lines_ahead_not_the_good_lines_after_it(tmp_path, f
         read_csv(path, BERLIN)
 
 
+def test_it_takes_a_block_ahead_longer_than_the_bound_for_the_files_own_time(tmp_path, monkeypatch):
+    """Past STRAY_BLOCK_LINES the block is no typo but the meter's time, and the lines that come back before it
+    are the ones skipped: the bound, made small here, is where one rule gives way to the other."""
+    import simulation.sources as sources
+
+    monkeypatch.setattr(sources, "STRAY_BLOCK_LINES", 64)
+    rows, start = every_two_seconds(300), datetime(2019, 12, 24)
+    for count, kept in ((64, 300 - 64), (65, 100 + 65)):
+        for index in range(100, 100 + count):
+            rows[index] = ((start + timedelta(days=1, seconds=2 * index)).strftime("%Y-%m-%d %H:%M:%S"), 5000)
+        household, skipped = read_csv(write_gem_csv(tmp_path / "h.csv", rows), BERLIN, skip_bad_lines=True)
+        assert (len(household.timestamps), skipped) == (kept, 300 - kept), count
+
+
 @pytest.mark.parametrize("typos", [
     {2: "2018-12-24 00:00:04", 3: "2018-12-24 00:00:06"},  # two lines a year back after two good ones
     {1: "2018-12-24 00:00:02", 2: "2018-12-24 00:00:04"},  # and after one good one
@@ -278,16 +292,30 @@ def test_it_says_the_time_in_which_no_file_of_the_folder_has_a_reading(tmp_path,
     households, skipped, set_aside = read_folder(tmp_path, BERLIN)
     assert len(households) == 3 and skipped == set_aside == 0  # taken: a user may mean that timeline
     assert [r.getMessage() for r in caplog.records if r.levelname == "WARNING"] == [
-        f"--data {tmp_path}: no file has a reading for 365 days, from 2019-12-25 00:00:18 (the last of b.csv) to "
-        "2020-12-24 00:00:00 (the first of c.csv): the run steps through that time with nothing to send, from "
+        f"--data {tmp_path}: no file has a reading for 365 days, from 2019-12-25 00:00:18 (in b.csv) to "
+        "2020-12-24 00:00:00 (in c.csv): the run steps through that time with nothing to send, from "
         "2019-12-24 00:00:00 to 2020-12-24 00:00:18 in all (--until ends it sooner; the files of each period may "
         "run on their own)"]
     caplog.clear()
-    # A file whose readings span the time between the others leaves none without a reading.
-    write_gem_csv(tmp_path / "d.csv", [("2019-12-24 12:00:00", 1000)] + [
-        (f"2020-12-23 00:00:{i * 2:02d}", 1000) for i in range(1, 20)])
+    # A file with a reading every six days between the others leaves no week without one.
+    start = datetime(2019, 12, 25, 12)
+    write_gem_csv(tmp_path / "d.csv", [((start + timedelta(days=6 * i)).strftime("%Y-%m-%d %H:%M:%S"), 1000)
+                                       for i in range(62)])
     assert len(read_folder(tmp_path, BERLIN)[0]) == 4
     assert not [r for r in caplog.records if "no file has a reading" in r.getMessage()]
+
+
+def test_it_says_the_time_in_which_every_file_of_the_folder_is_silent(tmp_path, caplog):
+    """Within their first and last readings too: two files that each skip the same months."""
+    for name in ("a", "b"):
+        write_gem_csv(tmp_path / f"{name}.csv", [(f"2019-01-01 00:00:{i * 2:02d}", 1000) for i in range(10)] + [
+            (f"2019-{month:02d}-01 00:00:00", 1000) for month in ((2, 3) if name == "a" else (3, 9))])
+    read_folder(tmp_path, BERLIN)
+    assert [r.getMessage() for r in caplog.records if "no file has a reading" in r.getMessage()] == [
+        f"--data {tmp_path}: no file has a reading for 184 days, from 2019-03-01 00:00:00 (in a.csv) to "
+        "2019-09-01 00:00:00 (in b.csv): the run steps through that time with nothing to send, from "
+        "2019-01-01 00:00:00 to 2019-09-01 00:00:00 in all (--until ends it sooner; the files of each period may "
+        "run on their own)"]
 
 
 def test_it_says_a_power_column_that_looks_like_watts_not_milliwatts(tmp_path, caplog):
