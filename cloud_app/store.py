@@ -41,6 +41,10 @@ several clouds can share one store; `Keys` is the only place that spells them), 
   in the household's shard h = shard_of(household):
     {p}owner:{h}         hash  household -> the edge that delivered it first (the only one it takes it from)
 
+A tuple whose window the edge's tuple hash holds already is answered with the stored record's postal code if it
+has the stored average and count (a resend, under any id), and refused as wire.R_CONFLICT if not: the first
+figures stay, and an edge is never acknowledged for figures the cloud does not hold.
+
 A household is stored by one edge only (its owner), so it lives in one shard, and the per-shard
 household counts add up. Every stored value is one `Record` ("ws|we|avg|n|plz|state|acked_ms|edge|id|
 household"), encoded and decoded only by that class; the Lua script copies records whole and reads no
@@ -499,8 +503,12 @@ class CloudStore:
                 codes[index] = located[index][0]
                 fresh.append(index)
                 touched.add(located[index][1])
-            else:
-                codes[index] = Record.decode(outcome[1:]).plz
+            else:  # stored before: the same figures again (a resend), or others for the same window
+                held, (_, _, _, end, average, count) = Record.decode(outcome[1:]), rows[index]
+                if (held.we, held.avg, held.n) == (end, float(average), count):
+                    codes[index] = held.plz
+                else:
+                    why[index] = wire.R_CONFLICT
         return StoreResult(codes, why, new, dups, touched, fresh, now_ms)
 
     async def update_totals(self, states, minutes):

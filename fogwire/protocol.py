@@ -131,6 +131,10 @@ R_DUPLICATE_ID = "duplicate-id"
 R_NOT_OWNER = "household-of-another-edge"  # another edge delivered this household first
 R_QUOTA = "household-quota"  # the edge already owns as many households as FOG_CLOUD_HOUSEHOLDS_PER_EDGE allows
 R_SUM_NOT_FINITE = "sum-not-finite"  # the batch would make a running sum infinite: nothing of it stored
+# The cloud holds this household's window from the edge already, with another average or count (an edge
+# database begun again and filled from a replay Kafka had trimmed, or a bug): the first stays, and this one is not
+# acknowledged as stored, since it is not.
+R_CONFLICT = "window-stored-otherwise"
 R_STORE_DOWN = "store-unavailable"  # the cloud's store is down: nothing wrong with the data, send again soon
 R_INTERNAL = "internal-error"
 TRANSIENT = {R_STORE_DOWN, R_INTERNAL}

@@ -109,6 +109,18 @@ def test_it_counts_one_window_sent_twice_in_a_batch_once(cloud, cloud_reader):
     assert cloud_reader.stats()["tuples"] == 1 and cloud_reader.stats()["dedup_hits"] == 1
 
 
+def test_it_refuses_other_figures_for_a_window_it_holds_and_keeps_the_first(cloud, cloud_reader):
+    """Two figures for one window (in a batch, or a later one): the second was acknowledged, postal code and all,
+    and the edge took as stored an average the cloud did not hold."""
+    row = make_rows(1)[0]  # (id, household, start, end, average, readings)
+    plz = locate(row[1])[0]
+    other_average = (row[0] + 1, row[1], row[2], row[3], row[4] + 100.0, row[5])
+    assert _send(cloud, [row, other_average]) == ([plz, ""], ["", wire.R_CONFLICT])
+    assert _send(cloud, [(row[0] + 2, *row[1:5], row[5] + 1)]) == ([""], [wire.R_CONFLICT])  # another count
+    assert _send(cloud, [(row[0] + 3, *row[1:])]) == ([plz], [""])  # the first's figures again, under a new id
+    assert cloud_reader.household(row[1])["power_w"] == row[4] and cloud_reader.stats()["tuples"] == 1
+
+
 def test_it_knows_the_tuples_a_cloud_kept_under_their_ids_before(cloud, redis_client, cloud_reader):
     """Stored by a cloud that deduplicated by id alone: the same window is still a repeat after the upgrade,
     and an old id on another window is not."""
