@@ -505,11 +505,15 @@ class CloudStore:
                 touched.add(located[index][1])
             else:  # stored before: the same figures again (a resend), or others for the same window
                 held, (_, _, _, end, average, count) = Record.decode(outcome[1:]), rows[index]
-                if (held.we, held.avg, held.n) == (end, float(average), count):
+                # A v1 tuple's window ends when the cloud took it: a resend of its id ends later, the same tuple.
+                if (held.avg, held.n) == (float(average), count) and (by_id or held.we == end):
                     codes[index] = held.plz
                 else:
                     why[index] = wire.R_CONFLICT
-        return StoreResult(codes, why, new, dups, touched, fresh, now_ms)
+        conflicts = why.count(wire.R_CONFLICT)
+        if conflicts:  # the script counted them as repeats; they are refusals, counted as such by the server
+            await self.redis.hincrby(self.keys.stats(shard), "dedup_hits", -conflicts)
+        return StoreResult(codes, why, new, dups - conflicts, touched, fresh, now_ms)
 
     async def update_totals(self, states, minutes):
         """The figures of a dashboard update as totals over every shard, in one round trip: {state: (households,

@@ -529,8 +529,10 @@ class Ingestor:
                 recent, before = self.lags
                 # Never below 0: a record stamped ahead of the edge's clock (a producer's clock ahead, or one record
                 # stamped so on purpose) made every reading of its partition arrive that much before it was read,
-                # its household's clock as far ahead, and its windows close that early, for two periods. At 0 a
-                # reading arrives when it was read at the latest: its window may close later, never early.
+                # its household's clock as far ahead, and its windows close that early, for two periods. At 0 no
+                # reading arrives before it was read. (A record stamped ahead of its partition's other producers can
+                # still lower the lag to 0: a producer whose clock runs behind the edge's then closes early by as
+                # much as it runs behind, no more.)
                 lag = max(0, now_ms - newest)
                 recent[partition] = lag = min(recent.get(partition, lag), lag)
                 lag = min(lag, before.get(partition, lag))

@@ -237,7 +237,9 @@ class Supervisor:
             self.failure = (f"the edge database file {self.database_file.path} was removed or replaced while the edge "
                             "ran: its loops would go on writing into a file nobody can read; stopping. Unsent "
                             "tuples were in it; `migrate` and a new start read Kafka again from what a new file "
-                            "remembers (the beginning), and the cloud's dedup absorbs what it has")
+                            "remembers (the beginning), and the cloud's dedup absorbs what it has (a window it holds "
+                            "with other figures, as a replay closes by event time one the clock closed, is refused as "
+                            "window-stored-otherwise: the cloud keeps the first)")
             return "failed"
         if self.claimed and not self.control.refresh_supervisor(self.holder):
             self.failure = f"another supervisor took over edge {settings.FOG_EDGE_ID}: {self.control.supervisor()}"

@@ -86,6 +86,7 @@ OTHER_MAGIC = {
     b"\xff\xfe": "UTF-16 or UTF-32 text (as a spreadsheet saves \"Unicode text\"), not UTF-8: save it as UTF-8 CSV",
     b"\xfe\xff": "UTF-16 text, not UTF-8: save it as UTF-8 CSV",
     b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1": "an Excel 97-2003 workbook (.xls), not CSV: save it as CSV (UTF-8)",
+    b"\x00\x00\xfe\xff": "UTF-32 text, not UTF-8: save it as UTF-8 CSV",  # before b"\x00": a dict keeps this order
     b"\x00": "NUL bytes, not text (a file preallocated, or left so by a crash?)",
 }
 
@@ -220,8 +221,8 @@ def _lines(handle, report=None):
         if number == 1:
             packed = next((name for magic, name in PACKED_MAGIC.items() if raw.startswith(magic)), None)
             other = next((said for magic, said in OTHER_MAGIC.items() if raw.startswith(magic)), None)
-            if b"\r" in raw.rstrip(b"\r\n"):  # lines that end in a carriage return alone: an old Mac text file
-                other = CR_ALONE
+            if not other and b"\r" in raw.rstrip(b"\r\n"):  # lines that end in a carriage return alone: an old Mac's
+                other = CR_ALONE  # (UTF-16's CRLF is \r\0\n\0: said as UTF-16, above)
             if packed or other:  # the file as a whole is unusable: its first line says why, and nothing more is read
                 yield number, DataError(f"a {packed} file, not text: decompress it first" if packed else other)
                 return

@@ -386,6 +386,8 @@ def test_it_says_what_a_file_that_is_no_text_or_has_other_line_ends_is(tmp_path)
         (text.replace(b"\n", b"\r"), mac),  # an old Mac's line ends
         (text[:300].replace(b"\n", b"\r"), mac),  # ... in a file with no line of over 4096 bytes
         (text[:300].decode().encode("utf-16"), "UTF-16 or UTF-32 text"),  # a spreadsheet's "Unicode text"
+        (text[:300].replace(b"\n", b"\r\n").decode().encode("utf-16"), "UTF-16 or UTF-32 text"),  # ... on Windows
+        (b"\x00\x00\xfe\xff" + text[:300].decode().encode("utf-32-be"), "UTF-32 text"),
         (b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1" + bytes(5000), "an Excel 97-2003 workbook (.xls), not CSV"),
         (bytes(10_000), "NUL bytes, not text"),  # a file preallocated, or left by a crash
     ):

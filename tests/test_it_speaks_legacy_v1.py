@@ -31,6 +31,21 @@ def test_it_acks_a_heartbeat_and_answers_data_with_a_postal_code(legacy_cloud, r
     assert redis_client.hlen(Keys(legacy_cloud.prefix).tuples("old-edge")) == 1
 
 
+def test_it_answers_a_v1_tuple_sent_again_with_its_postal_code(legacy_cloud, redis_client):
+    """A prototype sends an id again when its reply was lost: the window the cloud gives a v1 tuple ends when the
+    cloud takes it, so the resend's ends later, and it is the same tuple all the same."""
+    import time
+
+    with pynng.Req0(dial=legacy_cloud.data_addr, recv_timeout=3000) as data:
+        for _ in range(2):
+            data.send(json.dumps({"id": 18, "node_id": "household-b", "average": 120.25}).encode())
+            assert data.recv().decode() == f"PLZ for id: 18 - PLZ: {locate('household-b')[0]}"
+            time.sleep(0.01)  # a clock's tick at least: the second window ends later
+        data.send(json.dumps({"id": 18, "node_id": "household-b", "average": 99.0}).encode())  # another average
+        assert data.recv().decode().startswith("ERROR")
+    assert redis_client.hlen(Keys(legacy_cloud.prefix).tuples("old-edge")) == 1
+
+
 def test_it_answers_a_broken_v1_request_with_an_error_and_serves_on(legacy_cloud):
     with pynng.Req0(dial=legacy_cloud.data_addr, recv_timeout=3000) as data:
         data.send(b'{"id": "x", "node_id": "h", "average": 1}')

@@ -118,7 +118,8 @@ def test_it_refuses_other_figures_for_a_window_it_holds_and_keeps_the_first(clou
     assert _send(cloud, [row, other_average]) == ([plz, ""], ["", wire.R_CONFLICT])
     assert _send(cloud, [(row[0] + 2, *row[1:5], row[5] + 1)]) == ([""], [wire.R_CONFLICT])  # another count
     assert _send(cloud, [(row[0] + 3, *row[1:])]) == ([plz], [""])  # the first's figures again, under a new id
-    assert cloud_reader.household(row[1])["power_w"] == row[4] and cloud_reader.stats()["tuples"] == 1
+    assert cloud_reader.household(row[1])["power_w"] == row[4]
+    assert cloud_reader.stats()["tuples"] == 1 and cloud_reader.stats()["dedup_hits"] == 1  # a refusal, no repeat
 
 
 def test_it_knows_the_tuples_a_cloud_kept_under_their_ids_before(cloud, redis_client, cloud_reader):
