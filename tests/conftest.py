@@ -160,11 +160,11 @@ def session_postgres(request):
     if edge_database.engine(request.config) != "postgres":
         yield None
         return
-    server = edge_database.SessionPostgres(settings.BASE_DIR).start()
-    try:
-        yield server
+    server = edge_database.SessionPostgres(settings.BASE_DIR)
+    try:  # start() inside: a Ctrl-C (or SIGTERM) just after it returned left the server running, stopped by nothing
+        yield server.start()
     finally:
-        server.stop()
+        server.stop()  # again after a start() that stopped it itself: nothing left to stop then
 
 
 @pytest.fixture(scope="session")
