@@ -42,8 +42,9 @@ several clouds can share one store; `Keys` is the only place that spells them), 
     {p}owner:{h}         hash  household -> the edge that delivered it first (the only one it takes it from)
 
 A tuple whose window the edge's tuple hash holds already is answered with the stored record's postal code if it
-has the stored average and count (a resend, under any id), and refused as wire.R_CONFLICT if not: the first
-figures stay, and an edge is never acknowledged for figures the cloud does not hold.
+has the stored average and count (a resend, under any id), and refused as wire.R_CONFLICT if not (the script
+tells the two apart): the first figures stay, and an edge is never acknowledged for figures the cloud does not
+hold.
 
 A household is stored by one edge only (its owner), so it lives in one shard, and the per-shard
 household counts add up. Every stored value is one `Record` ("ws|we|avg|n|plz|state|acked_ms|edge|id|
@@ -190,12 +191,19 @@ local outcome, tuples, recent = {}, {}, {}
 local sums, counts, state_of, best, households = {}, {}, {}, {}, {}
 local new, dups, seen = 0, 0, {}
 local series, power = {}, {}
+-- A record's "avg|n": a repeat with the stored ones is a resend (under any id; a v1 tuple's window ends when
+-- the cloud takes it, so its ws|we differ), with others a conflict ('!'), which is refused and counts as no repeat.
+local function figures(record) return string.match(record, '^[^|]*|[^|]*|([^|]*|[^|]*)|') end
 for i = 1, n do
   local field, id, hh, ws, avg, st, record = unpack(arg[i])
   if existing[i] or seen[field] then  -- stored before, or earlier in this batch
-    dups = dups + 1
     seen[field] = existing[i] or seen[field]
-    outcome[i] = '=' .. seen[field]
+    if figures(seen[field]) == figures(record) then
+      dups = dups + 1
+      outcome[i] = '=' .. seen[field]
+    else
+      outcome[i] = '!'
+    end
   else
     seen[field] = record
     new = new + 1
@@ -503,17 +511,11 @@ class CloudStore:
                 codes[index] = located[index][0]
                 fresh.append(index)
                 touched.add(located[index][1])
-            else:  # stored before: the same figures again (a resend), or others for the same window
-                held, (_, _, _, end, average, count) = Record.decode(outcome[1:]), rows[index]
-                # A v1 tuple's window ends when the cloud took it: a resend of its id ends later, the same tuple.
-                if (held.avg, held.n) == (float(average), count) and (by_id or held.we == end):
-                    codes[index] = held.plz
-                else:
-                    why[index] = wire.R_CONFLICT
-        conflicts = why.count(wire.R_CONFLICT)
-        if conflicts:  # the script counted them as repeats; they are refusals, counted as such by the server
-            await self.redis.hincrby(self.keys.stats(shard), "dedup_hits", -conflicts)
-        return StoreResult(codes, why, new, dups - conflicts, touched, fresh, now_ms)
+            elif outcome == b"!":  # the window is stored with other figures (STORE_BATCH)
+                why[index] = wire.R_CONFLICT
+            else:  # the same figures again: a resend
+                codes[index] = Record.decode(outcome[1:]).plz
+        return StoreResult(codes, why, new, dups, touched, fresh, now_ms)
 
     async def update_totals(self, states, minutes):
         """The figures of a dashboard update as totals over every shard, in one round trip: {state: (households,

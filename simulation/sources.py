@@ -116,6 +116,7 @@ class CsvHousehold:
     timestamps: array  # epoch ms ('q')
     powers: array  # watts ('d')
     path: Path
+    gaps: list  # indices of the readings more than GAP_SAID_MS after the one before (_read_lines)
 
 
 _hours = {}  # (zone, "YYYY-MM-DD HH") -> epoch ms of that local hour's start, None if a DST change falls in it
@@ -226,12 +227,10 @@ def _lines(handle, report=None):
             if packed or other:  # the file as a whole is unusable: its first line says why, and nothing more is read
                 yield number, DataError(f"a {packed} file, not text: decompress it first" if packed else other)
                 return
-        if len(raw) > MAX_LINE_BYTES and not raw.endswith(b"\n") and number <= 2:
-            # A header line: the file is unusable whatever follows, so the rest (a disk image under a .csv name,
-            # gigabytes without a new line) is not read through before it is said.
-            yield number, DataError(f"longer than {MAX_LINE_BYTES} bytes")
-            return
         if len(raw) > MAX_LINE_BYTES and not raw.endswith(b"\n"):
+            if number <= 2:  # a header line: the file is unusable, and the rest (a disk image's GBs) is not read
+                yield number, DataError(f"longer than {MAX_LINE_BYTES} bytes")
+                return
             cr = b"\r" in raw[:-1]  # carriage returns alone in a line after the first: an old Mac's text pasted in
             while raw and not raw.endswith(b"\n"):  # the rest of the line, a piece at a time
                 raw = handle.readline(MAX_LINE_BYTES + 1)
@@ -291,17 +290,18 @@ def read_csv(path, zone, skip_bad_lines=False, report=None):
     timestamps, powers = array("q"), array("d")
     try:
         with open(path, "rb") as handle:
-            skipped = _read_lines(_lines(handle, report), path, zone, skip_bad_lines, timestamps, powers)
+            skipped, gaps = _read_lines(_lines(handle, report), path, zone, skip_bad_lines, timestamps, powers)
     except OSError as exc:  # can't be opened, or a disk, share or USB stick failing part-way through
         raise DataError(f"{path}: can't be read ({exc.strerror or exc})") from None
     if not timestamps:
         raise DataError(f"{path}: no readings after the two header lines"
                         + (f" ({skipped} bad lines skipped)" if skipped else ""))
-    return CsvHousehold(household, timestamps, powers, path), skipped
+    return CsvHousehold(household, timestamps, powers, path, gaps), skipped
 
 
 def _read_lines(lines, path, zone, skip_bad_lines, timestamps, powers):
-    """Check the two header lines, then append each data line's reading; returns the bad lines skipped."""
+    """Check the two header lines, then append each data line's reading; returns the bad lines skipped and the
+    indices of the readings more than GAP_SAID_MS after the one before."""
     header = [next(lines, (number, "")) for number in (1, 2)]
     for number, text in header:
         if isinstance(text, DataError):
@@ -424,7 +424,8 @@ def _read_lines(lines, path, zone, skip_bad_lines, timestamps, powers):
         log.warning("%s:%d: %s, the first line, is %s before the line after it: a meter silent that long, or a "
                     "typo in the date? (taken: the run starts there)", path, first[0], first[1],
                     _span(timestamps[1] - timestamps[0]))
-    _say_far_blocks(path, zone, timestamps)
+    gaps = [i for i, (a, b) in enumerate(zip(timestamps, timestamps[1:]), 1) if b - a > GAP_SAID_MS]
+    _say_far_blocks(path, zone, timestamps, gaps)
     if powers:
         sample = sorted(powers[::max(1, len(powers) // MEDIAN_SAMPLE)])
         median = sample[len(sample) // 2]
@@ -433,32 +434,27 @@ def _read_lines(lines, path, zone, skip_bad_lines, timestamps, powers):
                         "no household's; is the column in watts or kilowatts? (taken as milliwatts)", path, median)
     if skipped > SKIPPED_SHOWN:
         log.warning("%s: %d bad lines skipped in all, the first %d named above", path, skipped, SKIPPED_SHOWN)
-    return skipped
+    return skipped, gaps
 
 
-def _say_far_blocks(path, zone, timestamps):
+def _say_far_blocks(path, zone, timestamps, gaps):
     """Warn of the first or last readings of a file, 2 to STRAY_BLOCK_LINES of them and fewer than the rest, that
     are more than GAP_SAID_MS from the rest: a meter's clock wrong for its first readings stretches the run (at
     --speed max a year is hours of steps with nothing in them). One line apart is said above, with its number."""
     count = len(timestamps)
-    gaps = [i for i in range(min(count - 1, STRAY_BLOCK_LINES)) if timestamps[i + 1] - timestamps[i] > GAP_SAID_MS]
-    lead = gaps[0] + 1 if gaps else 0
-    gaps = [i for i in range(max(count - 1 - STRAY_BLOCK_LINES, 0), count - 1)
-            if timestamps[i + 1] - timestamps[i] > GAP_SAID_MS]
-    tail = count - 1 - gaps[-1] if gaps else 0
-
-    def date(ms):
-        return _date(ms, zone)
-
+    lead = gaps[0] if gaps and gaps[0] <= STRAY_BLOCK_LINES else 0
+    tail = count - gaps[-1] if gaps and gaps[-1] >= count - STRAY_BLOCK_LINES else 0
     if 2 <= lead < count - lead:
         log.warning("%s: its first %d readings, %s to %s, are %s before the next (%s): a meter silent that long, "
-                    "or a clock wrong at its start? (taken: the run starts there)", path, lead, date(timestamps[0]),
-                    date(timestamps[lead - 1]), _span(timestamps[lead] - timestamps[lead - 1]), date(timestamps[lead]))
+                    "or a clock wrong at its start? (taken: the run starts there)", path, lead,
+                    _date(timestamps[0], zone), _date(timestamps[lead - 1], zone),
+                    _span(timestamps[lead] - timestamps[lead - 1]), _date(timestamps[lead], zone))
     if 2 <= tail < count - tail:
         first = count - tail
         log.warning("%s: its last %d readings, %s to %s, are %s after the one before (%s): a meter silent that long, "
-                    "or a clock gone wrong? (taken: they lengthen the run)", path, tail, date(timestamps[first]),
-                    date(timestamps[-1]), _span(timestamps[first] - timestamps[first - 1]), date(timestamps[first - 1]))
+                    "or a clock gone wrong? (taken: they lengthen the run)", path, tail, _date(timestamps[first], zone),
+                    _date(timestamps[-1], zone), _span(timestamps[first] - timestamps[first - 1]),
+                    _date(timestamps[first - 1], zone))
 
 
 def _span(ms):
@@ -592,7 +588,7 @@ def _say_time_between_files(folder, zone, households):
     different days or years (the Gem House data spans several), or files each silent for the same months, make
     one run from the earliest reading to the latest, which steps through that time with nothing to send (at
     --speed max, hours for a year)."""
-    spans = sorted(span for h in households for span in _stretches(h.timestamps, h.path.name))
+    spans = sorted(span for h in households for span in _stretches(h))
     gap, covered, before = 0, spans[0][1], spans[0][2]  # the longest gap, and the file whose reading bounds it
     for first, last, name in spans[1:]:
         if first - covered > gap:
@@ -606,11 +602,10 @@ def _say_time_between_files(folder, zone, households):
                     _date(gap_to, zone), after, _date(spans[0][0], zone), _date(covered, zone))
 
 
-def _stretches(timestamps, name):
-    """(first, last, name) of each run of a file's readings with no gap over GAP_SAID_MS between two of them."""
-    gaps = [i for i, (a, b) in enumerate(zip(timestamps, timestamps[1:]), 1) if b - a > GAP_SAID_MS]
-    bounds = [0, *gaps, len(timestamps)]
-    return [(timestamps[a], timestamps[b - 1], name) for a, b in zip(bounds, bounds[1:])]
+def _stretches(household):
+    """(first, last, file name) of each run of a household's readings with no gap over GAP_SAID_MS in it."""
+    ts, bounds = household.timestamps, [0, *household.gaps, len(household.timestamps)]
+    return [(ts[a], ts[b - 1], household.path.name) for a, b in zip(bounds, bounds[1:])]
 
 
 def _date(ms, zone):
