@@ -26,7 +26,8 @@ from django.utils.functional import cached_property
 from django.utils.html import format_html, format_html_join
 from django.utils.translation import gettext as _
 
-from edge_app.models import IN_CHUNK, LINK_HISTORY_KEEP, UNANSWERED, EdgeStatus, LinkChange, Status, WindowAggregate
+from edge_app.models import (IN_CHUNK, LINK_HISTORY_KEEP, SET_ASIDE_KEEP, UNANSWERED, EdgeStatus, LinkChange,
+                             SetAsideMessage, Status, WindowAggregate)
 from fogwire import protocol as wire
 
 # Counts stop here: an index range of this many entries costs milliseconds on
@@ -346,3 +347,48 @@ class EdgeStatusAdmin(admin.ModelAdmin):
         body = format_html_join("", "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>", rows)
         return format_html("<table><thead><tr><th>link</th><th>from</th><th>for</th><th>why</th></tr></thead>"
                            "<tbody>{}</tbody></table>", body)
+
+
+@admin.register(SetAsideMessage)
+class SetAsideMessageAdmin(admin.ModelAdmin):
+    """The malformed Kafka messages the ingest set aside (edge_app/ingest.py), newest first: where each is, what
+    is wrong with it and how it begins. Bounded (SET_ASIDE_KEEP an edge), so its counts cost nothing."""
+
+    list_display = ("seen", "where", "what", "problem")
+    list_filter = ("edge_id", "topic")
+    fields = ("seen", "edge_id", "topic", "partition", "offset", "what", "problem", "value_bytes", "value_shown")
+    readonly_fields = fields
+    list_per_page = PER_PAGE
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False  # a record of what came: an operator looks at it, or deletes it once dealt with
+
+    def changelist_view(self, request, extra_context=None):
+        title = f"Set-aside messages (the newest {SET_ASIDE_KEEP:,} an edge are kept)"
+        return super().changelist_view(request, extra_context={**(extra_context or {}), "title": title})
+
+    @admin.display(description="read")
+    def seen(self, obj):
+        return when(obj.seen_at)
+
+    @admin.display(description="where")
+    def where(self, obj):
+        return f"{obj.topic}[{obj.partition}] offset {obj.offset}"
+
+    @admin.display(description="set aside")
+    def what(self, obj):
+        if obj.readings is None:
+            return "the whole message"
+        return f"{obj.readings} reading{'' if obj.readings == 1 else 's'} of its batch"
+
+    @admin.display(description="how it begins")
+    def value_shown(self, obj):
+        if obj.value is None:
+            return "no value (a tombstone)"
+        shown = bytes(obj.value).decode("utf-8", "backslashreplace")
+        cut = obj.value_bytes is not None and obj.value_bytes > len(obj.value)
+        return format_html("<pre style=\"white-space: pre-wrap\">{}</pre>{}", shown,
+                           f"… and {obj.value_bytes - len(obj.value):,} bytes more" if cut else "")

@@ -15,8 +15,11 @@ A message is one reading or a batch of them (edge_app/readings.py). A
 malformed reading is counted, logged (at most a few lines a minute, with a
 summary of the rest) and skipped, so no message can stop ingest at its
 offset; a bad reading of a batch is set aside alone, a message unreadable as
-a whole counts once. Like a key, a batch keeps each of its households in one
-partition (the simulation routes them as their ids as keys would go). The
+a whole counts once. Each such message is kept, with where it is, what is
+wrong with it and its first bytes, in the edge's database (SetAsideMessage,
+the admin's "set-aside messages"), written with the counters that count it.
+Like a key, a batch keeps each of its households in one partition (the
+simulation routes them as their ids as keys would go). The
 window book's rules (far-ahead readings, idle households leaving memory) are
 in edge_app/windows.py.
 
@@ -45,7 +48,8 @@ from django.utils import timezone
 from edge_app.budget import RECOUNT_SECONDS, BudgetGate
 from edge_app.kafka_source import TOPIC_POLL_SECONDS, KafkaSourceError, OffsetsDeleted, open_source
 from edge_app.merge import PartitionMerge
-from edge_app.models import EdgeStatus, IngestPosition, Status, WindowAggregate
+from edge_app.models import (SET_ASIDE_PROBLEM_CHARS, SET_ASIDE_VALUE_BYTES, EdgeStatus, IngestPosition,
+                             SetAsideMessage, Status, WindowAggregate)
 from edge_app.readings import MalformedReading, parse_message
 from edge_app.windows import APPLIED, LATE, WindowBook
 from fogwire import limits
@@ -87,6 +91,10 @@ RESUME_ENDS_SECONDS = 2
 CLOCK_READ_MS = 20  # a reading of the clocks that took longer was interrupted: it is passed over
 MALFORMED_LOG_LINES = 5  # at most this many malformed-reading lines per MALFORMED_LOG_SECONDS
 MALFORMED_LOG_SECONDS = 60.0
+# Set-aside messages written a flush, at most: a flood of bad messages costs the database a bounded write a flush.
+# Those over it are counted as malformed all the same, and said; the table keeps the newest (SET_ASIDE_KEEP).
+SET_ASIDE_PER_FLUSH = 1000
+SET_ASIDE_PROBLEMS_SAID = 5  # a batch's problems written out in its row, then how many more
 
 
 def _since_boot_ms():
@@ -163,6 +171,7 @@ class Ingestor:
         self.counted = {}  # partition -> first offset not yet counted
         self.pending = {"readings": 0, "late": 0, "duplicates": 0, "malformed": 0, "lost_to_retention": 0}
         self.totals = dict.fromkeys([*self.pending, "windows"], 0)
+        self.set_aside, self.set_aside_over = [], 0  # malformed messages for the next flush (_set_aside), and those over
         self.last_flush = self.last_idle_check = time.monotonic()
         self.dirty = False
         self.malformed_log = RateLimitedLog(log, MALFORMED_LOG_LINES, MALFORMED_LOG_SECONDS)
@@ -552,12 +561,16 @@ class Ingestor:
                     pending["malformed"] += 1
                     self.malformed_log.warning("malformed reading at %s[%d] offset %d: %s", self.topic, partition,
                                                offset, exc)
+                    self._set_aside(partition, offset, value, None, str(exc))
                 continue
             if problems and count:
                 pending["malformed"] += len(problems)
                 for place, problem in problems:
                     self.malformed_log.warning("malformed reading at %s[%d] offset %d, reading %d of its batch: %s",
                                                self.topic, partition, offset, place, problem)
+                said = "; ".join(f"reading {place}: {problem}" for place, problem in problems[:SET_ASIDE_PROBLEMS_SAID])
+                more = len(problems) - SET_ASIDE_PROBLEMS_SAID
+                self._set_aside(partition, offset, value, len(problems), said + (f"; and {more} more" if more > 0 else ""))
             if not live:
                 arrived = None  # this reading can never close by the clock
             elif lag is not None and stamp is not None and stamp > 0:
@@ -579,6 +592,18 @@ class Ingestor:
             self.applied[1] += applied
             self.dirty = True
         return room
+
+    def _set_aside(self, partition, offset, value, readings, problem):
+        """Keep a malformed message for the next flush, which writes it with the counters that count it."""
+        if len(self.set_aside) >= SET_ASIDE_PER_FLUSH:
+            self.set_aside_over += 1
+            return
+        if len(problem) > SET_ASIDE_PROBLEM_CHARS:
+            problem = problem[:SET_ASIDE_PROBLEM_CHARS - 1] + "…"
+        kept = None if value is None else bytes(value[:SET_ASIDE_VALUE_BYTES])
+        self.set_aside.append(SetAsideMessage(edge_id=self.edge_id, topic=self.topic, partition=partition,
+                                              offset=offset, readings=readings, problem=problem, value=kept,
+                                              value_bytes=None if value is None else len(value)))
 
     def _apply_merged(self, now, now_ms, marks):
         """Apply what the merge releases, in runs of one partition; pause partitions that ran far ahead. True if it
@@ -656,6 +681,15 @@ class Ingestor:
             counters = {name: F(name) + value for name, value in self.pending.items() if value}
             if counters:
                 EdgeStatus.objects.filter(edge_id=self.edge_id).update(**counters)
+            seen = timezone.now()
+            for message in self.set_aside:
+                message.seen_at = seen
+            SetAsideMessage.keep(self.edge_id, self.set_aside)
+        self.set_aside = []
+        if self.set_aside_over:
+            log.warning("%d more malformed messages than the %d a flush kept in the database (set-aside messages): "
+                        "counted as malformed, not kept", self.set_aside_over, SET_ASIDE_PER_FLUSH)
+            self.set_aside_over = 0
         for position in positions:
             self.counted[position.partition] = position.counted_offset
         for name, value in self.pending.items():

@@ -223,6 +223,48 @@ class LinkChange(models.Model):
             cls.objects.filter(edge_id=edge_id, at__lte=cut[0]).delete()
 
 
+# Malformed Kafka messages are kept for an operator to look at (what was wrong, where, and how the message began);
+# the newest SET_ASIDE_KEEP an edge, so a flood of bad messages cannot grow the database.
+SET_ASIDE_KEEP = 10_000
+SET_ASIDE_VALUE_BYTES = 1024  # a message's first bytes kept: enough to see what it is, not a copy of a flood
+SET_ASIDE_PROBLEM_CHARS = 500
+
+
+class SetAsideMessage(models.Model):
+    """A Kafka message the ingest could not use whole: unreadable (`readings` empty), or a batch some of whose
+    readings were set aside. Written with the counters and positions that count it, so a replay keeps it once."""
+
+    edge_id = models.CharField(max_length=64)
+    topic = models.CharField(max_length=249)
+    partition = models.PositiveIntegerField()
+    offset = models.BigIntegerField()
+    readings = models.PositiveIntegerField(null=True, blank=True, help_text="readings of the batch set aside "
+                                           "(empty: the message as a whole)")
+    problem = models.CharField(max_length=SET_ASIDE_PROBLEM_CHARS)
+    value = models.BinaryField(null=True, blank=True, help_text=f"the message's first {SET_ASIDE_VALUE_BYTES} "
+                               "bytes (empty: a tombstone)")
+    value_bytes = models.PositiveIntegerField(null=True, blank=True, help_text="the message's length")
+    seen_at = models.DateTimeField(help_text="when the ingest read it")
+
+    class Meta:
+        indexes = [models.Index(fields=["edge_id", "-id"], name="set_aside_newest")]
+        ordering = ["-id"]
+
+    def __str__(self):
+        return f"{self.topic}[{self.partition}] offset {self.offset}"
+
+    @classmethod
+    def keep(cls, edge_id, messages):
+        """Add these (unsaved) messages and drop this edge's oldest beyond SET_ASIDE_KEEP."""
+        if not messages:
+            return
+        cls.objects.bulk_create(messages)
+        cut = cls.objects.filter(edge_id=edge_id).order_by("-id").values_list("id", flat=True)[
+            SET_ASIDE_KEEP:SET_ASIDE_KEEP + 1]
+        if cut:
+            cls.objects.filter(edge_id=edge_id, id__lte=cut[0]).delete()
+
+
 class IngestPosition(models.Model):
     """Where the ingest resumes per partition, written with the aggregates it covers.
 
