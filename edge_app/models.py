@@ -217,10 +217,14 @@ class LinkChange(models.Model):
     def record(cls, edge_id, connected, at, error=""):
         """Add one transition and drop this edge's oldest beyond LINK_HISTORY_KEEP."""
         cls.objects.create(edge_id=edge_id, connected=connected, at=at, error=error[:300])
-        cut = cls.objects.filter(edge_id=edge_id).order_by("-at").values_list("at", flat=True)[
-            LINK_HISTORY_KEEP:LINK_HISTORY_KEEP + 1]
-        if cut:
-            cls.objects.filter(edge_id=edge_id, at__lte=cut[0]).delete()
+        _keep_newest(cls.objects.filter(edge_id=edge_id), "at", LINK_HISTORY_KEEP)
+
+
+def _keep_newest(rows, field, keep):
+    """Delete those of `rows` past the newest `keep` by `field` (a table kept short, one edge's rows)."""
+    cut = rows.order_by(f"-{field}").values_list(field, flat=True)[keep:keep + 1]
+    if cut:
+        rows.filter(**{f"{field}__lte": cut[0]}).delete()
 
 
 # Malformed Kafka messages are kept for an operator to look at (what was wrong, where, and how the message began);
@@ -259,10 +263,7 @@ class SetAsideMessage(models.Model):
         if not messages:
             return
         cls.objects.bulk_create(messages)
-        cut = cls.objects.filter(edge_id=edge_id).order_by("-id").values_list("id", flat=True)[
-            SET_ASIDE_KEEP:SET_ASIDE_KEEP + 1]
-        if cut:
-            cls.objects.filter(edge_id=edge_id, id__lte=cut[0]).delete()
+        _keep_newest(cls.objects.filter(edge_id=edge_id), "id", SET_ASIDE_KEEP)
 
 
 class IngestPosition(models.Model):
