@@ -55,6 +55,8 @@ CLUSTER_MASTERS = LOCAL_CLUSTER_MASTERS  # the product's settings checks count o
 CLUSTER_BUS_OFFSET = 10000  # Redis's fixed offset of a node's cluster bus port
 CLUSTER_READY_SECONDS = 60
 POSTGRES_READY_SECONDS = 60
+# ... a service whose log still grows gets this many times its *_READY_SECONDS before it is given up on (_wait)
+STARTING_PATIENCE = 3
 POSTGRES_VERSION = "15"
 # Settings of the Redis this module starts beyond persistence, as CONFIG names them (`bench e2e` sets them for
 # its measured runs too). rdbcompression: the AOF's base is written uncompressed, since LZF over every value made
@@ -157,8 +159,27 @@ def _pid_runs(pid, marker):
 
 
 def _wait(predicate, seconds, what, logfile):
-    if not wait_for(predicate, seconds, interval=0.25):
-        raise ServiceError(f"{what} did not become ready within {seconds} s; see {logfile}")
+    """Until `predicate` holds: `seconds` at first, and longer while the server still writes to its log (a JVM
+    or a cluster starting on a machine busy with other work gets there slowly), up to STARTING_PATIENCE times
+    `seconds` in all. A server silent for `seconds` is stuck, or dead: ServiceError."""
+    started = time.monotonic()
+    size, grew = _size(logfile), started
+    while not predicate():
+        now = time.monotonic()
+        if _size(logfile) != size:
+            size, grew = _size(logfile), now
+        if now - grew >= seconds or now - started >= seconds * STARTING_PATIENCE:
+            why = (f"its log silent for the last {now - grew:.0f} s" if now - grew >= seconds else
+                   f"the most it is given, {STARTING_PATIENCE} x {seconds} s, though its log still grew")
+            raise ServiceError(f"{what} did not become ready within {now - started:.0f} s ({why}); see {logfile}")
+        time.sleep(0.25)
+
+
+def _size(path):
+    try:
+        return os.stat(path).st_size
+    except OSError:
+        return None
 
 
 class Service:
