@@ -130,7 +130,7 @@ def _cmdline(pid):
 @pytest.mark.parametrize("scenario", longest_first(list(SCENARIOS)))  # the order the lanes finish them in
 def test_it_acknowledges_every_window_exactly_once_after(fault_matrix, scenario):
     outcome = fault_matrix.outcome(scenario)
-    assert outcome.windows > 0
+    assert outcome.windows > 0, outcome  # none: the scenario broke, and its detail says how
     assert (outcome.lost, outcome.duplicated, outcome.detail) == (0, 0, "")
     assert outcome.acked == outcome.windows
     assert outcome.recovery_s is not None
