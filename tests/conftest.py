@@ -42,6 +42,7 @@ from tooling.net import free_port, wait_for  # noqa: F401  (tests import them fr
 ROOT = Path(__file__).resolve().parent.parent
 TEST_REDIS_DB = int(os.environ.get("FOG_TEST_REDIS_DB", "15"))
 SESSION_ENV = "FOG_TEST_SESSION"
+REQUEST_TIMEOUT_MS = 30000  # CloudThread.request: how long a test waits for the cloud's reply to a frame
 _SESSION = {}  # the running session, whose exit status the process check may set
 LAST_TEST_FILE = "test_it_leaves_no_process_behind.py"
 # The longest files go first, so that in a parallel run (`make test`) the other workers fill the time beside them
@@ -380,7 +381,9 @@ class CloudThread:
             self.loop.call_soon_threadsafe(self.stop_event.set)
             self.thread.join(10)
 
-    def request(self, frame, data=True, timeout_ms=5000):
+    # The first batch to a cloud on a Redis Cluster (a client to make, households to claim) took more than 5 s
+    # on a machine busy with the parallel pass (CI128): a cloud that does answer is waited for.
+    def request(self, frame, data=True, timeout_ms=REQUEST_TIMEOUT_MS):
         import pynng
 
         with pynng.Req0(dial=self.data_addr if data else self.hb_addr, recv_timeout=timeout_ms,
