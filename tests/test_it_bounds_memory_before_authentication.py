@@ -123,7 +123,8 @@ def _while_answering(cloud, predicate, stalled=STALLED_SECONDS):
     (more than REPLY_SEND_SECONDS, after which a reply nobody takes closes its peer)."""
     seen, since = -1, time.monotonic()
     while not predicate():
-        refused = sum(count for reason, count in cloud.server.counts.items() if reason.startswith("refused:"))
+        counts = cloud.server.counts.copy()  # at once: the cloud's thread adds reasons while we look
+        refused = sum(count for reason, count in counts.items() if reason.startswith("refused:"))
         if refused != seen:
             seen, since = refused, time.monotonic()
         elif time.monotonic() - since > stalled:
