@@ -312,6 +312,10 @@ def test_it_measures_the_whole_pipeline_from_window_end_to_the_page(services, tm
     assert total * 0.5 < float(used) <= int(cores) and re.fullmatch(r"\d+% of the time", figure["all cores busy"])
     stolen = float(re.fullmatch(r"([\d.]+) cores", figure["cpu the host took (steal)"]).group(1))
     assert float(used) + stolen <= int(cores) + 0.01, figure  # steal is not counted as the machine's own work
+    # Each of the edge's loops is found by the lock it holds and named, with the cores it used and how busy it was.
+    loops = re.findall(r"edge (\w+) loop [\d.]+, busy \d+%", figure["edge loops, cores and busy"])
+    assert loops == ["ingest", "sender", "heartbeat"], figure
+    assert len(re.findall(r", busy \d+%", figure["busiest threads, cores and busy"])) == 3, figure
     text = doc.read_text()
     assert text.startswith("# Benchmarks\n\nbench all's table\n") and text.count(begin) == text.count(end) == 1
     assert "`python manage.py bench e2e --households 300" in text and "| e2e freshness p99" in text

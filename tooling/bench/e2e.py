@@ -13,6 +13,9 @@ client that reads the dashboard's live feed, all real processes on the local bro
   each process (with its children, those that ended during the run too: Redis rewrites its append-only
   file in one), Kafka and Redis included; and the whole machine's CPU, with the share of the time every
   core was busy and the CPU a virtual machine's host took for something else (MachineLoad).
+- Where it waits: the busiest threads of those processes and each of the edge's loops, with the cores each
+  used and how busy it was, the share of the time running or ready to run (tooling.bench.threads). A loop
+  busy near 100% never waited for its input: that stage holds the rest back, whatever its CPU.
 
 A run "holds" when, over the measured span, the p99 freshness stays within HOLD_FRESHNESS_S, the
 tuples acknowledged keep pace with the households (at least HOLD_PACE of households / window per
@@ -44,7 +47,9 @@ from django.conf import settings
 
 from cloud_app.consumers import WS_MAX_BYTES
 from cloud_app.engine import connect, is_cluster
+from edge_app.control import LOOPS
 from tooling.bench.common import ROOT, Figure
+from tooling.bench.threads import ThreadLoad, describe
 from tooling.chaos.pipeline import Pipeline
 from tooling.localservices import REDIS_TUNING
 from tooling.localservices import services as local_services
@@ -61,6 +66,8 @@ CAPACITY_START = 10_000
 CAPACITY_RESOLUTION = 0.1  # bisect until the bounds are this close (relative)
 AOF_REWRITE_WAIT_S = 120  # the rewrite that starts each run, at most this long
 MACHINE_SAMPLE_S = 0.1  # the whole machine's CPU is sampled this often: a window end's burst lasts seconds
+# A thread's "busy": the share of the time it was running or ready to run (tooling.bench.threads)
+THREADS_FIGURE = "busiest threads, cores and busy"
 SATURATED = 0.95  # a sample with at least this share of every core busy: all cores busy
 # --baseline WHAT: the one setting the baseline run changes, and how the figures name it. A name under
 # REDIS_SETTING is a setting of the cloud's Redis: every run sets REDIS_TUNING (as `make services` starts
@@ -423,7 +430,7 @@ def _measure(households, seconds, step, out, settings_env, warmup, described):
     for name in {name for changed, _ in BASELINES.values() for name in changed}:
         pipeline.env.pop(name, None)  # the measured run has the defaults, whatever this shell sets
     pipeline.env.update({k: v for k, v in (settings_env or {}).items() if k not in options})
-    web = feed = machine = web_log = None
+    web = feed = machine = threads = web_log = None
     try:
         web_port = free_port()
         web_log = open(pipeline.folder / "web.log", "ab")
@@ -449,6 +456,8 @@ def _measure(households, seconds, step, out, settings_env, warmup, described):
         meter = Meter(roots)
         meter.start()
         machine = MachineLoad().start()
+        labels = {pid: f"{loop} loop" for loop in LOOPS if (pid := pipeline.loop_pid(loop))}
+        threads = ThreadLoad(roots, _tree, {pipeline.edge.pid: "supervisor", **labels}).start()
         late_before = _late(pipeline)
         rewrites_before = _aof_rewrites(services.redis_url)
         read_before = _read(pipeline)
@@ -462,7 +471,7 @@ def _measure(households, seconds, step, out, settings_env, warmup, described):
         elapsed_s = (time.time() * 1000 - started_ms) / 1000
         read = _read(pipeline) - read_before
         updates = feed.updates[first:]
-        costs, load = meter.result(), machine.result()
+        costs, load, busiest = meter.result(), machine.result(), threads.result()
         drops = feed.drops
         stages = _stages(pipeline, started_ms, started_ms + elapsed_s * 1000)
         late = _late(pipeline) - late_before
@@ -472,6 +481,8 @@ def _measure(households, seconds, step, out, settings_env, warmup, described):
         try:
             if machine:
                 machine.stop()
+            if threads:
+                threads.stop()
             if web:  # first: in a session of its own, nothing else would end it
                 end_child(web)
         finally:
@@ -498,7 +509,7 @@ def _measure(households, seconds, step, out, settings_env, warmup, described):
               "freshness_p99_s": round(_weighted_percentile(samples, 0.99) / 1000, 2),
               "freshness_max_s": round(max(v for v, _ in samples) / 1000, 2), "feed_drops": drops, "late": late,
               "redis_aof_rewrites": rewrites, "machine": load,
-              "processes": costs, "stages": stages,
+              "processes": costs, "stages": stages, "threads": busiest,
               # the cloud counts at most ENDS_MAX window ends an update: tuples beyond them are not timed
               "timed_share": round(sum(count for _, count in samples) / max(acked, 1), 4)}
     out("e2e: where the time goes (p50 / p99 s): " + ", ".join(f"{name} {p50} / {p99}"
@@ -533,6 +544,9 @@ def _figures(result, label=""):
     extra["all cores busy"] = f"{machine['saturated_share']:.0%} of the time"
     extra["cpu the host took (steal)"] = f"{machine['stolen_cores']:.2f} cores"
     extra.update({f"{name} cpu/pss": f"{c['cpu']:.2f} / {c['pss_mib']:.0f} MiB" for name, c in result["processes"].items()})
+    if result.get("threads"):  # a thread busy near 100% never waited for its input: the stage that holds the rest back
+        extra[THREADS_FIGURE] = describe(result["threads"])
+        extra["edge loops, cores and busy"] = describe(result["threads"], [f"edge {loop} loop" for loop in LOOPS])
     extra.update({f"{name} p50/p99 s": f"{p50} / {p99}" for name, (p50, p99) in result["stages"].items()})
     return Figure(f"e2e freshness p99{label} (window end -> page)", result["freshness_p99_s"], "s", None,
                   "p99 <= 3 s at real time", extra)

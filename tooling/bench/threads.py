@@ -1,0 +1,108 @@
+"""Which threads of the pipeline's processes do the work, and whether they ever rest: bench e2e's pointer to its
+bottleneck.
+
+A process's CPU says how much work it did, not whether it kept up. A loop that never waits for its input (its
+next poll always finds data) is the one that holds the pipeline back, even when it got less than a core because
+the other processes took the rest. So every THREAD_SAMPLE_S each thread's state is looked at
+(/proc/PID/task/TID/stat): the share of the looks that found it running or ready to run (R) is how busy it was,
+and a thread busy close to 100% waited for nothing but a core. (/proc/.../schedstat would split the time on a
+core from the time waiting for one, but not every kernel has it; this one needs only /proc/PID/task.)
+"""
+
+import os
+import threading
+import time
+
+THREAD_SAMPLE_S = 0.2  # how often every thread's state is looked at
+MIN_SPAN_S = 1.0  # a thread seen for less than this (one that came and went) gives no rate
+BUSIEST_THREADS = 3  # named in the figures; the JSON result has every thread
+
+
+def _listdir(path):
+    try:
+        return os.listdir(path)
+    except OSError:
+        return []
+
+
+def thread_stat(pid, tid):
+    """(name, state letter, user + system jiffies) of one thread. OSError once it is gone."""
+    with open(f"/proc/{pid}/task/{tid}/stat") as handle:
+        raw = handle.read()
+    close = raw.rindex(")")  # the name may hold spaces and parentheses
+    fields = raw[close + 1:].split()
+    return raw[raw.index("(") + 1:close], fields[0], int(fields[11]) + int(fields[12])
+
+
+class ThreadLoad:
+    """Every thread of named process trees, sampled in a thread of its own: cores each used, and the share of
+    the time it was running or ready to run. `tree(pid)` lists a root's processes as they are at each look (the
+    edge's workers come and go); `labels` names processes, {pid: "ingest loop"}, whose main thread is then called
+    "<root> <label>" (other threads "<root> <label>, thread <name>")."""
+
+    def __init__(self, roots, tree, labels=None):
+        self.roots, self.tree, self.labels = roots, tree, dict(labels or {})
+        # (pid, tid) -> [root, name, first jiffies, first look, last jiffies, last look, looks, looks busy]
+        self.seen = {}
+        self.done = threading.Event()
+        self.thread = threading.Thread(target=self._run, name="bench-thread-load", daemon=True)
+        self.hz = os.sysconf("SC_CLK_TCK")
+
+    def sample(self):
+        now = time.monotonic()
+        for root, root_pid in self.roots.items():
+            for pid in self.tree(root_pid):
+                for task in _listdir(f"/proc/{pid}/task"):
+                    try:
+                        name, state, jiffies = thread_stat(pid, task)
+                    except (OSError, ValueError, IndexError):  # gone between the listing and the read
+                        continue
+                    entry = self.seen.get((pid, int(task)))
+                    if entry is None:
+                        entry = self.seen[pid, int(task)] = [root, name, jiffies, now, jiffies, now, 0, 0]
+                    entry[4], entry[5] = jiffies, now
+                    entry[6] += 1
+                    entry[7] += state == "R"
+
+    def _run(self):
+        self.sample()
+        while not self.done.wait(THREAD_SAMPLE_S):
+            self.sample()
+
+    def start(self):
+        self.thread.start()
+        return self
+
+    def stop(self):
+        self.done.set()
+        if self.thread.ident is not None:  # started
+            self.thread.join(2)
+
+    def _name(self, root, root_pid, pid, tid, name):
+        label = self.labels.get(pid)
+        if label is None:
+            label = "" if pid == root_pid else name
+        base = f"{root} {label}".strip()
+        return base if tid == pid else f"{base}, thread {name}"
+
+    def result(self):
+        """[{"thread", "cpu" (cores), "busy" (share of the looks)}], the most CPU first."""
+        self.stop()
+        threads = []
+        for (pid, tid), (root, name, first, since, last, until, looks, busy) in self.seen.items():
+            if until - since < MIN_SPAN_S:
+                continue
+            threads.append({"thread": self._name(root, self.roots[root], pid, tid, name),
+                            "cpu": round((last - first) / self.hz / (until - since), 2),
+                            "busy": round(busy / looks, 2)})
+        return sorted(threads, key=lambda t: (-t["cpu"], -t["busy"], t["thread"]))
+
+
+def describe(threads, names=None):
+    """"<thread> <cores>, busy <share>" of the busiest threads (or of those `names` gives, in its order)."""
+    if names is not None:
+        found = {t["thread"]: t for t in threads}
+        threads = [found[name] for name in names if name in found]
+    else:
+        threads = threads[:BUSIEST_THREADS]
+    return ", ".join(f"{t['thread']} {t['cpu']:.2f}, busy {t['busy']:.0%}" for t in threads) or "-"
