@@ -6,7 +6,7 @@ import subprocess
 import sys
 import time
 
-from tooling.bench.threads import ThreadLoad, describe
+from tooling.bench.threads import THREAD_SAMPLE_S, ThreadLoad, describe
 
 # A process whose main thread sleeps and whose second thread spins; it ends when its stdin closes.
 PROBE = """
@@ -55,9 +55,35 @@ def test_it_tells_a_thread_that_never_rests_from_one_that_waits():
     assert load.thread.is_alive() is False  # result() ends the sampling
 
 
+def test_it_counts_a_process_that_came_and_went_over_the_whole_span():
+    """Redis rewrites its append-only file in a child that runs flat out for a few seconds of a minute's run: its
+    cores are what it used over the run, not over its own few seconds, or it would pass for the busiest."""
+    child, late = _probe(), None
+    load = ThreadLoad({"probe": child.pid}, lambda pid: [pid] + ([late.pid] if late else []))
+    try:
+        load.start()
+        time.sleep(SAMPLED_S / 2)
+        late = _probe()
+        time.sleep(1.0)
+        _end(late)
+        time.sleep(SAMPLED_S / 2)
+        threads = load.result()
+    finally:
+        load.stop()
+        _end(child)
+        if late:
+            _end(late)
+    span = max(t["seconds"] for t in threads)
+    (brief,) = [t for t in threads if t["seconds"] < span - 0.5 and t["busy"] >= 0.8]  # the late one's spinning thread
+    assert brief["cpu"] <= (brief["seconds"] + 2 * THREAD_SAMPLE_S) / span, threads
+    assert f"(seen {brief['seconds']:g} s)" in describe([brief, *threads])
+
+
 def test_it_names_a_loop_it_was_asked_for_and_the_busiest_threads_in_order():
-    threads = [{"thread": "redis", "cpu": 0.4, "busy": 0.5}, {"thread": "edge ingest loop", "cpu": 0.62, "busy": 0.97},
-               {"thread": "edge sender loop", "cpu": 0.2, "busy": 0.3}, {"thread": "cloud", "cpu": 0.1, "busy": 0.1}]
+    threads = [{"thread": "redis", "cpu": 0.4, "busy": 0.5, "seconds": 60.0},
+               {"thread": "edge ingest loop", "cpu": 0.62, "busy": 0.97, "seconds": 60.0},
+               {"thread": "edge sender loop", "cpu": 0.2, "busy": 0.3, "seconds": 60.0},
+               {"thread": "cloud", "cpu": 0.1, "busy": 0.1, "seconds": 60.0}]
     threads.sort(key=lambda t: -t["cpu"])
     assert describe(threads) == "edge ingest loop 0.62, busy 97%, redis 0.40, busy 50%, edge sender loop 0.20, busy 30%"
     assert (describe(threads, ["edge ingest loop", "edge heartbeat loop", "edge sender loop"])
@@ -65,7 +91,7 @@ def test_it_names_a_loop_it_was_asked_for_and_the_busiest_threads_in_order():
     assert describe([], ["edge ingest loop"]) == "-"
 
 
-def test_it_leaves_out_a_thread_it_saw_too_briefly_for_a_rate():
+def test_it_gives_no_rate_for_a_single_look():
     child = _probe()
     try:
         load = ThreadLoad({"probe": child.pid}, lambda pid: [pid])

@@ -14,7 +14,7 @@ import threading
 import time
 
 THREAD_SAMPLE_S = 0.2  # how often every thread's state is looked at
-MIN_SPAN_S = 1.0  # a thread seen for less than this (one that came and went) gives no rate
+MIN_SPAN_S = 1.0  # a span sampled shorter than this gives no rate
 BUSIEST_THREADS = 3  # named in the figures; the JSON result has every thread
 
 
@@ -42,14 +42,20 @@ class ThreadLoad:
 
     def __init__(self, roots, tree, labels=None):
         self.roots, self.tree, self.labels = roots, tree, dict(labels or {})
-        # (pid, tid) -> [root, name, first jiffies, first look, last jiffies, last look, looks, looks busy]
+        # (pid, tid) -> [root, name, jiffies at the first look (0: born since), first look, jiffies, last look,
+        # looks, looks busy]
         self.seen = {}
+        self.first_look = self.last_look = None
         self.done = threading.Event()
         self.thread = threading.Thread(target=self._run, name="bench-thread-load", daemon=True)
         self.hz = os.sysconf("SC_CLK_TCK")
 
     def sample(self):
         now = time.monotonic()
+        born_since = self.first_look is not None  # a thread first seen now began after the first look: from 0
+        if not born_since:
+            self.first_look = now
+        self.last_look = now
         for root, root_pid in self.roots.items():
             for pid in self.tree(root_pid):
                 for task in _listdir(f"/proc/{pid}/task"):
@@ -59,7 +65,8 @@ class ThreadLoad:
                         continue
                     entry = self.seen.get((pid, int(task)))
                     if entry is None:
-                        entry = self.seen[pid, int(task)] = [root, name, jiffies, now, jiffies, now, 0, 0]
+                        entry = self.seen[pid, int(task)] = [root, name, 0 if born_since else jiffies, now,
+                                                             jiffies, now, 0, 0]
                     entry[4], entry[5] = jiffies, now
                     entry[6] += 1
                     entry[7] += state == "R"
@@ -86,23 +93,30 @@ class ThreadLoad:
         return base if tid == pid else f"{base}, thread {name}"
 
     def result(self):
-        """[{"thread", "cpu" (cores), "busy" (share of the looks)}], the most CPU first."""
+        """[{"thread", "cpu", "busy", "seconds"}], the most CPU first: the cores it used over the whole span
+        sampled (a process that ran for a moment of it, as Redis's rewrite of its append-only file, counts for
+        that moment), the share of its looks that found it running or ready to run, and for how long it was seen
+        (a thread that came or went during the span, less than the span). [] for a span under MIN_SPAN_S."""
         self.stop()
+        span = (self.last_look - self.first_look) if self.first_look is not None else 0.0
+        if span < MIN_SPAN_S:
+            return []
         threads = []
         for (pid, tid), (root, name, first, since, last, until, looks, busy) in self.seen.items():
-            if until - since < MIN_SPAN_S:
-                continue
             threads.append({"thread": self._name(root, self.roots[root], pid, tid, name),
-                            "cpu": round((last - first) / self.hz / (until - since), 2),
-                            "busy": round(busy / looks, 2)})
+                            "cpu": round((last - first) / self.hz / span, 2), "busy": round(busy / looks, 2),
+                            "seconds": round(until - since, 1)})
         return sorted(threads, key=lambda t: (-t["cpu"], -t["busy"], t["thread"]))
 
 
 def describe(threads, names=None):
     """"<thread> <cores>, busy <share>" of the busiest threads (or of those `names` gives, in its order)."""
+    span = max((t["seconds"] for t in threads), default=0.0)  # what a thread seen at every look was seen for
     if names is not None:
         found = {t["thread"]: t for t in threads}
         threads = [found[name] for name in names if name in found]
     else:
         threads = threads[:BUSIEST_THREADS]
-    return ", ".join(f"{t['thread']} {t['cpu']:.2f}, busy {t['busy']:.0%}" for t in threads) or "-"
+    return ", ".join(f"{t['thread']} {t['cpu']:.2f}, busy {t['busy']:.0%}"
+                     + (f" (seen {t['seconds']:g} s)" if t["seconds"] < span - THREAD_SAMPLE_S else "")
+                     for t in threads) or "-"
