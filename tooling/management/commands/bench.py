@@ -87,7 +87,7 @@ BENCHMARKS = {
     "e2e": (e2e.run, "the whole pipeline at real time, window end -> dashboard websocket: freshness p50/p99/max, "
                      "readings and tuples/s, CPU and memory (PSS) per process, the whole machine's CPU and how much of "
                      "the time every core was busy, the busiest threads and the edge's loops with how busy each was (running "
-                     "or ready to run: near 100% is the stage that holds the rest back) (target p99 <= 3 s)", [
+                     "or ready to run: one busy nearly all the time is the stage that holds the rest back) (target p99 <= 3 s)", [
         ("--households", int, 1000, "households"),
         ("--seconds", int, 60, "seconds measured after a warm-up"),
         ("--step", int, 2, "seconds between a household's readings (whole seconds, as runsimulation --step)"),
