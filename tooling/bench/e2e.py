@@ -49,7 +49,7 @@ from cloud_app.consumers import WS_MAX_BYTES
 from cloud_app.engine import connect, is_cluster
 from edge_app.control import LOOPS
 from tooling.bench.common import ROOT, Figure
-from tooling.bench.threads import ThreadLoad, describe
+from tooling.bench.threads import ThreadLoad, describe, listdir
 from tooling.chaos.pipeline import Pipeline
 from tooling.localservices import REDIS_TUNING
 from tooling.localservices import services as local_services
@@ -66,9 +66,10 @@ CAPACITY_START = 10_000
 CAPACITY_RESOLUTION = 0.1  # bisect until the bounds are this close (relative)
 AOF_REWRITE_WAIT_S = 120  # the rewrite that starts each run, at most this long
 MACHINE_SAMPLE_S = 0.1  # the whole machine's CPU is sampled this often: a window end's burst lasts seconds
+SATURATED = 0.95  # a sample with at least this share of every core busy: all cores busy
 # A thread's "busy": the share of the time it was running or ready to run (tooling.bench.threads)
 THREADS_FIGURE = "busiest threads, cores and busy"
-SATURATED = 0.95  # a sample with at least this share of every core busy: all cores busy
+LOOPS_FIGURE = "edge loops, cores and busy"
 # --baseline WHAT: the one setting the baseline run changes, and how the figures name it. A name under
 # REDIS_SETTING is a setting of the cloud's Redis: every run sets REDIS_TUNING (as `make services` starts
 # Redis) and the baseline's, with CONFIG SET, and puts the server's own values back after. Any other name is an
@@ -139,20 +140,13 @@ def _tree(pid):
     while todo:
         current = todo.pop()
         found.append(current)
-        for task in _listdir(f"/proc/{current}/task"):
+        for task in listdir(f"/proc/{current}/task"):
             try:
                 with open(f"/proc/{current}/task/{task}/children") as handle:
                     todo += [int(c) for c in handle.read().split()]
             except OSError:
                 pass
     return found
-
-
-def _listdir(path):
-    try:
-        return os.listdir(path)
-    except OSError:
-        return []
 
 
 def _cpu_seconds(pid):
@@ -546,7 +540,7 @@ def _figures(result, label=""):
     extra.update({f"{name} cpu/pss": f"{c['cpu']:.2f} / {c['pss_mib']:.0f} MiB" for name, c in result["processes"].items()})
     if result.get("threads"):  # a thread busy near 100% never waited for its input: the stage that holds the rest back
         extra[THREADS_FIGURE] = describe(result["threads"])
-        extra["edge loops, cores and busy"] = describe(result["threads"], [f"edge {loop} loop" for loop in LOOPS])
+        extra[LOOPS_FIGURE] = describe(result["threads"], [f"edge {loop} loop" for loop in LOOPS])
     extra.update({f"{name} p50/p99 s": f"{p50} / {p99}" for name, (p50, p99) in result["stages"].items()})
     return Figure(f"e2e freshness p99{label} (window end -> page)", result["freshness_p99_s"], "s", None,
                   "p99 <= 3 s at real time", extra)

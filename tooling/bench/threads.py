@@ -12,13 +12,15 @@ core from the time waiting for one, but not every kernel has it; this one needs 
 import os
 import threading
 import time
+from dataclasses import dataclass
 
 THREAD_SAMPLE_S = 0.2  # how often every thread's state is looked at
 MIN_SPAN_S = 1.0  # a span sampled shorter than this gives no rate
 BUSIEST_THREADS = 3  # named in the figures; the JSON result has every thread
 
 
-def _listdir(path):
+def listdir(path):
+    """The names in a /proc folder, or none once its process is gone."""
     try:
         return os.listdir(path)
     except OSError:
@@ -34,6 +36,18 @@ def thread_stat(pid, tid):
     return raw[raw.index("(") + 1:close], fields[0], int(fields[11]) + int(fields[12])
 
 
+@dataclass(slots=True)
+class _Seen:
+    root: str
+    name: str
+    base: int  # jiffies at the first look, 0 for a thread born since (it counts from its start)
+    since: float  # the first look that saw it
+    jiffies: int
+    until: float  # the last look that saw it
+    looks: int = 0
+    busy: int = 0  # looks that found it running or ready to run
+
+
 class ThreadLoad:
     """Every thread of named process trees, sampled in a thread of its own: cores each used, and the share of
     the time it was running or ready to run. `tree(pid)` lists a root's processes as they are at each look (the
@@ -42,9 +56,7 @@ class ThreadLoad:
 
     def __init__(self, roots, tree, labels=None):
         self.roots, self.tree, self.labels = roots, tree, dict(labels or {})
-        # (pid, tid) -> [root, name, jiffies at the first look (0: born since), first look, jiffies, last look,
-        # looks, looks busy]
-        self.seen = {}
+        self.seen = {}  # (pid, tid) -> _Seen
         self.first_look = self.last_look = None
         self.done = threading.Event()
         self.thread = threading.Thread(target=self._run, name="bench-thread-load", daemon=True)
@@ -58,18 +70,18 @@ class ThreadLoad:
         self.last_look = now
         for root, root_pid in self.roots.items():
             for pid in self.tree(root_pid):
-                for task in _listdir(f"/proc/{pid}/task"):
+                for task in listdir(f"/proc/{pid}/task"):
                     try:
                         name, state, jiffies = thread_stat(pid, task)
                     except (OSError, ValueError, IndexError):  # gone between the listing and the read
                         continue
-                    entry = self.seen.get((pid, int(task)))
-                    if entry is None:
-                        entry = self.seen[pid, int(task)] = [root, name, 0 if born_since else jiffies, now,
-                                                             jiffies, now, 0, 0]
-                    entry[4], entry[5] = jiffies, now
-                    entry[6] += 1
-                    entry[7] += state == "R"
+                    seen = self.seen.get((pid, int(task)))
+                    if seen is None:
+                        seen = self.seen[pid, int(task)] = _Seen(root, name, 0 if born_since else jiffies, now,
+                                                                 jiffies, now)
+                    seen.jiffies, seen.until = jiffies, now
+                    seen.looks += 1
+                    seen.busy += state == "R"
 
     def _run(self):
         self.sample()
@@ -102,10 +114,10 @@ class ThreadLoad:
         if span < MIN_SPAN_S:
             return []
         threads = []
-        for (pid, tid), (root, name, first, since, last, until, looks, busy) in self.seen.items():
-            threads.append({"thread": self._name(root, self.roots[root], pid, tid, name),
-                            "cpu": round((last - first) / self.hz / span, 2), "busy": round(busy / looks, 2),
-                            "seconds": round(until - since, 1)})
+        for (pid, tid), seen in self.seen.items():
+            threads.append({"thread": self._name(seen.root, self.roots[seen.root], pid, tid, seen.name),
+                            "cpu": round((seen.jiffies - seen.base) / self.hz / span, 2),
+                            "busy": round(seen.busy / seen.looks, 2), "seconds": round(seen.until - seen.since, 1)})
         return sorted(threads, key=lambda t: (-t["cpu"], -t["busy"], t["thread"]))
 
 
