@@ -21,6 +21,14 @@ class WholeNumberField(serializers.IntegerField):
 
     MAX_STRING_LENGTH = MAX_NUMBER_TEXT
 
+    def __init__(self, *, min_value, max_value, **kwargs):
+        # Whatever is wrong with it ('-1', 'ten', '1.0'), the answer says what would be right: DRF's "A valid
+        # integer is required." for '-1' left a caller guessing. Given to DRF, which words its range checks with them.
+        wanted = f"a whole number from {min_value} to {max_value}, in digits, is required."
+        messages = dict.fromkeys(("invalid", "min_value", "max_value", "max_string_length"), wanted)
+        super().__init__(min_value=min_value, max_value=max_value,
+                         error_messages={**messages, **kwargs.pop("error_messages", {})}, **kwargs)
+
     def get_value(self, dictionary):
         if dictionary.get(self.field_name) == "":
             return ""  # given but empty: a malformed number, not an absent one

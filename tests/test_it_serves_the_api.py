@@ -8,6 +8,7 @@ import yaml
 from django.conf import settings as django_settings
 
 from cloud_app.postal import STATES, locate
+from cloud_app.serializers import MAX_RECENT_LIMIT
 from tests.conftest import EDGE_ID, EDGE_SECRET, ROOT, free_port, make_rows, store_through_cloud
 from fogwire import protocol as wire
 
@@ -88,10 +89,11 @@ def test_it_refuses_a_bad_page_with_a_400_naming_the_parameter(client, stored, q
     assert set(response.json()) == {query.split("=")[0]}
 
 
-@pytest.mark.parametrize("query", ["limit=0", "limit=201", "limit=ten"])
-def test_it_refuses_a_bad_limit_with_a_400_naming_it(client, stored, query):
+@pytest.mark.parametrize("query", ["limit=0", "limit=201", "limit=ten", "limit=-1", "limit=+3", "limit=" + "9" * 21])
+def test_it_refuses_a_bad_limit_with_a_400_naming_it_and_its_range(client, stored, query):
     response = client.get(f"/api/tuples/recent/?{query}")
-    assert response.status_code == 400 and set(response.json()) == {"limit"}
+    assert response.status_code == 400
+    assert response.json() == {"limit": [f"a whole number from 1 to {MAX_RECENT_LIMIT}, in digits, is required."]}
 
 
 @pytest.mark.parametrize("query", ["format=xml", "format=api", "unknown=1"])
