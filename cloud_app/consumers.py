@@ -66,7 +66,7 @@ ALIVE_EVERY_SECONDS = 3.0
 
 RECENT_KEEP = 15  # the page's "latest tuples" table
 WATCH_POINTS = 24  # newest windows sent to a watching client with each update (two minutes of 5 s windows)
-# Entries of the series read for them: twice as many, as the list is in the order batches came, not window order.
+# Windows of the series read for them: twice as many, as a v1 household's list is in the order batches came, not window order.
 WATCH_READ = 2 * WATCH_POINTS
 # A household's read after an update is shared by this process's sockets watching it that got the same update:
 # anyone may open sockets, and each one watching the same household read it on every update. Kept for this many

@@ -16,7 +16,7 @@ from django.conf import settings
 from cloud_app.engine import connect
 from cloud_app.postal import STATE_NAMES, STATES
 from cloud_app.keys import SHARDS, Keys, shard_of
-from cloud_app.store import OFFLINE_AFTER_MS, RECENT_MAX, SERIES_MAX, Record, mget, minute_sums
+from cloud_app.store import OFFLINE_AFTER_MS, RECENT_MAX, SERIES_MAX, Record, mget, minute_sums, tuple_field
 
 HOURS_PER_YEAR_KILO = 8.76  # W x 8760 h / 1000 = kWh a year
 CONNECTED_WITHIN_MS = OFFLINE_AFTER_MS  # an edge that beat within this is connected
@@ -126,24 +126,37 @@ class CloudReader:
         return sum(counts), [_latest_row(records[name]) for name, _ in page if records[name]]
 
     def household(self, household, points=SERIES_MAX):
-        """One household's latest window and its last hour of windows (oldest first), or None; of the series only
-        its newest `points` entries (the list holds them newest first, but in the order batches came: ask for
-        some more than shown).
-        Cost: its owner (one HGET), then one HGET and one LRANGE of at most `points` entries in the owning
-        edge's shard, whatever the number of households."""
+        """One household's latest window and its last hour of windows (oldest first), or None; of the series at
+        most its newest `points` windows.
+
+        Its windows are read from its edge's tuple hash, by their fields: a household's windows follow one
+        another at its window length (and phase), so from its newest one the reader knows the fields of those
+        before it. Windows of another length or phase (FOG_WINDOW_SECONDS or FOG_WINDOW_STAGGER changed
+        within the hour) are not among them. A v1 household's windows, whose fields are ids, are in a series
+        list (cloud_app.store's layout), newest first in the order batches came: ask for some more than shown.
+        Cost: its owner (one HGET), then one HGET and one LRANGE of at most `points` entries, and one HMGET of
+        at most `points` fields, in the owning edge's shard, whatever the number of households or tuples."""
         owner = self.redis.hget(self.keys.owners(shard_of(household)), household)
         if owner is None:
             return None
         shard = shard_of(owner.decode())
+        points = min(points, SERIES_MAX)
         with self.redis.pipeline(transaction=False) as pipe:
             pipe.hget(self.keys.latest(shard), household)
-            pipe.lrange(self.keys.series(shard, household), 0, min(points, SERIES_MAX) - 1)
-            record, points = pipe.execute()
+            pipe.lrange(self.keys.series(shard, household), 0, points - 1)
+            record, listed = pipe.execute()
         if record is None:
             return None
+        newest = Record.decode(record)
         row = _latest_row(record)
-        series = sorted({(int(ws), int(we), float(avg)) for ws, we, avg in
-                         (p.decode().split("|") for p in points)})
+        series = {(int(ws), int(we), float(avg)) for ws, we, avg in (p.decode().split("|") for p in listed)}
+        width = newest.we - newest.ws
+        if width > 0:
+            count = max(1, min(points, HISTORY_MINUTES * MINUTE_MS // width))
+            fields = [tuple_field(household, newest.ws - k * width, newest.we - k * width) for k in range(count)]
+            stored = self.redis.hmget(self.keys.tuples(newest.edge), fields)
+            series.update((r.ws, r.we, r.avg) for r in map(Record.decode, filter(None, stored)))
+        series = sorted(series)
         newest_end = series[-1][1] if series else row["window_end"]
         row["series"] = [{"window_start": ws, "window_end": we, "power_w": avg}
                          for ws, we, avg in series if we > newest_end - HISTORY_MINUTES * MINUTE_MS]

@@ -34,8 +34,11 @@ several clouds can share one store; `Keys` is the only place that spells them), 
     {p}edges:{n}         set   every edge of the shard that has spoken
     {p}hhidx:{n}         zset  the shard's households (score 0, so ordered by name): paging the API
     {p}hhidx:{n}:{state} zset  the shard's households of one state (the map's "list its households")
-    {p}series:{n}:{household}  list  "ws|we|avg" of its newest windows, newest first: SERIES_MAX of them,
-                               and up to SERIES_CAP between trims
+    {p}series:{n}:{household}  list  "ws|we|avg" of a v1 household's newest windows, newest first: SERIES_MAX
+                               of them, and up to SERIES_CAP between trims. A household's windows of this
+                               layout are read from its edge's tuple hash instead, by their fields (the reader
+                               works them out back from its newest window), so no batch writes a second copy:
+                               a v1 tuple's field is its id, which no reader can work out
     {p}pw:{n}:{minute}   string  sum of avg x the part of (ws, we) in that minute over the shard's windows
                                (W·ms; / 60,000 is the mean total power), expires after ROLLUP_KEEP_S
   in the household's shard h = shard_of(household):
@@ -135,7 +138,7 @@ end
 local function finite(x) return x == x and x ~= math.huge and x ~= -math.huge end
 
 -- Every key the script touches is in KEYS, so a cluster refuses the whole call up front when one of
--- them is elsewhere (a slot migrating) instead of failing half way. KEYS[13..]: a series per household,
+-- them is elsewhere (a slot migrating) instead of failing half way. KEYS[13..]: a series per v1 household,
 -- then an index per state, then a roll-up per minute, each in the order of first appearance in ARGV.
 local fields, arg = {}, {}
 local series_key, state_key, minute_key = {}, {}, {}
@@ -152,7 +155,9 @@ local function declare(map, name)
     next_key = next_key + 1
   end
 end
-for i = 1, n do declare(series_key, arg[i][3]) end
+-- A v1 tuple's field is its id (by_id): only its household's windows go into a series list (see the layout).
+local function by_id(i) return arg[i][1] == arg[i][2] end
+for i = 1, n do if by_id(i) then declare(series_key, arg[i][3]) end end
 for i = 1, n do declare(state_key, arg[i][6]) end
 local ends = {}  -- each tuple's we, from its record ("ws|we|...")
 for i = 1, n do
@@ -169,7 +174,7 @@ if new_layout then layout = redis.call('EXISTS', KEYS[1]) == 1 and 'mixed' or 'w
 if layout == 'mixed' then
   local missing, at = {}, {}
   for i = 1, n do
-    if not existing[i] and arg[i][1] ~= arg[i][2] then
+    if not existing[i] and not by_id(i) then
       missing[#missing + 1] = arg[i][2]
       at[#at + 1] = i
     end
@@ -217,9 +222,10 @@ for i = 1, n do
       households[#households + 1] = hh
     end
     if (not best[hh]) or best[hh][1] <= ws then best[hh] = {ws, record} end
-    local point = string.match(record, '^([^|]*|[^|]*|[^|]*)')  -- the record's "ws|we|avg"
-    if not series[hh] then series[hh] = {} end
-    series[hh][#series[hh] + 1] = point
+    if by_id(i) then
+      if not series[hh] then series[hh] = {} end
+      series[hh][#series[hh] + 1] = string.match(record, '^([^|]*|[^|]*|[^|]*)')  -- the record's "ws|we|avg"
+    end
     local we = ends[i]
     local minute = math.floor(ws / 60000)
     while minute * 60000 < we do  -- each minute the window spans gets its share: exact for any window length
@@ -482,7 +488,7 @@ class CloudStore:
                 average = float(average)
                 admitted.append(len(located) - 1)
                 # In order of first appearance, as the script maps them; each name made once, not a tuple.
-                if household not in series:
+                if by_id and household not in series:  # a v1 household's windows only (STORE_BATCH)
                     series[household] = self.keys.series(shard, household)
                 if state not in indexes:
                     indexes[state] = self.keys.state_households(shard, state)

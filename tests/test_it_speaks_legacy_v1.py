@@ -8,7 +8,7 @@ import pynng
 import pytest
 
 from cloud_app.postal import locate
-from cloud_app.keys import Keys
+from cloud_app.keys import Keys, shard_of
 from tests.conftest import EDGE_ID, EDGE_SECRET, CloudThread
 
 
@@ -44,6 +44,31 @@ def test_it_answers_a_v1_tuple_sent_again_with_its_postal_code(legacy_cloud, red
         data.send(json.dumps({"id": 18, "node_id": "household-b", "average": 99.0}).encode())  # another average
         assert data.recv().decode().startswith("ERROR")
     assert redis_client.hlen(Keys(legacy_cloud.prefix).tuples("old-edge")) == 1
+
+
+def test_it_shows_a_v1_households_windows_in_its_view_from_a_bounded_list(legacy_cloud, redis_client):
+    """A v1 tuple's field in the tuple hash is its id, which no reader can work out from a window: its household's
+    windows are kept in a series list of their own, trimmed back to SERIES_MAX once past SERIES_CAP, and its
+    view shows them."""
+    import time
+
+    from cloud_app.reader import CloudReader
+    from cloud_app.store import SERIES_CAP, SERIES_MAX
+
+    def send(data, tid, average):
+        data.send(json.dumps({"id": tid, "node_id": "household-c", "average": average}).encode())
+        assert data.recv().decode().startswith(f"PLZ for id: {tid} - PLZ: ")
+
+    with pynng.Req0(dial=legacy_cloud.data_addr, recv_timeout=3000) as data:
+        for tid, average in enumerate((10.0, 20.0, 30.0), start=1):
+            send(data, tid, average)
+            time.sleep(0.01)  # each window ends when the cloud takes it: apart by a tick at least
+        view = CloudReader(redis_client, legacy_cloud.prefix, price_eur_per_kwh=1.0).household("household-c")
+        assert [point["power_w"] for point in view["series"]] == [10.0, 20.0, 30.0]
+        for tid in range(4, SERIES_CAP + 2):
+            send(data, tid, float(tid))
+    listed = Keys(legacy_cloud.prefix).series(shard_of("old-edge"), "household-c")
+    assert SERIES_MAX <= redis_client.llen(listed) <= SERIES_CAP
 
 
 def test_it_answers_a_broken_v1_request_with_an_error_and_serves_on(legacy_cloud):
