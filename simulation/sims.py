@@ -14,7 +14,7 @@ import mosaik_api_v3
 import orjson
 
 from fogwire.limits import READINGS_FIELD
-from simulation.sources import SyntheticHousehold
+from simulation.synthetic import SyntheticHousehold
 from simulation.spread import SLICE_MS, slices
 
 # A next step past any `until`: mosaik schedules no further step of a simulator that returns it,

@@ -8,7 +8,8 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from simulation.sources import SyntheticHousehold, read_folder
+from simulation.sources import read_folder
+from simulation.synthetic import SyntheticHousehold
 from fogwire.limits import READINGS_FIELD
 from tests.conftest import consume_all, consume_readings, make_topic, run_manage, write_gem_csv
 
