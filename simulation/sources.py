@@ -55,6 +55,7 @@ STRAY_JUMP_MS = 3_600_000
 # there are at most STRAY_LINES of them. Else the lines that came back are out of place (a typo behind, a
 # meter's clock set back), and each is skipped.
 CONFIRM_LINES = 2
+LOOKAHEAD_BLANKS = 10  # blank lines passed over when the next lines are looked at before they come (_Lookahead)
 STRAY_LINES = 2
 # A block of lines that jumped more than STRAY_JUMP_MS ahead of the line before it (or began the file), and that
 # the lines after it come back from, is out of place up to this many lines (a meter's clock wrong for a while,
@@ -76,13 +77,14 @@ PACKED = {".gz", ".bz2", ".xz", ".zst", ".zip", ".7z", ".tar", ".tgz"}  # what a
 PACKED_MAGIC = {b"\x1f\x8b": "gzip", b"BZh": "bzip2", b"\xfd7zXZ\x00": "xz", b"\x28\xb5\x2f\xfd": "zstd",
                 b"PK\x03\x04": "zip", b"7z\xbc\xaf\x27\x1c": "7z"}
 CR_ALONE = "its lines end in a carriage return alone, as an old Mac's: convert them to new lines"
+NUL_BYTES = "NUL bytes, not text (a file preallocated, or left so by a crash?)"
 # ... and of what else a spreadsheet or a crash leaves under a .csv name: said for what it is, and how to mend it.
 OTHER_MAGIC = {
     b"\xff\xfe": "UTF-16 or UTF-32 text (as a spreadsheet saves \"Unicode text\"), not UTF-8: save it as UTF-8 CSV",
     b"\xfe\xff": "UTF-16 text, not UTF-8: save it as UTF-8 CSV",
     b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1": "an Excel 97-2003 workbook (.xls), not CSV: save it as CSV (UTF-8)",
     b"\x00\x00\xfe\xff": "UTF-32 text, not UTF-8: save it as UTF-8 CSV",  # before b"\x00": a dict keeps this order
-    b"\x00": "NUL bytes, not text (a file preallocated, or left so by a crash?)",
+    b"\x00": NUL_BYTES,
 }
 
 log = logging.getLogger("fog.simulation")
@@ -197,8 +199,9 @@ def _epoch_ms(text, zone, previous, stamp=None):
 
 def _lines(handle, report=None):
     """(line number, text) for each line of a file opened in binary mode; text is a DataError for a line that
-    is not UTF-8 or is longer than MAX_LINE_BYTES. Each line is decoded on its own, so a bad byte is
-    reported at its line, and skipping costs only that line. `report(bytes read)` every REPORT_LINES lines."""
+    is not UTF-8, holds a NUL byte or a carriage return alone, or is longer than MAX_LINE_BYTES. Each line is
+    decoded on its own, so a bad byte is reported at its line, and skipping costs only that line.
+    `report(bytes read)` every REPORT_LINES lines."""
     number = 0
     while raw := handle.readline(MAX_LINE_BYTES + 1):
         number += 1
@@ -207,8 +210,9 @@ def _lines(handle, report=None):
         if number == 1:
             packed = next((name for magic, name in PACKED_MAGIC.items() if raw.startswith(magic)), None)
             other = next((said for magic, said in OTHER_MAGIC.items() if raw.startswith(magic)), None)
-            if not other and b"\r" in raw.rstrip(b"\r\n"):  # lines that end in a carriage return alone: an old Mac's
-                other = CR_ALONE  # (UTF-16's CRLF is \r\0\n\0: said as UTF-16, above)
+            if not other and b"\r" in raw.rstrip(b"\r\n") and _is_text(raw):  # lines that end in a carriage return
+                other = CR_ALONE  # alone: an old Mac's (UTF-16's CRLF is \r\0\n\0: said as UTF-16, above; an
+                # executable's or an image's bytes, with a \r among them, as what they are, below)
             if packed or other:  # the file as a whole is unusable: its first line says why, and nothing more is read
                 yield number, DataError(f"a {packed} file, not text: decompress it first" if packed else other)
                 return
@@ -216,17 +220,105 @@ def _lines(handle, report=None):
             if number <= 2:  # a header line: the file is unusable, and the rest (a disk image's GBs) is not read
                 yield number, DataError(f"longer than {MAX_LINE_BYTES} bytes")
                 return
-            cr = b"\r" in raw[:-1]  # carriage returns alone in a line after the first: an old Mac's text pasted in
+            # Carriage returns alone in a line after the first: an old Mac's text pasted in; NUL bytes: a crash's.
+            why = NUL_BYTES if b"\x00" in raw else CR_ALONE if b"\r" in raw[:-1] else None
             while raw and not raw.endswith(b"\n"):  # the rest of the line, a piece at a time
                 raw = handle.readline(MAX_LINE_BYTES + 1)
-            yield number, DataError(f"longer than {MAX_LINE_BYTES} bytes" + (f" ({CR_ALONE})" if cr else ""))
+            yield number, DataError(f"longer than {MAX_LINE_BYTES} bytes" + (f" ({why})" if why else ""))
             continue
         if number == 1 and raw.startswith(codecs.BOM_UTF8):  # as spreadsheet programs save "UTF-8 CSV"
             raw = raw[len(codecs.BOM_UTF8):]
+        if b"\x00" in raw:  # the tail a crash leaves (a file's blocks allocated, its bytes never written)
+            yield number, DataError(NUL_BYTES)
+            continue
         try:
-            yield number, raw.decode("utf-8").rstrip("\r\n")
+            text = raw.decode("utf-8").rstrip("\r\n")
         except UnicodeDecodeError as exc:
             yield number, DataError(f"not UTF-8 text (byte {exc.start + 1} of the line)")
+            continue
+        joined = text.count("\r") + 1
+        if joined > 1:  # lines of an old Mac's text pasted in: several readings in one line
+            yield number, DataError(f"carriage returns alone in the line, as an old Mac's line ends: {joined} lines "
+                                    "in one? convert them to new lines")
+            continue
+        yield number, text
+
+
+def _is_text(raw):
+    """Whether a line's bytes can be text at all: UTF-8, with no NUL."""
+    try:
+        raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return b"\x00" not in raw
+
+
+def _second_pass(fields, zone):
+    """Epoch ms of a data line's date as the second pass of the hour the clocks went back (to the millisecond of its
+    timestamp column, as `_instant`), or None: a date in no such hour, or a timestamp that tells the pass itself."""
+    text = fields[0]
+    if _hour_start_ms(text[:13], zone) is not None:  # the line was read already: its date is one
+        return None
+    naive = datetime.fromisoformat(text)
+    first, later = (int(naive.replace(tzinfo=zone, fold=fold).timestamp() * 1000) for fold in (0, 1))
+    stamp = fields[1].strip()
+    stamp = int(stamp) if STAMP_RE.fullmatch(stamp) else None
+    as_utc = int(naive.replace(tzinfo=UTC).timestamp() * 1000)
+    if later <= first or (stamp is not None and not _stamps(stamp, as_utc)
+                          and (_stamps(stamp, first) or _stamps(stamp, later))):
+        return None
+    return _instant(later, stamp)
+
+
+def _goes_on_from(upcoming, zone, previous, second, now_ms):
+    """Whether the lines after one that came back in the hour the clocks went back (`upcoming`, as _lines gives
+    them) go on from it read as the second pass (`second`), and not from the line before it (`previous`): then the
+    meter was silent from that line to this one, longer than _epoch_ms can tell from a line out of order by the
+    two dates alone. A line out of order in the first pass is followed by lines that go on from the one before."""
+    confirmed = 0
+    for _, text in upcoming:
+        if isinstance(text, DataError):
+            return False
+        if not text.strip():
+            continue
+        fields = text.split(",")
+        try:
+            _reading(fields, zone, previous, now_ms)
+            return False  # it goes on from the line before
+        except NotAfter:
+            pass
+        except DataError:
+            return False
+        try:
+            second = _reading(fields, zone, second, now_ms)[0]
+        except DataError:
+            return False
+        confirmed += 1
+    return confirmed > 0
+
+
+class _Lookahead:
+    """The lines of _lines, with the next few of them to be seen before they come (`peek`)."""
+
+    def __init__(self, lines):
+        self.lines, self.ahead = lines, deque()
+
+    def __iter__(self):
+        return self
+
+    def __next__(self):
+        return self.ahead.popleft() if self.ahead else next(self.lines)
+
+    def peek(self, count):
+        """The next lines, up to `count` of them that are not blank (and at most LOOKAHEAD_BLANKS blank ones)."""
+        while sum(1 for _, text in self.ahead if isinstance(text, DataError) or text.strip()) < count:
+            if len(self.ahead) >= count + LOOKAHEAD_BLANKS:
+                break
+            try:
+                self.ahead.append(next(self.lines))
+            except StopIteration:
+                break
+        return list(self.ahead)
 
 
 def _header(fields):
@@ -260,7 +352,10 @@ def _reading(fields, zone, previous, now_ms):
     if problem:
         raise DataError(f"power {fields[POWER_COLUMN][:30]!r} mW is not a household's: {problem}")
     if previous is not None and ts <= previous:
-        raise NotAfter(f"time {fields[0]} does not come after the line before", ts, milliwatts / 1000.0)
+        # Within one second of it, the timestamps' milliseconds decided: the dates alone would not say why.
+        within = (f" (by the timestamps, {ts % 1000} ms into that second, the line before {previous % 1000} ms)"
+                  if ts != previous and ts // 1000 == previous // 1000 else "")
+        raise NotAfter(f"time {fields[0]} does not come after the line before{within}", ts, milliwatts / 1000.0)
     return ts, milliwatts / 1000.0
 
 
@@ -287,14 +382,22 @@ def read_csv(path, zone, skip_bad_lines=False, report=None):
 def _read_lines(lines, path, zone, skip_bad_lines, timestamps, powers):
     """Check the two header lines, then append each data line's reading; returns the bad lines skipped and the
     indices of the readings more than GAP_SAID_MS after the one before."""
-    header = [next(lines, (number, "")) for number in (1, 2)]
-    for number, text in header:
+    header = []  # the first two lines that are not blank (blank lines are passed over, before the header too)
+    for number, text in lines:
         if isinstance(text, DataError):
             raise DataError(f"{path}:{number}: {text}")
+        if text.strip():
+            header.append((number, text))
+            if len(header) == 2:
+                break
+    if not header:
+        raise DataError(f"{path}: an empty file: no header lines, no readings")
+    if len(header) == 1:
+        header.append((header[0][0] + 1, ""))
     # A spreadsheet pads the one-field first line with empty fields to the width of the rest.
     first, second = header[0][1].strip().rstrip(",").strip(), header[1][1].strip()
     if first != HEADER_MODEL or second.split(",") != HEADER_COLUMNS:
-        raise DataError(f"{path}:{1 if first != HEADER_MODEL else 2}: expected the two header lines "
+        raise DataError(f"{path}:{header[0 if first != HEADER_MODEL else 1][0]}: expected the two header lines "
                         f"{HEADER_MODEL!r} and {','.join(HEADER_COLUMNS)!r}, found {first[:40]!r} and {second[:80]!r}")
     skipped, previous, now_ms = 0, None, int(time.time() * 1000)
     last = None  # (number, date text, time of the line before it) of the last line taken
@@ -359,6 +462,28 @@ def _read_lines(lines, path, zone, skip_bad_lines, timestamps, powers):
             take(number, date, ts, watts)
         held.clear()
 
+    def out_of_place(number, fields, exc):
+        """The reading of a line that came back before the one taken last when that one jumped ahead and this one
+        comes back in sequence (that one is out of place: skipped, or blamed), else NotAfter for this one."""
+        nonlocal previous, last
+        stray = last is not None and last[2] is not None and previous - last[2] > STRAY_JUMP_MS
+        if not (stray and last[2] < exc.ts < last[2] + (previous - last[2]) // 2):
+            if last is None:
+                raise exc
+            # Which line it does not come after: the one out of place may be that one, or a block before it.
+            raise NotAfter(f"{exc} (line {last[0]}, {last[1]})", exc.ts, exc.watts) from None
+        problem = (f"time {last[1]} jumps {_span(previous - last[2])} ahead of the line before it, and "
+                   f"line {number} ({fields[0]}) comes back: a date out of place")
+        if not skip_bad_lines:
+            raise OutOfPlace(problem, last[0]) from None
+        timestamps.pop()
+        powers.pop()
+        recent.pop()
+        skip(last[0], problem)
+        previous, last = last[2], None
+        return _reading(fields, zone, previous, now_ms)
+
+    lines = _Lookahead(lines)
     for number, text in lines:
         try:
             if isinstance(text, DataError):
@@ -369,23 +494,12 @@ def _read_lines(lines, path, zone, skip_bad_lines, timestamps, powers):
             try:
                 ts, watts = _reading(fields, zone, previous, now_ms)
             except NotAfter as exc:
-                stray = last is not None and last[2] is not None and previous - last[2] > STRAY_JUMP_MS
-                if not (stray and last[2] < exc.ts < last[2] + (previous - last[2]) // 2):
-                    if last is None:
-                        raise
-                    # Which line it does not come after: the one out of place may be that one, or a block before it.
-                    raise NotAfter(f"{exc} (line {last[0]}, {last[1]})", exc.ts, exc.watts) from None
-                # The line before jumped ahead and this one comes back in sequence: that one is out of place.
-                problem = (f"time {last[1]} jumps {_span(previous - last[2])} ahead of the line before it, and "
-                           f"line {number} ({fields[0]}) comes back: a date out of place")
-                if not skip_bad_lines:
-                    raise OutOfPlace(problem, last[0]) from None
-                timestamps.pop()
-                powers.pop()
-                recent.pop()
-                skip(last[0], problem)
-                previous, last = last[2], None
-                ts, watts = _reading(fields, zone, previous, now_ms)
+                second = _second_pass(fields, zone)
+                if second is not None and previous < second and _goes_on_from(lines.peek(CONFIRM_LINES), zone,
+                                                                              previous, second, now_ms):
+                    ts, watts = second, exc.watts  # the hour the clocks went back, again, after a silence
+                else:
+                    ts, watts = out_of_place(number, fields, exc)
         except DataError as exc:
             if not skip_bad_lines:
                 raise BadLine(f"{path}:{getattr(exc, 'line', number)}: {exc}") from None

@@ -228,7 +228,8 @@ CSV_LINES = {
 GEM_HEADER = "household\ndate,timestamp,energy,power,power1,power2,power3\n"
 
 CSV_FILES = {
-    "empty file": ("", "expected the two header lines"),
+    "empty file": ("", "an empty file: no header lines, no readings"),
+    "blank lines only": ("\n \r\n\n", "an empty file: no header lines, no readings"),
     "no model line": ("date,timestamp,energy,power,power1,power2,power3\n2019-12-24 00:00:01,0,1,2,3,4,5\n",
                       "expected the two header lines"),
     "headers only": (GEM_HEADER, "no readings after the two header lines"),

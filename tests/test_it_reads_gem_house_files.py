@@ -43,6 +43,41 @@ def test_it_blames_a_repeated_line_in_the_repeated_hour_not_the_clock_going_back
         1_572_135_000_000, 1_572_135_002_000, 1_572_137_998_000, 1_572_138_000_000]
 
 
+def repeated_hour(count, silent=None):
+    """Readings every 2 s from 2019-10-27 01:30 CEST through the hour Berlin's clocks go back (03:00 CEST is 02:00
+    CET): (rows, their true epoch ms), the meter silent over the `silent` (first, last) indices."""
+    start = 1_572_132_600_000  # 01:30 CEST
+    rows, instants = [], []
+    for i in range(count):
+        if silent and silent[0] <= i <= silent[1]:
+            continue
+        ms = start + 2000 * i
+        rows.append((datetime.fromtimestamp(ms / 1000, BERLIN).strftime("%Y-%m-%d %H:%M:%S"), 1000 + i))
+        instants.append(ms)
+    return rows, instants
+
+
+@pytest.mark.parametrize("skip_bad_lines", [False, True])
+def test_it_reads_the_second_pass_of_the_repeated_hour_after_a_meters_long_silence(tmp_path, skip_bad_lines):
+    """Silent from 02:30 CEST to 02:10 CET, 40 minutes: by the dates alone, 02:10 after 02:29:58 is as much a line
+    20 minutes out of order. The lines after it going on from it say which: they were read as the first pass,
+    an hour early, or refused."""
+    rows, instants = repeated_hour(3 * 1800, silent=(1800, 2999))
+    household, skipped = read_csv(write_gem_csv(tmp_path / "h.csv", rows), BERLIN, skip_bad_lines=skip_bad_lines)
+    assert skipped == 0 and list(household.timestamps) == instants
+
+
+def test_it_blames_a_line_out_of_order_in_the_first_pass_not_the_lines_after_it(tmp_path):
+    """A line 8 s behind the one before, in the first pass of the repeated hour, would be 59:52 after it as the
+    second pass: the lines after it go on from the line before, so it is the line out of order."""
+    rows, instants = repeated_hour(1200)
+    rows[1000] = (rows[999][0][:-2] + f"{int(rows[999][0][-2:]) - 8:02d}", rows[1000][1])  # 02:03:10 after :18
+    with pytest.raises(DataError, match=r"h\.csv:1003: time 2019-10-27 02:03:10 does not come after"):
+        read_csv(write_gem_csv(tmp_path / "h.csv", rows), BERLIN)
+    household, skipped = read_csv(tmp_path / "h.csv", BERLIN, skip_bad_lines=True)
+    assert skipped == 1 and list(household.timestamps) == instants[:1000] + instants[1001:]
+
+
 def test_it_skips_the_missing_hour_when_clocks_go_forward(tmp_path):
     # 2019-03-31: at 02:00 CET clocks jump to 03:00 CEST; one real second separates these two lines.
     rows = [("2019-03-31 01:59:59", 1000), ("2019-03-31 03:00:00", 2000)]
@@ -396,6 +431,42 @@ def test_it_says_what_a_file_that_is_no_text_or_has_other_line_ends_is(tmp_path)
             read_csv(tmp_path / "h.csv", BERLIN, skip_bad_lines=True)
     (tmp_path / "h.csv").write_bytes(text.replace(b"household\n", b"household,,,,,,\n", 1))  # a spreadsheet's padding
     assert len(read_csv(tmp_path / "h.csv", BERLIN)[0].timestamps) == 200
+    # An executable's bytes, a \r among them, are no old Mac's text.
+    (tmp_path / "h.csv").write_bytes(b"\x7fELF\x02\x01\x01\x00\r\x00\x00\x03\x00>\x00\n" + bytes(range(256)))
+    with pytest.raises(DataError, match=r"h\.csv:1: NUL bytes, not text"):
+        read_csv(tmp_path / "h.csv", BERLIN, skip_bad_lines=True)
+    (tmp_path / "h.csv").write_bytes(b"\x89\xe1\r\xfe\x10\n")
+    with pytest.raises(DataError, match=r"h\.csv:1: not UTF-8 text \(byte 1 of the line\)"):
+        read_csv(tmp_path / "h.csv", BERLIN)
+
+
+@pytest.mark.parametrize("tail, message", [
+    (bytes(1000), "NUL bytes, not text"),  # the tail a crash leaves
+    (bytes(10_000), r"longer than 4096 bytes \(NUL bytes, not text"),
+    (b"2019-12-24 00:06:40,0,1,1,1,1,1\r2019-12-24 00:06:42,0,1,1,1,1,1\r2019-12-24 00:06:44,0,1,1,1,1,1\n",
+     "carriage returns alone in the line, as an old Mac's line ends: 3 lines in one"),
+], ids=["NUL tail", "NUL tail longer than a line", "old Mac's lines pasted in"])
+def test_it_says_what_is_wrong_with_a_line_that_is_no_reading_after_the_first(tmp_path, tail, message):
+    path = write_gem_csv(tmp_path / "h.csv", every_two_seconds(200))
+    path.write_bytes(path.read_bytes() + tail)
+    with pytest.raises(DataError, match=rf"h\.csv:203: {message}"):
+        read_csv(path, BERLIN)
+    household, skipped = read_csv(path, BERLIN, skip_bad_lines=True)
+    assert skipped == 1 and len(household.timestamps) == 200
+
+
+def test_it_passes_over_blank_lines_before_and_between_the_header_lines(tmp_path):
+    path = write_gem_csv(tmp_path / "h.csv", every_two_seconds(3), header="\n\nhousehold\n \ndate,timestamp,energy,"
+                                                                          "power,power1,power2,power3\n")
+    assert len(read_csv(path, BERLIN)[0].timestamps) == 3
+
+
+def test_it_names_the_milliseconds_that_put_two_readings_of_one_second_out_of_order(tmp_path):
+    day = 1_577_145_600_000  # 2019-12-24 00:00 UTC: the sample's timestamp, the date read as UTC
+    rows = [("2019-12-24 00:00:21", 1000, day + 21_801), ("2019-12-24 00:00:21", 2000, day + 21_050)]
+    with pytest.raises(DataError, match=r"h\.csv:4: time 2019-12-24 00:00:21 does not come after the line before "
+                                        r"\(by the timestamps, 50 ms into that second, the line before 801 ms\)"):
+        read_csv(write_gem_csv(tmp_path / "h.csv", rows), BERLIN)
 
 
 def test_it_reads_no_further_than_a_header_line_too_long_to_be_one():
