@@ -55,7 +55,8 @@ STRAY_JUMP_MS = 3_600_000
 # there are at most STRAY_LINES of them. Else the lines that came back are out of place (a typo behind, a
 # meter's clock set back), and each is skipped.
 CONFIRM_LINES = 2
-LOOKAHEAD_BLANKS = 10  # blank lines passed over when the next lines are looked at before they come (_Lookahead)
+# Lines looked at before they come (_Lookahead) for CONFIRM_LINES readings among them, bad and blank ones included.
+LOOKAHEAD_LINES = 1000
 STRAY_LINES = 2
 # A block of lines that jumped more than STRAY_JUMP_MS ahead of the line before it (or began the file), and that
 # the lines after it come back from, is out of place up to this many lines (a meter's clock wrong for a while,
@@ -77,7 +78,7 @@ PACKED = {".gz", ".bz2", ".xz", ".zst", ".zip", ".7z", ".tar", ".tgz"}  # what a
 PACKED_MAGIC = {b"\x1f\x8b": "gzip", b"BZh": "bzip2", b"\xfd7zXZ\x00": "xz", b"\x28\xb5\x2f\xfd": "zstd",
                 b"PK\x03\x04": "zip", b"7z\xbc\xaf\x27\x1c": "7z"}
 CR_ALONE = "its lines end in a carriage return alone, as an old Mac's: convert them to new lines"
-NUL_BYTES = "NUL bytes, not text (a file preallocated, or left so by a crash?)"
+NUL_BYTES = "NUL bytes, not text (a binary file, UTF-16 without its byte order mark, or one preallocated or a crash left?)"
 # ... and of what else a spreadsheet or a crash leaves under a .csv name: said for what it is, and how to mend it.
 OTHER_MAGIC = {
     b"\xff\xfe": "UTF-16 or UTF-32 text (as a spreadsheet saves \"Unicode text\"), not UTF-8: save it as UTF-8 CSV",
@@ -199,8 +200,8 @@ def _epoch_ms(text, zone, previous, stamp=None):
 
 def _lines(handle, report=None):
     """(line number, text) for each line of a file opened in binary mode; text is a DataError for a line that
-    is not UTF-8, holds a NUL byte or a carriage return alone, or is longer than MAX_LINE_BYTES. Each line is
-    decoded on its own, so a bad byte is reported at its line, and skipping costs only that line.
+    is not UTF-8 or is longer than MAX_LINE_BYTES. Each line is decoded on its own, so a bad byte is reported at
+    its line, and skipping costs only that line.
     `report(bytes read)` every REPORT_LINES lines."""
     number = 0
     while raw := handle.readline(MAX_LINE_BYTES + 1):
@@ -210,9 +211,11 @@ def _lines(handle, report=None):
         if number == 1:
             packed = next((name for magic, name in PACKED_MAGIC.items() if raw.startswith(magic)), None)
             other = next((said for magic, said in OTHER_MAGIC.items() if raw.startswith(magic)), None)
-            if not other and b"\r" in raw.rstrip(b"\r\n") and _is_text(raw):  # lines that end in a carriage return
-                other = CR_ALONE  # alone: an old Mac's (UTF-16's CRLF is \r\0\n\0: said as UTF-16, above; an
-                # executable's or an image's bytes, with a \r among them, as what they are, below)
+            if not other and b"\x00" in raw:  # an executable's or an image's bytes, whatever their first
+                other = NUL_BYTES
+            elif not other and b"\r" in raw.rstrip(b"\r\n") and _is_text(raw):  # lines that end in a carriage return
+                other = CR_ALONE  # alone: an old Mac's (UTF-16's CRLF is \r\0\n\0: said as UTF-16, above; bytes
+                # that are not UTF-8, with a \r among them, as what they are, below)
             if packed or other:  # the file as a whole is unusable: its first line says why, and nothing more is read
                 yield number, DataError(f"a {packed} file, not text: decompress it first" if packed else other)
                 return
@@ -228,29 +231,19 @@ def _lines(handle, report=None):
             continue
         if number == 1 and raw.startswith(codecs.BOM_UTF8):  # as spreadsheet programs save "UTF-8 CSV"
             raw = raw[len(codecs.BOM_UTF8):]
-        if b"\x00" in raw:  # the tail a crash leaves (a file's blocks allocated, its bytes never written)
-            yield number, DataError(NUL_BYTES)
-            continue
         try:
-            text = raw.decode("utf-8").rstrip("\r\n")
+            yield number, raw.decode("utf-8").rstrip("\r\n")
         except UnicodeDecodeError as exc:
             yield number, DataError(f"not UTF-8 text (byte {exc.start + 1} of the line)")
-            continue
-        joined = text.count("\r") + 1
-        if joined > 1:  # lines of an old Mac's text pasted in: several readings in one line
-            yield number, DataError(f"carriage returns alone in the line, as an old Mac's line ends: {joined} lines "
-                                    "in one? convert them to new lines")
-            continue
-        yield number, text
 
 
 def _is_text(raw):
-    """Whether a line's bytes can be text at all: UTF-8, with no NUL."""
+    """Whether a line's bytes are UTF-8 text."""
     try:
         raw.decode("utf-8")
     except UnicodeDecodeError:
         return False
-    return b"\x00" not in raw
+    return True
 
 
 def _second_pass(fields, zone):
@@ -270,25 +263,25 @@ def _second_pass(fields, zone):
     return _instant(later, stamp)
 
 
-def _goes_on_from(upcoming, zone, previous, second, now_ms):
+def _goes_on_from(upcoming, zone, previous, back, second, now_ms):
     """Whether the lines after one that came back in the hour the clocks went back (`upcoming`, as _lines gives
-    them) go on from it read as the second pass (`second`), and not from the line before it (`previous`): then the
-    meter was silent from that line to this one, longer than _epoch_ms can tell from a line out of order by the
-    two dates alone. A line out of order in the first pass is followed by lines that go on from the one before."""
+    them) go on from it read as the second pass (`second`), each of them as far back as it (before `back`) by the
+    first: then the meter was silent from the line before it (`previous`) to this one, longer than _epoch_ms can
+    tell from a line out of order by the two dates alone. A line out of order in the first pass is followed by
+    lines that go on from the one before (or repeat it); bad lines among them are passed over."""
     confirmed = 0
     for _, text in upcoming:
-        if isinstance(text, DataError):
-            return False
-        if not text.strip():
+        if isinstance(text, DataError) or not text.strip():
             continue
         fields = text.split(",")
         try:
             _reading(fields, zone, previous, now_ms)
             return False  # it goes on from the line before
-        except NotAfter:
-            pass
+        except NotAfter as exc:
+            if exc.ts >= back:  # it repeats the line before, or one of those just before
+                return False
         except DataError:
-            return False
+            continue
         try:
             second = _reading(fields, zone, second, now_ms)[0]
         except DataError:
@@ -310,15 +303,28 @@ class _Lookahead:
         return self.ahead.popleft() if self.ahead else next(self.lines)
 
     def peek(self, count):
-        """The next lines, up to `count` of them that are not blank (and at most LOOKAHEAD_BLANKS blank ones)."""
-        while sum(1 for _, text in self.ahead if isinstance(text, DataError) or text.strip()) < count:
-            if len(self.ahead) >= count + LOOKAHEAD_BLANKS:
+        """The next lines, up to `count` of them that are text and not blank (at most LOOKAHEAD_LINES in all)."""
+        while sum(1 for _, text in self.ahead if not isinstance(text, DataError) and text.strip()) < count:
+            if len(self.ahead) >= LOOKAHEAD_LINES:
                 break
             try:
                 self.ahead.append(next(self.lines))
             except StopIteration:
                 break
         return list(self.ahead)
+
+
+def _not_a_line(fields):
+    """What is wrong with a line of too many or too few fields: NUL bytes or carriage returns alone in it say more
+    than its count of fields (a NUL or a \\r in a line whose fields are read is passed over with them)."""
+    line = ",".join(fields)
+    if "\x00" in line:  # the tail a crash leaves (a file's blocks allocated, its bytes never written)
+        return NUL_BYTES
+    joined = line.count("\r") + 1
+    if joined > 1:  # lines of an old Mac's text pasted in: several readings in one line
+        return (f"carriage returns alone in the line, as an old Mac's line ends: {joined} lines in one? convert "
+                "them to new lines")
+    return f"expected {len(HEADER_COLUMNS)} fields, found {len(fields)}"
 
 
 def _header(fields):
@@ -329,7 +335,7 @@ def _header(fields):
 def _reading(fields, zone, previous, now_ms):
     """(epoch ms, watts) of one data line's fields, or DataError saying what is wrong with it."""
     if len(fields) != len(HEADER_COLUMNS):
-        raise DataError(HEADER_AGAIN if _header(fields) else f"expected {len(HEADER_COLUMNS)} fields, found {len(fields)}")
+        raise DataError(HEADER_AGAIN if _header(fields) else _not_a_line(fields))
     stamp = fields[1].strip()  # as float() reads the power: " 1577145601100" keeps its milliseconds
     try:
         ts = _epoch_ms(fields[0], zone, previous, int(stamp) if STAMP_RE.fullmatch(stamp) else None)
@@ -495,8 +501,11 @@ def _read_lines(lines, path, zone, skip_bad_lines, timestamps, powers):
                 ts, watts = _reading(fields, zone, previous, now_ms)
             except NotAfter as exc:
                 second = _second_pass(fields, zone)
-                if second is not None and previous < second and _goes_on_from(lines.peek(CONFIRM_LINES), zone,
-                                                                              previous, second, now_ms):
+                # Back further than the last STRAY_LINES lines taken: a line that comes back to nearer the lines before
+                # them (a typo ahead on those) is no second pass.
+                back = timestamps[max(0, len(timestamps) - 1 - STRAY_LINES)]
+                if (second is not None and previous < second and exc.ts < back
+                        and _goes_on_from(lines.peek(CONFIRM_LINES), zone, previous, back, second, now_ms)):
                     ts, watts = second, exc.watts  # the hour the clocks went back, again, after a silence
                 else:
                     ts, watts = out_of_place(number, fields, exc)

@@ -78,6 +78,35 @@ def test_it_blames_a_line_out_of_order_in_the_first_pass_not_the_lines_after_it(
     assert skipped == 1 and list(household.timestamps) == instants[:1000] + instants[1001:]
 
 
+@pytest.mark.parametrize("typos", [1, 2], ids=["one line", "two lines"])
+def test_it_blames_lines_mistyped_ahead_in_the_first_pass_not_the_second_pass(tmp_path, typos):
+    """Lines mistyped ten minutes ahead in the first pass of the repeated hour: the lines after them come back to
+    just after the line before them, so those are out of place; read as the second pass, the rest of the first pass
+    would be an hour late, and the real second pass refused."""
+    rows, instants = repeated_hour(3 * 1800)
+    for i in range(1000, 1000 + typos):
+        rows[i] = (rows[i + 300][0], rows[i][1])  # ten minutes ahead
+    with pytest.raises(DataError, match=r"h\.csv:100[3-5]: .*does not come after"):
+        read_csv(write_gem_csv(tmp_path / "h.csv", rows), BERLIN)
+    household, skipped = read_csv(tmp_path / "h.csv", BERLIN, skip_bad_lines=True)
+    assert skipped == typos and list(household.timestamps) == instants[:1000] + instants[1000 + typos:]
+
+
+def test_it_takes_no_line_for_the_second_pass_that_repeats_the_line_before(tmp_path):
+    """A line out of order, then a copy of the line before it: the copy goes on from no line, and confirms nothing."""
+    rows, instants = repeated_hour(2101)  # to 02:40:00 CEST
+    rows += [("2019-10-27 02:20:00", 7000), rows[-1]]
+    household, skipped = read_csv(write_gem_csv(tmp_path / "h.csv", rows), BERLIN, skip_bad_lines=True)
+    assert skipped == 2 and list(household.timestamps) == instants
+
+
+def test_it_reads_the_second_pass_after_a_silence_past_a_bad_line(tmp_path):
+    rows, instants = repeated_hour(3 * 1800, silent=(1800, 2999))
+    rows.insert(1801, ("2019-10-27 02:10:0x", 1))  # the line after the first of the second pass
+    household, skipped = read_csv(write_gem_csv(tmp_path / "h.csv", rows), BERLIN, skip_bad_lines=True)
+    assert skipped == 1 and list(household.timestamps) == instants
+
+
 def test_it_skips_the_missing_hour_when_clocks_go_forward(tmp_path):
     # 2019-03-31: at 02:00 CET clocks jump to 03:00 CEST; one real second separates these two lines.
     rows = [("2019-03-31 01:59:59", 1000), ("2019-03-31 03:00:00", 2000)]
@@ -453,6 +482,15 @@ def test_it_says_what_is_wrong_with_a_line_that_is_no_reading_after_the_first(tm
         read_csv(path, BERLIN)
     household, skipped = read_csv(path, BERLIN, skip_bad_lines=True)
     assert skipped == 1 and len(household.timestamps) == 200
+
+
+def test_it_reads_a_line_with_a_nul_byte_or_a_carriage_return_where_no_field_it_reads_is(tmp_path):
+    path = write_gem_csv(tmp_path / "h.csv", every_two_seconds(3))
+    lines = path.read_bytes().split(b"\n")
+    lines[2] = lines[2].replace(b",", b",\x00", 2)  # in the timestamp and energy columns, which are not read
+    lines[3] += b"\r "  # a carriage return before a blank at the end
+    path.write_bytes(b"\n".join(lines))
+    assert list(read_csv(path, BERLIN)[0].powers) == [1.0, 1.001, 1.002]
 
 
 def test_it_passes_over_blank_lines_before_and_between_the_header_lines(tmp_path):
