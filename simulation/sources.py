@@ -57,6 +57,7 @@ STRAY_JUMP_MS = 3_600_000
 CONFIRM_LINES = 2
 # Lines looked at before they come (_Lookahead) for CONFIRM_LINES readings among them, bad and blank ones included.
 LOOKAHEAD_LINES = 1000
+MIN_SHIFT_MS = 1_800_000  # the smallest change of any zone's clocks (Lord Howe's half hour)
 STRAY_LINES = 2
 # A block of lines that jumped more than STRAY_JUMP_MS ahead of the line before it (or began the file), and that
 # the lines after it come back from, is out of place up to this many lines (a meter's clock wrong for a while,
@@ -534,6 +535,7 @@ def _read_lines(lines, path, zone, skip_bad_lines, timestamps, powers):
                     _span(timestamps[1] - timestamps[0]))
     gaps = [i for i, (a, b) in enumerate(zip(timestamps, timestamps[1:]), 1) if b - a > GAP_SAID_MS]
     _say_far_blocks(path, zone, timestamps, gaps)
+    _say_one_pass(path, zone, timestamps)
     if powers:
         sample = sorted(powers[::max(1, len(powers) // MEDIAN_SAMPLE)])
         median = sample[len(sample) // 2]
@@ -563,6 +565,21 @@ def _say_far_blocks(path, zone, timestamps, gaps):
                     "or a clock gone wrong? (taken: they lengthen the run)", path, tail, _date(timestamps[first], zone),
                     _date(timestamps[-1], zone), _span(timestamps[first] - timestamps[first - 1]),
                     _date(timestamps[first - 1], zone))
+
+
+def _say_one_pass(path, zone, timestamps):
+    """Warn of the hours the clocks went back in which the file has readings in the first pass and none after
+    them in the second: by their dates alone they may as well be of the second pass (the meter silent in the first),
+    and were taken as the first. (A reading after them that soon enough would have come back to the second pass.)"""
+    # Nearly every pair is nearer: no zone's clocks shift by less.
+    for before, after in [(a, b) for a, b in zip(timestamps, timestamps[1:]) if b - a > MIN_SHIFT_MS]:
+        moment = datetime.fromtimestamp(before / 1000, zone)
+        shift = (moment.utcoffset() - moment.replace(fold=1).utcoffset()) // timedelta(milliseconds=1)
+        if moment.fold == 0 and shift > 0 and after - before > shift:
+            log.warning("%s: its readings of the hour the clocks went back on %s, to %s, are all in its first pass, "
+                        "none in its second: taken as the first; if the meter was silent in the first pass instead, "
+                        "they are %s early (a timestamp column in epoch ms tells the passes apart)", path,
+                        f"{moment:%Y-%m-%d}", f"{moment:%H:%M:%S}", _span(shift))
 
 
 def _span(ms):

@@ -107,6 +107,20 @@ def test_it_reads_the_second_pass_after_a_silence_past_a_bad_line(tmp_path):
     assert skipped == 1 and list(household.timestamps) == instants
 
 
+def test_it_says_readings_of_the_repeated_hour_with_none_in_its_second_pass_may_be_of_either(tmp_path, caplog):
+    """The meter silent in the second pass, or in the first: by the dates alone the file is the same. Taken as the
+    first, and said; a file with readings in both passes, or a silence elsewhere, says nothing of it."""
+    rows, instants = repeated_hour(3 * 1800, silent=(2700, 4499))  # none from 03:00 CEST (02:00 CET) to 03:00 CET
+    household, _ = read_csv(write_gem_csv(tmp_path / "h.csv", rows), BERLIN)
+    assert list(household.timestamps) == instants
+    (said,) = [r.getMessage() for r in caplog.records if "clocks went back" in r.getMessage()]
+    assert "on 2019-10-27, to 02:59:58, are all in its first pass" in said and "1.0 h early" in said
+    caplog.clear()
+    for silent in (None, (100, 2000)):  # both passes; silent from 01:33 to 02:36 CEST, then on
+        read_csv(write_gem_csv(tmp_path / "h.csv", repeated_hour(3 * 1800, silent=silent)[0]), BERLIN)
+    assert not [r for r in caplog.records if "clocks went back" in r.getMessage()]
+
+
 def test_it_skips_the_missing_hour_when_clocks_go_forward(tmp_path):
     # 2019-03-31: at 02:00 CET clocks jump to 03:00 CEST; one real second separates these two lines.
     rows = [("2019-03-31 01:59:59", 1000), ("2019-03-31 03:00:00", 2000)]
