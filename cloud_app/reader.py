@@ -147,14 +147,13 @@ class CloudReader:
             record, listed = pipe.execute()
         if record is None:
             return None
-        newest = Record.decode(record)
         row = _latest_row(record)
         series = {(int(ws), int(we), float(avg)) for ws, we, avg in (p.decode().split("|") for p in listed)}
-        width = newest.we - newest.ws
-        if width > 0:
-            count = max(1, min(points, HISTORY_MINUTES * MINUTE_MS // width))
-            fields = [tuple_field(household, newest.ws - k * width, newest.we - k * width) for k in range(count)]
-            stored = self.redis.hmget(self.keys.tuples(newest.edge), fields)
+        start, end = row["window_start"], row["window_end"]
+        if end > start:
+            count = max(1, min(points, HISTORY_MINUTES * MINUTE_MS // (end - start)))
+            fields = [tuple_field(household, start - k * (end - start), end - k * (end - start)) for k in range(count)]
+            stored = self.redis.hmget(self.keys.tuples(row["edge"]), fields)
             series.update((r.ws, r.we, r.avg) for r in map(Record.decode, filter(None, stored)))
         series = sorted(series)
         newest_end = series[-1][1] if series else row["window_end"]

@@ -176,20 +176,14 @@ def _epoch_ms(text, zone, previous, stamp=None):
     if start is not None:
         return _instant(start + minute * 60_000 + second * 1000, stamp)
     naive = datetime.fromisoformat(text)
-    aware = naive.replace(tzinfo=zone)
-    ms = int(aware.timestamp() * 1000)
-    as_utc = int(naive.replace(tzinfo=UTC).timestamp() * 1000)
+    ms, later, as_utc, told = _passes(naive, zone, stamp)
     if datetime.fromtimestamp(ms / 1000, zone).replace(tzinfo=None) != naive:
         # A whole hour of such lines (a year of readings crosses one) says the dates are not this zone's clock.
         hint = (" (its timestamp is this date read as UTC: are the file's dates in UTC? then read it with --tz UTC)"
                 if stamp is not None and _stamps(stamp, as_utc) else "")
         raise DataError(f"{text} never happened in {zone}: the clocks went forward over it{hint}")
-    later = int(naive.replace(tzinfo=zone, fold=1).timestamp() * 1000)
-    # The timestamp says which pass of the repeated hour, however long the meter was silent: unless it is
-    # also the date read as UTC (as the sample's are), which in a zone at UTC+0 on one side of the change
-    # (London, Lisbon) is one pass's instant for the lines of both.
-    if stamp is not None and not _stamps(stamp, as_utc) and (_stamps(stamp, ms) or _stamps(stamp, later)):
-        return stamp
+    if told is not None:
+        return told
     if previous is not None and ms <= previous:
         # The repeated hour when clocks go back: the second pass, if that puts this line closer after the
         # line before than half the shift. Further is likelier a line out of order (a duplicate line would
@@ -197,6 +191,27 @@ def _epoch_ms(text, zone, previous, stamp=None):
         if previous < later <= previous + (later - ms) // 2:
             ms = later
     return _instant(ms, stamp)
+
+
+def _passes(naive, zone, stamp):
+    """(epoch ms of the first pass, of the second, of the date read as UTC, and the instant the timestamp says, or
+    None) of a naive date in a zone whose clocks changed within its hour.
+
+    The timestamp says which pass of the repeated hour, however long the meter was silent: unless it is also the
+    date read as UTC (as the sample's are), which in a zone at UTC+0 on one side of the change (London, Lisbon) is
+    one pass's instant for the lines of both."""
+    first, later = (int(naive.replace(tzinfo=zone, fold=fold).timestamp() * 1000) for fold in (0, 1))
+    as_utc = int(naive.replace(tzinfo=UTC).timestamp() * 1000)
+    told = (stamp if stamp is not None and not _stamps(stamp, as_utc) and (_stamps(stamp, first) or _stamps(stamp, later))
+            else None)
+    return first, later, as_utc, told
+
+
+def _stamp(fields):
+    """A data line's timestamp column as epoch ms, or None if it is not a number (spaces around it, as float()
+    reads the power: " 1577145601100" keeps its milliseconds)."""
+    stamp = fields[1].strip()
+    return int(stamp) if STAMP_RE.fullmatch(stamp) else None
 
 
 def _lines(handle, report=None):
@@ -253,15 +268,9 @@ def _second_pass(fields, zone):
     text = fields[0]
     if _hour_start_ms(text[:13], zone) is not None:  # the line was read already: its date is one
         return None
-    naive = datetime.fromisoformat(text)
-    first, later = (int(naive.replace(tzinfo=zone, fold=fold).timestamp() * 1000) for fold in (0, 1))
-    stamp = fields[1].strip()
-    stamp = int(stamp) if STAMP_RE.fullmatch(stamp) else None
-    as_utc = int(naive.replace(tzinfo=UTC).timestamp() * 1000)
-    if later <= first or (stamp is not None and not _stamps(stamp, as_utc)
-                          and (_stamps(stamp, first) or _stamps(stamp, later))):
-        return None
-    return _instant(later, stamp)
+    stamp = _stamp(fields)
+    first, later, _, told = _passes(datetime.fromisoformat(text), zone, stamp)
+    return None if later <= first or told is not None else _instant(later, stamp)
 
 
 def _goes_on_from(upcoming, zone, previous, back, second, now_ms):
@@ -305,13 +314,13 @@ class _Lookahead:
 
     def peek(self, count):
         """The next lines, up to `count` of them that are text and not blank (at most LOOKAHEAD_LINES in all)."""
-        while sum(1 for _, text in self.ahead if not isinstance(text, DataError) and text.strip()) < count:
-            if len(self.ahead) >= LOOKAHEAD_LINES:
+        found = sum(1 for _, text in self.ahead if not isinstance(text, DataError) and text.strip())
+        while found < count and len(self.ahead) < LOOKAHEAD_LINES:
+            line = next(self.lines, None)
+            if line is None:
                 break
-            try:
-                self.ahead.append(next(self.lines))
-            except StopIteration:
-                break
+            self.ahead.append(line)
+            found += not isinstance(line[1], DataError) and bool(line[1].strip())
         return list(self.ahead)
 
 
@@ -337,9 +346,8 @@ def _reading(fields, zone, previous, now_ms):
     """(epoch ms, watts) of one data line's fields, or DataError saying what is wrong with it."""
     if len(fields) != len(HEADER_COLUMNS):
         raise DataError(HEADER_AGAIN if _header(fields) else _not_a_line(fields))
-    stamp = fields[1].strip()  # as float() reads the power: " 1577145601100" keeps its milliseconds
     try:
-        ts = _epoch_ms(fields[0], zone, previous, int(stamp) if STAMP_RE.fullmatch(stamp) else None)
+        ts = _epoch_ms(fields[0], zone, previous, _stamp(fields))
     except DataError:  # no date: a header line, padded by a spreadsheet or not, is said as such
         if _header(fields):
             raise DataError(HEADER_AGAIN) from None

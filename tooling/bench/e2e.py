@@ -49,7 +49,7 @@ from cloud_app.consumers import WS_MAX_BYTES
 from cloud_app.engine import connect, is_cluster
 from edge_app.control import LOOPS
 from tooling.bench.common import ROOT, Figure
-from tooling.bench.threads import ThreadLoad, describe, listdir
+from tooling.bench.threads import ThreadLoad, describe, listdir, proc_stat
 from tooling.chaos.pipeline import Pipeline
 from tooling.localservices import REDIS_TUNING
 from tooling.localservices import services as local_services
@@ -153,8 +153,7 @@ def _cpu_seconds(pid):
     """User and system CPU seconds of `pid` and of its children that have ended and been waited for: a
     Redis AOF rewrite, say, runs in a child of its own for a second or more and is gone by the next sample."""
     try:
-        with open(f"/proc/{pid}/stat") as handle:
-            fields = handle.read().rsplit(")", 1)[1].split()
+        _, fields = proc_stat(f"/proc/{pid}/stat")
         return sum(int(field) for field in fields[11:15]) / os.sysconf("SC_CLK_TCK")
     except (OSError, IndexError, ValueError):
         return 0.0

@@ -27,13 +27,19 @@ def listdir(path):
         return []
 
 
-def thread_stat(pid, tid):
-    """(name, state letter, user + system jiffies) of one thread. OSError once it is gone."""
-    with open(f"/proc/{pid}/task/{tid}/stat") as handle:
+def proc_stat(path):
+    """(name, the fields after it) of a /proc .../stat file: fields[0] is the state letter, fields[11:15] the user,
+    system and waited-for children's user and system jiffies. OSError once its process is gone."""
+    with open(path) as handle:
         raw = handle.read()
     close = raw.rindex(")")  # the name may hold spaces and parentheses
-    fields = raw[close + 1:].split()
-    return raw[raw.index("(") + 1:close], fields[0], int(fields[11]) + int(fields[12])
+    return raw[raw.index("(") + 1:close], raw[close + 1:].split()
+
+
+def thread_stat(pid, tid):
+    """(name, state letter, user + system jiffies) of one thread. OSError once it is gone."""
+    name, fields = proc_stat(f"/proc/{pid}/task/{tid}/stat")
+    return name, fields[0], int(fields[11]) + int(fields[12])
 
 
 @dataclass(slots=True)
