@@ -51,7 +51,7 @@ from edge_app.merge import PartitionMerge
 from edge_app.models import (SET_ASIDE_PROBLEM_CHARS, SET_ASIDE_VALUE_BYTES, EdgeStatus, IngestPosition,
                              SetAsideMessage, Status, WindowAggregate)
 from edge_app.readings import MalformedReading, parse_message
-from edge_app.windows import APPLIED, LATE, WindowBook
+from edge_app.windows import WindowBook
 from fogwire import limits
 from fogwire.ratelog import RateLimitedLog
 
@@ -529,7 +529,7 @@ class Ingestor:
         offset and the usual transit included, so a producer whose clock runs behind the edge's does not
         close windows early. The read clock (read_clock) still keeps every window open until what reached
         Kafka before its close has been read."""
-        add = self.book.add
+        add_many = self.book.add_many
         live = self.live_windows
         lag = None
         if live and not self.legacy and messages:
@@ -579,12 +579,11 @@ class Ingestor:
                 arrived = now_ms
             room -= len(readings)
             applied += len(readings)
-            for household, ts, power in readings:
-                added = add(household, ts, power, partition, offset, now, arrived)
-                if added != APPLIED and count:
-                    pending["late" if added == LATE else "duplicates"] += 1
+            late, duplicates = add_many(readings, partition, offset, now, arrived)
             if count:
                 pending["readings"] += len(readings)
+                pending["late"] += late
+                pending["duplicates"] += duplicates
         if stop:
             offset, (_, stamp) = messages[stop - 1]
             self.next_offsets[partition], self.applied_times[partition] = offset + 1, stamp

@@ -188,94 +188,109 @@ class WindowBook:
     def add(self, household, ts, power, partition, offset, now, wall_ms=None):
         """Apply one reading that arrived at `now` (monotonic s) and `wall_ms` (the edge's clock, epoch ms;
         None: no live closing). Returns APPLIED, or LATE or DUPLICATE having applied nothing."""
-        state = self.households.get(household)
-        if state is None:
-            state = self.households[household] = Household(
-                phase=window_phase(household, self.window_ms) if self.stagger else 0)
-        if not state.confirmed and state.newest_ts >= 0:
-            # Far behind the first reading: beyond MAX_JUMP_MS, or beyond LIVE_WITHIN_MS when this one comes live
-            # (at about its time by the edge's clock) and the first did not.
-            live = wall_ms is not None and abs(ts - wall_ms) <= LIVE_WITHIN_MS
-            if state.newest_ts - ts > (LIVE_WITHIN_MS if live else MAX_JUMP_MS) and not self._came_live(state):
-                # The clock stands on the first reading alone, this far ahead of the second: that one was the
-                # stray. Nothing but its window can have closed by it (not live: by the idle timeout at most),
-                # and that window now closes by the idle timeout, or stays closed (stored: a reading for it is
-                # late). It stays the reading a jump must agree with.
-                if state.closed_until >= 0:
-                    state.closed_ahead.add(state.closed_until - self.window_ms)
-                state.ahead_ts, state.newest_ts, state.newest_at, state.closed_until = (
-                    state.newest_ts, ts, wall_ms or 0, -1)
-            elif ts != state.newest_ts and ts - state.newest_ts <= MAX_JUMP_MS:  # not a copy of the first
-                state.confirmed = True
-        if state.partition != partition:  # rare for keyed input; every reading may for unkeyed
-            if state.partition >= 0 and self.keyed:
-                self.moved[household] = (state.partition, partition)
-            state.partition = partition
-        # The rest runs for every reading the edge takes: what it reads more than once it reads into locals.
-        window_ms, newest, windows = self.window_ms, state.newest_ts, state.windows
-        start = ts - (ts - state.phase) % window_ms
-        end = start + window_ms
-        if end <= state.closed_until or end + self.grace_ms <= newest or start in state.closed_ahead:
-            return LATE
-        window = windows.get(start)
-        if window is None:
-            live_until = 0.0
-            if wall_ms is not None and abs(ts - wall_ms) <= LIVE_WITHIN_MS:
-                # Due at end + live grace on the household's clock, which runs (wall_ms - ts) behind the edge's.
-                due = end + self.live_grace_ms + wall_ms - ts
-                if self.free_slots:
-                    slot = self.free_slots.pop()
-                    self.live_slots[slot] = (end, household)
-                else:
-                    slot = len(self.live_slots)
-                    self.live_slots.append((end, household))
-                heapq.heappush(self.live_due, due << SLOT_BITS | slot)
-                live_until = now + (end + self.live_grace_ms - ts) / 1000 + self.idle_seconds * LIVE_BACKSTOP_IDLES
-            window = windows[start] = OpenWindow(start, partition, offset, power, 1, now, live_until, None, {ts})
-            self.open_count += 1
-            opened = self.opened.get(partition)
-            if opened is None:
-                opened = self.opened[partition] = {}
-            if offset < self.last_opened.get(partition, -1):
-                self.unordered.add(partition)
-            self.last_opened[partition] = offset
-            opened[window] = offset
-            state.last_seen = now
-        else:
-            stamps = window.stamps
-            if ts in stamps:
-                # A copy says the household is there, not that the window goes on: a meter repeating one reading
-                # (a frozen clock, a producer retrying in a loop) kept it open, and its resume offset, for good.
-                state.last_seen = now
-                return DUPLICATE
-            if partition != window.partition:
-                if window.others is None:
-                    window.others = {}
-                    self.spread += 1
-                window.others.setdefault(partition, offset)
-            stamps.add(ts)
-            window.total += power
-            window.count += 1
-            window.touched = state.last_seen = now
-        if ts > newest:
-            # Far ahead: beyond MAX_JUMP_MS of the household's clock, or, for a household that came live, beyond
-            # LIVE_WITHIN_MS of the edge's own clock (one reading five minutes ahead closed its open window
-            # and made a minute of its genuine readings late).
-            far = ts - newest > MAX_JUMP_MS or (
-                wall_ms is not None and ts - wall_ms > LIVE_WITHIN_MS and self._came_live(state))
-            if newest < 0 or not far or abs(ts - state.ahead_ts) <= MAX_JUMP_MS:
-                if far and newest >= 0:  # two readings agree: the stream jumped, its clock is no lone stray
+        late, duplicates = self.add_many(((household, ts, power),), partition, offset, now, wall_ms)
+        return LATE if late else DUPLICATE if duplicates else APPLIED
+
+    def add_many(self, readings, partition, offset, now, wall_ms=None):
+        """add() each (household, ts, power) of one Kafka message, in order; returns (late, duplicates): how
+        many were not applied, and why. One call a message, not a reading: what every reading reads of the
+        book is read once, the larger part of the edge's work at the households it is sized for."""
+        late = duplicates = 0
+        # What every reading reads of the book, read once: none of it is rebound while a message is applied.
+        households, window_ms, grace_ms, live_grace_ms = self.households, self.window_ms, self.grace_ms, self.live_grace_ms
+        opened_all, last_opened, live_due, live_slots, free_slots = (
+            self.opened, self.last_opened, self.live_due, self.live_slots, self.free_slots)
+        live_clock = wall_ms is not None
+        for household, ts, power in readings:
+            state = households.get(household)
+            if state is None:
+                state = households[household] = Household(
+                    phase=window_phase(household, window_ms) if self.stagger else 0)
+            if not state.confirmed and state.newest_ts >= 0:
+                # Far behind the first reading: beyond MAX_JUMP_MS, or beyond LIVE_WITHIN_MS when this one comes live
+                # (at about its time by the edge's clock) and the first did not.
+                live = live_clock and abs(ts - wall_ms) <= LIVE_WITHIN_MS
+                if state.newest_ts - ts > (LIVE_WITHIN_MS if live else MAX_JUMP_MS) and not self._came_live(state):
+                    # The clock stands on the first reading alone, this far ahead of the second: that one was the
+                    # stray. Nothing but its window can have closed by it (not live: by the idle timeout at most),
+                    # and that window now closes by the idle timeout, or stays closed (stored: a reading for it is
+                    # late). It stays the reading a jump must agree with.
+                    if state.closed_until >= 0:
+                        state.closed_ahead.add(state.closed_until - window_ms)
+                    state.ahead_ts, state.newest_ts, state.newest_at, state.closed_until = (
+                        state.newest_ts, ts, wall_ms or 0, -1)
+                elif ts != state.newest_ts and ts - state.newest_ts <= MAX_JUMP_MS:  # not a copy of the first
                     state.confirmed = True
-                state.newest_ts, state.ahead_ts = ts, -1
-                state.newest_at = wall_ms or 0
-                reach = ts - window_ms - self.grace_ms
-                for open_start in windows:  # most readings close nothing: no list, no sort for them
-                    if open_start <= reach:
-                        self._close_due(household, state)
-                        break
+            if state.partition != partition:  # rare for keyed input; every reading may for unkeyed
+                if state.partition >= 0 and self.keyed:
+                    self.moved[household] = (state.partition, partition)
+                state.partition = partition
+            newest, windows = state.newest_ts, state.windows
+            start = ts - (ts - state.phase) % window_ms
+            end = start + window_ms
+            if end <= state.closed_until or end + grace_ms <= newest or start in state.closed_ahead:
+                late += 1
+                continue
+            window = windows.get(start)
+            if window is None:
+                live_until = 0.0
+                if live_clock and abs(ts - wall_ms) <= LIVE_WITHIN_MS:
+                    # Due at end + live grace on the household's clock, which runs (wall_ms - ts) behind the edge's.
+                    due = end + live_grace_ms + wall_ms - ts
+                    if free_slots:
+                        slot = free_slots.pop()
+                        live_slots[slot] = (end, household)
+                    else:
+                        slot = len(live_slots)
+                        live_slots.append((end, household))
+                    heapq.heappush(live_due, due << SLOT_BITS | slot)
+                    live_until = now + (end + live_grace_ms - ts) / 1000 + self.idle_seconds * LIVE_BACKSTOP_IDLES
+                window = windows[start] = OpenWindow(start, partition, offset, power, 1, now, live_until, None, {ts})
+                self.open_count += 1
+                opened = opened_all.get(partition)
+                if opened is None:
+                    opened = opened_all[partition] = {}
+                if offset < last_opened.get(partition, -1):
+                    self.unordered.add(partition)
+                last_opened[partition] = offset
+                opened[window] = offset
+                state.last_seen = now
             else:
-                state.ahead_ts = ts  # a lone reading far ahead: wait for a second one before believing it
-        return APPLIED
+                stamps = window.stamps
+                if ts in stamps:
+                    # A copy says the household is there, not that the window goes on: a meter repeating one reading
+                    # (a frozen clock, a producer retrying in a loop) kept it open, and its resume offset, for good.
+                    state.last_seen = now
+                    duplicates += 1
+                    continue
+                if partition != window.partition:
+                    if window.others is None:
+                        window.others = {}
+                        self.spread += 1
+                    window.others.setdefault(partition, offset)
+                stamps.add(ts)
+                window.total += power
+                window.count += 1
+                window.touched = state.last_seen = now
+            if ts > newest:
+                # Far ahead: beyond MAX_JUMP_MS of the household's clock, or, for a household that came live, beyond
+                # LIVE_WITHIN_MS of the edge's own clock (one reading five minutes ahead closed its open window
+                # and made a minute of its genuine readings late).
+                far = ts - newest > MAX_JUMP_MS or (
+                    live_clock and ts - wall_ms > LIVE_WITHIN_MS and self._came_live(state))
+                if newest < 0 or not far or abs(ts - state.ahead_ts) <= MAX_JUMP_MS:
+                    if far and newest >= 0:  # two readings agree: the stream jumped, its clock is no lone stray
+                        state.confirmed = True
+                    state.newest_ts, state.ahead_ts = ts, -1
+                    state.newest_at = wall_ms or 0
+                    reach = ts - window_ms - grace_ms
+                    for open_start in windows:  # most readings close nothing: no list, no sort for them
+                        if open_start <= reach:
+                            self._close_due(household, state)
+                            break
+                else:
+                    state.ahead_ts = ts  # a lone reading far ahead: wait for a second one before believing it
+        return late, duplicates
 
     @staticmethod
     def _came_live(state):
