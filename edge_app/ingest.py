@@ -63,6 +63,10 @@ FLUSH_EVERY_SECONDS = 0.5
 IDLE_CHECKS = 4
 IDLE_CHECK_MAX_SECONDS = 2.5
 POLL_MS = 200
+# A poll that finds nothing queued waits for the first message, but no longer than until the next live window is
+# due (windows come due between the producers' sends, staggered ones all the time), and at least this long: a
+# window due that the read clock still holds back must not turn the loop into a spin.
+DUE_WAIT_MIN_MS = 10
 # How long `connect` (and a burst run's ingest loop) waits for the topic to appear: the simulation makes it.
 TOPIC_WAIT_SECONDS = 30
 MAX_POLL_READINGS = 20_000  # readings one poll may apply: also the headroom the budget keeps (_room)
@@ -320,7 +324,7 @@ class Ingestor:
             elif self.carry:  # it comes first, and nothing new before it
                 batches, self.carry = self.carry, {}
             else:
-                batches = self.source.poll(timeout_ms, max(int(room / self.per_message), 1))
+                batches = self.source.poll(self._wait_ms(timeout_ms), max(int(room / self.per_message), 1))
         except OffsetsDeleted as exc:
             # What the poll read before the gap is applied first, all of it (nothing carried past the seek):
             # beyond its room by what the poll misjudged, as rare as a gap.
@@ -373,6 +377,15 @@ class Ingestor:
         elif self.book.closed:
             self.store_closed()
         return read > 0
+
+    def _wait_ms(self, timeout_ms):
+        """How long this poll may wait for a message: `timeout_ms`, or until the next live window is due, if sooner
+        (DUE_WAIT_MIN_MS at least). Waiting its whole timeout, a poll held every close due meanwhile back by up to
+        as much."""
+        due = self.book.next_live_due_ms() if self.live_windows and self.paused_at is None else None
+        if due is None:  # nothing live, or paused for the budget: nothing closes by the clock meanwhile
+            return timeout_ms
+        return min(timeout_ms, max(int(due - time.time() * 1000), DUE_WAIT_MIN_MS))
 
     def _say_moved(self):
         """Warn of households whose readings came from another partition than before (WindowBook.moved)."""

@@ -123,6 +123,30 @@ def test_it_stores_a_real_time_window_grace_after_its_end(kafka_client, kafka_bo
 
 
 @pytest.mark.django_db(transaction=True)
+def test_it_stops_waiting_for_a_message_when_a_live_window_is_due(kafka_client, kafka_bootstrap, topic):
+    """A poll that finds nothing to read waits for the next message only until the next live window is due: one
+    that waited its whole timeout held the close back by as much (between a producer's sends windows come due,
+    staggered ones all the time)."""
+    from edge_app.models import WindowAggregate
+
+    ingest = connected_ingestor("edge-due", topic, kafka_bootstrap)
+    try:
+        produce(kafka_bootstrap, topic, [reading("due", int(time.time() * 1000), 1.0)])
+        deadline = time.monotonic() + 30
+        while not (ingest.caught_up() and "due" in ingest.book.households) and time.monotonic() < deadline:
+            ingest.handle_one_poll(timeout_ms=50)
+        due = ingest.book.next_live_due_ms()
+        assert due is not None and due > time.time() * 1000  # read well before its window's end
+        while not WindowAggregate.objects.exists() and time.monotonic() < deadline:
+            ingest.handle_one_poll(timeout_ms=20_000)  # nothing more comes: only the due window ends the wait
+        stored_at = time.time() * 1000
+        assert WindowAggregate.objects.filter(household="due").exists()
+        assert due <= stored_at < due + 1000
+    finally:
+        ingest.close()
+
+
+@pytest.mark.django_db(transaction=True)
 def test_it_dates_a_reading_from_when_it_reached_kafka_not_from_when_the_ingest_got_to_it(kafka_client,
                                                                                        kafka_bootstrap, topic):
     """A reading that waited in Kafka while the ingest was busy (storing the last burst's windows) does not make
