@@ -17,7 +17,7 @@ SMALL = {
     "cloud": ["--tuples", "3000", "--baseline-tuples", "50"],
     "drain": ["--tuples", "3000", "--baseline-tuples", "50", "--orm-tuples", "1000"],
     "ingest": ["--readings", "5000", "--households", "50"],
-    "store": ["--households", "2000", "--ends", "8", "--window-first"],
+    "store": ["--households", "2000", "--ends", "8", "--window-first", "--checkpoint"],
     "simulate": ["--households", "200", "--until", "20"],
     "realtime": ["--households", "100", "--until", "3"],
     "latency": ["--households", "20", "--seconds", "3"],

@@ -24,6 +24,12 @@ in at the index's end. It is not what the edge ships: the admin's household
 filter and search are served by the household-first key (edge_app/admin.py),
 and no other index is made for them here. The figure says what that key costs
 the ingest.
+
+With `--checkpoint` each order is stored again with SQLite's default WAL
+checkpoint (every 1000 pages) instead of the edge's SQLITE_CHECKPOINT_PAGES
+(fogsite/settings.py), beside its shipped run: the two differ in that
+setting only. In the order they closed, a commit's rows are spread over the
+whole index, as a part of staggered windows is (edge_app/windows.py).
 """
 
 import random
@@ -36,17 +42,24 @@ ORDERS = ("household", "closed")
 WINDOW_FIRST = "window-first"  # the same household order, into a database keyed (window_start, household)
 SEED = 20261129  # the same closing order for both runs
 UNIQUE_KEY = "one_tuple_per_household_window"  # edge_app.models.WindowAggregate's unique constraint
+SQLITE_DEFAULT_CHECKPOINT_PAGES = 1000  # SQLite's own wal_autocheckpoint: --checkpoint's baseline
 
 
-def run(households=100_000, ends=24, window_first=False, out=print):
+def run(households=100_000, ends=24, window_first=False, checkpoint=False, out=print):
     if households < 1 or ends < 1:
         raise RuntimeError(f"--households and --ends must be at least 1, not {households} and {ends}")
     out(f"store: {ends} window ends of {households:,} households each, stored as the ingest stores a burst; "
         "in household order, then in the order they closed (at random as to household), "
         + ("then in household order with the unique key (window_start, household), " if window_first else "")
+        + (f"then both orders with SQLite's default WAL checkpoint ({SQLITE_DEFAULT_CHECKPOINT_PAGES} pages), "
+           if checkpoint else "")
         + "each into a fresh database")
     runs = {order: _child("store", {"households": households, "ends": ends, "order": order})
             for order in ORDERS + ((WINDOW_FIRST,) if window_first else ())}
+    if checkpoint:
+        for order in ORDERS:
+            runs[order, "default"] = _child("store", {"households": households, "ends": ends, "order": order,
+                                                      "checkpoint_pages": SQLITE_DEFAULT_CHECKPOINT_PAGES})
     shipped, baseline = runs["household"], runs["closed"]
     timed = f"the last {_timed(ends)} of {ends} ends"
     figures = [Figure(f"store bursts of {households:,} windows, {timed}", shipped["rate"], "windows/s",
@@ -59,6 +72,17 @@ def run(households=100_000, ends=24, window_first=False, out=print):
                               {**_ends(keyed), **_ends(shipped, "baseline "),
                                "against": "the same bursts with the shipped key (household, window_start), which the "
                                           "admin's household filter and search use (no index serves them here)"}))
+    if checkpoint:
+        from django.conf import settings
+
+        for order, said in (("household", "in household order"), ("closed", "in the order they closed")):
+            shipped, default = runs[order], runs[order, "default"]
+            figures.append(Figure(
+                f"store bursts of {households:,} windows {said}, WAL checkpoint every "
+                f"{settings.SQLITE_CHECKPOINT_PAGES} pages, {timed}", shipped["rate"], "windows/s", default["rate"], "",
+                {**_ends(shipped), **_ends(default, "baseline "),
+                 "against": f"the same bursts with SQLite's default checkpoint, every {SQLITE_DEFAULT_CHECKPOINT_PAGES} "
+                            "pages"}))
     return figures
 
 
@@ -73,7 +97,7 @@ def _timed(ends):
 # --- the child's side -------------------------------------------------------
 
 
-def child_store(households, ends, order):
+def child_store(households, ends, order, checkpoint_pages=None):
     from edge_app.ingest import Ingestor
     from edge_app.models import EdgeStatus, WindowAggregate
     from edge_app.windows import ClosedWindow
@@ -86,6 +110,11 @@ def child_store(households, ends, order):
         edge_id=EDGE, topic="bench-store", bootstrap="", window_seconds=5, grace_seconds=1, idle_seconds=60)
     if order == WINDOW_FIRST:
         _key_window_first(WindowAggregate._meta.db_table)
+    if checkpoint_pages is not None:  # this connection's, the one that stores (SQLite checkpoints in the committer)
+        from django.db import connection
+
+        with connection.cursor() as cursor:
+            cursor.execute(f"PRAGMA wal_autocheckpoint = {int(checkpoint_pages)}")
     EdgeStatus.for_edge(EDGE)
     names = [f"house-{i:06d}" for i in range(households)]
     rng = random.Random(SEED)

@@ -68,6 +68,8 @@ BENCHMARKS = {
         ("--window-first", "flag", False, "also store the same bursts into a database whose unique key is "
          "(window_start, household), beside the shipped (household, window_start) that the admin's household "
          "filter and search use: what the shipped household-first key costs the ingest against a window-first one"),
+        ("--checkpoint", "flag", False, "also store the same bursts, in each order, with SQLite's default WAL "
+         "checkpoint (every 1000 pages) instead of the edge's SQLITE_CHECKPOINT_PAGES, each beside its shipped run"),
     ]),
     "simulate": (simulate.run_simulate, "runsimulation --speed max into Kafka (target >= 100,000 readings/s); "
                  "beside the same run with the other Kafka client, and with one reading a message", [
@@ -175,7 +177,8 @@ NOTES = [
     "  separately, the ORM's `bulk_create` instead of the one prepared INSERT run over all rows; and the same",
     "  readings in batches of 1000 a message (the simulation's default) against them one a message.",
     "- store: the same bursts of closed windows in the order they closed (at random as to household) instead",
-    "  of household order, each order in a fresh database.",
+    "  of household order, each order in a fresh database; with --checkpoint, each order also with SQLite's",
+    "  default WAL checkpoint instead of the edge's (fogsite.settings.SQLITE_CHECKPOINT_PAGES).",
     "- api: Django's stock `ASGIHandler` instead of `fogsite.http.OneHopASGIHandler`, same server and load.",
     "- e2e: the same households with `FOG_LIVE_WINDOWS=off` (windows close by event time alone); with",
     "  `--baseline gc`, with `FOG_FULL_GC_SECONDS=0` (CPython's own full garbage collections); with",
