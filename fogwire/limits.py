@@ -31,6 +31,7 @@ This module imports nothing of the project, nor Django.
 
 import math
 import re
+from datetime import UTC, datetime
 
 MAX_HOUSEHOLD_ID = 128
 HOUSEHOLD_ALPHABET = "A-Z a-z 0-9 . _ - : @, not dots alone"
@@ -86,7 +87,11 @@ def power_problem(power_w):
 def time_problem(ts_ms, now_ms):
     """'' if `ts_ms` is a plausible event time (epoch ms) at wall-clock `now_ms`, else what is wrong."""
     if not EARLIEST_MS <= ts_ms <= now_ms + FUTURE_SLACK_MS:
-        return f"time {ts_ms} is not epoch ms between 2000-01-01 and now + {FUTURE_SLACK_MS // 3_600_000} h"
+        # "now" is this node's clock: one that boots far behind (no RTC, NTP not there yet) refuses good readings,
+        # and the operator must see which side is wrong.
+        now = datetime.fromtimestamp(now_ms / 1000, UTC).strftime("%Y-%m-%d %H:%M:%S")
+        return (f"time {ts_ms} is not epoch ms between 2000-01-01 and now + {FUTURE_SLACK_MS // 3_600_000} h "
+                f"(now: {now} UTC by this node's clock)")
     return ""
 
 

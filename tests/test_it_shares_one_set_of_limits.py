@@ -2,6 +2,7 @@
 cloud alike, and values just beyond are refused by each, for the same reason."""
 
 import time
+from datetime import UTC, datetime
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -74,6 +75,11 @@ def test_it_refuses_times_beyond_the_limits_on_the_edge_and_in_the_cloud(cloud):
     for ts in (limits.EARLIEST_MS - 1, now_ms + limits.FUTURE_SLACK_MS + 60_000):
         with pytest.raises(MalformedReading, match="not epoch ms between"):
             parse_reading(reading("h", ts, 1.0)[1], now_ms)
+    # A node whose clock is a year behind: the message says what it takes for now, so the operator sees the clock.
+    behind = now_ms - 366 * 86_400_000
+    shown = datetime.fromtimestamp(behind / 1000, UTC).strftime("%Y-%m-%d %H:%M:%S")
+    with pytest.raises(MalformedReading, match=f"now: {shown} UTC by this node's clock"):
+        parse_reading(reading("h", now_ms, 1.0)[1], behind)
     too_early = limits.EARLIEST_MS - 5000  # a window that ends where the earliest time begins
     too_late = now_ms + limits.FUTURE_SLACK_MS + limits.CLOCK_SKEW_MS + 5000
     rows = [(1, "h", too_early, too_early + 5000, 1.0, 1), (2, "h", too_late, too_late + 5000, 1.0, 1),
