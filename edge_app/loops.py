@@ -36,6 +36,9 @@ TLS_CHECK_SECONDS = 60  # for `python -m fogwire.tls` (a fraction of a second) o
 TLS_CHECK_SAID = 1000  # characters of its stderr a failed check quotes (the end, where the error is)
 HEARTBEAT, DATA = 1, 2  # places of the ports in a FOG_CLOUD_ENDPOINTS entry
 REFUSED_RETRY_SECONDS = 30  # how often an ingest that can't start as configured looks again (a recreated topic)
+# Partition checks in a row that find the topic gone before it is said: one metadata answer without it may be a
+# broker catching up (a partition's leader moving), not a deletion.
+TOPIC_GONE_CHECKS = 2
 IDLE_SLEEP = {"ingest": 0.0, "sender": 0.05, "heartbeat": 0.0}  # seconds between steps that did nothing (the
 # heartbeat's own step keeps its beats a second apart)
 
@@ -103,6 +106,7 @@ class IngestStep(Step):
         self.control = control
         self.watch = self.end = None
         self.budget_due = 0.0  # when a derived budget is worked out again (set as the ingest connects)
+        self.topic_gone = 0  # partition checks in a row the broker answered without the topic
 
     def step(self):
         if not self.connected:
@@ -120,9 +124,19 @@ class IngestStep(Step):
         the loop ends, and its supervisor starts it again, which reads them from their beginning. Left alone,
         they were read only after a restart, and Kafka's retention could delete their readings first."""
         try:
-            added = sorted(set(self.ingest.source.partitions(self.ingest.topic)) - set(self.ingest.next_offsets))
+            partitions = self.ingest.source.partitions(self.ingest.topic)
         except KafkaSourceError:
             return  # Kafka away: the poll says so
+        if not partitions:  # the broker answers, without the topic: deleted. Polls just find nothing, and said nothing
+            self.topic_gone += 1
+            if self.topic_gone == TOPIC_GONE_CHECKS:
+                log.error("topic %s is gone from %s (deleted?): the ingest reads nothing until it is made again; its "
+                          "open windows close by the idle timeout", self.ingest.topic, self.ingest.bootstrap)
+            return
+        if self.topic_gone >= TOPIC_GONE_CHECKS:
+            log.warning("topic %s is there again on %s", self.ingest.topic, self.ingest.bootstrap)
+        self.topic_gone = 0
+        added = sorted(set(partitions) - set(self.ingest.next_offsets))
         if added:
             log.warning("topic %s has new partitions %s; the ingest starts again to read them", self.ingest.topic,
                         added)

@@ -189,6 +189,32 @@ def test_its_loop_starts_again_to_read_a_topic_made_again_while_it_ran(kafka_boo
         step.close()
 
 
+@pytest.mark.django_db(transaction=True)
+def test_its_loop_says_when_the_topic_it_reads_is_deleted_and_when_it_is_back(kafka_bootstrap, topic, caplog):
+    """Deleted under a running edge, the topic's polls just found nothing: the edge said nothing at all."""
+    from confluent_kafka.admin import AdminClient
+
+    from edge_app.loops import TOPIC_GONE_CHECKS, IngestStep
+
+    step = IngestStep({"topic": topic, "idle": 60}, control=None)
+    try:
+        assert step.step()
+        admin = AdminClient({"bootstrap.servers": kafka_bootstrap})
+        admin.delete_topics([topic])[topic].result(timeout=30)
+        with caplog.at_level(logging.WARNING, logger="fog.edge"):
+            assert wait_for(lambda: (step.handle_one_partition_check(), step.topic_gone)[1] == 1, timeout=30)
+            assert not [r for r in caplog.records if r.levelno >= logging.ERROR]  # one look may be a broker catching up
+            for _ in range(TOPIC_GONE_CHECKS + 2):
+                step.handle_one_partition_check()
+            gone = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+            assert len(gone) == 1 and f"topic {topic} is gone" in gone[0]  # said once
+            _make_again(kafka_bootstrap, topic)
+            assert wait_for(lambda: (step.handle_one_partition_check(), step.topic_gone)[1] == 0, timeout=30)
+        assert any(f"topic {topic} is there again" in r.getMessage() for r in caplog.records)
+    finally:
+        step.close()
+
+
 def _make_again(bootstrap, name):
     from confluent_kafka import KafkaException
     from confluent_kafka.admin import AdminClient, NewTopic
