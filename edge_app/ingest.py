@@ -63,10 +63,6 @@ FLUSH_EVERY_SECONDS = 0.5
 IDLE_CHECKS = 4
 IDLE_CHECK_MAX_SECONDS = 2.5
 POLL_MS = 200
-# A poll that finds nothing queued waits for the first message, but no longer than until the next live window is
-# due (windows come due between the producers' sends, staggered ones all the time), and at least this long: a
-# window due that the read clock still holds back must not turn the loop into a spin.
-DUE_WAIT_MIN_MS = 10
 # How long `connect` (and a burst run's ingest loop) waits for the topic to appear: the simulation makes it.
 TOPIC_WAIT_SECONDS = 30
 MAX_POLL_READINGS = 20_000  # readings one poll may apply: also the headroom the budget keeps (_room)
@@ -193,6 +189,7 @@ class Ingestor:
         self.applied = [0, 0]  # messages and readings _apply applied in this poll
         self.applied_times = {}  # partition -> the timestamp of the last record applied
         self.carry = {}  # partition -> [(offset, (value, timestamp)), ...] a poll brought beyond its room
+        self.close_held = False  # the read clock was behind the wall clock at the last live close (_wait_ms)
 
     # --- start ----------------------------------------------------------
 
@@ -367,6 +364,7 @@ class Ingestor:
                 read_ms = away if read_ms is None else min(read_ms, away)
             while self.book.close_live(now_ms, read_ms, limit=CLOSE_ROWS):
                 self.store_closed()
+            self.close_held = read_ms is not None and read_ms < now_ms
         if now - self.last_idle_check >= self.idle_check_seconds and self.paused_at is None:
             self.last_idle_check = now
             self.book.close_idle(now)
@@ -379,13 +377,18 @@ class Ingestor:
         return read > 0
 
     def _wait_ms(self, timeout_ms):
-        """How long this poll may wait for a message: `timeout_ms`, or until the next live window is due, if sooner
-        (DUE_WAIT_MIN_MS at least). Waiting its whole timeout, a poll held every close due meanwhile back by up to
-        as much."""
+        """How long this poll may wait for a message: `timeout_ms`, or until the next live window is due, if sooner.
+        Windows come due between the producers' sends (staggered ones all the time): a poll that waited its whole
+        timeout held every close due meanwhile back by up to as much.
+
+        Not while the read clock held the last closes back (a partition behind, the broker away): only a record
+        read moves that clock on, and it ends the wait anyway; waiting for the wall clock, the loop span round."""
         due = self.book.next_live_due_ms() if self.live_windows and self.paused_at is None else None
-        if due is None:  # nothing live, or paused for the budget: nothing closes by the clock meanwhile
+        if due is None or self.close_held:  # nothing live, paused for the budget, or held back: the whole timeout
             return timeout_ms
-        return min(timeout_ms, max(int(due - time.time() * 1000), DUE_WAIT_MIN_MS))
+        # Rounded up, and a millisecond more: the poll that follows takes the clock in whole milliseconds,
+        # rounded down, and a wait cut short by that leaves the window for the next turn.
+        return min(timeout_ms, max(math.ceil(due - time.time() * 1000) + 1, 1))
 
     def _say_moved(self):
         """Warn of households whose readings came from another partition than before (WindowBook.moved)."""

@@ -136,7 +136,7 @@ def test_it_stops_waiting_for_a_message_when_a_live_window_is_due(kafka_client, 
         while not (ingest.caught_up() and "due" in ingest.book.households) and time.monotonic() < deadline:
             ingest.handle_one_poll(timeout_ms=50)
         due = ingest.book.next_live_due_ms()
-        assert due is not None and due > time.time() * 1000  # read well before its window's end
+        assert due is not None and due > time.time() * 1000  # read before its window is due
         while not WindowAggregate.objects.exists() and time.monotonic() < deadline:
             ingest.handle_one_poll(timeout_ms=20_000)  # nothing more comes: only the due window ends the wait
         stored_at = time.time() * 1000
@@ -144,6 +144,67 @@ def test_it_stops_waiting_for_a_message_when_a_live_window_is_due(kafka_client, 
         assert due <= stored_at < due + 1000
     finally:
         ingest.close()
+
+
+class _QuietSource:
+    """A Kafka source with no records: how long each poll is asked to wait for one is what these tests look at."""
+
+    name = "quiet"
+
+    def __init__(self, away_since_ms=None):
+        self.read_times, self.waits, self.away = {0: -1}, [], away_since_ms
+
+    def poll(self, timeout_ms, max_records):
+        self.waits.append(timeout_ms)
+        return {}
+
+    def high_watermarks(self):
+        return {0: 1}  # read to its end (next_offsets below): caught up
+
+    def away_since_ms(self):
+        return self.away
+
+    def positions(self, partitions):
+        return dict.fromkeys(partitions)
+
+    def commit(self, offsets, wait=False):
+        pass
+
+
+def _waiting_ingestor(ts, source):
+    """The ingestor with one live reading at `ts`, read at once, and `source` for its Kafka."""
+    ingest = _unconnected_ingestor()
+    ingest.source, ingest.next_offsets = source, {0: 1}
+    ingest._apply(0, _records(0, "h", ts, ts), time.monotonic(), ts)
+    return ingest
+
+
+@pytest.mark.django_db(transaction=True)
+def test_it_waits_for_a_message_until_the_next_window_is_due_and_no_longer():
+    from edge_app.models import EdgeStatus
+
+    EdgeStatus.for_edge("edge-clocks")
+    now = int(time.time() * 1000)
+    ingest = _waiting_ingestor(now - now % W + 1, _QuietSource())
+    due = ingest.book.next_live_due_ms()
+    ingest.handle_one_poll(timeout_ms=20_000)
+    (wait,) = ingest.source.waits
+    assert due - now <= wait <= due - now + 50  # up to its due time (rounded up), not the poll's 20 s
+
+
+@pytest.mark.django_db(transaction=True)
+def test_it_waits_the_whole_timeout_while_the_read_clock_holds_a_due_window_back():
+    """The broker away (or a partition behind): a window due on the wall clock is not on the read clock, which
+    only a record read moves on. Waiting for the wall clock, the loop polled a hundred times a second."""
+    from edge_app.models import EdgeStatus
+
+    EdgeStatus.for_edge("edge-clocks")
+    now = int(time.time() * 1000)
+    ingest = _waiting_ingestor(now - 2 * W, _QuietSource(away_since_ms=now - 3 * W))  # due since a window ago
+    for _ in range(4):
+        ingest.handle_one_poll(timeout_ms=300)
+    assert ingest.book.open_windows() == 1  # held back: nothing read since before it was due
+    assert ingest.source.waits[1:] == [300] * 3  # the first knew of no hold yet
 
 
 @pytest.mark.django_db(transaction=True)
