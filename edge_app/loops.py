@@ -130,8 +130,8 @@ class IngestStep(Step):
         if not partitions:  # the broker answers, without the topic: deleted. Polls just find nothing, and said nothing
             self.topic_gone += 1
             if self.topic_gone == TOPIC_GONE_CHECKS:
-                log.error("topic %s is gone from %s (deleted?): the ingest reads nothing until it is made again; its "
-                          "open windows close by the idle timeout", self.ingest.topic, self.ingest.bootstrap)
+                log.error("topic %s is gone from %s (deleted?): the ingest reads nothing until it is made again",
+                          self.ingest.topic, self.ingest.bootstrap)
             return
         if self.topic_gone >= TOPIC_GONE_CHECKS:
             log.warning("topic %s is there again on %s", self.ingest.topic, self.ingest.bootstrap)
