@@ -38,9 +38,13 @@ POSTGRES_CONNECT_TIMEOUT_S = 10  # an edge database on PostgreSQL: see DATABASES
 # An edge database on SQLite copies its WAL into the database file (a checkpoint, with an fsync of each) once the
 # WAL holds this many pages; SQLite's own default is 1000. Each window the ingest stores goes into its household's
 # run of the unique (household, window_start) index, a page a household, so at 1000 an edge of many households
-# checkpointed every few dozen milliseconds, in the ingest's commits, each time writing index pages again that the
-# next commits dirty once more. At 16384 (64 MiB of WAL at SQLite's 4 KiB pages) a checkpoint writes each page
-# once for many rows (`bench store --checkpoint` measures the two).
+# checkpointed every few dozen milliseconds, in the commit that crossed the mark (the ingest's, mostly), each time
+# writing index pages again that the next commits dirty once more. At 16384 (64 MiB of WAL at SQLite's 4 KiB
+# pages) a checkpoint writes each page once for many rows (`bench store --checkpoint` measures the two). The WAL
+# file is cut back to that size after a checkpoint (journal_size_limit), not left at its largest. With
+# synchronous=NORMAL a commit is fsynced at the next checkpoint: a power cut can take back more of the last
+# commits than at 1000, which the edge reads again from Kafka (positions are committed with them) and the cloud
+# takes once.
 SQLITE_CHECKPOINT_PAGES = 16384
 
 # A fixed development key keeps `manage.py` usable with no environment;
@@ -188,7 +192,8 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
         "timeout": 30,
         "transaction_mode": "IMMEDIATE",
         "init_command": ("PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; "
-                         f"PRAGMA wal_autocheckpoint={SQLITE_CHECKPOINT_PAGES};"),
+                         f"PRAGMA wal_autocheckpoint={SQLITE_CHECKPOINT_PAGES}; "
+                         f"PRAGMA journal_size_limit={SQLITE_CHECKPOINT_PAGES * 4096};"),
     }
 
 elif DATABASES["default"]["ENGINE"].startswith("django.db.backends.postgresql"):
