@@ -383,12 +383,12 @@ class Ingestor:
 
         Not while the read clock held the last closes back (a partition behind, the broker away): only a record
         read moves that clock on, and it ends the wait anyway; waiting for the wall clock, the loop span round."""
-        due = self.book.next_live_due_ms() if self.live_windows and self.paused_at is None else None
-        if due is None or self.close_held:  # nothing live, paused for the budget, or held back: the whole timeout
+        room = None if self.paused_at is not None or self.close_held else self.room_s()
+        if room is None:  # nothing live, paused for the budget, or held back: the whole timeout
             return timeout_ms
         # Rounded up, and a millisecond more: the poll that follows takes the clock in whole milliseconds,
         # rounded down, and a wait cut short by that leaves the window for the next turn.
-        return min(timeout_ms, max(math.ceil(due - time.time() * 1000) + 1, 1))
+        return min(timeout_ms, max(math.ceil(room * 1000) + 1, 1))
 
     def _say_moved(self):
         """Warn of households whose readings came from another partition than before (WindowBook.moved)."""
