@@ -400,7 +400,7 @@ def own_kafka():
 
     services = ChaosServices(Path(settings.VAR_DIR) / "kafka" / "libs")
     try:
-        services.kafka.up(lambda line: None)
+        services.up(redis=False)
         yield services
     finally:
         services.down()

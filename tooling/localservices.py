@@ -57,6 +57,12 @@ CLUSTER_READY_SECONDS = 60
 POSTGRES_READY_SECONDS = 60
 # ... a service whose log still grows gets this many times its *_READY_SECONDS before it is given up on (_wait)
 STARTING_PATIENCE = 3
+# A server that died or stuck while starting: its error quotes this many of the last lines its log got since, as a
+# harness that owns the log's folder (a fault lane's, a test's) removes it on the way out.
+LOG_TAIL_LINES = 15
+# What a server's log says when its port was bound by another process between our look and its own bind.
+PORT_TAKEN = "Address already in use"
+PROBLEM_WORDS = (" ERROR ", " FATAL ", "Exception", "# Fatal", "aborting")  # Kafka's log4j levels, Redis's words
 POSTGRES_VERSION = "15"
 # Settings of the Redis this module starts beyond persistence, as CONFIG names them (`bench e2e` sets them for
 # its measured runs too). rdbcompression: the AOF's base is written uncompressed, since LZF over every value made
@@ -68,6 +74,28 @@ POSTGRES_SYSTEM_USER = "postgres"  # the server refuses to run as root; a root `
 
 class ServiceError(Exception):
     """A service could not be installed, started or stopped; the message says why."""
+
+
+class PortTaken(ServiceError):
+    """A server could not bind its port: another process took it after we found it free. On other ports it may."""
+
+
+def _log_since(logfile, offset):
+    """What `logfile` got after `offset` (its size before the start), "" if it cannot be read."""
+    try:
+        with open(logfile, "rb") as log:
+            log.seek(offset or 0)
+            return log.read().decode(errors="replace")
+    except OSError:
+        return ""
+
+
+def _quote(said):
+    """A log's `said`, indented under the error that quotes it: its first LOG_TAIL_LINES lines that name a
+    problem (the first is the cause, the rest mostly its consequences), else its last LOG_TAIL_LINES."""
+    lines = said.splitlines()
+    named = [line for line in lines if PORT_TAKEN in line or any(word in line for word in PROBLEM_WORDS)]
+    return "".join(f"\n  | {line}" for line in (named[:LOG_TAIL_LINES] or lines[-LOG_TAIL_LINES:]))
 
 
 @dataclass
@@ -158,20 +186,26 @@ def _pid_runs(pid, marker):
     return re.search(re.escape(marker.encode()) + rb"(?![0-9A-Za-z])", cmdline) is not None
 
 
-def _wait(predicate, seconds, what, logfile):
+def _wait(predicate, seconds, what, logfile, begun=None):
     """Until `predicate` holds: `seconds` at first, and longer while the server still writes to its log (a JVM
     or a cluster starting on a machine busy with other work gets there slowly), up to STARTING_PATIENCE times
-    `seconds` in all. A server silent for `seconds` is stuck, or dead: ServiceError."""
+    `seconds` in all. A server silent for `seconds` is stuck, or dead: ServiceError, quoting what its log got
+    after `begun` (its size before the start; by default now); one whose log says its port was taken: PortTaken."""
     started = time.monotonic()
-    size, grew = _size(logfile), started
+    begun = _size(logfile) if begun is None else begun
+    size, grew = begun, started
     while not predicate():
         now = time.monotonic()
         if _size(logfile) != size:
             size, grew = _size(logfile), now
+            said = _log_since(logfile, begun)
+            if PORT_TAKEN in said:  # a daemon (Redis) that could not bind says so in its log, and exits
+                raise PortTaken(f"{what} could not bind its port; see {logfile}{_quote(said)}")
         if now - grew >= seconds or now - started >= seconds * STARTING_PATIENCE:
             why = (f"its log silent for the last {now - grew:.0f} s" if now - grew >= seconds else
                    f"the most it is given, {STARTING_PATIENCE} x {seconds} s, though its log still grew")
-            raise ServiceError(f"{what} did not become ready within {now - started:.0f} s ({why}); see {logfile}")
+            raise ServiceError(f"{what} did not become ready within {now - started:.0f} s ({why}); see {logfile}"
+                               f"{_quote(_log_since(logfile, begun))}")
         time.sleep(0.25)
 
 
@@ -249,16 +283,17 @@ class Service:
             out(f"{self.name}: already running on {where}" + (f" (pid {pid})" if pid else " (not started by us)"))
             return False
         if port_open(self.host, self.port):
-            raise ServiceError(f"{self.name}: port {where} is taken by something that is not {self.name}")
+            raise PortTaken(f"{self.name}: port {where} is taken by something that is not {self.name}")
         self.paths.log.mkdir(parents=True, exist_ok=True)
-        started = time.monotonic()
+        started, begun = time.monotonic(), _size(self.logfile) or 0  # 0: no log yet
         self.start(out)
-        _wait(self.ready, self.ready_seconds, f"{self.name} on {where}", self.logfile)
+        _wait(self.ready, self.ready_seconds, f"{self.name} on {where}", self.logfile, begun)
         out(f"{self.name}: started on {where}, pid {self.our_pid()}, in {time.monotonic() - started:.1f} s")
         return True
 
     def spawn(self, cmd, **popen):
         """Run the server in a session of its own, logging to its log file; wait until it answers."""
+        begun = _size(self.logfile) or 0
         with open(self.logfile, "ab") as log:
             proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                     start_new_session=True, **popen)
@@ -266,10 +301,13 @@ class Service:
 
         def ready_or_dead():
             if proc.poll() is not None:
-                raise ServiceError(f"{self.name} exited with code {proc.returncode} while starting; see {self.logfile}")
+                said = _log_since(self.logfile, begun)
+                error = PortTaken if PORT_TAKEN in said else ServiceError
+                raise error(f"{self.name} exited with code {proc.returncode} while starting; see {self.logfile}"
+                            f"{_quote(said)}")
             return self.ready()
 
-        _wait(ready_or_dead, self.ready_seconds, f"{self.name} on {self.host}:{self.port}", self.logfile)
+        _wait(ready_or_dead, self.ready_seconds, f"{self.name} on {self.host}:{self.port}", self.logfile, begun)
 
     def down(self, out):
         pid = self.our_pid()
@@ -541,7 +579,7 @@ class Kafka(Service):
         self.fetch_jars(out)
         config = self.format_once(out)
         if port_open(self.host, self.controller_port):
-            raise ServiceError(f"kafka: controller port {self.host}:{self.controller_port} is taken")
+            raise PortTaken(f"kafka: controller port {self.host}:{self.controller_port} is taken")
         self.spawn([self._java(), *KAFKA_HEAP, *(SHORT_LIVED_JVM if self.short_lived else ()),
                     f"-Dkafka.logs.dir={self.paths.log}", "-cp",
                     f"{self.paths.kafka_libs}/*", "kafka.Kafka", str(config)], cwd=self.paths.kafka)

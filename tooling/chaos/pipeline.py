@@ -43,7 +43,7 @@ from tooling.bench.common import remove_sqlite
 from tooling.bench.simulate import SUMMARY
 from tooling.chaos.proxy import Proxy
 from tooling.net import POLL_INTERVAL_S, free_port, port_open, wait_for
-from tooling.localservices import Kafka, Paths, Redis
+from tooling.localservices import Kafka, Paths, PortTaken, Redis
 from tooling.signals import end_child, start_child, uninterrupted
 
 ROOT = Path(__file__).resolve().parent.parent.parent
@@ -52,6 +52,7 @@ SECRET = "chaos-secret-not-for-production"
 LOOPS = ("ingest", "sender", "heartbeat")
 CLOUD_PORT_TRIES = 3  # first starts of the cloud, each on new ports when the last ones were taken meanwhile
 PROXY_PORT_TRIES = 3  # the link's proxies likewise: a port reserved here may be bound by another test first
+SERVICE_PORT_TRIES = 3  # a lane's broker and Redis likewise (ChaosServices.up)
 CLOUD_START_S = 30  # how long a first start may take to listen before the edge is started anyway
 STEP_S = 2  # the simulation's step: one reading per household every 2 s
 SIMULATION_STOP_S = 60  # how long a stopped simulation may take to flush to Kafka and end
@@ -95,16 +96,32 @@ class ChaosServices:
     """A Kafka broker and a cloud Redis of the harness's own, in a temporary folder."""
 
     def __init__(self, libs):
+        self.libs = libs
+        self._make()
+
+    def _make(self):
         self.folder = Path(tempfile.mkdtemp(prefix="fog-chaos-"))
-        paths = Paths(ROOT, self.folder, libs=libs)
+        paths = Paths(ROOT, self.folder, libs=self.libs)
         self.kafka = Kafka(paths, "127.0.0.1", _free_pair())
         self.kafka.short_lived = True
         self.redis = Redis(paths, "127.0.0.1", reserve_port())
 
-    def up(self, out=lambda line: None):
-        self.kafka.up(out)
-        self.redis.up(out)
-        return self
+    def up(self, out=lambda line: None, redis=True):
+        """Start the broker (and the Redis unless `redis` is false). Their ports are only found free: one that
+        another process binds before the server does (a broker's JVM takes seconds to get there; a lane of a test
+        run starts beside other lanes and tests) starts both again, in a new folder on new ports."""
+        for attempt in range(1, SERVICE_PORT_TRIES + 1):
+            try:
+                self.kafka.up(out)
+                if redis:
+                    self.redis.up(out)
+                return self
+            except PortTaken as exc:
+                if attempt == SERVICE_PORT_TRIES:
+                    raise
+                out(f"chaos services: {exc.args[0].splitlines()[0]}; starting again on other ports")
+                self.down()
+                self._make()
 
     def down(self):
         for service in (self.redis, self.kafka):
