@@ -585,8 +585,7 @@ class Ingestor:
                     self.malformed_log.warning("malformed reading at %s[%d] offset %d, reading %d of its batch: %s",
                                                self.topic, partition, offset, place, problem)
                 said = "; ".join(f"reading {place}: {problem}" for place, problem in problems[:SET_ASIDE_PROBLEMS_SAID])
-                more = len(problems) - SET_ASIDE_PROBLEMS_SAID
-                self._set_aside(partition, offset, value, len(problems), said + (f"; and {more} more" if more > 0 else ""))
+                self._set_aside(partition, offset, value, len(problems), said, len(problems) - SET_ASIDE_PROBLEMS_SAID)
             if not live:
                 arrived = None  # this reading can never close by the clock
             elif lag is not None and stamp is not None and stamp > 0:
@@ -608,13 +607,17 @@ class Ingestor:
             self.dirty = True
         return room
 
-    def _set_aside(self, partition, offset, value, readings, problem):
-        """Keep a malformed message for the next flush, which writes it with the counters that count it."""
+    def _set_aside(self, partition, offset, value, readings, problem, more=0):
+        """Keep a malformed message for the next flush, which writes it with the counters that count it. `more`:
+        the batch's problems not in `problem`, said at its end however long the problems said before are."""
         if len(self.set_aside) >= SET_ASIDE_PER_FLUSH:
             self.set_aside_over += 1
             return
-        if len(problem) > SET_ASIDE_PROBLEM_CHARS:
-            problem = problem[:SET_ASIDE_PROBLEM_CHARS - 1] + "…"
+        tail = f"; and {more} more" if more > 0 else ""
+        room = SET_ASIDE_PROBLEM_CHARS - len(tail)
+        if len(problem) > room:
+            problem = problem[:room - 1] + "…"
+        problem += tail
         kept = None if value is None else bytes(value[:SET_ASIDE_VALUE_BYTES])
         self.set_aside.append(SetAsideMessage(edge_id=self.edge_id, topic=self.topic, partition=partition,
                                               offset=offset, readings=readings, problem=problem, value=kept,

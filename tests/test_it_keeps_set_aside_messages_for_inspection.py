@@ -57,6 +57,23 @@ def test_it_keeps_each_malformed_message_with_where_and_why(kafka_bootstrap, top
 
 @pytest.mark.edge_db
 @pytest.mark.django_db(transaction=True)
+def test_it_says_how_many_more_problems_a_batch_had_however_long_those_it_says(kafka_bootstrap, topic):
+    """Each of these readings' problems says the node's clock: five of them fill the column, and the count of the
+    rest, cut off before, is what tells an operator how much of the batch was bad."""
+    far = 4_102_444_800_000  # 2100-01-01: past any clock's now + slack
+    bad = [["h", far + i, 100.0] for i in range(edge_app.ingest.SET_ASIDE_PROBLEMS_SAID + 3)]
+    produce(kafka_bootstrap, topic, [("h", json.dumps({"readings": [["h", T0, 100.0], *bad]}).encode())])
+
+    ingest_to_end(kafka_bootstrap, topic)
+
+    [(_, readings, problem, _, _)] = _kept()
+    assert readings == len(bad)
+    assert problem.startswith("reading 1: time ") and "by this node's clock" in problem
+    assert problem.endswith("…; and 3 more") and len(problem) == edge_app.models.SET_ASIDE_PROBLEM_CHARS
+
+
+@pytest.mark.edge_db
+@pytest.mark.django_db(transaction=True)
 def test_it_keeps_a_replayed_message_once(kafka_bootstrap, topic):
     """A restart reads again from the oldest open window's offset: what it already set aside is not kept twice."""
     produce(kafka_bootstrap, topic, [reading("h", T0, 100.0), ("h", b"power=12"), reading("h", T0 + 1000, 300.0)])
