@@ -299,15 +299,19 @@ class Service:
                                     start_new_session=True, **popen)
         self.pidfile.write_text(str(proc.pid))
 
+        what = f"{self.name} on {self.host}:{self.port}"
+
         def ready_or_dead():
             if proc.poll() is not None:
                 said = _log_since(self.logfile, begun)
-                error = PortTaken if PORT_TAKEN in said else ServiceError
-                raise error(f"{self.name} exited with code {proc.returncode} while starting; see {self.logfile}"
-                            f"{_quote(said)}")
+                if PORT_TAKEN in said:  # as _wait says it when it reads the log first
+                    raise PortTaken(f"{what} could not bind its port (it exited with code {proc.returncode}); "
+                                    f"see {self.logfile}{_quote(said)}")
+                raise ServiceError(f"{what} exited with code {proc.returncode} while starting; see {self.logfile}"
+                                   f"{_quote(said)}")
             return self.ready()
 
-        _wait(ready_or_dead, self.ready_seconds, f"{self.name} on {self.host}:{self.port}", self.logfile, begun)
+        _wait(ready_or_dead, self.ready_seconds, what, self.logfile, begun)
 
     def down(self, out):
         pid = self.our_pid()

@@ -97,6 +97,7 @@ class ChaosServices:
 
     def __init__(self, libs):
         self.libs = libs
+        self._lock, self._closed = threading.Lock(), False
         self._make()
 
     def _make(self):
@@ -109,21 +110,51 @@ class ChaosServices:
     def up(self, out=lambda line: None, redis=True):
         """Start the broker (and the Redis unless `redis` is false). Their ports are only found free: one that
         another process binds before the server does (a broker's JVM takes seconds to get there; a lane of a test
-        run starts beside other lanes and tests) starts both again, in a new folder on new ports."""
+        run starts beside other lanes and tests) starts both again, in a new folder on new ports.
+
+        A down() from another thread meanwhile (a lane runner closed while its lanes start) may find a server
+        not started yet, or end one halfway: what started is ended here then, and PipelineClosed raised."""
+        try:
+            self._start(out, redis)
+        except Exception as exc:
+            if self._taken_down():
+                raise PipelineClosed("the services were taken down while they started") from exc
+            raise
+        if self._taken_down():
+            raise PipelineClosed("the services were taken down while they started")
+        return self
+
+    def _start(self, out, redis):
         for attempt in range(1, SERVICE_PORT_TRIES + 1):
             try:
                 self.kafka.up(out)
                 if redis:
                     self.redis.up(out)
-                return self
+                return
             except PortTaken as exc:
                 if attempt == SERVICE_PORT_TRIES:
                     raise
                 out(f"chaos services: {exc.args[0].splitlines()[0]}; starting again on other ports")
-                self.down()
-                self._make()
+                self._end()
+                with self._lock:  # down() sets the flag under it: it ends these, or no new ones start
+                    if self._closed:
+                        raise
+                    self._make()
+
+    def _taken_down(self):
+        """True if down() was called: what runs of these services is ended (again) here."""
+        with self._lock:
+            closed = self._closed
+        if closed:
+            self._end()
+        return closed
 
     def down(self):
+        with self._lock:
+            self._closed = True
+        self._end()
+
+    def _end(self):
         for service in (self.redis, self.kafka):
             try:
                 service.down(lambda line: None)
