@@ -157,6 +157,9 @@ class EdgeControl:
         self._extend, self._release = self.redis.register_script(EXTEND), self.redis.register_script(RELEASE)
         self._replace = self.redis.register_script(REPLACE)
         self._stop_checked, self._stop = 0.0, False
+        # Its own flag, written by the signal handler only: the handler may run in the middle of stop_requested's
+        # Redis call, and that method's write of what Redis said would overwrite the signal's.
+        self._signalled = False
 
     def lock_key(self, loop):
         """The key of one loop's one-copy lock (its value is a holder record, `pid:host:since:nonce:machine`)."""
@@ -189,16 +192,16 @@ class EdgeControl:
 
     def stop_signalled(self):
         """A stop signal reached the loop's own process (edge_app.loops.signals_stop): a stop request of its own."""
-        self._stop = True
+        self._signalled = True
 
     def stop_requested(self):
         """Whether a stop request names this run (or any run), or a stop signal came; once so, it stays so."""
         now = time.monotonic()
-        if not self._stop and now - self._stop_checked >= STOP_CHECK_SECONDS:
+        if not (self._stop or self._signalled) and now - self._stop_checked >= STOP_CHECK_SECONDS:
             runs = {run.decode() for run in self.redis.smembers(self.prefix + "stops")}
             self._stop = STOP_ANY_RUN in runs or (bool(runs) if self.run is None else self.run in runs)
             self._stop_checked = now
-        return self._stop
+        return self._stop or self._signalled
 
     def give_up(self, reason):
         """A loop can't do this run's work as configured: its supervisor ends the run as failed, saying `reason`."""

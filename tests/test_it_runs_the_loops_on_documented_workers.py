@@ -13,7 +13,8 @@ import redis as redis_lib
 from rq import Queue
 
 from cloud_app.keys import Keys
-from edge_app.control import queue_name
+from edge_app.control import EdgeControl, queue_name
+from edge_app.loops import signals_stop
 from tests.conftest import ROOT, child_env, edge_cloud, edge_db, held_loops, produce, reading, run_manage, wait_for
 
 T0 = 1_577_142_000_000
@@ -84,3 +85,30 @@ def test_it_ends_a_loop_and_its_worker_on_one_sigterm(kafka_bootstrap, topic, ed
                 os.killpg(proc.pid, signal.SIGKILL)
             proc.wait(10)
         cloud.stop()
+
+
+def test_it_keeps_a_stop_signal_that_lands_while_it_asks_redis_for_a_stop(edge_env):
+    """The loop asks the edge Redis for stop requests every STOP_CHECK_SECONDS. A SIGTERM whose handler ran as that
+    answer came back was overwritten by it, and the loop went on for good (CI152: one of three workers)."""
+    connection = redis_lib.Redis.from_url(edge_env["FOG_EDGE_REDIS_URL"])
+    control = EdgeControl(edge_env["FOG_EDGE_ID"], connection)
+    asked = connection.smembers
+
+    def answered_then_signalled(key):
+        answer = asked(key)  # no stop request in Redis
+        os.kill(os.getpid(), signal.SIGTERM)  # its handler runs at the next bytecode: before the answer is used
+        return answer
+
+    connection.smembers = answered_then_signalled
+    came = []  # the session's own SIGTERM handler (conftest) would end the run: this one stands in meanwhile
+    session = signal.signal(signal.SIGTERM, lambda signum, frame: came.append(signum))
+    try:
+        with signals_stop(control):  # chains to the stand-in, as to rq's handler in a worker
+            stopped = control.stop_requested()
+    finally:
+        signal.signal(signal.SIGTERM, session)
+        connection.close()
+    if len(came) > 1:  # one more than ours: the session was told to stop meanwhile
+        os.kill(os.getpid(), signal.SIGTERM)
+    assert came == [signal.SIGTERM]
+    assert stopped and control.stop_requested()
