@@ -57,6 +57,9 @@ from tooling.net import free_port, port_open, wait_for
 from tooling.signals import end_child, start_child
 
 WARMUP_S = 20  # the first windows close, workers and sockets settle, before anything counts
+# ... and the measuring waits, after the warm-up, until a first tuple reached the page, at most this long: on a
+# machine busy with other work (a test run) the pipeline's start can take longer than a short warm-up.
+FIRST_TUPLE_WAIT_S = 60
 HOLD_FRESHNESS_S = 5.0
 HOLD_PACE = 0.95
 HOLD_LATE_SHARE = 0.0001
@@ -95,6 +98,25 @@ BASELINES = {
     "rdb-compression": ({f"{REDIS_SETTING}rdbcompression": "yes"},
                         "rdbcompression yes (the cloud Redis compresses its AOF rewrites, Redis's default)"),
 }
+
+
+def _timed(updates):
+    """Whether any of the feed's updates carries a window's end (a tuple the page got)."""
+    return any(end.isdigit() for _, _, ends in updates for end in ends)
+
+
+def _wait_for_a_tuple(feed, pipeline):
+    """Until a tuple reached the page (FIRST_TUPLE_WAIT_S at most): a run measured before the pipeline delivers
+    measures its start. RuntimeError, saying what the feed saw, if none comes."""
+    deadline = time.monotonic() + FIRST_TUPLE_WAIT_S
+    while not _timed(feed.updates):
+        if pipeline.simulation.poll() is not None:
+            raise RuntimeError(f"runsimulation ended early (exit {pipeline.simulation.returncode})")
+        if time.monotonic() >= deadline:
+            raise RuntimeError(f"no tuple reached the dashboard's websocket within the warm-up and "
+                               f"{FIRST_TUPLE_WAIT_S} s more: {len(feed.updates)} updates without one, "
+                               f"{feed.drops} drops of the feed (the last: {feed.error or 'none'})")
+        time.sleep(0.25)
 
 
 class FeedClient:
@@ -442,6 +464,7 @@ def _measure(households, seconds, step, out, settings_env, warmup, described):
             f"{', '.join(f'{k}={v}' for k, v in described.items()) or 'the default settings'}: "
             f"{warmup} s warm-up, then {seconds} s measured")
         time.sleep(warmup)
+        _wait_for_a_tuple(feed, pipeline)
         roots = {"simulation": pipeline.simulation.pid, "edge": pipeline.edge.pid, "cloud": pipeline.cloud.pid,
                  "web": web.pid}
         roots.update({s.name: s.our_pid() for s in local_services(settings, settings.BASE_DIR, settings.VAR_DIR)

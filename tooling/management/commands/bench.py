@@ -108,7 +108,8 @@ BENCHMARKS = {
          "built when it is due and sent once built instead of sent at its moment; spread-readings "
          "runsimulation --spread on, each household reading at a moment of its own in the step and sent then"),
         ("--warmup", int, e2e.WARMUP_S, "seconds the pipeline runs before measuring (the first windows close, "
-                                        "workers and sockets settle)"),
+                                        "workers and sockets settle); then, if no tuple reached the page yet, "
+                                        f"until one does, at most {e2e.FIRST_TUPLE_WAIT_S} s more"),
         ("--stagger", "flag", False, "every run with FOG_WINDOW_STAGGER=on, each household's windows at a phase "
                                      "of its own (compare with --baseline aligned-windows)"),
     ]),
