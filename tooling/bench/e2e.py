@@ -436,7 +436,8 @@ def _measure(households, seconds, step, out, settings_env, warmup, described):
     services = SimpleNamespace(bootstrap=settings.FOG_KAFKA_BOOTSTRAP, redis_url=settings.FOG_CLOUD_REDIS_URL)
     edge_redis = settings.FOG_EDGE_REDIS_URL.rsplit("/", 1)[0] + "/13"
     _rewrite_aof(services.redis_url)
-    until = warmup + seconds + 10
+    # The stream outlasts the measuring however long the first tuple keeps it waiting (it is ended with the rest).
+    until = warmup + FIRST_TUPLE_WAIT_S + seconds + 10
     options = {k: v for k, v in (settings_env or {}).items() if k.startswith(SIMULATION_OPTION)}
     simulation_args = [part for name, value in options.items() for part in (name[len(SIMULATION_OPTION):], value)]
     pipeline = Pipeline(services, edge_redis, households=households, until=until, speed=1.0, proxied=False,
