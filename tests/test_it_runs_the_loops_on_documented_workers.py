@@ -108,7 +108,7 @@ def test_it_keeps_a_stop_signal_that_lands_while_it_asks_redis_for_a_stop(edge_e
     finally:
         signal.signal(signal.SIGTERM, session)
         connection.close()
-    if len(came) > 1:  # one more than ours: the session was told to stop meanwhile
-        os.kill(os.getpid(), signal.SIGTERM)
+        if len(came) > 1:  # one more than ours: the session was told to stop meanwhile
+            os.kill(os.getpid(), signal.SIGTERM)
     assert came == [signal.SIGTERM]
     assert stopped and control.stop_requested()
