@@ -242,6 +242,7 @@ class KafkaPythonProducer:
         self.queue_max = queue_max
         self._held_log = RateLimitedLog(log, 1, HELD_BACK_LOG_S)
         self._counting = threading.Lock()
+        self._settled = False  # close() counted what was left: callbacks after that count nothing
         try:
             self.producer = KafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=LINGER_MS,
                                           batch_size=BATCH_BYTES, max_block_ms=CONNECT_TIMEOUT_S * 1000,
@@ -260,11 +261,13 @@ class KafkaPythonProducer:
 
     def _ok(self, readings, _metadata):
         with self._counting:  # as _error: on kafka-python's I/O thread, or on ours if the send is done already
-            self.sent += readings
+            if not self._settled:
+                self.sent += readings
 
     def _error(self, readings, exc):
         with self._counting:  # errbacks run on kafka-python's I/O thread, a stalled send's on ours
-            self.failed += readings
+            if not self._settled:
+                self.failed += readings
         if self.first_error is None:
             self.first_error = str(exc)
             log.error("Kafka refused %s (topic %s): %s", "a reading" if readings == 1 else f"{readings} readings",
@@ -331,9 +334,14 @@ class KafkaPythonProducer:
             self.producer.close(timeout)
         except self._kafka_error:  # its I/O thread outlived the join, or a last flush failed: counted below
             pass
-        left = self.produced - self.sent - self.failed
+        # Under the lock, and the last count: an I/O thread that outlived the join may still run callbacks of
+        # readings counted here, which would count them twice: the figures close returns stay as they were.
+        with self._counting:
+            self._settled = True
+            left = self.produced - self.sent - self.failed
+            if left > 0:
+                self.failed += left
         if left > 0:
-            self.failed += left
             self.first_error = self.first_error or (f"{left} readings unconfirmed when the run ended: Kafka may hold "
                                                      "some of them, so count the topic before sending any again")
         return self.failed
