@@ -57,8 +57,9 @@ CLUSTER_READY_SECONDS = 60
 POSTGRES_READY_SECONDS = 60
 # ... a service whose log still grows gets this many times its *_READY_SECONDS before it is given up on (_wait)
 STARTING_PATIENCE = 3
-# A server that died or stuck while starting: its error quotes this many of the last lines its log got since, as a
-# harness that owns the log's folder (a fault lane's, a test's) removes it on the way out.
+# A server that died or stuck while starting: its error quotes at most this many lines of what its log got since
+# (those that name a problem, else the last), as a harness that owns the log's folder (a fault lane's, a test's)
+# removes it on the way out.
 LOG_TAIL_LINES = 15
 # What a server's log says when its port was bound by another process between our look and its own bind.
 PORT_TAKEN = "Address already in use"
@@ -297,7 +298,12 @@ class Service:
         with open(self.logfile, "ab") as log:
             proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                     start_new_session=True, **popen)
-        self.pidfile.write_text(str(proc.pid))
+        try:
+            self.pidfile.write_text(str(proc.pid))
+        except BaseException:  # its folder went meanwhile (a harness taken down), or Ctrl-C: no pid file, no owner
+            proc.kill()
+            proc.wait()
+            raise
 
         what = f"{self.name} on {self.host}:{self.port}"
 
