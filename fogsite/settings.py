@@ -47,6 +47,7 @@ POSTGRES_CONNECT_TIMEOUT_S = 10  # an edge database on PostgreSQL: see DATABASES
 # commits than at 1000, which the edge reads again from Kafka (positions are committed with them) and the cloud
 # takes once.
 SQLITE_CHECKPOINT_PAGES = 16384
+SQLITE_PAGE_BYTES = 4096  # SQLite's default page size, which the edge database keeps
 
 # A fixed development key keeps `manage.py` usable with no environment;
 # `check --deploy` flags it (Django's security.W009: a "django-insecure-" key),
@@ -194,7 +195,7 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
         "transaction_mode": "IMMEDIATE",
         "init_command": ("PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; "
                          f"PRAGMA wal_autocheckpoint={SQLITE_CHECKPOINT_PAGES}; "
-                         f"PRAGMA journal_size_limit={2 * SQLITE_CHECKPOINT_PAGES * 4096};"),
+                         f"PRAGMA journal_size_limit={2 * SQLITE_CHECKPOINT_PAGES * SQLITE_PAGE_BYTES};"),
     }
 
 elif DATABASES["default"]["ENGINE"].startswith("django.db.backends.postgresql"):

@@ -105,13 +105,18 @@ def _timed(updates):
     return any(end.isdigit() for _, _, ends in updates for end in ends)
 
 
+def _simulation_runs(pipeline):
+    """RuntimeError if the stream ended before the run: what is measured after that is no longer real time."""
+    if pipeline.simulation.poll() is not None:
+        raise RuntimeError(f"runsimulation ended early (exit {pipeline.simulation.returncode})")
+
+
 def _wait_for_a_tuple(feed, pipeline):
     """Until a tuple reached the page (FIRST_TUPLE_WAIT_S at most): a run measured before the pipeline delivers
     measures its start. RuntimeError, saying what the feed saw, if none comes."""
     deadline = time.monotonic() + FIRST_TUPLE_WAIT_S
     while not _timed(feed.updates):
-        if pipeline.simulation.poll() is not None:
-            raise RuntimeError(f"runsimulation ended early (exit {pipeline.simulation.returncode})")
+        _simulation_runs(pipeline)
         if time.monotonic() >= deadline:
             raise RuntimeError(f"no tuple reached the dashboard's websocket within the warm-up and "
                                f"{FIRST_TUPLE_WAIT_S} s more: {len(feed.updates)} updates without one, "
@@ -482,8 +487,7 @@ def _measure(households, seconds, step, out, settings_env, warmup, described):
         deadline = time.monotonic() + seconds
         while time.monotonic() < deadline:
             meter.sample()
-            if pipeline.simulation.poll() is not None:
-                raise RuntimeError(f"runsimulation ended early (exit {pipeline.simulation.returncode})")
+            _simulation_runs(pipeline)
             time.sleep(1.0)
         elapsed_s = (time.time() * 1000 - started_ms) / 1000
         read = _read(pipeline) - read_before
