@@ -201,13 +201,18 @@ def _wait(predicate, seconds, what, logfile, begun=None):
             size, grew = _size(logfile), now
             said = _log_since(logfile, begun)
             if PORT_TAKEN in said:  # a daemon (Redis) that could not bind says so in its log, and exits
-                raise PortTaken(f"{what} could not bind its port; see {logfile}{_quote(said)}")
+                raise _port_taken(what, logfile, said)
         if now - grew >= seconds or now - started >= seconds * STARTING_PATIENCE:
             why = (f"its log silent for the last {now - grew:.0f} s" if now - grew >= seconds else
                    f"the most it is given, {STARTING_PATIENCE} x {seconds} s, though its log still grew")
             raise ServiceError(f"{what} did not become ready within {now - started:.0f} s ({why}); see {logfile}"
                                f"{_quote(_log_since(logfile, begun))}")
         time.sleep(0.25)
+
+
+def _port_taken(what, logfile, said, how=""):
+    """The one error for a server whose log says its port was bound by another process, however the start read it."""
+    return PortTaken(f"{what} could not bind its port{how}; see {logfile}{_quote(said)}")
 
 
 def _size(path):
@@ -311,8 +316,7 @@ class Service:
             if proc.poll() is not None:
                 said = _log_since(self.logfile, begun)
                 if PORT_TAKEN in said:  # as _wait says it when it reads the log first
-                    raise PortTaken(f"{what} could not bind its port (it exited with code {proc.returncode}); "
-                                    f"see {self.logfile}{_quote(said)}")
+                    raise _port_taken(what, self.logfile, said, f" (it exited with code {proc.returncode})")
                 raise ServiceError(f"{what} exited with code {proc.returncode} while starting; see {self.logfile}"
                                    f"{_quote(said)}")
             return self.ready()

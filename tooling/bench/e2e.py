@@ -100,9 +100,11 @@ BASELINES = {
 }
 
 
-def _timed(updates):
-    """Whether any of the feed's updates carries a window's end (a tuple the page got)."""
-    return any(end.isdigit() for _, _, ends in updates for end in ends)
+def _timed_ends(updates):
+    """(arrival ms, window end ms, tuples) of every window end the feed's updates carry: the tuples the page got
+    that are timed (an update's other keys are not window ends)."""
+    return ((arrived, int(end), count) for arrived, _, ends in updates for end, count in ends.items()
+            if end.isdigit())
 
 
 def _simulation_runs(pipeline):
@@ -115,7 +117,7 @@ def _wait_for_a_tuple(feed, pipeline):
     """Until a tuple reached the page (FIRST_TUPLE_WAIT_S at most): a run measured before the pipeline delivers
     measures its start. RuntimeError, saying what the feed saw, if none comes."""
     deadline = time.monotonic() + FIRST_TUPLE_WAIT_S
-    while not _timed(feed.updates):
+    while not any(_timed_ends(feed.updates)):
         _simulation_runs(pipeline)
         if time.monotonic() >= deadline:
             raise RuntimeError(f"no tuple reached the dashboard's websocket within the warm-up and "
@@ -517,8 +519,7 @@ def _measure(households, seconds, step, out, settings_env, warmup, described):
                     pipeline.forget()
                     if web_log:
                         web_log.close()
-    samples = [(arrived - int(end), count) for arrived, _, ends in updates for end, count in ends.items()
-               if end.isdigit()]
+    samples = [(arrived - end, count) for arrived, end, count in _timed_ends(updates)]
     if not samples:
         raise RuntimeError("no tuple reached the dashboard's websocket")
     acked = sum(acked for _, acked, _ in updates)
