@@ -12,6 +12,12 @@ JSON, over MAX_MESSAGE_BYTES or MAX_READINGS_PER_MESSAGE, empty, or with a
 single reading's fields beside its own) is malformed as a whole. Nothing here
 raises anything but MalformedReading, whatever the bytes.
 
+A message whose object gives a name the edge reads twice (two "readings"
+lists, two "power_w") is malformed as a whole too: JSON leaves which one
+counts to the parser (orjson and json take the last, others the first or
+refuse), so the edge would have taken one batch and dropped the other
+unseen. It is set aside whole, with what is wrong with it (edge_app/ingest.py).
+
 The original prototype's messages (`--legacy-input`) are single readings
 with no time of their own: parse_reading with the record's timestamp.
 """
@@ -32,6 +38,15 @@ loads = orjson.loads
 MAX_INTEGER_DIGITS = 20
 BATCH_MARK = f'"{limits.READINGS_FIELD}"'.encode()  # a message without it is no batch: longer than a reading, refused unparsed
 SINGLE_FIELDS = ("household", "ts", "power_w")
+LEGACY_FIELDS = ("node_id", "power_value")
+BATCH_FIELDS = (limits.READINGS_FIELD,)  # a batch with a reading's fields beside it is refused for having them
+# A name given twice is found by counting its quoted form in the raw bytes, a scan that costs next to nothing beside
+# the parse. JSON may also spell a name with a \u escape, which the count cannot see: a message with a backslash (none
+# of the simulation's has one) is looked at the exact (slow) way, as is one in another encoding than UTF-8 or in which
+# a name counts twice (the second may be a string's value: only the outermost object's names count). A search for the
+# one byte is a memchr(); one for the two of "\u" costs more than the count itself.
+ESCAPE_MARK = b"\\"
+NAME_MARKS = {name: f'"{name}"'.encode() for name in (*BATCH_FIELDS, *SINGLE_FIELDS, *LEGACY_FIELDS)}
 
 
 class MalformedReading(ValueError):
@@ -92,7 +107,9 @@ def parse_message(raw, now_ms, legacy_ts=None):
         if batch is None:
             if len(raw) > limits.MAX_READING_BYTES:
                 raise MalformedReading(f"{len(raw)} bytes, more than a reading's {limits.MAX_READING_BYTES}")
+            _given_once(raw, SINGLE_FIELDS)
             return [_reading(message, now_ms)], ()
+        _given_once(raw, BATCH_FIELDS)
     except MalformedReading:
         raise
     except Exception as exc:
@@ -148,6 +165,42 @@ def _json_object(raw, max_bytes=limits.MAX_READING_BYTES):
     return message
 
 
+def _given_once(raw, names):
+    """MalformedReading if the outermost object of `raw` (parsed: a JSON object) gives one of `names` (those the
+    caller reads) more than once."""
+    if _may_repeat(raw, names):
+        repeated = _repeated_names(raw)
+        for name in names:
+            if name in repeated:
+                raise MalformedReading(f"the name '{name}' twice in the message's object: JSON leaves which one "
+                                       "counts to the parser, so neither is taken")
+
+
+def _may_repeat(raw, names):
+    """Whether the outermost object of `raw` may give one of `names` twice: False only where counting the quoted
+    names in the bytes is sure to tell. That is UTF-8 bytes (UTF-16 and 32 have NUL bytes, which UTF-8 JSON
+    can't) with no backslash (a \\u escape could spell a name), in which each is found once at most."""
+    if not isinstance(raw, (bytes, bytearray)) or ESCAPE_MARK in raw or b"\x00" in raw:
+        return True
+    return any(raw.count(NAME_MARKS[name]) > 1 for name in names)
+
+
+def _repeated_names(raw):
+    """The names the outermost object of `raw` gives more than once: json calls the hook for each object as it
+    closes, so for the outermost one last."""
+    found = []
+
+    def pairs(items):
+        seen, twice = set(), set()
+        for name, _ in items:
+            (twice if name in seen else seen).add(name)
+        found.append(twice)
+        return dict(items)
+
+    json.loads(_text(raw), parse_int=_integer, object_pairs_hook=pairs)
+    return found[-1] if found else set()
+
+
 def _text(raw):
     """The message as json.loads reads it: bytes not UTF-8 in a UTF-8 message are kept as lone surrogates, which
     no household id takes, so such bytes in one reading's id set that reading aside, not its batch (in a field
@@ -161,7 +214,9 @@ def _text(raw):
 
 
 def _parse_reading(raw, now_ms):
-    return _reading(_json_object(raw), now_ms)
+    message = _json_object(raw)
+    _given_once(raw, SINGLE_FIELDS)
+    return _reading(message, now_ms)
 
 
 def _reading(message, now_ms):
@@ -185,6 +240,7 @@ def _checked(household, ts, power, now_ms):
 
 def _parse_legacy_reading(raw, timestamp_ms, now_ms):
     message = _json_object(raw)
+    _given_once(raw, LEGACY_FIELDS)
     if timestamp_ms < 0:  # confluent-kafka (and kafka_source for kafka-python) give -1 for none
         raise MalformedReading("prototype message in a record without a timestamp: it has no time of its own")
     node, power = message.get("node_id"), message.get("power_value")
