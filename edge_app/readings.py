@@ -27,6 +27,7 @@ import json
 import orjson
 
 from fogwire import limits
+from fogwire.jsonnames import loads_noting_repeats
 
 # orjson parses a reading in a fraction of json's time (the largest share of the ingest's profile);
 # `bench ingest` measures the two on the same readings by setting this to json.loads. What orjson
@@ -169,7 +170,7 @@ def _given_once(raw, names):
     """MalformedReading if the outermost object of `raw` (parsed: a JSON object) gives one of `names` (those the
     caller reads) more than once."""
     if _may_repeat(raw, names):
-        repeated = _repeated_names(raw)
+        repeated = loads_noting_repeats(_text(raw), parse_int=_integer)[1]
         for name in names:
             if name in repeated:
                 raise MalformedReading(f"the name '{name}' twice in the message's object: JSON leaves which one "
@@ -183,22 +184,6 @@ def _may_repeat(raw, names):
     if not isinstance(raw, (bytes, bytearray)) or ESCAPE_MARK in raw or b"\x00" in raw:
         return True
     return any(raw.count(NAME_MARKS[name]) > 1 for name in names)
-
-
-def _repeated_names(raw):
-    """The names the outermost object of `raw` gives more than once: json calls the hook for each object as it
-    closes, so for the outermost one last."""
-    found = []
-
-    def pairs(items):
-        seen, twice = set(), set()
-        for name, _ in items:
-            (twice if name in seen else seen).add(name)
-        found.append(twice)
-        return dict(items)
-
-    json.loads(_text(raw), parse_int=_integer, object_pairs_hook=pairs)
-    return found[-1] if found else set()
 
 
 def _text(raw):

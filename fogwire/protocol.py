@@ -62,7 +62,6 @@ This module imports neither edge_app nor cloud_app (nor Django).
 
 import hashlib
 import hmac
-import json
 import os
 import re
 import time
@@ -72,6 +71,7 @@ from dataclasses import dataclass
 import msgpack
 
 from fogwire import limits
+from fogwire.jsonnames import loads_noting_repeats
 from fogwire.limits import (MAX_HOUSEHOLD_ID, R_BAD_COUNT, R_BAD_HOUSEHOLD, R_BAD_WINDOW, R_FUTURE,  # noqa: F401
                             R_NEGATIVE, R_NOT_FINITE, R_TOO_POWERFUL)
 
@@ -112,6 +112,7 @@ MAX_DETAIL = 200  # characters of a refusal's detail sent back or logged (input 
 # One longer is no cloud's, and if untagged is not decoded: its objects would take many times its bytes.
 MAX_ERROR_BODY = 4 * (MAX_REASON + MAX_DETAIL) + 32
 TUPLE_ID_END = 2**63  # a tuple's id is in 0..TUPLE_ID_END-1: the edge's database key, a signed 64-bit integer
+LEGACY_FIELDS = ("id", "node_id", "average")  # what a v1 data request gives, each once
 
 # Reasons are stable words: the edge logs and counts them, metrics label by them.
 R_BAD_FRAME = "bad-frame"
@@ -539,12 +540,15 @@ def read_reply(reply, request, secret, expected):
 def read_legacy_data(frame):
     """(id, node_id, average) of a v1 data request, strictly checked."""
     try:
-        message = json.loads(frame.decode("utf-8"))
+        message, repeated = loads_noting_repeats(frame.decode("utf-8"))
     except (UnicodeDecodeError, ValueError, RecursionError):  # nested past the parser's depth: not a tuple either
         raise ProtocolError(R_BAD_BODY, "v1 request is not JSON") from None
     if not isinstance(message, dict):
         raise ProtocolError(R_BAD_BODY, "v1 request is not a JSON object")
-    tid, node, average = message.get("id"), message.get("node_id"), message.get("average")
+    for name in LEGACY_FIELDS:
+        if name in repeated:  # which one JSON means is the parser's to pick (fogwire/jsonnames.py)
+            raise ProtocolError(R_BAD_BODY, f"v1 '{name}' given twice")
+    tid, node, average = (message.get(name) for name in LEGACY_FIELDS)
     if type(tid) is not int or not 0 <= tid < TUPLE_ID_END:
         raise ProtocolError(R_BAD_BODY, f"v1 'id' must be an integer in 0..2**63-1, got {_short(tid)}")
     if limits.household_problem(node):

@@ -208,6 +208,9 @@ LEGACY_V1 = {
     "node_id of a megabyte": (json.dumps({"id": 1, "node_id": "x" * 1_000_000, "average": 1.0}).encode(),
                               b"ERROR: bad-household"),
     "id beyond 64 bits": (json.dumps({"id": 2**70, "node_id": "h", "average": 1.0}).encode(), b"ERROR: bad-body"),
+    "average twice": (b'{"id": 1, "node_id": "h", "average": 1.0, "average": 2.0}', b"ERROR: bad-body"),
+    "node_id twice, once spelled with an escape": (b'{"id": 1, "node_id": "h", "node_\\u0069d": "g", "average": 1}',
+                                                   b"ERROR: bad-body"),
 }
 
 CSV_LINES = {
