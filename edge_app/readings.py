@@ -27,7 +27,7 @@ import json
 import orjson
 
 from fogwire import limits
-from fogwire.jsonnames import loads_noting_repeats
+from fogwire.jsonnames import repeated_names
 
 # orjson parses a reading in a fraction of json's time (the largest share of the ingest's profile);
 # `bench ingest` measures the two on the same readings by setting this to json.loads. What orjson
@@ -41,12 +41,17 @@ BATCH_MARK = f'"{limits.READINGS_FIELD}"'.encode()  # a message without it is no
 SINGLE_FIELDS = ("household", "ts", "power_w")
 LEGACY_FIELDS = ("node_id", "power_value")
 BATCH_FIELDS = (limits.READINGS_FIELD,)  # a batch with a reading's fields beside it is refused for having them
+# A single reading's, and the batch's: two "readings" of which orjson kept a last null made a reading of the message
+# (with the fields beside them), and dropped the batch.
+READING_FIELDS = (*BATCH_FIELDS, *SINGLE_FIELDS)
 # A name given twice is found by counting its quoted form in the raw bytes, a scan that costs next to nothing beside
-# the parse. JSON may also spell a name with a \u escape, which the count cannot see: a message with a backslash (none
-# of the simulation's has one) is looked at the exact (slow) way, as is one in another encoding than UTF-8 or in which
-# a name counts twice (the second may be a string's value: only the outermost object's names count). A search for the
-# one byte is a memchr(); one for the two of "\u" costs more than the count itself.
+# the parse. Only a \u escape can spell one of these names otherwise, which the count cannot see: a message with one
+# is looked at the exact (slow) way, as is one in another encoding than UTF-8 or in which a name counts twice (the
+# second may be a string's value: only the outermost object's names count). A search for the one byte of a
+# backslash is a memchr(), and none of the simulation's messages has one; one for the two of "\u" costs more than
+# the count itself, so it is made only then.
 ESCAPE_MARK = b"\\"
+UNICODE_ESCAPE_MARK = b"\\u"
 NAME_MARKS = {name: f'"{name}"'.encode() for name in (*BATCH_FIELDS, *SINGLE_FIELDS, *LEGACY_FIELDS)}
 
 
@@ -108,7 +113,7 @@ def parse_message(raw, now_ms, legacy_ts=None):
         if batch is None:
             if len(raw) > limits.MAX_READING_BYTES:
                 raise MalformedReading(f"{len(raw)} bytes, more than a reading's {limits.MAX_READING_BYTES}")
-            _given_once(raw, SINGLE_FIELDS)
+            _given_once(raw, READING_FIELDS)
             return [_reading(message, now_ms)], ()
         _given_once(raw, BATCH_FIELDS)
     except MalformedReading:
@@ -169,19 +174,23 @@ def _json_object(raw, max_bytes=limits.MAX_READING_BYTES):
 def _given_once(raw, names):
     """MalformedReading if the outermost object of `raw` (parsed: a JSON object) gives one of `names` (those the
     caller reads) more than once."""
-    if _may_repeat(raw, names):
-        repeated = loads_noting_repeats(_text(raw), parse_int=_integer)[1]
-        for name in names:
-            if name in repeated:
-                raise MalformedReading(f"the name '{name}' twice in the message's object: JSON leaves which one "
-                                       "counts to the parser, so neither is taken")
+    if not _may_repeat(raw, names):
+        return
+    try:
+        repeated = repeated_names(_text(raw), parse_int=_integer)
+    except RecursionError:  # orjson reads deeper than json: the names can't be told, so neither can the readings
+        raise MalformedReading("nested too deep for json to tell whether a name comes twice") from None
+    for name in names:
+        if name in repeated:
+            raise MalformedReading(f"the name '{name}' twice in the message's object: JSON leaves which one counts "
+                                   "to the parser, so neither is taken")
 
 
 def _may_repeat(raw, names):
     """Whether the outermost object of `raw` may give one of `names` twice: False only where counting the quoted
     names in the bytes is sure to tell. That is UTF-8 bytes (UTF-16 and 32 have NUL bytes, which UTF-8 JSON
-    can't) with no backslash (a \\u escape could spell a name), in which each is found once at most."""
-    if not isinstance(raw, (bytes, bytearray)) or ESCAPE_MARK in raw or b"\x00" in raw:
+    can't) with no \\u escape (which could spell a name), in which each is found once at most."""
+    if not isinstance(raw, (bytes, bytearray)) or b"\x00" in raw or (ESCAPE_MARK in raw and UNICODE_ESCAPE_MARK in raw):
         return True
     return any(raw.count(NAME_MARKS[name]) > 1 for name in names)
 
@@ -200,7 +209,7 @@ def _text(raw):
 
 def _parse_reading(raw, now_ms):
     message = _json_object(raw)
-    _given_once(raw, SINGLE_FIELDS)
+    _given_once(raw, READING_FIELDS)
     return _reading(message, now_ms)
 
 

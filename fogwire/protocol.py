@@ -62,6 +62,7 @@ This module imports neither edge_app nor cloud_app (nor Django).
 
 import hashlib
 import hmac
+import json
 import os
 import re
 import time
@@ -71,7 +72,7 @@ from dataclasses import dataclass
 import msgpack
 
 from fogwire import limits
-from fogwire.jsonnames import loads_noting_repeats
+from fogwire.jsonnames import repeated_names
 from fogwire.limits import (MAX_HOUSEHOLD_ID, R_BAD_COUNT, R_BAD_HOUSEHOLD, R_BAD_WINDOW, R_FUTURE,  # noqa: F401
                             R_NEGATIVE, R_NOT_FINITE, R_TOO_POWERFUL)
 
@@ -540,7 +541,8 @@ def read_reply(reply, request, secret, expected):
 def read_legacy_data(frame):
     """(id, node_id, average) of a v1 data request, strictly checked."""
     try:
-        message, repeated = loads_noting_repeats(frame.decode("utf-8"))
+        text = frame.decode("utf-8")
+        message, repeated = json.loads(text), repeated_names(text)
     except (UnicodeDecodeError, ValueError, RecursionError):  # nested past the parser's depth: not a tuple either
         raise ProtocolError(R_BAD_BODY, "v1 request is not JSON") from None
     if not isinstance(message, dict):

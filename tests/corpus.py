@@ -62,6 +62,8 @@ KAFKA_MESSAGES = {
         b'{"readings": [["h", %d, 1.0]], "re\\u0061dings": [["h", %d, 2.0]]}' % (T0, T0 + 1),
     "batch with its readings twice, in UTF-16":
         f'{{"readings": [["h", {T0}, 1.0]], "readings": [["h", {T0 + 1}, 2.0]]}}'.encode("utf-16"),
+    "batch with its readings twice, the last null, beside a reading's fields":
+        b'{"readings": [["h", %d, 1.0]], "readings": null, "household": "h", "ts": %d, "power_w": 3.0}' % (T0, T0 + 1),
     "reading with its power twice": b'{"household": "h", "ts": %d, "power_w": 1.0, "power_w": 2.0}' % T0,
     "reading with its household twice": b'{"household": "h", "household": "g", "ts": %d, "power_w": 1.0}' % T0,
 }

@@ -47,6 +47,9 @@ def test_it_keeps_a_message_whose_names_it_reads_come_once(raw, kept):
     (b'{"readings": [["h", %d, 1.0]], "readings": [["g", %d, 2.0]]}' % (T0, T0), "readings"),
     (b'{"re\\u0061dings": [["h", %d, 1.0]], "readings": [["g", %d, 2.0]]}' % (T0, T0), "readings"),
     (b'{"household": "h", "ts": %d, "ts": %d, "power_w": 1.0}' % (T0, T0 + 1), "ts"),
+    (b'{"readings": [["h", %d, 1.0]], "note": "a\\nb", "readings": [["g", %d, 2.0]]}' % (T0, T0), "readings"),
+    (b'{"readings": [["h", %d, 1.0]], "readings": null, "household": "h", "ts": %d, "power_w": 1.0}' % (T0, T0),
+     "readings"),
 ])
 def test_it_says_which_name_came_twice(raw, name):
     with pytest.raises(MalformedReading, match=f"the name '{name}' twice"):
@@ -56,3 +59,11 @@ def test_it_says_which_name_came_twice(raw, name):
 def test_it_refuses_a_prototype_message_with_a_field_twice():
     with pytest.raises(MalformedReading, match="the name 'power_value' twice"):
         parse_message(b'{"node_id": "h", "power_value": 1.0, "power_value": 9.0}', T0, legacy_ts=T0)
+
+
+def test_it_says_why_it_refuses_a_message_too_deep_to_check_for_names_given_twice():
+    """orjson reads deeper than json, which the check for names given twice reads with: such a message is refused
+    saying so, not with a RecursionError's words."""
+    deep = b"[" * 1000 + b"]" * 1000
+    with pytest.raises(MalformedReading, match="nested too deep for json to tell whether a name comes twice"):
+        parse_message(b'{"readings": [["h", %d, 1.0]], "n\\u00f6te": %s}' % (T0, deep), T0)
