@@ -52,7 +52,9 @@ READING_FIELDS = (*BATCH_FIELDS, *SINGLE_FIELDS)
 # the count itself, so it is made only then.
 ESCAPE_MARK = b"\\"
 UNICODE_ESCAPE_MARK = b"\\u"
-NAME_MARKS = {name: f'"{name}"'.encode() for name in (*BATCH_FIELDS, *SINGLE_FIELDS, *LEGACY_FIELDS)}
+# Each set of names a caller checks (_given_once), quoted as the bytes give them.
+NAME_MARKS = {names: tuple(f'"{name}"'.encode() for name in names) for names in (BATCH_FIELDS, READING_FIELDS,
+                                                                                   LEGACY_FIELDS)}
 
 
 class MalformedReading(ValueError):
@@ -192,7 +194,11 @@ def _may_repeat(raw, names):
     can't) with no \\u escape (which could spell a name), in which each is found once at most."""
     if not isinstance(raw, (bytes, bytearray)) or b"\x00" in raw or (ESCAPE_MARK in raw and UNICODE_ESCAPE_MARK in raw):
         return True
-    return any(raw.count(NAME_MARKS[name]) > 1 for name in names)
+    count = raw.count  # a loop, not any() over a generator: a single reading's check is most of its own cost
+    for mark in NAME_MARKS[names]:
+        if count(mark) > 1:
+            return True
+    return False
 
 
 def _text(raw):

@@ -14,8 +14,8 @@ import json
 
 
 class _Pairs(list):
-    """An object's (name, value) pairs as json read them. A list subclass is made in C, where a hook written in
-    Python runs for every object: a message of many small objects is read several times faster."""
+    """An object's (name, value) pairs as json read them. json builds a list subclass in C, where a hook written
+    in Python would run for every object: a message of many small objects is read several times faster."""
 
     __slots__ = ()
 
