@@ -39,7 +39,7 @@ loads = orjson.loads
 MAX_INTEGER_DIGITS = 20
 BATCH_MARK = f'"{limits.READINGS_FIELD}"'.encode()  # a message without it is no batch: longer than a reading, refused unparsed
 SINGLE_FIELDS = ("household", "ts", "power_w")
-LEGACY_FIELDS = ("node_id", "power_value")
+LEGACY_FIELDS = ("node_id", "power_value")  # the prototype's message (--legacy-input)
 BATCH_FIELDS = (limits.READINGS_FIELD,)  # a batch with a reading's fields beside it is refused for having them
 # A single reading's, and the batch's: two "readings" of which orjson kept a last null made a reading of the message
 # (with the fields beside them), and dropped the batch.
@@ -243,7 +243,7 @@ def _parse_legacy_reading(raw, timestamp_ms, now_ms):
     _given_once(raw, LEGACY_FIELDS)
     if timestamp_ms < 0:  # confluent-kafka (and kafka_source for kafka-python) give -1 for none
         raise MalformedReading("prototype message in a record without a timestamp: it has no time of its own")
-    node, power = message.get("node_id"), message.get("power_value")
+    node, power = (message.get(name) for name in LEGACY_FIELDS)
     if node is None and ("household" in message or limits.READINGS_FIELD in message):
         raise MalformedReading("a message of this pipeline's own format (household, ts, power_w, or a batch of "
                                "readings), not the prototype's: such a topic is read without --legacy-input")

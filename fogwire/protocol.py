@@ -113,7 +113,7 @@ MAX_DETAIL = 200  # characters of a refusal's detail sent back or logged (input 
 # One longer is no cloud's, and if untagged is not decoded: its objects would take many times its bytes.
 MAX_ERROR_BODY = 4 * (MAX_REASON + MAX_DETAIL) + 32
 TUPLE_ID_END = 2**63  # a tuple's id is in 0..TUPLE_ID_END-1: the edge's database key, a signed 64-bit integer
-LEGACY_FIELDS = ("id", "node_id", "average")  # what a v1 data request gives, each once
+V1_FIELDS = ("id", "node_id", "average")  # what a v1 data request gives, each once
 
 # Reasons are stable words: the edge logs and counts them, metrics label by them.
 R_BAD_FRAME = "bad-frame"
@@ -547,10 +547,10 @@ def read_legacy_data(frame):
         raise ProtocolError(R_BAD_BODY, "v1 request is not JSON") from None
     if not isinstance(message, dict):
         raise ProtocolError(R_BAD_BODY, "v1 request is not a JSON object")
-    for name in LEGACY_FIELDS:
+    for name in V1_FIELDS:
         if name in repeated:  # which one JSON means is the parser's to pick (fogwire/jsonnames.py)
             raise ProtocolError(R_BAD_BODY, f"v1 '{name}' given twice")
-    tid, node, average = (message.get(name) for name in LEGACY_FIELDS)
+    tid, node, average = (message.get(name) for name in V1_FIELDS)
     if type(tid) is not int or not 0 <= tid < TUPLE_ID_END:
         raise ProtocolError(R_BAD_BODY, f"v1 'id' must be an integer in 0..2**63-1, got {_short(tid)}")
     if limits.household_problem(node):
