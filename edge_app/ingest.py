@@ -306,7 +306,7 @@ class Ingestor:
         (a full garbage collection, fogwire/fullgc.py). None: no live window is open."""
         if not (self.live_windows and self.book.live_due):
             return None
-        return self.book.next_live_due_ms() / 1000 - time.time()  # the heap's head: the earliest it can be
+        return self.book.next_live_due_ms() / 1000 - time.time()  # the timetable's first time: the earliest it can be
 
     # --- one step ---------------------------------------------------------
 

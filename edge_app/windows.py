@@ -104,13 +104,9 @@ FORGET_AFTER_IDLES = 6  # idle timeouts of silence after which a household leave
 # (a partition that never catches up) keeps none open for good, while a stall of the loop shorter than that
 # (a slow commit, a pause) does not make late the readings it held up in Kafka.
 LIVE_BACKSTOP_IDLES = FORGET_AFTER_IDLES
-# Each open live window has one entry in the live heap; past this many more (and as many again as open windows),
-# the heap is pruned of the entries of windows closed elsewhere.
+# Each open live window has one entry in the live timetable; past this many more (and as many again as open
+# windows), the timetable is pruned of the entries of windows closed elsewhere.
 STALE_LIVE_MIN = 10_000
-# The live heap holds plain ints, due << SLOT_BITS | slot, with the window in `live_slots[slot]`: at real time
-# every household's aligned window comes due within a second, and tuples that tie on the due time compare on.
-SLOT_BITS = 32
-SLOT_MASK = (1 << SLOT_BITS) - 1
 # Staggered windows start on this grid: coarse enough that the windows ending in one of the dashboard's
 # updates are a few ends, not thousands (the cloud counts each end's tuples, for `bench e2e`'s freshness).
 PHASE_STEP_MS = 100
@@ -172,9 +168,13 @@ class WindowBook:
         self.live_grace_ms = grace_ms if live_grace_ms is None else min(live_grace_ms, grace_ms)
         self.households = {}
         self.closed = []
-        self.live_due = []  # heap of due << SLOT_BITS | slot: live windows, by when they may close
-        self.live_slots = []  # slot -> (window end, household), or None when free
-        self.free_slots = []
+        # The live timetable: when a live window may close (epoch ms on the edge's clock) -> [(its end, household),
+        # ...], and those times as a heap. A heap of the windows themselves costs a sift through every open one at
+        # each push and pop; at real time tens of thousands of windows come due a second, on far fewer distinct
+        # milliseconds, and each is a list append here.
+        self.live_due = {}
+        self.live_times = []
+        self.live_entries = 0  # entries in live_due, of open windows and of those closed since by other means
         self.open_count = 0  # open windows, kept as they open and close (the budget asks every poll)
         # partition -> {window: first offset} of the open windows that began there. A partition's
         # readings are applied in offset order, so each dict's first entry holds its oldest offset.
@@ -198,8 +198,7 @@ class WindowBook:
         late = duplicates = 0
         # What every reading reads of the book, read once: none of it is rebound while a message is applied.
         households, window_ms, grace_ms, live_grace_ms = self.households, self.window_ms, self.grace_ms, self.live_grace_ms
-        opened_all, last_opened, live_due, live_slots, free_slots = (
-            self.opened, self.last_opened, self.live_due, self.live_slots, self.free_slots)
+        opened_all, last_opened, live_due, live_times = self.opened, self.last_opened, self.live_due, self.live_times
         live_clock = wall_ms is not None
         for household, ts, power in readings:
             state = households.get(household)
@@ -237,13 +236,13 @@ class WindowBook:
                 if live_clock and abs(ts - wall_ms) <= LIVE_WITHIN_MS:
                     # Due at end + live grace on the household's clock, which runs (wall_ms - ts) behind the edge's.
                     due = end + live_grace_ms + wall_ms - ts
-                    if free_slots:
-                        slot = free_slots.pop()
-                        live_slots[slot] = (end, household)
+                    entries = live_due.get(due)
+                    if entries is None:
+                        live_due[due] = [(end, household)]
+                        heapq.heappush(live_times, due)
                     else:
-                        slot = len(live_slots)
-                        live_slots.append((end, household))
-                    heapq.heappush(live_due, due << SLOT_BITS | slot)
+                        entries.append((end, household))
+                    self.live_entries += 1
                     live_until = now + (end + live_grace_ms - ts) / 1000 + self.idle_seconds * LIVE_BACKSTOP_IDLES
                 window = windows[start] = OpenWindow(start, partition, offset, power, 1, now, live_until, None, {ts})
                 self.open_count += 1
@@ -283,10 +282,10 @@ class WindowBook:
                         state.confirmed = True
                     state.newest_ts, state.ahead_ts = ts, -1
                     state.newest_at = wall_ms or 0
-                    reach = ts - window_ms - grace_ms
+                    reach = ts - window_ms - grace_ms  # a window starting no later is due by event time
                     for open_start in windows:  # most readings close nothing: no list, no sort for them
                         if open_start <= reach:
-                            self._close_due(household, state)
+                            self._close_starts(household, state, [s for s in windows if s <= reach])
                             break
                 else:
                     state.ahead_ts = ts  # a lone reading far ahead: wait for a second one before believing it
@@ -300,7 +299,7 @@ class WindowBook:
 
     def next_live_due_ms(self):
         """When the earliest live window may close (epoch ms on the edge's clock), or None."""
-        return self.live_due[0] >> SLOT_BITS if self.live_due else None
+        return self.live_times[0] if self.live_times else None
 
     def _close(self, household, state, start):
         window = state.windows.pop(start)
@@ -311,13 +310,10 @@ class WindowBook:
             self.unordered.discard(window.partition)
         if window.others is not None:
             self.spread -= 1
-        # Every reading is at most MAX_POWER_W, so the true mean is too; min() only removes rounding.
-        average = min(window.total / window.count, MAX_POWER_W)
+        average = window.total / window.count
+        if average > MAX_POWER_W:  # every reading is at most MAX_POWER_W, so the true mean is too: only rounding
+            average = MAX_POWER_W
         self.closed.append(ClosedWindow(household, start, start + self.window_ms, average, window.count))
-
-    def _close_due(self, household, state, everything=False):
-        self._close_starts(household, state, [
-            s for s in state.windows if everything or s + self.window_ms + self.grace_ms <= state.newest_ts])
 
     def _close_starts(self, household, state, due):
         for start in sorted(due):
@@ -353,26 +349,22 @@ class WindowBook:
                 silent.append(household)
         for household in silent:
             del self.households[household]
-        if len(self.live_due) > 2 * self.open_count + STALE_LIVE_MIN:  # most of its entries are for closed windows
+        if self.live_entries > 2 * self.open_count + STALE_LIVE_MIN:  # most of its entries are for closed windows
             self._prune_live()
         return len(self.closed) - before
 
     def _prune_live(self):
-        """The heap without the entries of live windows closed by their clock or the idle timeout: close_live
+        """The timetable without the entries of live windows closed by their clock or the idle timeout: close_live
         drops each as it comes due, but a read clock that stands still brings none due (a window a second a
         household, for as long as it stands)."""
-        kept, slots = [], self.live_slots
-        for key in self.live_due:
-            slot = key & SLOT_MASK
-            end, household = slots[slot]
-            state = self.households.get(household)
-            if state is not None and end - self.window_ms in state.windows:
-                kept.append(key)
-            else:
-                slots[slot] = None
-                self.free_slots.append(slot)
-        heapq.heapify(kept)
-        self.live_due = kept
+        households, window_ms, kept, count = self.households, self.window_ms, {}, 0
+        for due, entries in self.live_due.items():
+            alive = [(end, household) for end, household in entries
+                     if (state := households.get(household)) is not None and end - window_ms in state.windows]
+            if alive:
+                kept[due] = alive
+                count += len(alive)
+        self.live_due, self.live_times, self.live_entries = kept, sorted(kept), count  # a sorted list is a heap
 
     def close_live(self, wall_ms, read_ms=None, limit=None):
         """Close the live windows whose household's clock, advanced by the wall clock since its newest
@@ -380,45 +372,79 @@ class WindowBook:
         read everything (None: all of it); the wall clock counts only that far. `limit`: close at most this
         many (the rest stay due for the next call). Returns how many closed.
 
-        O(windows due) a call: the heap holds each live window once, at the time it was due when it opened;
-        one whose household's stream has since fallen further behind goes back in at its new time.
+        O(windows due) a call: the timetable holds each live window once, at the time it was due when it
+        opened; one whose household's stream has since fallen further behind goes back in at its new time.
         """
-        before = len(self.closed)
-        stop = before + limit if limit is not None else None
         clock = wall_ms if read_ms is None else min(wall_ms, read_ms)
-        heap, slots, grace = self.live_due, self.live_slots, self.live_grace_ms
-        limit_key = (clock + 1) << SLOT_BITS  # every key due at or before `clock` is below it
-        while heap and heap[0] < limit_key and len(self.closed) != stop:
-            slot = heapq.heappop(heap) & SLOT_MASK
-            end, household = slots[slot]
-            state = self.households.get(household)
-            start = end - self.window_ms
-            if state is None or start not in state.windows or not state.newest_at:
-                slots[slot] = None
-                self.free_slots.append(slot)
-                if state is not None and start in state.windows:
-                    state.windows[start].live_until = 0.0  # no live clock to close it by: the idle timeout does
-                continue  # closed already, by its clock or the idle timeout
-            due = end + grace + state.newest_at - state.newest_ts
-            if due > clock:
-                heapq.heappush(heap, due << SLOT_BITS | slot)  # the same slot, at its new time
-                continue
-            slots[slot] = None
-            self.free_slots.append(slot)
-            self._close(household, state, start)
-            state.closed_until = max(state.closed_until, end)
-            if state.closed_ahead:
-                state.closed_ahead = {s for s in state.closed_ahead if s >= state.closed_until}
-        return len(self.closed) - before
+        times, timetable = self.live_times, self.live_due
+        if not times or times[0] > clock:
+            return 0
+        # The close of _close, inlined with the book's counters in locals: at real time this runs for every window.
+        households, opened_all, unordered = self.households, self.opened, self.unordered
+        window_ms, grace, closed = self.window_ms, self.live_grace_ms, self.closed
+        entries_left, open_count, spread = self.live_entries, self.open_count, self.spread
+        before, left = len(closed), -1 if limit is None else limit  # closes still allowed (-1: no limit)
+        while times and times[0] <= clock and left:
+            due_at = times[0]
+            entries = timetable[due_at]
+            taken = 0
+            for end, household in entries:
+                if not left:
+                    break
+                taken += 1
+                entries_left -= 1
+                state = households.get(household)
+                start = end - window_ms
+                window = None if state is None else state.windows.get(start)
+                if window is None or not state.newest_at:
+                    if window is not None:
+                        window.live_until = 0.0  # no live clock to close it by: the idle timeout does
+                    continue  # closed already, by its clock or the idle timeout
+                due = end + grace + state.newest_at - state.newest_ts
+                if due > clock:  # later than `due_at`, so never into the list being read
+                    later = timetable.get(due)
+                    if later is None:
+                        timetable[due] = [(end, household)]
+                        heapq.heappush(times, due)
+                    else:
+                        later.append((end, household))
+                    entries_left += 1
+                    continue
+                del state.windows[start]
+                open_count -= 1
+                partition = window.partition
+                opened = opened_all[partition]
+                del opened[window]
+                if not opened:
+                    unordered.discard(partition)
+                if window.others is not None:
+                    spread -= 1
+                average = window.total / window.count
+                if average > MAX_POWER_W:  # as in _close
+                    average = MAX_POWER_W
+                closed.append(ClosedWindow(household, start, end, average, window.count))
+                if end > state.closed_until:
+                    state.closed_until = end
+                if state.closed_ahead:
+                    state.closed_ahead = {s for s in state.closed_ahead if s >= state.closed_until}
+                left -= 1
+            if taken < len(entries):  # the limit came first: the rest stay due
+                del entries[:taken]
+                break
+            heapq.heappop(times)
+            del timetable[due_at]
+        self.live_entries, self.open_count, self.spread = entries_left, open_count, spread
+        return len(closed) - before
 
     def shift_clock(self, ms):
         """The edge's clock stepped by `ms` (set by NTP, say): each live household's clock keeps to the time that
-        passed, so no live window closes early for a step forward, nor late for one back. The heap's keys move
-        with them (all by the same amount, so its order holds)."""
+        passed, so no live window closes early for a step forward, nor late for one back. The timetable's times
+        move with them (all by the same amount, so the heap's order holds)."""
         for state in self.households.values():
             if state.newest_at:
                 state.newest_at += ms
-        self.live_due = [key + (ms << SLOT_BITS) for key in self.live_due]
+        self.live_due = {due + ms: entries for due, entries in self.live_due.items()}
+        self.live_times = [due + ms for due in self.live_times]
 
     def shift_idle(self, seconds):
         """Forget `seconds` of silence: the ingest paused (for its budget), the households did not."""
@@ -434,7 +460,7 @@ class WindowBook:
     def close_all(self):
         for household, state in self.households.items():
             if state.windows:
-                self._close_due(household, state, everything=True)
+                self._close_starts(household, state, list(state.windows))
 
     def take_closed(self):
         closed, self.closed = self.closed, []

@@ -285,10 +285,13 @@ def test_it_closes_live_windows_a_part_at_a_time():
     book = WindowBook(W, GRACE, 60, live_grace_ms=LIVE_GRACE)
     for i in range(7):
         book.add(f"h{i}", NOW + 1000, 1.0, 0, i, 0.0, wall_ms=NOW + 1000)
+    book.add("later", NOW + 1000, 1.0, 0, 7, 0.0, wall_ms=NOW + 1400)  # its stream runs 400 ms behind
     due = NOW + W + LIVE_GRACE
-    assert book.close_live(due, limit=3) == 3 and book.close_live(due, limit=3) == 3
+    assert book.close_live(due, limit=3) == 3 and book.next_live_due_ms() == due  # the rest stay due, at once
+    assert book.close_live(due, limit=3) == 3
     assert book.close_live(due, limit=3) == 1 and book.close_live(due, limit=3) == 0
-    assert sorted(w.household for w in book.take_closed()) == [f"h{i}" for i in range(7)]
+    assert book.next_live_due_ms() == due + 400 and book.close_live(due + 400) == 1
+    assert sorted(w.household for w in book.take_closed()) == [f"h{i}" for i in range(7)] + ["later"]
 
 
 @pytest.mark.django_db(transaction=True)

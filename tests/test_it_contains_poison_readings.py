@@ -316,7 +316,7 @@ def test_it_closes_a_window_whose_household_repeats_one_reading_for_ever():
     assert book.open_windows() == 0 and book.resume_offsets({0: 4}) == {0: 4}
 
 
-def test_it_drops_the_heap_entries_of_live_windows_closed_while_the_read_clock_stands_still(monkeypatch):
+def test_it_drops_the_timetable_entries_of_live_windows_closed_while_the_read_clock_stands_still(monkeypatch):
     from edge_app import windows
 
     monkeypatch.setattr(windows, "STALE_LIVE_MIN", 20)
@@ -328,6 +328,7 @@ def test_it_drops_the_heap_entries_of_live_windows_closed_while_the_read_clock_s
         book.close_live(now + second * 1000, read_ms=-1)  # a partition that never catches up
         book.close_idle(float(second))
     assert len(book.take_closed()) >= 3 * 115  # closed by their households' clocks
-    assert len(book.live_due) <= 2 * (windows.STALE_LIVE_MIN + book.open_windows()) + 3
+    assert book.live_entries <= 2 * (windows.STALE_LIVE_MIN + book.open_windows()) + 3
+    assert book.live_entries == sum(len(entries) for entries in book.live_due.values())
     book.close_live(now + 600_000, read_ms=None)  # caught up at last: what is left closes as before
     assert book.open_windows() == 3 and all(w.count for w in book.take_closed())

@@ -145,8 +145,9 @@ def test_it_forgets_closed_far_ahead_windows_of_a_live_household():
 
 
 def test_it_counts_open_windows_as_a_scan_of_every_household_would():
-    """And the live heap's slot table holds exactly the windows the heap points at, through live closes (a
-    part at a time or all that are due), idle closes and silent households forgotten."""
+    """And the live timetable's count is exactly its entries, each of its times in its heap once and with
+    entries, through live closes (a part at a time or all that are due), idle closes and silent households
+    forgotten."""
     import random
 
     rng = random.Random(11)
@@ -162,7 +163,8 @@ def test_it_counts_open_windows_as_a_scan_of_every_household_would():
             book.close_idle(step / 10)
         if step % 101 == 0:
             assert book.open_windows() == sum(len(state.windows) for state in book.households.values())
-            assert len(book.live_slots) - len(book.free_slots) == len(book.live_due)
+            assert book.live_entries == sum(len(entries) for entries in book.live_due.values())
+            assert sorted(book.live_times) == sorted(book.live_due) and all(book.live_due.values())
     assert len(book.households) < 300  # the idle timeout closed and forgot some
     book.close_all()
     assert book.open_windows() == 0
