@@ -168,3 +168,50 @@ def test_it_counts_open_windows_as_a_scan_of_every_household_would():
     assert len(book.households) < 300  # the idle timeout closed and forgot some
     book.close_all()
     assert book.open_windows() == 0
+
+
+def test_it_closes_and_forgets_by_the_idle_timeout_as_a_pass_over_every_household_each_time_would():
+    """close_idle skips its pass over every household until something can be due (idle_due): a book that makes
+    the pass at every call closes the same windows at the same calls and forgets the same households, through live
+    and replayed readings, silences, households whose live clock is lost, a paused ingest and clock steps."""
+    import random
+
+    rng = random.Random(5)
+    skipping, passing = (WindowBook(5000, 2000, 3, live_grace_ms=1000, stagger=True) for _ in range(2))
+    wall, now, passes = 1_577_142_000_000, 0.0, 0
+    for step in range(30_000):
+        now += rng.choice((0.0, 0.01, 0.05, 0.5))
+        wall_ms = wall + int(now * 1000)
+        household = f"h{rng.randrange(40 if step % 9000 < 6000 else 5)}"  # now and then most fall silent
+        live = rng.random() < 0.8
+        ts = wall_ms - rng.randrange(0, 900) if live else wall - 3_600_000 + step * 7  # a replay: never live
+        for b in (skipping, passing):
+            b.add(household, ts, 1.0, 0, step, now, wall_ms if live else None)
+        if step % 17 == 0:
+            for b in (skipping, passing):
+                b.close_live(wall_ms, read_ms=wall_ms - (0 if step % 5 else 4000), limit=None)
+        if step % 2900 == 0:
+            for b in (skipping, passing):
+                b.shift_idle(1.5)
+        passing.idle_due = -float("inf")
+        before = skipping.idle_due
+        assert skipping.close_idle(now) == passing.close_idle(now)
+        passes += now >= before
+        assert sorted(map(repr, skipping.take_closed())) == sorted(map(repr, passing.take_closed()))
+        assert skipping.households.keys() == passing.households.keys()
+    assert passes < 30_000 // 10  # the pass was made at a small part of the calls
+
+
+def test_it_forgets_a_live_household_six_idle_timeouts_after_its_last_reading_whatever_the_pass_before_found():
+    """A pass over an empty book finds nothing that can ever be due; a household that comes after it, live, has its
+    window closed by its clock, and is forgotten FORGET_AFTER_IDLES idle timeouts after its reading, as ever."""
+    from edge_app.windows import FORGET_AFTER_IDLES
+
+    b = WindowBook(5000, 2000, 10, live_grace_ms=1000)
+    assert b.close_idle(100.0) == 0 and not b.households
+    b.add("h", T0 + 1000, 1.0, 0, 0, 101.0, wall_ms=T0 + 1000)
+    assert b.close_live(T0 + 7000) == 1
+    b.close_idle(101.0 + 10 * FORGET_AFTER_IDLES - 0.5)
+    assert "h" in b.households
+    b.close_idle(101.0 + 10 * FORGET_AFTER_IDLES)
+    assert "h" not in b.households
