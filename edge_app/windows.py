@@ -344,8 +344,10 @@ class WindowBook:
         the readings after made late); here only from its `live_until` on (LIVE_BACKSTOP_IDLES).
 
         Returns how many windows closed. `now` never goes back from one call of the book to the next (the
-        monotonic clock): a window's idle time and a household's silence only grow, so a pass over every
-        household that finds the earliest either can reach (idle_due) need not be made again before then.
+        monotonic clock), and a time the book keeps of a window or household is the `now` of a call, or moved
+        on by shift_idle: whatever one is set to after a pass at `now` is no earlier than that. So a pass that
+        finds the earliest an idle close or a forget can come (idle_due), reckoned from `now` where a kept time
+        lies beyond it, need not be made again before then, but for what opens or loses its live clock since.
         """
         before = len(self.closed)
         if now >= self.idle_due:
@@ -367,14 +369,15 @@ class WindowBook:
                         w.live_until <= now if w.live_until else quiet or w.touched <= cutoff)])
                     break
             for window in windows.values():  # those left open: a reading for one only makes it later
-                # Not live: idle once its latest reading, or its household's (never later: `quiet`), is `idle` old.
-                due = window.live_until or min(window.touched, state.last_seen) + idle
+                # Not live: idle once its latest reading, or its household's (`quiet`), is `idle` old; a time shift_idle
+                # moved beyond `now` may still be set back to a later call's.
+                due = window.live_until or min(window.touched, state.last_seen, now) + idle
                 if due < next_due:
                     next_due = due
             if state.last_seen <= forget and not windows:
                 silent.append(household)
-            elif state.last_seen + forget_after < next_due:
-                next_due = state.last_seen + forget_after
+            elif min(state.last_seen, now) + forget_after < next_due:
+                next_due = min(state.last_seen, now) + forget_after
         for household in silent:
             del self.households[household]
         self.idle_due = next_due
@@ -425,8 +428,7 @@ class WindowBook:
                 if window is None or not state.newest_at:
                     if window is not None:
                         window.live_until = 0.0  # no live clock to close it by: the idle timeout does
-                        if window.touched + self.idle_seconds < self.idle_due:
-                            self.idle_due = window.touched + self.idle_seconds
+                        self.idle_due = -math.inf  # (close_live has no monotonic time: the next pass sets it)
                     continue  # closed already, by its clock or the idle timeout
                 due = end + grace + state.newest_at - state.newest_ts
                 if due > clock:  # later than `due_at`, so never into the list being read

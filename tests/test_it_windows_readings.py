@@ -173,26 +173,35 @@ def test_it_counts_open_windows_as_a_scan_of_every_household_would():
 def test_it_closes_and_forgets_by_the_idle_timeout_as_a_pass_over_every_household_each_time_would():
     """close_idle skips its pass over every household until something can be due (idle_due): a book that makes
     the pass at every call closes the same windows at the same calls and forgets the same households, through live
-    and replayed readings, silences, households whose live clock is lost, a paused ingest and clock steps."""
+    and replayed readings, copies, silences, households whose live clock is lost and a paused ingest."""
+    for seed in (1, 5, 7):
+        _drive_beside_a_book_that_passes_every_time(seed)
+
+
+def _drive_beside_a_book_that_passes_every_time(seed):
     import random
 
-    rng = random.Random(5)
+    rng = random.Random(seed)
     skipping, passing = (WindowBook(5000, 2000, 3, live_grace_ms=1000, stagger=True) for _ in range(2))
-    wall, now, passes = 1_577_142_000_000, 0.0, 0
+    wall, now, passes, last = 1_577_142_000_000, 0.0, 0, {}
     for step in range(30_000):
         now += rng.choice((0.0, 0.01, 0.05, 0.5))
         wall_ms = wall + int(now * 1000)
         household = f"h{rng.randrange(40 if step % 9000 < 6000 else 5)}"  # now and then most fall silent
         live = rng.random() < 0.8
         ts = wall_ms - rng.randrange(0, 900) if live else wall - 3_600_000 + step * 7  # a replay: never live
+        if household in last and rng.random() < 0.2:  # a copy of its last reading: only "seen"
+            ts, live = last[household]
+        last[household] = ts, live
         for b in (skipping, passing):
             b.add(household, ts, 1.0, 0, step, now, wall_ms if live else None)
         if step % 17 == 0:
             for b in (skipping, passing):
                 b.close_live(wall_ms, read_ms=wall_ms - (0 if step % 5 else 4000), limit=None)
-        if step % 2900 == 0:
+        if step % 700 == 0:  # a pause for the budget (readings applied in it, too: its times run ahead of `now`)
+            paused = rng.choice((0.5, 1.5, 6.0))
             for b in (skipping, passing):
-                b.shift_idle(1.5)
+                b.shift_idle(paused)
         passing.idle_due = -float("inf")
         before = skipping.idle_due
         assert skipping.close_idle(now) == passing.close_idle(now)
