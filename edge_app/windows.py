@@ -203,7 +203,7 @@ class WindowBook:
         late = duplicates = 0
         # What every reading reads of the book, read once: none of it is rebound while a message is applied.
         households, window_ms, grace_ms, live_grace_ms = self.households, self.window_ms, self.grace_ms, self.live_grace_ms
-        opened_all, last_opened, live_due, live_times = self.opened, self.last_opened, self.live_due, self.live_times
+        opened_all, last_opened = self.opened, self.last_opened
         live_clock = wall_ms is not None
         for household, ts, power in readings:
             state = households.get(household)
@@ -243,14 +243,7 @@ class WindowBook:
                 live_until = 0.0
                 if live_clock and abs(ts - wall_ms) <= LIVE_WITHIN_MS:
                     # Due at end + live grace on the household's clock, which runs (wall_ms - ts) behind the edge's.
-                    due = end + live_grace_ms + wall_ms - ts
-                    entries = live_due.get(due)
-                    if entries is None:
-                        live_due[due] = [(end, household)]
-                        heapq.heappush(live_times, due)
-                    else:
-                        entries.append((end, household))
-                    self.live_entries += 1
+                    self._due_at(end + live_grace_ms + wall_ms - ts, end, household)
                     live_until = now + (end + live_grace_ms - ts) / 1000 + self.idle_seconds * LIVE_BACKSTOP_IDLES
                 window = windows[start] = OpenWindow(start, partition, offset, power, 1, now, live_until, None, {ts})
                 idle_at = live_until or now + self.idle_seconds  # when close_idle may close it
@@ -307,6 +300,16 @@ class WindowBook:
         """The household's newest reading came within LIVE_WITHIN_MS of its time, by the edge's clock: a meter
         whose clock is right, so a reading far behind it is the stray one, not it."""
         return bool(state.newest_at) and abs(state.newest_at - state.newest_ts) <= LIVE_WITHIN_MS
+
+    def _due_at(self, due, end, household):
+        """Put the live window ending at `end` into the timetable, due at `due`."""
+        entries = self.live_due.get(due)
+        if entries is None:
+            self.live_due[due] = [(end, household)]
+            heapq.heappush(self.live_times, due)
+        else:
+            entries.append((end, household))
+        self.live_entries += 1
 
     def next_live_due_ms(self):
         """When the earliest live window may close (epoch ms on the edge's clock), or None."""
@@ -411,7 +414,7 @@ class WindowBook:
         # The close of _close, inlined with the book's counters in locals: at real time this runs for every window.
         households, opened_all, unordered = self.households, self.opened, self.unordered
         window_ms, grace, closed = self.window_ms, self.live_grace_ms, self.closed
-        entries_left, open_count, spread = self.live_entries, self.open_count, self.spread
+        open_count, spread, taken_all = self.open_count, self.spread, 0
         before, left = len(closed), -1 if limit is None else limit  # closes still allowed (-1: no limit)
         while times and times[0] <= clock and left:
             due_at = times[0]
@@ -421,7 +424,6 @@ class WindowBook:
                 if not left:
                     break
                 taken += 1
-                entries_left -= 1
                 state = households.get(household)
                 start = end - window_ms
                 window = None if state is None else state.windows.get(start)
@@ -432,13 +434,7 @@ class WindowBook:
                     continue  # closed already, by its clock or the idle timeout
                 due = end + grace + state.newest_at - state.newest_ts
                 if due > clock:  # later than `due_at`, so never into the list being read
-                    later = timetable.get(due)
-                    if later is None:
-                        timetable[due] = [(end, household)]
-                        heapq.heappush(times, due)
-                    else:
-                        later.append((end, household))
-                    entries_left += 1
+                    self._due_at(due, end, household)
                     continue
                 del state.windows[start]
                 open_count -= 1
@@ -458,12 +454,14 @@ class WindowBook:
                 if state.closed_ahead:
                     state.closed_ahead = {s for s in state.closed_ahead if s >= state.closed_until}
                 left -= 1
+            taken_all += taken
             if taken < len(entries):  # the limit came first: the rest stay due
                 del entries[:taken]
                 break
             heapq.heappop(times)
             del timetable[due_at]
-        self.live_entries, self.open_count, self.spread = entries_left, open_count, spread
+        self.live_entries -= taken_all  # _due_at added those it put back
+        self.open_count, self.spread = open_count, spread
         return len(closed) - before
 
     def shift_clock(self, ms):
