@@ -59,7 +59,7 @@ log = logging.getLogger("fog.edge.ingest")
 
 FLUSH_EVERY_SECONDS = 0.5
 # Idle windows are looked for IDLE_CHECKS times per idle timeout, at most every IDLE_CHECK_MAX_SECONDS: a look
-# passes over every household in memory once one can find something (WindowBook.idle_due), and is a compare before.
+# passes over every household in memory once one can find something (WindowBook.close_idle), and is a compare before.
 IDLE_CHECKS = 4
 IDLE_CHECK_MAX_SECONDS = 2.5
 POLL_MS = 200

@@ -177,10 +177,13 @@ class WindowBook:
         self.live_times = []
         self.live_entries = 0  # entries in live_due, of open windows and of those closed since by other means
         self.open_count = 0  # open windows, kept as they open and close (the budget asks every poll)
-        # No idle close, and no household forgotten, can come before this (monotonic s): close_idle looks through
-        # every household only from then on. A pass over 100,000 of them held the ingest up for tens of
+        # close_idle passes over every household only once one of these floors lets a window close or a household
+        # be forgotten, each held to `now` as the pass holds its own times (the same float expressions, so no
+        # rounding tells the two apart). A pass over 100,000 households held the ingest up for tens of
         # milliseconds every check, to find nothing at real time, where close_live closes every window first.
-        self.idle_due = -math.inf
+        self.idle_live = -math.inf  # the earliest live_until of a live window (<= now)
+        self.idle_base = -math.inf  # the earliest latest reading of a window not live (<= now - idle)
+        self.forget_base = -math.inf  # the earliest a household was last seen (<= now - idle * FORGET_AFTER_IDLES)
         # partition -> {window: first offset} of the open windows that began there. A partition's
         # readings are applied in offset order, so each dict's first entry holds its oldest offset.
         self.opened = {}
@@ -210,9 +213,6 @@ class WindowBook:
             if state is None:
                 state = households[household] = Household(
                     phase=window_phase(household, window_ms) if self.stagger else 0)
-                # Seen now (a household's first reading always opens a window): forgotten no sooner than this.
-                if now + self.idle_seconds * FORGET_AFTER_IDLES < self.idle_due:
-                    self.idle_due = now + self.idle_seconds * FORGET_AFTER_IDLES
             if not state.confirmed and state.newest_ts >= 0:
                 # Far behind the first reading: beyond MAX_JUMP_MS, or beyond LIVE_WITHIN_MS when this one comes live
                 # (at about its time by the edge's clock) and the first did not.
@@ -237,6 +237,8 @@ class WindowBook:
             end = start + window_ms
             if end <= state.closed_until or end + grace_ms <= newest or start in state.closed_ahead:
                 late += 1
+                if state.last_seen < self.forget_base:  # a household whose first reading was late: never seen
+                    self.forget_base = state.last_seen
                 continue
             window = windows.get(start)
             if window is None:
@@ -246,9 +248,13 @@ class WindowBook:
                     self._due_at(end + live_grace_ms + wall_ms - ts, end, household)
                     live_until = now + (end + live_grace_ms - ts) / 1000 + self.idle_seconds * LIVE_BACKSTOP_IDLES
                 window = windows[start] = OpenWindow(start, partition, offset, power, 1, now, live_until, None, {ts})
-                idle_at = live_until or now + self.idle_seconds  # when close_idle may close it
-                if idle_at < self.idle_due:
-                    self.idle_due = idle_at
+                if live_until:
+                    if live_until < self.idle_live:
+                        self.idle_live = live_until
+                elif now < self.idle_base:
+                    self.idle_base = now
+                if now < self.forget_base:  # its household is seen now (a new one, or one after a pass at nothing)
+                    self.forget_base = now
                 self.open_count += 1
                 opened = opened_all.get(partition)
                 if opened is None:
@@ -349,21 +355,24 @@ class WindowBook:
         Returns how many windows closed. `now` never goes back from one call of the book to the next (the
         monotonic clock), and a time the book keeps of a window or household is the `now` of a call, or moved
         on by shift_idle: whatever one is set to after a pass at `now` is no earlier than that. So a pass that
-        finds the earliest an idle close or a forget can come (idle_due), reckoned from `now` where a kept time
-        lies beyond it, need not be made again before then, but for what opens or loses its live clock since.
+        finds the earliest times an idle close or a forget can come from (idle_live, idle_base, forget_base),
+        each held to `now` where a kept time lies beyond it, need not be made again until `now` reaches one,
+        but for what opens, is seen or loses its live clock since (which lowers them).
         """
         before = len(self.closed)
-        if now >= self.idle_due:
+        idle = self.idle_seconds
+        if (self.idle_live <= now or self.idle_base <= now - idle
+                or self.forget_base <= now - idle * FORGET_AFTER_IDLES):
             self._pass_idle(now)
         if self.live_entries > 2 * self.open_count + STALE_LIVE_MIN:  # most of its entries are for closed windows
             self._prune_live()
         return len(self.closed) - before
 
     def _pass_idle(self, now):
-        """close_idle's pass over every household; sets idle_due to the earliest the next one can find anything."""
-        idle, forget_after = self.idle_seconds, self.idle_seconds * FORGET_AFTER_IDLES
-        cutoff, forget = now - idle, now - forget_after
-        silent, next_due = [], math.inf
+        """close_idle's pass over every household; sets the floors the next one waits for."""
+        idle = self.idle_seconds
+        cutoff, forget = now - idle, now - idle * FORGET_AFTER_IDLES
+        silent, live_floor, base_floor, forget_floor = [], math.inf, math.inf, math.inf
         for household, state in self.households.items():
             windows, quiet = state.windows, state.last_seen <= cutoff  # quiet: every window of it is idle
             for window in windows.values():  # nearly every household's: nothing due, no list made
@@ -372,18 +381,18 @@ class WindowBook:
                         w.live_until <= now if w.live_until else quiet or w.touched <= cutoff)])
                     break
             for window in windows.values():  # those left open: a reading for one only makes it later
-                # Not live: idle once its latest reading, or its household's (`quiet`), is `idle` old; a time shift_idle
-                # moved beyond `now` may still be set back to a later call's.
-                due = window.live_until or min(window.touched, state.last_seen, now) + idle
-                if due < next_due:
-                    next_due = due
+                if window.live_until:
+                    live_floor = min(live_floor, window.live_until)
+                else:  # idle once its latest reading, or its household's (`quiet`), is `idle` old; a time shift_idle
+                    # moved beyond `now` may still be set back to a later call's
+                    base_floor = min(base_floor, window.touched, state.last_seen, now)
             if state.last_seen <= forget and not windows:
                 silent.append(household)
-            elif min(state.last_seen, now) + forget_after < next_due:
-                next_due = min(state.last_seen, now) + forget_after
+            else:
+                forget_floor = min(forget_floor, state.last_seen, now)
         for household in silent:
             del self.households[household]
-        self.idle_due = next_due
+        self.idle_live, self.idle_base, self.forget_base = live_floor, base_floor, forget_floor
 
     def _prune_live(self):
         """The timetable without the entries of live windows closed by their clock or the idle timeout: close_live
@@ -430,7 +439,7 @@ class WindowBook:
                 if window is None or not state.newest_at:
                     if window is not None:
                         window.live_until = 0.0  # no live clock to close it by: the idle timeout does
-                        self.idle_due = -math.inf  # (close_live has no monotonic time: the next pass sets it)
+                        self.idle_base = -math.inf  # (close_live has no monotonic time: the next pass sets it)
                     continue  # closed already, by its clock or the idle timeout
                 due = end + grace + state.newest_at - state.newest_ts
                 if due > clock:  # later than `due_at`, so never into the list being read
