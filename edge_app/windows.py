@@ -357,7 +357,8 @@ class WindowBook:
         on by shift_idle: whatever one is set to after a pass at `now` is no earlier than that. So a pass that
         finds the earliest times an idle close or a forget can come from (idle_live, idle_base, forget_base),
         each held to `now` where a kept time lies beyond it, need not be made again until `now` reaches one,
-        but for what opens, is seen or loses its live clock since (which lowers them).
+        but for what opens, is seen or loses its live clock since, and a household whose first reading was late
+        (never seen): each of those lowers them.
         """
         before = len(self.closed)
         idle = self.idle_seconds

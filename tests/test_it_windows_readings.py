@@ -228,8 +228,9 @@ def test_it_forgets_a_live_household_six_idle_timeouts_after_its_last_reading_wh
 
 
 def test_it_closes_at_the_same_call_as_a_pass_would_whatever_the_idle_timeout_rounds_to():
-    """A pass closes a window whose latest reading is at most `now - idle`; the skip is held to the same sum, so an
-    idle timeout that is no binary fraction (7.3 s) does not move a close to the next check."""
+    """A pass closes a window whose latest reading is at most `now - idle`; the skip is tested with the same
+    difference, not with `reading + idle`, so an idle timeout that is no binary fraction (7.3 s) does not move a
+    close to the next check."""
     b = WindowBook(5000, 2000, 7.3)
     assert b.close_idle(0.0) == 0
     b.add("h", T0, 1.0, 0, 0, 8.510561972152608)
@@ -240,6 +241,6 @@ def test_it_closes_at_the_same_call_as_a_pass_would_whatever_the_idle_timeout_ro
 def test_it_forgets_a_household_whose_first_reading_was_late_at_the_next_check():
     b = WindowBook(5000, 2000, 1.0)
     assert b.close_idle(100.0) == 0
-    assert not b.add("x", -10_000, 1.0, 0, 0, 100.0)  # late: its window ended before its household's clock began
+    assert not b.add("x", -10_000, 1.0, 0, 0, 100.0)  # late: its window ends before the clock a household starts at
     b.close_idle(100.0)
     assert "x" not in b.households
