@@ -381,16 +381,20 @@ class WindowBook:
                     self._close_starts(household, state, [s for s, w in windows.items() if (
                         w.live_until <= now if w.live_until else quiet or w.touched <= cutoff)])
                     break
+            # A time shift_idle moved beyond `now` may still be set back to a later call's: none is held above `now`.
+            last_seen = state.last_seen if state.last_seen < now else now
             for window in windows.values():  # those left open: a reading for one only makes it later
                 if window.live_until:
-                    live_floor = min(live_floor, window.live_until)
-                else:  # idle once its latest reading, or its household's (`quiet`), is `idle` old; a time shift_idle
-                    # moved beyond `now` may still be set back to a later call's
-                    base_floor = min(base_floor, window.touched, state.last_seen, now)
+                    if window.live_until < live_floor:
+                        live_floor = window.live_until
+                else:  # idle once its latest reading, or its household's (`quiet`), is `idle` old
+                    base = window.touched if window.touched < last_seen else last_seen
+                    if base < base_floor:
+                        base_floor = base
             if state.last_seen <= forget and not windows:
                 silent.append(household)
-            else:
-                forget_floor = min(forget_floor, state.last_seen, now)
+            elif last_seen < forget_floor:
+                forget_floor = last_seen
         for household in silent:
             del self.households[household]
         self.idle_live, self.idle_base, self.forget_base = live_floor, base_floor, forget_floor
