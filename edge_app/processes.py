@@ -1,6 +1,12 @@
 """Which processes run, read from Linux's /proc: for the supervisor, and for the fault harness and the suite's hygiene."""
 
 import os
+import time
+
+# A process in the middle of exec() has its new memory but not yet its environment, which /proc reads as empty,
+# and subprocess.Popen returns in that gap (its error pipe closes as exec passes the point of no return): a
+# process just started looked like one without the marker. One with an executable is read again, this often.
+EXEC_SETTLE_TRIES, EXEC_SETTLE_S = 50, 0.002
 
 
 def _stat(pid):
@@ -46,11 +52,15 @@ def has_environment(pid, name, value, prefix=False):
     VALUE); False for a process gone or not ours to read."""
     marker = f"{name}={value}".encode()
     try:
-        with open(f"/proc/{pid}/environ", "rb") as env:
-            entries = env.read().split(b"\0")
+        for _ in range(EXEC_SETTLE_TRIES):
+            with open(f"/proc/{pid}/environ", "rb") as env:
+                environ = env.read()
+            if environ or not os.path.exists(f"/proc/{pid}/exe"):  # no executable: a kernel thread, or gone
+                break
+            time.sleep(EXEC_SETTLE_S)
     except OSError:
         return False
-    return any(entry == marker or (prefix and entry.startswith(marker)) for entry in entries)
+    return any(entry == marker or (prefix and entry.startswith(marker)) for entry in environ.split(b"\0"))
 
 
 def with_environment(name, value, prefix=False):
