@@ -70,8 +70,10 @@ def edge(kafka_bootstrap, readings):
     ingest.connect()
     ingest.set_budget(BUDGET, low_water(BUDGET, 80))
     beat = Heartbeat(edge_id=EDGE_ID, secret=EDGE_SECRET, address=f"tcp://127.0.0.1:{hb}", timeout_ms=300)
+    # A reply that a busy machine held up past the ack timeout sent its batch again (the cloud's dedup took it, but
+    # the test asserts the pause made no resend): no reply takes this long unless it is lost.
     sender = Sender(edge_id=EDGE_ID, secret=EDGE_SECRET, address=f"tcp://127.0.0.1:{data}", batch=50,
-                    in_flight=2, ack_timeout_ms=2000)
+                    in_flight=2, ack_timeout_ms=20_000)
     yield ingest, beat, sender, (hb, data)
     ingest.close()
     beat.close()
