@@ -6,9 +6,9 @@ MANAGE := $(PY) manage.py
 WEB_PORT ?= 8000
 REPEAT ?= 3
 
-.PHONY: bootstrap system venv node bytecode services services-stop services-status migrate admin demo test chaos bench check clean-var
+.PHONY: bootstrap system venv build node bytecode services services-stop services-status migrate admin demo test chaos bench check clean-var
 
-bootstrap: system venv node bytecode services
+bootstrap: system venv build node bytecode services
 
 system:
 	@scripts/bootstrap-system.sh
@@ -27,6 +27,14 @@ venv: .venv/.installed
 	@if test -x .venv/bin/uv && .venv/bin/uv pip install -q --compile-bytecode --python $(PY) -r requirements.txt; then :; \
 	else echo "venv: installing requirements.txt with pip"; $(PIP) -r requirements.txt; fi
 	@touch $@
+
+# The window book compiled (edge_app/compiled.py): Cython turns edge_app/windows.py, with the C types of
+# windows.pxd, into an extension module beside it, which Python imports instead; the stamp names what it was
+# compiled from, so a book changed since is compiled again here and refused by the nodes until it is.
+build: venv
+	@$(PY) -c "import sys; from edge_app.compiled import COMPILED, state; sys.exit(state()[0] != COMPILED)" || { \
+	  .venv/bin/cythonize -i -3 -q edge_app/windows.py && \
+	  $(PY) -c "from edge_app.compiled import write_stamp; write_stamp()" && echo "build: compiled edge_app/windows.py"; }
 
 # The project's own modules compiled once, as uv compiles the packages': where Python may not write bytecode
 # (PYTHONDONTWRITEBYTECODE), every process the tests and the demo start would compile each module of ours it

@@ -88,12 +88,19 @@ second partition (producers that partition differently, or partitions
 added to the topic, which moves keys) can then find its windows closed by
 the other's readings: late. The book notes each such move (`moved`) for
 the ingest to say.
+
+Compiled: `make build` turns this module, with the C types of windows.pxd,
+into an extension module (Cython), which Python imports instead; the same
+code runs as plain Python where it is not built (edge_app/compiled.py says
+which runs). Hence OpenWindow and Household are plain classes, not
+dataclasses, and the loops keep `wall` apart from `wall_ms`, which may be
+None: a C integer cannot.
 """
 
 import heapq
 import math
 import zlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from fogwire.limits import MAX_POWER_W
 
@@ -121,20 +128,22 @@ def window_phase(household, window_ms):
     return zlib.crc32(household.encode()) % phases * PHASE_STEP_MS
 
 
-@dataclass(slots=True, eq=False)  # compared and hashed as itself: the key of its entry in WindowBook.opened
 class OpenWindow:
-    start: int
-    partition: int
-    first_offset: int
-    total: float = 0.0
-    count: int = 0
-    touched: float = 0.0  # wall clock (monotonic seconds) of its latest reading
-    # Opened by a live reading: close_live closes it, on its household's clock; close_idle only from this time on
-    # (monotonic s): LIVE_BACKSTOP_IDLES idle timeouts after its end and live grace, by its first reading's own
-    # delay. 0: not live, closed by the idle timeout as usual.
-    live_until: float = 0.0
-    others: dict | None = None  # partition -> first offset, for readings from other partitions than the first
-    stamps: set = field(default_factory=set)  # the event times applied: a copy of one is a duplicate
+    """A window open in the book. Compared and hashed as itself: the key of its entry in WindowBook.opened."""
+
+    __slots__ = ("start", "partition", "first_offset", "total", "count", "touched", "live_until", "others", "stamps")
+
+    def __init__(self, start, partition, first_offset, total=0.0, count=0, touched=0.0, live_until=0.0, others=None,
+                 stamps=None):
+        self.start, self.partition, self.first_offset = start, partition, first_offset
+        self.total, self.count = total, count
+        self.touched = touched  # wall clock (monotonic seconds) of its latest reading
+        # Opened by a live reading: close_live closes it, on its household's clock; close_idle only from this time on
+        # (monotonic s): LIVE_BACKSTOP_IDLES idle timeouts after its end and live grace, by its first reading's own
+        # delay. 0: not live, closed by the idle timeout as usual.
+        self.live_until = live_until
+        self.others = others  # partition -> first offset, for readings from other partitions than the first
+        self.stamps = set() if stamps is None else stamps  # the event times applied: a copy of one is a duplicate
 
 
 @dataclass(slots=True)
@@ -146,18 +155,21 @@ class ClosedWindow:
     count: int
 
 
-@dataclass(slots=True)
 class Household:
-    windows: dict = field(default_factory=dict)  # start -> OpenWindow
-    newest_ts: int = -1
-    closed_until: int = -1  # end of the newest window closed by the clock
-    closed_ahead: set = field(default_factory=set)  # starts of far-ahead windows closed by the idle timeout
-    ahead_ts: int = -1  # the latest far-ahead reading, waiting for a second one to agree
-    last_seen: float = 0.0  # wall clock (monotonic seconds)
-    newest_at: int = 0  # when the reading at newest_ts arrived (epoch ms, as add's wall_ms)
-    confirmed: bool = False  # a second reading within MAX_JUMP_MS of the clock has come: it is not one stray
-    phase: int = 0  # its windows start at phase + k * W (window_phase; 0 aligned)
-    partition: int = -1  # where its latest reading came from (keyed input keeps a household in one)
+    __slots__ = ("windows", "newest_ts", "closed_until", "closed_ahead", "ahead_ts", "last_seen", "newest_at",
+                 "confirmed", "phase", "partition")
+
+    def __init__(self, phase=0):
+        self.windows = {}  # start -> OpenWindow
+        self.newest_ts = -1
+        self.closed_until = -1  # end of the newest window closed by the clock
+        self.closed_ahead = set()  # starts of far-ahead windows closed by the idle timeout
+        self.ahead_ts = -1  # the latest far-ahead reading, waiting for a second one to agree
+        self.last_seen = 0.0  # wall clock (monotonic seconds)
+        self.newest_at = 0  # when the reading at newest_ts arrived (epoch ms, as add's wall_ms)
+        self.confirmed = False  # a second reading within MAX_JUMP_MS of the clock has come: it is not one stray
+        self.phase = phase  # its windows start at phase + k * W (window_phase; 0 aligned)
+        self.partition = -1  # where its latest reading came from (keyed input keeps a household in one)
 
 
 class WindowBook:
@@ -208,6 +220,7 @@ class WindowBook:
         households, window_ms, grace_ms, live_grace_ms = self.households, self.window_ms, self.grace_ms, self.live_grace_ms
         opened_all, last_opened = self.opened, self.last_opened
         live_clock = wall_ms is not None
+        wall = wall_ms if live_clock else 0  # 0: no arrival time, as `newest_at` keeps it
         for household, ts, power in readings:
             state = households.get(household)
             if state is None:
@@ -216,7 +229,7 @@ class WindowBook:
             if not state.confirmed and state.newest_ts >= 0:
                 # Far behind the first reading: beyond MAX_JUMP_MS, or beyond LIVE_WITHIN_MS when this one comes live
                 # (at about its time by the edge's clock) and the first did not.
-                live = live_clock and abs(ts - wall_ms) <= LIVE_WITHIN_MS
+                live = live_clock and abs(ts - wall) <= LIVE_WITHIN_MS
                 if state.newest_ts - ts > (LIVE_WITHIN_MS if live else MAX_JUMP_MS) and not self._came_live(state):
                     # The clock stands on the first reading alone, this far ahead of the second: that one was the
                     # stray. Nothing but its window can have closed by it (not live: by the idle timeout at most),
@@ -225,7 +238,7 @@ class WindowBook:
                     if state.closed_until >= 0:
                         state.closed_ahead.add(state.closed_until - window_ms)
                     state.ahead_ts, state.newest_ts, state.newest_at, state.closed_until = (
-                        state.newest_ts, ts, wall_ms or 0, -1)
+                        state.newest_ts, ts, wall, -1)
                 elif ts != state.newest_ts and ts - state.newest_ts <= MAX_JUMP_MS:  # not a copy of the first
                     state.confirmed = True
             if state.partition != partition:  # rare for keyed input; every reading may for unkeyed
@@ -243,9 +256,9 @@ class WindowBook:
             window = windows.get(start)
             if window is None:
                 live_until = 0.0
-                if live_clock and abs(ts - wall_ms) <= LIVE_WITHIN_MS:
+                if live_clock and abs(ts - wall) <= LIVE_WITHIN_MS:
                     # Due at end + live grace on the household's clock, which runs (wall_ms - ts) behind the edge's.
-                    self._due_at(end + live_grace_ms + wall_ms - ts, end, household)
+                    self._due_at(end + live_grace_ms + wall - ts, end, household)
                     live_until = now + (end + live_grace_ms - ts) / 1000 + self.idle_seconds * LIVE_BACKSTOP_IDLES
                 window = windows[start] = OpenWindow(start, partition, offset, power, 1, now, live_until, None, {ts})
                 if live_until:
@@ -286,12 +299,12 @@ class WindowBook:
                 # LIVE_WITHIN_MS of the edge's own clock (one reading five minutes ahead closed its open window
                 # and made a minute of its genuine readings late).
                 far = ts - newest > MAX_JUMP_MS or (
-                    live_clock and ts - wall_ms > LIVE_WITHIN_MS and self._came_live(state))
+                    live_clock and ts - wall > LIVE_WITHIN_MS and self._came_live(state))
                 if newest < 0 or not far or abs(ts - state.ahead_ts) <= MAX_JUMP_MS:
                     if far and newest >= 0:  # two readings agree: the stream jumped, its clock is no lone stray
                         state.confirmed = True
                     state.newest_ts, state.ahead_ts = ts, -1
-                    state.newest_at = wall_ms or 0
+                    state.newest_at = wall
                     reach = ts - window_ms - grace_ms  # a window starting no later is due by event time
                     for open_start in windows:  # most readings close nothing: no list, no sort for them
                         if open_start <= reach:

@@ -14,6 +14,7 @@ from redis.connection import parse_url
 
 from cloud_app.engine import LOCAL_CLUSTER_MASTERS, is_cluster, node_url
 from cloud_app.secrets import EMPTY, MALFORMED, REPEATED, UNREADABLE, read_edge_secrets, weak_secrets
+from edge_app import compiled
 from edge_app.budget import BYTES_PER_TUPLE, budget_folder
 from fogsite.certdates import EXPIRY_WARNING_DAYS, TLS_FILE_SETTINGS, setting_problem
 from fogsite.env import is_loopback
@@ -106,7 +107,20 @@ def check_pipeline_settings(app_configs, **kwargs):
             )
         )
     errors += _check_budget()
+    if settings.FOG_SERVES_EDGE:
+        errors += _check_window_book()
     return errors + _link_security(pairs)
+
+
+def _check_window_book():
+    """The compiled window book (edge_app/compiled.py): stale, it runs instead of the windows.py beside it."""
+    kind, said = compiled.state()
+    if kind == compiled.STALE:
+        return [Error(f"{said}.", hint="The nodes run no window book but the one in edge_app/windows.py.", id="fog.E030")]
+    if kind == compiled.PURE:
+        return [Warning(f"{said}.", hint="The edge works the same either way; `bench windows` measures the two.",
+                        id="fog.W030")]
+    return []
 
 
 def _link_security(pairs):

@@ -5,8 +5,9 @@
 # 15 (its own cluster under var/ when FOG_DATABASE_URL names postgres here;
 # `make test`'s second pass runs the edge's database tests on it), and
 # Debian's prometheus package for its promtool, which checks /metrics in the
-# tests; on a host run by systemd the Prometheus server the package starts is
-# stopped and disabled again. Installs what is missing when run as root;
+# tests, and gcc with Python's headers for `make build`; on a host run by
+# systemd the Prometheus server the package starts is stopped and disabled
+# again. Installs what is missing when run as root;
 # otherwise says in one line what to install.
 set -euo pipefail
 
@@ -19,6 +20,10 @@ command -v chromium >/dev/null || missing+=(chromium)
 command -v promtool >/dev/null || missing+=(prometheus)
 [ -x /usr/lib/postgresql/15/bin/postgres ] || missing+=(postgresql-15)  # the version, not Debian's default
 python3 -c 'import venv, ensurepip' 2>/dev/null || missing+=(python3-venv)
+# `make build` compiles the edge's window book: a C compiler and the headers of the Python the venv is made from.
+command -v gcc >/dev/null || missing+=(gcc)
+python3 -c 'import os, sysconfig; assert os.path.exists(sysconfig.get_paths()["include"] + "/Python.h")' 2>/dev/null \
+  || missing+=(python3-dev)
 
 [ ${#missing[@]} -eq 0 ] && exit 0
 

@@ -34,6 +34,7 @@ import pytest
 import redis as redis_lib
 from django.conf import settings
 
+from edge_app import compiled
 from edge_app.processes import alive, child_pids, with_environment  # noqa: F401  (for the tests)
 from fogwire.stopsignals import stop_signals
 from tests import edge_database, parallel
@@ -92,6 +93,9 @@ TEST_PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 
 
 def pytest_configure(config):
+    kind, said = compiled.state()
+    if kind == compiled.STALE:  # every test of the windows would run the old book, and pass or fail for it
+        raise pytest.UsageError(said)
     settings.PASSWORD_HASHERS = TEST_PASSWORD_HASHERS
     parallel.configure(config, SESSION_ENV, session_processes, _kill_survivors, wait_for)
     # SIGHUP too (a terminal closed under the run), unless the run was started ignoring it (nohup): its default
