@@ -62,6 +62,7 @@ FLUSH_EVERY_SECONDS = 0.5
 # passes over every household in memory once one can find something (WindowBook.close_idle), and is a compare before.
 IDLE_CHECKS = 4
 IDLE_CHECK_MAX_SECONDS = 2.5
+IDLE_SECONDS = 10.0  # runedge --idle's default: a household's windows close after this much wall-clock silence
 POLL_MS = 200
 # How long `connect` (and a burst run's ingest loop) waits for the topic to appear: the simulation makes it.
 TOPIC_WAIT_SECONDS = 30

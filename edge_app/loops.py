@@ -24,7 +24,7 @@ from django.db import connection
 from edge_app.budget import BUDGET_CHECK_SECONDS, budget_folder, derived_budget, low_water
 from edge_app.control import LOOPS, REDIS_AWAY, EdgeControl, Holder, queue_name  # noqa: F401  (the loops' public names)
 from edge_app.database_outage import DATABASE_AWAY, DatabaseOutage
-from edge_app.ingest import TOPIC_WAIT_SECONDS, IngestSetupError
+from edge_app.ingest import IDLE_SECONDS, TOPIC_WAIT_SECONDS, IngestSetupError
 from edge_app.kafka_source import TOPIC_POLL_SECONDS, KafkaSourceError
 from edge_app.models import WindowAggregate
 from fogwire.fullgc import FullCollections
@@ -97,7 +97,7 @@ class IngestStep(Step):
 
         self.ingest = Ingestor(edge_id=settings.FOG_EDGE_ID, topic=options.get("topic") or settings.FOG_TOPIC,
                                bootstrap=settings.FOG_KAFKA_BOOTSTRAP, window_seconds=settings.FOG_WINDOW_SECONDS,
-                               grace_seconds=settings.FOG_GRACE_SECONDS, idle_seconds=options.get("idle", 10),
+                               grace_seconds=settings.FOG_GRACE_SECONDS, idle_seconds=options.get("idle", IDLE_SECONDS),
                                live_windows=settings.FOG_LIVE_WINDOWS, stagger=settings.FOG_WINDOW_STAGGER,
                                live_grace_seconds=settings.FOG_LIVE_GRACE_SECONDS, client=options.get("kafka_client"),
                                legacy=options.get("legacy_input", False))

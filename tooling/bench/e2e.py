@@ -47,6 +47,7 @@ from django.conf import settings
 
 from cloud_app.consumers import WS_MAX_BYTES
 from cloud_app.engine import connect, is_cluster
+from edge_app import compiled
 from edge_app.control import LOOPS
 from tooling.bench.common import ROOT, Figure
 from tooling.bench.threads import ThreadLoad, describe, listdir, proc_stat
@@ -530,7 +531,7 @@ def _measure(households, seconds, step, out, settings_env, warmup, described):
               "freshness_p50_s": round(_weighted_percentile(samples, 0.5) / 1000, 2),
               "freshness_p99_s": round(_weighted_percentile(samples, 0.99) / 1000, 2),
               "freshness_max_s": round(max(v for v, _ in samples) / 1000, 2), "feed_drops": drops, "late": late,
-              "redis_aof_rewrites": rewrites, "machine": load,
+              "redis_aof_rewrites": rewrites, "machine": load, "window_book": compiled.state()[0],
               "processes": costs, "stages": stages, "threads": busiest,
               # the cloud counts at most ENDS_MAX window ends an update: tuples beyond them are not timed
               "timed_share": round(sum(count for _, count in samples) / max(acked, 1), 4)}
@@ -558,6 +559,8 @@ def _figures(result, label=""):
              "tuples/s": f"{result['tuples_per_s']:,} of {result['needed_tuples_per_s']:,} needed",
              "late readings": f"{result['late']:,}", "holds": result["holds"], "feed drops": result["feed_drops"]}
     extra["tuples timed"] = f"{result['timed_share']:.1%}"
+    if "window_book" in result:  # edge_app/compiled.py: whether the edge ran its window book compiled
+        extra["window book"] = result["window_book"]
     if result.get("redis_aof_rewrites") is not None:
         extra["redis AOF rewrites during it"] = result["redis_aof_rewrites"]
     machine = result["machine"]

@@ -5,6 +5,7 @@ from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
 from edge_app.control import LOOPS, EdgeControl, queue_name
+from edge_app.ingest import IDLE_SECONDS
 from edge_app.kafka_source import SOURCES
 from edge_app.loops import cloud_tls_problem
 from edge_app.supervisor import EdgeStartError, Supervisor
@@ -44,7 +45,7 @@ class Command(BaseCommand):
         parser.add_argument("--batch", type=int, default=1000,
                             help="tuples per request to the cloud, at most 5000 (default %(default)s)")
         parser.add_argument("--in-flight", type=int, default=4, help="requests to the cloud at once (default %(default)s)")
-        parser.add_argument("--idle", type=option_float(above=0), default=10.0, metavar="SECONDS",
+        parser.add_argument("--idle", type=option_float(above=0), default=IDLE_SECONDS, metavar="SECONDS",
                             help="close a household's windows after this much wall-clock silence (default %(default)s); "
                             "a live window waits for its end and the live grace on its household's clock first")
         parser.add_argument("--topic", type=option_match(TOPIC_RE, TOPIC_EXPECTED), default=None,

@@ -5,7 +5,7 @@ import sys
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
-from tooling.bench import admin, api, cloud, e2e, edge, latency, scale, simulate, store
+from tooling.bench import admin, api, cloud, e2e, edge, latency, scale, simulate, store, windows
 from tooling.bench.common import carry_generated, python_speed
 from tooling.localservices import redis_hostport, split_hostport
 from tooling.net import port_open
@@ -70,6 +70,12 @@ BENCHMARKS = {
          "filter and search use: what the shipped household-first key costs the ingest against a window-first one"),
         ("--checkpoint", "flag", False, "also store the same bursts, in each order, with SQLite's default WAL "
          "checkpoint (every 1000 pages) instead of the edge's SQLITE_CHECKPOINT_PAGES, each beside its shipped run"),
+    ]),
+    "windows": (windows.run, "the edge's window book alone at real time, compiled by `make build`, in readings "
+                "applied a second of CPU; beside edge_app/windows.py run as Python on the same readings", [
+        ("--households", int, 100_000, "households, each with staggered windows"),
+        ("--seconds", int, 60, "simulated seconds of readings (the book runs as fast as it can)"),
+        ("--step", int, 2, "seconds between a household's readings"),
     ]),
     "simulate": (simulate.run_simulate, "runsimulation --speed max into Kafka (target >= 100,000 readings/s); "
                  "beside the same run with the other Kafka client, and with one reading a message", [
@@ -158,6 +164,7 @@ ALL = [
     ("drain", {"tuples": [10_000, 100_000, 1_000_000]}),
     ("ingest", {"profile": True}),
     ("store", {}),
+    ("windows", {}),
     ("simulate", {"households": [1_000, 10_000, 50_000]}),
     ("realtime", {}),
     ("latency", {}),
@@ -192,6 +199,8 @@ NOTES = [
     "  and sent then, instead of every household at the step's start and the step sent at once;",
     "  with `--stagger --baseline aligned-windows`, staggered windows against `FOG_WINDOW_STAGGER=off`, the",
     "  default, where every household's windows end at once.",
+    "- windows: edge_app/windows.py run as Python instead of compiled (`make build`), each in a child process",
+    "  of its own, on the same readings.",
     "- simulate: the same simulation with kafka-python's producer instead of confluent-kafka's; and with one",
     "  reading a message instead of batches of 1000.",
     "- scale: each series against its first row; the store rows send the same tuples into one replica on the",

@@ -3,14 +3,15 @@ import json
 from django.core.management import call_command
 from django.core.management.base import BaseCommand
 
-from tooling.bench import admin, edge, store
+from tooling.bench import admin, edge, store, windows
 
 CHILDREN = {"drain": edge.child_drain, "ingest": edge.child_ingest, "store": store.child_store,
-            "admin": admin.child_admin}
+            "windows": windows.child_windows, "admin": admin.child_admin}
 
 
 class Command(BaseCommand):
-    help = "Internal: the measured half of `bench drain|ingest|store|admin`, run in a child with a database of its own."
+    help = ("Internal: the measured half of `bench drain|ingest|store|windows|admin`, run in a child with a database of "
+            "its own.")
 
     def add_arguments(self, parser):
         parser.add_argument("kind", choices=sorted(CHILDREN))
