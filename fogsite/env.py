@@ -97,12 +97,12 @@ def env_int(name, default, *, minimum=None, maximum=None):
         raise SettingError(f"{name}={exc}") from None
 
 
-def env_float(name, default, *, minimum=None):
+def env_float(name, default, *, minimum=None, maximum=None):
     value = _raw(name)
     if value is None or value == "":
         return default
     try:
-        return real_number(value, minimum)
+        return real_number(value, minimum, maximum)
     except Invalid as exc:
         raise SettingError(f"{name}={exc}") from None
 

@@ -95,8 +95,10 @@ FOG_DATA_PORT = env_port("FOG_DATA_PORT", 63271)
 FOG_CLOUD_ENDPOINTS = env_endpoints("FOG_CLOUD_HOST", "127.0.0.1", (FOG_HEARTBEAT_PORT, FOG_DATA_PORT),
                                     ("heartbeat_port", "data_port"))
 FOG_WINDOW_SECONDS = env_int("FOG_WINDOW_SECONDS", 5, minimum=1, maximum=limits.MAX_WINDOW_MS // 1000)
-FOG_GRACE_SECONDS = env_float("FOG_GRACE_SECONDS", 2.0, minimum=0)
-FOG_LIVE_GRACE_SECONDS = env_float("FOG_LIVE_GRACE_SECONDS", 1.0, minimum=0)
+# At most the longest window: the window book keeps its times as C integers of milliseconds (edge_app/windows.pxd),
+# which a grace of 10^16 s wrapped around.
+FOG_GRACE_SECONDS = env_float("FOG_GRACE_SECONDS", 2.0, minimum=0, maximum=limits.MAX_WINDOW_MS // 1000)
+FOG_LIVE_GRACE_SECONDS = env_float("FOG_LIVE_GRACE_SECONDS", 1.0, minimum=0, maximum=limits.MAX_WINDOW_MS // 1000)
 # Live streams' windows close by the edge's clock at end + grace (edge_app/windows.py); off: event time only.
 FOG_LIVE_WINDOWS = env_bool("FOG_LIVE_WINDOWS", True)
 # Each household's windows start at a phase of its own, so they do not all end at once (edge_app/windows.py);

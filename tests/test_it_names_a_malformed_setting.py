@@ -34,7 +34,7 @@ BAD_VALUES = {
     "FOG_DATA_PORT": ("70000", "FOG_DATA_PORT=70000: expected 1..65535"),
     "FOG_WINDOW_SECONDS": ("five", "FOG_WINDOW_SECONDS='five': expected a whole number"),
     "FOG_GRACE_SECONDS": ("-1", "FOG_GRACE_SECONDS='-1': expected a number >= 0"),
-    "FOG_LIVE_GRACE_SECONDS": ("-0.5", "FOG_LIVE_GRACE_SECONDS='-0.5': expected a number >= 0"),
+    "FOG_LIVE_GRACE_SECONDS": ("1e16", "FOG_LIVE_GRACE_SECONDS='1e16': expected a number >= 0 and <= 3600"),
     "FOG_EDGE_RETENTION_DAYS": ("0", "FOG_EDGE_RETENTION_DAYS=0: expected a whole number >= 1"),
     "FOG_EDGE_BUDGET_TUPLES": ("-5", "FOG_EDGE_BUDGET_TUPLES=-5: expected a whole number >= 0"),
     "FOG_EDGE_BUDGET_LOW_WATER_PERCENT": ("100", "FOG_EDGE_BUDGET_LOW_WATER_PERCENT=100: expected 1..99"),

@@ -25,24 +25,25 @@ def _source_book_module():
 
 def test_it_runs_the_book_make_build_compiled():
     assert compiled.state()[0] == compiled.COMPILED, compiled.state()[1]
-    assert imported.__file__ == str(compiled.EXTENSION)
+    assert imported.__file__ == str(compiled.BUILT) == str(compiled.extension())
 
 
-@pytest.mark.parametrize("seed", [1, 2, 3])
+@pytest.mark.parametrize("seed", [1, 2, 3, 4])
 def test_it_windows_every_stream_as_its_source_does(seed):
-    """Live and replayed readings, copies, late ones, strays far ahead, households moving between partitions,
-    limits on close_live, a read clock behind, pauses and clock steps: after every call both books hold and give
-    the same."""
+    """Live and replayed readings, copies, late ones, strays far ahead, households moving between partitions (keyed
+    input, and unkeyed, where any reading may come from any partition), limits on close_live, a read clock behind
+    or not yet started, pauses and clock steps: after every call both books hold and give the same."""
     assert compiled.state()[0] == compiled.COMPILED, compiled.state()[1]
     source = _source_book_module()
     rng = random.Random(seed)
-    stagger = seed % 2 == 1
-    books = [module.WindowBook(5000, 2000, 4, live_grace_ms=700, stagger=stagger) for module in (imported, source)]
+    stagger, keyed = seed % 2 == 1, seed <= 2
+    books = [module.WindowBook(5000, 2000, 4, live_grace_ms=700, stagger=stagger, keyed=keyed)
+             for module in (imported, source)]
     now, offsets, last = 0.0, [0, 0, 0], {}
     for step in range(8000):
         now += rng.choice((0.0, 0.01, 0.2, 0.7))
         wall_ms = T0 + int(now * 1000)
-        partition = rng.randrange(3) if rng.random() < 0.05 else step % 2
+        partition = rng.randrange(3) if rng.random() < (0.05 if keyed else 0.7) else step % 2
         readings = []
         for _ in range(rng.randint(1, 4)):
             household = f"h{rng.randrange(HOUSEHOLDS if step % 3000 < 2200 else 4)}"
@@ -64,7 +65,7 @@ def test_it_windows_every_stream_as_its_source_does(seed):
                      for book in books]]
         offsets[partition] += 1
         if rng.random() < 0.3:
-            read_ms = None if rng.random() < 0.7 else wall_ms - rng.randrange(0, 5000)
+            read_ms = rng.choice((None, None, -1, wall_ms - rng.randrange(0, 5000)))  # -1: nothing read yet
             limit = rng.choice((None, None, 0, 1, 3))
             outcomes.append([book.close_live(wall_ms, read_ms, limit) for book in books])
         if rng.random() < 0.1:
@@ -88,9 +89,19 @@ def _assert_same(compiled_book, source_book, offsets, step):
               for book in (compiled_book, source_book)]
     assert closed[0] == closed[1], step
     for look in (lambda b: b.open_windows(), lambda b: b.next_live_due_ms(), lambda b: b.live_entries,
-                 lambda b: b.households.keys(), lambda b: b.resume_offsets(dict(enumerate(offsets))),
+                 lambda b: b.live_due, lambda b: b.households.keys(), lambda b: _households(b),
+                 lambda b: b.resume_offsets(dict(enumerate(offsets))), lambda b: b.unordered, lambda b: b.spread,
                  lambda b: dict(b.moved), lambda b: (b.idle_live, b.idle_base, b.forget_base)):
         assert look(compiled_book) == look(source_book), step
+
+
+def _households(book):
+    """Every household's clock and open windows, field by field."""
+    return {name: (state.newest_ts, state.closed_until, sorted(state.closed_ahead), state.ahead_ts, state.last_seen,
+                   state.newest_at, state.confirmed, state.phase, state.partition,
+                   {start: (w.partition, w.first_offset, w.total, w.count, w.touched, w.live_until, w.others,
+                            sorted(w.stamps)) for start, w in state.windows.items()})
+            for name, state in book.households.items()}
 
 
 def test_it_refuses_a_compiled_book_that_is_not_its_sources(tmp_path, monkeypatch):
@@ -98,15 +109,27 @@ def test_it_refuses_a_compiled_book_that_is_not_its_sources(tmp_path, monkeypatc
         shutil.copy(compiled.HERE / name, tmp_path / name)
     monkeypatch.setattr(compiled, "HERE", tmp_path)
     monkeypatch.setattr(compiled, "STAMP", tmp_path / ".windows-built")
-    monkeypatch.setattr(compiled, "EXTENSION", tmp_path / compiled.EXTENSION.name)
+    monkeypatch.setattr(compiled, "BUILT", tmp_path / compiled.BUILT.name)
     assert compiled.state()[0] == compiled.PURE
     assert [problem.id for problem in _check_window_book()] == ["fog.W030"]
-    compiled.EXTENSION.write_bytes(b"")
-    assert compiled.state()[0] == compiled.STALE  # an extension nobody stamped: built by hand
+    compiled.BUILT.write_bytes(b"a build")
+    assert compiled.state()[0] == compiled.STALE  # an extension nobody stamped: built by other means
     compiled.write_stamp()
     assert compiled.state()[0] == compiled.COMPILED and _check_window_book() == []
+
+    compiled.BUILT.write_bytes(b"another build")  # copied in over it, whatever its time says
+    assert compiled.state()[0] == compiled.STALE
+    compiled.write_stamp()
     with open(tmp_path / "windows.py", "a") as source:
         source.write("# edited since\n")
     kind, said = compiled.state()
     assert kind == compiled.STALE and "make build" in said
     assert [problem.id for problem in _check_window_book()] == ["fog.E030"]
+
+    compiled.write_stamp()
+    compiled.STAMP.write_text(compiled.STAMP.read_text().replace(f"cython {compiled._cython()}", "cython 0.29.0"))
+    assert compiled.state()[0] == compiled.STALE  # made by another Cython than the one the lock installs
+
+    compiled.BUILT.unlink()
+    (tmp_path / "windows.so").write_bytes(b"a build")  # a suffix Python imports too
+    assert compiled.extension() == tmp_path / "windows.so" and compiled.state()[0] == compiled.STALE

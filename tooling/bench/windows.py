@@ -52,7 +52,7 @@ def _book_module(variant):
     if variant == "compiled":
         import edge_app.windows as module
 
-        if module.__file__ != str(compiled.EXTENSION):
+        if module.__file__ != str(compiled.extension()):
             raise RuntimeError(f"edge_app.windows came from {module.__file__}, not the compiled book")
         return module
     spec = importlib.util.spec_from_file_location("edge_app_windows_source", compiled.HERE / "windows.py")
