@@ -1,6 +1,6 @@
 """`bench windows`: the edge's window book alone, at real time, compiled (`make build`) beside its Python source.
 
-The ingest's largest share of CPU at 100,000 households is its window book (WindowBook.add_many and close_live).
+A large share of the ingest's CPU at 100,000 households is its window book (WindowBook.add_many and close_live).
 Each run drives one book, in a child process of its own, as the ingest does at real time: households with
 staggered windows, a reading every step each, a Kafka message of up to 1000 readings at a time, close_live after
 every message, close_idle at the ingest's idle-check interval, and the full garbage collections taken over as the
@@ -21,7 +21,7 @@ from fogwire.limits import MAX_READINGS_PER_MESSAGE
 from tooling.bench.common import Figure
 from tooling.bench.edge import _child
 
-T0 = 1_796_000_000_000  # a multiple of every window length
+T0 = 1_796_000_000_000  # the first step's readings (epoch ms); the windows are staggered, wherever it falls
 ARRIVAL_MS = 300  # a reading reaches the book this long after its time, as the simulation's do at real time
 PARTITIONS = 8
 VARIANTS = ("compiled", "source")
