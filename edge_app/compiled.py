@@ -12,6 +12,7 @@ measures the two); fog.W030 says so.
 
 import hashlib
 import importlib.machinery
+import importlib.util
 import sysconfig
 from importlib import metadata
 from pathlib import Path
@@ -31,6 +32,15 @@ def extension():
         if path.exists():
             return path
     return None
+
+
+def source_module():
+    """edge_app/windows.py run as Python, under a name of its own: the import system gives the extension where
+    one is built (the differential test and `bench windows` set the two side by side)."""
+    spec = importlib.util.spec_from_file_location("edge_app_windows_source", HERE / "windows.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def _digest(*paths):

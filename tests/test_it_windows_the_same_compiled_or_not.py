@@ -1,7 +1,6 @@
 """The window book compiled by `make build` (edge_app/windows.pxd, Cython) windows every stream as its plain Python
 source does, and a compiled book that is not the source's is refused (edge_app/compiled.py)."""
 
-import importlib.util
 import random
 import shutil
 
@@ -15,14 +14,6 @@ T0 = 1_577_142_000_000
 HOUSEHOLDS = 30
 
 
-def _source_book_module():
-    """edge_app/windows.py run as Python, under a name of its own (the import system would give the extension)."""
-    spec = importlib.util.spec_from_file_location("edge_app_windows_source", compiled.HERE / "windows.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def test_it_runs_the_book_make_build_compiled():
     assert compiled.state()[0] == compiled.COMPILED, compiled.state()[1]
     assert imported.__file__ == str(compiled.BUILT) == str(compiled.extension())
@@ -34,7 +25,7 @@ def test_it_windows_every_stream_as_its_source_does(seed):
     input, and unkeyed, where any reading may come from any partition), limits on close_live, a read clock behind
     or not yet started, pauses and clock steps: after every call both books hold and give the same."""
     assert compiled.state()[0] == compiled.COMPILED, compiled.state()[1]
-    source = _source_book_module()
+    source = compiled.source_module()
     rng = random.Random(seed)
     stagger, keyed = seed % 2 == 1, seed <= 2
     books = [module.WindowBook(5000, 2000, 4, live_grace_ms=700, stagger=stagger, keyed=keyed)

@@ -9,7 +9,6 @@ simulated from the readings (nothing waits): the compiled book, beside the same 
 as Python. Nothing else differs.
 """
 
-import importlib.util
 import time
 
 from django.conf import settings
@@ -55,10 +54,7 @@ def _book_module(variant):
         if module.__file__ != str(compiled.extension()):
             raise RuntimeError(f"edge_app.windows came from {module.__file__}, not the compiled book")
         return module
-    spec = importlib.util.spec_from_file_location("edge_app_windows_source", compiled.HERE / "windows.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return compiled.source_module()
 
 
 def child_windows(households, seconds, step, variant):
