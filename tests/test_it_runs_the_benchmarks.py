@@ -304,7 +304,7 @@ def test_it_measures_the_whole_pipeline_from_window_end_to_the_page(services, tm
     assert int(figure["households"].replace(",", "")) == 300 and figure["feed drops"] == 0
     # 300 households at a 2 s step: 150 readings/s, counted by the edge in steps of 300 over about 6 s.
     assert 0.5 * 150 <= int(figure["readings/s"].replace(",", "")) <= 1.5 * 150, figure
-    assert figure["late readings"] == "0" and figure["tuples timed"] == "100.0%"
+    assert figure["late readings"] == "0" and figure["tuples timed"] == "100.0%" and figure["refused tuples"] == "0"
     each = [float(value.split(" / ")[0]) for name, value in figure.items() if name.endswith(" cpu/pss")]
     assert all(float(value.split(" / ")[1].split()[0]) > 0 for name, value in figure.items()
                if name.endswith(" cpu/pss")), figure  # memory read for every process
@@ -321,6 +321,20 @@ def test_it_measures_the_whole_pipeline_from_window_end_to_the_page(services, tm
     text = doc.read_text()
     assert text.startswith("# Benchmarks\n\nbench all's table\n") and text.count(begin) == text.count(end) == 1
     assert "`python manage.py bench e2e --households 300" in text and "| e2e freshness p99" in text
+
+
+@pytest.mark.serial  # a whole pipeline at real time
+def test_it_does_not_count_households_the_cloud_refused_as_pace(services):
+    """A household the cloud refuses for good (here its quota per edge, below the run's households) never reaches
+    the page: the run says so and does not hold, where its tuples/s alone read as a pipeline that fell behind.
+    Runs of the harness carry every household on one edge, so by default they get a quota that takes them all."""
+    from tooling.bench import e2e
+
+    lines = []
+    result = e2e.measure(300, 6, warmup=5, settings_env={"FOG_CLOUD_HOUSEHOLDS_PER_EDGE": "200"}, out=lines.append)
+    assert result["refused"] > 0 and not result["holds"], result
+    assert any("refused tuples for good" in line and "household-quota x" in line for line in lines), lines
+    assert e2e._figures(result).extra["refused tuples"] == f"{result['refused']:,}"
 
 
 def test_it_cleans_up_after_a_run_that_failed_before_its_stream_began(services):

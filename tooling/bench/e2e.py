@@ -22,7 +22,8 @@ tuples acknowledged keep pace with the households (at least HOLD_PACE of househo
 second), and the edge counted no more than HOLD_LATE_SHARE of the readings late (a window closed by the
 wall clock before a reading of it came: fresh figures bought by dropping readings do not hold), and the
 feed timed at least HOLD_TIMED_SHARE of the tuples acknowledged (the cloud counts a bounded number of
-window ends an update: a backlog's tuples beyond them go untimed). Readings
+window ends an update: a backlog's tuples beyond them go untimed), and the cloud refused no tuple for good
+(a refused household never reaches the page, and its tuples' absence is not the pipeline's pace). Readings
 are the edge's own count of what it read (a Kafka message may hold one or a batch), so an edge that
 falls behind shows in readings/s too.
 `--find-capacity` doubles the households until a run does not hold, then bisects; the size it reports
@@ -49,6 +50,7 @@ from cloud_app.consumers import WS_MAX_BYTES
 from cloud_app.engine import connect, is_cluster
 from edge_app import compiled
 from edge_app.control import LOOPS
+from edge_app.models import Status
 from tooling.bench.common import ROOT, Figure
 from tooling.bench.threads import ThreadLoad, describe, listdir, proc_stat
 from tooling.chaos.pipeline import Pipeline
@@ -310,6 +312,13 @@ def _stages(pipeline, first_ms, last_ms):
     return result
 
 
+def _refused(pipeline):
+    """{reason: tuples} the cloud refused for good so far: never on the page, so a run with any measured the
+    refusal (a quota, say), not the pipeline's pace."""
+    return dict(pipeline.rows(f"select refusal, count(*) from edge_app_windowaggregate where status = "
+                              f"{int(Status.REFUSED)} group by refusal"))
+
+
 def _late(pipeline):
     """Readings the edge has counted late so far (closed windows they came too late for)."""
     return sum(row[0] for row in pipeline.rows("select late from edge_app_edgestatus"))
@@ -499,6 +508,7 @@ def _measure(households, seconds, step, out, settings_env, warmup, described):
         drops = feed.drops
         stages = _stages(pipeline, started_ms, started_ms + elapsed_s * 1000)
         late = _late(pipeline) - late_before
+        refused = _refused(pipeline)
         rewrites = _aof_rewrites(services.redis_url)
         rewrites = None if rewrites is None or rewrites_before is None else rewrites - rewrites_before
     finally:  # nested, so a second Ctrl-C during one step of the cleanup still runs the others
@@ -531,13 +541,17 @@ def _measure(households, seconds, step, out, settings_env, warmup, described):
               "freshness_p50_s": round(_weighted_percentile(samples, 0.5) / 1000, 2),
               "freshness_p99_s": round(_weighted_percentile(samples, 0.99) / 1000, 2),
               "freshness_max_s": round(max(v for v, _ in samples) / 1000, 2), "feed_drops": drops, "late": late,
+              "refused": sum(refused.values()),
               "redis_aof_rewrites": rewrites, "machine": load, "window_book": compiled.state()[0],
               "processes": costs, "stages": stages, "threads": busiest,
               # the cloud counts at most ENDS_MAX window ends an update: tuples beyond them are not timed
               "timed_share": round(sum(count for _, count in samples) / max(acked, 1), 4)}
     out("e2e: where the time goes (p50 / p99 s): " + ", ".join(f"{name} {p50} / {p99}"
                                                              for name, (p50, p99) in stages.items()))
-    result["holds"] = (result["freshness_p99_s"] <= HOLD_FRESHNESS_S and result["timed_share"] >= HOLD_TIMED_SHARE
+    if refused:
+        out("e2e: the cloud refused tuples for good, so this run does not hold whatever its pace: " +
+            ", ".join(f"{reason} x{count:,}" for reason, count in sorted(refused.items())))
+    result["holds"] = (not refused and result["freshness_p99_s"] <= HOLD_FRESHNESS_S and result["timed_share"] >= HOLD_TIMED_SHARE
                        and result["tuples_per_s"] >= HOLD_PACE * result["needed_tuples_per_s"]
                        and late <= HOLD_LATE_SHARE * max(read, 1))
     return result
@@ -558,6 +572,8 @@ def _figures(result, label=""):
              "households": f"{result['households']:,}", "readings/s": f"{result['readings_per_s']:,}",
              "tuples/s": f"{result['tuples_per_s']:,} of {result['needed_tuples_per_s']:,} needed",
              "late readings": f"{result['late']:,}", "holds": result["holds"], "feed drops": result["feed_drops"]}
+    if "refused" in result:  # runs written before it was counted lack it
+        extra["refused tuples"] = f"{result['refused']:,}"
     extra["tuples timed"] = f"{result['timed_share']:.1%}"
     if "window_book" in result:  # edge_app/compiled.py: whether the edge ran its window book compiled
         extra["window book"] = result["window_book"]

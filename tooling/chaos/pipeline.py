@@ -39,6 +39,7 @@ from zoneinfo import ZoneInfo
 
 from edge_app.models import Status
 from edge_app.processes import alive, child_pids
+from fogwire.limits import DEFAULT_HOUSEHOLDS_PER_EDGE
 from tooling.bench.common import remove_sqlite
 from tooling.bench.simulate import SUMMARY
 from tooling.chaos.proxy import Proxy
@@ -234,6 +235,9 @@ class Pipeline:
             "FOG_EDGE_REDIS_URL": edge_redis_url, "FOG_CLOUD_HOST": "127.0.0.1",
             # expected_windows counts aligned windows, whatever this shell sets (bench e2e sets its own)
             "FOG_WINDOW_STAGGER": "off",
+            # This one edge brings every household: at the default quota, the cloud refused those beyond it
+            # for good, and bench e2e saw its trials above 100,000 households fall behind for it.
+            "FOG_CLOUD_HOUSEHOLDS_PER_EDGE": str(max(households, DEFAULT_HOUSEHOLDS_PER_EDGE)),
         }
         self.cloud = self.edge = self.simulation = None
         self.budget, self.peak_backlog, self.paused_seen = None, 0, False
