@@ -109,7 +109,10 @@ def child_store(households, ends, order, checkpoint_pages=None):
     ingestor = (ClosedOrder if order == "closed" else Ingestor)(
         edge_id=EDGE, topic="bench-store", bootstrap="", window_seconds=5, grace_seconds=1, idle_seconds=60)
     if order == WINDOW_FIRST:
-        _key_window_first(WindowAggregate._meta.db_table)
+        from django.db import connection, transaction
+
+        with transaction.atomic(), connection.cursor() as cursor:
+            key_window_first(cursor, WindowAggregate._meta.db_table)
     if checkpoint_pages is not None:  # this connection's, the one that stores (SQLite checkpoints in the committer)
         from django.db import connection
 
@@ -135,20 +138,21 @@ def child_store(households, ends, order, checkpoint_pages=None):
             "last_s": round(seconds[-1], 2)}
 
 
-def _key_window_first(table):
+def key_window_first(cursor, table):
     """The unique key as (window_start, household): the same columns, so the ingest's ON CONFLICT still names it.
-    SQLite keeps it in the table's definition, so the (still empty) table is made again with it."""
-    from django.db import connection
-
-    with connection.cursor() as cursor:
-        cursor.execute("SELECT type, sql FROM sqlite_master WHERE tbl_name = %s AND sql IS NOT NULL", [table])
-        made = cursor.fetchall()
-        shipped = f'CONSTRAINT "{UNIQUE_KEY}" UNIQUE ("household", "window_start")'
-        (create,) = [sql for kind, sql in made if kind == "table"]
-        if shipped not in create:
-            raise RuntimeError(f"the edge's table no longer has the key this benchmark turns round: {create}")
-        cursor.execute(f'DROP TABLE "{table}"')
-        cursor.execute(create.replace(shipped, f'CONSTRAINT "{UNIQUE_KEY}" UNIQUE ("window_start", "household")'))
-        for kind, sql in made:
-            if kind == "index":
-                cursor.execute(sql)
+    SQLite keeps it in the table's definition, so the (still empty) table is made again with it. `cursor`: of an
+    edge's SQLite database, Django's or sqlite3's (bench e2e's window-first-key baseline)."""
+    cursor.execute(f'SELECT count(*) FROM "{table}"')
+    if cursor.fetchone()[0]:
+        raise RuntimeError(f"{table} is not empty: its key is turned round only before the edge stores anything")
+    cursor.execute(f"SELECT type, sql FROM sqlite_master WHERE tbl_name = '{table}' AND sql IS NOT NULL")
+    made = cursor.fetchall()
+    shipped = f'CONSTRAINT "{UNIQUE_KEY}" UNIQUE ("household", "window_start")'
+    (create,) = [sql for kind, sql in made if kind == "table"]
+    if shipped not in create:
+        raise RuntimeError(f"the edge's table no longer has the key this benchmark turns round: {create}")
+    cursor.execute(f'DROP TABLE "{table}"')
+    cursor.execute(create.replace(shipped, f'CONSTRAINT "{UNIQUE_KEY}" UNIQUE ("window_start", "household")'))
+    for kind, sql in made:
+        if kind == "index":
+            cursor.execute(sql)
