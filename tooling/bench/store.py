@@ -98,6 +98,8 @@ def _timed(ends):
 
 
 def child_store(households, ends, order, checkpoint_pages=None):
+    from django.db import connection, transaction
+
     from edge_app.ingest import Ingestor
     from edge_app.models import EdgeStatus, WindowAggregate
     from edge_app.windows import ClosedWindow
@@ -109,13 +111,9 @@ def child_store(households, ends, order, checkpoint_pages=None):
     ingestor = (ClosedOrder if order == "closed" else Ingestor)(
         edge_id=EDGE, topic="bench-store", bootstrap="", window_seconds=5, grace_seconds=1, idle_seconds=60)
     if order == WINDOW_FIRST:
-        from django.db import connection, transaction
-
         with transaction.atomic(), connection.cursor() as cursor:
             key_window_first(cursor, WindowAggregate._meta.db_table)
     if checkpoint_pages is not None:  # this connection's, the one that stores (SQLite checkpoints in the committer)
-        from django.db import connection
-
         with connection.cursor() as cursor:
             cursor.execute(f"PRAGMA wal_autocheckpoint = {int(checkpoint_pages)}")
     EdgeStatus.for_edge(EDGE)
