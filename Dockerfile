@@ -13,7 +13,7 @@ COPY --from=assets /app/node_modules ./node_modules
 COPY . .
 # The edge's window book compiled (edge_app/compiled.py), with a C compiler needed for that step only.
 RUN apt-get update && apt-get install -y --no-install-recommends gcc libc6-dev && \
-    cythonize -f -i -3 -q edge_app/windows.py && python -c "from edge_app.compiled import write_stamp; write_stamp()" && \
+    python -m edge_app.compiled && \
     rm -rf build && apt-get purge -y gcc libc6-dev && apt-get autoremove -y && rm -rf /var/lib/apt/lists/*
 # A deployment image runs the product only: the developer tooling app stays out.
 ENV FOG_TOOLING=off

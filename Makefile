@@ -32,9 +32,7 @@ venv: .venv/.installed
 # windows.pxd, into an extension module beside it, which Python imports instead; the stamp names what it was
 # compiled from, so a book changed since is compiled again here and refused by the nodes until it is.
 build: venv
-	@$(PY) -c "import sys; from edge_app.compiled import COMPILED, state; sys.exit(state()[0] != COMPILED)" || { \
-	  .venv/bin/cythonize -f -i -3 -q edge_app/windows.py && \
-	  $(PY) -c "from edge_app.compiled import write_stamp; write_stamp()" && echo "build: compiled edge_app/windows.py"; }
+	@$(PY) -m edge_app.compiled
 
 # The project's own modules compiled once, as uv compiles the packages': where Python may not write bytecode
 # (PYTHONDONTWRITEBYTECODE), every process the tests and the demo start would compile each module of ours it

@@ -1,18 +1,20 @@
 """Whether the window book runs compiled, and compiled from the source beside it.
 
-`make build` compiles edge_app/windows.py with the C types of windows.pxd (Cython) into an extension module
-beside it, and writes STAMP: digests of the two files it was compiled from and of the extension it made, and the
-Cython that made it. Python imports an extension module before the source of the same name, so a windows.py
-changed since (an edit, a checkout), an extension put there by other means or one an upgraded Cython has not
-made again would run instead of the book in windows.py: `state()` says so, the system check fog.E030 stops the
-nodes on it, and the test suite refuses to start. Without an extension (no C compiler, a copy of the tree
-without `make build`) the plain Python book runs, the same windows at more CPU a reading (`bench windows`
-measures the two); fog.W030 says so.
+`make build` (`python -m edge_app.compiled`, which the Dockerfile runs too) compiles edge_app/windows.py with the C
+types of windows.pxd (Cython) into an extension module beside it, and writes STAMP: digests of the two files it was
+compiled from and of the extension it made, and the Cython that made it. Python imports an extension module before
+the source of the same name, so a windows.py changed since (an edit, a checkout), an extension put there by other
+means or one an upgraded Cython has not made again would run instead of the book in windows.py: `state()` says so,
+the system check fog.E030 stops the nodes on it, and the test suite refuses to start. Without an extension (no C
+compiler, a copy of the tree without `make build`) the plain Python book runs, the same windows at more CPU a
+reading (`bench windows` measures the two); fog.W030 says so.
 """
 
 import hashlib
 import importlib.machinery
 import importlib.util
+import subprocess
+import sys
 import sysconfig
 from importlib import metadata
 from pathlib import Path
@@ -70,6 +72,18 @@ def write_stamp():
     STAMP.write_text("".join(f"{name} {value}\n" for name, value in _stamp_for(built).items()))
 
 
+def build():
+    """Compile the book and stamp it, unless what is there is compiled from the sources beside it. Forced: cythonize
+    rebuilds by file times alone, and a source copied in with an older time (rsync -a, tar, Docker's COPY) would
+    be stamped without being compiled again."""
+    if state()[0] == COMPILED:
+        return False
+    subprocess.run([sys.executable, "-m", "Cython.Build.Cythonize", "-f", "-i", "-3", "-q", str(HERE / "windows.py")],
+                   check=True)
+    write_stamp()
+    return True
+
+
 def _read_stamp():
     try:
         return dict(line.split(" ", 1) for line in STAMP.read_text().splitlines() if " " in line)
@@ -92,3 +106,11 @@ def state():
         return STALE, (f"{built.name} was compiled by Cython {stamp.get('cython', '?')}, and Cython {now['cython']} "
                        "is installed: run `make build`")
     return COMPILED, f"the window book runs compiled ({built.name})"
+
+
+if __name__ == "__main__":
+    try:
+        if build():
+            print(f"build: compiled edge_app/windows.py ({extension().name})")
+    except (subprocess.CalledProcessError, FileNotFoundError) as exc:
+        sys.exit(f"build: the window book was not compiled: {exc}")

@@ -1,4 +1,4 @@
-# The C types of edge_app/windows.py, for Cython (`make build`, scripts/build_windows.py): compiled, the book's classes
+# The C types of edge_app/windows.py, for Cython (`make build`: edge_app/compiled.py): compiled, the book's classes
 # are extension types whose fields are C values, and the hot loops read them as such instead of through attribute
 # lookups. windows.py stays plain Python and runs as it is where nothing was compiled; both must keep the same
 # names and signatures (tests/test_it_windows_the_same_compiled_or_not.py drives the two side by side).
