@@ -12,6 +12,7 @@ import time
 from contextlib import closing
 
 import pytest
+from django.conf import settings
 
 from tests.conftest import free_port, run_manage
 
@@ -358,8 +359,8 @@ def test_it_turns_the_edge_key_round_for_the_window_first_baseline_and_keeps_rep
     pipeline = Pipeline(shared, services.FOG_EDGE_REDIS_URL.rsplit("/", 1)[0] + "/13", proxied=False)
     try:
         with pytest.raises(ValueError, match="no such change"):
-            e2e._change_schema(pipeline, {e2e.WINDOW_FIRST_KEY: "household"})
-        e2e._change_schema(pipeline, e2e.BASELINES["window-first-key"][0])
+            e2e._change_schema(pipeline, {e2e.WINDOW_FIRST_KEY: "household"}, 300)
+        e2e._change_schema(pipeline, e2e.BASELINES["window-first-key"][0], 300)
         window = ("house-1", 5000, 10000, "1970-01-01", 12.5, 3, "2026-12-04 21:00:00")
         with closing(sqlite3.connect(pipeline.folder / "edge.sqlite3")) as db, db:
             assert 'UNIQUE ("window_start", "household")' in _table(db) and 'UNIQUE ("household"' not in _table(db)
@@ -369,7 +370,50 @@ def test_it_turns_the_edge_key_round_for_the_window_first_baseline_and_keeps_rep
             inserted = [db.execute(INSERT_WINDOWS.replace("%s", "?"), window).rowcount for _ in range(2)]
         assert inserted == [1, 0]  # the replay absorbed by the key
         with pytest.raises(RuntimeError, match="not empty"):
-            e2e._change_schema(pipeline, e2e.BASELINES["window-first-key"][0])
+            e2e._change_schema(pipeline, e2e.BASELINES["window-first-key"][0], 300)
+    finally:
+        pipeline.close()
+        pipeline.forget()
+
+
+def test_it_gives_the_history_baseline_acknowledged_windows_of_the_simulations_households(services):
+    """`bench e2e --baseline history`: before the edge starts, its database holds that many acknowledged windows
+    of each household the simulation will stream (its names), on the window grid and ended before the run's
+    first window, so the run's windows go into households' runs of the unique index, and none is sent again."""
+    from types import SimpleNamespace
+
+    from edge_app.ingest import INSERT_WINDOWS
+    from edge_app.models import Status
+    from simulation.scenario import Options
+    from simulation.sims import HouseholdSim
+    from tooling.bench import e2e
+    from tooling.chaos.pipeline import Pipeline
+
+    shared = SimpleNamespace(bootstrap=services.FOG_KAFKA_BOOTSTRAP, redis_url=services.FOG_CLOUD_REDIS_URL)
+    pipeline = Pipeline(shared, services.FOG_EDGE_REDIS_URL.rsplit("/", 1)[0] + "/13", proxied=False)
+    try:
+        with pytest.raises(ValueError, match="no such change"):
+            e2e._change_schema(pipeline, {e2e.HISTORY_WINDOWS: "many"}, 3)
+        before_ms = time.time() * 1000
+        e2e._change_schema(pipeline, {e2e.HISTORY_WINDOWS: "4"}, 3)
+        with closing(sqlite3.connect(pipeline.folder / "edge.sqlite3")) as db, db:
+            rows = db.execute("select household, window_start, window_end, status from edge_app_windowaggregate "
+                              "order by household, window_start").fetchall()
+            sim = HouseholdSim()  # as runsimulation makes it, with its default seed
+            sim.init("households", source=("synthetic", Options().seed, 3, 0, None), step=2, start_ms=0)
+            simulated = sorted(h.household for h in sim.households)
+            assert sorted({row[0] for row in rows}) == simulated
+            width = settings.FOG_WINDOW_SECONDS * 1000
+            for household in simulated:
+                starts = [start for name, start, _, _ in rows if name == household]
+                assert len(starts) == 4 and all(b - a == width for a, b in zip(starts, starts[1:], strict=False))
+                assert starts[-1] + width <= before_ms - e2e.HISTORY_GAP_MS + width and starts[0] % width == 0
+            assert {(end - start, status) for _, start, end, status in rows} == {(width, int(Status.ACKED))}
+            newest = rows[-1]
+            later = (newest[0], newest[1] + width, newest[2] + width, "1970-01-01", 1.0, 3, "2026-12-04 21:00:00")
+            again = (newest[0], newest[1], newest[2], "1970-01-01", 1.0, 3, "2026-12-04 21:00:00")
+            insert = INSERT_WINDOWS.replace("%s", "?")
+            assert [db.execute(insert, row).rowcount for row in (later, again)] == [1, 0]
     finally:
         pipeline.close()
         pipeline.forget()

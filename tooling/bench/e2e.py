@@ -43,9 +43,11 @@ import sys
 import threading
 import time
 from contextlib import closing, contextmanager
+from datetime import UTC, datetime
 from types import SimpleNamespace
 
 from django.conf import settings
+from django.utils import timezone
 
 from cloud_app.consumers import WS_MAX_BYTES
 from cloud_app.engine import connect, is_cluster
@@ -84,9 +86,16 @@ REFUSED_FIGURE = "refused tuples, whole run"  # warm-up included: a run with any
 # environment variable of the pipeline's processes, or under SIMULATION_OPTION an option of runsimulation.
 REDIS_SETTING = "redis:"
 SIMULATION_OPTION = "runsimulation:"
-# Under EDGE_SCHEMA a change to the edge database's schema, made before the edge starts (WINDOW_FIRST_KEY alone).
+# Under EDGE_SCHEMA a change to the edge database, made before the edge starts: its unique key turned round
+# (WINDOW_FIRST_KEY), or a history of acknowledged windows a household (HISTORY_WINDOWS).
 EDGE_SCHEMA = "edge-schema:"
 WINDOW_FIRST_KEY = f"{EDGE_SCHEMA}unique-key"
+HISTORY_WINDOWS = f"{EDGE_SCHEMA}history-windows"
+# A long-running edge's history: a household's run of the (household, window_start) index spans pages of its own
+# once it holds more windows than fit on one page (about 120 at SQLite's 4 KiB pages), so from about this many
+# on each window the ingest stores lands on a page no other household's does (bench store; docs/SCALING.md).
+HISTORY_WINDOWS_DEFAULT = 150
+HISTORY_GAP_MS = 60_000  # the history ends this long before the run's first window
 SIMULATION_SETTING = f"{SIMULATION_OPTION}--readings-per-message"
 STAGGERED = {"FOG_WINDOW_STAGGER": "on"}  # --stagger: every run of the bench, the baseline's too unless it changes it
 STAGGERED_LABEL = " with staggered windows"  # in the names of its figures
@@ -110,6 +119,11 @@ BASELINES = {
     "window-first-key": ({WINDOW_FIRST_KEY: "window_start,household"},
                          "the edge's unique key (window_start, household), not the shipped (household, "
                          "window_start) that the admin's household filter and search use"),
+    # Every run starts from an empty edge database, as a new edge does; an edge that has run for a while stores
+    # each window into households' runs of its unique index that span pages of their own.
+    "history": ({HISTORY_WINDOWS: str(HISTORY_WINDOWS_DEFAULT)},
+                f"an edge database that already holds {HISTORY_WINDOWS_DEFAULT} acknowledged windows of each "
+                "household, as after a while of running (every run starts from an empty one)"),
 }
 
 
@@ -322,22 +336,49 @@ def _stages(pipeline, first_ms, last_ms):
     return result
 
 
-def _change_schema(pipeline, schema):
-    """The EDGE_SCHEMA changes, in the pipeline's edge database before the edge starts. WINDOW_FIRST_KEY is the
-    only one there is."""
+def _change_schema(pipeline, schema, households):
+    """The EDGE_SCHEMA changes, in the pipeline's edge database before the edge starts: the unique key turned
+    round (WINDOW_FIRST_KEY, onto the still empty table), then a history of `households` (HISTORY_WINDOWS)."""
     from tooling.bench.store import key_window_first
 
-    if schema != {WINDOW_FIRST_KEY: BASELINES["window-first-key"][0][WINDOW_FIRST_KEY]}:
-        raise ValueError(f"no such change to the edge's schema: {schema}")
+    unknown = {name: value for name, value in schema.items()
+               if (name, value) not in {(WINDOW_FIRST_KEY, BASELINES["window-first-key"][0][WINDOW_FIRST_KEY])}
+               and not (name == HISTORY_WINDOWS and value.isdigit())}
+    if unknown:
+        raise ValueError(f"no such change to the edge's schema: {unknown}")
     # Autocommit, and one transaction of our own: Python's sqlite3 would commit the DROP and the CREATE apart.
     with closing(sqlite3.connect(pipeline.folder / "edge.sqlite3", isolation_level=None)) as db:
         db.execute("BEGIN IMMEDIATE")
         try:
-            key_window_first(db.cursor(), WindowAggregate._meta.db_table)
+            if WINDOW_FIRST_KEY in schema:
+                key_window_first(db.cursor(), WindowAggregate._meta.db_table)
+            if int(schema.get(HISTORY_WINDOWS, 0)):
+                _store_history(db, households, int(schema[HISTORY_WINDOWS]))
         except BaseException:
             db.execute("ROLLBACK")
             raise
         db.execute("COMMIT")
+
+
+def _store_history(db, households, windows):
+    """`windows` acknowledged windows of each of the simulation's `households` (named as runsimulation names them
+    at its default seed), ending HISTORY_GAP_MS before now: the rows a long-running edge keeps, for the ingest to
+    store the run's windows among. Household by household, so each run of the index is written once, in order
+    (seconds, not the minutes the ingest's way would take)."""
+    from simulation.scenario import Options
+    from simulation.synthetic import SyntheticHousehold
+
+    width = settings.FOG_WINDOW_SECONDS * 1000
+    last = (int(time.time() * 1000) - HISTORY_GAP_MS) // width * width
+    acked = timezone.now().strftime("%Y-%m-%d %H:%M:%S.%f")
+    starts = [last - k * width for k in range(windows, 0, -1)]
+    days = {start: datetime.fromtimestamp(start / 1000, UTC).date().isoformat() for start in starts}
+    seed = Options().seed
+    rows = ((SyntheticHousehold(seed, i).household, start, start + width, days[start], 500.0, 3, int(Status.ACKED),
+             acked, acked, acked) for i in range(households) for start in starts)
+    db.executemany(f"INSERT INTO {WindowAggregate._meta.db_table} (household, window_start, window_end, day, "
+                   "average_w, readings, status, postal_code, refusal, attempts, created_at, sent_at, acked_at) "
+                   "VALUES (?, ?, ?, ?, ?, ?, ?, '', '', 1, ?, ?, ?)", rows)
 
 
 def _refused(pipeline):
@@ -495,7 +536,11 @@ def _measure(households, seconds, step, out, settings_env, warmup, described):
     web = feed = machine = threads = web_log = None
     try:
         if schema:
-            _change_schema(pipeline, schema)
+            began = time.monotonic()
+            _change_schema(pipeline, schema, households)
+            if int(schema.get(HISTORY_WINDOWS, 0)):  # a while at many households: said, with how long
+                out(f"e2e: the edge's database holds {int(schema[HISTORY_WINDOWS]):,} acknowledged windows of each "
+                    f"household before it starts (stored in {time.monotonic() - began:.0f} s)")
         web_port = free_port()
         web_log = open(pipeline.folder / "web.log", "ab")
         pipeline.start_cloud()
@@ -717,7 +762,8 @@ KINDS = {"size": "at one size, beside live windows off", "capacity": "the capaci
          "built-when-due": "at one size, beside the simulation building each step when it is due",
          "spread-readings": "at one size, beside each household reading at a moment of its own in the step",
          "aligned-windows": "at one size, staggered windows beside aligned ones",
-         "window-first-key": "at one size, beside the edge's unique key turned window-first"}
+         "window-first-key": "at one size, beside the edge's unique key turned window-first",
+         "history": "at one size, beside an edge database with a history"}
 
 
 def markers(kind):
