@@ -92,8 +92,8 @@ EDGE_SCHEMA = "edge-schema:"
 WINDOW_FIRST_KEY = f"{EDGE_SCHEMA}unique-key"
 HISTORY_WINDOWS = f"{EDGE_SCHEMA}history-windows"
 # A long-running edge's history: a household's run of the (household, window_start) index spans pages of its own
-# once it holds more windows than fit on one page (about 120 at SQLite's 4 KiB pages), so from about this many
-# on each window the ingest stores lands on a page no other household's does (bench store; docs/SCALING.md).
+# once it holds more windows than one index page has room for, so from about this many on each window the
+# ingest stores lands on a page no other household's does (docs/SCALING.md).
 HISTORY_WINDOWS_DEFAULT = 150
 HISTORY_GAP_MS = 60_000  # the history ends this long before the run's first window
 SIMULATION_SETTING = f"{SIMULATION_OPTION}--readings-per-message"
