@@ -10,6 +10,7 @@ import re
 import sqlite3
 import time
 from contextlib import closing
+from datetime import UTC, datetime
 
 import pytest
 from django.conf import settings
@@ -384,7 +385,6 @@ def test_it_gives_the_history_baseline_acknowledged_windows_of_the_simulations_h
 
     from edge_app.ingest import INSERT_WINDOWS
     from edge_app.models import Status
-    from simulation.scenario import Options
     from simulation.sims import HouseholdSim
     from tooling.bench import e2e
     from tooling.chaos.pipeline import Pipeline
@@ -396,19 +396,25 @@ def test_it_gives_the_history_baseline_acknowledged_windows_of_the_simulations_h
             e2e._change_schema(pipeline, {e2e.HISTORY_WINDOWS: "many"}, 3)
         before_ms = time.time() * 1000
         e2e._change_schema(pipeline, {e2e.HISTORY_WINDOWS: "4"}, 3)
+        after_ms = time.time() * 1000
         with closing(sqlite3.connect(pipeline.folder / "edge.sqlite3")) as db, db:
-            rows = db.execute("select household, window_start, window_end, status from edge_app_windowaggregate "
-                              "order by household, window_start").fetchall()
-            sim = HouseholdSim()  # as runsimulation makes it, with its default seed
-            sim.init("households", source=("synthetic", Options().seed, 3, 0, None), step=2, start_ms=0)
+            rows = db.execute("select household, window_start, window_end, status, day, acked_at "
+                              "from edge_app_windowaggregate order by household, window_start").fetchall()
+            sim = HouseholdSim()  # as runsimulation makes it, at the seed every run of the bench gives it
+            sim.init("households", source=("synthetic", e2e.SEED, 3, 0, None), step=2, start_ms=0)
             simulated = sorted(h.household for h in sim.households)
             assert sorted({row[0] for row in rows}) == simulated
             width = settings.FOG_WINDOW_SECONDS * 1000
             for household in simulated:
-                starts = [start for name, start, _, _ in rows if name == household]
+                starts = [row[1] for row in rows if row[0] == household]
                 assert len(starts) == 4 and all(b - a == width for a, b in zip(starts, starts[1:], strict=False))
-                assert starts[-1] + width <= before_ms - e2e.HISTORY_GAP_MS + width and starts[0] % width == 0
-            assert {(end - start, status) for _, start, end, status in rows} == {(width, int(Status.ACKED))}
+                # The newest ends a gap before the run at least, and less than a window more.
+                assert before_ms - e2e.HISTORY_GAP_MS - width < starts[-1] + width <= after_ms - e2e.HISTORY_GAP_MS
+                assert starts[0] % width == 0
+            assert {(end - start, status) for _, start, end, status, _, _ in rows} == {(width, int(Status.ACKED))}
+            for _, start, _, _, day, acked_at in rows:
+                assert day == datetime.fromtimestamp(start / 1000, UTC).date().isoformat()
+                assert abs(datetime.fromisoformat(acked_at).replace(tzinfo=UTC).timestamp() * 1000 - after_ms) < 60_000
             newest = rows[-1]
             later = (newest[0], newest[1] + width, newest[2] + width, "1970-01-01", 1.0, 3, "2026-12-04 21:00:00")
             again = (newest[0], newest[1], newest[2], "1970-01-01", 1.0, 3, "2026-12-04 21:00:00")

@@ -95,7 +95,9 @@ HISTORY_WINDOWS = f"{EDGE_SCHEMA}history-windows"
 # once it holds more windows than one index page has room for, so from about this many on each window the
 # ingest stores lands on a page no other household's does (docs/SCALING.md).
 HISTORY_WINDOWS_DEFAULT = 150
-HISTORY_GAP_MS = 60_000  # the history ends this long before the run's first window
+HISTORY_GAP_MS = 60_000  # the history ends at least this long before the run starts
+HISTORY_PART_HOUSEHOLDS = 10_000  # the history is committed a part of this many households at a time
+SEED = 0  # every run's runsimulation --seed, which names its households: the history's are the same
 SIMULATION_SETTING = f"{SIMULATION_OPTION}--readings-per-message"
 STAGGERED = {"FOG_WINDOW_STAGGER": "on"}  # --stagger: every run of the bench, the baseline's too unless it changes it
 STAGGERED_LABEL = " with staggered windows"  # in the names of its figures
@@ -319,13 +321,15 @@ STAGES = {  # name -> the stage's length from (window_end, created_at, sent_at, 
 }
 
 
-def _stages(pipeline, first_ms, last_ms):
+def _stages(pipeline, first_ms, last_ms, after_id=0):
     """{stage: (p50 s, p99 s)} over the tuples whose window ended in [first_ms, last_ms]: which stage of the
-    edge's part of freshness grows with the load (the rest, acked -> page, is the cloud's publishing)."""
+    edge's part of freshness grows with the load (the rest, acked -> page, is the cloud's publishing). Those
+    are stored after the measuring began, so past `after_id` (the newest id then): a range of the primary key,
+    not a scan of a history (window_end has no index)."""
     ms = "(julianday({}) - 2440587.5) * 86400000.0"
     rows = pipeline.rows(
         f"select window_end, {ms.format('created_at')}, {ms.format('sent_at')}, {ms.format('acked_at')} "
-        f"from edge_app_windowaggregate where acked_at is not null "
+        f"from edge_app_windowaggregate where id > {int(after_id)} and acked_at is not null "
         f"and window_end between {int(first_ms)} and {int(last_ms)}")
     result = {}
     for name, length in STAGES.items():
@@ -343,42 +347,52 @@ def _change_schema(pipeline, schema, households):
 
     unknown = {name: value for name, value in schema.items()
                if (name, value) not in {(WINDOW_FIRST_KEY, BASELINES["window-first-key"][0][WINDOW_FIRST_KEY])}
-               and not (name == HISTORY_WINDOWS and value.isdigit())}
+               and not (name == HISTORY_WINDOWS and value.isascii() and value.isdigit())}
     if unknown:
         raise ValueError(f"no such change to the edge's schema: {unknown}")
-    # Autocommit, and one transaction of our own: Python's sqlite3 would commit the DROP and the CREATE apart.
     with closing(sqlite3.connect(pipeline.folder / "edge.sqlite3", isolation_level=None)) as db:
-        db.execute("BEGIN IMMEDIATE")
-        try:
-            if WINDOW_FIRST_KEY in schema:
-                key_window_first(db.cursor(), WindowAggregate._meta.db_table)
-            if int(schema.get(HISTORY_WINDOWS, 0)):
-                _store_history(db, households, int(schema[HISTORY_WINDOWS]))
-        except BaseException:
+        if WINDOW_FIRST_KEY in schema:
+            _in_transaction(db, lambda: key_window_first(db.cursor(), WindowAggregate._meta.db_table))
+        if int(schema.get(HISTORY_WINDOWS, 0)):
+            _store_history(db, households, int(schema[HISTORY_WINDOWS]))
+
+
+def _in_transaction(db, work):
+    """`work` in one transaction of our own (autocommit `db`: Python's sqlite3 would commit a DROP and a CREATE
+    apart). A failure SQLite already rolled back (a full disk) is raised as it is, not as "no transaction"."""
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        work()
+    except BaseException:
+        if db.in_transaction:
             db.execute("ROLLBACK")
-            raise
-        db.execute("COMMIT")
+        raise
+    db.execute("COMMIT")
 
 
 def _store_history(db, households, windows):
     """`windows` acknowledged windows of each of the simulation's `households` (named as runsimulation names them
-    at its default seed), ending HISTORY_GAP_MS before now: the rows a long-running edge keeps, for the ingest to
+    at SEED), ending at least HISTORY_GAP_MS before now: the rows a long-running edge keeps, for the ingest to
     store the run's windows among. Household by household, so each run of the index is written once, in order
-    (seconds, not the minutes the ingest's way would take)."""
-    from simulation.scenario import Options
+    (seconds, not the minutes the ingest's way would take), committed HISTORY_PART_HOUSEHOLDS at a time so the
+    WAL is checkpointed as it goes."""
     from simulation.synthetic import SyntheticHousehold
 
     width = settings.FOG_WINDOW_SECONDS * 1000
-    last = (int(time.time() * 1000) - HISTORY_GAP_MS) // width * width
-    acked = timezone.now().strftime("%Y-%m-%d %H:%M:%S.%f")
-    starts = [last - k * width for k in range(windows, 0, -1)]
-    days = {start: datetime.fromtimestamp(start / 1000, UTC).date().isoformat() for start in starts}
-    seed = Options().seed
-    rows = ((SyntheticHousehold(seed, i).household, start, start + width, days[start], 500.0, 3, int(Status.ACKED),
-             acked, acked, acked) for i in range(households) for start in starts)
-    db.executemany(f"INSERT INTO {WindowAggregate._meta.db_table} (household, window_start, window_end, day, "
-                   "average_w, readings, status, postal_code, refusal, attempts, created_at, sent_at, acked_at) "
-                   "VALUES (?, ?, ?, ?, ?, ?, ?, '', '', 1, ?, ?, ?)", rows)
+    # The newest starts a whole window before the window holding now - gap: none is a live window's, however long.
+    last = (int(time.time() * 1000) - HISTORY_GAP_MS) // width * width - width
+    acked = timezone.now().strftime("%Y-%m-%d %H:%M:%S.%f")  # as Django keeps an aware time in SQLite: UTC, naive
+    starts = [(start, datetime.fromtimestamp(start / 1000, UTC).date().isoformat())
+              for start in (last - k * width for k in range(windows - 1, -1, -1))]
+    insert = (f"INSERT INTO {WindowAggregate._meta.db_table} (household, window_start, window_end, day, average_w, "
+              "readings, status, postal_code, refusal, attempts, created_at, sent_at, acked_at) "
+              "VALUES (?, ?, ?, ?, ?, ?, ?, '', '', 1, ?, ?, ?)")
+    for first in range(0, households, HISTORY_PART_HOUSEHOLDS):
+        names = [SyntheticHousehold(SEED, i).household
+                 for i in range(first, min(first + HISTORY_PART_HOUSEHOLDS, households))]
+        rows = ((name, start, start + width, day, 500.0, 3, int(Status.ACKED), acked, acked, acked)
+                for name in names for start, day in starts)
+        _in_transaction(db, lambda rows=rows: db.executemany(insert, rows))
 
 
 def _refused(pipeline):
@@ -527,7 +541,8 @@ def _measure(households, seconds, step, out, settings_env, warmup, described):
     options = {k: v for k, v in (settings_env or {}).items() if k.startswith(SIMULATION_OPTION)}
     simulation_args = [part for name, value in options.items() for part in (name[len(SIMULATION_OPTION):], value)]
     pipeline = Pipeline(services, edge_redis, households=households, until=until, speed=1.0, proxied=False,
-                        simulation_args=["--start", "now", "--step", str(step), *simulation_args],
+                        simulation_args=["--start", "now", "--step", str(step), "--seed", str(SEED),
+                                         *simulation_args],
                         idle_seconds=None)  # the edge as users run it
     for name in {name for changed, _ in BASELINES.values() for name in changed}:
         pipeline.env.pop(name, None)  # the measured run has the defaults, whatever this shell sets
@@ -571,6 +586,7 @@ def _measure(households, seconds, step, out, settings_env, warmup, described):
         late_before = _late(pipeline)
         rewrites_before = _aof_rewrites(services.redis_url)
         read_before = _read(pipeline)
+        first_id = pipeline.rows("select coalesce(max(id), 0) from edge_app_windowaggregate")[0][0]
         started_ms, first = time.time() * 1000, len(feed.updates)
         deadline = time.monotonic() + seconds
         while time.monotonic() < deadline:
@@ -582,9 +598,9 @@ def _measure(households, seconds, step, out, settings_env, warmup, described):
         updates = feed.updates[first:]
         costs, load, busiest = meter.result(), machine.result(), threads.result()
         drops = feed.drops
-        stages = _stages(pipeline, started_ms, started_ms + elapsed_s * 1000)
         late = _late(pipeline) - late_before
         refused = _refused(pipeline)
+        stages = _stages(pipeline, started_ms, started_ms + elapsed_s * 1000, first_id)
         rewrites = _aof_rewrites(services.redis_url)
         rewrites = None if rewrites is None or rewrites_before is None else rewrites - rewrites_before
     finally:  # nested, so a second Ctrl-C during one step of the cleanup still runs the others
