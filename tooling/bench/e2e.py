@@ -321,7 +321,7 @@ STAGES = {  # name -> the stage's length from (window_end, created_at, sent_at, 
 }
 
 
-def _stages(pipeline, first_ms, last_ms, after_id=0):
+def _stages(pipeline, first_ms, last_ms, after_id):
     """{stage: (p50 s, p99 s)} over the tuples whose window ended in [first_ms, last_ms]: which stage of the
     edge's part of freshness grows with the load (the rest, acked -> page, is the cloud's publishing). Those
     are stored after the measuring began, so past `after_id` (the newest id then): a range of the primary key,
@@ -340,21 +340,28 @@ def _stages(pipeline, first_ms, last_ms, after_id=0):
     return result
 
 
-def _change_schema(pipeline, schema, households):
+# The values each EDGE_SCHEMA change takes.
+SCHEMA_VALUES = {WINDOW_FIRST_KEY: lambda value: value == BASELINES["window-first-key"][0][WINDOW_FIRST_KEY],
+                 HISTORY_WINDOWS: lambda value: value.isascii() and value.isdigit()}
+
+
+def _change_schema(pipeline, schema, households, out=lambda line: None):
     """The EDGE_SCHEMA changes, in the pipeline's edge database before the edge starts: the unique key turned
     round (WINDOW_FIRST_KEY, onto the still empty table), then a history of `households` (HISTORY_WINDOWS)."""
     from tooling.bench.store import key_window_first
 
-    unknown = {name: value for name, value in schema.items()
-               if (name, value) not in {(WINDOW_FIRST_KEY, BASELINES["window-first-key"][0][WINDOW_FIRST_KEY])}
-               and not (name == HISTORY_WINDOWS and value.isascii() and value.isdigit())}
+    unknown = {name: value for name, value in schema.items() if not SCHEMA_VALUES.get(name, lambda _: False)(value)}
     if unknown:
         raise ValueError(f"no such change to the edge's schema: {unknown}")
+    history = int(schema.get(HISTORY_WINDOWS, 0))
     with closing(sqlite3.connect(pipeline.folder / "edge.sqlite3", isolation_level=None)) as db:
         if WINDOW_FIRST_KEY in schema:
             _in_transaction(db, lambda: key_window_first(db.cursor(), WindowAggregate._meta.db_table))
-        if int(schema.get(HISTORY_WINDOWS, 0)):
-            _store_history(db, households, int(schema[HISTORY_WINDOWS]))
+        if history:  # a while at many households: said, with how long
+            began = time.monotonic()
+            _store_history(db, households, history)
+            out(f"e2e: the edge's database holds {history:,} acknowledged windows of each household before it "
+                f"starts (stored in {time.monotonic() - began:.0f} s)")
 
 
 def _in_transaction(db, work):
@@ -551,11 +558,7 @@ def _measure(households, seconds, step, out, settings_env, warmup, described):
     web = feed = machine = threads = web_log = None
     try:
         if schema:
-            began = time.monotonic()
-            _change_schema(pipeline, schema, households)
-            if int(schema.get(HISTORY_WINDOWS, 0)):  # a while at many households: said, with how long
-                out(f"e2e: the edge's database holds {int(schema[HISTORY_WINDOWS]):,} acknowledged windows of each "
-                    f"household before it starts (stored in {time.monotonic() - began:.0f} s)")
+            _change_schema(pipeline, schema, households, out)
         web_port = free_port()
         web_log = open(pipeline.folder / "web.log", "ab")
         pipeline.start_cloud()
