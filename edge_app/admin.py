@@ -3,8 +3,9 @@
 Every query a page runs is bounded by an index: the list reads one page in
 index order, the counts (per status in the header, and the paginator's)
 stop at COUNT_CAP, the day filter offers days from two index seeks instead
-of a date drill-down that scans, the household search is a prefix range on
-the (household, window_start) unique index, and columns are not sortable
+of a date drill-down that scans, the household filter and search are ranges of
+the household index (HouseholdEntry, built in sorted runs: it trails the newest
+tuples by up to a minute, and the page says how far it reaches), and columns are not sortable
 (a sort by any other column would read the whole table).
 tests/test_it_keeps_the_admin_fast.py checks the SQL so a scan cannot creep back.
 
@@ -26,8 +27,9 @@ from django.utils.functional import cached_property
 from django.utils.html import format_html, format_html_join
 from django.utils.translation import gettext as _
 
-from edge_app.models import (IN_CHUNK, LINK_HISTORY_KEEP, SET_ASIDE_KEEP, UNANSWERED, EdgeStatus, LinkChange,
-                             SetAsideMessage, Status, WindowAggregate)
+from edge_app.household_index import HOUSEHOLD_INDEX_EVERY_SECONDS
+from edge_app.models import (IN_CHUNK, LINK_HISTORY_KEEP, SET_ASIDE_KEEP, UNANSWERED, EdgeStatus, HouseholdIndexMark,
+                             LinkChange, SetAsideMessage, Status, WindowAggregate)
 from fogwire import protocol as wire
 
 # Counts stop here: an index range of this many entries costs milliseconds on
@@ -92,8 +94,18 @@ class CappedPaginator(Paginator):
         return self.count >= COUNT_CAP
 
 
+# The household index's order: unique, since an entry's (household, window_start) is, and a tuple has one entry.
+BY_HOUSEHOLD = ("-household_entries__household", "-household_entries__window_start")
+
+
 class BoundedChangeList(ChangeList):
     """Django reads a short result unsliced ("not multi_page", "show all"); a LIMIT keeps every read bounded."""
+
+    def _get_deterministic_ordering(self, ordering):
+        # Django sees no unique key in a related model's fields and adds the id, which makes PostgreSQL sort.
+        if tuple(ordering[:len(BY_HOUSEHOLD)]) == BY_HOUSEHOLD:
+            return list(BY_HOUSEHOLD)
+        return super()._get_deterministic_ordering(ordering)
 
     def get_results(self, request):
         super().get_results(request)
@@ -161,7 +173,7 @@ class DayFilter(admin.SimpleListFilter):
 
 
 class HouseholdFilter(admin.SimpleListFilter):
-    """One household exactly (click a household in the list); the unique index serves it."""
+    """One household exactly (click a household in the list); the household index serves it."""
 
     title = "household"
     parameter_name = "household"
@@ -171,7 +183,7 @@ class HouseholdFilter(admin.SimpleListFilter):
         return [(value, value)] if value else [("", "click a household in the list")]
 
     def queryset(self, request, queryset):
-        return queryset.filter(household=self.value()) if self.value() else queryset
+        return queryset.filter(household_entries__household=self.value()) if self.value() else queryset
 
 
 @admin.register(WindowAggregate)
@@ -214,9 +226,8 @@ class WindowAggregateAdmin(admin.ModelAdmin):
 
     def get_ordering(self, request):
         """The order of the index that serves the page's filter, so no page sorts or skips millions of rows."""
-        # Within a household the unique (household, window_start) index gives the order for free.
-        if request.GET.get("q") or request.GET.get(HouseholdFilter.parameter_name):
-            return ("-household", "-window_start")
+        if self._by_household(request):
+            return BY_HOUSEHOLD
         if request.GET.get(DayFilter.parameter_name):
             return self.ordering  # the (day, id) index
         if request.GET.get(StatusFilter.parameter_name) or request.GET.get(RefusalFilter.parameter_name):
@@ -229,8 +240,13 @@ class WindowAggregateAdmin(admin.ModelAdmin):
             return queryset, False
         # The range is what the index answers; the LIKE keeps the match exact on any collation.
         # The ingest refuses non-printable names, so no household holds U+10FFFF.
-        return queryset.filter(household__gte=term, household__lt=term + "\U0010ffff",
-                               household__startswith=term), False
+        return queryset.filter(household_entries__household__gte=term,
+                               household_entries__household__lt=term + "\U0010ffff",
+                               household_entries__household__startswith=term), False
+
+    @staticmethod
+    def _by_household(request):
+        return bool(request.GET.get("q") or request.GET.get(HouseholdFilter.parameter_name))
 
     def action_checkbox(self, obj):
         # Django renders a form widget's template for this in every row, a quarter of the list's CPU time.
@@ -297,8 +313,14 @@ class WindowAggregateAdmin(admin.ModelAdmin):
 
     def changelist_view(self, request, extra_context=None):
         counts = WindowAggregate.objects.capped_counts_by_status(COUNT_CAP)
-        title = "Tuples: " + ", ".join(f"{counted(n)} {label}" for label, n in counts.items())
-        return super().changelist_view(request, extra_context={**(extra_context or {}), "title": title})
+        context = {"title": "Tuples: " + ", ".join(f"{counted(n)} {label}" for label, n in counts.items())}
+        if self._by_household(request):
+            mark = HouseholdIndexMark.get()
+            context["subtitle"] = (
+                f"By household: the tuples indexed by {timezone.localtime(mark.indexed_at):%H:%M:%S %Z}, "
+                f"up to tuple {mark.indexed_to:,}" if mark.indexed_at else "By household: no tuple indexed yet"
+            ) + f" (the household index takes in the newest tuples every {HOUSEHOLD_INDEX_EVERY_SECONDS:g} s)"
+        return super().changelist_view(request, extra_context={**(extra_context or {}), **context})
 
 
 @admin.register(EdgeStatus)

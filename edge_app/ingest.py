@@ -8,7 +8,7 @@ every FLUSH_EVERY_SECONDS each partition's resume position (the oldest
 offset still inside an open window) is stored, after the windows closed
 before it. On start the consumer seeks to those positions, so a crash at any
 moment replays the open windows (and perhaps some stored since) and nothing
-else is lost; the unique key on (household, window_start) absorbs replays
+else is lost; the unique key on (window_start, household) absorbs replays
 of windows already stored.
 
 A message is one reading or a batch of them (edge_app/readings.py). A
@@ -121,7 +121,7 @@ INSERT_WINDOWS = (
     f"INSERT INTO {WindowAggregate._meta.db_table} (household, window_start, window_end, day, average_w, readings, "
     "status, postal_code, refusal, attempts, created_at) "
     f"VALUES (%s, %s, %s, %s, %s, %s, {int(Status.PENDING)}, '', '', 0, %s) "
-    "ON CONFLICT (household, window_start) DO NOTHING"
+    "ON CONFLICT (window_start, household) DO NOTHING"
 )
 
 
@@ -650,7 +650,7 @@ class Ingestor:
         return bool(resumed)
 
     def store_closed(self):
-        """Store the windows closed so far, in household order (order_closed) and in parts of
+        """Store the windows closed so far, in key order (order_closed) and in parts of
         STORE_PART_ROWS, each committed with its count.
 
         The resume positions stay where they were until the next flush (marked due here): older positions
@@ -674,13 +674,11 @@ class Ingestor:
         return stored
 
     def order_closed(self, closed):
-        """Household order, so each part's rows go into one run of the unique (household, window_start) index.
-
-        In the order they closed (their due times, in no order of households once producers' delays differ)
-        every row of a part lands on an index page of its own once households have a history, and SQLite's
-        WAL writes each page a commit touches in full, so a burst's parts cost about a page a row, more the
-        longer the edge runs. `bench store` measures the two orders."""
-        closed.sort(key=attrgetter("household"))
+        """The unique key's order, (window_start, household), so each part's rows go in at the index's end, next
+        to each other: SQLite's WAL writes each page a commit touches in full. (The household index is built
+        apart, in sorted runs: edge_app/household_index.py.) `bench store` measures this order against the
+        order they closed."""
+        closed.sort(key=attrgetter("start", "household"))
 
     def flush(self):
         """Store closed windows (store_closed), then the resume positions and the counters in one transaction."""

@@ -265,33 +265,43 @@ class SenderStep(Step):
 
 
 class HeartbeatStep(Step):
-    RETENTION_EVERY_SECONDS = 600
+    """A beat a second; in the time the beats leave, the edge's upkeep: retention and the household index, a
+    short slice at a time (edge_app/retention.py, edge_app/household_index.py), so no beat comes late."""
+
     FINAL_BEAT_TRIES = 3
+    UPKEEP_SECONDS = 0.4  # of each beat's second: the rest is left to the sleep (and to the other loops)
 
     def __init__(self, options, control):
+        from edge_app.household_index import HouseholdIndexer
         from edge_app.link import Heartbeat
+        from edge_app.retention import Retention
 
         tls = cloud_tls()
         self.beat = Heartbeat(edge_id=settings.FOG_EDGE_ID, secret=settings.FOG_EDGE_SECRET,
                               address=cloud_address(HEARTBEAT, tls), tls=tls)
-        self.next_retention = 0.0
+        self.index = HouseholdIndexer()
+        self.retention = Retention(settings.FOG_EDGE_RETENTION_DAYS, on_deleted=self.index.sweep_soon)
         self.control = control
 
     def step(self):
         began = time.monotonic()
         self.beat.handle_one_beat()
-        if time.monotonic() >= self.next_retention:
-            from edge_app.retention import delete_expired
-
-            delete_expired(settings.FOG_EDGE_RETENTION_DAYS)
-            self.next_retention = time.monotonic() + self.RETENTION_EVERY_SECONDS
+        self.handle_upkeep(until=began + self.UPKEEP_SECONDS)
         # Counted from when this beat began: a slow answer does not widen the gap the cloud sees between beats.
         _sleep(self.beat.every_seconds - (time.monotonic() - began), self.control)
         return False
 
+    def handle_upkeep(self, until):
+        """Slices of retention and of the household index, by turns, until `until` or nothing is left to do."""
+        while time.monotonic() < until and not self.control.stop_requested():
+            did_retention = self.retention.handle_one_slice()
+            if not (self.index.handle_one_slice() or did_retention):
+                return
+
     def finished(self, control):
         if not control.done("sender"):
             return False
+        self.index.index_all()  # a finite run ends with every tuple it stored in the household index
         # The last beat may have counted the backlog just before the sender emptied it; the cloud would
         # show that stale figure for good. One more answered beat tells it the backlog the burst ends with.
         for _ in range(self.FINAL_BEAT_TRIES):

@@ -125,8 +125,10 @@ class WindowAggregate(models.Model):
 
     class Meta:
         constraints = [
-            # Replays of closed windows from Kafka after a crash are absorbed here.
-            models.UniqueConstraint(fields=["household", "window_start"], name="one_tuple_per_household_window"),
+            # Replays of closed windows from Kafka after a crash are absorbed here. Window first, so the ingest's
+            # inserts go in at the index's end: in household order every tuple took an index page of its own
+            # once households had a history (`bench store`). HouseholdEntry serves the household lookups.
+            models.UniqueConstraint(fields=["window_start", "household"], name="one_tuple_per_window_household"),
         ]
         indexes = [
             # The sender: next PENDING tuples in id order; the backlog count.
@@ -142,6 +144,36 @@ class WindowAggregate(models.Model):
 
     def __str__(self):
         return f"{self.household} @ {self.window_start} ({self.get_status_display()})"
+
+
+class HouseholdEntry(models.Model):
+    """A tuple's place in the household index, which the admin's household filter and search read tuples through.
+
+    Built in sorted runs away from the ingest (edge_app/household_index.py), so it trails the newest tuples by
+    up to HOUSEHOLD_INDEX_EVERY_SECONDS. `aggregate` is no constraint: retention deletes tuples without
+    touching this table, whose entries of deleted tuples are swept in index order; a join skips them until."""
+
+    household = models.CharField(max_length=128)
+    window_start = models.BigIntegerField()
+    aggregate = models.ForeignKey(WindowAggregate, on_delete=models.DO_NOTHING, db_constraint=False, db_index=False,
+                                  related_name="household_entries")
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["household", "window_start"], name="household_index")]
+        verbose_name_plural = "household entries"
+
+
+class HouseholdIndexMark(models.Model):
+    """How far the household index reaches: every tuple whose id is at most `indexed_to` has its entry."""
+
+    indexed_to = models.BigIntegerField(default=0)
+    indexed_at = models.DateTimeField(null=True, blank=True, help_text="when the last sorted run was merged")
+
+    PK = 1  # the one row
+
+    @classmethod
+    def get(cls):
+        return cls.objects.get_or_create(pk=cls.PK)[0]
 
 
 class EdgeStatus(models.Model):

@@ -3,6 +3,7 @@ from datetime import timedelta
 import pytest
 from django.utils import timezone
 
+from edge_app.household_index import HouseholdIndexer
 from edge_app.models import EdgeStatus, Status, WindowAggregate
 from edge_app.retention import delete_expired
 
@@ -19,6 +20,7 @@ def tuples(db):
                                     status=status, postal_code="80331" if status == Status.ACKED else "",
                                     acked_at=now - timedelta(days=10 if i % 2 else 1) if status == Status.ACKED else None))
     WindowAggregate.objects.bulk_create(rows)
+    HouseholdIndexer().index_all()
     EdgeStatus.for_edge("edge-1")
     return WindowAggregate.objects.order_by("id")
 

@@ -21,7 +21,7 @@ SMALL = {
     "cloud": ["--tuples", "3000", "--baseline-tuples", "50"],
     "drain": ["--tuples", "3000", "--baseline-tuples", "50", "--orm-tuples", "1000"],
     "ingest": ["--readings", "5000", "--households", "50"],
-    "store": ["--households", "2000", "--ends", "8", "--window-first", "--checkpoint"],
+    "store": ["--households", "2000", "--ends", "8", "--household-first", "--checkpoint"],
     "windows": ["--households", "5000", "--seconds", "20"],
     "simulate": ["--households", "200", "--until", "20"],
     "realtime": ["--households", "100", "--until", "3"],
@@ -346,10 +346,11 @@ def test_it_does_not_count_households_the_cloud_refused_as_pace(services):
     assert e2e.holds(fine, read=1000) and not e2e.holds({**fine, "refused": 1}, read=1000)
 
 
-def test_it_turns_the_edge_key_round_for_the_window_first_baseline_and_keeps_replays_absorbed(services):
-    """`bench e2e --baseline window-first-key` runs the edge on a table keyed (window_start, household): the
-    ingest's ON CONFLICT still names that key, so a replayed window is absorbed as with the shipped one. Only an
-    empty table is made again, and a change it does not know is refused."""
+def test_it_turns_the_edge_key_round_for_the_household_first_baseline_and_keeps_replays_absorbed(services):
+    """`bench e2e --baseline household-first-key` runs the edge as it was before the household index: a table
+    keyed (household, window_start), whose ingest's ON CONFLICT still names that key, so a replayed window is
+    absorbed as with the shipped one, and a mark past every tuple, so no sorted run is built. Only an empty
+    table is made again, and a change it does not know is refused."""
     from types import SimpleNamespace
 
     from edge_app.ingest import INSERT_WINDOWS
@@ -360,18 +361,19 @@ def test_it_turns_the_edge_key_round_for_the_window_first_baseline_and_keeps_rep
     pipeline = Pipeline(shared, services.FOG_EDGE_REDIS_URL.rsplit("/", 1)[0] + "/13", proxied=False)
     try:
         with pytest.raises(ValueError, match="no such change"):
-            e2e._change_schema(pipeline, {e2e.WINDOW_FIRST_KEY: "household"}, 300)
-        e2e._change_schema(pipeline, e2e.BASELINES["window-first-key"][0], 300)
+            e2e._change_schema(pipeline, {e2e.HOUSEHOLD_FIRST_KEY: "window_start"}, 300)
+        e2e._change_schema(pipeline, e2e.BASELINES["household-first-key"][0], 300)
         window = ("house-1", 5000, 10000, "1970-01-01", 12.5, 3, "2026-12-04 21:00:00")
         with closing(sqlite3.connect(pipeline.folder / "edge.sqlite3")) as db, db:
-            assert 'UNIQUE ("window_start", "household")' in _table(db) and 'UNIQUE ("household"' not in _table(db)
+            assert 'UNIQUE ("household", "window_start")' in _table(db) and 'UNIQUE ("window_start"' not in _table(db)
             indexes = {name for (name,) in db.execute("select name from sqlite_master where type = 'index' and "
                                                       "tbl_name = 'edge_app_windowaggregate' and sql is not null")}
             assert indexes == {"sender_next", "retention_acked", "admin_day_id"}
             inserted = [db.execute(INSERT_WINDOWS.replace("%s", "?"), window).rowcount for _ in range(2)]
+            assert db.execute("select indexed_to from edge_app_householdindexmark").fetchall() == [(e2e.NEVER_INDEXED,)]
         assert inserted == [1, 0]  # the replay absorbed by the key
         with pytest.raises(RuntimeError, match="not empty"):
-            e2e._change_schema(pipeline, e2e.BASELINES["window-first-key"][0], 300)
+            e2e._change_schema(pipeline, e2e.BASELINES["household-first-key"][0], 300)
     finally:
         pipeline.close()
         pipeline.forget()
@@ -380,7 +382,7 @@ def test_it_turns_the_edge_key_round_for_the_window_first_baseline_and_keeps_rep
 def test_it_gives_the_history_baseline_acknowledged_windows_of_the_simulations_households(services):
     """`bench e2e --baseline history`: before the edge starts, its database holds that many acknowledged windows
     of each household the simulation will stream (its names), on the window grid and ended before the run's
-    first window, so the run's windows go into households' runs of the unique index, and none is sent again."""
+    first window, in the household index as well, and none is sent again."""
     from types import SimpleNamespace
 
     from edge_app.ingest import INSERT_WINDOWS
@@ -400,6 +402,13 @@ def test_it_gives_the_history_baseline_acknowledged_windows_of_the_simulations_h
         with closing(sqlite3.connect(pipeline.folder / "edge.sqlite3")) as db, db:
             rows = db.execute("select household, window_start, window_end, status, day, acked_at "
                               "from edge_app_windowaggregate order by household, window_start").fetchall()
+            # In the household index too, as the heartbeat loop's runs would have put it, up to the newest.
+            entries = db.execute("select e.household, e.window_start, t.household, t.window_start from "
+                                 "edge_app_householdentry e join edge_app_windowaggregate t on t.id = e.aggregate_id"
+                                 ).fetchall()
+            assert len(entries) == len(rows) and all(e[:2] == e[2:] for e in entries)
+            assert db.execute("select indexed_to from edge_app_householdindexmark").fetchall() == \
+                db.execute("select max(id) from edge_app_windowaggregate").fetchall()
             sim = HouseholdSim()  # as runsimulation makes it, at the seed every run of the bench gives it
             sim.init("households", source=("synthetic", e2e.SEED, 3, 0, None), step=2, start_ms=0)
             simulated = sorted(h.household for h in sim.households)
@@ -446,8 +455,8 @@ def test_it_turns_the_key_round_before_the_edge_starts_and_not_in_its_environmen
 
     monkeypatch.setattr(Pipeline, "start_cloud", start_cloud)
     with pytest.raises(RuntimeError, match="the cloud did not start"):
-        e2e.measure(300, 6, settings_env=e2e.BASELINES["window-first-key"][0], out=lambda line: None)
-    assert 'UNIQUE ("window_start", "household")' in seen["table"]
+        e2e.measure(300, 6, settings_env=e2e.BASELINES["household-first-key"][0], out=lambda line: None)
+    assert 'UNIQUE ("household", "window_start")' in seen["table"]
     assert not [name for name in seen["env"] if name.startswith(e2e.EDGE_SCHEMA)]
     assert not seen["folder"].exists()
 

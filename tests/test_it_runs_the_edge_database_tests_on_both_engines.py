@@ -20,7 +20,8 @@ import pytest
 from django.core.management import call_command
 from django.db import connection
 
-from edge_app.models import EdgeStatus, Status, WindowAggregate
+from edge_app.household_index import HouseholdIndexer
+from edge_app.models import EdgeStatus, HouseholdEntry, Status, WindowAggregate
 from edge_app.processes import with_environment
 from tests.conftest import ROOT, SESSION_ENV, edge_db, wait_for
 from tests.edge_database import OPTION, VENDOR, engine
@@ -30,8 +31,9 @@ T0 = 1_577_142_000_000
 SERVER_VERSION = {"sqlite": "select 'sqlite ' || sqlite_version()", "postgres": "select version()"}
 EDGE_MIGRATIONS = sorted(p.stem for p in (ROOT / "edge_app" / "migrations").glob("0*.py"))
 # What the sender, retention, the admin, the link history and the ingest's resume rely on.
-EDGE_INDEXES = {"edge_app_windowaggregate": {"one_tuple_per_household_window", "sender_next", "retention_acked",
+EDGE_INDEXES = {"edge_app_windowaggregate": {"one_tuple_per_window_household", "sender_next", "retention_acked",
                                              "admin_day_id"},
+                "edge_app_householdentry": {"household_index"},
                 "edge_app_linkchange": {"link_history"},
                 "edge_app_ingestposition": {"one_position_per_partition"}}
 
@@ -71,6 +73,9 @@ def test_it_upgrades_an_edge_with_tuples_through_every_migration(transactional_d
     with connection.cursor() as cursor:
         for table, names in EDGE_INDEXES.items():
             assert names <= set(connection.introspection.get_constraints(cursor, table)), table
+    HouseholdIndexer().index_all()  # what the heartbeat loop does first: the tuples from before, in the index
+    assert sorted(HouseholdEntry.objects.filter(household="house-1").values_list("aggregate__window_start", flat=True)) \
+        == [T0 + i * 5000 for i in range(1, 30, 3)]
 
 
 def test_it_stops_its_postgresql_and_removes_its_folder_when_interrupted():

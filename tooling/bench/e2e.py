@@ -53,7 +53,7 @@ from cloud_app.consumers import WS_MAX_BYTES
 from cloud_app.engine import connect, is_cluster
 from edge_app import compiled
 from edge_app.control import LOOPS
-from edge_app.models import Status, WindowAggregate
+from edge_app.models import HouseholdEntry, HouseholdIndexMark, Status, WindowAggregate
 from tooling.bench.common import ROOT, Figure
 from tooling.bench.threads import ThreadLoad, describe, listdir, proc_stat
 from tooling.chaos.pipeline import Pipeline
@@ -87,16 +87,18 @@ REFUSED_FIGURE = "refused tuples, whole run"  # warm-up included: a run with any
 REDIS_SETTING = "redis:"
 SIMULATION_OPTION = "runsimulation:"
 # Under EDGE_SCHEMA a change to the edge database, made before the edge starts: its unique key turned round
-# (WINDOW_FIRST_KEY), or a history of acknowledged windows a household (HISTORY_WINDOWS).
+# (HOUSEHOLD_FIRST_KEY), or a history of acknowledged windows a household (HISTORY_WINDOWS).
 EDGE_SCHEMA = "edge-schema:"
-WINDOW_FIRST_KEY = f"{EDGE_SCHEMA}unique-key"
+HOUSEHOLD_FIRST_KEY = f"{EDGE_SCHEMA}unique-key"
 HISTORY_WINDOWS = f"{EDGE_SCHEMA}history-windows"
-# A long-running edge's history: a household's run of the (household, window_start) index spans pages of its own
-# once it holds more windows than one index page has room for, so from about this many on each window the
-# ingest stores lands on a page no other household's does (docs/SCALING.md).
+# A long-running edge's history: a household's run of an index in household order spans pages of its own once
+# it holds more windows than one index page has room for, so from about this many on each window put into it on
+# its own lands on a page no other household's does (docs/SCALING.md).
 HISTORY_WINDOWS_DEFAULT = 150
 HISTORY_GAP_MS = 60_000  # the history ends at least this long before the run starts
 HISTORY_PART_HOUSEHOLDS = 10_000  # the history is committed a part of this many households at a time
+HISTORY_CACHE_KIB = 1_000_000  # the page cache of the connection that stores it
+NEVER_INDEXED = 2**63 - 1  # the household-first-key baseline's mark: past every tuple, so no run is built
 SEED = 0  # every run's runsimulation --seed, which names its households: the history's are the same
 SIMULATION_SETTING = f"{SIMULATION_OPTION}--readings-per-message"
 STAGGERED = {"FOG_WINDOW_STAGGER": "on"}  # --stagger: every run of the bench, the baseline's too unless it changes it
@@ -116,17 +118,23 @@ BASELINES = {
                         "sent then)"),
     "rdb-compression": ({f"{REDIS_SETTING}rdbcompression": "yes"},
                         "rdbcompression yes (the cloud Redis compresses its AOF rewrites, Redis's default)"),
-    # Not something the edge ships: the admin's household filter and search are served by the household-first
-    # key (edge_app/admin.py). What that key costs the whole pipeline (bench store: the ingest's store alone).
-    "window-first-key": ({WINDOW_FIRST_KEY: "window_start,household"},
-                         "the edge's unique key (window_start, household), not the shipped (household, "
-                         "window_start) that the admin's household filter and search use"),
+    # The edge before its household index was built in sorted runs (edge_app/household_index.py): each tuple
+    # put into its household's run of the unique key as it is stored, and no sorted runs. Both runs hold a
+    # history (BOTH_RUNS), where that costs a page a tuple (bench store: the ingest's store alone).
+    "household-first-key": ({HOUSEHOLD_FIRST_KEY: "household,window_start"},
+                            "the edge's unique key (household, window_start), each tuple put into its "
+                            "household's run as it is stored, and no household index built in sorted runs "
+                            "(the edge before it had one)"),
     # Every run starts from an empty edge database, as a new edge does; an edge that has run for a while stores
     # each window into households' runs of its unique index that span pages of their own.
     "history": ({HISTORY_WINDOWS: str(HISTORY_WINDOWS_DEFAULT)},
                 f"an edge database that already holds {HISTORY_WINDOWS_DEFAULT} acknowledged windows of each "
                 "household, as after a while of running (every run starts from an empty one)"),
 }
+# What both runs get with a baseline, so the two differ in the baseline's change alone.
+BOTH_RUNS = {"household-first-key": ({HISTORY_WINDOWS: str(HISTORY_WINDOWS_DEFAULT)},
+                                     f"{HISTORY_WINDOWS_DEFAULT} acknowledged windows of each household in the edge's "
+                                     "database before it starts")}
 
 
 def _timed_ends(updates):
@@ -341,25 +349,27 @@ def _stages(pipeline, first_ms, last_ms, after_id):
 
 
 # The values each EDGE_SCHEMA change takes.
-SCHEMA_VALUES = {WINDOW_FIRST_KEY: lambda value: value == BASELINES["window-first-key"][0][WINDOW_FIRST_KEY],
+SCHEMA_VALUES = {HOUSEHOLD_FIRST_KEY: lambda value: value == BASELINES["household-first-key"][0][HOUSEHOLD_FIRST_KEY],
                  HISTORY_WINDOWS: lambda value: value.isascii() and value.isdigit()}
 
 
 def _change_schema(pipeline, schema, households, out=lambda line: None):
     """The EDGE_SCHEMA changes, in the pipeline's edge database before the edge starts: the unique key turned
-    round (WINDOW_FIRST_KEY, onto the still empty table), then a history of `households` (HISTORY_WINDOWS)."""
-    from tooling.bench.store import key_window_first
+    round (HOUSEHOLD_FIRST_KEY, onto the still empty table, the household index's mark put past any tuple so no
+    run is built), then a history of `households` (HISTORY_WINDOWS) in the household index too."""
+    from tooling.bench.store import key_household_first
 
     unknown = {name: value for name, value in schema.items() if not SCHEMA_VALUES.get(name, lambda _: False)(value)}
     if unknown:
         raise ValueError(f"no such change to the edge's schema: {unknown}")
     history = int(schema.get(HISTORY_WINDOWS, 0))
     with closing(sqlite3.connect(pipeline.folder / "edge.sqlite3", isolation_level=None)) as db:
-        if WINDOW_FIRST_KEY in schema:
-            _in_transaction(db, lambda: key_window_first(db.cursor(), WindowAggregate._meta.db_table))
+        if HOUSEHOLD_FIRST_KEY in schema:
+            _in_transaction(db, lambda: key_household_first(db.cursor(), WindowAggregate._meta.db_table))
+            _mark_indexed(db, NEVER_INDEXED)
         if history:  # a while at many households: said, with how long
             began = time.monotonic()
-            _store_history(db, households, history)
+            _store_history(db, households, history, household_first=HOUSEHOLD_FIRST_KEY in schema)
             out(f"e2e: the edge's database holds {history:,} acknowledged windows of each household before it "
                 f"starts (stored in {time.monotonic() - began:.0f} s)")
 
@@ -377,12 +387,12 @@ def _in_transaction(db, work):
     db.execute("COMMIT")
 
 
-def _store_history(db, households, windows):
+def _store_history(db, households, windows, household_first=False):
     """`windows` acknowledged windows of each of the simulation's `households` (named as runsimulation names them
     at SEED), ending at least HISTORY_GAP_MS before now: the rows a long-running edge keeps, for the ingest to
-    store the run's windows among. Household by household, so each run of the index is written once, in order
-    (seconds, not the minutes the ingest's way would take), committed HISTORY_PART_HOUSEHOLDS at a time so the
-    WAL is checkpointed as it goes."""
+    store the run's windows among. In the unique key's order within a part of HISTORY_PART_HOUSEHOLDS households,
+    each part committed with its household index entries (with the shipped key) so the WAL is checkpointed as
+    it goes: minutes, not the hours the ingest's way would take."""
     from simulation.synthetic import SyntheticHousehold
 
     width = settings.FOG_WINDOW_SECONDS * 1000
@@ -391,15 +401,36 @@ def _store_history(db, households, windows):
     acked = timezone.now().strftime("%Y-%m-%d %H:%M:%S.%f")  # as Django keeps an aware time in SQLite: UTC, naive
     starts = [(start, datetime.fromtimestamp(start / 1000, UTC).date().isoformat())
               for start in (last - k * width for k in range(windows - 1, -1, -1))]
-    insert = (f"INSERT INTO {WindowAggregate._meta.db_table} (household, window_start, window_end, day, average_w, "
+    table = WindowAggregate._meta.db_table
+    insert = (f"INSERT INTO {table} (household, window_start, window_end, day, average_w, "
               "readings, status, postal_code, refusal, attempts, created_at, sent_at, acked_at) "
               "VALUES (?, ?, ?, ?, ?, ?, ?, '', '', 1, ?, ?, ?)")
+    entries = (f"INSERT INTO {HouseholdEntry._meta.db_table} (household, window_start, aggregate_id) "
+               f"SELECT household, window_start, id FROM {table} WHERE id > ? ORDER BY household, window_start")
+    db.execute(f"PRAGMA cache_size = -{HISTORY_CACHE_KIB}")  # a part's pages of every window's run, written once
     for first in range(0, households, HISTORY_PART_HOUSEHOLDS):
-        names = [SyntheticHousehold(SEED, i).household
-                 for i in range(first, min(first + HISTORY_PART_HOUSEHOLDS, households))]
+        names = sorted(SyntheticHousehold(SEED, i).household
+                       for i in range(first, min(first + HISTORY_PART_HOUSEHOLDS, households)))
+        order = (((name, when) for name in names for when in starts) if household_first
+                 else ((name, when) for when in starts for name in names))
         rows = ((name, start, start + width, day, 500.0, 3, int(Status.ACKED), acked, acked, acked)
-                for name in names for start, day in starts)
-        _in_transaction(db, lambda rows=rows: db.executemany(insert, rows))
+                for name, (start, day) in order)
+
+        def part(rows=rows):
+            before = db.execute(f"SELECT coalesce(max(id), 0) FROM {table}").fetchone()[0]
+            db.executemany(insert, rows)
+            if not household_first:
+                db.execute(entries, (before,))
+        _in_transaction(db, part)
+    if not household_first:
+        _mark_indexed(db, db.execute(f"SELECT coalesce(max(id), 0) FROM {table}").fetchone()[0])
+
+
+def _mark_indexed(db, indexed_to):
+    """The household index's mark (HouseholdIndexMark): the tuples up to `indexed_to` have their entries."""
+    db.execute(f"INSERT INTO {HouseholdIndexMark._meta.db_table} (id, indexed_to, indexed_at) VALUES (?, ?, NULL) "
+               "ON CONFLICT (id) DO UPDATE SET indexed_to = excluded.indexed_to",
+               (HouseholdIndexMark.PK, indexed_to))
 
 
 def _refused(pipeline):
@@ -735,6 +766,8 @@ def run(households=1000, seconds=60, step=2, find_capacity=False, baseline=None,
     if baseline == "aligned-windows" and not stagger:
         raise RuntimeError("--baseline aligned-windows is the baseline of --stagger: without it both runs are aligned")
     changed, described = BASELINES["live-windows" if baseline is True else baseline] if baseline else ({}, None)
+    both, both_described = BOTH_RUNS.get(baseline, ({}, None))
+    common = {**common, **both}
     if _redis_part(changed):  # a cluster, or a Redis that refuses CONFIG, is said before the first run
         _redis_values(settings.FOG_CLOUD_REDIS_URL, _redis_part(changed))
     if not find_capacity:
@@ -743,6 +776,8 @@ def run(households=1000, seconds=60, step=2, find_capacity=False, baseline=None,
             other = measure(households, seconds, step, out, settings_env={**common, **changed}, warmup=warmup)
             figure.baseline = other["freshness_p99_s"]
             figure.extra["baseline"] = described
+            if both_described:
+                figure.extra["both runs"] = both_described
             figure.extra.update(_baseline_extra(other))
         return [figure]
 
@@ -769,6 +804,8 @@ def run(households=1000, seconds=60, step=2, find_capacity=False, baseline=None,
         other, _, other_results = search({**common, **changed}, " baseline")
         figure.baseline = other["households"] if other else None
         figure.extra.update({"baseline": described, "baseline trials": trials(other_results)})
+        if both_described:
+            figure.extra["both runs"] = both_described
     return [figure, _figures(good, f"{label} at capacity")]
 
 
@@ -781,7 +818,8 @@ KINDS = {"size": "at one size, beside live windows off", "capacity": "the capaci
          "built-when-due": "at one size, beside the simulation building each step when it is due",
          "spread-readings": "at one size, beside each household reading at a moment of its own in the step",
          "aligned-windows": "at one size, staggered windows beside aligned ones",
-         "window-first-key": "at one size, beside the edge's unique key turned window-first",
+         "household-first-key": "at one size, both with a history, beside the edge's unique key household-first "
+                                "(before the household index)",
          "history": "at one size, beside an edge database with a history"}
 
 

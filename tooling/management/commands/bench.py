@@ -62,12 +62,12 @@ BENCHMARKS = {
          "the time goes"),
     ]),
     "store": (store.run, "the ingest storing, at every window end, a burst of closed windows into an edge "
-              "database with a history, in household order; beside the same bursts in the order they closed", [
+              "database with a history, in the unique key's order; beside the same bursts in the order they closed", [
         ("--households", int, 100_000, "households, each with a window closing at every window end"),
         ("--ends", int, 24, "window ends stored one after another (the last quarter is timed)"),
-        ("--window-first", "flag", False, "also store the same bursts into a database whose unique key is "
-         "(window_start, household), beside the shipped (household, window_start) that the admin's household "
-         "filter and search use: what the shipped household-first key costs the ingest against a window-first one"),
+        ("--household-first", "flag", False, "also store the same bursts, in household order, into a database "
+         "whose unique key is (household, window_start), as before the household index was built in sorted runs, "
+         "beside the shipped (window_start, household): what the household-first key cost the ingest"),
         ("--checkpoint", "flag", False, "also store the same bursts, in each order, with SQLite's default WAL "
          "checkpoint (every 1000 pages) instead of the edge's SQLITE_CHECKPOINT_PAGES, each beside its shipped run"),
     ]),
@@ -113,9 +113,10 @@ BENCHMARKS = {
          "Kafka message a reading instead of batches; built-when-due runsimulation --build-ahead off, each step "
          "built when it is due and sent once built instead of sent at its moment; spread-readings "
          "runsimulation --spread on, each household reading at a moment of its own in the step and sent then; "
-         "window-first-key the edge's database with the unique key (window_start, household) instead of the "
-         "shipped (household, window_start), which the admin's household filter and search need: what that key "
-         "costs the pipeline (not a setting: the table is made again before the edge starts); history the edge's "
+         "household-first-key the edge as it was before its household index was built in sorted runs: the "
+         "unique key (household, window_start) instead of the shipped (window_start, household), each tuple put "
+         "into its household's run as it is stored, and no sorted runs (not a setting: the table is made again "
+         "before the edge starts); both runs then hold the history below; history the edge's "
          f"database holding {e2e.HISTORY_WINDOWS_DEFAULT} acknowledged windows of each household before the edge "
          "starts, as after a while of running, where every run starts from an empty one"),
         ("--warmup", int, e2e.WARMUP_S, "seconds the pipeline runs before measuring (the first windows close, "
