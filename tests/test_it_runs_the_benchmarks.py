@@ -372,6 +372,7 @@ def test_it_turns_the_edge_key_round_for_the_household_first_baseline_and_keeps_
             inserted = [db.execute(INSERT_WINDOWS.replace("%s", "?"), window).rowcount for _ in range(2)]
             assert db.execute("select indexed_to from edge_app_householdindexmark").fetchall() == [(e2e.NEVER_INDEXED,)]
         assert inserted == [1, 0]  # the replay absorbed by the key
+        assert e2e._index_behind(pipeline) is None  # said as "none built", not as millions behind
         with pytest.raises(RuntimeError, match="not empty"):
             e2e._change_schema(pipeline, e2e.BASELINES["household-first-key"][0], 300)
     finally:
@@ -428,7 +429,9 @@ def test_it_gives_the_history_baseline_acknowledged_windows_of_the_simulations_h
             later = (newest[0], newest[1] + width, newest[2] + width, "1970-01-01", 1.0, 3, "2026-12-04 21:00:00")
             again = (newest[0], newest[1], newest[2], "1970-01-01", 1.0, 3, "2026-12-04 21:00:00")
             insert = INSERT_WINDOWS.replace("%s", "?")
+            assert e2e._index_behind(pipeline) == 0
             assert [db.execute(insert, row).rowcount for row in (later, again)] == [1, 0]
+        assert e2e._index_behind(pipeline) == 1  # the run's first tuple, until a run takes it in
     finally:
         pipeline.close()
         pipeline.forget()

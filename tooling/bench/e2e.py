@@ -79,6 +79,7 @@ SATURATED = 0.95  # a sample with at least this share of every core busy: all co
 # A thread's "busy": the share of the time it was running or ready to run (tooling.bench.threads)
 THREADS_FIGURE = "busiest threads, cores and busy"
 LOOPS_FIGURE = "edge loops, cores and busy"
+INDEX_FIGURE = "tuples not yet in the household index at the end"
 REFUSED_FIGURE = "refused tuples, whole run"  # warm-up included: a run with any refused measured the refusal
 # --baseline WHAT: the one setting the baseline run changes, and how the figures name it. A name under
 # REDIS_SETTING is a setting of the cloud's Redis: every run sets REDIS_TUNING (as `make services` starts
@@ -440,6 +441,15 @@ def _refused(pipeline):
                               f"{int(Status.REFUSED)} group by refusal"))
 
 
+def _index_behind(pipeline):
+    """Tuples stored but not yet in the household index at the end (edge_app/household_index.py): at most about
+    a run's worth, HOUSEHOLD_INDEX_EVERY_SECONDS of tuples, if its runs keep up. None: no run is built."""
+    (newest, indexed_to), = pipeline.rows(
+        f"select coalesce(max(id), 0), (select coalesce(max(indexed_to), 0) from "
+        f"{HouseholdIndexMark._meta.db_table}) from {WindowAggregate._meta.db_table}")
+    return None if indexed_to == NEVER_INDEXED else newest - min(indexed_to, newest)
+
+
 def _late(pipeline):
     """Readings the edge has counted late so far (closed windows they came too late for)."""
     return sum(row[0] for row in pipeline.rows("select late from edge_app_edgestatus"))
@@ -635,6 +645,7 @@ def _measure(households, seconds, step, out, settings_env, warmup, described):
         late = _late(pipeline) - late_before
         refused = _refused(pipeline)
         stages = _stages(pipeline, started_ms, started_ms + elapsed_s * 1000, first_id)
+        behind = _index_behind(pipeline)
         rewrites = _aof_rewrites(services.redis_url)
         rewrites = None if rewrites is None or rewrites_before is None else rewrites - rewrites_before
     finally:  # nested, so a second Ctrl-C during one step of the cleanup still runs the others
@@ -669,7 +680,7 @@ def _measure(households, seconds, step, out, settings_env, warmup, described):
               "freshness_max_s": round(max(v for v, _ in samples) / 1000, 2), "feed_drops": drops, "late": late,
               "refused": sum(refused.values()),
               "redis_aof_rewrites": rewrites, "machine": load, "window_book": compiled.state()[0],
-              "processes": costs, "stages": stages, "threads": busiest,
+              "processes": costs, "stages": stages, "threads": busiest, "index_behind": behind,
               # the cloud counts at most ENDS_MAX window ends an update: tuples beyond them are not timed
               "timed_share": round(sum(count for _, count in samples) / max(acked, 1), 4)}
     out("e2e: where the time goes (p50 / p99 s): " + ", ".join(f"{name} {p50} / {p99}"
@@ -707,6 +718,9 @@ def _figures(result, label=""):
     if "refused" in result:  # runs written before it was counted lack it
         extra[REFUSED_FIGURE] = f"{result['refused']:,}"
     extra["tuples timed"] = f"{result['timed_share']:.1%}"
+    if "index_behind" in result:  # runs written before it was reported lack it
+        behind = result["index_behind"]
+        extra[INDEX_FIGURE] = "none built" if behind is None else f"{behind:,}"
     if "window_book" in result:  # edge_app/compiled.py: whether the edge ran its window book compiled
         extra["window book"] = result["window_book"]
     if result.get("redis_aof_rewrites") is not None:
