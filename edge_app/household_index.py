@@ -4,7 +4,7 @@ and search, built in sorted runs away from the ingest.
 The tuples' unique key is (window_start, household), so the ingest's inserts go in at the index's end. An index
 in household order kept per tuple has a place to write for every household: once households have a history,
 each tuple of a commit lands on an index page of its own, and SQLite's WAL writes every page a commit touches
-in full (`bench store`, and `bench e2e --baseline history`). Here the tuples stored since the last run are
+in full (`bench store --household-first`, `bench e2e --baseline household-first-key`). Here the tuples stored since the last run are
 copied, every HOUSEHOLD_INDEX_EVERY_SECONDS, into a temporary table kept in household order, then merged into
 the index a slice at a time: each index page is written once for all its household's new windows, and each
 slice is a short transaction between the loops' own. So the index trails the newest tuples by up to that
@@ -13,9 +13,10 @@ interval plus a run (HouseholdIndexMark says how far it reaches; the admin says 
 Retention deletes tuples without touching the index; `sweep_soon` starts a walk of the index in its own order
 that deletes the entries whose tuple is gone (a join skips them until then).
 
-The heartbeat loop runs `handle_one_slice` in the time its beats leave (edge_app/loops.py); `index_all` is the
-finite form (a burst run's end, the tests, the benchmarks). Every step is idempotent: a run cut off (a crash, a
-database connection made anew) is begun again from the mark, and merging an entry twice changes nothing.
+The heartbeat loop runs `handle_one_slice` in the time its beats leave (edge_app/loops.py), and a finite run
+ends once `caught_up`; `index_all` does a whole run at once (the tests, the benchmarks). Every step is
+idempotent: a run cut off (a crash, a database connection made anew) is begun again from the mark, and
+merging an entry twice changes nothing.
 """
 
 import time
@@ -76,6 +77,11 @@ class HouseholdIndexer:
             self._sweep_one_slice()
             return True
         return False
+
+    def caught_up(self):
+        """True if every tuple stored by now is in the index and no run or sweep is underway; else a run is
+        begun now, if none is, for the next slices to take them in."""
+        return self.run is None and not self.sweeping and not self._begin()
 
     def index_all(self):
         """Index every tuple stored by now (a whole run, from the mark) and finish a sweep underway."""

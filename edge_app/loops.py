@@ -301,7 +301,8 @@ class HeartbeatStep(Step):
     def finished(self, control):
         if not control.done("sender"):
             return False
-        self.index.index_all()  # a finite run ends with every tuple it stored in the household index
+        if not self.index.caught_up():  # a finite run ends with every tuple it stored in the household index,
+            return False                # built by the steps' upkeep, a slice at a time as ever
         # The last beat may have counted the backlog just before the sender emptied it; the cloud would
         # show that stale figure for good. One more answered beat tells it the backlog the burst ends with.
         for _ in range(self.FINAL_BEAT_TRIES):

@@ -113,19 +113,45 @@ def test_it_sweeps_the_entries_of_tuples_retention_deleted_and_points_a_stored_a
     assert entries() == every_tuple()
 
 
-def test_it_keeps_each_beat_of_the_heartbeat_loop_to_its_share_of_the_second(db, monkeypatch):
+class Control:
+    """What the heartbeat loop asks its control: the sender is done (a finite run), and whether to stop."""
+
+    stopping = False
+
+    def stop_requested(self):
+        return self.stopping
+
+    def done(self, loop):
+        return loop == "sender"
+
+
+def heartbeat_upkeep():
     from edge_app.loops import HeartbeatStep
 
+    step = HeartbeatStep.__new__(HeartbeatStep)  # its upkeep alone: no socket to a cloud
+    step.index, step.retention, step.control = HouseholdIndexer(), Retention(days=7), Control()
+    return step
+
+
+def test_it_keeps_each_beat_of_the_heartbeat_loop_to_its_share_of_the_second(db, monkeypatch):
     monkeypatch.setattr(household_index, "COPY_ROWS", 10)
     monkeypatch.setattr(household_index, "MERGE_ROWS", 10)
     store(households=100, windows=60)
-    step = HeartbeatStep.__new__(HeartbeatStep)  # its upkeep alone: no socket to a cloud
-    step.index, step.retention = HouseholdIndexer(), Retention(days=7)
-    step.control = type("Control", (), {"stop_requested": staticmethod(lambda: False)})()
+    step = heartbeat_upkeep()
     began = time.monotonic()
     step.handle_upkeep(until=began + 0.05)
     assert time.monotonic() - began < 0.5  # the share, and one slice begun within it
     assert HouseholdIndexMark.get().indexed_to == 0  # 6,000 tuples are more than a share's slices of 10
     while HouseholdIndexMark.get().indexed_to == 0:
         step.handle_upkeep(until=time.monotonic() + 0.05)
+    assert entries() == every_tuple()
+
+
+def test_it_ends_a_finite_run_only_once_every_tuple_it_stored_is_in_the_index(db):
+    store(households=5, windows=4)
+    step = heartbeat_upkeep()
+    assert not step.finished(step.control)  # a run begun, for the upkeep to take them in
+    step.handle_upkeep(until=time.monotonic() + 30)
+    step.control.stopping = True  # no final beats: there is no cloud here
+    assert step.finished(step.control)
     assert entries() == every_tuple()
