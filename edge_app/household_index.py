@@ -4,9 +4,9 @@ and search, built in sorted runs away from the ingest.
 The tuples' unique key is (window_start, household), so the ingest's inserts go in at the index's end. An index
 in household order kept per tuple has a place to write for every household: once households have a history,
 each tuple of a commit lands on an index page of its own, and SQLite's WAL writes every page a commit touches
-in full (`bench store --household-first`, `bench e2e --baseline household-first-key`). Here the tuples stored since the last run are
-copied, every HOUSEHOLD_INDEX_EVERY_SECONDS, into a temporary table kept in household order, then merged into
-the index a slice at a time: each index page is written once for all its household's new windows, and each
+in full (`bench store --household-first`, `bench e2e --baseline household-first-key`). Here the tuples stored
+since the last run are copied, every HOUSEHOLD_INDEX_EVERY_SECONDS, into a temporary table kept in household
+order, then merged into the index a slice at a time: each index page is written once for all its household's new windows, and each
 slice is a short transaction between the loops' own. So the index trails the newest tuples by up to that
 interval plus a run (HouseholdIndexMark says how far it reaches; the admin says so on the page).
 
