@@ -132,17 +132,12 @@ class HouseholdIndexer:
 
     def _merge_one_slice(self):
         run = self.run
-        after, params = _after(run.merged_to)
         with connection.cursor() as cursor:
-            cursor.execute(f"SELECT household, window_start FROM {PENDING} WHERE {after} ORDER BY {ORDER} "
-                           f"LIMIT 1 OFFSET {MERGE_ROWS - 1}", params)
-            bound = cursor.fetchone()
-            upto, bound_params = ("", []) if bound is None else (f" AND {KEY} <= (%s, %s)", list(bound))
+            where, params, bound = _slice(cursor, PENDING, run.merged_to, MERGE_ROWS)
             with transaction.atomic():
                 cursor.execute(f"INSERT INTO {ENTRIES} (household, window_start, aggregate_id) "
-                               f"SELECT household, window_start, aggregate_id FROM {PENDING} WHERE {after}{upto} "
-                               f"ORDER BY {ORDER} {UPSERT}",
-                               params + bound_params)
+                               f"SELECT household, window_start, aggregate_id FROM {PENDING} WHERE {where} "
+                               f"ORDER BY {ORDER} {UPSERT}", params)
                 if bound is None:
                     HouseholdIndexMark.objects.update_or_create(pk=HouseholdIndexMark.PK, defaults={
                         "indexed_to": run.target, "indexed_at": timezone.now()})
@@ -153,17 +148,24 @@ class HouseholdIndexer:
             self.run = None
 
     def _sweep_one_slice(self):
-        after, params = _after(self.swept_to)
         with connection.cursor() as cursor:
-            cursor.execute(f"SELECT household, window_start FROM {ENTRIES} WHERE {after} ORDER BY {ORDER} "
-                           f"LIMIT 1 OFFSET {SWEEP_ROWS - 1}", params)
-            bound = cursor.fetchone()
-            upto, bound_params = ("", []) if bound is None else (f" AND {KEY} <= (%s, %s)", list(bound))
-            cursor.execute(f"DELETE FROM {ENTRIES} WHERE {after}{upto} AND NOT EXISTS "
-                           f"(SELECT 1 FROM {TUPLES} WHERE {TUPLES}.id = {ENTRIES}.aggregate_id)",
-                           params + bound_params)
+            where, params, bound = _slice(cursor, ENTRIES, self.swept_to, SWEEP_ROWS)
+            cursor.execute(f"DELETE FROM {ENTRIES} WHERE {where} AND NOT EXISTS "
+                           f"(SELECT 1 FROM {TUPLES} WHERE {TUPLES}.id = {ENTRIES}.aggregate_id)", params)
         self.swept_to = bound
         self.sweeping = bound is not None
+
+
+def _slice(cursor, table, start, rows):
+    """The next `rows` rows of `table` in (household, window_start) order after the key `start` (None: from the
+    first): (the condition that selects them, its parameters, their last key, None if they run to the end)."""
+    after, params = _after(start)
+    cursor.execute(f"SELECT household, window_start FROM {table} WHERE {after} ORDER BY {ORDER} "
+                   f"LIMIT 1 OFFSET {rows - 1}", params)
+    bound = cursor.fetchone()
+    if bound is None:
+        return after, params, None
+    return f"{after} AND {KEY} <= (%s, %s)", params + list(bound), tuple(bound)
 
 
 def _after(key):
