@@ -6,9 +6,10 @@ in household order kept per tuple has a place to write for every household: once
 each tuple of a commit lands on an index page of its own, and SQLite's WAL writes every page a commit touches
 in full (`bench store --household-first`, `bench e2e --baseline household-first-key`). Here the tuples stored
 since the last run are copied, every HOUSEHOLD_INDEX_EVERY_SECONDS, into a temporary table kept in household
-order, then merged into the index a slice at a time: each index page is written once for all its household's new windows, and each
-slice is a short transaction between the loops' own. So the index trails the newest tuples by up to that
-interval plus a run (HouseholdIndexMark says how far it reaches; the admin says so on the page).
+order, then merged into the index a slice at a time: each index page is written once for all its household's
+new windows, and each slice is a short transaction between the loops' own. So the index trails the newest
+tuples by up to that interval plus a run (HouseholdIndexMark says how far it reaches; the admin says so on
+the page).
 
 Retention deletes tuples without touching the index; `sweep_soon` starts a walk of the index in its own order
 that deletes the entries whose tuple is gone (a join skips them until then).
@@ -159,15 +160,10 @@ class HouseholdIndexer:
 def _slice(cursor, table, start, rows):
     """The next `rows` rows of `table` in (household, window_start) order after the key `start` (None: from the
     first): (the condition that selects them, its parameters, their last key, None if they run to the end)."""
-    after, params = _after(start)
+    after, params = ("1 = 1", []) if start is None else (f"{KEY} > (%s, %s)", list(start))
     cursor.execute(f"SELECT household, window_start FROM {table} WHERE {after} ORDER BY {ORDER} "
                    f"LIMIT 1 OFFSET {rows - 1}", params)
     bound = cursor.fetchone()
     if bound is None:
         return after, params, None
     return f"{after} AND {KEY} <= (%s, %s)", params + list(bound), tuple(bound)
-
-
-def _after(key):
-    """The condition 'after this (household, window_start)' (always true for None) and its parameters."""
-    return ("1 = 1", []) if key is None else (f"{KEY} > (%s, %s)", list(key))
